@@ -1,0 +1,1 @@
+"""The agents Django app: registry, workflows, decisions, data and monitoring agents."""

@@ -1,0 +1,1 @@
+"""Orchestration: the agent registry, task routing, the message hub."""

@@ -1,0 +1,21 @@
+"""The Celery app: configured from Django settings (``CELERY_*``), tasks found in ``workers``."""
+import os
+
+from celery import Celery
+from kombu.serialization import disable_insecure_serializers
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
+
+#: Celery task modules; ``workers.<agent type>`` tasks are routed to that type's queue.
+WORKER_MODULES = ("workers.registry",)
+
+app = Celery("agentsite")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Task modules live in the top-level ``workers`` package, one module per queue.
+app.autodiscover_tasks(lambda: list(WORKER_MODULES), related_name=None)
+# Refuse to deserialize anything but JSON, in this process and in every worker.
+disable_insecure_serializers(allowed=["json"])
+
+from workers.bootsteps import AgentRegistryStep  # noqa: E402  (needs the app configured first)
+
+app.steps["worker"].add(AgentRegistryStep)

@@ -1,0 +1,204 @@
+"""Django settings for agentsite, read from the environment (12-factor).
+
+With no environment set, everything runs embedded: SQLite under ``var/`` and a
+filesystem Celery broker under ``var/broker`` that needs no server process but
+works across processes. Production names PostgreSQL and Redis by URL; the code
+paths are the same.
+"""
+import secrets
+from pathlib import Path
+
+import environ
+from kombu import Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+#: Everything the embedded default writes (database, broker, generated secrets).
+VAR_DIR = Path(env.str("AGENTS_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_from_file(name: str, length: int = 50) -> str:
+    """Read a generated secret from ``VAR_DIR``, creating it once (mode 0600)."""
+    path = VAR_DIR / name
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(length))
+    return path.read_text().strip()
+
+
+# A secret is never in the code: from the environment, or generated once per install.
+SECRET_KEY = env.str("SECRET_KEY", default="") or _secret_from_file("secret_key")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "django_celery_results",
+    "agents",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "agentsite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "agentsite.wsgi.application"
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'agentsite.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share one file: wait for locks instead of failing,
+    # take the write lock up front, and let readers run beside a writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# --- Celery -----------------------------------------------------------------
+
+#: The queues of the agent types; a worker consuming one of them hosts an agent of that type.
+AGENT_QUEUES = ("workflow", "decision", "data", "monitoring")
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
+
+#: Seconds a delivered but unacknowledged message stays invisible before the
+#: broker hands it out again; above the longest countdown and time limit.
+AGENTS_VISIBILITY_TIMEOUT_S = env.int("AGENTS_VISIBILITY_TIMEOUT_S", default=3600)
+
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "control", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "control_folder": str(_broker_dir / "control"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "polling_interval": 0.05,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": AGENTS_VISIBILITY_TIMEOUT_S,
+        # Redis priorities: 0 is highest; ten steps so agent tasks can use 0-9.
+        "queue_order_strategy": "priority",
+        "priority_steps": list(range(10)),
+        "sep": ":",
+    }
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": AGENTS_VISIBILITY_TIMEOUT_S}
+
+# JSON only: a pickle message is refused by every worker.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_EVENT_SERIALIZER = "json"
+
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("AGENTS_TASK_SOFT_TIME_LIMIT_S", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("AGENTS_TASK_TIME_LIMIT_S", default=330)
+CELERY_TASK_TRACK_STARTED = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_EXPIRES = env.int("AGENTS_RESULT_EXPIRES_S", default=7 * 24 * 3600)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = TIME_ZONE
+
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("default", *AGENT_QUEUES)]
+#: Routing by task module: ``workers.<queue>.*`` runs on ``<queue>``; the rest on ``default``.
+CELERY_TASK_ROUTES = {f"workers.{queue}.*": {"queue": queue} for queue in AGENT_QUEUES}
+
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Agents -----------------------------------------------------------------
+
+#: Seconds between a worker's heartbeats for its agents.
+AGENTS_HEARTBEAT_INTERVAL_S = env.float("AGENTS_HEARTBEAT_INTERVAL_S", default=10.0)
+#: Seconds between a worker's checks of its busy/idle state; it writes only on change.
+AGENTS_STATUS_INTERVAL_S = env.float("AGENTS_STATUS_INTERVAL_S", default=1.0)
+#: An agent not heard from for this many seconds is marked offline.
+AGENTS_OFFLINE_AFTER_S = env.float("AGENTS_OFFLINE_AFTER_S", default=45.0)
+#: Seconds between sweeps that mark silent agents offline (a celery-beat entry).
+AGENTS_OFFLINE_SWEEP_S = env.float("AGENTS_OFFLINE_SWEEP_S", default=15.0)
+
+CELERY_BEAT_SCHEDULE = {
+    "agents-mark-offline": {
+        "task": "workers.registry.agents_mark_offline",
+        "schedule": AGENTS_OFFLINE_SWEEP_S,
+        "options": {"expires": AGENTS_OFFLINE_SWEEP_S},
+    },
+}
+
+#: Basic auth for Flower, ``user:password``; ``make run`` derives one from the admin user when unset.
+FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")

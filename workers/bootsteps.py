@@ -1,0 +1,126 @@
+"""A worker bootstep that keeps the agent registry in step with the worker.
+
+On start the worker registers one agent per agent-type queue it consumes; a
+timer then checks every ``AGENTS_STATUS_INTERVAL_S`` whether each agent has a
+task in hand and writes only when busy/idle changed or a heartbeat is due, so
+the hot path of a task never touches the database. On stop the agents go offline.
+"""
+import logging
+import os
+import time
+import uuid
+
+from celery import bootsteps
+from celery.worker import state as worker_state
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+
+logger = logging.getLogger(__name__)
+
+
+class AgentRegistryStep(bootsteps.StartStopStep):
+    """Registers the worker's agents, heartbeats, tracks busy/idle, marks them offline on stop."""
+
+    # After the pool has forked, so no database connection is shared with a child.
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.boot_id = uuid.uuid4().hex
+        self.hostname = ""
+        self.agent_types: list[str] = []
+        self.queue_by_routing_key: dict[str, str] = {}
+        self.capabilities: dict[str, list[str]] = {}
+        self.written: dict[str, str] = {}
+        self.last_heartbeat = 0.0
+        self.registered = False
+        self.timer_entry = None
+
+    def start(self, worker):
+        """Register the agents and start the heartbeat timer."""
+        from agents.orchestration.registry import agent_types_for_queues
+
+        queues = worker.app.amqp.queues.consume_from.values()
+        self.hostname = worker.hostname
+        self.queue_by_routing_key = {queue.routing_key or queue.name: queue.name for queue in queues}
+        self.agent_types = agent_types_for_queues(queue.name for queue in queues)
+        if not self.agent_types:
+            return
+        router = worker.app.amqp.router
+        for name in sorted(worker.app.tasks):
+            if name.startswith("celery."):
+                continue
+            queue = router.route({}, name).get("queue")
+            queue_name = getattr(queue, "name", queue)
+            self.capabilities.setdefault(queue_name, []).append(name)
+        self._register()
+        self.timer_entry = worker.timer.call_repeatedly(settings.AGENTS_STATUS_INTERVAL_S, self.tick)
+
+    def stop(self, worker):
+        """Stop heart-beating and mark this worker's agents offline."""
+        from agents.orchestration.registry import agents_stop
+
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+        if not self.agent_types:
+            return
+        try:
+            close_old_connections()
+            agents_stop(hostname=self.hostname, boot_id=self.boot_id)
+        except DatabaseError:
+            logger.exception("could not mark the agents of %s offline; the offline sweep will", self.hostname)
+
+    def busy_types(self) -> set[str]:
+        """Return the agent types that have a task running on this worker now."""
+        busy = set()
+        for request in list(worker_state.active_requests):
+            routing_key = (request.delivery_info or {}).get("routing_key")
+            queue = self.queue_by_routing_key.get(routing_key)
+            if queue:
+                busy.add(queue)
+        return busy
+
+    def tick(self):
+        """Write busy/idle when it changed, and the heartbeat when it is due."""
+        from agents.orchestration.registry import agents_heartbeat
+
+        busy = self.busy_types()
+        statuses = {agent_type: "busy" if agent_type in busy else "idle" for agent_type in self.agent_types}
+        heartbeat_due = time.monotonic() - self.last_heartbeat >= settings.AGENTS_HEARTBEAT_INTERVAL_S
+        if statuses == self.written and not heartbeat_due and self.registered:
+            return
+        try:
+            close_old_connections()
+            if not self.registered:
+                self._register()
+                return
+            lost = agents_heartbeat(hostname=self.hostname, boot_id=self.boot_id, statuses=statuses)
+        except DatabaseError:
+            logger.warning("agent heartbeat of %s failed; retrying next tick", self.hostname, exc_info=True)
+            return
+        self.written = statuses
+        self.last_heartbeat = time.monotonic()
+        if lost:
+            logger.info("agents %s of %s were missing from the registry; registering again", lost, self.hostname)
+            self.registered = False
+
+    def _register(self):
+        from agents.orchestration.registry import agents_register
+
+        try:
+            close_old_connections()
+            agents_register(
+                hostname=self.hostname,
+                queues=self.agent_types,
+                boot_id=self.boot_id,
+                pid=os.getpid(),
+                capabilities=self.capabilities,
+            )
+        except DatabaseError:
+            logger.warning("could not register the agents of %s; retrying next tick", self.hostname, exc_info=True)
+            return
+        self.registered = True
+        self.written = {agent_type: "idle" for agent_type in self.agent_types}
+        self.last_heartbeat = time.monotonic()
+        logger.info("registered agents %s for %s", ", ".join(self.agent_types), self.hostname)

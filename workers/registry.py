@@ -1,0 +1,19 @@
+"""Tasks of the agent registry (routed to the ``default`` queue)."""
+from celery import shared_task
+
+from agents.orchestration.registry import agents_mark_offline as agents_mark_offline_service
+
+
+@shared_task(ignore_result=True)
+def agents_mark_offline() -> int:
+    """Mark agents offline that have not heart-beaten within ``AGENTS_OFFLINE_AFTER_S``."""
+    return agents_mark_offline_service()
+
+
+@shared_task(bind=True)
+def agent_ping(self) -> dict:
+    """Answer with the worker and queue that ran this task; used by the demo and health checks."""
+    return {
+        "worker": self.request.hostname,
+        "queue": (self.request.delivery_info or {}).get("routing_key"),
+    }
