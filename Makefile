@@ -1,0 +1,41 @@
+# agentsite: `make run` starts the whole stack, `make test` runs the whole suite.
+# Both create .venv and install requirements.txt themselves.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements-installed
+
+# Tests talk to the machine's real services unless the environment names others.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: venv run test demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11 or newer is required; found " + sys.version)'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+run: venv
+	bin/run
+
+test: venv
+	bin/ensure-services
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=django-db \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	rm -rf var/demo
+	env -u DATABASE_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND AGENTS_VAR_DIR=$(CURDIR)/var/demo \
+		$(BIN)/python manage.py demo
+
+bench: venv
+	@for script in bench/*.py; do $(BIN)/python $$script; done
+
+clean:
+	rm -rf var/demo var/broker

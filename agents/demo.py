@@ -1,0 +1,100 @@
+"""The end-to-end demo (``make demo``) and the demo data ``make run`` loads.
+
+The demo starts a real Celery worker in another process on whatever database
+and broker the settings name (the embedded default under ``make demo``),
+waits for it to register its agents, sends a task through every queue, stops
+the worker and checks its agents went offline.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+from agents.exceptions import AgentsError
+from agents.models import Agent, AgentStatus
+from workers.registry import agent_ping
+
+
+class DemoError(AgentsError):
+    """A step of the demo did not reach the outcome it waits for."""
+
+
+def _wait_for(predicate, *, timeout_s: float, what: str):
+    """Poll ``predicate`` every 0.2 s until it returns a truthy value; raise ``DemoError`` naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise DemoError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def demo_seed() -> dict:
+    """Load demo data for ``make run``: one task through each queue, visible in admin and Flower."""
+    queues = ["default", *settings.AGENT_QUEUES]
+    for queue in queues:
+        agent_ping.apply_async(queue=queue)
+    return {"tasks_sent": len(queues)}
+
+
+def demo_run(*, timeout_s: float = 60.0) -> dict:
+    """Run the end-to-end scenario and return its summary; raise ``DemoError`` when a step fails."""
+    started = time.monotonic()
+    call_command("migrate", verbosity=0, interactive=False)
+    queues = ["default", *settings.AGENT_QUEUES]
+    nodename = f"demo-{uuid.uuid4().hex[:8]}@{os.uname().nodename}"
+    log_path = settings.VAR_DIR / "demo-worker.log"
+    summary = {
+        "ok": False,
+        "database": connection.vendor,
+        "broker": settings.CELERY_BROKER_URL.split("://", 1)[0],
+        "result_backend": settings.CELERY_RESULT_BACKEND.split("://", 1)[0],
+        "worker_log": str(log_path),
+    }
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "agentsite", "worker", "-Q", ",".join(queues),
+             "-n", nodename, "--concurrency", "2", "--loglevel", "INFO"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, env=os.environ.copy(),
+        )
+    try:
+        summary["worker"] = {"hostname": nodename, "pid": worker.pid}
+        registered = _wait_for(
+            lambda: worker.poll() is None
+            and list(Agent.objects.filter(hostname=nodename, status=AgentStatus.IDLE).values("name", "agent_type")),
+            timeout_s=timeout_s,
+            what=f"worker {nodename} to register its agents (see {log_path})",
+        )
+        if len(registered) != len(settings.AGENT_QUEUES):
+            raise DemoError(f"worker registered {len(registered)} agents, expected {len(settings.AGENT_QUEUES)}")
+        summary["agents_registered"] = sorted(agent["name"] for agent in registered)
+        results = {queue: agent_ping.apply_async(queue=queue) for queue in queues}
+        summary["tasks"] = []
+        for queue, result in results.items():
+            answer = result.get(timeout=timeout_s)
+            if answer["worker"] != nodename or answer["queue"] != queue:
+                raise DemoError(f"task sent to {queue!r} was answered by {answer}")
+            summary["tasks"].append({"queue": queue, "task_id": result.id, "answered_by": answer["worker"]})
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    summary["agents_offline_after_stop"] = not Agent.objects.filter(hostname=nodename).exclude(
+        status=AgentStatus.OFFLINE
+    ).exists()
+    if not summary["agents_offline_after_stop"]:
+        raise DemoError(f"agents of {nodename} were still online after the worker stopped")
+    summary["ok"] = True
+    summary["duration_s"] = round(time.monotonic() - started, 2)
+    return summary

@@ -1,0 +1,14 @@
+"""``manage.py demo_seed``: load the demo data `make run` shows."""
+from django.core.management.base import BaseCommand
+
+from agents.demo import demo_seed
+
+
+class Command(BaseCommand):
+    """Load demo data."""
+
+    help = "Load demo data (safe to run twice)."
+
+    def handle(self, *args, **options):
+        loaded = demo_seed()
+        self.stdout.write(f"Demo data: {loaded['tasks_sent']} tasks sent, one through each queue.")
