@@ -26,12 +26,12 @@ run: venv
 
 test: venv
 	bin/ensure-services
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=django-db \
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=django-db CONN_MAX_AGE=0 \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: venv
-	rm -rf var/demo
-	env -u DATABASE_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND AGENTS_VAR_DIR=$(CURDIR)/var/demo \
+	@rm -rf var/demo
+	@env -u DATABASE_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND AGENTS_VAR_DIR=$(CURDIR)/var/demo \
 		$(BIN)/python manage.py demo
 
 bench: venv

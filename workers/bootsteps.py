@@ -13,7 +13,7 @@ import uuid
 from celery import bootsteps
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,11 @@ class AgentRegistryStep(bootsteps.StartStopStep):
             agents_stop(hostname=self.hostname, boot_id=self.boot_id)
         except DatabaseError:
             logger.exception("could not mark the agents of %s offline; the offline sweep will", self.hostname)
+        finally:
+            connection.close()
+
+    # A cold shutdown (or an embedded worker's stop) terminates steps instead of stopping them.
+    terminate = stop
 
     def busy_types(self) -> set[str]:
         """Return the agent types that have a task running on this worker now."""

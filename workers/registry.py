@@ -4,7 +4,7 @@ from celery import shared_task
 from agents.orchestration.registry import agents_mark_offline as agents_mark_offline_service
 
 
-@shared_task(ignore_result=True)
+@shared_task
 def agents_mark_offline() -> int:
     """Mark agents offline that have not heart-beaten within ``AGENTS_OFFLINE_AFTER_S``."""
     return agents_mark_offline_service()

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real Celery worker on the real broker, and helpers to wait for outcomes."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings
+
+from agentsite.celery import app as celery_app
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+ALL_QUEUES = ["default", *settings.AGENT_QUEUES]
+
+
+def pytest_configure(config):
+    """Refuse to run integration tests on anything but the real services `make test` names."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" not in engine or not settings.CELERY_BROKER_URL.startswith("redis://"):
+        pytest.exit(
+            "The suite runs against PostgreSQL and Redis: use `make test` "
+            f"(got database engine {engine!r}, broker {settings.CELERY_BROKER_URL!r}).",
+            returncode=4,
+        )
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """The test Redis database, emptied once so no message from an earlier run is delivered."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def celery_worker(broker, django_db_setup, django_db_blocker):
+    """A real Celery worker (threads pool) consuming every queue, shared by the session."""
+    with django_db_blocker.unblock():
+        with start_worker(
+            celery_app,
+            pool="threads",
+            concurrency=4,
+            perform_ping_check=False,
+            hostname="tests@localhost",
+            queues=ALL_QUEUES,
+            shutdown_timeout=30,
+        ) as worker:
+            yield worker
+
+
+def wait_for(predicate, *, timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "condition"):
+    """Return ``predicate()`` once it is truthy; fail the test naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def embedded_env(var_dir: Path, **extra: str) -> dict:
+    """Environment for a subprocess on the embedded default (no service URLs), rooted at ``var_dir``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "CELERY_"))}
+    env.pop("SECRET_KEY", None)
+    env.update({"AGENTS_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "agentsite.settings"}, **extra)
+    return env
+
+
+def manage(*args: str, env: dict, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` in a subprocess, as a user would, and return its completed process."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "manage.py"), *args],
+        env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout_s,
+    )

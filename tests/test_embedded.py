@@ -1,0 +1,17 @@
+"""The embedded default works across processes: `make demo` drives a worker in another process."""
+import json
+
+from tests.conftest import embedded_env, manage
+
+
+def test_demo_runs_every_queue_through_a_worker_in_another_process(tmp_path):
+    result = manage("demo", "--timeout", "60", env=embedded_env(tmp_path))
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is True
+    assert (summary["database"], summary["broker"], summary["result_backend"]) == ("sqlite", "filesystem", "django-db")
+    assert [task["queue"] for task in summary["tasks"]] == ["default", "workflow", "decision", "data", "monitoring"]
+    assert {task["answered_by"] for task in summary["tasks"]} == {summary["worker"]["hostname"]}
+    assert len(summary["agents_registered"]) == 4
+    assert summary["agents_offline_after_stop"] is True

@@ -1,0 +1,56 @@
+"""Flower requires basic auth and refuses to start without it."""
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+from tests.conftest import PROJECT_DIR, embedded_env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_flower(env: dict, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "agentsite", "flower", "--address=127.0.0.1", f"--port={port}"],
+        env=env, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def get(url: str, **kwargs) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=2, **kwargs)
+    except requests.ConnectionError:
+        return None
+
+
+def test_flower_answers_only_with_the_basic_auth_credentials(tmp_path):
+    port = free_port()
+    flower = start_flower(embedded_env(tmp_path, FLOWER_BASIC_AUTH="ops:s3cret"), port)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while (anonymous := get(url)) is None and time.monotonic() < deadline and flower.poll() is None:
+            time.sleep(0.2)
+
+        assert anonymous is not None, "Flower did not start"
+        assert anonymous.status_code == 401
+        assert get(url, auth=("ops", "wrong")).status_code == 401
+        assert get(url, auth=("ops", "s3cret")).status_code == 200
+    finally:
+        flower.terminate()
+        flower.wait(timeout=10)
+
+
+def test_flower_refuses_to_start_without_credentials(tmp_path):
+    flower = start_flower(embedded_env(tmp_path), free_port())
+
+    output, _ = flower.communicate(timeout=60)
+
+    assert flower.returncode != 0
+    assert "FLOWER_BASIC_AUTH must be set" in output

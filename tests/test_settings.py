@@ -1,0 +1,98 @@
+"""Settings come from the environment, with an embedded default when none is set."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_DIR, embedded_env
+
+PRINT_SETTINGS = """
+import json, django
+django.setup()
+from django.conf import settings
+from agentsite.celery import app
+db = settings.DATABASES["default"]
+print(json.dumps({
+    "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST", ""),
+    "broker": app.conf.broker_url, "backend": app.conf.result_backend,
+    "secret_key": settings.SECRET_KEY, "debug": settings.DEBUG, "allowed_hosts": settings.ALLOWED_HOSTS,
+    "flower_basic_auth": settings.FLOWER_BASIC_AUTH,
+    "accept": app.conf.accept_content, "serializer": app.conf.task_serializer,
+    "acks_late": app.conf.task_acks_late, "reject_on_worker_lost": app.conf.task_reject_on_worker_lost,
+    "prefetch": app.conf.worker_prefetch_multiplier, "events": app.conf.worker_send_task_events,
+    "soft_limit": app.conf.task_soft_time_limit, "hard_limit": app.conf.task_time_limit,
+    "visibility_timeout": app.conf.broker_transport_options.get("visibility_timeout"),
+    "queues": sorted(q.name for q in app.conf.task_queues),
+    "beat_scheduler": app.conf.beat_scheduler,
+    "route_workflow": app.amqp.router.route({}, "workers.workflow.step_run")["queue"].name,
+    "route_registry": app.amqp.router.route({}, "workers.registry.agents_mark_offline")["queue"].name,
+}))
+"""
+
+
+def read_settings(env: dict) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", PRINT_SETTINGS], env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_with_no_environment_everything_is_embedded_under_var(tmp_path):
+    seen = read_settings(embedded_env(tmp_path))
+
+    assert seen["engine"] == "django.db.backends.sqlite3"
+    assert seen["name"] == str(tmp_path / "agentsite.sqlite3")
+    assert seen["broker"] == "filesystem://"
+    assert (tmp_path / "broker" / "queue").is_dir()
+    assert seen["backend"] == "django-db"
+    assert seen["debug"] is False
+    assert seen["allowed_hosts"] == ["localhost", "127.0.0.1", "[::1]"]
+
+
+def test_without_secret_key_one_is_generated_once_and_kept_private(tmp_path):
+    first = read_settings(embedded_env(tmp_path))
+    second = read_settings(embedded_env(tmp_path))
+
+    assert len(first["secret_key"]) >= 50
+    assert first["secret_key"] == second["secret_key"]
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    assert first["secret_key"] != read_settings(embedded_env(tmp_path / "other"))["secret_key"]
+
+
+def test_environment_names_the_real_services(tmp_path):
+    env = embedded_env(
+        tmp_path,
+        DATABASE_URL="postgres://agent:pw@db.example:5433/agentsite",
+        CELERY_BROKER_URL="redis://cache.example:6380/2",
+        CELERY_RESULT_BACKEND="redis://cache.example:6380/3",
+        SECRET_KEY="from-the-environment",
+        DEBUG="true",
+        ALLOWED_HOSTS="agents.example.com,.internal",
+        FLOWER_BASIC_AUTH="ops:secret",
+    )
+    seen = read_settings(env)
+
+    assert seen["engine"] == "django.db.backends.postgresql"
+    assert (seen["name"], seen["host"]) == ("agentsite", "db.example")
+    assert seen["broker"] == "redis://cache.example:6380/2"
+    assert seen["backend"] == "redis://cache.example:6380/3"
+    assert seen["secret_key"] == "from-the-environment"
+    assert seen["debug"] is True
+    assert seen["allowed_hosts"] == ["agents.example.com", ".internal"]
+    assert seen["flower_basic_auth"] == "ops:secret"
+    assert seen["visibility_timeout"] == 3600
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_celery_is_configured_for_safe_redelivery_and_flower(tmp_path):
+    seen = read_settings(embedded_env(tmp_path))
+
+    assert seen["accept"] == ["json"] and seen["serializer"] == "json"
+    assert seen["acks_late"] and seen["reject_on_worker_lost"]
+    assert seen["prefetch"] == 1
+    assert seen["events"] is True
+    assert 0 < seen["soft_limit"] < seen["hard_limit"]
+    assert seen["queues"] == ["data", "decision", "default", "monitoring", "workflow"]
+    assert seen["route_workflow"] == "workflow"
+    assert seen["route_registry"] == "default"
+    assert seen["beat_scheduler"] == "django_celery_beat.schedulers:DatabaseScheduler"
