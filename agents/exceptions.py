@@ -11,3 +11,27 @@ class AgentNotFoundError(AgentsError):
 
 class InvalidTransitionError(AgentsError):
     """A state change was asked for that the current state does not allow."""
+
+
+class WorkflowSpecError(AgentsError):
+    """A workflow definition is invalid; ``errors`` lists every problem, each naming its culprit."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+class WorkflowNotFoundError(AgentsError):
+    """No workflow (or run) has the given name or id."""
+
+
+class WorkflowRunStateError(AgentsError):
+    """The run's status does not allow what was asked (cancel a finished run, re-run a running one)."""
+
+
+class ActionError(AgentsError):
+    """An action failed in a way worth retrying; its message is recorded on the step."""
+
+
+class PermanentActionError(ActionError):
+    """An action failed in a way a retry cannot fix (a refused host, bad input); never retried."""

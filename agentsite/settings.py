@@ -203,3 +203,6 @@ CELERY_BEAT_SCHEDULE = {
 
 #: Basic auth for Flower, ``user:password``; ``make run`` derives one from the admin user when unset.
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
+
+#: Hosts the ``http.request`` workflow action may call; ``*`` allows any.
+AGENTS_HTTP_ALLOWED_HOSTS = env.list("AGENTS_HTTP_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])

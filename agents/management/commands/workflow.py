@@ -1,0 +1,126 @@
+"""``manage.py workflow``: validate, load, list, run, inspect, cancel and re-run workflows."""
+import json
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.exceptions import AgentsError, WorkflowSpecError
+from agents.models import RunStatus
+from agents.workflows import selectors, services
+
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class Command(BaseCommand):
+    """Operate workflows from the command line."""
+
+    help = "Workflows: validate FILE | load FILE | list | run FILE_OR_NAME | status RUN_ID | cancel RUN_ID | retry RUN_ID."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="subcommand", required=True,
+                                    metavar="{validate,load,list,run,status,cancel,retry}")
+        validate = sub.add_parser("validate", help="Check a definition file; exit 1 with every reason if invalid.")
+        validate.add_argument("file")
+        load = sub.add_parser("load", help="Store a definition file as a new version (unless unchanged).")
+        load.add_argument("file")
+        load.add_argument("--json", action="store_true")
+        listing = sub.add_parser("list", help="List workflows and their newest versions.")
+        listing.add_argument("--json", action="store_true")
+        run = sub.add_parser("run", help="Start a run of a definition file (loaded first) or of a loaded workflow.")
+        run.add_argument("workflow", metavar="FILE_OR_NAME")
+        run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="Override a declared parameter (VALUE is JSON when it parses, else text).")
+        self._add_wait_arguments(run)
+        status = sub.add_parser("status", help="Show a run.")
+        status.add_argument("run_id", type=int)
+        status.add_argument("--json", action="store_true")
+        cancel = sub.add_parser("cancel", help="Cancel a run.")
+        cancel.add_argument("run_id", type=int)
+        cancel.add_argument("--json", action="store_true")
+        retry = sub.add_parser("retry", help="Re-run a failed or cancelled run from failure.")
+        retry.add_argument("run_id", type=int)
+        self._add_wait_arguments(retry)
+
+    def _add_wait_arguments(self, parser):
+        parser.add_argument("--wait", action="store_true", help="Wait until the run finishes.")
+        parser.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait with --wait (default 600).")
+        parser.add_argument("--json", action="store_true", help="Print the run as one JSON object.")
+
+    def handle(self, *args, subcommand, **options):
+        try:
+            return getattr(self, f"handle_{subcommand}")(**options)
+        except WorkflowSpecError as error:
+            raise CommandError("invalid workflow:\n  - " + "\n  - ".join(error.errors)) from error
+        except AgentsError as error:
+            raise CommandError(str(error)) from error
+
+    def handle_validate(self, *, file, **options):
+        spec = services.workflow_validate_file(path=file)
+        self.stdout.write(f"{file}: valid workflow {spec.name!r}, {len(spec.steps)} steps")
+
+    def handle_load(self, *, file, json=False, **options):
+        version, created = services.workflow_load_file(path=file)
+        if json:
+            self._json({"workflow": version.definition.name, "version": version.number,
+                        "content_hash": version.content_hash, "created": created})
+        else:
+            state = "new version" if created else "unchanged, already stored as version"
+            self.stdout.write(f"{version.definition.name}: {state} {version.number} ({version.content_hash[:12]})")
+
+    def handle_list(self, *, json=False, **options):
+        rows = selectors.workflow_list()
+        if json:
+            self._json(rows)
+            return
+        if not rows:
+            self.stdout.write("No workflows loaded. Load one: `manage.py workflow load examples/workflows/order_fulfilment.yaml`.")
+        for row in rows:
+            self.stdout.write(f"{row['name']}  v{row['version']}  {row['steps']} steps  {row['runs']} runs  {row['description']}")
+
+    def handle_run(self, *, workflow, param, wait, timeout, json, **options):
+        params = dict(services.parse_param(text) for text in param)
+        if Path(workflow).is_file():
+            version, _ = services.workflow_load_file(path=workflow)
+            run = services.workflow_run_start(version=version, params=params)
+        else:
+            run = services.workflow_run_start(workflow=workflow, params=params)
+        self._report(run.pk, wait=wait, timeout=timeout, json=json)
+
+    def handle_status(self, *, run_id, json=False, **options):
+        services.workflow_run_get(run_id=run_id)
+        self._report(run_id, wait=False, timeout=0, json=json)
+
+    def handle_cancel(self, *, run_id, json=False, **options):
+        services.workflow_run_cancel(run_id=run_id)
+        self._report(run_id, wait=False, timeout=0, json=json)
+
+    def handle_retry(self, *, run_id, wait, timeout, json, **options):
+        services.workflow_run_retry(run_id=run_id)
+        self._report(run_id, wait=wait, timeout=timeout, json=json)
+
+    def _report(self, run_id: int, *, wait: bool, timeout: float, json: bool) -> None:
+        run = services.workflow_run_get(run_id=run_id)
+        deadline = time.monotonic() + timeout
+        while wait and run.status not in FINISHED and time.monotonic() < deadline:
+            time.sleep(0.05)
+            run.refresh_from_db(fields=["status"])
+        summary = selectors.run_to_dict(run)
+        if json:
+            self._json(summary)
+        else:
+            progress = summary["progress"]
+            self.stdout.write(
+                f"run {summary['run_id']} of {summary['workflow']} v{summary['version']}: {summary['status']} "
+                f"({progress['done']}/{progress['total']} steps, {progress['percent']}%)"
+            )
+            for step_id, step in summary["steps"].items():
+                error = f"  {step['error']}" if step["error"] else ""
+                self.stdout.write(f"  {step_id}: {step['status']} (attempts {step['attempts']}){error}")
+        if wait and summary["status"] not in FINISHED:
+            raise CommandError(f"run {run_id} still {summary['status']} after {timeout:g}s (it keeps running)")
+        if wait and summary["status"] != RunStatus.SUCCEEDED:
+            raise CommandError(f"run {run_id} {summary['status']}: {summary['error'] or ''}".rstrip(": "))
+
+    def _json(self, value) -> None:
+        self.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str))

@@ -1,0 +1,148 @@
+"""Workflow definitions, their immutable versions, runs and step attempts."""
+from django.db import models
+
+
+class WorkflowDefinition(models.Model):
+    """A named workflow; its content lives in versions."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WorkflowVersion(models.Model):
+    """One immutable version of a definition, identified by the hash of its normalised content."""
+
+    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField(help_text="1, 2, ... per definition, in the order loaded.")
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the normalised definition.")
+    spec = models.JSONField(help_text="The normalised definition, as validated.")
+    source = models.TextField(blank=True, help_text="The text the version was loaded from.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["definition__name", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["definition", "number"], name="workflow_version_number_unique"),
+            models.UniqueConstraint(fields=["definition", "content_hash"], name="workflow_version_hash_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.definition.name} v{self.number}"
+
+
+class RunStatus(models.TextChoices):
+    """Where a run is."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class StepStatus(models.TextChoices):
+    """Where a step attempt is."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+#: Step statuses that end an attempt.
+STEP_FINISHED = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED)
+#: Run statuses that end a run.
+RUN_FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class WorkflowRun(models.Model):
+    """One run of a pinned workflow version; ``attempt`` grows with each re-run from failure."""
+
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True)
+    attempt = models.PositiveIntegerField(default=1, help_text="1 for the first run, +1 per re-run from failure.")
+    params = models.JSONField(default=dict, blank=True, help_text="The definition's params with the run's overrides.")
+    steps_total = models.PositiveIntegerField(default=0)
+    steps_done = models.PositiveIntegerField(default=0, help_text="Steps in a final status in the current attempt.")
+    failed_step = models.CharField(max_length=100, blank=True, help_text="The step whose failure fails the run.")
+    error = models.TextField(blank=True)
+    parent_run = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="child_runs")
+    parent_step_id = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["version", "status"], name="workflow_run_version_status")]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.version}"
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish (or None while unfinished)."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class StepRun(models.Model):
+    """One attempt of one step in a run; retries and re-runs add attempts."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="step_runs")
+    step_id = models.CharField(max_length=100)
+    attempt = models.PositiveIntegerField(help_text="1, 2, ... for this step in this run, across retries and re-runs.")
+    run_attempt = models.PositiveIntegerField(default=1, help_text="The run attempt this step attempt belongs to.")
+    status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
+    worker = models.CharField(max_length=255, blank=True)
+    task_id = models.CharField(max_length=255, blank=True, help_text="Celery task id of the attempt.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    retry_delay_s = models.FloatField(null=True, blank=True, help_text="Backoff before the next attempt, if retried.")
+    child_run = models.ForeignKey(WorkflowRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["run", "step_id", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step_id", "attempt"], name="step_run_attempt_unique"),
+        ]
+        indexes = [models.Index(fields=["run", "status"], name="step_run_run_status")]
+
+    def __str__(self) -> str:
+        return f"{self.step_id} #{self.attempt} of run {self.run_id}"
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds the attempt ran (or None while unfinished)."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class JoinArrival(models.Model):
+    """A dependency of a database-counted join that has succeeded, once per run attempt."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="+")
+    run_attempt = models.PositiveIntegerField()
+    step_id = models.CharField(max_length=100, help_text="The join step.")
+    dependency_id = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "run_attempt", "step_id", "dependency_id"], name="join_arrival_unique"
+            ),
+        ]

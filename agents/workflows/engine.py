@@ -1,0 +1,334 @@
+"""Running steps: claim an attempt, run its action, record the outcome, start what comes next.
+
+Every write is a guarded transition: a step attempt is claimed only from
+``pending`` (or re-claimed by a redelivery of the same Celery task), finished
+only from ``running`` by the task that claimed it, and counted towards the run
+exactly once. A duplicate or late message therefore changes nothing.
+"""
+import logging
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+
+from celery import chain, chord, group
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.exceptions import ActionError, PermanentActionError
+from agents.models import JoinArrival, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
+from agents.workflows import dag
+from agents.workflows.actions import ActionContext, Deferred, action_get
+from agents.workflows.spec import WorkflowSpec, workflow_spec_parse
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between a step's soft time limit (SoftTimeLimitExceeded) and its hard one (the process is killed).
+HARD_LIMIT_GRACE_S = 5.0
+
+# Outcomes of ``step_execute`` the task acts on.
+IGNORED = "ignored"  # duplicate, stale or cancelled: nothing happened
+FINISHED = "finished"  # succeeded, failed for good, or skipped: the task is done
+RETRY = "retry"  # failed; a new attempt is pending and must be sent after ``countdown_s``
+DEFERRED = "deferred"  # waiting on a child run; completes later without a worker
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What a step task does after ``step_execute``."""
+
+    kind: str
+    continue_chain: bool = False
+    countdown_s: float = 0.0
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class CompiledVersion:
+    """A version's validated spec, its graph and its full plan (cached per process; versions are immutable)."""
+
+    name: str
+    spec: WorkflowSpec
+    graph: dict[str, tuple[str, ...]]
+    breakers: frozenset[str]
+    plan: dag.Plan
+
+
+@lru_cache(maxsize=256)
+def compiled_version(version_id: int) -> CompiledVersion:
+    """Return the compiled form of workflow version ``version_id``."""
+    version = WorkflowVersion.objects.get(pk=version_id)
+    spec = workflow_spec_parse(version.spec)
+    graph = spec.graph()
+    breakers = frozenset(step.id for step in spec.steps.values() if action_get(step.action).deferred)
+    return CompiledVersion(
+        name=spec.name, spec=spec, graph=graph, breakers=breakers,
+        plan=dag.compile_plan(graph, chain_breakers=breakers),
+    )
+
+
+@lru_cache(maxsize=1024)
+def _rerun_plan(version_id: int, done: frozenset[str]) -> dag.Plan:
+    compiled = compiled_version(version_id)
+    return dag.compile_plan(compiled.graph, done=done, chain_breakers=compiled.breakers)
+
+
+def run_plan(run_id: int, version_id: int, run_attempt: int) -> dag.Plan:
+    """Return the plan of a run attempt: the full plan, or for a re-run the sub-plan of what still had to run."""
+    if run_attempt == 1:
+        return compiled_version(version_id).plan
+    done = frozenset(
+        StepRun.objects.filter(run_id=run_id, run_attempt__lt=run_attempt, status=StepStatus.SUCCEEDED)
+        .values_list("step_id", flat=True)
+    )
+    return _rerun_plan(version_id, done)
+
+
+# --- dispatch ------------------------------------------------------------------
+
+
+def step_signature(*, run_id: int, run_attempt: int, step_id: str, compiled: CompiledVersion, in_chord: bool = False):
+    """Return the Celery signature of one step: small and constant-size, named for Flower."""
+    from workers.workflow import step_run
+
+    step = compiled.spec.steps[step_id]
+    options = {"shadow": f"{compiled.name}.{step_id}"}
+    if step.timeout_s:
+        options["soft_time_limit"] = step.timeout_s
+        options["time_limit"] = step.timeout_s + HARD_LIMIT_GRACE_S
+    if in_chord:
+        options["ignore_result"] = False  # a chord counts its header's results
+    return step_run.si(run_id, step_id, run_attempt).set(**options)
+
+
+def _chain_signature(run_id, run_attempt, steps, compiled):
+    signatures = [step_signature(run_id=run_id, run_attempt=run_attempt, step_id=s, compiled=compiled) for s in steps]
+    return signatures[0] if len(signatures) == 1 else chain(*signatures)
+
+
+def launch(*, run_id: int, run_attempt: int, version_id: int, launch: dag.Launch, source: str) -> None:
+    """Send what ``launch`` starts: chains (a group when several), flat chords, counted joins."""
+    compiled = compiled_version(version_id)
+    plan = run_plan(run_id, version_id, run_attempt)
+    chains = [_chain_signature(run_id, run_attempt, plan.chain_of(head), compiled) for head in launch.chains]
+    for join_step in launch.joins:
+        if join_arrive(run_id=run_id, run_attempt=run_attempt, step_id=join_step, dependency_id=source, plan=plan):
+            chains.append(_chain_signature(run_id, run_attempt, plan.chain_of(join_step), compiled))
+    if len(chains) == 1:
+        chains[0].apply_async()
+    elif chains:
+        group(chains).apply_async()
+    for spec_chord in launch.chords:
+        header = [
+            step_signature(run_id=run_id, run_attempt=run_attempt, step_id=h, compiled=compiled, in_chord=True)
+            for h in spec_chord.header
+        ]
+        chord(header, _chain_signature(run_id, run_attempt, plan.chain_of(spec_chord.body), compiled)).apply_async()
+
+
+def join_arrive(*, run_id: int, run_attempt: int, step_id: str, dependency_id: str, plan: dag.Plan) -> bool:
+    """Record that ``dependency_id`` of join ``step_id`` succeeded; True for exactly the arrival that completes it."""
+    needed = set(plan.joins[step_id])
+    with transaction.atomic():
+        # Serialise the arrivals of one join on its pending row, so exactly one sees it complete.
+        locked = list(
+            StepRun.objects.select_for_update()
+            .filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt, status=StepStatus.PENDING)
+            .values_list("pk", flat=True)
+        )
+        if not locked:
+            return False
+        _, created = JoinArrival.objects.get_or_create(
+            run_id=run_id, run_attempt=run_attempt, step_id=step_id, dependency_id=dependency_id
+        )
+        arrived = set(
+            JoinArrival.objects.filter(run_id=run_id, run_attempt=run_attempt, step_id=step_id)
+            .values_list("dependency_id", flat=True)
+        )
+    return created and needed <= arrived
+
+
+# --- execution -------------------------------------------------------------------
+
+
+def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
+                 soft_timeout_error: type[BaseException]) -> StepOutcome:
+    """Claim the step's pending attempt, run its action and record the outcome."""
+    row = (
+        StepRun.objects.select_related("run")
+        .filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt)
+        .filter(Q(status=StepStatus.PENDING) | Q(status=StepStatus.RUNNING, task_id=task_id))
+        .order_by("-attempt")
+        .first()
+    )
+    if row is None or (attempt is not None and row.attempt != attempt):
+        return StepOutcome(IGNORED)
+    run = row.run
+    if run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or run.attempt != run_attempt:
+        return StepOutcome(IGNORED)
+    now = timezone.now()
+    claimed = StepRun.objects.filter(pk=row.pk, status=row.status, task_id=row.task_id).update(
+        status=StepStatus.RUNNING, task_id=task_id, worker=worker, started_at=now
+    )
+    if not claimed:
+        return StepOutcome(IGNORED)
+    if run.status == RunStatus.PENDING:
+        WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(status=RunStatus.RUNNING, started_at=now)
+
+    compiled = compiled_version(run.version_id)
+    step = compiled.spec.steps[step_id]
+    needs = compiled.graph[step_id]
+    inputs = {}
+    if needs:
+        inputs = dict(
+            StepRun.objects.filter(run_id=run_id, step_id__in=needs, status=StepStatus.SUCCEEDED)
+            .values_list("step_id", "result")
+        )
+        if len(inputs) < len(needs):
+            # Started early (a duplicated chord part): hand the attempt back; the last dependency starts it.
+            StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING, task_id=task_id).update(
+                status=StepStatus.PENDING, task_id="", worker="", started_at=None
+            )
+            return StepOutcome(IGNORED)
+
+    action = action_get(step.action)
+    context = ActionContext(
+        run_id=run_id, step_id=step_id, attempt=row.attempt, workflow=compiled.name,
+        run_params=run.params, inputs=inputs,
+    )
+    try:
+        result = action.function(context, **action.with_defaults(step.params))
+    except soft_timeout_error:
+        return step_fail(row=row, task_id=task_id, error=f"timed out after {step.timeout_s:g}s", compiled=compiled)
+    except PermanentActionError as error:
+        return step_fail(row=row, task_id=task_id, error=str(error), compiled=compiled, retryable=False)
+    except ActionError as error:
+        return step_fail(row=row, task_id=task_id, error=str(error), compiled=compiled)
+    except Exception as error:  # an action's bug is the step's failure, recorded with its type
+        logger.exception("step %s of run %s raised", step_id, run_id)
+        return step_fail(row=row, task_id=task_id, error=f"{type(error).__name__}: {error}", compiled=compiled)
+
+    if isinstance(result, Deferred):
+        StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING).update(child_run_id=result.child_run_id)
+        return StepOutcome(DEFERRED)
+    return step_succeed(row=row, task_id=task_id, result=result, compiled=compiled)
+
+
+def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion) -> StepOutcome:
+    """Record success (from ``running``, by the claiming task) and start the steps it unblocks."""
+    guard = StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING)
+    if task_id is not None:
+        guard = guard.filter(task_id=task_id)
+    with transaction.atomic():
+        if not guard.update(status=StepStatus.SUCCEEDED, result=result, finished_at=timezone.now()):
+            return StepOutcome(IGNORED)
+        finished = _count_done(row.run_id, 1)
+    plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
+    follow = plan.after.get(row.step_id)
+    if follow:
+        launch(run_id=row.run_id, run_attempt=row.run_attempt, version_id=compiled_version_id(row),
+               launch=follow, source=row.step_id)
+    if finished:
+        run_finalize(run_id=row.run_id)
+    return StepOutcome(FINISHED, continue_chain=True)
+
+
+def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: CompiledVersion,
+              retryable: bool = True) -> StepOutcome:
+    """Record a failed attempt: schedule a retry while the policy allows, else skip dependents and maybe fail the run."""
+    step = compiled.spec.steps[row.step_id]
+    guard = StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING)
+    if task_id is not None:
+        guard = guard.filter(task_id=task_id)
+    now = timezone.now()
+    retries_used = StepRun.objects.filter(
+        run_id=row.run_id, step_id=row.step_id, run_attempt=row.run_attempt, status=StepStatus.FAILED
+    ).count()
+    if retryable and retries_used < step.retries.max:
+        delay = step.retries.delay_s(retries_used, random.random())
+        with transaction.atomic():
+            if not guard.update(status=StepStatus.FAILED, error=error, finished_at=now, retry_delay_s=delay):
+                return StepOutcome(IGNORED)
+            StepRun.objects.create(
+                run_id=row.run_id, step_id=row.step_id, attempt=row.attempt + 1, run_attempt=row.run_attempt
+            )
+        return StepOutcome(RETRY, countdown_s=delay, attempt=row.attempt + 1)
+
+    graph = compiled.graph
+    with transaction.atomic():
+        if not guard.update(status=StepStatus.FAILED, error=error, finished_at=now):
+            return StepOutcome(IGNORED)
+        pending = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt, status=StepStatus.PENDING)
+        if step.on_failure == "fail":
+            WorkflowRun.objects.filter(pk=row.run_id, failed_step="").update(
+                failed_step=row.step_id, error=f"step {row.step_id!r} failed: {error}"
+            )
+            # Fail fast: nothing new starts; what is running finishes.
+            skipped = pending.update(status=StepStatus.SKIPPED, finished_at=now, error=f"run failed at {row.step_id!r}")
+        else:
+            skipped = pending.filter(step_id__in=dag.descendants(graph, row.step_id)).update(
+                status=StepStatus.SKIPPED, finished_at=now, error=f"upstream step {row.step_id!r} failed"
+            )
+        finished = _count_done(row.run_id, 1 + skipped)
+    if finished:
+        run_finalize(run_id=row.run_id)
+    return StepOutcome(FINISHED)
+
+
+def compiled_version_id(row: StepRun) -> int:
+    """Return the version id of a step attempt's run (from the joined run when loaded)."""
+    return row.run.version_id
+
+
+def _count_done(run_id: int, count: int) -> bool:
+    """Add ``count`` finished steps to the run; True when that finishes it (for exactly one caller)."""
+    table = WorkflowRun._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET steps_done = steps_done + %s WHERE id = %s RETURNING steps_done, steps_total",
+            [count, run_id],
+        )
+        done, total = cursor.fetchone()
+    return done >= total and done - count < total
+
+
+def run_finalize(*, run_id: int) -> None:
+    """End a run whose steps are all finished: failed if a failing step failed, else succeeded."""
+    run = WorkflowRun.objects.get(pk=run_id)
+    status = RunStatus.FAILED if run.failed_step else RunStatus.SUCCEEDED
+    ended = WorkflowRun.objects.filter(
+        pk=run_id, status__in=(RunStatus.PENDING, RunStatus.RUNNING), attempt=run.attempt
+    ).update(status=status, finished_at=timezone.now())
+    if ended and run.parent_run_id:
+        parent_step_complete(child_run_id=run_id)
+
+
+def parent_step_complete(*, child_run_id: int) -> None:
+    """Finish the parent step waiting on child run ``child_run_id`` with the child's outcome."""
+    child = WorkflowRun.objects.get(pk=child_run_id)
+    row = (
+        StepRun.objects.select_related("run")
+        .filter(child_run_id=child_run_id, status=StepStatus.RUNNING)
+        .first()
+    )
+    if row is None:
+        return
+    compiled = compiled_version(row.run.version_id)
+    if child.status == RunStatus.SUCCEEDED:
+        results = dict(
+            StepRun.objects.filter(run_id=child_run_id, status=StepStatus.SUCCEEDED).values_list("step_id", "result")
+        )
+        step_succeed(row=row, task_id=None, result={"run_id": child_run_id, "steps": results}, compiled=compiled)
+        return
+    outcome = step_fail(row=row, task_id=None, error=f"sub-workflow run {child_run_id} {child.status}: {child.error}",
+                        compiled=compiled)
+    if outcome.kind == RETRY:
+        step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s, compiled=compiled)
+
+
+def step_send(*, row: StepRun, attempt: int | None, countdown_s: float, compiled: CompiledVersion) -> None:
+    """Send one step attempt as a task of its own (a retry outside Celery's retry, or a recovery)."""
+    step_signature(run_id=row.run_id, run_attempt=row.run_attempt, step_id=row.step_id, compiled=compiled).clone(
+        args=(row.run_id, row.step_id, row.run_attempt, attempt)
+    ).apply_async(countdown=countdown_s)

@@ -1,0 +1,93 @@
+"""Read-side queries of workflows: a run's JSON form, progress and ETA."""
+from django.db.models import Avg, DurationField, ExpressionWrapper, F
+
+from django.utils import timezone
+
+from agents.models import RunStatus, StepRun, WorkflowRun, WorkflowVersion
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def run_progress(run: WorkflowRun) -> dict:
+    """Return done/total, percent and an ETA (seconds) from earlier successful runs of the same version."""
+    total, done = run.steps_total, run.steps_done
+    eta_s = 0.0
+    if run.status in (RunStatus.PENDING, RunStatus.RUNNING):
+        eta_s = None
+        average = (
+            WorkflowRun.objects.filter(version_id=run.version_id, status=RunStatus.SUCCEEDED, attempt=1)
+            .exclude(pk=run.pk)
+            .annotate(took=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField()))
+            .aggregate(mean=Avg("took"))["mean"]
+        )
+        if average is not None:
+            elapsed = (timezone.now() - run.started_at).total_seconds() if run.started_at else 0.0
+            eta_s = round(max(average.total_seconds() - elapsed, 0.0), 3)
+    return {"done": done, "total": total, "percent": round(100.0 * done / total, 1) if total else 100.0, "eta_s": eta_s}
+
+
+def run_steps(run: WorkflowRun) -> dict[str, dict]:
+    """Return each step's latest attempt, in definition order."""
+    order = [step["id"] for step in run.version.spec["steps"]]
+    latest: dict[str, StepRun] = {}
+    attempts: dict[str, int] = {}
+    for row in StepRun.objects.filter(run=run).order_by("attempt"):
+        latest[row.step_id] = row
+        attempts[row.step_id] = attempts.get(row.step_id, 0) + 1
+    return {
+        step_id: {
+            "status": latest[step_id].status,
+            "attempts": attempts[step_id],
+            "started_at": _iso(latest[step_id].started_at),
+            "finished_at": _iso(latest[step_id].finished_at),
+            "result": latest[step_id].result,
+            "error": latest[step_id].error or None,
+            "worker": latest[step_id].worker or None,
+            "task_id": latest[step_id].task_id or None,
+        }
+        for step_id in order
+        if step_id in latest
+    }
+
+
+def run_to_dict(run: WorkflowRun) -> dict:
+    """Return the JSON form of a run, as `workflow run|status|retry --json` print it."""
+    run.refresh_from_db()
+    version = WorkflowVersion.objects.select_related("definition").get(pk=run.version_id)
+    run.version = version
+    return {
+        "run_id": run.pk,
+        "workflow": version.definition.name,
+        "version": version.number,
+        "status": run.status,
+        "attempt": run.attempt,
+        "params": run.params,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_s": run.duration_s,
+        "progress": run_progress(run),
+        "error": run.error or None,
+        "steps": run_steps(run),
+    }
+
+
+def workflow_list() -> list[dict]:
+    """Return every workflow with its newest version and run counts."""
+    rows = []
+    versions = WorkflowVersion.objects.select_related("definition").order_by("definition__name", "-number")
+    seen = set()
+    for version in versions:
+        if version.definition_id in seen:
+            continue
+        seen.add(version.definition_id)
+        rows.append({
+            "name": version.definition.name,
+            "description": version.definition.description,
+            "version": version.number,
+            "content_hash": version.content_hash,
+            "steps": len(version.spec["steps"]),
+            "runs": WorkflowRun.objects.filter(version__definition_id=version.definition_id).count(),
+        })
+    return rows

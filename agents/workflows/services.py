@@ -1,0 +1,196 @@
+"""Workflow services: load definitions as versions, start, cancel and re-run runs."""
+import json
+from pathlib import Path
+
+from celery import current_app
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.exceptions import WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
+from agents.models import (
+    RunStatus,
+    StepRun,
+    StepStatus,
+    WorkflowDefinition,
+    WorkflowRun,
+    WorkflowVersion,
+)
+from agents.workflows import engine
+from agents.workflows.spec import WorkflowSpec, workflow_spec_load_text, workflow_spec_parse
+
+
+def workflow_validate_text(*, text: str, source: str = "definition") -> WorkflowSpec:
+    """Parse and validate a definition's text; raise ``WorkflowSpecError`` listing every problem."""
+    return workflow_spec_parse(workflow_spec_load_text(text, source=source))
+
+
+def workflow_validate_file(*, path: str) -> WorkflowSpec:
+    """Validate the definition in file ``path``."""
+    return workflow_validate_text(text=_read(path), source=path)
+
+
+def workflow_load(*, text: str, source: str = "definition") -> tuple[WorkflowVersion, bool]:
+    """Store a definition as a new immutable version unless identical content is already stored.
+
+    Returns the version and whether it was created.
+    """
+    spec = workflow_validate_text(text=text, source=source)
+    content_hash = spec.content_hash()
+    with transaction.atomic():
+        definition, _ = WorkflowDefinition.objects.get_or_create(name=spec.name)
+        definition = WorkflowDefinition.objects.select_for_update().get(pk=definition.pk)
+        existing = definition.versions.filter(content_hash=content_hash).first()
+        if existing:
+            return existing, False
+        if definition.description != spec.description:
+            definition.description = spec.description
+            definition.save(update_fields=["description", "updated_at"])
+        number = (definition.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+        try:
+            version = WorkflowVersion.objects.create(
+                definition=definition, number=number, content_hash=content_hash, spec=spec.to_dict(), source=text
+            )
+        except IntegrityError:  # loaded concurrently: the other load stored the same content
+            return definition.versions.get(content_hash=content_hash), False
+    return version, True
+
+
+def workflow_load_file(*, path: str) -> tuple[WorkflowVersion, bool]:
+    """Load the definition in file ``path`` (see ``workflow_load``)."""
+    return workflow_load(text=_read(path), source=path)
+
+
+def workflow_version_latest(*, workflow: str) -> WorkflowVersion:
+    """Return the newest version of the workflow called ``workflow``."""
+    version = (
+        WorkflowVersion.objects.select_related("definition")
+        .filter(definition__name=workflow)
+        .order_by("-number")
+        .first()
+    )
+    if version is None:
+        raise WorkflowNotFoundError(f"no workflow named {workflow!r}; load it first (`manage.py workflow load FILE`)")
+    return version
+
+
+def workflow_run_start(
+    *,
+    workflow: str | None = None,
+    version: WorkflowVersion | None = None,
+    params: dict | None = None,
+    parent_run_id: int | None = None,
+    parent_step_id: str = "",
+) -> WorkflowRun:
+    """Start a run pinned to ``version`` (or the newest version of ``workflow``); its steps are queued on commit."""
+    version = version or workflow_version_latest(workflow=workflow)
+    compiled = engine.compiled_version(version.pk)
+    params = params or {}
+    unknown = sorted(set(params) - set(compiled.spec.params))
+    if unknown:
+        known = ", ".join(sorted(compiled.spec.params)) or "none"
+        raise WorkflowSpecError([f"unknown run parameter {name!r} for {compiled.name} (declared: {known})" for name in unknown])
+    with transaction.atomic():
+        run = WorkflowRun.objects.create(
+            version=version,
+            params={**compiled.spec.params, **params},
+            steps_total=len(compiled.spec.steps),
+            parent_run_id=parent_run_id,
+            parent_step_id=parent_step_id,
+        )
+        StepRun.objects.bulk_create(
+            StepRun(run=run, step_id=step_id, attempt=1, run_attempt=1) for step_id in compiled.spec.steps
+        )
+        transaction.on_commit(
+            lambda: engine.launch(run_id=run.pk, run_attempt=1, version_id=version.pk,
+                                  launch=compiled.plan.start, source=engine.dag.START)
+        )
+    return run
+
+
+def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
+    """Cancel a run: queued steps never start, running steps are revoked; the run ends cancelled."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = _run_for_update(run_id)
+        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+            raise WorkflowRunStateError(f"run {run_id} has already {run.status}; only a pending or running run can be cancelled")
+        active = StepRun.objects.filter(run=run, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
+        task_ids = [task_id for task_id in active.filter(status=StepStatus.RUNNING).values_list("task_id", flat=True) if task_id]
+        active.update(status=StepStatus.CANCELLED, finished_at=now, error="cancelled")
+        WorkflowRun.objects.filter(pk=run.pk, status__in=(RunStatus.PENDING, RunStatus.RUNNING)).update(
+            status=RunStatus.CANCELLED, finished_at=now, error="cancelled", steps_done=run.steps_total
+        )
+        children = list(run.child_runs.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).values_list("pk", flat=True))
+        if task_ids:
+            transaction.on_commit(lambda: current_app.control.revoke(task_ids, terminate=True, signal="SIGTERM"))
+    for child_id in children:
+        try:
+            workflow_run_cancel(run_id=child_id)
+        except WorkflowRunStateError:
+            pass  # finished meanwhile: nothing left to cancel
+    run.refresh_from_db()
+    return run
+
+
+def workflow_run_retry(*, run_id: int) -> WorkflowRun:
+    """Re-run a failed or cancelled run from failure: a new attempt re-runs what did not succeed."""
+    with transaction.atomic():
+        run = _run_for_update(run_id)
+        if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise WorkflowRunStateError(f"run {run_id} is {run.status}; only a failed or cancelled run can be re-run")
+        latest: dict[str, StepRun] = {}
+        for row in StepRun.objects.filter(run=run).order_by("attempt"):
+            latest[row.step_id] = row
+        rerun = [row for row in latest.values() if row.status != StepStatus.SUCCEEDED]
+        if not rerun:
+            raise WorkflowRunStateError(f"run {run_id} has no failed, skipped or cancelled step to re-run")
+        attempt = run.attempt + 1
+        StepRun.objects.bulk_create(
+            StepRun(run=run, step_id=row.step_id, attempt=row.attempt + 1, run_attempt=attempt) for row in rerun
+        )
+        WorkflowRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.RUNNING, attempt=attempt, steps_done=run.steps_total - len(rerun),
+            failed_step="", error="", finished_at=None,
+        )
+        version_id = run.version_id
+        transaction.on_commit(
+            lambda: engine.launch(run_id=run_id, run_attempt=attempt, version_id=version_id,
+                                  launch=engine.run_plan(run_id, version_id, attempt).start, source=engine.dag.START)
+        )
+    run.refresh_from_db()
+    return run
+
+
+def workflow_run_get(*, run_id: int) -> WorkflowRun:
+    """Return run ``run_id`` or raise ``WorkflowNotFoundError``."""
+    try:
+        return WorkflowRun.objects.select_related("version__definition").get(pk=run_id)
+    except (WorkflowRun.DoesNotExist, ValueError):
+        raise WorkflowNotFoundError(f"no workflow run with id {run_id!r}") from None
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """Parse ``key=value`` from the command line; the value is JSON when it parses as JSON, else text."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise WorkflowSpecError([f"--param {text!r}: expected key=value"])
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _run_for_update(run_id: int) -> WorkflowRun:
+    try:
+        return WorkflowRun.objects.select_for_update().get(pk=run_id)
+    except (WorkflowRun.DoesNotExist, ValueError):
+        raise WorkflowNotFoundError(f"no workflow run with id {run_id!r}") from None
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        raise WorkflowSpecError([f"{path}: cannot read: {error.strerror or error}"]) from None
+    except UnicodeDecodeError:
+        raise WorkflowSpecError([f"{path}: not a text file (UTF-8 expected)"]) from None

@@ -1,0 +1,248 @@
+"""Workflow definitions: parse YAML/JSON, validate every rule, and hash the normalised result.
+
+Pure: no Django. ``workflow_spec_parse`` either returns a ``WorkflowSpec`` or raises
+``WorkflowSpecError`` listing every problem, each naming the step (and field) at fault.
+"""
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+from agents.exceptions import WorkflowSpecError
+from agents.workflows import dag
+from agents.workflows.actions import action_get, action_names
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: Limits that keep a definition and its messages bounded.
+MAX_STEPS = 5000
+MAX_RETRIES = 100
+MAX_BACKOFF_S = 3000  # below the broker's visibility timeout, so a retry countdown never re-delivers early
+MAX_TIMEOUT_S = 86400
+MAX_DEFINITION_BYTES = 2_000_000
+
+TOP_LEVEL_KEYS = {"name", "description", "params", "steps"}
+STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description"}
+RETRY_KEYS = {"max", "backoff_s", "max_backoff_s", "jitter"}
+ON_FAILURE = ("fail", "continue")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a failed step is tried again."""
+
+    max: int = 0
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    jitter: bool = True
+
+    def delay_s(self, retry_index: int, rand: float = 1.0) -> float:
+        """Seconds before retry number ``retry_index`` (0-based); ``rand`` in [0, 1] scales the jitter."""
+        delay = min(self.max_backoff_s, self.backoff_s * (2**retry_index))
+        # "Equal jitter": keep half the delay, randomise the other half, so delays still grow.
+        return delay / 2 + delay / 2 * rand if self.jitter else delay
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One validated step."""
+
+    id: str
+    action: str
+    params: dict = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    retries: RetryPolicy = RetryPolicy()
+    timeout_s: float | None = None
+    on_failure: str = "fail"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A validated workflow definition."""
+
+    name: str
+    description: str
+    params: dict
+    steps: dict[str, StepSpec]
+
+    def to_dict(self) -> dict:
+        """Return the normalised JSON form (what is stored and hashed)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "params": self.params,
+            "steps": [
+                {**asdict(step), "needs": list(step.needs), "retries": asdict(step.retries)}
+                for step in self.steps.values()
+            ],
+        }
+
+    def content_hash(self) -> str:
+        """Return the sha256 of the canonical JSON form: equal definitions hash equal."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def graph(self) -> dict[str, tuple[str, ...]]:
+        """Return each step's dependencies."""
+        return {step_id: step.needs for step_id, step in self.steps.items()}
+
+
+def workflow_spec_load_text(text: str, *, source: str = "definition") -> Any:
+    """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``WorkflowSpecError`` if unreadable."""
+    if len(text.encode()) > MAX_DEFINITION_BYTES:
+        raise WorkflowSpecError([f"{source}: larger than {MAX_DEFINITION_BYTES} bytes"])
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise WorkflowSpecError([f"{source}: not valid YAML or JSON{where}: {problem}"]) from None
+
+
+def workflow_spec_parse(data: Any) -> WorkflowSpec:
+    """Validate plain data as a workflow definition; raise ``WorkflowSpecError`` with every problem."""
+    errors: list[str] = []
+    if not isinstance(data, dict):
+        raise WorkflowSpecError([f"a workflow definition must be a mapping with name and steps, got {_kind(data)}"])
+    for key in sorted(set(data) - TOP_LEVEL_KEYS):
+        errors.append(f"unknown top-level field {key!r} (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        errors.append(f"name: {name!r} must be 1-100 letters, digits, '.', '_' or '-'")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        errors.append("description: must be text")
+        description = ""
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        errors.append(f"params: must be a mapping, got {_kind(params)}")
+        params = {}
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        errors.append("steps: must be a non-empty list")
+        raise WorkflowSpecError(errors)
+    if len(raw_steps) > MAX_STEPS:
+        errors.append(f"steps: {len(raw_steps)} steps, at most {MAX_STEPS} allowed")
+        raise WorkflowSpecError(errors)
+
+    steps: dict[str, StepSpec] = {}
+    first_seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_steps, start=1):
+        step = _parse_step(raw, index, errors)
+        if step is None:
+            continue
+        if step.id in first_seen:
+            errors.append(f"duplicate step id {step.id!r} (steps {first_seen[step.id]} and {index})")
+            continue
+        first_seen[step.id] = index
+        steps[step.id] = step
+
+    for step in steps.values():
+        for need in step.needs:
+            if need not in steps:
+                errors.append(f"step {step.id!r}: needs {need!r}, which is not a step of this workflow")
+    if not errors:
+        cycle = dag.find_cycle({step_id: step.needs for step_id, step in steps.items()})
+        if cycle:
+            errors.append(f"cycle between steps: {' -> '.join(cycle)}")
+    if errors:
+        raise WorkflowSpecError(errors)
+    return WorkflowSpec(name=name, description=description, params=params, steps=steps)
+
+
+def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
+    if not isinstance(raw, dict):
+        errors.append(f"step {index}: must be a mapping with id and action, got {_kind(raw)}")
+        return None
+    step_id = raw.get("id")
+    if not isinstance(step_id, str) or not NAME_PATTERN.match(step_id):
+        errors.append(f"step {index}: id {step_id!r} must be 1-100 letters, digits, '.', '_' or '-'")
+        return None
+    where = f"step {step_id!r}"
+    problems_before = len(errors)
+    for key in sorted(set(raw) - STEP_KEYS):
+        errors.append(f"{where}: unknown field {key!r} (allowed: {', '.join(sorted(STEP_KEYS))})")
+
+    action_name = raw.get("action")
+    action = action_get(action_name) if isinstance(action_name, str) else None
+    if action is None:
+        errors.append(f"{where}: unknown action {action_name!r} (known: {', '.join(action_names())})")
+    params = raw.get("params") or {}
+    if not isinstance(params, dict):
+        errors.append(f"{where}: params must be a mapping, got {_kind(params)}")
+        params = {}
+    elif action is not None:
+        errors.extend(f"{where}: {problem}" for problem in action.validate(params))
+
+    needs = raw.get("needs") or []
+    if isinstance(needs, str):
+        needs = [needs]
+    if not isinstance(needs, list) or not all(isinstance(need, str) for need in needs):
+        errors.append(f"{where}: needs must be a list of step ids")
+        needs = []
+    if len(set(needs)) != len(needs):
+        errors.append(f"{where}: needs lists a step more than once")
+
+    retries = _parse_retries(raw.get("retries"), where, errors)
+    timeout_s = raw.get("timeout_s")
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S
+    ):
+        errors.append(f"{where}: timeout_s must be a number of seconds above 0 and at most {MAX_TIMEOUT_S}, got {timeout_s!r}")
+    on_failure = raw.get("on_failure", "fail")
+    if on_failure not in ON_FAILURE:
+        errors.append(f"{where}: on_failure must be 'fail' or 'continue', got {on_failure!r}")
+    description = raw.get("description") or ""
+    if len(errors) > problems_before:
+        # Keep the id so later checks (duplicates, needs) still see the step.
+        return StepSpec(id=step_id, action=str(action_name), needs=tuple(needs))
+    return StepSpec(
+        id=step_id,
+        action=action_name,
+        params=params,
+        needs=tuple(needs),
+        retries=retries,
+        timeout_s=float(timeout_s) if timeout_s is not None else None,
+        on_failure=on_failure,
+        description=str(description),
+    )
+
+
+def _parse_retries(raw: Any, where: str, errors: list[str]) -> RetryPolicy:
+    if raw is None:
+        return RetryPolicy()
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"max": raw}
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: retries must be a mapping (max, backoff_s, max_backoff_s, jitter), got {_kind(raw)}")
+        return RetryPolicy()
+    for key in sorted(set(raw) - RETRY_KEYS):
+        errors.append(f"{where}: retries has unknown field {key!r} (allowed: {', '.join(sorted(RETRY_KEYS))})")
+    policy = RetryPolicy()
+    values = {**asdict(policy), **{k: v for k, v in raw.items() if k in RETRY_KEYS}}
+    maximum = values["max"]
+    if isinstance(maximum, bool) or not isinstance(maximum, int) or not 0 <= maximum <= MAX_RETRIES:
+        errors.append(f"{where}: retries.max must be a whole number from 0 to {MAX_RETRIES}, got {maximum!r}")
+    for key in ("backoff_s", "max_backoff_s"):
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_BACKOFF_S:
+            errors.append(f"{where}: retries.{key} must be a number of seconds from 0 to {MAX_BACKOFF_S}, got {value!r}")
+    if not isinstance(values["jitter"], bool):
+        errors.append(f"{where}: retries.jitter must be true or false, got {values['jitter']!r}")
+    try:
+        if values["max_backoff_s"] < values["backoff_s"]:
+            errors.append(f"{where}: retries.max_backoff_s ({values['max_backoff_s']}) is below backoff_s ({values['backoff_s']})")
+        return RetryPolicy(
+            max=int(values["max"]), backoff_s=float(values["backoff_s"]),
+            max_backoff_s=float(values["max_backoff_s"]), jitter=bool(values["jitter"]),
+        )
+    except (TypeError, ValueError):
+        return RetryPolicy()
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}.get(type(value), type(value).__name__)

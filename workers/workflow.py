@@ -1,0 +1,22 @@
+"""Workflow tasks (routed to the ``workflow`` queue): run one step attempt."""
+from celery import shared_task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from agents.workflows import engine
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=None)
+def step_run(self, run_id: int, step_id: str, run_attempt: int, attempt: int | None = None):
+    """Run one attempt of a workflow step; retries go back through Celery with the step's backoff."""
+    outcome = engine.step_execute(
+        run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt,
+        task_id=self.request.id, worker=self.request.hostname or "", soft_timeout_error=SoftTimeLimitExceeded,
+    )
+    if outcome.kind == engine.RETRY:
+        raise self.retry(args=(run_id, step_id, run_attempt, outcome.attempt), countdown=outcome.countdown_s)
+    if outcome.kind == engine.IGNORED:
+        # A duplicate or stale message: no state changed, so the chain and chord must not advance either.
+        raise Ignore()
+    if not outcome.continue_chain:
+        self.request.chain = None
+    return outcome.kind
