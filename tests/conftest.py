@@ -37,12 +37,12 @@ def broker():
 
 @pytest.fixture(scope="session")
 def celery_worker(broker, django_db_setup, django_db_blocker):
-    """A real Celery worker (threads pool) consuming every queue, shared by the session."""
+    """A real Celery worker (prefork, as in production: time limits and revoke-terminate work) on every queue."""
     with django_db_blocker.unblock():
         with start_worker(
             celery_app,
-            pool="threads",
-            concurrency=4,
+            pool="prefork",
+            concurrency=2,
             perform_ping_check=False,
             hostname="tests@localhost",
             queues=ALL_QUEUES,

@@ -6,6 +6,7 @@ only from ``running`` by the task that claimed it, and counted towards the run
 exactly once. A duplicate or late message therefore changes nothing.
 """
 import logging
+import os
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -169,7 +170,7 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         return StepOutcome(IGNORED)
     now = timezone.now()
     claimed = StepRun.objects.filter(pk=row.pk, status=row.status, task_id=row.task_id).update(
-        status=StepStatus.RUNNING, task_id=task_id, worker=worker, started_at=now
+        status=StepStatus.RUNNING, task_id=task_id, worker=f"{worker}:{os.getpid()}", started_at=now
     )
     if not claimed:
         return StepOutcome(IGNORED)

@@ -1,0 +1,307 @@
+"""Workflow runs on the real worker: data flow, retries, timeouts, failure, cancel, re-run, duplicates."""
+import pytest
+
+from agents.models import RunStatus, StepRun, StepStatus, WorkflowRun
+from agents.workflows import selectors, services
+from tests.conftest import wait_for
+from tests.workflows.conftest import attempts, finish, load, start
+from workers.workflow import step_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DIAMOND = """
+    name: diamond
+    params: {region: eu}
+    steps:
+      - {id: fetch, action: echo, params: {value: 1}}
+      - {id: left, action: echo, params: {value: 2}, needs: [fetch]}
+      - {id: right, action: echo, params: {value: 3}, needs: [fetch]}
+      - {id: join, action: echo, needs: [left, right]}
+      - {id: tail, action: echo, needs: [join]}
+"""
+
+
+def test_results_flow_to_dependents_and_params_reach_every_step(worker):
+    run = start(DIAMOND, region="us")
+
+    summary = finish(run)
+
+    assert summary["status"] == "succeeded"
+    assert summary["progress"] == {"done": 5, "total": 5, "percent": 100.0, "eta_s": 0.0}
+    join = summary["steps"]["join"]["result"]
+    assert join["inputs"]["left"]["value"] == 2 and join["inputs"]["right"]["value"] == 3
+    assert summary["steps"]["tail"]["result"]["inputs"]["join"]["inputs"]["left"]["value"] == 2
+    assert {step["result"]["params"]["region"] for step in summary["steps"].values()} == {"us"}
+    assert all(step["attempts"] == 1 for step in summary["steps"].values())
+
+
+def test_join_counted_in_the_database_waits_for_all_its_dependencies(worker):
+    # 'join' waits on 'a' and on the end of a longer branch: not one fan-out group, so a counted join.
+    run = start("""
+        name: counted-join
+        steps:
+          - {id: a, action: sleep, params: {seconds: 0.05}}
+          - {id: b1, action: echo}
+          - {id: b2, action: sleep, params: {seconds: 0.3}, needs: [b1]}
+          - {id: join, action: echo, needs: [a, b2]}
+    """)
+
+    summary = finish(run)
+
+    steps = summary["steps"]
+    assert summary["status"] == "succeeded"
+    assert steps["join"]["started_at"] >= steps["b2"]["finished_at"]
+    assert set(steps["join"]["result"]["inputs"]) == {"a", "b2"}
+
+
+def test_a_failing_step_is_retried_with_growing_backoff_until_it_succeeds(worker):
+    run = start("""
+        name: flaky
+        steps:
+          - id: flaky
+            action: fail
+            params: {times: 3}
+            retries: {max: 4, backoff_s: 0.05, max_backoff_s: 0.15, jitter: false}
+          - {id: after, action: echo, needs: [flaky]}
+    """)
+
+    summary = finish(run)
+
+    tries = attempts(run, "flaky")
+    assert summary["status"] == "succeeded"
+    assert [t.status for t in tries] == ["failed", "failed", "failed", "succeeded"]
+    assert [t.retry_delay_s for t in tries[:3]] == [0.05, 0.1, 0.15]  # doubled, then capped
+    assert "attempt 1" in tries[0].error
+    assert summary["steps"]["flaky"]["attempts"] == 4
+    assert summary["steps"]["after"]["status"] == "succeeded"
+
+
+def test_jittered_backoff_stays_between_half_and_the_full_delay(worker):
+    run = start("""
+        name: jittery
+        steps:
+          - id: flaky
+            action: fail
+            params: {times: 3}
+            retries: {max: 3, backoff_s: 0.04, max_backoff_s: 1, jitter: true}
+    """)
+
+    finish(run)
+
+    delays = [t.retry_delay_s for t in attempts(run, "flaky")[:3]]
+    for delay, full in zip(delays, [0.04, 0.08, 0.16]):
+        assert full / 2 <= delay <= full
+
+
+def test_when_retries_run_out_the_run_fails_and_dependents_are_skipped(worker):
+    run = start("""
+        name: broken
+        steps:
+          - {id: first, action: echo}
+          - {id: broken, action: fail, params: {message: disk full}, needs: [first], retries: {max: 2, backoff_s: 0}}
+          - {id: after, action: echo, needs: [broken]}
+          - {id: last, action: echo, needs: [after]}
+    """)
+
+    summary = finish(run)
+
+    assert summary["status"] == "failed"
+    assert "broken" in summary["error"] and "disk full" in summary["error"]
+    assert summary["steps"]["broken"]["attempts"] == 3
+    assert summary["steps"]["broken"]["status"] == "failed"
+    assert summary["steps"]["after"]["status"] == "skipped"
+    assert summary["steps"]["last"]["status"] == "skipped"
+    assert summary["steps"]["after"]["started_at"] is None
+    assert summary["progress"]["done"] == 4
+
+
+def test_on_failure_continue_skips_dependents_but_lets_other_branches_finish(worker):
+    run = start("""
+        name: optional-branch
+        steps:
+          - {id: optional, action: fail, on_failure: continue}
+          - {id: uses_optional, action: echo, needs: [optional]}
+          - {id: main, action: sleep, params: {seconds: 0.2}}
+          - {id: main_after, action: echo, needs: [main]}
+    """)
+
+    summary = finish(run)
+
+    assert summary["status"] == "succeeded"
+    assert summary["steps"]["optional"]["status"] == "failed"
+    assert summary["steps"]["uses_optional"]["status"] == "skipped"
+    assert summary["steps"]["main_after"]["status"] == "succeeded"
+
+
+def test_a_step_past_its_timeout_fails_as_timed_out_and_is_retried(worker):
+    run = start("""
+        name: slow
+        steps:
+          - {id: slow, action: sleep, params: {seconds: 30}, timeout_s: 0.5, retries: {max: 1, backoff_s: 0}}
+          - {id: after, action: echo, needs: [slow]}
+    """)
+
+    summary = finish(run, timeout_s=20)
+
+    assert summary["status"] == "failed"
+    assert [t.error for t in attempts(run, "slow")] == ["timed out after 0.5s", "timed out after 0.5s"]
+    assert summary["steps"]["after"]["status"] == "skipped"
+
+
+def test_cancel_revokes_the_running_step_and_nothing_queued_starts(worker):
+    run = start("""
+        name: long
+        steps:
+          - {id: long, action: sleep, params: {seconds: 60}}
+          - {id: next, action: echo, needs: [long]}
+    """)
+    wait_for(lambda: attempts(run, "long")[0].status == StepStatus.RUNNING, what="the long step to start")
+
+    services.workflow_run_cancel(run_id=run.pk)
+
+    summary = selectors.run_to_dict(run)
+    assert summary["status"] == "cancelled"
+    assert summary["steps"]["long"]["status"] == "cancelled"
+    assert summary["steps"]["next"]["status"] == "cancelled"
+    # The worker is free again at once (the sleeping step was terminated), and 'next' never ran.
+    follow_up = finish(start("name: quick\nsteps: [{id: only, action: noop}]"), timeout_s=15)
+    assert follow_up["status"] == "succeeded"
+    assert attempts(run, "next")[0].started_at is None
+    assert selectors.run_to_dict(run)["status"] == "cancelled"
+
+
+def test_cancelling_a_finished_run_is_refused_with_a_reason(worker):
+    run = start("name: done-already\nsteps: [{id: only, action: noop}]")
+    finish(run)
+
+    with pytest.raises(services.WorkflowRunStateError, match="already succeeded"):
+        services.workflow_run_cancel(run_id=run.pk)
+
+
+def test_rerun_from_failure_reuses_succeeded_results_and_reruns_the_rest(worker):
+    run = start("""
+        name: rerunnable
+        steps:
+          - {id: extract, action: echo, params: {value: data}}
+          - {id: load, action: fail, params: {times: 1}, needs: [extract]}
+          - {id: report, action: echo, needs: [load]}
+          - {id: side, action: echo, needs: [extract]}
+    """)
+    first = finish(run)
+    assert first["status"] == "failed"
+    assert first["steps"]["report"]["status"] == "skipped"
+
+    services.workflow_run_retry(run_id=run.pk)
+    second = finish(run)
+
+    assert second["status"] == "succeeded"
+    assert second["attempt"] == 2
+    assert second["steps"]["extract"]["attempts"] == 1
+    assert second["steps"]["extract"]["finished_at"] == first["steps"]["extract"]["finished_at"]
+    assert second["steps"]["load"]["attempts"] == 2
+    assert second["steps"]["report"]["status"] == "succeeded"
+    assert second["steps"]["report"]["result"]["inputs"]["load"] == {"succeeded_on_attempt": 2}
+    assert second["progress"]["done"] == 4
+
+
+def test_rerun_of_a_running_run_is_refused(worker):
+    run = start("name: busy\nsteps: [{id: wait, action: sleep, params: {seconds: 1}}]")
+
+    with pytest.raises(services.WorkflowRunStateError, match="only a failed or cancelled run"):
+        services.workflow_run_retry(run_id=run.pk)
+    finish(run)
+
+
+def test_a_duplicated_step_message_changes_nothing(worker):
+    run = start("""
+        name: duplicated
+        steps:
+          - {id: first, action: sleep, params: {seconds: 0.3}}
+          - {id: second, action: echo, needs: [first]}
+    """)
+    wait_for(lambda: attempts(run, "first")[0].status == StepStatus.RUNNING, what="the first step to start")
+    step_run.delay(run.pk, "first", 1)  # the broker delivers it again while it runs
+    summary = finish(run)
+    before = StepRun.objects.filter(run=run).order_by("step_id", "attempt")
+    snapshot = [(r.step_id, r.attempt, r.status, r.finished_at) for r in before]
+
+    step_run.delay(run.pk, "first", 1)  # ... and once more after the run finished
+    step_run.delay(run.pk, "second", 1)
+    finish(start("name: barrier\nsteps: [{id: only, action: noop}]"))  # both duplicates have been consumed
+
+    after = StepRun.objects.filter(run=run).order_by("step_id", "attempt")
+    assert summary["status"] == "succeeded"
+    assert [(r.step_id, r.attempt, r.status, r.finished_at) for r in after] == snapshot
+    assert WorkflowRun.objects.get(pk=run.pk).steps_done == 2
+
+
+def test_a_run_stays_pinned_to_its_version_when_the_definition_changes(worker):
+    v1 = load("name: pinned\nsteps: [{id: a, action: echo, params: {value: one}}]")
+    run = services.workflow_run_start(version=v1)
+    v2 = load("name: pinned\nsteps: [{id: a, action: echo, params: {value: two}}]")
+    same = load("name: pinned\nsteps: [{id: a, action: echo, params: {value: two}}]")
+
+    summary = finish(run)
+    newer = finish(services.workflow_run_start(workflow="pinned"))
+
+    assert (v1.number, v2.number, same.pk) == (1, 2, v2.pk)
+    assert summary["version"] == 1 and summary["steps"]["a"]["result"]["value"] == "one"
+    assert newer["version"] == 2 and newer["steps"]["a"]["result"]["value"] == "two"
+
+
+def test_progress_has_an_eta_once_the_version_has_run_before(worker):
+    text = "name: timed\nsteps: [{id: a, action: sleep, params: {seconds: 0.3}}, {id: b, action: noop, needs: [a]}]"
+    first = start(text)
+    assert selectors.run_to_dict(first)["progress"]["eta_s"] is None  # no history yet
+    finish(first)
+
+    second = start(text)
+    progress = selectors.run_to_dict(second)["progress"]
+
+    assert progress["total"] == 2 and progress["done"] in (0, 1)
+    assert 0 <= progress["eta_s"] <= 1.0
+    finish(second)
+
+
+def test_unknown_run_parameter_is_refused_naming_it(worker):
+    version = load("name: strict\nparams: {region: eu}\nsteps: [{id: a, action: noop}]")
+
+    with pytest.raises(services.WorkflowSpecError, match="unknown run parameter 'regoin'.*declared: region"):
+        services.workflow_run_start(version=version, params={"regoin": "us"})
+    assert not WorkflowRun.objects.exists()
+
+
+def test_sub_workflow_runs_as_a_child_and_its_results_reach_the_parent(worker):
+    load("name: child\nparams: {n: 1}\nsteps: [{id: inner, action: echo, params: {value: from-child}}]")
+    run = start("""
+        name: parent
+        steps:
+          - {id: call, action: workflow.run, params: {workflow: child, params: {n: 2}}}
+          - {id: after, action: echo, needs: [call]}
+    """)
+
+    summary = finish(run)
+
+    child = WorkflowRun.objects.get(parent_run=run)
+    assert summary["status"] == "succeeded"
+    assert child.status == RunStatus.SUCCEEDED and child.params == {"n": 2}
+    call = summary["steps"]["call"]["result"]
+    assert call["run_id"] == child.pk
+    assert call["steps"]["inner"]["value"] == "from-child"
+    assert summary["steps"]["after"]["result"]["inputs"]["call"]["run_id"] == child.pk
+
+
+def test_a_failed_sub_workflow_fails_the_parent_step(worker):
+    load("name: bad-child\nsteps: [{id: inner, action: fail, params: {message: child broke}}]")
+    run = start("""
+        name: bad-parent
+        steps:
+          - {id: call, action: workflow.run, params: {workflow: bad-child}}
+          - {id: after, action: echo, needs: [call]}
+    """)
+
+    summary = finish(run)
+
+    assert summary["status"] == "failed"
+    assert "child broke" in summary["steps"]["call"]["error"]
+    assert summary["steps"]["after"]["status"] == "skipped"
