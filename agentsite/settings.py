@@ -206,3 +206,15 @@ FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
 
 #: Hosts the ``http.request`` workflow action may call; ``*`` allows any.
 AGENTS_HTTP_ALLOWED_HOSTS = env.list("AGENTS_HTTP_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+
+#: Where operators reach Flower; admin links each step to its task there.
+AGENTS_FLOWER_URL = env.str("AGENTS_FLOWER_URL", default="http://127.0.0.1:5555")
+#: Seconds without progress after which the reconciler re-sends a ready step or fails a lost one.
+AGENTS_WORKFLOW_STALL_S = env.float("AGENTS_WORKFLOW_STALL_S", default=120.0)
+#: Seconds between reconciler sweeps (a celery-beat entry).
+AGENTS_WORKFLOW_RECONCILE_S = env.float("AGENTS_WORKFLOW_RECONCILE_S", default=60.0)
+CELERY_BEAT_SCHEDULE["workflow-runs-reconcile"] = {
+    "task": "workers.workflow.workflow_runs_reconcile",
+    "schedule": AGENTS_WORKFLOW_RECONCILE_S,
+    "options": {"expires": AGENTS_WORKFLOW_RECONCILE_S},
+}
