@@ -51,6 +51,12 @@ def celery_worker(broker, django_db_setup, django_db_blocker):
             yield worker
 
 
+@pytest.fixture
+def worker(celery_worker, transactional_db):
+    """The session's real worker, with a database its processes can see."""
+    return celery_worker
+
+
 def wait_for(predicate, *, timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "condition"):
     """Return ``predicate()`` once it is truthy; fail the test naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

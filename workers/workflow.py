@@ -20,3 +20,9 @@ def step_run(self, run_id: int, step_id: str, run_attempt: int, attempt: int | N
     if not outcome.continue_chain:
         self.request.chain = None
     return outcome.kind
+
+
+@shared_task
+def workflow_runs_reconcile(stall_s: float | None = None) -> dict:
+    """Fail steps whose worker was lost and re-send steps whose message was lost (a celery-beat entry)."""
+    return engine.workflow_runs_reconcile(stall_s=stall_s)

@@ -333,3 +333,65 @@ def step_send(*, row: StepRun, attempt: int | None, countdown_s: float, compiled
     step_signature(run_id=row.run_id, run_attempt=row.run_attempt, step_id=row.step_id, compiled=compiled).clone(
         args=(row.run_id, row.step_id, row.run_attempt, attempt)
     ).apply_async(countdown=countdown_s)
+
+
+# --- recovery --------------------------------------------------------------------
+
+
+def workflow_runs_reconcile(*, stall_s: float | None = None) -> dict:
+    """Repair runs a lost message left stuck; safe to run any time, any number of times.
+
+    - A step still ``running`` well past its hard time limit lost its worker: it fails
+      (and is retried when its policy allows).
+    - A ``pending`` step whose dependencies all succeeded more than ``stall_s`` ago (or
+      whose retry is that overdue) lost its message: it is sent again with the rest of
+      its chain. A duplicate is harmless: claims are guarded.
+    """
+    stall_s = settings.AGENTS_WORKFLOW_STALL_S if stall_s is None else stall_s
+    now = timezone.now()
+    lost = resent = 0
+    running_runs = WorkflowRun.objects.filter(status=RunStatus.RUNNING).values_list("pk", "version_id", "attempt",
+                                                                                     "started_at", "created_at")
+    for run_id, version_id, run_attempt, started_at, created_at in running_runs:
+        compiled = compiled_version(version_id)
+        rows = list(StepRun.objects.select_related("run").filter(run_id=run_id).order_by("attempt"))
+        latest = {row.step_id: row for row in rows}
+        for row in latest.values():
+            if row.status != StepStatus.RUNNING or row.child_run_id or row.run_attempt != run_attempt:
+                continue
+            step = compiled.spec.steps[row.step_id]
+            limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + HARD_LIMIT_GRACE_S + stall_s
+            if row.started_at and (now - row.started_at).total_seconds() > limit_s:
+                lost += 1
+                outcome = step_fail(row=row, task_id=None, compiled=compiled,
+                                    error=f"lost: no outcome {limit_s:g}s after it started (worker killed?)")
+                if outcome.kind == RETRY:
+                    step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s, compiled=compiled)
+        plan = run_plan(run_id, version_id, run_attempt)
+        for row in latest.values():
+            if row.status != StepStatus.PENDING or row.run_attempt != run_attempt:
+                continue
+            needs = compiled.graph[row.step_id]
+            if any(latest[need].status != StepStatus.SUCCEEDED for need in needs):
+                continue
+            ready_since = max([latest[need].finished_at for need in needs] or [started_at or created_at])
+            previous = [r for r in rows if r.step_id == row.step_id and r.attempt == row.attempt - 1]
+            if previous and previous[0].finished_at and previous[0].run_attempt == run_attempt:
+                ready_since = previous[0].finished_at + timezone.timedelta(seconds=previous[0].retry_delay_s or 0)
+            if (now - ready_since).total_seconds() < stall_s:
+                continue
+            resent += 1
+            remainder = _chain_remainder(plan, row.step_id)
+            signatures = [step_signature(run_id=run_id, run_attempt=run_attempt, step_id=s, compiled=compiled)
+                          for s in remainder]
+            signatures[0] = signatures[0].clone(args=(run_id, row.step_id, run_attempt, row.attempt))
+            (signatures[0] if len(signatures) == 1 else chain(*signatures)).apply_async()
+    return {"lost_steps_failed": lost, "stalled_steps_resent": resent}
+
+
+def _chain_remainder(plan: dag.Plan, step_id: str) -> tuple[str, ...]:
+    """Return ``step_id`` and the steps after it in its chain."""
+    for steps in plan.chains.values():
+        if step_id in steps:
+            return steps[steps.index(step_id):]
+    return (step_id,)

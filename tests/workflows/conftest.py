@@ -1,8 +1,6 @@
 """Fixtures for workflow tests: load a definition, start a run, wait for it to finish."""
 import textwrap
 
-import pytest
-
 from agents.models import RunStatus, StepRun, WorkflowRun
 from agents.workflows import selectors, services
 from tests.conftest import wait_for
@@ -31,9 +29,3 @@ def finish(run: WorkflowRun, timeout_s: float = 30.0) -> dict:
 def attempts(run: WorkflowRun, step_id: str) -> list[StepRun]:
     """Every attempt of ``step_id`` in ``run``, oldest first."""
     return list(StepRun.objects.filter(run=run, step_id=step_id).order_by("attempt"))
-
-
-@pytest.fixture
-def worker(celery_worker, transactional_db):
-    """The session's real worker, with a database its processes can see."""
-    return celery_worker

@@ -1,0 +1,75 @@
+"""Nothing is lost when a worker process dies or a message goes missing."""
+import os
+import signal
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from agents.models import StepRun, StepStatus
+from agents.workflows import services
+from tests.conftest import wait_for
+from tests.workflows.conftest import attempts, finish, load, start
+from workers.workflow import workflow_runs_reconcile
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_step_whose_worker_process_is_killed_runs_again_and_the_run_succeeds(worker):
+    run = start("""
+        name: survives-kill
+        steps:
+          - {id: work, action: sleep, params: {seconds: 1.5}}
+          - {id: after, action: echo, needs: [work]}
+    """)
+    wait_for(lambda: attempts(run, "work")[0].status == StepStatus.RUNNING, what="the step to start")
+    pid = int(attempts(run, "work")[0].worker.rsplit(":", 1)[1])
+
+    os.kill(pid, signal.SIGKILL)
+    summary = finish(run, timeout_s=30)
+
+    assert summary["status"] == "succeeded"
+    assert summary["steps"]["work"]["attempts"] == 1  # the redelivered message re-claimed the same attempt
+    assert int(summary["steps"]["work"]["worker"].rsplit(":", 1)[1]) != pid
+    assert summary["steps"]["after"]["status"] == "succeeded"
+
+
+def test_reconcile_resends_steps_whose_messages_were_lost(worker, django_capture_on_commit_callbacks):
+    version = load("""
+        name: lost-messages
+        steps:
+          - {id: a, action: echo}
+          - {id: b, action: echo, needs: [a]}
+          - {id: c, action: echo, needs: [b]}
+    """)
+    with django_capture_on_commit_callbacks(execute=False):  # the start message is never sent
+        run = services.workflow_run_start(version=version)
+
+    result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
+    summary = finish(run)
+
+    assert result == {"lost_steps_failed": 0, "stalled_steps_resent": 1}
+    assert summary["status"] == "succeeded"
+    assert [summary["steps"][s]["attempts"] for s in "abc"] == [1, 1, 1]
+
+
+def test_reconcile_fails_a_step_lost_with_its_worker_and_skips_its_dependents(worker):
+    version = load("""
+        name: lost-worker
+        steps:
+          - {id: a, action: sleep, params: {seconds: 60}, timeout_s: 5}
+          - {id: b, action: echo, needs: [a]}
+    """)
+    run = services.workflow_run_start(version=version)
+    wait_for(lambda: attempts(run, "a")[0].status == StepStatus.RUNNING, what="the step to start")
+    # The worker "vanishes": its claim is old and its task will never report.
+    StepRun.objects.filter(run=run, step_id="a").update(task_id="lost-task",
+                                                        started_at=timezone.now() - timedelta(minutes=10))
+
+    result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
+    summary = finish(run)
+
+    assert result["lost_steps_failed"] == 1
+    assert summary["status"] == "failed"
+    assert summary["steps"]["a"]["error"].startswith("lost:")
+    assert summary["steps"]["b"]["status"] == "skipped"
