@@ -21,6 +21,10 @@ from agents.models import Agent, AgentStatus
 from workers.registry import agent_ping
 
 
+DEMO_WORKFLOW = settings.BASE_DIR / "examples" / "workflows" / "order_fulfilment.yaml"
+EXAMPLE_WORKFLOWS = settings.BASE_DIR / "examples" / "workflows"
+
+
 class DemoError(AgentsError):
     """A step of the demo did not reach the outcome it waits for."""
 
@@ -36,12 +40,44 @@ def _wait_for(predicate, *, timeout_s: float, what: str):
     raise DemoError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
+def _demo_workflow(*, timeout_s: float) -> dict:
+    """Run the example DAG (fan-out, a retried step, a join) through the worker and report it."""
+    from agents.models import RunStatus, WorkflowRun
+    from agents.workflows.selectors import run_to_dict
+    from agents.workflows.services import workflow_load_file, workflow_run_start
+
+    version, _ = workflow_load_file(path=str(DEMO_WORKFLOW))
+    run = workflow_run_start(version=version)
+    _wait_for(
+        lambda: WorkflowRun.objects.filter(pk=run.pk, status__in=(RunStatus.SUCCEEDED, RunStatus.FAILED)).exists(),
+        timeout_s=timeout_s,
+        what=f"workflow run {run.pk} to finish",
+    )
+    result = run_to_dict(run)
+    if result["status"] != RunStatus.SUCCEEDED:
+        raise DemoError(f"workflow run {run.pk} {result['status']}: {result['error']}")
+    return {
+        "run_id": result["run_id"],
+        "workflow": result["workflow"],
+        "version": result["version"],
+        "status": result["status"],
+        "duration_s": result["duration_s"],
+        "steps": {step_id: {"status": step["status"], "attempts": step["attempts"]}
+                  for step_id, step in result["steps"].items()},
+    }
+
+
 def demo_seed() -> dict:
-    """Load demo data for ``make run``: one task through each queue, visible in admin and Flower."""
+    """Load demo data for ``make run``: the example workflows, one run of each, and a task through each queue."""
+    from agents.workflows.services import workflow_load_file, workflow_run_start
+
     queues = ["default", *settings.AGENT_QUEUES]
     for queue in queues:
         agent_ping.apply_async(queue=queue)
-    return {"tasks_sent": len(queues)}
+    versions = [workflow_load_file(path=str(path))[0] for path in sorted(EXAMPLE_WORKFLOWS.iterdir())]
+    for version in versions:
+        workflow_run_start(version=version)
+    return {"tasks_sent": len(queues), "workflows": [v.definition.name for v in versions]}
 
 
 def demo_run(*, timeout_s: float = 60.0) -> dict:
@@ -82,6 +118,7 @@ def demo_run(*, timeout_s: float = 60.0) -> dict:
             if answer["worker"] != nodename or answer["queue"] != queue:
                 raise DemoError(f"task sent to {queue!r} was answered by {answer}")
             summary["tasks"].append({"queue": queue, "task_id": result.id, "answered_by": answer["worker"]})
+        summary["workflow"] = _demo_workflow(timeout_s=timeout_s)
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

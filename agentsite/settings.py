@@ -126,7 +126,7 @@ LOGGING = {
 #: The queues of the agent types; a worker consuming one of them hosts an agent of that type.
 AGENT_QUEUES = ("workflow", "decision", "data", "monitoring")
 
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
 
 #: Seconds a delivered but unacknowledged message stays invisible before the

@@ -15,3 +15,7 @@ def test_demo_runs_every_queue_through_a_worker_in_another_process(tmp_path):
     assert {task["answered_by"] for task in summary["tasks"]} == {summary["worker"]["hostname"]}
     assert len(summary["agents_registered"]) == 4
     assert summary["agents_offline_after_stop"] is True
+    workflow = summary["workflow"]
+    assert (workflow["workflow"], workflow["status"]) == ("order-fulfilment", "succeeded")
+    assert workflow["steps"]["charge_card"] == {"status": "succeeded", "attempts": 2}
+    assert set(workflow["steps"]) == {"validate", "reserve_stock", "charge_card", "ship", "notify"}

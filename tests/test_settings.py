@@ -42,7 +42,7 @@ def test_with_no_environment_everything_is_embedded_under_var(tmp_path):
 
     assert seen["engine"] == "django.db.backends.sqlite3"
     assert seen["name"] == str(tmp_path / "agentsite.sqlite3")
-    assert seen["broker"] == "filesystem://"
+    assert seen["broker"] == "filesystem://localhost//"
     assert (tmp_path / "broker" / "queue").is_dir()
     assert seen["backend"] == "django-db"
     assert seen["debug"] is False

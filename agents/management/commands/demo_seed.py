@@ -11,4 +11,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         loaded = demo_seed()
-        self.stdout.write(f"Demo data: {loaded['tasks_sent']} tasks sent, one through each queue.")
+        self.stdout.write(
+            f"Demo data: {loaded['tasks_sent']} tasks sent, one through each queue; "
+            f"workflows loaded and started: {', '.join(loaded['workflows'])}."
+        )
