@@ -4,6 +4,7 @@ Pure: imports nothing from Django at module level. Actions receive an
 ``ActionContext`` and their validated params and return a JSON-serialisable result,
 or ``Deferred`` when the step finishes later (a sub-workflow), without holding a worker.
 """
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ class Param:
             allowed = PARAM_TYPES[self.type]
             if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
                 return f"must be {_article(self.type)} {self.type}, got {_json_type(value)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
         if self.minimum is not None and isinstance(value, (int, float)) and value < self.minimum:
             return f"must be at least {self.minimum}, got {value}"
         if self.maximum is not None and isinstance(value, (int, float)) and value > self.maximum:

@@ -90,12 +90,31 @@ class WorkflowSpec:
         return {step_id: step.needs for step_id, step in self.steps.items()}
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """YAML's safe loader without implicit timestamps: ``2024-01-01`` stays text, as JSON would keep it."""
+
+
+_PlainLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def workflow_spec_load_text(text: str, *, source: str = "definition") -> Any:
     """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``WorkflowSpecError`` if unreadable."""
     if len(text.encode()) > MAX_DEFINITION_BYTES:
         raise WorkflowSpecError([f"{source}: larger than {MAX_DEFINITION_BYTES} bytes"])
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text, parse_constant=_refuse_constant)
+        except ValueError:
+            pass  # not JSON after all (a YAML flow mapping): YAML reports what is wrong
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
