@@ -1,2 +1,2 @@
 """Django admin for agentsite, one module per area."""
-from . import registry  # noqa: F401
+from . import registry, workflows  # noqa: F401

@@ -1,0 +1,471 @@
+"""Admin for workflows: definitions and their DAG, runs with progress, steps, a Gantt timeline and actions."""
+import json
+from collections import defaultdict
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import Count, Max
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html
+from django.utils.translation import ngettext
+
+from agents.exceptions import AgentsError
+from agents.models import StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
+from agents.models.workflows import RUN_FINISHED
+from agents.workflows import dag, selectors, services
+
+#: Size of the DAG drawing, in SVG pixels.
+DAG_BOX_WIDTH, DAG_BOX_HEIGHT, DAG_GAP_X, DAG_GAP_Y, DAG_MARGIN = 180, 40, 60, 16, 10
+#: Size of the Gantt timeline, in SVG pixels: label column, bar area, row height, axis height.
+GANTT_LABEL_WIDTH, GANTT_WIDTH, GANTT_ROW_HEIGHT, GANTT_AXIS_HEIGHT = 200, 720, 20, 24
+#: At most this many step attempts are drawn on one run page (a run may hold hundreds of thousands).
+GANTT_MAX_ATTEMPTS = 2000
+
+
+def dag_layout(graph: dict[str, tuple[str, ...]], *, actions: dict[str, str],
+               statuses: dict[str, str] | None = None) -> dict:
+    """Lay out a step graph for drawing: layer = longest path from a root (x), index in the layer (y).
+
+    Plain values in and out; the template draws the boxes and one arrow per dependency.
+    """
+    layer: dict[str, int] = {}
+    order = dag.topological_order(graph)
+    for step in order:
+        layer[step] = max((layer[need] + 1 for need in graph[step]), default=0)
+    filled: dict[int, int] = defaultdict(int)
+    nodes: dict[str, dict] = {}
+    for step in order:
+        column, row = layer[step], filled[layer[step]]
+        filled[column] += 1
+        nodes[step] = {
+            "id": step,
+            "action": actions.get(step, ""),
+            "status": (statuses or {}).get(step, ""),
+            "x": DAG_MARGIN + column * (DAG_BOX_WIDTH + DAG_GAP_X),
+            "y": DAG_MARGIN + row * (DAG_BOX_HEIGHT + DAG_GAP_Y),
+        }
+    edges = []
+    for step in order:
+        for need in graph[step]:
+            start, end = nodes[need], nodes[step]
+            x1, y1 = start["x"] + DAG_BOX_WIDTH, start["y"] + DAG_BOX_HEIGHT / 2
+            x2, y2 = end["x"] - 2, end["y"] + DAG_BOX_HEIGHT / 2
+            middle = (x1 + x2) / 2
+            edges.append({"source": need, "target": step,
+                          "path": f"M{x1:g},{y1:g} C{middle:g},{y1:g} {middle:g},{y2:g} {x2:g},{y2:g}"})
+    columns = max(layer.values(), default=0) + 1
+    rows = max(filled.values(), default=1)
+    return {
+        "nodes": list(nodes.values()),
+        "edges": edges,
+        "box_width": DAG_BOX_WIDTH,
+        "box_height": DAG_BOX_HEIGHT,
+        "width": 2 * DAG_MARGIN + columns * DAG_BOX_WIDTH + (columns - 1) * DAG_GAP_X,
+        "height": 2 * DAG_MARGIN + rows * DAG_BOX_HEIGHT + (rows - 1) * DAG_GAP_Y,
+    }
+
+
+def gantt_layout(attempts: list[StepRun], *, now: datetime) -> dict:
+    """Lay out one bar per started step attempt, relative to the earliest start; unfinished bars end at ``now``."""
+    started = [row for row in attempts if row.started_at]
+    origin = min((row.started_at for row in started), default=now)
+    end = max((row.finished_at or now for row in started), default=origin)
+    span_s = max((end - origin).total_seconds(), 0.001)
+    scale = GANTT_WIDTH / span_s
+    rows = []
+    for index, row in enumerate(attempts):
+        y = GANTT_AXIS_HEIGHT + index * GANTT_ROW_HEIGHT
+        bar = None
+        if row.started_at:
+            offset_s = (row.started_at - origin).total_seconds()
+            length_s = ((row.finished_at or now) - row.started_at).total_seconds()
+            bar = {"x": round(GANTT_LABEL_WIDTH + offset_s * scale, 2), "width": round(max(length_s * scale, 2.0), 2),
+                   "y": y + 3, "offset": format_duration(offset_s), "length": format_duration(length_s),
+                   "running": row.finished_at is None}
+        rows.append({"step_id": row.step_id, "attempt": row.attempt, "status": row.status, "error": row.error,
+                     "worker": row.worker, "text_y": y + GANTT_ROW_HEIGHT - 6, "bar": bar})
+    tick_s = _tick_interval(span_s)
+    ticks = []
+    count = int(span_s / tick_s) + 1
+    for index in range(count):
+        value_s = index * tick_s
+        ticks.append({"x": round(GANTT_LABEL_WIDTH + value_s * scale, 2),
+                      "label": format_duration(value_s, precise=False)})
+    return {
+        "rows": rows,
+        "ticks": ticks,
+        "label_width": GANTT_LABEL_WIDTH,
+        "bar_height": GANTT_ROW_HEIGHT - 6,
+        "axis_y": GANTT_AXIS_HEIGHT - 4,
+        "width": GANTT_LABEL_WIDTH + GANTT_WIDTH + 40,
+        "height": GANTT_AXIS_HEIGHT + len(rows) * GANTT_ROW_HEIGHT + 4,
+        "span": format_duration(span_s),
+    }
+
+
+def _tick_interval(span_s: float) -> float:
+    """The round interval (1, 2 or 5 times a power of ten seconds) giving at most eight ticks over ``span_s``."""
+    magnitude = 0.001
+    while True:
+        for factor in (1, 2, 5):
+            if span_s / (factor * magnitude) <= 8:
+                return factor * magnitude
+        magnitude *= 10
+
+
+def format_duration(seconds: float | None, *, precise: bool = True) -> str | None:
+    """``0.25 s``, ``12.3 s``, ``4 min 5 s``, ``2 h 3 min``; None stays None."""
+    if seconds is None:
+        return None
+    if seconds < 60:
+        if not precise:
+            return f"{seconds:g} s"
+        return f"{seconds:.3f} s" if seconds < 1 else f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def flower_task_url(task_id: str) -> str:
+    """The Flower page of Celery task ``task_id``."""
+    return f"{settings.AGENTS_FLOWER_URL.rstrip('/')}/task/{task_id}"
+
+
+def flower_worker_url(worker: str) -> str:
+    """The Flower page of the Celery worker a step attempt recorded as ``node@host:pid``."""
+    node, _, pid = worker.rpartition(":")
+    return f"{settings.AGENTS_FLOWER_URL.rstrip('/')}/worker/{node if node and pid.isdigit() else worker}"
+
+
+def _graph(version: WorkflowVersion) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """A version's dependencies and actions, from its stored (already validated) spec."""
+    steps = version.spec["steps"]
+    return {step["id"]: tuple(step["needs"]) for step in steps}, {step["id"]: step["action"] for step in steps}
+
+
+def _status_badge(status: str, label: str):
+    return format_html('<span class="wf-status wf-{}">{}</span>', status, label)
+
+
+def _percent_bar(percent: float, done: int, total: int):
+    return format_html(
+        '<progress class="wf-progress" value="{}" max="100" title="{} of {} steps">{}%</progress> {}%',
+        percent, done, total, percent, percent,
+    )
+
+
+class _ReadOnlyMixin:
+    """Rows written only by services: staff view them, nobody adds, edits or deletes them here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class _VersionColumnsMixin:
+    """Columns shown wherever versions are listed."""
+
+    @admin.display(description="content hash")
+    def short_hash(self, obj):
+        return obj.content_hash[:12]
+
+    @admin.display(description="steps")
+    def step_count(self, obj):
+        return len(obj.spec["steps"])
+
+
+class _RunActionsMixin:
+    """Admin actions on runs: a service per selected object; successes as a count, each refusal as an error."""
+
+    def _apply_each(self, request, objects, call, singular: str, plural: str) -> list:
+        done = []
+        for obj in objects:
+            try:
+                done.append(call(obj))
+            except AgentsError as error:
+                self.message_user(request, str(error), messages.ERROR)
+        if done:
+            self.message_user(request, ngettext(singular, plural, len(done)) % {"count": len(done)}, messages.SUCCESS)
+        return done
+
+    def has_start_permission(self, request) -> bool:
+        """Starting a run creates one: the user needs the permission to add runs."""
+        return request.user.has_perm("agents.add_workflowrun")
+
+    def _start_runs(self, request, objects, start) -> None:
+        runs = self._apply_each(request, objects, start, "Started %(count)d run.", "Started %(count)d runs.")
+        if runs:
+            self.message_user(request, "Run ids: " + ", ".join(str(run.pk) for run in runs), messages.INFO)
+
+
+class WorkflowVersionInline(_ReadOnlyMixin, _VersionColumnsMixin, admin.TabularInline):
+    """A definition's versions, newest first; versions are immutable."""
+
+    model = WorkflowVersion
+    fields = ("number", "short_hash", "step_count", "created_at")
+    readonly_fields = fields
+    ordering = ("-number",)
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(WorkflowDefinition)
+class WorkflowDefinitionAdmin(_RunActionsMixin, admin.ModelAdmin):
+    """Workflows by name, with their versions; definitions are loaded with `manage.py workflow load`."""
+
+    list_display = ("name", "description", "latest_version", "run_count")
+    search_fields = ("name", "description")
+    fields = ("name", "description", "created_at", "updated_at")
+    readonly_fields = fields
+    inlines = (WorkflowVersionInline,)
+    actions = ("start_latest",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            latest_number=Max("versions__number"), run_total=Count("versions__runs", distinct=True)
+        )
+
+    @admin.display(description="latest version", ordering="latest_number")
+    def latest_version(self, obj):
+        return obj.latest_number
+
+    @admin.display(description="runs", ordering="run_total")
+    def run_count(self, obj):
+        url = reverse("admin:agents_workflowrun_changelist") + f"?version__definition__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.run_total)
+
+    @admin.action(description="Start a run of the latest version", permissions=("start",))
+    def start_latest(self, request, queryset):
+        """Start one run of each selected workflow's newest version."""
+        self._start_runs(request, queryset, lambda definition: services.workflow_run_start(workflow=definition.name))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WorkflowVersion)
+class WorkflowVersionAdmin(_ReadOnlyMixin, _VersionColumnsMixin, _RunActionsMixin, admin.ModelAdmin):
+    """Immutable versions: a drawing of the DAG and the source text; runs are started from here."""
+
+    list_display = ("__str__", "definition", "number", "short_hash", "step_count", "run_count", "created_at")
+    list_filter = ("definition",)
+    search_fields = ("definition__name", "content_hash")
+    list_select_related = ("definition",)
+    fields = ("definition", "number", "content_hash", "created_at")
+    readonly_fields = fields
+    actions = ("start_runs",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(run_total=Count("runs"))
+
+    @admin.display(description="runs", ordering="run_total")
+    def run_count(self, obj):
+        url = reverse("admin:agents_workflowrun_changelist") + f"?version__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.run_total)
+
+    @admin.action(description="Start a run", permissions=("start",))
+    def start_runs(self, request, queryset):
+        """Start one run of each selected version."""
+        self._start_runs(request, queryset.select_related("definition"),
+                         lambda version: services.workflow_run_start(version=version))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            graph, actions = _graph(obj)
+            context.update(dag=dag_layout(graph, actions=actions), source=obj.source)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+
+class WorkflowFilter(admin.RelatedFieldListFilter):
+    """Filter runs by workflow (the version's definition)."""
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        self.title = "workflow"
+
+
+@admin.register(WorkflowRun)
+class WorkflowRunAdmin(_ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
+    """Runs with their progress; a run's page shows its steps, their attempts and a timeline."""
+
+    list_display = ("id", "workflow", "version_number", "status_badge", "progress", "started_at", "duration")
+    list_display_links = ("id",)
+    list_filter = ("status", ("version__definition", WorkflowFilter))
+    search_fields = ("version__definition__name",)
+    list_select_related = ("version__definition",)
+    date_hierarchy = "created_at"
+    fields = (
+        "workflow_link", "version_link", "status_badge", "attempt", "progress_detail", "error", "failed_step",
+        "params_text", "parent_link", "created_at", "started_at", "finished_at", "duration",
+    )
+    readonly_fields = fields
+    actions = ("cancel_runs", "rerun_runs")
+
+    @admin.display(description="workflow", ordering="version__definition__name")
+    def workflow(self, obj):
+        return obj.version.definition.name
+
+    @admin.display(description="version", ordering="version__number")
+    def version_number(self, obj):
+        return obj.version.number
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return _status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        # selectors.run_progress also estimates an ETA with one query per active run; the list needs
+        # only the fraction, which the run's own counters give without a query.
+        total, done = obj.steps_total, obj.steps_done
+        return _percent_bar(round(100.0 * done / total, 1) if total else 100.0, done, total)
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        return format_duration(obj.duration_s) or self.get_empty_value_display()
+
+    @admin.display(description="workflow")
+    def workflow_link(self, obj):
+        url = reverse("admin:agents_workflowdefinition_change", args=[obj.version.definition_id])
+        return format_html('<a href="{}">{}</a>', url, obj.version.definition.name)
+
+    @admin.display(description="version")
+    def version_link(self, obj):
+        url = reverse("admin:agents_workflowversion_change", args=[obj.version_id])
+        return format_html('<a href="{}">v{}</a> ({})', url, obj.version.number, obj.version.content_hash[:12])
+
+    @admin.display(description="progress")
+    def progress_detail(self, obj):
+        progress = selectors.run_progress(obj)
+        bar = _percent_bar(progress["percent"], progress["done"], progress["total"])
+        eta = progress["eta_s"]
+        if obj.status in RUN_FINISHED or eta is None:
+            return format_html("{} ({} of {} steps)", bar, progress["done"], progress["total"])
+        return format_html("{} ({} of {} steps, about {} left)", bar, progress["done"], progress["total"],
+                           format_duration(eta))
+
+    @admin.display(description="params")
+    def params_text(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.params, indent=2, sort_keys=True))
+
+    @admin.display(description="parent run")
+    def parent_link(self, obj):
+        if obj.parent_run_id is None:
+            return self.get_empty_value_display()
+        url = reverse("admin:agents_workflowrun_change", args=[obj.parent_run_id])
+        return format_html('<a href="{}">run {}</a>, step {}', url, obj.parent_run_id, obj.parent_step_id)
+
+    @admin.action(description="Cancel selected runs", permissions=("operate",))
+    def cancel_runs(self, request, queryset):
+        """Cancel each selected run; a finished run is refused with its reason."""
+        self._apply_each(request, queryset, lambda run: services.workflow_run_cancel(run_id=run.pk),
+                         "%(count)d run cancelled.", "%(count)d runs cancelled.")
+
+    @admin.action(description="Re-run selected runs from failure", permissions=("operate",))
+    def rerun_runs(self, request, queryset):
+        """Re-run each selected failed or cancelled run from its failure; others are refused with their reason."""
+        self._apply_each(request, queryset, lambda run: services.workflow_run_retry(run_id=run.pk),
+                         "%(count)d run re-run from failure.", "%(count)d runs re-run from failure.")
+
+    def has_operate_permission(self, request) -> bool:
+        """Cancelling and re-running change a run: the user needs the permission to change runs."""
+        return request.user.has_perm("agents.change_workflowrun")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("version__definition")
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(self._run_context(obj))
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    def _run_context(self, run: WorkflowRun) -> dict:
+        """The steps table, every attempt, the DAG coloured by status and the Gantt timeline of ``run``."""
+        state = selectors.run_to_dict(run)
+        graph, actions = _graph(run.version)
+        attempts_total = StepRun.objects.filter(run=run).count()
+        rank = {step_id: index for index, step_id in enumerate(graph)}
+        attempts = sorted(
+            StepRun.objects.filter(run=run)[:GANTT_MAX_ATTEMPTS],
+            key=lambda row: (rank.get(row.step_id, len(rank)), row.attempt),
+        )
+        child_runs = {row.step_id: row.child_run_id for row in attempts if row.child_run_id}
+        steps = []
+        for step_id, step in state["steps"].items():
+            started, finished = parse_datetime(step["started_at"] or ""), parse_datetime(step["finished_at"] or "")
+            steps.append({
+                **step,
+                "id": step_id,
+                "action": actions.get(step_id, ""),
+                "status_label": StepStatus(step["status"]).label,
+                "started": started,
+                "finished": finished,
+                "duration": format_duration((finished - started).total_seconds()) if started and finished else None,
+                "task_url": flower_task_url(step["task_id"]) if step["task_id"] else None,
+                "worker_url": flower_worker_url(step["worker"]) if step["worker"] else None,
+                "child_run_id": child_runs.get(step_id),
+            })
+        attempt_rows = [{
+            "row": row,
+            "status_label": row.get_status_display(),
+            "duration": format_duration(row.duration_s),
+            "task_url": flower_task_url(row.task_id) if row.task_id else None,
+        } for row in attempts]
+        statuses = {step_id: step["status"] for step_id, step in state["steps"].items()}
+        return {
+            "steps": steps,
+            "attempts": attempt_rows,
+            "attempts_total": attempts_total,
+            "attempts_cut": attempts_total > len(attempts),
+            "dag": dag_layout(graph, actions=actions, statuses=statuses),
+            "gantt": gantt_layout(attempts, now=timezone.now()),
+        }
+
+
+@admin.register(StepRun)
+class StepRunAdmin(_ReadOnlyMixin, admin.ModelAdmin):
+    """Every step attempt, read-only: find a task by id, or the failures of a step across runs."""
+
+    list_display = ("step_id", "run_link", "attempt", "status_badge", "worker", "started_at", "duration", "flower_link")
+    list_filter = ("status",)
+    ordering = ("-run", "step_id", "attempt")
+    search_fields = ("step_id", "task_id", "worker", "run__version__definition__name")
+    list_select_related = ("run__version__definition",)
+    readonly_fields = (
+        "run_link", "step_id", "attempt", "run_attempt", "status_badge", "worker", "flower_link", "started_at",
+        "finished_at", "duration", "retry_delay_s", "error", "result", "child_run",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="run", ordering="run_id")
+    def run_link(self, obj):
+        url = reverse("admin:agents_workflowrun_change", args=[obj.run_id])
+        return format_html('<a href="{}">{} run {}</a>', url, obj.run.version.definition.name, obj.run_id)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return _status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        return format_duration(obj.duration_s) or self.get_empty_value_display()
+
+    @admin.display(description="Flower")
+    def flower_link(self, obj):
+        if not obj.task_id:
+            return self.get_empty_value_display()
+        url = flower_task_url(obj.task_id)
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.task_id)
