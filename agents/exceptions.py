@@ -35,3 +35,31 @@ class ActionError(AgentsError):
 
 class PermanentActionError(ActionError):
     """An action failed in a way a retry cannot fix (a refused host, bad input); never retried."""
+
+
+class ExpressionError(AgentsError):
+    """A rule expression or data filter is not allowed or cannot be parsed; the message names the offending part."""
+
+
+class JsonLogicError(AgentsError):
+    """A JsonLogic rule is malformed, uses an unknown operation, or exceeds a size or depth bound."""
+
+
+class RuleSetError(AgentsError):
+    """A rule set definition is invalid; ``errors`` lists every problem, each naming its rule."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+class RuleSetNotFoundError(AgentsError):
+    """No rule set (or version) has the given name."""
+
+
+class DecisionError(AgentsError):
+    """A decision could not be made as asked (bad context, conflicting rules under a strict policy)."""
+
+
+class ModelError(AgentsError):
+    """A decision model cannot be trained, saved or loaded (bad data, checksum mismatch)."""
