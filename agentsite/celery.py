@@ -2,12 +2,13 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 from kombu.serialization import disable_insecure_serializers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
 
 #: Celery task modules; ``workers.<agent type>`` tasks are routed to that type's queue.
-WORKER_MODULES = ("workers.registry", "workers.workflow")
+WORKER_MODULES = ("workers.registry", "workers.workflow", "workers.decision")
 
 app = Celery("agentsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -15,6 +16,18 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(lambda: list(WORKER_MODULES), related_name=None)
 # Refuse to deserialize anything but JSON, in this process and in every worker.
 disable_insecure_serializers(allowed=["json"])
+
+
+
+def _close_old_connections(**kwargs):
+    """Drop a connection past CONN_MAX_AGE or broken; keep a healthy one for the next task."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+task_prerun.connect(_close_old_connections, weak=False)
+task_postrun.connect(_close_old_connections, weak=False)
 
 from workers.bootsteps import AgentRegistryStep  # noqa: E402  (needs the app configured first)
 

@@ -181,6 +181,10 @@ CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("default", *AGE
 CELERY_TASK_ROUTES = {f"workers.{queue}.*": {"queue": queue} for queue in AGENT_QUEUES}
 
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+#: Celery's Django fixup closes the database connection around every task unless this is set; a new
+#: PostgreSQL connection per workflow step costs ~5 ms. Connections are instead closed when CONN_MAX_AGE
+#: or a failed health check says so (``close_old_connections`` around each task, in agentsite/celery.py).
+CELERY_DB_REUSE_MAX = env.int("AGENTS_DB_REUSE_MAX", default=1000)
 
 # --- Agents -----------------------------------------------------------------
 
@@ -218,3 +222,19 @@ CELERY_BEAT_SCHEDULE["workflow-runs-reconcile"] = {
     "schedule": AGENTS_WORKFLOW_RECONCILE_S,
     "options": {"expires": AGENTS_WORKFLOW_RECONCILE_S},
 }
+
+# --- Decisions ----------------------------------------------------------------
+
+#: The decision cache: Redis in production (``CACHE_URL=redis://host:6379/1``); files under var/ when embedded,
+#: so that every process on the machine shares it.
+CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+#: Seconds a cached decision stays valid; 0 turns the cache off.
+AGENTS_DECISION_CACHE_TTL_S = env.int("AGENTS_DECISION_CACHE_TTL_S", default=300)
+#: Context keys (or dotted paths) replaced by "***" in the audit, in every rule set.
+AGENTS_DECISION_MASKED_KEYS = env.list(
+    "AGENTS_DECISION_MASKED_KEYS", default=["password", "secret", "token", "ssn", "card_number", "iban"]
+)
+#: Audit rows written per batch by the bulk decision path.
+AGENTS_DECISION_AUDIT_BATCH = env.int("AGENTS_DECISION_AUDIT_BATCH", default=500)
+#: Where trained decision models (.skops files) are kept.
+AGENTS_MODEL_DIR = Path(env.str("AGENTS_MODEL_DIR", default=str(VAR_DIR / "models")))

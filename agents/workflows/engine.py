@@ -5,6 +5,7 @@ Every write is a guarded transition: a step attempt is claimed only from
 only from ``running`` by the task that claimed it, and counted towards the run
 exactly once. A duplicate or late message therefore changes nothing.
 """
+import json
 import logging
 import os
 import random
@@ -153,39 +154,85 @@ def join_arrive(*, run_id: int, run_attempt: int, step_id: str, dependency_id: s
 # --- execution -------------------------------------------------------------------
 
 
+def _json_param() -> str:
+    """The SQL placeholder for a JSON value on this database."""
+    return "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+
+
+def _json_value(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@lru_cache(maxsize=4096)
+def _run_static(run_id: int) -> tuple[int, dict]:
+    """A run's version and params: fixed for its life, so read once per process."""
+    version_id, params = WorkflowRun.objects.filter(pk=run_id).values_list("version_id", "params").get()
+    return version_id, params
+
+
+@lru_cache(maxsize=4096)
+def _ensure_running(run_id: int) -> None:
+    """Move a run from pending to running; cached, so each process writes it at most once per run."""
+    WorkflowRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
+        status=RunStatus.RUNNING, started_at=timezone.now()
+    )
+
+
+def _claim(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
+           now) -> tuple[int, int] | None:
+    """Claim the step's pending attempt in one statement (the hot path); return (row id, attempt) or None.
+
+    Claimable: ``pending``, or ``running`` under this same Celery task id (a redelivery after its worker
+    died), and only while the run is pending or running in this run attempt.
+    """
+    steps, runs = StepRun._meta.db_table, WorkflowRun._meta.db_table
+    fence = "AND attempt = %s" if attempt is not None else ""
+    sql = f"""
+        UPDATE {steps} SET status = 'running', task_id = %s, worker = %s, started_at = %s
+        WHERE id = (
+            SELECT candidate.id FROM {steps} candidate
+            WHERE candidate.run_id = %s AND candidate.step_id = %s AND candidate.run_attempt = %s
+              AND (candidate.status = 'pending' OR (candidate.status = 'running' AND candidate.task_id = %s))
+            ORDER BY candidate.attempt DESC LIMIT 1)
+          AND (status = 'pending' OR (status = 'running' AND task_id = %s)) {fence}
+          AND EXISTS (SELECT 1 FROM {runs} run WHERE run.id = %s AND run.attempt = %s
+                      AND run.status IN ('pending', 'running'))
+        RETURNING id, attempt
+    """
+    params = [task_id, worker, now, run_id, step_id, run_attempt, task_id, task_id]
+    params += [attempt] if attempt is not None else []
+    params += [run_id, run_attempt]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
                  soft_timeout_error: type[BaseException]) -> StepOutcome:
     """Claim the step's pending attempt, run its action and record the outcome."""
-    row = (
-        StepRun.objects.select_related("run")
-        .filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt)
-        .filter(Q(status=StepStatus.PENDING) | Q(status=StepStatus.RUNNING, task_id=task_id))
-        .order_by("-attempt")
-        .first()
-    )
-    if row is None or (attempt is not None and row.attempt != attempt):
-        return StepOutcome(IGNORED)
-    run = row.run
-    if run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or run.attempt != run_attempt:
-        return StepOutcome(IGNORED)
     now = timezone.now()
-    claimed = StepRun.objects.filter(pk=row.pk, status=row.status, task_id=row.task_id).update(
-        status=StepStatus.RUNNING, task_id=task_id, worker=f"{worker}:{os.getpid()}", started_at=now
-    )
-    if not claimed:
+    claimed = _claim(run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt, task_id=task_id,
+                     worker=f"{worker}:{os.getpid()}", now=now)
+    if claimed is None:
         return StepOutcome(IGNORED)
-    if run.status == RunStatus.PENDING:
-        WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(status=RunStatus.RUNNING, started_at=now)
+    version_id, params = _run_static(run_id)
+    _ensure_running(run_id)
+    row = StepRun(pk=claimed[0], run_id=run_id, step_id=step_id, attempt=claimed[1], run_attempt=run_attempt)
+    row.run = WorkflowRun(pk=run_id, version_id=version_id, params=params)
+    run = row.run
 
     compiled = compiled_version(run.version_id)
     step = compiled.spec.steps[step_id]
     needs = compiled.graph[step_id]
     inputs = {}
     if needs:
-        inputs = dict(
-            StepRun.objects.filter(run_id=run_id, step_id__in=needs, status=StepStatus.SUCCEEDED)
-            .values_list("step_id", "result")
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT step_id, result FROM {StepRun._meta.db_table} WHERE run_id = %s AND status = 'succeeded'"
+                f" AND step_id IN ({', '.join(['%s'] * len(needs))})",
+                [run_id, *needs],
+            )
+            inputs = {step: _json_value(result) for step, result in cursor.fetchall()}
         if len(inputs) < len(needs):
             # Started early (a duplicated chord part): hand the attempt back; the last dependency starts it.
             StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING, task_id=task_id).update(
@@ -218,11 +265,12 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
 
 def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion) -> StepOutcome:
     """Record success (from ``running``, by the claiming task) and start the steps it unblocks."""
-    guard = StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING)
-    if task_id is not None:
-        guard = guard.filter(task_id=task_id)
-    with transaction.atomic():
-        if not guard.update(status=StepStatus.SUCCEEDED, result=result, finished_at=timezone.now()):
+    sql = (f"UPDATE {StepRun._meta.db_table} SET status = 'succeeded', result = {_json_param()}, finished_at = %s"
+           " WHERE id = %s AND status = 'running'" + (" AND task_id = %s" if task_id is not None else ""))
+    params = [json.dumps(result), timezone.now(), row.pk] + ([task_id] if task_id is not None else [])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if cursor.rowcount != 1:
             return StepOutcome(IGNORED)
         finished = _count_done(row.run_id, 1)
     plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
@@ -350,8 +398,8 @@ def workflow_runs_reconcile(*, stall_s: float | None = None) -> dict:
     stall_s = settings.AGENTS_WORKFLOW_STALL_S if stall_s is None else stall_s
     now = timezone.now()
     lost = resent = 0
-    running_runs = WorkflowRun.objects.filter(status=RunStatus.RUNNING).values_list("pk", "version_id", "attempt",
-                                                                                     "started_at", "created_at")
+    running_runs = WorkflowRun.objects.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).values_list(
+        "pk", "version_id", "attempt", "started_at", "created_at")
     for run_id, version_id, run_attempt, started_at, created_at in running_runs:
         compiled = compiled_version(version_id)
         rows = list(StepRun.objects.select_related("run").filter(run_id=run_id).order_by("attempt"))

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from agents.models import StepRun, StepStatus
+from agents.models import StepRun, StepStatus, WorkflowRun
 from agents.workflows import services
 from tests.conftest import wait_for
 from tests.workflows.conftest import attempts, finish, load, start
@@ -34,7 +34,7 @@ def test_a_step_whose_worker_process_is_killed_runs_again_and_the_run_succeeds(w
     assert summary["steps"]["after"]["status"] == "succeeded"
 
 
-def test_reconcile_resends_steps_whose_messages_were_lost(worker, django_capture_on_commit_callbacks):
+def test_reconcile_resends_steps_whose_messages_were_lost(worker):
     version = load("""
         name: lost-messages
         steps:
@@ -42,8 +42,9 @@ def test_reconcile_resends_steps_whose_messages_were_lost(worker, django_capture
           - {id: b, action: echo, needs: [a]}
           - {id: c, action: echo, needs: [b]}
     """)
-    with django_capture_on_commit_callbacks(execute=False):  # the start message is never sent
-        run = services.workflow_run_start(version=version)
+    # A run whose start message was lost: its rows exist, nothing was sent.
+    run = WorkflowRun.objects.create(version=version, steps_total=3)
+    StepRun.objects.bulk_create(StepRun(run=run, step_id=step, attempt=1, run_attempt=1) for step in "abc")
 
     result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
     summary = finish(run)

@@ -1,0 +1,1 @@
+"""Benchmarks that print JSON lines (``make bench``); never run as tests."""
