@@ -9,6 +9,7 @@ STAMP := $(VENV)/.requirements-installed
 # Tests talk to the machine's real services unless the environment names others.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+TEST_CACHE_URL ?= redis://127.0.0.1:6379/12
 
 .PHONY: venv run test demo bench clean
 
@@ -26,7 +27,7 @@ run: venv
 
 test: venv
 	bin/ensure-services
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=django-db CONN_MAX_AGE=0 \
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=django-db CONN_MAX_AGE=0 CACHE_URL=$(TEST_CACHE_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: venv

@@ -225,9 +225,9 @@ CELERY_BEAT_SCHEDULE["workflow-runs-reconcile"] = {
 
 # --- Decisions ----------------------------------------------------------------
 
-#: The decision cache: Redis in production (``CACHE_URL=redis://host:6379/1``); files under var/ when embedded,
-#: so that every process on the machine shares it.
-CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+#: The decision cache (JSON values, never pickle): Redis when ``CACHE_URL=redis://host:6379/1``; files
+#: under var/cache when unset, so every process on the machine shares it.
+AGENTS_DECISION_CACHE_URL = env.str("CACHE_URL", default="")
 #: Seconds a cached decision stays valid; 0 turns the cache off.
 AGENTS_DECISION_CACHE_TTL_S = env.int("AGENTS_DECISION_CACHE_TTL_S", default=300)
 #: Context keys (or dotted paths) replaced by "***" in the audit, in every rule set.

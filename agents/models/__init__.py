@@ -1,4 +1,14 @@
 """Models of the agents app, one module per area."""
+from .decisions import (
+    Decision,
+    DecisionEngine,
+    DecisionModelVersion,
+    ModelAlias,
+    RuleSet,
+    RuleSetVersion,
+    ShadowComparison,
+    VersionStatus,
+)
 from .registry import Agent, AgentStatus, AgentType
 from .workflows import (
     JoinArrival,
@@ -11,6 +21,14 @@ from .workflows import (
 )
 
 __all__ = [
+    "Decision",
+    "DecisionEngine",
+    "DecisionModelVersion",
+    "ModelAlias",
+    "RuleSet",
+    "RuleSetVersion",
+    "ShadowComparison",
+    "VersionStatus",
     "Agent",
     "AgentStatus",
     "AgentType",

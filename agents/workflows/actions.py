@@ -226,3 +226,17 @@ def workflow_run(context: ActionContext, *, workflow: str, params: dict | None) 
         workflow=workflow, params=params or {}, parent_run_id=context.run_id, parent_step_id=context.step_id
     )
     return Deferred(child_run_id=child.pk)
+
+
+@action("decision.evaluate", params={"ruleset": Param("string", required=True), "context": Param("object", default=None)})
+def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None) -> dict:
+    """Decide with the active version of ``ruleset`` on the step's ``context`` param, or else on the
+    run's params merged with the step's inputs."""
+    from agents.decisions.services import decide
+    from agents.exceptions import AgentsError
+
+    decision_context = context if context is not None else {**step.run_params, **step.inputs}
+    try:
+        return decide(ruleset=ruleset, context=decision_context, explain=False)
+    except AgentsError as error:
+        raise PermanentActionError(str(error)) from None

@@ -1,0 +1,417 @@
+"""Decision services: load and activate rule sets, decide (single and bulk), shadow, simulate, train."""
+import csv
+import hashlib
+import json
+import time
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.decisions import ml
+from agents.decisions.cache import decision_cache
+from agents.decisions.expressions import extract_fields
+from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
+from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
+from agents.models import (
+    Decision,
+    DecisionEngine,
+    DecisionModelVersion,
+    ModelAlias,
+    RuleSet as RuleSetModel,
+    RuleSetVersion,
+    ShadowComparison,
+    VersionStatus,
+)
+from agents.workflows.spec import workflow_spec_load_text
+
+MASK = "***"
+
+
+# --- rule sets -----------------------------------------------------------------
+
+
+def rules_validate_text(*, text: str, source: str = "rule set") -> RuleSet:
+    """Parse and validate a rule set's text; raise ``RuleSetError`` listing every problem."""
+    from agents.exceptions import WorkflowSpecError
+
+    try:
+        data = workflow_spec_load_text(text, source=source)
+    except WorkflowSpecError as error:  # the same YAML/JSON reader; its message names the line
+        raise RuleSetError(error.errors) from None
+    return ruleset_parse(data)
+
+
+def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
+               shadow: bool = False) -> tuple[RuleSetVersion, bool]:
+    """Store a rule set as a new draft version unless identical content is stored; optionally activate it."""
+    compiled = rules_validate_text(text=text, source=source)
+    content_hash = compiled.content_hash()
+    with transaction.atomic():
+        ruleset, _ = RuleSetModel.objects.get_or_create(name=compiled.name)
+        ruleset = RuleSetModel.objects.select_for_update().get(pk=ruleset.pk)
+        if ruleset.description != compiled.description:
+            ruleset.description = compiled.description
+            ruleset.save(update_fields=["description"])
+        version = ruleset.versions.filter(content_hash=content_hash).first()
+        created = version is None
+        if created:
+            number = (ruleset.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+            version = RuleSetVersion.objects.create(ruleset=ruleset, number=number, content_hash=content_hash,
+                                                    spec=compiled.spec, source=text, shadow=shadow)
+        elif shadow and not version.shadow:
+            RuleSetVersion.objects.filter(pk=version.pk).update(shadow=True)
+        if activate:
+            version = ruleset_version_activate(ruleset=ruleset.name, number=version.number)
+    return version, created
+
+
+def rules_load_file(*, path: str, activate: bool = False, shadow: bool = False) -> tuple[RuleSetVersion, bool]:
+    """Load a rule set file (see ``rules_load``)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise RuleSetError([f"{path}: cannot read: {getattr(error, 'strerror', None) or error}"]) from None
+    return rules_load(text=text, source=path, activate=activate, shadow=shadow)
+
+
+def ruleset_version_activate(*, ruleset: str, number: int) -> RuleSetVersion:
+    """Make version ``number`` the active one; the previously active version is retired."""
+    with transaction.atomic():
+        versions = RuleSetVersion.objects.select_for_update().filter(ruleset__name=ruleset)
+        target = versions.filter(number=number).first()
+        if target is None:
+            raise RuleSetNotFoundError(f"rule set {ruleset!r} has no version {number}")
+        if target.status == VersionStatus.ACTIVE:
+            return target
+        versions.filter(status=VersionStatus.ACTIVE).update(status=VersionStatus.RETIRED)
+        versions.filter(pk=target.pk, status__in=(VersionStatus.DRAFT, VersionStatus.RETIRED)).update(
+            status=VersionStatus.ACTIVE, activated_at=timezone.now(), shadow=False
+        )
+    target.refresh_from_db()
+    return target
+
+
+@lru_cache(maxsize=256)
+def compiled_ruleset(version_id: int) -> RuleSet:
+    """Return the compiled rules of a version (versions are immutable, so compiled once per process)."""
+    return ruleset_parse(RuleSetVersion.objects.get(pk=version_id).spec)
+
+
+def ruleset_active_version(*, ruleset: str) -> RuleSetVersion:
+    """Return the active version of ``ruleset``."""
+    version = RuleSetVersion.objects.select_related("ruleset").filter(
+        ruleset__name=ruleset, status=VersionStatus.ACTIVE).first()
+    if version is None:
+        if not RuleSetModel.objects.filter(name=ruleset).exists():
+            raise RuleSetNotFoundError(f"no rule set named {ruleset!r}; load one with `manage.py rules load FILE`")
+        raise RuleSetNotFoundError(f"rule set {ruleset!r} has no active version; activate one (`rules load FILE --activate`)")
+    return version
+
+
+# --- deciding --------------------------------------------------------------------
+
+
+def _mask(context: Any, keys: set[str], path: str = "") -> Any:
+    if isinstance(context, dict):
+        return {
+            key: MASK if key in keys or f"{path}{key}" in keys else _mask(value, keys, f"{path}{key}.")
+            for key, value in context.items()
+        }
+    if isinstance(context, list):
+        return [_mask(item, keys, path) for item in context]
+    return context
+
+
+class _Decider:
+    """Everything one rule set needs to decide, looked up once (per call or per batch)."""
+
+    def __init__(self, ruleset: str):
+        self.version = ruleset_active_version(ruleset=ruleset)
+        self.rules = compiled_ruleset(self.version.pk)
+        self.champion = (
+            DecisionModelVersion.objects.filter(ruleset_id=self.version.ruleset_id, alias=ModelAlias.CHAMPION).first()
+            if self.rules.model else None
+        )
+        self.masked = set(settings.AGENTS_DECISION_MASKED_KEYS) | set(self.rules.mask)
+        self.shadowed = (
+            RuleSetVersion.objects.filter(ruleset_id=self.version.ruleset_id, status=VersionStatus.DRAFT, shadow=True).exists()
+            or DecisionModelVersion.objects.filter(ruleset_id=self.version.ruleset_id, alias=ModelAlias.CHALLENGER).exists()
+        )
+
+    def cache_key(self, context: dict) -> str:
+        fields = self.rules.fields
+        read = extract_fields(context, fields) if fields is not None else context
+        digest = hashlib.sha256(json.dumps(read, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+        model = self.champion.sha256[:16] if self.champion else "-"
+        return f"agents:decision:{self.version.content_hash}:{model}:{digest}"
+
+    def evaluate(self, context: dict, *, explain: bool) -> dict:
+        """Rules first, then the champion model, then the default."""
+        outcome: Outcome = ruleset_evaluate(self.rules, context, explain=explain)
+        base = {"trace": list(outcome.trace), "needs_review": False, "model_version": None}
+        if outcome.matched:
+            return {**base, "decision": outcome.decision, "confidence": outcome.confidence, "engine": DecisionEngine.RULES,
+                    "rule_ids": [rule.id for rule in outcome.matched], "reasoning": outcome.reasoning}
+        default = self.rules.default
+        if self.champion is not None:
+            model = _load(self.champion)
+            decision, confidence = ml.model_predict(model, context, self.rules.model.features)
+            base["model_version"] = self.champion.number
+            if confidence >= self.champion.abstain_below:
+                return {**base, "decision": decision, "confidence": round(confidence, 6), "engine": DecisionEngine.MODEL,
+                        "rule_ids": [], "reasoning": f"no rule matched; model v{self.champion.number} predicted "
+                        f"{json.dumps(decision)} with confidence {confidence:.2f}"}
+            return {**base, "decision": default["decision"], "confidence": default["confidence"],
+                    "engine": DecisionEngine.DEFAULT, "rule_ids": [], "needs_review": True,
+                    "reasoning": f"no rule matched; model v{self.champion.number} was unsure ({confidence:.2f} < "
+                    f"{self.champion.abstain_below:.2f}), so the default applies, flagged for review"}
+        return {**base, "decision": default["decision"], "confidence": default["confidence"],
+                "engine": DecisionEngine.DEFAULT, "rule_ids": [], "reasoning": "no rule matched; the default applies"}
+
+    def decide(self, context: dict, *, explain: bool, use_cache: bool) -> tuple[dict, Decision]:
+        """Decide for one context; return the answer and its (unsaved) audit row."""
+        if not isinstance(context, dict):
+            raise DecisionError(f"context must be a JSON object, got {type(context).__name__}")
+        try:
+            json.dumps(context, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
+        started = time.perf_counter()
+        ttl = settings.AGENTS_DECISION_CACHE_TTL_S
+        key = self.cache_key(context) if use_cache and ttl else None
+        cache = decision_cache()
+        answer = cache.get(key) if key else None
+        cached = answer is not None
+        error = ""
+        if answer is None:
+            try:
+                answer = self.evaluate(context, explain=explain)
+            except DecisionError as failure:
+                error = str(failure)
+                default = self.rules.default
+                answer = {"decision": default["decision"], "confidence": default["confidence"], "trace": [],
+                          "engine": DecisionEngine.DEFAULT, "rule_ids": [], "needs_review": True,
+                          "model_version": None, "reasoning": f"rules conflict: {error}"}
+            else:
+                if key:
+                    cache.set(key, answer, ttl)
+        latency_ms = (time.perf_counter() - started) * 1000
+        row = Decision(
+            decision_id=uuid.uuid4(), ruleset_id=self.version.ruleset_id, version_id=self.version.pk,
+            model_version_id=self.champion.pk if answer["model_version"] else None,
+            context=_mask(context, self.masked), decision=answer["decision"], confidence=answer["confidence"],
+            engine=answer["engine"], rule_ids=answer["rule_ids"], reasoning=answer["reasoning"],
+            needs_review=answer["needs_review"], error=error, cached=cached, latency_ms=round(latency_ms, 4),
+        )
+        result = {
+            "decision": answer["decision"], "confidence": answer["confidence"], "reasoning": answer["reasoning"],
+            "rule_ids": answer["rule_ids"], "ruleset": self.version.ruleset.name,
+            "ruleset_version": self.version.number, "model_version": answer["model_version"],
+            "engine": answer["engine"], "needs_review": answer["needs_review"], "cached": cached,
+            "trace": answer["trace"], "decision_id": str(row.decision_id), "latency_ms": row.latency_ms,
+            "error": error or None,
+        }
+        return result, row
+
+
+def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool = True) -> dict:
+    """Decide for one context with the active version of ``ruleset``; the decision is audited.
+
+    A conflict under a strict hit policy (``unique``, ``any``) is audited and raises ``DecisionError``.
+    """
+    decider = _Decider(ruleset)
+    result, row = decider.decide(context, explain=explain, use_cache=use_cache)
+    row.save()
+    if decider.shadowed:
+        _shadow_later([row.decision_id])
+    if result["error"]:
+        raise DecisionError(f"{result['error']} (decision {result['decision_id']} audited)")
+    return result
+
+
+def decide_many(*, ruleset: str, contexts: list, explain: bool = False, use_cache: bool = True) -> list[dict]:
+    """Decide for many contexts in order; audit rows are written in batches. Conflicts are reported per result."""
+    decider = _Decider(ruleset)
+    results, pending = [], []
+    batch = settings.AGENTS_DECISION_AUDIT_BATCH
+    for context in contexts:
+        try:
+            result, row = decider.decide(context, explain=explain, use_cache=use_cache)
+        except DecisionError as error:
+            results.append({"error": str(error), "decision": None})
+            continue
+        results.append(result)
+        pending.append(row)
+        if len(pending) >= batch:
+            Decision.objects.bulk_create(pending)
+            pending = []
+    if pending:
+        Decision.objects.bulk_create(pending)
+    if decider.shadowed:
+        _shadow_later([r["decision_id"] for r in results if r.get("decision_id")])
+    return results
+
+
+def _load(model_version: DecisionModelVersion):
+    return ml.model_load(str(settings.AGENTS_MODEL_DIR / model_version.path), model_version.sha256,
+                         tuple(model_version.trusted_types))
+
+
+def _shadow_later(decision_ids: list) -> None:
+    from workers.decision import decisions_shadow_evaluate
+
+    ids = [str(decision_id) for decision_id in decision_ids]
+    transaction.on_commit(lambda: decisions_shadow_evaluate.delay(ids))
+
+
+def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
+    """Evaluate shadow drafts and challenger models against audited decisions; record each comparison once."""
+    recorded = 0
+    for decision in Decision.objects.filter(decision_id__in=decision_ids).select_related("ruleset"):
+        candidates = []
+        for version in RuleSetVersion.objects.filter(ruleset=decision.ruleset, status=VersionStatus.DRAFT, shadow=True):
+            rules = compiled_ruleset(version.pk)
+            try:
+                outcome = ruleset_evaluate(rules, decision.context, explain=False)
+                answer = (outcome.decision, outcome.confidence) if outcome.matched else (
+                    rules.default["decision"], rules.default["confidence"])
+            except DecisionError as error:
+                answer = ({"error": str(error)}, None)
+            candidates.append((f"version {version.number}", {"candidate_version": version}, answer))
+        challenger = DecisionModelVersion.objects.filter(ruleset=decision.ruleset, alias=ModelAlias.CHALLENGER).first()
+        if challenger is not None and decision.engine != DecisionEngine.RULES:
+            features = compiled_ruleset(decision.version_id).model
+            if features is not None:
+                prediction = ml.model_predict(_load(challenger), decision.context, features.features)
+                candidates.append((f"model v{challenger.number} (challenger)", {"candidate_model": challenger}, prediction))
+        for label, link, (candidate_decision, confidence) in candidates:
+            try:
+                ShadowComparison.objects.create(
+                    decision=decision, candidate=label, candidate_decision=candidate_decision,
+                    candidate_confidence=confidence,
+                    agrees=ml.label_of(candidate_decision) == ml.label_of(decision.decision), **link,
+                )
+                recorded += 1
+            except IntegrityError:
+                pass  # compared already (the task ran twice): one comparison per candidate
+    return recorded
+
+
+def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000) -> dict:
+    """Replay audited contexts against ``version`` and report what would change."""
+    target = RuleSetVersion.objects.filter(ruleset__name=ruleset, number=version).first()
+    if target is None:
+        raise RuleSetNotFoundError(f"rule set {ruleset!r} has no version {version}")
+    rules = compiled_ruleset(target.pk)
+    changed, errors, matched_counts, total = [], [], {}, 0
+    decisions = Decision.objects.filter(ruleset__name=ruleset).order_by("-created_at")[:limit]
+    for decision in decisions.iterator():
+        total += 1
+        try:
+            outcome = ruleset_evaluate(rules, decision.context, explain=False)
+        except DecisionError as error:
+            errors.append({"decision_id": str(decision.decision_id), "error": str(error)})
+            continue
+        new = outcome.decision if outcome.matched else rules.default["decision"]
+        for rule in outcome.matched:
+            matched_counts[rule.id] = matched_counts.get(rule.id, 0) + 1
+        if ml.label_of(new) != ml.label_of(decision.decision):
+            changed.append({"decision_id": str(decision.decision_id), "was": decision.decision, "would_be": new,
+                            "rule_ids": [rule.id for rule in outcome.matched]})
+    return {"ruleset": ruleset, "version": version, "replayed": total, "changed": len(changed),
+            "unchanged": total - len(changed) - len(errors), "errors": errors, "rule_matches": matched_counts,
+            "changes": changed[:100], "note": "masked context keys replay as '***'"}
+
+
+# --- models ------------------------------------------------------------------------
+
+
+def model_train(*, ruleset: str, csv_path: str | None = None, from_audit: bool = False,
+                alias: str | None = None) -> DecisionModelVersion:
+    """Train a fallback classifier for ``ruleset`` from a CSV (features + ``label``) or from the audit."""
+    version = ruleset_active_version(ruleset=ruleset)
+    rules = compiled_ruleset(version.pk)
+    if rules.model is None:
+        raise ModelError(f"rule set {ruleset!r} declares no model features; add a `model: {{features: [...]}}` section")
+    if (csv_path is None) == (not from_audit):
+        raise ModelError("train from exactly one source: --csv FILE or --from-audit")
+    rows = _rows_from_csv(csv_path, rules) if csv_path else _rows_from_audit(version.ruleset_id)
+    number = (DecisionModelVersion.objects.filter(ruleset_id=version.ruleset_id)
+              .order_by("-number").values_list("number", flat=True).first() or 0) + 1
+    relative = Path(ruleset) / f"v{number}.skops"
+    trained = ml.model_train(rows=rows, features=rules.model.features, path=settings.AGENTS_MODEL_DIR / relative)
+    if alias is None:
+        has_champion = DecisionModelVersion.objects.filter(ruleset_id=version.ruleset_id, alias=ModelAlias.CHAMPION).exists()
+        alias = ModelAlias.CHALLENGER if has_champion else ModelAlias.CHAMPION
+    with transaction.atomic():
+        DecisionModelVersion.objects.filter(ruleset_id=version.ruleset_id, alias=alias).update(alias="")
+        return DecisionModelVersion.objects.create(
+            ruleset_id=version.ruleset_id, number=number, path=str(relative), sha256=trained.sha256,
+            trusted_types=trained.trusted_types, features=rules.spec["model"]["features"], classes=trained.classes,
+            metrics=trained.metrics, abstain_below=rules.model.abstain_below,
+            training_source=csv_path or "audit", alias=alias,
+        )
+
+
+def model_promote(*, ruleset: str, number: int, alias: str = ModelAlias.CHAMPION) -> DecisionModelVersion:
+    """Give model version ``number`` the alias (champion or challenger), taking it from the version that had it."""
+    with transaction.atomic():
+        models = DecisionModelVersion.objects.select_for_update().filter(ruleset__name=ruleset)
+        target = models.filter(number=number).first()
+        if target is None:
+            raise ModelError(f"rule set {ruleset!r} has no model version {number}")
+        models.filter(alias=alias).exclude(pk=target.pk).update(alias="")
+        models.filter(pk=target.pk).update(alias=alias)
+    target.refresh_from_db()
+    return target
+
+
+def _rows_from_csv(path: str, rules: RuleSet) -> list[tuple[dict, Any]]:
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "label" not in reader.fieldnames:
+                raise ModelError(f"{path}: needs a 'label' column beside the feature columns")
+            rows = []
+            for line, record in enumerate(reader, start=2):
+                label = record.pop("label")
+                context: dict = {}
+                for feature in rules.model.features:
+                    raw = record.get(feature.name, "")
+                    value: Any = raw
+                    if feature.type == "number":
+                        try:
+                            value = float(raw) if raw != "" else None
+                        except ValueError:
+                            raise ModelError(f"{path}, line {line}: {feature.name} {raw!r} is not a number") from None
+                    elif feature.type == "boolean":
+                        value = raw.strip().lower() in ("1", "true", "yes")
+                    _set_path(context, feature.name, value)
+                try:
+                    decision = json.loads(label)
+                except ValueError:
+                    decision = label
+                rows.append((context, decision))
+            return rows
+    except OSError as error:
+        raise ModelError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def _rows_from_audit(ruleset_id: int) -> list[tuple[dict, Any]]:
+    """Labelled contexts from the audit: decisions the rules made (a model learns where rules are sure)."""
+    return list(
+        Decision.objects.filter(ruleset_id=ruleset_id, engine=DecisionEngine.RULES, error="")
+        .values_list("context", "decision")[:100_000]
+    )
+
+
+def _set_path(target: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value

@@ -1,0 +1,83 @@
+"""``manage.py rules``: load, list, activate and simulate rule sets."""
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.decisions import selectors, services
+from agents.exceptions import AgentsError, RuleSetError
+
+
+class Command(BaseCommand):
+    """Operate rule sets from the command line."""
+
+    help = "Rule sets: load FILE [--activate] [--shadow] | list | activate NAME VERSION | simulate NAME --version V."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{load,list,activate,simulate}")
+        load = sub.add_parser("load", help="Store a rule set file as a new draft version (unless unchanged).")
+        load.add_argument("file")
+        load.add_argument("--activate", action="store_true", help="Make it the active version.")
+        load.add_argument("--shadow", action="store_true", help="Evaluate this draft beside the active version.")
+        load.add_argument("--json", action="store_true")
+        listing = sub.add_parser("list", help="List rule sets and their versions.")
+        listing.add_argument("--json", action="store_true")
+        activate = sub.add_parser("activate", help="Make a version active (the active one is retired).")
+        activate.add_argument("name")
+        activate.add_argument("version", type=int)
+        simulate = sub.add_parser("simulate", help="Replay audited contexts against a version; report what would change.")
+        simulate.add_argument("name")
+        simulate.add_argument("--version", type=int, required=True)
+        simulate.add_argument("--limit", type=int, default=10_000, help="Most recent decisions to replay.")
+        simulate.add_argument("--json", action="store_true")
+
+    def handle(self, *args, subcommand, **options):
+        try:
+            getattr(self, f"handle_{subcommand}")(**options)
+        except RuleSetError as error:
+            raise CommandError("invalid rule set:\n  - " + "\n  - ".join(error.errors)) from error
+        except AgentsError as error:
+            raise CommandError(str(error)) from error
+
+    def handle_load(self, *, file, activate, shadow, json, **options):
+        version, created = services.rules_load_file(path=file, activate=activate, shadow=shadow)
+        summary = {"ruleset": version.ruleset.name, "version": version.number, "status": version.status,
+                   "content_hash": version.content_hash, "created": created, "shadow": version.shadow}
+        if json:
+            self._json(summary)
+        else:
+            what = "new version" if created else "unchanged, already stored as version"
+            self.stdout.write(f"{summary['ruleset']}: {what} {version.number} ({version.status})")
+
+    def handle_list(self, *, json, **options):
+        rows = selectors.ruleset_list()
+        if json:
+            self._json(rows)
+            return
+        if not rows:
+            self.stdout.write("No rule sets loaded. Load one: `manage.py rules load examples/rules/loan_approval.yaml --activate`.")
+        for row in rows:
+            versions = ", ".join(f"v{v['version']} {v['status']}" for v in row["versions"])
+            self.stdout.write(f"{row['name']}  {row['hit_policy']}  {row['rules']} rules  [{versions}]")
+
+    def handle_activate(self, *, name, version, **options):
+        activated = services.ruleset_version_activate(ruleset=name, number=version)
+        self.stdout.write(f"{name}: version {activated.number} is active")
+
+    def handle_simulate(self, *, name, version, limit, json, **options):
+        report = services.rules_simulate(ruleset=name, version=version, limit=limit)
+        if json:
+            self._json(report)
+            return
+        self.stdout.write(
+            f"{name} v{version}: replayed {report['replayed']} decisions; {report['changed']} would change, "
+            f"{report['unchanged']} unchanged, {len(report['errors'])} errors"
+        )
+        for change in report["changes"][:20]:
+            self.stdout.write(f"  {change['decision_id']}: {json_dumps(change['was'])} -> {json_dumps(change['would_be'])}")
+
+    def _json(self, value) -> None:
+        self.stdout.write(json_dumps(value, indent=2))
+
+
+def json_dumps(value, **kwargs) -> str:
+    return json.dumps(value, default=str, **kwargs)

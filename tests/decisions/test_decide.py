@@ -1,0 +1,164 @@
+"""Deciding against the real database and Redis: results, audit, cache, conflicts, bulk, simulation."""
+import pytest
+
+from agents.decisions import services
+from agents.exceptions import DecisionError, RuleSetNotFoundError
+from agents.models import Decision
+from tests.decisions.conftest import LOANS, load
+
+pytestmark = pytest.mark.django_db
+
+APPLICATION = {"amount": 5000, "applicant": {"score": 720, "email": "ann@example.com"}, "password": "hunter2"}
+
+
+def test_decide_answers_with_decision_reasoning_rules_and_trace():
+    load(LOANS)
+
+    result = services.decide(ruleset="loans", context=APPLICATION)
+
+    assert (result["decision"], result["confidence"], result["engine"]) == ("approve", 0.9, "rules")
+    assert result["rule_ids"] == ["solid"]
+    assert result["ruleset_version"] == 1
+    assert "rule 'solid' matched" in result["reasoning"]
+    assert [entry["rule_id"] for entry in result["trace"]] == ["low-score", "solid"]
+    assert result["trace"][0]["clauses"][0]["reads"] == {"applicant.score": 720}
+    assert result["decision_id"] and result["cached"] is False
+
+
+def test_every_decision_is_audited_with_masked_keys():
+    load(LOANS)
+
+    result = services.decide(ruleset="loans", context=APPLICATION)
+
+    row = Decision.objects.get(decision_id=result["decision_id"])
+    assert row.decision == "approve" and row.engine == "rules" and row.rule_ids == ["solid"]
+    assert row.context["applicant"]["email"] == "***"  # masked by the rule set
+    assert row.context["password"] == "***"  # masked by AGENTS_DECISION_MASKED_KEYS
+    assert row.context["applicant"]["score"] == 720
+    assert row.version.number == 1 and row.latency_ms > 0
+
+
+def test_the_audit_is_append_only():
+    load(LOANS)
+    row = Decision.objects.get(decision_id=services.decide(ruleset="loans", context=APPLICATION)["decision_id"])
+
+    row.decision = "reject"
+    with pytest.raises(ValueError, match="append-only"):
+        row.save()
+
+
+def test_nothing_matching_gives_the_default():
+    load(LOANS)
+
+    result = services.decide(ruleset="loans", context={"amount": 50000, "applicant": {"score": 600}})
+
+    assert (result["decision"], result["engine"], result["rule_ids"]) == ("manual_review", "default", [])
+
+
+def test_second_identical_decision_comes_from_the_cache_and_is_still_audited():
+    load(LOANS)
+
+    first = services.decide(ruleset="loans", context=APPLICATION)
+    second = services.decide(ruleset="loans", context={**APPLICATION, "unread": "changes nothing"})
+
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert second["decision"] == first["decision"] and second["trace"] == first["trace"]
+    assert second["decision_id"] != first["decision_id"]
+    assert Decision.objects.filter(cached=True).count() == 1 and Decision.objects.count() == 2
+
+
+def test_a_field_the_rules_read_changes_the_cache_key():
+    load(LOANS)
+    services.decide(ruleset="loans", context=APPLICATION)
+
+    other = services.decide(ruleset="loans", context={**APPLICATION, "amount": 20000})
+
+    assert other["cached"] is False and other["decision"] == "manual_review"
+
+
+def test_a_new_active_version_misses_the_cache():
+    load(LOANS)
+    services.decide(ruleset="loans", context=APPLICATION)
+    load(LOANS.replace("decision: approve", "decision: approve-fast"))
+
+    result = services.decide(ruleset="loans", context=APPLICATION)
+
+    assert (result["cached"], result["decision"], result["ruleset_version"]) == (False, "approve-fast", 2)
+
+
+def test_cache_ttl_zero_turns_the_cache_off(settings):
+    settings.AGENTS_DECISION_CACHE_TTL_S = 0
+    load(LOANS)
+
+    results = [services.decide(ruleset="loans", context=APPLICATION) for _ in range(2)]
+
+    assert [r["cached"] for r in results] == [False, False]
+
+
+def test_overlap_under_unique_is_reported_and_audited():
+    load("""
+        name: strict
+        hit_policy: unique
+        default: {decision: none}
+        rules:
+          - {id: a, condition: "x > 1", decision: one}
+          - {id: b, condition: "x > 2", decision: two}
+    """)
+
+    with pytest.raises(DecisionError, match="rules 'a', 'b' all match"):
+        services.decide(ruleset="strict", context={"x": 5})
+    row = Decision.objects.get()
+    assert "hit policy 'unique'" in row.error and row.needs_review
+
+
+def test_unknown_rule_set_and_missing_active_version_are_named():
+    with pytest.raises(RuleSetNotFoundError, match="no rule set named 'ghost'"):
+        services.decide(ruleset="ghost", context={})
+    load(LOANS, activate=False)
+    with pytest.raises(RuleSetNotFoundError, match="has no active version"):
+        services.decide(ruleset="loans", context={})
+
+
+def test_a_context_json_cannot_store_is_refused():
+    load(LOANS)
+
+    with pytest.raises(DecisionError, match="JSON cannot store"):
+        services.decide(ruleset="loans", context={"amount": float("nan")})
+    assert not Decision.objects.exists()
+
+
+def test_bulk_decisions_keep_order_and_audit_in_batches(settings, django_assert_max_num_queries):
+    settings.AGENTS_DECISION_AUDIT_BATCH = 4
+    load(LOANS)
+    contexts = [{"amount": 100 * i, "applicant": {"score": 400 + 40 * i}} for i in range(10)]
+
+    with django_assert_max_num_queries(12):  # a few lookups and 3 batched inserts, not 10 single ones
+        results = services.decide_many(ruleset="loans", contexts=contexts, use_cache=False)
+
+    assert [r["decision"] for r in results] == ["reject"] * 3 + ["manual_review"] * 5 + ["approve"] * 2
+    assert Decision.objects.count() == 10
+
+
+def test_activating_a_version_retires_the_previous_one():
+    first = load(LOANS)
+    second = load(LOANS.replace("priority: 50", "priority: 60"))
+
+    first.refresh_from_db()
+    assert (first.status, second.status) == ("retired", "active")
+    services.ruleset_version_activate(ruleset="loans", number=1)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("active", "retired")
+
+
+def test_simulation_replays_audited_contexts_against_a_draft():
+    load(LOANS)
+    for score in (400, 720, 800):
+        services.decide(ruleset="loans", context={"amount": 5000, "applicant": {"score": score}})
+    draft = load(LOANS.replace("applicant.score >= 700", "applicant.score >= 750"), activate=False)
+
+    report = services.rules_simulate(ruleset="loans", version=draft.number)
+
+    assert (report["replayed"], report["changed"], report["unchanged"]) == (3, 1, 2)
+    assert report["changes"][0]["was"] == "approve" and report["changes"][0]["would_be"] == "manual_review"
+    assert report["rule_matches"] == {"low-score": 1, "solid": 1}
