@@ -23,6 +23,7 @@ from workers.registry import agent_ping
 
 DEMO_WORKFLOW = settings.BASE_DIR / "examples" / "workflows" / "order_fulfilment.yaml"
 EXAMPLE_WORKFLOWS = settings.BASE_DIR / "examples" / "workflows"
+DEMO_RULES = settings.BASE_DIR / "examples" / "rules" / "loan_approval.yaml"
 
 
 class DemoError(AgentsError):
@@ -67,6 +68,21 @@ def _demo_workflow(*, timeout_s: float) -> dict:
     }
 
 
+def _demo_decision(*, timeout_s: float) -> dict:
+    """Decide a loan through the worker's decision queue and report the answer with its trace."""
+    from agents.decisions.services import rules_load_file
+    from workers.decision import decide
+
+    rules_load_file(path=str(DEMO_RULES), activate=True)
+    context = {"amount": 8000, "applicant": {"credit_score": 760, "income": 52000, "country": "DE",
+                                             "email": "ann@example.org"}}
+    result = decide.delay("loan-approval", context).get(timeout=timeout_s)
+    if result["decision"] != "approve":
+        raise DemoError(f"the demo loan was decided {result['decision']!r}, expected 'approve': {result['reasoning']}")
+    return {key: result[key] for key in ("decision", "confidence", "engine", "rule_ids", "reasoning", "ruleset",
+                                         "ruleset_version", "decision_id", "trace")}
+
+
 def demo_seed() -> dict:
     """Load demo data for ``make run``: the example workflows, one run of each, and a task through each queue."""
     from agents.workflows.services import workflow_load_file, workflow_run_start
@@ -74,10 +90,16 @@ def demo_seed() -> dict:
     queues = ["default", *settings.AGENT_QUEUES]
     for queue in queues:
         agent_ping.apply_async(queue=queue)
+    from agents.decisions.services import rules_load_file
+    from workers.decision import decide
+
     versions = [workflow_load_file(path=str(path))[0] for path in sorted(EXAMPLE_WORKFLOWS.iterdir())]
     for version in versions:
         workflow_run_start(version=version)
-    return {"tasks_sent": len(queues), "workflows": [v.definition.name for v in versions]}
+    rules = rules_load_file(path=str(DEMO_RULES), activate=True)[0]
+    decide.delay(rules.ruleset.name, {"amount": 8000, "applicant": {"credit_score": 760, "income": 52000}})
+    return {"tasks_sent": len(queues), "workflows": [v.definition.name for v in versions],
+            "rulesets": [rules.ruleset.name]}
 
 
 def demo_run(*, timeout_s: float = 60.0) -> dict:
@@ -119,6 +141,7 @@ def demo_run(*, timeout_s: float = 60.0) -> dict:
                 raise DemoError(f"task sent to {queue!r} was answered by {answer}")
             summary["tasks"].append({"queue": queue, "task_id": result.id, "answered_by": answer["worker"]})
         summary["workflow"] = _demo_workflow(timeout_s=timeout_s)
+        summary["decision"] = _demo_decision(timeout_s=timeout_s)
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

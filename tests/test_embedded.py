@@ -19,3 +19,6 @@ def test_demo_runs_every_queue_through_a_worker_in_another_process(tmp_path):
     assert (workflow["workflow"], workflow["status"]) == ("order-fulfilment", "succeeded")
     assert workflow["steps"]["charge_card"] == {"status": "succeeded", "attempts": 2}
     assert set(workflow["steps"]) == {"validate", "reserve_stock", "charge_card", "ship", "notify"}
+    decision = summary["decision"]
+    assert (decision["decision"], decision["engine"], decision["rule_ids"]) == ("approve", "rules", ["small-and-solid"])
+    assert decision["trace"][-1]["rule_id"] == "small-and-solid" and decision["trace"][-1]["matched"] is True

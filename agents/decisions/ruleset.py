@@ -309,8 +309,9 @@ def ruleset_evaluate(ruleset: RuleSet, context: dict, *, explain: bool = True,
                 entry = {"rule_id": rule.id, "matched": hit, "error": None}
             except (ExpressionError, JsonLogicError, ArithmeticError, TypeError, ValueError) as error:
                 hit, entry = False, {"rule_id": rule.id, "matched": False, "error": str(error)}
-            if rule.fields:
-                entry["reads"] = {f: (values or {}).get(f) for f in rule.fields} if values is not None else {}
+            if hit and rule.fields and values is not None:
+                # The lean trace keeps what the matching rule read; explain=True has every clause's reads.
+                entry["reads"] = {f: values.get(f) for f in rule.fields}
         trace.append(entry)
         if hit:
             matched.append(rule)

@@ -1,62 +1,65 @@
-"""A real worker registers its agents, heartbeats, tracks busy/idle and goes offline."""
-import threading
+"""A real worker registers its agents, heartbeats, tracks busy/idle and goes offline.
+
+These tests start `celery worker` in a process of its own (on a Redis database of its own, so it
+shares no queue with the session's worker), exactly as an operator would.
+"""
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from django.conf import settings as django_settings
+from django.db import connection
 from django.utils import timezone
 
 from agents.models import Agent, AgentStatus
 from agents.orchestration.registry import agents_heartbeat
-from tests.conftest import wait_for
-from workers.bootsteps import AgentRegistryStep
+from tests.conftest import PROJECT_DIR, wait_for
 from workers.registry import agents_mark_offline
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-#: Released by the test to let the held task finish.
-release = threading.Event()
+BROKER_URL = django_settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/14"
 
 
-def make_registry_app() -> Celery:
-    """A Celery app of its own (its own Redis key prefix), so only this test's worker sees its tasks."""
-    app = Celery("registry-test")
-    app.config_from_object("django.conf:settings", namespace="CELERY")
-    app.conf.broker_transport_options = {
-        **django_settings.CELERY_BROKER_TRANSPORT_OPTIONS, "global_keyprefix": "registry-test:"
+@contextmanager
+def worker_process(hostname: str, queues: list[str]):
+    """Run a real worker process on the test database; stop it with SIGTERM (a warm shutdown)."""
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "CELERY_BROKER_URL": BROKER_URL,
+        "AGENTS_STATUS_INTERVAL_S": "0.05",
+        "AGENTS_HEARTBEAT_INTERVAL_S": "0.3",
     }
-    app.steps["worker"].add(AgentRegistryStep)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "agentsite", "worker", "-Q", ",".join(queues), "-n", hostname,
+         "-c", "2", "--include", "tests.orchestration.hold_tasks", "--loglevel", "WARNING"],
+        cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
 
-    @app.task(name="workers.workflow.hold")
-    def hold():
-        release.wait(timeout=30)
-        return "released"
 
+def sender() -> Celery:
+    """A Celery client for the worker process's broker (passed as a connection: CELERY_BROKER_URL wins otherwise)."""
+    app = Celery("registry-test-client", set_as_current=False)
+    app.conf.task_serializer = "json"
     return app
 
 
-REGISTRY_APP = make_registry_app()
-
-
-def registry_app() -> Celery:
-    return REGISTRY_APP
-
-
-@pytest.fixture
-def fast_heartbeat(settings):
-    settings.AGENTS_STATUS_INTERVAL_S = 0.05
-    settings.AGENTS_HEARTBEAT_INTERVAL_S = 0.3
-
-
-def test_worker_registers_one_agent_per_agent_queue_it_consumes(fast_heartbeat):
-    app = registry_app()
-
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                      hostname="reg1@host", queues=["default", "workflow", "data"]):
+def test_worker_registers_one_agent_per_agent_queue_it_consumes():
+    with worker_process("reg1@host", ["default", "workflow", "data"]):
         agents = wait_for(lambda: list(Agent.objects.filter(hostname="reg1@host").order_by("name")),
-                          what="the worker's agents")
+                          timeout_s=30, what="the worker's agents")
 
         assert [(a.name, a.agent_type, a.status) for a in agents] == [
             ("reg1@host:data", "data", "idle"),
@@ -70,31 +73,24 @@ def test_worker_registers_one_agent_per_agent_queue_it_consumes(fast_heartbeat):
     assert set(Agent.objects.filter(hostname="reg1@host").values_list("status", flat=True)) == {"offline"}
 
 
-def test_agent_is_busy_while_its_task_runs_and_idle_after(fast_heartbeat):
-    app = registry_app()
-    release.clear()
-
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                      hostname="reg2@host", queues=["workflow", "decision"]):
-        wait_for(lambda: Agent.objects.filter(hostname="reg2@host").count() == 2, what="registration")
-        result = app.tasks["workers.workflow.hold"].apply_async(queue="workflow")
+def test_agent_is_busy_while_its_task_runs_and_idle_after():
+    with worker_process("reg2@host", ["workflow", "decision"]):
+        wait_for(lambda: Agent.objects.filter(hostname="reg2@host").count() == 2, timeout_s=30, what="registration")
+        client = sender()
+        with client.connection_for_write(url=BROKER_URL) as broker_connection:
+            client.send_task("workers.workflow.hold", args=[3], queue="workflow", connection=broker_connection)
 
         wait_for(lambda: Agent.objects.get(name="reg2@host:workflow").status == AgentStatus.BUSY,
                  what="the workflow agent to turn busy")
         assert Agent.objects.get(name="reg2@host:decision").status == AgentStatus.IDLE
-
-        release.set()
-        assert result.get(timeout=15) == "released"
         wait_for(lambda: Agent.objects.get(name="reg2@host:workflow").status == AgentStatus.IDLE,
                  what="the workflow agent to turn idle")
 
 
-def test_agent_row_deleted_while_worker_runs_is_registered_again(fast_heartbeat):
-    app = registry_app()
-
-    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False,
-                      hostname="reg3@host", queues=["monitoring"]):
-        wait_for(lambda: Agent.objects.filter(name="reg3@host:monitoring").exists(), what="registration")
+def test_agent_row_deleted_while_worker_runs_is_registered_again():
+    with worker_process("reg3@host", ["monitoring"]):
+        wait_for(lambda: Agent.objects.filter(name="reg3@host:monitoring").exists(), timeout_s=30,
+                 what="registration")
         Agent.objects.filter(name="reg3@host:monitoring").delete()
 
         wait_for(lambda: Agent.objects.filter(name="reg3@host:monitoring", status="idle").exists(),

@@ -13,5 +13,6 @@ class Command(BaseCommand):
         loaded = demo_seed()
         self.stdout.write(
             f"Demo data: {loaded['tasks_sent']} tasks sent, one through each queue; "
-            f"workflows loaded and started: {', '.join(loaded['workflows'])}."
+            f"workflows loaded and started: {', '.join(loaded['workflows'])}; "
+            f"rule sets loaded and active: {', '.join(loaded['rulesets'])}."
         )

@@ -1,0 +1,657 @@
+"""Admin for decisions: rule sets and their versions (load, activate, try), the decision audit, models, shadows."""
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from agents.admin.workflows import _ReadOnlyMixin, _RunActionsMixin, _status_badge
+from agents.decisions import services
+from agents.decisions.ruleset import ruleset_evaluate
+from agents.exceptions import AgentsError, DecisionError, RuleSetError
+from agents.models import (
+    Decision,
+    DecisionModelVersion,
+    ModelAlias,
+    RuleSet,
+    RuleSetVersion,
+    ShadowComparison,
+    VersionStatus,
+)
+
+#: Characters of a decision's JSON shown in a list column; the full value is on the decision's page.
+LIST_VALUE_CHARS = 60
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """A value as the JSON a user would write (``null``, quoted strings); anything else JSON lacks as text."""
+    return json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _json_block(value: Any):
+    return format_html('<pre class="wf-source">{}</pre>', json_text(value, indent=2))
+
+
+def _short_json(value: Any) -> str:
+    text = json_text(value)
+    return text if len(text) <= LIST_VALUE_CHARS else text[:LIST_VALUE_CHARS - 1] + "…"
+
+
+def _count_of(model, field: str):
+    """A correlated ``COUNT(*)`` of ``model`` rows whose ``field`` is the outer row: no join fan-out, no N+1."""
+    rows = model.objects.filter(**{field: OuterRef("pk")}).order_by().values(field).annotate(total=Count("pk"))
+    return Coalesce(Subquery(rows.values("total"), output_field=IntegerField()), 0)
+
+
+def sample_context(fields: tuple[str, ...] | None) -> dict:
+    """A context skeleton holding every path the rules read, each ``null``, for the user to fill in."""
+    sample: dict = {}
+    for field in fields or ():
+        target = sample
+        *parents, leaf = field.split(".")
+        for key in parents:
+            child = target.setdefault(key, {})
+            if not isinstance(child, dict):  # a path also read as a whole value: keep the first shape
+                break
+            target = child
+        else:
+            target.setdefault(leaf, None)
+    return sample
+
+
+def trace_rows(trace: list[dict]) -> list[dict]:
+    """Explained trace entries made ready to show: each clause's result and the values it read as JSON text."""
+    return [{
+        "rule_id": entry["rule_id"],
+        "matched": entry["matched"],
+        "error": entry.get("error"),
+        "clauses": [{
+            "source": clause.get("source", ""),
+            "result": json_text(clause.get("result")),
+            "error": clause.get("error"),
+            "reads": [(path, json_text(value)) for path, value in (clause.get("reads") or {}).items()],
+        } for clause in entry.get("clauses") or ()],
+    } for entry in trace]
+
+
+# --- forms --------------------------------------------------------------------------
+
+
+def _code_area(*, rows: int) -> forms.Textarea:
+    return forms.Textarea(attrs={"rows": rows, "cols": 100, "class": "vLargeTextField dc-code", "spellcheck": "false"})
+
+
+class RuleSetLoadForm(forms.Form):
+    """The text of a rule set definition, stored as a new version by ``services.rules_load``."""
+
+    source = forms.CharField(
+        label="Definition", strip=False,
+        help_text="YAML or JSON, as `manage.py rules load FILE` reads it. The rule set is named inside it; "
+                  "identical content is not stored twice.",
+        widget=_code_area(rows=24),
+    )
+    activate = forms.BooleanField(
+        required=False, help_text="Make this version the active one (the current one retires).",
+    )
+    shadow = forms.BooleanField(
+        required=False, help_text="Keep it a draft evaluated beside the active version; disagreements are recorded.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("activate") and cleaned.get("shadow"):
+            raise forms.ValidationError("Choose either activate or shadow: an active version is not shadowed.")
+        return cleaned
+
+
+class TryContextForm(forms.Form):
+    """A sample context, as a JSON object."""
+
+    context = forms.CharField(
+        label="Context", strip=False,
+        help_text="A JSON object, as an API caller would send it.",
+        widget=_code_area(rows=14),
+    )
+
+    def clean_context(self) -> dict:
+        text = self.cleaned_data["context"]
+        try:
+            value = json.loads(text, parse_constant=self._refuse_constant)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
+        except ValueError as error:
+            raise forms.ValidationError(f"not valid JSON: {error}")
+        except RecursionError:
+            raise forms.ValidationError("not valid JSON: nested too deeply") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError(f"the context must be a JSON object, got {type(value).__name__}")
+        return value
+
+    @staticmethod
+    def _refuse_constant(name: str):
+        raise ValueError(f"{name} is not a JSON number")
+
+
+class _OnePerRuleSetMixin:
+    """Actions that give one version or model of a rule set a role: two of one rule set would contradict."""
+
+    def _one_per_ruleset(self, request, queryset, *, what: str, holds: Callable[[Any], bool], role: str) -> list:
+        """The selected rows, at most one per rule set; each refusal and each no-op is reported."""
+        grouped = defaultdict(list)
+        for row in queryset.select_related("ruleset").order_by("ruleset__name", "number"):
+            grouped[row.ruleset.name].append(row)
+        chosen = []
+        for name, rows in grouped.items():
+            if len(rows) > 1:
+                numbers = ", ".join(f"v{row.number}" for row in rows)
+                self.message_user(request, f"Rule set {name}: select one {what} to make {role}, not {len(rows)} "
+                                           f"({numbers}).", messages.ERROR)
+            elif holds(rows[0]):
+                self.message_user(request, f"{name} {what} {rows[0].number} is already {role}.", messages.WARNING)
+            else:
+                chosen.append(rows[0])
+        return chosen
+
+
+# --- rule sets ----------------------------------------------------------------------
+
+
+class _RuleSetVersionColumnsMixin:
+    """Columns shown wherever rule set versions are listed."""
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return _status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="content hash")
+    def short_hash(self, obj):
+        return obj.content_hash[:12]
+
+    @admin.display(description="rules")
+    def rule_count(self, obj):
+        return len(obj.spec.get("rules", []))
+
+
+class _ModelMetricColumnsMixin:
+    """The training metrics shown wherever model versions are listed."""
+
+    @admin.display(description="holdout accuracy")
+    def holdout_accuracy(self, obj):
+        return self._metric(obj, "holdout_accuracy", "{:.3f}")
+
+    @admin.display(description="rows")
+    def rows(self, obj):
+        return self._metric(obj, "rows", "{}")
+
+    @staticmethod
+    def _metric(obj: DecisionModelVersion, key: str, pattern: str) -> str:
+        value = obj.metrics.get(key) if isinstance(obj.metrics, dict) else None
+        return "-" if value is None else pattern.format(value)
+
+
+class RuleSetVersionInline(_ReadOnlyMixin, _RuleSetVersionColumnsMixin, admin.TabularInline):
+    """A rule set's versions, newest first; versions are immutable."""
+
+    model = RuleSetVersion
+    fields = ("number", "status_badge", "shadow", "short_hash", "rule_count", "created_at", "activated_at")
+    readonly_fields = fields
+    ordering = ("-number",)
+    extra = 0
+    show_change_link = True
+
+
+class DecisionModelVersionInline(_ReadOnlyMixin, _ModelMetricColumnsMixin, admin.TabularInline):
+    """A rule set's fallback models, newest first."""
+
+    model = DecisionModelVersion
+    fields = ("number", "alias", "holdout_accuracy", "rows", "created_at")
+    readonly_fields = fields
+    ordering = ("-number",)
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(RuleSet)
+class RuleSetAdmin(admin.ModelAdmin):
+    """Rule sets by name with their versions; a new version is loaded from its YAML or JSON text."""
+
+    list_display = ("name", "description", "active_version", "version_count", "decision_count")
+    search_fields = ("name", "description")
+    fields = ("name", "description", "created_at")
+    readonly_fields = fields
+    inlines = (RuleSetVersionInline, DecisionModelVersionInline)
+
+    def get_queryset(self, request):
+        active = RuleSetVersion.objects.filter(ruleset=OuterRef("pk"), status=VersionStatus.ACTIVE).values("number")
+        return super().get_queryset(request).annotate(
+            active_number=Subquery(active[:1]),
+            version_total=_count_of(RuleSetVersion, "ruleset"),
+            decision_total=_count_of(Decision, "ruleset"),
+        )
+
+    @admin.display(description="active version", ordering="active_number")
+    def active_version(self, obj):
+        return obj.active_number if obj.active_number is not None else self.get_empty_value_display()
+
+    @admin.display(description="versions", ordering="version_total")
+    def version_count(self, obj):
+        url = reverse("admin:agents_rulesetversion_changelist") + f"?ruleset__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.version_total)
+
+    @admin.display(description="decisions", ordering="decision_total")
+    def decision_count(self, obj):
+        url = reverse("admin:agents_decision_changelist") + f"?ruleset__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.decision_total)
+
+    def has_add_permission(self, request):
+        return False  # a rule set comes into being with its first version: "Load a version"
+
+    def has_change_permission(self, request, obj=None):
+        return False  # name and description come from the loaded definition
+
+    def has_load_permission(self, request) -> bool:
+        """Loading stores a version: the user needs the permission to add rule set versions."""
+        return request.user.has_perm("agents.add_rulesetversion")
+
+    def get_urls(self):
+        load = path("load/", self.admin_site.admin_view(self.load_view), name="agents_ruleset_load")
+        return [load, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_load": self.has_load_permission(request)}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_load": self.has_load_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+    def load_view(self, request):
+        """Store a new version from its text; every validation error is shown in the form, nothing is stored."""
+        if not self.has_load_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = RuleSetLoadForm(request.POST)
+            if form.is_valid():
+                if form.cleaned_data["activate"] and not request.user.has_perm("agents.change_rulesetversion"):
+                    form.add_error("activate", "You may load versions but not activate them.")
+                else:
+                    loaded = self._load(request, form)
+                    if loaded is not None:
+                        return redirect("admin:agents_rulesetversion_change", loaded.pk)
+        else:
+            form = RuleSetLoadForm(initial={"source": self._newest_source(request.GET.get("ruleset"))})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Load a rule set version",
+            "form": form,
+            "has_view_permission": self.has_view_permission(request),
+        }
+        return TemplateResponse(request, "admin/agents/ruleset/load.html", context)
+
+    def _load(self, request, form: RuleSetLoadForm) -> RuleSetVersion | None:
+        text = form.cleaned_data["source"].replace("\r\n", "\n")
+        try:
+            version, created = services.rules_load(text=text, source="definition",
+                                                   activate=form.cleaned_data["activate"],
+                                                   shadow=form.cleaned_data["shadow"])
+        except RuleSetError as error:
+            for problem in error.errors:
+                form.add_error("source", problem)
+            return None
+        except AgentsError as error:
+            form.add_error(None, str(error))
+            return None
+        label = f"{version.ruleset.name} v{version.number}"
+        if created:
+            self.message_user(request, f"Loaded {label} ({version.get_status_display().lower()}"
+                                       f"{', shadowed' if version.shadow else ''}).", messages.SUCCESS)
+        else:
+            self.message_user(request, f"This definition is already stored as {label}; nothing new was stored"
+                                       f"{' (it is now active)' if form.cleaned_data['activate'] else ''}.",
+                              messages.WARNING)
+        return version
+
+    @staticmethod
+    def _newest_source(ruleset_id: str | None) -> str:
+        """The text of a rule set's newest version, to start a new version from."""
+        if not ruleset_id or not ruleset_id.isdigit():
+            return ""
+        newest = RuleSetVersion.objects.filter(ruleset_id=int(ruleset_id)).order_by("-number").first()
+        if newest is None:
+            return ""
+        return newest.source or json_text(newest.spec, indent=2)
+
+
+@admin.register(RuleSetVersion)
+class RuleSetVersionAdmin(_ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRuleSetMixin, _RunActionsMixin,
+                          admin.ModelAdmin):
+    """Immutable versions: their rules as a table, the source, activation and a "try it" page."""
+
+    list_display = ("__str__", "ruleset", "number", "status_badge", "shadow", "short_hash", "rule_count",
+                    "decision_count", "created_at", "activated_at")
+    list_filter = ("ruleset", "status", "shadow")
+    search_fields = ("ruleset__name", "content_hash")
+    list_select_related = ("ruleset",)
+    fields = ("ruleset_link", "number", "status_badge", "shadow", "content_hash", "hit_policy", "default_decision",
+              "masked_keys", "model_features", "created_at", "activated_at")
+    readonly_fields = fields
+    actions = ("activate_versions",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("ruleset").annotate(
+            decision_total=_count_of(Decision, "version"))
+
+    @admin.display(description="decisions", ordering="decision_total")
+    def decision_count(self, obj):
+        url = reverse("admin:agents_decision_changelist") + f"?version__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.decision_total)
+
+    @admin.display(description="rule set")
+    def ruleset_link(self, obj):
+        url = reverse("admin:agents_ruleset_change", args=[obj.ruleset_id])
+        return format_html('<a href="{}">{}</a>', url, obj.ruleset.name)
+
+    @admin.display(description="hit policy")
+    def hit_policy(self, obj):
+        aggregation = obj.spec.get("aggregation")
+        return obj.spec.get("hit_policy", "") + (f" ({aggregation})" if aggregation else "")
+
+    @admin.display(description="default")
+    def default_decision(self, obj):
+        default = obj.spec.get("default") or {}
+        return format_html("<code>{}</code> with confidence {}", json_text(default.get("decision")),
+                           default.get("confidence"))
+
+    @admin.display(description="masked context keys")
+    def masked_keys(self, obj):
+        return ", ".join(obj.spec.get("mask") or []) or self.get_empty_value_display()
+
+    @admin.display(description="model features")
+    def model_features(self, obj):
+        model = obj.spec.get("model")
+        if not model:
+            return self.get_empty_value_display()
+        return format_html("{} (abstain below {})", ", ".join(
+            f"{feature['name']} ({feature['type']})" for feature in model["features"]), model["abstain_below"])
+
+    def has_activate_permission(self, request) -> bool:
+        """Activating changes which version decides: the user needs the permission to change versions."""
+        return request.user.has_perm("agents.change_rulesetversion")
+
+    @admin.action(description="Activate the selected version", permissions=("activate",))
+    def activate_versions(self, request, queryset):
+        """Activate each selected version (one per rule set); the version it replaces retires."""
+        chosen = self._one_per_ruleset(request, queryset, what="version", role="active",
+                                       holds=lambda version: version.status == VersionStatus.ACTIVE)
+        self._apply_each(
+            request, chosen,
+            lambda version: services.ruleset_version_activate(ruleset=version.ruleset.name, number=version.number),
+            "Activated %(count)d version.", "Activated %(count)d versions.",
+        )
+
+    def get_urls(self):
+        try_it = path("<path:object_id>/try/", self.admin_site.admin_view(self.try_view),
+                      name="agents_rulesetversion_try")
+        return [try_it, *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(rules=self._rule_rows(obj), source=obj.source,
+                           try_url=reverse("admin:agents_rulesetversion_try", args=[obj.pk]),
+                           load_url=reverse("admin:agents_ruleset_load") + f"?ruleset={obj.ruleset_id}")
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    @staticmethod
+    def _rule_rows(version: RuleSetVersion) -> list[dict]:
+        return [{
+            "id": rule["id"],
+            "kind": "condition" if rule.get("condition") is not None else "jsonlogic",
+            "when": rule["condition"] if rule.get("condition") is not None else json_text(rule.get("jsonlogic")),
+            "decision": json_text(rule.get("decision")),
+            "priority": rule.get("priority", 0),
+            "confidence": rule.get("confidence", 1.0),
+            "active": rule.get("active", True),
+            "description": rule.get("description", ""),
+        } for rule in version.spec.get("rules", [])]
+
+    def try_view(self, request, object_id):
+        """Evaluate this version's rules for a sample context, with the trace; nothing is audited or cached."""
+        version = get_object_or_404(RuleSetVersion.objects.select_related("ruleset"), pk=object_id)
+        if not self.has_view_permission(request, version):
+            raise PermissionDenied
+        result = None
+        try:
+            rules = services.compiled_ruleset(version.pk)
+        except RuleSetError as error:  # a stored version is validated; this would mean the rules changed under it
+            rules = None
+            self.message_user(request, f"{version} cannot be compiled: {error}", messages.ERROR)
+        if request.method == "POST":
+            form = TryContextForm(request.POST)
+            if rules is not None and form.is_valid():
+                try:
+                    outcome = ruleset_evaluate(rules, form.cleaned_data["context"], explain=True)
+                except DecisionError as error:
+                    self.message_user(request, str(error), messages.ERROR)
+                else:
+                    result = self._result(rules, outcome)
+        else:
+            initial = sample_context(rules.fields if rules is not None else None)
+            form = TryContextForm(initial={"context": json_text(initial, indent=2)})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": version,
+            "title": f"Try {version.ruleset.name} v{version.number}",
+            "form": form,
+            "result": result,
+            "hit_policy": rules.hit_policy if rules is not None else "",
+            "has_model": rules is not None and rules.model is not None,
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/agents/rulesetversion/try.html", context)
+
+    @staticmethod
+    def _result(rules, outcome) -> dict:
+        """What the rules answered, with the default when nothing matched, and the trace ready to show."""
+        if outcome.matched:
+            decision, confidence, engine = outcome.decision, outcome.confidence, "rules"
+            reasoning = outcome.reasoning
+        else:
+            decision, confidence, engine = rules.default["decision"], rules.default["confidence"], "default"
+            reasoning = "no rule matched; the default applies"
+        return {
+            "decision": json_text(decision), "confidence": confidence, "engine": engine, "reasoning": reasoning,
+            "rule_ids": [rule.id for rule in outcome.matched], "trace": trace_rows(list(outcome.trace)),
+        }
+
+
+# --- the decision audit ---------------------------------------------------------------
+
+
+class ShadowComparisonInline(_ReadOnlyMixin, admin.TabularInline):
+    """What the shadowed drafts and challenger models answered for this decision."""
+
+    model = ShadowComparison
+    fields = ("candidate", "candidate_answer", "candidate_confidence", "agrees", "created_at")
+    readonly_fields = fields
+    extra = 0
+
+    @admin.display(description="candidate decision")
+    def candidate_answer(self, obj):
+        return format_html("<code>{}</code>", json_text(obj.candidate_decision))
+
+
+@admin.register(Decision)
+class DecisionAdmin(_ReadOnlyMixin, admin.ModelAdmin):
+    """The decision audit, append-only: what was asked (masked), what was answered, by what, and how fast."""
+
+    list_display = ("decision_id", "ruleset", "version_number", "decision_value", "engine_badge", "confidence",
+                    "needs_review", "cached", "latency_ms", "created_at")
+    list_filter = ("ruleset", "engine", "needs_review", "cached", "created_at")
+    search_fields = ("decision_id",)
+    list_select_related = ("ruleset", "version")
+    show_full_result_count = False  # the audit grows without bound: skip the extra unfiltered COUNT(*)
+    fields = ("decision_id", "ruleset_link", "version_link", "model_version_link", "decision_block", "confidence",
+              "engine_badge", "needs_review", "cached", "latency_ms", "created_at", "rule_id_list", "reasoning",
+              "error_text", "context_block")
+    readonly_fields = fields
+    inlines = (ShadowComparisonInline,)
+
+    @admin.display(description="version", ordering="version__number")
+    def version_number(self, obj):
+        return obj.version.number
+
+    @admin.display(description="decision")
+    def decision_value(self, obj):
+        return format_html("<code>{}</code>", _short_json(obj.decision))
+
+    @admin.display(description="engine", ordering="engine")
+    def engine_badge(self, obj):
+        return _status_badge(obj.engine, obj.get_engine_display())
+
+    @admin.display(description="rule set")
+    def ruleset_link(self, obj):
+        url = reverse("admin:agents_ruleset_change", args=[obj.ruleset_id])
+        return format_html('<a href="{}">{}</a>', url, obj.ruleset.name)
+
+    @admin.display(description="version")
+    def version_link(self, obj):
+        url = reverse("admin:agents_rulesetversion_change", args=[obj.version_id])
+        return format_html('<a href="{}">v{}</a> ({})', url, obj.version.number, obj.version.content_hash[:12])
+
+    @admin.display(description="model version")
+    def model_version_link(self, obj):
+        if obj.model_version_id is None:
+            return self.get_empty_value_display()
+        url = reverse("admin:agents_decisionmodelversion_change", args=[obj.model_version_id])
+        return format_html('<a href="{}">{}</a>', url, obj.model_version)
+
+    @admin.display(description="decision")
+    def decision_block(self, obj):
+        return _json_block(obj.decision)
+
+    @admin.display(description="matched rules")
+    def rule_id_list(self, obj):
+        return ", ".join(obj.rule_ids) or self.get_empty_value_display()
+
+    @admin.display(description="error")
+    def error_text(self, obj):
+        if not obj.error:
+            return self.get_empty_value_display()
+        return format_html('<pre class="wf-error">{}</pre>', obj.error)
+
+    @admin.display(description="context (masked)")
+    def context_block(self, obj):
+        return _json_block(obj.context)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("ruleset", "version", "model_version__ruleset")
+
+
+# --- models -----------------------------------------------------------------------------
+
+
+@admin.register(DecisionModelVersion)
+class DecisionModelVersionAdmin(_ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePerRuleSetMixin, _RunActionsMixin,
+                                admin.ModelAdmin):
+    """Trained fallback models with their metrics; the champion decides, a challenger runs in shadow."""
+
+    list_display = ("__str__", "ruleset", "number", "alias_badge", "holdout_accuracy", "rows", "created_at",
+                    "short_sha256")
+    list_filter = ("ruleset", "alias")
+    search_fields = ("ruleset__name", "sha256")
+    list_select_related = ("ruleset",)
+    fields = ("ruleset", "number", "alias_badge", "holdout_accuracy", "rows", "abstain_below", "metrics_block",
+              "classes_block", "features_block", "path", "sha256", "trusted_types_block", "training_source",
+              "created_at")
+    readonly_fields = fields
+    actions = ("promote_champion", "make_challenger")
+
+    @admin.display(description="alias", ordering="alias")
+    def alias_badge(self, obj):
+        if not obj.alias:
+            return self.get_empty_value_display()
+        return _status_badge(obj.alias, obj.get_alias_display())
+
+    @admin.display(description="sha256")
+    def short_sha256(self, obj):
+        return obj.sha256[:12]
+
+    @admin.display(description="metrics")
+    def metrics_block(self, obj):
+        return _json_block(obj.metrics)
+
+    @admin.display(description="classes")
+    def classes_block(self, obj):
+        return _json_block(obj.classes)
+
+    @admin.display(description="features")
+    def features_block(self, obj):
+        return _json_block(obj.features)
+
+    @admin.display(description="trusted types")
+    def trusted_types_block(self, obj):
+        return format_html_join(", ", "<code>{}</code>", ((name,) for name in obj.trusted_types)) \
+            or self.get_empty_value_display()
+
+    def has_promote_permission(self, request) -> bool:
+        """Promoting changes which model decides: the user needs the permission to change model versions."""
+        return request.user.has_perm("agents.change_decisionmodelversion")
+
+    @admin.action(description="Promote to champion", permissions=("promote",))
+    def promote_champion(self, request, queryset):
+        """Make the selected model (one per rule set) the champion that decides when no rule matches."""
+        self._give_alias(request, queryset, ModelAlias.CHAMPION)
+
+    @admin.action(description="Make challenger", permissions=("promote",))
+    def make_challenger(self, request, queryset):
+        """Make the selected model (one per rule set) the challenger compared in shadow."""
+        self._give_alias(request, queryset, ModelAlias.CHALLENGER)
+
+    def _give_alias(self, request, queryset, alias: str) -> None:
+        chosen = self._one_per_ruleset(request, queryset, what="model", role=alias,
+                                       holds=lambda model: model.alias == alias)
+        self._apply_each(
+            request, chosen,
+            lambda model: services.model_promote(ruleset=model.ruleset.name, number=model.number, alias=alias),
+            f"%(count)d model made {alias}.", f"%(count)d models made {alias}.",
+        )
+
+
+@admin.register(ShadowComparison)
+class ShadowComparisonAdmin(_ReadOnlyMixin, admin.ModelAdmin):
+    """Every shadow comparison: where a draft version or a challenger model would have answered differently."""
+
+    list_display = ("decision_link", "ruleset", "candidate", "live_decision", "candidate_answer",
+                    "candidate_confidence", "agrees", "created_at")
+    list_filter = ("agrees", "candidate", "decision__ruleset")
+    search_fields = ("candidate", "decision__decision_id")
+    list_select_related = ("decision__ruleset",)
+    show_full_result_count = False
+
+    @admin.display(description="decision", ordering="decision__created_at")
+    def decision_link(self, obj):
+        url = reverse("admin:agents_decision_change", args=[obj.decision_id])
+        return format_html('<a href="{}">{}</a>', url, obj.decision.decision_id)
+
+    @admin.display(description="rule set", ordering="decision__ruleset__name")
+    def ruleset(self, obj):
+        return obj.decision.ruleset.name
+
+    @admin.display(description="live decision")
+    def live_decision(self, obj):
+        return format_html("<code>{}</code>", _short_json(obj.decision.decision))
+
+    @admin.display(description="candidate decision")
+    def candidate_answer(self, obj):
+        return format_html("<code>{}</code>", _short_json(obj.candidate_decision))

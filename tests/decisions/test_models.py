@@ -1,0 +1,137 @@
+"""The ML fallback: train from CSV or the audit, load safely by checksum, abstain when unsure."""
+import csv
+import random
+
+import pytest
+
+from agents.decisions import services
+from agents.exceptions import ModelError
+from agents.models import Decision, DecisionModelVersion
+from tests.decisions.conftest import load
+
+pytestmark = pytest.mark.django_db
+
+WITH_MODEL = """
+    name: credit
+    hit_policy: first
+    default: {decision: manual_review, confidence: 0.0}
+    model:
+      features:
+        - {name: income, type: number}
+        - {name: employment, type: category, values: [employed, unemployed]}
+      abstain_below: ABSTAIN
+    rules:
+      - {id: vip, condition: "vip == True", decision: approve, priority: 10}
+"""
+
+
+@pytest.fixture(autouse=True)
+def model_dir(settings, tmp_path):
+    settings.AGENTS_MODEL_DIR = tmp_path / "models"
+    return settings.AGENTS_MODEL_DIR
+
+
+def write_training_csv(path, rows=80):
+    rng = random.Random(3)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["income", "employment", "label"])
+        for _ in range(rows):
+            income = rng.randint(0, 100_000)
+            employed = rng.random() < 0.5
+            label = "approve" if income > 50_000 and employed else "reject"
+            writer.writerow([income, "employed" if employed else "unemployed", label])
+    return str(path)
+
+
+def test_train_from_csv_makes_a_checksummed_champion(tmp_path, model_dir):
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+
+    model = services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
+
+    assert (model.number, model.alias) == (1, "champion")
+    assert len(model.sha256) == 64 and (model_dir / model.path).is_file()
+    assert (model_dir / model.path).suffix == ".skops"
+    assert sorted(model.classes) == ['"approve"', '"reject"']
+    assert model.metrics["rows"] == 80 and model.metrics["holdout_accuracy"] > 0.7
+
+
+def test_the_model_decides_when_no_rule_matches(tmp_path):
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
+
+    rich = services.decide(ruleset="credit", context={"income": 95_000, "employment": "employed"})
+    ruled = services.decide(ruleset="credit", context={"vip": True})
+
+    assert (rich["engine"], rich["decision"], rich["model_version"]) == ("model", "approve", 1)
+    assert 0.6 <= rich["confidence"] <= 1.0
+    assert "model v1 predicted" in rich["reasoning"]
+    assert ruled["engine"] == "rules"  # rules first
+    assert Decision.objects.get(decision_id=rich["decision_id"]).model_version.number == 1
+
+
+def test_below_the_abstain_threshold_the_default_decides_flagged_for_review(tmp_path):
+    load(WITH_MODEL.replace("ABSTAIN", "0.999"))
+    services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
+
+    result = services.decide(ruleset="credit", context={"income": 50_000, "employment": "employed"})
+
+    assert (result["engine"], result["decision"], result["needs_review"]) == ("default", "manual_review", True)
+    assert "flagged for review" in result["reasoning"]
+    assert Decision.objects.get(decision_id=result["decision_id"]).needs_review
+
+
+def test_a_model_file_changed_after_training_is_refused(tmp_path, model_dir):
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    model = services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
+    path = model_dir / model.path
+    path.write_bytes(path.read_bytes() + b"tampered")
+
+    with pytest.raises(ModelError, match="sha256 .* expected .* refusing to load"):
+        services.decide(ruleset="credit", context={"income": 1, "employment": "employed"})
+
+
+def test_train_from_the_audit_learns_from_rule_decisions(settings):
+    load("""
+        name: audit-trained
+        default: {decision: unknown}
+        model: {features: [{name: x, type: number}]}
+        rules:
+          - {id: high, condition: "x >= 50", decision: high}
+          - {id: low, condition: "x < 50", decision: low}
+    """)
+    services.decide_many(ruleset="audit-trained", contexts=[{"x": x} for x in range(0, 100, 3)], use_cache=False)
+
+    model = services.model_train(ruleset="audit-trained", from_audit=True)
+
+    assert model.training_source == "audit" and model.metrics["rows"] == 34
+    assert sorted(model.classes) == ['"high"', '"low"']
+
+
+def test_a_second_model_is_a_challenger_until_promoted(tmp_path):
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    data = write_training_csv(tmp_path / "train.csv")
+    services.model_train(ruleset="credit", csv_path=data)
+    second = services.model_train(ruleset="credit", csv_path=data)
+    assert second.alias == "challenger"
+
+    services.model_promote(ruleset="credit", number=2)
+
+    assert dict(DecisionModelVersion.objects.values_list("number", "alias")) == {1: "", 2: "champion"}
+
+
+def test_training_refuses_bad_input_with_reasons(tmp_path):
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    no_label = tmp_path / "no_label.csv"
+    no_label.write_text("income,employment\n1,employed\n")
+    few = tmp_path / "few.csv"
+    few.write_text("income,employment,label\n1,employed,approve\n2,employed,reject\n")
+    load("name: plain\ndefault: {decision: x}\nrules: [{id: r, condition: 'True', decision: y}]")
+
+    with pytest.raises(ModelError, match="needs a 'label' column"):
+        services.model_train(ruleset="credit", csv_path=str(no_label))
+    with pytest.raises(ModelError, match="at least 10 are needed"):
+        services.model_train(ruleset="credit", csv_path=str(few))
+    with pytest.raises(ModelError, match="declares no model features"):
+        services.model_train(ruleset="plain", from_audit=True)
+    assert not DecisionModelVersion.objects.exists()
