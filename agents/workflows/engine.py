@@ -134,21 +134,21 @@ def join_arrive(*, run_id: int, run_attempt: int, step_id: str, dependency_id: s
     needed = set(plan.joins[step_id])
     with transaction.atomic():
         # Serialise the arrivals of one join on its pending row, so exactly one sees it complete.
-        locked = list(
+        locked = (
             StepRun.objects.select_for_update()
             .filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt, status=StepStatus.PENDING)
             .values_list("pk", flat=True)
         )
-        if not locked:
+        if not list(locked):
             return False
-        _, created = JoinArrival.objects.get_or_create(
-            run_id=run_id, run_attempt=run_attempt, step_id=step_id, dependency_id=dependency_id
-        )
         arrived = set(
             JoinArrival.objects.filter(run_id=run_id, run_attempt=run_attempt, step_id=step_id)
             .values_list("dependency_id", flat=True)
         )
-    return created and needed <= arrived
+        if dependency_id in arrived:
+            return False  # a duplicate arrival: the first one counted
+        JoinArrival.objects.create(run_id=run_id, run_attempt=run_attempt, step_id=step_id, dependency_id=dependency_id)
+    return needed <= arrived | {dependency_id}
 
 
 # --- execution -------------------------------------------------------------------
