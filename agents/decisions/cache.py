@@ -5,7 +5,9 @@ fields its rules read, so every worker computes the same key and a new version
 misses by construction.
 """
 import json
+import os
 import time
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,9 +53,12 @@ class _FileCache:
 
     def set(self, key: str, value, ttl_s: int) -> None:
         path = self._path(key)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"key": key, "expires": time.time() + ttl_s, "value": value}))
-        temporary.replace(path)
+        temporary = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        try:
+            temporary.write_text(json.dumps({"key": key, "expires": time.time() + ttl_s, "value": value}))
+            temporary.replace(path)
+        except OSError:
+            temporary.unlink(missing_ok=True)  # the cache is best effort: the answer is still returned
 
     def clear(self) -> None:
         for path in self.directory.glob("*.json"):

@@ -143,12 +143,15 @@ class _Decider:
             or DecisionModelVersion.objects.filter(ruleset_id=self.version.ruleset_id, alias=ModelAlias.CHALLENGER).exists()
         )
 
-    def cache_key(self, context: dict) -> str:
+    def cache_key(self, context: dict, *, explain: bool) -> str:
         fields = self.rules.fields
+        if fields is not None and self.champion is not None:
+            # The model answers from its own features when no rule matches: they change the answer too.
+            fields = fields + tuple(feature.name for feature in self.rules.model.features)
         read = extract_fields(context, fields) if fields is not None else context
         digest = hashlib.sha256(json.dumps(read, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
         model = self.champion.sha256[:16] if self.champion else "-"
-        return f"agents:decision:{self.version.content_hash}:{model}:{digest}"
+        return f"agents:decision:{self.version.content_hash}:{model}:{'explain' if explain else 'lean'}:{digest}"
 
     def evaluate(self, context: dict, *, explain: bool) -> dict:
         """Rules first, then the champion model, then the default."""
@@ -183,7 +186,7 @@ class _Decider:
             raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
         started = time.perf_counter()
         ttl = settings.AGENTS_DECISION_CACHE_TTL_S
-        key = self.cache_key(context) if use_cache and ttl else None
+        key = self.cache_key(context, explain=explain) if use_cache and ttl else None
         cache = decision_cache()
         answer = cache.get(key) if key else None
         cached = answer is not None

@@ -15,11 +15,12 @@ from functools import lru_cache
 from celery import chain, chord, group
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.exceptions import ActionError, PermanentActionError
 from agents.models import JoinArrival, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
+from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag
 from agents.workflows.actions import ActionContext, Deferred, action_get
 from agents.workflows.spec import WorkflowSpec, workflow_spec_parse
@@ -259,6 +260,9 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
 
     if isinstance(result, Deferred):
         StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING).update(child_run_id=result.child_run_id)
+        # A quick child may have finished before the parent row named it: complete the parent now.
+        if WorkflowRun.objects.filter(pk=result.child_run_id, status__in=RUN_FINISHED).exists():
+            parent_step_complete(child_run_id=result.child_run_id)
         return StepOutcome(DEFERRED)
     return step_succeed(row=row, task_id=task_id, result=result, compiled=compiled)
 
@@ -400,6 +404,12 @@ def workflow_runs_reconcile(*, stall_s: float | None = None) -> dict:
     lost = resent = 0
     running_runs = WorkflowRun.objects.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).values_list(
         "pk", "version_id", "attempt", "started_at", "created_at")
+    finished = 0
+    for run_id in WorkflowRun.objects.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING),
+                                             steps_done__gte=F("steps_total")).values_list("pk", flat=True):
+        # Every step finished but the worker that counted the last one died before ending the run.
+        run_finalize(run_id=run_id)
+        finished += 1
     for run_id, version_id, run_attempt, started_at, created_at in running_runs:
         compiled = compiled_version(version_id)
         rows = list(StepRun.objects.select_related("run").filter(run_id=run_id).order_by("attempt"))
@@ -434,7 +444,7 @@ def workflow_runs_reconcile(*, stall_s: float | None = None) -> dict:
                           for s in remainder]
             signatures[0] = signatures[0].clone(args=(run_id, row.step_id, run_attempt, row.attempt))
             (signatures[0] if len(signatures) == 1 else chain(*signatures)).apply_async()
-    return {"lost_steps_failed": lost, "stalled_steps_resent": resent}
+    return {"lost_steps_failed": lost, "stalled_steps_resent": resent, "runs_finished": finished}
 
 
 def _chain_remainder(plan: dag.Plan, step_id: str) -> tuple[str, ...]:

@@ -111,6 +111,9 @@ def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
     """Cancel a run: queued steps never start, running steps are revoked; the run ends cancelled."""
     now = timezone.now()
     with transaction.atomic():
+        # Lock the run's steps before the run: the order a finishing step takes them, so neither waits on the other.
+        list(StepRun.objects.select_for_update().filter(run_id=run_id, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
+             .values_list("pk", flat=True))
         run = _run_for_update(run_id)
         if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
             raise WorkflowRunStateError(f"run {run_id} has already {run.status}; only a pending or running run can be cancelled")
@@ -123,6 +126,9 @@ def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
         children = list(run.child_runs.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).values_list("pk", flat=True))
         if task_ids:
             transaction.on_commit(lambda: current_app.control.revoke(task_ids, terminate=True, signal="SIGTERM"))
+        if run.parent_run_id:
+            # A parent step waiting on this run learns it ended (and fails, or retries, accordingly).
+            transaction.on_commit(lambda: engine.parent_step_complete(child_run_id=run_id))
     for child_id in children:
         try:
             workflow_run_cancel(run_id=child_id)

@@ -70,6 +70,17 @@ def test_the_model_decides_when_no_rule_matches(tmp_path):
     assert Decision.objects.get(decision_id=rich["decision_id"]).model_version.number == 1
 
 
+def test_model_features_are_part_of_the_cache_key(tmp_path):
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
+
+    rich = services.decide(ruleset="credit", context={"income": 95_000, "employment": "employed"})
+    poor = services.decide(ruleset="credit", context={"income": 1_000, "employment": "unemployed"})
+
+    assert (rich["decision"], poor["decision"]) == ("approve", "reject")
+    assert poor["cached"] is False  # the rules read neither field, but the model does
+
+
 def test_below_the_abstain_threshold_the_default_decides_flagged_for_review(tmp_path):
     load(WITH_MODEL.replace("ABSTAIN", "0.999"))
     services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))

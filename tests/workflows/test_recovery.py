@@ -49,7 +49,7 @@ def test_reconcile_resends_steps_whose_messages_were_lost(worker):
     result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
     summary = finish(run)
 
-    assert result == {"lost_steps_failed": 0, "stalled_steps_resent": 1}
+    assert result == {"lost_steps_failed": 0, "stalled_steps_resent": 1, "runs_finished": 0}
     assert summary["status"] == "succeeded"
     assert [summary["steps"][s]["attempts"] for s in "abc"] == [1, 1, 1]
 
@@ -74,3 +74,34 @@ def test_reconcile_fails_a_step_lost_with_its_worker_and_skips_its_dependents(wo
     assert summary["status"] == "failed"
     assert summary["steps"]["a"]["error"].startswith("lost:")
     assert summary["steps"]["b"]["status"] == "skipped"
+
+
+def test_reconcile_ends_a_run_whose_last_step_was_counted_but_never_ended(worker):
+    version = load("name: counted-not-ended\nsteps: [{id: a, action: noop}]")
+    # The worker died between counting the last step and ending the run.
+    run = WorkflowRun.objects.create(version=version, steps_total=1, steps_done=1, status="running")
+    StepRun.objects.create(run=run, step_id="a", attempt=1, run_attempt=1, status="succeeded")
+
+    result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
+
+    assert result["runs_finished"] == 1
+    assert WorkflowRun.objects.get(pk=run.pk).status == "succeeded"
+
+
+def test_cancelling_a_child_run_fails_the_parent_step_waiting_on_it(worker):
+    load("name: slow-child\nsteps: [{id: wait, action: sleep, params: {seconds: 30}}]")
+    run = start("""
+        name: waiting-parent
+        steps:
+          - {id: call, action: workflow.run, params: {workflow: slow-child}}
+          - {id: after, action: echo, needs: [call]}
+    """)
+    child = wait_for(lambda: WorkflowRun.objects.filter(parent_run=run, status="running").first(),
+                     what="the child run to start")
+
+    services.workflow_run_cancel(run_id=child.pk)
+    summary = finish(run)
+
+    assert summary["status"] == "failed"
+    assert f"sub-workflow run {child.pk} cancelled" in summary["steps"]["call"]["error"]
+    assert summary["steps"]["after"]["status"] == "skipped"
