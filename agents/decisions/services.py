@@ -127,6 +127,28 @@ def _mask(context: Any, keys: set[str], path: str = "") -> Any:
     return context
 
 
+def _masked_path(path: str, keys: set[str]) -> bool:
+    """Whether a dotted context path is, or lies under, a masked key or path."""
+    parts = path.split(".")
+    return any(part in keys for part in parts) or any(".".join(parts[:i]) in keys for i in range(1, len(parts) + 1))
+
+
+def _mask_trace(trace: list, keys: set[str]) -> list:
+    """The trace with the values read from masked paths replaced, as the audit stores them."""
+    def masked_reads(reads: dict) -> dict:
+        return {path: MASK if _masked_path(path, keys) else value for path, value in reads.items()}
+
+    masked = []
+    for entry in trace:
+        entry = dict(entry)
+        if "reads" in entry:
+            entry["reads"] = masked_reads(entry["reads"])
+        if "clauses" in entry:
+            entry["clauses"] = [{**clause, "reads": masked_reads(clause.get("reads") or {})} for clause in entry["clauses"]]
+        masked.append(entry)
+    return masked
+
+
 class _Decider:
     """Everything one rule set needs to decide, looked up once (per call or per batch)."""
 
@@ -194,6 +216,8 @@ class _Decider:
         if answer is None:
             try:
                 answer = self.evaluate(context, explain=explain)
+                # Masked values never leave in an answer nor sit in the cache: the trace shows them as ***.
+                answer["trace"] = _mask_trace(answer["trace"], self.masked)
             except DecisionError as failure:
                 error = str(failure)
                 default = self.rules.default
@@ -343,6 +367,11 @@ def model_train(*, ruleset: str, csv_path: str | None = None, from_audit: bool =
         raise ModelError(f"rule set {ruleset!r} declares no model features; add a `model: {{features: [...]}}` section")
     if (csv_path is None) == (not from_audit):
         raise ModelError("train from exactly one source: --csv FILE or --from-audit")
+    if from_audit:
+        masked = set(settings.AGENTS_DECISION_MASKED_KEYS) | set(rules.mask)
+        hidden = [feature.name for feature in rules.model.features if _masked_path(feature.name, masked)]
+        if hidden:
+            raise ModelError(f"features {', '.join(hidden)} are masked in the audit; train on them from a CSV instead")
     rows = _rows_from_csv(csv_path, rules) if csv_path else _rows_from_audit(version.ruleset_id)
     number = (DecisionModelVersion.objects.filter(ruleset_id=version.ruleset_id)
               .order_by("-number").values_list("number", flat=True).first() or 0) + 1

@@ -162,3 +162,13 @@ def test_simulation_replays_audited_contexts_against_a_draft():
     assert (report["replayed"], report["changed"], report["unchanged"]) == (3, 1, 2)
     assert report["changes"][0]["was"] == "approve" and report["changes"][0]["would_be"] == "manual_review"
     assert report["rule_matches"] == {"low-score": 1, "solid": 1}
+
+
+def test_masked_values_are_hidden_in_the_trace_too():
+    load(LOANS.replace('condition: "applicant.score < 500"', 'condition: "applicant.score < 500 or applicant.email == \'x\'"'))
+
+    result = services.decide(ruleset="loans", context=APPLICATION)
+
+    reads = [clause["reads"] for entry in result["trace"] for clause in entry["clauses"]]
+    assert {"applicant.email": "***"} in reads
+    assert "ann@example.com" not in str(result)

@@ -119,6 +119,19 @@ def test_train_from_the_audit_learns_from_rule_decisions(settings):
     assert sorted(model.classes) == ['"high"', '"low"']
 
 
+def test_training_from_the_audit_refuses_masked_features():
+    load("""
+        name: masked-features
+        default: {decision: unknown}
+        mask: [salary]
+        model: {features: [{name: salary, type: number}]}
+        rules: [{id: r, condition: "salary > 1", decision: high}]
+    """)
+
+    with pytest.raises(ModelError, match="features salary are masked in the audit"):
+        services.model_train(ruleset="masked-features", from_audit=True)
+
+
 def test_a_second_model_is_a_challenger_until_promoted(tmp_path):
     load(WITH_MODEL.replace("ABSTAIN", "0.6"))
     data = write_training_csv(tmp_path / "train.csv")
