@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from agents.admin.workflows import _ReadOnlyMixin, _RunActionsMixin, _status_badge
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge
 from agents.decisions import services
 from agents.decisions.ruleset import ruleset_evaluate
 from agents.exceptions import AgentsError, DecisionError, RuleSetError
@@ -170,7 +170,7 @@ class _RuleSetVersionColumnsMixin:
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return _status_badge(obj.status, obj.get_status_display())
+        return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="content hash")
     def short_hash(self, obj):
@@ -198,7 +198,7 @@ class _ModelMetricColumnsMixin:
         return "-" if value is None else pattern.format(value)
 
 
-class RuleSetVersionInline(_ReadOnlyMixin, _RuleSetVersionColumnsMixin, admin.TabularInline):
+class RuleSetVersionInline(ReadOnlyMixin, _RuleSetVersionColumnsMixin, admin.TabularInline):
     """A rule set's versions, newest first; versions are immutable."""
 
     model = RuleSetVersion
@@ -209,7 +209,7 @@ class RuleSetVersionInline(_ReadOnlyMixin, _RuleSetVersionColumnsMixin, admin.Ta
     show_change_link = True
 
 
-class DecisionModelVersionInline(_ReadOnlyMixin, _ModelMetricColumnsMixin, admin.TabularInline):
+class DecisionModelVersionInline(ReadOnlyMixin, _ModelMetricColumnsMixin, admin.TabularInline):
     """A rule set's fallback models, newest first."""
 
     model = DecisionModelVersion
@@ -333,7 +333,7 @@ class RuleSetAdmin(admin.ModelAdmin):
 
 
 @admin.register(RuleSetVersion)
-class RuleSetVersionAdmin(_ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRuleSetMixin, _RunActionsMixin,
+class RuleSetVersionAdmin(ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRuleSetMixin, ServiceActionsMixin,
                           admin.ModelAdmin):
     """Immutable versions: their rules as a table, the source, activation and a "try it" page."""
 
@@ -393,7 +393,7 @@ class RuleSetVersionAdmin(_ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRu
         """Activate each selected version (one per rule set); the version it replaces retires."""
         chosen = self._one_per_ruleset(request, queryset, what="version", role="active",
                                        holds=lambda version: version.status == VersionStatus.ACTIVE)
-        self._apply_each(
+        self.apply_each(
             request, chosen,
             lambda version: services.ruleset_version_activate(ruleset=version.ruleset.name, number=version.number),
             "Activated %(count)d version.", "Activated %(count)d versions.",
@@ -478,7 +478,7 @@ class RuleSetVersionAdmin(_ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRu
 # --- the decision audit ---------------------------------------------------------------
 
 
-class ShadowComparisonInline(_ReadOnlyMixin, admin.TabularInline):
+class ShadowComparisonInline(ReadOnlyMixin, admin.TabularInline):
     """What the shadowed drafts and challenger models answered for this decision."""
 
     model = ShadowComparison
@@ -492,7 +492,7 @@ class ShadowComparisonInline(_ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Decision)
-class DecisionAdmin(_ReadOnlyMixin, admin.ModelAdmin):
+class DecisionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """The decision audit, append-only: what was asked (masked), what was answered, by what, and how fast."""
 
     list_display = ("decision_id", "ruleset", "version_number", "decision_value", "engine_badge", "confidence",
@@ -517,7 +517,7 @@ class DecisionAdmin(_ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="engine", ordering="engine")
     def engine_badge(self, obj):
-        return _status_badge(obj.engine, obj.get_engine_display())
+        return status_badge(obj.engine, obj.get_engine_display())
 
     @admin.display(description="rule set")
     def ruleset_link(self, obj):
@@ -562,7 +562,7 @@ class DecisionAdmin(_ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(DecisionModelVersion)
-class DecisionModelVersionAdmin(_ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePerRuleSetMixin, _RunActionsMixin,
+class DecisionModelVersionAdmin(ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePerRuleSetMixin, ServiceActionsMixin,
                                 admin.ModelAdmin):
     """Trained fallback models with their metrics; the champion decides, a challenger runs in shadow."""
 
@@ -581,7 +581,7 @@ class DecisionModelVersionAdmin(_ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePe
     def alias_badge(self, obj):
         if not obj.alias:
             return self.get_empty_value_display()
-        return _status_badge(obj.alias, obj.get_alias_display())
+        return status_badge(obj.alias, obj.get_alias_display())
 
     @admin.display(description="sha256")
     def short_sha256(self, obj):
@@ -621,7 +621,7 @@ class DecisionModelVersionAdmin(_ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePe
     def _give_alias(self, request, queryset, alias: str) -> None:
         chosen = self._one_per_ruleset(request, queryset, what="model", role=alias,
                                        holds=lambda model: model.alias == alias)
-        self._apply_each(
+        self.apply_each(
             request, chosen,
             lambda model: services.model_promote(ruleset=model.ruleset.name, number=model.number, alias=alias),
             f"%(count)d model made {alias}.", f"%(count)d models made {alias}.",
@@ -629,7 +629,7 @@ class DecisionModelVersionAdmin(_ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePe
 
 
 @admin.register(ShadowComparison)
-class ShadowComparisonAdmin(_ReadOnlyMixin, admin.ModelAdmin):
+class ShadowComparisonAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Every shadow comparison: where a draft version or a challenger model would have answered differently."""
 
     list_display = ("decision_link", "ruleset", "candidate", "live_decision", "candidate_answer",

@@ -10,9 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
-from django.utils.translation import ngettext
 
-from agents.exceptions import AgentsError
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge
 from agents.models import StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag, selectors, services
@@ -148,28 +147,11 @@ def _graph(version: WorkflowVersion) -> tuple[dict[str, tuple[str, ...]], dict[s
     return {step["id"]: tuple(step["needs"]) for step in steps}, {step["id"]: step["action"] for step in steps}
 
 
-def _status_badge(status: str, label: str):
-    return format_html('<span class="wf-status wf-{}">{}</span>', status, label)
-
-
 def _percent_bar(percent: float, done: int, total: int):
     return format_html(
         '<progress class="wf-progress" value="{}" max="100" title="{} of {} steps">{}%</progress> {}%',
         percent, done, total, percent, percent,
     )
-
-
-class _ReadOnlyMixin:
-    """Rows written only by services: staff view them, nobody adds, edits or deletes them here."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class _VersionColumnsMixin:
@@ -184,31 +166,20 @@ class _VersionColumnsMixin:
         return len(obj.spec["steps"])
 
 
-class _RunActionsMixin:
-    """Admin actions on runs: a service per selected object; successes as a count, each refusal as an error."""
-
-    def _apply_each(self, request, objects, call, singular: str, plural: str) -> list:
-        done = []
-        for obj in objects:
-            try:
-                done.append(call(obj))
-            except AgentsError as error:
-                self.message_user(request, str(error), messages.ERROR)
-        if done:
-            self.message_user(request, ngettext(singular, plural, len(done)) % {"count": len(done)}, messages.SUCCESS)
-        return done
+class _RunActionsMixin(ServiceActionsMixin):
+    """Admin actions that start, cancel or re-run workflow runs."""
 
     def has_start_permission(self, request) -> bool:
         """Starting a run creates one: the user needs the permission to add runs."""
         return request.user.has_perm("agents.add_workflowrun")
 
     def _start_runs(self, request, objects, start) -> None:
-        runs = self._apply_each(request, objects, start, "Started %(count)d run.", "Started %(count)d runs.")
+        runs = self.apply_each(request, objects, start, "Started %(count)d run.", "Started %(count)d runs.")
         if runs:
             self.message_user(request, "Run ids: " + ", ".join(str(run.pk) for run in runs), messages.INFO)
 
 
-class WorkflowVersionInline(_ReadOnlyMixin, _VersionColumnsMixin, admin.TabularInline):
+class WorkflowVersionInline(ReadOnlyMixin, _VersionColumnsMixin, admin.TabularInline):
     """A definition's versions, newest first; versions are immutable."""
 
     model = WorkflowVersion
@@ -257,7 +228,7 @@ class WorkflowDefinitionAdmin(_RunActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(_ReadOnlyMixin, _VersionColumnsMixin, _RunActionsMixin, admin.ModelAdmin):
+class WorkflowVersionAdmin(ReadOnlyMixin, _VersionColumnsMixin, _RunActionsMixin, admin.ModelAdmin):
     """Immutable versions: a drawing of the DAG and the source text; runs are started from here."""
 
     list_display = ("__str__", "definition", "number", "short_hash", "step_count", "run_count", "created_at")
@@ -298,7 +269,7 @@ class WorkflowFilter(admin.RelatedFieldListFilter):
 
 
 @admin.register(WorkflowRun)
-class WorkflowRunAdmin(_ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
+class WorkflowRunAdmin(ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
     """Runs with their progress; a run's page shows its steps, their attempts and a timeline."""
 
     list_display = ("id", "workflow", "version_number", "status_badge", "progress", "started_at", "duration")
@@ -324,7 +295,7 @@ class WorkflowRunAdmin(_ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return _status_badge(obj.status, obj.get_status_display())
+        return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="progress")
     def progress(self, obj):
@@ -371,13 +342,13 @@ class WorkflowRunAdmin(_ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
     @admin.action(description="Cancel selected runs", permissions=("operate",))
     def cancel_runs(self, request, queryset):
         """Cancel each selected run; a finished run is refused with its reason."""
-        self._apply_each(request, queryset, lambda run: services.workflow_run_cancel(run_id=run.pk),
+        self.apply_each(request, queryset, lambda run: services.workflow_run_cancel(run_id=run.pk),
                          "%(count)d run cancelled.", "%(count)d runs cancelled.")
 
     @admin.action(description="Re-run selected runs from failure", permissions=("operate",))
     def rerun_runs(self, request, queryset):
         """Re-run each selected failed or cancelled run from its failure; others are refused with their reason."""
-        self._apply_each(request, queryset, lambda run: services.workflow_run_retry(run_id=run.pk),
+        self.apply_each(request, queryset, lambda run: services.workflow_run_retry(run_id=run.pk),
                          "%(count)d run re-run from failure.", "%(count)d runs re-run from failure.")
 
     def has_operate_permission(self, request) -> bool:
@@ -436,7 +407,7 @@ class WorkflowRunAdmin(_ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(StepRun)
-class StepRunAdmin(_ReadOnlyMixin, admin.ModelAdmin):
+class StepRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Every step attempt, read-only: find a task by id, or the failures of a step across runs."""
 
     list_display = ("step_id", "run_link", "attempt", "status_badge", "worker", "started_at", "duration", "flower_link")
@@ -457,7 +428,7 @@ class StepRunAdmin(_ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return _status_badge(obj.status, obj.get_status_display())
+        return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="duration")
     def duration(self, obj):

@@ -11,11 +11,11 @@ from functools import cached_property
 from typing import Any
 
 from agents.decisions import expressions, jsonlogic
+from agents.definitions import NAME_RULE, is_name
 from agents.exceptions import ExpressionError, JsonLogicError, RuleSetError
 
 HIT_POLICIES = ("first", "priority", "unique", "any", "collect", "rule_order")
 AGGREGATIONS = ("sum", "min", "max", "count")
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 TOP_LEVEL_KEYS = {"name", "description", "hit_policy", "aggregation", "default", "rules", "model", "mask"}
 RULE_KEYS = {"id", "condition", "jsonlogic", "decision", "priority", "confidence", "active", "description"}
 MAX_RULES = 5000
@@ -127,8 +127,8 @@ def ruleset_parse(data: Any) -> RuleSet:
     for key in sorted(set(data) - TOP_LEVEL_KEYS):
         errors.append(f"unknown top-level field {key!r} (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})")
     name = data.get("name")
-    if not isinstance(name, str) or not name or len(name) > 100 or not set(name) <= NAME_CHARS:
-        errors.append(f"name: {name!r} must be 1-100 letters, digits, '.', '_' or '-'")
+    if not is_name(name):
+        errors.append(f"name: {name!r} {NAME_RULE}")
     hit_policy = data.get("hit_policy", "first")
     if hit_policy not in HIT_POLICIES:
         errors.append(f"hit_policy: {hit_policy!r} is not one of {', '.join(HIT_POLICIES)}")
@@ -192,8 +192,8 @@ def _parse_rule(raw: Any, index: int, errors: list[str]) -> Rule | None:
         errors.append(f"rule {index}: must be a mapping with id, condition and decision")
         return None
     rule_id = raw.get("id")
-    if not isinstance(rule_id, str) or not rule_id or len(rule_id) > 100 or not set(rule_id) <= NAME_CHARS:
-        errors.append(f"rule {index}: id {rule_id!r} must be 1-100 letters, digits, '.', '_' or '-'")
+    if not is_name(rule_id):
+        errors.append(f"rule {index}: id {rule_id!r} {NAME_RULE}")
         return None
     where = f"rule {rule_id!r}"
     before = len(errors)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from agents.decisions import ml
 from agents.decisions.cache import decision_cache
 from agents.decisions.expressions import extract_fields
+from agents.definitions import DefinitionTextError, definition_load_text
 from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
 from agents.models import (
@@ -27,7 +28,6 @@ from agents.models import (
     ShadowComparison,
     VersionStatus,
 )
-from agents.workflows.spec import workflow_spec_load_text
 
 MASK = "***"
 
@@ -37,12 +37,10 @@ MASK = "***"
 
 def rules_validate_text(*, text: str, source: str = "rule set") -> RuleSet:
     """Parse and validate a rule set's text; raise ``RuleSetError`` listing every problem."""
-    from agents.exceptions import WorkflowSpecError
-
     try:
-        data = workflow_spec_load_text(text, source=source)
-    except WorkflowSpecError as error:  # the same YAML/JSON reader; its message names the line
-        raise RuleSetError(error.errors) from None
+        data = definition_load_text(text, source=source)
+    except DefinitionTextError as error:
+        raise RuleSetError([str(error)]) from None
     return ruleset_parse(data)
 
 

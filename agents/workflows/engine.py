@@ -15,7 +15,7 @@ from functools import lru_cache
 from celery import chain, chord, group
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from agents.exceptions import ActionError, PermanentActionError

@@ -5,23 +5,19 @@ Pure: no Django. ``workflow_spec_parse`` either returns a ``WorkflowSpec`` or ra
 """
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import yaml
-
+from agents.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
 from agents.exceptions import WorkflowSpecError
 from agents.workflows import dag
 from agents.workflows.actions import action_get, action_names
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 #: Limits that keep a definition and its messages bounded.
 MAX_STEPS = 5000
 MAX_RETRIES = 100
 MAX_BACKOFF_S = 3000  # below the broker's visibility timeout, so a retry countdown never re-delivers early
 MAX_TIMEOUT_S = 86400
-MAX_DEFINITION_BYTES = 2_000_000
 
 TOP_LEVEL_KEYS = {"name", "description", "params", "steps"}
 STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description"}
@@ -90,36 +86,12 @@ class WorkflowSpec:
         return {step_id: step.needs for step_id, step in self.steps.items()}
 
 
-class _PlainLoader(yaml.SafeLoader):
-    """YAML's safe loader without implicit timestamps: ``2024-01-01`` stays text, as JSON would keep it."""
-
-
-_PlainLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 def workflow_spec_load_text(text: str, *, source: str = "definition") -> Any:
-    """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``WorkflowSpecError`` if unreadable."""
-    if len(text.encode()) > MAX_DEFINITION_BYTES:
-        raise WorkflowSpecError([f"{source}: larger than {MAX_DEFINITION_BYTES} bytes"])
-    if text.lstrip().startswith(("{", "[")):
-        try:
-            return json.loads(text, parse_constant=_refuse_constant)
-        except ValueError:
-            pass  # not JSON after all (a YAML flow mapping): YAML reports what is wrong
+    """Parse YAML or JSON text into plain data; raise ``WorkflowSpecError`` if unreadable."""
     try:
-        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506  (a SafeLoader subclass)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise WorkflowSpecError([f"{source}: not valid YAML or JSON{where}: {problem}"]) from None
+        return definition_load_text(text, source=source)
+    except DefinitionTextError as error:
+        raise WorkflowSpecError([str(error)]) from None
 
 
 def workflow_spec_parse(data: Any) -> WorkflowSpec:
@@ -130,8 +102,8 @@ def workflow_spec_parse(data: Any) -> WorkflowSpec:
     for key in sorted(set(data) - TOP_LEVEL_KEYS):
         errors.append(f"unknown top-level field {key!r} (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})")
     name = data.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        errors.append(f"name: {name!r} must be 1-100 letters, digits, '.', '_' or '-'")
+    if not is_name(name):
+        errors.append(f"name: {name!r} {NAME_RULE}")
     description = data.get("description") or ""
     if not isinstance(description, str):
         errors.append("description: must be text")
@@ -178,8 +150,8 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         errors.append(f"step {index}: must be a mapping with id and action, got {_kind(raw)}")
         return None
     step_id = raw.get("id")
-    if not isinstance(step_id, str) or not NAME_PATTERN.match(step_id):
-        errors.append(f"step {index}: id {step_id!r} must be 1-100 letters, digits, '.', '_' or '-'")
+    if not is_name(step_id):
+        errors.append(f"step {index}: id {step_id!r} {NAME_RULE}")
         return None
     where = f"step {step_id!r}"
     problems_before = len(errors)

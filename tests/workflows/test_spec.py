@@ -5,10 +5,10 @@ import textwrap
 
 import pytest
 
+from agents.definitions import MAX_DEFINITION_BYTES
 from agents.exceptions import WorkflowSpecError
 from agents.workflows.actions import action_names
 from agents.workflows.spec import (
-    MAX_DEFINITION_BYTES,
     MAX_STEPS,
     RetryPolicy,
     workflow_spec_load_text,

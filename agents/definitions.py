@@ -1,0 +1,55 @@
+"""Reading the definitions operators write (workflows, rule sets): YAML or JSON text, and the names in them.
+
+Pure: no Django. Raises ``DefinitionTextError``; each area turns it into its own error type.
+"""
+import json
+import re
+from typing import Any
+
+import yaml
+
+#: Names of workflows, steps, rule sets and rules: 1-100 letters, digits, '.', '_' or '-'.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAME_RULE = "must be 1-100 letters, digits, '.', '_' or '-'"
+MAX_DEFINITION_BYTES = 2_000_000
+
+
+class DefinitionTextError(ValueError):
+    """The text is not readable YAML or JSON; the message names the source and the line."""
+
+
+def is_name(value: Any) -> bool:
+    """Whether ``value`` is a valid name."""
+    return isinstance(value, str) and bool(NAME_PATTERN.match(value))
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML's safe loader without implicit timestamps: ``2024-01-01`` stays text, as JSON would keep it."""
+
+
+_PlainLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def definition_load_text(text: str, *, source: str = "definition") -> Any:
+    """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``DefinitionTextError`` if unreadable."""
+    if len(text.encode()) > MAX_DEFINITION_BYTES:
+        raise DefinitionTextError(f"{source}: larger than {MAX_DEFINITION_BYTES} bytes")
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text, parse_constant=_refuse_constant)
+        except ValueError:
+            pass  # not JSON after all (a YAML flow mapping): YAML reports what is wrong
+    try:
+        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise DefinitionTextError(f"{source}: not valid YAML or JSON{where}: {problem}") from None
