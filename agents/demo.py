@@ -24,6 +24,9 @@ from workers.registry import agent_ping
 DEMO_WORKFLOW = settings.BASE_DIR / "examples" / "workflows" / "order_fulfilment.yaml"
 EXAMPLE_WORKFLOWS = settings.BASE_DIR / "examples" / "workflows"
 DEMO_RULES = settings.BASE_DIR / "examples" / "rules" / "loan_approval.yaml"
+DEMO_PIPELINES = [settings.BASE_DIR / "examples" / "pipelines" / name
+                  for name in ("orders_clean.yaml", "revenue_by_region.yaml")]
+DEMO_ORDERS = 20_000
 
 
 class DemoError(AgentsError):
@@ -83,6 +86,44 @@ def _demo_decision(*, timeout_s: float) -> dict:
                                          "ruleset_version", "decision_id", "trace")}
 
 
+def demo_data_write() -> None:
+    """Write the generated orders (with known defects) and customers the example pipelines read."""
+    from agents.data.paths import data_root
+    from agents.data.samples import customers_frame, orders_csv_write
+
+    folder = data_root() / "demo"
+    orders_csv_write(folder / "orders.csv", DEMO_ORDERS)
+    folder.mkdir(parents=True, exist_ok=True)
+    customers_frame().to_csv(folder / "customers.csv", index=False)
+
+
+def _demo_data(*, timeout_s: float) -> dict:
+    """Run the example pipelines on a data agent: clean generated orders, then aggregate the published dataset."""
+    from agents.data.selectors import data_run_json
+    from agents.data.services import data_run_enqueue, pipeline_load_file
+    from agents.models import DataRun, DataRunStatus
+
+    demo_data_write()
+    report = []
+    for path in DEMO_PIPELINES:
+        run = data_run_enqueue(version=pipeline_load_file(path=str(path))[0])
+        _wait_for(
+            lambda: DataRun.objects.filter(pk=run.pk, status__in=(DataRunStatus.SUCCEEDED, DataRunStatus.FAILED)).exists(),
+            timeout_s=timeout_s, what=f"data run {run.pk} to finish",
+        )
+        result = data_run_json(DataRun.objects.select_related("version__pipeline").get(pk=run.pk))
+        if result["status"] != DataRunStatus.SUCCEEDED:
+            raise DemoError(f"data run {run.pk} of {result['pipeline']} failed: {result['error']}")
+        report.append({
+            **{key: result[key] for key in ("run_id", "pipeline", "status", "rows_in", "rows_out", "output",
+                                            "duration_s", "peak_memory_mb")},
+            "quality": [{key: check[key] for key in ("name", "status", "element_count", "unexpected_count",
+                                                    "unexpected_percent")} | {"sample": check["sample"][:2]}
+                        for check in result["quality"]],
+        })
+    return {"pipelines": report}
+
+
 def demo_seed() -> dict:
     """Load demo data for ``make run``: the example workflows, one run of each, and a task through each queue."""
     from agents.workflows.services import workflow_load_file, workflow_run_start
@@ -98,8 +139,13 @@ def demo_seed() -> dict:
         workflow_run_start(version=version)
     rules = rules_load_file(path=str(DEMO_RULES), activate=True)[0]
     decide.delay(rules.ruleset.name, {"amount": 8000, "applicant": {"credit_score": 760, "income": 52000}})
+    from agents.data.services import data_run_enqueue, pipeline_load_file
+
+    demo_data_write()
+    pipelines = [pipeline_load_file(path=str(path))[0] for path in DEMO_PIPELINES]
+    data_run_enqueue(version=pipelines[0])  # the second reads its dataset: run it from the admin afterwards
     return {"tasks_sent": len(queues), "workflows": [v.definition.name for v in versions],
-            "rulesets": [rules.ruleset.name]}
+            "rulesets": [rules.ruleset.name], "pipelines": [v.pipeline.name for v in pipelines]}
 
 
 def demo_run(*, timeout_s: float = 60.0) -> dict:
@@ -142,6 +188,7 @@ def demo_run(*, timeout_s: float = 60.0) -> dict:
             summary["tasks"].append({"queue": queue, "task_id": result.id, "answered_by": answer["worker"]})
         summary["workflow"] = _demo_workflow(timeout_s=timeout_s)
         summary["decision"] = _demo_decision(timeout_s=timeout_s)
+        summary["data"] = _demo_data(timeout_s=timeout_s)
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

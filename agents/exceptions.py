@@ -63,3 +63,31 @@ class DecisionError(AgentsError):
 
 class ModelError(AgentsError):
     """A decision model cannot be trained, saved or loaded (bad data, checksum mismatch)."""
+
+
+class DataError(AgentsError):
+    """A data pipeline could not read, transform, check or write its data."""
+
+
+class PipelineSpecError(DataError):
+    """A pipeline definition is invalid; ``errors`` lists every problem, each naming its culprit."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+class PipelineNotFoundError(DataError):
+    """No pipeline (or dataset) by that name."""
+
+
+class DataSourceError(DataError):
+    """A source cannot be read: unreachable, refused, or not in the expected format."""
+
+
+class DataPathError(DataSourceError):
+    """A path is refused: absolute, climbing out of the data root with '..', or a link leading outside it."""
+
+
+class ColumnError(DataError):
+    """Columns a pipeline uses are missing; the message names them and the columns that exist."""

@@ -238,3 +238,21 @@ AGENTS_DECISION_MASKED_KEYS = env.list(
 AGENTS_DECISION_AUDIT_BATCH = env.int("AGENTS_DECISION_AUDIT_BATCH", default=500)
 #: Where trained decision models (.skops files) are kept.
 AGENTS_MODEL_DIR = Path(env.str("AGENTS_MODEL_DIR", default=str(VAR_DIR / "models")))
+
+# --- Data -----------------------------------------------------------------------
+
+#: Every file a pipeline reads or writes lives under this directory; absolute paths, '..' and links that
+#: lead out of it are refused.
+AGENTS_DATA_ROOT = Path(env.str("AGENTS_DATA_ROOT", default=str(VAR_DIR / "data")))
+#: Database connections a ``database`` source may name: ``name=url`` pairs separated by ';', e.g.
+#: ``warehouse=postgres://reader@db:5432/warehouse``. Sources are opened read-only.
+AGENTS_DATA_DATABASES = {
+    name.strip(): url.strip()
+    for name, _, url in (
+        pair.partition("=") for pair in env.str("AGENTS_DATA_DATABASES", default="").split(";") if pair.strip()
+    )
+}
+#: Hosts an ``api`` source may call; ``*`` allows any. Defaults to the workflow HTTP allow-list.
+AGENTS_DATA_API_ALLOWED_HOSTS = env.list("AGENTS_DATA_API_ALLOWED_HOSTS", default=AGENTS_HTTP_ALLOWED_HOSTS)
+#: Rows per chunk when a pipeline streams a source.
+AGENTS_DATA_CHUNK_ROWS = env.int("AGENTS_DATA_CHUNK_ROWS", default=250_000)

@@ -83,3 +83,12 @@ def manage(*args: str, env: dict, timeout_s: float = 120.0) -> subprocess.Comple
         [sys.executable, str(PROJECT_DIR / "manage.py"), *args],
         env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout_s,
     )
+
+
+@pytest.fixture
+def data_root(settings, tmp_path) -> Path:
+    """An empty data root for this test (pipelines run in this process read and write under it)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    settings.AGENTS_DATA_ROOT = root
+    return root

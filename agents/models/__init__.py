@@ -1,4 +1,5 @@
 """Models of the agents app, one module per area."""
+from .data import DATA_RUN_TRANSITIONS, DataRun, DataRunStatus, Dataset, DataSource, Pipeline, PipelineVersion
 from .decisions import (
     Decision,
     DecisionEngine,
@@ -21,6 +22,13 @@ from .workflows import (
 )
 
 __all__ = [
+    "DATA_RUN_TRANSITIONS",
+    "DataRun",
+    "DataRunStatus",
+    "Dataset",
+    "DataSource",
+    "Pipeline",
+    "PipelineVersion",
     "Decision",
     "DecisionEngine",
     "DecisionModelVersion",

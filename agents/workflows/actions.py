@@ -240,3 +240,38 @@ def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None
         return decide(ruleset=ruleset, context=decision_context, explain=False)
     except AgentsError as error:
         raise PermanentActionError(str(error)) from None
+
+
+@action(
+    "data.pipeline",
+    params={
+        "pipeline": Param("string", required=True),
+        "params": Param("object", default=None),
+        "require_quality": Param("boolean", default=True),
+    },
+)
+def data_pipeline(context: ActionContext, *, pipeline: str, params: dict | None, require_quality: bool) -> dict:
+    """Run the latest version of data ``pipeline``; return its run, dataset (id, name, number, path) and quality.
+
+    The step fails (without retrying) when the pipeline is invalid or missing; a failed run fails the step and
+    may be retried. With ``require_quality: false`` a run failed only by quality checks still returns.
+    """
+    from agents.data.selectors import data_run_json
+    from agents.data.services import pipeline_run
+    from agents.exceptions import DataError, PipelineNotFoundError, PipelineSpecError
+
+    try:
+        run = pipeline_run(pipeline=pipeline, params=params or {})
+    except (PipelineNotFoundError, PipelineSpecError) as error:
+        raise PermanentActionError(str(error)) from None
+    except DataError as error:
+        raise ActionError(str(error)) from None
+    result = data_run_json(run)
+    summary = {key: result[key] for key in ("run_id", "status", "rows_in", "rows_out", "output", "quality_passed")}
+    summary["quality"] = [
+        {key: check[key] for key in ("name", "type", "status", "unexpected_count", "unexpected_percent")}
+        for check in result["quality"]
+    ]
+    if run.status != "succeeded" and (require_quality or run.quality_passed is not False):
+        raise ActionError(f"data run {run.pk} of {pipeline} failed: {run.error}")
+    return summary

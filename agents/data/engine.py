@@ -1,0 +1,169 @@
+"""Running a validated pipeline: read the source in chunks, transform, check quality, write Parquet.
+
+The plan: the transforms up to the first one that needs the whole frame run on each chunk as it is read
+(``select``, ``rename``, ``filter``, ``derive``, chunk-safe custom transforms); an ``aggregate`` right after them
+keeps only per-chunk partials, merged at the end; everything after is *global* and runs on the gathered frame.
+Only the columns the transforms use are read. Quality checks are accumulators fed the output chunk by chunk, so
+only uniqueness holds more than a chunk. The run's notes record which operations were global, and on how many rows.
+
+No Django here except through the callables passed in (resolving stored sources and datasets).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from agents.data import transforms as tf
+from agents.data.quality import CheckRunner
+from agents.data.sources import source_frame, source_read
+
+#: Combine aggregate partials once this many have piled up, so memory stays bounded by groups, not chunks.
+PARTIALS_COMBINE_EVERY = 8
+
+
+@dataclass
+class PipelineOutcome:
+    """What a run produced: counts, the output's schema, quality results and notes for the run record."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    chunks: int = 0
+    schema: list[dict] = field(default_factory=list)
+    quality: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    inputs: list[dict] = field(default_factory=list)
+
+    @property
+    def quality_passed(self) -> bool:
+        """No check at error severity failed."""
+        return all(result["passed"] or result["severity"] != "error" for result in self.quality)
+
+
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "check"
+
+
+def _plan(transforms: list[dict]) -> tuple[list[dict], dict | None, list[dict]]:
+    """Split transforms into (per-chunk, combinable aggregate or None, global)."""
+    index = 0
+    while index < len(transforms) and tf.transform_is_chunked(transforms[index]):
+        index += 1
+    streaming, rest = transforms[:index], transforms[index:]
+    if rest and tf.aggregate_is_combinable(rest[0]):
+        return streaming, rest[0], rest[1:]
+    return streaming, None, rest
+
+
+def _describe_transform(spec: dict) -> str:
+    detail = {"join": "with", "sort": "by", "deduplicate": "columns", "custom": "function"}.get(spec["type"])
+    return f"{spec['type']} {spec.get(detail)}" if detail and spec.get(detail) else spec["type"]
+
+
+def pipeline_execute(
+    spec: dict,
+    *,
+    output_path: Path,
+    params: dict | None = None,
+    source_resolve: Callable[[Any], dict],
+    source_describe: Callable[[dict], dict],
+    chunk_rows: int,
+    failing_rows_dir: Path | None = None,
+    now: datetime | None = None,
+) -> PipelineOutcome:
+    """Run a normalised pipeline spec and write its output to ``output_path`` (Parquet).
+
+    ``source_resolve`` turns a source (inline spec or stored name) into a spec; ``source_describe`` gives the
+    lineage entry for a resolved source. Raises ``DataError`` subclasses with a message naming the culprit.
+    """
+    outcome = PipelineOutcome()
+    run_params = {**spec.get("params", {}), **(params or {})}
+    source = source_resolve(spec["source"])
+    outcome.inputs.append(source_describe(source))
+
+    def load(other: Any, columns: list[str] | None) -> pd.DataFrame:
+        resolved = source_resolve(other)
+        outcome.inputs.append(source_describe(resolved))
+        return source_frame(resolved, columns=columns, params=run_params)
+
+    transforms = spec["transforms"]
+    needed = tf.columns_needed(transforms, None)
+    columns = sorted(needed) if needed is not None else None
+    outcome.notes.append(f"columns read: {', '.join(columns)}" if columns else "columns read: all")
+    streaming, aggregate, global_transforms = _plan(transforms)
+
+    references = {}
+    for check in spec["quality_checks"]:
+        if check["type"] == "referential_integrity":
+            ref = check["reference"]
+            references[check["name"]] = load(ref["source"], [ref["column"]])[ref["column"]].dropna().unique()
+        if check["type"] == "uniqueness":
+            outcome.notes.append(f"quality check {check['name']}: global (keeps every key)")
+    runners: list[CheckRunner] = []
+
+    def runners_start(columns: list[str]) -> None:
+        """Checks start at the first output chunk: the row key is the part of ``key`` the output still has."""
+        key = [column for column in spec["key"] if column in columns] or None
+        for check in spec["quality_checks"]:
+            failing_path = None
+            if check["failing_rows"] and failing_rows_dir is not None:
+                failing_path = failing_rows_dir / f"{_file_name(check['name'])}.parquet"
+            runners.append(CheckRunner(check, key=key, reference_values=references.get(check["name"]),
+                                       failing_rows_path=failing_path, now=now))
+
+    tables: list[pa.Table] = []
+
+    def emit(frame: pd.DataFrame) -> None:
+        if not tables:
+            runners_start(list(frame.columns))
+        outcome.rows_out += len(frame)
+        for runner in runners:
+            runner.update(frame)
+        tables.append(pa.Table.from_pandas(frame, preserve_index=False))
+
+    partials: list[pd.DataFrame] = []
+    gathered: list[pd.DataFrame] = []
+    for chunk in source_read(source, columns=columns, chunk_rows=chunk_rows, params=run_params):
+        outcome.chunks += 1
+        outcome.rows_in += len(chunk)
+        for index, transform in enumerate(streaming):
+            chunk = tf.transform_apply(chunk, transform, where=f"transforms[{index + 1}] ({transform['type']})",
+                                       load=load)
+        if aggregate is not None:
+            where = f"transforms[{len(streaming) + 1}] (aggregate)"
+            partials.append(tf.aggregate_partial(chunk, aggregate, where=where))
+            if len(partials) >= PARTIALS_COMBINE_EVERY:
+                partials = [tf.aggregate_combine(partials, aggregate)]
+        elif global_transforms:
+            gathered.append(chunk)
+        else:
+            emit(chunk)
+
+    if aggregate is not None or global_transforms:
+        if aggregate is not None:
+            frame = tf.aggregate_finish(tf.aggregate_combine(partials, aggregate), aggregate)
+            if outcome.chunks > 1:
+                outcome.notes.append(f"aggregate: combined from {outcome.chunks} chunk partials")
+        else:
+            frame = pd.concat(gathered, ignore_index=True) if len(gathered) > 1 else gathered[0]
+        gathered.clear()
+        offset = len(streaming) + (1 if aggregate is not None else 0)
+        for index, transform in enumerate(global_transforms):
+            outcome.notes.append(f"{_describe_transform(transform)}: global, on {len(frame)} rows")
+            frame = tf.transform_apply(frame, transform, where=f"transforms[{offset + index + 1}] "
+                                       f"({transform['type']})", load=load)
+        emit(frame.reset_index(drop=True))
+
+    outcome.quality = [runner.finish() for runner in runners]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    tables.clear()
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, output_path)
+    outcome.schema = [{"name": item.name, "type": str(item.type)} for item in table.schema]
+    return outcome

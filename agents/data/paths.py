@@ -1,0 +1,57 @@
+"""Paths under the data root: every file a pipeline reads or writes is resolved here, and refused if it leads out.
+
+``data_path_problem`` is the pure check (what the text of a path says); ``data_path_resolve`` adds what the
+file system says: where links lead, and whether the file is there.
+"""
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from django.conf import settings
+
+from agents.exceptions import DataPathError
+
+
+def data_root() -> Path:
+    """The data root (``AGENTS_DATA_ROOT``), created if missing, with links resolved."""
+    root = Path(settings.AGENTS_DATA_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    return root.resolve()
+
+
+def data_path_problem(path: Any) -> str | None:
+    """Why the text of ``path`` is refused (empty, absolute, '..'), or None; looks at no file."""
+    if not isinstance(path, str) or not path.strip():
+        return "must be a non-empty path relative to the data root"
+    if "\x00" in path:
+        return "contains a NUL character"
+    if PurePosixPath(path).is_absolute():
+        return "absolute paths are refused; give a path relative to the data root"
+    if ".." in PurePosixPath(path).parts:
+        return "'..' is refused; give a path inside the data root"
+    return None
+
+
+def data_path_resolve(path: str, *, where: str = "path", must_exist: bool = True) -> Path:
+    """The absolute location of ``path`` under the data root, links followed; ``DataPathError`` if refused."""
+    problem = data_path_problem(path)
+    if problem:
+        raise DataPathError(f"{where}: {path!r} is refused: {problem}")
+    root = data_root()
+    try:
+        resolved = (root / path).resolve(strict=False)
+    except (OSError, RuntimeError) as error:  # a link loop
+        raise DataPathError(f"{where}: {path!r} cannot be resolved: {error}") from None
+    if not resolved.is_relative_to(root):
+        raise DataPathError(f"{where}: {path!r} is refused: it leads outside the data root (through a link)")
+    if must_exist and not resolved.exists():
+        raise DataPathError(f"{where}: {path!r} not found under the data root")
+    return resolved
+
+
+def data_path_relative(path: Path) -> str:
+    """``path`` (absolute, under the data root) as the posix path relative to the root that models store."""
+    root = data_root()
+    resolved = Path(path).resolve(strict=False)
+    if not resolved.is_relative_to(root):
+        raise DataPathError(f"{str(path)!r} is not under the data root")
+    return resolved.relative_to(root).as_posix()

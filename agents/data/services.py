@@ -1,0 +1,316 @@
+"""Data services: load pipelines as versions, store named sources, run pipelines, publish datasets, check files."""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+from celery import current_app
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from agents.data import engine
+from agents.data.paths import data_path_relative, data_path_resolve, data_root
+from agents.data.quality import CheckRunner
+from agents.data.sources import source_describe, source_frame, source_read, source_validate
+from agents.data.spec import (
+    checks_validate,
+    pipeline_spec_hash,
+    pipeline_spec_load_text,
+    pipeline_spec_parse,
+)
+from agents.decisions.ml import file_sha256
+from agents.definitions import NAME_RULE, is_name
+from agents.exceptions import DataError, InvalidTransitionError, PipelineNotFoundError, PipelineSpecError
+from agents.models import (
+    DATA_RUN_TRANSITIONS,
+    DataRun,
+    DataRunStatus,
+    Dataset,
+    DataSource,
+    Pipeline,
+    PipelineVersion,
+)
+
+#: Seconds between samples of resident memory while a run executes.
+MEMORY_SAMPLE_S = 0.02
+
+
+# ------------------------------------------------------------------------------------ definitions
+
+
+def pipeline_validate_text(*, text: str, source: str = "definition") -> dict:
+    """Parse and validate a pipeline's text; raise ``PipelineSpecError`` listing every problem."""
+    return pipeline_spec_parse(pipeline_spec_load_text(text, source=source))
+
+
+def pipeline_load(*, text: str, source: str = "definition") -> tuple[PipelineVersion, bool]:
+    """Store a pipeline as a new immutable version unless identical content is stored; return it and if created."""
+    spec = pipeline_validate_text(text=text, source=source)
+    content_hash = pipeline_spec_hash(spec)
+    with transaction.atomic():
+        pipeline, _ = Pipeline.objects.get_or_create(name=spec["name"])
+        pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+        existing = pipeline.versions.filter(content_hash=content_hash).first()
+        if existing:
+            return existing, False
+        if pipeline.description != spec["description"]:
+            pipeline.description = spec["description"]
+            pipeline.save(update_fields=["description", "updated_at"])
+        number = (pipeline.versions.aggregate(top=Max("number"))["top"] or 0) + 1
+        version = PipelineVersion.objects.create(
+            pipeline=pipeline, number=number, content_hash=content_hash, spec=spec, source=text
+        )
+    return version, True
+
+
+def pipeline_load_file(*, path: str) -> tuple[PipelineVersion, bool]:
+    """Load the pipeline in file ``path`` (see ``pipeline_load``)."""
+    return pipeline_load(text=read_text(path), source=path)
+
+
+def pipeline_version_latest(*, pipeline: str) -> PipelineVersion:
+    """The newest version of the pipeline called ``pipeline``."""
+    version = PipelineVersion.objects.select_related("pipeline").filter(pipeline__name=pipeline).order_by(
+        "-number").first()
+    if version is None:
+        raise PipelineNotFoundError(f"no pipeline named {pipeline!r}; load it first (`manage.py data load FILE`)")
+    return version
+
+
+def data_source_save(*, name: str, spec: Any, description: str = "") -> DataSource:
+    """Create or replace the stored source ``name`` after validating its spec."""
+    if not is_name(name):
+        raise PipelineSpecError([f"source name {name!r} {NAME_RULE}"])
+    normalised, errors = source_validate(spec, where=f"source {name}")
+    if errors:
+        raise PipelineSpecError(errors)
+    source, _ = DataSource.objects.update_or_create(
+        name=name, defaults={"spec": normalised, "description": description}
+    )
+    return source
+
+
+def source_resolve(source: Any) -> dict:
+    """An inline source spec as is; a name looked up among the stored sources."""
+    if not isinstance(source, str):
+        return source
+    stored = DataSource.objects.filter(name=source).values_list("spec", flat=True).first()
+    if stored is None:
+        names = ", ".join(DataSource.objects.values_list("name", flat=True)[:20]) or "none stored"
+        raise PipelineNotFoundError(f"no stored source named {source!r} ({names})")
+    return stored
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def _transition(run: DataRun, to: str, **fields: Any) -> bool:
+    """Move ``run`` to status ``to`` if its stored status allows it; return whether it moved."""
+    allowed_from = [status for status, targets in DATA_RUN_TRANSITIONS.items() if to in targets]
+    if run.status not in allowed_from:
+        raise InvalidTransitionError(f"data run {run.pk}: cannot go from {run.status} to {to}")
+    moved = DataRun.objects.filter(pk=run.pk, status=run.status).update(status=to, **fields)
+    if moved:
+        run.status = to
+        for name, value in fields.items():
+            setattr(run, name, value)
+    return bool(moved)
+
+
+def data_run_create(*, version: PipelineVersion, params: dict | None = None) -> DataRun:
+    """Record a pending run of ``version`` with run parameters ``params``."""
+    params = params or {}
+    declared = version.spec.get("params", {})
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        known = ", ".join(sorted(declared)) or "none"
+        raise PipelineSpecError([f"unknown run parameter {name!r} for {version.pipeline.name} (declared: {known})"
+                                 for name in unknown])
+    return DataRun.objects.create(version=version, params={**declared, **params})
+
+
+def data_run_enqueue(*, version: PipelineVersion, params: dict | None = None) -> DataRun:
+    """Record a pending run and queue it on the ``data`` queue once committed."""
+    with transaction.atomic():
+        run = data_run_create(version=version, params=params)
+        transaction.on_commit(
+            lambda: current_app.send_task("workers.data.data_run_execute", args=[run.pk], queue="data")
+        )
+    return run
+
+
+class _PeakMemory:
+    """Samples the process's resident memory on a thread; ``peak_mb`` is the growth over the start."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process(os.getpid())
+        self._start = self._peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(MEMORY_SAMPLE_S):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __enter__(self) -> "_PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._process.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return round((self._peak - self._start) / 2**20, 1)
+
+
+def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.PipelineOutcome) -> Dataset:
+    """Register the run's Parquet file as the next number of dataset ``name`` (once per run)."""
+    existing = Dataset.objects.filter(run=run).first()
+    if existing:
+        return existing
+    for _ in range(5):
+        number = (Dataset.objects.filter(name=name).aggregate(top=Max("number"))["top"] or 0) + 1
+        try:
+            with transaction.atomic():
+                return Dataset.objects.create(
+                    name=name, number=number, path=data_path_relative(path), schema=outcome.schema,
+                    row_count=outcome.rows_out, size_bytes=path.stat().st_size, checksum=file_sha256(path),
+                    run=run, inputs=outcome.inputs,
+                )
+        except IntegrityError:  # another run took the number (or published this run) meanwhile
+            existing = Dataset.objects.filter(run=run).first()
+            if existing:
+                return existing
+    raise DataError(f"could not number dataset {name!r}: too many concurrent publishers")
+
+
+def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> DataRun:
+    """Execute a pending run: read, transform, check, publish; the run ends succeeded or failed with the reason.
+
+    Safe to run twice: only a pending run is claimed, or a running one whose claim carries this same task id
+    (the broker re-delivered the message of a worker that died mid-run).
+    """
+    run = DataRun.objects.select_related("version__pipeline").get(pk=run_id)
+    if run.status == DataRunStatus.RUNNING and task_id and run.task_id == task_id:
+        pass  # a re-delivery of our own message: take the run over again
+    elif run.status != DataRunStatus.PENDING:
+        return run
+    elif not _transition(run, DataRunStatus.RUNNING, started_at=timezone.now(), task_id=task_id, worker=worker):
+        return DataRun.objects.get(pk=run_id)  # claimed by someone else meanwhile
+    spec = run.version.spec
+    root = data_root()
+    output_path = root / "datasets" / spec["output"]["dataset"] / f"run-{run.pk}.parquet"
+    failing_dir = root / "quality" / f"run-{run.pk}"
+    fields: dict[str, Any] = {}
+    try:
+        with _PeakMemory() as memory:
+            outcome = engine.pipeline_execute(
+                spec, output_path=output_path, params=run.params, source_resolve=source_resolve,
+                source_describe=source_describe, chunk_rows=spec.get("chunk_rows") or settings.AGENTS_DATA_CHUNK_ROWS,
+                failing_rows_dir=failing_dir,
+            )
+        fields.update(rows_in=outcome.rows_in, rows_out=outcome.rows_out, chunks=outcome.chunks,
+                      quality=outcome.quality, quality_passed=outcome.quality_passed, notes=outcome.notes,
+                      peak_memory_mb=memory.peak_mb)
+        for result in outcome.quality:
+            if result.get("failing_rows_path"):
+                result["failing_rows_path"] = data_path_relative(Path(result["failing_rows_path"]))
+        if not outcome.quality_passed:
+            failed = [result["name"] for result in outcome.quality if not result["passed"]
+                      and result["severity"] == "error"]
+            output_path.unlink(missing_ok=True)
+            fields["error"] = f"quality check(s) failed: {', '.join(failed)}; the dataset was not published"
+        else:
+            _dataset_publish(run=run, name=spec["output"]["dataset"], path=output_path, outcome=outcome)
+    except DataError as error:
+        fields["error"] = str(error)
+        output_path.unlink(missing_ok=True)
+    except MemoryError:
+        fields["error"] = "ran out of memory; use chunk-friendly transforms or a smaller chunk_rows"
+        output_path.unlink(missing_ok=True)
+    status = DataRunStatus.FAILED if fields.get("error") else DataRunStatus.SUCCEEDED
+    _transition(run, status, finished_at=timezone.now(), **fields)
+    return DataRun.objects.select_related("version__pipeline").get(pk=run_id)
+
+
+def data_run_fail_unexpected(*, run_id: int, error: str) -> None:
+    """Record an unexpected failure (a bug, a lost dependency) of a running run so it does not stay running."""
+    run = DataRun.objects.get(pk=run_id)
+    if run.status in (DataRunStatus.PENDING, DataRunStatus.RUNNING):
+        _transition(run, DataRunStatus.FAILED, finished_at=timezone.now(), error=error[:2000])
+
+
+def pipeline_run(*, pipeline: str | None = None, path: str | None = None, params: dict | None = None) -> DataRun:
+    """Load (when ``path`` is given) and run a pipeline here and now; return the finished run."""
+    version = pipeline_load_file(path=path)[0] if path else pipeline_version_latest(pipeline=pipeline)
+    run = data_run_create(version=version, params=params)
+    return data_run_execute(run_id=run.pk, task_id=f"inline-{uuid.uuid4()}", worker="inline")
+
+
+# ------------------------------------------------------------------------------------ checks alone, datasets
+
+
+def quality_check_file(*, path: str, checks_text: str, source: str = "spec", key: list[str] | None = None) -> list[
+    dict
+]:
+    """Run quality checks on a data file under the data root; return one result per check."""
+    raw = pipeline_spec_load_text(checks_text, source=source)
+    if isinstance(raw, dict):
+        key = key or raw.get("key")
+        raw = raw.get("quality_checks")
+    checks, errors = checks_validate(raw)
+    if errors:
+        raise PipelineSpecError(errors)
+    if not checks:
+        raise PipelineSpecError([f"{source}: no quality checks (give a list, or a mapping with quality_checks)"])
+    data_path_resolve(path, where="data file")
+    file_source, errors = source_validate({"kind": "file", "path": path}, where="data file")
+    if errors:
+        raise PipelineSpecError(errors)
+    key = [key] if isinstance(key, str) else list(key or [])
+    failing_dir = data_root() / "quality" / f"check-{uuid.uuid4().hex[:12]}"
+    runners = []
+    for check in checks:
+        reference = None
+        if check["type"] == "referential_integrity":
+            ref = check["reference"]
+            reference = source_frame(source_resolve(ref["source"]), columns=[ref["column"]])[ref["column"]]
+            reference = reference.dropna().unique()
+        failing_path = failing_dir / f"{check['name']}.parquet".replace("/", "_") if check["failing_rows"] else None
+        runners.append(CheckRunner(check, key=key or None, reference_values=reference, failing_rows_path=failing_path))
+    for chunk in source_read(file_source, chunk_rows=settings.AGENTS_DATA_CHUNK_ROWS):
+        for runner in runners:
+            runner.update(chunk)
+    results = [runner.finish() for runner in runners]
+    for result in results:
+        if result.get("failing_rows_path"):
+            result["failing_rows_path"] = data_path_relative(Path(result["failing_rows_path"]))
+    return results
+
+
+def dataset_get(*, name: str, number: int | None = None) -> Dataset:
+    """Dataset ``name`` (its newest number unless ``number`` is given)."""
+    rows = Dataset.objects.filter(name=name)
+    dataset = rows.filter(number=number).first() if number else rows.order_by("-number").first()
+    if dataset is None:
+        raise PipelineNotFoundError(f"no dataset named {name!r}" + (f" with number {number}" if number else ""))
+    return dataset
+
+
+def read_text(path: str) -> str:
+    """The text of a definition file, or ``PipelineSpecError`` saying why it cannot be read."""
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        raise PipelineSpecError([f"{path}: cannot read: {error.strerror or error}"]) from None
+    except UnicodeDecodeError:
+        raise PipelineSpecError([f"{path}: not a text file (UTF-8 expected)"]) from None

@@ -1,0 +1,802 @@
+"""Sources a pipeline reads: files under the data root, read-only database queries, JSON APIs, published datasets.
+
+A source is a plain dict (from a YAML/JSON definition). ``source_validate`` checks and normalises it without
+touching anything; ``source_read`` streams it as DataFrames, reading only the columns asked for where the format
+allows; ``source_describe`` says what was read, for lineage. Every failure is a ``DataSourceError`` (or
+``ColumnError``) whose message names the source and the reason.
+"""
+import codecs
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import pandas as pd
+
+from agents.data.paths import data_path_problem, data_path_resolve
+from agents.definitions import NAME_RULE, is_name
+from agents.exceptions import ColumnError, DataSourceError
+
+SOURCE_KINDS = ("file", "database", "api", "dataset")
+FILE_FORMATS = ("csv", "jsonl", "parquet")
+FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+API_METHODS = ("GET", "POST")
+PAGINATION_TYPES = ("none", "page", "cursor")
+
+SOURCE_KEYS = {
+    "file": {"kind", "path", "format", "delimiter", "encoding", "parse_dates"},
+    "database": {"kind", "connection", "query", "params"},
+    "api": {"kind", "url", "method", "params", "body", "headers", "timeout_s", "retries", "backoff_s", "records",
+            "pagination"},
+    "dataset": {"kind", "dataset", "number"},
+}
+PAGINATION_KEYS = {
+    "none": {"type"},
+    "page": {"type", "param", "start", "size_param", "size", "max_pages"},
+    "cursor": {"type", "param", "cursor_path", "max_pages"},
+}
+
+#: Bounds on an api source: seconds per request, retries of a transient failure, the first backoff (doubling).
+MAX_TIMEOUT_S = 300
+MAX_RETRIES = 10
+MAX_BACKOFF_S = 60
+MAX_PAGES = 100_000
+#: Seconds to wait for a database connection before calling it unreachable.
+DATABASE_CONNECT_TIMEOUT_S = 10
+#: Longest reason quoted from a driver or parser, so messages stay readable.
+MAX_REASON_CHARS = 300
+
+_PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUERY_PARAMETER = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
+_FIRST_KEYWORD = re.compile(r"^[\s(]*([A-Za-z]+)")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+# --- Validation (pure) ----------------------------------------------------------------------------------------
+
+
+def source_validate(raw: Any, *, where: str) -> tuple[dict, list[str]]:
+    """Return the source with defaults filled in, and every problem (each naming ``where`` and the key)."""
+    if not isinstance(raw, dict):
+        return {}, [f"{where}: a source must be a mapping with a kind ({', '.join(SOURCE_KINDS)}), got {_kind(raw)}"]
+    kind = raw.get("kind")
+    if kind not in SOURCE_KINDS:
+        return {}, [f"{where}.kind: {kind!r} is not a source kind (one of {', '.join(SOURCE_KINDS)})"]
+    errors = [
+        f"{where}: unknown key {key!r} for a {kind} source (allowed: {', '.join(sorted(SOURCE_KEYS[kind]))})"
+        for key in sorted(set(raw) - SOURCE_KEYS[kind], key=str)
+    ]
+    validate = {"file": _file_validate, "database": _database_validate, "api": _api_validate,
+                "dataset": _dataset_validate}[kind]
+    spec = validate(raw, where, errors)
+    return spec, errors
+
+
+def _file_validate(raw: dict, where: str, errors: list[str]) -> dict:
+    path = raw.get("path")
+    problem = data_path_problem(path)
+    if problem:
+        errors.append(f"{where}.path: {path!r} is refused: {problem}" if isinstance(path, str) and path.strip()
+                      else f"{where}.path: is required ({problem})")
+    file_format = raw.get("format")
+    if file_format is None and isinstance(path, str):
+        file_format = FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())
+        if file_format is None and not problem:
+            errors.append(f"{where}.format: cannot tell the format from {path!r}; give format "
+                          f"({', '.join(FILE_FORMATS)})")
+    elif file_format not in FILE_FORMATS:
+        errors.append(f"{where}.format: {file_format!r} is not a file format (one of {', '.join(FILE_FORMATS)})")
+    delimiter = raw.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+        errors.append(f"{where}.delimiter: must be one character (not a quote or line break), got {delimiter!r}")
+    elif "delimiter" in raw and file_format != "csv":
+        errors.append(f"{where}.delimiter: applies to csv files only")
+    encoding = raw.get("encoding", "utf-8")
+    if not isinstance(encoding, str) or not _is_encoding(encoding):
+        errors.append(f"{where}.encoding: {encoding!r} is not a known text encoding")
+    parse_dates = raw.get("parse_dates", [])
+    if not _is_text_list(parse_dates):
+        errors.append(f"{where}.parse_dates: must be a list of column names")
+    return {"kind": "file", "path": path, "format": file_format, "delimiter": delimiter, "encoding": encoding,
+            "parse_dates": list(parse_dates) if isinstance(parse_dates, list) else []}
+
+
+def _database_validate(raw: dict, where: str, errors: list[str]) -> dict:
+    connection = raw.get("connection")
+    if not isinstance(connection, str) or not connection.strip():
+        errors.append(f"{where}.connection: is required (the name of a connection in AGENTS_DATA_DATABASES)")
+    query = raw.get("query")
+    if not isinstance(query, str) or not query.strip():
+        errors.append(f"{where}.query: is required (one SELECT or WITH statement)")
+    else:
+        code = _sql_code(query, dollar_quotes=True)
+        match = _FIRST_KEYWORD.match(code)
+        keyword = match.group(1).lower() if match else ""
+        if keyword not in ("select", "with"):
+            errors.append(f"{where}.query: must start with SELECT or WITH (sources only read), "
+                          f"starts with {keyword.upper() or 'nothing'!r}")
+        if sum(1 for statement in code.split(";") if statement.strip()) > 1:
+            errors.append(f"{where}.query: must be one statement (found a ';' followed by more)")
+    params = raw.get("params", {})
+    if not isinstance(params, dict):
+        errors.append(f"{where}.params: must be a mapping of parameter name to value, got {_kind(params)}")
+        params = {}
+    for name, value in params.items():
+        if not isinstance(name, str) or not _PARAMETER_NAME.match(name):
+            errors.append(f"{where}.params: {name!r} is not a parameter name (letters, digits, '_')")
+        elif not _is_sql_value(value):
+            errors.append(f"{where}.params.{name}: must be text, a number, true/false, null or a list of those")
+    return {"kind": "database", "connection": connection, "query": query, "params": dict(params)}
+
+
+def _api_validate(raw: dict, where: str, errors: list[str]) -> dict:
+    url = raw.get("url")
+    if not isinstance(url, str) or not url.strip():
+        errors.append(f"{where}.url: is required (an http or https URL)")
+    else:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            errors.append(f"{where}.url: {_url_shown(url)!r} is not an http or https URL with a host")
+    method = raw.get("method", "GET")
+    method = method.upper() if isinstance(method, str) else method
+    if method not in API_METHODS:
+        errors.append(f"{where}.method: {method!r} is not one of {', '.join(API_METHODS)}")
+    params = raw.get("params", {})
+    if not isinstance(params, dict) or not all(
+        isinstance(name, str) and (_is_scalar(value) and value is not None) for name, value in params.items()
+    ):
+        errors.append(f"{where}.params: must be a mapping of query parameter to text, number or true/false")
+        params = {}
+    body = raw.get("body")
+    if body is not None and method != "POST":
+        errors.append(f"{where}.body: is sent with POST only")
+    headers = raw.get("headers", {})
+    if not isinstance(headers, dict):
+        errors.append(f"{where}.headers: must be a mapping of header name to value or {{env: VARIABLE}}")
+        headers = {}
+    for name, value in headers.items():
+        from_env = isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str) and value["env"]
+        if not isinstance(name, str) or not name or not (isinstance(value, str) or from_env):
+            errors.append(f"{where}.headers.{name}: must be text or {{env: VARIABLE}} (secrets come from the "
+                          "environment, never the definition)")
+    timeout_s = raw.get("timeout_s", 10)
+    _number_check(timeout_s, f"{where}.timeout_s", errors, minimum=0.1, maximum=MAX_TIMEOUT_S)
+    retries = raw.get("retries", 3)
+    _number_check(retries, f"{where}.retries", errors, minimum=0, maximum=MAX_RETRIES, integer=True)
+    backoff_s = raw.get("backoff_s", 0.5)
+    _number_check(backoff_s, f"{where}.backoff_s", errors, minimum=0, maximum=MAX_BACKOFF_S)
+    records = raw.get("records", "")
+    if not isinstance(records, str):
+        errors.append(f"{where}.records: must be a dotted path to the list of records ('' for the whole response)")
+    pagination = _pagination_validate(raw.get("pagination"), f"{where}.pagination", errors)
+    return {"kind": "api", "url": url, "method": method, "params": dict(params), "body": body,
+            "headers": dict(headers), "timeout_s": timeout_s, "retries": retries, "backoff_s": backoff_s,
+            "records": records, "pagination": pagination}
+
+
+def _pagination_validate(raw: Any, where: str, errors: list[str]) -> dict:
+    if raw is None or raw == "none":
+        return {"type": "none"}
+    kind = raw.get("type") if isinstance(raw, dict) else raw
+    if kind not in PAGINATION_TYPES:
+        errors.append(f"{where}.type: {kind!r} is not a pagination type (one of {', '.join(PAGINATION_TYPES)})")
+        return {"type": "none"}
+    if not isinstance(raw, dict):
+        raw = {"type": kind}
+    for key in sorted(set(raw) - PAGINATION_KEYS[kind], key=str):
+        errors.append(f"{where}: unknown key {key!r} for {kind} pagination "
+                      f"(allowed: {', '.join(sorted(PAGINATION_KEYS[kind]))})")
+    if kind == "none":
+        return {"type": "none"}
+    spec = {"type": kind, "param": raw.get("param", kind), "max_pages": raw.get("max_pages", 100)}
+    if not isinstance(spec["param"], str) or not spec["param"]:
+        errors.append(f"{where}.param: must be the name of a query parameter")
+    _number_check(spec["max_pages"], f"{where}.max_pages", errors, minimum=1, maximum=MAX_PAGES, integer=True)
+    if kind == "page":
+        spec.update(start=raw.get("start", 1), size_param=raw.get("size_param"), size=raw.get("size"))
+        _number_check(spec["start"], f"{where}.start", errors, minimum=0, maximum=None, integer=True)
+        if spec["size"] is not None:
+            _number_check(spec["size"], f"{where}.size", errors, minimum=1, maximum=None, integer=True)
+        if spec["size_param"] is not None and (not isinstance(spec["size_param"], str) or not spec["size_param"]):
+            errors.append(f"{where}.size_param: must be the name of a query parameter")
+        elif spec["size_param"] is not None and spec["size"] is None:
+            errors.append(f"{where}.size: is required with size_param (the page size to ask for)")
+    else:
+        spec["cursor_path"] = raw.get("cursor_path")
+        if not isinstance(spec["cursor_path"], str) or not spec["cursor_path"]:
+            errors.append(f"{where}.cursor_path: is required (the dotted path of the next cursor in a response)")
+    return spec
+
+
+def _dataset_validate(raw: dict, where: str, errors: list[str]) -> dict:
+    name = raw.get("dataset")
+    if not is_name(name):
+        errors.append(f"{where}.dataset: {name!r} {NAME_RULE}" if name else f"{where}.dataset: is required")
+    number = raw.get("number")
+    if number is not None:
+        _number_check(number, f"{where}.number", errors, minimum=1, maximum=None, integer=True)
+    return {"kind": "dataset", "dataset": name, "number": number}
+
+
+def _number_check(value: Any, where: str, errors: list[str], *, minimum: float, maximum: float | None,
+                  integer: bool = False) -> None:
+    allowed = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        errors.append(f"{where}: must be {'a whole number' if integer else 'a number'}, got {value!r}")
+    elif value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        errors.append(f"{where}: must be {bounds}, got {value!r}")
+
+
+def _is_encoding(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) and item for item in value)
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _is_sql_value(value: Any) -> bool:
+    return _is_scalar(value) or (isinstance(value, list) and all(_is_scalar(item) for item in value))
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}
+    return names.get(type(value), type(value).__name__)
+
+
+# --- Reading --------------------------------------------------------------------------------------------------
+
+
+def source_read(spec: dict, *, columns: list[str] | None = None, chunk_rows: int | None = None,
+                params: dict | None = None) -> Iterator[pd.DataFrame]:
+    """Yield the source as DataFrames: one when ``chunk_rows`` is None, else chunks of at most that many rows.
+
+    Only ``columns`` are read where the format allows (all when None); a missing one is a ``ColumnError``.
+    ``params`` (the run's parameters) overlay a database source's own. At least one frame is always yielded.
+    Checks that need no data (paths, connection names, hosts, headers) run before the first frame is asked for.
+    """
+    spec = _spec_checked(spec)
+    if columns is not None and not _is_text_list(columns):
+        raise DataSourceError(f"columns must be a list of column names, got {columns!r}")
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+        raise DataSourceError(f"chunk_rows must be a whole number of at least 1, got {chunk_rows!r}")
+    columns = list(dict.fromkeys(columns)) if columns is not None else None
+    if spec["kind"] == "file":
+        path = data_path_resolve(spec["path"], where="file source")
+        return _file_frames(path, spec, columns=columns, chunk_rows=chunk_rows, label=f"file {spec['path']!r}")
+    if spec["kind"] == "database":
+        return _database_frames(spec, columns=columns, chunk_rows=chunk_rows, run_params=params or {})
+    if spec["kind"] == "api":
+        return _api_frames(spec, columns=columns, chunk_rows=chunk_rows)
+    return _dataset_frames(spec, columns=columns, chunk_rows=chunk_rows)
+
+
+def source_frame(spec: dict, *, columns: list[str] | None = None, params: dict | None = None) -> pd.DataFrame:
+    """The whole source as one DataFrame (its columns kept even when it has no rows)."""
+    frames = list(source_read(spec, columns=columns, params=params))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def source_describe(spec: dict) -> dict:
+    """A short JSON description of what the source is, for lineage; never header values or query strings."""
+    spec = _spec_checked(spec)
+    kind = spec["kind"]
+    if kind == "file":
+        return {"kind": "file", "path": spec["path"], "format": spec["format"]}
+    if kind == "database":
+        return {"kind": "database", "connection": spec["connection"], "query": spec["query"],
+                "params": spec["params"]}
+    if kind == "api":
+        return {"kind": "api", "url": _url_shown(spec["url"]), "method": spec["method"]}
+    dataset = _dataset_row(spec)
+    return {"kind": "dataset", "dataset": dataset.name, "number": dataset.number, "path": dataset.path,
+            "checksum": dataset.checksum}
+
+
+def _spec_checked(spec: Any) -> dict:
+    normalised, errors = source_validate(spec, where="source")
+    if errors:
+        raise DataSourceError("; ".join(errors))
+    return normalised
+
+
+def _columns_pick(frame: pd.DataFrame, columns: list[str] | None, *, label: str) -> pd.DataFrame:
+    """``frame`` with only ``columns``, in that order; ``ColumnError`` naming the missing and the present."""
+    if columns is None:
+        return frame
+    _columns_require(columns, list(frame.columns), label=label)
+    return frame[columns]
+
+
+def _columns_require(columns: Iterable[str], available: list, *, label: str) -> None:
+    missing = [column for column in columns if column not in available]
+    if missing:
+        raise ColumnError(f"{label} has no column {', '.join(map(repr, missing))} "
+                          f"(it has: {', '.join(map(repr, map(str, available))) or 'no columns'})")
+
+
+def _reason(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
+
+
+def _at_least_one(frames: Iterator[pd.DataFrame], empty: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """``frames``, or ``empty`` when there are none: every read yields a frame, so the schema survives."""
+    seen = False
+    for frame in frames:
+        seen = True
+        yield frame
+    if not seen:
+        yield empty
+
+
+def _regroup(frames: Iterable[pd.DataFrame], chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """``frames`` cut and joined into chunks of ``chunk_rows`` rows (the last may be shorter); one when None."""
+    pending: list[pd.DataFrame] = []
+    count = 0
+    for frame in frames:
+        start = 0
+        while start < len(frame):
+            room = len(frame) - start if chunk_rows is None else chunk_rows - count
+            piece = frame.iloc[start:start + room]
+            pending.append(piece)
+            count += len(piece)
+            start += len(piece)
+            if chunk_rows is not None and count == chunk_rows:
+                yield pd.concat(pending, ignore_index=True)
+                pending, count = [], 0
+    if pending:
+        yield pd.concat(pending, ignore_index=True)
+
+
+# --- file -----------------------------------------------------------------------------------------------------
+
+
+def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_rows: int | None,
+                 label: str) -> Iterator[pd.DataFrame]:
+    """Read a csv, jsonl or parquet file; a parser's complaint becomes a ``DataSourceError`` naming the file."""
+    import pyarrow as pa
+
+    file_format = spec["format"]
+    readers = {"csv": _csv_frames, "jsonl": _jsonl_frames, "parquet": _parquet_frames}
+    frames = readers[file_format](path, spec, columns=columns, chunk_rows=chunk_rows, label=label)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (OSError, ValueError, pa.ArrowException) as error:
+            # UnicodeDecodeError and pandas' parser errors are ValueErrors; ColumnError passes through.
+            raise DataSourceError(f"{label} cannot be read as {file_format}: {_reason(error)}") from None
+        for column in spec["parse_dates"]:
+            if columns is not None and column not in columns:
+                continue  # not read
+            _columns_require([column], list(frame.columns), label=f"{label} (parse_dates)")
+            try:
+                frame[column] = pd.to_datetime(frame[column])
+            except (ValueError, TypeError) as error:
+                raise DataSourceError(f"{label}: column {column!r} is not a date: {_reason(error)}") from None
+        yield frame
+
+
+def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
+    options = {"sep": spec["delimiter"], "encoding": spec["encoding"]}
+    header = list(pd.read_csv(path, nrows=0, **options).columns)
+    if columns is not None:
+        _columns_require(columns, header, label=label)
+    if chunk_rows is None:
+        reader = contextlib.nullcontext([pd.read_csv(path, usecols=columns, **options)])
+    else:
+        reader = pd.read_csv(path, usecols=columns, chunksize=chunk_rows, **options)
+    with reader as frames:  # closes the file even when the reader stops early
+        for frame in _at_least_one(iter(frames), pd.DataFrame(columns=columns or header)):
+            yield _columns_pick(frame, columns, label=label)  # usecols keeps the file's order; give the asked one
+
+
+def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
+    empty = pd.DataFrame(columns=columns or [])
+    if chunk_rows is None:
+        reader = contextlib.nullcontext([pd.read_json(path, lines=True, encoding=spec["encoding"])])
+    else:
+        reader = pd.read_json(path, lines=True, encoding=spec["encoding"], chunksize=chunk_rows)
+    with reader as frames:
+        for frame in _at_least_one(iter(frames), empty):
+            # JSON lines carry no header: only a chunk with rows can show that a column is missing.
+            yield _columns_pick(frame, columns, label=label) if len(frame) else empty
+
+
+def _parquet_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as parquet:
+        available = parquet.schema_arrow.names
+        if columns is not None:
+            _columns_require(columns, available, label=label)
+        if chunk_rows is None:
+            yield parquet.read(columns=columns).to_pandas()
+            return
+        empty = parquet.schema_arrow.empty_table().select(columns or available).to_pandas()
+        batches = (batch.to_pandas() for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns))
+        yield from _at_least_one(batches, empty)
+
+
+# --- database -------------------------------------------------------------------------------------------------
+
+
+def _sql_code(query: str, *, dollar_quotes: bool) -> str:
+    """``query`` with strings and quoted names blanked to '_' and comments to spaces (same length): the code.
+
+    Parameters, keywords and ';' are looked for in the code only, so ``':x'`` or ``-- ;`` are never taken for them.
+    """
+    out = list(query)
+    index, length = 0, len(query)
+
+    def blank(start: int, end: int, fill: str = "_") -> None:
+        out[start:end] = fill * (end - start)
+
+    while index < length:
+        char = query[index]
+        if char == "'":
+            # E'...' strings escape with backslashes; standard strings double the quote ('' inside).
+            backslashes = index > 0 and query[index - 1] in "eE" and (index < 2 or not query[index - 2].isalnum())
+            end = index + 1
+            while end < length and query[end] != "'":
+                end += 2 if backslashes and query[end] == "\\" else 1
+            blank(index, end + 1)
+            index = end + 1
+        elif char == '"':
+            end = query.find('"', index + 1)
+            end = length if end < 0 else end + 1
+            blank(index, end)
+            index = end
+        elif query.startswith("--", index):
+            end = query.find("\n", index)
+            end = length if end < 0 else end
+            blank(index, end, " ")
+            index = end
+        elif query.startswith("/*", index):
+            depth, end = 1, index + 2
+            while end < length and depth:
+                if query.startswith("/*", end):
+                    depth, end = depth + 1, end + 2
+                elif query.startswith("*/", end):
+                    depth, end = depth - 1, end + 2
+                else:
+                    end += 1
+            blank(index, end, " ")
+            index = end
+        elif dollar_quotes and char == "$" and (index == 0 or not (query[index - 1].isalnum() or
+                                                                    query[index - 1] == "_")):
+            match = _DOLLAR_TAG.match(query, index)
+            if not match:
+                index += 1
+                continue
+            close = query.find(match.group(0), match.end())
+            end = length if close < 0 else close + len(match.group(0))
+            blank(index, end)
+            index = end
+        else:
+            index += 1
+    return "".join(out)
+
+
+def _query_bind(query: str, values: dict, *, postgres: bool, label: str) -> tuple[str, dict]:
+    """The query written for the driver and the values of the ``:name`` parameters it uses.
+
+    Values are always bound, never written into the SQL. psycopg wants ``%(name)s`` and a literal ``%`` doubled;
+    sqlite takes ``:name`` as it is. ``::type`` casts are left alone.
+    """
+    code = _sql_code(query, dollar_quotes=postgres)
+    names = list(dict.fromkeys(match.group(1) for match in _QUERY_PARAMETER.finditer(code)))
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise DataSourceError(f"{label}: no value for query parameter {', '.join(':' + n for n in missing)} "
+                              "(give it in the source's params or the run's params)")
+    # The statement alone, without trailing ';' or comments: a cursor is declared around it.
+    statement = code.rstrip()
+    while statement.endswith(";"):
+        statement = statement[:-1].rstrip()
+    text, code = query[:len(statement)], statement
+    if postgres:
+        pieces, last = [], 0
+        for match in _QUERY_PARAMETER.finditer(code):
+            pieces.append(text[last:match.start()].replace("%", "%%"))
+            pieces.append(f"%({match.group(1)})s")
+            last = match.end()
+        pieces.append(text[last:].replace("%", "%%"))
+        text = "".join(pieces)
+    return text, {name: values[name] for name in names}
+
+
+def _database_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None,
+                     run_params: dict) -> Iterator[pd.DataFrame]:
+    """Run the query in a read-only transaction and yield its rows (streamed through a server-side cursor)."""
+    from django.conf import settings
+
+    name = spec["connection"]
+    databases = settings.AGENTS_DATA_DATABASES
+    if name not in databases:
+        raise DataSourceError(f"database source: no connection named {name!r} in AGENTS_DATA_DATABASES "
+                              f"(configured: {', '.join(sorted(databases)) or 'none'})")
+    url = databases[name]
+    scheme = urlsplit(url).scheme
+    label = f"database connection {name!r}"
+    if scheme in ("postgres", "postgresql"):
+        query, values = _query_bind(spec["query"], {**spec["params"], **run_params}, postgres=True, label=label)
+        frames = _postgres_frames(url, query, values, chunk_rows=chunk_rows, label=label)
+    elif scheme == "sqlite":
+        query, values = _query_bind(spec["query"], {**spec["params"], **run_params}, postgres=False, label=label)
+        frames = _sqlite_frames(url, query, values, chunk_rows=chunk_rows, label=label)
+    else:
+        raise DataSourceError(f"{label}: unsupported database {scheme!r} (postgres:// or sqlite:///path)")
+    return (_columns_pick(frame, columns, label=f"the query on {label}") for frame in frames)
+
+
+def _rows_frames(cursor, *, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """Rows of an executed DB-API cursor as frames (one empty frame with the columns if there are none)."""
+    names = [column[0] for column in cursor.description]
+    first = True
+    while True:
+        rows = cursor.fetchall() if chunk_rows is None else cursor.fetchmany(chunk_rows)
+        if rows or first:
+            yield pd.DataFrame.from_records(rows, columns=names)
+        first = False
+        if chunk_rows is None or len(rows) < chunk_rows:
+            return
+
+
+def _postgres_frames(url: str, query: str, values: dict, *, chunk_rows: int | None,
+                     label: str) -> Iterator[pd.DataFrame]:
+    import psycopg
+
+    password = urlsplit(url).password
+    try:
+        connection = psycopg.connect(url, connect_timeout=DATABASE_CONNECT_TIMEOUT_S)
+    except psycopg.Error as error:
+        raise DataSourceError(f"{label} cannot be reached: {_reason_without(error, password)}") from None
+    try:
+        # The real guard: every statement runs in a READ ONLY transaction. A server-side cursor streams the rows
+        # and runs exactly one statement (DECLARE ... FOR <query>).
+        connection.read_only = True
+        with connection.cursor(name="agents_data_source") as cursor:
+            if chunk_rows is not None:
+                cursor.itersize = chunk_rows
+            try:
+                cursor.execute(query, values)
+                yield from _rows_frames(cursor, chunk_rows=chunk_rows)
+            except psycopg.Error as error:
+                raise _postgres_error(error, label=label, password=password) from None
+    finally:
+        connection.close()
+
+
+def _postgres_error(error, *, label: str, password: str | None) -> DataSourceError:
+    import psycopg
+
+    reason = _reason_without(error, password)
+    # A write in a READ ONLY transaction fails with 25006; a data-modifying WITH cannot be declared as a cursor.
+    if isinstance(error, psycopg.errors.ReadOnlySqlTransaction) or (
+        isinstance(error, psycopg.errors.FeatureNotSupported) and "data-modifying" in reason
+    ):
+        return DataSourceError(f"{label} is read-only: sources may not write ({reason})")
+    if isinstance(error, psycopg.OperationalError):
+        return DataSourceError(f"{label} failed: {reason}")
+    return DataSourceError(f"the query on {label} failed: {reason}")
+
+
+def _reason_without(error: BaseException, secret: str | None) -> str:
+    reason = _reason(error)
+    return reason.replace(secret, "***") if secret else reason
+
+
+def _sqlite_frames(url: str, query: str, values: dict, *, chunk_rows: int | None,
+                   label: str) -> Iterator[pd.DataFrame]:
+    import sqlite3
+    from urllib.parse import quote
+
+    path = "/" + unquote(urlsplit(url).path).lstrip("/")  # sqlite:///abs/path.db (and sqlite:////abs/path.db)
+    try:
+        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)  # read-only: writes fail
+    except sqlite3.Error as error:
+        raise DataSourceError(f"{label} cannot be opened: {_reason(error)}") from None
+    try:
+        cursor = connection.cursor()
+        cursor.execute(query, values)
+        yield from _rows_frames(cursor, chunk_rows=chunk_rows)
+    except sqlite3.Error as error:
+        if "readonly" in str(error):
+            raise DataSourceError(f"{label} is read-only: sources may not write ({_reason(error)})") from None
+        raise DataSourceError(f"the query on {label} failed: {_reason(error)}") from None
+    finally:
+        connection.close()
+
+
+# --- api ------------------------------------------------------------------------------------------------------
+
+
+def _url_shown(url: str) -> str:
+    """``url`` without credentials, query string or fragment: what a message or lineage may show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    try:
+        netloc += f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number
+        pass
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """Call an allowed host (following pages) and yield its records as frames; nothing is sent to another host."""
+    from django.conf import settings
+
+    host = urlsplit(spec["url"]).hostname or ""
+    allowed = settings.AGENTS_DATA_API_ALLOWED_HOSTS
+    if "*" not in allowed and host not in allowed:
+        raise DataSourceError(
+            f"api source: host {host!r} is not in AGENTS_DATA_API_ALLOWED_HOSTS ({', '.join(allowed) or 'empty'})"
+        )
+    headers = {}
+    for name, value in spec["headers"].items():
+        if isinstance(value, dict):
+            if value["env"] not in os.environ:
+                raise DataSourceError(f"api source: header {name!r} comes from environment variable "
+                                      f"{value['env']!r}, which is not set")
+            value = os.environ[value["env"]]
+        headers[name] = value
+    label = f"{spec['method']} {_url_shown(spec['url'])}"
+    empty = pd.DataFrame(columns=columns or [])
+    pages = (_records_frame(records, columns=columns, label=label) for records in _api_pages(spec, headers, label))
+    return _at_least_one(_regroup(pages, chunk_rows), empty)
+
+
+def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
+    """The records of each page, following the source's pagination up to its ``max_pages``."""
+    import requests
+
+    pagination = spec["pagination"]
+    kind = pagination["type"]
+    query = dict(spec["params"])
+    page = pagination.get("start")
+    if kind == "page" and pagination["size_param"]:
+        query[pagination["size_param"]] = pagination["size"]
+    with requests.Session() as session:
+        for _ in range(pagination.get("max_pages", 1)):
+            if kind == "page":
+                query[pagination["param"]] = page
+            body = _api_request(session, spec, query=query, headers=headers, label=label)
+            records = _json_at(body, spec["records"], label=label, what="records")
+            if not isinstance(records, list):
+                raise DataSourceError(f"{label}: records at {spec['records'] or 'the top'!r} are "
+                                      f"{_kind(records)}, not a list")
+            yield records
+            if kind == "none":
+                return
+            if kind == "page":
+                if not records or (pagination["size"] and len(records) < pagination["size"]):
+                    return
+                page += 1
+            else:
+                cursor = _json_at(body, pagination["cursor_path"], label=label, what="cursor", missing=None)
+                if cursor is None or cursor == "":
+                    return
+                query[pagination["param"]] = cursor
+    # Stopping quietly would publish part of the data as if it were all of it.
+    raise DataSourceError(f"{label}: still more pages after max_pages={pagination['max_pages']}; "
+                          "raise max_pages to read them all")
+
+
+def _api_request(session, spec: dict, *, query: dict, headers: dict, label: str) -> Any:
+    """One page's JSON, retrying connection errors, timeouts, 429 and 5xx with exponential backoff."""
+    import requests
+
+    attempts = spec["retries"] + 1
+    problem = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(spec["backoff_s"] * 2 ** (attempt - 1))
+        try:
+            response = session.request(
+                spec["method"], spec["url"], params=query, json=spec["body"], headers=headers,
+                timeout=spec["timeout_s"], allow_redirects=False,
+            )
+        except requests.Timeout:
+            problem = f"no answer within {spec['timeout_s']}s"
+            continue
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            problem = f"connection failed ({type(error).__name__})"  # its text repeats the URL with the query
+            continue
+        except requests.RequestException as error:
+            raise DataSourceError(f"{label}: request failed ({type(error).__name__})") from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            problem = f"answered {status}"
+            continue
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "")
+            raise DataSourceError(f"{label}: answered {status}, a redirect to {_url_shown(location)!r}; "
+                                  "redirects are not followed (give the final URL)")
+        if not 200 <= status < 300:
+            raise DataSourceError(f"{label}: answered {status}")
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no content type")
+            raise DataSourceError(f"{label}: the response is not JSON ({kind})") from None
+    raise DataSourceError(f"{label}: failed after {attempts} attempt{'s' if attempts != 1 else ''}: {problem}")
+
+
+_MISSING = object()
+
+
+def _json_at(document: Any, path: str, *, label: str, what: str, missing: Any = _MISSING) -> Any:
+    """The value at dotted ``path`` ('' for the whole document); ``missing`` if absent, else a DataSourceError."""
+    node = document
+    for part in path.split(".") if path else []:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif missing is not _MISSING:
+            return missing
+        else:
+            raise DataSourceError(f"{label}: the response has no {what} at {path!r} (stopped at {part!r})")
+    return node
+
+
+def _records_frame(records: list, *, columns: list[str] | None, label: str) -> pd.DataFrame:
+    """Records (JSON objects, nested ones flattened to 'a.b' columns) as a frame with ``columns``."""
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DataSourceError(f"{label}: record {index + 1} is {_kind(record)}, not an object")
+    if not records:
+        return pd.DataFrame(columns=columns or [])
+    return _columns_pick(pd.json_normalize(records), columns, label=label)
+
+
+# --- dataset --------------------------------------------------------------------------------------------------
+
+
+def _dataset_row(spec: dict):
+    """The Dataset the source names (its newest number unless one is given)."""
+    from agents.models import Dataset
+
+    rows = Dataset.objects.filter(name=spec["dataset"])
+    if spec["number"] is None:
+        dataset = rows.order_by("-number").first()
+        if dataset is None:
+            raise DataSourceError(f"dataset source: no dataset named {spec['dataset']!r}")
+        return dataset
+    dataset = rows.filter(number=spec["number"]).first()
+    if dataset is None:
+        if not rows.exists():
+            raise DataSourceError(f"dataset source: no dataset named {spec['dataset']!r}")
+        raise DataSourceError(f"dataset source: dataset {spec['dataset']!r} has no number {spec['number']}")
+    return dataset
+
+
+def _dataset_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """Read a published dataset's Parquet file, after checking it is the file that was published."""
+    from agents.decisions.ml import file_sha256
+
+    dataset = _dataset_row(spec)
+    label = f"dataset {dataset.name!r} #{dataset.number}"
+    path = data_path_resolve(dataset.path, where=label)
+    if file_sha256(path) != dataset.checksum:
+        raise DataSourceError(f"{label}: {dataset.path!r} has changed since it was published (sha256 differs)")
+    file_spec = {"format": "parquet", "parse_dates": []}
+    return _file_frames(path, file_spec, columns=columns, chunk_rows=chunk_rows, label=label)

@@ -1,0 +1,497 @@
+"""Pipeline transforms: validation of their specs and their application to DataFrames.
+
+Pure: pandas only, no Django. Expressions (``filter``, ``derive``) go through the allow-listed rule language
+compiled to column operations (``agents.data.vector``); nothing from a spec is ever run as code. ``custom``
+transforms are Python functions registered by name with ``@transform("name")``.
+
+Streaming: ``select``, ``rename``, ``filter``, ``derive`` and chunk-safe custom transforms apply to each chunk
+on its own. An ``aggregate`` whose functions combine (count, size, sum, min, max, mean, first, last) is computed
+as per-chunk partials merged at the end. ``join``, ``deduplicate``, ``sort``, other aggregates and other custom
+transforms need the whole frame: they are *global*, and the run record says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from agents.data.vector import compile_vector
+from agents.exceptions import ColumnError, DataError, ExpressionError
+
+TRANSFORM_TYPES = ("select", "rename", "filter", "derive", "aggregate", "join", "deduplicate", "sort", "custom")
+STREAMING_TYPES = frozenset({"select", "rename", "filter", "derive"})
+AGGREGATIONS = ("count", "size", "sum", "min", "max", "mean", "first", "last", "median", "std", "var", "nunique")
+#: Aggregations computed from per-chunk partials.
+COMBINABLE_AGGREGATIONS = frozenset({"count", "size", "sum", "min", "max", "mean", "first", "last"})
+FILTER_OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null", "between")
+JOIN_HOW = ("inner", "left", "right", "outer")
+
+_KEYS = {
+    "select": {"columns"},
+    "rename": {"columns"},
+    "filter": {"expression", "conditions"},
+    "derive": {"column", "expression"},
+    "aggregate": {"group_by", "aggregations"},
+    "join": {"with", "on", "left_on", "right_on", "how", "columns", "suffix"},
+    "deduplicate": {"columns", "keep"},
+    "sort": {"by", "descending"},
+    "custom": {"function", "params"},
+}
+
+
+# ------------------------------------------------------------------------------------ custom registry
+
+
+@dataclass(frozen=True)
+class CustomTransform:
+    """A registered function ``(frame, **params) -> frame``; ``chunked`` says it may run on each chunk alone."""
+
+    name: str
+    function: Callable[..., pd.DataFrame]
+    chunked: bool = False
+
+
+_CUSTOM: dict[str, CustomTransform] = {}
+
+
+def transform(name: str, *, chunked: bool = False) -> Callable:
+    """Register a custom transform under ``name`` (used in a spec as ``{type: custom, function: name}``)."""
+
+    def register(function: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+        _CUSTOM[name] = CustomTransform(name=name, function=function, chunked=chunked)
+        return function
+
+    return register
+
+
+def custom_names() -> list[str]:
+    """The registered custom transform names."""
+    return sorted(_CUSTOM)
+
+
+@transform("strip_whitespace", chunked=True)
+def _strip_whitespace(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """Trim leading and trailing spaces in text columns (all text columns unless ``columns`` is given)."""
+    frame = frame.copy()
+    for column in columns or [name for name in frame.columns if frame[name].dtype == object or
+                              pd.api.types.is_string_dtype(frame[name])]:
+        _require(frame, [column], "custom strip_whitespace")
+        frame[column] = frame[column].str.strip()
+    return frame
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def _is_column_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, str) and item for item in value)
+
+
+def _check_expression(text: Any, where: str, errors: list[str]) -> None:
+    if not isinstance(text, str) or not text.strip():
+        errors.append(f"{where}: 'expression' must be a non-empty string")
+        return
+    try:
+        compile_vector(text, where=where)
+    except ExpressionError as error:
+        errors.append(str(error))
+
+
+def _validate_conditions(conditions: Any, where: str, errors: list[str]) -> None:
+    if not isinstance(conditions, list) or not conditions:
+        errors.append(f"{where}: 'conditions' must be a non-empty list of {{column, op, value}}")
+        return
+    for index, condition in enumerate(conditions):
+        here = f"{where} condition {index + 1}"
+        if not isinstance(condition, dict):
+            errors.append(f"{here}: must be a mapping with column, op and value")
+            continue
+        unknown = set(condition) - {"column", "op", "value"}
+        if unknown:
+            errors.append(f"{here}: unknown key(s) {', '.join(sorted(unknown))}")
+        if not isinstance(condition.get("column"), str) or not condition.get("column"):
+            errors.append(f"{here}: 'column' must be a column name")
+        op = condition.get("op")
+        if op not in FILTER_OPERATORS:
+            errors.append(f"{here}: 'op' must be one of {', '.join(FILTER_OPERATORS)}; got {op!r}")
+            continue
+        value = condition.get("value")
+        if op in ("is_null", "not_null"):
+            if "value" in condition:
+                errors.append(f"{here}: '{op}' takes no value")
+        elif op in ("in", "not_in"):
+            if not isinstance(value, list):
+                errors.append(f"{here}: '{op}' needs a list value")
+        elif op == "between":
+            if not (isinstance(value, list) and len(value) == 2):
+                errors.append(f"{here}: 'between' needs a [low, high] value")
+        elif "value" not in condition or isinstance(value, (list, dict)):
+            errors.append(f"{here}: '{op}' needs a single value")
+
+
+def transform_validate(raw: Any, *, where: str, source_validate: Callable[..., tuple[dict, list[str]]]) -> tuple[
+    dict, list[str]
+]:
+    """Validate one transform spec; return it normalised (defaults filled in) and the errors, each naming ``where``.
+
+    ``source_validate`` validates the source of a ``join`` (sources are the sources module's business).
+    """
+    errors: list[str] = []
+    if not isinstance(raw, dict):
+        return {}, [f"{where}: must be a mapping with a 'type'"]
+    kind = raw.get("type")
+    if kind not in TRANSFORM_TYPES:
+        return {}, [f"{where}: 'type' must be one of {', '.join(TRANSFORM_TYPES)}; got {kind!r}"]
+    where = f"{where} ({kind})"
+    unknown = set(raw) - _KEYS[kind] - {"type"}
+    if unknown:
+        errors.append(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_KEYS[kind]))}")
+    spec = dict(raw)
+    if kind == "select":
+        if not _is_column_list(raw.get("columns")):
+            errors.append(f"{where}: 'columns' must be a non-empty list of column names")
+    elif kind == "rename":
+        columns = raw.get("columns")
+        if not (isinstance(columns, dict) and columns and all(
+                isinstance(k, str) and isinstance(v, str) and k and v for k, v in columns.items())):
+            errors.append(f"{where}: 'columns' must map old column names to new ones")
+        elif len(set(columns.values())) != len(columns):
+            errors.append(f"{where}: two columns would get the same new name")
+    elif kind == "filter":
+        if ("expression" in raw) == ("conditions" in raw):
+            errors.append(f"{where}: give exactly one of 'expression' or 'conditions'")
+        elif "expression" in raw:
+            _check_expression(raw["expression"], where, errors)
+        else:
+            _validate_conditions(raw["conditions"], where, errors)
+    elif kind == "derive":
+        if not isinstance(raw.get("column"), str) or not raw.get("column"):
+            errors.append(f"{where}: 'column' must name the new column")
+        _check_expression(raw.get("expression"), where, errors)
+    elif kind == "aggregate":
+        spec["group_by"] = raw.get("group_by", [])
+        if spec["group_by"] != [] and not _is_column_list(spec["group_by"]):
+            errors.append(f"{where}: 'group_by' must be a list of column names")
+        aggregations = raw.get("aggregations")
+        if not isinstance(aggregations, dict) or not aggregations:
+            errors.append(f"{where}: 'aggregations' must map each output column to {{column, function}}")
+        else:
+            normalised = {}
+            for output, aggregation in aggregations.items():
+                here = f"{where} aggregation {output!r}"
+                if isinstance(aggregation, str):  # shorthand: "count" / "size"
+                    aggregation = {"function": aggregation}
+                if not isinstance(aggregation, dict) or set(aggregation) - {"column", "function"}:
+                    errors.append(f"{here}: must be {{column, function}}")
+                    continue
+                function = aggregation.get("function")
+                if function not in AGGREGATIONS:
+                    errors.append(f"{here}: 'function' must be one of {', '.join(AGGREGATIONS)}; got {function!r}")
+                    continue
+                column = aggregation.get("column")
+                if function != "size" and not (isinstance(column, str) and column):
+                    errors.append(f"{here}: '{function}' needs a 'column'")
+                    continue
+                normalised[output] = {"column": column if function != "size" else None, "function": function}
+            spec["aggregations"] = normalised
+    elif kind == "join":
+        spec["how"] = raw.get("how", "inner")
+        if spec["how"] not in JOIN_HOW:
+            errors.append(f"{where}: 'how' must be one of {', '.join(JOIN_HOW)}; got {spec['how']!r}")
+        if "with" not in raw:
+            errors.append(f"{where}: 'with' must give the source to join (a source or a source name)")
+        elif isinstance(raw["with"], str):
+            spec["with"] = raw["with"]
+        else:
+            spec["with"], source_errors = source_validate(raw["with"], where=f"{where} 'with'")
+            errors.extend(source_errors)
+        if "on" in raw:
+            on = [raw["on"]] if isinstance(raw["on"], str) else raw["on"]
+            if not _is_column_list(on) or "left_on" in raw or "right_on" in raw:
+                errors.append(f"{where}: 'on' must be a column or list of columns, without left_on/right_on")
+            spec["left_on"] = spec["right_on"] = on
+            spec.pop("on", None)
+        else:
+            left = [raw.get("left_on")] if isinstance(raw.get("left_on"), str) else raw.get("left_on")
+            right = [raw.get("right_on")] if isinstance(raw.get("right_on"), str) else raw.get("right_on")
+            if not (_is_column_list(left) and _is_column_list(right) and len(left) == len(right)):
+                errors.append(f"{where}: give 'on', or 'left_on' and 'right_on' of equal length")
+            spec["left_on"], spec["right_on"] = left, right
+        if "columns" in raw and not _is_column_list(raw["columns"]):
+            errors.append(f"{where}: 'columns' must list the columns to take from the joined source")
+        spec["suffix"] = raw.get("suffix", "_right")
+        if not isinstance(spec["suffix"], str) or not spec["suffix"]:
+            errors.append(f"{where}: 'suffix' must be a non-empty string")
+    elif kind == "deduplicate":
+        spec["keep"] = raw.get("keep", "first")
+        if spec["keep"] not in ("first", "last"):
+            errors.append(f"{where}: 'keep' must be 'first' or 'last'")
+        if "columns" in raw and not _is_column_list(raw["columns"]):
+            errors.append(f"{where}: 'columns' must be a non-empty list of column names")
+    elif kind == "sort":
+        by = [raw.get("by")] if isinstance(raw.get("by"), str) else raw.get("by")
+        if not _is_column_list(by):
+            errors.append(f"{where}: 'by' must be a column or a list of columns")
+        spec["by"] = by
+        spec["descending"] = raw.get("descending", False)
+        if not isinstance(spec["descending"], bool):
+            errors.append(f"{where}: 'descending' must be true or false")
+    elif kind == "custom":
+        name = raw.get("function")
+        if name not in _CUSTOM:
+            errors.append(
+                f"{where}: 'function' must name a registered transform ({', '.join(custom_names()) or 'none'}); "
+                f"got {name!r}"
+            )
+        spec["params"] = raw.get("params", {})
+        if not isinstance(spec["params"], dict):
+            errors.append(f"{where}: 'params' must be a mapping")
+    return spec, errors
+
+
+def transform_columns(spec: dict) -> set[str] | None:
+    """Columns the transform reads from its input; None when it may read any (custom, deduplicate all)."""
+    kind = spec["type"]
+    if kind in ("select",):
+        return set(spec["columns"])
+    if kind == "rename":
+        return set()
+    if kind == "filter":
+        if "expression" in spec:
+            return set(compile_vector(spec["expression"]).columns)
+        return {condition["column"] for condition in spec["conditions"]}
+    if kind == "derive":
+        return set(compile_vector(spec["expression"]).columns)
+    if kind == "aggregate":
+        return set(spec["group_by"]) | {a["column"] for a in spec["aggregations"].values() if a["column"]}
+    if kind == "join":
+        return set(spec["left_on"])
+    if kind == "sort":
+        return set(spec["by"])
+    if kind == "deduplicate" and "columns" in spec:
+        return set(spec["columns"])
+    return None
+
+
+def transform_is_chunked(spec: dict) -> bool:
+    """Whether the transform may run on each chunk alone."""
+    if spec["type"] in STREAMING_TYPES:
+        return True
+    return spec["type"] == "custom" and _CUSTOM[spec["function"]].chunked
+
+
+def aggregate_is_combinable(spec: dict) -> bool:
+    """Whether an aggregate can be computed from per-chunk partials."""
+    return spec["type"] == "aggregate" and all(
+        a["function"] in COMBINABLE_AGGREGATIONS for a in spec["aggregations"].values()
+    )
+
+
+def columns_needed(transforms: list[dict], final: set[str] | None) -> set[str] | None:
+    """Columns to read from the source so that every transform and ``final`` (what is needed after) are served.
+
+    Walks the transforms backwards. None means "all columns" (a transform or the output needs everything).
+    """
+    needed = None if final is None else set(final)
+    for spec in reversed(transforms):
+        kind = spec["type"]
+        if kind == "select":
+            needed = set(spec["columns"])  # a select reads exactly its columns, whatever comes after
+        elif kind == "rename":
+            if needed is not None:
+                back = {new: old for old, new in spec["columns"].items()}
+                needed = {back.get(column, column) for column in needed}
+        elif kind == "derive":
+            if needed is not None:
+                needed.discard(spec["column"])
+                needed |= transform_columns(spec)
+        elif kind == "aggregate":
+            needed = transform_columns(spec)
+        elif kind == "join":
+            if needed is not None and spec.get("columns"):  # the other side brings these
+                needed = (needed - set(spec["columns"])) | set(spec["left_on"])
+            else:  # unknown which columns the other side brings: read everything
+                needed = None
+        else:
+            reads = transform_columns(spec)
+            if reads is None:
+                needed = None
+            elif needed is not None:
+                needed |= reads
+    return needed
+
+
+# ------------------------------------------------------------------------------------ application
+
+
+def _require(frame: pd.DataFrame, columns: list[str] | set[str], where: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ColumnError(
+            f"{where}: unknown column(s) {', '.join(sorted(missing))}; "
+            f"the data has {', '.join(map(str, frame.columns)) or 'no columns'}"
+        )
+
+
+def _condition_mask(frame: pd.DataFrame, condition: dict, where: str) -> pd.Series:
+    column = frame[condition["column"]]
+    op, value = condition["op"], condition.get("value")
+    if op == "is_null":
+        return column.isna()
+    if op == "not_null":
+        return column.notna()
+    if op in ("in", "not_in"):
+        mask = column.isin(value)
+        return ~mask & column.notna() if op == "not_in" else mask
+    if pd.api.types.is_datetime64_any_dtype(column) and isinstance(value, (str, list)):
+        value = [pd.Timestamp(v) for v in value] if isinstance(value, list) else pd.Timestamp(value)
+        if column.dt.tz is not None:
+            value = [v.tz_localize(column.dt.tz) if v.tzinfo is None else v for v in value] if isinstance(
+                value, list) else (value.tz_localize(column.dt.tz) if value.tzinfo is None else value)
+    try:
+        if op == "between":
+            result = (column >= value[0]) & (column <= value[1])
+        else:
+            result = {
+                "==": column.__eq__, "!=": column.__ne__, "<": column.__lt__, "<=": column.__le__,
+                ">": column.__gt__, ">=": column.__ge__,
+            }[op](value)
+    except TypeError:
+        raise DataError(
+            f"{where}: cannot compare column {condition['column']!r} ({column.dtype}) with {value!r} using '{op}'"
+        ) from None
+    result = result.fillna(False) if result.dtype != bool else result
+    if op == "!=":
+        result = result & column.notna()
+    return result.astype(bool)
+
+
+def transform_apply(frame: pd.DataFrame, spec: dict, *, where: str, load: Callable[[Any, list[str] | None],
+                    pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Apply one validated transform to a frame (or one chunk of it) and return the result.
+
+    ``load(source, columns)`` reads the other side of a ``join``.
+    """
+    kind = spec["type"]
+    if kind == "select":
+        _require(frame, spec["columns"], where)
+        return frame[spec["columns"]]
+    if kind == "rename":
+        _require(frame, list(spec["columns"]), where)
+        return frame.rename(columns=spec["columns"])
+    if kind == "filter":
+        if "expression" in spec:
+            mask = compile_vector(spec["expression"], where=where).mask(frame)
+        else:
+            _require(frame, [condition["column"] for condition in spec["conditions"]], where)
+            mask = np.ones(len(frame), dtype=bool)
+            for condition in spec["conditions"]:
+                mask &= _condition_mask(frame, condition, where).to_numpy()
+        return frame[np.asarray(mask, dtype=bool)]
+    if kind == "derive":
+        values = compile_vector(spec["expression"], where=where).evaluate(frame)
+        return frame.assign(**{spec["column"]: values})
+    if kind == "aggregate":
+        return aggregate_finish(aggregate_partial(frame, spec, where=where), spec)
+    if kind == "join":
+        _require(frame, spec["left_on"], where)
+        wanted = None
+        if spec.get("columns"):
+            wanted = list(dict.fromkeys(spec["right_on"] + spec["columns"]))
+        other = load(spec["with"], wanted)
+        _require(other, spec["right_on"], f"{where} 'with'")
+        if wanted:
+            other = other[wanted]
+        joined = frame.merge(
+            other, how=spec["how"], left_on=spec["left_on"], right_on=spec["right_on"], suffixes=("", spec["suffix"])
+        )
+        extra = [r for l, r in zip(spec["left_on"], spec["right_on"]) if l != r and r in joined.columns
+                 and r not in frame.columns]
+        return joined.drop(columns=extra) if spec["how"] == "inner" else joined
+    if kind == "deduplicate":
+        subset = spec.get("columns")
+        if subset:
+            _require(frame, subset, where)
+        return frame.drop_duplicates(subset=subset, keep=spec["keep"])
+    if kind == "sort":
+        _require(frame, spec["by"], where)
+        return frame.sort_values(spec["by"], ascending=not spec["descending"], kind="stable", na_position="last")
+    custom = _CUSTOM[spec["function"]]
+    try:
+        result = custom.function(frame, **spec["params"])
+    except (ColumnError, DataError):
+        raise
+    except TypeError as error:
+        raise DataError(f"{where}: custom transform {custom.name!r} refused its params: {error}") from None
+    if not isinstance(result, pd.DataFrame):
+        raise DataError(f"{where}: custom transform {custom.name!r} returned {type(result).__name__}, not a DataFrame")
+    return result
+
+
+# ------------------------------------------------------------------------------------ aggregation
+
+
+def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.DataFrame:
+    """The per-chunk partial of an aggregate (for non-combinable functions: the final values of the whole frame).
+
+    Partial columns: ``<output>`` for count/size/sum/min/max/first/last, ``<output>__sum`` and ``<output>__count``
+    for mean.
+    """
+    group_by = spec["group_by"]
+    _require(frame, group_by + [a["column"] for a in spec["aggregations"].values() if a["column"]], where)
+    combinable = aggregate_is_combinable(spec)
+    named: dict[str, tuple[str, str]] = {}
+    for output, aggregation in spec["aggregations"].items():
+        function, column = aggregation["function"], aggregation["column"]
+        if function == "size":
+            column = group_by[0] if group_by else frame.columns[0] if len(frame.columns) else None
+            if column is None:
+                raise DataError(f"{where}: 'size' needs at least one column in the data")
+        if function == "mean" and combinable:
+            named[f"{output}__sum"] = (column, "sum")
+            named[f"{output}__count"] = (column, "count")
+        else:
+            named[output] = (column, function)
+    try:
+        if group_by:
+            result = frame.groupby(group_by, dropna=False, sort=False).agg(**named).reset_index()
+        else:
+            result = pd.DataFrame({name: [frame[column].agg(function)] for name, (column, function) in named.items()})
+    except TypeError as error:
+        raise DataError(f"{where}: an aggregation does not fit its column's type: {error}") from None
+    return result
+
+
+_COMBINE = {"count": "sum", "size": "sum", "sum": "sum", "min": "min", "max": "max", "first": "first", "last": "last"}
+
+
+def aggregate_combine(partials: list[pd.DataFrame], spec: dict) -> pd.DataFrame:
+    """Merge per-chunk partials of a combinable aggregate into one partial."""
+    if len(partials) == 1:
+        return partials[0]
+    frame = pd.concat(partials, ignore_index=True)
+    group_by = spec["group_by"]
+    named = {}
+    for output, aggregation in spec["aggregations"].items():
+        if aggregation["function"] == "mean":
+            named[f"{output}__sum"] = (f"{output}__sum", "sum")
+            named[f"{output}__count"] = (f"{output}__count", "sum")
+        else:
+            named[output] = (output, _COMBINE[aggregation["function"]])
+    if group_by:
+        return frame.groupby(group_by, dropna=False, sort=False).agg(**named).reset_index()
+    return pd.DataFrame({name: [frame[column].agg(function)] for name, (column, function) in named.items()})
+
+
+def aggregate_finish(partial: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Turn a (combined) partial into the aggregate's output: means from sums and counts, columns in spec order."""
+    if not aggregate_is_combinable(spec):
+        return partial
+    result = partial
+    for output, aggregation in spec["aggregations"].items():
+        if aggregation["function"] == "mean":
+            total, count = result.pop(f"{output}__sum"), result.pop(f"{output}__count")
+            result[output] = total / count.where(count != 0)
+    return result[spec["group_by"] + list(spec["aggregations"])]

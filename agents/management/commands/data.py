@@ -1,0 +1,193 @@
+"""``manage.py data``: validate, load and run pipelines, check data files, store sources, list datasets and runs."""
+import json
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.data import selectors, services
+from agents.data.spec import pipeline_spec_load_text
+from agents.exceptions import AgentsError, PipelineSpecError
+from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
+from agents.workflows.services import parse_param
+
+
+class Command(BaseCommand):
+    """Operate data pipelines from the command line."""
+
+    help = ("Data pipelines: validate FILE | load FILE | run FILE_OR_NAME | check FILE --spec SPEC | datasets | "
+            "runs | status RUN_ID | source NAME --spec SPEC | pipelines.")
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="subcommand", required=True,
+                                    metavar="{validate,load,run,check,datasets,runs,status,source,pipelines}")
+        validate = sub.add_parser("validate", help="Check a pipeline file; exit 1 with every reason if invalid.")
+        validate.add_argument("file")
+        load = sub.add_parser("load", help="Store a pipeline file as a new version (unless unchanged).")
+        load.add_argument("file")
+        load.add_argument("--json", action="store_true")
+        run = sub.add_parser("run", help="Run a pipeline file (loaded first) or a loaded pipeline by name. "
+                                         "Exits 1 when the run fails (including failed quality checks).")
+        run.add_argument("pipeline", metavar="FILE_OR_NAME")
+        run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="Override a declared parameter (VALUE is JSON when it parses, else text).")
+        run.add_argument("--queue", action="store_true",
+                         help="Send the run to a data agent on the 'data' queue instead of running it here.")
+        run.add_argument("--wait", action="store_true", help="With --queue: wait until the run finishes.")
+        run.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait with --wait (default 600).")
+        run.add_argument("--json", action="store_true", help="Print the run as one JSON object.")
+        check = sub.add_parser("check", help="Run quality checks alone on a data file under the data root. "
+                                             "Exits 1 when a check at error severity fails.")
+        check.add_argument("file", help="Path relative to AGENTS_DATA_ROOT (CSV, JSON lines or Parquet).")
+        check.add_argument("--spec", required=True, help="YAML/JSON file: a list of checks, or {key, quality_checks}.")
+        check.add_argument("--json", action="store_true")
+        datasets = sub.add_parser("datasets", help="List published datasets, newest first.")
+        datasets.add_argument("--name", help="Only this dataset's numbers.")
+        datasets.add_argument("--json", action="store_true")
+        runs = sub.add_parser("runs", help="List recent runs.")
+        runs.add_argument("--pipeline")
+        runs.add_argument("--limit", type=int, default=20)
+        runs.add_argument("--json", action="store_true")
+        status = sub.add_parser("status", help="Show a run.")
+        status.add_argument("run_id", type=int)
+        status.add_argument("--json", action="store_true")
+        source = sub.add_parser("source", help="Store (or replace) a named source pipelines can refer to.")
+        source.add_argument("name")
+        source.add_argument("--spec", required=True, help="YAML/JSON file with the source (kind: file, ...).")
+        source.add_argument("--description", default="")
+        pipelines = sub.add_parser("pipelines", help="List pipelines and their newest versions.")
+        pipelines.add_argument("--json", action="store_true")
+
+    def handle(self, *args, subcommand, **options):
+        try:
+            return getattr(self, f"handle_{subcommand}")(**options)
+        except PipelineSpecError as error:
+            raise CommandError("invalid pipeline:\n  - " + "\n  - ".join(error.errors)) from error
+        except AgentsError as error:
+            raise CommandError(str(error)) from error
+
+    def _json(self, value):
+        self.stdout.write(json.dumps(value, indent=2, default=str))
+
+    def handle_validate(self, *, file, **options):
+        spec = services.pipeline_validate_text(text=services.read_text(file), source=file)
+        self.stdout.write(f"{file}: valid pipeline {spec['name']!r}, {len(spec['transforms'])} transforms, "
+                          f"{len(spec['quality_checks'])} quality checks")
+
+    def handle_load(self, *, file, json=False, **options):
+        version, created = services.pipeline_load_file(path=file)
+        if json:
+            self._json({"pipeline": version.pipeline.name, "version": version.number,
+                        "content_hash": version.content_hash, "created": created})
+        else:
+            state = "new version" if created else "unchanged, already stored as version"
+            self.stdout.write(f"{version.pipeline.name}: {state} {version.number} ({version.content_hash[:12]})")
+
+    def handle_run(self, *, pipeline, param, queue=False, wait=False, timeout=600.0, json=False, **options):
+        params = dict(parse_param(text) for text in param)
+        is_file = Path(pipeline).is_file()
+        if queue:
+            version = (services.pipeline_load_file(path=pipeline)[0] if is_file
+                       else services.pipeline_version_latest(pipeline=pipeline))
+            run = services.data_run_enqueue(version=version, params=params)
+            if wait:
+                deadline = time.monotonic() + timeout
+                while run.status not in (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED):
+                    if time.monotonic() > deadline:
+                        raise CommandError(f"run {run.pk} still {run.status} after {timeout:g} s; "
+                                           f"see `manage.py data status {run.pk}`")
+                    time.sleep(0.2)
+                    run.refresh_from_db()
+        else:
+            run = services.pipeline_run(path=pipeline if is_file else None, pipeline=None if is_file else pipeline,
+                                        params=params)
+        self._report_run(run, json=json)
+        if run.status == DataRunStatus.FAILED:
+            raise CommandError(f"run {run.pk} failed: {run.error}")
+
+    def _report_run(self, run: DataRun, *, json: bool):
+        result = selectors.data_run_json(run)
+        if json:
+            self._json(result)
+            return
+        self.stdout.write(f"run {run.pk} of {result['pipeline']} v{result['version']}: {run.status}")
+        if run.rows_in is not None:
+            self.stdout.write(f"  rows in {run.rows_in}, out {run.rows_out}, {run.chunks} chunk(s), "
+                              f"{result['duration_s'] or 0:.2f} s, peak memory +{run.peak_memory_mb} MB")
+        if result["output"]:
+            self.stdout.write(f"  dataset {result['output']['name']} #{result['output']['number']} "
+                              f"(id {result['output']['dataset_id']}) at {result['output']['path']}")
+        self._report_quality(run.quality)
+        for note in run.notes:
+            self.stdout.write(f"  note: {note}")
+
+    def _report_quality(self, results):
+        for result in results:
+            self.stdout.write(
+                f"  [{result['status'].upper():7}] {result['name']}: {result['unexpected_count']} of "
+                f"{result['element_count']} unexpected ({result['unexpected_percent']}%), severity {result['severity']}"
+            )
+            for row in result.get("sample", [])[:5]:
+                self.stdout.write(f"      {row}")
+            if result.get("failing_rows_path"):
+                self.stdout.write(f"      all failing rows: {result['failing_rows_path']}")
+
+    def handle_check(self, *, file, spec, json=False, **options):
+        results = services.quality_check_file(path=file, checks_text=services.read_text(spec), source=spec)
+        failed = [result["name"] for result in results if not result["passed"] and result["severity"] == "error"]
+        if json:
+            self._json({"file": file, "passed": not failed, "quality": results})
+        else:
+            self._report_quality(results)
+        if failed:
+            raise CommandError(f"{file}: quality check(s) failed: {', '.join(failed)}")
+
+    def handle_datasets(self, *, name=None, json=False, **options):
+        rows = Dataset.objects.order_by("-created_at")
+        if name:
+            rows = rows.filter(name=name)
+        data = [selectors.dataset_json(dataset) for dataset in rows[:200]]
+        if json:
+            self._json(data)
+            return
+        if not data:
+            self.stdout.write("No datasets published yet. Run a pipeline: `manage.py data run FILE`.")
+        for row in data:
+            columns = ", ".join(f"{c['name']}:{c['type']}" for c in row["schema"][:8])
+            self.stdout.write(f"{row['name']} #{row['number']} (id {row['dataset_id']})  {row['row_count']} rows  "
+                              f"{row['path']}  [{columns}]")
+
+    def handle_runs(self, *, pipeline=None, limit=20, json=False, **options):
+        runs = DataRun.objects.select_related("version__pipeline").order_by("-created_at")
+        if pipeline:
+            runs = runs.filter(version__pipeline__name=pipeline)
+        data = [selectors.data_run_json(run) for run in runs[: max(1, min(limit, 500))]]
+        if json:
+            self._json(data)
+            return
+        for row in data:
+            self.stdout.write(f"{row['run_id']}  {row['pipeline']} v{row['version']}  {row['status']}  "
+                              f"in {row['rows_in']} out {row['rows_out']}  {row['error'] or ''}")
+
+    def handle_status(self, *, run_id, json=False, **options):
+        run = DataRun.objects.select_related("version__pipeline").filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"no data run with id {run_id}")
+        self._report_run(run, json=json)
+
+    def handle_source(self, *, name, spec, description="", **options):
+        raw = pipeline_spec_load_text(services.read_text(spec), source=spec)
+        source = services.data_source_save(name=name, spec=raw, description=description)
+        self.stdout.write(f"source {source.name} ({source.kind}) stored")
+
+    def handle_pipelines(self, *, json=False, **options):
+        data = []
+        for pipeline in Pipeline.objects.prefetch_related("versions"):
+            latest = max(pipeline.versions.all(), key=lambda version: version.number, default=None)
+            data.append({"name": pipeline.name, "version": latest.number if latest else None,
+                         "description": pipeline.description})
+        if json:
+            self._json(data)
+            return
+        for row in data:
+            self.stdout.write(f"{row['name']}  v{row['version']}  {row['description']}")

@@ -1,0 +1,137 @@
+"""Data agents: named sources, pipeline definitions and their versions, runs, and the datasets runs publish."""
+from django.db import models
+
+
+class DataSource(models.Model):
+    """A named source (file, database, api or dataset) that pipelines refer to by name."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    spec = models.JSONField(help_text="The normalised source, as validated (kind, path/query/url, ...).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def kind(self) -> str:
+        return (self.spec or {}).get("kind", "")
+
+
+class Pipeline(models.Model):
+    """A named pipeline; its content lives in versions."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PipelineVersion(models.Model):
+    """One immutable version of a pipeline, identified by the hash of its normalised content."""
+
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField(help_text="1, 2, ... per pipeline, in the order loaded.")
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the normalised definition.")
+    spec = models.JSONField(help_text="The normalised definition, as validated.")
+    source = models.TextField(blank=True, help_text="The text the version was loaded from.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pipeline__name", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "number"], name="pipeline_version_number_unique"),
+            models.UniqueConstraint(fields=["pipeline", "content_hash"], name="pipeline_version_hash_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name} v{self.number}"
+
+
+class DataRunStatus(models.TextChoices):
+    """Where a data run is."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+#: The statuses each status may move to; every write goes through these.
+DATA_RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    DataRunStatus.PENDING: frozenset({DataRunStatus.RUNNING, DataRunStatus.FAILED}),
+    DataRunStatus.RUNNING: frozenset({DataRunStatus.SUCCEEDED, DataRunStatus.FAILED}),
+    DataRunStatus.SUCCEEDED: frozenset(),
+    DataRunStatus.FAILED: frozenset(),
+}
+
+
+class DataRun(models.Model):
+    """One run of a pinned pipeline version: what went in, what came out, how long, how much memory, quality."""
+
+    version = models.ForeignKey(PipelineVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(
+        max_length=20, choices=DataRunStatus.choices, default=DataRunStatus.PENDING, db_index=True
+    )
+    params = models.JSONField(default=dict, blank=True, help_text="Values for the pipeline's :name parameters.")
+    rows_in = models.BigIntegerField(null=True, blank=True)
+    rows_out = models.BigIntegerField(null=True, blank=True)
+    chunks = models.PositiveIntegerField(null=True, blank=True, help_text="Chunks the source was read in.")
+    peak_memory_mb = models.FloatField(null=True, blank=True, help_text="Peak resident memory growth of the run.")
+    error = models.TextField(blank=True)
+    quality = models.JSONField(default=list, blank=True, help_text="One result per quality check.")
+    quality_passed = models.BooleanField(null=True, blank=True, help_text="No check at error severity failed.")
+    notes = models.JSONField(
+        default=list, blank=True, help_text="What the run did that matters for memory: global operations, columns read."
+    )
+    task_id = models.CharField(max_length=255, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["version", "status"], name="data_run_version_status")]
+
+    def __str__(self) -> str:
+        return f"data run {self.pk} of {self.version}"
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish (or None while unfinished)."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class Dataset(models.Model):
+    """A Parquet file under the data root that a run published: its schema, size, checksum and lineage."""
+
+    name = models.CharField(max_length=100, db_index=True)
+    number = models.PositiveIntegerField(help_text="1, 2, ... per dataset name, one per publishing run.")
+    path = models.CharField(max_length=500, help_text="Relative to AGENTS_DATA_ROOT.")
+    schema = models.JSONField(default=list, help_text="[{name, dtype}] in column order.")
+    row_count = models.BigIntegerField()
+    size_bytes = models.BigIntegerField(default=0)
+    checksum = models.CharField(max_length=64, help_text="sha256 of the Parquet file.")
+    run = models.OneToOneField(DataRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="dataset")
+    inputs = models.JSONField(default=list, blank=True, help_text="The sources and datasets it was built from.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-number"]
+        constraints = [models.UniqueConstraint(fields=["name", "number"], name="dataset_number_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.number}"

@@ -1,0 +1,158 @@
+"""Data benchmark: filter + aggregate of a generated 3-million-row CSV through a pipeline, against a hand-written
+pandas script doing the same.
+
+Both sides run in fresh child processes, one at a time, ``REPEATS`` times each after a warm-up that also
+fills the page cache; the median is reported. Each child measures its own work only (after its imports):
+wall time, and peak memory as the growth of its peak resident set (``ru_maxrss``) over its resident set just
+before the work, so the pipeline side is not charged for Django's imports.
+
+- ``pandas_script``: ``read_csv`` of the three columns used (``usecols``), a boolean-mask filter, a
+  ``groupby().agg()`` and ``to_parquet``: what a careful engineer writes by hand.
+- ``agentsite``: ``data.services.pipeline_run`` of the same pipeline (file source, ``filter`` expression,
+  ``aggregate``), which also records the run in PostgreSQL (``DATABASE_URL``, default the ``agentsite_bench``
+  database, created and migrated when missing), streams the file in chunks of ``AGENTS_DATA_CHUNK_ROWS``,
+  writes Parquet and publishes a dataset with its checksum.
+
+Both must give the same aggregates. Prints one JSON line per measurement; goals from the issue: time within
+``TIME_GOAL`` and peak memory within ``MEMORY_GOAL`` of the pandas script's.
+"""
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+if sys.path and Path(sys.path[0]).resolve() == PROJECT_DIR / "bench":
+    sys.path[0] = str(PROJECT_DIR)
+else:
+    sys.path.insert(0, str(PROJECT_DIR))
+
+ROWS = int(os.environ.get("BENCH_DATA_ROWS", 3_000_000))
+REPEATS = 3
+TIME_GOAL = 1.3
+MEMORY_GOAL = 1.5
+DATA_ROOT = PROJECT_DIR / "var" / "bench-data"
+CSV_NAME = f"orders-{ROWS}.csv"
+EXPRESSION = "status == 'paid' and amount > 100"
+PIPELINE = {
+    "name": "bench-revenue",
+    "source": {"kind": "file", "path": CSV_NAME},
+    "transforms": [
+        {"type": "filter", "expression": EXPRESSION},
+        {"type": "aggregate", "group_by": ["region"], "aggregations": {
+            "orders": {"column": "amount", "function": "count"},
+            "revenue": {"column": "amount", "function": "sum"},
+            "average": {"column": "amount", "function": "mean"},
+        }},
+    ],
+    "output": {"dataset": "bench_revenue"},
+}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child_pandas() -> dict:
+    """The hand-written peer."""
+    import pandas as pd
+
+    path = DATA_ROOT / CSV_NAME
+    before = _rss_mb()
+    started = time.perf_counter()
+    frame = pd.read_csv(path, usecols=["region", "status", "amount"])
+    frame = frame[(frame["status"] == "paid") & (frame["amount"] > 100)]
+    result = frame.groupby("region").agg(
+        orders=("amount", "count"), revenue=("amount", "sum"), average=("amount", "mean")
+    ).reset_index()
+    result.to_parquet(DATA_ROOT / "pandas-out.parquet", index=False)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "memory_mb": _peak_mb() - before, "result": _canonical(result)}
+
+
+def child_agentsite() -> dict:
+    """The pipeline."""
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentsite_bench")
+    os.environ["AGENTS_DATA_ROOT"] = str(DATA_ROOT)
+    from bench.workflows import database_ensure  # sets Django up on the bench database
+
+    database_ensure(os.environ["DATABASE_URL"])
+    import pandas as pd
+    from django.core.management import call_command
+
+    from agents.data.services import pipeline_load, pipeline_run
+    from agents.data.paths import data_root
+
+    call_command("migrate", verbosity=0, interactive=False)
+    version, _ = pipeline_load(text=json.dumps(PIPELINE), source="bench")
+    before = _rss_mb()
+    started = time.perf_counter()
+    run = pipeline_run(pipeline=version.pipeline.name)
+    seconds = time.perf_counter() - started
+    if run.status != "succeeded":
+        raise SystemExit(f"pipeline run failed: {run.error}")
+    result = pd.read_parquet(data_root() / run.dataset.path)
+    return {"seconds": seconds, "memory_mb": _peak_mb() - before, "result": _canonical(result),
+            "rows_in": run.rows_in, "chunks": run.chunks, "run_peak_memory_mb": run.peak_memory_mb}
+
+
+def _canonical(frame) -> list:
+    frame = frame.sort_values("region")
+    return [[row.region, int(row.orders), round(float(row.revenue), 2), round(float(row.average), 6)]
+            for row in frame.itertuples()]
+
+
+def _child(name: str) -> dict:
+    output = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True,
+                            cwd=PROJECT_DIR, env=os.environ.copy())
+    if output.returncode != 0:
+        raise SystemExit(f"{name} child failed:\n{output.stderr[-3000:]}")
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    from agents.data.samples import orders_csv_write
+
+    path = DATA_ROOT / CSV_NAME
+    if not path.exists():
+        orders_csv_write(path.with_suffix(".tmp"), ROWS)
+        path.with_suffix(".tmp").rename(path)
+    measured: dict[str, list[dict]] = {"pandas_script": [], "agentsite": []}
+    for side in measured:
+        _child(side)  # warm-up (page cache, bytecode, migrations)
+    for _ in range(REPEATS):
+        for side in measured:
+            measured[side].append(_child(side))
+    results = {side: runs[0]["result"] for side, runs in measured.items()}
+    if results["pandas_script"] != results["agentsite"]:
+        raise SystemExit(f"different answers: {results}")
+    summary = {}
+    for side, runs in measured.items():
+        summary[side] = {"seconds": statistics.median(r["seconds"] for r in runs),
+                         "memory_mb": statistics.median(r["memory_mb"] for r in runs)}
+        extra = {k: runs[0][k] for k in ("rows_in", "chunks") if k in runs[0]}
+        print(json.dumps({"bench": "data_filter_aggregate", "system": side, "rows": ROWS,
+                          "seconds": round(summary[side]["seconds"], 3),
+                          "peak_memory_mb": round(summary[side]["memory_mb"], 1), **extra}), flush=True)
+    time_ratio = summary["agentsite"]["seconds"] / summary["pandas_script"]["seconds"]
+    memory_ratio = summary["agentsite"]["memory_mb"] / summary["pandas_script"]["memory_mb"]
+    print(json.dumps({"bench": "data_filter_aggregate", "rows": ROWS,
+                      "time_ratio": round(time_ratio, 3), "time_goal": TIME_GOAL, "time_met": time_ratio <= TIME_GOAL,
+                      "memory_ratio": round(memory_ratio, 3), "memory_goal": MEMORY_GOAL,
+                      "memory_met": memory_ratio <= MEMORY_GOAL, "same_answer": True}), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(json.dumps({"pandas_script": child_pandas, "agentsite": child_agentsite}[sys.argv[2]]()))
+    else:
+        main()

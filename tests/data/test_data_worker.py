@@ -1,0 +1,88 @@
+"""Data runs on a real Celery worker through the ``data`` queue, and the ``data.pipeline`` workflow action."""
+import textwrap
+
+import pandas as pd
+import pytest
+from django.conf import settings
+
+from agents.data import services
+from agents.models import DataRun, Dataset
+from tests.conftest import wait_for
+from tests.data.conftest import load, write_orders
+from tests.workflows.conftest import finish, start
+from workers.data import data_run_execute
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def pipeline(folder: str, **changes) -> dict:
+    spec = {
+        "name": f"{folder}-paid",
+        "source": {"kind": "file", "path": f"{folder}/orders.csv"},
+        "transforms": [{"type": "filter", "expression": "status == 'paid' and amount > 0"},
+                       {"type": "aggregate", "group_by": ["region"],
+                        "aggregations": {"revenue": {"column": "amount", "function": "sum"}}}],
+        "quality_checks": [{"type": "row_count", "min": 4, "max": 4}],
+        "output": {"dataset": f"{folder}_revenue"},
+    }
+    spec.update(changes)
+    return spec
+
+
+def test_a_queued_run_is_executed_by_a_data_agent(worker, shared_folder, orders):
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    run = services.data_run_enqueue(version=load(pipeline(shared_folder)))
+    wait_for(lambda: DataRun.objects.get(pk=run.pk).status in ("succeeded", "failed"), timeout_s=30,
+             what="the data run to finish")
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.worker not in ("", "inline") and run.task_id  # executed by the worker, not in this process
+    paid = orders[(orders.status == "paid") & (orders.amount > 0)]
+    output = pd.read_parquet(settings.AGENTS_DATA_ROOT / Dataset.objects.get(run=run).path)
+    assert output.set_index("region")["revenue"].to_dict() == pytest.approx(paid.groupby("region").amount.sum().to_dict())
+
+    # Delivered again (a duplicate message): the finished run and its dataset stay as they are.
+    assert data_run_execute.apply_async(args=[run.pk], queue="data").get(timeout=30)["status"] == "succeeded"
+    assert Dataset.objects.filter(run=run).count() == 1
+    assert DataRun.objects.get(pk=run.pk).finished_at == run.finished_at
+
+
+def test_a_workflow_step_runs_a_pipeline_and_hands_on_its_dataset(worker, shared_folder, orders):
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    load(pipeline(shared_folder))
+    run = start(textwrap.dedent(f"""
+        name: {shared_folder}-flow
+        steps:
+          - id: revenue
+            action: data.pipeline
+            params: {{pipeline: {shared_folder}-paid}}
+          - id: report
+            action: echo
+            needs: [revenue]
+    """))
+    result = finish(run, timeout_s=60)
+    assert result["status"] == "succeeded", result
+    step = result["steps"]["revenue"]["result"]
+    assert step["status"] == "succeeded" and step["rows_out"] == 4
+    assert step["output"]["name"] == f"{shared_folder}_revenue"
+    assert result["steps"]["report"]["result"]["inputs"]["revenue"]["output"]["path"] == step["output"]["path"]
+
+
+def test_a_step_fails_when_its_pipeline_is_unknown_or_its_quality_fails(worker, shared_folder, orders):
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    load(pipeline(shared_folder, quality_checks=[{"type": "row_count", "min": 100}]))
+    run = start(textwrap.dedent(f"""
+        name: {shared_folder}-failing
+        steps:
+          - id: missing
+            action: data.pipeline
+            params: {{pipeline: no-such-pipeline}}
+            on_failure: continue
+          - id: revenue
+            action: data.pipeline
+            params: {{pipeline: {shared_folder}-paid}}
+    """))
+    result = finish(run, timeout_s=60)
+    assert result["status"] == "failed"
+    assert "no pipeline named 'no-such-pipeline'" in result["steps"]["missing"]["error"]
+    assert "quality check(s) failed" in result["steps"]["revenue"]["error"]

@@ -1,0 +1,192 @@
+"""Pipelines run end to end (in this process) against files under the data root: the output and quality report
+match pandas, chunked runs equal whole-frame runs, datasets are published with lineage, failures are recorded."""
+import hashlib
+
+import pandas as pd
+import pytest
+
+from agents.data import services
+from agents.data.selectors import data_run_json
+from agents.exceptions import PipelineSpecError
+from agents.models import DataRun, Dataset
+from tests.data.conftest import load, write_orders
+
+pytestmark = pytest.mark.django_db
+
+CHECKS = [
+    {"type": "completeness", "columns": ["customer_id"], "severity": "warn"},
+    {"type": "uniqueness", "columns": ["order_id"], "severity": "warn", "failing_rows": True},
+    {"type": "validity", "column": "amount", "min": 0, "severity": "warn"},
+    {"type": "referential_integrity", "column": "customer_id", "severity": "warn",
+     "reference": {"kind": "file", "path": "customers.csv", "column": "customer_id"}},
+    {"type": "freshness", "column": "ordered_at", "max_age": "3650d"},
+    {"type": "row_count", "min": 1},
+]
+
+
+def orders_pipeline(**changes) -> dict:
+    spec = {
+        "name": "orders-paid",
+        "source": {"kind": "file", "path": "orders.csv", "parse_dates": ["ordered_at"]},
+        "key": ["order_id"],
+        "transforms": [
+            {"type": "filter", "expression": "status == 'paid'"},
+            {"type": "derive", "column": "eur", "expression": "amount * 0.5"},
+        ],
+        "quality_checks": CHECKS,
+        "output": {"dataset": "orders_paid"},
+    }
+    spec.update(changes)
+    return spec
+
+
+def output_of(run: DataRun, root) -> pd.DataFrame:
+    return pd.read_parquet(root / Dataset.objects.get(run=run).path)
+
+
+def test_a_run_publishes_the_transformed_rows_and_a_quality_report_matching_pandas(data_root, orders):
+    write_orders(data_root, orders)
+    run = services.pipeline_run(pipeline=load(orders_pipeline(chunk_rows=700)).pipeline.name)
+
+    assert run.status == "succeeded", run.error
+    paid = orders[orders.status == "paid"].assign(eur=orders.amount * 0.5)
+    output = output_of(run, data_root)
+    assert output["order_id"].tolist() == paid["order_id"].tolist()
+    assert output["eur"].tolist() == pytest.approx(paid["eur"].tolist())
+    assert (run.rows_in, run.rows_out, run.chunks) == (len(orders), len(paid), 5)
+    report = {result["type"]: result for result in run.quality}
+    assert report["completeness"]["unexpected_count"] == paid.customer_id.isna().sum() > 0
+    assert report["uniqueness"]["unexpected_count"] == paid.order_id.duplicated(keep=False).sum() > 0
+    assert report["validity"]["unexpected_count"] == (paid.amount < 0).sum() > 0
+    orphans = paid.customer_id.notna() & ~paid.customer_id.isin(range(1, 1001))
+    assert report["referential_integrity"]["unexpected_count"] == orphans.sum() > 0
+    assert report["uniqueness"]["sample"][0]["order_id"] in set(paid.order_id[paid.order_id.duplicated(keep=False)])
+    failing = pd.read_parquet(data_root / report["uniqueness"]["failing_rows_path"])
+    assert len(failing) == report["uniqueness"]["unexpected_count"]
+    assert all(result["status"] in ("passed", "failed") for result in run.quality)
+    assert run.quality_passed is True  # every failure above is at warn severity
+    assert run.peak_memory_mb is not None and run.duration_s > 0
+
+
+def comparable(results: list[dict]) -> list[dict]:
+    """Quality results without what differs between two runs of the same data: file paths, the age at run time."""
+    return [{**{k: v for k, v in result.items() if k != "failing_rows_path"},
+             "details": {k: v for k, v in result["details"].items() if k != "age_s"}} for result in results]
+
+
+def test_chunked_runs_give_the_same_output_and_quality_as_whole_frame_runs(data_root, orders):
+    write_orders(data_root, orders)
+    aggregate = {"type": "aggregate", "group_by": ["region"], "aggregations": {
+        "n": {"column": "order_id", "function": "count"}, "mean": {"column": "eur", "function": "mean"},
+        "top": {"column": "eur", "function": "max"}}}
+    runs = {}
+    for chunk_rows in (7, 1000, 1_000_000):
+        for name, transforms in (("rows", []), ("grouped", [aggregate])):
+            spec = orders_pipeline(name=f"{name}-{chunk_rows}", chunk_rows=chunk_rows,
+                                   transforms=orders_pipeline()["transforms"] + transforms,
+                                   quality_checks=CHECKS if name == "rows" else [{"type": "row_count", "min": 4}])
+            runs[name, chunk_rows] = services.pipeline_run(pipeline=load(spec).pipeline.name)
+    for name in ("rows", "grouped"):
+        whole = runs[name, 1_000_000]
+        assert whole.chunks == 1
+        for chunk_rows in (7, 1000):
+            chunked = runs[name, chunk_rows]
+            assert chunked.chunks > 1 and chunked.status == whole.status == "succeeded"
+            pd.testing.assert_frame_equal(output_of(chunked, data_root), output_of(whole, data_root), check_exact=False)
+            assert comparable(chunked.quality) == comparable(whole.quality)
+
+
+def test_dataset_records_schema_checksum_and_lineage_and_feeds_another_pipeline(data_root, orders):
+    write_orders(data_root, orders)
+    first = services.pipeline_run(pipeline=load(orders_pipeline()).pipeline.name)
+    dataset = Dataset.objects.get(run=first)
+    path = data_root / dataset.path
+    assert dataset.checksum == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert dataset.row_count == first.rows_out and (dataset.name, dataset.number) == ("orders_paid", 1)
+    assert [column["name"] for column in dataset.schema] == list(pd.read_parquet(path).columns)
+    assert dataset.inputs[0] == {"kind": "file", "path": "orders.csv"} or dataset.inputs[0]["path"] == "orders.csv"
+
+    second = services.pipeline_run(pipeline=load({
+        "name": "revenue", "source": {"kind": "dataset", "dataset": "orders_paid"},
+        "transforms": [{"type": "aggregate", "group_by": ["region"],
+                        "aggregations": {"revenue": {"column": "eur", "function": "sum"}}},
+                       {"type": "sort", "by": "revenue", "descending": True}],
+    }).pipeline.name)
+    assert second.status == "succeeded", second.error
+    expected = pd.read_parquet(path).groupby("region")["eur"].sum().sort_values(ascending=False)
+    result = output_of(second, data_root)
+    assert result["region"].tolist() == expected.index.tolist()
+    assert result["revenue"].tolist() == pytest.approx(expected.tolist())
+    lineage = Dataset.objects.get(run=second).inputs
+    assert lineage[0]["kind"] == "dataset" and lineage[0]["dataset"] == "orders_paid"
+    assert any("sort" in note and "global" in note for note in second.notes)
+
+
+def test_a_failed_error_check_fails_the_run_and_publishes_nothing(data_root, orders):
+    write_orders(data_root, orders)
+    spec = orders_pipeline(quality_checks=[{"type": "uniqueness", "columns": ["order_id"]},
+                                           {"type": "row_count", "min": 1}])
+    run = services.pipeline_run(pipeline=load(spec).pipeline.name)
+    assert run.status == "failed"
+    assert "uniqueness:order_id" in run.error or "uniqueness" in run.error
+    assert run.quality_passed is False
+    assert not Dataset.objects.exists()
+    assert not list((data_root / "datasets").rglob("*.parquet"))
+
+
+def test_mostly_lets_a_few_defects_through(data_root, orders):
+    write_orders(data_root, orders)
+    nulls = orders[orders.status == "paid"].customer_id.isna().mean()
+    passing = services.pipeline_run(pipeline=load(orders_pipeline(name="lenient", quality_checks=[
+        {"type": "completeness", "columns": ["customer_id"], "mostly": round(1 - nulls - 0.001, 4)}])).pipeline.name)
+    failing = services.pipeline_run(pipeline=load(orders_pipeline(name="strict", quality_checks=[
+        {"type": "completeness", "columns": ["customer_id"], "mostly": round(1 - nulls + 0.001, 4)}])).pipeline.name)
+    assert (passing.status, failing.status) == ("succeeded", "failed")
+
+
+@pytest.mark.parametrize(("source", "transforms", "message"), [
+    ({"kind": "file", "path": "missing.csv"}, [], "not found"),
+    ({"kind": "file", "path": "orders.csv"}, [{"type": "filter", "expression": "price > 10"}], "price"),
+    ({"kind": "file", "path": "orders.csv"}, [{"type": "select", "columns": ["order_id", "colour"]}], "colour"),
+    ({"kind": "api", "url": "http://example.invalid/orders"}, [], "example.invalid"),
+])
+def test_unusable_sources_and_unknown_columns_fail_the_run_with_the_reason(data_root, orders, source, transforms,
+                                                                            message):
+    write_orders(data_root, orders)
+    run = services.pipeline_run(pipeline=load(orders_pipeline(source=source, transforms=transforms,
+                                                              quality_checks=[])).pipeline.name)
+    assert run.status == "failed"
+    assert message in run.error
+    assert run.finished_at is not None and not Dataset.objects.exists()
+
+
+@pytest.mark.parametrize(("path", "message"), [("../outside.csv", "'..' is refused"),
+                                             ("/etc/passwd", "absolute paths are refused")])
+def test_paths_out_of_the_data_root_are_refused_when_loading(path, message):
+    with pytest.raises(PipelineSpecError, match=message):
+        load(orders_pipeline(source={"kind": "file", "path": path}))
+
+
+def test_loading_the_same_definition_twice_keeps_one_version():
+    spec = orders_pipeline()
+    first, second = load(spec), load(spec)
+    changed = load(orders_pipeline(description="changed"))
+    assert first.pk == second.pk and first.number == 1 and changed.number == 2
+
+
+def test_invalid_definitions_list_every_problem():
+    with pytest.raises(PipelineSpecError) as caught:
+        load({"name": "bad name!", "source": {"kind": "ftp"}, "transforms": [{"type": "explode"}],
+              "quality_checks": [{"type": "completeness"}], "outptu": {}})
+    text = "; ".join(caught.value.errors)
+    for fragment in ("name", "source", "transforms[1]", "quality_checks[1]", "outptu"):
+        assert fragment in text
+
+
+def test_a_finished_run_is_not_run_again(data_root, orders):
+    write_orders(data_root, orders)
+    run = services.pipeline_run(pipeline=load(orders_pipeline()).pipeline.name)
+    again = services.data_run_execute(run_id=run.pk, task_id="another")
+    assert again.status == "succeeded" and again.finished_at == run.finished_at
+    assert Dataset.objects.filter(run=run).count() == 1
+    assert data_run_json(again)["output"]["number"] == 1
