@@ -15,9 +15,10 @@ RUN groupadd --system agentsite \
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
-# The code stays owned by root (read-only to the app); only var/ (static files) is the app user's.
+# The code stays owned by root (read-only to the app); only var/ (static files) and /data (pipelines' files,
+# the agent-data volume) are the app user's.
 COPY . .
-RUN install -d -o agentsite -g agentsite /app/var
+RUN install -d -o agentsite -g agentsite /app/var /data
 
 USER agentsite
 

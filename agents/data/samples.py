@@ -2,7 +2,8 @@
 
 Pure: numpy and pandas only. Defects are placed at known rows so a reader can check a quality report:
 every 50th order has no customer, every 97th is a copy of the order before it, every 61st has a negative
-amount, every 73rd names a customer that does not exist, every 89th is two years old.
+amount, every 73rd names a customer that does not exist, every 89th is two years old; the rest are from the last
+20 hours before ``now`` (default: the current time, so freshness checks on the demo keep passing).
 """
 from pathlib import Path
 
@@ -17,7 +18,7 @@ CUSTOMERS = 1000
 def orders_frame(rows: int, *, seed: int = 7, defects: bool = True, now: pd.Timestamp | None = None) -> pd.DataFrame:
     """``rows`` orders (order_id, customer_id, region, status, amount, ordered_at), with defects when asked."""
     rng = np.random.default_rng(seed)
-    now = now or pd.Timestamp("2026-11-24T12:00:00Z")
+    now = now if now is not None else pd.Timestamp.now(tz="UTC").floor("s")
     index = np.arange(rows)
     frame = pd.DataFrame({
         "order_id": index + 1,

@@ -154,6 +154,16 @@ def test_validity_datetime_bounds_on_a_datetime_column():
     assert result["sample"][0]["created_at"] == "2024-04-01T00:00:00"
 
 
+def test_validity_number_bounds_read_text_as_numbers_and_refuse_other_types():
+    """Text holding a number is compared as that number; text that is not a number, or a datetime, violates."""
+    frame = pd.DataFrame({"order_id": range(4), "text": ["5", "50", "five", None]})
+    result = run({"type": "validity", "column": "text", "min": 0, "max": 10}, frame)
+    assert result["element_count"] == 3
+    assert [row["text"] for row in result["sample"]] == ["50", "five"]
+    dates = run({"type": "validity", "column": "created_at", "min": 0})
+    assert dates["unexpected_count"] == dates["element_count"] == 11
+
+
 @pytest.mark.parametrize(
     "dtype, wrong",
     [

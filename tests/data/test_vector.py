@@ -292,6 +292,13 @@ def test_mask_is_a_numpy_boolean_series_on_the_frame_index():
     assert frame.loc[result, "amount"].tolist() == [150.0, 300.0]
 
 
+def test_an_empty_frame_gives_an_empty_mask():
+    """A chunk with no rows (a filter that removed everything upstream) evaluates without error."""
+    empty = orders().iloc[0:0]
+    result = mask("amount > 100 and matches(region, 'n') or ts > '2024-01-01'", empty)
+    assert result.dtype == np.dtype(bool) and result.empty
+
+
 def test_columns_are_the_fields_the_expression_reads():
     """columns lists each column once, in first-use order; the compiled value keeps its text."""
     expression = compile_vector("amount > 1 and lower(region) == 'x' or amount < count", where=WHERE)
