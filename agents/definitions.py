@@ -53,3 +53,15 @@ def definition_load_text(text: str, *, source: str = "definition") -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise DefinitionTextError(f"{source}: not valid YAML or JSON{where}: {problem}") from None
+
+
+def definition_read_file(path: str) -> str:
+    """The text of a definition file; ``DefinitionTextError`` saying why it cannot be read."""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        raise DefinitionTextError(f"{path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise DefinitionTextError(f"{path}: not a text file (UTF-8 expected)") from None

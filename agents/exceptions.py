@@ -91,3 +91,31 @@ class DataPathError(DataSourceError):
 
 class ColumnError(DataError):
     """Columns a pipeline uses are missing; the message names them and the columns that exist."""
+
+
+class MonitoringError(AgentsError):
+    """Base for monitoring errors."""
+
+
+class CheckSpecError(MonitoringError):
+    """A check, route, silence or response rule definition is invalid; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+class CheckNotFoundError(MonitoringError):
+    """No check has the given name."""
+
+
+class AlertStateError(MonitoringError):
+    """An alert cannot make the requested transition from its current state."""
+
+
+class NotificationError(MonitoringError):
+    """A notification could not be delivered; ``attempts`` records every try."""
+
+    def __init__(self, message: str, attempts: list[dict] | None = None):
+        self.attempts = list(attempts or [])
+        super().__init__(message)

@@ -8,7 +8,9 @@ from kombu.serialization import disable_insecure_serializers
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
 
 #: Celery task modules; ``workers.<agent type>`` tasks are routed to that type's queue.
-WORKER_MODULES = ("workers.registry", "workers.workflow", "workers.decision", "workers.data")
+WORKER_MODULES = (
+    "workers.registry", "workers.workflow", "workers.decision", "workers.data", "workers.monitoring",
+)
 
 app = Celery("agentsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -256,3 +256,43 @@ AGENTS_DATA_DATABASES = {
 AGENTS_DATA_API_ALLOWED_HOSTS = env.list("AGENTS_DATA_API_ALLOWED_HOSTS", default=AGENTS_HTTP_ALLOWED_HOSTS)
 #: Rows per chunk when a pipeline streams a source.
 AGENTS_DATA_CHUNK_ROWS = env.int("AGENTS_DATA_CHUNK_ROWS", default=250_000)
+
+# --- Monitoring -------------------------------------------------------------------
+
+#: Hosts ``http`` and ``tcp`` checks and ``webhook`` notifications may reach; ``*`` allows any.
+AGENTS_MONITOR_ALLOWED_HOSTS = env.list("AGENTS_MONITOR_ALLOWED_HOSTS", default=AGENTS_HTTP_ALLOWED_HOSTS)
+#: Seconds between dispatcher runs (a celery-beat entry); checks due within the next tick are sent with an ETA.
+AGENTS_MONITOR_DISPATCH_S = env.float("AGENTS_MONITOR_DISPATCH_S", default=1.0)
+#: Most checks one dispatcher run sends.
+AGENTS_MONITOR_DISPATCH_LIMIT = env.int("AGENTS_MONITOR_DISPATCH_LIMIT", default=5000)
+#: Checks due within this many seconds of each other go in one message, up to AGENTS_MONITOR_BATCH_SIZE.
+AGENTS_MONITOR_BATCH_WINDOW_S = env.float("AGENTS_MONITOR_BATCH_WINDOW_S", default=0.2)
+AGENTS_MONITOR_BATCH_SIZE = env.int("AGENTS_MONITOR_BATCH_SIZE", default=25)
+#: Threads a worker process probes one batch with (probes wait on the network, not the CPU).
+AGENTS_MONITOR_PROBE_THREADS = env.int("AGENTS_MONITOR_PROBE_THREADS", default=16)
+#: Broker priority of check runs (Redis: 0 is highest), below the dispatcher's and the sweeps' 0.
+AGENTS_MONITOR_CHECK_PRIORITY = env.int("AGENTS_MONITOR_CHECK_PRIORITY", default=3)
+#: Seconds between alert sweeps (acknowledgement expiry, reminders, escalation).
+AGENTS_MONITOR_SWEEP_S = env.float("AGENTS_MONITOR_SWEEP_S", default=10.0)
+#: Raw metric samples older than this are downsampled to hourly rows; rows older than the second are deleted.
+AGENTS_MONITOR_RAW_RETENTION_S = env.float("AGENTS_MONITOR_RAW_RETENTION_S", default=2 * 24 * 3600)
+AGENTS_MONITOR_RETENTION_S = env.float("AGENTS_MONITOR_RETENTION_S", default=30 * 24 * 3600)
+#: Seconds between retention runs.
+AGENTS_MONITOR_RETENTION_SWEEP_S = env.float("AGENTS_MONITOR_RETENTION_SWEEP_S", default=3600.0)
+CELERY_BEAT_SCHEDULE.update({
+    "monitoring-dispatch": {
+        "task": "workers.monitoring.checks_dispatch",
+        "schedule": AGENTS_MONITOR_DISPATCH_S,
+        "options": {"expires": AGENTS_MONITOR_DISPATCH_S * 2, "priority": 0},
+    },
+    "monitoring-alerts-sweep": {
+        "task": "workers.monitoring.alerts_sweep",
+        "schedule": AGENTS_MONITOR_SWEEP_S,
+        "options": {"expires": AGENTS_MONITOR_SWEEP_S, "priority": 0},
+    },
+    "monitoring-metrics-retain": {
+        "task": "workers.monitoring.metrics_retain",
+        "schedule": AGENTS_MONITOR_RETENTION_SWEEP_S,
+        "options": {"expires": AGENTS_MONITOR_RETENTION_SWEEP_S},
+    },
+})

@@ -25,7 +25,7 @@ from agents.data.spec import (
     pipeline_spec_parse,
 )
 from agents.decisions.ml import file_sha256
-from agents.definitions import NAME_RULE, is_name
+from agents.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import DataError, InvalidTransitionError, PipelineNotFoundError, PipelineSpecError
 from agents.models import (
     DATA_RUN_TRANSITIONS,
@@ -309,8 +309,6 @@ def dataset_get(*, name: str, number: int | None = None) -> Dataset:
 def read_text(path: str) -> str:
     """The text of a definition file, or ``PipelineSpecError`` saying why it cannot be read."""
     try:
-        return Path(path).read_text()
-    except OSError as error:
-        raise PipelineSpecError([f"{path}: cannot read: {error.strerror or error}"]) from None
-    except UnicodeDecodeError:
-        raise PipelineSpecError([f"{path}: not a text file (UTF-8 expected)"]) from None
+        return definition_read_file(path)
+    except DefinitionTextError as error:
+        raise PipelineSpecError([str(error)]) from None

@@ -15,7 +15,7 @@ from django.utils import timezone
 from agents.decisions import ml
 from agents.decisions.cache import decision_cache
 from agents.decisions.expressions import extract_fields
-from agents.definitions import DefinitionTextError, definition_load_text
+from agents.definitions import DefinitionTextError, definition_load_text, definition_read_file
 from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
 from agents.models import (
@@ -71,9 +71,9 @@ def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
 def rules_load_file(*, path: str, activate: bool = False, shadow: bool = False) -> tuple[RuleSetVersion, bool]:
     """Load a rule set file (see ``rules_load``)."""
     try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise RuleSetError([f"{path}: cannot read: {getattr(error, 'strerror', None) or error}"]) from None
+        text = definition_read_file(path)
+    except DefinitionTextError as error:
+        raise RuleSetError([str(error)]) from None
     return rules_load(text=text, source=path, activate=activate, shadow=shadow)
 
 

@@ -275,3 +275,22 @@ def data_pipeline(context: ActionContext, *, pipeline: str, params: dict | None,
     if run.status != "succeeded" and (require_quality or run.quality_passed is not False):
         raise ActionError(f"data run {run.pk} of {pipeline} failed: {run.error}")
     return summary
+
+
+@action(
+    "monitoring.check",
+    params={"check": Param("string", required=True), "require_ok": Param("boolean", default=True)},
+)
+def monitoring_check(context: ActionContext, *, check: str, require_ok: bool) -> dict:
+    """Run the monitoring check ``check`` now (recording its result and alert as a scheduled run would) and
+    return its outcome; with ``require_ok`` (the default) a critical result fails the step."""
+    from agents.exceptions import CheckNotFoundError
+    from agents.monitoring.services import check_run_now
+
+    try:
+        outcome = check_run_now(name=check)
+    except CheckNotFoundError as error:
+        raise PermanentActionError(str(error)) from None
+    if require_ok and outcome.status == "critical":
+        raise ActionError(f"check {check} is critical: {outcome.message}")
+    return outcome.as_json()

@@ -1,11 +1,11 @@
 """Workflow services: load definitions as versions, start, cancel and re-run runs."""
 import json
-from pathlib import Path
 
 from celery import current_app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agents.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
 from agents.models import (
     RunStatus,
@@ -195,8 +195,6 @@ def _run_for_update(run_id: int) -> WorkflowRun:
 
 def _read(path: str) -> str:
     try:
-        return Path(path).read_text()
-    except OSError as error:
-        raise WorkflowSpecError([f"{path}: cannot read: {error.strerror or error}"]) from None
-    except UnicodeDecodeError:
-        raise WorkflowSpecError([f"{path}: not a text file (UTF-8 expected)"]) from None
+        return definition_read_file(path)
+    except DefinitionTextError as error:
+        raise WorkflowSpecError([str(error)]) from None

@@ -1,0 +1,388 @@
+"""The alert lifecycle: opening, updating and resolving alerts from check results, acknowledgement, silences,
+notifications (routing, reminders, escalation, the resolved notice) and incident responses."""
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agents.exceptions import AlertStateError, NotificationError
+from agents.models import (
+    ALERT_TRANSITIONS,
+    OPEN_ALERT_STATES,
+    Alert,
+    AlertState,
+    Check,
+    CheckStatus,
+    IncidentResponse,
+    Notification,
+    NotificationEvent,
+    NotificationRoute,
+    NotificationStatus,
+    ResponseRule,
+    ResponseStatus,
+    Silence,
+)
+from agents.monitoring import rules
+
+logger = logging.getLogger(__name__)
+
+#: A notification left 'sending' this long (its worker died mid-send) is taken over by the next attempt.
+SENDING_STALE_S = 120.0
+
+
+def _transition(alert: Alert, to: str, **fields: Any) -> bool:
+    """Move ``alert`` to ``to`` if its stored state allows it; return whether it moved (guarded UPDATE)."""
+    allowed_from = [state for state, targets in ALERT_TRANSITIONS.items() if to in targets]
+    moved = Alert.objects.filter(pk=alert.pk, state__in=allowed_from).update(state=to, updated_at=timezone.now(), **fields)
+    if moved:
+        alert.state = to
+        for name, value in fields.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(alert, name, value)
+    return bool(moved)
+
+
+def _notify_on_commit(alert_id: int, event: str, sequence: int = 0) -> None:
+    from workers.monitoring import alert_notify
+
+    transaction.on_commit(lambda: alert_notify.delay(alert_id, event, sequence))
+
+
+def _respond_on_commit(alert_id: int) -> None:
+    from workers.monitoring import alert_respond
+
+    transaction.on_commit(lambda: alert_respond.delay(alert_id))
+
+
+def route_match(*, check: str, tags: list[str], severity: str) -> NotificationRoute | None:
+    """The first enabled route (by order) whose matchers match; None sends to the log."""
+    for route in NotificationRoute.objects.filter(enabled=True).order_by("order", "name"):
+        if rules.matchers_match(route.matchers, check=check, tags=tags, severity=severity):
+            return route
+    return None
+
+
+def _summary(check: Check, result: Any, status: str) -> str:
+    if not result.ok or result.value is None:
+        return result.message
+    threshold = check.critical if status == CheckStatus.CRITICAL else check.warning
+    sign = ">=" if check.direction == "above" else "<="
+    unit = f" {result.unit}" if result.unit else ""
+    return f"{result.value:g}{unit} {sign} {threshold:g} ({status})"
+
+
+def _fire(alert: Alert, now: datetime) -> None:
+    check = alert.health_check
+    route = route_match(check=check.name, tags=check.tags, severity=alert.severity)
+    if _transition(alert, AlertState.FIRING, fired_at=now, last_notified_at=now, route=route.name if route else ""):
+        _notify_on_commit(alert.pk, NotificationEvent.FIRING)
+        _respond_on_commit(alert.pk)
+
+
+def _resolve(alert: Alert, *, now: datetime, by: str) -> bool:
+    was_fired = alert.fired_at is not None
+    if not _transition(alert, AlertState.RESOLVED, resolved_at=now, resolved_by=by, ack_expires_at=None):
+        return False
+    if was_fired:
+        _notify_on_commit(alert.pk, NotificationEvent.RESOLVED)
+    return True
+
+
+def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> Alert | None:
+    """Apply one recorded result to the check's alert; called with the check row locked.
+
+    Failing: open a pending alert or update the open one (count, last seen, last value), firing once the check
+    has failed ``max_attempts`` times in a row. Passing: resolve open alerts (a pending one quietly; a firing
+    or acknowledged one once the check has passed for ``keep_firing_for_s``).
+    """
+    open_alerts = list(
+        Alert.objects.select_for_update().filter(health_check=check, state__in=OPEN_ALERT_STATES).order_by("pk")
+    )
+    if status == CheckStatus.OK:
+        for alert in open_alerts:
+            quiet_for = (now - alert.last_seen_at).total_seconds()
+            if alert.state == AlertState.PENDING or quiet_for >= check.keep_firing_for_s:
+                _resolve(alert, now=now, by="auto")
+        return open_alerts[-1] if open_alerts else None
+    fingerprint = rules.fingerprint(check.name, result.target)
+    severity = check.severity if status == CheckStatus.CRITICAL else "warning"
+    summary = _summary(check, result, status)
+    alert = next((alert for alert in open_alerts if alert.fingerprint == fingerprint), None)
+    if alert is None:
+        alert = Alert.objects.create(
+            health_check=check, fingerprint=fingerprint, target=result.target[:500], state=AlertState.PENDING,
+            severity=severity, summary=summary, count=1, last_value=result.value, started_at=now, last_seen_at=now,
+        )
+    else:
+        Alert.objects.filter(pk=alert.pk).update(
+            count=F("count") + 1, last_seen_at=now, last_value=result.value, severity=severity, summary=summary,
+            updated_at=now,
+        )
+        alert.refresh_from_db()
+    if alert.state == AlertState.PENDING and check.consecutive_failures >= check.max_attempts:
+        _fire(alert, now)
+    return alert
+
+
+def _alert_get(alert_id: int) -> Alert:
+    alert = Alert.objects.select_related("health_check").filter(pk=alert_id).first()
+    if alert is None:
+        raise AlertStateError(f"no alert #{alert_id}")
+    return alert
+
+
+def alert_acknowledge(*, alert_id: int, user: str = "", note: str = "", expires_in_s: float | None = None) -> Alert:
+    """Acknowledge a firing alert: reminders stop until it resolves or the acknowledgement expires."""
+    if expires_in_s is not None and expires_in_s <= 0:
+        raise AlertStateError(f"acknowledgement expiry must be a positive number of seconds, got {expires_in_s:g}")
+    alert = _alert_get(alert_id)
+    now = timezone.now()
+    if alert.state != AlertState.FIRING or not _transition(
+        alert, AlertState.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=user, ack_note=note,
+        ack_expires_at=now + timedelta(seconds=expires_in_s) if expires_in_s else None,
+    ):
+        alert.refresh_from_db()
+        raise AlertStateError(f"alert #{alert.pk} is {alert.state}; only a firing alert can be acknowledged")
+    return alert
+
+
+def alert_resolve(*, alert_id: int, user: str = "") -> Alert:
+    """Resolve an open alert by hand; a resolved notice follows if it had fired."""
+    with transaction.atomic():
+        alert = _alert_get(alert_id)
+        if alert.state == AlertState.RESOLVED or not _resolve(alert, now=timezone.now(), by=user or "manual"):
+            alert.refresh_from_db()
+            raise AlertStateError(f"alert #{alert.pk} is already {alert.state}")
+    return alert
+
+
+# ------------------------------------------------------------------------------------ silences
+
+
+def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | None = None, comment: str = "",
+                   created_by: str = "") -> Silence:
+    """Silence alerts matching ``matchers`` from ``starts_at`` (now) to ``ends_at``."""
+    starts_at = starts_at or timezone.now()
+    problems = rules.matchers_validate(matchers, "matchers")
+    if not matchers:
+        problems.append("matchers: give at least one of check, tags, severity")
+    if ends_at <= starts_at:
+        problems.append("ends_at: must be after starts_at")
+    if problems:
+        raise AlertStateError("; ".join(problems))
+    return Silence.objects.create(
+        matchers=matchers, starts_at=starts_at, ends_at=ends_at, comment=comment, created_by=created_by
+    )
+
+
+def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence | None:
+    """The active silence covering ``alert``, if any."""
+    now = now or timezone.now()
+    check = alert.health_check
+    for silence in Silence.objects.filter(starts_at__lte=now, ends_at__gt=now):
+        if rules.matchers_match(silence.matchers, check=check.name, tags=check.tags, severity=alert.severity):
+            return silence
+    return None
+
+
+# ------------------------------------------------------------------------------------ notifications
+
+
+def alert_payload(alert: Alert, event: str) -> dict:
+    """What a notification says about ``alert``."""
+    check = alert.health_check
+    return {
+        "event": event,
+        "alert_id": alert.pk,
+        "check": check.name,
+        "fingerprint": alert.fingerprint,
+        "target": alert.target,
+        "state": alert.state,
+        "severity": alert.severity,
+        "summary": alert.summary,
+        "value": alert.last_value,
+        "started_at": alert.started_at.isoformat(),
+        "fired_at": alert.fired_at.isoformat() if alert.fired_at else None,
+        "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+        "count": alert.count,
+        "tags": check.tags,
+    }
+
+
+def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Notification | None:
+    """Deliver one notification of an alert once: to its route's handler, or record it silenced.
+
+    A resolved notice is sent only after the firing one (delivering the firing one first if it was never
+    attempted), and only if the firing one was not silenced. Returns None when the firing notice is still being
+    sent by another worker: the caller retries later.
+    """
+    from agents.monitoring.notifiers import notification_send
+
+    alert = Alert.objects.select_related("health_check").get(pk=alert_id)
+    now = timezone.now()
+    if event == NotificationEvent.RESOLVED:
+        firing = Notification.objects.filter(alert=alert, event=NotificationEvent.FIRING, sequence=0).first()
+        if firing is None:
+            firing = notification_deliver(alert_id=alert_id, event=NotificationEvent.FIRING)
+        if firing is None or firing.status == NotificationStatus.SENDING:
+            return None
+    route = NotificationRoute.objects.filter(name=alert.route, enabled=True).first() if alert.route else None
+    handler, config = (route.handler, route.config) if route else ("log", {})
+    stale_before = now - timedelta(seconds=SENDING_STALE_S)
+    with transaction.atomic():
+        notification, created = Notification.objects.get_or_create(
+            alert=alert, event=event, sequence=sequence,
+            defaults={"route": route.name if route else "", "handler": handler},
+        )
+        if not created:
+            taken = Notification.objects.filter(
+                pk=notification.pk, status=NotificationStatus.SENDING, created_at__lt=stale_before
+            ).update(created_at=now)
+            if not taken:
+                return notification
+    if event == NotificationEvent.RESOLVED:
+        silence = firing.silence if firing.status == NotificationStatus.SILENCED else None
+        quiet = firing.status == NotificationStatus.SILENCED
+    else:
+        silence = silence_for_alert(alert, now=now)
+        quiet = silence is not None
+    if event == NotificationEvent.FIRING and alert.state == AlertState.RESOLVED and alert.resolved_at is not None:
+        alert.state = AlertState.FIRING  # tell what it was when it fired; its resolved notice follows
+    fields: dict[str, Any] = {"finished_at": timezone.now()}
+    if quiet:
+        fields.update(status=NotificationStatus.SILENCED, silence=silence)
+    else:
+        try:
+            fields["attempts"] = notification_send(
+                handler=handler, config=config, payload=alert_payload(alert, event), dedup_key=alert.fingerprint
+            )
+            fields["status"] = NotificationStatus.SENT
+        except NotificationError as error:
+            fields.update(status=NotificationStatus.FAILED, attempts=error.attempts, error=str(error))
+            logger.warning("notification %s of alert %s failed: %s", event, alert.pk, error)
+        fields["finished_at"] = timezone.now()
+    Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(**fields)
+    notification.refresh_from_db()
+    return notification
+
+
+def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """Expire acknowledgements, send reminders every route's ``repeat_interval_s`` while an alert stays firing
+    unacknowledged, and escalate to ``escalate_to`` after ``escalate_after`` reminders. Safe to run twice: each
+    step is a guarded update on the alert's notice counter."""
+    now = now or timezone.now()
+    counts = {"ack_expired": 0, "reminders": 0, "escalations": 0}
+    for alert in Alert.objects.filter(state=AlertState.ACKNOWLEDGED, ack_expires_at__lte=now):
+        with transaction.atomic():
+            if _transition(
+                alert, AlertState.FIRING, ack_expires_at=None, reminders_sent=0, last_notified_at=now,
+                notices=F("notices") + 1,
+            ):
+                counts["ack_expired"] += 1
+                _notify_on_commit(alert.pk, NotificationEvent.REMINDER, alert.notices + 1)
+    routes = {route.name: route for route in NotificationRoute.objects.filter(enabled=True, repeat_interval_s__isnull=False)}
+    candidates = Alert.objects.filter(state=AlertState.FIRING, route__in=list(routes)).filter(
+        Q(last_notified_at__isnull=True) | Q(last_notified_at__lte=now)
+    )
+    for alert in candidates:
+        route = routes[alert.route]
+        if alert.last_notified_at and (now - alert.last_notified_at).total_seconds() < route.repeat_interval_s:
+            continue
+        escalate = route.escalate_to_id and route.escalate_after and alert.reminders_sent >= route.escalate_after
+        guarded = Alert.objects.filter(pk=alert.pk, state=AlertState.FIRING, notices=alert.notices)
+        with transaction.atomic():
+            if escalate:
+                target = NotificationRoute.objects.filter(pk=route.escalate_to_id).values_list("name", flat=True).first()
+                moved = guarded.update(
+                    route=target or "", escalation_level=F("escalation_level") + 1, reminders_sent=0,
+                    notices=F("notices") + 1, last_notified_at=now, updated_at=now,
+                )
+                event, key = NotificationEvent.ESCALATION, "escalations"
+            else:
+                moved = guarded.update(
+                    reminders_sent=F("reminders_sent") + 1, notices=F("notices") + 1, last_notified_at=now,
+                    updated_at=now,
+                )
+                event, key = NotificationEvent.REMINDER, "reminders"
+            if moved:
+                counts[key] += 1
+                _notify_on_commit(alert.pk, event, alert.notices + 1)
+    return counts
+
+
+# ------------------------------------------------------------------------------------ incident responses
+
+
+def incident_respond(*, alert_id: int) -> list[IncidentResponse]:
+    """Apply every enabled response rule matching a hard-firing alert, once per (rule, alert), rate-limited to
+    ``max_runs`` per ``per_s`` per rule; record each outcome."""
+    alert = Alert.objects.select_related("health_check").get(pk=alert_id)
+    if alert.fired_at is None:
+        return []
+    check = alert.health_check
+    responses = []
+    for rule in ResponseRule.objects.filter(enabled=True):
+        if not rules.matchers_match(rule.matchers, check=check.name, tags=check.tags, severity=alert.severity):
+            continue
+        now = timezone.now()
+        with transaction.atomic():
+            ResponseRule.objects.select_for_update().filter(pk=rule.pk).first()  # one rate count at a time
+            if IncidentResponse.objects.filter(rule=rule, alert=alert).exists():
+                continue
+            recent = (
+                IncidentResponse.objects.filter(rule=rule, created_at__gte=now - timedelta(seconds=rule.per_s))
+                .exclude(status=ResponseStatus.RATE_LIMITED)
+                .count()
+            )
+            limited = recent >= rule.max_runs
+            response = IncidentResponse.objects.create(
+                rule=rule, alert=alert,
+                status=ResponseStatus.RATE_LIMITED if limited else ResponseStatus.RUNNING,
+                error=f"{recent} responses in the last {rule.per_s:g} s (limit {rule.max_runs})" if limited else "",
+                finished_at=now if limited else None,
+            )
+        if not limited:
+            _response_execute(response, rule, alert)
+        responses.append(response)
+    return responses
+
+
+def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Alert) -> None:
+    from agents.exceptions import AgentsError
+    from agents.workflows.actions import ActionContext, action_get
+    from agents.workflows.services import workflow_run_start
+
+    payload = alert_payload(alert, "firing")
+    fields: dict[str, Any] = {}
+    try:
+        if rule.workflow:
+            run = workflow_run_start(workflow=rule.workflow, params=rule.params)
+            fields.update(status=ResponseStatus.SUCCEEDED, workflow_run_id=run.pk, result={"workflow_run_id": run.pk})
+        else:
+            action = action_get(rule.action)
+            if action is None:
+                raise AlertStateError(f"action {rule.action!r} is no longer registered")
+            context = ActionContext(
+                run_id=0, step_id=f"alert-{alert.pk}", attempt=1, workflow=f"response:{rule.name}",
+                run_params={"alert": payload}, inputs={"alert": payload},
+            )
+            result = action.function(context, **action.with_defaults(rule.params))
+            fields.update(status=ResponseStatus.SUCCEEDED, result=result if _is_json(result) else repr(result))
+    except (AgentsError, OSError, ValueError, TypeError, KeyError) as error:
+        fields.update(status=ResponseStatus.FAILED, error=str(error)[:2000])
+    fields["finished_at"] = timezone.now()
+    IncidentResponse.objects.filter(pk=response.pk, status=ResponseStatus.RUNNING).update(**fields)
+    response.refresh_from_db()
+
+
+def _is_json(value: Any) -> bool:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,275 @@
+"""Notifiers: deliver an alert notification to a log line, an e-mail or a webhook, with retries.
+
+``notifier_validate`` checks a route's handler config; ``notification_send`` delivers one payload and returns
+every attempt, or raises ``NotificationError`` carrying them. Header values and environment variable values
+never appear in an attempt's detail or an error message.
+"""
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from agents.exceptions import NotificationError
+from agents.workflows.actions import Action, Param
+
+#: Longest wait between two attempts, whatever backoff_s * 2**(n-1) comes to.
+MAX_DELAY_S = 60.0
+
+#: Statuses worth another try: the receiver is overloaded or timed out, not refusing the message.
+RETRY_STATUSES = frozenset({408, 429})
+
+#: Events logged at INFO; every other event (firing, reminder, escalation) is logged at WARNING.
+QUIET_EVENTS = frozenset({"resolved"})
+
+logger = logging.getLogger("agents.monitoring.notify")
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Failure(Exception):
+    """One failed attempt; ``permanent`` when another try cannot succeed."""
+
+    def __init__(self, detail: str, *, permanent: bool = False):
+        self.detail = detail
+        self.permanent = permanent
+        super().__init__(detail)
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def notifier_validate(handler: str, config: dict) -> list[str]:
+    """Return every problem with a handler and its config, each naming the key (empty when they fit)."""
+    if not isinstance(handler, str) or handler not in _NOTIFIERS:
+        return [f"unknown handler {handler!r} (known: {', '.join(NOTIFIER_TYPES)})"]
+    if not isinstance(config, dict):
+        return [f"config must be a mapping, got {type(config).__name__}"]
+    notifier = _NOTIFIERS[handler]
+    problems = notifier.validate(config)
+    for key, check in (("to", _recipients_problems), ("url", _url_problems), ("headers", _headers_problems)):
+        if key in notifier.params and key in config and notifier.params[key].check(config[key]) is None:
+            problems.extend(check(config[key]))
+    return problems
+
+
+def _recipients_problems(recipients: list) -> list[str]:
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    if not recipients:
+        return ["parameter 'to' must list at least one e-mail address"]
+    problems = []
+    for index, address in enumerate(recipients):
+        try:
+            if not isinstance(address, str):
+                raise ValidationError("not a string")
+            validate_email(address)
+        except ValidationError:
+            problems.append(f"parameter 'to' item {index}: {address!r} is not a valid e-mail address")
+    return problems
+
+
+def _url_problems(url: str) -> list[str]:
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # port raises ValueError when out of range
+    except ValueError as error:
+        return [f"parameter 'url': {url!r} is not a valid URL ({error})"]
+    if parts.scheme not in ("http", "https") or not host:
+        return [f"parameter 'url': {url!r} must be an http or https URL with a host"]
+    if problem := _host_refusal(host):
+        return [f"parameter 'url': {problem}"]
+    return []
+
+
+def _host_refusal(host: str) -> str | None:
+    """Why ``host`` may not be sent to, or None; read at every send so a narrowed allow-list takes effect."""
+    allowed = [entry.lower() for entry in settings.AGENTS_MONITOR_ALLOWED_HOSTS]
+    if "*" in allowed or host.lower() in allowed:
+        return None
+    return f"host {host!r} is not in AGENTS_MONITOR_ALLOWED_HOSTS ({', '.join(allowed) or 'empty'})"
+
+
+def _headers_problems(headers: dict) -> list[str]:
+    problems = []
+    for name, value in headers.items():
+        where = f"parameter 'headers' {name!r}"
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            problems.append(f"{where}: {name!r} is not a valid header name")
+        if isinstance(value, str):
+            if "\r" in value or "\n" in value:
+                problems.append(f"{where}: must not contain a line break")
+        elif isinstance(value, dict) and set(value) == {"env"}:
+            variable = value["env"]
+            if not isinstance(variable, str) or not _ENV_NAME.match(variable):
+                problems.append(f"{where}: env {variable!r} is not an environment variable name")
+        else:
+            problems.append(f"{where}: must be a string or {{\"env\": \"VARIABLE_NAME\"}}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------ sending
+
+
+def notification_send(*, handler: str, config: dict, payload: dict, dedup_key: str) -> list[dict]:
+    """Deliver ``payload`` through ``handler`` and return every attempt, the last one ok.
+
+    Raises NotificationError (with the attempts) after the last failed attempt, or at once, with no attempt,
+    when the config is invalid (a host no longer allowed, a header's environment variable not set), or after
+    one attempt the receiver refused for good (a 4xx other than 408/429, a redirect).
+    """
+    if problems := notifier_validate(handler, config):
+        raise NotificationError(f"{handler} notifier: {'; '.join(problems)}")
+    notifier = _NOTIFIERS[handler]
+    return notifier.function(notifier.with_defaults(config), payload, dedup_key)
+
+
+def _attempts(send: Callable[[], str], *, attempts: int, backoff_s: float, what: str) -> list[dict]:
+    """Call ``send`` until it succeeds, fails permanently or ``attempts`` are spent; return every attempt."""
+    made: list[dict] = []
+    for number in range(1, attempts + 1):
+        at = datetime.now(UTC).isoformat()
+        started = time.monotonic()
+        try:
+            detail, ok = send(), True
+        except _Failure as failure:
+            detail, ok = failure.detail, False
+            if failure.permanent:
+                made.append(_attempt(at, ok, detail, started))
+                raise NotificationError(f"{what} refused: {detail}", attempts=made) from None
+        made.append(_attempt(at, ok, detail, started))
+        if ok:
+            return made
+        if number < attempts:
+            time.sleep(min(backoff_s * 2 ** (number - 1), MAX_DELAY_S))
+    raise NotificationError(f"{what} failed after {attempts} attempt{'s' if attempts != 1 else ''}: {detail}",
+                            attempts=made)
+
+
+def _attempt(at: str, ok: bool, detail: str, started: float) -> dict:
+    return {"at": at, "ok": ok, "detail": detail, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
+
+
+def _log_send(params: dict, payload: dict, dedup_key: str) -> list[dict]:
+    return _attempts(lambda: _log(payload), attempts=1, backoff_s=0, what="log")
+
+
+def _log(payload: dict) -> str:
+    event = str(payload.get("event", ""))
+    level = logging.INFO if event in QUIET_EVENTS else logging.WARNING
+    logger.log(
+        level, "alert %s: check=%s severity=%s summary=%r fingerprint=%s",
+        event, payload.get("check"), payload.get("severity"), payload.get("summary"), payload.get("fingerprint"),
+    )
+    return f"logged at {logging.getLevelName(level)}"
+
+
+def _email_send(params: dict, payload: dict, dedup_key: str) -> list[dict]:
+    return _attempts(lambda: _email(payload, dedup_key, params["to"]),
+                     attempts=params["attempts"], backoff_s=params["backoff_s"], what="e-mail")
+
+
+def _email(payload: dict, dedup_key: str, recipients: list[str]) -> str:
+    from django.core.mail import send_mail
+
+    summary = " ".join(str(payload.get("summary", "")).split())  # a line break in a subject is refused
+    subject = f"[{str(payload.get('event', '')).upper()}] {payload.get('check')}: {summary}"
+    if payload.get("severity"):
+        subject += f" ({payload['severity']})"
+    body = "\n".join(f"{key}: {value}" for key, value in {**payload, "dedup_key": dedup_key}.items())
+    try:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+    except OSError as error:  # smtplib.SMTPException is an OSError
+        reason = _reason(error) or " ".join(str(error).split())[:200] or type(error).__name__
+        raise _Failure(f"sending to {', '.join(recipients)} failed: {reason}") from None
+    return f"sent to {', '.join(recipients)}"
+
+
+def _webhook_send(params: dict, payload: dict, dedup_key: str) -> list[dict]:
+    headers = {"Idempotency-Key": dedup_key, **_headers_resolve(params["headers"] or {})}
+    body = {**payload, "dedup_key": dedup_key}
+    return _attempts(lambda: _post(params["url"], body, headers, params["timeout_s"]),
+                     attempts=params["attempts"], backoff_s=params["backoff_s"], what="webhook")
+
+
+def _headers_resolve(headers: dict) -> dict[str, str]:
+    resolved = {}
+    for name, value in headers.items():
+        if isinstance(value, dict):
+            variable = value["env"]
+            value = os.environ.get(variable)
+            if not value:
+                raise NotificationError(
+                    f"webhook header {name!r}: environment variable {variable!r} is not set or empty"
+                )
+        resolved[name] = value
+    return resolved
+
+
+def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> str:
+    import requests
+
+    try:
+        response = requests.post(url, json=body, headers=headers, timeout=timeout_s, allow_redirects=False)
+    except requests.Timeout:
+        raise _Failure(f"timed out after {timeout_s:g} s") from None
+    except requests.ConnectionError as error:
+        raise _Failure(_reason(error) or "connection failed") from None
+    except requests.RequestException as error:
+        raise _Failure(f"request refused: {type(error).__name__}", permanent=True) from None
+    status = response.status_code
+    response.close()
+    if 200 <= status < 300:
+        return f"HTTP {status}"
+    if 300 <= status < 400:
+        raise _Failure(f"HTTP {status}: redirects are not followed", permanent=True)
+    raise _Failure(f"HTTP {status}", permanent=status < 500 and status not in RETRY_STATUSES)
+
+
+def _reason(error: BaseException) -> str | None:
+    """A short cause of a network error, without the URL (a webhook URL may carry its secret in the path)."""
+    seen: set[int] = set()
+    pending: list[Any] = [error]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror.lower()
+        pending.extend([*current.args, getattr(current, "reason", None), current.__cause__, current.__context__])
+    return None
+
+
+# ------------------------------------------------------------------------------------ registry
+
+_ATTEMPTS = Param("integer", default=3, minimum=1, maximum=10)
+_BACKOFF_S = Param("number", default=0.5, minimum=0, maximum=30)
+
+#: Each handler with its config schema; e-mail is retried like a webhook.
+_NOTIFIERS: dict[str, Action] = {
+    "log": Action("log", _log_send, {}),
+    "email": Action("email", _email_send, {
+        "to": Param("array", required=True), "attempts": _ATTEMPTS, "backoff_s": _BACKOFF_S,
+    }),
+    "webhook": Action("webhook", _webhook_send, {
+        "url": Param("string", required=True),
+        "timeout_s": Param("number", default=5, minimum=0.1, maximum=60),
+        "attempts": _ATTEMPTS,
+        "backoff_s": _BACKOFF_S,
+        "headers": Param("object", default=None),
+    }),
+}
+NOTIFIER_TYPES: tuple[str, ...] = tuple(_NOTIFIERS)

@@ -1,0 +1,438 @@
+"""Probes: what a check measures (cpu, memory, disk, http, tcp, celery_queue, agents, custom), one result per run.
+
+A probe never raises for a target that fails (refused, timed out, wrong status): it returns ``ok=False`` with the
+reason. Invalid parameters raise ``CheckSpecError``; ``probe_validate`` names every problem beforehand.
+"""
+import math
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+
+from agents.definitions import NAME_RULE, is_name
+from agents.exceptions import CheckSpecError
+from agents.workflows.actions import Action, Param
+
+#: The setting listing the hosts http and tcp checks may reach ("*" allows any).
+ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
+#: Metric names are stored in a 100-character column.
+MAX_METRIC_NAME = 100
+#: Offline agents named in a message; the rest are counted.
+MAX_NAMED_AGENTS = 10
+#: cpu_times fields not counted in the total: on Linux guest time is already part of user (and nice) time.
+_CPU_GUEST_FIELDS = ("guest", "guest_nice")
+_CPU_IDLE_FIELDS = ("idle", "iowait")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe run measured: the value compared with thresholds, whether the target answered, and samples."""
+
+    value: float | None
+    unit: str
+    ok: bool
+    message: str
+    target: str
+    metrics: dict[str, tuple[float, str]] = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ custom functions
+
+_check_functions: dict[str, Callable[[dict], Any]] = {}
+
+
+def check_function(name: str):
+    """Register the decorated ``fn(args: dict) -> ProbeResult | float | (float, unit)`` as custom check ``name``."""
+    if not is_name(name):
+        raise ValueError(f"check function name {name!r} {NAME_RULE}")
+    if len(f"custom.{name}") > MAX_METRIC_NAME:
+        raise ValueError(f"check function name {name!r} must be at most {MAX_METRIC_NAME - len('custom.')} characters")
+
+    def register(function):
+        if name in _check_functions and _check_functions[name] is not function:
+            raise ValueError(f"check function {name!r} is already registered")
+        _check_functions[name] = function
+        return function
+
+    return register
+
+
+def check_function_names() -> list[str]:
+    """Return the names of every registered custom check function, sorted."""
+    return sorted(_check_functions)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _host_allowed(host: str) -> str | None:
+    """Return why ``host`` may not be probed, or None when the allow-list admits it."""
+    from django.conf import settings
+
+    allowed = getattr(settings, ALLOWED_HOSTS_SETTING)
+    if "*" in allowed or host.lower() in {item.lower() for item in allowed}:
+        return None
+    return f"host {host!r} is not in {ALLOWED_HOSTS_SETTING} ({', '.join(allowed) or 'empty'})"
+
+
+def _failure_reason(error: BaseException, timeout_s: float) -> str:
+    """Name why a connection failed: refused, timed out, unresolvable host, or the error itself."""
+    import requests
+
+    seen, pending = set(), [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, (TimeoutError, requests.Timeout)):
+            return f"timed out after {timeout_s:g} s"
+        if isinstance(current, socket.gaierror):
+            return f"cannot resolve host ({current.strerror or current})"
+        linked = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+    return str(error) or type(error).__name__
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _status_list(value: Any) -> list[int]:
+    return [value] if isinstance(value, int) else list(value)
+
+
+def _is_status(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+
+
+# ------------------------------------------------------------------------------------ probes
+
+
+def _cpu(params: dict, state: dict) -> ProbeResult:
+    """Busy percent of all CPUs since the previous run (since boot on the first), from cpu_times deltas."""
+    now = psutil.cpu_times()._asdict()
+    before = state.get("cpu_times")
+    since_boot = {name: 0.0 for name in now}
+
+    def busy_and_total(times: dict) -> tuple[float, float]:
+        total = sum(value for name, value in times.items() if name not in _CPU_GUEST_FIELDS)
+        return total - sum(times.get(name, 0.0) for name in _CPU_IDLE_FIELDS), total
+
+    busy, total = busy_and_total(now)
+    period = "since the last run"
+    if isinstance(before, dict) and set(before) == set(now):
+        busy_before, total_before = busy_and_total(before)
+        # No tick elapsed, or counters restarted with the host: fall back to the figure since boot.
+        if total - total_before > 0 and busy - busy_before >= 0:
+            busy, total = busy - busy_before, total - total_before
+        else:
+            period = "since boot"
+    else:
+        period = "since boot"
+    percent = round(min(100.0, max(0.0, 100.0 * busy / total)) if total > 0 else 0.0, 2)
+    return ProbeResult(
+        value=percent, unit="percent", ok=True, message=f"CPU {percent:g}% busy {period}", target="localhost",
+        metrics={"cpu.percent": (percent, "percent")}, state={"cpu_times": now},
+    )
+
+
+def _memory(params: dict, state: dict) -> ProbeResult:
+    """Percent of memory in use; also bytes available and total."""
+    memory = psutil.virtual_memory()
+    return ProbeResult(
+        value=memory.percent, unit="percent", ok=True,
+        message=f"memory {memory.percent:g}% used, {memory.available / 2**20:.0f} MiB available",
+        target="localhost",
+        metrics={
+            "memory.percent": (memory.percent, "percent"),
+            "memory.available_bytes": (float(memory.available), "bytes"),
+            "memory.total_bytes": (float(memory.total), "bytes"),
+        },
+    )
+
+
+def _disk(params: dict, state: dict) -> ProbeResult:
+    """Percent of the file system holding ``path`` in use; also bytes free and total."""
+    path = params["path"]
+    try:
+        usage = psutil.disk_usage(path)
+    except OSError as error:
+        reason = "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be read ({error.strerror or error})"
+        return ProbeResult(value=None, unit="percent", ok=False, message=f"disk path {path} {reason}", target=path)
+    return ProbeResult(
+        value=usage.percent, unit="percent", ok=True,
+        message=f"disk {path} {usage.percent:g}% used, {usage.free / 2**30:.1f} GiB free", target=path,
+        metrics={
+            "disk.percent": (usage.percent, "percent"),
+            "disk.free_bytes": (float(usage.free), "bytes"),
+            "disk.total_bytes": (float(usage.total), "bytes"),
+        },
+    )
+
+
+def _http(params: dict, state: dict) -> ProbeResult:
+    """Latency in ms of one request to ``url``; not ok on a connection failure, a timeout or an unexpected status."""
+    import requests
+
+    url, method, timeout_s = params["url"], params["method"], params["timeout_s"]
+    expected = _status_list(params["expect_status"])
+    started = time.perf_counter()
+    try:
+        # stream=True: the status and headers are what is measured; the body is never downloaded.
+        with requests.request(method, url, timeout=timeout_s, allow_redirects=False, stream=True) as response:
+            latency_ms = _ms(time.perf_counter() - started)
+            status = response.status_code
+    except requests.RequestException as error:
+        return ProbeResult(
+            value=None, unit="ms", ok=False, message=f"{method} {url} failed: {_failure_reason(error, timeout_s)}",
+            target=url, metrics={"http.up": (0.0, "")},
+        )
+    metrics = {"http.latency_ms": (latency_ms, "ms"), "http.status": (float(status), "")}
+    if status not in expected:
+        return ProbeResult(
+            value=None, unit="ms", ok=False,
+            message=f"{method} {url} answered unexpected status {status} in {latency_ms:g} ms "
+                    f"(expected {', '.join(map(str, expected))})",
+            target=url, metrics={**metrics, "http.up": (0.0, "")},
+        )
+    return ProbeResult(
+        value=latency_ms, unit="ms", ok=True, message=f"{method} {url} answered {status} in {latency_ms:g} ms",
+        target=url, metrics={**metrics, "http.up": (1.0, "")},
+    )
+
+
+def _tcp(params: dict, state: dict) -> ProbeResult:
+    """Milliseconds to open a TCP connection to ``host:port``; not ok when refused or timed out."""
+    host, port, timeout_s = params["host"], params["port"], params["timeout_s"]
+    target = f"{host}:{port}"
+    started = time.perf_counter()
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            latency_ms = _ms(time.perf_counter() - started)
+    except OSError as error:
+        return ProbeResult(
+            value=None, unit="ms", ok=False, message=f"TCP {target} failed: {_failure_reason(error, timeout_s)}",
+            target=target, metrics={"tcp.up": (0.0, "")},
+        )
+    return ProbeResult(
+        value=latency_ms, unit="ms", ok=True, message=f"TCP {target} accepted a connection in {latency_ms:g} ms",
+        target=target, metrics={"tcp.latency_ms": (latency_ms, "ms"), "tcp.up": (1.0, "")},
+    )
+
+
+def _celery_queue(params: dict, state: dict) -> ProbeResult:
+    """Messages waiting in ``queue`` on the broker (every priority level); a queue that does not exist counts 0."""
+    from kombu.exceptions import ChannelError, OperationalError
+
+    from agentsite.celery import app
+
+    queue = params["queue"]
+    connection = app.connection_for_read()
+    broker_errors = (OperationalError, OSError, *connection.connection_errors, *connection.channel_errors)
+    try:
+        with connection:
+            # One attempt: a probe reports an unreachable broker instead of retrying for seconds.
+            connection.ensure_connection(max_retries=0)
+            try:
+                # On Redis this sums the lists of every priority step (queue, queue:1 .. queue:9).
+                length = connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+            except ChannelError as error:
+                if str(getattr(error, "reply_code", "")) != "404":
+                    raise
+                length = 0
+    except broker_errors as error:
+        return ProbeResult(
+            value=None, unit="messages", ok=False, message=f"queue {queue}: broker error ({error})", target=queue,
+        )
+    return ProbeResult(
+        value=float(length), unit="messages", ok=True, message=f"queue {queue} holds {length} message(s)",
+        target=queue, metrics={"celery_queue.length": (float(length), "messages")},
+    )
+
+
+def _agents(params: dict, state: dict) -> ProbeResult:
+    """Enabled agents that are offline (of ``agent_type`` when given); the message names them."""
+    from django.db import DatabaseError
+
+    from agents.models import Agent, AgentStatus
+
+    agent_type = params["agent_type"]
+    target = f"agents:{agent_type}" if agent_type else "agents"
+    enabled = Agent.objects.filter(enabled=True)
+    if agent_type:
+        enabled = enabled.filter(agent_type=agent_type)
+    try:
+        enabled_count = enabled.count()
+        offline = list(enabled.filter(status=AgentStatus.OFFLINE).order_by("name").values_list("name", flat=True))
+    except DatabaseError as error:
+        return ProbeResult(value=None, unit="agents", ok=False, message=f"agents: database error ({error})", target=target)
+    kind = f"{agent_type} " if agent_type else ""
+    if offline:
+        named = ", ".join(offline[:MAX_NAMED_AGENTS])
+        more = f" and {len(offline) - MAX_NAMED_AGENTS} more" if len(offline) > MAX_NAMED_AGENTS else ""
+        message = f"{len(offline)} of {enabled_count} enabled {kind}agents offline: {named}{more}"
+    else:
+        message = f"no enabled {kind}agent offline ({enabled_count} enabled)"
+    return ProbeResult(
+        value=float(len(offline)), unit="agents", ok=True, message=message, target=target,
+        metrics={"agents.offline": (float(len(offline)), "agents"), "agents.enabled": (float(enabled_count), "agents")},
+    )
+
+
+def _custom(params: dict, state: dict) -> ProbeResult:
+    """Run the registered check function ``function`` with ``args``; a function that raises is a failed probe."""
+    name, function = params["function"], _check_functions[params["function"]]
+    metric = f"custom.{name}"
+    try:
+        returned = function(dict(params["args"]))
+    except Exception as error:  # operator code: any error it raises is the check failing, never the runner
+        return ProbeResult(
+            value=None, unit="", ok=False, message=f"custom check {name} failed: {type(error).__name__}: {error}",
+            target=name,
+        )
+    if isinstance(returned, ProbeResult):
+        result = returned if returned.target else replace(returned, target=name)
+        if result.value is not None and metric not in result.metrics:
+            result = replace(result, metrics={metric: (result.value, result.unit), **result.metrics})
+        return result
+    value, unit = returned if isinstance(returned, tuple) and len(returned) == 2 else (returned, "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not isinstance(unit, str):
+        return ProbeResult(
+            value=None, unit="", ok=False, target=name,
+            message=f"custom check {name} returned {returned!r}; expected a ProbeResult, a number or (number, unit)",
+        )
+    if not math.isfinite(value):
+        return ProbeResult(value=None, unit=unit, ok=False, message=f"custom check {name} returned {value}", target=name)
+    value = float(value)
+    return ProbeResult(
+        value=value, unit=unit, ok=True, message=f"custom check {name}: {value:g}{unit and ' ' + unit}", target=name,
+        metrics={metric: (value, unit)},
+    )
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def _http_problems(params: dict) -> list[str]:
+    problems = []
+    url = params.get("url")
+    if isinstance(url, str):
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError on a port out of range)
+        except ValueError as error:
+            problems.append(f"parameter 'url' must be an http or https URL, got {url!r} ({error})")
+        else:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problems.append(f"parameter 'url' must be an http or https URL with a host, got {url!r}")
+            elif reason := _host_allowed(parts.hostname):
+                problems.append(f"parameter 'url': {reason}")
+    expected = params.get("expect_status", 200)
+    if not (_is_status(expected) or isinstance(expected, list) and expected and all(map(_is_status, expected))):
+        problems.append(f"parameter 'expect_status' must be an HTTP status (100-599) or a list of them, got {expected!r}")
+    return problems
+
+
+def _tcp_problems(params: dict) -> list[str]:
+    host = params.get("host")
+    if not isinstance(host, str):
+        return []
+    if not host.strip():
+        return ["parameter 'host' must not be empty"]
+    reason = _host_allowed(host)
+    return [f"parameter 'host': {reason}"] if reason else []
+
+
+def _disk_problems(params: dict) -> list[str]:
+    # The path is on the worker host that runs the check, so only its form is checked here, not its existence.
+    path = params.get("path")
+    if isinstance(path, str) and not path.startswith("/"):
+        return [f"parameter 'path' must be an absolute path on the worker host, got {path!r}"]
+    return []
+
+
+def _queue_problems(params: dict) -> list[str]:
+    queue = params.get("queue")
+    return ["parameter 'queue' must not be empty"] if isinstance(queue, str) and not queue.strip() else []
+
+
+def _custom_problems(params: dict) -> list[str]:
+    name = params.get("function")
+    if isinstance(name, str) and name not in _check_functions:
+        known = ", ".join(check_function_names()) or "none"
+        return [f"parameter 'function': no check function {name!r} is registered (registered: {known})"]
+    return []
+
+
+def _agents_problems(params: dict) -> list[str]:
+    from agents.models import AgentType
+
+    agent_type = params.get("agent_type")
+    reason = Param(choices=tuple(AgentType.values)).check(agent_type) if isinstance(agent_type, str) else None
+    return [f"parameter 'agent_type' {reason}"] if reason else []
+
+
+def _no_problems(params: dict) -> list[str]:
+    return []
+
+
+_TIMEOUT = Param("number", default=5, minimum=0.1, maximum=60)
+
+#: Each check type: its runner and parameter schema as an Action (reused for validation and defaults), and the
+#: checks that go beyond one parameter's type and range.
+_PROBES: dict[str, tuple[Action, Callable[[dict], list[str]]]] = {
+    "cpu": (Action("cpu", _cpu, {}), _no_problems),
+    "memory": (Action("memory", _memory, {}), _no_problems),
+    "disk": (Action("disk", _disk, {"path": Param("string", required=True)}), _disk_problems),
+    "http": (
+        Action("http", _http, {
+            "url": Param("string", required=True),
+            "method": Param("string", default="GET", choices=("GET", "HEAD", "POST")),
+            "expect_status": Param("any", default=200),
+            "timeout_s": _TIMEOUT,
+        }),
+        _http_problems,
+    ),
+    "tcp": (
+        Action("tcp", _tcp, {
+            "host": Param("string", required=True),
+            "port": Param("integer", required=True, minimum=1, maximum=65535),
+            "timeout_s": _TIMEOUT,
+        }),
+        _tcp_problems,
+    ),
+    "celery_queue": (Action("celery_queue", _celery_queue, {"queue": Param("string", required=True)}), _queue_problems),
+    "agents": (Action("agents", _agents, {"agent_type": Param("string", default=None)}), _agents_problems),
+    "custom": (
+        Action("custom", _custom, {"function": Param("string", required=True), "args": Param("object", default={})}),
+        _custom_problems,
+    ),
+}
+PROBE_TYPES: tuple[str, ...] = tuple(_PROBES)
+
+
+def probe_validate(check_type: str, params: dict) -> list[str]:
+    """Return every problem with ``params`` for a check of ``check_type``, each naming its parameter (empty when valid)."""
+    if not isinstance(check_type, str) or check_type not in _PROBES:
+        return [f"unknown check type {check_type!r} (known: {', '.join(PROBE_TYPES)})"]
+    if not isinstance(params, dict):
+        return [f"parameters must be a mapping, got {type(params).__name__}"]
+    action, problems = _PROBES[check_type]
+    return action.validate(params) + problems(params)
+
+
+def probe_run(check_type: str, params: dict, *, state: dict | None = None) -> ProbeResult:
+    """Run one probe; a failing target gives ``ok=False`` with the reason, invalid params raise CheckSpecError."""
+    problems = probe_validate(check_type, params)
+    if problems:
+        raise CheckSpecError(problems)
+    action, _ = _PROBES[check_type]
+    return action.function(action.with_defaults(params), dict(state or {}))

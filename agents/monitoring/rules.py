@@ -1,0 +1,275 @@
+"""Pure rules of monitoring: a check's status from its value, matchers for routes, silences and responses,
+alert fingerprints, and the definitions file (checks, routes, silences, response rules).
+
+Pure: no Django. Probe parameters and notifier configs are checked by the functions passed in.
+"""
+import fnmatch
+import hashlib
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from agents.definitions import NAME_RULE, is_name
+
+STATUSES = ("ok", "warning", "critical")
+SEVERITIES = ("info", "warning", "critical")
+DIRECTIONS = ("above", "below")
+MATCHER_KEYS = ("check", "tags", "severity")
+
+CHECK_KEYS = {
+    "name", "type", "params", "interval_s", "timeout_s", "warning", "critical", "direction", "max_attempts",
+    "severity", "keep_firing_for_s", "tags", "enabled", "description",
+}
+ROUTE_KEYS = {"name", "order", "match", "handler", "config", "repeat_interval_s", "escalate_after", "escalate_to", "enabled"}
+SILENCE_KEYS = {"match", "starts_at", "ends_at", "duration_s", "comment"}
+RESPONSE_KEYS = {"name", "match", "action", "workflow", "params", "max_runs", "per_s", "enabled"}
+SECTIONS = {"checks", "routes", "silences", "responses"}
+
+
+def status_evaluate(*, value: float | None, ok: bool, warning: float | None, critical: float | None,
+                    direction: str = "above") -> str:
+    """Return 'ok', 'warning' or 'critical': a failed probe is critical; thresholds are inclusive."""
+    if not ok or value is None:
+        return "critical"
+
+    def crossed(threshold: float | None) -> bool:
+        if threshold is None:
+            return False
+        return value >= threshold if direction == "above" else value <= threshold
+
+    if crossed(critical):
+        return "critical"
+    if crossed(warning):
+        return "warning"
+    return "ok"
+
+
+def fingerprint(check: str, target: str) -> str:
+    """Identify one problem: the check and what it probed."""
+    return hashlib.sha256(f"{check}\x00{target}".encode()).hexdigest()[:32]
+
+
+def matchers_validate(matchers: Any, where: str) -> list[str]:
+    """Return the problems with a matcher mapping: ``check`` (glob or list), ``tags`` (list), ``severity``."""
+    if matchers is None:
+        return []
+    if not isinstance(matchers, dict):
+        return [f"{where}: must be a mapping of {', '.join(MATCHER_KEYS)}"]
+    errors = [
+        f"{where}: unknown key {key!r} (allowed: {', '.join(MATCHER_KEYS)})" for key in matchers if key not in MATCHER_KEYS
+    ]
+    for key in ("check", "tags", "severity"):
+        value = matchers.get(key)
+        if value is None:
+            continue
+        values = [value] if isinstance(value, str) and key != "tags" else value
+        if not isinstance(values, list) or not values or not all(isinstance(item, str) and item for item in values):
+            errors.append(f"{where}.{key}: must be a non-empty list of strings" + ("" if key == "tags" else " or a string"))
+        elif key == "severity" and (unknown := [item for item in values if item not in SEVERITIES]):
+            errors.append(f"{where}.severity: unknown {', '.join(unknown)} (known: {', '.join(SEVERITIES)})")
+    return errors
+
+
+def matchers_match(matchers: dict | None, *, check: str, tags: list[str], severity: str) -> bool:
+    """Whether an alert of ``check`` with ``tags`` and ``severity`` matches; every given matcher must hold."""
+    matchers = matchers or {}
+    names = matchers.get("check")
+    if names is not None:
+        names = [names] if isinstance(names, str) else names
+        if not any(fnmatch.fnmatchcase(check, pattern) for pattern in names):
+            return False
+    wanted_tags = matchers.get("tags")
+    if wanted_tags and not set(wanted_tags) <= set(tags or []):
+        return False
+    severities = matchers.get("severity")
+    if severities is not None:
+        severities = [severities] if isinstance(severities, str) else severities
+        if severity not in severities:
+            return False
+    return True
+
+
+def _number(value: Any, where: str, *, minimum: float | None = None, optional: bool = True) -> str | None:
+    if value is None:
+        return None if optional else f"{where}: is required"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"{where}: must be a number, got {value!r}"
+    if minimum is not None and value < minimum:
+        return f"{where}: must be at least {minimum:g}, got {value!r}"
+    return None
+
+
+def _unknown_keys(item: dict, allowed: set[str], where: str) -> list[str]:
+    return [f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})" for key in item if key not in allowed]
+
+
+def check_definition_validate(item: Any, where: str, *, probe_validate: Callable[[str, dict], list[str]]) -> list[str]:
+    """Return every problem with one check definition, each naming ``where`` and the key."""
+    if not isinstance(item, dict):
+        return [f"{where}: must be a mapping"]
+    errors = _unknown_keys(item, CHECK_KEYS, where)
+    name = item.get("name")
+    if not is_name(name):
+        errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+    else:
+        where = f"check {name!r}"
+    check_type = item.get("type")
+    params = item.get("params", {})
+    if not isinstance(params, dict):
+        errors.append(f"{where}.params: must be a mapping")
+    elif not isinstance(check_type, str):
+        errors.append(f"{where}.type: is required")
+    else:
+        errors.extend(f"{where}: {problem}" for problem in probe_validate(check_type, params))
+    for key, minimum in (("interval_s", 1), ("timeout_s", 0.1), ("keep_firing_for_s", 0)):
+        if problem := _number(item.get(key), f"{where}.{key}", minimum=minimum):
+            errors.append(problem)
+    for key in ("warning", "critical"):
+        if problem := _number(item.get(key), f"{where}.{key}"):
+            errors.append(problem)
+    attempts = item.get("max_attempts", 1)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        errors.append(f"{where}.max_attempts: must be a whole number of at least 1, got {attempts!r}")
+    if item.get("severity", "critical") not in SEVERITIES:
+        errors.append(f"{where}.severity: must be one of {', '.join(SEVERITIES)}, got {item.get('severity')!r}")
+    direction = item.get("direction", "above")
+    if direction not in DIRECTIONS:
+        errors.append(f"{where}.direction: must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    warning, critical = item.get("warning"), item.get("critical")
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (warning, critical)):
+        if (direction == "above" and warning > critical) or (direction == "below" and warning < critical):
+            errors.append(
+                f"{where}: warning ({warning:g}) must come before critical ({critical:g}) for direction {direction!r}"
+            )
+    tags = item.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(tag, str) and tag for tag in tags):
+        errors.append(f"{where}.tags: must be a list of strings")
+    if not isinstance(item.get("enabled", True), bool):
+        errors.append(f"{where}.enabled: must be true or false")
+    return errors
+
+
+def route_definition_validate(item: Any, where: str, *, route_names: set[str],
+                              notifier_validate: Callable[[str, dict], list[str]]) -> list[str]:
+    """Return every problem with one notification route."""
+    if not isinstance(item, dict):
+        return [f"{where}: must be a mapping"]
+    errors = _unknown_keys(item, ROUTE_KEYS, where)
+    name = item.get("name")
+    if not is_name(name):
+        errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+    else:
+        where = f"route {name!r}"
+    errors.extend(matchers_validate(item.get("match"), f"{where}.match"))
+    config = item.get("config", {})
+    if not isinstance(config, dict):
+        errors.append(f"{where}.config: must be a mapping")
+    else:
+        errors.extend(f"{where}: {problem}" for problem in notifier_validate(item.get("handler"), config))
+    if problem := _number(item.get("repeat_interval_s"), f"{where}.repeat_interval_s", minimum=1):
+        errors.append(problem)
+    if problem := _number(item.get("order"), f"{where}.order"):
+        errors.append(problem)
+    escalate_after, escalate_to = item.get("escalate_after"), item.get("escalate_to")
+    if escalate_after is not None and (isinstance(escalate_after, bool) or not isinstance(escalate_after, int)
+                                       or escalate_after < 1):
+        errors.append(f"{where}.escalate_after: must be a whole number of at least 1, got {escalate_after!r}")
+    if (escalate_after is None) != (escalate_to is None):
+        errors.append(f"{where}: escalate_after and escalate_to go together")
+    if escalate_to is not None:
+        if escalate_to == name:
+            errors.append(f"{where}.escalate_to: a route cannot escalate to itself")
+        elif escalate_to not in route_names:
+            errors.append(f"{where}.escalate_to: no route named {escalate_to!r}")
+        if item.get("repeat_interval_s") is None:
+            errors.append(f"{where}: escalation needs repeat_interval_s (it counts unacknowledged reminders)")
+    return errors
+
+
+def silence_definition_validate(item: Any, where: str, *, now: datetime,
+                                parse_time: Callable[[str], datetime | None]) -> tuple[list[str], dict]:
+    """Return the problems with one silence and its normalised form (match, starts_at, ends_at, comment)."""
+    if not isinstance(item, dict):
+        return [f"{where}: must be a mapping"], {}
+    errors = _unknown_keys(item, SILENCE_KEYS, where)
+    matchers = item.get("match")
+    if not matchers:
+        errors.append(f"{where}.match: is required (a silence matching everything would hide every alert)")
+    errors.extend(matchers_validate(matchers, f"{where}.match"))
+    starts_at = now
+    if item.get("starts_at") is not None:
+        starts_at = parse_time(item["starts_at"]) if isinstance(item["starts_at"], str) else None
+        if starts_at is None:
+            errors.append(f"{where}.starts_at: must be an ISO 8601 time with a zone, got {item['starts_at']!r}")
+    ends_at = None
+    if item.get("ends_at") is not None:
+        ends_at = parse_time(item["ends_at"]) if isinstance(item["ends_at"], str) else None
+        if ends_at is None:
+            errors.append(f"{where}.ends_at: must be an ISO 8601 time with a zone, got {item['ends_at']!r}")
+    elif item.get("duration_s") is not None:
+        if problem := _number(item["duration_s"], f"{where}.duration_s", minimum=1):
+            errors.append(problem)
+        elif starts_at is not None:
+            ends_at = starts_at + timedelta(seconds=item["duration_s"])
+    else:
+        errors.append(f"{where}: give ends_at or duration_s")
+    if starts_at is not None and ends_at is not None and ends_at <= starts_at:
+        errors.append(f"{where}: ends_at must be after starts_at")
+    comment = item.get("comment", "")
+    if not isinstance(comment, str):
+        errors.append(f"{where}.comment: must be text")
+    return errors, {"matchers": matchers, "starts_at": starts_at, "ends_at": ends_at, "comment": comment}
+
+
+def response_definition_validate(item: Any, where: str, *, action_validate: Callable[[str, dict], list[str]],
+                                 workflow_exists: Callable[[str], bool]) -> list[str]:
+    """Return every problem with one response rule: exactly one of ``action`` and ``workflow``."""
+    if not isinstance(item, dict):
+        return [f"{where}: must be a mapping"]
+    errors = _unknown_keys(item, RESPONSE_KEYS, where)
+    name = item.get("name")
+    if not is_name(name):
+        errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+    else:
+        where = f"response {name!r}"
+    errors.extend(matchers_validate(item.get("match"), f"{where}.match"))
+    action, workflow, params = item.get("action"), item.get("workflow"), item.get("params", {})
+    if not isinstance(params, dict):
+        errors.append(f"{where}.params: must be a mapping")
+        params = {}
+    if (action is None) == (workflow is None):
+        errors.append(f"{where}: give exactly one of action and workflow")
+    elif action is not None:
+        errors.extend(f"{where}: {problem}" for problem in action_validate(action, params))
+    elif not isinstance(workflow, str) or not workflow_exists(workflow):
+        errors.append(f"{where}.workflow: no workflow named {workflow!r}")
+    max_runs = item.get("max_runs", 1)
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+        errors.append(f"{where}.max_runs: must be a whole number of at least 1, got {max_runs!r}")
+    if problem := _number(item.get("per_s"), f"{where}.per_s", minimum=1):
+        errors.append(problem)
+    return errors
+
+
+def definitions_split(document: Any, source: str) -> tuple[list[str], dict[str, list]]:
+    """Split a definitions document into its sections; a bare list is a list of checks."""
+    if isinstance(document, list):
+        return [], {"checks": document, "routes": [], "silences": [], "responses": []}
+    if not isinstance(document, dict):
+        return [f"{source}: must be a list of checks or a mapping of {', '.join(sorted(SECTIONS))}"], {}
+    errors = [f"{source}: unknown section {key!r} (allowed: {', '.join(sorted(SECTIONS))})"
+              for key in document if key not in SECTIONS]
+    sections = {}
+    for key in sorted(SECTIONS):
+        value = document.get(key) or []
+        if not isinstance(value, list):
+            errors.append(f"{source}: {key} must be a list")
+            value = []
+        sections[key] = value
+    for key in ("checks", "routes", "responses"):
+        names = [item.get("name") for item in sections[key] if isinstance(item, dict)]
+        duplicates = sorted({name for name in names if isinstance(name, str) and names.count(name) > 1})
+        if duplicates:
+            errors.append(f"{source}: {key} named more than once: {', '.join(duplicates)}")
+    return errors, sections

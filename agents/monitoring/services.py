@@ -1,0 +1,453 @@
+"""Checks: loading definitions, the dispatcher that schedules them, running them and recording each result
+as metric samples, the check's state and its alert."""
+import logging
+import math
+import time
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from agents.definitions import DefinitionTextError, definition_load_text
+from agents.exceptions import CheckNotFoundError, CheckSpecError
+from agents.models import (
+    Check,
+    CheckStatus,
+    Metric,
+    NotificationRoute,
+    ResponseRule,
+    Silence,
+)
+from agents.monitoring import alerts, probes, rules
+from agents.monitoring.notifiers import notifier_validate
+
+logger = logging.getLogger(__name__)
+
+#: Check types whose probe reads the database or runs operator code: run in the task's own thread.
+INLINE_PROBE_TYPES = frozenset({"agents", "custom"})
+
+
+# ------------------------------------------------------------------------------------ definitions
+
+
+def _action_validate(name: str, params: dict) -> list[str]:
+    from agents.workflows.actions import action_get, action_names
+
+    action = action_get(name) if isinstance(name, str) else None
+    if action is None:
+        return [f"unknown action {name!r} (known: {', '.join(action_names())})"]
+    if action.deferred:
+        return [f"action {name!r} finishes later and cannot answer an alert; start a workflow instead"]
+    return [f"action {name!r}: {problem}" for problem in action.validate(params)]
+
+
+def _workflow_exists(name: str) -> bool:
+    from agents.models import WorkflowDefinition
+
+    return WorkflowDefinition.objects.filter(name=name).exists()
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        value = parse_datetime(text)
+    except ValueError:
+        return None
+    return value if value is not None and value.tzinfo is not None else None
+
+
+def check_fields(item: dict) -> dict:
+    """The model fields of a validated check definition, with defaults for what it leaves out."""
+    return {
+        "check_type": item["type"],
+        "params": item.get("params", {}),
+        "interval_s": float(item.get("interval_s", 60)),
+        "timeout_s": float(item.get("timeout_s", 30)),
+        "warning": item.get("warning"),
+        "critical": item.get("critical"),
+        "direction": item.get("direction", "above"),
+        "max_attempts": item.get("max_attempts", 1),
+        "severity": item.get("severity", "critical"),
+        "keep_firing_for_s": float(item.get("keep_firing_for_s", 0)),
+        "tags": item.get("tags", []),
+        "enabled": item.get("enabled", True),
+        "description": item.get("description", ""),
+    }
+
+
+def check_first_run_at(*, name: str, interval_s: float, now: datetime | None = None) -> datetime:
+    """When a new check first runs: a fixed offset within its interval (at most a minute), from its name, so
+    checks loaded together do not all run at the same moment."""
+    now = now or timezone.now()
+    spread = min(interval_s, 60.0)
+    return now + timedelta(seconds=(zlib.crc32(name.encode()) % 1000) / 1000 * spread)
+
+
+def definitions_validate(document: Any, *, source: str = "definitions") -> dict:
+    """Validate a definitions document; return its sections normalised or raise ``CheckSpecError`` listing all."""
+    errors, sections = rules.definitions_split(document, source)
+    if errors:
+        raise CheckSpecError(errors)
+    for index, item in enumerate(sections["checks"]):
+        errors += rules.check_definition_validate(item, f"checks[{index}]", probe_validate=probes.probe_validate)
+    route_names = {item.get("name") for item in sections["routes"] if isinstance(item, dict)}
+    route_names |= set(NotificationRoute.objects.values_list("name", flat=True))
+    for index, item in enumerate(sections["routes"]):
+        errors += rules.route_definition_validate(
+            item, f"routes[{index}]", route_names=route_names, notifier_validate=notifier_validate
+        )
+    silences = []
+    for index, item in enumerate(sections["silences"]):
+        problems, silence = rules.silence_definition_validate(
+            item, f"silences[{index}]", now=timezone.now(), parse_time=_parse_time
+        )
+        errors += problems
+        silences.append(silence)
+    for index, item in enumerate(sections["responses"]):
+        errors += rules.response_definition_validate(
+            item, f"responses[{index}]", action_validate=_action_validate, workflow_exists=_workflow_exists
+        )
+    if errors:
+        raise CheckSpecError(errors)
+    sections["silences"] = silences
+    return sections
+
+
+def definitions_load(*, text: str, source: str = "definitions", created_by: str = "") -> dict[str, dict[str, int]]:
+    """Create or update the checks, routes, silences and response rules in a YAML/JSON text, all or nothing.
+
+    Returns counts per section: ``{"checks": {"created": n, "updated": n, "unchanged": n}, ...}``.
+    """
+    try:
+        document = definition_load_text(text, source=source)
+    except DefinitionTextError as error:
+        raise CheckSpecError([str(error)]) from None
+    sections = definitions_validate(document, source=source)
+    counts = {key: {"created": 0, "updated": 0, "unchanged": 0} for key in ("checks", "routes", "responses")}
+    counts["silences"] = {"created": 0}
+    with transaction.atomic():
+        for item in sections["checks"]:
+            _, outcome = check_save(name=item["name"], fields=check_fields(item), source=source)
+            counts["checks"][outcome] += 1
+        escalations = {}
+        for item in sections["routes"]:
+            fields = {
+                "order": item.get("order", 100),
+                "matchers": item.get("match") or {},
+                "handler": item["handler"],
+                "config": item.get("config", {}),
+                "repeat_interval_s": item.get("repeat_interval_s"),
+                "escalate_after": item.get("escalate_after"),
+                "enabled": item.get("enabled", True),
+            }
+            counts["routes"][_upsert(NotificationRoute, item["name"], fields)] += 1
+            escalations[item["name"]] = item.get("escalate_to")
+        for name, target in escalations.items():
+            NotificationRoute.objects.filter(name=name).update(
+                escalate_to=NotificationRoute.objects.filter(name=target).first() if target else None
+            )
+        for silence in sections["silences"]:
+            Silence.objects.create(created_by=created_by, **silence)
+            counts["silences"]["created"] += 1
+        for item in sections["responses"]:
+            fields = {
+                "matchers": item.get("match") or {},
+                "action": item.get("action") or "",
+                "workflow": item.get("workflow") or "",
+                "params": item.get("params", {}),
+                "max_runs": item.get("max_runs", 1),
+                "per_s": float(item.get("per_s", 3600)),
+                "enabled": item.get("enabled", True),
+            }
+            counts["responses"][_upsert(ResponseRule, item["name"], fields)] += 1
+    return counts
+
+
+def _upsert(model, name: str, fields: dict) -> str:
+    row = model.objects.select_for_update().filter(name=name).first()
+    if row is None:
+        model.objects.create(name=name, **fields)
+        return "created"
+    changed = [key for key, value in fields.items() if getattr(row, key) != value]
+    if not changed:
+        return "unchanged"
+    for key in changed:
+        setattr(row, key, fields[key])
+    row.save(update_fields=changed)
+    return "updated"
+
+
+def check_save(*, name: str, fields: dict, source: str = "") -> tuple[Check, str]:
+    """Create or update the check ``name`` with validated ``fields``; return it and 'created'/'updated'/'unchanged'.
+
+    A new check, or one whose interval changed, is (re)scheduled; its state and open alerts are kept.
+    """
+    with transaction.atomic():
+        check = Check.objects.select_for_update().filter(name=name).first()
+        if check is None:
+            check = Check.objects.create(
+                name=name, source=source,
+                next_run_at=check_first_run_at(name=name, interval_s=fields["interval_s"]), **fields,
+            )
+            return check, "created"
+        changed = [key for key, value in fields.items() if getattr(check, key) != value]
+        if not changed:
+            return check, "unchanged"
+        if "interval_s" in changed or ("enabled" in changed and fields["enabled"]):
+            check.next_run_at = check_first_run_at(name=name, interval_s=fields["interval_s"])
+            changed.append("next_run_at")
+        if "check_type" in changed or "params" in changed:
+            check.probe_state = {}
+            changed.append("probe_state")
+        for key in changed:
+            if key != "next_run_at" and key != "probe_state":
+                setattr(check, key, fields[key])
+        check.source = source or check.source
+        check.save(update_fields=[*changed, "source", "updated_at"])
+    return check, "updated"
+
+
+def check_get(*, name: str) -> Check:
+    """The check called ``name``; ``CheckNotFoundError`` naming some that exist otherwise."""
+    check = Check.objects.filter(name=name).first()
+    if check is None:
+        known = ", ".join(Check.objects.values_list("name", flat=True)[:20]) or "none loaded"
+        raise CheckNotFoundError(f"no check named {name!r} (checks: {known})")
+    return check
+
+
+# ------------------------------------------------------------------------------------ scheduling
+
+
+def checks_dispatch(*, now: datetime | None = None, limit: int | None = None) -> int:
+    """Send every enabled check due within the next dispatcher tick to the ``monitoring`` queue; return how many.
+
+    Due rows are taken with ``select_for_update(skip_locked=True)`` and their ``next_run_at`` moved forward in the
+    same transaction, so a second dispatcher (two beats by mistake) finds nothing left to send. A run is sent
+    with its scheduled time as ETA and expires one interval later, when the next run supersedes it.
+    """
+    now = now or timezone.now()
+    horizon = now + timedelta(seconds=settings.AGENTS_MONITOR_DISPATCH_S)
+    limit = limit or settings.AGENTS_MONITOR_DISPATCH_LIMIT
+    with transaction.atomic():
+        due = list(
+            Check.objects.select_for_update(skip_locked=True)
+            .filter(enabled=True, next_run_at__lte=horizon)
+            .order_by("next_run_at")
+            .only("id", "next_run_at", "interval_s")[:limit]
+        )
+        if not due:
+            return 0
+        runs = []
+        for check in due:
+            scheduled = check.next_run_at
+            interval = timedelta(seconds=check.interval_s)
+            following = scheduled + interval
+            if following <= now:
+                # Behind by whole intervals (beat was down): skip the missed runs but keep the check's phase.
+                following += interval * math.ceil((now - following) / interval + 1e-9)
+            check.next_run_at = following
+            runs.append((check.pk, scheduled, check.interval_s))
+        Check.objects.bulk_update(due, ["next_run_at"])
+        transaction.on_commit(lambda: _runs_send(runs, now=now))
+    return len(due)
+
+
+def _runs_send(runs: list[tuple[int, datetime, float]], *, now: datetime) -> None:
+    """Send runs in batches of close scheduled times (one message, one ETA) so thousands of checks stay cheap."""
+    from workers.monitoring import checks_run
+
+    batch_window = timedelta(seconds=settings.AGENTS_MONITOR_BATCH_WINDOW_S)
+    batch: list[tuple[int, datetime, float]] = []
+
+    def send() -> None:
+        first = batch[0][1]
+        expires = first + timedelta(seconds=min(interval for _, _, interval in batch))
+        checks_run.apply_async(
+            args=[[[check_id, scheduled.isoformat()] for check_id, scheduled, _ in batch]],
+            eta=first if first > now else None,
+            expires=max(expires, now + timedelta(seconds=1)),
+            priority=settings.AGENTS_MONITOR_CHECK_PRIORITY,
+        )
+
+    for run in sorted(runs, key=lambda run: run[1]):
+        if batch and (run[1] - batch[0][1] > batch_window or len(batch) >= settings.AGENTS_MONITOR_BATCH_SIZE):
+            send()
+            batch = []
+        batch.append(run)
+    if batch:
+        send()
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+@dataclass
+class CheckOutcome:
+    """What one run of a check found and did."""
+
+    check: str
+    status: str
+    value: float | None
+    unit: str
+    message: str
+    duration_ms: float
+    scheduled_for: datetime
+    lateness_s: float
+    recorded: bool
+    alert_id: int | None = None
+    alert_state: str | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "check": self.check,
+            "status": self.status,
+            "value": self.value,
+            "unit": self.unit,
+            "message": self.message,
+            "duration_ms": round(self.duration_ms, 3),
+            "scheduled_for": self.scheduled_for.isoformat(),
+            "lateness_s": round(self.lateness_s, 3),
+            "recorded": self.recorded,
+            "alert_id": self.alert_id,
+            "alert_state": self.alert_state,
+        }
+
+
+def _probe(check: Check) -> tuple[probes.ProbeResult, float]:
+    started = time.perf_counter()
+    try:
+        result = probes.probe_run(check.check_type, check.params, state=check.probe_state or {})
+    except CheckSpecError as error:
+        result = probes.ProbeResult(value=None, unit="", ok=False, message=f"invalid check: {error}", target="")
+    return result, (time.perf_counter() - started) * 1000
+
+
+def checks_run(*, runs: Iterable[tuple[int, datetime]]) -> list[CheckOutcome]:
+    """Run checks (id, scheduled time) now: probes concurrently, then each result recorded in its own transaction.
+
+    A run whose check is gone, disabled, or already recorded for that scheduled time is skipped.
+    """
+    started_at = timezone.now()
+    runs = list(runs)
+    checks = Check.objects.in_bulk([check_id for check_id, _ in runs])
+    todo = [(checks[check_id], scheduled) for check_id, scheduled in runs if check_id in checks]
+    threaded = [item for item in todo if item[0].check_type not in INLINE_PROBE_TYPES]
+    results: dict[int, tuple[probes.ProbeResult, float]] = {}
+    if threaded:
+        with ThreadPoolExecutor(max_workers=min(len(threaded), settings.AGENTS_MONITOR_PROBE_THREADS)) as pool:
+            for (check, _), result in zip(threaded, pool.map(lambda item: _probe(item[0]), threaded)):
+                results[check.pk] = result
+    outcomes = []
+    for check, scheduled in todo:
+        result, duration_ms = results.get(check.pk) or _probe(check)
+        outcomes.append(
+            check_result_record(
+                check_id=check.pk, result=result, scheduled_for=scheduled, duration_ms=duration_ms,
+                started_at=started_at,
+            )
+        )
+    return outcomes
+
+
+def check_run_now(*, name: str) -> CheckOutcome:
+    """Run the check ``name`` at once through the same code as a scheduled run."""
+    check = check_get(name=name)
+    return checks_run(runs=[(check.pk, timezone.now())])[0]
+
+
+def check_result_record(
+    *, check_id: int, result: probes.ProbeResult, scheduled_for: datetime, duration_ms: float,
+    started_at: datetime | None = None,
+) -> CheckOutcome:
+    """Store a probe result: metric samples, the check's state, and its alert (opened, updated or resolved).
+
+    The check row is locked for the whole write, so concurrent results for one check are applied one at a time;
+    a result for a scheduled time at or before the last recorded one is ignored (a redelivered message).
+    """
+    now = timezone.now()
+    started_at = started_at or now
+    with transaction.atomic():
+        check = Check.objects.select_for_update().get(pk=check_id)
+        status = rules.status_evaluate(
+            value=result.value, ok=result.ok, warning=check.warning, critical=check.critical,
+            direction=check.direction,
+        )
+        outcome = CheckOutcome(
+            check=check.name, status=status, value=result.value, unit=result.unit, message=result.message,
+            duration_ms=duration_ms, scheduled_for=scheduled_for,
+            lateness_s=max(0.0, (started_at - scheduled_for).total_seconds()), recorded=False,
+        )
+        if check.last_scheduled_for is not None and scheduled_for <= check.last_scheduled_for:
+            return outcome
+        tags = {"check": check.name, "target": result.target}
+        Metric.objects.bulk_create(
+            Metric(name=name, value=value, unit=unit, tags=tags, health_check=check, recorded_at=now)
+            for name, (value, unit) in result.metrics.items()
+            if value is not None and math.isfinite(value)
+        )
+        failing = status != CheckStatus.OK
+        check.last_scheduled_for = scheduled_for
+        check.last_run_at = now
+        check.last_status = status
+        check.last_value = result.value
+        check.last_unit = result.unit
+        check.last_message = result.message[:2000]
+        check.last_duration_ms = duration_ms
+        check.probe_state = result.state or {}
+        check.consecutive_failures = check.consecutive_failures + 1 if failing else 0
+        if failing:
+            check.last_failed_at = now
+        check.save(update_fields=[
+            "last_scheduled_for", "last_run_at", "last_status", "last_value", "last_unit", "last_message",
+            "last_duration_ms", "probe_state", "consecutive_failures", "last_failed_at", "updated_at",
+        ])
+        alert = alerts.alert_observe(check=check, result=result, status=status, now=now)
+        outcome.recorded = True
+        if alert is not None:
+            outcome.alert_id, outcome.alert_state = alert.pk, alert.state
+    return outcome
+
+
+# ------------------------------------------------------------------------------------ retention
+
+
+def metrics_retain(*, now: datetime | None = None, raw_for_s: float | None = None,
+                   keep_for_s: float | None = None) -> dict[str, int]:
+    """Delete samples older than ``keep_for_s``; replace raw samples older than ``raw_for_s`` by hourly rows
+    (average, minimum, maximum and count per metric, check and tags). Returns what it deleted and wrote."""
+    from django.db.models import Avg, Count, Max, Min
+    from django.db.models.functions import TruncHour
+
+    now = now or timezone.now()
+    raw_for_s = settings.AGENTS_MONITOR_RAW_RETENTION_S if raw_for_s is None else raw_for_s
+    keep_for_s = settings.AGENTS_MONITOR_RETENTION_S if keep_for_s is None else keep_for_s
+    expired_before = now - timedelta(seconds=keep_for_s)
+    # Whole hours only, so an hour is never split between a downsampled row and raw samples.
+    raw_before = (now - timedelta(seconds=raw_for_s)).replace(minute=0, second=0, microsecond=0)
+    with transaction.atomic():
+        deleted, _ = Metric.objects.filter(recorded_at__lt=expired_before).delete()
+        old_raw = Metric.objects.filter(recorded_at__lt=raw_before, sample_count=1, minimum__isnull=True)
+        groups = (
+            old_raw.annotate(hour=TruncHour("recorded_at"))
+            .values("name", "unit", "tags", "health_check_id", "hour")
+            .annotate(average=Avg("value"), low=Min("value"), high=Max("value"), samples=Count("id"))
+            .order_by()
+        )
+        rows = [
+            Metric(
+                name=group["name"], unit=group["unit"], tags=group["tags"], health_check_id=group["health_check_id"],
+                recorded_at=group["hour"], value=group["average"], minimum=group["low"], maximum=group["high"],
+                sample_count=group["samples"],
+            )
+            for group in groups
+        ]
+        downsampled, _ = old_raw.delete()
+        Metric.objects.bulk_create(rows, batch_size=1000)
+    return {"deleted": deleted, "downsampled": downsampled, "written": len(rows)}

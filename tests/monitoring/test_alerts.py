@@ -1,0 +1,324 @@
+"""The alert lifecycle on the real database: every transition, dedup, auto-resolve, acknowledgement expiry,
+silences, routing, reminders, escalation, the resolved notice, and incident responses."""
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from agents.exceptions import AlertStateError
+from agents.models import Alert, IncidentResponse, Metric, Notification, NotificationRoute, ResponseRule
+from agents.monitoring import alerts, services
+
+from .conftest import Clock, make_check, probe_result, record
+
+pytestmark = pytest.mark.django_db
+
+
+def _alert(check):
+    return Alert.objects.get(health_check=check, state__in=["pending", "firing", "acknowledged"])
+
+
+def test_a_passing_check_opens_no_alert_and_stores_its_sample(clock):
+    check = make_check(critical=90)
+    outcome = record(check, 40, clock=clock)
+    check.refresh_from_db()
+    assert outcome.status == "ok" and outcome.recorded
+    assert check.last_status == "ok" and check.last_value == 40
+    assert not Alert.objects.exists()
+    assert Metric.objects.get(health_check=check).value == 40
+
+
+def test_failures_go_pending_then_fire_after_max_attempts_and_update_one_alert(clock):
+    check = make_check(critical=90, max_attempts=3)
+    record(check, 95, clock=clock)
+    alert = _alert(check)
+    assert alert.state == "pending" and alert.fired_at is None
+    record(check, 96, clock=clock)
+    assert _alert(check).state == "pending"
+    record(check, 97, clock=clock)
+    alert.refresh_from_db()
+    assert alert.state == "firing" and alert.fired_at is not None
+    record(check, 98, clock=clock)
+    alert.refresh_from_db()
+    assert (alert.count, alert.last_value, alert.state) == (4, 98, "firing")
+    assert Alert.objects.count() == 1
+
+
+def test_a_warning_raises_a_warning_alert_and_a_failed_probe_a_critical_one(clock):
+    check = make_check(warning=80, critical=90, severity="critical")
+    record(check, 85, clock=clock)
+    assert _alert(check).severity == "warning"
+    record(check, ok=False, clock=clock)
+    alert = _alert(check)
+    assert alert.severity == "critical" and alert.count == 2
+
+
+def test_a_pending_alert_resolves_quietly_when_the_check_passes(clock):
+    check = make_check(critical=90, max_attempts=2)
+    record(check, 95, clock=clock)
+    record(check, 10, clock=clock)
+    alert = Alert.objects.get(health_check=check)
+    assert alert.state == "resolved" and alert.resolved_by == "auto" and alert.fired_at is None
+    check.refresh_from_db()
+    assert check.consecutive_failures == 0
+
+
+def test_a_firing_alert_auto_resolves_when_the_check_passes(clock):
+    check = make_check(critical=90)
+    record(check, 95, clock=clock)
+    record(check, 50, clock=clock)
+    alert = Alert.objects.get(health_check=check)
+    assert alert.state == "resolved" and alert.resolved_at is not None and alert.resolved_by == "auto"
+
+
+def test_keep_firing_for_holds_the_alert_until_the_check_has_passed_long_enough(clock):
+    check = make_check(critical=90, keep_firing_for_s=3600)
+    record(check, 95, clock=clock)
+    record(check, 50, clock=clock)
+    assert _alert(check).state == "firing"
+    Alert.objects.filter(health_check=check).update(last_seen_at=timezone.now() - timedelta(hours=2))
+    record(check, 50, clock=clock)
+    assert Alert.objects.get(health_check=check).state == "resolved"
+
+
+def test_a_new_failure_after_resolution_opens_a_new_alert(clock):
+    check = make_check(critical=90)
+    record(check, 95, clock=clock)
+    record(check, 50, clock=clock)
+    record(check, 95, clock=clock)
+    assert Alert.objects.filter(health_check=check).count() == 2
+    assert _alert(check).state == "firing"
+
+
+def test_acknowledge_then_resolve_by_hand_and_refusals(clock):
+    check = make_check(critical=90, max_attempts=2)
+    record(check, 95, clock=clock)
+    pending = _alert(check)
+    with pytest.raises(AlertStateError, match="is pending; only a firing alert can be acknowledged"):
+        alerts.alert_acknowledge(alert_id=pending.pk)
+    record(check, 95, clock=clock)
+    alert = alerts.alert_acknowledge(alert_id=pending.pk, user="ops", note="on it")
+    assert (alert.state, alert.acknowledged_by, alert.ack_note) == ("acknowledged", "ops", "on it")
+    record(check, 97, clock=clock)
+    assert _alert(check).state == "acknowledged"  # failures keep counting, the acknowledgement stays
+    resolved = alerts.alert_resolve(alert_id=alert.pk, user="ops")
+    assert resolved.state == "resolved" and resolved.resolved_by == "ops"
+    with pytest.raises(AlertStateError, match="already resolved"):
+        alerts.alert_resolve(alert_id=alert.pk)
+    with pytest.raises(AlertStateError, match="is resolved"):
+        alerts.alert_acknowledge(alert_id=alert.pk)
+
+
+def test_an_acknowledged_alert_resolves_when_the_check_passes(clock):
+    check = make_check(critical=90)
+    record(check, 95, clock=clock)
+    alerts.alert_acknowledge(alert_id=_alert(check).pk)
+    record(check, 10, clock=clock)
+    assert Alert.objects.get(health_check=check).state == "resolved"
+
+
+def test_an_expired_acknowledgement_fires_again_and_reminds(clock):
+    check = make_check(critical=90)
+    record(check, 95, clock=clock)
+    alert = alerts.alert_acknowledge(alert_id=_alert(check).pk, expires_in_s=60)
+    assert alerts.alerts_sweep()["ack_expired"] == 0
+    counts = alerts.alerts_sweep(now=timezone.now() + timedelta(seconds=61))
+    alert.refresh_from_db()
+    assert counts["ack_expired"] == 1
+    assert alert.state == "firing" and alert.ack_expires_at is None and alert.notices == 1
+    assert alerts.alerts_sweep(now=timezone.now() + timedelta(seconds=62))["ack_expired"] == 0
+
+
+def test_a_result_recorded_twice_counts_once(clock):
+    check = make_check(critical=90)
+    scheduled = clock.tick()
+    for _ in range(2):
+        services.check_result_record(check_id=check.pk, result=probe_result(95), scheduled_for=scheduled, duration_ms=1)
+    older = services.check_result_record(
+        check_id=check.pk, result=probe_result(10), scheduled_for=scheduled - timedelta(seconds=5), duration_ms=1
+    )
+    assert not older.recorded
+    alert = _alert(check)
+    assert alert.count == 1 and alert.state == "firing"
+    assert Metric.objects.filter(health_check=check).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_failing_results_for_one_check_update_one_alert():
+    check = make_check(critical=90)
+    clock = Clock()
+    times = [clock.tick() for _ in range(16)]
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def worker(chunk):
+        try:
+            barrier.wait()
+            for scheduled in chunk:
+                services.check_result_record(
+                    check_id=check.pk, result=probe_result(95), scheduled_for=scheduled, duration_ms=1
+                )
+        except Exception as error:  # noqa: BLE001 (reported below, with the thread's error)
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(times[index::8],)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    alert = Alert.objects.get(health_check=check)
+    check.refresh_from_db()
+    assert alert.state == "firing"
+    # Results that arrived after a later one was recorded are ignored; every recorded one counted once.
+    assert alert.count == check.consecutive_failures == Metric.objects.filter(health_check=check).count()
+    assert alert.count >= 1
+
+
+# ------------------------------------------------------------------------------------ notifications
+
+
+def _route(name="team", **fields):
+    defaults = {"handler": "log", "config": {}, "matchers": {}, "order": 100}
+    return NotificationRoute.objects.create(name=name, **{**defaults, **fields})
+
+
+def _fire(check, clock):
+    record(check, 95, clock=clock)
+    return _alert(check)
+
+
+def test_routes_are_chosen_by_severity_and_tags_in_order(clock):
+    _route("pager", order=1, matchers={"severity": "critical", "tags": ["prod"]})
+    _route("chat", order=2, matchers={"tags": ["prod"]})
+    _route("catch-all", order=3)
+    prod = make_check("prod-api", critical=90, warning=80, tags=["prod"])
+    dev = make_check("dev-api", critical=90, tags=["dev"])
+    assert _fire(prod, clock).route == "pager"
+    assert _fire(dev, clock).route == "catch-all"
+    warn = make_check("prod-disk", warning=80, critical=90, tags=["prod"])
+    record(warn, 85, clock=clock)
+    assert _alert(warn).route == "chat"
+
+
+def test_firing_and_resolved_notices_reach_the_webhook_with_the_fingerprint(clock, receiver):
+    _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
+    check = make_check(critical=90)
+    alert = _fire(check, clock)
+    record(check, 10, clock=clock)
+    resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+    assert receiver.events() == ["firing", "resolved"]  # the firing notice was sent first, by the resolved one
+    assert {item["dedup_key"] for item in receiver.received} == {alert.fingerprint}
+    assert receiver.headers[0]["Idempotency-Key"] == alert.fingerprint
+    assert resolved.status == "sent"
+    again = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+    assert again.pk == resolved.pk and receiver.events() == ["firing", "resolved"]  # delivered once
+
+
+def test_a_failing_webhook_logs_every_attempt(clock, receiver):
+    receiver.status = 503
+    _route("hook", handler="webhook", config={"url": receiver.url, "attempts": 3, "backoff_s": 0.01})
+    alert = _fire(make_check(critical=90), clock)
+    notification = alerts.notification_deliver(alert_id=alert.pk, event="firing")
+    assert notification.status == "failed"
+    assert len(notification.attempts) == 3 and not any(attempt["ok"] for attempt in notification.attempts)
+    assert "503" in notification.error
+
+
+def test_a_silenced_alert_exists_but_notifies_nobody_and_its_resolution_stays_quiet(clock, receiver):
+    _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
+    alerts.silence_create(matchers={"check": "db-*"}, ends_at=timezone.now() + timedelta(hours=1))
+    silenced = make_check("db-primary", critical=90)
+    loud = make_check("web", critical=90)
+    quiet_alert = _fire(silenced, clock)
+    loud_alert = _fire(loud, clock)
+    assert alerts.notification_deliver(alert_id=quiet_alert.pk, event="firing").status == "silenced"
+    assert alerts.notification_deliver(alert_id=loud_alert.pk, event="firing").status == "sent"
+    record(silenced, 10, clock=clock)
+    assert alerts.notification_deliver(alert_id=quiet_alert.pk, event="resolved").status == "silenced"
+    assert [item["check"] for item in receiver.received] == ["web"]
+
+
+def test_an_expired_silence_no_longer_applies(clock):
+    alerts.silence_create(
+        matchers={"check": "api"}, starts_at=timezone.now() - timedelta(hours=2),
+        ends_at=timezone.now() - timedelta(hours=1),
+    )
+    alert = _fire(make_check(critical=90), clock)
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "sent"
+
+
+def test_a_silence_without_matchers_or_with_a_backwards_window_is_refused():
+    with pytest.raises(AlertStateError, match="give at least one of check, tags, severity"):
+        alerts.silence_create(matchers={}, ends_at=timezone.now() + timedelta(hours=1))
+    with pytest.raises(AlertStateError, match="ends_at: must be after starts_at"):
+        alerts.silence_create(matchers={"check": "x"}, ends_at=timezone.now() - timedelta(hours=1))
+
+
+def test_reminders_repeat_then_escalate_while_unacknowledged(clock, receiver):
+    pager = _route("pager", order=1, matchers={"tags": ["never"]}, handler="webhook",
+                   config={"url": receiver.url, "backoff_s": 0.01})
+    _route("team", order=2, repeat_interval_s=60, escalate_after=2, escalate_to=pager)
+    alert = _fire(make_check(critical=90), clock)
+    assert alert.route == "team"
+    start = timezone.now()
+    assert alerts.alerts_sweep(now=start + timedelta(seconds=30)) == {"ack_expired": 0, "reminders": 0, "escalations": 0}
+    assert alerts.alerts_sweep(now=start + timedelta(seconds=61))["reminders"] == 1
+    assert alerts.alerts_sweep(now=start + timedelta(seconds=62))["reminders"] == 0  # not twice in one interval
+    assert alerts.alerts_sweep(now=start + timedelta(seconds=122))["reminders"] == 1
+    counts = alerts.alerts_sweep(now=start + timedelta(seconds=183))
+    alert.refresh_from_db()
+    assert counts["escalations"] == 1
+    assert (alert.route, alert.escalation_level, alert.reminders_sent) == ("pager", 1, 0)
+    notification = alerts.notification_deliver(alert_id=alert.pk, event="escalation", sequence=alert.notices)
+    assert notification.status == "sent" and receiver.events() == ["escalation"]
+
+
+def test_an_acknowledged_alert_gets_no_reminders(clock):
+    _route("team", repeat_interval_s=60)
+    alert = _fire(make_check(critical=90), clock)
+    alerts.alert_acknowledge(alert_id=alert.pk)
+    assert alerts.alerts_sweep(now=timezone.now() + timedelta(hours=1))["reminders"] == 0
+
+
+# ------------------------------------------------------------------------------------ incident responses
+
+
+def test_a_response_runs_once_per_alert_and_is_rate_limited(clock):
+    ResponseRule.objects.create(name="echo-it", matchers={"severity": "critical"}, action="echo",
+                                params={"value": "restart"}, max_runs=1, per_s=3600)
+    first = _fire(make_check("a", critical=90), clock)
+    responses = alerts.incident_respond(alert_id=first.pk)
+    [response] = responses
+    assert response.status == "succeeded" and response.result["value"] == "restart"
+    assert response.result["inputs"]["alert"]["check"] == "a"  # the action is given the alert
+    assert alerts.incident_respond(alert_id=first.pk) == []  # safe to run twice
+    second = _fire(make_check("b", critical=90), clock)
+    limited = alerts.incident_respond(alert_id=second.pk)
+    assert limited[0].status == "rate_limited" and "limit 1" in limited[0].error
+    assert IncidentResponse.objects.count() == 2
+
+
+def test_a_failing_response_records_its_error(clock):
+    ResponseRule.objects.create(name="breaks", action="fail", params={"message": "cannot restart"}, max_runs=5)
+    alert = _fire(make_check(critical=90), clock)
+    [response] = alerts.incident_respond(alert_id=alert.pk)
+    assert response.status == "failed" and "cannot restart" in response.error
+
+
+def test_no_response_for_an_alert_that_never_fired(clock):
+    ResponseRule.objects.create(name="echo-it", action="echo", params={})
+    check = make_check(critical=90, max_attempts=3)
+    record(check, 95, clock=clock)
+    assert alerts.incident_respond(alert_id=_alert(check).pk) == []
+
+
+def test_notifications_are_unique_per_event(clock):
+    alert = _fire(make_check(critical=90), clock)
+    alerts.notification_deliver(alert_id=alert.pk, event="firing")
+    alerts.notification_deliver(alert_id=alert.pk, event="firing")
+    assert Notification.objects.filter(alert=alert).count() == 1
