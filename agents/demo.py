@@ -27,6 +27,7 @@ DEMO_RULES = settings.BASE_DIR / "examples" / "rules" / "loan_approval.yaml"
 DEMO_PIPELINES = [settings.BASE_DIR / "examples" / "pipelines" / name
                   for name in ("orders_clean.yaml", "revenue_by_region.yaml")]
 DEMO_ORDERS = 20_000
+DEMO_CHECKS = settings.BASE_DIR / "examples" / "monitoring" / "checks.yaml"
 
 
 class DemoError(AgentsError):
@@ -124,6 +125,75 @@ def _demo_data(*, timeout_s: float) -> dict:
     return {"pipelines": report}
 
 
+def _dispatch_until(predicate, *, timeout_s: float, what: str):
+    """Play celery-beat's part: run the monitoring dispatcher every 0.2 s until ``predicate`` holds."""
+    from agents.monitoring.services import checks_dispatch
+
+    def tick():
+        checks_dispatch()
+        return predicate()
+
+    return _wait_for(tick, timeout_s=timeout_s, what=what)
+
+
+def _demo_monitoring(*, timeout_s: float) -> dict:
+    """Run the default checks on the monitoring agent, then make a local endpoint fail and recover: its alert
+    goes pending, fires, and resolves by itself, with a notice for each."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from django.utils import timezone
+
+    from agents.models import Alert, Check, Notification
+    from agents.monitoring import selectors, services
+
+    services.definitions_load(text=DEMO_CHECKS.read_text(), source=str(DEMO_CHECKS))
+    Check.objects.update(next_run_at=timezone.now())
+    _dispatch_until(lambda: not Check.objects.filter(last_run_at__isnull=True).exists(),
+                    timeout_s=timeout_s, what="the default checks to run")
+    health = {"status": 200}
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(health["status"])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/health"
+        check, _ = services.check_save(name="demo-endpoint", fields=services.check_fields(
+            {"name": "demo-endpoint", "type": "http", "params": {"url": url, "timeout_s": 2}, "interval_s": 1,
+             "max_attempts": 2, "tags": ["demo"]}))
+        Check.objects.filter(pk=check.pk).update(next_run_at=timezone.now())
+        _dispatch_until(lambda: Check.objects.get(pk=check.pk).last_status == "ok",
+                        timeout_s=timeout_s, what="demo-endpoint to pass")
+        health["status"] = 503
+        alert = _dispatch_until(lambda: Alert.objects.filter(health_check=check, state="firing").first(),
+                                timeout_s=timeout_s, what="the demo-endpoint alert to fire")
+        health["status"] = 200
+        _dispatch_until(lambda: Alert.objects.filter(pk=alert.pk, state="resolved").exists(),
+                        timeout_s=timeout_s, what="the demo-endpoint alert to resolve")
+        _wait_for(lambda: Notification.objects.filter(alert=alert, event="resolved", status="sent").exists(),
+                  timeout_s=timeout_s, what="the resolved notice")
+    finally:
+        server.shutdown()
+        server.server_close()
+    alert.refresh_from_db()
+    return {
+        "checks": [{key: item[key] for key in ("name", "type", "status", "last_value", "unit", "message")}
+                   for item in selectors.checks_json() if item["name"] != "demo-endpoint"],
+        "alert": {key: value for key, value in selectors.alert_json(alert).items()
+                  if key in ("id", "check", "state", "severity", "summary", "count", "started_at", "fired_at",
+                             "resolved_at", "resolved_by")},
+        "notifications": [{key: note[key] for key in ("event", "route", "handler", "status")}
+                          for note in selectors.notifications_json(alert)],
+    }
+
+
 def demo_seed() -> dict:
     """Load demo data for ``make run``: the example workflows, one run of each, and a task through each queue."""
     from agents.workflows.services import workflow_load_file, workflow_run_start
@@ -144,7 +214,10 @@ def demo_seed() -> dict:
     demo_data_write()
     pipelines = [pipeline_load_file(path=str(path))[0] for path in DEMO_PIPELINES]
     data_run_enqueue(version=pipelines[0])  # the second reads its dataset: run it from the admin afterwards
-    return {"tasks_sent": len(queues), "workflows": [v.definition.name for v in versions],
+    from agents.monitoring.services import definitions_load
+
+    checks = definitions_load(text=DEMO_CHECKS.read_text(), source=str(DEMO_CHECKS))["checks"]
+    return {"checks": sum(checks.values()),"tasks_sent": len(queues), "workflows": [v.definition.name for v in versions],
             "rulesets": [rules.ruleset.name], "pipelines": [v.pipeline.name for v in pipelines]}
 
 
@@ -189,6 +262,7 @@ def demo_run(*, timeout_s: float = 60.0) -> dict:
         summary["workflow"] = _demo_workflow(timeout_s=timeout_s)
         summary["decision"] = _demo_decision(timeout_s=timeout_s)
         summary["data"] = _demo_data(timeout_s=timeout_s)
+        summary["monitoring"] = _demo_monitoring(timeout_s=timeout_s)
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

@@ -186,6 +186,21 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 #: or a failed health check says so (``close_old_connections`` around each task, in agentsite/celery.py).
 CELERY_DB_REUSE_MAX = env.int("AGENTS_DB_REUSE_MAX", default=1000)
 
+# --- E-mail (alert notifications) ---------------------------------------------
+#: SMTP from the environment; with no EMAIL_HOST set, mail is written to the console (nothing leaves the host).
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+#: Seconds an SMTP server may take to answer, so a silent one cannot hold a worker.
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="agentsite@localhost")
+
 # --- Agents -----------------------------------------------------------------
 
 #: Seconds between a worker's heartbeats for its agents.

@@ -257,7 +257,8 @@ def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Not
     else:
         try:
             fields["attempts"] = notification_send(
-                handler=handler, config=config, payload=alert_payload(alert, event), dedup_key=alert.fingerprint
+                handler=handler, config=config, payload=alert_payload(alert, event), dedup_key=alert.fingerprint,
+                idempotency_key=f"{alert.fingerprint}:{alert.pk}:{event}:{sequence}",
             )
             fields["status"] = NotificationStatus.SENT
         except NotificationError as error:

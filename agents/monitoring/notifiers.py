@@ -21,6 +21,8 @@ from agents.workflows.actions import Action, Param
 
 #: Longest wait between two attempts, whatever backoff_s * 2**(n-1) comes to.
 MAX_DELAY_S = 60.0
+#: Longest one webhook notification may take, retries included: well inside the task's soft time limit.
+MAX_SEND_S = 240.0
 
 #: Statuses worth another try: the receiver is overloaded or timed out, not refusing the message.
 RETRY_STATUSES = frozenset({408, 429})
@@ -57,7 +59,21 @@ def notifier_validate(handler: str, config: dict) -> list[str]:
     for key, check in (("to", _recipients_problems), ("url", _url_problems), ("headers", _headers_problems)):
         if key in notifier.params and key in config and notifier.params[key].check(config[key]) is None:
             problems.extend(check(config[key]))
+    if not problems and handler == "webhook":
+        params = notifier.with_defaults(config)
+        worst_s = _worst_case_s(params["attempts"], params["timeout_s"], params["backoff_s"])
+        if worst_s > MAX_SEND_S:
+            problems.append(
+                f"attempts x timeout_s plus backoff could take {worst_s:.0f} s, more than a notification may take "
+                f"({MAX_SEND_S:.0f} s): lower attempts, timeout_s or backoff_s"
+            )
     return problems
+
+
+def _worst_case_s(attempts: int, timeout_s: float, backoff_s: float) -> float:
+    """Longest a webhook send can take: each attempt may wait timeout_s to connect and again to read."""
+    waits = sum(min(backoff_s * 2 ** (number - 1), MAX_DELAY_S) for number in range(1, attempts))
+    return attempts * 2 * timeout_s + waits
 
 
 def _recipients_problems(recipients: list) -> list[str]:
@@ -119,8 +135,13 @@ def _headers_problems(headers: dict) -> list[str]:
 # ------------------------------------------------------------------------------------ sending
 
 
-def notification_send(*, handler: str, config: dict, payload: dict, dedup_key: str) -> list[dict]:
+def notification_send(*, handler: str, config: dict, payload: dict, dedup_key: str,
+                      idempotency_key: str | None = None) -> list[dict]:
     """Deliver ``payload`` through ``handler`` and return every attempt, the last one ok.
+
+    ``dedup_key`` groups every notice of one problem (the alert's fingerprint: a receiver pairs a resolved
+    notice with its firing one by it); ``idempotency_key`` (default: ``dedup_key``) identifies this one notice,
+    sent as the webhook's ``Idempotency-Key`` so a receiver can drop a retried delivery, not a later notice.
 
     Raises NotificationError (with the attempts) after the last failed attempt, or at once, with no attempt,
     when the config is invalid (a host no longer allowed, a header's environment variable not set), or after
@@ -129,7 +150,7 @@ def notification_send(*, handler: str, config: dict, payload: dict, dedup_key: s
     if problems := notifier_validate(handler, config):
         raise NotificationError(f"{handler} notifier: {'; '.join(problems)}")
     notifier = _NOTIFIERS[handler]
-    return notifier.function(notifier.with_defaults(config), payload, dedup_key)
+    return notifier.function(notifier.with_defaults(config), payload, dedup_key, idempotency_key or dedup_key)
 
 
 def _attempts(send: Callable[[], str], *, attempts: int, backoff_s: float, what: str) -> list[dict]:
@@ -158,7 +179,7 @@ def _attempt(at: str, ok: bool, detail: str, started: float) -> dict:
     return {"at": at, "ok": ok, "detail": detail, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
 
 
-def _log_send(params: dict, payload: dict, dedup_key: str) -> list[dict]:
+def _log_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:
     return _attempts(lambda: _log(payload), attempts=1, backoff_s=0, what="log")
 
 
@@ -172,7 +193,7 @@ def _log(payload: dict) -> str:
     return f"logged at {logging.getLevelName(level)}"
 
 
-def _email_send(params: dict, payload: dict, dedup_key: str) -> list[dict]:
+def _email_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:
     return _attempts(lambda: _email(payload, dedup_key, params["to"]),
                      attempts=params["attempts"], backoff_s=params["backoff_s"], what="e-mail")
 
@@ -193,8 +214,8 @@ def _email(payload: dict, dedup_key: str, recipients: list[str]) -> str:
     return f"sent to {', '.join(recipients)}"
 
 
-def _webhook_send(params: dict, payload: dict, dedup_key: str) -> list[dict]:
-    headers = {"Idempotency-Key": dedup_key, **_headers_resolve(params["headers"] or {})}
+def _webhook_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:
+    headers = {"Idempotency-Key": idempotency_key, **_headers_resolve(params["headers"] or {})}
     body = {**payload, "dedup_key": dedup_key}
     return _attempts(lambda: _post(params["url"], body, headers, params["timeout_s"]),
                      attempts=params["attempts"], backoff_s=params["backoff_s"], what="webhook")

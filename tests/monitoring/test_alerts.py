@@ -213,7 +213,8 @@ def test_firing_and_resolved_notices_reach_the_webhook_with_the_fingerprint(cloc
     resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
     assert receiver.events() == ["firing", "resolved"]  # the firing notice was sent first, by the resolved one
     assert {item["dedup_key"] for item in receiver.received} == {alert.fingerprint}
-    assert receiver.headers[0]["Idempotency-Key"] == alert.fingerprint
+    keys = [headers["Idempotency-Key"] for headers in receiver.headers]
+    assert keys == [f"{alert.fingerprint}:{alert.pk}:firing:0", f"{alert.fingerprint}:{alert.pk}:resolved:0"]
     assert resolved.status == "sent"
     again = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
     assert again.pk == resolved.pk and receiver.events() == ["firing", "resolved"]  # delivered once
