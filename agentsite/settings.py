@@ -203,6 +203,10 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="agentsite@localhost"
 
 # --- Agents -----------------------------------------------------------------
 
+#: Python modules imported at start in every process: where operators register their own ``@action``,
+#: ``@transform`` and ``@check_function`` functions (comma-separated dotted names).
+AGENTS_EXTENSION_MODULES = env.list("AGENTS_EXTENSION_MODULES", default=[])
+
 #: Seconds between a worker's heartbeats for its agents.
 AGENTS_HEARTBEAT_INTERVAL_S = env.float("AGENTS_HEARTBEAT_INTERVAL_S", default=10.0)
 #: Seconds between a worker's checks of its busy/idle state; it writes only on change.

@@ -642,14 +642,11 @@ def _url_shown(url: str) -> str:
 
 def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     """Call an allowed host (following pages) and yield its records as frames; nothing is sent to another host."""
-    from django.conf import settings
+    from agents.network import host_refusal
 
-    host = urlsplit(spec["url"]).hostname or ""
-    allowed = settings.AGENTS_DATA_API_ALLOWED_HOSTS
-    if "*" not in allowed and host not in allowed:
-        raise DataSourceError(
-            f"api source: host {host!r} is not in AGENTS_DATA_API_ALLOWED_HOSTS ({', '.join(allowed) or 'empty'})"
-        )
+    refusal = host_refusal(urlsplit(spec["url"]).hostname or "", "AGENTS_DATA_API_ALLOWED_HOSTS")
+    if refusal:
+        raise DataSourceError(f"api source: {refusal}")
     headers = {}
     for name, value in spec["headers"].items():
         if isinstance(value, dict):

@@ -7,16 +7,15 @@ never appear in an attempt's detail or an error message.
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from agents.exceptions import NotificationError
+from agents.network import connection_failure_reason, host_refusal
 from agents.workflows.actions import Action, Param
 
 #: Longest wait between two attempts, whatever backoff_s * 2**(n-1) comes to.
@@ -108,10 +107,7 @@ def _url_problems(url: str) -> list[str]:
 
 def _host_refusal(host: str) -> str | None:
     """Why ``host`` may not be sent to, or None; read at every send so a narrowed allow-list takes effect."""
-    allowed = [entry.lower() for entry in settings.AGENTS_MONITOR_ALLOWED_HOSTS]
-    if "*" in allowed or host.lower() in allowed:
-        return None
-    return f"host {host!r} is not in AGENTS_MONITOR_ALLOWED_HOSTS ({', '.join(allowed) or 'empty'})"
+    return host_refusal(host, "AGENTS_MONITOR_ALLOWED_HOSTS")
 
 
 def _headers_problems(headers: dict) -> list[str]:
@@ -209,7 +205,7 @@ def _email(payload: dict, dedup_key: str, recipients: list[str]) -> str:
     try:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
     except OSError as error:  # smtplib.SMTPException is an OSError
-        reason = _reason(error) or " ".join(str(error).split())[:200] or type(error).__name__
+        reason = connection_failure_reason(error) or " ".join(str(error).split())[:200] or type(error).__name__
         raise _Failure(f"sending to {', '.join(recipients)} failed: {reason}") from None
     return f"sent to {', '.join(recipients)}"
 
@@ -243,7 +239,7 @@ def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> st
     except requests.Timeout:
         raise _Failure(f"timed out after {timeout_s:g} s") from None
     except requests.ConnectionError as error:
-        raise _Failure(_reason(error) or "connection failed") from None
+        raise _Failure(connection_failure_reason(error) or "connection failed") from None
     except requests.RequestException as error:
         raise _Failure(f"request refused: {type(error).__name__}", permanent=True) from None
     status = response.status_code
@@ -253,25 +249,6 @@ def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> st
     if 300 <= status < 400:
         raise _Failure(f"HTTP {status}: redirects are not followed", permanent=True)
     raise _Failure(f"HTTP {status}", permanent=status < 500 and status not in RETRY_STATUSES)
-
-
-def _reason(error: BaseException) -> str | None:
-    """A short cause of a network error, without the URL (a webhook URL may carry its secret in the path)."""
-    seen: set[int] = set()
-    pending: list[Any] = [error]
-    while pending:
-        current = pending.pop(0)
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(current, socket.gaierror):
-            return "host name not resolved"
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror.lower()
-        pending.extend([*current.args, getattr(current, "reason", None), current.__cause__, current.__context__])
-    return None
 
 
 # ------------------------------------------------------------------------------------ registry

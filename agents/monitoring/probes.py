@@ -4,6 +4,7 @@ A probe never raises for a target that fails (refused, timed out, wrong status):
 reason. Invalid parameters raise ``CheckSpecError``; ``probe_validate`` names every problem beforehand.
 """
 import math
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import psutil
 
 from agents.definitions import NAME_RULE, is_name
 from agents.exceptions import CheckSpecError
+from agents.network import connection_failure_reason, host_refusal
 from agents.workflows.actions import Action, Param
 
 #: The setting listing the hosts http and tcp checks may reach ("*" allows any).
@@ -32,13 +34,13 @@ _CPU_IDLE_FIELDS = ("idle", "iowait")
 class ProbeResult:
     """What one probe run measured: the value compared with thresholds, whether the target answered, and samples."""
 
-    value: float | None
-    unit: str
-    ok: bool
-    message: str
-    target: str
-    metrics: dict[str, tuple[float, str]] = field(default_factory=dict)
-    state: dict = field(default_factory=dict)
+    value: float | None  # compared with the thresholds; None when the probe failed outright
+    unit: str  # "percent", "ms", "messages", "agents", "bytes", ...
+    ok: bool  # False when the probe itself failed: unreachable, refused, wrong HTTP status, timeout
+    message: str  # one line a person reads: "GET http://x/health answered 200 in 12 ms"
+    target: str  # what was probed (URL, "host:port", path, queue, "localhost"); part of the alert fingerprint
+    metrics: dict[str, tuple[float, str]] = field(default_factory=dict)  # name -> (value, unit), main value included
+    state: dict = field(default_factory=dict)  # JSON carried to the next run of the same check (cpu times)
 
 
 # ------------------------------------------------------------------------------------ custom functions
@@ -72,33 +74,12 @@ def check_function_names() -> list[str]:
 
 def _host_allowed(host: str) -> str | None:
     """Return why ``host`` may not be probed, or None when the allow-list admits it."""
-    from django.conf import settings
-
-    allowed = getattr(settings, ALLOWED_HOSTS_SETTING)
-    if "*" in allowed or host.lower() in {item.lower() for item in allowed}:
-        return None
-    return f"host {host!r} is not in {ALLOWED_HOSTS_SETTING} ({', '.join(allowed) or 'empty'})"
+    return host_refusal(host, ALLOWED_HOSTS_SETTING)
 
 
 def _failure_reason(error: BaseException, timeout_s: float) -> str:
     """Name why a connection failed: refused, timed out, unresolvable host, or the error itself."""
-    import requests
-
-    seen, pending = set(), [error]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(current, (TimeoutError, requests.Timeout)):
-            return f"timed out after {timeout_s:g} s"
-        if isinstance(current, socket.gaierror):
-            return f"cannot resolve host ({current.strerror or current})"
-        linked = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
-        pending.extend(item for item in linked if isinstance(item, BaseException))
-    return str(error) or type(error).__name__
+    return connection_failure_reason(error, timeout_s) or str(error) or type(error).__name__
 
 
 def _ms(seconds: float) -> float:
@@ -120,23 +101,18 @@ def _cpu(params: dict, state: dict) -> ProbeResult:
     """Busy percent of all CPUs since the previous run (since boot on the first), from cpu_times deltas."""
     now = psutil.cpu_times()._asdict()
     before = state.get("cpu_times")
-    since_boot = {name: 0.0 for name in now}
 
     def busy_and_total(times: dict) -> tuple[float, float]:
         total = sum(value for name, value in times.items() if name not in _CPU_GUEST_FIELDS)
         return total - sum(times.get(name, 0.0) for name in _CPU_IDLE_FIELDS), total
 
     busy, total = busy_and_total(now)
-    period = "since the last run"
+    period = "since boot"
     if isinstance(before, dict) and set(before) == set(now):
         busy_before, total_before = busy_and_total(before)
-        # No tick elapsed, or counters restarted with the host: fall back to the figure since boot.
-        if total - total_before > 0 and busy - busy_before >= 0:
-            busy, total = busy - busy_before, total - total_before
-        else:
-            period = "since boot"
-    else:
-        period = "since boot"
+        # No tick elapsed yet, or the counters restarted with the host: keep the figure since boot.
+        if total > total_before and busy >= busy_before:
+            busy, total, period = busy - busy_before, total - total_before, "since the last run"
     percent = round(min(100.0, max(0.0, 100.0 * busy / total)) if total > 0 else 0.0, 2)
     return ProbeResult(
         value=percent, unit="percent", ok=True, message=f"CPU {percent:g}% busy {period}", target="localhost",
@@ -165,7 +141,8 @@ def _disk(params: dict, state: dict) -> ProbeResult:
     try:
         usage = psutil.disk_usage(path)
     except OSError as error:
-        reason = "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be read ({error.strerror or error})"
+        missing = isinstance(error, FileNotFoundError)
+        reason = "does not exist" if missing else f"cannot be read ({error.strerror or error})"
         return ProbeResult(value=None, unit="percent", ok=False, message=f"disk path {path} {reason}", target=path)
     return ProbeResult(
         value=usage.percent, unit="percent", ok=True,
@@ -273,7 +250,9 @@ def _agents(params: dict, state: dict) -> ProbeResult:
         enabled_count = enabled.count()
         offline = list(enabled.filter(status=AgentStatus.OFFLINE).order_by("name").values_list("name", flat=True))
     except DatabaseError as error:
-        return ProbeResult(value=None, unit="agents", ok=False, message=f"agents: database error ({error})", target=target)
+        return ProbeResult(
+            value=None, unit="agents", ok=False, message=f"agents: database error ({error})", target=target,
+        )
     kind = f"{agent_type} " if agent_type else ""
     if offline:
         named = ", ".join(offline[:MAX_NAMED_AGENTS])
@@ -310,7 +289,9 @@ def _custom(params: dict, state: dict) -> ProbeResult:
             message=f"custom check {name} returned {returned!r}; expected a ProbeResult, a number or (number, unit)",
         )
     if not math.isfinite(value):
-        return ProbeResult(value=None, unit=unit, ok=False, message=f"custom check {name} returned {value}", target=name)
+        return ProbeResult(
+            value=None, unit=unit, ok=False, message=f"custom check {name} returned {value}", target=name,
+        )
     value = float(value)
     return ProbeResult(
         value=value, unit=unit, ok=True, message=f"custom check {name}: {value:g}{unit and ' ' + unit}", target=name,
@@ -337,7 +318,9 @@ def _http_problems(params: dict) -> list[str]:
                 problems.append(f"parameter 'url': {reason}")
     expected = params.get("expect_status", 200)
     if not (_is_status(expected) or isinstance(expected, list) and expected and all(map(_is_status, expected))):
-        problems.append(f"parameter 'expect_status' must be an HTTP status (100-599) or a list of them, got {expected!r}")
+        problems.append(
+            f"parameter 'expect_status' must be an HTTP status (100-599) or a list of them, got {expected!r}"
+        )
     return problems
 
 
@@ -354,7 +337,7 @@ def _tcp_problems(params: dict) -> list[str]:
 def _disk_problems(params: dict) -> list[str]:
     # The path is on the worker host that runs the check, so only its form is checked here, not its existence.
     path = params.get("path")
-    if isinstance(path, str) and not path.startswith("/"):
+    if isinstance(path, str) and not os.path.isabs(path):
         return [f"parameter 'path' must be an absolute path on the worker host, got {path!r}"]
     return []
 
@@ -420,7 +403,7 @@ PROBE_TYPES: tuple[str, ...] = tuple(_PROBES)
 
 
 def probe_validate(check_type: str, params: dict) -> list[str]:
-    """Return every problem with ``params`` for a check of ``check_type``, each naming its parameter (empty when valid)."""
+    """Return every problem with ``params`` for a check of ``check_type``, each naming its parameter."""
     if not isinstance(check_type, str) or check_type not in _PROBES:
         return [f"unknown check type {check_type!r} (known: {', '.join(PROBE_TYPES)})"]
     if not isinstance(params, dict):

@@ -191,14 +191,12 @@ def http_request(context: ActionContext, *, url, method, headers, json, timeout_
     from urllib.parse import urlsplit
 
     import requests
-    from django.conf import settings
 
-    host = urlsplit(url).hostname or ""
-    allowed = settings.AGENTS_HTTP_ALLOWED_HOSTS
-    if "*" not in allowed and host not in allowed:
-        raise PermanentActionError(
-            f"host {host!r} is not in AGENTS_HTTP_ALLOWED_HOSTS ({', '.join(allowed) or 'empty'})"
-        )
+    from agents.network import host_refusal
+
+    refusal = host_refusal(urlsplit(url).hostname or "", "AGENTS_HTTP_ALLOWED_HOSTS")
+    if refusal:
+        raise PermanentActionError(refusal)
     try:
         response = requests.request(method, url, headers=headers, json=json, timeout=timeout_s)
     except requests.RequestException as error:

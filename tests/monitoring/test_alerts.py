@@ -323,3 +323,15 @@ def test_notifications_are_unique_per_event(clock):
     alerts.notification_deliver(alert_id=alert.pk, event="firing")
     alerts.notification_deliver(alert_id=alert.pk, event="firing")
     assert Notification.objects.filter(alert=alert).count() == 1
+
+
+def test_a_response_rule_can_start_a_workflow_and_records_its_run(clock):
+    from agents.models import WorkflowRun
+    from agents.workflows.services import workflow_load
+
+    workflow_load(text="name: restart-api\nsteps:\n  - {id: restart, action: noop}\n")
+    ResponseRule.objects.create(name="restart", matchers={"check": "api"}, workflow="restart-api")
+    alert = _fire(make_check(critical=90), clock)
+    [response] = alerts.incident_respond(alert_id=alert.pk)
+    assert response.status == "succeeded"
+    assert WorkflowRun.objects.get(pk=response.workflow_run_id).version.definition.name == "restart-api"

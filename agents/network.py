@@ -1,0 +1,39 @@
+"""Shared rules for calls to other hosts: the allow-lists, and a short reason for a failed connection."""
+import socket
+from typing import Any
+
+
+def host_refusal(host: str, setting: str) -> str | None:
+    """Why ``host`` may not be called under the allow-list in setting ``setting`` (``*`` admits any host),
+    or None when it may. Host names compare case-insensitively; the setting is read at every call, so a
+    narrowed allow-list takes effect at once."""
+    from django.conf import settings
+
+    allowed = list(getattr(settings, setting))
+    if "*" in allowed or (host or "").lower() in {entry.lower() for entry in allowed}:
+        return None
+    return f"host {host!r} is not in {setting} ({', '.join(allowed) or 'empty'})"
+
+
+def connection_failure_reason(error: BaseException, timeout_s: float | None = None) -> str | None:
+    """A short cause of a network error (refused, timed out, name not resolved, the OS's words), found along
+    its causes; never the URL, which may carry a secret. None when no cause is recognised."""
+    import requests
+
+    seen: set[int] = set()
+    pending: list[Any] = [error]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, (TimeoutError, socket.timeout, requests.Timeout)):
+            return f"timed out after {timeout_s:g} s" if timeout_s is not None else "timed out"
+        if isinstance(current, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror.lower()
+        pending.extend([*current.args, getattr(current, "reason", None), current.__cause__, current.__context__])
+    return None
