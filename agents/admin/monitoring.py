@@ -1,0 +1,598 @@
+"""Admin for monitoring agents: checks with their state and a chart of recent values, alerts with their actions
+and notification log, silences, notification routes, response rules, incident responses and metric samples."""
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge
+from agents.admin.workflows import format_duration
+from agents.models import (
+    OPEN_ALERT_STATES,
+    Alert,
+    Check,
+    IncidentResponse,
+    Metric,
+    Notification,
+    NotificationRoute,
+    ResponseRule,
+    Silence,
+)
+from agents.monitoring import alerts, probes, rules, selectors, services
+from agents.monitoring.notifiers import NOTIFIER_TYPES, notifier_validate
+
+#: How far back the charts on a check's page reach.
+CHART_WINDOW = timedelta(hours=6)
+#: Size of one metric chart, in SVG pixels: whole width and height, the label column, padding around the line.
+CHART_WIDTH, CHART_HEIGHT, CHART_LABEL_WIDTH, CHART_PAD = 520, 90, 90, 8
+#: How long the "Silence matching checks" action silences for.
+SILENCE_FOR = timedelta(hours=1)
+
+#: The workflow badge colour (``wf-<status>`` CSS class) each monitoring state is drawn in.
+CHECK_STATUS_COLOURS = {"ok": "succeeded", "warning": "cancelled", "critical": "failed", "unknown": "pending"}
+ALERT_STATE_COLOURS = {"pending": "pending", "firing": "failed", "acknowledged": "cancelled", "resolved": "succeeded"}
+NOTIFICATION_STATUS_COLOURS = {"sending": "running", "sent": "succeeded", "failed": "failed", "silenced": "skipped"}
+RESPONSE_STATUS_COLOURS = {"running": "running", "succeeded": "succeeded", "failed": "failed",
+                           "rate_limited": "skipped"}
+#: The message level a "Run now" outcome is reported at.
+OUTCOME_LEVELS = {"ok": messages.SUCCESS, "warning": messages.WARNING, "critical": messages.ERROR}
+
+#: What a definition problem is about: ``check 'x'.interval_s: ...`` (a key) or ``route 'x': config.url ...`` (text).
+_PROBLEM_KEY = re.compile(r"^(?:check|route)(?: '[^']*')?(?:\.(?P<key>\w+)|: (?P<text>.*))", re.S)
+
+
+def _badge(colours: dict[str, str], value: str, label: str):
+    return status_badge(colours.get(value, "pending"), label)
+
+
+def _check_link(check: Check):
+    return format_html('<a href="{}">{}</a>', reverse("admin:agents_check_change", args=[check.pk]), check.name)
+
+
+def _matchers_text(matchers: dict) -> str:
+    return json.dumps(matchers, sort_keys=True, ensure_ascii=False) if matchers else "every alert"
+
+
+def _json_block(value: Any):
+    return format_html('<pre class="wf-source">{}</pre>', json.dumps(value, indent=2, sort_keys=True, default=str,
+                                                                       ensure_ascii=False))
+
+
+def value_text(value: float | None, unit: str = "") -> str | None:
+    """``12.5 ms``, ``83.27 percent``, ``8,301,190,656 bytes``: four significant digits, whole numbers from 1000
+    on (never an exponent for a byte count); None stays None."""
+    if value is None:
+        return None
+    number = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return f"{number} {unit}".strip()
+
+
+def metric_chart(name: str, samples: list[tuple[datetime, float]], *, unit: str = "") -> dict:
+    """Lay out one metric's samples (oldest first) as an SVG polyline: time along x, value up y, scaled to the
+    samples' own minimum and maximum. Plain values out; the template draws them."""
+    values = [value for _, value in samples]
+    low, high = min(values), max(values)
+    start, end = samples[0][0], samples[-1][0]
+    span_s = (end - start).total_seconds()
+    plot_width = CHART_WIDTH - CHART_LABEL_WIDTH - 2 * CHART_PAD
+    plot_height = CHART_HEIGHT - 2 * CHART_PAD
+    points = []
+    for recorded_at, value in samples:
+        offset = (recorded_at - start).total_seconds() / span_s if span_s > 0 else 0.5
+        height = (value - low) / (high - low) if high > low else 0.5
+        points.append((round(CHART_LABEL_WIDTH + CHART_PAD + offset * plot_width, 1),
+                       round(CHART_PAD + (1 - height) * plot_height, 1)))
+    return {
+        "name": name,
+        "points": " ".join(f"{x:g},{y:g}" for x, y in points),
+        "last_x": f"{points[-1][0]:g}",
+        "last_y": f"{points[-1][1]:g}",
+        "count": len(samples),
+        "min": value_text(low, unit),
+        "max": value_text(high, unit),
+        "last": value_text(values[-1], unit),
+        "start": start,
+        "end": end,
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "label_x": CHART_LABEL_WIDTH,
+        "max_y": CHART_PAD + 10,
+        "min_y": CHART_HEIGHT - CHART_PAD,
+        "plot_left": CHART_LABEL_WIDTH + CHART_PAD,
+        "plot_right": CHART_WIDTH - CHART_PAD,
+        "top": CHART_PAD,
+        "bottom": CHART_HEIGHT - CHART_PAD,
+    }
+
+
+def check_charts(check: Check, *, window: timedelta = CHART_WINDOW) -> list[dict]:
+    """One chart per metric of ``check`` over ``window``, by metric name."""
+    series = selectors.metric_series(check=check, window=window)
+    units = dict(
+        Metric.objects.filter(health_check=check, recorded_at__gte=timezone.now() - window)
+        .order_by().values_list("name", "unit").distinct()
+    ) if series else {}
+    return [metric_chart(name, samples, unit=units.get(name, "")) for name, samples in sorted(series.items())]
+
+
+def _problems_to_form(form: forms.Form, problems: list[str], *, fields: dict[str, str], parameters: str) -> None:
+    """Show each definition problem on the form field it names (``fields`` maps definition keys to form fields;
+    a problem with a probe or handler parameter goes on ``parameters``), the rest above the form."""
+    for problem in problems:
+        field = _problem_field(problem, fields, parameters)
+        form.add_error(field if field in form.fields else None, problem)
+
+
+def _problem_field(problem: str, fields: dict[str, str], parameters: str) -> str | None:
+    """The form field a problem is about: the key it names, the key it starts with, or ``parameters``."""
+    match = _PROBLEM_KEY.match(problem)
+    if match is None:
+        return None
+    if match["key"]:
+        return fields.get(match["key"])
+    first = re.match(r"\w+", match["text"])
+    field = fields.get(first.group(0)) if first else None
+    return field or (parameters if "parameter" in match["text"] else None)
+
+
+# --- checks -------------------------------------------------------------------------
+
+#: The keys of a check definition, each with the form field (model field) holding it.
+CHECK_DEFINITION_FIELDS = {
+    "name": "name", "type": "check_type", "params": "params", "interval_s": "interval_s",
+    "timeout_s": "timeout_s", "warning": "warning", "critical": "critical", "direction": "direction",
+    "max_attempts": "max_attempts", "severity": "severity", "keep_firing_for_s": "keep_firing_for_s",
+    "tags": "tags", "enabled": "enabled", "description": "description",
+}
+
+
+class CheckForm(forms.ModelForm):
+    """A check, validated like a definitions file (the probe checks its params) and saved through the service."""
+
+    params = forms.JSONField(
+        required=False, initial=dict,
+        help_text='JSON. e.g. {"url": "http://localhost:8000/health"} (http), {"host": "db", "port": 5432} (tcp), '
+                  '{"path": "/"} (disk), {"queue": "default"} (celery_queue), {} (cpu, memory).',
+    )
+    tags = forms.JSONField(required=False, initial=list, help_text='JSON list, e.g. ["web", "prod"].')
+
+    class Meta:
+        model = Check
+        fields = list(CHECK_DEFINITION_FIELDS.values())
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:  # an incomplete definition would only repeat the field errors
+            return cleaned
+        self.definition = {
+            key: cleaned[field] if field in cleaned else getattr(self.instance, field)
+            for key, field in CHECK_DEFINITION_FIELDS.items()
+        }
+        for key, empty in (("params", {}), ("tags", [])):
+            if self.definition[key] is None:
+                self.definition[key] = empty
+        problems = rules.check_definition_validate(self.definition, "check", probe_validate=probes.probe_validate)
+        _problems_to_form(self, problems, fields=CHECK_DEFINITION_FIELDS, parameters="params")
+        return cleaned
+
+
+@admin.register(Check)
+class CheckAdmin(ServiceActionsMixin, admin.ModelAdmin):
+    """Checks with their latest state; edited through the definition rules, run at once with "Run now"."""
+
+    form = CheckForm
+    list_display = ("name", "check_type", "status_label", "last_value_label", "last_run_at", "interval",
+                    "enabled", "open_alert")
+    list_filter = ("check_type", "last_status", "enabled")
+    search_fields = ("name",)
+    actions = ("run_now",)
+    state_fields = ("status_label", "last_value_label", "last_message", "last_run_at", "last_duration_ms",
+                    "next_run_at", "consecutive_failures", "last_failed_at", "open_alert", "source", "created_at",
+                    "updated_at")
+
+    def get_queryset(self, request):
+        # The newest open alert and how many are open, as subqueries: one query for the whole page.
+        open_alerts = Alert.objects.filter(health_check=OuterRef("pk"), state__in=OPEN_ALERT_STATES)
+        newest = open_alerts.order_by("-pk")
+        return super().get_queryset(request).annotate(
+            open_alert_id=Subquery(newest.values("pk")[:1]),
+            open_alert_state=Subquery(newest.values("state")[:1]),
+            open_alert_total=Subquery(
+                open_alerts.order_by().values("health_check").annotate(total=Count("pk")).values("total"),
+                output_field=IntegerField(),
+            ),
+        )
+
+    def get_fieldsets(self, request, obj=None):
+        definition = (None, {"fields": list(CHECK_DEFINITION_FIELDS.values())})
+        if obj is None:
+            return [definition]
+        return [definition, ("State", {"fields": self.state_fields})]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A check is known by its name (definition files, silences, routes match on it): renaming is not an edit.
+        return ("name", *self.state_fields) if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        check, _ = services.check_save(name=form.definition["name"], fields=services.check_fields(form.definition))
+        obj.pk, obj.next_run_at = check.pk, check.next_run_at
+        obj._state.adding = False
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(charts=check_charts(obj), chart_window=format_duration(CHART_WINDOW.total_seconds()))
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    @admin.display(description="status", ordering="last_status")
+    def status_label(self, obj):
+        return _badge(CHECK_STATUS_COLOURS, obj.last_status, obj.get_last_status_display())
+
+    @admin.display(description="last value", ordering="last_value")
+    def last_value_label(self, obj):
+        return value_text(obj.last_value, obj.last_unit) or self.get_empty_value_display()
+
+    @admin.display(description="interval", ordering="interval_s")
+    def interval(self, obj):
+        return format_duration(obj.interval_s, precise=False)
+
+    @admin.display(description="open alert")
+    def open_alert(self, obj):
+        alert_id = getattr(obj, "open_alert_id", None)
+        if alert_id is None:
+            return self.get_empty_value_display()
+        badge = _badge(ALERT_STATE_COLOURS, obj.open_alert_state, obj.open_alert_state)
+        if obj.open_alert_total > 1:
+            url = reverse("admin:agents_alert_changelist") + (
+                f"?health_check__id__exact={obj.pk}&state__in={','.join(OPEN_ALERT_STATES)}"
+            )
+            return format_html('<a href="{}">{} open</a> {}', url, obj.open_alert_total, badge)
+        return format_html('<a href="{}">#{}</a> {}', reverse("admin:agents_alert_change", args=[alert_id]),
+                           alert_id, badge)
+
+    @admin.action(description="Run now", permissions=("change",))
+    def run_now(self, request, queryset):
+        """Run each selected check at once, as a scheduled run would, and report what each found."""
+        outcomes = self.apply_each(request, queryset, lambda check: services.check_run_now(name=check.name),
+                                   "Ran %(count)d check.", "Ran %(count)d checks.")
+        for outcome in outcomes:
+            value = value_text(outcome.value, outcome.unit)
+            found = f"{outcome.check}: {outcome.status}" + (f", {value}" if value else "") + f" — {outcome.message}"
+            if outcome.alert_id is not None:
+                found += f" (alert #{outcome.alert_id} {outcome.alert_state})"
+            self.message_user(request, found, OUTCOME_LEVELS.get(outcome.status, messages.INFO))
+
+
+@admin.register(Metric)
+class MetricAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Metric samples, newest first; written by check runs and downsampled by retention."""
+
+    list_display = ("name", "check_link", "value", "unit", "recorded_at", "sample_count")
+    list_select_related = ("health_check",)
+    search_fields = ("name", "health_check__name")
+    date_hierarchy = "recorded_at"
+    show_full_result_count = False  # a count of every sample on each page load is the slowest query here
+
+    @admin.display(description="check", ordering="health_check__name")
+    def check_link(self, obj):
+        return self.get_empty_value_display() if obj.health_check_id is None else _check_link(obj.health_check)
+
+
+# --- alerts -------------------------------------------------------------------------
+
+
+class NotificationInline(ReadOnlyMixin, admin.TabularInline):
+    """An alert's notification log: one row per event sent (or silenced), with every delivery attempt."""
+
+    model = Notification
+    fields = ("event", "sequence", "route", "handler", "status_label", "attempts_list", "error", "created_at",
+              "finished_at")
+    readonly_fields = fields
+    extra = 0
+    verbose_name_plural = "notification log"
+
+    @admin.display(description="status")
+    def status_label(self, obj):
+        return _badge(NOTIFICATION_STATUS_COLOURS, obj.status, obj.get_status_display())
+
+    @admin.display(description="attempts")
+    def attempts_list(self, obj):
+        if not obj.attempts:
+            return "—"
+        return format_html_join(
+            mark_safe("<br>"), "{} {}: {}",
+            ((attempt.get("at", ""), "ok" if attempt.get("ok") else "failed", attempt.get("detail", ""))
+             for attempt in obj.attempts if isinstance(attempt, dict)),
+        )
+
+
+class _ResponseColumnsMixin:
+    """Columns shown wherever incident responses are listed."""
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj):
+        return _badge(RESPONSE_STATUS_COLOURS, obj.status, obj.get_status_display())
+
+    @admin.display(description="result")
+    def result_text(self, obj):
+        return "—" if obj.result is None else _json_block(obj.result)
+
+    @admin.display(description="workflow run")
+    def workflow_run_link(self, obj):
+        if obj.workflow_run_id is None:
+            return "—"
+        url = reverse("admin:agents_workflowrun_change", args=[obj.workflow_run_id])
+        return format_html('<a href="{}">run {}</a>', url, obj.workflow_run_id)
+
+
+class IncidentResponseInline(ReadOnlyMixin, _ResponseColumnsMixin, admin.TabularInline):
+    """The response rules applied to an alert, with their outcome."""
+
+    model = IncidentResponse
+    fields = ("rule", "status_label", "result_text", "error", "workflow_run_link", "created_at", "finished_at")
+    readonly_fields = fields
+    extra = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("rule")
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
+    """Alerts, written only by check runs and the lifecycle services; acknowledged, resolved or silenced here."""
+
+    list_display = ("id", "check_link", "state_label", "severity", "count", "summary", "started_at", "last_seen_at",
+                    "resolved_at", "acknowledged_by")
+    list_display_links = ("id",)
+    list_filter = ("state", "severity")
+    list_select_related = ("health_check",)
+    search_fields = ("health_check__name", "summary", "target")
+    date_hierarchy = "started_at"
+    fields = ("check_link", "state_label", "severity", "summary", "target", "fingerprint", "count", "last_value",
+              "started_at", "fired_at", "last_seen_at", "resolved_at", "resolved_by", "acknowledged_at",
+              "acknowledged_by", "ack_note", "ack_expires_at", "route", "escalation_level", "reminders_sent")
+    readonly_fields = fields
+    inlines = (NotificationInline, IncidentResponseInline)
+    actions = ("acknowledge", "resolve", "silence_checks")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("health_check")
+
+    def has_operate_permission(self, request) -> bool:
+        """Acknowledging and resolving change an alert: the user needs the permission to change alerts."""
+        return request.user.has_perm("agents.change_alert")
+
+    def has_silence_permission(self, request) -> bool:
+        """Silencing creates a silence: the user needs the permission to add silences."""
+        return request.user.has_perm("agents.add_silence")
+
+    @admin.display(description="check", ordering="health_check__name")
+    def check_link(self, obj):
+        return _check_link(obj.health_check)
+
+    @admin.display(description="state", ordering="state")
+    def state_label(self, obj):
+        return _badge(ALERT_STATE_COLOURS, obj.state, obj.get_state_display())
+
+    @admin.action(description="Acknowledge selected alerts", permissions=("operate",))
+    def acknowledge(self, request, queryset):
+        """Acknowledge each firing alert (reminders stop); any other state is refused with its reason."""
+        user = request.user.get_username()
+        self.apply_each(request, queryset, lambda alert: alerts.alert_acknowledge(alert_id=alert.pk, user=user),
+                        "%(count)d alert acknowledged.", "%(count)d alerts acknowledged.")
+
+    @admin.action(description="Resolve selected alerts", permissions=("operate",))
+    def resolve(self, request, queryset):
+        """Resolve each open alert by hand; a resolved one is refused."""
+        user = request.user.get_username()
+        self.apply_each(request, queryset, lambda alert: alerts.alert_resolve(alert_id=alert.pk, user=user),
+                        "%(count)d alert resolved.", "%(count)d alerts resolved.")
+
+    @admin.action(description="Silence matching checks for 1 hour", permissions=("silence",))
+    def silence_checks(self, request, queryset):
+        """One silence per distinct check of the selected alerts, from now for an hour."""
+        user = request.user.get_username()
+        ends_at = timezone.now() + SILENCE_FOR
+        names = sorted(set(queryset.values_list("health_check__name", flat=True)))
+        self.apply_each(
+            request, names,
+            lambda name: alerts.silence_create(matchers={"check": [name]}, ends_at=ends_at, created_by=user,
+                                               comment="Silenced from the alert list for 1 hour."),
+            "Silenced %(count)d check for 1 hour.", "Silenced %(count)d checks for 1 hour.",
+        )
+
+
+@admin.register(IncidentResponse)
+class IncidentResponseAdmin(ReadOnlyMixin, _ResponseColumnsMixin, admin.ModelAdmin):
+    """Every response rule applied to an alert, with its outcome; written by the response task."""
+
+    list_display = ("id", "rule", "alert_link", "status_label", "workflow_run_link", "error", "created_at",
+                    "finished_at")
+    list_filter = ("status", "rule")
+    list_select_related = ("rule", "alert__health_check")
+    search_fields = ("rule__name", "alert__health_check__name", "error")
+    change_list_template = "admin/agents/alert/change_list.html"
+    change_form_template = "admin/agents/alert/change_form.html"
+    fields = ("rule", "alert_link", "status_label", "result_text", "error", "workflow_run_link", "created_at",
+              "finished_at")
+    readonly_fields = fields
+
+    @admin.display(description="alert", ordering="alert")
+    def alert_link(self, obj):
+        url = reverse("admin:agents_alert_change", args=[obj.alert_id])
+        return format_html('<a href="{}">#{} {}</a>', url, obj.alert_id, obj.alert.health_check.name)
+
+
+
+# --- silences, routes, response rules ------------------------------------------------
+
+
+class SilenceForm(forms.ModelForm):
+    """A silence: what it matches (at least one matcher) and a window that ends after it starts."""
+
+    matchers = forms.JSONField(required=False, help_text=Silence._meta.get_field("matchers").help_text)
+
+    class Meta:
+        model = Silence
+        fields = ("matchers", "starts_at", "ends_at", "comment")
+
+    def clean_matchers(self):
+        matchers = self.cleaned_data["matchers"]
+        problems = rules.matchers_validate(matchers, "matchers")  # the same rules as silence_create
+        if not problems and not matchers:
+            problems.append("matchers: give at least one of check, tags, severity "
+                            "(a silence matching everything would hide every alert)")
+        if problems:
+            raise forms.ValidationError(problems)
+        return matchers
+
+    def clean(self):
+        cleaned = super().clean()
+        starts_at, ends_at = cleaned.get("starts_at"), cleaned.get("ends_at")
+        if starts_at and ends_at and ends_at <= starts_at:
+            self.add_error("ends_at", "must be after starts_at")
+        return cleaned
+
+
+@admin.register(Silence)
+class SilenceAdmin(admin.ModelAdmin):
+    """Silences: alerts they match notify nobody between starts_at and ends_at (the alerts still exist)."""
+
+    form = SilenceForm
+    list_display = ("id", "matchers_text", "starts_at", "ends_at", "active", "comment", "created_by")
+    search_fields = ("comment", "created_by")
+    readonly_fields = ("created_by", "created_at")
+    change_list_template = "admin/agents/alert/change_list.html"
+
+    def get_changeform_initial_data(self, request):
+        now = timezone.now()
+        return {"starts_at": now, "ends_at": now + SILENCE_FOR, **super().get_changeform_initial_data(request)}
+
+    def save_model(self, request, obj, form, change):
+        if change:  # no service edits a silence: the form has validated what the model stores
+            super().save_model(request, obj, form, change)
+            return
+        silence = alerts.silence_create(
+            matchers=obj.matchers, starts_at=obj.starts_at, ends_at=obj.ends_at, comment=obj.comment,
+            created_by=request.user.get_username(),
+        )
+        obj.pk, obj.created_by, obj.created_at = silence.pk, silence.created_by, silence.created_at
+        obj._state.adding = False
+
+    @admin.display(description="matchers")
+    def matchers_text(self, obj):
+        return _matchers_text(obj.matchers)
+
+    @admin.display(description="active")
+    def active(self, obj):
+        now = timezone.now()
+        if obj.ends_at <= now:
+            return status_badge("skipped", "ended")
+        if obj.starts_at > now:
+            return status_badge("pending", "scheduled")
+        return status_badge("running", "active")
+
+
+#: The keys of a route definition, each with the form field (model field) holding it.
+ROUTE_DEFINITION_FIELDS = {
+    "name": "name", "order": "order", "match": "matchers", "handler": "handler", "config": "config",
+    "repeat_interval_s": "repeat_interval_s", "escalate_after": "escalate_after", "escalate_to": "escalate_to",
+    "enabled": "enabled",
+}
+
+
+class NotificationRouteForm(forms.ModelForm):
+    """A route, validated like a definitions file: its matchers, its handler's config and its escalation."""
+
+    handler = forms.ChoiceField(choices=[(name, name) for name in NOTIFIER_TYPES])
+    matchers = forms.JSONField(required=False, initial=dict, help_text='JSON, e.g. {"severity": ["critical"]}; '
+                                                                       "empty matches every alert.")
+    config = forms.JSONField(required=False, initial=dict,
+                             help_text='JSON, e.g. {"url": "http://hooks.local/alerts"} (webhook), '
+                                       '{"to": ["ops@example.com"]} (email), {} (log).')
+
+    class Meta:
+        model = NotificationRoute
+        fields = list(ROUTE_DEFINITION_FIELDS.values())
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        escalate_to = cleaned.get("escalate_to")
+        item = {
+            "name": cleaned.get("name"), "order": cleaned.get("order"), "match": cleaned.get("matchers") or {},
+            "handler": cleaned.get("handler"), "config": {} if cleaned.get("config") is None else cleaned["config"],
+            "repeat_interval_s": cleaned.get("repeat_interval_s"), "escalate_after": cleaned.get("escalate_after"),
+            "escalate_to": escalate_to.name if escalate_to else None, "enabled": cleaned.get("enabled"),
+        }
+        route_names = set(NotificationRoute.objects.values_list("name", flat=True)) | {item["name"]}
+        problems = rules.route_definition_validate(item, "route", route_names=route_names,
+                                                   notifier_validate=notifier_validate)
+        _problems_to_form(self, problems, fields=ROUTE_DEFINITION_FIELDS, parameters="config")
+        return cleaned
+
+
+@admin.register(NotificationRoute)
+class NotificationRouteAdmin(admin.ModelAdmin):
+    """Where alerts are told: the first enabled route (by order) whose matchers match."""
+
+    form = NotificationRouteForm
+    list_display = ("name", "order", "handler", "matchers_text", "repeat_interval_s", "escalation", "enabled")
+    list_filter = ("handler", "enabled")
+    list_select_related = ("escalate_to",)
+    search_fields = ("name",)
+    ordering = ("order", "name")
+
+    @admin.display(description="matchers")
+    def matchers_text(self, obj):
+        return _matchers_text(obj.matchers)
+
+    @admin.display(description="escalation")
+    def escalation(self, obj):
+        if obj.escalate_to_id is None:
+            return self.get_empty_value_display()
+        return f"to {obj.escalate_to.name} after {obj.escalate_after} reminders"
+
+
+@admin.register(ResponseRule)
+class ResponseRuleAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Incident response rules, loaded from definitions files (`manage.py monitor load`)."""
+
+    list_display = ("name", "response", "matchers_text", "limit", "enabled", "response_count")
+    list_filter = ("enabled",)
+    search_fields = ("name", "action", "workflow")
+    fields = ("name", "matchers_text", "action", "workflow", "params_text", "max_runs", "per_s", "enabled",
+              "created_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(response_total=Count("responses"))
+
+    @admin.display(description="response")
+    def response(self, obj):
+        return f"workflow {obj.workflow}" if obj.workflow else f"action {obj.action}"
+
+    @admin.display(description="matchers")
+    def matchers_text(self, obj):
+        return _matchers_text(obj.matchers)
+
+    @admin.display(description="params")
+    def params_text(self, obj):
+        return _json_block(obj.params)
+
+    @admin.display(description="rate limit")
+    def limit(self, obj):
+        return f"{obj.max_runs} per {format_duration(obj.per_s, precise=False)}"
+
+    @admin.display(description="responses", ordering="response_total")
+    def response_count(self, obj):
+        url = reverse("admin:agents_incidentresponse_changelist") + f"?rule__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.response_total)
