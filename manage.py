@@ -9,7 +9,10 @@ def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from agents.tracing import trace  # after DJANGO_SETTINGS_MODULE: every command is an entry point
+
+    with trace():
+        execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

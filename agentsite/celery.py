@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
 
 #: Celery task modules; ``workers.<agent type>`` tasks are routed to that type's queue.
 WORKER_MODULES = (
-    "workers.registry", "workers.workflow", "workers.decision", "workers.data", "workers.monitoring",
+    "workers.registry", "workers.workflow", "workers.decision", "workers.data", "workers.monitoring", "workers.agents",
 )
 
 app = Celery("agentsite")
@@ -34,3 +34,7 @@ task_postrun.connect(_close_old_connections, weak=False)
 from workers.bootsteps import AgentRegistryStep  # noqa: E402  (needs the app configured first)
 
 app.steps["worker"].add(AgentRegistryStep)
+
+from agents.tracing import tracing_connect  # noqa: E402  (trace ids travel in every task message)
+
+tracing_connect(app)

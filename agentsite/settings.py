@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from kombu import Queue
+from kombu.common import Broadcast
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "agents.tracing.TraceMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -114,10 +116,23 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+#: ``text`` (default): readable lines with ``[trace_id]``; ``json``: one JSON object per line, for a log shipper.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text").lower()
+if LOG_FORMAT not in ("text", "json"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"trace_id": {"()": "agents.tracing.TraceIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"},
+        "json": {"()": "agents.tracing.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["trace_id"], "formatter": LOG_FORMAT},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
@@ -177,6 +192,13 @@ CELERY_TIMEZONE = TIME_ZONE
 
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("default", *AGENT_QUEUES)]
+#: Every worker also consumes its own direct queue (``<hostname>.dq2``): messages to one agent go there.
+CELERY_WORKER_DIRECT = True
+#: Where the broker can fan out (Redis, RabbitMQ), one message on this queue reaches every worker: broadcasts
+#: to all agents. The embedded broker cannot; broadcasts then go to each agent's worker directly.
+AGENTS_BROADCAST_QUEUE = "agents.broadcast"
+if CELERY_BROKER_URL.split("://", 1)[0] in {"redis", "rediss", "amqp", "amqps", "pyamqp"}:
+    CELERY_TASK_QUEUES.append(Broadcast(AGENTS_BROADCAST_QUEUE))
 #: Routing by task module: ``workers.<queue>.*`` runs on ``<queue>``; the rest on ``default``.
 CELERY_TASK_ROUTES = {f"workers.{queue}.*": {"queue": queue} for queue in AGENT_QUEUES}
 
@@ -313,5 +335,22 @@ CELERY_BEAT_SCHEDULE.update({
         "task": "workers.monitoring.metrics_retain",
         "schedule": AGENTS_MONITOR_RETENTION_SWEEP_S,
         "options": {"expires": AGENTS_MONITOR_RETENTION_SWEEP_S},
+    },
+})
+
+# --- Orchestration ----------------------------------------------------------------
+
+#: Seconds between sweeps that time out agent tasks whose worker never reported, and re-send lost events.
+AGENTS_ORCHESTRATION_SWEEP_S = env.float("AGENTS_ORCHESTRATION_SWEEP_S", default=15.0)
+CELERY_BEAT_SCHEDULE.update({
+    "agent-tasks-reap": {
+        "task": "workers.agents.agent_tasks_reap",
+        "schedule": AGENTS_ORCHESTRATION_SWEEP_S,
+        "options": {"expires": AGENTS_ORCHESTRATION_SWEEP_S},
+    },
+    "events-relay": {
+        "task": "workers.agents.events_relay",
+        "schedule": AGENTS_ORCHESTRATION_SWEEP_S,
+        "options": {"expires": AGENTS_ORCHESTRATION_SWEEP_S},
     },
 })

@@ -27,6 +27,16 @@ def pytest_configure(config):
         )
 
 
+@pytest.fixture(autouse=True)
+def outside_any_trace():
+    """Each test starts outside any trace, whatever an earlier test left in this thread."""
+    from agents.tracing import trace_id_var
+
+    token = trace_id_var.set("")
+    yield
+    trace_id_var.reset(token)
+
+
 @pytest.fixture(scope="session")
 def broker():
     """The test Redis database, emptied once so no message from an earlier run is delivered."""

@@ -35,6 +35,9 @@ class AgentRegistryStep(bootsteps.StartStopStep):
         self.last_heartbeat = 0.0
         self.registered = False
         self.timer_entry = None
+        # Consume the broadcast queue too (when the broker fans out), whatever -Q the worker was given.
+        if settings.AGENTS_BROADCAST_QUEUE in worker.app.amqp.queues:
+            worker.app.amqp.queues.select_add(settings.AGENTS_BROADCAST_QUEUE)
 
     def start(self, worker):
         """Register the agents and start the heartbeat timer."""

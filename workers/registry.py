@@ -2,6 +2,7 @@
 from celery import shared_task
 
 from agents.orchestration.registry import agents_mark_offline as agents_mark_offline_service
+from agents.tracing import trace_id_get
 
 
 @shared_task
@@ -17,3 +18,9 @@ def agent_ping(self) -> dict:
         "worker": self.request.hostname,
         "queue": (self.request.delivery_info or {}).get("routing_key"),
     }
+
+
+@shared_task(bind=True)
+def trace_echo(self) -> dict:
+    """Answer with the trace id this task runs under and its task id; shows a trace reaches the workers."""
+    return {"trace_id": trace_id_get(), "task_id": self.request.id}

@@ -1,0 +1,47 @@
+"""Orchestration tasks: agent tasks (sent to their agent type's queue), message delivery, event dispatch and the
+sweeps (routed to ``default`` unless sent elsewhere)."""
+from celery import shared_task
+
+from agents.orchestration import agent_tasks, events, messages
+
+
+@shared_task(bind=True, acks_on_failure_or_timeout=True)
+def agent_task_run(self, task_id: int, attempt: int) -> dict | None:
+    """Run attempt ``attempt`` of agent task ``task_id`` on this worker's agent of its type."""
+    task = agent_tasks.task_run(task_id=task_id, attempt=attempt, hostname=self.request.hostname or "")
+    return None if task is None else {"task_id": task.pk, "status": task.status}
+
+
+@shared_task(bind=True, max_retries=messages.HANDLER_RETRIES)
+def message_deliver(self, message_id: int) -> dict | None:
+    """Handle a message on this worker; a failing handler is retried with backoff, then the message fails."""
+    message, retry = messages.message_handle(message_id=message_id, hostname=self.request.hostname or "")
+    if retry:
+        raise self.retry(countdown=2 ** (message.attempts - 1))
+    return None if message is None else {"message_id": message.pk, "status": message.status}
+
+
+@shared_task(bind=True)
+def message_broadcast_deliver(self, message_id: int, agent: str | None = None) -> list[dict]:
+    """Handle a broadcast message once per live agent of this worker it is for."""
+    receipts = messages.message_broadcast_handle(message_id=message_id, hostname=self.request.hostname or "",
+                                                 agent=agent)
+    return [{"agent": receipt.agent, "status": receipt.status} for receipt in receipts]
+
+
+@shared_task
+def event_dispatch(event_id: int) -> list[dict]:
+    """Evaluate the triggers of one event."""
+    return [{"trigger": firing.trigger.name, "status": firing.status} for firing in events.event_dispatch(event_id=event_id)]
+
+
+@shared_task
+def events_relay() -> int:
+    """Send again events whose on-commit send was lost."""
+    return events.events_relay()
+
+
+@shared_task
+def agent_tasks_reap() -> int:
+    """Time out agent tasks whose worker never reported."""
+    return agent_tasks.tasks_reap()
