@@ -119,3 +119,19 @@ class NotificationError(MonitoringError):
     def __init__(self, message: str, attempts: list[dict] | None = None):
         self.attempts = list(attempts or [])
         super().__init__(message)
+
+
+class AgentTaskError(AgentsError):
+    """An agent task cannot be submitted, found or changed as asked; the message names the field or state."""
+
+
+class MessageError(AgentsError):
+    """A message cannot be sent (unknown recipient or type, bad payload) or its answer did not come in time."""
+
+
+class TriggerError(AgentsError):
+    """A trigger definition is invalid; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))

@@ -27,7 +27,10 @@ from agents.data.spec import (
 from agents.decisions.ml import file_sha256
 from agents.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import DataError, InvalidTransitionError, PipelineNotFoundError, PipelineSpecError
+from agents.tracing import trace_id_ensure
+from agents.orchestration.events import event_publish
 from agents.models import (
+    EventType,
     DATA_RUN_TRANSITIONS,
     DataRun,
     DataRunStatus,
@@ -132,7 +135,7 @@ def data_run_create(*, version: PipelineVersion, params: dict | None = None) -> 
         known = ", ".join(sorted(declared)) or "none"
         raise PipelineSpecError([f"unknown run parameter {name!r} for {version.pipeline.name} (declared: {known})"
                                  for name in unknown])
-    return DataRun.objects.create(version=version, params={**declared, **params})
+    return DataRun.objects.create(version=version, params={**declared, **params}, trace_id=trace_id_ensure())
 
 
 def data_run_enqueue(*, version: PipelineVersion, params: dict | None = None) -> DataRun:
@@ -181,11 +184,16 @@ def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.Pip
         number = (Dataset.objects.filter(name=name).aggregate(top=Max("number"))["top"] or 0) + 1
         try:
             with transaction.atomic():
-                return Dataset.objects.create(
+                dataset = Dataset.objects.create(
                     name=name, number=number, path=data_path_relative(path), schema=outcome.schema,
                     row_count=outcome.rows_out, size_bytes=path.stat().st_size, checksum=file_sha256(path),
                     run=run, inputs=outcome.inputs,
                 )
+                event_publish(EventType.DATASET_PRODUCED, {
+                    "dataset_id": dataset.pk, "name": name, "number": number, "path": dataset.path,
+                    "row_count": dataset.row_count, "run_id": run.pk, "pipeline": run.version.pipeline.name,
+                })
+                return dataset
         except IntegrityError:  # another run took the number (or published this run) meanwhile
             existing = Dataset.objects.filter(run=run).first()
             if existing:

@@ -18,7 +18,10 @@ from agents.decisions.expressions import extract_fields
 from agents.definitions import DefinitionTextError, definition_load_text, definition_read_file
 from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
+from agents.tracing import trace_id_ensure
+from agents.orchestration.events import event_publish
 from agents.models import (
+    EventType,
     Decision,
     DecisionEngine,
     DecisionModelVersion,
@@ -151,6 +154,7 @@ class _Decider:
     """Everything one rule set needs to decide, looked up once (per call or per batch)."""
 
     def __init__(self, ruleset: str):
+        self.trace_id = trace_id_ensure()
         self.version = ruleset_active_version(ruleset=ruleset)
         self.rules = compiled_ruleset(self.version.pk)
         self.champion = (
@@ -232,6 +236,7 @@ class _Decider:
             context=_mask(context, self.masked), decision=answer["decision"], confidence=answer["confidence"],
             engine=answer["engine"], rule_ids=answer["rule_ids"], reasoning=answer["reasoning"],
             needs_review=answer["needs_review"], error=error, cached=cached, latency_ms=round(latency_ms, 4),
+            trace_id=self.trace_id,
         )
         result = {
             "decision": answer["decision"], "confidence": answer["confidence"], "reasoning": answer["reasoning"],
@@ -251,7 +256,13 @@ def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool
     """
     decider = _Decider(ruleset)
     result, row = decider.decide(context, explain=explain, use_cache=use_cache)
-    row.save()
+    with transaction.atomic():
+        row.save()
+        event_publish(EventType.DECISION_MADE, {
+            "decision_id": str(row.decision_id), "ruleset": result["ruleset"], "version": result["ruleset_version"],
+            "decision": result["decision"], "confidence": result["confidence"], "engine": result["engine"],
+            "needs_review": result["needs_review"],
+        })
     if decider.shadowed:
         _shadow_later([row.decision_id])
     if result["error"]:

@@ -80,6 +80,7 @@ class DataRun(models.Model):
     """One run of a pinned pipeline version: what went in, what came out, how long, how much memory, quality."""
 
     version = models.ForeignKey(PipelineVersion, on_delete=models.PROTECT, related_name="runs")
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True, help_text="The trace this record belongs to.")
     status = models.CharField(
         max_length=20, choices=DataRunStatus.choices, default=DataRunStatus.PENDING, db_index=True
     )

@@ -101,6 +101,7 @@ class Decision(models.Model):
 
     decision_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     ruleset = models.ForeignKey(RuleSet, on_delete=models.PROTECT, related_name="decisions")
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True, help_text="The trace this record belongs to.")
     version = models.ForeignKey(RuleSetVersion, on_delete=models.PROTECT, related_name="decisions")
     model_version = models.ForeignKey(DecisionModelVersion, null=True, blank=True, on_delete=models.PROTECT,
                                       related_name="decisions")

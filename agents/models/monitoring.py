@@ -145,6 +145,7 @@ class Alert(models.Model):
     """A problem of one check on one target; repeated failures update the one open alert."""
 
     health_check = models.ForeignKey(Check, on_delete=models.CASCADE, related_name="alerts")
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True, help_text="The trace this record belongs to.")
     fingerprint = models.CharField(max_length=64, help_text="Identifies check + target; one open alert per value.")
     target = models.CharField(max_length=500, blank=True)
     state = models.CharField(max_length=20, choices=AlertState.choices, default=AlertState.PENDING)
@@ -318,6 +319,7 @@ class IncidentResponse(models.Model):
 
     rule = models.ForeignKey(ResponseRule, on_delete=models.CASCADE, related_name="responses")
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="responses")
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True, help_text="The trace this record belongs to.")
     status = models.CharField(max_length=20, choices=ResponseStatus.choices, default=ResponseStatus.RUNNING)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)

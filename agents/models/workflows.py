@@ -69,6 +69,7 @@ class WorkflowRun(models.Model):
     """One run of a pinned workflow version; ``attempt`` grows with each re-run from failure."""
 
     version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True, help_text="The trace this record belongs to.")
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True)
     attempt = models.PositiveIntegerField(default=1, help_text="1 for the first run, +1 per re-run from failure.")
     params = models.JSONField(default=dict, blank=True, help_text="The definition's params with the run's overrides.")

@@ -9,7 +9,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.exceptions import AlertStateError, NotificationError
+from agents.tracing import trace_id_ensure
+from agents.orchestration.events import event_publish
 from agents.models import (
+    EventType,
     ALERT_TRANSITIONS,
     OPEN_ALERT_STATES,
     Alert,
@@ -80,6 +83,7 @@ def _fire(alert: Alert, now: datetime) -> None:
     if _transition(alert, AlertState.FIRING, fired_at=now, last_notified_at=now, route=route.name if route else ""):
         _notify_on_commit(alert.pk, NotificationEvent.FIRING)
         _respond_on_commit(alert.pk)
+        event_publish(EventType.ALERT_FIRED, _event_payload(alert))
 
 
 def _resolve(alert: Alert, *, now: datetime, by: str) -> bool:
@@ -88,7 +92,17 @@ def _resolve(alert: Alert, *, now: datetime, by: str) -> bool:
         return False
     if was_fired:
         _notify_on_commit(alert.pk, NotificationEvent.RESOLVED)
+        event_publish(EventType.ALERT_RESOLVED, _event_payload(alert))
     return True
+
+
+def _event_payload(alert: Alert) -> dict:
+    check = alert.health_check
+    return {
+        "alert_id": alert.pk, "check": check.name, "check_type": check.check_type, "fingerprint": alert.fingerprint,
+        "target": alert.target, "severity": alert.severity, "summary": alert.summary, "value": alert.last_value,
+        "tags": check.tags, "state": alert.state, "resolved_by": alert.resolved_by or None,
+    }
 
 
 def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> Alert | None:
@@ -115,6 +129,7 @@ def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> A
         alert = Alert.objects.create(
             health_check=check, fingerprint=fingerprint, target=result.target[:500], state=AlertState.PENDING,
             severity=severity, summary=summary, count=1, last_value=result.value, started_at=now, last_seen_at=now,
+            trace_id=trace_id_ensure(),
         )
     else:
         Alert.objects.filter(pk=alert.pk).update(
@@ -340,7 +355,7 @@ def incident_respond(*, alert_id: int) -> list[IncidentResponse]:
             )
             limited = recent >= rule.max_runs
             response = IncidentResponse.objects.create(
-                rule=rule, alert=alert,
+                rule=rule, alert=alert, trace_id=trace_id_ensure(),
                 status=ResponseStatus.RATE_LIMITED if limited else ResponseStatus.RUNNING,
                 error=f"{recent} responses in the last {rule.per_s:g} s (limit {rule.max_runs})" if limited else "",
                 finished_at=now if limited else None,

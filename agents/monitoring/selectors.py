@@ -148,14 +148,11 @@ def metrics_summary(*, window: timedelta, now: datetime | None = None, check: st
 
 
 def metric_series(*, check: Check, window: timedelta, limit: int = 500) -> dict[str, list[tuple[datetime, float]]]:
-    """The recent samples of each metric of ``check``, oldest first, for a chart."""
+    """The most recent ``limit`` samples of each metric of ``check`` within ``window``, oldest first, for a chart."""
     since = timezone.now() - window
+    samples = Metric.objects.filter(health_check=check, recorded_at__gte=since)
     series: dict[str, list[tuple[datetime, float]]] = {}
-    rows = (
-        Metric.objects.filter(health_check=check, recorded_at__gte=since)
-        .order_by("-recorded_at")
-        .values_list("name", "recorded_at", "value")[:limit]
-    )
-    for name, recorded_at, value in reversed(list(rows)):
-        series.setdefault(name, []).append((recorded_at, value))
+    for name in sorted(set(samples.values_list("name", flat=True).distinct())):
+        rows = samples.filter(name=name).order_by("-recorded_at").values_list("recorded_at", "value")[:limit]
+        series[name] = list(reversed(list(rows)))
     return series

@@ -97,15 +97,37 @@ def agents_stop(*, hostname: str, boot_id: str) -> int:
 
 
 def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
-    """Mark offline every agent not heard from for ``silent_for_s`` seconds; returns how many."""
+    """Mark offline every agent not heard from for ``silent_for_s`` seconds; returns how many.
+
+    Each publishes an ``agent.offline`` event, and the tasks it was running are re-queued once (see
+    ``tasks_requeue_lost``).
+    """
+    from agents.models import EventType
+    from agents.orchestration.agent_tasks import tasks_requeue_lost
+    from agents.orchestration.events import event_publish
+
     silent_for_s = settings.AGENTS_OFFLINE_AFTER_S if silent_for_s is None else silent_for_s
     now = timezone.now()
     cutoff = now - timedelta(seconds=silent_for_s)
-    return (
+    silent = (
         Agent.objects.filter(status__in=agent_statuses_into(AgentStatus.OFFLINE))
         .exclude(last_heartbeat__gte=cutoff)
-        .update(status=AgentStatus.OFFLINE, status_changed_at=now)
     )
+    gone = []
+    with transaction.atomic():
+        for agent in silent.select_for_update(skip_locked=True):
+            moved = Agent.objects.filter(pk=agent.pk, status=agent.status).exclude(last_heartbeat__gte=cutoff).update(
+                status=AgentStatus.OFFLINE, status_changed_at=now
+            )
+            if moved:
+                gone.append(agent.name)
+                event_publish(EventType.AGENT_OFFLINE, {
+                    "agent": agent.name, "agent_type": agent.agent_type, "hostname": agent.hostname,
+                    "last_heartbeat": agent.last_heartbeat.isoformat() if agent.last_heartbeat else None,
+                })
+        if gone:
+            tasks_requeue_lost(agent_names=gone)
+    return len(gone)
 
 
 def agent_transition(*, name: str, status: str) -> Agent:

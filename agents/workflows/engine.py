@@ -19,7 +19,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from agents.exceptions import ActionError, PermanentActionError
-from agents.models import JoinArrival, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
+from agents.orchestration.events import event_publish
+from agents.models import EventType, JoinArrival, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag
 from agents.workflows.actions import ActionContext, Deferred, action_get
@@ -350,9 +351,16 @@ def run_finalize(*, run_id: int) -> None:
     """End a run whose steps are all finished: failed if a failing step failed, else succeeded."""
     run = WorkflowRun.objects.get(pk=run_id)
     status = RunStatus.FAILED if run.failed_step else RunStatus.SUCCEEDED
-    ended = WorkflowRun.objects.filter(
-        pk=run_id, status__in=(RunStatus.PENDING, RunStatus.RUNNING), attempt=run.attempt
-    ).update(status=status, finished_at=timezone.now())
+    with transaction.atomic():
+        ended = WorkflowRun.objects.filter(
+            pk=run_id, status__in=(RunStatus.PENDING, RunStatus.RUNNING), attempt=run.attempt
+        ).update(status=status, finished_at=timezone.now())
+        if ended:
+            event_publish(
+                EventType.WORKFLOW_SUCCEEDED if status == RunStatus.SUCCEEDED else EventType.WORKFLOW_FAILED,
+                {"workflow_run_id": run.pk, "workflow": run.version.definition.name, "status": status,
+                 "failed_step": run.failed_step or None, "params": run.params},
+            )
     if ended and run.parent_run_id:
         parent_step_complete(child_run_id=run_id)
 

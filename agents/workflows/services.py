@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from agents.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
+from agents.tracing import trace_id_ensure
 from agents.models import (
     RunStatus,
     StepRun,
@@ -96,6 +97,7 @@ def workflow_run_start(
             steps_total=len(compiled.spec.steps),
             parent_run_id=parent_run_id,
             parent_step_id=parent_step_id,
+            trace_id=trace_id_ensure(),
         )
         StepRun.objects.bulk_create(
             StepRun(run=run, step_id=step_id, attempt=1, run_attempt=1) for step_id in compiled.spec.steps

@@ -358,7 +358,10 @@ def test_resolving_open_alerts_sends_the_resolved_notice_on_commit(admin_client,
     assert reported == [(messages.SUCCESS, "2 alerts resolved.")]
     assert firing.state == pending.state == AlertState.RESOLVED
     assert firing.resolved_by == "admin" and firing.resolved_at is not None
-    assert len(notices) == 1  # only the alert that had fired is notified
+    # Only the alert that had fired is notified, and publishes alert.resolved: one notice, one event.
+    assert len(notices) == 2
+    from agents.models import Event
+    assert list(Event.objects.values_list("event_type", "payload__alert_id")) == [("alert.resolved", firing.pk)]
 
 
 def test_resolving_a_resolved_alert_is_refused(admin_client):

@@ -1,0 +1,300 @@
+"""Agent tasks: work submitted for an agent type with a priority and a timeout, run by whichever agent of that
+type takes it from its queue first.
+
+A task waits in the broker (never in a polling loop) until an agent of its type is up. Every status change is a
+guarded UPDATE fenced by the task's attempt number, so a result from an attempt that was re-queued (its agent
+went offline) is ignored.
+"""
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents.exceptions import AgentsError, AgentTaskError
+from agents.models import AGENT_TASK_FINISHED, AGENT_TASK_TRANSITIONS, Agent, AgentTask, AgentTaskStatus
+
+logger = logging.getLogger(__name__)
+
+#: Seconds past its timeout after which the reaper fails a task whose worker never reported (hard kill).
+REAP_GRACE_S = 30.0
+MAX_TIMEOUT_S = 24 * 3600.0
+
+
+def _into(status: str) -> list[str]:
+    return [source for source, targets in AGENT_TASK_TRANSITIONS.items() if status in targets]
+
+
+# ------------------------------------------------------------------------------------ what a task does
+
+
+def _run_action(config: dict, *, task: AgentTask) -> Any:
+    from agents.workflows.actions import ActionContext, action_get
+
+    action = action_get(config["action"])
+    context = ActionContext(run_id=0, step_id=f"task-{task.pk}", attempt=task.attempt, workflow=f"task:{task.pk}",
+                            run_params=config.get("params") or {})
+    return action.function(context, **action.with_defaults(config.get("params") or {}))
+
+
+def _run_workflow(config: dict, *, task: AgentTask) -> Any:
+    from agents.workflows.services import workflow_run_start
+
+    run = workflow_run_start(workflow=config["workflow"], params=config.get("params") or {})
+    return {"workflow_run_id": run.pk, "status": run.status}
+
+
+def _run_decision(config: dict, *, task: AgentTask) -> Any:
+    from agents.decisions.services import decide
+
+    return decide(ruleset=config["ruleset"], context=config.get("context") or {}, explain=False)
+
+
+def _run_pipeline(config: dict, *, task: AgentTask) -> Any:
+    from agents.data.selectors import data_run_json
+    from agents.data.services import pipeline_run
+
+    run = pipeline_run(pipeline=config["pipeline"], params=config.get("params") or {})
+    result = data_run_json(run)
+    return {key: result[key] for key in ("run_id", "status", "rows_in", "rows_out", "output", "quality_passed", "error")}
+
+
+def _run_check(config: dict, *, task: AgentTask) -> Any:
+    from agents.monitoring.services import check_run_now
+
+    return check_run_now(name=config["check"]).as_json()
+
+
+#: For each agent type, the config keys it understands and what runs them; ``action`` works on every type.
+TASK_KINDS: dict[str, dict[str, tuple[tuple[str, ...], Callable[..., Any]]]] = {
+    "workflow": {"workflow": (("params",), _run_workflow)},
+    "decision": {"ruleset": (("context",), _run_decision)},
+    "data": {"pipeline": (("params",), _run_pipeline)},
+    "monitoring": {"check": ((), _run_check)},
+}
+
+
+def task_config_validate(agent_type: str, config: Any) -> list[str]:
+    """Every problem with a task's agent type and config, naming the field."""
+    from agents.workflows.actions import action_get, action_names
+
+    if agent_type not in settings.AGENT_QUEUES:
+        return [f"agent_type: {agent_type!r} is not an agent type ({', '.join(settings.AGENT_QUEUES)})"]
+    if not isinstance(config, dict):
+        return ["config: must be a JSON object"]
+    kinds = {**TASK_KINDS[agent_type], "action": (("params",), _run_action)}
+    given = [key for key in kinds if key in config]
+    if len(given) != 1:
+        return [f"config: give exactly one of {', '.join(kinds)} for a {agent_type} task"]
+    kind = given[0]
+    errors = [f"config: unknown key {key!r} for a {kind} task (allowed: {', '.join((kind, *kinds[kind][0]))})"
+              for key in config if key not in (kind, *kinds[kind][0])]
+    if not isinstance(config[kind], str) or not config[kind]:
+        errors.append(f"config.{kind}: must be a name")
+    for key in kinds[kind][0]:
+        if key in config and not isinstance(config[key], dict):
+            errors.append(f"config.{key}: must be a JSON object")
+    if kind == "action" and isinstance(config.get("action"), str):
+        action = action_get(config["action"])
+        if action is None:
+            errors.append(f"config.action: unknown action {config['action']!r} (known: {', '.join(action_names())})")
+        elif action.deferred:
+            errors.append(f"config.action: {config['action']!r} finishes later; submit a workflow task instead")
+        elif isinstance(config.get("params", {}), dict):
+            errors.extend(f"config.params: {problem}" for problem in action.validate(config.get("params") or {}))
+    return errors
+
+
+# ------------------------------------------------------------------------------------ submitting
+
+
+def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: float = 300.0,
+                submitted_by: str = "") -> AgentTask:
+    """Store a task and send it, on commit, to the queue of ``agent_type`` with broker priority ``priority``."""
+    from agents.tracing import trace_id_ensure
+
+    errors = task_config_validate(agent_type, config)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        errors.append(f"priority: must be a whole number from 0 (highest) to 9, got {priority!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+        errors.append(f"timeout_s: must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, got {timeout_s!r}")
+    if errors:
+        raise AgentTaskError("; ".join(errors))
+    with transaction.atomic():
+        task = AgentTask.objects.create(
+            agent_type=agent_type, config=config, priority=priority, timeout_s=float(timeout_s),
+            submitted_by=submitted_by, trace_id=trace_id_ensure(),
+        )
+        transaction.on_commit(lambda: _send(task.pk, attempt=1))
+    return task
+
+
+def _send(task_id: int, *, attempt: int) -> None:
+    """Mark the task queued and hand it to the broker on its agent type's queue."""
+    from workers.agents import agent_task_run
+
+    task = AgentTask.objects.get(pk=task_id)
+    celery_id = f"agent-task-{task.pk}-{attempt}"
+    now = timezone.now()
+    AgentTask.objects.filter(pk=task.pk, status=AgentTaskStatus.PENDING).update(
+        status=AgentTaskStatus.QUEUED, queued_at=now, celery_task_id=celery_id
+    )
+    AgentTask.objects.filter(pk=task.pk, status=AgentTaskStatus.QUEUED, attempt=attempt).update(celery_task_id=celery_id)
+    try:
+        agent_task_run.apply_async(
+            args=[task.pk, attempt], task_id=celery_id, queue=task.agent_type, priority=task.priority,
+            soft_time_limit=task.timeout_s, time_limit=task.timeout_s + 10,
+        )
+    except Exception as error:  # the broker is unreachable: say so on the task instead of leaving it queued
+        AgentTask.objects.filter(pk=task.pk, status=AgentTaskStatus.QUEUED, attempt=attempt).update(
+            status=AgentTaskStatus.FAILED, error=f"could not send to the broker: {error}", finished_at=timezone.now()
+        )
+        raise
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
+    """Take a queued task for the agent of its type on worker ``hostname``; None when it is not this attempt's
+    to run (re-queued, cancelled, finished). A re-delivered message of the same attempt may take it again."""
+    task = AgentTask.objects.filter(pk=task_id).first()
+    if task is None:
+        return None
+    name = f"{hostname}:{task.agent_type}"
+    agent = Agent.objects.filter(name=name).first()
+    claimed = AgentTask.objects.filter(
+        pk=task_id, attempt=attempt, status__in=[AgentTaskStatus.QUEUED, AgentTaskStatus.RUNNING]
+    ).update(status=AgentTaskStatus.RUNNING, started_at=timezone.now(), agent=agent, agent_name=name)
+    if not claimed:
+        return None
+    task.refresh_from_db()
+    return task
+
+
+def task_execute(*, task: AgentTask) -> Any:
+    """Run what the task's config says; return its JSON result (raises what it raises)."""
+    kinds = {**TASK_KINDS[task.agent_type], "action": (("params",), _run_action)}
+    kind = next(key for key in kinds if key in task.config)
+    return kinds[kind][1](task.config, task=task)
+
+
+def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, error: str = "") -> bool:
+    """Record the outcome of attempt ``attempt``; ignored (False) when the task has moved on since."""
+    return bool(
+        AgentTask.objects.filter(pk=task_id, attempt=attempt, status__in=_into(status)).update(
+            status=status, result=result, error=error[:5000], finished_at=timezone.now()
+        )
+    )
+
+
+def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
+    """Claim, execute and record one attempt of a task (the body of the Celery task)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    task = task_claim(task_id=task_id, attempt=attempt, hostname=hostname)
+    if task is None:
+        logger.info("agent task %s attempt %s is not ours to run; ignored", task_id, attempt)
+        return None
+    try:
+        result = task_execute(task=task)
+    except SoftTimeLimitExceeded:
+        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.TIMED_OUT,
+                    error=f"timed out after {task.timeout_s:g} s")
+    except (AgentsError, ValueError, TypeError, KeyError, OSError) as error:
+        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.FAILED, error=str(error))
+    else:
+        if not _is_json(result):
+            result = {"repr": repr(result)[:2000]}
+        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.COMPLETED, result=result)
+    task.refresh_from_db()
+    return task
+
+
+def _is_json(value: Any) -> bool:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------ operators and sweeps
+
+
+def task_cancel(*, task_id: int) -> AgentTask:
+    """Cancel a task that has not finished; a running one is also stopped on its worker."""
+    from agentsite.celery import app
+
+    task = AgentTask.objects.filter(pk=task_id).first()
+    if task is None:
+        raise AgentTaskError(f"no agent task #{task_id}")
+    moved = AgentTask.objects.filter(pk=task_id, status__in=_into(AgentTaskStatus.CANCELLED)).update(
+        status=AgentTaskStatus.CANCELLED, finished_at=timezone.now(), error="cancelled by an operator"
+    )
+    if not moved:
+        task.refresh_from_db()
+        raise AgentTaskError(f"agent task #{task_id} is already {task.status}")
+    if task.celery_task_id:
+        app.control.revoke(task.celery_task_id, terminate=task.status == AgentTaskStatus.RUNNING, signal="SIGTERM")
+    task.refresh_from_db()
+    return task
+
+
+def tasks_requeue_lost(*, agent_names: list[str]) -> dict[str, int]:
+    """Tasks running on agents that went offline: re-queue each once under a new attempt (a late result of the
+    lost attempt is then ignored); fail one that was already re-queued."""
+    counts = {"requeued": 0, "failed": 0}
+    for task in AgentTask.objects.filter(status=AgentTaskStatus.RUNNING, agent_name__in=agent_names):
+        if task.requeues >= 1:
+            if task_finish(task_id=task.pk, attempt=task.attempt, status=AgentTaskStatus.FAILED,
+                           error=f"agent {task.agent_name} went offline again; not re-queued a second time"):
+                counts["failed"] += 1
+            continue
+        with transaction.atomic():
+            moved = AgentTask.objects.filter(pk=task.pk, status=AgentTaskStatus.RUNNING, attempt=task.attempt).update(
+                status=AgentTaskStatus.QUEUED, attempt=F("attempt") + 1, requeues=F("requeues") + 1, agent=None,
+                queued_at=timezone.now(), error=f"agent {task.agent_name} went offline; re-queued",
+            )
+            if moved:
+                counts["requeued"] += 1
+                next_attempt = task.attempt + 1
+                transaction.on_commit(lambda pk=task.pk, attempt=next_attempt: _send(pk, attempt=attempt))
+    return counts
+
+
+def tasks_reap(*, now=None) -> int:
+    """Time out running tasks well past their timeout whose worker never reported (killed by the hard limit)."""
+    now = now or timezone.now()
+    reaped = 0
+    for task in AgentTask.objects.filter(status=AgentTaskStatus.RUNNING, started_at__isnull=False):
+        if task.started_at + timedelta(seconds=task.timeout_s + REAP_GRACE_S) <= now:
+            reaped += task_finish(task_id=task.pk, attempt=task.attempt, status=AgentTaskStatus.TIMED_OUT,
+                                  error=f"no result {task.timeout_s + REAP_GRACE_S:g} s after it started")
+    return reaped
+
+
+def task_get(*, task_id: int) -> AgentTask:
+    """The task ``task_id``; ``AgentTaskError`` if there is none."""
+    task = AgentTask.objects.select_related("agent").filter(pk=task_id).first()
+    if task is None:
+        raise AgentTaskError(f"no agent task #{task_id}")
+    return task
+
+
+def task_json(task: AgentTask) -> dict:
+    """A task as the command and the API show it."""
+    iso = lambda value: value.isoformat() if value else None  # noqa: E731
+    return {
+        "task_id": task.pk, "agent_type": task.agent_type, "status": task.status, "priority": task.priority,
+        "agent": task.agent_name or None, "attempt": task.attempt, "result": task.result, "error": task.error,
+        "config": task.config, "timeout_s": task.timeout_s, "trace_id": task.trace_id,
+        "created_at": iso(task.created_at), "started_at": iso(task.started_at), "finished_at": iso(task.finished_at),
+        "finished": task.status in AGENT_TASK_FINISHED,
+    }

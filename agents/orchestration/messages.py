@@ -1,0 +1,287 @@
+"""The message hub: messages between agents, stored before they are sent and delivered through Celery.
+
+A message goes to one agent (through its worker's direct queue), to any one agent of a type (``type:<type>``,
+through that type's queue), or to every agent (``*``) or every agent of a type (``*:<type>``): one message on
+a fan-out queue every worker consumes where the broker can fan out (Redis, RabbitMQ), one per agent otherwise.
+Handlers are registered per message type with ``@handler("type")``; a handler's failure is recorded on the
+message and retried, never just printed.
+"""
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents.exceptions import MessageError
+from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
+
+logger = logging.getLogger(__name__)
+
+#: Times a failing handler is retried, with exponential backoff from 1 s.
+HANDLER_RETRIES = 3
+
+_handlers: dict[str, Callable[..., Any]] = {}
+
+
+def handler(message_type: str):
+    """Register the decorated function as the handler of ``message_type``: fn(message, *, agent) -> JSON value."""
+
+    def register(function):
+        if message_type not in MessageType.values:
+            raise ValueError(f"unknown message type {message_type!r}")
+        _handlers[message_type] = function
+        return function
+
+    return register
+
+
+def broadcast_supported() -> bool:
+    """Whether the broker fans one message out to every worker (Redis and AMQP do; the embedded one does not)."""
+    from agentsite.celery import app
+
+    return settings.AGENTS_BROADCAST_QUEUE in app.amqp.queues
+
+
+# ------------------------------------------------------------------------------------ sending
+
+
+def _recipient_agents(recipient: str) -> list[Agent]:
+    live = Agent.objects.exclude(status=AgentStatus.OFFLINE).filter(enabled=True)
+    if recipient == "*":
+        return list(live)
+    if recipient.startswith("*:"):
+        return list(live.filter(agent_type=recipient[2:]))
+    return list(Agent.objects.filter(name=recipient))
+
+
+def _recipient_problem(recipient: Any) -> str | None:
+    if not isinstance(recipient, str) or not recipient:
+        return "recipient: give an agent name, 'type:<agent type>', '*' or '*:<agent type>'"
+    kind = recipient[5:] if recipient.startswith("type:") else recipient[2:] if recipient.startswith("*:") else None
+    if kind is not None and kind not in settings.AGENT_QUEUES:
+        return f"recipient: {kind!r} is not an agent type ({', '.join(settings.AGENT_QUEUES)})"
+    if kind is None and recipient != "*" and not Agent.objects.filter(name=recipient).exists():
+        return f"recipient: no agent named {recipient!r} (see `manage.py agents list`)"
+    return None
+
+
+def message_send(*, message_type: str, recipient: str, payload: dict | None = None, sender: str = "",
+                 correlation_id: str = "") -> AgentMessage:
+    """Store a message and send it on commit; returns it (status 'sent' once handed to the broker)."""
+    from agents.tracing import trace_id_ensure
+
+    errors = []
+    if message_type not in MessageType.values:
+        errors.append(f"message_type: {message_type!r} is not one of {', '.join(MessageType.values)}")
+    if problem := _recipient_problem(recipient):
+        errors.append(problem)
+    if payload is not None and not isinstance(payload, dict):
+        errors.append("payload: must be a JSON object")
+    if errors:
+        raise MessageError("; ".join(errors))
+    with transaction.atomic():
+        message = AgentMessage.objects.create(
+            message_type=message_type, recipient=recipient, payload=payload or {}, sender=sender,
+            correlation_id=correlation_id, trace_id=trace_id_ensure(),
+        )
+        transaction.on_commit(lambda: _dispatch(message.pk))
+    return message
+
+
+def message_broadcast(*, message_type: str, payload: dict | None = None, agent_type: str | None = None,
+                      sender: str = "") -> AgentMessage:
+    """Send one message to every live agent, or every live agent of ``agent_type``."""
+    return message_send(message_type=message_type, recipient=f"*:{agent_type}" if agent_type else "*",
+                        payload=payload, sender=sender)
+
+
+def _dispatch(message_id: int) -> None:
+    from celery.utils.nodenames import worker_direct
+
+    from workers.agents import message_broadcast_deliver, message_deliver
+
+    message = AgentMessage.objects.get(pk=message_id)
+    if message.is_broadcast and broadcast_supported():
+        message_broadcast_deliver.apply_async(args=[message.pk], queue=settings.AGENTS_BROADCAST_QUEUE)
+    elif message.is_broadcast:
+        for agent in _recipient_agents(message.recipient):
+            message_broadcast_deliver.apply_async(args=[message.pk, agent.name], queue=worker_direct(agent.hostname))
+    elif message.recipient.startswith("type:"):
+        message_deliver.apply_async(args=[message.pk], queue=message.recipient[5:])
+    else:
+        agent = Agent.objects.get(name=message.recipient)
+        message_deliver.apply_async(args=[message.pk], queue=worker_direct(agent.hostname))
+    AgentMessage.objects.filter(pk=message.pk, status=MessageStatus.PENDING).update(
+        status=MessageStatus.SENT, sent_at=timezone.now()
+    )
+
+
+# ------------------------------------------------------------------------------------ handling
+
+
+def _agent_for(message: AgentMessage, hostname: str) -> str:
+    if message.recipient.startswith("type:"):
+        return f"{hostname}:{message.recipient[5:]}"
+    return message.recipient
+
+
+def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, bool]:
+    """Run the handler of a message delivered to worker ``hostname``; return it and whether to retry.
+
+    A handled message is not handled again. A failing handler's error is recorded; the caller retries until
+    ``HANDLER_RETRIES`` is spent, then the message is failed.
+    """
+    message = AgentMessage.objects.filter(pk=message_id).first()
+    if message is None or message.status in (MessageStatus.HANDLED, MessageStatus.FAILED, MessageStatus.REJECTED):
+        return message, False
+    now = timezone.now()
+    agent = _agent_for(message, hostname)
+    AgentMessage.objects.filter(pk=message.pk, status__in=[MessageStatus.PENDING, MessageStatus.SENT]).update(
+        status=MessageStatus.DELIVERED, delivered_at=now
+    )
+    AgentMessage.objects.filter(pk=message.pk).update(attempts=F("attempts") + 1, handled_by=agent)
+    message.refresh_from_db()
+    try:
+        response = _run_handler(message, agent=agent)
+    except Exception as error:  # any handler failure is recorded on the message, then retried
+        retry = message.attempts <= HANDLER_RETRIES
+        AgentMessage.objects.filter(pk=message.pk).update(
+            error=f"{type(error).__name__}: {error}"[:5000],
+            **({} if retry else {"status": MessageStatus.FAILED}),
+        )
+        logger.warning("handler of message %s failed (attempt %s): %s", message.pk, message.attempts, error)
+        message.refresh_from_db()
+        return message, retry
+    AgentMessage.objects.filter(pk=message.pk, status=MessageStatus.DELIVERED).update(
+        status=MessageStatus.HANDLED, handled_at=timezone.now(), response=response, error=""
+    )
+    message.refresh_from_db()
+    if message.message_type == MessageType.TASK_REQUEST and message.correlation_id:
+        if message.sender and Agent.objects.filter(name=message.sender).exists():
+            message_send(message_type=MessageType.TASK_RESPONSE, recipient=message.sender,
+                         payload={"result": response}, sender=agent, correlation_id=message.correlation_id)
+        else:
+            _response_store(message, agent, response)
+    return message, False
+
+
+def _response_store(request: AgentMessage, agent: str, response: Any) -> None:
+    """Keep the response of a request whose sender is not an agent (a command, the API): it reads it here."""
+    AgentMessage.objects.create(
+        message_type=MessageType.TASK_RESPONSE, sender=agent, recipient=request.sender or "requester",
+        payload={"result": response}, correlation_id=request.correlation_id, status=MessageStatus.HANDLED,
+        trace_id=request.trace_id, sent_at=timezone.now(), delivered_at=timezone.now(), handled_at=timezone.now(),
+    )
+
+
+def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | None = None) -> list[MessageReceipt]:
+    """Handle a broadcast on worker ``hostname``: once per live agent it hosts that the message is for."""
+    message = AgentMessage.objects.filter(pk=message_id).first()
+    if message is None:
+        return []
+    agents = Agent.objects.filter(hostname=hostname).exclude(status=AgentStatus.OFFLINE)
+    if agent:
+        agents = agents.filter(name=agent)
+    if message.recipient.startswith("*:"):
+        agents = agents.filter(agent_type=message.recipient[2:])
+    receipts = []
+    for name in agents.values_list("name", flat=True):
+        try:
+            with transaction.atomic():
+                receipt = MessageReceipt.objects.create(message=message, agent=name)
+        except IntegrityError:
+            continue  # this agent already has it
+        try:
+            response = _run_handler(message, agent=name)
+            receipt.status, receipt.response = MessageStatus.HANDLED, response
+        except Exception as error:  # recorded on the receipt, never only printed
+            receipt.status, receipt.error = MessageStatus.FAILED, f"{type(error).__name__}: {error}"[:5000]
+        receipt.handled_at = timezone.now()
+        receipt.save(update_fields=["status", "response", "error", "handled_at"])
+        receipts.append(receipt)
+    AgentMessage.objects.filter(pk=message.pk, status__in=[MessageStatus.PENDING, MessageStatus.SENT]).update(
+        status=MessageStatus.DELIVERED, delivered_at=timezone.now()
+    )
+    return receipts
+
+
+def _run_handler(message: AgentMessage, *, agent: str) -> Any:
+    function = _handlers.get(message.message_type)
+    if function is None:
+        raise MessageError(f"no handler for message type {message.message_type!r}")
+    return function(message, agent=agent)
+
+
+# ------------------------------------------------------------------------------------ request / response
+
+
+def message_request(*, recipient: str, payload: dict, timeout_s: float = 10.0, sender: str = "") -> AgentMessage:
+    """Send a task_request and wait up to ``timeout_s`` for the task_response with its correlation id."""
+    correlation_id = uuid.uuid4().hex
+    request = message_send(message_type=MessageType.TASK_REQUEST, recipient=recipient, payload=payload,
+                           sender=sender or "requester", correlation_id=correlation_id)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = AgentMessage.objects.filter(
+            correlation_id=correlation_id, message_type=MessageType.TASK_RESPONSE
+        ).first()
+        if response is not None:
+            return response
+        failed = AgentMessage.objects.filter(pk=request.pk, status=MessageStatus.FAILED).values_list("error", flat=True)
+        if failed:
+            raise MessageError(f"request #{request.pk} failed: {failed[0]}")
+        time.sleep(0.05)
+    raise MessageError(f"no response to request #{request.pk} (correlation id {correlation_id}) within {timeout_s:g} s")
+
+
+# ------------------------------------------------------------------------------------ built-in handlers
+
+
+@handler(MessageType.TASK_REQUEST)
+def _task_request(message: AgentMessage, *, agent: str) -> Any:
+    """Run a registered, immediate workflow action named in the payload (``action``, ``params``), or answer a ping."""
+    from agents.workflows.actions import ActionContext, action_get
+
+    payload = message.payload or {}
+    if "action" not in payload:
+        return {"pong": agent}
+    action = action_get(payload["action"])
+    if action is None or action.deferred:
+        raise MessageError(f"unknown or deferred action {payload['action']!r}")
+    params = payload.get("params") or {}
+    if problems := action.validate(params):
+        raise MessageError("; ".join(problems))
+    context = ActionContext(run_id=0, step_id=f"message-{message.pk}", attempt=message.attempts,
+                            workflow=f"message:{message.pk}", run_params=params)
+    return action.function(context, **action.with_defaults(params))
+
+
+@handler(MessageType.TASK_RESPONSE)
+def _task_response(message: AgentMessage, *, agent: str) -> Any:
+    """Responses are read by their requester; handling only marks them received."""
+    return {"received_by": agent}
+
+
+@handler(MessageType.STATUS_UPDATE)
+def _status_update(message: AgentMessage, *, agent: str) -> Any:
+    """Log a status update from another agent."""
+    logger.info("status update for %s from %s: %s", agent, message.sender or "?", message.payload)
+    return {"noted_by": agent}
+
+
+@handler(MessageType.EVENT_NOTIFICATION)
+def _event_notification(message: AgentMessage, *, agent: str) -> Any:
+    """Log an event notification."""
+    logger.info("event notification for %s: %s", agent, message.payload)
+    return {"noted_by": agent}
+
+
+@handler(MessageType.HEARTBEAT)
+def _heartbeat(message: AgentMessage, *, agent: str) -> Any:
+    """Answer a heartbeat with the agent's name and time."""
+    return {"agent": agent, "at": timezone.now().isoformat()}
