@@ -11,7 +11,7 @@ from celery.beat import ScheduleEntry, Scheduler
 from django.conf import settings
 
 from agents.tracing import (
-    JsonFormatter, TraceIdFilter, trace, trace_id_ensure, trace_id_get, trace_id_valid, trace_id_var,
+    JsonFormatter, TraceIdFilter, trace, trace_id_ensure, trace_id_get, trace_id_valid,
 )
 from agentsite.celery import app as celery_app
 from tests.conftest import manage
