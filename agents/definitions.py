@@ -24,13 +24,17 @@ def is_name(value: Any) -> bool:
 
 
 class _PlainLoader(yaml.SafeLoader):
-    """YAML's safe loader without implicit timestamps: ``2024-01-01`` stays text, as JSON would keep it."""
+    """YAML's safe loader read as JSON would: ``2024-01-01`` stays text (no implicit timestamps), and only
+    ``true``/``false`` are booleans, so keys and values such as ``on``, ``off``, ``yes`` and ``no`` stay text
+    (YAML 1.1 would turn a join's ``on:`` key into ``True``)."""
 
 
+_BOOLEAN = "tag:yaml.org,2002:bool"
 _PlainLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:timestamp", _BOOLEAN)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_PlainLoader.add_implicit_resolver(_BOOLEAN, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def _refuse_constant(name: str):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery.app.trace import setup_worker_optimizations
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 
@@ -48,6 +49,8 @@ def broker():
 @pytest.fixture(scope="session")
 def celery_worker(broker, django_db_setup, django_db_blocker):
     """A real Celery worker (prefork, as in production: time limits and revoke-terminate work) on every queue."""
+    # As `celery worker` does at start, so a task's request.hostname is the node name, not the machine's.
+    setup_worker_optimizations(celery_app, "tests@localhost")
     with django_db_blocker.unblock():
         with start_worker(
             celery_app,

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 #: Seconds an event may stay unpublished before the relay sends it again.
 RELAY_AFTER_S = 10.0
-TRIGGER_KEYS = {"name", "on", "filter", "action", "target", "params", "priority", "enabled"}
+TRIGGER_KEYS = {"name", "event", "filter", "action", "target", "params", "priority", "enabled"}
 
 
 def event_publish(event_type: str, payload: dict) -> Event:
@@ -77,8 +77,8 @@ def trigger_validate(item: Any, where: str) -> list[str]:
         errors.append(f"{where}.name: {name!r} {NAME_RULE}")
     else:
         where = f"trigger {name!r}"
-    if item.get("on") not in EventType.values:
-        errors.append(f"{where}.on: {item.get('on')!r} is not an event type ({', '.join(EventType.values)})")
+    if item.get("event") not in EventType.values:
+        errors.append(f"{where}.event: {item.get('event')!r} is not an event type ({', '.join(EventType.values)})")
     if item.get("filter"):
         if not isinstance(item["filter"], str):
             errors.append(f"{where}.filter: must be an expression")
@@ -136,7 +136,7 @@ def triggers_load(*, text: str, source: str = "triggers") -> dict[str, int]:
     with transaction.atomic():
         for item in items:
             _, created = Trigger.objects.update_or_create(name=item["name"], defaults={
-                "event_type": item["on"], "filter": item.get("filter") or "", "action": item["action"],
+                "event_type": item["event"], "filter": item.get("filter") or "", "action": item["action"],
                 "target": item["target"], "params": item.get("params", {}), "priority": item.get("priority", 5),
                 "enabled": item.get("enabled", True), "source": source,
             })

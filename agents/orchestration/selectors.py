@@ -39,3 +39,106 @@ def agent_to_dict(agent: Agent) -> dict:
         "last_heartbeat": agent.last_heartbeat.isoformat() if agent.last_heartbeat else None,
         "status_changed_at": agent.status_changed_at.isoformat() if agent.status_changed_at else None,
     }
+
+
+# ------------------------------------------------------------------------------------ traces
+
+#: At most this many records of each kind are listed for one trace (one entry point's work is tens of rows).
+TRACE_RECORDS_PER_KIND = 500
+#: Characters of a record's one-line summary.
+TRACE_SUMMARY_CHARS = 160
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= TRACE_SUMMARY_CHARS else text[:TRACE_SUMMARY_CHARS - 1] + "…"
+
+
+def _short_json(value) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _task_summary(task) -> str:
+    kind = next((key for key in ("workflow", "ruleset", "pipeline", "check", "action") if key in task.config), "")
+    what = f"{kind} {task.config[kind]}" if kind else _short_json(task.config)
+    return f"{task.agent_type} task: {what}" + (f" on {task.agent_name}" if task.agent_name else "")
+
+
+def _decision_status(decision) -> tuple[str, str]:
+    if decision.error:
+        return "error", "error"
+    return ("review", "needs review") if decision.needs_review else ("decided", decision.get_engine_display())
+
+
+def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict]:
+    """Everything stored under ``trace_id``, oldest first: agent tasks, messages, events, trigger firings, workflow
+    and data runs, decisions, alerts and incident responses (``models`` limits it to those model names).
+
+    Each record is ``{kind, model, id, at, summary, status, status_label}``: ``model`` is the model name
+    (``agenttask``), ``at`` when the row was made (an alert: its first failing run). At most
+    ``TRACE_RECORDS_PER_KIND`` rows of each kind.
+    """
+    from agents.models import (
+        AgentMessage,
+        AgentTask,
+        Alert,
+        DataRun,
+        Decision,
+        Event,
+        IncidentResponse,
+        TriggerFiring,
+        WorkflowRun,
+    )
+
+    # (kind, queryset, time field, summary, (status, label)) in the order records made at one instant are listed.
+    sources = (
+        ("event", Event.objects.all(), "created_at",
+         lambda row: f"{row.event_type} {_short_json(row.payload)}",
+         lambda row: ("published", "published") if row.published_at else ("pending", "not published")),
+        ("trigger firing", TriggerFiring.objects.select_related("trigger"), "created_at",
+         lambda row: f"trigger {row.trigger.name} on event #{row.event_id}: {row.trigger.action} {row.trigger.target}"
+                     + (f": {row.error}" if row.error else (f" → {_short_json(row.result)}" if row.result else "")),
+         lambda row: (row.status, row.get_status_display())),
+        ("agent task", AgentTask.objects.all(), "created_at", _task_summary,
+         lambda row: (row.status, row.get_status_display())),
+        ("message", AgentMessage.objects.all(), "created_at",
+         lambda row: f"{row.message_type} from {row.sender or '?'} to {row.recipient}"
+                     + (f" ({row.correlation_id})" if row.correlation_id else ""),
+         lambda row: (row.status, row.get_status_display())),
+        ("workflow run", WorkflowRun.objects.select_related("version__definition"), "created_at",
+         lambda row: f"workflow {row.version.definition.name} v{row.version.number}"
+                     + (f": {row.error}" if row.error else ""),
+         lambda row: (row.status, row.get_status_display())),
+        ("data run", DataRun.objects.select_related("version__pipeline"), "created_at",
+         lambda row: f"pipeline {row.version.pipeline.name} v{row.version.number}"
+                     + (f": {row.error}" if row.error else (f", {row.rows_out} rows out" if row.rows_out is not None
+                                                            else "")),
+         lambda row: (row.status, row.get_status_display())),
+        ("decision", Decision.objects.select_related("ruleset", "version"), "created_at",
+         lambda row: f"{row.ruleset.name} v{row.version.number}: {_short_json(row.decision)}"
+                     + (f": {row.error}" if row.error else ""),
+         _decision_status),
+        ("alert", Alert.objects.select_related("health_check"), "started_at",
+         lambda row: f"{row.health_check.name}" + (f" on {row.target}" if row.target else "")
+                     + (f": {row.summary}" if row.summary else ""),
+         lambda row: (row.state, row.get_state_display())),
+        ("incident response", IncidentResponse.objects.select_related("rule"), "created_at",
+         lambda row: f"response {row.rule.name} to alert #{row.alert_id}" + (f": {row.error}" if row.error else ""),
+         lambda row: (row.status, row.get_status_display())),
+    )
+    records = []
+    for rank, (kind, rows, time_field, summary, status) in enumerate(sources):
+        model = rows.model._meta.model_name
+        if models is not None and model not in models:
+            continue
+        for row in rows.filter(trace_id=trace_id).order_by(time_field, "pk")[:TRACE_RECORDS_PER_KIND]:
+            value, label = status(row)
+            records.append({"kind": kind, "model": model, "id": row.pk, "at": getattr(row, time_field),
+                            "summary": _one_line(summary(row)), "status": value, "status_label": label,
+                            "rank": rank})
+    records.sort(key=lambda record: (record["at"], record["rank"], record["id"]))
+    for record in records:
+        del record["rank"]
+    return records

@@ -1,5 +1,7 @@
-"""``manage.py agents``: list the registered agents and show one agent's status."""
+"""``manage.py agents``: list the registered agents, show one agent's status, submit tasks to agents by type."""
 import json
+import json as jsonlib
+import time
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -11,10 +13,12 @@ from agents.orchestration.selectors import agent_get, agent_list, agent_to_dict
 class Command(BaseCommand):
     """Operate the agent registry from the command line."""
 
-    help = "Inspect the agent registry: `agents list`, `agents status NAME`."
+    help = ("Agents: `agents list`, `agents status NAME`, `agents submit TYPE --config JSON [--priority N] [--wait]`, "
+            "`agents task ID`, `agents cancel ID`.")
 
     def add_arguments(self, parser):
-        subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="{list,status}")
+        subcommands = parser.add_subparsers(dest="subcommand", required=True,
+                                            metavar="{list,status,submit,task,cancel}")
         list_parser = subcommands.add_parser("list", help="List agents.")
         list_parser.add_argument("--type", dest="agent_type", choices=AgentType.values, help="Only agents of this type.")
         list_parser.add_argument("--status", choices=AgentStatus.values, help="Only agents in this status.")
@@ -22,6 +26,20 @@ class Command(BaseCommand):
         status_parser = subcommands.add_parser("status", help="Show one agent.")
         status_parser.add_argument("name", help="The agent's name, as `agents list` shows it.")
         status_parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+        submit = subcommands.add_parser("submit", help="Submit a task to whichever agent of TYPE is free first.")
+        submit.add_argument("agent_type", metavar="TYPE", help=f"One of {', '.join(AgentType.values)}.")
+        submit.add_argument("--config", required=True, help='JSON, e.g. \'{"ruleset": "loan", "context": {...}}\' '
+                                                            'or \'{"action": "echo", "params": {...}}\'.')
+        submit.add_argument("--priority", type=int, default=5, help="0 (highest) to 9; default 5.")
+        submit.add_argument("--timeout", type=float, default=300.0, help="Seconds the task may run (default 300).")
+        submit.add_argument("--wait", action="store_true", help="Wait until the task finishes.")
+        submit.add_argument("--wait-timeout", type=float, default=600.0, help="Seconds to wait with --wait.")
+        submit.add_argument("--json", action="store_true")
+        task = subcommands.add_parser("task", help="Show an agent task.")
+        task.add_argument("task_id", type=int)
+        task.add_argument("--json", action="store_true")
+        cancel = subcommands.add_parser("cancel", help="Cancel an agent task that has not finished.")
+        cancel.add_argument("task_id", type=int)
 
     def handle(self, *args, subcommand, **options):
         try:
@@ -50,6 +68,47 @@ class Command(BaseCommand):
             return
         for key, value in agent.items():
             self.stdout.write(f"{key}: {value}")
+
+    def handle_submit(self, *, agent_type, config, priority=5, timeout=300.0, wait=False, wait_timeout=600.0,
+                      json=False, **options):
+        from agents.orchestration.agent_tasks import task_get, task_json, task_submit
+
+        try:
+            parsed = jsonlib.loads(config)
+        except ValueError as error:
+            raise CommandError(f"--config is not valid JSON: {error}") from None
+        task = task_submit(agent_type=agent_type, config=parsed, priority=priority, timeout_s=timeout,
+                           submitted_by="cli")
+        if wait:
+            deadline = time.monotonic() + wait_timeout
+            while not task_json(task_get(task_id=task.pk))["finished"]:
+                if time.monotonic() > deadline:
+                    raise CommandError(f"agent task #{task.pk} did not finish within {wait_timeout:g} s "
+                                       f"(still {task_get(task_id=task.pk).status}); see `agents task {task.pk}`")
+                time.sleep(0.1)
+        self._show_task(task.pk, json)
+        if wait and task_get(task_id=task.pk).status != "completed":
+            raise CommandError(f"agent task #{task.pk} {task_get(task_id=task.pk).status}: "
+                               f"{task_get(task_id=task.pk).error}")
+
+    def handle_task(self, *, task_id, json=False, **options):
+        self._show_task(task_id, json)
+
+    def handle_cancel(self, *, task_id, **options):
+        from agents.orchestration.agent_tasks import task_cancel
+
+        task = task_cancel(task_id=task_id)
+        self.stdout.write(f"agent task #{task.pk} cancelled")
+
+    def _show_task(self, task_id: int, as_json: bool) -> None:
+        from agents.orchestration.agent_tasks import task_get, task_json
+
+        shown = task_json(task_get(task_id=task_id))
+        if as_json:
+            self._print_json(shown)
+            return
+        for key in ("task_id", "agent_type", "status", "priority", "agent", "attempt", "result", "error", "trace_id"):
+            self.stdout.write(f"{key}: {shown[key]}")
 
     def _print_json(self, value) -> None:
         self.stdout.write(json.dumps(value, indent=2, sort_keys=True))

@@ -1,0 +1,114 @@
+"""``manage.py messages``: send, broadcast, request and list messages between agents."""
+import json as jsonlib
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.exceptions import AgentsError
+from agents.models import AgentMessage, AgentType, MessageStatus, MessageType
+from agents.orchestration import messages
+
+
+def _payload(text: str) -> dict:
+    try:
+        value = jsonlib.loads(text)
+    except ValueError as error:
+        raise CommandError(f"--payload is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise CommandError("--payload must be a JSON object")
+    return value
+
+
+def message_json(message: AgentMessage) -> dict:
+    """A message as the command shows it."""
+    iso = lambda value: value.isoformat() if value else None  # noqa: E731
+    return {
+        "id": message.pk, "type": message.message_type, "sender": message.sender, "recipient": message.recipient,
+        "status": message.status, "correlation_id": message.correlation_id or None, "payload": message.payload,
+        "response": message.response, "error": message.error or None, "attempts": message.attempts,
+        "handled_by": message.handled_by or None, "trace_id": message.trace_id, "created_at": iso(message.created_at),
+        "handled_at": iso(message.handled_at),
+        "receipts": [{"agent": receipt.agent, "status": receipt.status, "error": receipt.error or None}
+                     for receipt in message.receipts.all()] if message.is_broadcast else None,
+    }
+
+
+class Command(BaseCommand):
+    """Operate the message hub from the command line."""
+
+    help = "Messages: send TYPE RECIPIENT | broadcast TYPE [--agent-type T] | request RECIPIENT | list | show ID."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{send,broadcast,request,list,show}")
+        send = sub.add_parser("send", help="Send a message to an agent, 'type:<agent type>', '*' or '*:<type>'.")
+        send.add_argument("message_type", choices=MessageType.values)
+        send.add_argument("recipient")
+        send.add_argument("--payload", default="{}", help="A JSON object.")
+        send.add_argument("--json", action="store_true")
+        broadcast = sub.add_parser("broadcast", help="Send one message to every live agent (or every one of a type).")
+        broadcast.add_argument("message_type", choices=MessageType.values)
+        broadcast.add_argument("--agent-type", choices=AgentType.values)
+        broadcast.add_argument("--payload", default="{}")
+        broadcast.add_argument("--json", action="store_true")
+        request = sub.add_parser("request", help="Send a task_request and wait for its response (correlation id).")
+        request.add_argument("recipient")
+        request.add_argument("--payload", default="{}", help='e.g. \'{"action": "echo", "params": {"value": 1}}\'.')
+        request.add_argument("--timeout", type=float, default=10.0)
+        request.add_argument("--json", action="store_true")
+        listing = sub.add_parser("list", help="Recent messages, newest first.")
+        listing.add_argument("--status", choices=MessageStatus.values)
+        listing.add_argument("--type", dest="message_type", choices=MessageType.values)
+        listing.add_argument("--limit", type=int, default=50)
+        listing.add_argument("--json", action="store_true")
+        show = sub.add_parser("show", help="One message with its delivery status.")
+        show.add_argument("message_id", type=int)
+        show.add_argument("--json", action="store_true")
+
+    def handle(self, *args, subcommand, **options):
+        try:
+            return getattr(self, f"handle_{subcommand}")(**options)
+        except AgentsError as error:
+            raise CommandError(str(error)) from error
+
+    def _out(self, value, as_json: bool) -> None:
+        if as_json:
+            self.stdout.write(jsonlib.dumps(value, indent=2, default=str))
+        else:
+            for key, item in value.items():
+                if item not in (None, "", [], {}):
+                    self.stdout.write(f"{key}: {item}")
+
+    def handle_send(self, *, message_type, recipient, payload="{}", json=False, **options):
+        message = messages.message_send(message_type=message_type, recipient=recipient, payload=_payload(payload),
+                                        sender="cli")
+        self._out(message_json(AgentMessage.objects.get(pk=message.pk)), json)
+
+    def handle_broadcast(self, *, message_type, agent_type=None, payload="{}", json=False, **options):
+        message = messages.message_broadcast(message_type=message_type, agent_type=agent_type,
+                                             payload=_payload(payload), sender="cli")
+        self._out(message_json(AgentMessage.objects.get(pk=message.pk)), json)
+
+    def handle_request(self, *, recipient, payload="{}", timeout=10.0, json=False, **options):
+        response = messages.message_request(recipient=recipient, payload=_payload(payload), timeout_s=timeout,
+                                            sender="cli")
+        self._out(message_json(response), json)
+
+    def handle_list(self, *, status=None, message_type=None, limit=50, json=False, **options):
+        rows = AgentMessage.objects.prefetch_related("receipts").order_by("-created_at", "-pk")
+        if status:
+            rows = rows.filter(status=status)
+        if message_type:
+            rows = rows.filter(message_type=message_type)
+        listed = [message_json(message) for message in rows[:limit]]
+        if json:
+            return self.stdout.write(jsonlib.dumps(listed, indent=2, default=str))
+        if not listed:
+            self.stdout.write("no messages")
+        for item in listed:
+            self.stdout.write(f"#{item['id']:<6} {item['type']:<19} {item['status']:<10} {item['sender'] or '-':<24} -> "
+                              f"{item['recipient']}{'  ' + item['error'] if item['error'] else ''}")
+
+    def handle_show(self, *, message_id, json=False, **options):
+        message = AgentMessage.objects.filter(pk=message_id).first()
+        if message is None:
+            raise CommandError(f"no message #{message_id}")
+        self._out(message_json(message), json)

@@ -1,0 +1,72 @@
+"""`agents submit|task|cancel`, `messages ...` and `triggers ...` as an operator runs them."""
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from agents.models import Agent, Trigger
+from agents.workflows.services import workflow_load
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(command, *args) -> str:
+    out = StringIO()
+    call_command(command, *args, stdout=out)
+    return out.getvalue()
+
+
+def test_submit_wait_json_prints_task_id_status_agent_and_result(worker):
+    shown = json.loads(run("agents", "submit", "decision", "--config", '{"action": "echo", "params": {"value": 5}}',
+                           "--priority", "1", "--wait", "--json"))
+    assert shown["status"] == "completed" and shown["agent"] == "tests@localhost:decision"
+    assert shown["result"]["value"] == 5 and shown["priority"] == 1
+    again = json.loads(run("agents", "task", str(shown["task_id"]), "--json"))
+    assert again["status"] == "completed" and again["task_id"] == shown["task_id"]
+
+
+def test_submit_refuses_bad_json_and_bad_config_with_the_reason():
+    with pytest.raises(CommandError, match="--config is not valid JSON"):
+        run("agents", "submit", "data", "--config", "{nope")
+    with pytest.raises(CommandError, match="give exactly one of pipeline, action"):
+        run("agents", "submit", "data", "--config", "{}")
+    with pytest.raises(CommandError, match="no agent task #999"):
+        run("agents", "task", "999")
+
+
+def test_a_failing_task_waited_for_exits_non_zero(worker):
+    with pytest.raises(CommandError, match="failed: boom"):
+        run("agents", "submit", "data", "--config", '{"action": "fail", "params": {"message": "boom"}}', "--wait")
+
+
+def test_messages_request_send_list_and_show(worker):
+    response = json.loads(run("messages", "request", "type:workflow", "--payload",
+                              '{"action": "echo", "params": {"value": "hi"}}', "--timeout", "15", "--json"))
+    assert response["type"] == "task_response" and response["payload"]["result"]["value"] == "hi"
+    wait_for(lambda: Agent.objects.filter(name="tests@localhost:data").exists(), timeout_s=30, what="the agents")
+    sent = json.loads(run("messages", "send", "heartbeat", "tests@localhost:data", "--json"))
+    wait_for(lambda: json.loads(run("messages", "show", str(sent["id"]), "--json"))["status"] == "handled",
+             what="the heartbeat to be handled")
+    listed = json.loads(run("messages", "list", "--json"))
+    assert {item["type"] for item in listed} >= {"task_request", "task_response", "heartbeat"}
+    with pytest.raises(CommandError, match="recipient: no agent named 'ghost'"):
+        run("messages", "send", "heartbeat", "ghost")
+    with pytest.raises(CommandError, match="--payload must be a JSON object"):
+        run("messages", "broadcast", "heartbeat", "--payload", "[1]")
+
+
+def test_triggers_load_list_and_refuse(tmp_path):
+    workflow_load(text="name: restart\nparams: {check: null}\nsteps:\n  - {id: go, action: noop}\n")
+    good = tmp_path / "triggers.yaml"
+    good.write_text("triggers:\n  - {name: restart-on-fire, event: alert.fired, action: workflow, target: restart, "
+                    "params: {check: $.payload.check}}\n")
+    assert json.loads(run("triggers", "load", str(good), "--json")) == {"created": 1, "updated": 0}
+    listed = json.loads(run("triggers", "list", "--json"))
+    assert listed[0]["name"] == "restart-on-fire" and listed[0]["event"] == "alert.fired"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {name: x, event: nope, action: workflow, target: restart}\n")
+    with pytest.raises(CommandError, match="'nope' is not an event type"):
+        run("triggers", "load", str(bad))
+    assert Trigger.objects.count() == 1

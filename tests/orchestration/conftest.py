@@ -1,0 +1,53 @@
+"""Orchestration fixtures: pause the session worker's consumer of a queue, and start extra worker processes on the
+test broker and database, as an operator would start another worker host."""
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.db import connection
+
+from agentsite.celery import app as celery_app
+from tests.conftest import PROJECT_DIR
+
+SESSION_WORKER = "tests@localhost"
+
+
+@contextmanager
+def consumer_paused(queue: str):
+    """The session's worker stops taking messages from ``queue`` for the block: no agent of that type is up."""
+    replies = celery_app.control.cancel_consumer(queue, destination=[SESSION_WORKER], reply=True, timeout=5)
+    assert replies, f"the session worker did not confirm it stopped consuming {queue!r}"
+    try:
+        yield
+    finally:
+        celery_app.control.add_consumer(queue, destination=[SESSION_WORKER], reply=True, timeout=5)
+
+
+@contextmanager
+def worker_process(hostname: str, queues: list[str], *, concurrency: int = 1):
+    """A real worker process on the test database and broker; stopped with SIGTERM (a warm shutdown)."""
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "AGENTS_STATUS_INTERVAL_S": "0.1",
+        "AGENTS_HEARTBEAT_INTERVAL_S": "0.5",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "agentsite", "worker", "-Q", ",".join(queues), "-n", hostname,
+         "-c", str(concurrency), "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+        cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,126 @@
+"""Agent tasks on real workers: waiting for an agent of the type, priorities, timeouts, re-queue when an agent
+goes offline, and refusals."""
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from agents.exceptions import AgentTaskError
+from agents.models import Agent, AgentStatus, AgentTask
+from agents.orchestration import agent_tasks
+from agents.orchestration.registry import agents_mark_offline
+from tests.conftest import wait_for
+
+from .conftest import SESSION_WORKER, consumer_paused, worker_process
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _finished(task_id: int) -> AgentTask | None:
+    task = AgentTask.objects.get(pk=task_id)
+    return task if task.status in ("completed", "failed", "timed_out", "cancelled") else None
+
+
+def test_a_task_runs_on_an_agent_of_its_type_and_records_the_agent_and_result(worker):
+    task = agent_tasks.task_submit(agent_type="decision", config={"action": "echo", "params": {"value": 7}})
+    done = wait_for(lambda: _finished(task.pk), what="the task to finish")
+    assert done.status == "completed" and done.result["value"] == 7
+    assert done.agent_name == f"{SESSION_WORKER}:decision" and done.agent.agent_type == "decision"
+    assert done.trace_id and len(done.trace_id) == 32
+
+
+def test_a_task_for_a_type_with_no_agent_waits_queued_then_runs_when_one_starts(worker):
+    with consumer_paused("data"):
+        task = agent_tasks.task_submit(agent_type="data", config={"action": "echo", "params": {"value": "hi"}})
+        time.sleep(1.5)
+        task.refresh_from_db()
+        assert task.status == "queued" and task.started_at is None
+        with worker_process("orch-data@host", ["data"]):
+            done = wait_for(lambda: _finished(task.pk), timeout_s=45, what="the new data agent to run the task")
+    assert done.status == "completed" and done.agent_name == "orch-data@host:data"
+
+
+def test_higher_priority_runs_first_on_a_busy_agent(worker):
+    with consumer_paused("monitoring"), worker_process("orch-prio@host", ["monitoring"], concurrency=1):
+        wait_for(lambda: Agent.objects.filter(name="orch-prio@host:monitoring", status="idle").exists(), timeout_s=45,
+                 what="the monitoring agent to start")
+        blocker = agent_tasks.task_submit(agent_type="monitoring", config={"action": "sleep", "params": {"seconds": 2}})
+        wait_for(lambda: AgentTask.objects.get(pk=blocker.pk).status == "running", what="the blocker to run")
+        low = [agent_tasks.task_submit(agent_type="monitoring", priority=9,
+                                       config={"action": "echo", "params": {"value": f"low{index}"}})
+               for index in range(3)]
+        high = agent_tasks.task_submit(agent_type="monitoring", priority=0,
+                                       config={"action": "echo", "params": {"value": "high"}})
+        wait_for(lambda: all(_finished(task.pk) for task in [*low, high]), timeout_s=30, what="every task to finish")
+    order = list(AgentTask.objects.filter(pk__in=[task.pk for task in [*low, high]])
+                 .order_by("started_at").values_list("pk", flat=True))
+    assert order[0] == high.pk  # submitted last, run first
+
+
+def test_a_task_past_its_timeout_is_timed_out_and_its_agent_freed(worker):
+    task = agent_tasks.task_submit(agent_type="workflow", config={"action": "sleep", "params": {"seconds": 20}},
+                                   timeout_s=1)
+    done = wait_for(lambda: _finished(task.pk), timeout_s=20, what="the task to time out")
+    assert done.status == "timed_out" and "timed out after 1 s" in done.error
+    wait_for(lambda: Agent.objects.get(name=f"{SESSION_WORKER}:workflow").status == AgentStatus.IDLE,
+             what="the workflow agent to be idle again")
+
+
+def test_a_task_whose_agent_goes_offline_is_requeued_once_and_the_lost_result_ignored(worker):
+    lost = Agent.objects.create(name="gone@host:decision", agent_type="decision", hostname="gone@host",
+                                status=AgentStatus.BUSY, last_heartbeat=timezone.now() - timedelta(minutes=5))
+    task = AgentTask.objects.create(agent_type="decision", config={"action": "echo", "params": {"value": 1}},
+                                    status="running", agent=lost, agent_name=lost.name, started_at=timezone.now())
+    assert agents_mark_offline() >= 1
+    done = wait_for(lambda: _finished(task.pk), what="the re-queued task to run elsewhere")
+    assert (done.status, done.attempt, done.requeues) == ("completed", 2, 1)
+    assert done.agent_name == f"{SESSION_WORKER}:decision"
+    # The lost agent's late answer for attempt 1 changes nothing.
+    assert not agent_tasks.task_finish(task_id=task.pk, attempt=1, status="failed", error="late")
+    assert AgentTask.objects.get(pk=task.pk).status == "completed"
+
+
+def test_a_task_requeued_once_fails_when_its_second_agent_goes_offline_too(worker):
+    lost = Agent.objects.create(name="gone2@host:data", agent_type="data", hostname="gone2@host",
+                                status=AgentStatus.BUSY, last_heartbeat=timezone.now() - timedelta(minutes=5))
+    task = AgentTask.objects.create(agent_type="data", config={"action": "noop"}, status="running", agent=lost,
+                                    agent_name=lost.name, attempt=2, requeues=1, started_at=timezone.now())
+    agents_mark_offline()
+    task.refresh_from_db()
+    assert task.status == "failed" and "not re-queued a second time" in task.error
+
+
+def test_cancel_a_queued_task_and_refuse_a_finished_one(worker):
+    with consumer_paused("data"):
+        task = agent_tasks.task_submit(agent_type="data", config={"action": "noop"})
+        wait_for(lambda: AgentTask.objects.get(pk=task.pk).status == "queued", what="the task to be queued")
+        assert agent_tasks.task_cancel(task_id=task.pk).status == "cancelled"
+    time.sleep(0.5)
+    assert AgentTask.objects.get(pk=task.pk).status == "cancelled"  # the revoked message did not run it
+    with pytest.raises(AgentTaskError, match="is already cancelled"):
+        agent_tasks.task_cancel(task_id=task.pk)
+
+
+@pytest.mark.parametrize(("agent_type", "config", "priority", "timeout_s", "problem"), [
+    ("robot", {"action": "noop"}, 5, 10, "agent_type: 'robot' is not an agent type"),
+    ("data", {"action": "noop", "pipeline": "x"}, 5, 10, "give exactly one of pipeline, action"),
+    ("data", {"action": "launch"}, 5, 10, "unknown action 'launch'"),
+    ("data", {"action": "sleep", "params": {"seconds": "x"}}, 5, 10, "parameter 'seconds' must be a number"),
+    ("decision", {"ruleset": "r", "context": [1]}, 5, 10, "config.context: must be a JSON object"),
+    ("data", {"action": "noop"}, 12, 10, "priority: must be a whole number from 0 (highest) to 9"),
+    ("data", {"action": "noop"}, 5, 0, "timeout_s: must be a number of seconds above 0"),
+    ("workflow", {"action": "workflow.run", "params": {"workflow": "x"}}, 5, 10, "finishes later"),
+])
+def test_bad_submissions_are_refused_naming_the_field(agent_type, config, priority, timeout_s, problem):
+    with pytest.raises(AgentTaskError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        agent_tasks.task_submit(agent_type=agent_type, config=config, priority=priority, timeout_s=timeout_s)
+    assert not AgentTask.objects.exists()
+
+
+def test_the_reaper_times_out_a_task_whose_worker_never_reported():
+    task = AgentTask.objects.create(agent_type="data", config={"action": "noop"}, status="running", timeout_s=5,
+                                    started_at=timezone.now() - timedelta(minutes=5))
+    assert agent_tasks.tasks_reap() == 1
+    task.refresh_from_db()
+    assert task.status == "timed_out" and "no result" in task.error

@@ -1,0 +1,120 @@
+"""Events through the transactional outbox and the triggers they fire, on a real worker: an alert that fires
+starts a workflow carrying the alert's trace id; an event of a rolled-back transaction is never delivered."""
+import socket
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from agents.exceptions import TriggerError
+from agents.models import Alert, AgentTask, Event, StepRun, Trigger, TriggerFiring, WorkflowRun
+from agents.monitoring import services as monitoring
+from agents.orchestration import events
+from agents.tracing import trace
+from agents.workflows.services import workflow_load
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PAGE_WORKFLOW = """
+name: page-oncall
+params: {check: null, severity: null}
+steps:
+  - {id: page, action: echo, params: {value: paged}}
+"""
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_alert_firing_triggers_a_workflow_whose_records_carry_the_alerts_trace_id(worker):
+    workflow_load(text=PAGE_WORKFLOW)
+    events.triggers_load(text="""
+triggers:
+  - name: page-on-critical
+    event: alert.fired
+    filter: payload.severity == 'critical' and 'db' in payload.tags
+    action: workflow
+    target: page-oncall
+    params: {check: $.payload.check, severity: $.payload.severity}
+""")
+    check, _ = monitoring.check_save(name="db-port", fields=monitoring.check_fields(
+        {"name": "db-port", "type": "tcp", "params": {"host": "127.0.0.1", "port": _closed_port(), "timeout_s": 1},
+         "tags": ["db"]}))
+    monitoring.Check.objects.filter(pk=check.pk).update(next_run_at=timezone.now())
+    with trace() as trace_id:  # the beat dispatch is the entry point of this trace
+        assert monitoring.checks_dispatch() == 1
+    alert = wait_for(lambda: Alert.objects.filter(health_check=check, state="firing").first(), what="the alert")
+    run = wait_for(lambda: WorkflowRun.objects.filter(version__definition__name="page-oncall").first(),
+                   what="the triggered workflow")
+    wait_for(lambda: WorkflowRun.objects.get(pk=run.pk).status == "succeeded", what="the workflow to succeed")
+    run.refresh_from_db()
+    assert run.params == {"check": "db-port", "severity": "critical"}
+    firing = TriggerFiring.objects.get(trigger__name="page-on-critical")
+    assert firing.status == "succeeded" and firing.result == {"workflow_run_id": run.pk}
+    assert alert.trace_id == trace_id == firing.event.trace_id == firing.trace_id == run.trace_id
+    assert StepRun.objects.get(run=run).result["value"] == "paged"
+
+
+def test_an_event_written_in_a_rolled_back_transaction_is_never_delivered(worker):
+    Trigger.objects.create(name="count-datasets", event_type="dataset.produced", action="task", target="data",
+                           params={"action": "echo", "params": {"value": "$.payload.name"}})
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            events.event_publish("dataset.produced", {"name": "rolled-back"})
+            raise RuntimeError("the change failed")
+    with transaction.atomic():
+        events.event_publish("dataset.produced", {"name": "committed"})
+    task = wait_for(lambda: AgentTask.objects.filter(status="completed").first(), what="the committed event's task")
+    assert task.result["value"] == "committed"
+    assert list(Event.objects.values_list("payload__name", flat=True)) == ["committed"]
+    assert TriggerFiring.objects.count() == 1 and AgentTask.objects.count() == 1
+    assert events.events_relay(now=timezone.now() + timedelta(minutes=5)) == 0  # nothing left unpublished
+
+
+def test_a_filter_that_does_not_hold_records_the_firing_as_filtered(worker):
+    Trigger.objects.create(name="big-only", event_type="dataset.produced", filter="payload.row_count > 1000",
+                           action="message", target="type:data", params={})
+    with transaction.atomic():
+        event = events.event_publish("dataset.produced", {"name": "small", "row_count": 10})
+    firing = wait_for(lambda: TriggerFiring.objects.filter(event=event).first(), what="the trigger to be evaluated")
+    assert firing.status == "filtered"
+
+
+def test_dispatching_an_event_twice_fires_each_trigger_once():
+    Trigger.objects.create(name="note", event_type="agent.offline", action="message", target="type:workflow",
+                           params={"message_type": "status_update", "agent": "$.payload.agent"})
+    event = Event.objects.create(event_type="agent.offline", payload={"agent": "w1@host:data"})
+    first = events.event_dispatch(event_id=event.pk)
+    again = events.event_dispatch(event_id=event.pk)
+    assert [firing.status for firing in first] == ["succeeded"] and again == []
+    event.refresh_from_db()
+    assert event.published_at is not None
+
+
+def test_the_relay_resends_an_event_whose_send_was_lost():
+    lost = Event.objects.create(event_type="decision.made", payload={})
+    Event.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+    assert events.events_relay() == 1
+
+
+def test_invalid_triggers_are_refused_naming_each_problem_and_nothing_is_stored():
+    with pytest.raises(TriggerError) as error:
+        events.triggers_load(text="""
+- {name: a, event: alert.exploded, action: workflow, target: w}
+- {name: b, event: alert.fired, action: workflow, target: missing-workflow}
+- {name: c, event: alert.fired, filter: "__import__('os').system('x')", action: message, target: type:data}
+- {name: d, event: alert.fired, action: task, target: robot, params: {action: noop}}
+- {name: e, event: alert.fired, action: teleport, target: x}
+""")
+    text = "\n".join(error.value.errors)
+    assert "'alert.exploded' is not an event type" in text
+    assert "no workflow named 'missing-workflow'" in text
+    assert "trigger 'c'.filter" in text
+    assert "'robot' is not an agent type" in text
+    assert "action: must be one of workflow, task, message" in text
+    assert not Trigger.objects.exists()

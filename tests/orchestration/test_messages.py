@@ -1,0 +1,79 @@
+"""The message hub on real workers: delivery to one agent, to a type, broadcast to every agent, request/response
+with a correlation id, handler failures recorded and retried, and refusals."""
+import pytest
+
+from agents.exceptions import MessageError
+from agents.models import Agent, AgentMessage, MessageReceipt
+from agents.orchestration import messages
+from tests.conftest import wait_for
+
+from .conftest import SESSION_WORKER, worker_process
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _handled(message_id: int) -> AgentMessage | None:
+    message = AgentMessage.objects.get(pk=message_id)
+    return message if message.status in ("handled", "failed") else None
+
+
+def test_a_message_to_one_agent_is_stored_then_delivered_to_that_agent_and_handled(worker):
+    recipient = f"{SESSION_WORKER}:decision"
+    wait_for(lambda: Agent.objects.filter(name=recipient).exists(), timeout_s=30, what="the session worker's agents")
+    message = messages.message_send(message_type="heartbeat", recipient=recipient, payload={"n": 1}, sender="ops")
+    assert AgentMessage.objects.filter(pk=message.pk).exists()  # stored before it is sent
+    done = wait_for(lambda: _handled(message.pk), what="the message to be handled")
+    assert done.status == "handled" and done.handled_by == recipient
+    assert done.response["agent"] == recipient and done.delivered_at and done.handled_at
+
+
+def test_a_request_round_trips_with_its_correlation_id(worker):
+    response = messages.message_request(recipient="type:data", payload={"action": "echo", "params": {"value": 42}},
+                                        timeout_s=15, sender="cli")
+    request = AgentMessage.objects.get(correlation_id=response.correlation_id, message_type="task_request")
+    assert response.message_type == "task_response" and response.correlation_id == request.correlation_id
+    assert response.payload["result"]["value"] == 42
+    assert request.status == "handled" and request.handled_by == f"{SESSION_WORKER}:data"
+
+
+def test_a_failing_handler_is_recorded_and_retried_then_the_message_fails(worker):
+    message = messages.message_send(message_type="task_request", recipient="type:workflow",
+                                    payload={"action": "fail", "params": {"message": "disk full"}})
+    done = wait_for(lambda: _handled(message.pk), timeout_s=30, what="the retries to be spent")
+    assert done.status == "failed" and "disk full" in done.error
+    assert done.attempts == messages.HANDLER_RETRIES + 1
+
+
+def test_a_request_without_answer_times_out_with_a_clear_error(worker):
+    with pytest.raises(MessageError, match="failed: .*unknown or deferred action 'nope'"):
+        messages.message_request(recipient="type:data", payload={"action": "nope"}, timeout_s=20)
+
+
+def test_broadcast_reaches_every_live_agent_of_every_worker(worker):
+    with worker_process("orch-bcast@host", ["data", "decision"]):
+        wait_for(lambda: Agent.objects.filter(hostname="orch-bcast@host", status="idle").count() == 2, timeout_s=45,
+                 what="the second worker's agents")
+        wait_for(lambda: Agent.objects.filter(hostname=SESSION_WORKER).count() == 4, timeout_s=30,
+                 what="the session worker's agents (registered again after the last test's flush)")
+        live = set(Agent.objects.exclude(status="offline").filter(enabled=True).values_list("name", flat=True))
+        message = messages.message_broadcast(message_type="status_update", payload={"maintenance": "22:00"})
+        wait_for(lambda: set(MessageReceipt.objects.filter(message=message).values_list("agent", flat=True)) == live,
+                 timeout_s=20, what="a receipt from every live agent")
+        typed = messages.message_broadcast(message_type="heartbeat", agent_type="data")
+        wait_for(lambda: MessageReceipt.objects.filter(message=typed).count() == 2, what="both data agents")
+    assert set(MessageReceipt.objects.filter(message=message).values_list("status", flat=True)) == {"handled"}
+    assert set(MessageReceipt.objects.filter(message=typed).values_list("agent", flat=True)) == {
+        f"{SESSION_WORKER}:data", "orch-bcast@host:data"}
+    assert {f"{SESSION_WORKER}:decision", "orch-bcast@host:decision", "orch-bcast@host:data"} <= live
+
+
+@pytest.mark.parametrize(("message_type", "recipient", "payload", "problem"), [
+    ("shout", "type:data", {}, "message_type: 'shout' is not one of"),
+    ("heartbeat", "nobody@host:data", {}, "recipient: no agent named 'nobody@host:data'"),
+    ("heartbeat", "type:robot", {}, "recipient: 'robot' is not an agent type"),
+    ("heartbeat", "type:data", [1, 2], "payload: must be a JSON object"),
+])
+def test_bad_messages_are_refused_and_nothing_is_stored(message_type, recipient, payload, problem):
+    with pytest.raises(MessageError, match=problem):
+        messages.message_send(message_type=message_type, recipient=recipient, payload=payload)
+    assert not AgentMessage.objects.exists()
