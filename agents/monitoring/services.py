@@ -240,7 +240,7 @@ def checks_dispatch(*, now: datetime | None = None, limit: int | None = None) ->
             Check.objects.select_for_update(skip_locked=True)
             .filter(enabled=True, next_run_at__lte=horizon)
             .order_by("next_run_at")
-            .only("id", "next_run_at", "interval_s")[:limit]
+            .only("id", "next_run_at", "interval_s", "timeout_s")[:limit]
         )
         if not due:
             return 0
@@ -253,7 +253,8 @@ def checks_dispatch(*, now: datetime | None = None, limit: int | None = None) ->
                 # Behind by whole intervals (beat was down): skip the missed runs but keep the check's phase.
                 following += interval * math.ceil((now - following) / interval + 1e-9)
             check.next_run_at = following
-            runs.append((check.pk, scheduled, check.interval_s))
+            # A run still queued after its timeout (or by the next run) is dropped by the broker as expired.
+            runs.append((check.pk, scheduled, min(check.interval_s, check.timeout_s)))
         Check.objects.bulk_update(due, ["next_run_at"])
         transaction.on_commit(lambda: _runs_send(runs, now=now))
     return len(due)
@@ -268,7 +269,7 @@ def _runs_send(runs: list[tuple[int, datetime, float]], *, now: datetime) -> Non
 
     def send() -> None:
         first = batch[0][1]
-        expires = first + timedelta(seconds=min(interval for _, _, interval in batch))
+        expires = first + timedelta(seconds=min(expiry for _, _, expiry in batch))
         checks_run.apply_async(
             args=[[[check_id, scheduled.isoformat()] for check_id, scheduled, _ in batch]],
             eta=first if first > now else None,
@@ -329,14 +330,16 @@ def _probe(check: Check) -> tuple[probes.ProbeResult, float]:
     return result, (time.perf_counter() - started) * 1000
 
 
-def checks_run(*, runs: Iterable[tuple[int, datetime]]) -> list[CheckOutcome]:
+def checks_run(*, runs: Iterable[tuple[int, datetime]], scheduled: bool = True) -> list[CheckOutcome]:
     """Run checks (id, scheduled time) now: probes concurrently, then each result recorded in its own transaction.
 
-    A run whose check is gone, disabled, or already recorded for that scheduled time is skipped.
+    A run whose check is gone, or already recorded for that scheduled time, is skipped; so is a scheduled run of
+    a check disabled since it was sent (``scheduled=False`` runs a disabled check anyway: an operator asked).
     """
     started_at = timezone.now()
     runs = list(runs)
-    checks = Check.objects.in_bulk([check_id for check_id, _ in runs])
+    candidates = Check.objects.filter(enabled=True) if scheduled else Check.objects.all()
+    checks = candidates.in_bulk([check_id for check_id, _ in runs])
     todo = [(checks[check_id], scheduled) for check_id, scheduled in runs if check_id in checks]
     threaded = [item for item in todo if item[0].check_type not in INLINE_PROBE_TYPES]
     results: dict[int, tuple[probes.ProbeResult, float]] = {}
@@ -359,7 +362,7 @@ def checks_run(*, runs: Iterable[tuple[int, datetime]]) -> list[CheckOutcome]:
 def check_run_now(*, name: str) -> CheckOutcome:
     """Run the check ``name`` at once through the same code as a scheduled run."""
     check = check_get(name=name)
-    return checks_run(runs=[(check.pk, timezone.now())])[0]
+    return checks_run(runs=[(check.pk, timezone.now())], scheduled=False)[0]
 
 
 def check_result_record(

@@ -72,6 +72,15 @@ def test_a_dispatcher_behind_by_many_intervals_sends_one_run_and_keeps_the_phase
 
 
 @pytest.mark.django_db
+def test_a_scheduled_run_of_a_check_disabled_since_is_skipped_but_an_operator_can_run_it():
+    check = make_check("paused", "memory")
+    Check.objects.filter(pk=check.pk).update(enabled=False)
+    assert services.checks_run(runs=[(check.pk, timezone.now())]) == []
+    assert Check.objects.get(pk=check.pk).last_run_at is None
+    assert services.check_run_now(name="paused").recorded
+
+
+@pytest.mark.django_db
 def test_disabled_checks_are_not_dispatched():
     make_check("off", "memory", enabled=False)
     Check.objects.update(next_run_at=timezone.now() - timedelta(seconds=5))
