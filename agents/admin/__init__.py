@@ -1,2 +1,2 @@
 """Django admin for agentsite, one module per area."""
-from . import data, decisions, monitoring, registry, workflows  # noqa: F401
+from . import data, decisions, monitoring, orchestration, registry, workflows  # noqa: F401

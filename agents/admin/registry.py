@@ -1,16 +1,29 @@
-"""Admin for the agent registry."""
+"""Admin for the agent registry: agents with their live status, the task each is running and its recent tasks."""
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from agents.models import Agent
+from agents.admin.common import status_badge
+from agents.admin.orchestration import TASK_STATUS_COLOURS
+from agents.admin.workflows import format_duration
+from agents.models import Agent, AgentTask, AgentTaskStatus
 from agents.orchestration.registry import agents_set_enabled
+
+#: The workflow badge colour (``wf-<status>`` CSS class) each agent status is drawn in.
+AGENT_STATUS_COLOURS = {"idle": "succeeded", "busy": "running", "error": "failed", "offline": "skipped"}
+#: Tasks listed on an agent's page, newest first; the rest are in the task list.
+RECENT_TASKS_SHOWN = 20
 
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     """Agents as workers registered them; operators enable or disable them."""
 
-    list_display = ("name", "agent_type", "status", "enabled", "hostname", "last_heartbeat", "status_changed_at")
+    list_display = ("name", "agent_type", "status_label", "current_task", "enabled", "hostname", "last_heartbeat",
+                    "status_changed_at")
     list_filter = ("agent_type", "status", "enabled")
     search_fields = ("name", "hostname")
     ordering = ("agent_type", "name")
@@ -26,6 +39,46 @@ class AgentAdmin(admin.ModelAdmin):
         "updated_at",
     )
     actions = ("enable_agents", "disable_agents")
+    change_list_template = "admin/agents/orchestration/change_list.html"
+    change_form_template = "admin/agents/agent/change_form.html"
+
+    def get_queryset(self, request):
+        # The task each agent is running, as subqueries: one query for the whole page.
+        running = AgentTask.objects.filter(agent=OuterRef("pk"), status=AgentTaskStatus.RUNNING).order_by("-started_at")
+        return super().get_queryset(request).annotate(
+            running_task_id=Subquery(running.values("pk")[:1]),
+            running_task_started_at=Subquery(running.values("started_at")[:1]),
+        )
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj):
+        return status_badge(AGENT_STATUS_COLOURS.get(obj.status, obj.status), obj.get_status_display())
+
+    @admin.display(description="current task")
+    def current_task(self, obj):
+        task_id = getattr(obj, "running_task_id", None)
+        if task_id is None:
+            return self.get_empty_value_display()
+        url = reverse("admin:agents_agenttask_change", args=[task_id])
+        started = obj.running_task_started_at
+        if started is None:
+            return format_html('<a href="{}">#{}</a>', url, task_id)
+        running_s = max(int((timezone.now() - started).total_seconds()), 0)
+        return format_html('<a href="{}">#{}</a> for {}', url, task_id, format_duration(running_s, precise=False))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            tasks = AgentTask.objects.filter(agent=obj)
+            context.update(
+                recent_tasks=[
+                    {"task": task, "badge": status_badge(TASK_STATUS_COLOURS.get(task.status, task.status),
+                                                         task.get_status_display())}
+                    for task in tasks.order_by("-created_at", "-pk")[:RECENT_TASKS_SHOWN]
+                ],
+                task_total=tasks.count(),
+                tasks_url=reverse("admin:agents_agenttask_changelist") + f"?agent__id__exact={obj.pk}",
+            )
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     @admin.action(description="Enable selected agents")
     def enable_agents(self, request, queryset):

@@ -69,7 +69,9 @@ def _task_summary(task) -> str:
 def _decision_status(decision) -> tuple[str, str]:
     if decision.error:
         return "error", "error"
-    return ("review", "needs review") if decision.needs_review else ("decided", decision.get_engine_display())
+    if decision.needs_review:
+        return "review", "needs review"
+    return "decided", f"decided ({decision.get_engine_display().lower()})"
 
 
 def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict]:
