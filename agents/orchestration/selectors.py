@@ -45,6 +45,9 @@ def agent_to_dict(agent: Agent) -> dict:
 
 #: At most this many records of each kind are listed for one trace (one entry point's work is tens of rows).
 TRACE_RECORDS_PER_KIND = 500
+#: The models (by model name) whose rows carry a trace id, in the order records made at one instant are listed.
+TRACE_MODELS = ("event", "triggerfiring", "agenttask", "agentmessage", "workflowrun", "datarun", "decision", "alert",
+                "incidentresponse")
 #: Characters of a record's one-line summary.
 TRACE_SUMMARY_CHARS = 160
 
@@ -94,7 +97,7 @@ def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict
         WorkflowRun,
     )
 
-    # (kind, queryset, time field, summary, (status, label)) in the order records made at one instant are listed.
+    # (kind, queryset, time field, summary, (status, label)) of each of TRACE_MODELS.
     sources = (
         ("event", Event.objects.all(), "created_at",
          lambda row: f"{row.event_type} {_short_json(row.payload)}",
@@ -131,8 +134,9 @@ def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict
          lambda row: (row.status, row.get_status_display())),
     )
     records = []
-    for rank, (kind, rows, time_field, summary, status) in enumerate(sources):
+    for kind, rows, time_field, summary, status in sources:
         model = rows.model._meta.model_name
+        rank = TRACE_MODELS.index(model)
         if models is not None and model not in models:
             continue
         for row in rows.filter(trace_id=trace_id).order_by(time_field, "pk")[:TRACE_RECORDS_PER_KIND]:
