@@ -1,5 +1,12 @@
-"""Pieces every admin module shares: status badges, read-only rows, actions that call a service per row."""
+"""Pieces every admin module shares: status badges, JSON blocks, trace links, correlated counts, read-only rows,
+actions that call a service per row."""
+import json
+from typing import Any
+
 from django.contrib import messages
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
@@ -9,6 +16,25 @@ from agents.exceptions import AgentsError
 def status_badge(status: str, label: str):
     """A coloured badge for a status (colours in the ``wf-<status>`` CSS classes)."""
     return format_html('<span class="wf-status wf-{}">{}</span>', status, label)
+
+
+def json_block(value: Any):
+    """A value shown as indented JSON in a <pre> block."""
+    return format_html('<pre class="wf-source">{}</pre>', json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def count_of(model, field: str):
+    """A correlated ``COUNT(*)`` of ``model`` rows whose ``field`` is the outer row: no join fan-out, no N+1."""
+    rows = model.objects.filter(**{field: OuterRef("pk")}).order_by().values(field).annotate(total=Count("pk"))
+    return Coalesce(Subquery(rows.values("total"), output_field=IntegerField()), 0)
+
+
+def trace_link(trace_id: str, *, short: bool = True):
+    """A link to the page of everything under ``trace_id`` (its first 8 characters, unless ``short`` is False)."""
+    if not trace_id:
+        return "—"
+    return format_html('<a href="{}" title="{}">{}</a>', reverse("admin:agents_trace", args=[trace_id]), trace_id,
+                       f"{trace_id[:8]}…" if short else trace_id)
 
 
 class ReadOnlyMixin:

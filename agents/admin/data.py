@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, json_block, status_badge, trace_link
 from agents.data import services
 from agents.data.sources import source_validate
 from agents.definitions import NAME_RULE, is_name
@@ -17,8 +17,6 @@ from agents.models import DataRun, DataRunStatus, Dataset, DataSource, Pipeline,
 SAMPLE_ROWS_SHOWN = 10
 
 
-def _json_block(value):
-    return format_html('<pre class="wf-source">{}</pre>', json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
 def quality_badge(passed):
@@ -41,7 +39,7 @@ def quality_table(results: list[dict]):
                 status_badge(badge_status.get(result["status"], "pending"), result["status"]),
                 result["name"], result["type"], result["severity"], result["unexpected_count"],
                 result["element_count"], result["unexpected_percent"],
-                format_html("{}{}", _json_block(result.get("sample", [])[:SAMPLE_ROWS_SHOWN]) if result.get("sample")
+                format_html("{}{}", json_block(result.get("sample", [])[:SAMPLE_ROWS_SHOWN]) if result.get("sample")
                             else "", format_html("<div>all failing rows: {}</div>", result["failing_rows_path"])
                             if result.get("failing_rows_path") else ""),
             )
@@ -128,10 +126,15 @@ class PipelineVersionAdmin(ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin)
 @admin.register(DataRun)
 class DataRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["id", "version", "status_label", "quality_label", "rows_in", "rows_out", "duration",
-                    "peak_memory_mb", "created_at"]
+                    "peak_memory_mb", "created_at", "trace"]
     list_filter = ["status", "quality_passed", "version__pipeline"]
     list_select_related = ["version__pipeline"]
-    search_fields = ["version__pipeline__name", "error"]
+    search_fields = ["version__pipeline__name", "error", "trace_id"]
+
+    @admin.display(description="trace")
+    def trace(self, obj):
+        return trace_link(obj.trace_id)
+
     fields = ["version", "status_label", "quality_label", "error", "params", "rows_in", "rows_out", "chunks",
               "duration", "peak_memory_mb", "dataset_link", "quality_results", "notes_list", "task_id", "worker",
               "created_at", "started_at", "finished_at"]
@@ -186,7 +189,7 @@ class DatasetAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="Lineage (inputs)")
     def lineage(self, obj):
-        return _json_block(obj.inputs)
+        return json_block(obj.inputs)
 
     @admin.display(description="Run")
     def run_link(self, obj):

@@ -7,14 +7,13 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, IntegerField, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, count_of, json_block, status_badge, trace_link
 from agents.decisions import services
 from agents.decisions.ruleset import ruleset_evaluate
 from agents.exceptions import AgentsError, DecisionError, RuleSetError
@@ -37,8 +36,6 @@ def json_text(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def _json_block(value: Any):
-    return format_html('<pre class="wf-source">{}</pre>', json_text(value, indent=2))
 
 
 def _short_json(value: Any) -> str:
@@ -46,10 +43,6 @@ def _short_json(value: Any) -> str:
     return text if len(text) <= LIST_VALUE_CHARS else text[:LIST_VALUE_CHARS - 1] + "…"
 
 
-def _count_of(model, field: str):
-    """A correlated ``COUNT(*)`` of ``model`` rows whose ``field`` is the outer row: no join fan-out, no N+1."""
-    rows = model.objects.filter(**{field: OuterRef("pk")}).order_by().values(field).annotate(total=Count("pk"))
-    return Coalesce(Subquery(rows.values("total"), output_field=IntegerField()), 0)
 
 
 def sample_context(fields: tuple[str, ...] | None) -> dict:
@@ -234,8 +227,8 @@ class RuleSetAdmin(admin.ModelAdmin):
         active = RuleSetVersion.objects.filter(ruleset=OuterRef("pk"), status=VersionStatus.ACTIVE).values("number")
         return super().get_queryset(request).annotate(
             active_number=Subquery(active[:1]),
-            version_total=_count_of(RuleSetVersion, "ruleset"),
-            decision_total=_count_of(Decision, "ruleset"),
+            version_total=count_of(RuleSetVersion, "ruleset"),
+            decision_total=count_of(Decision, "ruleset"),
         )
 
     @admin.display(description="active version", ordering="active_number")
@@ -349,7 +342,7 @@ class RuleSetVersionAdmin(ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRul
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("ruleset").annotate(
-            decision_total=_count_of(Decision, "version"))
+            decision_total=count_of(Decision, "version"))
 
     @admin.display(description="decisions", ordering="decision_total")
     def decision_count(self, obj):
@@ -496,9 +489,14 @@ class DecisionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """The decision audit, append-only: what was asked (masked), what was answered, by what, and how fast."""
 
     list_display = ("decision_id", "ruleset", "version_number", "decision_value", "engine_badge", "confidence",
-                    "needs_review", "cached", "latency_ms", "created_at")
+                    "needs_review", "cached", "latency_ms", "created_at", "trace")
     list_filter = ("ruleset", "engine", "needs_review", "cached", "created_at")
-    search_fields = ("decision_id",)
+    search_fields = ("decision_id", "trace_id")
+
+    @admin.display(description="trace")
+    def trace(self, obj):
+        return trace_link(obj.trace_id)
+
     list_select_related = ("ruleset", "version")
     show_full_result_count = False  # the audit grows without bound: skip the extra unfiltered COUNT(*)
     fields = ("decision_id", "ruleset_link", "version_link", "model_version_link", "decision_block", "confidence",
@@ -538,7 +536,7 @@ class DecisionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="decision")
     def decision_block(self, obj):
-        return _json_block(obj.decision)
+        return json_block(obj.decision)
 
     @admin.display(description="matched rules")
     def rule_id_list(self, obj):
@@ -552,7 +550,7 @@ class DecisionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="context (masked)")
     def context_block(self, obj):
-        return _json_block(obj.context)
+        return json_block(obj.context)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("ruleset", "version", "model_version__ruleset")
@@ -589,15 +587,15 @@ class DecisionModelVersionAdmin(ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePer
 
     @admin.display(description="metrics")
     def metrics_block(self, obj):
-        return _json_block(obj.metrics)
+        return json_block(obj.metrics)
 
     @admin.display(description="classes")
     def classes_block(self, obj):
-        return _json_block(obj.classes)
+        return json_block(obj.classes)
 
     @admin.display(description="features")
     def features_block(self, obj):
-        return _json_block(obj.features)
+        return json_block(obj.features)
 
     @admin.display(description="trusted types")
     def trusted_types_block(self, obj):

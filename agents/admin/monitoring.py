@@ -3,7 +3,6 @@ and notification log, silences, notification routes, response rules, incident re
 import json
 import re
 from datetime import datetime, timedelta
-from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -13,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, json_block, status_badge, trace_link
 from agents.admin.workflows import format_duration
 from agents.models import (
     OPEN_ALERT_STATES,
@@ -61,9 +60,6 @@ def _matchers_text(matchers: dict) -> str:
     return json.dumps(matchers, sort_keys=True, ensure_ascii=False) if matchers else "every alert"
 
 
-def _json_block(value: Any):
-    return format_html('<pre class="wf-source">{}</pre>', json.dumps(value, indent=2, sort_keys=True, default=str,
-                                                                       ensure_ascii=False))
 
 
 def value_text(value: float | None, unit: str = "") -> str | None:
@@ -322,7 +318,7 @@ class _ResponseColumnsMixin:
 
     @admin.display(description="result")
     def result_text(self, obj):
-        return "—" if obj.result is None else _json_block(obj.result)
+        return "—" if obj.result is None else json_block(obj.result)
 
     @admin.display(description="workflow run")
     def workflow_run_link(self, obj):
@@ -349,9 +345,14 @@ class AlertAdmin(ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
     """Alerts, written only by check runs and the lifecycle services; acknowledged, resolved or silenced here."""
 
     list_display = ("id", "check_link", "state_label", "severity", "count", "summary", "started_at", "last_seen_at",
-                    "resolved_at", "acknowledged_by")
+                    "resolved_at", "acknowledged_by", "trace")
     list_display_links = ("id",)
     list_filter = ("state", "severity")
+
+    @admin.display(description="trace")
+    def trace(self, obj):
+        return trace_link(obj.trace_id)
+
     list_select_related = ("health_check",)
     search_fields = ("health_check__name", "summary", "target")
     date_hierarchy = "started_at"
@@ -414,8 +415,13 @@ class IncidentResponseAdmin(ReadOnlyMixin, _ResponseColumnsMixin, admin.ModelAdm
     """Every response rule applied to an alert, with its outcome; written by the response task."""
 
     list_display = ("id", "rule", "alert_link", "status_label", "workflow_run_link", "error", "created_at",
-                    "finished_at")
+                    "finished_at", "trace")
     list_filter = ("status", "rule")
+
+    @admin.display(description="trace")
+    def trace(self, obj):
+        return trace_link(obj.trace_id)
+
     list_select_related = ("rule", "alert__health_check")
     search_fields = ("rule__name", "alert__health_check__name", "error")
     change_list_template = "admin/agents/alert/change_list.html"
@@ -586,7 +592,7 @@ class ResponseRuleAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="params")
     def params_text(self, obj):
-        return _json_block(obj.params)
+        return json_block(obj.params)
 
     @admin.display(description="rate limit")
     def limit(self, obj):

@@ -12,9 +12,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge
-from agents.admin.decisions import _count_of
-from agents.admin.monitoring import ALERT_STATE_COLOURS, RESPONSE_STATUS_COLOURS, _json_block
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, count_of, json_block, status_badge, trace_link
+from agents.admin.monitoring import ALERT_STATE_COLOURS, RESPONSE_STATUS_COLOURS
 from agents.admin.workflows import flower_task_url, format_duration
 from agents.models import AgentMessage, AgentTask, Event, MessageReceipt, Trigger, TriggerFiring
 from agents.orchestration import agent_tasks, events, selectors
@@ -52,12 +51,6 @@ def _badge(colours: dict[str, str], value: str, label: str):
     return status_badge(colours.get(value, value), label)
 
 
-def trace_link(trace_id: str, *, short: bool = True):
-    """A link to the page of everything under ``trace_id`` (its first 8 characters, unless ``short`` is False)."""
-    if not trace_id:
-        return "—"
-    return format_html('<a href="{}" title="{}">{}</a>', reverse("admin:agents_trace", args=[trace_id]), trace_id,
-                       f"{trace_id[:8]}…" if short else trace_id)
 
 
 def _error_block(text: str):
@@ -122,11 +115,11 @@ class AgentTaskAdmin(ReadOnlyMixin, ServiceActionsMixin, _TraceColumnMixin, admi
 
     @admin.display(description="config")
     def config_block(self, obj):
-        return _json_block(obj.config)
+        return json_block(obj.config)
 
     @admin.display(description="result")
     def result_block(self, obj):
-        return "—" if obj.result is None else _json_block(obj.result)
+        return "—" if obj.result is None else json_block(obj.result)
 
     @admin.display(description="error")
     def error_text(self, obj):
@@ -164,7 +157,7 @@ class MessageReceiptInline(ReadOnlyMixin, admin.TabularInline):
 
     @admin.display(description="response")
     def response_text(self, obj):
-        return "—" if obj.response is None else _json_block(obj.response)
+        return "—" if obj.response is None else json_block(obj.response)
 
 
 @admin.register(AgentMessage)
@@ -198,11 +191,11 @@ class AgentMessageAdmin(ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
 
     @admin.display(description="payload")
     def payload_block(self, obj):
-        return _json_block(obj.payload)
+        return json_block(obj.payload)
 
     @admin.display(description="response")
     def response_block(self, obj):
-        return "—" if obj.response is None else _json_block(obj.response)
+        return "—" if obj.response is None else json_block(obj.response)
 
     @admin.display(description="error")
     def error_text(self, obj):
@@ -261,7 +254,7 @@ class EventAdmin(ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
     inlines = (TriggerFiringInline,)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(firing_total=_count_of(TriggerFiring, "event"))
+        return super().get_queryset(request).annotate(firing_total=count_of(TriggerFiring, "event"))
 
     @admin.display(description="firings", ordering="firing_total")
     def firing_count(self, obj):
@@ -270,7 +263,7 @@ class EventAdmin(ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
 
     @admin.display(description="payload")
     def payload_block(self, obj):
-        return _json_block(obj.payload)
+        return json_block(obj.payload)
 
 
 @admin.register(TriggerFiring)
@@ -344,7 +337,7 @@ class TriggerAdmin(admin.ModelAdmin):
     change_form_template = "admin/agents/orchestration/change_form.html"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(firing_total=_count_of(TriggerFiring, "trigger"))
+        return super().get_queryset(request).annotate(firing_total=count_of(TriggerFiring, "trigger"))
 
     def get_readonly_fields(self, request, obj=None):
         # A trigger is known by its name (definition files update it by name): renaming is not an edit.

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge, trace_link
 from agents.models import StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag, selectors, services
@@ -272,10 +272,15 @@ class WorkflowFilter(admin.RelatedFieldListFilter):
 class WorkflowRunAdmin(ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
     """Runs with their progress; a run's page shows its steps, their attempts and a timeline."""
 
-    list_display = ("id", "workflow", "version_number", "status_badge", "progress", "started_at", "duration")
+    list_display = ("id", "workflow", "version_number", "status_badge", "progress", "started_at", "duration", "trace")
     list_display_links = ("id",)
     list_filter = ("status", ("version__definition", WorkflowFilter))
-    search_fields = ("version__definition__name",)
+    search_fields = ("version__definition__name", "trace_id")
+
+    @admin.display(description="trace")
+    def trace(self, obj):
+        return trace_link(obj.trace_id)
+
     list_select_related = ("version__definition",)
     date_hierarchy = "created_at"
     fields = (
