@@ -194,6 +194,51 @@ def _demo_monitoring(*, timeout_s: float) -> dict:
     }
 
 
+def _demo_orchestration(*, timeout_s: float) -> dict:
+    """Agent tasks by type and priority, a request/response round trip, a broadcast, and the trigger that turned
+    the monitoring demo's alert into an agent task carrying the alert's trace id."""
+    from agents.models import AgentTask, Alert, MessageReceipt, TriggerFiring
+    from agents.orchestration import agent_tasks, messages
+
+    tasks = [agent_tasks.task_submit(agent_type=agent_type, config={"action": "echo", "params": {"value": agent_type}},
+                                     priority=priority, submitted_by="demo")
+             for agent_type, priority in (("decision", 0), ("data", 9))]
+    _wait_for(lambda: all(AgentTask.objects.get(pk=task.pk).status == "completed" for task in tasks),
+              timeout_s=timeout_s, what="the agent tasks to complete")
+    response = messages.message_request(recipient="type:workflow", payload={"action": "echo", "params": {"value": 42}},
+                                        timeout_s=timeout_s, sender="demo")
+    broadcast = messages.message_broadcast(message_type="status_update", payload={"demo": True}, sender="demo")
+    _wait_for(lambda: MessageReceipt.objects.filter(message=broadcast).count() >= len(settings.AGENT_QUEUES),
+              timeout_s=timeout_s, what="every agent to receive the broadcast")
+    firing = _wait_for(lambda: TriggerFiring.objects.filter(trigger__name="demo-alert-to-task", status="succeeded")
+                       .select_related("event").first(), timeout_s=timeout_s, what="the alert trigger to fire")
+    triggered = _wait_for(lambda: AgentTask.objects.filter(pk=firing.result["agent_task_id"], status="completed").first(),
+                          timeout_s=timeout_s, what="the triggered task to complete")
+    alert = Alert.objects.get(pk=firing.event.payload["alert_id"])
+    return {
+        "tasks": [agent_tasks.task_json(AgentTask.objects.get(pk=task.pk)) for task in tasks],
+        "request_response": {"correlation_id": response.correlation_id, "result": response.payload["result"]},
+        "broadcast_receipts": sorted(MessageReceipt.objects.filter(message=broadcast).values_list("agent", flat=True)),
+        "alert_trigger": {"event": firing.event.event_type, "alert_id": alert.pk, "agent_task_id": triggered.pk,
+                          "task_result": triggered.result, "alert_trace_id": alert.trace_id,
+                          "task_trace_id": triggered.trace_id, "same_trace": alert.trace_id == triggered.trace_id},
+    }
+
+
+def _demo_triggers_load() -> None:
+    from agents.orchestration.events import triggers_load
+
+    triggers_load(text="""
+triggers:
+  - name: demo-alert-to-task
+    event: alert.fired
+    filter: payload.check == 'demo-endpoint'
+    action: task
+    target: workflow
+    params: {action: echo, params: {value: $.payload.summary}}
+""", source="demo")
+
+
 def demo_seed() -> dict:
     """Load demo data for ``make run``: the example workflows, one run of each, and a task through each queue."""
     from agents.workflows.services import workflow_load_file, workflow_run_start
@@ -262,7 +307,9 @@ def demo_run(*, timeout_s: float = 60.0) -> dict:
         summary["workflow"] = _demo_workflow(timeout_s=timeout_s)
         summary["decision"] = _demo_decision(timeout_s=timeout_s)
         summary["data"] = _demo_data(timeout_s=timeout_s)
+        _demo_triggers_load()
         summary["monitoring"] = _demo_monitoring(timeout_s=timeout_s)
+        summary["orchestration"] = _demo_orchestration(timeout_s=timeout_s)
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
