@@ -22,9 +22,11 @@ RUN install -d -o agentsite -g agentsite /app/var /data
 
 USER agentsite
 
-# Without SECRET_KEY the settings would generate var/secret_key and bake it into the image;
-# this dummy exists only for this RUN line. The real key comes from the environment at runtime.
-RUN SECRET_KEY=collectstatic-build-only-not-a-secret python manage.py collectstatic --noinput --verbosity 0
+# Without SECRET_KEY, AGENTS_ENCRYPTION_KEYS and AGENTS_MESSAGE_KEY the settings would generate them under var/
+# and bake them into the image; these dummies exist only for this RUN line. The real keys come from the
+# environment at runtime.
+RUN SECRET_KEY=collectstatic-build-only-not-a-secret AGENTS_ENCRYPTION_KEYS=build-only-not-a-key \
+    AGENTS_MESSAGE_KEY=build-only-not-a-key python manage.py collectstatic --noinput --verbosity 0
 
 EXPOSE 8000
 

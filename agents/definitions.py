@@ -12,6 +12,11 @@ import yaml
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 NAME_RULE = "must be 1-100 letters, digits, '.', '_' or '-'"
 MAX_DEFINITION_BYTES = 2_000_000
+#: Deepest nesting of mappings and lists a definition may have (a JsonLogic rule may nest 64 levels on its own).
+MAX_DEFINITION_DEPTH = 100
+#: Most values a definition may hold, counting each YAML alias as the copy it stands for (so a few lines of
+#: aliases cannot expand into billions of values, and an alias of itself is refused).
+MAX_DEFINITION_VALUES = 200_000
 
 
 class DefinitionTextError(ValueError):
@@ -42,7 +47,24 @@ def _refuse_constant(name: str):
 
 
 def definition_load_text(text: str, *, source: str = "definition") -> Any:
-    """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``DefinitionTextError`` if unreadable."""
+    """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``DefinitionTextError`` if unreadable, nested
+    deeper than ``MAX_DEFINITION_DEPTH`` or holding more than ``MAX_DEFINITION_VALUES`` values (validators walk
+    definitions recursively, and whole)."""
+    data = _parse(text, source=source)
+    pending, seen = [(data, 1)], 0
+    while pending:
+        value, depth = pending.pop()
+        seen += 1
+        if seen > MAX_DEFINITION_VALUES:
+            raise DefinitionTextError(f"{source}: more than {MAX_DEFINITION_VALUES} values (aliases count as copies)")
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEFINITION_DEPTH:
+                raise DefinitionTextError(f"{source}: nested deeper than {MAX_DEFINITION_DEPTH} levels")
+            pending.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return data
+
+
+def _parse(text: str, *, source: str) -> Any:
     if len(text.encode()) > MAX_DEFINITION_BYTES:
         raise DefinitionTextError(f"{source}: larger than {MAX_DEFINITION_BYTES} bytes")
     if text.lstrip().startswith(("{", "[")):
@@ -50,8 +72,12 @@ def definition_load_text(text: str, *, source: str = "definition") -> Any:
             return json.loads(text, parse_constant=_refuse_constant)
         except ValueError:
             pass  # not JSON after all (a YAML flow mapping): YAML reports what is wrong
+        except RecursionError:
+            raise DefinitionTextError(f"{source}: nested too deeply") from None
     try:
         return yaml.load(text, Loader=_PlainLoader)  # noqa: S506  (a SafeLoader subclass)
+    except RecursionError:
+        raise DefinitionTextError(f"{source}: nested too deeply") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

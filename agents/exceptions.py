@@ -135,3 +135,25 @@ class TriggerError(AgentsError):
     def __init__(self, errors: list[str]):
         self.errors = list(errors)
         super().__init__("; ".join(self.errors))
+
+
+class SecretError(AgentsError):
+    """A secret cannot be stored, found or decrypted (no such secret, no key that decrypts it, a bad name)."""
+
+
+class CircuitOpenError(AgentsError):
+    """A call was not made: its dependency's circuit breaker is open after repeated failures.
+
+    ``key`` names the dependency ("http:host:port"), ``failures`` the consecutive failures counted, ``retry_at``
+    (an aware datetime, or None while another caller's trial call is under way) when a trial call is let through.
+    """
+
+    def __init__(self, message: str, *, key: str, failures: int, retry_at=None):
+        self.key = key
+        self.failures = failures
+        self.retry_at = retry_at
+        super().__init__(message)
+
+
+class BreakerStoreError(AgentsError):
+    """The circuit breaker store (Redis, or the file under var/) cannot be read or written."""

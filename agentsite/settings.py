@@ -5,7 +5,10 @@ filesystem Celery broker under ``var/broker`` that needs no server process but
 works across processes. Production names PostgreSQL and Redis by URL; the code
 paths are the same.
 """
+import base64
+import os
 import secrets
+import ssl
 from pathlib import Path
 
 import environ
@@ -21,20 +24,95 @@ VAR_DIR = Path(env.str("AGENTS_VAR_DIR", default=str(BASE_DIR / "var"))).resolve
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def _secret_from_file(name: str, length: int = 50) -> str:
-    """Read a generated secret from ``VAR_DIR``, creating it once (mode 0600)."""
+def _secret_from_file(name: str, generate=lambda: secrets.token_urlsafe(50)) -> str:
+    """Read a generated secret from ``VAR_DIR``, creating it once (mode 0600).
+
+    The file appears whole or not at all (written aside, then hard-linked into place), and the first process to
+    link it wins: web, worker and beat starting together all read the same secret.
+    """
     path = VAR_DIR / name
     if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(length))
+        aside = VAR_DIR / f".{name}.{os.getpid()}.tmp"
+        with os.fdopen(os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(generate())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another process generated it first: use theirs
+        finally:
+            aside.unlink()
     return path.read_text().strip()
 
 
-# A secret is never in the code: from the environment, or generated once per install.
-SECRET_KEY = env.str("SECRET_KEY", default="") or _secret_from_file("secret_key")
+def _fernet_key() -> str:
+    """A new Fernet key: 32 random bytes, url-safe base64 (what ``Fernet.generate_key()`` returns)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
 DEBUG = env.bool("DEBUG", default=False)
+#: Production behind a TLS-terminating proxy: http is redirected to https, cookies are sent over https only,
+#: HSTS is on, and the secrets below must come from the environment (every host of a deployment shares them).
+#: Off by default so the embedded default and `make run` work on http://127.0.0.1; docker-compose turns it on.
+AGENTS_HTTPS = env.bool("AGENTS_HTTPS", default=False)
+
+
+def _production_secret(name: str, file_name: str, generate=lambda: secrets.token_urlsafe(50)) -> str:
+    """``name`` from the environment; else, outside production, generated once per install under ``VAR_DIR``."""
+    value = env.str(name, default="")
+    if value:
+        return value
+    if AGENTS_HTTPS:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"{name} must be set in the environment when AGENTS_HTTPS is on: every host of a deployment must "
+            f"share it, so it cannot be generated per host (see docs/security.md)"
+        )
+    return _secret_from_file(file_name, generate)
+
+
+# A secret is never in the code: from the environment, or generated once per install.
+SECRET_KEY = _production_secret("SECRET_KEY", "secret_key")
+#: Earlier SECRET_KEYs, comma-separated, still accepted for sessions and signed values while they rotate out.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Transport security (docs/security.md) -------------------------------------
+#: The header a TLS-terminating proxy sets to say the client used https, e.g. ``HTTP_X_FORWARDED_PROTO`` (its
+#: value must then be ``https``). Set it only behind a proxy that always sets or strips that header itself.
+_proxy_ssl_header = env.str("AGENTS_PROXY_SSL_HEADER", default="")
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=AGENTS_HTTPS and not DEBUG)
+#: The health probe answers over plain http too: container health checks call it on localhost.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = AGENTS_HTTPS
+CSRF_COOKIE_SECURE = AGENTS_HTTPS
+#: Seconds browsers remember to use https only (one year when AGENTS_HTTPS is on). Include subdomains and preload
+#: only if every subdomain serves https: the preload flag lets anyone submit the domain to browsers' lists.
+SECURE_HSTS_SECONDS = env.int("AGENTS_HSTS_SECONDS", default=365 * 24 * 3600 if AGENTS_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("AGENTS_HSTS_INCLUDE_SUBDOMAINS", default=AGENTS_HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("AGENTS_HSTS_PRELOAD", default=AGENTS_HTTPS)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Keys (docs/security.md) ---------------------------------------------------
+#: Fernet keys that encrypt stored secrets, comma-separated, newest first: the first encrypts, every one decrypts
+#: (keep an old key listed until `manage.py secrets rotate` has re-encrypted everything under the new one).
+AGENTS_ENCRYPTION_KEYS = env.list("AGENTS_ENCRYPTION_KEYS", default=[]) or [
+    _production_secret("AGENTS_ENCRYPTION_KEYS", "encryption_key", _fernet_key)
+]
+#: HMAC-SHA256 keys that sign agent messages, comma-separated, newest first: the first signs, every one verifies.
+AGENTS_MESSAGE_KEY = env.list("AGENTS_MESSAGE_KEY", default=[]) or [
+    _production_secret("AGENTS_MESSAGE_KEY", "message_key")
+]
+if AGENTS_HTTPS and any(len(key.strip()) < 32 for key in AGENTS_MESSAGE_KEY):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "AGENTS_MESSAGE_KEY: every key must be at least 32 random characters "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -45,6 +123,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_celery_results",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "agents",
 ]
 
@@ -56,6 +137,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "agents.audit.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -166,8 +248,36 @@ else:
         "queue_order_strategy": "priority",
         "priority_steps": list(range(10)),
         "sep": ":",
+        # A producer finding the broker down (restarting) retries the connection for up to 20 s, every 0.5-2 s,
+        # instead of giving up after 4 s: a step that finishes meanwhile still sends what comes next.
+        "connect_retries_timeout": 20,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 2,
     }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": AGENTS_VISIBILITY_TIMEOUT_S}
+
+#: TLS to Redis (a ``rediss://`` URL): the server certificate is verified against the system's CA bundle, or
+#: AGENTS_REDIS_TLS_CA_FILE; AGENTS_REDIS_TLS_CERT_FILE/_KEY_FILE add a client certificate. ``required`` (default),
+#: ``optional`` or ``none`` (no verification: only for a test server).
+_REDIS_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+_redis_cert_reqs = env.str("AGENTS_REDIS_TLS_CERT_REQS", default="required").lower()
+if _redis_cert_reqs not in _REDIS_CERT_REQS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"AGENTS_REDIS_TLS_CERT_REQS must be one of {', '.join(_REDIS_CERT_REQS)}, not {_redis_cert_reqs!r}"
+    )
+_REDIS_TLS = {
+    "ssl_cert_reqs": _REDIS_CERT_REQS[_redis_cert_reqs],
+    "ssl_ca_certs": env.str("AGENTS_REDIS_TLS_CA_FILE", default="") or None,
+    "ssl_certfile": env.str("AGENTS_REDIS_TLS_CERT_FILE", default="") or None,
+    "ssl_keyfile": env.str("AGENTS_REDIS_TLS_KEY_FILE", default="") or None,
+}
+if CELERY_BROKER_URL.startswith("rediss://"):
+    CELERY_BROKER_USE_SSL = _REDIS_TLS
+if CELERY_RESULT_BACKEND.startswith("rediss://"):
+    CELERY_REDIS_BACKEND_USE_SSL = _REDIS_TLS
 
 # JSON only: a pickle message is refused by every worker.
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -187,6 +297,9 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env.int("AGENTS_RESULT_EXPIRES_S", default=7 * 24 * 3600)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+#: A message sent while the broker restarts waits for it (0, 0.5, 1, 1.5, then every 2 s: about 20 s in all)
+#: instead of failing after Celery's default 0.6 s: a step that finishes then still starts what comes next.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 12, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = TIME_ZONE
 
@@ -338,6 +451,19 @@ CELERY_BEAT_SCHEDULE.update({
     },
 })
 
+# --- Circuit breakers ------------------------------------------------------------
+
+#: Where circuit breaker state lives, shared by every worker: a Redis URL (default: CACHE_URL when it names Redis);
+#: empty for a file under var/breakers, shared by the processes of one machine.
+AGENTS_BREAKER_URL = env.str(
+    "AGENTS_BREAKER_URL",
+    default=AGENTS_DECISION_CACHE_URL if AGENTS_DECISION_CACHE_URL.startswith(("redis://", "rediss://")) else "",
+)
+#: Consecutive failures (connection errors, timeouts, 5xx answers) of one dependency that open its circuit.
+AGENTS_BREAKER_FAILURES = env.int("AGENTS_BREAKER_FAILURES", default=5)
+#: Seconds an open circuit fails calls fast before it lets one trial call through.
+AGENTS_BREAKER_COOLDOWN_S = env.float("AGENTS_BREAKER_COOLDOWN_S", default=30.0)
+
 # --- Orchestration ----------------------------------------------------------------
 
 #: Seconds between sweeps that time out agent tasks whose worker never reported, and re-send lost events.
@@ -354,3 +480,56 @@ CELERY_BEAT_SCHEDULE.update({
         "options": {"expires": AGENTS_ORCHESTRATION_SWEEP_S},
     },
 })
+
+# --- JSON API (Django REST framework) ------------------------------------------------
+
+#: Items per page of a list when the request names no ``page_size``, and the most it may name.
+AGENTS_API_PAGE_SIZE = env.int("AGENTS_API_PAGE_SIZE", default=50)
+AGENTS_API_MAX_PAGE_SIZE = env.int("AGENTS_API_MAX_PAGE_SIZE", default=500)
+#: Largest JSON request body the API reads, in bytes; a larger one is refused with 413.
+AGENTS_API_MAX_BODY_BYTES = env.int("AGENTS_API_MAX_BODY_BYTES", default=2_621_440)
+#: Where request counts for throttling are kept: Redis when ``CACHE_URL`` names it (shared by every web process),
+#: else the process's own memory.
+AGENTS_API_THROTTLE_CACHE_URL = env.str("CACHE_URL", default="")
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: an unauthenticated request is answered 401 with ``WWW-Authenticate: Token``.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["agents.api.permissions.ModelActionPermission"],
+    "DEFAULT_PAGINATION_CLASS": "agents.api.policies.ApiPagination",
+    "PAGE_SIZE": AGENTS_API_PAGE_SIZE,
+    "DEFAULT_PARSER_CLASSES": ["agents.api.policies.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "agents.api.throttling.ApiAnonRateThrottle",
+        "agents.api.throttling.ApiUserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("AGENTS_API_THROTTLE_ANON", default="60/minute"),
+        "user": env.str("AGENTS_API_THROTTLE_USER", default="1200/minute"),
+    },
+    "EXCEPTION_HANDLER": "agents.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "agents.api.schema.ApiSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "agentsite API",
+    "DESCRIPTION": "Operate agentsite's agents, workflows, decisions, data pipelines, checks and alerts. "
+                   "Authenticate with `Authorization: Token <key>` (`manage.py api_token create USER`) or a session.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["agents.api.permissions.ModelActionPermission"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    # One schema component per set of choices, named after the model's choices.
+    "ENUM_NAME_OVERRIDES": {
+        f"{name}Enum": f"agents.models.{name}"
+        for name in ("AgentType", "AgentStatus", "RunStatus", "StepStatus", "VersionStatus", "DecisionEngine",
+                     "DataRunStatus", "CheckType", "CheckStatus", "AlertState", "Severity", "ThresholdDirection",
+                     "AgentTaskStatus", "MessageType", "MessageStatus")
+    },
+}

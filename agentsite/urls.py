@@ -1,10 +1,18 @@
-"""URL routes: the admin and a health probe."""
+"""URL routes: the admin, the JSON API and a health probe; errors under /api/ answer JSON."""
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from agents.api.views import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Log in and out for the browsable API (DRF's templates name the ``rest_framework`` namespace at the top).
+    path("api/auth/", include("rest_framework.urls")),
+    path("api/", include("agents.api.urls")),
     path("healthz", health, name="health"),
 ]
+
+handler400 = "agents.api.errors.bad_request"
+handler403 = "agents.api.errors.permission_denied"
+handler404 = "agents.api.errors.page_not_found"
+handler500 = "agents.api.errors.server_error"

@@ -12,6 +12,7 @@ from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 
 from agentsite.celery import app as celery_app
+from tests.breakers.conftest import breakers_clean  # noqa: F401  (autouse: no breaker state left by a test)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ALL_QUEUES = ["default", *settings.AGENT_QUEUES]

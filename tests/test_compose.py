@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -13,8 +14,11 @@ COMPOSE_FILE = PROJECT_DIR / "docker-compose.yml"
 
 #: Every queue a task can be routed to (settings.CELERY_TASK_QUEUES) must have a consumer.
 QUEUES = {"default", "workflow", "decision", "data", "monitoring"}
-SECRET_NAMES = ("SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
-REQUIRED_SECRETS = {"SECRET_KEY": "s3cret-for-test", "POSTGRES_PASSWORD": "pw-for-test", "FLOWER_BASIC_AUTH": "u:p"}
+SECRET_NAMES = ("SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "AGENTS_ENCRYPTION_KEYS", "AGENTS_MESSAGE_KEY")
+REQUIRED_SECRETS = {"SECRET_KEY": "s3cret-for-test", "POSTGRES_PASSWORD": "pw-for-test", "FLOWER_BASIC_AUTH": "u:p",
+                    "AGENTS_ENCRYPTION_KEYS": "key-for-test", "AGENTS_MESSAGE_KEY": "message-key-for-test"}
+#: Services only the compose network may reach: they publish no port on the host.
+INTERNAL_SERVICES = ("postgres", "redis")
 
 
 def _services() -> dict:
@@ -131,3 +135,34 @@ def test_compose_config_validates_and_refuses_to_start_without_secret_key(tmp_pa
     missing = _compose_config(without_secret_key, tmp_path)
     assert missing.returncode != 0
     assert "SECRET_KEY" in missing.stdout + missing.stderr
+
+
+def test_compose_keeps_the_database_and_broker_off_the_host_and_serves_https_behind_a_proxy():
+    """Given docker-compose.yml, PostgreSQL and Redis are reachable only inside the stack, and every process runs
+    with production's transport security and shared keys."""
+    services = _services()
+
+    for name in INTERNAL_SERVICES:
+        assert "ports" not in services[name], f"{name} publishes a port on the host"
+    published = sorted(name for name, service in services.items() if service.get("ports"))
+    assert published == ["flower", "web"]
+
+    for name, service in services.items():
+        environment = _environment(service)
+        if "DATABASE_URL" not in environment:
+            continue  # postgres and redis themselves
+        assert environment.get("AGENTS_HTTPS", "").lower() in ("1", "true"), f"{name} does not run https-only"
+        assert environment.get("AGENTS_PROXY_SSL_HEADER"), f"{name} does not trust the proxy's https header"
+        assert environment.get("DEBUG", "").lower() in ("0", "false"), f"{name} runs with DEBUG on"
+
+    flower_command = _command(services["flower"])
+    assert "--basic-auth" not in " ".join(flower_command), "Flower's credentials belong in the environment"
+
+
+@pytest.mark.parametrize("missing", ["AGENTS_ENCRYPTION_KEYS", "AGENTS_MESSAGE_KEY", "FLOWER_BASIC_AUTH"])
+def test_compose_refuses_to_start_without_a_shared_key_or_flower_credentials(tmp_path, missing):
+    """Without a key every container must share, or Flower's basic auth, compose refuses and names the variable."""
+    result = _compose_config({key: value for key, value in REQUIRED_SECRETS.items() if key != missing}, tmp_path)
+
+    assert result.returncode != 0
+    assert missing in result.stdout + result.stderr

@@ -1,2 +1,2 @@
 """Django admin for agentsite, one module per area."""
-from . import data, decisions, monitoring, orchestration, registry, workflows  # noqa: F401
+from . import breakers, data, decisions, monitoring, orchestration, registry, security, workflows  # noqa: F401

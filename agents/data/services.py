@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from agents.audit import audit_record
 from agents.data import engine
 from agents.data.paths import data_path_relative, data_path_resolve, data_root
 from agents.data.quality import CheckRunner
@@ -69,6 +70,8 @@ def pipeline_load(*, text: str, source: str = "definition") -> tuple[PipelineVer
         version = PipelineVersion.objects.create(
             pipeline=pipeline, number=number, content_hash=content_hash, spec=spec, source=text
         )
+        audit_record("pipeline.load", "pipeline_version", version.pk, f"loaded pipeline {pipeline.name} v{number}",
+                     pipeline=pipeline.name, version=number, source=source, content_hash=content_hash)
     return version, True
 
 
@@ -93,9 +96,12 @@ def data_source_save(*, name: str, spec: Any, description: str = "") -> DataSour
     normalised, errors = source_validate(spec, where=f"source {name}")
     if errors:
         raise PipelineSpecError(errors)
-    source, _ = DataSource.objects.update_or_create(
-        name=name, defaults={"spec": normalised, "description": description}
-    )
+    with transaction.atomic():
+        source, created = DataSource.objects.update_or_create(
+            name=name, defaults={"spec": normalised, "description": description}
+        )
+        audit_record("data_source.save", "data_source", source.pk,
+                     f"{'created' if created else 'replaced'} data source {name}", kind=normalised.get("kind"))
     return source
 
 
@@ -135,7 +141,12 @@ def data_run_create(*, version: PipelineVersion, params: dict | None = None) -> 
         known = ", ".join(sorted(declared)) or "none"
         raise PipelineSpecError([f"unknown run parameter {name!r} for {version.pipeline.name} (declared: {known})"
                                  for name in unknown])
-    return DataRun.objects.create(version=version, params={**declared, **params}, trace_id=trace_id_ensure())
+    with transaction.atomic():
+        run = DataRun.objects.create(version=version, params={**declared, **params}, trace_id=trace_id_ensure())
+        audit_record("data_run.start", "data_run", run.pk,
+                     f"started run #{run.pk} of pipeline {version.pipeline.name} v{version.number}",
+                     pipeline=version.pipeline.name, version=version.number, params=params)
+    return run
 
 
 def data_run_enqueue(*, version: PipelineVersion, params: dict | None = None) -> DataRun:

@@ -7,7 +7,6 @@ allows; ``source_describe`` says what was read, for lineage. Every failure is a 
 """
 import codecs
 import contextlib
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -17,9 +16,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pandas as pd
 
+from agents.crypto import secret_reference_problem, secret_url, secret_value
 from agents.data.paths import data_path_problem, data_path_resolve
 from agents.definitions import NAME_RULE, is_name
-from agents.exceptions import ColumnError, DataSourceError
+from agents.exceptions import ColumnError, DataSourceError, SecretError
 
 SOURCE_KINDS = ("file", "database", "api", "dataset")
 FILE_FORMATS = ("csv", "jsonl", "parquet")
@@ -159,10 +159,10 @@ def _api_validate(raw: dict, where: str, errors: list[str]) -> dict:
         errors.append(f"{where}.headers: must be a mapping of header name to value or {{env: VARIABLE}}")
         headers = {}
     for name, value in headers.items():
-        from_env = isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str) and value["env"]
-        if not isinstance(name, str) or not name or not (isinstance(value, str) or from_env):
-            errors.append(f"{where}.headers.{name}: must be text or {{env: VARIABLE}} (secrets come from the "
-                          "environment, never the definition)")
+        referenced = secret_reference_problem(value) is None
+        if not isinstance(name, str) or not name or not (isinstance(value, str) or referenced):
+            errors.append(f"{where}.headers.{name}: must be text or {{env: VARIABLE}} or {{secret: NAME}} (secrets "
+                          "come from the environment or the encrypted store, never the definition)")
     timeout_s = raw.get("timeout_s", 10)
     _number_check(timeout_s, f"{where}.timeout_s", errors, minimum=0.1, maximum=MAX_TIMEOUT_S)
     retries = raw.get("retries", 3)
@@ -532,7 +532,10 @@ def _database_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int |
     if name not in databases:
         raise DataSourceError(f"database source: no connection named {name!r} in AGENTS_DATA_DATABASES "
                               f"(configured: {', '.join(sorted(databases)) or 'none'})")
-    url = databases[name]
+    try:
+        url = secret_url(databases[name], where=f"database connection {name!r}")
+    except SecretError as error:
+        raise DataSourceError(f"database source: {error}") from None
     scheme = urlsplit(url).scheme
     label = f"database connection {name!r}"
     if scheme in ("postgres", "postgresql"):
@@ -650,10 +653,10 @@ def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None
     headers = {}
     for name, value in spec["headers"].items():
         if isinstance(value, dict):
-            if value["env"] not in os.environ:
-                raise DataSourceError(f"api source: header {name!r} comes from environment variable "
-                                      f"{value['env']!r}, which is not set")
-            value = os.environ[value["env"]]
+            try:
+                value = secret_value(value, where=f"header {name!r}")
+            except SecretError as error:
+                raise DataSourceError(f"api source: {error}") from None
         headers[name] = value
     label = f"{spec['method']} {_url_shown(spec['url'])}"
     empty = pd.DataFrame(columns=columns or [])
@@ -701,16 +704,25 @@ def _api_request(session, spec: dict, *, query: dict, headers: dict, label: str)
     """One page's JSON, retrying connection errors, timeouts, 429 and 5xx with exponential backoff."""
     import requests
 
+    from agents.breakers import breaker, http_key
+    from agents.exceptions import CircuitOpenError
+
     attempts = spec["retries"] + 1
     problem = ""
     for attempt in range(attempts):
         if attempt:
             time.sleep(spec["backoff_s"] * 2 ** (attempt - 1))
         try:
-            response = session.request(
-                spec["method"], spec["url"], params=query, json=spec["body"], headers=headers,
-                timeout=spec["timeout_s"], allow_redirects=False,
-            )
+            with breaker(http_key(spec["url"]), timeout_s=spec["timeout_s"]) as call:
+                response = session.request(
+                    spec["method"], spec["url"], params=query, json=spec["body"], headers=headers,
+                    timeout=spec["timeout_s"], allow_redirects=False,
+                )
+                if response.status_code >= 500:
+                    call.failed(f"answered {response.status_code}")
+        except CircuitOpenError as error:
+            # Retrying now would fail fast again: the circuit lets a call through only after its cool-down.
+            raise DataSourceError(f"{label}: not called: {error}") from None
         except requests.Timeout:
             problem = f"no answer within {spec['timeout_s']}s"
             continue

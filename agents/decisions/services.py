@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agents.audit import audit_record
 from agents.decisions import ml
 from agents.decisions.cache import decision_cache
 from agents.decisions.expressions import extract_fields
@@ -64,6 +65,9 @@ def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
             number = (ruleset.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
             version = RuleSetVersion.objects.create(ruleset=ruleset, number=number, content_hash=content_hash,
                                                     spec=compiled.spec, source=text, shadow=shadow)
+            audit_record("ruleset.load", "ruleset_version", version.pk,
+                         f"loaded rule set {ruleset.name} v{number}{' (shadow)' if shadow else ''}",
+                         ruleset=ruleset.name, version=number, source=source, content_hash=content_hash)
         elif shadow and not version.shadow:
             RuleSetVersion.objects.filter(pk=version.pk).update(shadow=True)
         if activate:
@@ -89,10 +93,13 @@ def ruleset_version_activate(*, ruleset: str, number: int) -> RuleSetVersion:
             raise RuleSetNotFoundError(f"rule set {ruleset!r} has no version {number}")
         if target.status == VersionStatus.ACTIVE:
             return target
+        previous = list(versions.filter(status=VersionStatus.ACTIVE).values_list("number", flat=True))
         versions.filter(status=VersionStatus.ACTIVE).update(status=VersionStatus.RETIRED)
         versions.filter(pk=target.pk, status__in=(VersionStatus.DRAFT, VersionStatus.RETIRED)).update(
             status=VersionStatus.ACTIVE, activated_at=timezone.now(), shadow=False
         )
+        audit_record("ruleset.activate", "ruleset_version", target.pk, f"activated rule set {ruleset} v{number}",
+                     ruleset=ruleset, version=number, retired=previous)
     target.refresh_from_db()
     return target
 

@@ -47,6 +47,7 @@ from .orchestration import (
     TriggerFiring,
 )
 from .registry import Agent, AgentStatus, AgentType
+from .security import AuditEntry, Secret
 from .workflows import (
     JoinArrival,
     RunStatus,
@@ -108,6 +109,8 @@ __all__ = [
     "Agent",
     "AgentStatus",
     "AgentType",
+    "AuditEntry",
+    "Secret",
     "JoinArrival",
     "RunStatus",
     "StepRun",

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from agents.audit import audit_record
 from agents.exceptions import AlertStateError, NotificationError
 from agents.tracing import trace_id_ensure
 from agents.orchestration.events import event_publish
@@ -161,6 +162,8 @@ def alert_acknowledge(*, alert_id: int, user: str = "", note: str = "", expires_
     ):
         alert.refresh_from_db()
         raise AlertStateError(f"alert #{alert.pk} is {alert.state}; only a firing alert can be acknowledged")
+    audit_record("alert.acknowledge", "alert", alert.pk, f"acknowledged alert #{alert.pk} ({alert.health_check.name})",
+                 user=user, note=note, expires_in_s=expires_in_s)
     return alert
 
 
@@ -171,6 +174,8 @@ def alert_resolve(*, alert_id: int, user: str = "") -> Alert:
         if alert.state == AlertState.RESOLVED or not _resolve(alert, now=timezone.now(), by=user or "manual"):
             alert.refresh_from_db()
             raise AlertStateError(f"alert #{alert.pk} is already {alert.state}")
+        audit_record("alert.resolve", "alert", alert.pk, f"resolved alert #{alert.pk} ({alert.health_check.name})",
+                     user=user)
     return alert
 
 
@@ -188,9 +193,13 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
         problems.append("ends_at: must be after starts_at")
     if problems:
         raise AlertStateError("; ".join(problems))
-    return Silence.objects.create(
-        matchers=matchers, starts_at=starts_at, ends_at=ends_at, comment=comment, created_by=created_by
-    )
+    with transaction.atomic():
+        silence = Silence.objects.create(
+            matchers=matchers, starts_at=starts_at, ends_at=ends_at, comment=comment, created_by=created_by
+        )
+        audit_record("silence.create", "silence", silence.pk, f"silenced {matchers} until {ends_at.isoformat()}",
+                     matchers=matchers, starts_at=starts_at.isoformat(), ends_at=ends_at.isoformat(), comment=comment)
+    return silence
 
 
 def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence | None:

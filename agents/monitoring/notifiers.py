@@ -5,7 +5,6 @@ every attempt, or raises ``NotificationError`` carrying them. Header values and 
 never appear in an attempt's detail or an error message.
 """
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -14,7 +13,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from agents.exceptions import NotificationError
+from agents.crypto import is_secret_reference, secret_reference_problem, secret_value
+from agents.exceptions import NotificationError, SecretError
 from agents.network import connection_failure_reason, host_refusal
 from agents.workflows.actions import Action, Param
 
@@ -32,7 +32,6 @@ QUIET_EVENTS = frozenset({"resolved"})
 logger = logging.getLogger("agents.monitoring.notify")
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Failure(Exception):
@@ -119,12 +118,11 @@ def _headers_problems(headers: dict) -> list[str]:
         if isinstance(value, str):
             if "\r" in value or "\n" in value:
                 problems.append(f"{where}: must not contain a line break")
-        elif isinstance(value, dict) and set(value) == {"env"}:
-            variable = value["env"]
-            if not isinstance(variable, str) or not _ENV_NAME.match(variable):
-                problems.append(f"{where}: env {variable!r} is not an environment variable name")
+        elif is_secret_reference(value):
+            if problem := secret_reference_problem(value):
+                problems.append(f"{where}: {problem}")
         else:
-            problems.append(f"{where}: must be a string or {{\"env\": \"VARIABLE_NAME\"}}")
+            problems.append(f"{where}: must be a string or {{\"env\": \"VARIABLE_NAME\"}} or {{\"secret\": \"NAME\"}}")
     return problems
 
 
@@ -221,12 +219,10 @@ def _headers_resolve(headers: dict) -> dict[str, str]:
     resolved = {}
     for name, value in headers.items():
         if isinstance(value, dict):
-            variable = value["env"]
-            value = os.environ.get(variable)
-            if not value:
-                raise NotificationError(
-                    f"webhook header {name!r}: environment variable {variable!r} is not set or empty"
-                )
+            try:
+                value = secret_value(value, where=f"header {name!r}")
+            except SecretError as error:
+                raise NotificationError(f"webhook {error}") from None
         resolved[name] = value
     return resolved
 
@@ -234,8 +230,16 @@ def _headers_resolve(headers: dict) -> dict[str, str]:
 def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> str:
     import requests
 
+    from agents.breakers import breaker, http_key
+    from agents.exceptions import CircuitOpenError
+
     try:
-        response = requests.post(url, json=body, headers=headers, timeout=timeout_s, allow_redirects=False)
+        with breaker(http_key(url), timeout_s=timeout_s) as call:
+            response = requests.post(url, json=body, headers=headers, timeout=timeout_s, allow_redirects=False)
+            if response.status_code >= 500:
+                call.failed(f"answered {response.status_code}")
+    except CircuitOpenError as error:
+        raise _Failure(f"not sent: {error}") from None  # a later attempt may be the trial call
     except requests.Timeout:
         raise _Failure(f"timed out after {timeout_s:g} s") from None
     except requests.ConnectionError as error:

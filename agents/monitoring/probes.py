@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from agents.definitions import NAME_RULE, is_name
-from agents.exceptions import CheckSpecError
+from agents.exceptions import CheckSpecError, CircuitOpenError
 from agents.network import connection_failure_reason, host_refusal
 from agents.workflows.actions import Action, Param
 
@@ -159,14 +159,23 @@ def _http(params: dict, state: dict) -> ProbeResult:
     """Latency in ms of one request to ``url``; not ok on a connection failure, a timeout or an unexpected status."""
     import requests
 
+    from agents.breakers import breaker, http_key
+
     url, method, timeout_s = params["url"], params["method"], params["timeout_s"]
     expected = _status_list(params["expect_status"])
-    started = time.perf_counter()
     try:
-        # stream=True: the status and headers are what is measured; the body is never downloaded.
-        with requests.request(method, url, timeout=timeout_s, allow_redirects=False, stream=True) as response:
-            latency_ms = _ms(time.perf_counter() - started)
-            status = response.status_code
+        with breaker(http_key(url), timeout_s=timeout_s) as call:
+            started = time.perf_counter()
+            # stream=True: the status and headers are what is measured; the body is never downloaded.
+            with requests.request(method, url, timeout=timeout_s, allow_redirects=False, stream=True) as response:
+                latency_ms = _ms(time.perf_counter() - started)
+                status = response.status_code
+            if status >= 500:
+                call.failed(f"answered {status}")
+    except CircuitOpenError as error:
+        # Not reaching the target is itself a failed result: the check stays critical while the circuit is open.
+        return ProbeResult(value=None, unit="ms", ok=False, message=f"{method} {url} not sent: {error}",
+                           target=url, metrics={"http.up": (0.0, "")})
     except requests.RequestException as error:
         return ProbeResult(
             value=None, unit="ms", ok=False, message=f"{method} {url} failed: {_failure_reason(error, timeout_s)}",
@@ -188,12 +197,18 @@ def _http(params: dict, state: dict) -> ProbeResult:
 
 def _tcp(params: dict, state: dict) -> ProbeResult:
     """Milliseconds to open a TCP connection to ``host:port``; not ok when refused or timed out."""
+    from agents.breakers import breaker, tcp_key
+
     host, port, timeout_s = params["host"], params["port"], params["timeout_s"]
     target = f"{host}:{port}"
-    started = time.perf_counter()
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            latency_ms = _ms(time.perf_counter() - started)
+        with breaker(tcp_key(host, port), timeout_s=timeout_s):
+            started = time.perf_counter()
+            with socket.create_connection((host, port), timeout=timeout_s):
+                latency_ms = _ms(time.perf_counter() - started)
+    except CircuitOpenError as error:
+        return ProbeResult(value=None, unit="ms", ok=False, message=f"TCP {target} not tried: {error}",
+                           target=target, metrics={"tcp.up": (0.0, "")})
     except OSError as error:
         return ProbeResult(
             value=None, unit="ms", ok=False, message=f"TCP {target} failed: {_failure_reason(error, timeout_s)}",
@@ -419,3 +434,7 @@ def probe_run(check_type: str, params: dict, *, state: dict | None = None) -> Pr
         raise CheckSpecError(problems)
     action, _ = _PROBES[check_type]
     return action.function(action.with_defaults(params), dict(state or {}))
+
+
+# The built-in custom check "circuit_breakers" (the number of open circuits) registers itself on import.
+from agents import breakers  # noqa: E402,F401

@@ -10,6 +10,8 @@ from agents.models import Alert, Check, Metric, Notification
 
 _WINDOW_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest window a summary, silence or acknowledgement may name: ten years.
+MAX_WINDOW_S = 3650 * 86400
 
 
 def window_parse(text: str) -> timedelta:
@@ -17,7 +19,10 @@ def window_parse(text: str) -> timedelta:
     match = _WINDOW_PATTERN.match(text or "")
     if not match or float(match.group(1)) <= 0:
         raise MonitoringError(f"window {text!r} is not a positive number followed by s, m, h, d or w (e.g. 1h)")
-    return timedelta(seconds=float(match.group(1)) * _WINDOW_UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _WINDOW_UNITS[match.group(2)]
+    if seconds > MAX_WINDOW_S:
+        raise MonitoringError(f"window {text!r} is longer than {MAX_WINDOW_S // 86400:.0f} days")
+    return timedelta(seconds=seconds)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from agents.audit import audit_record
 from agents.definitions import DefinitionTextError, definition_load_text
 from agents.exceptions import CheckNotFoundError, CheckSpecError
 from agents.models import (
@@ -166,6 +167,8 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
                 "enabled": item.get("enabled", True),
             }
             counts["responses"][_upsert(ResponseRule, item["name"], fields)] += 1
+        audit_record("monitoring.load", "definitions", "", f"loaded monitoring definitions from {source}",
+                     source=source, counts=counts)
     return counts
 
 
@@ -195,10 +198,12 @@ def check_save(*, name: str, fields: dict, source: str = "") -> tuple[Check, str
                 name=name, source=source,
                 next_run_at=check_first_run_at(name=name, interval_s=fields["interval_s"]), **fields,
             )
+            audit_record("check.create", "check", check.pk, f"created check {name}", source=source)
             return check, "created"
         changed = [key for key, value in fields.items() if getattr(check, key) != value]
         if not changed:
             return check, "unchanged"
+        fields_changed = list(changed)
         if "interval_s" in changed or ("enabled" in changed and fields["enabled"]):
             check.next_run_at = check_first_run_at(name=name, interval_s=fields["interval_s"])
             changed.append("next_run_at")
@@ -210,6 +215,8 @@ def check_save(*, name: str, fields: dict, source: str = "") -> tuple[Check, str
                 setattr(check, key, fields[key])
         check.source = source or check.source
         check.save(update_fields=[*changed, "source", "updated_at"])
+        audit_record("check.update", "check", check.pk, f"changed {', '.join(fields_changed)} of check {name}",
+                     source=source, changed=fields_changed)
     return check, "updated"
 
 

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents.audit import audit_record
 from agents.exceptions import AgentsError, AgentTaskError
 from agents.models import AGENT_TASK_FINISHED, AGENT_TASK_TRANSITIONS, Agent, AgentTask, AgentTaskStatus
 
@@ -129,6 +130,8 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
             agent_type=agent_type, config=config, priority=priority, timeout_s=float(timeout_s),
             submitted_by=submitted_by, trace_id=trace_id_ensure(),
         )
+        audit_record("agent_task.submit", "agent_task", task.pk, f"submitted task #{task.pk} to a {agent_type} agent",
+                     agent_type=agent_type, config=config, priority=priority, timeout_s=float(timeout_s))
         transaction.on_commit(lambda: _send(task.pk, attempt=1))
     return task
 
@@ -241,6 +244,7 @@ def task_cancel(*, task_id: int) -> AgentTask:
     if not moved:
         task.refresh_from_db()
         raise AgentTaskError(f"agent task #{task_id} is already {task.status}")
+    audit_record("agent_task.cancel", "agent_task", task_id, f"cancelled task #{task_id}", status_was=task.status)
     if task.celery_task_id:
         app.control.revoke(task.celery_task_id, terminate=task.status == AgentTaskStatus.RUNNING, signal="SIGTERM")
     task.refresh_from_db()

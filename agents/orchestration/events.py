@@ -13,6 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agents.audit import audit_record
 from agents.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
 from agents.exceptions import AgentsError, ExpressionError, TriggerError
 from agents.models import Event, EventType, FiringStatus, Trigger, TriggerAction, TriggerFiring
@@ -141,6 +142,8 @@ def triggers_load(*, text: str, source: str = "triggers") -> dict[str, int]:
                 "enabled": item.get("enabled", True), "source": source,
             })
             counts["created" if created else "updated"] += 1
+        audit_record("triggers.load", "trigger", "", f"loaded {len(items)} triggers from {source}", source=source,
+                     triggers=[item["name"] for item in items], counts=counts)
     return counts
 
 

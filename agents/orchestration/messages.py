@@ -5,7 +5,12 @@ through that type's queue), or to every agent (``*``) or every agent of a type (
 a fan-out queue every worker consumes where the broker can fan out (Redis, RabbitMQ), one per agent otherwise.
 Handlers are registered per message type with ``@handler("type")``; a handler's failure is recorded on the
 message and retried, never just printed.
+
+Every message is signed when it is stored (HMAC-SHA256 under AGENTS_MESSAGE_KEY over its id, type, sender,
+recipient, correlation id and payload) and verified on delivery before any handler runs: one changed since it
+was stored, or written by anything without the key, is marked rejected and never handled or retried.
 """
+import json
 import logging
 import time
 import uuid
@@ -17,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents.crypto import sign, signature_verify
 from agents.exceptions import MessageError
 from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
 
@@ -24,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: Times a failing handler is retried, with exponential backoff from 1 s.
 HANDLER_RETRIES = 3
+#: The error a rejected message carries.
+SIGNATURE_ERROR = "signature does not verify"
 
 _handlers: dict[str, Callable[..., Any]] = {}
 
@@ -89,6 +97,7 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
             message_type=message_type, recipient=recipient, payload=payload or {}, sender=sender,
             correlation_id=correlation_id, trace_id=trace_id_ensure(),
         )
+        _message_sign(message)
         transaction.on_commit(lambda: _dispatch(message.pk))
     return message
 
@@ -121,6 +130,41 @@ def _dispatch(message_id: int) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------ signatures
+
+
+def _signed_text(message: AgentMessage) -> bytes:
+    """The fields a message's signature covers, as canonical JSON (sorted keys, no spaces)."""
+    return json.dumps(
+        {"id": message.pk, "type": message.message_type, "sender": message.sender, "recipient": message.recipient,
+         "correlation_id": message.correlation_id, "payload": message.payload},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    ).encode()
+
+
+def _message_sign(message: AgentMessage) -> None:
+    """Sign a just-stored message over its payload as read back from the database, the form a verifier reads."""
+    message.payload = AgentMessage.objects.values_list("payload", flat=True).get(pk=message.pk)
+    message.signature = sign(_signed_text(message))
+    AgentMessage.objects.filter(pk=message.pk).update(signature=message.signature)
+
+
+def message_verify(message: AgentMessage) -> bool:
+    """Whether the message is as it was signed, under a key still listed in AGENTS_MESSAGE_KEY."""
+    return signature_verify(_signed_text(message), message.signature)
+
+
+def _message_reject(message: AgentMessage) -> AgentMessage:
+    """Record that a message failed verification: rejected, never handled, never retried."""
+    AgentMessage.objects.filter(
+        pk=message.pk, status__in=[MessageStatus.PENDING, MessageStatus.SENT, MessageStatus.DELIVERED]
+    ).update(status=MessageStatus.REJECTED, error=SIGNATURE_ERROR)
+    logger.warning("message %s (%s to %s) rejected: %s", message.pk, message.message_type, message.recipient,
+                   SIGNATURE_ERROR)
+    message.refresh_from_db()
+    return message
+
+
 # ------------------------------------------------------------------------------------ handling
 
 
@@ -139,6 +183,8 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
     message = AgentMessage.objects.filter(pk=message_id).first()
     if message is None or message.status in (MessageStatus.HANDLED, MessageStatus.FAILED, MessageStatus.REJECTED):
         return message, False
+    if not message_verify(message):
+        return _message_reject(message), False
     now = timezone.now()
     agent = _agent_for(message, hostname)
     AgentMessage.objects.filter(pk=message.pk, status__in=[MessageStatus.PENDING, MessageStatus.SENT]).update(
@@ -172,17 +218,22 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
 
 def _response_store(request: AgentMessage, agent: str, response: Any) -> None:
     """Keep the response of a request whose sender is not an agent (a command, the API): it reads it here."""
-    AgentMessage.objects.create(
-        message_type=MessageType.TASK_RESPONSE, sender=agent, recipient=request.sender or "requester",
-        payload={"result": response}, correlation_id=request.correlation_id, status=MessageStatus.HANDLED,
-        trace_id=request.trace_id, sent_at=timezone.now(), delivered_at=timezone.now(), handled_at=timezone.now(),
-    )
+    with transaction.atomic():
+        stored = AgentMessage.objects.create(
+            message_type=MessageType.TASK_RESPONSE, sender=agent, recipient=request.sender or "requester",
+            payload={"result": response}, correlation_id=request.correlation_id, status=MessageStatus.HANDLED,
+            trace_id=request.trace_id, sent_at=timezone.now(), delivered_at=timezone.now(), handled_at=timezone.now(),
+        )
+        _message_sign(stored)
 
 
 def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | None = None) -> list[MessageReceipt]:
     """Handle a broadcast on worker ``hostname``: once per live agent it hosts that the message is for."""
     message = AgentMessage.objects.filter(pk=message_id).first()
-    if message is None:
+    if message is None or message.status == MessageStatus.REJECTED:
+        return []
+    if not message_verify(message):
+        _message_reject(message)
         return []
     agents = Agent.objects.filter(hostname=hostname).exclude(status=AgentStatus.OFFLINE)
     if agent:
@@ -231,8 +282,14 @@ def message_request(*, recipient: str, payload: dict, timeout_s: float = 10.0, s
             correlation_id=correlation_id, message_type=MessageType.TASK_RESPONSE
         ).first()
         if response is not None:
+            if not message_verify(response):
+                raise MessageError(
+                    f"the response #{response.pk} to request #{request.pk} is refused: {SIGNATURE_ERROR}"
+                )
             return response
-        failed = AgentMessage.objects.filter(pk=request.pk, status=MessageStatus.FAILED).values_list("error", flat=True)
+        failed = AgentMessage.objects.filter(
+            pk=request.pk, status__in=[MessageStatus.FAILED, MessageStatus.REJECTED]
+        ).values_list("error", flat=True)
         if failed:
             raise MessageError(f"request #{request.pk} failed: {failed[0]}")
         time.sleep(0.05)

@@ -1,8 +1,8 @@
-"""Read-side queries of the agent registry."""
+"""Read-side queries of orchestration: the agent registry, messages, and everything under one trace id."""
 from django.db.models import QuerySet
 
 from agents.exceptions import AgentNotFoundError
-from agents.models import Agent
+from agents.models import Agent, AgentMessage
 
 
 def agent_list(*, agent_type: str | None = None, status: str | None = None) -> QuerySet[Agent]:
@@ -148,3 +148,17 @@ def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict
     for record in records:
         del record["rank"]
     return records
+
+
+def message_json(message: AgentMessage) -> dict:
+    """A message as the command shows it."""
+    iso = lambda value: value.isoformat() if value else None  # noqa: E731
+    return {
+        "id": message.pk, "type": message.message_type, "sender": message.sender, "recipient": message.recipient,
+        "status": message.status, "correlation_id": message.correlation_id or None, "payload": message.payload,
+        "response": message.response, "error": message.error or None, "attempts": message.attempts,
+        "handled_by": message.handled_by or None, "trace_id": message.trace_id, "created_at": iso(message.created_at),
+        "handled_at": iso(message.handled_at),
+        "receipts": [{"agent": receipt.agent, "status": receipt.status, "error": receipt.error or None}
+                     for receipt in message.receipts.all()] if message.is_broadcast else None,
+    }

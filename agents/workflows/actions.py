@@ -192,13 +192,21 @@ def http_request(context: ActionContext, *, url, method, headers, json, timeout_
 
     import requests
 
+    from agents.breakers import breaker, http_key
+    from agents.exceptions import CircuitOpenError
     from agents.network import host_refusal
 
     refusal = host_refusal(urlsplit(url).hostname or "", "AGENTS_HTTP_ALLOWED_HOSTS")
     if refusal:
         raise PermanentActionError(refusal)
     try:
-        response = requests.request(method, url, headers=headers, json=json, timeout=timeout_s)
+        with breaker(http_key(url), timeout_s=timeout_s) as call:
+            response = requests.request(method, url, headers=headers, json=json, timeout=timeout_s)
+            if response.status_code >= 500:
+                call.failed(f"answered {response.status_code}")
+    except CircuitOpenError as error:
+        # Retryable: a later attempt, after the cool-down, may be the trial call that closes the circuit.
+        raise ActionError(f"{method} {url} not sent: {error}") from None
     except requests.RequestException as error:
         raise ActionError(f"{method} {url} failed: {error}") from None
     ok = response.status_code in expect_status if expect_status else 200 <= response.status_code < 300

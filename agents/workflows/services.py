@@ -5,6 +5,7 @@ from celery import current_app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agents.audit import audit_record
 from agents.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
 from agents.tracing import trace_id_ensure
@@ -53,6 +54,8 @@ def workflow_load(*, text: str, source: str = "definition") -> tuple[WorkflowVer
             )
         except IntegrityError:  # loaded concurrently: the other load stored the same content
             return definition.versions.get(content_hash=content_hash), False
+        audit_record("workflow.load", "workflow_version", version.pk, f"loaded workflow {spec.name} v{number}",
+                     workflow=spec.name, version=number, source=source, content_hash=content_hash)
     return version, True
 
 
@@ -102,6 +105,10 @@ def workflow_run_start(
         StepRun.objects.bulk_create(
             StepRun(run=run, step_id=step_id, attempt=1, run_attempt=1) for step_id in compiled.spec.steps
         )
+        if parent_run_id is None:  # a sub-workflow is started by its parent's step, not by an operator
+            audit_record("workflow_run.start", "workflow_run", run.pk,
+                         f"started run #{run.pk} of {compiled.name} v{version.number}",
+                         workflow=compiled.name, version=version.number, params=params)
         transaction.on_commit(
             lambda: engine.launch(run_id=run.pk, run_attempt=1, version_id=version.pk,
                                   launch=compiled.plan.start, source=engine.dag.START)
@@ -126,6 +133,7 @@ def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
             status=RunStatus.CANCELLED, finished_at=now, error="cancelled", steps_done=run.steps_total
         )
         children = list(run.child_runs.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).values_list("pk", flat=True))
+        audit_record("workflow_run.cancel", "workflow_run", run.pk, f"cancelled run #{run.pk}", status_was=run.status)
         if task_ids:
             transaction.on_commit(lambda: current_app.control.revoke(task_ids, terminate=True, signal="SIGTERM"))
         if run.parent_run_id:
@@ -161,6 +169,9 @@ def workflow_run_retry(*, run_id: int) -> WorkflowRun:
             failed_step="", error="", finished_at=None,
         )
         version_id = run.version_id
+        audit_record("workflow_run.rerun", "workflow_run", run_id,
+                     f"re-ran run #{run_id} from failure (attempt {attempt})",
+                     attempt=attempt, steps=sorted(row.step_id for row in rerun))
         transaction.on_commit(
             lambda: engine.launch(run_id=run_id, run_attempt=attempt, version_id=version_id,
                                   launch=engine.run_plan(run_id, version_id, attempt).start, source=engine.dag.START)
@@ -183,9 +194,14 @@ def parse_param(text: str) -> tuple[str, object]:
     if not separator or not key:
         raise WorkflowSpecError([f"--param {text!r}: expected key=value"])
     try:
-        return key, json.loads(value)
+        # NaN and Infinity are not JSON a database stores: they stay text.
+        return key, json.loads(value, parse_constant=_refuse_constant)
     except ValueError:
         return key, value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _run_for_update(run_id: int) -> WorkflowRun:

@@ -5,6 +5,7 @@ Pure: no Django. ``workflow_spec_parse`` either returns a ``WorkflowSpec`` or ra
 """
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ TOP_LEVEL_KEYS = {"name", "description", "params", "steps"}
 STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description"}
 RETRY_KEYS = {"max", "backoff_s", "max_backoff_s", "jitter"}
 ON_FAILURE = ("fail", "continue")
+NON_FINITE = "numbers must be finite (NaN and infinity cannot be stored as JSON)"
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ def workflow_spec_parse(data: Any) -> WorkflowSpec:
     if not isinstance(params, dict):
         errors.append(f"params: must be a mapping, got {_kind(params)}")
         params = {}
+    elif _has_non_finite(params):
+        errors.append(f"params: {NON_FINITE}")
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         errors.append("steps: must be a non-empty list")
@@ -167,7 +171,10 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         errors.append(f"{where}: params must be a mapping, got {_kind(params)}")
         params = {}
     elif action is not None:
-        errors.extend(f"{where}: {problem}" for problem in action.validate(params))
+        problems = action.validate(params)
+        if not problems and _has_non_finite(params):  # inside a parameter that takes any JSON
+            problems = [f"params: {NON_FINITE}"]
+        errors.extend(f"{where}: {problem}" for problem in problems)
 
     needs = raw.get("needs") or []
     if isinstance(needs, str):
@@ -233,6 +240,20 @@ def _parse_retries(raw: Any, where: str, errors: list[str]) -> RetryPolicy:
         )
     except (TypeError, ValueError):
         return RetryPolicy()
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a NaN or infinite float (YAML's .nan, .inf) is anywhere in ``value``."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _kind(value: Any) -> str:

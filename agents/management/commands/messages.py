@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from agents.exceptions import AgentsError
 from agents.models import AgentMessage, AgentType, MessageStatus, MessageType
 from agents.orchestration import messages
+from agents.orchestration.selectors import message_json
 
 
 def _payload(text: str) -> dict:
@@ -16,20 +17,6 @@ def _payload(text: str) -> dict:
     if not isinstance(value, dict):
         raise CommandError("--payload must be a JSON object")
     return value
-
-
-def message_json(message: AgentMessage) -> dict:
-    """A message as the command shows it."""
-    iso = lambda value: value.isoformat() if value else None  # noqa: E731
-    return {
-        "id": message.pk, "type": message.message_type, "sender": message.sender, "recipient": message.recipient,
-        "status": message.status, "correlation_id": message.correlation_id or None, "payload": message.payload,
-        "response": message.response, "error": message.error or None, "attempts": message.attempts,
-        "handled_by": message.handled_by or None, "trace_id": message.trace_id, "created_at": iso(message.created_at),
-        "handled_at": iso(message.handled_at),
-        "receipts": [{"agent": receipt.agent, "status": receipt.status, "error": receipt.error or None}
-                     for receipt in message.receipts.all()] if message.is_broadcast else None,
-    }
 
 
 class Command(BaseCommand):

@@ -1,0 +1,94 @@
+"""Admin for security: secrets (created and replaced, never shown back) and the read-only audit log."""
+from django import forms
+from django.contrib import admin, messages
+
+from agents.admin.common import ReadOnlyMixin, json_block, trace_link
+from agents.crypto import encrypt, secret_delete, secret_set
+from agents.exceptions import SecretError
+from agents.models import AuditEntry, Secret
+
+
+class SecretForm(forms.ModelForm):
+    """A secret's name and description, and a value that is written but never rendered back."""
+
+    value = forms.CharField(
+        required=False, strip=False, widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted and never shown again. Leave empty to keep the stored value.",
+    )
+
+    class Meta:
+        model = Secret
+        fields = ("name", "description")
+
+    def clean(self):
+        cleaned = super().clean()
+        value = cleaned.get("value")
+        if self.instance.pk is None and not value:
+            self.add_error("value", "A new secret needs a value.")
+        elif value:
+            try:
+                encrypt(value)  # the keys are usable: say so here rather than fail on save
+            except SecretError as error:
+                self.add_error("value", str(error))
+        return cleaned
+
+
+@admin.register(Secret)
+class SecretAdmin(admin.ModelAdmin):
+    """Credentials definitions refer to as {"secret": NAME}: set and replaced here, never displayed."""
+
+    form = SecretForm
+    list_display = ("name", "description", "updated_at", "rotated_at")
+    search_fields = ("name", "description")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("name", "value", "description")
+        return ("name", "value", "description", "created_at", "updated_at", "rotated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        # A definition refers to a secret by name: renaming would break it silently, so a name is fixed.
+        return () if obj is None else ("name", "created_at", "updated_at", "rotated_at")
+
+    def save_model(self, request, obj, form, change):
+        """Store through the service: the value is encrypted, the change audited."""
+        saved, _ = secret_set(name=obj.name, value=form.cleaned_data.get("value") or None,
+                              description=obj.description)
+        obj.pk, obj.ciphertext = saved.pk, saved.ciphertext
+        obj.created_at, obj.updated_at, obj.rotated_at = saved.created_at, saved.updated_at, saved.rotated_at
+
+    def delete_model(self, request, obj):
+        secret_delete(name=obj.name)
+
+    def delete_queryset(self, request, queryset):
+        for name in queryset.values_list("name", flat=True):
+            try:
+                secret_delete(name=name)
+            except SecretError as error:  # deleted meanwhile
+                self.message_user(request, str(error), messages.WARNING)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """What operators did, newest first; written only by services."""
+
+    list_display = ("created_at", "actor", "action", "object_type", "object_id", "summary", "trace")
+    list_filter = ("action", "actor", "object_type")
+    search_fields = ("summary", "object_id", "actor", "trace_id")
+    date_hierarchy = "created_at"
+    show_full_result_count = False  # the log grows without bound: skip the extra unfiltered COUNT(*)
+    fields = ("created_at", "actor", "action", "object_type", "object_id", "summary", "detail_block", "trace_full")
+    readonly_fields = fields
+
+    @admin.display(description="detail")
+    def detail_block(self, obj):
+        return json_block(obj.detail)
+
+    @admin.display(description="trace", ordering="trace_id")
+    def trace(self, obj):
+        return trace_link(obj.trace_id)
+
+    @admin.display(description="trace id")
+    def trace_full(self, obj):
+        return trace_link(obj.trace_id, short=False)
+

@@ -1,0 +1,180 @@
+"""What every API view shares: the base view set (permissions per action, filters from the query string, pages)
+and serializer fields for JSON values and windows of time."""
+import math
+import re
+from datetime import timedelta
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, serializers, viewsets
+from rest_framework.response import Response
+
+from agents.exceptions import MonitoringError
+
+#: Characters PostgreSQL cannot store in text (NUL) or UTF-8 cannot encode (lone surrogates).
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+#: Deepest nesting a JSON value in a request may have.
+MAX_JSON_DEPTH = 32
+#: The largest id PostgreSQL's bigint holds.
+MAX_ID = 2**63 - 1
+#: The longest window of time the API accepts (metrics summary, acknowledgement expiry, silences): ten years.
+MAX_WINDOW = timedelta(days=3650)
+
+
+def json_problem(value) -> str | None:
+    """Why ``value`` cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, too deep), or None.
+
+    (DRF's JSONField has already refused what JSON cannot hold, such as the infinity ``1e400`` parses to.)"""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return "text may not contain NUL characters or unpaired surrogates"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, level + 1))
+                stack.append((child, level + 1))
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return None
+
+
+class _StorableJSON:
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if problem := json_problem(value):
+            raise serializers.ValidationError(problem)
+        return value
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class JSONObjectField(_StorableJSON, serializers.JSONField):
+    """A JSON object (mapping) that PostgreSQL can store."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError(f"must be a JSON object, not {type(value).__name__}")
+        return value
+
+
+class JSONValueField(_StorableJSON, serializers.JSONField):
+    """Any JSON value that PostgreSQL can store."""
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A number in a response; one that is not finite (JSON has no NaN) is shown as null."""
+
+    def to_representation(self, value):
+        value = float(value)
+        return value if math.isfinite(value) else None
+
+
+@extend_schema_field({"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$", "maxLength": 40,
+                      "example": "1h"})
+class WindowField(serializers.Field):
+    """A length of time such as ``90s``, ``15m``, ``1h``, ``7d`` or ``2w``, as a timedelta (1 s to ten years)."""
+
+    default_error_messages = {
+        "invalid": "{text} is not a positive number followed by s, m, h, d or w (e.g. 1h)",
+        "too_long": "must be at most ten years (3650d)",
+        "too_short": "must be at least one second (1s)",
+    }
+
+    def to_internal_value(self, data) -> timedelta:
+        from agents.monitoring.selectors import window_parse
+
+        if not isinstance(data, str) or len(data) > 40:
+            self.fail("invalid", text=repr(data)[:50])
+        try:
+            window = window_parse(data)
+        except MonitoringError:
+            self.fail("invalid", text=repr(data))
+        except OverflowError:
+            self.fail("too_long")
+        if window > MAX_WINDOW:
+            self.fail("too_long")
+        if window < timedelta(seconds=1):
+            self.fail("too_short")
+        return window
+
+    def to_representation(self, value) -> str:
+        return f"{value.total_seconds():g}s" if isinstance(value, timedelta) else str(value)
+
+
+def lookup_ok(value: str, *, numeric: bool) -> bool:
+    """Whether a value from the URL can name a row (a bigint id, or text PostgreSQL can compare)."""
+    if numeric:
+        return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_ID
+    return 0 < len(value) <= 255 and not _UNSTORABLE.search(value)
+
+
+class ApiViewSet(viewsets.GenericViewSet):
+    """A view set whose actions each need the model permission named in ``perms``.
+
+    ``serializer_class`` shows what the view answers; ``request_serializers`` read each action's request body;
+    ``filter_serializer_class`` validates the query string (``filters()``) and ``filter_lookups`` applies it
+    (``filtered()``); ``page(rows, to_json)`` answers one page of ``rows``, each turned into JSON by ``to_json``.
+    """
+
+    perms: dict[str, str] = {}
+    #: The serializer of each action's request body: reads it (``given()``) and is the browsable API's form.
+    request_serializers: dict[str, type[serializers.Serializer]] = {}
+    filter_serializer_class: type[serializers.Serializer] | None = None
+    #: Query parameter -> the queryset lookup it filters on (``filtered()``).
+    filter_lookups: dict[str, str] = {}
+    lookup_value_regex = "[^/]+"
+    #: What the path names, in 404 messages: "no {noun} {value!r}".
+    noun = "item"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        lookup = self.lookup_url_kwarg or self.lookup_field
+        if lookup in kwargs and not lookup_ok(str(kwargs[lookup]), numeric=self.lookup_value_regex == "[0-9]+"):
+            raise exceptions.NotFound(f"no {self.noun} {kwargs[lookup]!r}")
+
+    def get_object(self):
+        value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+        found = self.get_queryset().filter(**{self.lookup_field: value}).first()
+        if found is None:
+            raise exceptions.NotFound(f"no {self.noun} {value!r}")
+        self.check_object_permissions(self.request, found)
+        return found
+
+    def get_serializer_class(self):
+        return self.request_serializers.get(self.action) or self.serializer_class
+
+    def given(self) -> dict:
+        """The request body, validated by the action's request serializer (400 naming each field at fault)."""
+        serializer = self.get_serializer(data=self.request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def filters(self) -> dict:
+        """The validated query-string filters (400 naming the parameter when one is invalid)."""
+        serializer = self.filter_serializer_class(data=dict(self.request.query_params.items()))
+        serializer.is_valid(raise_exception=True)
+        return {key: value for key, value in serializer.validated_data.items() if value not in (None, "")}
+
+    def filtered(self, rows):
+        """``rows`` narrowed by the filters of the query string named in ``filter_lookups``."""
+        filters = self.filters()
+        return rows.filter(**{lookup: filters[name] for name, lookup in self.filter_lookups.items() if name in filters})
+
+    def page(self, rows, to_json) -> Response:
+        """One page of ``rows`` as ``{count, next, previous, results}``."""
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(self.serializer_class([to_json(row) for row in page], many=True).data)
+
+    def show(self, value: dict, *, status: int = 200, serializer_class=None, headers: dict | None = None) -> Response:
+        """``value`` shown through ``serializer_class`` (the view's ``serializer_class`` by default)."""
+        serializer = (serializer_class or self.serializer_class)(value)
+        return Response(serializer.data, status=status, headers=headers)
+
+
+class FilterSerializer(serializers.Serializer):
+    """Base of the query-string filters: every field optional."""
+
+    name = serializers.CharField(required=False, max_length=200, help_text="Only names containing this text.")

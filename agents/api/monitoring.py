@@ -1,0 +1,410 @@
+"""API of monitoring: checks (list, show, run now), alerts (list, show, acknowledge, resolve, silence), silences and
+the metrics summary."""
+from datetime import timedelta
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+
+from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, WindowField
+from agents.api.errors import service_errors
+from agents.exceptions import AlertStateError
+from agents.models import Alert, AlertState, Check, CheckStatus, CheckType, Severity, Silence, ThresholdDirection
+from agents.monitoring import alerts, selectors, services
+
+
+#: The metrics summary's window when the request names none.
+DEFAULT_SUMMARY_WINDOW = timedelta(hours=1)
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def _user(request) -> str:
+    return request.user.get_username()
+
+
+# --- checks -----------------------------------------------------------------------------------------------
+
+
+class AlertRefSerializer(serializers.Serializer):
+    """A check's open alert."""
+
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=AlertState.choices)
+
+
+class CheckSerializer(serializers.Serializer):
+    """A check: its definition and the state its latest run left."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    type = serializers.ChoiceField(choices=CheckType.choices)
+    params = JSONObjectField()
+    interval_s = FiniteFloatField()
+    warning = FiniteFloatField(allow_null=True)
+    critical = FiniteFloatField(allow_null=True)
+    direction = serializers.ChoiceField(choices=ThresholdDirection.choices)
+    max_attempts = serializers.IntegerField()
+    severity = serializers.ChoiceField(choices=Severity.choices)
+    keep_firing_for_s = FiniteFloatField()
+    tags = serializers.ListField(child=serializers.CharField())
+    enabled = serializers.BooleanField()
+    status = serializers.ChoiceField(choices=CheckStatus.choices, help_text="Of the latest run.")
+    last_value = FiniteFloatField(allow_null=True)
+    unit = serializers.CharField(allow_blank=True)
+    message = serializers.CharField(allow_blank=True)
+    last_run_at = serializers.DateTimeField(allow_null=True)
+    next_run_at = serializers.DateTimeField(allow_null=True)
+    consecutive_failures = serializers.IntegerField()
+    alert = AlertRefSerializer(allow_null=True)
+
+
+class CheckFilterSerializer(FilterSerializer):
+    """Filters of the check list."""
+
+    status = serializers.ChoiceField(choices=CheckStatus.choices, required=False)
+    type = serializers.ChoiceField(choices=CheckType.choices, required=False)
+    enabled = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+
+class CheckOutcomeSerializer(serializers.Serializer):
+    """What one run of a check found and did."""
+
+    check = serializers.CharField()
+    status = serializers.ChoiceField(choices=CheckStatus.choices)
+    value = FiniteFloatField(allow_null=True)
+    unit = serializers.CharField(allow_blank=True)
+    message = serializers.CharField(allow_blank=True)
+    duration_ms = FiniteFloatField()
+    scheduled_for = serializers.DateTimeField()
+    lateness_s = FiniteFloatField()
+    recorded = serializers.BooleanField()
+    alert_id = serializers.IntegerField(allow_null=True)
+    alert_state = serializers.ChoiceField(choices=AlertState.choices, allow_null=True)
+
+
+def _open_alerts(checks: list[Check]) -> dict[int, Alert]:
+    rows = Alert.objects.filter(health_check__in=checks).exclude(state=AlertState.RESOLVED).order_by("pk")
+    return {alert.health_check_id: alert for alert in rows.only("pk", "state", "health_check_id")}
+
+
+class CheckViewSet(ApiViewSet):
+    """Health checks run on a schedule by monitoring agents."""
+
+    queryset = Check.objects.all()
+    serializer_class = CheckSerializer
+    filter_serializer_class = CheckFilterSerializer
+    filter_lookups = {"status": "last_status", "type": "check_type", "enabled": "enabled", "name": "name__icontains"}
+    lookup_field = "name"
+    noun = "check"
+    perms = {"list": "view_check", "retrieve": "view_check", "run": "change_check"}
+
+    @extend_schema(parameters=[CheckFilterSerializer])
+    def list(self, request):
+        """Checks by name with their state and open alert; filter by `status`, `type`, `enabled` and `name`."""
+        page = self.paginate_queryset(self.filtered(self.get_queryset().order_by("name")))
+        open_alerts = _open_alerts(page)
+        rows = [selectors.check_json(check, open_alert=open_alerts.get(check.pk)) for check in page]
+        return self.get_paginated_response(self.get_serializer(rows, many=True).data)
+
+    def retrieve(self, request, name: str):
+        """One check."""
+        check = self.get_object()
+        return self.show(selectors.check_json(check, open_alert=_open_alerts([check]).get(check.pk)))
+
+    @extend_schema(request=None, responses=CheckOutcomeSerializer)
+    @action(detail=True, methods=["post"])
+    def run(self, request, name: str):
+        """Run the check now, through the same code as a scheduled run (disabled checks too): its result is
+        recorded and its alert opened, updated or resolved."""
+        with service_errors():
+            outcome = services.check_run_now(name=self.get_object().name)
+        return self.show(outcome.as_json(), serializer_class=CheckOutcomeSerializer)
+
+
+# --- alerts and silences ----------------------------------------------------------------------------------
+
+
+class AlertSerializer(serializers.Serializer):
+    """An alert: one check's problem on one target."""
+
+    id = serializers.IntegerField()
+    check = serializers.CharField()
+    fingerprint = serializers.CharField()
+    target = serializers.CharField(allow_blank=True)
+    state = serializers.ChoiceField(choices=AlertState.choices)
+    severity = serializers.ChoiceField(choices=Severity.choices)
+    summary = serializers.CharField(allow_blank=True)
+    started_at = serializers.DateTimeField()
+    fired_at = serializers.DateTimeField(allow_null=True)
+    last_seen_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    resolved_by = serializers.CharField(allow_blank=True)
+    count = serializers.IntegerField(help_text="Failing runs seen while open.")
+    last_value = FiniteFloatField(allow_null=True)
+    acknowledged_by = serializers.CharField(allow_blank=True)
+    ack_note = serializers.CharField(allow_blank=True)
+    ack_expires_at = serializers.DateTimeField(allow_null=True)
+    route = serializers.CharField(allow_blank=True)
+    escalation_level = serializers.IntegerField()
+
+
+class NotificationSerializer(serializers.Serializer):
+    """One notification of an alert, with every delivery attempt."""
+
+    event = serializers.CharField()
+    sequence = serializers.IntegerField()
+    route = serializers.CharField(allow_blank=True)
+    handler = serializers.CharField(allow_blank=True)
+    status = serializers.CharField()
+    attempts = serializers.ListField(child=JSONObjectField())
+    error = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class AlertDetailSerializer(AlertSerializer):
+    """An alert with its notification log."""
+
+    notifications = NotificationSerializer(many=True)
+
+
+class AlertFilterSerializer(serializers.Serializer):
+    """Filters of the alert list."""
+
+    state = serializers.ChoiceField(choices=AlertState.choices, required=False)
+    severity = serializers.ChoiceField(choices=Severity.choices, required=False)
+    check = serializers.CharField(required=False, max_length=100, help_text="The check's exact name.")
+
+
+class AcknowledgeSerializer(serializers.Serializer):
+    """An acknowledgement."""
+
+    note = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+    expires = WindowField(required=False, allow_null=True, default=None,
+                          help_text="When the acknowledgement lapses and reminders resume, e.g. 30m, 2h; "
+                                    "default: when the alert resolves.")
+
+
+class SilenceSerializer(serializers.Serializer):
+    """A silence: alerts matching its matchers notify nobody from `starts_at` to `ends_at` (they still exist)."""
+
+    id = serializers.IntegerField()
+    matchers = JSONObjectField()
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField()
+    comment = serializers.CharField(allow_blank=True)
+    created_by = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    active = serializers.BooleanField()
+
+
+class AlertSilenceSerializer(serializers.Serializer):
+    """How long to silence an alert's check."""
+
+    duration = WindowField(help_text="e.g. 30m, 2h, 1d.")
+    comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+
+class MatchersSerializer(serializers.Serializer):
+    """What a silence matches; every matcher given must hold."""
+
+    check = serializers.ListField(child=serializers.CharField(max_length=200), required=False,
+                                  help_text="Check names or globs (web-*).")
+    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
+                                 help_text="Tags the check must all have.")
+    severity = serializers.ListField(child=serializers.ChoiceField(choices=Severity.choices), required=False)
+
+
+class SilenceCreateSerializer(serializers.Serializer):
+    """A silence to create: its matchers, and either `duration` (from now, or from `starts_at`) or `ends_at`."""
+
+    matchers = MatchersSerializer()
+    starts_at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    duration = WindowField(required=False)
+    ends_at = serializers.DateTimeField(required=False)
+    comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+    def validate(self, data):
+        if ("duration" in data) == ("ends_at" in data):
+            raise serializers.ValidationError({"duration": ["give either duration or ends_at"]})
+        data.setdefault("starts_at", timezone.now())
+        if "duration" in data:
+            try:
+                data["ends_at"] = data["starts_at"] + data.pop("duration")
+            except OverflowError:
+                raise serializers.ValidationError({"duration": ["ends after the last date there is"]}) from None
+        return data
+
+
+class SilenceFilterSerializer(serializers.Serializer):
+    """Filters of the silence list."""
+
+    active = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                      help_text="Only silences in force now (true) or not (false).")
+
+
+def _silence_json(silence: Silence) -> dict:
+    now = timezone.now()
+    return {
+        "id": silence.pk, "matchers": silence.matchers, "starts_at": _iso(silence.starts_at),
+        "ends_at": _iso(silence.ends_at), "comment": silence.comment, "created_by": silence.created_by,
+        "created_at": _iso(silence.created_at), "active": silence.starts_at <= now < silence.ends_at,
+    }
+
+
+class AlertViewSet(ApiViewSet):
+    """Alerts raised by failing checks: acknowledge, resolve by hand, silence their check."""
+
+    queryset = Alert.objects.select_related("health_check")
+    serializer_class = AlertSerializer
+    request_serializers = {"ack": AcknowledgeSerializer, "silence": AlertSilenceSerializer}
+    filter_serializer_class = AlertFilterSerializer
+    filter_lookups = {"state": "state", "severity": "severity", "check": "health_check__name"}
+    lookup_value_regex = "[0-9]+"
+    noun = "alert"
+    perms = {"list": "view_alert", "retrieve": "view_alert", "ack": "change_alert", "resolve": "change_alert",
+             "silence": "add_silence"}
+
+    @extend_schema(parameters=[AlertFilterSerializer])
+    def list(self, request):
+        """Alerts, newest first; filter by `state`, `severity` and `check`."""
+        return self.page(self.filtered(self.get_queryset().order_by("-started_at", "-pk")), selectors.alert_json)
+
+    @extend_schema(responses=AlertDetailSerializer)
+    def retrieve(self, request, pk: str):
+        """One alert with its notification log."""
+        return self._detail(self.get_object())
+
+    @extend_schema(request=AcknowledgeSerializer, responses=AlertDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def ack(self, request, pk: str):
+        """Acknowledge a firing alert: reminders stop until it resolves or `expires` passes (409 unless firing)."""
+        alert = self.get_object()
+        given = self.given()
+        expires = given["expires"]
+        with service_errors():
+            alert = alerts.alert_acknowledge(alert_id=alert.pk, user=_user(request), note=given["note"],
+                                             expires_in_s=expires.total_seconds() if expires else None)
+        return self._detail(alert)
+
+    @extend_schema(request=None, responses=AlertDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, pk: str):
+        """Resolve an open alert by hand; a resolved notice follows if it had fired (409 if already resolved)."""
+        with service_errors():
+            alert = alerts.alert_resolve(alert_id=self.get_object().pk, user=_user(request))
+        return self._detail(alert)
+
+    @extend_schema(request=AlertSilenceSerializer, responses={201: SilenceSerializer})
+    @action(detail=True, methods=["post"])
+    def silence(self, request, pk: str):
+        """Silence the alert's check from now for `duration`: its alerts notify nobody meanwhile."""
+        alert = self.get_object()
+        given = self.given()
+        with service_errors({AlertStateError: "duration"}):
+            silence = alerts.silence_create(
+                matchers={"check": [alert.health_check.name]}, ends_at=timezone.now() + given["duration"],
+                comment=given["comment"], created_by=_user(request),
+            )
+        return self.show(_silence_json(silence), status=status.HTTP_201_CREATED, serializer_class=SilenceSerializer)
+
+    def _detail(self, alert: Alert):
+        alert = self.get_queryset().get(pk=alert.pk)
+        return self.show({**selectors.alert_json(alert), "notifications": selectors.notifications_json(alert)},
+                         serializer_class=AlertDetailSerializer)
+
+
+class SilenceViewSet(ApiViewSet):
+    """Silences: alerts they match notify nobody while they are in force."""
+
+    queryset = Silence.objects.all()
+    serializer_class = SilenceSerializer
+    request_serializers = {"create": SilenceCreateSerializer}
+    filter_serializer_class = SilenceFilterSerializer
+    lookup_value_regex = "[0-9]+"
+    noun = "silence"
+    perms = {"list": "view_silence", "retrieve": "view_silence", "create": "add_silence"}
+
+    @extend_schema(parameters=[SilenceFilterSerializer])
+    def list(self, request):
+        """Silences, latest ending first; filter by `active`."""
+        filters = self.filters()
+        silences = self.get_queryset().order_by("-ends_at", "-pk")
+        if "active" in filters:
+            now = timezone.now()
+            in_force = silences.filter(starts_at__lte=now, ends_at__gt=now)
+            silences = in_force if filters["active"] else silences.exclude(pk__in=in_force.values("pk"))
+        return self.page(silences, _silence_json)
+
+    def retrieve(self, request, pk: str):
+        """One silence."""
+        return self.show(_silence_json(self.get_object()))
+
+    @extend_schema(request=SilenceCreateSerializer, responses={201: SilenceSerializer})
+    def create(self, request):
+        """Create a silence."""
+        given = self.given()
+        with service_errors({AlertStateError: "matchers"}, prefixed=("matchers", "ends_at")):
+            silence = alerts.silence_create(
+                matchers={key: value for key, value in given["matchers"].items() if value},
+                starts_at=given["starts_at"], ends_at=given["ends_at"], comment=given["comment"],
+                created_by=_user(request),
+            )
+        return self.show(_silence_json(silence), status=status.HTTP_201_CREATED)
+
+
+# --- metrics ------------------------------------------------------------------------------------------------
+
+
+class SummaryQuerySerializer(serializers.Serializer):
+    """What to summarise."""
+
+    window = WindowField(required=False, help_text="How far back: e.g. 15m, 1h, 7d (default 1h).")
+    check = serializers.CharField(required=False, max_length=100, help_text="Only this check's metrics.")
+
+
+class MetricSummarySerializer(serializers.Serializer):
+    """One metric of one check over the window."""
+
+    metric = serializers.CharField()
+    unit = serializers.CharField(allow_blank=True, allow_null=True)
+    check = serializers.CharField(allow_null=True)
+    count = serializers.IntegerField(help_text="Samples (downsampled rows count as their samples).")
+    min = FiniteFloatField(allow_null=True)
+    max = FiniteFloatField(allow_null=True)
+    avg = FiniteFloatField(allow_null=True)
+    p50 = FiniteFloatField(allow_null=True)
+    p95 = FiniteFloatField(allow_null=True)
+    last = FiniteFloatField(allow_null=True)
+
+
+class MetricsSummarySerializer(serializers.Serializer):
+    """Every metric over a window of time ending now."""
+
+    window_s = FiniteFloatField()
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    metrics = MetricSummarySerializer(many=True)
+
+
+class MetricsViewSet(ApiViewSet):
+    """Metric samples the checks recorded."""
+
+    serializer_class = MetricsSummarySerializer
+    perms = {"summary": "view_metric"}
+    pagination_class = None
+
+    @extend_schema(parameters=[SummaryQuerySerializer])
+    @action(detail=False, methods=["get"])
+    def summary(self, request):
+        """count, min, max, avg, p50, p95 and the last value per metric and check over `window`."""
+        query = SummaryQuerySerializer(data=dict(request.query_params.items()))
+        query.is_valid(raise_exception=True)
+        window, until = query.validated_data.get("window") or DEFAULT_SUMMARY_WINDOW, timezone.now()
+        rows = selectors.metrics_summary(window=window, now=until, check=query.validated_data.get("check"))
+        return self.show({"window_s": window.total_seconds(), "since": _iso(until - window), "until": _iso(until),
+                          "metrics": rows})

@@ -1,0 +1,201 @@
+"""API of orchestration: agent tasks (submit, list, show, cancel) and messages between agents (send, broadcast,
+list, show)."""
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+
+from agents.api.common import ApiViewSet, FiniteFloatField, JSONObjectField, JSONValueField
+from agents.api.errors import service_errors
+from agents.exceptions import AgentTaskError, MessageError
+from agents.orchestration.selectors import message_json
+from agents.models import AgentMessage, AgentTask, AgentTaskStatus, AgentType, MessageStatus, MessageType
+from agents.orchestration import agent_tasks, messages
+from agents.orchestration.agent_tasks import MAX_TIMEOUT_S
+
+# --- agent tasks ------------------------------------------------------------------------------------------
+
+
+class AgentTaskSerializer(serializers.Serializer):
+    """An agent task: what it asks, which agent ran it, and what came of it."""
+
+    task_id = serializers.IntegerField()
+    agent_type = serializers.ChoiceField(choices=AgentType.choices)
+    status = serializers.ChoiceField(choices=AgentTaskStatus.choices)
+    priority = serializers.IntegerField(help_text="0 (highest) to 9.")
+    agent = serializers.CharField(allow_null=True, help_text="The agent that ran the latest attempt.")
+    attempt = serializers.IntegerField()
+    result = JSONValueField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    config = JSONObjectField()
+    timeout_s = FiniteFloatField()
+    trace_id = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    finished = serializers.BooleanField()
+
+
+class TaskSubmitSerializer(serializers.Serializer):
+    """Work for whichever agent of `agent_type` is free first."""
+
+    agent_type = serializers.ChoiceField(choices=AgentType.choices)
+    config = JSONObjectField(help_text='What to do: exactly one of {"workflow": name, "params": {...}} (workflow '
+                                       'agents), {"ruleset": name, "context": {...}} (decision), {"pipeline": name, '
+                                       '"params": {...}} (data), {"check": name} (monitoring), or {"action": name, '
+                                       '"params": {...}} (any type).')
+    priority = serializers.IntegerField(default=5, min_value=0, max_value=9, help_text="0 (highest) to 9.")
+    timeout_s = serializers.FloatField(default=300.0, min_value=0.001, max_value=MAX_TIMEOUT_S,
+                                       help_text="Seconds the task may run before it is timed out.")
+
+
+class TaskFilterSerializer(serializers.Serializer):
+    """Filters of the agent task list."""
+
+    status = serializers.ChoiceField(choices=AgentTaskStatus.choices, required=False)
+    agent_type = serializers.ChoiceField(choices=AgentType.choices, required=False)
+
+
+class AgentTaskViewSet(ApiViewSet):
+    """Agent tasks: work sent to an agent type's queue with a priority and a timeout."""
+
+    queryset = AgentTask.objects.all()
+    serializer_class = AgentTaskSerializer
+    request_serializers = {"create": TaskSubmitSerializer}
+    filter_serializer_class = TaskFilterSerializer
+    filter_lookups = {"status": "status", "agent_type": "agent_type"}
+    lookup_value_regex = "[0-9]+"
+    noun = "agent task"
+    perms = {"list": "view_agenttask", "retrieve": "view_agenttask", "create": "add_agenttask",
+             "cancel": "change_agenttask"}
+
+    @extend_schema(parameters=[TaskFilterSerializer])
+    def list(self, request):
+        """Tasks, newest first; filter by `status` and `agent_type`."""
+        return self.page(self.filtered(self.get_queryset().order_by("-created_at", "-pk")), agent_tasks.task_json)
+
+    def retrieve(self, request, pk: str):
+        """One task."""
+        return self.show(agent_tasks.task_json(self.get_object()))
+
+    @extend_schema(request=TaskSubmitSerializer, responses={201: AgentTaskSerializer})
+    def create(self, request):
+        """Submit a task; it waits in its type's queue until an agent of that type takes it."""
+        given = self.given()
+        with service_errors({AgentTaskError: "config"}, prefixed=("agent_type", "config", "priority", "timeout_s")):
+            task = agent_tasks.task_submit(submitted_by=request.user.get_username(), **given)
+        return self.show(agent_tasks.task_json(agent_tasks.task_get(task_id=task.pk)), status=status.HTTP_201_CREATED,
+                         headers={"Location": reverse("api:agent-task-detail", kwargs={"pk": task.pk})})
+
+    @extend_schema(request=None, responses=AgentTaskSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk: str):
+        """Cancel a task that has not finished; a running one is stopped on its worker (409 if finished)."""
+        task = self.get_object()
+        with service_errors(status_code=status.HTTP_409_CONFLICT):  # it exists: only its state can refuse
+            task = agent_tasks.task_cancel(task_id=task.pk)
+        return self.show(agent_tasks.task_json(task))
+
+
+# --- messages -----------------------------------------------------------------------------------------------
+
+
+class ReceiptSerializer(serializers.Serializer):
+    """One agent's handling of a broadcast."""
+
+    agent = serializers.CharField()
+    status = serializers.ChoiceField(choices=MessageStatus.choices)
+    error = serializers.CharField(allow_null=True)
+
+
+class MessageSerializer(serializers.Serializer):
+    """A message and how far it got."""
+
+    id = serializers.IntegerField()
+    type = serializers.ChoiceField(choices=MessageType.choices)
+    sender = serializers.CharField(allow_blank=True)
+    recipient = serializers.CharField()
+    status = serializers.ChoiceField(choices=MessageStatus.choices)
+    correlation_id = serializers.CharField(allow_null=True)
+    payload = JSONObjectField()
+    response = JSONValueField(allow_null=True, help_text="What the handler returned.")
+    error = serializers.CharField(allow_null=True)
+    attempts = serializers.IntegerField()
+    handled_by = serializers.CharField(allow_null=True)
+    trace_id = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    handled_at = serializers.DateTimeField(allow_null=True)
+    receipts = ReceiptSerializer(many=True, allow_null=True, help_text="Per agent, for a broadcast; else null.")
+
+
+class MessageSendSerializer(serializers.Serializer):
+    """A message to send."""
+
+    message_type = serializers.ChoiceField(choices=MessageType.choices)
+    recipient = serializers.CharField(max_length=200, help_text="An agent's name, 'type:<agent type>' (any one "
+                                                                "agent of the type), '*' or '*:<agent type>' (all).")
+    payload = JSONObjectField(required=False, default=dict)
+
+
+class BroadcastSerializer(serializers.Serializer):
+    """A message to every live agent, or every live agent of `agent_type`."""
+
+    message_type = serializers.ChoiceField(choices=MessageType.choices)
+    agent_type = serializers.ChoiceField(choices=AgentType.choices, required=False, allow_null=True, default=None)
+    payload = JSONObjectField(required=False, default=dict)
+
+
+class MessageFilterSerializer(serializers.Serializer):
+    """Filters of the message list."""
+
+    status = serializers.ChoiceField(choices=MessageStatus.choices, required=False)
+    type = serializers.ChoiceField(choices=MessageType.choices, required=False)
+    recipient = serializers.CharField(required=False, max_length=200, help_text="The exact recipient.")
+
+
+def _sender(request) -> str:
+    return f"api:{request.user.get_username()}"
+
+
+class MessageViewSet(ApiViewSet):
+    """Messages between agents, stored before they are sent and handled by the recipient's handler."""
+
+    queryset = AgentMessage.objects.prefetch_related("receipts")
+    serializer_class = MessageSerializer
+    request_serializers = {"create": MessageSendSerializer, "broadcast": BroadcastSerializer}
+    filter_serializer_class = MessageFilterSerializer
+    filter_lookups = {"status": "status", "type": "message_type", "recipient": "recipient"}
+    lookup_value_regex = "[0-9]+"
+    noun = "message"
+    perms = {"list": "view_agentmessage", "retrieve": "view_agentmessage", "create": "add_agentmessage",
+             "broadcast": "add_agentmessage"}
+
+    @extend_schema(parameters=[MessageFilterSerializer])
+    def list(self, request):
+        """Messages, newest first; filter by `status`, `type` and `recipient`."""
+        return self.page(self.filtered(self.get_queryset().order_by("-created_at", "-pk")), message_json)
+
+    def retrieve(self, request, pk: str):
+        """One message with its delivery status (and each agent's receipt, for a broadcast)."""
+        return self.show(message_json(self.get_object()))
+
+    @extend_schema(request=MessageSendSerializer, responses={201: MessageSerializer})
+    def create(self, request):
+        """Send a message to one agent, any agent of a type, or all agents."""
+        given = self.given()
+        with service_errors({MessageError: "recipient"}, prefixed=("message_type", "recipient", "payload")):
+            message = messages.message_send(sender=_sender(request), **given)
+        return self._created(message)
+
+    @extend_schema(request=BroadcastSerializer, responses={201: MessageSerializer})
+    @action(detail=False, methods=["post"])
+    def broadcast(self, request):
+        """Send one message to every live agent (or every live agent of `agent_type`)."""
+        given = self.given()
+        with service_errors({MessageError: "agent_type"}, prefixed=("message_type", "payload")):
+            message = messages.message_broadcast(sender=_sender(request), **given)
+        return self._created(message)
+
+    def _created(self, message: AgentMessage):
+        return self.show(message_json(self.get_queryset().get(pk=message.pk)), status=status.HTTP_201_CREATED,
+                         headers={"Location": reverse("api:message-detail", kwargs={"pk": message.pk})})

@@ -1,0 +1,41 @@
+"""Routes of the JSON API, under /api/ (namespace ``api``)."""
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import DefaultRouter
+
+from agents.api.data import DataRunViewSet, DatasetViewSet, PipelineViewSet
+from agents.api.decisions import DecisionViewSet, RuleSetViewSet
+from agents.api.monitoring import AlertViewSet, CheckViewSet, MetricsViewSet, SilenceViewSet
+from agents.api.orchestration import AgentTaskViewSet, MessageViewSet
+from agents.api.registry import AgentViewSet
+from agents.api.workflows import WorkflowRunViewSet, WorkflowViewSet
+
+app_name = "api"
+
+
+class ApiRouter(DefaultRouter):
+    """DRF's router without format suffixes: names in paths may contain dots (``worker1.example.com:data``)."""
+
+    include_format_suffixes = False
+
+
+router = ApiRouter()
+router.register("agents", AgentViewSet, basename="agent")
+router.register("workflows", WorkflowViewSet, basename="workflow")
+router.register("workflow-runs", WorkflowRunViewSet, basename="workflow-run")
+router.register("rulesets", RuleSetViewSet, basename="ruleset")
+router.register("decisions", DecisionViewSet, basename="decision")
+router.register("pipelines", PipelineViewSet, basename="pipeline")
+router.register("data-runs", DataRunViewSet, basename="data-run")
+router.register("datasets", DatasetViewSet, basename="dataset")
+router.register("checks", CheckViewSet, basename="check")
+router.register("alerts", AlertViewSet, basename="alert")
+router.register("silences", SilenceViewSet, basename="silence")
+router.register("metrics", MetricsViewSet, basename="metrics")
+router.register("agent-tasks", AgentTaskViewSet, basename="agent-task")
+router.register("messages", MessageViewSet, basename="message")
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("", include(router.urls)),
+]

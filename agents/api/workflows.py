@@ -1,0 +1,263 @@
+"""API of workflows: definitions and their versions (load from text), runs (start, status with steps, cancel,
+re-run from failure)."""
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+
+from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, JSONValueField
+from agents.api.errors import service_errors
+from agents.exceptions import WorkflowNotFoundError, WorkflowSpecError
+from agents.models import RunStatus, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
+from agents.workflows import selectors, services
+
+#: The longest definition text the API takes, in characters.
+MAX_DEFINITION_CHARS = 2_000_000
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+# --- definitions ------------------------------------------------------------------------------------------
+
+
+class WorkflowSummarySerializer(serializers.Serializer):
+    """A workflow and its newest version."""
+
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    version = serializers.IntegerField(help_text="The newest version's number.")
+    content_hash = serializers.CharField()
+    steps = serializers.IntegerField(help_text="Steps in the newest version.")
+    runs = serializers.IntegerField(help_text="Runs of every version.")
+
+
+class WorkflowVersionSerializer(serializers.Serializer):
+    """One immutable version of a workflow."""
+
+    version = serializers.IntegerField()
+    content_hash = serializers.CharField(help_text="sha256 of the normalised definition.")
+    steps = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class WorkflowDetailSerializer(serializers.Serializer):
+    """A workflow with every version (newest first) and the newest version's definition."""
+
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    runs = serializers.IntegerField()
+    versions = WorkflowVersionSerializer(many=True)
+    spec = JSONObjectField(help_text="The newest version, normalised as validated.")
+
+
+class DefinitionTextSerializer(serializers.Serializer):
+    """A definition to load, as YAML or JSON text."""
+
+    text = serializers.CharField(max_length=MAX_DEFINITION_CHARS, trim_whitespace=False,
+                                 help_text="The definition as YAML or JSON, as in a definition file.")
+
+
+class WorkflowLoadedSerializer(serializers.Serializer):
+    """The version a load stored (or found already stored)."""
+
+    workflow = serializers.CharField()
+    version = serializers.IntegerField()
+    content_hash = serializers.CharField()
+    created = serializers.BooleanField(help_text="False when identical content was already stored.")
+
+
+def _workflow_detail(definition: WorkflowDefinition) -> dict:
+    versions = list(definition.versions.order_by("-number"))
+    return {
+        "name": definition.name,
+        "description": definition.description,
+        "created_at": _iso(definition.created_at),
+        "updated_at": _iso(definition.updated_at),
+        "runs": WorkflowRun.objects.filter(version__definition=definition).count(),
+        "versions": [{"version": version.number, "content_hash": version.content_hash,
+                      "steps": len(version.spec["steps"]), "created_at": _iso(version.created_at)}
+                     for version in versions],
+        "spec": versions[0].spec if versions else {},
+    }
+
+
+class WorkflowViewSet(ApiViewSet):
+    """Workflow definitions: each load of changed content stores a new immutable version."""
+
+    queryset = WorkflowDefinition.objects.all()
+    serializer_class = WorkflowSummarySerializer
+    request_serializers = {"create": DefinitionTextSerializer}
+    filter_serializer_class = FilterSerializer
+    lookup_field = "name"
+    noun = "workflow"
+    perms = {"list": "view_workflowdefinition", "retrieve": "view_workflowdefinition",
+             "create": "add_workflowversion"}
+
+    @extend_schema(parameters=[FilterSerializer])
+    def list(self, request):
+        """Workflows with their newest version; filter by `name`."""
+        name = self.filters().get("name", "").lower()
+        return self.page([row for row in selectors.workflow_list() if name in row["name"].lower()], dict)
+
+    @extend_schema(responses=WorkflowDetailSerializer)
+    def retrieve(self, request, name: str):
+        """A workflow with its versions and newest definition."""
+        return self.show(_workflow_detail(self.get_object()), serializer_class=WorkflowDetailSerializer)
+
+    @extend_schema(request=DefinitionTextSerializer,
+                   responses={201: WorkflowLoadedSerializer, 200: WorkflowLoadedSerializer})
+    def create(self, request):
+        """Load a definition: validated, then stored as a new version unless identical content is stored
+        (201 when stored, 200 when it was already)."""
+        given = self.given()
+        with service_errors({WorkflowSpecError: "text"}):
+            version, created = services.workflow_load(text=given["text"], source="api")
+        return self.show(
+            {"workflow": version.definition.name, "version": version.number, "content_hash": version.content_hash,
+             "created": created},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            serializer_class=WorkflowLoadedSerializer,
+        )
+
+
+# --- runs -------------------------------------------------------------------------------------------------
+
+
+class ProgressSerializer(serializers.Serializer):
+    """How far a run is."""
+
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    percent = FiniteFloatField()
+    eta_s = FiniteFloatField(allow_null=True, help_text="Seconds left, from earlier runs; null when unknown.")
+
+
+class StepSerializer(serializers.Serializer):
+    """A step's latest attempt."""
+
+    status = serializers.ChoiceField(choices=StepStatus.choices)
+    attempts = serializers.IntegerField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    result = JSONValueField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    worker = serializers.CharField(allow_null=True)
+    task_id = serializers.CharField(allow_null=True)
+
+
+class WorkflowRunSerializer(serializers.Serializer):
+    """A run with its progress and every step's latest attempt, in definition order."""
+
+    run_id = serializers.IntegerField()
+    workflow = serializers.CharField()
+    version = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    attempt = serializers.IntegerField(help_text="1, +1 per re-run from failure.")
+    params = JSONObjectField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_s = FiniteFloatField(allow_null=True)
+    progress = ProgressSerializer()
+    error = serializers.CharField(allow_null=True)
+    steps = serializers.DictField(child=StepSerializer(), help_text="Step id -> its latest attempt.")
+
+
+class WorkflowRunSummarySerializer(serializers.Serializer):
+    """A run in a list."""
+
+    run_id = serializers.IntegerField()
+    workflow = serializers.CharField()
+    version = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    attempt = serializers.IntegerField()
+    steps_done = serializers.IntegerField()
+    steps_total = serializers.IntegerField()
+    error = serializers.CharField(allow_blank=True)
+    trace_id = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class RunFilterSerializer(serializers.Serializer):
+    """Filters of the run list."""
+
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    workflow = serializers.CharField(required=False, max_length=100, help_text="The workflow's exact name.")
+
+
+class RunStartSerializer(serializers.Serializer):
+    """What to run."""
+
+    workflow = serializers.CharField(max_length=100, help_text="A loaded workflow's name.")
+    version = serializers.IntegerField(required=False, min_value=1, help_text="Pin a version (default: newest).")
+    params = JSONObjectField(required=False, default=dict, help_text="Overrides of the declared parameters.")
+
+
+def _run_summary(run: WorkflowRun) -> dict:
+    return {
+        "run_id": run.pk, "workflow": run.version.definition.name, "version": run.version.number,
+        "status": run.status, "attempt": run.attempt, "steps_done": run.steps_done, "steps_total": run.steps_total,
+        "error": run.error, "trace_id": run.trace_id, "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+    }
+
+
+class WorkflowRunViewSet(ApiViewSet):
+    """Workflow runs: start, watch, cancel and re-run from failure."""
+
+    queryset = WorkflowRun.objects.select_related("version__definition")
+    serializer_class = WorkflowRunSummarySerializer
+    request_serializers = {"create": RunStartSerializer}
+    filter_serializer_class = RunFilterSerializer
+    filter_lookups = {"status": "status", "workflow": "version__definition__name"}
+    lookup_value_regex = "[0-9]+"
+    noun = "workflow run"
+    perms = {"list": "view_workflowrun", "retrieve": "view_workflowrun", "create": "add_workflowrun",
+             "cancel": "change_workflowrun", "rerun": "change_workflowrun"}
+
+    @extend_schema(parameters=[RunFilterSerializer])
+    def list(self, request):
+        """Runs, newest first; filter by `status` and `workflow`."""
+        return self.page(self.filtered(self.get_queryset().order_by("-created_at", "-pk")), _run_summary)
+
+    @extend_schema(responses=WorkflowRunSerializer)
+    def retrieve(self, request, pk: str):
+        """A run's status, progress and steps."""
+        return self._run(self.get_object())
+
+    @extend_schema(request=RunStartSerializer, responses={201: WorkflowRunSerializer})
+    def create(self, request):
+        """Start a run of a workflow's newest version (or of `version`); its steps are queued at once."""
+        given = self.given()
+        name, number = given["workflow"], given.get("version")
+        version = None
+        if number is not None:
+            version = WorkflowVersion.objects.filter(definition__name=name, number=number).first()
+            if version is None and WorkflowDefinition.objects.filter(name=name).exists():
+                raise serializers.ValidationError({"version": [f"workflow {name!r} has no version {number}"]})
+        with service_errors({WorkflowNotFoundError: "workflow", WorkflowSpecError: "params"}):
+            run = services.workflow_run_start(workflow=name, version=version, params=given["params"])
+        location = reverse("api:workflow-run-detail", kwargs={"pk": run.pk})
+        return self._run(run, status=status.HTTP_201_CREATED, headers={"Location": location})
+
+    @extend_schema(request=None, responses=WorkflowRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk: str):
+        """Cancel a pending or running run: queued steps never start, running ones are stopped (409 if finished)."""
+        with service_errors():
+            return self._run(services.workflow_run_cancel(run_id=self.get_object().pk))
+
+    @extend_schema(request=None, responses=WorkflowRunSerializer)
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, pk: str):
+        """Re-run a failed or cancelled run from failure: only steps that did not succeed run again (409 otherwise)."""
+        with service_errors():
+            return self._run(services.workflow_run_retry(run_id=self.get_object().pk))
+
+    def _run(self, run: WorkflowRun, **kwargs):
+        return self.show(selectors.run_to_dict(run), serializer_class=WorkflowRunSerializer, **kwargs)

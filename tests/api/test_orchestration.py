@@ -1,0 +1,144 @@
+"""Agents, agent tasks and messages through the API: tasks and messages are run and handled by a real worker."""
+import pytest
+from django.utils import timezone
+
+from agents.models import Agent, AgentMessage, AgentTask
+from tests.conftest import wait_for
+
+from .conftest import error_of
+
+SESSION_WORKER = "tests@localhost"
+
+
+def _agent(name: str, agent_type: str = "decision", **fields) -> Agent:
+    fields = {"status": "idle", "last_heartbeat": timezone.now(), **fields}
+    return Agent.objects.create(name=name, agent_type=agent_type, hostname=name.split(":")[0], **fields)
+
+
+@pytest.mark.django_db
+def test_agents_are_listed_filtered_and_shown(viewer_client):
+    _agent("w1.example.com:decision")
+    _agent("w1.example.com:data", "data", enabled=False)
+    _agent("w2.example.com:data", "data", status="offline")
+
+    assert viewer_client.get("/api/agents/").json()["count"] == 3
+    assert [a["name"] for a in viewer_client.get("/api/agents/?type=data&status=idle").json()["results"]] == [
+        "w1.example.com:data"]
+    assert viewer_client.get("/api/agents/?enabled=false").json()["results"][0]["name"] == "w1.example.com:data"
+    assert viewer_client.get("/api/agents/?name=w2").json()["count"] == 1
+    shown = viewer_client.get("/api/agents/w1.example.com:decision/")
+    assert shown.status_code == 200 and shown.json()["agent_type"] == "decision" and shown.json()["enabled"] is True
+    missing = viewer_client.get("/api/agents/w9.example.com:data/")
+    assert missing.status_code == 404 and error_of(missing)["code"] == "agent_not_found"
+    assert viewer_client.get("/api/agents/?status=asleep").status_code == 400
+
+
+@pytest.mark.django_db
+def test_an_agent_is_disabled_and_enabled_again(operator_client):
+    _agent("w1.example.com:decision")
+
+    disabled = operator_client.post("/api/agents/w1.example.com:decision/disable/")
+    enabled = operator_client.post("/api/agents/w1.example.com:decision/enable/")
+
+    assert disabled.status_code == 200 and disabled.json()["enabled"] is False
+    assert enabled.status_code == 200 and enabled.json()["enabled"] is True
+    assert Agent.objects.get(name="w1.example.com:decision").enabled is True
+    assert operator_client.post("/api/agents/nobody:data/disable/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_submitted_task_is_run_by_an_agent_of_its_type(operator_client, operator, worker):
+    response = operator_client.post("/api/agent-tasks/", {"agent_type": "decision", "priority": 2,
+                                                          "config": {"action": "echo", "params": {"value": 7}}},
+                                    format="json")
+
+    assert response.status_code == 201
+    task_id = response.json()["task_id"]
+    assert response["Location"] == f"/api/agent-tasks/{task_id}/"
+    done = wait_for(lambda: (body := operator_client.get(f"/api/agent-tasks/{task_id}/").json())["finished"] and body,
+                    what="the task to finish")
+    assert done["status"] == "completed" and done["result"]["value"] == 7
+    assert done["agent"] == f"{SESSION_WORKER}:decision" and done["priority"] == 2
+    assert AgentTask.objects.get(pk=task_id).submitted_by == operator.username
+    listed = operator_client.get("/api/agent-tasks/?status=completed&agent_type=decision").json()
+    assert [row["task_id"] for row in listed["results"]] == [task_id]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "field", "reason"), [
+    ({"config": {"action": "echo"}}, "agent_type", "This field is required."),
+    ({"agent_type": "robot", "config": {"action": "echo"}}, "agent_type", "not a valid choice"),
+    ({"agent_type": "data", "config": {"action": "no-such"}}, "config.action", "unknown action 'no-such'"),
+    ({"agent_type": "data", "config": {"pipeline": "p", "colour": 1}}, "config", "unknown key 'colour'"),
+    ({"agent_type": "data", "config": {}}, "config", "give exactly one of"),
+    ({"agent_type": "data", "config": {"action": "echo"}, "priority": 12}, "priority", "less than or equal to 9"),
+    ({"agent_type": "data", "config": {"action": "echo"}, "timeout_s": 0}, "timeout_s", "greater than or equal"),
+])
+def test_a_submit_with_bad_input_names_the_field_and_submits_nothing(operator_client, body, field, reason):
+    response = operator_client.post("/api/agent-tasks/", body, format="json")
+    assert response.status_code == 400
+    assert any(reason in text for text in error_of(response)["fields"][field]), response.json()
+    assert not AgentTask.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_task_not_yet_finished_is_cancelled_once(operator_client):
+    # In this test's transaction nothing reaches the broker: the task stays pending until cancelled.
+    task_id = operator_client.post("/api/agent-tasks/", {"agent_type": "data", "config": {"action": "echo"}},
+                                   format="json").json()["task_id"]
+
+    response = operator_client.post(f"/api/agent-tasks/{task_id}/cancel/")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled" and response.json()["finished"] is True
+    again = operator_client.post(f"/api/agent-tasks/{task_id}/cancel/")
+    assert again.status_code == 409 and "already cancelled" in error_of(again)["message"]
+    assert operator_client.post("/api/agent-tasks/5555555/cancel/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_to_an_agent_type_is_handled_and_its_response_kept(operator_client, operator, worker):
+    response = operator_client.post("/api/messages/", {
+        "message_type": "task_request", "recipient": "type:decision",
+        "payload": {"action": "echo", "params": {"value": "ping"}}}, format="json")
+
+    assert response.status_code == 201
+    message_id = response.json()["id"]
+    assert response.json()["sender"] == f"api:{operator.username}"
+    handled = wait_for(lambda: (body := operator_client.get(f"/api/messages/{message_id}/").json())["status"]
+                       in ("handled", "failed") and body, what="the message to be handled")
+    assert handled["status"] == "handled" and handled["response"]["value"] == "ping"
+    assert handled["handled_by"] == f"{SESSION_WORKER}:decision"
+    listed = operator_client.get("/api/messages/?status=handled&type=task_request").json()
+    assert message_id in [row["id"] for row in listed["results"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broadcast_reaches_every_live_agent_of_the_type(operator_client, worker):
+    wait_for(lambda: Agent.objects.filter(name=f"{SESSION_WORKER}:monitoring", status__in=("idle", "busy")).exists(),
+             timeout_s=30, what="the session worker's monitoring agent")
+
+    response = operator_client.post("/api/messages/broadcast/", {"message_type": "heartbeat",
+                                                                 "agent_type": "monitoring"}, format="json")
+
+    assert response.status_code == 201 and response.json()["recipient"] == "*:monitoring"
+    message_id = response.json()["id"]
+    receipts = wait_for(lambda: operator_client.get(f"/api/messages/{message_id}/").json()["receipts"],
+                        what="the agent's receipt")
+    assert receipts == [{"agent": f"{SESSION_WORKER}:monitoring", "status": "handled", "error": None}]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "field", "reason"), [
+    ({"recipient": "type:data"}, "message_type", "This field is required."),
+    ({"message_type": "gossip", "recipient": "type:data"}, "message_type", "not a valid choice"),
+    ({"message_type": "heartbeat", "recipient": "nobody@host:data"}, "recipient", "no agent named"),
+    ({"message_type": "heartbeat", "recipient": "type:robots"}, "recipient", "'robots' is not an agent type"),
+    ({"message_type": "heartbeat", "recipient": "*", "payload": [1]}, "payload", "must be a JSON object"),
+])
+def test_a_message_with_bad_input_names_the_field_and_sends_nothing(operator_client, body, field, reason):
+    response = operator_client.post("/api/messages/", body, format="json")
+    assert response.status_code == 400
+    assert any(reason in text for text in error_of(response)["fields"][field]), response.json()
+    assert not AgentMessage.objects.exists()
+    assert operator_client.get("/api/messages/31337/").status_code == 404
