@@ -90,10 +90,8 @@ class WindowField(serializers.Field):
             self.fail("invalid", text=repr(data)[:50])
         try:
             window = window_parse(data)
-        except MonitoringError:
-            self.fail("invalid", text=repr(data))
-        except OverflowError:
-            self.fail("too_long")
+        except MonitoringError as error:  # names the text and why: not a window, or longer than ten years
+            raise serializers.ValidationError(str(error).removeprefix("window "), code="invalid") from None
         if window > MAX_WINDOW:
             self.fail("too_long")
         if window < timedelta(seconds=1):

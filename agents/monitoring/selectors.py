@@ -21,7 +21,7 @@ def window_parse(text: str) -> timedelta:
         raise MonitoringError(f"window {text!r} is not a positive number followed by s, m, h, d or w (e.g. 1h)")
     seconds = float(match.group(1)) * _WINDOW_UNITS[match.group(2)]
     if seconds > MAX_WINDOW_S:
-        raise MonitoringError(f"window {text!r} is longer than {MAX_WINDOW_S // 86400:.0f} days")
+        raise MonitoringError(f"window {text!r} must be at most ten years (3650d)")
     return timedelta(seconds=seconds)
 
 

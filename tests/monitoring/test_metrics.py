@@ -48,6 +48,8 @@ def test_summary_windows_are_parsed_and_bad_ones_named():
     for bad in ("", "1y", "-1h", "h", "0m"):
         with pytest.raises(MonitoringError, match="is not a positive number followed by s, m, h, d or w"):
             selectors.window_parse(bad)
+    with pytest.raises(MonitoringError, match="must be at most ten years"):
+        selectors.window_parse("99999999999w")
 
 
 def test_retention_deletes_expired_samples_and_downsamples_old_ones_to_hourly_rows():
