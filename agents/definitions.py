@@ -3,6 +3,7 @@
 Pure: no Django. Raises ``DefinitionTextError``; each area turns it into its own error type.
 """
 import json
+import math
 import re
 from typing import Any
 
@@ -48,8 +49,8 @@ def _refuse_constant(name: str):
 
 def definition_load_text(text: str, *, source: str = "definition") -> Any:
     """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``DefinitionTextError`` if unreadable, nested
-    deeper than ``MAX_DEFINITION_DEPTH`` or holding more than ``MAX_DEFINITION_VALUES`` values (validators walk
-    definitions recursively, and whole)."""
+    deeper than ``MAX_DEFINITION_DEPTH``, holding more than ``MAX_DEFINITION_VALUES`` values (validators walk
+    definitions recursively, and whole) or a NaN or infinity (YAML's ``.nan``, ``.inf``), which JSON cannot store."""
     data = _parse(text, source=source)
     pending, seen = [(data, 1)], 0
     while pending:
@@ -57,6 +58,9 @@ def definition_load_text(text: str, *, source: str = "definition") -> Any:
         seen += 1
         if seen > MAX_DEFINITION_VALUES:
             raise DefinitionTextError(f"{source}: more than {MAX_DEFINITION_VALUES} values (aliases count as copies)")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DefinitionTextError(f"{source}: {value} is not a number JSON allows (NaN and infinity cannot be "
+                                      "stored)")
         if isinstance(value, (dict, list)):
             if depth > MAX_DEFINITION_DEPTH:
                 raise DefinitionTextError(f"{source}: nested deeper than {MAX_DEFINITION_DEPTH} levels")

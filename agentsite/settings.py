@@ -343,13 +343,13 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="agentsite@localhost"
 AGENTS_EXTENSION_MODULES = env.list("AGENTS_EXTENSION_MODULES", default=[])
 
 #: Seconds between a worker's heartbeats for its agents.
-AGENTS_HEARTBEAT_INTERVAL_S = env.float("AGENTS_HEARTBEAT_INTERVAL_S", default=10.0)
+AGENTS_HEARTBEAT_INTERVAL_S = env.float("AGENTS_HEARTBEAT_INTERVAL_S", default=5.0)
 #: Seconds between a worker's checks of its busy/idle state; it writes only on change.
 AGENTS_STATUS_INTERVAL_S = env.float("AGENTS_STATUS_INTERVAL_S", default=1.0)
 #: An agent not heard from for this many seconds is marked offline.
-AGENTS_OFFLINE_AFTER_S = env.float("AGENTS_OFFLINE_AFTER_S", default=45.0)
+AGENTS_OFFLINE_AFTER_S = env.float("AGENTS_OFFLINE_AFTER_S", default=20.0)
 #: Seconds between sweeps that mark silent agents offline (a celery-beat entry).
-AGENTS_OFFLINE_SWEEP_S = env.float("AGENTS_OFFLINE_SWEEP_S", default=15.0)
+AGENTS_OFFLINE_SWEEP_S = env.float("AGENTS_OFFLINE_SWEEP_S", default=5.0)
 
 CELERY_BEAT_SCHEDULE = {
     "agents-mark-offline": {

@@ -9,3 +9,13 @@ def test_only_true_and_false_are_booleans_so_on_yes_and_no_stay_text():
 
 def test_dates_stay_text():
     assert definition_load_text("since: 2024-01-01\n") == {"since": "2024-01-01"}
+
+
+def test_nan_and_infinity_are_refused_whatever_the_definition():
+    import pytest
+
+    from agents.definitions import DefinitionTextError
+
+    for text in ("threshold: .nan\n", "limit: -.inf\n", '{"x": NaN}'):
+        with pytest.raises(DefinitionTextError, match="is not a number JSON allows"):
+            definition_load_text(text)

@@ -1,11 +1,24 @@
 """Workflow tasks (routed to the ``workflow`` queue): run one step attempt."""
 from celery import shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from django.db import InterfaceError, OperationalError
 
 from agents.workflows import engine
 
+#: A step task whose database went away (restarted, failed over, unreachable) is tried again with backoff:
+#: 1, 2, 4, 8, then at most 10 s (full jitter), 100 times (8 minutes on average). Its guarded writes make it safe.
+DATABASE_RETRY = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 10,
+    "retry_jitter": True,
+    "retry_kwargs": {"max_retries": 100},
+}
 
-@shared_task(bind=True, ignore_result=True, max_retries=None)
+
+# No STARTED state in the result backend (the step's row has it): a chord step would otherwise write it before
+# its body runs, where a database error fails the task instead of retrying it.
+@shared_task(bind=True, ignore_result=True, track_started=False, max_retries=None, **DATABASE_RETRY)
 def step_run(self, run_id: int, step_id: str, run_attempt: int, attempt: int | None = None):
     """Run one attempt of a workflow step; retries go back through Celery with the step's backoff."""
     outcome = engine.step_execute(

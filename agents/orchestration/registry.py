@@ -39,11 +39,26 @@ def agents_register(
     pid: int | None = None,
     capabilities: dict[str, list[str]] | None = None,
 ) -> list[Agent]:
-    """Register (or re-register after a restart) the agents a worker hosts; they start idle."""
+    """Register (or re-register after a restart) the agents a worker hosts; they start idle.
+
+    A worker that restarts under the same name after it was killed (its last start never marked its agents
+    offline) will never go silent for the offline sweep: what its last start was running, agent tasks and workflow
+    steps, is re-queued here instead (a worker registers before it consumes, so none of it is this start's).
+    """
+    from agents.orchestration.agent_tasks import tasks_requeue_lost
+    from agents.workflows.engine import workflow_steps_requeue_lost
+
     capabilities = capabilities or {}
     now = timezone.now()
     agents = []
     with transaction.atomic():
+        killed = list(
+            Agent.objects.filter(hostname=hostname).exclude(boot_id=boot_id).exclude(status=AgentStatus.OFFLINE)
+            .values_list("name", flat=True)
+        )
+        if killed:
+            tasks_requeue_lost(agent_names=killed)
+            workflow_steps_requeue_lost(hostnames=[hostname], reason="restarted without stopping")
         for agent_type in agent_types_for_queues(queues):
             agent, _ = Agent.objects.update_or_create(
                 name=agent_name(hostname=hostname, agent_type=agent_type),
@@ -99,12 +114,14 @@ def agents_stop(*, hostname: str, boot_id: str) -> int:
 def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
     """Mark offline every agent not heard from for ``silent_for_s`` seconds; returns how many.
 
-    Each publishes an ``agent.offline`` event, and the tasks it was running are re-queued once (see
-    ``tasks_requeue_lost``).
+    Each publishes an ``agent.offline`` event, the tasks it was running are re-queued once (see
+    ``tasks_requeue_lost``), and the workflow steps its worker was running are re-dispatched under a new attempt
+    (see ``workflow_steps_requeue_lost``).
     """
     from agents.models import EventType
     from agents.orchestration.agent_tasks import tasks_requeue_lost
     from agents.orchestration.events import event_publish
+    from agents.workflows.engine import workflow_steps_requeue_lost
 
     silent_for_s = settings.AGENTS_OFFLINE_AFTER_S if silent_for_s is None else silent_for_s
     now = timezone.now()
@@ -114,6 +131,7 @@ def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
         .exclude(last_heartbeat__gte=cutoff)
     )
     gone = []
+    hostnames = set()
     with transaction.atomic():
         for agent in silent.select_for_update(skip_locked=True):
             moved = Agent.objects.filter(pk=agent.pk, status=agent.status).exclude(last_heartbeat__gte=cutoff).update(
@@ -121,12 +139,14 @@ def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
             )
             if moved:
                 gone.append(agent.name)
+                hostnames.add(agent.hostname)
                 event_publish(EventType.AGENT_OFFLINE, {
                     "agent": agent.name, "agent_type": agent.agent_type, "hostname": agent.hostname,
                     "last_heartbeat": agent.last_heartbeat.isoformat() if agent.last_heartbeat else None,
                 })
         if gone:
             tasks_requeue_lost(agent_names=gone)
+            workflow_steps_requeue_lost(hostnames=hostnames)
     return len(gone)
 
 

@@ -9,13 +9,14 @@ import json
 import logging
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from celery import chain, chord, group
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.exceptions import ActionError, PermanentActionError
@@ -30,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between a step's soft time limit (SoftTimeLimitExceeded) and its hard one (the process is killed).
 HARD_LIMIT_GRACE_S = 5.0
+#: How the error of an attempt lost with its worker starts; such attempts do not use up the step's retries.
+WORKER_LOST = "worker lost"
+#: Times one step is re-dispatched after losing its worker; a further loss counts as a failed attempt (a step
+#: that kills every worker it runs on, say by running out of memory, must not go round forever).
+MAX_WORKER_LOSSES = 2
 
 # Outcomes of ``step_execute`` the task acts on.
 IGNORED = "ignored"  # duplicate, stale or cancelled: nothing happened
@@ -55,6 +61,7 @@ class CompiledVersion:
     name: str
     spec: WorkflowSpec
     graph: dict[str, tuple[str, ...]]
+    dependents: dict[str, tuple[str, ...]]
     breakers: frozenset[str]
     plan: dag.Plan
 
@@ -66,8 +73,13 @@ def compiled_version(version_id: int) -> CompiledVersion:
     spec = workflow_spec_parse(version.spec)
     graph = spec.graph()
     breakers = frozenset(step.id for step in spec.steps.values() if action_get(step.action).deferred)
+    dependents: dict[str, list[str]] = {step_id: [] for step_id in graph}
+    for step_id, needs in graph.items():
+        for need in needs:
+            dependents[need].append(step_id)
     return CompiledVersion(
         name=spec.name, spec=spec, graph=graph, breakers=breakers,
+        dependents={step_id: tuple(after) for step_id, after in dependents.items()},
         plan=dag.compile_plan(graph, chain_breakers=breakers),
     )
 
@@ -216,7 +228,7 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     claimed = _claim(run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt, task_id=task_id,
                      worker=f"{worker}:{os.getpid()}", now=now)
     if claimed is None:
-        return StepOutcome(IGNORED)
+        return _resume_after_success(run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id)
     version_id, params = _run_static(run_id)
     _ensure_running(run_id)
     row = StepRun(pk=claimed[0], run_id=run_id, step_id=step_id, attempt=claimed[1], run_attempt=run_attempt)
@@ -270,22 +282,100 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
 
 def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion) -> StepOutcome:
     """Record success (from ``running``, by the claiming task) and start the steps it unblocks."""
-    sql = (f"UPDATE {StepRun._meta.db_table} SET status = 'succeeded', result = {_json_param()}, finished_at = %s"
+    table = StepRun._meta.db_table
+    sql = (f"UPDATE {table} SET status = 'succeeded', result = {_json_param()}, finished_at = %s"
            " WHERE id = %s AND status = 'running'" + (" AND task_id = %s" if task_id is not None else ""))
     params = [json.dumps(result), timezone.now(), row.pk] + ([task_id] if task_id is not None else [])
+    plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
+    body = _chord_body(compiled, plan, row.step_id)
+    if body:
+        # Whether the run lost a worker, in the same statement: a chord whose header task was lost never fires.
+        sql += (f" RETURNING EXISTS (SELECT 1 FROM {table} lost WHERE lost.run_id = %s AND lost.status = 'failed'"
+                " AND lost.run_attempt = %s AND lost.error LIKE %s)")
+        params += [row.run_id, row.run_attempt, f"{WORKER_LOST}%"]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)
-        if cursor.rowcount != 1:
+        if body:
+            returned = cursor.fetchone()  # SQLite counts the rows only once RETURNING was read
+            if returned is None:
+                return StepOutcome(IGNORED)
+            chord_broken = bool(returned[0])
+        elif cursor.rowcount != 1:
             return StepOutcome(IGNORED)
+        else:
+            chord_broken = False
         finished = _count_done(row.run_id, 1)
-    plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
+    _start_successors(row=row, compiled=compiled, plan=plan, chord_body=body if chord_broken else None)
+    if finished:
+        run_finalize(run_id=row.run_id)
+    return StepOutcome(FINISHED, continue_chain=True)
+
+
+def _start_successors(*, row: StepRun, compiled: CompiledVersion, plan: dag.Plan, chord_body: str | None) -> None:
+    """Start what a succeeded step unblocks: its chain tail's launch and, when its chord was broken, the chord body."""
     follow = plan.after.get(row.step_id)
     if follow:
         launch(run_id=row.run_id, run_attempt=row.run_attempt, version_id=compiled_version_id(row),
                launch=follow, source=row.step_id)
-    if finished:
-        run_finalize(run_id=row.run_id)
-    return StepOutcome(FINISHED, continue_chain=True)
+    if chord_body:
+        _chord_body_start(row=row, compiled=compiled, plan=plan, body=chord_body)
+
+
+def _chord_body(compiled: CompiledVersion, plan: dag.Plan, step_id: str) -> str | None:
+    """The body of the chord whose header ``step_id`` is in ``plan``, or None when it is in no chord header."""
+    dependents = compiled.dependents[step_id]
+    if len(dependents) != 1:
+        return None
+    join = dependents[0]
+    if join not in plan.steps or join in plan.joins:
+        return None  # done already, or a join counted in the database
+    # A join of two or more steps still to run that is not counted in the database is a chord body.
+    pending_needs = 0
+    for need in compiled.graph[join]:
+        pending_needs += need in plan.steps
+        if pending_needs > 1:
+            return join
+    return None
+
+
+def _chord_body_start(*, row: StepRun, compiled: CompiledVersion, plan: dag.Plan, body: str) -> None:
+    """Start chord body ``body`` when all its dependencies succeeded: a header task of its chord was lost with
+    its worker and re-dispatched outside the chord, so Celery will not start it. Called after each header's
+    success is committed, the last one to finish sees them all; a duplicate start is ignored by the claim."""
+    needs = compiled.graph[body]
+    succeeded = set(
+        StepRun.objects.filter(run_id=row.run_id, step_id__in=needs, status=StepStatus.SUCCEEDED)
+        .values_list("step_id", flat=True)
+    )
+    if len(succeeded) < len(needs):
+        return
+    if StepRun.objects.filter(run_id=row.run_id, step_id=body, run_attempt=row.run_attempt,
+                              status=StepStatus.PENDING).exists():
+        _chain_signature(row.run_id, row.run_attempt, plan.chain_of(body), compiled).apply_async()
+
+
+def _resume_after_success(*, run_id: int, step_id: str, run_attempt: int, task_id: str) -> StepOutcome:
+    """A step task that finds its step already succeeded under its own task id: an earlier delivery recorded the
+    success and then died (worker killed, database gone) before starting what comes next. Start it now; the
+    claims of the steps started ignore a duplicate. Anything else that finds nothing to claim is ignored."""
+    row = (
+        StepRun.objects.select_related("run")
+        .filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt, status=StepStatus.SUCCEEDED, task_id=task_id)
+        .first()
+    )
+    if row is None or row.run.attempt != run_attempt or row.run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+        return StepOutcome(IGNORED)
+    compiled = compiled_version(row.run.version_id)
+    plan = run_plan(run_id, row.run.version_id, run_attempt)
+    rest = _chain_remainder(plan, step_id)[1:]
+    if rest:
+        # New task ids for the rest of the chain: a continuation the earlier delivery may have sent already then
+        # loses the claim instead of running a second time under the same id.
+        _send_chain(run_id=run_id, run_attempt=run_attempt, steps=rest, attempt=None, compiled=compiled)
+    _start_successors(row=row, compiled=compiled, plan=plan, chord_body=_chord_body(compiled, plan, step_id))
+    if row.run.steps_done >= row.run.steps_total:
+        run_finalize(run_id=run_id)
+    return StepOutcome(FINISHED)
 
 
 def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: CompiledVersion,
@@ -298,7 +388,7 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
     now = timezone.now()
     retries_used = StepRun.objects.filter(
         run_id=row.run_id, step_id=row.step_id, run_attempt=row.run_attempt, status=StepStatus.FAILED
-    ).count()
+    ).exclude(error__startswith=WORKER_LOST).count()
     if retryable and retries_used < step.retries.max:
         delay = step.retries.delay_s(retries_used, random.random())
         with transaction.atomic():
@@ -389,10 +479,21 @@ def parent_step_complete(*, child_run_id: int) -> None:
 
 
 def step_send(*, row: StepRun, attempt: int | None, countdown_s: float, compiled: CompiledVersion) -> None:
-    """Send one step attempt as a task of its own (a retry outside Celery's retry, or a recovery)."""
-    step_signature(run_id=row.run_id, run_attempt=row.run_attempt, step_id=row.step_id, compiled=compiled).clone(
-        args=(row.run_id, row.step_id, row.run_attempt, attempt)
-    ).apply_async(countdown=countdown_s)
+    """Send one step attempt, with the rest of its chain, as new tasks (a retry outside Celery's retry, or a
+    recovery)."""
+    plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
+    _send_chain(run_id=row.run_id, run_attempt=row.run_attempt, steps=_chain_remainder(plan, row.step_id),
+                attempt=attempt, compiled=compiled, countdown_s=countdown_s)
+
+
+def _send_chain(*, run_id: int, run_attempt: int, steps: tuple[str, ...], attempt: int | None,
+                compiled: CompiledVersion, countdown_s: float = 0.0) -> None:
+    """Send ``steps`` (a chain's remainder) as a chain of new tasks; the first claims attempt ``attempt``."""
+    signatures = [step_signature(run_id=run_id, run_attempt=run_attempt, step_id=s, compiled=compiled) for s in steps]
+    signatures[0] = signatures[0].clone(args=(run_id, steps[0], run_attempt, attempt))
+    if countdown_s:
+        signatures[0] = signatures[0].set(countdown=countdown_s)
+    (signatures[0] if len(signatures) == 1 else chain(*signatures)).apply_async()
 
 
 # --- recovery --------------------------------------------------------------------
@@ -447,12 +548,68 @@ def workflow_runs_reconcile(*, stall_s: float | None = None) -> dict:
             if (now - ready_since).total_seconds() < stall_s:
                 continue
             resent += 1
-            remainder = _chain_remainder(plan, row.step_id)
-            signatures = [step_signature(run_id=run_id, run_attempt=run_attempt, step_id=s, compiled=compiled)
-                          for s in remainder]
-            signatures[0] = signatures[0].clone(args=(run_id, row.step_id, run_attempt, row.attempt))
-            (signatures[0] if len(signatures) == 1 else chain(*signatures)).apply_async()
+            _send_chain(run_id=run_id, run_attempt=run_attempt, steps=_chain_remainder(plan, row.step_id),
+                        attempt=row.attempt, compiled=compiled)
     return {"lost_steps_failed": lost, "stalled_steps_resent": resent, "runs_finished": finished}
+
+
+def workflow_steps_requeue_lost(*, hostnames: Iterable[str], reason: str = "stopped heart-beating") -> dict[str, int]:
+    """Re-dispatch the steps running on workers that went offline (their heartbeat lapsed, or they restarted
+    after being killed), at once; ``reason`` says which in each lost attempt's error.
+
+    Each lost attempt is closed as failed (``worker lost: ...``) and a new attempt is sent with the rest of its
+    chain, so a late result from the lost attempt (a worker that was only frozen) is ignored: fencing by attempt.
+    This does not wait for the broker to redeliver the lost message (its visibility timeout) nor for the
+    reconciler's stall timeout; a redelivered message later finds nothing to claim. A step re-dispatched
+    ``MAX_WORKER_LOSSES`` times that loses its worker again fails that attempt (retried as its policy allows).
+    Steps waiting on a sub-workflow hold no worker and are left alone.
+    """
+    on_lost_worker = Q()
+    for hostname in sorted(set(hostnames) - {""}):
+        on_lost_worker |= Q(worker__startswith=f"{hostname}:")
+    counts = {"redispatched": 0, "failed": 0}
+    if not on_lost_worker:
+        return counts
+    rows = (
+        StepRun.objects.select_related("run")
+        .filter(on_lost_worker, status=StepStatus.RUNNING, child_run__isnull=True, run_attempt=F("run__attempt"),
+                run__status__in=(RunStatus.PENDING, RunStatus.RUNNING))
+        .order_by("run_id", "step_id")
+    )
+    for row in rows:
+        outcome = _step_requeue_lost(row=row, reason=reason)
+        if outcome:
+            counts[outcome] += 1
+    if any(counts.values()):
+        logger.warning("re-dispatched %(redispatched)s and failed %(failed)s steps of offline workers", counts)
+    return counts
+
+
+def _step_requeue_lost(*, row: StepRun, reason: str) -> str | None:
+    """Close ``row`` (lost with its worker) and send a new attempt; ``redispatched``, ``failed`` or None (moved on)."""
+    compiled = compiled_version(row.run.version_id)
+    error = f"{WORKER_LOST}: {row.worker} {reason} while running attempt {row.attempt}"
+    losses = StepRun.objects.filter(
+        run_id=row.run_id, step_id=row.step_id, run_attempt=row.run_attempt, status=StepStatus.FAILED,
+        error__startswith=WORKER_LOST,
+    ).count()
+    if losses >= MAX_WORKER_LOSSES:
+        outcome = step_fail(row=row, task_id=row.task_id, compiled=compiled,
+                            error=f"lost its worker {losses + 1} times (last {row.worker})")
+        if outcome.kind == RETRY:
+            transaction.on_commit(lambda: step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s,
+                                                    compiled=compiled))
+        return "failed" if outcome.kind != IGNORED else None
+    with transaction.atomic():
+        fenced = StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING, task_id=row.task_id).update(
+            status=StepStatus.FAILED, error=error, finished_at=timezone.now()
+        )
+        if not fenced:
+            return None  # it finished (or was cancelled) since it was read
+        StepRun.objects.create(run_id=row.run_id, step_id=row.step_id, attempt=row.attempt + 1,
+                               run_attempt=row.run_attempt)
+        transaction.on_commit(lambda: step_send(row=row, attempt=row.attempt + 1, countdown_s=0, compiled=compiled))
+    return "redispatched"
 
 
 def _chain_remainder(plan: dag.Plan, step_id: str) -> tuple[str, ...]:
