@@ -16,6 +16,6 @@ def test_nan_and_infinity_are_refused_whatever_the_definition():
 
     from agents.definitions import DefinitionTextError
 
-    for text in ("threshold: .nan\n", "limit: -.inf\n", '{"x": NaN}'):
+    for text in ("threshold: .nan\n", "limit: -.inf\n", '{"x": .inf}'):
         with pytest.raises(DefinitionTextError, match="is not a number JSON allows"):
             definition_load_text(text)
