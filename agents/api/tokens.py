@@ -3,6 +3,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from agents.audit import audit_record
 from agents.exceptions import AgentsError
 
 
@@ -29,10 +30,17 @@ def api_token_create(*, username: str, rotate: bool = False) -> Token:
             if not rotate:
                 raise ApiTokenError(f"user {username!r} already has a token; revoke it first or pass --rotate")
             existing.delete()
-        return Token.objects.create(user=user)
+        token = Token.objects.create(user=user)
+        audit_record("api_token.rotate" if rotate else "api_token.create", "user", user.pk,
+                     f"{'rotated' if rotate else 'created'} the API token of {username}", user=username)
+    return token
 
 
 def api_token_revoke(*, username: str) -> bool:
     """Revoke ``username``'s token: requests carrying it are refused (401) from now on. Returns whether it had one."""
-    deleted, _ = Token.objects.filter(user=_user(username)).delete()
+    user = _user(username)
+    with transaction.atomic():
+        deleted, _ = Token.objects.filter(user=user).delete()
+        if deleted:
+            audit_record("api_token.revoke", "user", user.pk, f"revoked the API token of {username}", user=username)
     return bool(deleted)

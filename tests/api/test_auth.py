@@ -1,10 +1,14 @@
 """Authentication: tokens (per user, revocable, from `manage.py api_token`), sessions for the browser, and the
 401 every request without valid credentials gets."""
+import json
+
 import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from agents.api.tokens import api_token_create
+from agents.api.tokens import api_token_create, api_token_revoke
+from agents.audit import actor
+from agents.models import AuditEntry
 
 from .conftest import error_of
 
@@ -43,7 +47,7 @@ def test_a_revoked_token_stops_working_at_once(viewer, capsys):
 def test_rotating_a_token_replaces_the_old_one(viewer, capsys):
     old = api_token_create(username=viewer.username).key
     call_command("api_token", "create", viewer.username, "--rotate", "--json")
-    new = __import__("json").loads(capsys.readouterr().out)["token"]
+    new = json.loads(capsys.readouterr().out)["token"]
     assert new != old
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {old}")
@@ -85,3 +89,12 @@ def test_the_browsable_api_serves_html_to_a_browser(viewer_client):
     response = viewer_client.get("/api/", HTTP_ACCEPT="text/html")
     assert response.status_code == 200
     assert b"/api/workflow-runs/" in response.content
+
+
+def test_creating_rotating_and_revoking_tokens_is_audited_under_the_operator(viewer):
+    with actor("cli:ops"):
+        api_token_create(username=viewer.username)
+        api_token_create(username=viewer.username, rotate=True)
+        api_token_revoke(username=viewer.username)
+    assert list(AuditEntry.objects.order_by("pk").values_list("actor", "action")) == [
+        ("cli:ops", "api_token.create"), ("cli:ops", "api_token.rotate"), ("cli:ops", "api_token.revoke")]
