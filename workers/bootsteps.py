@@ -1,12 +1,16 @@
 """A worker bootstep that keeps the agent registry in step with the worker.
 
 On start the worker registers one agent per agent-type queue it consumes; a
-timer then checks every ``AGENTS_STATUS_INTERVAL_S`` whether each agent has a
-task in hand and writes only when busy/idle changed or a heartbeat is due, so
-the hot path of a task never touches the database. On stop the agents go offline.
+thread of its own then checks every ``AGENTS_STATUS_INTERVAL_S`` whether each agent
+has a task in hand and writes only when busy/idle changed or a heartbeat is due, so
+the hot path of a task never touches the database. The thread is not the worker's
+timer: that one stops while the worker reconnects to a broker that went away, and a
+live worker must keep heart-beating then, or it would look dead and its steps would be
+re-dispatched. On stop the agents go offline.
 """
 import logging
 import os
+import threading
 import time
 import uuid
 
@@ -34,13 +38,14 @@ class AgentRegistryStep(bootsteps.StartStopStep):
         self.written: dict[str, str] = {}
         self.last_heartbeat = 0.0
         self.registered = False
-        self.timer_entry = None
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
         # Consume the broadcast queue too (when the broker fans out), whatever -Q the worker was given.
         if settings.AGENTS_BROADCAST_QUEUE in worker.app.amqp.queues:
             worker.app.amqp.queues.select_add(settings.AGENTS_BROADCAST_QUEUE)
 
     def start(self, worker):
-        """Register the agents and start the heartbeat timer."""
+        """Register the agents and start the heartbeat thread."""
         from agents.orchestration.registry import agent_types_for_queues
 
         queues = worker.app.amqp.queues.consume_from.values()
@@ -57,15 +62,18 @@ class AgentRegistryStep(bootsteps.StartStopStep):
             queue_name = getattr(queue, "name", queue)
             self.capabilities.setdefault(queue_name, []).append(name)
         self._register()
-        self.timer_entry = worker.timer.call_repeatedly(settings.AGENTS_STATUS_INTERVAL_S, self.tick)
+        self.stopping.clear()
+        self.thread = threading.Thread(target=self._loop, name="agent-heartbeat", daemon=True)
+        self.thread.start()
 
     def stop(self, worker):
         """Stop heart-beating and mark this worker's agents offline."""
         from agents.orchestration.registry import agents_stop
 
-        if self.timer_entry is not None:
-            self.timer_entry.cancel()
-            self.timer_entry = None
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=max(5.0, settings.AGENTS_STATUS_INTERVAL_S * 2))
+            self.thread = None
         if not self.agent_types:
             return
         try:
@@ -88,6 +96,17 @@ class AgentRegistryStep(bootsteps.StartStopStep):
             if queue:
                 busy.add(queue)
         return busy
+
+    def _loop(self):
+        """Tick until the worker stops; the thread's database connection is closed on the way out."""
+        try:
+            while not self.stopping.wait(settings.AGENTS_STATUS_INTERVAL_S):
+                try:
+                    self.tick()
+                except Exception:  # a bug in one tick must not end the heartbeats for the worker's life
+                    logger.exception("agent heartbeat tick of %s failed", self.hostname)
+        finally:
+            connection.close()
 
     def tick(self):
         """Write busy/idle when it changed, and the heartbeat when it is due."""

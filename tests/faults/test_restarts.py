@@ -1,5 +1,7 @@
 """Redis or PostgreSQL restarted in the middle of a run: workers and beat reconnect, database work is retried, and
 the run completes with every step recorded once. Each test runs its own redis-server and PostgreSQL."""
+import time
+
 import pytest
 
 from tests.faults import scenarios
@@ -46,3 +48,20 @@ def test_the_run_completes_when_postgresql_restarts_in_the_middle(cluster_on_own
     assert outcome["steps_lost"] == []
     # a step whose success could not be written while the database was down ran its action again
     assert set(outcome["steps_duplicated"]) <= {"left", "right"}
+
+
+def test_a_worker_keeps_heart_beating_while_redis_is_down(cluster):
+    # given a worker on a Redis that then goes away for longer than the offline threshold (2 s here)
+    worker = cluster.worker("beating@host")
+    cluster.ready(worker)
+    cluster.redis.stop()
+    down_at = cluster.query("SELECT now()")[0][0]
+    time.sleep(4)
+
+    # then its heartbeats went on meanwhile (a thread of their own, not the worker's broker-bound timer), so a
+    # sweep would not take it for dead and re-dispatch what it runs
+    latest = cluster.query("SELECT max(last_heartbeat) FROM agents_agent WHERE hostname = %s", [worker.name])[0][0]
+    cluster.redis.start()
+    assert (latest - down_at).total_seconds() > 3
+    assert cluster.query("SELECT count(*) FROM agents_agent WHERE hostname = %s AND status = 'offline'",
+                         [worker.name])[0][0] == 0
