@@ -23,7 +23,7 @@ from django.utils import timezone
 from agents.exceptions import SecretError
 
 #: An environment variable's name, as ``{"env": NAME}`` gives it.
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: A value in AGENTS_DATA_DATABASES of the form ``secret:NAME`` is the connection URL stored as secret NAME.
 SECRET_URL_PREFIX = "secret:"
 REFERENCE_RULE = 'must be {"env": "VARIABLE_NAME"} or {"secret": "NAME"}'

@@ -43,8 +43,9 @@ _PlainLoader.yaml_implicit_resolvers = {
 _PlainLoader.add_implicit_resolver(_BOOLEAN, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
+def refuse_json_constant(name: str):
+    """``json.loads``'s ``parse_constant``: NaN and infinity are not numbers JSON (or a database) can store."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def definition_load_text(text: str, *, source: str = "definition") -> Any:
@@ -73,7 +74,7 @@ def _parse(text: str, *, source: str) -> Any:
         raise DefinitionTextError(f"{source}: larger than {MAX_DEFINITION_BYTES} bytes")
     if text.lstrip().startswith(("{", "[")):
         try:
-            return json.loads(text, parse_constant=_refuse_constant)
+            return json.loads(text, parse_constant=refuse_json_constant)
         except ValueError:
             pass  # not JSON after all (a YAML flow mapping): YAML reports what is wrong
         except RecursionError:

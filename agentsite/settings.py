@@ -5,13 +5,13 @@ filesystem Celery broker under ``var/broker`` that needs no server process but
 works across processes. Production names PostgreSQL and Redis by URL; the code
 paths are the same.
 """
-import base64
 import os
 import secrets
 import ssl
 from pathlib import Path
 
 import environ
+from cryptography.fernet import Fernet
 from kombu import Queue
 from kombu.common import Broadcast
 
@@ -44,11 +44,6 @@ def _secret_from_file(name: str, generate=lambda: secrets.token_urlsafe(50)) -> 
     return path.read_text().strip()
 
 
-def _fernet_key() -> str:
-    """A new Fernet key: 32 random bytes, url-safe base64 (what ``Fernet.generate_key()`` returns)."""
-    return base64.urlsafe_b64encode(os.urandom(32)).decode()
-
-
 DEBUG = env.bool("DEBUG", default=False)
 #: Production behind a TLS-terminating proxy: http is redirected to https, cookies are sent over https only,
 #: HSTS is on, and the secrets below must come from the environment (every host of a deployment shares them).
@@ -66,7 +61,7 @@ def _production_secret(name: str, file_name: str, generate=lambda: secrets.token
 
         raise ImproperlyConfigured(
             f"{name} must be set in the environment when AGENTS_HTTPS is on: every host of a deployment must "
-            f"share it, so it cannot be generated per host (see docs/security.md)"
+            f"share it, so it cannot be generated per host (see the README's Security section)"
         )
     return _secret_from_file(file_name, generate)
 
@@ -78,7 +73,7 @@ SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-# --- Transport security (docs/security.md) -------------------------------------
+# --- Transport security (README: Security) -------------------------------------
 #: The header a TLS-terminating proxy sets to say the client used https, e.g. ``HTTP_X_FORWARDED_PROTO`` (its
 #: value must then be ``https``). Set it only behind a proxy that always sets or strips that header itself.
 _proxy_ssl_header = env.str("AGENTS_PROXY_SSL_HEADER", default="")
@@ -96,11 +91,11 @@ SECURE_HSTS_PRELOAD = env.bool("AGENTS_HSTS_PRELOAD", default=AGENTS_HTTPS)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
-# --- Keys (docs/security.md) ---------------------------------------------------
+# --- Keys (README: Security) ---------------------------------------------------
 #: Fernet keys that encrypt stored secrets, comma-separated, newest first: the first encrypts, every one decrypts
 #: (keep an old key listed until `manage.py secrets rotate` has re-encrypted everything under the new one).
 AGENTS_ENCRYPTION_KEYS = env.list("AGENTS_ENCRYPTION_KEYS", default=[]) or [
-    _production_secret("AGENTS_ENCRYPTION_KEYS", "encryption_key", _fernet_key)
+    _production_secret("AGENTS_ENCRYPTION_KEYS", "encryption_key", lambda: Fernet.generate_key().decode())
 ]
 #: HMAC-SHA256 keys that sign agent messages, comma-separated, newest first: the first signs, every one verifies.
 AGENTS_MESSAGE_KEY = env.list("AGENTS_MESSAGE_KEY", default=[]) or [
@@ -379,9 +374,11 @@ CELERY_BEAT_SCHEDULE["workflow-runs-reconcile"] = {
 
 # --- Decisions ----------------------------------------------------------------
 
-#: The decision cache (JSON values, never pickle): Redis when ``CACHE_URL=redis://host:6379/1``; files
-#: under var/cache when unset, so every process on the machine shares it.
-AGENTS_DECISION_CACHE_URL = env.str("CACHE_URL", default="")
+#: Redis for the decision cache and API throttling (JSON values, never pickle), e.g. ``redis://host:6379/1``.
+CACHE_URL = env.str("CACHE_URL", default="")
+#: The decision cache: Redis at CACHE_URL; files under var/cache when unset, so every process on the machine
+#: shares it.
+AGENTS_DECISION_CACHE_URL = CACHE_URL
 #: Seconds a cached decision stays valid; 0 turns the cache off.
 AGENTS_DECISION_CACHE_TTL_S = env.int("AGENTS_DECISION_CACHE_TTL_S", default=300)
 #: Context keys (or dotted paths) replaced by "***" in the audit, in every rule set.
@@ -490,7 +487,7 @@ AGENTS_API_MAX_PAGE_SIZE = env.int("AGENTS_API_MAX_PAGE_SIZE", default=500)
 AGENTS_API_MAX_BODY_BYTES = env.int("AGENTS_API_MAX_BODY_BYTES", default=2_621_440)
 #: Where request counts for throttling are kept: Redis when ``CACHE_URL`` names it (shared by every web process),
 #: else the process's own memory.
-AGENTS_API_THROTTLE_CACHE_URL = env.str("CACHE_URL", default="")
+AGENTS_API_THROTTLE_CACHE_URL = CACHE_URL
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an unauthenticated request is answered 401 with ``WWW-Authenticate: Token``.

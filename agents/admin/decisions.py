@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, count_of, json_block, status_badge, trace_link
 from agents.decisions import services
 from agents.decisions.ruleset import ruleset_evaluate
+from agents.definitions import refuse_json_constant
 from agents.exceptions import AgentsError, DecisionError, RuleSetError
 from agents.models import (
     Decision,
@@ -118,7 +119,7 @@ class TryContextForm(forms.Form):
     def clean_context(self) -> dict:
         text = self.cleaned_data["context"]
         try:
-            value = json.loads(text, parse_constant=self._refuse_constant)
+            value = json.loads(text, parse_constant=refuse_json_constant)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
         except ValueError as error:
@@ -128,11 +129,6 @@ class TryContextForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError(f"the context must be a JSON object, got {type(value).__name__}")
         return value
-
-    @staticmethod
-    def _refuse_constant(name: str):
-        raise ValueError(f"{name} is not a JSON number")
-
 
 class _OnePerRuleSetMixin:
     """Actions that give one version or model of a rule set a role: two of one rule set would contradict."""

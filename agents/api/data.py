@@ -9,11 +9,8 @@ from agents.api.errors import service_errors
 from agents.api.workflows import DefinitionTextSerializer
 from agents.data import selectors, services
 from agents.exceptions import PipelineSpecError
+from agents.jsonable import iso
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
-
-
-def _iso(value):
-    return value.isoformat() if value else None
 
 
 class DataRunOutputSerializer(serializers.Serializer):
@@ -46,7 +43,6 @@ class DataRunSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-
 
 
 # --- pipelines --------------------------------------------------------------------------------------------
@@ -103,10 +99,10 @@ def _pipeline_summary(pipeline: Pipeline) -> dict:
 def _pipeline_detail(pipeline: Pipeline) -> dict:
     versions = list(pipeline.versions.order_by("-number"))
     return {
-        "name": pipeline.name, "description": pipeline.description, "created_at": _iso(pipeline.created_at),
-        "updated_at": _iso(pipeline.updated_at), "runs": DataRun.objects.filter(version__pipeline=pipeline).count(),
+        "name": pipeline.name, "description": pipeline.description, "created_at": iso(pipeline.created_at),
+        "updated_at": iso(pipeline.updated_at), "runs": DataRun.objects.filter(version__pipeline=pipeline).count(),
         "versions": [{"version": version.number, "content_hash": version.content_hash,
-                      "created_at": _iso(version.created_at)} for version in versions],
+                      "created_at": iso(version.created_at)} for version in versions],
         "spec": versions[0].spec if versions else {},
     }
 
@@ -176,7 +172,7 @@ class DataRunFilterSerializer(serializers.Serializer):
 class DataRunViewSet(ApiViewSet):
     """Runs of data pipelines."""
 
-    queryset = DataRun.objects.select_related("version__pipeline")
+    queryset = DataRun.objects.select_related("version__pipeline", "dataset")
     serializer_class = DataRunSerializer
     filter_serializer_class = DataRunFilterSerializer
     filter_lookups = {"status": "status", "pipeline": "version__pipeline__name"}

@@ -10,11 +10,8 @@ from agents.api.errors import service_errors
 from agents.api.workflows import MAX_DEFINITION_CHARS
 from agents.decisions import selectors, services
 from agents.exceptions import DecisionError, RuleSetError, RuleSetNotFoundError
+from agents.jsonable import iso
 from agents.models import Decision, DecisionEngine, RuleSet, VersionStatus
-
-
-def _iso(value):
-    return value.isoformat() if value else None
 
 
 # --- rule sets --------------------------------------------------------------------------------------------
@@ -100,8 +97,8 @@ def _ruleset_detail(ruleset: RuleSet) -> dict:
         "description": ruleset.description,
         "active_version": active.number if active else None,
         "versions": [{"version": version.number, "status": version.status, "shadow": version.shadow,
-                      "content_hash": version.content_hash, "created_at": _iso(version.created_at),
-                      "activated_at": _iso(version.activated_at)} for version in versions],
+                      "content_hash": version.content_hash, "created_at": iso(version.created_at),
+                      "activated_at": iso(version.activated_at)} for version in versions],
         "spec": shown.spec if shown else {},
     }
 
@@ -155,7 +152,7 @@ class RuleSetViewSet(ApiViewSet):
         with service_errors({RuleSetNotFoundError: "version"}):
             version = services.ruleset_version_activate(ruleset=ruleset.name, number=given["version"])
         return self.show({"ruleset": ruleset.name, "version": version.number, "status": version.status,
-                          "activated_at": _iso(version.activated_at)}, serializer_class=RuleSetActivatedSerializer)
+                          "activated_at": iso(version.activated_at)}, serializer_class=RuleSetActivatedSerializer)
 
 
 # --- deciding and the audit -------------------------------------------------------------------------------
@@ -230,7 +227,7 @@ def _decision_audit(decision: Decision) -> dict:
         "context": decision.context, "decision": decision.decision, "confidence": decision.confidence,
         "engine": decision.engine, "rule_ids": decision.rule_ids, "reasoning": decision.reasoning,
         "needs_review": decision.needs_review, "error": decision.error, "cached": decision.cached,
-        "latency_ms": decision.latency_ms, "trace_id": decision.trace_id, "created_at": _iso(decision.created_at),
+        "latency_ms": decision.latency_ms, "trace_id": decision.trace_id, "created_at": iso(decision.created_at),
     }
 
 

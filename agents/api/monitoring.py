@@ -10,16 +10,13 @@ from rest_framework.decorators import action
 from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, WindowField
 from agents.api.errors import service_errors
 from agents.exceptions import AlertStateError
+from agents.jsonable import iso
 from agents.models import Alert, AlertState, Check, CheckStatus, CheckType, Severity, Silence, ThresholdDirection
 from agents.monitoring import alerts, selectors, services
 
 
 #: The metrics summary's window when the request names none.
 DEFAULT_SUMMARY_WINDOW = timedelta(hours=1)
-
-
-def _iso(value):
-    return value.isoformat() if value else None
 
 
 def _user(request) -> str:
@@ -250,9 +247,9 @@ class SilenceFilterSerializer(serializers.Serializer):
 def _silence_json(silence: Silence) -> dict:
     now = timezone.now()
     return {
-        "id": silence.pk, "matchers": silence.matchers, "starts_at": _iso(silence.starts_at),
-        "ends_at": _iso(silence.ends_at), "comment": silence.comment, "created_by": silence.created_by,
-        "created_at": _iso(silence.created_at), "active": silence.starts_at <= now < silence.ends_at,
+        "id": silence.pk, "matchers": silence.matchers, "starts_at": iso(silence.starts_at),
+        "ends_at": iso(silence.ends_at), "comment": silence.comment, "created_by": silence.created_by,
+        "created_at": iso(silence.created_at), "active": silence.starts_at <= now < silence.ends_at,
     }
 
 
@@ -406,5 +403,5 @@ class MetricsViewSet(ApiViewSet):
         query.is_valid(raise_exception=True)
         window, until = query.validated_data.get("window") or DEFAULT_SUMMARY_WINDOW, timezone.now()
         rows = selectors.metrics_summary(window=window, now=until, check=query.validated_data.get("check"))
-        return self.show({"window_s": window.total_seconds(), "since": _iso(until - window), "until": _iso(until),
+        return self.show({"window_s": window.total_seconds(), "since": iso(until - window), "until": iso(until),
                           "metrics": rows})

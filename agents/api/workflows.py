@@ -8,15 +8,12 @@ from rest_framework.decorators import action
 from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, JSONValueField
 from agents.api.errors import service_errors
 from agents.exceptions import WorkflowNotFoundError, WorkflowSpecError
+from agents.jsonable import iso
 from agents.models import RunStatus, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.workflows import selectors, services
 
 #: The longest definition text the API takes, in characters.
 MAX_DEFINITION_CHARS = 2_000_000
-
-
-def _iso(value):
-    return value.isoformat() if value else None
 
 
 # --- definitions ------------------------------------------------------------------------------------------
@@ -75,11 +72,11 @@ def _workflow_detail(definition: WorkflowDefinition) -> dict:
     return {
         "name": definition.name,
         "description": definition.description,
-        "created_at": _iso(definition.created_at),
-        "updated_at": _iso(definition.updated_at),
+        "created_at": iso(definition.created_at),
+        "updated_at": iso(definition.updated_at),
         "runs": WorkflowRun.objects.filter(version__definition=definition).count(),
         "versions": [{"version": version.number, "content_hash": version.content_hash,
-                      "steps": len(version.spec["steps"]), "created_at": _iso(version.created_at)}
+                      "steps": len(version.spec["steps"]), "created_at": iso(version.created_at)}
                      for version in versions],
         "spec": versions[0].spec if versions else {},
     }
@@ -202,8 +199,8 @@ def _run_summary(run: WorkflowRun) -> dict:
     return {
         "run_id": run.pk, "workflow": run.version.definition.name, "version": run.version.number,
         "status": run.status, "attempt": run.attempt, "steps_done": run.steps_done, "steps_total": run.steps_total,
-        "error": run.error, "trace_id": run.trace_id, "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+        "error": run.error, "trace_id": run.trace_id, "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
     }
 
 

@@ -1,9 +1,6 @@
 """Read-side views of data runs and datasets: the JSON forms the command (and API) print."""
+from agents.jsonable import iso
 from agents.models import DataRun, Dataset
-
-
-def _iso(value):
-    return value.isoformat() if value else None
 
 
 def dataset_json(dataset: Dataset) -> dict:
@@ -19,13 +16,16 @@ def dataset_json(dataset: Dataset) -> dict:
         "schema": dataset.schema,
         "run_id": dataset.run_id,
         "inputs": dataset.inputs,
-        "created_at": _iso(dataset.created_at),
+        "created_at": iso(dataset.created_at),
     }
 
 
 def data_run_json(run: DataRun) -> dict:
     """A run's JSON form: status, rows, output dataset, quality (one entry per check), timing and memory."""
-    dataset = Dataset.objects.filter(run=run).first()
+    try:
+        dataset = run.dataset  # one query, or none where the caller selected it with the run
+    except Dataset.DoesNotExist:
+        dataset = None
     return {
         "run_id": run.pk,
         "pipeline": run.version.pipeline.name,
@@ -43,7 +43,7 @@ def data_run_json(run: DataRun) -> dict:
         "notes": run.notes,
         "error": run.error or None,
         "params": run.params,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
     }

@@ -24,6 +24,7 @@ operator and the dtypes; a missing column raises ColumnError naming it and the c
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -255,8 +256,10 @@ def _fold(tree: ast.expr, where: str) -> dict[int, tuple[Any, str | None]]:
     return folded
 
 
+@functools.lru_cache(maxsize=256)
 def compile_vector(text: str, *, where: str = "expression") -> VectorExpression:
-    """Validate text with the rule-expression validator and prepare it for column-wise evaluation."""
+    """Validate text with the rule-expression validator and prepare it for column-wise evaluation (once per text:
+    a streamed pipeline applies the same expression to every chunk)."""
     tree, fields = validate_expression(text, where=where)
     return VectorExpression(text=text, columns=fields, where=where, tree=tree, folded=_fold(tree, where))
 

@@ -3,7 +3,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 #: A secret's name, as a definition refers to it (``{"secret": "NAME"}``).
-SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}\Z"
 SECRET_NAME_RULE = "must start with a letter or '_' and hold at most 100 letters, digits, '_', '.' or '-'"
 
 

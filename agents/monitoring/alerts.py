@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from agents.audit import audit_record
 from agents.exceptions import AlertStateError, NotificationError
+from agents.jsonable import is_json
 from agents.tracing import trace_id_ensure
 from agents.orchestration.events import event_publish
 from agents.models import (
@@ -308,7 +309,12 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
             ):
                 counts["ack_expired"] += 1
                 _notify_on_commit(alert.pk, NotificationEvent.REMINDER, alert.notices + 1)
-    routes = {route.name: route for route in NotificationRoute.objects.filter(enabled=True, repeat_interval_s__isnull=False)}
+    routes = {
+        route.name: route
+        for route in NotificationRoute.objects.select_related("escalate_to").filter(
+            enabled=True, repeat_interval_s__isnull=False
+        )
+    }
     candidates = Alert.objects.filter(state=AlertState.FIRING, route__in=list(routes)).filter(
         Q(last_notified_at__isnull=True) | Q(last_notified_at__lte=now)
     )
@@ -320,7 +326,7 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
         guarded = Alert.objects.filter(pk=alert.pk, state=AlertState.FIRING, notices=alert.notices)
         with transaction.atomic():
             if escalate:
-                target = NotificationRoute.objects.filter(pk=route.escalate_to_id).values_list("name", flat=True).first()
+                target = route.escalate_to.name
                 moved = guarded.update(
                     route=target or "", escalation_level=F("escalation_level") + 1, reminders_sent=0,
                     notices=F("notices") + 1, last_notified_at=now, updated_at=now,
@@ -394,20 +400,10 @@ def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Ale
                 run_id=0, step_id=f"alert-{alert.pk}", attempt=1, workflow=f"response:{rule.name}",
                 run_params={"alert": payload}, inputs={"alert": payload},
             )
-            result = action.function(context, **action.with_defaults(rule.params))
-            fields.update(status=ResponseStatus.SUCCEEDED, result=result if _is_json(result) else repr(result))
+            result = action.call(context, rule.params)
+            fields.update(status=ResponseStatus.SUCCEEDED, result=result if is_json(result) else repr(result))
     except (AgentsError, OSError, ValueError, TypeError, KeyError) as error:
         fields.update(status=ResponseStatus.FAILED, error=str(error)[:2000])
     fields["finished_at"] = timezone.now()
     IncidentResponse.objects.filter(pk=response.pk, status=ResponseStatus.RUNNING).update(**fields)
     response.refresh_from_db()
-
-
-def _is_json(value: Any) -> bool:
-    import json
-
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -6,6 +6,7 @@ from django.db import connection
 from django.utils import timezone
 
 from agents.exceptions import MonitoringError
+from agents.jsonable import iso
 from agents.models import Alert, Check, Metric, Notification
 
 _WINDOW_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -23,10 +24,6 @@ def window_parse(text: str) -> timedelta:
     if seconds > MAX_WINDOW_S:
         raise MonitoringError(f"window {text!r} must be at most ten years (3650d)")
     return timedelta(seconds=seconds)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def check_json(check: Check, *, open_alert: Alert | None = None) -> dict:
@@ -49,8 +46,8 @@ def check_json(check: Check, *, open_alert: Alert | None = None) -> dict:
         "last_value": check.last_value,
         "unit": check.last_unit,
         "message": check.last_message,
-        "last_run_at": _iso(check.last_run_at),
-        "next_run_at": _iso(check.next_run_at),
+        "last_run_at": iso(check.last_run_at),
+        "next_run_at": iso(check.next_run_at),
         "consecutive_failures": check.consecutive_failures,
         "alert": {"id": open_alert.pk, "state": open_alert.state} if open_alert else None,
     }
@@ -75,16 +72,16 @@ def alert_json(alert: Alert) -> dict:
         "state": alert.state,
         "severity": alert.severity,
         "summary": alert.summary,
-        "started_at": _iso(alert.started_at),
-        "fired_at": _iso(alert.fired_at),
-        "last_seen_at": _iso(alert.last_seen_at),
-        "resolved_at": _iso(alert.resolved_at),
+        "started_at": iso(alert.started_at),
+        "fired_at": iso(alert.fired_at),
+        "last_seen_at": iso(alert.last_seen_at),
+        "resolved_at": iso(alert.resolved_at),
         "resolved_by": alert.resolved_by,
         "count": alert.count,
         "last_value": alert.last_value,
         "acknowledged_by": alert.acknowledged_by,
         "ack_note": alert.ack_note,
-        "ack_expires_at": _iso(alert.ack_expires_at),
+        "ack_expires_at": iso(alert.ack_expires_at),
         "route": alert.route,
         "escalation_level": alert.escalation_level,
     }
@@ -104,7 +101,7 @@ def notifications_json(alert: Alert) -> list[dict]:
         {
             "event": note.event, "sequence": note.sequence, "route": note.route, "handler": note.handler,
             "status": note.status, "attempts": note.attempts, "error": note.error,
-            "created_at": _iso(note.created_at), "finished_at": _iso(note.finished_at),
+            "created_at": iso(note.created_at), "finished_at": iso(note.finished_at),
         }
         for note in Notification.objects.filter(alert=alert).order_by("created_at", "pk")
     ]
@@ -157,7 +154,7 @@ def metric_series(*, check: Check, window: timedelta, limit: int = 500) -> dict[
     since = timezone.now() - window
     samples = Metric.objects.filter(health_check=check, recorded_at__gte=since)
     series: dict[str, list[tuple[datetime, float]]] = {}
-    for name in sorted(set(samples.values_list("name", flat=True).distinct())):
+    for name in sorted(samples.order_by().values_list("name", flat=True).distinct()):
         rows = samples.filter(name=name).order_by("-recorded_at").values_list("recorded_at", "value")[:limit]
         series[name] = list(reversed(list(rows)))
     return series

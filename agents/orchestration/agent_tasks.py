@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from agents.audit import audit_record
 from agents.exceptions import AgentsError, AgentTaskError
+from agents.jsonable import is_json, iso
 from agents.models import AGENT_TASK_FINISHED, AGENT_TASK_TRANSITIONS, Agent, AgentTask, AgentTaskStatus
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def _run_action(config: dict, *, task: AgentTask) -> Any:
     action = action_get(config["action"])
     context = ActionContext(run_id=0, step_id=f"task-{task.pk}", attempt=task.attempt, workflow=f"task:{task.pk}",
                             run_params=config.get("params") or {})
-    return action.function(context, **action.with_defaults(config.get("params") or {}))
+    return action.call(context, config.get("params") or {})
 
 
 def _run_workflow(config: dict, *, task: AgentTask) -> Any:
@@ -79,6 +80,11 @@ TASK_KINDS: dict[str, dict[str, tuple[tuple[str, ...], Callable[..., Any]]]] = {
 }
 
 
+def _kinds(agent_type: str) -> dict[str, tuple[tuple[str, ...], Callable[..., Any]]]:
+    """The config kinds an agent type's task may be: its own, and ``action`` (every type)."""
+    return {**TASK_KINDS[agent_type], "action": (("params",), _run_action)}
+
+
 def task_config_validate(agent_type: str, config: Any) -> list[str]:
     """Every problem with a task's agent type and config, naming the field."""
     from agents.workflows.actions import action_get, action_names
@@ -87,7 +93,7 @@ def task_config_validate(agent_type: str, config: Any) -> list[str]:
         return [f"agent_type: {agent_type!r} is not an agent type ({', '.join(settings.AGENT_QUEUES)})"]
     if not isinstance(config, dict):
         return ["config: must be a JSON object"]
-    kinds = {**TASK_KINDS[agent_type], "action": (("params",), _run_action)}
+    kinds = _kinds(agent_type)
     given = [key for key in kinds if key in config]
     if len(given) != 1:
         return [f"config: give exactly one of {', '.join(kinds)} for a {agent_type} task"]
@@ -142,11 +148,9 @@ def _send(task_id: int, *, attempt: int) -> None:
 
     task = AgentTask.objects.get(pk=task_id)
     celery_id = f"agent-task-{task.pk}-{attempt}"
-    now = timezone.now()
-    AgentTask.objects.filter(pk=task.pk, status=AgentTaskStatus.PENDING).update(
-        status=AgentTaskStatus.QUEUED, queued_at=now, celery_task_id=celery_id
-    )
-    AgentTask.objects.filter(pk=task.pk, status=AgentTaskStatus.QUEUED, attempt=attempt).update(celery_task_id=celery_id)
+    AgentTask.objects.filter(
+        pk=task.pk, attempt=attempt, status__in=[AgentTaskStatus.PENDING, AgentTaskStatus.QUEUED]
+    ).update(status=AgentTaskStatus.QUEUED, queued_at=timezone.now(), celery_task_id=celery_id)
     try:
         agent_task_run.apply_async(
             args=[task.pk, attempt], task_id=celery_id, queue=task.agent_type, priority=task.priority,
@@ -181,7 +185,7 @@ def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None
 
 def task_execute(*, task: AgentTask) -> Any:
     """Run what the task's config says; return its JSON result (raises what it raises)."""
-    kinds = {**TASK_KINDS[task.agent_type], "action": (("params",), _run_action)}
+    kinds = _kinds(task.agent_type)
     kind = next(key for key in kinds if key in task.config)
     return kinds[kind][1](task.config, task=task)
 
@@ -208,24 +212,15 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     except SoftTimeLimitExceeded:
         task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.TIMED_OUT,
                     error=f"timed out after {task.timeout_s:g} s")
-    except (AgentsError, ValueError, TypeError, KeyError, OSError) as error:
-        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.FAILED, error=str(error))
+    except Exception as error:  # whatever the action raised fails the task; it must not stay 'running'
+        detail = str(error) if isinstance(error, AgentsError) else f"{type(error).__name__}: {error}"
+        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.FAILED, error=detail)
     else:
-        if not _is_json(result):
+        if not is_json(result):
             result = {"repr": repr(result)[:2000]}
         task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.COMPLETED, result=result)
     task.refresh_from_db()
     return task
-
-
-def _is_json(value: Any) -> bool:
-    import json
-
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------------ operators and sweeps
@@ -294,7 +289,6 @@ def task_get(*, task_id: int) -> AgentTask:
 
 def task_json(task: AgentTask) -> dict:
     """A task as the command and the API show it."""
-    iso = lambda value: value.isoformat() if value else None  # noqa: E731
     return {
         "task_id": task.pk, "agent_type": task.agent_type, "status": task.status, "priority": task.priority,
         "agent": task.agent_name or None, "attempt": task.attempt, "result": task.result, "error": task.error,

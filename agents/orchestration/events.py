@@ -6,6 +6,7 @@ after commit) is sent by the relay, a beat task that picks up events left unpubl
 enabled trigger of the event's type once per event (a unique row per trigger and event), so a re-delivered
 event starts nothing twice.
 """
+import functools
 import logging
 from datetime import timedelta
 from typing import Any
@@ -58,6 +59,7 @@ def events_relay(*, now=None) -> int:
 # ------------------------------------------------------------------------------------ triggers
 
 
+@functools.lru_cache(maxsize=256)
 def _filter_compile(text: str, where: str):
     from agents.decisions.expressions import compile_expression
 
@@ -171,8 +173,9 @@ def event_dispatch(*, event_id: int) -> list[TriggerFiring]:
     if event is None:
         return []
     firings = []
+    done = set(TriggerFiring.objects.filter(event=event).values_list("trigger_id", flat=True))
     for trigger in Trigger.objects.filter(enabled=True, event_type=event.event_type):
-        if TriggerFiring.objects.filter(trigger=trigger, event=event).exists():
+        if trigger.pk in done:
             continue
         status, result, error = _fire(trigger, event)
         try:

@@ -203,16 +203,18 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
         logger.warning("handler of message %s failed (attempt %s): %s", message.pk, message.attempts, error)
         message.refresh_from_db()
         return message, retry
-    AgentMessage.objects.filter(pk=message.pk, status=MessageStatus.DELIVERED).update(
-        status=MessageStatus.HANDLED, handled_at=timezone.now(), response=response, error=""
-    )
-    message.refresh_from_db()
-    if message.message_type == MessageType.TASK_REQUEST and message.correlation_id:
-        if message.sender and Agent.objects.filter(name=message.sender).exists():
-            message_send(message_type=MessageType.TASK_RESPONSE, recipient=message.sender,
-                         payload={"result": response}, sender=agent, correlation_id=message.correlation_id)
-        else:
-            _response_store(message, agent, response)
+    # A request and its response become visible together: whoever sees it handled finds the response too.
+    with transaction.atomic():
+        AgentMessage.objects.filter(pk=message.pk, status=MessageStatus.DELIVERED).update(
+            status=MessageStatus.HANDLED, handled_at=timezone.now(), response=response, error=""
+        )
+        message.refresh_from_db()
+        if message.message_type == MessageType.TASK_REQUEST and message.correlation_id:
+            if message.sender and Agent.objects.filter(name=message.sender).exists():
+                message_send(message_type=MessageType.TASK_RESPONSE, recipient=message.sender,
+                             payload={"result": response}, sender=agent, correlation_id=message.correlation_id)
+            else:
+                _response_store(message, agent, response)
     return message, False
 
 
@@ -315,7 +317,7 @@ def _task_request(message: AgentMessage, *, agent: str) -> Any:
         raise MessageError("; ".join(problems))
     context = ActionContext(run_id=0, step_id=f"message-{message.pk}", attempt=message.attempts,
                             workflow=f"message:{message.pk}", run_params=params)
-    return action.function(context, **action.with_defaults(params))
+    return action.call(context, params)
 
 
 @handler(MessageType.TASK_RESPONSE)

@@ -2,6 +2,7 @@
 from django.db.models import QuerySet
 
 from agents.exceptions import AgentNotFoundError
+from agents.jsonable import iso
 from agents.models import Agent, AgentMessage
 
 
@@ -136,23 +137,18 @@ def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict
     records = []
     for kind, rows, time_field, summary, status in sources:
         model = rows.model._meta.model_name
-        rank = TRACE_MODELS.index(model)
         if models is not None and model not in models:
             continue
         for row in rows.filter(trace_id=trace_id).order_by(time_field, "pk")[:TRACE_RECORDS_PER_KIND]:
             value, label = status(row)
             records.append({"kind": kind, "model": model, "id": row.pk, "at": getattr(row, time_field),
-                            "summary": _one_line(summary(row)), "status": value, "status_label": label,
-                            "rank": rank})
-    records.sort(key=lambda record: (record["at"], record["rank"], record["id"]))
-    for record in records:
-        del record["rank"]
+                            "summary": _one_line(summary(row)), "status": value, "status_label": label})
+    records.sort(key=lambda record: (record["at"], TRACE_MODELS.index(record["model"]), record["id"]))
     return records
 
 
 def message_json(message: AgentMessage) -> dict:
     """A message as the command shows it."""
-    iso = lambda value: value.isoformat() if value else None  # noqa: E731
     return {
         "id": message.pk, "type": message.message_type, "sender": message.sender, "recipient": message.recipient,
         "status": message.status, "correlation_id": message.correlation_id or None, "payload": message.payload,

@@ -101,6 +101,10 @@ class Action:
         """Return ``params`` with every unset optional parameter at its default."""
         return {**{n: p.default for n, p in self.params.items() if not p.required}, **params}
 
+    def call(self, context: "ActionContext", params: dict) -> Any:
+        """Run the action with ``params`` (defaults filled in) in ``context``."""
+        return self.function(context, **self.with_defaults(params))
+
 
 _registry: dict[str, Action] = {}
 

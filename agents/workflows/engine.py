@@ -439,7 +439,7 @@ def _count_done(run_id: int, count: int) -> bool:
 
 def run_finalize(*, run_id: int) -> None:
     """End a run whose steps are all finished: failed if a failing step failed, else succeeded."""
-    run = WorkflowRun.objects.get(pk=run_id)
+    run = WorkflowRun.objects.select_related("version__definition").get(pk=run_id)
     status = RunStatus.FAILED if run.failed_step else RunStatus.SUCCEEDED
     with transaction.atomic():
         ended = WorkflowRun.objects.filter(

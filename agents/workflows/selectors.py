@@ -1,13 +1,9 @@
 """Read-side queries of workflows: a run's JSON form, progress and ETA."""
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F
-
 from django.utils import timezone
 
+from agents.jsonable import iso
 from agents.models import RunStatus, StepRun, WorkflowRun, WorkflowVersion
-
-
-def _iso(value):
-    return value.isoformat() if value else None
 
 
 def run_progress(run: WorkflowRun) -> dict:
@@ -40,8 +36,8 @@ def run_steps(run: WorkflowRun) -> dict[str, dict]:
         step_id: {
             "status": latest[step_id].status,
             "attempts": attempts[step_id],
-            "started_at": _iso(latest[step_id].started_at),
-            "finished_at": _iso(latest[step_id].finished_at),
+            "started_at": iso(latest[step_id].started_at),
+            "finished_at": iso(latest[step_id].finished_at),
             "result": latest[step_id].result,
             "error": latest[step_id].error or None,
             "worker": latest[step_id].worker or None,
@@ -64,8 +60,8 @@ def run_to_dict(run: WorkflowRun) -> dict:
         "status": run.status,
         "attempt": run.attempt,
         "params": run.params,
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
         "duration_s": run.duration_s,
         "progress": run_progress(run),
         "error": run.error or None,

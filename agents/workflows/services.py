@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.audit import audit_record
-from agents.definitions import DefinitionTextError, definition_read_file
+from agents.definitions import DefinitionTextError, definition_read_file, refuse_json_constant
 from agents.exceptions import WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
 from agents.tracing import trace_id_ensure
 from agents.models import (
@@ -195,13 +195,9 @@ def parse_param(text: str) -> tuple[str, object]:
         raise WorkflowSpecError([f"--param {text!r}: expected key=value"])
     try:
         # NaN and Infinity are not JSON a database stores: they stay text.
-        return key, json.loads(value, parse_constant=_refuse_constant)
+        return key, json.loads(value, parse_constant=refuse_json_constant)
     except ValueError:
         return key, value
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _run_for_update(run_id: int) -> WorkflowRun:

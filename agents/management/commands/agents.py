@@ -71,7 +71,8 @@ class Command(BaseCommand):
 
     def handle_submit(self, *, agent_type, config, priority=5, timeout=300.0, wait=False, wait_timeout=600.0,
                       json=False, **options):
-        from agents.orchestration.agent_tasks import task_get, task_json, task_submit
+        from agents.models import AGENT_TASK_FINISHED
+        from agents.orchestration.agent_tasks import task_get, task_submit
 
         try:
             parsed = jsonlib.loads(config)
@@ -81,18 +82,22 @@ class Command(BaseCommand):
                            submitted_by="cli")
         if wait:
             deadline = time.monotonic() + wait_timeout
-            while not task_json(task_get(task_id=task.pk))["finished"]:
+            while task.status not in AGENT_TASK_FINISHED:
                 if time.monotonic() > deadline:
                     raise CommandError(f"agent task #{task.pk} did not finish within {wait_timeout:g} s "
-                                       f"(still {task_get(task_id=task.pk).status}); see `agents task {task.pk}`")
+                                       f"(still {task.status}); see `agents task {task.pk}`")
                 time.sleep(0.1)
-        self._show_task(task.pk, json)
-        if wait and task_get(task_id=task.pk).status != "completed":
-            raise CommandError(f"agent task #{task.pk} {task_get(task_id=task.pk).status}: "
-                               f"{task_get(task_id=task.pk).error}")
+                task = task_get(task_id=task.pk)
+        else:
+            task = task_get(task_id=task.pk)
+        self._show_task(task, json)
+        if wait and task.status != "completed":
+            raise CommandError(f"agent task #{task.pk} {task.status}: {task.error}")
 
     def handle_task(self, *, task_id, json=False, **options):
-        self._show_task(task_id, json)
+        from agents.orchestration.agent_tasks import task_get
+
+        self._show_task(task_get(task_id=task_id), json)
 
     def handle_cancel(self, *, task_id, **options):
         from agents.orchestration.agent_tasks import task_cancel
@@ -100,10 +105,10 @@ class Command(BaseCommand):
         task = task_cancel(task_id=task_id)
         self.stdout.write(f"agent task #{task.pk} cancelled")
 
-    def _show_task(self, task_id: int, as_json: bool) -> None:
-        from agents.orchestration.agent_tasks import task_get, task_json
+    def _show_task(self, task, as_json: bool) -> None:
+        from agents.orchestration.agent_tasks import task_json
 
-        shown = task_json(task_get(task_id=task_id))
+        shown = task_json(task)
         if as_json:
             self._print_json(shown)
             return

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Max
 
 from agents.data import selectors, services
 from agents.data.spec import pipeline_spec_load_text
@@ -158,7 +159,7 @@ class Command(BaseCommand):
                               f"{row['path']}  [{columns}]")
 
     def handle_runs(self, *, pipeline=None, limit=20, json=False, **options):
-        runs = DataRun.objects.select_related("version__pipeline").order_by("-created_at")
+        runs = DataRun.objects.select_related("version__pipeline", "dataset").order_by("-created_at")
         if pipeline:
             runs = runs.filter(version__pipeline__name=pipeline)
         data = [selectors.data_run_json(run) for run in runs[: max(1, min(limit, 500))]]
@@ -182,10 +183,8 @@ class Command(BaseCommand):
 
     def handle_pipelines(self, *, json=False, **options):
         data = []
-        for pipeline in Pipeline.objects.prefetch_related("versions"):
-            latest = max(pipeline.versions.all(), key=lambda version: version.number, default=None)
-            data.append({"name": pipeline.name, "version": latest.number if latest else None,
-                         "description": pipeline.description})
+        for pipeline in Pipeline.objects.annotate(latest=Max("versions__number")).order_by("name"):
+            data.append({"name": pipeline.name, "version": pipeline.latest, "description": pipeline.description})
         if json:
             self._json(data)
             return
