@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_CACHE_URL ?= redis://127.0.0.1:6379/12
 
-.PHONY: venv run test demo bench clean
+.PHONY: venv run test lint-imports demo bench clean
 
 venv: $(STAMP)
 
@@ -25,10 +25,14 @@ $(STAMP): requirements.txt
 run: venv
 	bin/run
 
-test: venv
+test: venv lint-imports
 	bin/ensure-services
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=django-db CONN_MAX_AGE=0 CACHE_URL=$(TEST_CACHE_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The layers (.importlinter): interfaces -> workers -> areas -> expressions -> kernel -> models, areas independent.
+lint-imports: venv
+	$(BIN)/lint-imports
 
 demo: venv
 	@rm -rf var/demo

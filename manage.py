@@ -9,8 +9,8 @@ def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
     from django.core.management import execute_from_command_line
 
-    from agents.audit import actor, cli_actor
-    from agents.tracing import trace  # after DJANGO_SETTINGS_MODULE: every command is an entry point
+    from agents.core.audit import actor, cli_actor
+    from agents.core.tracing import trace  # after DJANGO_SETTINGS_MODULE: every command is an entry point
 
     # A command is an operator's action: what it changes is audited as ``cli:<OS user>``.
     with trace(), actor(cli_actor()):

@@ -9,15 +9,44 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
+from agents.data.paths import data_root
+from agents.data.samples import customers_frame, orders_csv_write
+from agents.data.selectors import data_run_json
+from agents.data.services import data_run_enqueue, pipeline_load_file
+from agents.decisions.services import rules_load_file
 from agents.exceptions import AgentsError
-from agents.models import Agent, AgentStatus
+from agents.models import (
+    Agent,
+    AgentStatus,
+    AgentTask,
+    Alert,
+    Check,
+    DataRun,
+    DataRunStatus,
+    MessageReceipt,
+    Notification,
+    RunStatus,
+    TriggerFiring,
+    WorkflowRun,
+)
+from agents.monitoring import selectors as monitoring_selectors
+from agents.monitoring import services as monitoring_services
+from agents.monitoring.services import checks_dispatch, definitions_load
+from agents.orchestration import agent_tasks, messages
+from agents.orchestration.events import triggers_load
+from agents.workflows.selectors import run_to_dict
+from agents.workflows.services import workflow_load_file, workflow_run_start
+from workers.decision import decide
 from workers.registry import agent_ping
 
 
@@ -47,10 +76,6 @@ def _wait_for(predicate, *, timeout_s: float, what: str):
 
 def _demo_workflow(*, timeout_s: float) -> dict:
     """Run the example DAG (fan-out, a retried step, a join) through the worker and report it."""
-    from agents.models import RunStatus, WorkflowRun
-    from agents.workflows.selectors import run_to_dict
-    from agents.workflows.services import workflow_load_file, workflow_run_start
-
     version, _ = workflow_load_file(path=str(DEMO_WORKFLOW))
     run = workflow_run_start(version=version)
     _wait_for(
@@ -74,9 +99,6 @@ def _demo_workflow(*, timeout_s: float) -> dict:
 
 def _demo_decision(*, timeout_s: float) -> dict:
     """Decide a loan through the worker's decision queue and report the answer with its trace."""
-    from agents.decisions.services import rules_load_file
-    from workers.decision import decide
-
     rules_load_file(path=str(DEMO_RULES), activate=True)
     context = {"amount": 8000, "applicant": {"credit_score": 760, "income": 52000, "country": "DE",
                                              "email": "ann@example.org"}}
@@ -89,9 +111,6 @@ def _demo_decision(*, timeout_s: float) -> dict:
 
 def demo_data_write() -> None:
     """Write the generated orders (with known defects) and customers the example pipelines read."""
-    from agents.data.paths import data_root
-    from agents.data.samples import customers_frame, orders_csv_write
-
     folder = data_root() / "demo"
     orders_csv_write(folder / "orders.csv", DEMO_ORDERS)
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,10 +119,6 @@ def demo_data_write() -> None:
 
 def _demo_data(*, timeout_s: float) -> dict:
     """Run the example pipelines on a data agent: clean generated orders, then aggregate the published dataset."""
-    from agents.data.selectors import data_run_json
-    from agents.data.services import data_run_enqueue, pipeline_load_file
-    from agents.models import DataRun, DataRunStatus
-
     demo_data_write()
     report = []
     for path in DEMO_PIPELINES:
@@ -127,8 +142,6 @@ def _demo_data(*, timeout_s: float) -> dict:
 
 def _dispatch_until(predicate, *, timeout_s: float, what: str):
     """Play celery-beat's part: run the monitoring dispatcher every 0.2 s until ``predicate`` holds."""
-    from agents.monitoring.services import checks_dispatch
-
     def tick():
         checks_dispatch()
         return predicate()
@@ -139,15 +152,10 @@ def _dispatch_until(predicate, *, timeout_s: float, what: str):
 def _demo_monitoring(*, timeout_s: float) -> dict:
     """Run the default checks on the monitoring agent, then make a local endpoint fail and recover: its alert
     goes pending, fires, and resolves by itself, with a notice for each."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from django.utils import timezone
 
-    from agents.models import Alert, Check, Notification
-    from agents.monitoring import selectors, services
 
-    services.definitions_load(text=DEMO_CHECKS.read_text(), source=str(DEMO_CHECKS))
+    monitoring_services.definitions_load(text=DEMO_CHECKS.read_text(), source=str(DEMO_CHECKS))
     Check.objects.update(next_run_at=timezone.now())
     _dispatch_until(lambda: not Check.objects.filter(last_run_at__isnull=True).exists(),
                     timeout_s=timeout_s, what="the default checks to run")
@@ -165,7 +173,7 @@ def _demo_monitoring(*, timeout_s: float) -> dict:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/health"
-        check, _ = services.check_save(name="demo-endpoint", fields=services.check_fields(
+        check, _ = monitoring_services.check_save(name="demo-endpoint", fields=monitoring_services.check_fields(
             {"name": "demo-endpoint", "type": "http", "params": {"url": url, "timeout_s": 2}, "interval_s": 1,
              "max_attempts": 2, "tags": ["demo"]}))
         Check.objects.filter(pk=check.pk).update(next_run_at=timezone.now())
@@ -185,21 +193,18 @@ def _demo_monitoring(*, timeout_s: float) -> dict:
     alert.refresh_from_db()
     return {
         "checks": [{key: item[key] for key in ("name", "type", "status", "last_value", "unit", "message")}
-                   for item in selectors.checks_json() if item["name"] != "demo-endpoint"],
-        "alert": {key: value for key, value in selectors.alert_json(alert).items()
+                   for item in monitoring_selectors.checks_json() if item["name"] != "demo-endpoint"],
+        "alert": {key: value for key, value in monitoring_selectors.alert_json(alert).items()
                   if key in ("id", "check", "state", "severity", "summary", "count", "started_at", "fired_at",
                              "resolved_at", "resolved_by")},
         "notifications": [{key: note[key] for key in ("event", "route", "handler", "status")}
-                          for note in selectors.notifications_json(alert)],
+                          for note in monitoring_selectors.notifications_json(alert)],
     }
 
 
 def _demo_orchestration(*, timeout_s: float) -> dict:
     """Agent tasks by type and priority, a request/response round trip, a broadcast, and the trigger that turned
     the monitoring demo's alert into an agent task carrying the alert's trace id."""
-    from agents.models import AgentTask, Alert, MessageReceipt, TriggerFiring
-    from agents.orchestration import agent_tasks, messages
-
     tasks = [agent_tasks.task_submit(agent_type=agent_type, config={"action": "echo", "params": {"value": agent_type}},
                                      priority=priority, submitted_by="demo")
              for agent_type, priority in (("decision", 0), ("data", 9))]
@@ -226,7 +231,6 @@ def _demo_orchestration(*, timeout_s: float) -> dict:
 
 
 def _demo_triggers_load() -> None:
-    from agents.orchestration.events import triggers_load
 
     triggers_load(text="""
 triggers:
@@ -241,25 +245,19 @@ triggers:
 
 def demo_seed() -> dict:
     """Load demo data for ``make run``: the example workflows, one run of each, and a task through each queue."""
-    from agents.workflows.services import workflow_load_file, workflow_run_start
-
     queues = ["default", *settings.AGENT_QUEUES]
     for queue in queues:
         agent_ping.apply_async(queue=queue)
-    from agents.decisions.services import rules_load_file
-    from workers.decision import decide
 
     versions = [workflow_load_file(path=str(path))[0] for path in sorted(EXAMPLE_WORKFLOWS.iterdir())]
     for version in versions:
         workflow_run_start(version=version)
     rules = rules_load_file(path=str(DEMO_RULES), activate=True)[0]
     decide.delay(rules.ruleset.name, {"amount": 8000, "applicant": {"credit_score": 760, "income": 52000}})
-    from agents.data.services import data_run_enqueue, pipeline_load_file
 
     demo_data_write()
     pipelines = [pipeline_load_file(path=str(path))[0] for path in DEMO_PIPELINES]
     data_run_enqueue(version=pipelines[0])  # the second reads its dataset: run it from the admin afterwards
-    from agents.monitoring.services import definitions_load
 
     checks = definitions_load(text=DEMO_CHECKS.read_text(), source=str(DEMO_CHECKS))["checks"]
     return {"checks": sum(checks.values()),"tasks_sent": len(queues), "workflows": [v.definition.name for v in versions],

@@ -5,6 +5,15 @@ class AgentsError(Exception):
     """Base of every error agentsite reports to a user."""
 
 
+class SpecError(AgentsError):
+    """A definition (workflow, pipeline, rule set, check, trigger) is invalid; ``errors`` lists every problem, each
+    naming its culprit, so a user fixes them all in one pass. Every definition parser raises a subclass."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
 class AgentNotFoundError(AgentsError):
     """No agent has the given name."""
 
@@ -13,12 +22,8 @@ class InvalidTransitionError(AgentsError):
     """A state change was asked for that the current state does not allow."""
 
 
-class WorkflowSpecError(AgentsError):
+class WorkflowSpecError(SpecError):
     """A workflow definition is invalid; ``errors`` lists every problem, each naming its culprit."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = list(errors)
-        super().__init__("; ".join(self.errors))
 
 
 class WorkflowNotFoundError(AgentsError):
@@ -45,12 +50,8 @@ class JsonLogicError(AgentsError):
     """A JsonLogic rule is malformed, uses an unknown operation, or exceeds a size or depth bound."""
 
 
-class RuleSetError(AgentsError):
+class RuleSetError(SpecError):
     """A rule set definition is invalid; ``errors`` lists every problem, each naming its rule."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = list(errors)
-        super().__init__("; ".join(self.errors))
 
 
 class RuleSetNotFoundError(AgentsError):
@@ -69,12 +70,8 @@ class DataError(AgentsError):
     """A data pipeline could not read, transform, check or write its data."""
 
 
-class PipelineSpecError(DataError):
+class PipelineSpecError(SpecError, DataError):
     """A pipeline definition is invalid; ``errors`` lists every problem, each naming its culprit."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = list(errors)
-        super().__init__("; ".join(self.errors))
 
 
 class PipelineNotFoundError(DataError):
@@ -97,12 +94,8 @@ class MonitoringError(AgentsError):
     """Base for monitoring errors."""
 
 
-class CheckSpecError(MonitoringError):
+class CheckSpecError(SpecError, MonitoringError):
     """A check, route, silence or response rule definition is invalid; ``errors`` lists every problem found."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = list(errors)
-        super().__init__("; ".join(self.errors))
 
 
 class CheckNotFoundError(MonitoringError):
@@ -129,12 +122,8 @@ class MessageError(AgentsError):
     """A message cannot be sent (unknown recipient or type, bad payload) or its answer did not come in time."""
 
 
-class TriggerError(AgentsError):
+class TriggerError(SpecError):
     """A trigger definition is invalid; ``errors`` lists every problem found."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = list(errors)
-        super().__init__("; ".join(self.errors))
 
 
 class SecretError(AgentsError):

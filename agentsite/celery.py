@@ -3,7 +3,10 @@ import os
 
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 from kombu.serialization import disable_insecure_serializers
+
+from agents.core.tracing import tracing_connect
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
 
@@ -20,21 +23,15 @@ app.autodiscover_tasks(lambda: list(WORKER_MODULES), related_name=None)
 disable_insecure_serializers(allowed=["json"])
 
 
-
 def _close_old_connections(**kwargs):
     """Drop a connection past CONN_MAX_AGE or broken; keep a healthy one for the next task."""
-    from django.db import close_old_connections
-
     close_old_connections()
 
 
 task_prerun.connect(_close_old_connections, weak=False)
 task_postrun.connect(_close_old_connections, weak=False)
 
-from workers.bootsteps import AgentRegistryStep  # noqa: E402  (needs the app configured first)
-
-app.steps["worker"].add(AgentRegistryStep)
-
-from agents.tracing import tracing_connect  # noqa: E402  (trace ids travel in every task message)
-
+# Named, not imported: Celery loads it when a worker starts, after Django is set up (the step uses models).
+app.steps["worker"].add("workers.bootsteps:AgentRegistryStep")
+# Trace ids travel in every task message.
 tracing_connect(app)

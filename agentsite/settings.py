@@ -126,13 +126,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "agents.tracing.TraceMiddleware",
+    "agents.core.tracing.TraceMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "agents.audit.AuditActorMiddleware",
+    "agents.core.audit.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -202,10 +202,10 @@ if LOG_FORMAT not in ("text", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace_id": {"()": "agents.tracing.TraceIdFilter"}},
+    "filters": {"trace_id": {"()": "agents.core.tracing.TraceIdFilter"}},
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"},
-        "json": {"()": "agents.tracing.JsonFormatter"},
+        "json": {"()": "agents.core.tracing.JsonFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "filters": ["trace_id"], "formatter": LOG_FORMAT},
@@ -364,6 +364,8 @@ AGENTS_HTTP_ALLOWED_HOSTS = env.list("AGENTS_HTTP_ALLOWED_HOSTS", default=["loca
 AGENTS_FLOWER_URL = env.str("AGENTS_FLOWER_URL", default="http://127.0.0.1:5555")
 #: Seconds without progress after which the reconciler re-sends a ready step or fails a lost one.
 AGENTS_WORKFLOW_STALL_S = env.float("AGENTS_WORKFLOW_STALL_S", default=120.0)
+#: Deepest nesting of sub-workflows (``workflow.run``): a run started this many levels below its root is refused.
+AGENTS_WORKFLOW_MAX_DEPTH = env.int("AGENTS_WORKFLOW_MAX_DEPTH", default=10)
 #: Seconds between reconciler sweeps (a celery-beat entry).
 AGENTS_WORKFLOW_RECONCILE_S = env.float("AGENTS_WORKFLOW_RECONCILE_S", default=60.0)
 CELERY_BEAT_SCHEDULE["workflow-runs-reconcile"] = {
@@ -403,6 +405,15 @@ AGENTS_DATA_DATABASES = {
         pair.partition("=") for pair in env.str("AGENTS_DATA_DATABASES", default="").split(";") if pair.strip()
     )
 }
+#: Seconds a ``database`` source's query may run before the database cancels it.
+AGENTS_DATA_STATEMENT_TIMEOUT_S = env.float("AGENTS_DATA_STATEMENT_TIMEOUT_S", default=60.0)
+#: Functions a ``database`` source's query may not call: PostgreSQL's that read or list the server's files, write
+#: large objects to them, reach other servers or sleep. The connection's role should be least-privileged all the same.
+AGENTS_DATA_REFUSED_FUNCTIONS = env.list("AGENTS_DATA_REFUSED_FUNCTIONS", default=[
+    "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir", "pg_ls_waldir",
+    "pg_ls_tmpdir", "pg_ls_archive_statusdir", "lo_import", "lo_export", "pg_sleep", "pg_sleep_for",
+    "pg_sleep_until", "dblink", "dblink_exec", "pg_terminate_backend", "pg_cancel_backend",
+])
 #: Hosts an ``api`` source may call; ``*`` allows any. Defaults to the workflow HTTP allow-list.
 AGENTS_DATA_API_ALLOWED_HOSTS = env.list("AGENTS_DATA_API_ALLOWED_HOSTS", default=AGENTS_HTTP_ALLOWED_HOSTS)
 #: Rows per chunk when a pipeline streams a source.

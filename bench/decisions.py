@@ -56,7 +56,7 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from agents.decisions import services  # noqa: E402
-from agents.decisions.expressions import extract_fields  # noqa: E402
+from agents.expressions.compiler import extract_fields  # noqa: E402
 from agents.models import Decision, DecisionEngine  # noqa: E402
 
 SEED = 7

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import redis
 from celery.app.trace import setup_worker_optimizations
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings
+from django.db import connection
 
 from agentsite.celery import app as celery_app
 from tests.breakers.conftest import breakers_clean  # noqa: F401  (autouse: no breaker state left by a test)
@@ -32,7 +34,7 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def outside_any_trace():
     """Each test starts outside any trace, whatever an earlier test left in this thread."""
-    from agents.tracing import trace_id_var
+    from agents.core.tracing import trace_id_var
 
     token = trace_id_var.set("")
     yield
@@ -106,3 +108,17 @@ def data_root(settings, tmp_path) -> Path:
     root.mkdir()
     settings.AGENTS_DATA_ROOT = root
     return root
+
+
+@contextmanager
+def audit_triggers_off():
+    """Let a test place audited decisions in the past. The decision audit is append-only in the database (a trigger
+    refuses UPDATE); inside this block PostgreSQL skips triggers for this connection (``session_replication_role``,
+    a superuser's setting no project code uses), so a test can backdate the rows it made."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = origin")

@@ -1,5 +1,5 @@
 """Reading definitions: YAML read as JSON would read it."""
-from agents.definitions import definition_load_text
+from agents.core.definitions import definition_load_text
 
 
 def test_only_true_and_false_are_booleans_so_on_yes_and_no_stay_text():
@@ -14,7 +14,7 @@ def test_dates_stay_text():
 def test_nan_and_infinity_are_refused_whatever_the_definition():
     import pytest
 
-    from agents.definitions import DefinitionTextError
+    from agents.core.definitions import DefinitionTextError
 
     for text in ("threshold: .nan\n", "limit: -.inf\n", '{"x": .inf}'):
         with pytest.raises(DefinitionTextError, match="is not a number JSON allows"):

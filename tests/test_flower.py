@@ -39,9 +39,11 @@ def test_flower_answers_only_with_the_basic_auth_credentials(tmp_path):
             time.sleep(0.2)
 
         assert anonymous is not None, "Flower did not start"
-        assert anonymous.status_code == 401
-        assert get(url, auth=("ops", "wrong")).status_code == 401
-        assert get(url, auth=("ops", "s3cret")).status_code == 200
+        for path in ("", "metrics", "healthcheck", "api/workers", "tasks"):
+            assert get(url + path).status_code == 401, path
+            assert get(url + path, auth=("ops", "wrong")).status_code == 401, path
+            assert get(url + path, auth=("ops", "s3cret")).status_code == 200, path
+        assert b"flower_" in get(url + "metrics", auth=("ops", "s3cret")).content
     finally:
         flower.terminate()
         flower.wait(timeout=10)

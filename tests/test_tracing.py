@@ -10,7 +10,7 @@ from celery import chain, chord, shared_task
 from celery.beat import ScheduleEntry, Scheduler
 from django.conf import settings
 
-from agents.tracing import (
+from agents.core.tracing import (
     JsonFormatter, TraceIdFilter, trace, trace_id_ensure, trace_id_get, trace_id_valid,
 )
 from agentsite.celery import app as celery_app
@@ -155,7 +155,7 @@ def test_a_malformed_incoming_trace_id_is_replaced(client):
 @pytest.mark.django_db(transaction=True)
 def test_a_management_command_logs_json_lines_naming_its_trace(tmp_path):
     rules = tmp_path / "logged.yaml"
-    # JsonLogic's "log" operation logs its value (agents.decisions.jsonlogic, INFO).
+    # JsonLogic's "log" operation logs its value (agents.expressions.jsonlogic, INFO).
     rules.write_text('name: logged\nrules:\n  - {id: log, jsonlogic: {"log": true}, decision: yes}\n')
     database = settings.DATABASES["default"]
     url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
@@ -167,4 +167,4 @@ def test_a_management_command_logs_json_lines_naming_its_trace(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert [line["message"] for line in lines] == ["JsonLogic log: True"]
-    assert lines[0]["logger"] == "agents.decisions.jsonlogic" and trace_id_valid(lines[0]["trace_id"])
+    assert lines[0]["logger"] == "agents.expressions.jsonlogic" and trace_id_valid(lines[0]["trace_id"])

@@ -2,17 +2,18 @@
 sweeps (routed to ``default`` unless sent elsewhere)."""
 from celery import shared_task
 
+from agents.core.events import events_relay as events_relay_service
 from agents.orchestration import agent_tasks, events, messages
 
 
-@shared_task(bind=True, acks_on_failure_or_timeout=True)
+@shared_task(name="workers.agents.agent_task_run", bind=True, acks_on_failure_or_timeout=True)
 def agent_task_run(self, task_id: int, attempt: int) -> dict | None:
     """Run attempt ``attempt`` of agent task ``task_id`` on this worker's agent of its type."""
     task = agent_tasks.task_run(task_id=task_id, attempt=attempt, hostname=self.request.hostname or "")
     return None if task is None else {"task_id": task.pk, "status": task.status}
 
 
-@shared_task(bind=True, max_retries=messages.HANDLER_RETRIES)
+@shared_task(name="workers.agents.message_deliver", bind=True, max_retries=messages.HANDLER_RETRIES)
 def message_deliver(self, message_id: int) -> dict | None:
     """Handle a message on this worker; a failing handler is retried with backoff, then the message fails."""
     message, retry = messages.message_handle(message_id=message_id, hostname=self.request.hostname or "")
@@ -21,7 +22,7 @@ def message_deliver(self, message_id: int) -> dict | None:
     return None if message is None else {"message_id": message.pk, "status": message.status}
 
 
-@shared_task(bind=True)
+@shared_task(name="workers.agents.message_broadcast_deliver", bind=True)
 def message_broadcast_deliver(self, message_id: int, agent: str | None = None) -> list[dict]:
     """Handle a broadcast message once per live agent of this worker it is for."""
     receipts = messages.message_broadcast_handle(message_id=message_id, hostname=self.request.hostname or "",
@@ -29,19 +30,19 @@ def message_broadcast_deliver(self, message_id: int, agent: str | None = None) -
     return [{"agent": receipt.agent, "status": receipt.status} for receipt in receipts]
 
 
-@shared_task
+@shared_task(name="workers.agents.event_dispatch")
 def event_dispatch(event_id: int) -> list[dict]:
     """Evaluate the triggers of one event."""
     return [{"trigger": firing.trigger.name, "status": firing.status} for firing in events.event_dispatch(event_id=event_id)]
 
 
-@shared_task
+@shared_task(name="workers.agents.events_relay")
 def events_relay() -> int:
     """Send again events whose on-commit send was lost."""
-    return events.events_relay()
+    return events_relay_service()
 
 
-@shared_task
+@shared_task(name="workers.agents.agent_tasks_reap")
 def agent_tasks_reap() -> int:
     """Time out agent tasks whose worker never reported."""
     return agent_tasks.tasks_reap()

@@ -19,6 +19,8 @@ from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
+from agents.orchestration.registry import agent_types_for_queues, agents_heartbeat, agents_register, agents_stop
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,8 +48,6 @@ class AgentRegistryStep(bootsteps.StartStopStep):
 
     def start(self, worker):
         """Register the agents and start the heartbeat thread."""
-        from agents.orchestration.registry import agent_types_for_queues
-
         queues = worker.app.amqp.queues.consume_from.values()
         self.hostname = worker.hostname
         self.queue_by_routing_key = {queue.routing_key or queue.name: queue.name for queue in queues}
@@ -68,8 +68,6 @@ class AgentRegistryStep(bootsteps.StartStopStep):
 
     def stop(self, worker):
         """Stop heart-beating and mark this worker's agents offline."""
-        from agents.orchestration.registry import agents_stop
-
         self.stopping.set()
         if self.thread is not None:
             self.thread.join(timeout=max(5.0, settings.AGENTS_STATUS_INTERVAL_S * 2))
@@ -110,8 +108,6 @@ class AgentRegistryStep(bootsteps.StartStopStep):
 
     def tick(self):
         """Write busy/idle when it changed, and the heartbeat when it is due."""
-        from agents.orchestration.registry import agents_heartbeat
-
         busy = self.busy_types()
         statuses = {agent_type: "busy" if agent_type in busy else "idle" for agent_type in self.agent_types}
         heartbeat_due = time.monotonic() - self.last_heartbeat >= settings.AGENTS_HEARTBEAT_INTERVAL_S
@@ -133,8 +129,6 @@ class AgentRegistryStep(bootsteps.StartStopStep):
             self.registered = False
 
     def _register(self):
-        from agents.orchestration.registry import agents_register
-
         try:
             close_old_connections()
             agents_register(

@@ -4,7 +4,7 @@ from celery import shared_task
 from agents.data import services
 
 
-@shared_task(bind=True)
+@shared_task(name="workers.data.data_run_execute", bind=True)
 def data_run_execute(self, run_id: int) -> dict:
     """Execute pending data run ``run_id`` (a re-delivered message of a dead worker takes its run over)."""
     try:

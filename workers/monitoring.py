@@ -6,20 +6,20 @@ from django.utils.dateparse import parse_datetime
 from agents.monitoring import alerts, services
 
 
-@shared_task
+@shared_task(name="workers.monitoring.checks_dispatch")
 def checks_dispatch() -> int:
     """Send the checks due in the next tick (the one periodic entry for every check)."""
     return services.checks_dispatch()
 
 
-@shared_task
+@shared_task(name="workers.monitoring.checks_run")
 def checks_run(runs: list[list]) -> list[dict]:
     """Run a batch of ``[check id, scheduled ISO time]`` pairs and record each result once."""
     outcomes = services.checks_run(runs=[(int(check_id), parse_datetime(when)) for check_id, when in runs])
     return [{"check": outcome.check, "status": outcome.status, "recorded": outcome.recorded} for outcome in outcomes]
 
 
-@shared_task(bind=True, max_retries=60)
+@shared_task(name="workers.monitoring.alert_notify", bind=True, max_retries=60)
 def alert_notify(self, alert_id: int, event: str, sequence: int = 0) -> dict | None:
     """Deliver one notification of an alert; a resolved notice waits for its firing notice to finish."""
     notification = alerts.notification_deliver(alert_id=alert_id, event=event, sequence=sequence)
@@ -28,19 +28,19 @@ def alert_notify(self, alert_id: int, event: str, sequence: int = 0) -> dict | N
     return {"notification_id": notification.pk, "status": notification.status}
 
 
-@shared_task
+@shared_task(name="workers.monitoring.alert_respond")
 def alert_respond(alert_id: int) -> list[dict]:
     """Run the incident responses matching a hard-firing alert."""
     return [{"rule": response.rule.name, "status": response.status} for response in alerts.incident_respond(alert_id=alert_id)]
 
 
-@shared_task
+@shared_task(name="workers.monitoring.alerts_sweep")
 def alerts_sweep() -> dict:
     """Expire acknowledgements, send reminders and escalate unacknowledged alerts."""
     return alerts.alerts_sweep()
 
 
-@shared_task
+@shared_task(name="workers.monitoring.metrics_retain")
 def metrics_retain() -> dict:
     """Delete and downsample old metric samples."""
     return services.metrics_retain()

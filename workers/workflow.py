@@ -1,6 +1,6 @@
 """Workflow tasks (routed to the ``workflow`` queue): run one step attempt."""
-from celery import shared_task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery import Task, shared_task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
 from agents.workflows import engine
@@ -16,9 +16,21 @@ DATABASE_RETRY = {
 }
 
 
+class StepTask(Task):
+    """A step task: when the hard time limit kills its process, the worker (which runs this hook) fails the
+    attempt at once, instead of leaving it ``running`` for the reconciler to find minutes later."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, TimeLimitExceeded):
+            run_id, step_id, run_attempt = args[:3]
+            engine.step_time_limit_fail(run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id,
+                                        limit_s=float(exc.args[0]) if exc.args else 0.0)
+
+
 # No STARTED state in the result backend (the step's row has it): a chord step would otherwise write it before
 # its body runs, where a database error fails the task instead of retrying it.
-@shared_task(bind=True, ignore_result=True, track_started=False, max_retries=None, **DATABASE_RETRY)
+@shared_task(name="workers.workflow.step_run", base=StepTask, bind=True, ignore_result=True, track_started=False, max_retries=None,
+             **DATABASE_RETRY)
 def step_run(self, run_id: int, step_id: str, run_attempt: int, attempt: int | None = None):
     """Run one attempt of a workflow step; retries go back through Celery with the step's backoff."""
     outcome = engine.step_execute(
@@ -35,7 +47,7 @@ def step_run(self, run_id: int, step_id: str, run_attempt: int, attempt: int | N
     return outcome.kind
 
 
-@shared_task
+@shared_task(name="workers.workflow.workflow_runs_reconcile")
 def workflow_runs_reconcile(stall_s: float | None = None) -> dict:
     """Fail steps whose worker was lost and re-send steps whose message was lost (a celery-beat entry)."""
     return engine.workflow_runs_reconcile(stall_s=stall_s)

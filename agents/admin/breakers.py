@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
 
 from agents.admin.common import status_badge
-from agents.breakers import CLOSED, HALF_OPEN, OPEN, breaker_reset, breakers_list
+from agents.core.breakers import CLOSED, HALF_OPEN, OPEN, breaker_reset, breakers_list
 from agents.exceptions import AgentsError
 
 #: The permission that allows a reset: whoever may change monitoring checks may reset a breaker.

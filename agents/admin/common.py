@@ -1,8 +1,10 @@
 """Pieces every admin module shares: status badges, JSON blocks, trace links, correlated counts, read-only rows,
-actions that call a service per row."""
+actions that call a service per row, forms validated like a definitions file."""
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
+from django import forms
 from django.contrib import messages
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -64,3 +66,45 @@ class ServiceActionsMixin:
         if done:
             self.message_user(request, ngettext(singular, plural, len(done)) % {"count": len(done)}, messages.SUCCESS)
         return done
+
+
+class DefinitionForm(forms.ModelForm):
+    """A model form validated like a definitions file: its fields make up one definition (``self.definition``), the
+    area's validator lists every problem, and each problem is shown on the field it names, else above the form.
+
+    A form sets ``definition_fields`` and implements ``definition_problems``; ``problem_field`` places a problem.
+    """
+
+    #: The keys of the definition, each with the form (model) field holding it.
+    definition_fields: ClassVar[dict[str, str]] = {}
+    #: Keys a JSON field may leave empty (None), each with what makes the empty value the definition holds ({}, []).
+    definition_empty: ClassVar[dict[str, Callable[[], Any]]] = {}
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:  # an incomplete definition would only repeat the field errors
+            return cleaned
+        self.definition = self.definition_from(cleaned)
+        for problem in self.definition_problems(self.definition):
+            field = self.problem_field(problem)
+            self.add_error(field if field in self.fields else None, problem)
+        return cleaned
+
+    def definition_from(self, cleaned: dict) -> dict:
+        """The definition the cleaned fields make up (a field the form does not show keeps the instance's value)."""
+        definition = {
+            key: cleaned[field] if field in cleaned else getattr(self.instance, field)
+            for key, field in self.definition_fields.items()
+        }
+        for key, empty in self.definition_empty.items():
+            if definition[key] is None:
+                definition[key] = empty()
+        return definition
+
+    def definition_problems(self, definition: dict) -> list[str]:
+        """Every problem of ``definition``, as the area's validator words it for a definitions file."""
+        raise NotImplementedError
+
+    def problem_field(self, problem: str) -> str | None:
+        """The form field ``problem`` is about; None puts it above the form."""
+        return None

@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, json_block, status_badge, trace_link
 from agents.data import services
 from agents.data.sources import source_validate
-from agents.definitions import NAME_RULE, is_name
+from agents.core.definitions import NAME_RULE, is_name
 from agents.models import DataRun, DataRunStatus, Dataset, DataSource, Pipeline, PipelineVersion
 
 #: Failing rows shown per check on a run's page; every failing row is in the check's Parquet file when asked.

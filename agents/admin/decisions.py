@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, count_of, json_block, status_badge, trace_link
 from agents.decisions import services
 from agents.decisions.ruleset import ruleset_evaluate
-from agents.definitions import refuse_json_constant
+from agents.core.definitions import refuse_json_constant
 from agents.exceptions import AgentsError, DecisionError, RuleSetError
 from agents.models import (
     Decision,
@@ -452,7 +452,7 @@ class RuleSetVersionAdmin(ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRul
     @staticmethod
     def _result(rules, outcome) -> dict:
         """What the rules answered, with the default when nothing matched, and the trace ready to show."""
-        if outcome.matched:
+        if outcome.answered:
             decision, confidence, engine = outcome.decision, outcome.confidence, "rules"
             reasoning = outcome.reasoning
         else:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, json_block, status_badge, trace_link
+from agents.admin.common import DefinitionForm, ReadOnlyMixin, ServiceActionsMixin, json_block, status_badge, trace_link
 from agents.admin.workflows import format_duration
 from agents.models import (
     OPEN_ALERT_STATES,
@@ -38,7 +38,8 @@ SILENCE_FOR = timedelta(hours=1)
 #: The workflow badge colour (``wf-<status>`` CSS class) each monitoring state is drawn in.
 CHECK_STATUS_COLOURS = {"ok": "succeeded", "warning": "cancelled", "critical": "failed", "unknown": "pending"}
 ALERT_STATE_COLOURS = {"pending": "pending", "firing": "failed", "acknowledged": "cancelled", "resolved": "succeeded"}
-NOTIFICATION_STATUS_COLOURS = {"sending": "running", "sent": "succeeded", "failed": "failed", "silenced": "skipped"}
+NOTIFICATION_STATUS_COLOURS = {"sending": "running", "sent": "succeeded", "failed": "failed", "silenced": "skipped",
+                               "skipped": "skipped"}
 RESPONSE_STATUS_COLOURS = {"running": "running", "succeeded": "succeeded", "failed": "failed",
                            "rate_limited": "skipped"}
 #: The message level a "Run now" outcome is reported at.
@@ -119,16 +120,9 @@ def check_charts(check: Check, *, window: timedelta = CHART_WINDOW) -> list[dict
     return [metric_chart(name, samples, unit=units.get(name, "")) for name, samples in sorted(series.items())]
 
 
-def _problems_to_form(form: forms.Form, problems: list[str], *, fields: dict[str, str], parameters: str) -> None:
-    """Show each definition problem on the form field it names (``fields`` maps definition keys to form fields;
-    a problem with a probe or handler parameter goes on ``parameters``), the rest above the form."""
-    for problem in problems:
-        field = _problem_field(problem, fields, parameters)
-        form.add_error(field if field in form.fields else None, problem)
-
-
 def _problem_field(problem: str, fields: dict[str, str], parameters: str) -> str | None:
-    """The form field a problem is about: the key it names, the key it starts with, or ``parameters``."""
+    """The form field a check or route problem is about (``fields`` maps definition keys to form fields): the key it
+    names, the key it starts with, or ``parameters`` for a problem with a probe or handler parameter."""
     match = _PROBLEM_KEY.match(problem)
     if match is None:
         return None
@@ -150,8 +144,11 @@ CHECK_DEFINITION_FIELDS = {
 }
 
 
-class CheckForm(forms.ModelForm):
+class CheckForm(DefinitionForm):
     """A check, validated like a definitions file (the probe checks its params) and saved through the service."""
+
+    definition_fields = CHECK_DEFINITION_FIELDS
+    definition_empty = {"params": dict, "tags": list}
 
     params = forms.JSONField(
         required=False, initial=dict,
@@ -164,20 +161,11 @@ class CheckForm(forms.ModelForm):
         model = Check
         fields = list(CHECK_DEFINITION_FIELDS.values())
 
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:  # an incomplete definition would only repeat the field errors
-            return cleaned
-        self.definition = {
-            key: cleaned[field] if field in cleaned else getattr(self.instance, field)
-            for key, field in CHECK_DEFINITION_FIELDS.items()
-        }
-        for key, empty in (("params", {}), ("tags", [])):
-            if self.definition[key] is None:
-                self.definition[key] = empty
-        problems = rules.check_definition_validate(self.definition, "check", probe_validate=probes.probe_validate)
-        _problems_to_form(self, problems, fields=CHECK_DEFINITION_FIELDS, parameters="params")
-        return cleaned
+    def definition_problems(self, definition: dict) -> list[str]:
+        return rules.check_definition_validate(definition, "check", probe_validate=probes.probe_validate)
+
+    def problem_field(self, problem: str) -> str | None:
+        return _problem_field(problem, self.definition_fields, "params")
 
 
 @admin.register(Check)
@@ -514,8 +502,11 @@ ROUTE_DEFINITION_FIELDS = {
 }
 
 
-class NotificationRouteForm(forms.ModelForm):
+class NotificationRouteForm(DefinitionForm):
     """A route, validated like a definitions file: its matchers, its handler's config and its escalation."""
+
+    definition_fields = ROUTE_DEFINITION_FIELDS
+    definition_empty = {"config": dict}
 
     handler = forms.ChoiceField(choices=[(name, name) for name in NOTIFIER_TYPES])
     matchers = forms.JSONField(required=False, initial=dict, help_text='JSON, e.g. {"severity": ["critical"]}; '
@@ -528,22 +519,20 @@ class NotificationRouteForm(forms.ModelForm):
         model = NotificationRoute
         fields = list(ROUTE_DEFINITION_FIELDS.values())
 
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        escalate_to = cleaned.get("escalate_to")
-        item = {
-            "name": cleaned.get("name"), "order": cleaned.get("order"), "match": cleaned.get("matchers") or {},
-            "handler": cleaned.get("handler"), "config": {} if cleaned.get("config") is None else cleaned["config"],
-            "repeat_interval_s": cleaned.get("repeat_interval_s"), "escalate_after": cleaned.get("escalate_after"),
-            "escalate_to": escalate_to.name if escalate_to else None, "enabled": cleaned.get("enabled"),
-        }
-        route_names = set(NotificationRoute.objects.values_list("name", flat=True)) | {item["name"]}
-        problems = rules.route_definition_validate(item, "route", route_names=route_names,
-                                                   notifier_validate=notifier_validate)
-        _problems_to_form(self, problems, fields=ROUTE_DEFINITION_FIELDS, parameters="config")
-        return cleaned
+    def definition_from(self, cleaned: dict) -> dict:
+        definition = super().definition_from(cleaned)
+        # A definitions file names the route to escalate to; any empty matchers value matches every alert.
+        definition["match"] = definition["match"] or {}
+        definition["escalate_to"] = definition["escalate_to"].name if definition["escalate_to"] else None
+        return definition
+
+    def definition_problems(self, definition: dict) -> list[str]:
+        route_names = set(NotificationRoute.objects.values_list("name", flat=True)) | {definition["name"]}
+        return rules.route_definition_validate(definition, "route", route_names=route_names,
+                                               notifier_validate=notifier_validate)
+
+    def problem_field(self, problem: str) -> str | None:
+        return _problem_field(problem, self.definition_fields, "config")
 
 
 @admin.register(NotificationRoute)

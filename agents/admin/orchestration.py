@@ -12,12 +12,20 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, count_of, json_block, status_badge, trace_link
+from agents.admin.common import (
+    DefinitionForm,
+    ReadOnlyMixin,
+    ServiceActionsMixin,
+    count_of,
+    json_block,
+    status_badge,
+    trace_link,
+)
 from agents.admin.monitoring import ALERT_STATE_COLOURS, RESPONSE_STATUS_COLOURS
 from agents.admin.workflows import flower_task_url, format_duration
 from agents.models import AgentMessage, AgentTask, Event, MessageReceipt, Trigger, TriggerFiring
 from agents.orchestration import agent_tasks, events, selectors
-from agents.tracing import trace_id_valid
+from agents.core.tracing import trace_id_valid
 
 #: The workflow badge colour (``wf-<status>`` CSS class) each orchestration status is drawn in.
 TASK_STATUS_COLOURS = {"pending": "pending", "queued": "pending", "running": "running", "completed": "succeeded",
@@ -294,9 +302,12 @@ def _problem_field(problem: str) -> str | None:
     return _TASK_PROBLEM_FIELDS.get(match["text"])
 
 
-class TriggerForm(forms.ModelForm):
+class TriggerForm(DefinitionForm):
     """A trigger, validated like a definitions file (event type, filter expression, target) and saved through
     the loading service."""
+
+    definition_fields = TRIGGER_DEFINITION_FIELDS
+    definition_empty = {"params": dict}
 
     params = forms.JSONField(
         required=False, initial=dict,
@@ -309,20 +320,11 @@ class TriggerForm(forms.ModelForm):
         model = Trigger
         fields = list(TRIGGER_DEFINITION_FIELDS.values())
 
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:  # an incomplete definition would only repeat the field errors
-            return cleaned
-        self.definition = {
-            key: cleaned[field] if field in cleaned else getattr(self.instance, field)
-            for key, field in TRIGGER_DEFINITION_FIELDS.items()
-        }
-        if self.definition["params"] is None:
-            self.definition["params"] = {}
-        for problem in events.trigger_validate(self.definition, "trigger"):
-            field = _problem_field(problem)
-            self.add_error(field if field in self.fields else None, problem)
-        return cleaned
+    def definition_problems(self, definition: dict) -> list[str]:
+        return events.trigger_validate(definition, "trigger")
+
+    def problem_field(self, problem: str) -> str | None:
+        return _problem_field(problem)
 
 
 @admin.register(Trigger)

@@ -3,7 +3,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from agents.admin.common import ReadOnlyMixin, json_block, trace_link
-from agents.crypto import encrypt, secret_delete, secret_set
+from agents.core.crypto import encrypt, secret_delete, secret_set
 from agents.exceptions import SecretError
 from agents.models import AuditEntry, Secret
 

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -304,9 +304,12 @@ class WorkflowRunAdmin(ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj):
-        # selectors.run_progress also estimates an ETA with one query per active run; the list needs
-        # only the fraction, which the run's own counters give without a query.
-        total, done = obj.steps_total, obj.steps_done
+        # selectors.run_progress also estimates an ETA with one query per active run; the list needs only the
+        # share of steps that succeeded, which get_queryset counts.
+        done = getattr(obj, "succeeded_steps", None)  # a run not listed through get_queryset counts them itself
+        if done is None:
+            done = selectors.run_step_counts(obj)[StepStatus.SUCCEEDED]
+        total = obj.steps_total
         return _percent_bar(round(100.0 * done / total, 1) if total else 100.0, done, total)
 
     @admin.display(description="duration")
@@ -328,10 +331,13 @@ class WorkflowRunAdmin(ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
         progress = selectors.run_progress(obj)
         bar = _percent_bar(progress["percent"], progress["done"], progress["total"])
         eta = progress["eta_s"]
+        apart = ", ".join(f"{progress[status]} {status}" for status in ("failed", "skipped", "cancelled")
+                          if progress[status])
+        apart = f"; {apart}" if apart else ""
         if obj.status in RUN_FINISHED or eta is None:
-            return format_html("{} ({} of {} steps)", bar, progress["done"], progress["total"])
-        return format_html("{} ({} of {} steps, about {} left)", bar, progress["done"], progress["total"],
-                           format_duration(eta))
+            return format_html("{} ({} of {} steps succeeded{})", bar, progress["done"], progress["total"], apart)
+        return format_html("{} ({} of {} steps succeeded{}, about {} left)", bar, progress["done"],
+                           progress["total"], apart, format_duration(eta))
 
     @admin.display(description="params")
     def params_text(self, obj):
@@ -361,7 +367,9 @@ class WorkflowRunAdmin(ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
         return request.user.has_perm("agents.change_workflowrun")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("version__definition")
+        # The list's progress bar counts succeeded steps in the same query: a failed run is not 100 % done.
+        return super().get_queryset(request).select_related("version__definition").annotate(succeeded_steps=Count(
+            "step_runs__step_id", filter=Q(step_runs__status=StepStatus.SUCCEEDED), distinct=True))
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:

@@ -9,6 +9,7 @@ from rest_framework import exceptions, serializers, viewsets
 from rest_framework.response import Response
 
 from agents.exceptions import MonitoringError
+from agents.monitoring.selectors import window_parse
 
 #: Characters PostgreSQL cannot store in text (NUL) or UTF-8 cannot encode (lone surrogates).
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
@@ -84,8 +85,6 @@ class WindowField(serializers.Field):
     }
 
     def to_internal_value(self, data) -> timedelta:
-        from agents.monitoring.selectors import window_parse
-
         if not isinstance(data, str) or len(data) > 40:
             self.fail("invalid", text=repr(data)[:50])
         try:

@@ -9,7 +9,7 @@ from agents.api.errors import service_errors
 from agents.api.workflows import DefinitionTextSerializer
 from agents.data import selectors, services
 from agents.exceptions import PipelineSpecError
-from agents.jsonable import iso
+from agents.core.jsonable import iso
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 

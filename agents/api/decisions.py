@@ -10,7 +10,7 @@ from agents.api.errors import service_errors
 from agents.api.workflows import MAX_DEFINITION_CHARS
 from agents.decisions import selectors, services
 from agents.exceptions import DecisionError, RuleSetError, RuleSetNotFoundError
-from agents.jsonable import iso
+from agents.core.jsonable import iso
 from agents.models import Decision, DecisionEngine, RuleSet, VersionStatus
 
 

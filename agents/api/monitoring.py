@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, WindowField
 from agents.api.errors import service_errors
 from agents.exceptions import AlertStateError
-from agents.jsonable import iso
+from agents.core.jsonable import iso
 from agents.models import Alert, AlertState, Check, CheckStatus, CheckType, Severity, Silence, ThresholdDirection
 from agents.monitoring import alerts, selectors, services
 
@@ -324,7 +324,7 @@ class SilenceViewSet(ApiViewSet):
     filter_serializer_class = SilenceFilterSerializer
     lookup_value_regex = "[0-9]+"
     noun = "silence"
-    perms = {"list": "view_silence", "retrieve": "view_silence", "create": "add_silence"}
+    perms = {"list": "view_silence", "retrieve": "view_silence", "create": "add_silence", "end": "change_silence"}
 
     @extend_schema(parameters=[SilenceFilterSerializer])
     def list(self, request):
@@ -352,6 +352,14 @@ class SilenceViewSet(ApiViewSet):
                 created_by=_user(request),
             )
         return self.show(_silence_json(silence), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=SilenceSerializer)
+    @action(detail=True, methods=["post"])
+    def end(self, request, pk: str):
+        """End the silence now, before its time (409 if it has already ended); what it matched notifies again."""
+        with service_errors():
+            silence = alerts.silence_end(silence_id=self.get_object().pk, user=_user(request))
+        return self.show(_silence_json(silence))
 
 
 # --- metrics ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from rest_framework.decorators import action
 from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, JSONValueField
 from agents.api.errors import service_errors
 from agents.exceptions import WorkflowNotFoundError, WorkflowSpecError
-from agents.jsonable import iso
+from agents.core.jsonable import iso
 from agents.models import RunStatus, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.workflows import selectors, services
 
@@ -127,10 +127,13 @@ class WorkflowViewSet(ApiViewSet):
 class ProgressSerializer(serializers.Serializer):
     """How far a run is."""
 
-    done = serializers.IntegerField()
+    done = serializers.IntegerField(help_text="Steps that succeeded.")
     total = serializers.IntegerField()
     percent = FiniteFloatField()
     eta_s = FiniteFloatField(allow_null=True, help_text="Seconds left, from earlier runs; null when unknown.")
+    failed = serializers.IntegerField(help_text="Steps whose latest attempt failed.")
+    skipped = serializers.IntegerField(help_text="Steps skipped because a step they need failed.")
+    cancelled = serializers.IntegerField(help_text="Steps cancelled with their run.")
 
 
 class StepSerializer(serializers.Serializer):

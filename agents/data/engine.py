@@ -85,11 +85,18 @@ def pipeline_execute(
     outcome = PipelineOutcome()
     run_params = {**spec.get("params", {}), **(params or {})}
     source = source_resolve(spec["source"])
-    outcome.inputs.append(source_describe(source))
 
-    def load(other: Any, columns: list[str] | None) -> pd.DataFrame:
+    def note_input(resolved: dict, role: str) -> None:
+        # Lineage: each input once per role it plays (the source, a join's other side, a check's reference).
+        entry = {**source_describe(resolved), "role": role}
+        if entry not in outcome.inputs:
+            outcome.inputs.append(entry)
+
+    note_input(source, "source")
+
+    def load(other: Any, columns: list[str] | None, role: str = "join") -> pd.DataFrame:
         resolved = source_resolve(other)
-        outcome.inputs.append(source_describe(resolved))
+        note_input(resolved, role)
         return source_frame(resolved, columns=columns, params=run_params)
 
     transforms = spec["transforms"]
@@ -102,7 +109,8 @@ def pipeline_execute(
     for check in spec["quality_checks"]:
         if check["type"] == "referential_integrity":
             ref = check["reference"]
-            references[check["name"]] = load(ref["source"], [ref["column"]])[ref["column"]].dropna().unique()
+            references[check["name"]] = load(ref["source"], [ref["column"]], role="reference")[
+                ref["column"]].dropna().unique()
         if check["type"] == "uniqueness":
             outcome.notes.append(f"quality check {check['name']}: global (keeps every key)")
     runners: list[CheckRunner] = []

@@ -11,6 +11,7 @@ import datetime as dt
 import math
 import pathlib
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Iterable
 
 import numpy as np
@@ -18,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agents.data.vector import compile_vector, missing_columns_error, series_kind, unique_map
-from agents.decisions.expressions import _compile_regex
+from agents.expressions.vector import compile_vector, missing_columns_error, series_kind, unique_map
+from agents.expressions.compiler import regex_compile
 from agents.exceptions import DataError, ExpressionError, PipelineSpecError
 
 CHECK_TYPES = (
@@ -142,7 +143,7 @@ def _validity_errors(check: dict, where: str) -> list[str]:
             errors.append(f"{where}: key 'regex' must be a string, got {regex!r}")
         else:
             try:
-                _compile_regex(regex)
+                regex_compile(regex)
             except ValueError as exc:
                 errors.append(f"{where}: key 'regex': {exc}")
     allowed = check["allowed"]
@@ -427,7 +428,7 @@ class CheckRunner:
         elif self.kind == "validity":
             self.rules = [rule for rule in _VALIDITY_RULES if check[rule] is not None]
             self.details = {"violations": {rule: 0 for rule in self.rules}}
-            self.regex = _compile_regex(check["regex"]) if check["regex"] is not None else None
+            self.regex = regex_compile(check["regex"]) if check["regex"] is not None else None
 
     # ------------------------------------------------------------ chunks
 
@@ -624,7 +625,6 @@ class CheckRunner:
         if self.kind == "uniqueness":
             self._finish_uniqueness()
         mostly = check["mostly"]
-        fraction = 1.0 if self.elements == 0 else 1 - self.unexpected / self.elements
         if self.kind == "row_count":
             low, high = check["min"], check["max"]
             self.elements = self.rows
@@ -636,17 +636,18 @@ class CheckRunner:
         elif self.kind == "freshness":
             passed = self.newest is not None and self.newest >= self.cutoff
             if mostly is not None:
-                passed = passed and fraction >= mostly
+                passed = passed and _meets(self.elements - self.unexpected, self.elements, mostly)
             self.details.update(
                 newest=plain(self.newest),
                 age_s=None if self.newest is None else (self.now - self.newest).total_seconds(),
                 max_age_s=self.max_age_s,
             )
         else:
-            passed = self.elements == 0 or fraction >= mostly
+            passed = _meets(self.elements - self.unexpected, self.elements, mostly)
         warn_mostly = check["warn_mostly"]
         status = "failed" if not passed else "passed"
-        if passed and warn_mostly is not None and self.elements and fraction < warn_mostly:
+        if passed and warn_mostly is not None and not _meets(self.elements - self.unexpected, self.elements,
+                                                             warn_mostly):
             status = "warning"
         failing_rows_path = self.failing_file.close() if self.failing_file is not None else None
         if self.kind == "consistency":
@@ -666,6 +667,12 @@ class CheckRunner:
             "details": plain(self.details),
             "global": self.is_global,
         }
+
+
+def _meets(passing: int, elements: int, mostly: float) -> bool:
+    """Whether ``passing`` of ``elements`` is at least the share ``mostly``, compared as exact fractions of counts
+    (``mostly`` as written: 0.2 is 1/5), so 1 passing row of 5 meets ``mostly: 0.2``; no elements always meets it."""
+    return elements == 0 or Fraction(int(passing), int(elements)) >= Fraction(repr(float(mostly)))
 
 
 def _timestamps(series: pd.Series) -> pd.Series:

@@ -1,5 +1,5 @@
 """Read-side views of data runs and datasets: the JSON forms the command (and API) print."""
-from agents.jsonable import iso
+from agents.core.jsonable import iso
 from agents.models import DataRun, Dataset
 
 

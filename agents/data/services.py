@@ -1,6 +1,7 @@
 """Data services: load pipelines as versions, store named sources, run pipelines, publish datasets, check files."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -8,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from agents.audit import audit_record
+from agents.core.audit import audit_record
+from agents.core.dispatch import task_send_on_commit
 from agents.data import engine
 from agents.data.paths import data_path_relative, data_path_resolve, data_root
 from agents.data.quality import CheckRunner
@@ -25,11 +26,11 @@ from agents.data.spec import (
     pipeline_spec_load_text,
     pipeline_spec_parse,
 )
-from agents.decisions.ml import file_sha256
-from agents.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
+from agents.core.files import file_sha256
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import DataError, InvalidTransitionError, PipelineNotFoundError, PipelineSpecError
-from agents.tracing import trace_id_ensure
-from agents.orchestration.events import event_publish
+from agents.core.tracing import trace_id_ensure
+from agents.core.events import event_publish
 from agents.models import (
     EventType,
     DATA_RUN_TRANSITIONS,
@@ -40,6 +41,8 @@ from agents.models import (
     Pipeline,
     PipelineVersion,
 )
+
+logger = logging.getLogger(__name__)
 
 #: Seconds between samples of resident memory while a run executes.
 MEMORY_SAMPLE_S = 0.02
@@ -149,13 +152,15 @@ def data_run_create(*, version: PipelineVersion, params: dict | None = None) -> 
     return run
 
 
+#: The task that executes a pending data run (``workers.data``).
+EXECUTE_TASK = "workers.data.data_run_execute"
+
+
 def data_run_enqueue(*, version: PipelineVersion, params: dict | None = None) -> DataRun:
     """Record a pending run and queue it on the ``data`` queue once committed."""
     with transaction.atomic():
         run = data_run_create(version=version, params=params)
-        transaction.on_commit(
-            lambda: current_app.send_task("workers.data.data_run_execute", args=[run.pk], queue="data")
-        )
+        task_send_on_commit(EXECUTE_TASK, run.pk, queue="data")
     return run
 
 
@@ -255,6 +260,10 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
         output_path.unlink(missing_ok=True)
     except MemoryError:
         fields["error"] = "ran out of memory; use chunk-friendly transforms or a smaller chunk_rows"
+        output_path.unlink(missing_ok=True)
+    except Exception as error:  # any other error (a type mismatch pandas raises, a bug) fails the run, saying what
+        logger.exception("data run %s failed unexpectedly", run.pk)
+        fields["error"] = f"{type(error).__name__}: {error}"[:2000]
         output_path.unlink(missing_ok=True)
     status = DataRunStatus.FAILED if fields.get("error") else DataRunStatus.SUCCEEDED
     _transition(run, status, finished_at=timezone.now(), **fields)

@@ -7,6 +7,7 @@ allows; ``source_describe`` says what was read, for lineage. Every failure is a 
 """
 import codecs
 import contextlib
+import csv
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -15,20 +16,29 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pandas as pd
+from django.conf import settings
 
-from agents.crypto import secret_reference_problem, secret_url, secret_value
+from agents.core.breakers import breaker, http_key
+from agents.core.crypto import secret_reference_problem, secret_url, secret_value
+from agents.core.definitions import NAME_RULE, is_name
+from agents.core.files import file_sha256
+from agents.core.network import host_refusal
 from agents.data.paths import data_path_problem, data_path_resolve
-from agents.definitions import NAME_RULE, is_name
-from agents.exceptions import ColumnError, DataSourceError, SecretError
+from agents.exceptions import CircuitOpenError, ColumnError, DataSourceError, SecretError
+from agents.models import Dataset
 
 SOURCE_KINDS = ("file", "database", "api", "dataset")
 FILE_FORMATS = ("csv", "jsonl", "parquet")
+#: What a csv source does with a row whose field count differs from the header's: refuse the file, or leave it out.
+BAD_LINE_POLICIES = ("error", "skip")
+#: Bad lines named in the error; the rest are counted.
+MAX_BAD_LINES_SHOWN = 10
 FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 API_METHODS = ("GET", "POST")
 PAGINATION_TYPES = ("none", "page", "cursor")
 
 SOURCE_KEYS = {
-    "file": {"kind", "path", "format", "delimiter", "encoding", "parse_dates"},
+    "file": {"kind", "path", "format", "delimiter", "encoding", "parse_dates", "on_bad_lines"},
     "database": {"kind", "connection", "query", "params"},
     "api": {"kind", "url", "method", "params", "body", "headers", "timeout_s", "retries", "backoff_s", "records",
             "pagination"},
@@ -53,6 +63,8 @@ MAX_REASON_CHARS = 300
 _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUERY_PARAMETER = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 _FIRST_KEYWORD = re.compile(r"^[\s(]*([A-Za-z]+)")
+#: A function call: a name (or a quoted name) followed by '('.
+_CALL = re.compile(r'(?:\b([A-Za-z_][A-Za-z0-9_$]*)|"([^"]+)")\s*\(')
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
@@ -98,11 +110,25 @@ def _file_validate(raw: dict, where: str, errors: list[str]) -> dict:
     encoding = raw.get("encoding", "utf-8")
     if not isinstance(encoding, str) or not _is_encoding(encoding):
         errors.append(f"{where}.encoding: {encoding!r} is not a known text encoding")
+    elif "encoding" in raw and file_format == "parquet":
+        errors.append(f"{where}.encoding: applies to csv and jsonl files only (parquet stores its own)")
+    on_bad_lines = raw.get("on_bad_lines", "error")
+    if on_bad_lines not in BAD_LINE_POLICIES:
+        errors.append(f"{where}.on_bad_lines: must be one of {', '.join(BAD_LINE_POLICIES)}, got {on_bad_lines!r}")
+    elif "on_bad_lines" in raw and file_format != "csv":
+        errors.append(f"{where}.on_bad_lines: applies to csv files only")
     parse_dates = raw.get("parse_dates", [])
     if not _is_text_list(parse_dates):
         errors.append(f"{where}.parse_dates: must be a list of column names")
-    return {"kind": "file", "path": path, "format": file_format, "delimiter": delimiter, "encoding": encoding,
+    # The normalised source holds only the keys its format reads, so validating it again finds it valid.
+    spec = {"kind": "file", "path": path, "format": file_format,
             "parse_dates": list(parse_dates) if isinstance(parse_dates, list) else []}
+    if file_format in ("csv", None):
+        spec["delimiter"] = delimiter
+        spec["on_bad_lines"] = on_bad_lines
+    if file_format != "parquet":
+        spec["encoding"] = encoding
+    return spec
 
 
 def _database_validate(raw: dict, where: str, errors: list[str]) -> dict:
@@ -121,6 +147,12 @@ def _database_validate(raw: dict, where: str, errors: list[str]) -> dict:
                           f"starts with {keyword.upper() or 'nothing'!r}")
         if sum(1 for statement in code.split(";") if statement.strip()) > 1:
             errors.append(f"{where}.query: must be one statement (found a ';' followed by more)")
+        names = _sql_code(query, dollar_quotes=True, keep_names=True)
+        if re.search(r'[Uu]&"', names):
+            errors.append(f"{where}.query: a U&\"...\" name may hide which function it calls; write names plainly")
+        for function in _refused_calls(names):
+            errors.append(f"{where}.query: calls {function}(), which reads or lists server files, reaches another "
+                          "server or sleeps; refused (AGENTS_DATA_REFUSED_FUNCTIONS)")
     params = raw.get("params", {})
     if not isinstance(params, dict):
         errors.append(f"{where}.params: must be a mapping of parameter name to value, got {_kind(params)}")
@@ -131,6 +163,17 @@ def _database_validate(raw: dict, where: str, errors: list[str]) -> dict:
         elif not _is_sql_value(value):
             errors.append(f"{where}.params.{name}: must be text, a number, true/false, null or a list of those")
     return {"kind": "database", "connection": connection, "query": query, "params": dict(params)}
+
+
+def _refused_calls(code: str) -> list[str]:
+    """The refused functions ``code`` (SQL without comments and strings) calls, plain or quoted, in order."""
+    refused = {name.lower() for name in settings.AGENTS_DATA_REFUSED_FUNCTIONS}
+    found = []
+    for match in _CALL.finditer(code):
+        name = (match.group(1) or match.group(2)).lower()
+        if name in refused and name not in found:
+            found.append(name)
+    return found
 
 
 def _api_validate(raw: dict, where: str, errors: list[str]) -> dict:
@@ -393,8 +436,27 @@ def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_row
         yield frame
 
 
+def _csv_ragged_rows(path: Path, spec: dict) -> tuple[int, list[tuple[int, int, int]]]:
+    """The header's field count, and (line, record, fields) of every row with more or fewer fields than it (blank
+    lines aside). pandas would drop the extra fields of a long row unseen and pad a short one with missing values."""
+    with open(path, newline="", encoding=spec["encoding"]) as handle:
+        reader = csv.reader(handle, delimiter=spec["delimiter"])
+        header = next(reader, None) or []
+        ragged = [(reader.line_num, record, len(row)) for record, row in enumerate(reader, start=1)
+                  if row and len(row) != len(header)]
+    return len(header), ragged
+
+
 def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
     options = {"sep": spec["delimiter"], "encoding": spec["encoding"]}
+    fields, ragged = _csv_ragged_rows(path, spec)
+    if ragged and spec.get("on_bad_lines", "error") == "error":
+        shown = ", ".join(f"line {line} ({count} fields)" for line, _, count in ragged[:MAX_BAD_LINES_SHOWN])
+        more = f" and {len(ragged) - MAX_BAD_LINES_SHOWN} more" if len(ragged) > MAX_BAD_LINES_SHOWN else ""
+        raise DataSourceError(f"{label}: {len(ragged)} row(s) do not have the header's {fields} fields: {shown}{more}; "
+                              "fix the file, or set on_bad_lines: skip to leave such rows out")
+    if ragged:
+        options["skiprows"] = [record for _, record, _ in ragged]
     header = list(pd.read_csv(path, nrows=0, **options).columns)
     if columns is not None:
         _columns_require(columns, header, label=label)
@@ -437,8 +499,9 @@ def _parquet_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> It
 # --- database -------------------------------------------------------------------------------------------------
 
 
-def _sql_code(query: str, *, dollar_quotes: bool) -> str:
+def _sql_code(query: str, *, dollar_quotes: bool, keep_names: bool = False) -> str:
     """``query`` with strings and quoted names blanked to '_' and comments to spaces (same length): the code.
+    With ``keep_names`` quoted names stay (a call of ``"pg_sleep"(1)`` is still a call).
 
     Parameters, keywords and ';' are looked for in the code only, so ``':x'`` or ``-- ;`` are never taken for them.
     """
@@ -461,7 +524,8 @@ def _sql_code(query: str, *, dollar_quotes: bool) -> str:
         elif char == '"':
             end = query.find('"', index + 1)
             end = length if end < 0 else end + 1
-            blank(index, end)
+            if not keep_names:
+                blank(index, end)
             index = end
         elif query.startswith("--", index):
             end = query.find("\n", index)
@@ -524,9 +588,8 @@ def _query_bind(query: str, values: dict, *, postgres: bool, label: str) -> tupl
 
 def _database_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None,
                      run_params: dict) -> Iterator[pd.DataFrame]:
-    """Run the query in a read-only transaction and yield its rows (streamed through a server-side cursor)."""
-    from django.conf import settings
-
+    """Run the query in a read-only transaction and yield its rows (streamed through a server-side cursor); the
+    database cancels it after ``AGENTS_DATA_STATEMENT_TIMEOUT_S``."""
     name = spec["connection"]
     databases = settings.AGENTS_DATA_DATABASES
     if name not in databases:
@@ -575,6 +638,8 @@ def _postgres_frames(url: str, query: str, values: dict, *, chunk_rows: int | No
         # The real guard: every statement runs in a READ ONLY transaction. A server-side cursor streams the rows
         # and runs exactly one statement (DECLARE ... FOR <query>).
         connection.read_only = True
+        with connection.cursor() as setup:
+            setup.execute(f"SET statement_timeout = {int(settings.AGENTS_DATA_STATEMENT_TIMEOUT_S * 1000)}")
         with connection.cursor(name="agents_data_source") as cursor:
             if chunk_rows is not None:
                 cursor.itersize = chunk_rows
@@ -591,6 +656,10 @@ def _postgres_error(error, *, label: str, password: str | None) -> DataSourceErr
     import psycopg
 
     reason = _reason_without(error, password)
+    if isinstance(error, psycopg.errors.QueryCanceled):
+        timeout_s = settings.AGENTS_DATA_STATEMENT_TIMEOUT_S
+        return DataSourceError(f"the query on {label} was cancelled after {timeout_s:g} s "
+                               "(AGENTS_DATA_STATEMENT_TIMEOUT_S)")
     # A write in a READ ONLY transaction fails with 25006; a data-modifying WITH cannot be declared as a cursor.
     if isinstance(error, psycopg.errors.ReadOnlySqlTransaction) or (
         isinstance(error, psycopg.errors.FeatureNotSupported) and "data-modifying" in reason
@@ -616,11 +685,18 @@ def _sqlite_frames(url: str, query: str, values: dict, *, chunk_rows: int | None
         connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)  # read-only: writes fail
     except sqlite3.Error as error:
         raise DataSourceError(f"{label} cannot be opened: {_reason(error)}") from None
+    timeout_s = settings.AGENTS_DATA_STATEMENT_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
+    # SQLite has no statement timeout: the progress handler interrupts the query once it is past its time.
+    connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
     try:
         cursor = connection.cursor()
         cursor.execute(query, values)
         yield from _rows_frames(cursor, chunk_rows=chunk_rows)
     except sqlite3.Error as error:
+        if "interrupted" in str(error) and time.monotonic() > deadline:
+            raise DataSourceError(f"the query on {label} was cancelled after {timeout_s:g} s "
+                                  "(AGENTS_DATA_STATEMENT_TIMEOUT_S)") from None
         if "readonly" in str(error):
             raise DataSourceError(f"{label} is read-only: sources may not write ({_reason(error)})") from None
         raise DataSourceError(f"the query on {label} failed: {_reason(error)}") from None
@@ -645,8 +721,6 @@ def _url_shown(url: str) -> str:
 
 def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     """Call an allowed host (following pages) and yield its records as frames; nothing is sent to another host."""
-    from agents.network import host_refusal
-
     refusal = host_refusal(urlsplit(spec["url"]).hostname or "", "AGENTS_DATA_API_ALLOWED_HOSTS")
     if refusal:
         raise DataSourceError(f"api source: {refusal}")
@@ -703,9 +777,6 @@ def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
 def _api_request(session, spec: dict, *, query: dict, headers: dict, label: str) -> Any:
     """One page's JSON, retrying connection errors, timeouts, 429 and 5xx with exponential backoff."""
     import requests
-
-    from agents.breakers import breaker, http_key
-    from agents.exceptions import CircuitOpenError
 
     attempts = spec["retries"] + 1
     problem = ""
@@ -782,8 +853,6 @@ def _records_frame(records: list, *, columns: list[str] | None, label: str) -> p
 
 def _dataset_row(spec: dict):
     """The Dataset the source names (its newest number unless one is given)."""
-    from agents.models import Dataset
-
     rows = Dataset.objects.filter(name=spec["dataset"])
     if spec["number"] is None:
         dataset = rows.order_by("-number").first()
@@ -800,8 +869,6 @@ def _dataset_row(spec: dict):
 
 def _dataset_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     """Read a published dataset's Parquet file, after checking it is the file that was published."""
-    from agents.decisions.ml import file_sha256
-
     dataset = _dataset_row(spec)
     label = f"dataset {dataset.name!r} #{dataset.number}"
     path = data_path_resolve(dataset.path, where=label)

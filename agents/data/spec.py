@@ -20,7 +20,7 @@ from typing import Any
 from agents.data.quality import check_validate
 from agents.data.sources import source_validate
 from agents.data.transforms import transform_validate
-from agents.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
 from agents.exceptions import PipelineSpecError
 
 TOP_LEVEL_KEYS = {"name", "description", "params", "source", "key", "transforms", "quality_checks", "output",

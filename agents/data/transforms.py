@@ -1,7 +1,7 @@
 """Pipeline transforms: validation of their specs and their application to DataFrames.
 
 Pure: pandas only, no Django. Expressions (``filter``, ``derive``) go through the allow-listed rule language
-compiled to column operations (``agents.data.vector``); nothing from a spec is ever run as code. ``custom``
+compiled to column operations (``agents.expressions.vector``); nothing from a spec is ever run as code. ``custom``
 transforms are Python functions registered by name with ``@transform("name")``.
 
 Streaming: ``select``, ``rename``, ``filter``, ``derive`` and chunk-safe custom transforms apply to each chunk
@@ -17,13 +17,15 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from agents.data.vector import compile_vector
+from agents.expressions.vector import compile_vector
 from agents.exceptions import ColumnError, DataError, ExpressionError
 
 TRANSFORM_TYPES = ("select", "rename", "filter", "derive", "aggregate", "join", "deduplicate", "sort", "custom")
 STREAMING_TYPES = frozenset({"select", "rename", "filter", "derive"})
 AGGREGATIONS = ("count", "size", "sum", "min", "max", "mean", "first", "last", "median", "std", "var", "nunique")
 #: Aggregations computed from per-chunk partials.
+#: Aggregations that only mean something over numbers.
+NUMERIC_AGGREGATIONS = frozenset({"sum", "mean", "median", "std", "var"})
 COMBINABLE_AGGREGATIONS = frozenset({"count", "size", "sum", "min", "max", "mean", "first", "last"})
 FILTER_OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null", "between")
 JOIN_HOW = ("inner", "left", "right", "outer")
@@ -33,7 +35,7 @@ _KEYS = {
     "rename": {"columns"},
     "filter": {"expression", "conditions"},
     "derive": {"column", "expression"},
-    "aggregate": {"group_by", "aggregations"},
+    "aggregate": {"group_by", "aggregations", "outputs"},
     "join": {"with", "on", "left_on", "right_on", "how", "columns", "suffix"},
     "deduplicate": {"columns", "keep"},
     "sort": {"by", "descending"},
@@ -196,6 +198,11 @@ def transform_validate(raw: Any, *, where: str, source_validate: Callable[..., t
                     continue
                 normalised[output] = {"column": column if function != "size" else None, "function": function}
             spec["aggregations"] = normalised
+            # The output columns in the order written, as a list: a JSON object's keys lose their order when stored
+            # (PostgreSQL's jsonb orders them its own way), a list keeps it. A stored spec validated again keeps it.
+            given = raw.get("outputs")
+            spec["outputs"] = list(given) if isinstance(given, list) and sorted(given, key=str) == sorted(normalised) \
+                else list(normalised)
     elif kind == "join":
         spec["how"] = raw.get("how", "inner")
         if spec["how"] not in JOIN_HOW:
@@ -265,7 +272,7 @@ def transform_columns(spec: dict) -> set[str] | None:
     if kind == "derive":
         return set(compile_vector(spec["expression"]).columns)
     if kind == "aggregate":
-        return set(spec["group_by"]) | {a["column"] for a in spec["aggregations"].values() if a["column"]}
+        return set(spec["group_by"]) | {a["column"] for _, a in aggregations_of(spec) if a["column"]}
     if kind == "join":
         return set(spec["left_on"])
     if kind == "sort":
@@ -285,7 +292,7 @@ def transform_is_chunked(spec: dict) -> bool:
 def aggregate_is_combinable(spec: dict) -> bool:
     """Whether an aggregate can be computed from per-chunk partials."""
     return spec["type"] == "aggregate" and all(
-        a["function"] in COMBINABLE_AGGREGATIONS for a in spec["aggregations"].values()
+        a["function"] in COMBINABLE_AGGREGATIONS for _, a in aggregations_of(spec)
     )
 
 
@@ -433,6 +440,12 @@ def transform_apply(frame: pd.DataFrame, spec: dict, *, where: str, load: Callab
 # ------------------------------------------------------------------------------------ aggregation
 
 
+def aggregations_of(spec: dict) -> list[tuple[str, dict]]:
+    """An aggregate's (output column, {column, function}) pairs, in the order the spec wrote them."""
+    order = spec.get("outputs") or list(spec["aggregations"])
+    return [(output, spec["aggregations"][output]) for output in order]
+
+
 def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.DataFrame:
     """The per-chunk partial of an aggregate (for non-combinable functions: the final values of the whole frame).
 
@@ -440,15 +453,19 @@ def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.Data
     for mean.
     """
     group_by = spec["group_by"]
-    _require(frame, group_by + [a["column"] for a in spec["aggregations"].values() if a["column"]], where)
+    _require(frame, group_by + [a["column"] for _, a in aggregations_of(spec) if a["column"]], where)
     combinable = aggregate_is_combinable(spec)
     named: dict[str, tuple[str, str]] = {}
-    for output, aggregation in spec["aggregations"].items():
+    for output, aggregation in aggregations_of(spec):
         function, column = aggregation["function"], aggregation["column"]
         if function == "size":
             column = group_by[0] if group_by else frame.columns[0] if len(frame.columns) else None
             if column is None:
                 raise DataError(f"{where}: 'size' needs at least one column in the data")
+        if function in NUMERIC_AGGREGATIONS and not _is_numeric(frame[column]):
+            # pandas would concatenate text for sum, or fail deep inside for mean: say what is wrong instead.
+            raise DataError(f"{where}: aggregation {output!r}: {function} needs a numeric column, but "
+                            f"{column!r} holds {frame[column].dtype} values")
         if function == "mean" and combinable:
             named[f"{output}__sum"] = (column, "sum")
             named[f"{output}__count"] = (column, "count")
@@ -464,6 +481,13 @@ def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.Data
     return result
 
 
+def _is_numeric(series: pd.Series) -> bool:
+    """Whether a column holds numbers (booleans count as 0 and 1); an all-missing column counts as numeric."""
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return True
+    return bool(series.isna().all())
+
+
 _COMBINE = {"count": "sum", "size": "sum", "sum": "sum", "min": "min", "max": "max", "first": "first", "last": "last"}
 
 
@@ -474,7 +498,7 @@ def aggregate_combine(partials: list[pd.DataFrame], spec: dict) -> pd.DataFrame:
     frame = pd.concat(partials, ignore_index=True)
     group_by = spec["group_by"]
     named = {}
-    for output, aggregation in spec["aggregations"].items():
+    for output, aggregation in aggregations_of(spec):
         if aggregation["function"] == "mean":
             named[f"{output}__sum"] = (f"{output}__sum", "sum")
             named[f"{output}__count"] = (f"{output}__count", "sum")
@@ -487,11 +511,12 @@ def aggregate_combine(partials: list[pd.DataFrame], spec: dict) -> pd.DataFrame:
 
 def aggregate_finish(partial: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Turn a (combined) partial into the aggregate's output: means from sums and counts, columns in spec order."""
+    order = spec["group_by"] + [output for output, _ in aggregations_of(spec)]
     if not aggregate_is_combinable(spec):
-        return partial
+        return partial[order]
     result = partial
-    for output, aggregation in spec["aggregations"].items():
+    for output, aggregation in aggregations_of(spec):
         if aggregation["function"] == "mean":
             total, count = result.pop(f"{output}__sum"), result.pop(f"{output}__count")
             result[output] = total / count.where(count != 0)
-    return result[spec["group_by"] + list(spec["aggregations"])]
+    return result[order]

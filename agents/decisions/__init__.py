@@ -1,1 +1,8 @@
-"""Decisions agents."""
+"""Decision agents: versioned rule sets (safe expressions, decision tables, JsonLogic) with an ML fallback, every
+decision audited.
+
+The face other code may use: ``services`` (load, activate, decide, train), ``selectors`` (rule sets and decisions
+as JSON) and ``ruleset`` (pure: parse and evaluate a rule set). ``actions`` registers ``decision.evaluate`` and the
+decision agent's task kind. ``cache`` and ``ml`` are the area's own.
+"""
+__all__ = ["services", "selectors", "ruleset"]

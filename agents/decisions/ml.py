@@ -4,15 +4,15 @@ Models are written with skops (never pickle or joblib) and their sha256 is
 checked before every load; skops refuses any type not trusted at save time.
 Pure: no Django.
 """
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from agents.decisions.expressions import extract_fields
+from agents.expressions.compiler import extract_fields
 from agents.decisions.ruleset import Feature
+from agents.core.files import file_sha256
 from agents.exceptions import ModelError
 
 #: Types a model file may contain beyond skops' defaults; anything else is refused at load.
@@ -86,15 +86,6 @@ def model_train(*, rows: list[tuple[dict, Any]], features: tuple[Feature, ...], 
         metrics={"holdout_accuracy": accuracy, "rows": len(rows), "class_counts": counts, "algorithm": "LogisticRegression"},
         trusted_types=sorted(untrusted),
     )
-
-
-def file_sha256(path: Path) -> str:
-    """Return the sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @lru_cache(maxsize=32)

@@ -5,14 +5,16 @@ JsonLogic object (``jsonlogic``); both are compiled once per version.
 """
 import hashlib
 import json
+from decimal import Decimal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from agents.decisions import expressions, jsonlogic
-from agents.definitions import NAME_RULE, is_name
-from agents.exceptions import ExpressionError, JsonLogicError, RuleSetError
+from agents.core.definitions import NAME_RULE, is_name
+from agents.exceptions import DecisionError, ExpressionError, JsonLogicError, RuleSetError
+from agents.expressions import compiler as expressions
+from agents.expressions import jsonlogic
 
 HIT_POLICIES = ("first", "priority", "unique", "any", "collect", "rule_order")
 AGGREGATIONS = ("sum", "min", "max", "count")
@@ -104,10 +106,11 @@ class RuleSet:
 
     @cached_property
     def evaluation_order(self) -> tuple[Rule, ...]:
-        """Active rules in the order the hit policy evaluates them (priority first for first/priority)."""
+        """Active rules in the order the hit policy evaluates them: the order they are written in, except that
+        first/priority take higher priorities first (a stable sort, so rules of equal priority keep their order)."""
         active = [rule for rule in self.rules if rule.active]
         if self.hit_policy in ("first", "priority"):
-            active.sort(key=lambda rule: (-rule.priority, rule.id))
+            active.sort(key=lambda rule: -rule.priority)
         return tuple(active)
 
     def content_hash(self) -> str:
@@ -282,6 +285,8 @@ class Outcome:
     confidence: float = 0.0
     reasoning: str = ""
     trace: tuple[dict, ...] = ()
+    #: Whether the rules gave the answer; False means the rule set's default (or its model) answers.
+    answered: bool = False
 
 
 def ruleset_evaluate(ruleset: RuleSet, context: dict, *, explain: bool = True,
@@ -290,8 +295,6 @@ def ruleset_evaluate(ruleset: RuleSet, context: dict, *, explain: bool = True,
 
     ``explain`` adds each evaluated rule's clauses and the values they read to the trace.
     """
-    from agents.exceptions import DecisionError
-
     if values is None:
         fields = ruleset.fields
         values = expressions.extract_fields(context, fields) if fields is not None else None
@@ -318,43 +321,59 @@ def ruleset_evaluate(ruleset: RuleSet, context: dict, *, explain: bool = True,
             if stop_at_first:
                 break
     if not matched:
+        if ruleset.hit_policy == "collect" and ruleset.aggregation == "count":
+            # Counting the matches of no rule is 0, an answer of its own, not a reason to fall back to the default.
+            return Outcome(matched=(), decision=0, confidence=1.0, trace=tuple(trace), answered=True,
+                           reasoning="no rule matched; count of their decisions is 0 (hit policy collect)")
         return Outcome(matched=(), trace=tuple(trace), reasoning="no rule matched")
     policy = ruleset.hit_policy
     ids = ", ".join(repr(rule.id) for rule in matched)
     if policy in ("first", "priority"):
         winner = matched[0]
         return Outcome(matched=(winner,) if policy == "first" else tuple(matched), decision=winner.decision,
-                       confidence=winner.confidence, trace=tuple(trace),
+                       confidence=winner.confidence, trace=tuple(trace), answered=True,
                        reasoning=f"rule {winner.id!r} matched (priority {winner.priority}; hit policy {policy})"
                        + (f"; also matched: {', '.join(repr(r.id) for r in matched[1:])}" if len(matched) > 1 else ""))
     if policy == "unique":
         if len(matched) > 1:
             raise DecisionError(f"rules {ids} all match, but hit policy 'unique' allows one match only")
         return Outcome(matched=tuple(matched), decision=matched[0].decision, confidence=matched[0].confidence,
-                       trace=tuple(trace), reasoning=f"rule {matched[0].id!r} matched (the only match; hit policy unique)")
+                       trace=tuple(trace), answered=True,
+                       reasoning=f"rule {matched[0].id!r} matched (the only match; hit policy unique)")
     if policy == "any":
         decisions = {json.dumps(rule.decision, sort_keys=True) for rule in matched}
         if len(decisions) > 1:
             raise DecisionError(f"rules {ids} match with different decisions, but hit policy 'any' needs them to agree")
         return Outcome(matched=tuple(matched), decision=matched[0].decision,
-                       confidence=max(rule.confidence for rule in matched), trace=tuple(trace),
+                       confidence=max(rule.confidence for rule in matched), trace=tuple(trace), answered=True,
                        reasoning=f"rules {ids} matched and agree (hit policy any)")
     decisions = [rule.decision for rule in matched]
     confidence = min(rule.confidence for rule in matched)
     if policy == "collect" and ruleset.aggregation:
         decision = _aggregate(ruleset.aggregation, decisions, ids)
         return Outcome(matched=tuple(matched), decision=decision, confidence=confidence, trace=tuple(trace),
+                       answered=True,
                        reasoning=f"rules {ids} matched; {ruleset.aggregation} of their decisions (hit policy collect)")
-    return Outcome(matched=tuple(matched), decision=decisions, confidence=confidence, trace=tuple(trace),
+    return Outcome(matched=tuple(matched), decision=decisions, confidence=confidence, trace=tuple(trace), answered=True,
                    reasoning=f"rules {ids} matched; all their decisions in rule order (hit policy {policy})")
 
 
 def _aggregate(aggregation: str, decisions: list, ids: str):
-    from agents.exceptions import DecisionError
-
     if aggregation == "count":
         return len(decisions)
     if not all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in decisions):
         raise DecisionError(f"rules {ids} matched, but {aggregation} needs numeric decisions, got {decisions!r}")
-    operations: dict[str, Callable] = {"sum": sum, "min": min, "max": max}
+    if aggregation == "sum":
+        return _decimal_sum(decisions)
+    operations: dict[str, Callable] = {"min": min, "max": max}
     return operations[aggregation](decisions)
+
+
+def _decimal_sum(numbers: list) -> int | float:
+    """The sum of ``numbers`` in decimal arithmetic, as they are written: 0.1 + 0.2 is 0.3, not
+    0.30000000000000004 (each float is read through its shortest repr, the text a definition gave)."""
+    if all(isinstance(number, int) for number in numbers):
+        return sum(numbers)
+    total = sum((Decimal(repr(number)) if isinstance(number, float) else Decimal(number) for number in numbers),
+                Decimal(0))
+    return float(total)

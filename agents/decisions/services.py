@@ -4,23 +4,25 @@ import hashlib
 import json
 import time
 import uuid
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from agents.audit import audit_record
+from agents.core.audit import audit_record
 from agents.decisions import ml
 from agents.decisions.cache import decision_cache
-from agents.decisions.expressions import extract_fields
-from agents.definitions import DefinitionTextError, definition_load_text, definition_read_file
+from agents.expressions.compiler import extract_fields
+from agents.core.definitions import DefinitionTextError, definition_load_text, definition_read_file
 from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
-from agents.tracing import trace_id_ensure
-from agents.orchestration.events import event_publish
+from agents.core.tracing import trace_id_ensure
+from agents.core.events import event_publish
+from agents.core.dispatch import task_send_on_commit
 from agents.models import (
     EventType,
     Decision,
@@ -188,7 +190,7 @@ class _Decider:
         """Rules first, then the champion model, then the default."""
         outcome: Outcome = ruleset_evaluate(self.rules, context, explain=explain)
         base = {"trace": list(outcome.trace), "needs_review": False, "model_version": None}
-        if outcome.matched:
+        if outcome.answered:
             return {**base, "decision": outcome.decision, "confidence": outcome.confidence, "engine": DecisionEngine.RULES,
                     "rule_ids": [rule.id for rule in outcome.matched], "reasoning": outcome.reasoning}
         default = self.rules.default
@@ -305,11 +307,13 @@ def _load(model_version: DecisionModelVersion):
                          tuple(model_version.trusted_types))
 
 
-def _shadow_later(decision_ids: list) -> None:
-    from workers.decision import decisions_shadow_evaluate
+#: The task that compares shadow drafts and challengers with audited decisions (``workers.decision``).
+SHADOW_TASK = "workers.decision.decisions_shadow_evaluate"
 
+
+def _shadow_later(decision_ids: list) -> None:
     ids = [str(decision_id) for decision_id in decision_ids]
-    transaction.on_commit(lambda: decisions_shadow_evaluate.delay(ids))
+    task_send_on_commit(SHADOW_TASK, ids)
 
 
 def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
@@ -321,7 +325,7 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
             rules = compiled_ruleset(version.pk)
             try:
                 outcome = ruleset_evaluate(rules, decision.context, explain=False)
-                answer = (outcome.decision, outcome.confidence) if outcome.matched else (
+                answer = (outcome.decision, outcome.confidence) if outcome.answered else (
                     rules.default["decision"], rules.default["confidence"])
             except DecisionError as error:
                 answer = ({"error": str(error)}, None)
@@ -360,7 +364,7 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000) -> dict:
         except DecisionError as error:
             errors.append({"decision_id": str(decision.decision_id), "error": str(error)})
             continue
-        new = outcome.decision if outcome.matched else rules.default["decision"]
+        new = outcome.decision if outcome.answered else rules.default["decision"]
         for rule in outcome.matched:
             matched_counts[rule.id] = matched_counts.get(rule.id, 0) + 1
         if ml.label_of(new) != ml.label_of(decision.decision):
@@ -463,3 +467,43 @@ def _set_path(target: dict, path: str, value: Any) -> None:
     for key in keys[:-1]:
         target = target.setdefault(key, {})
     target[keys[-1]] = value
+
+
+#: The youngest decisions a purge may delete: a purge is retention, not a way to rewrite recent history.
+MIN_PURGE_AGE = timedelta(days=30)
+#: The SQLite trigger the purge lifts for its own transaction (see migration 0011).
+_SQLITE_NO_DELETE = "agents_decision_no_delete"
+
+
+def decisions_purge(*, older_than: timedelta, ruleset: str | None = None, dry_run: bool = False,
+                    now=None) -> int:
+    """Delete audited decisions made more than ``older_than`` ago (of ``ruleset`` when given): the one way rows
+    leave the append-only audit, itself audited. Returns how many were (or, with ``dry_run``, would be) deleted."""
+    if older_than < MIN_PURGE_AGE:
+        raise DecisionError(f"--older-than must be at least {MIN_PURGE_AGE.days} days: the audit keeps what "
+                            "was decided recently")
+    before = (now or timezone.now()) - older_than
+    rows = Decision.objects.filter(created_at__lt=before)
+    if ruleset is not None:
+        if not RuleSet.objects.filter(name=ruleset).exists():
+            raise RuleSetNotFoundError(f"no rule set named {ruleset!r}")
+        rows = rows.filter(ruleset__name=ruleset)
+    if dry_run:
+        return rows.count()
+    with transaction.atomic():
+        vendor = connection.vendor
+        with connection.cursor() as cursor:
+            if vendor == "postgresql":
+                cursor.execute("SET LOCAL agents.decision_purge = 'on'")
+            elif vendor == "sqlite":
+                cursor.execute(f"DROP TRIGGER IF EXISTS {_SQLITE_NO_DELETE}")
+        deleted = rows.delete()[1].get(Decision._meta.label, 0)
+        with connection.cursor() as cursor:
+            if vendor == "postgresql":
+                cursor.execute("SET LOCAL agents.decision_purge = 'off'")
+            elif vendor == "sqlite":
+                cursor.execute(f"CREATE TRIGGER {_SQLITE_NO_DELETE} BEFORE DELETE ON agents_decision BEGIN "
+                               "SELECT RAISE(ABORT, 'the decision audit is append-only: DELETE refused'); END;")
+        audit_record("decisions.purge", "decision", "", f"purged {deleted} decisions made before {before.isoformat()}",
+                     before=before.isoformat(), ruleset=ruleset, deleted=deleted)
+    return deleted

@@ -1,6 +1,8 @@
 """Data agents: named sources, pipeline definitions and their versions, runs, and the datasets runs publish."""
 from django.db import models
 
+from .versioned import Definition, DefinitionVersion
+
 
 class DataSource(models.Model):
     """A named source (file, database, api or dataset) that pipelines refer to by name."""
@@ -22,30 +24,16 @@ class DataSource(models.Model):
         return (self.spec or {}).get("kind", "")
 
 
-class Pipeline(models.Model):
+class Pipeline(Definition):
     """A named pipeline; its content lives in versions."""
 
-    name = models.CharField(max_length=100, unique=True)
-    description = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    class Meta:
-        ordering = ["name"]
 
-    def __str__(self) -> str:
-        return self.name
-
-
-class PipelineVersion(models.Model):
+class PipelineVersion(DefinitionVersion):
     """One immutable version of a pipeline, identified by the hash of its normalised content."""
 
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="versions")
-    number = models.PositiveIntegerField(help_text="1, 2, ... per pipeline, in the order loaded.")
-    content_hash = models.CharField(max_length=64, help_text="sha256 of the normalised definition.")
-    spec = models.JSONField(help_text="The normalised definition, as validated.")
-    source = models.TextField(blank=True, help_text="The text the version was loaded from.")
-    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["pipeline__name", "-number"]

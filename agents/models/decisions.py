@@ -3,19 +3,11 @@ import uuid
 
 from django.db import models
 
+from .versioned import Definition, DefinitionVersion
 
-class RuleSet(models.Model):
+
+class RuleSet(Definition):
     """A named rule set; its rules live in versions."""
-
-    name = models.CharField(max_length=100, unique=True)
-    description = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class VersionStatus(models.TextChoices):
@@ -26,17 +18,12 @@ class VersionStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
-class RuleSetVersion(models.Model):
+class RuleSetVersion(DefinitionVersion):
     """One immutable version of a rule set; at most one is active per rule set."""
 
     ruleset = models.ForeignKey(RuleSet, on_delete=models.CASCADE, related_name="versions")
-    number = models.PositiveIntegerField()
-    content_hash = models.CharField(max_length=64, help_text="sha256 of the normalised definition.")
-    spec = models.JSONField()
-    source = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=VersionStatus.choices, default=VersionStatus.DRAFT)
     shadow = models.BooleanField(default=False, help_text="Evaluate this draft beside the active version and record disagreements.")
-    created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -252,6 +252,7 @@ class NotificationStatus(models.TextChoices):
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
     SILENCED = "silenced", "Silenced"
+    SKIPPED = "skipped", "Skipped"
 
 
 class Notification(models.Model):

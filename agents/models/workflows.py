@@ -1,31 +1,19 @@
 """Workflow definitions, their immutable versions, runs and step attempts."""
 from django.db import models
 
+from .versioned import Definition, DefinitionVersion
 
-class WorkflowDefinition(models.Model):
+
+class WorkflowDefinition(Definition):
     """A named workflow; its content lives in versions."""
 
-    name = models.CharField(max_length=100, unique=True)
-    description = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    class Meta:
-        ordering = ["name"]
 
-    def __str__(self) -> str:
-        return self.name
-
-
-class WorkflowVersion(models.Model):
+class WorkflowVersion(DefinitionVersion):
     """One immutable version of a definition, identified by the hash of its normalised content."""
 
     definition = models.ForeignKey(WorkflowDefinition, on_delete=models.CASCADE, related_name="versions")
-    number = models.PositiveIntegerField(help_text="1, 2, ... per definition, in the order loaded.")
-    content_hash = models.CharField(max_length=64, help_text="sha256 of the normalised definition.")
-    spec = models.JSONField(help_text="The normalised definition, as validated.")
-    source = models.TextField(blank=True, help_text="The text the version was loaded from.")
-    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["definition__name", "-number"]

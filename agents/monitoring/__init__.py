@@ -1,1 +1,9 @@
-"""Monitoring agents."""
+"""Monitoring agents: scheduled checks, metrics, alerts that are raised, deduplicated, notified and resolved, and
+incident responses.
+
+The face other code may use: ``services`` (load definitions, dispatch and run checks), ``alerts`` (acknowledge,
+silence, resolve), ``selectors`` (checks, alerts, metrics as JSON), ``rules``, ``probes`` and ``notifiers``
+(validate matchers, check types and notifier configs). ``actions`` registers ``monitoring.check`` and the
+monitoring agent's task kind.
+"""
+__all__ = ["services", "alerts", "selectors", "rules", "probes", "notifiers"]

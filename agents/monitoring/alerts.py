@@ -5,16 +5,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from agents.audit import audit_record
-from agents.exceptions import AlertStateError, NotificationError
-from agents.jsonable import is_json
-from agents.tracing import trace_id_ensure
-from agents.orchestration.events import event_publish
+from agents.core.actions import ActionContext, action_get, action_run
+from agents.core.audit import audit_record
+from agents.core.dispatch import task_send_on_commit
+from agents.core.events import event_publish
+from agents.core.jsonable import is_json
+from agents.core.tracing import trace, trace_id_ensure
+from agents.core.transitions import sources_of, transition
+from agents.exceptions import AgentsError, AlertStateError, NotificationError
 from agents.models import (
-    EventType,
     ALERT_TRANSITIONS,
     OPEN_ALERT_STATES,
     Alert,
@@ -29,19 +31,24 @@ from agents.models import (
     ResponseRule,
     ResponseStatus,
     Silence,
+    EventType,
 )
 from agents.monitoring import rules
+from agents.monitoring.notifiers import notification_send
 
 logger = logging.getLogger(__name__)
 
 #: A notification left 'sending' this long (its worker died mid-send) is taken over by the next attempt.
 SENDING_STALE_S = 120.0
+#: The tasks that deliver a notification and run an alert's incident responses (``workers.monitoring``).
+NOTIFY_TASK = "workers.monitoring.alert_notify"
+RESPOND_TASK = "workers.monitoring.alert_respond"
 
 
 def _transition(alert: Alert, to: str, **fields: Any) -> bool:
     """Move ``alert`` to ``to`` if its stored state allows it; return whether it moved (guarded UPDATE)."""
-    allowed_from = [state for state, targets in ALERT_TRANSITIONS.items() if to in targets]
-    moved = Alert.objects.filter(pk=alert.pk, state__in=allowed_from).update(state=to, updated_at=timezone.now(), **fields)
+    moved = transition(Alert.objects.filter(pk=alert.pk), sources_of(ALERT_TRANSITIONS, to), to, field="state",
+                       updated_at=timezone.now(), **fields)
     if moved:
         alert.state = to
         for name, value in fields.items():
@@ -50,16 +57,12 @@ def _transition(alert: Alert, to: str, **fields: Any) -> bool:
     return bool(moved)
 
 
-def _notify_on_commit(alert_id: int, event: str, sequence: int = 0) -> None:
-    from workers.monitoring import alert_notify
-
-    transaction.on_commit(lambda: alert_notify.delay(alert_id, event, sequence))
+def _notify_on_commit(alert: Alert, event: str, sequence: int = 0) -> None:
+    task_send_on_commit(NOTIFY_TASK, alert.pk, event, sequence, trace_id=alert.trace_id)
 
 
-def _respond_on_commit(alert_id: int) -> None:
-    from workers.monitoring import alert_respond
-
-    transaction.on_commit(lambda: alert_respond.delay(alert_id))
+def _respond_on_commit(alert: Alert) -> None:
+    task_send_on_commit(RESPOND_TASK, alert.pk, trace_id=alert.trace_id)
 
 
 def route_match(*, check: str, tags: list[str], severity: str) -> NotificationRoute | None:
@@ -73,19 +76,20 @@ def route_match(*, check: str, tags: list[str], severity: str) -> NotificationRo
 def _summary(check: Check, result: Any, status: str) -> str:
     if not result.ok or result.value is None:
         return result.message
+    # What the probe saw, then the threshold it crossed; the severity is the alert's own field, not repeated here.
     threshold = check.critical if status == CheckStatus.CRITICAL else check.warning
     sign = ">=" if check.direction == "above" else "<="
     unit = f" {result.unit}" if result.unit else ""
-    return f"{result.value:g}{unit} {sign} {threshold:g} ({status})"
+    return f"{result.message} ({result.value:g}{unit} {sign} {threshold:g})"
 
 
 def _fire(alert: Alert, now: datetime) -> None:
     check = alert.health_check
     route = route_match(check=check.name, tags=check.tags, severity=alert.severity)
     if _transition(alert, AlertState.FIRING, fired_at=now, last_notified_at=now, route=route.name if route else ""):
-        _notify_on_commit(alert.pk, NotificationEvent.FIRING)
-        _respond_on_commit(alert.pk)
-        event_publish(EventType.ALERT_FIRED, _event_payload(alert))
+        _notify_on_commit(alert, NotificationEvent.FIRING)
+        _respond_on_commit(alert)
+        event_publish(EventType.ALERT_FIRED, _event_payload(alert), trace_id=alert.trace_id)
 
 
 def _resolve(alert: Alert, *, now: datetime, by: str) -> bool:
@@ -93,8 +97,8 @@ def _resolve(alert: Alert, *, now: datetime, by: str) -> bool:
     if not _transition(alert, AlertState.RESOLVED, resolved_at=now, resolved_by=by, ack_expires_at=None):
         return False
     if was_fired:
-        _notify_on_commit(alert.pk, NotificationEvent.RESOLVED)
-        event_publish(EventType.ALERT_RESOLVED, _event_payload(alert))
+        _notify_on_commit(alert, NotificationEvent.RESOLVED)
+        event_publish(EventType.ALERT_RESOLVED, _event_payload(alert), trace_id=alert.trace_id)
     return True
 
 
@@ -203,6 +207,26 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
     return silence
 
 
+def silence_end(*, silence_id: int, user: str = "") -> Silence:
+    """End a silence now, before its time: alerts it matched notify again (one that fired under it and still fires
+    is sent its firing notice by the next sweep). A silence that has not started yet is ended before it starts."""
+    now = timezone.now()
+    with transaction.atomic():
+        silence = Silence.objects.select_for_update().filter(pk=silence_id).first()
+        if silence is None:
+            raise AlertStateError(f"no silence #{silence_id}")
+        if silence.ends_at <= now:
+            raise AlertStateError(f"silence #{silence.pk} already ended at {silence.ends_at.isoformat()}")
+        # One not started yet becomes a window that closed before now: it never applies.
+        starts_at = min(silence.starts_at, now - timedelta(microseconds=1))
+        was = silence.ends_at
+        Silence.objects.filter(pk=silence.pk).update(starts_at=starts_at, ends_at=now)
+        silence.starts_at, silence.ends_at = starts_at, now
+        audit_record("silence.end", "silence", silence.pk, f"ended silence #{silence.pk} early",
+                     matchers=silence.matchers, ends_at_was=was.isoformat(), user=user)
+    return silence
+
+
 def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence | None:
     """The active silence covering ``alert``, if any."""
     now = now or timezone.now()
@@ -240,21 +264,59 @@ def alert_payload(alert: Alert, event: str) -> dict:
 def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Notification | None:
     """Deliver one notification of an alert once: to its route's handler, or record it silenced.
 
-    A resolved notice is sent only after the firing one (delivering the firing one first if it was never
-    attempted), and only if the firing one was not silenced. Returns None when the firing notice is still being
-    sent by another worker: the caller retries later.
+    A resolved notice goes to every route that was sent a firing (or escalation) notice, after those were
+    attempted; a route never told the alert fired is not told it resolved (its firing notice was silenced, or
+    failed). Returns None while a firing notice is still being sent by another worker: the caller retries later.
     """
-    from agents.monitoring.notifiers import notification_send
-
     alert = Alert.objects.select_related("health_check").get(pk=alert_id)
     now = timezone.now()
     if event == NotificationEvent.RESOLVED:
-        firing = Notification.objects.filter(alert=alert, event=NotificationEvent.FIRING, sequence=0).first()
-        if firing is None:
-            firing = notification_deliver(alert_id=alert_id, event=NotificationEvent.FIRING)
-        if firing is None or firing.status == NotificationStatus.SENDING:
-            return None
+        return _resolved_deliver(alert, now=now)
     route = NotificationRoute.objects.filter(name=alert.route, enabled=True).first() if alert.route else None
+    return _deliver(alert, event=event, sequence=sequence, route=route, silence=silence_for_alert(alert, now=now),
+                    now=now)
+
+
+#: Notices that tell a route an alert fires; each route sent one is sent the resolved notice.
+_FIRING_EVENTS = (NotificationEvent.FIRING, NotificationEvent.ESCALATION)
+
+
+def _resolved_deliver(alert: Alert, *, now: datetime) -> Notification | None:
+    """The resolved notice, to each route told the alert fired, in the order they were told (one row each)."""
+    firing = Notification.objects.filter(alert=alert, event=NotificationEvent.FIRING, sequence=0).first()
+    if firing is None:
+        firing = notification_deliver(alert_id=alert.pk, event=NotificationEvent.FIRING)
+    told_notices = Notification.objects.filter(alert=alert, event__in=_FIRING_EVENTS)
+    if firing is None or told_notices.filter(status=NotificationStatus.SENDING).exists():
+        return None
+    told: list[str] = []
+    for name in (told_notices.filter(status=NotificationStatus.SENT).order_by("created_at", "pk")
+                 .values_list("route", flat=True)):
+        if name not in told:
+            told.append(name)
+    if not told:
+        silenced = firing.status == NotificationStatus.SILENCED
+        notification, _ = Notification.objects.get_or_create(
+            alert=alert, event=NotificationEvent.RESOLVED, sequence=0,
+            defaults={"route": firing.route, "handler": firing.handler, "finished_at": now,
+                      "status": NotificationStatus.SILENCED if silenced else NotificationStatus.SKIPPED,
+                      "silence": firing.silence if silenced else None,
+                      "error": "" if silenced else "not sent: no route was told the alert fired (its firing notice "
+                                                   f"{firing.status})"},
+        )
+        return notification
+    delivered = []
+    for index, name in enumerate(told):
+        route = NotificationRoute.objects.filter(name=name, enabled=True).first() if name else None
+        delivered.append(_deliver(alert, event=NotificationEvent.RESOLVED, sequence=index, route=route, silence=None,
+                                  now=now))
+    return delivered[0]
+
+
+def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRoute | None, silence: Silence | None,
+             now: datetime) -> Notification:
+    """Send (or record silenced) notice (``event``, ``sequence``) of ``alert`` to ``route`` (the log when None),
+    once: a notice another worker is sending is left to it unless that worker died (``SENDING_STALE_S``)."""
     handler, config = (route.handler, route.config) if route else ("log", {})
     stale_before = now - timedelta(seconds=SENDING_STALE_S)
     with transaction.atomic():
@@ -268,16 +330,10 @@ def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Not
             ).update(created_at=now)
             if not taken:
                 return notification
-    if event == NotificationEvent.RESOLVED:
-        silence = firing.silence if firing.status == NotificationStatus.SILENCED else None
-        quiet = firing.status == NotificationStatus.SILENCED
-    else:
-        silence = silence_for_alert(alert, now=now)
-        quiet = silence is not None
     if event == NotificationEvent.FIRING and alert.state == AlertState.RESOLVED and alert.resolved_at is not None:
         alert.state = AlertState.FIRING  # tell what it was when it fired; its resolved notice follows
     fields: dict[str, Any] = {"finished_at": timezone.now()}
-    if quiet:
+    if silence is not None:
         fields.update(status=NotificationStatus.SILENCED, silence=silence)
     else:
         try:
@@ -300,7 +356,7 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
     unacknowledged, and escalate to ``escalate_to`` after ``escalate_after`` reminders. Safe to run twice: each
     step is a guarded update on the alert's notice counter."""
     now = now or timezone.now()
-    counts = {"ack_expired": 0, "reminders": 0, "escalations": 0}
+    counts = {"ack_expired": 0, "reminders": 0, "escalations": 0, "unsilenced": 0}
     for alert in Alert.objects.filter(state=AlertState.ACKNOWLEDGED, ack_expires_at__lte=now):
         with transaction.atomic():
             if _transition(
@@ -308,7 +364,8 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 notices=F("notices") + 1,
             ):
                 counts["ack_expired"] += 1
-                _notify_on_commit(alert.pk, NotificationEvent.REMINDER, alert.notices + 1)
+                _notify_on_commit(alert, NotificationEvent.REMINDER, alert.notices + 1)
+    counts["unsilenced"] = _unsilenced_notify(now=now)
     routes = {
         route.name: route
         for route in NotificationRoute.objects.select_related("escalate_to").filter(
@@ -340,8 +397,28 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 event, key = NotificationEvent.REMINDER, "reminders"
             if moved:
                 counts[key] += 1
-                _notify_on_commit(alert.pk, event, alert.notices + 1)
+                _notify_on_commit(alert, event, alert.notices + 1)
     return counts
+
+
+def _unsilenced_notify(*, now: datetime) -> int:
+    """Alerts that fired during a silence and still fire now it has ended: send the firing notice they never sent
+    (once: a guarded step of the alert's notice counter). Returns how many."""
+    told = Notification.objects.filter(alert=OuterRef("pk"), event__in=_FIRING_EVENTS, status=NotificationStatus.SENT)
+    silenced = Notification.objects.filter(alert=OuterRef("pk"), event=NotificationEvent.FIRING,
+                                           status=NotificationStatus.SILENCED)
+    count = 0
+    for alert in (Alert.objects.select_related("health_check").filter(state=AlertState.FIRING)
+                  .filter(Exists(silenced)).exclude(Exists(told))):
+        if silence_for_alert(alert, now=now) is not None:
+            continue
+        with transaction.atomic():
+            moved = Alert.objects.filter(pk=alert.pk, state=AlertState.FIRING, notices=alert.notices).update(
+                notices=F("notices") + 1, last_notified_at=now, updated_at=now)
+            if moved:
+                count += 1
+                _notify_on_commit(alert, NotificationEvent.FIRING, alert.notices + 1)
+    return count
 
 
 # ------------------------------------------------------------------------------------ incident responses
@@ -370,28 +447,27 @@ def incident_respond(*, alert_id: int) -> list[IncidentResponse]:
             )
             limited = recent >= rule.max_runs
             response = IncidentResponse.objects.create(
-                rule=rule, alert=alert, trace_id=trace_id_ensure(),
+                rule=rule, alert=alert, trace_id=alert.trace_id or trace_id_ensure(),
                 status=ResponseStatus.RATE_LIMITED if limited else ResponseStatus.RUNNING,
                 error=f"{recent} responses in the last {rule.per_s:g} s (limit {rule.max_runs})" if limited else "",
                 finished_at=now if limited else None,
             )
         if not limited:
-            _response_execute(response, rule, alert)
+            with trace(alert.trace_id or None):  # what the response starts belongs to the alert's trace
+                _response_execute(response, rule, alert)
         responses.append(response)
     return responses
 
 
 def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Alert) -> None:
-    from agents.exceptions import AgentsError
-    from agents.workflows.actions import ActionContext, action_get
-    from agents.workflows.services import workflow_run_start
-
     payload = alert_payload(alert, "firing")
     fields: dict[str, Any] = {}
     try:
         if rule.workflow:
-            run = workflow_run_start(workflow=rule.workflow, params=rule.params)
-            fields.update(status=ResponseStatus.SUCCEEDED, workflow_run_id=run.pk, result={"workflow_run_id": run.pk})
+            # The workflow area's action, through the registry: areas do not import each other.
+            started = action_run("workflow.start", {"workflow": rule.workflow, "params": rule.params})
+            run_id = started["workflow_run_id"]
+            fields.update(status=ResponseStatus.SUCCEEDED, workflow_run_id=run_id, result={"workflow_run_id": run_id})
         else:
             action = action_get(rule.action)
             if action is None:

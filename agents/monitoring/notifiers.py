@@ -13,10 +13,15 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from agents.crypto import is_secret_reference, secret_reference_problem, secret_value
-from agents.exceptions import NotificationError, SecretError
-from agents.network import connection_failure_reason, host_refusal
-from agents.workflows.actions import Action, Param
+import requests
+
+from agents.core.actions import Action
+from agents.core.breakers import breaker, http_key
+from agents.core.crypto import is_secret_reference, secret_reference_problem, secret_value
+from agents.core.network import connection_failure_reason, host_refusal
+from agents.core.params import Param
+from agents.core.registry import Registry
+from agents.exceptions import CircuitOpenError, NotificationError, SecretError
 
 #: Longest wait between two attempts, whatever backoff_s * 2**(n-1) comes to.
 MAX_DELAY_S = 60.0
@@ -48,11 +53,11 @@ class _Failure(Exception):
 
 def notifier_validate(handler: str, config: dict) -> list[str]:
     """Return every problem with a handler and its config, each naming the key (empty when they fit)."""
-    if not isinstance(handler, str) or handler not in _NOTIFIERS:
+    if not isinstance(handler, str) or handler not in notifiers:
         return [f"unknown handler {handler!r} (known: {', '.join(NOTIFIER_TYPES)})"]
     if not isinstance(config, dict):
         return [f"config must be a mapping, got {type(config).__name__}"]
-    notifier = _NOTIFIERS[handler]
+    notifier = notifiers[handler]
     problems = notifier.validate(config)
     for key, check in (("to", _recipients_problems), ("url", _url_problems), ("headers", _headers_problems)):
         if key in notifier.params and key in config and notifier.params[key].check(config[key]) is None:
@@ -143,7 +148,7 @@ def notification_send(*, handler: str, config: dict, payload: dict, dedup_key: s
     """
     if problems := notifier_validate(handler, config):
         raise NotificationError(f"{handler} notifier: {'; '.join(problems)}")
-    notifier = _NOTIFIERS[handler]
+    notifier = notifiers[handler]
     return notifier.function(notifier.with_defaults(config), payload, dedup_key, idempotency_key or dedup_key)
 
 
@@ -196,9 +201,9 @@ def _email(payload: dict, dedup_key: str, recipients: list[str]) -> str:
     from django.core.mail import send_mail
 
     summary = " ".join(str(payload.get("summary", "")).split())  # a line break in a subject is refused
-    subject = f"[{str(payload.get('event', '')).upper()}] {payload.get('check')}: {summary}"
-    if payload.get("severity"):
-        subject += f" ({payload['severity']})"
+    # The severity once, beside the event; the summary says what the probe saw.
+    severity = f" {payload['severity']}" if payload.get("severity") else ""
+    subject = f"[{str(payload.get('event', '')).upper()}{severity}] {payload.get('check')}: {summary}"
     body = "\n".join(f"{key}: {value}" for key, value in {**payload, "dedup_key": dedup_key}.items())
     try:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
@@ -228,11 +233,6 @@ def _headers_resolve(headers: dict) -> dict[str, str]:
 
 
 def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> str:
-    import requests
-
-    from agents.breakers import breaker, http_key
-    from agents.exceptions import CircuitOpenError
-
     try:
         with breaker(http_key(url), timeout_s=timeout_s) as call:
             response = requests.post(url, json=body, headers=headers, timeout=timeout_s, allow_redirects=False)
@@ -261,17 +261,17 @@ _ATTEMPTS = Param("integer", default=3, minimum=1, maximum=10)
 _BACKOFF_S = Param("number", default=0.5, minimum=0, maximum=30)
 
 #: Each handler with its config schema; e-mail is retried like a webhook.
-_NOTIFIERS: dict[str, Action] = {
-    "log": Action("log", _log_send, {}),
-    "email": Action("email", _email_send, {
-        "to": Param("array", required=True), "attempts": _ATTEMPTS, "backoff_s": _BACKOFF_S,
-    }),
-    "webhook": Action("webhook", _webhook_send, {
+notifiers: Registry[Action] = Registry("notifier")
+for _notifier in (
+    Action("log", _log_send, {}),
+    Action("email", _email_send, {"to": Param("array", required=True), "attempts": _ATTEMPTS, "backoff_s": _BACKOFF_S}),
+    Action("webhook", _webhook_send, {
         "url": Param("string", required=True),
         "timeout_s": Param("number", default=5, minimum=0.1, maximum=60),
         "attempts": _ATTEMPTS,
         "backoff_s": _BACKOFF_S,
         "headers": Param("object", default=None),
     }),
-}
-NOTIFIER_TYPES: tuple[str, ...] = tuple(_NOTIFIERS)
+):
+    notifiers.register(_notifier.name, _notifier)
+NOTIFIER_TYPES: tuple[str, ...] = tuple(notifiers)

@@ -13,11 +13,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+import requests
+from django.db import DatabaseError
+from kombu.exceptions import ChannelError, OperationalError
 
-from agents.definitions import NAME_RULE, is_name
+from agents.core.actions import Action
+from agents.core.breakers import CLOSED, breaker, breakers_list, breaker_summary, http_key, tcp_key
+from agents.core.definitions import NAME_RULE, is_name
+from agents.core.dispatch import celery_app
+from agents.core.network import connection_failure_reason, host_refusal
+from agents.core.params import Param
+from agents.core.registry import Registry
 from agents.exceptions import CheckSpecError, CircuitOpenError
-from agents.network import connection_failure_reason, host_refusal
-from agents.workflows.actions import Action, Param
+from agents.models import Agent, AgentStatus, AgentType
 
 #: The setting listing the hosts http and tcp checks may reach ("*" allows any).
 ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
@@ -45,7 +53,8 @@ class ProbeResult:
 
 # ------------------------------------------------------------------------------------ custom functions
 
-_check_functions: dict[str, Callable[[dict], Any]] = {}
+#: Custom check functions by name (``{type: custom, params: {function: name}}``).
+check_functions: Registry[Callable[[dict], Any]] = Registry("check function")
 
 
 def check_function(name: str):
@@ -56,17 +65,14 @@ def check_function(name: str):
         raise ValueError(f"check function name {name!r} must be at most {MAX_METRIC_NAME - len('custom.')} characters")
 
     def register(function):
-        if name in _check_functions and _check_functions[name] is not function:
-            raise ValueError(f"check function {name!r} is already registered")
-        _check_functions[name] = function
-        return function
+        return check_functions.register(name, function)
 
     return register
 
 
 def check_function_names() -> list[str]:
     """Return the names of every registered custom check function, sorted."""
-    return sorted(_check_functions)
+    return check_functions.names()
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -157,10 +163,6 @@ def _disk(params: dict, state: dict) -> ProbeResult:
 
 def _http(params: dict, state: dict) -> ProbeResult:
     """Latency in ms of one request to ``url``; not ok on a connection failure, a timeout or an unexpected status."""
-    import requests
-
-    from agents.breakers import breaker, http_key
-
     url, method, timeout_s = params["url"], params["method"], params["timeout_s"]
     expected = _status_list(params["expect_status"])
     try:
@@ -197,8 +199,6 @@ def _http(params: dict, state: dict) -> ProbeResult:
 
 def _tcp(params: dict, state: dict) -> ProbeResult:
     """Milliseconds to open a TCP connection to ``host:port``; not ok when refused or timed out."""
-    from agents.breakers import breaker, tcp_key
-
     host, port, timeout_s = params["host"], params["port"], params["timeout_s"]
     target = f"{host}:{port}"
     try:
@@ -222,12 +222,8 @@ def _tcp(params: dict, state: dict) -> ProbeResult:
 
 def _celery_queue(params: dict, state: dict) -> ProbeResult:
     """Messages waiting in ``queue`` on the broker (every priority level); a queue that does not exist counts 0."""
-    from kombu.exceptions import ChannelError, OperationalError
-
-    from agentsite.celery import app
-
     queue = params["queue"]
-    connection = app.connection_for_read()
+    connection = celery_app().connection_for_read()
     broker_errors = (OperationalError, OSError, *connection.connection_errors, *connection.channel_errors)
     try:
         with connection:
@@ -252,10 +248,6 @@ def _celery_queue(params: dict, state: dict) -> ProbeResult:
 
 def _agents(params: dict, state: dict) -> ProbeResult:
     """Enabled agents that are offline (of ``agent_type`` when given); the message names them."""
-    from django.db import DatabaseError
-
-    from agents.models import Agent, AgentStatus
-
     agent_type = params["agent_type"]
     target = f"agents:{agent_type}" if agent_type else "agents"
     enabled = Agent.objects.filter(enabled=True)
@@ -283,7 +275,7 @@ def _agents(params: dict, state: dict) -> ProbeResult:
 
 def _custom(params: dict, state: dict) -> ProbeResult:
     """Run the registered check function ``function`` with ``args``; a function that raises is a failed probe."""
-    name, function = params["function"], _check_functions[params["function"]]
+    name, function = params["function"], check_functions[params["function"]]
     metric = f"custom.{name}"
     try:
         returned = function(dict(params["args"]))
@@ -364,15 +356,13 @@ def _queue_problems(params: dict) -> list[str]:
 
 def _custom_problems(params: dict) -> list[str]:
     name = params.get("function")
-    if isinstance(name, str) and name not in _check_functions:
+    if isinstance(name, str) and name not in check_functions:
         known = ", ".join(check_function_names()) or "none"
         return [f"parameter 'function': no check function {name!r} is registered (registered: {known})"]
     return []
 
 
 def _agents_problems(params: dict) -> list[str]:
-    from agents.models import AgentType
-
     agent_type = params.get("agent_type")
     reason = Param(choices=tuple(AgentType.values)).check(agent_type) if isinstance(agent_type, str) else None
     return [f"parameter 'agent_type' {reason}"] if reason else []
@@ -386,11 +376,12 @@ _TIMEOUT = Param("number", default=5, minimum=0.1, maximum=60)
 
 #: Each check type: its runner and parameter schema as an Action (reused for validation and defaults), and the
 #: checks that go beyond one parameter's type and range.
-_PROBES: dict[str, tuple[Action, Callable[[dict], list[str]]]] = {
-    "cpu": (Action("cpu", _cpu, {}), _no_problems),
-    "memory": (Action("memory", _memory, {}), _no_problems),
-    "disk": (Action("disk", _disk, {"path": Param("string", required=True)}), _disk_problems),
-    "http": (
+check_types: Registry[tuple[Action, Callable[[dict], list[str]]]] = Registry("check type")
+for _runner, _problems in (
+    (Action("cpu", _cpu, {}), _no_problems),
+    (Action("memory", _memory, {}), _no_problems),
+    (Action("disk", _disk, {"path": Param("string", required=True)}), _disk_problems),
+    (
         Action("http", _http, {
             "url": Param("string", required=True),
             "method": Param("string", default="GET", choices=("GET", "HEAD", "POST")),
@@ -399,7 +390,7 @@ _PROBES: dict[str, tuple[Action, Callable[[dict], list[str]]]] = {
         }),
         _http_problems,
     ),
-    "tcp": (
+    (
         Action("tcp", _tcp, {
             "host": Param("string", required=True),
             "port": Param("integer", required=True, minimum=1, maximum=65535),
@@ -407,23 +398,24 @@ _PROBES: dict[str, tuple[Action, Callable[[dict], list[str]]]] = {
         }),
         _tcp_problems,
     ),
-    "celery_queue": (Action("celery_queue", _celery_queue, {"queue": Param("string", required=True)}), _queue_problems),
-    "agents": (Action("agents", _agents, {"agent_type": Param("string", default=None)}), _agents_problems),
-    "custom": (
+    (Action("celery_queue", _celery_queue, {"queue": Param("string", required=True)}), _queue_problems),
+    (Action("agents", _agents, {"agent_type": Param("string", default=None)}), _agents_problems),
+    (
         Action("custom", _custom, {"function": Param("string", required=True), "args": Param("object", default={})}),
         _custom_problems,
     ),
-}
-PROBE_TYPES: tuple[str, ...] = tuple(_PROBES)
+):
+    check_types.register(_runner.name, (_runner, _problems))
+PROBE_TYPES: tuple[str, ...] = tuple(check_types)
 
 
 def probe_validate(check_type: str, params: dict) -> list[str]:
     """Return every problem with ``params`` for a check of ``check_type``, each naming its parameter."""
-    if not isinstance(check_type, str) or check_type not in _PROBES:
+    if not isinstance(check_type, str) or check_type not in check_types:
         return [f"unknown check type {check_type!r} (known: {', '.join(PROBE_TYPES)})"]
     if not isinstance(params, dict):
         return [f"parameters must be a mapping, got {type(params).__name__}"]
-    action, problems = _PROBES[check_type]
+    action, problems = check_types[check_type]
     return action.validate(params) + problems(params)
 
 
@@ -432,9 +424,27 @@ def probe_run(check_type: str, params: dict, *, state: dict | None = None) -> Pr
     problems = probe_validate(check_type, params)
     if problems:
         raise CheckSpecError(problems)
-    action, _ = _PROBES[check_type]
+    action, _ = check_types[check_type]
     return action.function(action.with_defaults(params), dict(state or {}))
 
 
-# The built-in custom check "circuit_breakers" (the number of open circuits) registers itself on import.
-from agents import breakers  # noqa: E402,F401
+# ------------------------------------------------------------------------------------ built-in custom checks
+
+#: Open breakers named in the circuit_breakers check's message; the rest are counted.
+MAX_NAMED_BREAKERS = 10
+
+
+@check_function("circuit_breakers")
+def circuit_breakers_check(args: dict) -> ProbeResult:
+    """The number of circuits not closed (open, or half-open waiting for a trial), naming them: a check
+    ``{type: custom, params: {function: circuit_breakers}, critical: 1}`` alerts while any is."""
+    not_closed = [state for state in breakers_list() if state["state"] != CLOSED]
+    count = float(len(not_closed))
+    if not_closed:
+        named = ", ".join(f"{state['key']} ({breaker_summary(state)})" for state in not_closed[:MAX_NAMED_BREAKERS])
+        more = f" and {len(not_closed) - MAX_NAMED_BREAKERS} more" if len(not_closed) > MAX_NAMED_BREAKERS else ""
+        message = f"{len(not_closed)} circuit breaker{'s' if len(not_closed) != 1 else ''} open: {named}{more}"
+    else:
+        message = "no circuit breaker open"
+    return ProbeResult(value=count, unit="breakers", ok=True, message=message, target="circuit_breakers",
+                       metrics={"custom.circuit_breakers": (count, "breakers")})

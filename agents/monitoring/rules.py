@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from agents.definitions import NAME_RULE, is_name
+from agents.core.definitions import NAME_RULE, is_name
 
 STATUSES = ("ok", "warning", "critical")
 SEVERITIES = ("info", "warning", "critical")

@@ -6,7 +6,7 @@ from django.db import connection
 from django.utils import timezone
 
 from agents.exceptions import MonitoringError
-from agents.jsonable import iso
+from agents.core.jsonable import iso
 from agents.models import Alert, Check, Metric, Notification
 
 _WINDOW_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

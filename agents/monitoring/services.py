@@ -15,8 +15,10 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from agents.audit import audit_record
-from agents.definitions import DefinitionTextError, definition_load_text
+from agents.core.actions import action_get, action_names
+from agents.core.audit import audit_record
+from agents.core.definitions import DefinitionTextError, definition_load_text
+from agents.core.dispatch import task_send
 from agents.exceptions import CheckNotFoundError, CheckSpecError
 from agents.models import (
     Check,
@@ -25,6 +27,7 @@ from agents.models import (
     NotificationRoute,
     ResponseRule,
     Silence,
+    WorkflowDefinition,
 )
 from agents.monitoring import alerts, probes, rules
 from agents.monitoring.notifiers import notifier_validate
@@ -33,14 +36,14 @@ logger = logging.getLogger(__name__)
 
 #: Check types whose probe reads the database or runs operator code: run in the task's own thread.
 INLINE_PROBE_TYPES = frozenset({"agents", "custom"})
+#: The task that runs a batch of scheduled checks (``workers.monitoring``).
+CHECKS_RUN_TASK = "workers.monitoring.checks_run"
 
 
 # ------------------------------------------------------------------------------------ definitions
 
 
 def _action_validate(name: str, params: dict) -> list[str]:
-    from agents.workflows.actions import action_get, action_names
-
     action = action_get(name) if isinstance(name, str) else None
     if action is None:
         return [f"unknown action {name!r} (known: {', '.join(action_names())})"]
@@ -50,8 +53,6 @@ def _action_validate(name: str, params: dict) -> list[str]:
 
 
 def _workflow_exists(name: str) -> bool:
-    from agents.models import WorkflowDefinition
-
     return WorkflowDefinition.objects.filter(name=name).exists()
 
 
@@ -269,16 +270,14 @@ def checks_dispatch(*, now: datetime | None = None, limit: int | None = None) ->
 
 def _runs_send(runs: list[tuple[int, datetime, float]], *, now: datetime) -> None:
     """Send runs in batches of close scheduled times (one message, one ETA) so thousands of checks stay cheap."""
-    from workers.monitoring import checks_run
-
     batch_window = timedelta(seconds=settings.AGENTS_MONITOR_BATCH_WINDOW_S)
     batch: list[tuple[int, datetime, float]] = []
 
     def send() -> None:
         first = batch[0][1]
         expires = first + timedelta(seconds=min(expiry for _, _, expiry in batch))
-        checks_run.apply_async(
-            args=[[[check_id, scheduled.isoformat()] for check_id, scheduled, _ in batch]],
+        task_send(
+            CHECKS_RUN_TASK, [[check_id, scheduled.isoformat()] for check_id, scheduled, _ in batch],
             eta=first if first > now else None,
             expires=max(expires, now + timedelta(seconds=1)),
             priority=settings.AGENTS_MONITOR_CHECK_PRIORITY,

@@ -6,18 +6,22 @@ guarded UPDATE fenced by the task's attempt number, so a result from an attempt 
 went offline) is ignored.
 """
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agents.audit import audit_record
+from agents.core.actions import ActionContext, TaskKind, action_get, action_names, task_kinds_of
+from agents.core.audit import audit_record
+from agents.core.dispatch import celery_app, task_send
+from agents.core.tracing import trace_id_ensure
+from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError
-from agents.jsonable import is_json, iso
+from agents.core.jsonable import is_json, iso
 from agents.models import AGENT_TASK_FINISHED, AGENT_TASK_TRANSITIONS, Agent, AgentTask, AgentTaskStatus
 
 logger = logging.getLogger(__name__)
@@ -28,67 +32,23 @@ MAX_TIMEOUT_S = 24 * 3600.0
 
 
 def _into(status: str) -> list[str]:
-    return [source for source, targets in AGENT_TASK_TRANSITIONS.items() if status in targets]
+    return sources_of(AGENT_TASK_TRANSITIONS, status)
 
 
 # ------------------------------------------------------------------------------------ what a task does
 
-
-def _run_action(config: dict, *, task: AgentTask) -> Any:
-    from agents.workflows.actions import ActionContext, action_get
-
-    action = action_get(config["action"])
-    context = ActionContext(run_id=0, step_id=f"task-{task.pk}", attempt=task.attempt, workflow=f"task:{task.pk}",
-                            run_params=config.get("params") or {})
-    return action.call(context, config.get("params") or {})
+#: The task that runs an attempt of an agent task on an agent of its type.
+RUN_TASK = "workers.agents.agent_task_run"
 
 
-def _run_workflow(config: dict, *, task: AgentTask) -> Any:
-    from agents.workflows.services import workflow_run_start
-
-    run = workflow_run_start(workflow=config["workflow"], params=config.get("params") or {})
-    return {"workflow_run_id": run.pk, "status": run.status}
-
-
-def _run_decision(config: dict, *, task: AgentTask) -> Any:
-    from agents.decisions.services import decide
-
-    return decide(ruleset=config["ruleset"], context=config.get("context") or {}, explain=False)
-
-
-def _run_pipeline(config: dict, *, task: AgentTask) -> Any:
-    from agents.data.selectors import data_run_json
-    from agents.data.services import pipeline_run
-
-    run = pipeline_run(pipeline=config["pipeline"], params=config.get("params") or {})
-    result = data_run_json(run)
-    return {key: result[key] for key in ("run_id", "status", "rows_in", "rows_out", "output", "quality_passed", "error")}
-
-
-def _run_check(config: dict, *, task: AgentTask) -> Any:
-    from agents.monitoring.services import check_run_now
-
-    return check_run_now(name=config["check"]).as_json()
-
-
-#: For each agent type, the config keys it understands and what runs them; ``action`` works on every type.
-TASK_KINDS: dict[str, dict[str, tuple[tuple[str, ...], Callable[..., Any]]]] = {
-    "workflow": {"workflow": (("params",), _run_workflow)},
-    "decision": {"ruleset": (("context",), _run_decision)},
-    "data": {"pipeline": (("params",), _run_pipeline)},
-    "monitoring": {"check": ((), _run_check)},
-}
-
-
-def _kinds(agent_type: str) -> dict[str, tuple[tuple[str, ...], Callable[..., Any]]]:
-    """The config kinds an agent type's task may be: its own, and ``action`` (every type)."""
-    return {**TASK_KINDS[agent_type], "action": (("params",), _run_action)}
+def _kinds(agent_type: str) -> dict[str, TaskKind]:
+    """The config kinds an agent type's task may be: those its area registered, and ``action`` (every type)."""
+    return {**task_kinds_of(agent_type),
+            "action": TaskKind(agent_type=agent_type, key="action", action="", param="", extra=("params",))}
 
 
 def task_config_validate(agent_type: str, config: Any) -> list[str]:
     """Every problem with a task's agent type and config, naming the field."""
-    from agents.workflows.actions import action_get, action_names
-
     if agent_type not in settings.AGENT_QUEUES:
         return [f"agent_type: {agent_type!r} is not an agent type ({', '.join(settings.AGENT_QUEUES)})"]
     if not isinstance(config, dict):
@@ -98,11 +58,11 @@ def task_config_validate(agent_type: str, config: Any) -> list[str]:
     if len(given) != 1:
         return [f"config: give exactly one of {', '.join(kinds)} for a {agent_type} task"]
     kind = given[0]
-    errors = [f"config: unknown key {key!r} for a {kind} task (allowed: {', '.join((kind, *kinds[kind][0]))})"
-              for key in config if key not in (kind, *kinds[kind][0])]
+    errors = [f"config: unknown key {key!r} for a {kind} task (allowed: {', '.join((kind, *kinds[kind].extra))})"
+              for key in config if key not in (kind, *kinds[kind].extra)]
     if not isinstance(config[kind], str) or not config[kind]:
         errors.append(f"config.{kind}: must be a name")
-    for key in kinds[kind][0]:
+    for key in kinds[kind].extra:
         if key in config and not isinstance(config[key], dict):
             errors.append(f"config.{key}: must be a JSON object")
     if kind == "action" and isinstance(config.get("action"), str):
@@ -122,8 +82,6 @@ def task_config_validate(agent_type: str, config: Any) -> list[str]:
 def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: float = 300.0,
                 submitted_by: str = "") -> AgentTask:
     """Store a task and send it, on commit, to the queue of ``agent_type`` with broker priority ``priority``."""
-    from agents.tracing import trace_id_ensure
-
     errors = task_config_validate(agent_type, config)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         errors.append(f"priority: must be a whole number from 0 (highest) to 9, got {priority!r}")
@@ -144,22 +102,18 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
 
 def _send(task_id: int, *, attempt: int) -> None:
     """Mark the task queued and hand it to the broker on its agent type's queue."""
-    from workers.agents import agent_task_run
-
     task = AgentTask.objects.get(pk=task_id)
     celery_id = f"agent-task-{task.pk}-{attempt}"
-    AgentTask.objects.filter(
-        pk=task.pk, attempt=attempt, status__in=[AgentTaskStatus.PENDING, AgentTaskStatus.QUEUED]
-    ).update(status=AgentTaskStatus.QUEUED, queued_at=timezone.now(), celery_task_id=celery_id)
+    transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.PENDING, AgentTaskStatus.QUEUED],
+               AgentTaskStatus.QUEUED, queued_at=timezone.now(), celery_task_id=celery_id)
     try:
-        agent_task_run.apply_async(
-            args=[task.pk, attempt], task_id=celery_id, queue=task.agent_type, priority=task.priority,
+        task_send(
+            RUN_TASK, task.pk, attempt, task_id=celery_id, queue=task.agent_type, priority=task.priority,
             soft_time_limit=task.timeout_s, time_limit=task.timeout_s + 10,
         )
     except Exception as error:  # the broker is unreachable: say so on the task instead of leaving it queued
-        AgentTask.objects.filter(pk=task.pk, status=AgentTaskStatus.QUEUED, attempt=attempt).update(
-            status=AgentTaskStatus.FAILED, error=f"could not send to the broker: {error}", finished_at=timezone.now()
-        )
+        transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.QUEUED],
+                   AgentTaskStatus.FAILED, error=f"could not send to the broker: {error}", finished_at=timezone.now())
         raise
 
 
@@ -174,9 +128,9 @@ def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None
         return None
     name = f"{hostname}:{task.agent_type}"
     agent = Agent.objects.filter(name=name).first()
-    claimed = AgentTask.objects.filter(
-        pk=task_id, attempt=attempt, status__in=[AgentTaskStatus.QUEUED, AgentTaskStatus.RUNNING]
-    ).update(status=AgentTaskStatus.RUNNING, started_at=timezone.now(), agent=agent, agent_name=name)
+    claimed = transition(AgentTask.objects.filter(pk=task_id, attempt=attempt),
+                         [AgentTaskStatus.QUEUED, AgentTaskStatus.RUNNING], AgentTaskStatus.RUNNING,
+                         started_at=timezone.now(), agent=agent, agent_name=name)
     if not claimed:
         return None
     task.refresh_from_db()
@@ -186,23 +140,27 @@ def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None
 def task_execute(*, task: AgentTask) -> Any:
     """Run what the task's config says; return its JSON result (raises what it raises)."""
     kinds = _kinds(task.agent_type)
-    kind = next(key for key in kinds if key in task.config)
-    return kinds[kind][1](task.config, task=task)
+    kind = kinds[next(key for key in kinds if key in task.config)]
+    if kind.key == "action":
+        name, params = task.config["action"], task.config.get("params") or {}
+    else:
+        name, params = kind.action, kind.params(task.config)
+    action = action_get(name)
+    if action is None:
+        raise AgentTaskError(f"no action {name!r} is registered on this worker")
+    context = ActionContext(run_id=0, step_id=f"task-{task.pk}", attempt=task.attempt, workflow=f"task:{task.pk}",
+                            run_params=params)
+    return action.call(context, params)
 
 
 def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, error: str = "") -> bool:
     """Record the outcome of attempt ``attempt``; ignored (False) when the task has moved on since."""
-    return bool(
-        AgentTask.objects.filter(pk=task_id, attempt=attempt, status__in=_into(status)).update(
-            status=status, result=result, error=error[:5000], finished_at=timezone.now()
-        )
-    )
+    return transition(AgentTask.objects.filter(pk=task_id, attempt=attempt), _into(status), status,
+                      result=result, error=error[:5000], finished_at=timezone.now())
 
 
 def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     """Claim, execute and record one attempt of a task (the body of the Celery task)."""
-    from celery.exceptions import SoftTimeLimitExceeded
-
     task = task_claim(task_id=task_id, attempt=attempt, hostname=hostname)
     if task is None:
         logger.info("agent task %s attempt %s is not ours to run; ignored", task_id, attempt)
@@ -228,20 +186,18 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
 
 def task_cancel(*, task_id: int) -> AgentTask:
     """Cancel a task that has not finished; a running one is also stopped on its worker."""
-    from agentsite.celery import app
-
     task = AgentTask.objects.filter(pk=task_id).first()
     if task is None:
         raise AgentTaskError(f"no agent task #{task_id}")
-    moved = AgentTask.objects.filter(pk=task_id, status__in=_into(AgentTaskStatus.CANCELLED)).update(
-        status=AgentTaskStatus.CANCELLED, finished_at=timezone.now(), error="cancelled by an operator"
-    )
+    moved = transition(AgentTask.objects.filter(pk=task_id), _into(AgentTaskStatus.CANCELLED),
+                       AgentTaskStatus.CANCELLED, finished_at=timezone.now(), error="cancelled by an operator")
     if not moved:
         task.refresh_from_db()
         raise AgentTaskError(f"agent task #{task_id} is already {task.status}")
     audit_record("agent_task.cancel", "agent_task", task_id, f"cancelled task #{task_id}", status_was=task.status)
     if task.celery_task_id:
-        app.control.revoke(task.celery_task_id, terminate=task.status == AgentTaskStatus.RUNNING, signal="SIGTERM")
+        celery_app().control.revoke(task.celery_task_id, terminate=task.status == AgentTaskStatus.RUNNING,
+                                    signal="SIGTERM")
     task.refresh_from_db()
     return task
 
@@ -257,8 +213,9 @@ def tasks_requeue_lost(*, agent_names: list[str]) -> dict[str, int]:
                 counts["failed"] += 1
             continue
         with transaction.atomic():
-            moved = AgentTask.objects.filter(pk=task.pk, status=AgentTaskStatus.RUNNING, attempt=task.attempt).update(
-                status=AgentTaskStatus.QUEUED, attempt=F("attempt") + 1, requeues=F("requeues") + 1, agent=None,
+            moved = transition(
+                AgentTask.objects.filter(pk=task.pk, attempt=task.attempt), [AgentTaskStatus.RUNNING],
+                AgentTaskStatus.QUEUED, attempt=F("attempt") + 1, requeues=F("requeues") + 1, agent=None,
                 queued_at=timezone.now(), error=f"agent {task.agent_name} went offline; re-queued",
             )
             if moved:

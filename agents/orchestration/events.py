@@ -1,59 +1,27 @@
-"""Domain events through a transactional outbox, and the triggers that turn them into actions.
-
-``event_publish`` writes an ``Event`` row in the caller's transaction and sends it on commit: an event of a
-transaction that rolls back is never written, so never sent; one whose send is lost (the process died right
-after commit) is sent by the relay, a beat task that picks up events left unpublished. Dispatch evaluates each
-enabled trigger of the event's type once per event (a unique row per trigger and event), so a re-delivered
-event starts nothing twice.
+"""Triggers: what turns a domain event (published through the kernel's outbox, ``agents.core.events``) into an
+action. Dispatch evaluates each enabled trigger of the event's type once per event (a unique row per trigger and
+event), so a re-delivered event starts nothing twice.
 """
 import functools
 import logging
-from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.audit import audit_record
-from agents.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
+from agents.core.actions import action_run
+from agents.core.audit import audit_record
+from agents.core.events import event_path_problem
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
 from agents.exceptions import AgentsError, ExpressionError, TriggerError
-from agents.models import Event, EventType, FiringStatus, Trigger, TriggerAction, TriggerFiring
+from agents.expressions.compiler import compile_expression
+from agents.models import Event, EventType, FiringStatus, Trigger, TriggerAction, TriggerFiring, WorkflowDefinition
+from agents.orchestration.agent_tasks import task_config_validate, task_submit
+from agents.orchestration.messages import message_send, recipient_problem
 
 logger = logging.getLogger(__name__)
 
-#: Seconds an event may stay unpublished before the relay sends it again.
-RELAY_AFTER_S = 10.0
 TRIGGER_KEYS = {"name", "event", "filter", "action", "target", "params", "priority", "enabled"}
-
-
-def event_publish(event_type: str, payload: dict) -> Event:
-    """Record a domain event in the current transaction; it is dispatched once that transaction commits."""
-    from agents.tracing import trace_id_ensure
-
-    if event_type not in EventType.values:
-        raise ValueError(f"unknown event type {event_type!r}")
-    event = Event.objects.create(event_type=event_type, payload=payload, trace_id=trace_id_ensure())
-    transaction.on_commit(lambda: _send(event.pk, event.trace_id))
-    return event
-
-
-def _send(event_id: int, trace_id: str) -> None:
-    from agents.tracing import trace
-    from workers.agents import event_dispatch
-
-    with trace(trace_id or None):
-        event_dispatch.delay(event_id)
-
-
-def events_relay(*, now=None) -> int:
-    """Send again the events left unpublished for ``RELAY_AFTER_S`` (their on-commit send was lost)."""
-    now = now or timezone.now()
-    stale = Event.objects.filter(published_at__isnull=True, created_at__lte=now - timedelta(seconds=RELAY_AFTER_S))
-    count = 0
-    for event_id, trace_id in stale.values_list("pk", "trace_id")[:1000]:
-        _send(event_id, trace_id)
-        count += 1
-    return count
 
 
 # ------------------------------------------------------------------------------------ triggers
@@ -61,16 +29,11 @@ def events_relay(*, now=None) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _filter_compile(text: str, where: str):
-    from agents.decisions.expressions import compile_expression
-
     return compile_expression(text, where=where)
 
 
 def trigger_validate(item: Any, where: str) -> list[str]:
     """Every problem with one trigger definition, naming the key."""
-    from agents.orchestration.agent_tasks import task_config_validate
-    from agents.orchestration.messages import _recipient_problem
-
     if not isinstance(item, dict):
         return [f"{where}: must be a mapping"]
     errors = [f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(TRIGGER_KEYS))})"
@@ -97,13 +60,12 @@ def trigger_validate(item: Any, where: str) -> list[str]:
     priority = item.get("priority", 5)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         errors.append(f"{where}.priority: must be a whole number from 0 (highest) to 9")
+    errors.extend(f"{where}.params.{key}: {problem}" for key, problem in _path_problems(params, item.get("event")))
     if action not in TriggerAction.values:
         errors.append(f"{where}.action: must be one of {', '.join(TriggerAction.values)}, got {action!r}")
     elif not isinstance(target, str) or not target:
         errors.append(f"{where}.target: is required (a workflow name, an agent type or a recipient)")
     elif action == TriggerAction.WORKFLOW:
-        from agents.models import WorkflowDefinition
-
         if not WorkflowDefinition.objects.filter(name=target).exists():
             errors.append(f"{where}.target: no workflow named {target!r}")
     elif action == TriggerAction.TASK:
@@ -111,7 +73,7 @@ def trigger_validate(item: Any, where: str) -> list[str]:
         placeholder = {key: ({} if isinstance(value, str) and value.startswith("$.") and key in
                              ("params", "context") else value) for key, value in params.items()}
         errors.extend(f"{where}: {problem}" for problem in task_config_validate(target, placeholder))
-    elif action == TriggerAction.MESSAGE and (problem := _recipient_problem(target)):
+    elif action == TriggerAction.MESSAGE and (problem := recipient_problem(target)):
         errors.append(f"{where}.{problem}")
     if not isinstance(item.get("enabled", True), bool):
         errors.append(f"{where}.enabled: must be true or false")
@@ -149,17 +111,34 @@ def triggers_load(*, text: str, source: str = "triggers") -> dict[str, int]:
     return counts
 
 
-def _resolve(value: Any, event: Event) -> Any:
-    """Replace '$.payload.x.y' / '$.event_type' / '$.trace_id' strings by those values of the event, recursively."""
-    from agents.decisions.expressions import extract_fields
+def _path_problems(value: Any, event_type: Any, where: str = "") -> list[tuple[str, str]]:
+    """(key, problem) for each '$.' path in trigger params that an event of ``event_type`` cannot have."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items()
+                for found in _path_problems(item, event_type, f"{where}.{key}" if where else str(key))]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value)
+                for found in _path_problems(item, event_type, f"{where}[{index}]")]
+    if isinstance(value, str) and value.startswith("$.") and isinstance(event_type, str):
+        problem = event_path_problem(event_type, value[2:])
+        return [(where, f"{value} names nothing: {problem}")] if problem else []
+    return []
 
+
+def _resolve(value: Any, event: Event) -> Any:
+    """Replace '$.payload.x.y' / '$.event_type' / '$.trace_id' strings by those values of the event, recursively; a
+    path the event does not have is an error (ValueError naming it), never a silent null."""
     if isinstance(value, dict):
         return {key: _resolve(item, event) for key, item in value.items()}
     if isinstance(value, list):
         return [_resolve(item, event) for item in value]
     if isinstance(value, str) and value.startswith("$."):
-        path = value[2:]
-        return extract_fields(_event_context(event), [path])[path]
+        found: Any = _event_context(event)
+        for part in value[2:].split("."):
+            if not isinstance(found, dict) or part not in found:
+                raise ValueError(f"{value}: event #{event.pk} ({event.event_type}) has no {part!r} there")
+            found = found[part]
+        return found
     return value
 
 
@@ -191,10 +170,6 @@ def event_dispatch(*, event_id: int) -> list[TriggerFiring]:
 
 
 def _fire(trigger: Trigger, event: Event) -> tuple[str, Any, str]:
-    from agents.orchestration.agent_tasks import task_submit
-    from agents.orchestration.messages import message_send
-    from agents.workflows.services import workflow_run_start
-
     try:
         if trigger.filter:
             compiled = _filter_compile(trigger.filter, f"trigger {trigger.name!r}.filter")
@@ -202,8 +177,9 @@ def _fire(trigger: Trigger, event: Event) -> tuple[str, Any, str]:
                 return FiringStatus.FILTERED, None, ""
         params = _resolve(trigger.params, event)
         if trigger.action == TriggerAction.WORKFLOW:
-            run = workflow_run_start(workflow=trigger.target, params=params)
-            return FiringStatus.SUCCEEDED, {"workflow_run_id": run.pk}, ""
+            # The workflow area's action, through the registry: areas do not import each other.
+            started = action_run("workflow.start", {"workflow": trigger.target, "params": params})
+            return FiringStatus.SUCCEEDED, {"workflow_run_id": started["workflow_run_id"]}, ""
         if trigger.action == TriggerAction.TASK:
             task = task_submit(agent_type=trigger.target, config=params, priority=trigger.priority,
                                submitted_by=f"trigger:{trigger.name}")

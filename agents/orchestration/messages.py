@@ -17,12 +17,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from celery.utils.nodenames import worker_direct
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agents.crypto import sign, signature_verify
+from agents.core.actions import ActionContext, action_get
+from agents.core.crypto import sign, signature_verify
+from agents.core.dispatch import celery_app, task_send
+from agents.core.registry import Registry
+from agents.core.tracing import trace_id_ensure
 from agents.exceptions import MessageError
 from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
 
@@ -33,7 +38,11 @@ HANDLER_RETRIES = 3
 #: The error a rejected message carries.
 SIGNATURE_ERROR = "signature does not verify"
 
-_handlers: dict[str, Callable[..., Any]] = {}
+#: Message handlers by message type.
+handlers: Registry[Callable[..., Any]] = Registry("message handler")
+#: The tasks that deliver a message on a worker.
+DELIVER_TASK = "workers.agents.message_deliver"
+BROADCAST_DELIVER_TASK = "workers.agents.message_broadcast_deliver"
 
 
 def handler(message_type: str):
@@ -42,17 +51,14 @@ def handler(message_type: str):
     def register(function):
         if message_type not in MessageType.values:
             raise ValueError(f"unknown message type {message_type!r}")
-        _handlers[message_type] = function
-        return function
+        return handlers.register(message_type, function)
 
     return register
 
 
 def broadcast_supported() -> bool:
     """Whether the broker fans one message out to every worker (Redis and AMQP do; the embedded one does not)."""
-    from agentsite.celery import app
-
-    return settings.AGENTS_BROADCAST_QUEUE in app.amqp.queues
+    return settings.AGENTS_BROADCAST_QUEUE in celery_app().amqp.queues
 
 
 # ------------------------------------------------------------------------------------ sending
@@ -67,7 +73,7 @@ def _recipient_agents(recipient: str) -> list[Agent]:
     return list(Agent.objects.filter(name=recipient))
 
 
-def _recipient_problem(recipient: Any) -> str | None:
+def recipient_problem(recipient: Any) -> str | None:
     if not isinstance(recipient, str) or not recipient:
         return "recipient: give an agent name, 'type:<agent type>', '*' or '*:<agent type>'"
     kind = recipient[5:] if recipient.startswith("type:") else recipient[2:] if recipient.startswith("*:") else None
@@ -81,12 +87,10 @@ def _recipient_problem(recipient: Any) -> str | None:
 def message_send(*, message_type: str, recipient: str, payload: dict | None = None, sender: str = "",
                  correlation_id: str = "") -> AgentMessage:
     """Store a message and send it on commit; returns it (status 'sent' once handed to the broker)."""
-    from agents.tracing import trace_id_ensure
-
     errors = []
     if message_type not in MessageType.values:
         errors.append(f"message_type: {message_type!r} is not one of {', '.join(MessageType.values)}")
-    if problem := _recipient_problem(recipient):
+    if problem := recipient_problem(recipient):
         errors.append(problem)
     if payload is not None and not isinstance(payload, dict):
         errors.append("payload: must be a JSON object")
@@ -110,21 +114,17 @@ def message_broadcast(*, message_type: str, payload: dict | None = None, agent_t
 
 
 def _dispatch(message_id: int) -> None:
-    from celery.utils.nodenames import worker_direct
-
-    from workers.agents import message_broadcast_deliver, message_deliver
-
     message = AgentMessage.objects.get(pk=message_id)
     if message.is_broadcast and broadcast_supported():
-        message_broadcast_deliver.apply_async(args=[message.pk], queue=settings.AGENTS_BROADCAST_QUEUE)
+        task_send(BROADCAST_DELIVER_TASK, message.pk, queue=settings.AGENTS_BROADCAST_QUEUE)
     elif message.is_broadcast:
         for agent in _recipient_agents(message.recipient):
-            message_broadcast_deliver.apply_async(args=[message.pk, agent.name], queue=worker_direct(agent.hostname))
+            task_send(BROADCAST_DELIVER_TASK, message.pk, agent.name, queue=worker_direct(agent.hostname))
     elif message.recipient.startswith("type:"):
-        message_deliver.apply_async(args=[message.pk], queue=message.recipient[5:])
+        task_send(DELIVER_TASK, message.pk, queue=message.recipient[5:])
     else:
         agent = Agent.objects.get(name=message.recipient)
-        message_deliver.apply_async(args=[message.pk], queue=worker_direct(agent.hostname))
+        task_send(DELIVER_TASK, message.pk, queue=worker_direct(agent.hostname))
     AgentMessage.objects.filter(pk=message.pk, status=MessageStatus.PENDING).update(
         status=MessageStatus.SENT, sent_at=timezone.now()
     )
@@ -264,7 +264,7 @@ def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | Non
 
 
 def _run_handler(message: AgentMessage, *, agent: str) -> Any:
-    function = _handlers.get(message.message_type)
+    function = handlers.get(message.message_type)
     if function is None:
         raise MessageError(f"no handler for message type {message.message_type!r}")
     return function(message, agent=agent)
@@ -304,8 +304,6 @@ def message_request(*, recipient: str, payload: dict, timeout_s: float = 10.0, s
 @handler(MessageType.TASK_REQUEST)
 def _task_request(message: AgentMessage, *, agent: str) -> Any:
     """Run a registered, immediate workflow action named in the payload (``action``, ``params``), or answer a ping."""
-    from agents.workflows.actions import ActionContext, action_get
-
     payload = message.payload or {}
     if "action" not in payload:
         return {"pong": agent}

@@ -12,9 +12,13 @@ from django.db import transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
+from agents.core.events import event_publish
+from agents.core.hooks import workers_lost_notify
+from agents.core.transitions import transition
 from agents.exceptions import AgentNotFoundError, InvalidTransitionError
-from agents.models import Agent, AgentStatus
+from agents.models import Agent, AgentStatus, EventType
 from agents.models.registry import agent_statuses_into
+from agents.orchestration.agent_tasks import tasks_requeue_lost
 
 #: Statuses a worker's own heartbeat may set; ``error`` is left for an operator or service to clear.
 _LIVE_STATUSES = (AgentStatus.OFFLINE, AgentStatus.IDLE, AgentStatus.BUSY)
@@ -45,9 +49,6 @@ def agents_register(
     offline) will never go silent for the offline sweep: what its last start was running, agent tasks and workflow
     steps, is re-queued here instead (a worker registers before it consumes, so none of it is this start's).
     """
-    from agents.orchestration.agent_tasks import tasks_requeue_lost
-    from agents.workflows.engine import workflow_steps_requeue_lost
-
     capabilities = capabilities or {}
     now = timezone.now()
     agents = []
@@ -58,7 +59,7 @@ def agents_register(
         )
         if killed:
             tasks_requeue_lost(agent_names=killed)
-            workflow_steps_requeue_lost(hostnames=[hostname], reason="restarted without stopping")
+            workers_lost_notify(hostnames=[hostname], reason="restarted without stopping")
         for agent_type in agent_types_for_queues(queues):
             agent, _ = Agent.objects.update_or_create(
                 name=agent_name(hostname=hostname, agent_type=agent_type),
@@ -118,11 +119,6 @@ def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
     ``tasks_requeue_lost``), and the workflow steps its worker was running are re-dispatched under a new attempt
     (see ``workflow_steps_requeue_lost``).
     """
-    from agents.models import EventType
-    from agents.orchestration.agent_tasks import tasks_requeue_lost
-    from agents.orchestration.events import event_publish
-    from agents.workflows.engine import workflow_steps_requeue_lost
-
     silent_for_s = settings.AGENTS_OFFLINE_AFTER_S if silent_for_s is None else silent_for_s
     now = timezone.now()
     cutoff = now - timedelta(seconds=silent_for_s)
@@ -134,9 +130,8 @@ def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
     hostnames = set()
     with transaction.atomic():
         for agent in silent.select_for_update(skip_locked=True):
-            moved = Agent.objects.filter(pk=agent.pk, status=agent.status).exclude(last_heartbeat__gte=cutoff).update(
-                status=AgentStatus.OFFLINE, status_changed_at=now
-            )
+            moved = transition(Agent.objects.filter(pk=agent.pk).exclude(last_heartbeat__gte=cutoff), [agent.status],
+                               AgentStatus.OFFLINE, status_changed_at=now)
             if moved:
                 gone.append(agent.name)
                 hostnames.add(agent.hostname)
@@ -146,7 +141,7 @@ def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
                 })
         if gone:
             tasks_requeue_lost(agent_names=gone)
-            workflow_steps_requeue_lost(hostnames=hostnames)
+            workers_lost_notify(hostnames=hostnames)
     return len(gone)
 
 
@@ -154,9 +149,8 @@ def agent_transition(*, name: str, status: str) -> Agent:
     """Move agent ``name`` to ``status`` if its current status allows it."""
     if status not in AgentStatus.values:
         raise InvalidTransitionError(f"unknown agent status {status!r}; expected one of {', '.join(AgentStatus.values)}")
-    updated = Agent.objects.filter(name=name, status__in=agent_statuses_into(status)).update(
-        status=status, status_changed_at=timezone.now()
-    )
+    updated = transition(Agent.objects.filter(name=name), agent_statuses_into(status), status,
+                         status_changed_at=timezone.now())
     if not updated:
         agent = Agent.objects.filter(name=name).first()
         if agent is None:

@@ -1,9 +1,20 @@
 """Read-side queries of orchestration: the agent registry, messages, and everything under one trace id."""
 from django.db.models import QuerySet
 
+from agents.core.jsonable import iso
 from agents.exceptions import AgentNotFoundError
-from agents.jsonable import iso
-from agents.models import Agent, AgentMessage
+from agents.models import (
+    Agent,
+    AgentMessage,
+    AgentTask,
+    Alert,
+    DataRun,
+    Decision,
+    Event,
+    IncidentResponse,
+    TriggerFiring,
+    WorkflowRun,
+)
 
 
 def agent_list(*, agent_type: str | None = None, status: str | None = None) -> QuerySet[Agent]:
@@ -86,17 +97,6 @@ def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict
     (``agenttask``), ``at`` when the row was made (an alert: its first failing run). At most
     ``TRACE_RECORDS_PER_KIND`` rows of each kind.
     """
-    from agents.models import (
-        AgentMessage,
-        AgentTask,
-        Alert,
-        DataRun,
-        Decision,
-        Event,
-        IncidentResponse,
-        TriggerFiring,
-        WorkflowRun,
-    )
 
     # (kind, queryset, time field, summary, (status, label)) of each of TRACE_MODELS.
     sources = (

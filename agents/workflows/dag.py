@@ -91,6 +91,21 @@ def find_cycle(graph: dict[str, tuple[str, ...] | list[str]]) -> list[str]:
     return []
 
 
+def find_cycles(graph: dict[str, tuple[str, ...] | list[str]], *, limit: int = 20) -> list[list[str]]:
+    """Return every cycle one at a time (at most ``limit``): each found is cut at its closing edge before the next
+    search, so a definition with several cycles hears of each of them at once."""
+    graph = {node: list(children) for node, children in graph.items()}
+    cycles = []
+    while len(cycles) < limit:
+        cycle = find_cycle(graph)
+        if not cycle:
+            break
+        cycles.append(cycle)
+        # The cycle reads dependency -> dependent; cut the edge that closes it (its last step needs the first).
+        graph[cycle[-1]] = [child for child in graph[cycle[-1]] if child != cycle[-2]] if len(cycle) > 1 else []
+    return cycles
+
+
 def topological_order(graph: dict[str, tuple[str, ...]]) -> list[str]:
     """Return the steps so that each comes after its dependencies (ties in definition order)."""
     remaining = {step: len(needs) for step, needs in graph.items()}

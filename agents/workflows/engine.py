@@ -19,12 +19,15 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from agents.core.actions import ActionContext, Deferred, action_get
+from agents.core.dispatch import task_signature
+from agents.core.events import event_publish
+from agents.core.tracing import trace
+from agents.core.transitions import transition
 from agents.exceptions import ActionError, PermanentActionError
-from agents.orchestration.events import event_publish
 from agents.models import EventType, JoinArrival, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag
-from agents.workflows.actions import ActionContext, Deferred, action_get
 from agents.workflows.spec import WorkflowSpec, workflow_spec_parse
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,9 @@ WORKER_LOST = "worker lost"
 #: Times one step is re-dispatched after losing its worker; a further loss counts as a failed attempt (a step
 #: that kills every worker it runs on, say by running out of memory, must not go round forever).
 MAX_WORKER_LOSSES = 2
+
+#: The task that runs one attempt of a step (``workers.workflow``).
+STEP_TASK = "workers.workflow.step_run"
 
 # Outcomes of ``step_execute`` the task acts on.
 IGNORED = "ignored"  # duplicate, stale or cancelled: nothing happened
@@ -106,8 +112,6 @@ def run_plan(run_id: int, version_id: int, run_attempt: int) -> dag.Plan:
 
 def step_signature(*, run_id: int, run_attempt: int, step_id: str, compiled: CompiledVersion, in_chord: bool = False):
     """Return the Celery signature of one step: small and constant-size, named for Flower."""
-    from workers.workflow import step_run
-
     step = compiled.spec.steps[step_id]
     options = {"shadow": f"{compiled.name}.{step_id}"}
     if step.timeout_s:
@@ -115,7 +119,7 @@ def step_signature(*, run_id: int, run_attempt: int, step_id: str, compiled: Com
         options["time_limit"] = step.timeout_s + HARD_LIMIT_GRACE_S
     if in_chord:
         options["ignore_result"] = False  # a chord counts its header's results
-    return step_run.si(run_id, step_id, run_attempt).set(**options)
+    return task_signature(STEP_TASK, run_id, step_id, run_attempt, **options)
 
 
 def _chain_signature(run_id, run_attempt, steps, compiled):
@@ -187,9 +191,8 @@ def _run_static(run_id: int) -> tuple[int, dict]:
 @lru_cache(maxsize=4096)
 def _ensure_running(run_id: int) -> None:
     """Move a run from pending to running; cached, so each process writes it at most once per run."""
-    WorkflowRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
-        status=RunStatus.RUNNING, started_at=timezone.now()
-    )
+    transition(WorkflowRun.objects.filter(pk=run_id), [RunStatus.PENDING], RunStatus.RUNNING,
+               started_at=timezone.now())
 
 
 def _claim(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
@@ -249,9 +252,8 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
             inputs = {step: _json_value(result) for step, result in cursor.fetchall()}
         if len(inputs) < len(needs):
             # Started early (a duplicated chord part): hand the attempt back; the last dependency starts it.
-            StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING, task_id=task_id).update(
-                status=StepStatus.PENDING, task_id="", worker="", started_at=None
-            )
+            transition(StepRun.objects.filter(pk=row.pk, task_id=task_id), [StepStatus.RUNNING], StepStatus.PENDING,
+                       task_id="", worker="", started_at=None)
             return StepOutcome(IGNORED)
 
     action = action_get(step.action)
@@ -382,7 +384,7 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
               retryable: bool = True) -> StepOutcome:
     """Record a failed attempt: schedule a retry while the policy allows, else skip dependents and maybe fail the run."""
     step = compiled.spec.steps[row.step_id]
-    guard = StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING)
+    guard = StepRun.objects.filter(pk=row.pk)
     if task_id is not None:
         guard = guard.filter(task_id=task_id)
     now = timezone.now()
@@ -392,7 +394,8 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
     if retryable and retries_used < step.retries.max:
         delay = step.retries.delay_s(retries_used, random.random())
         with transaction.atomic():
-            if not guard.update(status=StepStatus.FAILED, error=error, finished_at=now, retry_delay_s=delay):
+            if not transition(guard, [StepStatus.RUNNING], StepStatus.FAILED, error=error, finished_at=now,
+                              retry_delay_s=delay):
                 return StepOutcome(IGNORED)
             StepRun.objects.create(
                 run_id=row.run_id, step_id=row.step_id, attempt=row.attempt + 1, run_attempt=row.run_attempt
@@ -401,7 +404,7 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
 
     graph = compiled.graph
     with transaction.atomic():
-        if not guard.update(status=StepStatus.FAILED, error=error, finished_at=now):
+        if not transition(guard, [StepStatus.RUNNING], StepStatus.FAILED, error=error, finished_at=now):
             return StepOutcome(IGNORED)
         pending = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt, status=StepStatus.PENDING)
         if step.on_failure == "fail":
@@ -442,14 +445,14 @@ def run_finalize(*, run_id: int) -> None:
     run = WorkflowRun.objects.select_related("version__definition").get(pk=run_id)
     status = RunStatus.FAILED if run.failed_step else RunStatus.SUCCEEDED
     with transaction.atomic():
-        ended = WorkflowRun.objects.filter(
-            pk=run_id, status__in=(RunStatus.PENDING, RunStatus.RUNNING), attempt=run.attempt
-        ).update(status=status, finished_at=timezone.now())
+        ended = transition(WorkflowRun.objects.filter(pk=run_id, attempt=run.attempt),
+                           (RunStatus.PENDING, RunStatus.RUNNING), status, finished_at=timezone.now())
         if ended:
             event_publish(
                 EventType.WORKFLOW_SUCCEEDED if status == RunStatus.SUCCEEDED else EventType.WORKFLOW_FAILED,
                 {"workflow_run_id": run.pk, "workflow": run.version.definition.name, "status": status,
                  "failed_step": run.failed_step or None, "params": run.params},
+                trace_id=run.trace_id or None,
             )
     if ended and run.parent_run_id:
         parent_step_complete(child_run_id=run_id)
@@ -476,6 +479,22 @@ def parent_step_complete(*, child_run_id: int) -> None:
                         compiled=compiled)
     if outcome.kind == RETRY:
         step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s, compiled=compiled)
+
+
+def step_time_limit_fail(*, run_id: int, step_id: str, run_attempt: int, task_id: str, limit_s: float) -> str | None:
+    """Fail at once the attempt whose process the hard time limit killed (it never reports itself), retrying it
+    when its policy allows; returns the outcome, or None when the attempt has moved on (finished, cancelled)."""
+    row = (StepRun.objects.select_related("run").filter(
+        run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id, status=StepStatus.RUNNING)
+        .order_by("-attempt").first())
+    if row is None:
+        return None
+    compiled = compiled_version(row.run.version_id)
+    outcome = step_fail(row=row, task_id=task_id, compiled=compiled,
+                        error=f"exceeded its hard time limit of {limit_s:g} s")
+    if outcome.kind == RETRY:
+        step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s, compiled=compiled)
+    return outcome.kind
 
 
 def step_send(*, row: StepRun, attempt: int | None, countdown_s: float, compiled: CompiledVersion) -> None:
@@ -512,45 +531,58 @@ def workflow_runs_reconcile(*, stall_s: float | None = None) -> dict:
     now = timezone.now()
     lost = resent = 0
     running_runs = WorkflowRun.objects.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).values_list(
-        "pk", "version_id", "attempt", "started_at", "created_at")
+        "pk", "version_id", "attempt", "started_at", "created_at", "trace_id")
     finished = 0
     for run_id in WorkflowRun.objects.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING),
                                              steps_done__gte=F("steps_total")).values_list("pk", flat=True):
         # Every step finished but the worker that counted the last one died before ending the run.
         run_finalize(run_id=run_id)
         finished += 1
-    for run_id, version_id, run_attempt, started_at, created_at in running_runs:
-        compiled = compiled_version(version_id)
-        rows = list(StepRun.objects.select_related("run").filter(run_id=run_id).order_by("attempt"))
-        latest = {row.step_id: row for row in rows}
-        for row in latest.values():
-            if row.status != StepStatus.RUNNING or row.child_run_id or row.run_attempt != run_attempt:
-                continue
-            step = compiled.spec.steps[row.step_id]
-            limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + HARD_LIMIT_GRACE_S + stall_s
-            if row.started_at and (now - row.started_at).total_seconds() > limit_s:
-                lost += 1
-                outcome = step_fail(row=row, task_id=None, compiled=compiled,
-                                    error=f"lost: no outcome {limit_s:g}s after it started (worker killed?)")
-                if outcome.kind == RETRY:
-                    step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s, compiled=compiled)
-        plan = run_plan(run_id, version_id, run_attempt)
-        for row in latest.values():
-            if row.status != StepStatus.PENDING or row.run_attempt != run_attempt:
-                continue
-            needs = compiled.graph[row.step_id]
-            if any(latest[need].status != StepStatus.SUCCEEDED for need in needs):
-                continue
-            ready_since = max([latest[need].finished_at for need in needs] or [started_at or created_at])
-            previous = [r for r in rows if r.step_id == row.step_id and r.attempt == row.attempt - 1]
-            if previous and previous[0].finished_at and previous[0].run_attempt == run_attempt:
-                ready_since = previous[0].finished_at + timezone.timedelta(seconds=previous[0].retry_delay_s or 0)
-            if (now - ready_since).total_seconds() < stall_s:
-                continue
-            resent += 1
-            _send_chain(run_id=run_id, run_attempt=run_attempt, steps=_chain_remainder(plan, row.step_id),
-                        attempt=row.attempt, compiled=compiled)
+    for run_id, version_id, run_attempt, started_at, created_at, trace_id in running_runs:
+        # What the sweep does for a run (retries sent, events) belongs to the run's trace, not the sweep's.
+        with trace(trace_id or None):
+            counts = _run_reconcile(run_id=run_id, version_id=version_id, run_attempt=run_attempt,
+                                    started_at=started_at, created_at=created_at, stall_s=stall_s, now=now)
+        lost += counts[0]
+        resent += counts[1]
     return {"lost_steps_failed": lost, "stalled_steps_resent": resent, "runs_finished": finished}
+
+
+def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at, created_at, stall_s: float,
+                   now) -> tuple[int, int]:
+    """Fail the lost steps of one run and re-send its stalled ones; return how many of each."""
+    lost = resent = 0
+    compiled = compiled_version(version_id)
+    rows = list(StepRun.objects.select_related("run").filter(run_id=run_id).order_by("attempt"))
+    latest = {row.step_id: row for row in rows}
+    for row in latest.values():
+        if row.status != StepStatus.RUNNING or row.child_run_id or row.run_attempt != run_attempt:
+            continue
+        step = compiled.spec.steps[row.step_id]
+        limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + HARD_LIMIT_GRACE_S + stall_s
+        if row.started_at and (now - row.started_at).total_seconds() > limit_s:
+            lost += 1
+            outcome = step_fail(row=row, task_id=None, compiled=compiled,
+                                error=f"lost: no outcome {limit_s:g}s after it started (worker killed?)")
+            if outcome.kind == RETRY:
+                step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s, compiled=compiled)
+    plan = run_plan(run_id, version_id, run_attempt)
+    for row in latest.values():
+        if row.status != StepStatus.PENDING or row.run_attempt != run_attempt:
+            continue
+        needs = compiled.graph[row.step_id]
+        if any(latest[need].status != StepStatus.SUCCEEDED for need in needs):
+            continue
+        ready_since = max([latest[need].finished_at for need in needs] or [started_at or created_at])
+        previous = [r for r in rows if r.step_id == row.step_id and r.attempt == row.attempt - 1]
+        if previous and previous[0].finished_at and previous[0].run_attempt == run_attempt:
+            ready_since = previous[0].finished_at + timezone.timedelta(seconds=previous[0].retry_delay_s or 0)
+        if (now - ready_since).total_seconds() < stall_s:
+            continue
+        resent += 1
+        _send_chain(run_id=run_id, run_attempt=run_attempt, steps=_chain_remainder(plan, row.step_id),
+                    attempt=row.attempt, compiled=compiled)
+    return lost, resent
 
 
 def workflow_steps_requeue_lost(*, hostnames: Iterable[str], reason: str = "stopped heart-beating") -> dict[str, int]:
@@ -601,9 +633,8 @@ def _step_requeue_lost(*, row: StepRun, reason: str) -> str | None:
                                                     compiled=compiled))
         return "failed" if outcome.kind != IGNORED else None
     with transaction.atomic():
-        fenced = StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING, task_id=row.task_id).update(
-            status=StepStatus.FAILED, error=error, finished_at=timezone.now()
-        )
+        fenced = transition(StepRun.objects.filter(pk=row.pk, task_id=row.task_id), [StepStatus.RUNNING],
+                            StepStatus.FAILED, error=error, finished_at=timezone.now())
         if not fenced:
             return None  # it finished (or was cancelled) since it was read
         StepRun.objects.create(run_id=row.run_id, step_id=row.step_id, attempt=row.attempt + 1,

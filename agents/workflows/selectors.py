@@ -2,13 +2,29 @@
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F
 from django.utils import timezone
 
-from agents.jsonable import iso
-from agents.models import RunStatus, StepRun, WorkflowRun, WorkflowVersion
+from agents.core.jsonable import iso
+from agents.models import RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
+
+
+def run_step_counts(run: WorkflowRun) -> dict[str, int]:
+    """How many of the run's steps have each status, by each step's latest attempt (over every re-run)."""
+    latest: dict[str, str] = {}
+    for step_id, status in (StepRun.objects.filter(run=run).order_by("run_attempt", "attempt")
+                            .values_list("step_id", "status")):
+        if latest.get(step_id) != StepStatus.SUCCEEDED:  # a step that succeeded once is never run again
+            latest[step_id] = status
+    counts = dict.fromkeys(StepStatus.values, 0)
+    for status in latest.values():
+        counts[status] += 1
+    return counts
 
 
 def run_progress(run: WorkflowRun) -> dict:
-    """Return done/total, percent and an ETA (seconds) from earlier successful runs of the same version."""
-    total, done = run.steps_total, run.steps_done
+    """Return the succeeded steps of the total (``done``, ``percent``), the failed, skipped and cancelled ones
+    apart, and an ETA (seconds) from earlier successful runs of the same version. A failed run is not 100 % done."""
+    total = run.steps_total
+    counts = run_step_counts(run)
+    done = counts[StepStatus.SUCCEEDED]
     eta_s = 0.0
     if run.status in (RunStatus.PENDING, RunStatus.RUNNING):
         eta_s = None
@@ -21,7 +37,9 @@ def run_progress(run: WorkflowRun) -> dict:
         if average is not None:
             elapsed = (timezone.now() - run.started_at).total_seconds() if run.started_at else 0.0
             eta_s = round(max(average.total_seconds() - elapsed, 0.0), 3)
-    return {"done": done, "total": total, "percent": round(100.0 * done / total, 1) if total else 100.0, "eta_s": eta_s}
+    return {"done": done, "total": total, "percent": round(100.0 * done / total, 1) if total else 100.0, "eta_s": eta_s,
+            "failed": counts[StepStatus.FAILED], "skipped": counts[StepStatus.SKIPPED],
+            "cancelled": counts[StepStatus.CANCELLED]}
 
 
 def run_steps(run: WorkflowRun) -> dict[str, dict]:

@@ -2,13 +2,14 @@
 import json
 
 from celery import current_app
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.audit import audit_record
-from agents.definitions import DefinitionTextError, definition_read_file, refuse_json_constant
+from agents.core.audit import audit_record
+from agents.core.definitions import DefinitionTextError, definition_read_file, refuse_json_constant
 from agents.exceptions import WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
-from agents.tracing import trace_id_ensure
+from agents.core.tracing import trace_id_ensure
 from agents.models import (
     RunStatus,
     StepRun,
@@ -18,12 +19,57 @@ from agents.models import (
     WorkflowVersion,
 )
 from agents.workflows import engine
-from agents.workflows.spec import WorkflowSpec, workflow_spec_load_text, workflow_spec_parse
+from agents.workflows.spec import (
+    SUBWORKFLOW_ACTIONS,
+    WorkflowSpec,
+    subworkflow_targets,
+    workflow_spec_load_text,
+    workflow_spec_parse,
+)
 
 
 def workflow_validate_text(*, text: str, source: str = "definition") -> WorkflowSpec:
-    """Parse and validate a definition's text; raise ``WorkflowSpecError`` listing every problem."""
-    return workflow_spec_parse(workflow_spec_load_text(text, source=source))
+    """Parse and validate a definition's text, and the workflows it starts against those stored; raise
+    ``WorkflowSpecError`` listing every problem."""
+    spec = workflow_spec_parse(workflow_spec_load_text(text, source=source))
+    errors = _subworkflow_problems(spec)
+    if errors:
+        raise WorkflowSpecError(errors)
+    return spec
+
+
+def _subworkflow_problems(spec: WorkflowSpec) -> list[str]:
+    """A sub-workflow that does not exist, or that leads back to ``spec`` through the newest versions of the
+    workflows it starts (indirect recursion), each naming its step."""
+    errors = []
+    for step_id, target in subworkflow_targets(spec.steps.values()):
+        if target == spec.name:
+            continue  # refused by the parser already
+        if not WorkflowDefinition.objects.filter(name=target).exists():
+            errors.append(f"step {step_id!r}: runs workflow {target!r}, which does not exist; load it first")
+            continue
+        path = _path_back_to(spec.name, start=target)
+        if path:
+            errors.append(f"step {step_id!r}: runs workflow {target!r}, which runs this one again "
+                          f"({' -> '.join([spec.name, *path])}); recursion is not allowed")
+    return errors
+
+
+def _path_back_to(name: str, *, start: str) -> list[str]:
+    """The chain of workflows from ``start`` that starts ``name`` again (newest versions), or [] when none does."""
+    pending, seen = [[start]], {start}
+    while pending:
+        path = pending.pop()
+        version = (WorkflowVersion.objects.filter(definition__name=path[-1]).order_by("-number")
+                   .values_list("spec", flat=True).first())
+        for step in (version or {}).get("steps", []):
+            target = (step.get("params") or {}).get(SUBWORKFLOW_ACTIONS.get(step.get("action"), ""))
+            if target == name:
+                return [*path, name]
+            if isinstance(target, str) and target not in seen:
+                seen.add(target)
+                pending.append([*path, target])
+    return []
 
 
 def workflow_validate_file(*, path: str) -> WorkflowSpec:
@@ -87,6 +133,8 @@ def workflow_run_start(
 ) -> WorkflowRun:
     """Start a run pinned to ``version`` (or the newest version of ``workflow``); its steps are queued on commit."""
     version = version or workflow_version_latest(workflow=workflow)
+    if parent_run_id is not None:
+        _depth_check(parent_run_id, version.definition.name)
     compiled = engine.compiled_version(version.pk)
     params = params or {}
     unknown = sorted(set(params) - set(compiled.spec.params))
@@ -114,6 +162,20 @@ def workflow_run_start(
                                   launch=compiled.plan.start, source=engine.dag.START)
         )
     return run
+
+
+def _depth_check(parent_run_id: int, workflow: str) -> None:
+    """Refuse a sub-workflow run nested deeper than ``AGENTS_WORKFLOW_MAX_DEPTH`` below its root run."""
+    limit = settings.AGENTS_WORKFLOW_MAX_DEPTH
+    depth, run_id = 0, parent_run_id
+    while run_id is not None and depth <= limit:
+        depth += 1
+        run_id = WorkflowRun.objects.filter(pk=run_id).values_list("parent_run_id", flat=True).first()
+    if depth > limit:
+        raise WorkflowRunStateError(
+            f"sub-workflow {workflow!r} not started: it would be nested more than {limit} levels below its root "
+            f"run (AGENTS_WORKFLOW_MAX_DEPTH)"
+        )
 
 
 def workflow_run_cancel(*, run_id: int) -> WorkflowRun:

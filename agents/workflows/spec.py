@@ -9,10 +9,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agents.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
 from agents.exceptions import WorkflowSpecError
 from agents.workflows import dag
-from agents.workflows.actions import action_get, action_names
+from agents.core.actions import action_get, action_names
 
 #: Limits that keep a definition and its messages bounded.
 MAX_STEPS = 5000
@@ -140,13 +140,29 @@ def workflow_spec_parse(data: Any) -> WorkflowSpec:
         for need in step.needs:
             if need not in steps:
                 errors.append(f"step {step.id!r}: needs {need!r}, which is not a step of this workflow")
-    if not errors:
-        cycle = dag.find_cycle({step_id: step.needs for step_id, step in steps.items()})
-        if cycle:
-            errors.append(f"cycle between steps: {' -> '.join(cycle)}")
+    # Cycles among the steps that parsed, whatever else is wrong: every problem is reported at once.
+    for cycle in dag.find_cycles({step_id: step.needs for step_id, step in steps.items()}):
+        errors.append(f"cycle between steps: {' -> '.join(cycle)}")
+    for step_id, target in subworkflow_targets(steps.values()):
+        if target == name:
+            errors.append(f"step {step_id!r}: runs workflow {name!r}, the workflow itself (recursion is not allowed)")
     if errors:
         raise WorkflowSpecError(errors)
     return WorkflowSpec(name=name, description=description, params=params, steps=steps)
+
+
+#: Actions that start another workflow, with the parameter naming it.
+SUBWORKFLOW_ACTIONS = {"workflow.run": "workflow", "workflow.start": "workflow"}
+
+
+def subworkflow_targets(steps) -> list[tuple[str, str]]:
+    """(step id, workflow name) for each step that starts another workflow by a literal name."""
+    targets = []
+    for step in steps:
+        key = SUBWORKFLOW_ACTIONS.get(step.action)
+        if key and isinstance(step.params.get(key), str):
+            targets.append((step.id, step.params[key]))
+    return targets
 
 
 def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from agents.decisions import services
 from agents.models import Decision, DecisionModelVersion, RuleSet, RuleSetVersion, ShadowComparison
+from tests.conftest import audit_triggers_off
 from tests.decisions.conftest import LOANS, load
 
 pytestmark = pytest.mark.django_db
@@ -339,7 +340,8 @@ def test_audit_list_filters_by_engine_and_needs_review(admin_client):
 def test_audit_list_filters_by_date(admin_client):
     load(LOANS)
     recent, old = audit(), audit()
-    Decision.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=30))
+    with audit_triggers_off():
+        Decision.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=30))
     since = (timezone.now() - timedelta(days=7)).isoformat()
 
     page = admin_client.get(reverse("admin:agents_decision_changelist"), {"created_at__gte": since}).content.decode()

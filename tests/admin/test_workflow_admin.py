@@ -123,11 +123,19 @@ def test_run_list_shows_progress_and_filters_by_status(admin_client, failed_run,
     everything = admin_client.get(changelist).content.decode()
     running_only = admin_client.get(changelist, {"status__exact": "running"}).content.decode()
 
-    assert '<progress class="wf-progress" value="50.0"' in everything and "50.0%" in everything
-    assert '<progress class="wf-progress" value="100.0"' in everything
+    # both have two of four steps succeeded: a failed run is not shown 100 % done
+    assert everything.count('<progress class="wf-progress" value="50.0"') == 2
+    assert '<progress class="wf-progress" value="100.0"' not in everything
     assert reverse("admin:agents_workflowrun_change", args=[failed_run.pk]) in everything
     assert reverse("admin:agents_workflowrun_change", args=[running_run.pk]) in running_only
     assert reverse("admin:agents_workflowrun_change", args=[failed_run.pk]) not in running_only
+
+
+def test_a_failed_run_page_shows_the_succeeded_share_and_the_failed_and_skipped_steps_apart(admin_client, failed_run):
+    page = admin_client.get(reverse("admin:agents_workflowrun_change", args=[failed_run.pk])).content.decode()
+
+    assert "(2 of 4 steps succeeded; 1 failed, 1 skipped)" in page
+    assert '<progress class="wf-progress" value="50.0"' in page
 
 
 def test_run_list_filters_by_workflow(admin_client, failed_run):

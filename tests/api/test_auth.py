@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from agents.api.tokens import api_token_create, api_token_revoke
-from agents.audit import actor
+from agents.core.audit import actor
 from agents.models import AuditEntry
 
 from .conftest import error_of

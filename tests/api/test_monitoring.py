@@ -170,3 +170,26 @@ def test_an_alert_shows_its_notification_log(operator_client):
     assert isinstance(alert["notifications"], list)
     assert operator_client.get("/api/alerts/?check=api-memory&severity=critical").json()["count"] == 1
     assert operator_client.get("/api/alerts/777777/").status_code == 404
+
+
+def test_a_silence_is_ended_early_and_a_second_end_is_a_conflict(operator_client):
+    silence = operator_client.post("/api/silences/", {"matchers": {"check": ["db-*"]}, "duration": "2h"},
+                                   format="json").json()
+
+    ended = operator_client.post(f"/api/silences/{silence['id']}/end/")
+    again = operator_client.post(f"/api/silences/{silence['id']}/end/")
+    missing = operator_client.post("/api/silences/999999/end/")
+
+    assert ended.status_code == 200 and ended.json()["active"] is False
+    assert Silence.objects.get(pk=silence["id"]).ends_at <= timezone.now()
+    assert again.status_code == 409 and "already ended" in error_of(again)["message"]
+    assert missing.status_code == 404
+    assert AuditEntry.objects.filter(action="silence.end", object_id=str(silence["id"])).exists()
+
+
+def test_a_viewer_cannot_end_a_silence(operator_client, viewer_client):
+    silence = operator_client.post("/api/silences/", {"matchers": {"check": ["db-*"]}, "duration": "2h"},
+                                   format="json").json()
+
+    assert viewer_client.post(f"/api/silences/{silence['id']}/end/").status_code == 403
+    assert Silence.objects.get(pk=silence["id"]).ends_at > timezone.now()

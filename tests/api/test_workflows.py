@@ -89,7 +89,8 @@ def test_a_started_run_is_run_by_a_worker_and_its_steps_are_shown(operator_clien
     assert run["workflow"] == "api-flow" and run["params"] == {"greeting": "hi"}
     done = wait_for(lambda: _finished(operator_client, run["run_id"]), what="the run to finish")
     assert done["status"] == "succeeded"
-    assert done["progress"] == {"done": 2, "total": 2, "percent": 100.0, "eta_s": 0.0}
+    assert done["progress"] == {"done": 2, "total": 2, "percent": 100.0, "eta_s": 0.0, "failed": 0, "skipped": 0,
+                                "cancelled": 0}
     assert list(done["steps"]) == ["first", "second"]
     assert done["steps"]["second"]["status"] == "succeeded"
     assert done["steps"]["second"]["result"]["value"] == "two"

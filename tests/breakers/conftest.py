@@ -4,7 +4,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agents.breakers import breaker_reset, breakers_list
+from agents.core.breakers import breaker_reset, breakers_list
 
 #: The thresholds the tests set: a circuit opens after 3 failures and lets a trial through after half a second.
 FAILURES = 3

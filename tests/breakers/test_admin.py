@@ -3,7 +3,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-from agents.breakers import breaker_state, call
+from agents.core.breakers import breaker_state, call
 from tests.breakers.conftest import FAILURES
 
 pytestmark = pytest.mark.django_db

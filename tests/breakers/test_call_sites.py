@@ -7,12 +7,12 @@ import time
 import pandas as pd
 import pytest
 
-from agents.breakers import breaker_state
+from agents.core.breakers import breaker_state
 from agents.data.sources import source_read
 from agents.exceptions import DataSourceError, NotificationError
 from agents.monitoring.notifiers import notification_send
 from agents.monitoring.probes import probe_run
-from agents.workflows.actions import ActionContext, action_get
+from agents.core.actions import ActionContext, action_get
 from tests.breakers.conftest import COOLDOWN_S, FAILURES
 from tests.workflows.conftest import attempts, finish, start
 

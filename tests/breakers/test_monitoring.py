@@ -1,7 +1,7 @@
 """The built-in custom check ``circuit_breakers``: the number of open circuits, so a check alerts while any is."""
 import pytest
 
-from agents.breakers import breaker_reset, call
+from agents.core.breakers import breaker_reset, call
 from agents.models import Alert, AlertState
 from agents.monitoring import services
 from tests.breakers.conftest import FAILURES

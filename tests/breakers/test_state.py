@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from agents.breakers import breaker, breaker_reset, breaker_state, breakers_list, call, http_key, tcp_key
+from agents.core.breakers import breaker, breaker_reset, breaker_state, breakers_list, call, http_key, tcp_key
 from agents.exceptions import BreakerStoreError, CircuitOpenError
 from tests.breakers.conftest import COOLDOWN_S, FAILURES
 from tests.conftest import PROJECT_DIR, embedded_env
@@ -246,7 +246,7 @@ def test_an_unreachable_store_lets_calls_through_and_says_so_when_read(settings)
 FILE_STORE_WORKER = """
 import django
 django.setup()
-from agents.breakers import breaker
+from agents.core.breakers import breaker
 for _ in range({failures}):
     try:
         with breaker({key!r}):

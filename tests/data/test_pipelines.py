@@ -190,3 +190,66 @@ def test_a_finished_run_is_not_run_again(data_root, orders):
     assert again.status == "succeeded" and again.finished_at == run.finished_at
     assert Dataset.objects.filter(run=run).count() == 1
     assert data_run_json(again)["output"]["number"] == 1
+
+
+@pytest.mark.parametrize("name", ["orders.csv", "orders.jsonl", "orders.ndjson", "orders.parquet"])
+def test_every_file_format_runs_end_to_end_and_can_be_checked(data_root, orders, name):
+    # given the orders in one format
+    data_root.mkdir(parents=True, exist_ok=True)
+    frame = orders.head(200)
+    if name.endswith(".csv"):
+        frame.to_csv(data_root / name, index=False)
+    elif name.endswith(".parquet"):
+        frame.to_parquet(data_root / name, index=False)
+    else:
+        frame.to_json(data_root / name, orient="records", lines=True, date_format="iso")
+    spec = {"name": f"orders-{name.replace('.', '-')}", "source": {"kind": "file", "path": name},
+            "transforms": [{"type": "filter", "expression": "status == 'paid'"}],
+            "quality_checks": [{"type": "row_count", "min": 1}], "output": {"dataset": "paid"}}
+
+    # when a pipeline reads it, and the checks run on the file alone
+    run = services.pipeline_run(pipeline=load(spec).pipeline.name)
+    checked = services.quality_check_file(path=name, checks_text='[{"type": "row_count", "min": 1}]')
+
+    # then both work and see every row
+    assert run.status == "succeeded", run.error
+    assert (run.rows_in, run.rows_out) == (200, (frame.status == "paid").sum())
+    assert checked[0]["passed"] and checked[0]["details"]["observed"] == 200
+
+
+@pytest.mark.parametrize(("transforms", "reason"), [
+    ([{"type": "aggregate", "group_by": ["region"], "aggregations": {"avg": {"column": "status", "function": "mean"}}}],
+     "aggregation 'avg': mean needs a numeric column, but 'status' holds"),
+    ([{"type": "join", "with": {"kind": "file", "path": "codes.csv"}, "left_on": "amount", "right_on": "code"}],
+     "ValueError: You are trying to merge on float64 and"),
+])
+def test_a_run_that_meets_a_type_error_fails_with_the_reason_and_never_stays_running(data_root, orders, transforms,
+                                                                                      reason):
+    write_orders(data_root, orders.head(50))
+    pd.DataFrame({"code": ["a", "b"], "label": ["x", "y"]}).to_csv(data_root / "codes.csv", index=False)
+    spec = {"name": "typed", "source": {"kind": "file", "path": "orders.csv"}, "transforms": transforms,
+            "output": {"dataset": "typed"}}
+
+    run = services.pipeline_run(pipeline=load(spec).pipeline.name)
+
+    assert run.status == "failed" and reason in run.error, run.error
+    assert not Dataset.objects.filter(run=run).exists()
+
+
+def test_lineage_names_each_input_once_per_role(data_root, orders):
+    write_orders(data_root, orders.head(300))
+    customers = {"kind": "file", "path": "customers.csv"}
+    spec = {"name": "lineage", "source": {"kind": "file", "path": "orders.csv"}, "chunk_rows": 100,
+            "transforms": [{"type": "join", "with": customers, "on": "customer_id", "how": "left"}],
+            "quality_checks": [{"type": "referential_integrity", "column": "customer_id", "severity": "warn",
+                                "reference": {**customers, "column": "customer_id"}}],
+            "output": {"dataset": "lineage"}}
+
+    run = services.pipeline_run(pipeline=load(spec).pipeline.name)
+
+    assert run.status == "succeeded", run.error
+    assert Dataset.objects.get(run=run).inputs == [
+        {"kind": "file", "path": "orders.csv", "format": "csv", "role": "source"},
+        {"kind": "file", "path": "customers.csv", "format": "csv", "role": "reference"},
+        {"kind": "file", "path": "customers.csv", "format": "csv", "role": "join"},
+    ]

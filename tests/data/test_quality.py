@@ -285,6 +285,20 @@ def test_mostly_passes_at_the_boundary_and_fails_just_below(mostly, passed):
     assert result["mostly"] == mostly
 
 
+@pytest.mark.parametrize("passing, mostly, passed", [
+    (1, 0.2, True), (0, 0.2, False), (3, 0.6, True), (2, 0.6, False), (7, 0.7, True), (6, 0.7, False),
+    (1, 0.1, True)])
+def test_mostly_compares_counts_so_the_exact_share_passes(passing, mostly, passed):
+    """1 passing row of 5 is exactly 0.2 (a float sum would say 0.19999...): mostly 0.2 passes."""
+    rows = 5 if mostly in (0.2, 0.6) else 10
+    frame = pd.DataFrame({"order_id": range(rows), "amount": [1.0] * passing + [-1.0] * (rows - passing)})
+
+    result = run({"type": "validity", "column": "amount", "min": 0, "mostly": mostly}, frame)
+
+    assert result["element_count"] == rows and result["unexpected_count"] == rows - passing
+    assert result["passed"] is passed
+
+
 @pytest.mark.parametrize("warn_mostly, status", [(0.95, "warning"), (0.9, "passed")])
 def test_warn_mostly_gives_a_warning_while_the_check_still_passes(warn_mostly, status):
     """Between mostly and warn_mostly the status is "warning" and passed stays True."""

@@ -155,6 +155,37 @@ def test_an_unreadable_file_is_a_source_error_naming_the_file_and_reason(root, n
     assert "Traceback" not in message
 
 
+RAGGED = b"id,name,amount\n1,ann,10\n2,bob,20,extra\n3,cy\n4,dee,40\n\n5,eve,50\n"
+
+
+def test_a_ragged_csv_is_refused_naming_each_bad_line(root):
+    (root / "in" / "ragged.csv").write_bytes(RAGGED)
+
+    with pytest.raises(DataSourceError) as caught:
+        source_frame({"kind": "file", "path": "in/ragged.csv"})
+
+    assert str(caught.value) == (
+        "file 'in/ragged.csv': 2 row(s) do not have the header's 3 fields: line 3 (4 fields), line 4 (2 fields); "
+        "fix the file, or set on_bad_lines: skip to leave such rows out")
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_on_bad_lines_skip_leaves_the_ragged_rows_out_and_keeps_every_other_value(root, chunk_rows):
+    (root / "in" / "ragged.csv").write_bytes(RAGGED)
+    source = {"kind": "file", "path": "in/ragged.csv", "on_bad_lines": "skip"}
+
+    frame = pd.concat(list(source_read(source, chunk_rows=chunk_rows)), ignore_index=True)
+
+    assert frame.to_dict("list") == {"id": [1, 4, 5], "name": ["ann", "dee", "eve"], "amount": [10, 40, 50]}
+
+
+def test_on_bad_lines_is_validated_and_applies_to_csv_only():
+    assert source_validate({"kind": "file", "path": "a.csv", "on_bad_lines": "drop"}, where="s")[1] == [
+        "s.on_bad_lines: must be one of error, skip, got 'drop'"]
+    assert source_validate({"kind": "file", "path": "a.parquet", "on_bad_lines": "skip"}, where="s")[1] == [
+        "s.on_bad_lines: applies to csv files only"]
+
+
 # --- paths ----------------------------------------------------------------------------------------------------
 
 
@@ -329,6 +360,42 @@ def test_an_unknown_connection_lists_the_configured_ones(pg):
         source_frame({"kind": "database", "connection": "warehouse", "query": "SELECT 1"})
 
 
+@pytest.mark.parametrize(("query", "function"), [
+    ("SELECT pg_read_file('/etc/hostname')", "pg_read_file"),
+    ("SELECT order_id FROM source_orders, pg_catalog.pg_sleep(5)", "pg_sleep"),
+    ('SELECT "pg_ls_dir"(\'.\')', "pg_ls_dir"),
+    ("WITH x AS (SELECT 1) SELECT lo_export(1, '/tmp/x') FROM x", "lo_export"),
+])
+def test_a_query_calling_a_server_file_or_sleep_function_is_refused(query, function):
+    with pytest.raises(DataSourceError) as caught:
+        source_frame(pg_source(query))
+
+    assert str(caught.value) == (f"source.query: calls {function}(), which reads or lists server files, reaches "
+                                 "another server or sleeps; refused (AGENTS_DATA_REFUSED_FUNCTIONS)")
+
+
+def test_a_unicode_escaped_name_is_refused():
+    with pytest.raises(DataSourceError, match="a U&\"...\" name may hide which function it calls"):
+        source_frame(pg_source('SELECT U&"pg\\005fsleep"(1)'))
+
+
+def test_a_function_name_inside_a_string_or_comment_is_not_a_call(pg):
+    frame = source_frame(pg_source("SELECT 'pg_sleep(5)' AS note -- pg_read_file('/x')\nFROM source_orders LIMIT 1"))
+
+    assert frame["note"].tolist() == ["pg_sleep(5)"]
+
+
+def test_a_query_past_the_statement_timeout_is_cancelled_with_a_clear_message(pg, settings):
+    settings.AGENTS_DATA_STATEMENT_TIMEOUT_S = 0.2
+    slow = ("SELECT count(*) FROM generate_series(1, 100000000) a")
+
+    with pytest.raises(DataSourceError) as caught:
+        source_frame(pg_source(slow))
+
+    assert str(caught.value) == ("the query on database connection 'pg' was cancelled after 0.2 s "
+                                 "(AGENTS_DATA_STATEMENT_TIMEOUT_S)")
+
+
 def test_an_unreachable_database_names_the_connection_but_not_the_password(settings):
     settings.AGENTS_DATA_DATABASES = {"down": "postgres://reader:s3cret-pw@127.0.0.1:1/x"}
 
@@ -355,6 +422,18 @@ def lite(settings, tmp_path):
     database.close()
     settings.AGENTS_DATA_DATABASES = {"lite": f"sqlite://{path}"}  # sqlite:///abs/path.db
     return path
+
+
+def test_a_sqlite_query_past_the_statement_timeout_is_cancelled(lite, settings):
+    settings.AGENTS_DATA_STATEMENT_TIMEOUT_S = 0.2
+    slow = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000) "
+            "SELECT count(*) FROM n")
+
+    with pytest.raises(DataSourceError) as caught:
+        source_frame({"kind": "database", "connection": "lite", "query": slow})
+
+    assert str(caught.value) == ("the query on database connection 'lite' was cancelled after 0.2 s "
+                                 "(AGENTS_DATA_STATEMENT_TIMEOUT_S)")
 
 
 def test_sqlite_binds_parameters_and_streams(lite):
@@ -726,8 +805,10 @@ def test_a_good_source_gets_its_defaults():
     )
 
     assert (file_errors, api_errors, query_errors) == ([], [], [])
-    assert file_spec == {"kind": "file", "path": "in/events.ndjson", "format": "jsonl", "delimiter": ",",
-                         "encoding": "utf-8", "parse_dates": []}
+    # a jsonl source holds no csv options: validated again, it is still valid
+    assert file_spec == {"kind": "file", "path": "in/events.ndjson", "format": "jsonl", "encoding": "utf-8",
+                         "parse_dates": []}
+    assert source_validate(file_spec, where="s") == (file_spec, [])
     assert api_spec == {"kind": "api", "url": "https://api.example.com/v1/orders", "method": "GET", "params": {},
                         "body": None, "headers": {}, "timeout_s": 10, "retries": 3, "backoff_s": 0.5, "records": "",
                         "pagination": {"type": "none"}}

@@ -209,3 +209,32 @@ def test_columns_needed_reads_only_what_the_transforms_use():
                       "revenue": {"column": "eur", "function": "sum"}}})]
     assert tf.columns_needed(transforms, None) == {"status", "amount", "region"}
     assert tf.columns_needed([spec({"type": "sort", "by": "amount"})], None) is None
+
+
+@pytest.mark.parametrize("function", ["sum", "mean", "median"])
+def test_a_numeric_aggregation_over_text_is_refused_naming_the_column(orders, function):
+    with pytest.raises(DataError) as error:
+        apply(orders, {"type": "aggregate", "group_by": ["region"],
+                       "aggregations": {"total": {"column": "status", "function": function}}})
+
+    assert str(error.value).startswith(f"t: aggregation 'total': {function} needs a numeric column, but 'status' "
+                                       "holds")
+
+
+@pytest.mark.parametrize("aggregations", [
+    {"z_mean": {"column": "amount", "function": "mean"}, "a_sum": {"column": "amount", "function": "sum"},
+     "m_count": {"column": "order_id", "function": "count"}},
+    {"z_median": {"column": "amount", "function": "median"}, "a_count": {"column": "order_id", "function": "count"}},
+])
+def test_aggregate_output_columns_come_in_the_order_of_the_spec(orders, aggregations):
+    aggregate = spec({"type": "aggregate", "group_by": ["region"], "aggregations": aggregations})
+    # stored as PostgreSQL's jsonb stores an object: its keys in an order of its own
+    stored = {**aggregate, "aggregations": dict(sorted(aggregate["aggregations"].items()))}
+
+    whole = tf.transform_apply(orders, stored, where="t")
+
+    assert list(whole.columns) == ["region", *aggregations]
+    if tf.aggregate_is_combinable(stored):
+        partials = [tf.aggregate_partial(chunk, stored, where="t") for chunk in chunks_of(orders)]
+        assert list(tf.aggregate_finish(tf.aggregate_combine(partials, stored), stored).columns) == [
+            "region", *aggregations]

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.data.vector import VectorExpression, compile_vector, unique_map
-from agents.decisions.expressions import ExpressionEvaluationError
+from agents.expressions.vector import VectorExpression, compile_vector, unique_map
+from agents.expressions.compiler import ExpressionEvaluationError
 from agents.exceptions import ColumnError, ExpressionError
 
 WHERE = "filter 'big orders'"

@@ -1,9 +1,15 @@
 """Deciding against the real database and Redis: results, audit, cache, conflicts, bulk, simulation."""
+from datetime import timedelta
+
 import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, transaction
+from django.utils import timezone
 
 from agents.decisions import services
 from agents.exceptions import DecisionError, RuleSetNotFoundError
-from agents.models import Decision
+from agents.core.audit import actor
+from agents.models import AuditEntry, Decision
 from tests.decisions.conftest import LOANS, load
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +51,43 @@ def test_the_audit_is_append_only():
     row.decision = "reject"
     with pytest.raises(ValueError, match="append-only"):
         row.save()
+
+
+@pytest.mark.parametrize("change", [
+    lambda rows: rows.update(decision="reject"),
+    lambda rows: rows.delete(),
+    lambda rows: rows.get().delete(),
+])
+def test_the_database_refuses_to_change_or_delete_an_audited_decision(change):
+    load(LOANS)
+    decision_id = services.decide(ruleset="loans", context=APPLICATION)["decision_id"]
+    rows = Decision.objects.filter(decision_id=decision_id)
+
+    with pytest.raises(DatabaseError, match="the decision audit is append-only"), transaction.atomic():
+        change(rows)
+
+    assert rows.get().decision == "approve"
+
+
+def test_a_purge_deletes_only_old_decisions_and_is_audited():
+    load(LOANS)
+    services.decide(ruleset="loans", context=APPLICATION)
+    services.decide(ruleset="loans", context={**APPLICATION, "amount": 10})
+
+    young = services.decisions_purge(older_than=timedelta(days=365))
+    would = services.decisions_purge(older_than=timedelta(days=365), now=timezone.now() + timedelta(days=400),
+                                     dry_run=True)
+    with actor("cli:ops"):
+        purged = services.decisions_purge(older_than=timedelta(days=365), now=timezone.now() + timedelta(days=400))
+
+    assert (young, would, purged) == (0, 2, 2) and not Decision.objects.exists()
+    entry = AuditEntry.objects.get(action="decisions.purge")
+    assert entry.detail["deleted"] == 2 and entry.actor == "cli:ops"
+
+
+def test_a_purge_of_recent_decisions_is_refused():
+    with pytest.raises(CommandError, match="--older-than must be at least 30 days"):
+        call_command("decisions", "purge", "--older-than", "7d")
 
 
 def test_nothing_matching_gives_the_default():
@@ -172,3 +215,21 @@ def test_masked_values_are_hidden_in_the_trace_too():
     reads = [clause["reads"] for entry in result["trace"] for clause in entry["clauses"]]
     assert {"applicant.email": "***"} in reads
     assert "ann@example.com" not in str(result)
+
+
+def test_counting_matches_answers_zero_when_no_rule_matches():
+    load("""
+name: flags
+hit_policy: collect
+aggregation: count
+default: {decision: unknown, confidence: 0.1}
+rules:
+  - {id: big, condition: "amount > 1000", decision: 1}
+  - {id: foreign, condition: "country != 'NL'", decision: 1}
+""")
+
+    none = services.decide(ruleset="flags", context={"amount": 5, "country": "NL"})
+    both = services.decide(ruleset="flags", context={"amount": 5000, "country": "DE"})
+
+    assert (none["decision"], none["engine"], none["rule_ids"]) == (0, "rules", [])
+    assert both["decision"] == 2

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.decisions import expressions
-from agents.decisions.expressions import (
+from agents.expressions import compiler as expressions
+from agents.expressions.compiler import (
     FUNCTIONS,
     ExpressionEvaluationError,
     compile_expression,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.decisions import jsonlogic
-from agents.decisions.jsonlogic import MAX_DEPTH, MAX_NODES, apply, apply_traced, truthy, validate, variables
+from agents.expressions import jsonlogic
+from agents.expressions.jsonlogic import MAX_DEPTH, MAX_NODES, apply, apply_traced, truthy, validate, variables
 from agents.exceptions import JsonLogicError
 
 SHARED_SUITE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "jsonlogic" / "tests.json"

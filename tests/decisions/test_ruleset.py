@@ -25,10 +25,22 @@ def test_first_takes_the_highest_priority_match_and_stops():
     assert [entry["rule_id"] for entry in outcome.trace] == ["huge"]  # nothing after the first match is evaluated
 
 
-def test_first_breaks_priority_ties_by_rule_id():
+def test_first_without_priorities_takes_the_first_rule_written():
     rules = [{"id": "b", "condition": "x", "decision": "from-b"}, {"id": "a", "condition": "x", "decision": "from-a"}]
 
-    assert ruleset_evaluate(ruleset("first", rules), {"x": True}).decision == "from-a"
+    outcome = ruleset_evaluate(ruleset("first", rules), {"x": True})
+
+    assert outcome.decision == "from-b" and [rule.id for rule in outcome.matched] == ["b"]
+
+
+def test_first_breaks_priority_ties_by_definition_order():
+    rules = [{"id": "z-low", "condition": "x", "decision": "low", "priority": 1},
+             {"id": "y-tie", "condition": "x", "decision": "second written", "priority": 5},
+             {"id": "a-tie", "condition": "x", "decision": "third written", "priority": 5}]
+
+    assert ruleset_evaluate(ruleset("first", rules), {"x": True}).decision == "second written"
+    assert [rule.id for rule in ruleset_evaluate(ruleset("priority", rules), {"x": True}).matched] == [
+        "y-tie", "a-tie", "z-low"]
 
 
 def test_priority_evaluates_every_rule_and_reports_all_matches():
@@ -66,6 +78,24 @@ def test_collect_returns_every_match_and_aggregates():
     assert ruleset_evaluate(ruleset("collect", scores, aggregation="min"), context).decision == 5
     assert ruleset_evaluate(ruleset("collect", scores, aggregation="max"), context).decision == 10
     assert ruleset_evaluate(ruleset("collect", scores, aggregation="count"), context).decision == 2
+
+
+def test_collect_count_of_no_match_is_zero_not_the_default():
+    scores = [{"id": "s1", "condition": "a", "decision": 10}]
+
+    outcome = ruleset_evaluate(ruleset("collect", scores, aggregation="count"), {"a": False})
+
+    assert outcome.answered and outcome.decision == 0 and outcome.matched == ()
+
+
+def test_collect_sum_adds_decimals_exactly():
+    scores = [{"id": "s1", "condition": "a", "decision": 0.1}, {"id": "s2", "condition": "a", "decision": 0.2},
+              {"id": "s3", "condition": "a", "decision": 1}]
+
+    outcome = ruleset_evaluate(ruleset("collect", scores, aggregation="sum"), {"a": True})
+
+    assert outcome.decision == 1.3 and repr(outcome.decision) == "1.3"
+    assert ruleset_evaluate(ruleset("collect", scores[:2], aggregation="sum"), {"a": True}).decision == 0.3
 
 
 def test_collect_sum_of_non_numbers_is_reported():

@@ -6,7 +6,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agents.workflows.actions import ActionContext, Param, action
+from agents.core.actions import ActionContext, action
+from agents.core.params import Param
 
 
 @action("faults.record", params={

@@ -6,7 +6,7 @@ import ast
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agents.decisions.expressions import (
+from agents.expressions.compiler import (
     FUNCTIONS,
     MAX_LENGTH,
     ExpressionEvaluationError,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from agents.exceptions import WorkflowSpecError
 from agents.workflows import dag
-from agents.workflows.actions import action_names
+from agents.core.actions import action_names
 from agents.workflows.spec import workflow_spec_load_text, workflow_spec_parse
 
 FUZZ = settings(max_examples=250, deadline=2000, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 import yaml
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from agents.models import Alert, Check, NotificationRoute, Silence
 from tests.conftest import PROJECT_DIR
@@ -159,3 +160,17 @@ def test_custom_checks_come_from_extension_modules_in_every_process(tmp_path):
     ran = manage("monitor", "run", "the-answer", "--json", env=extended)
     outcome = json.loads(ran.stdout)
     assert ran.returncode == 0 and (outcome["status"], outcome["value"], outcome["unit"]) == ("ok", 42.0, "units")
+
+
+def test_unsilence_ends_a_silence_early_and_refuses_one_already_ended():
+    run("silence", "--check", "db-*", "--for", "2h")
+    silence = Silence.objects.get()
+
+    out = run("unsilence", str(silence.pk))
+
+    silence.refresh_from_db()
+    assert out.startswith(f"silence #{silence.pk} ended at ") and silence.ends_at <= timezone.now()
+    with pytest.raises(CommandError, match=f"silence #{silence.pk} already ended"):
+        run("unsilence", str(silence.pk))
+    with pytest.raises(CommandError, match="no silence #999999"):
+        run("unsilence", "999999")

@@ -7,9 +7,21 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from agents.core.tracing import trace
 from agents.exceptions import AlertStateError
-from agents.models import Alert, IncidentResponse, Metric, Notification, NotificationRoute, ResponseRule
+from agents.models import (
+    Alert,
+    Event,
+    IncidentResponse,
+    Metric,
+    Notification,
+    NotificationRoute,
+    ResponseRule,
+    WorkflowRun,
+)
 from agents.monitoring import alerts, services
+from agents.orchestration.selectors import trace_records
+from agents.workflows.services import workflow_load
 
 from .conftest import Clock, make_check, probe_result, record
 
@@ -267,7 +279,8 @@ def test_reminders_repeat_then_escalate_while_unacknowledged(clock, receiver):
     alert = _fire(make_check(critical=90), clock)
     assert alert.route == "team"
     start = timezone.now()
-    assert alerts.alerts_sweep(now=start + timedelta(seconds=30)) == {"ack_expired": 0, "reminders": 0, "escalations": 0}
+    assert alerts.alerts_sweep(now=start + timedelta(seconds=30)) == {"ack_expired": 0, "reminders": 0, "escalations": 0,
+                                                                   "unsilenced": 0}
     assert alerts.alerts_sweep(now=start + timedelta(seconds=61))["reminders"] == 1
     assert alerts.alerts_sweep(now=start + timedelta(seconds=62))["reminders"] == 0  # not twice in one interval
     assert alerts.alerts_sweep(now=start + timedelta(seconds=122))["reminders"] == 1
@@ -326,12 +339,111 @@ def test_notifications_are_unique_per_event(clock):
 
 
 def test_a_response_rule_can_start_a_workflow_and_records_its_run(clock):
-    from agents.models import WorkflowRun
-    from agents.workflows.services import workflow_load
-
     workflow_load(text="name: restart-api\nsteps:\n  - {id: restart, action: noop}\n")
     ResponseRule.objects.create(name="restart", matchers={"check": "api"}, workflow="restart-api")
     alert = _fire(make_check(critical=90), clock)
     [response] = alerts.incident_respond(alert_id=alert.pk)
     assert response.status == "succeeded"
     assert WorkflowRun.objects.get(pk=response.workflow_run_id).version.definition.name == "restart-api"
+
+
+def test_what_acts_on_an_alert_carries_the_alert_trace_not_the_caller_trace(clock):
+    # given an alert opened by one check run and fired by a later one, each run under its own trace
+    workflow_load(text="name: page-oncall\nsteps:\n  - {id: page, action: noop}\n")
+    ResponseRule.objects.create(name="page", matchers={"check": "api"}, workflow="page-oncall")
+    check = make_check(critical=90, max_attempts=2)
+    with trace():
+        record(check, 95, clock=clock)
+    alert = _alert(check)
+    with trace() as second_run:
+        record(check, 96, clock=clock)
+
+    # when its incident response runs from the response task (a trace of its own)
+    with trace() as response_task:
+        [response] = alerts.incident_respond(alert_id=alert.pk)
+
+    # then the event, the response and the workflow it started are all on the alert's trace page
+    alert.refresh_from_db()
+    fired = Event.objects.get(event_type="alert.fired")
+    run = WorkflowRun.objects.get(pk=response.workflow_run_id)
+    assert alert.trace_id not in (second_run, response_task)
+    assert fired.trace_id == response.trace_id == run.trace_id == alert.trace_id
+    kinds = {record["kind"] for record in trace_records(alert.trace_id)}
+    assert {"alert", "event", "incident response", "workflow run"} <= kinds
+
+
+def test_an_alert_summary_says_what_the_probe_saw_and_the_threshold_crossed(clock):
+    check = make_check(critical=90, warning=70)
+
+    record(check, 95, clock=clock)
+
+    alert = _alert(check)
+    assert alert.summary == "value 95 (95 percent >= 90)" and alert.severity == "critical"
+
+
+def test_an_email_subject_names_the_severity_once(clock, mailoutbox, settings):
+    _route("mail", handler="email", config={"to": ["ops@example.com"]})
+    alert = _fire(make_check("disk-root", critical=90), clock)
+
+    alerts.notification_deliver(alert_id=alert.pk, event="firing")
+
+    assert mailoutbox[0].subject == "[FIRING critical] disk-root: value 95 (95 percent >= 90)"
+
+
+def test_a_silence_that_ends_on_a_firing_alert_sends_the_firing_notice_then_and_the_resolved_one_later(clock,
+                                                                                                       receiver):
+    # given an alert that fired during a silence, so its firing notice was silenced
+    _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
+    silence = alerts.silence_create(matchers={"check": "api"}, ends_at=timezone.now() + timedelta(hours=1))
+    check = make_check(critical=90)
+    alert = _fire(check, clock)
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "silenced"
+
+    # when an operator ends the silence while the alert still fires
+    alerts.silence_end(silence_id=silence.pk, user="ops")
+    counts = alerts.alerts_sweep()
+    alert.refresh_from_db()
+    firing = alerts.notification_deliver(alert_id=alert.pk, event="firing", sequence=alert.notices)
+
+    # then the firing notice goes out then, once, and the resolved notice follows it
+    assert counts["unsilenced"] == 1 and firing.status == "sent"
+    assert alerts.alerts_sweep()["unsilenced"] == 0
+    record(check, 10, clock=clock)
+    resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+    assert resolved.status == "sent" and receiver.events() == ["firing", "resolved"]
+
+
+def test_the_resolved_notice_reaches_every_route_that_was_told_the_alert_fired(clock, receiver):
+    hook = {"url": receiver.url, "backoff_s": 0.01}
+    pager = _route("pager", order=1, matchers={"tags": ["never"]}, handler="webhook", config=hook)
+    _route("team", order=2, handler="webhook", config=hook, repeat_interval_s=60, escalate_after=1, escalate_to=pager)
+    check = make_check(critical=90)
+    alert = _fire(check, clock)
+    alerts.notification_deliver(alert_id=alert.pk, event="firing")
+    start = timezone.now()
+    alerts.alerts_sweep(now=start + timedelta(seconds=61))  # a reminder to the team
+    alerts.alerts_sweep(now=start + timedelta(seconds=122))  # then escalated to the pager
+    alert.refresh_from_db()
+    alerts.notification_deliver(alert_id=alert.pk, event="escalation", sequence=alert.notices)
+
+    record(check, 10, clock=clock)
+    alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+
+    resolved = Notification.objects.filter(alert=alert, event="resolved").order_by("sequence")
+    assert [(notice.route, notice.status) for notice in resolved] == [("team", "sent"), ("pager", "sent")]
+    assert receiver.events() == ["firing", "escalation", "resolved", "resolved"]
+
+
+def test_no_resolved_notice_follows_a_firing_notice_that_failed(clock, receiver):
+    receiver.status = 400  # refused for good: not retried
+    _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
+    check = make_check(critical=90)
+    alert = _fire(check, clock)
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "failed"
+    receiver.status = 200
+
+    record(check, 10, clock=clock)
+    resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+
+    assert resolved.status == "skipped" and "no route was told the alert fired" in resolved.error
+    assert receiver.events() == ["firing"]

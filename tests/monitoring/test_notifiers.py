@@ -268,7 +268,7 @@ def test_email_is_sent_to_every_recipient_with_a_subject_saying_what_fired(mailo
     # then one message reached both recipients, its subject and body telling the alert
     assert len(mailoutbox) == 1
     message = mailoutbox[0]
-    assert message.subject == "[FIRING] disk-root: disk 93% >= 90% (critical)"
+    assert message.subject == "[FIRING critical] disk-root: disk 93% >= 90%"
     assert message.to == ["ops@example.com", "oncall@example.com"]
     assert message.from_email == "alerts@agentsite.test"
     assert "fingerprint: 3f2a9c" in message.body
@@ -285,7 +285,7 @@ def test_email_subject_of_a_resolved_notice_stays_on_one_line(mailoutbox):
     send("email", {"to": ["ops@example.com"]}, payload)
 
     # then the subject is one line
-    assert mail.outbox[0].subject == "[RESOLVED] disk-root: disk 60% below 90% (critical)"
+    assert mail.outbox[0].subject == "[RESOLVED critical] disk-root: disk 60% below 90%"
 
 
 def test_email_to_an_unreachable_smtp_server_is_retried_then_fails(settings, closed_port):

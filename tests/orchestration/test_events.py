@@ -7,11 +7,12 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from agents.core import events as outbox
 from agents.exceptions import TriggerError
 from agents.models import Alert, AgentTask, Event, StepRun, Trigger, TriggerFiring, WorkflowRun
 from agents.monitoring import services as monitoring
 from agents.orchestration import events
-from agents.tracing import trace
+from agents.core.tracing import trace
 from agents.workflows.services import workflow_load
 from tests.conftest import wait_for
 
@@ -65,22 +66,22 @@ def test_an_event_written_in_a_rolled_back_transaction_is_never_delivered(worker
                            params={"action": "echo", "params": {"value": "$.payload.name"}})
     with pytest.raises(RuntimeError):
         with transaction.atomic():
-            events.event_publish("dataset.produced", {"name": "rolled-back"})
+            outbox.event_publish("dataset.produced", {"name": "rolled-back"})
             raise RuntimeError("the change failed")
     with transaction.atomic():
-        events.event_publish("dataset.produced", {"name": "committed"})
+        outbox.event_publish("dataset.produced", {"name": "committed"})
     task = wait_for(lambda: AgentTask.objects.filter(status="completed").first(), what="the committed event's task")
     assert task.result["value"] == "committed"
     assert list(Event.objects.values_list("payload__name", flat=True)) == ["committed"]
     assert TriggerFiring.objects.count() == 1 and AgentTask.objects.count() == 1
-    assert events.events_relay(now=timezone.now() + timedelta(minutes=5)) == 0  # nothing left unpublished
+    assert outbox.events_relay(now=timezone.now() + timedelta(minutes=5)) == 0  # nothing left unpublished
 
 
 def test_a_filter_that_does_not_hold_records_the_firing_as_filtered(worker):
     Trigger.objects.create(name="big-only", event_type="dataset.produced", filter="payload.row_count > 1000",
                            action="message", target="type:data", params={})
     with transaction.atomic():
-        event = events.event_publish("dataset.produced", {"name": "small", "row_count": 10})
+        event = outbox.event_publish("dataset.produced", {"name": "small", "row_count": 10})
     firing = wait_for(lambda: TriggerFiring.objects.filter(event=event).first(), what="the trigger to be evaluated")
     assert firing.status == "filtered"
 
@@ -99,7 +100,7 @@ def test_dispatching_an_event_twice_fires_each_trigger_once():
 def test_the_relay_resends_an_event_whose_send_was_lost():
     lost = Event.objects.create(event_type="decision.made", payload={})
     Event.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=1))
-    assert events.events_relay() == 1
+    assert outbox.events_relay() == 1
 
 
 def test_invalid_triggers_are_refused_naming_each_problem_and_nothing_is_stored():
@@ -118,3 +119,33 @@ def test_invalid_triggers_are_refused_naming_each_problem_and_nothing_is_stored(
     assert "'robot' is not an agent type" in text
     assert "action: must be one of workflow, task, message" in text
     assert not Trigger.objects.exists()
+
+
+def test_a_trigger_parameter_from_a_payload_path_the_event_cannot_have_is_refused_at_load():
+    workflow_load(text="name: w\nparams: {run_id: 0}\nsteps: [{id: a, action: noop}]")
+
+    with pytest.raises(TriggerError) as error:
+        events.triggers_load(text="""
+- {name: retry-failed, event: workflow.failed, action: workflow, target: w, params: {run_id: $.payload.run_id}}
+""")
+
+    assert error.value.errors == [
+        "trigger 'retry-failed'.params.run_id: $.payload.run_id names nothing: the payload of a workflow.failed event "
+        "has no 'run_id' (it has failed_step, params, status, workflow, workflow_run_id)"]
+    assert not Trigger.objects.exists()
+
+
+def test_a_payload_path_missing_from_the_event_fails_the_firing_with_the_reason():
+    # given a trigger whose path is valid for the event type, and an event published without that key
+    workflow_load(text="name: w\nparams: {run_id: 0}\nsteps: [{id: a, action: noop}]")
+    events.triggers_load(text="""
+- {name: rerun, event: workflow.failed, action: workflow, target: w, params: {run_id: $.payload.workflow_run_id}}
+""")
+    event = Event.objects.create(event_type="workflow.failed", payload={"workflow": "w"})
+
+    # when it is dispatched, then nothing starts with a null parameter, and the firing says why
+    [firing] = events.event_dispatch(event_id=event.pk)
+
+    assert firing.status == "failed"
+    assert firing.error == f"$.payload.workflow_run_id: event #{event.pk} (workflow.failed) has no 'workflow_run_id' there"
+    assert not WorkflowRun.objects.exists()

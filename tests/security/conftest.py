@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agents.crypto import key_generate
+from agents.core.crypto import key_generate
 from tests.conftest import PROJECT_DIR, embedded_env
 
 

@@ -15,14 +15,14 @@ from rest_framework.test import APIClient
 
 from agents.api.groups import OPERATORS
 from agents.api.tokens import api_token_create
-from agents.audit import AuditActorMiddleware, actor, audit_record
+from agents.core.audit import AuditActorMiddleware, actor, audit_record
 from agents.data import services as data
 from agents.decisions import services as decisions
 from agents.models import Alert, AuditEntry, WorkflowRun
 from agents.monitoring import alerts
 from agents.monitoring import services as monitoring
 from agents.orchestration import agent_tasks, events
-from agents.tracing import trace
+from agents.core.tracing import trace
 from agents.workflows import services as workflows
 
 from .test_secrets import command_env, manage

@@ -3,7 +3,7 @@ newest key, and every failure names the problem without showing a value or a key
 import pytest
 from cryptography.fernet import Fernet
 
-from agents.crypto import decrypt, encrypt, key_generate, rotate
+from agents.core.crypto import decrypt, encrypt, key_generate, rotate
 from agents.exceptions import SecretError
 
 

@@ -23,9 +23,9 @@ YAML_LOADS = {"load", "load_all", "full_load", "full_load_all", "unsafe_load", "
 ALLOWED = {
     ("bench/decisions.py", "getattr(builtins, 'eval')"): (
         1, "the eval() reference design the benchmark measures, on conditions the script itself generates"),
-    ("agents/decisions/expressions.py", "compile("): (
+    ("agents/expressions/compiler.py", "compile("): (
         1, "compiles the allow-listed syntax tree the expression compiler built, never text"),
-    ("agents/definitions.py", "yaml.load("): (1, "with _PlainLoader, a yaml.SafeLoader subclass"),
+    ("agents/core/definitions.py", "yaml.load("): (1, "with _PlainLoader, a yaml.SafeLoader subclass"),
 }
 
 

@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from agents.crypto import decrypt, key_generate, secret_set, secret_value
+from agents.core.crypto import decrypt, key_generate, secret_set, secret_value
 from agents.data.sources import source_frame, source_validate
 from agents.exceptions import DataSourceError, NotificationError, SecretError
 from agents.models import AuditEntry, Secret

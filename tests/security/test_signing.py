@@ -3,7 +3,7 @@ database is rejected, recorded and never handled or retried, on real workers."""
 import pytest
 from django.db import transaction
 
-from agents.crypto import key_generate
+from agents.core.crypto import key_generate
 from agents.models import Agent, AgentMessage, MessageReceipt
 from agents.orchestration import messages
 from tests.conftest import wait_for

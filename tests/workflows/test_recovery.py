@@ -6,7 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from agents.models import StepRun, StepStatus, WorkflowRun
+from agents.core.tracing import trace
+from agents.models import Event, StepRun, StepStatus, WorkflowRun
+from agents.orchestration.selectors import trace_records
 from agents.workflows import services
 from tests.conftest import wait_for
 from tests.workflows.conftest import attempts, finish, load, start
@@ -105,3 +107,28 @@ def test_cancelling_a_child_run_fails_the_parent_step_waiting_on_it(worker):
     assert summary["status"] == "failed"
     assert f"sub-workflow run {child.pk} cancelled" in summary["steps"]["call"]["error"]
     assert summary["steps"]["after"]["status"] == "skipped"
+
+
+def test_a_run_failed_by_the_reconciler_keeps_its_own_trace(worker):
+    # given a run started under its own trace whose step lost its worker
+    version = load("""
+        name: traced-lost
+        steps:
+          - {id: a, action: sleep, params: {seconds: 60}, timeout_s: 5}
+    """)
+    with trace() as run_trace:
+        run = services.workflow_run_start(version=version)
+    wait_for(lambda: attempts(run, "a")[0].status == StepStatus.RUNNING, what="the step to start")
+    StepRun.objects.filter(run=run, step_id="a").update(task_id="lost-task",
+                                                        started_at=timezone.now() - timedelta(minutes=10))
+
+    # when the sweep (a trace of its own, as beat sends it) fails the run
+    with trace() as sweep_trace:
+        workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
+    finish(run)
+
+    # then the run's failure event is on the run's trace page, not the sweep's
+    failed = Event.objects.get(event_type="workflow.failed", payload__workflow_run_id=run.pk)
+    assert run_trace != sweep_trace and failed.trace_id == run_trace
+    assert "workflow run" in [record["kind"] for record in trace_records(run_trace)]
+    assert "event" in [record["kind"] for record in trace_records(run_trace)]

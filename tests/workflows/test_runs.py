@@ -1,13 +1,34 @@
 """Workflow runs on the real worker: data flow, retries, timeouts, failure, cancel, re-run, duplicates."""
-import pytest
+import time
 
-from agents.models import RunStatus, StepRun, StepStatus, WorkflowRun
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from agents.core.actions import ActionContext, action
+from agents.core.params import Param
+from agents.exceptions import WorkflowSpecError
+from agents.models import RunStatus, StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.workflows import selectors, services
 from tests.conftest import wait_for
 from tests.workflows.conftest import attempts, finish, load, start
 from workers.workflow import step_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@action("test.stubborn", params={"seconds": Param("number", required=True), "until_attempt": Param("integer")})
+def stubborn(context: ActionContext, *, seconds: float, until_attempt: int | None) -> dict:
+    """Run through the soft time limit (catching it, as code blocked in a C call effectively does) for ``seconds``,
+    in the attempts before ``until_attempt``; from that attempt on, return at once."""
+    if until_attempt is not None and context.attempt >= until_attempt:
+        return {"attempt": context.attempt}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            pass
+    return {"attempt": context.attempt}
 
 DIAMOND = """
     name: diamond
@@ -27,7 +48,8 @@ def test_results_flow_to_dependents_and_params_reach_every_step(worker):
     summary = finish(run)
 
     assert summary["status"] == "succeeded"
-    assert summary["progress"] == {"done": 5, "total": 5, "percent": 100.0, "eta_s": 0.0}
+    assert summary["progress"] == {"done": 5, "total": 5, "percent": 100.0, "eta_s": 0.0, "failed": 0, "skipped": 0,
+                                   "cancelled": 0}
     join = summary["steps"]["join"]["result"]
     assert join["inputs"]["left"]["value"] == 2 and join["inputs"]["right"]["value"] == 3
     assert summary["steps"]["tail"]["result"]["inputs"]["join"]["inputs"]["left"]["value"] == 2
@@ -112,7 +134,8 @@ def test_when_retries_run_out_the_run_fails_and_dependents_are_skipped(worker):
     assert summary["steps"]["after"]["status"] == "skipped"
     assert summary["steps"]["last"]["status"] == "skipped"
     assert summary["steps"]["after"]["started_at"] is None
-    assert summary["progress"]["done"] == 4
+    progress = summary["progress"]
+    assert (progress["done"], progress["failed"], progress["skipped"], progress["percent"]) == (1, 1, 2, 25.0)
 
 
 def test_on_failure_continue_skips_dependents_but_lets_other_branches_finish(worker):
@@ -305,3 +328,90 @@ def test_a_failed_sub_workflow_fails_the_parent_step(worker):
     assert summary["status"] == "failed"
     assert "child broke" in summary["steps"]["call"]["error"]
     assert summary["steps"]["after"]["status"] == "skipped"
+
+
+def test_a_sub_workflow_that_does_not_exist_is_refused_when_loaded():
+    with pytest.raises(WorkflowSpecError) as caught:
+        load("name: parent\nsteps: [{id: call, action: workflow.run, params: {workflow: nowhere}}]")
+
+    assert caught.value.errors == ["step 'call': runs workflow 'nowhere', which does not exist; load it first"]
+    assert not WorkflowDefinition.objects.filter(name="parent").exists()
+
+
+def test_indirect_recursion_is_refused_when_loaded():
+    load("name: a\nsteps: [{id: one, action: noop}]")
+    load("name: b\nsteps: [{id: call-a, action: workflow.run, params: {workflow: a}}]")
+
+    # a's new version would run b, which runs a again
+    with pytest.raises(WorkflowSpecError) as caught:
+        load("name: a\nsteps: [{id: call-b, action: workflow.start, params: {workflow: b}}]")
+
+    assert caught.value.errors == [
+        "step 'call-b': runs workflow 'b', which runs this one again (a -> b -> a); recursion is not allowed"]
+    assert WorkflowVersion.objects.filter(definition__name="a").count() == 1
+
+
+def test_sub_workflows_nested_deeper_than_the_limit_fail_with_a_clear_error(worker):
+    # given workflows level-1 .. level-11, each running the next (AGENTS_WORKFLOW_MAX_DEPTH is 10)
+    load("name: level-11\nsteps: [{id: leaf, action: noop}]")
+    for level in range(10, 0, -1):
+        load(f"name: level-{level}\nsteps: [{{id: down, action: workflow.run, params: {{workflow: level-{level + 1}}}}}]")
+
+    # when the first is run
+    summary = finish(start("name: root\nsteps: [{id: down, action: workflow.run, params: {workflow: level-1}}]"),
+                     timeout_s=60)
+
+    # then level-10 runs ten levels below the root, and its step that would start an eleventh fails, saying why
+    assert summary["status"] == RunStatus.FAILED
+    deepest = WorkflowRun.objects.get(version__definition__name="level-10")
+    error = StepRun.objects.get(run=deepest, step_id="down").error
+    assert "sub-workflow 'level-11' not started: it would be nested more than 10 levels below its root run" in error
+    assert not WorkflowRun.objects.filter(version__definition__name="level-11").exists()
+
+
+def test_a_failed_run_shows_the_share_of_steps_that_succeeded_and_the_failed_and_skipped_apart(worker):
+    run = start("""
+        name: half-done
+        steps:
+          - {id: ok, action: noop}
+          - {id: broken, action: fail, needs: [ok]}
+          - {id: after, action: noop, needs: [broken]}
+    """)
+
+    summary = finish(run)
+
+    assert summary["status"] == RunStatus.FAILED
+    assert summary["progress"] == {"done": 1, "total": 3, "percent": 33.3, "eta_s": 0.0, "failed": 1, "skipped": 1,
+                                   "cancelled": 0}
+
+
+def test_a_step_killed_by_its_hard_time_limit_fails_at_once_and_is_retried(worker):
+    # given a step that ignores its soft limit of 0.5 s, so the hard limit (5.5 s) kills its process
+    run = start("""
+        name: stuck
+        steps:
+          - {id: stuck, action: test.stubborn, params: {seconds: 60, until_attempt: 2}, timeout_s: 0.5,
+             retries: {max: 1, backoff_s: 0}}
+          - {id: after, action: echo, needs: [stuck]}
+    """)
+
+    # when it runs (the reconciler, which would find it minutes later, does not run here)
+    summary = finish(run, timeout_s=40)
+
+    # then the killed attempt failed with the reason, and the retry it was owed ran
+    first, second = attempts(run, "stuck")
+    assert first.status == StepStatus.FAILED and first.error == "exceeded its hard time limit of 5.5 s"
+    assert second.status == StepStatus.SUCCEEDED and summary["status"] == "succeeded"
+
+
+def test_a_step_killed_by_its_hard_time_limit_without_retries_fails_the_run(worker):
+    run = start("""
+        name: stuck-for-good
+        steps:
+          - {id: stuck, action: test.stubborn, params: {seconds: 60}, timeout_s: 0.5}
+    """)
+
+    summary = finish(run, timeout_s=40)
+
+    assert summary["status"] == "failed"
+    assert summary["steps"]["stuck"]["error"] == "exceeded its hard time limit of 5.5 s"

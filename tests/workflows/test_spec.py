@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from agents.definitions import MAX_DEFINITION_BYTES
+from agents.core.definitions import MAX_DEFINITION_BYTES
 from agents.exceptions import WorkflowSpecError
-from agents.workflows.actions import action_names
+from agents.core.actions import action_names
 from agents.workflows.spec import (
     MAX_STEPS,
     RetryPolicy,
@@ -564,3 +564,31 @@ def test_retry_delay_with_jitter_stays_between_half_and_the_full_delay():
         # then the delay is at least half and at most all of the un-jittered delay, reaching both ends
         assert all(full / 2 <= delay <= full for delay in delays), (index, full, delays)
         assert delays[0] == full / 2 and delays[1] == full
+
+
+def test_a_cycle_is_reported_beside_every_other_problem():
+    # given a cycle, an unknown action and a missing dependency in one definition
+    data = with_steps({"id": "a", "action": "noop", "needs": ["c"]}, {"id": "b", "action": "noop", "needs": ["a"]},
+                      {"id": "c", "action": "noop", "needs": ["b"]}, {"id": "d", "action": "teleport"},
+                      {"id": "e", "action": "noop", "needs": ["ghost"]})
+
+    # when it is validated, then each problem is named, the cycle included
+    errors = problems(data)
+
+    assert any(error.startswith("step 'd': unknown action 'teleport'") for error in errors)
+    assert "step 'e': needs 'ghost', which is not a step of this workflow" in errors
+    assert "cycle between steps: a -> b -> c -> a" in errors
+
+
+def test_every_cycle_is_reported():
+    data = with_steps({"id": "a", "action": "noop", "needs": ["b"]}, {"id": "b", "action": "noop", "needs": ["a"]},
+                      {"id": "x", "action": "noop", "needs": ["x"]})
+
+    assert sorted(problems(data)) == ["cycle between steps: a -> b -> a", "cycle between steps: x -> x"]
+
+
+@pytest.mark.parametrize("action", ["workflow.run", "workflow.start"])
+def test_a_workflow_that_runs_itself_is_refused(action):
+    message = only_problem(with_steps({"id": "again", "action": action, "params": {"workflow": "demo"}}))
+
+    assert message == "step 'again': runs workflow 'demo', the workflow itself (recursion is not allowed)"

@@ -1,20 +1,21 @@
 """``manage.py agents``: list the registered agents, show one agent's status, submit tasks to agents by type."""
-import json
 import json as jsonlib
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from agents.exceptions import AgentsError
-from agents.models import AgentStatus, AgentType
+from agents.management.base import AgentsCommand
+from agents.models import AGENT_TASK_FINISHED, AgentStatus, AgentType
+from agents.orchestration.agent_tasks import task_cancel, task_get, task_json, task_submit
 from agents.orchestration.selectors import agent_get, agent_list, agent_to_dict
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Operate the agent registry from the command line."""
 
     help = ("Agents: `agents list`, `agents status NAME`, `agents submit TYPE --config JSON [--priority N] [--wait]`, "
             "`agents task ID`, `agents cancel ID`.")
+    json_sort_keys = True
 
     def add_arguments(self, parser):
         subcommands = parser.add_subparsers(dest="subcommand", required=True,
@@ -22,10 +23,10 @@ class Command(BaseCommand):
         list_parser = subcommands.add_parser("list", help="List agents.")
         list_parser.add_argument("--type", dest="agent_type", choices=AgentType.values, help="Only agents of this type.")
         list_parser.add_argument("--status", choices=AgentStatus.values, help="Only agents in this status.")
-        list_parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+        self.json_argument_add(list_parser, help="Print JSON instead of a table.")
         status_parser = subcommands.add_parser("status", help="Show one agent.")
         status_parser.add_argument("name", help="The agent's name, as `agents list` shows it.")
-        status_parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+        self.json_argument_add(status_parser)
         submit = subcommands.add_parser("submit", help="Submit a task to whichever agent of TYPE is free first.")
         submit.add_argument("agent_type", metavar="TYPE", help=f"One of {', '.join(AgentType.values)}.")
         submit.add_argument("--config", required=True, help='JSON, e.g. \'{"ruleset": "loan", "context": {...}}\' '
@@ -34,23 +35,17 @@ class Command(BaseCommand):
         submit.add_argument("--timeout", type=float, default=300.0, help="Seconds the task may run (default 300).")
         submit.add_argument("--wait", action="store_true", help="Wait until the task finishes.")
         submit.add_argument("--wait-timeout", type=float, default=600.0, help="Seconds to wait with --wait.")
-        submit.add_argument("--json", action="store_true")
+        self.json_argument_add(submit)
         task = subcommands.add_parser("task", help="Show an agent task.")
         task.add_argument("task_id", type=int)
-        task.add_argument("--json", action="store_true")
+        self.json_argument_add(task)
         cancel = subcommands.add_parser("cancel", help="Cancel an agent task that has not finished.")
         cancel.add_argument("task_id", type=int)
-
-    def handle(self, *args, subcommand, **options):
-        try:
-            getattr(self, f"handle_{subcommand}")(**options)
-        except AgentsError as error:
-            raise CommandError(str(error)) from error
 
     def handle_list(self, *, agent_type=None, status=None, json=False, **options):
         agents = [agent_to_dict(agent) for agent in agent_list(agent_type=agent_type, status=status)]
         if json:
-            self._print_json(agents)
+            self.json_write(agents)
             return
         if not agents:
             self.stdout.write("No agents registered. Start a worker: `make run`, or `celery -A agentsite worker`.")
@@ -64,16 +59,13 @@ class Command(BaseCommand):
     def handle_status(self, *, name, json=False, **options):
         agent = agent_to_dict(agent_get(name=name))
         if json:
-            self._print_json(agent)
+            self.json_write(agent)
             return
         for key, value in agent.items():
             self.stdout.write(f"{key}: {value}")
 
     def handle_submit(self, *, agent_type, config, priority=5, timeout=300.0, wait=False, wait_timeout=600.0,
                       json=False, **options):
-        from agents.models import AGENT_TASK_FINISHED
-        from agents.orchestration.agent_tasks import task_get, task_submit
-
         try:
             parsed = jsonlib.loads(config)
         except ValueError as error:
@@ -95,25 +87,16 @@ class Command(BaseCommand):
             raise CommandError(f"agent task #{task.pk} {task.status}: {task.error}")
 
     def handle_task(self, *, task_id, json=False, **options):
-        from agents.orchestration.agent_tasks import task_get
-
         self._show_task(task_get(task_id=task_id), json)
 
     def handle_cancel(self, *, task_id, **options):
-        from agents.orchestration.agent_tasks import task_cancel
-
         task = task_cancel(task_id=task_id)
         self.stdout.write(f"agent task #{task.pk} cancelled")
 
     def _show_task(self, task, as_json: bool) -> None:
-        from agents.orchestration.agent_tasks import task_json
-
         shown = task_json(task)
         if as_json:
-            self._print_json(shown)
+            self.json_write(shown)
             return
         for key in ("task_id", "agent_type", "status", "priority", "agent", "attempt", "result", "error", "trace_id"):
             self.stdout.write(f"{key}: {shown[key]}")
-
-    def _print_json(self, value) -> None:
-        self.stdout.write(json.dumps(value, indent=2, sort_keys=True))

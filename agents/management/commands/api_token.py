@@ -1,13 +1,9 @@
 """``manage.py api_token``: create (or rotate) and revoke a user's API token."""
-import json
-
-from django.core.management.base import BaseCommand, CommandError
-
 from agents.api.tokens import api_token_create, api_token_revoke
-from agents.exceptions import AgentsError
+from agents.management.base import AgentsCommand
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Manage API tokens."""
 
     help = ("API tokens: `api_token create USER [--rotate] [--json]` prints a new token for USER; "
@@ -19,22 +15,20 @@ class Command(BaseCommand):
                                                "`Authorization: Token <key>`).")
         create.add_argument("username", metavar="USER")
         create.add_argument("--rotate", action="store_true", help="Replace USER's current token (it stops working).")
-        create.add_argument("--json", action="store_true")
+        self.json_argument_add(create)
         revoke = sub.add_parser("revoke", help="Revoke USER's token.")
         revoke.add_argument("username", metavar="USER")
 
-    def handle(self, *args, subcommand, username, **options):
-        try:
-            if subcommand == "create":
-                token = api_token_create(username=username, rotate=options["rotate"])
-                if options["json"]:
-                    self.stdout.write(json.dumps({"user": username, "token": token.key,
-                                                  "created_at": token.created.isoformat()}))
-                else:
-                    self.stdout.write(token.key)
-            elif api_token_revoke(username=username):
-                self.stdout.write(f"token of {username} revoked")
-            else:
-                self.stdout.write(f"{username} had no token")
-        except AgentsError as error:
-            raise CommandError(str(error)) from error
+    def handle_create(self, *, username, rotate=False, json=False, **options):
+        token = api_token_create(username=username, rotate=rotate)
+        if json:
+            self.json_write({"user": username, "token": token.key, "created_at": token.created.isoformat()},
+                            indent=None)
+        else:
+            self.stdout.write(token.key)
+
+    def handle_revoke(self, *, username, **options):
+        if api_token_revoke(username=username):
+            self.stdout.write(f"token of {username} revoked")
+        else:
+            self.stdout.write(f"{username} had no token")

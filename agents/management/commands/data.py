@@ -1,23 +1,25 @@
 """``manage.py data``: validate, load and run pipelines, check data files, store sources, list datasets and runs."""
-import json
 import time
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db.models import Max
 
 from agents.data import selectors, services
 from agents.data.spec import pipeline_spec_load_text
-from agents.exceptions import AgentsError, PipelineSpecError
+from agents.exceptions import PipelineSpecError
+from agents.management.base import AgentsCommand
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 from agents.workflows.services import parse_param
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Operate data pipelines from the command line."""
 
     help = ("Data pipelines: validate FILE | load FILE | run FILE_OR_NAME | check FILE --spec SPEC | datasets | "
             "runs | status RUN_ID | source NAME --spec SPEC | pipelines.")
+    spec_error = PipelineSpecError
+    spec_error_title = "invalid pipeline"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
@@ -26,7 +28,7 @@ class Command(BaseCommand):
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a pipeline file as a new version (unless unchanged).")
         load.add_argument("file")
-        load.add_argument("--json", action="store_true")
+        self.json_argument_add(load)
         run = sub.add_parser("run", help="Run a pipeline file (loaded first) or a loaded pipeline by name. "
                                          "Exits 1 when the run fails (including failed quality checks).")
         run.add_argument("pipeline", metavar="FILE_OR_NAME")
@@ -36,39 +38,28 @@ class Command(BaseCommand):
                          help="Send the run to a data agent on the 'data' queue instead of running it here.")
         run.add_argument("--wait", action="store_true", help="With --queue: wait until the run finishes.")
         run.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait with --wait (default 600).")
-        run.add_argument("--json", action="store_true", help="Print the run as one JSON object.")
+        self.json_argument_add(run, help="Print the run as one JSON object.")
         check = sub.add_parser("check", help="Run quality checks alone on a data file under the data root. "
                                              "Exits 1 when a check at error severity fails.")
         check.add_argument("file", help="Path relative to AGENTS_DATA_ROOT (CSV, JSON lines or Parquet).")
         check.add_argument("--spec", required=True, help="YAML/JSON file: a list of checks, or {key, quality_checks}.")
-        check.add_argument("--json", action="store_true")
+        self.json_argument_add(check)
         datasets = sub.add_parser("datasets", help="List published datasets, newest first.")
         datasets.add_argument("--name", help="Only this dataset's numbers.")
-        datasets.add_argument("--json", action="store_true")
+        self.json_argument_add(datasets)
         runs = sub.add_parser("runs", help="List recent runs.")
         runs.add_argument("--pipeline")
         runs.add_argument("--limit", type=int, default=20)
-        runs.add_argument("--json", action="store_true")
+        self.json_argument_add(runs)
         status = sub.add_parser("status", help="Show a run.")
         status.add_argument("run_id", type=int)
-        status.add_argument("--json", action="store_true")
+        self.json_argument_add(status)
         source = sub.add_parser("source", help="Store (or replace) a named source pipelines can refer to.")
         source.add_argument("name")
         source.add_argument("--spec", required=True, help="YAML/JSON file with the source (kind: file, ...).")
         source.add_argument("--description", default="")
         pipelines = sub.add_parser("pipelines", help="List pipelines and their newest versions.")
-        pipelines.add_argument("--json", action="store_true")
-
-    def handle(self, *args, subcommand, **options):
-        try:
-            return getattr(self, f"handle_{subcommand}")(**options)
-        except PipelineSpecError as error:
-            raise CommandError("invalid pipeline:\n  - " + "\n  - ".join(error.errors)) from error
-        except AgentsError as error:
-            raise CommandError(str(error)) from error
-
-    def _json(self, value):
-        self.stdout.write(json.dumps(value, indent=2, default=str))
+        self.json_argument_add(pipelines)
 
     def handle_validate(self, *, file, **options):
         spec = services.pipeline_validate_text(text=services.read_text(file), source=file)
@@ -78,8 +69,8 @@ class Command(BaseCommand):
     def handle_load(self, *, file, json=False, **options):
         version, created = services.pipeline_load_file(path=file)
         if json:
-            self._json({"pipeline": version.pipeline.name, "version": version.number,
-                        "content_hash": version.content_hash, "created": created})
+            self.json_write({"pipeline": version.pipeline.name, "version": version.number,
+                             "content_hash": version.content_hash, "created": created})
         else:
             state = "new version" if created else "unchanged, already stored as version"
             self.stdout.write(f"{version.pipeline.name}: {state} {version.number} ({version.content_hash[:12]})")
@@ -109,7 +100,7 @@ class Command(BaseCommand):
     def _report_run(self, run: DataRun, *, json: bool):
         result = selectors.data_run_json(run)
         if json:
-            self._json(result)
+            self.json_write(result)
             return
         self.stdout.write(f"run {run.pk} of {result['pipeline']} v{result['version']}: {run.status}")
         if run.rows_in is not None:
@@ -137,7 +128,7 @@ class Command(BaseCommand):
         results = services.quality_check_file(path=file, checks_text=services.read_text(spec), source=spec)
         failed = [result["name"] for result in results if not result["passed"] and result["severity"] == "error"]
         if json:
-            self._json({"file": file, "passed": not failed, "quality": results})
+            self.json_write({"file": file, "passed": not failed, "quality": results})
         else:
             self._report_quality(results)
         if failed:
@@ -149,7 +140,7 @@ class Command(BaseCommand):
             rows = rows.filter(name=name)
         data = [selectors.dataset_json(dataset) for dataset in rows[:200]]
         if json:
-            self._json(data)
+            self.json_write(data)
             return
         if not data:
             self.stdout.write("No datasets published yet. Run a pipeline: `manage.py data run FILE`.")
@@ -164,7 +155,7 @@ class Command(BaseCommand):
             runs = runs.filter(version__pipeline__name=pipeline)
         data = [selectors.data_run_json(run) for run in runs[: max(1, min(limit, 500))]]
         if json:
-            self._json(data)
+            self.json_write(data)
             return
         for row in data:
             self.stdout.write(f"{row['run_id']}  {row['pipeline']} v{row['version']}  {row['status']}  "
@@ -186,7 +177,7 @@ class Command(BaseCommand):
         for pipeline in Pipeline.objects.annotate(latest=Max("versions__number")).order_by("name"):
             data.append({"name": pipeline.name, "version": pipeline.latest, "description": pipeline.description})
         if json:
-            self._json(data)
+            self.json_write(data)
             return
         for row in data:
             self.stdout.write(f"{row['name']}  v{row['version']}  {row['description']}")

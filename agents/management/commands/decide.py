@@ -2,13 +2,13 @@
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from agents.decisions import services
-from agents.exceptions import AgentsError
+from agents.management.base import AgentsCommand, json_text
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Decide with the active version of a rule set."""
 
     help = "Decide for one context (--context JSON) or a batch (--contexts FILE.jsonl: one JSON line out per line in)."
@@ -18,21 +18,19 @@ class Command(BaseCommand):
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--context", help="One context as a JSON object.")
         source.add_argument("--contexts", metavar="FILE", help="A JSON-lines file of contexts.")
-        parser.add_argument("--json", action="store_true", help="Print the whole answer as JSON (always for --contexts).")
+        self.json_argument_add(parser, help="Print the whole answer as JSON (always for --contexts).")
         parser.add_argument("--no-cache", action="store_true", help="Evaluate even when a cached answer exists.")
 
     def handle(self, *args, name, context, contexts, json: bool, no_cache: bool, **options):
-        try:
-            if contexts:
-                self._batch(name, contexts, use_cache=not no_cache)
-                return
-            result = services.decide(ruleset=name, context=_parse(context, "--context"), use_cache=not no_cache)
-        except AgentsError as error:
-            raise CommandError(str(error)) from error
-        if json:
-            self.stdout.write(_dumps(result, indent=2))
+        if contexts:
+            self._batch(name, contexts, use_cache=not no_cache)
             return
-        self.stdout.write(f"decision: {_dumps(result['decision'])}  (confidence {result['confidence']}, engine {result['engine']})")
+        result = services.decide(ruleset=name, context=_parse(context, "--context"), use_cache=not no_cache)
+        if json:
+            self.json_write(result)
+            return
+        self.stdout.write(f"decision: {json_text(result['decision'])}  (confidence {result['confidence']}, "
+                          f"engine {result['engine']})")
         self.stdout.write(f"why: {result['reasoning']}")
         self.stdout.write(f"rules: {', '.join(result['rule_ids']) or 'none'}; rule set {result['ruleset']} "
                           f"v{result['ruleset_version']}; decision {result['decision_id']}")
@@ -44,7 +42,7 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
         parsed = [_parse(line, f"{path}, line {number}") for number, line in enumerate(lines, start=1) if line.strip()]
         for result in services.decide_many(ruleset=name, contexts=parsed, use_cache=use_cache):
-            self.stdout.write(_dumps(result))
+            self.json_write(result, indent=None)
 
 
 def _parse(text: str, where: str) -> dict:
@@ -55,7 +53,3 @@ def _parse(text: str, where: str) -> dict:
     if not isinstance(value, dict):
         raise CommandError(f"{where}: a context must be a JSON object, got {type(value).__name__}")
     return value
-
-
-def _dumps(value, **kwargs) -> str:
-    return json.dumps(value, default=str, **kwargs)

@@ -1,12 +1,9 @@
 """``manage.py demo``: run the headless end-to-end scenario and print its JSON summary."""
-import json
-
-from django.core.management.base import BaseCommand, CommandError
-
 from agents.demo import DemoError, demo_run
+from agents.management.base import AgentsCommand
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Run the demo scenario (`make demo` runs it on the embedded default)."""
 
     help = "Start a worker in another process, drive every queue through it, and print a JSON summary."
@@ -18,6 +15,7 @@ class Command(BaseCommand):
         try:
             summary = demo_run(timeout_s=timeout)
         except DemoError as error:
-            self.stdout.write(json.dumps({"ok": False, "error": str(error)}))
-            raise CommandError(str(error)) from error
-        self.stdout.write(json.dumps(summary, indent=2))
+            # A script reading stdout learns of the failure too; the base turns the error into the exit status.
+            self.json_write({"ok": False, "error": str(error)}, indent=None)
+            raise
+        self.json_write(summary)

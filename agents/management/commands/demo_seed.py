@@ -1,10 +1,9 @@
 """``manage.py demo_seed``: load the demo data `make run` shows."""
-from django.core.management.base import BaseCommand
-
 from agents.demo import demo_seed
+from agents.management.base import AgentsCommand
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Load demo data."""
 
     help = "Load demo data (safe to run twice)."

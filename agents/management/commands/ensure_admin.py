@@ -1,12 +1,11 @@
 """``manage.py ensure_admin``: create the admin user (credentials from env, or generated and printed)."""
 import os
 
-from django.core.management.base import BaseCommand
-
+from agents.management.base import AgentsCommand
 from agents.setup import admin_ensure
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Create or update the superuser that `make run` signs in with."""
 
     help = (

@@ -1,9 +1,9 @@
 """``manage.py messages``: send, broadcast, request and list messages between agents."""
 import json as jsonlib
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from agents.exceptions import AgentsError
+from agents.management.base import AgentsCommand
 from agents.models import AgentMessage, AgentType, MessageStatus, MessageType
 from agents.orchestration import messages
 from agents.orchestration.selectors import message_json
@@ -19,7 +19,7 @@ def _payload(text: str) -> dict:
     return value
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Operate the message hub from the command line."""
 
     help = "Messages: send TYPE RECIPIENT | broadcast TYPE [--agent-type T] | request RECIPIENT | list | show ID."
@@ -30,35 +30,29 @@ class Command(BaseCommand):
         send.add_argument("message_type", choices=MessageType.values)
         send.add_argument("recipient")
         send.add_argument("--payload", default="{}", help="A JSON object.")
-        send.add_argument("--json", action="store_true")
+        self.json_argument_add(send)
         broadcast = sub.add_parser("broadcast", help="Send one message to every live agent (or every one of a type).")
         broadcast.add_argument("message_type", choices=MessageType.values)
         broadcast.add_argument("--agent-type", choices=AgentType.values)
         broadcast.add_argument("--payload", default="{}")
-        broadcast.add_argument("--json", action="store_true")
+        self.json_argument_add(broadcast)
         request = sub.add_parser("request", help="Send a task_request and wait for its response (correlation id).")
         request.add_argument("recipient")
         request.add_argument("--payload", default="{}", help='e.g. \'{"action": "echo", "params": {"value": 1}}\'.')
         request.add_argument("--timeout", type=float, default=10.0)
-        request.add_argument("--json", action="store_true")
+        self.json_argument_add(request)
         listing = sub.add_parser("list", help="Recent messages, newest first.")
         listing.add_argument("--status", choices=MessageStatus.values)
         listing.add_argument("--type", dest="message_type", choices=MessageType.values)
         listing.add_argument("--limit", type=int, default=50)
-        listing.add_argument("--json", action="store_true")
+        self.json_argument_add(listing)
         show = sub.add_parser("show", help="One message with its delivery status.")
         show.add_argument("message_id", type=int)
-        show.add_argument("--json", action="store_true")
-
-    def handle(self, *args, subcommand, **options):
-        try:
-            return getattr(self, f"handle_{subcommand}")(**options)
-        except AgentsError as error:
-            raise CommandError(str(error)) from error
+        self.json_argument_add(show)
 
     def _out(self, value, as_json: bool) -> None:
         if as_json:
-            self.stdout.write(jsonlib.dumps(value, indent=2, default=str))
+            self.json_write(value)
         else:
             for key, item in value.items():
                 if item not in (None, "", [], {}):
@@ -87,7 +81,7 @@ class Command(BaseCommand):
             rows = rows.filter(message_type=message_type)
         listed = [message_json(message) for message in rows[:limit]]
         if json:
-            return self.stdout.write(jsonlib.dumps(listed, indent=2, default=str))
+            return self.json_write(listed)
         if not listed:
             self.stdout.write("no messages")
         for item in listed:

@@ -1,42 +1,44 @@
 """``manage.py monitor``: load checks, run them now, list and act on alerts, silence, summarise metrics."""
-import json
-
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
-from agents.definitions import DefinitionTextError, definition_read_file
+from agents.core.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import AgentsError, CheckSpecError
+from agents.management.base import AgentsCommand
 from agents.models import AlertState, Check
 from agents.monitoring import alerts, selectors, services
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Operate monitoring agents from the command line."""
 
     help = ("Monitoring: load FILE | checks | run NAME|--all | alerts [--state S] | ack ID | resolve ID | "
-            "silence --check NAME|--tag T --for 1h | summary [--window 1h] | retain.")
+            "silence --check NAME|--tag T --for 1h | unsilence ID | summary [--window 1h] | retain.")
+    translated_errors = (AgentsError, DefinitionTextError)
+    spec_error = CheckSpecError
+    spec_error_title = "invalid monitoring definitions"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(
             dest="subcommand", required=True,
-            metavar="{load,checks,run,alerts,ack,resolve,silence,summary,retain}",
+            metavar="{load,checks,run,alerts,ack,resolve,silence,unsilence,summary,retain}",
         )
         load = sub.add_parser("load", help="Create or update the checks, routes, silences and responses in a "
                                            "YAML/JSON file (all or nothing).")
         load.add_argument("file")
-        load.add_argument("--json", action="store_true")
+        self.json_argument_add(load)
         checks = sub.add_parser("checks", help="List checks with their current state.")
-        checks.add_argument("--json", action="store_true")
+        self.json_argument_add(checks)
         run = sub.add_parser("run", help="Run checks now, through the same code as the schedule; exits 1 when one "
                                          "is critical.")
         which = run.add_mutually_exclusive_group(required=True)
         which.add_argument("name", nargs="?", help="The check to run.")
         which.add_argument("--all", action="store_true", help="Run every enabled check.")
-        run.add_argument("--json", action="store_true")
+        self.json_argument_add(run)
         listing = sub.add_parser("alerts", help="List alerts, newest first.")
         listing.add_argument("--state", choices=AlertState.values)
         listing.add_argument("--limit", type=int, default=100)
-        listing.add_argument("--json", action="store_true")
+        self.json_argument_add(listing)
         ack = sub.add_parser("ack", help="Acknowledge a firing alert.")
         ack.add_argument("alert_id", type=int)
         ack.add_argument("--note", default="")
@@ -51,27 +53,19 @@ class Command(BaseCommand):
         silence.add_argument("--for", dest="duration", required=True, metavar="WINDOW", help="e.g. 30m, 2h.")
         silence.add_argument("--comment", default="")
         silence.add_argument("--user", default="cli")
+        unsilence = sub.add_parser("unsilence", help="End a silence now, before its time.")
+        unsilence.add_argument("silence_id", type=int)
+        unsilence.add_argument("--user", default="cli")
         summary = sub.add_parser("summary", help="min, max, avg, p50, p95, last and count per metric.")
         summary.add_argument("--window", default="1h", help="How far back, e.g. 15m, 1h, 7d (default 1h).")
         summary.add_argument("--check", help="Only this check's metrics.")
-        summary.add_argument("--json", action="store_true")
+        self.json_argument_add(summary)
         sub.add_parser("retain", help="Delete and downsample old metric samples now (also a periodic task).")
-
-    def handle(self, *args, subcommand, **options):
-        try:
-            return getattr(self, f"handle_{subcommand}")(**options)
-        except CheckSpecError as error:
-            raise CommandError("invalid monitoring definitions:\n  - " + "\n  - ".join(error.errors)) from error
-        except (AgentsError, DefinitionTextError) as error:
-            raise CommandError(str(error)) from error
-
-    def _json(self, value):
-        self.stdout.write(json.dumps(value, indent=2, default=str))
 
     def handle_load(self, *, file, json=False, **options):
         counts = services.definitions_load(text=definition_read_file(file), source=file)
         if json:
-            return self._json(counts)
+            return self.json_write(counts)
         for section, numbers in counts.items():
             if any(numbers.values()):
                 described = ", ".join(f"{count} {what}" for what, count in numbers.items() if count)
@@ -80,7 +74,7 @@ class Command(BaseCommand):
     def handle_checks(self, *, json=False, **options):
         checks = selectors.checks_json()
         if json:
-            return self._json(checks)
+            return self.json_write(checks)
         if not checks:
             self.stdout.write("no checks; load some with `monitor load FILE`")
         for check in checks:
@@ -98,7 +92,7 @@ class Command(BaseCommand):
         else:
             outcomes = [services.check_run_now(name=name)]
         if json:
-            self._json([outcome.as_json() for outcome in outcomes] if all else outcomes[0].as_json())
+            self.json_write([outcome.as_json() for outcome in outcomes] if all else outcomes[0].as_json())
         else:
             for outcome in outcomes:
                 alert = f"  alert #{outcome.alert_id} {outcome.alert_state}" if outcome.alert_id else ""
@@ -110,7 +104,7 @@ class Command(BaseCommand):
     def handle_alerts(self, *, state=None, limit=100, json=False, **options):
         listed = selectors.alerts_json(state=state, limit=limit)
         if json:
-            return self._json(listed)
+            return self.json_write(listed)
         if not listed:
             self.stdout.write("no alerts" + (f" in state {state}" if state else ""))
         for alert in listed:
@@ -135,10 +129,14 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"silence #{silence.pk} until {silence.ends_at:%Y-%m-%d %H:%M:%S %Z}")
 
+    def handle_unsilence(self, *, silence_id, user="cli", **options):
+        silence = alerts.silence_end(silence_id=silence_id, user=user)
+        self.stdout.write(f"silence #{silence.pk} ended at {silence.ends_at:%Y-%m-%d %H:%M:%S %Z}")
+
     def handle_summary(self, *, window="1h", check=None, json=False, **options):
         summary = selectors.metrics_summary(window=selectors.window_parse(window), check=check)
         if json:
-            return self._json(summary)
+            return self.json_write(summary)
         if not summary:
             self.stdout.write(f"no samples in the last {window}")
         for row in summary:

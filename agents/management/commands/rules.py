@@ -1,16 +1,15 @@
 """``manage.py rules``: load, list, activate and simulate rule sets."""
-import json
-
-from django.core.management.base import BaseCommand, CommandError
-
 from agents.decisions import selectors, services
-from agents.exceptions import AgentsError, RuleSetError
+from agents.exceptions import RuleSetError
+from agents.management.base import AgentsCommand, json_text
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Operate rule sets from the command line."""
 
     help = "Rule sets: load FILE [--activate] [--shadow] | list | activate NAME VERSION | simulate NAME --version V."
+    spec_error = RuleSetError
+    spec_error_title = "invalid rule set"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{load,list,activate,simulate}")
@@ -18,9 +17,9 @@ class Command(BaseCommand):
         load.add_argument("file")
         load.add_argument("--activate", action="store_true", help="Make it the active version.")
         load.add_argument("--shadow", action="store_true", help="Evaluate this draft beside the active version.")
-        load.add_argument("--json", action="store_true")
+        self.json_argument_add(load)
         listing = sub.add_parser("list", help="List rule sets and their versions.")
-        listing.add_argument("--json", action="store_true")
+        self.json_argument_add(listing)
         activate = sub.add_parser("activate", help="Make a version active (the active one is retired).")
         activate.add_argument("name")
         activate.add_argument("version", type=int)
@@ -28,22 +27,14 @@ class Command(BaseCommand):
         simulate.add_argument("name")
         simulate.add_argument("--version", type=int, required=True)
         simulate.add_argument("--limit", type=int, default=10_000, help="Most recent decisions to replay.")
-        simulate.add_argument("--json", action="store_true")
-
-    def handle(self, *args, subcommand, **options):
-        try:
-            getattr(self, f"handle_{subcommand}")(**options)
-        except RuleSetError as error:
-            raise CommandError("invalid rule set:\n  - " + "\n  - ".join(error.errors)) from error
-        except AgentsError as error:
-            raise CommandError(str(error)) from error
+        self.json_argument_add(simulate)
 
     def handle_load(self, *, file, activate, shadow, json, **options):
         version, created = services.rules_load_file(path=file, activate=activate, shadow=shadow)
         summary = {"ruleset": version.ruleset.name, "version": version.number, "status": version.status,
                    "content_hash": version.content_hash, "created": created, "shadow": version.shadow}
         if json:
-            self._json(summary)
+            self.json_write(summary)
         else:
             what = "new version" if created else "unchanged, already stored as version"
             self.stdout.write(f"{summary['ruleset']}: {what} {version.number} ({version.status})")
@@ -51,7 +42,7 @@ class Command(BaseCommand):
     def handle_list(self, *, json, **options):
         rows = selectors.ruleset_list()
         if json:
-            self._json(rows)
+            self.json_write(rows)
             return
         if not rows:
             self.stdout.write("No rule sets loaded. Load one: `manage.py rules load examples/rules/loan_approval.yaml --activate`.")
@@ -66,18 +57,11 @@ class Command(BaseCommand):
     def handle_simulate(self, *, name, version, limit, json, **options):
         report = services.rules_simulate(ruleset=name, version=version, limit=limit)
         if json:
-            self._json(report)
+            self.json_write(report)
             return
         self.stdout.write(
             f"{name} v{version}: replayed {report['replayed']} decisions; {report['changed']} would change, "
             f"{report['unchanged']} unchanged, {len(report['errors'])} errors"
         )
         for change in report["changes"][:20]:
-            self.stdout.write(f"  {change['decision_id']}: {json_dumps(change['was'])} -> {json_dumps(change['would_be'])}")
-
-    def _json(self, value) -> None:
-        self.stdout.write(json_dumps(value, indent=2))
-
-
-def json_dumps(value, **kwargs) -> str:
-    return json.dumps(value, default=str, **kwargs)
+            self.stdout.write(f"  {change['decision_id']}: {json_text(change['was'])} -> {json_text(change['would_be'])}")

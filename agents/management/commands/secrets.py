@@ -1,20 +1,19 @@
 """``manage.py secrets``: store credentials encrypted, list them (never their values), re-encrypt under a new key."""
 import getpass
-import json as jsonlib
 import os
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from agents.crypto import key_generate, secret_delete, secret_set, secrets_rotate
-from agents.exceptions import AgentsError
+from agents.core.crypto import key_generate, secret_delete, secret_set, secrets_rotate
+from agents.management.base import AgentsCommand
 from agents.models import Secret
 
 ARGV_REFUSAL = ("a secret's value is never taken from the command line (it would stay in shell history and show "
                 "in `ps`): pipe it on stdin (`secrets set NAME < file`) or name a variable with --value-env")
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Operate the encrypted secret store from the command line."""
 
     help = ("Secrets: set NAME (value on stdin, or --value-env VARIABLE) | list | rotate | delete NAME | keygen. "
@@ -28,24 +27,15 @@ class Command(BaseCommand):
         setting.add_argument("refused_value", nargs="?", metavar="(no value here)", help=ARGV_REFUSAL)
         setting.add_argument("--value-env", metavar="VARIABLE", help="Read the value from this environment variable.")
         setting.add_argument("--description", help="What the secret is for (kept when omitted).")
-        setting.add_argument("--json", action="store_true")
+        self.json_argument_add(setting)
         listing = sub.add_parser("list", help="Every secret's name, description and dates (never a value).")
-        listing.add_argument("--json", action="store_true")
+        self.json_argument_add(listing)
         rotate = sub.add_parser("rotate", help="Re-encrypt every secret under the newest key in AGENTS_ENCRYPTION_KEYS "
                                                "(the old keys still listed).")
-        rotate.add_argument("--json", action="store_true")
+        self.json_argument_add(rotate)
         delete = sub.add_parser("delete", help="Delete a secret.")
         delete.add_argument("name")
         sub.add_parser("keygen", help="Print a new key for AGENTS_ENCRYPTION_KEYS.")
-
-    def handle(self, *args, subcommand, **options):
-        try:
-            return getattr(self, f"handle_{subcommand}")(**options)
-        except AgentsError as error:
-            raise CommandError(str(error)) from error
-
-    def _json(self, value):
-        self.stdout.write(jsonlib.dumps(value, indent=2, default=str))
 
     def handle_set(self, *, name, refused_value=None, value_env=None, description=None, json=False, **options):
         if refused_value is not None:
@@ -53,7 +43,7 @@ class Command(BaseCommand):
         value = self._value(value_env)
         secret, created = secret_set(name=name, value=value, description=description)
         if json:
-            return self._json({"name": secret.name, "created": created, "updated_at": secret.updated_at})
+            return self.json_write({"name": secret.name, "created": created, "updated_at": secret.updated_at})
         self.stdout.write(f"secret {secret.name} {'created' if created else 'replaced'}")
 
     def _value(self, value_env: str | None) -> str:
@@ -79,7 +69,7 @@ class Command(BaseCommand):
             for secret in Secret.objects.order_by("name")
         ]
         if json:
-            return self._json(listed)
+            return self.json_write(listed)
         if not listed:
             self.stdout.write("no secrets; store one with `secrets set NAME < file`")
         for item in listed:
@@ -90,7 +80,7 @@ class Command(BaseCommand):
     def handle_rotate(self, *, json=False, **options):
         count = secrets_rotate()
         if json:
-            return self._json({"rotated": count})
+            return self.json_write({"rotated": count})
         self.stdout.write(f"{count} secret{'s' if count != 1 else ''} re-encrypted under the newest key")
 
     def handle_delete(self, *, name, **options):

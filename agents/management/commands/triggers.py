@@ -1,46 +1,35 @@
 """``manage.py triggers``: load triggers from YAML/JSON, list them and their recent firings."""
-import json as jsonlib
-
-from django.core.management.base import BaseCommand, CommandError
-
-from agents.definitions import DefinitionTextError, definition_read_file
+from agents.core.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import AgentsError, TriggerError
+from agents.management.base import AgentsCommand
 from agents.models import Trigger, TriggerFiring
 from agents.orchestration.events import triggers_load
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Operate event triggers from the command line."""
 
     help = "Triggers: load FILE | list | firings [--trigger NAME]."
+    translated_errors = (AgentsError, DefinitionTextError)
+    spec_error = TriggerError
+    spec_error_title = "invalid triggers"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{load,list,firings}")
         load = sub.add_parser("load", help="Create or update the triggers in a YAML/JSON file (all or nothing).")
         load.add_argument("file")
-        load.add_argument("--json", action="store_true")
+        self.json_argument_add(load)
         listing = sub.add_parser("list", help="Every trigger.")
-        listing.add_argument("--json", action="store_true")
+        self.json_argument_add(listing)
         firings = sub.add_parser("firings", help="Recent firings, newest first.")
         firings.add_argument("--trigger")
         firings.add_argument("--limit", type=int, default=50)
-        firings.add_argument("--json", action="store_true")
-
-    def handle(self, *args, subcommand, **options):
-        try:
-            return getattr(self, f"handle_{subcommand}")(**options)
-        except TriggerError as error:
-            raise CommandError("invalid triggers:\n  - " + "\n  - ".join(error.errors)) from error
-        except (AgentsError, DefinitionTextError) as error:
-            raise CommandError(str(error)) from error
-
-    def _json(self, value):
-        self.stdout.write(jsonlib.dumps(value, indent=2, default=str))
+        self.json_argument_add(firings)
 
     def handle_load(self, *, file, json=False, **options):
         counts = triggers_load(text=definition_read_file(file), source=file)
         if json:
-            return self._json(counts)
+            return self.json_write(counts)
         self.stdout.write(f"triggers: {counts['created']} created, {counts['updated']} updated")
 
     def handle_list(self, *, json=False, **options):
@@ -51,7 +40,7 @@ class Command(BaseCommand):
             for trigger in Trigger.objects.order_by("name")
         ]
         if json:
-            return self._json(listed)
+            return self.json_write(listed)
         if not listed:
             self.stdout.write("no triggers; load some with `triggers load FILE`")
         for item in listed:
@@ -69,7 +58,7 @@ class Command(BaseCommand):
             for firing in rows[:limit]
         ]
         if json:
-            return self._json(listed)
+            return self.json_write(listed)
         for item in listed:
             self.stdout.write(f"#{item['id']:<6} {item['trigger']:<28} {item['event_type']:<20} {item['status']:<10} "
                               f"{item['result'] or item['error'] or ''}")

@@ -1,21 +1,23 @@
 """``manage.py workflow``: validate, load, list, run, inspect, cancel and re-run workflows."""
-import json
 import time
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from agents.exceptions import AgentsError, WorkflowSpecError
+from agents.exceptions import WorkflowSpecError
+from agents.management.base import AgentsCommand
 from agents.models import RunStatus
 from agents.workflows import selectors, services
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
-class Command(BaseCommand):
+class Command(AgentsCommand):
     """Operate workflows from the command line."""
 
     help = "Workflows: validate FILE | load FILE | list | run FILE_OR_NAME | status RUN_ID | cancel RUN_ID | retry RUN_ID."
+    spec_error = WorkflowSpecError
+    spec_error_title = "invalid workflow"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
@@ -24,9 +26,9 @@ class Command(BaseCommand):
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a definition file as a new version (unless unchanged).")
         load.add_argument("file")
-        load.add_argument("--json", action="store_true")
+        self.json_argument_add(load)
         listing = sub.add_parser("list", help="List workflows and their newest versions.")
-        listing.add_argument("--json", action="store_true")
+        self.json_argument_add(listing)
         run = sub.add_parser("run", help="Start a run of a definition file (loaded first) or of a loaded workflow.")
         run.add_argument("workflow", metavar="FILE_OR_NAME")
         run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -34,10 +36,10 @@ class Command(BaseCommand):
         self._add_wait_arguments(run)
         status = sub.add_parser("status", help="Show a run.")
         status.add_argument("run_id", type=int)
-        status.add_argument("--json", action="store_true")
+        self.json_argument_add(status)
         cancel = sub.add_parser("cancel", help="Cancel a run.")
         cancel.add_argument("run_id", type=int)
-        cancel.add_argument("--json", action="store_true")
+        self.json_argument_add(cancel)
         retry = sub.add_parser("retry", help="Re-run a failed or cancelled run from failure.")
         retry.add_argument("run_id", type=int)
         self._add_wait_arguments(retry)
@@ -45,15 +47,7 @@ class Command(BaseCommand):
     def _add_wait_arguments(self, parser):
         parser.add_argument("--wait", action="store_true", help="Wait until the run finishes.")
         parser.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait with --wait (default 600).")
-        parser.add_argument("--json", action="store_true", help="Print the run as one JSON object.")
-
-    def handle(self, *args, subcommand, **options):
-        try:
-            return getattr(self, f"handle_{subcommand}")(**options)
-        except WorkflowSpecError as error:
-            raise CommandError("invalid workflow:\n  - " + "\n  - ".join(error.errors)) from error
-        except AgentsError as error:
-            raise CommandError(str(error)) from error
+        self.json_argument_add(parser, help="Print the run as one JSON object.")
 
     def handle_validate(self, *, file, **options):
         spec = services.workflow_validate_file(path=file)
@@ -62,8 +56,8 @@ class Command(BaseCommand):
     def handle_load(self, *, file, json=False, **options):
         version, created = services.workflow_load_file(path=file)
         if json:
-            self._json({"workflow": version.definition.name, "version": version.number,
-                        "content_hash": version.content_hash, "created": created})
+            self.json_write({"workflow": version.definition.name, "version": version.number,
+                             "content_hash": version.content_hash, "created": created})
         else:
             state = "new version" if created else "unchanged, already stored as version"
             self.stdout.write(f"{version.definition.name}: {state} {version.number} ({version.content_hash[:12]})")
@@ -71,7 +65,7 @@ class Command(BaseCommand):
     def handle_list(self, *, json=False, **options):
         rows = selectors.workflow_list()
         if json:
-            self._json(rows)
+            self.json_write(rows)
             return
         if not rows:
             self.stdout.write("No workflows loaded. Load one: `manage.py workflow load examples/workflows/order_fulfilment.yaml`.")
@@ -107,7 +101,7 @@ class Command(BaseCommand):
             run.refresh_from_db(fields=["status"])
         summary = selectors.run_to_dict(run)
         if json:
-            self._json(summary)
+            self.json_write(summary)
         else:
             progress = summary["progress"]
             self.stdout.write(
@@ -121,6 +115,3 @@ class Command(BaseCommand):
             raise CommandError(f"run {run_id} still {summary['status']} after {timeout:g}s (it keeps running)")
         if wait and summary["status"] != RunStatus.SUCCEEDED:
             raise CommandError(f"run {run_id} {summary['status']}: {summary['error'] or ''}".rstrip(": "))
-
-    def _json(self, value) -> None:
-        self.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str))

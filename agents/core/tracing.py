@@ -104,9 +104,9 @@ def tracing_connect(app) -> None:
     """Carry trace ids through the tasks of ``app`` (Celery's signals are process-wide; connecting twice is harmless)."""
     from celery.signals import before_task_publish, task_postrun, task_prerun
 
-    before_task_publish.connect(_message_trace, weak=False, dispatch_uid="agents.tracing.publish")
-    task_prerun.connect(_task_trace_start, weak=False, dispatch_uid="agents.tracing.prerun")
-    task_postrun.connect(_task_trace_end, weak=False, dispatch_uid="agents.tracing.postrun")
+    before_task_publish.connect(_message_trace, weak=False, dispatch_uid="agents.core.tracing.publish")
+    task_prerun.connect(_task_trace_start, weak=False, dispatch_uid="agents.core.tracing.prerun")
+    task_postrun.connect(_task_trace_end, weak=False, dispatch_uid="agents.core.tracing.postrun")
 
 
 # --- Logging --------------------------------------------------------------------------------

@@ -282,7 +282,7 @@ def _function_contains(container: Any, item: Any) -> bool:
     raise ExpressionEvaluationError(f"contains() needs a string, list or dict, got {_describe(container)}")
 
 
-def _compile_regex(pattern: str) -> Any:
+def regex_compile(pattern: str) -> Any:
     """Compile pattern with RE2 (linear-time matching, bounded memory); ValueError names what is wrong."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise ValueError(f"regular expression longer than {MAX_PATTERN_LENGTH} characters")
@@ -301,7 +301,7 @@ def _compile_regex(pattern: str) -> Any:
 @functools.lru_cache(maxsize=64)
 def _cached_regex(pattern: str) -> Any:
     try:
-        return _compile_regex(pattern)
+        return regex_compile(pattern)
     except ValueError as exc:
         raise ExpressionEvaluationError(str(exc)) from None
 
@@ -526,7 +526,7 @@ class _Validator:
             pattern = node.args[1]
             if isinstance(pattern, ast.Constant) and isinstance(pattern.value, str):
                 try:
-                    _compile_regex(pattern.value)
+                    regex_compile(pattern.value)
                 except ValueError as exc:
                     self.fail(f"matches(): {exc}")
 
@@ -669,7 +669,7 @@ class _Converter:
             regex_name = self.regex_names.get(pattern.value)
             if regex_name is None:
                 regex_name = f"_regex_{len(self.regex_names)}"
-                self.regexes[regex_name] = _compile_regex(pattern.value)
+                self.regexes[regex_name] = regex_compile(pattern.value)
                 self.regex_names[pattern.value] = regex_name
             return _call("_matches_compiled", [converted[0], _load(regex_name)])
         return _call(f"_function_{name}", converted)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from agents.core.tracing import trace_id_get
+
 #: Who is acting in this context: a username, ``cli:<OS user>``, or "" (nobody: no entry is written).
 current_actor: ContextVar[str] = ContextVar("audit_actor", default="")
 #: The web request being served; its user is read when an entry is written, so a user authenticated inside the
@@ -61,8 +63,8 @@ def audit_record(action: str, obj_type: str, obj_id: Any, summary: str, **detail
     who = actor_get()
     if not who:
         return None
+    # Imported here, not at the top: manage.py imports this module before Django's app registry is ready.
     from agents.models import AuditEntry
-    from agents.tracing import trace_id_get
 
     return AuditEntry.objects.create(
         actor=who[:200], action=action, object_type=obj_type, object_id="" if obj_id is None else str(obj_id)[:100],

@@ -35,10 +35,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from agents.exceptions import BreakerStoreError, CircuitOpenError
-from agents.monitoring.probes import ProbeResult, check_function
-from agents.network import connection_failure_reason
+from agents.core.network import connection_failure_reason
 
-logger = logging.getLogger("agents.breakers")
+logger = logging.getLogger("agents.core.breakers")
 
 #: Every Redis key of the breakers starts with this.
 KEY_PREFIX = "agents:breaker:"
@@ -50,8 +49,6 @@ DEFAULT_TRIAL_S = 60.0
 STORE_TIMEOUT_S = 2.0
 #: Longest failure reason kept (reasons never hold a URL: it may carry a secret).
 MAX_REASON_CHARS = 200
-#: Open breakers named in the monitoring check's message; the rest are counted.
-MAX_NAMED_BREAKERS = 10
 #: Seconds a breaker's state is kept after its last failure: a dependency that has not failed for a day is
 #: forgotten (closed), so a breaker nobody calls any more does not stay open, and alerting, for ever.
 STATE_TTL_S = 24 * 3600
@@ -509,26 +506,8 @@ def breaker_reset(key: str) -> dict:
     return before
 
 
-# ------------------------------------------------------------------------------------ monitoring
-
-
-@check_function("circuit_breakers")
-def circuit_breakers_check(args: dict) -> ProbeResult:
-    """The number of circuits not closed (open, or half-open waiting for a trial), naming them: a check
-    ``{type: custom, params: {function: circuit_breakers}, critical: 1}`` alerts while any is."""
-    not_closed = [state for state in breakers_list() if state["state"] != CLOSED]
-    count = float(len(not_closed))
-    if not_closed:
-        named = ", ".join(f"{state['key']} ({_summary(state)})" for state in not_closed[:MAX_NAMED_BREAKERS])
-        more = f" and {len(not_closed) - MAX_NAMED_BREAKERS} more" if len(not_closed) > MAX_NAMED_BREAKERS else ""
-        message = f"{len(not_closed)} circuit breaker{'s' if len(not_closed) != 1 else ''} open: {named}{more}"
-    else:
-        message = "no circuit breaker open"
-    return ProbeResult(value=count, unit="breakers", ok=True, message=message, target="circuit_breakers",
-                       metrics={"custom.circuit_breakers": (count, "breakers")})
-
-
-def _summary(state: dict) -> str:
+def breaker_summary(state: dict) -> str:
+    """One line on a breaker that is not closed: its failures and when (or whether) its trial call comes."""
     failures = f"{state['failures']} failure{'s' if state['failures'] != 1 else ''}"
     if state["state"] == OPEN:
         return f"{failures}, next trial at {state['retry_at']:%H:%M:%S} UTC"

@@ -20,7 +20,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents.core.audit import audit_record
 from agents.exceptions import SecretError
+from agents.models import Secret
+from agents.models.security import SECRET_NAME_PATTERN, SECRET_NAME_RULE
 
 #: An environment variable's name, as ``{"env": NAME}`` gives it.
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -91,8 +94,6 @@ def rotate(token: str) -> str:
 
 
 def _name_problem(name: Any) -> str | None:
-    from agents.models.security import SECRET_NAME_PATTERN, SECRET_NAME_RULE
-
     if not isinstance(name, str) or not re.match(SECRET_NAME_PATTERN, name):
         return f"secret {name!r} is not a secret name ({SECRET_NAME_RULE})"
     return None
@@ -103,9 +104,6 @@ def secret_set(*, name: str, value: str | None, description: str | None = None):
 
     ``value`` None keeps the stored value (only the description changes); ``description`` None keeps the stored one.
     """
-    from agents.audit import audit_record
-    from agents.models import Secret
-
     if problem := _name_problem(name):
         raise SecretError(problem)
     if value is not None and (not isinstance(value, str) or not value):
@@ -130,9 +128,6 @@ def secret_set(*, name: str, value: str | None, description: str | None = None):
 
 def secret_delete(*, name: str) -> None:
     """Delete secret ``name``; definitions that name it fail at their next use, saying it is not stored."""
-    from agents.audit import audit_record
-    from agents.models import Secret
-
     with transaction.atomic():
         secret = Secret.objects.select_for_update().filter(name=name).first()
         if secret is None:
@@ -147,9 +142,6 @@ def secrets_rotate() -> int:
     Run it after putting a new key first in AGENTS_ENCRYPTION_KEYS (the old ones still listed); then the old keys
     can be removed.
     """
-    from agents.audit import audit_record
-    from agents.models import Secret
-
     now = timezone.now()
     with transaction.atomic():
         rows = list(Secret.objects.select_for_update().order_by("name").values_list("pk", "name", "ciphertext"))
@@ -199,8 +191,6 @@ def secret_value(reference: Any, *, where: str = "the value") -> str:
         if not value:
             raise SecretError(f"{where} comes from environment variable {name!r}, which is not set or empty")
         return value
-    from agents.models import Secret
-
     name = reference["secret"]
     ciphertext = Secret.objects.filter(name=name).values_list("ciphertext", flat=True).first()
     if ciphertext is None:

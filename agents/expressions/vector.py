@@ -1,6 +1,6 @@
 """Rule expressions evaluated column-wise over a pandas DataFrame: the row language, vectorised.
 
-The text is parsed and validated by ``agents.decisions.expressions.validate_expression`` (one language, one
+The text is parsed and validated by ``agents.expressions.compiler.validate_expression`` (one language, one
 validator); this module walks the validated tree and builds pandas / numpy operations instead of compiling a row
 function. A field path is a column name. Parts that read no column are folded once, at compile time, by the row
 language itself, so a constant means exactly what it means in a rule.
@@ -32,12 +32,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from agents.decisions.expressions import (
+from agents.expressions.compiler import (
     _OPERATOR_SYMBOLS,
     MAX_EXPONENT,
     MAX_ROUND_DIGITS,
     ExpressionEvaluationError,
-    _compile_regex,
+    regex_compile,
     compile_expression,
     field_path,
     fields_in,
@@ -705,7 +705,7 @@ class _Evaluation:
         if not (isinstance(pattern, _Constant) and isinstance(pattern.value, str)):
             self.fail(f"matches() needs a constant string pattern column-wise, got {pattern.describe()}")
         try:
-            regex = _compile_regex(pattern.value)
+            regex = regex_compile(pattern.value)
         except ValueError as exc:
             self.fail(f"matches(): {exc}")
         return self.boolean(self.strings(text, "matches()", lambda value: regex.search(value) is not None), None, label)

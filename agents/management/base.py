@@ -1,0 +1,88 @@
+"""The base of every agentsite command: ``--json`` output, subcommands, errors as ``CommandError``, and a quiet stop
+when whoever reads stdout stops reading (``manage.py ... | head -1``)."""
+import json
+import os
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.exceptions import AgentsError, SpecError
+
+#: The exit status of a process that wrote to a pipe nobody reads any more: 128 + SIGPIPE, as ``yes | head`` has.
+BROKEN_PIPE_STATUS = 141
+
+
+def json_text(value: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """``value`` as JSON text (one line unless ``indent``); a value JSON has no type for (a time, a decimal) as its
+    ``str``."""
+    return json.dumps(value, indent=indent, sort_keys=sort_keys, default=str)
+
+
+def _stdout_discard() -> None:
+    """Point stdout at the null device, so Python's last flush at exit cannot fail again on the closed pipe (what the
+    Python docs advise for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class AgentsCommand(BaseCommand):
+    """A command of agentsite.
+
+    A command with subcommands adds them with ``dest="subcommand"`` and implements ``handle_<subcommand>``; a command
+    without overrides ``handle``. An ``AgentsError`` (or another of ``translated_errors``) becomes a
+    ``CommandError`` with its message; a ``spec_error`` lists its problems one a line under ``spec_error_title``.
+    """
+
+    #: Whether ``--json`` output sorts the keys of objects.
+    json_sort_keys = False
+    #: Errors whose message is the command's error message (exit status 1, no traceback).
+    translated_errors: tuple[type[Exception], ...] = (AgentsError,)
+    #: The definition error whose problems are listed one a line, e.g. ``WorkflowSpecError``.
+    spec_error: type[SpecError] | None = None
+    #: The line above those problems, e.g. ``"invalid workflow"``.
+    spec_error_title = ""
+
+    @staticmethod
+    def json_argument_add(parser, help: str = "Print JSON instead of text.") -> None:
+        """Add the ``--json`` flag (``options["json"]``) to ``parser`` or a subcommand's parser."""
+        parser.add_argument("--json", action="store_true", help=help)
+
+    def json_write(self, value: Any, *, indent: int | None = 2) -> None:
+        """Write ``value`` as JSON: indented, or on one line with ``indent=None`` (a JSON-lines record)."""
+        self.stdout.write(json_text(value, indent=indent, sort_keys=self.json_sort_keys))
+
+    def handle(self, *args, subcommand: str, **options):
+        """Run ``handle_<subcommand>`` with the options."""
+        return getattr(self, f"handle_{subcommand}")(**options)
+
+    def error_message(self, error: Exception) -> str:
+        """What the user reads for ``error``: its message, or the title and each problem of a ``spec_error``."""
+        if self.spec_error is not None and isinstance(error, self.spec_error):
+            return f"{self.spec_error_title}:\n  - " + "\n  - ".join(error.errors)
+        return str(error)
+
+    def execute(self, *args, **options):
+        # Here rather than in run_from_argv: call_command() (tests, other commands) gets a CommandError too.
+        try:
+            return super().execute(*args, **options)
+        except self.translated_errors as error:
+            raise CommandError(self.error_message(error)) from error
+
+    def run_from_argv(self, argv):
+        """Run as ``manage.py`` does; when stdout's reader has gone (``| head -1``), stop quietly with status 141."""
+        try:
+            super().run_from_argv(argv)
+            sys.stdout.flush()  # what stdout still buffers meets a closed pipe here, not in Python's exit
+        except BrokenPipeError:
+            _stdout_discard()
+            sys.exit(BROKEN_PIPE_STATUS)
+        except SystemExit:
+            # A failure's exit (its message is on stderr) keeps its status; what stdout still buffers may meet a
+            # closed pipe as well.
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _stdout_discard()
+            raise

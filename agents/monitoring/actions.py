@@ -1,0 +1,26 @@
+"""The monitoring area's actions: ``monitoring.check`` for workflow steps, and the agent-task kind of monitoring
+agents (``{check: name}``). Registered when the app is ready."""
+from agents.core.actions import ActionContext, action, task_kind
+from agents.core.params import Param
+from agents.exceptions import ActionError, CheckNotFoundError, PermanentActionError
+from agents.monitoring.services import check_run_now
+
+
+@action(
+    "monitoring.check",
+    params={"check": Param("string", required=True), "require_ok": Param("boolean", default=True)},
+)
+def monitoring_check(context: ActionContext, *, check: str, require_ok: bool) -> dict:
+    """Run the monitoring check ``check`` now (recording its result and alert as a scheduled run would) and
+    return its outcome; with ``require_ok`` (the default) a critical result fails the step."""
+    try:
+        outcome = check_run_now(name=check)
+    except CheckNotFoundError as error:
+        raise PermanentActionError(str(error)) from None
+    if require_ok and outcome.status == "critical":
+        raise ActionError(f"check {check} is critical: {outcome.message}")
+    return outcome.as_json()
+
+
+# A monitoring agent's task ``{check: name}`` runs that check now and returns its outcome, critical or not.
+task_kind(agent_type="monitoring", key="check", action="monitoring.check", fixed={"require_ok": False})

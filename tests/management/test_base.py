@@ -1,0 +1,66 @@
+"""Every command's base: piped into a reader that stops early (`manage.py ... | head -1`), a command stops quietly."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agents.management.base import BROKEN_PIPE_STATUS
+from tests.conftest import PROJECT_DIR, embedded_env, manage
+
+RULES = str(PROJECT_DIR / "examples" / "rules" / "loan_approval.yaml")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory) -> dict:
+    """The environment of an embedded install (SQLite under a temporary directory), migrated, with the example rule
+    set active."""
+    env = embedded_env(tmp_path_factory.mktemp("embedded"))
+    assert manage("migrate", "--noinput", "-v0", env=env).returncode == 0
+    assert manage("rules", "load", RULES, "--activate", env=env).returncode == 0
+    return env
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, str(PROJECT_DIR / "manage.py"), *args]
+
+
+def test_a_command_whose_reader_stops_after_one_line_stops_quietly(embedded, tmp_path):
+    # Given far more output than a pipe holds (64 KiB): the command is still writing when its reader stops.
+    contexts = tmp_path / "contexts.jsonl"
+    contexts.write_text("".join(json.dumps({"amount": 100 + number, "applicant": {"credit_score": 700}}) + "\n"
+                                for number in range(1000)))
+
+    # When it is piped into a reader that takes one line and closes the pipe, as `| head -1` does.
+    process = subprocess.Popen(command("decide", "loan-approval", "--contexts", str(contexts), "--no-cache"),
+                               env=embedded, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+
+    # Then the line was a decision, and the command stopped with the status of a closed pipe and no traceback.
+    assert json.loads(first)["decision"] == "manual_review"
+    assert "Traceback" not in stderr
+    assert "BrokenPipeError" not in stderr
+    assert process.returncode == BROKEN_PIPE_STATUS
+
+
+@pytest.mark.parametrize("args", [("workflow", "list"), ("agents", "list", "--json"), ("secrets", "keygen")])
+def test_a_command_whose_reader_is_gone_before_it_writes_stops_quietly(embedded, args):
+    # Given a pipe whose reading end is closed before the command starts: its short output meets a closed pipe
+    # when Python flushes stdout, the moment a traceback used to be printed at exit.
+    reading, writing = os.pipe()
+    os.close(reading)
+
+    # When the command writes into it.
+    try:
+        result = subprocess.run(command(*args), env=embedded, cwd=PROJECT_DIR, stdout=writing,
+                                stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(writing)
+
+    # Then it stops with the status of a closed pipe and says nothing about it.
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipeError" not in result.stderr
+    assert result.returncode == BROKEN_PIPE_STATUS
