@@ -6,6 +6,7 @@ from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 from kombu.serialization import disable_insecure_serializers
 
+from agents.core.logs import cancelled_chords_quiet
 from agents.core.tracing import tracing_connect
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentsite.settings")
@@ -35,3 +36,5 @@ task_postrun.connect(_close_old_connections, weak=False)
 app.steps["worker"].add("workers.bootsteps:AgentRegistryStep")
 # Trace ids travel in every task message.
 tracing_connect(app)
+# A chord stopped by a cancelled run is not an error in the log.
+cancelled_chords_quiet()

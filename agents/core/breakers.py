@@ -74,6 +74,13 @@ def tcp_key(host: str, port: int) -> str:
     return _key("tcp", host, port)
 
 
+def check_key(key: str, path: str = "") -> str:
+    """The breaker key of one health check's target: ``key`` (``http_key``/``tcp_key``) and, for HTTP, the path.
+    A check has a breaker of its own, so its failures never open the circuit of another check, a webhook or an
+    action on the same host, nor theirs its own."""
+    return f"check:{key}{path}"
+
+
 def _key(kind: str, host: str, port: int) -> str:
     host = host.strip().lower()
     return f"{kind}:[{host}]:{port}" if ":" in host else f"{kind}:{host}:{port}"

@@ -17,6 +17,7 @@ from django.utils import timezone
 from agents.core.audit import audit_record
 from agents.core.dispatch import task_send_on_commit
 from agents.data import engine
+from agents.data.transforms import aggregation_type_problems
 from agents.data.paths import data_path_relative, data_path_resolve, data_root
 from agents.data.quality import CheckRunner
 from agents.data.sources import source_describe, source_frame, source_read, source_validate
@@ -52,8 +53,27 @@ MEMORY_SAMPLE_S = 0.02
 
 
 def pipeline_validate_text(*, text: str, source: str = "definition") -> dict:
-    """Parse and validate a pipeline's text; raise ``PipelineSpecError`` listing every problem."""
-    return pipeline_spec_parse(pipeline_spec_load_text(text, source=source))
+    """Parse and validate a pipeline's text, and its aggregations against the schema of a dataset it reads; raise
+    ``PipelineSpecError`` listing every problem."""
+    spec = pipeline_spec_parse(pipeline_spec_load_text(text, source=source))
+    problems = aggregation_type_problems(spec["transforms"], _source_column_types(spec["source"]))
+    if problems:
+        raise PipelineSpecError(problems)
+    return spec
+
+
+def _source_column_types(source: Any) -> dict[str, str]:
+    """Column -> Arrow type of a source whose schema is known before reading it (a published dataset); {} else."""
+    try:
+        resolved = source_resolve(source)
+    except PipelineNotFoundError:
+        return {}
+    if not isinstance(resolved, dict) or resolved.get("kind") != "dataset":
+        return {}
+    rows = Dataset.objects.filter(name=resolved.get("dataset"))
+    number = resolved.get("number")
+    dataset = (rows.filter(number=number) if number is not None else rows.order_by("-number")).first()
+    return {column["name"]: column["type"] for column in dataset.schema} if dataset else {}
 
 
 def pipeline_load(*, text: str, source: str = "definition") -> tuple[PipelineVersion, bool]:

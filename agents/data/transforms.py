@@ -481,6 +481,37 @@ def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.Data
     return result
 
 
+#: Arrow type names (as a dataset's schema records them) that hold numbers.
+_NUMERIC_ARROW_TYPES = ("int", "uint", "float", "double", "halffloat", "decimal", "bool")
+
+
+def aggregation_type_problems(transforms: list[dict], column_types: dict[str, str]) -> list[str]:
+    """Numeric aggregations over columns known, from the source's schema (``column_types``: name -> Arrow type),
+    to hold text, found before a run; columns whose type a transform makes unknown (derive, join, custom) are
+    left to the run, which refuses them then."""
+    known = dict(column_types)
+    problems = []
+    for index, spec in enumerate(transforms, start=1):
+        kind = spec["type"]
+        if kind == "aggregate":
+            for output, aggregation in aggregations_of(spec):
+                column_type = known.get(aggregation["column"] or "")
+                if (aggregation["function"] in NUMERIC_AGGREGATIONS and column_type is not None
+                        and not column_type.startswith(_NUMERIC_ARROW_TYPES)):
+                    problems.append(f"transforms[{index}]: aggregation {output!r}: {aggregation['function']} needs a "
+                                    f"numeric column, but {aggregation['column']!r} holds {column_type} values")
+            known = {column: known[column] for column in spec["group_by"] if column in known}
+        elif kind == "select":
+            known = {column: known[column] for column in spec["columns"] if column in known}
+        elif kind == "rename":
+            known = {spec["columns"].get(column, column): column_type for column, column_type in known.items()}
+        elif kind == "derive":
+            known.pop(spec["column"], None)
+        elif kind in ("join", "custom"):
+            known = {}  # what comes out is the other side's or the function's: unknown here
+    return problems
+
+
 def _is_numeric(series: pd.Series) -> bool:
     """Whether a column holds numbers (booleans count as 0 and 1); an all-missing column counts as numeric."""
     if pd.api.types.is_numeric_dtype(series.dtype):

@@ -1,8 +1,9 @@
-"""The decision area's actions: ``decision.evaluate`` for workflow steps, and the agent-task kind of decision
-agents (``{ruleset: name, context: {...}}``). Registered when the app is ready."""
+"""The decision area's actions: ``decision.evaluate`` for workflow steps, the agent-task kind of decision agents
+(``{ruleset: name, context: {...}}``), and the ``decision_models`` custom check. Registered when the app is ready."""
 from agents.core.actions import ActionContext, action, task_kind
+from agents.core.checks import ProbeResult, check_function
 from agents.core.params import Param
-from agents.decisions.services import decide
+from agents.decisions.services import decide, models_unusable
 from agents.exceptions import AgentsError, PermanentActionError
 
 
@@ -20,3 +21,19 @@ def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None
 
 # A decision agent's task ``{ruleset: name, context: {...}}`` decides on that context ({} when none is given).
 task_kind(agent_type="decision", key="ruleset", action="decision.evaluate", extra=("context",), fixed={})
+
+
+@check_function("decision_models")
+def decision_models_check(args: dict) -> ProbeResult:
+    """Champion and challenger models that cannot be used (file missing or changed), naming them: a check
+    ``{type: custom, params: {function: decision_models}, critical: 1}`` alerts while decisions fall back."""
+    unusable = models_unusable()
+    count = float(len(unusable))
+    if unusable:
+        named = ", ".join(f"{model['ruleset']} v{model['version']} ({model['alias']}: {model['reason']})"
+                          for model in unusable)
+        message = f"{len(unusable)} decision model{'s' if len(unusable) != 1 else ''} unusable: {named}"
+    else:
+        message = "every decision model in use loads"
+    return ProbeResult(value=count, unit="models", ok=True, message=message, target="decision_models",
+                       metrics={"custom.decision_models": (count, "models")})

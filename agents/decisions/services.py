@@ -1,5 +1,6 @@
 """Decision services: load and activate rule sets, decide (single and bulk), shadow, simulate, train."""
 import csv
+import logging
 import hashlib
 import json
 import time
@@ -23,6 +24,7 @@ from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNo
 from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
 from agents.core.dispatch import task_send_on_commit
+from agents.core.files import file_sha256
 from agents.models import (
     EventType,
     Decision,
@@ -34,6 +36,8 @@ from agents.models import (
     ShadowComparison,
     VersionStatus,
 )
+
+logger = logging.getLogger(__name__)
 
 MASK = "***"
 
@@ -195,8 +199,18 @@ class _Decider:
                     "rule_ids": [rule.id for rule in outcome.matched], "reasoning": outcome.reasoning}
         default = self.rules.default
         if self.champion is not None:
-            model = _load(self.champion)
-            decision, confidence = ml.model_predict(model, context, self.rules.model.features)
+            try:
+                model = _load(self.champion)
+                decision, confidence = ml.model_predict(model, context, self.rules.model.features)
+            except (ModelError, OSError, ValueError) as failure:
+                # A missing or tampered model never takes the decision down: the default answers, for review, and
+                # the failure is logged and shown by the decision_models check.
+                logger.error("model v%s of %s cannot be used: %s", self.champion.number, self.version.ruleset.name,
+                             failure)
+                return {**base, "decision": default["decision"], "confidence": default["confidence"],
+                        "engine": DecisionEngine.DEFAULT, "rule_ids": [], "needs_review": True, "uncacheable": True,
+                        "reasoning": f"no rule matched; model v{self.champion.number} cannot be used ({failure}), "
+                        "so the default applies, flagged for review"}
             base["model_version"] = self.champion.number
             if confidence >= self.champion.abstain_below:
                 return {**base, "decision": decision, "confidence": round(confidence, 6), "engine": DecisionEngine.MODEL,
@@ -236,7 +250,8 @@ class _Decider:
                           "engine": DecisionEngine.DEFAULT, "rule_ids": [], "needs_review": True,
                           "model_version": None, "reasoning": f"rules conflict: {error}"}
             else:
-                if key:
+                # An answer given because the model failed is not kept: it must not outlive the repair.
+                if key and not answer.pop("uncacheable", False):
                     cache.set(key, answer, ttl)
         latency_ms = (time.perf_counter() - started) * 1000
         row = Decision(
@@ -485,7 +500,7 @@ def decisions_purge(*, older_than: timedelta, ruleset: str | None = None, dry_ru
     before = (now or timezone.now()) - older_than
     rows = Decision.objects.filter(created_at__lt=before)
     if ruleset is not None:
-        if not RuleSet.objects.filter(name=ruleset).exists():
+        if not RuleSetModel.objects.filter(name=ruleset).exists():
             raise RuleSetNotFoundError(f"no rule set named {ruleset!r}")
         rows = rows.filter(ruleset__name=ruleset)
     if dry_run:
@@ -507,3 +522,21 @@ def decisions_purge(*, older_than: timedelta, ruleset: str | None = None, dry_ru
         audit_record("decisions.purge", "decision", "", f"purged {deleted} decisions made before {before.isoformat()}",
                      before=before.isoformat(), ruleset=ruleset, deleted=deleted)
     return deleted
+
+
+def models_unusable() -> list[dict]:
+    """Champion and challenger models whose file is missing or no longer the one saved (its sha256 differs): each
+    with its rule set, number and reason. Decisions fall back to the default while a champion is here."""
+    unusable = []
+    for model in (DecisionModelVersion.objects.select_related("ruleset")
+                  .filter(alias__in=[ModelAlias.CHAMPION, ModelAlias.CHALLENGER]).order_by("ruleset__name", "number")):
+        path = Path(settings.AGENTS_MODEL_DIR) / model.path
+        if not path.is_file():
+            reason = "file missing"
+        elif file_sha256(path) != model.sha256:
+            reason = "file changed since it was saved (sha256 differs)"
+        else:
+            continue
+        unusable.append({"ruleset": model.ruleset.name, "version": model.number, "alias": model.alias,
+                         "reason": reason})
+    return unusable

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,8 +18,8 @@ from django.db import DatabaseError
 from kombu.exceptions import ChannelError, OperationalError
 
 from agents.core.actions import Action
-from agents.core.breakers import CLOSED, breaker, breakers_list, breaker_summary, http_key, tcp_key
-from agents.core.definitions import NAME_RULE, is_name
+from agents.core.checks import ProbeResult, check_function, check_functions
+from agents.core.breakers import CLOSED, breaker, breaker_summary, breakers_list, check_key, http_key, tcp_key
 from agents.core.dispatch import celery_app
 from agents.core.network import connection_failure_reason, host_refusal
 from agents.core.params import Param
@@ -29,45 +29,11 @@ from agents.models import Agent, AgentStatus, AgentType
 
 #: The setting listing the hosts http and tcp checks may reach ("*" allows any).
 ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
-#: Metric names are stored in a 100-character column.
-MAX_METRIC_NAME = 100
 #: Offline agents named in a message; the rest are counted.
 MAX_NAMED_AGENTS = 10
 #: cpu_times fields not counted in the total: on Linux guest time is already part of user (and nice) time.
 _CPU_GUEST_FIELDS = ("guest", "guest_nice")
 _CPU_IDLE_FIELDS = ("idle", "iowait")
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What one probe run measured: the value compared with thresholds, whether the target answered, and samples."""
-
-    value: float | None  # compared with the thresholds; None when the probe failed outright
-    unit: str  # "percent", "ms", "messages", "agents", "bytes", ...
-    ok: bool  # False when the probe itself failed: unreachable, refused, wrong HTTP status, timeout
-    message: str  # one line a person reads: "GET http://x/health answered 200 in 12 ms"
-    target: str  # what was probed (URL, "host:port", path, queue, "localhost"); part of the alert fingerprint
-    metrics: dict[str, tuple[float, str]] = field(default_factory=dict)  # name -> (value, unit), main value included
-    state: dict = field(default_factory=dict)  # JSON carried to the next run of the same check (cpu times)
-
-
-# ------------------------------------------------------------------------------------ custom functions
-
-#: Custom check functions by name (``{type: custom, params: {function: name}}``).
-check_functions: Registry[Callable[[dict], Any]] = Registry("check function")
-
-
-def check_function(name: str):
-    """Register the decorated ``fn(args: dict) -> ProbeResult | float | (float, unit)`` as custom check ``name``."""
-    if not is_name(name):
-        raise ValueError(f"check function name {name!r} {NAME_RULE}")
-    if len(f"custom.{name}") > MAX_METRIC_NAME:
-        raise ValueError(f"check function name {name!r} must be at most {MAX_METRIC_NAME - len('custom.')} characters")
-
-    def register(function):
-        return check_functions.register(name, function)
-
-    return register
 
 
 def check_function_names() -> list[str]:
@@ -166,7 +132,7 @@ def _http(params: dict, state: dict) -> ProbeResult:
     url, method, timeout_s = params["url"], params["method"], params["timeout_s"]
     expected = _status_list(params["expect_status"])
     try:
-        with breaker(http_key(url), timeout_s=timeout_s) as call:
+        with breaker(check_key(http_key(url), urlsplit(url).path or "/"), timeout_s=timeout_s) as call:
             started = time.perf_counter()
             # stream=True: the status and headers are what is measured; the body is never downloaded.
             with requests.request(method, url, timeout=timeout_s, allow_redirects=False, stream=True) as response:
@@ -175,9 +141,9 @@ def _http(params: dict, state: dict) -> ProbeResult:
             if status >= 500:
                 call.failed(f"answered {status}")
     except CircuitOpenError as error:
-        # Not reaching the target is itself a failed result: the check stays critical while the circuit is open.
-        return ProbeResult(value=None, unit="ms", ok=False, message=f"{method} {url} not sent: {error}",
-                           target=url, metrics={"http.up": (0.0, "")})
+        # Nothing was sent, so nothing is known: unknown, never critical because of the breaker alone.
+        return ProbeResult(value=None, unit="ms", ok=False, unknown=True, message=f"{method} {url} not sent: {error}",
+                           target=url)
     except requests.RequestException as error:
         return ProbeResult(
             value=None, unit="ms", ok=False, message=f"{method} {url} failed: {_failure_reason(error, timeout_s)}",
@@ -202,13 +168,13 @@ def _tcp(params: dict, state: dict) -> ProbeResult:
     host, port, timeout_s = params["host"], params["port"], params["timeout_s"]
     target = f"{host}:{port}"
     try:
-        with breaker(tcp_key(host, port), timeout_s=timeout_s):
+        with breaker(check_key(tcp_key(host, port)), timeout_s=timeout_s):
             started = time.perf_counter()
             with socket.create_connection((host, port), timeout=timeout_s):
                 latency_ms = _ms(time.perf_counter() - started)
     except CircuitOpenError as error:
-        return ProbeResult(value=None, unit="ms", ok=False, message=f"TCP {target} not tried: {error}",
-                           target=target, metrics={"tcp.up": (0.0, "")})
+        return ProbeResult(value=None, unit="ms", ok=False, unknown=True, message=f"TCP {target} not tried: {error}",
+                           target=target)
     except OSError as error:
         return ProbeResult(
             value=None, unit="ms", ok=False, message=f"TCP {target} failed: {_failure_reason(error, timeout_s)}",

@@ -384,7 +384,7 @@ def check_result_record(
     started_at = started_at or now
     with transaction.atomic():
         check = Check.objects.select_for_update().get(pk=check_id)
-        status = rules.status_evaluate(
+        status = CheckStatus.UNKNOWN if result.unknown else rules.status_evaluate(
             value=result.value, ok=result.ok, warning=check.warning, critical=check.critical,
             direction=check.direction,
         )
@@ -401,7 +401,7 @@ def check_result_record(
             for name, (value, unit) in result.metrics.items()
             if value is not None and math.isfinite(value)
         )
-        failing = status != CheckStatus.OK
+        failing = status not in (CheckStatus.OK, CheckStatus.UNKNOWN)
         check.last_scheduled_for = scheduled_for
         check.last_run_at = now
         check.last_status = status
@@ -410,14 +410,16 @@ def check_result_record(
         check.last_message = result.message[:2000]
         check.last_duration_ms = duration_ms
         check.probe_state = result.state or {}
-        check.consecutive_failures = check.consecutive_failures + 1 if failing else 0
+        if status != CheckStatus.UNKNOWN:  # an unknown run neither counts as a failure nor ends a streak
+            check.consecutive_failures = check.consecutive_failures + 1 if failing else 0
         if failing:
             check.last_failed_at = now
         check.save(update_fields=[
             "last_scheduled_for", "last_run_at", "last_status", "last_value", "last_unit", "last_message",
             "last_duration_ms", "probe_state", "consecutive_failures", "last_failed_at", "updated_at",
         ])
-        alert = alerts.alert_observe(check=check, result=result, status=status, now=now)
+        # An unknown result says nothing of the target: the alert stays as it is.
+        alert = None if result.unknown else alerts.alert_observe(check=check, result=result, status=status, now=now)
         outcome.recorded = True
         if alert is not None:
             outcome.alert_id, outcome.alert_state = alert.pk, alert.state

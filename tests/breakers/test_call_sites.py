@@ -106,16 +106,17 @@ def test_api_source_stops_retrying_when_the_circuit_opens_and_reads_again_after_
 # --- http and tcp checks -----------------------------------------------------------------------
 
 
-def test_http_check_reports_an_open_circuit_as_a_failure_without_probing(fast_breakers, dependency):
+def test_http_check_reports_its_open_circuit_as_unknown_without_probing(fast_breakers, dependency):
     params = {"url": f"{dependency.url}/health"}
+    own_key = f"check:{dependency.key}/health"
     results = [probe_run("http", params) for _ in range(FAILURES)]
-    assert [result.ok for result in results] == [False] * FAILURES
+    assert [(result.ok, result.unknown) for result in results] == [(False, False)] * FAILURES
 
     result = probe_run("http", params)
 
-    assert not result.ok
-    assert result.message.startswith(f"GET {dependency.url}/health not sent: circuit open for {dependency.key}")
-    assert result.metrics["http.up"] == (0.0, "")
+    # nothing was sent, so nothing is known: unknown, not critical
+    assert not result.ok and result.unknown
+    assert result.message.startswith(f"GET {dependency.url}/health not sent: circuit open for {own_key}")
     assert dependency.requests == FAILURES
 
     wait_out_cooldown()
@@ -123,7 +124,7 @@ def test_http_check_reports_an_open_circuit_as_a_failure_without_probing(fast_br
 
     assert probe_run("http", params).ok
     assert dependency.requests == FAILURES + 1
-    assert breaker_state(dependency.key)["state"] == "closed"
+    assert breaker_state(own_key)["state"] == "closed"
 
 
 def test_http_check_answered_4xx_never_opens_the_circuit(fast_breakers, dependency):
@@ -133,7 +134,7 @@ def test_http_check_answered_4xx_never_opens_the_circuit(fast_breakers, dependen
 
     assert all("answered unexpected status 404" in result.message for result in results)
     assert dependency.requests == FAILURES * 2
-    assert breaker_state(dependency.key)["state"] == "closed"
+    assert breaker_state(f"check:{dependency.key}/health")["state"] == "closed"
 
 
 def test_tcp_check_opens_the_circuit_of_a_refusing_port_and_a_trial_closes_it(fast_breakers):
@@ -146,15 +147,15 @@ def test_tcp_check_opens_the_circuit_of_a_refusing_port_and_a_trial_closes_it(fa
 
     result = probe_run("tcp", params)
 
-    assert not result.ok
-    assert result.message.startswith(f"TCP 127.0.0.1:{port} not tried: circuit open for tcp:127.0.0.1:{port}")
+    assert not result.ok and result.unknown
+    assert result.message.startswith(f"TCP 127.0.0.1:{port} not tried: circuit open for check:tcp:127.0.0.1:{port}")
     wait_out_cooldown()
     with socket.create_server(("127.0.0.1", port)) as listener:
         assert probe_run("tcp", params).ok
         listener.settimeout(5)
         connection, _ = listener.accept()  # the trial reached the port
         connection.close()
-    assert breaker_state(f"tcp:127.0.0.1:{port}")["state"] == "closed"
+    assert breaker_state(f"check:tcp:127.0.0.1:{port}")["state"] == "closed"
 
 
 # --- webhook notifier ----------------------------------------------------------------------------
@@ -185,12 +186,17 @@ def test_webhook_attempts_after_the_circuit_opens_fail_without_calling(fast_brea
     assert breaker_state(dependency.key)["state"] == "closed"
 
 
-def test_one_breaker_per_host_and_port_is_shared_by_every_kind_of_call(fast_breakers, dependency):
-    """Webhook failures open the circuit an http check then finds open: both speak HTTP to the same host:port."""
+def test_webhooks_and_checks_on_one_host_never_share_a_breaker(fast_breakers, dependency):
+    """Webhook failures open the webhooks' circuit of the host; a check of the same host is still sent, and one
+    check's failing path never opens the circuit of another path's check."""
     with pytest.raises(NotificationError):
         send(f"{dependency.url}/hook", attempts=FAILURES)
+    assert breaker_state(dependency.key)["state"] == "open"
 
-    result = probe_run("http", {"url": f"{dependency.url}/health"})
+    health = [probe_run("http", {"url": f"{dependency.url}/health"}) for _ in range(FAILURES + 1)]
+    dependency.status = 200
+    other = probe_run("http", {"url": f"{dependency.url}/other"})
 
-    assert f"circuit open for {dependency.key}" in result.message
-    assert dependency.requests == FAILURES
+    assert [result.unknown for result in health] == [False] * FAILURES + [True]  # its own failures, then its own circuit
+    assert other.ok and not other.unknown
+    assert dependency.requests == FAILURES + FAILURES + 1

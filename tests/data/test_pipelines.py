@@ -253,3 +253,25 @@ def test_lineage_names_each_input_once_per_role(data_root, orders):
         {"kind": "file", "path": "customers.csv", "format": "csv", "role": "reference"},
         {"kind": "file", "path": "customers.csv", "format": "csv", "role": "join"},
     ]
+
+
+def test_an_aggregation_over_text_in_a_dataset_is_refused_when_the_pipeline_is_loaded(data_root, orders):
+    # given a published dataset, whose schema is known
+    write_orders(data_root, orders.head(100))
+    first = services.pipeline_run(pipeline=load({"name": "publish", "source": {"kind": "file", "path": "orders.csv"},
+                                                 "output": {"dataset": "orders_all"}}).pipeline.name)
+    assert first.status == "succeeded", first.error
+
+    # when a pipeline reading it averages a text column, even after a rename and a filter
+    with pytest.raises(PipelineSpecError) as caught:
+        load({"name": "averages", "source": {"kind": "dataset", "dataset": "orders_all"},
+              "transforms": [{"type": "rename", "columns": {"status": "state"}},
+                             {"type": "filter", "expression": "amount > 0"},
+                             {"type": "aggregate", "group_by": ["region"],
+                              "aggregations": {"avg_state": {"column": "state", "function": "mean"},
+                                               "total": {"column": "amount", "function": "sum"}}}],
+              "output": {"dataset": "averages"}})
+
+    # then it is refused before any run, naming the aggregation and the column's type
+    assert caught.value.errors == ["transforms[3]: aggregation 'avg_state': mean needs a numeric column, but "
+                                   "'state' holds large_string values"]

@@ -233,3 +233,13 @@ rules:
 
     assert (none["decision"], none["engine"], none["rule_ids"]) == (0, "rules", [])
     assert both["decision"] == 2
+
+
+def test_a_purge_can_keep_to_one_rule_set_and_names_an_unknown_one():
+    load(LOANS)
+    services.decide(ruleset="loans", context=APPLICATION)
+    later = timezone.now() + timedelta(days=400)
+
+    with pytest.raises(RuleSetNotFoundError, match="no rule set named 'nowhere'"):
+        services.decisions_purge(older_than=timedelta(days=365), ruleset="nowhere", now=later)
+    assert services.decisions_purge(older_than=timedelta(days=365), ruleset="loans", now=later) == 1

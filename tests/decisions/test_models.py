@@ -1,12 +1,14 @@
 """The ML fallback: train from CSV or the audit, load safely by checksum, abstain when unsure."""
 import csv
 import random
+import re
 
 import pytest
 
 from agents.decisions import services
 from agents.exceptions import ModelError
 from agents.models import Decision, DecisionModelVersion
+from agents.monitoring.probes import probe_run
 from tests.decisions.conftest import load
 
 pytestmark = pytest.mark.django_db
@@ -92,14 +94,38 @@ def test_below_the_abstain_threshold_the_default_decides_flagged_for_review(tmp_
     assert Decision.objects.get(decision_id=result["decision_id"]).needs_review
 
 
-def test_a_model_file_changed_after_training_is_refused(tmp_path, model_dir):
+@pytest.mark.parametrize(("spoil", "reason"), [
+    (lambda path: path.write_bytes(path.read_bytes() + b"tampered"), "sha256 .* expected .* refusing to load"),
+    (lambda path: path.unlink(), "is missing"),
+])
+def test_a_tampered_or_missing_model_falls_back_to_the_default_for_review(tmp_path, model_dir, spoil, reason):
+    # given a champion model whose file was changed or removed after training
     load(WITH_MODEL.replace("ABSTAIN", "0.6"))
     model = services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
-    path = model_dir / model.path
-    path.write_bytes(path.read_bytes() + b"tampered")
+    spoil(model_dir / model.path)
 
-    with pytest.raises(ModelError, match="sha256 .* expected .* refusing to load"):
-        services.decide(ruleset="credit", context={"income": 1, "employment": "employed"})
+    # when a decision needs the model
+    result = services.decide(ruleset="credit", context={"income": 1, "employment": "employed"})
+
+    # then the default answers, flagged for review with the reason, and the model is refused, never loaded
+    assert (result["engine"], result["decision"], result["needs_review"]) == ("default", "manual_review", True)
+    assert re.search(f"model v1 cannot be used \\(.*{reason}", result["reasoning"]), result["reasoning"]
+    assert Decision.objects.get(decision_id=result["decision_id"]).needs_review
+    with pytest.raises(ModelError, match=reason):
+        services._load(DecisionModelVersion.objects.get(pk=model.pk))
+
+
+def test_the_decision_models_check_names_an_unusable_model(tmp_path, model_dir):
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    model = services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
+    healthy = probe_run("custom", {"function": "decision_models"})
+    (model_dir / model.path).write_bytes(b"tampered")
+
+    broken = probe_run("custom", {"function": "decision_models"})
+
+    assert (healthy.value, healthy.message) == (0.0, "every decision model in use loads")
+    assert broken.value == 1.0 and broken.message == (
+        "1 decision model unusable: credit v1 (champion: file changed since it was saved (sha256 differs))")
 
 
 def test_train_from_the_audit_learns_from_rule_decisions(settings):

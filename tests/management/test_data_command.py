@@ -7,6 +7,7 @@ import yaml
 from django.core.management import CommandError, call_command
 
 from agents.data.samples import customers_frame, orders_frame
+from agents.models import DataRun
 from tests.conftest import PROJECT_DIR, embedded_env, manage
 from tests.data.conftest import write_orders
 
@@ -123,3 +124,14 @@ def test_a_real_invocation_exits_1_with_the_reason_and_no_traceback(tmp_path):
     result = manage("data", "run", str(spec), env=embedded_env(tmp_path))
     assert result.returncode == 1
     assert "absolute" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unknown_run_parameter_is_named_once_and_nothing_runs(demo_files, capsys):
+    out = StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("data", "run", str(EXAMPLES / "orders_clean.yaml"), "--param", "nope=1", stdout=out)
+
+    assert str(caught.value) == ("invalid pipeline:\n  - unknown run parameter 'nope' for orders-clean "
+                                 "(declared: none)")
+    assert "unknown run parameter" not in out.getvalue() + capsys.readouterr().err
+    assert not DataRun.objects.exists()

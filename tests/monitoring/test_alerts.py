@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from agents.core.checks import ProbeResult
 from agents.core.tracing import trace
 from agents.exceptions import AlertStateError
 from agents.models import (
@@ -447,3 +448,27 @@ def test_no_resolved_notice_follows_a_firing_notice_that_failed(clock, receiver)
 
     assert resolved.status == "skipped" and "no route was told the alert fired" in resolved.error
     assert receiver.events() == ["firing"]
+
+
+def test_an_unknown_result_leaves_the_alert_as_it_is_and_never_makes_a_check_critical(clock):
+    # given a check whose alert fires
+    check = make_check(critical=90)
+    alert = _fire(check, clock)
+    count = Alert.objects.get(pk=alert.pk).count
+
+    # when runs come back unknown (its circuit open: nothing was sent)
+    for _ in range(3):
+        outcome = services.check_result_record(
+            check_id=check.pk, scheduled_for=clock.tick(), duration_ms=0.1,
+            result=ProbeResult(value=None, unit="ms", ok=False, unknown=True, target="target",
+                               message="GET http://x/health not sent: circuit open"))
+
+    # then the check says unknown, the alert is neither resolved nor counted again, and a new check stays quiet
+    check.refresh_from_db()
+    assert outcome.status == "unknown" and check.last_status == "unknown"
+    assert Alert.objects.get(pk=alert.pk).state == "firing" and Alert.objects.get(pk=alert.pk).count == count
+    fresh = make_check("fresh", critical=90, max_attempts=1)
+    services.check_result_record(check_id=fresh.pk, scheduled_for=clock.tick(), duration_ms=0.1,
+                                 result=ProbeResult(value=None, unit="ms", ok=False, unknown=True, target="t",
+                                                    message="not sent"))
+    assert not Alert.objects.filter(health_check=fresh).exists()

@@ -1,8 +1,10 @@
 """Workflow runs on the real worker: data flow, retries, timeouts, failure, cancel, re-run, duplicates."""
+import logging
 import time
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from django_celery_results.models import TaskResult
 
 from agents.core.actions import ActionContext, action
 from agents.core.params import Param
@@ -415,3 +417,26 @@ def test_a_step_killed_by_its_hard_time_limit_without_retries_fails_the_run(work
 
     assert summary["status"] == "failed"
     assert summary["steps"]["stuck"]["error"] == "exceeded its hard time limit of 5.5 s"
+
+
+def test_cancelling_a_run_inside_a_chord_logs_no_error(worker, caplog):
+    # given a run whose two running steps are the header of a chord (the join waits on both)
+    run = start("""
+        name: cancelled-fan-out
+        steps:
+          - {id: left, action: sleep, params: {seconds: 60}}
+          - {id: right, action: sleep, params: {seconds: 60}}
+          - {id: join, action: echo, needs: [left, right]}
+    """)
+    wait_for(lambda: all(attempts(run, step)[0].status == StepStatus.RUNNING for step in ("left", "right")),
+             what="both header steps to run")
+
+    # when it is cancelled and the chord has heard of both revoked steps
+    with caplog.at_level(logging.INFO):
+        services.workflow_run_cancel(run_id=run.pk)
+        wait_for(lambda: TaskResult.objects.filter(status="FAILURE").exists(), what="the chord body to be failed")
+
+    # then the log says the chord stopped, with no error and no traceback
+    chord_records = [record for record in caplog.records if "Chord" in record.getMessage()]
+    assert chord_records and all(record.levelno == logging.INFO and not record.exc_info for record in chord_records)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
