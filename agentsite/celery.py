@@ -6,6 +6,7 @@ from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 from kombu.serialization import disable_insecure_serializers
 
+from agents.core.broker import redis_channels_survive_reconnect
 from agents.core.logs import cancelled_chords_quiet
 from agents.core.tracing import tracing_connect
 
@@ -38,3 +39,5 @@ app.steps["worker"].add("workers.bootsteps:AgentRegistryStep")
 tracing_connect(app)
 # A chord stopped by a cancelled run is not an error in the log.
 cancelled_chords_quiet()
+# A worker reconnects to a Redis that restarted while it ran a task, instead of dying (a kombu 5.7.0 defect).
+redis_channels_survive_reconnect()

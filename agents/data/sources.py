@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 from django.conf import settings
@@ -22,15 +22,17 @@ from agents.core.breakers import breaker, http_key
 from agents.core.crypto import secret_reference_problem, secret_url, secret_value
 from agents.core.definitions import NAME_RULE, is_name
 from agents.core.files import file_sha256
-from agents.core.network import host_refusal
+from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal, url_shown
 from agents.data.paths import data_path_problem, data_path_resolve
-from agents.exceptions import CircuitOpenError, ColumnError, DataSourceError, SecretError
+from agents.exceptions import CircuitOpenError, ColumnError, DataSourceError, OutboundRequestError, SecretError
 from agents.models import Dataset
 
 SOURCE_KINDS = ("file", "database", "api", "dataset")
 FILE_FORMATS = ("csv", "jsonl", "parquet")
 #: What a csv source does with a row whose field count differs from the header's: refuse the file, or leave it out.
 BAD_LINE_POLICIES = ("error", "skip")
+#: The setting listing the hosts an api source may call ("*": any public host).
+API_ALLOWED_HOSTS_SETTING = "AGENTS_DATA_API_ALLOWED_HOSTS"
 #: Bad lines named in the error; the rest are counted.
 MAX_BAD_LINES_SHOWN = 10
 FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -183,7 +185,9 @@ def _api_validate(raw: dict, where: str, errors: list[str]) -> dict:
     else:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            errors.append(f"{where}.url: {_url_shown(url)!r} is not an http or https URL with a host")
+            errors.append(f"{where}.url: {url_shown(url)!r} is not an http or https URL with a host")
+        elif refusal := outbound_url_refusal(url, None):  # the allow-list is the deployment's, read at the call
+            errors.append(f"{where}.url: {refusal}")
     method = raw.get("method", "GET")
     method = method.upper() if isinstance(method, str) else method
     if method not in API_METHODS:
@@ -343,7 +347,7 @@ def source_describe(spec: dict) -> dict:
         return {"kind": "database", "connection": spec["connection"], "query": spec["query"],
                 "params": spec["params"]}
     if kind == "api":
-        return {"kind": "api", "url": _url_shown(spec["url"]), "method": spec["method"]}
+        return {"kind": "api", "url": url_shown(spec["url"]), "method": spec["method"]}
     dataset = _dataset_row(spec)
     return {"kind": "dataset", "dataset": dataset.name, "number": dataset.number, "path": dataset.path,
             "checksum": dataset.checksum}
@@ -707,22 +711,10 @@ def _sqlite_frames(url: str, query: str, values: dict, *, chunk_rows: int | None
 # --- api ------------------------------------------------------------------------------------------------------
 
 
-def _url_shown(url: str) -> str:
-    """``url`` without credentials, query string or fragment: what a message or lineage may show."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    try:
-        netloc += f":{parts.port}" if parts.port else ""
-    except ValueError:  # a port that is not a number
-        pass
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     """Call an allowed host (following pages) and yield its records as frames; nothing is sent to another host."""
-    refusal = host_refusal(urlsplit(spec["url"]).hostname or "", "AGENTS_DATA_API_ALLOWED_HOSTS")
-    if refusal:
+    refusal = outbound_url_refusal(spec["url"], API_ALLOWED_HOSTS_SETTING)
+    if refusal:  # before any header (a secret, maybe) is read
         raise DataSourceError(f"api source: {refusal}")
     headers = {}
     for name, value in spec["headers"].items():
@@ -732,7 +724,7 @@ def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None
             except SecretError as error:
                 raise DataSourceError(f"api source: {error}") from None
         headers[name] = value
-    label = f"{spec['method']} {_url_shown(spec['url'])}"
+    label = f"{spec['method']} {url_shown(spec['url'])}"
     empty = pd.DataFrame(columns=columns or [])
     pages = (_records_frame(records, columns=columns, label=label) for records in _api_pages(spec, headers, label))
     return _at_least_one(_regroup(pages, chunk_rows), empty)
@@ -740,7 +732,6 @@ def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None
 
 def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
     """The records of each page, following the source's pagination up to its ``max_pages``."""
-    import requests
 
     pagination = spec["pagination"]
     kind = pagination["type"]
@@ -748,33 +739,36 @@ def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
     page = pagination.get("start")
     if kind == "page" and pagination["size_param"]:
         query[pagination["size_param"]] = pagination["size"]
-    with requests.Session() as session:
-        for _ in range(pagination.get("max_pages", 1)):
-            if kind == "page":
-                query[pagination["param"]] = page
-            body = _api_request(session, spec, query=query, headers=headers, label=label)
-            records = _json_at(body, spec["records"], label=label, what="records")
-            if not isinstance(records, list):
-                raise DataSourceError(f"{label}: records at {spec['records'] or 'the top'!r} are "
-                                      f"{_kind(records)}, not a list")
-            yield records
-            if kind == "none":
+    try:
+        target = outbound_target(spec["url"], API_ALLOWED_HOSTS_SETTING)  # once: every page goes to this address
+    except OutboundRequestError as error:
+        raise DataSourceError(f"api source: {error}") from None
+    for _ in range(pagination.get("max_pages", 1)):
+        if kind == "page":
+            query[pagination["param"]] = page
+        body = _api_request(target, spec, query=query, headers=headers, label=label)
+        records = _json_at(body, spec["records"], label=label, what="records")
+        if not isinstance(records, list):
+            raise DataSourceError(f"{label}: records at {spec['records'] or 'the top'!r} are "
+                                  f"{_kind(records)}, not a list")
+        yield records
+        if kind == "none":
+            return
+        if kind == "page":
+            if not records or (pagination["size"] and len(records) < pagination["size"]):
                 return
-            if kind == "page":
-                if not records or (pagination["size"] and len(records) < pagination["size"]):
-                    return
-                page += 1
-            else:
-                cursor = _json_at(body, pagination["cursor_path"], label=label, what="cursor", missing=None)
-                if cursor is None or cursor == "":
-                    return
-                query[pagination["param"]] = cursor
+            page += 1
+        else:
+            cursor = _json_at(body, pagination["cursor_path"], label=label, what="cursor", missing=None)
+            if cursor is None or cursor == "":
+                return
+            query[pagination["param"]] = cursor
     # Stopping quietly would publish part of the data as if it were all of it.
     raise DataSourceError(f"{label}: still more pages after max_pages={pagination['max_pages']}; "
                           "raise max_pages to read them all")
 
 
-def _api_request(session, spec: dict, *, query: dict, headers: dict, label: str) -> Any:
+def _api_request(target, spec: dict, *, query: dict, headers: dict, label: str) -> Any:
     """One page's JSON, retrying connection errors, timeouts, 429 and 5xx with exponential backoff."""
     import requests
 
@@ -785,9 +779,9 @@ def _api_request(session, spec: dict, *, query: dict, headers: dict, label: str)
             time.sleep(spec["backoff_s"] * 2 ** (attempt - 1))
         try:
             with breaker(http_key(spec["url"]), timeout_s=spec["timeout_s"]) as call:
-                response = session.request(
-                    spec["method"], spec["url"], params=query, json=spec["body"], headers=headers,
-                    timeout=spec["timeout_s"], allow_redirects=False,
+                response = outbound_request(
+                    spec["method"], spec["url"], setting=API_ALLOWED_HOSTS_SETTING, params=query, json=spec["body"],
+                    headers=headers, timeout_s=spec["timeout_s"], target=target,
                 )
                 if response.status_code >= 500:
                     call.failed(f"answered {response.status_code}")
@@ -808,7 +802,7 @@ def _api_request(session, spec: dict, *, query: dict, headers: dict, label: str)
             continue
         if 300 <= status < 400:
             location = response.headers.get("Location", "")
-            raise DataSourceError(f"{label}: answered {status}, a redirect to {_url_shown(location)!r}; "
+            raise DataSourceError(f"{label}: answered {status}, a redirect to {url_shown(location)!r}; "
                                   "redirects are not followed (give the final URL)")
         if not 200 <= status < 300:
             raise DataSourceError(f"{label}: answered {status}")

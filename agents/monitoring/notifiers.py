@@ -18,10 +18,11 @@ import requests
 from agents.core.actions import Action
 from agents.core.breakers import breaker, http_key
 from agents.core.crypto import is_secret_reference, secret_reference_problem, secret_value
-from agents.core.network import connection_failure_reason, host_refusal
+from agents.core.network import connection_failure_reason
+from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal
 from agents.core.params import Param
 from agents.core.registry import Registry
-from agents.exceptions import CircuitOpenError, NotificationError, SecretError
+from agents.exceptions import CircuitOpenError, NotificationError, OutboundRequestError, SecretError
 
 #: Longest wait between two attempts, whatever backoff_s * 2**(n-1) comes to.
 MAX_DELAY_S = 60.0
@@ -35,6 +36,8 @@ RETRY_STATUSES = frozenset({408, 429})
 QUIET_EVENTS = frozenset({"resolved"})
 
 logger = logging.getLogger("agents.monitoring.notify")
+#: The setting listing the hosts webhooks may be sent to ("*" allows any public host).
+ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -104,14 +107,9 @@ def _url_problems(url: str) -> list[str]:
         return [f"parameter 'url': {url!r} is not a valid URL ({error})"]
     if parts.scheme not in ("http", "https") or not host:
         return [f"parameter 'url': {url!r} must be an http or https URL with a host"]
-    if problem := _host_refusal(host):
+    if problem := outbound_url_refusal(url, ALLOWED_HOSTS_SETTING):
         return [f"parameter 'url': {problem}"]
     return []
-
-
-def _host_refusal(host: str) -> str | None:
-    """Why ``host`` may not be sent to, or None; read at every send so a narrowed allow-list takes effect."""
-    return host_refusal(host, "AGENTS_MONITOR_ALLOWED_HOSTS")
 
 
 def _headers_problems(headers: dict) -> list[str]:
@@ -234,8 +232,13 @@ def _headers_resolve(headers: dict) -> dict[str, str]:
 
 def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> str:
     try:
+        target = outbound_target(url, ALLOWED_HOSTS_SETTING)  # before any header (a secret, maybe) is sent
+    except OutboundRequestError as error:
+        raise _Failure(f"not sent: {error}", permanent=True) from None
+    try:
         with breaker(http_key(url), timeout_s=timeout_s) as call:
-            response = requests.post(url, json=body, headers=headers, timeout=timeout_s, allow_redirects=False)
+            response = outbound_request("POST", url, setting=ALLOWED_HOSTS_SETTING, json=body, headers=headers,
+                                        timeout_s=timeout_s, target=target)
             if response.status_code >= 500:
                 call.failed(f"answered {response.status_code}")
     except CircuitOpenError as error:

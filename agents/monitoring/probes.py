@@ -22,9 +22,10 @@ from agents.core.checks import ProbeResult, check_function, check_functions
 from agents.core.breakers import CLOSED, breaker, breaker_summary, breakers_list, check_key, http_key, tcp_key
 from agents.core.dispatch import celery_app
 from agents.core.network import connection_failure_reason, host_refusal
+from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal, url_shown
 from agents.core.params import Param
 from agents.core.registry import Registry
-from agents.exceptions import CheckSpecError, CircuitOpenError
+from agents.exceptions import CheckSpecError, CircuitOpenError, OutboundRequestError
 from agents.models import Agent, AgentStatus, AgentType
 
 #: The setting listing the hosts http and tcp checks may reach ("*" allows any).
@@ -128,38 +129,47 @@ def _disk(params: dict, state: dict) -> ProbeResult:
 
 
 def _http(params: dict, state: dict) -> ProbeResult:
-    """Latency in ms of one request to ``url``; not ok on a connection failure, a timeout or an unexpected status."""
+    """Latency in ms of one request to ``url``; not ok on a connection failure, a timeout or an unexpected status.
+    The request goes through the outbound guard; messages and the target show the URL without credentials or
+    query string."""
     url, method, timeout_s = params["url"], params["method"], params["timeout_s"]
+    shown = url_shown(url)
     expected = _status_list(params["expect_status"])
+    try:
+        target = outbound_target(url, ALLOWED_HOSTS_SETTING)
+    except OutboundRequestError as error:
+        return ProbeResult(value=None, unit="ms", ok=False, message=f"{method} {shown} not sent: {error}",
+                           target=shown, metrics={"http.up": (0.0, "")})
     try:
         with breaker(check_key(http_key(url), urlsplit(url).path or "/"), timeout_s=timeout_s) as call:
             started = time.perf_counter()
             # stream=True: the status and headers are what is measured; the body is never downloaded.
-            with requests.request(method, url, timeout=timeout_s, allow_redirects=False, stream=True) as response:
+            with outbound_request(method, url, setting=ALLOWED_HOSTS_SETTING, timeout_s=timeout_s, stream=True,
+                                  target=target) as response:
                 latency_ms = _ms(time.perf_counter() - started)
                 status = response.status_code
             if status >= 500:
                 call.failed(f"answered {status}")
     except CircuitOpenError as error:
         # Nothing was sent, so nothing is known: unknown, never critical because of the breaker alone.
-        return ProbeResult(value=None, unit="ms", ok=False, unknown=True, message=f"{method} {url} not sent: {error}",
-                           target=url)
+        return ProbeResult(value=None, unit="ms", ok=False, unknown=True, message=f"{method} {shown} not sent: {error}",
+                           target=shown)
     except requests.RequestException as error:
         return ProbeResult(
-            value=None, unit="ms", ok=False, message=f"{method} {url} failed: {_failure_reason(error, timeout_s)}",
-            target=url, metrics={"http.up": (0.0, "")},
+            value=None, unit="ms", ok=False, message=f"{method} {shown} failed: {_failure_reason(error, timeout_s)}",
+            target=shown, metrics={"http.up": (0.0, "")},
         )
     metrics = {"http.latency_ms": (latency_ms, "ms"), "http.status": (float(status), "")}
     if status not in expected:
         return ProbeResult(
             value=None, unit="ms", ok=False,
-            message=f"{method} {url} answered unexpected status {status} in {latency_ms:g} ms "
+            message=f"{method} {shown} answered unexpected status {status} in {latency_ms:g} ms "
                     f"(expected {', '.join(map(str, expected))})",
-            target=url, metrics={**metrics, "http.up": (0.0, "")},
+            target=shown, metrics={**metrics, "http.up": (0.0, "")},
         )
     return ProbeResult(
-        value=latency_ms, unit="ms", ok=True, message=f"{method} {url} answered {status} in {latency_ms:g} ms",
-        target=url, metrics={**metrics, "http.up": (1.0, "")},
+        value=latency_ms, unit="ms", ok=True, message=f"{method} {shown} answered {status} in {latency_ms:g} ms",
+        target=shown, metrics={**metrics, "http.up": (1.0, "")},
     )
 
 
@@ -287,7 +297,7 @@ def _http_problems(params: dict) -> list[str]:
         else:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 problems.append(f"parameter 'url' must be an http or https URL with a host, got {url!r}")
-            elif reason := _host_allowed(parts.hostname):
+            elif reason := outbound_url_refusal(url, ALLOWED_HOSTS_SETTING):
                 problems.append(f"parameter 'url': {reason}")
     expected = params.get("expect_status", 200)
     if not (_is_status(expected) or isinstance(expected, list) and expected and all(map(_is_status, expected))):

@@ -5,16 +5,16 @@ the steps of a lost worker.
 """
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
 from agents.core.actions import ActionContext, Deferred, action, task_kind
 from agents.core.breakers import breaker, http_key
 from agents.core.hooks import workers_lost
-from agents.core.network import host_refusal
+from agents.core.network import connection_failure_reason
+from agents.core.outbound import outbound_request, outbound_target, url_shown
 from agents.core.params import Param
-from agents.exceptions import ActionError, AgentsError, CircuitOpenError, PermanentActionError
+from agents.exceptions import ActionError, AgentsError, CircuitOpenError, OutboundRequestError, PermanentActionError
 from agents.workflows.engine import workflow_steps_requeue_lost
 from agents.workflows.services import workflow_run_start
 
@@ -64,26 +64,32 @@ def echo(context: ActionContext, *, value: Any = None) -> dict:
         "json": Param("any", default=None),
         "timeout_s": Param("number", default=10, minimum=0.1, maximum=300),
         "expect_status": Param("array", default=None),
+        "follow_redirects": Param("boolean", default=False),
     },
 )
-def http_request(context: ActionContext, *, url, method, headers, json, timeout_s, expect_status) -> dict:
-    """Send an HTTP request to an allowed host; fail on a status other than expected (2xx by default)."""
-    refusal = host_refusal(urlsplit(url).hostname or "", "AGENTS_HTTP_ALLOWED_HOSTS")
-    if refusal:
-        raise PermanentActionError(refusal)
+def http_request(context: ActionContext, *, url, method, headers, json, timeout_s, expect_status,
+                 follow_redirects) -> dict:
+    """Send an HTTP request through the outbound guard to an allowed host; fail on a status other than expected
+    (2xx by default). Redirects are followed only with ``follow_redirects``, each hop checked again."""
+    shown = url_shown(url)
     try:
-        with breaker(http_key(url), timeout_s=timeout_s) as call:
-            response = requests.request(method, url, headers=headers, json=json, timeout=timeout_s)
+        target = outbound_target(url, "AGENTS_HTTP_ALLOWED_HOSTS")
+        with breaker(http_key(target.url), timeout_s=timeout_s) as call:
+            response = outbound_request(method, url, setting="AGENTS_HTTP_ALLOWED_HOSTS", headers=headers, json=json,
+                                        timeout_s=timeout_s, follow_redirects=follow_redirects, target=target)
             if response.status_code >= 500:
                 call.failed(f"answered {response.status_code}")
+    except OutboundRequestError as error:
+        raise PermanentActionError(str(error)) from None
     except CircuitOpenError as error:
         # Retryable: a later attempt, after the cool-down, may be the trial call that closes the circuit.
-        raise ActionError(f"{method} {url} not sent: {error}") from None
+        raise ActionError(f"{method} {shown} not sent: {error}") from None
     except requests.RequestException as error:
-        raise ActionError(f"{method} {url} failed: {error}") from None
+        reason = connection_failure_reason(error, timeout_s) or type(error).__name__
+        raise ActionError(f"{method} {shown} failed: {reason}") from None
     ok = response.status_code in expect_status if expect_status else 200 <= response.status_code < 300
     if not ok:
-        raise ActionError(f"{method} {url} answered {response.status_code}")
+        raise ActionError(f"{method} {shown} answered {response.status_code}")
     try:
         body = response.json()
     except ValueError:

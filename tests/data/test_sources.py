@@ -823,8 +823,12 @@ def test_reading_an_invalid_source_raises_with_the_errors(root):
 def test_describe_names_what_was_read_without_secrets():
     assert source_describe({"kind": "file", "path": "in/orders.csv"}) == {
         "kind": "file", "path": "in/orders.csv", "format": "csv"}
-    assert source_describe({"kind": "api", "url": "https://user:pw@api.example.com:8443/v1/orders?key=s3cret",
+    assert source_describe({"kind": "api", "url": "https://api.example.com:8443/v1/orders?key=s3cret",
                             "headers": {"Authorization": "Bearer t0ken"}}) == {
         "kind": "api", "url": "https://api.example.com:8443/v1/orders", "method": "GET"}
+    # credentials before the host are refused outright: the URL could be read two ways
+    assert source_validate({"kind": "api", "url": "https://user:pw@api.example.com/v1"}, where="s")[1] == [
+        "s.url: https://api.example.com/v1: refused: the URL carries credentials before its host; send them in a "
+        "header from a secret"]
     assert source_describe({"kind": "database", "connection": "pg", "query": "SELECT 1"}) == {
         "kind": "database", "connection": "pg", "query": "SELECT 1", "params": {}}

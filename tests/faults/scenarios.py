@@ -317,7 +317,8 @@ def redis_restart(cluster: Cluster, *, down_s: float = 5.0, crash: bool = False)
     # is about reconnecting, not about a worker taken for dead.
     cluster.extra_env["AGENTS_OFFLINE_AFTER_S"] = "30"
     cluster.beat()
-    cluster.ready(cluster.worker("redis-a@localhost", concurrency=2))
+    worker = cluster.worker("redis-a@localhost", concurrency=2)
+    cluster.ready(worker)
     run_id = cluster.start_run(DIAMOND)
     _wait_running(cluster, run_id, "redis-a@localhost", count=2)
     fault_at = now()
@@ -326,13 +327,17 @@ def redis_restart(cluster: Cluster, *, down_s: float = 5.0, crash: bool = False)
     cluster.redis.start()
     restarted_at = now()
     cluster.wait_finished(run_id)
+    # The same worker carries on: a run started after the restart runs on it too.
+    after = cluster.start_run(DIAMOND)
+    after_status = cluster.wait_finished(after)
     # Beat reconnected too: the offline sweep it sends every 0.5 s ran again after the restart.
     poll(lambda: (cluster.query(
         "SELECT count(*) FROM django_celery_results_taskresult WHERE task_name = %s AND date_done > %s",
         ["workers.registry.agents_mark_offline", restarted_at]) or [(0,)])[0][0] > 0,
         timeout_s=30, what="beat's offline sweep to run after the restart")
     return {**cluster.outcome(run_id, scenario="redis_crash" if crash else "redis_restart", fault_at=fault_at),
-            "down_s": down_s, "beat_sent_after_restart": True}
+            "down_s": down_s, "beat_sent_after_restart": True, "worker_alive": worker.alive(),
+            "run_after_restart": after_status}
 
 
 def postgres_restart(cluster: Cluster, postgres: PostgresServer, *, down_s: float = 3.0,

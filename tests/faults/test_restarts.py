@@ -1,11 +1,14 @@
 """Redis or PostgreSQL restarted in the middle of a run: workers and beat reconnect, database work is retried, and
 the run completes with every step recorded once. Each test runs its own redis-server and PostgreSQL."""
+import os
+import socket
+import subprocess
 import time
 
 import pytest
 
 from tests.faults import scenarios
-from tests.faults.processes import PostgresServer
+from tests.faults.processes import PostgresServer, poll
 from tests.faults.scenarios import FAST_DETECTION, Cluster, database_create
 
 pytestmark = pytest.mark.slow
@@ -22,6 +25,7 @@ def test_the_run_completes_when_redis_restarts_in_the_middle(cluster):
     assert outcome["succeeded_once"] == outcome["steps"] == 5
     assert outcome["beat_sent_after_restart"]
     assert outcome["steps_lost"] == outcome["steps_duplicated"] == []
+    assert outcome["worker_alive"] and outcome["run_after_restart"] == "succeeded"
 
 
 @pytest.fixture
@@ -65,3 +69,77 @@ def test_a_worker_keeps_heart_beating_while_redis_is_down(cluster):
     assert (latest - down_at).total_seconds() > 3
     assert cluster.query("SELECT count(*) FROM agents_agent WHERE hostname = %s AND status = 'offline'",
                          [worker.name])[0][0] == 0
+
+
+LONG_STEP = """
+    name: faults-long-step
+    steps:
+      - {id: long, action: faults.record, params: {path: RECORD, seconds: 6}}
+      - {id: after, action: faults.record, needs: [long], params: {path: RECORD, seconds: 0.3}}
+"""
+
+
+def broker_restart_mid_step(cluster: Cluster, restart) -> dict:
+    """Restart the broker (``restart``) while the one worker runs a long step; the worker's fate and the runs'."""
+    cluster.extra_env["AGENTS_OFFLINE_AFTER_S"] = "60"  # about reconnecting, not about a worker taken for dead
+    worker = cluster.worker("broker-a@localhost", concurrency=2)
+    cluster.ready(worker)
+    run_id = cluster.start_run(LONG_STEP)
+    scenarios._wait_running(cluster, run_id, "broker-a@localhost")
+    restart()
+    status = cluster.wait_finished(run_id)
+    # The same worker, not a new one: it runs the next run too.
+    after = cluster.wait_finished(cluster.start_run(LONG_STEP.replace("seconds: 6", "seconds: 0.1")))
+    return {"status": status, "after": after, "worker_alive": worker.alive(),
+            "log": worker.log.read_text()[-3000:]}
+
+
+def test_a_worker_survives_a_redis_restart_while_it_runs_a_step(cluster):
+    # given one worker running a 6 s step; when Redis stops for 3 s and starts again
+    def restart():
+        cluster.redis.stop()
+        time.sleep(3)
+        cluster.redis.start()
+
+    outcome = broker_restart_mid_step(cluster, restart)
+
+    # then that worker reconnected (it used to die: "Unrecoverable error: AttributeError"), and both runs succeeded
+    assert outcome["worker_alive"], outcome["log"]
+    assert (outcome["status"], outcome["after"]) == ("succeeded", "succeeded")
+    assert "Unrecoverable error" not in outcome["log"]
+
+
+@pytest.fixture
+def rabbitmq_vhost():
+    """A vhost of this test's own on the machine's RabbitMQ (127.0.0.1:5672, guest/guest); deleted after."""
+    vhost = f"faults-{os.getpid()}-{time.monotonic_ns()}"
+    subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                   capture_output=True, timeout=60)
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+def rabbitmq_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_worker_survives_a_rabbitmq_restart_while_it_runs_a_step(cluster, rabbitmq_vhost):
+    # given one worker on RabbitMQ running a 6 s step; when the RabbitMQ application stops for 3 s and starts again
+    cluster.extra_env["CELERY_BROKER_URL"] = rabbitmq_vhost
+
+    def restart():
+        subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+        time.sleep(3)
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+        poll(rabbitmq_answers, timeout_s=60, what="RabbitMQ to accept connections again")
+
+    outcome = broker_restart_mid_step(cluster, restart)
+
+    # then that worker reconnected and both runs succeeded
+    assert outcome["worker_alive"], outcome["log"]
+    assert (outcome["status"], outcome["after"]) == ("succeeded", "succeeded")

@@ -7,6 +7,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django_celery_results.models import TaskResult
 
 from agents.core.actions import ActionContext, action
+from agents.core.logs import CHORD_LOGGERS
 from agents.core.params import Param
 from agents.exceptions import WorkflowSpecError
 from agents.models import RunStatus, StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
@@ -436,7 +437,9 @@ def test_cancelling_a_run_inside_a_chord_logs_no_error(worker, caplog):
         services.workflow_run_cancel(run_id=run.pk)
         wait_for(lambda: TaskResult.objects.filter(status="FAILURE").exists(), what="the chord body to be failed")
 
-    # then the log says the chord stopped, with no error and no traceback
-    chord_records = [record for record in caplog.records if "Chord" in record.getMessage()]
+    # then the log says the chord stopped, with no error and no traceback (records of other tests' workers, such as
+    # a pool process killed by a hard time limit earlier, are not this cancel's)
+    chord_records = [record for record in caplog.records
+                     if "Chord" in record.getMessage() or "TaskRevokedError" in record.getMessage()]
     assert chord_records and all(record.levelno == logging.INFO and not record.exc_info for record in chord_records)
-    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+    assert not [record for record in caplog.records if record.name in CHORD_LOGGERS and record.levelno >= logging.ERROR]

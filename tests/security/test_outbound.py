@@ -1,0 +1,202 @@
+"""The outbound guard, tried as an attacker would, against real local servers: an allowed host (127.0.0.1) and a
+forbidden one (127.0.0.2, another loopback address) that records everything it is sent. No bypass reaches it, and
+no credential ends up in a stored error."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from agents.core.actions import ActionContext, action_get
+from agents.data.sources import source_frame
+from agents.exceptions import ActionError, CheckSpecError, DataSourceError, NotificationError, PermanentActionError
+from agents.monitoring.notifiers import notification_send
+from agents.monitoring.probes import probe_run
+
+SECRET = "s3cret-t0ken"
+
+
+class Server:
+    """A local HTTP server recording each request (path, headers, body); ``/redirect?to=URL&status=N`` redirects,
+    ``/fail`` answers 500, anything else answers 200 with JSON."""
+
+    def __init__(self, host: str):
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                server.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                        "body": body})
+                parts = urlsplit(self.path)
+                query = parse_qs(parts.query)
+                if parts.path == "/redirect":
+                    self.send_response(int(query.get("status", ["302"])[0]))
+                    self.send_header("Location", query["to"][0])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status = 500 if parts.path == "/fail" else 200
+                payload = json.dumps({"items": [{"id": 1}], "from": host}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def allowed():
+    server = Server("127.0.0.1")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def forbidden():
+    server = Server("127.0.0.2")
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def allow_lists(settings):
+    for setting in ("AGENTS_HTTP_ALLOWED_HOSTS", "AGENTS_DATA_API_ALLOWED_HOSTS", "AGENTS_MONITOR_ALLOWED_HOSTS"):
+        setattr(settings, setting, ["127.0.0.1", "localhost"])
+
+
+def http_request(**params):
+    """Run the http.request action as a workflow step would."""
+    context = ActionContext(run_id=1, step_id="call", attempt=1, workflow="w", run_params={})
+    return action_get("http.request").call(context, params)
+
+
+def bypasses(allowed, forbidden) -> dict[str, str]:
+    decimal = (127 << 24) + 2  # 127.0.0.2 written as one number
+    return {
+        "backslash": f"http://127.0.0.2:{forbidden.port}\\@127.0.0.1:{allowed.port}/",
+        "userinfo": f"http://127.0.0.2:{forbidden.port}@127.0.0.1:{allowed.port}/",
+        "space": f"http://127.0.0.1:{allowed.port} @127.0.0.2:{forbidden.port}/",
+        "decimal": f"http://{decimal}:{forbidden.port}/",
+        "not in the list": f"{forbidden.url}/",
+    }
+
+
+@pytest.mark.parametrize("bypass", ["backslash", "userinfo", "space", "decimal", "not in the list"])
+def test_the_http_request_action_refuses_every_bypass_and_sends_nothing(allowed, forbidden, bypass):
+    url = bypasses(allowed, forbidden)[bypass]
+
+    with pytest.raises(PermanentActionError, match="refused|is not in AGENTS_HTTP_ALLOWED_HOSTS"):
+        http_request(url=url, headers={"Authorization": f"Bearer {SECRET}"})
+
+    assert forbidden.requests == [] and allowed.requests == []
+
+
+@pytest.mark.parametrize("to", ["forbidden", "ipv6", "decimal"])
+def test_a_redirect_to_a_forbidden_host_is_never_followed(allowed, forbidden, to):
+    target = {"forbidden": f"{forbidden.url}/steal", "ipv6": f"http://[::1]:{forbidden.port}/steal",
+              "decimal": f"http://{(127 << 24) + 2}:{forbidden.port}/steal"}[to]
+    redirect = f"{allowed.url}/redirect?status=307&to={target}"
+
+    # not followed unless asked: the 307 is the answer, and the step fails on it
+    with pytest.raises(ActionError, match="answered 307"):
+        http_request(url=redirect, method="POST", json={"card": SECRET}, headers={"X-Token": SECRET})
+    # asked to follow: the hop is checked like the first URL, and refused
+    with pytest.raises(PermanentActionError, match="refused|is not in AGENTS_HTTP_ALLOWED_HOSTS"):
+        http_request(url=redirect, method="POST", json={"card": SECRET}, headers={"X-Token": SECRET},
+                     follow_redirects=True)
+
+    assert forbidden.requests == []
+
+
+def test_a_followed_redirect_to_another_allowed_host_carries_neither_headers_nor_body(allowed, forbidden, settings):
+    settings.AGENTS_HTTP_ALLOWED_HOSTS = ["127.0.0.1", "127.0.0.2"]
+    redirect = f"{allowed.url}/redirect?status=307&to={forbidden.url}/next"
+
+    result = http_request(url=redirect, method="POST", json={"card": SECRET}, headers={"X-Token": SECRET},
+                          follow_redirects=True)
+
+    [hop] = forbidden.requests
+    assert result["status"] == 200 and hop["path"] == "/next"
+    assert "X-Token" not in hop["headers"] and SECRET not in json.dumps(hop)
+
+
+def test_a_public_allow_list_still_refuses_a_name_that_resolves_to_a_loopback_address(allowed, settings):
+    settings.AGENTS_HTTP_ALLOWED_HOSTS = ["*"]
+
+    with pytest.raises(PermanentActionError, match="resolves to 127.0.0.1, a loopback, private or link-local"):
+        http_request(url=f"http://localhost:{allowed.port}/ok")
+
+    assert allowed.requests == []
+
+
+def test_a_failed_request_error_holds_no_credential_or_query(allowed):
+    with pytest.raises(ActionError) as caught:
+        http_request(url=f"{allowed.url}/fail?token={SECRET}")
+
+    assert str(caught.value) == f"GET {allowed.url}/fail answered 500"
+
+
+@pytest.mark.parametrize("bypass", ["backslash", "userinfo", "decimal"])
+def test_a_webhook_with_a_secret_header_never_reaches_a_forbidden_host(allowed, forbidden, bypass, monkeypatch):
+    monkeypatch.setenv("HOOK_TOKEN", SECRET)
+    url = bypasses(allowed, forbidden)[bypass]
+
+    with pytest.raises(NotificationError) as caught:
+        notification_send(handler="webhook", config={"url": url, "attempts": 1,
+                                                     "headers": {"Authorization": {"env": "HOOK_TOKEN"}}},
+                          payload={"event": "firing"}, dedup_key="fp")
+
+    assert "refused" in str(caught.value) or "is not in" in str(caught.value)
+    assert forbidden.requests == [] and allowed.requests == [] and SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("bypass", ["backslash", "decimal"])
+def test_an_api_source_with_a_secret_header_never_reaches_a_forbidden_host(allowed, forbidden, bypass, monkeypatch):
+    monkeypatch.setenv("API_TOKEN", SECRET)
+    url = bypasses(allowed, forbidden)[bypass]
+
+    with pytest.raises(DataSourceError) as caught:
+        source_frame({"kind": "api", "url": url, "records": "items", "headers": {"Authorization": {"env": "API_TOKEN"}}})
+
+    assert forbidden.requests == [] and allowed.requests == [] and SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("bypass", ["backslash", "decimal"])
+def test_an_http_check_of_a_forbidden_host_is_refused_and_never_probes_it(allowed, forbidden, bypass):
+    with pytest.raises(CheckSpecError, match="parameter 'url': .*(refused|is not in AGENTS_MONITOR_ALLOWED_HOSTS)"):
+        probe_run("http", {"url": bypasses(allowed, forbidden)[bypass]})
+
+    assert forbidden.requests == [] and allowed.requests == []
+
+
+def test_an_http_check_whose_host_resolves_to_a_forbidden_address_reports_it_without_probing(allowed, settings):
+    settings.AGENTS_MONITOR_ALLOWED_HOSTS = ["*"]
+
+    result = probe_run("http", {"url": f"http://localhost:{allowed.port}/ok"})
+
+    assert not result.ok and "resolves to 127.0.0.1, a loopback, private or link-local address" in result.message
+    assert allowed.requests == []
+
+
+def test_an_http_check_shows_its_url_without_the_query(allowed):
+    result = probe_run("http", {"url": f"{allowed.url}/ok?key={SECRET}"})
+
+    assert result.ok and result.target == f"{allowed.url}/ok" and SECRET not in result.message
