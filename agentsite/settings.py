@@ -496,6 +496,9 @@ AGENTS_API_PAGE_SIZE = env.int("AGENTS_API_PAGE_SIZE", default=50)
 AGENTS_API_MAX_PAGE_SIZE = env.int("AGENTS_API_MAX_PAGE_SIZE", default=500)
 #: Largest JSON request body the API reads, in bytes; a larger one is refused with 413.
 AGENTS_API_MAX_BODY_BYTES = env.int("AGENTS_API_MAX_BODY_BYTES", default=2_621_440)
+#: Django's own limit on a body it reads (forms, and the API before its parser): the same, so a larger API request
+#: is answered 413 at the documented limit, never 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = AGENTS_API_MAX_BODY_BYTES
 #: Where request counts for throttling are kept: Redis when ``CACHE_URL`` names it (shared by every web process),
 #: else the process's own memory.
 AGENTS_API_THROTTLE_CACHE_URL = CACHE_URL

@@ -18,7 +18,13 @@ class SecretForm(forms.ModelForm):
 
     class Meta:
         model = Secret
-        fields = ("name", "description")
+        fields = ("name", "description", "hosts")
+
+    def clean_hosts(self):
+        hosts = self.cleaned_data.get("hosts") or []
+        if not isinstance(hosts, list) or not all(isinstance(host, str) and host.strip() for host in hosts):
+            raise forms.ValidationError('A list of host names, e.g. ["api.example.com"]; [] for any allowed host.')
+        return hosts
 
     def clean(self):
         cleaned = super().clean()
@@ -43,8 +49,8 @@ class SecretAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ("name", "value", "description")
-        return ("name", "value", "description", "created_at", "updated_at", "rotated_at")
+            return ("name", "value", "description", "hosts")
+        return ("name", "value", "description", "hosts", "created_at", "updated_at", "rotated_at")
 
     def get_readonly_fields(self, request, obj=None):
         # A definition refers to a secret by name: renaming would break it silently, so a name is fixed.
@@ -53,7 +59,7 @@ class SecretAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         """Store through the service: the value is encrypted, the change audited."""
         saved, _ = secret_set(name=obj.name, value=form.cleaned_data.get("value") or None,
-                              description=obj.description)
+                              description=obj.description, hosts=list(obj.hosts or []))
         obj.pk, obj.ciphertext = saved.pk, saved.ciphertext
         obj.created_at, obj.updated_at, obj.rotated_at = saved.created_at, saved.updated_at, saved.rotated_at
 

@@ -132,6 +132,16 @@ class ApiViewSet(viewsets.GenericViewSet):
         if lookup in kwargs and not lookup_ok(str(kwargs[lookup]), numeric=self.lookup_value_regex == "[0-9]+"):
             raise exceptions.NotFound(f"no {self.noun} {kwargs[lookup]!r}")
 
+    def check_permissions(self, request):
+        # Throttle first: a request refused 403 counts against its rate too (else refused users were never slowed).
+        super().check_throttles(request)
+        request._agents_throttled = True
+        super().check_permissions(request)
+
+    def check_throttles(self, request):
+        if not getattr(request, "_agents_throttled", False):  # counted already, before the permissions
+            super().check_throttles(request)
+
     def get_object(self):
         value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
         found = self.get_queryset().filter(**{self.lookup_field: value}).first()

@@ -8,7 +8,9 @@ import re
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -151,7 +153,11 @@ def _is_api(request) -> bool:
 
 
 def bad_request(request, exception=None):
-    """400 outside DRF (a disallowed host, an unreadable request)."""
+    """400 outside DRF (a disallowed host, an unreadable request); 413 for a body over Django's own limit, which
+    fires before the API's parser can say so."""
+    if _is_api(request) and isinstance(exception, RequestDataTooBig):
+        return JsonResponse(error_body("request_too_large", f"the request body is larger than "
+                                                            f"{settings.AGENTS_API_MAX_BODY_BYTES} bytes"), status=413)
     if _is_api(request):
         return JsonResponse(error_body("bad_request", "the request could not be read"), status=400)
     return defaults.bad_request(request, exception)

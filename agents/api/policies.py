@@ -70,6 +70,16 @@ class ApiPagination(PageNumberPagination):
             raise exceptions.ValidationError({"page": ["must be a whole number from 1 (or 'last')"]})
         return number
 
+    def get_schema_operation_parameters(self, view):
+        """``page`` and ``page_size`` with the minimums (and maximum) the server holds them to."""
+        return [
+            {"name": self.page_query_param, "required": False, "in": "query",
+             "description": "A page number from 1 (or 'last').", "schema": {"type": "integer", "minimum": 1}},
+            {"name": self.page_size_query_param, "required": False, "in": "query",
+             "description": f"Items per page, from 1 to {self.max_page_size} (default {self.page_size}).",
+             "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size}},
+        ]
+
     def paginate_queryset(self, queryset, request, view=None):
         try:
             return super().paginate_queryset(queryset, request, view)

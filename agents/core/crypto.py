@@ -99,13 +99,18 @@ def _name_problem(name: Any) -> str | None:
     return None
 
 
-def secret_set(*, name: str, value: str | None, description: str | None = None):
+def secret_set(*, name: str, value: str | None, description: str | None = None, hosts: list[str] | None = None):
     """Store ``value`` encrypted as secret ``name``, replacing any earlier value; return it and whether it is new.
 
-    ``value`` None keeps the stored value (only the description changes); ``description`` None keeps the stored one.
+    ``value`` None keeps the stored value (only the description changes); ``description`` None keeps the stored one;
+    ``hosts`` binds the secret to those hosts (None keeps the stored binding, [] lifts it).
     """
     if problem := _name_problem(name):
         raise SecretError(problem)
+    if hosts is not None:
+        if not isinstance(hosts, list) or not all(isinstance(host, str) and host.strip() for host in hosts):
+            raise SecretError(f"secret {name!r}: hosts must be a list of host names")
+        hosts = sorted({host.strip().lower() for host in hosts})
     if value is not None and (not isinstance(value, str) or not value):
         raise SecretError(f"secret {name!r}: the value must be non-empty text")
     ciphertext = None if value is None else encrypt(value)
@@ -115,14 +120,16 @@ def secret_set(*, name: str, value: str | None, description: str | None = None):
         if created and ciphertext is None:
             raise SecretError(f"secret {name!r} is not stored yet: give its value")
         if created:
-            secret = Secret.objects.create(name=name, ciphertext=ciphertext, description=description or "")
+            secret = Secret.objects.create(name=name, ciphertext=ciphertext, description=description or "",
+                                           hosts=hosts or [])
         else:
             secret.ciphertext = secret.ciphertext if ciphertext is None else ciphertext
             secret.description = secret.description if description is None else description
-            secret.save(update_fields=["ciphertext", "description", "updated_at"])
+            secret.hosts = secret.hosts if hosts is None else hosts
+            secret.save(update_fields=["ciphertext", "description", "hosts", "updated_at"])
         what = "created" if created else "replaced" if ciphertext is not None else "described"
         audit_record("secret.set", "secret", secret.pk, f"{what} secret {name}", name=name,
-                     value_changed=ciphertext is not None)
+                     value_changed=ciphertext is not None, hosts=secret.hosts)
     return secret, created
 
 
@@ -177,11 +184,12 @@ def secret_reference_problem(value: Any) -> str | None:
     return _name_problem(value["secret"])
 
 
-def secret_value(reference: Any, *, where: str = "the value") -> str:
+def secret_value(reference: Any, *, where: str = "the value", host: str | None = None) -> str:
     """The text a reference stands for: ``{"env": NAME}`` from the environment, ``{"secret": NAME}`` decrypted.
 
     Raises ``SecretError`` naming ``where`` and the variable or secret (never a value) when it is not set, not
-    stored, empty or cannot be decrypted.
+    stored, empty or cannot be decrypted, or when ``host`` (where it is about to be sent) is not one of the hosts
+    a stored secret is bound to.
     """
     if problem := secret_reference_problem(reference):
         raise SecretError(f"{where} {problem}")
@@ -192,7 +200,11 @@ def secret_value(reference: Any, *, where: str = "the value") -> str:
             raise SecretError(f"{where} comes from environment variable {name!r}, which is not set or empty")
         return value
     name = reference["secret"]
-    ciphertext = Secret.objects.filter(name=name).values_list("ciphertext", flat=True).first()
+    stored = Secret.objects.filter(name=name).values_list("ciphertext", "hosts").first()
+    ciphertext, hosts = stored if stored else (None, [])
+    if ciphertext is not None and hosts and host is not None and host.lower() not in hosts:
+        raise SecretError(f"{where} comes from secret {name!r}, which may be sent only to {', '.join(hosts)}, "
+                          f"not to {host.lower()!r}")
     if ciphertext is None:
         raise SecretError(f"{where} comes from secret {name!r}, which is not stored "
                           f"(`manage.py secrets set {name}`, or admin > Secrets)")

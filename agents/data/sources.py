@@ -720,7 +720,7 @@ def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None
     for name, value in spec["headers"].items():
         if isinstance(value, dict):
             try:
-                value = secret_value(value, where=f"header {name!r}")
+                value = secret_value(value, where=f"header {name!r}", host=urlsplit(spec["url"]).hostname or "")
             except SecretError as error:
                 raise DataSourceError(f"api source: {error}") from None
         headers[name] = value

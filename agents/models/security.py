@@ -20,6 +20,11 @@ class Secret(models.Model):
     )
     ciphertext = models.TextField(help_text="A Fernet token: the value encrypted under one of AGENTS_ENCRYPTION_KEYS.")
     description = models.TextField(blank=True, help_text="What the secret is for (never the value).")
+    hosts = models.JSONField(
+        default=list, blank=True,
+        help_text="The hosts this secret may be sent to in a header (names, lower case); empty: wherever the call's "
+                  "allow-list admits.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, help_text="When the value or description was last set.")
     rotated_at = models.DateTimeField(

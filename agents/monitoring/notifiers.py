@@ -212,18 +212,19 @@ def _email(payload: dict, dedup_key: str, recipients: list[str]) -> str:
 
 
 def _webhook_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:
-    headers = {"Idempotency-Key": idempotency_key, **_headers_resolve(params["headers"] or {})}
+    host = urlsplit(params["url"]).hostname or ""
+    headers = {"Idempotency-Key": idempotency_key, **_headers_resolve(params["headers"] or {}, host=host)}
     body = {**payload, "dedup_key": dedup_key}
     return _attempts(lambda: _post(params["url"], body, headers, params["timeout_s"]),
                      attempts=params["attempts"], backoff_s=params["backoff_s"], what="webhook")
 
 
-def _headers_resolve(headers: dict) -> dict[str, str]:
+def _headers_resolve(headers: dict, *, host: str) -> dict[str, str]:
     resolved = {}
     for name, value in headers.items():
         if isinstance(value, dict):
             try:
-                value = secret_value(value, where=f"header {name!r}")
+                value = secret_value(value, where=f"header {name!r}", host=host)
             except SecretError as error:
                 raise NotificationError(f"webhook {error}") from None
         resolved[name] = value

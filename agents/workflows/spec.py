@@ -16,6 +16,9 @@ from agents.core.actions import action_get, action_names
 
 #: Limits that keep a definition and its messages bounded.
 MAX_STEPS = 5000
+#: Most dependencies (``needs`` entries, all steps together) a workflow may declare; counted before anything else
+#: is validated, so a dense definition is refused at once instead of holding a web worker while it is checked.
+MAX_EDGES = 20_000
 MAX_RETRIES = 100
 MAX_BACKOFF_S = 3000  # below the broker's visibility timeout, so a retry countdown never re-delivers early
 MAX_TIMEOUT_S = 86400
@@ -122,6 +125,11 @@ def workflow_spec_parse(data: Any) -> WorkflowSpec:
         raise WorkflowSpecError(errors)
     if len(raw_steps) > MAX_STEPS:
         errors.append(f"steps: {len(raw_steps)} steps, at most {MAX_STEPS} allowed")
+        raise WorkflowSpecError(errors)
+    edges = sum(len(raw["needs"]) if isinstance(raw, dict) and isinstance(raw.get("needs"), list) else 1
+                for raw in raw_steps)
+    if edges > MAX_EDGES:
+        errors.append(f"steps: {edges} dependencies (needs) in all, at most {MAX_EDGES} allowed")
         raise WorkflowSpecError(errors)
 
     steps: dict[str, StepSpec] = {}

@@ -1,5 +1,6 @@
 """One error body for every failure (bad input, unknown paths, wrong methods and media types, oversized bodies,
 throttling, server errors), and pagination and filters of lists."""
+import json
 from datetime import timedelta
 
 import pytest
@@ -110,3 +111,22 @@ def test_a_path_naming_something_impossible_is_404_not_an_error(viewer_client):
         response = viewer_client.get(path)
         assert response.status_code == 404, path
         assert error_of(response)["code"] in ("not_found", "agent_not_found")
+
+
+def test_a_body_over_the_documented_limit_is_answered_413(operator_client, settings):
+    body = json.dumps({"matchers": {"check": ["x" * (settings.AGENTS_API_MAX_BODY_BYTES + 10)]}, "duration": "1h"})
+
+    response = operator_client.post("/api/silences/", body, content_type="application/json")
+
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "request_too_large"
+
+
+def test_requests_refused_for_permission_are_throttled_too(viewer_client, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
+                               "DEFAULT_THROTTLE_RATES": {"anon": "3/minute", "user": "3/minute"}}
+
+    statuses = [viewer_client.post("/api/silences/", {"matchers": {"check": ["a"]}, "duration": "1h"},
+                                   format="json").status_code for _ in range(5)]
+
+    assert statuses == [403, 403, 403, 429, 429]

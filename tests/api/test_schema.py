@@ -171,3 +171,13 @@ def test_generated_requests_never_get_a_server_error(operator, settings):
 
     assert operations >= 40
     assert not failures, "\n\n".join(failures)
+
+
+def test_the_schema_states_the_pagination_minimums_the_server_holds(viewer_client, settings):
+    schema = viewer_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    alerts = schema["paths"]["/api/alerts/"]["get"]["parameters"]
+    parameters = {parameter["name"]: parameter["schema"] for parameter in alerts}
+
+    assert parameters["page"] == {"type": "integer", "minimum": 1}
+    assert parameters["page_size"] == {"type": "integer", "minimum": 1, "maximum": settings.AGENTS_API_MAX_PAGE_SIZE}

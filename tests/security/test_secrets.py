@@ -5,6 +5,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+from io import StringIO
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings as django_settings
@@ -228,3 +230,40 @@ def test_admin_refuses_a_new_secret_without_a_value(admin_client, encryption_key
     assert page.status_code == 200
     assert b"A new secret needs a value." in page.content
     assert not Secret.objects.exists()
+
+
+def test_a_secret_bound_to_hosts_is_sent_to_them_and_refused_for_any_other(endpoint, encryption_key, settings):
+    settings.AGENTS_MONITOR_ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+    secret_set(name="HOOK_TOKEN", value="Bearer t0ken", hosts=["LOCALHOST"])
+    config = {"headers": {"Authorization": {"secret": "HOOK_TOKEN"}}, "attempts": 1}
+    port = urlsplit(endpoint.url).port
+
+    sent = notification_send(handler="webhook", config={**config, "url": f"http://localhost:{port}/hook"},
+                             payload={"event": "firing"}, dedup_key="k-1")
+    with pytest.raises(NotificationError) as refused:
+        notification_send(handler="webhook", config={**config, "url": f"http://127.0.0.1:{port}/hook"},
+                          payload={"event": "firing"}, dedup_key="k-2")
+
+    assert sent[-1]["ok"] and len(endpoint.headers) == 1
+    assert "secret 'HOOK_TOKEN', which may be sent only to localhost, not to '127.0.0.1'" in str(refused.value)
+    assert "t0ken" not in str(refused.value)
+
+
+def test_secrets_set_binds_hosts_from_the_command_line(encryption_key, monkeypatch):
+    monkeypatch.setenv("TOKEN_VALUE", "t0ken")
+
+    call_command("secrets", "set", "API_TOKEN", "--value-env", "TOKEN_VALUE", "--host", "api.example.com",
+                 "--host", "Backup.Example.com", stdout=StringIO())
+
+    assert Secret.objects.get(name="API_TOKEN").hosts == ["api.example.com", "backup.example.com"]
+
+
+def test_admin_binds_a_secret_to_hosts_and_refuses_a_bad_list(admin_client, encryption_key):
+    bound = admin_client.post("/admin/agents/secret/add/", {"name": "BOUND", "value": "v", "description": "",
+                                                            "hosts": '["api.example.com"]'})
+    bad = admin_client.post("/admin/agents/secret/add/", {"name": "BAD", "value": "v", "description": "",
+                                                          "hosts": '"api.example.com"'})
+
+    assert bound.status_code == 302 and Secret.objects.get(name="BOUND").hosts == ["api.example.com"]
+    assert bad.status_code == 200 and b"A list of host names" in bad.content
+    assert not Secret.objects.filter(name="BAD").exists()

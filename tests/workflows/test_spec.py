@@ -9,6 +9,7 @@ from agents.core.definitions import MAX_DEFINITION_BYTES
 from agents.exceptions import WorkflowSpecError
 from agents.core.actions import action_names
 from agents.workflows.spec import (
+    MAX_EDGES,
     MAX_STEPS,
     RetryPolicy,
     workflow_spec_load_text,
@@ -592,3 +593,12 @@ def test_a_workflow_that_runs_itself_is_refused(action):
     message = only_problem(with_steps({"id": "again", "action": action, "params": {"workflow": "demo"}}))
 
     assert message == "step 'again': runs workflow 'demo', the workflow itself (recursion is not allowed)"
+
+
+def test_a_definition_with_too_many_dependencies_is_refused_before_its_steps_are_checked():
+    steps = [{"id": f"s{i}", "action": "teleport", "needs": [f"s{j}" for j in range(i)]} for i in range(210)]
+
+    errors = problems({"name": "dense", "steps": steps})
+
+    assert sum(range(210)) > MAX_EDGES
+    assert errors == [f"steps: {sum(range(210))} dependencies (needs) in all, at most {MAX_EDGES} allowed"]

@@ -27,6 +27,9 @@ class Command(AgentsCommand):
         setting.add_argument("refused_value", nargs="?", metavar="(no value here)", help=ARGV_REFUSAL)
         setting.add_argument("--value-env", metavar="VARIABLE", help="Read the value from this environment variable.")
         setting.add_argument("--description", help="What the secret is for (kept when omitted).")
+        setting.add_argument("--host", action="append", dest="hosts", metavar="HOST",
+                             help="Bind the secret to this host (repeat for several): a header holding it is sent to "
+                                  "no other. Kept when omitted.")
         self.json_argument_add(setting)
         listing = sub.add_parser("list", help="Every secret's name, description and dates (never a value).")
         self.json_argument_add(listing)
@@ -37,11 +40,12 @@ class Command(AgentsCommand):
         delete.add_argument("name")
         sub.add_parser("keygen", help="Print a new key for AGENTS_ENCRYPTION_KEYS.")
 
-    def handle_set(self, *, name, refused_value=None, value_env=None, description=None, json=False, **options):
+    def handle_set(self, *, name, refused_value=None, value_env=None, description=None, hosts=None, json=False,
+                   **options):
         if refused_value is not None:
             raise CommandError(ARGV_REFUSAL)
         value = self._value(value_env)
-        secret, created = secret_set(name=name, value=value, description=description)
+        secret, created = secret_set(name=name, value=value, description=description, hosts=hosts)
         if json:
             return self.json_write({"name": secret.name, "created": created, "updated_at": secret.updated_at})
         self.stdout.write(f"secret {secret.name} {'created' if created else 'replaced'}")
