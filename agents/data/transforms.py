@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from agents.core.registry import Registry
 from agents.expressions.vector import compile_vector
 from agents.exceptions import ColumnError, DataError, ExpressionError
 
@@ -55,14 +56,16 @@ class CustomTransform:
     chunked: bool = False
 
 
-_CUSTOM: dict[str, CustomTransform] = {}
+#: Custom transforms by name (``{type: custom, function: name}``).
+custom_transforms: Registry[CustomTransform] = Registry("transform")
 
 
 def transform(name: str, *, chunked: bool = False) -> Callable:
     """Register a custom transform under ``name`` (used in a spec as ``{type: custom, function: name}``)."""
 
     def register(function: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
-        _CUSTOM[name] = CustomTransform(name=name, function=function, chunked=chunked)
+        custom_transforms.register(name, CustomTransform(name=name, function=function, chunked=chunked),
+                                   same=lambda known, new: known == new)
         return function
 
     return register
@@ -70,7 +73,7 @@ def transform(name: str, *, chunked: bool = False) -> Callable:
 
 def custom_names() -> list[str]:
     """The registered custom transform names."""
-    return sorted(_CUSTOM)
+    return custom_transforms.names()
 
 
 @transform("strip_whitespace", chunked=True)
@@ -247,7 +250,7 @@ def transform_validate(raw: Any, *, where: str, source_validate: Callable[..., t
             errors.append(f"{where}: 'descending' must be true or false")
     elif kind == "custom":
         name = raw.get("function")
-        if name not in _CUSTOM:
+        if name not in custom_transforms:
             errors.append(
                 f"{where}: 'function' must name a registered transform ({', '.join(custom_names()) or 'none'}); "
                 f"got {name!r}"
@@ -286,7 +289,7 @@ def transform_is_chunked(spec: dict) -> bool:
     """Whether the transform may run on each chunk alone."""
     if spec["type"] in STREAMING_TYPES:
         return True
-    return spec["type"] == "custom" and _CUSTOM[spec["function"]].chunked
+    return spec["type"] == "custom" and custom_transforms[spec["function"]].chunked
 
 
 def aggregate_is_combinable(spec: dict) -> bool:
@@ -425,7 +428,7 @@ def transform_apply(frame: pd.DataFrame, spec: dict, *, where: str, load: Callab
     if kind == "sort":
         _require(frame, spec["by"], where)
         return frame.sort_values(spec["by"], ascending=not spec["descending"], kind="stable", na_position="last")
-    custom = _CUSTOM[spec["function"]]
+    custom = custom_transforms[spec["function"]]
     try:
         result = custom.function(frame, **spec["params"])
     except (ColumnError, DataError):
