@@ -123,8 +123,9 @@ def test_a_broadcast_reaches_every_live_agent_of_the_type(operator_client, worke
 
     assert response.status_code == 201 and response.json()["recipient"] == "*:monitoring"
     message_id = response.json()["id"]
-    receipts = wait_for(lambda: operator_client.get(f"/api/messages/{message_id}/").json()["receipts"],
-                        what="the agent's receipt")
+    # A receipt is stored when its agent takes the message (delivered) and updated once the handler has answered.
+    receipts = wait_for(lambda: [receipt for receipt in operator_client.get(f"/api/messages/{message_id}/").json()[
+        "receipts"] if receipt["status"] != "delivered"], what="the agent's receipt once handled")
     assert receipts == [{"agent": f"{SESSION_WORKER}:monitoring", "status": "handled", "error": None}]
 
 
