@@ -1,18 +1,6 @@
-"""Shared rules for calls to other hosts: the allow-lists, and a short reason for a failed connection."""
+"""A short reason for a failed connection to another host (the allow-lists live in ``agents.core.outbound``)."""
 import socket
 from typing import Any
-
-
-def host_refusal(host: str, setting: str) -> str | None:
-    """Why ``host`` may not be called under the allow-list in setting ``setting`` (``*`` admits any host),
-    or None when it may. Host names compare case-insensitively; the setting is read at every call, so a
-    narrowed allow-list takes effect at once."""
-    from django.conf import settings
-
-    allowed = list(getattr(settings, setting))
-    if "*" in allowed or (host or "").lower() in {entry.lower() for entry in allowed}:
-        return None
-    return f"host {host!r} is not in {setting} ({', '.join(allowed) or 'empty'})"
 
 
 def connection_failure_reason(error: BaseException, timeout_s: float | None = None) -> str | None:

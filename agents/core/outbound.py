@@ -116,11 +116,24 @@ def _url_checked(url: str, setting: str | None):
     port = port or (443 if parts.scheme == "https" else 80)
     if setting is None:
         return parts, host, port, [], False
-    allowed = [str(entry).strip().lower() for entry in getattr(settings, setting)]
-    named = _named(host, allowed)
-    if not named and "*" not in allowed:
-        raise OutboundRequestError(f"host {host!r} is not in {setting} ({', '.join(allowed) or 'empty'})")
-    return parts, host, port, allowed, named
+    if refusal := allow_list_refusal(host, setting):
+        raise OutboundRequestError(refusal)
+    allowed = _allowed(setting)
+    return parts, host, port, allowed, _named(host, allowed)
+
+
+def allow_list_refusal(host: str, setting: str) -> str | None:
+    """Why ``host`` is not on the allow-list in setting ``setting`` (names, addresses, networks; ``*`` admits any
+    name, public addresses only once resolved), or None. The one reading of an allow-list: URLs and tcp checks."""
+    allowed = _allowed(setting)
+    if "*" in allowed or _named((host or "").strip().lower(), allowed):
+        return None
+    return f"host {host!r} is not in {setting} ({', '.join(allowed) or 'empty'})"
+
+
+def _allowed(setting: str) -> list[str]:
+    # Read at every call, so a narrowed allow-list takes effect at once.
+    return [str(entry).strip().lower() for entry in getattr(settings, setting)]
 
 
 def _named(host: str, allowed: list[str]) -> bool:

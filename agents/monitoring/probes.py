@@ -21,8 +21,14 @@ from agents.core.actions import Action
 from agents.core.checks import ProbeResult, check_function, check_functions
 from agents.core.breakers import CLOSED, breaker, breaker_summary, breakers_list, check_key, http_key, tcp_key
 from agents.core.dispatch import celery_app
-from agents.core.network import connection_failure_reason, host_refusal
-from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal, url_shown
+from agents.core.network import connection_failure_reason
+from agents.core.outbound import (
+    allow_list_refusal,
+    outbound_request,
+    outbound_target,
+    outbound_url_refusal,
+    url_shown,
+)
 from agents.core.params import Param
 from agents.core.registry import Registry
 from agents.exceptions import CheckSpecError, CircuitOpenError, OutboundRequestError
@@ -47,7 +53,7 @@ def check_function_names() -> list[str]:
 
 def _host_allowed(host: str) -> str | None:
     """Return why ``host`` may not be probed, or None when the allow-list admits it."""
-    return host_refusal(host, ALLOWED_HOSTS_SETTING)
+    return allow_list_refusal(host, ALLOWED_HOSTS_SETTING)
 
 
 def _failure_reason(error: BaseException, timeout_s: float) -> str:
