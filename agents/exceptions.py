@@ -151,3 +151,7 @@ class CircuitOpenError(AgentsError):
 
 class BreakerStoreError(AgentsError):
     """The circuit breaker store (Redis, or the file under var/) cannot be read or written."""
+
+
+class TeamError(AgentsError):
+    """A team that does not exist or is not the user's, or an object used across teams."""

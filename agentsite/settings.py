@@ -202,13 +202,14 @@ if LOG_FORMAT not in ("text", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace_id": {"()": "agents.core.tracing.TraceIdFilter"}},
+    "filters": {"trace_id": {"()": "agents.core.tracing.TraceIdFilter"},
+                "secrets": {"()": "agents.core.redaction.SecretRedactFilter"}},
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"},
         "json": {"()": "agents.core.tracing.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["trace_id"], "formatter": LOG_FORMAT},
+        "console": {"class": "logging.StreamHandler", "filters": ["trace_id", "secrets"], "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -12,7 +12,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from agents.exceptions import AgentsError
+from agents.core.teams import TEAM_PATHS, team_for_new, team_scoped, teams_of
+from agents.exceptions import AgentsError, TeamError
 
 
 def status_badge(status: str, label: str):
@@ -37,6 +38,48 @@ def trace_link(trace_id: str, *, short: bool = True):
         return "—"
     return format_html('<a href="{}" title="{}">{}</a>', reverse("admin:agents_trace", args=[trace_id]), trace_id,
                        f"{trace_id[:8]}…" if short else trace_id)
+
+
+class TeamScopedMixin:
+    """The rows of the user's teams only (all for a superuser): another team's row is not found, its id in a URL
+    answers as a missing one. A new row's team is chosen among the user's own (their only team by default) and
+    kept from then on; choosers of other team-owned rows offer the user's teams' rows only."""
+
+    def get_queryset(self, request):
+        return team_scoped(super().get_queryset(request), request.user)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "team":
+            kwargs["queryset"] = teams_of(request.user).select_related("group")
+            kwargs["required"] = False
+            kwargs["empty_label"] = "(your only team; for a superuser, the default team)"
+        elif db_field.related_model in TEAM_PATHS:
+            kwargs["queryset"] = team_scoped(db_field.related_model.objects.all(), request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "team" not in form.base_fields:
+            return form
+        user = request.user
+
+        class TeamDefaulted(form):
+            def clean(self):
+                cleaned = super().clean()
+                if not cleaned.get("team") and "team" not in self.errors:
+                    try:
+                        cleaned["team"] = team_for_new(user)
+                    except TeamError as error:  # a member of several teams chooses
+                        self.add_error("team", str(error))
+                return cleaned
+
+        return TeamDefaulted
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and any(field.name == "team" for field in self.model._meta.fields):
+            return (*fields, "team") if "team" not in fields else fields
+        return fields
 
 
 class ReadOnlyMixin:

@@ -7,10 +7,17 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, json_block, status_badge, trace_link
+from agents.admin.common import (
+    ReadOnlyMixin,
+    ServiceActionsMixin,
+    TeamScopedMixin,
+    json_block,
+    status_badge,
+    trace_link,
+)
+from agents.core.definitions import NAME_RULE, is_name
 from agents.data import services
 from agents.data.sources import source_validate
-from agents.core.definitions import NAME_RULE, is_name
 from agents.models import DataRun, DataRunStatus, Dataset, DataSource, Pipeline, PipelineVersion
 
 #: Failing rows shown per check on a run's page; every failing row is in the check's Parquet file when asked.
@@ -59,7 +66,7 @@ class DataSourceForm(forms.ModelForm):
 
     class Meta:
         model = DataSource
-        fields = ["name", "description", "spec"]
+        fields = ["name", "team", "description", "spec"]
 
     def clean_name(self):
         name = self.cleaned_data["name"]
@@ -75,7 +82,7 @@ class DataSourceForm(forms.ModelForm):
 
 
 @admin.register(DataSource)
-class DataSourceAdmin(admin.ModelAdmin):
+class DataSourceAdmin(TeamScopedMixin, admin.ModelAdmin):
     form = DataSourceForm
     list_display = ["name", "kind", "description", "updated_at"]
     search_fields = ["name", "description"]
@@ -90,14 +97,14 @@ class PipelineVersionInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Pipeline)
-class PipelineAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class PipelineAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["name", "description", "updated_at"]
     search_fields = ["name", "description"]
     inlines = [PipelineVersionInline]
 
 
 @admin.register(PipelineVersion)
-class PipelineVersionAdmin(ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
+class PipelineVersionAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
     list_display = ["__str__", "transforms", "checks", "created_at"]
     list_filter = ["pipeline"]
     list_select_related = ["pipeline"]
@@ -124,7 +131,7 @@ class PipelineVersionAdmin(ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin)
 
 
 @admin.register(DataRun)
-class DataRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class DataRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["id", "version", "status_label", "quality_label", "rows_in", "rows_out", "duration",
                     "peak_memory_mb", "created_at", "trace"]
     list_filter = ["status", "quality_passed", "version__pipeline"]
@@ -169,7 +176,7 @@ class DataRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class DatasetAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["name", "number", "row_count", "columns", "size_bytes", "run_link", "created_at"]
     list_filter = ["name"]
     search_fields = ["name", "path", "checksum"]

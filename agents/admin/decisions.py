@@ -13,10 +13,19 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, count_of, json_block, status_badge, trace_link
+from agents.admin.common import (
+    ReadOnlyMixin,
+    ServiceActionsMixin,
+    TeamScopedMixin,
+    count_of,
+    json_block,
+    status_badge,
+    trace_link,
+)
+from agents.core.definitions import refuse_json_constant
+from agents.core.teams import sees_all, team_for_new, team_scoped, teams_of
 from agents.decisions import services
 from agents.decisions.ruleset import ruleset_evaluate
-from agents.core.definitions import refuse_json_constant
 from agents.exceptions import AgentsError, DecisionError, RuleSetError
 from agents.models import (
     Decision,
@@ -24,6 +33,7 @@ from agents.models import (
     ModelAlias,
     RuleSet,
     RuleSetVersion,
+    Team,
     ShadowComparison,
     VersionStatus,
 )
@@ -99,6 +109,15 @@ class RuleSetLoadForm(forms.Form):
     shadow = forms.BooleanField(
         required=False, help_text="Keep it a draft evaluated beside the active version; disagreements are recorded.",
     )
+    team = forms.ModelChoiceField(
+        queryset=Team.objects.none(), required=False,
+        help_text="The team a new rule set belongs to (default: your only team). A version of an existing rule set "
+                  "stays in its team.",
+    )
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams_of(user).select_related("group")
 
     def clean(self):
         cleaned = super().clean()
@@ -210,7 +229,7 @@ class DecisionModelVersionInline(ReadOnlyMixin, _ModelMetricColumnsMixin, admin.
 
 
 @admin.register(RuleSet)
-class RuleSetAdmin(admin.ModelAdmin):
+class RuleSetAdmin(TeamScopedMixin, admin.ModelAdmin):
     """Rule sets by name with their versions; a new version is loaded from its YAML or JSON text."""
 
     list_display = ("name", "description", "active_version", "version_count", "decision_count")
@@ -268,7 +287,7 @@ class RuleSetAdmin(admin.ModelAdmin):
         if not self.has_load_permission(request):
             raise PermissionDenied
         if request.method == "POST":
-            form = RuleSetLoadForm(request.POST)
+            form = RuleSetLoadForm(request.POST, user=request.user)
             if form.is_valid():
                 if form.cleaned_data["activate"] and not request.user.has_perm("agents.change_rulesetversion"):
                     form.add_error("activate", "You may load versions but not activate them.")
@@ -277,7 +296,8 @@ class RuleSetAdmin(admin.ModelAdmin):
                     if loaded is not None:
                         return redirect("admin:agents_rulesetversion_change", loaded.pk)
         else:
-            form = RuleSetLoadForm(initial={"source": self._newest_source(request.GET.get("ruleset"))})
+            form = RuleSetLoadForm(initial={"source": self._newest_source(request.GET.get("ruleset"), request.user)},
+                                   user=request.user)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -290,9 +310,12 @@ class RuleSetAdmin(admin.ModelAdmin):
     def _load(self, request, form: RuleSetLoadForm) -> RuleSetVersion | None:
         text = form.cleaned_data["source"].replace("\r\n", "\n")
         try:
+            team = form.cleaned_data.get("team")
+            if team is None and not sees_all(request.user):
+                team = team_for_new(request.user)
             version, created = services.rules_load(text=text, source="definition",
                                                    activate=form.cleaned_data["activate"],
-                                                   shadow=form.cleaned_data["shadow"])
+                                                   shadow=form.cleaned_data["shadow"], team=team)
         except RuleSetError as error:
             for problem in error.errors:
                 form.add_error("source", problem)
@@ -311,19 +334,20 @@ class RuleSetAdmin(admin.ModelAdmin):
         return version
 
     @staticmethod
-    def _newest_source(ruleset_id: str | None) -> str:
-        """The text of a rule set's newest version, to start a new version from."""
+    def _newest_source(ruleset_id: str | None, user) -> str:
+        """The text of a rule set's newest version (one of ``user``'s teams'), to start a new version from."""
         if not ruleset_id or not ruleset_id.isdigit():
             return ""
-        newest = RuleSetVersion.objects.filter(ruleset_id=int(ruleset_id)).order_by("-number").first()
+        versions = team_scoped(RuleSetVersion.objects.filter(ruleset_id=int(ruleset_id)), user)
+        newest = versions.order_by("-number").first()
         if newest is None:
             return ""
         return newest.source or json_text(newest.spec, indent=2)
 
 
 @admin.register(RuleSetVersion)
-class RuleSetVersionAdmin(ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRuleSetMixin, ServiceActionsMixin,
-                          admin.ModelAdmin):
+class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRuleSetMixin,
+                          ServiceActionsMixin, admin.ModelAdmin):
     """Immutable versions: their rules as a table, the source, activation and a "try it" page."""
 
     list_display = ("__str__", "ruleset", "number", "status_badge", "shadow", "short_hash", "rule_count",
@@ -481,7 +505,7 @@ class ShadowComparisonInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Decision)
-class DecisionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class DecisionAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """The decision audit, append-only: what was asked (masked), what was answered, by what, and how fast."""
 
     list_display = ("decision_id", "ruleset", "version_number", "decision_value", "engine_badge", "confidence",
@@ -556,8 +580,8 @@ class DecisionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(DecisionModelVersion)
-class DecisionModelVersionAdmin(ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePerRuleSetMixin, ServiceActionsMixin,
-                                admin.ModelAdmin):
+class DecisionModelVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePerRuleSetMixin,
+                                ServiceActionsMixin, admin.ModelAdmin):
     """Trained fallback models with their metrics; the champion decides, a challenger runs in shadow."""
 
     list_display = ("__str__", "ruleset", "number", "alias_badge", "holdout_accuracy", "rows", "created_at",
@@ -623,7 +647,7 @@ class DecisionModelVersionAdmin(ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePer
 
 
 @admin.register(ShadowComparison)
-class ShadowComparisonAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ShadowComparisonAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Every shadow comparison: where a draft version or a challenger model would have answered differently."""
 
     list_display = ("decision_link", "ruleset", "candidate", "live_decision", "candidate_answer",

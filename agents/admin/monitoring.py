@@ -12,7 +12,15 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from agents.admin.common import DefinitionForm, ReadOnlyMixin, ServiceActionsMixin, json_block, status_badge, trace_link
+from agents.admin.common import (
+    DefinitionForm,
+    ReadOnlyMixin,
+    ServiceActionsMixin,
+    TeamScopedMixin,
+    json_block,
+    status_badge,
+    trace_link,
+)
 from agents.admin.workflows import format_duration
 from agents.models import (
     OPEN_ALERT_STATES,
@@ -159,7 +167,7 @@ class CheckForm(DefinitionForm):
 
     class Meta:
         model = Check
-        fields = list(CHECK_DEFINITION_FIELDS.values())
+        fields = ["team", *CHECK_DEFINITION_FIELDS.values()]
 
     def definition_problems(self, definition: dict) -> list[str]:
         return rules.check_definition_validate(definition, "check", probe_validate=probes.probe_validate)
@@ -169,7 +177,7 @@ class CheckForm(DefinitionForm):
 
 
 @admin.register(Check)
-class CheckAdmin(ServiceActionsMixin, admin.ModelAdmin):
+class CheckAdmin(TeamScopedMixin, ServiceActionsMixin, admin.ModelAdmin):
     """Checks with their latest state; edited through the definition rules, run at once with "Run now"."""
 
     form = CheckForm
@@ -196,7 +204,7 @@ class CheckAdmin(ServiceActionsMixin, admin.ModelAdmin):
         )
 
     def get_fieldsets(self, request, obj=None):
-        definition = (None, {"fields": list(CHECK_DEFINITION_FIELDS.values())})
+        definition = (None, {"fields": ["team", *CHECK_DEFINITION_FIELDS.values()]})
         if obj is None:
             return [definition]
         return [definition, ("State", {"fields": self.state_fields})]
@@ -206,7 +214,8 @@ class CheckAdmin(ServiceActionsMixin, admin.ModelAdmin):
         return ("name", *self.state_fields) if obj is not None else ()
 
     def save_model(self, request, obj, form, change):
-        check, _ = services.check_save(name=form.definition["name"], fields=services.check_fields(form.definition))
+        check, _ = services.check_save(name=form.definition["name"], fields=services.check_fields(form.definition),
+                                       team=obj.team)
         obj.pk, obj.next_run_at = check.pk, check.next_run_at
         obj._state.adding = False
 
@@ -255,7 +264,7 @@ class CheckAdmin(ServiceActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(Metric)
-class MetricAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class MetricAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Metric samples, newest first; written by check runs and downsampled by retention."""
 
     list_display = ("name", "check_link", "value", "unit", "recorded_at", "sample_count")
@@ -329,7 +338,7 @@ class IncidentResponseInline(ReadOnlyMixin, _ResponseColumnsMixin, admin.Tabular
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
+class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
     """Alerts, written only by check runs and the lifecycle services; acknowledged, resolved or silenced here."""
 
     list_display = ("id", "check_link", "state_label", "severity", "count", "summary", "started_at", "last_seen_at",
@@ -399,7 +408,7 @@ class AlertAdmin(ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(IncidentResponse)
-class IncidentResponseAdmin(ReadOnlyMixin, _ResponseColumnsMixin, admin.ModelAdmin):
+class IncidentResponseAdmin(TeamScopedMixin, ReadOnlyMixin, _ResponseColumnsMixin, admin.ModelAdmin):
     """Every response rule applied to an alert, with its outcome; written by the response task."""
 
     list_display = ("id", "rule", "alert_link", "status_label", "workflow_run_link", "error", "created_at",
@@ -435,7 +444,7 @@ class SilenceForm(forms.ModelForm):
 
     class Meta:
         model = Silence
-        fields = ("matchers", "starts_at", "ends_at", "comment")
+        fields = ("team", "matchers", "starts_at", "ends_at", "comment")
 
     def clean_matchers(self):
         matchers = self.cleaned_data["matchers"]
@@ -456,7 +465,7 @@ class SilenceForm(forms.ModelForm):
 
 
 @admin.register(Silence)
-class SilenceAdmin(admin.ModelAdmin):
+class SilenceAdmin(TeamScopedMixin, admin.ModelAdmin):
     """Silences: alerts they match notify nobody between starts_at and ends_at (the alerts still exist)."""
 
     form = SilenceForm
@@ -475,7 +484,7 @@ class SilenceAdmin(admin.ModelAdmin):
             return
         silence = alerts.silence_create(
             matchers=obj.matchers, starts_at=obj.starts_at, ends_at=obj.ends_at, comment=obj.comment,
-            created_by=request.user.get_username(),
+            created_by=request.user.get_username(), team=obj.team,
         )
         obj.pk, obj.created_by, obj.created_at = silence.pk, silence.created_by, silence.created_at
         obj._state.adding = False
@@ -517,7 +526,7 @@ class NotificationRouteForm(DefinitionForm):
 
     class Meta:
         model = NotificationRoute
-        fields = list(ROUTE_DEFINITION_FIELDS.values())
+        fields = ["team", *ROUTE_DEFINITION_FIELDS.values()]
 
     def definition_from(self, cleaned: dict) -> dict:
         definition = super().definition_from(cleaned)
@@ -536,7 +545,7 @@ class NotificationRouteForm(DefinitionForm):
 
 
 @admin.register(NotificationRoute)
-class NotificationRouteAdmin(admin.ModelAdmin):
+class NotificationRouteAdmin(TeamScopedMixin, admin.ModelAdmin):
     """Where alerts are told: the first enabled route (by order) whose matchers match."""
 
     form = NotificationRouteForm
@@ -558,7 +567,7 @@ class NotificationRouteAdmin(admin.ModelAdmin):
 
 
 @admin.register(ResponseRule)
-class ResponseRuleAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ResponseRuleAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Incident response rules, loaded from definitions files (`manage.py monitor load`)."""
 
     list_display = ("name", "response", "matchers_text", "limit", "enabled", "response_count")

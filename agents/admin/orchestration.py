@@ -16,6 +16,7 @@ from agents.admin.common import (
     DefinitionForm,
     ReadOnlyMixin,
     ServiceActionsMixin,
+    TeamScopedMixin,
     count_of,
     json_block,
     status_badge,
@@ -23,9 +24,9 @@ from agents.admin.common import (
 )
 from agents.admin.monitoring import ALERT_STATE_COLOURS, RESPONSE_STATUS_COLOURS
 from agents.admin.workflows import flower_task_url, format_duration
+from agents.core.tracing import trace_id_valid
 from agents.models import AgentMessage, AgentTask, Event, MessageReceipt, Trigger, TriggerFiring
 from agents.orchestration import agent_tasks, events, selectors
-from agents.core.tracing import trace_id_valid
 
 #: The workflow badge colour (``wf-<status>`` CSS class) each orchestration status is drawn in.
 TASK_STATUS_COLOURS = {"pending": "pending", "queued": "pending", "running": "running", "completed": "succeeded",
@@ -248,7 +249,7 @@ class TriggerFiringInline(ReadOnlyMixin, _FiringColumnsMixin, admin.TabularInlin
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
+class EventAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
     """Domain events from the outbox, with the trigger firings each caused."""
 
     list_display = ("id", "event_type", "created_at", "published_at", "trace", "firing_count")
@@ -275,7 +276,7 @@ class EventAdmin(ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
 
 
 @admin.register(TriggerFiring)
-class TriggerFiringAdmin(ReadOnlyMixin, _FiringColumnsMixin, _TraceColumnMixin, admin.ModelAdmin):
+class TriggerFiringAdmin(TeamScopedMixin, ReadOnlyMixin, _FiringColumnsMixin, _TraceColumnMixin, admin.ModelAdmin):
     """Every trigger evaluated on every event, with what it started; written by event dispatch."""
 
     list_display = ("id", "trigger_link", "event_link", "status_label", "result_text", "created_at", "trace")
@@ -318,7 +319,7 @@ class TriggerForm(DefinitionForm):
 
     class Meta:
         model = Trigger
-        fields = list(TRIGGER_DEFINITION_FIELDS.values())
+        fields = ["team", *TRIGGER_DEFINITION_FIELDS.values()]
 
     def definition_problems(self, definition: dict) -> list[str]:
         return events.trigger_validate(definition, "trigger")
@@ -328,7 +329,7 @@ class TriggerForm(DefinitionForm):
 
 
 @admin.register(Trigger)
-class TriggerAdmin(admin.ModelAdmin):
+class TriggerAdmin(TeamScopedMixin, admin.ModelAdmin):
     """Triggers: on an event type (and filter), start a workflow, submit an agent task or send a message."""
 
     form = TriggerForm
@@ -346,7 +347,7 @@ class TriggerAdmin(admin.ModelAdmin):
         return ("name", "source", "created_at", "updated_at") if obj is not None else ()
 
     def save_model(self, request, obj, form, change):
-        events.triggers_load(text=json.dumps([form.definition]), source="admin")
+        events.triggers_load(text=json.dumps([form.definition]), source="admin", team=obj.team)
         trigger = Trigger.objects.get(name=form.definition["name"])
         obj.pk, obj.source, obj.created_at, obj.updated_at = (trigger.pk, trigger.source, trigger.created_at,
                                                               trigger.updated_at)
@@ -408,7 +409,7 @@ def _trace_rows(request, trace_id: str) -> tuple[list[dict], list[str]]:
     and the kinds cut at ``TRACE_RECORDS_PER_KIND`` rows."""
     viewable = {model for model in selectors.TRACE_MODELS
                 if request.user.has_perm(f"agents.view_{model}") or request.user.has_perm(f"agents.change_{model}")}
-    records = selectors.trace_records(trace_id, models=viewable)
+    records = selectors.trace_records(trace_id, models=viewable, user=request.user)
     first = records[0]["at"] if records else None
     counts = Counter(record["kind"] for record in records)
     rows = [{

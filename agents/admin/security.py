@@ -2,10 +2,10 @@
 from django import forms
 from django.contrib import admin, messages
 
-from agents.admin.common import ReadOnlyMixin, json_block, trace_link
+from agents.admin.common import ReadOnlyMixin, TeamScopedMixin, json_block, trace_link
 from agents.core.crypto import encrypt, secret_delete, secret_set
 from agents.exceptions import SecretError
-from agents.models import AuditEntry, Secret
+from agents.models import AuditEntry, Secret, Team
 
 
 class SecretForm(forms.ModelForm):
@@ -40,7 +40,7 @@ class SecretForm(forms.ModelForm):
 
 
 @admin.register(Secret)
-class SecretAdmin(admin.ModelAdmin):
+class SecretAdmin(TeamScopedMixin, admin.ModelAdmin):
     """Credentials definitions refer to as {"secret": NAME}: set and replaced here, never displayed."""
 
     form = SecretForm
@@ -49,8 +49,8 @@ class SecretAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ("name", "value", "description", "hosts")
-        return ("name", "value", "description", "hosts", "created_at", "updated_at", "rotated_at")
+            return ("name", "team", "value", "description", "hosts")
+        return ("name", "team", "value", "description", "hosts", "created_at", "updated_at", "rotated_at")
 
     def get_readonly_fields(self, request, obj=None):
         # A definition refers to a secret by name: renaming would break it silently, so a name is fixed.
@@ -59,7 +59,7 @@ class SecretAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         """Store through the service: the value is encrypted, the change audited."""
         saved, _ = secret_set(name=obj.name, value=form.cleaned_data.get("value") or None,
-                              description=obj.description, hosts=list(obj.hosts or []))
+                              description=obj.description, hosts=list(obj.hosts or []), team=obj.team)
         obj.pk, obj.ciphertext = saved.pk, saved.ciphertext
         obj.created_at, obj.updated_at, obj.rotated_at = saved.created_at, saved.updated_at, saved.rotated_at
 
@@ -72,6 +72,25 @@ class SecretAdmin(admin.ModelAdmin):
                 secret_delete(name=name)
             except SecretError as error:  # deleted meanwhile
                 self.message_user(request, str(error), messages.WARNING)
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    """Groups marked as teams: each owns definitions and what they produce; its members see only those."""
+
+    list_display = ("name", "description", "member_count", "created_at")
+    search_fields = ("group__name", "description")
+    fields = ("group", "description")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("group")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("group",) if obj is not None else ()  # what a team owns stays with it: the group is fixed
+
+    @admin.display(description="members")
+    def member_count(self, obj):
+        return obj.group.user_set.count()
 
 
 @admin.register(AuditEntry)

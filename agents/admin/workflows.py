@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, status_badge, trace_link
+from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, TeamScopedMixin, status_badge, trace_link
 from agents.models import StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag, selectors, services
@@ -191,7 +191,7 @@ class WorkflowVersionInline(ReadOnlyMixin, _VersionColumnsMixin, admin.TabularIn
 
 
 @admin.register(WorkflowDefinition)
-class WorkflowDefinitionAdmin(_RunActionsMixin, admin.ModelAdmin):
+class WorkflowDefinitionAdmin(TeamScopedMixin, _RunActionsMixin, admin.ModelAdmin):
     """Workflows by name, with their versions; definitions are loaded with `manage.py workflow load`."""
 
     list_display = ("name", "description", "latest_version", "run_count")
@@ -228,7 +228,7 @@ class WorkflowDefinitionAdmin(_RunActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(ReadOnlyMixin, _VersionColumnsMixin, _RunActionsMixin, admin.ModelAdmin):
+class WorkflowVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _VersionColumnsMixin, _RunActionsMixin, admin.ModelAdmin):
     """Immutable versions: a drawing of the DAG and the source text; runs are started from here."""
 
     list_display = ("__str__", "definition", "number", "short_hash", "step_count", "run_count", "created_at")
@@ -269,7 +269,7 @@ class WorkflowFilter(admin.RelatedFieldListFilter):
 
 
 @admin.register(WorkflowRun)
-class WorkflowRunAdmin(ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
+class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
     """Runs with their progress; a run's page shows its steps, their attempts and a timeline."""
 
     list_display = ("id", "workflow", "version_number", "status_badge", "progress", "started_at", "duration", "trace")
@@ -420,7 +420,7 @@ class WorkflowRunAdmin(ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(StepRun)
-class StepRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Every step attempt, read-only: find a task by id, or the failures of a step across runs."""
 
     list_display = ("step_id", "run_link", "attempt", "status_badge", "worker", "started_at", "duration", "flower_link")

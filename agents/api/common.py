@@ -8,7 +8,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.response import Response
 
-from agents.exceptions import MonitoringError
+from agents.core.teams import sees_all, team_for_new, team_scoped
+from agents.exceptions import MonitoringError, TeamError
+from agents.models import Team
 from agents.monitoring.selectors import window_parse
 
 #: Characters PostgreSQL cannot store in text (NUL) or UTF-8 cannot encode (lone surrogates).
@@ -101,6 +103,15 @@ class WindowField(serializers.Field):
         return f"{value.total_seconds():g}s" if isinstance(value, timedelta) else str(value)
 
 
+def team_field() -> serializers.CharField:
+    """The ``team`` a request loads or creates into."""
+    return serializers.CharField(
+        required=False, max_length=150,
+        help_text="The team it belongs to (one of yours). Default: your only team; for a superuser, the default team. "
+                  "Loading over an existing definition keeps its team; one of another team is refused.",
+    )
+
+
 def lookup_ok(value: str, *, numeric: bool) -> bool:
     """Whether a value from the URL can name a row (a bigint id, or text PostgreSQL can compare)."""
     if numeric:
@@ -141,6 +152,24 @@ class ApiViewSet(viewsets.GenericViewSet):
     def check_throttles(self, request):
         if not getattr(request, "_agents_throttled", False):  # counted already, before the permissions
             super().check_throttles(request)
+
+    def get_queryset(self):
+        """The view's rows the user's teams own (all of them for a superuser); other teams' rows are not found."""
+        return team_scoped(super().get_queryset(), self.request.user)
+
+    def team_given(self, name: str | None) -> Team | None:
+        """The team a load or create goes to (``team_field``); None lets a superuser's load keep a definition's team.
+        400 naming ``team`` when it is not one of the user's, or when the user must name one."""
+        if not name and sees_all(self.request.user):
+            return None
+        try:
+            return team_for_new(self.request.user, name)
+        except TeamError as error:
+            raise serializers.ValidationError({"team": [str(error)]}) from None
+
+    def visible(self, model, **lookup) -> bool:
+        """Whether a row of ``model`` matching ``lookup`` exists among those the user's teams own."""
+        return team_scoped(model.objects.filter(**lookup), self.request.user).exists()
 
     def get_object(self):
         value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]

@@ -8,7 +8,7 @@ from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JS
 from agents.api.errors import service_errors
 from agents.api.workflows import DefinitionTextSerializer
 from agents.data import selectors, services
-from agents.exceptions import PipelineSpecError
+from agents.exceptions import PipelineSpecError, TeamError
 from agents.core.jsonable import iso
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
@@ -54,6 +54,7 @@ class PipelineSummarySerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
     version = serializers.IntegerField(allow_null=True, help_text="The newest version's number.")
+    team = serializers.CharField(help_text="The team that owns it.")
 
 
 class PipelineVersionSerializer(serializers.Serializer):
@@ -93,7 +94,8 @@ class PipelineRunSerializer(serializers.Serializer):
 
 def _pipeline_summary(pipeline: Pipeline) -> dict:
     newest = max(pipeline.versions.all(), key=lambda version: version.number, default=None)
-    return {"name": pipeline.name, "description": pipeline.description, "version": newest.number if newest else None}
+    return {"name": pipeline.name, "description": pipeline.description, "version": newest.number if newest else None,
+            "team": pipeline.team.name}
 
 
 def _pipeline_detail(pipeline: Pipeline) -> dict:
@@ -110,7 +112,7 @@ def _pipeline_detail(pipeline: Pipeline) -> dict:
 class PipelineViewSet(ApiViewSet):
     """Data pipelines: read, transform, check quality, publish a dataset."""
 
-    queryset = Pipeline.objects.prefetch_related("versions")
+    queryset = Pipeline.objects.select_related("team__group").prefetch_related("versions")
     serializer_class = PipelineSummarySerializer
     request_serializers = {"create": DefinitionTextSerializer, "run": PipelineRunSerializer}
     filter_serializer_class = FilterSerializer
@@ -136,8 +138,9 @@ class PipelineViewSet(ApiViewSet):
         """Load a pipeline definition as a new version unless identical content is stored (201 when stored, 200
         when it was already). Paths in it are relative to the data root."""
         given = self.given()
-        with service_errors({PipelineSpecError: "text"}):
-            version, created = services.pipeline_load(text=given["text"], source="api")
+        team = self.team_given(given.get("team"))
+        with service_errors({PipelineSpecError: "text", TeamError: "text"}):
+            version, created = services.pipeline_load(text=given["text"], source="api", team=team)
         return self.show(
             {"pipeline": version.pipeline.name, "version": version.number, "content_hash": version.content_hash,
              "created": created},

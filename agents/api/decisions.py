@@ -5,14 +5,20 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 
-from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, JSONValueField
+from agents.api.common import (
+    ApiViewSet,
+    FilterSerializer,
+    FiniteFloatField,
+    JSONObjectField,
+    JSONValueField,
+    team_field,
+)
 from agents.api.errors import service_errors
 from agents.api.workflows import MAX_DEFINITION_CHARS
-from agents.decisions import selectors, services
-from agents.exceptions import DecisionError, RuleSetError, RuleSetNotFoundError
 from agents.core.jsonable import iso
+from agents.decisions import selectors, services
+from agents.exceptions import DecisionError, RuleSetError, RuleSetNotFoundError, TeamError
 from agents.models import Decision, DecisionEngine, RuleSet, VersionStatus
-
 
 # --- rule sets --------------------------------------------------------------------------------------------
 
@@ -34,6 +40,7 @@ class RuleSetSummarySerializer(serializers.Serializer):
     hit_policy = serializers.CharField(allow_null=True, help_text="Of the newest version.")
     rules = serializers.IntegerField(help_text="Rules in the newest version.")
     versions = RuleSetVersionSummarySerializer(many=True)
+    team = serializers.CharField(help_text="The team that owns it.")
 
 
 class RuleSetVersionSerializer(RuleSetVersionSummarySerializer):
@@ -58,6 +65,7 @@ class RuleSetLoadSerializer(serializers.Serializer):
 
     text = serializers.CharField(max_length=MAX_DEFINITION_CHARS, trim_whitespace=False,
                                  help_text="The rule set as YAML or JSON, as in a rule set file.")
+    team = team_field()
     activate = serializers.BooleanField(default=False, help_text="Make the loaded version the active one.")
     shadow = serializers.BooleanField(default=False, help_text="Evaluate the draft beside the active version.")
 
@@ -119,7 +127,9 @@ class RuleSetViewSet(ApiViewSet):
     def list(self, request):
         """Rule sets with their versions; filter by `name`."""
         name = self.filters().get("name", "").lower()
-        return self.page([row for row in selectors.ruleset_list() if name in row["name"].lower()], dict)
+        mine = set(self.get_queryset().values_list("name", flat=True))
+        return self.page([row for row in selectors.ruleset_list() if name in row["name"].lower()
+                          and row["name"] in mine], dict)
 
     @extend_schema(responses=RuleSetDetailSerializer)
     def retrieve(self, request, name: str):
@@ -132,10 +142,11 @@ class RuleSetViewSet(ApiViewSet):
         """Load a rule set as a new draft version unless identical content is stored (201 when stored, 200 when
         it was already); `activate` makes it the active version."""
         given = self.given()
-        with service_errors({RuleSetError: "text"}):
+        team = self.team_given(given.get("team"))
+        with service_errors({RuleSetError: "text", TeamError: "text"}):
             version, created = services.rules_load(text=given["text"], source="api",
                                                    activate=given["activate"],
-                                                   shadow=given["shadow"])
+                                                   shadow=given["shadow"], team=team)
         return self.show(
             {"ruleset": version.ruleset.name, "version": version.number, "status": version.status,
              "content_hash": version.content_hash, "created": created, "shadow": version.shadow},
@@ -259,6 +270,8 @@ class DecisionViewSet(ApiViewSet):
         """Decide on `context` with the active version of `ruleset`: rules first, then the model, then the
         default. The decision is audited (its `decision_id`), with the trace of every rule evaluated."""
         given = self.given()
+        if not self.visible(RuleSet, name=given["ruleset"]):  # another team's is not found, as a missing one
+            raise serializers.ValidationError({"ruleset": [f"no rule set named {given['ruleset']!r}"]})
         with service_errors({RuleSetNotFoundError: "ruleset", DecisionError: "context"}):
             result = services.decide(ruleset=given["ruleset"], context=given["context"], explain=given["explain"],
                                      use_cache=given["use_cache"])

@@ -7,13 +7,13 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 
-from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, WindowField
+from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, WindowField, team_field
 from agents.api.errors import service_errors
-from agents.exceptions import AlertStateError
+from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso
+from agents.exceptions import AlertStateError
 from agents.models import Alert, AlertState, Check, CheckStatus, CheckType, Severity, Silence, ThresholdDirection
 from agents.monitoring import alerts, selectors, services
-
 
 #: The metrics summary's window when the request names none.
 DEFAULT_SUMMARY_WINDOW = timedelta(hours=1)
@@ -38,6 +38,7 @@ class CheckSerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     name = serializers.CharField()
+    team = serializers.CharField(help_text="The team that owns it.")
     type = serializers.ChoiceField(choices=CheckType.choices)
     params = JSONObjectField()
     interval_s = FiniteFloatField()
@@ -91,7 +92,7 @@ def _open_alerts(checks: list[Check]) -> dict[int, Alert]:
 class CheckViewSet(ApiViewSet):
     """Health checks run on a schedule by monitoring agents."""
 
-    queryset = Check.objects.all()
+    queryset = Check.objects.select_related("team__group")
     serializer_class = CheckSerializer
     filter_serializer_class = CheckFilterSerializer
     filter_lookups = {"status": "last_status", "type": "check_type", "enabled": "enabled", "name": "name__icontains"}
@@ -224,6 +225,7 @@ class SilenceCreateSerializer(serializers.Serializer):
     duration = WindowField(required=False)
     ends_at = serializers.DateTimeField(required=False)
     comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+    team = team_field()
 
     def validate(self, data):
         if ("duration" in data) == ("ends_at" in data):
@@ -345,11 +347,12 @@ class SilenceViewSet(ApiViewSet):
     def create(self, request):
         """Create a silence."""
         given = self.given()
+        team = self.team_given(given.get("team"))
         with service_errors({AlertStateError: "matchers"}, prefixed=("matchers", "ends_at")):
             silence = alerts.silence_create(
                 matchers={key: value for key, value in given["matchers"].items() if value},
                 starts_at=given["starts_at"], ends_at=given["ends_at"], comment=given["comment"],
-                created_by=_user(request),
+                created_by=_user(request), team=team,
             )
         return self.show(_silence_json(silence), status=status.HTTP_201_CREATED)
 
@@ -410,6 +413,9 @@ class MetricsViewSet(ApiViewSet):
         query = SummaryQuerySerializer(data=dict(request.query_params.items()))
         query.is_valid(raise_exception=True)
         window, until = query.validated_data.get("window") or DEFAULT_SUMMARY_WINDOW, timezone.now()
-        rows = selectors.metrics_summary(window=window, now=until, check=query.validated_data.get("check"))
+        user = request.user
+        team_ids = None if sees_all(user) else list(teams_of(user).values_list("pk", flat=True))
+        rows = selectors.metrics_summary(window=window, now=until, check=query.validated_data.get("check"),
+                                         team_ids=team_ids)
         return self.show({"window_s": window.total_seconds(), "since": iso(until - window), "until": iso(until),
                           "metrics": rows})

@@ -9,9 +9,23 @@ from agents.api.common import ApiViewSet, FiniteFloatField, JSONObjectField, JSO
 from agents.api.errors import service_errors
 from agents.exceptions import AgentTaskError, MessageError
 from agents.orchestration.selectors import message_json
-from agents.models import AgentMessage, AgentTask, AgentTaskStatus, AgentType, MessageStatus, MessageType
+from agents.models import (
+    AgentMessage,
+    AgentTask,
+    AgentTaskStatus,
+    AgentType,
+    Check,
+    MessageStatus,
+    MessageType,
+    Pipeline,
+    RuleSet,
+    WorkflowDefinition,
+)
 from agents.orchestration import agent_tasks, messages
 from agents.orchestration.agent_tasks import MAX_TIMEOUT_S
+
+#: The config key naming the definition each kind of agent task runs, and its model.
+TASK_TARGETS = {"workflow": WorkflowDefinition, "ruleset": RuleSet, "pipeline": Pipeline, "check": Check}
 
 # --- agent tasks ------------------------------------------------------------------------------------------
 
@@ -82,6 +96,11 @@ class AgentTaskViewSet(ApiViewSet):
     def create(self, request):
         """Submit a task; it waits in its type's queue until an agent of that type takes it."""
         given = self.given()
+        valid = not agent_tasks.task_config_validate(given["agent_type"], given["config"])  # else the service says why
+        for key, model in TASK_TARGETS.items() if valid else ():  # a task runs a definition: one of the user's teams'
+            target = given["config"].get(key)
+            if isinstance(target, str) and not self.visible(model, name=target):
+                raise serializers.ValidationError({"config": [f"no {model._meta.verbose_name} named {target!r}"]})
         with service_errors({AgentTaskError: "config"}, prefixed=("agent_type", "config", "priority", "timeout_s")):
             task = agent_tasks.task_submit(submitted_by=request.user.get_username(), **given)
         return self.show(agent_tasks.task_json(agent_tasks.task_get(task_id=task.pk)), status=status.HTTP_201_CREATED,

@@ -5,10 +5,17 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 
-from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, JSONValueField
+from agents.api.common import (
+    ApiViewSet,
+    FilterSerializer,
+    FiniteFloatField,
+    JSONObjectField,
+    JSONValueField,
+    team_field,
+)
 from agents.api.errors import service_errors
-from agents.exceptions import WorkflowNotFoundError, WorkflowSpecError
 from agents.core.jsonable import iso
+from agents.exceptions import TeamError, WorkflowNotFoundError, WorkflowSpecError
 from agents.models import RunStatus, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.workflows import selectors, services
 
@@ -28,6 +35,7 @@ class WorkflowSummarySerializer(serializers.Serializer):
     content_hash = serializers.CharField()
     steps = serializers.IntegerField(help_text="Steps in the newest version.")
     runs = serializers.IntegerField(help_text="Runs of every version.")
+    team = serializers.CharField(help_text="The team that owns it.")
 
 
 class WorkflowVersionSerializer(serializers.Serializer):
@@ -56,6 +64,7 @@ class DefinitionTextSerializer(serializers.Serializer):
 
     text = serializers.CharField(max_length=MAX_DEFINITION_CHARS, trim_whitespace=False,
                                  help_text="The definition as YAML or JSON, as in a definition file.")
+    team = team_field()
 
 
 class WorkflowLoadedSerializer(serializers.Serializer):
@@ -98,7 +107,9 @@ class WorkflowViewSet(ApiViewSet):
     def list(self, request):
         """Workflows with their newest version; filter by `name`."""
         name = self.filters().get("name", "").lower()
-        return self.page([row for row in selectors.workflow_list() if name in row["name"].lower()], dict)
+        mine = set(self.get_queryset().values_list("name", flat=True))
+        return self.page([row for row in selectors.workflow_list() if name in row["name"].lower()
+                          and row["name"] in mine], dict)
 
     @extend_schema(responses=WorkflowDetailSerializer)
     def retrieve(self, request, name: str):
@@ -111,8 +122,9 @@ class WorkflowViewSet(ApiViewSet):
         """Load a definition: validated, then stored as a new version unless identical content is stored
         (201 when stored, 200 when it was already)."""
         given = self.given()
-        with service_errors({WorkflowSpecError: "text"}):
-            version, created = services.workflow_load(text=given["text"], source="api")
+        team = self.team_given(given.get("team"))
+        with service_errors({WorkflowSpecError: "text", TeamError: "text"}):
+            version, created = services.workflow_load(text=given["text"], source="api", team=team)
         return self.show(
             {"workflow": version.definition.name, "version": version.number, "content_hash": version.content_hash,
              "created": created},
@@ -235,6 +247,8 @@ class WorkflowRunViewSet(ApiViewSet):
         """Start a run of a workflow's newest version (or of `version`); its steps are queued at once."""
         given = self.given()
         name, number = given["workflow"], given.get("version")
+        if not self.visible(WorkflowDefinition, name=name):  # another team's is not found, as a missing one
+            raise serializers.ValidationError({"workflow": [f"no workflow named {name!r}"]})
         version = None
         if number is not None:
             version = WorkflowVersion.objects.filter(definition__name=name, number=number).first()

@@ -21,6 +21,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.core.audit import audit_record
+from agents.core.redaction import revealed
+from agents.core.teams import team_acting
 from agents.exceptions import SecretError
 from agents.models import Secret
 from agents.models.security import SECRET_NAME_PATTERN, SECRET_NAME_RULE
@@ -99,11 +101,14 @@ def _name_problem(name: Any) -> str | None:
     return None
 
 
-def secret_set(*, name: str, value: str | None, description: str | None = None, hosts: list[str] | None = None):
+def secret_set(*, name: str, value: str | None, description: str | None = None, hosts: list[str] | None = None,
+               team=None):
     """Store ``value`` encrypted as secret ``name``, replacing any earlier value; return it and whether it is new.
 
     ``value`` None keeps the stored value (only the description changes); ``description`` None keeps the stored one;
-    ``hosts`` binds the secret to those hosts (None keeps the stored binding, [] lifts it).
+    ``hosts`` binds the secret to those hosts (None keeps the stored binding, [] lifts it). A new secret belongs to
+    ``team`` (default: the default team) and only that team's definitions may use it; a secret of another team than
+    the one named is refused.
     """
     if problem := _name_problem(name):
         raise SecretError(problem)
@@ -119,9 +124,11 @@ def secret_set(*, name: str, value: str | None, description: str | None = None, 
         created = secret is None
         if created and ciphertext is None:
             raise SecretError(f"secret {name!r} is not stored yet: give its value")
+        if not created and team is not None and secret.team_id != team.pk:
+            raise SecretError(f"secret {name!r} belongs to another team")
         if created:
             secret = Secret.objects.create(name=name, ciphertext=ciphertext, description=description or "",
-                                           hosts=hosts or [])
+                                           hosts=hosts or [], **({"team": team} if team is not None else {}))
         else:
             secret.ciphertext = secret.ciphertext if ciphertext is None else ciphertext
             secret.description = secret.description if description is None else description
@@ -184,12 +191,14 @@ def secret_reference_problem(value: Any) -> str | None:
     return _name_problem(value["secret"])
 
 
-def secret_value(reference: Any, *, where: str = "the value", host: str | None = None) -> str:
+def secret_value(reference: Any, *, where: str = "the value", host: str | None = None,
+                 team_id: int | None = None) -> str:
     """The text a reference stands for: ``{"env": NAME}`` from the environment, ``{"secret": NAME}`` decrypted.
 
     Raises ``SecretError`` naming ``where`` and the variable or secret (never a value) when it is not set, not
     stored, empty or cannot be decrypted, or when ``host`` (where it is about to be sent) is not one of the hosts
-    a stored secret is bound to.
+    a stored secret is bound to, or when ``team_id`` (the team of the definition using it; by default the acting
+    team) is not the secret's team.
     """
     if problem := secret_reference_problem(reference):
         raise SecretError(f"{where} {problem}")
@@ -198,10 +207,13 @@ def secret_value(reference: Any, *, where: str = "the value", host: str | None =
         value = os.environ.get(name)
         if not value:
             raise SecretError(f"{where} comes from environment variable {name!r}, which is not set or empty")
-        return value
+        return revealed(value)
     name = reference["secret"]
-    stored = Secret.objects.filter(name=name).values_list("ciphertext", "hosts").first()
-    ciphertext, hosts = stored if stored else (None, [])
+    team_id = team_acting.get() if team_id is None else team_id
+    stored = Secret.objects.filter(name=name).values_list("ciphertext", "hosts", "team_id").first()
+    ciphertext, hosts, owner = stored if stored else (None, [], None)
+    if ciphertext is not None and team_id is not None and owner != team_id:
+        raise SecretError(f"{where} comes from secret {name!r}, which belongs to another team")
     if ciphertext is not None and hosts and host is not None and host.lower() not in hosts:
         raise SecretError(f"{where} comes from secret {name!r}, which may be sent only to {', '.join(hosts)}, "
                           f"not to {host.lower()!r}")
@@ -209,15 +221,22 @@ def secret_value(reference: Any, *, where: str = "the value", host: str | None =
         raise SecretError(f"{where} comes from secret {name!r}, which is not stored "
                           f"(`manage.py secrets set {name}`, or admin > Secrets)")
     try:
-        return decrypt(ciphertext)
+        return revealed(decrypt(ciphertext))
     except SecretError:
         raise SecretError(f"{where} comes from secret {name!r}, which cannot be decrypted: {_UNDECRYPTABLE}") from None
 
 
-def secret_url(value: str, *, where: str = "the connection") -> str:
-    """A connection URL as configured, or, for ``secret:NAME``, the URL stored as secret NAME."""
+def headers_resolved(headers: dict, *, host: str) -> dict[str, str]:
+    """Header values as given, and for each ``{"secret": NAME}`` / ``{"env": NAME}`` value what it names (a secret
+    of the acting team, bound to ``host`` if bound at all): ``SecretError`` naming the header otherwise."""
+    return {name: secret_value(value, where=f"header {name!r}", host=host) if isinstance(value, dict) else value
+            for name, value in headers.items()}
+
+
+def secret_url(value: str, *, where: str = "the connection", team_id: int | None = None) -> str:
+    """A connection URL as configured, or, for ``secret:NAME``, the URL stored as secret NAME (of team ``team_id``)."""
     if isinstance(value, str) and value.startswith(SECRET_URL_PREFIX):
-        return secret_value({"secret": value[len(SECRET_URL_PREFIX):]}, where=where)
+        return secret_value({"secret": value[len(SECRET_URL_PREFIX):]}, where=where, team_id=team_id)
     return value
 
 

@@ -52,13 +52,15 @@ RELAY_AFTER_S = 10.0
 DISPATCH_TASK = "workers.agents.event_dispatch"
 
 
-def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None) -> Event:
+def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None, team_id: int | None = None) -> Event:
     """Record a domain event in the current transaction; it is dispatched once that transaction commits.
 
-    ``trace_id`` names the trace the event belongs to (the run or alert it is about); by default the current one."""
+    ``trace_id`` names the trace the event belongs to (the run or alert it is about); by default the current one.
+    ``team_id`` is the team whose object it is about: only that team's triggers fire on it (None: every team's)."""
     if event_type not in EventType.values:
         raise ValueError(f"unknown event type {event_type!r}")
-    event = Event.objects.create(event_type=event_type, payload=payload, trace_id=trace_id or trace_id_ensure())
+    event = Event.objects.create(event_type=event_type, payload=payload, trace_id=trace_id or trace_id_ensure(),
+                                 team_id=team_id)
     transaction.on_commit(lambda: _send(event.pk, event.trace_id))
     return event
 

@@ -15,6 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from agents.core.audit import audit_record
+from agents.core.teams import acting_for, acting_scoped, owned_get_or_create
 from agents.core.dispatch import task_send_on_commit
 from agents.data import engine
 from agents.data.transforms import aggregation_type_problems
@@ -28,19 +29,21 @@ from agents.data.spec import (
     pipeline_spec_parse,
 )
 from agents.core.files import file_sha256
+from agents.core.redaction import secrets_redacted
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import DataError, InvalidTransitionError, PipelineNotFoundError, PipelineSpecError
 from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
 from agents.models import (
-    EventType,
     DATA_RUN_TRANSITIONS,
     DataRun,
     DataRunStatus,
     Dataset,
     DataSource,
+    EventType,
     Pipeline,
     PipelineVersion,
+    Team,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,12 +79,13 @@ def _source_column_types(source: Any) -> dict[str, str]:
     return {column["name"]: column["type"] for column in dataset.schema} if dataset else {}
 
 
-def pipeline_load(*, text: str, source: str = "definition") -> tuple[PipelineVersion, bool]:
-    """Store a pipeline as a new immutable version unless identical content is stored; return it and if created."""
+def pipeline_load(*, text: str, source: str = "definition", team: Team | None = None) -> tuple[PipelineVersion, bool]:
+    """Store a pipeline as a new immutable version unless identical content is stored; return it and if created.
+    A new pipeline belongs to ``team`` (default: the default team); an existing one takes loads into its own only."""
     spec = pipeline_validate_text(text=text, source=source)
     content_hash = pipeline_spec_hash(spec)
     with transaction.atomic():
-        pipeline, _ = Pipeline.objects.get_or_create(name=spec["name"])
+        pipeline, _ = owned_get_or_create(Pipeline, name=spec["name"], team=team, what="pipeline")
         pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
         existing = pipeline.versions.filter(content_hash=content_hash).first()
         if existing:
@@ -98,9 +102,9 @@ def pipeline_load(*, text: str, source: str = "definition") -> tuple[PipelineVer
     return version, True
 
 
-def pipeline_load_file(*, path: str) -> tuple[PipelineVersion, bool]:
+def pipeline_load_file(*, path: str, team: Team | None = None) -> tuple[PipelineVersion, bool]:
     """Load the pipeline in file ``path`` (see ``pipeline_load``)."""
-    return pipeline_load(text=read_text(path), source=path)
+    return pipeline_load(text=read_text(path), source=path, team=team)
 
 
 def pipeline_version_latest(*, pipeline: str) -> PipelineVersion:
@@ -112,7 +116,7 @@ def pipeline_version_latest(*, pipeline: str) -> PipelineVersion:
     return version
 
 
-def data_source_save(*, name: str, spec: Any, description: str = "") -> DataSource:
+def data_source_save(*, name: str, spec: Any, description: str = "", team: Team | None = None) -> DataSource:
     """Create or replace the stored source ``name`` after validating its spec."""
     if not is_name(name):
         raise PipelineSpecError([f"source name {name!r} {NAME_RULE}"])
@@ -120,9 +124,10 @@ def data_source_save(*, name: str, spec: Any, description: str = "") -> DataSour
     if errors:
         raise PipelineSpecError(errors)
     with transaction.atomic():
-        source, created = DataSource.objects.update_or_create(
-            name=name, defaults={"spec": normalised, "description": description}
-        )
+        source, created = owned_get_or_create(DataSource, name=name, team=team, what="data source",
+                                              spec=normalised, description=description)
+        if not created:
+            DataSource.objects.filter(pk=source.pk).update(spec=normalised, description=description)
         audit_record("data_source.save", "data_source", source.pk,
                      f"{'created' if created else 'replaced'} data source {name}", kind=normalised.get("kind"))
     return source
@@ -132,9 +137,9 @@ def source_resolve(source: Any) -> dict:
     """An inline source spec as is; a name looked up among the stored sources."""
     if not isinstance(source, str):
         return source
-    stored = DataSource.objects.filter(name=source).values_list("spec", flat=True).first()
+    stored = acting_scoped(DataSource.objects.filter(name=source)).values_list("spec", flat=True).first()
     if stored is None:
-        names = ", ".join(DataSource.objects.values_list("name", flat=True)[:20]) or "none stored"
+        names = ", ".join(acting_scoped(DataSource.objects.all()).values_list("name", flat=True)[:20]) or "none stored"
         raise PipelineNotFoundError(f"no stored source named {source!r} ({names})")
     return stored
 
@@ -216,6 +221,9 @@ def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.Pip
     existing = Dataset.objects.filter(run=run).first()
     if existing:
         return existing
+    team_id = run.version.pipeline.team_id
+    if Dataset.objects.filter(name=name).exclude(team_id=team_id).exists():
+        raise DataError(f"dataset {name!r} belongs to another team: publish under another name")
     for _ in range(5):
         number = (Dataset.objects.filter(name=name).aggregate(top=Max("number"))["top"] or 0) + 1
         try:
@@ -223,12 +231,12 @@ def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.Pip
                 dataset = Dataset.objects.create(
                     name=name, number=number, path=data_path_relative(path), schema=outcome.schema,
                     row_count=outcome.rows_out, size_bytes=path.stat().st_size, checksum=file_sha256(path),
-                    run=run, inputs=outcome.inputs,
+                    run=run, inputs=outcome.inputs, team_id=team_id,
                 )
                 event_publish(EventType.DATASET_PRODUCED, {
                     "dataset_id": dataset.pk, "name": name, "number": number, "path": dataset.path,
                     "row_count": dataset.row_count, "run_id": run.pk, "pipeline": run.version.pipeline.name,
-                })
+                }, team_id=team_id)
                 return dataset
         except IntegrityError:  # another run took the number (or published this run) meanwhile
             existing = Dataset.objects.filter(run=run).first()
@@ -256,7 +264,7 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
     failing_dir = root / "quality" / f"run-{run.pk}"
     fields: dict[str, Any] = {}
     try:
-        with _PeakMemory() as memory:
+        with _PeakMemory() as memory, acting_for(run.version.pipeline.team_id):
             outcome = engine.pipeline_execute(
                 spec, output_path=output_path, params=run.params, source_resolve=source_resolve,
                 source_describe=source_describe, chunk_rows=spec.get("chunk_rows") or settings.AGENTS_DATA_CHUNK_ROWS,
@@ -286,7 +294,7 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
         fields["error"] = f"{type(error).__name__}: {error}"[:2000]
         output_path.unlink(missing_ok=True)
     status = DataRunStatus.FAILED if fields.get("error") else DataRunStatus.SUCCEEDED
-    _transition(run, status, finished_at=timezone.now(), **fields)
+    _transition(run, status, finished_at=timezone.now(), **secrets_redacted(fields))  # no echoed secret stored
     return DataRun.objects.select_related("version__pipeline").get(pk=run_id)
 
 

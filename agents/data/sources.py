@@ -19,7 +19,8 @@ import pandas as pd
 from django.conf import settings
 
 from agents.core.breakers import breaker, http_key
-from agents.core.crypto import secret_reference_problem, secret_url, secret_value
+from agents.core.crypto import headers_resolved, secret_reference_problem, secret_url
+from agents.core.teams import acting_scoped
 from agents.core.definitions import NAME_RULE, is_name
 from agents.core.files import file_sha256
 from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal, url_shown
@@ -716,14 +717,10 @@ def _api_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None
     refusal = outbound_url_refusal(spec["url"], API_ALLOWED_HOSTS_SETTING)
     if refusal:  # before any header (a secret, maybe) is read
         raise DataSourceError(f"api source: {refusal}")
-    headers = {}
-    for name, value in spec["headers"].items():
-        if isinstance(value, dict):
-            try:
-                value = secret_value(value, where=f"header {name!r}", host=urlsplit(spec["url"]).hostname or "")
-            except SecretError as error:
-                raise DataSourceError(f"api source: {error}") from None
-        headers[name] = value
+    try:
+        headers = headers_resolved(spec["headers"], host=urlsplit(spec["url"]).hostname or "")
+    except SecretError as error:
+        raise DataSourceError(f"api source: {error}") from None
     label = f"{spec['method']} {url_shown(spec['url'])}"
     empty = pd.DataFrame(columns=columns or [])
     pages = (_records_frame(records, columns=columns, label=label) for records in _api_pages(spec, headers, label))
@@ -847,7 +844,7 @@ def _records_frame(records: list, *, columns: list[str] | None, label: str) -> p
 
 def _dataset_row(spec: dict):
     """The Dataset the source names (its newest number unless one is given)."""
-    rows = Dataset.objects.filter(name=spec["dataset"])
+    rows = acting_scoped(Dataset.objects.filter(name=spec["dataset"]))
     if spec["number"] is None:
         dataset = rows.order_by("-number").first()
         if dataset is None:

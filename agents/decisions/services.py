@@ -15,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.core.audit import audit_record
+from agents.core.teams import owned_get_or_create
 from agents.decisions import ml
 from agents.decisions.cache import decision_cache
 from agents.expressions.compiler import extract_fields
@@ -26,14 +27,15 @@ from agents.core.events import event_publish
 from agents.core.dispatch import task_send_on_commit
 from agents.core.files import file_sha256
 from agents.models import (
-    EventType,
     Decision,
     DecisionEngine,
     DecisionModelVersion,
+    EventType,
     ModelAlias,
     RuleSet as RuleSetModel,
     RuleSetVersion,
     ShadowComparison,
+    Team,
     VersionStatus,
 )
 
@@ -55,12 +57,13 @@ def rules_validate_text(*, text: str, source: str = "rule set") -> RuleSet:
 
 
 def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
-               shadow: bool = False) -> tuple[RuleSetVersion, bool]:
-    """Store a rule set as a new draft version unless identical content is stored; optionally activate it."""
+               shadow: bool = False, team: Team | None = None) -> tuple[RuleSetVersion, bool]:
+    """Store a rule set as a new draft version unless identical content is stored; optionally activate it. A new
+    rule set belongs to ``team`` (default: the default team); an existing one takes loads into its own only."""
     compiled = rules_validate_text(text=text, source=source)
     content_hash = compiled.content_hash()
     with transaction.atomic():
-        ruleset, _ = RuleSetModel.objects.get_or_create(name=compiled.name)
+        ruleset, _ = owned_get_or_create(RuleSetModel, name=compiled.name, team=team, what="rule set")
         ruleset = RuleSetModel.objects.select_for_update().get(pk=ruleset.pk)
         if ruleset.description != compiled.description:
             ruleset.description = compiled.description
@@ -81,13 +84,14 @@ def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
     return version, created
 
 
-def rules_load_file(*, path: str, activate: bool = False, shadow: bool = False) -> tuple[RuleSetVersion, bool]:
+def rules_load_file(*, path: str, activate: bool = False, shadow: bool = False,
+                    team: Team | None = None) -> tuple[RuleSetVersion, bool]:
     """Load a rule set file (see ``rules_load``)."""
     try:
         text = definition_read_file(path)
     except DefinitionTextError as error:
         raise RuleSetError([str(error)]) from None
-    return rules_load(text=text, source=path, activate=activate, shadow=shadow)
+    return rules_load(text=text, source=path, activate=activate, shadow=shadow, team=team)
 
 
 def ruleset_version_activate(*, ruleset: str, number: int) -> RuleSetVersion:
@@ -286,7 +290,7 @@ def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool
             "decision_id": str(row.decision_id), "ruleset": result["ruleset"], "version": result["ruleset_version"],
             "decision": result["decision"], "confidence": result["confidence"], "engine": result["engine"],
             "needs_review": result["needs_review"],
-        })
+        }, team_id=decider.version.ruleset.team_id)
     if decider.shadowed:
         _shadow_later([row.decision_id])
     if result["error"]:

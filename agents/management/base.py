@@ -7,7 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from agents.core.teams import team_named
 from agents.exceptions import AgentsError, SpecError
+from agents.models import Team
 
 #: The exit status of a process that wrote to a pipe nobody reads any more: 128 + SIGPIPE, as ``yes | head`` has.
 BROKEN_PIPE_STATUS = 141
@@ -48,6 +50,17 @@ class AgentsCommand(BaseCommand):
     def json_argument_add(parser, help: str = "Print JSON instead of text.") -> None:
         """Add the ``--json`` flag (``options["json"]``) to ``parser`` or a subcommand's parser."""
         parser.add_argument("--json", action="store_true", help=help)
+
+    @staticmethod
+    def team_argument_add(parser, help: str = "The team a new definition belongs to (default: the default team); "
+                                              "an existing one of another team is refused.") -> None:
+        """Add ``--team NAME`` (``options["team"]``) to ``parser`` or a subcommand's parser."""
+        parser.add_argument("--team", metavar="NAME", help=help)
+
+    @staticmethod
+    def team_of(name: str | None) -> Team | None:
+        """The team ``--team`` names (None when not given); an unknown name is the command's error."""
+        return team_named(name) if name else None
 
     def json_write(self, value: Any, *, indent: int | None = 2) -> None:
         """Write ``value`` as JSON: indented, or on one line with ``indent=None`` (a JSON-lines record)."""

@@ -48,6 +48,7 @@ from .orchestration import (
 )
 from .registry import Agent, AgentStatus, AgentType
 from .security import AuditEntry, Secret
+from .teams import DEFAULT_TEAM, Team, default_team
 from .workflows import (
     JoinArrival,
     RunStatus,
@@ -111,6 +112,9 @@ __all__ = [
     "AgentType",
     "AuditEntry",
     "Secret",
+    "DEFAULT_TEAM",
+    "Team",
+    "default_team",
     "JoinArrival",
     "RunStatus",
     "StepRun",

@@ -1,6 +1,7 @@
 """Data agents: named sources, pipeline definitions and their versions, runs, and the datasets runs publish."""
 from django.db import models
 
+from .teams import team_field
 from .versioned import Definition, DefinitionVersion
 
 
@@ -9,6 +10,7 @@ class DataSource(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
+    team = team_field()
     spec = models.JSONField(help_text="The normalised source, as validated (kind, path/query/url, ...).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -108,6 +110,7 @@ class Dataset(models.Model):
     """A Parquet file under the data root that a run published: its schema, size, checksum and lineage."""
 
     name = models.CharField(max_length=100, db_index=True)
+    team = team_field()
     number = models.PositiveIntegerField(help_text="1, 2, ... per dataset name, one per publishing run.")
     path = models.CharField(max_length=500, help_text="Relative to AGENTS_DATA_ROOT.")
     schema = models.JSONField(default=list, help_text="[{name, dtype}] in column order.")

@@ -2,6 +2,8 @@
 routes and their log, and incident response rules."""
 from django.db import models
 
+from .teams import team_field
+
 
 class CheckType(models.TextChoices):
     """What a check measures; each type is a probe in ``agents.monitoring.probes``."""
@@ -44,6 +46,7 @@ class Check(models.Model):
     """A health check run every ``interval_s`` seconds by the dispatcher; holds its latest state."""
 
     name = models.CharField(max_length=100, unique=True)
+    team = team_field()
     check_type = models.CharField(max_length=20, choices=CheckType.choices)
     params = models.JSONField(default=dict, blank=True, help_text="Parameters of the check type (url, path, ...).")
     interval_s = models.FloatField(default=60.0, help_text="Seconds between runs (at least 1).")
@@ -195,6 +198,7 @@ class Silence(models.Model):
         default=dict,
         help_text='{"check": "name or glob", "tags": ["tag", ...], "severity": ["critical"]}; all given must match.',
     )
+    team = team_field()
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     comment = models.TextField(blank=True)
@@ -215,6 +219,7 @@ class NotificationRoute(models.Model):
     """Where alerts matching these matchers are told: a handler (log, email, webhook) with its config."""
 
     name = models.CharField(max_length=100, unique=True)
+    team = team_field()
     order = models.IntegerField(default=100, help_text="Routes are tried in this order; the first match wins.")
     matchers = models.JSONField(default=dict, blank=True, help_text="As on silences; empty matches every alert.")
     handler = models.CharField(max_length=20)
@@ -284,6 +289,7 @@ class ResponseRule(models.Model):
     """On an alert that fires hard and matches, run a registered action or start a workflow, rate-limited."""
 
     name = models.CharField(max_length=100, unique=True)
+    team = team_field()
     matchers = models.JSONField(default=dict, blank=True, help_text="As on silences.")
     action = models.CharField(max_length=100, blank=True, help_text="A registered workflow action, e.g. 'http.request'.")
     workflow = models.CharField(max_length=100, blank=True, help_text="A workflow to start, given the alert as params.")

@@ -2,6 +2,8 @@
 (a transactional outbox) and the triggers that turn them into actions."""
 from django.db import models
 
+from .teams import team_field
+
 
 class AgentTaskStatus(models.TextChoices):
     """Where an agent task is in its life."""
@@ -158,6 +160,11 @@ class Event(models.Model):
     event_type = models.CharField(max_length=40, choices=EventType.choices, db_index=True)
     payload = models.JSONField(default=dict)
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
+    team = models.ForeignKey(
+        "agents.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The team whose object the event is about; only that team's triggers fire on it (none: a system "
+                  "event, such as an agent going offline, which every team's triggers may take).",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     published_at = models.DateTimeField(null=True, blank=True, help_text="When its triggers were evaluated.")
 
@@ -184,6 +191,7 @@ class Trigger(models.Model):
     agent task or send a message, with parameters taken from the event."""
 
     name = models.CharField(max_length=100, unique=True)
+    team = team_field()
     event_type = models.CharField(max_length=40, choices=EventType.choices, db_index=True)
     filter = models.TextField(blank=True, help_text="An expression over the event (event_type, payload.*).")
     action = models.CharField(max_length=20, choices=TriggerAction.choices)

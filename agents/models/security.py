@@ -2,6 +2,8 @@
 from django.core.validators import RegexValidator
 from django.db import models
 
+from .teams import team_field
+
 #: A secret's name, as a definition refers to it (``{"secret": "NAME"}``).
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}\Z"
 SECRET_NAME_RULE = "must start with a letter or '_' and hold at most 100 letters, digits, '_', '.' or '-'"
@@ -18,6 +20,7 @@ class Secret(models.Model):
         max_length=100, unique=True,
         validators=[RegexValidator(SECRET_NAME_PATTERN, f"A secret's name {SECRET_NAME_RULE}.")],
     )
+    team = team_field()
     ciphertext = models.TextField(help_text="A Fernet token: the value encrypted under one of AGENTS_ENCRYPTION_KEYS.")
     description = models.TextField(blank=True, help_text="What the secret is for (never the value).")
     hosts = models.JSONField(

@@ -2,12 +2,15 @@
 each identified by the hash of its normalised content (workflows, pipelines, rule sets)."""
 from django.db import models
 
+from .teams import team_field
+
 
 class Definition(models.Model):
     """A named definition; its content lives in versions."""
 
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
+    team = team_field()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

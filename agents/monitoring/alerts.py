@@ -13,7 +13,9 @@ from agents.core.audit import audit_record
 from agents.core.dispatch import task_send_on_commit
 from agents.core.events import event_publish
 from agents.core.jsonable import is_json
+from agents.core.redaction import secrets_redacted
 from agents.core.tracing import trace, trace_id_ensure
+from agents.core.teams import acting_for, same_team, team_default
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AlertStateError, NotificationError
 from agents.models import (
@@ -32,6 +34,8 @@ from agents.models import (
     ResponseStatus,
     Silence,
     EventType,
+    Team,
+    WorkflowDefinition,
 )
 from agents.monitoring import rules
 from agents.monitoring.notifiers import notification_send
@@ -65,9 +69,12 @@ def _respond_on_commit(alert: Alert) -> None:
     task_send_on_commit(RESPOND_TASK, alert.pk, trace_id=alert.trace_id)
 
 
-def route_match(*, check: str, tags: list[str], severity: str) -> NotificationRoute | None:
-    """The first enabled route (by order) whose matchers match; None sends to the log."""
-    for route in NotificationRoute.objects.filter(enabled=True).order_by("order", "name"):
+def route_match(*, check: str, tags: list[str], severity: str, team_id: int | None = None) -> NotificationRoute | None:
+    """The first enabled route (by order) of team ``team_id`` whose matchers match; None sends to the log."""
+    routes = NotificationRoute.objects.filter(enabled=True)
+    if team_id is not None:
+        routes = routes.filter(team_id=team_id)
+    for route in routes.order_by("order", "name"):
         if rules.matchers_match(route.matchers, check=check, tags=tags, severity=severity):
             return route
     return None
@@ -85,11 +92,12 @@ def _summary(check: Check, result: Any, status: str) -> str:
 
 def _fire(alert: Alert, now: datetime) -> None:
     check = alert.health_check
-    route = route_match(check=check.name, tags=check.tags, severity=alert.severity)
+    route = route_match(check=check.name, tags=check.tags, severity=alert.severity, team_id=check.team_id)
     if _transition(alert, AlertState.FIRING, fired_at=now, last_notified_at=now, route=route.name if route else ""):
         _notify_on_commit(alert, NotificationEvent.FIRING)
         _respond_on_commit(alert)
-        event_publish(EventType.ALERT_FIRED, _event_payload(alert), trace_id=alert.trace_id)
+        event_publish(EventType.ALERT_FIRED, _event_payload(alert), trace_id=alert.trace_id,
+                      team_id=check.team_id)
 
 
 def _resolve(alert: Alert, *, now: datetime, by: str) -> bool:
@@ -98,7 +106,8 @@ def _resolve(alert: Alert, *, now: datetime, by: str) -> bool:
         return False
     if was_fired:
         _notify_on_commit(alert, NotificationEvent.RESOLVED)
-        event_publish(EventType.ALERT_RESOLVED, _event_payload(alert), trace_id=alert.trace_id)
+        event_publish(EventType.ALERT_RESOLVED, _event_payload(alert), trace_id=alert.trace_id,
+                      team_id=alert.health_check.team_id)
     return True
 
 
@@ -188,8 +197,9 @@ def alert_resolve(*, alert_id: int, user: str = "") -> Alert:
 
 
 def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | None = None, comment: str = "",
-                   created_by: str = "") -> Silence:
-    """Silence alerts matching ``matchers`` from ``starts_at`` (now) to ``ends_at``."""
+                   created_by: str = "", team: Team | None = None) -> Silence:
+    """Silence alerts of ``team`` (default: the default team) matching ``matchers`` from ``starts_at`` (now) to
+    ``ends_at``."""
     starts_at = starts_at or timezone.now()
     problems = rules.matchers_validate(matchers, "matchers")
     if not matchers:
@@ -200,7 +210,8 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
         raise AlertStateError("; ".join(problems))
     with transaction.atomic():
         silence = Silence.objects.create(
-            matchers=matchers, starts_at=starts_at, ends_at=ends_at, comment=comment, created_by=created_by
+            matchers=matchers, starts_at=starts_at, ends_at=ends_at, comment=comment, created_by=created_by,
+            team=team or team_default(),
         )
         audit_record("silence.create", "silence", silence.pk, f"silenced {matchers} until {ends_at.isoformat()}",
                      matchers=matchers, starts_at=starts_at.isoformat(), ends_at=ends_at.isoformat(), comment=comment)
@@ -228,10 +239,10 @@ def silence_end(*, silence_id: int, user: str = "") -> Silence:
 
 
 def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence | None:
-    """The active silence covering ``alert``, if any."""
+    """The active silence of the alert's team covering ``alert``, if any."""
     now = now or timezone.now()
     check = alert.health_check
-    for silence in Silence.objects.filter(starts_at__lte=now, ends_at__gt=now):
+    for silence in Silence.objects.filter(starts_at__lte=now, ends_at__gt=now, team_id=check.team_id):
         if rules.matchers_match(silence.matchers, check=check.name, tags=check.tags, severity=alert.severity):
             return silence
     return None
@@ -337,15 +348,18 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
         fields.update(status=NotificationStatus.SILENCED, silence=silence)
     else:
         try:
-            fields["attempts"] = notification_send(
-                handler=handler, config=config, payload=alert_payload(alert, event), dedup_key=alert.fingerprint,
-                idempotency_key=f"{alert.fingerprint}:{alert.pk}:{event}:{sequence}",
-            )
+            with acting_for(route.team_id if route else None):  # a header's secret must be the route's team's
+                fields["attempts"] = notification_send(
+                    handler=handler, config=config, payload=alert_payload(alert, event), dedup_key=alert.fingerprint,
+                    idempotency_key=f"{alert.fingerprint}:{alert.pk}:{event}:{sequence}",
+                )
             fields["status"] = NotificationStatus.SENT
         except NotificationError as error:
             fields.update(status=NotificationStatus.FAILED, attempts=error.attempts, error=str(error))
             logger.warning("notification %s of alert %s failed: %s", event, alert.pk, error)
         fields["finished_at"] = timezone.now()
+    # What a server echoed of a secret header (an error body) is stored without it.
+    fields = secrets_redacted(fields)
     Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(**fields)
     notification.refresh_from_db()
     return notification
@@ -432,7 +446,7 @@ def incident_respond(*, alert_id: int) -> list[IncidentResponse]:
         return []
     check = alert.health_check
     responses = []
-    for rule in ResponseRule.objects.filter(enabled=True):
+    for rule in ResponseRule.objects.filter(enabled=True, team_id=check.team_id):
         if not rules.matchers_match(rule.matchers, check=check.name, tags=check.tags, severity=alert.severity):
             continue
         now = timezone.now()
@@ -464,6 +478,8 @@ def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Ale
     fields: dict[str, Any] = {}
     try:
         if rule.workflow:
+            same_team(rule.team_id, WorkflowDefinition.objects.filter(name=rule.workflow).first(),
+                      what=f"workflow {rule.workflow!r}")
             # The workflow area's action, through the registry: areas do not import each other.
             started = action_run("workflow.start", {"workflow": rule.workflow, "params": rule.params})
             run_id = started["workflow_run_id"]

@@ -17,7 +17,7 @@ import requests
 
 from agents.core.actions import Action
 from agents.core.breakers import breaker, http_key
-from agents.core.crypto import is_secret_reference, secret_reference_problem, secret_value
+from agents.core.crypto import headers_resolved, is_secret_reference, secret_reference_problem
 from agents.core.network import connection_failure_reason
 from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal
 from agents.core.params import Param
@@ -220,15 +220,10 @@ def _webhook_send(params: dict, payload: dict, dedup_key: str, idempotency_key: 
 
 
 def _headers_resolve(headers: dict, *, host: str) -> dict[str, str]:
-    resolved = {}
-    for name, value in headers.items():
-        if isinstance(value, dict):
-            try:
-                value = secret_value(value, where=f"header {name!r}", host=host)
-            except SecretError as error:
-                raise NotificationError(f"webhook {error}") from None
-        resolved[name] = value
-    return resolved
+    try:
+        return headers_resolved(headers, host=host)
+    except SecretError as error:
+        raise NotificationError(f"webhook {error}") from None
 
 
 def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> str:

@@ -31,6 +31,7 @@ def check_json(check: Check, *, open_alert: Alert | None = None) -> dict:
     return {
         "id": check.pk,
         "name": check.name,
+        "team": check.team.name,
         "type": check.check_type,
         "params": check.params,
         "interval_s": check.interval_s,
@@ -107,9 +108,11 @@ def notifications_json(alert: Alert) -> list[dict]:
     ]
 
 
-def metrics_summary(*, window: timedelta, now: datetime | None = None, check: str | None = None) -> list[dict]:
+def metrics_summary(*, window: timedelta, now: datetime | None = None, check: str | None = None,
+                    team_ids: list[int] | None = None) -> list[dict]:
     """Per metric and check over ``window``: count, min, max, avg, p50, p95 (nearest rank) and the last value,
-    computed in one SQL query (PostgreSQL and SQLite alike). Downsampled rows count as their samples."""
+    computed in one SQL query (PostgreSQL and SQLite alike). Downsampled rows count as their samples.
+    ``team_ids`` keeps the checks of those teams only (None: every metric, the checkless ones too)."""
     now = now or timezone.now()
     metric = Metric._meta.db_table
     check_table = Check._meta.db_table
@@ -117,6 +120,9 @@ def metrics_summary(*, window: timedelta, now: datetime | None = None, check: st
     if check:
         where.append("c.name = %s")
         params.append(check)
+    if team_ids is not None:
+        where.append(f"c.team_id IN ({', '.join(['%s'] * len(team_ids)) or 'NULL'})")
+        params.extend(team_ids)
     sql = f"""
         WITH samples AS (
             SELECT m.name, m.unit, m.health_check_id, m.value, m.sample_count,

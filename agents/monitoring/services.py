@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 
 from agents.core.actions import action_get, action_names
 from agents.core.audit import audit_record
+from agents.core.teams import same_team, team_default
 from agents.core.definitions import DefinitionTextError, definition_load_text
 from agents.core.dispatch import task_send
 from agents.exceptions import CheckNotFoundError, CheckSpecError
@@ -27,6 +28,7 @@ from agents.models import (
     NotificationRoute,
     ResponseRule,
     Silence,
+    Team,
     WorkflowDefinition,
 )
 from agents.monitoring import alerts, probes, rules
@@ -121,8 +123,10 @@ def definitions_validate(document: Any, *, source: str = "definitions") -> dict:
     return sections
 
 
-def definitions_load(*, text: str, source: str = "definitions", created_by: str = "") -> dict[str, dict[str, int]]:
-    """Create or update the checks, routes, silences and response rules in a YAML/JSON text, all or nothing.
+def definitions_load(*, text: str, source: str = "definitions", created_by: str = "",
+                     team: Team | None = None) -> dict[str, dict[str, int]]:
+    """Create or update the checks, routes, silences and response rules in a YAML/JSON text, all or nothing; new
+    ones belong to ``team`` (default: the default team), and existing ones of another team are refused.
 
     Returns counts per section: ``{"checks": {"created": n, "updated": n, "unchanged": n}, ...}``.
     """
@@ -135,7 +139,7 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
     counts["silences"] = {"created": 0}
     with transaction.atomic():
         for item in sections["checks"]:
-            _, outcome = check_save(name=item["name"], fields=check_fields(item), source=source)
+            _, outcome = check_save(name=item["name"], fields=check_fields(item), source=source, team=team)
             counts["checks"][outcome] += 1
         escalations = {}
         for item in sections["routes"]:
@@ -148,14 +152,15 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
                 "escalate_after": item.get("escalate_after"),
                 "enabled": item.get("enabled", True),
             }
-            counts["routes"][_upsert(NotificationRoute, item["name"], fields)] += 1
+            counts["routes"][_upsert(NotificationRoute, item["name"], fields, team=team)] += 1
             escalations[item["name"]] = item.get("escalate_to")
         for name, target in escalations.items():
-            NotificationRoute.objects.filter(name=name).update(
-                escalate_to=NotificationRoute.objects.filter(name=target).first() if target else None
-            )
+            route = NotificationRoute.objects.get(name=name)
+            escalate_to = NotificationRoute.objects.filter(name=target).first() if target else None
+            same_team(route.team_id, escalate_to, what=f"route {name!r} escalates to route {target!r}, which")
+            NotificationRoute.objects.filter(pk=route.pk).update(escalate_to=escalate_to)
         for silence in sections["silences"]:
-            Silence.objects.create(created_by=created_by, **silence)
+            Silence.objects.create(created_by=created_by, team=team or team_default(), **silence)
             counts["silences"]["created"] += 1
         for item in sections["responses"]:
             fields = {
@@ -167,17 +172,19 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
                 "per_s": float(item.get("per_s", 3600)),
                 "enabled": item.get("enabled", True),
             }
-            counts["responses"][_upsert(ResponseRule, item["name"], fields)] += 1
+            counts["responses"][_upsert(ResponseRule, item["name"], fields, team=team)] += 1
         audit_record("monitoring.load", "definitions", "", f"loaded monitoring definitions from {source}",
                      source=source, counts=counts)
     return counts
 
 
-def _upsert(model, name: str, fields: dict) -> str:
+def _upsert(model, name: str, fields: dict, *, team: Team | None) -> str:
     row = model.objects.select_for_update().filter(name=name).first()
     if row is None:
-        model.objects.create(name=name, **fields)
+        model.objects.create(name=name, team=team or team_default(), **fields)
         return "created"
+    if team is not None:
+        same_team(team.pk, row, what=f"{model._meta.verbose_name} {name!r}")
     changed = [key for key, value in fields.items() if getattr(row, key) != value]
     if not changed:
         return "unchanged"
@@ -187,7 +194,7 @@ def _upsert(model, name: str, fields: dict) -> str:
     return "updated"
 
 
-def check_save(*, name: str, fields: dict, source: str = "") -> tuple[Check, str]:
+def check_save(*, name: str, fields: dict, source: str = "", team: Team | None = None) -> tuple[Check, str]:
     """Create or update the check ``name`` with validated ``fields``; return it and 'created'/'updated'/'unchanged'.
 
     A new check, or one whose interval changed, is (re)scheduled; its state and open alerts are kept.
@@ -196,11 +203,13 @@ def check_save(*, name: str, fields: dict, source: str = "") -> tuple[Check, str
         check = Check.objects.select_for_update().filter(name=name).first()
         if check is None:
             check = Check.objects.create(
-                name=name, source=source,
+                name=name, source=source, team=team or team_default(),
                 next_run_at=check_first_run_at(name=name, interval_s=fields["interval_s"]), **fields,
             )
             audit_record("check.create", "check", check.pk, f"created check {name}", source=source)
             return check, "created"
+        if team is not None:
+            same_team(team.pk, check, what=f"check {name!r}")
         changed = [key for key, value in fields.items() if getattr(check, key) != value]
         if not changed:
             return check, "unchanged"

@@ -11,11 +11,21 @@ from django.utils import timezone
 
 from agents.core.actions import action_run
 from agents.core.audit import audit_record
+from agents.core.teams import owned_get_or_create, same_team
 from agents.core.events import event_path_problem
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
 from agents.exceptions import AgentsError, ExpressionError, TriggerError
 from agents.expressions.compiler import compile_expression
-from agents.models import Event, EventType, FiringStatus, Trigger, TriggerAction, TriggerFiring, WorkflowDefinition
+from agents.models import (
+    Event,
+    EventType,
+    FiringStatus,
+    Team,
+    Trigger,
+    TriggerAction,
+    TriggerFiring,
+    WorkflowDefinition,
+)
 from agents.orchestration.agent_tasks import task_config_validate, task_submit
 from agents.orchestration.messages import message_send, recipient_problem
 
@@ -80,8 +90,10 @@ def trigger_validate(item: Any, where: str) -> list[str]:
     return errors
 
 
-def triggers_load(*, text: str, source: str = "triggers") -> dict[str, int]:
-    """Create or update the triggers in a YAML/JSON text (a list, or ``{triggers: [...]}``), all or nothing."""
+def triggers_load(*, text: str, source: str = "triggers", team: Team | None = None) -> dict[str, int]:
+    """Create or update the triggers in a YAML/JSON text (a list, or ``{triggers: [...]}``), all or nothing.
+
+    New triggers belong to ``team`` (default: the default team); a trigger only starts its own team's workflows."""
     try:
         document = definition_load_text(text, source=source)
     except DefinitionTextError as error:
@@ -100,11 +112,17 @@ def triggers_load(*, text: str, source: str = "triggers") -> dict[str, int]:
     counts = {"created": 0, "updated": 0}
     with transaction.atomic():
         for item in items:
-            _, created = Trigger.objects.update_or_create(name=item["name"], defaults={
+            fields = {
                 "event_type": item["event"], "filter": item.get("filter") or "", "action": item["action"],
                 "target": item["target"], "params": item.get("params", {}), "priority": item.get("priority", 5),
                 "enabled": item.get("enabled", True), "source": source,
-            })
+            }
+            trigger, created = owned_get_or_create(Trigger, name=item["name"], team=team, what="trigger", **fields)
+            if not created:
+                Trigger.objects.filter(pk=trigger.pk).update(**fields)
+            if item["action"] == TriggerAction.WORKFLOW:
+                same_team(trigger.team_id, WorkflowDefinition.objects.filter(name=item["target"]).first(),
+                          what=f"trigger {item['name']!r} starts workflow {item['target']!r}, which")
             counts["created" if created else "updated"] += 1
         audit_record("triggers.load", "trigger", "", f"loaded {len(items)} triggers from {source}", source=source,
                      triggers=[item["name"] for item in items], counts=counts)
@@ -147,13 +165,17 @@ def _event_context(event: Event) -> dict:
 
 
 def event_dispatch(*, event_id: int) -> list[TriggerFiring]:
-    """Evaluate every enabled trigger of the event's type once, recording each firing; mark the event published."""
+    """Evaluate every enabled trigger of the event's type (of the event's team) once, recording each firing; mark the
+    event published."""
     event = Event.objects.filter(pk=event_id).first()
     if event is None:
         return []
     firings = []
     done = set(TriggerFiring.objects.filter(event=event).values_list("trigger_id", flat=True))
-    for trigger in Trigger.objects.filter(enabled=True, event_type=event.event_type):
+    triggers = Trigger.objects.filter(enabled=True, event_type=event.event_type)
+    if event.team_id is not None:  # an event about a team's object fires that team's triggers only
+        triggers = triggers.filter(team_id=event.team_id)
+    for trigger in triggers:
         if trigger.pk in done:
             continue
         status, result, error = _fire(trigger, event)
@@ -177,6 +199,8 @@ def _fire(trigger: Trigger, event: Event) -> tuple[str, Any, str]:
                 return FiringStatus.FILTERED, None, ""
         params = _resolve(trigger.params, event)
         if trigger.action == TriggerAction.WORKFLOW:
+            same_team(trigger.team_id, WorkflowDefinition.objects.filter(name=trigger.target).first(),
+                      what=f"workflow {trigger.target!r}")
             # The workflow area's action, through the registry: areas do not import each other.
             started = action_run("workflow.start", {"workflow": trigger.target, "params": params})
             return FiringStatus.SUCCEEDED, {"workflow_run_id": started["workflow_run_id"]}, ""

@@ -2,6 +2,7 @@
 from django.db.models import QuerySet
 
 from agents.core.jsonable import iso
+from agents.core.teams import team_scoped
 from agents.exceptions import AgentNotFoundError
 from agents.models import (
     Agent,
@@ -89,13 +90,13 @@ def _decision_status(decision) -> tuple[str, str]:
     return "decided", f"decided ({decision.get_engine_display().lower()})"
 
 
-def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict]:
+def trace_records(trace_id: str, *, models: set[str] | None = None, user=None) -> list[dict]:
     """Everything stored under ``trace_id``, oldest first: agent tasks, messages, events, trigger firings, workflow
     and data runs, decisions, alerts and incident responses (``models`` limits it to those model names).
 
     Each record is ``{kind, model, id, at, summary, status, status_label}``: ``model`` is the model name
     (``agenttask``), ``at`` when the row was made (an alert: its first failing run). At most
-    ``TRACE_RECORDS_PER_KIND`` rows of each kind.
+    ``TRACE_RECORDS_PER_KIND`` rows of each kind. Only the rows of ``user``'s teams (all: None or a superuser).
     """
 
     # (kind, queryset, time field, summary, (status, label)) of each of TRACE_MODELS.
@@ -139,7 +140,8 @@ def trace_records(trace_id: str, *, models: set[str] | None = None) -> list[dict
         model = rows.model._meta.model_name
         if models is not None and model not in models:
             continue
-        for row in rows.filter(trace_id=trace_id).order_by(time_field, "pk")[:TRACE_RECORDS_PER_KIND]:
+        mine = team_scoped(rows, user).filter(trace_id=trace_id)
+        for row in mine.order_by(time_field, "pk")[:TRACE_RECORDS_PER_KIND]:
             value, label = status(row)
             records.append({"kind": kind, "model": model, "id": row.pk, "at": getattr(row, time_field),
                             "summary": _one_line(summary(row)), "status": value, "status_label": label})

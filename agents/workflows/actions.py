@@ -5,16 +5,25 @@ the steps of a lost worker.
 """
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from agents.core.actions import ActionContext, Deferred, action, task_kind
 from agents.core.breakers import breaker, http_key
+from agents.core.crypto import headers_resolved
 from agents.core.hooks import workers_lost
 from agents.core.network import connection_failure_reason
 from agents.core.outbound import outbound_request, outbound_target, url_shown
 from agents.core.params import Param
-from agents.exceptions import ActionError, AgentsError, CircuitOpenError, OutboundRequestError, PermanentActionError
+from agents.exceptions import (
+    ActionError,
+    AgentsError,
+    CircuitOpenError,
+    OutboundRequestError,
+    PermanentActionError,
+    SecretError,
+)
 from agents.workflows.engine import workflow_steps_requeue_lost
 from agents.workflows.services import workflow_run_start
 
@@ -73,7 +82,8 @@ def http_request(context: ActionContext, *, url, method, headers, json, timeout_
     (2xx by default). Redirects are followed only with ``follow_redirects``, each hop checked again."""
     shown = url_shown(url)
     try:
-        target = outbound_target(url, "AGENTS_HTTP_ALLOWED_HOSTS")
+        target = outbound_target(url, "AGENTS_HTTP_ALLOWED_HOSTS")  # before any header (a secret, maybe) is read
+        headers = _headers_resolve(headers or {}, host=urlsplit(url).hostname or "")
         with breaker(http_key(target.url), timeout_s=timeout_s) as call:
             response = outbound_request(method, url, setting="AGENTS_HTTP_ALLOWED_HOSTS", headers=headers, json=json,
                                         timeout_s=timeout_s, follow_redirects=follow_redirects, target=target)
@@ -97,6 +107,14 @@ def http_request(context: ActionContext, *, url, method, headers, json, timeout_
     return {"status": response.status_code, "body": body}
 
 
+def _headers_resolve(headers: dict, *, host: str) -> dict:
+    """``headers_resolved``: a secret of the workflow's team (``PermanentActionError`` naming why not)."""
+    try:
+        return headers_resolved(headers, host=host)
+    except SecretError as error:
+        raise PermanentActionError(str(error)) from None
+
+
 @action(
     "workflow.run",
     params={"workflow": Param("string", required=True), "params": Param("object", default=None)},
@@ -117,7 +135,10 @@ def workflow_run(context: ActionContext, *, workflow: str, params: dict | None) 
 def workflow_start(context: ActionContext, *, workflow: str, params: dict | None) -> dict:
     """Start the latest version of ``workflow`` as a run of its own and return its id at once, without waiting
     for it (what a trigger, an incident response or a workflow agent task does)."""
-    run = workflow_run_start(workflow=workflow, params=params or {})
+    try:
+        run = workflow_run_start(workflow=workflow, params=params or {})
+    except AgentsError as error:  # missing workflow, unknown parameter, another team's: a retry cannot help
+        raise PermanentActionError(str(error)) from None
     return {"workflow_run_id": run.pk, "status": run.status}
 
 

@@ -22,6 +22,8 @@ from django.utils import timezone
 from agents.core.actions import ActionContext, Deferred, action_get
 from agents.core.dispatch import task_signature
 from agents.core.events import event_publish
+from agents.core.redaction import secrets_redacted
+from agents.core.teams import acting_for
 from agents.core.tracing import trace
 from agents.core.transitions import transition
 from agents.exceptions import ActionError, PermanentActionError
@@ -70,12 +72,14 @@ class CompiledVersion:
     dependents: dict[str, tuple[str, ...]]
     breakers: frozenset[str]
     plan: dag.Plan
+    #: The team owning the workflow: its steps act for it (the workflows they start must be that team's too).
+    team_id: int | None = None
 
 
 @lru_cache(maxsize=256)
 def compiled_version(version_id: int) -> CompiledVersion:
     """Return the compiled form of workflow version ``version_id``."""
-    version = WorkflowVersion.objects.get(pk=version_id)
+    version = WorkflowVersion.objects.select_related("definition").get(pk=version_id)
     spec = workflow_spec_parse(version.spec)
     graph = spec.graph()
     breakers = frozenset(step.id for step in spec.steps.values() if action_get(step.action).deferred)
@@ -86,7 +90,7 @@ def compiled_version(version_id: int) -> CompiledVersion:
     return CompiledVersion(
         name=spec.name, spec=spec, graph=graph, breakers=breakers,
         dependents={step_id: tuple(after) for step_id, after in dependents.items()},
-        plan=dag.compile_plan(graph, chain_breakers=breakers),
+        plan=dag.compile_plan(graph, chain_breakers=breakers), team_id=version.definition.team_id,
     )
 
 
@@ -262,7 +266,8 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         run_params=run.params, inputs=inputs,
     )
     try:
-        result = action.function(context, **action.with_defaults(step.params))
+        with acting_for(compiled.team_id):
+            result = action.function(context, **action.with_defaults(step.params))
     except soft_timeout_error:
         return step_fail(row=row, task_id=task_id, error=f"timed out after {step.timeout_s:g}s", compiled=compiled)
     except PermanentActionError as error:
@@ -279,7 +284,8 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         if WorkflowRun.objects.filter(pk=result.child_run_id, status__in=RUN_FINISHED).exists():
             parent_step_complete(child_run_id=result.child_run_id)
         return StepOutcome(DEFERRED)
-    return step_succeed(row=row, task_id=task_id, result=result, compiled=compiled)
+    # What a server echoed of a secret (a response body) is stored without it.
+    return step_succeed(row=row, task_id=task_id, result=secrets_redacted(result), compiled=compiled)
 
 
 def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion) -> StepOutcome:
@@ -383,6 +389,7 @@ def _resume_after_success(*, run_id: int, step_id: str, run_attempt: int, task_i
 def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: CompiledVersion,
               retryable: bool = True) -> StepOutcome:
     """Record a failed attempt: schedule a retry while the policy allows, else skip dependents and maybe fail the run."""
+    error = secrets_redacted(error)
     step = compiled.spec.steps[row.step_id]
     guard = StepRun.objects.filter(pk=row.pk)
     if task_id is not None:
@@ -452,7 +459,7 @@ def run_finalize(*, run_id: int) -> None:
                 EventType.WORKFLOW_SUCCEEDED if status == RunStatus.SUCCEEDED else EventType.WORKFLOW_FAILED,
                 {"workflow_run_id": run.pk, "workflow": run.version.definition.name, "status": status,
                  "failed_step": run.failed_step or None, "params": run.params},
-                trace_id=run.trace_id or None,
+                trace_id=run.trace_id or None, team_id=run.version.definition.team_id,
             )
     if ended and run.parent_run_id:
         parent_step_complete(child_run_id=run_id)

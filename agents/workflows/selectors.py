@@ -94,7 +94,8 @@ def workflow_list() -> list[dict]:
             "version__definition_id", "count")
     )
     newest: dict[int, WorkflowVersion] = {}
-    for version in WorkflowVersion.objects.select_related("definition").order_by("definition__name", "-number"):
+    for version in WorkflowVersion.objects.select_related("definition__team__group").order_by("definition__name",
+                                                                                              "-number"):
         newest.setdefault(version.definition_id, version)
     return [
         {
@@ -104,6 +105,7 @@ def workflow_list() -> list[dict]:
             "content_hash": version.content_hash,
             "steps": len(version.spec["steps"]),
             "runs": runs.get(version.definition_id, 0),
+            "team": version.definition.team.name,
         }
         for version in newest.values()
     ]

@@ -7,13 +7,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.core.audit import audit_record
+from agents.core.teams import owned_get_or_create, same_team, team_acting
 from agents.core.definitions import DefinitionTextError, definition_read_file, refuse_json_constant
-from agents.exceptions import WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
+from agents.exceptions import TeamError, WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
 from agents.core.tracing import trace_id_ensure
 from agents.models import (
     RunStatus,
     StepRun,
     StepStatus,
+    Team,
     WorkflowDefinition,
     WorkflowRun,
     WorkflowVersion,
@@ -77,15 +79,19 @@ def workflow_validate_file(*, path: str) -> WorkflowSpec:
     return workflow_validate_text(text=_read(path), source=path)
 
 
-def workflow_load(*, text: str, source: str = "definition") -> tuple[WorkflowVersion, bool]:
-    """Store a definition as a new immutable version unless identical content is already stored.
+def workflow_load(*, text: str, source: str = "definition", team: Team | None = None) -> tuple[WorkflowVersion, bool]:
+    """Store a definition as a new immutable version unless identical content is already stored; a new workflow
+    belongs to ``team`` (default: the default team), and an existing one only takes a load into its own team.
 
     Returns the version and whether it was created.
     """
     spec = workflow_validate_text(text=text, source=source)
     content_hash = spec.content_hash()
     with transaction.atomic():
-        definition, _ = WorkflowDefinition.objects.get_or_create(name=spec.name)
+        definition, _ = owned_get_or_create(WorkflowDefinition, name=spec.name, team=team, what="workflow")
+        for step_id, target in subworkflow_targets(spec.steps.values()):
+            same_team(definition.team_id, WorkflowDefinition.objects.filter(name=target).first(),
+                      what=f"step {step_id!r} runs workflow {target!r}, which")
         definition = WorkflowDefinition.objects.select_for_update().get(pk=definition.pk)
         existing = definition.versions.filter(content_hash=content_hash).first()
         if existing:
@@ -105,9 +111,9 @@ def workflow_load(*, text: str, source: str = "definition") -> tuple[WorkflowVer
     return version, True
 
 
-def workflow_load_file(*, path: str) -> tuple[WorkflowVersion, bool]:
+def workflow_load_file(*, path: str, team: Team | None = None) -> tuple[WorkflowVersion, bool]:
     """Load the definition in file ``path`` (see ``workflow_load``)."""
-    return workflow_load(text=_read(path), source=path)
+    return workflow_load(text=_read(path), source=path, team=team)
 
 
 def workflow_version_latest(*, workflow: str) -> WorkflowVersion:
@@ -133,6 +139,9 @@ def workflow_run_start(
 ) -> WorkflowRun:
     """Start a run pinned to ``version`` (or the newest version of ``workflow``); its steps are queued on commit."""
     version = version or workflow_version_latest(workflow=workflow)
+    acting = team_acting.get()
+    if acting is not None and version.definition.team_id != acting:  # a step, trigger or response of another team
+        raise TeamError(f"workflow {version.definition.name!r} belongs to another team")
     if parent_run_id is not None:
         _depth_check(parent_run_id, version.definition.name)
     compiled = engine.compiled_version(version.pk)

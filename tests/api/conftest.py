@@ -11,6 +11,8 @@ from rest_framework.test import APIClient
 from agents.api.groups import OPERATORS, VIEWERS
 from agents.api.throttling import KEY_PREFIX
 from agents.api.tokens import api_token_create
+from agents.core.teams import team_create
+from agents.models import DEFAULT_TEAM
 
 WORKFLOW = textwrap.dedent("""\
     name: api-flow
@@ -49,10 +51,13 @@ def throttle_counts_reset():
             client.delete(key)
 
 
-def _user(username: str, group: str | None = None, **fields) -> User:
+def _user(username: str, group: str | None = None, *, team: str | None = DEFAULT_TEAM, **fields) -> User:
+    """A user in permission ``group`` and member of ``team`` (the default team unless another is named)."""
     user = User.objects.create_user(username=username, password=f"{username}-pass-1234", **fields)
     if group:
         user.groups.add(Group.objects.get(name=group))
+    if team:
+        user.groups.add(team_create(name=team)[0].group)
     return user
 
 

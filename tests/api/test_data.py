@@ -75,7 +75,8 @@ def test_pipelines_are_listed_and_shown_with_their_versions(operator_client, fol
     listed = operator_client.get("/api/pipelines/?name=REVENUE").json()
     detail = operator_client.get(f"/api/pipelines/{folder}-revenue/").json()
 
-    assert listed["results"] == [{"name": f"{folder}-revenue", "description": "Changed.", "version": 2}]
+    assert listed["results"] == [{"name": f"{folder}-revenue", "description": "Changed.", "version": 2,
+                                  "team": "default"}]
     assert [version["version"] for version in detail["versions"]] == [2, 1]
     assert detail["spec"]["output"]["dataset"] == f"{folder}_revenue" and detail["runs"] == 0
 

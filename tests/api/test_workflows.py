@@ -31,7 +31,8 @@ def test_loading_a_definition_stores_a_version_once_and_lists_it(operator_client
     listed = operator_client.get("/api/workflows/").json()
     assert listed["count"] == 1
     assert listed["results"][0] == {"name": "api-flow", "description": "Two echo steps.", "version": 2,
-                                    "content_hash": changed.json()["content_hash"], "steps": 2, "runs": 0}
+                                    "content_hash": changed.json()["content_hash"], "steps": 2, "runs": 0,
+                                    "team": "default"}
     detail = operator_client.get("/api/workflows/api-flow/").json()
     assert [version["version"] for version in detail["versions"]] == [2, 1]
     assert [step["id"] for step in detail["spec"]["steps"]] == ["first", "second"]

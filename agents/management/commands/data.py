@@ -28,6 +28,7 @@ class Command(AgentsCommand):
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a pipeline file as a new version (unless unchanged).")
         load.add_argument("file")
+        self.team_argument_add(load)
         self.json_argument_add(load)
         run = sub.add_parser("run", help="Run a pipeline file (loaded first) or a loaded pipeline by name. "
                                          "Exits 1 when the run fails (including failed quality checks).")
@@ -58,6 +59,7 @@ class Command(AgentsCommand):
         source.add_argument("name")
         source.add_argument("--spec", required=True, help="YAML/JSON file with the source (kind: file, ...).")
         source.add_argument("--description", default="")
+        self.team_argument_add(source, help="The team a new source belongs to (default: the default team).")
         pipelines = sub.add_parser("pipelines", help="List pipelines and their newest versions.")
         self.json_argument_add(pipelines)
 
@@ -66,8 +68,8 @@ class Command(AgentsCommand):
         self.stdout.write(f"{file}: valid pipeline {spec['name']!r}, {len(spec['transforms'])} transforms, "
                           f"{len(spec['quality_checks'])} quality checks")
 
-    def handle_load(self, *, file, json=False, **options):
-        version, created = services.pipeline_load_file(path=file)
+    def handle_load(self, *, file, team=None, json=False, **options):
+        version, created = services.pipeline_load_file(path=file, team=self.team_of(team))
         if json:
             self.json_write({"pipeline": version.pipeline.name, "version": version.number,
                              "content_hash": version.content_hash, "created": created})
@@ -167,9 +169,9 @@ class Command(AgentsCommand):
             raise CommandError(f"no data run with id {run_id}")
         self._report_run(run, json=json)
 
-    def handle_source(self, *, name, spec, description="", **options):
+    def handle_source(self, *, name, spec, description="", team=None, **options):
         raw = pipeline_spec_load_text(services.read_text(spec), source=spec)
-        source = services.data_source_save(name=name, spec=raw, description=description)
+        source = services.data_source_save(name=name, spec=raw, description=description, team=self.team_of(team))
         self.stdout.write(f"source {source.name} ({source.kind}) stored")
 
     def handle_pipelines(self, *, json=False, **options):

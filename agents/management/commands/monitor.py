@@ -26,6 +26,7 @@ class Command(AgentsCommand):
         load = sub.add_parser("load", help="Create or update the checks, routes, silences and responses in a "
                                            "YAML/JSON file (all or nothing).")
         load.add_argument("file")
+        self.team_argument_add(load)
         self.json_argument_add(load)
         checks = sub.add_parser("checks", help="List checks with their current state.")
         self.json_argument_add(checks)
@@ -53,6 +54,7 @@ class Command(AgentsCommand):
         silence.add_argument("--for", dest="duration", required=True, metavar="WINDOW", help="e.g. 30m, 2h.")
         silence.add_argument("--comment", default="")
         silence.add_argument("--user", default="cli")
+        self.team_argument_add(silence, help="The team whose alerts it silences (default: the default team).")
         unsilence = sub.add_parser("unsilence", help="End a silence now, before its time.")
         unsilence.add_argument("silence_id", type=int)
         unsilence.add_argument("--user", default="cli")
@@ -62,8 +64,8 @@ class Command(AgentsCommand):
         self.json_argument_add(summary)
         sub.add_parser("retain", help="Delete and downsample old metric samples now (also a periodic task).")
 
-    def handle_load(self, *, file, json=False, **options):
-        counts = services.definitions_load(text=definition_read_file(file), source=file)
+    def handle_load(self, *, file, team=None, json=False, **options):
+        counts = services.definitions_load(text=definition_read_file(file), source=file, team=self.team_of(team))
         if json:
             return self.json_write(counts)
         for section, numbers in counts.items():
@@ -121,11 +123,12 @@ class Command(AgentsCommand):
         alert = alerts.alert_resolve(alert_id=alert_id, user=user)
         self.stdout.write(f"alert #{alert.pk} resolved")
 
-    def handle_silence(self, *, check, tag, duration, comment="", user="cli", **options):
+    def handle_silence(self, *, check, tag, duration, comment="", user="cli", team=None, **options):
         matchers = {key: value for key, value in (("check", check), ("tags", tag)) if value}
         length = selectors.window_parse(duration)
         silence = alerts.silence_create(
-            matchers=matchers, ends_at=timezone.now() + length, comment=comment, created_by=user
+            matchers=matchers, ends_at=timezone.now() + length, comment=comment, created_by=user,
+            team=self.team_of(team),
         )
         self.stdout.write(f"silence #{silence.pk} until {silence.ends_at:%Y-%m-%d %H:%M:%S %Z}")
 

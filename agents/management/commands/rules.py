@@ -17,6 +17,7 @@ class Command(AgentsCommand):
         load.add_argument("file")
         load.add_argument("--activate", action="store_true", help="Make it the active version.")
         load.add_argument("--shadow", action="store_true", help="Evaluate this draft beside the active version.")
+        self.team_argument_add(load)
         self.json_argument_add(load)
         listing = sub.add_parser("list", help="List rule sets and their versions.")
         self.json_argument_add(listing)
@@ -29,8 +30,9 @@ class Command(AgentsCommand):
         simulate.add_argument("--limit", type=int, default=10_000, help="Most recent decisions to replay.")
         self.json_argument_add(simulate)
 
-    def handle_load(self, *, file, activate, shadow, json, **options):
-        version, created = services.rules_load_file(path=file, activate=activate, shadow=shadow)
+    def handle_load(self, *, file, activate, shadow, json, team=None, **options):
+        version, created = services.rules_load_file(path=file, activate=activate, shadow=shadow,
+                                                    team=self.team_of(team))
         summary = {"ruleset": version.ruleset.name, "version": version.number, "status": version.status,
                    "content_hash": version.content_hash, "created": created, "shadow": version.shadow}
         if json:

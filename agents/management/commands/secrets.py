@@ -27,6 +27,8 @@ class Command(AgentsCommand):
         setting.add_argument("refused_value", nargs="?", metavar="(no value here)", help=ARGV_REFUSAL)
         setting.add_argument("--value-env", metavar="VARIABLE", help="Read the value from this environment variable.")
         setting.add_argument("--description", help="What the secret is for (kept when omitted).")
+        self.team_argument_add(setting, help="The team whose definitions may use a new secret (default: the default "
+                                             "team); a secret of another team is refused.")
         setting.add_argument("--host", action="append", dest="hosts", metavar="HOST",
                              help="Bind the secret to this host (repeat for several): a header holding it is sent to "
                                   "no other. Kept when omitted.")
@@ -40,12 +42,13 @@ class Command(AgentsCommand):
         delete.add_argument("name")
         sub.add_parser("keygen", help="Print a new key for AGENTS_ENCRYPTION_KEYS.")
 
-    def handle_set(self, *, name, refused_value=None, value_env=None, description=None, hosts=None, json=False,
-                   **options):
+    def handle_set(self, *, name, refused_value=None, value_env=None, description=None, hosts=None, team=None,
+                   json=False, **options):
         if refused_value is not None:
             raise CommandError(ARGV_REFUSAL)
         value = self._value(value_env)
-        secret, created = secret_set(name=name, value=value, description=description, hosts=hosts)
+        secret, created = secret_set(name=name, value=value, description=description, hosts=hosts,
+                                     team=self.team_of(team))
         if json:
             return self.json_write({"name": secret.name, "created": created, "updated_at": secret.updated_at})
         self.stdout.write(f"secret {secret.name} {'created' if created else 'replaced'}")

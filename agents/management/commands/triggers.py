@@ -18,6 +18,7 @@ class Command(AgentsCommand):
         sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{load,list,firings}")
         load = sub.add_parser("load", help="Create or update the triggers in a YAML/JSON file (all or nothing).")
         load.add_argument("file")
+        self.team_argument_add(load)
         self.json_argument_add(load)
         listing = sub.add_parser("list", help="Every trigger.")
         self.json_argument_add(listing)
@@ -26,8 +27,8 @@ class Command(AgentsCommand):
         firings.add_argument("--limit", type=int, default=50)
         self.json_argument_add(firings)
 
-    def handle_load(self, *, file, json=False, **options):
-        counts = triggers_load(text=definition_read_file(file), source=file)
+    def handle_load(self, *, file, team=None, json=False, **options):
+        counts = triggers_load(text=definition_read_file(file), source=file, team=self.team_of(team))
         if json:
             return self.json_write(counts)
         self.stdout.write(f"triggers: {counts['created']} created, {counts['updated']} updated")

@@ -26,6 +26,7 @@ class Command(AgentsCommand):
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a definition file as a new version (unless unchanged).")
         load.add_argument("file")
+        self.team_argument_add(load)
         self.json_argument_add(load)
         listing = sub.add_parser("list", help="List workflows and their newest versions.")
         self.json_argument_add(listing)
@@ -33,6 +34,7 @@ class Command(AgentsCommand):
         run.add_argument("workflow", metavar="FILE_OR_NAME")
         run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                          help="Override a declared parameter (VALUE is JSON when it parses, else text).")
+        self.team_argument_add(run, help="With a FILE: the team it is loaded into (see `load --team`).")
         self._add_wait_arguments(run)
         status = sub.add_parser("status", help="Show a run.")
         status.add_argument("run_id", type=int)
@@ -53,8 +55,8 @@ class Command(AgentsCommand):
         spec = services.workflow_validate_file(path=file)
         self.stdout.write(f"{file}: valid workflow {spec.name!r}, {len(spec.steps)} steps")
 
-    def handle_load(self, *, file, json=False, **options):
-        version, created = services.workflow_load_file(path=file)
+    def handle_load(self, *, file, team=None, json=False, **options):
+        version, created = services.workflow_load_file(path=file, team=self.team_of(team))
         if json:
             self.json_write({"workflow": version.definition.name, "version": version.number,
                              "content_hash": version.content_hash, "created": created})
@@ -72,10 +74,10 @@ class Command(AgentsCommand):
         for row in rows:
             self.stdout.write(f"{row['name']}  v{row['version']}  {row['steps']} steps  {row['runs']} runs  {row['description']}")
 
-    def handle_run(self, *, workflow, param, wait, timeout, json, **options):
+    def handle_run(self, *, workflow, param, wait, timeout, json, team=None, **options):
         params = dict(services.parse_param(text) for text in param)
         if Path(workflow).is_file():
-            version, _ = services.workflow_load_file(path=workflow)
+            version, _ = services.workflow_load_file(path=workflow, team=self.team_of(team))
             run = services.workflow_run_start(version=version, params=params)
         else:
             run = services.workflow_run_start(workflow=workflow, params=params)
