@@ -3,7 +3,7 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
-from agents.workflows import engine
+from agents.workflows import engine, services
 
 #: A step task whose database went away (restarted, failed over, unreachable) is tried again with backoff:
 #: 1, 2, 4, 8, then at most 10 s (full jitter), 100 times (8 minutes on average). Its guarded writes make it safe.
@@ -51,3 +51,16 @@ def step_run(self, run_id: int, step_id: str, run_attempt: int, attempt: int | N
 def workflow_runs_reconcile(stall_s: float | None = None) -> dict:
     """Fail steps whose worker was lost and re-send steps whose message was lost (a celery-beat entry)."""
     return engine.workflow_runs_reconcile(stall_s=stall_s)
+
+
+@shared_task(name="workers.workflow.schedule_fire", ignore_result=True, **DATABASE_RETRY)
+def schedule_fire(workflow: str, schedule: str) -> int:
+    """Start the runs a schedule's slot (and, with catch-up, its missed slots) call for (a celery-beat entry per
+    schedule). Safe to run twice: each slot starts one run."""
+    return len(services.schedule_fire(workflow=workflow, schedule=schedule))
+
+
+@shared_task(name="workers.workflow.backfill_continue", ignore_result=True, **DATABASE_RETRY)
+def backfill_continue(backfill_id: int) -> int:
+    """Start a backfill's next pending slots as its runs end. Safe to run twice."""
+    return len(services.backfill_continue(backfill_id=backfill_id))

@@ -3,15 +3,21 @@ import json
 from collections import defaultdict
 from datetime import datetime
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, Q
-from django.urls import reverse
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
 from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, TeamScopedMixin, status_badge, trace_link
+from agents.exceptions import AgentsError
 from agents.models import StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag, selectors, services
@@ -190,16 +196,95 @@ class WorkflowVersionInline(ReadOnlyMixin, _VersionColumnsMixin, admin.TabularIn
     show_change_link = True
 
 
+class BackfillForm(forms.Form):
+    """A past range of a schedule to start runs for."""
+
+    schedule = forms.ChoiceField(required=False, help_text="Default: the workflow's only schedule.")
+    start = forms.DateTimeField(label="From", help_text="First slot (included), e.g. 2026-11-01 00:00 (the "
+                                                         "server's time zone unless an offset is given).")
+    end = forms.DateTimeField(label="To", help_text="Last slot (included).")
+    max_parallel = forms.IntegerField(required=False, min_value=1, max_value=1000,
+                                      help_text="At most this many of its runs at a time (default: all at once).")
+    dry_run = forms.BooleanField(required=False, initial=True, help_text="List the slots; start nothing.")
+
+    def __init__(self, *args, schedules: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["schedule"].choices = [("", "—"), *((name, name) for name in schedules)]
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("start") and cleaned.get("end") and cleaned["end"] < cleaned["start"]:
+            self.add_error("end", "must not be before From")
+        return cleaned
+
+
 @admin.register(WorkflowDefinition)
 class WorkflowDefinitionAdmin(TeamScopedMixin, _RunActionsMixin, admin.ModelAdmin):
     """Workflows by name, with their versions; definitions are loaded with `manage.py workflow load`."""
 
-    list_display = ("name", "description", "latest_version", "run_count")
+    list_display = ("name", "description", "latest_version", "run_count", "enabled", "schedule_list")
+    list_filter = ("enabled",)
     search_fields = ("name", "description")
-    fields = ("name", "description", "created_at", "updated_at")
+    fields = ("name", "team", "description", "enabled", "schedule_list", "created_at", "updated_at")
     readonly_fields = fields
     inlines = (WorkflowVersionInline,)
-    actions = ("start_latest",)
+    actions = ("start_latest", "enable", "disable")
+    change_form_template = "admin/agents/workflowdefinition/change_form.html"
+
+    def get_urls(self):
+        backfill = path("<path:object_id>/backfill/", self.admin_site.admin_view(self.backfill_view),
+                        name="agents_workflowdefinition_backfill")
+        return [backfill, *super().get_urls()]
+
+    @admin.display(description="schedules")
+    def schedule_list(self, obj):
+        newest = obj.versions.order_by("-number").first()
+        found = (newest.spec.get("schedules") or []) if newest else []
+        return ", ".join(f"{item['name']}: {item['cron']} ({item['timezone']})" for item in found) or "—"
+
+    @admin.action(description="Enable (schedules fire)", permissions=("start",))
+    def enable(self, request, queryset):
+        self.apply_each(request, queryset, lambda row: services.workflow_enable(workflow=row.name, enabled=True),
+                        "Enabled %(count)d workflow.", "Enabled %(count)d workflows.")
+
+    @admin.action(description="Disable (schedules paused)", permissions=("start",))
+    def disable(self, request, queryset):
+        self.apply_each(request, queryset, lambda row: services.workflow_enable(workflow=row.name, enabled=False),
+                        "Disabled %(count)d workflow.", "Disabled %(count)d workflows.")
+
+    def backfill_view(self, request, object_id):
+        """Backfill one of the workflow's schedules over a past range; a dry run lists the slots first."""
+        definition = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        if definition is None:
+            raise Http404("no such workflow")
+        if not self.has_start_permission(request):
+            raise PermissionDenied
+        slots, skipped = None, 0
+        form = BackfillForm(request.POST or None, schedules=self.schedule_names(definition))
+        if request.method == "POST" and form.is_valid():
+            try:
+                outcome = services.workflow_backfill(
+                    workflow=definition.name, start=form.cleaned_data["start"], end=form.cleaned_data["end"],
+                    schedule=form.cleaned_data["schedule"] or None, max_parallel=form.cleaned_data["max_parallel"],
+                    dry_run=form.cleaned_data["dry_run"], created_by=request.user.get_username())
+            except AgentsError as error:
+                form.add_error(None, str(error))
+            else:
+                if not form.cleaned_data["dry_run"]:
+                    self.message_user(request, f"Backfill of {definition.name}: started {outcome['started']} of "
+                                               f"{len(outcome['slots'])} runs ({outcome['skipped']} slots already "
+                                               f"had one).", messages.SUCCESS)
+                    return redirect(reverse("admin:agents_workflowrun_changelist")
+                                    + f"?version__definition__id__exact={definition.pk}")
+                slots, skipped = outcome["slots"], outcome["skipped"]
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": definition,
+                   "title": f"Backfill {definition.name}", "form": form, "slots": slots, "skipped": skipped}
+        return TemplateResponse(request, "admin/agents/workflowdefinition/backfill.html", context)
+
+    @staticmethod
+    def schedule_names(definition) -> list[str]:
+        newest = definition.versions.order_by("-number").first()
+        return [item["name"] for item in (newest.spec.get("schedules") or [])] if newest else []
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -272,7 +357,8 @@ class WorkflowFilter(admin.RelatedFieldListFilter):
 class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
     """Runs with their progress; a run's page shows its steps, their attempts and a timeline."""
 
-    list_display = ("id", "workflow", "version_number", "status_badge", "progress", "started_at", "duration", "trace")
+    list_display = ("id", "workflow", "version_number", "status_badge", "progress", "logical_time", "started_at",
+                    "duration", "trace")
     list_display_links = ("id",)
     list_filter = ("status", ("version__definition", WorkflowFilter))
     search_fields = ("version__definition__name", "trace_id")
@@ -285,7 +371,8 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
     date_hierarchy = "created_at"
     fields = (
         "workflow_link", "version_link", "status_badge", "attempt", "progress_detail", "error", "failed_step",
-        "params_text", "parent_link", "created_at", "started_at", "finished_at", "duration",
+        "params_text", "schedule_key", "logical_time", "backfill", "parent_link", "created_at", "started_at",
+        "finished_at", "duration",
     )
     readonly_fields = fields
     actions = ("cancel_runs", "rerun_runs")

@@ -15,7 +15,7 @@ from agents.api.common import (
 )
 from agents.api.errors import service_errors
 from agents.core.jsonable import iso
-from agents.exceptions import TeamError, WorkflowNotFoundError, WorkflowSpecError
+from agents.exceptions import TeamError, WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
 from agents.models import RunStatus, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.workflows import selectors, services
 
@@ -76,6 +76,36 @@ class WorkflowLoadedSerializer(serializers.Serializer):
     created = serializers.BooleanField(help_text="False when identical content was already stored.")
 
 
+class BackfillSerializer(serializers.Serializer):
+    """A past range to start a schedule's runs for."""
+
+    # "from" and "to" are Python keywords: declared through the class namespace.
+    vars()["from"] = serializers.DateTimeField(help_text="First slot time (included), ISO 8601 with its offset.")
+    vars()["to"] = serializers.DateTimeField(help_text="Last slot time (included).")
+    schedule = serializers.CharField(required=False, max_length=100,
+                                     help_text="Which schedule (default: the workflow's only one).")
+    max_parallel = serializers.IntegerField(required=False, min_value=1, max_value=1000,
+                                            help_text="At most this many of its runs at a time (default: all).")
+    dry_run = serializers.BooleanField(default=False, help_text="List the slots; start nothing.")
+
+    def validate(self, data):
+        if data["to"] < data["from"]:
+            raise serializers.ValidationError({"to": ["must not be before from"]})
+        return data
+
+
+class BackfillOutcomeSerializer(serializers.Serializer):
+    """What a backfill started (or, with dry_run, would start)."""
+
+    backfill_id = serializers.IntegerField(allow_null=True)
+    workflow = serializers.CharField()
+    schedule = serializers.CharField()
+    slots = serializers.ListField(child=serializers.DateTimeField(), help_text="The slots without a run, oldest "
+                                                                             "first.")
+    skipped = serializers.IntegerField(help_text="Slots in the range that already have a run.")
+    started = serializers.IntegerField(help_text="Runs started now (the rest start as these end).")
+
+
 def _workflow_detail(definition: WorkflowDefinition) -> dict:
     versions = list(definition.versions.order_by("-number"))
     return {
@@ -96,12 +126,12 @@ class WorkflowViewSet(ApiViewSet):
 
     queryset = WorkflowDefinition.objects.all()
     serializer_class = WorkflowSummarySerializer
-    request_serializers = {"create": DefinitionTextSerializer}
+    request_serializers = {"create": DefinitionTextSerializer, "backfill": BackfillSerializer}
     filter_serializer_class = FilterSerializer
     lookup_field = "name"
     noun = "workflow"
     perms = {"list": "view_workflowdefinition", "retrieve": "view_workflowdefinition",
-             "create": "add_workflowversion"}
+             "create": "add_workflowversion", "backfill": "add_workflowrun"}
 
     @extend_schema(parameters=[FilterSerializer])
     def list(self, request):
@@ -115,6 +145,22 @@ class WorkflowViewSet(ApiViewSet):
     def retrieve(self, request, name: str):
         """A workflow with its versions and newest definition."""
         return self.show(_workflow_detail(self.get_object()), serializer_class=WorkflowDetailSerializer)
+
+    @extend_schema(request=BackfillSerializer, responses=BackfillOutcomeSerializer)
+    @action(detail=True, methods=["post"])
+    def backfill(self, request, name: str):
+        """Start one run per slot of a schedule in a past range (`from`..`to`, both included), skipping slots that
+        have a run; `max_parallel` runs at a time; `dry_run` lists the slots and starts nothing."""
+        definition = self.get_object()
+        given = self.given()
+        with service_errors({WorkflowRunStateError: "from", WorkflowNotFoundError: "schedule"},
+                            prefixed=("from", "to", "max_parallel", "schedule")):
+            outcome = services.workflow_backfill(
+                workflow=definition.name, start=given["from"], end=given["to"], schedule=given.get("schedule"),
+                max_parallel=given.get("max_parallel"), dry_run=given["dry_run"],
+                created_by=request.user.get_username())
+        return self.show(outcome, serializer_class=BackfillOutcomeSerializer,
+                         status=status.HTTP_200_OK if given["dry_run"] else status.HTTP_201_CREATED)
 
     @extend_schema(request=DefinitionTextSerializer,
                    responses={201: WorkflowLoadedSerializer, 200: WorkflowLoadedSerializer})
@@ -170,6 +216,8 @@ class WorkflowRunSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RunStatus.choices)
     attempt = serializers.IntegerField(help_text="1, +1 per re-run from failure.")
     params = JSONObjectField()
+    schedule = serializers.CharField(allow_null=True, help_text="The schedule that started it (or a backfill of).")
+    logical_time = serializers.DateTimeField(allow_null=True, help_text="The schedule slot it is for.")
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     duration_s = FiniteFloatField(allow_null=True)

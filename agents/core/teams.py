@@ -35,6 +35,7 @@ from agents.models import (
     Team,
     Trigger,
     TriggerFiring,
+    WorkflowBackfill,
     WorkflowDefinition,
     WorkflowRun,
     WorkflowVersion,
@@ -45,7 +46,7 @@ from agents.models import Check as HealthCheck
 #: Each team-owned model, and the lookup from it to its team.
 TEAM_PATHS: dict[type[Model], str] = {
     WorkflowDefinition: "team", WorkflowVersion: "definition__team", WorkflowRun: "version__definition__team",
-    StepRun: "run__version__definition__team",
+    StepRun: "run__version__definition__team", WorkflowBackfill: "definition__team",
     RuleSet: "team", RuleSetVersion: "ruleset__team", DecisionModelVersion: "ruleset__team", Decision: "ruleset__team",
     ShadowComparison: "decision__ruleset__team",
     Pipeline: "team", PipelineVersion: "pipeline__team", DataRun: "version__pipeline__team", Dataset: "team",

@@ -7,6 +7,8 @@ from .versioned import Definition, DefinitionVersion
 class WorkflowDefinition(Definition):
     """A named workflow; its content lives in versions."""
 
+    enabled = models.BooleanField(
+        default=True, help_text="Its schedules fire only while it is enabled (runs can still be started by hand).")
     updated_at = models.DateTimeField(auto_now=True)
 
 
@@ -67,6 +69,13 @@ class WorkflowRun(models.Model):
     error = models.TextField(blank=True)
     parent_run = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="child_runs")
     parent_step_id = models.CharField(max_length=100, blank=True)
+    schedule_key = models.CharField(
+        max_length=201, blank=True,
+        help_text="'<workflow>:<schedule>' for a run a schedule or a backfill started; empty otherwise.")
+    logical_time = models.DateTimeField(
+        null=True, blank=True, help_text="The schedule slot the run is for (also in its params as logical_time).")
+    backfill = models.ForeignKey("WorkflowBackfill", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="runs")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -74,6 +83,12 @@ class WorkflowRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["version", "status"], name="workflow_run_version_status")]
+        constraints = [
+            # One run per (workflow, schedule, slot): two beats, a restarted beat or a redelivered message, a
+            # catch-up and a backfill can all try to start a slot; only the first stores its run.
+            models.UniqueConstraint(fields=["schedule_key", "logical_time"], name="workflow_run_one_per_slot",
+                                    condition=models.Q(logical_time__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.version}"
@@ -135,3 +150,26 @@ class JoinArrival(models.Model):
                 fields=["run", "run_attempt", "step_id", "dependency_id"], name="join_arrival_unique"
             ),
         ]
+
+
+class WorkflowBackfill(models.Model):
+    """Runs for the slots of a schedule in a past range, started at most ``max_parallel`` at a time: each run that
+    ends starts the next pending slot."""
+
+    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.CASCADE, related_name="backfills")
+    schedule = models.CharField(max_length=100)
+    range_from = models.DateTimeField()
+    range_to = models.DateTimeField()
+    pending = models.JSONField(default=list, blank=True, help_text="Slots (ISO 8601, UTC) not started yet, oldest "
+                                                                    "first.")
+    slots_total = models.PositiveIntegerField(default=0)
+    max_parallel = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: every slot at once.")
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When its last slot was started.")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"backfill #{self.pk} of {self.definition.name}:{self.schedule}"

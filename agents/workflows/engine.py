@@ -20,7 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, Deferred, action_get
-from agents.core.dispatch import task_signature
+from agents.core.dispatch import task_send_on_commit, task_signature
 from agents.core.events import event_publish
 from agents.core.redaction import secrets_redacted
 from agents.core.teams import acting_for
@@ -44,6 +44,8 @@ MAX_WORKER_LOSSES = 2
 
 #: The task that runs one attempt of a step (``workers.workflow``).
 STEP_TASK = "workers.workflow.step_run"
+#: The task that starts a backfill's next pending slots when one of its runs ends.
+BACKFILL_CONTINUE_TASK = "workers.workflow.backfill_continue"
 
 # Outcomes of ``step_execute`` the task acts on.
 IGNORED = "ignored"  # duplicate, stale or cancelled: nothing happened
@@ -461,6 +463,8 @@ def run_finalize(*, run_id: int) -> None:
                  "failed_step": run.failed_step or None, "params": run.params},
                 trace_id=run.trace_id or None, team_id=run.version.definition.team_id,
             )
+            if run.backfill_id:  # a backfill run ended: its backfill starts the next pending slot
+                task_send_on_commit(BACKFILL_CONTINUE_TASK, run.backfill_id, trace_id=run.trace_id or None)
     if ended and run.parent_run_id:
         parent_step_complete(child_run_id=run_id)
 

@@ -78,6 +78,8 @@ def run_to_dict(run: WorkflowRun) -> dict:
         "status": run.status,
         "attempt": run.attempt,
         "params": run.params,
+        "schedule": run.schedule_key.partition(":")[2] or None,
+        "logical_time": iso(run.logical_time),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "duration_s": run.duration_s,

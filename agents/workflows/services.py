@@ -1,5 +1,6 @@
 """Workflow services: load definitions as versions, start, cancel and re-run runs."""
 import json
+from datetime import UTC, datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
@@ -7,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.core.audit import audit_record
+from agents.core.dispatch import task_send_on_commit
 from agents.core.teams import owned_get_or_create, same_team, team_acting
 from agents.core.definitions import DefinitionTextError, definition_read_file, refuse_json_constant
 from agents.exceptions import TeamError, WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
@@ -16,24 +18,26 @@ from agents.models import (
     StepRun,
     StepStatus,
     Team,
+    WorkflowBackfill,
     WorkflowDefinition,
     WorkflowRun,
     WorkflowVersion,
 )
-from agents.workflows import engine
+from agents.workflows import engine, schedules
 from agents.workflows.spec import (
+    LOGICAL_TIME_PARAM,
     SUBWORKFLOW_ACTIONS,
-    WorkflowSpec,
     subworkflow_targets,
     workflow_spec_load_text,
     workflow_spec_parse,
+    WorkflowSpec,
 )
 
 
 def workflow_validate_text(*, text: str, source: str = "definition") -> WorkflowSpec:
     """Parse and validate a definition's text, and the workflows it starts against those stored; raise
     ``WorkflowSpecError`` listing every problem."""
-    spec = workflow_spec_parse(workflow_spec_load_text(text, source=source))
+    spec = workflow_spec_parse(workflow_spec_load_text(text, source=source), cron_problems=schedules.cron_problems)
     errors = _subworkflow_problems(spec)
     if errors:
         raise WorkflowSpecError(errors)
@@ -108,6 +112,8 @@ def workflow_load(*, text: str, source: str = "definition", team: Team | None = 
             return definition.versions.get(content_hash=content_hash), False
         audit_record("workflow.load", "workflow_version", version.pk, f"loaded workflow {spec.name} v{number}",
                      workflow=spec.name, version=number, source=source, content_hash=content_hash)
+        # The newest version's schedules become its celery-beat entries (admin > Periodic tasks).
+        schedules.beat_entries_sync(workflow=spec.name, schedules=spec.schedules, enabled=definition.enabled)
     return version, True
 
 
@@ -136,8 +142,14 @@ def workflow_run_start(
     params: dict | None = None,
     parent_run_id: int | None = None,
     parent_step_id: str = "",
+    schedule: str = "",
+    logical_time: datetime | None = None,
+    backfill_id: int | None = None,
 ) -> WorkflowRun:
-    """Start a run pinned to ``version`` (or the newest version of ``workflow``); its steps are queued on commit."""
+    """Start a run pinned to ``version`` (or the newest version of ``workflow``); its steps are queued on commit.
+
+    A run for a schedule's slot (``schedule``, ``logical_time``) gets the slot as its ``logical_time`` param; a
+    second start of the same slot raises ``IntegrityError`` (one run per workflow, schedule and slot)."""
     version = version or workflow_version_latest(workflow=workflow)
     acting = team_acting.get()
     if acting is not None and version.definition.team_id != acting:  # a step, trigger or response of another team
@@ -150,14 +162,18 @@ def workflow_run_start(
     if unknown:
         known = ", ".join(sorted(compiled.spec.params)) or "none"
         raise WorkflowSpecError([f"unknown run parameter {name!r} for {compiled.name} (declared: {known})" for name in unknown])
+    slot = {} if logical_time is None else {LOGICAL_TIME_PARAM: logical_time.astimezone(UTC).isoformat()}
     with transaction.atomic():
         run = WorkflowRun.objects.create(
             version=version,
-            params={**compiled.spec.params, **params},
+            params={**compiled.spec.params, **params, **slot},
             steps_total=len(compiled.spec.steps),
             parent_run_id=parent_run_id,
             parent_step_id=parent_step_id,
             trace_id=trace_id_ensure(),
+            schedule_key=f"{compiled.name}:{schedule}" if logical_time is not None else "",
+            logical_time=logical_time,
+            backfill_id=backfill_id,
         )
         StepRun.objects.bulk_create(
             StepRun(run=run, step_id=step_id, attempt=1, run_attempt=1) for step_id in compiled.spec.steps
@@ -171,6 +187,150 @@ def workflow_run_start(
                                   launch=compiled.plan.start, source=engine.dag.START)
         )
     return run
+
+
+def _slot_start(version: WorkflowVersion, schedule: dict, slot: datetime, *,
+                backfill_id: int | None = None) -> WorkflowRun | None:
+    """Start the run of ``schedule``'s ``slot`` unless it has one (then None): the unique constraint decides."""
+    try:
+        with transaction.atomic():
+            return workflow_run_start(version=version, params=schedule["params"], schedule=schedule["name"],
+                                      logical_time=slot, backfill_id=backfill_id)
+    except IntegrityError:
+        return None
+
+
+def _schedule_of(workflow: str, schedule: str) -> tuple[WorkflowVersion, dict]:
+    version = workflow_version_latest(workflow=workflow)
+    found = engine.compiled_version(version.pk).spec.schedule(schedule)
+    if found is None:
+        raise WorkflowNotFoundError(f"workflow {workflow!r} has no schedule {schedule!r} in its newest version")
+    return version, found
+
+
+def schedule_fire(*, workflow: str, schedule: str, now: datetime | None = None) -> list[WorkflowRun]:
+    """What a schedule's beat entry runs: start the run of the newest slot at or before ``now`` and, with
+    ``catchup``, the slots missed since the schedule's newest run (at most ``max_catchup_runs``, the newest ones),
+    oldest first (a schedule with no run yet starts its newest slot only). Each slot starts once whoever fires it
+    (two beats, a late or repeated message). Nothing for a disabled workflow or a schedule no longer in its newest
+    version."""
+    now = now or timezone.now()
+    try:
+        version, found = _schedule_of(workflow, schedule)
+    except WorkflowNotFoundError:
+        return []
+    if not version.definition.enabled:
+        return []
+    latest = schedules.slot_latest(found["cron"], found["timezone"], now=now)
+    if latest is None:
+        return []
+    slots = [latest]
+    newest = (WorkflowRun.objects.filter(schedule_key=f"{workflow}:{schedule}", logical_time__isnull=False)
+              .order_by("-logical_time").values_list("logical_time", flat=True).first())
+    if found["catchup"] and newest is not None and newest < latest:
+        window_start = max(newest, now - schedules.MAX_SLOT_WINDOW + timedelta(days=1))
+        slots = schedules.schedule_slots(found["cron"], found["timezone"], after=window_start, until=now,
+                                         limit=found["max_catchup_runs"], newest=True) or slots
+    return [run for slot in slots if (run := _slot_start(version, found, slot)) is not None]
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if timezone.is_naive(value):
+        raise WorkflowRunStateError(f"{name}: give a time with its offset or Z (e.g. 2026-11-01T00:00:00Z)")
+    return value
+
+
+def workflow_backfill(*, workflow: str, start: datetime, end: datetime, schedule: str | None = None,
+                      max_parallel: int | None = None, dry_run: bool = False, created_by: str = "") -> dict:
+    """Runs for the slots of ``schedule`` (the workflow's only one by default) with ``start <= slot <= end``,
+    skipping slots that have a run. ``max_parallel`` runs at a time: each one that ends starts the next. With
+    ``dry_run``, nothing starts. Returns ``{backfill_id, slots, skipped, started}`` (slots as ISO 8601)."""
+    start, end = _aware(start, "from"), _aware(end, "to")
+    if end < start:
+        raise WorkflowRunStateError("to: must not be before from")
+    if max_parallel is not None and not 1 <= max_parallel <= 1000:
+        raise WorkflowRunStateError("max_parallel: must be from 1 to 1000")
+    version = workflow_version_latest(workflow=workflow)
+    spec = engine.compiled_version(version.pk).spec
+    if schedule is None:
+        if len(spec.schedules) != 1:
+            names = ", ".join(item["name"] for item in spec.schedules) or "none"
+            raise WorkflowRunStateError(f"schedule: workflow {workflow!r} has {len(spec.schedules)} schedules "
+                                        f"({names}); name one")
+        schedule = spec.schedules[0]["name"]
+    version, found = _schedule_of(workflow, schedule)
+    try:
+        slots = schedules.schedule_slots(found["cron"], found["timezone"], after=start - timedelta(microseconds=1),
+                                         until=end, limit=schedules.MAX_BACKFILL_SLOTS + 1)
+    except ValueError as error:
+        raise WorkflowRunStateError(f"from/to: {error}") from None
+    if len(slots) > schedules.MAX_BACKFILL_SLOTS:
+        raise WorkflowRunStateError(f"from/to: more than {schedules.MAX_BACKFILL_SLOTS} slots; backfill a shorter "
+                                    f"range")
+    taken = set(WorkflowRun.objects.filter(schedule_key=f"{workflow}:{schedule}", logical_time__in=slots)
+                .values_list("logical_time", flat=True))
+    todo = [slot for slot in slots if slot not in taken]
+    outcome = {"backfill_id": None, "workflow": workflow, "schedule": schedule,
+               "slots": [slot.isoformat() for slot in todo], "skipped": len(slots) - len(todo), "started": 0}
+    if dry_run or not todo:
+        return outcome
+    with transaction.atomic():
+        backfill = WorkflowBackfill.objects.create(
+            definition=version.definition, schedule=schedule, range_from=start, range_to=end,
+            pending=[slot.isoformat() for slot in todo], slots_total=len(todo), max_parallel=max_parallel,
+            created_by=created_by)
+        audit_record("workflow.backfill", "workflow_backfill", backfill.pk,
+                     f"backfill of {workflow}:{schedule}, {len(todo)} slots from {start.isoformat()} to "
+                     f"{end.isoformat()}", workflow=workflow, schedule=schedule, slots=len(todo),
+                     max_parallel=max_parallel)
+    outcome.update(backfill_id=backfill.pk, started=len(backfill_continue(backfill_id=backfill.pk)))
+    return outcome
+
+
+def backfill_continue(*, backfill_id: int) -> list[WorkflowRun]:
+    """Start a backfill's pending slots, oldest first, while fewer than ``max_parallel`` of its runs are
+    unfinished. Safe to run twice: the slots are taken from the row under a lock, and a slot starts once."""
+    started = []
+    with transaction.atomic():
+        backfill = WorkflowBackfill.objects.select_for_update().select_related("definition").filter(
+            pk=backfill_id).first()
+        if backfill is None or not backfill.pending:
+            return started
+        active = backfill.runs.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).count()
+        room = len(backfill.pending) if backfill.max_parallel is None else max(0, backfill.max_parallel - active)
+        take, backfill.pending = backfill.pending[:room], backfill.pending[room:]
+        if not backfill.pending:
+            backfill.finished_at = timezone.now()
+        backfill.save(update_fields=["pending", "finished_at"])
+        version, found = _schedule_of(backfill.definition.name, backfill.schedule)
+        for slot in take:
+            run = _slot_start(version, found, datetime.fromisoformat(slot), backfill_id=backfill.pk)
+            if run is not None:
+                started.append(run)
+    if take and len(started) < len(take):  # a slot someone else started meanwhile: take the next one instead
+        task_send_on_commit(engine.BACKFILL_CONTINUE_TASK, backfill_id)
+    return started
+
+
+def workflow_enable(*, workflow: str, enabled: bool) -> WorkflowDefinition:
+    """Enable or disable a workflow: a disabled workflow's schedules do not fire (its beat entries are paused)."""
+    with transaction.atomic():
+        definition = WorkflowDefinition.objects.select_for_update().filter(name=workflow).first()
+        if definition is None:
+            raise WorkflowNotFoundError(f"no workflow named {workflow!r}")
+        if definition.enabled != enabled:
+            definition.enabled = enabled
+            definition.save(update_fields=["enabled", "updated_at"])
+            audit_record("workflow.enable" if enabled else "workflow.disable", "workflow", definition.pk,
+                         f"{'enabled' if enabled else 'disabled'} workflow {workflow}", workflow=workflow)
+        _beat_entries_sync(definition)
+    return definition
+
+
+def _beat_entries_sync(definition: WorkflowDefinition) -> None:
+    newest = definition.versions.order_by("-number").first()
+    found = engine.compiled_version(newest.pk).spec.schedules if newest else ()
+    schedules.beat_entries_sync(workflow=definition.name, schedules=found, enabled=definition.enabled)
 
 
 def _depth_check(parent_run_id: int, workflow: str) -> None:

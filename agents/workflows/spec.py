@@ -23,7 +23,13 @@ MAX_RETRIES = 100
 MAX_BACKOFF_S = 3000  # below the broker's visibility timeout, so a retry countdown never re-delivers early
 MAX_TIMEOUT_S = 86400
 
-TOP_LEVEL_KEYS = {"name", "description", "params", "steps"}
+TOP_LEVEL_KEYS = {"name", "description", "params", "steps", "schedule", "schedules"}
+SCHEDULE_KEYS = {"name", "cron", "timezone", "catchup", "max_catchup_runs", "params"}
+#: Most schedules one workflow may carry, and most missed slots one catch-up may start.
+MAX_SCHEDULES = 20
+MAX_CATCHUP_RUNS = 1000
+#: The run parameter a scheduled or backfilled run's logical time (ISO 8601, UTC) is given in.
+LOGICAL_TIME_PARAM = "logical_time"
 STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description"}
 RETRY_KEYS = {"max", "backoff_s", "max_backoff_s", "jitter"}
 ON_FAILURE = ("fail", "continue")
@@ -68,10 +74,17 @@ class WorkflowSpec:
     description: str
     params: dict
     steps: dict[str, StepSpec]
+    #: Each schedule normalised: ``{name, cron, timezone, catchup, max_catchup_runs, params}``.
+    schedules: tuple[dict, ...] = ()
+
+    def schedule(self, name: str) -> dict | None:
+        """The schedule called ``name``, or None."""
+        return next((schedule for schedule in self.schedules if schedule["name"] == name), None)
 
     def to_dict(self) -> dict:
-        """Return the normalised JSON form (what is stored and hashed)."""
-        return {
+        """Return the normalised JSON form (what is stored and hashed; no ``schedules`` key when there are none,
+        so definitions stored before schedules keep their hash)."""
+        return ({"schedules": [dict(schedule) for schedule in self.schedules]} if self.schedules else {}) | {
             "name": self.name,
             "description": self.description,
             "params": self.params,
@@ -99,8 +112,11 @@ def workflow_spec_load_text(text: str, *, source: str = "definition") -> Any:
         raise WorkflowSpecError([str(error)]) from None
 
 
-def workflow_spec_parse(data: Any) -> WorkflowSpec:
-    """Validate plain data as a workflow definition; raise ``WorkflowSpecError`` with every problem."""
+def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
+    """Validate plain data as a workflow definition; raise ``WorkflowSpecError`` with every problem.
+
+    ``cron_problems(cron, timezone) -> [problem, ...]`` checks a schedule's cron expression and time zone (the
+    caller's: this module stays pure); without it only their shape is checked (a stored, validated spec)."""
     errors: list[str] = []
     if not isinstance(data, dict):
         raise WorkflowSpecError([f"a workflow definition must be a mapping with name and steps, got {_kind(data)}"])
@@ -154,9 +170,66 @@ def workflow_spec_parse(data: Any) -> WorkflowSpec:
     for step_id, target in subworkflow_targets(steps.values()):
         if target == name:
             errors.append(f"step {step_id!r}: runs workflow {name!r}, the workflow itself (recursion is not allowed)")
+    if "schedule" in data and "schedules" in data:
+        errors.append("schedule: give schedule or schedules, not both")
+    schedules = _parse_schedules(data.get("schedule", data.get("schedules")), params, errors, cron_problems)
     if errors:
         raise WorkflowSpecError(errors)
-    return WorkflowSpec(name=name, description=description, params=params, steps=steps)
+    return WorkflowSpec(name=name, description=description, params=params, steps=steps, schedules=schedules)
+
+
+def _parse_schedules(raw: Any, params: dict, errors: list[str], cron_problems) -> tuple[dict, ...]:
+    """``schedule``: one mapping or a list of them, each normalised with its defaults."""
+    if raw is None:
+        return ()
+    items = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(items, list) or not items:
+        errors.append(f"schedule: must be a mapping (cron, timezone, ...) or a list of them, got {_kind(raw)}")
+        return ()
+    if len(items) > MAX_SCHEDULES:
+        errors.append(f"schedule: {len(items)} schedules, at most {MAX_SCHEDULES} allowed")
+        return ()
+    schedules, seen = [], set()
+    for index, item in enumerate(items):
+        where = "schedule" if isinstance(raw, dict) else f"schedule[{index}]"
+        if not isinstance(item, dict):
+            errors.append(f"{where}: must be a mapping with cron (and timezone, catchup, ...), got {_kind(item)}")
+            continue
+        for key in sorted(set(item) - SCHEDULE_KEYS):
+            errors.append(f"{where}: unknown field {key!r} (allowed: {', '.join(sorted(SCHEDULE_KEYS))})")
+        name = item.get("name", "default" if isinstance(raw, dict) else str(index + 1))
+        if not is_name(str(name)) or not isinstance(name, (str, int)) or isinstance(name, bool):
+            errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+        elif str(name) in seen:
+            errors.append(f"{where}.name: {name!r} names two schedules")
+        seen.add(str(name))
+        cron, timezone = item.get("cron"), item.get("timezone", "UTC")
+        if not isinstance(cron, str) or not cron.strip():
+            errors.append(f"{where}.cron: is required, five fields such as '0 2 * * *' (minute hour day month "
+                          f"weekday)")
+        elif not isinstance(timezone, str) or not timezone:
+            errors.append(f"{where}.timezone: must be a time zone name such as 'Europe/Paris', got {timezone!r}")
+        elif cron_problems is not None:
+            errors.extend(f"{where}.{problem}" for problem in cron_problems(cron, timezone))
+        catchup = item.get("catchup", False)
+        if not isinstance(catchup, bool):
+            errors.append(f"{where}.catchup: must be true or false, got {catchup!r}")
+        most = item.get("max_catchup_runs", 10)
+        if isinstance(most, bool) or not isinstance(most, int) or not 1 <= most <= MAX_CATCHUP_RUNS:
+            errors.append(f"{where}.max_catchup_runs: must be a whole number from 1 to {MAX_CATCHUP_RUNS}, "
+                          f"got {most!r}")
+        values = item.get("params") or {}
+        if not isinstance(values, dict):
+            errors.append(f"{where}.params: must be a mapping, got {_kind(values)}")
+            values = {}
+        for key in sorted(set(values) - set(params)):
+            errors.append(f"{where}.params: {key!r} is not a parameter of the workflow (declared: "
+                          f"{', '.join(sorted(params)) or 'none'})")
+        if _has_non_finite(values):
+            errors.append(f"{where}.params: {NON_FINITE}")
+        schedules.append({"name": str(name), "cron": " ".join(str(cron).split()), "timezone": timezone,
+                          "catchup": catchup, "max_catchup_runs": most, "params": values})
+    return tuple(schedules)
 
 
 #: Actions that start another workflow, with the parameter naming it.

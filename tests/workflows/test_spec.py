@@ -218,10 +218,10 @@ def test_definition_that_is_not_a_mapping_is_refused(data, kind):
 
 
 def test_unknown_top_level_field_is_named():
-    message = only_problem(with_steps(schedule="daily"))
+    message = only_problem(with_steps(trigger="daily"))
 
-    assert "unknown top-level field 'schedule'" in message
-    assert "description, name, params, steps" in message
+    assert "unknown top-level field 'trigger'" in message
+    assert "description, name, params, schedule, schedules, steps" in message
 
 
 @pytest.mark.parametrize("name", ["my workflow!", "", "-leading-dash", "x" * 101, 7, None])

@@ -1,9 +1,11 @@
 """``manage.py workflow``: validate, load, list, run, inspect, cancel and re-run workflows."""
 import time
+from datetime import datetime
 from pathlib import Path
 
 from django.core.management.base import CommandError
 
+from agents.core.audit import cli_actor
 from agents.exceptions import WorkflowSpecError
 from agents.management.base import AgentsCommand
 from agents.models import RunStatus
@@ -15,13 +17,14 @@ FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 class Command(AgentsCommand):
     """Operate workflows from the command line."""
 
-    help = "Workflows: validate FILE | load FILE | list | run FILE_OR_NAME | status RUN_ID | cancel RUN_ID | retry RUN_ID."
+    help = ("Workflows: validate FILE | load FILE | list | run FILE_OR_NAME | status RUN_ID | cancel RUN_ID | "
+            "retry RUN_ID | backfill NAME --from T --to T | enable NAME | disable NAME.")
     spec_error = WorkflowSpecError
     spec_error_title = "invalid workflow"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
-                                    metavar="{validate,load,list,run,status,cancel,retry}")
+                                    metavar="{validate,load,list,run,status,cancel,retry,backfill,enable,disable}")
         validate = sub.add_parser("validate", help="Check a definition file; exit 1 with every reason if invalid.")
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a definition file as a new version (unless unchanged).")
@@ -45,6 +48,19 @@ class Command(AgentsCommand):
         retry = sub.add_parser("retry", help="Re-run a failed or cancelled run from failure.")
         retry.add_argument("run_id", type=int)
         self._add_wait_arguments(retry)
+        backfill = sub.add_parser("backfill", help="Start one run per schedule slot in a past range (slots with a "
+                                                   "run are skipped).")
+        backfill.add_argument("workflow", metavar="NAME")
+        backfill.add_argument("--from", dest="start", required=True, metavar="TIME",
+                              help="ISO 8601 with its offset, e.g. 2026-11-01T00:00Z (included).")
+        backfill.add_argument("--to", dest="end", required=True, metavar="TIME", help="ISO 8601 (included).")
+        backfill.add_argument("--schedule", help="Which schedule (default: the workflow's only one).")
+        backfill.add_argument("--max-parallel", type=int, metavar="N", help="At most N runs at a time.")
+        backfill.add_argument("--dry-run", action="store_true", help="List the slots; start nothing.")
+        self.json_argument_add(backfill)
+        for verb in ("enable", "disable"):
+            toggle = sub.add_parser(verb, help=f"{verb.title()} a workflow's schedules (its beat entries).")
+            toggle.add_argument("workflow", metavar="NAME")
 
     def _add_wait_arguments(self, parser):
         parser.add_argument("--wait", action="store_true", help="Wait until the run finishes.")
@@ -83,6 +99,28 @@ class Command(AgentsCommand):
             run = services.workflow_run_start(workflow=workflow, params=params)
         self._report(run.pk, wait=wait, timeout=timeout, json=json)
 
+    def handle_backfill(self, *, workflow, start, end, schedule=None, max_parallel=None, dry_run=False, json=False,
+                        **options):
+        outcome = services.workflow_backfill(
+            workflow=workflow, start=_time(start, "--from"), end=_time(end, "--to"), schedule=schedule,
+            max_parallel=max_parallel, dry_run=dry_run, created_by=cli_actor())
+        if json:
+            self.json_write(outcome)
+            return
+        what = "would start" if dry_run else f"started {outcome['started']} of"
+        self.stdout.write(f"{workflow}:{outcome['schedule']}: {what} {len(outcome['slots'])} slots "
+                          f"({outcome['skipped']} already have a run)")
+        for slot in outcome["slots"] if dry_run else ():
+            self.stdout.write(f"  {slot}")
+
+    def handle_enable(self, *, workflow, **options):
+        services.workflow_enable(workflow=workflow, enabled=True)
+        self.stdout.write(f"{workflow}: enabled; its schedules fire")
+
+    def handle_disable(self, *, workflow, **options):
+        services.workflow_enable(workflow=workflow, enabled=False)
+        self.stdout.write(f"{workflow}: disabled; its schedules are paused")
+
     def handle_status(self, *, run_id, json=False, **options):
         services.workflow_run_get(run_id=run_id)
         self._report(run_id, wait=False, timeout=0, json=json)
@@ -117,3 +155,10 @@ class Command(AgentsCommand):
             raise CommandError(f"run {run_id} still {summary['status']} after {timeout:g}s (it keeps running)")
         if wait and summary["status"] != RunStatus.SUCCEEDED:
             raise CommandError(f"run {run_id} {summary['status']}: {summary['error'] or ''}".rstrip(": "))
+
+
+def _time(text: str, option: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-11-01T00:00Z)") from None

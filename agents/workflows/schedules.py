@@ -1,0 +1,121 @@
+"""Cron schedules of workflows: parsing (Celery's crontab, the parser celery-beat runs them with), the time slots a
+schedule has between two instants in its time zone, and the celery-beat entries that fire them.
+
+A slot is a wall-clock time the cron expression matches in the schedule's time zone. A wall-clock time that does
+not exist (the hour skipped when clocks go forward) is taken at the offset before the change, and one that exists
+twice (the hour repeated when clocks go back) at its first occurrence, so every matching wall-clock time is one
+slot, never none and never two. Day of month and day of week both restrict, as in Celery's crontab (not cron's
+"either")."""
+import json
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from celery.schedules import crontab
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+#: The fields of a five-field cron expression, in order.
+CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+#: Widest window one slot computation looks at (a backfill range, a catch-up since the last run).
+MAX_SLOT_WINDOW = timedelta(days=3660)
+#: Most slots one backfill starts.
+MAX_BACKFILL_SLOTS = 10_000
+
+
+def cron_fields(cron: str) -> dict[str, str]:
+    """The five fields of ``cron`` by name (``ValueError`` when it has not five)."""
+    parts = cron.split()
+    if len(parts) != len(CRON_FIELDS):
+        raise ValueError(f"{cron!r} has {len(parts)} fields; give five: minute hour day-of-month month day-of-week")
+    return dict(zip(CRON_FIELDS, parts, strict=True))
+
+
+def _crontab(cron: str) -> crontab:
+    return crontab(**cron_fields(cron))
+
+
+def cron_problems(cron: str, timezone: str) -> list[str]:
+    """What is wrong with a schedule's cron expression and time zone, each naming the field."""
+    problems = []
+    try:
+        _crontab(cron)
+    except ValueError as error:
+        problems.append(f"cron: {str(error).strip() or 'invalid'} (e.g. '0 2 * * *': minute hour day-of-month month "
+                        f"day-of-week)")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"timezone: unknown time zone {timezone!r} (an IANA name such as 'Europe/Paris' or 'UTC')")
+    return problems
+
+
+def schedule_slots(cron: str, timezone: str, *, after: datetime, until: datetime, limit: int = 100_000,
+                   newest: bool = False) -> list[datetime]:
+    """The slots of ``cron`` in ``timezone`` with ``after < slot <= until``, oldest first, as aware UTC times: at
+    most ``limit``, the oldest ones (the newest ones with ``newest``)."""
+    if until - after > MAX_SLOT_WINDOW:
+        raise ValueError(f"a window of at most {MAX_SLOT_WINDOW.days} days, not {(until - after).days}")
+    entry, zone = _crontab(cron), ZoneInfo(timezone)
+    times = [(hour, minute) for hour in sorted(entry.hour) for minute in sorted(entry.minute)]
+    first = after.astimezone(zone).date() - timedelta(days=1)  # a nonexistent wall time maps an hour back
+    last = until.astimezone(zone).date() + timedelta(days=1)
+    days = (last - first).days + 1
+    order = range(days - 1, -1, -1) if newest else range(days)
+    slots: set[datetime] = set()
+    for offset in order:
+        day = first + timedelta(days=offset)
+        # Celery numbers weekdays from Sunday (0); Python from Monday (0).
+        if not (day.month in entry.month_of_year and day.day in entry.day_of_month
+                and (day.weekday() + 1) % 7 in entry.day_of_week):
+            continue
+        for hour, minute in reversed(times) if newest else times:
+            instant = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).astimezone(UTC)
+            if after < instant <= until:
+                slots.add(instant)
+        if len(slots) >= limit + 2:  # a day or two more: wall times an hour apart may cross a day when mapped
+            break
+    ordered = sorted(slots)
+    return ordered[-limit:] if newest else ordered[:limit]
+
+
+def slot_latest(cron: str, timezone: str, *, now: datetime) -> datetime | None:
+    """The newest slot at or before ``now`` (within the last 366 days), or None."""
+    slots = schedule_slots(cron, timezone, after=now - timedelta(days=366), until=now, limit=1, newest=True)
+    return slots[-1] if slots else None
+
+
+# --- celery-beat entries ----------------------------------------------------------------------------------------
+
+#: The task each schedule's beat entry sends (``workers.workflow``).
+SCHEDULE_FIRE_TASK = "workers.workflow.schedule_fire"
+
+
+def beat_entry_name(workflow: str, schedule: str) -> str:
+    """The name of a schedule's celery-beat entry (admin > Periodic tasks)."""
+    return f"workflow {workflow} schedule {schedule}"
+
+
+def beat_entries_sync(*, workflow: str, schedules: tuple[dict, ...], enabled: bool) -> dict[str, int]:
+    """Make the workflow's celery-beat entries match ``schedules``: one per schedule (created or updated, enabled as
+    the workflow is), and none for a schedule no longer there. Returns counts."""
+    counts = {"created": 0, "updated": 0, "deleted": 0}
+    names = set()
+    for schedule in schedules:
+        name = beat_entry_name(workflow, schedule["name"])
+        names.add(name)
+        cron, _ = CrontabSchedule.objects.get_or_create(timezone=ZoneInfo(schedule["timezone"]),
+                                                        **cron_fields(schedule["cron"]))
+        existing = PeriodicTask.objects.filter(name=name).first()
+        kwargs = {"workflow": workflow, "schedule": schedule["name"]}
+        if existing is None:
+            PeriodicTask.objects.create(name=name, task=SCHEDULE_FIRE_TASK, crontab=cron, enabled=enabled,
+                                        kwargs=json.dumps(kwargs), description=f"{schedule['cron']} "
+                                        f"({schedule['timezone']}) for workflow {workflow}")
+            counts["created"] += 1
+        elif existing.crontab_id != cron.pk or existing.enabled != enabled or json.loads(existing.kwargs) != kwargs:
+            existing.crontab, existing.enabled, existing.kwargs = cron, enabled, json.dumps(kwargs)
+            existing.interval = existing.solar = existing.clocked = None
+            existing.save()
+            counts["updated"] += 1
+    stale = PeriodicTask.objects.filter(name__startswith=f"workflow {workflow} schedule ").exclude(name__in=names)
+    counts["deleted"] = stale.delete()[0]
+    return counts

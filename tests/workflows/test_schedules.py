@@ -1,0 +1,241 @@
+"""Schedules: cron slots in a time zone (DST nights included), the celery-beat entries a load keeps in step, one run
+per slot however often it is fired, catch-up of missed slots, and backfill of a past range."""
+import json
+import textwrap
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.core.management import CommandError, call_command
+from django_celery_beat.models import PeriodicTask
+
+from agents.api.groups import OPERATORS
+from agents.core.dispatch import task_send
+from agents.exceptions import WorkflowSpecError
+from agents.models import RunStatus, WorkflowBackfill, WorkflowRun
+from agents.workflows import services
+from agents.workflows.schedules import cron_problems, schedule_slots
+from agents.workflows.spec import workflow_spec_parse
+from tests.api.conftest import _user, client_for
+from tests.conftest import wait_for
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def _flow(schedule: str = "", name: str = "nightly") -> str:
+    return textwrap.dedent(f"""\
+        name: {name}
+        params: {{region: all}}
+        steps:
+          - id: only
+            action: echo
+            params: {{value: 1}}
+        """) + textwrap.dedent(schedule)
+
+
+EVERY_MINUTE = """\
+    schedule:
+      cron: "* * * * *"
+      timezone: UTC
+      catchup: true
+      max_catchup_runs: 3
+      params: {region: north}
+    """
+
+
+# --- slots (pure) -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("night", [datetime(2026, 3, 28, 12, tzinfo=PARIS), datetime(2026, 10, 24, 12, tzinfo=PARIS)],
+                         ids=["spring-forward", "fall-back"])
+def test_a_0230_schedule_has_one_slot_on_a_dst_night(night):
+    slots = schedule_slots("30 2 * * *", "Europe/Paris", after=night, until=night + timedelta(days=1))
+
+    # 02:30 does not exist on the spring night (it is taken at the old offset: 03:30 local) and exists twice on
+    # the autumn night (its first occurrence is taken): once either way
+    assert len(slots) == 1
+    local = slots[0].astimezone(PARIS)
+    assert local.date() == night.date() + timedelta(days=1)
+    assert (local.hour, local.minute) in ((2, 30), (3, 30))
+
+
+def test_slots_follow_the_time_zone_s_wall_clock():
+    start = datetime(2026, 7, 1, tzinfo=UTC)
+
+    slots = schedule_slots("0 2 * * 1-5", "Europe/Paris", after=start, until=start + timedelta(days=7))
+
+    assert [slot.astimezone(PARIS).strftime("%a %H:%M") for slot in slots] == [
+        "Thu 02:00", "Fri 02:00", "Mon 02:00", "Tue 02:00", "Wed 02:00"]
+    assert all(slot.tzinfo == UTC for slot in slots)
+
+
+def test_every_schedule_problem_is_reported_at_once():
+    data = {"name": "bad", "params": {"a": 1}, "steps": [{"id": "s", "action": "noop"}],
+            "schedule": [{"cron": "61 2 * * *", "timezone": "Mars/Base"},
+                         {"cron": "0 2 * *", "catchup": "yes", "max_catchup_runs": 0, "params": {"b": 2}},
+                         {"name": "1", "cron": "0 3 * * *"}]}
+
+    with pytest.raises(WorkflowSpecError) as raised:
+        workflow_spec_parse(data, cron_problems=cron_problems)
+
+    problems = "\n".join(raised.value.errors)
+    assert "schedule[0].cron: Invalid end range: 61 > 59" in problems
+    assert "schedule[0].timezone: unknown time zone 'Mars/Base'" in problems
+    assert "schedule[1].cron: '0 2 * *' has 4 fields" in problems
+    assert "schedule[1].catchup: must be true or false" in problems
+    assert "schedule[1].max_catchup_runs: must be a whole number from 1 to 1000" in problems
+    assert "schedule[1].params: 'b' is not a parameter of the workflow" in problems
+    assert "schedule[2].name: '1' names two schedules" in problems
+
+
+# --- beat entries ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_loading_a_schedule_keeps_its_beat_entry_in_step_with_the_definition():
+    services.workflow_load(text=_flow("""\
+        schedule: {cron: "0 2 * * *", timezone: Europe/Paris}
+        """))
+    entry = PeriodicTask.objects.get(name="workflow nightly schedule default")
+    assert (entry.crontab.minute, entry.crontab.hour, str(entry.crontab.timezone)) == ("0", "2", "Europe/Paris")
+    assert entry.task == "workers.workflow.schedule_fire" and entry.enabled
+    assert json.loads(entry.kwargs) == {"workflow": "nightly", "schedule": "default"}
+
+    services.workflow_enable(workflow="nightly", enabled=False)
+    assert not PeriodicTask.objects.get(pk=entry.pk).enabled
+    assert services.schedule_fire(workflow="nightly", schedule="default") == []  # a paused workflow starts nothing
+    services.workflow_enable(workflow="nightly", enabled=True)
+    assert PeriodicTask.objects.get(pk=entry.pk).enabled
+
+    services.workflow_load(text=_flow())  # the schedule removed from the definition
+    assert not PeriodicTask.objects.filter(name__startswith="workflow nightly ").exists()
+
+
+# --- firing, catch-up, backfill (the real worker) -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slot_fired_twice_at_once_starts_one_run(worker):
+    services.workflow_load(text=_flow(EVERY_MINUTE))
+
+    # two beats send the same entry's task at once
+    task_send("workers.workflow.schedule_fire", "nightly", "default")
+    task_send("workers.workflow.schedule_fire", "nightly", "default")
+
+    run = wait_for(lambda: WorkflowRun.objects.filter(schedule_key="nightly:default").first(), timeout_s=20,
+                   what="the scheduled run")
+    wait_for(lambda: WorkflowRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED, timeout_s=20,
+             what="the scheduled run to succeed")
+    services.schedule_fire(workflow="nightly", schedule="default", now=run.logical_time + timedelta(seconds=30))
+    assert WorkflowRun.objects.filter(schedule_key="nightly:default").count() == 1
+    run.refresh_from_db()
+    assert run.logical_time.second == 0
+    assert run.params == {"region": "north", "logical_time": run.logical_time.isoformat()}
+
+
+@pytest.mark.django_db
+def test_catch_up_starts_the_missed_slots_oldest_first_up_to_the_limit():
+    services.workflow_load(text=_flow(EVERY_MINUTE))
+    now = datetime(2026, 12, 3, 10, 0, 30, tzinfo=UTC)
+    first = services.schedule_fire(workflow="nightly", schedule="default", now=now - timedelta(minutes=10))
+    assert [run.logical_time for run in first] == [datetime(2026, 12, 3, 9, 50, tzinfo=UTC)]
+
+    # beat was down for ten minutes: on its return the newest three missed slots start, oldest first
+    caught = services.schedule_fire(workflow="nightly", schedule="default", now=now)
+
+    assert [run.logical_time.strftime("%H:%M") for run in caught] == ["09:58", "09:59", "10:00"]
+    assert [run.pk for run in caught] == sorted(run.pk for run in caught)
+    assert services.schedule_fire(workflow="nightly", schedule="default", now=now) == []
+
+
+@pytest.mark.django_db
+def test_without_catch_up_only_the_newest_slot_starts():
+    services.workflow_load(text=_flow(EVERY_MINUTE.replace("catchup: true", "catchup: false")))
+    now = datetime(2026, 12, 3, 10, 0, 30, tzinfo=UTC)
+    services.schedule_fire(workflow="nightly", schedule="default", now=now - timedelta(minutes=10))
+
+    started = services.schedule_fire(workflow="nightly", schedule="default", now=now)
+
+    assert [run.logical_time.strftime("%H:%M") for run in started] == ["10:00"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_backfill_starts_one_run_per_slot_at_most_n_at_a_time_and_never_twice(worker):
+    services.workflow_load(text=_flow(EVERY_MINUTE))
+    start = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
+    end = start + timedelta(minutes=9)
+
+    planned = services.workflow_backfill(workflow="nightly", start=start, end=end, dry_run=True)
+    assert len(planned["slots"]) == 10 and planned["started"] == 0 and not WorkflowRun.objects.exists()
+
+    outcome = services.workflow_backfill(workflow="nightly", start=start, end=end, max_parallel=2)
+
+    assert outcome["started"] == 2  # the others start as these end
+    wait_for(lambda: WorkflowRun.objects.filter(schedule_key="nightly:default",
+                                                status=RunStatus.SUCCEEDED).count() == 10,
+             timeout_s=60, what="all ten backfill runs to succeed")
+    logical = sorted(WorkflowRun.objects.values_list("logical_time", flat=True))
+    assert logical == [start + timedelta(minutes=minute) for minute in range(10)]
+    assert WorkflowBackfill.objects.get(pk=outcome["backfill_id"]).finished_at is not None
+    again = services.workflow_backfill(workflow="nightly", start=start, end=end)
+    assert (again["started"], again["skipped"]) == (0, 10)
+
+
+@pytest.mark.django_db
+def test_the_backfill_command_dry_run_lists_slots_and_bad_input_exits_non_zero(capsys):
+    services.workflow_load(text=_flow(EVERY_MINUTE))
+
+    call_command("workflow", "backfill", "nightly", "--from", "2026-11-01T00:00Z", "--to", "2026-11-01T00:02Z",
+                 "--dry-run", "--json")
+
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["slots"] == ["2026-11-01T00:00:00+00:00", "2026-11-01T00:01:00+00:00",
+                                "2026-11-01T00:02:00+00:00"]
+    assert not WorkflowRun.objects.exists()
+    with pytest.raises(CommandError, match="to: must not be before from"):
+        call_command("workflow", "backfill", "nightly", "--from", "2026-11-02T00:00Z", "--to", "2026-11-01T00:00Z")
+    with pytest.raises(CommandError, match="--from"):
+        call_command("workflow", "backfill", "nightly", "--from", "yesterday", "--to", "2026-11-01T00:00Z")
+
+
+@pytest.mark.django_db
+def test_the_api_backfills_a_schedule_and_names_the_field_at_fault():
+    client = client_for(_user("otto", OPERATORS))
+    services.workflow_load(text=_flow(EVERY_MINUTE))
+
+    planned = client.post("/api/workflows/nightly/backfill/",
+                          {"from": "2026-11-01T00:00:00Z", "to": "2026-11-01T00:01:00Z", "dry_run": True},
+                          format="json")
+    reversed_range = client.post("/api/workflows/nightly/backfill/",
+                                 {"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}, format="json")
+    unknown = client.post("/api/workflows/nightly/backfill/",
+                          {"from": "2026-11-01T00:00:00Z", "to": "2026-11-01T00:01:00Z", "schedule": "weekly"},
+                          format="json")
+
+    assert planned.status_code == 200
+    assert planned.json()["slots"] == ["2026-11-01T00:00:00+00:00", "2026-11-01T00:01:00+00:00"]
+    assert reversed_range.status_code == 400 and "to" in reversed_range.json()["error"]["fields"]
+    assert unknown.status_code == 400 and "schedule" in unknown.json()["error"]["fields"]
+    assert not WorkflowRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_admin_backfills_after_a_dry_run_and_pauses_a_workflow(admin_client):
+    version, _ = services.workflow_load(text=_flow(EVERY_MINUTE))
+    url = f"/admin/agents/workflowdefinition/{version.definition_id}/backfill/"
+    form = {"start": "2026-11-01 00:00:00+00:00", "end": "2026-11-01 00:02:00+00:00", "schedule": "default"}
+
+    page = admin_client.get(f"/admin/agents/workflowdefinition/{version.definition_id}/change/")
+    assert url in page.content.decode()
+    dry = admin_client.post(url, {**form, "dry_run": "on"})
+    assert "3 slots without a run" in dry.content.decode() and not WorkflowRun.objects.exists()
+    bad = admin_client.post(url, {**form, "end": "2026-10-01 00:00:00+00:00"})
+    assert "must not be before From" in bad.content.decode()
+
+    done = admin_client.post(url, form)
+
+    assert done.status_code == 302
+    assert WorkflowRun.objects.filter(schedule_key="nightly:default").count() == 3
+    admin_client.post("/admin/agents/workflowdefinition/", {"action": "disable",
+                                                            "_selected_action": [version.definition_id]})
+    assert not PeriodicTask.objects.get(name="workflow nightly schedule default").enabled
