@@ -52,6 +52,7 @@ from workers.registry import agent_ping
 
 DEMO_WORKFLOW = settings.BASE_DIR / "examples" / "workflows" / "order_fulfilment.yaml"
 EXAMPLE_WORKFLOWS = settings.BASE_DIR / "examples" / "workflows"
+DEMO_BRANCHING = EXAMPLE_WORKFLOWS / "order_routing.yaml"
 DEMO_RULES = settings.BASE_DIR / "examples" / "rules" / "loan_approval.yaml"
 DEMO_PIPELINES = [settings.BASE_DIR / "examples" / "pipelines" / name
                   for name in ("orders_clean.yaml", "revenue_by_region.yaml")]
@@ -74,9 +75,9 @@ def _wait_for(predicate, *, timeout_s: float, what: str):
     raise DemoError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-def _demo_workflow(*, timeout_s: float) -> dict:
-    """Run the example DAG (fan-out, a retried step, a join) through the worker and report it."""
-    version, _ = workflow_load_file(path=str(DEMO_WORKFLOW))
+def _demo_workflow(*, timeout_s: float, path=DEMO_WORKFLOW) -> dict:
+    """Run an example DAG (by default: fan-out, a retried step, a join) through the worker and report it."""
+    version, _ = workflow_load_file(path=str(path))
     run = workflow_run_start(version=version)
     _wait_for(
         lambda: WorkflowRun.objects.filter(pk=run.pk, status__in=(RunStatus.SUCCEEDED, RunStatus.FAILED)).exists(),
@@ -92,7 +93,8 @@ def _demo_workflow(*, timeout_s: float) -> dict:
         "version": result["version"],
         "status": result["status"],
         "duration_s": result["duration_s"],
-        "steps": {step_id: {"status": step["status"], "attempts": step["attempts"]}
+        "steps": {step_id: {"status": step["status"], "attempts": step["attempts"],
+                            **({"why": step["error"]} if step["status"] == "skipped" else {})}
                   for step_id, step in result["steps"].items()},
     }
 
@@ -303,6 +305,7 @@ def demo_run(*, timeout_s: float = 60.0) -> dict:
                 raise DemoError(f"task sent to {queue!r} was answered by {answer}")
             summary["tasks"].append({"queue": queue, "task_id": result.id, "answered_by": answer["worker"]})
         summary["workflow"] = _demo_workflow(timeout_s=timeout_s)
+        summary["branching"] = _demo_workflow(timeout_s=timeout_s, path=DEMO_BRANCHING)  # when: and ${ } inputs
         summary["decision"] = _demo_decision(timeout_s=timeout_s)
         summary["data"] = _demo_data(timeout_s=timeout_s)
         _demo_triggers_load()

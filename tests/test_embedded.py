@@ -19,6 +19,11 @@ def test_demo_runs_every_queue_through_a_worker_in_another_process(tmp_path):
     assert (workflow["workflow"], workflow["status"]) == ("order-fulfilment", "succeeded")
     assert workflow["steps"]["charge_card"] == {"status": "succeeded", "attempts": 2}
     assert set(workflow["steps"]) == {"validate", "reserve_stock", "charge_card", "ship", "notify"}
+    branching = summary["branching"]  # a large order: reviewed, not approved; the notice after the branch runs
+    assert (branching["workflow"], branching["status"]) == ("order-routing", "succeeded")
+    assert branching["steps"]["review"]["status"] == branching["steps"]["notify"]["status"] == "succeeded"
+    assert branching["steps"]["approve"] == {"status": "skipped", "attempts": 1,
+                                             "why": "condition false: not steps.assess.result.value.large"}
     decision = summary["decision"]
     assert (decision["decision"], decision["engine"], decision["rule_ids"]) == ("approve", "rules", ["small-and-solid"])
     assert decision["trace"][-1]["rule_id"] == "small-and-solid" and decision["trace"][-1]["matched"] is True

@@ -135,6 +135,18 @@ def descendants(graph: dict[str, tuple[str, ...]], step_id: str) -> set[str]:
     return seen
 
 
+def ancestors(graph: dict[str, tuple[str, ...]], step_id: str) -> set[str]:
+    """Return every step ``step_id`` depends on, directly or not."""
+    seen: set[str] = set()
+    stack = list(graph.get(step_id, ()))
+    while stack:
+        step = stack.pop()
+        if step not in seen:
+            seen.add(step)
+            stack.extend(graph.get(step, ()))
+    return seen
+
+
 def compile_plan(
     graph: dict[str, tuple[str, ...]],
     *,

@@ -10,7 +10,7 @@ import logging
 import os
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from celery import chain, chord, group
@@ -26,11 +26,11 @@ from agents.core.redaction import secrets_redacted
 from agents.core.teams import acting_for
 from agents.core.tracing import trace
 from agents.core.transitions import transition
-from agents.exceptions import ActionError, PermanentActionError
+from agents.exceptions import ActionError, ExpressionError, PermanentActionError
 from agents.models import EventType, JoinArrival, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
-from agents.workflows import dag
-from agents.workflows.spec import WorkflowSpec, workflow_spec_parse
+from agents.workflows import dag, templates
+from agents.workflows.spec import WorkflowSpec, step_references, workflow_spec_parse
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ MAX_WORKER_LOSSES = 2
 
 #: The task that runs one attempt of a step (``workers.workflow``).
 STEP_TASK = "workers.workflow.step_run"
+#: Why a step whose ``when`` was false is skipped (the start of its error text); it counts as done for dependents.
+CONDITION_FALSE = "condition false"
 #: The task that starts a backfill's next pending slots when one of its runs ends.
 BACKFILL_CONTINUE_TASK = "workers.workflow.backfill_continue"
 
@@ -76,6 +78,8 @@ class CompiledVersion:
     plan: dag.Plan
     #: The team owning the workflow: its steps act for it (the workflows they start must be that team's too).
     team_id: int | None = None
+    #: Each step's upstream steps whose results its templates and condition read.
+    references: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=256)
@@ -93,6 +97,7 @@ def compiled_version(version_id: int) -> CompiledVersion:
         name=spec.name, spec=spec, graph=graph, breakers=breakers,
         dependents={step_id: tuple(after) for step_id, after in dependents.items()},
         plan=dag.compile_plan(graph, chain_breakers=breakers), team_id=version.definition.team_id,
+        references={step.id: refs for step in spec.steps.values() if (refs := step_references(step))},
     )
 
 
@@ -247,21 +252,41 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     compiled = compiled_version(run.version_id)
     step = compiled.spec.steps[step_id]
     needs = compiled.graph[step_id]
-    inputs = {}
-    if needs:
+    inputs, results = {}, {}
+    read = set(needs) | compiled.references.get(step_id, frozenset())
+    if read:
+        # A step skipped by its condition counts as done (its result is null): a step after a failed one never
+        # gets here (it is skipped with it).
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT step_id, result FROM {StepRun._meta.db_table} WHERE run_id = %s AND status = 'succeeded'"
-                f" AND step_id IN ({', '.join(['%s'] * len(needs))})",
-                [run_id, *needs],
+                f"SELECT step_id, result, status, error FROM {StepRun._meta.db_table} WHERE run_id = %s"
+                f" AND step_id IN ({', '.join(['%s'] * len(read))}) ORDER BY run_attempt, attempt",
+                [run_id, *sorted(read)],
             )
-            inputs = {step: _json_value(result) for step, result in cursor.fetchall()}
+            latest = {step: row for step, *row in cursor.fetchall()}  # each step's newest attempt
+        results = {step: _json_value(result) for step, (result, status, error) in latest.items()
+                   if status == StepStatus.SUCCEEDED
+                   or (status == StepStatus.SKIPPED and error.startswith(CONDITION_FALSE))}
+        inputs = {step: results[step] for step in needs if step in results}
         if len(inputs) < len(needs):
             # Started early (a duplicated chord part): hand the attempt back; the last dependency starts it.
             transition(StepRun.objects.filter(pk=row.pk, task_id=task_id), [StepStatus.RUNNING], StepStatus.PENDING,
                        task_id="", worker="", started_at=None)
             return StepOutcome(IGNORED)
 
+    params = step.params
+    if step.when is not None or step_id in compiled.references or templates.is_templated(params):
+        scope = {"params": run.params, "steps": {step: {"result": results.get(step)} for step in read}}
+        try:
+            if step.when is not None and not templates.condition_holds(step.when, scope):
+                return step_succeed(row=row, task_id=task_id, result=None, compiled=compiled,
+                                    status=StepStatus.SKIPPED, note=f"{CONDITION_FALSE}: {step.when}")
+            params = templates.render(params, scope)
+        except ExpressionError as error:
+            return step_fail(row=row, task_id=task_id, error=str(error), compiled=compiled, retryable=False)
+        if problems := action_get(step.action).validate(params):
+            return step_fail(row=row, task_id=task_id, error="params after templates: " + "; ".join(problems),
+                             compiled=compiled, retryable=False)
     action = action_get(step.action)
     context = ActionContext(
         run_id=run_id, step_id=step_id, attempt=row.attempt, workflow=compiled.name,
@@ -269,7 +294,7 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     )
     try:
         with acting_for(compiled.team_id):
-            result = action.function(context, **action.with_defaults(step.params))
+            result = action.function(context, **action.with_defaults(params))
     except soft_timeout_error:
         return step_fail(row=row, task_id=task_id, error=f"timed out after {step.timeout_s:g}s", compiled=compiled)
     except PermanentActionError as error:
@@ -290,12 +315,15 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     return step_succeed(row=row, task_id=task_id, result=secrets_redacted(result), compiled=compiled)
 
 
-def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion) -> StepOutcome:
-    """Record success (from ``running``, by the claiming task) and start the steps it unblocks."""
+def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion,
+                 status: str = StepStatus.SUCCEEDED, note: str = "") -> StepOutcome:
+    """Record success (from ``running``, by the claiming task) and start the steps it unblocks; with ``status``
+    skipped (its condition was false), the same, with ``note`` saying why."""
     table = StepRun._meta.db_table
-    sql = (f"UPDATE {table} SET status = 'succeeded', result = {_json_param()}, finished_at = %s"
+    sql = (f"UPDATE {table} SET status = %s, result = {_json_param()}, error = %s, finished_at = %s"
            " WHERE id = %s AND status = 'running'" + (" AND task_id = %s" if task_id is not None else ""))
-    params = [json.dumps(result), timezone.now(), row.pk] + ([task_id] if task_id is not None else [])
+    params = [str(status), json.dumps(result), note, timezone.now(), row.pk] + ([task_id] if task_id is not None
+                                                                              else [])
     plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
     body = _chord_body(compiled, plan, row.step_id)
     if body:

@@ -11,7 +11,7 @@ from typing import Any
 
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
 from agents.exceptions import WorkflowSpecError
-from agents.workflows import dag
+from agents.workflows import dag, templates
 from agents.core.actions import action_get, action_names
 
 #: Limits that keep a definition and its messages bounded.
@@ -30,7 +30,7 @@ MAX_SCHEDULES = 20
 MAX_CATCHUP_RUNS = 1000
 #: The run parameter a scheduled or backfilled run's logical time (ISO 8601, UTC) is given in.
 LOGICAL_TIME_PARAM = "logical_time"
-STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description"}
+STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description", "when"}
 RETRY_KEYS = {"max", "backoff_s", "max_backoff_s", "jitter"}
 ON_FAILURE = ("fail", "continue")
 NON_FINITE = "numbers must be finite (NaN and infinity cannot be stored as JSON)"
@@ -64,6 +64,8 @@ class StepSpec:
     timeout_s: float | None = None
     on_failure: str = "fail"
     description: str = ""
+    #: An expression over params and upstream results; false: the step is skipped ("condition false").
+    when: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,10 @@ class WorkflowSpec:
             "description": self.description,
             "params": self.params,
             "steps": [
-                {**asdict(step), "needs": list(step.needs), "retries": asdict(step.retries)}
+                # A step without a condition has no "when" key: definitions stored before conditions keep their hash.
+                {key: value for key, value in
+                 {**asdict(step), "needs": list(step.needs), "retries": asdict(step.retries)}.items()
+                 if key != "when" or value is not None}
                 for step in self.steps.values()
             ],
         }
@@ -167,6 +172,8 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
     # Cycles among the steps that parsed, whatever else is wrong: every problem is reported at once.
     for cycle in dag.find_cycles({step_id: step.needs for step_id, step in steps.items()}):
         errors.append(f"cycle between steps: {' -> '.join(cycle)}")
+    if not errors:  # on a sound graph: what each template and condition reads
+        errors.extend(_expression_problems(steps, params))
     for step_id, target in subworkflow_targets(steps.values()):
         if target == name:
             errors.append(f"step {step_id!r}: runs workflow {name!r}, the workflow itself (recursion is not allowed)")
@@ -232,6 +239,39 @@ def _parse_schedules(raw: Any, params: dict, errors: list[str], cron_problems) -
     return tuple(schedules)
 
 
+def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
+    """Each template in a step's params and each ``when``: its syntax, and that it reads declared params and
+    steps upstream of it (the only results there when it runs)."""
+    graph = {step_id: step.needs for step_id, step in steps.items()}
+    declared = set(params) | {LOGICAL_TIME_PARAM}
+    problems = []
+    for step in steps.values():
+        found = [(f"step {step.id!r}: {where}", text) for where, text in templates.templates_in(step.params, "params")]
+        if step.when is not None:
+            found.append((f"step {step.id!r}: when", step.when))
+        if not found:
+            continue
+        upstream = dag.ancestors(graph, step.id)
+        for where, text in found:
+            wrong, read = templates.expression_problems(text, where, params=declared)
+            problems.extend(wrong)
+            problems.extend(f"{where}: reads steps.{other}, which is not upstream of {step.id!r} (add it to needs, "
+                            f"directly or through another step)" if other in steps else
+                            f"{where}: reads steps.{other}, which is not a step of this workflow"
+                            for other in sorted(read - upstream))
+    return problems
+
+
+def step_references(step: StepSpec) -> frozenset[str]:
+    """The steps whose results a step's templates and condition read."""
+    texts = [text for _, text in templates.templates_in(step.params, "params")]
+    texts += [step.when] if step.when is not None else []
+    read: set[str] = set()
+    for text in texts:
+        read |= templates.expression_problems(text, "", params=set())[1]
+    return frozenset(read)
+
+
 #: Actions that start another workflow, with the parameter naming it.
 SUBWORKFLOW_ACTIONS = {"workflow.run": "workflow", "workflow.start": "workflow"}
 
@@ -268,10 +308,16 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         errors.append(f"{where}: params must be a mapping, got {_kind(params)}")
         params = {}
     elif action is not None:
-        problems = action.validate(params)
+        # A templated value's type is known only when the run gets there: it is checked then.
+        templated = {key for key, value in params.items() if templates.is_templated(value)}
+        problems = [problem for problem in action.validate({k: v for k, v in params.items() if k not in templated})
+                    if not any(problem == f"missing required parameter {key!r}" for key in templated)]
         if not problems and _has_non_finite(params):  # inside a parameter that takes any JSON
             problems = [f"params: {NON_FINITE}"]
         errors.extend(f"{where}: {problem}" for problem in problems)
+    when = raw.get("when")
+    if when is not None and (not isinstance(when, str) or not when.strip()):
+        errors.append(f"{where}: when must be an expression (text), got {_kind(when)}")
 
     needs = raw.get("needs") or []
     if isinstance(needs, str):
@@ -304,6 +350,7 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         timeout_s=float(timeout_s) if timeout_s is not None else None,
         on_failure=on_failure,
         description=str(description),
+        when=when.strip() if isinstance(when, str) else None,
     )
 
 
