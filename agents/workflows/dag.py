@@ -122,16 +122,17 @@ def topological_order(graph: dict[str, tuple[str, ...]]) -> list[str]:
     return order
 
 
-def descendants(graph: dict[str, tuple[str, ...]], step_id: str) -> set[str]:
-    """Return every step that depends, directly or not, on ``step_id``."""
+def descendants(graph: dict[str, tuple[str, ...]], step_id: str, *, stop: frozenset[str] = frozenset()) -> set[str]:
+    """Return every step that depends, directly or not, on ``step_id``; not through the steps in ``stop`` (nor
+    those steps themselves)."""
     dependents = _dependents(graph)
     seen: set[str] = set()
-    stack = list(dependents[step_id])
+    stack = [step for step in dependents[step_id] if step not in stop]
     while stack:
         step = stack.pop()
         if step not in seen:
             seen.add(step)
-            stack.extend(dependents[step])
+            stack.extend(after for after in dependents[step] if after not in stop)
     return seen
 
 

@@ -30,7 +30,7 @@ from agents.exceptions import ActionError, ExpressionError, PermanentActionError
 from agents.models import EventType, JoinArrival, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag, templates
-from agents.workflows.spec import WorkflowSpec, step_references, workflow_spec_parse
+from agents.workflows.spec import RUN_IF_DEFAULT, WorkflowSpec, step_references, workflow_spec_parse
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ MAX_WORKER_LOSSES = 2
 STEP_TASK = "workers.workflow.step_run"
 #: Why a step whose ``when`` was false is skipped (the start of its error text); it counts as done for dependents.
 CONDITION_FALSE = "condition false"
+#: Why a step whose ``run_if`` its dependencies' outcomes do not meet is skipped (it counts as done too).
+RUN_IF_FALSE = "run_if not met:"
 #: The task that starts a backfill's next pending slots when one of its runs ends.
 BACKFILL_CONTINUE_TASK = "workers.workflow.backfill_continue"
 
@@ -80,6 +82,9 @@ class CompiledVersion:
     team_id: int | None = None
     #: Each step's upstream steps whose results its templates and condition read.
     references: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: The steps with a ``run_if`` other than all_succeeded: they run after failures too, so a failure does not
+    #: skip them, and each finished dependency checks whether they can start.
+    rule_steps: frozenset[str] = frozenset()
 
 
 @lru_cache(maxsize=256)
@@ -98,6 +103,7 @@ def compiled_version(version_id: int) -> CompiledVersion:
         dependents={step_id: tuple(after) for step_id, after in dependents.items()},
         plan=dag.compile_plan(graph, chain_breakers=breakers), team_id=version.definition.team_id,
         references={step.id: refs for step in spec.steps.values() if (refs := step_references(step))},
+        rule_steps=frozenset(step.id for step in spec.steps.values() if step.run_if != RUN_IF_DEFAULT),
     )
 
 
@@ -266,9 +272,15 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
             latest = {step: row for step, *row in cursor.fetchall()}  # each step's newest attempt
         results = {step: _json_value(result) for step, (result, status, error) in latest.items()
                    if status == StepStatus.SUCCEEDED
-                   or (status == StepStatus.SKIPPED and error.startswith(CONDITION_FALSE))}
+                   or (status == StepStatus.SKIPPED and error.startswith((CONDITION_FALSE, RUN_IF_FALSE)))}
         inputs = {step: results[step] for step in needs if step in results}
-        if len(inputs) < len(needs):
+        outcomes = {need: _outcome(*latest[need][1:]) if need in latest else None for need in needs}
+        if step.run_if != RUN_IF_DEFAULT and None not in outcomes.values():
+            if not _rule_holds(step.run_if, list(outcomes.values())):
+                shown = ", ".join(f"{need} {outcome}" for need, outcome in outcomes.items())
+                return step_succeed(row=row, task_id=task_id, result=None, compiled=compiled,
+                                    status=StepStatus.SKIPPED, note=f"{RUN_IF_FALSE} {step.run_if}: {shown}")
+        elif len(inputs) < len(needs):
             # Started early (a duplicated chord part): hand the attempt back; the last dependency starts it.
             transition(StepRun.objects.filter(pk=row.pk, task_id=task_id), [StepStatus.RUNNING], StepStatus.PENDING,
                        task_id="", worker="", started_at=None)
@@ -344,9 +356,57 @@ def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: Compile
             chord_broken = False
         finished = _count_done(row.run_id, 1)
     _start_successors(row=row, compiled=compiled, plan=plan, chord_body=body if chord_broken else None)
+    _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled, plan=plan,
+                      finished={row.step_id})
     if finished:
         run_finalize(run_id=row.run_id)
     return StepOutcome(FINISHED, continue_chain=True)
+
+
+def _outcome(status: str | None, error: str) -> str | None:
+    """A finished dependency as a ``run_if`` sees it: succeeded, failed (also: skipped because of a failure, or
+    cancelled) or skipped (by its own condition or run_if); None while it is not finished."""
+    if status == StepStatus.SUCCEEDED:
+        return "succeeded"
+    if status == StepStatus.SKIPPED and error.startswith((CONDITION_FALSE, RUN_IF_FALSE)):
+        return "skipped"
+    if status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
+        return "failed"
+    return None
+
+
+def _rule_holds(run_if: str, outcomes: list[str]) -> bool:
+    """Whether dependencies that all finished with ``outcomes`` meet ``run_if``."""
+    if run_if == "all_done":
+        return True
+    if run_if == "any_succeeded":
+        return "succeeded" in outcomes
+    if run_if == "all_failed":
+        return all(outcome == "failed" for outcome in outcomes)
+    if run_if == "none_failed":
+        return "failed" not in outcomes
+    return all(outcome == "succeeded" for outcome in outcomes)
+
+
+def _rule_steps_start(*, run_id: int, run_attempt: int, compiled: CompiledVersion, plan: dag.Plan,
+                      finished: set[str]) -> None:
+    """Start each step with a ``run_if`` after ``finished`` whose dependencies have now all finished, whatever
+    their outcome (the plan starts a step only after successes); it checks its rule when it runs. Called after
+    each finish is committed, the last dependency to finish sees them all; a duplicate start is ignored by the
+    claim."""
+    waiting = sorted({after for step in finished for after in compiled.dependents.get(step, ())
+                      if after in compiled.rule_steps and after in plan.steps})
+    for step_id in waiting:
+        needs = compiled.graph[step_id]
+        rows = (StepRun.objects.filter(run_id=run_id, step_id__in=needs).order_by("run_attempt", "attempt")
+                .values_list("step_id", "status", "error"))
+        latest = {step: (status, error) for step, status, error in rows}
+        if any(_outcome(*latest.get(need, (None, ""))) is None for need in needs):
+            continue
+        if StepRun.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt,
+                                  status=StepStatus.PENDING).exists():
+            _send_chain(run_id=run_id, run_attempt=run_attempt, steps=_chain_remainder(plan, step_id), attempt=None,
+                        compiled=compiled)
 
 
 def _start_successors(*, row: StepRun, compiled: CompiledVersion, plan: dag.Plan, chord_body: str | None) -> None:
@@ -443,18 +503,27 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
     with transaction.atomic():
         if not transition(guard, [StepStatus.RUNNING], StepStatus.FAILED, error=error, finished_at=now):
             return StepOutcome(IGNORED)
-        pending = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt, status=StepStatus.PENDING)
+        # Steps with a run_if run after failures too: never skipped here.
+        pending = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt,
+                                         status=StepStatus.PENDING).exclude(step_id__in=compiled.rule_steps)
         if step.on_failure == "fail":
             WorkflowRun.objects.filter(pk=row.run_id, failed_step="").update(
                 failed_step=row.step_id, error=f"step {row.step_id!r} failed: {error}"
             )
-            # Fail fast: nothing new starts; what is running finishes.
-            skipped = pending.update(status=StepStatus.SKIPPED, finished_at=now, error=f"run failed at {row.step_id!r}")
-        else:
-            skipped = pending.filter(step_id__in=dag.descendants(graph, row.step_id)).update(
-                status=StepStatus.SKIPPED, finished_at=now, error=f"upstream step {row.step_id!r} failed"
-            )
+            # Fail fast: nothing new starts (but steps with a run_if); what is running finishes.
+            pending, why = pending, f"run failed at {row.step_id!r}"
+        else:  # what depends on it, up to a step with a run_if (which decides for itself and what follows it)
+            pending = pending.filter(step_id__in=dag.descendants(graph, row.step_id, stop=compiled.rule_steps))
+            why = f"upstream step {row.step_id!r} failed"
+        skipped_ids = set(pending.values_list("step_id", flat=True))
+        skipped = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt, status=StepStatus.PENDING,
+                                         step_id__in=skipped_ids).update(status=StepStatus.SKIPPED,
+                                                                         finished_at=now, error=why)
         finished = _count_done(row.run_id, 1 + skipped)
+    if compiled.rule_steps:
+        _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled,
+                          plan=run_plan(row.run_id, compiled_version_id(row), row.run_attempt),
+                          finished={row.step_id} | skipped_ids)
     if finished:
         run_finalize(run_id=row.run_id)
     return StepOutcome(FINISHED)

@@ -30,7 +30,11 @@ MAX_SCHEDULES = 20
 MAX_CATCHUP_RUNS = 1000
 #: The run parameter a scheduled or backfilled run's logical time (ISO 8601, UTC) is given in.
 LOGICAL_TIME_PARAM = "logical_time"
-STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description", "when"}
+STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description", "when",
+             "run_if"}
+#: Which outcomes of its ``needs`` a step runs after (Airflow's trigger rules); otherwise it is skipped.
+RUN_IF = ("all_succeeded", "all_done", "any_succeeded", "all_failed", "none_failed")
+RUN_IF_DEFAULT = "all_succeeded"
 RETRY_KEYS = {"max", "backoff_s", "max_backoff_s", "jitter"}
 ON_FAILURE = ("fail", "continue")
 NON_FINITE = "numbers must be finite (NaN and infinity cannot be stored as JSON)"
@@ -66,6 +70,8 @@ class StepSpec:
     description: str = ""
     #: An expression over params and upstream results; false: the step is skipped ("condition false").
     when: str | None = None
+    #: Which outcomes of ``needs`` it runs after (``RUN_IF``).
+    run_if: str = RUN_IF_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class WorkflowSpec:
                 # A step without a condition has no "when" key: definitions stored before conditions keep their hash.
                 {key: value for key, value in
                  {**asdict(step), "needs": list(step.needs), "retries": asdict(step.retries)}.items()
-                 if key != "when" or value is not None}
+                 if (key != "when" or value is not None) and (key != "run_if" or value != RUN_IF_DEFAULT)}
                 for step in self.steps.values()
             ],
         }
@@ -337,6 +343,11 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
     on_failure = raw.get("on_failure", "fail")
     if on_failure not in ON_FAILURE:
         errors.append(f"{where}: on_failure must be 'fail' or 'continue', got {on_failure!r}")
+    run_if = raw.get("run_if", RUN_IF_DEFAULT)
+    if run_if not in RUN_IF:
+        errors.append(f"{where}: run_if must be one of {', '.join(RUN_IF)}, got {run_if!r}")
+    elif run_if != RUN_IF_DEFAULT and not needs:
+        errors.append(f"{where}: run_if {run_if} needs steps to wait for (needs)")
     description = raw.get("description") or ""
     if len(errors) > problems_before:
         # Keep the id so later checks (duplicates, needs) still see the step.
@@ -351,6 +362,7 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         on_failure=on_failure,
         description=str(description),
         when=when.strip() if isinstance(when, str) else None,
+        run_if=run_if,
     )
 
 

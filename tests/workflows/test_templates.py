@@ -128,3 +128,61 @@ def test_a_template_that_gives_the_wrong_type_fails_its_step_at_once_saying_why(
     assert outcome["steps"]["nap"]["attempts"] == 1
     assert outcome["steps"]["nap"]["error"].startswith("params after templates: ")
     assert "seconds" in outcome["steps"]["nap"]["error"]
+
+
+# --- trigger rules (run_if) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_trigger_rules_on_a_diamond_with_a_failure_run_and_skip_the_right_steps(worker):
+    run = start("""
+        name: rules-diamond
+        steps:
+          - {id: begin, action: echo}
+          - {id: broken, action: fail, params: {times: 5}, needs: [begin], on_failure: continue}
+          - {id: fine, action: echo, needs: [begin]}
+          - {id: join, action: echo, needs: [broken, fine]}
+          - {id: cleanup, action: echo, needs: [broken, fine], run_if: all_done}
+          - {id: after_cleanup, action: echo, needs: [cleanup]}
+          - {id: on_failure, action: echo, needs: [broken], run_if: all_failed}
+          - {id: on_success, action: echo, needs: [broken, fine], run_if: none_failed}
+          - {id: either, action: echo, needs: [broken, fine], run_if: any_succeeded}
+        """)
+
+    outcome = finish(run)
+
+    statuses = {step: detail["status"] for step, detail in outcome["steps"].items()}
+    assert statuses == {"begin": "succeeded", "broken": "failed", "fine": "succeeded", "join": "skipped",
+                        "cleanup": "succeeded", "after_cleanup": "succeeded", "on_failure": "succeeded",
+                        "on_success": "skipped", "either": "succeeded"}
+    assert outcome["steps"]["join"]["error"] == "upstream step 'broken' failed"
+    assert outcome["steps"]["on_success"]["error"] == "run_if not met: none_failed: broken failed, fine succeeded"
+    assert outcome["steps"]["cleanup"]["result"]["inputs"] == {"fine": outcome["steps"]["fine"]["result"]}
+    assert outcome["status"] == "succeeded"  # the failure was allowed to continue
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_clean_up_step_runs_after_a_failure_that_fails_the_run(worker):
+    run = start("""
+        name: fail-then-clean
+        steps:
+          - {id: deploy, action: fail, params: {times: 5}}
+          - {id: verify, action: echo, needs: [deploy]}
+          - {id: rollback, action: echo, needs: [deploy], run_if: all_failed}
+          - {id: notify, action: echo, needs: [verify, rollback], run_if: all_done}
+        """)
+
+    outcome = finish(run)
+
+    assert outcome["status"] == "failed" and outcome["error"].startswith("step 'deploy' failed")
+    statuses = {step: detail["status"] for step, detail in outcome["steps"].items()}
+    assert statuses == {"deploy": "failed", "verify": "skipped", "rollback": "succeeded", "notify": "succeeded"}
+
+
+def test_a_bad_run_if_is_refused_naming_the_step():
+    problems = _problems([{"id": "a", "action": "echo"},
+                          {"id": "b", "action": "echo", "needs": ["a"], "run_if": "sometimes"},
+                          {"id": "c", "action": "echo", "run_if": "all_done"}])
+
+    assert problems == ["step 'b': run_if must be one of all_succeeded, all_done, any_succeeded, all_failed, "
+                        "none_failed, got 'sometimes'", "step 'c': run_if all_done needs steps to wait for (needs)"]
