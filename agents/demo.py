@@ -96,6 +96,8 @@ def _demo_workflow(*, timeout_s: float, path=DEMO_WORKFLOW) -> dict:
         "steps": {step_id: {"status": step["status"], "attempts": step["attempts"],
                             **({"why": step["error"]} if step["status"] == "skipped" else {})}
                   for step_id, step in result["steps"].items()},
+        **({"picked": [item["value"] for item in result["steps"]["pick"]["result"]]}
+           if "pick" in result["steps"] else {}),
     }
 
 

@@ -15,6 +15,10 @@ Prints one JSON line per measurement on stdout (median of ``REPEATS`` after one 
   within 1.10x of its critical path.
 - ``dag_1000_compile`` / ``dag_1000_run``: a random 1,000-step DAG validates and compiles in
   under a second, and runs to completion.
+- ``map``: one step mapped over 1,000 items (``noop``, concurrency 16) against the same 1,000 tasks as a bare
+  Celery group (a chord, to see its end), on 2 worker processes. Goal: makespan within 1.3x.
+
+``python bench/workflows.py map`` runs only the named benchmarks (chain, fanout, random_dag, big_dag, map).
 """
 import json
 import os
@@ -55,6 +59,9 @@ SLEEP_DAG_STEPS = 30
 SLEEP_RANGE_S = (0.05, 0.3)
 SEED = 42
 BIG_DAG_STEPS = 1000
+MAP_ITEMS = 1000
+MAP_CONCURRENCY = 16
+MAP_GOAL = 1.3
 #: Goals from the issue.
 RATIO_GOAL = 2.0
 MAKESPAN_GOAL = 1.10
@@ -375,8 +382,41 @@ def bench_big_dag(worker: Worker) -> None:
          status=row["status"], worker=worker.label)
 
 
+def map_spec(items: int) -> str:
+    """One step mapped over ``items`` numbers, doing nothing with each."""
+    return json.dumps({"name": f"bench-map-{items}", "params": {"items": list(range(items))}, "steps": [
+        {"id": "each", "action": "noop", "map": {"over": "params.items", "max_items": items,
+                                                  "concurrency": MAP_CONCURRENCY}}]})
+
+
+def celery_map(items: int) -> tuple:
+    """Return chord(group of ``items`` noop tasks, end) and the id of the end task."""
+    end = str(uuid.uuid4())
+    return chord(group([peer(ignore_result=False) for _ in range(items)]), peer(task_id=end, ignore_result=False)), end
+
+
+def bench_map(worker: Worker) -> None:
+    """A 1,000-item mapped step against a bare Celery group of the same tasks: makespan ratio."""
+    version, _ = workflow_load(text=map_spec(MAP_ITEMS), source="bench")
+    engine_total_s(version)  # warm-up
+    celery_total_s(*celery_map(MAP_ITEMS))
+    totals = {"agentsite": [], "celery": []}
+    for _ in range(REPEATS):
+        totals["agentsite"].append(engine_total_s(version))
+        totals["celery"].append(celery_total_s(*celery_map(MAP_ITEMS)))
+    medians = {system: statistics.median(values) for system, values in totals.items()}
+    for system, total_s in medians.items():
+        emit(bench="map", system=system, items=MAP_ITEMS, total_s=round(total_s, 4),
+             ms_per_item=round(total_s / MAP_ITEMS * 1000, 3), runs_s=[round(value, 4) for value in totals[system]],
+             worker=worker.label)
+    ratio = medians["agentsite"] / medians["celery"]
+    emit(bench="map", ratio_agentsite_to_celery=round(ratio, 3), goal=MAP_GOAL, met=ratio <= MAP_GOAL)
+
+
 def main() -> None:
-    """Prepare the database and broker, then run every benchmark with its own worker."""
+    """Prepare the database and broker, then run every benchmark (or those named) with its own worker."""
+    only = set(sys.argv[1:])
+    wanted = lambda name: not only or name in only  # noqa: E731
     call_command("migrate", verbosity=0, interactive=False)
     broker_url = settings.CELERY_BROKER_URL
     if broker_url.startswith("redis://"):
@@ -391,12 +431,20 @@ def main() -> None:
     fanout_version, _ = workflow_load(text=spec_text(f"bench-fanout-{FANOUT_WIDTH}", fanout_graph(FANOUT_WIDTH)),
                                       source="bench")
     with Worker(pool="prefork", concurrency=2) as worker:
-        compare("chain", CHAIN_STEPS, chain_version, lambda: celery_chain(CHAIN_STEPS), worker)
-        compare("fanout", FANOUT_WIDTH + 2, fanout_version, lambda: celery_fanout(FANOUT_WIDTH), worker)
+        if wanted("chain"):
+            compare("chain", CHAIN_STEPS, chain_version, lambda: celery_chain(CHAIN_STEPS), worker)
+        if wanted("fanout"):
+            compare("fanout", FANOUT_WIDTH + 2, fanout_version, lambda: celery_fanout(FANOUT_WIDTH), worker)
+        if wanted("map"):
+            bench_map(worker)
+    if not (wanted("random_dag") or wanted("big_dag")):
+        return
     # Sleeping steps wait, not compute: a wide thread pool keeps parallelism from being the limit.
     with Worker(pool="threads", concurrency=32) as worker:
-        bench_random_dag(worker)
-        bench_big_dag(worker)
+        if wanted("random_dag"):
+            bench_random_dag(worker)
+        if wanted("big_dag"):
+            bench_big_dag(worker)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def test_demo_runs_every_queue_through_a_worker_in_another_process(tmp_path):
     assert branching["steps"]["review"]["status"] == branching["steps"]["notify"]["status"] == "succeeded"
     assert branching["steps"]["approve"] == {"status": "skipped", "attempts": 1,
                                              "why": "condition false: not steps.assess.result.value.large"}
+    assert branching["picked"] == ["line 0: apples", "line 1: pears", "line 2: plums"]  # a mapped step, in order
     decision = summary["decision"]
     assert (decision["decision"], decision["engine"], decision["rule_ids"]) == ("approve", "rules", ["small-and-solid"])
     assert decision["trace"][-1]["rule_id"] == "small-and-solid" and decision["trace"][-1]["matched"] is True

@@ -64,3 +64,12 @@ def schedule_fire(workflow: str, schedule: str) -> int:
 def backfill_continue(backfill_id: int) -> int:
     """Start a backfill's next pending slots as its runs end. Safe to run twice."""
     return len(services.backfill_continue(backfill_id=backfill_id))
+
+
+@shared_task(name="workers.workflow.map_item_run", bind=True, ignore_result=True, track_started=False, max_retries=None,
+             **DATABASE_RETRY)
+def map_item_run(self, run_id: int, step_id: str, run_attempt: int, index: int) -> str:
+    """Run one item of a mapped step; the item's own retries are sent as new tasks with the step's backoff."""
+    return engine.map_item_execute(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
+                                   task_id=self.request.id, worker=self.request.hostname or "",
+                                   soft_timeout_error=SoftTimeLimitExceeded)

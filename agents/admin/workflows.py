@@ -18,7 +18,7 @@ from django.utils.html import format_html
 
 from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, TeamScopedMixin, status_badge, trace_link
 from agents.exceptions import AgentsError
-from agents.models import StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
+from agents.models import MapItem, StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag, selectors, services
 
@@ -540,3 +540,16 @@ class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
             return self.get_empty_value_display()
         url = flower_task_url(obj.task_id)
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.task_id)
+
+
+@admin.register(MapItem)
+class MapItemAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+    """The items of mapped steps: one row per item and run attempt, with its attempts and outcome."""
+
+    list_display = ("run", "step_id", "run_attempt", "index", "status", "attempts", "worker", "finished_at")
+    list_filter = ("status",)
+    search_fields = ("step_id",)
+    list_select_related = ("run",)
+    fields = ("run", "step_id", "run_attempt", "index", "item", "status", "attempts", "result", "error", "worker",
+              "task_id", "started_at", "finished_at")
+    readonly_fields = fields

@@ -51,6 +51,8 @@ from .security import AuditEntry, Secret
 from .teams import DEFAULT_TEAM, Team, default_team
 from .workflows import (
     JoinArrival,
+    MapItem,
+    MapItemStatus,
     RunStatus,
     StepRun,
     StepStatus,
@@ -117,6 +119,8 @@ __all__ = [
     "Team",
     "default_team",
     "JoinArrival",
+    "MapItem",
+    "MapItemStatus",
     "RunStatus",
     "StepRun",
     "StepStatus",

@@ -136,6 +136,44 @@ class StepRun(models.Model):
         return None
 
 
+class MapItemStatus(models.TextChoices):
+    """Where one item of a mapped step is."""
+
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class MapItem(models.Model):
+    """One item of a mapped step (``map: {over: ...}``) in one run attempt: its value, attempts and outcome."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="+")
+    step_id = models.CharField(max_length=100)
+    run_attempt = models.PositiveIntegerField(default=1)
+    index = models.PositiveIntegerField(help_text="Its place in the list mapped over, from 0.")
+    item = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=MapItemStatus.choices, default=MapItemStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    task_id = models.CharField(max_length=255, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "step_id", "run_attempt", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "step_id", "run_attempt", "index"],
+                                               name="map_item_unique")]
+        indexes = [models.Index(fields=["run", "step_id", "run_attempt", "status"], name="map_item_status")]
+
+    def __str__(self) -> str:
+        return f"{self.step_id}[{self.index}] of run {self.run_id}"
+
+
 class JoinArrival(models.Model):
     """A dependency of a database-counted join that has succeeded, once per run attempt."""
 

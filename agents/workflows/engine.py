@@ -27,7 +27,17 @@ from agents.core.teams import acting_for
 from agents.core.tracing import trace
 from agents.core.transitions import transition
 from agents.exceptions import ActionError, ExpressionError, PermanentActionError
-from agents.models import EventType, JoinArrival, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
+from agents.models import (
+    EventType,
+    JoinArrival,
+    MapItem,
+    MapItemStatus,
+    RunStatus,
+    StepRun,
+    StepStatus,
+    WorkflowRun,
+    WorkflowVersion,
+)
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag, templates
 from agents.workflows.spec import RUN_IF_DEFAULT, WorkflowSpec, step_references, workflow_spec_parse
@@ -44,6 +54,8 @@ MAX_WORKER_LOSSES = 2
 
 #: The task that runs one attempt of a step (``workers.workflow``).
 STEP_TASK = "workers.workflow.step_run"
+#: The task that runs one item of a mapped step.
+MAP_ITEM_TASK = "workers.workflow.map_item_run"
 #: Why a step whose ``when`` was false is skipped (the start of its error text); it counts as done for dependents.
 CONDITION_FALSE = "condition false"
 #: Why a step whose ``run_if`` its dependencies' outcomes do not meet is skipped (it counts as done too).
@@ -93,7 +105,9 @@ def compiled_version(version_id: int) -> CompiledVersion:
     version = WorkflowVersion.objects.select_related("definition").get(pk=version_id)
     spec = workflow_spec_parse(version.spec)
     graph = spec.graph()
-    breakers = frozenset(step.id for step in spec.steps.values() if action_get(step.action).deferred)
+    # Steps that finish after their task: sub-workflows, and mapped steps (when their last item does).
+    breakers = frozenset(step.id for step in spec.steps.values()
+                         if action_get(step.action).deferred or step.map is not None)
     dependents: dict[str, list[str]] = {step_id: [] for step_id in graph}
     for step_id, needs in graph.items():
         for need in needs:
@@ -287,6 +301,8 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
             return StepOutcome(IGNORED)
 
     params = step.params
+    if step.map is not None:
+        return _map_start(row=row, task_id=task_id, compiled=compiled, run=run, results=results, read=read)
     if step.when is not None or step_id in compiled.references or templates.is_templated(params):
         scope = {"params": run.params, "steps": {step: {"result": results.get(step)} for step in read}}
         try:
@@ -325,6 +341,151 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         return StepOutcome(DEFERRED)
     # What a server echoed of a secret (a response body) is stored without it.
     return step_succeed(row=row, task_id=task_id, result=secrets_redacted(result), compiled=compiled)
+
+
+# --- mapped steps ------------------------------------------------------------------------------------------
+
+
+def _scope(run: WorkflowRun, results: dict, read: set[str]) -> dict:
+    return {"params": run.params, "steps": {step: {"result": results.get(step)} for step in read}}
+
+
+def _map_start(*, row: StepRun, task_id: str, compiled: CompiledVersion, run: WorkflowRun, results: dict,
+               read: set[str]) -> StepOutcome:
+    """Start a mapped step: its condition, then the list ``map.over`` gives, one item row each, and the first
+    ``concurrency`` item tasks; the step finishes when its last item does (``_map_finish``)."""
+    step = compiled.spec.steps[row.step_id]
+    scope = _scope(run, results, read)
+    try:
+        if step.when is not None and not templates.condition_holds(step.when, scope):
+            return step_succeed(row=row, task_id=task_id, result=None, compiled=compiled,
+                                status=StepStatus.SKIPPED, note=f"{CONDITION_FALSE}: {step.when}")
+        items = templates.render("${ " + step.map["over"] + " }", scope)
+    except ExpressionError as error:
+        return step_fail(row=row, task_id=task_id, error=f"map.over: {error}", compiled=compiled, retryable=False)
+    if not isinstance(items, list):
+        return step_fail(row=row, task_id=task_id, compiled=compiled, retryable=False,
+                         error=f"map.over gave {type(items).__name__}, not a list: {step.map['over']}")
+    if len(items) > step.map["max_items"]:
+        return step_fail(row=row, task_id=task_id, compiled=compiled, retryable=False,
+                         error=f"map.over gave {len(items)} items, more than max_items ({step.map['max_items']})")
+    if not items:
+        return step_succeed(row=row, task_id=task_id, result=[], compiled=compiled)
+    key = {"run_id": row.run_id, "step_id": row.step_id, "run_attempt": row.run_attempt}
+    MapItem.objects.bulk_create([MapItem(index=index, item=item, **key) for index, item in enumerate(items)],
+                                ignore_conflicts=True)  # a re-delivered start finds its items made
+    for _ in range(step.map["concurrency"]):
+        if not _map_item_next(**key, compiled=compiled):
+            break
+    return StepOutcome(DEFERRED)
+
+
+def _map_item_next(*, run_id: int, step_id: str, run_attempt: int, compiled: CompiledVersion) -> bool:
+    """Queue the lowest pending item of a mapped step and send its task; False when none is pending. One
+    statement takes it, so items sent by concurrent finishers never repeat (a window of ``concurrency``)."""
+    table, index = MapItem._meta.db_table, connection.ops.quote_name("index")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = 'queued' WHERE id = (SELECT id FROM {table} WHERE run_id = %s"
+            f" AND step_id = %s AND run_attempt = %s AND status = 'pending' ORDER BY {index} LIMIT 1"
+            f"{' FOR UPDATE SKIP LOCKED' if connection.vendor == 'postgresql' else ''}) RETURNING {index}",
+            [run_id, step_id, run_attempt],
+        )
+        taken = cursor.fetchone()
+    if taken is None:
+        return False
+    _map_item_send(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=taken[0], compiled=compiled)
+    return True
+
+
+def _map_item_send(*, run_id: int, step_id: str, run_attempt: int, index: int, compiled: CompiledVersion,
+                   countdown_s: float = 0.0) -> None:
+    step = compiled.spec.steps[step_id]
+    options = {"shadow": f"{compiled.name}.{step_id}[{index}]"}
+    if step.timeout_s:
+        options.update(soft_time_limit=step.timeout_s, time_limit=step.timeout_s + HARD_LIMIT_GRACE_S)
+    if countdown_s:
+        options["countdown"] = countdown_s
+    task_signature(MAP_ITEM_TASK, run_id, step_id, run_attempt, index).apply_async(**options)
+
+
+def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int, task_id: str, worker: str,
+                     soft_timeout_error: type[BaseException]) -> str:
+    """Run one item of a mapped step: claim it, run the step's action with ``item`` and ``index`` in its
+    templates, record the outcome (retrying as the step's policy says), then send the next pending item, and
+    finish the step after its last item. Safe to run twice: a claimed or finished item is not run again."""
+    now = timezone.now()
+    claimed = MapItem.objects.filter(
+        Q(status=MapItemStatus.QUEUED) | Q(status=MapItemStatus.RUNNING, task_id=task_id),
+        run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
+    ).update(status=MapItemStatus.RUNNING, task_id=task_id, worker=f"{worker}:{os.getpid()}", started_at=now,
+             attempts=F("attempts") + 1)
+    if not claimed:
+        return IGNORED
+    item = MapItem.objects.get(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index)
+    row = StepRun.objects.select_related("run").filter(
+        run_id=run_id, step_id=step_id, run_attempt=run_attempt, status=StepStatus.RUNNING).first()
+    compiled = compiled_version(WorkflowRun.objects.values_list("version_id", flat=True).get(pk=run_id))
+    guard = MapItem.objects.filter(pk=item.pk, status=MapItemStatus.RUNNING, task_id=task_id)
+    if row is None:  # the step was cancelled, or its run failed fast: the item does not run
+        guard.update(status=MapItemStatus.CANCELLED, finished_at=timezone.now(), error="the step no longer runs")
+        return FINISHED
+    step = compiled.spec.steps[step_id]
+    read = compiled.references.get(step_id, frozenset())
+    results = dict(StepRun.objects.filter(run_id=run_id, step_id__in=read, status=StepStatus.SUCCEEDED)
+                   .values_list("step_id", "result"))
+    scope = {**_scope(row.run, results, set(read)), "item": item.item, "index": index}
+    error, retryable, result = "", True, None
+    try:
+        params = templates.render(step.params, scope)
+        if problems := action_get(step.action).validate(params):
+            raise PermanentActionError("params after templates: " + "; ".join(problems))
+        action = action_get(step.action)
+        context = ActionContext(run_id=run_id, step_id=step_id, attempt=item.attempts, workflow=compiled.name,
+                                run_params=row.run.params, inputs={"item": item.item, "index": index})
+        with acting_for(compiled.team_id):
+            result = action.function(context, **action.with_defaults(params))
+    except soft_timeout_error:
+        error = f"timed out after {step.timeout_s:g}s"
+    except (PermanentActionError, ExpressionError) as failure:
+        error, retryable = str(failure), False
+    except ActionError as failure:
+        error = str(failure)
+    except Exception as failure:  # an action's bug is the item's failure, recorded with its type
+        logger.exception("item %s of step %s of run %s raised", index, step_id, run_id)
+        error = f"{type(failure).__name__}: {failure}"
+    if error and retryable and item.attempts <= step.retries.max:
+        delay = step.retries.delay_s(item.attempts - 1, random.random())
+        if guard.update(status=MapItemStatus.QUEUED, error=secrets_redacted(error)):
+            _map_item_send(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
+                           compiled=compiled, countdown_s=delay)
+        return RETRY
+    finished = guard.update(
+        status=MapItemStatus.FAILED if error else MapItemStatus.SUCCEEDED, finished_at=timezone.now(),
+        error=secrets_redacted(error), result=None if error else secrets_redacted(result))
+    if not finished:
+        return IGNORED
+    if not _map_item_next(run_id=run_id, step_id=step_id, run_attempt=run_attempt, compiled=compiled):
+        _map_finish(row=row, compiled=compiled)
+    return FINISHED
+
+
+def _map_finish(*, row: StepRun, compiled: CompiledVersion) -> None:
+    """Finish a mapped step once none of its items is unfinished: its result is the items' results in order;
+    failed items fail it, listing their indexes. Every finisher may call it: the step's guarded update admits
+    one."""
+    items = MapItem.objects.filter(run_id=row.run_id, step_id=row.step_id, run_attempt=row.run_attempt)
+    if items.exclude(status__in=(MapItemStatus.SUCCEEDED, MapItemStatus.FAILED, MapItemStatus.CANCELLED)).exists():
+        return
+    outcomes = list(items.order_by("index").values_list("index", "status", "result", "error"))
+    failed = [(index, error) for index, status, _, error in outcomes if status != MapItemStatus.SUCCEEDED]
+    if not failed:
+        step_succeed(row=row, task_id=None, result=[result for _, _, result, _ in outcomes], compiled=compiled)
+        return
+    shown = ", ".join(str(index) for index, _ in failed[:20]) + (", ..." if len(failed) > 20 else "")
+    step_fail(row=row, task_id=None, compiled=compiled, retryable=False,
+              error=f"{len(failed)} of {len(outcomes)} items failed (indexes {shown}); item {failed[0][0]}: "
+                    f"{failed[0][1]}")
 
 
 def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion,
@@ -668,6 +829,9 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
             continue
         step = compiled.spec.steps[row.step_id]
         limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + HARD_LIMIT_GRACE_S + stall_s
+        if step.map is not None:  # runs as long as its items: their tasks are what can be lost
+            resent += _map_reconcile(row=row, compiled=compiled, lost_before=now - timezone.timedelta(seconds=limit_s))
+            continue
         if row.started_at and (now - row.started_at).total_seconds() > limit_s:
             lost += 1
             outcome = step_fail(row=row, task_id=None, compiled=compiled,
@@ -679,7 +843,10 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
         if row.status != StepStatus.PENDING or row.run_attempt != run_attempt:
             continue
         needs = compiled.graph[row.step_id]
-        if any(latest[need].status != StepStatus.SUCCEEDED for need in needs):
+        if row.step_id in compiled.rule_steps:  # starts after its needs finished, whatever their outcome
+            if any(_outcome(latest[need].status, latest[need].error) is None for need in needs):
+                continue
+        elif any(latest[need].status != StepStatus.SUCCEEDED for need in needs):
             continue
         ready_since = max([latest[need].finished_at for need in needs] or [started_at or created_at])
         previous = [r for r in rows if r.step_id == row.step_id and r.attempt == row.attempt - 1]
@@ -691,6 +858,28 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
         _send_chain(run_id=run_id, run_attempt=run_attempt, steps=_chain_remainder(plan, row.step_id),
                     attempt=row.attempt, compiled=compiled)
     return lost, resent
+
+
+def _map_reconcile(*, row: StepRun, compiled: CompiledVersion, lost_before) -> int:
+    """Keep a mapped step going: items running since before ``lost_before`` lost their worker and are queued
+    again, the window of ``concurrency`` items is refilled, and a step whose items all finished (its last finisher
+    died first) is finished. Returns the items sent."""
+    key = {"run_id": row.run_id, "step_id": row.step_id, "run_attempt": row.run_attempt}
+    items = MapItem.objects.filter(**key)
+    lost = list(items.filter(status=MapItemStatus.RUNNING, started_at__lt=lost_before).values_list("index", flat=True))
+    items.filter(status=MapItemStatus.RUNNING, started_at__lt=lost_before).update(
+        status=MapItemStatus.QUEUED, error="worker lost: queued again", task_id="")
+    for index in lost:
+        _map_item_send(index=index, compiled=compiled, **key)
+    in_flight = items.filter(status__in=(MapItemStatus.QUEUED, MapItemStatus.RUNNING)).count()
+    sent = len(lost)
+    for _ in range(max(0, compiled.spec.steps[row.step_id].map["concurrency"] - in_flight)):
+        if not _map_item_next(compiled=compiled, **key):
+            break
+        sent += 1
+    if not sent and not in_flight and items.exists():
+        _map_finish(row=row, compiled=compiled)
+    return sent
 
 
 def workflow_steps_requeue_lost(*, hostnames: Iterable[str], reason: str = "stopped heart-beating") -> dict[str, int]:

@@ -31,7 +31,11 @@ MAX_CATCHUP_RUNS = 1000
 #: The run parameter a scheduled or backfilled run's logical time (ISO 8601, UTC) is given in.
 LOGICAL_TIME_PARAM = "logical_time"
 STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description", "when",
-             "run_if"}
+             "run_if", "map"}
+MAP_KEYS = {"over", "max_items", "concurrency"}
+#: Bounds of a mapped step: items (``max_items`` at most this) and items running at once.
+MAX_MAP_ITEMS = 100_000
+MAX_MAP_CONCURRENCY = 1000
 #: Which outcomes of its ``needs`` a step runs after (Airflow's trigger rules); otherwise it is skipped.
 RUN_IF = ("all_succeeded", "all_done", "any_succeeded", "all_failed", "none_failed")
 RUN_IF_DEFAULT = "all_succeeded"
@@ -72,6 +76,8 @@ class StepSpec:
     when: str | None = None
     #: Which outcomes of ``needs`` it runs after (``RUN_IF``).
     run_if: str = RUN_IF_DEFAULT
+    #: ``{over, max_items, concurrency}``: the step runs once per item of the list ``over`` gives.
+    map: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ class WorkflowSpec:
                 # A step without a condition has no "when" key: definitions stored before conditions keep their hash.
                 {key: value for key, value in
                  {**asdict(step), "needs": list(step.needs), "retries": asdict(step.retries)}.items()
-                 if (key != "when" or value is not None) and (key != "run_if" or value != RUN_IF_DEFAULT)}
+                 if (key not in ("when", "map") or value is not None) and (key != "run_if" or value != RUN_IF_DEFAULT)}
                 for step in self.steps.values()
             ],
         }
@@ -171,6 +177,7 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
         first_seen[step.id] = index
         steps[step.id] = step
 
+    graph_problems = len(errors)
     for step in steps.values():
         for need in step.needs:
             if need not in steps:
@@ -178,7 +185,7 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
     # Cycles among the steps that parsed, whatever else is wrong: every problem is reported at once.
     for cycle in dag.find_cycles({step_id: step.needs for step_id, step in steps.items()}):
         errors.append(f"cycle between steps: {' -> '.join(cycle)}")
-    if not errors:  # on a sound graph: what each template and condition reads
+    if len(errors) == graph_problems:  # on a sound graph: what each template and condition reads
         errors.extend(_expression_problems(steps, params))
     for step_id, target in subworkflow_targets(steps.values()):
         if target == name:
@@ -255,11 +262,14 @@ def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
         found = [(f"step {step.id!r}: {where}", text) for where, text in templates.templates_in(step.params, "params")]
         if step.when is not None:
             found.append((f"step {step.id!r}: when", step.when))
+        if step.map is not None and step.map["over"]:
+            found.append((f"step {step.id!r}: map.over", step.map["over"]))
         if not found:
             continue
         upstream = dag.ancestors(graph, step.id)
         for where, text in found:
-            wrong, read = templates.expression_problems(text, where, params=declared)
+            items = step.map is not None and not where.endswith("map.over")  # an item's params read item, index
+            wrong, read = templates.expression_problems(text, where, params=declared, item=items)
             problems.extend(wrong)
             problems.extend(f"{where}: reads steps.{other}, which is not upstream of {step.id!r} (add it to needs, "
                             f"directly or through another step)" if other in steps else
@@ -272,9 +282,10 @@ def step_references(step: StepSpec) -> frozenset[str]:
     """The steps whose results a step's templates and condition read."""
     texts = [text for _, text in templates.templates_in(step.params, "params")]
     texts += [step.when] if step.when is not None else []
+    texts += [step.map["over"]] if step.map is not None else []
     read: set[str] = set()
     for text in texts:
-        read |= templates.expression_problems(text, "", params=set())[1]
+        read |= templates.expression_problems(text, "", params=set(), item=True)[1]
     return frozenset(read)
 
 
@@ -343,6 +354,7 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
     on_failure = raw.get("on_failure", "fail")
     if on_failure not in ON_FAILURE:
         errors.append(f"{where}: on_failure must be 'fail' or 'continue', got {on_failure!r}")
+    mapping = _parse_map(raw.get("map"), where, errors)
     run_if = raw.get("run_if", RUN_IF_DEFAULT)
     if run_if not in RUN_IF:
         errors.append(f"{where}: run_if must be one of {', '.join(RUN_IF)}, got {run_if!r}")
@@ -363,7 +375,29 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         description=str(description),
         when=when.strip() if isinstance(when, str) else None,
         run_if=run_if,
+        map=mapping,
     )
+
+
+def _parse_map(raw: Any, where: str, errors: list[str]) -> dict | None:
+    """``map: {over, max_items, concurrency}`` normalised with its defaults (None when the step is not mapped)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: map must be a mapping (over, max_items, concurrency), got {_kind(raw)}")
+        return None
+    for key in sorted(set(raw) - MAP_KEYS):
+        errors.append(f"{where}: map has unknown field {key!r} (allowed: {', '.join(sorted(MAP_KEYS))})")
+    over = raw.get("over")
+    if not isinstance(over, str) or not over.strip():
+        errors.append(f"{where}: map.over must be an expression giving a list (e.g. steps.list.result.files)")
+    normalised = {"over": over.strip() if isinstance(over, str) else "", "max_items": raw.get("max_items", 1000),
+                  "concurrency": raw.get("concurrency", 16)}
+    for key, most in (("max_items", MAX_MAP_ITEMS), ("concurrency", MAX_MAP_CONCURRENCY)):
+        value = normalised[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            errors.append(f"{where}: map.{key} must be a whole number from 1 to {most}, got {value!r}")
+    return normalised
 
 
 def _parse_retries(raw: Any, where: str, errors: list[str]) -> RetryPolicy:

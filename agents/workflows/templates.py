@@ -48,8 +48,9 @@ def _compiled(text: str, where: str) -> CompiledExpression:
     return compile_expression(text.strip(), where=where)
 
 
-def expression_problems(text: str, where: str, *, params: set[str]) -> tuple[list[str], set[str]]:
-    """The problems of one expression (syntax with its column, what it reads) and the steps it reads."""
+def expression_problems(text: str, where: str, *, params: set[str], item: bool = False) -> tuple[list[str], set[str]]:
+    """The problems of one expression (syntax with its column, what it reads) and the steps it reads; ``item``: it
+    may read ``item`` and ``index`` too (the params of a mapped step)."""
     if text.startswith(UNCLOSED):
         return [f"{where}: '${{' without its closing '}}': {text[len(UNCLOSED):][:60]!r}"], set()
     try:
@@ -68,8 +69,12 @@ def expression_problems(text: str, where: str, *, params: set[str]) -> tuple[lis
             steps.add(parts[0])
         elif root == "steps":
             problems.append(f"{where}: reads {path}; a step's value is read as steps.ID.result (or a part of it)")
+        elif root in ("item", "index") and item:
+            continue
         else:
-            problems.append(f"{where}: reads {path!r}; an expression reads params.NAME or steps.ID.result")
+            problems.append(f"{where}: reads {path!r}; an expression reads params.NAME or steps.ID.result"
+                            + (" (item and index only in the params of a step with map)" if root in ("item", "index")
+                               else ""))
     return problems, steps
 
 

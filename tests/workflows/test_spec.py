@@ -355,7 +355,7 @@ def test_cycle_away_from_the_first_step_names_only_its_own_steps():
 STEP_PROBLEMS = {
     "unknown step field": (
         {"action": "noop", "after": ["a"]},
-        ["unknown field 'after'", "(allowed: action, description, id, needs"],
+        ["unknown field 'after'", "(allowed: action, description, id, map, needs"],
     ),
     "params not a mapping": ({"action": "noop", "params": [1]}, ["params must be a mapping, got a list"]),
     "unknown param": ({"action": "noop", "params": {"colour": "red"}}, ["unknown parameter 'colour' (known: none)"]),
