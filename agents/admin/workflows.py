@@ -474,6 +474,12 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
             key=lambda row: (rank.get(row.step_id, len(rank)), row.attempt),
         )
         child_runs = {row.step_id: row.child_run_id for row in attempts if row.child_run_id}
+        items: dict[str, dict[str, int]] = defaultdict(dict)  # mapped steps: their items by status, this attempt
+        for step_id, status, total in (MapItem.objects.filter(run=run, run_attempt=run.attempt)
+                                       .values_list("step_id", "status").annotate(total=Count("pk"))
+                                       .order_by("step_id", "status")):
+            items[step_id][status] = total
+        map_url = reverse("admin:agents_mapitem_changelist")
         steps = []
         for step_id, step in state["steps"].items():
             started, finished = parse_datetime(step["started_at"] or ""), parse_datetime(step["finished_at"] or "")
@@ -488,6 +494,9 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
                 "task_url": flower_task_url(step["task_id"]) if step["task_id"] else None,
                 "worker_url": flower_worker_url(step["worker"]) if step["worker"] else None,
                 "child_run_id": child_runs.get(step_id),
+                "items": sum(items[step_id].values()) if step_id in items else None,
+                "items_by_status": sorted(items[step_id].items()) if step_id in items else [],
+                "items_url": f"{map_url}?run__id__exact={run.pk}&step_id={step_id}",
             })
         attempt_rows = [{
             "row": row,

@@ -102,3 +102,19 @@ def test_map_is_validated_with_the_rest():
         "step 'b': map.over: reads steps.a, which is not upstream of 'b' (add it to needs, directly or through "
         "another step)",
     ]
+
+
+def test_the_admin_run_page_groups_a_mapped_step_s_items_under_it(worker, admin_client):
+    run = start("""
+        name: mapped-admin
+        params: {numbers: [1, 2, 3]}
+        steps:
+          - {id: each, action: echo, map: {over: params.numbers}, params: {value: "${ item }"}}
+        """)
+    finish(run)
+
+    page = admin_client.get(f"/admin/agents/workflowrun/{run.pk}/change/").content.decode()
+    listing = admin_client.get(f"/admin/agents/mapitem/?run__id__exact={run.pk}&step_id=each").content.decode()
+
+    assert "3 items</a>:" in page and "3 succeeded" in page
+    assert "3 map items" in listing
