@@ -386,10 +386,10 @@ def _map_item_next(*, run_id: int, step_id: str, run_attempt: int, compiled: Com
     table, index = MapItem._meta.db_table, connection.ops.quote_name("index")
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET status = 'queued' WHERE id = (SELECT id FROM {table} WHERE run_id = %s"
-            f" AND step_id = %s AND run_attempt = %s AND status = 'pending' ORDER BY {index} LIMIT 1"
+            f"UPDATE {table} SET status = 'queued', started_at = %s WHERE id = (SELECT id FROM {table}"
+            f" WHERE run_id = %s AND step_id = %s AND run_attempt = %s AND status = 'pending' ORDER BY {index} LIMIT 1"
             f"{' FOR UPDATE SKIP LOCKED' if connection.vendor == 'postgresql' else ''}) RETURNING {index}",
-            [run_id, step_id, run_attempt],
+            [timezone.now(), run_id, step_id, run_attempt],
         )
         taken = cursor.fetchone()
     if taken is None:
@@ -456,7 +456,8 @@ def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int,
         error = f"{type(failure).__name__}: {failure}"
     if error and retryable and item.attempts <= step.retries.max:
         delay = step.retries.delay_s(item.attempts - 1, random.random())
-        if guard.update(status=MapItemStatus.QUEUED, error=secrets_redacted(error)):
+        if guard.update(status=MapItemStatus.QUEUED, error=secrets_redacted(error),
+                        started_at=timezone.now() + timezone.timedelta(seconds=delay)):
             _map_item_send(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
                            compiled=compiled, countdown_s=delay)
         return RETRY
@@ -861,14 +862,14 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
 
 
 def _map_reconcile(*, row: StepRun, compiled: CompiledVersion, lost_before) -> int:
-    """Keep a mapped step going: items running since before ``lost_before`` lost their worker and are queued
-    again, the window of ``concurrency`` items is refilled, and a step whose items all finished (its last finisher
-    died first) is finished. Returns the items sent."""
+    """Keep a mapped step going: items running (or queued: their message was lost) since before ``lost_before``
+    are sent again, the window of ``concurrency`` items is refilled, and a step whose items all finished (its last
+    finisher died first) is finished. Returns the items sent."""
     key = {"run_id": row.run_id, "step_id": row.step_id, "run_attempt": row.run_attempt}
     items = MapItem.objects.filter(**key)
-    lost = list(items.filter(status=MapItemStatus.RUNNING, started_at__lt=lost_before).values_list("index", flat=True))
-    items.filter(status=MapItemStatus.RUNNING, started_at__lt=lost_before).update(
-        status=MapItemStatus.QUEUED, error="worker lost: queued again", task_id="")
+    stale = items.filter(status__in=(MapItemStatus.RUNNING, MapItemStatus.QUEUED), started_at__lt=lost_before)
+    lost = list(stale.values_list("index", flat=True))
+    stale.update(status=MapItemStatus.QUEUED, error="lost: sent again", task_id="", started_at=timezone.now())
     for index in lost:
         _map_item_send(index=index, compiled=compiled, **key)
     in_flight = items.filter(status__in=(MapItemStatus.QUEUED, MapItemStatus.RUNNING)).count()

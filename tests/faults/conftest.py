@@ -1,6 +1,9 @@
 """Fixtures for fault scenarios: a private PostgreSQL for the session (a fresh migrated database per test) and a
 private redis-server per test, so killing, freezing and restarting never touches the machine's shared services."""
+import os
 import re
+import subprocess
+import time
 
 import pytest
 
@@ -36,3 +39,21 @@ def cluster(private_postgres, private_redis, tmp_path, request):
                       extra_env=FAST_DETECTION)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def rabbitmq_vhost():
+    """A vhost of this test's own on the machine's RabbitMQ (127.0.0.1:5672, guest/guest); deleted after."""
+    vhost = f"faults-{os.getpid()}-{time.monotonic_ns()}"
+    subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                   capture_output=True, timeout=60)
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def cluster_on_rabbitmq(cluster, rabbitmq_vhost):
+    """The cluster with RabbitMQ as its broker (a vhost of its own); Redis stays its cache."""
+    cluster.extra_env["CELERY_BROKER_URL"] = rabbitmq_vhost
+    return cluster

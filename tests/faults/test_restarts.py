@@ -1,6 +1,5 @@
 """Redis or PostgreSQL restarted in the middle of a run: workers and beat reconnect, database work is retried, and
 the run completes with every step recorded once. Each test runs its own redis-server and PostgreSQL."""
-import os
 import socket
 import subprocess
 import time
@@ -107,17 +106,6 @@ def test_a_worker_survives_a_redis_restart_while_it_runs_a_step(cluster):
     assert outcome["worker_alive"], outcome["log"]
     assert (outcome["status"], outcome["after"]) == ("succeeded", "succeeded")
     assert "Unrecoverable error" not in outcome["log"]
-
-
-@pytest.fixture
-def rabbitmq_vhost():
-    """A vhost of this test's own on the machine's RabbitMQ (127.0.0.1:5672, guest/guest); deleted after."""
-    vhost = f"faults-{os.getpid()}-{time.monotonic_ns()}"
-    subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
-    subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
-                   capture_output=True, timeout=60)
-    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
 
 
 def rabbitmq_answers() -> bool:
