@@ -57,3 +57,18 @@ def cluster_on_rabbitmq(cluster, rabbitmq_vhost):
     """The cluster with RabbitMQ as its broker (a vhost of its own); Redis stays its cache."""
     cluster.extra_env["CELERY_BROKER_URL"] = rabbitmq_vhost
     return cluster
+
+
+@pytest.fixture
+def cluster_on_own_postgres(private_redis, tmp_path, request):
+    """A cluster on a PostgreSQL of its own, which the test restarts; on RabbitMQ when the test also asks for
+    ``rabbitmq_vhost``."""
+    broker = {"CELERY_BROKER_URL": request.getfixturevalue("rabbitmq_vhost")} if "rabbitmq_vhost" in \
+        request.fixturenames else {}
+    with PostgresServer() as postgres:
+        cluster = Cluster(tmp_path, database_url=database_create(postgres, "agentsite"), redis=private_redis,
+                          extra_env={**FAST_DETECTION, **broker})
+        try:
+            yield cluster, postgres
+        finally:
+            cluster.stop()

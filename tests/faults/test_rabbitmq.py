@@ -4,8 +4,6 @@ exactly once. (A RabbitMQ restart mid-step is in test_restarts.py.)"""
 import pytest
 
 from tests.faults import scenarios
-from tests.faults.processes import PostgresServer
-from tests.faults.scenarios import FAST_DETECTION, Cluster, database_create
 
 pytestmark = pytest.mark.slow
 
@@ -28,19 +26,9 @@ def test_on_rabbitmq_a_killed_worker_s_steps_finish_on_another(cluster_on_rabbit
     assert outcome["steps_lost"] == outcome["steps_duplicated"] == []
 
 
-@pytest.fixture
-def rabbitmq_cluster_on_own_postgres(private_redis, tmp_path, rabbitmq_vhost):
-    with PostgresServer() as postgres:
-        cluster = Cluster(tmp_path, database_url=database_create(postgres, "agentsite"), redis=private_redis,
-                          extra_env={**FAST_DETECTION, "CELERY_BROKER_URL": rabbitmq_vhost})
-        try:
-            yield cluster, postgres
-        finally:
-            cluster.stop()
-
-
-def test_on_rabbitmq_the_run_completes_when_postgresql_restarts(rabbitmq_cluster_on_own_postgres):
-    cluster, postgres = rabbitmq_cluster_on_own_postgres
+def test_on_rabbitmq_the_run_completes_when_postgresql_restarts(rabbitmq_vhost, cluster_on_own_postgres):
+    cluster, postgres = cluster_on_own_postgres
+    assert cluster.env["CELERY_BROKER_URL"] == rabbitmq_vhost
 
     outcome = scenarios.postgres_restart(cluster, postgres)
 

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from tests.faults import scenarios
-from tests.faults.processes import PostgresServer, poll
-from tests.faults.scenarios import FAST_DETECTION, Cluster, database_create
+from tests.faults.processes import poll
+from tests.faults.scenarios import Cluster
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +25,6 @@ def test_the_run_completes_when_redis_restarts_in_the_middle(cluster):
     assert outcome["beat_sent_after_restart"]
     assert outcome["steps_lost"] == outcome["steps_duplicated"] == []
     assert outcome["worker_alive"] and outcome["run_after_restart"] == "succeeded"
-
-
-@pytest.fixture
-def cluster_on_own_postgres(private_redis, tmp_path):
-    """A cluster on a PostgreSQL of its own, which the test restarts."""
-    with PostgresServer() as postgres:
-        cluster = Cluster(tmp_path, database_url=database_create(postgres, "agentsite"), redis=private_redis,
-                          extra_env=FAST_DETECTION)
-        try:
-            yield cluster, postgres
-        finally:
-            cluster.stop()
 
 
 def test_the_run_completes_when_postgresql_restarts_in_the_middle(cluster_on_own_postgres):
