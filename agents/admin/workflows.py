@@ -28,6 +28,8 @@ DAG_BOX_WIDTH, DAG_BOX_HEIGHT, DAG_GAP_X, DAG_GAP_Y, DAG_MARGIN = 180, 40, 60, 1
 GANTT_LABEL_WIDTH, GANTT_WIDTH, GANTT_ROW_HEIGHT, GANTT_AXIS_HEIGHT = 200, 720, 20, 24
 #: At most this many step attempts are drawn on one run page (a run may hold hundreds of thousands).
 GANTT_MAX_ATTEMPTS = 2000
+#: Items of one mapped step drawn on the timeline (the rest are counted, and listed under Map items).
+GANTT_MAX_ITEMS_PER_STEP = 50
 
 
 def dag_layout(graph: dict[str, tuple[str, ...]], *, actions: dict[str, str],
@@ -73,25 +75,43 @@ def dag_layout(graph: dict[str, tuple[str, ...]], *, actions: dict[str, str],
     }
 
 
-def gantt_layout(attempts: list[StepRun], *, now: datetime) -> dict:
-    """Lay out one bar per started step attempt, relative to the earliest start; unfinished bars end at ``now``."""
-    started = [row for row in attempts if row.started_at]
-    origin = min((row.started_at for row in started), default=now)
-    end = max((row.finished_at or now for row in started), default=origin)
+def gantt_layout(attempts: list[StepRun], *, now: datetime, items: dict[str, list[MapItem]] | None = None,
+                 items_total: dict[str, int] | None = None) -> dict:
+    """Lay out one bar per started step attempt, relative to the earliest start; unfinished bars end at ``now``.
+    A mapped step's items (``items``: its first ones by index, of ``items_total``) follow its last attempt, one
+    indented bar each, and a line says how many more there are."""
+    items, items_total = items or {}, items_total or {}
+    last_attempt = {row.step_id: index for index, row in enumerate(attempts)}
+    entries = []  # (label, title, status, started_at, finished_at, worker, error, kind)
+    for index, row in enumerate(attempts):
+        entries.append((f"{row.step_id} #{row.attempt}", f"{row.step_id} attempt {row.attempt}", row.status,
+                        row.started_at, row.finished_at, row.worker, row.error, "attempt"))
+        if last_attempt[row.step_id] != index:
+            continue
+        for item in items.get(row.step_id, ()):
+            entries.append((f"[{item.index}]", f"{row.step_id} item {item.index} (try {item.attempts})", item.status,
+                            item.started_at, item.finished_at, item.worker, item.error, "item"))
+        more = items_total.get(row.step_id, 0) - len(items.get(row.step_id, ()))
+        if more > 0:
+            entries.append((f"{more} more item{'s' if more != 1 else ''}", "", "", None, None, "", "", "more"))
+    started = [entry for entry in entries if entry[3]]
+    origin = min((entry[3] for entry in started), default=now)
+    end = max((entry[4] or now for entry in started), default=origin)
     span_s = max((end - origin).total_seconds(), 0.001)
     scale = GANTT_WIDTH / span_s
     rows = []
-    for index, row in enumerate(attempts):
+    for index, (label, title, status, started_at, finished_at, worker, error, kind) in enumerate(entries):
         y = GANTT_AXIS_HEIGHT + index * GANTT_ROW_HEIGHT
         bar = None
-        if row.started_at:
-            offset_s = (row.started_at - origin).total_seconds()
-            length_s = ((row.finished_at or now) - row.started_at).total_seconds()
+        if started_at:
+            offset_s = (started_at - origin).total_seconds()
+            length_s = ((finished_at or now) - started_at).total_seconds()
             bar = {"x": round(GANTT_LABEL_WIDTH + offset_s * scale, 2), "width": round(max(length_s * scale, 2.0), 2),
                    "y": y + 3, "offset": format_duration(offset_s), "length": format_duration(length_s),
-                   "running": row.finished_at is None}
-        rows.append({"step_id": row.step_id, "attempt": row.attempt, "status": row.status, "error": row.error,
-                     "worker": row.worker, "text_y": y + GANTT_ROW_HEIGHT - 6, "bar": bar})
+                   "running": finished_at is None}
+        rows.append({"label": label, "title": title, "kind": kind, "status": status, "error": error,
+                     "worker": worker, "text_y": y + GANTT_ROW_HEIGHT - 6, "bar": bar,
+                     "label_x": 16 if kind != "attempt" else 4})
     tick_s = _tick_interval(span_s)
     ticks = []
     count = int(span_s / tick_s) + 1
@@ -511,8 +531,15 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
             "attempts_total": attempts_total,
             "attempts_cut": attempts_total > len(attempts),
             "dag": dag_layout(graph, actions=actions, statuses=statuses),
-            "gantt": gantt_layout(attempts, now=timezone.now()),
+            "gantt": gantt_layout(attempts, now=timezone.now(), items=_gantt_items(run, items),
+                                  items_total={step_id: sum(counts.values()) for step_id, counts in items.items()}),
         }
+
+
+def _gantt_items(run: WorkflowRun, counts: dict[str, dict[str, int]]) -> dict[str, list[MapItem]]:
+    """The first items (by index) of each mapped step of the run's current attempt, for the timeline."""
+    return {step_id: list(MapItem.objects.filter(run=run, run_attempt=run.attempt, step_id=step_id)
+                          .order_by("index")[:GANTT_MAX_ITEMS_PER_STEP]) for step_id in counts}
 
 
 @admin.register(StepRun)

@@ -282,10 +282,13 @@ def start_celery_worker(hostname: str, *, env: dict, log_dir: Path, queues: str 
     )
 
 
-def start_celery_beat(*, env: dict, log_dir: Path) -> CeleryProcess:
-    """Start ``celery beat`` with a file scheduler under ``log_dir`` (the schedule comes from settings)."""
+def start_celery_beat(*, env: dict, log_dir: Path, name: str = "beat", database_scheduler: bool = False,
+                      loglevel: str = "WARNING") -> CeleryProcess:
+    """Start ``celery beat`` named ``name``: with a file scheduler under ``log_dir`` (the schedule comes from
+    settings), or with ``database_scheduler`` django-celery-beat's, as ``make run`` does (entries in the database)."""
+    scheduler = (["-S", "django_celery_beat.schedulers:DatabaseScheduler"] if database_scheduler else
+                 ["-S", "celery.beat:PersistentScheduler", "-s", str(Path(log_dir) / f"{name}-schedule")])
     return CeleryProcess(
-        ["beat", "-S", "celery.beat:PersistentScheduler", "-s", str(Path(log_dir) / "beat-schedule"),
-         "--pidfile", str(Path(log_dir) / "beat.pid"), "--loglevel", "WARNING"],
-        env=env, log=Path(log_dir) / "beat.log", name="beat",
+        ["beat", *scheduler, "--pidfile", str(Path(log_dir) / f"{name}.pid"), "--loglevel", loglevel],
+        env=env, log=Path(log_dir) / f"{name}.log", name=name,
     )

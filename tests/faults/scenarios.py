@@ -89,9 +89,11 @@ class Cluster:
         for process in workers:
             self._wait(lambda: self._registered(process), process, f"worker {process.name} to register")
 
-    def beat(self) -> CeleryProcess:
-        """Start celery beat (the offline sweep and the reconciler come from its schedule)."""
-        process = start_celery_beat(env=self.env, log_dir=self.directory)
+    def beat(self, name: str = "beat", *, database_scheduler: bool = False, loglevel: str = "WARNING") -> CeleryProcess:
+        """Start celery beat (the offline sweep and the reconciler come from its schedule; with
+        ``database_scheduler``, workflow schedules too)."""
+        process = start_celery_beat(env=self.env, log_dir=self.directory, name=name,
+                                    database_scheduler=database_scheduler, loglevel=loglevel)
         self.processes.append(process)
         return process
 

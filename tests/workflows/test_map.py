@@ -1,5 +1,7 @@
 """Mapped steps: once per item of a list an expression gives, each item its own attempt record with retries, results
 in input order, dependents after the last item, a bounded number of items at once."""
+import re
+
 import pytest
 
 from agents.exceptions import WorkflowSpecError
@@ -104,7 +106,8 @@ def test_map_is_validated_with_the_rest():
     ]
 
 
-def test_the_admin_run_page_groups_a_mapped_step_s_items_under_it(worker, admin_client):
+def test_the_admin_run_page_groups_a_mapped_step_s_items_under_it(worker, admin_client, monkeypatch):
+    monkeypatch.setattr("agents.admin.workflows.GANTT_MAX_ITEMS_PER_STEP", 2)
     run = start("""
         name: mapped-admin
         params: {numbers: [1, 2, 3]}
@@ -118,3 +121,9 @@ def test_the_admin_run_page_groups_a_mapped_step_s_items_under_it(worker, admin_
 
     assert "3 items</a>:" in page and "3 succeeded" in page
     assert "3 map items" in listing
+    # the timeline: the step's bar, then its first items' bars indented under it, then a count of the rest
+    gantt = re.search(r'<svg class="wf-gantt".*?</svg>', page, re.S).group(0)
+    labels = re.findall(r'<text class="gantt-label[^"]*" x="(\d+)" y="[\d.]+">([^<]+)</text>', gantt)
+    assert labels == [("4", "each #1"), ("16", "[0]"), ("16", "[1]"), ("16", "1 more item")]
+    assert gantt.count('class="gantt-bar wf-succeeded"') == 3
+    assert "each item 1 (try 1): succeeded" in gantt
