@@ -152,6 +152,7 @@ class EventType(models.TextChoices):
     ALERT_FIRED = "alert.fired", "alert.fired"
     ALERT_RESOLVED = "alert.resolved", "alert.resolved"
     AGENT_OFFLINE = "agent.offline", "agent.offline"
+    WORKFLOW_DEADLINE_MISSED = "workflow.deadline_missed", "workflow.deadline_missed"
 
 
 class Event(models.Model):

@@ -31,8 +31,10 @@ class WorkflowVersion(DefinitionVersion):
 class RunStatus(models.TextChoices):
     """Where a run is."""
 
+    QUEUED = "queued", "Queued"  # waits for its workflow's max_active_runs
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"  # no new step starts; running ones finish
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
@@ -53,6 +55,8 @@ class StepStatus(models.TextChoices):
 STEP_FINISHED = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED)
 #: Run statuses that end a run.
 RUN_FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+#: Run statuses of a run that has started and not ended (it counts towards max_active_runs).
+RUN_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
 
 
 class WorkflowRun(models.Model):
@@ -76,6 +80,10 @@ class WorkflowRun(models.Model):
         null=True, blank=True, help_text="The schedule slot the run is for (also in its params as logical_time).")
     backfill = models.ForeignKey("WorkflowBackfill", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="runs")
+    deadline_at = models.DateTimeField(null=True, blank=True, help_text="When the run should have finished by.")
+    deadline_missed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the deadline sweep found it unfinished past its deadline.")
+    paused_by = models.CharField(max_length=150, blank=True, help_text="Who paused it (while paused).")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -117,13 +125,37 @@ class StepRun(models.Model):
     error = models.TextField(blank=True)
     retry_delay_s = models.FloatField(null=True, blank=True, help_text="Backoff before the next attempt, if retried.")
     child_run = models.ForeignKey(WorkflowRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    waiting_for = models.CharField(
+        max_length=100, blank=True,
+        help_text="The signal a running wait.signal or approval step waits for (no worker holds it).")
+    wait_until = models.DateTimeField(null=True, blank=True, help_text="When a waiting step times out.")
+    held = models.CharField(
+        max_length=200, blank=True,
+        help_text="Why a pending step may not start yet (run paused, pool full, a limit); empty otherwise.")
+    held_at = models.DateTimeField(null=True, blank=True, help_text="When the step was first held (its turn).")
+    pool = models.CharField(max_length=100, blank=True, help_text="The pool whose slots the step takes.")
+    pool_slots = models.PositiveSmallIntegerField(default=0)
+    cache_key = models.CharField(max_length=64, blank=True,
+                                 help_text="The hash of the action and the step's cache key (steps with cache).")
+    cached_from = models.ForeignKey(WorkflowRun, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", help_text="The run whose result this attempt reused.")
+    deadline_missed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "step_id", "attempt"]
         constraints = [
             models.UniqueConstraint(fields=["run", "step_id", "attempt"], name="step_run_attempt_unique"),
         ]
-        indexes = [models.Index(fields=["run", "status"], name="step_run_run_status")]
+        indexes = [
+            models.Index(fields=["run", "status"], name="step_run_run_status"),
+            models.Index(fields=["held_at"], name="step_run_held",
+                         condition=models.Q(status="pending") & ~models.Q(held="")),
+            models.Index(fields=["pool", "status"], name="step_run_pool", condition=~models.Q(pool="")),
+            models.Index(fields=["cache_key", "finished_at"], name="step_run_cache",
+                         condition=models.Q(status="succeeded") & ~models.Q(cache_key="")),
+            models.Index(fields=["wait_until"], name="step_run_waiting",
+                         condition=models.Q(status="running") & ~models.Q(waiting_for="")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.step_id} #{self.attempt} of run {self.run_id}"
@@ -211,3 +243,48 @@ class WorkflowBackfill(models.Model):
 
     def __str__(self) -> str:
         return f"backfill #{self.pk} of {self.definition.name}:{self.schedule}"
+
+
+class SignalDecision(models.TextChoices):
+    """What an approver decided (signals that are not approvals have none)."""
+
+    NONE = "", "-"
+    APPROVE = "approve", "Approve"
+    REJECT = "reject", "Reject"
+
+
+class WorkflowSignal(models.Model):
+    """A signal sent to a run: completes the step waiting for its name (kept until one does, if none waits yet);
+    for an approval step, one approver's decision."""
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="signals")
+    name = models.CharField(max_length=100)
+    payload = models.JSONField(null=True, blank=True)
+    decision = models.CharField(max_length=10, choices=SignalDecision.choices, blank=True, default="")
+    comment = models.TextField(blank=True)
+    sent_by = models.CharField(max_length=150, blank=True, help_text="The user who sent it (empty: a command).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    step_id = models.CharField(max_length=100, blank=True, help_text="The step that took it.")
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "created_at", "pk"]
+        indexes = [models.Index(fields=["run", "name", "consumed_at"], name="workflow_signal_waiting")]
+
+    def __str__(self) -> str:
+        return f"signal {self.name} for run {self.run_id}"
+
+
+class Pool(models.Model):
+    """A named number of slots that steps (``pool: NAME``) take while they run, across runs and workflows."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    slots = models.PositiveIntegerField(default=1)
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"pool {self.name} ({self.slots} slots)"
