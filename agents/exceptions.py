@@ -34,6 +34,10 @@ class WorkflowRunStateError(AgentsError):
     """The run's status does not allow what was asked (cancel a finished run, re-run a running one)."""
 
 
+class NotAllowedError(AgentsError):
+    """The user may not do this to this object (a decision on an approval step from outside its approvers)."""
+
+
 class OutboundRequestError(AgentsError):
     """A call to another host was refused before anything was sent: the URL is ambiguous, its host is not allowed or
     resolves to a forbidden address, or a redirect leads to one. The message never holds credentials."""

@@ -374,6 +374,13 @@ CELERY_BEAT_SCHEDULE["workflow-runs-reconcile"] = {
     "schedule": AGENTS_WORKFLOW_RECONCILE_S,
     "options": {"expires": AGENTS_WORKFLOW_RECONCILE_S},
 }
+#: Seconds between sweeps of workflow timers: waiting steps past their timeout, runs and steps past a deadline.
+AGENTS_WORKFLOW_TIMERS_S = env.float("AGENTS_WORKFLOW_TIMERS_S", default=5.0)
+CELERY_BEAT_SCHEDULE["workflow-timers"] = {
+    "task": "workers.workflow.workflow_timers_sweep",
+    "schedule": AGENTS_WORKFLOW_TIMERS_S,
+    "options": {"expires": AGENTS_WORKFLOW_TIMERS_S},
+}
 
 # --- Decisions ----------------------------------------------------------------
 

@@ -53,6 +53,12 @@ def workflow_runs_reconcile(stall_s: float | None = None) -> dict:
     return engine.workflow_runs_reconcile(stall_s=stall_s)
 
 
+@shared_task(name="workers.workflow.workflow_timers_sweep", ignore_result=True)
+def workflow_timers_sweep() -> dict:
+    """End waiting steps past their timeout (a celery-beat entry, every AGENTS_WORKFLOW_TIMERS_S)."""
+    return {"waits_expired": engine.workflow_waits_expire()}
+
+
 @shared_task(name="workers.workflow.schedule_fire", ignore_result=True, **DATABASE_RETRY)
 def schedule_fire(workflow: str, schedule: str) -> int:
     """Start the runs a schedule's slot (and, with catch-up, its missed slots) call for (a celery-beat entry per

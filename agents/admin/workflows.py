@@ -18,7 +18,15 @@ from django.utils.html import format_html
 
 from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, TeamScopedMixin, status_badge, trace_link
 from agents.exceptions import AgentsError
-from agents.models import MapItem, StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
+from agents.models import (
+    MapItem,
+    StepRun,
+    StepStatus,
+    WorkflowDefinition,
+    WorkflowRun,
+    WorkflowSignal,
+    WorkflowVersion,
+)
 from agents.models.workflows import RUN_FINISHED
 from agents.workflows import dag, selectors, services
 
@@ -397,6 +405,35 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
     readonly_fields = fields
     actions = ("cancel_runs", "rerun_runs")
 
+    def get_urls(self):
+        decide = path("<path:object_id>/decide/", self.admin_site.admin_view(self.decide_view),
+                      name="agents_workflowrun_decide")
+        return [decide, *super().get_urls()]
+
+    def decide_view(self, request, object_id):
+        """Approve or reject an approval step of the run (a POST from the run page's Waiting box); the decision,
+        who made it and the comment are recorded. Only members of the step's approver groups may decide."""
+        run = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        if run is None:
+            raise Http404("no such run")
+        if request.method != "POST":
+            return redirect(reverse("admin:agents_workflowrun_change", args=[run.pk]))
+        if not request.user.has_perm("agents.add_workflowsignal"):
+            raise PermissionDenied
+        decision, _, step = request.POST.get("decide", "").partition(":")  # "approve:STEP" or "reject:STEP"
+        try:
+            outcome = services.workflow_signal(run_id=run.pk, name=step, decision=decision,
+                                               comment=request.POST.get(f"comment:{step}", "").strip()[:2000],
+                                               user=request.user)
+        except AgentsError as error:
+            self.message_user(request, f"Not recorded: {error}", messages.ERROR)
+        else:
+            said = {"taken": "the step is decided", "recorded": "it waits for more approvals",
+                    "kept": "it is taken when the step starts waiting"}[outcome["state"]]
+            self.message_user(request, f"Recorded your decision ({decision}) on step {step!r}: {said}.",
+                              messages.SUCCESS)
+        return redirect(reverse("admin:agents_workflowrun_change", args=[run.pk]))
+
     @admin.display(description="workflow", ordering="version__definition__name")
     def workflow(self, obj):
         return obj.version.definition.name
@@ -526,6 +563,7 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
         } for row in attempts]
         statuses = {step_id: step["status"] for step_id, step in state["steps"].items()}
         return {
+            "waits": _waits(run, actions),
             "steps": steps,
             "attempts": attempt_rows,
             "attempts_total": attempts_total,
@@ -534,6 +572,24 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
             "gantt": gantt_layout(attempts, now=timezone.now(), items=_gantt_items(run, items),
                                   items_total={step_id: sum(counts.values()) for step_id, counts in items.items()}),
         }
+
+
+def _waits(run: WorkflowRun, actions: dict[str, str]) -> list[dict]:
+    """The run's steps waiting for a signal (with an approval's decisions so far) or held back, for its page."""
+    compiled = selectors.run_spec(run)
+    found = []
+    rows = StepRun.objects.filter(run=run, run_attempt=run.attempt).filter(
+        Q(status=StepStatus.RUNNING) & ~Q(waiting_for="") | Q(status=StepStatus.PENDING) & ~Q(held=""))
+    for row in rows.order_by("step_id"):
+        step = compiled.steps.get(row.step_id)
+        entry = {"step_id": row.step_id, "action": actions.get(row.step_id, ""), "signal": row.waiting_for,
+                 "until": row.wait_until, "held": row.held, "held_at": row.held_at, "approval": False}
+        if step is not None and step.action == "approval" and row.waiting_for:
+            entry.update(approval=True, approvers=", ".join(step.params["approvers"]),
+                         require=step.params.get("require", 1),
+                         decisions=list(selectors.signals_taken(row)))
+        found.append(entry)
+    return found
 
 
 def _gantt_items(run: WorkflowRun, counts: dict[str, dict[str, int]]) -> dict[str, list[MapItem]]:
@@ -576,6 +632,18 @@ class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
             return self.get_empty_value_display()
         url = flower_task_url(obj.task_id)
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.task_id)
+
+
+@admin.register(WorkflowSignal)
+class WorkflowSignalAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+    """Signals sent to runs and approvers' decisions: who, when, why, and the step that took each."""
+
+    list_display = ("run", "name", "decision", "sent_by", "created_at", "step_id", "consumed_at")
+    list_filter = ("decision",)
+    search_fields = ("name", "sent_by", "step_id")
+    list_select_related = ("run",)
+    fields = ("run", "name", "payload", "decision", "comment", "sent_by", "created_at", "step_id", "consumed_at")
+    readonly_fields = fields
 
 
 @admin.register(MapItem)

@@ -16,7 +16,7 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from agents.exceptions import AgentsError, AlertStateError, InvalidTransitionError, WorkflowRunStateError
+from agents.exceptions import AgentsError, AlertStateError, InvalidTransitionError, NotAllowedError, WorkflowRunStateError
 
 API_PREFIX = "/api/"
 #: Errors saying the current state of a thing forbids the action (cancel a finished run, ack a resolved alert).
@@ -55,6 +55,8 @@ def _status_of(error: AgentsError, *, about_input: bool) -> int:
         return status.HTTP_404_NOT_FOUND
     if isinstance(error, STATE_ERRORS):
         return status.HTTP_409_CONFLICT
+    if isinstance(error, NotAllowedError):
+        return status.HTTP_403_FORBIDDEN
     return status.HTTP_400_BAD_REQUEST
 
 

@@ -258,6 +258,31 @@ class RunStartSerializer(serializers.Serializer):
     params = JSONObjectField(required=False, default=dict, help_text="Overrides of the declared parameters.")
 
 
+class SignalSerializer(serializers.Serializer):
+    """A signal to a run: for the step waiting for ``name`` (``wait.signal``), or a decision on an approval step
+    (``name`` is its id)."""
+
+    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
+                                  help_text="The signal: a wait.signal step's name, or an approval step's id.")
+    payload = JSONValueField(required=False, allow_null=True, default=None, help_text="The waiting step's result.")
+    decision = serializers.ChoiceField(choices=("approve", "reject"), required=False,
+                                       help_text="For an approval step: the approver's decision.")
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+                                    help_text="For an approval step: why.")
+
+
+class SignalOutcomeSerializer(serializers.Serializer):
+    """What became of a signal."""
+
+    signal_id = serializers.IntegerField()
+    run_id = serializers.IntegerField()
+    step = serializers.CharField(help_text="The step that takes it.")
+    state = serializers.ChoiceField(
+        choices=("taken", "recorded", "kept"),
+        help_text="taken: it ended the wait; recorded: an approval still short of its require; kept: the step "
+                  "has not started waiting and takes it when it does.")
+
+
 def _run_summary(run: WorkflowRun) -> dict:
     return {
         "run_id": run.pk, "workflow": run.version.definition.name, "version": run.version.number,
@@ -272,13 +297,13 @@ class WorkflowRunViewSet(ApiViewSet):
 
     queryset = WorkflowRun.objects.select_related("version__definition")
     serializer_class = WorkflowRunSummarySerializer
-    request_serializers = {"create": RunStartSerializer}
+    request_serializers = {"create": RunStartSerializer, "signals": SignalSerializer}
     filter_serializer_class = RunFilterSerializer
     filter_lookups = {"status": "status", "workflow": "version__definition__name"}
     lookup_value_regex = "[0-9]+"
     noun = "workflow run"
     perms = {"list": "view_workflowrun", "retrieve": "view_workflowrun", "create": "add_workflowrun",
-             "cancel": "change_workflowrun", "rerun": "change_workflowrun"}
+             "cancel": "change_workflowrun", "rerun": "change_workflowrun", "signals": "add_workflowsignal"}
 
     @extend_schema(parameters=[RunFilterSerializer])
     def list(self, request):
@@ -320,6 +345,23 @@ class WorkflowRunViewSet(ApiViewSet):
         """Re-run a failed or cancelled run from failure: only steps that did not succeed run again (409 otherwise)."""
         with service_errors():
             return self._run(services.workflow_run_retry(run_id=self.get_object().pk))
+
+    @extend_schema(request=SignalSerializer, responses={200: SignalOutcomeSerializer, 202: SignalOutcomeSerializer})
+    @action(detail=True, methods=["post"])
+    def signals(self, request, pk: str):
+        """Send a signal to a run. The step waiting for it takes it (200, `taken`; its payload is the step's result);
+        a step that has not started waiting yet takes it when it does (202, `kept`). On an approval step, a member
+        of its approver groups approves or rejects (`decision`, `comment`); other users get 403. Sending needs the
+        permission to add workflow signals (operators have it; give it to an approver group). 409 when the run has
+        finished, the step no longer waits, or no step takes the signal; nothing is stored then."""
+        run = self.get_object()
+        given = self.given()
+        with service_errors({WorkflowSpecError: "decision"}):
+            outcome = services.workflow_signal(run_id=run.pk, name=given["name"], payload=given["payload"],
+                                               decision=given.get("decision", ""), comment=given["comment"],
+                                               user=request.user)
+        return self.show(outcome, serializer_class=SignalOutcomeSerializer,
+                         status=status.HTTP_202_ACCEPTED if outcome["state"] == "kept" else status.HTTP_200_OK)
 
     def _run(self, run: WorkflowRun, **kwargs):
         return self.show(selectors.run_to_dict(run), serializer_class=WorkflowRunSerializer, **kwargs)

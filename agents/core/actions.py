@@ -37,6 +37,15 @@ class Deferred:
 
 
 @dataclass(frozen=True)
+class Wait:
+    """Returned by an action whose step waits, holding no worker, for the signal ``signal`` sent to its run (for
+    at most ``timeout_s`` seconds when set)."""
+
+    signal: str
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
 class Action:
     """A function with a parameter schema: a registered action, or a check type or notifier of an area."""
 

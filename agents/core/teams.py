@@ -39,6 +39,7 @@ from agents.models import (
     WorkflowBackfill,
     WorkflowDefinition,
     WorkflowRun,
+    WorkflowSignal,
     WorkflowVersion,
     default_team,
 )
@@ -48,7 +49,7 @@ from agents.models import Check as HealthCheck
 TEAM_PATHS: dict[type[Model], str] = {
     WorkflowDefinition: "team", WorkflowVersion: "definition__team", WorkflowRun: "version__definition__team",
     StepRun: "run__version__definition__team", WorkflowBackfill: "definition__team",
-    MapItem: "run__version__definition__team",
+    MapItem: "run__version__definition__team", WorkflowSignal: "run__version__definition__team",
     RuleSet: "team", RuleSetVersion: "ruleset__team", DecisionModelVersion: "ruleset__team", Decision: "ruleset__team",
     ShadowComparison: "decision__ruleset__team",
     Pipeline: "team", PipelineVersion: "pipeline__team", DataRun: "version__pipeline__team", Dataset: "team",

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from agents.core.actions import ActionContext, Deferred, action, task_kind
+from agents.core.actions import ActionContext, Deferred, Wait, action, task_kind
 from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved
 from agents.core.hooks import workers_lost
@@ -140,6 +140,32 @@ def workflow_start(context: ActionContext, *, workflow: str, params: dict | None
     except AgentsError as error:  # missing workflow, unknown parameter, another team's: a retry cannot help
         raise PermanentActionError(str(error)) from None
     return {"workflow_run_id": run.pk, "status": run.status}
+
+
+#: What a waiting step does when its timeout passes: fail, succeed with a null result, or succeed with ``default``.
+ON_TIMEOUT = ("fail", "continue", "default")
+_WAIT_PARAMS = {
+    "timeout_s": Param("number", default=None, minimum=0.001, maximum=366 * 86400),
+    "on_timeout": Param("string", default="fail", choices=ON_TIMEOUT),
+    "default": Param("any", default=None),
+}
+
+
+@action("wait.signal", params={"name": Param("string", required=True), **_WAIT_PARAMS}, deferred=True)
+def wait_signal(context: ActionContext, *, name: str, timeout_s: float | None, on_timeout: str, default) -> Wait:
+    """Wait, holding no worker, for the signal ``name`` sent to the run (``workflow signal``, the API); its payload
+    is the step's result. A signal sent before the step started is taken when it starts."""
+    return Wait(signal=name, timeout_s=timeout_s)
+
+
+@action("approval", params={"approvers": Param("array", required=True),
+                            "require": Param("integer", default=1, minimum=1, maximum=100), **_WAIT_PARAMS},
+        deferred=True)
+def approval(context: ActionContext, *, approvers: list, require: int, timeout_s: float | None, on_timeout: str,
+             default) -> Wait:
+    """Wait for ``require`` members of the ``approvers`` groups to approve (one rejection fails the step); the
+    decisions (who, when, comment) are the step's result. Decided on the admin run page, the API or the command."""
+    return Wait(signal=context.step_id, timeout_s=timeout_s)
 
 
 # A workflow agent's task ``{workflow: name, params: {...}}`` starts that workflow.

@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agents.core.actions import ActionContext, Deferred, action_get
+from agents.core.actions import ActionContext, Deferred, Wait, action_get
 from agents.core.dispatch import task_send_on_commit, task_signature
 from agents.core.events import event_publish
 from agents.core.redaction import secrets_redacted
@@ -39,7 +39,7 @@ from agents.models import (
     WorkflowVersion,
 )
 from agents.models.workflows import RUN_FINISHED
-from agents.workflows import dag, templates
+from agents.workflows import dag, templates, waits
 from agents.workflows.spec import RUN_IF_DEFAULT, WorkflowSpec, step_references, workflow_spec_parse
 
 logger = logging.getLogger(__name__)
@@ -333,6 +333,8 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         logger.exception("step %s of run %s raised", step_id, run_id)
         return step_fail(row=row, task_id=task_id, error=f"{type(error).__name__}: {error}", compiled=compiled)
 
+    if isinstance(result, Wait):
+        return _wait_begin(row=row, task_id=task_id, wait=result, compiled=compiled)
     if isinstance(result, Deferred):
         StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING).update(child_run_id=result.child_run_id)
         # A quick child may have finished before the parent row named it: complete the parent now.
@@ -341,6 +343,55 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         return StepOutcome(DEFERRED)
     # What a server echoed of a secret (a response body) is stored without it.
     return step_succeed(row=row, task_id=task_id, result=secrets_redacted(result), compiled=compiled)
+
+
+# --- waiting steps -----------------------------------------------------------------------------------------
+
+
+def _wait_begin(*, row: StepRun, task_id: str, wait: Wait, compiled: CompiledVersion) -> StepOutcome:
+    """Let the claimed step wait for its signal, holding no worker; the signals kept for it are taken at once
+    (a signal sent early), which may end it here."""
+    step = compiled.spec.steps[row.step_id]
+    now = timezone.now()
+    with transaction.atomic():
+        locked = StepRun.objects.select_for_update().filter(pk=row.pk, status=StepStatus.RUNNING,
+                                                            task_id=task_id).first()
+        if locked is None:
+            return StepOutcome(IGNORED)
+        until = now + timezone.timedelta(seconds=wait.timeout_s) if wait.timeout_s else None
+        decision = waits.signals_take(row=locked, step=step)
+        StepRun.objects.filter(pk=row.pk).update(waiting_for="" if decision else wait.signal, wait_until=until,
+                                                 worker="")
+    if decision is not None:
+        wait_apply(row=row, decision=decision, compiled=compiled)
+    return StepOutcome(DEFERRED)
+
+
+def wait_apply(*, row: StepRun, decision: waits.Decision, compiled: CompiledVersion) -> str:
+    """End a waiting step as ``decision`` says (after the transaction that took its signals committed, so what
+    it starts sees it); the step's guarded update admits one ending. Returns the outcome's kind."""
+    if decision.succeeded:
+        return step_succeed(row=row, task_id=None, result=decision.result, compiled=compiled, note=decision.note).kind
+    return step_fail(row=row, task_id=None, error=decision.error, compiled=compiled, retryable=False).kind
+
+
+def workflow_waits_expire(*, now=None) -> int:
+    """End the waiting steps whose timeout has passed as their ``on_timeout`` says (a celery-beat sweep); safe to
+    run any time and twice: each step is re-read under its lock and ended once. Returns how many ended."""
+    now = now or timezone.now()
+    ended = 0
+    expired = StepRun.objects.filter(status=StepStatus.RUNNING, wait_until__lt=now).exclude(waiting_for="")
+    for row_id in expired.values_list("pk", flat=True)[:1000]:
+        with transaction.atomic():
+            row = (StepRun.objects.select_for_update(of=("self",)).select_related("run")
+                   .filter(pk=row_id, status=StepStatus.RUNNING, wait_until__lt=now).exclude(waiting_for="").first())
+            if row is None:
+                continue  # a signal ended it meanwhile
+            StepRun.objects.filter(pk=row.pk).update(waiting_for="")
+        compiled = compiled_version(row.run.version_id)
+        ended += wait_apply(row=row, decision=waits.timeout_decision(compiled.spec.steps[row.step_id]),
+                            compiled=compiled) != IGNORED
+    return ended
 
 
 # --- mapped steps ------------------------------------------------------------------------------------------
@@ -826,8 +877,8 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
     rows = list(StepRun.objects.select_related("run").filter(run_id=run_id).order_by("attempt"))
     latest = {row.step_id: row for row in rows}
     for row in latest.values():
-        if row.status != StepStatus.RUNNING or row.child_run_id or row.run_attempt != run_attempt:
-            continue
+        if row.status != StepStatus.RUNNING or row.child_run_id or row.waiting_for or row.run_attempt != run_attempt:
+            continue  # (a step waiting on a child run or a signal holds no worker to lose)
         step = compiled.spec.steps[row.step_id]
         limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + HARD_LIMIT_GRACE_S + stall_s
         if step.map is not None:  # runs as long as its items: their tasks are what can be lost
@@ -902,7 +953,8 @@ def workflow_steps_requeue_lost(*, hostnames: Iterable[str], reason: str = "stop
         return counts
     rows = (
         StepRun.objects.select_related("run")
-        .filter(on_lost_worker, status=StepStatus.RUNNING, child_run__isnull=True, run_attempt=F("run__attempt"),
+        .filter(on_lost_worker, status=StepStatus.RUNNING, child_run__isnull=True, waiting_for="",
+                run_attempt=F("run__attempt"),
                 run__status__in=(RunStatus.PENDING, RunStatus.RUNNING))
         .order_by("run_id", "step_id")
     )

@@ -3,7 +3,24 @@ from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F
 from django.utils import timezone
 
 from agents.core.jsonable import iso
-from agents.models import RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowVersion
+from agents.models import RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowSignal, WorkflowVersion
+from agents.workflows import engine, waits
+from agents.workflows.spec import WorkflowSpec
+
+
+def run_spec(run: WorkflowRun) -> WorkflowSpec:
+    """The validated definition ``run`` is pinned to."""
+    return engine.compiled_version(run.version_id).spec
+
+
+def signals_taken(row: StepRun) -> list[dict]:
+    """The decisions (or signals) the waiting attempt ``row`` has taken so far, oldest first."""
+    return [waits.decision_shown(signal) for signal in waits.taken_by(row)]
+
+
+def signals_of(run: WorkflowRun) -> list[WorkflowSignal]:
+    """Every signal sent to ``run``, oldest first."""
+    return list(WorkflowSignal.objects.filter(run=run).order_by("created_at", "pk"))
 
 
 def run_step_counts(run: WorkflowRun) -> dict[str, int]:

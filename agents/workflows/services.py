@@ -11,22 +11,33 @@ from agents.core.audit import audit_record
 from agents.core.dispatch import task_send_on_commit
 from agents.core.teams import owned_get_or_create, same_team, team_acting
 from agents.core.definitions import DefinitionTextError, definition_read_file, refuse_json_constant
-from agents.exceptions import TeamError, WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
+from agents.exceptions import (
+    NotAllowedError,
+    TeamError,
+    WorkflowNotFoundError,
+    WorkflowRunStateError,
+    WorkflowSpecError,
+)
 from agents.core.tracing import trace_id_ensure
 from agents.models import (
     RunStatus,
+    SignalDecision,
     StepRun,
     StepStatus,
     Team,
     WorkflowBackfill,
     WorkflowDefinition,
     WorkflowRun,
+    WorkflowSignal,
     WorkflowVersion,
 )
-from agents.workflows import engine, schedules
+from agents.models.workflows import RUN_FINISHED, STEP_FINISHED
+from agents.workflows import engine, schedules, waits
 from agents.workflows.spec import (
     LOGICAL_TIME_PARAM,
     SUBWORKFLOW_ACTIONS,
+    WAIT_ACTIONS,
+    signal_of,
     subworkflow_targets,
     workflow_spec_load_text,
     workflow_spec_parse,
@@ -409,6 +420,66 @@ def workflow_run_retry(*, run_id: int) -> WorkflowRun:
         )
     run.refresh_from_db()
     return run
+
+
+def workflow_signal(*, run_id: int, name: str, payload=None, decision: str = "", comment: str = "",
+                    user=None) -> dict:
+    """Send the signal ``name`` to run ``run_id``: the step waiting for it takes it (its payload is the step's
+    result); one that has not started waiting yet takes it when it does (the signal is kept). For an approval step
+    (the signal is its id), ``decision`` is approve or reject, from ``user``, a member of one of its approver
+    groups (``NotAllowedError`` otherwise); each approver decides once. Refused with nothing stored
+    (``WorkflowRunStateError``) for a finished run, a step that no longer waits, or a signal no step takes.
+
+    Returns ``{signal_id, run_id, step, state}``: ``taken`` (it ended the wait), ``recorded`` (an approval still
+    short of its ``require``) or ``kept`` (the step has not started waiting)."""
+    run = workflow_run_get(run_id=run_id)
+    if run.status in RUN_FINISHED:
+        raise WorkflowRunStateError(f"run {run_id} has already {run.status}; it takes no signals")
+    compiled = engine.compiled_version(run.version_id)
+    step = next((step for step in compiled.spec.steps.values() if signal_of(step) == name), None)
+    if step is None:
+        waiting = ", ".join(sorted(str(signal_of(s)) for s in compiled.spec.steps.values() if s.action in WAIT_ACTIONS))
+        raise WorkflowRunStateError(f"no step of workflow {compiled.name!r} waits for signal {name!r} (signals it "
+                                    f"takes: {waiting or 'none'})")
+    sent_by = getattr(user, "username", "") if user is not None else ""
+    if step.action == "approval":
+        if decision not in (SignalDecision.APPROVE, SignalDecision.REJECT):
+            raise WorkflowSpecError([f"decision: must be approve or reject for approval step {step.id!r}"])
+        approvers = step.params["approvers"]
+        if user is None or not user.groups.filter(name__in=approvers).exists():
+            raise NotAllowedError(f"{sent_by or 'an anonymous user'} may not decide step {step.id!r}: only members "
+                                  f"of {', '.join(approvers)} may")
+    elif decision:
+        raise WorkflowSpecError([f"decision: only an approval step takes one; step {step.id!r} is {step.action}"])
+    with transaction.atomic():
+        row = (StepRun.objects.select_for_update().filter(run_id=run.pk, step_id=step.id, run_attempt=run.attempt)
+               .order_by("-attempt").first())
+        if row is None or row.status in STEP_FINISHED:
+            raise WorkflowRunStateError(f"step {step.id!r} of run {run_id} is not waiting: it has "
+                                        f"{row.status if row else 'not been planned'}")
+        waiting = row.status == StepStatus.RUNNING and row.waiting_for == name
+        since = row.started_at if waiting else None
+        earlier = WorkflowSignal.objects.filter(run_id=run.pk, name=name)
+        earlier = earlier.filter(consumed_at__gte=since) | earlier.filter(consumed_at__isnull=True) if since else \
+            earlier.filter(consumed_at__isnull=True)
+        if step.action == "approval" and earlier.filter(sent_by=sent_by).exists():
+            raise WorkflowRunStateError(f"{sent_by} has already decided step {step.id!r}")
+        if step.action == "wait.signal" and earlier.filter(consumed_at__isnull=True).exists():
+            raise WorkflowRunStateError(f"a signal {name!r} is already kept for step {step.id!r}, which has not "
+                                        f"started waiting")
+        signal = WorkflowSignal.objects.create(run_id=run.pk, name=name, payload=payload, decision=decision,
+                                               comment=comment, sent_by=sent_by)
+        found = waits.signals_take(row=row, step=step) if waiting else None
+        if found is not None:
+            StepRun.objects.filter(pk=row.pk).update(waiting_for="")
+        audit_record("workflow_run.signal", "workflow_run", run.pk,
+                     f"signal {name!r} to run #{run.pk}" + (f": {decision}" if decision else ""),
+                     step=step.id, decision=decision, comment=comment)
+    if found is not None:
+        row.run = run
+        engine.wait_apply(row=row, decision=found, compiled=compiled)
+    state = "taken" if found is not None else "recorded" if waiting else "kept"
+    return {"signal_id": signal.pk, "run_id": run.pk, "step": step.id, "state": state}
 
 
 def workflow_run_get(*, run_id: int) -> WorkflowRun:

@@ -23,7 +23,8 @@ MAX_RETRIES = 100
 MAX_BACKOFF_S = 3000  # below the broker's visibility timeout, so a retry countdown never re-delivers early
 MAX_TIMEOUT_S = 86400
 
-TOP_LEVEL_KEYS = {"name", "description", "params", "steps", "schedule", "schedules"}
+TOP_LEVEL_KEYS = {"name", "description", "params", "steps", "schedule", "schedules", "max_active_runs", "deadline_s",
+                  "on_deadline"}
 SCHEDULE_KEYS = {"name", "cron", "timezone", "catchup", "max_catchup_runs", "params"}
 #: Most schedules one workflow may carry, and most missed slots one catch-up may start.
 MAX_SCHEDULES = 20
@@ -31,7 +32,15 @@ MAX_CATCHUP_RUNS = 1000
 #: The run parameter a scheduled or backfilled run's logical time (ISO 8601, UTC) is given in.
 LOGICAL_TIME_PARAM = "logical_time"
 STEP_KEYS = {"id", "action", "params", "needs", "retries", "timeout_s", "on_failure", "description", "when",
-             "run_if", "map"}
+             "run_if", "map", "pool", "pool_slots", "concurrency", "deadline_s", "cache"}
+CACHE_KEYS = {"key", "ttl_s"}
+#: Bounds of limits: slots a step takes, runs or step attempts at once, seconds to a deadline or of a cache.
+MAX_POOL_SLOTS = 1000
+MAX_ACTIVE_RUNS = 10_000
+MAX_DEADLINE_S = 366 * 86400
+MAX_CACHE_TTL_S = 366 * 86400
+#: What a run past its deadline does besides publishing workflow.deadline_missed.
+ON_DEADLINE = ("continue", "cancel")
 MAP_KEYS = {"over", "max_items", "concurrency"}
 #: Bounds of a mapped step: items (``max_items`` at most this) and items running at once.
 MAX_MAP_ITEMS = 100_000
@@ -78,6 +87,20 @@ class StepSpec:
     run_if: str = RUN_IF_DEFAULT
     #: ``{over, max_items, concurrency}``: the step runs once per item of the list ``over`` gives.
     map: dict | None = None
+    #: The pool whose ``pool_slots`` slots the step takes while it runs.
+    pool: str | None = None
+    pool_slots: int = 1
+    #: At most this many attempts of this step run at once, across the workflow's runs.
+    concurrency: int | None = None
+    #: Seconds from the run's start by which the step should have finished (workflow.deadline_missed if not).
+    deadline_s: float | None = None
+    #: ``{key, ttl_s}``: a succeeded result of the same action and key within ``ttl_s`` is reused.
+    cache: dict | None = None
+
+
+#: Step fields left out of the stored form while they have their default (older definitions keep their hash).
+STEP_DEFAULTS = {"when": None, "map": None, "run_if": RUN_IF_DEFAULT, "pool": None, "pool_slots": 1,
+                 "concurrency": None, "deadline_s": None, "cache": None}
 
 
 @dataclass(frozen=True)
@@ -90,6 +113,11 @@ class WorkflowSpec:
     steps: dict[str, StepSpec]
     #: Each schedule normalised: ``{name, cron, timezone, catchup, max_catchup_runs, params}``.
     schedules: tuple[dict, ...] = ()
+    #: At most this many runs active at once (more wait as ``queued``, in order).
+    max_active_runs: int | None = None
+    #: Seconds from the run's creation by which it should have finished, and what happens when it has not.
+    deadline_s: float | None = None
+    on_deadline: str = "continue"
 
     def schedule(self, name: str) -> dict | None:
         """The schedule called ``name``, or None."""
@@ -98,7 +126,10 @@ class WorkflowSpec:
     def to_dict(self) -> dict:
         """Return the normalised JSON form (what is stored and hashed; no ``schedules`` key when there are none,
         so definitions stored before schedules keep their hash)."""
-        return ({"schedules": [dict(schedule) for schedule in self.schedules]} if self.schedules else {}) | {
+        limits = {key: value for key, value in (("max_active_runs", self.max_active_runs),
+                                                 ("deadline_s", self.deadline_s), ("on_deadline", self.on_deadline))
+                  if value is not None and value != "continue"}
+        return ({"schedules": [dict(schedule) for schedule in self.schedules]} if self.schedules else {}) | limits | {
             "name": self.name,
             "description": self.description,
             "params": self.params,
@@ -106,7 +137,7 @@ class WorkflowSpec:
                 # A step without a condition has no "when" key: definitions stored before conditions keep their hash.
                 {key: value for key, value in
                  {**asdict(step), "needs": list(step.needs), "retries": asdict(step.retries)}.items()
-                 if (key not in ("when", "map") or value is not None) and (key != "run_if" or value != RUN_IF_DEFAULT)}
+                 if key not in STEP_DEFAULTS or value != STEP_DEFAULTS[key]}
                 for step in self.steps.values()
             ],
         }
@@ -187,15 +218,44 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
         errors.append(f"cycle between steps: {' -> '.join(cycle)}")
     if len(errors) == graph_problems:  # on a sound graph: what each template and condition reads
         errors.extend(_expression_problems(steps, params))
+    errors.extend(_wait_problems(steps))
     for step_id, target in subworkflow_targets(steps.values()):
         if target == name:
             errors.append(f"step {step_id!r}: runs workflow {name!r}, the workflow itself (recursion is not allowed)")
     if "schedule" in data and "schedules" in data:
         errors.append("schedule: give schedule or schedules, not both")
     schedules = _parse_schedules(data.get("schedule", data.get("schedules")), params, errors, cron_problems)
+    max_active_runs = _whole(data.get("max_active_runs"), "max_active_runs", 1, MAX_ACTIVE_RUNS, errors)
+    deadline_s = _seconds(data.get("deadline_s"), "deadline_s", MAX_DEADLINE_S, errors)
+    on_deadline = data.get("on_deadline", "continue")
+    if on_deadline not in ON_DEADLINE:
+        errors.append(f"on_deadline: must be {' or '.join(ON_DEADLINE)}, got {on_deadline!r}")
+    elif on_deadline != "continue" and deadline_s is None:
+        errors.append("on_deadline: needs deadline_s")
     if errors:
         raise WorkflowSpecError(errors)
-    return WorkflowSpec(name=name, description=description, params=params, steps=steps, schedules=schedules)
+    return WorkflowSpec(name=name, description=description, params=params, steps=steps, schedules=schedules,
+                        max_active_runs=max_active_runs, deadline_s=deadline_s, on_deadline=on_deadline)
+
+
+def _whole(value: Any, where: str, least: int, most: int, errors: list[str]) -> int | None:
+    """An optional whole number from ``least`` to ``most`` (None when absent)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        errors.append(f"{where}: must be a whole number from {least} to {most}, got {value!r}")
+        return None
+    return value
+
+
+def _seconds(value: Any, where: str, most: float, errors: list[str]) -> float | None:
+    """An optional number of seconds above 0 and at most ``most`` (None when absent)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= most:
+        errors.append(f"{where}: must be a number of seconds above 0 and at most {most:g}, got {value!r}")
+        return None
+    return float(value)
 
 
 def _parse_schedules(raw: Any, params: dict, errors: list[str], cron_problems) -> tuple[dict, ...]:
@@ -264,11 +324,13 @@ def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
             found.append((f"step {step.id!r}: when", step.when))
         if step.map is not None and step.map["over"]:
             found.append((f"step {step.id!r}: map.over", step.map["over"]))
+        if step.cache is not None and step.cache["key"]:
+            found.append((f"step {step.id!r}: cache.key", step.cache["key"]))
         if not found:
             continue
         upstream = dag.ancestors(graph, step.id)
         for where, text in found:
-            items = step.map is not None and not where.endswith("map.over")  # an item's params read item, index
+            items = step.map is not None and not where.endswith(("map.over", "cache.key"))  # item params: item, index
             wrong, read = templates.expression_problems(text, where, params=declared, item=items)
             problems.extend(wrong)
             problems.extend(f"{where}: reads steps.{other}, which is not upstream of {step.id!r} (add it to needs, "
@@ -283,10 +345,47 @@ def step_references(step: StepSpec) -> frozenset[str]:
     texts = [text for _, text in templates.templates_in(step.params, "params")]
     texts += [step.when] if step.when is not None else []
     texts += [step.map["over"]] if step.map is not None else []
+    texts += [step.cache["key"]] if step.cache is not None else []
     read: set[str] = set()
     for text in texts:
         read |= templates.expression_problems(text, "", params=set(), item=True)[1]
     return frozenset(read)
+
+
+#: Actions whose step waits for a signal sent to its run.
+WAIT_ACTIONS = ("wait.signal", "approval")
+
+
+def signal_of(step: StepSpec) -> str | None:
+    """The signal a waiting step takes: a wait.signal's ``name``, an approval's step id; None for other steps."""
+    if step.action == "wait.signal":
+        return step.params.get("name")
+    if step.action == "approval":
+        return step.id
+    return None
+
+
+def _wait_problems(steps: dict[str, StepSpec]) -> list[str]:
+    """Waiting steps: a literal signal name, taken by one step only; approvers named literally."""
+    problems, taken = [], {}
+    for step in steps.values():
+        if step.action not in WAIT_ACTIONS or not step.params:
+            continue  # (a step whose params are wrong has them reported already)
+        where = f"step {step.id!r}"
+        name = signal_of(step)
+        if step.action == "wait.signal" and (templates.is_templated(name) or not is_name(name)):
+            problems.append(f"{where}: params.name: {name!r} {NAME_RULE} (a literal, not a template)")
+            continue
+        if step.action == "approval":
+            approvers = step.params.get("approvers")
+            if templates.is_templated(approvers) or not isinstance(approvers, list) or not approvers or not all(
+                    isinstance(group, str) and group.strip() for group in approvers):
+                problems.append(f"{where}: params.approvers: must be a non-empty list of group names")
+        if name in taken:
+            problems.append(f"{where}: waits for signal {name!r}, as step {taken[name]!r} does; a signal is taken by "
+                            f"one step")
+        taken.setdefault(name, step.id)
+    return problems
 
 
 #: Actions that start another workflow, with the parameter naming it.
@@ -360,6 +459,19 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         errors.append(f"{where}: run_if must be one of {', '.join(RUN_IF)}, got {run_if!r}")
     elif run_if != RUN_IF_DEFAULT and not needs:
         errors.append(f"{where}: run_if {run_if} needs steps to wait for (needs)")
+    pool = raw.get("pool")
+    if pool is not None and not is_name(pool):
+        errors.append(f"{where}: pool {pool!r} {NAME_RULE}")
+    pool_slots = raw.get("pool_slots", 1)
+    if _whole(pool_slots, f"{where}: pool_slots", 1, MAX_POOL_SLOTS, errors) is not None and pool is None \
+            and pool_slots != 1:
+        errors.append(f"{where}: pool_slots needs a pool")
+    concurrency = _whole(raw.get("concurrency"), f"{where}: concurrency", 1, MAX_MAP_CONCURRENCY, errors)
+    deadline_s = _seconds(raw.get("deadline_s"), f"{where}: deadline_s", MAX_DEADLINE_S, errors)
+    cache = _parse_cache(raw.get("cache"), where, errors)
+    if (pool is not None or concurrency is not None) and mapping is not None:
+        errors.append(f"{where}: pool and concurrency limit whole steps; a mapped step limits its items with "
+                      f"map.concurrency")
     description = raw.get("description") or ""
     if len(errors) > problems_before:
         # Keep the id so later checks (duplicates, needs) still see the step.
@@ -376,7 +488,30 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         when=when.strip() if isinstance(when, str) else None,
         run_if=run_if,
         map=mapping,
+        pool=pool,
+        pool_slots=pool_slots,
+        concurrency=concurrency,
+        deadline_s=deadline_s,
+        cache=cache,
     )
+
+
+def _parse_cache(raw: Any, where: str, errors: list[str]) -> dict | None:
+    """``cache: {key, ttl_s}`` (None when the step is not cached)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: cache must be a mapping (key, ttl_s), got {_kind(raw)}")
+        return None
+    for key in sorted(set(raw) - CACHE_KEYS):
+        errors.append(f"{where}: cache has unknown field {key!r} (allowed: {', '.join(sorted(CACHE_KEYS))})")
+    key = raw.get("key")
+    if not isinstance(key, str) or not key.strip():
+        errors.append(f"{where}: cache.key must be an expression (e.g. params.day or steps.fetch.result.etag)")
+    ttl_s = _seconds(raw.get("ttl_s"), f"{where}: cache.ttl_s", MAX_CACHE_TTL_S, errors)
+    if raw.get("ttl_s") is None:
+        errors.append(f"{where}: cache.ttl_s is required (seconds a result may be reused)")
+    return {"key": key.strip() if isinstance(key, str) else "", "ttl_s": ttl_s}
 
 
 def _parse_map(raw: Any, where: str, errors: list[str]) -> dict | None:

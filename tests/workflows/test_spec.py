@@ -221,7 +221,7 @@ def test_unknown_top_level_field_is_named():
     message = only_problem(with_steps(trigger="daily"))
 
     assert "unknown top-level field 'trigger'" in message
-    assert "description, name, params, schedule, schedules, steps" in message
+    assert "deadline_s, description, max_active_runs, name, on_deadline, params, schedule, schedules, steps" in message
 
 
 @pytest.mark.parametrize("name", ["my workflow!", "", "-leading-dash", "x" * 101, 7, None])
@@ -355,7 +355,7 @@ def test_cycle_away_from_the_first_step_names_only_its_own_steps():
 STEP_PROBLEMS = {
     "unknown step field": (
         {"action": "noop", "after": ["a"]},
-        ["unknown field 'after'", "(allowed: action, description, id, map, needs"],
+        ["unknown field 'after'", "(allowed: action, cache, concurrency, deadline_s, description, id, map, needs"],
     ),
     "params not a mapping": ({"action": "noop", "params": [1]}, ["params must be a mapping, got a list"]),
     "unknown param": ({"action": "noop", "params": {"colour": "red"}}, ["unknown parameter 'colour' (known: none)"]),

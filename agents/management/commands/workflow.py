@@ -1,11 +1,14 @@
 """``manage.py workflow``: validate, load, list, run, inspect, cancel and re-run workflows."""
+import json as _json
 import time
 from datetime import datetime
 from pathlib import Path
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
 from agents.core.audit import cli_actor
+from agents.core.definitions import refuse_json_constant
 from agents.exceptions import WorkflowSpecError
 from agents.management.base import AgentsCommand
 from agents.models import RunStatus
@@ -18,13 +21,14 @@ class Command(AgentsCommand):
     """Operate workflows from the command line."""
 
     help = ("Workflows: validate FILE | load FILE | list | run FILE_OR_NAME | status RUN_ID | cancel RUN_ID | "
-            "retry RUN_ID | backfill NAME --from T --to T | enable NAME | disable NAME.")
+            "retry RUN_ID | signal RUN_ID NAME | backfill NAME --from T --to T | enable NAME | disable NAME.")
     spec_error = WorkflowSpecError
     spec_error_title = "invalid workflow"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
-                                    metavar="{validate,load,list,run,status,cancel,retry,backfill,enable,disable}")
+                                    metavar="{validate,load,list,run,status,cancel,retry,signal,backfill,enable,"
+                                            "disable}")
         validate = sub.add_parser("validate", help="Check a definition file; exit 1 with every reason if invalid.")
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a definition file as a new version (unless unchanged).")
@@ -48,6 +52,16 @@ class Command(AgentsCommand):
         retry = sub.add_parser("retry", help="Re-run a failed or cancelled run from failure.")
         retry.add_argument("run_id", type=int)
         self._add_wait_arguments(retry)
+        signal = sub.add_parser("signal", help="Send a signal to a run: the step waiting for it (wait.signal) takes "
+                                               "it; for an approval step, a decision.")
+        signal.add_argument("run_id", type=int)
+        signal.add_argument("name", help="The signal (an approval step's id).")
+        signal.add_argument("--payload", default="null", metavar="JSON", help="The step's result (JSON).")
+        signal.add_argument("--decision", choices=("approve", "reject"), help="For an approval step.")
+        signal.add_argument("--comment", default="", help="For an approval step: why.")
+        signal.add_argument("--user", metavar="USERNAME",
+                            help="For an approval step: the approver deciding (a member of its approver groups).")
+        self.json_argument_add(signal)
         backfill = sub.add_parser("backfill", help="Start one run per schedule slot in a past range (slots with a "
                                                    "run are skipped).")
         backfill.add_argument("workflow", metavar="NAME")
@@ -112,6 +126,25 @@ class Command(AgentsCommand):
                           f"({outcome['skipped']} already have a run)")
         for slot in outcome["slots"] if dry_run else ():
             self.stdout.write(f"  {slot}")
+
+    def handle_signal(self, *, run_id, name, payload, decision=None, comment="", user=None, json=False, **options):
+        try:
+            value = _json.loads(payload, parse_constant=refuse_json_constant)
+        except ValueError as error:
+            raise CommandError(f"--payload: not JSON ({error})") from None
+        approver = None
+        if user:
+            approver = get_user_model().objects.filter(username=user).first()
+            if approver is None:
+                raise CommandError(f"--user: no user named {user!r}")
+        outcome = services.workflow_signal(run_id=run_id, name=name, payload=value, decision=decision or "",
+                                           comment=comment, user=approver)
+        if json:
+            self.json_write(outcome)
+            return
+        said = {"taken": "taken: the step finished waiting", "recorded": "recorded: the step waits for more approvals",
+                "kept": "kept until the step starts waiting"}[outcome["state"]]
+        self.stdout.write(f"run {run_id}: signal {name!r} for step {outcome['step']!r} {said}")
 
     def handle_enable(self, *, workflow, **options):
         services.workflow_enable(workflow=workflow, enabled=True)
