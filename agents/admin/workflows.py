@@ -399,11 +399,11 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
     date_hierarchy = "created_at"
     fields = (
         "workflow_link", "version_link", "status_badge", "attempt", "progress_detail", "error", "failed_step",
-        "params_text", "schedule_key", "logical_time", "backfill", "parent_link", "created_at", "started_at",
-        "finished_at", "duration",
+        "params_text", "schedule_key", "logical_time", "backfill", "parent_link", "paused_by", "deadline_at",
+        "deadline_missed_at", "created_at", "started_at", "finished_at", "duration",
     )
     readonly_fields = fields
-    actions = ("cancel_runs", "rerun_runs")
+    actions = ("cancel_runs", "rerun_runs", "pause_runs", "resume_runs")
 
     def get_urls(self):
         decide = path("<path:object_id>/decide/", self.admin_site.admin_view(self.decide_view),
@@ -505,6 +505,18 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
         """Re-run each selected failed or cancelled run from its failure; others are refused with their reason."""
         self.apply_each(request, queryset, lambda run: services.workflow_run_retry(run_id=run.pk),
                          "%(count)d run re-run from failure.", "%(count)d runs re-run from failure.")
+
+    @admin.action(description="Pause selected runs", permissions=("operate",))
+    def pause_runs(self, request, queryset):
+        """Pause each selected run: no new step starts; running steps finish."""
+        self.apply_each(request, queryset, lambda run: services.workflow_run_pause(
+            run_id=run.pk, by=request.user.get_username()), "%(count)d run paused.", "%(count)d runs paused.")
+
+    @admin.action(description="Resume selected runs", permissions=("operate",))
+    def resume_runs(self, request, queryset):
+        """Resume each selected paused run where it stopped."""
+        self.apply_each(request, queryset, lambda run: services.workflow_run_resume(run_id=run.pk),
+                        "%(count)d run resumed.", "%(count)d runs resumed.")
 
     def has_operate_permission(self, request) -> bool:
         """Cancelling and re-running change a run: the user needs the permission to change runs."""

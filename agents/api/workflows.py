@@ -303,7 +303,8 @@ class WorkflowRunViewSet(ApiViewSet):
     lookup_value_regex = "[0-9]+"
     noun = "workflow run"
     perms = {"list": "view_workflowrun", "retrieve": "view_workflowrun", "create": "add_workflowrun",
-             "cancel": "change_workflowrun", "rerun": "change_workflowrun", "signals": "add_workflowsignal"}
+             "cancel": "change_workflowrun", "rerun": "change_workflowrun", "pause": "change_workflowrun",
+             "resume": "change_workflowrun", "signals": "add_workflowsignal"}
 
     @extend_schema(parameters=[RunFilterSerializer])
     def list(self, request):
@@ -345,6 +346,20 @@ class WorkflowRunViewSet(ApiViewSet):
         """Re-run a failed or cancelled run from failure: only steps that did not succeed run again (409 otherwise)."""
         with service_errors():
             return self._run(services.workflow_run_retry(run_id=self.get_object().pk))
+
+    @extend_schema(request=None, responses=WorkflowRunSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk: str):
+        """Pause a pending or running run: no new step starts; running steps finish (409 otherwise)."""
+        with service_errors():
+            return self._run(services.workflow_run_pause(run_id=self.get_object().pk, by=request.user.get_username()))
+
+    @extend_schema(request=None, responses=WorkflowRunSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk: str):
+        """Resume a paused run where it stopped (409 when it is not paused)."""
+        with service_errors():
+            return self._run(services.workflow_run_resume(run_id=self.get_object().pk))
 
     @extend_schema(request=SignalSerializer, responses={200: SignalOutcomeSerializer, 202: SignalOutcomeSerializer})
     @action(detail=True, methods=["post"])

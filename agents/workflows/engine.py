@@ -60,6 +60,8 @@ MAP_ITEM_TASK = "workers.workflow.map_item_run"
 CONDITION_FALSE = "condition false"
 #: Why a step whose ``run_if`` its dependencies' outcomes do not meet is skipped (it counts as done too).
 RUN_IF_FALSE = "run_if not met:"
+#: Why a step of a paused run did not start (``StepRun.held``); resuming the run sends it again.
+HELD_PAUSED = "run paused"
 #: The task that starts a backfill's next pending slots when one of its runs ends.
 BACKFILL_CONTINUE_TASK = "workers.workflow.backfill_continue"
 
@@ -203,6 +205,21 @@ def join_arrive(*, run_id: int, run_attempt: int, step_id: str, dependency_id: s
 # --- execution -------------------------------------------------------------------
 
 
+def _hold(*, run_id: int, step_id: str, run_attempt: int, why: str, only_if_run: str | None = None) -> bool:
+    """Mark the step's pending attempt held (``why``; ``held_at`` keeps the first time, its turn in a queue), in
+    one statement; with ``only_if_run``, only while the run has that status. True when it was marked."""
+    steps, runs = StepRun._meta.db_table, WorkflowRun._meta.db_table
+    sql = (f"UPDATE {steps} SET held = %s, held_at = COALESCE(held_at, %s) WHERE run_id = %s AND step_id = %s"
+           f" AND run_attempt = %s AND status = 'pending'")
+    params = [why, timezone.now(), run_id, step_id, run_attempt]
+    if only_if_run is not None:
+        sql += f" AND EXISTS (SELECT 1 FROM {runs} run WHERE run.id = %s AND run.status = %s)"
+        params += [run_id, only_if_run]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount > 0
+
+
 def _json_param() -> str:
     """The SQL placeholder for a JSON value on this database."""
     return "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
@@ -236,7 +253,7 @@ def _claim(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, 
     steps, runs = StepRun._meta.db_table, WorkflowRun._meta.db_table
     fence = "AND attempt = %s" if attempt is not None else ""
     sql = f"""
-        UPDATE {steps} SET status = 'running', task_id = %s, worker = %s, started_at = %s
+        UPDATE {steps} SET status = 'running', task_id = %s, worker = %s, started_at = %s, held = ''
         WHERE id = (
             SELECT candidate.id FROM {steps} candidate
             WHERE candidate.run_id = %s AND candidate.step_id = %s AND candidate.run_attempt = %s
@@ -262,6 +279,9 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     claimed = _claim(run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt, task_id=task_id,
                      worker=f"{worker}:{os.getpid()}", now=now)
     if claimed is None:
+        if _hold(run_id=run_id, step_id=step_id, run_attempt=run_attempt, why=HELD_PAUSED,
+                 only_if_run=RunStatus.PAUSED):
+            return StepOutcome(IGNORED)  # resuming the run sends it again
         return _resume_after_success(run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id)
     version_id, params = _run_static(run_id)
     _ensure_running(run_id)
@@ -552,9 +572,10 @@ def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: Compile
     plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
     body = _chord_body(compiled, plan, row.step_id)
     if body:
-        # Whether the run lost a worker, in the same statement: a chord whose header task was lost never fires.
-        sql += (f" RETURNING EXISTS (SELECT 1 FROM {table} lost WHERE lost.run_id = %s AND lost.status = 'failed'"
-                " AND lost.run_attempt = %s AND lost.error LIKE %s)")
+        # Whether the run lost a worker or held a step back, in the same statement: a chord whose header task
+        # was lost, or refused to start (paused run, full pool), never fires.
+        sql += (f" RETURNING EXISTS (SELECT 1 FROM {table} lost WHERE lost.run_id = %s AND lost.run_attempt = %s"
+                " AND ((lost.status = 'failed' AND lost.error LIKE %s) OR lost.held_at IS NOT NULL))")
         params += [row.run_id, row.run_attempt, f"{WORKER_LOST}%"]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -891,15 +912,8 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
             if outcome.kind == RETRY:
                 step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s, compiled=compiled)
     plan = run_plan(run_id, version_id, run_attempt)
-    for row in latest.values():
-        if row.status != StepStatus.PENDING or row.run_attempt != run_attempt:
-            continue
+    for row in _ready_pending(latest, compiled=compiled, run_attempt=run_attempt):
         needs = compiled.graph[row.step_id]
-        if row.step_id in compiled.rule_steps:  # starts after its needs finished, whatever their outcome
-            if any(_outcome(latest[need].status, latest[need].error) is None for need in needs):
-                continue
-        elif any(latest[need].status != StepStatus.SUCCEEDED for need in needs):
-            continue
         ready_since = max([latest[need].finished_at for need in needs] or [started_at or created_at])
         previous = [r for r in rows if r.step_id == row.step_id and r.attempt == row.attempt - 1]
         if previous and previous[0].finished_at and previous[0].run_attempt == run_attempt:
@@ -910,6 +924,42 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
         _send_chain(run_id=run_id, run_attempt=run_attempt, steps=_chain_remainder(plan, row.step_id),
                     attempt=row.attempt, compiled=compiled)
     return lost, resent
+
+
+def _ready_pending(latest: dict[str, StepRun], *, compiled: CompiledVersion, run_attempt: int) -> list[StepRun]:
+    """The pending attempts (of ``run_attempt``) among each step's ``latest`` attempt whose dependencies are done:
+    succeeded (or skipped by their own condition), or for a step with a run_if, finished whatever their outcome."""
+    ready = []
+    for row in latest.values():
+        if row.status != StepStatus.PENDING or row.run_attempt != run_attempt:
+            continue
+        outcomes = [_outcome(latest[need].status, latest[need].error) for need in compiled.graph[row.step_id]]
+        if row.step_id in compiled.rule_steps:  # starts after its needs finished, whatever their outcome
+            if None not in outcomes:
+                ready.append(row)
+        elif all(outcome in ("succeeded", "skipped") for outcome in outcomes):
+            ready.append(row)
+    return ready
+
+
+def run_continue(*, run_id: int) -> int:
+    """Send every step of the run that is ready and has not started (held while it was paused, say), with the
+    rest of its chain, and end the run if all its steps finished meanwhile; returns how many were sent. Safe to
+    call twice: a step's claim admits one task."""
+    run = WorkflowRun.objects.filter(pk=run_id, status__in=(RunStatus.PENDING, RunStatus.RUNNING)).first()
+    if run is None:
+        return 0
+    if run.steps_done >= run.steps_total:
+        run_finalize(run_id=run_id)
+        return 0
+    compiled = compiled_version(run.version_id)
+    plan = run_plan(run_id, run.version_id, run.attempt)
+    latest = {row.step_id: row for row in StepRun.objects.filter(run_id=run_id).order_by("run_attempt", "attempt")}
+    ready = _ready_pending(latest, compiled=compiled, run_attempt=run.attempt)
+    for row in ready:
+        _send_chain(run_id=run_id, run_attempt=run.attempt, steps=_chain_remainder(plan, row.step_id),
+                    attempt=row.attempt, compiled=compiled)
+    return len(ready)
 
 
 def _map_reconcile(*, row: StepRun, compiled: CompiledVersion, lost_before) -> int:
@@ -955,7 +1005,7 @@ def workflow_steps_requeue_lost(*, hostnames: Iterable[str], reason: str = "stop
         StepRun.objects.select_related("run")
         .filter(on_lost_worker, status=StepStatus.RUNNING, child_run__isnull=True, waiting_for="",
                 run_attempt=F("run__attempt"),
-                run__status__in=(RunStatus.PENDING, RunStatus.RUNNING))
+                run__status__in=(RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED))
         .order_by("run_id", "step_id")
     )
     for row in rows:

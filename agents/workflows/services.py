@@ -366,15 +366,16 @@ def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
         list(StepRun.objects.select_for_update().filter(run_id=run_id, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
              .values_list("pk", flat=True))
         run = _run_for_update(run_id)
-        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
-            raise WorkflowRunStateError(f"run {run_id} has already {run.status}; only a pending or running run can be cancelled")
+        if run.status in RUN_FINISHED:
+            raise WorkflowRunStateError(f"run {run_id} has already {run.status}; only a queued, pending, running or "
+                                        f"paused run can be cancelled")
         active = StepRun.objects.filter(run=run, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
         task_ids = [task_id for task_id in active.filter(status=StepStatus.RUNNING).values_list("task_id", flat=True) if task_id]
         active.update(status=StepStatus.CANCELLED, finished_at=now, error="cancelled")
-        WorkflowRun.objects.filter(pk=run.pk, status__in=(RunStatus.PENDING, RunStatus.RUNNING)).update(
-            status=RunStatus.CANCELLED, finished_at=now, error="cancelled", steps_done=run.steps_total
+        WorkflowRun.objects.filter(pk=run.pk, status=run.status).update(
+            status=RunStatus.CANCELLED, finished_at=now, error="cancelled", steps_done=run.steps_total, paused_by=""
         )
-        children = list(run.child_runs.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).values_list("pk", flat=True))
+        children = list(run.child_runs.exclude(status__in=RUN_FINISHED).values_list("pk", flat=True))
         audit_record("workflow_run.cancel", "workflow_run", run.pk, f"cancelled run #{run.pk}", status_was=run.status)
         if task_ids:
             transaction.on_commit(lambda: current_app.control.revoke(task_ids, terminate=True, signal="SIGTERM"))
@@ -386,6 +387,34 @@ def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
             workflow_run_cancel(run_id=child_id)
         except WorkflowRunStateError:
             pass  # finished meanwhile: nothing left to cancel
+    run.refresh_from_db()
+    return run
+
+
+def workflow_run_pause(*, run_id: int, by: str = "") -> WorkflowRun:
+    """Pause a pending or running run: no new step starts (a step due to start is held, ``run paused``); steps
+    already running finish, and waiting steps still take their signals. ``by`` is who paused it."""
+    with transaction.atomic():
+        run = _run_for_update(run_id)
+        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+            raise WorkflowRunStateError(f"run {run_id} is {run.status}; only a pending or running run can be paused")
+        WorkflowRun.objects.filter(pk=run.pk, status=run.status).update(status=RunStatus.PAUSED, paused_by=by)
+        audit_record("workflow_run.pause", "workflow_run", run.pk, f"paused run #{run.pk}", status_was=run.status)
+    run.refresh_from_db()
+    return run
+
+
+def workflow_run_resume(*, run_id: int) -> WorkflowRun:
+    """Resume a paused run where it stopped: the steps held while it was paused, and any other step that is ready,
+    start now (a run whose steps all finished while paused ends)."""
+    with transaction.atomic():
+        run = _run_for_update(run_id)
+        if run.status != RunStatus.PAUSED:
+            raise WorkflowRunStateError(f"run {run_id} is {run.status}; only a paused run can be resumed")
+        status = RunStatus.RUNNING if run.started_at else RunStatus.PENDING
+        WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.PAUSED).update(status=status, paused_by="")
+        audit_record("workflow_run.resume", "workflow_run", run.pk, f"resumed run #{run.pk}")
+        transaction.on_commit(lambda: engine.run_continue(run_id=run_id))
     run.refresh_from_db()
     return run
 

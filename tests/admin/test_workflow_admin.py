@@ -240,7 +240,7 @@ def test_cancelling_a_finished_run_reports_why_and_changes_nothing(admin_client,
     assert response.status_code == 200
     assert reported == [(
         messages.ERROR,
-        f"run {failed_run.pk} has already failed; only a pending or running run can be cancelled",
+        f"run {failed_run.pk} has already failed; only a queued, pending, running or paused run can be cancelled",
     )]
     assert failed_run.status == RunStatus.FAILED
     assert not StepRun.objects.filter(run=failed_run, status=StepStatus.CANCELLED).exists()

@@ -144,7 +144,7 @@ def test_a_running_run_is_cancelled_and_a_finished_one_cannot_be(operator_client
     assert response.json()["status"] == "cancelled" and response.json()["steps"]["nap"]["status"] == "cancelled"
     again = operator_client.post(f"/api/workflow-runs/{run_id}/cancel/")
     assert again.status_code == 409
-    assert "only a pending or running run can be cancelled" in error_of(again)["message"]
+    assert "only a queued, pending, running or paused run can be cancelled" in error_of(again)["message"]
 
 
 @pytest.mark.django_db

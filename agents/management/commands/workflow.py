@@ -21,14 +21,14 @@ class Command(AgentsCommand):
     """Operate workflows from the command line."""
 
     help = ("Workflows: validate FILE | load FILE | list | run FILE_OR_NAME | status RUN_ID | cancel RUN_ID | "
-            "retry RUN_ID | signal RUN_ID NAME | backfill NAME --from T --to T | enable NAME | disable NAME.")
+            "retry RUN_ID | pause RUN_ID | resume RUN_ID | signal RUN_ID NAME | backfill NAME --from T --to T | enable NAME | disable NAME.")
     spec_error = WorkflowSpecError
     spec_error_title = "invalid workflow"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
-                                    metavar="{validate,load,list,run,status,cancel,retry,signal,backfill,enable,"
-                                            "disable}")
+                                    metavar="{validate,load,list,run,status,cancel,retry,pause,resume,signal,"
+                                            "backfill,enable,disable}")
         validate = sub.add_parser("validate", help="Check a definition file; exit 1 with every reason if invalid.")
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a definition file as a new version (unless unchanged).")
@@ -43,12 +43,12 @@ class Command(AgentsCommand):
                          help="Override a declared parameter (VALUE is JSON when it parses, else text).")
         self.team_argument_add(run, help="With a FILE: the team it is loaded into (see `load --team`).")
         self._add_wait_arguments(run)
-        status = sub.add_parser("status", help="Show a run.")
-        status.add_argument("run_id", type=int)
-        self.json_argument_add(status)
-        cancel = sub.add_parser("cancel", help="Cancel a run.")
-        cancel.add_argument("run_id", type=int)
-        self.json_argument_add(cancel)
+        for verb, text in (("status", "Show a run."), ("cancel", "Cancel a run."),
+                           ("pause", "Pause a run: no new step starts; running steps finish."),
+                           ("resume", "Resume a paused run where it stopped.")):
+            one_run = sub.add_parser(verb, help=text)
+            one_run.add_argument("run_id", type=int)
+            self.json_argument_add(one_run)
         retry = sub.add_parser("retry", help="Re-run a failed or cancelled run from failure.")
         retry.add_argument("run_id", type=int)
         self._add_wait_arguments(retry)
@@ -160,6 +160,14 @@ class Command(AgentsCommand):
 
     def handle_cancel(self, *, run_id, json=False, **options):
         services.workflow_run_cancel(run_id=run_id)
+        self._report(run_id, wait=False, timeout=0, json=json)
+
+    def handle_pause(self, *, run_id, json=False, **options):
+        services.workflow_run_pause(run_id=run_id, by=cli_actor())
+        self._report(run_id, wait=False, timeout=0, json=json)
+
+    def handle_resume(self, *, run_id, json=False, **options):
+        services.workflow_run_resume(run_id=run_id)
         self._report(run_id, wait=False, timeout=0, json=json)
 
     def handle_retry(self, *, run_id, wait, timeout, json, **options):
