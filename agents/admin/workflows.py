@@ -7,7 +7,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, Sum
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -20,6 +20,7 @@ from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, TeamScopedMi
 from agents.exceptions import AgentsError
 from agents.models import (
     MapItem,
+    Pool,
     StepRun,
     StepStatus,
     WorkflowDefinition,
@@ -644,6 +645,45 @@ class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
             return self.get_empty_value_display()
         url = flower_task_url(obj.task_id)
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.task_id)
+
+
+@admin.register(Pool)
+class PoolAdmin(admin.ModelAdmin):
+    """Pools: set a pool's slots here (more slots start waiting steps at once); see what is taken and waiting."""
+
+    list_display = ("name", "slots", "used", "waiting", "description")
+    search_fields = ("name",)
+    fields = ("name", "slots", "description")
+
+    @admin.display(description="slots taken")
+    def used(self, obj):
+        return StepRun.objects.filter(pool=obj.name, status=StepStatus.RUNNING).aggregate(
+            total=Sum("pool_slots"))["total"] or 0
+
+    @admin.display(description="steps waiting")
+    def waiting(self, obj):
+        return StepRun.objects.filter(pool=obj.name, status=StepStatus.PENDING).exclude(held="").count()
+
+    def has_delete_permission(self, request, obj=None):
+        """A pool a step uses or waits for cannot be deleted (its steps would fail)."""
+        if obj is not None and StepRun.objects.filter(
+                pool=obj.name, status__in=(StepStatus.RUNNING, StepStatus.PENDING)).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        pool, _ = services.pool_set(name=obj.name, slots=obj.slots, description=obj.description)
+        obj.pk = pool.pk
+
+    def delete_model(self, request, obj):
+        services.pool_delete(name=obj.name)
+
+    def delete_queryset(self, request, queryset):
+        for pool in queryset:
+            try:
+                services.pool_delete(name=pool.name)
+            except AgentsError as error:
+                self.message_user(request, str(error), messages.ERROR)
 
 
 @admin.register(WorkflowSignal)

@@ -8,7 +8,7 @@ from agents.api.decisions import DecisionViewSet, RuleSetViewSet
 from agents.api.monitoring import AlertViewSet, CheckViewSet, MetricsViewSet, SilenceViewSet
 from agents.api.orchestration import AgentTaskViewSet, MessageViewSet
 from agents.api.registry import AgentViewSet
-from agents.api.workflows import WorkflowRunViewSet, WorkflowViewSet
+from agents.api.workflows import PoolViewSet, WorkflowRunViewSet, WorkflowViewSet
 
 app_name = "api"
 
@@ -23,6 +23,7 @@ router = ApiRouter()
 router.register("agents", AgentViewSet, basename="agent")
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("workflow-runs", WorkflowRunViewSet, basename="workflow-run")
+router.register("pools", PoolViewSet, basename="pool")
 router.register("rulesets", RuleSetViewSet, basename="ruleset")
 router.register("decisions", DecisionViewSet, basename="decision")
 router.register("pipelines", PipelineViewSet, basename="pipeline")

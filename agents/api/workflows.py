@@ -16,7 +16,7 @@ from agents.api.common import (
 from agents.api.errors import service_errors
 from agents.core.jsonable import iso
 from agents.exceptions import TeamError, WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
-from agents.models import RunStatus, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
+from agents.models import Pool, RunStatus, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.workflows import selectors, services
 
 #: The longest definition text the API takes, in characters.
@@ -380,3 +380,55 @@ class WorkflowRunViewSet(ApiViewSet):
 
     def _run(self, run: WorkflowRun, **kwargs):
         return self.show(selectors.run_to_dict(run), serializer_class=WorkflowRunSerializer, **kwargs)
+
+
+# --- pools ------------------------------------------------------------------------------------------------
+
+
+class PoolSerializer(serializers.Serializer):
+    """A pool: slots its steps share, how many are taken and how many steps wait."""
+
+    name = serializers.CharField()
+    slots = serializers.IntegerField()
+    used = serializers.IntegerField(help_text="Slots the steps running now take.")
+    waiting = serializers.IntegerField(help_text="Steps waiting for a slot.")
+    description = serializers.CharField(allow_blank=True)
+
+
+class PoolSetSerializer(serializers.Serializer):
+    """Create a pool, or change its slots (steps waiting start at once when there are more)."""
+
+    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    slots = serializers.IntegerField(min_value=1, max_value=1_000_000)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class PoolViewSet(ApiViewSet):
+    """Pools: named slots that steps with `pool: NAME` take while they run, across runs and workflows."""
+
+    queryset = Pool.objects.all()
+    serializer_class = PoolSerializer
+    request_serializers = {"create": PoolSetSerializer}
+    lookup_field = "name"
+    lookup_value_regex = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+    noun = "pool"
+    perms = {"list": "view_pool", "retrieve": "view_pool", "create": "change_pool"}
+
+    def list(self, request):
+        """Every pool with its slots, the slots taken and the steps waiting."""
+        return self.page(selectors.pool_list(), lambda row: row)
+
+    def retrieve(self, request, name: str):
+        """One pool."""
+        pool = self.get_object()
+        return self.show(next(row for row in selectors.pool_list() if row["name"] == pool.name))
+
+    @extend_schema(request=PoolSetSerializer, responses={200: PoolSerializer, 201: PoolSerializer})
+    def create(self, request):
+        """Create a pool (201) or set its slots and description (200)."""
+        given = self.given()
+        with service_errors(prefixed=("name", "slots")):
+            pool, created = services.pool_set(name=given["name"], slots=given["slots"],
+                                              description=given.get("description"))
+        return self.show(next(row for row in selectors.pool_list() if row["name"] == pool.name),
+                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -16,7 +16,7 @@ from functools import lru_cache
 from celery import chain, chord, group
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, Deferred, Wait, action_get
@@ -32,13 +32,15 @@ from agents.models import (
     JoinArrival,
     MapItem,
     MapItemStatus,
+    Pool,
     RunStatus,
     StepRun,
     StepStatus,
+    WorkflowDefinition,
     WorkflowRun,
     WorkflowVersion,
 )
-from agents.models.workflows import RUN_FINISHED
+from agents.models.workflows import RUN_ACTIVE, RUN_FINISHED
 from agents.workflows import dag, templates, waits
 from agents.workflows.spec import RUN_IF_DEFAULT, WorkflowSpec, step_references, workflow_spec_parse
 
@@ -62,6 +64,8 @@ CONDITION_FALSE = "condition false"
 RUN_IF_FALSE = "run_if not met:"
 #: Why a step of a paused run did not start (``StepRun.held``); resuming the run sends it again.
 HELD_PAUSED = "run paused"
+#: What ``_claim_limited`` returns for a step it held back (no free slot, or older steps waiting first).
+HELD = "held"
 #: The task that starts a backfill's next pending slots when one of its runs ends.
 BACKFILL_CONTINUE_TASK = "workers.workflow.backfill_continue"
 
@@ -94,6 +98,7 @@ class CompiledVersion:
     plan: dag.Plan
     #: The team owning the workflow: its steps act for it (the workflows they start must be that team's too).
     team_id: int | None = None
+    definition_id: int | None = None
     #: Each step's upstream steps whose results its templates and condition read.
     references: dict[str, frozenset[str]] = field(default_factory=dict)
     #: The steps with a ``run_if`` other than all_succeeded: they run after failures too, so a failure does not
@@ -118,6 +123,7 @@ def compiled_version(version_id: int) -> CompiledVersion:
         name=spec.name, spec=spec, graph=graph, breakers=breakers,
         dependents={step_id: tuple(after) for step_id, after in dependents.items()},
         plan=dag.compile_plan(graph, chain_breakers=breakers), team_id=version.definition.team_id,
+        definition_id=version.definition_id,
         references={step.id: refs for step in spec.steps.values() if (refs := step_references(step))},
         rule_steps=frozenset(step.id for step in spec.steps.values() if step.run_if != RUN_IF_DEFAULT),
     )
@@ -272,18 +278,119 @@ def _claim(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, 
         return cursor.fetchone()
 
 
+def _claim_limited(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
+                   now) -> tuple[int, int] | str | None:
+    """Claim a step that takes pool slots or has a concurrency limit, under the lock of its pool (and of its
+    workflow, for the limit), so the steps running never exceed them. Held (``HELD``) when there is no room for
+    it after the steps held before it (each waits its turn, oldest first); a claimed step that can never run (its
+    pool is gone, or smaller than the slots it takes) is returned as the reason; None as ``_claim``."""
+    version_id, _ = _run_static(run_id)
+    compiled = compiled_version(version_id)
+    step = compiled.spec.steps[step_id]
+    claim = {"run_id": run_id, "step_id": step_id, "run_attempt": run_attempt, "attempt": attempt,
+             "task_id": task_id, "worker": worker, "now": now}
+    mine = StepRun.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt,
+                                  status=StepStatus.PENDING).values_list("held_at", flat=True).first()
+    with transaction.atomic():
+        why = ""
+        if step.pool is not None:
+            pool = Pool.objects.select_for_update().filter(name=step.pool).first()
+            if pool is None or pool.slots < step.pool_slots:
+                claimed = _claim(**claim)
+                return claimed and (f"pool {step.pool!r} does not exist; create it (manage.py pools set "
+                                    f"{step.pool} --slots N)" if pool is None else
+                                    f"takes {step.pool_slots} slots of pool {step.pool!r}, which has {pool.slots}")
+            used = _slots(StepRun.objects.filter(pool=step.pool, status=StepStatus.RUNNING))
+            ahead = _slots(_held_ahead(StepRun.objects.filter(pool=step.pool), mine))
+            if used + ahead + step.pool_slots > pool.slots:
+                why = f"pool {step.pool}: {used} of {pool.slots} slots taken"
+        if not why and step.concurrency is not None:
+            WorkflowDefinition.objects.select_for_update().filter(pk=compiled.definition_id).exists()
+            same = StepRun.objects.filter(run__version__definition_id=compiled.definition_id, step_id=step_id)
+            running = same.filter(status=StepStatus.RUNNING).count()
+            if running + _held_ahead(same, mine).count() >= step.concurrency:
+                why = f"concurrency: {running} of {step.concurrency} running"
+        if why:
+            StepRun.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt,
+                                   status=StepStatus.PENDING).update(pool=step.pool or "", pool_slots=step.pool_slots)
+            return HELD if _hold(run_id=run_id, step_id=step_id, run_attempt=run_attempt, why=why) else None
+        claimed = _claim(**claim)
+        if claimed is not None and step.pool is not None:
+            StepRun.objects.filter(pk=claimed[0]).update(pool=step.pool, pool_slots=step.pool_slots)
+        return claimed
+
+
+def _slots(rows) -> int:
+    return rows.aggregate(total=Sum("pool_slots"))["total"] or 0
+
+
+def _held_ahead(rows, held_at):
+    """The held pending steps among ``rows`` that wait before a step held at ``held_at`` (None: not held yet)."""
+    ahead = (rows.filter(status=StepStatus.PENDING, run__status__in=(RunStatus.PENDING, RunStatus.RUNNING))
+             .exclude(held="").exclude(held=HELD_PAUSED))
+    return ahead.filter(held_at__lt=held_at) if held_at is not None else ahead
+
+
+def held_release(*, compiled: CompiledVersion, step_id: str) -> int:
+    """Send the oldest steps held for the pool (or concurrency limit) of ``step_id`` that now fit, at once, when
+    one of its attempts ends; they claim their slot as any step does. Returns how many were sent."""
+    step = compiled.spec.steps[step_id]
+    sent = 0
+    if step.pool is not None:
+        pool = Pool.objects.filter(name=step.pool).first()
+        room = (pool.slots if pool else 0) - _slots(StepRun.objects.filter(pool=step.pool, status=StepStatus.RUNNING))
+        for row in _held_ahead(StepRun.objects.filter(pool=step.pool), None).select_related("run").order_by(
+                "held_at", "pk")[:100]:
+            if row.pool_slots > room:
+                break
+            room -= row.pool_slots
+            sent += _held_send(row)
+    if step.concurrency is not None:
+        same = StepRun.objects.filter(run__version__definition_id=compiled.definition_id, step_id=step_id)
+        room = step.concurrency - same.filter(status=StepStatus.RUNNING).count()
+        for row in _held_ahead(same, None).select_related("run").order_by("held_at", "pk")[:max(room, 0)]:
+            sent += _held_send(row)
+    return sent
+
+
+def _held_send(row: StepRun) -> int:
+    if row.run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or row.run.attempt != row.run_attempt:
+        return 0  # its run is paused (resume sends it) or over
+    step_send(row=row, attempt=row.attempt, countdown_s=0, compiled=compiled_version(row.run.version_id))
+    return 1
+
+
+def holds_release() -> int:
+    """Send what every pool and limit has room for (the beat sweep's backstop for a release that was lost)."""
+    sent = 0
+    held = (StepRun.objects.filter(status=StepStatus.PENDING, run__status__in=(RunStatus.PENDING, RunStatus.RUNNING))
+            .exclude(held="").exclude(held=HELD_PAUSED).values_list("run__version_id", "step_id").distinct())
+    for version_id, step_id in held[:1000]:
+        sent += held_release(compiled=compiled_version(version_id), step_id=step_id)
+    return sent
+
+
 def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
                  soft_timeout_error: type[BaseException]) -> StepOutcome:
     """Claim the step's pending attempt, run its action and record the outcome."""
     now = timezone.now()
-    claimed = _claim(run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt, task_id=task_id,
-                     worker=f"{worker}:{os.getpid()}", now=now)
+    version_id, params = _run_static(run_id)
+    limited = compiled_version(version_id).spec.steps[step_id]
+    claim = _claim if limited.pool is None and limited.concurrency is None else _claim_limited
+    claimed = claim(run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt, task_id=task_id,
+                    worker=f"{worker}:{os.getpid()}", now=now)
+    if claimed == HELD:
+        return StepOutcome(IGNORED)  # a freed slot sends it again
+    if isinstance(claimed, str):  # claimed, but it cannot run: the pool is gone or too small
+        row = StepRun.objects.select_related("run").get(run_id=run_id, step_id=step_id, run_attempt=run_attempt,
+                                                        status=StepStatus.RUNNING, task_id=task_id)
+        return step_fail(row=row, task_id=task_id, error=claimed, compiled=compiled_version(version_id),
+                         retryable=False)
     if claimed is None:
         if _hold(run_id=run_id, step_id=step_id, run_attempt=run_attempt, why=HELD_PAUSED,
                  only_if_run=RunStatus.PAUSED):
             return StepOutcome(IGNORED)  # resuming the run sends it again
         return _resume_after_success(run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id)
-    version_id, params = _run_static(run_id)
     _ensure_running(run_id)
     row = StepRun(pk=claimed[0], run_id=run_id, step_id=step_id, attempt=claimed[1], run_attempt=run_attempt)
     row.run = WorkflowRun(pk=run_id, version_id=version_id, params=params)
@@ -592,9 +699,17 @@ def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: Compile
     _start_successors(row=row, compiled=compiled, plan=plan, chord_body=body if chord_broken else None)
     _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled, plan=plan,
                       finished={row.step_id})
+    _limits_release(compiled, row.step_id)
     if finished:
         run_finalize(run_id=row.run_id)
     return StepOutcome(FINISHED, continue_chain=True)
+
+
+def _limits_release(compiled: CompiledVersion, step_id: str) -> None:
+    """A step that took a pool slot or counted towards a limit ended: the steps waiting for it may start now."""
+    step = compiled.spec.steps[step_id]
+    if step.pool is not None or step.concurrency is not None:
+        held_release(compiled=compiled, step_id=step_id)
 
 
 def _outcome(status: str | None, error: str) -> str | None:
@@ -731,6 +846,7 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
             StepRun.objects.create(
                 run_id=row.run_id, step_id=row.step_id, attempt=row.attempt + 1, run_attempt=row.run_attempt
             )
+        _limits_release(compiled, row.step_id)
         return StepOutcome(RETRY, countdown_s=delay, attempt=row.attempt + 1)
 
     graph = compiled.graph
@@ -758,6 +874,7 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
         _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled,
                           plan=run_plan(row.run_id, compiled_version_id(row), row.run_attempt),
                           finished={row.step_id} | skipped_ids)
+    _limits_release(compiled, row.step_id)
     if finished:
         run_finalize(run_id=row.run_id)
     return StepOutcome(FINISHED)
@@ -798,6 +915,40 @@ def run_finalize(*, run_id: int) -> None:
                 task_send_on_commit(BACKFILL_CONTINUE_TASK, run.backfill_id, trace_id=run.trace_id or None)
     if ended and run.parent_run_id:
         parent_step_complete(child_run_id=run_id)
+    if ended:
+        queued_runs_start(definition_id=run.version.definition_id)
+
+
+def queued_runs_sweep() -> int:
+    """``queued_runs_start`` for every workflow with a queued run; how many runs started."""
+    definitions = (WorkflowRun.objects.filter(status=RunStatus.QUEUED).values_list("version__definition_id", flat=True)
+                   .distinct())
+    return sum(len(queued_runs_start(definition_id=definition_id)) for definition_id in list(definitions)[:1000])
+
+
+def queued_runs_start(*, definition_id: int) -> list[int]:
+    """Start the workflow's queued runs, oldest first, while fewer than its ``max_active_runs`` (its newest
+    version's) are active; the workflow's row lock serialises this with starts, so the limit holds. Safe to
+    call any time and twice. Returns the ids of the runs started."""
+    if not WorkflowRun.objects.filter(version__definition_id=definition_id, status=RunStatus.QUEUED).exists():
+        return []
+    started = []
+    with transaction.atomic():
+        WorkflowDefinition.objects.select_for_update().filter(pk=definition_id).exists()
+        newest = WorkflowVersion.objects.filter(definition_id=definition_id).order_by("-number").first()
+        limit = compiled_version(newest.pk).spec.max_active_runs
+        runs = WorkflowRun.objects.filter(version__definition_id=definition_id)
+        room = (limit - runs.filter(status__in=RUN_ACTIVE).count()) if limit else None
+        queued = runs.filter(status=RunStatus.QUEUED).order_by("created_at", "pk").values_list("pk", "version_id")
+        if room is not None:
+            queued = queued[:max(room, 0)]
+        for run_id, version_id in queued:
+            if transition(WorkflowRun.objects.filter(pk=run_id), [RunStatus.QUEUED], RunStatus.PENDING):
+                started.append(run_id)
+                transaction.on_commit(lambda run_id=run_id, version_id=version_id: launch(
+                    run_id=run_id, run_attempt=1, version_id=version_id,
+                    launch=compiled_version(version_id).plan.start, source=dag.START))
+    return started
 
 
 def parent_step_complete(*, child_run_id: int) -> None:

@@ -1,9 +1,9 @@
 """Read-side queries of workflows: a run's JSON form, progress and ETA."""
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Sum
 from django.utils import timezone
 
 from agents.core.jsonable import iso
-from agents.models import RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowSignal, WorkflowVersion
+from agents.models import Pool, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowSignal, WorkflowVersion
 from agents.workflows import engine, waits
 from agents.workflows.spec import WorkflowSpec
 
@@ -16,6 +16,17 @@ def run_spec(run: WorkflowRun) -> WorkflowSpec:
 def signals_taken(row: StepRun) -> list[dict]:
     """The decisions (or signals) the waiting attempt ``row`` has taken so far, oldest first."""
     return [waits.decision_shown(signal) for signal in waits.taken_by(row)]
+
+
+def pool_list() -> list[dict]:
+    """Every pool with its slots, the slots its running steps take and how many steps wait for it."""
+    used = dict(StepRun.objects.filter(status=StepStatus.RUNNING).exclude(pool="").values_list("pool")
+                .annotate(total=Sum("pool_slots")).values_list("pool", "total"))
+    waiting = dict(StepRun.objects.filter(status=StepStatus.PENDING).exclude(pool="").exclude(held="")
+                   .values_list("pool").annotate(total=Count("pk")).values_list("pool", "total"))
+    return [{"name": pool.name, "slots": pool.slots, "used": used.get(pool.name, 0),
+             "waiting": waiting.get(pool.name, 0), "description": pool.description}
+            for pool in Pool.objects.order_by("name")]
 
 
 def signals_of(run: WorkflowRun) -> list[WorkflowSignal]:

@@ -10,7 +10,7 @@ from django.utils import timezone
 from agents.core.audit import audit_record
 from agents.core.dispatch import task_send_on_commit
 from agents.core.teams import owned_get_or_create, same_team, team_acting
-from agents.core.definitions import DefinitionTextError, definition_read_file, refuse_json_constant
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name, refuse_json_constant
 from agents.exceptions import (
     NotAllowedError,
     TeamError,
@@ -20,6 +20,7 @@ from agents.exceptions import (
 )
 from agents.core.tracing import trace_id_ensure
 from agents.models import (
+    Pool,
     RunStatus,
     SignalDecision,
     StepRun,
@@ -31,7 +32,7 @@ from agents.models import (
     WorkflowSignal,
     WorkflowVersion,
 )
-from agents.models.workflows import RUN_FINISHED, STEP_FINISHED
+from agents.models.workflows import RUN_ACTIVE, RUN_FINISHED, STEP_FINISHED
 from agents.workflows import engine, schedules, waits
 from agents.workflows.spec import (
     LOGICAL_TIME_PARAM,
@@ -49,7 +50,7 @@ def workflow_validate_text(*, text: str, source: str = "definition") -> Workflow
     """Parse and validate a definition's text, and the workflows it starts against those stored; raise
     ``WorkflowSpecError`` listing every problem."""
     spec = workflow_spec_parse(workflow_spec_load_text(text, source=source), cron_problems=schedules.cron_problems)
-    errors = _subworkflow_problems(spec)
+    errors = _subworkflow_problems(spec) + _pool_problems(spec)
     if errors:
         raise WorkflowSpecError(errors)
     return spec
@@ -70,6 +71,53 @@ def _subworkflow_problems(spec: WorkflowSpec) -> list[str]:
             errors.append(f"step {step_id!r}: runs workflow {target!r}, which runs this one again "
                           f"({' -> '.join([spec.name, *path])}); recursion is not allowed")
     return errors
+
+
+def _pool_problems(spec: WorkflowSpec) -> list[str]:
+    """Steps taking slots of a pool that does not exist, or more slots than it has."""
+    pools = dict(Pool.objects.filter(name__in={step.pool for step in spec.steps.values() if step.pool})
+                 .values_list("name", "slots"))
+    problems = []
+    for step in spec.steps.values():
+        if step.pool is not None and step.pool not in pools:
+            problems.append(f"step {step.id!r}: pool {step.pool!r} does not exist; create it first (manage.py pools "
+                            f"set {step.pool} --slots N)")
+        elif step.pool is not None and step.pool_slots > pools[step.pool]:
+            problems.append(f"step {step.id!r}: pool_slots {step.pool_slots} is more than pool {step.pool!r} has "
+                            f"({pools[step.pool]})")
+    return problems
+
+
+def pool_set(*, name: str, slots: int, description: str | None = None) -> tuple[Pool, bool]:
+    """Create pool ``name`` or change its slots; more slots start waiting steps at once. Returns (pool, created)."""
+    if not is_name(name) or len(name) > 100:
+        raise WorkflowSpecError([f"name: {name!r} {NAME_RULE}"])
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 1_000_000:
+        raise WorkflowSpecError([f"slots: must be a whole number from 1 to 1000000, got {slots!r}"])
+    with transaction.atomic():
+        pool, created = Pool.objects.select_for_update().get_or_create(name=name, defaults={"slots": slots})
+        was = pool.slots
+        pool.slots = slots
+        if description is not None:
+            pool.description = description
+        pool.save()
+        audit_record("pool.set", "pool", pool.pk, f"pool {name}: {slots} slots", name=name, slots=slots, was=was)
+        transaction.on_commit(engine.holds_release)
+    return pool, created
+
+
+def pool_delete(*, name: str) -> None:
+    """Delete pool ``name``, refused while a step holds or waits for one of its slots."""
+    with transaction.atomic():
+        pool = Pool.objects.select_for_update().filter(name=name).first()
+        if pool is None:
+            raise WorkflowNotFoundError(f"no pool named {name!r}")
+        busy = StepRun.objects.filter(pool=name, status__in=(StepStatus.RUNNING, StepStatus.PENDING)).count()
+        if busy:
+            raise WorkflowRunStateError(f"pool {name!r} is in use by {busy} step attempts (running or waiting); "
+                                        f"delete it when they are done")
+        pool.delete()
+        audit_record("pool.delete", "pool", None, f"deleted pool {name}", name=name)
 
 
 def _path_back_to(name: str, *, start: str) -> list[str]:
@@ -175,7 +223,18 @@ def workflow_run_start(
         raise WorkflowSpecError([f"unknown run parameter {name!r} for {compiled.name} (declared: {known})" for name in unknown])
     slot = {} if logical_time is None else {LOGICAL_TIME_PARAM: logical_time.astimezone(UTC).isoformat()}
     with transaction.atomic():
+        queued = False
+        if compiled.spec.max_active_runs is not None:
+            # The workflow's row lock orders this start with the others and with the runs that end and start
+            # the queued ones: the limit holds, and queued runs start in order.
+            WorkflowDefinition.objects.select_for_update().filter(pk=version.definition_id).exists()
+            active = WorkflowRun.objects.filter(version__definition_id=version.definition_id)
+            queued = (active.filter(status__in=RUN_ACTIVE).count() >= compiled.spec.max_active_runs
+                      or active.filter(status=RunStatus.QUEUED).exists())
         run = WorkflowRun.objects.create(
+            status=RunStatus.QUEUED if queued else RunStatus.PENDING,
+            deadline_at=timezone.now() + timedelta(seconds=compiled.spec.deadline_s) if compiled.spec.deadline_s
+            else None,
             version=version,
             params={**compiled.spec.params, **params, **slot},
             steps_total=len(compiled.spec.steps),
@@ -193,10 +252,11 @@ def workflow_run_start(
             audit_record("workflow_run.start", "workflow_run", run.pk,
                          f"started run #{run.pk} of {compiled.name} v{version.number}",
                          workflow=compiled.name, version=version.number, params=params)
-        transaction.on_commit(
-            lambda: engine.launch(run_id=run.pk, run_attempt=1, version_id=version.pk,
-                                  launch=compiled.plan.start, source=engine.dag.START)
-        )
+        if not queued:  # a queued run starts when an active one ends
+            transaction.on_commit(
+                lambda: engine.launch(run_id=run.pk, run_attempt=1, version_id=version.pk,
+                                      launch=compiled.plan.start, source=engine.dag.START)
+            )
     return run
 
 
@@ -382,6 +442,9 @@ def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
         if run.parent_run_id:
             # A parent step waiting on this run learns it ended (and fails, or retries, accordingly).
             transaction.on_commit(lambda: engine.parent_step_complete(child_run_id=run_id))
+        # Its steps' pool slots are free, and it no longer counts towards max_active_runs.
+        transaction.on_commit(engine.holds_release)
+        transaction.on_commit(lambda: engine.queued_runs_start(definition_id=run.version.definition_id))
     for child_id in children:
         try:
             workflow_run_cancel(run_id=child_id)
