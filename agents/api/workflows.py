@@ -205,6 +205,10 @@ class StepSerializer(serializers.Serializer):
     error = serializers.CharField(allow_null=True)
     worker = serializers.CharField(allow_null=True)
     task_id = serializers.CharField(allow_null=True)
+    waiting_for = serializers.CharField(allow_null=True, help_text="The signal a waiting step waits for.")
+    held = serializers.CharField(allow_null=True, help_text="Why a pending step is held (paused run, full pool).")
+    deadline_missed_at = serializers.DateTimeField(allow_null=True, help_text="When its deadline was found missed.")
+    cached_from_run = serializers.IntegerField(allow_null=True, help_text="The run whose cached result it reused.")
 
 
 class WorkflowRunSerializer(serializers.Serializer):
@@ -218,6 +222,8 @@ class WorkflowRunSerializer(serializers.Serializer):
     params = JSONObjectField()
     schedule = serializers.CharField(allow_null=True, help_text="The schedule that started it (or a backfill of).")
     logical_time = serializers.DateTimeField(allow_null=True, help_text="The schedule slot it is for.")
+    deadline_at = serializers.DateTimeField(allow_null=True, help_text="When it should have finished by.")
+    deadline_missed_at = serializers.DateTimeField(allow_null=True, help_text="When its deadline was found missed.")
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     duration_s = FiniteFloatField(allow_null=True)

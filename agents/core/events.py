@@ -27,6 +27,8 @@ EVENT_PAYLOAD_KEYS: dict[str, frozenset[str]] = {
     EventType.ALERT_FIRED: _ALERT_KEYS,
     EventType.ALERT_RESOLVED: _ALERT_KEYS,
     EventType.AGENT_OFFLINE: frozenset({"agent", "agent_type", "hostname", "last_heartbeat"}),
+    EventType.WORKFLOW_DEADLINE_MISSED: frozenset({"workflow_run_id", "workflow", "step", "deadline_at", "status",
+                                                   "on_deadline"}),
 }
 #: What a path may name besides the payload.
 EVENT_FIELDS = ("event_id", "event_type", "trace_id", "payload")

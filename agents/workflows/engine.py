@@ -5,6 +5,7 @@ Every write is a guarded transition: a step attempt is claimed only from
 only from ``running`` by the task that claimed it, and counted towards the run
 exactly once. A duplicate or late message therefore changes nothing.
 """
+import hashlib
 import json
 import logging
 import os
@@ -442,6 +443,15 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         if problems := action_get(step.action).validate(params):
             return step_fail(row=row, task_id=task_id, error="params after templates: " + "; ".join(problems),
                              compiled=compiled, retryable=False)
+    cache_key = ""
+    if step.cache is not None:
+        try:
+            cache_key, hit = _cache_lookup(step=step, compiled=compiled, scope={
+                "params": run.params, "steps": {step: {"result": results.get(step)} for step in read}})
+        except ExpressionError as error:
+            return step_fail(row=row, task_id=task_id, error=str(error), compiled=compiled, retryable=False)
+        if hit is not None:
+            return step_succeed(row=row, task_id=task_id, result=hit[0], compiled=compiled, cached_from=hit[1])
     action = action_get(step.action)
     context = ActionContext(
         run_id=run_id, step_id=step_id, attempt=row.attempt, workflow=compiled.name,
@@ -469,7 +479,20 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
             parent_step_complete(child_run_id=result.child_run_id)
         return StepOutcome(DEFERRED)
     # What a server echoed of a secret (a response body) is stored without it.
-    return step_succeed(row=row, task_id=task_id, result=secrets_redacted(result), compiled=compiled)
+    return step_succeed(row=row, task_id=task_id, result=secrets_redacted(result), compiled=compiled,
+                        cache_key=cache_key)
+
+
+def _cache_lookup(*, step, compiled: CompiledVersion, scope: dict) -> tuple[str, tuple | None]:
+    """The step's cache key (a hash of its team, action and ``cache.key`` value) and the newest succeeded
+    (result, run id) stored under it within ``cache.ttl_s``, or None."""
+    value = templates.value_of(step.cache["key"], scope, where=f"step {step.id!r}: cache.key")
+    key = hashlib.sha256(json.dumps([compiled.team_id, step.action, value], sort_keys=True, default=str)
+                         .encode()).hexdigest()
+    fresh = timezone.now() - timezone.timedelta(seconds=step.cache["ttl_s"])
+    hit = (StepRun.objects.filter(cache_key=key, status=StepStatus.SUCCEEDED, finished_at__gte=fresh)
+           .order_by("-finished_at", "-pk").values_list("result", "run_id").first())
+    return key, hit
 
 
 # --- waiting steps -----------------------------------------------------------------------------------------
@@ -668,14 +691,17 @@ def _map_finish(*, row: StepRun, compiled: CompiledVersion) -> None:
 
 
 def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion,
-                 status: str = StepStatus.SUCCEEDED, note: str = "") -> StepOutcome:
+                 status: str = StepStatus.SUCCEEDED, note: str = "", cache_key: str = "",
+                 cached_from: int | None = None) -> StepOutcome:
     """Record success (from ``running``, by the claiming task) and start the steps it unblocks; with ``status``
-    skipped (its condition was false), the same, with ``note`` saying why."""
+    skipped (its condition was false), the same, with ``note`` saying why. ``cache_key``: the result may be reused
+    by later attempts with that key; ``cached_from``: the run whose result this is."""
     table = StepRun._meta.db_table
-    sql = (f"UPDATE {table} SET status = %s, result = {_json_param()}, error = %s, finished_at = %s"
+    sql = (f"UPDATE {table} SET status = %s, result = {_json_param()}, error = %s, finished_at = %s,"
+           " cache_key = %s, cached_from_id = %s"
            " WHERE id = %s AND status = 'running'" + (" AND task_id = %s" if task_id is not None else ""))
-    params = [str(status), json.dumps(result), note, timezone.now(), row.pk] + ([task_id] if task_id is not None
-                                                                              else [])
+    params = [str(status), json.dumps(result), note, timezone.now(), cache_key, cached_from, row.pk] + (
+        [task_id] if task_id is not None else [])
     plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
     body = _chord_body(compiled, plan, row.step_id)
     if body:

@@ -88,6 +88,10 @@ def run_steps(run: WorkflowRun) -> dict[str, dict]:
             "error": latest[step_id].error or None,
             "worker": latest[step_id].worker or None,
             "task_id": latest[step_id].task_id or None,
+            "waiting_for": latest[step_id].waiting_for or None,
+            "held": latest[step_id].held or None,
+            "deadline_missed_at": iso(latest[step_id].deadline_missed_at),
+            "cached_from_run": latest[step_id].cached_from_id,
         }
         for step_id in order
         if step_id in latest
@@ -108,6 +112,8 @@ def run_to_dict(run: WorkflowRun) -> dict:
         "params": run.params,
         "schedule": run.schedule_key.partition(":")[2] or None,
         "logical_time": iso(run.logical_time),
+        "deadline_at": iso(run.deadline_at),
+        "deadline_missed_at": iso(run.deadline_missed_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "duration_s": run.duration_s,

@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.core.audit import audit_record
+from agents.core.events import event_publish
 from agents.core.dispatch import task_send_on_commit
 from agents.core.teams import owned_get_or_create, same_team, team_acting
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name, refuse_json_constant
@@ -20,6 +21,7 @@ from agents.exceptions import (
 )
 from agents.core.tracing import trace_id_ensure
 from agents.models import (
+    EventType,
     Pool,
     RunStatus,
     SignalDecision,
@@ -418,8 +420,9 @@ def _depth_check(parent_run_id: int, workflow: str) -> None:
         )
 
 
-def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
-    """Cancel a run: queued steps never start, running steps are revoked; the run ends cancelled."""
+def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRun:
+    """Cancel a run: queued steps never start, running steps are revoked; the run ends cancelled (``reason`` is
+    its error)."""
     now = timezone.now()
     with transaction.atomic():
         # Lock the run's steps before the run: the order a finishing step takes them, so neither waits on the other.
@@ -431,9 +434,9 @@ def workflow_run_cancel(*, run_id: int) -> WorkflowRun:
                                         f"paused run can be cancelled")
         active = StepRun.objects.filter(run=run, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
         task_ids = [task_id for task_id in active.filter(status=StepStatus.RUNNING).values_list("task_id", flat=True) if task_id]
-        active.update(status=StepStatus.CANCELLED, finished_at=now, error="cancelled")
+        active.update(status=StepStatus.CANCELLED, finished_at=now, error=reason)
         WorkflowRun.objects.filter(pk=run.pk, status=run.status).update(
-            status=RunStatus.CANCELLED, finished_at=now, error="cancelled", steps_done=run.steps_total, paused_by=""
+            status=RunStatus.CANCELLED, finished_at=now, error=reason, steps_done=run.steps_total, paused_by=""
         )
         children = list(run.child_runs.exclude(status__in=RUN_FINISHED).values_list("pk", flat=True))
         audit_record("workflow_run.cancel", "workflow_run", run.pk, f"cancelled run #{run.pk}", status_was=run.status)
@@ -572,6 +575,61 @@ def workflow_signal(*, run_id: int, name: str, payload=None, decision: str = "",
         engine.wait_apply(row=row, decision=found, compiled=compiled)
     state = "taken" if found is not None else "recorded" if waiting else "kept"
     return {"signal_id": signal.pk, "run_id": run.pk, "step": step.id, "state": state}
+
+
+def workflow_deadlines_check(*, now: datetime | None = None) -> dict[str, int]:
+    """Find the runs, and the steps, past their deadline (a beat sweep): each publishes one
+    ``workflow.deadline_missed`` event (its mark is set in the same transaction, so it is published once whoever
+    sweeps), and is cancelled when its workflow says ``on_deadline: cancel``. Returns how many of each."""
+    now = now or timezone.now()
+    found = {"runs": 0, "steps": 0, "cancelled": 0}
+    late_runs = (WorkflowRun.objects.filter(deadline_at__lt=now, deadline_missed_at__isnull=True)
+                 .exclude(status__in=RUN_FINISHED).select_related("version__definition"))
+    for run in late_runs[:1000]:
+        if _deadline_missed(run, step=None, due=run.deadline_at, now=now):
+            found["runs"] += 1
+            found["cancelled"] += _deadline_cancel(run)
+    active = WorkflowRun.objects.exclude(status__in=RUN_FINISHED)
+    for version_id in set(active.values_list("version_id", flat=True)):
+        timed = {step.id: step.deadline_s for step in engine.compiled_version(version_id).spec.steps.values()
+                 if step.deadline_s is not None}
+        for run in active.filter(version_id=version_id).select_related("version__definition")[:1000] if timed else ():
+            for step_id, deadline_s in timed.items():
+                due = run.created_at + timedelta(seconds=deadline_s)
+                if due < now and _deadline_missed(run, step=step_id, due=due, now=now):
+                    found["steps"] += 1
+                    found["cancelled"] += _deadline_cancel(run)
+    return found
+
+
+def _deadline_missed(run: WorkflowRun, *, step: str | None, due: datetime, now: datetime) -> bool:
+    """Mark the run (or its unfinished step) as past its deadline and publish the event, once."""
+    with transaction.atomic():
+        if step is None:
+            marked = WorkflowRun.objects.filter(pk=run.pk, deadline_missed_at__isnull=True).update(
+                deadline_missed_at=now)
+        else:
+            marked = StepRun.objects.filter(run=run, step_id=step, run_attempt=run.attempt,
+                                            status__in=(StepStatus.PENDING, StepStatus.RUNNING),
+                                            deadline_missed_at__isnull=True).update(deadline_missed_at=now)
+        if not marked:
+            return False
+        on_deadline = engine.compiled_version(run.version_id).spec.on_deadline
+        event_publish(EventType.WORKFLOW_DEADLINE_MISSED,
+                      {"workflow_run_id": run.pk, "workflow": run.version.definition.name, "step": step,
+                       "deadline_at": due.isoformat(), "status": run.status, "on_deadline": on_deadline},
+                      trace_id=run.trace_id or None, team_id=run.version.definition.team_id)
+    return True
+
+
+def _deadline_cancel(run: WorkflowRun) -> int:
+    if engine.compiled_version(run.version_id).spec.on_deadline != "cancel":
+        return 0
+    try:
+        workflow_run_cancel(run_id=run.pk, reason="deadline missed")
+    except WorkflowRunStateError:
+        return 0  # it ended meanwhile
+    return 1
 
 
 def workflow_run_get(*, run_id: int) -> WorkflowRun:

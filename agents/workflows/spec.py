@@ -469,6 +469,8 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
     concurrency = _whole(raw.get("concurrency"), f"{where}: concurrency", 1, MAX_MAP_CONCURRENCY, errors)
     deadline_s = _seconds(raw.get("deadline_s"), f"{where}: deadline_s", MAX_DEADLINE_S, errors)
     cache = _parse_cache(raw.get("cache"), where, errors)
+    if cache is not None and mapping is not None:
+        errors.append(f"{where}: cache applies to a whole step, not to a mapped one")
     if (pool is not None or concurrency is not None) and mapping is not None:
         errors.append(f"{where}: pool and concurrency limit whole steps; a mapped step limits its items with "
                       f"map.concurrency")

@@ -93,6 +93,11 @@ def render(value: Any, context: dict) -> Any:
     return value
 
 
+def value_of(text: str, context: dict, where: str = "expression"):
+    """The value of one expression (a step's ``cache.key``) in ``context``."""
+    return _compiled(text, where).evaluate(context)
+
+
 def condition_holds(text: str, context: dict) -> bool:
     """Whether a step's ``when`` is true in ``context``."""
     return bool(_compiled(text, "when").evaluate(context))
