@@ -199,8 +199,10 @@ def test_the_signal_command_sends_a_signal_and_refuses_bad_input(worker):
         call_command("workflow", "signal", str(run.pk), "go", "--payload", "{size", stdout=out)
     with pytest.raises(CommandError, match="no user named 'nobody'"):
         call_command("workflow", "signal", str(run.pk), "go", "--user", "nobody", stdout=out)
+    call_command("workflow", "status", str(run.pk), stdout=out)
     call_command("workflow", "signal", str(run.pk), "go", "--payload", '{"size": 5}', stdout=out)
 
+    assert "  go: running (attempts 1; waiting for signal 'go')" in out.getvalue()
     assert "run %d: signal 'go' for step 'go' taken" % run.pk in out.getvalue()
     assert finish(run)["steps"]["after"]["result"]["value"] == 5
 

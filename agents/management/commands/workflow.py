@@ -188,10 +188,16 @@ class Command(AgentsCommand):
             self.stdout.write(
                 f"run {summary['run_id']} of {summary['workflow']} v{summary['version']}: {summary['status']} "
                 f"({progress['done']}/{progress['total']} steps, {progress['percent']}%)"
+                + (f", deadline missed at {summary['deadline_missed_at']}" if summary["deadline_missed_at"] else "")
             )
             for step_id, step in summary["steps"].items():
                 error = f"  {step['error']}" if step["error"] else ""
-                self.stdout.write(f"  {step_id}: {step['status']} (attempts {step['attempts']}){error}")
+                notes = [f"waiting for signal {step['waiting_for']!r}" if step["waiting_for"] else "",
+                         f"held: {step['held']}" if step["held"] else "",
+                         f"cached from run {step['cached_from_run']}" if step["cached_from_run"] else "",
+                         "deadline missed" if step["deadline_missed_at"] else ""]
+                note = "".join(f"; {text}" for text in notes if text)
+                self.stdout.write(f"  {step_id}: {step['status']} (attempts {step['attempts']}{note}){error}")
         if wait and summary["status"] not in FINISHED:
             raise CommandError(f"run {run_id} still {summary['status']} after {timeout:g}s (it keeps running)")
         if wait and summary["status"] != RunStatus.SUCCEEDED:
