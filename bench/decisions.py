@@ -1,16 +1,16 @@
 """Decision benchmarks: bulk deciding against a reference design's eval() loop, compiled rules against lambdas.
 
 Runs in one process against the real PostgreSQL (``DATABASE_URL``, default
-``postgres://postgres@127.0.0.1:5432/agentsite_bench``, created and migrated when missing); no worker and
-no cache (``use_cache=False``). The workload is generated from ``random.Random(SEED)``: ``RULES`` rules under
+``postgres://postgres@127.0.0.1:5432/agentsite_bench``, created and migrated when missing) and the decision
+cache (``CACHE_URL``); no worker. The workload is generated from ``random.Random(SEED)``: ``RULES`` rules under
 hit policy ``first`` over a nested context (amount, applicant.score/income/country/tier, order.items, channel),
 written in the expression language in a form that is also plain Python, and ``CONTEXTS`` contexts most of which
 match late (rules 60-100 in priority order) or not at all, so ``first`` evaluates many rules per decision.
 
 Prints one JSON line per measurement on stdout:
 
-- ``decide_100x20000`` (``system`` ``agentsite``): ``services.decide_many`` with the audit on (rows written in
-  batches of ``AGENTS_DECISION_AUDIT_BATCH``).
+- ``decide_100x20000`` (``system`` ``agentsite``): ``services.decide_many`` with the audit on (evaluated
+  column-wise, audit rows written with COPY), cache off.
 - ``decide_100x20000`` (``system`` ``eval_reference``): what reference designs did: for each context, each rule
   in priority order through ``eval(condition_text)`` on a namespace of ``SimpleNamespace`` objects, stop at the
   first match, one ``Decision`` row created per decision. Sampled on the first ``EVAL_SAMPLE`` contexts and
@@ -20,19 +20,33 @@ Prints one JSON line per measurement on stdout:
   each rule's ``evaluate_values``) against the same conditions hand-written as Python lambdas over the nested
   dict; goal: compiled speed at least ``RELATIVE_SPEED_GOAL`` of the lambdas' (median of ``REPEATS``).
 
+- ``decide_100x20000`` (``system`` ``agentsite_cache_on``): the same with the decision cache on (the default
+  users run; the cache is emptied first, so every context misses, is evaluated and stored).
+- ``decide_100x20000`` (``system`` ``command_cache_off`` / ``command_cache_on``): ``manage.py decide NAME
+  --contexts FILE.jsonl [--no-cache]`` run in-process (``call_command``: reading and parsing the file, deciding,
+  the audit, one JSON line out per context into memory); goal: within ``COMMAND_GOAL`` of the service's goal.
+- ``decide_100x20000`` (``system`` ``compiled_baseline``): each condition compiled once and evaluated per row
+  (``extract_fields`` once per context, then each rule's ``evaluate_values``), no audit, no database.
+- ``decide_100x20000`` goal line: the service at least ``SERVICE_GOAL_PER_S`` decisions/s, cache on and off.
+- ``decide_single``: ``services.decide`` one context at a time (audit and event on, cache off and on), p50 and
+  p99 over ``SINGLE_CALLS`` calls after a warm-up.
+
 Every approach must reach the same decision (the same first matching rule, or none) for every context.
 """
 import builtins
+import io
 import json
 import os
 import random
 import re
 import statistics
 import sys
+import tempfile
 import time
 import types
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -52,10 +66,12 @@ from bench.workflows import database_ensure, emit  # noqa: E402
 
 database_ensure(os.environ["DATABASE_URL"])
 
-from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from agents.decisions import services  # noqa: E402
+from agents.decisions.cache import decision_cache  # noqa: E402
 from agents.expressions.compiler import extract_fields  # noqa: E402
 from agents.models import Decision, DecisionEngine  # noqa: E402
 
@@ -74,6 +90,11 @@ REPEATS = 3
 #: Goals from the issue.
 SPEEDUP_GOAL = 10.0
 RELATIVE_SPEED_GOAL = 0.5
+SERVICE_GOAL_PER_S = 50_000
+COMMAND_GOAL = 2.0  # the command may take at most this many times the service's goal time
+#: Single decisions timed per cache setting, after SINGLE_WARMUP untimed ones.
+SINGLE_CALLS = 500
+SINGLE_WARMUP = 50
 
 COUNTRIES = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "SE", "JP", "BR", "IN")
 TIERS = ("bronze", "silver", "gold", "platinum")
@@ -314,8 +335,10 @@ def main() -> None:
     warmup = contexts_generate(rng, WARMUP_CONTEXTS)
 
     version, _ = services.rules_load(text=spec_text(rules), source="bench", activate=True)
-    # The audit of earlier runs would only make the table (and its indexes) grow from run to run.
-    Decision.objects.filter(ruleset_id=version.ruleset_id).delete()
+    # The audit of earlier runs would only make the table (and its indexes) grow from run to run; the audit is
+    # append-only, so the retention purge (itself audited) is the way to drop them.
+    services.decisions_purge(older_than=timedelta(days=30), ruleset=RULESET_NAME,
+                             now=timezone.now() + timedelta(days=31))
     compiled = services.compiled_ruleset(version.pk)
     order = compiled.evaluation_order
     compiled_pairs = [(rule.id, rule.expression.evaluate_values) for rule in order]
@@ -344,8 +367,51 @@ def main() -> None:
     if errors:
         raise BenchError(f"decide_many reported {len(errors)} errors, the first: {errors[0]}")
     agree("agentsite", expected, [result["rule_ids"][0] if result["rule_ids"] else None for result in results])
-    system_line("agentsite", agentsite_s, CONTEXTS, audit="batched", audit_batch=settings.AGENTS_DECISION_AUDIT_BATCH,
-                audited_rows=audited)
+    system_line("agentsite", agentsite_s, CONTEXTS, audit="copy", cache="off", audited_rows=audited,
+                database=connection.vendor)
+
+    # (1b) the service with the cache on (emptied first: every context misses, is evaluated and stored).
+    decision_cache().clear()
+    results, cached_s = timed(lambda: services.decide_many(ruleset=RULESET_NAME, contexts=contexts))
+    agree("agentsite_cache_on", expected, [result["rule_ids"][0] if result["rule_ids"] else None for result in results])
+    system_line("agentsite_cache_on", cached_s, CONTEXTS, audit="copy", cache="on, empty at start")
+    emit(bench=BENCH, goal_decisions_per_s=SERVICE_GOAL_PER_S,
+         cache_off_met=CONTEXTS / agentsite_s >= SERVICE_GOAL_PER_S, cache_on_met=CONTEXTS / cached_s >= SERVICE_GOAL_PER_S)
+
+    # (1c) the command, in-process: read the file, decide, audit, print one JSON line per context.
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "contexts.jsonl"
+        path.write_text("".join(json.dumps(context) + "\n" for context in contexts))
+        for system, flags in (("command_cache_off", ["--no-cache"]), ("command_cache_on", [])):
+            decision_cache().clear()
+            out = io.StringIO()
+            _, command_s = timed(lambda: call_command("decide", RULESET_NAME, "--contexts", str(path), *flags, stdout=out))
+            lines = out.getvalue().splitlines()
+            agree(system, expected, [(json.loads(line)["rule_ids"] or [None])[0] for line in lines])
+            system_line(system, command_s, CONTEXTS, goal_s=round(COMMAND_GOAL * CONTEXTS / SERVICE_GOAL_PER_S, 3),
+                        met=command_s <= COMMAND_GOAL * CONTEXTS / SERVICE_GOAL_PER_S,
+                        output_mb=round(len(out.getvalue()) / 2**20, 1))
+
+    # (1d) the compiled-Python baseline: each condition compiled once, evaluated per row, no audit.
+    compiled_first(compiled_pairs, compiled.fields, warmup)
+    chosen, baseline_s = timed(compiled_first, compiled_pairs, compiled.fields, contexts)
+    agree("compiled_baseline", expected, chosen)
+    system_line("compiled_baseline", baseline_s, CONTEXTS, audit="none")
+
+    # (1e) single decisions, one call each: p50 and p99.
+    for cache in ("off", "on"):
+        decision_cache().clear()
+        for context in warmup[:SINGLE_WARMUP]:
+            services.decide(ruleset=RULESET_NAME, context=context, explain=False, use_cache=cache == "on")
+        latencies = []
+        for context in contexts[:SINGLE_CALLS]:
+            _, seconds = timed(lambda: services.decide(ruleset=RULESET_NAME, context=context, explain=False,
+                                                       use_cache=cache == "on"))
+            latencies.append(seconds * 1000)
+        latencies.sort()
+        emit(bench="decide_single", cache=cache, calls=SINGLE_CALLS, explain=False,
+             p50_ms=round(statistics.median(latencies), 3),
+             p99_ms=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3))
 
     # (2) the eval() reference, audit on: one INSERT per decision.
     reference_run(rules, warmup[:20], version)

@@ -13,12 +13,23 @@ from pathlib import Path
 
 from django.conf import settings
 
+#: Keys per Redis round trip when a batch reads or writes many answers.
+BATCH_KEYS = 1000
+#: KEYS: the keys; ARGV: the expiry in seconds, then each key's value.
+_SET_MANY = """
+for index, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[index + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
 
 class _RedisCache:
     def __init__(self, url: str):
         import redis
 
         self.client = redis.Redis.from_url(url)
+        self.set_script = None
 
     def get(self, key: str):
         raw = self.client.get(key)
@@ -26,6 +37,23 @@ class _RedisCache:
 
     def set(self, key: str, value, ttl_s: int) -> None:
         self.client.set(key, json.dumps(value), ex=ttl_s)
+
+    def get_many(self, keys: list[str]) -> list:
+        """The values of ``keys`` (None where missing), one round trip per ``BATCH_KEYS`` keys."""
+        values = []
+        for start in range(0, len(keys), BATCH_KEYS):
+            values.extend(None if raw is None else json.loads(raw)
+                          for raw in self.client.mget(keys[start:start + BATCH_KEYS]))
+        return values
+
+    def set_many(self, items: dict, ttl_s: int) -> None:
+        """Store every key's value, given as JSON text, one command per ``BATCH_KEYS`` keys (SET with its expiry
+        per key, in one server-side script: no per-key command to build and parse)."""
+        if self.set_script is None:
+            self.set_script = self.client.register_script(_SET_MANY)
+        keys, texts = list(items), list(items.values())
+        for start in range(0, len(keys), BATCH_KEYS):
+            self.set_script(keys=keys[start:start + BATCH_KEYS], args=[ttl_s, *texts[start:start + BATCH_KEYS]])
 
     def clear(self) -> None:
         for key in self.client.scan_iter("agents:decision:*"):
@@ -59,6 +87,15 @@ class _FileCache:
             temporary.replace(path)
         except OSError:
             temporary.unlink(missing_ok=True)  # the cache is best effort: the answer is still returned
+
+    def get_many(self, keys: list[str]) -> list:
+        """The values of ``keys`` (None where missing or expired)."""
+        return [self.get(key) for key in keys]
+
+    def set_many(self, items: dict, ttl_s: int) -> None:
+        """Store every key's value, given as JSON text."""
+        for key, text in items.items():
+            self.set(key, json.loads(text), ttl_s)
 
     def clear(self) -> None:
         for path in self.directory.glob("*.json"):

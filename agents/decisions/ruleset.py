@@ -320,41 +320,47 @@ def ruleset_evaluate(ruleset: RuleSet, context: dict, *, explain: bool = True,
             matched.append(rule)
             if stop_at_first:
                 break
+    return hit_policy_apply(ruleset, matched, tuple(trace))
+
+
+def hit_policy_apply(ruleset: RuleSet, matched: list[Rule], trace: tuple[dict, ...]) -> Outcome:
+    """The outcome of the rules that matched, in evaluation order, under the rule set's hit policy; raise
+    ``DecisionError`` on a policy conflict. ``trace`` is carried into the outcome as it is."""
     if not matched:
         if ruleset.hit_policy == "collect" and ruleset.aggregation == "count":
             # Counting the matches of no rule is 0, an answer of its own, not a reason to fall back to the default.
-            return Outcome(matched=(), decision=0, confidence=1.0, trace=tuple(trace), answered=True,
+            return Outcome(matched=(), decision=0, confidence=1.0, trace=trace, answered=True,
                            reasoning="no rule matched; count of their decisions is 0 (hit policy collect)")
-        return Outcome(matched=(), trace=tuple(trace), reasoning="no rule matched")
+        return Outcome(matched=(), trace=trace, reasoning="no rule matched")
     policy = ruleset.hit_policy
     ids = ", ".join(repr(rule.id) for rule in matched)
     if policy in ("first", "priority"):
         winner = matched[0]
         return Outcome(matched=(winner,) if policy == "first" else tuple(matched), decision=winner.decision,
-                       confidence=winner.confidence, trace=tuple(trace), answered=True,
+                       confidence=winner.confidence, trace=trace, answered=True,
                        reasoning=f"rule {winner.id!r} matched (priority {winner.priority}; hit policy {policy})"
                        + (f"; also matched: {', '.join(repr(r.id) for r in matched[1:])}" if len(matched) > 1 else ""))
     if policy == "unique":
         if len(matched) > 1:
             raise DecisionError(f"rules {ids} all match, but hit policy 'unique' allows one match only")
         return Outcome(matched=tuple(matched), decision=matched[0].decision, confidence=matched[0].confidence,
-                       trace=tuple(trace), answered=True,
+                       trace=trace, answered=True,
                        reasoning=f"rule {matched[0].id!r} matched (the only match; hit policy unique)")
     if policy == "any":
         decisions = {json.dumps(rule.decision, sort_keys=True) for rule in matched}
         if len(decisions) > 1:
             raise DecisionError(f"rules {ids} match with different decisions, but hit policy 'any' needs them to agree")
         return Outcome(matched=tuple(matched), decision=matched[0].decision,
-                       confidence=max(rule.confidence for rule in matched), trace=tuple(trace), answered=True,
+                       confidence=max(rule.confidence for rule in matched), trace=trace, answered=True,
                        reasoning=f"rules {ids} matched and agree (hit policy any)")
     decisions = [rule.decision for rule in matched]
     confidence = min(rule.confidence for rule in matched)
     if policy == "collect" and ruleset.aggregation:
         decision = _aggregate(ruleset.aggregation, decisions, ids)
-        return Outcome(matched=tuple(matched), decision=decision, confidence=confidence, trace=tuple(trace),
+        return Outcome(matched=tuple(matched), decision=decision, confidence=confidence, trace=trace,
                        answered=True,
                        reasoning=f"rules {ids} matched; {ruleset.aggregation} of their decisions (hit policy collect)")
-    return Outcome(matched=tuple(matched), decision=decisions, confidence=confidence, trace=tuple(trace), answered=True,
+    return Outcome(matched=tuple(matched), decision=decisions, confidence=confidence, trace=trace, answered=True,
                    reasoning=f"rules {ids} matched; all their decisions in rule order (hit policy {policy})")
 
 

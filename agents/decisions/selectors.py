@@ -11,8 +11,9 @@ def ruleset_list() -> list[dict]:
         rows.append({
             "name": ruleset.name,
             "description": ruleset.description,
-            "hit_policy": newest.get("hit_policy"),
-            "rules": len(newest.get("rules", [])),
+            # A DMN model (spec format "dmn") shows as such, with its decisions counted as its rules.
+            "hit_policy": "dmn" if newest.get("format") == "dmn" else newest.get("hit_policy"),
+            "rules": len(newest.get("rules", newest.get("decisions", []))),
             "versions": [{"version": v.number, "status": v.status, "shadow": v.shadow, "content_hash": v.content_hash}
                          for v in versions],
             "team": ruleset.team.name,

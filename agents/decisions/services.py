@@ -1,13 +1,17 @@
 """Decision services: load and activate rule sets, decide (single and bulk), shadow, simulate, train."""
 import csv
+import gc
 import logging
 import hashlib
 import json
+import os
 import time
 import uuid
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -17,10 +21,13 @@ from django.utils import timezone
 from agents.core.audit import audit_record
 from agents.core.teams import owned_get_or_create
 from agents.decisions import ml
+from agents.decisions.audit_rows import AuditOutcome, decisions_writer
+from agents.decisions.batch import ruleset_evaluate_batch
 from agents.decisions.cache import decision_cache
 from agents.expressions.compiler import extract_fields
 from agents.core.definitions import DefinitionTextError, definition_load_text, definition_read_file
 from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
+from agents.decisions.dmn import DmnModel, dmn_evaluate, dmn_is_model, dmn_parse
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
 from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
@@ -59,8 +66,9 @@ def rules_validate_text(*, text: str, source: str = "rule set") -> RuleSet:
 def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
                shadow: bool = False, team: Team | None = None) -> tuple[RuleSetVersion, bool]:
     """Store a rule set as a new draft version unless identical content is stored; optionally activate it. A new
-    rule set belongs to ``team`` (default: the default team); an existing one takes loads into its own only."""
-    compiled = rules_validate_text(text=text, source=source)
+    rule set belongs to ``team`` (default: the default team); an existing one takes loads into its own only.
+    A DMN model (XML) is stored the same way, as a version of the rule set named after the model."""
+    compiled = dmn_parse(text) if dmn_is_model(text) else rules_validate_text(text=text, source=source)
     content_hash = compiled.content_hash()
     with transaction.atomic():
         ruleset, _ = owned_get_or_create(RuleSetModel, name=compiled.name, team=team, what="rule set")
@@ -229,12 +237,7 @@ class _Decider:
 
     def decide(self, context: dict, *, explain: bool, use_cache: bool) -> tuple[dict, Decision]:
         """Decide for one context; return the answer and its (unsaved) audit row."""
-        if not isinstance(context, dict):
-            raise DecisionError(f"context must be a JSON object, got {type(context).__name__}")
-        try:
-            json.dumps(context, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
+        context_check(context)
         started = time.perf_counter()
         ttl = settings.AGENTS_DECISION_CACHE_TTL_S
         key = self.cache_key(context, explain=explain) if use_cache and ttl else None
@@ -277,12 +280,22 @@ class _Decider:
         return result, row
 
 
-def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool = True) -> dict:
+def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool = True,
+           decision: str | None = None) -> dict:
     """Decide for one context with the active version of ``ruleset``; the decision is audited.
 
-    A conflict under a strict hit policy (``unique``, ``any``) is audited and raises ``DecisionError``.
+    A conflict under a strict hit policy (``unique``, ``any``) is audited and raises ``DecisionError``. For a DMN
+    model, ``decision`` names the decision to evaluate (see ``dmn_decide``).
     """
-    decider = _Decider(ruleset)
+    if decision is not None:
+        return dmn_decide(ruleset=ruleset, decision=decision, context=context)
+    try:
+        decider = _Decider(ruleset)
+    except RuleSetError:
+        if ruleset_active_version(ruleset=ruleset).spec.get("format") == "dmn":
+            raise DecisionError(f"rule set {ruleset!r} is a DMN model: name the decision to evaluate "
+                                "(--decision NAME)") from None
+        raise
     result, row = decider.decide(context, explain=explain, use_cache=use_cache)
     with transaction.atomic():
         row.save()
@@ -299,8 +312,24 @@ def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool
 
 
 def decide_many(*, ruleset: str, contexts: list, explain: bool = False, use_cache: bool = True) -> list[dict]:
-    """Decide for many contexts in order; audit rows are written in batches. Conflicts are reported per result."""
+    """Decide for many contexts in order, each audited; conflicts are reported per result.
+
+    A batch is evaluated column-wise (``batch.ruleset_evaluate_batch``), reads and writes the cache in one round
+    trip per chunk, and writes its audit rows with COPY on PostgreSQL; the answers are the ones ``decide`` gives.
+    With ``explain``, or a champion model to fall back on, each context is decided on its own, audit rows in
+    batches of ``AGENTS_DECISION_AUDIT_BATCH``.
+    """
     decider = _Decider(ruleset)
+    if explain or decider.champion is not None or decider.rules.fields is None:
+        return _decide_each(decider, contexts, explain=explain, use_cache=use_cache)
+    results = _decide_batch(decider, contexts, use_cache=use_cache)
+    if decider.shadowed:
+        _shadow_later([r["decision_id"] for r in results if r.get("decision_id")])
+    return results
+
+
+def _decide_each(decider: "_Decider", contexts: list, *, explain: bool, use_cache: bool) -> list[dict]:
+    """Decide context by context (the single path), audit rows in batches."""
     results, pending = [], []
     batch = settings.AGENTS_DECISION_AUDIT_BATCH
     for context in contexts:
@@ -318,6 +347,216 @@ def decide_many(*, ruleset: str, contexts: list, explain: bool = False, use_cach
         Decision.objects.bulk_create(pending)
     if decider.shadowed:
         _shadow_later([r["decision_id"] for r in results if r.get("decision_id")])
+    return results
+
+
+#: Contexts evaluated together in a batch: large enough for column-wise evaluation to pay, small enough that the
+#: database stores one chunk's audit rows while the next is evaluated.
+BATCH_CHUNK = 20_000
+#: Audit rows handed to the COPY stream at a time.
+AUDIT_STREAM_ROWS = 1000
+_CONTEXT_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
+def _context_json(context: Any, masked: set[str], probes: tuple[str, ...]) -> str:
+    """The context as the audit stores it: JSON, masked keys as ***; raise DecisionError as ``decide`` does.
+
+    The context is encoded once; it is walked for masking only when the JSON text holds a masked key's name (a
+    key is written as its own JSON string, so its absence from the text means nothing is masked)."""
+    if not isinstance(context, dict):
+        raise DecisionError(f"context must be a JSON object, got {type(context).__name__}")
+    try:
+        text = _CONTEXT_ENCODER.encode(context)
+    except (TypeError, ValueError) as error:
+        raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
+    if any(probe in text for probe in probes):
+        return _CONTEXT_ENCODER.encode(_mask(context, masked))
+    return text
+
+
+class _Batch:
+    """One ``decide_many`` batch: answers shared between contexts with the same outcome, the cache, the audit."""
+
+    def __init__(self, decider: "_Decider", *, use_cache: bool):
+        self.decider, self.rules = decider, decider.rules
+        self.ttl = settings.AGENTS_DECISION_CACHE_TTL_S if use_cache else 0
+        self.cache = decision_cache() if self.ttl else None
+        self.probes = tuple(json.dumps(key.rsplit(".", 1)[-1]) for key in decider.masked)
+        self.masked_reads = {rule.id: tuple(path for path in (rule.fields or ()) if _masked_path(path, decider.masked))
+                             for rule in self.rules.evaluation_order}
+        self.any_masked_reads = any(self.masked_reads.values())
+        self.first_of: dict[str, dict] = {}  # cache key -> the answer evaluated for it in this batch
+        self.audited: dict[tuple, AuditOutcome] = {}
+        self.entry_texts: dict[int, str] = {}  # id(shared trace entry) -> its JSON
+        self.entries_kept: list[dict] = []  # the entries entry_texts has, kept alive so no id is reused
+        version = decider.version
+        self.name, self.number = version.ruleset.name, version.number
+
+    def answer_of(self, outcome: Outcome) -> dict:
+        """The answer ``_Decider.evaluate`` gives for a rules outcome (no model), its trace masked."""
+        trace = list(outcome.trace)
+        if self.any_masked_reads:
+            for index, entry in enumerate(trace):
+                paths = self.masked_reads.get(entry["rule_id"]) if "reads" in entry else None
+                if paths:
+                    trace[index] = {**entry, "reads": {**entry["reads"], **dict.fromkeys(paths, MASK)}}
+        if outcome.answered:
+            return {"trace": trace, "needs_review": False, "model_version": None, "decision": outcome.decision,
+                    "confidence": outcome.confidence, "engine": DecisionEngine.RULES,
+                    "rule_ids": [rule.id for rule in outcome.matched], "reasoning": outcome.reasoning}
+        default = self.rules.default
+        return {"trace": trace, "needs_review": False, "model_version": None, "decision": default["decision"],
+                "confidence": default["confidence"], "engine": DecisionEngine.DEFAULT, "rule_ids": [],
+                "reasoning": "no rule matched; the default applies"}
+
+    def answer_json(self, answer: dict) -> str:
+        """The answer as JSON text for the cache; trace entries shared between answers are encoded once (the memo
+        holds each such entry, so its id cannot be reused while the batch runs)."""
+        trace = answer["trace"]
+        parts = list(map(self.entry_texts.get, map(id, trace)))
+        if None in parts:
+            for index, part in enumerate(parts):
+                if part is None:
+                    entry = trace[index]
+                    parts[index] = json.dumps(entry)
+                    if "reads" not in entry and entry["error"] is None:  # shared by every context that got here
+                        self.entry_texts[id(entry)] = parts[index]
+                        self.entries_kept.append(entry)
+        rest = json.dumps({key: value for key, value in answer.items() if key != "trace"})
+        return f'{{"trace": [{", ".join(parts)}], {rest[1:]}'
+
+    def conflict(self, error: DecisionError) -> dict:
+        default = self.rules.default
+        return {"decision": default["decision"], "confidence": default["confidence"], "trace": [],
+                "engine": DecisionEngine.DEFAULT, "rule_ids": [], "needs_review": True, "model_version": None,
+                "reasoning": f"rules conflict: {error}"}
+
+    def audit_outcome(self, answer: dict) -> AuditOutcome:
+        """The audited columns of an answer, encoded once per distinct outcome (its reasoning names the matched
+        rules, so with the engine it determines decision, confidence and rule ids)."""
+        key = (answer["reasoning"], str(answer["engine"]), answer["needs_review"])
+        known = self.audited.get(key)
+        if known is None:
+            known = self.audited[key] = AuditOutcome(
+                decision_json=json.dumps(answer["decision"]), confidence=answer["confidence"],
+                engine=str(answer["engine"]), rule_ids_json=json.dumps(answer["rule_ids"]),
+                reasoning=answer["reasoning"], needs_review=answer["needs_review"])
+        return known
+
+    def decide(self, contexts: list, writer) -> list[dict]:
+        """Decide one chunk; its audit rows go to ``writer``."""
+        started = time.perf_counter()
+        rules, decider = self.rules, self.decider
+        encoded: list = []
+        for context in contexts:
+            try:
+                encoded.append(_context_json(context, decider.masked, self.probes))
+            except DecisionError as error:
+                encoded.append(error)
+        valid = [index for index, text in enumerate(encoded) if not isinstance(text, DecisionError)]
+        answers: dict[int, dict] = {}
+        errors: dict[int, str] = {}
+        cached: set[int] = set()
+        keys = {index: decider.cache_key(contexts[index], explain=False) for index in valid} if self.ttl else {}
+        if keys:
+            for index, answer in zip(keys, self.cache.get_many(list(keys.values()))):
+                if answer is not None:
+                    answers[index] = answer
+                    cached.add(index)
+        # One evaluation per distinct key; a key evaluated earlier in the batch is the cached answer the same
+        # contexts decided one by one would get (a conflict is not cached: it repeats as a conflict).
+        todo, repeats = [], {}
+        for index in valid:
+            if index in answers:
+                continue
+            key = keys.get(index)
+            if key is not None and key in self.first_of:
+                repeats[index] = key
+                continue
+            if key is not None:
+                self.first_of[key] = None
+            todo.append(index)
+        outcomes = ruleset_evaluate_batch(rules, [contexts[index] for index in todo],
+                                          [extract_fields(contexts[index], rules.fields) for index in todo])
+        fresh = {}
+        for index, outcome in zip(todo, outcomes):
+            if isinstance(outcome, DecisionError):
+                errors[index] = str(outcome)
+                answers[index] = self.conflict(outcome)
+                if index in keys:
+                    self.first_of[keys[index]] = {"error": errors[index]}
+                continue
+            answers[index] = self.answer_of(outcome)
+            if index in keys:
+                self.first_of[keys[index]] = answers[index]
+                fresh[keys[index]] = self.answer_json(answers[index])
+        for index, key in repeats.items():
+            answer = self.first_of[key]
+            if "error" in answer and len(answer) == 1:
+                errors[index] = answer["error"]
+                answers[index] = self.conflict(DecisionError(answer["error"]))
+            else:
+                answers[index] = answer
+                cached.add(index)
+        if fresh:
+            self.cache.set_many(fresh, self.ttl)
+        latency_ms = round((time.perf_counter() - started) * 1000 / max(1, len(contexts)), 4)
+        name, number = self.name, self.number
+        decision_ids = _uuid4_texts(len(contexts))
+        rows, results = [], []
+        for index, text in enumerate(encoded):
+            if isinstance(text, DecisionError):
+                results.append({"error": str(text), "decision": None})
+                continue
+            answer = answers[index]
+            error = errors.get(index, "")
+            hit = index in cached
+            decision_id = next(decision_ids)
+            rows.append((decision_id, text, self.audit_outcome(answer), error, hit, latency_ms))
+            if len(rows) >= AUDIT_STREAM_ROWS:  # the database stores these while the next ones are built
+                writer.write(rows)
+                rows = []
+            results.append({
+                "decision": answer["decision"], "confidence": answer["confidence"], "reasoning": answer["reasoning"],
+                "rule_ids": answer["rule_ids"], "ruleset": name, "ruleset_version": number, "model_version": None,
+                "engine": answer["engine"], "needs_review": answer["needs_review"], "cached": hit,
+                "trace": answer["trace"], "decision_id": decision_id, "latency_ms": latency_ms, "error": error or None,
+            })
+        writer.write(rows)
+        return results
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector (if it runs) for the block."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _uuid4_texts(count: int) -> Iterator[str]:
+    """``count`` random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` writes them, from one os.urandom call."""
+    pool = os.urandom(16 * count).hex()
+    for start in range(0, 32 * count, 32):
+        text = pool[start:start + 32]
+        yield (f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{'89ab'[int(text[16], 16) & 3]}{text[17:20]}-"
+               f"{text[20:32]}")
+
+
+def _decide_batch(decider: "_Decider", contexts: list, *, use_cache: bool) -> list[dict]:
+    """Decide a batch column-wise, chunk by chunk; every decision audited through one COPY stream."""
+    batch = _Batch(decider, use_cache=use_cache)
+    results: list[dict] = []
+    # A batch makes millions of small, acyclic objects (answers, traces, rows): the cycle collector would walk them
+    # again and again for nothing. It is paused for the batch only, and collects as usual afterwards.
+    with _collector_paused(), decisions_writer(ruleset_id=decider.version.ruleset_id, version_id=decider.version.pk,
+                          trace_id=decider.trace_id, batch=settings.AGENTS_DECISION_AUDIT_BATCH) as writer:
+        for start in range(0, len(contexts), BATCH_CHUNK):
+            results.extend(batch.decide(contexts[start:start + BATCH_CHUNK], writer))
     return results
 
 
@@ -544,3 +783,73 @@ def models_unusable() -> list[dict]:
         unusable.append({"ruleset": model.ruleset.name, "version": model.number, "alias": model.alias,
                          "reason": reason})
     return unusable
+
+
+def context_check(context: Any) -> None:
+    """Raise ``DecisionError`` unless ``context`` is a JSON object that JSON can store (no NaN, no objects)."""
+    if not isinstance(context, dict):
+        raise DecisionError(f"context must be a JSON object, got {type(context).__name__}")
+    try:
+        json.dumps(context, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
+
+
+# --- DMN models --------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def compiled_dmn(version_id: int) -> DmnModel:
+    """Return the parsed DMN model of a version (versions are immutable, so parsed once per process)."""
+    return dmn_parse(RuleSetVersion.objects.get(pk=version_id).source)
+
+
+def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
+    """Evaluate one decision of the active DMN model of ``ruleset`` (its required decisions first); audited.
+
+    The answer holds the decision's value, a trace with every decision of the graph that was evaluated (each
+    decision table's input values and matched rules) and ``errors`` (e.g. a UNIQUE table with two matches, whose
+    value is then null, as DMN says).
+    """
+    context_check(context)
+    trace_id = trace_id_ensure()
+    version = ruleset_active_version(ruleset=ruleset)
+    if version.spec.get("format") != "dmn":
+        raise DecisionError(f"rule set {ruleset!r} is not a DMN model; decide without --decision")
+    model = compiled_dmn(version.pk)
+    if decision not in model.decisions:
+        raise DecisionError(f"rule set {ruleset!r} has no decision {decision!r} "
+                            f"(decisions: {', '.join(sorted(model.decisions))})")
+    started = time.perf_counter()
+    value, trace, errors = dmn_evaluate(model, decision, context)
+    latency_ms = (time.perf_counter() - started) * 1000
+    masked = set(settings.AGENTS_DECISION_MASKED_KEYS)
+    for entry in trace:
+        # Masked values never leave in an answer: the trace shows them as ***, as for rule sets.
+        entry["inputs"] = _mask(entry["inputs"], masked)
+        for table in entry["tables"]:
+            for read in table["inputs"]:
+                if _masked_path(read["expression"], masked):
+                    read["value"] = MASK
+    own = trace[-1]
+    rule_ids = [match["id"] for table in own["tables"] for match in table["matched"]]
+    reasoning = (f"decision {decision!r} of DMN model {model.model_name!r} evaluated after "
+                 f"{len(trace) - 1} required decision{'s' if len(trace) != 2 else ''}")
+    row = Decision(
+        decision_id=uuid.uuid4(), ruleset_id=version.ruleset_id, version_id=version.pk, context=_mask(context, masked),
+        decision=value, confidence=1.0, engine=DecisionEngine.RULES, rule_ids=rule_ids, reasoning=reasoning,
+        needs_review=bool(errors), error="; ".join(errors), cached=False, latency_ms=round(latency_ms, 4),
+        trace_id=trace_id,
+    )
+    with transaction.atomic():
+        row.save()
+        event_publish(EventType.DECISION_MADE, {
+            "decision_id": str(row.decision_id), "ruleset": ruleset, "version": version.number, "decision": value,
+            "confidence": 1.0, "engine": DecisionEngine.RULES, "needs_review": bool(errors),
+        }, team_id=version.ruleset.team_id)
+    return {
+        "decision": value, "dmn_decision": decision, "confidence": 1.0, "reasoning": reasoning, "rule_ids": rule_ids,
+        "ruleset": ruleset, "ruleset_version": version.number, "model_version": None, "engine": DecisionEngine.RULES,
+        "needs_review": bool(errors), "cached": False, "trace": trace, "errors": errors,
+        "decision_id": str(row.decision_id), "latency_ms": row.latency_ms, "error": "; ".join(errors) or None,
+    }

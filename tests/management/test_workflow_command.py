@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from agents.models import WorkflowRun
+from agents.models import Pool, WorkflowRun
 from tests.conftest import PROJECT_DIR, embedded_env, manage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,6 +26,7 @@ def test_validate_prints_a_one_line_summary():
 
 
 def test_every_example_definition_is_valid():
+    Pool.objects.get_or_create(name="payments", defaults={"slots": 2})  # as payment_approval.yaml asks first
     for path in sorted((PROJECT_DIR / "examples" / "workflows").iterdir()):
         assert "valid workflow" in run("validate", str(path))
 

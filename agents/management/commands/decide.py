@@ -1,4 +1,6 @@
-"""``manage.py decide NAME --context JSON`` (or ``--contexts FILE.jsonl``): make decisions, audited."""
+"""``manage.py decide NAME --context JSON`` (or ``--contexts FILE.jsonl``): make decisions, audited.
+
+For a DMN model, ``--decision NAME`` names the decision to evaluate; the trace shows every decision evaluated."""
 import json
 from pathlib import Path
 
@@ -20,8 +22,14 @@ class Command(AgentsCommand):
         source.add_argument("--contexts", metavar="FILE", help="A JSON-lines file of contexts.")
         self.json_argument_add(parser, help="Print the whole answer as JSON (always for --contexts).")
         parser.add_argument("--no-cache", action="store_true", help="Evaluate even when a cached answer exists.")
+        parser.add_argument("--decision", help="For a DMN model: the decision to evaluate (its required decisions first).")
 
-    def handle(self, *args, name, context, contexts, json: bool, no_cache: bool, **options):
+    def handle(self, *args, name, context, contexts, json: bool, no_cache: bool, decision=None, **options):
+        if decision is not None:
+            if contexts:
+                raise CommandError("--decision takes one --context, not --contexts")
+            self._dmn(name, decision, _parse(context, "--context"), as_json=json)
+            return
         if contexts:
             self._batch(name, contexts, use_cache=not no_cache)
             return
@@ -34,6 +42,23 @@ class Command(AgentsCommand):
         self.stdout.write(f"why: {result['reasoning']}")
         self.stdout.write(f"rules: {', '.join(result['rule_ids']) or 'none'}; rule set {result['ruleset']} "
                           f"v{result['ruleset_version']}; decision {result['decision_id']}")
+
+    def _dmn(self, name: str, decision: str, context: dict, *, as_json: bool) -> None:
+        result = services.decide(ruleset=name, decision=decision, context=context)
+        if as_json:
+            self.json_write(result)
+            return
+        self.stdout.write(f"{decision}: {json_text(result['decision'])}  (rule set {result['ruleset']} "
+                          f"v{result['ruleset_version']}; decision {result['decision_id']})")
+        for entry in result["trace"]:
+            self.stdout.write(f"  decision {entry['decision']!r} ({entry['kind']}) = {json_text(entry['result'])}"
+                              f"; inputs {json_text(entry['inputs'])}")
+            for table in entry["tables"]:
+                reads = ", ".join(f"{read['expression']} = {json_text(read['value'])}" for read in table["inputs"])
+                rules = ", ".join(f"{match['rule']} [{'; '.join(match['entries'])}]" for match in table["matched"])
+                self.stdout.write(f"    table {table['hit_policy']}: {reads}; matched rules: {rules or 'none'}")
+        for error in result["errors"]:
+            self.stdout.write(f"  error: {error}")
 
     def _batch(self, name: str, path: str, *, use_cache: bool) -> None:
         try:

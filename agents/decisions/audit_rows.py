@@ -1,0 +1,117 @@
+"""Write a batch's decision audit rows as they are made: one PostgreSQL COPY stream (psycopg 3's ``cursor.copy``),
+elsewhere bulk INSERTs.
+
+The audit stays append-only: COPY only inserts, and the database trigger that refuses UPDATE and DELETE of a
+decision is untouched. The rows stream while the batch goes on, so the database stores one chunk while the next is
+evaluated; the columns every decision with the same outcome shares are encoded once per outcome.
+"""
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from agents.models import Decision
+
+#: The columns a COPY row holds, in order.
+COLUMNS = ("decision_id", "ruleset_id", "trace_id", "version_id", "model_version_id", "context", "decision",
+           "confidence", "engine", "rule_ids", "reasoning", "needs_review", "error", "cached", "latency_ms",
+           "created_at")
+#: Bytes sent to COPY per write: enough to amortise the call, small enough to keep the database busy meanwhile.
+_COPY_CHUNK = 256 << 10
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    """The audited columns an outcome gives every decision that has it: decision and rule ids as JSON text."""
+
+    decision_json: str
+    confidence: float
+    engine: str
+    rule_ids_json: str
+    reasoning: str
+    needs_review: bool
+
+
+def _text(value: str) -> str:
+    """``value`` escaped for COPY's text format."""
+    return value.translate(_ESCAPES)
+
+
+def _json(text: str) -> str:
+    """JSON text escaped for COPY's text format: JSON holds no raw tab or newline, only backslashes to double."""
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+class _CopyWriter:
+    def __init__(self, copy, head: str, stamp: str):
+        self.copy, self.head, self.stamp = copy, head, stamp
+        self.segments: dict[int, tuple[AuditOutcome, str]] = {}
+        self.written = 0
+
+    def segment(self, outcome: AuditOutcome) -> str:
+        known = self.segments.get(id(outcome))
+        if known is None or known[0] is not outcome:
+            text = "\t".join((_json(outcome.decision_json), repr(float(outcome.confidence)), _text(outcome.engine),
+                              _json(outcome.rule_ids_json), _text(outcome.reasoning),
+                              "t" if outcome.needs_review else "f"))
+            known = self.segments[id(outcome)] = (outcome, text)
+        return known[1]
+
+    def write(self, rows: list[tuple]) -> None:
+        head, stamp, segment = self.head, self.stamp, self.segment
+        lines, size = [], 0
+        for decision_id, context_json, outcome, error, cached, latency_ms in rows:
+            line = (f"{decision_id}\t{head}\t{_json(context_json)}\t{segment(outcome)}\t{_text(error)}\t"
+                    f"{'t' if cached else 'f'}\t{latency_ms!r}\t{stamp}\n")
+            lines.append(line)
+            size += len(line)
+            if size >= _COPY_CHUNK:
+                self.copy.write("".join(lines))
+                lines, size = [], 0
+        if lines:
+            self.copy.write("".join(lines))
+        self.written += len(rows)
+
+
+class _BulkWriter:
+    def __init__(self, fixed: dict, created, batch: int):
+        self.fixed, self.created, self.batch = fixed, created, batch
+        self.written = 0
+
+    def write(self, rows: list[tuple]) -> None:
+        objects = [
+            Decision(decision_id=decision_id, context=json.loads(context_json),
+                     decision=json.loads(outcome.decision_json), confidence=outcome.confidence, engine=outcome.engine,
+                     rule_ids=json.loads(outcome.rule_ids_json), reasoning=outcome.reasoning,
+                     needs_review=outcome.needs_review, error=error, cached=cached, latency_ms=latency_ms,
+                     created_at=self.created, **self.fixed)
+            for decision_id, context_json, outcome, error, cached, latency_ms in rows
+        ]
+        Decision.objects.bulk_create(objects, batch_size=self.batch)
+        self.written += len(rows)
+
+
+@contextmanager
+def decisions_writer(*, ruleset_id: int, version_id: int, trace_id: str, model_version_id: int | None = None,
+                     batch: int) -> Iterator:
+    """A writer of audit rows for one rule set version, inside one transaction: ``write(rows)`` takes tuples of
+    (decision_id, context as JSON text, AuditOutcome, error, cached, latency_ms). COPY on PostgreSQL; bulk INSERTs
+    of ``batch`` rows elsewhere. Nothing else may use the database connection while the writer is open."""
+    created = timezone.now()
+    with transaction.atomic():
+        if connection.vendor != "postgresql":
+            yield _BulkWriter({"ruleset_id": ruleset_id, "version_id": version_id, "trace_id": trace_id,
+                               "model_version_id": model_version_id}, created, batch)
+            return
+        meta = Decision._meta
+        quote = connection.ops.quote_name
+        statement = (f"COPY {quote(meta.db_table)} "
+                     f"({', '.join(quote(meta.get_field(name).column) for name in COLUMNS)}) FROM STDIN")
+        head = "\t".join((str(ruleset_id), _text(trace_id), str(version_id),
+                          "\\N" if model_version_id is None else str(model_version_id)))
+        with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            yield _CopyWriter(copy, head, created.isoformat())

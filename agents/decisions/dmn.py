@@ -1,0 +1,617 @@
+"""DMN 1.1-1.5 models (pure): read the XML, check it can run, evaluate a decision with its requirement graph.
+
+Every expression is FEEL, compiled once at load by ``agents.expressions.feel``. Problems name the element's kind,
+name and id, all of them in one pass (``RuleSetError``). The XML is read with the standard library; a document
+type declaration (where entities would live) is refused, so no entity is ever expanded or fetched.
+"""
+import hashlib
+import re
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from agents.exceptions import ExpressionError, RuleSetError
+from agents.expressions.feel import (
+    BUILTIN_NAMES,
+    FeelError,
+    FeelFunction,
+    Scope,
+    feel_compile,
+    feel_compile_tests,
+    feel_equal,
+    feel_value,
+    json_value,
+)
+
+#: Largest DMN document accepted (bytes of text).
+MAX_DMN_CHARS = 2_000_000
+#: Most decisions, business knowledge models and input data a model may hold.
+MAX_DMN_ELEMENTS = 2_000
+
+HIT_POLICIES = {
+    "UNIQUE": "U", "ANY": "A", "PRIORITY": "P", "FIRST": "F", "RULE ORDER": "R", "OUTPUT ORDER": "O",
+    "COLLECT": "C",
+}
+AGGREGATIONS = {"SUM": "+", "MIN": "<", "MAX": ">", "COUNT": "#"}
+BASE_TYPES = {"number": "number", "string": "string", "boolean": "boolean", "feel:number": "number",
+              "feel:string": "string", "feel:boolean": "boolean"}
+EXPRESSION_KINDS = ("literalExpression", "decisionTable", "context", "invocation", "list", "relation",
+                    "functionDefinition", "conditional", "filter", "for", "every", "some")
+_TRACE = "\x00trace"  # a scope key no FEEL name can spell: where evaluation appends its trace
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _children(element, name: str) -> list:
+    return [child for child in element if _local(child.tag) == name]
+
+
+def _child(element, name: str):
+    found = _children(element, name)
+    return found[0] if found else None
+
+
+def _text(element, name: str = "text") -> str | None:
+    found = _child(element, name) if element is not None else None
+    return None if found is None else (found.text or "").strip()
+
+
+def _label(element) -> str:
+    kind = _local(element.tag)
+    name = element.get("name") or element.get("label")
+    return f"{kind} {name!r} (id {element.get('id') or '-'})" if name else f"{kind} (id {element.get('id') or '-'})"
+
+
+def model_name_slug(name: str) -> str:
+    """The rule set name for a DMN model name: runs of characters a rule set name cannot hold become '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name or "").strip("-")[:100]
+
+
+# --- the model ----------------------------------------------------------------
+
+Evaluator = Callable[[Scope], Any]
+
+
+@dataclass
+class ItemDefinition:
+    """A named type: a base type, a structure of components, a collection, allowed values."""
+
+    name: str
+    type_ref: str | None
+    components: dict
+    is_collection: bool
+    allowed: Any  # compiled unary tests or None
+
+
+@dataclass
+class DecisionNode:
+    """A decision: its requirements (by name) and its compiled expression."""
+
+    id: str
+    name: str
+    type_ref: str | None
+    decisions: list[str]
+    inputs: list[str]
+    knowledge: list[str]
+    element: Any = None
+    run: Evaluator | None = None
+    kind: str = ""
+
+
+@dataclass
+class DmnModel:
+    """A loaded DMN model: input data, item definitions, business knowledge models and decisions."""
+
+    model_name: str
+    namespace: str
+    digest: str
+    description: str = ""
+    inputs: dict = field(default_factory=dict)  # name -> type_ref
+    items: dict = field(default_factory=dict)
+    decisions: dict = field(default_factory=dict)
+    knowledge: dict = field(default_factory=dict)  # name -> FeelFunction
+
+    @property
+    def name(self) -> str:
+        """The rule set's name: the model's name, with what a rule set name cannot hold turned into '-'."""
+        return model_name_slug(self.model_name)
+
+    def content_hash(self) -> str:
+        """The sha256 of the XML text: a changed model is a new version."""
+        return self.digest
+
+    @property
+    def spec(self) -> dict:
+        """What the rule set version stores beside the XML (a summary; the XML in ``source`` is what runs)."""
+        return {"format": "dmn", "name": self.name, "model": self.model_name,
+                "namespace": self.namespace, "decisions": sorted(self.decisions), "inputs": sorted(self.inputs),
+                "knowledge": sorted(self.knowledge)}
+
+
+class _Loader:
+    """Reads the XML into a ``DmnModel``, compiling every FEEL text; collects every problem."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.errors: list[str] = []
+        self.names: set[str] = set(BUILTIN_NAMES)
+        self.by_id: dict[str, Any] = {}
+
+    def error(self, element, problem: str) -> None:
+        self.errors.append(f"{_label(element)}: {problem}")
+
+    def load(self) -> DmnModel:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise RuleSetError(["a DMN model must be a non-empty XML document"])
+        if len(self.text) > MAX_DMN_CHARS:
+            raise RuleSetError([f"the DMN model is larger than {MAX_DMN_CHARS} characters"])
+        if re.search(r"<!(DOCTYPE|ENTITY)", self.text, re.IGNORECASE):
+            raise RuleSetError(["the DMN model declares a DOCTYPE or entities; they are refused (no entity is expanded)"])
+        try:
+            root = ElementTree.fromstring(self.text)
+        except ElementTree.ParseError as error:
+            raise RuleSetError([f"the DMN model is not well-formed XML: {error}"]) from None
+        if _local(root.tag) != "definitions":
+            raise RuleSetError([f"the root element is <{_local(root.tag)}>, not DMN <definitions>"])
+        model = DmnModel(model_name=root.get("name") or "", namespace=root.get("namespace") or "",
+                         digest=hashlib.sha256(self.text.encode()).hexdigest(),
+                         description=(_text(root, "description") or "")[:1000])
+        if not model.name:
+            self.error(root, "the model needs a name (the rule set is named after it)")
+        elements = [child for child in root if _local(child.tag) in ("inputData", "decision", "businessKnowledgeModel")]
+        if len(elements) > MAX_DMN_ELEMENTS:
+            raise RuleSetError([f"the DMN model has more than {MAX_DMN_ELEMENTS} elements"])
+        for element in root.iter():
+            if element.get("id"):
+                self.by_id[element.get("id")] = element
+            for attribute in ("name",):
+                if element.get(attribute):
+                    self.names.add(element.get(attribute))
+        for element in _children(root, "itemDefinition"):
+            model.items[element.get("name")] = self.item_definition(element)
+        for element in _children(root, "inputData"):
+            name = element.get("name")
+            if name in model.inputs:
+                self.error(element, "another input data has this name")
+            variable = _child(element, "variable")
+            model.inputs[name] = variable.get("typeRef") if variable is not None else None
+        for element in _children(root, "businessKnowledgeModel"):
+            if element.get("name") in model.knowledge:
+                self.error(element, "another business knowledge model has this name")
+            model.knowledge[element.get("name")] = self.knowledge_model(element, model)
+        for element in _children(root, "decision"):
+            decision = self.decision(element)
+            if decision.name in model.decisions:
+                self.error(element, "another decision has this name")
+            model.decisions[decision.name] = decision
+        self.check_graph(model)
+        for decision in model.decisions.values():
+            scope_names = set(decision.decisions) | set(decision.inputs) | set(decision.knowledge)
+            expression = self.expression_of(decision.element)
+            if expression is None:
+                self.error(decision.element, "has no expression (a decision table, literal expression, context or invocation)")
+                continue
+            decision.kind = _local(expression.tag)
+            decision.run = self.compile(expression, decision.element, scope_names, output_name=decision.name,
+                                        model=model)
+        if self.errors:
+            raise RuleSetError(self.errors)
+        return model
+
+    # -- pieces
+    def item_definition(self, element) -> ItemDefinition:
+        allowed = None
+        allowed_text = _text(_child(element, "allowedValues"))
+        if allowed_text:
+            allowed = self.tests(allowed_text, element, "allowed values", set())
+        components = {component.get("name"): self.item_definition(component)
+                      for component in _children(element, "itemComponent")}
+        return ItemDefinition(name=element.get("name"), type_ref=_text(element, "typeRef"), components=components,
+                              is_collection=element.get("isCollection") == "true", allowed=allowed)
+
+    def requirements(self, element, kind: str, attribute: str) -> list[str]:
+        names = []
+        for requirement in _children(element, kind):
+            for reference in requirement:
+                href = (reference.get("href") or "").split("#")[-1]
+                target = self.by_id.get(href)
+                if _local(reference.tag) != attribute:
+                    continue
+                if target is None:
+                    self.error(element, f"{attribute} refers to {reference.get('href')!r}, which is not in the model")
+                    continue
+                names.append(target.get("name"))
+        return names
+
+    def knowledge_model(self, element, model: DmnModel) -> FeelFunction:
+        logic = _child(element, "encapsulatedLogic")
+        parameters = tuple(parameter.get("name") for parameter in _children(logic, "formalParameter")) if logic is not None else ()
+        required = self.requirements(element, "knowledgeRequirement", "requiredKnowledge")
+        expression = self.expression_of(logic) if logic is not None else None
+        if expression is None:
+            self.error(element, "has no encapsulated logic with an expression")
+            return FeelFunction(element.get("name"), parameters, lambda scope, *arguments: None)
+        run = self.compile(expression, element, set(parameters) | set(required), output_name=element.get("name"),
+                           model=model)
+        name = element.get("name")
+
+        def body(scope: Scope, *arguments):
+            found, trace = scope.get(_TRACE)
+            values = dict(zip(parameters, arguments))
+            for parameter in parameters[len(arguments):]:
+                values[parameter] = None
+            values.update({known: model.knowledge[known] for known in required if known in model.knowledge})
+            inner = Scope({_TRACE: trace if found else []}, None, scope.calls).child(values, call=True)
+            return run(inner)
+        return FeelFunction(name, parameters, body)
+
+    def decision(self, element) -> DecisionNode:
+        variable = _child(element, "variable")
+        return DecisionNode(
+            id=element.get("id") or "-", name=element.get("name"),
+            type_ref=variable.get("typeRef") if variable is not None else None,
+            decisions=self.requirements(element, "informationRequirement", "requiredDecision"),
+            inputs=self.requirements(element, "informationRequirement", "requiredInput"),
+            knowledge=self.requirements(element, "knowledgeRequirement", "requiredKnowledge"),
+            element=element,
+        )
+
+    def check_graph(self, model: DmnModel) -> None:
+        state: dict[str, str] = {}
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == "done":
+                return
+            if state.get(name) == "visiting":
+                cycle = path[path.index(name):] + [name]
+                self.error(model.decisions[name].element, f"requirement cycle: {' -> '.join(cycle)}")
+                return
+            state[name] = "visiting"
+            for required in model.decisions[name].decisions:
+                if required in model.decisions:
+                    visit(required, path + [name])
+            state[name] = "done"
+
+        for name in model.decisions:
+            visit(name, [])
+
+    def expression_of(self, element):
+        if element is None:
+            return None
+        for child in element:
+            if _local(child.tag) in EXPRESSION_KINDS:
+                return child
+        return None
+
+    # -- FEEL
+    def feel(self, text: str | None, owner, where: str, scope_names: set[str]):
+        if text is None:
+            self.error(owner, f"{where}: has no text")
+            return None
+        try:
+            compiled = feel_compile(text, self.names)
+        except (FeelError, ExpressionError) as error:
+            self.error(owner, f"{where}: {error}")
+            return None
+        self.check_names(compiled.free_names, owner, where, text, scope_names)
+        return compiled
+
+    def tests(self, text: str | None, owner, where: str, scope_names: set[str]):
+        try:
+            compiled = feel_compile_tests(text if text else "-", self.names)
+        except (FeelError, ExpressionError) as error:
+            self.error(owner, f"{where}: {error}")
+            return None
+        self.check_names(compiled.free_names, owner, where, text, scope_names)
+        return compiled
+
+    def check_names(self, free: frozenset, owner, where: str, text: str, scope_names: set[str]) -> None:
+        unknown = sorted(name for name in free if name not in scope_names and name not in BUILTIN_NAMES
+                         and name != "item")
+        if unknown:
+            self.error(owner, f"{where}: {text!r} reads {', '.join(map(repr, unknown))}, which is not a required "
+                              "input, decision or knowledge model in scope")
+
+    def compile(self, expression, owner, scope_names: set[str], *, output_name: str, model: DmnModel) -> Evaluator:
+        kind = _local(expression.tag)
+        label = f"{kind}{' ' + repr(expression.get('id')) if expression.get('id') else ''}"
+        if kind == "literalExpression":
+            compiled = self.feel(_text(expression), owner, label, scope_names)
+            if compiled is None:
+                return lambda scope: None
+            return compiled.run
+        if kind == "decisionTable":
+            return self.decision_table(expression, owner, scope_names, output_name)
+        if kind == "context":
+            return self.context(expression, owner, scope_names, output_name, model)
+        if kind == "invocation":
+            return self.invocation(expression, owner, scope_names, output_name, model)
+        if kind == "list":
+            items = [self.compile(item, owner, scope_names, output_name=output_name, model=model)
+                     for item in expression if _local(item.tag) in EXPRESSION_KINDS]
+            return lambda scope: [item(scope) for item in items]
+        if kind == "relation":
+            columns = [column.get("name") for column in _children(expression, "column")]
+            rows = []
+            for row in _children(expression, "row"):
+                cells = [self.compile(cell, owner, scope_names, output_name=output_name, model=model)
+                         for cell in row if _local(cell.tag) in EXPRESSION_KINDS]
+                if len(cells) != len(columns):
+                    self.error(owner, f"relation row {row.get('id') or '-'}: {len(cells)} cells for {len(columns)} columns")
+                rows.append(cells)
+            return lambda scope: [{column: cell(scope) for column, cell in zip(columns, cells)} for cells in rows]
+        self.error(owner, f"{kind} expressions are not supported (supported: literal expressions, decision tables, "
+                          "contexts, invocations, lists, relations)")
+        return lambda scope: None
+
+    def context(self, expression, owner, scope_names, output_name, model) -> Evaluator:
+        entries = []
+        names = set(scope_names)
+        for entry in _children(expression, "contextEntry"):
+            variable = _child(entry, "variable")
+            inner = self.expression_of(entry)
+            if inner is None:
+                self.error(owner, f"context entry {entry.get('id') or '-'}: has no expression")
+                continue
+            name = variable.get("name") if variable is not None else None
+            entries.append((name, self.compile(inner, owner, set(names), output_name=name or output_name, model=model)))
+            if name:
+                names.add(name)
+
+        def build(scope: Scope):
+            result: dict = {}
+            inner = scope.child(result)
+            for name, run in entries:
+                value = run(inner)
+                if name is None:
+                    return value
+                result[name] = value
+            return result
+        return build
+
+    def invocation(self, expression, owner, scope_names, output_name, model) -> Evaluator:
+        callee_text = _text(_child(expression, "literalExpression")) if _child(expression, "literalExpression") is not None else None
+        if not callee_text:
+            self.error(owner, "invocation: names no business knowledge model")
+            return lambda scope: None
+        if callee_text not in scope_names:
+            self.error(owner, f"invocation: {callee_text!r} is not a required business knowledge model")
+        bindings = []
+        for binding in _children(expression, "binding"):
+            parameter = _child(binding, "parameter")
+            inner = self.expression_of(binding)
+            run = (self.compile(inner, owner, scope_names, output_name=output_name, model=model)
+                   if inner is not None else (lambda scope: None))
+            bindings.append((parameter.get("name") if parameter is not None else None, run))
+
+        def invoke(scope: Scope):
+            found, function = scope.get(callee_text)
+            if not isinstance(function, FeelFunction):
+                return None
+            values = {name: run(scope) for name, run in bindings}
+            return function.body(scope, *[values.get(name) for name in function.parameters])
+        return invoke
+
+    def decision_table(self, table, owner, scope_names, output_name) -> Evaluator:
+        policy_text = (table.get("hitPolicy") or "UNIQUE").upper()
+        policy = HIT_POLICIES.get(policy_text)
+        aggregation = table.get("aggregation")
+        if policy is None:
+            self.error(owner, f"decision table: hit policy {policy_text!r} is not one of {', '.join(HIT_POLICIES)}")
+            policy = "U"
+        if aggregation:
+            if policy != "C" or aggregation.upper() not in AGGREGATIONS:
+                self.error(owner, f"decision table: aggregation {aggregation!r} needs hit policy COLLECT and one of "
+                                  f"{', '.join(AGGREGATIONS)}")
+            else:
+                policy += AGGREGATIONS[aggregation.upper()]
+        inputs = []
+        for index, column in enumerate(_children(table, "input"), start=1):
+            expression_element = _child(column, "inputExpression")
+            text = _text(expression_element) if expression_element is not None else None
+            compiled = self.feel(text, owner, f"decision table input {index}", scope_names)
+            allowed_text = _text(_child(column, "inputValues"))
+            allowed = self.tests(allowed_text, owner, f"input {index} values", scope_names) if allowed_text else None
+            inputs.append((text or "", compiled, allowed))
+        outputs = []
+        for column in _children(table, "output"):
+            values_text = _text(_child(column, "outputValues"))
+            order = None
+            if values_text:
+                listed = self.feel(f"[{values_text}]", owner, f"output {column.get('name') or ''} values", scope_names)
+                order = listed.run(Scope({})) if listed is not None else None
+            default_text = _text(_child(column, "defaultOutputEntry"))
+            default = self.feel(default_text, owner, "default output entry", scope_names) if default_text else None
+            outputs.append((column.get("name") or output_name, order, default))
+        if not outputs:
+            self.error(owner, "decision table: has no output")
+        if len(outputs) > 1 and policy in ("C+", "C<", "C>"):
+            self.error(owner, f"decision table: aggregation {aggregation} needs exactly one output")
+        rules = []
+        for number, rule in enumerate(_children(table, "rule"), start=1):
+            entries = _children(rule, "inputEntry")
+            results = _children(rule, "outputEntry")
+            where = f"rule {number} (id {rule.get('id') or '-'})"
+            if len(entries) != len(inputs) or len(results) != len(outputs):
+                self.error(owner, f"decision table {where}: {len(entries)} input and {len(results)} output entries "
+                                  f"for {len(inputs)} inputs and {len(outputs)} outputs")
+                continue
+            tests = [self.tests(_text(entry), owner, f"{where} input entry {index}", scope_names)
+                     for index, entry in enumerate(entries, start=1)]
+            values = [self.feel(_text(entry), owner, f"{where} output entry {index}", scope_names)
+                      for index, entry in enumerate(results, start=1)]
+            rules.append((number, rule.get("id") or str(number), [(entry, _text(entry)) for entry in entries],
+                          tests, values))
+        return _table_evaluator(owner.get("name"), table.get("id") or "-", policy, inputs, outputs, rules)
+
+
+def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, outputs: list, rules: list) -> Evaluator:
+    """The decision table's evaluation under its hit policy (DMN semantics); records its trace."""
+
+    def priority(row: list) -> tuple:
+        key = []
+        for (name, order, _), value in zip(outputs, row):
+            if order:
+                positions = [position for position, allowed in enumerate(order) if feel_equal(allowed, value) is True]
+                key.append(positions[0] if positions else len(order))
+        return tuple(key)
+
+    def evaluate(scope: Scope):
+        found, trace = scope.get(_TRACE)
+        values = [compiled.run(scope) if compiled is not None else None for _, compiled, _ in inputs]
+        entry = {"table": table_id, "owner": owner_name, "hit_policy": policy,
+                 "inputs": [{"expression": text, "value": json_value(value)} for (text, _, _), value in zip(inputs, values)],
+                 "matched": [], "errors": []}
+        for (text, _, allowed), value in zip(inputs, values):
+            if allowed is not None and value is not None and allowed.matches(value, scope) is not True:
+                entry["errors"].append(f"input {text!r}: {json_value(value)!r} is not one of the input values")
+        matched = []
+        for number, rule_id, texts, tests, outputs_of_rule in rules:
+            hit = True
+            for test, value in zip(tests, values):
+                if test is None or test.run(value, scope.child({"?": value})) is not True:
+                    hit = False
+                    break
+            if hit:
+                raw = [value.run(scope) if value is not None else None for value in outputs_of_rule]
+                matched.append((number, rule_id, raw))
+                entry["matched"].append({"rule": number, "id": rule_id, "entries": [text for _, text in texts]})
+                if policy == "F":
+                    break
+        result = _apply_policy(policy, matched, scope, entry, row_output_from_raw, priority, outputs)
+        entry["result"] = json_value(result)
+        if found:
+            trace.append(entry)
+        return result
+
+    def row_output_from_raw(raw: list):
+        return raw[0] if len(outputs) == 1 else {name: value for (name, _, _), value in zip(outputs, raw)}
+
+    return evaluate
+
+
+def _apply_policy(policy: str, matched: list, scope: Scope, entry: dict, shape, priority, outputs) -> Any:
+    if not matched:
+        if any(default is not None for _, _, default in outputs) and policy[0] not in ("C", "R", "O"):
+            return shape([default.run(scope) if default is not None else None for _, _, default in outputs])
+        if policy == "C#":
+            return 0
+        return [] if policy in ("C", "R", "O") else None
+    rows = [shape(raw) for _, _, raw in matched]
+    if policy == "U":
+        if len(matched) > 1:
+            entry["errors"].append(f"hit policy UNIQUE: rules {', '.join(str(n) for n, _, _ in matched)} all match")
+            return None
+        return rows[0]
+    if policy == "A":
+        if any(feel_equal(rows[0], row) is not True for row in rows[1:]):
+            entry["errors"].append(f"hit policy ANY: rules {', '.join(str(n) for n, _, _ in matched)} match with "
+                                   "different outputs")
+            return None
+        return rows[0]
+    if policy == "F":
+        return rows[0]
+    if policy in ("P", "O"):
+        ordered = [shape(raw) for _, _, raw in sorted(matched, key=lambda item: priority(item[2]))]
+        return ordered[0] if policy == "P" else ordered
+    if policy in ("R", "C"):
+        return rows
+    values = [row for row in rows if row is not None]
+    if policy == "C#":
+        return len(values)
+    if not values:
+        return None
+    if policy == "C+":
+        return _sum(values)
+    if policy == "C<":
+        return min(values)
+    return max(values)
+
+
+def _sum(values: list) -> Any:
+    total = values[0]
+    for value in values[1:]:
+        try:
+            total = total + value
+        except TypeError:
+            return None
+    return total
+
+
+# --- public face -------------------------------------------------------------
+
+
+def dmn_is_model(text: str) -> bool:
+    """Whether ``text`` is XML (a DMN model) rather than a YAML or JSON rule set."""
+    return isinstance(text, str) and text.lstrip("\ufeff \t\r\n").startswith("<")
+
+
+def dmn_parse(text: str) -> DmnModel:
+    """Read and check a DMN model; raise ``RuleSetError`` with one line per problem, each naming the element."""
+    return _Loader(text).load()
+
+
+def _typed(value: Any, type_ref: str | None, model: DmnModel, warnings: list, name: str) -> Any:
+    if value is None or type_ref is None:
+        return value
+    base = BASE_TYPES.get(type_ref)
+    item = model.items.get(type_ref)
+    if item is not None:
+        base = BASE_TYPES.get(item.type_ref or "")
+        if item.allowed is not None and not item.is_collection and item.allowed.matches(value, Scope({"?": value})) is not True:
+            warnings.append(f"input {name!r}: {json_value(value)!r} is not an allowed value of {type_ref}; read as null")
+            return None
+    kinds = {"number": lambda v: not isinstance(v, bool) and hasattr(v, "is_finite"),
+             "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool)}
+    if base in kinds and not kinds[base](value):
+        warnings.append(f"input {name!r}: {json_value(value)!r} is not a {base}; read as null")
+        return None
+    return value
+
+
+def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, list[dict], list[str]]:
+    """Evaluate ``decision`` (its required decisions first) with the JSON ``context`` of input data values.
+
+    Returns the result (JSON), the trace (one entry per decision evaluated, in order, with each decision table's
+    inputs and matched rules) and the errors found on the way (a UNIQUE table with two matches, a bad input).
+    """
+    if decision not in model.decisions:
+        raise RuleSetError([f"model {model.model_name!r} has no decision {decision!r} "
+                            f"(decisions: {', '.join(sorted(model.decisions))})"])
+    warnings: list[str] = []
+    inputs = {name: _typed(feel_value(context.get(name)), type_ref, model, warnings, name)
+              for name, type_ref in model.inputs.items()}
+    results: dict[str, Any] = {}
+    trace: list[dict] = []
+
+    def run(name: str) -> Any:
+        if name in results:
+            return results[name]
+        node: DecisionNode = model.decisions[name]
+        for required in node.decisions:
+            run(required)
+        values = {required: inputs.get(required) for required in node.inputs}
+        values.update({required: results[required] for required in node.decisions})
+        values.update({required: model.knowledge[required] for required in node.knowledge if required in model.knowledge})
+        tables: list[dict] = []
+        scope = Scope({_TRACE: tables}).child(values)
+        try:
+            value = node.run(scope)
+        except FeelError as error:
+            warnings.append(f"decision {name!r} (id {node.id}): {error}")
+            value = None
+        except RecursionError:
+            warnings.append(f"decision {name!r} (id {node.id}): nested too deeply at run time")
+            value = None
+        for table in tables:
+            warnings.extend(f"decision {name!r} (id {node.id}): {problem}" for problem in table["errors"])
+        results[name] = value
+        trace.append({"decision": name, "id": node.id, "kind": node.kind, "tables": tables,
+                      "inputs": {required: json_value(inputs.get(required)) for required in node.inputs},
+                      "required_decisions": list(node.decisions), "result": json_value(value)})
+        return value
+
+    result = run(decision)
+    return json_value(result), trace, warnings

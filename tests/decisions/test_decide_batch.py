@@ -1,0 +1,147 @@
+"""Deciding a batch column-wise gives what deciding each context on its own gives, and audits every context."""
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from agents.decisions import services
+from agents.decisions.cache import decision_cache
+from agents.exceptions import DecisionError
+from agents.models import Decision
+from tests.decisions.conftest import load
+
+pytestmark = pytest.mark.django_db
+
+#: Contexts covering numbers, strings, booleans, missing fields, nulls, wrong types, lists and masked keys.
+CONTEXTS = [
+    {"amount": 5000, "score": 720, "country": "NL", "vip": True, "email": "a@example.com", "password": "x"},
+    {"amount": 50000.5, "score": 480, "country": "DE", "vip": False, "email": "b@example.com"},
+    {"amount": 100, "score": 800, "country": "US", "vip": False, "tags": ["x"]},
+    {"amount": None, "score": 650, "country": "NL", "vip": True},
+    {"score": 700, "country": None},
+    {"amount": "lots", "score": 700, "country": 5, "vip": "yes"},
+    {"amount": 12000, "score": 699.5, "country": "nl", "vip": True, "nested": {"password": "deep"}},
+    {"amount": 2**60, "score": 900, "country": "FR", "vip": False},
+    {"amount": 0, "score": 0, "country": "", "vip": False},
+    {},
+    {"amount": 5000, "score": 720, "country": "NL", "vip": True, "email": "a@example.com", "password": "x"},
+]
+
+
+def ruleset(hit_policy: str, aggregation: str = "") -> str:
+    return f"""
+        name: batch-{hit_policy}{aggregation and '-' + aggregation}
+        hit_policy: {hit_policy}
+        {f'aggregation: {aggregation}' if aggregation else ''}
+        default: {{decision: {'0' if aggregation else 'manual'}, confidence: 0.2}}
+        mask: [email]
+        rules:
+          - {{id: big, condition: "amount > 10000", decision: {'1' if aggregation else 'review'}, priority: 30}}
+          - {{id: good, condition: "score >= 700 and country in ['NL', 'DE']", decision: {'2' if aggregation else 'approve'},
+             priority: 20, confidence: 0.9}}
+          - {{id: low, condition: "score < 500 or lower(country) == 'nl'", decision: {'3' if aggregation else 'reject'},
+             priority: 20, confidence: 0.8}}
+          - {{id: vip, condition: "vip and email != None", decision: {'4' if aggregation else 'approve'}, priority: 10}}
+          - {{id: ratio, condition: "amount * 2 > score * 10 and not vip", decision: {'5' if aggregation else 'review'}}}
+          - {{id: divide, condition: "amount / score > 20", decision: {'6' if aggregation else 'review'}}}
+          - {{id: logic, jsonlogic: {{">": [{{"var": "score"}}, 750]}}, decision: {'7' if aggregation else 'approve'}}}
+          - {{id: inactive, condition: "score > 0", decision: {'8' if aggregation else 'never'}, active: false}}
+    """
+
+
+def comparable(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key not in ("decision_id", "latency_ms")}
+
+
+@pytest.mark.parametrize("policy", [("first", ""), ("priority", ""), ("unique", ""), ("any", ""),
+                                    ("collect", ""), ("collect", "sum"), ("collect", "count"), ("rule_order", "")])
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_a_batch_decides_as_each_context_decided_alone(policy, use_cache):
+    version = load(ruleset(*policy))
+    name = version.ruleset.name
+
+    alone = []
+    for context in CONTEXTS:
+        try:
+            alone.append(services.decide(ruleset=name, context=context, explain=False, use_cache=use_cache))
+        except DecisionError as error:  # a conflict under unique / any: audited, and reported per result in a batch
+            alone.append({"raised": str(error)})
+    decision_cache().clear()
+    batch = services.decide_many(ruleset=name, contexts=CONTEXTS, use_cache=use_cache)
+
+    for single, batched in zip(alone, batch, strict=True):
+        if "raised" in single:
+            assert batched["error"] and batched["error"] in single["raised"]
+            assert batched["needs_review"] and batched["engine"] == "default"
+        else:
+            assert comparable(batched) == comparable(single)
+
+
+def test_every_context_of_a_batch_is_audited_once_with_masked_fields_masked():
+    version = load(ruleset("first"))
+    before = Decision.objects.count()
+
+    results = services.decide_many(ruleset=version.ruleset.name, contexts=CONTEXTS, use_cache=False)
+
+    rows = Decision.objects.filter(decision_id__in=[r["decision_id"] for r in results])
+    assert Decision.objects.count() - before == len(CONTEXTS) == rows.count()
+    by_id = {str(row.decision_id): row for row in rows}
+    first = by_id[results[0]["decision_id"]]
+    assert first.context["email"] == "***" and first.context["password"] == "***"
+    assert first.context["score"] == 720 and first.decision == results[0]["decision"]
+    assert first.rule_ids == results[0]["rule_ids"] and first.engine == results[0]["engine"]
+    assert by_id[results[6]["decision_id"]].context["nested"] == {"password": "***"}
+    assert all(row.version_id == version.pk and row.latency_ms > 0 and row.created_at for row in rows)
+    assert "a@example.com" not in json.dumps(results)
+
+
+def test_a_batch_reads_the_cache_and_marks_repeats_cached():
+    version = load(ruleset("first"))
+    name = version.ruleset.name
+
+    first = services.decide_many(ruleset=name, contexts=CONTEXTS)
+    second = services.decide_many(ruleset=name, contexts=CONTEXTS)
+
+    assert [r["cached"] for r in first] == [False] * 10 + [True]  # the last context repeats the first
+    assert all(r["cached"] for r in second)
+    assert [comparable({**r, "cached": None}) for r in first] == [comparable({**r, "cached": None}) for r in second]
+    assert Decision.objects.filter(cached=True).count() == 1 + len(CONTEXTS)
+
+
+def test_a_context_that_is_not_an_object_is_reported_and_not_audited():
+    version = load(ruleset("first"))
+
+    results = services.decide_many(ruleset=version.ruleset.name, contexts=[{"score": 1}, [1], {"x": float("nan")}])
+
+    assert results[1] == {"error": "context must be a JSON object, got list", "decision": None}
+    assert "JSON cannot store" in results[2]["error"]
+    assert Decision.objects.count() == 1
+
+
+def test_the_command_prints_one_json_line_per_context_in_order(tmp_path):
+    version = load(ruleset("first"))
+    path = tmp_path / "contexts.jsonl"
+    path.write_text("\n".join(json.dumps(context) for context in CONTEXTS) + "\n")
+    out = io.StringIO()
+
+    call_command("decide", version.ruleset.name, "--contexts", str(path), "--no-cache", stdout=out)
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    expected = services.decide_many(ruleset=version.ruleset.name, contexts=CONTEXTS, use_cache=False)
+    assert [comparable(line) for line in lines] == [comparable(json.loads(json.dumps(r))) for r in expected]
+    assert set(lines[0]) == {"decision", "confidence", "reasoning", "rule_ids", "ruleset", "ruleset_version",
+                             "model_version", "engine", "needs_review", "cached", "trace", "decision_id",
+                             "latency_ms", "error"}
+    assert Decision.objects.count() == 2 * len(CONTEXTS)
+
+
+def test_a_batch_with_explanations_gives_each_context_its_full_trace():
+    version = load(ruleset("priority"))
+    name = version.ruleset.name
+
+    alone = [services.decide(ruleset=name, context=context, use_cache=False) for context in CONTEXTS[:3]]
+    batch = services.decide_many(ruleset=name, contexts=CONTEXTS[:3], explain=True, use_cache=False)
+
+    assert [comparable(result) for result in batch] == [comparable(result) for result in alone]
+    assert all("clauses" in entry for entry in batch[0]["trace"])

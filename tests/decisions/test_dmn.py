@@ -1,0 +1,112 @@
+"""DMN models as rule sets, end to end: `rules load model.dmn`, `decide NAME --decision`, the trace, model errors."""
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from agents.decisions import services
+from agents.exceptions import DecisionError, RuleSetError
+from agents.models import Decision, RuleSetVersion
+
+pytestmark = pytest.mark.django_db
+
+MODEL = Path(__file__).resolve().parents[2] / "examples" / "rules" / "loan_eligibility.dmn"
+APPLICANT = {"Applicant": {"Age": 30, "Monthly Income": 2000}, "Loan Amount": 12000}
+
+BROKEN = """<?xml version="1.0"?>
+<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" id="m" name="loan eligibility" namespace="x">
+  <inputData name="Age" id="i_age"><variable name="Age" typeRef="number"/></inputData>
+  <decision name="Risk" id="d_risk">
+    <informationRequirement><requiredInput href="#i_age"/></informationRequirement>
+    <informationRequirement><requiredDecision href="#d_missing"/></informationRequirement>
+    <decisionTable id="t_risk" hitPolicy="SOMETIMES">
+      <input id="in1"><inputExpression><text>Age</text></inputExpression></input>
+      <output id="out1" name="Risk"/>
+      <rule id="r1"><inputEntry><text>&lt; </text></inputEntry><outputEntry><text>"high"</text></outputEntry></rule>
+    </decisionTable>
+  </decision>
+  <decision name="Grade" id="d_grade">
+    <literalExpression><text>Salary * 2</text></literalExpression>
+  </decision>
+</definitions>
+"""
+
+
+def run(*arguments) -> str:
+    out = io.StringIO()
+    call_command(*arguments, stdout=out)
+    return out.getvalue()
+
+
+def test_a_dmn_model_loads_as_a_version_and_decides_with_a_trace_of_every_decision():
+    loaded = run("rules", "load", str(MODEL), "--activate")
+
+    answer = json.loads(run("decide", "loan-eligibility", "--decision", "Eligibility",
+                            "--context", json.dumps(APPLICANT), "--json"))
+
+    assert loaded.strip() == "loan-eligibility: new version 1 (active)"
+    assert answer["decision"] == "Review" and answer["errors"] == []
+    assert [entry["decision"] for entry in answer["trace"]] == ["Monthly Payment", "Eligibility"]
+    assert answer["trace"][0]["result"] == 1000
+    (table,) = answer["trace"][1]["tables"]
+    assert table["inputs"] == [{"expression": "Applicant.Age", "value": 30},
+                               {"expression": "Monthly Payment / Applicant.Monthly Income", "value": 0.5}]
+    assert table["matched"] == [{"rule": 2, "id": "stretched", "entries": ["-", "]0.4..1]"]}]
+    assert Decision.objects.get(decision_id=answer["decision_id"]).decision == "Review"
+
+
+def test_the_decide_command_prints_the_graph_and_matched_rules():
+    run("rules", "load", str(MODEL), "--activate")
+
+    printed = run("decide", "loan-eligibility", "--decision", "Eligibility", "--context",
+                  json.dumps({"Applicant": {"Age": 16, "Monthly Income": 2000}, "Loan Amount": 12000}))
+
+    assert printed.splitlines()[0].startswith('Eligibility: "Ineligible"')
+    assert "decision 'Monthly Payment' (literalExpression) = 1000" in printed
+    assert "matched rules: 1 [< 18; -], 2 [-; ]0.4..1]]" in printed
+
+
+def test_a_broken_model_is_refused_naming_each_element_and_the_active_version_stays(tmp_path):
+    run("rules", "load", str(MODEL), "--activate")
+    broken = tmp_path / "broken.dmn"
+    broken.write_text(BROKEN)
+
+    with pytest.raises(CommandError) as refused:
+        run("rules", "load", str(broken), "--activate")
+
+    message = str(refused.value)
+    assert "decision 'Risk' (id d_risk): requiredDecision refers to '#d_missing', which is not in the model" in message
+    assert "decision 'Risk' (id d_risk): decision table: hit policy 'SOMETIMES' is not one of" in message
+    assert "decision 'Risk' (id d_risk): rule 1 (id r1) input entry 1: FEEL '<': unexpected 'end of text'" in message
+    assert "decision 'Grade' (id d_grade): literalExpression: 'Salary * 2' reads 'Salary'" in message
+    assert list(RuleSetVersion.objects.values_list("number", "status")) == [(1, "active")]
+
+
+def test_a_document_type_declaration_is_refused_so_no_entity_is_expanded():
+    text = '<?xml version="1.0"?><!DOCTYPE d [<!ENTITY e SYSTEM "file:///etc/passwd">]><definitions name="x">&e;</definitions>'
+
+    with pytest.raises(RuleSetError, match="DOCTYPE or entities"):
+        services.rules_load(text=text)
+
+
+def test_deciding_a_dmn_model_without_naming_a_decision_says_how():
+    run("rules", "load", str(MODEL), "--activate")
+
+    with pytest.raises(DecisionError, match="is a DMN model: name the decision"):
+        services.decide(ruleset="loan-eligibility", context=APPLICANT)
+    with pytest.raises(DecisionError, match="has no decision 'Nope'"):
+        services.decide(ruleset="loan-eligibility", decision="Nope", context=APPLICANT)
+
+
+def test_a_unique_table_with_two_matches_answers_null_and_reports_the_rules():
+    text = MODEL.read_text().replace('hitPolicy="PRIORITY"', 'hitPolicy="UNIQUE"')
+    services.rules_load(text=text, activate=True)
+
+    answer = services.decide(ruleset="loan-eligibility", decision="Eligibility",
+                             context={"Applicant": {"Age": 16, "Monthly Income": 2000}, "Loan Amount": 12000})
+
+    assert answer["decision"] is None
+    assert answer["errors"] == ["decision 'Eligibility' (id d_eligibility): hit policy UNIQUE: rules 1, 2 all match"]
+    assert Decision.objects.get(decision_id=answer["decision_id"]).needs_review
