@@ -135,6 +135,16 @@ class TriggerError(SpecError):
     """A trigger definition is invalid; ``errors`` lists every problem found."""
 
 
+class EventTypeError(SpecError):
+    """An event type declaration is invalid (its name, or its payload's JSON schema); ``errors`` lists every problem."""
+
+
+class EventPublishError(SpecError):
+    """An event cannot be published from outside: its type is built-in or not declared for the team, or its payload
+    does not match the declared schema; ``errors`` lists every problem, each starting with the field it is about
+    (``type: ...``, ``payload.amount: ...``)."""
+
+
 class SecretError(AgentsError):
     """A secret cannot be stored, found or decrypted (no such secret, no key that decrypts it, a bad name)."""
 

@@ -1,5 +1,6 @@
 """Admin for orchestration: agent tasks (cancel), messages with their broadcast receipts, events with the trigger
-firings they caused, triggers validated like a definitions file, and a page listing everything under one trace id."""
+firings they caused, triggers and declared event types validated like a definitions file, and a page listing
+everything under one trace id."""
 import json
 import re
 from collections import Counter
@@ -24,9 +25,11 @@ from agents.admin.common import (
 )
 from agents.admin.monitoring import ALERT_STATE_COLOURS, RESPONSE_STATUS_COLOURS
 from agents.admin.workflows import flower_task_url, format_duration
+from agents.core.teams import team_for_new
 from agents.core.tracing import trace_id_valid
-from agents.models import AgentMessage, AgentTask, Event, MessageReceipt, Trigger, TriggerFiring
-from agents.orchestration import agent_tasks, events, selectors
+from agents.exceptions import TeamError
+from agents.models import AgentMessage, AgentTask, Event, EventTypeDeclaration, MessageReceipt, Trigger, TriggerFiring
+from agents.orchestration import agent_tasks, event_types, events, selectors
 
 #: The workflow badge colour (``wf-<status>`` CSS class) each orchestration status is drawn in.
 TASK_STATUS_COLOURS = {"pending": "pending", "queued": "pending", "running": "running", "completed": "succeeded",
@@ -52,6 +55,8 @@ TRIGGER_DEFINITION_FIELDS = {
 }
 #: What a trigger problem is about: ``trigger 'x'.target: ...`` (a key) or ``trigger 'x': config: ...`` (text).
 _PROBLEM_KEY = re.compile(r"^trigger(?: '[^']*')?(?:\.(?P<key>\w+)|: (?P<text>\w+))")
+#: What a declared event type problem is about: ``event type 'x'.schema.type: ...`` names the key (the form field).
+_EVENT_TYPE_PROBLEM_KEY = re.compile(r"^event type(?: '[^']*')?\.(?P<key>name|schema|description)\b")
 #: The form field a problem with an agent task's shape belongs to (the trigger's target is the agent type).
 _TASK_PROBLEM_FIELDS = {"agent_type": "target", "config": "params"}
 
@@ -252,13 +257,14 @@ class TriggerFiringInline(ReadOnlyMixin, _FiringColumnsMixin, admin.TabularInlin
 class EventAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
     """Domain events from the outbox, with the trigger firings each caused."""
 
-    list_display = ("id", "event_type", "created_at", "published_at", "trace", "firing_count")
+    list_display = ("id", "event_type", "source", "created_at", "published_at", "trace", "firing_count")
     list_display_links = ("id",)
     list_filter = ("event_type",)
-    search_fields = ("trace_id",)
+    search_fields = ("trace_id", "idempotency_key")
     date_hierarchy = "created_at"
     show_full_result_count = False
-    fields = ("event_type", "payload_block", "trace_full", "created_at", "published_at")
+    fields = ("event_type", "team", "payload_block", "source", "idempotency_key", "trace_full", "created_at",
+              "published_at")
     readonly_fields = fields
     inlines = (TriggerFiringInline,)
 
@@ -317,12 +323,25 @@ class TriggerForm(DefinitionForm):
                   '{"message_type": "status_update"} (message).',
     )
 
+    #: Who fills the form in (set per request by the admin): a new trigger with no team chosen joins their team.
+    user = None
+
     class Meta:
         model = Trigger
         fields = ["team", *TRIGGER_DEFINITION_FIELDS.values()]
 
     def definition_problems(self, definition: dict) -> list[str]:
-        return events.trigger_validate(definition, "trigger")
+        problems = events.trigger_validate(definition, "trigger")
+        team = self.instance.team if self.instance.pk else self.cleaned_data.get("team") or self._user_team()
+        if team is not None and (problem := event_types.event_type_owner_problem(definition["event"], team)):
+            problems.append(f"trigger.event: {problem}")  # else saving would fail: a type is its team's only
+        return problems
+
+    def _user_team(self):
+        try:
+            return team_for_new(self.user)
+        except TeamError:
+            return None  # the team chooser says what to choose
 
     def problem_field(self, problem: str) -> str | None:
         return _problem_field(problem)
@@ -342,6 +361,11 @@ class TriggerAdmin(TeamScopedMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(firing_total=count_of(TriggerFiring, "trigger"))
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.user = request.user  # a class made for this request
+        return form
+
     def get_readonly_fields(self, request, obj=None):
         # A trigger is known by its name (definition files update it by name): renaming is not an edit.
         return ("name", "source", "created_at", "updated_at") if obj is not None else ()
@@ -357,6 +381,71 @@ class TriggerAdmin(TeamScopedMixin, admin.ModelAdmin):
     def firing_count(self, obj):
         url = reverse("admin:agents_triggerfiring_changelist") + f"?trigger__id__exact={obj.pk}"
         return format_html('<a href="{}">{}</a>', url, obj.firing_total)
+
+
+class EventTypeForm(DefinitionForm):
+    """A declared event type, validated like an event types file (name, JSON schema) and saved through the loading
+    service."""
+
+    definition_fields = {"name": "name", "schema": "schema", "description": "description"}
+    definition_empty = {"schema": dict}
+
+    schema = forms.JSONField(
+        required=False, initial=dict,
+        help_text='JSON schema of the payload, e.g. {"type": "object", "required": ["order_id"], "properties": '
+                  '{"order_id": {"type": "string"}, "amount": {"type": "number", "minimum": 0}}}. {} takes any object.',
+    )
+
+    class Meta:
+        model = EventTypeDeclaration
+        fields = ["team", "name", "schema", "description"]
+
+    def definition_problems(self, definition: dict) -> list[str]:
+        return event_types.event_type_validate(definition, "event type")
+
+    def problem_field(self, problem: str) -> str | None:
+        match = _EVENT_TYPE_PROBLEM_KEY.match(problem)
+        return match["key"] if match else None
+
+
+@admin.register(EventTypeDeclaration)
+class EventTypeDeclarationAdmin(TeamScopedMixin, admin.ModelAdmin):
+    """Event types of the teams' own, which may be published from outside (``events publish``, POST /api/events/),
+    with the JSON schema their payload must match."""
+
+    form = EventTypeForm
+    list_display = ("name", "team", "description", "schema_text", "uses", "source", "updated_at")
+    list_filter = ("team",)
+    list_select_related = ("team__group",)
+    search_fields = ("name", "description")
+    change_list_template = "admin/agents/orchestration/change_list.html"
+    change_form_template = "admin/agents/orchestration/change_form.html"
+
+    def get_readonly_fields(self, request, obj=None):
+        # Triggers and published events name a type: renaming it is not an edit.
+        return ("name", "source", "created_at", "updated_at") if obj is not None else ()
+
+    def get_fields(self, request, obj=None):
+        fields = ["team", "name", "description", "schema"]
+        return [*fields, "source", "created_at", "updated_at"] if obj is not None else fields
+
+    def save_model(self, request, obj, form, change):
+        event_types.event_types_load(text=json.dumps([form.definition]), source="admin", team=obj.team)
+        declaration = EventTypeDeclaration.objects.get(name=form.definition["name"])
+        obj.pk, obj.source, obj.created_at, obj.updated_at = (declaration.pk, declaration.source,
+                                                              declaration.created_at, declaration.updated_at)
+        obj._state.adding = False
+
+    @admin.display(description="schema")
+    def schema_text(self, obj):
+        return format_html("<code>{}</code>", json.dumps(obj.schema, sort_keys=True, default=str)[:300])
+
+    @admin.display(description="used by")
+    def uses(self, obj):
+        query = urlencode({"event_type": obj.name})
+        return format_html('<a href="{}?{}">triggers</a> · <a href="{}?{}">events</a>',
+                           reverse("admin:agents_trigger_changelist"), query,
+                           reverse("admin:agents_event_changelist"), query)
 
 
 # --- the trace page ------------------------------------------------------------------

@@ -1,47 +1,22 @@
 """What every API view shares: the base view set (permissions per action, filters from the query string, pages)
 and serializer fields for JSON values and windows of time."""
 import math
-import re
 from datetime import timedelta
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.response import Response
 
+from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.teams import sees_all, team_for_new, team_scoped
 from agents.exceptions import MonitoringError, TeamError
 from agents.models import Team
 from agents.monitoring.selectors import window_parse
 
-#: Characters PostgreSQL cannot store in text (NUL) or UTF-8 cannot encode (lone surrogates).
-_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
-#: Deepest nesting a JSON value in a request may have.
-MAX_JSON_DEPTH = 32
 #: The largest id PostgreSQL's bigint holds.
 MAX_ID = 2**63 - 1
 #: The longest window of time the API accepts (metrics summary, acknowledgement expiry, silences): ten years.
 MAX_WINDOW = timedelta(days=3650)
-
-
-def json_problem(value) -> str | None:
-    """Why ``value`` cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, too deep), or None.
-
-    (DRF's JSONField has already refused what JSON cannot hold, such as the infinity ``1e400`` parses to.)"""
-    stack = [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        if level > MAX_JSON_DEPTH:
-            return f"nested deeper than {MAX_JSON_DEPTH} levels"
-        if isinstance(item, str):
-            if _UNSTORABLE.search(item):
-                return "text may not contain NUL characters or unpaired surrogates"
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                stack.append((key, level + 1))
-                stack.append((child, level + 1))
-        elif isinstance(item, list):
-            stack.extend((child, level + 1) for child in item)
-    return None
 
 
 class _StorableJSON:
@@ -116,7 +91,7 @@ def lookup_ok(value: str, *, numeric: bool) -> bool:
     """Whether a value from the URL can name a row (a bigint id, or text PostgreSQL can compare)."""
     if numeric:
         return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_ID
-    return 0 < len(value) <= 255 and not _UNSTORABLE.search(value)
+    return 0 < len(value) <= 255 and not UNSTORABLE.search(value)
 
 
 class ApiViewSet(viewsets.GenericViewSet):

@@ -1,5 +1,5 @@
-"""API of orchestration: agent tasks (submit, list, show, cancel) and messages between agents (send, broadcast,
-list, show)."""
+"""API of orchestration: agent tasks (submit, list, show, cancel), messages between agents (send, broadcast,
+list, show), and events (publish one of a declared type from outside, list, show with what they fired)."""
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -7,21 +7,24 @@ from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FiniteFloatField, JSONObjectField, JSONValueField
 from agents.api.errors import service_errors
-from agents.exceptions import AgentTaskError, MessageError
-from agents.orchestration.selectors import message_json
+from agents.core.teams import sees_all, teams_of
+from agents.exceptions import AgentTaskError, MessageError, TeamError
+from agents.orchestration.selectors import event_json, events_with_firings, message_json
 from agents.models import (
     AgentMessage,
     AgentTask,
     AgentTaskStatus,
     AgentType,
     Check,
+    Event,
+    FiringStatus,
     MessageStatus,
     MessageType,
     Pipeline,
     RuleSet,
     WorkflowDefinition,
 )
-from agents.orchestration import agent_tasks, messages
+from agents.orchestration import agent_tasks, event_types, messages
 from agents.orchestration.agent_tasks import MAX_TIMEOUT_S
 
 #: The config key naming the definition each kind of agent task runs, and its model.
@@ -218,3 +221,101 @@ class MessageViewSet(ApiViewSet):
     def _created(self, message: AgentMessage):
         return self.show(message_json(self.get_queryset().get(pk=message.pk)), status=status.HTTP_201_CREATED,
                          headers={"Location": reverse("api:message-detail", kwargs={"pk": message.pk})})
+
+
+# --- events -------------------------------------------------------------------------------------------------
+
+
+class FiringSerializer(serializers.Serializer):
+    """One trigger evaluated on the event, and what it started."""
+
+    trigger = serializers.CharField()
+    status = serializers.ChoiceField(choices=FiringStatus.choices)
+    result = JSONValueField(allow_null=True, help_text="What it started: {workflow_run_id}, {agent_task_id} or "
+                                                       "{message_id}; null when filtered out or failed.")
+    error = serializers.CharField(allow_null=True)
+
+
+class EventSerializer(serializers.Serializer):
+    """An event and the triggers (of your teams) it fired."""
+
+    id = serializers.IntegerField()
+    type = serializers.CharField()
+    payload = JSONObjectField()
+    team = serializers.CharField(allow_null=True, help_text="Whose triggers it fires; null: a system event (an agent "
+                                                            "going offline) every team's triggers may take.")
+    idempotency_key = serializers.CharField(allow_null=True)
+    source = serializers.CharField(allow_null=True, help_text="Who published it from outside; null for the system's "
+                                                              "own events.")
+    trace_id = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    published_at = serializers.DateTimeField(allow_null=True, help_text="When its triggers were evaluated; null "
+                                                                        "until then (a moment after it is stored).")
+    firings = FiringSerializer(many=True)
+
+
+class EventPublishSerializer(serializers.Serializer):
+    """An event of a declared type, published from outside."""
+
+    type = serializers.CharField(max_length=100, help_text="A declared event type such as order.received (declared "
+                                                           "by a trigger on it or an event types file); built-in types "
+                                                           "are published only by agentsite.")
+    payload = JSONObjectField(help_text="Must match the JSON schema declared for the type.")
+    idempotency_key = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, default="",
+        help_text="Publishing the type again with the same key returns the first event (200) and fires nothing.")
+    team = serializers.CharField(required=False, max_length=150,
+                                 help_text="The team publishing (one of yours). Default: whichever of your teams "
+                                           "declared the type.")
+
+
+class EventFilterSerializer(serializers.Serializer):
+    """Filters of the event list."""
+
+    type = serializers.CharField(required=False, max_length=100, help_text="The exact event type.")
+
+
+class EventViewSet(ApiViewSet):
+    """Events: the system's (about your teams' objects, and system-wide ones) and those published from outside, each
+    with what the triggers of your teams started on it."""
+
+    queryset = Event.objects.all()
+    serializer_class = EventSerializer
+    request_serializers = {"create": EventPublishSerializer}
+    filter_serializer_class = EventFilterSerializer
+    filter_lookups = {"type": "event_type"}
+    lookup_value_regex = "[0-9]+"
+    noun = "event"
+    perms = {"list": "view_event", "retrieve": "view_event", "create": "add_event"}
+
+    def get_queryset(self):
+        return events_with_firings(super().get_queryset(), user=self.request.user)
+
+    @extend_schema(parameters=[EventFilterSerializer])
+    def list(self, request):
+        """Events, newest first; filter by `type`."""
+        return self.page(self.filtered(self.get_queryset().order_by("-created_at", "-pk")), event_json)
+
+    def retrieve(self, request, pk: str):
+        """One event, with what each trigger it fired started."""
+        return self.show(event_json(self.get_object()))
+
+    @extend_schema(request=EventPublishSerializer, responses={201: EventSerializer, 200: EventSerializer})
+    def create(self, request):
+        """Publish an event of a declared type: checked against the type's schema, then the declaring team's
+        triggers fire on it (201). With an `idempotency_key` already used for the type: the first event (200), and
+        nothing fires again."""
+        given = self.given()
+        if given.get("team"):
+            teams = [self.team_given(given["team"])]
+        else:
+            teams = None if sees_all(request.user) else list(teams_of(request.user))
+        with service_errors({TeamError: "team"}, prefixed=("type", "payload", "idempotency_key")):
+            event, created = event_types.outside_event_publish(
+                event_type=given["type"], payload=given["payload"], idempotency_key=given["idempotency_key"],
+                teams=teams, source=_sender(request))
+        shown = event_json(self.get_queryset().get(pk=event.pk))
+        if not created:
+            return self.show(shown)
+        return self.show(shown, status=status.HTTP_201_CREATED,
+                         headers={"Location": reverse("api:event-detail", kwargs={"pk": event.pk})})

@@ -6,7 +6,7 @@ from rest_framework.routers import DefaultRouter
 from agents.api.data import DataRunViewSet, DatasetViewSet, PipelineViewSet
 from agents.api.decisions import DecisionViewSet, RuleSetViewSet
 from agents.api.monitoring import AlertViewSet, CheckViewSet, MetricsViewSet, SilenceViewSet
-from agents.api.orchestration import AgentTaskViewSet, MessageViewSet
+from agents.api.orchestration import AgentTaskViewSet, EventViewSet, MessageViewSet
 from agents.api.registry import AgentViewSet
 from agents.api.workflows import PoolViewSet, WorkflowRunViewSet, WorkflowViewSet
 
@@ -35,6 +35,7 @@ router.register("silences", SilenceViewSet, basename="silence")
 router.register("metrics", MetricsViewSet, basename="metrics")
 router.register("agent-tasks", AgentTaskViewSet, basename="agent-task")
 router.register("messages", MessageViewSet, basename="message")
+router.register("events", EventViewSet, basename="event")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -5,6 +5,7 @@ Pure: no Django. Raises ``DefinitionTextError``; each area turns it into its own
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -67,6 +68,22 @@ def definition_load_text(text: str, *, source: str = "definition") -> Any:
                 raise DefinitionTextError(f"{source}: nested deeper than {MAX_DEFINITION_DEPTH} levels")
             pending.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
     return data
+
+
+def definition_items(text: str, *, source: str, key: str, noun: str,
+                     validate: Callable[[Any, str], list[str]]) -> tuple[list, list[str]]:
+    """The definitions in a YAML/JSON text holding a list of them or ``{key: [...]}`` (``{triggers: [...]}``), and
+    every problem: each one's (``validate(item, "key[index]")``) and names given more than once (``noun`` says what
+    they name). ``DefinitionTextError`` if the text is unreadable or holds no such list."""
+    document = definition_load_text(text, source=source)
+    items = document.get(key) if isinstance(document, dict) else document
+    if not isinstance(items, list):
+        raise DefinitionTextError(f"{source}: must be a list of {noun} or {{{key}: [...]}}")
+    errors = [problem for index, item in enumerate(items) for problem in validate(item, f"{key}[{index}]")]
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if repeated := sorted({name for name in names if isinstance(name, str) and names.count(name) > 1}):
+        errors.append(f"{source}: {noun} named more than once: {', '.join(repeated)}")
+    return items, errors
 
 
 def _parse(text: str, *, source: str) -> Any:

@@ -3,7 +3,8 @@
 ``event_publish`` writes an ``Event`` row in the caller's transaction and sends it on commit: an event of a
 transaction that rolls back is never written, so never sent; one whose send is lost (the process died right
 after commit) is sent again by ``events_relay``, a beat task that picks up events left unpublished. What an event
-starts is decided by the orchestration area's triggers.
+starts is decided by the orchestration area's triggers. Besides the built-in types, an event may be of a type a
+team declared (``EventTypeDeclaration``), published from outside through the orchestration area.
 """
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from agents.core.dispatch import task_send
 from agents.core.tracing import trace, trace_id_ensure
-from agents.models import Event, EventType
+from agents.models import Event, EventType, EventTypeDeclaration
 
 #: The keys of each event type's payload, as its publisher writes them.
 _WORKFLOW_KEYS = frozenset({"workflow_run_id", "workflow", "status", "failed_step", "params"})
@@ -54,15 +55,18 @@ RELAY_AFTER_S = 10.0
 DISPATCH_TASK = "workers.agents.event_dispatch"
 
 
-def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None, team_id: int | None = None) -> Event:
+def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None, team_id: int | None = None,
+                  idempotency_key: str = "", source: str = "") -> Event:
     """Record a domain event in the current transaction; it is dispatched once that transaction commits.
 
     ``trace_id`` names the trace the event belongs to (the run or alert it is about); by default the current one.
-    ``team_id`` is the team whose object it is about: only that team's triggers fire on it (None: every team's)."""
-    if event_type not in EventType.values:
+    ``team_id`` is the team whose object it is about: only that team's triggers fire on it (None: every team's).
+    ``idempotency_key`` and ``source`` are for events published from outside (``agents.orchestration``'s
+    ``outside_event_publish``, which checks a declared type's payload first)."""
+    if event_type not in EventType.values and not EventTypeDeclaration.objects.filter(name=event_type).exists():
         raise ValueError(f"unknown event type {event_type!r}")
     event = Event.objects.create(event_type=event_type, payload=payload, trace_id=trace_id or trace_id_ensure(),
-                                 team_id=team_id)
+                                 team_id=team_id, idempotency_key=idempotency_key, source=source)
     transaction.on_commit(lambda: _send(event.pk, event.trace_id))
     return event
 

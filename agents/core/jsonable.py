@@ -1,7 +1,13 @@
 """Values as JSON output holds them: times as ISO 8601 text, and whether a value can be stored as JSON at all."""
 import json
+import re
 from datetime import datetime
 from typing import Any
+
+#: Characters PostgreSQL cannot store in text (NUL) or UTF-8 cannot encode (lone surrogates).
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+#: Deepest nesting a JSON value from outside (an API request, an event's payload) may have.
+MAX_JSON_DEPTH = 32
 
 
 def iso(value: datetime | None) -> str | None:
@@ -16,3 +22,22 @@ def is_json(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` (parsed JSON) cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, too deep), or None."""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, str):
+            if UNSTORABLE.search(item):
+                return "text may not contain NUL characters or unpaired surrogates"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, level + 1))
+                stack.append((child, level + 1))
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return None

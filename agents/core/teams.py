@@ -19,6 +19,7 @@ from agents.models import (
     Decision,
     DecisionModelVersion,
     Event,
+    EventTypeDeclaration,
     IncidentResponse,
     MapItem,
     Metric,
@@ -57,7 +58,7 @@ TEAM_PATHS: dict[type[Model], str] = {
     HealthCheck: "team", Metric: "health_check__team", Alert: "health_check__team",
     Notification: "alert__health_check__team", NotificationRoute: "team", Silence: "team", ResponseRule: "team",
     IncidentResponse: "rule__team",
-    Trigger: "team", TriggerFiring: "trigger__team", Event: "team",
+    Trigger: "team", TriggerFiring: "trigger__team", Event: "team", EventTypeDeclaration: "team",
     Secret: "team",
 }
 #: The team whose definition the current code runs (a pipeline's run, a route's notice): what it may use (secrets,

@@ -1,5 +1,6 @@
 """Orchestration: tasks submitted to agents by type and priority, messages between agents, domain events
-(a transactional outbox) and the triggers that turn them into actions."""
+(a transactional outbox), the event types users declare to publish from outside, and the triggers that turn events
+into actions."""
 from django.db import models
 
 from .teams import team_field
@@ -155,11 +156,56 @@ class EventType(models.TextChoices):
     WORKFLOW_DEADLINE_MISSED = "workflow.deadline_missed", "workflow.deadline_missed"
 
 
+#: The namespaces of the events agentsite publishes itself: a declared (user-defined) type may not be in one, and
+#: nobody publishes a built-in type from outside.
+SYSTEM_EVENT_NAMESPACES = ("workflow", "decision", "dataset", "alert", "agent")
+#: The name of a declared event type: lowercase words (letters, digits, '_') joined by dots, e.g. order.received.
+EVENT_TYPE_NAME_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
+EVENT_TYPE_NAME_MAX_LENGTH = 100
+
+
+class EventTypeDeclaration(models.Model):
+    """An event type of the users' own (``order.received``), declared by a trigger on it or by an event types file,
+    with the JSON schema its payload must match; only its team publishes it and only its team's triggers take it."""
+
+    name = models.CharField(max_length=EVENT_TYPE_NAME_MAX_LENGTH, unique=True,
+                            help_text="Lowercase words joined by dots, e.g. order.received.")
+    team = team_field()
+    schema = models.JSONField(default=dict, blank=True,
+                              help_text="The JSON schema a published payload must match; {} takes any JSON object.")
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=255, blank=True,
+                              help_text="The file it was loaded from, or the trigger that declared it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "declared event type"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(name__regex=EVENT_TYPE_NAME_PATTERN),
+                                   name="event_type_declaration_name_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Event(models.Model):
     """A domain event, written in the transaction of the change it reports (the outbox) and sent on commit."""
 
-    event_type = models.CharField(max_length=40, choices=EventType.choices, db_index=True)
+    event_type = models.CharField(max_length=EVENT_TYPE_NAME_MAX_LENGTH, db_index=True,
+                                  help_text="A built-in type (EventType), or a declared one published from outside.")
     payload = models.JSONField(default=dict)
+    idempotency_key = models.CharField(
+        max_length=200, blank=True,
+        help_text="Given by whoever published it from outside: publishing the same type and key again (in the team) "
+                  "returns this event and fires nothing.",
+    )
+    source = models.CharField(
+        max_length=200, blank=True,
+        help_text="Who published it from outside (api:<user>, cli:<OS user>); empty for the system's own.",
+    )
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
     team = models.ForeignKey(
         "agents.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
@@ -173,6 +219,10 @@ class Event(models.Model):
         ordering = ["-created_at", "-pk"]
         indexes = [
             models.Index(fields=["created_at"], condition=models.Q(published_at__isnull=True), name="event_unpublished_idx")
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "event_type", "idempotency_key"],
+                                    condition=~models.Q(idempotency_key=""), name="event_idempotency_key_once"),
         ]
 
     def __str__(self) -> str:
@@ -193,7 +243,9 @@ class Trigger(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     team = team_field()
-    event_type = models.CharField(max_length=40, choices=EventType.choices, db_index=True)
+    event_type = models.CharField(max_length=EVENT_TYPE_NAME_MAX_LENGTH, db_index=True,
+                                  help_text="A built-in type (alert.fired, workflow.failed, ...) or one of the team's "
+                                            "own (order.received), which the trigger declares.")
     filter = models.TextField(blank=True, help_text="An expression over the event (event_type, payload.*).")
     action = models.CharField(max_length=20, choices=TriggerAction.choices)
     target = models.CharField(max_length=200, help_text="Workflow name, agent type, or message recipient.")

@@ -1,6 +1,6 @@
-"""Triggers: what turns a domain event (published through the kernel's outbox, ``agents.core.events``) into an
-action. Dispatch evaluates each enabled trigger of the event's type once per event (a unique row per trigger and
-event), so a re-delivered event starts nothing twice.
+"""Triggers: what turns a domain event (published through the kernel's outbox, ``agents.core.events``, by the system
+or from outside, ``event_types``) into an action. Dispatch evaluates each enabled trigger of the event's type once per
+event (a unique row per trigger and event), so a re-delivered event starts nothing twice.
 """
 import functools
 import logging
@@ -13,7 +13,7 @@ from agents.core.actions import action_run
 from agents.core.audit import audit_record
 from agents.core.teams import owned_get_or_create, same_team
 from agents.core.events import event_path_problem
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, is_name
 from agents.exceptions import AgentsError, ExpressionError, TriggerError
 from agents.expressions.compiler import compile_expression
 from agents.models import (
@@ -27,6 +27,7 @@ from agents.models import (
     WorkflowDefinition,
 )
 from agents.orchestration.agent_tasks import task_config_validate, task_submit
+from agents.orchestration.event_types import event_type_declare, event_type_name_problem
 from agents.orchestration.messages import message_send, recipient_problem
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ def trigger_validate(item: Any, where: str) -> list[str]:
         errors.append(f"{where}.name: {name!r} {NAME_RULE}")
     else:
         where = f"trigger {name!r}"
-    if item.get("event") not in EventType.values:
-        errors.append(f"{where}.event: {item.get('event')!r} is not an event type ({', '.join(EventType.values)})")
+    event = item.get("event")
+    if event not in EventType.values and (problem := event_type_name_problem(event)):
+        errors.append(f"{where}.event: {event!r} is not an event type (built-in: {', '.join(EventType.values)}): "
+                      f"{problem}")
     if item.get("filter"):
         if not isinstance(item["filter"], str):
             errors.append(f"{where}.filter: must be an expression")
@@ -93,20 +96,14 @@ def trigger_validate(item: Any, where: str) -> list[str]:
 def triggers_load(*, text: str, source: str = "triggers", team: Team | None = None) -> dict[str, int]:
     """Create or update the triggers in a YAML/JSON text (a list, or ``{triggers: [...]}``), all or nothing.
 
-    New triggers belong to ``team`` (default: the default team); a trigger only starts its own team's workflows."""
+    New triggers belong to ``team`` (default: the default team); a trigger only starts its own team's workflows. A
+    trigger on an event type of the team's own (``order.received``) declares that type, which another team's
+    trigger cannot then use."""
     try:
-        document = definition_load_text(text, source=source)
+        items, errors = definition_items(text, source=source, key="triggers", noun="triggers",
+                                         validate=trigger_validate)
     except DefinitionTextError as error:
         raise TriggerError([str(error)]) from None
-    items = document.get("triggers") if isinstance(document, dict) else document
-    if not isinstance(items, list):
-        raise TriggerError([f"{source}: must be a list of triggers or {{triggers: [...]}}"])
-    errors = []
-    for index, item in enumerate(items):
-        errors += trigger_validate(item, f"triggers[{index}]")
-    names = [item.get("name") for item in items if isinstance(item, dict)]
-    if duplicates := sorted({name for name in names if isinstance(name, str) and names.count(name) > 1}):
-        errors.append(f"{source}: triggers named more than once: {', '.join(duplicates)}")
     if errors:
         raise TriggerError(errors)
     counts = {"created": 0, "updated": 0}
@@ -123,6 +120,8 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
             if item["action"] == TriggerAction.WORKFLOW:
                 same_team(trigger.team_id, WorkflowDefinition.objects.filter(name=item["target"]).first(),
                           what=f"trigger {item['name']!r} starts workflow {item['target']!r}, which")
+            if item["event"] not in EventType.values:  # a type of the team's own: the trigger declares it
+                event_type_declare(name=item["event"], team=trigger.team, source=f"trigger {item['name']}")
             counts["created" if created else "updated"] += 1
         audit_record("triggers.load", "trigger", "", f"loaded {len(items)} triggers from {source}", source=source,
                      triggers=[item["name"] for item in items], counts=counts)

@@ -1,5 +1,6 @@
-"""Read-side queries of orchestration: the agent registry, messages, and everything under one trace id."""
-from django.db.models import QuerySet
+"""Read-side queries of orchestration: the agent registry, messages, events with their firings, declared event types,
+and everything under one trace id."""
+from django.db.models import Prefetch, QuerySet
 
 from agents.core.jsonable import iso
 from agents.core.teams import team_scoped
@@ -12,6 +13,7 @@ from agents.models import (
     DataRun,
     Decision,
     Event,
+    EventTypeDeclaration,
     IncidentResponse,
     TriggerFiring,
     WorkflowRun,
@@ -160,3 +162,28 @@ def message_json(message: AgentMessage) -> dict:
         "receipts": [{"agent": receipt.agent, "status": receipt.status, "error": receipt.error or None}
                      for receipt in message.receipts.all()] if message.is_broadcast else None,
     }
+
+
+def events_with_firings(rows: QuerySet[Event], *, user=None) -> QuerySet[Event]:
+    """``rows`` (events) with their team and the firings of the triggers ``user``'s teams own, for ``event_json``."""
+    firings = team_scoped(TriggerFiring.objects.select_related("trigger").order_by("pk"), user)
+    return rows.select_related("team__group").prefetch_related(Prefetch("firings", queryset=firings))
+
+
+def event_json(event: Event) -> dict:
+    """An event as the API and the command show it, with what each trigger it fired started (``events_with_firings``
+    chose which firings)."""
+    return {
+        "id": event.pk, "type": event.event_type, "payload": event.payload,
+        "team": event.team.name if event.team_id else None, "idempotency_key": event.idempotency_key or None,
+        "source": event.source or None, "trace_id": event.trace_id, "created_at": iso(event.created_at),
+        "published_at": iso(event.published_at),
+        "firings": [{"trigger": firing.trigger.name, "status": firing.status, "result": firing.result,
+                     "error": firing.error or None} for firing in event.firings.all()],
+    }
+
+
+def event_type_json(declaration: EventTypeDeclaration) -> dict:
+    """A declared event type as the command lists it."""
+    return {"name": declaration.name, "team": declaration.team.name, "description": declaration.description,
+            "schema": declaration.schema, "source": declaration.source}

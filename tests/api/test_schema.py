@@ -27,6 +27,7 @@ from agents.data.services import data_run_create, pipeline_load
 from agents.decisions.services import decide, rules_load
 from agents.models import Agent, AgentMessage, AgentTask, Dataset, Silence
 from agents.monitoring import services as monitoring
+from agents.orchestration.event_types import event_types_load, outside_event_publish
 from agents.workflows.services import workflow_load, workflow_run_start
 
 from .conftest import RULES, WORKFLOW
@@ -56,7 +57,8 @@ def test_the_schema_is_openapi_3_and_documents_every_endpoint(viewer_client):
                  "/api/pipelines/{name}/run/", "/api/data-runs/{id}/", "/api/datasets/{id}/",
                  "/api/checks/{name}/run/", "/api/alerts/{id}/ack/", "/api/alerts/{id}/resolve/",
                  "/api/alerts/{id}/silence/", "/api/silences/", "/api/metrics/summary/", "/api/agent-tasks/",
-                 "/api/agent-tasks/{id}/cancel/", "/api/messages/", "/api/messages/broadcast/"):
+                 "/api/agent-tasks/{id}/cancel/", "/api/messages/", "/api/messages/broadcast/", "/api/events/",
+                 "/api/events/{id}/"):
         assert path in paths, path
     start = paths["/api/workflow-runs/"]["post"]
     assert start["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RunStartRequest")
@@ -112,6 +114,8 @@ def _seed() -> dict[str, dict[str, str]]:
     Agent.objects.create(name="w1.example.com:decision", agent_type="decision", status="idle")
     task = AgentTask.objects.create(agent_type="decision", config={"action": "echo"})
     message = AgentMessage.objects.create(message_type="heartbeat", recipient="*")
+    event_types_load(text="[{name: api.ping, schema: {type: object}}]")
+    event, _ = outside_event_publish(event_type="api.ping", payload={})
     return {
         "/api/agents/": {"name": "w1.example.com:decision"},
         "/api/workflows/": {"name": "api-flow"},
@@ -126,6 +130,7 @@ def _seed() -> dict[str, dict[str, str]]:
         "/api/silences/": {"id": str(silence.pk)},
         "/api/agent-tasks/": {"id": str(task.pk)},
         "/api/messages/": {"id": str(message.pk)},
+        "/api/events/": {"id": str(event.pk)},
     }
 
 

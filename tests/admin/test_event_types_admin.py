@@ -1,0 +1,84 @@
+"""The declared event types in the admin: listed with their schema, added and edited through a form validated like an
+event types file, and seen only by their team's members."""
+import json
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.urls import reverse
+
+from agents.api.groups import OPERATORS
+from agents.core.teams import team_create
+from agents.models import EventTypeDeclaration, Trigger
+from agents.orchestration.event_types import event_types_load
+
+pytestmark = pytest.mark.django_db
+
+SCHEMA = {"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "string"}}}
+
+
+def _form(**overrides) -> dict:
+    return {"name": "order.received", "description": "An order placed in the shop.", "schema": json.dumps(SCHEMA),
+            **overrides}
+
+
+def test_the_list_shows_each_declared_type_with_its_schema_and_where_it_is_used(admin_client):
+    event_types_load(text=json.dumps([{"name": "order.received", "schema": SCHEMA, "description": "Orders."}]))
+
+    page = admin_client.get(reverse("admin:agents_eventtypedeclaration_changelist")).content.decode()
+
+    assert "order.received" in page and "Orders." in page
+    assert "&quot;required&quot;: [&quot;order_id&quot;]" in page
+    assert f'{reverse("admin:agents_trigger_changelist")}?event_type=order.received' in page
+    assert f'{reverse("admin:agents_event_changelist")}?event_type=order.received' in page
+
+
+def test_the_add_form_saves_a_valid_type_through_the_loading_service(admin_client):
+    response = admin_client.post(reverse("admin:agents_eventtypedeclaration_add"), _form(), follow=True)
+
+    declared = EventTypeDeclaration.objects.get()
+    assert response.redirect_chain[-1][0] == reverse("admin:agents_eventtypedeclaration_changelist")
+    assert (declared.name, declared.schema, declared.source) == ("order.received", SCHEMA, "admin")
+
+
+@pytest.mark.parametrize(("overrides", "field", "says"), [
+    ({"name": "alert.custom"}, "name", "alert.* names are agentsite's own"),
+    ({"name": "Orders"}, "name", "lowercase words"),
+    ({"schema": '{"type": "objectx"}'}, "schema", "'objectx' is not valid"),
+    ({"schema": '{"type": "object", "patternProperties": {"^x": {}}}'}, "schema", "patternProperties: not supported"),
+])
+def test_the_add_form_refuses_a_bad_type_on_its_field_and_saves_nothing(admin_client, overrides, field, says):
+    response = admin_client.post(reverse("admin:agents_eventtypedeclaration_add"), _form(**overrides))
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert any(says in error for error in errors.get(field, [])), errors
+    assert not EventTypeDeclaration.objects.exists()
+
+
+def test_a_member_sees_only_the_types_of_their_team(client):
+    event_types_load(text="[{name: order.received}]", team=team_create(name="shop")[0])
+    event_types_load(text="[{name: bread.baked}]", team=team_create(name="bakery")[0])
+    baker = User.objects.create_user("bea", password="bea-pass-1234", is_staff=True)
+    baker.groups.add(Group.objects.get(name=OPERATORS), Group.objects.get(name="bakery"))
+    client.force_login(baker)
+
+    page = client.get(reverse("admin:agents_eventtypedeclaration_changelist")).content.decode()
+
+    assert "bread.baked" in page and "order.received" not in page
+
+
+def test_a_trigger_on_another_teams_type_is_refused_on_its_event_field(client):
+    event_types_load(text="[{name: order.received}]", team=team_create(name="shop")[0])
+    team_create(name="bakery")
+    baker = User.objects.create_user("bea", password="bea-pass-1234", is_staff=True)
+    baker.groups.add(Group.objects.get(name=OPERATORS), Group.objects.get(name="bakery"))
+    client.force_login(baker)
+
+    response = client.post(reverse("admin:agents_trigger_add"), {
+        "name": "bakery-orders", "event_type": "order.received", "action": "message", "target": "type:data",
+        "params": "{}", "priority": "5", "enabled": "on"})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["event_type"] == [
+        "trigger.event: event type 'order.received' belongs to another team"]
+    assert not Trigger.objects.exists()
