@@ -7,7 +7,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Max, Q
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -657,12 +657,11 @@ class PoolAdmin(admin.ModelAdmin):
 
     @admin.display(description="slots taken")
     def used(self, obj):
-        return StepRun.objects.filter(pool=obj.name, status=StepStatus.RUNNING).aggregate(
-            total=Sum("pool_slots"))["total"] or 0
+        return selectors.pool_list(name=obj.name)[0]["used"]
 
     @admin.display(description="steps waiting")
     def waiting(self, obj):
-        return StepRun.objects.filter(pool=obj.name, status=StepStatus.PENDING).exclude(held="").count()
+        return selectors.pool_list(name=obj.name)[0]["waiting"]
 
     def has_delete_permission(self, request, obj=None):
         """A pool a step uses or waits for cannot be deleted (its steps would fail)."""

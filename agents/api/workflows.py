@@ -426,8 +426,7 @@ class PoolViewSet(ApiViewSet):
 
     def retrieve(self, request, name: str):
         """One pool."""
-        pool = self.get_object()
-        return self.show(next(row for row in selectors.pool_list() if row["name"] == pool.name))
+        return self.show(selectors.pool_list(name=self.get_object().name)[0])
 
     @extend_schema(request=PoolSetSerializer, responses={200: PoolSerializer, 201: PoolSerializer})
     def create(self, request):
@@ -436,5 +435,5 @@ class PoolViewSet(ApiViewSet):
         with service_errors(prefixed=("name", "slots")):
             pool, created = services.pool_set(name=given["name"], slots=given["slots"],
                                               description=given.get("description"))
-        return self.show(next(row for row in selectors.pool_list() if row["name"] == pool.name),
+        return self.show(selectors.pool_list(name=pool.name)[0],
                          status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

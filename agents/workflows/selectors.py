@@ -18,15 +18,18 @@ def signals_taken(row: StepRun) -> list[dict]:
     return [waits.decision_shown(signal) for signal in waits.taken_by(row)]
 
 
-def pool_list() -> list[dict]:
-    """Every pool with its slots, the slots its running steps take and how many steps wait for it."""
-    used = dict(StepRun.objects.filter(status=StepStatus.RUNNING).exclude(pool="").values_list("pool")
+def pool_list(*, name: str | None = None) -> list[dict]:
+    """Every pool (or the one called ``name``) with its slots, the slots its running steps take and how many
+    steps wait for it."""
+    pools = Pool.objects.order_by("name") if name is None else Pool.objects.filter(name=name)
+    steps = StepRun.objects.exclude(pool="") if name is None else StepRun.objects.filter(pool=name)
+    used = dict(steps.filter(status=StepStatus.RUNNING).values_list("pool")
                 .annotate(total=Sum("pool_slots")).values_list("pool", "total"))
-    waiting = dict(StepRun.objects.filter(status=StepStatus.PENDING).exclude(pool="").exclude(held="")
+    waiting = dict(steps.filter(status=StepStatus.PENDING).exclude(held="")
                    .values_list("pool").annotate(total=Count("pk")).values_list("pool", "total"))
     return [{"name": pool.name, "slots": pool.slots, "used": used.get(pool.name, 0),
              "waiting": waiting.get(pool.name, 0), "description": pool.description}
-            for pool in Pool.objects.order_by("name")]
+            for pool in pools]
 
 
 def signals_of(run: WorkflowRun) -> list[WorkflowSignal]:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.core.audit import audit_record
@@ -554,9 +555,9 @@ def workflow_signal(*, run_id: int, name: str, payload=None, decision: str = "",
                                         f"{row.status if row else 'not been planned'}")
         waiting = row.status == StepStatus.RUNNING and row.waiting_for == name
         since = row.started_at if waiting else None
-        earlier = WorkflowSignal.objects.filter(run_id=run.pk, name=name)
-        earlier = earlier.filter(consumed_at__gte=since) | earlier.filter(consumed_at__isnull=True) if since else \
-            earlier.filter(consumed_at__isnull=True)
+        # The signals of this wait: kept ones, and those taken since the waiting attempt started.
+        earlier = WorkflowSignal.objects.filter(Q(consumed_at__isnull=True) | Q(consumed_at__gte=since) if since
+                                                else Q(consumed_at__isnull=True), run_id=run.pk, name=name)
         if step.action == "approval" and earlier.filter(sent_by=sent_by).exists():
             raise WorkflowRunStateError(f"{sent_by} has already decided step {step.id!r}")
         if step.action == "wait.signal" and earlier.filter(consumed_at__isnull=True).exists():
@@ -589,16 +590,22 @@ def workflow_deadlines_check(*, now: datetime | None = None) -> dict[str, int]:
         if _deadline_missed(run, step=None, due=run.deadline_at, now=now):
             found["runs"] += 1
             found["cancelled"] += _deadline_cancel(run)
+    # Only unmarked, unfinished attempts of steps with a deadline are read: a sweep every few seconds stays cheap.
     active = WorkflowRun.objects.exclude(status__in=RUN_FINISHED)
-    for version_id in set(active.values_list("version_id", flat=True)):
+    for version_id in active.order_by().values_list("version_id", flat=True).distinct():
         timed = {step.id: step.deadline_s for step in engine.compiled_version(version_id).spec.steps.values()
                  if step.deadline_s is not None}
-        for run in active.filter(version_id=version_id).select_related("version__definition")[:1000] if timed else ():
-            for step_id, deadline_s in timed.items():
-                due = run.created_at + timedelta(seconds=deadline_s)
-                if due < now and _deadline_missed(run, step=step_id, due=due, now=now):
-                    found["steps"] += 1
-                    found["cancelled"] += _deadline_cancel(run)
+        if not timed:
+            continue
+        late = (StepRun.objects.filter(run__version_id=version_id, step_id__in=timed, run_attempt=F("run__attempt"),
+                                       status__in=(StepStatus.PENDING, StepStatus.RUNNING),
+                                       deadline_missed_at__isnull=True)
+                .exclude(run__status__in=RUN_FINISHED).select_related("run__version__definition"))
+        for row in late[:1000]:
+            due = row.run.created_at + timedelta(seconds=timed[row.step_id])
+            if due < now and _deadline_missed(row.run, step=row.step_id, due=due, now=now):
+                found["steps"] += 1
+                found["cancelled"] += _deadline_cancel(row.run)
     return found
 
 
