@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import operator
 import pathlib
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Iterable
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from agents.expressions.vector import compile_vector, missing_columns_error, series_kind, unique_map
+from agents.core.lazy import lazy
+from agents.expressions.vector import DATETIME, compile_vector, missing_columns_error, series_kind, unique_map
 from agents.expressions.compiler import regex_compile
 from agents.exceptions import DataError, ExpressionError, PipelineSpecError
+
+np = lazy("numpy")
+pd = lazy("pandas")
+pa = lazy("pyarrow")
+pq = lazy("pyarrow.parquet")
 
 CHECK_TYPES = (
     "completeness", "uniqueness", "validity", "consistency", "referential_integrity", "freshness", "row_count",
@@ -35,17 +37,32 @@ ROW = "row"  # the row-number column of samples and failing-rows files
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _COMMON_DEFAULTS = {
     "name": None, "severity": "error", "mostly": 1.0, "warn_mostly": None, "sample_size": 10, "failing_rows": False,
+    "row_condition": None, "expectation": None,
 }
 _TYPE_DEFAULTS: dict[str, dict[str, Any]] = {  # keys each type takes; a value of ... marks a required key
     "completeness": {"columns": ...},
     "uniqueness": {"columns": ...},
-    "validity": {"column": ..., "min": None, "max": None, "regex": None, "allowed": None, "dtype": None},
-    "consistency": {"expression": ...},
+    "validity": {"column": ..., "min": None, "max": None, "regex": None, "allowed": None, "dtype": None,
+                 "not_in_set": None, "null": None, "not_match_regex": None, "length": None, "types": None,
+                 "strict_min": False, "strict_max": False, "match": "full"},
+    "consistency": {"expression": None, "pair": None},
     "referential_integrity": {"column": ..., "reference": ...},
     "freshness": {"column": ..., "max_age": ...},
-    "row_count": {"min": None, "max": None},
+    "row_count": {"min": None, "max": None, "equal": None, "columns": None, "columns_match": "contain"},
 }
-_VALIDITY_RULES = ("min", "max", "regex", "allowed", "dtype")
+_VALIDITY_RULES = ("min", "max", "regex", "allowed", "dtype", "not_in_set", "null", "not_match_regex", "length", "types")
+# Keys added after checks were first stored: left out of a normalised check while at their default, so a definition
+# written before them keeps its content hash.
+_LATER_KEYS = {
+    "row_condition": None, "expectation": None, "not_in_set": None, "null": None, "not_match_regex": None,
+    "length": None, "types": None, "strict_min": False, "strict_max": False, "match": "full", "pair": None,
+    "equal": None, "columns": None, "columns_match": "contain",
+}
+COLUMNS_MATCH = ("contain", "set", "ordered")  # a table's columns include these / are exactly these / in this order
+MATCH_MODES = ("full", "search")  # a regex matches the whole value (full) or anywhere in it (search)
+PAIR_OPERATORS = ("=", ">", ">=")
+IGNORE_ROW_IF = ("both_values_are_missing", "either_value_is_missing", "neither")
+_LENGTH_KEYS = ("min", "max", "equal")
 
 
 # ---------------------------------------------------------------- validation
@@ -119,6 +136,87 @@ def _common_errors(check: dict, where: str) -> list[str]:
         errors.append(f"{where}: key 'sample_size' must be an integer from 0 to {MAX_SAMPLE_SIZE}, got {size!r}")
     if not isinstance(check["failing_rows"], bool):
         errors.append(f"{where}: key 'failing_rows' must be true or false, got {check['failing_rows']!r}")
+    errors += _row_condition_errors(check, where)
+    expectation = check["expectation"]
+    if expectation is not None and not (isinstance(expectation, dict) and isinstance(expectation.get("type"), str)):
+        errors.append(f"{where}: key 'expectation' must be a dict naming the expectation's 'type', got {expectation!r}")
+    return errors
+
+
+def _row_condition_errors(check: dict, where: str) -> list[str]:
+    """A row_condition is an expression of the row language (compiled, never evaluated as Python text)."""
+    condition = check["row_condition"]
+    if condition is None:
+        return []
+    if check["type"] == "row_count":
+        return [f"{where}: key 'row_condition' does not apply to a row_count check"]
+    if not isinstance(condition, str) or not condition.strip():
+        return [f"{where}: key 'row_condition' must be an expression (a non-empty string), got {condition!r}"]
+    try:
+        compile_vector(condition, where=f"{where}: key 'row_condition'")
+    except ExpressionError as exc:
+        return [str(exc)]
+    return []
+
+
+def _value_list_errors(value: Any, key: str, where: str) -> list[str]:
+    """A list of 0 to MAX_ALLOWED_VALUES scalar values (an empty list is a set no value is in)."""
+    if not isinstance(value, list) or len(value) > MAX_ALLOWED_VALUES:
+        return [f"{where}: key '{key}' must be a list of at most {MAX_ALLOWED_VALUES} values, got {value!r}"[:300]]
+    if not all(item is None or isinstance(item, (str, int, float, bool)) for item in value):
+        return [f"{where}: key '{key}' must hold strings, numbers, booleans or null"]
+    return []
+
+
+def _regex_errors(value: Any, key: str, where: str) -> list[str]:
+    if not isinstance(value, str):
+        return [f"{where}: key '{key}' must be a string, got {value!r}"]
+    try:
+        regex_compile(value)
+    except ValueError as exc:
+        return [f"{where}: key '{key}': {exc}"]
+    return []
+
+
+def _length_errors(value: Any, where: str) -> list[str]:
+    """``length: {min, max}`` or ``{equal}``: whole numbers of characters."""
+    if not isinstance(value, dict) or not value or set(value) - set(_LENGTH_KEYS):
+        return [f"{where}: key 'length' must be a dict with 'min', 'max' or 'equal' (characters), got {value!r}"]
+    errors = [
+        f"{where}: key 'length.{bound}' must be a non-negative integer, got {value[bound]!r}"
+        for bound in _LENGTH_KEYS
+        if value.get(bound) is not None
+        and not (isinstance(value[bound], int) and not isinstance(value[bound], bool) and value[bound] >= 0)
+    ]
+    given = {bound for bound in _LENGTH_KEYS if value.get(bound) is not None}
+    if not given:
+        errors.append(f"{where}: key 'length' needs 'min', 'max' or 'equal'")
+    elif "equal" in given and given != {"equal"}:
+        errors.append(f"{where}: key 'length.equal' cannot be combined with 'length.min' or 'length.max'")
+    elif not errors and given == {"min", "max"} and value["min"] > value["max"]:
+        errors.append(f"{where}: key 'length.min' ({value['min']}) is above 'length.max' ({value['max']})")
+    return errors
+
+
+def _validity_modifier_errors(check: dict, where: str) -> list[str]:
+    """strict_min / strict_max need their bound; match needs a regex; null stands alone."""
+    errors = []
+    for strict, bound in (("strict_min", "min"), ("strict_max", "max")):
+        if not isinstance(check[strict], bool):
+            errors.append(f"{where}: key '{strict}' must be true or false, got {check[strict]!r}")
+        elif check[strict] and check[bound] is None:
+            errors.append(f"{where}: key '{strict}' needs the key '{bound}'")
+    if check["match"] not in MATCH_MODES:
+        errors.append(f"{where}: key 'match' must be one of {', '.join(MATCH_MODES)}, got {check['match']!r}")
+    elif check["match"] != "full" and check["regex"] is None and check["not_match_regex"] is None:
+        errors.append(f"{where}: key 'match' needs 'regex' or 'not_match_regex'")
+    if check["null"] is not None:
+        others = [rule for rule in _VALIDITY_RULES if rule != "null" and check[rule] is not None]
+        if check["null"] is not True:
+            errors.append(f"{where}: key 'null' must be true (values must be null), got {check['null']!r}")
+        elif others:
+            errors.append(f"{where}: key 'null' cannot be combined with {', '.join(others)}: a null has no other "
+                          "property to check")
     return errors
 
 
@@ -137,24 +235,22 @@ def _validity_errors(check: dict, where: str) -> list[str]:
             errors.append(f"{where}: keys 'min' and 'max' must both be numbers or both be datetimes")
         elif _bound_value(check["min"]) > _bound_value(check["max"]):
             errors.append(f"{where}: key 'min' ({check['min']!r}) is above 'max' ({check['max']!r})")
-    regex = check["regex"]
-    if regex is not None:
-        if not isinstance(regex, str):
-            errors.append(f"{where}: key 'regex' must be a string, got {regex!r}")
-        else:
-            try:
-                regex_compile(regex)
-            except ValueError as exc:
-                errors.append(f"{where}: key 'regex': {exc}")
-    allowed = check["allowed"]
-    if allowed is not None:
-        if not isinstance(allowed, list) or not allowed or len(allowed) > MAX_ALLOWED_VALUES:
-            errors.append(f"{where}: key 'allowed' must be a list of 1 to {MAX_ALLOWED_VALUES} values")
-        elif not all(item is None or isinstance(item, (str, int, float, bool)) for item in allowed):
-            errors.append(f"{where}: key 'allowed' must hold strings, numbers, booleans or null")
+    for key in ("regex", "not_match_regex"):
+        if check[key] is not None:
+            errors += _regex_errors(check[key], key, where)
+    for key in ("allowed", "not_in_set"):
+        if check[key] is not None:
+            errors += _value_list_errors(check[key], key, where)
     if check["dtype"] is not None and check["dtype"] not in DTYPES:
         errors.append(f"{where}: key 'dtype' must be one of {', '.join(DTYPES)}, got {check['dtype']!r}")
-    return errors
+    types = check["types"]
+    if types is not None and (
+        not isinstance(types, list) or not types or not all(isinstance(item, str) and item in DTYPES for item in types)
+    ):
+        errors.append(f"{where}: key 'types' must be a non-empty list of {', '.join(DTYPES)}, got {types!r}")
+    if check["length"] is not None:
+        errors += _length_errors(check["length"], where)
+    return errors + _validity_modifier_errors(check, where)
 
 
 def _bound_value(value: Any) -> Any:
@@ -175,23 +271,24 @@ def _type_errors(check: dict, where: str, missing: set[str]) -> list[str]:
     if kind in ("completeness", "uniqueness"):
         return [] if missing else _columns_errors(check["columns"], "columns", where)
     if kind == "consistency":
-        if missing:
-            return []
-        if not isinstance(check["expression"], str):
-            return [f"{where}: key 'expression' must be a string, got {check['expression']!r}"]
-        try:
-            compile_vector(check["expression"], where=f"{where}: key 'expression'")
-        except ExpressionError as exc:
-            return [str(exc)]
-        return []
+        return _consistency_errors(check, where)
     if kind == "row_count":
         errors = []
-        for bound in ("min", "max"):
+        for bound in ("min", "max", "equal"):
             value = check[bound]
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
                 errors.append(f"{where}: key '{bound}' must be a non-negative integer, got {value!r}")
-        if check["min"] is None and check["max"] is None:
-            errors.append(f"{where}: a row_count check needs 'min', 'max' or both")
+        if check["columns"] is not None:
+            errors += _columns_errors(check["columns"], "columns", where)
+        if check["columns_match"] not in COLUMNS_MATCH:
+            errors.append(f"{where}: key 'columns_match' must be one of {', '.join(COLUMNS_MATCH)}, "
+                          f"got {check['columns_match']!r}")
+        elif check["columns_match"] != "contain" and check["columns"] is None:
+            errors.append(f"{where}: key 'columns_match' needs the key 'columns'")
+        if check["min"] is None and check["max"] is None and check["equal"] is None and check["columns"] is None:
+            errors.append(f"{where}: a row_count check needs 'min', 'max' or both, or 'equal' (or 'columns')")
+        elif check["equal"] is not None and (check["min"] is not None or check["max"] is not None):
+            errors.append(f"{where}: key 'equal' cannot be combined with 'min' or 'max'")
         elif not errors and check["min"] is not None and check["max"] is not None and check["min"] > check["max"]:
             errors.append(f"{where}: key 'min' ({check['min']}) is above 'max' ({check['max']})")
         return errors
@@ -214,10 +311,46 @@ def _type_errors(check: dict, where: str, missing: set[str]) -> list[str]:
     return errors
 
 
+def _consistency_errors(check: dict, where: str) -> list[str]:
+    """A consistency check holds an ``expression`` or a ``pair`` of columns compared, one of the two."""
+    expression, pair = check["expression"], check["pair"]
+    if (expression is None) == (pair is None):
+        return [f"{where}: a consistency check needs the key 'expression' or the key 'pair', one of the two"]
+    if pair is not None:
+        return _pair_errors(pair, where)
+    if not isinstance(expression, str):
+        return [f"{where}: key 'expression' must be a string, got {expression!r}"]
+    try:
+        compile_vector(expression, where=f"{where}: key 'expression'")
+    except ExpressionError as exc:
+        return [str(exc)]
+    return []
+
+
+def _pair_errors(pair: Any, where: str) -> list[str]:
+    """``pair: {column_a, column_b, op, ignore_row_if}``: column_a op column_b must hold on each row."""
+    keys = {"column_a", "column_b", "op", "ignore_row_if"}
+    if not isinstance(pair, dict):
+        return [f"{where}: key 'pair' must be a dict with column_a, column_b and op, got {pair!r}"]
+    errors = [f"{where}: unknown key 'pair.{key}' (allowed: {', '.join(sorted(keys))})" for key in pair
+              if key not in keys]
+    errors += _column_errors(pair.get("column_a"), "pair.column_a", where)
+    errors += _column_errors(pair.get("column_b"), "pair.column_b", where)
+    if pair.get("op") not in PAIR_OPERATORS:
+        errors.append(f"{where}: key 'pair.op' must be one of {', '.join(PAIR_OPERATORS)}, got {pair.get('op')!r}")
+    if pair.get("ignore_row_if", IGNORE_ROW_IF[0]) not in IGNORE_ROW_IF:
+        errors.append(f"{where}: key 'pair.ignore_row_if' must be one of {', '.join(IGNORE_ROW_IF)}, "
+                      f"got {pair.get('ignore_row_if')!r}")
+    return errors
+
+
 def _default_name(check: dict) -> str:
     kind = check["type"]
     if kind in ("completeness", "uniqueness") and isinstance(check.get("columns"), list):
         return f"{kind}:{','.join(str(column) for column in check['columns'])}"
+    if kind == "consistency" and isinstance(check.get("pair"), dict):
+        pair = check["pair"]
+        return f"consistency:{pair.get('column_a')}{pair.get('op')}{pair.get('column_b')}"[:MAX_NAME_LENGTH]
     if kind == "consistency":
         return f"consistency:{check.get('expression')}"[:MAX_NAME_LENGTH]
     if kind == "row_count":
@@ -261,19 +394,28 @@ def check_validate(raw: Any, *, where: str) -> tuple[dict, list[str]]:
         check["mostly"] = float(check["mostly"])
     if _is_number(check["warn_mostly"]):
         check["warn_mostly"] = float(check["warn_mostly"])
+    if check["type"] == "consistency" and isinstance(check["pair"], dict):
+        check["pair"] = {"ignore_row_if": IGNORE_ROW_IF[0], **check["pair"]}
+    for key, default in _LATER_KEYS.items():
+        if key in check and check[key] == default and type(check[key]) is type(default):
+            del check[key]
     return check, errors
 
 
 def check_columns(check: dict) -> set[str]:
     """The columns a (valid) check reads from the data."""
     kind = check["type"]
+    condition = check.get("row_condition")
+    read = set(compile_vector(condition, where=f"quality check {check['name']}").columns) if condition else set()
     if kind in ("completeness", "uniqueness"):
-        return set(check["columns"])
+        return read | set(check["columns"])
+    if kind == "consistency" and check.get("pair"):
+        return read | {check["pair"]["column_a"], check["pair"]["column_b"]}
     if kind == "consistency":
-        return set(compile_vector(check["expression"], where=f"quality check {check['name']}").columns)
+        return read | set(compile_vector(check["expression"], where=f"quality check {check['name']}").columns)
     if kind == "row_count":
         return set()
-    return {check["column"]}
+    return read | {check["column"]}
 
 
 # ---------------------------------------------------------------- JSON-safe values
@@ -381,8 +523,11 @@ class CheckRunner:
         self.key = list(key or [])
         self.is_global = self.kind == "uniqueness"
         self.expression = None
-        if self.kind == "consistency":
+        self.pair = normalised.get("pair")
+        if self.kind == "consistency" and self.pair is None:
             self.expression = compile_vector(normalised["expression"], where=self.where)
+        condition = normalised.get("row_condition")
+        self.condition = compile_vector(condition, where=f"{self.where} row_condition") if condition else None
         self.checked = self._checked_columns()
         self.record_columns = list(dict.fromkeys([*self.key, *self.checked]))
         self.row_name = ROW if ROW not in self.record_columns else f"_{ROW}"
@@ -393,6 +538,7 @@ class CheckRunner:
         self.details: dict[str, Any] = {}
         self.now = _utc(pd.Timestamp(now if now is not None else dt.datetime.now(dt.timezone.utc)))
         self.failing_file = None
+        self.columns_seen: list[str] | None = None  # a row_count check's table columns, from the first chunk
         if normalised["failing_rows"] and failing_rows_path is not None and self.kind != "row_count":
             self.failing_file = _FailingRowsFile(failing_rows_path, self.where)
         self._prepare(reference_values)
@@ -400,6 +546,8 @@ class CheckRunner:
     def _checked_columns(self) -> list[str]:
         if self.kind in ("completeness", "uniqueness"):
             return list(self.check["columns"])
+        if self.kind == "consistency" and self.pair is not None:
+            return list(dict.fromkeys([self.pair["column_a"], self.pair["column_b"]]))
         if self.kind == "consistency":
             return list(self.expression.columns)
         if self.kind == "row_count":
@@ -426,9 +574,13 @@ class CheckRunner:
         elif self.kind == "completeness":
             self.details = {"null_counts": {column: 0 for column in check["columns"]}}
         elif self.kind == "validity":
-            self.rules = [rule for rule in _VALIDITY_RULES if check[rule] is not None]
+            self.rules = [rule for rule in _VALIDITY_RULES if check.get(rule) is not None]
             self.details = {"violations": {rule: 0 for rule in self.rules}}
+            self.match = check.get("match", "full")
             self.regex = regex_compile(check["regex"]) if check["regex"] is not None else None
+            self.not_regex = regex_compile(check["not_match_regex"]) if check.get("not_match_regex") else None
+            if check.get("not_match_regex") == "":  # matches every text
+                self.not_regex = regex_compile("")
 
     # ------------------------------------------------------------ chunks
 
@@ -441,11 +593,19 @@ class CheckRunner:
         first_row = self.rows
         self.rows += len(chunk)
         if self.kind == "row_count":
+            if self.columns_seen is None:
+                self.columns_seen = [str(column) for column in chunk.columns]
             return
+        inside = self.condition.mask(chunk).to_numpy() if self.condition is not None else None
         if self.is_global:
-            self._collect_keys(chunk, first_row)
+            self._collect_keys(chunk, first_row, inside)
             return
-        failing = getattr(self, f"_update_{self.kind}")(chunk)
+        update = getattr(self, f"_update_{self.kind}")
+        if inside is None or inside.all():
+            failing = update(chunk)
+        else:  # rows outside the row_condition are not checked: they count neither as elements nor as failures
+            failing = np.zeros(len(chunk), dtype=bool)
+            failing[inside] = update(chunk[inside])
         self._record(chunk, failing, first_row)
 
     def _record(self, chunk: pd.DataFrame, failing: np.ndarray, first_row: int) -> None:
@@ -484,6 +644,11 @@ class CheckRunner:
     def _update_validity(self, chunk: pd.DataFrame) -> np.ndarray:
         series = chunk[self.check["column"]]
         present = series.notna().to_numpy()
+        if self.rules == ["null"]:  # every row is an element: a value that is there is the failure
+            self.details["violations"]["null"] += int(present.sum())
+            self.elements += len(series)
+            self.unexpected += int(present.sum())
+            return present
         failing = np.zeros(len(series), dtype=bool)
         for rule in self.rules:
             violations = getattr(self, f"_violates_{rule}")(series) & present
@@ -494,9 +659,13 @@ class CheckRunner:
         return failing
 
     def _violates_min(self, series: pd.Series) -> np.ndarray:
+        if self.check.get("strict_min"):
+            return self._outside(series, self.check["min"], lambda values, bound: values <= bound)
         return self._outside(series, self.check["min"], lambda values, bound: values < bound)
 
     def _violates_max(self, series: pd.Series) -> np.ndarray:
+        if self.check.get("strict_max"):
+            return self._outside(series, self.check["max"], lambda values, bound: values >= bound)
         return self._outside(series, self.check["max"], lambda values, bound: values > bound)
 
     def _outside(self, series: pd.Series, bound: Any, beyond: Any) -> np.ndarray:
@@ -516,16 +685,55 @@ class CheckRunner:
         return beyond(values, bound).to_numpy(dtype=bool, na_value=False) | unreadable
 
     def _violates_regex(self, series: pd.Series) -> np.ndarray:
-        """Values the pattern does not match whole; a number or boolean is matched as its text ("2134", "True")."""
-        regex = self.regex
+        """Values the pattern does not match (whole, or anywhere with ``match: search``); a number or boolean is
+        matched as its text ("2134", "True")."""
+        return self._matching(series, self.regex, expected=True)
+
+    def _violates_not_match_regex(self, series: pd.Series) -> np.ndarray:
+        """Values the pattern matches (whole, or anywhere with ``match: search``)."""
+        return self._matching(series, self.not_regex, expected=False)
+
+    def _matching(self, series: pd.Series, regex: Any, *, expected: bool) -> np.ndarray:
+        """Values whose match of the RE2 pattern is not what is expected; one match per distinct value."""
         if series_kind(series) != "string":
             # As text first: distinct values that compare equal (1, 1.0, True) then stay distinct.
             series = series.astype(str).where(series.notna())
-        return unique_map(series, lambda value: regex.fullmatch(value) is None)
+        find = regex.search if self.match == "search" else regex.fullmatch
+        return unique_map(series, lambda value: (find(value) is not None) != expected)
 
     def _violates_allowed(self, series: pd.Series) -> np.ndarray:
         allowed = [item for item in self.check["allowed"] if item is not None]
         return ~self._isin(series, allowed)
+
+    def _violates_not_in_set(self, series: pd.Series) -> np.ndarray:
+        return self._isin(series, [item for item in self.check["not_in_set"] if item is not None])
+
+    def _violates_length(self, series: pd.Series) -> np.ndarray:
+        """Texts whose number of characters is outside the bounds; a value that is not text fails, and a column
+        of numbers, booleans or datetimes is refused by name (it has no length to check)."""
+        kind = series_kind(series)
+        if kind not in ("string", "mixed", "null"):
+            raise DataError(f"{self.where}: column {series.name!r} holds {kind} values ({series.dtype}); a length "
+                            "check needs text")
+        bounds = self.check["length"]
+        low = bounds.get("equal", bounds.get("min"))
+        high = bounds.get("equal", bounds.get("max"))
+        lengths = series.map(lambda value: len(value) if isinstance(value, str) else -1, na_action="ignore")
+        lengths = pd.to_numeric(lengths).to_numpy(dtype=float, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            outside = lengths < 0
+            if low is not None:
+                outside |= lengths < low
+            if high is not None:
+                outside |= lengths > high
+        return outside & ~np.isnan(lengths)
+
+    def _violates_types(self, series: pd.Series) -> np.ndarray:
+        """Values of none of the listed dtypes."""
+        failing = np.ones(len(series), dtype=bool)
+        for wanted in self.check["types"]:
+            failing &= self._not_of_dtype(series, wanted)
+        return failing
 
     def _isin(self, series: pd.Series, values: Any) -> np.ndarray:
         """Whether each value is among values (null is not); a column of lists or dicts is refused by name."""
@@ -538,7 +746,10 @@ class CheckRunner:
             ) from None
 
     def _violates_dtype(self, series: pd.Series) -> np.ndarray:
-        wanted = self.check["dtype"]
+        return self._not_of_dtype(series, self.check["dtype"])
+
+    def _not_of_dtype(self, series: pd.Series, wanted: str) -> np.ndarray:
+        """Values that are not of the wanted check dtype (judged from the column's dtype when it has one)."""
         dtype = series.dtype
         if dtype != object:
             kind = series_kind(series)
@@ -562,8 +773,26 @@ class CheckRunner:
         return unique_map(types, lambda kind: not _type_is(kind, wanted))
 
     def _update_consistency(self, chunk: pd.DataFrame) -> np.ndarray:
+        if self.pair is not None:
+            return self._update_pair(chunk)
         failing = ~self.expression.mask(chunk).to_numpy()
         self.elements += len(chunk)
+        self.unexpected += int(failing.sum())
+        return failing
+
+    def _update_pair(self, chunk: pd.DataFrame) -> np.ndarray:
+        """column_a op column_b per row; rows ignore_row_if leaves out are no elements; a missing value fails."""
+        pair = self.pair
+        left, right = chunk[pair["column_a"]], chunk[pair["column_b"]]
+        missing_left, missing_right = left.isna().to_numpy(), right.isna().to_numpy()
+        ignored = {
+            "both_values_are_missing": missing_left & missing_right,
+            "either_value_is_missing": missing_left | missing_right,
+            "neither": np.zeros(len(chunk), dtype=bool),
+        }[pair["ignore_row_if"]]
+        holds = _pair_holds(left, right, pair["op"], where=self.where)
+        failing = ~ignored & ~holds
+        self.elements += int((~ignored).sum())
         self.unexpected += int(failing.sum())
         return failing
 
@@ -592,9 +821,11 @@ class CheckRunner:
         self.unexpected += int(stale.sum())
         return stale
 
-    def _collect_keys(self, chunk: pd.DataFrame, first_row: int) -> None:
+    def _collect_keys(self, chunk: pd.DataFrame, first_row: int, inside: np.ndarray | None) -> None:
         columns = self.check["columns"]
         complete = chunk[columns].notna().to_numpy().all(axis=1)
+        if inside is not None:
+            complete &= inside
         rows = chunk.loc[complete, self.record_columns] if not complete.all() else chunk[self.record_columns]
         part = self._records(rows, first_row + np.flatnonzero(complete))
         self.parts.append(part)
@@ -617,6 +848,20 @@ class CheckRunner:
             self.failing_file.schema_from(frame)
             self.failing_file.write(failing.reset_index(drop=True))
 
+    def _finish_columns(self) -> None:
+        """A row_count check's columns: each expected column missing (or, for set / ordered, out of place, and each
+        column not expected) is one unexpected element."""
+        expected, match = self.check["columns"], self.check.get("columns_match", "contain")
+        seen = self.columns_seen or []
+        missing = [column for column in expected if column not in seen]
+        extra = [column for column in seen if column not in expected] if match != "contain" else []
+        misplaced = []
+        if match == "ordered" and not missing and not extra:
+            misplaced = [column for column, there in zip(expected, seen) if column != there]
+        self.unexpected += len(missing) + len(extra) + len(misplaced)
+        self.details.update(columns=seen, missing_columns=missing, unexpected_columns=extra,
+                            misplaced_columns=misplaced)
+
     # ------------------------------------------------------------ result
 
     def finish(self) -> dict:
@@ -626,13 +871,19 @@ class CheckRunner:
             self._finish_uniqueness()
         mostly = check["mostly"]
         if self.kind == "row_count":
-            low, high = check["min"], check["max"]
+            low, high = (check["min"], check["max"]) if check.get("equal") is None else (check["equal"],) * 2
             self.elements = self.rows
             below = low - self.rows if low is not None and self.rows < low else 0
             above = self.rows - high if high is not None and self.rows > high else 0
             self.unexpected = below + above
-            passed = self.unexpected == 0
             self.details = {"observed": self.rows, "min": low, "max": high}
+            if check.get("equal") is not None:
+                self.details = {"observed": self.rows, "equal": check["equal"]}
+            if low is None and high is None:  # only columns are checked: they are the elements
+                self.details, self.elements = {}, len(check["columns"])
+            if check.get("columns"):
+                self._finish_columns()
+            passed = self.unexpected == 0
         elif self.kind == "freshness":
             passed = self.newest is not None and self.newest >= self.cutoff
             if mostly is not None:
@@ -651,7 +902,10 @@ class CheckRunner:
             status = "warning"
         failing_rows_path = self.failing_file.close() if self.failing_file is not None else None
         if self.kind == "consistency":
-            self.details["expression"] = check["expression"]
+            self.details["expression" if self.pair is None else "pair"] = check["expression"] or self.pair
+        if check.get("row_condition"):
+            self.details["row_condition"] = check["row_condition"]
+        extra = {"expectation": check["expectation"]} if check.get("expectation") else {}
         return {
             "name": self.name,
             "type": self.kind,
@@ -666,6 +920,7 @@ class CheckRunner:
             "failing_rows_path": failing_rows_path,
             "details": plain(self.details),
             "global": self.is_global,
+            **extra,
         }
 
 
@@ -673,6 +928,23 @@ def _meets(passing: int, elements: int, mostly: float) -> bool:
     """Whether ``passing`` of ``elements`` is at least the share ``mostly``, compared as exact fractions of counts
     (``mostly`` as written: 0.2 is 1/5), so 1 passing row of 5 meets ``mostly: 0.2``; no elements always meets it."""
     return elements == 0 or Fraction(int(passing), int(elements)) >= Fraction(repr(float(mostly)))
+
+
+def _pair_holds(left: pd.Series, right: pd.Series, op: str, *, where: str) -> np.ndarray:
+    """Whether left op right holds per row (a missing value: no); datetimes and text are read as timestamps when
+    either side is a datetime; values that cannot be compared are refused naming both columns' dtypes."""
+    if DATETIME in (series_kind(left), series_kind(right)):
+        left, right = _timestamps(left), _timestamps(right)
+    compare = {"=": operator.eq, ">": operator.gt, ">=": operator.ge}[op]
+    present = left.notna().to_numpy() & right.notna().to_numpy()
+    holds = np.zeros(len(left), dtype=bool)
+    try:
+        compared = compare(left[present].reset_index(drop=True), right[present].reset_index(drop=True))
+    except TypeError:
+        raise DataError(f"{where}: columns {left.name!r} ({left.dtype}) and {right.name!r} ({right.dtype}) cannot be "
+                        f"compared with {op!r}") from None
+    holds[present] = compared.to_numpy(dtype=bool, na_value=False)
+    return holds
 
 
 def _timestamps(series: pd.Series) -> pd.Series:
