@@ -16,6 +16,8 @@ class CheckType(models.TextChoices):
     CELERY_QUEUE = "celery_queue", "Celery queue"
     AGENTS = "agents", "Agents"
     CUSTOM = "custom", "Custom"
+    #: Alerts posted from outside (Prometheus through ``POST /api/v2/alerts``): never scheduled, never probed.
+    EXTERNAL = "external", "External"
 
 
 class CheckStatus(models.TextChoices):
@@ -79,6 +81,7 @@ class Check(models.Model):
     last_value = models.FloatField(null=True, blank=True)
     last_unit = models.CharField(max_length=20, blank=True)
     last_message = models.TextField(blank=True)
+    last_target = models.CharField(max_length=500, blank=True, help_text="What the latest run probed (url, host, ...).")
     last_duration_ms = models.FloatField(null=True, blank=True)
     last_failed_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
@@ -165,6 +168,11 @@ class Alert(models.Model):
     acknowledged_by = models.CharField(max_length=150, blank=True)
     ack_note = models.TextField(blank=True)
     ack_expires_at = models.DateTimeField(null=True, blank=True, help_text="When the acknowledgement lapses.")
+    labels = models.JSONField(
+        default=dict, blank=True, help_text="An alert from outside: its label set, which its fingerprint hashes.")
+    annotations = models.JSONField(default=dict, blank=True, help_text="An alert from outside: summary, description.")
+    ends_at = models.DateTimeField(
+        null=True, blank=True, help_text="An alert from outside resolves at this time unless it is posted again.")
     route = models.CharField(max_length=100, blank=True, help_text="The route notifications currently go to.")
     escalation_level = models.PositiveIntegerField(default=0)
     reminders_sent = models.PositiveIntegerField(default=0, help_text="Reminders sent on the current route.")
