@@ -476,8 +476,7 @@ class _Batch:
             if key is not None:
                 self.first_of[key] = None
             todo.append(index)
-        outcomes = ruleset_evaluate_batch(rules, [contexts[index] for index in todo],
-                                          [extract_fields(contexts[index], rules.fields) for index in todo])
+        outcomes = ruleset_evaluate_batch(rules, [contexts[index] for index in todo])
         fresh = {}
         for index, outcome in zip(todo, outcomes):
             if isinstance(outcome, DecisionError):
