@@ -20,6 +20,7 @@ from agents.core.dispatch import task_send_on_commit
 from agents.data import engine
 from agents.data.transforms import aggregation_type_problems
 from agents.data.paths import data_path_relative, data_path_resolve, data_root
+from agents.data.expectations import is_suite
 from agents.data.quality import CheckRunner
 from agents.data.sources import source_describe, source_frame, source_read, source_validate
 from agents.data.spec import (
@@ -320,14 +321,15 @@ def quality_check_file(*, path: str, checks_text: str, source: str = "spec", key
 ]:
     """Run quality checks on a data file under the data root; return one result per check."""
     raw = pipeline_spec_load_text(checks_text, source=source)
-    if isinstance(raw, dict):
+    if isinstance(raw, dict) and not is_suite(raw):  # a suite is the checks themselves
         key = key or raw.get("key")
         raw = raw.get("quality_checks")
     checks, errors = checks_validate(raw)
     if errors:
         raise PipelineSpecError(errors)
     if not checks:
-        raise PipelineSpecError([f"{source}: no quality checks (give a list, or a mapping with quality_checks)"])
+        raise PipelineSpecError([f"{source}: no quality checks (give a list, a mapping with quality_checks, or a "
+                                 "Great Expectations suite)"])
     data_path_resolve(path, where="data file")
     file_source, errors = source_validate({"kind": "file", "path": path}, where="data file")
     if errors:

@@ -10,13 +10,14 @@ A pipeline::
     source: {kind: file, path: orders.csv} # or the name of a stored source
     key: [order_id]                      # columns that identify a row in quality samples
     transforms: [{type: filter, expression: "amount > 0"}, ...]
-    quality_checks: [{type: completeness, columns: [customer_id]}, ...]
+    quality_checks: [{type: completeness, columns: [customer_id]}, ...]  # or a Great Expectations suite
     output: {dataset: orders_daily}      # published as Parquet under the data root
 """
 import hashlib
 import json
 from typing import Any
 
+from agents.data.expectations import is_suite, suite_checks
 from agents.data.quality import check_validate
 from agents.data.sources import source_validate
 from agents.data.transforms import transform_validate
@@ -58,9 +59,14 @@ def reference_validate(raw: Any, *, where: str) -> tuple[dict, list[str]]:
 
 
 def checks_validate(raw: Any, *, where: str = "quality_checks") -> tuple[list[dict], list[str]]:
-    """Validate a list of quality checks; names must be unique (defaults are made unique by numbering)."""
+    """Validate a list of quality checks, or a Great Expectations suite translated to them; names must be unique
+    (defaults are made unique by numbering). An expectation that has no native check is refused by name."""
     if raw is None:
         return [], []
+    if is_suite(raw):
+        raw, refusals = suite_checks(raw, where=f"{where} expectations")
+        checks, errors = checks_validate(raw, where=f"{where} expectations")
+        return checks, refusals + errors
     if not isinstance(raw, list):
         return [], [f"{where}: must be a list of checks"]
     if len(raw) > MAX_CHECKS:

@@ -6,6 +6,7 @@ from django.core.management.base import CommandError
 from django.db.models import Max
 
 from agents.data import selectors, services
+from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
 from agents.management.base import AgentsCommand
@@ -16,7 +17,8 @@ from agents.workflows.services import parse_param
 class Command(AgentsCommand):
     """Operate data pipelines from the command line."""
 
-    help = ("Data pipelines: validate FILE | load FILE | run FILE_OR_NAME | check FILE --spec SPEC | datasets | "
+    help = ("Data pipelines: validate FILE | load FILE | run FILE_OR_NAME | check FILE --spec SPEC [--format ge] | "
+            "datasets | "
             "runs | status RUN_ID | source NAME --spec SPEC | pipelines.")
     spec_error = PipelineSpecError
     spec_error_title = "invalid pipeline"
@@ -40,11 +42,15 @@ class Command(AgentsCommand):
         run.add_argument("--wait", action="store_true", help="With --queue: wait until the run finishes.")
         run.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait with --wait (default 600).")
         self.json_argument_add(run, help="Print the run as one JSON object.")
+        run.add_argument("--format", choices=("text", "ge"), default="text", dest="output_format",
+                         help="ge: print the quality results as a Great Expectations validation result (JSON).")
         check = sub.add_parser("check", help="Run quality checks alone on a data file under the data root. "
                                              "Exits 1 when a check at error severity fails.")
         check.add_argument("file", help="Path relative to AGENTS_DATA_ROOT (CSV, JSON lines or Parquet).")
         check.add_argument("--spec", required=True, help="YAML/JSON file: a list of checks, or {key, quality_checks}.")
         self.json_argument_add(check)
+        check.add_argument("--format", choices=("text", "ge"), default="text", dest="output_format",
+                           help="ge: print the results as a Great Expectations validation result (JSON).")
         datasets = sub.add_parser("datasets", help="List published datasets, newest first.")
         datasets.add_argument("--name", help="Only this dataset's numbers.")
         self.json_argument_add(datasets)
@@ -77,7 +83,8 @@ class Command(AgentsCommand):
             state = "new version" if created else "unchanged, already stored as version"
             self.stdout.write(f"{version.pipeline.name}: {state} {version.number} ({version.content_hash[:12]})")
 
-    def handle_run(self, *, pipeline, param, queue=False, wait=False, timeout=600.0, json=False, **options):
+    def handle_run(self, *, pipeline, param, queue=False, wait=False, timeout=600.0, json=False, output_format="text",
+                   **options):
         params = dict(parse_param(text) for text in param)
         is_file = Path(pipeline).is_file()
         if queue:
@@ -95,7 +102,10 @@ class Command(AgentsCommand):
         else:
             run = services.pipeline_run(path=pipeline if is_file else None, pipeline=None if is_file else pipeline,
                                         params=params)
-        self._report_run(run, json=json)
+        if output_format == "ge":
+            self.json_write(validation_result(run.quality))
+        else:
+            self._report_run(run, json=json)
         if run.status == DataRunStatus.FAILED:
             raise CommandError(f"run {run.pk} failed: {run.error}")
 
@@ -126,10 +136,12 @@ class Command(AgentsCommand):
             if result.get("failing_rows_path"):
                 self.stdout.write(f"      all failing rows: {result['failing_rows_path']}")
 
-    def handle_check(self, *, file, spec, json=False, **options):
+    def handle_check(self, *, file, spec, json=False, output_format="text", **options):
         results = services.quality_check_file(path=file, checks_text=services.read_text(spec), source=spec)
         failed = [result["name"] for result in results if not result["passed"] and result["severity"] == "error"]
-        if json:
+        if output_format == "ge":
+            self.json_write(validation_result(results))
+        elif json:
             self.json_write({"file": file, "passed": not failed, "quality": results})
         else:
             self._report_quality(results)
