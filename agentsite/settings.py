@@ -449,6 +449,17 @@ AGENTS_MONITOR_RAW_RETENTION_S = env.float("AGENTS_MONITOR_RAW_RETENTION_S", def
 AGENTS_MONITOR_RETENTION_S = env.float("AGENTS_MONITOR_RETENTION_S", default=30 * 24 * 3600)
 #: Seconds between retention runs.
 AGENTS_MONITOR_RETENTION_SWEEP_S = env.float("AGENTS_MONITOR_RETENTION_SWEEP_S", default=3600.0)
+#: The site's base URL as people reach it: Alertmanager notices link to an alert's admin page below it.
+AGENTS_EXTERNAL_URL = env.str("AGENTS_EXTERNAL_URL", default="http://localhost:8000")
+#: Who may scrape /metrics; with none of the three set, every scrape is refused (403 naming them).
+#: A bearer token (``Authorization: Bearer <token>``) ...
+AGENTS_METRICS_TOKEN = env.str("AGENTS_METRICS_TOKEN", default="")
+#: ... scrape addresses or networks (``10.0.0.5``, ``10.1.0.0/16``) let in without credentials ...
+AGENTS_METRICS_ALLOW_IPS = env.list("AGENTS_METRICS_ALLOW_IPS", default=[])
+#: ... and/or HTTP basic auth by a user holding ``agents.view_metric`` (the viewers group does).
+AGENTS_METRICS_BASIC_AUTH = env.bool("AGENTS_METRICS_BASIC_AUTH", default=False)
+#: Seconds back the duration histograms of /metrics count finished runs and steps over.
+AGENTS_METRICS_WINDOW_S = env.float("AGENTS_METRICS_WINDOW_S", default=3600.0)
 CELERY_BEAT_SCHEDULE.update({
     "monitoring-dispatch": {
         "task": "workers.monitoring.checks_dispatch",

@@ -1,7 +1,8 @@
-"""URL routes: the admin, the JSON API and a health probe; errors under /api/ answer JSON."""
+"""URL routes: the admin, the JSON API, a health probe and the Prometheus metrics; errors under /api/ answer JSON."""
 from django.contrib import admin
 from django.urls import include, path
 
+from agents.api.metrics import metrics
 from agents.api.views import health
 
 urlpatterns = [
@@ -10,6 +11,7 @@ urlpatterns = [
     path("api/auth/", include("rest_framework.urls")),
     path("api/", include("agents.api.urls")),
     path("healthz", health, name="health"),
+    path("metrics", metrics, name="metrics"),
 ]
 
 handler400 = "agents.api.errors.bad_request"
