@@ -373,9 +373,10 @@ def suite_checks(raw: dict, *, where: str = "expectations") -> tuple[list[dict],
 
 
 def _checked_columns(result: dict) -> list[str]:
+    """The columns an expectation names; for a native check, every column of its sample rows (key included)."""
     kwargs = (result.get("expectation") or {}).get("kwargs", {})
     columns = [kwargs[key] for key in ("column", "column_A", "column_B") if isinstance(kwargs.get(key), str)]
-    if columns:
+    if columns or result.get("expectation") is not None:
         return columns
     return [name for name in (result["sample"][0] if result["sample"] else {}) if name not in ("row", "_row")]
 
@@ -394,6 +395,10 @@ def expectation_result(result: dict) -> dict:
         values, indexes = [], []
         for sample in result["sample"]:
             picked = [sample.get(column) for column in columns]
+            if result.get("expectation") is None:  # which sample columns are the key is not known: the whole row
+                values.append(dict(zip(columns, picked)))
+                indexes.append(sample[row_of])
+                continue
             values.append(picked[0] if len(picked) == 1 else picked)
             keys = {name: value for name, value in sample.items() if name != row_of and name not in columns}
             indexes.append({**keys, **dict(zip(columns, picked))} if keys else sample[row_of])
