@@ -1,8 +1,9 @@
 """The Celery app: configured from Django settings (``CELERY_*``), tasks found in ``workers``."""
+import importlib
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 from django.db import close_old_connections
 from kombu.serialization import disable_insecure_serializers
 
@@ -32,6 +33,19 @@ def _close_old_connections(**kwargs):
 
 task_prerun.connect(_close_old_connections, weak=False)
 task_postrun.connect(_close_old_connections, weak=False)
+
+
+def _heavy_libraries_preload(**kwargs):
+    """Import the data libraries once in the worker's main process, before it forks its pool: commands and the web
+    app load them on first use (``agents.core.lazy``), but each pool process would otherwise pay for them again on
+    its first data task."""
+    for name in HEAVY_LIBRARIES:
+        importlib.import_module(name)
+
+
+#: Loaded on first use everywhere but in a worker, which loads them at start (see above).
+HEAVY_LIBRARIES = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "requests")
+worker_init.connect(_heavy_libraries_preload, weak=False)
 
 # Named, not imported: Celery loads it when a worker starts, after Django is set up (the step uses models).
 app.steps["worker"].add("workers.bootsteps:AgentRegistryStep")

@@ -10,21 +10,21 @@ to the address that was checked, never to a second DNS answer (no DNS rebinding)
 the call opts in; then every hop is checked the same way, and a hop to another host carries neither the caller's
 headers (which may hold secrets) nor its body.
 """
+from __future__ import annotations
+
 import ipaddress
 import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
+from agents.core.lazy import lazy
 from agents.exceptions import OutboundRequestError
+
+requests = lazy("requests")
+urllib3 = lazy("urllib3")
 
 #: Statuses that name another location.
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -108,8 +108,8 @@ def _url_checked(url: str, setting: str | None):
                                    "header from a secret")
     host = (parts.hostname or "").lower()
     try:
-        client_host = (parse_url(url).host or "").strip("[]").lower()
-    except LocationParseError:
+        client_host = (urllib3.util.parse_url(url).host or "").strip("[]").lower()
+    except urllib3.exceptions.LocationParseError:
         client_host = None
     if not host or client_host != host:
         raise OutboundRequestError(f"{shown}: refused: the HTTP client would read another host from this URL")
@@ -160,6 +160,8 @@ def _in_named_network(ip, allowed: list[str]) -> bool:
 def _pinned_pool_classes(address: str) -> dict:
     """Connection pools whose connections go to ``address`` while the Host header, TLS name and certificate check
     keep the URL's host name."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
     class PinnedHTTPConnection(HTTPConnection):
         def __init__(self, *args, **kwargs):
@@ -180,16 +182,16 @@ def _pinned_pool_classes(address: str) -> dict:
     return {"http": PinnedHTTPConnectionPool, "https": PinnedHTTPSConnectionPool}
 
 
-class _PinnedAdapter(HTTPAdapter):
+def _pinned_adapter(address: str):
     """A transport adapter that connects to one checked address, whatever DNS says later."""
+    from requests.adapters import HTTPAdapter
 
-    def __init__(self, address: str):
-        self._address = address
-        super().__init__(max_retries=0)
+    class PinnedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = _pinned_pool_classes(address)
 
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _pinned_pool_classes(self._address)
+    return PinnedAdapter(max_retries=0)
 
 
 def outbound_request(method: str, url: str, *, setting: str, headers: dict | None = None, json=None,
@@ -205,7 +207,7 @@ def outbound_request(method: str, url: str, *, setting: str, headers: dict | Non
     for _ in range(MAX_REDIRECTS + 1):
         with requests.Session() as session:
             session.trust_env = False  # no proxy or netrc from the environment decides where a request goes
-            session.mount(f"{target.scheme}://", _PinnedAdapter(target.address))
+            session.mount(f"{target.scheme}://", _pinned_adapter(target.address))
             response = session.request(method, target.url, headers=headers, json=body, params=params,
                                        timeout=timeout_s, stream=stream, allow_redirects=False)
         if not follow_redirects or response.status_code not in REDIRECT_STATUSES:

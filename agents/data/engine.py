@@ -16,13 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from agents.core.lazy import lazy
 from agents.data import transforms as tf
 from agents.data.quality import CheckRunner
 from agents.data.sources import source_frame, source_read
+
+pd = lazy("pandas")
+pa = lazy("pyarrow")
+pq = lazy("pyarrow.parquet")
 
 #: Combine aggregate partials once this many have piled up, so memory stays bounded by groups, not chunks.
 PARTIALS_COMBINE_EVERY = 8

@@ -5,10 +5,14 @@ every 50th order has no customer, every 97th is a copy of the order before it, e
 amount, every 73rd names a customer that does not exist, every 89th is two years old; the rest are from the last
 20 hours before ``now`` (default: the current time, so freshness checks on the demo keep passing).
 """
+from __future__ import annotations
+
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from agents.core.lazy import lazy
+
+np = lazy("numpy")
+pd = lazy("pandas")
 
 REGIONS = ("north", "south", "east", "west")
 STATUSES = ("paid", "paid", "paid", "refunded", "pending")

@@ -5,6 +5,8 @@ touching anything; ``source_read`` streams it as DataFrames, reading only the co
 allows; ``source_describe`` says what was read, for lineage. Every failure is a ``DataSourceError`` (or
 ``ColumnError``) whose message names the source and the reason.
 """
+from __future__ import annotations
+
 import codecs
 import contextlib
 import csv
@@ -15,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import pandas as pd
 from django.conf import settings
 
+from agents.core.lazy import lazy
 from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved, secret_reference_problem, secret_url
 from agents.core.teams import acting_scoped
@@ -27,6 +29,8 @@ from agents.core.outbound import outbound_request, outbound_target, outbound_url
 from agents.data.paths import data_path_problem, data_path_resolve
 from agents.exceptions import CircuitOpenError, ColumnError, DataSourceError, OutboundRequestError, SecretError
 from agents.models import Dataset
+
+pd = lazy("pandas")
 
 SOURCE_KINDS = ("file", "database", "api", "dataset")
 FILE_FORMATS = ("csv", "jsonl", "parquet")

@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-import pandas as pd
-
+from agents.core.lazy import lazy
 from agents.core.registry import Registry
 from agents.expressions.vector import compile_vector
 from agents.exceptions import ColumnError, DataError, ExpressionError
+
+np = lazy("numpy")
+pd = lazy("pandas")
 
 TRANSFORM_TYPES = ("select", "rename", "filter", "derive", "aggregate", "join", "deduplicate", "sort", "custom")
 STREAMING_TYPES = frozenset({"select", "rename", "filter", "derive"})

@@ -29,9 +29,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import numpy as np
-import pandas as pd
-
+from agents.core.lazy import lazy
 from agents.expressions.compiler import (
     _OPERATOR_SYMBOLS,
     MAX_EXPONENT,
@@ -44,6 +42,9 @@ from agents.expressions.compiler import (
     validate_expression,
 )
 from agents.exceptions import ColumnError, ExpressionError
+
+np = lazy("numpy")
+pd = lazy("pandas")
 
 NUMBER = "number"
 STRING = "string"

@@ -7,6 +7,8 @@ A type is declared by a trigger on it or by an event types file; built-in types 
 time): a payload cannot make a pattern backtrack without end, and ``patternProperties``, which jsonschema matches
 with Python's backtracking ``re``, is refused.
 """
+from __future__ import annotations
+
 import functools
 import itertools
 import re
@@ -15,18 +17,20 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from jsonschema import Draft202012Validator, SchemaError, ValidationError, validators
-from referencing.exceptions import Unresolvable
 
 from agents.core.audit import audit_record
 from agents.core.definitions import DefinitionTextError, definition_items
 from agents.core.events import event_publish
 from agents.core.jsonable import UNSTORABLE, json_problem
+from agents.core.lazy import lazy
 from agents.core.teams import owned_get_or_create
 from agents.exceptions import EventPublishError, EventTypeError
 from agents.expressions.compiler import regex_compile
 from agents.models import Event, EventType, EventTypeDeclaration, Team
 from agents.models.orchestration import EVENT_TYPE_NAME_MAX_LENGTH, EVENT_TYPE_NAME_PATTERN, SYSTEM_EVENT_NAMESPACES
+
+jsonschema = lazy("jsonschema")
+referencing_exceptions = lazy("referencing.exceptions")
 
 EVENT_TYPE_KEYS = {"name", "schema", "description"}
 NAME_RULE = "an event type of your own is lowercase words (letters, digits, '_') joined by dots, such as order.received"
@@ -69,7 +73,7 @@ def event_type_name_problem(name: Any) -> str | None:
 def _pattern_keyword(validator, pattern: str, instance: Any, schema: dict):
     """JSON schema's ``pattern``, matched by RE2 rather than Python's backtracking ``re``."""
     if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 @functools.lru_cache(maxsize=256)
@@ -79,15 +83,15 @@ def _regex(pattern: str):
 
 @functools.lru_cache(maxsize=16)
 def _safe_validator(base: type) -> type:
-    return validators.extend(base, {"pattern": _pattern_keyword})
+    return jsonschema.validators.extend(base, {"pattern": _pattern_keyword})
 
 
 def _validator_class(schema: dict) -> type | None:
     """The validator of the draft ``$schema`` names (2020-12 when none), with RE2 patterns; None for an unknown one."""
     meta = schema.get("$schema")
     if meta is None:
-        return _safe_validator(Draft202012Validator)
-    base = validators.validator_for(schema, default=None) if isinstance(meta, str) else None
+        return _safe_validator(jsonschema.Draft202012Validator)
+    base = jsonschema.validators.validator_for(schema, default=None) if isinstance(meta, str) else None
     return None if base is None else _safe_validator(base)
 
 
@@ -120,7 +124,7 @@ def _schema_problems(schema: Any, where: str = "schema") -> list[str]:
                 "for draft 2020-12)"]
     try:
         validator.check_schema(schema)
-    except SchemaError as error:
+    except jsonschema.SchemaError as error:
         return [f"{where}{_path(error.absolute_path)}: {_reason(error.message)}"]
     errors = []
     top = schema.get("type", "object")
@@ -143,12 +147,12 @@ def _schema_problems(schema: Any, where: str = "schema") -> list[str]:
     return errors
 
 
-def _schema_errors(validator, payload: dict) -> tuple[list[ValidationError], str | None]:
+def _schema_errors(validator, payload: dict) -> tuple[list[jsonschema.ValidationError], str | None]:
     """The first ``MAX_PAYLOAD_PROBLEMS`` ways ``payload`` breaks the schema, or what stops the schema from judging it
     at all (a reference that resolves to nothing, a schema that refers to itself without end)."""
     try:
         return list(itertools.islice(validator.iter_errors(payload), MAX_PAYLOAD_PROBLEMS)), None
-    except Unresolvable as error:
+    except referencing_exceptions.Unresolvable as error:
         return [], f"a reference cannot be resolved: {_reason(str(error))}"
     except RecursionError:
         return [], "it refers to itself without end"

@@ -7,8 +7,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
+from agents.core.lazy import lazy
 from agents.core.actions import ActionContext, Deferred, Wait, action, task_kind
 from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved
@@ -26,6 +25,8 @@ from agents.exceptions import (
 )
 from agents.workflows.engine import workflow_steps_requeue_lost
 from agents.workflows.services import workflow_run_start
+
+requests = lazy("requests")
 
 # --- built-in actions --------------------------------------------------------
 
