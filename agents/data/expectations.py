@@ -342,6 +342,7 @@ def expectation_check(raw: Any, *, where: str) -> tuple[dict | None, list[str]]:
     columns = [kwargs.get(key) for key in ("column", "column_A", "column_B") if isinstance(kwargs.get(key), str)]
     check["name"] = ":".join([name, *columns])
     check["sample_size"] = GE_SAMPLE_SIZE
+    check["failing_rows"] = check["type"] != "row_count"  # every failing row kept, as GE's COMPLETE format lists them
     check["expectation"] = {"type": name, "kwargs": kwargs, "meta": raw.get("meta") or {}}
     return check, []
 
