@@ -14,7 +14,7 @@ import ast
 import functools
 import math
 import operator
-from typing import Any
+from typing import Any, NamedTuple
 
 from agents.core.lazy import lazy
 from agents.decisions.ruleset import Outcome, Rule, RuleSet, hit_policy_apply
@@ -100,7 +100,7 @@ class _Unsupported(Exception):
 _CONSTANT = "constant"
 _ORDERING = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
 _EQUALITY = {ast.Eq: operator.eq, ast.NotEq: operator.ne}
-_NUMPY_ARITHMETIC = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply}
+_NUMPY_ARITHMETIC = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply"}  # numpy loads on first use
 
 
 def _number_constant(value: Any) -> bool:
@@ -216,7 +216,8 @@ class _NumpyCondition:
                         raise _Unsupported
                     return _NUMBER, -data if negate else data
         elif isinstance(node, ast.BinOp):
-            left, right, function = self.build(node.left), self.build(node.right), _NUMPY_ARITHMETIC[type(node.op)]
+            left, right = self.build(node.left), self.build(node.right)
+            function = getattr(np, _NUMPY_ARITHMETIC[type(node.op)])
 
             def evaluate(columns, memo):
                 sides = (left(columns, memo), right(columns, memo))
@@ -376,6 +377,17 @@ def _row_hit(rule: Rule, values: dict, context: dict) -> tuple[bool, str | None]
         return False, str(error)
 
 
+class Verdict(NamedTuple):
+    """What the rules decided for one context, without its trace: the outcome shared by every context with the same
+    matched rules (its trace empty) or the ``DecisionError`` of a conflict, the positions (in evaluation order) of
+    the matched rules, the error text of each rule that failed, and how many rules were evaluated."""
+
+    outcome: Outcome | DecisionError
+    matched: tuple[int, ...]
+    errors: dict[int, str] | None
+    evaluated: int
+
+
 def ruleset_evaluate_batch(ruleset: RuleSet, contexts: list[dict],
                            values: list[dict] | None = None) -> list[Outcome | DecisionError]:
     """The outcome of each context, as ``ruleset_evaluate(ruleset, context, explain=False)`` gives it, or the
@@ -386,17 +398,32 @@ def ruleset_evaluate_batch(ruleset: RuleSet, contexts: list[dict],
     Trace entries of rules that did not match and had no error are shared between outcomes: read them, do not
     change them.
     """
+    fields = ruleset.fields
+    raw = ({path: [row.get(path) for row in values] for path in fields} if values is not None
+           else fields_columns(contexts, fields))
+    tracer = Tracer(ruleset)
+    outcomes: list[Outcome | DecisionError] = []
+    for row, verdict in enumerate(ruleset_verdicts(ruleset, contexts, raw)):
+        outcome = verdict.outcome
+        if not isinstance(outcome, DecisionError):
+            outcome = Outcome(matched=outcome.matched, decision=outcome.decision, confidence=outcome.confidence,
+                              reasoning=outcome.reasoning, trace=tracer.trace(verdict, raw, row),
+                              answered=outcome.answered)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def ruleset_verdicts(ruleset: RuleSet, contexts: list[dict], raw: dict[str, list]) -> list[Verdict]:
+    """Each context's verdict; ``raw`` holds each field's value per context (``fields_columns``)."""
     order = ruleset.evaluation_order
     count = len(contexts)
     if count == 0:
         return []
     if not order:
-        return [hit_policy_apply(ruleset, [], ()) for _ in range(count)]
+        outcome = _policy(ruleset, ())
+        return [Verdict(outcome, (), None, 0)] * count
     plan = _plan(ruleset)
-    fields = ruleset.fields
-    raw = ({path: [row.get(path) for row in values] for path in fields} if values is not None
-           else fields_columns(contexts, fields))
-    columns = _Columns(fields, raw, count)
+    columns = _Columns(ruleset.fields, raw, count)
     stop_at_first = ruleset.hit_policy == "first"
     hits = np.zeros((len(order), count), dtype=bool)
     errors: dict[int, dict[int, str]] = {}  # row -> rule position -> error text
@@ -411,7 +438,15 @@ def ruleset_evaluate_batch(ruleset: RuleSet, contexts: list[dict],
             hits[position, row] = hit
             if error is not None:
                 errors.setdefault(row, {})[position] = error
-    return _outcomes(ruleset, order, hits, errors, columns)
+    return _verdicts(ruleset, hits, errors)
+
+
+def _policy(ruleset: RuleSet, matched: tuple[int, ...]) -> Outcome | DecisionError:
+    order = ruleset.evaluation_order
+    try:
+        return hit_policy_apply(ruleset, [order[position] for position in matched], ())
+    except DecisionError as error:
+        return error
 
 
 def _rule_mask(plan: _Plan, position: int, rule: Rule, columns: _Columns, hits: np.ndarray, shared: dict):
@@ -436,44 +471,49 @@ def _rule_mask(plan: _Plan, position: int, rule: Rule, columns: _Columns, hits: 
     return np.flatnonzero(np.logical_or.reduce([columns.unclean[path] for path in rule.fields])).tolist()
 
 
-def _outcomes(ruleset: RuleSet, order: tuple[Rule, ...], hits: np.ndarray, errors: dict, columns: _Columns) -> list:
+def _verdicts(ruleset: RuleSet, hits: np.ndarray, errors: dict) -> list[Verdict]:
     """Apply the hit policy per row; one policy evaluation per distinct set of matched rules."""
-    plain = [{"rule_id": rule.id, "matched": False, "error": None} for rule in order]
-    raw = columns.raw
+    count = len(ruleset.evaluation_order)
     stop_at_first = ruleset.hit_policy == "first"
     memo: dict[tuple, Outcome | DecisionError] = {}
-    outcomes: list[Outcome | DecisionError] = []
     if stop_at_first:
         firsts = hits.argmax(axis=0).tolist()
         any_hit = hits.any(axis=0).tolist()
         matched_of = (((first,) if hit else ()) for first, hit in zip(firsts, any_hit))
     else:
-        columns = hits.T
-        matched_of = (tuple(np.flatnonzero(column).tolist()) for column in columns)
+        matched_of = (tuple(np.flatnonzero(column).tolist()) for column in hits.T)
+    verdicts = []
     for row, matched in enumerate(matched_of):
         outcome = memo.get(matched)
         if outcome is None:
-            try:
-                outcome = hit_policy_apply(ruleset, [order[position] for position in matched], ())
-            except DecisionError as error:
-                outcome = error
-            memo[matched] = outcome
-        if isinstance(outcome, DecisionError):
-            outcomes.append(outcome)
-            continue
-        evaluated = (matched[0] + 1 if matched else len(order)) if stop_at_first else len(order)
-        trace = plain[:evaluated]
+            outcome = memo[matched] = _policy(ruleset, matched)
+        evaluated = (matched[0] + 1 if matched else count) if stop_at_first else count
         failed = errors.get(row)
-        if failed:
-            for position, error in failed.items():
-                if position < evaluated:
-                    trace[position] = {"rule_id": order[position].id, "matched": False, "error": error}
-        for position in matched:
+        if failed and stop_at_first:
+            failed = {position: error for position, error in failed.items() if position < evaluated} or None
+        verdicts.append(Verdict(outcome, matched, failed, evaluated))
+    return verdicts
+
+
+class Tracer:
+    """Builds the trace ``ruleset_evaluate(..., explain=False)`` gives from a verdict and the context's field
+    values; entries of rules that did not match and had no error are shared between traces."""
+
+    def __init__(self, ruleset: RuleSet):
+        self.order = ruleset.evaluation_order
+        self.plain = [{"rule_id": rule.id, "matched": False, "error": None} for rule in self.order]
+
+    def trace(self, verdict: Verdict, raw: dict[str, list], row: int) -> tuple[dict, ...]:
+        """The trace of the context at ``row`` of ``raw`` (each field's value per context)."""
+        order = self.order
+        trace = self.plain[:verdict.evaluated]
+        if verdict.errors:
+            for position, error in verdict.errors.items():
+                trace[position] = {"rule_id": order[position].id, "matched": False, "error": error}
+        for position in verdict.matched:
             rule = order[position]
             entry = {"rule_id": rule.id, "matched": True, "error": None}
             if rule.fields:
                 entry["reads"] = {path: raw[path][row] for path in rule.fields}
             trace[position] = entry
-        outcomes.append(Outcome(matched=outcome.matched, decision=outcome.decision, confidence=outcome.confidence,
-                                reasoning=outcome.reasoning, trace=tuple(trace), answered=outcome.answered))
-    return outcomes
+        return tuple(trace)

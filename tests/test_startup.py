@@ -1,0 +1,48 @@
+"""A process starts without the heavy libraries: they load where they are used (``agents.core.lazy``)."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_DIR
+
+DATA_LIBRARIES = ("pandas", "numpy", "pyarrow", "sklearn", "skops")
+#: Also loaded on first use by agentsite itself; the API's own libraries (DRF, drf-spectacular) import them anyway.
+HEAVY = (*DATA_LIBRARIES, "requests", "jsonschema")
+
+LOADED_AFTER = """
+import json, sys, django
+django.setup()
+{then}
+print(json.dumps(sorted(name for name in {heavy!r} if name in sys.modules)))
+"""
+
+
+def loaded_after(then: str = "") -> list[str]:
+    """The heavy libraries imported once the settings and app registry are loaded, and ``then`` has run."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "agentsite.settings"}
+    code = LOADED_AFTER.format(then=then, heavy=HEAVY)
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT_DIR, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_settings_and_app_registry_load_no_heavy_library():
+    assert loaded_after() == []
+
+
+def test_every_command_module_and_the_url_routes_load_no_data_library():
+    then = """
+from django.core.management import get_commands, load_command_class
+from django.urls import get_resolver
+get_resolver().url_patterns
+for name, app in get_commands().items():
+    load_command_class(app, name)
+"""
+    assert set(loaded_after(then)).isdisjoint(DATA_LIBRARIES)
+
+
+def test_a_library_loads_where_it_is_used():
+    then = "from agents.data.samples import customers_frame\ncustomers_frame()"
+    assert {"pandas", "numpy"} <= set(loaded_after(then))
