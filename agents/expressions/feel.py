@@ -4,14 +4,35 @@ A hand-written recursive-descent parser turns the text into tuples of known node
 tree into closures over plain values. Nothing is ever passed to ``eval``/``exec``. Numbers are
 ``decimal.Decimal`` (34 digits, as DMN's decimal128), so ``0.1 + 0.2 = 0.3``. FEEL's names may hold spaces
 (``Monthly Salary``): the parser matches the longest name it was told is in scope.
+
+Values, their equality, order and arithmetic live in ``feel_values``, dates, times and durations in
+``feel_temporal``, the built-in functions in ``feel_builtins``. Loops (``for``, ``some``, ``every``), filters,
+sorting and the lists built-ins make are charged to a step budget per evaluation (``MAX_FEEL_STEPS``), and
+function calls nest at most ``MAX_CALL_DEPTH`` deep, so a text cannot run for long or recurse without end.
 """
-import decimal
+import datetime
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from agents.exceptions import ExpressionError
+from agents.expressions.feel_builtins import BUILTIN_NAMES, BUILTINS
+from agents.expressions.feel_temporal import is_date, parse_literal, temporal_property
+from agents.expressions.feel_values import (  # noqa: F401 - FeelFunction, feel_value, json_value: the public face
+    FeelFunction,
+    FeelRange,
+    TYPE_NAMES,
+    feel_arithmetic,
+    feel_equal,
+    feel_instance_of,
+    feel_negate,
+    feel_order,
+    feel_value,
+    is_number,
+    json_value,
+    range_contains,
+)
 
 #: Longest FEEL text accepted (characters), deepest nesting, most nodes: the same kind of bounds as our expressions.
 MAX_FEEL_CHARS = 10_000
@@ -19,12 +40,10 @@ MAX_FEEL_DEPTH = 40
 MAX_FEEL_NODES = 1_000
 #: Deepest chain of function (business knowledge model) invocations at run time.
 MAX_CALL_DEPTH = 30
-#: Largest exponent of ``**`` (absolute value).
-MAX_EXPONENT = 10_000
-
-CONTEXT = decimal.Context(prec=34, rounding=decimal.ROUND_HALF_EVEN, Emax=6144, Emin=-6143,
-                          traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
-
+#: Most loop iterations, filtered items, sort comparisons and built list items per evaluation.
+MAX_FEEL_STEPS = 200_000
+#: Names after a ``.`` that read a component of a date, time, duration or range.
+PROPERTY_NAMES = frozenset({"time offset", "start included", "end included"})
 KEYWORDS = {"if", "then", "else", "and", "or", "true", "false", "null", "between", "in", "for", "some", "every",
             "return", "satisfies", "function", "instance", "of"}
 
@@ -32,10 +51,12 @@ _TOKEN = re.compile(r"""
     (?P<ws>\s+)
   | (?P<number>\d+(?:\.\d+)?|\.\d+)
   | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<temporal>@"(?:[^"\\]|\\.)*")
   | (?P<op>\*\*|\.\.|<=|>=|!=|[-+*/<>=()\[\]{},.:?])
   | (?P<name>[^\W\d][\w]*)
 """, re.VERBOSE)
 _NAME_CHAR = re.compile(r"\w")
+_FIRST_WORD = re.compile(r"[^\s(),.:\[\]{}]*")
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "'": "'"}
 
 
@@ -52,24 +73,19 @@ class Token:
     at: int
 
 
-@dataclass(frozen=True)
-class FeelFunction:
-    """A callable FEEL value: a business knowledge model or a built-in, with its parameter names."""
-
-    name: str
-    parameters: tuple[str, ...]
-    body: Callable[..., Any]
-
-
 def _tokenize(text: str, names: Iterable[str]) -> list[Token]:
     multi = sorted({name for name in names if not re.fullmatch(r"[^\W\d]\w*", name)}, key=len, reverse=True)
-    patterns = [(name, re.compile(r"\s+".join(re.escape(part) for part in name.split()))) for name in multi if name.strip()]
+    patterns: dict[str, list] = {}  # first word -> (name, pattern), longest name first
+    for name in multi:
+        if name.strip():
+            pattern = re.compile(r"\s+".join(re.escape(part) for part in name.split()))
+            patterns.setdefault(_FIRST_WORD.match(name.strip()).group(), []).append((name, pattern))
     tokens, position = [], 0
     while position < len(text):
         if text[position].isalpha() or text[position] == "_":
             # FEEL names may contain spaces and symbols: the longest name in scope wins.
             matched = None
-            for name, pattern in patterns:
+            for name, pattern in patterns.get(_FIRST_WORD.match(text, position).group(), ()):
                 found = pattern.match(text, position)
                 if found and not (found.end() < len(text) and _NAME_CHAR.match(text[found.end()])
                                   and _NAME_CHAR.match(text[found.end() - 1])):
@@ -159,8 +175,18 @@ class _Parser:
     def expression(self) -> tuple:
         self.enter()
         try:
-            if self.token.kind == "name" and self.token.text in ("for", "some", "every", "function"):
-                self.fail(f"{self.token.text!r} expressions are not supported")
+            if self.accept("for"):
+                contexts = self.iteration_contexts()
+                self.expect("return")
+                return self.node("for", contexts, self.expression())
+            if self.token.kind == "name" and self.token.text in ("some", "every"):
+                every = self.token.text == "every"
+                self.index += 1
+                contexts = self.iteration_contexts()
+                self.expect("satisfies")
+                return self.node("quantified", every, contexts, self.expression())
+            if self.accept("function"):
+                return self.function_definition()
             if self.accept("if"):
                 condition = self.expression()
                 self.expect("then")
@@ -168,6 +194,80 @@ class _Parser:
                 self.expect("else")
                 return self.node("if", condition, then, self.expression())
             return self.disjunction()
+        finally:
+            self.depth -= 1
+
+    def local_name(self, what: str) -> str:
+        token = self.token
+        if token.kind != "name" or token.text in KEYWORDS:
+            self.fail(f"expected {what}, found {token.text or 'the end'!r}")
+        self.index += 1
+        return token.text
+
+    def iteration_contexts(self) -> tuple:
+        """``x in L, y in 1..3``: (name, domain, end of a numeric or date range or None) each."""
+        contexts = []
+        while True:
+            name = self.local_name("a name to iterate with")
+            self.expect("in")
+            domain = self.expression()
+            contexts.append((name, domain, self.expression() if self.accept("..") else None))
+            if not self.accept(","):
+                return tuple(contexts)
+
+    def function_definition(self) -> tuple:
+        """``function(a, b: number) a + b`` (parameter types are read but not enforced)."""
+        self.expect("(")
+        parameters: list[str] = []
+        if not self.accept(")"):
+            while True:
+                name = self.local_name("a parameter name")
+                if name in parameters:
+                    self.fail(f"parameter {name!r} named twice")
+                parameters.append(name)
+                if self.accept(":"):
+                    self.type_spec()
+                if self.accept(")"):
+                    break
+                self.expect(",")
+        if self.token.kind == "name" and self.token.text == "external":
+            self.fail("external functions are not supported")
+        return self.node("function", tuple(parameters), self.expression())
+
+    def type_spec(self) -> tuple:
+        """A FEEL type: ``number``, ``list<string>``, ``context<a: number>``, ``range<date>``,
+        ``function<number>->string``."""
+        self.enter()
+        try:
+            if self.token.kind != "name":
+                self.fail(f"expected a type name, found {self.token.text or 'the end'!r}")
+            name = self.token.text
+            self.index += 1
+            if name in ("list", "range") and self.accept("<"):
+                inner = self.type_spec()
+                self.expect(">")
+                return (name, inner)
+            if name == "context" and self.accept("<"):
+                entries = []
+                while not self.accept(">"):
+                    if entries:
+                        self.expect(",")
+                    key = self.local_name("a context key")
+                    self.expect(":")
+                    entries.append((key, self.type_spec()))
+                return ("context", tuple(entries))
+            if name == "function" and self.accept("<"):
+                parameters = []
+                while not self.accept(">"):
+                    if parameters:
+                        self.expect(",")
+                    parameters.append(self.type_spec())
+                self.expect("-")
+                self.expect(">")
+                return ("function", tuple(parameters), self.type_spec())
+            if name not in TYPE_NAMES:
+                self.fail(f"unknown type {name!r} (types: {', '.join(sorted(TYPE_NAMES))})")
+            return ("type", name)
         finally:
             self.depth -= 1
 
@@ -194,14 +294,15 @@ class _Parser:
             self.expect("and")
             return self.node("between", left, low, self.additive())
         if self.accept("in"):
-            if self.accept("("):
+            if self.token.text == "(" and not self._range_follows() and self.accept("("):
                 tests = self.positive_unary_tests()
                 self.expect(")")
             else:
                 tests = (self.positive_unary_test(),)
             return self.node("in", left, tests)
-        if self.token.text == "instance" and self.token.kind == "name":
-            self.fail("'instance of' is not supported")
+        if self.accept("instance"):
+            self.expect("of")
+            return self.node("instance", left, self.type_spec())
         return left
 
     def arithmetic(self, operators: tuple[str, ...], operand: Callable[[], tuple]) -> tuple:
@@ -238,7 +339,8 @@ class _Parser:
                     self.fail("expected a name after '.'")
                 value = self.node("path", value, self.token.text)
                 self.index += 1
-            elif self.accept("["):
+            elif self.token.text == "[" and not self._closes_range():
+                self.index += 1
                 value = self.node("filter", value, self.expression())
                 self.expect("]")
             elif self.accept("("):
@@ -272,6 +374,18 @@ class _Parser:
         if token.kind == "string":
             self.index += 1
             return self.node("const", _string_value(token.text))
+        if token.kind == "temporal":
+            value = parse_literal(_string_value(token.text[1:]))
+            if value is None:
+                self.fail(f"{token.text} is not a date, time, date and time or duration")
+            self.index += 1
+            return self.node("const", value)
+        if token.kind == "op" and token.text in ("<", "<=", ">", ">="):
+            self.index += 1
+            endpoint = self.additive()
+            if token.text.startswith("<"):
+                return self.node("interval", False, None, endpoint, token.text == "<=")
+            return self.node("interval", token.text == ">=", endpoint, None, False)
         if token.kind == "name":
             if token.text in ("true", "false"):
                 self.index += 1
@@ -285,8 +399,14 @@ class _Parser:
             return self.node("name", token.text)
         if self.accept("?"):
             return self.node("name", "?")
+        if self.accept("]"):
+            low = self.expression()
+            self.expect("..")
+            return self.interval(token.text, low)
         if self.accept("("):
             inner = self.expression()
+            if self.accept(".."):
+                return self.interval(token.text, inner)
             self.expect(")")
             return inner
         if self.accept("["):
@@ -294,6 +414,8 @@ class _Parser:
             if not self.accept("]"):
                 while True:
                     items.append(self.expression())
+                    if len(items) == 1 and self.accept(".."):
+                        return self.interval(token.text, items[0])
                     if self.accept("]"):
                         break
                     self.expect(",")
@@ -317,6 +439,16 @@ class _Parser:
             return self.node("context", tuple(entries))
         self.fail(f"unexpected {token.text or 'end of text'!r}")
 
+    def interval(self, opening: str, low: tuple) -> tuple:
+        """The rest of a range value ``[low..high]`` after its ``..``; ``(`` or ``]`` opens it, ``)`` or ``[``
+        closes it."""
+        high = self.expression()
+        if self.token.text not in ("]", ")", "["):
+            self.fail("expected ']', ')' or '[' to close the range")
+        closing = self.token.text
+        self.index += 1
+        return self.node("interval", opening == "[", low, high, closing == "]")
+
     # -- unary tests (decision table input entries)
     def unary_tests(self) -> tuple:
         if self.token.text == "-" and self.tokens[self.index + 1].kind == "end":
@@ -329,6 +461,24 @@ class _Parser:
             self.expect(")")
             return self.node("not", tests)
         return self.node("tests", self.positive_unary_tests())
+
+    def _closes_range(self) -> bool:
+        # `]1..5[`: a `[` that nothing follows closes an open range; it does not start a filter.
+        following = self.tokens[self.index + 1]
+        return following.kind == "end" or following.text in (",", ")", "]", "}")
+
+    def _range_follows(self) -> bool:
+        # `x in (1..5]` is a range; `x in (1, 2)` a list of tests.
+        depth = 0
+        for position in range(self.index + 1, len(self.tokens)):
+            text = self.tokens[position].text
+            if text in ("(", "[", "{"):
+                depth += 1
+            elif depth and text in (")", "]", "}"):
+                depth -= 1
+            elif depth == 0 and text in ("..", ",", ")", "]"):
+                return text == ".."
+        return False
 
     def _not_is_negation(self) -> bool:
         # `not(...)` spanning the whole entry negates the tests; `not(x) = y` would be an expression.
@@ -372,98 +522,6 @@ class _Parser:
 # --- compile ----------------------------------------------------------------
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, Decimal)
-
-
-def feel_value(value: Any) -> Any:
-    """Turn a JSON value into a FEEL value: numbers become ``Decimal`` (as written, so 0.1 stays 0.1)."""
-    if isinstance(value, bool) or value is None or isinstance(value, (str, Decimal)):
-        return value
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, dict):
-        return {str(key): feel_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [feel_value(item) for item in value]
-    return value
-
-
-def json_value(value: Any) -> Any:
-    """Turn a FEEL value into JSON: an integral number becomes an int, any other a float; functions become null."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            return None
-        return int(value) if value == value.to_integral_value() and abs(value) < Decimal(10) ** 18 else float(value)
-    if isinstance(value, dict):
-        return {key: json_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [json_value(item) for item in value]
-    if isinstance(value, FeelFunction):
-        return None
-    return value
-
-
-def feel_equal(left: Any, right: Any) -> bool | None:
-    """FEEL ``=``: null equals only null; values of different kinds are not comparable (null)."""
-    if left is None or right is None:
-        return left is None and right is None
-    if isinstance(left, bool) != isinstance(right, bool):
-        return None
-    if _number(left) and _number(right):
-        return left.compare(right) == 0
-    if isinstance(left, list) and isinstance(right, list):
-        if len(left) != len(right):
-            return False
-        results = [feel_equal(a, b) for a, b in zip(left, right)]
-        return None if None in results else all(results)
-    if isinstance(left, dict) and isinstance(right, dict):
-        if set(left) != set(right):
-            return False
-        results = [feel_equal(left[key], right[key]) for key in left]
-        return None if None in results else all(results)
-    if type(left) is not type(right):
-        return None
-    return left == right
-
-
-def _order(operator: str, left: Any, right: Any) -> bool | None:
-    if operator in ("=", "!="):
-        equal = feel_equal(left, right)
-        return equal if equal is None or operator == "=" else not equal
-    comparable = (_number(left) and _number(right)) or (isinstance(left, str) and isinstance(right, str))
-    if not comparable:
-        return None
-    return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[operator]
-
-
-def _arithmetic(operator: str, left: Any, right: Any) -> Any:
-    if left is None or right is None:
-        return None
-    if operator == "+" and isinstance(left, str) and isinstance(right, str):
-        return left + right
-    if not (_number(left) and _number(right)):
-        return None
-    try:
-        if operator == "+":
-            return CONTEXT.add(left, right)
-        if operator == "-":
-            return CONTEXT.subtract(left, right)
-        if operator == "*":
-            return CONTEXT.multiply(left, right)
-        if operator == "/":
-            return None if right == 0 else CONTEXT.divide(left, right)
-        if abs(right) > MAX_EXPONENT:
-            return None
-        if right == right.to_integral_value():
-            return CONTEXT.power(left, int(right))
-        return CONTEXT.power(left, right)
-    except ArithmeticError:
-        return None
-
-
 def _truth(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
@@ -471,12 +529,14 @@ def _truth(value: Any) -> bool | None:
 class Scope:
     """Names visible to an evaluation: a chain of mappings, innermost first."""
 
-    __slots__ = ("values", "parent", "calls")
+    __slots__ = ("values", "parent", "calls", "budget")
 
-    def __init__(self, values: dict, parent: "Scope | None" = None, calls: int = 0):
+    def __init__(self, values: dict, parent: "Scope | None" = None, calls: int = 0, budget: list | None = None):
         self.values = values
         self.parent = parent
         self.calls = calls
+        # One budget (a one-item list, shared by every child) per evaluation.
+        self.budget = budget if budget is not None else parent.budget if parent is not None else [MAX_FEEL_STEPS]
 
     def get(self, name: str) -> tuple[bool, Any]:
         scope = self
@@ -490,7 +550,21 @@ class Scope:
         calls = self.calls + (1 if call else 0)
         if calls > MAX_CALL_DEPTH:
             raise FeelError(f"function calls nested deeper than {MAX_CALL_DEPTH}")
-        return Scope(values, self, calls)
+        return Scope(values, self, calls, self.budget)
+
+    def closure(self, values: dict, caller: "Scope") -> "Scope":
+        """The scope of a ``function(...)`` literal's body: its parameters over the scope it was defined in,
+        one call deeper than ``caller`` and on the caller's budget."""
+        if caller.calls + 1 > MAX_CALL_DEPTH:
+            raise FeelError(f"function calls nested deeper than {MAX_CALL_DEPTH}")
+        return Scope(values, self, caller.calls + 1, caller.budget)
+
+    def charge(self, steps: int = 1) -> None:
+        """Spend ``steps`` of the evaluation's budget; FeelError once it is spent."""
+        self.budget[0] -= steps
+        if self.budget[0] < 0:
+            raise FeelError(f"evaluation took more than {MAX_FEEL_STEPS} steps (loop iterations, filtered items, "
+                            "list items built)")
 
 
 Compiled = Callable[[Scope], Any]
@@ -501,6 +575,15 @@ class _Compiler:
 
     def __init__(self):
         self.free: set[str] = set()
+        self.bound: list[frozenset] = []  # names a loop, function or context binds around the node compiled
+
+    def local(self, names: Iterable[str], node: tuple) -> Compiled:
+        """Compile ``node`` where ``names`` are bound (so they are not free names of the text)."""
+        self.bound.append(frozenset(names))
+        try:
+            return self.compile(node)
+        finally:
+            self.bound.pop()
 
     def compile(self, node: tuple) -> Compiled:
         return getattr(self, "c_" + node[0])(*node[1:])
@@ -509,7 +592,8 @@ class _Compiler:
         return lambda scope: value
 
     def c_name(self, name):
-        self.free.add(name)
+        if not any(name in names for names in self.bound):
+            self.free.add(name)
 
         def read(scope: Scope):
             found, value = scope.get(name)
@@ -526,8 +610,8 @@ class _Compiler:
             if isinstance(value, dict):
                 return value.get(key)
             if isinstance(value, list):  # a path over a list maps over its items
-                return [item.get(key) if isinstance(item, dict) else None for item in value]
-            return None
+                return [_component(item, key) for item in value]
+            return _component(value, key)
         return read
 
     def c_filter(self, target, condition):
@@ -536,8 +620,9 @@ class _Compiler:
         def read(scope: Scope):
             value = inner(scope)
             items = value if isinstance(value, list) else [value]
+            scope.charge(len(items))
             index = test(scope)
-            if _number(index):
+            if is_number(index):
                 position = int(index)
                 if position > 0 and position <= len(items):
                     return items[position - 1]
@@ -565,35 +650,36 @@ class _Compiler:
                 return None
             if named:
                 values = {name: argument(scope) for name, argument in named}
-                unknown = set(values) - set(target.parameters)
-                if unknown:
+                signature = next((signature for signature in (target.parameters, *target.overloads)
+                                  if set(values) <= set(signature)), None)
+                if signature is None:
+                    unknown = set(values) - set(target.parameters)
                     raise FeelError(f"{label}: no parameter named {', '.join(sorted(unknown))}")
-                return target.body(scope, *[values.get(name) for name in target.parameters])
+                # Parameters after the last one named are left out, so a built-in sees them as not given.
+                given = max(signature.index(name) for name in values) + 1
+                return target.body(scope, *[values.get(name) for name in signature[:given]])
             return target.body(scope, *[argument(scope) for argument in positional])
         return call
 
     def c_neg(self, operand):
         inner = self.compile(operand)
 
-        def negate(scope: Scope):
-            value = inner(scope)
-            return -value if _number(value) else None
-        return negate
+        return lambda scope: feel_negate(inner(scope))
 
     def c_arith(self, operator, left, right):
         first, second = self.compile(left), self.compile(right)
-        return lambda scope: _arithmetic(operator, first(scope), second(scope))
+        return lambda scope: feel_arithmetic(operator, first(scope), second(scope))
 
     def c_cmp(self, operator, left, right):
         first, second = self.compile(left), self.compile(right)
-        return lambda scope: _order(operator, first(scope), second(scope))
+        return lambda scope: feel_order(operator, first(scope), second(scope))
 
     def c_between(self, value, low, high):
         inner, lower, upper = self.compile(value), self.compile(low), self.compile(high)
 
         def between(scope: Scope):
             item = inner(scope)
-            return _and(_order(">=", item, lower(scope)), _order("<=", item, upper(scope)))
+            return _and(feel_order(">=", item, lower(scope)), feel_order("<=", item, upper(scope)))
         return between
 
     def c_in(self, value, tests):
@@ -632,7 +718,7 @@ class _Compiler:
         return lambda scope: [item(scope) for item in compiled]
 
     def c_context(self, entries):
-        compiled = [(key, self.compile(value)) for key, value in entries]
+        compiled = [(key, self.local([key for key, _ in entries], value)) for key, value in entries]
 
         def build(scope: Scope):
             result: dict = {}
@@ -641,6 +727,70 @@ class _Compiler:
                 result[key] = value(inner)
             return result
         return build
+
+    def c_interval(self, start_included, low, high, end_included):
+        lower = self.compile(low) if low is not None else None
+        upper = self.compile(high) if high is not None else None
+
+        def build(scope: Scope):
+            start = lower(scope) if lower is not None else None
+            end = upper(scope) if upper is not None else None
+            if (lower is not None and start is None) or (upper is not None and end is None):
+                return None
+            if lower is not None and upper is not None and feel_order("<=", start, end) is None:
+                return None  # ends of different kinds
+            return FeelRange(start, end, start_included, end_included)
+        return build
+
+    def c_instance(self, value, type_spec):
+        inner = self.compile(value)
+        return lambda scope: feel_instance_of(inner(scope), type_spec)
+
+    def c_function(self, parameters, body):
+        run = self.local(parameters, body)
+
+        def define(scope: Scope):
+            def call(caller: Scope, *arguments):
+                if len(arguments) > len(parameters):
+                    return None
+                values = dict(zip(parameters, arguments))
+                values.update((name, None) for name in parameters[len(arguments):])
+                return run(scope.closure(values, caller))
+            return FeelFunction("function", parameters, call)
+        return define
+
+    def _iteration(self, contexts, body) -> tuple[list, Compiled]:
+        domains, names = [], []
+        for name, low, high in contexts:
+            domains.append((name, self.local(names, low), self.local(names, high) if high is not None else None))
+            names.append(name)
+        return domains, self.local([*names, "partial"], body)
+
+    def c_for(self, contexts, body):
+        domains, run = self._iteration(contexts, body)
+
+        def loop(scope: Scope):
+            results: list = []
+            try:
+                for values in _bindings(domains, scope, {}):
+                    results.append(run(scope.child({**values, "partial": results})))
+            except _NoDomain:
+                return None
+            return results
+        return loop
+
+    def c_quantified(self, every, contexts, condition):
+        domains, test = self._iteration(contexts, condition)
+
+        def quantified(scope: Scope):
+            try:
+                for values in _bindings(domains, scope, {}):
+                    if (test(scope.child(values)) is True) is not every:
+                        return not every
+            except _NoDomain:
+                return None
+            return every
+        return quantified
 
     # -- unary tests: each compiles to test(input, scope) -> bool | None
     def c_any(self):
@@ -669,14 +819,14 @@ class _Compiler:
 
     def c_compare(self, operator, endpoint):
         inner = self.compile(endpoint)
-        return lambda value, scope: _order(operator, value, inner(scope.child({"?": value})))
+        return lambda value, scope: feel_order(operator, value, inner(scope.child({"?": value})))
 
     def c_range(self, open_low, low, high, open_high):
         lower, upper = self.compile(low), self.compile(high)
 
         def within(value, scope):
-            return _and(_order(">" if open_low else ">=", value, lower(scope)),
-                        _order("<" if open_high else "<=", value, upper(scope)))
+            return _and(feel_order(">" if open_low else ">=", value, lower(scope)),
+                        feel_order("<" if open_high else "<=", value, upper(scope)))
         return within
 
     def c_equals(self, expression):
@@ -688,10 +838,67 @@ class _Compiler:
             if reads_input and isinstance(expected, bool):
                 return expected
             if isinstance(expected, list) and not isinstance(value, list):
-                results = [feel_equal(value, item) for item in expected]
+                results = [_equals_item(value, item) for item in expected]
                 return True if True in results else False
-            return feel_equal(value, expected)
+            return _equals_item(value, expected)
         return equals
+
+
+def _equals_item(value: Any, expected: Any) -> bool | None:
+    """A unary test's value matched against one expected value: a range holds it, anything else equals it."""
+    if isinstance(expected, FeelRange):
+        return range_contains(expected, value)
+    return feel_equal(value, expected)
+
+
+def _component(value: Any, key: str) -> Any:
+    """``value.key``: a context entry, a date/time/duration component or a range's end."""
+    if isinstance(value, dict):
+        return value.get(key)
+    if isinstance(value, FeelRange):
+        return {"start": value.start, "end": value.end, "start included": value.start_included,
+                "end included": value.end_included}.get(key)
+    return temporal_property(value, key)
+
+
+class _NoDomain(Exception):
+    """An iteration domain that is null or not a list or range: the loop's value is null."""
+
+
+def _steps(low: Any, high: Any) -> Iterable:
+    """The items of ``low..high``: whole numbers or dates, counting up or down, both ends included."""
+    if is_number(low) and is_number(high) and low == low.to_integral_value() and high == high.to_integral_value():
+        step = 1 if high >= low else -1
+        return (Decimal(number) for number in range(int(low), int(high) + step, step))
+    if is_date(low) and is_date(high):
+        step = 1 if high >= low else -1
+        return (low + datetime.timedelta(days=day) for day in range(0, (high - low).days + step, step))
+    raise _NoDomain
+
+
+def _domain(value: Any, high: Any, bounded: bool) -> Iterable:
+    if bounded:
+        return _steps(value, high)
+    if isinstance(value, list):
+        return value
+    if isinstance(value, FeelRange) and value.start is not None and value.end is not None:
+        items = _steps(value.start, value.end)
+        return (item for item in items if range_contains(value, item) is True)
+    if value is None:
+        raise _NoDomain
+    return [value]
+
+
+def _bindings(domains: list, scope: Scope, values: dict):
+    """Every combination of the iteration contexts' items (the first varies slowest), each charged one step."""
+    if not domains:
+        scope.charge(1)
+        yield values
+        return
+    name, low, high = domains[0]
+    inner = scope.child(values) if values else scope
+    for item in _domain(low(inner), high(inner) if high is not None else None, high is not None):
+        yield from _bindings(domains[1:], scope, {**values, name: item})
 
 
 def _names(node: Any) -> set[str]:
@@ -708,171 +915,6 @@ def _and(a: Any, b: Any) -> bool | None:
     if a is True and b is True:
         return True
     return None
-
-
-# --- built-in functions -------------------------------------------------------
-
-
-def _builtin(name: str, parameters: tuple[str, ...]):
-    def register(function):
-        def body(scope, *arguments):
-            try:
-                return function(*arguments)
-            except (TypeError, ValueError, ArithmeticError, AttributeError, IndexError):
-                return None
-        BUILTINS[name] = FeelFunction(name, parameters, body)
-        return function
-    return register
-
-
-BUILTINS: dict[str, FeelFunction] = {}
-
-
-def _numbers(arguments: tuple) -> list | None:
-    items = arguments[0] if len(arguments) == 1 and isinstance(arguments[0], list) else list(arguments)
-    return items if items and all(_number(item) for item in items) else None
-
-
-def _decimal_args(*values) -> bool:
-    return all(_number(value) for value in values)
-
-
-@_builtin("not", ("negand",))
-def _not(value=None):
-    return (not value) if isinstance(value, bool) else None
-
-
-@_builtin("abs", ("n",))
-def _abs(n=None):
-    return abs(n) if _number(n) else None
-
-
-@_builtin("floor", ("n",))
-def _floor(n=None):
-    return n.to_integral_value(rounding=decimal.ROUND_FLOOR) if _number(n) else None
-
-
-@_builtin("ceiling", ("n",))
-def _ceiling(n=None):
-    return n.to_integral_value(rounding=decimal.ROUND_CEILING) if _number(n) else None
-
-
-@_builtin("decimal", ("n", "scale"))
-def _decimal(n=None, scale=None):
-    if not _decimal_args(n, scale) or abs(scale) > 6176:
-        return None
-    return n.quantize(Decimal(1).scaleb(-int(scale)), rounding=decimal.ROUND_HALF_EVEN, context=CONTEXT)
-
-
-@_builtin("modulo", ("dividend", "divisor"))
-def _modulo(dividend=None, divisor=None):
-    if not _decimal_args(dividend, divisor) or divisor == 0:
-        return None
-    return dividend - divisor * (dividend / divisor).to_integral_value(rounding=decimal.ROUND_FLOOR)
-
-
-@_builtin("sqrt", ("number",))
-def _sqrt(number=None):
-    return CONTEXT.sqrt(number) if _number(number) and number >= 0 else None
-
-
-@_builtin("string length", ("string",))
-def _string_length(string=None):
-    return Decimal(len(string)) if isinstance(string, str) else None
-
-
-@_builtin("substring", ("string", "start position", "length"))
-def _substring(string=None, start=None, length=None):
-    if not isinstance(string, str) or not _number(start) or (length is not None and not _number(length)):
-        return None
-    begin = int(start) - 1 if start > 0 else len(string) + int(start)
-    end = len(string) if length is None else begin + int(length)
-    return string[max(begin, 0):end]
-
-
-@_builtin("upper case", ("string",))
-def _upper(string=None):
-    return string.upper() if isinstance(string, str) else None
-
-
-@_builtin("lower case", ("string",))
-def _lower(string=None):
-    return string.lower() if isinstance(string, str) else None
-
-
-@_builtin("contains", ("string", "match"))
-def _contains(string=None, match=None):
-    return match in string if isinstance(string, str) and isinstance(match, str) else None
-
-
-@_builtin("starts with", ("string", "match"))
-def _starts_with(string=None, match=None):
-    return string.startswith(match) if isinstance(string, str) and isinstance(match, str) else None
-
-
-@_builtin("ends with", ("string", "match"))
-def _ends_with(string=None, match=None):
-    return string.endswith(match) if isinstance(string, str) and isinstance(match, str) else None
-
-
-@_builtin("string", ("from",))
-def _string(value=None):
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if _number(value):
-        return format(value.normalize(), "f") if value == value.to_integral_value() else str(value)
-    return value if isinstance(value, str) else None
-
-
-@_builtin("number", ("from",))
-def _number_of(value=None):
-    return Decimal(value) if isinstance(value, str) and re.fullmatch(r"-?(\d+(\.\d*)?|\.\d+)", value) else None
-
-
-def _aggregate(name: str, function):
-    def body(scope, *arguments):
-        items = _numbers(arguments)
-        if items is None:
-            return None
-        try:
-            return function(items)
-        except ArithmeticError:
-            return None
-    BUILTINS[name] = FeelFunction(name, ("list",), body)
-
-
-_aggregate("sum", lambda items: sum(items, Decimal(0)))
-_aggregate("mean", lambda items: CONTEXT.divide(sum(items, Decimal(0)), Decimal(len(items))))
-
-
-def _comparable_extreme(pick):
-    def body(scope, *arguments):
-        items = arguments[0] if len(arguments) == 1 and isinstance(arguments[0], list) else list(arguments)
-        if not items or not (all(_number(item) for item in items) or all(isinstance(item, str) for item in items)):
-            return None
-        return pick(items)
-    return body
-
-
-BUILTINS["min"] = FeelFunction("min", ("list",), _comparable_extreme(min))
-BUILTINS["max"] = FeelFunction("max", ("list",), _comparable_extreme(max))
-BUILTINS["count"] = FeelFunction(
-    "count", ("list",), lambda scope, items=None: Decimal(len(items)) if isinstance(items, list) else None)
-BUILTINS["list contains"] = FeelFunction(
-    "list contains", ("list", "element"),
-    lambda scope, items=None, element=None: (
-        any(feel_equal(item, element) is True for item in items) if isinstance(items, list) else None))
-BUILTINS["append"] = FeelFunction(
-    "append", ("list", "item"),
-    lambda scope, items=None, *more: items + list(more) if isinstance(items, list) else None)
-BUILTINS["concatenate"] = FeelFunction(
-    "concatenate", ("lists",),
-    lambda scope, *lists: sum(lists, []) if all(isinstance(item, list) for item in lists) else None)
-
-#: Names the parser must know to read a built-in with spaces in its name.
-BUILTIN_NAMES = frozenset(BUILTINS)
 
 
 # --- the public face ---------------------------------------------------------
@@ -910,7 +952,7 @@ class UnaryTests:
 
 
 def _compiled(text: str, names: Iterable[str], start: str) -> tuple[Callable, frozenset]:
-    parser = _Parser(text, set(names) | BUILTIN_NAMES)
+    parser = _Parser(text, set(names) | BUILTIN_NAMES | TYPE_NAMES | PROPERTY_NAMES)
     tree = getattr(parser, start)()
     parser.done()
     compiler = _Compiler()

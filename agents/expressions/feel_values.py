@@ -1,0 +1,283 @@
+"""FEEL values (pure): functions and ranges as values, conversion from and to JSON, equality, order, arithmetic, types.
+
+Numbers are ``decimal.Decimal`` (34 digits, as DMN's decimal128); temporal values come from ``feel_temporal``.
+Every operation on values of the wrong kind gives ``None`` (FEEL's null), never an exception.
+"""
+import datetime as dt
+import decimal
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable
+
+from agents.expressions.feel_temporal import (
+    DayTimeDuration,
+    YearMonthDuration,
+    is_date,
+    is_temporal,
+    temporal_arithmetic,
+    temporal_compare,
+    temporal_same,
+    temporal_text,
+)
+
+CONTEXT = decimal.Context(prec=34, rounding=decimal.ROUND_HALF_EVEN, Emax=6144, Emin=-6143,
+                          traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
+#: Largest exponent of ``**`` (absolute value).
+MAX_EXPONENT = 10_000
+#: Longest string ``+`` or a built-in may build (characters); longer gives null.
+MAX_STRING_CHARS = 1_000_000
+
+
+@dataclass(frozen=True)
+class FeelFunction:
+    """A callable FEEL value: a business knowledge model, a built-in or a ``function(...)`` literal.
+
+    ``body(scope, *arguments)`` runs it; ``parameters`` names its parameters in order; a built-in whose last
+    parameter takes any number of values (``min``, ``append``) sets ``variadic``; ``overloads``
+    are other parameter name lists a named call may use (``date(year: 2024, month: 1, day: 31)``).
+    """
+
+    name: str
+    parameters: tuple[str, ...]
+    body: Callable[..., Any]
+    variadic: bool = False
+    overloads: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class FeelRange:
+    """A FEEL range value ``[1..10]``, ``(1..5]``, ``< 10``: an end that is None is unbounded."""
+
+    start: Any
+    end: Any
+    start_included: bool
+    end_included: bool
+
+    def __str__(self) -> str:
+        if self.start is None:
+            return ("<=" if self.end_included else "<") + " " + feel_text(self.end)
+        if self.end is None:
+            return (">=" if self.start_included else ">") + " " + feel_text(self.start)
+        return (("[" if self.start_included else "(") + f"{feel_text(self.start)}..{feel_text(self.end)}"
+                + ("]" if self.end_included else ")"))
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a FEEL number."""
+    return isinstance(value, Decimal)
+
+
+def feel_value(value: Any) -> Any:
+    """Turn a JSON value into a FEEL value: numbers become ``Decimal`` (as written, so 0.1 stays 0.1)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, Decimal)):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {str(key): feel_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [feel_value(item) for item in value]
+    return value
+
+
+def json_value(value: Any) -> Any:
+    """Turn a FEEL value into JSON: an integral number becomes an int, any other a float; temporal values and ranges
+    their ISO 8601 / FEEL text; functions become null."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None
+        return int(value) if value == value.to_integral_value() and abs(value) < Decimal(10) ** 18 else float(value)
+    if isinstance(value, dict):
+        return {key: json_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_value(item) for item in value]
+    if isinstance(value, FeelFunction):
+        return None
+    if is_temporal(value) or isinstance(value, FeelRange):
+        return feel_text(value)
+    return value
+
+
+def feel_text(value: Any) -> str | None:
+    """FEEL ``string(from)``: the text of any value (null for null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, str):
+        return value
+    if is_temporal(value):
+        return temporal_text(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_quoted(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_quoted(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, FeelRange):
+        return str(value)
+    return None
+
+
+def _quoted(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "null" if value is None else feel_text(value) or "null"
+
+
+# --- equality and order --------------------------------------------------------
+
+
+def feel_equal(left: Any, right: Any) -> bool | None:
+    """FEEL ``=``: null equals only null; values of different kinds are not comparable (null)."""
+    if left is None or right is None:
+        return left is None and right is None
+    if isinstance(left, bool) != isinstance(right, bool):
+        return None
+    if is_number(left) and is_number(right):
+        return left.compare(right) == 0
+    if isinstance(left, list) and isinstance(right, list):
+        if len(left) != len(right):
+            return False
+        results = [feel_equal(a, b) for a, b in zip(left, right)]
+        return None if None in results else all(results)
+    if isinstance(left, dict) and isinstance(right, dict):
+        if set(left) != set(right):
+            return False
+        results = [feel_equal(left[key], right[key]) for key in left]
+        return None if None in results else all(results)
+    if is_temporal(left) or is_temporal(right):
+        compared = temporal_compare(left, right)
+        return None if compared is None else compared == 0
+    if isinstance(left, FeelRange) and isinstance(right, FeelRange):
+        ends = (feel_equal(left.start, right.start), feel_equal(left.end, right.end))
+        return (ends == (True, True) and left.start_included == right.start_included
+                and left.end_included == right.end_included)
+    if isinstance(left, FeelFunction) or isinstance(right, FeelFunction):
+        return left is right
+    if type(left) is not type(right):
+        return None
+    return left == right
+
+
+def feel_same(left: Any, right: Any) -> bool:
+    """FEEL ``is(a, b)``: the same kind and value (a time at +01:00 is not the same as one at Z, unlike ``=``)."""
+    if is_temporal(left) or is_temporal(right):
+        return temporal_same(left, right)
+    if isinstance(left, bool) != isinstance(right, bool):
+        return False
+    return feel_equal(left, right) is True and (left is None) == (right is None) and (
+        type(left) is type(right) or (is_number(left) and is_number(right)))
+
+
+def feel_compare(left: Any, right: Any) -> int | None:
+    """-1, 0 or 1 ordering two numbers, strings or temporal values of one kind; None if they cannot be ordered."""
+    if is_temporal(left) or is_temporal(right):
+        return temporal_compare(left, right)
+    if (is_number(left) and is_number(right)) or (isinstance(left, str) and isinstance(right, str)):
+        return (left > right) - (left < right)
+    return None
+
+
+def feel_order(operator: str, left: Any, right: Any) -> bool | None:
+    """FEEL's comparison operators; null where the two values cannot be compared."""
+    if operator in ("=", "!="):
+        equal = feel_equal(left, right)
+        return equal if equal is None or operator == "=" else not equal
+    compared = feel_compare(left, right)
+    if compared is None:
+        return None
+    return {"<": compared < 0, "<=": compared <= 0, ">": compared > 0, ">=": compared >= 0}[operator]
+
+
+def range_contains(bounds: FeelRange, value: Any) -> bool | None:
+    """Whether ``value`` lies within the range (null when it cannot be compared with an end)."""
+    low = True if bounds.start is None else feel_order(">=" if bounds.start_included else ">", value, bounds.start)
+    high = True if bounds.end is None else feel_order("<=" if bounds.end_included else "<", value, bounds.end)
+    if low is False or high is False:
+        return False
+    return True if low is True and high is True else None
+
+
+# --- arithmetic ----------------------------------------------------------------
+
+
+def feel_arithmetic(operator: str, left: Any, right: Any) -> Any:
+    """FEEL ``+ - * / **`` on numbers, strings (``+``) and temporal values; null otherwise."""
+    if left is None or right is None:
+        return None
+    if operator == "+" and isinstance(left, str) and isinstance(right, str):
+        return left + right if len(left) + len(right) <= MAX_STRING_CHARS else None
+    if is_temporal(left) or is_temporal(right):
+        return temporal_arithmetic(operator, left, right) if operator != "**" else None
+    if not (is_number(left) and is_number(right)):
+        return None
+    try:
+        if operator == "+":
+            return CONTEXT.add(left, right)
+        if operator == "-":
+            return CONTEXT.subtract(left, right)
+        if operator == "*":
+            return CONTEXT.multiply(left, right)
+        if operator == "/":
+            return None if right == 0 else CONTEXT.divide(left, right)
+        if abs(right) > MAX_EXPONENT:
+            return None
+        if right == right.to_integral_value():
+            return CONTEXT.power(left, int(right))
+        return CONTEXT.power(left, right)
+    except ArithmeticError:
+        return None
+
+
+def feel_negate(value: Any) -> Any:
+    """FEEL unary minus on a number or a duration; null otherwise."""
+    if is_number(value):
+        return -value
+    if isinstance(value, DayTimeDuration):
+        return DayTimeDuration(-value.seconds)
+    if isinstance(value, YearMonthDuration):
+        return YearMonthDuration(-value.months)
+    return None
+
+
+# --- types (instance of) --------------------------------------------------------
+
+_SIMPLE_TYPES: dict[str, Callable[[Any], bool]] = {
+    "number": is_number,
+    "string": lambda value: isinstance(value, str),
+    "boolean": lambda value: isinstance(value, bool),
+    "date": is_date,
+    "time": lambda value: isinstance(value, dt.time),
+    "date and time": lambda value: isinstance(value, dt.datetime),
+    "days and time duration": lambda value: isinstance(value, DayTimeDuration),
+    "years and months duration": lambda value: isinstance(value, YearMonthDuration),
+    "list": lambda value: isinstance(value, list),
+    "context": lambda value: isinstance(value, dict),
+    "range": lambda value: isinstance(value, FeelRange),
+    "function": lambda value: isinstance(value, FeelFunction),
+    "Any": lambda value: value is not None,
+    "Null": lambda value: value is None,
+}
+#: FEEL's type names (``instance of number``); ``list<T>``, ``context<k: T>``, ``range<T>``, ``function<T>->T`` too.
+TYPE_NAMES = frozenset(_SIMPLE_TYPES)
+
+
+def feel_instance_of(value: Any, type_spec: tuple) -> bool:
+    """FEEL ``value instance of type``; ``type_spec`` is ("type", name), ("list", T), ("range", T),
+    ("context", ((key, T), ...)) or ("function", (T, ...), T)."""
+    kind = type_spec[0]
+    if kind == "type":
+        return _SIMPLE_TYPES[type_spec[1]](value)
+    if kind == "list":
+        return isinstance(value, list) and all(item is None or feel_instance_of(item, type_spec[1]) for item in value)
+    if kind == "range":
+        return isinstance(value, FeelRange) and all(
+            end is None or feel_instance_of(end, type_spec[1]) for end in (value.start, value.end))
+    if kind == "context":
+        return isinstance(value, dict) and all(
+            key in value and (value[key] is None or feel_instance_of(value[key], entry)) for key, entry in type_spec[1])
+    return isinstance(value, FeelFunction) and (
+        value.variadic or len(value.parameters) == len(type_spec[1]))

@@ -1,0 +1,438 @@
+"""FEEL without a database, the DMN 1.5 parts beyond the basics: loops and quantifiers, ``instance of``, functions as
+values, dates/times/durations, ranges as values, and the built-in library (cases from the DMN spec and TCK)."""
+from decimal import Decimal
+
+import pytest
+
+from agents.expressions.feel import (
+    MAX_CALL_DEPTH,
+    MAX_FEEL_STEPS,
+    FeelError,
+    feel_compile,
+    feel_compile_tests,
+    feel_evaluate,
+    json_value,
+)
+
+
+def evaluate(text: str, values: dict | None = None):
+    """The FEEL result as JSON (numbers as int/float, dates, times, durations and ranges as their FEEL text)."""
+    return json_value(feel_evaluate(text, values))
+
+
+# --- 1. for / some / every -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("for x in [1, 2, 3] return x * x", [1, 4, 9]),
+    ("for x in [1, 2], y in [10, 20] return x + y", [11, 21, 12, 22]),
+    ("for x in 1..3 return x", [1, 2, 3]),
+    ("for x in 3..1 return x", [3, 2, 1]),
+    ("for x in 1..3, y in x..1 return y", [1, 2, 1, 3, 2, 1]),
+    ("for x in [1..3] return x", [1, 2, 3]),
+    ("for x in (1..4) return x", [2, 3]),
+    ("for i in 0..4 return if i = 0 then 1 else i * partial[-1]", [1, 1, 2, 6, 24]),
+    ('for d in @"2024-02-27"..@"2024-03-01" return day of week(d)', ["Tuesday", "Wednesday", "Thursday", "Friday"]),
+    ("for x in [] return x", []),
+    ("for x in null return x", None),
+    ("some x in [1, 5, 9] satisfies x > 8", True),
+    ("some x in [1, 5] satisfies x > 8", False),
+    ("some x in [] satisfies x > 8", False),
+    ("some x in [1, 2], y in [2, 3] satisfies x * y = 6", True),
+    ("every x in [5, 9] satisfies x > 4", True),
+    ("every x in [5, null] satisfies x > 4", False),
+    ("every x in [] satisfies x > 4", True),
+    ("some x in null satisfies x > 4", None),
+])
+def test_for_some_every_iterate_lists_and_ranges(text, expected):
+    assert evaluate(text) == expected
+
+
+def test_loops_read_names_in_scope_and_bind_their_own():
+    compiled = feel_compile("for item price in Prices return item price * Rate", ["Prices", "Rate", "item price"])
+
+    assert compiled.free_names == {"Prices", "Rate"}
+    assert json_value(compiled.evaluate({"Prices": [Decimal(10), Decimal(20)], "Rate": Decimal("0.5")})) == [5, 10]
+
+
+def test_a_loop_that_runs_too_long_is_stopped_with_a_message():
+    with pytest.raises(FeelError, match=f"more than {MAX_FEEL_STEPS} steps"):
+        feel_evaluate("for x in 1..1000000000 return x")
+    with pytest.raises(FeelError, match=f"more than {MAX_FEEL_STEPS} steps"):
+        feel_evaluate("count(for x in 1..1000 return for y in 1..1000 return y)")
+
+
+# --- 2. instance of -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("5 instance of number", True),
+    ('"5" instance of number', False),
+    ('"a" instance of string', True),
+    ("true instance of boolean", True),
+    ('date("2024-01-31") instance of date', True),
+    ('date and time("2024-01-31T10:00:00") instance of date', False),
+    ('date and time("2024-01-31T10:00:00") instance of date and time', True),
+    ('time("10:00:00") instance of time', True),
+    ('duration("P1D") instance of days and time duration', True),
+    ('duration("P1Y") instance of years and months duration', True),
+    ('duration("P1Y") instance of days and time duration', False),
+    ("[1, 2] instance of list", True),
+    ("[1, 2] instance of list<number>", True),
+    ('[1, "a"] instance of list<number>', False),
+    ("[[1]] instance of list<list<number>>", True),
+    ("{a: 1} instance of context", True),
+    ('{a: 1, b: "x"} instance of context<a: number>', True),
+    ("{a: 1} instance of context<a: string>", False),
+    ("[1..5] instance of range", True),
+    ("[1..5] instance of range<number>", True),
+    ("(function(a) a) instance of function", True),
+    ("(function(a) a) instance of function<Any>->Any", True),
+    ("abs instance of function", True),
+    ("5 instance of Any", True),
+    ("null instance of Any", False),
+    ("null instance of Null", True),
+])
+def test_instance_of_names_the_feel_types(text, expected):
+    assert evaluate(text) is expected
+
+
+def test_an_unknown_type_is_refused_naming_it():
+    with pytest.raises(FeelError, match="unknown type 'integer'"):
+        feel_compile("5 instance of integer")
+
+
+# --- 3. functions as values -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("(function(a, b) a - b)(5, 1)", 4),
+    ("(function(a, b) a - b)(b: 1, a: 5)", 4),
+    ("(function(a: number, b: number) a * b)(3, 4)", 12),
+    ("(function(a, b) a)(1, 2, 3)", None),
+    ("(function(a, b) b)(1)", None),
+    ("{k: 10, add: function(x) x + k, r: add(1)}.r", 11),
+    ("{adder: function(x) function(y) x + y, add5: adder(5), r: add5(3)}.r", 8),
+    ("{fac: function(n) if n <= 1 then 1 else n * fac(n - 1), r: fac(10)}.r", 3628800),
+    ("sort([3, 1, 2], function(x, y) x > y)", [3, 2, 1]),
+    ("sort(precedes: function(x, y) x < y, list: [3, 1, 2])", [1, 2, 3]),
+    ('substring(string: "foobar", start position: 3)', "obar"),
+    ('substring(start position: 3, length: 2, string: "foobar")', "ob"),
+    ("date(year: 2024, month: 2, day: 29)", "2024-02-29"),
+    ("round half up(scale: 1, n: 2.25)", 2.3),
+])
+def test_functions_are_values_called_by_position_or_name(text, expected):
+    assert evaluate(text) == expected
+
+
+def test_a_function_reads_the_names_where_it_was_defined_not_where_it_is_called():
+    assert evaluate("{x: 1, f: function() x, g: function(x) f(), r: g(2)}.r") == 1
+
+
+def test_runaway_recursion_and_unknown_parameters_are_refused_with_a_message():
+    with pytest.raises(FeelError, match=f"nested deeper than {MAX_CALL_DEPTH}"):
+        feel_evaluate("{f: function(n) f(n + 1), r: f(1)}.r")
+    with pytest.raises(FeelError, match="no parameter named c"):
+        feel_evaluate("(function(a, b) a)(c: 1)")
+    with pytest.raises(FeelError, match="external functions are not supported"):
+        feel_compile('function(a) external {java: {class: "java.lang.Math"}}')
+
+
+# --- 4. dates, times, durations ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('date("2024-01-31")', "2024-01-31"),
+    ('date("2023-02-29")', None),
+    ('date(2024, 1, 31)', "2024-01-31"),
+    ('date(date and time("2024-01-31T10:30:00Z"))', "2024-01-31"),
+    ('time("10:30:00")', "10:30:00"),
+    ('time("10:30:00+02:00")', "10:30:00+02:00"),
+    ('time("10:30:00.25Z")', "10:30:00.25Z"),
+    ('time("10:30:00@Europe/Paris")', "10:30:00@Europe/Paris"),
+    ('time(10, 30, 0, duration("PT1H"))', "10:30:00+01:00"),
+    ('date and time("2024-01-31T10:30:00Z")', "2024-01-31T10:30:00Z"),
+    ('date and time("2024-01-31")', "2024-01-31T00:00:00"),
+    ('date and time(date("2024-01-31"), time("10:00:00-05:00"))', "2024-01-31T10:00:00-05:00"),
+    ('duration("P1DT2H")', "P1DT2H"),
+    ('duration("PT36H")', "P1DT12H"),
+    ('duration("P1Y2M")', "P1Y2M"),
+    ('duration("P14M")', "P1Y2M"),
+    ('duration("-P1D")', "-P1D"),
+    ('duration("P1Y2D")', None),
+    ('duration("P")', None),
+    ('years and months duration(date("2011-12-22"), date("2013-08-24"))', "P1Y8M"),
+    ('years and months duration(date("2013-08-24"), date("2011-12-22"))', "-P1Y8M"),
+    ('@"2024-01-31"', "2024-01-31"),
+    ('@"10:30:00"', "10:30:00"),
+    ('@"2024-01-31T10:30:00@Europe/Paris"', "2024-01-31T10:30:00@Europe/Paris"),
+    ('@"P2D"', "P2D"),
+    ('string(@"-PT90M")', "-PT1H30M"),
+])
+def test_temporal_values_are_read_from_iso_text(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('@"2024-01-31".year', 2024),
+    ('@"2024-01-31".month', 1),
+    ('@"2024-01-31".day', 31),
+    ('@"2024-01-31".weekday', 3),
+    ('@"2024-01-31T10:30:15.5+02:00".hour', 10),
+    ('@"2024-01-31T10:30:15.5+02:00".minute', 30),
+    ('@"2024-01-31T10:30:15.5+02:00".second', 15.5),
+    ('@"2024-01-31T10:30:15.5+02:00".time offset', "PT2H"),
+    ('@"2024-01-31T10:30:00@Europe/Paris".timezone', "Europe/Paris"),
+    ('@"2024-01-31T10:30:00".time offset', None),
+    ('@"10:30:00-05:00".time offset', "-PT5H"),
+    ('@"P1DT2H3M4S".days', 1),
+    ('@"P1DT2H3M4S".hours', 2),
+    ('@"P1DT2H3M4S".minutes', 3),
+    ('@"P1DT2H3M4S".seconds', 4),
+    ('@"P3Y5M".years', 3),
+    ('@"-P3Y5M".months', -5),
+    ('[@"2024-01-31", @"2025-06-01"].year', [2024, 2025]),
+])
+def test_temporal_components_are_read_with_a_path(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('date("2024-01-31") + duration("P1D")', "2024-02-01"),
+    ('date("2024-01-31") + duration("P1M")', "2024-02-29"),
+    ('duration("P1Y") + date("2023-02-28")', "2024-02-28"),
+    ('date("2021-01-01") - duration("PT1H")', "2020-12-31"),
+    ('date("2024-03-01") - date("2024-02-01")', "P29D"),
+    ('date and time("2024-01-31T10:30:00Z") - date and time("2024-01-30T09:00:00+01:00")', "P1DT2H30M"),
+    ('date and time("2024-01-31T10:30:00") + duration("PT15H")', "2024-02-01T01:30:00"),
+    ('date and time("2024-01-31T10:30:00Z") - date and time("2024-01-31T10:30:00")', None),
+    ('time("23:00:00") + duration("PT2H")', "01:00:00"),
+    ('time("10:00:00") - time("08:30:00")', "PT1H30M"),
+    ('duration("P1D") + duration("PT12H")', "P1DT12H"),
+    ('duration("P1Y") - duration("P2M")', "P10M"),
+    ('duration("P1D") * 2', "P2D"),
+    ('2 * duration("P1Y1M")', "P2Y2M"),
+    ('duration("P1D") / 4', "PT6H"),
+    ('duration("P2D") / duration("PT12H")', 4),
+    ('-duration("P1D")', "-P1D"),
+    ('duration("P1D") + duration("P1Y")', None),
+    ('date("2024-01-31") + 1', None),
+])
+def test_temporal_arithmetic_follows_feel(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('date("2024-01-31") < date("2024-02-01")', True),
+    ('date("2024-01-31") = @"2024-01-31"', True),
+    ('date("2024-01-31") = date and time("2024-01-31T00:00:00")', None),
+    ('date and time("2024-01-31T10:30:00Z") = date and time("2024-01-31T11:30:00+01:00")', True),
+    ('is(date and time("2024-01-31T10:30:00Z"), date and time("2024-01-31T11:30:00+01:00"))', False),
+    ('date and time("2024-01-31T10:30:00") > date and time("2024-01-31T10:30:00Z")', None),
+    ('time("10:30:00Z") = time("12:30:00+02:00")', True),
+    ('duration("P1D") = duration("PT24H")', True),
+    ('duration("P1Y") > duration("P11M")', True),
+    ('duration("P1Y") > duration("P1D")', None),
+    ('date("2024-05-05") in [date("2024-01-01")..date("2024-12-31")]', True),
+    ('max([@"2024-01-01", @"2023-12-31"])', "2024-01-01"),
+])
+def test_temporal_values_compare_by_feel_rules(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('day of week(date("2024-01-31"))', "Wednesday"),
+    ('day of year(date("2024-02-01"))', 32),
+    ('month of year(date("2024-02-01"))', "February"),
+    ('week of year(date("2021-01-03"))', 53),
+    ('week of year(date("2024-01-31"))', 5),
+    ("day of week(1)", None),
+    ("today() instance of date", True),
+    ("now() instance of date and time and now().timezone = null and now().time offset = duration(\"PT0S\")", True),
+])
+def test_temporal_builtins(text, expected):
+    assert evaluate(text) == expected
+
+
+def test_a_bad_temporal_literal_is_refused_naming_it():
+    with pytest.raises(FeelError, match='@"2024-13-01" is not a date, time, date and time or duration'):
+        feel_compile('@"2024-13-01" + @"P1D"')
+
+
+# --- 5. ranges -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[1..10]", "[1..10]"),
+    ("(1..5]", "(1..5]"),
+    ("]1..5[", "(1..5)"),
+    ("< 10", "< 10"),
+    (">= 3", ">= 3"),
+    ('[1.."a"]', None),
+    ("[1..10] = [1..10]", True),
+    ("[1..10] = (1..10]", False),
+    ("(1..5].start included", False),
+    ("(1..5].end", 5),
+    ("{r: [1..10], x: 10 in r}.x", True),
+    ("{r: [1..10), x: 10 in r}.x", False),
+    ("{r: < 10, x: 3 in r}.x", True),
+    ("5 in (1..5]", True),
+    ("1 in (1..5]", False),
+    ("3 in ((1..2], [3..4])", True),
+])
+def test_ranges_are_values(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("before(1, 10)", True), ("before(10, 1)", False),
+    ("before(1, [2..5])", True), ("before(2, (2..5])", True), ("before(2, [2..5])", False),
+    ("before([1..5], 10)", True), ("before([1..5], [6..8])", True), ("before([1..5], (5..8])", True),
+    ("before([1..5], [5..8])", False),
+    ("after(10, 1)", True), ("after([6..8], [1..5])", True), ("after(5, [1..5))", True), ("after(5, [1..5])", False),
+    ("meets([1..5], [5..8])", True), ("meets([1..5), [5..8])", False), ("meets([1..3], [4..8])", False),
+    ("met by([5..8], [1..5])", True), ("met by([5..8], [1..5))", False),
+    ("overlaps([1..5], [3..8])", True), ("overlaps([3..8], [1..5])", True), ("overlaps([1..5], [5..8])", True),
+    ("overlaps([1..5), [5..8])", False), ("overlaps([1..5], [6..8])", False),
+    ("overlaps before([1..5], [3..8])", True), ("overlaps before([3..8], [1..5])", False),
+    ("overlaps after([3..8], [1..5])", True), ("overlaps after([1..5], [3..8])", False),
+    ("finishes(5, [1..5])", True), ("finishes(5, [1..5))", False), ("finishes([3..5], [1..5])", True),
+    ("finished by([1..5], 5)", True), ("finished by([1..5], [3..5])", True), ("finished by([1..5], [3..4])", False),
+    ("includes([1..10], 5)", True), ("includes([1..10], 10)", True), ("includes([1..10), 10)", False),
+    ("includes([1..10], [4..6])", True), ("includes([1..10], (1..10))", True), ("includes((1..10), [1..10])", False),
+    ("during(5, [1..10])", True), ("during([4..6], [1..10])", True), ("during([1..10], [4..6])", False),
+    ("starts(1, [1..5])", True), ("starts(1, (1..5])", False), ("starts([1..3], [1..5])", True),
+    ("started by([1..5], 1)", True), ("started by([1..5], [1..3])", True),
+    ("coincides(5, 5)", True), ("coincides([1..5], [1..5])", True), ("coincides([1..5], (1..5])", False),
+    ("includes(< 10, 5)", True), ("before(< 10, 20)", True), ("after(> 10, 5)", True),
+    ('before(@"2024-01-01", [@"2024-02-01"..@"2024-03-01"])', True),
+    ('before(1, "a")', None), ("meets(1, [1..2])", None),
+    ("before(point1: 1, point2: 2)", True), ("includes(range: [1..3], point: 2)", True),
+    ("during(range: [1..3], point: 2)", True), ("before(range: [1..3], point: 2)", False),
+])
+def test_range_builtins_follow_the_spec_table(text, expected):
+    assert evaluate(text) is expected
+
+
+def test_a_range_value_is_a_unary_test_too():
+    assert feel_compile_tests("Allowed").matches(Decimal(5), {"Allowed": feel_evaluate("[1..10]")}) is True
+    assert feel_compile_tests("Allowed").matches(Decimal(11), {"Allowed": feel_evaluate("[1..10]")}) is False
+
+
+# --- 6. the built-in library -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('substring before("foobar", "bar")', "foo"),
+    ('substring before("foobar", "xyz")', ""),
+    ('substring after("foobar", "ob")', "ar"),
+    ('substring after("", "a")', ""),
+    ('replace("abcd", "(ab)|(a)", "[1=$1][2=$2]")', "[1=ab][2=]cd"),
+    ('replace("facetiously", "[aeiouy]", "[$0]")', "f[a]c[e]t[i][o][u]sl[y]"),
+    ('replace("Abc", "b", "X", "i")', "AXc"),
+    ('replace("price: 5", "\\\\d", "\\\\$")', "price: $"),
+    ('replace("abc", "", "x")', None),
+    ('matches("foobar", "^fo*b")', True),
+    ('matches("FOO", "foo")', False),
+    ('matches("FOO", "foo", "i")', True),
+    ('matches("foo", "f o o", "x")', True),
+    ('matches("a\nb", "a.b", "s")', True),
+    ('matches("a" + "a" + "a" + "a" + "a" + "a" + "a" + "a" + "b", "^(a+)+$")', False),
+    ('matches("abc", "(")', None),
+    ('split("John Doe", "\\\\s")', ["John", "Doe"]),
+    ('split("a;b;;c", ";")', ["a", "b", "", "c"]),
+    ('string join(["a", null, "c"], ", ")', "a, c"),
+    ('string join(["a", "b"])', "ab"),
+    ('string join(["a", 1])', None),
+    ("string(1.10)", "1.1"),
+    ('string([1, "a", null])', '[1, "a", null]'),
+    ('number("1 000,5", " ", ",")', 1000.5),
+    ('number("1,000.5", ",", ".")', 1000.5),
+    ('number("1,5", ",", ",")', None),
+])
+def test_string_builtins(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("list contains([1, 2, null], null)", True),
+    ("count([1, 2, 3])", 3),
+    ("min([3, 1, 2])", 1), ('max("a", "c", "b")', "c"), ('min([1, "a"])', None), ("max([])", None),
+    ("sum([1, 2.5])", 3.5), ("sum([])", None), ("sum([1, null])", None),
+    ("mean(1, 2, 3, 4)", 2.5), ("median(8, 2, 5, 3, 4)", 4), ("median([6, 1, 2, 3])", 2.5), ("median([])", None),
+    ("stddev(2, 4, 7, 5) = 2.081665999466132735282297706979931", True), ("stddev([47])", None),
+    ("mode(6, 3, 9, 6, 6)", [6]), ("mode([6, 1, 9, 6, 1])", [1, 6]), ("mode([])", []),
+    ("all([true, false])", False), ("all([])", True), ("all([true, null])", None), ("all(true, true)", True),
+    ("any([false, true])", True), ("any([])", False), ("any([false, null])", None),
+    ("sublist([4, 5, 6], 1, 2)", [4, 5]), ("sublist([4, 5, 6], -2)", [5, 6]), ("sublist([4, 5, 6], 4)", None),
+    ("append([1], 2, 3)", [1, 2, 3]), ("concatenate([1, 2], [3], [])", [1, 2, 3]),
+    ("insert before([1, 3], 2, 2)", [1, 2, 3]), ("insert before([1, 3], 0, 2)", None),
+    ("remove([1, 2, 3], 2)", [1, 3]), ("remove([1, 2, 3], -1)", [1, 2]),
+    ("reverse([1, 2, 3])", [3, 2, 1]),
+    ("index of([1, 2, 3, 2], 2)", [2, 4]), ("index of([1, 2], 5)", []),
+    ("union([1, 2], [2, 3])", [1, 2, 3]),
+    ("distinct values([1, 2, 3, 2, 1])", [1, 2, 3]),
+    ("flatten([[1, 2], [[3]], 4])", [1, 2, 3, 4]),
+    ("product(2, 3, 4)", 24), ("product([])", None),
+    ("sort([3, 1, 4, 2])", [1, 2, 3, 4]), ('sort(["b", "a"])', ["a", "b"]), ('sort([1, "a"])', None),
+    ("list replace([2, 4, 7, 8], 3, 6)", [2, 4, 6, 8]),
+    ("list replace([2, 4, 7, 8], function(item, newItem) item > newItem, 6)", [2, 4, 6, 6]),
+])
+def test_list_builtins(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("round up(5.5, 0)", 6), ("round up(-5.5, 0)", -6), ("round up(1.121, 2)", 1.13),
+    ("round down(5.5, 0)", 5), ("round down(-5.5, 0)", -5), ("round down(1.126, 2)", 1.12),
+    ("round half up(5.5, 0)", 6), ("round half up(-5.5, 0)", -6), ("round half up(1.125, 2)", 1.13),
+    ("round half down(5.5, 0)", 5), ("round half down(-5.5, 0)", -5), ("round half down(1.125, 2)", 1.12),
+    ("floor(-1.56, 1)", -1.6), ("ceiling(-1.56, 1)", -1.5), ("floor(1.5)", 1), ("ceiling(1.1)", 2),
+    ("decimal(2.5, 0)", 2), ("decimal(1/3, 2.5)", None),
+    ("abs(-10)", 10), ('abs(duration("-P1D"))', "P1D"), ('abs("a")', None),
+    ("modulo(12, 5)", 2), ("modulo(-12, 5)", 3), ("modulo(12, -5)", -3), ("modulo(10.1, 4.5)", 1.1),
+    ("modulo(1, 0)", None),
+    ("sqrt(16)", 4), ("sqrt(-1)", None),
+    ("decimal(log(10), 6)", 2.302585), ("log(0)", None),
+    ("decimal(exp(5), 6)", 148.413159),
+    ("odd(5)", True), ("odd(2)", False), ("even(2)", True), ("even(2.5)", None),
+])
+def test_number_builtins(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('get value({a: 1}, "a")', 1),
+    ('get value({a: 1}, "b")', None),
+    ('get value({a: {b: 2}}, ["a", "b"])', 2),
+    ("get entries({a: 1, b: 2})", [{"key": "a", "value": 1}, {"key": "b", "value": 2}]),
+    ('context put({a: 1}, "b", 2)', {"a": 1, "b": 2}),
+    ('context put({a: {b: 1}}, ["a", "b"], 2)', {"a": {"b": 2}}),
+    ("context merge([{a: 1}, {b: 2}, {a: 3}])", {"a": 3, "b": 2}),
+    ('context([{key: "a", value: 1}, {key: "b", value: 2}])', {"a": 1, "b": 2}),
+    ('context([{key: "a", value: 1}, {key: "a", value: 2}])', None),
+    ("is(1, 1.0)", True),
+    ('is(1, "1")', False),
+    ("is(null, null)", True),
+    ('is(time("10:00:00Z"), time("10:00:00+00:00"))', True),
+])
+def test_context_and_is_builtins(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    '"a" - 1', 'date("2024-01-31") * 2', 'duration("P1D") < 5', 'substring(1, 2)', "upper case(null)",
+    "count(null)", "flatten(null)", 'sort([1], "not a function")', "round up(1.5)", "string join(null)",
+])
+def test_type_errors_give_null(text):
+    assert feel_evaluate(text) is None
+
+
+@pytest.mark.parametrize("tests, value, expected", [
+    ('< date("2024-01-01")', "2023-12-31", True),
+    ('[date("2024-01-01")..date("2024-12-31")]', "2025-01-01", False),
+    ('>= @"2024-06-01"', "2024-06-01", True),
+    ("? instance of date", "2024-06-01", True),
+])
+def test_decision_table_entries_test_dates(tests, value, expected):
+    assert feel_compile_tests(tests).matches(feel_evaluate(f'date("{value}")'), {}) is expected
