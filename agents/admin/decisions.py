@@ -25,6 +25,7 @@ from agents.admin.common import (
 from agents.core.definitions import refuse_json_constant
 from agents.core.teams import sees_all, team_for_new, team_scoped, teams_of
 from agents.decisions import services
+from agents.decisions.dmn import MAX_DMN_CHARS, dmn_evaluate, dmn_outline, dmn_sample_context
 from agents.decisions.ruleset import ruleset_evaluate
 from agents.exceptions import AgentsError, DecisionError, RuleSetError
 from agents.models import (
@@ -72,6 +73,21 @@ def sample_context(fields: tuple[str, ...] | None) -> dict:
     return sample
 
 
+def dmn_trace_rows(trace: list[dict]) -> list[dict]:
+    """A DMN trace made ready to show: per decision its inputs and result, per decision table the values of its
+    inputs and the rules matched, values as JSON text."""
+    return [{
+        "decision": entry["decision"], "id": entry["id"], "kind": entry["kind"], "result": json_text(entry["result"]),
+        "required": entry["required_decisions"],
+        "inputs": [(name, json_text(value)) for name, value in entry["inputs"].items()],
+        "tables": [{
+            "owner": table["owner"], "hit_policy": table["hit_policy"], "result": json_text(table["result"]),
+            "inputs": [(read["expression"], json_text(read["value"])) for read in table["inputs"]],
+            "matched": table["matched"], "errors": table["errors"],
+        } for table in entry["tables"]],
+    } for entry in trace]
+
+
 def trace_rows(trace: list[dict]) -> list[dict]:
     """Explained trace entries made ready to show: each clause's result and the values it read as JSON text."""
     return [{
@@ -98,10 +114,14 @@ class RuleSetLoadForm(forms.Form):
     """The text of a rule set definition, stored as a new version by ``services.rules_load``."""
 
     source = forms.CharField(
-        label="Definition", strip=False,
-        help_text="YAML or JSON, as `manage.py rules load FILE` reads it. The rule set is named inside it; "
-                  "identical content is not stored twice.",
+        label="Definition", strip=False, required=False,
+        help_text="YAML or JSON, as `manage.py rules load FILE` reads it, or the XML of a DMN model (.dmn). The rule "
+                  "set is named inside it (a DMN model's name); identical content is not stored twice.",
         widget=_code_area(rows=24),
+    )
+    upload = forms.FileField(
+        label="Or a file", required=False,
+        help_text="A rule set file (.yaml, .json) or a DMN model exported by a modeler (.dmn), instead of the text.",
     )
     activate = forms.BooleanField(
         required=False, help_text="Make this version the active one (the current one retires).",
@@ -119,10 +139,29 @@ class RuleSetLoadForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = teams_of(user).select_related("group")
 
+    def clean_upload(self) -> str | None:
+        """The uploaded file's text (UTF-8, at most ``MAX_DMN_CHARS`` bytes), or None when no file was given."""
+        upload = self.cleaned_data.get("upload")
+        if not upload:
+            return None
+        if upload.size > MAX_DMN_CHARS:
+            raise forms.ValidationError(f"{upload.name} is larger than {MAX_DMN_CHARS} bytes")
+        try:
+            return upload.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise forms.ValidationError(f"{upload.name} is not UTF-8 text") from None
+
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("activate") and cleaned.get("shadow"):
             raise forms.ValidationError("Choose either activate or shadow: an active version is not shadowed.")
+        uploaded, typed = cleaned.get("upload"), (cleaned.get("source") or "").strip()
+        if uploaded is not None and typed:
+            self.add_error("upload", "Give the definition as text or as a file, not both.")
+        elif uploaded is not None:
+            cleaned["source"] = uploaded
+        elif not typed and "upload" not in self.errors:
+            self.add_error("source", "Give the definition: paste its text or choose a file.")
         return cleaned
 
 
@@ -148,6 +187,19 @@ class TryContextForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError(f"the context must be a JSON object, got {type(value).__name__}")
         return value
+
+
+class DmnTryForm(TryContextForm):
+    """A DMN model's decision to evaluate and a sample context (its input data by name)."""
+
+    decision = forms.ChoiceField(label="Decision", help_text="Its required decisions are evaluated first.")
+
+    def __init__(self, *args, decisions: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["decision"].choices = [(name, name) for name in decisions]
+        self.fields["context"].help_text = "A JSON object with the model's input data by name."
+        self.order_fields(["decision", "context"])
+
 
 class _OnePerRuleSetMixin:
     """Actions that give one version or model of a rule set a role: two of one rule set would contradict."""
@@ -186,6 +238,9 @@ class _RuleSetVersionColumnsMixin:
 
     @admin.display(description="rules")
     def rule_count(self, obj):
+        if obj.spec.get("format") == "dmn":
+            count = len(obj.spec.get("decisions", []))
+            return f"{count} DMN decision{'s' if count != 1 else ''}"
         return len(obj.spec.get("rules", []))
 
 
@@ -287,7 +342,7 @@ class RuleSetAdmin(TeamScopedMixin, admin.ModelAdmin):
         if not self.has_load_permission(request):
             raise PermissionDenied
         if request.method == "POST":
-            form = RuleSetLoadForm(request.POST, user=request.user)
+            form = RuleSetLoadForm(request.POST, request.FILES, user=request.user)
             if form.is_valid():
                 if form.cleaned_data["activate"] and not request.user.has_perm("agents.change_rulesetversion"):
                     form.add_error("activate", "You may load versions but not activate them.")
@@ -357,8 +412,21 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
     list_select_related = ("ruleset",)
     fields = ("ruleset_link", "number", "status_badge", "shadow", "content_hash", "hit_policy", "default_decision",
               "masked_keys", "model_features", "created_at", "activated_at")
-    readonly_fields = fields
+    #: A DMN version's fields: its model instead of a hit policy, default, masked keys and features.
+    dmn_fields = ("ruleset_link", "number", "status_badge", "shadow", "content_hash", "dmn_model", "created_at",
+                  "activated_at")
+    readonly_fields = fields + ("dmn_model",)
     actions = ("activate_versions",)
+
+    def get_fields(self, request, obj=None):
+        return self.dmn_fields if obj is not None and obj.spec.get("format") == "dmn" else self.fields
+
+    @admin.display(description="DMN model")
+    def dmn_model(self, obj):
+        spec = obj.spec
+        return format_html("{} <span class=\"help\">(namespace {}; {} decisions, {} input data, {} knowledge "
+                           "models)</span>", spec.get("model"), spec.get("namespace") or "-",
+                           len(spec.get("decisions", [])), len(spec.get("inputs", [])), len(spec.get("knowledge", [])))
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("ruleset").annotate(
@@ -418,11 +486,24 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
         return [try_it, *super().get_urls()]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.spec.get("format") == "dmn":
+            context.update(rules=None, dmn=self._dmn_outline(request, obj))
+        elif obj is not None:
+            context.update(rules=self._rule_rows(obj))
         if obj is not None:
-            context.update(rules=self._rule_rows(obj), source=obj.source,
+            context.update(source=obj.source,
                            try_url=reverse("admin:agents_rulesetversion_try", args=[obj.pk]),
                            load_url=reverse("admin:agents_ruleset_load") + f"?ruleset={obj.ruleset_id}")
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    def _dmn_outline(self, request, version: RuleSetVersion) -> dict | None:
+        """The model's input data, knowledge models and decisions with their tables, or None (reported) when the
+        stored model does not load any more."""
+        try:
+            return dmn_outline(services.compiled_dmn(version.pk))
+        except RuleSetError as error:
+            self.message_user(request, f"{version} cannot be loaded: {error}", messages.ERROR)
+            return None
 
     @staticmethod
     def _rule_rows(version: RuleSetVersion) -> list[dict]:
@@ -442,6 +523,8 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
         version = get_object_or_404(RuleSetVersion.objects.select_related("ruleset"), pk=object_id)
         if not self.has_view_permission(request, version):
             raise PermissionDenied
+        if version.spec.get("format") == "dmn":
+            return self._try_dmn(request, version)
         result = None
         try:
             rules = services.compiled_ruleset(version.pk)
@@ -460,18 +543,41 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
         else:
             initial = sample_context(rules.fields if rules is not None else None)
             form = TryContextForm(initial={"context": json_text(initial, indent=2)})
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "original": version,
-            "title": f"Try {version.ruleset.name} v{version.number}",
-            "form": form,
-            "result": result,
-            "hit_policy": rules.hit_policy if rules is not None else "",
-            "has_model": rules is not None and rules.model is not None,
-            "has_view_permission": True,
-        }
-        return TemplateResponse(request, "admin/agents/rulesetversion/try.html", context)
+        return self._try_page(request, version, "try.html", form=form, result=result,
+                              hit_policy=rules.hit_policy if rules is not None else "",
+                              has_model=rules is not None and rules.model is not None)
+
+    def _try_page(self, request, version: RuleSetVersion, template: str, **page) -> TemplateResponse:
+        """A "Try it" page (``template`` of the version's templates) with the admin's context and ``page``'s."""
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": version,
+                   "title": f"Try {version.ruleset.name} v{version.number}", "has_view_permission": True, **page}
+        return TemplateResponse(request, f"admin/agents/rulesetversion/{template}", context)
+
+    def _try_dmn(self, request, version: RuleSetVersion):
+        """The "Try it" page of a DMN version: pick a decision, give the input data, see the value and the trace
+        of every decision evaluated; nothing is audited."""
+        result = None
+        try:
+            model = services.compiled_dmn(version.pk)
+        except RuleSetError as error:
+            model = None
+            self.message_user(request, f"{version} cannot be loaded: {error}", messages.ERROR)
+        decisions = list(model.decisions) if model is not None else []
+        if request.method == "POST":
+            form = DmnTryForm(request.POST, decisions=decisions)
+            if model is not None and form.is_valid():
+                decision = form.cleaned_data["decision"]
+                value, trace, errors = dmn_evaluate(model, decision, form.cleaned_data["context"])
+                result = {"name": decision, "decision": json_text(value), "errors": errors,
+                          "trace": dmn_trace_rows(trace)}
+        else:
+            required = {name for node in (model.decisions.values() if model else ()) for name in node.decisions}
+            top = [name for name in decisions if name not in required]
+            form = DmnTryForm(decisions=decisions, initial={
+                "decision": top[-1] if top else None,
+                "context": json_text(dmn_sample_context(model) if model is not None else {}, indent=2)})
+        return self._try_page(request, version, "try_dmn.html", form=form, result=result,
+                              model_name=model.model_name if model is not None else "")
 
     @staticmethod
     def _result(rules, outcome) -> dict:

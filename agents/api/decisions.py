@@ -64,7 +64,9 @@ class RuleSetLoadSerializer(serializers.Serializer):
     """A rule set to load."""
 
     text = serializers.CharField(max_length=MAX_DEFINITION_CHARS, trim_whitespace=False,
-                                 help_text="The rule set as YAML or JSON, as in a rule set file.")
+                                 help_text="The rule set as YAML or JSON, as in a rule set file, or a DMN 1.1-1.5 "
+                                           "model (the XML of a .dmn file), stored as a version of the rule set "
+                                           "named after the model.")
     team = team_field()
     activate = serializers.BooleanField(default=False, help_text="Make the loaded version the active one.")
     shadow = serializers.BooleanField(default=False, help_text="Evaluate the draft beside the active version.")
@@ -173,7 +175,11 @@ class DecideSerializer(serializers.Serializer):
     """A context to decide on."""
 
     ruleset = serializers.CharField(max_length=100, help_text="The rule set whose active version decides.")
-    context = JSONObjectField(help_text="The facts the rules read, e.g. {\"amount\": 5000, \"applicant\": {...}}.")
+    decision = serializers.CharField(required=False, max_length=200,
+                                     help_text="For a DMN model (and only then): the decision to evaluate, by name; "
+                                               "its required decisions are evaluated first.")
+    context = JSONObjectField(help_text="The facts the rules read, e.g. {\"amount\": 5000, \"applicant\": {...}}; "
+                                        "for a DMN model, its input data by name.")
     explain = serializers.BooleanField(default=True, help_text="Include the trace: what each rule read and found.")
     use_cache = serializers.BooleanField(default=True, help_text="Answer from the cache when the same facts were "
                                                                  "decided recently.")
@@ -194,9 +200,16 @@ class DecisionResultSerializer(serializers.Serializer):
     needs_review = serializers.BooleanField()
     cached = serializers.BooleanField()
     trace = serializers.ListField(child=JSONObjectField(), help_text="Each rule evaluated: what it read and found "
-                                                                     "(masked keys as ***).")
+                                                                     "(masked keys as ***). For a DMN model, each "
+                                                                     "decision of the graph evaluated, in order: "
+                                                                     "its inputs, result and, per decision table, "
+                                                                     "the input values and matched rules.")
     latency_ms = FiniteFloatField()
     error = serializers.CharField(allow_null=True)
+    dmn_decision = serializers.CharField(required=False, help_text="For a DMN model: the decision evaluated.")
+    errors = serializers.ListField(child=serializers.CharField(), required=False,
+                                   help_text="For a DMN model: what went wrong on the way (e.g. a UNIQUE table "
+                                             "with two matches: its value is null), one a line.")
 
 
 class DecisionAuditSerializer(serializers.Serializer):
@@ -268,13 +281,17 @@ class DecisionViewSet(ApiViewSet):
     @extend_schema(request=DecideSerializer, responses={201: DecisionResultSerializer})
     def create(self, request):
         """Decide on `context` with the active version of `ruleset`: rules first, then the model, then the
-        default. The decision is audited (its `decision_id`), with the trace of every rule evaluated."""
+        default. The decision is audited (its `decision_id`), with the trace of every rule evaluated. For a DMN
+        model, `decision` names the decision to evaluate (a missing or unknown one is refused, listing the model's
+        decisions)."""
         given = self.given()
         if not self.visible(RuleSet, name=given["ruleset"]):  # another team's is not found, as a missing one
             raise serializers.ValidationError({"ruleset": [f"no rule set named {given['ruleset']!r}"]})
+        with service_errors({RuleSetNotFoundError: "ruleset", DecisionError: "decision"}):
+            services.dmn_decision_check(ruleset=given["ruleset"], decision=given.get("decision"))
         with service_errors({RuleSetNotFoundError: "ruleset", DecisionError: "context"}):
             result = services.decide(ruleset=given["ruleset"], context=given["context"], explain=given["explain"],
-                                     use_cache=given["use_cache"])
+                                     use_cache=given["use_cache"], decision=given.get("decision"))
         location = reverse("api:decision-detail", kwargs={"decision_id": result["decision_id"]})
         return self.show(result, status=status.HTTP_201_CREATED, serializer_class=DecisionResultSerializer,
                          headers={"Location": location})

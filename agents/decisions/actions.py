@@ -3,24 +3,27 @@
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.checks import ProbeResult, check_function
 from agents.core.params import Param
-from agents.decisions.services import decide, models_unusable
+from agents.decisions.services import decide, dmn_decision_check, models_unusable
 from agents.exceptions import AgentsError, PermanentActionError
 
 
 @action("decision.evaluate",
-        params={"ruleset": Param("string", required=True), "context": Param("object", default=None)})
-def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None) -> dict:
+        params={"ruleset": Param("string", required=True), "context": Param("object", default=None),
+                "decision": Param("string", default=None)})
+def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None, decision: str | None = None) -> dict:
     """Decide with the active version of ``ruleset`` on the step's ``context`` param, or else on the
-    run's params merged with the step's inputs."""
+    run's params merged with the step's inputs. For a DMN model, ``decision`` names the decision to evaluate."""
     decision_context = context if context is not None else {**step.run_params, **step.inputs}
     try:
-        return decide(ruleset=ruleset, context=decision_context, explain=False)
+        dmn_decision_check(ruleset=ruleset, decision=decision)
+        return decide(ruleset=ruleset, context=decision_context, explain=False, decision=decision)
     except AgentsError as error:
         raise PermanentActionError(str(error)) from None
 
 
-# A decision agent's task ``{ruleset: name, context: {...}}`` decides on that context ({} when none is given).
-task_kind(agent_type="decision", key="ruleset", action="decision.evaluate", extra=("context",), fixed={})
+# A decision agent's task ``{ruleset: name, context: {...}}`` decides on that context ({} when none is given); for a
+# DMN model the task also names its ``decision``.
+task_kind(agent_type="decision", key="ruleset", action="decision.evaluate", extra=("context", "decision"), fixed={})
 
 
 @check_function("decision_models")

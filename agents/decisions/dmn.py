@@ -64,6 +64,16 @@ def _label(element) -> str:
     return f"{kind} {name!r} (id {element.get('id') or '-'})" if name else f"{kind} (id {element.get('id') or '-'})"
 
 
+def _expression_of(element):
+    """The boxed expression an element holds (its first child of an expression kind), or None."""
+    if element is None:
+        return None
+    for child in element:
+        if _local(child.tag) in EXPRESSION_KINDS:
+            return child
+    return None
+
+
 def model_name_slug(name: str) -> str:
     """The rule set name for a DMN model name: runs of characters a rule set name cannot hold become '-'."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name or "").strip("-")[:100]
@@ -112,6 +122,7 @@ class DmnModel:
     items: dict = field(default_factory=dict)
     decisions: dict = field(default_factory=dict)
     knowledge: dict = field(default_factory=dict)  # name -> FeelFunction
+    knowledge_elements: dict = field(default_factory=dict)  # name -> the XML element (for the outline)
 
     @property
     def name(self) -> str:
@@ -181,6 +192,7 @@ class _Loader:
             if element.get("name") in model.knowledge:
                 self.error(element, "another business knowledge model has this name")
             model.knowledge[element.get("name")] = self.knowledge_model(element, model)
+            model.knowledge_elements[element.get("name")] = element
         for element in _children(root, "decision"):
             decision = self.decision(element)
             if decision.name in model.decisions:
@@ -278,12 +290,7 @@ class _Loader:
             visit(name, [])
 
     def expression_of(self, element):
-        if element is None:
-            return None
-        for child in element:
-            if _local(child.tag) in EXPRESSION_KINDS:
-                return child
-        return None
+        return _expression_of(element)
 
     # -- FEEL
     def feel(self, text: str | None, owner, where: str, scope_names: set[str]):
@@ -615,3 +622,86 @@ def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, li
 
     result = run(decision)
     return json_value(result), trace, warnings
+
+
+def _table_outline(table) -> dict:
+    policy = (table.get("hitPolicy") or "UNIQUE").upper()
+    aggregation = table.get("aggregation")
+    inputs = []
+    for index, column in enumerate(_children(table, "input"), start=1):
+        expression = _child(column, "inputExpression")
+        inputs.append({"label": column.get("label") or _text(expression) or f"input {index}",
+                       "expression": _text(expression) or "",
+                       "type_ref": expression.get("typeRef") if expression is not None else None})
+    outputs = [{"name": column.get("name") or column.get("label") or "", "type_ref": column.get("typeRef")}
+               for column in _children(table, "output")]
+    rules = []
+    for number, rule in enumerate(_children(table, "rule"), start=1):
+        notes = [_text(rule, "description") or ""] + [_text(entry) or "" for entry in _children(rule, "annotationEntry")]
+        rules.append({"number": number, "id": rule.get("id") or str(number),
+                      "inputs": [_text(entry) or "-" for entry in _children(rule, "inputEntry")],
+                      "outputs": [_text(entry) or "" for entry in _children(rule, "outputEntry")],
+                      "note": " ".join(note for note in notes if note)})
+    return {"hit_policy": policy + (f" {aggregation.upper()}" if aggregation else ""), "inputs": inputs,
+            "outputs": outputs, "rules": rules}
+
+
+def _expression_outline(expression) -> dict:
+    """A boxed expression to show: its kind, its text (a literal's FEEL, a call, a context's entries), a table."""
+    if expression is None:
+        return {"kind": "", "text": "", "table": None}
+    kind = _local(expression.tag)
+    text = ""
+    if kind == "literalExpression":
+        text = _text(expression) or ""
+    elif kind == "invocation":
+        bindings = []
+        for binding in _children(expression, "binding"):
+            parameter = _child(binding, "parameter")
+            bound = _expression_outline(_expression_of(binding))
+            bindings.append(f"{parameter.get('name') if parameter is not None else '?'}: {bound['text'] or bound['kind']}")
+        text = f"{_text(_child(expression, 'literalExpression')) or '?'}({', '.join(bindings)})"
+    elif kind == "context":
+        entries = []
+        for entry in _children(expression, "contextEntry"):
+            variable = _child(entry, "variable")
+            inner = _expression_outline(_expression_of(entry))
+            name = variable.get("name") if variable is not None else "result"
+            entries.append(f"{name}: {inner['text'] or inner['kind']}")
+        text = "; ".join(entries)
+    table = _table_outline(expression) if kind == "decisionTable" else None
+    return {"kind": kind, "text": text, "table": table}
+
+
+def dmn_outline(model: DmnModel) -> dict:
+    """What a model holds, to show a user: its input data with their types, its business knowledge models
+    (parameters and logic) and its decisions (requirements and expression; a decision table's columns and rules),
+    each in document order."""
+    knowledge = []
+    for name, element in model.knowledge_elements.items():
+        logic = _child(element, "encapsulatedLogic")
+        parameters = [{"name": parameter.get("name"), "type_ref": parameter.get("typeRef")}
+                      for parameter in (_children(logic, "formalParameter") if logic is not None else [])]
+        knowledge.append({"name": name, "id": element.get("id") or "-", "parameters": parameters,
+                          **_expression_outline(_expression_of(logic))})
+    decisions = [{"name": node.name, "id": node.id, "type_ref": node.type_ref, "decisions": list(node.decisions),
+                  "inputs": list(node.inputs), "knowledge": list(node.knowledge),
+                  **_expression_outline(_expression_of(node.element))} for node in model.decisions.values()]
+    return {"inputs": [{"name": name, "type_ref": type_ref} for name, type_ref in model.inputs.items()],
+            "knowledge": knowledge, "decisions": decisions}
+
+
+def _sample_value(item: ItemDefinition | None, model: DmnModel, depth: int) -> Any:
+    if item is None or depth > 8:
+        return None
+    if item.is_collection:
+        return []
+    if item.components:
+        return {name: _sample_value(component, model, depth + 1) for name, component in item.components.items()}
+    return _sample_value(model.items.get(item.type_ref or ""), model, depth + 1)
+
+
+def dmn_sample_context(model: DmnModel) -> dict:
+    """A context skeleton with every input data of the model, each null (a structure's components null, a
+    collection empty), for a user to fill in."""
+    return {name: _sample_value(model.items.get(type_ref or ""), model, 0) for name, type_ref in model.inputs.items()}

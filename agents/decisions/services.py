@@ -606,11 +606,16 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
     return recorded
 
 
-def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000) -> dict:
-    """Replay audited contexts against ``version`` and report what would change."""
-    target = RuleSetVersion.objects.filter(ruleset__name=ruleset, number=version).first()
+def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision: str | None = None) -> dict:
+    """Replay audited contexts against ``version`` and report what would change. A DMN version replays the
+    contexts audited for its decision ``decision`` (see ``_dmn_simulate``)."""
+    target = RuleSetVersion.objects.select_related("ruleset").filter(ruleset__name=ruleset, number=version).first()
     if target is None:
         raise RuleSetNotFoundError(f"rule set {ruleset!r} has no version {version}")
+    if target.spec.get("format") == "dmn":
+        return _dmn_simulate(target, decision=decision, limit=limit)
+    if decision is not None:
+        raise DecisionError(f"rule set {ruleset!r} v{version} is not a DMN model; simulate without a decision")
     rules = compiled_ruleset(target.pk)
     changed, errors, matched_counts, total = [], [], {}, 0
     decisions = Decision.objects.filter(ruleset__name=ruleset).order_by("-created_at")[:limit]
@@ -627,9 +632,41 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000) -> dict:
         if ml.label_of(new) != ml.label_of(decision.decision):
             changed.append({"decision_id": str(decision.decision_id), "was": decision.decision, "would_be": new,
                             "rule_ids": [rule.id for rule in outcome.matched]})
+    return _simulation_report(ruleset, version, total, changed, errors, matched_counts,
+                              "masked context keys replay as '***'")
+
+
+def _simulation_report(ruleset: str, version: int, total: int, changed: list, errors: list, matched_counts: dict,
+                       note: str) -> dict:
     return {"ruleset": ruleset, "version": version, "replayed": total, "changed": len(changed),
             "unchanged": total - len(changed) - len(errors), "errors": errors, "rule_matches": matched_counts,
-            "changes": changed[:100], "note": "masked context keys replay as '***'"}
+            "changes": changed[:100], "note": note}
+
+
+def _dmn_simulate(target: RuleSetVersion, *, decision: str | None, limit: int) -> dict:
+    """Replay the contexts audited for the DMN decision ``decision`` of the rule set (the newest ``limit``) with
+    ``target``'s model: what its answer would be, which rules of the decision's own tables match, and where the
+    model reports an error (its answer then counted as an error, as a rule set's conflict is)."""
+    name = target.ruleset.name
+    model = compiled_dmn(target.pk)
+    dmn_decision_check(ruleset=name, decision=decision, model=model)
+    changed, errors, matched_counts, total = [], [], {}, 0
+    audited = Decision.objects.filter(ruleset_id=target.ruleset_id,
+                                      reasoning__startswith=_dmn_reasoning_start(decision)).order_by("-created_at")
+    for row in audited[:limit].iterator():
+        total += 1
+        value, trace, problems = dmn_evaluate(model, decision, row.context)
+        if problems:
+            errors.append({"decision_id": str(row.decision_id), "error": "; ".join(problems)})
+            continue
+        rule_ids = _dmn_rule_ids(trace)
+        for rule_id in rule_ids:
+            matched_counts[rule_id] = matched_counts.get(rule_id, 0) + 1
+        if ml.label_of(value) != ml.label_of(row.decision):
+            changed.append({"decision_id": str(row.decision_id), "was": row.decision, "would_be": value,
+                            "rule_ids": rule_ids})
+    return _simulation_report(name, target.number, total, changed, errors, matched_counts,
+                              f"contexts audited for decision {decision!r}; masked context keys replay as '***'")
 
 
 # --- models ------------------------------------------------------------------------
@@ -803,6 +840,40 @@ def compiled_dmn(version_id: int) -> DmnModel:
     return dmn_parse(RuleSetVersion.objects.get(pk=version_id).source)
 
 
+def dmn_decisions(*, ruleset: str) -> list[str] | None:
+    """The decisions of the active version of ``ruleset`` (sorted) when it is a DMN model; None when it is not."""
+    version = ruleset_active_version(ruleset=ruleset)
+    if version.spec.get("format") != "dmn":
+        return None
+    return sorted(compiled_dmn(version.pk).decisions)
+
+
+def dmn_decision_check(*, ruleset: str, decision: str | None, model: DmnModel | None = None) -> None:
+    """Raise ``DecisionError`` unless ``decision`` may be asked of ``ruleset`` (of ``model``, when given; else of
+    the active version): a DMN model needs one of its decisions named, any other rule set none."""
+    names = sorted(model.decisions) if model is not None else dmn_decisions(ruleset=ruleset)
+    if names is None:
+        if decision is not None:
+            raise DecisionError(f"rule set {ruleset!r} is not a DMN model: it has no decision {decision!r} to name; "
+                                "leave the decision out")
+        return
+    if decision is None or decision == "":
+        raise DecisionError(f"rule set {ruleset!r} is a DMN model: name the decision to evaluate "
+                            f"(decisions: {', '.join(names)})")
+    if decision not in names:
+        raise DecisionError(f"rule set {ruleset!r} has no decision {decision!r} (decisions: {', '.join(names)})")
+
+
+def _dmn_reasoning_start(decision: str) -> str:
+    """How the audited reasoning of a DMN decision starts: it names the decision (the audit has no column for it)."""
+    return f"decision {decision!r} of DMN model "
+
+
+def _dmn_rule_ids(trace: list[dict]) -> list[str]:
+    """The ids of the rules matched in the tables of the decision asked (the last one in the trace)."""
+    return [match["id"] for table in trace[-1]["tables"] for match in table["matched"]]
+
+
 def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
     """Evaluate one decision of the active DMN model of ``ruleset`` (its required decisions first); audited.
 
@@ -816,9 +887,7 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
     if version.spec.get("format") != "dmn":
         raise DecisionError(f"rule set {ruleset!r} is not a DMN model; decide without --decision")
     model = compiled_dmn(version.pk)
-    if decision not in model.decisions:
-        raise DecisionError(f"rule set {ruleset!r} has no decision {decision!r} "
-                            f"(decisions: {', '.join(sorted(model.decisions))})")
+    dmn_decision_check(ruleset=ruleset, decision=decision, model=model)
     started = time.perf_counter()
     value, trace, errors = dmn_evaluate(model, decision, context)
     latency_ms = (time.perf_counter() - started) * 1000
@@ -830,9 +899,8 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
             for read in table["inputs"]:
                 if _masked_path(read["expression"], masked):
                     read["value"] = MASK
-    own = trace[-1]
-    rule_ids = [match["id"] for table in own["tables"] for match in table["matched"]]
-    reasoning = (f"decision {decision!r} of DMN model {model.model_name!r} evaluated after "
+    rule_ids = _dmn_rule_ids(trace)
+    reasoning = (f"{_dmn_reasoning_start(decision)}{model.model_name!r} evaluated after "
                  f"{len(trace) - 1} required decision{'s' if len(trace) != 2 else ''}")
     row = Decision(
         decision_id=uuid.uuid4(), ruleset_id=version.ruleset_id, version_id=version.pk, context=_mask(context, masked),

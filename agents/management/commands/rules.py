@@ -7,13 +7,15 @@ from agents.management.base import AgentsCommand, json_text
 class Command(AgentsCommand):
     """Operate rule sets from the command line."""
 
-    help = "Rule sets: load FILE [--activate] [--shadow] | list | activate NAME VERSION | simulate NAME --version V."
+    help = ("Rule sets: load FILE [--activate] [--shadow] | list | activate NAME VERSION | "
+            "simulate NAME --version V [--decision D].")
     spec_error = RuleSetError
     spec_error_title = "invalid rule set"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{load,list,activate,simulate}")
-        load = sub.add_parser("load", help="Store a rule set file as a new draft version (unless unchanged).")
+        load = sub.add_parser("load", help="Store a rule set file (YAML, JSON, or a DMN model .dmn) as a new draft "
+                                           "version (unless unchanged).")
         load.add_argument("file")
         load.add_argument("--activate", action="store_true", help="Make it the active version.")
         load.add_argument("--shadow", action="store_true", help="Evaluate this draft beside the active version.")
@@ -28,6 +30,7 @@ class Command(AgentsCommand):
         simulate.add_argument("name")
         simulate.add_argument("--version", type=int, required=True)
         simulate.add_argument("--limit", type=int, default=10_000, help="Most recent decisions to replay.")
+        simulate.add_argument("--decision", help="For a DMN version: the decision whose audited contexts to replay.")
         self.json_argument_add(simulate)
 
     def handle_load(self, *, file, activate, shadow, json, team=None, **options):
@@ -56,8 +59,8 @@ class Command(AgentsCommand):
         activated = services.ruleset_version_activate(ruleset=name, number=version)
         self.stdout.write(f"{name}: version {activated.number} is active")
 
-    def handle_simulate(self, *, name, version, limit, json, **options):
-        report = services.rules_simulate(ruleset=name, version=version, limit=limit)
+    def handle_simulate(self, *, name, version, limit, json, decision=None, **options):
+        report = services.rules_simulate(ruleset=name, version=version, limit=limit, decision=decision)
         if json:
             self.json_write(report)
             return
