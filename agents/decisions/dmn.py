@@ -161,7 +161,8 @@ class _Loader:
         if re.search(r"<!(DOCTYPE|ENTITY)", self.text, re.IGNORECASE):
             raise RuleSetError(["the DMN model declares a DOCTYPE or entities; they are refused (no entity is expanded)"])
         try:
-            root = ElementTree.fromstring(self.text)
+            # What comes before the XML declaration (a pasted text's first blank line) is not part of the document.
+            root = ElementTree.fromstring(self.text.lstrip(" \t\r\n"))
         except ElementTree.ParseError as error:
             raise RuleSetError([f"the DMN model is not well-formed XML: {error}"]) from None
         if _local(root.tag) != "definitions":

@@ -88,7 +88,7 @@ def test_a_modeler_export_decides_through_the_api_with_the_trace_and_is_audited(
 
 
 def test_the_api_loads_a_dmn_text_as_a_version_of_the_model_rule_set(operator_client):
-    response = operator_client.post("/api/rulesets/", {"text": EXPORT.read_text()}, format="json")
+    response = operator_client.post("/api/rulesets/", {"text": "\n" + EXPORT.read_text()}, format="json")  # as pasted
 
     assert response.status_code == 201
     assert (response.json()["ruleset"], response.json()["version"]) == (NAME, 1)
