@@ -9,7 +9,6 @@ builds, so a loop over big lists stays bounded.
 import datetime as dt
 import decimal
 import functools
-import math
 import re
 from decimal import Decimal
 from typing import Any
