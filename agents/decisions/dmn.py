@@ -37,6 +37,9 @@ BASE_TYPES = {"number": "number", "string": "string", "boolean": "boolean", "fee
               "feel:string": "string", "feel:boolean": "boolean"}
 EXPRESSION_KINDS = ("literalExpression", "decisionTable", "context", "invocation", "list", "relation",
                     "functionDefinition", "conditional", "filter", "for", "every", "some")
+#: The element kind each requirement must point at (a decision service, say, cannot be required: not supported).
+REQUIRED_KINDS = {"requiredDecision": "decision", "requiredInput": "inputData",
+                  "requiredKnowledge": "businessKnowledgeModel"}
 _TRACE = "\x00trace"  # a scope key no FEEL name can spell: where evaluation appends its trace
 
 
@@ -234,6 +237,10 @@ class _Loader:
                     continue
                 if target is None:
                     self.error(element, f"{attribute} refers to {reference.get('href')!r}, which is not in the model")
+                    continue
+                if _local(target.tag) != REQUIRED_KINDS[attribute]:
+                    self.error(element, f"{attribute} refers to {reference.get('href')!r}, which is {_label(target)}, "
+                                        f"not a {REQUIRED_KINDS[attribute]}")
                     continue
                 names.append(target.get("name"))
         return names

@@ -8,7 +8,7 @@ from django.core.management import CommandError
 
 from agents.core.actions import action_run
 from agents.decisions import services
-from agents.exceptions import PermanentActionError
+from agents.exceptions import PermanentActionError, RuleSetError
 from agents.models import Decision, RuleSetVersion
 from tests.api.conftest import error_of, operator, operator_client, throttle_counts_reset  # noqa: F401 (fixtures)
 from tests.decisions.test_dmn import run
@@ -228,3 +228,25 @@ def test_a_workflow_step_decides_with_a_dmn_model(worker):
 
     assert summary["status"] == "succeeded"
     assert summary["steps"]["decide"]["result"]["decision"] == "Declined"
+
+
+def test_a_requirement_on_the_wrong_kind_of_element_is_refused_at_load_not_at_decide_time():
+    text = """<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="services" namespace="x">
+      <inputData name="Age" id="i_age"><variable name="Age" typeRef="number"/></inputData>
+      <decisionService name="Scoring" id="s_scoring"/>
+      <decision name="Top" id="d_top">
+        <informationRequirement><requiredDecision href="#s_scoring"/></informationRequirement>
+        <informationRequirement><requiredDecision href="#i_age"/></informationRequirement>
+        <literalExpression><text>1</text></literalExpression>
+      </decision>
+    </definitions>"""
+
+    with pytest.raises(RuleSetError) as refused:
+        services.rules_load(text=text, activate=True)
+
+    assert refused.value.errors == [
+        "decision 'Top' (id d_top): requiredDecision refers to '#s_scoring', which is decisionService 'Scoring' "
+        "(id s_scoring), not a decision",
+        "decision 'Top' (id d_top): requiredDecision refers to '#i_age', which is inputData 'Age' (id i_age), "
+        "not a decision"]
+    assert not RuleSetVersion.objects.exists()
