@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from agents.core.lazy import lazy
 from agents.data import transforms as tf
-from agents.data.quality import CheckRunner
+from agents.data.quality import CheckRunner, tables_concat
 from agents.data.sources import source_frame, source_read
 
 pd = lazy("pandas")
@@ -170,7 +170,7 @@ def pipeline_execute(
         emit(frame.reset_index(drop=True))
 
     outcome.quality = [runner.finish() for runner in runners]
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    table = tables_concat(tables)
     tables.clear()
     output_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, output_path)

@@ -459,6 +459,38 @@ def plain(value: Any) -> Any:
 # ---------------------------------------------------------------- running
 
 
+def _null_columns(table: pa.Table) -> set[str]:
+    """The columns of ``table`` without a value (pandas reads such a CSV column as float64, whatever it holds later)."""
+    return {name for name, column in zip(table.column_names, table.columns) if column.null_count == len(column)}
+
+
+def _nulls_cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with each column cast to ``schema``'s type; a column without a value becomes nulls of that type."""
+    columns = [pa.nulls(len(table), type=field.type) if field.name in _null_columns(table)
+               else table.column(field.name).cast(field.type) for field in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def tables_concat(tables: list[pa.Table]) -> pa.Table:
+    """One table from the tables of a run's chunks; a column without a value in one chunk takes the type the other
+    chunks give it (a CSV column empty in the first chunk and text later is text, not an error)."""
+    if len(tables) == 1:
+        return tables[0]
+    typed: dict[str, pa.DataType] = {}
+    for table in tables:
+        empty = _null_columns(table)
+        for field in table.schema:
+            if field.name not in empty:
+                typed.setdefault(field.name, field.type)
+    schemas = []
+    for table in tables:
+        fields = [pa.field(field.name, typed[field.name]) if field.name in typed and field.name in _null_columns(table)
+                  else field for field in table.schema]
+        schemas.append(pa.schema(fields))
+    tables = [_nulls_cast(table, schema) if schema != table.schema else table for table, schema in zip(tables, schemas)]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
 class _FailingRowsFile:
     """Failing rows appended chunk by chunk to one Parquet file with a fixed schema."""
 
@@ -467,26 +499,52 @@ class _FailingRowsFile:
         self.where = where
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
+        self.empty_columns: set[str] = set()  # columns the first chunk had no value in
 
     def write(self, rows: pd.DataFrame) -> None:
-        """Append rows, cast to the schema of the first chunk seen (see ``schema_from``)."""
+        """Append rows, cast to the schema of the first chunk seen (see ``schema_from``). A column that had no value
+        so far takes the type of the first chunk that gives it one (the rows written before are rewritten)."""
         if rows.empty:
             return
         try:
             table = pa.Table.from_pandas(rows, schema=self.schema, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            raise DataError(
-                f"{self.where}: failing rows of a later chunk do not fit the columns' types of the first chunk: {exc}"
-            ) from None
+            table = self._widened(rows, exc)
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = pq.ParquetWriter(self.path, self.schema)
         self.writer.write_table(table)
 
+    def _widened(self, rows: pd.DataFrame, exc: Exception) -> pa.Table:
+        """``rows`` as a table after the schema takes their types for the columns that held only nulls so far."""
+        own = pa.Table.from_pandas(rows, preserve_index=False)
+        written = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            written = pq.read_table(self.path)
+        empty = self.empty_columns & (_null_columns(written) if written is not None else self.empty_columns)
+        fields = [own.schema.field(field.name) if field.name in empty and field.name in own.column_names else field
+                  for field in self.schema]
+        self.empty_columns = empty & _null_columns(own)
+        try:
+            schema = pa.schema(fields)
+            table = own.select(schema.names).cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError):
+            raise DataError(
+                f"{self.where}: failing rows of a later chunk do not fit the columns' types of the first chunk: {exc}"
+            ) from None
+        self.schema = schema
+        if written is not None:
+            self.writer = pq.ParquetWriter(self.path, schema)
+            self.writer.write_table(_nulls_cast(written, schema))
+        return table
+
     def schema_from(self, records: pd.DataFrame) -> None:
         """Fix the file's columns and types from the first chunk's records (all its rows, not only failing ones)."""
         if self.schema is None:
             self.schema = pa.Schema.from_pandas(records, preserve_index=False)
+            self.empty_columns = {name for name in records.columns if records[name].isna().all()}
 
     def close(self) -> str:
         if self.writer is None:
