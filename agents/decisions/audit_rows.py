@@ -2,13 +2,17 @@
 elsewhere bulk INSERTs.
 
 The audit stays append-only: COPY only inserts, and the database trigger that refuses UPDATE and DELETE of a
-decision is untouched. The rows stream while the batch goes on, so the database stores one chunk while the next is
-evaluated; the columns every decision with the same outcome shares are encoded once per outcome.
+decision is untouched. The rows stream while the batch goes on: a thread sends each chunk as one COPY statement on
+the batch's own connection and transaction, so the database stores (and checks the foreign keys of) one chunk while
+the next is evaluated; the columns every decision with the same outcome shares are encoded once per outcome.
 """
 import json
+import queue
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -19,8 +23,11 @@ from agents.models import Decision
 COLUMNS = ("decision_id", "ruleset_id", "trace_id", "version_id", "model_version_id", "context", "decision",
            "confidence", "engine", "rule_ids", "reasoning", "needs_review", "error", "cached", "latency_ms",
            "created_at")
-#: Bytes sent to COPY per write: enough to amortise the call, small enough to keep the database busy meanwhile.
-_COPY_CHUNK = 256 << 10
+#: Bytes of rows per COPY statement: enough to amortise the statement, small enough that the database stores and
+#: checks one while the next is built.
+_COPY_CHUNK = 1 << 20
+#: COPY statements waiting for the thread at most: the batch waits for the database beyond that.
+_COPY_QUEUED = 8
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -47,10 +54,19 @@ def _json(text: str) -> str:
 
 
 class _CopyWriter:
-    def __init__(self, copy, head: str, stamp: str):
-        self.copy, self.head, self.stamp = copy, head, stamp
+    """Rows to COPY text in the caller's thread; each chunk sent as one COPY statement by a thread of its own on the
+    same connection (psycopg's connections are thread-safe), which the caller leaves alone until ``close``."""
+
+    def __init__(self, raw_connection, statement: str, head: str, stamp: str):
+        self.raw, self.statement, self.head, self.stamp = raw_connection, statement, head, stamp
         self.segments: dict[int, tuple[AuditOutcome, str]] = {}
         self.written = 0
+        self.lines: list[str] = []
+        self.size = 0
+        self.pending: queue.Queue = queue.Queue(maxsize=_COPY_QUEUED)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self.send, name="decision-audit-copy", daemon=True)
+        self.thread.start()
 
     def segment(self, outcome: AuditOutcome) -> str:
         known = self.segments.get(id(outcome))
@@ -62,19 +78,41 @@ class _CopyWriter:
         return known[1]
 
     def write(self, rows: list[tuple]) -> None:
+        if self.failure is not None:
+            raise self.failure
         head, stamp, segment = self.head, self.stamp, self.segment
-        lines, size = [], 0
+        lines, size = self.lines, self.size
         for decision_id, context_json, outcome, error, cached, latency_ms in rows:
             line = (f"{decision_id}\t{head}\t{_json(context_json)}\t{segment(outcome)}\t{_text(error)}\t"
                     f"{'t' if cached else 'f'}\t{latency_ms!r}\t{stamp}\n")
             lines.append(line)
             size += len(line)
             if size >= _COPY_CHUNK:
-                self.copy.write("".join(lines))
+                self.pending.put("".join(lines))
                 lines, size = [], 0
-        if lines:
-            self.copy.write("".join(lines))
+        self.lines, self.size = lines, size
         self.written += len(rows)
+
+    def send(self) -> None:
+        """The thread: one COPY statement per chunk until ``None``; after a failure, drain the queue."""
+        with self.raw.cursor() as cursor:
+            while (text := self.pending.get()) is not None:
+                if self.failure is None:
+                    try:
+                        with cursor.copy(self.statement) as copy:
+                            copy.write(text)
+                    except BaseException as failure:  # the caller raises it, in its transaction
+                        self.failure = failure
+
+    def close(self, *, completed: bool) -> None:
+        """Send what is left (when ``completed``) and wait for the thread; raise what the database refused."""
+        if completed and self.lines:
+            self.pending.put("".join(self.lines))
+        self.lines = []
+        self.pending.put(None)
+        self.thread.join()
+        if completed and self.failure is not None:
+            raise self.failure
 
 
 class _BulkWriter:
@@ -113,5 +151,26 @@ def decisions_writer(*, ruleset_id: int, version_id: int, trace_id: str, model_v
                      f"({', '.join(quote(meta.get_field(name).column) for name in COLUMNS)}) FROM STDIN")
         head = "\t".join((str(ruleset_id), _text(trace_id), str(version_id),
                           "\\N" if model_version_id is None else str(model_version_id)))
-        with connection.cursor() as cursor, cursor.copy(statement) as copy:
-            yield _CopyWriter(copy, head, created.isoformat())
+        keys = ", ".join(quote(name) for name in _foreign_keys())
+        with connection.cursor() as cursor:
+            # Checked as each COPY statement ends (in the thread, while the batch goes on), not all at commit.
+            if keys:
+                cursor.execute(f"SET CONSTRAINTS {keys} IMMEDIATE")
+            writer = _CopyWriter(connection.connection, statement, head, created.isoformat())
+            completed = False
+            try:
+                yield writer
+                completed = True
+            finally:
+                writer.close(completed=completed)
+            if keys:
+                cursor.execute(f"SET CONSTRAINTS {keys} DEFERRED")
+
+
+@lru_cache(maxsize=1)
+def _foreign_keys() -> tuple[str, ...]:
+    """The names of the decision table's deferrable foreign keys (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' "
+                       "AND condeferrable ORDER BY conname", [Decision._meta.db_table])
+        return tuple(row[0] for row in cursor.fetchall())

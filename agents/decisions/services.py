@@ -5,6 +5,7 @@ import logging
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -12,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -22,7 +23,7 @@ from agents.core.audit import audit_record
 from agents.core.teams import owned_get_or_create
 from agents.decisions import ml
 from agents.decisions.audit_rows import AuditOutcome, decisions_writer
-from agents.decisions.batch import ruleset_evaluate_batch
+from agents.decisions.batch import Tracer, Verdict, fields_columns, ruleset_verdicts
 from agents.decisions.cache import decision_cache
 from agents.expressions.compiler import extract_fields
 from agents.core.definitions import DefinitionTextError, definition_load_text, definition_read_file
@@ -311,20 +312,76 @@ def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool
     return result
 
 
-def decide_many(*, ruleset: str, contexts: list, explain: bool = False, use_cache: bool = True) -> list[dict]:
+def decide_many(*, ruleset: str, contexts: list, explain: bool = False, use_cache: bool = True,
+                decision: str | None = None) -> list[dict]:
     """Decide for many contexts in order, each audited; conflicts are reported per result.
 
-    A batch is evaluated column-wise (``batch.ruleset_evaluate_batch``), reads and writes the cache in one round
-    trip per chunk, and writes its audit rows with COPY on PostgreSQL; the answers are the ones ``decide`` gives.
+    A batch is evaluated column-wise (``batch.ruleset_verdicts``), reads and writes the cache in one round trip
+    per chunk, and writes its audit rows with COPY on PostgreSQL; the answers are the ones ``decide`` gives.
     With ``explain``, or a champion model to fall back on, each context is decided on its own, audit rows in
-    batches of ``AGENTS_DECISION_AUDIT_BATCH``.
+    batches of ``AGENTS_DECISION_AUDIT_BATCH``. A DMN model decides each context as ``dmn_decide`` does, for
+    ``decision`` (default: the model's one decision no other requires).
     """
-    decider = _Decider(ruleset)
+    decider = _batch_decider(ruleset, decision)
+    if isinstance(decider, list):
+        return _dmn_decide_many(decider[0], contexts, decision=decision)
     if explain or decider.champion is not None or decider.rules.fields is None:
         return _decide_each(decider, contexts, explain=explain, use_cache=use_cache)
-    results = _decide_batch(decider, contexts, use_cache=use_cache)
+    batch = _Batch(decider, use_cache=use_cache)
+    results = _decide_batch(batch, contexts)
     if decider.shadowed:
-        _shadow_later([r["decision_id"] for r in results if r.get("decision_id")])
+        _shadow_later(batch.decision_ids)
+    return results
+
+
+def decide_many_json(*, ruleset: str, contexts: list, use_cache: bool = True, decision: str | None = None) -> list[str]:
+    """``decide_many``'s answers as JSON text, one per context (what ``decide --contexts`` prints): the parts
+    decisions with the same outcome share are encoded once per batch instead of once per answer."""
+    decider = _batch_decider(ruleset, decision)
+    if isinstance(decider, list):
+        return [json.dumps(result, default=str) for result in
+                _dmn_decide_many(decider[0], contexts, decision=decision)]
+    if decider.champion is not None or decider.rules.fields is None:
+        return [json.dumps(result, default=str) for result in
+                _decide_each(decider, contexts, explain=False, use_cache=use_cache)]
+    batch = _Batch(decider, use_cache=use_cache, as_json=True)
+    results = _decide_batch(batch, contexts)
+    if decider.shadowed:
+        _shadow_later(batch.decision_ids)
+    return results
+
+
+def _batch_decider(ruleset: str, decision: str | None) -> "_Decider | list[RuleSetVersion]":
+    """The decider of a rule set, or ``[version]`` when its active version is a DMN model."""
+    try:
+        decider = _Decider(ruleset)
+    except RuleSetError:
+        version = ruleset_active_version(ruleset=ruleset)
+        if version.spec.get("format") == "dmn":
+            return [version]
+        raise
+    if decision is not None:
+        dmn_decision_check(ruleset=ruleset, decision=decision)  # not a DMN model: says so
+    return decider
+
+
+def _dmn_decide_many(version: RuleSetVersion, contexts: list, *, decision: str | None) -> list[dict]:
+    """Decide each context with ``dmn_decide`` (each audited); a context it refuses gets its error."""
+    name, model = version.ruleset.name, compiled_dmn(version.pk)
+    if decision is None:
+        required = {required for node in model.decisions.values() for required in node.decisions}
+        tops = sorted(set(model.decisions) - required)
+        if len(tops) != 1:
+            raise DecisionError(f"rule set {name!r} is a DMN model with {len(tops)} decisions no other requires "
+                                f"({', '.join(tops)}): name the one to evaluate (--decision NAME)")
+        decision = tops[0]
+    dmn_decision_check(ruleset=name, decision=decision, model=model)
+    results = []
+    for context in contexts:
+        try:
+            results.append(dmn_decide(ruleset=name, decision=decision, context=context))
+        except DecisionError as error:  # a context it refuses: reported in its place, as a rule set's are
+            results.append({"error": str(error), "decision": None})
     return results
 
 
@@ -352,13 +409,23 @@ def _decide_each(decider: "_Decider", contexts: list, *, explain: bool, use_cach
 
 #: Contexts evaluated together in a batch: large enough for column-wise evaluation to pay, small enough that the
 #: database stores one chunk's audit rows while the next is evaluated.
-BATCH_CHUNK = 20_000
+BATCH_CHUNK = 5_000
 #: Audit rows handed to the COPY stream at a time.
 AUDIT_STREAM_ROWS = 1000
+
+
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: ``json.dumps(allow_nan=False)``'s C encoder, made once (``json.dumps`` builds one per call); it skips the check
+#: for circular references, so RecursionError stands for a circular (or too deeply nested) context.
+_CONTEXT_ENCODE = json.encoder.c_make_encoder(None, _unencodable, json.encoder.encode_basestring_ascii, None, ": ",
+                                              ", ", False, False, False) if json.encoder.c_make_encoder else None
 _CONTEXT_ENCODER = json.JSONEncoder(allow_nan=False)
 
 
-def _context_json(context: Any, masked: set[str], probes: tuple[str, ...]) -> str:
+def _context_json(context: Any, masked: set[str], probes: "re.Pattern | None") -> str:
     """The context as the audit stores it: JSON, masked keys as ***; raise DecisionError as ``decide`` does.
 
     The context is encoded once; it is walked for masking only when the JSON text holds a masked key's name (a
@@ -366,82 +433,152 @@ def _context_json(context: Any, masked: set[str], probes: tuple[str, ...]) -> st
     if not isinstance(context, dict):
         raise DecisionError(f"context must be a JSON object, got {type(context).__name__}")
     try:
-        text = _CONTEXT_ENCODER.encode(context)
+        text = "".join(_CONTEXT_ENCODE(context, 0)) if _CONTEXT_ENCODE else _CONTEXT_ENCODER.encode(context)
     except (TypeError, ValueError) as error:
         raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
-    if any(probe in text for probe in probes):
+    except RecursionError:
+        raise DecisionError("context holds a value JSON cannot store: it is circular or nested too deeply") from None
+    if probes is not None and probes.search(text):
         return _CONTEXT_ENCODER.encode(_mask(context, masked))
     return text
+
+
+#: How a batch's cache entry is marked in its key: the entry holds the answer's fields and the verdict (matched
+#: rules, errors, rules evaluated), not the trace, which is rebuilt from the context's fields on a hit.
+_BATCH_ENTRY = "b"
+_KEY_ENCODE = json.encoder.c_make_encoder(None, _unencodable, json.encoder.encode_basestring_ascii, None, ":", ",",
+                                          True, False, False) if json.encoder.c_make_encoder else None
+_KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
+class _Common(NamedTuple):
+    """What every decision with the same outcome shares: the answer's fields, as JSON, and the audited columns."""
+
+    fields: dict
+    text: str
+    audit: AuditOutcome
 
 
 class _Batch:
     """One ``decide_many`` batch: answers shared between contexts with the same outcome, the cache, the audit."""
 
-    def __init__(self, decider: "_Decider", *, use_cache: bool):
+    def __init__(self, decider: "_Decider", *, use_cache: bool, as_json: bool = False):
         self.decider, self.rules = decider, decider.rules
         self.ttl = settings.AGENTS_DECISION_CACHE_TTL_S if use_cache else 0
         self.cache = decision_cache() if self.ttl else None
-        self.probes = tuple(json.dumps(key.rsplit(".", 1)[-1]) for key in decider.masked)
+        probes = sorted({json.dumps(key.rsplit(".", 1)[-1]) for key in decider.masked})
+        self.probes = re.compile("|".join(map(re.escape, probes))) if probes else None
         self.masked_reads = {rule.id: tuple(path for path in (rule.fields or ()) if _masked_path(path, decider.masked))
                              for rule in self.rules.evaluation_order}
         self.any_masked_reads = any(self.masked_reads.values())
-        self.first_of: dict[str, dict] = {}  # cache key -> the answer evaluated for it in this batch
-        self.audited: dict[tuple, AuditOutcome] = {}
-        self.entry_texts: dict[int, str] = {}  # id(shared trace entry) -> its JSON
-        self.entries_kept: list[dict] = []  # the entries entry_texts has, kept alive so no id is reused
+        self.tracer = Tracer(self.rules)
+        self.first_of: dict[str, tuple | None] = {}  # cache key -> (common, verdict) evaluated for it in this batch
+        self.commons: dict[tuple, _Common] = {}  # (reasoning, engine, needs_review) -> what those decisions share
+        self.common_of: dict[int, _Common] = {}  # id(shared outcome or error) -> its _Common
+        self.kept: list = []  # the outcomes common_of has, kept alive so no id is reused
         version = decider.version
         self.name, self.number = version.ruleset.name, version.number
+        self.key_head = f"agents:decision:{version.content_hash[:16]}:{_BATCH_ENTRY}:"
+        self.as_json = as_json
+        self.decision_ids: list[str] = []  # every audited decision, in order
+        self.heads: dict[int, str] = {}  # id(_Common) -> json_head (the commons are kept by self.commons)
+        self.plain_texts: dict[tuple[int, int], str] = {}
 
-    def answer_of(self, outcome: Outcome) -> dict:
-        """The answer ``_Decider.evaluate`` gives for a rules outcome (no model), its trace masked."""
-        trace = list(outcome.trace)
+    def common(self, fields: dict) -> _Common:
+        """The one _Common of an answer's fields (its reasoning names the matched rules, so with the engine it
+        determines decision, confidence and rule ids)."""
+        key = (fields["reasoning"], str(fields["engine"]), fields["needs_review"])
+        known = self.commons.get(key)
+        if known is None:
+            audit = AuditOutcome(decision_json=json.dumps(fields["decision"]), confidence=fields["confidence"],
+                                 engine=str(fields["engine"]), rule_ids_json=json.dumps(fields["rule_ids"]),
+                                 reasoning=fields["reasoning"], needs_review=fields["needs_review"])
+            known = self.commons[key] = _Common(fields, json.dumps(fields), audit)
+        return known
+
+    def common_of_outcome(self, outcome: Outcome | DecisionError) -> _Common:
+        """The answer fields ``_Decider.evaluate`` gives for a rules outcome (no model), or ``decide``'s for a
+        conflict."""
+        known = self.common_of.get(id(outcome))
+        if known is None:
+            default = self.rules.default
+            if isinstance(outcome, DecisionError):
+                fields = {"needs_review": True, "model_version": None, "decision": default["decision"],
+                          "confidence": default["confidence"], "engine": DecisionEngine.DEFAULT, "rule_ids": [],
+                          "reasoning": f"rules conflict: {outcome}"}
+            elif outcome.answered:
+                fields = {"needs_review": False, "model_version": None, "decision": outcome.decision,
+                          "confidence": outcome.confidence, "engine": DecisionEngine.RULES,
+                          "rule_ids": [rule.id for rule in outcome.matched], "reasoning": outcome.reasoning}
+            else:
+                fields = {"needs_review": False, "model_version": None, "decision": default["decision"],
+                          "confidence": default["confidence"], "engine": DecisionEngine.DEFAULT, "rule_ids": [],
+                          "reasoning": "no rule matched; the default applies"}
+            known = self.common_of[id(outcome)] = self.common(fields)
+            self.kept.append(outcome)
+        return known
+
+    def keys(self, raw: dict[str, list]) -> list[str]:
+        """Each context's cache key: the rule set version and a digest of the values of the fields its rules read."""
+        head = self.key_head
+        rows = zip(*(raw[path] for path in self.rules.fields))
+        if _KEY_ENCODE is None:
+            texts = map(_KEY_ENCODER.encode, map(list, rows))
+        else:
+            texts = ("".join(_KEY_ENCODE(row, 0)) for row in rows)
+        return [head + hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in texts]
+
+    def cached(self, entry: Any) -> tuple | None:
+        """(common, verdict) of a cache entry; None unless it is one a batch wrote."""
+        try:
+            fields, matched, errors, evaluated = entry
+            verdict = Verdict(None, tuple(matched), {int(position): error for position, error in errors.items()}
+                              if errors else None, evaluated)
+            return self.common(fields), verdict
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return None
+
+    def trace(self, verdict: Verdict, raw: dict[str, list], row: int) -> list:
+        """The answer's trace, the values read from masked paths replaced."""
+        trace = list(self.tracer.trace(verdict, raw, row))
         if self.any_masked_reads:
             for index, entry in enumerate(trace):
                 paths = self.masked_reads.get(entry["rule_id"]) if "reads" in entry else None
                 if paths:
                     trace[index] = {**entry, "reads": {**entry["reads"], **dict.fromkeys(paths, MASK)}}
-        if outcome.answered:
-            return {"trace": trace, "needs_review": False, "model_version": None, "decision": outcome.decision,
-                    "confidence": outcome.confidence, "engine": DecisionEngine.RULES,
-                    "rule_ids": [rule.id for rule in outcome.matched], "reasoning": outcome.reasoning}
-        default = self.rules.default
-        return {"trace": trace, "needs_review": False, "model_version": None, "decision": default["decision"],
-                "confidence": default["confidence"], "engine": DecisionEngine.DEFAULT, "rule_ids": [],
-                "reasoning": "no rule matched; the default applies"}
+        return trace
 
-    def answer_json(self, answer: dict) -> str:
-        """The answer as JSON text for the cache; trace entries shared between answers are encoded once (the memo
-        holds each such entry, so its id cannot be reused while the batch runs)."""
-        trace = answer["trace"]
-        parts = list(map(self.entry_texts.get, map(id, trace)))
-        if None in parts:
-            for index, part in enumerate(parts):
-                if part is None:
-                    entry = trace[index]
-                    parts[index] = json.dumps(entry)
-                    if "reads" not in entry and entry["error"] is None:  # shared by every context that got here
-                        self.entry_texts[id(entry)] = parts[index]
-                        self.entries_kept.append(entry)
-        rest = json.dumps({key: value for key, value in answer.items() if key != "trace"})
-        return f'{{"trace": [{", ".join(parts)}], {rest[1:]}'
+    def json_head(self, common: _Common) -> str:
+        """An answer's JSON up to its ``cached`` value: the fields every decision with the outcome shares."""
+        head = self.heads.get(id(common))
+        if head is None:
+            fields = common.fields
+            head = self.heads[id(common)] = json.dumps({
+                "decision": fields["decision"], "confidence": fields["confidence"], "reasoning": fields["reasoning"],
+                "rule_ids": fields["rule_ids"], "ruleset": self.name, "ruleset_version": self.number,
+                "model_version": None, "engine": fields["engine"], "needs_review": fields["needs_review"],
+                "cached": None})[:-len("null}")]
+        return head
 
-    def conflict(self, error: DecisionError) -> dict:
-        default = self.rules.default
-        return {"decision": default["decision"], "confidence": default["confidence"], "trace": [],
-                "engine": DecisionEngine.DEFAULT, "rule_ids": [], "needs_review": True, "model_version": None,
-                "reasoning": f"rules conflict: {error}"}
+    def trace_json(self, verdict: Verdict, raw: dict[str, list], row: int) -> str:
+        """``self.trace(...)`` as JSON text (without its brackets): runs of entries of rules that neither matched
+        nor failed are encoded once per batch."""
+        trace = self.trace(verdict, raw, row)
+        parts, start = [], 0
+        for position in sorted({*verdict.matched, *(verdict.errors or ())}):
+            if position > start:
+                parts.append(self.plain_json(start, position))
+            parts.append(json.dumps(trace[position]))
+            start = position + 1
+        if start < verdict.evaluated:
+            parts.append(self.plain_json(start, verdict.evaluated))
+        return ", ".join(parts)
 
-    def audit_outcome(self, answer: dict) -> AuditOutcome:
-        """The audited columns of an answer, encoded once per distinct outcome (its reasoning names the matched
-        rules, so with the engine it determines decision, confidence and rule ids)."""
-        key = (answer["reasoning"], str(answer["engine"]), answer["needs_review"])
-        known = self.audited.get(key)
-        if known is None:
-            known = self.audited[key] = AuditOutcome(
-                decision_json=json.dumps(answer["decision"]), confidence=answer["confidence"],
-                engine=str(answer["engine"]), rule_ids_json=json.dumps(answer["rule_ids"]),
-                reasoning=answer["reasoning"], needs_review=answer["needs_review"])
-        return known
+    def plain_json(self, start: int, end: int) -> str:
+        text = self.plain_texts.get((start, end))
+        if text is None:
+            text = self.plain_texts[start, end] = ", ".join(map(json.dumps, self.tracer.plain[start:end]))
+        return text
 
     def decide(self, contexts: list, writer) -> list[dict]:
         """Decide one chunk; its audit rows go to ``writer``."""
@@ -454,73 +591,83 @@ class _Batch:
             except DecisionError as error:
                 encoded.append(error)
         valid = [index for index, text in enumerate(encoded) if not isinstance(text, DecisionError)]
-        answers: dict[int, dict] = {}
-        errors: dict[int, str] = {}
-        cached: set[int] = set()
-        keys = {index: decider.cache_key(contexts[index], explain=False) for index in valid} if self.ttl else {}
+        if len(valid) < len(contexts):
+            contexts = [contexts[index] for index in valid]
+        raw = fields_columns(contexts, rules.fields)
+        # Per valid context (by its position among them): (common, verdict); ``hits`` came from the cache.
+        decided: list = [None] * len(contexts)
+        hits = [False] * len(contexts)
+        keys = self.keys(raw) if self.ttl else None
+        todo = range(len(contexts))
         if keys:
-            for index, answer in zip(keys, self.cache.get_many(list(keys.values()))):
-                if answer is not None:
-                    answers[index] = answer
-                    cached.add(index)
-        # One evaluation per distinct key; a key evaluated earlier in the batch is the cached answer the same
-        # contexts decided one by one would get (a conflict is not cached: it repeats as a conflict).
-        todo, repeats = [], {}
-        for index in valid:
-            if index in answers:
-                continue
-            key = keys.get(index)
-            if key is not None and key in self.first_of:
-                repeats[index] = key
-                continue
-            if key is not None:
-                self.first_of[key] = None
-            todo.append(index)
-        outcomes = ruleset_evaluate_batch(rules, [contexts[index] for index in todo])
+            todo, repeats = [], []
+            for row, entry in enumerate(self.cache.get_many(keys)):
+                found = self.cached(entry) if entry is not None else None
+                if found is not None:
+                    decided[row], hits[row] = found, True
+                elif keys[row] in self.first_of:
+                    repeats.append(row)  # decided earlier in the batch: what the cache would answer one by one
+                else:
+                    self.first_of[keys[row]] = None
+                    todo.append(row)
+        subset = raw if len(todo) == len(contexts) else {
+            path: [column[row] for row in todo] for path, column in raw.items()}
+        evaluated = ruleset_verdicts(rules, [contexts[row] for row in todo], subset)
         fresh = {}
-        for index, outcome in zip(todo, outcomes):
-            if isinstance(outcome, DecisionError):
-                errors[index] = str(outcome)
-                answers[index] = self.conflict(outcome)
-                if index in keys:
-                    self.first_of[keys[index]] = {"error": errors[index]}
-                continue
-            answers[index] = self.answer_of(outcome)
-            if index in keys:
-                self.first_of[keys[index]] = answers[index]
-                fresh[keys[index]] = self.answer_json(answers[index])
-        for index, key in repeats.items():
-            answer = self.first_of[key]
-            if "error" in answer and len(answer) == 1:
-                errors[index] = answer["error"]
-                answers[index] = self.conflict(DecisionError(answer["error"]))
-            else:
-                answers[index] = answer
-                cached.add(index)
-        if fresh:
-            self.cache.set_many(fresh, self.ttl)
-        latency_ms = round((time.perf_counter() - started) * 1000 / max(1, len(contexts)), 4)
+        for row, verdict in zip(todo, evaluated):
+            common = self.common_of_outcome(verdict.outcome)
+            decided[row] = (common, verdict)
+            if keys:
+                self.first_of[keys[row]] = decided[row]
+                if not isinstance(verdict.outcome, DecisionError):  # a conflict is not cached: it repeats as one
+                    errors = json.dumps(verdict.errors) if verdict.errors else "null"
+                    fresh[keys[row]] = f"[{common.text}, {list(verdict.matched)}, {errors}, {verdict.evaluated}]"
+        if keys:
+            for row in repeats:
+                decided[row] = self.first_of[keys[row]]
+                hits[row] = not isinstance(decided[row][1].outcome, DecisionError)
+            if fresh:
+                self.cache.set_many(fresh, self.ttl)
+        return self.results(encoded, decided, hits, raw, started, writer)
+
+    def results(self, encoded: list, decided: list, hits: list, raw: dict, started: float, writer) -> list:
+        """The chunk's answers in order (as JSON text with ``as_json``), each valid context's audit row streamed to
+        ``writer``."""
+        as_json = self.as_json
+        latency_ms = round((time.perf_counter() - started) * 1000 / max(1, len(encoded)), 4)
         name, number = self.name, self.number
-        decision_ids = _uuid4_texts(len(contexts))
+        decision_ids = _uuid4_texts(len(decided))
         rows, results = [], []
-        for index, text in enumerate(encoded):
+        row = 0
+        for text in encoded:
             if isinstance(text, DecisionError):
-                results.append({"error": str(text), "decision": None})
+                failure = {"error": str(text), "decision": None}
+                results.append(json.dumps(failure) if as_json else failure)
                 continue
-            answer = answers[index]
-            error = errors.get(index, "")
-            hit = index in cached
+            common, verdict = decided[row]
+            fields, hit = common.fields, hits[row]
+            error = str(verdict.outcome) if isinstance(verdict.outcome, DecisionError) else ""
             decision_id = next(decision_ids)
-            rows.append((decision_id, text, self.audit_outcome(answer), error, hit, latency_ms))
-            if len(rows) >= AUDIT_STREAM_ROWS:  # the database stores these while the next ones are built
+            self.decision_ids.append(decision_id)
+            rows.append((decision_id, text, common.audit, error, hit, latency_ms))
+            if len(rows) >= AUDIT_STREAM_ROWS:
                 writer.write(rows)
                 rows = []
-            results.append({
-                "decision": answer["decision"], "confidence": answer["confidence"], "reasoning": answer["reasoning"],
-                "rule_ids": answer["rule_ids"], "ruleset": name, "ruleset_version": number, "model_version": None,
-                "engine": answer["engine"], "needs_review": answer["needs_review"], "cached": hit,
-                "trace": answer["trace"], "decision_id": decision_id, "latency_ms": latency_ms, "error": error or None,
-            })
+            if as_json:
+                results.append(f"{self.json_head(common)}{'true' if hit else 'false'}, \"trace\": "
+                               f"[{'' if error else self.trace_json(verdict, raw, row)}], \"decision_id\": "
+                               f"\"{decision_id}\", \"latency_ms\": {latency_ms!r}, \"error\": "
+                               f"{json.dumps(error) if error else 'null'}}}")
+            else:
+                results.append({
+                    "decision": fields["decision"], "confidence": fields["confidence"],
+                    "reasoning": fields["reasoning"], "rule_ids": fields["rule_ids"], "ruleset": name,
+                    "ruleset_version": number, "model_version": None, "engine": fields["engine"],
+                    "needs_review": fields["needs_review"], "cached": hit,
+                    "trace": [] if error else self.trace(verdict, raw, row), "decision_id": decision_id,
+                    "latency_ms": latency_ms, "error": error or None,
+                })
+            row += 1
         writer.write(rows)
         return results
 
@@ -546,10 +693,10 @@ def _uuid4_texts(count: int) -> Iterator[str]:
                f"{text[20:32]}")
 
 
-def _decide_batch(decider: "_Decider", contexts: list, *, use_cache: bool) -> list[dict]:
+def _decide_batch(batch: "_Batch", contexts: list) -> list:
     """Decide a batch column-wise, chunk by chunk; every decision audited through one COPY stream."""
-    batch = _Batch(decider, use_cache=use_cache)
-    results: list[dict] = []
+    decider = batch.decider
+    results: list = []
     # A batch makes millions of small, acyclic objects (answers, traces, rows): the cycle collector would walk them
     # again and again for nothing. It is paused for the batch only, and collects as usual afterwards.
     with _collector_paused(), decisions_writer(ruleset_id=decider.version.ruleset_id, version_id=decider.version.pk,

@@ -87,11 +87,13 @@ class Decision(models.Model):
     """One decision, audited append-only: what was asked, what was answered, by what and how fast."""
 
     decision_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    ruleset = models.ForeignKey(RuleSet, on_delete=models.PROTECT, related_name="decisions")
-    trace_id = models.CharField(max_length=32, blank=True, db_index=True, help_text="The trace this record belongs to.")
-    version = models.ForeignKey(RuleSetVersion, on_delete=models.PROTECT, related_name="decisions")
+    # Indexed by decision_ruleset_created; version and model version are never looked up from the audit side.
+    # Fewer indexes: each is one more write per audited decision (batches store tens of thousands a second).
+    ruleset = models.ForeignKey(RuleSet, on_delete=models.PROTECT, related_name="decisions", db_index=False)
+    trace_id = models.CharField(max_length=32, blank=True, help_text="The trace this record belongs to.")
+    version = models.ForeignKey(RuleSetVersion, on_delete=models.PROTECT, related_name="decisions", db_index=False)
     model_version = models.ForeignKey(DecisionModelVersion, null=True, blank=True, on_delete=models.PROTECT,
-                                      related_name="decisions")
+                                      related_name="decisions", db_index=False)
     context = models.JSONField(help_text="The context, with masked keys replaced.")
     decision = models.JSONField(null=True)
     confidence = models.FloatField(default=0.0)
@@ -106,7 +108,10 @@ class Decision(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["ruleset", "created_at"], name="decision_ruleset_created")]
+        indexes = [
+            models.Index(fields=["ruleset", "created_at"], name="decision_ruleset_created"),
+            models.Index(fields=["trace_id"], name="decision_trace"),  # equality only: no pattern index
+        ]
 
     def __str__(self) -> str:
         return f"decision {self.decision_id}"

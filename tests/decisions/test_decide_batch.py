@@ -9,6 +9,7 @@ from agents.decisions import services
 from agents.decisions.cache import decision_cache
 from agents.exceptions import DecisionError
 from agents.models import Decision
+from tests.conftest import PROJECT_DIR
 from tests.decisions.conftest import load
 
 pytestmark = pytest.mark.django_db
@@ -145,3 +146,58 @@ def test_a_batch_with_explanations_gives_each_context_its_full_trace():
 
     assert [comparable(result) for result in batch] == [comparable(result) for result in alone]
     assert all("clauses" in entry for entry in batch[0]["trace"])
+
+
+@pytest.mark.parametrize("policy", [("first", ""), ("unique", ""), ("collect", "sum"), ("rule_order", "")])
+def test_the_json_lines_of_a_batch_are_its_answers_as_json(policy):
+    version = load(ruleset(*policy))
+    name = version.ruleset.name
+
+    answers = services.decide_many(ruleset=name, contexts=CONTEXTS + [[1]], use_cache=False)
+    lines = services.decide_many_json(ruleset=name, contexts=CONTEXTS + [[1]], use_cache=False)
+
+    assert len(lines) == len(answers) == len(CONTEXTS) + 1
+    for line, answer in zip(lines, answers, strict=True):
+        parsed = json.loads(line)
+        assert list(parsed) == list(answer)  # the keys in the order decide_many gives them
+        assert comparable(parsed) == comparable(json.loads(json.dumps(answer)))
+    assert Decision.objects.count() == 2 * len(CONTEXTS)
+
+
+def test_a_warm_cache_answers_a_batch_with_the_traces_it_had():
+    version = load(ruleset("collect"))
+    name = version.ruleset.name
+    cold = services.decide_many(ruleset=name, contexts=CONTEXTS)
+
+    warm = services.decide_many(ruleset=name, contexts=CONTEXTS)
+    lines = [json.loads(line) for line in services.decide_many_json(ruleset=name, contexts=CONTEXTS)]
+
+    assert all(answer["cached"] for answer in warm + lines)
+    assert [comparable({**answer, "cached": True}) for answer in cold] == [comparable(answer) for answer in warm]
+    assert [comparable(answer) for answer in lines] == [comparable(json.loads(json.dumps(answer))) for answer in warm]
+    assert "a@example.com" not in json.dumps(warm) and Decision.objects.count() == 3 * len(CONTEXTS)
+
+
+def test_a_batch_of_a_dmn_model_decides_each_context_as_dmn_decide_does(tmp_path):
+    model = PROJECT_DIR / "examples" / "rules" / "loan_eligibility.dmn"
+    call_command("rules", "load", str(model), "--activate", stdout=io.StringIO())
+    applicants = [{"Applicant": {"Age": 30, "Monthly Income": 2000}, "Loan Amount": 12000},
+                  {"Applicant": {"Age": 17, "Monthly Income": 5000}, "Loan Amount": 1000}, [1]]
+
+    batch = services.decide_many(ruleset="loan-eligibility", contexts=applicants)
+    alone = [services.decide(ruleset="loan-eligibility", decision="Eligibility", context=context)
+             for context in applicants[:2]]
+    path = tmp_path / "applicants.jsonl"
+    path.write_text("\n".join(json.dumps(context) for context in applicants[:2]))
+    out = io.StringIO()
+    call_command("decide", "loan-eligibility", "--contexts", str(path), stdout=out)
+
+    assert [comparable(answer) for answer in batch[:2]] == [comparable(answer) for answer in alone]
+    assert batch[0]["decision"] == "Review" and batch[0]["dmn_decision"] == "Eligibility"
+    assert batch[2] == {"error": "context must be a JSON object, got list", "decision": None}
+    assert [json.loads(line)["decision"] for line in out.getvalue().splitlines()] == [a["decision"] for a in alone]
+    assert Decision.objects.count() == 6
+    with pytest.raises(DecisionError, match="has no decision 'Nope'"):
+        services.decide_many(ruleset="loan-eligibility", contexts=applicants, decision="Nope")
+    with pytest.raises(DecisionError, match="not a DMN model"):
+        services.decide_many(ruleset=load(ruleset("first")).ruleset.name, contexts=applicants, decision="Eligibility")

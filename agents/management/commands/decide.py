@@ -66,8 +66,8 @@ class Command(AgentsCommand):
         except (OSError, UnicodeDecodeError) as error:
             raise CommandError(f"{path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
         parsed = [_parse(line, f"{path}, line {number}") for number, line in enumerate(lines, start=1) if line.strip()]
-        for result in services.decide_many(ruleset=name, contexts=parsed, use_cache=use_cache):
-            self.json_write(result, indent=None)
+        for line in services.decide_many_json(ruleset=name, contexts=parsed, use_cache=use_cache):
+            self.stdout.write(line)
 
 
 def _parse(text: str, where: str) -> dict:
