@@ -21,9 +21,9 @@ def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None
         raise PermanentActionError(str(error)) from None
 
 
-# A decision agent's task ``{ruleset: name, context: {...}}`` decides on that context ({} when none is given); for a
-# DMN model the task also names its ``decision``.
-task_kind(agent_type="decision", key="ruleset", action="decision.evaluate", extra=("context", "decision"), fixed={})
+# A decision agent's task ``{ruleset: name, context: {...}}`` decides on that context ({} when none is given). A task
+# for a DMN model names the action: ``{action: decision.evaluate, params: {ruleset, decision, context}}``.
+task_kind(agent_type="decision", key="ruleset", action="decision.evaluate", extra=("context",), fixed={})
 
 
 @check_function("decision_models")

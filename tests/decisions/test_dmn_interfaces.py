@@ -10,6 +10,7 @@ from agents.core.actions import action_run
 from agents.decisions import services
 from agents.exceptions import PermanentActionError, RuleSetError
 from agents.models import Decision, RuleSetVersion
+from agents.orchestration.agent_tasks import task_config_validate
 from tests.api.conftest import error_of, operator, operator_client, throttle_counts_reset  # noqa: F401 (fixtures)
 from tests.decisions.test_dmn import run
 from tests.workflows.conftest import finish, start
@@ -207,6 +208,8 @@ def test_the_decision_evaluate_action_takes_the_dmn_decision_and_refuses_without
     assert (answer["decision"], answer["dmn_decision"]) == ("Low", "Risk Category")
     assert str(missing.value) == f"rule set {NAME!r} is a DMN model: name the decision to evaluate (decisions: {DECISIONS})"
     assert str(unknown.value) == f"rule set {NAME!r} has no decision 'Price' (decisions: {DECISIONS})"
+    assert task_config_validate("decision", {"action": "decision.evaluate", "params": {
+        "ruleset": NAME, "decision": "Risk Category", "context": CONTEXT}}) == []  # a decision agent's task
 
 
 @pytest.mark.django_db(transaction=True)
