@@ -1,5 +1,5 @@
-"""API of monitoring: checks (list, show, run now), alerts (list, show, acknowledge, resolve, silence), silences and
-the metrics summary."""
+"""API of monitoring: checks (list, show, run now), alerts (list, show, acknowledge, resolve, silence), silences,
+the metrics summary, and alerts posted as Prometheus posts them to an Alertmanager (``POST /api/v2/alerts``)."""
 from datetime import timedelta
 
 from django.utils import timezone
@@ -11,7 +11,7 @@ from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JS
 from agents.api.errors import service_errors
 from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso
-from agents.exceptions import AlertStateError
+from agents.exceptions import AlertStateError, CheckSpecError
 from agents.models import Alert, AlertState, Check, CheckStatus, CheckType, Severity, Silence, ThresholdDirection
 from agents.monitoring import alerts, selectors, services
 
@@ -419,3 +419,59 @@ class MetricsViewSet(ApiViewSet):
                                          team_ids=team_ids)
         return self.show({"window_s": window.total_seconds(), "since": iso(until - window), "until": iso(until),
                           "metrics": rows})
+
+
+# --- alerts from Prometheus ---------------------------------------------------------------------------------
+
+
+class PostableAlertSerializer(serializers.Serializer):
+    """One alert as Prometheus posts it to an Alertmanager."""
+
+    labels = serializers.DictField(child=serializers.CharField(), help_text="alertname names the check; instance "
+                                   "is the target; the others become tags name=value.")
+    annotations = serializers.DictField(child=serializers.CharField(), required=False,
+                                        help_text="summary (the alert's summary), description.")
+    startsAt = serializers.DateTimeField(required=False)
+    endsAt = serializers.DateTimeField(required=False, help_text="In the past: the alert is resolved.")
+    generatorURL = serializers.CharField(required=False)
+
+
+class AlertsReceivedSerializer(serializers.Serializer):
+    """What a post of alerts did."""
+
+    fired = serializers.IntegerField(help_text="New label sets: their alerts fired.")
+    updated = serializers.IntegerField(help_text="Alerts already firing, kept.")
+    resolved = serializers.IntegerField(help_text="Alerts resolved (endsAt in the past).")
+    unchanged = serializers.IntegerField(help_text="Resolved label sets with no open alert.")
+
+
+def _problem_fields(problems: list[str]) -> dict[str, list[str]]:
+    """``[0].labels.alertname: is required`` as ``{"[0].labels.alertname": ["is required"]}``."""
+    fields: dict[str, list[str]] = {}
+    for problem in problems:
+        where, separator, reason = problem.partition(": ")
+        if not separator or not where.startswith("["):
+            where, reason = "non_field_errors", problem
+        fields.setdefault(where, []).append(reason)
+    return fields
+
+
+class AlertmanagerViewSet(ApiViewSet):
+    """Alertmanager's ``/api/v2/alerts``: point Prometheus' ``alerting.alertmanagers`` here."""
+
+    serializer_class = AlertsReceivedSerializer
+    perms = {"create": "add_alert"}
+    pagination_class = None
+
+    @extend_schema(request=PostableAlertSerializer(many=True), responses={200: AlertsReceivedSerializer})
+    def create(self, request):
+        """Fire, keep or resolve one alert per label set (a check of type `external` per `alertname`, made on first
+        sight in `?team=`, default yours); routes and silences apply. 400 naming `[index].field` for a bad alert;
+        nothing is stored from a bad batch."""
+        team = self.team_given(request.query_params.get("team"))
+        with service_errors():
+            try:
+                counts = alerts.external_alerts_receive(document=request.data, team=team, user=_user(request))
+            except CheckSpecError as error:
+                raise serializers.ValidationError(_problem_fields(error.errors)) from None
+        return self.show(counts)

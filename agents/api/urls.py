@@ -5,7 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from agents.api.data import DataRunViewSet, DatasetViewSet, PipelineViewSet
 from agents.api.decisions import DecisionViewSet, RuleSetViewSet
-from agents.api.monitoring import AlertViewSet, CheckViewSet, MetricsViewSet, SilenceViewSet
+from agents.api.monitoring import AlertmanagerViewSet, AlertViewSet, CheckViewSet, MetricsViewSet, SilenceViewSet
 from agents.api.orchestration import AgentTaskViewSet, EventViewSet, MessageViewSet
 from agents.api.registry import AgentViewSet
 from agents.api.workflows import PoolViewSet, WorkflowRunViewSet, WorkflowViewSet
@@ -39,5 +39,7 @@ router.register("events", EventViewSet, basename="event")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Alertmanager's path, so Prometheus can post its alerts here as to an Alertmanager.
+    path("v2/alerts", AlertmanagerViewSet.as_view({"post": "create"}), name="alertmanager-alerts"),
     path("", include(router.urls)),
 ]

@@ -3,7 +3,8 @@ incident responses.
 
 The face other code may use: ``services`` (load definitions, dispatch and run checks), ``alerts`` (acknowledge,
 silence, resolve), ``selectors`` (checks, alerts, metrics as JSON), ``rules``, ``probes`` and ``notifiers``
-(validate matchers, check types and notifier configs). ``actions`` registers ``monitoring.check`` and the
+(validate matchers, check types and notifier configs), ``alertmanager`` (Alertmanager's formats) and
+``exposition`` (the Prometheus exposition read at scrape time). ``actions`` registers ``monitoring.check`` and the
 monitoring agent's task kind.
 """
-__all__ = ["services", "alerts", "selectors", "rules", "probes", "notifiers"]
+__all__ = ["services", "alerts", "selectors", "rules", "probes", "notifiers", "alertmanager", "exposition"]

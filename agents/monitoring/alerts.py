@@ -17,7 +17,7 @@ from agents.core.redaction import secrets_redacted
 from agents.core.tracing import trace, trace_id_ensure
 from agents.core.teams import acting_for, same_team, team_default
 from agents.core.transitions import sources_of, transition
-from agents.exceptions import AgentsError, AlertStateError, NotificationError
+from agents.exceptions import AgentsError, AlertStateError, CheckSpecError, NotificationError
 from agents.models import (
     ALERT_TRANSITIONS,
     OPEN_ALERT_STATES,
@@ -25,6 +25,7 @@ from agents.models import (
     AlertState,
     Check,
     CheckStatus,
+    CheckType,
     IncidentResponse,
     Notification,
     NotificationEvent,
@@ -32,12 +33,13 @@ from agents.models import (
     NotificationStatus,
     ResponseRule,
     ResponseStatus,
+    Severity,
     Silence,
     EventType,
     Team,
     WorkflowDefinition,
 )
-from agents.monitoring import rules
+from agents.monitoring import alertmanager, rules
 from agents.monitoring.notifiers import notification_send
 
 logger = logging.getLogger(__name__)
@@ -90,9 +92,15 @@ def _summary(check: Check, result: Any, status: str) -> str:
     return f"{result.message} ({result.value:g}{unit} {sign} {threshold:g})"
 
 
+def alert_tags(alert: Alert) -> list[str]:
+    """The tags routes, silences and responses match ``alert`` on: its check's, or for an alert from outside
+    ``name=value`` of each of its own labels (but the alert name and instance)."""
+    return alertmanager.labels_tags(alert.labels) if alert.labels else alert.health_check.tags
+
+
 def _fire(alert: Alert, now: datetime) -> None:
     check = alert.health_check
-    route = route_match(check=check.name, tags=check.tags, severity=alert.severity, team_id=check.team_id)
+    route = route_match(check=check.name, tags=alert_tags(alert), severity=alert.severity, team_id=check.team_id)
     if _transition(alert, AlertState.FIRING, fired_at=now, last_notified_at=now, route=route.name if route else ""):
         _notify_on_commit(alert, NotificationEvent.FIRING)
         _respond_on_commit(alert)
@@ -116,7 +124,7 @@ def _event_payload(alert: Alert) -> dict:
     return {
         "alert_id": alert.pk, "check": check.name, "check_type": check.check_type, "fingerprint": alert.fingerprint,
         "target": alert.target, "severity": alert.severity, "summary": alert.summary, "value": alert.last_value,
-        "tags": check.tags, "state": alert.state, "resolved_by": alert.resolved_by or None,
+        "tags": alert_tags(alert), "state": alert.state, "resolved_by": alert.resolved_by or None,
     }
 
 
@@ -193,6 +201,82 @@ def alert_resolve(*, alert_id: int, user: str = "") -> Alert:
     return alert
 
 
+# ------------------------------------------------------------------------------------ alerts from outside
+
+
+def external_alerts_receive(*, document: Any, team: Team | None = None, user: str = "") -> dict[str, int]:
+    """Apply a batch of alerts as Prometheus posts them to an Alertmanager (``POST /api/v2/alerts``), all or nothing.
+
+    Each ``alertname`` is a check of type ``external`` (made on first sight in ``team``, default the default team;
+    target from ``instance``, tags ``name=value`` from the other labels). An alert is one label set: the first post
+    fires it (routes and silences apply as to any alert), later ones keep it (count, last seen, annotations), and one
+    whose ``endsAt`` has passed resolves it. Raises ``CheckSpecError`` listing every problem (``[index].field:
+    reason``) before anything is stored. Returns counts: fired, updated, resolved, unchanged.
+    """
+    problems, items = alertmanager.postable_alerts_validate(document)
+    if problems:
+        raise CheckSpecError(problems)
+    now = timezone.now()
+    counts = {"fired": 0, "updated": 0, "resolved": 0, "unchanged": 0}
+    with transaction.atomic():
+        for index, item in enumerate(items):
+            check = _external_check(item["labels"], team=team, where=f"[{index}].labels.alertname")
+            counts[_external_apply(check, item, now=now)] += 1
+        audit_record("alerts.receive", "check", "", f"received {len(items)} alert{'s' if len(items) != 1 else ''}",
+                     user=user, counts=counts)
+    return counts
+
+
+def _external_check(labels: dict[str, str], *, team: Team | None, where: str) -> Check:
+    """The ``external`` check of ``labels['alertname']``, locked; made on first sight, never scheduled."""
+    name = labels["alertname"]
+    check, created = Check.objects.get_or_create(name=name, defaults={
+        "check_type": CheckType.EXTERNAL, "team": team or team_default(), "tags": alertmanager.labels_tags(labels),
+        "next_run_at": None, "last_target": labels.get("instance", ""),
+        "description": "Alerts posted from outside (Prometheus) under this alert name.",
+    })
+    if created:
+        audit_record("check.create", "check", check.pk, f"created external check {name}", source="alertmanager")
+    check = Check.objects.select_for_update().get(pk=check.pk)
+    if check.check_type != CheckType.EXTERNAL:
+        raise CheckSpecError([f"{where}: {name!r} names a check of type {check.check_type}, which is probed here; "
+                              "rename the alert"])
+    if team is not None:
+        same_team(team.pk, check, what=f"check {name!r}")
+    return check
+
+
+def _external_apply(check: Check, item: dict, *, now: datetime) -> str:
+    """Fire, keep or resolve the alert of one posted label set; say which ('unchanged' for a resolve of nothing)."""
+    labels, annotations = item["labels"], item["annotations"]
+    fingerprint = alertmanager.labels_fingerprint(labels)
+    alert = Alert.objects.select_for_update().filter(fingerprint=fingerprint, state__in=OPEN_ALERT_STATES).first()
+    severity = labels.get("severity") if labels.get("severity") in Severity.values else check.severity
+    summary = annotations.get("summary") or annotations.get("description") or check.name
+    ends_at = item["ends_at"]
+    resolved = ends_at is not None and ends_at <= now
+    Check.objects.filter(pk=check.pk).update(
+        last_run_at=now, last_target=labels.get("instance", "")[:500], last_message=summary[:2000], updated_at=now,
+        last_status=CheckStatus.OK if resolved else
+        (CheckStatus.CRITICAL if severity == Severity.CRITICAL else CheckStatus.WARNING),
+    )
+    if resolved:
+        return "resolved" if alert is not None and _resolve(alert, now=now, by="alertmanager") else "unchanged"
+    if alert is not None:
+        Alert.objects.filter(pk=alert.pk).update(
+            count=F("count") + 1, last_seen_at=now, severity=severity, summary=summary, annotations=annotations,
+            ends_at=ends_at, updated_at=now,
+        )
+        return "updated"
+    alert = Alert.objects.create(
+        health_check=check, fingerprint=fingerprint, target=labels.get("instance", "")[:500], state=AlertState.PENDING,
+        severity=severity, summary=summary, count=1, started_at=item["starts_at"] or now, last_seen_at=now,
+        labels=labels, annotations=annotations, ends_at=ends_at, trace_id=trace_id_ensure(),
+    )
+    _fire(alert, now)
+    return "fired"
+
+
 # ------------------------------------------------------------------------------------ silences
 
 
@@ -243,7 +327,7 @@ def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence |
     now = now or timezone.now()
     check = alert.health_check
     for silence in Silence.objects.filter(starts_at__lte=now, ends_at__gt=now, team_id=check.team_id):
-        if rules.matchers_match(silence.matchers, check=check.name, tags=check.tags, severity=alert.severity):
+        if rules.matchers_match(silence.matchers, check=check.name, tags=alert_tags(alert), severity=alert.severity):
             return silence
     return None
 
@@ -251,8 +335,8 @@ def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence |
 # ------------------------------------------------------------------------------------ notifications
 
 
-def alert_payload(alert: Alert, event: str) -> dict:
-    """What a notification says about ``alert``."""
+def alert_payload(alert: Alert, event: str, *, route: str | None = None) -> dict:
+    """What a notification says about ``alert`` to ``route`` (default: the alert's current route)."""
     check = alert.health_check
     return {
         "event": event,
@@ -268,7 +352,11 @@ def alert_payload(alert: Alert, event: str) -> dict:
         "fired_at": alert.fired_at.isoformat() if alert.fired_at else None,
         "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
         "count": alert.count,
-        "tags": check.tags,
+        "tags": alert_tags(alert),
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "description": check.description,
+        "route": alert.route if route is None else route,
     }
 
 
@@ -349,8 +437,9 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
     else:
         try:
             with acting_for(route.team_id if route else None):  # a header's secret must be the route's team's
+                payload = alert_payload(alert, event, route=route.name if route else "")
                 fields["attempts"] = notification_send(
-                    handler=handler, config=config, payload=alert_payload(alert, event), dedup_key=alert.fingerprint,
+                    handler=handler, config=config, payload=payload, dedup_key=alert.fingerprint,
                     idempotency_key=f"{alert.fingerprint}:{alert.pk}:{event}:{sequence}",
                 )
             fields["status"] = NotificationStatus.SENT

@@ -1,4 +1,5 @@
-"""Notifiers: deliver an alert notification to a log line, an e-mail or a webhook, with retries.
+"""Notifiers: deliver an alert notification to a log line, an e-mail, a webhook or an Alertmanager (its webhook
+format, or its ``/api/v2/alerts``), with retries.
 
 ``notifier_validate`` checks a route's handler config; ``notification_send`` delivers one payload and returns
 every attempt, or raises ``NotificationError`` carrying them. Header values and environment variable values
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.urls import reverse
 
 import requests
 
@@ -23,6 +25,7 @@ from agents.core.outbound import outbound_request, outbound_target, outbound_url
 from agents.core.params import Param
 from agents.core.registry import Registry
 from agents.exceptions import CircuitOpenError, NotificationError, OutboundRequestError, SecretError
+from agents.monitoring import alertmanager
 
 #: Longest wait between two attempts, whatever backoff_s * 2**(n-1) comes to.
 MAX_DELAY_S = 60.0
@@ -38,6 +41,10 @@ QUIET_EVENTS = frozenset({"resolved"})
 logger = logging.getLogger("agents.monitoring.notify")
 #: The setting listing the hosts webhooks may be sent to ("*" allows any public host).
 ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
+#: Handlers that POST to a URL: the same allow-list, headers, retries and Idempotency-Key.
+HTTP_HANDLERS = frozenset({"webhook", "alertmanager_webhook", "alertmanager"})
+#: Where an Alertmanager takes alerts, below the base URL an ``alertmanager`` route names.
+ALERTMANAGER_ALERTS_PATH = "/api/v2/alerts"
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -65,7 +72,7 @@ def notifier_validate(handler: str, config: dict) -> list[str]:
     for key, check in (("to", _recipients_problems), ("url", _url_problems), ("headers", _headers_problems)):
         if key in notifier.params and key in config and notifier.params[key].check(config[key]) is None:
             problems.extend(check(config[key]))
-    if not problems and handler == "webhook":
+    if not problems and handler in HTTP_HANDLERS:
         params = notifier.with_defaults(config)
         worst_s = _worst_case_s(params["attempts"], params["timeout_s"], params["backoff_s"])
         if worst_s > MAX_SEND_S:
@@ -212,11 +219,32 @@ def _email(payload: dict, dedup_key: str, recipients: list[str]) -> str:
 
 
 def _webhook_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:
-    host = urlsplit(params["url"]).hostname or ""
+    return _http_send(params, params["url"], {**payload, "dedup_key": dedup_key}, idempotency_key, what="webhook")
+
+
+def _alertmanager_webhook_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:
+    body = alertmanager.webhook_body(payload, receiver=payload.get("route") or "log",
+                                     external_url=settings.AGENTS_EXTERNAL_URL, generator_url=_generator_url(payload))
+    return _http_send(params, params["url"], body, idempotency_key, what="Alertmanager webhook")
+
+
+def _alertmanager_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:
+    url = params["url"].rstrip("/") + ALERTMANAGER_ALERTS_PATH
+    body = [alertmanager.postable_alert(payload, generator_url=_generator_url(payload))]
+    return _http_send(params, url, body, idempotency_key, what="Alertmanager")
+
+
+def _http_send(params: dict, url: str, body: dict | list, idempotency_key: str, *, what: str) -> list[dict]:
+    host = urlsplit(url).hostname or ""
     headers = {"Idempotency-Key": idempotency_key, **_headers_resolve(params["headers"] or {}, host=host)}
-    body = {**payload, "dedup_key": dedup_key}
-    return _attempts(lambda: _post(params["url"], body, headers, params["timeout_s"]),
-                     attempts=params["attempts"], backoff_s=params["backoff_s"], what="webhook")
+    return _attempts(lambda: _post(url, body, headers, params["timeout_s"]),
+                     attempts=params["attempts"], backoff_s=params["backoff_s"], what=what)
+
+
+def _generator_url(payload: dict) -> str:
+    """The alert's admin change page, absolute (``AGENTS_EXTERNAL_URL`` is the site's base)."""
+    path = reverse("admin:agents_alert_change", args=[payload["alert_id"]])
+    return settings.AGENTS_EXTERNAL_URL.rstrip("/") + path
 
 
 def _headers_resolve(headers: dict, *, host: str) -> dict[str, str]:
@@ -226,7 +254,7 @@ def _headers_resolve(headers: dict, *, host: str) -> dict[str, str]:
         raise NotificationError(f"webhook {error}") from None
 
 
-def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> str:
+def _post(url: str, body: dict | list, headers: dict[str, str], timeout_s: float) -> str:
     try:
         target = outbound_target(url, ALLOWED_HOSTS_SETTING)  # before any header (a secret, maybe) is sent
     except OutboundRequestError as error:
@@ -258,19 +286,23 @@ def _post(url: str, body: dict, headers: dict[str, str], timeout_s: float) -> st
 
 _ATTEMPTS = Param("integer", default=3, minimum=1, maximum=10)
 _BACKOFF_S = Param("number", default=0.5, minimum=0, maximum=30)
+#: The config of every handler that POSTs (``HTTP_HANDLERS``).
+_HTTP_PARAMS = {
+    "url": Param("string", required=True),
+    "timeout_s": Param("number", default=5, minimum=0.1, maximum=60),
+    "attempts": _ATTEMPTS,
+    "backoff_s": _BACKOFF_S,
+    "headers": Param("object", default=None),
+}
 
 #: Each handler with its config schema; e-mail is retried like a webhook.
 notifiers: Registry[Action] = Registry("notifier")
 for _notifier in (
     Action("log", _log_send, {}),
     Action("email", _email_send, {"to": Param("array", required=True), "attempts": _ATTEMPTS, "backoff_s": _BACKOFF_S}),
-    Action("webhook", _webhook_send, {
-        "url": Param("string", required=True),
-        "timeout_s": Param("number", default=5, minimum=0.1, maximum=60),
-        "attempts": _ATTEMPTS,
-        "backoff_s": _BACKOFF_S,
-        "headers": Param("object", default=None),
-    }),
+    Action("webhook", _webhook_send, _HTTP_PARAMS),
+    Action("alertmanager_webhook", _alertmanager_webhook_send, _HTTP_PARAMS),
+    Action("alertmanager", _alertmanager_send, _HTTP_PARAMS),
 ):
     notifiers.register(_notifier.name, _notifier)
 NOTIFIER_TYPES: tuple[str, ...] = tuple(notifiers)

@@ -24,6 +24,7 @@ from agents.exceptions import CheckNotFoundError, CheckSpecError
 from agents.models import (
     Check,
     CheckStatus,
+    CheckType,
     Metric,
     NotificationRoute,
     ResponseRule,
@@ -256,6 +257,7 @@ def checks_dispatch(*, now: datetime | None = None, limit: int | None = None) ->
         due = list(
             Check.objects.select_for_update(skip_locked=True)
             .filter(enabled=True, next_run_at__lte=horizon)
+            .exclude(check_type=CheckType.EXTERNAL)  # alerts posted from outside: nothing to probe
             .order_by("next_run_at")
             .only("id", "next_run_at", "interval_s", "timeout_s")[:limit]
         )
@@ -377,6 +379,9 @@ def checks_run(*, runs: Iterable[tuple[int, datetime]], scheduled: bool = True) 
 def check_run_now(*, name: str) -> CheckOutcome:
     """Run the check ``name`` at once through the same code as a scheduled run."""
     check = check_get(name=name)
+    if check.check_type == CheckType.EXTERNAL:
+        raise CheckSpecError([f"check {name!r} is external: its alerts are posted from outside, there is nothing "
+                              "to run"])
     return checks_run(runs=[(check.pk, timezone.now())], scheduled=False)[0]
 
 
@@ -417,6 +422,7 @@ def check_result_record(
         check.last_value = result.value
         check.last_unit = result.unit
         check.last_message = result.message[:2000]
+        check.last_target = result.target[:500]
         check.last_duration_ms = duration_ms
         check.probe_state = result.state or {}
         if status != CheckStatus.UNKNOWN:  # an unknown run neither counts as a failure nor ends a streak
@@ -425,6 +431,7 @@ def check_result_record(
             check.last_failed_at = now
         check.save(update_fields=[
             "last_scheduled_for", "last_run_at", "last_status", "last_value", "last_unit", "last_message",
+            "last_target",
             "last_duration_ms", "probe_state", "consecutive_failures", "last_failed_at", "updated_at",
         ])
         # An unknown result says nothing of the target: the alert stays as it is.

@@ -354,8 +354,8 @@ def test_a_webhook_whose_retries_could_outlast_a_task_is_refused(allowed):
 
 
 @pytest.mark.parametrize(("handler", "config", "problem"), [
-    ("sms", {}, "unknown handler 'sms' (known: log, email, webhook)"),
-    (None, {}, "unknown handler None (known: log, email, webhook)"),
+    ("sms", {}, "unknown handler 'sms' (known: log, email, webhook, alertmanager_webhook, alertmanager)"),
+    (None, {}, "unknown handler None (known: log, email, webhook, alertmanager_webhook, alertmanager)"),
     ("log", [], "config must be a mapping, got list"),
     ("log", {"level": "info"}, "unknown parameter 'level' (known: none)"),
     ("email", {"to": ["a@b.co"], "cc": []}, "unknown parameter 'cc' (known: attempts, backoff_s, to)"),
@@ -436,4 +436,4 @@ def test_an_invalid_config_is_refused_before_anything_is_sent(scripted_receiver)
 
 
 def test_notifier_types_are_the_handlers_known():
-    assert NOTIFIER_TYPES == ("log", "email", "webhook")
+    assert NOTIFIER_TYPES == ("log", "email", "webhook", "alertmanager_webhook", "alertmanager")
