@@ -407,7 +407,7 @@ def ruleset_evaluate_batch(ruleset: RuleSet, contexts: list[dict],
         outcome = verdict.outcome
         if not isinstance(outcome, DecisionError):
             outcome = Outcome(matched=outcome.matched, decision=outcome.decision, confidence=outcome.confidence,
-                              reasoning=outcome.reasoning, trace=tracer.trace(verdict, raw, row),
+                              reasoning=outcome.reasoning, trace=tuple(tracer.trace(verdict, raw, row)),
                               answered=outcome.answered)
         outcomes.append(outcome)
     return outcomes
@@ -503,17 +503,25 @@ class Tracer:
         self.order = ruleset.evaluation_order
         self.plain = [{"rule_id": rule.id, "matched": False, "error": None} for rule in self.order]
 
-    def trace(self, verdict: Verdict, raw: dict[str, list], row: int) -> tuple[dict, ...]:
-        """The trace of the context at ``row`` of ``raw`` (each field's value per context)."""
-        order = self.order
+    def trace(self, verdict: Verdict, raw: dict[str, list], row: int) -> list[dict]:
+        """The trace of the context at ``row`` of ``raw`` (each field's value per context), a new list."""
         trace = self.plain[:verdict.evaluated]
+        for position, entry in self.entries(verdict, raw, row).items():
+            trace[position] = entry
+        return trace
+
+    def entries(self, verdict: Verdict, raw: dict[str, list], row: int) -> dict[int, dict]:
+        """The trace's entries that are not shared, by position: each failed rule's and each matched rule's (with the
+        values it read)."""
+        order = self.order
+        entries = {}
         if verdict.errors:
             for position, error in verdict.errors.items():
-                trace[position] = {"rule_id": order[position].id, "matched": False, "error": error}
+                entries[position] = {"rule_id": order[position].id, "matched": False, "error": error}
         for position in verdict.matched:
             rule = order[position]
             entry = {"rule_id": rule.id, "matched": True, "error": None}
             if rule.fields:
                 entry["reads"] = {path: raw[path][row] for path in rule.fields}
-            trace[position] = entry
-        return tuple(trace)
+            entries[position] = entry
+        return entries

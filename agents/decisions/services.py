@@ -538,14 +538,22 @@ class _Batch:
         except (TypeError, ValueError, KeyError, AttributeError):
             return None
 
-    def trace(self, verdict: Verdict, raw: dict[str, list], row: int) -> list:
-        """The answer's trace, the values read from masked paths replaced."""
-        trace = list(self.tracer.trace(verdict, raw, row))
+    def entries(self, verdict: Verdict, raw: dict[str, list], row: int) -> dict[int, dict]:
+        """The trace's entries that are not shared (``Tracer.entries``), the values read from masked paths
+        replaced."""
+        entries = self.tracer.entries(verdict, raw, row)
         if self.any_masked_reads:
-            for index, entry in enumerate(trace):
+            for position, entry in entries.items():
                 paths = self.masked_reads.get(entry["rule_id"]) if "reads" in entry else None
                 if paths:
-                    trace[index] = {**entry, "reads": {**entry["reads"], **dict.fromkeys(paths, MASK)}}
+                    entries[position] = {**entry, "reads": {**entry["reads"], **dict.fromkeys(paths, MASK)}}
+        return entries
+
+    def trace(self, verdict: Verdict, raw: dict[str, list], row: int) -> list:
+        """The answer's trace."""
+        trace = self.tracer.plain[:verdict.evaluated]
+        for position, entry in self.entries(verdict, raw, row).items():
+            trace[position] = entry
         return trace
 
     def json_head(self, common: _Common) -> str:
@@ -563,12 +571,12 @@ class _Batch:
     def trace_json(self, verdict: Verdict, raw: dict[str, list], row: int) -> str:
         """``self.trace(...)`` as JSON text (without its brackets): runs of entries of rules that neither matched
         nor failed are encoded once per batch."""
-        trace = self.trace(verdict, raw, row)
+        entries = self.entries(verdict, raw, row)
         parts, start = [], 0
-        for position in sorted({*verdict.matched, *(verdict.errors or ())}):
+        for position in sorted(entries):
             if position > start:
                 parts.append(self.plain_json(start, position))
-            parts.append(json.dumps(trace[position]))
+            parts.append(json.dumps(entries[position]))
             start = position + 1
         if start < verdict.evaluated:
             parts.append(self.plain_json(start, verdict.evaluated))
@@ -726,6 +734,10 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
     for decision in Decision.objects.filter(decision_id__in=decision_ids).select_related("ruleset"):
         candidates = []
         for version in RuleSetVersion.objects.filter(ruleset=decision.ruleset, status=VersionStatus.DRAFT, shadow=True):
+            if version.spec.get("format") == "dmn":
+                candidates.append((f"version {version.number}", {"candidate_version": version},
+                                   dmn_shadow_answer(version=version, decision=decision)))
+                continue
             rules = compiled_ruleset(version.pk)
             try:
                 outcome = ruleset_evaluate(rules, decision.context, explain=False)
@@ -1011,6 +1023,21 @@ def dmn_decision_check(*, ruleset: str, decision: str | None, model: DmnModel | 
         raise DecisionError(f"rule set {ruleset!r} has no decision {decision!r} (decisions: {', '.join(names)})")
 
 
+def dmn_shadow_answer(*, version: RuleSetVersion, decision: Decision) -> tuple[Any, float | None]:
+    """What the shadow draft DMN model ``version`` answers for an audited decision: the same DMN decision evaluated
+    with the audited context (confidence 1.0), or an error when the decision was not a DMN decision the draft has,
+    or when the draft reports an error (as a rule set's conflict is)."""
+    model = compiled_dmn(version.pk)
+    asked = next((name for name in model.decisions if decision.reasoning.startswith(_dmn_reasoning_start(name))), None)
+    if asked is None:
+        return {"error": f"the draft DMN model has no decision named in this audited decision "
+                         f"({decision.reasoning[:100]!r})"}, None
+    value, _, problems = dmn_evaluate(model, asked, decision.context)
+    if problems:
+        return {"error": "; ".join(problems)}, None
+    return value, 1.0
+
+
 def _dmn_reasoning_start(decision: str) -> str:
     """How the audited reasoning of a DMN decision starts: it names the decision (the audit has no column for it)."""
     return f"decision {decision!r} of DMN model "
@@ -1061,6 +1088,8 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
             "decision_id": str(row.decision_id), "ruleset": ruleset, "version": version.number, "decision": value,
             "confidence": 1.0, "engine": DecisionEngine.RULES, "needs_review": bool(errors),
         }, team_id=version.ruleset.team_id)
+        if RuleSetVersion.objects.filter(ruleset_id=version.ruleset_id, status=VersionStatus.DRAFT, shadow=True).exists():
+            _shadow_later([row.decision_id])  # the shadow drafts answer the same decision off the hot path
     return {
         "decision": value, "dmn_decision": decision, "confidence": 1.0, "reasoning": reasoning, "rule_ids": rule_ids,
         "ruleset": ruleset, "ruleset_version": version.number, "model_version": None, "engine": DecisionEngine.RULES,

@@ -10,6 +10,10 @@ from agents.decisions import services
 from agents.management.base import AgentsCommand, json_text
 
 
+#: JSON lines written at a time by --contexts.
+OUTPUT_LINES = 100
+
+
 class Command(AgentsCommand):
     """Decide with the active version of a rule set."""
 
@@ -66,8 +70,10 @@ class Command(AgentsCommand):
         except (OSError, UnicodeDecodeError) as error:
             raise CommandError(f"{path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
         parsed = [_parse(line, f"{path}, line {number}") for number, line in enumerate(lines, start=1) if line.strip()]
-        for line in services.decide_many_json(ruleset=name, contexts=parsed, use_cache=use_cache):
-            self.stdout.write(line)
+        answers = services.decide_many_json(ruleset=name, contexts=parsed, use_cache=use_cache)
+        # Each write is far larger than a pipe holds: a reader that stops (`| head -1`) makes the next one fail.
+        for start in range(0, len(answers), OUTPUT_LINES):
+            self.stdout.write("\n".join(answers[start:start + OUTPUT_LINES]))
 
 
 def _parse(text: str, where: str) -> dict:
