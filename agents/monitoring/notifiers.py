@@ -15,8 +15,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.urls import reverse
 
-import requests
-
+from agents.core.lazy import lazy
 from agents.core.actions import Action
 from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved, is_secret_reference, secret_reference_problem
@@ -26,6 +25,8 @@ from agents.core.params import Param
 from agents.core.registry import Registry
 from agents.exceptions import CircuitOpenError, NotificationError, OutboundRequestError, SecretError
 from agents.monitoring import alertmanager
+
+requests = lazy("requests")
 
 #: Longest wait between two attempts, whatever backoff_s * 2**(n-1) comes to.
 MAX_DELAY_S = 60.0

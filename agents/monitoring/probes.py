@@ -13,10 +13,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
-import requests
 from django.db import DatabaseError
 from kombu.exceptions import ChannelError, OperationalError
 
+from agents.core.lazy import lazy
 from agents.core.actions import Action
 from agents.core.checks import ProbeResult, check_function, check_functions
 from agents.core.breakers import CLOSED, breaker, breaker_summary, breakers_list, check_key, http_key, tcp_key
@@ -33,6 +33,8 @@ from agents.core.params import Param
 from agents.core.registry import Registry
 from agents.exceptions import CheckSpecError, CircuitOpenError, OutboundRequestError
 from agents.models import Agent, AgentStatus, AgentType
+
+requests = lazy("requests")
 
 #: The setting listing the hosts http and tcp checks may reach ("*" allows any).
 ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
