@@ -1,4 +1,5 @@
-"""Sources a pipeline reads: files under the data root, read-only database queries, JSON APIs, published datasets.
+"""Sources a pipeline reads: files under the data root, read-only database queries (PostgreSQL, MariaDB/MySQL,
+SQLite), JSON APIs, published datasets.
 
 A source is a plain dict (from a YAML/JSON definition). ``source_validate`` checks and normalises it without
 touching anything; ``source_read`` streams it as DataFrames, reading only the columns asked for where the format
@@ -33,19 +34,28 @@ from agents.models import Dataset
 pd = lazy("pandas")
 
 SOURCE_KINDS = ("file", "database", "api", "dataset")
-FILE_FORMATS = ("csv", "jsonl", "parquet")
+FILE_FORMATS = ("csv", "jsonl", "json", "parquet")
+#: How a ``json`` file lays out its table (pandas' ``orient``): an array of objects (records), {column: {index:
+#: value}} (columns), {index: {column: value}} (index), {columns, index, data} (split), an array of arrays (values).
+JSON_ORIENTS = ("records", "columns", "index", "split", "values")
+#: URL schemes of MariaDB/MySQL connections (read through PyMySQL).
+MYSQL_SCHEMES = ("mysql", "mariadb")
+#: MariaDB/MySQL functions refused in a source's query on top of AGENTS_DATA_REFUSED_FUNCTIONS: they read server
+#: files, sleep or hold locks.
+MYSQL_REFUSED_FUNCTIONS = ("load_file", "sleep", "benchmark", "get_lock", "release_lock", "release_all_locks",
+                           "sys_exec", "sys_eval")
 #: What a csv source does with a row whose field count differs from the header's: refuse the file, or leave it out.
 BAD_LINE_POLICIES = ("error", "skip")
 #: The setting listing the hosts an api source may call ("*": any public host).
 API_ALLOWED_HOSTS_SETTING = "AGENTS_DATA_API_ALLOWED_HOSTS"
 #: Bad lines named in the error; the rest are counted.
 MAX_BAD_LINES_SHOWN = 10
-FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 API_METHODS = ("GET", "POST")
 PAGINATION_TYPES = ("none", "page", "cursor")
 
 SOURCE_KEYS = {
-    "file": {"kind", "path", "format", "delimiter", "encoding", "parse_dates", "on_bad_lines"},
+    "file": {"kind", "path", "format", "delimiter", "encoding", "parse_dates", "on_bad_lines", "orient"},
     "database": {"kind", "connection", "query", "params"},
     "api": {"kind", "url", "method", "params", "body", "headers", "timeout_s", "retries", "backoff_s", "records",
             "pagination"},
@@ -71,8 +81,10 @@ _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUERY_PARAMETER = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 _FIRST_KEYWORD = re.compile(r"^[\s(]*([A-Za-z]+)")
 #: A function call: a name (or a quoted name) followed by '('.
-_CALL = re.compile(r'(?:\b([A-Za-z_][A-Za-z0-9_$]*)|"([^"]+)")\s*\(')
+_CALL = re.compile(r'(?:\b([A-Za-z_][A-Za-z0-9_$]*)|"([^"]+)"|`([^`]+)`)\s*\(')
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+#: MariaDB/MySQL writes a file on the server for ``SELECT ... INTO OUTFILE|DUMPFILE``, read-only transaction or not.
+_INTO_FILE = re.compile(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", re.IGNORECASE)
 
 
 # --- Validation (pure) ----------------------------------------------------------------------------------------
@@ -118,12 +130,17 @@ def _file_validate(raw: dict, where: str, errors: list[str]) -> dict:
     if not isinstance(encoding, str) or not _is_encoding(encoding):
         errors.append(f"{where}.encoding: {encoding!r} is not a known text encoding")
     elif "encoding" in raw and file_format == "parquet":
-        errors.append(f"{where}.encoding: applies to csv and jsonl files only (parquet stores its own)")
+        errors.append(f"{where}.encoding: applies to csv and json files only (parquet stores its own)")
     on_bad_lines = raw.get("on_bad_lines", "error")
     if on_bad_lines not in BAD_LINE_POLICIES:
         errors.append(f"{where}.on_bad_lines: must be one of {', '.join(BAD_LINE_POLICIES)}, got {on_bad_lines!r}")
     elif "on_bad_lines" in raw and file_format != "csv":
         errors.append(f"{where}.on_bad_lines: applies to csv files only")
+    orient = raw.get("orient", "records")
+    if orient not in JSON_ORIENTS:
+        errors.append(f"{where}.orient: must be one of {', '.join(JSON_ORIENTS)}, got {orient!r}")
+    elif "orient" in raw and file_format != "json":
+        errors.append(f"{where}.orient: applies to json files only")
     parse_dates = raw.get("parse_dates", [])
     if not _is_text_list(parse_dates):
         errors.append(f"{where}.parse_dates: must be a list of column names")
@@ -135,6 +152,8 @@ def _file_validate(raw: dict, where: str, errors: list[str]) -> dict:
         spec["on_bad_lines"] = on_bad_lines
     if file_format != "parquet":
         spec["encoding"] = encoding
+    if file_format == "json":
+        spec["orient"] = orient
     return spec
 
 
@@ -146,20 +165,12 @@ def _database_validate(raw: dict, where: str, errors: list[str]) -> dict:
     if not isinstance(query, str) or not query.strip():
         errors.append(f"{where}.query: is required (one SELECT or WITH statement)")
     else:
-        code = _sql_code(query, dollar_quotes=True)
-        match = _FIRST_KEYWORD.match(code)
-        keyword = match.group(1).lower() if match else ""
-        if keyword not in ("select", "with"):
-            errors.append(f"{where}.query: must start with SELECT or WITH (sources only read), "
-                          f"starts with {keyword.upper() or 'nothing'!r}")
-        if sum(1 for statement in code.split(";") if statement.strip()) > 1:
-            errors.append(f"{where}.query: must be one statement (found a ';' followed by more)")
-        names = _sql_code(query, dollar_quotes=True, keep_names=True)
-        if re.search(r'[Uu]&"', names):
-            errors.append(f"{where}.query: a U&\"...\" name may hide which function it calls; write names plainly")
-        for function in _refused_calls(names):
-            errors.append(f"{where}.query: calls {function}(), which reads or lists server files, reaches another "
-                          "server or sleeps; refused (AGENTS_DATA_REFUSED_FUNCTIONS)")
+        # A connection whose kind cannot be told here (unknown, or a stored secret) is read both ways: a quote or
+        # comment that one dialect reads as code must not hide a call or a second statement from the other.
+        for dialect in _connection_dialects(connection):
+            for problem in _query_problems(query, dialect=dialect):
+                if f"{where}.query: {problem}" not in errors:
+                    errors.append(f"{where}.query: {problem}")
     params = raw.get("params", {})
     if not isinstance(params, dict):
         errors.append(f"{where}.params: must be a mapping of parameter name to value, got {_kind(params)}")
@@ -172,12 +183,48 @@ def _database_validate(raw: dict, where: str, errors: list[str]) -> dict:
     return {"kind": "database", "connection": connection, "query": query, "params": dict(params)}
 
 
-def _refused_calls(code: str) -> list[str]:
+def _connection_dialects(connection: Any) -> tuple[str, ...]:
+    """How to read a query on ``connection``: ('mysql',) or ('postgres',) when its configured URL says, else both."""
+    url = settings.AGENTS_DATA_DATABASES.get(connection) if isinstance(connection, str) else None
+    if not isinstance(url, str) or url.startswith("secret:"):
+        return ("postgres", "mysql")
+    return ("mysql",) if urlsplit(url).scheme in MYSQL_SCHEMES else ("postgres",)
+
+
+def _query_problems(query: str, *, dialect: str) -> list[str]:
+    """What is wrong with a source's query read in ``dialect`` ('postgres' also stands for sqlite)."""
+    mysql = dialect == "mysql"
+    code = _dialect_code(query, mysql=mysql)
+    problems = []
+    match = _FIRST_KEYWORD.match(code)
+    keyword = match.group(1).lower() if match else ""
+    if keyword not in ("select", "with"):
+        problems.append(f"must start with SELECT or WITH (sources only read), starts with "
+                        f"{keyword.upper() or 'nothing'!r}")
+    if sum(1 for statement in code.split(";") if statement.strip()) > 1:
+        problems.append("must be one statement (found a ';' followed by more)")
+    if mysql and (into := _INTO_FILE.search(code)):
+        problems.append(f"INTO {into.group(1).upper()} writes a file on the server; refused (sources only read)")
+    names = _dialect_code(query, mysql=mysql, keep_names=True)
+    if not mysql and re.search(r'[Uu]&"', names):
+        problems.append('a U&"..." name may hide which function it calls; write names plainly')
+    for function in _refused_calls(names, extra=MYSQL_REFUSED_FUNCTIONS if mysql else ()):
+        problems.append(f"calls {function}(), which reads or lists server files, reaches another server or sleeps; "
+                        "refused (AGENTS_DATA_REFUSED_FUNCTIONS)")
+    return problems
+
+
+def _dialect_code(query: str, *, mysql: bool, keep_names: bool = False) -> str:
+    return _mysql_code(query, keep_names=keep_names) if mysql else _sql_code(query, dollar_quotes=True,
+                                                                             keep_names=keep_names)
+
+
+def _refused_calls(code: str, *, extra: Iterable[str] = ()) -> list[str]:
     """The refused functions ``code`` (SQL without comments and strings) calls, plain or quoted, in order."""
-    refused = {name.lower() for name in settings.AGENTS_DATA_REFUSED_FUNCTIONS}
+    refused = {name.lower() for name in [*settings.AGENTS_DATA_REFUSED_FUNCTIONS, *extra]}
     found = []
     for match in _CALL.finditer(code):
-        name = (match.group(1) or match.group(2)).lower()
+        name = (match.group(1) or match.group(2) or match.group(3)).lower()
         if name in refused and name not in found:
             found.append(name)
     return found
@@ -424,7 +471,7 @@ def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_row
     import pyarrow as pa
 
     file_format = spec["format"]
-    readers = {"csv": _csv_frames, "jsonl": _jsonl_frames, "parquet": _parquet_frames}
+    readers = {"csv": _csv_frames, "jsonl": _jsonl_frames, "json": _json_frames, "parquet": _parquet_frames}
     frames = readers[file_format](path, spec, columns=columns, chunk_rows=chunk_rows, label=label)
     while True:
         try:
@@ -490,6 +537,26 @@ def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iter
             yield _columns_pick(frame, columns, label=label) if len(frame) else empty
 
 
+def _json_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
+    """A JSON document laid out as ``orient`` says. It is one value, so the whole file is parsed, then cut into
+    chunks: memory grows with the file (a jsonl file streams instead)."""
+    orient = spec.get("orient", "records")
+    with open(path, encoding=spec["encoding"]) as handle:
+        first = handle.read(1 << 16).lstrip()[:1]
+    expected = "[" if orient in ("records", "values") else "{"
+    if first and first != expected:
+        shape = {"records": "an array of objects", "values": "an array of arrays", "split":
+                 "an object with columns, index and data"}.get(orient, "an object of objects")
+        raise DataSourceError(f"{label}: orient {orient} expects {shape}, the file starts with {first!r}")
+    frame = pd.read_json(path, orient=orient, encoding=spec["encoding"], dtype=orient != "values")
+    if orient in ("columns", "index"):
+        frame = frame.reset_index(drop=True)
+    frame.columns = [str(column) for column in frame.columns]
+    empty = pd.DataFrame(columns=columns or list(frame.columns))
+    for chunk in _at_least_one(_regroup([frame], chunk_rows), empty):
+        yield _columns_pick(chunk, columns, label=label)
+
+
 def _parquet_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq
 
@@ -508,6 +575,11 @@ def _parquet_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> It
 # --- database -------------------------------------------------------------------------------------------------
 
 
+def _blank(out: list[str], start: int, end: int, fill: str = "_") -> None:
+    """Overwrite ``out[start:end]`` with ``fill`` (same length), so positions in the code match the query's."""
+    out[start:end] = fill * (end - start)
+
+
 def _sql_code(query: str, *, dollar_quotes: bool, keep_names: bool = False) -> str:
     """``query`` with strings and quoted names blanked to '_' and comments to spaces (same length): the code.
     With ``keep_names`` quoted names stay (a call of ``"pg_sleep"(1)`` is still a call).
@@ -516,10 +588,6 @@ def _sql_code(query: str, *, dollar_quotes: bool, keep_names: bool = False) -> s
     """
     out = list(query)
     index, length = 0, len(query)
-
-    def blank(start: int, end: int, fill: str = "_") -> None:
-        out[start:end] = fill * (end - start)
-
     while index < length:
         char = query[index]
         if char == "'":
@@ -528,18 +596,18 @@ def _sql_code(query: str, *, dollar_quotes: bool, keep_names: bool = False) -> s
             end = index + 1
             while end < length and query[end] != "'":
                 end += 2 if backslashes and query[end] == "\\" else 1
-            blank(index, end + 1)
+            _blank(out, index, end + 1)
             index = end + 1
         elif char == '"':
             end = query.find('"', index + 1)
             end = length if end < 0 else end + 1
             if not keep_names:
-                blank(index, end)
+                _blank(out, index, end)
             index = end
         elif query.startswith("--", index):
             end = query.find("\n", index)
             end = length if end < 0 else end
-            blank(index, end, " ")
+            _blank(out, index, end, " ")
             index = end
         elif query.startswith("/*", index):
             depth, end = 1, index + 2
@@ -550,7 +618,7 @@ def _sql_code(query: str, *, dollar_quotes: bool, keep_names: bool = False) -> s
                     depth, end = depth - 1, end + 2
                 else:
                     end += 1
-            blank(index, end, " ")
+            _blank(out, index, end, " ")
             index = end
         elif dollar_quotes and char == "$" and (index == 0 or not (query[index - 1].isalnum() or
                                                                     query[index - 1] == "_")):
@@ -560,20 +628,59 @@ def _sql_code(query: str, *, dollar_quotes: bool, keep_names: bool = False) -> s
                 continue
             close = query.find(match.group(0), match.end())
             end = length if close < 0 else close + len(match.group(0))
-            blank(index, end)
+            _blank(out, index, end)
             index = end
         else:
             index += 1
     return "".join(out)
 
 
-def _query_bind(query: str, values: dict, *, postgres: bool, label: str) -> tuple[str, dict]:
+def _mysql_code(query: str, *, keep_names: bool = False) -> str:
+    """``_sql_code`` for MariaDB/MySQL: strings escape with backslashes, names are in backquotes, ``#`` and ``-- ``
+    start comments, and a ``/*! ... */`` (or ``/*M! ... */``) comment is code the server runs, so it stays."""
+    out = list(query)
+    index, length = 0, len(query)
+    while index < length:
+        char = query[index]
+        if char in "'\"" or char == "`":
+            end = index + 1
+            while end < length and query[end] != char:
+                end += 2 if char != "`" and query[end] == "\\" else 1
+            end = min(end + 1, length)
+            if char == "'" or not keep_names:
+                _blank(out, index, end)
+            index = end
+        elif char == "#" or (query.startswith("--", index) and query[index + 2:index + 3] in ("", " ", "\t", "\n",
+                                                                                              "\r")):
+            end = query.find("\n", index)
+            end = length if end < 0 else end
+            _blank(out, index, end, " ")
+            index = end
+        elif query.startswith("/*!", index) or query.startswith("/*M!", index):
+            # Executable comment: only its markers are blanked; the version digits after '!' are kept as code.
+            marker = 3 if query[index + 2] == "!" else 4
+            _blank(out, index, index + marker, " ")
+            index += marker
+        elif query.startswith("/*", index):
+            end = query.find("*/", index + 2)
+            end = length if end < 0 else end + 2
+            _blank(out, index, end, " ")
+            index = end
+        elif query.startswith("*/", index):
+            _blank(out, index, index + 2, " ")
+            index += 2
+        else:
+            index += 1
+    return "".join(out)
+
+
+def _query_bind(query: str, values: dict, *, postgres: bool, label: str, mysql: bool = False) -> tuple[str, dict]:
     """The query written for the driver and the values of the ``:name`` parameters it uses.
 
-    Values are always bound, never written into the SQL. psycopg wants ``%(name)s`` and a literal ``%`` doubled;
-    sqlite takes ``:name`` as it is. ``::type`` casts are left alone.
+    Values are always bound, never written into the SQL. psycopg and PyMySQL want ``%(name)s`` and a literal ``%``
+    doubled; sqlite takes ``:name`` as it is. ``::type`` casts are left alone.
     """
-    code = _sql_code(query, dollar_quotes=postgres)
+    code = _mysql_code(query) if mysql else _sql_code(query, dollar_quotes=postgres)
     names = list(dict.fromkeys(match.group(1) for match in _QUERY_PARAMETER.finditer(code)))
     missing = [name for name in names if name not in values]
     if missing:
@@ -584,7 +691,7 @@ def _query_bind(query: str, values: dict, *, postgres: bool, label: str) -> tupl
     while statement.endswith(";"):
         statement = statement[:-1].rstrip()
     text, code = query[:len(statement)], statement
-    if postgres:
+    if postgres or mysql:
         pieces, last = [], 0
         for match in _QUERY_PARAMETER.finditer(code):
             pieces.append(text[last:match.start()].replace("%", "%%"))
@@ -616,8 +723,16 @@ def _database_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int |
     elif scheme == "sqlite":
         query, values = _query_bind(spec["query"], {**spec["params"], **run_params}, postgres=False, label=label)
         frames = _sqlite_frames(url, query, values, chunk_rows=chunk_rows, label=label)
+    elif scheme in MYSQL_SCHEMES:
+        problems = _query_problems(spec["query"], dialect="mysql")  # the URL may only now be known (a secret)
+        if problems:
+            raise DataSourceError(f"the query on {label}: {'; '.join(problems)}")
+        query, values = _query_bind(spec["query"], {**spec["params"], **run_params}, postgres=False, mysql=True,
+                                    label=label)
+        frames = _mysql_frames(url, query, values, chunk_rows=chunk_rows, label=label)
     else:
-        raise DataSourceError(f"{label}: unsupported database {scheme!r} (postgres:// or sqlite:///path)")
+        raise DataSourceError(f"{label}: unsupported database {scheme!r} (postgres://, mysql://, mariadb:// or "
+                              "sqlite:///path)")
     return (_columns_pick(frame, columns, label=f"the query on {label}") for frame in frames)
 
 
@@ -682,6 +797,84 @@ def _postgres_error(error, *, label: str, password: str | None) -> DataSourceErr
 def _reason_without(error: BaseException, secret: str | None) -> str:
     reason = _reason(error)
     return reason.replace(secret, "***") if secret else reason
+
+
+#: MariaDB/MySQL error codes: interrupted by max_statement_time (MariaDB) / max_execution_time (MySQL), a write
+#: in a READ ONLY transaction, a refused login.
+_MYSQL_TIMED_OUT = {1969, 3024}
+_MYSQL_READ_ONLY = {1792}
+
+
+def _mysql_connect(url: str, *, label: str):
+    """A PyMySQL connection for a ``mysql://`` or ``mariadb://user:password@host:port/database`` URL."""
+    import pymysql
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise DataSourceError(f"{label}: the URL's port is not a number") from None
+    timeout_s = settings.AGENTS_DATA_STATEMENT_TIMEOUT_S
+    try:
+        return pymysql.connect(
+            host=parts.hostname or "127.0.0.1", port=port, user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""), database=unquote(parts.path.lstrip("/")) or None,
+            charset="utf8mb4", connect_timeout=DATABASE_CONNECT_TIMEOUT_S,
+            read_timeout=timeout_s + DATABASE_CONNECT_TIMEOUT_S,  # the server cancels first; this is the backstop
+            cursorclass=pymysql.cursors.SSCursor,
+        )
+    except pymysql.Error as error:
+        raise DataSourceError(f"{label} cannot be reached: "
+                              f"{_mysql_reason(error, unquote(parts.password or '') or None)}") from None
+
+
+def _mysql_frames(url: str, query: str, values: dict, *, chunk_rows: int | None,
+                  label: str) -> Iterator[pd.DataFrame]:
+    """Run the query on MariaDB/MySQL in a READ ONLY transaction under the statement timeout, streaming its rows
+    through an unbuffered cursor."""
+    import pymysql
+
+    password = unquote(urlsplit(url).password or "") or None
+    connection = _mysql_connect(url, label=label)
+    timeout_s = settings.AGENTS_DATA_STATEMENT_TIMEOUT_S
+    try:
+        with connection.cursor(pymysql.cursors.Cursor) as setup:
+            if "mariadb" in connection.get_server_info().lower():
+                setup.execute(f"SET SESSION max_statement_time = {float(timeout_s):.3f}")
+            else:
+                setup.execute(f"SET SESSION max_execution_time = {max(1, int(timeout_s * 1000))}")
+            setup.execute("SET SESSION TRANSACTION READ ONLY")
+            setup.execute("START TRANSACTION READ ONLY")
+        with connection.cursor() as cursor:
+            try:
+                cursor.execute(query, values or None)
+                yield from _rows_frames(cursor, chunk_rows=chunk_rows)
+            except pymysql.Error as error:
+                raise _mysql_error(error, label=label, password=password) from None
+    except pymysql.Error as error:
+        raise _mysql_error(error, label=label, password=password) from None
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def _mysql_error(error, *, label: str, password: str | None) -> DataSourceError:
+    code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+    reason = _mysql_reason(error, password)
+    if code in _MYSQL_TIMED_OUT:
+        timeout_s = settings.AGENTS_DATA_STATEMENT_TIMEOUT_S
+        return DataSourceError(f"the query on {label} was cancelled after {timeout_s:g} s "
+                               "(AGENTS_DATA_STATEMENT_TIMEOUT_S)")
+    if code in _MYSQL_READ_ONLY:
+        return DataSourceError(f"{label} is read-only: sources may not write ({reason})")
+    return DataSourceError(f"the query on {label} failed: {reason}")
+
+
+def _mysql_reason(error: BaseException, password: str | None) -> str:
+    """PyMySQL's (code, message) as 'message (error code)', without the password."""
+    if len(error.args) == 2 and isinstance(error.args[0], int):
+        return _reason_without(type(error)(f"{error.args[1]} (error {error.args[0]})"), password)
+    return _reason_without(error, password)
 
 
 def _sqlite_frames(url: str, query: str, values: dict, *, chunk_rows: int | None,
