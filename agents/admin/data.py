@@ -4,6 +4,7 @@ import json
 
 from django import forms
 from django.contrib import admin
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -22,6 +23,24 @@ from agents.models import DataRun, DataRunStatus, Dataset, DataSource, Pipeline,
 
 #: Failing rows shown per check on a run's page; every failing row is in the check's Parquet file when asked.
 SAMPLE_ROWS_SHOWN = 10
+#: Size in pixels of a column's histogram on a dataset's page.
+HISTOGRAM_WIDTH, HISTOGRAM_HEIGHT = 160, 32
+
+
+def histogram_bars(histogram: dict | None) -> list[dict]:
+    """SVG rectangles (x, y, width, height, count, from, to) of a profile histogram, scaled to the tallest bin."""
+    if not histogram or not histogram.get("counts"):
+        return []
+    counts, edges = histogram["counts"], histogram["edges"]
+    tallest = max(counts) or 1
+    width = HISTOGRAM_WIDTH / len(counts)
+    bars = []
+    for index, count in enumerate(counts):
+        height = round(HISTOGRAM_HEIGHT * count / tallest, 1)
+        bars.append({"x": round(index * width, 1), "y": round(HISTOGRAM_HEIGHT - height, 1),
+                     "width": round(max(width - 1, 1), 1), "height": height, "count": count,
+                     "low": edges[index], "high": edges[min(index + 1, len(edges) - 1)]})
+    return bars
 
 
 
@@ -181,9 +200,17 @@ class DatasetAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ["name"]
     search_fields = ["name", "path", "checksum"]
     list_select_related = ["run"]
-    fields = ["name", "number", "path", "row_count", "size_bytes", "checksum", "schema_table", "lineage", "run_link",
-              "created_at"]
+    fields = ["name", "number", "path", "row_count", "size_bytes", "checksum", "schema_table", "profile_table",
+              "lineage", "run_link", "created_at"]
     readonly_fields = fields
+
+    @admin.display(description="Profile")
+    def profile_table(self, obj):
+        if not obj.profile:
+            return format_html("Not profiled yet: <code>manage.py data profile {} --version {}</code>", obj.name,
+                               obj.number)
+        columns = [{**column, "bars": histogram_bars(column.get("histogram"))} for column in obj.profile["columns"]]
+        return render_to_string("admin/agents/dataset/profile.html", {"profile": obj.profile, "columns": columns})
 
     @admin.display(description="Columns")
     def columns(self, obj):

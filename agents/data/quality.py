@@ -16,6 +16,7 @@ from fractions import Fraction
 from typing import Any, Iterable
 
 from agents.core.lazy import lazy
+from agents.data.analysis import DRIFT_DEFAULTS, drift_check_problems
 from agents.expressions.vector import DATETIME, compile_vector, missing_columns_error, series_kind, unique_map
 from agents.expressions.compiler import regex_compile
 from agents.exceptions import DataError, ExpressionError, PipelineSpecError
@@ -28,6 +29,9 @@ pq = lazy("pyarrow.parquet")
 CHECK_TYPES = (
     "completeness", "uniqueness", "validity", "consistency", "referential_integrity", "freshness", "row_count",
 )
+#: Checks of a pipeline's whole output against a published version of its dataset, run when it publishes (not chunk
+#: by chunk here): drift (agents.data.analysis).
+PUBLISH_CHECK_TYPES = ("drift",)
 SEVERITIES = ("error", "warn")
 DTYPES = ("integer", "float", "number", "string", "boolean", "datetime")
 MAX_SAMPLE_SIZE = 1000  # rows kept in a result's sample
@@ -49,6 +53,8 @@ _TYPE_DEFAULTS: dict[str, dict[str, Any]] = {  # keys each type takes; a value o
     "referential_integrity": {"column": ..., "reference": ...},
     "freshness": {"column": ..., "max_age": ...},
     "row_count": {"min": None, "max": None, "equal": None, "columns": None, "columns_match": "contain"},
+    # Compared with a published version of the dataset when a pipeline publishes (agents.data.analysis).
+    "drift": {"columns": None, "reference": "previous", **DRIFT_DEFAULTS},
 }
 _VALIDITY_RULES = ("min", "max", "regex", "allowed", "dtype", "not_in_set", "null", "not_match_regex", "length", "types")
 # Keys added after checks were first stored: left out of a normalised check while at their default, so a definition
@@ -272,6 +278,8 @@ def _type_errors(check: dict, where: str, missing: set[str]) -> list[str]:
         return [] if missing else _columns_errors(check["columns"], "columns", where)
     if kind == "consistency":
         return _consistency_errors(check, where)
+    if kind == "drift":
+        return drift_check_problems(check, where)
     if kind == "row_count":
         errors = []
         for bound in ("min", "max", "equal"):
@@ -355,6 +363,8 @@ def _default_name(check: dict) -> str:
         return f"consistency:{check.get('expression')}"[:MAX_NAME_LENGTH]
     if kind == "row_count":
         return "row_count"
+    if kind == "drift":
+        return f"drift:{','.join(map(str, check['columns']))}" if isinstance(check.get("columns"), list) else "drift"
     if kind == "validity":  # several validity checks on one column are common; their rules tell them apart
         rules = [rule for rule in _VALIDITY_RULES if check.get(rule) is not None]
         return f"validity:{check.get('column')}:{','.join(rules)}"
@@ -377,8 +387,9 @@ def check_validate(raw: Any, *, where: str) -> tuple[dict, list[str]]:
     if not isinstance(raw, dict):
         return {}, [f"{where}: a check must be a dict, got {type(raw).__name__}"]
     kind = raw.get("type")
-    if kind not in CHECK_TYPES:
-        return dict(raw), [f"{where}: key 'type' must be one of {', '.join(CHECK_TYPES)}, got {kind!r}"]
+    if kind not in CHECK_TYPES + PUBLISH_CHECK_TYPES:
+        return dict(raw), [f"{where}: key 'type' must be one of {', '.join(CHECK_TYPES + PUBLISH_CHECK_TYPES)}, "
+                           f"got {kind!r}"]
     defaults = {"type": kind, **_COMMON_DEFAULTS, **_TYPE_DEFAULTS[kind]}
     if kind == "freshness":
         defaults["mostly"] = None
@@ -413,7 +424,7 @@ def check_columns(check: dict) -> set[str]:
         return read | {check["pair"]["column_a"], check["pair"]["column_b"]}
     if kind == "consistency":
         return read | set(compile_vector(check["expression"], where=f"quality check {check['name']}").columns)
-    if kind == "row_count":
+    if kind in ("row_count", "drift"):
         return set()
     return read | {check["column"]}
 
@@ -610,6 +621,9 @@ class CheckRunner:
             return list(self.expression.columns)
         if self.kind == "row_count":
             return []
+        if self.kind == "drift":
+            raise DataError(f"{self.where}: a drift check compares the output with a published version of its "
+                            "dataset, so it runs only in a pipeline")
         return [self.check["column"]]
 
     def _prepare(self, reference_values: set | pd.Series | np.ndarray | None) -> None:

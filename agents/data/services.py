@@ -18,6 +18,7 @@ from agents.core.audit import audit_record
 from agents.core.teams import acting_for, acting_scoped, owned_get_or_create
 from agents.core.dispatch import task_send_on_commit
 from agents.data import engine
+from agents.data.analysis import DriftCounter, Profiler, drift_reference, drift_result
 from agents.data.transforms import aggregation_type_problems
 from agents.data.paths import data_path_relative, data_path_resolve, data_root
 from agents.data.expectations import is_suite
@@ -217,7 +218,81 @@ class _PeakMemory:
         return round((self._peak - self._start) / 2**20, 1)
 
 
-def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.PipelineOutcome) -> Dataset:
+def _output_chunks(path: Path, columns: list[str] | None = None):
+    """A run's Parquet output (under the data root) read back chunk by chunk."""
+    spec = {"kind": "file", "path": str(data_path_relative(path)), "format": "parquet"}
+    return source_read(spec, columns=columns, chunk_rows=settings.AGENTS_DATA_CHUNK_ROWS)
+
+
+def _drift_reference_dataset(name: str, check: dict) -> Dataset | None:
+    """The published version a drift check compares with: the newest, or the pinned number."""
+    rows = acting_scoped(Dataset.objects.filter(name=name))
+    if check["reference"] == "previous":
+        return rows.order_by("-number").first()
+    dataset = rows.filter(number=check["reference"]).first()
+    if dataset is None:
+        raise DataError(f"quality check {check['name']!r}: dataset {name!r} has no number {check['reference']} "
+                        "to compare with")
+    return dataset
+
+
+def drift_checks_run(*, checks: list[dict], name: str, path: Path) -> list[dict]:
+    """Run the drift checks on a run's output (``path``) against published versions of dataset ``name``.
+
+    The reference's compared columns are read whole (their deciles and categories); the output is read in chunks.
+    With no published version yet there is nothing to compare with, and the check passes saying so.
+    """
+    results = []
+    for check in checks:
+        dataset = _drift_reference_dataset(name, check)
+        if dataset is None:
+            results.append(drift_result(check, None, None, reference_label="none (the first version)"))
+            continue
+        output_columns = list(next(iter(_output_chunks(path))).columns)  # the first chunk: the names
+        published = [column["name"] for column in dataset.schema]
+        columns = check["columns"] or [column for column in output_columns if column in published]
+        missing = [column for column in columns if column not in published]
+        if missing:
+            raise DataError(f"quality check {check['name']!r}: {dataset} has no column "
+                            f"{', '.join(map(repr, missing))} to compare with")
+        reference_frame = source_frame({"kind": "dataset", "dataset": name, "number": dataset.number},
+                                       columns=columns)
+        reference = drift_reference(reference_frame, columns)
+        del reference_frame
+        counter = DriftCounter(reference)
+        for chunk in _output_chunks(path, [column for column in columns if column in output_columns]):
+            counter.update(chunk)
+        counter.missing.update(column for column in columns if column not in output_columns)
+        results.append(drift_result(check, reference, counter, reference_label=str(dataset)))
+    return results
+
+
+def dataset_profile_compute(*, path: Path) -> dict:
+    """The profile of a Parquet file under the data root (see ``agents.data.analysis``), read in chunks."""
+    profiler = Profiler()
+    for chunk in _output_chunks(path):
+        profiler.update(chunk)
+    return profiler.finish()
+
+
+def dataset_profile(*, name: str, number: int | None = None, refresh: bool = False) -> Dataset:
+    """Dataset ``name`` (newest unless ``number``) with its profile, computed and stored now if it has none (it
+    was published before profiles were kept) or ``refresh`` is asked."""
+    dataset = dataset_get(name=name, number=number)
+    if refresh or not dataset.profile:
+        path = data_path_resolve(dataset.path, where=str(dataset))
+        if file_sha256(path) != dataset.checksum:
+            raise DataError(f"{dataset}: {dataset.path!r} has changed since it was published (sha256 differs)")
+        with acting_for(dataset.team_id):
+            dataset.profile = dataset_profile_compute(path=path)
+        Dataset.objects.filter(pk=dataset.pk).update(profile=dataset.profile)
+        audit_record("dataset.profile", "dataset", dataset.pk, f"profiled dataset {dataset}",
+                     dataset=dataset.name, number=dataset.number)
+    return dataset
+
+
+def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.PipelineOutcome,
+                     profile: dict) -> Dataset:
     """Register the run's Parquet file as the next number of dataset ``name`` (once per run)."""
     existing = Dataset.objects.filter(run=run).first()
     if existing:
@@ -232,7 +307,7 @@ def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.Pip
                 dataset = Dataset.objects.create(
                     name=name, number=number, path=data_path_relative(path), schema=outcome.schema,
                     row_count=outcome.rows_out, size_bytes=path.stat().st_size, checksum=file_sha256(path),
-                    run=run, inputs=outcome.inputs, team_id=team_id,
+                    run=run, inputs=outcome.inputs, team_id=team_id, profile=profile,
                 )
                 event_publish(EventType.DATASET_PRODUCED, {
                     "dataset_id": dataset.pk, "name": name, "number": number, "path": dataset.path,
@@ -264,13 +339,19 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
     output_path = root / "datasets" / spec["output"]["dataset"] / f"run-{run.pk}.parquet"
     failing_dir = root / "quality" / f"run-{run.pk}"
     fields: dict[str, Any] = {}
+    # Drift checks compare the output with a published version: they run here, on the written file.
+    drift_checks = [check for check in spec["quality_checks"] if check["type"] == "drift"]
+    engine_spec = {**spec, "quality_checks": [check for check in spec["quality_checks"] if check["type"] != "drift"]}
     try:
         with _PeakMemory() as memory, acting_for(run.version.pipeline.team_id):
             outcome = engine.pipeline_execute(
-                spec, output_path=output_path, params=run.params, source_resolve=source_resolve,
+                engine_spec, output_path=output_path, params=run.params, source_resolve=source_resolve,
                 source_describe=source_describe, chunk_rows=spec.get("chunk_rows") or settings.AGENTS_DATA_CHUNK_ROWS,
                 failing_rows_dir=failing_dir,
             )
+            outcome.quality += drift_checks_run(checks=drift_checks, name=spec["output"]["dataset"],
+                                                path=output_path)
+            profile = dataset_profile_compute(path=output_path) if outcome.quality_passed else {}
         fields.update(rows_in=outcome.rows_in, rows_out=outcome.rows_out, chunks=outcome.chunks,
                       quality=outcome.quality, quality_passed=outcome.quality_passed, notes=outcome.notes,
                       peak_memory_mb=memory.peak_mb)
@@ -283,7 +364,8 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
             output_path.unlink(missing_ok=True)
             fields["error"] = f"quality check(s) failed: {', '.join(failed)}; the dataset was not published"
         else:
-            _dataset_publish(run=run, name=spec["output"]["dataset"], path=output_path, outcome=outcome)
+            _dataset_publish(run=run, name=spec["output"]["dataset"], path=output_path, outcome=outcome,
+                             profile=profile)
     except DataError as error:
         fields["error"] = str(error)
         output_path.unlink(missing_ok=True)
@@ -325,6 +407,8 @@ def quality_check_file(*, path: str, checks_text: str, source: str = "spec", key
         key = key or raw.get("key")
         raw = raw.get("quality_checks")
     checks, errors = checks_validate(raw)
+    errors += [f"quality check {check['name']!r}: a drift check compares a pipeline's output with a published "
+               "version of its dataset; it runs only in a pipeline" for check in checks if check["type"] == "drift"]
     if errors:
         raise PipelineSpecError(errors)
     if not checks:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from agents.core.lazy import lazy
 from agents.core.registry import Registry
+from agents.data.analysis import anomalies_flag
 from agents.expressions.vector import compile_vector
 from agents.exceptions import ColumnError, DataError, ExpressionError
 
@@ -86,6 +87,13 @@ def _strip_whitespace(frame: pd.DataFrame, columns: list[str] | None = None) -> 
         _require(frame, [column], "custom strip_whitespace")
         frame[column] = frame[column].str.strip()
     return frame
+
+
+@transform("anomalies")
+def _anomalies(frame: pd.DataFrame, **params: Any) -> pd.DataFrame:
+    """Score every row and flag the unusual ones (``anomaly_score``, ``is_anomaly``); see ``anomalies_flag``. Global:
+    the medians, quartiles or forest are those of the whole data."""
+    return anomalies_flag(frame, **params)
 
 
 # ------------------------------------------------------------------------------------ validation

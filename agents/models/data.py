@@ -119,6 +119,11 @@ class Dataset(models.Model):
     checksum = models.CharField(max_length=64, help_text="sha256 of the Parquet file.")
     run = models.OneToOneField(DataRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="dataset")
     inputs = models.JSONField(default=list, blank=True, help_text="The sources and datasets it was built from.")
+    profile = models.JSONField(
+        default=dict, blank=True,
+        help_text="Column statistics computed when it was published: {rows, columns: [{name, kind, count, nulls, "
+                  "distinct, min, max, mean, std, quantiles, top, histogram}]} ({} when not profiled).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

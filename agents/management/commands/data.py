@@ -18,14 +18,14 @@ class Command(AgentsCommand):
     """Operate data pipelines from the command line."""
 
     help = ("Data pipelines: validate FILE | load FILE | run FILE_OR_NAME | check FILE --spec SPEC [--format ge] | "
-            "datasets | "
+            "datasets | profile DATASET [--version N] | "
             "runs | status RUN_ID | source NAME --spec SPEC | pipelines.")
     spec_error = PipelineSpecError
     spec_error_title = "invalid pipeline"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
-                                    metavar="{validate,load,run,check,datasets,runs,status,source,pipelines}")
+                                    metavar="{validate,load,run,check,datasets,profile,runs,status,source,pipelines}")
         validate = sub.add_parser("validate", help="Check a pipeline file; exit 1 with every reason if invalid.")
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a pipeline file as a new version (unless unchanged).")
@@ -54,6 +54,13 @@ class Command(AgentsCommand):
         datasets = sub.add_parser("datasets", help="List published datasets, newest first.")
         datasets.add_argument("--name", help="Only this dataset's numbers.")
         self.json_argument_add(datasets)
+        profile = sub.add_parser("profile", help="Show a dataset's column profile (counts, nulls, distinct, min, max, "
+                                                 "mean, std, quantiles, top values, histogram).")
+        profile.add_argument("dataset")
+        profile.add_argument("--version", type=int, dest="number", metavar="N",
+                             help="The dataset's number (default: the newest).")
+        profile.add_argument("--refresh", action="store_true", help="Compute it again from the file.")
+        self.json_argument_add(profile)
         runs = sub.add_parser("runs", help="List recent runs.")
         runs.add_argument("--pipeline")
         runs.add_argument("--limit", type=int, default=20)
@@ -162,6 +169,26 @@ class Command(AgentsCommand):
             columns = ", ".join(f"{c['name']}:{c['type']}" for c in row["schema"][:8])
             self.stdout.write(f"{row['name']} #{row['number']} (id {row['dataset_id']})  {row['row_count']} rows  "
                               f"{row['path']}  [{columns}]")
+
+    def handle_profile(self, *, dataset, number=None, refresh=False, json=False, **options):
+        if number is not None and number < 1:
+            raise CommandError(f"--version must be 1 or more, got {number}")
+        row = services.dataset_profile(name=dataset, number=number, refresh=refresh)
+        if json:
+            self.json_write({"dataset": row.name, "number": row.number, **row.profile})
+            return
+        self.stdout.write(f"{row} — {row.profile['rows']} rows, {len(row.profile['columns'])} columns")
+        for column in row.profile["columns"]:
+            self.stdout.write(f"  {column['name']} ({column['kind']}): {column['count']} values, {column['nulls']} "
+                              f"null, {'' if column['distinct_exact'] else '~'}{column['distinct']} distinct")
+            if "mean" in column:
+                quantiles = "  ".join(f"{share} {value:.6g}" if isinstance(value, float) else f"{share} {value}"
+                                      for share, value in column["quantiles"].items())
+                self.stdout.write(f"      min {column['min']}  max {column['max']}  mean {column['mean']}  "
+                                  f"std {column['std']}")
+                self.stdout.write(f"      {quantiles}")
+            top = ", ".join(f"{item['value']!r} ×{item['count']}" for item in column["top"][:5])
+            self.stdout.write(f"      top: {top}")
 
     def handle_runs(self, *, pipeline=None, limit=20, json=False, **options):
         runs = DataRun.objects.select_related("version__pipeline", "dataset").order_by("-created_at")

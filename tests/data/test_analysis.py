@@ -1,0 +1,177 @@
+"""Dataset analysis without services: profiles match pandas' own statistics, planted anomalies are found, a shifted
+column trips drift and a stable one does not."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.data.analysis import (
+    SKETCH_POINTS,
+    DriftCounter,
+    Profiler,
+    anomalies_flag,
+    drift_compare,
+    drift_reference,
+    profile_frames,
+)
+from agents.data.transforms import transform_apply, transform_validate
+from agents.exceptions import DataError
+
+ROWS = 120_000
+#: Quantiles are read off merged per-chunk distribution functions: a quantile's rank is off by at most
+#: 1/SKETCH_POINTS of the rows, so its value lies between pandas' quantiles at share +- that much.
+RANK_TOLERANCE = 1 / SKETCH_POINTS
+
+
+def generated(rows: int = ROWS, *, seed: int = 3, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "amount": rng.gamma(2.0, 40.0, rows) + shift,
+        "score": rng.normal(50, 10, rows),
+        "quantity": rng.integers(1, 20, rows),
+        "region": np.asarray(["north", "south", "east", "west"])[rng.integers(0, 4, rows)],
+        "ordered_at": pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 86_400 * 90, rows), unit="s"),
+    })
+    frame.loc[frame.index % 40 == 0, "score"] = np.nan
+    return frame
+
+
+def chunks(frame: pd.DataFrame, size: int):
+    return (frame.iloc[start:start + size] for start in range(0, len(frame), size))
+
+
+def column(profile: dict, name: str) -> dict:
+    return next(item for item in profile["columns"] if item["name"] == name)
+
+
+@pytest.mark.parametrize("name", ["amount", "score", "quantity"])
+def test_a_chunked_profile_matches_pandas_statistics(name):
+    frame = generated()
+
+    profile = profile_frames(chunks(frame, 7_000))
+
+    series = frame[name]
+    stats = column(profile, name)
+    assert profile["rows"] == ROWS
+    assert (stats["count"], stats["nulls"]) == (series.count(), series.isna().sum())
+    assert (stats["min"], stats["max"]) == (series.min(), series.max())
+    assert stats["mean"] == pytest.approx(series.mean(), rel=1e-12)
+    assert stats["std"] == pytest.approx(series.std(), rel=1e-9)
+    for label, value in stats["quantiles"].items():
+        share = int(label.rstrip("%")) / 100
+        low, high = series.quantile([max(share - RANK_TOLERANCE, 0), min(share + RANK_TOLERANCE, 1)])
+        assert low <= value <= high, (label, value, low, high)
+    assert sum(stats["histogram"]["counts"]) == series.count()
+    assert len(stats["histogram"]["counts"]) == 20
+
+
+def test_counts_of_distinct_and_top_values_are_exact_for_a_few_values():
+    frame = generated()
+
+    profile = profile_frames(chunks(frame, 9_999))
+
+    region = column(profile, "region")
+    expected = frame["region"].value_counts()
+    assert region["kind"] == "category" and "mean" not in region
+    assert (region["distinct"], region["distinct_exact"]) == (4, True)
+    assert {item["value"]: item["count"] for item in region["top"]} == expected.to_dict()
+    quantity = column(profile, "quantity")
+    assert (quantity["distinct"], quantity["distinct_exact"]) == (19, True)
+    assert quantity["top"][0] == {"value": int(frame["quantity"].value_counts().idxmax()),
+                                  "count": int(frame["quantity"].value_counts().max())}
+
+
+def test_many_distinct_values_are_estimated_within_a_few_percent():
+    stats = column(profile_frames(chunks(generated(), 10_000)), "amount")
+
+    assert stats["distinct_exact"] is False
+    assert stats["distinct"] == pytest.approx(generated()["amount"].nunique(), rel=0.05)
+
+
+def test_datetimes_are_profiled_as_timestamps():
+    frame = generated()
+
+    stats = column(profile_frames(chunks(frame, 50_000)), "ordered_at")
+
+    assert stats["kind"] == "datetime"
+    assert (stats["min"], stats["max"]) == (frame["ordered_at"].min().isoformat(), frame["ordered_at"].max().isoformat())
+
+
+def test_profilers_of_separate_parts_merge_into_the_whole():
+    frame = generated()
+    first, second = Profiler(), Profiler()
+    first.update(frame.iloc[:50_000])
+    second.update(frame.iloc[50_000:])
+
+    first.merge(second)
+
+    merged, whole = first.finish(), profile_frames([frame])
+    for name in ("amount", "score"):
+        for key in ("count", "nulls", "min", "max"):
+            assert column(merged, name)[key] == column(whole, name)[key]
+        assert column(merged, name)["mean"] == pytest.approx(column(whole, name)["mean"], rel=1e-12)
+        assert column(merged, name)["std"] == pytest.approx(column(whole, name)["std"], rel=1e-9)
+
+
+@pytest.mark.parametrize("method", ["robust_z", "iqr", "isolation_forest"])
+def test_planted_anomalies_are_flagged(method):
+    frame = generated(5_000)
+    planted = [17, 1_234, 4_321]
+    frame.loc[planted, "amount"] = [9_000.0, 7_000.0, 12_000.0]
+    frame.loc[planted, "score"] = [400.0, -300.0, 500.0]
+
+    result = anomalies_flag(frame, columns=["amount", "score"], method=method, contamination=0.001)
+
+    assert result.loc[planted, "is_anomaly"].all()
+    flagged = result[result["is_anomaly"]]
+    assert len(flagged) < 0.05 * len(frame)
+    assert set(result.nlargest(3, "anomaly_score").index) == set(planted)
+
+
+def test_isolation_forest_scores_are_seeded():
+    frame = generated(3_000)
+
+    first = anomalies_flag(frame, columns=["amount", "score"], random_state=11)
+    second = anomalies_flag(frame, columns=["amount", "score"], random_state=11)
+
+    assert first["anomaly_score"].tolist() == second["anomaly_score"].tolist()
+
+
+def test_anomalies_is_a_registered_transform_that_refuses_bad_params_by_name():
+    spec, errors = transform_validate({"type": "custom", "function": "anomalies",
+                                       "params": {"columns": ["amount"], "method": "robust_z"}}, where="t",
+                                      source_validate=lambda raw, where: (raw, []))
+    assert errors == []
+    assert transform_apply(generated(500), spec, where="t")["is_anomaly"].dtype == bool
+
+    with pytest.raises(DataError, match="column 'region' is not numeric"):
+        anomalies_flag(generated(500), columns=["region"])
+    with pytest.raises(DataError, match="method 'zscore' is not one of"):
+        anomalies_flag(generated(500), columns=["amount"], method="zscore")
+
+
+def drift_of(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> dict:
+    counter = DriftCounter(drift_reference(reference, columns))
+    for chunk in chunks(current, 8_000):
+        counter.update(chunk)
+    return {entry["column"]: entry for entry in drift_compare(counter.reference, counter, psi_max=0.2,
+                                                              p_value_min=0.01)}
+
+
+def test_a_shifted_column_drifts_and_a_stable_one_does_not():
+    reference, current = generated(seed=1), generated(seed=2, shift=40.0)
+
+    report = drift_of(reference, current, ["amount", "score", "region"])
+
+    assert report["amount"]["drifted"] and report["amount"]["psi"] > 0.2
+    assert not report["score"]["drifted"] and report["score"]["psi"] < 0.01
+    assert report["region"]["test"] == "chi_square" and not report["region"]["drifted"]
+
+
+def test_a_changed_mix_of_categories_drifts():
+    reference = generated(seed=1)
+    current = generated(seed=2)
+    current.loc[current.index % 3 == 0, "region"] = "north"
+
+    report = drift_of(reference, current, ["region"])
+
+    assert report["region"]["drifted"] and report["region"]["p_value"] < 1e-6
