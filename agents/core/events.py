@@ -6,14 +6,21 @@ after commit) is sent again by ``events_relay``, a beat task that picks up event
 starts is decided by the orchestration area's triggers. Besides the built-in types, an event may be of a type a
 team declared (``EventTypeDeclaration``), published from outside through the orchestration area.
 """
+import logging
+import time
+import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from agents.core.dispatch import task_send
+from agents.core.hooks import event_listeners
 from agents.core.tracing import trace, trace_id_ensure
 from agents.models import Event, EventType, EventTypeDeclaration
+
+logger = logging.getLogger(__name__)
 
 #: The keys of each event type's payload, as its publisher writes them.
 _WORKFLOW_KEYS = frozenset({"workflow_run_id", "workflow", "status", "failed_step", "params"})
@@ -55,9 +62,87 @@ RELAY_AFTER_S = 10.0
 DISPATCH_TASK = "workers.agents.event_dispatch"
 
 
+#: Redis key (at ``CACHE_URL``) naming the current generation of the event listeners; a new one on every change.
+LISTENERS_GENERATION_KEY = "agents:event-listeners:generation"
+#: Seconds a process trusts the listeners it read, even when the generation did not change (a backstop for a
+#: change whose new generation could not be written: Redis was down).
+LISTENERS_MAX_AGE_S = 30.0
+#: Seconds a Redis command may take before the listeners are read from the database instead.
+LISTENERS_REDIS_TIMEOUT_S = 0.5
+#: This process's listeners: (generation, read at (monotonic s), event types).
+_listeners_read: list[tuple[str, float, frozenset[str]]] = []
+_redis_clients: dict[str, object] = {}
+
+
+def _listeners_redis():
+    """The Redis client for the listeners' generation, or None without a Redis ``CACHE_URL``."""
+    url = settings.CACHE_URL
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    if url not in _redis_clients:
+        import redis  # only where a Redis cache is configured
+
+        _redis_clients[url] = redis.Redis.from_url(url, socket_timeout=LISTENERS_REDIS_TIMEOUT_S,
+                                                   socket_connect_timeout=LISTENERS_REDIS_TIMEOUT_S)
+    return _redis_clients[url]
+
+
+def _listeners_generation() -> str | None:
+    """The listeners' current generation (made when missing), or None when it cannot be known (no Redis)."""
+    client = _listeners_redis()
+    if client is None:
+        return None
+    try:
+        generation = client.get(LISTENERS_GENERATION_KEY)
+        if generation is None:  # never set, or Redis lost it: a new generation, so nothing read before is trusted
+            client.set(LISTENERS_GENERATION_KEY, uuid.uuid4().hex, nx=True)
+            generation = client.get(LISTENERS_GENERATION_KEY)
+    except Exception as error:  # noqa: BLE001  (any Redis failure: read the database, as without Redis)
+        logger.warning("event listeners: cannot read their generation from Redis (%s); reading the database", error)
+        return None
+    return generation.decode() if isinstance(generation, bytes) else generation
+
+
+def _listeners_generation_bump() -> None:
+    client = _listeners_redis()
+    if client is None:
+        return
+    try:
+        client.set(LISTENERS_GENERATION_KEY, uuid.uuid4().hex)
+    except Exception as error:  # noqa: BLE001  (processes re-read after LISTENERS_MAX_AGE_S anyway)
+        logger.warning("event listeners: cannot write their new generation to Redis (%s)", error)
+
+
+def event_listeners_changed() -> None:
+    """Say that what listens for events changed (a trigger created, changed, enabled or deleted): every process
+    reads the listeners again before its next event. Takes effect when the current transaction commits."""
+    _listeners_read.clear()
+    transaction.on_commit(_listeners_generation_bump)
+
+
+def event_listened(event_type: str) -> bool:
+    """Whether anything listens for events of ``event_type`` (True when no ``event_listeners`` hook is registered:
+    nothing says otherwise). Read once per generation of the listeners and process: one Redis GET per event
+    instead of a query; without Redis, a query per event."""
+    hooks = event_listeners.items()
+    if not hooks:
+        return True
+    generation = _listeners_generation()
+    if generation is not None and _listeners_read:
+        read_generation, read_at, types = _listeners_read[0]
+        if read_generation == generation and time.monotonic() - read_at < LISTENERS_MAX_AGE_S:
+            return event_type in types
+    types = frozenset(listened for _, hook in hooks for listened in hook())
+    if generation is not None:
+        _listeners_read[:] = [(generation, time.monotonic(), types)]
+    return event_type in types
+
+
 def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None, team_id: int | None = None,
-                  idempotency_key: str = "", source: str = "") -> Event:
+                  idempotency_key: str = "", source: str = "") -> Event | None:
     """Record a domain event in the current transaction; it is dispatched once that transaction commits.
+    An event nothing listens for (``event_listened``) is neither written nor sent: None is returned; an event
+    published from outside (with ``idempotency_key`` or ``source``) is always written.
 
     ``trace_id`` names the trace the event belongs to (the run or alert it is about); by default the current one.
     ``team_id`` is the team whose object it is about: only that team's triggers fire on it (None: every team's).
@@ -65,6 +150,8 @@ def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None
     ``outside_event_publish``, which checks a declared type's payload first)."""
     if event_type not in EventType.values and not EventTypeDeclaration.objects.filter(name=event_type).exists():
         raise ValueError(f"unknown event type {event_type!r}")
+    if not (idempotency_key or source) and not event_listened(event_type):
+        return None
     event = Event.objects.create(event_type=event_type, payload=payload, trace_id=trace_id or trace_id_ensure(),
                                  team_id=team_id, idempotency_key=idempotency_key, source=source)
     transaction.on_commit(lambda: _send(event.pk, event.trace_id))

@@ -3,6 +3,9 @@
 ``workers_lost``: a worker stopped heart-beating or restarted after it was killed. The orchestration area owns the
 agent registry and calls every hook with the workers' hostnames and the reason; the workflow area registers the
 re-dispatch of the steps those workers were running. Areas register from their ``actions`` module.
+
+``event_listeners``: what listens for domain events. The orchestration area registers a hook returning the event
+types its enabled triggers listen for; ``agents.core.events`` writes and sends no event nobody listens for.
 """
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,6 +14,10 @@ from agents.core.registry import Registry
 
 #: hook(hostnames=..., reason=...) -> JSON summary, by name.
 workers_lost: Registry[Callable[..., Any]] = Registry("workers-lost hook")
+
+
+#: hook() -> the event types something listens for (any team's), by name.
+event_listeners: Registry[Callable[[], Iterable[str]]] = Registry("event-listeners hook")
 
 
 def workers_lost_notify(*, hostnames: Iterable[str], reason: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from agents.core.actions import action_run
 from agents.core.audit import audit_record
 from agents.core.teams import owned_get_or_create, same_team
-from agents.core.events import event_path_problem
+from agents.core.events import event_listeners_changed, event_path_problem
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, is_name
 from agents.exceptions import AgentsError, ExpressionError, TriggerError
 from agents.expressions.compiler import compile_expression
@@ -117,6 +117,7 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
             trigger, created = owned_get_or_create(Trigger, name=item["name"], team=team, what="trigger", **fields)
             if not created:
                 Trigger.objects.filter(pk=trigger.pk).update(**fields)
+                event_listeners_changed()  # an update sends no post_save
             if item["action"] == TriggerAction.WORKFLOW:
                 same_team(trigger.team_id, WorkflowDefinition.objects.filter(name=item["target"]).first(),
                           what=f"trigger {item['name']!r} starts workflow {item['target']!r}, which")

@@ -15,6 +15,7 @@ from agents.models import (
     Event,
     EventTypeDeclaration,
     IncidentResponse,
+    Trigger,
     TriggerFiring,
     WorkflowRun,
 )
@@ -187,3 +188,8 @@ def event_type_json(declaration: EventTypeDeclaration) -> dict:
     """A declared event type as the command lists it."""
     return {"name": declaration.name, "team": declaration.team.name, "description": declaration.description,
             "schema": declaration.schema, "source": declaration.source}
+
+
+def trigger_event_types() -> list[str]:
+    """The event types the enabled triggers (of every team) listen for."""
+    return list(Trigger.objects.filter(enabled=True).values_list("event_type", flat=True).distinct())

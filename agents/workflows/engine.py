@@ -11,10 +11,11 @@ import logging
 import os
 import random
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from celery import chain, chord, group
+from celery import chain, group
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, Sum
@@ -150,15 +151,13 @@ def run_plan(run_id: int, version_id: int, run_attempt: int) -> dag.Plan:
 # --- dispatch ------------------------------------------------------------------
 
 
-def step_signature(*, run_id: int, run_attempt: int, step_id: str, compiled: CompiledVersion, in_chord: bool = False):
+def step_signature(*, run_id: int, run_attempt: int, step_id: str, compiled: CompiledVersion):
     """Return the Celery signature of one step: small and constant-size, named for Flower."""
     step = compiled.spec.steps[step_id]
     options = {"shadow": f"{compiled.name}.{step_id}"}
     if step.timeout_s:
         options["soft_time_limit"] = step.timeout_s
         options["time_limit"] = step.timeout_s + HARD_LIMIT_GRACE_S
-    if in_chord:
-        options["ignore_result"] = False  # a chord counts its header's results
     return task_signature(STEP_TASK, run_id, step_id, run_attempt, **options)
 
 
@@ -172,6 +171,10 @@ def launch(*, run_id: int, run_attempt: int, version_id: int, launch: dag.Launch
     compiled = compiled_version(version_id)
     plan = run_plan(run_id, version_id, run_attempt)
     chains = [_chain_signature(run_id, run_attempt, plan.chain_of(head), compiled) for head in launch.chains]
+    # A chord's header steps go as plain tasks: the last to finish starts its body (``step_succeed``), counted
+    # in the database as every step is, so no header result is written to Celery's result backend.
+    chains += [step_signature(run_id=run_id, run_attempt=run_attempt, step_id=header, compiled=compiled)
+               for spec_chord in launch.chords for header in spec_chord.header]
     for join_step in launch.joins:
         if join_arrive(run_id=run_id, run_attempt=run_attempt, step_id=join_step, dependency_id=source, plan=plan):
             chains.append(_chain_signature(run_id, run_attempt, plan.chain_of(join_step), compiled))
@@ -179,12 +182,6 @@ def launch(*, run_id: int, run_attempt: int, version_id: int, launch: dag.Launch
         chains[0].apply_async()
     elif chains:
         group(chains).apply_async()
-    for spec_chord in launch.chords:
-        header = [
-            step_signature(run_id=run_id, run_attempt=run_attempt, step_id=h, compiled=compiled, in_chord=True)
-            for h in spec_chord.header
-        ]
-        chord(header, _chain_signature(run_id, run_attempt, plan.chain_of(spec_chord.body), compiled)).apply_async()
 
 
 def join_arrive(*, run_id: int, run_attempt: int, step_id: str, dependency_id: str, plan: dag.Plan) -> bool:
@@ -250,9 +247,9 @@ def _ensure_running(run_id: int) -> None:
                started_at=timezone.now())
 
 
-def _claim(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
-           now) -> tuple[int, int] | None:
-    """Claim the step's pending attempt in one statement (the hot path); return (row id, attempt) or None.
+def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
+               now) -> tuple[str, list]:
+    """The guarded claim statement of the step's pending attempt (``RETURNING id, attempt``) and its parameters.
 
     Claimable: ``pending``, or ``running`` under this same Celery task id (a redelivery after its worker
     died), and only while the run is pending or running in this run attempt.
@@ -274,9 +271,44 @@ def _claim(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, 
     params = [task_id, worker, now, run_id, step_id, run_attempt, task_id, task_id]
     params += [attempt] if attempt is not None else []
     params += [run_id, run_attempt]
+    return sql, params
+
+
+def _claim(**claim) -> tuple[int, int] | None:
+    """Claim the step's pending attempt in one statement (``_claim_sql``); return (row id, attempt) or None."""
+    sql, params = _claim_sql(**claim)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def _claim_reading(*, read: Iterable[str], **claim) -> tuple[tuple[int, int] | None, dict[str, tuple]]:
+    """Claim as ``_claim`` and, in the same statement (one round trip, the hot path), read the newest attempt of
+    each step in ``read`` as ``{step: (result, status, error)}`` (nothing when the claim failed). The read sees
+    what was committed before the statement began: the steps a step reads finished before it was sent."""
+    read = sorted(read)
+    if not read or connection.vendor != "postgresql":  # (SQLite has no UPDATE inside WITH)
+        claimed = _claim(**claim)
+        return claimed, (_steps_latest(claim["run_id"], read) if claimed and read else {})
+    sql, params = _claim_sql(**claim)
+    steps = StepRun._meta.db_table
+    sql = f"""
+        WITH claimed AS ({sql})
+        SELECT 0, id, attempt, NULL, NULL, NULL, NULL, 0, 0 FROM claimed
+        UNION ALL
+        SELECT 1, NULL, NULL, step.step_id, step.result, step.status, step.error, step.run_attempt, step.attempt
+        FROM {steps} step
+        WHERE step.run_id = %s AND step.step_id IN ({', '.join(['%s'] * len(read))})
+          AND EXISTS (SELECT 1 FROM claimed)
+        ORDER BY 1, 8, 9
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, claim["run_id"], *read])
+        rows = cursor.fetchall()
+    if not rows or rows[0][0] != 0:
+        return None, {}
+    return (rows[0][1], rows[0][2]), {step: (result, status, error) for _, _, _, step, result, status, error, _, _
+                                       in rows[1:]}
 
 
 def _claim_limited(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
@@ -376,10 +408,16 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     """Claim the step's pending attempt, run its action and record the outcome."""
     now = timezone.now()
     version_id, params = _run_static(run_id)
-    limited = compiled_version(version_id).spec.steps[step_id]
-    claim = _claim if limited.pool is None and limited.concurrency is None else _claim_limited
-    claimed = claim(run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt, task_id=task_id,
-                    worker=f"{worker}:{os.getpid()}", now=now)
+    compiled = compiled_version(version_id)
+    step = compiled.spec.steps[step_id]
+    read = set(compiled.graph[step_id]) | compiled.references.get(step_id, frozenset())
+    claim = {"run_id": run_id, "step_id": step_id, "run_attempt": run_attempt, "attempt": attempt,
+             "task_id": task_id, "worker": f"{worker}:{os.getpid()}", "now": now}
+    latest = None  # each read step's newest attempt, when the claim read them
+    if step.pool is None and step.concurrency is None:
+        claimed, latest = _claim_reading(read=read, **claim)
+    else:
+        claimed = _claim_limited(**claim)
     if claimed == HELD:
         return StepOutcome(IGNORED)  # a freed slot sends it again
     if isinstance(claimed, str):  # claimed, but it cannot run: the pool is gone or too small
@@ -397,21 +435,13 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     row.run = WorkflowRun(pk=run_id, version_id=version_id, params=params)
     run = row.run
 
-    compiled = compiled_version(run.version_id)
-    step = compiled.spec.steps[step_id]
     needs = compiled.graph[step_id]
     inputs, results = {}, {}
-    read = set(needs) | compiled.references.get(step_id, frozenset())
     if read:
         # A step skipped by its condition counts as done (its result is null): a step after a failed one never
         # gets here (it is skipped with it).
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT step_id, result, status, error FROM {StepRun._meta.db_table} WHERE run_id = %s"
-                f" AND step_id IN ({', '.join(['%s'] * len(read))}) ORDER BY run_attempt, attempt",
-                [run_id, *sorted(read)],
-            )
-            latest = {step: row for step, *row in cursor.fetchall()}  # each step's newest attempt
+        if latest is None:
+            latest = _steps_latest(run_id, read)
         results = {step: _json_value(result) for step, (result, status, error) in latest.items()
                    if status == StepStatus.SUCCEEDED
                    or (status == StepStatus.SKIPPED and error.startswith((CONDITION_FALSE, RUN_IF_FALSE)))}
@@ -481,6 +511,18 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     # What a server echoed of a secret (a response body) is stored without it.
     return step_succeed(row=row, task_id=task_id, result=secrets_redacted(result), compiled=compiled,
                         cache_key=cache_key)
+
+
+def _steps_latest(run_id: int, read: Iterable[str]) -> dict[str, tuple]:
+    """The newest attempt of each step of the run in ``read``, as ``{step: (result, status, error)}``."""
+    read = sorted(read)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT step_id, result, status, error FROM {StepRun._meta.db_table} WHERE run_id = %s"
+            f" AND step_id IN ({', '.join(['%s'] * len(read))}) ORDER BY run_attempt, attempt",
+            [run_id, *read],
+        )
+        return {step: row for step, *row in cursor.fetchall()}
 
 
 def _cache_lookup(*, step, compiled: CompiledVersion, scope: dict) -> tuple[str, tuple | None]:
@@ -704,31 +746,58 @@ def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: Compile
         [task_id] if task_id is not None else [])
     plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
     body = _chord_body(compiled, plan, row.step_id)
-    if body:
-        # Whether the run lost a worker or held a step back, in the same statement: a chord whose header task
-        # was lost, or refused to start (paused run, full pool), never fires.
-        sql += (f" RETURNING EXISTS (SELECT 1 FROM {table} lost WHERE lost.run_id = %s AND lost.run_attempt = %s"
-                " AND ((lost.status = 'failed' AND lost.error LIKE %s) OR lost.held_at IS NOT NULL))")
-        params += [row.run_id, row.run_attempt, f"{WORKER_LOST}%"]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if body:
-            returned = cursor.fetchone()  # SQLite counts the rows only once RETURNING was read
-            if returned is None:
-                return StepOutcome(IGNORED)
-            chord_broken = bool(returned[0])
-        elif cursor.rowcount != 1:
+    # A chord header counts towards its body in the same transaction: the count's lock on the run's row orders
+    # the finishes, so the last one sees every other (a single statement would not) and starts the body.
+    with transaction.atomic() if body or connection.vendor != "postgresql" else nullcontext():
+        counted = _finish_count(row.run_id, sql, params)
+        if counted is None:
             return StepOutcome(IGNORED)
-        else:
-            chord_broken = False
-        finished = _count_done(row.run_id, 1)
-    _start_successors(row=row, compiled=compiled, plan=plan, chord_body=body if chord_broken else None)
+        body_ready = body is not None and _chord_complete(row=row, compiled=compiled, body=body)
+    done, total = counted
+    finished = done >= total and done - 1 < total
+    _start_successors(row=row, compiled=compiled, plan=plan, chord_body=None)
+    if body_ready:
+        _chain_signature(row.run_id, row.run_attempt, plan.chain_of(body), compiled).apply_async()
     _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled, plan=plan,
                       finished={row.step_id})
     _limits_release(compiled, row.step_id)
     if finished:
         run_finalize(run_id=row.run_id)
     return StepOutcome(FINISHED, continue_chain=True)
+
+
+def _finish_count(run_id: int, sql: str, params: list) -> tuple[int, int] | None:
+    """Run the guarded finishing ``sql`` of one step and add it to the run's finished steps; return the run's
+    (steps done, steps total), or None when the guard admitted nothing (nothing counted). On PostgreSQL one
+    statement does both; elsewhere two, in the caller's transaction."""
+    runs = WorkflowRun._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"WITH finished AS ({sql} RETURNING id) UPDATE {runs} SET steps_done = steps_done + 1"
+                           " WHERE id = %s AND EXISTS (SELECT 1 FROM finished) RETURNING steps_done, steps_total",
+                           [*params, run_id])
+            return cursor.fetchone()
+        cursor.execute(sql, params)
+        if cursor.rowcount != 1:
+            return None
+    return _count_done_returning(run_id, 1)
+
+
+def _chord_complete(*, row: StepRun, compiled: CompiledVersion, body: str) -> bool:
+    """Whether every dependency of chord body ``body`` is done (succeeded, or skipped by its own condition) and
+    the body still waits to start, as committed so far."""
+    table, needs = StepRun._meta.db_table, compiled.graph[body]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COUNT(DISTINCT step_id) FROM {table} WHERE run_id = %s"
+            f" AND step_id IN ({', '.join(['%s'] * len(needs))}) AND (status = 'succeeded' OR (status = 'skipped'"
+            " AND (error LIKE %s OR error LIKE %s)))),"
+            f" EXISTS (SELECT 1 FROM {table} WHERE run_id = %s AND step_id = %s AND run_attempt = %s"
+            " AND status = 'pending')",
+            [row.run_id, *needs, f"{CONDITION_FALSE}%", f"{RUN_IF_FALSE}%", row.run_id, body, row.run_attempt],
+        )
+        done, waiting = cursor.fetchone()
+    return done == len(needs) and bool(waiting)
 
 
 def _limits_release(compiled: CompiledVersion, step_id: str) -> None:
@@ -785,7 +854,7 @@ def _rule_steps_start(*, run_id: int, run_attempt: int, compiled: CompiledVersio
 
 
 def _start_successors(*, row: StepRun, compiled: CompiledVersion, plan: dag.Plan, chord_body: str | None) -> None:
-    """Start what a succeeded step unblocks: its chain tail's launch and, when its chord was broken, the chord body."""
+    """Start what a succeeded step unblocks: its chain tail's launch and, when given, its chord's body (if ready)."""
     follow = plan.after.get(row.step_id)
     if follow:
         launch(run_id=row.run_id, run_attempt=row.run_attempt, version_id=compiled_version_id(row),
@@ -812,9 +881,8 @@ def _chord_body(compiled: CompiledVersion, plan: dag.Plan, step_id: str) -> str 
 
 
 def _chord_body_start(*, row: StepRun, compiled: CompiledVersion, plan: dag.Plan, body: str) -> None:
-    """Start chord body ``body`` when all its dependencies succeeded: a header task of its chord was lost with
-    its worker and re-dispatched outside the chord, so Celery will not start it. Called after each header's
-    success is committed, the last one to finish sees them all; a duplicate start is ignored by the claim."""
+    """Start chord body ``body`` when all its dependencies succeeded (a header whose success an earlier delivery
+    recorded before it died, without starting the body); a duplicate start is ignored by the claim."""
     needs = compiled.graph[body]
     succeeded = set(
         StepRun.objects.filter(run_id=row.run_id, step_id__in=needs, status=StepStatus.SUCCEEDED)
@@ -913,14 +981,19 @@ def compiled_version_id(row: StepRun) -> int:
 
 def _count_done(run_id: int, count: int) -> bool:
     """Add ``count`` finished steps to the run; True when that finishes it (for exactly one caller)."""
+    done, total = _count_done_returning(run_id, count)
+    return done >= total and done - count < total
+
+
+def _count_done_returning(run_id: int, count: int) -> tuple[int, int]:
+    """Add ``count`` finished steps to the run; return its (steps done, steps total) after that."""
     table = WorkflowRun._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET steps_done = steps_done + %s WHERE id = %s RETURNING steps_done, steps_total",
             [count, run_id],
         )
-        done, total = cursor.fetchone()
-    return done >= total and done - count < total
+        return cursor.fetchone()
 
 
 def run_finalize(*, run_id: int) -> None:

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from agents.core.tracing import trace
-from agents.models import Event, StepRun, StepStatus, WorkflowRun
+from agents.models import Event, StepRun, StepStatus, Trigger, WorkflowRun
 from agents.orchestration.selectors import trace_records
 from agents.workflows import services
 from tests.conftest import wait_for
@@ -110,7 +110,9 @@ def test_cancelling_a_child_run_fails_the_parent_step_waiting_on_it(worker):
 
 
 def test_a_run_failed_by_the_reconciler_keeps_its_own_trace(worker):
-    # given a run started under its own trace whose step lost its worker
+    # given a run started under its own trace whose step lost its worker, and a trigger on its failure
+    Trigger.objects.create(name="note-failed", event_type="workflow.failed", action="message", target="type:workflow",
+                           params={})
     version = load("""
         name: traced-lost
         steps:
