@@ -8,6 +8,7 @@ import hashlib
 import re
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable
 
 from agents.exceptions import ExpressionError, RuleSetError
@@ -15,12 +16,24 @@ from agents.expressions.feel import (
     BUILTIN_NAMES,
     FeelError,
     FeelFunction,
+    MAX_FEEL_STEPS,
     Scope,
+    feel_closure,
     feel_compile,
     feel_compile_tests,
     feel_equal,
+    feel_instance_of,
+    feel_items,
     feel_value,
     json_value,
+)
+from agents.expressions.feel_temporal import (
+    DayTimeDuration,
+    YearMonthDuration,
+    parse_date,
+    parse_date_time,
+    parse_duration,
+    parse_time,
 )
 
 #: Largest DMN document accepted (bytes of text).
@@ -33,14 +46,35 @@ HIT_POLICIES = {
     "COLLECT": "C",
 }
 AGGREGATIONS = {"SUM": "+", "MIN": "<", "MAX": ">", "COUNT": "#"}
-BASE_TYPES = {"number": "number", "string": "string", "boolean": "boolean", "feel:number": "number",
-              "feel:string": "string", "feel:boolean": "boolean"}
+#: DMN's base type names (FEEL's and the XML Schema ones of DMN 1.1) -> the FEEL type.
+BASE_TYPES = {name: feel for feel, names in {
+    "number": ("number",), "string": ("string",), "boolean": ("boolean",), "date": ("date",), "time": ("time",),
+    "date and time": ("date and time", "dateTime"),
+    "days and time duration": ("days and time duration", "dayTimeDuration"),
+    "years and months duration": ("years and months duration", "yearMonthDuration"),
+}.items() for bare in names for name in (bare, f"feel:{bare}")}
+#: How a JSON string is read as a temporal type, and the format a user is told when it cannot be.
+TEMPORAL_READERS = {
+    "date": (parse_date, "YYYY-MM-DD"),
+    "time": (parse_time, "hh:mm:ss with optional .fraction and Z, +hh:mm or @zone"),
+    "date and time": (parse_date_time, "YYYY-MM-DDThh:mm:ss with optional .fraction and Z, +hh:mm or @zone"),
+    "days and time duration": (
+        lambda text: _of_type(parse_duration(text), DayTimeDuration), "PnDTnHnMnS, e.g. P1DT2H30M"),
+    "years and months duration": (
+        lambda text: _of_type(parse_duration(text), YearMonthDuration), "PnYnM, e.g. P1Y6M"),
+}
 EXPRESSION_KINDS = ("literalExpression", "decisionTable", "context", "invocation", "list", "relation",
                     "functionDefinition", "conditional", "filter", "for", "every", "some")
+#: Deepest nesting of item definitions followed when a value is typed.
+MAX_TYPE_DEPTH = 16
 #: The element kind each requirement must point at (a decision service, say, cannot be required: not supported).
 REQUIRED_KINDS = {"requiredDecision": "decision", "requiredInput": "inputData",
                   "requiredKnowledge": "businessKnowledgeModel"}
 _TRACE = "\x00trace"  # a scope key no FEEL name can spell: where evaluation appends its trace
+
+
+def _of_type(value: Any, kind: type) -> Any:
+    return value if isinstance(value, kind) else None
 
 
 def _local(tag: str) -> str:
@@ -152,6 +186,7 @@ class _Loader:
         self.errors: list[str] = []
         self.names: set[str] = set(BUILTIN_NAMES)
         self.by_id: dict[str, Any] = {}
+        self.open_names = 0  # > 0 while compiling a filter's match, which may read its items' components by name
 
     def error(self, element, problem: str) -> None:
         self.errors.append(f"{_label(element)}: {problem}")
@@ -181,7 +216,7 @@ class _Loader:
         for element in root.iter():
             if element.get("id"):
                 self.by_id[element.get("id")] = element
-            for attribute in ("name",):
+            for attribute in ("name", "iteratorVariable"):
                 if element.get(attribute):
                     self.names.add(element.get(attribute))
         for element in _children(root, "itemDefinition"):
@@ -247,6 +282,8 @@ class _Loader:
 
     def knowledge_model(self, element, model: DmnModel) -> FeelFunction:
         logic = _child(element, "encapsulatedLogic")
+        if logic is not None and not self.function_kind_check(logic, element):
+            return FeelFunction(element.get("name"), (), lambda scope, *arguments: None)
         parameters = tuple(parameter.get("name") for parameter in _children(logic, "formalParameter")) if logic is not None else ()
         required = self.requirements(element, "knowledgeRequirement", "requiredKnowledge")
         expression = self.expression_of(logic) if logic is not None else None
@@ -263,7 +300,8 @@ class _Loader:
             for parameter in parameters[len(arguments):]:
                 values[parameter] = None
             values.update({known: model.knowledge[known] for known in required if known in model.knowledge})
-            inner = Scope({_TRACE: trace if found else []}, None, scope.calls).child(values, call=True)
+            # The call spends its caller's step budget: a looping or recursing model is bounded as a whole.
+            inner = Scope({_TRACE: trace if found else []}, None, scope.calls, scope.budget).child(values, call=True)
             return run(inner)
         return FeelFunction(name, parameters, body)
 
@@ -323,6 +361,8 @@ class _Loader:
         return compiled
 
     def check_names(self, free: frozenset, owner, where: str, text: str, scope_names: set[str]) -> None:
+        if self.open_names:
+            return
         unknown = sorted(name for name in free if name not in scope_names and name not in BUILTIN_NAMES
                          and name != "item")
         if unknown:
@@ -357,9 +397,93 @@ class _Loader:
                     self.error(owner, f"relation row {row.get('id') or '-'}: {len(cells)} cells for {len(columns)} columns")
                 rows.append(cells)
             return lambda scope: [{column: cell(scope) for column, cell in zip(columns, cells)} for cells in rows]
-        self.error(owner, f"{kind} expressions are not supported (supported: literal expressions, decision tables, "
-                          "contexts, invocations, lists, relations)")
-        return lambda scope: None
+        if kind == "functionDefinition":
+            return self.function_definition(expression, owner, scope_names, output_name, model)
+        if kind == "conditional":
+            return self.conditional(expression, owner, scope_names, output_name, model)
+        if kind == "filter":
+            return self.filter(expression, owner, scope_names, output_name, model)
+        return self.iterator(expression, owner, scope_names, output_name, model)
+
+    def child(self, expression, part: str, owner, scope_names, output_name, model) -> Evaluator:
+        """The expression inside a boxed expression's part (``<if>``, ``<in>``, ``<return>``...), compiled."""
+        inner = self.expression_of(_child(expression, part))
+        if inner is None:
+            self.error(owner, f"{_local(expression.tag)} {expression.get('id') or '-'}: <{part}> has no expression")
+            return lambda scope: None
+        return self.compile(inner, owner, scope_names, output_name=output_name, model=model)
+
+    def function_definition(self, expression, owner, scope_names, output_name, model) -> Evaluator:
+        """A boxed function (FEEL kind): a function value over the scope it is defined in."""
+        if not self.function_kind_check(expression, owner):
+            return lambda scope: None
+        parameters = tuple(parameter.get("name") for parameter in _children(expression, "formalParameter"))
+        body = self.expression_of(expression)
+        if body is None:
+            self.error(owner, f"functionDefinition {expression.get('id') or '-'}: has no body expression")
+            return lambda scope: None
+        run = self.compile(body, owner, set(scope_names) | set(parameters), output_name=output_name, model=model)
+        return lambda scope: feel_closure(output_name or "function", parameters, run, scope)
+
+    def function_kind_check(self, expression, owner) -> bool:
+        kind = expression.get("kind") or "FEEL"
+        if kind.upper() != "FEEL":
+            self.error(owner, f"functionDefinition {expression.get('id') or '-'} of kind {kind!r} is not supported "
+                              "(only FEEL functions run here; Java and PMML functions are refused)")
+            return False
+        return True
+
+    def conditional(self, expression, owner, scope_names, output_name, model) -> Evaluator:
+        """``<if>``, ``<then>``, ``<else>``: the then part when the condition is true, else (false or null) the else."""
+        test, yes, no = (self.child(expression, part, owner, scope_names, output_name, model)
+                         for part in ("if", "then", "else"))
+        return lambda scope: yes(scope) if test(scope) is True else no(scope)
+
+    def filter(self, expression, owner, scope_names, output_name, model) -> Evaluator:
+        """``<in>`` a list, ``<match>`` a condition on ``item`` (and a context item's entries by name)."""
+        source = self.child(expression, "in", owner, scope_names, output_name, model)
+        self.open_names += 1
+        try:
+            test = self.child(expression, "match", owner, set(scope_names) | {"item"}, output_name, model)
+        finally:
+            self.open_names -= 1
+
+        def keep(scope: Scope):
+            value = source(scope)
+            if value is None:
+                return None
+            items = value if isinstance(value, list) else [value]
+            scope.charge(len(items))
+            return [item for item in items
+                    if test(scope.child({**(item if isinstance(item, dict) else {}), "item": item})) is True]
+        return keep
+
+    def iterator(self, expression, owner, scope_names, output_name, model) -> Evaluator:
+        """``<for>`` (a list of each ``<return>``), ``<some>`` / ``<every>`` (whether any / all ``<satisfies>``)
+        over the items of ``<in>`` bound to ``iteratorVariable``; each item costs one step of the budget."""
+        kind = _local(expression.tag)
+        variable = expression.get("iteratorVariable")
+        if not variable:
+            self.error(owner, f"{kind} {expression.get('id') or '-'}: has no iteratorVariable")
+            return lambda scope: None
+        source = self.child(expression, "in", owner, scope_names, output_name, model)
+        body = self.child(expression, "return" if kind == "for" else "satisfies", owner,
+                          set(scope_names) | {variable}, output_name, model)
+
+        def iterate(scope: Scope):
+            items = feel_items(source(scope))
+            if items is None:
+                return None
+            results = []
+            for item in items:
+                scope.charge(1)
+                result = body(scope.child({variable: item}))
+                if kind == "for":
+                    results.append(result)
+                elif (result is True) is (kind == "some"):
+                    return kind == "some"
+            return results if kind == "for" else kind == "every"
+        return iterate
 
     def context(self, expression, owner, scope_names, output_name, model) -> Evaluator:
         entries = []
@@ -400,6 +524,12 @@ class _Loader:
             run = (self.compile(inner, owner, scope_names, output_name=output_name, model=model)
                    if inner is not None else (lambda scope: None))
             bindings.append((parameter.get("name") if parameter is not None else None, run))
+        known = model.knowledge.get(callee_text)
+        unknown = [name for name, _ in bindings if known is not None and name not in known.parameters]
+        if unknown:
+            self.error(owner, f"invocation of {callee_text!r}: binds {', '.join(map(repr, unknown))}, which "
+                              f"{'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
+                              f"(parameters: {', '.join(known.parameters) or 'none'})")
 
         def invoke(scope: Scope):
             found, function = scope.get(callee_text)
@@ -512,7 +642,7 @@ def _apply_policy(policy: str, matched: list, scope: Scope, entry: dict, shape, 
         if any(default is not None for _, _, default in outputs) and policy[0] not in ("C", "R", "O"):
             return shape([default.run(scope) if default is not None else None for _, _, default in outputs])
         if policy == "C#":
-            return 0
+            return Decimal(0)
         return [] if policy in ("C", "R", "O") else None
     rows = [shape(raw) for _, _, raw in matched]
     if policy == "U":
@@ -535,7 +665,7 @@ def _apply_policy(policy: str, matched: list, scope: Scope, entry: dict, shape, 
         return rows
     values = [row for row in rows if row is not None]
     if policy == "C#":
-        return len(values)
+        return Decimal(len(values))
     if not values:
         return None
     if policy == "C+":
@@ -568,20 +698,57 @@ def dmn_parse(text: str) -> DmnModel:
     return _Loader(text).load()
 
 
-def _typed(value: Any, type_ref: str | None, model: DmnModel, warnings: list, name: str) -> Any:
-    if value is None or type_ref is None:
+def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, what: tuple[str, str],
+           depth: int = 0) -> Any:
+    """``value`` as of DMN type ``type_ref`` (a base type or an item definition): a JSON string becomes the date,
+    time or duration a temporal type names; a value of another kind, a string not in the type's format, or a value
+    outside the item definition's allowed values is null, with a problem naming ``what`` (what it is, e.g. "input",
+    and its path, e.g. "Applicant.Age") and the type."""
+    if value is None or not type_ref or depth > MAX_TYPE_DEPTH:
         return value
-    base = BASE_TYPES.get(type_ref)
     item = model.items.get(type_ref)
     if item is not None:
-        base = BASE_TYPES.get(item.type_ref or "")
-        if item.allowed is not None and not item.is_collection and item.allowed.matches(value, Scope({"?": value})) is not True:
-            warnings.append(f"input {name!r}: {json_value(value)!r} is not an allowed value of {type_ref}; read as null")
+        return _typed_item(value, item, model, problems, what, depth)
+    base = BASE_TYPES.get(type_ref)
+    if base is None:
+        return value
+    if base in TEMPORAL_READERS and isinstance(value, str):
+        read, form = TEMPORAL_READERS[base]
+        converted = read(value)
+        if converted is None:
+            problems.append(f"{_what(what)}: {value!r} is not a {base} (expected {form}); null instead")
+        return converted
+    if not feel_instance_of(value, ("type", base)):
+        problems.append(f"{_what(what)}: {json_value(value)!r} is not a {base}; null instead")
+        return None
+    return value
+
+
+def _what(what: tuple[str, str]) -> str:
+    return f"{what[0]} {what[1]!r}"
+
+
+def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: list, what: tuple[str, str],
+                depth: int) -> Any:
+    if value is None:
+        return None
+    if item.is_collection:
+        if not isinstance(value, list):
+            problems.append(f"{_what(what)}: {json_value(value)!r} is not a list of {item.name}; null instead")
             return None
-    kinds = {"number": lambda v: not isinstance(v, bool) and hasattr(v, "is_finite"),
-             "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool)}
-    if base in kinds and not kinds[base](value):
-        warnings.append(f"input {name!r}: {json_value(value)!r} is not a {base}; read as null")
+        single = ItemDefinition(item.name, item.type_ref, item.components, False, item.allowed)
+        return [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), depth + 1)
+                for index, entry in enumerate(value, start=1)]
+    if item.components:
+        if not isinstance(value, dict):
+            problems.append(f"{_what(what)}: {json_value(value)!r} is not a {item.name} (a context); null instead")
+            return None
+        value = {**value, **{name: _typed_item(value[name], component, model, problems, (what[0], f"{what[1]}.{name}"), depth + 1)
+                             for name, component in item.components.items() if name in value}}
+    else:
+        value = _typed(value, item.type_ref, model, problems, what, depth + 1)
+    if value is not None and item.allowed is not None and item.allowed.matches(value, Scope({"?": value})) is not True:
+        problems.append(f"{_what(what)}: {json_value(value)!r} is not an allowed value of {item.name}; null instead")
         return None
     return value
 
@@ -596,8 +763,9 @@ def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, li
         raise RuleSetError([f"model {model.model_name!r} has no decision {decision!r} "
                             f"(decisions: {', '.join(sorted(model.decisions))})"])
     warnings: list[str] = []
-    inputs = {name: _typed(feel_value(context.get(name)), type_ref, model, warnings, name)
+    inputs = {name: _typed(feel_value(context.get(name)), type_ref, model, warnings, ("input", name))
               for name, type_ref in model.inputs.items()}
+    budget = [MAX_FEEL_STEPS]  # one step budget for the whole evaluation: every decision and knowledge model call
     results: dict[str, Any] = {}
     trace: list[dict] = []
 
@@ -611,9 +779,9 @@ def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, li
         values.update({required: results[required] for required in node.decisions})
         values.update({required: model.knowledge[required] for required in node.knowledge if required in model.knowledge})
         tables: list[dict] = []
-        scope = Scope({_TRACE: tables}).child(values)
+        scope = Scope({_TRACE: tables}, budget=budget).child(values)
         try:
-            value = node.run(scope)
+            value = _typed(node.run(scope), node.type_ref, model, warnings, ("result of decision", name))
         except FeelError as error:
             warnings.append(f"decision {name!r} (id {node.id}): {error}")
             value = None

@@ -749,15 +749,7 @@ class _Compiler:
     def c_function(self, parameters, body):
         run = self.local(parameters, body)
 
-        def define(scope: Scope):
-            def call(caller: Scope, *arguments):
-                if len(arguments) > len(parameters):
-                    return None
-                values = dict(zip(parameters, arguments))
-                values.update((name, None) for name in parameters[len(arguments):])
-                return run(scope.closure(values, caller))
-            return FeelFunction("function", parameters, call)
-        return define
+        return lambda scope: feel_closure("function", tuple(parameters), run, scope)
 
     def _iteration(self, contexts, body) -> tuple[list, Compiled]:
         domains, names = [], []
@@ -899,6 +891,28 @@ def _bindings(domains: list, scope: Scope, values: dict):
     inner = scope.child(values) if values else scope
     for item in _domain(low(inner), high(inner) if high is not None else None, high is not None):
         yield from _bindings(domains[1:], scope, {**values, name: item})
+
+
+def feel_closure(name: str, parameters: tuple, run: Compiled, scope: Scope) -> FeelFunction:
+    """A function value defined in ``scope``: a call runs ``run`` with its parameters (missing ones null) over
+    ``scope``, one call deeper than its caller and on the caller's step budget; more arguments than parameters give
+    null."""
+    def call(caller: Scope, *arguments):
+        if len(arguments) > len(parameters):
+            return None
+        values = dict(zip(parameters, arguments))
+        values.update((parameter, None) for parameter in parameters[len(arguments):])
+        return run(scope.closure(values, caller))
+    return FeelFunction(name, parameters, call)
+
+
+def feel_items(value: Any) -> Iterable | None:
+    """What an iteration ranges over: a list's items, a range's whole numbers or dates, a single value alone;
+    None for null or a range that cannot be counted (the iteration's value is then null)."""
+    try:
+        return _domain(value, None, False)
+    except _NoDomain:
+        return None
 
 
 def _names(node: Any) -> set[str]:

@@ -121,5 +121,5 @@ def test_try_shows_the_model_errors_and_refuses_an_unknown_decision(admin_client
     unknown = admin_client.post(try_url(version), {"decision": "Price", "context": "{}"})
 
     assert answered.context["result"]["decision"] == "null"
-    assert "input 'Applicant.Employment': 'Retired' is not one of the input values" in page_text(answered)
+    assert "input 'Applicant.Employment': 'Retired' is not an allowed value of Employment" in page_text(answered)
     assert list(unknown.context["form"].errors) == ["decision"]

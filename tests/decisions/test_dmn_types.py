@@ -1,0 +1,125 @@
+"""DMN typed values: input data and item definitions typed as dates, times and durations read JSON strings as FEEL
+values, results go back as ISO 8601 text, numbers stay exact, and allowed values and wrong kinds give null with an
+error that names the input and the expected format."""
+import pytest
+
+from agents.decisions.dmn import dmn_evaluate, dmn_parse
+
+HEAD = '<definitions xmlns="https://www.omg.org/spec/DMN/20230324/MODEL/" id="m" name="typed" namespace="t">'
+
+
+def model(body: str):
+    return dmn_parse(f"{HEAD}{body}</definitions>")
+
+
+def input_data(name: str, type_ref: str, node_id: str) -> str:
+    return f'<inputData id="{node_id}" name="{name}"><variable name="{name}" typeRef="{type_ref}"/></inputData>'
+
+
+def literal(name: str, text: str, inputs: list[str], type_ref: str = "") -> str:
+    required = "".join(f'<informationRequirement><requiredInput href="#{node}"/></informationRequirement>'
+                       for node in inputs)
+    typed = f' typeRef="{type_ref}"' if type_ref else ""
+    return (f'<decision id="d_{len(text)}" name="{name}"><variable name="{name}"{typed}/>{required}'
+            f'<literalExpression><text>{text}</text></literalExpression></decision>')
+
+
+TEMPORAL = model(
+    input_data("Start", "date", "i1") + input_data("Arrival", "dateTime", "i2")
+    + input_data("Opening", "time", "i3") + input_data("Grace", "dayTimeDuration", "i4")
+    + input_data("Term", "yearMonthDuration", "i5") + input_data("Renewal", "date and time", "i6")
+    + literal("Due", "Start + Term", ["i1", "i5"])
+    + literal("Late", "Arrival - Grace &gt; date and time(Start, Opening)", ["i1", "i2", "i3", "i4"])
+    + literal("Year", "Renewal.year", ["i6"])
+)
+
+
+@pytest.mark.parametrize("decision, context, expected", [
+    ("Due", {"Start": "2024-01-31", "Term": "P1Y1M"}, "2025-02-28"),
+    ("Late", {"Start": "2024-03-01", "Arrival": "2024-03-01T10:30:00", "Opening": "09:00:00",
+              "Grace": "PT1H"}, True),
+    ("Late", {"Start": "2024-03-01", "Arrival": "2024-03-01T09:30:00", "Opening": "09:00:00",
+              "Grace": "PT1H"}, False),
+    ("Year", {"Renewal": "2031-06-01T00:00:00Z"}, 2031),
+])
+def test_temporal_inputs_are_read_from_iso_strings(decision, context, expected):
+    value, trace, errors = dmn_evaluate(TEMPORAL, decision, context)
+
+    assert (value, errors) == (expected, [])
+
+
+def test_temporal_inputs_and_results_show_as_iso_text_in_the_trace():
+    value, trace, errors = dmn_evaluate(TEMPORAL, "Due", {"Start": "2024-01-31", "Term": "P2Y"})
+
+    assert value == "2026-01-31" and errors == []
+    assert trace[-1]["inputs"] == {"Start": "2024-01-31", "Term": "P2Y"}
+
+
+@pytest.mark.parametrize("context, message", [
+    ({"Start": "31/01/2024", "Term": "P1Y"}, "input 'Start': '31/01/2024' is not a date (expected YYYY-MM-DD); null instead"),
+    ({"Start": "2024-02-30", "Term": "P1Y"}, "input 'Start': '2024-02-30' is not a date (expected YYYY-MM-DD)"),
+    ({"Start": "2024-01-31", "Term": "P3D"}, "input 'Term': 'P3D' is not a years and months duration (expected PnYnM"),
+    ({"Start": "2024-01-31", "Term": 12}, "input 'Term': 12 is not a years and months duration; null instead"),
+])
+def test_a_string_not_in_the_types_format_is_null_with_an_error_naming_input_and_format(context, message):
+    value, _, errors = dmn_evaluate(TEMPORAL, "Due", context)
+
+    assert value is None
+    assert any(error.startswith(message) for error in errors), errors
+
+
+def test_numbers_stay_exact_decimals():
+    typed = model(input_data("Rate", "number", "i1") + input_data("Fee", "number", "i2")
+                  + literal("Total", "Rate + Fee = 0.3", ["i1", "i2"]))
+
+    assert dmn_evaluate(typed, "Total", {"Rate": 0.1, "Fee": 0.2})[0] is True
+    assert dmn_evaluate(typed, "Total", {"Rate": "0.1", "Fee": 0.2})[2] == [
+        "input 'Rate': '0.1' is not a number; null instead"]
+
+
+ITEMS = model(
+    '<itemDefinition name="tStatus"><typeRef>string</typeRef>'
+    '<allowedValues><text>"OPEN","CLOSED"</text></allowedValues></itemDefinition>'
+    '<itemDefinition name="tPeriod"><itemComponent name="from"><typeRef>date</typeRef></itemComponent>'
+    '<itemComponent name="to"><typeRef>date</typeRef></itemComponent></itemDefinition>'
+    '<itemDefinition name="tPeriods" isCollection="true"><typeRef>tPeriod</typeRef></itemDefinition>'
+    '<itemDefinition name="tAge"><typeRef>number</typeRef><allowedValues><text>[0..150]</text></allowedValues>'
+    '</itemDefinition>'
+    + input_data("Status", "tStatus", "i1") + input_data("Periods", "tPeriods", "i2")
+    + input_data("Age", "tAge", "i3")
+    + literal("Message", '"Account is " + Status', ["i1"])
+    + literal("Days", "for p in Periods return p.to - p.from", ["i2"])
+    + literal("Next", "Age + 1", ["i3"])
+)
+
+
+def test_item_definitions_type_structures_and_collections_of_dates():
+    value, _, errors = dmn_evaluate(ITEMS, "Days", {"Periods": [{"from": "2024-01-01", "to": "2024-01-11"},
+                                                                 {"from": "2024-02-01", "to": "2024-02-02"}]})
+
+    assert (value, errors) == (["P10D", "P1D"], [])
+
+
+def test_a_value_outside_the_allowed_values_is_null_with_an_error():
+    assert dmn_evaluate(ITEMS, "Message", {"Status": "OPEN"})[0] == "Account is OPEN"
+    value, _, errors = dmn_evaluate(ITEMS, "Message", {"Status": "PENDING"})
+    assert value is None
+    assert errors == ["input 'Status': 'PENDING' is not an allowed value of tStatus; null instead"]
+    value, _, errors = dmn_evaluate(ITEMS, "Next", {"Age": 200})
+    assert value is None and errors == ["input 'Age': 200 is not an allowed value of tAge; null instead"]
+
+
+def test_a_component_in_the_wrong_format_names_its_path():
+    _, _, errors = dmn_evaluate(ITEMS, "Days", {"Periods": [{"from": "2024-01-01", "to": "soon"}]})
+
+    assert errors[0].startswith("input 'Periods[1].to': 'soon' is not a date (expected YYYY-MM-DD)")
+
+
+def test_a_decision_result_is_checked_against_its_type_ref():
+    typed = model(input_data("Day", "string", "i1")
+                  + literal("Parsed", "Day", ["i1"], type_ref="date")
+                  + literal("Wrong", "string length(Day)", ["i1"], type_ref="boolean"))
+
+    assert dmn_evaluate(typed, "Parsed", {"Day": "2024-05-06"})[:3:2] == ("2024-05-06", [])
+    value, _, errors = dmn_evaluate(typed, "Wrong", {"Day": "2024-05-06"})
+    assert value is None and errors == ["result of decision 'Wrong': 10 is not a boolean; null instead"]
