@@ -3,6 +3,7 @@ and notification log, silences, notification routes, response rules, incident re
 import json
 import re
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django import forms
 from django.contrib import admin, messages
@@ -39,7 +40,10 @@ from agents.monitoring.notifiers import NOTIFIER_TYPES, notifier_validate
 #: How far back the charts on a check's page reach.
 CHART_WINDOW = timedelta(hours=6)
 #: Size of one metric chart, in SVG pixels: whole width and height, the label column, padding around the line.
-CHART_WIDTH, CHART_HEIGHT, CHART_LABEL_WIDTH, CHART_PAD = 520, 90, 90, 8
+CHART_WIDTH, CHART_HEIGHT, CHART_LABEL_WIDTH, CHART_PAD, CHART_AXIS_HEIGHT = 560, 130, 90, 8, 16
+#: The windows a check's page offers for its charts, by the ``window`` query parameter.
+CHART_WINDOWS = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24),
+                 "7d": timedelta(days=7)}
 #: How long the "Silence matching checks" action silences for.
 SILENCE_FOR = timedelta(hours=1)
 
@@ -65,6 +69,13 @@ def _check_link(check: Check):
     return format_html('<a href="{}">{}</a>', reverse("admin:agents_check_change", args=[check.pk]), check.name)
 
 
+def _pairs_text(pairs: dict) -> str:
+    """``name=value`` per line, sorted by name; a dash when there is none."""
+    if not pairs:
+        return "—"
+    return format_html_join(mark_safe("<br>"), "{}={}", sorted(pairs.items()))
+
+
 def _matchers_text(matchers: dict) -> str:
     return json.dumps(matchers, sort_keys=True, ensure_ascii=False) if matchers else "every alert"
 
@@ -80,52 +91,81 @@ def value_text(value: float | None, unit: str = "") -> str | None:
     return f"{number} {unit}".strip()
 
 
-def metric_chart(name: str, samples: list[tuple[datetime, float]], *, unit: str = "") -> dict:
-    """Lay out one metric's samples (oldest first) as an SVG polyline: time along x, value up y, scaled to the
-    samples' own minimum and maximum. Plain values out; the template draws them."""
+def metric_chart(name: str, samples: list[tuple[datetime, float]], *, unit: str = "", start: datetime,
+                 end: datetime, interval_s: float, thresholds: dict[str, float | None] | None = None) -> dict:
+    """Lay out one metric's samples (oldest first) over the window ``start``..``end`` as SVG: a time axis with
+    ticks, a value axis from the lowest to the highest of the samples and thresholds, a dashed line per threshold,
+    and the line broken where no sample came for more than two intervals. Plain values out; the template draws."""
+    thresholds = {level: value for level, value in (thresholds or {}).items() if value is not None}
     values = [value for _, value in samples]
-    low, high = min(values), max(values)
-    start, end = samples[0][0], samples[-1][0]
-    span_s = (end - start).total_seconds()
-    plot_width = CHART_WIDTH - CHART_LABEL_WIDTH - 2 * CHART_PAD
-    plot_height = CHART_HEIGHT - 2 * CHART_PAD
-    points = []
+    low, high = min([*values, *thresholds.values()]), max([*values, *thresholds.values()])
+    if high == low:
+        low, high = low - 1, high + 1
+    span_s = max((end - start).total_seconds(), 1.0)
+    left, right = CHART_LABEL_WIDTH + CHART_PAD, CHART_WIDTH - CHART_PAD
+    top, bottom = CHART_PAD, CHART_HEIGHT - CHART_PAD - CHART_AXIS_HEIGHT
+
+    def x_of(at: datetime) -> float:
+        return round(left + (at - start).total_seconds() / span_s * (right - left), 1)
+
+    def y_of(value: float) -> float:
+        return round(top + (1 - (value - low) / (high - low)) * (bottom - top), 1)
+
+    segments, current, previous = [], [], None
     for recorded_at, value in samples:
-        offset = (recorded_at - start).total_seconds() / span_s if span_s > 0 else 0.5
-        height = (value - low) / (high - low) if high > low else 0.5
-        points.append((round(CHART_LABEL_WIDTH + CHART_PAD + offset * plot_width, 1),
-                       round(CHART_PAD + (1 - height) * plot_height, 1)))
+        if previous is not None and (recorded_at - previous).total_seconds() > 2 * max(interval_s, 1.0):
+            segments.append(current)
+            current = []
+        current.append(f"{x_of(recorded_at):g},{y_of(value):g}")
+        previous = recorded_at
+    segments.append(current)
+    ticks = [start + (end - start) * fraction for fraction in (0, 0.25, 0.5, 0.75, 1)]
+    time_format = "%H:%M" if span_s <= 86400 else "%m-%d %H:%M"
     return {
         "name": name,
-        "points": " ".join(f"{x:g},{y:g}" for x, y in points),
-        "last_x": f"{points[-1][0]:g}",
-        "last_y": f"{points[-1][1]:g}",
+        "lines": [" ".join(points) for points in segments if len(points) > 1],
+        "dots": [dict(zip(("x", "y"), points[0].split(","))) for points in segments if len(points) == 1],
+        "gaps": len(segments) - 1,
+        "last_x": f"{x_of(samples[-1][0]):g}",
+        "last_y": f"{y_of(values[-1]):g}",
         "count": len(samples),
-        "min": value_text(low, unit),
-        "max": value_text(high, unit),
+        "min": value_text(min(values), unit),
+        "max": value_text(max(values), unit),
         "last": value_text(values[-1], unit),
         "start": start,
         "end": end,
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
         "label_x": CHART_LABEL_WIDTH,
-        "max_y": CHART_PAD + 10,
-        "min_y": CHART_HEIGHT - CHART_PAD,
-        "plot_left": CHART_LABEL_WIDTH + CHART_PAD,
-        "plot_right": CHART_WIDTH - CHART_PAD,
-        "top": CHART_PAD,
-        "bottom": CHART_HEIGHT - CHART_PAD,
+        "left": left,
+        "right": right,
+        "top": top,
+        "bottom": bottom,
+        "y_ticks": [{"y": y_of(value), "text_y": y_of(value) + 4, "label": value_text(value, unit)}
+                    for value in (high, (high + low) / 2, low)],
+        "x_ticks": [{"x": x_of(at), "label": at.astimezone(dt_timezone.utc).strftime(time_format)} for at in ticks],
+        "axis_label_y": bottom + CHART_AXIS_HEIGHT,
+        "tick_bottom": bottom + 4,
+        "thresholds": [{"level": level, "y": y_of(value), "label": f"{level} {value_text(value, unit)}"}
+                       for level, value in sorted(thresholds.items())],
     }
 
 
 def check_charts(check: Check, *, window: timedelta = CHART_WINDOW) -> list[dict]:
-    """One chart per metric of ``check`` over ``window``, by metric name."""
+    """One chart per metric of ``check`` over ``window``, by metric name; the check's value metric shows its
+    warning and critical thresholds."""
+    end = timezone.now()
     series = selectors.metric_series(check=check, window=window)
     units = dict(
-        Metric.objects.filter(health_check=check, recorded_at__gte=timezone.now() - window)
+        Metric.objects.filter(health_check=check, recorded_at__gte=end - window)
         .order_by().values_list("name", "unit").distinct()
     ) if series else {}
-    return [metric_chart(name, samples, unit=units.get(name, "")) for name, samples in sorted(series.items())]
+    thresholds = {"warning": check.warning, "critical": check.critical}
+    # The thresholded value is the metric whose latest sample is the check's latest value.
+    main = next((name for name, samples in sorted(series.items()) if samples[-1][1] == check.last_value), None)
+    return [metric_chart(name, samples, unit=units.get(name, ""), start=end - window, end=end,
+                         interval_s=check.interval_s, thresholds=thresholds if name == main else None)
+            for name, samples in sorted(series.items())]
 
 
 def _problem_field(problem: str, fields: dict[str, str], parameters: str) -> str | None:
@@ -221,7 +261,10 @@ class CheckAdmin(TeamScopedMixin, ServiceActionsMixin, admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            context.update(charts=check_charts(obj), chart_window=format_duration(CHART_WINDOW.total_seconds()))
+            chosen = request.GET.get("window", "6h")
+            window = CHART_WINDOWS.get(chosen, CHART_WINDOW)
+            context.update(charts=check_charts(obj, window=window), chart_window=format_duration(window.total_seconds()),
+                           chart_windows=[{"key": key, "chosen": CHART_WINDOWS[key] == window} for key in CHART_WINDOWS])
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     @admin.display(description="status", ordering="last_status")
@@ -341,8 +384,8 @@ class IncidentResponseInline(ReadOnlyMixin, _ResponseColumnsMixin, admin.Tabular
 class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
     """Alerts, written only by check runs and the lifecycle services; acknowledged, resolved or silenced here."""
 
-    list_display = ("id", "check_link", "state_label", "severity", "count", "summary", "started_at", "last_seen_at",
-                    "resolved_at", "acknowledged_by", "trace")
+    list_display = ("id", "check_link", "state_label", "severity", "count", "summary", "silenced", "started_at",
+                    "last_seen_at", "resolved_at", "acknowledged_by", "trace")
     list_display_links = ("id",)
     list_filter = ("state", "severity")
 
@@ -353,7 +396,8 @@ class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.Mode
     list_select_related = ("health_check",)
     search_fields = ("health_check__name", "summary", "target")
     date_hierarchy = "started_at"
-    fields = ("check_link", "state_label", "severity", "summary", "target", "fingerprint", "count", "last_value",
+    fields = ("check_link", "state_label", "silenced", "severity", "summary", "target", "labels_text",
+              "annotations_text", "fingerprint", "count", "last_value",
               "started_at", "fired_at", "last_seen_at", "resolved_at", "resolved_by", "acknowledged_at",
               "acknowledged_by", "ack_note", "ack_expires_at", "route", "escalation_level", "reminders_sent")
     readonly_fields = fields
@@ -362,6 +406,32 @@ class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.Mode
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("health_check")
+
+    def get_changelist_instance(self, request):
+        """The page's alerts, each told which active silence covers it (one query for the page)."""
+        changelist = super().get_changelist_instance(request)
+        silences = selectors.alerts_silences(changelist.result_list)
+        for alert in changelist.result_list:
+            alert.covering_silence = silences.get(alert.pk)
+        return changelist
+
+    @admin.display(description="silenced")
+    def silenced(self, obj):
+        if not hasattr(obj, "covering_silence"):
+            obj.covering_silence = selectors.alerts_silences([obj]).get(obj.pk)
+        if obj.covering_silence is None:
+            return self.get_empty_value_display()
+        url = reverse("admin:agents_silence_change", args=[obj.covering_silence.pk])
+        return format_html('<a href="{}" class="mon-silenced">{}</a>', url,
+                           selectors.silence_text(obj.covering_silence))
+
+    @admin.display(description="labels")
+    def labels_text(self, obj):
+        return _pairs_text(obj.labels)
+
+    @admin.display(description="annotations")
+    def annotations_text(self, obj):
+        return _pairs_text(obj.annotations)
 
     def has_operate_permission(self, request) -> bool:
         """Acknowledging and resolving change an alert: the user needs the permission to change alerts."""

@@ -148,6 +148,8 @@ class AlertSerializer(serializers.Serializer):
     ack_expires_at = serializers.DateTimeField(allow_null=True)
     route = serializers.CharField(allow_blank=True)
     escalation_level = serializers.IntegerField()
+    silenced = serializers.BooleanField(help_text="An active silence covers it: it notifies nobody meanwhile.")
+    silenced_by = serializers.DictField(allow_null=True, help_text="The silence covering it: id, ends_at, comment.")
 
 
 class NotificationSerializer(serializers.Serializer):
@@ -271,7 +273,10 @@ class AlertViewSet(ApiViewSet):
     @extend_schema(parameters=[AlertFilterSerializer])
     def list(self, request):
         """Alerts, newest first; filter by `state`, `severity` and `check`."""
-        return self.page(self.filtered(self.get_queryset().order_by("-started_at", "-pk")), selectors.alert_json)
+        page = self.paginate_queryset(self.filtered(self.get_queryset().order_by("-started_at", "-pk")))
+        silences = selectors.alerts_silences(page)
+        rows = [selectors.alert_json(alert, silence=silences.get(alert.pk)) for alert in page]
+        return self.get_paginated_response(self.serializer_class(rows, many=True).data)
 
     @extend_schema(responses=AlertDetailSerializer)
     def retrieve(self, request, pk: str):
@@ -313,7 +318,9 @@ class AlertViewSet(ApiViewSet):
 
     def _detail(self, alert: Alert):
         alert = self.get_queryset().get(pk=alert.pk)
-        return self.show({**selectors.alert_json(alert), "notifications": selectors.notifications_json(alert)},
+        silence = selectors.alerts_silences([alert]).get(alert.pk)
+        return self.show({**selectors.alert_json(alert, silence=silence),
+                          "notifications": selectors.notifications_json(alert)},
                          serializer_class=AlertDetailSerializer)
 
 

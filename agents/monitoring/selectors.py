@@ -7,7 +7,9 @@ from django.utils import timezone
 
 from agents.exceptions import MonitoringError
 from agents.core.jsonable import iso
-from agents.models import Alert, Check, Metric, Notification
+from agents.models import Alert, Check, Metric, Notification, Silence
+from agents.monitoring.alertmanager import labels_tags
+from agents.monitoring.rules import matchers_match
 
 _WINDOW_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -63,8 +65,35 @@ def checks_json() -> list[dict]:
     return [check_json(check, open_alert=open_alerts.get(check.pk)) for check in Check.objects.order_by("name")]
 
 
-def alert_json(alert: Alert) -> dict:
-    """One alert, as ``monitor alerts --json`` lists it."""
+def alerts_silences(alerts, *, now: datetime | None = None) -> dict[int, Silence]:
+    """The active silence covering each open alert of ``alerts`` that one covers (by alert id): one query for the
+    silences of the alerts' teams, matched here as notifications match them."""
+    now = now or timezone.now()
+    alerts = [alert for alert in alerts if alert.state != "resolved"]
+    teams = {alert.health_check.team_id for alert in alerts}
+    if not alerts:
+        return {}
+    silences = list(Silence.objects.filter(starts_at__lte=now, ends_at__gt=now, team_id__in=teams).order_by("pk"))
+    covered = {}
+    for alert in alerts:
+        tags = labels_tags(alert.labels) if alert.labels else alert.health_check.tags
+        for silence in silences:
+            if silence.team_id == alert.health_check.team_id and matchers_match(
+                    silence.matchers, check=alert.health_check.name, tags=tags, severity=alert.severity):
+                covered[alert.pk] = silence
+                break
+    return covered
+
+
+def silence_text(silence: Silence | None) -> str:
+    """``silenced by #3 until 2026-12-04 18:00 UTC`` (empty for None): how every page says an alert is silenced."""
+    if silence is None:
+        return ""
+    return f"silenced by #{silence.pk} until {silence.ends_at:%Y-%m-%d %H:%M} UTC"
+
+
+def alert_json(alert: Alert, *, silence: Silence | None = None) -> dict:
+    """One alert, as ``monitor alerts --json`` lists it; ``silence``: the active silence covering it, if any."""
     return {
         "id": alert.pk,
         "check": alert.health_check.name,
@@ -85,6 +114,9 @@ def alert_json(alert: Alert) -> dict:
         "ack_expires_at": iso(alert.ack_expires_at),
         "route": alert.route,
         "escalation_level": alert.escalation_level,
+        "silenced": silence is not None,
+        "silenced_by": None if silence is None else {"id": silence.pk, "ends_at": iso(silence.ends_at),
+                                                     "comment": silence.comment},
     }
 
 
@@ -93,7 +125,9 @@ def alerts_json(*, state: str | None = None, limit: int = 500) -> list[dict]:
     alerts = Alert.objects.select_related("health_check").order_by("-started_at", "-pk")
     if state:
         alerts = alerts.filter(state=state)
-    return [alert_json(alert) for alert in alerts[:limit]]
+    alerts = list(alerts[:limit])
+    silences = alerts_silences(alerts)
+    return [alert_json(alert, silence=silences.get(alert.pk)) for alert in alerts]
 
 
 def notifications_json(alert: Alert) -> list[dict]:

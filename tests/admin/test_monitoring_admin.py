@@ -283,8 +283,12 @@ def test_run_now_records_each_checks_result_and_reports_it(admin_client, listeni
     assert Alert.objects.filter(health_check=port_closed).exists()
 
 
-def test_check_page_draws_one_chart_per_metric_with_its_range(admin_client):
-    check = make_check("api", "tcp", params={"host": "localhost", "port": 80})
+def chart_figures(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<figure class="mon-chart" data-metric="([\w.]+)"[^>]*>(.*?)</figure>', page, re.S))
+
+
+def test_check_page_draws_one_chart_per_metric_with_its_axes(admin_client):
+    check = make_check("api", "tcp", params={"host": "localhost", "port": 80}, interval_s=600)
     now = timezone.now()
     for minutes_ago, latency in ((50, 12.5), (40, 30.0), (30, 7.25), (20, 18.0)):
         Metric.objects.create(name="tcp.latency_ms", value=latency, unit="ms", health_check=check,
@@ -296,7 +300,7 @@ def test_check_page_draws_one_chart_per_metric_with_its_range(admin_client):
 
     page = admin_client.get(reverse("admin:agents_check_change", args=[check.pk])).content.decode()
 
-    charts = dict(re.findall(r'<figure class="mon-chart" data-metric="([\w.]+)">(.*?)</figure>', page, re.S))
+    charts = chart_figures(page)
     assert list(charts) == ["tcp.latency_ms", "tcp.up"]
     latency = charts["tcp.latency_ms"]
     assert "<svg" in latency
@@ -306,10 +310,56 @@ def test_check_page_draws_one_chart_per_metric_with_its_range(admin_client):
     ys = [float(point.split(",")[1]) for point in points]
     assert xs == sorted(xs) and len(set(xs)) == 4  # oldest first, spread over time
     assert ys[1] == min(ys) and ys[2] == max(ys)  # 30 ms drawn highest, 7.25 ms lowest
-    assert re.search(r'<text class="mon-max"[^>]*>30 ms</text>', latency)
-    assert re.search(r'<text class="mon-min"[^>]*>7.25 ms</text>', latency)
+    value_labels = re.findall(r'<text class="mon-axis" x="90"[^>]*>([^<]+)</text>', latency)
+    assert value_labels == ["30 ms", "18.62 ms", "7.25 ms"]  # top, middle, bottom of the value axis
+    time_labels = re.findall(r'<text class="mon-axis" x="[\d.]+" y="\d+" text-anchor="(?:start|middle|end)">'
+                             r'(\d\d:\d\d)</text>', latency)
+    assert len(time_labels) == 5  # the window's start, quarters and end
     assert "999" not in latency
     assert "<script" not in page.split('id="content"')[1].split("</svg>")[0]
+
+
+def test_a_chart_breaks_where_samples_are_missing_and_draws_the_thresholds(admin_client):
+    check = make_check("latency", "tcp", params={"host": "localhost", "port": 80}, interval_s=60,
+                       warning=40, critical=80)
+    Check.objects.filter(pk=check.pk).update(last_value=20.0, last_unit="ms")
+    now = timezone.now()
+    minutes = (100, 99, 98, 97, 60, 59, 58, 2, 1)  # a gap of 37 minutes and one of 56: three runs of samples
+    for minutes_ago in minutes:
+        Metric.objects.create(name="tcp.latency_ms", value=minutes_ago / 5, unit="ms", health_check=check,
+                              recorded_at=now - timedelta(minutes=minutes_ago))
+    Metric.objects.create(name="tcp.latency_ms", value=20.0, unit="ms", health_check=check,
+                          recorded_at=now - timedelta(seconds=30))
+
+    page = admin_client.get(reverse("admin:agents_check_change", args=[check.pk]) + "?window=6h").content.decode()
+    chart = chart_figures(page)["tcp.latency_ms"]
+
+    lines = re.findall(r'<polyline class="mon-line" points="([^"]+)"', chart)
+    assert [len(points.split()) for points in lines] == [4, 3, 3]
+    assert "2 gaps" in chart
+    thresholds = dict(re.findall(r'<line class="mon-threshold mon-(\w+)"[^>]* y1="([\d.]+)"', chart))
+    assert set(thresholds) == {"warning", "critical"}
+    assert float(thresholds["critical"]) < float(thresholds["warning"])  # 80 ms drawn above 40 ms
+    assert re.findall(r'<text class="mon-axis" x="90"[^>]*>([^<]+)</text>', chart)[0] == "80 ms"  # axis reaches it
+
+
+def test_the_chart_window_is_chosen_on_the_page(admin_client):
+    check = make_check("disk-space", "tcp", params={"host": "localhost", "port": 80}, interval_s=3600)
+    now = timezone.now()
+    for hours_ago in (30, 12, 2):
+        Metric.objects.create(name="tcp.latency_ms", value=hours_ago, unit="ms", health_check=check,
+                              recorded_at=now - timedelta(hours=hours_ago))
+    url = reverse("admin:agents_check_change", args=[check.pk])
+
+    six_hours = admin_client.get(url).content.decode()
+    day = admin_client.get(url + "?window=24h").content.decode()
+    week = admin_client.get(url + "?window=7d").content.decode()
+
+    assert "Recent values (last 6 h)" in six_hours and '<strong>6h</strong>' in six_hours
+    assert '<a href="?window=24h">24h</a>' in six_hours
+    assert "1 sample " in chart_figures(six_hours)["tcp.latency_ms"]
+    assert "2 samples" in chart_figures(day)["tcp.latency_ms"] and "Recent values (last 24 h)" in day
+    assert "3 samples" in chart_figures(week)["tcp.latency_ms"]
 
 
 def test_check_page_without_samples_says_so(admin_client):
@@ -420,6 +470,23 @@ def test_alert_page_is_read_only_and_lists_its_notifications_and_responses(admin
     assert "HTTP 200" in page and "Reminder" in page
     assert "&lt;b&gt;HTTP 503&lt;/b&gt; after 3 attempts" in page
     assert "restart-api" in page and reverse("admin:agents_workflowrun_change", args=[41]) in page
+
+
+def test_a_silenced_alert_says_so_in_the_list_and_on_its_page_with_its_labels(admin_client):
+    api = make_alert(make_check("api"))
+    quiet = make_alert(make_check("db"), labels={"alertname": "db", "team": "ops"},
+                       annotations={"summary": "db is down"})
+    silence = Silence.objects.create(matchers={"check": "db"}, starts_at=timezone.now() - timedelta(minutes=5),
+                                     ends_at=timezone.now() + timedelta(hours=1), comment="maintenance")
+
+    listing = admin_client.get(reverse("admin:agents_alert_changelist")).content.decode()
+    page = admin_client.get(reverse("admin:agents_alert_change", args=[quiet.pk])).content.decode()
+    other = admin_client.get(reverse("admin:agents_alert_change", args=[api.pk])).content.decode()
+
+    said = f"silenced by #{silence.pk} until {silence.ends_at:%Y-%m-%d %H:%M} UTC"
+    assert listing.count(said) == 1 and said in page and said not in other
+    assert reverse("admin:agents_silence_change", args=[silence.pk]) in page
+    assert "alertname=db<br>team=ops" in page and "summary=db is down" in page
 
 
 # --- silences and routes --------------------------------------------------------------
