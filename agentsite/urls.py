@@ -1,6 +1,8 @@
 """URL routes: the admin, the JSON API, a health probe and the Prometheus metrics; errors under /api/ answer JSON."""
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
+from drf_spectacular.views import SpectacularSwaggerView
 
 from agents.api.metrics import metrics
 from agents.api.views import health
@@ -9,6 +11,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Log in and out for the browsable API (DRF's templates name the ``rest_framework`` namespace at the top).
     path("api/auth/", include("rest_framework.urls")),
+    # Swagger UI over the API's schema, its scripts served from /static/ (drf-spectacular-sidecar); log in first.
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api:schema"),
+                                     login_url="rest_framework:login"), name="api-docs"),
     path("api/", include("agents.api.urls")),
     path("healthz", health, name="health"),
     path("metrics", metrics, name="metrics"),

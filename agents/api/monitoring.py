@@ -1,18 +1,34 @@
-"""API of monitoring: checks (list, show, run now), alerts (list, show, acknowledge, resolve, silence), silences,
+"""API of monitoring: checks (list, show, create, change, disable, run now, raw samples), notification routes and
+response rules (list, show, create, change, disable), alerts (list, show, acknowledge, resolve, silence), silences,
 the metrics summary, and alerts posted as Prometheus posts them to an Alertmanager (``POST /api/v2/alerts``)."""
+import json
+import re
 from datetime import timedelta
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, WindowField, team_field
 from agents.api.errors import service_errors
 from agents.core.teams import sees_all, teams_of
-from agents.core.jsonable import iso
+from agents.core.jsonable import iso, json_problem
 from agents.exceptions import AlertStateError, CheckSpecError
-from agents.models import Alert, AlertState, Check, CheckStatus, CheckType, Severity, Silence, ThresholdDirection
+from agents.models import (
+    Alert,
+    AlertState,
+    Check,
+    CheckStatus,
+    CheckType,
+    Metric,
+    NotificationRoute,
+    ResponseRule,
+    Severity,
+    Silence,
+    Team,
+    ThresholdDirection,
+)
 from agents.monitoring import alerts, selectors, services
 
 #: The metrics summary's window when the request names none.
@@ -21,6 +37,137 @@ DEFAULT_SUMMARY_WINDOW = timedelta(hours=1)
 
 def _user(request) -> str:
     return request.user.get_username()
+
+
+# --- definitions written over the API -------------------------------------------------------------------------
+
+#: Where a definitions problem is: ``checks[0].name: ...``, ``check 'web'.interval_s: ...``, ``route 'x': ...``.
+_DEFINITION_PROBLEM = re.compile(
+    r"^(?:(?:checks|routes|responses)\[\d+\]|(?:check|route|response) '[^']*')(?:\.(?P<key>[\w.\[\]]+))?: "
+    r"(?P<reason>.+)$",
+    re.S,
+)
+#: A problem naming no key is about the field its words name.
+_REASON_FIELDS = (("check type", "type"), ("handler", "handler"), ("warning (", "warning"),
+                  ("escalat", "escalate_to"), ("action", "action"), ("workflow", "workflow"))
+
+
+def definition_problem_fields(problems: list[str], *, parameters: str) -> dict[str, list[str]]:
+    """A definitions validator's problems by the request field each is about: the key it names (``interval_s``),
+    ``<parameters>.<name>`` for a probe's or handler's parameter, else the key its words name (``type``)."""
+    fields: dict[str, list[str]] = {}
+    for problem in problems:
+        match = _DEFINITION_PROBLEM.match(problem)
+        field, reason = (match["key"], match["reason"]) if match else (None, problem)
+        if match and not field:
+            if named := re.search(r"parameter '(\w+)'", reason):
+                field = f"{parameters}.{named.group(1)}"
+            elif named := re.match(r"unknown key '(\w+)'", reason):
+                field = named.group(1)
+            else:
+                field = next((name for words, name in _REASON_FIELDS if words in reason), None)
+        fields.setdefault(field or "non_field_errors", []).append(reason)
+    return fields
+
+
+def definition_schema(request, response):
+    """Document a ``DefinitionViewSet``'s writes: the definition they take and what they answer."""
+    return extend_schema_view(
+        create=extend_schema(request=request, responses={201: response}),
+        update=extend_schema(request=request, responses=response),
+        partial_update=extend_schema(request=request, responses=response),
+    )
+
+
+class DefinitionViewSet(ApiViewSet):
+    """Definitions written over the API as one item of a definitions file's ``section``: the same keys, the same
+    validation and the same service as loading the file (``monitoring load``), so every write is audited and a bad
+    field is a 400 naming it with nothing stored. ``definition_of`` shows a stored row as that item."""
+
+    section = ""
+    #: The key holding the parameters a probe or handler validates (``params``, ``config``).
+    parameters = "params"
+    lookup_field = "name"
+
+    def definition_of(self, row) -> dict:
+        """The row as an item of a definitions file."""
+        raise NotImplementedError
+
+    def row_json(self, row) -> dict:
+        """The row as the view shows it."""
+        return {"id": row.pk, "team": row.team.name, **self.definition_of(row)}
+
+    def retrieve(self, request, name: str):
+        """One, by name."""
+        return self.show(self.row_json(self.get_object()))
+
+    def body(self) -> dict:
+        """The request body: a JSON object holding a definition (and, on create, optionally its ``team``)."""
+        given = self.request.data
+        if not isinstance(given, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": [f"must be a JSON object: a {self.noun} as written in a definitions file"]})
+        if problem := json_problem(given):
+            raise serializers.ValidationError({"non_field_errors": [problem]})
+        return dict(given)
+
+    def definition_save(self, definition: dict, *, team: Team | None):
+        """Load ``definition`` as a one-item definitions file; return the stored row (400 naming each bad field)."""
+        with service_errors():
+            try:
+                services.definitions_load(text=json.dumps({self.section: [definition]}), source="api",
+                                          created_by=_user(self.request), team=team)
+            except CheckSpecError as error:
+                raise serializers.ValidationError(
+                    definition_problem_fields(error.errors, parameters=self.parameters)) from None
+        return self.get_queryset().get(name=definition["name"])
+
+    def create(self, request):
+        """Create one from a definition; 400 naming each field at fault, or the name when it is taken."""
+        definition = self.body()
+        team_name = definition.pop("team", None)
+        if team_name is not None and not isinstance(team_name, str):
+            raise serializers.ValidationError({"team": ["must be the name of one of your teams"]})
+        name = definition.get("name")
+        if isinstance(name, str) and self.queryset.model.objects.filter(name=name).exists():
+            raise serializers.ValidationError(
+                {"name": [f"a {self.noun} named {name!r} exists already; change it with PUT or PATCH"]})
+        row = self.definition_save(definition, team=self.team_given(team_name))
+        return self.show(self.row_json(row), status=status.HTTP_201_CREATED)
+
+    def update(self, request, name: str):
+        """Replace the definition: keys left out take their defaults, as in a file."""
+        return self._change(self.get_object(), self.body(), replace=True)
+
+    def partial_update(self, request, name: str):
+        """Change the keys given; the others keep their values."""
+        return self._change(self.get_object(), self.body(), replace=False)
+
+    def _change(self, row, given: dict, *, replace: bool):
+        if given.get("name", row.name) != row.name:
+            raise serializers.ValidationError(
+                {"name": [f"a {self.noun} is known by its name and cannot be renamed; create a new one"]})
+        if "team" in given:
+            raise serializers.ValidationError({"team": [f"a {self.noun} stays in the team it was created in"]})
+        definition = {**({} if replace else self.definition_of(row)), **given, "name": row.name}
+        return self.show(self.row_json(self.definition_save(definition, team=row.team)))
+
+    def enabled_set(self, enabled: bool):
+        """Enable or disable the named row through the same path as a change."""
+        return self._change(self.get_object(), {"enabled": enabled}, replace=False)
+
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def disable(self, request, name: str):
+        """Disable it: a check stops running, a route or response rule stops matching (audited)."""
+        return self.enabled_set(False)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def enable(self, request, name: str):
+        """Enable it again (audited)."""
+        return self.enabled_set(True)
 
 
 # --- checks -----------------------------------------------------------------------------------------------
@@ -89,16 +236,125 @@ def _open_alerts(checks: list[Check]) -> dict[int, Alert]:
     return {alert.health_check_id: alert for alert in rows.only("pk", "state", "health_check_id")}
 
 
-class CheckViewSet(ApiViewSet):
+class CheckDefinitionSerializer(serializers.Serializer):
+    """A check as written in a definitions file (``checks:``), validated as the file is."""
+
+    name = serializers.CharField(max_length=100)
+    type = serializers.ChoiceField(choices=[value for value in CheckType.values if value != CheckType.EXTERNAL])
+    params = JSONObjectField(required=False, help_text="The check type's parameters (url, host and port, path, ...).")
+    interval_s = serializers.FloatField(required=False, min_value=1, help_text="Default 60.")
+    timeout_s = serializers.FloatField(required=False, min_value=0.1, help_text="Default 30.")
+    warning = serializers.FloatField(required=False, allow_null=True)
+    critical = serializers.FloatField(required=False, allow_null=True)
+    direction = serializers.ChoiceField(choices=ThresholdDirection.choices, required=False)
+    max_attempts = serializers.IntegerField(required=False, min_value=1)
+    severity = serializers.ChoiceField(choices=Severity.choices, required=False)
+    keep_firing_for_s = serializers.FloatField(required=False, min_value=0)
+    tags = serializers.ListField(child=serializers.CharField(), required=False)
+    enabled = serializers.BooleanField(required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    team = serializers.CharField(required=False, help_text="On create: one of your teams (default: your only one).")
+
+
+#: The most samples one request returns, and how many when it names no limit.
+MAX_SAMPLES, DEFAULT_SAMPLES = 10_000, 1000
+#: How far back samples are read when the request names no ``since``.
+DEFAULT_SAMPLES_WINDOW = timedelta(hours=1)
+
+
+class SamplesQuerySerializer(serializers.Serializer):
+    """Which raw samples of a check to read."""
+
+    since = serializers.DateTimeField(required=False, help_text="From this time on (inclusive); default: 1 h ago.")
+    until = serializers.DateTimeField(required=False, help_text="Before this time (exclusive); default: now.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SAMPLES, default=DEFAULT_SAMPLES,
+                                     help_text=f"At most this many samples (1-{MAX_SAMPLES}).")
+    metric = serializers.CharField(required=False, max_length=100, help_text="Only this metric (http.latency_ms).")
+
+    def validate(self, data):
+        data.setdefault("until", timezone.now())
+        data.setdefault("since", data["until"] - DEFAULT_SAMPLES_WINDOW)
+        if data["since"] >= data["until"]:
+            raise serializers.ValidationError({"until": ["must be after since"]})
+        return data
+
+
+class SampleSerializer(serializers.Serializer):
+    """One metric sample (or, after downsampling, an hour's average of `sample_count` samples)."""
+
+    id = serializers.IntegerField()
+    metric = serializers.CharField()
+    value = FiniteFloatField()
+    unit = serializers.CharField(allow_blank=True)
+    tags = JSONObjectField()
+    recorded_at = serializers.DateTimeField()
+    sample_count = serializers.IntegerField()
+    minimum = FiniteFloatField(allow_null=True)
+    maximum = FiniteFloatField(allow_null=True)
+
+
+class SamplesSerializer(serializers.Serializer):
+    """A check's raw samples in a window, oldest first."""
+
+    check = serializers.CharField()
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    limit = serializers.IntegerField()
+    truncated = serializers.BooleanField(help_text="More samples lie in the window: ask again from the last one's "
+                                                   "recorded_at.")
+    samples = SampleSerializer(many=True)
+
+
+def _sample_json(metric: Metric) -> dict:
+    return {"id": metric.pk, "metric": metric.name, "value": metric.value, "unit": metric.unit, "tags": metric.tags,
+            "recorded_at": iso(metric.recorded_at), "sample_count": metric.sample_count, "minimum": metric.minimum,
+            "maximum": metric.maximum}
+
+
+@definition_schema(CheckDefinitionSerializer, CheckSerializer)
+class CheckViewSet(DefinitionViewSet):
     """Health checks run on a schedule by monitoring agents."""
 
     queryset = Check.objects.select_related("team__group")
     serializer_class = CheckSerializer
     filter_serializer_class = CheckFilterSerializer
     filter_lookups = {"status": "last_status", "type": "check_type", "enabled": "enabled", "name": "name__icontains"}
-    lookup_field = "name"
     noun = "check"
-    perms = {"list": "view_check", "retrieve": "view_check", "run": "change_check"}
+    section = "checks"
+    perms = {"list": "view_check", "retrieve": "view_check", "run": "change_check", "create": "add_check",
+             "update": "change_check", "partial_update": "change_check", "disable": "change_check",
+             "enable": "change_check", "samples": "view_metric"}
+
+    def definition_of(self, check: Check) -> dict:
+        return {
+            "name": check.name, "type": check.check_type, "params": check.params, "interval_s": check.interval_s,
+            "timeout_s": check.timeout_s, "warning": check.warning, "critical": check.critical,
+            "direction": check.direction, "max_attempts": check.max_attempts, "severity": check.severity,
+            "keep_firing_for_s": check.keep_firing_for_s, "tags": check.tags, "enabled": check.enabled,
+            "description": check.description,
+        }
+
+    def row_json(self, check: Check) -> dict:
+        return selectors.check_json(check, open_alert=_open_alerts([check]).get(check.pk))
+
+    @extend_schema(parameters=[SamplesQuerySerializer], responses=SamplesSerializer)
+    @action(detail=True, methods=["get"])
+    def samples(self, request, name: str):
+        """The check's raw metric samples from `since` (inclusive) to `until` (exclusive), ordered by time then
+        id, at most `limit`; `truncated` says more remain."""
+        check = self.get_object()
+        query = SamplesQuerySerializer(data=dict(request.query_params.items()))
+        query.is_valid(raise_exception=True)
+        given = query.validated_data
+        rows = Metric.objects.filter(health_check=check, recorded_at__gte=given["since"],
+                                     recorded_at__lt=given["until"])
+        if given.get("metric"):
+            rows = rows.filter(name=given["metric"])
+        samples = list(rows.order_by("recorded_at", "pk")[:given["limit"] + 1])
+        return self.show({"check": check.name, "since": iso(given["since"]), "until": iso(given["until"]),
+                          "limit": given["limit"], "truncated": len(samples) > given["limit"],
+                          "samples": [_sample_json(sample) for sample in samples[:given["limit"]]]},
+                         serializer_class=SamplesSerializer)
 
     @extend_schema(parameters=[CheckFilterSerializer])
     def list(self, request):
@@ -107,11 +363,6 @@ class CheckViewSet(ApiViewSet):
         open_alerts = _open_alerts(page)
         rows = [selectors.check_json(check, open_alert=open_alerts.get(check.pk)) for check in page]
         return self.get_paginated_response(self.get_serializer(rows, many=True).data)
-
-    def retrieve(self, request, name: str):
-        """One check."""
-        check = self.get_object()
-        return self.show(selectors.check_json(check, open_alert=_open_alerts([check]).get(check.pk)))
 
     @extend_schema(request=None, responses=CheckOutcomeSerializer)
     @action(detail=True, methods=["post"])
@@ -370,6 +621,97 @@ class SilenceViewSet(ApiViewSet):
         with service_errors():
             silence = alerts.silence_end(silence_id=self.get_object().pk, user=_user(request))
         return self.show(_silence_json(silence))
+
+
+# --- notification routes and response rules ----------------------------------------------------------------
+
+
+class RouteSerializer(serializers.Serializer):
+    """A notification route as written in a definitions file (``routes:``), with its id and team."""
+
+    id = serializers.IntegerField(read_only=True)
+    team = serializers.CharField(required=False, help_text="On create: one of your teams (default: your only one).")
+    name = serializers.CharField(max_length=100)
+    order = serializers.IntegerField(required=False, help_text="Routes are tried in this order (default 100).")
+    match = JSONObjectField(required=False, allow_null=True, help_text="Matchers: check, tags, severity.")
+    handler = serializers.CharField(help_text="log, email, webhook, alertmanager, ...")
+    config = JSONObjectField(required=False, help_text="The handler's parameters (url, to, ...).")
+    repeat_interval_s = serializers.FloatField(required=False, allow_null=True, min_value=1)
+    escalate_after = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    escalate_to = serializers.CharField(required=False, allow_null=True, help_text="Another route's name.")
+    enabled = serializers.BooleanField(required=False)
+
+
+class ResponseRuleSerializer(serializers.Serializer):
+    """A response rule as written in a definitions file (``responses:``), with its id and team."""
+
+    id = serializers.IntegerField(read_only=True)
+    team = serializers.CharField(required=False, help_text="On create: one of your teams (default: your only one).")
+    name = serializers.CharField(max_length=100)
+    match = JSONObjectField(required=False, allow_null=True, help_text="Matchers: check, tags, severity.")
+    action = serializers.CharField(required=False, allow_null=True, help_text="A registered action; or workflow.")
+    workflow = serializers.CharField(required=False, allow_null=True, help_text="A workflow to start; or action.")
+    params = JSONObjectField(required=False)
+    max_runs = serializers.IntegerField(required=False, min_value=1)
+    per_s = serializers.FloatField(required=False, min_value=1)
+    enabled = serializers.BooleanField(required=False)
+
+
+@definition_schema(RouteSerializer, RouteSerializer)
+class RouteViewSet(DefinitionViewSet):
+    """Notification routes: where alerts are told, the first enabled route (by order) whose matchers match."""
+
+    queryset = NotificationRoute.objects.select_related("team__group", "escalate_to")
+    serializer_class = RouteSerializer
+    filter_serializer_class = FilterSerializer
+    filter_lookups = {"name": "name__icontains"}
+    noun = "route"
+    section = "routes"
+    parameters = "config"
+    perms = {"list": "view_notificationroute", "retrieve": "view_notificationroute",
+             "create": "add_notificationroute", "update": "change_notificationroute",
+             "partial_update": "change_notificationroute", "disable": "change_notificationroute",
+             "enable": "change_notificationroute"}
+
+    def definition_of(self, route: NotificationRoute) -> dict:
+        return {
+            "name": route.name, "order": route.order, "match": route.matchers, "handler": route.handler,
+            "config": route.config, "repeat_interval_s": route.repeat_interval_s,
+            "escalate_after": route.escalate_after,
+            "escalate_to": route.escalate_to.name if route.escalate_to else None, "enabled": route.enabled,
+        }
+
+    @extend_schema(parameters=[FilterSerializer])
+    def list(self, request):
+        """Routes in the order they are tried; filter by `name`."""
+        return self.page(self.filtered(self.get_queryset().order_by("order", "name")), self.row_json)
+
+
+@definition_schema(ResponseRuleSerializer, ResponseRuleSerializer)
+class ResponseRuleViewSet(DefinitionViewSet):
+    """Response rules: on an alert that fires hard and matches, run an action or start a workflow, rate-limited."""
+
+    queryset = ResponseRule.objects.select_related("team__group")
+    serializer_class = ResponseRuleSerializer
+    filter_serializer_class = FilterSerializer
+    filter_lookups = {"name": "name__icontains"}
+    noun = "response rule"
+    section = "responses"
+    perms = {"list": "view_responserule", "retrieve": "view_responserule", "create": "add_responserule",
+             "update": "change_responserule", "partial_update": "change_responserule",
+             "disable": "change_responserule", "enable": "change_responserule"}
+
+    def definition_of(self, rule: ResponseRule) -> dict:
+        return {
+            "name": rule.name, "match": rule.matchers, "action": rule.action or None,
+            "workflow": rule.workflow or None, "params": rule.params, "max_runs": rule.max_runs,
+            "per_s": rule.per_s, "enabled": rule.enabled,
+        }
+
+    @extend_schema(parameters=[FilterSerializer])
+    def list(self, request):
+        """Response rules by name; filter by `name`."""
+        return self.page(self.filtered(self.get_queryset().order_by("name")), self.row_json)
 
 
 # --- metrics ------------------------------------------------------------------------------------------------

@@ -5,7 +5,15 @@ from rest_framework.routers import DefaultRouter
 
 from agents.api.data import DataRunViewSet, DatasetViewSet, PipelineViewSet
 from agents.api.decisions import DecisionViewSet, RuleSetViewSet
-from agents.api.monitoring import AlertmanagerViewSet, AlertViewSet, CheckViewSet, MetricsViewSet, SilenceViewSet
+from agents.api.monitoring import (
+    AlertmanagerViewSet,
+    AlertViewSet,
+    CheckViewSet,
+    MetricsViewSet,
+    ResponseRuleViewSet,
+    RouteViewSet,
+    SilenceViewSet,
+)
 from agents.api.orchestration import AgentTaskViewSet, EventViewSet, MessageViewSet
 from agents.api.registry import AgentViewSet
 from agents.api.workflows import PoolViewSet, WorkflowRunViewSet, WorkflowViewSet
@@ -32,6 +40,8 @@ router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("checks", CheckViewSet, basename="check")
 router.register("alerts", AlertViewSet, basename="alert")
 router.register("silences", SilenceViewSet, basename="silence")
+router.register("routes", RouteViewSet, basename="route")
+router.register("response-rules", ResponseRuleViewSet, basename="response-rule")
 router.register("metrics", MetricsViewSet, basename="metrics")
 router.register("agent-tasks", AgentTaskViewSet, basename="agent-task")
 router.register("messages", MessageViewSet, basename="message")
