@@ -461,6 +461,13 @@ AGENTS_METRICS_ALLOW_IPS = env.list("AGENTS_METRICS_ALLOW_IPS", default=[])
 AGENTS_METRICS_BASIC_AUTH = env.bool("AGENTS_METRICS_BASIC_AUTH", default=False)
 #: Seconds back the duration histograms of /metrics count finished runs and steps over.
 AGENTS_METRICS_WINDOW_S = env.float("AGENTS_METRICS_WINDOW_S", default=3600.0)
+#: Directories a ``plugin`` check's command must be in (after following links); Debian's monitoring-plugins by default.
+AGENTS_MONITOR_PLUGIN_DIRS = env.list("AGENTS_MONITOR_PLUGIN_DIRS", default=["/usr/lib/nagios/plugins"])
+#: The watchdog in beat raises its alert when no check result has been recorded for this many intervals of the
+#: most frequent enabled check, or when no monitoring agent is online.
+AGENTS_MONITOR_STALE_INTERVALS = env.float("AGENTS_MONITOR_STALE_INTERVALS", default=3.0)
+#: Seconds between the watchdog's looks (and the checks of routes' ``watchdog`` heartbeats), in the beat process.
+AGENTS_MONITOR_WATCHDOG_S = env.float("AGENTS_MONITOR_WATCHDOG_S", default=5.0)
 CELERY_BEAT_SCHEDULE.update({
     "monitoring-dispatch": {
         "task": "workers.monitoring.checks_dispatch",

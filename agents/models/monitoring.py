@@ -16,6 +16,8 @@ class CheckType(models.TextChoices):
     CELERY_QUEUE = "celery_queue", "Celery queue"
     AGENTS = "agents", "Agents"
     CUSTOM = "custom", "Custom"
+    #: A Nagios/Icinga-style plugin program: its exit code is the status, its performance data the samples.
+    PLUGIN = "plugin", "Plugin"
     #: Alerts posted from outside (Prometheus through ``POST /api/v2/alerts``): never scheduled, never probed.
     EXTERNAL = "external", "External"
 

@@ -1,10 +1,12 @@
-"""Probes: what a check measures (cpu, memory, disk, http, tcp, celery_queue, agents, custom), one result per run.
+"""Probes: what a check measures (cpu, memory, disk, http, tcp, celery_queue, agents, custom, plugin), one result
+per run.
 
 A probe never raises for a target that fails (refused, timed out, wrong status): it returns ``ok=False`` with the
 reason. Invalid parameters raise ``CheckSpecError``; ``probe_validate`` names every problem beforehand.
 """
 import math
 import os
+import shlex
 import socket
 import time
 from collections.abc import Callable
@@ -13,12 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+from django.conf import settings
 from django.db import DatabaseError
 from kombu.exceptions import ChannelError, OperationalError
 
 from agents.core.lazy import lazy
 from agents.core.actions import Action
-from agents.core.checks import ProbeResult, check_function, check_functions
+from agents.core.checks import MAX_METRIC_NAME, ProbeResult, check_function, check_functions
 from agents.core.breakers import CLOSED, breaker, breaker_summary, breakers_list, check_key, http_key, tcp_key
 from agents.core.dispatch import celery_app
 from agents.core.network import connection_failure_reason
@@ -32,12 +35,17 @@ from agents.core.outbound import (
 from agents.core.params import Param
 from agents.core.registry import Registry
 from agents.exceptions import CheckSpecError, CircuitOpenError, OutboundRequestError
-from agents.models import Agent, AgentStatus, AgentType
+from agents.models import Agent, AgentStatus, AgentType, CheckType
+from agents.monitoring import plugins
 
 requests = lazy("requests")
 
 #: The setting listing the hosts http and tcp checks may reach ("*" allows any).
 ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
+#: The setting listing the directories a plugin check's command must be in.
+PLUGIN_DIRS_SETTING = "AGENTS_MONITOR_PLUGIN_DIRS"
+#: Seconds a plugin may run when no check timeout is given (a probe run outside a check).
+PLUGIN_TIMEOUT_S = 10.0
 #: Offline agents named in a message; the rest are counted.
 MAX_NAMED_AGENTS = 10
 #: cpu_times fields not counted in the total: on Linux guest time is already part of user (and nice) time.
@@ -290,6 +298,44 @@ def _custom(params: dict, state: dict) -> ProbeResult:
     )
 
 
+def _plugin(params: dict, state: dict) -> ProbeResult:
+    """Run a Nagios-style plugin: its exit code is the status (see ``probe_status``), its first output line the
+    message, its performance data the samples (``plugin.<label>`` with the unit of measure written)."""
+    command, args, timeout_s = params["command"], params["args"], params.get("timeout_s") or PLUGIN_TIMEOUT_S
+    target = shlex.join([command, *args])[:500]
+    path, problem = plugins.plugin_command_resolve(command, getattr(settings, PLUGIN_DIRS_SETTING))
+    if problem:
+        return ProbeResult(value=None, unit="", ok=False, unknown=True, target=target,
+                           message=f"plugin not run: parameter 'command': {problem}")
+    try:
+        run = plugins.plugin_run([path, *args], timeout_s=timeout_s)
+    except OSError as error:
+        return ProbeResult(value=None, unit="", ok=False, unknown=True, target=target,
+                           message=f"plugin {command} could not start: {error.strerror or error}")
+    if run.timed_out:
+        return ProbeResult(value=None, unit="", ok=False, unknown=True, target=target,
+                           message=f"plugin {command} timed out after {timeout_s:g} s")
+    output = plugins.plugin_output_parse(run.stdout)
+    first_error = run.stderr.strip().partition("\n")[0]
+    message = output.summary or first_error or f"plugin {command} exited with {run.exit_code} and printed nothing"
+    metrics = {f"plugin.{datum.label}"[:MAX_METRIC_NAME]: (datum.value, datum.uom[:20]) for datum in output.perfdata}
+    state_name = plugins.EXIT_STATES.get(run.exit_code, "unknown")
+    if run.exit_code not in plugins.EXIT_STATES:
+        message = f"plugin {command} exited with {run.exit_code}: {message}"
+    return ProbeResult(
+        value=float(run.exit_code), unit="", ok=state_name == "ok", unknown=state_name == "unknown", message=message,
+        target=target, metrics={"plugin.exit_code": (float(run.exit_code), ""), **metrics},
+    )
+
+
+def probe_status(check_type: str, result: ProbeResult) -> str | None:
+    """The status a probe decides itself, thresholds aside: a plugin's exit code (0 ok, 1 warning, 2 critical);
+    None for every other check type (its value is compared with the check's thresholds)."""
+    if check_type != CheckType.PLUGIN or result.unknown or result.value is None:
+        return None
+    return plugins.EXIT_STATES.get(int(result.value))
+
+
 # ------------------------------------------------------------------------------------ validation
 
 
@@ -352,6 +398,17 @@ def _agents_problems(params: dict) -> list[str]:
     return [f"parameter 'agent_type' {reason}"] if reason else []
 
 
+def _plugin_problems(params: dict) -> list[str]:
+    problems = []
+    if "command" in params:
+        _, problem = plugins.plugin_command_resolve(params["command"], getattr(settings, PLUGIN_DIRS_SETTING))
+        if problem:
+            problems.append(f"parameter 'command': {problem}")
+    if problem := plugins.plugin_args_problem(params.get("args", [])):
+        problems.append(f"parameter 'args' {problem}")
+    return problems
+
+
 def _no_problems(params: dict) -> list[str]:
     return []
 
@@ -388,6 +445,8 @@ for _runner, _problems in (
         Action("custom", _custom, {"function": Param("string", required=True), "args": Param("object", default={})}),
         _custom_problems,
     ),
+    (Action("plugin", _plugin, {"command": Param("any", required=True), "args": Param("any", default=[])}),
+     _plugin_problems),
 ):
     check_types.register(_runner.name, (_runner, _problems))
 PROBE_TYPES: tuple[str, ...] = tuple(check_types)
@@ -403,13 +462,17 @@ def probe_validate(check_type: str, params: dict) -> list[str]:
     return action.validate(params) + problems(params)
 
 
-def probe_run(check_type: str, params: dict, *, state: dict | None = None) -> ProbeResult:
-    """Run one probe; a failing target gives ``ok=False`` with the reason, invalid params raise CheckSpecError."""
+def probe_run(check_type: str, params: dict, *, state: dict | None = None, timeout_s: float | None = None) -> ProbeResult:
+    """Run one probe; a failing target gives ``ok=False`` with the reason, invalid params raise CheckSpecError.
+    ``timeout_s`` (the check's) bounds a probe that has no timeout parameter of its own (a plugin)."""
     problems = probe_validate(check_type, params)
     if problems:
         raise CheckSpecError(problems)
     action, _ = check_types[check_type]
-    return action.function(action.with_defaults(params), dict(state or {}))
+    run_params = action.with_defaults(params)
+    if timeout_s is not None and "timeout_s" not in action.params:
+        run_params["timeout_s"] = timeout_s
+    return action.function(run_params, dict(state or {}))
 
 
 # ------------------------------------------------------------------------------------ built-in custom checks

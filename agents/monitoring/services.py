@@ -341,14 +341,15 @@ class CheckOutcome:
 def _probe(check: Check) -> tuple[probes.ProbeResult, float]:
     started = time.perf_counter()
     try:
-        result = probes.probe_run(check.check_type, check.params, state=check.probe_state or {})
+        result = probes.probe_run(check.check_type, check.params, state=check.probe_state or {},
+                                  timeout_s=check.timeout_s)
     except CheckSpecError as error:
         result = probes.ProbeResult(value=None, unit="", ok=False, message=f"invalid check: {error}", target="")
     return result, (time.perf_counter() - started) * 1000
 
 
 def checks_run(*, runs: Iterable[tuple[int, datetime]], scheduled: bool = True) -> list[CheckOutcome]:
-    """Run checks (id, scheduled time) now: probes concurrently, then each result recorded in its own transaction.
+    """Run checks (id, scheduled time) now: probes concurrently, then the results recorded in one transaction.
 
     A run whose check is gone, or already recorded for that scheduled time, is skipped; so is a scheduled run of
     a check disabled since it was sent (``scheduled=False`` runs a disabled check anyway: an operator asked).
@@ -398,7 +399,8 @@ def check_result_record(
     started_at = started_at or now
     with transaction.atomic():
         check = Check.objects.select_for_update().get(pk=check_id)
-        status = CheckStatus.UNKNOWN if result.unknown else rules.status_evaluate(
+        decided = probes.probe_status(check.check_type, result)  # a plugin's exit code; else the thresholds
+        status = CheckStatus.UNKNOWN if result.unknown else decided or rules.status_evaluate(
             value=result.value, ok=result.ok, warning=check.warning, critical=check.critical,
             direction=check.direction,
         )

@@ -1,0 +1,142 @@
+"""Plugin checks: Debian's monitoring plugins run by the real worker (a TCP service going down and coming back,
+alert fired and resolved, its response time stored as samples), check_disk's performance data, plugins refused
+at load, a plugin that hangs killed at the check's timeout, and a warning plugin raising a warning alert."""
+import os
+import socket
+import stat
+import textwrap
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from agents.exceptions import CheckSpecError
+from agents.models import Alert, Check, Metric
+from agents.monitoring import probes, services
+from tests.conftest import wait_for
+
+from .conftest import make_check
+
+PLUGIN_DIR = "/usr/lib/nagios/plugins"
+
+
+def _listen(port: int = 0) -> socket.socket:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    return server
+
+
+def _run_on_worker(check: Check) -> Check:
+    """Make ``check`` due now, dispatch it to the worker, and return it once its result is recorded."""
+    before = Check.objects.get(pk=check.pk).last_scheduled_for
+    Check.objects.filter(pk=check.pk).update(next_run_at=timezone.now())
+    assert services.checks_dispatch() >= 1
+    return wait_for(lambda: (row := Check.objects.get(pk=check.pk)).last_scheduled_for != before and row,
+                    timeout_s=30, what=f"a new result of {check.name}")
+
+
+def _plugin(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.mark.django_db(transaction=True)
+def test_check_tcp_goes_critical_when_the_service_stops_and_resolves_when_it_is_back(worker):
+    server = _listen()
+    port = server.getsockname()[1]
+    check = make_check("tcp-plugin", "plugin", params={"command": "check_tcp",
+                                                       "args": ["-H", "127.0.0.1", "-p", str(port)]})
+
+    up = _run_on_worker(check)
+    assert (up.last_status, up.last_message.startswith("TCP OK")) == ("ok", True)
+    times = Metric.objects.filter(health_check=check, name="plugin.time")
+    assert times.count() == 1 and times.get().unit == "s" and 0 <= times.get().value < 10
+
+    server.close()
+    down = _run_on_worker(check)
+    alert = Alert.objects.get(health_check=check)
+    assert down.last_status == "critical"
+    assert alert.state == "firing" and "Connection refused" in alert.summary
+
+    server = _listen(port)
+    try:
+        back = _run_on_worker(check)
+    finally:
+        server.close()
+    alert.refresh_from_db()
+    assert back.last_status == "ok" and alert.state == "resolved"
+    assert times.count() == 2  # a refused connection has no response time
+
+
+@pytest.mark.django_db
+def test_check_disk_performance_data_becomes_samples_in_bytes():
+    result = probes.probe_run("plugin", {"command": "check_disk", "args": ["-w", "1%", "-c", "1%", "-p", "/"]},
+                              timeout_s=10)
+    assert result.message.startswith("DISK")
+    value, unit = result.metrics["plugin./"]
+    assert unit == "B" and value > 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("params, problem", [
+    ({"command": "/bin/sh", "args": []}, "parameter 'command': '/bin/sh' resolves to"),
+    ({"command": "../../../bin/sh"}, "parameter 'command': '../../../bin/sh' may not contain '..'"),
+    ({"command": "check_tcp", "args": "-H localhost -p 80"}, "parameter 'args' must be a list of strings"),
+    ({"command": "check_nothing_here"}, "parameter 'command': 'check_nothing_here' is not found"),
+])
+def test_plugins_outside_the_directories_or_with_a_shell_line_are_refused_at_load(params, problem):
+    text = f"checks:\n  - {{name: bad-plugin, type: plugin, params: {params!r}}}\n".replace("'", '"')
+    with pytest.raises(CheckSpecError) as raised:
+        services.definitions_load(text=text)
+    assert f"check 'bad-plugin': {problem}" in str(raised.value)
+    assert not Check.objects.filter(name="bad-plugin").exists()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.django_db
+def test_a_plugin_that_hangs_is_killed_with_its_children_at_the_check_timeout(settings, tmp_path):
+    settings.AGENTS_MONITOR_PLUGIN_DIRS = [PLUGIN_DIR, str(tmp_path)]
+    pid_file = tmp_path / "child.pid"
+    _plugin(tmp_path, "check_hangs", f"sleep 300 &\necho $! > {pid_file}\nwait\n")
+    check = make_check("hangs", "plugin", params={"command": "check_hangs"}, timeout_s=1)
+
+    outcome = services.check_run_now(name="hangs")
+
+    assert (outcome.status, outcome.message) == ("unknown", "plugin check_hangs timed out after 1 s")
+    assert not Alert.objects.filter(health_check=check).exists()
+    wait_for(lambda: not _running(int(pid_file.read_text())), timeout_s=5, what="the plugin's child to be gone")
+
+
+@pytest.mark.django_db
+def test_a_warning_plugin_raises_a_warning_alert_with_its_first_line_and_only_path_and_lang(settings, tmp_path):
+    settings.AGENTS_MONITOR_PLUGIN_DIRS = [str(tmp_path)]
+    os.environ["QMON_SECRET_FOR_TEST"] = "leaked"
+    try:
+        _plugin(tmp_path, "check_queue", f"""\
+            echo "QUEUE WARNING - 12 waiting | 'queue depth'=12;10;20;0"
+            env > {tmp_path / "env.txt"}
+            exit 1
+            """)
+        check = make_check("queue", "plugin", params={"command": "check_queue"}, timeout_s=5)
+        outcome = services.check_run_now(name="queue")
+    finally:
+        del os.environ["QMON_SECRET_FOR_TEST"]
+
+    alert = Alert.objects.get(health_check=check)
+    assert outcome.status == "warning" and alert.severity == "warning"
+    assert alert.summary == "QUEUE WARNING - 12 waiting"
+    sample = Metric.objects.get(health_check=check, name="plugin.queue depth")
+    assert (sample.value, sample.unit) == (12.0, "")
+    environment = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines())
+    assert {key: environment[key] for key in ("PATH", "LANG")} == {"PATH": "/usr/bin:/bin", "LANG": "C"}
+    assert set(environment) <= {"PATH", "LANG", "PWD"}  # the shell itself sets PWD; nothing of the worker's
