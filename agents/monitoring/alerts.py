@@ -455,11 +455,13 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
 
 
 def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
-    """Expire acknowledgements, send reminders every route's ``repeat_interval_s`` while an alert stays firing
-    unacknowledged, and escalate to ``escalate_to`` after ``escalate_after`` reminders. Safe to run twice: each
-    step is a guarded update on the alert's notice counter."""
+    """Resolve alerts from outside whose ``ends_at`` passed without a new post, expire acknowledgements, send
+    reminders every route's ``repeat_interval_s`` while an alert stays firing unacknowledged, and escalate to
+    ``escalate_to`` after ``escalate_after`` reminders. Safe to run twice: each step is a guarded update on the
+    alert's state or notice counter."""
     now = now or timezone.now()
-    counts = {"ack_expired": 0, "reminders": 0, "escalations": 0, "unsilenced": 0}
+    counts = {"ack_expired": 0, "reminders": 0, "escalations": 0, "unsilenced": 0, "expired": 0}
+    counts["expired"] = _external_expire(now=now)
     for alert in Alert.objects.filter(state=AlertState.ACKNOWLEDGED, ack_expires_at__lte=now):
         with transaction.atomic():
             if _transition(
@@ -502,6 +504,19 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 counts[key] += 1
                 _notify_on_commit(alert, event, alert.notices + 1)
     return counts
+
+
+def _external_expire(*, now: datetime) -> int:
+    """Resolve open alerts from outside whose ``ends_at`` has passed (Prometheus stopped re-posting them: the
+    condition ended, or Prometheus did); their check reads ok once none of its alerts is open. Returns how many."""
+    count = 0
+    for alert in Alert.objects.select_related("health_check").filter(state__in=OPEN_ALERT_STATES, ends_at__lte=now):
+        with transaction.atomic():
+            if _resolve(alert, now=now, by="auto"):
+                count += 1
+                Check.objects.filter(pk=alert.health_check_id).exclude(alerts__state__in=OPEN_ALERT_STATES).update(
+                    last_status=CheckStatus.OK, updated_at=now)
+    return count
 
 
 def _unsilenced_notify(*, now: datetime) -> int:

@@ -281,7 +281,7 @@ def test_reminders_repeat_then_escalate_while_unacknowledged(clock, receiver):
     assert alert.route == "team"
     start = timezone.now()
     assert alerts.alerts_sweep(now=start + timedelta(seconds=30)) == {"ack_expired": 0, "reminders": 0, "escalations": 0,
-                                                                   "unsilenced": 0}
+                                                                   "unsilenced": 0, "expired": 0}
     assert alerts.alerts_sweep(now=start + timedelta(seconds=61))["reminders"] == 1
     assert alerts.alerts_sweep(now=start + timedelta(seconds=62))["reminders"] == 0  # not twice in one interval
     assert alerts.alerts_sweep(now=start + timedelta(seconds=122))["reminders"] == 1
@@ -472,3 +472,23 @@ def test_an_unknown_result_leaves_the_alert_as_it_is_and_never_makes_a_check_cri
                                  result=ProbeResult(value=None, unit="ms", ok=False, unknown=True, target="t",
                                                     message="not sent"))
     assert not Alert.objects.filter(health_check=fresh).exists()
+
+
+def test_an_alert_from_outside_not_posted_again_resolves_once_its_ends_at_passes(receiver):
+    NotificationRoute.objects.create(name="ops", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
+    now = timezone.now()
+    posted = {"labels": {"alertname": "DiskFull", "instance": "db-1"}, "annotations": {"summary": "disk 97% full"},
+              "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=4)).isoformat()}
+    assert alerts.external_alerts_receive(document=[posted])["fired"] == 1
+    alert = Alert.objects.get()
+
+    assert alerts.alerts_sweep(now=now + timedelta(minutes=3))["expired"] == 0  # Prometheus may still re-post
+    counts = alerts.alerts_sweep(now=now + timedelta(minutes=5))
+    again = alerts.alerts_sweep(now=now + timedelta(minutes=6))
+
+    alert.refresh_from_db()
+    assert (counts["expired"], again["expired"]) == (1, 0)
+    assert (alert.state, alert.resolved_by) == ("resolved", "auto")
+    assert alert.health_check.last_status == "ok"
+    notice = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+    assert notice.status == "sent" and receiver.events() == ["firing", "resolved"]
