@@ -129,7 +129,8 @@ class ItemDefinition:
     type_ref: str | None
     components: dict
     is_collection: bool
-    allowed: Any  # compiled unary tests or None
+    allowed: Any  # compiled unary tests or None: each value (each item of a collection) must pass
+    constraint: Any = None  # DMN 1.5 typeConstraint, compiled unary tests or None: the whole value must pass
 
 
 @dataclass
@@ -253,14 +254,14 @@ class _Loader:
 
     # -- pieces
     def item_definition(self, element) -> ItemDefinition:
-        allowed = None
-        allowed_text = _text(_child(element, "allowedValues"))
-        if allowed_text:
-            allowed = self.tests(allowed_text, element, "allowed values", set())
+        allowed, constraint = (self.tests(text, element, where, set()) if text else None
+                               for text, where in ((_text(_child(element, "allowedValues")), "allowed values"),
+                                                   (_text(_child(element, "typeConstraint")), "type constraint")))
         components = {component.get("name"): self.item_definition(component)
                       for component in _children(element, "itemComponent")}
         return ItemDefinition(name=element.get("name"), type_ref=_text(element, "typeRef"), components=components,
-                              is_collection=element.get("isCollection") == "true", allowed=allowed)
+                              is_collection=element.get("isCollection") == "true", allowed=allowed,
+                              constraint=constraint)
 
     def requirements(self, element, kind: str, attribute: str) -> list[str]:
         names = []
@@ -737,20 +738,28 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
             problems.append(f"{_what(what)}: {json_value(value)!r} is not a list of {item.name}; null instead")
             return None
         single = ItemDefinition(item.name, item.type_ref, item.components, False, item.allowed)
-        return [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), depth + 1)
-                for index, entry in enumerate(value, start=1)]
+        value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), depth + 1)
+                 for index, entry in enumerate(value, start=1)]
+        return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
     if item.components:
         if not isinstance(value, dict):
             problems.append(f"{_what(what)}: {json_value(value)!r} is not a {item.name} (a context); null instead")
             return None
-        value = {**value, **{name: _typed_item(value[name], component, model, problems, (what[0], f"{what[1]}.{name}"), depth + 1)
+        value = {**value, **{name: _typed_item(value[name], component, model, problems,
+                                               (what[0], f"{what[1]}.{name}"), depth + 1)
                              for name, component in item.components.items() if name in value}}
     else:
         value = _typed(value, item.type_ref, model, problems, what, depth + 1)
-    if value is not None and item.allowed is not None and item.allowed.matches(value, Scope({"?": value})) is not True:
-        problems.append(f"{_what(what)}: {json_value(value)!r} is not an allowed value of {item.name}; null instead")
-        return None
-    return value
+    value = _constrained(value, item.allowed, f"an allowed value of {item.name}", problems, what)
+    return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
+
+
+def _constrained(value: Any, tests, meaning: str, problems: list, what: tuple[str, str]) -> Any:
+    """``value`` when it passes ``tests`` (or there are none); else null, with a problem: it is not ``meaning``."""
+    if value is None or tests is None or tests.matches(value, Scope({"?": value})) is True:
+        return value
+    problems.append(f"{_what(what)}: {json_value(value)!r} is not {meaning}; null instead")
+    return None
 
 
 def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, list[dict], list[str]]:
@@ -822,6 +831,36 @@ def _table_outline(table) -> dict:
             "outputs": outputs, "rules": rules}
 
 
+def _part_text(expression, part: str | None = None) -> str:
+    """The text of the expression in a boxed expression's part (or of ``expression`` itself): FEEL, else its kind."""
+    inner = _expression_of(_child(expression, part)) if part else expression
+    outline = _expression_outline(inner)
+    return outline["text"] or outline["kind"] or "?"
+
+
+def _iterator_text(expression, body: str) -> str:
+    return (f"{_local(expression.tag)} {expression.get('iteratorVariable')} in {_part_text(expression, 'in')} "
+            f"{body} {_part_text(expression, body)}")
+
+
+def _function_text(expression) -> str:
+    parameters = ", ".join(parameter.get("name") or "?" for parameter in _children(expression, "formalParameter"))
+    body = _expression_of(expression)
+    return f"function({parameters}) {_part_text(body) if body is not None else '?'}"
+
+
+#: How a boxed expression reads as FEEL-like text, to show.
+BOXED_OUTLINES = {
+    "conditional": lambda e: f"if {_part_text(e, 'if')} then {_part_text(e, 'then')} else {_part_text(e, 'else')}",
+    "for": lambda e: _iterator_text(e, "return"),
+    "some": lambda e: _iterator_text(e, "satisfies"),
+    "every": lambda e: _iterator_text(e, "satisfies"),
+    "filter": lambda e: f"{_part_text(e, 'in')}[{_part_text(e, 'match')}]",
+    "functionDefinition": lambda e: _function_text(e),
+    "list": lambda e: "[" + ", ".join(_part_text(item) for item in e if _local(item.tag) in EXPRESSION_KINDS) + "]",
+}
+
+
 def _expression_outline(expression) -> dict:
     """A boxed expression to show: its kind, its text (a literal's FEEL, a call, a context's entries), a table."""
     if expression is None:
@@ -845,6 +884,8 @@ def _expression_outline(expression) -> dict:
             name = variable.get("name") if variable is not None else "result"
             entries.append(f"{name}: {inner['text'] or inner['kind']}")
         text = "; ".join(entries)
+    elif kind in BOXED_OUTLINES:
+        text = BOXED_OUTLINES[kind](expression)
     table = _table_outline(expression) if kind == "decisionTable" else None
     return {"kind": kind, "text": text, "table": table}
 

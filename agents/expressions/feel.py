@@ -919,7 +919,9 @@ def _names(node: Any) -> set[str]:
     if isinstance(node, tuple) and node:
         if node[0] == "name":
             return {node[1]}
-        return set().union(*(_names(part) for part in node[1:])) if len(node) > 1 else set()
+        # A node starts with its kind; a tuple of nodes (a call's arguments) does not, and all its parts count.
+        parts = node[1:] if isinstance(node[0], str) else node
+        return set().union(*(_names(part) for part in parts)) if parts else set()
     return set()
 
 

@@ -3,7 +3,7 @@ lists, relations, contexts holding functions and invocations with named bindings
 the evaluation's step budget; what cannot run (a Java or PMML function) is refused at load, naming the element."""
 import pytest
 
-from agents.decisions.dmn import dmn_evaluate, dmn_parse
+from agents.decisions.dmn import dmn_evaluate, dmn_outline, dmn_parse
 from agents.exceptions import RuleSetError
 from agents.expressions.feel import MAX_CALL_DEPTH, MAX_FEEL_STEPS
 
@@ -135,3 +135,17 @@ def test_knowledge_model_calls_spend_the_callers_step_budget():
     assert small[:3:2] == (3000, [])
     assert value is None
     assert errors[0].startswith(f"decision 'Answer' (id d_Answer): evaluation took more than {MAX_FEEL_STEPS} steps")
+
+
+def test_the_outline_shows_boxed_expressions_as_text():
+    model = dmn_parse(f"{HEAD}{ORDERS}" + decision("Answer", (
+        "<conditional><if>" + literal("Limit &gt; 0") + "</if><then>"
+        + '<for iteratorVariable="o"><in>' + literal("Orders") + "</in><return>" + literal("o.total")
+        + "</return></for>"
+        + "</then><else><filter><in>" + literal("Orders") + "</in><match>" + literal("total &gt; 1")
+        + "</match></filter></else></conditional>")) + "</definitions>")
+
+    (shown,) = dmn_outline(model)["decisions"]
+
+    assert (shown["kind"], shown["text"]) == (
+        "conditional", "if Limit > 0 then for o in Orders return o.total else Orders[total > 1]")

@@ -56,7 +56,8 @@ def test_temporal_inputs_and_results_show_as_iso_text_in_the_trace():
 
 
 @pytest.mark.parametrize("context, message", [
-    ({"Start": "31/01/2024", "Term": "P1Y"}, "input 'Start': '31/01/2024' is not a date (expected YYYY-MM-DD); null instead"),
+    ({"Start": "31/01/2024", "Term": "P1Y"},
+     "input 'Start': '31/01/2024' is not a date (expected YYYY-MM-DD); null instead"),
     ({"Start": "2024-02-30", "Term": "P1Y"}, "input 'Start': '2024-02-30' is not a date (expected YYYY-MM-DD)"),
     ({"Start": "2024-01-31", "Term": "P3D"}, "input 'Term': 'P3D' is not a years and months duration (expected PnYnM"),
     ({"Start": "2024-01-31", "Term": 12}, "input 'Term': 12 is not a years and months duration; null instead"),
@@ -123,3 +124,18 @@ def test_a_decision_result_is_checked_against_its_type_ref():
     assert dmn_evaluate(typed, "Parsed", {"Day": "2024-05-06"})[:3:2] == ("2024-05-06", [])
     value, _, errors = dmn_evaluate(typed, "Wrong", {"Day": "2024-05-06"})
     assert value is None and errors == ["result of decision 'Wrong': 10 is not a boolean; null instead"]
+
+
+def test_a_type_constraint_bounds_the_whole_value_and_allowed_values_each_item():
+    scores = model(
+        '<itemDefinition name="tScores" isCollection="true"><typeRef>number</typeRef>'
+        '<allowedValues><text>[0..10]</text></allowedValues>'
+        '<typeConstraint><text>count(?) &lt;= 3</text></typeConstraint></itemDefinition>'
+        + input_data("Scores", "tScores", "i1") + literal("Total", "sum(Scores)", ["i1"])
+        + literal("Kept", "Scores", ["i1"]))
+
+    assert dmn_evaluate(scores, "Total", {"Scores": [1, 2, 3]})[:3:2] == (6, [])
+    assert dmn_evaluate(scores, "Total", {"Scores": [1, 2, 3, 4]})[2] == [
+        "input 'Scores': [1, 2, 3, 4] is not within the type constraint of tScores; null instead"]
+    assert dmn_evaluate(scores, "Kept", {"Scores": [1, 20]})[:3:2] == ([1, None], [
+        "input 'Scores[2]': 20 is not an allowed value of tScores; null instead"])
