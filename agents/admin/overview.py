@@ -22,8 +22,20 @@ OVERVIEW_ROWS = 8
 
 
 def _since(moment, now) -> str:
-    """How long ago, rounded to what a person reads: ``45 s``, ``12 min``, ``3 h 5 min``."""
-    return format_duration(max((now - moment).total_seconds(), 0) // 1, precise=False) if moment else ""
+    """How long ago, rounded to what a person reads: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    if moment is None:
+        return ""
+    seconds = max(int((now - moment).total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def alerts_part(now) -> dict:
