@@ -313,6 +313,8 @@ if CELERY_BROKER_URL.split("://", 1)[0] in {"redis", "rediss", "amqp", "amqps", 
 CELERY_TASK_ROUTES = {f"workers.{queue}.*": {"queue": queue} for queue in AGENT_QUEUES}
 
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+#: Imported by every Celery process: ``workers.beat`` starts the monitoring watchdog inside beat (``beat_init``).
+CELERY_IMPORTS = ("workers.beat",)
 #: Celery's Django fixup closes the database connection around every task unless this is set; a new
 #: PostgreSQL connection per workflow step costs ~5 ms. Connections are instead closed when CONN_MAX_AGE
 #: or a failed health check says so (``close_old_connections`` around each task, in agentsite/celery.py).

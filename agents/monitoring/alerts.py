@@ -49,6 +49,8 @@ SENDING_STALE_S = 120.0
 #: The tasks that deliver a notification and run an alert's incident responses (``workers.monitoring``).
 NOTIFY_TASK = "workers.monitoring.alert_notify"
 RESPOND_TASK = "workers.monitoring.alert_respond"
+#: A route's config key holding its heartbeat option (``watchdog: {interval_s: N}``); not the handler's.
+WATCHDOG_KEY = "watchdog"
 
 
 def _transition(alert: Alert, to: str, **fields: Any) -> bool:
@@ -98,22 +100,25 @@ def alert_tags(alert: Alert) -> list[str]:
     return alertmanager.labels_tags(alert.labels) if alert.labels else alert.health_check.tags
 
 
-def _fire(alert: Alert, now: datetime) -> None:
+def _fire(alert: Alert, now: datetime, *, enqueue: bool = True) -> bool:
     check = alert.health_check
     route = route_match(check=check.name, tags=alert_tags(alert), severity=alert.severity, team_id=check.team_id)
-    if _transition(alert, AlertState.FIRING, fired_at=now, last_notified_at=now, route=route.name if route else ""):
+    if not _transition(alert, AlertState.FIRING, fired_at=now, last_notified_at=now, route=route.name if route else ""):
+        return False
+    if enqueue:
         _notify_on_commit(alert, NotificationEvent.FIRING)
         _respond_on_commit(alert)
-        event_publish(EventType.ALERT_FIRED, _event_payload(alert), trace_id=alert.trace_id,
-                      team_id=check.team_id)
+    event_publish(EventType.ALERT_FIRED, _event_payload(alert), trace_id=alert.trace_id, team_id=check.team_id)
+    return True
 
 
-def _resolve(alert: Alert, *, now: datetime, by: str) -> bool:
+def _resolve(alert: Alert, *, now: datetime, by: str, enqueue: bool = True) -> bool:
     was_fired = alert.fired_at is not None
     if not _transition(alert, AlertState.RESOLVED, resolved_at=now, resolved_by=by, ack_expires_at=None):
         return False
     if was_fired:
-        _notify_on_commit(alert, NotificationEvent.RESOLVED)
+        if enqueue:
+            _notify_on_commit(alert, NotificationEvent.RESOLVED)
         event_publish(EventType.ALERT_RESOLVED, _event_payload(alert), trace_id=alert.trace_id,
                       team_id=alert.health_check.team_id)
     return True
@@ -162,6 +167,43 @@ def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> A
         alert.refresh_from_db()
     if alert.state == AlertState.PENDING and check.consecutive_failures >= check.max_attempts:
         _fire(alert, now)
+    return alert
+
+
+def internal_alert_set(*, check: Check, problem: str | None, now: datetime) -> Alert | None:
+    """Fire (``problem``: its summary) or resolve (None) the one alert of a check this system raises about itself
+    (the watchdog), delivering its notice in this process rather than through a worker: the workers, or the broker,
+    may be what is down. Every change is a guarded transition, so two processes doing this at once notify once.
+    Returns the alert (None when nothing is open)."""
+    notice: dict[str, Any] = {}
+
+    def deliver() -> None:
+        if notice:
+            notification_deliver(alert_id=notice["alert_id"], event=notice["event"])
+
+    with transaction.atomic():
+        # Registered first: the notice goes out on commit before anything is sent to a broker (an event).
+        transaction.on_commit(deliver)
+        check = Check.objects.select_for_update().get(pk=check.pk)
+        alert = Alert.objects.select_for_update().filter(health_check=check, state__in=OPEN_ALERT_STATES).first()
+        Check.objects.filter(pk=check.pk).update(
+            last_run_at=now, last_status=CheckStatus.CRITICAL if problem else CheckStatus.OK,
+            last_message=(problem or "monitoring is running")[:2000], updated_at=now)
+        if problem is None:
+            was_fired = alert is not None and alert.fired_at is not None
+            if alert is not None and _resolve(alert, now=now, by="auto", enqueue=False) and was_fired:
+                notice.update(alert_id=alert.pk, event=NotificationEvent.RESOLVED)
+        elif alert is not None:
+            Alert.objects.filter(pk=alert.pk).update(count=F("count") + 1, last_seen_at=now, summary=problem,
+                                                     updated_at=now)
+        else:
+            alert = Alert.objects.create(
+                health_check=check, fingerprint=rules.fingerprint(check.name, "beat"), target="beat",
+                state=AlertState.PENDING, severity=check.severity, summary=problem, started_at=now, last_seen_at=now,
+                trace_id=trace_id_ensure(),
+            )
+            if _fire(alert, now, enqueue=False):
+                notice.update(alert_id=alert.pk, event=NotificationEvent.FIRING)
     return alert
 
 
@@ -335,6 +377,11 @@ def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence |
 # ------------------------------------------------------------------------------------ notifications
 
 
+def route_send_config(route: NotificationRoute) -> dict:
+    """The config a route's handler is given: the route's without its own ``watchdog`` option."""
+    return {key: value for key, value in route.config.items() if key != WATCHDOG_KEY}
+
+
 def alert_payload(alert: Alert, event: str, *, route: str | None = None) -> dict:
     """What a notification says about ``alert`` to ``route`` (default: the alert's current route)."""
     check = alert.health_check
@@ -416,7 +463,7 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
              now: datetime) -> Notification:
     """Send (or record silenced) notice (``event``, ``sequence``) of ``alert`` to ``route`` (the log when None),
     once: a notice another worker is sending is left to it unless that worker died (``SENDING_STALE_S``)."""
-    handler, config = (route.handler, route.config) if route else ("log", {})
+    handler, config = (route.handler, route_send_config(route)) if route else ("log", {})
     stale_before = now - timedelta(seconds=SENDING_STALE_S)
     with transaction.atomic():
         notification, created = Notification.objects.get_or_create(
