@@ -3,7 +3,7 @@ import io
 import json
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from agents.decisions import services
 from agents.decisions.cache import decision_cache
@@ -201,3 +201,21 @@ def test_a_batch_of_a_dmn_model_decides_each_context_as_dmn_decide_does(tmp_path
         services.decide_many(ruleset="loan-eligibility", contexts=applicants, decision="Nope")
     with pytest.raises(DecisionError, match="not a DMN model"):
         services.decide_many(ruleset=load(ruleset("first")).ruleset.name, contexts=applicants, decision="Eligibility")
+
+
+def test_decide_contexts_with_decision_names_the_dmn_decision_of_each_line(tmp_path):
+    model = PROJECT_DIR / "examples" / "rules" / "loan_eligibility.dmn"
+    call_command("rules", "load", str(model), "--activate", stdout=io.StringIO())
+    path = tmp_path / "applicants.jsonl"
+    path.write_text("\n".join(json.dumps(context) for context in (
+        {"Applicant": {"Age": 30, "Monthly Income": 2000}, "Loan Amount": 12000},
+        {"Applicant": {"Age": 40, "Monthly Income": 9000}, "Loan Amount": 6000})))
+    out = io.StringIO()
+
+    call_command("decide", "loan-eligibility", "--decision", "Monthly Payment", "--contexts", str(path), stdout=out)
+
+    answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [answer["dmn_decision"] for answer in answers] == ["Monthly Payment", "Monthly Payment"]
+    assert [answer["decision"] for answer in answers] == [1000, 500]
+    with pytest.raises(CommandError, match="has no decision 'Nope'"):
+        call_command("decide", "loan-eligibility", "--decision", "Nope", "--contexts", str(path), stdout=io.StringIO())

@@ -29,13 +29,11 @@ class Command(AgentsCommand):
         parser.add_argument("--decision", help="For a DMN model: the decision to evaluate (its required decisions first).")
 
     def handle(self, *args, name, context, contexts, json: bool, no_cache: bool, decision=None, **options):
-        if decision is not None:
-            if contexts:
-                raise CommandError("--decision takes one --context, not --contexts")
-            self._dmn(name, decision, _parse(context, "--context"), as_json=json)
-            return
         if contexts:
-            self._batch(name, contexts, use_cache=not no_cache)
+            self._batch(name, contexts, use_cache=not no_cache, decision=decision)
+            return
+        if decision is not None:
+            self._dmn(name, decision, _parse(context, "--context"), as_json=json)
             return
         result = services.decide(ruleset=name, context=_parse(context, "--context"), use_cache=not no_cache)
         if json:
@@ -64,13 +62,13 @@ class Command(AgentsCommand):
         for error in result["errors"]:
             self.stdout.write(f"  error: {error}")
 
-    def _batch(self, name: str, path: str, *, use_cache: bool) -> None:
+    def _batch(self, name: str, path: str, *, use_cache: bool, decision: str | None) -> None:
         try:
             lines = Path(path).read_text().splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise CommandError(f"{path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
         parsed = [_parse(line, f"{path}, line {number}") for number, line in enumerate(lines, start=1) if line.strip()]
-        answers = services.decide_many_json(ruleset=name, contexts=parsed, use_cache=use_cache)
+        answers = services.decide_many_json(ruleset=name, contexts=parsed, use_cache=use_cache, decision=decision)
         # Each write is far larger than a pipe holds: a reader that stops (`| head -1`) makes the next one fail.
         for start in range(0, len(answers), OUTPUT_LINES):
             self.stdout.write("\n".join(answers[start:start + OUTPUT_LINES]))
