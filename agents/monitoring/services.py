@@ -1,5 +1,6 @@
 """Checks: loading definitions, the dispatcher that schedules them, running them and recording each result
 as metric samples, the check's state and its alert."""
+import json
 import logging
 import math
 import time
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -22,6 +23,7 @@ from agents.core.definitions import DefinitionTextError, definition_load_text
 from agents.core.dispatch import task_send
 from agents.exceptions import CheckNotFoundError, CheckSpecError
 from agents.models import (
+    OPEN_ALERT_STATES,
     Check,
     CheckStatus,
     CheckType,
@@ -278,7 +280,7 @@ def checks_dispatch(*, now: datetime | None = None, limit: int | None = None) ->
             check.next_run_at = following
             # A run still queued after its timeout (or by the next run) is dropped by the broker as expired.
             runs.append((check.pk, scheduled, min(check.interval_s, check.timeout_s)))
-        Check.objects.bulk_update(due, ["next_run_at"])
+        _checks_fields_write(due, ["next_run_at"])
         transaction.on_commit(lambda: _runs_send(runs, now=now))
     return len(due)
 
@@ -369,16 +371,12 @@ def checks_run(*, runs: Iterable[tuple[int, datetime]], scheduled: bool = True) 
         with ThreadPoolExecutor(max_workers=min(len(threaded), settings.AGENTS_MONITOR_PROBE_THREADS)) as pool:
             for (check, _), result in zip(threaded, pool.map(lambda item: _probe(item[0]), threaded)):
                 results[check.pk] = result
-    outcomes = []
+    recorded = []
     for check, scheduled in todo:
         result, duration_ms = results.get(check.pk) or _probe(check)
-        outcomes.append(
-            check_result_record(
-                check_id=check.pk, result=result, scheduled_for=scheduled, duration_ms=duration_ms,
-                started_at=started_at,
-            )
-        )
-    return outcomes
+        recorded.append((check.pk, result, scheduled, duration_ms))
+    # Thousands of checks a second cannot each pay a transaction: the batch is written in a few statements.
+    return checks_results_record(results=recorded, started_at=started_at)
 
 
 def check_run_now(*, name: str) -> CheckOutcome:
@@ -394,58 +392,118 @@ def check_result_record(
     *, check_id: int, result: probes.ProbeResult, scheduled_for: datetime, duration_ms: float,
     started_at: datetime | None = None,
 ) -> CheckOutcome:
-    """Store a probe result: metric samples, the check's state, and its alert (opened, updated or resolved).
+    """Store one probe result: metric samples, the check's state, and its alert (see ``checks_results_record``)."""
+    return checks_results_record(results=[(check_id, result, scheduled_for, duration_ms)], started_at=started_at)[0]
 
-    The check row is locked for the whole write, so concurrent results for one check are applied one at a time;
-    a result for a scheduled time at or before the last recorded one is ignored (a redelivered message).
+
+#: The check fields a recorded result writes.
+_RESULT_FIELDS = [
+    "last_scheduled_for", "last_run_at", "last_status", "last_value", "last_unit", "last_message", "last_target",
+    "last_duration_ms", "probe_state", "consecutive_failures", "last_failed_at", "updated_at",
+]
+
+
+def _checks_fields_write(checks: list[Check], names: list[str]) -> None:
+    """Write the fields ``names`` of ``checks`` in one statement: on PostgreSQL an UPDATE from one array per column
+    (Django's ``bulk_update`` builds a CASE per row and field, which costs seconds for a few hundred checks)."""
+    if not checks:
+        return
+    connection = connections[Check.objects.db]
+    if connection.vendor != "postgresql":
+        Check.objects.bulk_update(checks, names)
+        return
+    quote = connection.ops.quote_name
+    fields = [Check._meta.get_field(name) for name in names]
+    arrays, casts, assignments = [[check.pk for check in checks]], ["bigint[]"], []
+    for field in fields:
+        values = [getattr(check, field.attname) for check in checks]
+        if field.get_internal_type() == "JSONField":  # sent as text, read back as jsonb
+            arrays.append([json.dumps(value) for value in values])
+            casts.append("text[]")
+            assignments.append(f"{quote(field.column)} = v.{quote(field.column)}::jsonb")
+        else:
+            arrays.append([field.get_db_prep_save(value, connection) for value in values])
+            casts.append(f"{field.db_type(connection)}[]")
+            assignments.append(f"{quote(field.column)} = v.{quote(field.column)}")
+    names = ", ".join(quote(name) for name in ["id", *(field.column for field in fields)])
+    unnest = ", ".join(f"%s::{cast}" for cast in casts)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(Check._meta.db_table)} AS c SET {', '.join(assignments)} "
+            f"FROM unnest({unnest}) AS v({names}) WHERE c.id = v.id",
+            arrays,
+        )
+
+
+def checks_results_record(
+    *, results: list[tuple[int, probes.ProbeResult, datetime, float]], started_at: datetime | None = None,
+) -> list[CheckOutcome]:
+    """Store probe results ``(check id, result, scheduled time, duration in ms)`` in one transaction: every metric
+    sample in one insert, every check's state in one update, then each alert opened, updated or resolved.
+
+    The checks' rows are locked (in id order) for the whole write, so concurrent results for one check are applied
+    one at a time; a result for a scheduled time at or before the last recorded one is ignored (a redelivered
+    message). A check deleted meanwhile gives no outcome.
     """
     now = timezone.now()
     started_at = started_at or now
+    ids = sorted({check_id for check_id, _, _, _ in results})
     with transaction.atomic():
-        check = Check.objects.select_for_update().get(pk=check_id)
-        decided = probes.probe_status(check.check_type, result)  # a plugin's exit code; else the thresholds
-        status = CheckStatus.UNKNOWN if result.unknown else decided or rules.status_evaluate(
-            value=result.value, ok=result.ok, warning=check.warning, critical=check.critical,
-            direction=check.direction,
-        )
-        outcome = CheckOutcome(
-            check=check.name, status=status, value=result.value, unit=result.unit, message=result.message,
-            duration_ms=duration_ms, scheduled_for=scheduled_for,
-            lateness_s=max(0.0, (started_at - scheduled_for).total_seconds()), recorded=False,
-        )
-        if check.last_scheduled_for is not None and scheduled_for <= check.last_scheduled_for:
-            return outcome
-        tags = {"check": check.name, "target": result.target}
-        Metric.objects.bulk_create(
-            Metric(name=name, value=value, unit=unit, tags=tags, health_check=check, recorded_at=now)
-            for name, (value, unit) in result.metrics.items()
-            if value is not None and math.isfinite(value)
-        )
-        failing = status not in (CheckStatus.OK, CheckStatus.UNKNOWN)
-        check.last_scheduled_for = scheduled_for
-        check.last_run_at = now
-        check.last_status = status
-        check.last_value = result.value
-        check.last_unit = result.unit
-        check.last_message = result.message[:2000]
-        check.last_target = result.target[:500]
-        check.last_duration_ms = duration_ms
-        check.probe_state = result.state or {}
-        if status != CheckStatus.UNKNOWN:  # an unknown run neither counts as a failure nor ends a streak
-            check.consecutive_failures = check.consecutive_failures + 1 if failing else 0
-        if failing:
-            check.last_failed_at = now
-        check.save(update_fields=[
-            "last_scheduled_for", "last_run_at", "last_status", "last_value", "last_unit", "last_message",
-            "last_target",
-            "last_duration_ms", "probe_state", "consecutive_failures", "last_failed_at", "updated_at",
-        ])
-        # An unknown result says nothing of the target: the alert stays as it is.
-        alert = None if result.unknown else alerts.alert_observe(check=check, result=result, status=status, now=now)
-        outcome.recorded = True
-        if alert is not None:
-            outcome.alert_id, outcome.alert_state = alert.pk, alert.state
-    return outcome
+        checks = Check.objects.select_for_update().order_by("pk").in_bulk(ids)
+        # A passing run changes no alert unless one is open: only those checks pay for alert_observe's queries.
+        with_open_alerts = set(Check.objects.filter(pk__in=ids, alerts__state__in=OPEN_ALERT_STATES)
+                               .values_list("pk", flat=True))
+        outcomes, samples, written, observed = [], [], {}, []
+        for check_id, result, scheduled_for, duration_ms in results:
+            check = checks.get(check_id)
+            if check is None:
+                continue
+            decided = probes.probe_status(check.check_type, result)  # a plugin's exit code; else the thresholds
+            status = CheckStatus.UNKNOWN if result.unknown else decided or rules.status_evaluate(
+                value=result.value, ok=result.ok, warning=check.warning, critical=check.critical,
+                direction=check.direction,
+            )
+            outcome = CheckOutcome(
+                check=check.name, status=status, value=result.value, unit=result.unit, message=result.message,
+                duration_ms=duration_ms, scheduled_for=scheduled_for,
+                lateness_s=max(0.0, (started_at - scheduled_for).total_seconds()), recorded=False,
+            )
+            outcomes.append(outcome)
+            if check.last_scheduled_for is not None and scheduled_for <= check.last_scheduled_for:
+                continue
+            tags = {"check": check.name, "target": result.target}
+            samples.extend(
+                Metric(name=name, value=value, unit=unit, tags=tags, health_check=check, recorded_at=now)
+                for name, (value, unit) in result.metrics.items()
+                if value is not None and math.isfinite(value)
+            )
+            failing = status not in (CheckStatus.OK, CheckStatus.UNKNOWN)
+            check.last_scheduled_for = scheduled_for
+            check.last_run_at = now
+            check.last_status = status
+            check.last_value = result.value
+            check.last_unit = result.unit
+            check.last_message = result.message[:2000]
+            check.last_target = result.target[:500]
+            check.last_duration_ms = duration_ms
+            check.probe_state = result.state or {}
+            check.updated_at = now
+            if status != CheckStatus.UNKNOWN:  # an unknown run neither counts as a failure nor ends a streak
+                check.consecutive_failures = check.consecutive_failures + 1 if failing else 0
+            if failing:
+                check.last_failed_at = now
+            written[check.pk] = check
+            outcome.recorded = True
+            # An unknown result says nothing of the target: the alert stays as it is.
+            if not result.unknown and (failing or check.pk in with_open_alerts):
+                observed.append((check, result, status, outcome))
+        Metric.objects.bulk_create(samples)
+        _checks_fields_write(list(written.values()), _RESULT_FIELDS)
+        for check, result, status, outcome in observed:
+            alert = alerts.alert_observe(check=check, result=result, status=status, now=now)
+            if alert is not None:
+                outcome.alert_id, outcome.alert_state = alert.pk, alert.state
+    return outcomes
 
 
 # ------------------------------------------------------------------------------------ retention
