@@ -34,7 +34,7 @@ from agents.models import (
     ResponseRule,
     Silence,
 )
-from agents.monitoring import alerts, probes, rules, selectors, services
+from agents.monitoring import alerts, probes, rules, selectors, services, watchdog
 from agents.monitoring.notifiers import NOTIFIER_TYPES, notifier_validate
 
 #: How far back the charts on a check's page reach.
@@ -606,9 +606,15 @@ class NotificationRouteForm(DefinitionForm):
         return definition
 
     def definition_problems(self, definition: dict) -> list[str]:
+        """The route's problems; its heartbeat option (``watchdog`` in its config) is the route's, not the
+        handler's, and is checked as a definitions file checks it."""
         route_names = set(NotificationRoute.objects.values_list("name", flat=True)) | {definition["name"]}
-        return rules.route_definition_validate(definition, "route", route_names=route_names,
-                                               notifier_validate=notifier_validate)
+        config = dict(definition["config"] or {})
+        heartbeat = config.pop(alerts.WATCHDOG_KEY, None)
+        problems = rules.route_definition_validate({**definition, "config": config}, "route", route_names=route_names,
+                                                   notifier_validate=notifier_validate)
+        return problems + [problem.replace(".watchdog:", ".config.watchdog:", 1)
+                           for problem in watchdog.route_watchdog_problems(heartbeat, "route")]
 
     def problem_field(self, problem: str) -> str | None:
         return _problem_field(problem, self.definition_fields, "config")

@@ -5,6 +5,7 @@ Rows are made directly with the ORM or through the services; notifications a ser
 captured and never executed.
 """
 import html
+import json
 import re
 import socket
 from datetime import timedelta
@@ -551,6 +552,8 @@ def route_form(**overrides) -> dict:
      "'not an address' is not a valid e-mail address"),
     ({"matchers": '{"team": "ops"}'}, "matchers", "route 'ops'.match: unknown key 'team'"),
     ({"escalate_after": "2"}, "escalate_after", "route 'ops': escalate_after and escalate_to go together"),
+    ({"config": '{"url": "http://localhost:9000/hook", "watchdog": {"every": 60}}'}, "config",
+     "route.config.watchdog: must be a mapping with just interval_s"),
 ])
 def test_a_bad_route_is_refused_on_the_form(admin_client, overrides, field, problem):
     response = admin_client.post(reverse("admin:agents_notificationroute_add"), route_form(**overrides))
@@ -559,6 +562,15 @@ def test_a_bad_route_is_refused_on_the_form(admin_client, overrides, field, prob
     assert problem in errors_of(response)
     assert any(problem in error for error in field_errors(response)[field])
     assert not NotificationRoute.objects.exists()
+
+
+def test_a_route_with_a_heartbeat_is_saved_with_it(admin_client):
+    config = {"url": "http://localhost:9000/hook", "watchdog": {"interval_s": 60}}
+    response = admin_client.post(reverse("admin:agents_notificationroute_add"),
+                                 route_form(config=json.dumps(config)))
+
+    assert response.status_code == 302
+    assert NotificationRoute.objects.get().config == config
 
 
 def test_a_valid_route_is_saved(admin_client):
