@@ -640,6 +640,7 @@ class RouteSerializer(serializers.Serializer):
     escalate_after = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     escalate_to = serializers.CharField(required=False, allow_null=True, help_text="Another route's name.")
     enabled = serializers.BooleanField(required=False)
+    watchdog = JSONObjectField(required=False, help_text="An always-firing heartbeat: {interval_s}.")
 
 
 class ResponseRuleSerializer(serializers.Serializer):
@@ -674,11 +675,14 @@ class RouteViewSet(DefinitionViewSet):
              "enable": "change_notificationroute"}
 
     def definition_of(self, route: NotificationRoute) -> dict:
+        config = dict(route.config)
+        watchdog = config.pop("watchdog", None)  # stored with the handler's config, written beside it
         return {
             "name": route.name, "order": route.order, "match": route.matchers, "handler": route.handler,
-            "config": route.config, "repeat_interval_s": route.repeat_interval_s,
+            "config": config, "repeat_interval_s": route.repeat_interval_s,
             "escalate_after": route.escalate_after,
             "escalate_to": route.escalate_to.name if route.escalate_to else None, "enabled": route.enabled,
+            **({"watchdog": watchdog} if watchdog else {}),
         }
 
     @extend_schema(parameters=[FilterSerializer])
