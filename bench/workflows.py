@@ -454,8 +454,9 @@ class StatementCount:
 
     def connection_watch(self, sender, connection, **kwargs) -> None:
         """Wrap ``connection``'s statements and commits with counters."""
-        if threading.current_thread() is threading.main_thread():
-            return  # the bench's own polling
+        if threading.current_thread() is threading.main_thread() or getattr(connection, "bench_counted", False):
+            return  # the bench's own polling, or a connection re-opened (CONN_MAX_AGE) by a wrapper counted already
+        connection.bench_counted = True
         connection.execute_wrappers.append(self.statement_count)
         commit = connection._commit
 

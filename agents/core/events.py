@@ -139,10 +139,10 @@ def event_listened(event_type: str) -> bool:
 
 
 def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None, team_id: int | None = None,
-                  idempotency_key: str = "", source: str = "") -> Event | None:
+                  idempotency_key: str = "", source: str = "", only_if_listened: bool = False) -> Event | None:
     """Record a domain event in the current transaction; it is dispatched once that transaction commits.
-    An event nothing listens for (``event_listened``) is neither written nor sent: None is returned; an event
-    published from outside (with ``idempotency_key`` or ``source``) is always written.
+    With ``only_if_listened`` (events of the hot paths: a run's end, a single decision), an event nothing listens
+    for (``event_listened``) is neither written nor sent, and None is returned.
 
     ``trace_id`` names the trace the event belongs to (the run or alert it is about); by default the current one.
     ``team_id`` is the team whose object it is about: only that team's triggers fire on it (None: every team's).
@@ -150,7 +150,7 @@ def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None
     ``outside_event_publish``, which checks a declared type's payload first)."""
     if event_type not in EventType.values and not EventTypeDeclaration.objects.filter(name=event_type).exists():
         raise ValueError(f"unknown event type {event_type!r}")
-    if not (idempotency_key or source) and not event_listened(event_type):
+    if only_if_listened and not event_listened(event_type):
         return None
     event = Event.objects.create(event_type=event_type, payload=payload, trace_id=trace_id or trace_id_ensure(),
                                  team_id=team_id, idempotency_key=idempotency_key, source=source)

@@ -5,7 +5,7 @@ agent registry and calls every hook with the workers' hostnames and the reason; 
 re-dispatch of the steps those workers were running. Areas register from their ``actions`` module.
 
 ``event_listeners``: what listens for domain events. The orchestration area registers a hook returning the event
-types its enabled triggers listen for; ``agents.core.events`` writes and sends no event nobody listens for.
+types its enabled triggers listen for; ``agents.core.events`` writes and sends no hot-path event nobody listens for.
 """
 from collections.abc import Callable, Iterable
 from typing import Any

@@ -304,7 +304,7 @@ def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool
             "decision_id": str(row.decision_id), "ruleset": result["ruleset"], "version": result["ruleset_version"],
             "decision": result["decision"], "confidence": result["confidence"], "engine": result["engine"],
             "needs_review": result["needs_review"],
-        }, team_id=decider.version.ruleset.team_id)
+        }, team_id=decider.version.ruleset.team_id, only_if_listened=True)  # no row, no message when unheard
     if decider.shadowed:
         _shadow_later([row.decision_id])
     if result["error"]:

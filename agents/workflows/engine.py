@@ -1008,7 +1008,7 @@ def run_finalize(*, run_id: int) -> None:
                 EventType.WORKFLOW_SUCCEEDED if status == RunStatus.SUCCEEDED else EventType.WORKFLOW_FAILED,
                 {"workflow_run_id": run.pk, "workflow": run.version.definition.name, "status": status,
                  "failed_step": run.failed_step or None, "params": run.params},
-                trace_id=run.trace_id or None, team_id=run.version.definition.team_id,
+                trace_id=run.trace_id or None, team_id=run.version.definition.team_id, only_if_listened=True,
             )
             if run.backfill_id:  # a backfill run ended: its backfill starts the next pending slot
                 task_send_on_commit(BACKFILL_CONTINUE_TASK, run.backfill_id, trace_id=run.trace_id or None)

@@ -11,7 +11,7 @@ from agents.api.groups import VIEWERS
 from agents.core.actions import ActionContext, action
 from agents.core.params import Param
 from agents.exceptions import WorkflowSpecError
-from agents.models import Event, StepRun, Trigger, WorkflowRun
+from agents.models import Event, StepRun, WorkflowRun
 from agents.orchestration import events
 from agents.workflows import services
 from agents.workflows.spec import workflow_spec_parse
@@ -45,19 +45,12 @@ def _waiting(run):
              what="a step to wait")
 
 
-def _listened(event_type: str) -> None:
-    """A trigger on ``event_type``: events nothing listens for are not written."""
-    Trigger.objects.create(name=f"note-{event_type}", event_type=event_type, action="message",
-                           target="type:workflow", params={})
-
-
 def _missed(run) -> list[dict]:
     return [event.payload for event in Event.objects.filter(event_type="workflow.deadline_missed").order_by("pk")
             if event.payload["workflow_run_id"] == run.pk]
 
 
 def test_a_run_and_a_step_past_their_deadlines_are_reported_once_and_keep_running(worker, admin_client):
-    _listened("workflow.deadline_missed")
     run = start(LATE)
     _waiting(run)
     wait_for(lambda: StepRun.objects.filter(run=run, step_id="quick", status="succeeded").exists(),
