@@ -45,6 +45,26 @@ def histogram_bars(histogram: dict | None) -> list[dict]:
 
 
 
+def _number_shown(value):
+    """A profile statistic as a person reads it: four significant digits, thousands grouped, a datetime to the
+    second; text as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value if not isinstance(value, str) else value.replace("T", " ")[:19]
+    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+
+
+def _profile_shown(column: dict) -> dict:
+    """The column's statistics rounded for the page (the stored profile keeps them whole)."""
+    shown = {key: _number_shown(column.get(key)) if column.get(key) is not None else None
+             for key in ("min", "max", "mean", "std")}
+    if column.get("kind") == "datetime" and column.get("std") is not None:
+        shown["std"] = f"{column['std'] / 86400:.3g} days"
+    shown["quantiles"] = {share: _number_shown(value) for share, value in (column.get("quantiles") or {}).items()}
+    return shown
+
+
 def quality_badge(passed):
     """Pass/fail at a glance for a run's quality (grey when the run had no checks or did not get that far)."""
     if passed is None:
@@ -209,7 +229,8 @@ class DatasetAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
         if not obj.profile:
             return format_html("Not profiled yet: <code>manage.py data profile {} --version {}</code>", obj.name,
                                obj.number)
-        columns = [{**column, "bars": histogram_bars(column.get("histogram"))} for column in obj.profile["columns"]]
+        columns = [{**column, **_profile_shown(column), "bars": histogram_bars(column.get("histogram"))}
+                   for column in obj.profile["columns"]]
         return render_to_string("admin/agents/dataset/profile.html", {"profile": obj.profile, "columns": columns})
 
     @admin.display(description="Columns")

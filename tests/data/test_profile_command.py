@@ -74,6 +74,8 @@ def test_a_published_dataset_is_profiled_shown_and_guarded_against_drift(worker,
     assert 'aria-label="histogram of amount"' in page and 'aria-label="histogram of sale_id"' in page
     assert page.count("<rect ") == 2 * 20  # two numeric columns, 20 bins each; none for channel
     assert "Quantiles (5/25/50/75/95 %)" in page
+    assert f"<td>{first.amount.mean():.4g}</td>" in page  # statistics rounded for reading, not 15 digits
+    assert f"<td>{amount['mean']}</td>" not in page
 
     # A second version from the same population publishes; one whose amounts moved is refused.
     assert publish(shared_folder, sales(seed=2)).status == "succeeded"
