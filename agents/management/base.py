@@ -37,6 +37,9 @@ class AgentsCommand(BaseCommand):
     ``CommandError`` with its message; a ``spec_error`` lists its problems one a line under ``spec_error_title``.
     """
 
+    #: Django's system checks are not run before each command: they load every URL route (the whole API) and take
+    #: longer than most commands; ``manage.py check`` and ``migrate`` (which ``make run`` runs first) run them.
+    requires_system_checks: list[str] = []
     #: Whether ``--json`` output sorts the keys of objects.
     json_sort_keys = False
     #: Errors whose message is the command's error message (exit status 1, no traceback).
