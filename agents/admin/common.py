@@ -16,6 +16,15 @@ from agents.core.teams import TEAM_PATHS, team_for_new, team_scoped, teams_of
 from agents.exceptions import AgentsError, TeamError
 
 
+def value_text(value: float | None, unit: str = "") -> str | None:
+    """``12.5 ms``, ``83.27 percent``, ``8,301,190,656 bytes``: four significant digits, whole numbers from 1000
+    on (never an exponent for a byte count); None stays None."""
+    if value is None:
+        return None
+    number = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return f"{number} {unit}".strip()
+
+
 def status_badge(status: str, label: str):
     """A coloured badge for a status (colours in the ``wf-<status>`` CSS classes)."""
     return format_html('<span class="wf-status wf-{}">{}</span>', status, label)

@@ -15,6 +15,7 @@ from agents.admin.common import (
     json_block,
     status_badge,
     trace_link,
+    value_text,
 )
 from agents.core.definitions import NAME_RULE, is_name
 from agents.data import services
@@ -46,13 +47,10 @@ def histogram_bars(histogram: dict | None) -> list[dict]:
 
 
 def _number_shown(value):
-    """A profile statistic as a person reads it: four significant digits, thousands grouped, a datetime to the
-    second; text as it is."""
+    """A profile statistic as a person reads it (``value_text``); a datetime to the second; text as it is."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value if not isinstance(value, str) else value.replace("T", " ")[:19]
-    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+    return value_text(value)
 
 
 def _profile_shown(column: dict) -> dict:

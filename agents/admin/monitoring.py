@@ -21,6 +21,7 @@ from agents.admin.common import (
     json_block,
     status_badge,
     trace_link,
+    value_text,
 )
 from agents.admin.workflows import format_duration
 from agents.models import (
@@ -80,15 +81,6 @@ def _matchers_text(matchers: dict) -> str:
     return json.dumps(matchers, sort_keys=True, ensure_ascii=False) if matchers else "every alert"
 
 
-
-
-def value_text(value: float | None, unit: str = "") -> str | None:
-    """``12.5 ms``, ``83.27 percent``, ``8,301,190,656 bytes``: four significant digits, whole numbers from 1000
-    on (never an exponent for a byte count); None stays None."""
-    if value is None:
-        return None
-    number = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return f"{number} {unit}".strip()
 
 
 def metric_chart(name: str, samples: list[tuple[datetime, float]], *, unit: str = "", start: datetime,
@@ -410,7 +402,7 @@ class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.Mode
     def get_changelist_instance(self, request):
         """The page's alerts, each told which active silence covers it (one query for the page)."""
         changelist = super().get_changelist_instance(request)
-        silences = selectors.alerts_silences(changelist.result_list)
+        silences = alerts.alerts_silences(changelist.result_list)
         for alert in changelist.result_list:
             alert.covering_silence = silences.get(alert.pk)
         return changelist
@@ -418,7 +410,7 @@ class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.Mode
     @admin.display(description="silenced")
     def silenced(self, obj):
         if not hasattr(obj, "covering_silence"):
-            obj.covering_silence = selectors.alerts_silences([obj]).get(obj.pk)
+            obj.covering_silence = alerts.alerts_silences([obj]).get(obj.pk)
         if obj.covering_silence is None:
             return self.get_empty_value_display()
         url = reverse("admin:agents_silence_change", args=[obj.covering_silence.pk])

@@ -3,7 +3,6 @@ which circuits are open and how deep the queues are, each with a link to where i
 of models; each part shows only to a user who may view what it lists."""
 from datetime import timedelta
 
-from django.conf import settings
 from django.contrib import admin
 from django.db.models import Count
 from django.urls import reverse
@@ -13,7 +12,7 @@ from agents.admin.workflows import format_duration
 from agents.core.breakers import CLOSED, breakers_list
 from agents.exceptions import AgentsError
 from agents.models import Agent, AgentStatus, Alert, AlertState, RunStatus, Severity, WorkflowRun
-from agents.monitoring import probes, selectors
+from agents.monitoring import alerts, probes, selectors
 
 #: How far back the overview counts failed workflow runs.
 FAILED_RUNS_WINDOW = timedelta(hours=24)
@@ -43,7 +42,7 @@ def alerts_part(now) -> dict:
     counts = {(row["state"], row["severity"]): row["n"]
               for row in open_alerts.order_by().values("state", "severity").annotate(n=Count("id"))}
     rows = list(open_alerts.select_related("health_check").order_by("-state", "-started_at", "-pk")[:OVERVIEW_ROWS])
-    silences = selectors.alerts_silences(rows, now=now)
+    silences = alerts.alerts_silences(rows, now=now)
     return {
         "by_state": [{"state": state.label, "key": state.value,
                       "severities": [{"severity": severity.label, "key": severity.value,
@@ -94,12 +93,8 @@ def breakers_part() -> dict:
 
 def queues_part() -> list[dict]:
     """Messages waiting on each Celery queue, read as a ``celery_queue`` check reads them."""
-    depths = []
-    for queue in ("default", *settings.AGENT_QUEUES):
-        result = probes.probe_run("celery_queue", {"queue": queue})
-        depths.append({"queue": queue, "messages": int(result.value) if result.ok and result.value is not None
-                       else None, "problem": "" if result.ok else result.message})
-    return depths
+    return [{"queue": queue, "messages": int(result.value) if result.ok and result.value is not None else None,
+             "problem": "" if result.ok else result.message} for queue, result in probes.queue_depths().items()]
 
 
 def overview_context(request) -> dict:

@@ -525,7 +525,7 @@ class AlertViewSet(ApiViewSet):
     def list(self, request):
         """Alerts, newest first; filter by `state`, `severity` and `check`."""
         page = self.paginate_queryset(self.filtered(self.get_queryset().order_by("-started_at", "-pk")))
-        silences = selectors.alerts_silences(page)
+        silences = alerts.alerts_silences(page)
         rows = [selectors.alert_json(alert, silence=silences.get(alert.pk)) for alert in page]
         return self.get_paginated_response(self.serializer_class(rows, many=True).data)
 
@@ -569,7 +569,7 @@ class AlertViewSet(ApiViewSet):
 
     def _detail(self, alert: Alert):
         alert = self.get_queryset().get(pk=alert.pk)
-        silence = selectors.alerts_silences([alert]).get(alert.pk)
+        silence = alerts.alerts_silences([alert]).get(alert.pk)
         return self.show({**selectors.alert_json(alert, silence=silence),
                           "notifications": selectors.notifications_json(alert)},
                          serializer_class=AlertDetailSerializer)

@@ -366,12 +366,26 @@ def silence_end(*, silence_id: int, user: str = "") -> Silence:
 
 def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence | None:
     """The active silence of the alert's team covering ``alert``, if any."""
+    return alerts_silences([alert], now=now).get(alert.pk)
+
+
+def alerts_silences(alerts, *, now: datetime | None = None) -> dict[int, Silence]:
+    """The active silence covering each of ``alerts`` that one covers (by alert id), the first by id: one query
+    for the silences of the alerts' teams, matched as notifications match them."""
+    alerts = list(alerts)
+    if not alerts:
+        return {}
     now = now or timezone.now()
-    check = alert.health_check
-    for silence in Silence.objects.filter(starts_at__lte=now, ends_at__gt=now, team_id=check.team_id):
-        if rules.matchers_match(silence.matchers, check=check.name, tags=alert_tags(alert), severity=alert.severity):
-            return silence
-    return None
+    teams = {alert.health_check.team_id for alert in alerts}
+    silences = list(Silence.objects.filter(starts_at__lte=now, ends_at__gt=now, team_id__in=teams).order_by("pk"))
+    covered = {}
+    for alert in alerts:
+        check, tags = alert.health_check, alert_tags(alert)
+        covering = (silence for silence in silences if silence.team_id == check.team_id and rules.matchers_match(
+            silence.matchers, check=check.name, tags=tags, severity=alert.severity))
+        if (silence := next(covering, None)) is not None:
+            covered[alert.pk] = silence
+    return covered
 
 
 # ------------------------------------------------------------------------------------ notifications

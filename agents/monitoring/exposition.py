@@ -119,8 +119,7 @@ def queues_families() -> Iterator[Metric]:
     depth = GaugeMetricFamily("agents_queue_messages", "Messages waiting on a Celery queue.", labels=["queue"])
     errors = GaugeMetricFamily("agents_queue_errors", "Queues the broker could not be asked about in this scrape.")
     failed = 0
-    for queue in ("default", *settings.AGENT_QUEUES):
-        result = probes.probe_run("celery_queue", {"queue": queue})
+    for queue, result in probes.queue_depths().items():
         if result.ok and result.value is not None:
             depth.add_metric([queue], result.value)
         else:

@@ -462,6 +462,11 @@ def probe_validate(check_type: str, params: dict) -> list[str]:
     return action.validate(params) + problems(params)
 
 
+def queue_depths() -> dict[str, ProbeResult]:
+    """Each Celery queue's ``celery_queue`` probe (messages waiting, or why the broker could not say), by queue."""
+    return {queue: probe_run("celery_queue", {"queue": queue}) for queue in ("default", *settings.AGENT_QUEUES)}
+
+
 def probe_run(check_type: str, params: dict, *, state: dict | None = None, timeout_s: float | None = None) -> ProbeResult:
     """Run one probe; a failing target gives ``ok=False`` with the reason, invalid params raise CheckSpecError.
     ``timeout_s`` (the check's) bounds a probe that has no timeout parameter of its own (a plugin)."""

@@ -8,8 +8,7 @@ from django.utils import timezone
 from agents.exceptions import MonitoringError
 from agents.core.jsonable import iso
 from agents.models import Alert, Check, Metric, Notification, Silence
-from agents.monitoring.alertmanager import labels_tags
-from agents.monitoring.rules import matchers_match
+from agents.monitoring.alerts import alerts_silences
 
 _WINDOW_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -63,26 +62,6 @@ def checks_json() -> list[dict]:
         for alert in Alert.objects.exclude(state="resolved").order_by("pk").only("pk", "state", "health_check_id")
     }
     return [check_json(check, open_alert=open_alerts.get(check.pk)) for check in Check.objects.order_by("name")]
-
-
-def alerts_silences(alerts, *, now: datetime | None = None) -> dict[int, Silence]:
-    """The active silence covering each open alert of ``alerts`` that one covers (by alert id): one query for the
-    silences of the alerts' teams, matched here as notifications match them."""
-    now = now or timezone.now()
-    alerts = [alert for alert in alerts if alert.state != "resolved"]
-    teams = {alert.health_check.team_id for alert in alerts}
-    if not alerts:
-        return {}
-    silences = list(Silence.objects.filter(starts_at__lte=now, ends_at__gt=now, team_id__in=teams).order_by("pk"))
-    covered = {}
-    for alert in alerts:
-        tags = labels_tags(alert.labels) if alert.labels else alert.health_check.tags
-        for silence in silences:
-            if silence.team_id == alert.health_check.team_id and matchers_match(
-                    silence.matchers, check=alert.health_check.name, tags=tags, severity=alert.severity):
-                covered[alert.pk] = silence
-                break
-    return covered
 
 
 def silence_text(silence: Silence | None) -> str:
