@@ -63,6 +63,8 @@ class _CopyWriter:
         self.written = 0
         self.lines: list[str] = []
         self.size = 0
+        # The first statements are small, so the database starts early; they grow to _COPY_CHUNK.
+        self.limit = _COPY_CHUNK // 16
         self.pending: queue.Queue = queue.Queue(maxsize=_COPY_QUEUED)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self.send, name="decision-audit-copy", daemon=True)
@@ -87,9 +89,10 @@ class _CopyWriter:
                     f"{'t' if cached else 'f'}\t{latency_ms!r}\t{stamp}\n")
             lines.append(line)
             size += len(line)
-            if size >= _COPY_CHUNK:
+            if size >= self.limit:
                 self.pending.put("".join(lines))
                 lines, size = [], 0
+                self.limit = min(_COPY_CHUNK, self.limit * 2)
         self.lines, self.size = lines, size
         self.written += len(rows)
 

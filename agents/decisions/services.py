@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -410,6 +411,9 @@ def _decide_each(decider: "_Decider", contexts: list, *, explain: bool, use_cach
 #: Contexts evaluated together in a batch: large enough for column-wise evaluation to pay, small enough that the
 #: database stores one chunk's audit rows while the next is evaluated.
 BATCH_CHUNK = 5_000
+#: The first chunk is smaller, so the database starts storing audit rows early instead of idling while the first
+#: full chunk is evaluated.
+BATCH_FIRST_CHUNK = 1_000
 #: Audit rows handed to the COPY stream at a time.
 AUDIT_STREAM_ROWS = 1000
 
@@ -483,6 +487,7 @@ class _Batch:
         self.decision_ids: list[str] = []  # every audited decision, in order
         self.heads: dict[int, str] = {}  # id(_Common) -> json_head (the commons are kept by self.commons)
         self.plain_texts: dict[tuple[int, int], str] = {}
+        self.storing: _Background | None = None  # the cache entries of the last chunk, being stored
 
     def common(self, fields: dict) -> _Common:
         """The one _Common of an answer's fields (its reasoning names the matched rules, so with the engine it
@@ -528,10 +533,10 @@ class _Batch:
             texts = ("".join(_KEY_ENCODE(row, 0)) for row in rows)
         return [head + hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in texts]
 
-    def cached(self, entry: Any) -> tuple | None:
-        """(common, verdict) of a cache entry; None unless it is one a batch wrote."""
+    def cached(self, text: str | bytes) -> tuple | None:
+        """(common, verdict) of a cache entry's JSON text; None unless it is one a batch wrote."""
         try:
-            fields, matched, errors, evaluated = entry
+            fields, matched, errors, evaluated = json.loads(text)
             verdict = Verdict(None, tuple(matched), {int(position): error for position, error in errors.items()}
                               if errors else None, evaluated)
             return self.common(fields), verdict
@@ -609,8 +614,12 @@ class _Batch:
         todo = range(len(contexts))
         if keys:
             todo, repeats = [], []
-            for row, entry in enumerate(self.cache.get_many(keys)):
-                found = self.cached(entry) if entry is not None else None
+            known: dict = {}  # entry text -> (common, verdict): entries repeat as outcomes do
+            for row, text in enumerate(self.cache.get_many(keys)):
+                if text is None:
+                    found = None
+                elif (found := known.get(text, False)) is False:
+                    found = known[text] = self.cached(text)
                 if found is not None:
                     decided[row], hits[row] = found, True
                 elif keys[row] in self.first_of:
@@ -634,9 +643,17 @@ class _Batch:
             for row in repeats:
                 decided[row] = self.first_of[keys[row]]
                 hits[row] = not isinstance(decided[row][1].outcome, DecisionError)
-            if fresh:
-                self.cache.set_many(fresh, self.ttl)
-        return self.results(encoded, decided, hits, raw, started, writer)
+        results = self.results(encoded, decided, hits, raw, started, writer)
+        if fresh:  # stored by a thread while the next chunk is evaluated
+            self.cache_stored()
+            self.storing = _Background(self.cache.set_many, fresh, self.ttl)
+        return results
+
+    def cache_stored(self) -> None:
+        """Wait until the cache holds what the batch stored so far; raise what storing it raised."""
+        if self.storing is not None:
+            storing, self.storing = self.storing, None
+            storing.wait()
 
     def results(self, encoded: list, decided: list, hits: list, raw: dict, started: float, writer) -> list:
         """The chunk's answers in order (as JSON text with ``as_json``), each valid context's audit row streamed to
@@ -692,6 +709,27 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+class _Background:
+    """``function(*args)`` in a thread of its own; ``wait`` joins it and raises what it raised."""
+
+    def __init__(self, function, *args):
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self.run, args=(function, *args), name="decision-cache-store",
+                                       daemon=True)
+        self.thread.start()
+
+    def run(self, function, *args) -> None:
+        try:
+            function(*args)
+        except BaseException as failure:  # raised in the batch's thread by ``wait``
+            self.failure = failure
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.failure is not None:
+            raise self.failure
+
+
 def _uuid4_texts(count: int) -> Iterator[str]:
     """``count`` random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` writes them, from one os.urandom call."""
     pool = os.urandom(16 * count).hex()
@@ -709,8 +747,12 @@ def _decide_batch(batch: "_Batch", contexts: list) -> list:
     # again and again for nothing. It is paused for the batch only, and collects as usual afterwards.
     with _collector_paused(), decisions_writer(ruleset_id=decider.version.ruleset_id, version_id=decider.version.pk,
                           trace_id=decider.trace_id, batch=settings.AGENTS_DECISION_AUDIT_BATCH) as writer:
-        for start in range(0, len(contexts), BATCH_CHUNK):
-            results.extend(batch.decide(contexts[start:start + BATCH_CHUNK], writer))
+        start = 0
+        while start < len(contexts):
+            size = BATCH_CHUNK if start else BATCH_FIRST_CHUNK
+            results.extend(batch.decide(contexts[start:start + size], writer))
+            start += size
+        batch.cache_stored()
     return results
 
 

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents.decisions import services
@@ -67,6 +67,35 @@ def test_the_database_refuses_to_change_or_delete_an_audited_decision(change):
         change(rows)
 
     assert rows.get().decision == "approve"
+
+
+def test_the_database_refuses_a_decision_naming_a_missing_rule_set_version_or_model():
+    load(LOANS)
+    row = Decision.objects.get(decision_id=services.decide(ruleset="loans", context=APPLICATION)["decision_id"])
+    fields = {"ruleset_id": row.ruleset_id, "version_id": row.version_id, "context": {}, "engine": "rules",
+              "latency_ms": 1.0}
+
+    for wrong, named in (({"ruleset_id": row.ruleset_id + 1000}, "rule set"),
+                         ({"version_id": row.version_id + 1000}, "rule set version"),
+                         ({"model_version_id": 987654}, "model version")):
+        with pytest.raises(IntegrityError, match=f"decision refused: {named} \\d+ does not exist"), \
+                transaction.atomic():
+            Decision.objects.bulk_create([Decision(**fields), Decision(**{**fields, **wrong})])
+
+    assert Decision.objects.count() == 1
+
+
+def test_the_database_refuses_deleting_a_rule_set_version_the_audit_names():
+    load(LOANS)
+    row = Decision.objects.get(decision_id=services.decide(ruleset="loans", context=APPLICATION)["decision_id"])
+
+    # Below Django's PROTECT: plain SQL, as any other client of the database could send it.
+    with pytest.raises(IntegrityError, match="the decision audit names agents_rulesetversion"), \
+            transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM agents_rulesetversion WHERE id = %s", [row.version_id])
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+    assert Decision.objects.get().version.number == 1
 
 
 def test_a_purge_deletes_only_old_decisions_and_is_audited():
