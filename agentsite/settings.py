@@ -5,13 +5,13 @@ filesystem Celery broker under ``var/broker`` that needs no server process but
 works across processes. Production names PostgreSQL and Redis by URL; the code
 paths are the same.
 """
+import base64
 import os
 import secrets
 import ssl
 from pathlib import Path
 
 import environ
-from cryptography.fernet import Fernet
 from kombu import Queue
 from kombu.common import Broadcast
 
@@ -92,10 +92,16 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # --- Keys (README: Security) ---------------------------------------------------
+def _fernet_key() -> str:
+    """A new Fernet key, as ``Fernet.generate_key()`` makes it (32 random bytes, URL-safe base64), without loading
+    ``cryptography`` in every process that reads the settings."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
 #: Fernet keys that encrypt stored secrets, comma-separated, newest first: the first encrypts, every one decrypts
 #: (keep an old key listed until `manage.py secrets rotate` has re-encrypted everything under the new one).
 AGENTS_ENCRYPTION_KEYS = env.list("AGENTS_ENCRYPTION_KEYS", default=[]) or [
-    _production_secret("AGENTS_ENCRYPTION_KEYS", "encryption_key", lambda: Fernet.generate_key().decode())
+    _production_secret("AGENTS_ENCRYPTION_KEYS", "encryption_key", _fernet_key)
 ]
 #: HMAC-SHA256 keys that sign agent messages, comma-separated, newest first: the first signs, every one verifies.
 AGENTS_MESSAGE_KEY = env.list("AGENTS_MESSAGE_KEY", default=[]) or [

@@ -21,7 +21,7 @@ REPEATS = 7
 ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 ENV.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentsite_bench")
 ENV["DJANGO_SETTINGS_MODULE"] = "agentsite.settings"
-HEAVY = ("pandas", "numpy", "pyarrow", "sklearn", "skops", "requests", "jsonschema")
+HEAVY = ("pandas", "numpy", "pyarrow", "sklearn", "skops", "requests", "jsonschema", "redis", "cryptography")
 
 
 def timed(command: list[str], cwd: Path) -> float:

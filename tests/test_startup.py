@@ -8,7 +8,7 @@ from tests.conftest import PROJECT_DIR
 
 DATA_LIBRARIES = ("pandas", "numpy", "pyarrow", "sklearn", "skops")
 #: Also loaded on first use by agentsite itself; the API's own libraries (DRF, drf-spectacular) import them anyway.
-HEAVY = (*DATA_LIBRARIES, "requests", "jsonschema")
+HEAVY = (*DATA_LIBRARIES, "requests", "jsonschema", "redis", "cryptography")
 
 LOADED_AFTER = """
 import json, sys, django

@@ -15,17 +15,20 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from agents.core.audit import audit_record
+from agents.core.lazy import lazy
 from agents.core.redaction import revealed
 from agents.core.teams import team_acting
 from agents.exceptions import SecretError
 from agents.models import Secret
 from agents.models.security import SECRET_NAME_PATTERN, SECRET_NAME_RULE
+
+#: Loaded on first use: the commands and pages that never touch a secret do not pay for it.
+fernet = lazy("cryptography.fernet")
 
 #: An environment variable's name, as ``{"env": NAME}`` gives it.
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -45,28 +48,28 @@ def _key_list(value: Any) -> list[str]:
 
 
 @lru_cache(maxsize=8)
-def _fernet_of(keys: tuple[str, ...]) -> MultiFernet:
+def _fernet_of(keys: tuple[str, ...]) -> "fernet.MultiFernet":
     if not keys:
         raise SecretError("AGENTS_ENCRYPTION_KEYS is empty: give at least one Fernet key (`manage.py secrets keygen`)")
     fernets = []
     for index, key in enumerate(keys, start=1):
         try:
-            fernets.append(Fernet(key))
+            fernets.append(fernet.Fernet(key))
         except ValueError:  # a bad length or bad base64 (binascii.Error is a ValueError)
             raise SecretError(
                 f"AGENTS_ENCRYPTION_KEYS item {index} of {len(keys)} is not a Fernet key (32 url-safe base64-encoded "
                 "bytes; make one with `manage.py secrets keygen`)"
             ) from None
-    return MultiFernet(fernets)
+    return fernet.MultiFernet(fernets)
 
 
-def _fernet() -> MultiFernet:
+def _fernet() -> "fernet.MultiFernet":
     return _fernet_of(tuple(_key_list(settings.AGENTS_ENCRYPTION_KEYS)))
 
 
 def key_generate() -> str:
     """A new Fernet key, for AGENTS_ENCRYPTION_KEYS."""
-    return Fernet.generate_key().decode()
+    return fernet.Fernet.generate_key().decode()
 
 
 def encrypt(text: str) -> str:
@@ -80,7 +83,7 @@ def decrypt(token: str) -> str:
     """The text of a Fernet token made by ``encrypt`` under any key still listed in AGENTS_ENCRYPTION_KEYS."""
     try:
         return _fernet().decrypt(str(token).encode()).decode()
-    except InvalidToken:
+    except fernet.InvalidToken:
         raise SecretError(f"cannot decrypt: {_UNDECRYPTABLE}") from None
 
 
@@ -88,7 +91,7 @@ def rotate(token: str) -> str:
     """The same text encrypted under the newest key (a token already under it is re-encrypted too)."""
     try:
         return _fernet().rotate(str(token).encode()).decode()
-    except InvalidToken:
+    except fernet.InvalidToken:
         raise SecretError(f"cannot rotate: {_UNDECRYPTABLE}") from None
 
 
