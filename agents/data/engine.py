@@ -19,7 +19,7 @@ from typing import Any, Callable
 from agents.core.lazy import lazy
 from agents.data import transforms as tf
 from agents.data.quality import CheckRunner, tables_concat
-from agents.data.sources import source_frame, source_read
+from agents.data.sources import source_frame, source_read, source_read_stop
 
 pd = lazy("pandas")
 pa = lazy("pyarrow")
@@ -138,21 +138,28 @@ def pipeline_execute(
 
     partials: list[pd.DataFrame] = []
     gathered: list[pd.DataFrame] = []
-    for chunk in source_read(source, columns=columns, chunk_rows=chunk_rows, params=run_params):
-        outcome.chunks += 1
-        outcome.rows_in += len(chunk)
-        for index, transform in enumerate(streaming):
-            chunk = tf.transform_apply(chunk, transform, where=f"transforms[{index + 1}] ({transform['type']})",
-                                       load=load)
-        if aggregate is not None:
-            where = f"transforms[{len(streaming) + 1}] (aggregate)"
-            partials.append(tf.aggregate_partial(chunk, aggregate, where=where))
-            if len(partials) >= PARTIALS_COMBINE_EVERY:
-                partials = [tf.aggregate_combine(partials, aggregate)]
-        elif global_transforms:
-            gathered.append(chunk)
-        else:
-            emit(chunk)
+    frames = source_read(source, columns=columns, chunk_rows=chunk_rows, params=run_params)
+    try:
+        for chunk in frames:
+            outcome.chunks += 1
+            outcome.rows_in += len(chunk)
+            for index, transform in enumerate(streaming):
+                chunk = tf.transform_apply(chunk, transform, where=f"transforms[{index + 1}] ({transform['type']})",
+                                           load=load)
+            if aggregate is not None:
+                where = f"transforms[{len(streaming) + 1}] (aggregate)"
+                partials.append(tf.aggregate_partial(chunk, aggregate, where=where))
+                if len(partials) >= PARTIALS_COMBINE_EVERY:
+                    partials = [tf.aggregate_combine(partials, aggregate)]
+            elif global_transforms:
+                gathered.append(chunk)
+            else:
+                emit(chunk)
+    except Exception:
+        # A source that finds its input bad only while reading (a ragged csv, checked beside the parse) raises
+        # that here, first: a transform may have tripped over the bad rows.
+        source_read_stop(frames)
+        raise
 
     if aggregate is not None or global_transforms:
         if aggregate is not None:

@@ -790,8 +790,11 @@ class CheckRunner:
         bounds = self.check["length"]
         low = bounds.get("equal", bounds.get("min"))
         high = bounds.get("equal", bounds.get("max"))
-        lengths = series.map(lambda value: len(value) if isinstance(value, str) else -1, na_action="ignore")
-        lengths = pd.to_numeric(lengths).to_numpy(dtype=float, na_value=np.nan)
+        if isinstance(series.dtype, pd.StringDtype):  # text only: counted by pandas (Arrow), not value by value
+            lengths = series.str.len().to_numpy(dtype=float, na_value=np.nan)
+        else:
+            lengths = series.map(lambda value: len(value) if isinstance(value, str) else -1, na_action="ignore")
+            lengths = pd.to_numeric(lengths).to_numpy(dtype=float, na_value=np.nan)
         with np.errstate(invalid="ignore"):
             outside = lengths < 0
             if low is not None:

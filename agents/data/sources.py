@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import csv
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -383,6 +384,22 @@ def source_read(spec: dict, *, columns: list[str] | None = None, chunk_rows: int
     return _dataset_frames(spec, columns=columns, chunk_rows=chunk_rows)
 
 
+class _ReadStopped(BaseException):
+    """Thrown into a source's reader by ``source_read_stop`` (a BaseException, so readers' handlers let it pass)."""
+
+
+def source_read_stop(frames: Iterator[pd.DataFrame]) -> None:
+    """Stop reading ``frames`` (from ``source_read``) early and release them; raise the ``DataSourceError`` the
+    reader found meanwhile, if any (a csv's ragged rows are checked beside the parse, so known only as it reads)."""
+    throw = getattr(frames, "throw", None)
+    if throw is None:
+        return
+    try:
+        throw(_ReadStopped())
+    except (_ReadStopped, StopIteration):
+        pass
+
+
 def source_frame(spec: dict, *, columns: list[str] | None = None, params: dict | None = None) -> pd.DataFrame:
     """The whole source as one DataFrame (its columns kept even when it has no rows)."""
     frames = list(source_read(spec, columns=columns, params=params))
@@ -489,7 +506,11 @@ def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_row
                 frame[column] = pd.to_datetime(frame[column])
             except (ValueError, TypeError) as error:
                 raise DataSourceError(f"{label}: column {column!r} is not a date: {_reason(error)}") from None
-        yield frame
+        try:
+            yield frame
+        except _ReadStopped as stop:
+            frames.throw(stop)  # the format's reader may have found the file bad meanwhile (a ragged csv)
+            raise
 
 
 def _csv_ragged_rows(path: Path, spec: dict) -> tuple[int, list[tuple[int, int, int]]]:
@@ -534,26 +555,76 @@ def _csv_ragged_rows_slow(path: Path, spec: dict) -> list[tuple[int, int, int]]:
                 if row and len(row) != len(header)]
 
 
+class _RaggedCheck:
+    """``_csv_ragged_rows`` on a thread, started before pandas parses the same file: pyarrow's tokenizer releases
+    the GIL, so on a second core the check costs the read no time (it took as long as the parse when run first)."""
+
+    def __init__(self, path: Path, spec: dict) -> None:
+        self._outcome: tuple[int, list[tuple[int, int, int]]] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path, spec), name="csv-ragged-rows", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path, spec: dict) -> None:
+        try:
+            self._outcome = _csv_ragged_rows(path, spec)
+        except BaseException as error:  # raised again in the reading thread
+            self._error = error
+
+    def refuse(self, *, label: str, wait: bool = True) -> None:
+        """Raise the ``DataSourceError`` naming the ragged rows, if any; without ``wait``, only once known."""
+        if not wait and self._thread.is_alive():
+            return
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        fields, ragged = self._outcome
+        if ragged:
+            _ragged_refuse(fields, ragged, label=label)
+
+
+def _ragged_refuse(fields: int, ragged: list[tuple[int, int, int]], *, label: str) -> None:
+    """Raise the ``DataSourceError`` naming the first rows whose field count is not the header's ``fields``."""
+    shown = ", ".join(f"line {line} ({count} fields)" for line, _, count in ragged[:MAX_BAD_LINES_SHOWN])
+    more = f" and {len(ragged) - MAX_BAD_LINES_SHOWN} more" if len(ragged) > MAX_BAD_LINES_SHOWN else ""
+    raise DataSourceError(f"{label}: {len(ragged)} row(s) do not have the header's {fields} fields: {shown}{more}; "
+                          "fix the file, or set on_bad_lines: skip to leave such rows out")
+
+
 def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
+    """A csv file in chunks. Rows whose field count differs from the header's are left out (``on_bad_lines:
+    skip``, found before reading) or refuse the file: that check runs beside the parse, and its error comes
+    before any other (a missing column, a parser's complaint), at the latest after the last chunk, or when the
+    consumer stops early through ``source_read_stop``."""
     options = {"sep": spec["delimiter"], "encoding": spec["encoding"]}
-    fields, ragged = _csv_ragged_rows(path, spec)
-    if ragged and spec.get("on_bad_lines", "error") == "error":
-        shown = ", ".join(f"line {line} ({count} fields)" for line, _, count in ragged[:MAX_BAD_LINES_SHOWN])
-        more = f" and {len(ragged) - MAX_BAD_LINES_SHOWN} more" if len(ragged) > MAX_BAD_LINES_SHOWN else ""
-        raise DataSourceError(f"{label}: {len(ragged)} row(s) do not have the header's {fields} fields: {shown}{more}; "
-                              "fix the file, or set on_bad_lines: skip to leave such rows out")
-    if ragged:
-        options["skiprows"] = [record for _, record, _ in ragged]
-    header = list(pd.read_csv(path, nrows=0, **options).columns)
-    if columns is not None:
-        _columns_require(columns, header, label=label)
-    if chunk_rows is None:
-        reader = contextlib.nullcontext([pd.read_csv(path, usecols=columns, **options)])
+    check = None
+    if spec.get("on_bad_lines", "error") == "error":
+        check = _RaggedCheck(path, spec)
     else:
-        reader = pd.read_csv(path, usecols=columns, chunksize=chunk_rows, **options)
-    with reader as frames:  # closes the file even when the reader stops early
-        for frame in _at_least_one(iter(frames), pd.DataFrame(columns=columns or header)):
-            yield _columns_pick(frame, columns, label=label)  # usecols keeps the file's order; give the asked one
+        _, ragged = _csv_ragged_rows(path, spec)
+        if ragged:
+            options["skiprows"] = [record for _, record, _ in ragged]
+    try:
+        header = list(pd.read_csv(path, nrows=0, **options).columns)
+        if columns is not None:
+            _columns_require(columns, header, label=label)
+        if chunk_rows is None:
+            reader = contextlib.nullcontext([pd.read_csv(path, usecols=columns, **options)])
+        else:
+            reader = pd.read_csv(path, usecols=columns, chunksize=chunk_rows, **options)
+        with reader as frames:  # closes the file even when the reader stops early
+            for frame in _at_least_one(iter(frames), pd.DataFrame(columns=columns or header)):
+                if check is not None:
+                    check.refuse(label=label, wait=False)
+                yield _columns_pick(frame, columns, label=label)  # usecols keeps the file's order; give the asked one
+    except GeneratorExit:
+        raise  # dropped unread (garbage collected): there is no one to tell
+    except BaseException as error:  # a parser's complaint, a missing column, ``source_read_stop``: bad rows first
+        if check is not None and not isinstance(error, DataSourceError):
+            check.refuse(label=label)
+        raise
+    if check is not None:
+        check.refuse(label=label)
 
 
 def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:

@@ -484,13 +484,25 @@ def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.Data
         else:
             named[output] = (column, function)
     try:
-        if group_by:
-            result = frame.groupby(group_by, dropna=False, sort=False).agg(**named).reset_index()
-        else:
-            result = pd.DataFrame({name: [frame[column].agg(function)] for name, (column, function) in named.items()})
+        return _aggregated(frame, group_by, named)
     except TypeError as error:
         raise DataError(f"{where}: an aggregation does not fit its column's type: {error}") from None
-    return result
+
+
+def _aggregated(frame: pd.DataFrame, group_by: list[str], named: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    """``frame`` grouped by ``group_by`` (one row when empty), output column -> (column, function) applied.
+
+    Each distinct (column, function) is computed once (a mean's partial count is often also a count asked for), on
+    one grouping: pandas' named ``agg`` recomputes duplicates and costs more per call than the sums themselves.
+    """
+    if not group_by:
+        return pd.DataFrame({name: [frame[column].agg(function)] for name, (column, function) in named.items()})
+    grouped = frame.groupby(group_by, dropna=False, sort=False)
+    computed: dict[tuple[str, str], pd.Series] = {}
+    for pair in named.values():
+        if pair not in computed:
+            computed[pair] = grouped[pair[0]].agg(pair[1])
+    return pd.DataFrame({name: computed[pair] for name, pair in named.items()}).reset_index()
 
 
 #: Arrow type names (as a dataset's schema records them) that hold numbers.
@@ -547,9 +559,7 @@ def aggregate_combine(partials: list[pd.DataFrame], spec: dict) -> pd.DataFrame:
             named[f"{output}__count"] = (f"{output}__count", "sum")
         else:
             named[output] = (output, _COMBINE[aggregation["function"]])
-    if group_by:
-        return frame.groupby(group_by, dropna=False, sort=False).agg(**named).reset_index()
-    return pd.DataFrame({name: [frame[column].agg(function)] for name, (column, function) in named.items()})
+    return _aggregated(frame, group_by, named)
 
 
 def aggregate_finish(partial: pd.DataFrame, spec: dict) -> pd.DataFrame:

@@ -236,6 +236,25 @@ def test_a_run_that_meets_a_type_error_fails_with_the_reason_and_never_stays_run
     assert not Dataset.objects.filter(run=run).exists()
 
 
+def test_a_ragged_csv_fails_the_run_naming_its_bad_rows_even_when_a_transform_fails_first(data_root):
+    # given a csv with a short and a long row, and an aggregate that fails on the first chunk (a mean of text)
+    data_root.mkdir(parents=True, exist_ok=True)
+    (data_root / "ragged.csv").write_bytes(b"id,name,amount\n1,ann,10\n2,bob,20,extra\n3,cy\n4,dee,40\n")
+    spec = {"name": "ragged", "source": {"kind": "file", "path": "ragged.csv"}, "chunk_rows": 1,
+            "transforms": [{"type": "aggregate", "group_by": ["id"],
+                            "aggregations": {"avg": {"column": "name", "function": "mean"}}}],
+            "output": {"dataset": "ragged"}}
+
+    # when it runs
+    run = services.pipeline_run(pipeline=load(spec).pipeline.name)
+
+    # then the run fails on the file's bad rows, which the check beside the parse found, and publishes nothing
+    assert run.status == "failed"
+    assert run.error == ("file 'ragged.csv': 2 row(s) do not have the header's 3 fields: line 3 (4 fields), line 4 "
+                         "(2 fields); fix the file, or set on_bad_lines: skip to leave such rows out")
+    assert not Dataset.objects.filter(run=run).exists()
+
+
 def test_lineage_names_each_input_once_per_role(data_root, orders):
     write_orders(data_root, orders.head(300))
     customers = {"kind": "file", "path": "customers.csv"}

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 
 from agents.data.paths import data_path_relative, data_path_resolve
-from agents.data.sources import source_describe, source_frame, source_read, source_validate
+from agents.data.sources import source_describe, source_frame, source_read, source_read_stop, source_validate
 from agents.exceptions import ColumnError, DataPathError, DataSourceError
 
 ORDERS = pd.DataFrame({
@@ -167,6 +167,25 @@ def test_a_ragged_csv_is_refused_naming_each_bad_line(root):
     assert str(caught.value) == (
         "file 'in/ragged.csv': 2 row(s) do not have the header's 3 fields: line 3 (4 fields), line 4 (2 fields); "
         "fix the file, or set on_bad_lines: skip to leave such rows out")
+
+
+RAGGED_MESSAGE = ("file 'in/ragged.csv': 2 row(s) do not have the header's 3 fields: line 3 (4 fields), line 4 "
+                  "(2 fields); fix the file, or set on_bad_lines: skip to leave such rows out")
+
+
+@pytest.mark.parametrize("columns", [["id", "amount"], ["id", "price"]])
+def test_a_ragged_csv_is_refused_first_even_when_asked_for_a_missing_column_or_left_after_one_chunk(root, columns):
+    # given a ragged file, which the check (run beside the parse) finds while or after the first chunk is read
+    (root / "in" / "ragged.csv").write_bytes(RAGGED)
+
+    # when a reader asks for columns (one missing) and stops after the first chunk
+    with pytest.raises(DataSourceError) as caught:
+        frames = source_read({"kind": "file", "path": "in/ragged.csv"}, columns=columns, chunk_rows=1)
+        next(frames)
+        source_read_stop(frames)
+
+    # then the bad rows are what it is told, as when the whole file is read
+    assert str(caught.value) == RAGGED_MESSAGE
 
 
 @pytest.mark.parametrize("chunk_rows", [None, 2])
