@@ -9,12 +9,22 @@ host (or the address, or a network holding it) itself, so ``*`` admits public ho
 to the address that was checked, never to a second DNS answer (no DNS rebinding). Redirects are not followed unless
 the call opts in; then every hop is checked the same way, and a hop to another host carries neither the caller's
 headers (which may hold secrets) nor its body.
+
+Connections are kept open and reused, per process, by the address that was checked (``_pinned_adapter``): every
+request is still read, allow-listed and resolved first, and only a connection to the address that check chose is
+taken from the pool, so a host that now resolves elsewhere gets a new pool, never an old connection. Nothing else
+is kept between requests: no cookie, header or credential (requests go out without a ``requests.Session``). A
+request on a kept connection that the server closed meanwhile is sent once more on a new one when it is
+idempotent (GET, HEAD, OPTIONS), as browsers do; a failure on a new connection is the answer.
 """
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -32,6 +42,16 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 #: What no URL agentsite sends may hold anywhere: the characters parsers disagree on.
 _AMBIGUOUS = re.compile(r"[\x00-\x20\x7f\\]")
+#: Checked addresses whose connection pools a process keeps (least recently used dropped first), host names per
+#: address, and idle connections kept per host name: as many as a worker's probe threads call one host at once.
+MAX_ADDRESSES = 256
+HOSTS_PER_ADDRESS = 16
+CONNECTIONS_PER_HOST = 64
+#: Methods sent once more when a kept connection turns out closed by the server (nothing reached it).
+RESENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Bytes of an unread body read to put its connection back in the pool (``outbound_release``); a longer body's
+#: connection is closed instead.
+DRAIN_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -157,6 +177,27 @@ def _in_named_network(ip, allowed: list[str]) -> bool:
     return False
 
 
+class _Connections(threading.local):
+    """Whether the request under way in this thread opened a new connection (else it used a kept one)."""
+
+    opened = False
+
+
+_connections = _Connections()
+_adapters: OrderedDict = OrderedDict()
+_adapters_lock = threading.Lock()
+
+
+def _adapters_forget() -> None:
+    """In a forked child: the parent's pools (and sockets) are the parent's own."""
+    global _adapters_lock
+    _adapters.clear()
+    _adapters_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_adapters_forget)
+
+
 def _pinned_pool_classes(address: str) -> dict:
     """Connection pools whose connections go to ``address`` while the Host header, TLS name and certificate check
     keep the URL's host name."""
@@ -168,10 +209,18 @@ def _pinned_pool_classes(address: str) -> dict:
             super().__init__(*args, **kwargs)
             self._dns_host = address
 
+        def connect(self):
+            _connections.opened = True
+            super().connect()
+
     class PinnedHTTPSConnection(HTTPSConnection):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._dns_host = address
+
+        def connect(self):
+            _connections.opened = True
+            super().connect()
 
     class PinnedHTTPConnectionPool(HTTPConnectionPool):
         ConnectionCls = PinnedHTTPConnection
@@ -183,7 +232,20 @@ def _pinned_pool_classes(address: str) -> dict:
 
 
 def _pinned_adapter(address: str):
-    """A transport adapter that connects to one checked address, whatever DNS says later."""
+    """The transport adapter (and its pools of kept connections) of this process that connects to one checked
+    address, whatever DNS says later."""
+    with _adapters_lock:
+        adapter = _adapters.pop(address, None)
+        if adapter is None:
+            adapter = _new_pinned_adapter(address)
+        _adapters[address] = adapter  # the most recently used last
+        evicted = [_adapters.popitem(last=False)[1] for _ in range(len(_adapters) - MAX_ADDRESSES)]
+    for old in evicted:
+        old.close()  # its idle connections; one in use is closed when its request is done with it
+    return adapter
+
+
+def _new_pinned_adapter(address: str):
     from requests.adapters import HTTPAdapter
 
     class PinnedAdapter(HTTPAdapter):
@@ -191,7 +253,47 @@ def _pinned_adapter(address: str):
             super().init_poolmanager(*args, **kwargs)
             self.poolmanager.pool_classes_by_scheme = _pinned_pool_classes(address)
 
-    return PinnedAdapter(max_retries=0)
+    return PinnedAdapter(pool_connections=HOSTS_PER_ADDRESS, pool_maxsize=CONNECTIONS_PER_HOST, max_retries=0)
+
+
+def _send(method: str, target: OutboundTarget, *, headers: dict, json, params: dict | None, timeout_s: float,
+          stream: bool) -> requests.Response:
+    """Send one request to the checked address of ``target`` on a kept connection when there is one, with
+    requests' default headers under the caller's and nothing from the environment (proxy, netrc)."""
+    merged = requests.utils.default_headers()
+    merged.update(headers)
+    prepared = requests.Request(method, target.url, headers={name: value for name, value in merged.items()
+                                                             if value is not None},
+                                json=json, params=params).prepare()
+    adapter = _pinned_adapter(target.address)
+    for resend in (True, False):
+        _connections.opened = False
+        try:
+            response = adapter.send(prepared, stream=stream, timeout=timeout_s, verify=True, proxies={})
+        except requests.ConnectionError as error:
+            # A kept connection the server had closed: nothing was answered, so an idempotent request goes again.
+            if (resend and not _connections.opened and method in RESENT_METHODS
+                    and not isinstance(error, requests.Timeout)):
+                continue
+            raise
+        if not stream:
+            response.content  # noqa: B018  (read now: the connection goes back to the pool)
+        return response
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def outbound_release(response: requests.Response) -> None:
+    """Done with a ``stream=True`` response: read what is left of a short body so its connection is kept for the
+    next request (a body over ``DRAIN_BYTES`` closes it instead), then close it."""
+    try:
+        read = 0
+        for chunk in response.iter_content(DRAIN_BYTES):
+            read += len(chunk)
+            if read > DRAIN_BYTES:
+                break
+    except (requests.RequestException, OSError):
+        pass  # the body broke off: the connection is closed below, not kept
+    response.close()
 
 
 def outbound_request(method: str, url: str, *, setting: str, headers: dict | None = None, json=None,
@@ -205,11 +307,8 @@ def outbound_request(method: str, url: str, *, setting: str, headers: dict | Non
     body = json
     target = target if target is not None and target.url == url else outbound_target(url, setting)
     for _ in range(MAX_REDIRECTS + 1):
-        with requests.Session() as session:
-            session.trust_env = False  # no proxy or netrc from the environment decides where a request goes
-            session.mount(f"{target.scheme}://", _pinned_adapter(target.address))
-            response = session.request(method, target.url, headers=headers, json=body, params=params,
-                                       timeout=timeout_s, stream=stream, allow_redirects=False)
+        response = _send(method, target, headers=headers, json=body, params=params, timeout_s=timeout_s,
+                         stream=stream)
         if not follow_redirects or response.status_code not in REDIRECT_STATUSES:
             return response
         location = response.headers.get("Location")

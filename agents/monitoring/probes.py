@@ -28,6 +28,7 @@ from agents.core.network import connection_failure_reason
 from agents.core.outbound import (
     allow_list_refusal,
     outbound_request,
+    outbound_release,
     outbound_target,
     outbound_url_refusal,
     url_shown,
@@ -159,11 +160,13 @@ def _http(params: dict, state: dict) -> ProbeResult:
     try:
         with breaker(check_key(http_key(url), urlsplit(url).path or "/"), timeout_s=timeout_s) as call:
             started = time.perf_counter()
-            # stream=True: the status and headers are what is measured; the body is never downloaded.
-            with outbound_request(method, url, setting=ALLOWED_HOSTS_SETTING, timeout_s=timeout_s, stream=True,
-                                  target=target) as response:
-                latency_ms = _ms(time.perf_counter() - started)
-                status = response.status_code
+            # stream=True: the status and headers are what is measured; a short body is read afterwards only so
+            # the connection is kept for the next run (a long one is not downloaded: its connection is closed).
+            response = outbound_request(method, url, setting=ALLOWED_HOSTS_SETTING, timeout_s=timeout_s,
+                                        stream=True, target=target)
+            latency_ms = _ms(time.perf_counter() - started)
+            status = response.status_code
+            outbound_release(response)
             if status >= 500:
                 call.failed(f"answered {status}")
     except CircuitOpenError as error:

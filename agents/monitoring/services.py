@@ -3,6 +3,8 @@ as metric samples, the check's state and its alert."""
 import json
 import logging
 import math
+import os
+import threading
 import time
 import zlib
 from collections.abc import Iterable
@@ -354,6 +356,31 @@ def _probe(check: Check) -> tuple[probes.ProbeResult, float]:
     return result, (time.perf_counter() - started) * 1000
 
 
+_probe_pool: ThreadPoolExecutor | None = None
+_probe_pool_lock = threading.Lock()
+
+
+def _probe_pool_get() -> ThreadPoolExecutor:
+    """This process's probe threads (``AGENTS_MONITOR_PROBE_THREADS``), started once and kept between batches."""
+    global _probe_pool
+    size = max(1, settings.AGENTS_MONITOR_PROBE_THREADS)
+    with _probe_pool_lock:
+        if _probe_pool is None or _probe_pool._max_workers != size:
+            if _probe_pool is not None:
+                _probe_pool.shutdown(wait=False)  # the setting changed: its threads end once idle
+            _probe_pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="probe")
+        return _probe_pool
+
+
+def _probe_pool_forget() -> None:
+    """In a forked child (a worker's pool process): the parent's threads did not come along."""
+    global _probe_pool, _probe_pool_lock
+    _probe_pool, _probe_pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_probe_pool_forget)
+
+
 def checks_run(*, runs: Iterable[tuple[int, datetime]], scheduled: bool = True) -> list[CheckOutcome]:
     """Run checks (id, scheduled time) now: probes concurrently, then the results recorded in one transaction.
 
@@ -363,14 +390,15 @@ def checks_run(*, runs: Iterable[tuple[int, datetime]], scheduled: bool = True) 
     started_at = timezone.now()
     runs = list(runs)
     candidates = Check.objects.filter(enabled=True) if scheduled else Check.objects.all()
-    checks = candidates.in_bulk([check_id for check_id, _ in runs])
+    # What a probe needs; the rest is read, under lock, when the results are recorded.
+    checks = candidates.only("id", "check_type", "params", "probe_state", "timeout_s").in_bulk(
+        [check_id for check_id, _ in runs])
     todo = [(checks[check_id], scheduled) for check_id, scheduled in runs if check_id in checks]
     threaded = [item for item in todo if item[0].check_type not in INLINE_PROBE_TYPES]
     results: dict[int, tuple[probes.ProbeResult, float]] = {}
     if threaded:
-        with ThreadPoolExecutor(max_workers=min(len(threaded), settings.AGENTS_MONITOR_PROBE_THREADS)) as pool:
-            for (check, _), result in zip(threaded, pool.map(lambda item: _probe(item[0]), threaded)):
-                results[check.pk] = result
+        for (check, _), result in zip(threaded, _probe_pool_get().map(lambda item: _probe(item[0]), threaded)):
+            results[check.pk] = result
     recorded = []
     for check, scheduled in todo:
         result, duration_ms = results.get(check.pk) or _probe(check)
@@ -435,6 +463,32 @@ def _checks_fields_write(checks: list[Check], names: list[str]) -> None:
         )
 
 
+#: The columns of a metric sample as ``_samples_write`` takes them (``tags`` as JSON text); COPY writes no
+#: default, so ``sample_count`` (1: a raw sample) is written with each row.
+_SAMPLE_COLUMNS = ("name", "value", "unit", "tags", "health_check_id", "recorded_at", "sample_count")
+
+
+def _samples_write(samples: list[tuple]) -> None:
+    """Insert metric samples (``_SAMPLE_COLUMNS``): one COPY on PostgreSQL (an
+    INSERT of thousands of rows costs more to build than to store), else one bulk insert."""
+    if not samples:
+        return
+    connection = connections[Metric.objects.db]
+    if connection.vendor != "postgresql":
+        Metric.objects.bulk_create(
+            Metric(name=name, value=value, unit=unit, tags=json.loads(tags), health_check_id=check_id,
+                   recorded_at=recorded_at)
+            for name, value, unit, tags, check_id, recorded_at, _ in samples
+        )
+        return
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(Metric._meta.get_field(name).column) for name in _SAMPLE_COLUMNS)
+    with connection.cursor() as cursor, cursor.cursor.copy(
+            f"COPY {quote(Metric._meta.db_table)} ({columns}) FROM STDIN") as copy:
+        for row in samples:
+            copy.write_row(row)
+
+
 def checks_results_record(
     *, results: list[tuple[int, probes.ProbeResult, datetime, float]], started_at: datetime | None = None,
 ) -> list[CheckOutcome]:
@@ -471,9 +525,9 @@ def checks_results_record(
             outcomes.append(outcome)
             if check.last_scheduled_for is not None and scheduled_for <= check.last_scheduled_for:
                 continue
-            tags = {"check": check.name, "target": result.target}
+            tags = json.dumps({"check": check.name, "target": result.target})
             samples.extend(
-                Metric(name=name, value=value, unit=unit, tags=tags, health_check=check, recorded_at=now)
+                (name, value, unit, tags, check.pk, now, 1)
                 for name, (value, unit) in result.metrics.items()
                 if value is not None and math.isfinite(value)
             )
@@ -497,7 +551,7 @@ def checks_results_record(
             # An unknown result says nothing of the target: the alert stays as it is.
             if not result.unknown and (failing or check.pk in with_open_alerts):
                 observed.append((check, result, status, outcome))
-        Metric.objects.bulk_create(samples)
+        _samples_write(samples)
         _checks_fields_write(list(written.values()), _RESULT_FIELDS)
         for check, result, status, outcome in observed:
             alert = alerts.alert_observe(check=check, result=result, status=status, now=now)
