@@ -7,7 +7,8 @@ wall time, CPU time of the whole process (every thread: the pipeline checks a CS
 beside the parse, so its CPU time exceeds its wall time on an idle machine), and peak memory as the growth of
 its peak resident set (``ru_maxrss``) over its resident set just before the work, so the pipeline side is not
 charged for Django's imports. On a shared, loaded machine the wall-time ratio suffers from the second thread
-waiting for a core; the CPU-time ratio says what the work costs.
+waiting for a core; the CPU-time ratio says what the work costs, and the main thread's CPU time
+(``main_cpu_seconds``) what the wall time comes to on an idle machine with a core free for the check.
 
 - ``pandas_script``: ``read_csv`` of the three columns used (``usecols``), a boolean-mask filter, a
   ``groupby().agg()`` and ``to_parquet``: what a careful engineer writes by hand.
@@ -83,8 +84,8 @@ def child_pandas() -> dict:
     ).reset_index()
     result.to_parquet(DATA_ROOT / "pandas-out.parquet", index=False)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "memory_mb": _peak_mb() - before,
-            "result": _canonical(result)}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "main_cpu_seconds": cpu_seconds,
+            "memory_mb": _peak_mb() - before, "result": _canonical(result)}
 
 
 def child_agentsite() -> dict:
@@ -103,14 +104,15 @@ def child_agentsite() -> dict:
     call_command("migrate", verbosity=0, interactive=False)
     version, _ = pipeline_load(text=json.dumps(PIPELINE), source="bench")
     before = _rss_mb()
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started, cpu_started, main_started = time.perf_counter(), time.process_time(), time.thread_time()
     run = pipeline_run(pipeline=version.pipeline.name)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    main_cpu_seconds = time.thread_time() - main_started
     if run.status != "succeeded":
         raise SystemExit(f"pipeline run failed: {run.error}")
     result = pd.read_parquet(data_root() / run.dataset.path)
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "memory_mb": _peak_mb() - before,
-            "result": _canonical(result), "rows_in": run.rows_in, "chunks": run.chunks,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "main_cpu_seconds": main_cpu_seconds,
+            "memory_mb": _peak_mb() - before, "result": _canonical(result), "rows_in": run.rows_in, "chunks": run.chunks,
             "run_peak_memory_mb": run.peak_memory_mb}
 
 
@@ -189,19 +191,22 @@ def main() -> None:
         raise SystemExit(f"different answers: {results}")
     summary = {}
     for side, runs in measured.items():
-        summary[side] = {key: statistics.median(r[key] for r in runs) for key in ("seconds", "cpu_seconds",
-                                                                                   "memory_mb")}
+        summary[side] = {key: statistics.median(r[key] for r in runs)
+                         for key in ("seconds", "cpu_seconds", "main_cpu_seconds", "memory_mb")}
         extra = {k: runs[0][k] for k in ("rows_in", "chunks") if k in runs[0]}
         print(json.dumps({"bench": "data_filter_aggregate", "system": side, "rows": ROWS,
                           "seconds": round(summary[side]["seconds"], 3),
                           "cpu_seconds": round(summary[side]["cpu_seconds"], 3),
+                          "main_cpu_seconds": round(summary[side]["main_cpu_seconds"], 3),
                           "peak_memory_mb": round(summary[side]["memory_mb"], 1), **extra}), flush=True)
     time_ratio = summary["agentsite"]["seconds"] / summary["pandas_script"]["seconds"]
     cpu_ratio = summary["agentsite"]["cpu_seconds"] / summary["pandas_script"]["cpu_seconds"]
+    main_cpu_ratio = summary["agentsite"]["main_cpu_seconds"] / summary["pandas_script"]["main_cpu_seconds"]
     memory_ratio = summary["agentsite"]["memory_mb"] / summary["pandas_script"]["memory_mb"]
     print(json.dumps({"bench": "data_filter_aggregate", "rows": ROWS,
                       "time_ratio": round(time_ratio, 3), "time_goal": TIME_GOAL, "time_met": time_ratio <= TIME_GOAL,
-                      "cpu_ratio": round(cpu_ratio, 3), "load_average": os.getloadavg()[0],
+                      "cpu_ratio": round(cpu_ratio, 3), "main_cpu_ratio": round(main_cpu_ratio, 3),
+                      "load_average": os.getloadavg()[0],
                       "memory_ratio": round(memory_ratio, 3), "memory_goal": MEMORY_GOAL,
                       "memory_met": memory_ratio <= MEMORY_GOAL, "same_answer": True}), flush=True)
     end_to_end()

@@ -517,8 +517,9 @@ def _csv_ragged_rows(path: Path, spec: dict) -> tuple[int, list[tuple[int, int, 
     """The header's field count, and (line, record, fields) of every row with more or fewer fields than it (blank
     lines aside). pandas would drop the extra fields of a long row unseen and pad a short one with missing values.
 
-    Read by pyarrow's CSV tokenizer (C++, one pass, keeping only the first column), which reports each such row to
-    a handler: a few tenths of a second for millions of rows, where Python's ``csv`` module took seconds."""
+    Read by pyarrow's CSV tokenizer (C++, one pass, converting no column: it asks for one the file does not have),
+    which reports each such row to a handler: a few tenths of a second for millions of rows, where Python's ``csv``
+    module took seconds."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
@@ -532,6 +533,9 @@ def _csv_ragged_rows(path: Path, spec: dict) -> tuple[int, list[tuple[int, int, 
         header = next(csv.reader(handle, delimiter=spec["delimiter"]), None) or []
     if not header:
         return 0, []
+    absent = "\x00absent"
+    while absent in header:
+        absent += "_"
     try:
         pa_csv.read_csv(
             path,
@@ -539,8 +543,8 @@ def _csv_ragged_rows(path: Path, spec: dict) -> tuple[int, list[tuple[int, int, 
                                             skip_rows=1),
             parse_options=pa_csv.ParseOptions(delimiter=spec["delimiter"], newlines_in_values=True,
                                               invalid_row_handler=invalid),
-            convert_options=pa_csv.ConvertOptions(include_columns=header[:1],
-                                                  column_types={header[0]: pa.string()}),
+            convert_options=pa_csv.ConvertOptions(include_columns=[absent], include_missing_columns=True,
+                                                  column_types={absent: pa.null()}),
         )
     except (pa.ArrowInvalid, LookupError):
         return len(header), _csv_ragged_rows_slow(path, spec)  # what pyarrow cannot read, Python's csv reads
