@@ -14,9 +14,16 @@ chunk, ``merge`` of two profilers, ``finish`` for the JSON):
   most ``SKETCH_POINTS`` rows is kept whole. Histogram counts are read off the same function, so a bin's count is
   off by at most that many rows too.
 - distinct: exact below ``DISTINCT_SKETCH_SIZE`` distinct values, above it a K-minimum-values estimate over 64-bit
-  hashes (relative standard error about 1/sqrt(K), 1.6 %); ``distinct_exact`` says which.
-- top values: each chunk's ``TOP_KEPT`` most frequent values with their counts, merged by adding; exact when a column
-  has at most ``TOP_KEPT`` distinct values per chunk, else a lower bound.
+  hashes (relative standard error about 1/sqrt(K), 1.6 %); ``distinct_exact`` says which. A whole number hashes as
+  the equal float, so 5 and 5.0 (a chunk read as floats for a missing value) are one value.
+- top values: each chunk's ``TOP_KEPT`` most frequent values with their counts, added up every ``TOP_PARTS`` chunks
+  and cut to the ``TOP_KEPT`` most frequent; exact when a column has at most ``TOP_KEPT`` distinct values, else a
+  lower bound.
+
+Each chunk's column is read once into a numpy array (datetimes as int64 nanoseconds) and sorted once (not at all when
+already in order, as ids often are); the sorted runs give the distinct values and their counts, from which come the
+sketch, the hashes, the top values and, when there are at most half as many distinct values as rows, the moments.
+Text held by Arrow is counted by Arrow's ``value_counts``.
 
 Anomalies (``anomalies_flag``): a robust z-score (median and MAD), Tukey's IQR fences, or scikit-learn's
 IsolationForest over several columns (seeded), as columns ``anomaly_score`` and ``is_anomaly`` added to every row.
@@ -35,6 +42,8 @@ from agents.exceptions import DataError
 
 np = lazy("numpy")
 pd = lazy("pandas")
+pa_compute = lazy("pyarrow.compute")
+pa_types = lazy("pyarrow.types")
 
 #: Order statistics kept per chunk for quantiles and histograms (rank error at most 1/SKETCH_POINTS).
 SKETCH_POINTS = 1000
@@ -42,8 +51,12 @@ SKETCH_POINTS = 1000
 MAX_SKETCHES = 64
 #: Hashes kept by the distinct-count sketch (exact below this many distinct values).
 DISTINCT_SKETCH_SIZE = 4096
+#: Integers up to this size hash as the equal float; larger ones by their own bits.
+EXACT_INTEGERS = 2 ** 53
 #: Most frequent values kept per column while merging chunks, and shown in a profile.
 TOP_KEPT = 1000
+#: Chunks' top values held before they are added up and cut to the ``TOP_KEPT`` most frequent.
+TOP_PARTS = 16
 TOP_SHOWN = 10
 HISTOGRAM_BINS = 20
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -90,6 +103,64 @@ def _numbers(series: pd.Series, kind: str, *, native: bool = False) -> np.ndarra
     return present.to_numpy(dtype="float64", na_value=np.nan)
 
 
+def _category_counts(series: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
+    """The distinct present values of a column (an object array), their counts, and the number of missing values;
+    text held by Arrow is counted by Arrow itself (no Python strings but the distinct ones)."""
+    arrow = getattr(series.array, "__arrow_array__", None)
+    if arrow is not None and isinstance(series.dtype, (pd.StringDtype, pd.ArrowDtype)):
+        data = arrow()
+        if pa_types.is_string(data.type) or pa_types.is_large_string(data.type):
+            counted = pa_compute.value_counts(data)
+            values, counts = counted.field("values"), counted.field("counts")
+            if data.null_count:
+                present = values.is_valid()
+                values, counts = values.filter(present), counts.filter(present)
+            return (values.to_numpy(zero_copy_only=False).astype(object, copy=False),
+                    counts.to_numpy().astype("int64", copy=False), data.null_count)
+    counted = _hashable(series).value_counts(dropna=True, sort=False)
+    counted = counted[counted > 0]  # a categorical's unused categories
+    return counted.index.to_numpy(dtype=object), counted.to_numpy(dtype="int64"), len(series) - int(counted.sum())
+
+
+#: Nanoseconds in one tick of a datetime64 unit.
+_NANOSECONDS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def _present(series: pd.Series, kind: str, name: str) -> np.ndarray:
+    """The present values of a number or datetime column, read once: floats as float64, integers as int64,
+    datetimes as int64 nanoseconds since the epoch (wall time for a time zone other than UTC)."""
+    dtype = series.dtype
+    if kind == "number" and isinstance(dtype, np.dtype) and dtype.kind in "iuf":
+        values = series.to_numpy(dtype="float64" if dtype.kind == "f" else "int64", copy=False)
+        if dtype.kind == "f":
+            missing = np.isnan(values)
+            if missing.any():
+                values = values[~missing]
+        return values
+    array = series.array
+    if (kind == "datetime" and isinstance(array, pd.arrays.DatetimeArray) and array.unit in _NANOSECONDS
+            and str(array.tz or "UTC") == "UTC"):
+        unit = array.unit
+        ticks = array.asi8
+        if len(ticks) and ticks.min() == np.iinfo("int64").min:  # NaT
+            ticks = ticks[ticks != np.iinfo("int64").min]
+        scale = _NANOSECONDS[unit]
+        if scale > 1 and len(ticks):
+            limit = np.iinfo("int64").max // scale
+            if ticks.min() < -limit or ticks.max() > limit:
+                raise DataError(_OUT_OF_RANGE.format(name=name))
+            ticks = ticks * scale
+        return ticks
+    try:
+        return _numbers(series, kind, native=True)
+    except pd.errors.OutOfBoundsDatetime as error:
+        raise DataError(_OUT_OF_RANGE.format(name=name)) from error
+
+
+_OUT_OF_RANGE = ("column {name!r} holds dates outside the years 1677 to 2262, which a profile cannot measure in "
+                 "nanoseconds")
+
+
 def _hashable(series: pd.Series) -> pd.Series:
     """Values that can be counted: lists and mappings (from JSON) as their text."""
     if series.dtype == object and len(series) and not all(
@@ -121,8 +192,12 @@ def _sketch(sorted_values: np.ndarray, distinct: np.ndarray, counts: np.ndarray)
     count = len(sorted_values)
     if len(distinct) <= SKETCH_POINTS + 1:
         return _Sketch(points=distinct.astype("float64"), ranks=np.cumsum(counts) / count, weight=count, exact=True)
+    # The order statistics at ranks 0, 1/K, ..., 1, interpolated between neighbours (K + 1 reads, not a pass).
     positions = np.linspace(0, count - 1, SKETCH_POINTS + 1)
-    points = np.interp(positions, np.arange(count), sorted_values.astype("float64", copy=False))
+    below = np.floor(positions).astype("int64")
+    above = np.minimum(below + 1, count - 1)
+    low, high = sorted_values[below].astype("float64"), sorted_values[above].astype("float64")
+    points = low + (positions - below) * (high - low)
     return _Sketch(points=points, ranks=np.linspace(0.0, 1.0, SKETCH_POINTS + 1), weight=count, exact=False)
 
 
@@ -159,12 +234,81 @@ def _fold(sketches: list[_Sketch]) -> list[_Sketch]:
     return [_Sketch(points=np.asarray(_quantiles(sketches, ranks)), ranks=ranks, weight=total, exact=False)]
 
 
-def _smallest_hashes(values: np.ndarray, keep: int) -> np.ndarray:
-    """The ``keep`` smallest distinct 64-bit hashes of distinct ``values`` (sorted); all of them when fewer."""
-    hashes = pd.util.hash_array(values)
+def _top_fold(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Values and counts of several chunks added up (equal values by hashing, as a dict would), the ``TOP_KEPT``
+    most frequent kept."""
+    values = parts[0][0] if len(parts) == 1 else np.concatenate([values for values, _ in parts])
+    counts = parts[0][1] if len(parts) == 1 else np.concatenate([counts for _, counts in parts])
+    codes, uniques = pd.factorize(values)
+    summed = np.bincount(codes, weights=counts, minlength=len(uniques)).astype("int64")
+    uniques = np.asarray(uniques, dtype=values.dtype if values.dtype != object else object)
+    if len(uniques) > TOP_KEPT:
+        kept = np.argpartition(-summed, TOP_KEPT)[:TOP_KEPT]
+        uniques, summed = uniques[kept], summed[kept]
+    return uniques, summed
+
+
+def _ascending(values: np.ndarray) -> bool:
+    """Whether ``values`` are already in order (ids, append-only timestamps), so need no sort: a look at the first
+    thousand first, then at all."""
+    head = values[:1000]
+    return bool((head[1:] >= head[:-1]).all()) and bool((values[1:] >= values[:-1]).all())
+
+
+def _moments(sorted_values: np.ndarray, distinct: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """The mean and the sum of squared deviations from it, over the distinct values weighted by their counts
+    when there are few of them (a short pass), else over all the values."""
+    if len(distinct) * 2 <= len(sorted_values):
+        values, weights = distinct.astype("float64"), counts.astype("float64")
+        mean = float((values * weights).sum() / weights.sum())
+        deviations = values - mean
+        return mean, float((deviations * deviations * weights).sum())
+    values = sorted_values.astype("float64", copy=False)
+    mean = float(values.mean())
+    deviations = values - mean
+    np.square(deviations, out=deviations)  # np.dot would start BLAS threads
+    return mean, float(deviations.sum())
+
+
+def _smallest_hashes(values: np.ndarray, keep: int, below: int | None = None) -> np.ndarray:
+    """The ``keep`` smallest distinct 64-bit hashes of distinct ``values`` (sorted); all of them when fewer.
+
+    ``below``: a hash above it cannot be kept (the merged sketch already holds ``keep`` smaller ones), so only
+    hashes at or below it are sorted."""
+    hashes = _mix(values) if values.dtype.kind in "iuf" else pd.util.hash_array(values)
+    if below is not None:
+        hashes = hashes[hashes <= below]
     if len(hashes) > keep:
         hashes = np.partition(hashes, keep)[:keep + 1]  # keep + 1: the caller sees that some were dropped
-    return np.unique(hashes)
+    return _sorted_unique(hashes)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by a sort (faster than its hashing for a few thousand 64-bit values)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """64-bit hashes of numbers (no missing values): their float64 bits through splitmix64's finaliser, as
+    ``pd.util.hash_array`` mixes them. Integers hash as the equal float (a chunk read as float because of a missing
+    value counts 5.0 as the same value as 5 in another), but beyond 2**53, where floats cannot hold them all."""
+    low, high = (values.min(), values.max()) if values.dtype.kind != "f" and len(values) else (0, 0)
+    if low > EXACT_INTEGERS or high < -EXACT_INTEGERS:  # all large (datetimes in nanoseconds)
+        hashes = values.astype("int64").view("uint64")  # a copy, mixed in place
+    else:
+        hashes = values.astype("float64").view("uint64")
+        if values.dtype.kind == "f":
+            hashes[values == 0] = 0  # -0.0 is 0.0
+        elif low < -EXACT_INTEGERS or high > EXACT_INTEGERS:
+            large = (values < -EXACT_INTEGERS) | (values > EXACT_INTEGERS)
+            hashes[large] = values[large].astype("int64").view("uint64")
+    hashes ^= hashes >> np.uint64(30)
+    hashes *= np.uint64(0xBF58476D1CE4E5B9)
+    hashes ^= hashes >> np.uint64(27)
+    hashes *= np.uint64(0x94D049BB133111EB)
+    hashes ^= hashes >> np.uint64(31)
+    return hashes
 
 
 # ------------------------------------------------------------------------------------ profile
@@ -184,7 +328,7 @@ class ColumnProfiler:
     maximum: Any = None
     sketches: list = field(default_factory=list)
     hashes: Any = None
-    top: dict = field(default_factory=dict)
+    top: list = field(default_factory=list)  # (values, counts) arrays: each chunk's most frequent, folded now and then
     saturated: bool = False  # the distinct sketch has dropped hashes: its count is an estimate
 
     def update(self, series: pd.Series) -> None:
@@ -195,32 +339,45 @@ class ColumnProfiler:
         elif kind != self.kind and series.notna().any():
             raise DataError(f"column {self.name!r} holds {self.kind} values in one chunk and {kind} in another")
         self.rows += len(series)
-        nulls = int(series.isna().sum())
-        self.nulls += nulls
-        if nulls == len(series):
-            return
         if self.kind == "category":
-            counts = _hashable(series).value_counts(dropna=True, sort=True)
-            self._merge_top(counts.head(TOP_KEPT).items())
-            self._merge_hashes(_smallest_hashes(counts.index.to_numpy(), DISTINCT_SKETCH_SIZE))
+            values, counts, nulls = _category_counts(series)
+            self.nulls += nulls
+            if not len(values):
+                return
+            self._merge_hashes(_smallest_hashes(values, DISTINCT_SKETCH_SIZE, self._hash_bound()))
+            if len(values) > TOP_KEPT:
+                kept = np.argpartition(-counts, TOP_KEPT)[:TOP_KEPT]
+                values, counts = values[kept], counts[kept]
+            self._merge_top(values, counts)
+            return
+        present = _present(series, self.kind, self.name)
+        self.nulls += len(series) - len(present)
+        if not len(present):
             return
         # Numbers are sorted once: the sorted run lengths are the value counts, the sorted array the sketch.
-        raw = np.sort(_numbers(series, self.kind, native=True))
-        starts = np.flatnonzero(np.concatenate(([True], raw[1:] != raw[:-1])))
-        distinct, counts = raw[starts], np.diff(np.append(starts, len(raw)))
+        raw = present if _ascending(present) else np.sort(present)
+        first = np.empty(len(raw), dtype=bool)  # where a run of equal values starts
+        first[0] = True
+        np.not_equal(raw[1:], raw[:-1], out=first[1:])
+        distinct, counts = raw[first], np.diff(np.flatnonzero(first), append=len(raw))
         sketch = _sketch(raw, distinct, counts)
+        moments = _moments(raw, distinct, counts)
+        self._merge_hashes(_smallest_hashes(distinct, DISTINCT_SKETCH_SIZE, self._hash_bound()))
         if len(distinct) > TOP_KEPT:
             kept = np.argpartition(-counts, TOP_KEPT)[:TOP_KEPT]
             distinct, counts = distinct[kept], counts[kept]
-        self._merge_top(zip(distinct.tolist(), counts.tolist()))
-        self._merge_hashes(_smallest_hashes(raw[starts], DISTINCT_SKETCH_SIZE))
-        values = raw.astype("float64", copy=False)
-        mean = float(values.mean())
-        self._merge_moments(len(values), mean, float(np.square(values - mean).sum()))
-        self._merge_range(values[0], values[-1])
+        self._merge_top(distinct, counts)
+        self._merge_moments(len(raw), *moments)
+        self._merge_range(raw[0].item(), raw[-1].item())
         self.sketches.append(sketch)
         if len(self.sketches) > MAX_SKETCHES:
             self.sketches = _fold(self.sketches)
+
+    def _hash_bound(self) -> int | None:
+        """The largest hash the distinct sketch can still take once it estimates (None while it counts exactly)."""
+        if not self.saturated:
+            return None
+        return int(self.hashes[-1])
 
     def merge(self, other: ColumnProfiler) -> None:
         """Add another profiler's statistics of the same column (from other chunks)."""
@@ -230,7 +387,8 @@ class ColumnProfiler:
             self.kind = other.kind
         self.rows += other.rows
         self.nulls += other.nulls
-        self._merge_top(other.top.items())
+        self.top.extend(other.top)
+        self._merge_top()
         self.saturated = self.saturated or other.saturated
         if other.hashes is not None:
             self._merge_hashes(other.hashes)
@@ -252,16 +410,15 @@ class ColumnProfiler:
         self.maximum = high if self.maximum is None else max(self.maximum, high)
 
     def _merge_hashes(self, hashes: np.ndarray) -> None:
-        joined = hashes if self.hashes is None else np.union1d(self.hashes, hashes)
+        joined = hashes if self.hashes is None else _sorted_unique(np.concatenate((self.hashes, hashes)))
         self.hashes = joined[:DISTINCT_SKETCH_SIZE]
         self.saturated = self.saturated or len(joined) > DISTINCT_SKETCH_SIZE or len(hashes) >= DISTINCT_SKETCH_SIZE
 
-    def _merge_top(self, counts: Iterable[tuple[Any, int]]) -> None:
-        top = self.top
-        for value, count in counts:
-            top[value] = top.get(value, 0) + int(count)
-        if len(top) > TOP_KEPT:
-            self.top = dict(sorted(top.items(), key=lambda item: -item[1])[:TOP_KEPT])
+    def _merge_top(self, values: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
+        if values is not None:
+            self.top.append((values, counts))
+        if len(self.top) > TOP_PARTS:
+            self.top = [_top_fold(self.top)]
 
     def distinct(self) -> tuple[int, bool]:
         """The number of distinct present values, and whether it is exact."""
@@ -276,7 +433,8 @@ class ColumnProfiler:
         """The column's profile as JSON-ready values (datetimes as ISO text)."""
         present = self.rows - self.nulls
         distinct, exact = self.distinct()
-        top = sorted(self.top.items(), key=lambda item: (-item[1], str(item[0])))[:TOP_SHOWN]
+        values, counts = _top_fold(self.top) if self.top else (np.zeros(0), np.zeros(0))
+        top = sorted(zip(values.tolist(), counts.tolist()), key=lambda item: (-item[1], str(item[0])))[:TOP_SHOWN]
         profile = {
             "name": self.name, "kind": self.kind or "category", "count": present, "nulls": self.nulls,
             "null_percent": round(100 * self.nulls / self.rows, 4) if self.rows else 0.0,

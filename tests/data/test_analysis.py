@@ -112,6 +112,95 @@ def test_profilers_of_separate_parts_merge_into_the_whole():
         assert column(merged, name)["std"] == pytest.approx(column(whole, name)["std"], rel=1e-9)
 
 
+def assert_quantiles_within_rank(stats: dict, series: pd.Series) -> None:
+    for label, value in stats["quantiles"].items():
+        share = int(label.rstrip("%")) / 100
+        low, high = series.quantile([max(share - RANK_TOLERANCE, 0), min(share + RANK_TOLERANCE, 1)])
+        assert low <= value <= high, (label, value, low, high)
+
+
+def test_ids_already_in_order_profile_as_shuffled_ones_do():
+    ids = pd.DataFrame({"order_id": np.arange(1, ROWS + 1)})
+    shuffled = ids.sample(frac=1.0, random_state=5).reset_index(drop=True)
+
+    in_order = column(profile_frames(chunks(ids, 7_000)), "order_id")
+    mixed = column(profile_frames(chunks(shuffled, 7_000)), "order_id")
+
+    for stats in (in_order, mixed):
+        assert (stats["count"], stats["min"], stats["max"]) == (ROWS, 1, ROWS)
+        assert stats["mean"] == pytest.approx(ids["order_id"].mean(), rel=1e-12)
+        assert stats["std"] == pytest.approx(ids["order_id"].std(), rel=1e-9)
+        assert_quantiles_within_rank(stats, ids["order_id"])
+        assert sum(stats["histogram"]["counts"]) == ROWS
+        assert stats["distinct_exact"] is False
+        assert stats["distinct"] == pytest.approx(ROWS, rel=0.05)
+    # the distinct sketch keeps the smallest hashes of the same set of values, whatever their order
+    assert in_order["distinct"] == mixed["distinct"]
+
+
+def test_top_values_add_up_exactly_over_many_chunks():
+    frame = generated()
+
+    profile = profile_frames(chunks(frame, 2_000))  # 60 chunks, folded every TOP_PARTS
+
+    quantity = column(profile, "quantity")
+    expected = frame["quantity"].value_counts()
+    assert {item["value"]: item["count"] for item in quantity["top"]} == expected.head(10).to_dict()
+    region = column(profile, "region")
+    assert {item["value"]: item["count"] for item in region["top"]} == frame["region"].value_counts().to_dict()
+
+
+def test_whole_numbers_read_as_floats_in_one_chunk_count_as_the_same_values():
+    as_integers = pd.DataFrame({"quantity": np.arange(1, 101)})
+    as_floats = pd.DataFrame({"quantity": np.append(np.arange(1, 101, dtype="float64"), np.nan)})
+
+    stats = column(profile_frames([as_integers, as_floats]), "quantity")
+
+    assert (stats["distinct"], stats["distinct_exact"]) == (100, True)
+    assert (stats["count"], stats["nulls"]) == (200, 1)
+    assert stats["top"][0]["count"] == 2
+
+
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", object])
+def test_text_with_missing_values_is_counted_alike_in_every_storage(dtype):
+    values = pd.Series(["north", None, "south", "north", "east", None] * 1_000, dtype=dtype)
+
+    stats = column(profile_frames(chunks(pd.DataFrame({"region": values}), 1_000)), "region")
+
+    assert (stats["count"], stats["nulls"]) == (4_000, 2_000)
+    assert (stats["distinct"], stats["distinct_exact"]) == (3, True)
+    assert stats["top"] == [{"value": "north", "count": 2_000}, {"value": "east", "count": 1_000},
+                            {"value": "south", "count": 1_000}]
+
+
+@pytest.mark.parametrize("zone", [None, "UTC", "Europe/Berlin"])
+def test_datetimes_in_any_unit_and_zone_keep_missing_values_apart(zone):
+    frame = generated()
+    stamps = frame["ordered_at"].astype("datetime64[s]")
+    stamps = stamps.dt.tz_localize("UTC").dt.tz_convert(zone) if zone else stamps
+    stamps[frame.index % 50 == 0] = pd.NaT
+
+    stats = column(profile_frames(chunks(pd.DataFrame({"at": stamps}), 9_000)), "at")
+
+    wall = stamps.dt.tz_localize(None) if zone else stamps
+    assert (stats["count"], stats["nulls"]) == (wall.count(), wall.isna().sum())
+    assert (stats["min"], stats["max"]) == (wall.min().isoformat(), wall.max().isoformat())
+    nanoseconds = wall.dropna().astype("datetime64[ns]").astype("int64")
+    for label, value in stats["quantiles"].items():
+        share = int(label.rstrip("%")) / 100
+        low, high = nanoseconds.quantile([max(share - RANK_TOLERANCE, 0), min(share + RANK_TOLERANCE, 1)])
+        assert low <= pd.Timestamp(value).value <= high, label
+
+
+@pytest.mark.parametrize("zone", [None, "Europe/Berlin"])
+def test_dates_beyond_nanoseconds_are_refused_with_the_column_name(zone):
+    due = pd.Series(["2024-01-01", "2600-01-01"], dtype="datetime64[s]")
+    frame = pd.DataFrame({"due": due.dt.tz_localize(zone) if zone else due})
+
+    with pytest.raises(DataError, match="column 'due' holds dates outside the years 1677 to 2262"):
+        profile_frames([frame])
+
+
 @pytest.mark.parametrize("method", ["robust_z", "iqr", "isolation_forest"])
 def test_planted_anomalies_are_flagged(method):
     frame = generated(5_000)
