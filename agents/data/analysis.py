@@ -275,7 +275,8 @@ def _smallest_hashes(values: np.ndarray, keep: int, below: int | None = None) ->
 
     ``below``: a hash above it cannot be kept (the merged sketch already holds ``keep`` smaller ones), so only
     hashes at or below it are sorted."""
-    hashes = _mix(values) if values.dtype.kind in "iuf" else pd.util.hash_array(values)
+    # The values are distinct: pandas' categorising first (factorize) would only cost time.
+    hashes = _mix(values) if values.dtype.kind in "iuf" else pd.util.hash_array(values, categorize=False)
     if below is not None:
         hashes = hashes[hashes <= below]
     if len(hashes) > keep:
