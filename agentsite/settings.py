@@ -177,6 +177,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+#: The statements every workflow step sends are prepared on the server once per connection (agents.core.prepared);
+#: false for a connection pooler in transaction mode that does not keep prepared statements (PgBouncer < 1.21).
+AGENTS_DB_PREPARED_STATEMENTS = env.bool("AGENTS_DB_PREPARED_STATEMENTS", default=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,7 +1,7 @@
 """Workflow tasks (routed to the ``workflow`` queue): run one step attempt."""
 from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 from agents.workflows import engine, services
 
@@ -33,6 +33,10 @@ class StepTask(Task):
              **DATABASE_RETRY)
 def step_run(self, run_id: int, step_id: str, run_attempt: int, attempt: int | None = None):
     """Run one attempt of a workflow step; retries go back through Celery with the step's backoff."""
+    # No health check (a SELECT 1 round trip before each task's first statement): the step's first statement is
+    # its claim, which changes nothing when it fails, so a connection that died since the last task fails it, the
+    # task is retried (DATABASE_RETRY) and the connection is replaced after the task, as a failed check would.
+    connection.health_check_done = True
     outcome = engine.step_execute(
         run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt,
         task_id=self.request.id, worker=self.request.hostname or "", soft_timeout_error=SoftTimeLimitExceeded,

@@ -24,6 +24,7 @@ from django.utils import timezone
 from agents.core.actions import ActionContext, Deferred, Wait, action_get
 from agents.core.dispatch import task_send_on_commit, task_signature
 from agents.core.events import event_publish
+from agents.core.prepared import prepared_cursor
 from agents.core.redaction import secrets_redacted
 from agents.core.teams import acting_for
 from agents.core.tracing import trace
@@ -302,7 +303,7 @@ def _claim_reading(*, read: Iterable[str], **claim) -> tuple[tuple[int, int] | N
           AND EXISTS (SELECT 1 FROM claimed)
         ORDER BY 1, 8, 9
     """
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, [*params, claim["run_id"], *read])
         rows = cursor.fetchall()
     if not rows or rows[0][0] != 0:
@@ -771,7 +772,7 @@ def _finish_count(run_id: int, sql: str, params: list) -> tuple[int, int] | None
     (steps done, steps total), or None when the guard admitted nothing (nothing counted). On PostgreSQL one
     statement does both; elsewhere two, in the caller's transaction."""
     runs = WorkflowRun._meta.db_table
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"WITH finished AS ({sql} RETURNING id) UPDATE {runs} SET steps_done = steps_done + 1"
                            " WHERE id = %s AND EXISTS (SELECT 1 FROM finished) RETURNING steps_done, steps_total",
