@@ -115,6 +115,10 @@ class AlertStateError(MonitoringError):
     """An alert cannot make the requested transition from its current state."""
 
 
+class SilenceError(MonitoringError):
+    """A silence's matchers or times are not valid."""
+
+
 class NotificationError(MonitoringError):
     """A notification could not be delivered; ``attempts`` records every try."""
 

@@ -14,7 +14,7 @@ from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JS
 from agents.api.errors import service_errors
 from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso, json_problem
-from agents.exceptions import AlertStateError, CheckSpecError
+from agents.exceptions import AlertStateError, CheckSpecError, SilenceError
 from agents.models import (
     Alert,
     AlertState,
@@ -492,6 +492,28 @@ class SilenceCreateSerializer(serializers.Serializer):
         return data
 
 
+class SilenceUpdateSerializer(serializers.Serializer):
+    """What to change in a silence that has not ended; what is not given keeps its value. `duration` counts from
+    now."""
+
+    matchers = MatchersSerializer(required=False)
+    duration = WindowField(required=False, help_text="Ends this long from now, e.g. 2h.")
+    ends_at = serializers.DateTimeField(required=False)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+    def validate(self, data):
+        if "duration" in data and "ends_at" in data:
+            raise serializers.ValidationError({"duration": ["give either duration or ends_at"]})
+        if not data:
+            raise serializers.ValidationError({"non_field_errors": ["give matchers, duration, ends_at or comment"]})
+        if "duration" in data:
+            try:
+                data["ends_at"] = timezone.now() + data.pop("duration")
+            except OverflowError:
+                raise serializers.ValidationError({"duration": ["ends after the last date there is"]}) from None
+        return data
+
+
 class SilenceFilterSerializer(serializers.Serializer):
     """Filters of the silence list."""
 
@@ -580,11 +602,12 @@ class SilenceViewSet(ApiViewSet):
 
     queryset = Silence.objects.all()
     serializer_class = SilenceSerializer
-    request_serializers = {"create": SilenceCreateSerializer}
+    request_serializers = {"create": SilenceCreateSerializer, "partial_update": SilenceUpdateSerializer}
     filter_serializer_class = SilenceFilterSerializer
     lookup_value_regex = "[0-9]+"
     noun = "silence"
-    perms = {"list": "view_silence", "retrieve": "view_silence", "create": "add_silence", "end": "change_silence"}
+    perms = {"list": "view_silence", "retrieve": "view_silence", "create": "add_silence", "end": "change_silence",
+             "partial_update": "change_silence"}
 
     @extend_schema(parameters=[SilenceFilterSerializer])
     def list(self, request):
@@ -613,6 +636,19 @@ class SilenceViewSet(ApiViewSet):
                 created_by=_user(request), team=team,
             )
         return self.show(_silence_json(silence), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=SilenceUpdateSerializer, responses=SilenceSerializer)
+    def partial_update(self, request, pk: str):
+        """Change a silence that has not ended (409 if it has): its matchers, its end (`duration` from now, or
+        `ends_at`; to end it now, `POST .../end/`) or its comment."""
+        given = self.given()
+        with service_errors({SilenceError: "matchers"}, prefixed=("matchers", "ends_at")):
+            silence = alerts.silence_update(
+                silence_id=self.get_object().pk, ends_at=given.get("ends_at"), comment=given.get("comment"),
+                matchers=None if "matchers" not in given else {
+                    key: value for key, value in given["matchers"].items() if value},
+                user=_user(request))
+        return self.show(_silence_json(silence))
 
     @extend_schema(request=None, responses=SilenceSerializer)
     @action(detail=True, methods=["post"])

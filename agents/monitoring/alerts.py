@@ -17,7 +17,7 @@ from agents.core.redaction import secrets_redacted
 from agents.core.tracing import trace, trace_id_ensure
 from agents.core.teams import acting_for, same_team, team_default
 from agents.core.transitions import sources_of, transition
-from agents.exceptions import AgentsError, AlertStateError, CheckSpecError, NotificationError
+from agents.exceptions import AgentsError, AlertStateError, CheckSpecError, NotificationError, SilenceError
 from agents.models import (
     ALERT_TRANSITIONS,
     OPEN_ALERT_STATES,
@@ -349,11 +349,7 @@ def silence_end(*, silence_id: int, user: str = "") -> Silence:
     is sent its firing notice by the next sweep). A silence that has not started yet is ended before it starts."""
     now = timezone.now()
     with transaction.atomic():
-        silence = Silence.objects.select_for_update().filter(pk=silence_id).first()
-        if silence is None:
-            raise AlertStateError(f"no silence #{silence_id}")
-        if silence.ends_at <= now:
-            raise AlertStateError(f"silence #{silence.pk} already ended at {silence.ends_at.isoformat()}")
+        silence = _silence_open(silence_id, now)
         # One not started yet becomes a window that closed before now: it never applies.
         starts_at = min(silence.starts_at, now - timedelta(microseconds=1))
         was = silence.ends_at
@@ -361,6 +357,53 @@ def silence_end(*, silence_id: int, user: str = "") -> Silence:
         silence.starts_at, silence.ends_at = starts_at, now
         audit_record("silence.end", "silence", silence.pk, f"ended silence #{silence.pk} early",
                      matchers=silence.matchers, ends_at_was=was.isoformat(), user=user)
+    return silence
+
+
+def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: datetime | None = None,
+                   comment: str | None = None, user: str = "") -> Silence:
+    """Change a silence that has not ended: what it matches, when it ends (extend or shorten it; to end it now, use
+    ``silence_end``) or its comment; what is not given keeps its value. Alerts it stops covering notify again (one
+    firing is sent its firing notice by the next sweep), as after ``silence_end``."""
+    now = timezone.now()
+    with transaction.atomic():
+        silence = _silence_open(silence_id, now, ended_hint=": create a new one")
+        changes = {}
+        if matchers is not None:
+            problems = rules.matchers_validate(matchers, "matchers")
+            if not matchers:
+                problems.append("matchers: give at least one of check, tags, severity")
+            if problems:
+                raise SilenceError("; ".join(problems))
+            changes["matchers"] = matchers
+        if ends_at is not None:
+            if ends_at <= max(silence.starts_at, now):
+                raise SilenceError(f"ends_at: must be after the silence starts ({silence.starts_at.isoformat()})"
+                                      " and after now; to end it now, end it")
+            changes["ends_at"] = ends_at
+        if comment is not None:
+            changes["comment"] = comment
+        was = {field: getattr(silence, field) for field in changes}
+        if changes:
+            Silence.objects.filter(pk=silence.pk, ends_at__gt=now).update(**changes)
+            for field, value in changes.items():
+                setattr(silence, field, value)
+            audit_record("silence.update", "silence", silence.pk, f"changed silence #{silence.pk}: "
+                         f"{', '.join(sorted(changes))}", user=user,
+                         was={field: value.isoformat() if isinstance(value, datetime) else value
+                              for field, value in was.items()},
+                         now={field: value.isoformat() if isinstance(value, datetime) else value
+                              for field, value in changes.items()})
+    return silence
+
+
+def _silence_open(silence_id: int, now: datetime, *, ended_hint: str = "") -> Silence:
+    """The silence, locked for the transaction; AlertStateError when there is none or it has ended."""
+    silence = Silence.objects.select_for_update().filter(pk=silence_id).first()
+    if silence is None:
+        raise AlertStateError(f"no silence #{silence_id}")
+    if silence.ends_at <= now:
+        raise AlertStateError(f"silence #{silence.pk} already ended at {silence.ends_at.isoformat()}{ended_hint}")
     return silence
 
 

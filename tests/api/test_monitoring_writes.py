@@ -202,6 +202,58 @@ def test_a_silence_is_created_and_ended_early_and_both_are_audited(operator_clie
     assert _audited("silence.create", operator.username) == 1 and _audited("silence.end", operator.username) == 1
 
 
+def test_a_silence_is_extended_retargeted_and_recommented_and_the_change_is_audited(operator_client, operator,
+                                                                                   viewer_client):
+    created = operator_client.post("/api/silences/", {"matchers": {"check": ["api-*"]}, "duration": "1h",
+                                                      "comment": "upgrade"}, format="json").json()
+    before = Silence.objects.get(pk=created["id"]).ends_at
+
+    refused = viewer_client.patch(f"/api/silences/{created['id']}/", {"duration": "3h"}, format="json")
+    changed = operator_client.patch(f"/api/silences/{created['id']}/", {
+        "duration": "3h", "matchers": {"check": ["api-*"], "severity": ["critical"]}, "comment": "upgrade, day 2"},
+        format="json")
+
+    assert refused.status_code == 403
+    assert changed.status_code == 200, changed.content
+    body = changed.json()
+    assert body["matchers"] == {"check": ["api-*"], "severity": ["critical"]} and body["comment"] == "upgrade, day 2"
+    assert body["active"] is True
+    silence = Silence.objects.get(pk=created["id"])
+    assert silence.ends_at - before > timedelta(hours=1, minutes=59)  # extended from 1 h to 3 h from now
+    entry = AuditEntry.objects.get(action="silence.update", actor=operator.username)
+    assert entry.detail["was"]["comment"] == "upgrade" and entry.detail["now"]["comment"] == "upgrade, day 2"
+
+
+@pytest.mark.parametrize("body, field, reason", [
+    ({}, "non_field_errors", "give matchers"),
+    ({"duration": "1h", "ends_at": "2030-01-01T00:00:00Z"}, "duration", "either duration or ends_at"),
+    ({"ends_at": "2000-01-01T00:00:00Z"}, "ends_at", "after now"),
+    ({"matchers": {}}, "matchers", "at least one"),
+    ({"matchers": {"severity": ["loud"]}}, "matchers.severity[0]", "not a valid choice"),
+])
+def test_a_silence_change_with_bad_input_names_the_field_and_changes_nothing(operator_client, body, field, reason):
+    created = operator_client.post("/api/silences/", {"matchers": {"check": ["api-*"]}, "duration": "1h"},
+                                   format="json").json()
+
+    response = operator_client.patch(f"/api/silences/{created['id']}/", body, format="json")
+
+    assert response.status_code == 400, response.content
+    fields = error_of(response)["fields"]
+    assert any(reason in text for text in fields.get(field, [])), fields
+    assert Silence.objects.get(pk=created["id"]).matchers == {"check": ["api-*"]}
+
+
+def test_an_ended_silence_cannot_be_changed(operator_client):
+    created = operator_client.post("/api/silences/", {"matchers": {"check": ["api-*"]}, "duration": "1h"},
+                                   format="json").json()
+    operator_client.post(f"/api/silences/{created['id']}/end/")
+
+    response = operator_client.patch(f"/api/silences/{created['id']}/", {"duration": "2h"}, format="json")
+
+    assert response.status_code == 409
+    assert "already ended" in error_of(response)["message"] and "create a new one" in error_of(response)["message"]
+
+
 # --- Swagger UI ---------------------------------------------------------------------------------------------
 
 

@@ -414,6 +414,26 @@ def test_a_silence_that_ends_on_a_firing_alert_sends_the_firing_notice_then_and_
     assert resolved.status == "sent" and receiver.events() == ["firing", "resolved"]
 
 
+def test_a_silence_changed_to_stop_covering_a_firing_alert_sends_its_firing_notice_then(clock, receiver):
+    # given an alert that fired during a silence of its check
+    _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
+    silence = alerts.silence_create(matchers={"check": "api"}, ends_at=timezone.now() + timedelta(hours=1))
+    alert = _fire(make_check(critical=90), clock)
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "silenced"
+
+    # when an operator narrows the silence to warnings only and extends it
+    changed = alerts.silence_update(silence_id=silence.pk, matchers={"check": "api", "severity": ["warning"]},
+                                    ends_at=timezone.now() + timedelta(hours=2), user="ops")
+    counts = alerts.alerts_sweep()
+    alert.refresh_from_db()
+    firing = alerts.notification_deliver(alert_id=alert.pk, event="firing", sequence=alert.notices)
+
+    # then the critical alert it no longer covers tells its route, once
+    assert changed.ends_at > silence.ends_at
+    assert counts["unsilenced"] == 1 and firing.status == "sent" and receiver.events() == ["firing"]
+    assert alerts.alerts_sweep()["unsilenced"] == 0
+
+
 def test_the_resolved_notice_reaches_every_route_that_was_told_the_alert_fired(clock, receiver):
     hook = {"url": receiver.url, "backoff_s": 0.01}
     pager = _route("pager", order=1, matchers={"tags": ["never"]}, handler="webhook", config=hook)
