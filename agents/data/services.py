@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -195,6 +194,8 @@ class _PeakMemory:
     """Samples the process's resident memory on a thread; ``peak_mb`` is the growth over the start."""
 
     def __init__(self) -> None:
+        import psutil  # loaded by the runs that sample, not by every process that loads the data area
+
         self._process = psutil.Process(os.getpid())
         self._start = self._peak = self._process.memory_info().rss
         self._stop = threading.Event()

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -29,7 +29,6 @@ from agents.decisions.cache import decision_cache
 from agents.expressions.compiler import extract_fields
 from agents.core.definitions import DefinitionTextError, definition_load_text, definition_read_file
 from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
-from agents.decisions.dmn import DmnModel, dmn_evaluate, dmn_is_model, dmn_parse
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
 from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
@@ -48,7 +47,18 @@ from agents.models import (
     VersionStatus,
 )
 
+if TYPE_CHECKING:
+    from agents.decisions.dmn import DmnModel
+
 logger = logging.getLogger(__name__)
+
+
+def _dmn():
+    """The DMN engine (``agents.decisions.dmn``, with FEEL), loaded on first use: most processes never read a DMN
+    model, and it is a tenth of what the decisions area imports."""
+    from agents.decisions import dmn
+
+    return dmn
 
 MASK = "***"
 
@@ -70,7 +80,8 @@ def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
     """Store a rule set as a new draft version unless identical content is stored; optionally activate it. A new
     rule set belongs to ``team`` (default: the default team); an existing one takes loads into its own only.
     A DMN model (XML) is stored the same way, as a version of the rule set named after the model."""
-    compiled = dmn_parse(text) if dmn_is_model(text) else rules_validate_text(text=text, source=source)
+    dmn = _dmn()
+    compiled = dmn.dmn_parse(text) if dmn.dmn_is_model(text) else rules_validate_text(text=text, source=source)
     content_hash = compiled.content_hash()
     with transaction.atomic():
         ruleset, _ = owned_get_or_create(RuleSetModel, name=compiled.name, team=team, what="rule set")
@@ -856,7 +867,7 @@ def _dmn_simulate(target: RuleSetVersion, *, decision: str | None, limit: int) -
                                       reasoning__startswith=_dmn_reasoning_start(decision)).order_by("-created_at")
     for row in audited[:limit].iterator():
         total += 1
-        value, trace, problems = dmn_evaluate(model, decision, row.context)
+        value, trace, problems = _dmn().dmn_evaluate(model, decision, row.context)
         if problems:
             errors.append({"decision_id": str(row.decision_id), "error": "; ".join(problems)})
             continue
@@ -1036,9 +1047,9 @@ def context_check(context: Any) -> None:
 
 
 @lru_cache(maxsize=64)
-def compiled_dmn(version_id: int) -> DmnModel:
+def compiled_dmn(version_id: int) -> "DmnModel":
     """Return the parsed DMN model of a version (versions are immutable, so parsed once per process)."""
-    return dmn_parse(RuleSetVersion.objects.get(pk=version_id).source)
+    return _dmn().dmn_parse(RuleSetVersion.objects.get(pk=version_id).source)
 
 
 def dmn_decisions(*, ruleset: str) -> list[str] | None:
@@ -1049,7 +1060,7 @@ def dmn_decisions(*, ruleset: str) -> list[str] | None:
     return sorted(compiled_dmn(version.pk).decisions)
 
 
-def dmn_decision_check(*, ruleset: str, decision: str | None, model: DmnModel | None = None) -> None:
+def dmn_decision_check(*, ruleset: str, decision: str | None, model: "DmnModel | None" = None) -> None:
     """Raise ``DecisionError`` unless ``decision`` may be asked of ``ruleset`` (of ``model``, when given; else of
     the active version): a DMN model needs one of its decisions named, any other rule set none."""
     names = sorted(model.decisions) if model is not None else dmn_decisions(ruleset=ruleset)
@@ -1074,7 +1085,7 @@ def dmn_shadow_answer(*, version: RuleSetVersion, decision: Decision) -> tuple[A
     if asked is None:
         return {"error": f"the draft DMN model has no decision named in this audited decision "
                          f"({decision.reasoning[:100]!r})"}, None
-    value, _, problems = dmn_evaluate(model, asked, decision.context)
+    value, _, problems = _dmn().dmn_evaluate(model, asked, decision.context)
     if problems:
         return {"error": "; ".join(problems)}, None
     return value, 1.0
@@ -1105,7 +1116,7 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
     model = compiled_dmn(version.pk)
     dmn_decision_check(ruleset=ruleset, decision=decision, model=model)
     started = time.perf_counter()
-    value, trace, errors = dmn_evaluate(model, decision, context)
+    value, trace, errors = _dmn().dmn_evaluate(model, decision, context)
     latency_ms = (time.perf_counter() - started) * 1000
     masked = set(settings.AGENTS_DECISION_MASKED_KEYS)
     for entry in trace:
