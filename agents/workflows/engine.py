@@ -788,7 +788,7 @@ def _chord_complete(*, row: StepRun, compiled: CompiledVersion, body: str) -> bo
     """Whether every dependency of chord body ``body`` is done (succeeded, or skipped by its own condition) and
     the body still waits to start, as committed so far."""
     table, needs = StepRun._meta.db_table, compiled.graph[body]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT (SELECT COUNT(DISTINCT step_id) FROM {table} WHERE run_id = %s"
             f" AND step_id IN ({', '.join(['%s'] * len(needs))}) AND (status = 'succeeded' OR (status = 'skipped'"
