@@ -24,7 +24,8 @@ Prints one JSON line per measurement on stdout:
 - ``monitoring_records``: cross-check from the database: metric samples written per run (``http.up``) against
   requests served, and the checks' ``last_scheduled_for`` against their schedule.
 - ``monitoring_tasks``: where the worker's time went: task count and durations per task name (from the stored
-  results), and the CPU seconds of the worker, beat and the whole machine during the run.
+  results), the CPU seconds of the worker, beat and the whole machine during the run, and the machine's load
+  average (1, 5 and 15 minutes) when the schedule started and when it ended: the figures depend on it.
 - ``monitoring_alert_latency``: the check ``failing-endpoint`` (``max_attempts`` 3) on ``/fail``, which answers 503
   from just after answering the first request at or after ``FAIL_AFTER_S`` into the run: the worst case, a failure
   beginning right after a passing run. Latency is the alert's ``fired_at`` minus that moment; goal: at most one
@@ -364,8 +365,9 @@ def report_records(endpoint: Endpoint, first_runs: dict[str, float]) -> None:
          and not never_run)
 
 
-def report_tasks(cpu: dict[str, float], wall_s: float) -> None:
-    """Where the worker's time went: task counts and durations (stored results) and CPU seconds per process."""
+def report_tasks(cpu: dict[str, float], wall_s: float, load: dict[str, list[float]]) -> None:
+    """Where the worker's time went: task counts and durations (stored results), CPU seconds per process, and the
+    machine's load average at the start and end of the run."""
     tasks = {}
     rows = TaskResult.objects.filter(status="SUCCESS").values_list("task_name", "date_created", "date_done")
     durations: dict[str, list[float]] = defaultdict(list)
@@ -379,7 +381,7 @@ def report_tasks(cpu: dict[str, float], wall_s: float) -> None:
     emit(bench="monitoring_tasks", wall_s=round(wall_s, 1), tasks=tasks,
          tasks_not_succeeded=[dict(row) for row in failed],
          cpu_s={label: round(value, 1) for label, value in cpu.items()},
-         cores=psutil.cpu_count(), worker_concurrency=CONCURRENCY)
+         cores=psutil.cpu_count(), worker_concurrency=CONCURRENCY, load_average=load)
 
 
 def report_alert(endpoint: Endpoint) -> None:
@@ -425,6 +427,7 @@ def main() -> None:
         psutil.cpu_percent()  # starts the machine-wide measurement
         cpu_before = {"worker": worker.cpu_s(), "beat": beat.cpu_s()}
         time.sleep(max(0.0, start - time.time()))
+        load = {"start": [round(value, 2) for value in os.getloadavg()]}
         # Every run scheduled in the window has been sent once the last one is due; it may then take an interval.
         deadline = start + DURATION_S + INTERVAL_S + 2.0
         while time.time() < deadline:
@@ -436,11 +439,12 @@ def main() -> None:
         machine_busy = psutil.cpu_percent() / 100 * psutil.cpu_count() * wall_s
         cpu = {label: service.cpu_s() - cpu_before[label] for label, service in (("worker", worker), ("beat", beat))}
         cpu["machine"] = machine_busy
+        load["end"] = [round(value, 2) for value in os.getloadavg()]
         beat.stop()
         worker.stop()  # warm: the runs in hand finish and are recorded before counting
         report_schedule(endpoint, first_runs, start)
         report_records(endpoint, first_runs)
-        report_tasks(cpu, wall_s)
+        report_tasks(cpu, wall_s, load)
         report_alert(endpoint)
 
 

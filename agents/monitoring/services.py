@@ -300,6 +300,8 @@ def _runs_send(runs: list[tuple[int, datetime, float]], *, now: datetime) -> Non
             eta=first if first > now else None,
             expires=max(expires, now + timedelta(seconds=1)),
             priority=settings.AGENTS_MONITOR_CHECK_PRIORITY,
+            # Shown in events and logs instead of every pair (Celery's repr of them cost more than the send).
+            argsrepr=f"[{len(batch)} runs from {first.isoformat()}]",
         )
 
     for run in sorted(runs, key=lambda run: run[1]):
@@ -366,8 +368,8 @@ def _probe_pool_get() -> ThreadPoolExecutor:
     size = max(1, settings.AGENTS_MONITOR_PROBE_THREADS)
     with _probe_pool_lock:
         if _probe_pool is None or _probe_pool._max_workers != size:
-            if _probe_pool is not None:
-                _probe_pool.shutdown(wait=False)  # the setting changed: its threads end once idle
+            # The setting changed: a batch still using the old pool finishes on it; its threads end once it is
+            # dropped (not shut down here: that would refuse the batch's remaining probes).
             _probe_pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="probe")
         return _probe_pool
 
