@@ -142,7 +142,8 @@ def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None
                   idempotency_key: str = "", source: str = "", only_if_listened: bool = False) -> Event | None:
     """Record a domain event in the current transaction; it is dispatched once that transaction commits.
     With ``only_if_listened`` (events of the hot paths: a run's end, a single decision), an event nothing listens
-    for (``event_listened``) is neither written nor sent, and None is returned.
+    for (``event_listened``) is neither written nor sent, and None is returned. Any other event nothing listens
+    for is written, already published: dispatching it would fire no trigger, so no message is sent for it.
 
     ``trace_id`` names the trace the event belongs to (the run or alert it is about); by default the current one.
     ``team_id`` is the team whose object it is about: only that team's triggers fire on it (None: every team's).
@@ -150,11 +151,14 @@ def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None
     ``outside_event_publish``, which checks a declared type's payload first)."""
     if event_type not in EventType.values and not EventTypeDeclaration.objects.filter(name=event_type).exists():
         raise ValueError(f"unknown event type {event_type!r}")
-    if only_if_listened and not event_listened(event_type):
+    listened = event_listened(event_type)
+    if only_if_listened and not listened:
         return None
     event = Event.objects.create(event_type=event_type, payload=payload, trace_id=trace_id or trace_id_ensure(),
-                                 team_id=team_id, idempotency_key=idempotency_key, source=source)
-    transaction.on_commit(lambda: _send(event.pk, event.trace_id))
+                                 team_id=team_id, idempotency_key=idempotency_key, source=source,
+                                 published_at=None if listened else timezone.now())
+    if listened:
+        transaction.on_commit(lambda: _send(event.pk, event.trace_id))
     return event
 
 

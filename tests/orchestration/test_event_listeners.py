@@ -1,6 +1,8 @@
 """Hot-path events (a run's end, a single decision) nobody listens for are neither written nor sent; events a trigger
 listens for still fire, also when the trigger was created (or enabled) after a process read which event types have
 listeners."""
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
 
@@ -63,10 +65,18 @@ def test_enabling_a_trigger_by_loading_it_again_makes_its_events_written():
     assert _publish("once enabled") is not None
 
 
-def test_other_events_are_written_without_listeners_as_before():
+def test_other_events_are_written_without_listeners_already_published_and_with_one_left_to_dispatch():
     with transaction.atomic():
-        event = outbox.event_publish("dataset.produced", {"name": "always"})
-    assert Event.objects.filter(pk=event.pk).exists()
+        unheard = outbox.event_publish("dataset.produced", {"name": "always"})
+    Trigger.objects.create(name="note", event_type="dataset.produced", action="message", target="type:data",
+                           params={})
+    with transaction.atomic():
+        heard = outbox.event_publish("dataset.produced", {"name": "heard"})
+
+    # the first is on record, with nothing left to dispatch (no message, and the relay does not send it again)
+    assert Event.objects.get(pk=unheard.pk).published_at is not None
+    assert Event.objects.get(pk=heard.pk).published_at is None or TriggerFiring.objects.filter(event=heard).exists()
+    assert outbox.events_relay(now=unheard.created_at + timedelta(hours=1)) <= 1  # only the heard one, if unsent
 
 
 def _run_to_success(version) -> WorkflowRun:
