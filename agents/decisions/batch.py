@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from agents.core.lazy import lazy
 from agents.decisions.ruleset import Outcome, Rule, RuleSet, hit_policy_apply
 from agents.exceptions import DecisionError, ExpressionError, JsonLogicError
-from agents.expressions.compiler import field_path, fields_in
+from agents.expressions.compiler import field_path, reads_fields
 from agents.expressions.vector import compile_vector
 
 np = lazy("numpy")
@@ -52,7 +52,7 @@ def _kind(value: Any) -> str | None:
 
 def _vectorisable(node: ast.expr) -> tuple[bool, bool]:
     """Whether every part of the tree means the same column-wise as row by row; and whether it does arithmetic."""
-    if not fields_in(node):
+    if not reads_fields(node):
         return True, False  # folded once by the row language itself
     if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
         return True, False

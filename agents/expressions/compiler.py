@@ -25,7 +25,7 @@ import functools
 import math
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NoReturn
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 import re2
 
@@ -587,19 +587,29 @@ def field_path(node: ast.expr) -> str:
     return ".".join(reversed(segments))
 
 
-def fields_in(node: ast.expr) -> tuple[str, ...]:
-    """The context paths a validated tree reads, deduplicated, in the order they appear in the text."""
+def _field_nodes(node: ast.expr) -> Iterator[ast.expr]:
+    """The nodes of a validated tree that read a context path (not part of a longer path, not a function's name),
+    parents before children."""
     inner: set[int] = set()  # ids of nodes that are part of a longer path, or a function's name
-    found = []
     for child in ast.walk(node):  # breadth-first: a parent is seen before its children
         if isinstance(child, ast.Call):
             inner.add(id(child.func))
         elif isinstance(child, (ast.Attribute, ast.Subscript)):
             inner.add(id(child.value))
         if isinstance(child, (ast.Name, ast.Attribute, ast.Subscript)) and id(child) not in inner:
-            found.append((child.lineno, child.col_offset, field_path(child)))
-    found.sort(key=lambda item: (item[0], item[1]))
+            yield child
+
+
+def fields_in(node: ast.expr) -> tuple[str, ...]:
+    """The context paths a validated tree reads, deduplicated, in the order they appear in the text."""
+    found = sorted(((child.lineno, child.col_offset, field_path(child)) for child in _field_nodes(node)),
+                   key=lambda item: (item[0], item[1]))
     return tuple(dict.fromkeys(path for _, _, path in found))
+
+
+def reads_fields(node: ast.expr) -> bool:
+    """Whether a validated tree reads any context path (``fields_in`` is not empty), stopping at the first."""
+    return next(_field_nodes(node), None) is not None
 
 
 def validate_expression(text: str, *, where: str = "expression") -> tuple[ast.expr, tuple[str, ...]]:
