@@ -266,20 +266,22 @@ def _send(method: str, target: OutboundTarget, *, headers: dict, json, params: d
                                                              if value is not None},
                                 json=json, params=params).prepare()
     adapter = _pinned_adapter(target.address)
-    for resend in (True, False):
+
+    def send_once() -> requests.Response:
         _connections.opened = False
-        try:
-            response = adapter.send(prepared, stream=stream, timeout=timeout_s, verify=True, proxies={})
-        except requests.ConnectionError as error:
-            # A kept connection the server had closed: nothing was answered, so an idempotent request goes again.
-            if (resend and not _connections.opened and method in RESENT_METHODS
-                    and not isinstance(error, requests.Timeout)):
-                continue
+        return adapter.send(prepared, stream=stream, timeout=timeout_s, verify=True, proxies={})
+
+    try:
+        response = send_once()
+    except requests.ConnectionError as error:
+        # On a new connection, or not idempotent, or timed out: that is the answer. Else the kept connection was
+        # closed by the server and nothing was answered, so the request goes once more, on a new connection.
+        if _connections.opened or method not in RESENT_METHODS or isinstance(error, requests.Timeout):
             raise
-        if not stream:
-            response.content  # noqa: B018  (read now: the connection goes back to the pool)
-        return response
-    raise AssertionError("unreachable")  # pragma: no cover
+        response = send_once()
+    if not stream:
+        response.content  # noqa: B018  (read now: the connection goes back to the pool)
+    return response
 
 
 def outbound_release(response: requests.Response) -> None:
