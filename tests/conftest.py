@@ -1,5 +1,6 @@
 """Shared fixtures: a real Celery worker on the real broker, and helpers to wait for outcomes."""
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -99,6 +100,26 @@ def manage(*args: str, env: dict, timeout_s: float = 120.0) -> subprocess.Comple
         [sys.executable, str(PROJECT_DIR / "manage.py"), *args],
         env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout_s,
     )
+
+
+@pytest.fixture(scope="session")
+def embedded_migrated(tmp_path_factory) -> Path:
+    """The SQLite database of an embedded install, migrated once for the session (a migration takes seconds)."""
+    var_dir = tmp_path_factory.mktemp("embedded-migrated")
+    result = manage("migrate", "--noinput", "-v0", env=embedded_env(var_dir))
+    assert result.returncode == 0, result.stderr
+    return var_dir / "agentsite.sqlite3"
+
+
+def embedded_install(var_dir: Path, migrated: Path, **extra: str) -> dict:
+    """Environment for a subprocess on an embedded install rooted at ``var_dir``, its database a copy of ``migrated``
+    (as ``manage.py migrate`` would leave it; the install's keys are generated under ``var_dir`` on first use)."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(migrated) as source, sqlite3.connect(var_dir / "agentsite.sqlite3") as copy:
+        source.backup(copy)  # the whole database, whatever its write-ahead log still holds
+    source.close()
+    copy.close()
+    return embedded_env(var_dir, **extra)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from agents.models import Agent
-from tests.conftest import embedded_env, manage
+from tests.conftest import embedded_install, manage
 
 pytestmark = pytest.mark.django_db
 
@@ -59,9 +59,8 @@ def test_status_of_an_unknown_agent_is_an_error_naming_it():
         run("status", "nobody")
 
 
-def test_bad_input_exits_non_zero_with_a_message_and_no_traceback(tmp_path):
-    env = embedded_env(tmp_path)
-    assert manage("migrate", "--noinput", env=env).returncode == 0
+def test_bad_input_exits_non_zero_with_a_message_and_no_traceback(tmp_path, embedded_migrated):
+    env = embedded_install(tmp_path, embedded_migrated)
 
     unknown = manage("agents", "status", "nobody", env=env)
     bad_type = manage("agents", "list", "--type", "robot", env=env)

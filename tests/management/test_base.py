@@ -7,17 +7,16 @@ import sys
 import pytest
 
 from agents.management.base import BROKEN_PIPE_STATUS
-from tests.conftest import PROJECT_DIR, embedded_env, manage
+from tests.conftest import PROJECT_DIR, embedded_install, manage
 
 RULES = str(PROJECT_DIR / "examples" / "rules" / "loan_approval.yaml")
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory) -> dict:
+def embedded(tmp_path_factory, embedded_migrated) -> dict:
     """The environment of an embedded install (SQLite under a temporary directory), migrated, with the example rule
     set active."""
-    env = embedded_env(tmp_path_factory.mktemp("embedded"))
-    assert manage("migrate", "--noinput", "-v0", env=env).returncode == 0
+    env = embedded_install(tmp_path_factory.mktemp("embedded"), embedded_migrated)
     assert manage("rules", "load", RULES, "--activate", env=env).returncode == 0
     return env
 

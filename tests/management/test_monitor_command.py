@@ -142,20 +142,19 @@ def test_summary_json_per_metric_and_unknown_check_named():
         run("run", "nope")
 
 
-def test_custom_checks_come_from_extension_modules_in_every_process(tmp_path):
-    from tests.conftest import embedded_env, manage
+def test_custom_checks_come_from_extension_modules_in_every_process(tmp_path, embedded_migrated):
+    from tests.conftest import embedded_install, manage
 
     definitions = tmp_path / "custom.yaml"
     definitions.write_text(yaml.safe_dump({"checks": [
         {"name": "the-answer", "type": "custom", "params": {"function": "answer", "args": {"unit": "units"}},
          "critical": 50},
     ]}))
-    without = embedded_env(tmp_path / "plain")
-    assert manage("migrate", "-v0", env=without).returncode == 0
+    without = embedded_install(tmp_path / "plain", embedded_migrated)
     refused = manage("monitor", "load", str(definitions), env=without)
     assert refused.returncode == 1 and "answer" in refused.stderr and "Traceback" not in refused.stderr
-    extended = embedded_env(tmp_path / "extended", AGENTS_EXTENSION_MODULES="tests.monitoring.extension_checks")
-    assert manage("migrate", "-v0", env=extended).returncode == 0
+    extended = embedded_install(tmp_path / "extended", embedded_migrated,
+                                AGENTS_EXTENSION_MODULES="tests.monitoring.extension_checks")
     assert manage("monitor", "load", str(definitions), env=extended).returncode == 0
     ran = manage("monitor", "run", "the-answer", "--json", env=extended)
     outcome = json.loads(ran.stdout)

@@ -73,16 +73,19 @@ def test_worker_registers_one_agent_per_agent_queue_it_consumes():
     assert set(Agent.objects.filter(hostname="reg1@host").values_list("status", flat=True)) == {"offline"}
 
 
-def test_agent_is_busy_while_its_task_runs_and_idle_after():
+def test_agent_is_busy_while_its_task_runs_and_idle_after(tmp_path):
+    release = tmp_path / "release"
     with worker_process("reg2@host", ["workflow", "decision"]):
         wait_for(lambda: Agent.objects.filter(hostname="reg2@host").count() == 2, timeout_s=30, what="registration")
         client = sender()
         with client.connection_for_write(url=BROKER_URL) as broker_connection:
-            client.send_task("workers.workflow.hold", args=[3], queue="workflow", connection=broker_connection)
+            client.send_task("workers.workflow.hold", args=[20, str(release)], queue="workflow",
+                             connection=broker_connection)
 
         wait_for(lambda: Agent.objects.get(name="reg2@host:workflow").status == AgentStatus.BUSY,
                  what="the workflow agent to turn busy")
         assert Agent.objects.get(name="reg2@host:decision").status == AgentStatus.IDLE
+        release.touch()  # the task ends now
         wait_for(lambda: Agent.objects.get(name="reg2@host:workflow").status == AgentStatus.IDLE,
                  what="the workflow agent to turn idle")
 
