@@ -178,7 +178,9 @@ def route_definition_validate(item: Any, where: str, *, route_names: set[str],
     if (escalate_after is None) != (escalate_to is None):
         errors.append(f"{where}: escalate_after and escalate_to go together")
     if escalate_to is not None:
-        if escalate_to == name:
+        if not isinstance(escalate_to, str):
+            errors.append(f"{where}.escalate_to: must be a route's name, got {type(escalate_to).__name__}")
+        elif escalate_to == name:
             errors.append(f"{where}.escalate_to: a route cannot escalate to itself")
         elif escalate_to not in route_names:
             errors.append(f"{where}.escalate_to: no route named {escalate_to!r}")

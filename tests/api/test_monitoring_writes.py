@@ -146,6 +146,8 @@ def test_a_route_is_created_changed_and_disabled_through_the_file_rules(operator
     ({"name": "r", "handler": "log", "repeat_interval_s": 0}, "repeat_interval_s", "at least 1"),
     ({"name": "r", "handler": "log", "escalate_after": 1, "escalate_to": "nowhere", "repeat_interval_s": 60},
      "escalate_to", "no route named 'nowhere'"),
+    ({"name": "r", "handler": "log", "escalate_after": 1, "escalate_to": {"name": "pager"}, "repeat_interval_s": 60},
+     "escalate_to", "must be a route's name, got dict"),
 ])
 def test_a_bad_route_is_refused_naming_the_field(operator_client, body, field, reason):
     response = operator_client.post("/api/routes/", body, format="json")
