@@ -25,7 +25,6 @@ from agents.admin.common import (
 from agents.core.definitions import refuse_json_constant
 from agents.core.teams import sees_all, team_for_new, team_scoped, teams_of
 from agents.decisions import services
-from agents.decisions.dmn import MAX_DMN_CHARS, dmn_evaluate, dmn_outline, dmn_sample_context
 from agents.decisions.ruleset import ruleset_evaluate
 from agents.exceptions import AgentsError, DecisionError, RuleSetError
 from agents.models import (
@@ -141,6 +140,8 @@ class RuleSetLoadForm(forms.Form):
 
     def clean_upload(self) -> str | None:
         """The uploaded file's text (UTF-8, at most ``MAX_DMN_CHARS`` bytes), or None when no file was given."""
+        from agents.decisions.dmn import MAX_DMN_CHARS  # the DMN engine loads where a model is handled
+
         upload = self.cleaned_data.get("upload")
         if not upload:
             return None
@@ -499,6 +500,8 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
     def _dmn_outline(self, request, version: RuleSetVersion) -> dict | None:
         """The model's input data, knowledge models and decisions with their tables, or None (reported) when the
         stored model does not load any more."""
+        from agents.decisions.dmn import dmn_outline
+
         try:
             return dmn_outline(services.compiled_dmn(version.pk))
         except RuleSetError as error:
@@ -556,6 +559,8 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
     def _try_dmn(self, request, version: RuleSetVersion):
         """The "Try it" page of a DMN version: pick a decision, give the input data, see the value and the trace
         of every decision evaluated; nothing is audited."""
+        from agents.decisions.dmn import dmn_evaluate, dmn_sample_context
+
         result = None
         try:
             model = services.compiled_dmn(version.pk)

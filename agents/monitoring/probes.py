@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import psutil
 from django.conf import settings
 from django.db import DatabaseError
 from kombu.exceptions import ChannelError, OperationalError
@@ -40,6 +39,7 @@ from agents.models import Agent, AgentStatus, AgentType, CheckType
 from agents.monitoring import plugins
 
 requests = lazy("requests")
+psutil = lazy("psutil")  # the cpu, memory and disk checks only
 
 #: The setting listing the hosts http and tcp checks may reach ("*" allows any).
 ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
