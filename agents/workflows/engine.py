@@ -1197,6 +1197,11 @@ def run_continue(*, run_id: int) -> int:
     """Send every step of the run that is ready and has not started (held while it was paused, say), with the
     rest of its chain, and end the run if all its steps finished meanwhile; returns how many were sent. Safe to
     call twice: a step's claim admits one task."""
+    return _ready_resend(run_id=run_id)
+
+
+def _ready_resend(*, run_id: int, skip: Iterable[str] = ()) -> int:
+    """``run_continue``, leaving out the steps in ``skip`` (sent already)."""
     run = WorkflowRun.objects.filter(pk=run_id, status__in=(RunStatus.PENDING, RunStatus.RUNNING)).first()
     if run is None:
         return 0
@@ -1206,7 +1211,9 @@ def run_continue(*, run_id: int) -> int:
     compiled = compiled_version(run.version_id)
     plan = run_plan(run_id, run.version_id, run.attempt)
     latest = {row.step_id: row for row in StepRun.objects.filter(run_id=run_id).order_by("run_attempt", "attempt")}
-    ready = _ready_pending(latest, compiled=compiled, run_attempt=run.attempt)
+    skip = set(skip)
+    ready = [row for row in _ready_pending(latest, compiled=compiled, run_attempt=run.attempt)
+             if row.step_id not in skip]
     for row in ready:
         _send_chain(run_id=run_id, run_attempt=run.attempt, steps=_chain_remainder(plan, row.step_id),
                     attempt=row.attempt, compiled=compiled)
@@ -1245,11 +1252,16 @@ def workflow_steps_requeue_lost(*, hostnames: Iterable[str], reason: str = "stop
     reconciler's stall timeout; a redelivered message later finds nothing to claim. A step re-dispatched
     ``MAX_WORKER_LOSSES`` times that loses its worker again fails that attempt (retried as its policy allows).
     Steps waiting on a sub-workflow hold no worker and are left alone.
+
+    A lost worker may also have taken messages it had not started yet (prefetched): their steps are ``pending``
+    with nobody to run them until the broker's visibility timeout or the reconciler's stall timeout. So the ready,
+    unstarted steps of every run that lost a step are sent again too; a step whose message was not lost gets two,
+    and its claim admits one.
     """
     on_lost_worker = Q()
     for hostname in sorted(set(hostnames) - {""}):
         on_lost_worker |= Q(worker__startswith=f"{hostname}:")
-    counts = {"redispatched": 0, "failed": 0}
+    counts = {"redispatched": 0, "failed": 0, "pending_resent": 0}
     if not on_lost_worker:
         return counts
     rows = (
@@ -1259,12 +1271,17 @@ def workflow_steps_requeue_lost(*, hostnames: Iterable[str], reason: str = "stop
                 run__status__in=(RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED))
         .order_by("run_id", "step_id")
     )
+    redispatched: dict[int, set[str]] = {}  # run -> steps sent again above
     for row in rows:
         outcome = _step_requeue_lost(row=row, reason=reason)
         if outcome:
             counts[outcome] += 1
+            redispatched.setdefault(row.run_id, set()).add(row.step_id)
+    for run_id, steps in redispatched.items():
+        counts["pending_resent"] += _ready_resend(run_id=run_id, skip=steps)
     if any(counts.values()):
-        logger.warning("re-dispatched %(redispatched)s and failed %(failed)s steps of offline workers", counts)
+        logger.warning("re-dispatched %(redispatched)s and failed %(failed)s steps of offline workers, sent again "
+                       "%(pending_resent)s ready steps of their runs", counts)
     return counts
 
 

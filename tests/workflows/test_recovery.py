@@ -9,7 +9,7 @@ from django.utils import timezone
 from agents.core.tracing import trace
 from agents.models import Event, StepRun, StepStatus, Trigger, WorkflowRun
 from agents.orchestration.selectors import trace_records
-from agents.workflows import services
+from agents.workflows import engine, services
 from tests.conftest import wait_for
 from tests.workflows.conftest import attempts, finish, load, start
 from workers.workflow import workflow_runs_reconcile
@@ -54,6 +54,31 @@ def test_reconcile_resends_steps_whose_messages_were_lost(worker):
     assert result == {"lost_steps_failed": 0, "stalled_steps_resent": 1, "runs_finished": 0}
     assert summary["status"] == "succeeded"
     assert [summary["steps"][s]["attempts"] for s in "abc"] == [1, 1, 1]
+
+
+def test_a_worker_found_offline_also_leaves_no_ready_step_waiting_on_a_message_it_had_taken(worker):
+    version = load("""
+        name: prefetched
+        steps:
+          - {id: root, action: echo}
+          - {id: x, action: echo, needs: [root]}
+          - {id: y, action: echo, needs: [root]}
+    """)
+    # The dead worker was running x and had taken y's message without starting it: y is pending, sent to nobody.
+    now = timezone.now()
+    run = WorkflowRun.objects.create(version=version, steps_total=3, steps_done=1, status="running", started_at=now)
+    StepRun.objects.create(run=run, step_id="root", attempt=1, run_attempt=1, status="succeeded", finished_at=now)
+    StepRun.objects.create(run=run, step_id="x", attempt=1, run_attempt=1, status="running", task_id="t-x",
+                           worker="dead@host:123", started_at=now)
+    StepRun.objects.create(run=run, step_id="y", attempt=1, run_attempt=1)
+
+    counts = engine.workflow_steps_requeue_lost(hostnames=["dead@host"])
+    summary = finish(run)
+
+    assert counts == {"redispatched": 1, "failed": 0, "pending_resent": 1}
+    assert summary["status"] == "succeeded"
+    assert [a.status for a in attempts(run, "x")] == ["failed", "succeeded"]
+    assert [a.status for a in attempts(run, "y")] == ["succeeded"]
 
 
 def test_reconcile_fails_a_step_lost_with_its_worker_and_skips_its_dependents(worker):
