@@ -377,6 +377,8 @@ AGENTS_HTTP_ALLOWED_HOSTS = env.list("AGENTS_HTTP_ALLOWED_HOSTS", default=["loca
 AGENTS_FLOWER_URL = env.str("AGENTS_FLOWER_URL", default="http://127.0.0.1:5555")
 #: Seconds without progress after which the reconciler re-sends a ready step or fails a lost one.
 AGENTS_WORKFLOW_STALL_S = env.float("AGENTS_WORKFLOW_STALL_S", default=120.0)
+#: Seconds a step past its soft time limit (``timeout_s``) has to clean up before its hard limit kills the process.
+AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S = env.float("AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S", default=5.0)
 #: Deepest nesting of sub-workflows (``workflow.run``): a run started this many levels below its root is refused.
 AGENTS_WORKFLOW_MAX_DEPTH = env.int("AGENTS_WORKFLOW_MAX_DEPTH", default=10)
 #: Seconds between reconciler sweeps (a celery-beat entry).

@@ -49,8 +49,13 @@ from agents.workflows.spec import RUN_IF_DEFAULT, WorkflowSpec, step_references,
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between a step's soft time limit (SoftTimeLimitExceeded) and its hard one (the process is killed).
-HARD_LIMIT_GRACE_S = 5.0
+
+
+def _hard_limit_grace_s() -> float:
+    """Seconds between a step's soft time limit (SoftTimeLimitExceeded) and its hard one (the process is killed):
+    ``AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S``."""
+    return settings.AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S
+
 #: How the error of an attempt lost with its worker starts; such attempts do not use up the step's retries.
 WORKER_LOST = "worker lost"
 #: Times one step is re-dispatched after losing its worker; a further loss counts as a failed attempt (a step
@@ -158,7 +163,7 @@ def step_signature(*, run_id: int, run_attempt: int, step_id: str, compiled: Com
     options = {"shadow": f"{compiled.name}.{step_id}"}
     if step.timeout_s:
         options["soft_time_limit"] = step.timeout_s
-        options["time_limit"] = step.timeout_s + HARD_LIMIT_GRACE_S
+        options["time_limit"] = step.timeout_s + _hard_limit_grace_s()
     return task_signature(STEP_TASK, run_id, step_id, run_attempt, **options)
 
 
@@ -647,7 +652,7 @@ def _map_item_send(*, run_id: int, step_id: str, run_attempt: int, index: int, c
     step = compiled.spec.steps[step_id]
     options = {"shadow": f"{compiled.name}.{step_id}[{index}]"}
     if step.timeout_s:
-        options.update(soft_time_limit=step.timeout_s, time_limit=step.timeout_s + HARD_LIMIT_GRACE_S)
+        options.update(soft_time_limit=step.timeout_s, time_limit=step.timeout_s + _hard_limit_grace_s())
     if countdown_s:
         options["countdown"] = countdown_s
     task_signature(MAP_ITEM_TASK, run_id, step_id, run_attempt, index).apply_async(**options)
@@ -1152,7 +1157,7 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
         if row.status != StepStatus.RUNNING or row.child_run_id or row.waiting_for or row.run_attempt != run_attempt:
             continue  # (a step waiting on a child run or a signal holds no worker to lose)
         step = compiled.spec.steps[row.step_id]
-        limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + HARD_LIMIT_GRACE_S + stall_s
+        limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + _hard_limit_grace_s() + stall_s
         if step.map is not None:  # runs as long as its items: their tasks are what can be lost
             resent += _map_reconcile(row=row, compiled=compiled, lost_before=now - timezone.timedelta(seconds=limit_s))
             continue

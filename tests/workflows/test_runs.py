@@ -387,8 +387,9 @@ def test_a_failed_run_shows_the_share_of_steps_that_succeeded_and_the_failed_and
                                    "cancelled": 0}
 
 
-def test_a_step_killed_by_its_hard_time_limit_fails_at_once_and_is_retried(worker):
-    # given a step that ignores its soft limit of 0.5 s, so the hard limit (5.5 s) kills its process
+def test_a_step_killed_by_its_hard_time_limit_fails_at_once_and_is_retried(worker, settings):
+    # given a step that ignores its soft limit of 0.5 s, so the hard limit (1.5 s: a grace of 1 s) kills its process
+    settings.AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S = 1.0
     run = start("""
         name: stuck
         steps:
@@ -402,11 +403,12 @@ def test_a_step_killed_by_its_hard_time_limit_fails_at_once_and_is_retried(worke
 
     # then the killed attempt failed with the reason, and the retry it was owed ran
     first, second = attempts(run, "stuck")
-    assert first.status == StepStatus.FAILED and first.error == "exceeded its hard time limit of 5.5 s"
+    assert first.status == StepStatus.FAILED and first.error == "exceeded its hard time limit of 1.5 s"
     assert second.status == StepStatus.SUCCEEDED and summary["status"] == "succeeded"
 
 
-def test_a_step_killed_by_its_hard_time_limit_without_retries_fails_the_run(worker):
+def test_a_step_killed_by_its_hard_time_limit_without_retries_fails_the_run(worker, settings):
+    settings.AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S = 1.0
     run = start("""
         name: stuck-for-good
         steps:
@@ -416,7 +418,7 @@ def test_a_step_killed_by_its_hard_time_limit_without_retries_fails_the_run(work
     summary = finish(run, timeout_s=40)
 
     assert summary["status"] == "failed"
-    assert summary["steps"]["stuck"]["error"] == "exceeded its hard time limit of 5.5 s"
+    assert summary["steps"]["stuck"]["error"] == "exceeded its hard time limit of 1.5 s"
 
 
 def test_cancelling_a_run_inside_a_chord_logs_no_error(worker, caplog):
