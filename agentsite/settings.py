@@ -116,7 +116,7 @@ if AGENTS_HTTPS and any(len(key.strip()) < 32 for key in AGENTS_MESSAGE_KEY):
     )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "agentsite.apps.AdminConfig",  # django.contrib.admin, its model admins loaded with the URL routes
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -7,6 +7,9 @@ from drf_spectacular.views import SpectacularSwaggerView
 from agents.api.metrics import metrics
 from agents.api.views import health
 
+# The admin's modules load with the routes, not at start (agentsite.apps.AdminConfig): commands and workers skip them.
+admin.autodiscover()
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # Log in and out for the browsable API (DRF's templates name the ``rest_framework`` namespace at the top).

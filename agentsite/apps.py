@@ -1,0 +1,24 @@
+"""Django's admin app, configured for start-up: its ``admin.py`` modules load with the URL routes, not at start."""
+from django.contrib.admin.apps import SimpleAdminConfig
+
+
+class AdminConfig(SimpleAdminConfig):
+    """``django.contrib.admin``, its model admins loaded by ``agentsite.urls`` (``admin.autodiscover()``) rather than
+    at start: a command or a worker never serves a page, and the admin's forms and views are a fifth of the start-up.
+    Its system checks still see every model admin: the check loads them first."""
+
+    def ready(self):
+        from django.contrib.admin.checks import check_dependencies
+        from django.core import checks
+
+        checks.register(check_dependencies, checks.Tags.admin)
+        checks.register(admin_models_check, checks.Tags.admin)
+
+
+def admin_models_check(app_configs, **kwargs):
+    """Django's model-admin checks, over every registered admin (loaded here when nothing has loaded them yet)."""
+    from django.contrib import admin
+    from django.contrib.admin.checks import check_admin_app
+
+    admin.autodiscover()
+    return check_admin_app(app_configs, **kwargs)
