@@ -10,6 +10,10 @@ STAMP := $(VENV)/.requirements-installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_CACHE_URL ?= redis://127.0.0.1:6379/12
+# The fault scenarios and API tests run beside the rest (bin/test), on a database and Redis databases of their own.
+BESIDE_DATABASE_URL ?= $(TEST_DATABASE_URL)_beside
+BESIDE_BROKER_URL ?= redis://127.0.0.1:6379/10
+BESIDE_CACHE_URL ?= redis://127.0.0.1:6379/9
 
 .PHONY: venv run test lint-imports demo bench clean
 
@@ -27,8 +31,9 @@ run: venv
 
 test: venv lint-imports
 	bin/ensure-services
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=django-db CONN_MAX_AGE=0 CACHE_URL=$(TEST_CACHE_URL) \
-		$(BIN)/python -m pytest $(PYTEST_ARGS)
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) TEST_CACHE_URL=$(TEST_CACHE_URL) \
+		BESIDE_DATABASE_URL=$(BESIDE_DATABASE_URL) BESIDE_BROKER_URL=$(BESIDE_BROKER_URL) \
+		BESIDE_CACHE_URL=$(BESIDE_CACHE_URL) bin/test $(PYTEST_ARGS)
 
 # The layers (.importlinter): interfaces -> workers -> areas -> expressions -> kernel -> models, areas independent.
 lint-imports: venv

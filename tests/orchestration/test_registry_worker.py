@@ -23,6 +23,7 @@ from workers.registry import agents_mark_offline
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+#: Database 14: used by no other test (`make test` runs its two processes on 15/12 and 10/9).
 BROKER_URL = django_settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/14"
 
 
