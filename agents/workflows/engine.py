@@ -1306,10 +1306,12 @@ def _step_requeue_lost(*, row: StepRun, reason: str) -> str | None:
                                                     compiled=compiled))
         return "failed" if outcome.kind != IGNORED else None
     with transaction.atomic():
-        fenced = transition(StepRun.objects.filter(pk=row.pk, task_id=row.task_id), [StepStatus.RUNNING],
-                            StepStatus.FAILED, error=error, finished_at=timezone.now())
+        # Fenced by the worker too: the broker may have redelivered the lost message to a live worker, whose claim
+        # (the same task id) took the attempt over since it was read; failing it then would run the step twice.
+        fenced = transition(StepRun.objects.filter(pk=row.pk, task_id=row.task_id, worker=row.worker),
+                            [StepStatus.RUNNING], StepStatus.FAILED, error=error, finished_at=timezone.now())
         if not fenced:
-            return None  # it finished (or was cancelled) since it was read
+            return None  # it finished, was cancelled or was taken over by a live worker since it was read
         StepRun.objects.create(run_id=row.run_id, step_id=row.step_id, attempt=row.attempt + 1,
                                run_attempt=row.run_attempt)
         transaction.on_commit(lambda: step_send(row=row, attempt=row.attempt + 1, countdown_s=0, compiled=compiled))

@@ -90,3 +90,18 @@ def test_a_step_that_loses_its_worker_again_and_again_fails(worker):
     assert summary["status"] == "failed"
     assert summary["steps"]["b"]["error"] == f"lost its worker 3 times (last {GHOST}:42)"
     assert summary["steps"]["c"]["status"] == "skipped"
+
+
+def test_a_step_a_live_worker_took_over_after_the_sweep_read_it_is_left_to_that_worker(worker):
+    # given step b read by the sweep as running on the silent worker
+    run = run_with_b_running_on_a_silent_worker()
+    read = StepRun.objects.select_related("run").get(run=run, step_id="b")
+    # and then claimed by a live worker, to which the broker redelivered its message (the same task id)
+    StepRun.objects.filter(pk=read.pk).update(worker="alive@host:7")
+
+    # when the sweep goes on with the row it read
+    outcome = engine._step_requeue_lost(row=read, reason="stopped heart-beating")
+
+    # then b is left running on the live worker: no lost attempt, no second one to run it again
+    assert outcome is None
+    assert [(row.attempt, row.status, row.worker) for row in attempts(run, "b")] == [(1, "running", "alive@host:7")]
