@@ -112,7 +112,10 @@ class WorkflowRun(models.Model):
 class StepRun(models.Model):
     """One attempt of one step in a run; retries and re-runs add attempts."""
 
-    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="step_runs")
+    # No index of its own, nor one on (run, status): the unique (run, step_id, attempt) index serves every lookup by
+    # run, and is the one the planner takes for a step of a new run (past its statistics), where with a shorter
+    # index on the run at hand it scanned all of the run's steps for each claim and each read of a step's inputs.
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="step_runs", db_index=False)
     step_id = models.CharField(max_length=100)
     attempt = models.PositiveIntegerField(help_text="1, 2, ... for this step in this run, across retries and re-runs.")
     run_attempt = models.PositiveIntegerField(default=1, help_text="The run attempt this step attempt belongs to.")
@@ -147,7 +150,6 @@ class StepRun(models.Model):
             models.UniqueConstraint(fields=["run", "step_id", "attempt"], name="step_run_attempt_unique"),
         ]
         indexes = [
-            models.Index(fields=["run", "status"], name="step_run_run_status"),
             models.Index(fields=["held_at"], name="step_run_held",
                          condition=models.Q(status="pending") & ~models.Q(held="")),
             models.Index(fields=["pool", "status"], name="step_run_pool", condition=~models.Q(pool="")),

@@ -259,9 +259,20 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
 
     Claimable: ``pending``, or ``running`` under this same Celery task id (a redelivery after its worker
     died), and only while the run is pending or running in this run attempt.
+
+    On PostgreSQL, outside a transaction, the claim commits without waiting for its WAL flush (``synchronous_commit``
+    off for this statement's own transaction, ``set_config(..., true)``): it is seen by every other session at once,
+    so it guards as before. A crash of PostgreSQL can lose it, which changes little: the crash breaks the task's
+    connection, so the step's finish fails and the task is retried under the same id, and a durable claim
+    (``running`` under that id) and a lost one (``pending``) are claimed again alike: the action runs again either
+    way. The one difference: a step whose claim was lost looks pending, so if its first run is still in its action
+    ``AGENTS_WORKFLOW_STALL_S`` after the crash, the reconciler may send it again before that run fails. The finish
+    that records the outcome, which the next step reads, still waits for its flush.
     """
     steps, runs = StepRun._meta.db_table, WorkflowRun._meta.db_table
     fence = "AND attempt = %s" if attempt is not None else ""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        fence += " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
     sql = f"""
         UPDATE {steps} SET status = 'running', task_id = %s, worker = %s, started_at = %s, held = ''
         WHERE id = (
