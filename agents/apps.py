@@ -6,7 +6,7 @@ from django.conf import settings
 
 from agentsite.celery import WORKER_MODULES
 
-#: Each area's module of registrations (actions, agent-task kinds, hooks), loaded when the app is ready.
+#: Each area's module of registrations (actions, agent-task kinds, hooks), loaded on the first lookup in a registry.
 AREA_ACTION_MODULES = (
     "agents.workflows.actions",
     "agents.decisions.actions",
@@ -24,15 +24,33 @@ class AgentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        """Load every area's registrations, then the operators' extension modules, so each ``@action``,
-        ``@transform`` and ``@check_function`` exists in every process (web, worker, beat, commands) before a
-        definition names it. Imported here, not at the top: these modules use models, which exist only now.
+        """Name every area's registrations and the Celery task modules as what the registries load on their first
+        lookup (``agents.core.registry``), so each ``@action``, ``@transform`` and ``@check_function`` exists in
+        every process (web, worker, beat, commands) before a definition names it, without every process paying for
+        every area at start-up. The operators' extension modules are imported now, so a broken one stops the process
+        at start, naming itself. (The task modules: a task sent by name carries the options its module declares,
+        ``ignore_result`` and retries, only where that module is loaded; sending one also loads them, through
+        Celery's autodiscovery.)"""
+        from django.db.models.signals import post_delete, post_save
 
-        The Celery task modules are loaded too, in every process: services send tasks by name, and a task sent by
-        name carries the options its module declares (``ignore_result``, retries) only where that module is loaded.
-        """
-        for module in (*AREA_ACTION_MODULES, *settings.AGENTS_EXTENSION_MODULES, *WORKER_MODULES):
+        from agents.core.events import event_listeners_changed
+        from agents.core.registry import registrations_source
+        from agents.models import Trigger
+
+        def registrations():
+            for module in (*AREA_ACTION_MODULES, *WORKER_MODULES):
+                import_module(module)
+
+        registrations_source(registrations)
+        for module in settings.AGENTS_EXTENSION_MODULES:
             import_module(module)
+
+        # A trigger saved or deleted (admin, commands, services alike) changes the event listeners, in every process.
+        def triggers_changed(**kwargs):
+            event_listeners_changed()
+
+        post_save.connect(triggers_changed, sender=Trigger, weak=False, dispatch_uid="agents.triggers_changed")
+        post_delete.connect(triggers_changed, sender=Trigger, weak=False, dispatch_uid="agents.triggers_deleted")
         from django.db.models.signals import post_migrate
 
         from agents.api.groups import api_groups_ensure  # uses models, like the modules above

@@ -38,9 +38,14 @@ task_postrun.connect(_close_old_connections, weak=False)
 def _heavy_libraries_preload(**kwargs):
     """Import the data libraries once in the worker's main process, before it forks its pool: commands and the web
     app load them on first use (``agents.core.lazy``), but each pool process would otherwise pay for them again on
-    its first data task."""
+    its first data task. The same for the areas' registrations."""
     for name in HEAVY_LIBRARIES:
         importlib.import_module(name)
+    # And every area's registrations, which other processes load on their first lookup: loaded here, before the
+    # fork, each pool process has them without paying for them on its first task.
+    from agents.core.registry import registrations_load
+
+    registrations_load()
 
 
 #: Loaded on first use everywhere but in a worker, which loads them at start (see above).

@@ -67,7 +67,7 @@ class Action:
         return self.function(context, **self.with_defaults(params))
 
 
-actions: Registry[Action] = Registry("action")
+actions: Registry[Action] = Registry("action", registered_elsewhere=True)
 
 
 def action(name: str, *, params: dict[str, Param] | None = None, deferred: bool = False):
@@ -109,7 +109,7 @@ class TaskKind:
         return {self.param: config[self.key], **given, **self.fixed}
 
 
-task_kinds: Registry[TaskKind] = Registry("agent task kind")
+task_kinds: Registry[TaskKind] = Registry("agent task kind", registered_elsewhere=True)
 
 
 def task_kind(*, agent_type: str, key: str, action: str, param: str | None = None, extra: tuple[str, ...] = (),

@@ -29,7 +29,7 @@ class ProbeResult:
 
 
 #: Custom check functions by name (``{type: custom, params: {function: name}}``).
-check_functions: Registry[Callable[[dict], Any]] = Registry("check function")
+check_functions: Registry[Callable[[dict], Any]] = Registry("check function", registered_elsewhere=True)
 
 
 def check_function(name: str):

@@ -13,11 +13,12 @@ from typing import Any
 from agents.core.registry import Registry
 
 #: hook(hostnames=..., reason=...) -> JSON summary, by name.
-workers_lost: Registry[Callable[..., Any]] = Registry("workers-lost hook")
+workers_lost: Registry[Callable[..., Any]] = Registry("workers-lost hook", registered_elsewhere=True)
 
 
 #: hook() -> the event types something listens for (any team's), by name.
-event_listeners: Registry[Callable[[], Iterable[str]]] = Registry("event-listeners hook")
+event_listeners: Registry[Callable[[], Iterable[str]]] = Registry("event-listeners hook",
+                                                                  registered_elsewhere=True)
 
 
 def workers_lost_notify(*, hostnames: Iterable[str], reason: str | None = None) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The data area's actions: ``data.pipeline`` for workflow steps, and the agent-task kind of data agents
-(``{pipeline: name, params: {...}}``). Registered when the app is ready."""
+(``{pipeline: name, params: {...}}``). Loaded on the first lookup in a registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.params import Param
 from agents.data.selectors import data_run_json

@@ -1,5 +1,6 @@
 """The decision area's actions: ``decision.evaluate`` for workflow steps, the agent-task kind of decision agents
-(``{ruleset: name, context: {...}}``), and the ``decision_models`` custom check. Registered when the app is ready."""
+(``{ruleset: name, context: {...}}``), and the ``decision_models`` custom check. Loaded on the first lookup in a
+registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.checks import ProbeResult, check_function
 from agents.core.params import Param

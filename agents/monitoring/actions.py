@@ -1,5 +1,5 @@
 """The monitoring area's actions: ``monitoring.check`` for workflow steps, and the agent-task kind of monitoring
-agents (``{check: name}``). Registered when the app is ready."""
+agents (``{check: name}``). Loaded on the first lookup in a registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.params import Param
 from agents.exceptions import ActionError, CheckNotFoundError, PermanentActionError

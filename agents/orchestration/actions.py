@@ -1,14 +1,10 @@
 """The orchestration area's actions: ``message.send`` lets a workflow step (or a trigger's task) send a message
-through the hub. Its triggers are the events' listeners: the kernel asks them which event types to write and send,
-and hears when they change. Registered when the app is ready."""
-from django.db.models.signals import post_delete, post_save
-
+through the hub. Its triggers are the events' listeners: the kernel asks them which event types to write and send
+(``agents.apps`` tells it when a trigger changes). Loaded on the first lookup in a registry."""
 from agents.core.actions import ActionContext, action
-from agents.core.events import event_listeners_changed
 from agents.core.hooks import event_listeners
 from agents.core.params import Param
 from agents.exceptions import MessageError, PermanentActionError
-from agents.models import Trigger
 from agents.orchestration.messages import message_send
 from agents.orchestration.selectors import trigger_event_types
 
@@ -31,11 +27,4 @@ def message_send_action(context: ActionContext, *, recipient: str, message_type:
     return {"message_id": message.pk, "status": message.status}
 
 
-def _triggers_changed(**kwargs) -> None:
-    """A trigger was saved or deleted (admin, commands, services alike): the event listeners changed."""
-    event_listeners_changed()
-
-
 event_listeners.register("triggers", trigger_event_types)
-post_save.connect(_triggers_changed, sender=Trigger, dispatch_uid="agents.orchestration.triggers_changed")
-post_delete.connect(_triggers_changed, sender=Trigger, dispatch_uid="agents.orchestration.triggers_deleted")

@@ -1,7 +1,7 @@
 """The workflow area's actions: the built-ins every step can use (noop, sleep, fail, echo, http.request) and
 sub-workflows (``workflow.run`` waits for the child run, ``workflow.start`` does not). Registered in the kernel's
-action registry when the app is ready, with the agent-task kind of workflow agents and the hook that re-dispatches
-the steps of a lost worker.
+action registry on its first lookup (``agents.core.registry``), with the agent-task kind of workflow agents and the
+hook that re-dispatches the steps of a lost worker.
 """
 import time
 from typing import Any

@@ -141,7 +141,8 @@ def test_an_endpoint_that_fails_fires_an_alert_and_its_recovery_resolves_it_with
     _dispatch_until(lambda: Alert.objects.get(pk=alert.pk).state == "resolved", what="the alert to resolve")
     wait_for(lambda: len(receiver.received) == 2, what="the firing and resolved notices")
     assert receiver.events() == ["firing", "resolved"]
-    assert set(Notification.objects.filter(alert=alert).values_list("event", "status")) == {
+    # The receiver answers before the worker records the notice as sent.
+    wait_for(lambda: set(Notification.objects.filter(alert=alert).values_list("event", "status")) == {
         ("firing", "sent"), ("resolved", "sent")
-    }
+    }, what="both notices recorded as sent")
     assert Alert.objects.filter(health_check=check).count() == 1
