@@ -29,8 +29,8 @@ class AgentsConfig(AppConfig):
         every process (web, worker, beat, commands) before a definition names it, without every process paying for
         every area at start-up. The operators' extension modules are imported now, so a broken one stops the process
         at start, naming itself. (The task modules: a task sent by name carries the options its module declares,
-        ``ignore_result`` and retries, only where that module is loaded; sending one also loads them, through
-        Celery's autodiscovery.)"""
+        ``ignore_result`` and retries, only where that module is loaded; ``agents.core.dispatch`` loads them before
+        it sends one.)"""
         from django.db.models.signals import post_delete, post_save
 
         from agents.core.events import event_listeners_changed

@@ -14,6 +14,7 @@ from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 from django.db import connection
 
+from agents.core.registry import registrations_load
 from agentsite.celery import app as celery_app
 from tests.breakers.conftest import breakers_clean  # noqa: F401  (autouse: no breaker state left by a test)
 
@@ -55,6 +56,9 @@ def celery_worker(broker, django_db_setup, django_db_blocker):
     """A real Celery worker (prefork, as in production: time limits and revoke-terminate work) on every queue."""
     # As `celery worker` does at start, so a task's request.hostname is the node name, not the machine's.
     setup_worker_optimizations(celery_app, "tests@localhost")
+    # As a worker's main process does before it forks its pool (``worker_init``): loaded later, the modules would be
+    # imported by this process's main thread while the worker's thread forks pool processes.
+    registrations_load()
     with django_db_blocker.unblock():
         with start_worker(
             celery_app,

@@ -8,6 +8,7 @@ from celery import current_app
 from celery.canvas import Signature
 from django.db import transaction
 
+from agents.core.registry import registrations_load
 from agents.core.tracing import trace
 
 
@@ -17,7 +18,10 @@ def celery_app():
 
 
 def task_signature(name: str, *args, **options) -> Signature:
-    """An immutable signature of the task ``name`` with positional ``args`` and send ``options``."""
+    """An immutable signature of the task ``name`` with positional ``args`` and send ``options``. The task modules
+    are loaded first (once per process, with the areas' registrations): a task sent by name carries the options its
+    module declares only where that module is loaded."""
+    registrations_load()
     return current_app.signature(name, args=args, immutable=True).set(**options)
 
 

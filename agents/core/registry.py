@@ -4,6 +4,7 @@ The areas' modules of registrations are loaded on the first lookup in a registry
 the app names them when it is ready), not when a process starts: a command or a worker that looks nothing up, or only at
 its own area's entries after loading its services, does not pay for every area's modules at start-up.
 """
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -13,6 +14,15 @@ Entry = TypeVar("Entry")
 _sources: list[Callable[[], None]] = []
 _loaded = threading.Event()
 _loading = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    """A process forked while another thread was loading gets a lock of its own (the loading thread is not in it)."""
+    global _loading
+    _loading = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def registrations_source(load: Callable[[], None]) -> None:
