@@ -31,17 +31,14 @@ class AgentsConfig(AppConfig):
         at start, naming itself. (The task modules: a task sent by name carries the options its module declares,
         ``ignore_result`` and retries, only where that module is loaded; ``agents.core.dispatch`` loads them before
         it sends one.)"""
-        from django.db.models.signals import post_delete, post_save
+        from django.db.models.signals import post_delete, post_migrate, post_save
 
+        from agents.api.groups import api_groups_ensure  # these use models, which exist only now
         from agents.core.events import event_listeners_changed
         from agents.core.registry import registrations_source
         from agents.models import Trigger
 
-        def registrations():
-            for module in (*AREA_ACTION_MODULES, *WORKER_MODULES):
-                import_module(module)
-
-        registrations_source(registrations)
+        registrations_source((*AREA_ACTION_MODULES, *WORKER_MODULES))
         for module in settings.AGENTS_EXTENSION_MODULES:
             import_module(module)
 
@@ -51,9 +48,6 @@ class AgentsConfig(AppConfig):
 
         post_save.connect(triggers_changed, sender=Trigger, weak=False, dispatch_uid="agents.triggers_changed")
         post_delete.connect(triggers_changed, sender=Trigger, weak=False, dispatch_uid="agents.triggers_deleted")
-        from django.db.models.signals import post_migrate
-
-        from agents.api.groups import api_groups_ensure  # uses models, like the modules above
 
         # The API's viewers and operators groups, with the permissions of every model migrate created.
         post_migrate.connect(api_groups_ensure, sender=self, dispatch_uid="agents.api.groups")

@@ -38,11 +38,14 @@ task_postrun.connect(_close_old_connections, weak=False)
 def _heavy_libraries_preload(**kwargs):
     """Import the data libraries once in the worker's main process, before it forks its pool: commands and the web
     app load them on first use (``agents.core.lazy``), but each pool process would otherwise pay for them again on
-    its first data task. The same for the areas' registrations."""
+    its first data task."""
     for name in HEAVY_LIBRARIES:
         importlib.import_module(name)
-    # And every area's registrations, which other processes load on their first lookup: loaded here, before the
-    # fork, each pool process has them without paying for them on its first task.
+
+
+def _registrations_preload(**kwargs):
+    """Import the areas' registrations and task modules in the worker's main process, before it forks its pool, for
+    the same reason: other processes load them on their first lookup (``agents.core.registry``)."""
     from agents.core.registry import registrations_load
 
     registrations_load()
@@ -51,6 +54,7 @@ def _heavy_libraries_preload(**kwargs):
 #: Loaded on first use everywhere but in a worker, which loads them at start (see above).
 HEAVY_LIBRARIES = ("numpy", "pandas", "pyarrow", "pyarrow.parquet", "requests")
 worker_init.connect(_heavy_libraries_preload, weak=False)
+worker_init.connect(_registrations_preload, weak=False)
 
 # Named, not imported: Celery loads it when a worker starts, after Django is set up (the step uses models).
 app.steps["worker"].add("workers.bootsteps:AgentRegistryStep")

@@ -6,46 +6,52 @@ its own area's entries after loading its services, does not pay for every area's
 """
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from importlib import import_module
 from typing import Generic, TypeVar
 
 Entry = TypeVar("Entry")
 
-_sources: list[Callable[[], None]] = []
-_loaded = threading.Event()
-_loading = threading.RLock()
+#: The modules that register entries (the app names them when it is ready), and whether this process loaded them.
+_modules: tuple[str, ...] = ()
+_loaded = False
+#: True while this process imports them: a lookup from those imports sees what is registered so far.
+_importing = False
+_lock = threading.RLock()
 
 
-def _after_fork_in_child() -> None:
-    """A process forked while another thread was loading gets a lock of its own (the loading thread is not in it)."""
-    global _loading
-    _loading = threading.RLock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def registrations_source(load: Callable[[], None]) -> None:
-    """Have ``load`` (which imports the modules that register entries) run before the first lookup."""
-    _sources.append(load)
-    _loaded.clear()
+def registrations_source(modules: Iterable[str]) -> None:
+    """Name the modules a lookup in a ``registered_elsewhere`` registry loads first."""
+    global _modules, _loaded
+    _modules, _loaded = tuple(modules), False
 
 
 def registrations_load() -> None:
-    """Load every registering module, once per process (a lookup does it; a lookup while they load sees what is
-    registered so far)."""
-    if _loaded.is_set():
+    """Import the named modules, once per process. Another thread's lookup waits until they are all imported; a
+    lookup made while they import (by one of them) goes on with what is registered so far."""
+    global _loaded, _importing
+    if _loaded:
         return
-    with _loading:
-        if _loaded.is_set():
+    with _lock:
+        if _loaded or _importing:
             return
-        _loaded.set()
+        _importing = True
         try:
-            for load in list(_sources):
-                load()
-        except BaseException:
-            _loaded.clear()  # the next lookup tries again, and raises the same error
-            raise
+            for module in _modules:
+                import_module(module)
+            _loaded = True
+        finally:
+            _importing = False
+
+
+def _after_fork_in_child() -> None:
+    """A process forked while another thread imported the modules has neither that thread nor a usable lock: it
+    starts over (what was imported before the fork is not imported again)."""
+    global _lock, _importing
+    _lock, _importing = threading.RLock(), False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Registry(Generic[Entry]):
