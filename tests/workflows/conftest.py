@@ -1,6 +1,11 @@
 """Fixtures for workflow tests: load a definition, start a run, wait for it to finish."""
+import os
 import textwrap
+import time
 
+from agents.core.actions import ActionContext, action
+from agents.core.params import Param
+from agents.exceptions import ActionError
 from agents.models import RunStatus, StepRun, WorkflowRun
 from agents.workflows import selectors, services
 from tests.conftest import wait_for
@@ -29,3 +34,15 @@ def finish(run: WorkflowRun, timeout_s: float = 30.0) -> dict:
 def attempts(run: WorkflowRun, step_id: str) -> list[StepRun]:
     """Every attempt of ``step_id`` in ``run``, oldest first."""
     return list(StepRun.objects.filter(run=run, step_id=step_id).order_by("attempt"))
+
+
+@action("test.held", params={"path": Param("string", required=True)})
+def held(context: ActionContext, *, path: str) -> dict:
+    """Run until the file ``path`` exists: a test releases the step when it has done what it does while the step
+    runs, instead of racing a sleep. Fail after a minute, so a test that never releases it frees the worker."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise ActionError(f"{path} was never created")
+        time.sleep(0.02)
+    return {"released": True}

@@ -17,17 +17,19 @@ from workers.workflow import workflow_runs_reconcile
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_step_whose_worker_process_is_killed_runs_again_and_the_run_succeeds(worker):
-    run = start("""
+def test_a_step_whose_worker_process_is_killed_runs_again_and_the_run_succeeds(worker, tmp_path):
+    release = tmp_path / "release"
+    run = start(f"""
         name: survives-kill
         steps:
-          - {id: work, action: sleep, params: {seconds: 1.5}}
-          - {id: after, action: echo, needs: [work]}
+          - {{id: work, action: test.held, params: {{path: "{release}"}}}}
+          - {{id: after, action: echo, needs: [work]}}
     """)
     wait_for(lambda: attempts(run, "work")[0].status == StepStatus.RUNNING, what="the step to start")
     pid = int(attempts(run, "work")[0].worker.rsplit(":", 1)[1])
 
     os.kill(pid, signal.SIGKILL)
+    release.touch()
     summary = finish(run, timeout_s=30)
 
     assert summary["status"] == "succeeded"

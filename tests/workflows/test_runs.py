@@ -237,15 +237,20 @@ def test_rerun_of_a_running_run_is_refused(worker):
     finish(run)
 
 
-def test_a_duplicated_step_message_changes_nothing(worker):
-    run = start("""
+def test_a_duplicated_step_message_changes_nothing(worker, tmp_path):
+    release = tmp_path / "release"
+    run = start(f"""
         name: duplicated
         steps:
-          - {id: first, action: sleep, params: {seconds: 0.3}}
-          - {id: second, action: echo, needs: [first]}
+          - {{id: first, action: test.held, params: {{path: "{release}"}}}}
+          - {{id: second, action: echo, needs: [first]}}
     """)
     wait_for(lambda: attempts(run, "first")[0].status == StepStatus.RUNNING, what="the first step to start")
     step_run.delay(run.pk, "first", 1)  # the broker delivers it again while it runs
+    # the other pool process takes the duplicate before this run's step (the queue is first in, first out)
+    finish(start("name: between\nsteps: [{id: only, action: noop}]"))
+    assert attempts(run, "first")[0].status == StepStatus.RUNNING
+    release.touch()
     summary = finish(run)
     before = StepRun.objects.filter(run=run).order_by("step_id", "attempt")
     snapshot = [(r.step_id, r.attempt, r.status, r.finished_at) for r in before]
