@@ -1,4 +1,5 @@
 """App config for agents."""
+import gc
 from importlib import import_module
 
 from django.apps import AppConfig
@@ -35,10 +36,16 @@ class AgentsConfig(AppConfig):
 
         from agents.api.groups import api_groups_ensure  # these use models, which exist only now
         from agents.core.events import event_listeners_changed
+        from agents.core.hooks import event_listeners, workers_lost
         from agents.core.registry import registrations_source
         from agents.models import Trigger
 
-        registrations_source((*AREA_ACTION_MODULES, *WORKER_MODULES))
+        registrations_source((*AREA_ACTION_MODULES, *WORKER_MODULES), by_kind={
+            # One area fills each of these: asking whether anything listens for an event (every run's end, every
+            # decision) or who re-dispatches a lost worker's steps loads that area's module, not every area.
+            event_listeners.kind: ("agents.orchestration.actions",),
+            workers_lost.kind: ("agents.workflows.actions",),
+        })
         for module in settings.AGENTS_EXTENSION_MODULES:
             import_module(module)
 
@@ -51,3 +58,9 @@ class AgentsConfig(AppConfig):
 
         # The API's viewers and operators groups, with the permissions of every model migrate created.
         post_migrate.connect(api_groups_ensure, sender=self, dispatch_uid="agents.api.groups")
+
+        # The last app is ready, so start-up is over: what it made (modules, classes, models) lives as long as the
+        # process. Frozen, later collections skip it, and a worker's or server's forked children share it instead of
+        # copying it. manage.py turns collection off during start-up; it is on from here in every process.
+        gc.freeze()
+        gc.enable()

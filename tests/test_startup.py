@@ -46,3 +46,37 @@ for name, app in get_commands().items():
 def test_a_library_loads_where_it_is_used():
     then = "from agents.data.samples import customers_frame\ncustomers_frame()"
     assert {"pandas", "numpy"} <= set(loaded_after(then))
+
+
+AREA_REGISTRATIONS = ("agents.orchestration.actions", "agents.workflows.actions", "agents.decisions.actions",
+                      "agents.data.actions", "agents.monitoring.actions")
+
+
+def areas_loaded_after(then: str) -> list[str]:
+    code = f"import json, sys, django\ndjango.setup()\n{then}\n" \
+           f"print(json.dumps(sorted(name for name in {AREA_REGISTRATIONS!r} if name in sys.modules)))"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "agentsite.settings"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT_DIR, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_asking_who_listens_for_events_loads_only_the_area_that_listens():
+    then = "from agents.core.hooks import event_listeners\nassert event_listeners.names() == ['triggers']"
+    assert areas_loaded_after(then) == ["agents.orchestration.actions"]
+
+
+def test_a_lookup_of_an_action_loads_every_area_registrations():
+    then = ("from agents.core.hooks import event_listeners\nevent_listeners.names()\n"
+            "from agents.core.actions import actions\n"
+            "assert {'sleep', 'decision.evaluate', 'message.send'} <= set(actions)")
+    assert areas_loaded_after(then) == sorted(AREA_REGISTRATIONS)
+
+
+def test_a_command_runs_with_garbage_collection_on():
+    # manage.py turns it off while Django starts and the agents app turns it back on once every app is ready
+    command = [sys.executable, "manage.py", "shell", "--no-imports", "-c", "import gc; print(gc.isenabled())"]
+    result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True"

@@ -12,34 +12,47 @@ from typing import Generic, TypeVar
 
 Entry = TypeVar("Entry")
 
-#: The modules that register entries (the app names them when it is ready), and whether this process loaded them.
+#: The modules that register entries (the app names them when it is ready), the fewer modules that fill some kinds
+#: of registry, and the modules this process has imported.
 _modules: tuple[str, ...] = ()
+_by_kind: dict[str, tuple[str, ...]] = {}
+_imported: set[str] = set()
 _loaded = False
 #: True while this process imports them: a lookup from those imports sees what is registered so far.
 _importing = False
 _lock = threading.RLock()
 
 
-def registrations_source(modules: Iterable[str]) -> None:
-    """Name the modules a lookup in a ``registered_elsewhere`` registry loads first."""
-    global _modules, _loaded
+def registrations_source(modules: Iterable[str], *, by_kind: dict[str, Iterable[str]] | None = None) -> None:
+    """Name the modules a lookup in a ``registered_elsewhere`` registry loads first: all of ``modules``, or for a
+    registry whose kind ``by_kind`` names, only those modules (a kind only one area fills: an event's publisher asks
+    whether anything listens without loading every area)."""
+    global _modules, _by_kind, _loaded
     _modules, _loaded = tuple(modules), False
+    _by_kind = {kind: tuple(names) for kind, names in (by_kind or {}).items()}
+    _imported.clear()
 
 
-def registrations_load() -> None:
-    """Import the named modules, once per process. Another thread's lookup waits until they are all imported; a
-    lookup made while they import (by one of them) goes on with what is registered so far."""
+def registrations_load(kind: str | None = None) -> None:
+    """Import the named modules (those of ``kind``, when the app named some for it), once per process. Another
+    thread's lookup waits until they are all imported; a lookup made while they import (by one of them) goes on with
+    what is registered so far."""
     global _loaded, _importing
     if _loaded:
+        return
+    modules = _by_kind.get(kind, _modules) if kind is not None else _modules
+    if _imported.issuperset(modules):
         return
     with _lock:
         if _loaded or _importing:
             return
         _importing = True
         try:
-            for module in _modules:
-                import_module(module)
-            _loaded = True
+            for module in modules:
+                if module not in _imported:
+                    import_module(module)
+                    _imported.add(module)
+            _loaded = _imported.issuperset(_modules)
         finally:
             _importing = False
 
@@ -68,7 +81,7 @@ class Registry(Generic[Entry]):
 
     def _all(self) -> dict[str, Entry]:
         if self.registered_elsewhere:
-            registrations_load()
+            registrations_load(self.kind)
         return self._entries
 
     def register(self, name: str, entry: Entry, *, same: Callable[[Entry, Entry], bool] | None = None) -> Entry:
