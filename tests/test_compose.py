@@ -166,3 +166,16 @@ def test_compose_refuses_to_start_without_a_shared_key_or_flower_credentials(tmp
 
     assert result.returncode != 0
     assert missing in result.stdout + result.stderr
+
+
+def test_every_process_of_the_compose_stack_shares_one_cache_in_redis():
+    """Given the compose stack, every container running the code keeps its decision cache, throttling counts and
+    breaker states in the stack's Redis, apart from the broker's database, not in files of its own."""
+    services = _services()
+    running_the_code = {name: _environment(service) for name, service in services.items()
+                        if "DATABASE_URL" in _environment(service)}
+
+    assert {"web", "beat", "worker-decision"} <= running_the_code.keys()
+    for name, environment in running_the_code.items():
+        assert environment.get("CACHE_URL", "").startswith("redis://redis:6379/"), f"{name} has no shared cache"
+        assert environment["CACHE_URL"] != environment["CELERY_BROKER_URL"], f"{name} caches in the broker's database"

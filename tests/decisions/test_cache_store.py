@@ -1,0 +1,84 @@
+"""The embedded decision cache (no ``CACHE_URL``): one SQLite file every process of the machine shares, read and
+written a batch at a time."""
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from agents.decisions import services
+from agents.decisions.cache import decision_cache
+from agents.models import Decision
+from tests.conftest import PROJECT_DIR
+from tests.decisions.conftest import LOANS, load
+
+pytestmark = pytest.mark.django_db
+
+APPLICANTS = [{"amount": 5000, "applicant": {"score": 720, "email": "a@example.com"}},
+              {"amount": 50000, "applicant": {"score": 300}},
+              {"amount": 5000, "applicant": {"score": 720, "email": "a@example.com"}}]
+
+
+#: Another process counting the entries of the store's file.
+ENTRIES = ("import sqlite3, sys\n"
+           "print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM entries').fetchone()[0])")
+
+
+@pytest.fixture
+def file_store(settings, tmp_path):
+    settings.AGENTS_DECISION_CACHE_URL = ""
+    settings.VAR_DIR = tmp_path
+    decision_cache.cache_clear()
+    yield tmp_path / "cache" / "decisions.sqlite3"
+    decision_cache.cache_clear()
+
+
+def test_a_batch_is_answered_from_the_file_store_the_second_time(file_store):
+    load(LOANS)
+
+    first = services.decide_many(ruleset="loans", contexts=APPLICANTS * 100)
+    second = services.decide_many(ruleset="loans", contexts=APPLICANTS * 100)
+
+    assert [answer["cached"] for answer in first[:3]] == [False, False, True]  # the third repeats the first
+    assert all(answer["cached"] for answer in second)
+    assert [a["decision"] for a in second] == [a["decision"] for a in first] == ["approve", "reject", "approve"] * 100
+    assert Decision.objects.filter(cached=True).count() == 298 + 300
+    assert file_store.is_file()
+
+
+def test_a_single_decision_is_cached_for_every_process_of_the_machine(file_store):
+    load(LOANS)
+
+    first = services.decide(ruleset="loans", context=APPLICANTS[0])
+    again = services.decide(ruleset="loans", context=APPLICANTS[0])
+    other = subprocess.run([sys.executable, "-c", ENTRIES, str(file_store)], cwd=PROJECT_DIR, capture_output=True,
+                           text=True, timeout=30)
+
+    assert (first["cached"], again["cached"]) == (False, True)
+    assert again["decision"] == first["decision"] == "approve"
+    assert other.stdout.strip() == "1", other.stderr
+
+
+def test_an_expired_entry_is_a_miss(file_store):
+    store = decision_cache()
+    store.set_many({"agents:decision:a": '"kept"', "agents:decision:b": '"old"'}, 300)
+    store.set_many({"agents:decision:b": '"old"'}, -1)
+
+    assert store.get_many(["agents:decision:a", "agents:decision:b", "agents:decision:c"]) == ['"kept"', None, None]
+    assert store.get("agents:decision:a") == "kept"
+
+
+def test_a_broken_store_file_is_named_in_the_log_and_replaced(file_store, caplog):
+    load(LOANS)
+    file_store.parent.mkdir(parents=True, exist_ok=True)
+    file_store.write_bytes(b"this is not a database" * 100)
+
+    with caplog.at_level(logging.WARNING, logger="agents.decisions.cache"):
+        first = services.decide(ruleset="loans", context=APPLICANTS[0])
+        again = services.decide(ruleset="loans", context=APPLICANTS[0])
+        batch = services.decide_many(ruleset="loans", contexts=APPLICANTS)
+
+    assert (first["decision"], first["cached"], again["cached"]) == ("approve", False, True)
+    assert [answer["decision"] for answer in batch] == ["approve", "reject", "approve"]
+    assert f"{file_store} is broken" in caplog.text
+    assert Decision.objects.count() == 5
