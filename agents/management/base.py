@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from agents.core.definitions import refuse_json_constant
 from agents.core.teams import team_named
 from agents.exceptions import AgentsError, SpecError
 from agents.models import Team
@@ -19,6 +20,18 @@ def json_text(value: Any, *, indent: int | None = None, sort_keys: bool = False)
     """``value`` as JSON text (one line unless ``indent``); a value JSON has no type for (a time, a decimal) as its
     ``str``."""
     return json.dumps(value, indent=indent, sort_keys=sort_keys, default=str)
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """Parse ``--param key=value``; the value is JSON when it parses as JSON, else text."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise CommandError(f"--param {text!r}: expected key=value")
+    try:
+        # NaN and Infinity are not JSON a database stores: they stay text.
+        return key, json.loads(value, parse_constant=refuse_json_constant)
+    except ValueError:
+        return key, value
 
 
 def _stdout_discard() -> None:

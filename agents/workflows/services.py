@@ -1,5 +1,4 @@
 """Workflow services: load definitions as versions, start, cancel and re-run runs."""
-import json
 from datetime import UTC, datetime, timedelta
 
 from celery import current_app
@@ -12,7 +11,7 @@ from agents.core.audit import audit_record
 from agents.core.events import event_publish
 from agents.core.dispatch import task_send_on_commit
 from agents.core.teams import owned_get_or_create, same_team, team_acting
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name, refuse_json_constant
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import (
     NotAllowedError,
     TeamError,
@@ -645,18 +644,6 @@ def workflow_run_get(*, run_id: int) -> WorkflowRun:
         return WorkflowRun.objects.select_related("version__definition").get(pk=run_id)
     except (WorkflowRun.DoesNotExist, ValueError):
         raise WorkflowNotFoundError(f"no workflow run with id {run_id!r}") from None
-
-
-def parse_param(text: str) -> tuple[str, object]:
-    """Parse ``key=value`` from the command line; the value is JSON when it parses as JSON, else text."""
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise WorkflowSpecError([f"--param {text!r}: expected key=value"])
-    try:
-        # NaN and Infinity are not JSON a database stores: they stay text.
-        return key, json.loads(value, parse_constant=refuse_json_constant)
-    except ValueError:
-        return key, value
 
 
 def _run_for_update(run_id: int) -> WorkflowRun:

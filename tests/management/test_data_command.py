@@ -126,6 +126,13 @@ def test_a_real_invocation_exits_1_with_the_reason_and_no_traceback(tmp_path):
     assert "absolute" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_run_parameter_without_a_value_is_named_and_nothing_runs(demo_files):
+    with pytest.raises(CommandError, match="--param 'novalue': expected key=value"):
+        call_command("data", "run", str(EXAMPLES / "orders_clean.yaml"), "--param", "novalue", stdout=StringIO())
+
+    assert not DataRun.objects.exists()
+
+
 def test_an_unknown_run_parameter_is_named_once_and_nothing_runs(demo_files, capsys):
     out = StringIO()
     with pytest.raises(CommandError) as caught:

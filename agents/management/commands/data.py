@@ -9,9 +9,8 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, parse_param
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
-from agents.workflows.services import parse_param
 
 
 class Command(AgentsCommand):

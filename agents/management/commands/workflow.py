@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from agents.core.audit import cli_actor
 from agents.core.definitions import refuse_json_constant
 from agents.exceptions import WorkflowSpecError
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, parse_param
 from agents.models import RunStatus
 from agents.workflows import selectors, services
 
@@ -105,7 +105,7 @@ class Command(AgentsCommand):
             self.stdout.write(f"{row['name']}  v{row['version']}  {row['steps']} steps  {row['runs']} runs  {row['description']}")
 
     def handle_run(self, *, workflow, param, wait, timeout, json, team=None, **options):
-        params = dict(services.parse_param(text) for text in param)
+        params = dict(parse_param(text) for text in param)
         if Path(workflow).is_file():
             version, _ = services.workflow_load_file(path=workflow, team=self.team_of(team))
             run = services.workflow_run_start(version=version, params=params)
