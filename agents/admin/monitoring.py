@@ -35,7 +35,7 @@ from agents.models import (
     ResponseRule,
     Silence,
 )
-from agents.monitoring import alerts, probes, rules, selectors, services, watchdog
+from agents.monitoring import alerts, probes, rules, selectors, services
 from agents.monitoring.notifiers import NOTIFIER_TYPES, notifier_validate
 
 #: How far back the charts on a check's page reach.
@@ -601,12 +601,11 @@ class NotificationRouteForm(DefinitionForm):
         """The route's problems; its heartbeat option (``watchdog`` in its config) is the route's, not the
         handler's, and is checked as a definitions file checks it."""
         route_names = set(NotificationRoute.objects.values_list("name", flat=True)) | {definition["name"]}
-        config = dict(definition["config"] or {})
-        heartbeat = config.pop(alerts.WATCHDOG_KEY, None)
-        problems = rules.route_definition_validate({**definition, "config": config}, "route", route_names=route_names,
-                                                   notifier_validate=notifier_validate)
-        return problems + [problem.replace(".watchdog:", ".config.watchdog:", 1)
-                           for problem in watchdog.route_watchdog_problems(heartbeat, "route")]
+        config, heartbeat = rules.route_config_split(definition["config"] or {})
+        problems = rules.route_definition_validate({**definition, "config": config, "watchdog": heartbeat}, "route",
+                                                   route_names=route_names, notifier_validate=notifier_validate)
+        # The form keeps the option in the config field: its problems are named there.
+        return [re.sub(r"^(route(?: '[^']*')?)\.watchdog", r"\1.config.watchdog", problem) for problem in problems]
 
     def problem_field(self, problem: str) -> str | None:
         return _problem_field(problem, self.definition_fields, "config")

@@ -29,7 +29,7 @@ from agents.models import (
     Team,
     ThresholdDirection,
 )
-from agents.monitoring import alerts, selectors, services
+from agents.monitoring import alerts, rules, selectors, services
 
 #: The metrics summary's window when the request names none.
 DEFAULT_SUMMARY_WINDOW = timedelta(hours=1)
@@ -711,8 +711,7 @@ class RouteViewSet(DefinitionViewSet):
              "enable": "change_notificationroute"}
 
     def definition_of(self, route: NotificationRoute) -> dict:
-        config = dict(route.config)
-        watchdog = config.pop("watchdog", None)  # stored with the handler's config, written beside it
+        config, watchdog = rules.route_config_split(route.config)
         return {
             "name": route.name, "order": route.order, "match": route.matchers, "handler": route.handler,
             "config": config, "repeat_interval_s": route.repeat_interval_s,

@@ -49,8 +49,6 @@ SENDING_STALE_S = 120.0
 #: The tasks that deliver a notification and run an alert's incident responses (``workers.monitoring``).
 NOTIFY_TASK = "workers.monitoring.alert_notify"
 RESPOND_TASK = "workers.monitoring.alert_respond"
-#: A route's config key holding its heartbeat option (``watchdog: {interval_s: N}``); not the handler's.
-WATCHDOG_KEY = "watchdog"
 
 
 def _transition(alert: Alert, to: str, **fields: Any) -> bool:
@@ -436,7 +434,7 @@ def alerts_silences(alerts, *, now: datetime | None = None) -> dict[int, Silence
 
 def route_send_config(route: NotificationRoute) -> dict:
     """The config a route's handler is given: the route's without its own ``watchdog`` option."""
-    return {key: value for key, value in route.config.items() if key != WATCHDOG_KEY}
+    return rules.route_config_split(route.config)[0]
 
 
 def alert_payload(alert: Alert, event: str, *, route: str | None = None) -> dict:

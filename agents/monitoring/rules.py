@@ -21,7 +21,12 @@ CHECK_KEYS = {
     "name", "type", "params", "interval_s", "timeout_s", "warning", "critical", "direction", "max_attempts",
     "severity", "keep_firing_for_s", "tags", "enabled", "description",
 }
-ROUTE_KEYS = {"name", "order", "match", "handler", "config", "repeat_interval_s", "escalate_after", "escalate_to", "enabled"}
+ROUTE_KEYS = {"name", "order", "match", "handler", "config", "repeat_interval_s", "escalate_after", "escalate_to",
+              "enabled", "watchdog"}
+#: The config key a route's ``watchdog`` option is stored under, beside (not in) its handler's config.
+WATCHDOG_KEY = "watchdog"
+#: The shortest interval between a route's heartbeats.
+MIN_HEARTBEAT_S = 1.0
 SILENCE_KEYS = {"match", "starts_at", "ends_at", "duration_s", "comment"}
 RESPONSE_KEYS = {"name", "match", "action", "workflow", "params", "max_runs", "per_s", "enabled"}
 SECTIONS = {"checks", "routes", "silences", "responses"}
@@ -186,7 +191,32 @@ def route_definition_validate(item: Any, where: str, *, route_names: set[str],
             errors.append(f"{where}.escalate_to: no route named {escalate_to!r}")
         if item.get("repeat_interval_s") is None:
             errors.append(f"{where}: escalation needs repeat_interval_s (it counts unacknowledged reminders)")
+    errors.extend(route_watchdog_problems(item.get("watchdog"), where))
     return errors
+
+
+def route_watchdog_problems(value: Any, where: str) -> list[str]:
+    """The problems with a route's ``watchdog`` option: ``{interval_s: seconds}`` (None: no heartbeat)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict) or set(value) != {"interval_s"}:
+        return [f"{where}.watchdog: must be a mapping with just interval_s (seconds between heartbeats), got {value!r}"]
+    interval_s = value["interval_s"]
+    if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or interval_s < MIN_HEARTBEAT_S:
+        return [f"{where}.watchdog.interval_s: must be a number of seconds of at least {MIN_HEARTBEAT_S:g}, "
+                f"got {interval_s!r}"]
+    return []
+
+
+def route_config_stored(config: dict, watchdog: Any) -> dict:
+    """A route's stored config: its handler's ``config`` with the route's ``watchdog`` option beside it."""
+    return {**config, **({WATCHDOG_KEY: watchdog} if watchdog else {})}
+
+
+def route_config_split(stored: dict) -> tuple[dict, Any]:
+    """A route's stored config as (its handler's config, its ``watchdog`` option or None)."""
+    config = dict(stored)
+    return config, config.pop(WATCHDOG_KEY, None)
 
 
 def silence_definition_validate(item: Any, where: str, *, now: datetime,

@@ -36,7 +36,7 @@ from agents.models import (
     Team,
     WorkflowDefinition,
 )
-from agents.monitoring import alerts, probes, rules, watchdog
+from agents.monitoring import alerts, probes, rules
 from agents.monitoring.notifiers import notifier_validate
 
 logger = logging.getLogger(__name__)
@@ -108,13 +108,9 @@ def definitions_validate(document: Any, *, source: str = "definitions") -> dict:
     route_names = {item.get("name") for item in sections["routes"] if isinstance(item, dict)}
     route_names |= set(NotificationRoute.objects.values_list("name", flat=True))
     for index, item in enumerate(sections["routes"]):
-        # ``watchdog`` is the route's heartbeat option, kept in its config but not the handler's.
-        plain = {key: value for key, value in item.items() if key != "watchdog"} if isinstance(item, dict) else item
         errors += rules.route_definition_validate(
-            plain, f"routes[{index}]", route_names=route_names, notifier_validate=notifier_validate
+            item, f"routes[{index}]", route_names=route_names, notifier_validate=notifier_validate
         )
-        if isinstance(item, dict):
-            errors += watchdog.route_watchdog_problems(item.get("watchdog"), f"route {item.get('name')!r}")
     silences = []
     for index, item in enumerate(sections["silences"]):
         problems, silence = rules.silence_definition_validate(
@@ -156,7 +152,7 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
                 "order": item.get("order", 100),
                 "matchers": item.get("match") or {},
                 "handler": item["handler"],
-                "config": {**item.get("config", {}), **({"watchdog": item["watchdog"]} if item.get("watchdog") else {})},
+                "config": rules.route_config_stored(item.get("config", {}), item.get("watchdog")),
                 "repeat_interval_s": item.get("repeat_interval_s"),
                 "escalate_after": item.get("escalate_after"),
                 "enabled": item.get("enabled", True),

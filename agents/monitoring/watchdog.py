@@ -16,7 +16,7 @@ from django.utils import timezone
 from agents.core.teams import acting_for, team_default
 from agents.exceptions import NotificationError
 from agents.models import Agent, AgentStatus, AgentType, Check, CheckType, NotificationRoute
-from agents.monitoring import alertmanager, alerts
+from agents.monitoring import alertmanager, alerts, rules
 from agents.monitoring.notifiers import notification_send
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,6 @@ WATCHDOG_CHECK = "watchdog"
 #: The labels of the heartbeat, as Prometheus' own always-firing alert has them.
 HEARTBEAT_LABELS = {"alertname": "Watchdog", "severity": "none"}
 #: Fewest seconds between two heartbeats to one route.
-MIN_HEARTBEAT_S = 1.0
 
 
 def watchdog_problems(*, now: datetime, since: datetime | None = None) -> list[str]:
@@ -72,19 +71,6 @@ def watchdog_observe(*, now: datetime | None = None, since: datetime | None = No
 # ------------------------------------------------------------------------------------ heartbeats
 
 
-def route_watchdog_problems(value: Any, where: str) -> list[str]:
-    """The problems with a route's ``watchdog`` option: ``{interval_s: seconds}``."""
-    if value is None:
-        return []
-    if not isinstance(value, dict) or set(value) != {"interval_s"}:
-        return [f"{where}.watchdog: must be a mapping with just interval_s (seconds between heartbeats), got {value!r}"]
-    interval_s = value["interval_s"]
-    if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or interval_s < MIN_HEARTBEAT_S:
-        return [f"{where}.watchdog.interval_s: must be a number of seconds of at least {MIN_HEARTBEAT_S:g}, "
-                f"got {interval_s!r}"]
-    return []
-
-
 def heartbeat_payload(route: NotificationRoute, *, started_at: datetime) -> dict:
     """The always-firing heartbeat as a notice: labels ``alertname=Watchdog, severity=none``."""
     return {
@@ -103,9 +89,9 @@ def heartbeats_send(*, last_sent: dict[str, float], clock_s: float, started_at: 
     """Send the heartbeat to every enabled route whose ``watchdog.interval_s`` has passed since ``last_sent[name]``
     (monotonic seconds, updated here); return how many were sent. A failed send is logged and tried next tick."""
     sent = 0
-    for route in NotificationRoute.objects.filter(enabled=True, config__has_key=alerts.WATCHDOG_KEY):
-        option = route.config.get(alerts.WATCHDOG_KEY)
-        if route_watchdog_problems(option, f"route {route.name!r}") or option is None:
+    for route in NotificationRoute.objects.filter(enabled=True, config__has_key=rules.WATCHDOG_KEY):
+        option = rules.route_config_split(route.config)[1]
+        if rules.route_watchdog_problems(option, f"route {route.name!r}") or option is None:
             continue
         if clock_s - last_sent.get(route.name, float("-inf")) < option["interval_s"]:
             continue

@@ -555,7 +555,7 @@ def route_form(**overrides) -> dict:
     ({"matchers": '{"team": "ops"}'}, "matchers", "route 'ops'.match: unknown key 'team'"),
     ({"escalate_after": "2"}, "escalate_after", "route 'ops': escalate_after and escalate_to go together"),
     ({"config": '{"url": "http://localhost:9000/hook", "watchdog": {"every": 60}}'}, "config",
-     "route.config.watchdog: must be a mapping with just interval_s"),
+     "route 'ops'.config.watchdog: must be a mapping with just interval_s"),
 ])
 def test_a_bad_route_is_refused_on_the_form(admin_client, overrides, field, problem):
     response = admin_client.post(reverse("admin:agents_notificationroute_add"), route_form(**overrides))

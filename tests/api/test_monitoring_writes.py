@@ -148,6 +148,8 @@ def test_a_route_is_created_changed_and_disabled_through_the_file_rules(operator
      "escalate_to", "no route named 'nowhere'"),
     ({"name": "r", "handler": "log", "escalate_after": 1, "escalate_to": {"name": "pager"}, "repeat_interval_s": 60},
      "escalate_to", "must be a route's name, got dict"),
+    ({"name": "r", "handler": "log", "watchdog": {"interval_s": 0.5}}, "watchdog.interval_s", "at least 1, got 0.5"),
+    ({"name": "r", "handler": "log", "watchdog": {"every": 60}}, "watchdog", "a mapping with just interval_s"),
 ])
 def test_a_bad_route_is_refused_naming_the_field(operator_client, body, field, reason):
     response = operator_client.post("/api/routes/", body, format="json")
@@ -157,6 +159,22 @@ def test_a_bad_route_is_refused_naming_the_field(operator_client, body, field, r
     assert field in error["fields"], error
     assert any(reason in text for text in error["fields"][field]), error
     assert not NotificationRoute.objects.exists()
+
+
+HOOK = {"url": "http://localhost:9000/hook"}
+
+
+def test_a_route_with_a_heartbeat_keeps_it_beside_its_handler_config(operator_client):
+    created = operator_client.post("/api/routes/", {"name": "deadman", "handler": "webhook", "config": HOOK,
+                                                    "watchdog": {"interval_s": 60}}, format="json")
+    assert created.status_code == 201, created.content
+
+    shown = operator_client.get("/api/routes/deadman/").json()
+    changed = operator_client.patch("/api/routes/deadman/", {"watchdog": {"interval_s": 30}}, format="json")
+
+    assert NotificationRoute.objects.get(name="deadman").config["watchdog"] == {"interval_s": 30}
+    assert (shown["watchdog"], shown["config"]) == ({"interval_s": 60}, HOOK)
+    assert changed.status_code == 200 and changed.json()["watchdog"] == {"interval_s": 30}
 
 
 def test_a_response_rule_is_created_changed_and_disabled(operator_client):
