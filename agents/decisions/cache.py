@@ -83,6 +83,11 @@ class _FileCache:
     def _db(self) -> sqlite3.Connection:
         pid = os.getpid()
         if getattr(self._local, "pid", None) != pid:  # a forked child opens its own
+            inherited = getattr(self._local, "db", None)
+            if inherited is not None:
+                # The parent's connection: never used here, and never closed either (closing it could checkpoint
+                # and remove the write-ahead log the parent still uses), so it is kept until the process ends.
+                _INHERITED.append(inherited)
             try:
                 db = self._open()
             except sqlite3.OperationalError:  # locked or unreadable for now: a miss this time
@@ -153,6 +158,8 @@ class _FileCache:
 
 #: Entries a process writes to the file store between two removals of the expired ones.
 PURGE_EVERY = 10_000
+#: SQLite connections a forked process inherited from its parent (see ``_FileCache._db``).
+_INHERITED: list = []
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,7 @@
 """The embedded decision cache (no ``CACHE_URL``): one SQLite file every process of the machine shares, read and
 written a batch at a time."""
 import logging
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,23 @@ def test_a_broken_store_file_is_named_in_the_log_and_replaced(file_store, caplog
     assert [answer["decision"] for answer in batch] == ["approve", "reject", "approve"]
     assert f"{file_store} is broken" in caplog.text
     assert Decision.objects.count() == 5
+
+
+def test_a_forked_child_uses_its_own_connection_and_the_parent_goes_on(file_store):
+    store = decision_cache()
+    store.set_many({"agents:decision:parent": '"before"'}, 300)  # the parent's connection is open
+    inherited = store._local.db
+
+    child = os.fork()
+    if child == 0:  # as a prefork worker's pool process: store an answer, then end without cleaning up
+        try:
+            store.set_many({"agents:decision:child": '"from the child"'}, 300)
+            os._exit(0 if store._local.db is not inherited else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    store.set_many({"agents:decision:parent": '"after"'}, 300)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._local.db is inherited
+    assert store.get_many(["agents:decision:parent", "agents:decision:child"]) == ['"after"', '"from the child"']
