@@ -32,6 +32,17 @@ class AgentsConfig(AppConfig):
         at start, naming itself. (The task modules: a task sent by name carries the options its module declares,
         ``ignore_result`` and retries, only where that module is loaded; ``agents.core.dispatch`` loads them before
         it sends one.)"""
+        try:
+            self._ready()
+        finally:
+            # The last app is ready, so start-up is over: what it made (modules, classes, models) lives as long as
+            # the process. Frozen, later collections skip it, and a worker's or server's forked children share it
+            # instead of copying it. manage.py turns collection off during start-up; it is on from here in every
+            # process, also when a broken extension module stops this method (the dev server goes on after that).
+            gc.freeze()
+            gc.enable()
+
+    def _ready(self):
         from django.db.models.signals import post_delete, post_migrate, post_save
 
         from agents.api.groups import api_groups_ensure  # these use models, which exist only now
@@ -58,9 +69,3 @@ class AgentsConfig(AppConfig):
 
         # The API's viewers and operators groups, with the permissions of every model migrate created.
         post_migrate.connect(api_groups_ensure, sender=self, dispatch_uid="agents.api.groups")
-
-        # The last app is ready, so start-up is over: what it made (modules, classes, models) lives as long as the
-        # process. Frozen, later collections skip it, and a worker's or server's forked children share it instead of
-        # copying it. manage.py turns collection off during start-up; it is on from here in every process.
-        gc.freeze()
-        gc.enable()

@@ -79,14 +79,15 @@ class _FileCache:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()  # a connection per thread (a batch stores its entries from a thread)
+        self.writes = 0  # entries written since the expired ones were last removed
 
     def _db(self) -> sqlite3.Connection:
         pid = os.getpid()
         if getattr(self._local, "pid", None) != pid:  # a forked child opens its own
             inherited = getattr(self._local, "db", None)
             if inherited is not None:
-                # The parent's connection: never used here, and never closed either (closing it could checkpoint
-                # and remove the write-ahead log the parent still uses), so it is kept until the process ends.
+                # The parent's connection: never used here, and not closed while this process runs (closing it
+                # could checkpoint and remove the write-ahead log the parent still uses); kept until the exit.
                 _INHERITED.append(inherited)
             try:
                 db = self._open()
@@ -98,7 +99,7 @@ class _FileCache:
                              self.path.with_name(self.path.name + "-shm")):
                     path.unlink(missing_ok=True)
                 db = self._open()
-            self._local.db, self._local.pid, self._local.writes = db, pid, 0
+            self._local.db, self._local.pid = db, pid
         return self._local.db
 
     def _open(self) -> sqlite3.Connection:
@@ -130,7 +131,7 @@ class _FileCache:
                 chunk = keys[start:start + self.BATCH_KEYS]
                 found.update(db.execute(f"SELECT key, value FROM entries WHERE key IN ({','.join('?' * len(chunk))})"
                                         " AND expires > ?", (*chunk, now)))
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             logger.warning("decision cache: cannot read %s (%s); deciding without it", self.path, error)
         return [found.get(key) for key in keys]
 
@@ -143,11 +144,12 @@ class _FileCache:
                 db.execute("BEGIN")
                 db.executemany("INSERT OR REPLACE INTO entries (key, value, expires) VALUES (?, ?, ?)",
                                ((key, text, now + ttl_s) for key, text in items.items()))
-                self._local.writes += len(items)
-                if self._local.writes >= PURGE_EVERY:
+                # Counted per store, not per thread: a batch stores each chunk from a new thread.
+                self.writes += len(items)
+                if self.writes >= PURGE_EVERY:
+                    self.writes = 0
                     db.execute("DELETE FROM entries WHERE expires <= ?", (now,))
-                    self._local.writes = 0
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             logger.warning("decision cache: cannot write %s (%s); the answers are not kept", self.path, error)
 
     def clear(self) -> None:

@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 WATCHDOG_CHECK = "watchdog"
 #: The labels of the heartbeat, as Prometheus' own always-firing alert has them.
 HEARTBEAT_LABELS = {"alertname": "Watchdog", "severity": "none"}
-#: Fewest seconds between two heartbeats to one route.
 
 
 def watchdog_problems(*, now: datetime, since: datetime | None = None) -> list[str]:

@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -103,3 +104,19 @@ def test_a_forked_child_uses_its_own_connection_and_the_parent_goes_on(file_stor
     assert os.waitstatus_to_exitcode(status) == 0
     assert store._local.db is inherited
     assert store.get_many(["agents:decision:parent", "agents:decision:child"]) == ['"after"', '"from the child"']
+
+
+def test_expired_entries_are_removed_though_each_chunk_is_stored_from_a_new_thread(file_store, monkeypatch):
+    monkeypatch.setattr("agents.decisions.cache.PURGE_EVERY", 10)
+    store = decision_cache()
+    for chunk in range(3):  # as a batch stores its chunks: each from a thread of its own, each below PURGE_EVERY
+        thread = threading.Thread(target=store.set_many,
+                                  args=({f"agents:decision:{chunk}-{row}": '"old"' for row in range(6)}, -1))
+        thread.start()
+        thread.join()
+    store.set_many({"agents:decision:fresh": '"new"'}, 300)
+
+    other = subprocess.run([sys.executable, "-c", ENTRIES, str(file_store)], capture_output=True, text=True,
+                           timeout=30)
+    # the second chunk brought the count to 12: all 12 expired entries went; the third chunk's 6 and the fresh one stay
+    assert other.stdout.strip() == "7", other.stderr
