@@ -4,11 +4,9 @@ import gc
 import logging
 import hashlib
 import json
-import os
 import re
 import threading
 import time
-import uuid
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +32,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
 from agents.core.dispatch import task_send_on_commit
 from agents.core.files import file_sha256
+from agents.models.ids import uuid7, uuid7_texts
 from agents.models import (
     Decision,
     DecisionEngine,
@@ -275,7 +274,7 @@ class _Decider:
                     cache.set(key, answer, ttl)
         latency_ms = (time.perf_counter() - started) * 1000
         row = Decision(
-            decision_id=uuid.uuid4(), ruleset_id=self.version.ruleset_id, version_id=self.version.pk,
+            decision_id=uuid7(), ruleset_id=self.version.ruleset_id, version_id=self.version.pk,
             model_version_id=self.champion.pk if answer["model_version"] else None,
             context=_mask(context, self.masked), decision=answer["decision"], confidence=answer["confidence"],
             engine=answer["engine"], rule_ids=answer["rule_ids"], reasoning=answer["reasoning"],
@@ -672,7 +671,7 @@ class _Batch:
         as_json = self.as_json
         latency_ms = round((time.perf_counter() - started) * 1000 / max(1, len(encoded)), 4)
         name, number = self.name, self.number
-        decision_ids = _uuid4_texts(len(decided))
+        decision_ids = uuid7_texts(len(decided))
         rows, results = [], []
         row = 0
         for text in encoded:
@@ -739,15 +738,6 @@ class _Background:
         self.thread.join()
         if self.failure is not None:
             raise self.failure
-
-
-def _uuid4_texts(count: int) -> Iterator[str]:
-    """``count`` random (version 4) UUIDs as text, as ``str(uuid.uuid4())`` writes them, from one os.urandom call."""
-    pool = os.urandom(16 * count).hex()
-    for start in range(0, 32 * count, 32):
-        text = pool[start:start + 32]
-        yield (f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{'89ab'[int(text[16], 16) & 3]}{text[17:20]}-"
-               f"{text[20:32]}")
 
 
 def _decide_batch(batch: "_Batch", contexts: list) -> list:
@@ -1130,7 +1120,7 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
     reasoning = (f"{_dmn_reasoning_start(decision)}{model.model_name!r} evaluated after "
                  f"{len(trace) - 1} required decision{'s' if len(trace) != 2 else ''}")
     row = Decision(
-        decision_id=uuid.uuid4(), ruleset_id=version.ruleset_id, version_id=version.pk, context=_mask(context, masked),
+        decision_id=uuid7(), ruleset_id=version.ruleset_id, version_id=version.pk, context=_mask(context, masked),
         decision=value, confidence=1.0, engine=DecisionEngine.RULES, rule_ids=rule_ids, reasoning=reasoning,
         needs_review=bool(errors), error="; ".join(errors), cached=False, latency_ms=round(latency_ms, 4),
         trace_id=trace_id,

@@ -1,8 +1,8 @@
 """Rule sets and their versions, the decision audit, decision models and shadow comparisons."""
-import uuid
 
 from django.db import models
 
+from .ids import uuid7
 from .versioned import Definition, DefinitionVersion
 
 
@@ -86,7 +86,8 @@ class DecisionEngine(models.TextChoices):
 class Decision(models.Model):
     """One decision, audited append-only: what was asked, what was answered, by what and how fast."""
 
-    decision_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Version 7: time-ordered, so a batch's rows go to the unique index's right edge (agents.models.ids).
+    decision_id = models.UUIDField(default=uuid7, unique=True, editable=False)
     # Indexed by decision_ruleset_created; version and model version are never looked up from the audit side.
     # Fewer indexes: each is one more write per audited decision (batches store tens of thousands a second).
     # The three references are kept by the database's own triggers (migration 0022), checked once per INSERT or

@@ -1,6 +1,7 @@
 """Deciding a batch column-wise gives what deciding each context on its own gives, and audits every context."""
 import io
 import json
+import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -219,3 +220,15 @@ def test_decide_contexts_with_decision_names_the_dmn_decision_of_each_line(tmp_p
     assert [answer["decision"] for answer in answers] == [1000, 500]
     with pytest.raises(CommandError, match="has no decision 'Nope'"):
         call_command("decide", "loan-eligibility", "--decision", "Nope", "--contexts", str(path), stdout=io.StringIO())
+
+
+def test_decision_ids_are_time_ordered_so_a_batch_is_audited_in_id_order():
+    version = load(ruleset("first"))
+    single = services.decide(ruleset=version.ruleset.name, context=CONTEXTS[0], use_cache=False)
+
+    results = services.decide_many(ruleset=version.ruleset.name, contexts=CONTEXTS, use_cache=False)
+
+    ids = [uuid.UUID(single["decision_id"])] + [uuid.UUID(result["decision_id"]) for result in results]
+    assert all(made.version == 7 for made in ids) and ids == sorted(ids)
+    stored = Decision.objects.filter(decision_id__in=ids).order_by("decision_id")
+    assert [row.decision_id for row in stored] == ids
