@@ -23,7 +23,7 @@ APPLICANTS = [{"amount": 5000, "applicant": {"score": 720, "email": "a@example.c
 
 #: Another process counting the entries of the store's file.
 ENTRIES = ("import sqlite3, sys\n"
-           "print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM entries').fetchone()[0])")
+           "print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM answers').fetchone()[0])")
 
 
 @pytest.fixture
