@@ -69,6 +69,8 @@ class _FileCache:
     """Entries in one SQLite file, ``VAR_DIR/cache/decisions.sqlite3``: shared by every process of the machine (a
     file per entry cost a batch of 20,000 decisions 6-12 s). Best effort, like any cache: a locked file is a miss, a
     write that cannot be made is skipped, and a file that is no database is replaced; the answer is still returned.
+    A file found broken in use is replaced too, and a process whose file another process replaced moves to the new
+    one at its next read or write (its connection would otherwise go on with a file no one else sees).
 
     Written for batches (bench/decisions.py: a cold batch of 20,000 stored its entries in 0.57 s before, 0.16 s now):
 
@@ -91,25 +93,54 @@ class _FileCache:
         self.writes = 0  # entries written since the expired ones were last removed
 
     def _db(self) -> sqlite3.Connection:
-        pid = os.getpid()
-        if getattr(self._local, "pid", None) != pid:  # a forked child opens its own
-            inherited = getattr(self._local, "db", None)
+        local, pid = self._local, os.getpid()
+        if getattr(local, "pid", None) != pid:  # a forked child opens its own
+            inherited = getattr(local, "db", None)
             if inherited is not None:
                 # The parent's connection: never used here, and not closed while this process runs (closing it
                 # could checkpoint and remove the write-ahead log the parent still uses); kept until the exit.
                 _INHERITED.append(inherited)
+            local.db = None
+        elif local.db is not None and self._inode() != local.inode:
+            # Another process found the file broken and replaced it: this connection writes to a file nobody reads.
+            local.db.close()
+            local.db = None
+        if local.db is None:
             try:
                 db = self._open()
             except sqlite3.OperationalError:  # locked or unreadable for now: a miss this time
                 raise
             except sqlite3.DatabaseError as error:  # not a database (any more): the cache starts again
-                logger.warning("decision cache: %s is broken (%s); starting a new one", self.path, error)
-                for path in (self.path, self.path.with_name(self.path.name + "-wal"),
-                             self.path.with_name(self.path.name + "-shm")):
-                    path.unlink(missing_ok=True)
+                self._replace(error)
                 db = self._open()
-            self._local.db, self._local.pid = db, pid
-        return self._local.db
+            local.db, local.pid, local.inode = db, pid, self._inode()
+        return local.db
+
+    def _inode(self) -> int | None:
+        try:
+            return os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return None
+
+    def _replace(self, error: sqlite3.DatabaseError) -> None:
+        """Remove the broken file (the next connection starts a new one), naming it and what was wrong in the log."""
+        logger.warning("decision cache: %s is broken (%s); starting a new one", self.path, error)
+        for path in (self.path, self.path.with_name(self.path.name + "-wal"),
+                     self.path.with_name(self.path.name + "-shm")):
+            path.unlink(missing_ok=True)
+
+    def _failed(self, error: Exception, doing: str) -> None:
+        """A read or write that failed: a miss or a skipped write, logged; a file found broken is replaced, a
+        connection that failed is opened again next time."""
+        if isinstance(error, sqlite3.DatabaseError) and (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF in _BROKEN:
+            self._replace(error)
+        else:
+            logger.warning("decision cache: cannot %s %s (%s); the answers are %s", doing, self.path, error,
+                           "decided without it" if doing == "read" else "not kept")
+        db = getattr(self._local, "db", None)
+        if db is not None and getattr(self._local, "pid", None) == os.getpid():
+            self._local.db = None
+            db.close()
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_S, isolation_level=None)
@@ -141,7 +172,7 @@ class _FileCache:
             found.update(db.execute("SELECT key, value FROM answers WHERE key IN (SELECT value FROM json_each(?)) "
                                     "AND expires > ?", (json.dumps(digests), time.time())))
         except (sqlite3.Error, OSError) as error:
-            logger.warning("decision cache: cannot read %s (%s); deciding without it", self.path, error)
+            self._failed(error, "read")
         return [found.get(digest) for digest in digests]
 
     def set_many(self, items: dict, ttl_s: int) -> None:
@@ -161,7 +192,7 @@ class _FileCache:
                     self.writes = 0
                     db.execute("DELETE FROM answers WHERE expires <= ?", (now,))
         except (sqlite3.Error, OSError) as error:
-            logger.warning("decision cache: cannot write %s (%s); the answers are not kept", self.path, error)
+            self._failed(error, "write")
 
     def clear(self) -> None:
         with self._db() as db:
@@ -176,6 +207,8 @@ def _digest(key: str) -> str:
 
 #: Entries a process writes to the file store between two removals of the expired ones.
 PURGE_EVERY = 10_000
+#: SQLite's result codes of a file that is no database, or no longer a sound one.
+_BROKEN = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 #: SQLite connections a forked process inherited from its parent (see ``_FileCache._db``).
 _INHERITED: list = []
 

@@ -120,3 +120,41 @@ def test_expired_entries_are_removed_though_each_chunk_is_stored_from_a_new_thre
                            timeout=30)
     # the second chunk brought the count to 12: all 12 expired entries went; the third chunk's 6 and the fresh one stay
     assert other.stdout.strip() == "7", other.stderr
+
+
+def test_a_store_file_broken_while_open_is_replaced_and_caches_again(file_store, caplog):
+    store = decision_cache()
+    store.set_many({f"agents:decision:{row}": '"kept"' * 100 for row in range(3000)}, 300)
+    opened = store._local.db  # the process's connection, open on the file
+    opened.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the entries in the file itself, none in the log
+    opened.execute("PRAGMA cache_size=1")  # none in the connection's memory: a read goes to the file
+    file_store.write_bytes(b"this is not a database" * (file_store.stat().st_size // 22))  # broken in place
+
+    with caplog.at_level(logging.WARNING, logger="agents.decisions.cache"):
+        missed = store.get_many(["agents:decision:2500"])
+    store.set_many({"agents:decision:new": '"new"'}, 300)
+
+    assert missed == [None] and f"{file_store} is broken" in caplog.text
+    assert store.get_many(["agents:decision:2500", "agents:decision:new"]) == [None, '"new"']
+    other = subprocess.run([sys.executable, "-c", ENTRIES, str(file_store)], capture_output=True, text=True, timeout=30)
+    assert other.stdout.strip() == "1", other.stderr  # written to the new file, where every process looks
+
+
+def test_a_process_whose_file_another_replaced_moves_to_the_new_file(file_store):
+    store = decision_cache()
+    store.set_many({"agents:decision:a": '"old file"'}, 300)  # the connection is open
+    replaced = ("import sqlite3, sys, pathlib\n"  # as another process that found the file broken does
+                "path = pathlib.Path(sys.argv[1])\n"
+                "for name in (path.name, path.name + '-wal', path.name + '-shm'):\n"
+                "    path.with_name(name).unlink(missing_ok=True)\n"
+                "db = sqlite3.connect(path)\n"
+                "db.execute('CREATE TABLE answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)')\n"
+                "db.commit()\n")
+    done = subprocess.run([sys.executable, "-c", replaced, str(file_store)], capture_output=True, text=True, timeout=30)
+
+    store.set_many({"agents:decision:b": '"new file"'}, 300)
+
+    assert done.returncode == 0, done.stderr
+    other = subprocess.run([sys.executable, "-c", ENTRIES, str(file_store)], capture_output=True, text=True, timeout=30)
+    assert other.stdout.strip() == "1", other.stderr
+    assert store.get_many(["agents:decision:a", "agents:decision:b"]) == [None, '"new file"']
