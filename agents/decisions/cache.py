@@ -152,7 +152,7 @@ class _FileCache:
             db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
                        "expires REAL NOT NULL)")
             if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entries'").fetchone():
-                db.execute("DROP TABLE entries")  # the earlier layout: its entries are only a cache
+                db.execute("DROP TABLE IF EXISTS entries")  # the earlier layout (another process may drop it first)
         except sqlite3.Error:
             db.close()
             raise

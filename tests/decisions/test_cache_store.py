@@ -2,6 +2,7 @@
 written a batch at a time."""
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -158,3 +159,20 @@ def test_a_process_whose_file_another_replaced_moves_to_the_new_file(file_store)
     other = subprocess.run([sys.executable, "-c", ENTRIES, str(file_store)], capture_output=True, text=True, timeout=30)
     assert other.stdout.strip() == "1", other.stderr
     assert store.get_many(["agents:decision:a", "agents:decision:b"]) == [None, '"new file"']
+
+
+def test_a_store_file_of_the_earlier_layout_is_taken_over(file_store):
+    file_store.parent.mkdir(parents=True, exist_ok=True)
+    earlier = sqlite3.connect(file_store)  # keyed by the whole key, WITHOUT ROWID, as before version 7 decision ids
+    earlier.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL) "
+                    "WITHOUT ROWID")
+    earlier.execute("INSERT INTO entries VALUES ('agents:decision:a', '\"earlier\"', 1e12)")
+    earlier.commit()
+    earlier.close()
+    store = decision_cache()
+
+    store.set_many({"agents:decision:b": '"now"'}, 300)
+
+    assert store.get_many(["agents:decision:a", "agents:decision:b"]) == [None, '"now"']
+    tables = sqlite3.connect(file_store).execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert tables == [("answers",)]
