@@ -3,6 +3,8 @@ when whoever reads stdout stops reading (``manage.py ... | head -1``)."""
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -32,6 +34,22 @@ def parse_param(text: str) -> tuple[str, object]:
         return key, json.loads(value, parse_constant=refuse_json_constant)
     except ValueError:
         return key, value
+
+
+def wait_until(finished: Callable[[], bool], *, timeout: float, first_s: float = 0.01, most_s: float = 0.2) -> bool:
+    """Ask ``finished()`` until it says yes or ``timeout`` seconds have passed; whether it said yes. The pause between
+    two asks starts at ``first_s`` and doubles up to ``most_s``: a job done in a few milliseconds is seen done within
+    milliseconds (a fixed 0.2 s pause made every ``--wait`` take up to 0.2 s longer than its job), a long one costs a
+    query per ``most_s``."""
+    deadline = time.monotonic() + timeout
+    pause = first_s
+    while not finished():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, most_s)
+    return True
 
 
 def _stdout_discard() -> None:

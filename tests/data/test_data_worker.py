@@ -1,9 +1,12 @@
 """Data runs on a real Celery worker through the ``data`` queue, and the ``data.pipeline`` workflow action."""
+import io
+import json
 import textwrap
 
 import pandas as pd
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 
 from agents.data import services
 from agents.models import DataRun, Dataset
@@ -45,6 +48,19 @@ def test_a_queued_run_is_executed_by_a_data_agent(worker, shared_folder, orders)
     assert data_run_execute.apply_async(args=[run.pk], queue="data").get(timeout=30)["status"] == "succeeded"
     assert Dataset.objects.filter(run=run).count() == 1
     assert DataRun.objects.get(pk=run.pk).finished_at == run.finished_at
+
+
+def test_data_run_queue_wait_returns_once_the_worker_has_run_it(worker, shared_folder, orders):
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    load(pipeline(shared_folder))
+    out = io.StringIO()
+
+    call_command("data", "run", f"{shared_folder}-paid", "--queue", "--wait", "--json", stdout=out)
+
+    answer = json.loads(out.getvalue())
+    run = DataRun.objects.get(pk=answer["run_id"])
+    assert answer["status"] == run.status == "succeeded", run.error
+    assert run.worker not in ("", "inline") and answer["rows_out"] == 4
 
 
 def test_a_workflow_step_runs_a_pipeline_and_hands_on_its_dataset(worker, shared_folder, orders):

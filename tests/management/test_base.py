@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from agents.management.base import BROKEN_PIPE_STATUS
+from agents.management.base import BROKEN_PIPE_STATUS, wait_until
 from tests.conftest import PROJECT_DIR, embedded_install, manage
 
 RULES = str(PROJECT_DIR / "examples" / "rules" / "loan_approval.yaml")
@@ -63,3 +63,14 @@ def test_a_command_whose_reader_is_gone_before_it_writes_stops_quietly(embedded,
     assert "Traceback" not in result.stderr
     assert "BrokenPipeError" not in result.stderr
     assert result.returncode == BROKEN_PIPE_STATUS
+
+
+def test_wait_until_asks_again_sooner_at_first_and_stops_at_the_timeout():
+    asked = []
+
+    assert wait_until(lambda: asked.append(1) or len(asked) == 3, timeout=30)
+    assert len(asked) == 3  # after pauses of 0.01 s and 0.02 s, not of the most
+
+    never = []
+    assert not wait_until(lambda: never.append(1) and False, timeout=0.05)
+    assert 2 <= len(never) <= 5  # pauses of 0.01, 0.02, then what is left: a few asks, not one per millisecond

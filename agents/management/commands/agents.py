@@ -1,10 +1,9 @@
 """``manage.py agents``: list the registered agents, show one agent's status, submit tasks to agents by type."""
 import json as jsonlib
-import time
 
 from django.core.management.base import CommandError
 
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, wait_until
 from agents.models import AGENT_TASK_FINISHED, AgentStatus, AgentType
 from agents.orchestration.agent_tasks import task_cancel, task_get, task_json, task_submit
 from agents.orchestration.selectors import agent_get, agent_list, agent_to_dict
@@ -72,16 +71,18 @@ class Command(AgentsCommand):
             raise CommandError(f"--config is not valid JSON: {error}") from None
         task = task_submit(agent_type=agent_type, config=parsed, priority=priority, timeout_s=timeout,
                            submitted_by="cli")
-        if wait:
-            deadline = time.monotonic() + wait_timeout
-            while task.status not in AGENT_TASK_FINISHED:
-                if time.monotonic() > deadline:
-                    raise CommandError(f"agent task #{task.pk} did not finish within {wait_timeout:g} s "
-                                       f"(still {task.status}); see `agents task {task.pk}`")
-                time.sleep(0.1)
-                task = task_get(task_id=task.pk)
-        else:
-            task = task_get(task_id=task.pk)
+        submitted = task.pk
+
+        def finished() -> bool:
+            nonlocal task
+            task = task_get(task_id=submitted)
+            return task.status in AGENT_TASK_FINISHED
+
+        if wait and not wait_until(finished, timeout=wait_timeout):
+            raise CommandError(f"agent task #{task.pk} did not finish within {wait_timeout:g} s "
+                               f"(still {task.status}); see `agents task {task.pk}`")
+        if not wait:
+            task = task_get(task_id=submitted)
         self._show_task(task, json)
         if wait and task.status != "completed":
             raise CommandError(f"agent task #{task.pk} {task.status}: {task.error}")

@@ -1,5 +1,4 @@
 """``manage.py data``: validate, load and run pipelines, check data files, store sources, list datasets and runs."""
-import time
 from pathlib import Path
 
 from django.core.management.base import CommandError
@@ -9,7 +8,7 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import AgentsCommand, parse_param
+from agents.management.base import AgentsCommand, parse_param, wait_until
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 
@@ -97,14 +96,9 @@ class Command(AgentsCommand):
             version = (services.pipeline_load_file(path=pipeline)[0] if is_file
                        else services.pipeline_version_latest(pipeline=pipeline))
             run = services.data_run_enqueue(version=version, params=params)
-            if wait:
-                deadline = time.monotonic() + timeout
-                while run.status not in (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED):
-                    if time.monotonic() > deadline:
-                        raise CommandError(f"run {run.pk} still {run.status} after {timeout:g} s; "
-                                           f"see `manage.py data status {run.pk}`")
-                    time.sleep(0.2)
-                    run.refresh_from_db()
+            if wait and not wait_until(lambda: _finished(run), timeout=timeout):
+                raise CommandError(f"run {run.pk} still {run.status} after {timeout:g} s; "
+                                   f"see `manage.py data status {run.pk}`")
         else:
             run = services.pipeline_run(path=pipeline if is_file else None, pipeline=None if is_file else pipeline,
                                         params=params)
@@ -221,3 +215,10 @@ class Command(AgentsCommand):
             return
         for row in data:
             self.stdout.write(f"{row['name']}  v{row['version']}  {row['description']}")
+
+
+def _finished(run: DataRun) -> bool:
+    """Whether ``run`` has ended, read again from the database unless it already had."""
+    if run.status not in (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED):
+        run.refresh_from_db()
+    return run.status in (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED)

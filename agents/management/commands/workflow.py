@@ -1,6 +1,5 @@
 """``manage.py workflow``: validate, load, list, run, inspect, cancel and re-run workflows."""
 import json as _json
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from django.core.management.base import CommandError
 from agents.core.audit import cli_actor
 from agents.core.definitions import refuse_json_constant
 from agents.exceptions import WorkflowSpecError
-from agents.management.base import AgentsCommand, parse_param
+from agents.management.base import AgentsCommand, parse_param, wait_until
 from agents.models import RunStatus
 from agents.workflows import selectors, services
 
@@ -176,10 +175,14 @@ class Command(AgentsCommand):
 
     def _report(self, run_id: int, *, wait: bool, timeout: float, json: bool) -> None:
         run = services.workflow_run_get(run_id=run_id)
-        deadline = time.monotonic() + timeout
-        while wait and run.status not in FINISHED and time.monotonic() < deadline:
-            time.sleep(0.05)
-            run.refresh_from_db(fields=["status"])
+
+        def finished() -> bool:
+            if run.status not in FINISHED:
+                run.refresh_from_db(fields=["status"])
+            return run.status in FINISHED
+
+        if wait:
+            wait_until(finished, timeout=timeout)
         summary = selectors.run_to_dict(run)
         if json:
             self.json_write(summary)
