@@ -118,11 +118,14 @@ class _FileCache:
             local.db, local.pid, local.inode = db, pid, self._inode()
         return local.db
 
-    def _inode(self) -> int | None:
+    def _inode(self) -> tuple[int, int] | None:
+        """The file's identity. The old file stays open while a connection holds it, so a new file cannot reuse its
+        inode while it is compared."""
         try:
-            return os.stat(self.path).st_ino
+            found = os.stat(self.path)
         except FileNotFoundError:
             return None
+        return found.st_dev, found.st_ino
 
     def _replace(self, error: sqlite3.DatabaseError) -> None:
         """Remove the broken file (the next connection starts a new one), naming it and what was wrong in the log."""
@@ -132,13 +135,15 @@ class _FileCache:
             path.unlink(missing_ok=True)
 
     def _failed(self, error: Exception, doing: str) -> None:
-        """A read or write that failed: a miss or a skipped write, logged; a file found broken is replaced, a
-        connection that failed is opened again next time."""
-        if isinstance(error, sqlite3.DatabaseError) and (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF in _BROKEN:
-            self._replace(error)
-        else:
+        """A read or write that failed: a miss or a skipped write, logged. A file found broken is replaced and this
+        thread's connection to it closed (every other connection moves to the new file at its next use); a locked
+        file keeps its connection."""
+        if not (isinstance(error, sqlite3.DatabaseError)
+                and (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF in _BROKEN):
             logger.warning("decision cache: cannot %s %s (%s); the answers are %s", doing, self.path, error,
                            "decided without it" if doing == "read" else "not kept")
+            return
+        self._replace(error)
         db = getattr(self._local, "db", None)
         if db is not None and getattr(self._local, "pid", None) == os.getpid():
             self._local.db = None
