@@ -7,7 +7,7 @@ from celery.signals import task_postrun, task_prerun, worker_init
 from django.db import close_old_connections
 from kombu.serialization import disable_insecure_serializers
 
-from agents.core.broker import redis_channels_survive_reconnect
+from agents.core.broker import broker_transports_mended
 from agents.core.logs import cancelled_chords_quiet
 from agents.core.tracing import tracing_connect
 
@@ -62,5 +62,6 @@ app.steps["worker"].add("workers.bootsteps:AgentRegistryStep")
 tracing_connect(app)
 # A chord stopped by a cancelled run is not an error in the log.
 cancelled_chords_quiet()
-# A worker reconnects to a Redis that restarted while it ran a task, instead of dying (a kombu 5.7.0 defect).
-redis_channels_survive_reconnect()
+# A worker reconnects to a Redis that restarted while it ran a task, and reads only whole messages from the embedded
+# broker, instead of dying (kombu 5.7.0 defects).
+broker_transports_mended()

@@ -1,4 +1,9 @@
-"""A workaround for a worker that dies when Redis restarts while it runs a task (kombu 5.7.0, celery 5.7.0).
+"""Workarounds for two ways a worker dies on its broker (kombu 5.7.0, celery 5.7.0).
+
+The embedded broker (``filesystem://``): a worker that reads a message still being written stops with
+"Unrecoverable error: JSONDecodeError"; ``agents.core.filesystem_transport`` publishes each message whole.
+
+Redis: a worker dies when Redis restarts while it runs a task.
 
 When the broker connection drops, the worker closes it; closing the Redis channel restores its unacknowledged
 messages, which needs the connection's parameters, but by then kombu has cleared the transport's client: the
@@ -11,10 +16,15 @@ from kombu.transport import TRANSPORT_ALIASES
 
 #: The transport ``redis://`` and ``rediss://`` broker URLs name, loaded by kombu on the first connection.
 REDIS_TRANSPORT = "agents.core.redis_transport:Transport"
+#: The transport ``filesystem://`` names: messages published whole (``agents.core.filesystem_transport``).
+FILESYSTEM_TRANSPORT = "agents.core.filesystem_transport:Transport"
 
 
-def redis_channels_survive_reconnect() -> None:
+def broker_transports_mended() -> None:
     """Make ``redis://`` and ``rediss://`` brokers use the transport whose channel survives closing after the broker
-    went away (idempotent; nothing is imported until a connection needs it)."""
+    went away, and ``filesystem://`` the one that publishes messages whole (idempotent; nothing is imported until a
+    connection needs it)."""
     for scheme in ("redis", "rediss"):
         TRANSPORT_ALIASES[scheme] = REDIS_TRANSPORT
+    # The same for the embedded broker: a worker that reads a message still being written stops for good.
+    TRANSPORT_ALIASES["filesystem"] = FILESYSTEM_TRANSPORT
