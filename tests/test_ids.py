@@ -1,4 +1,6 @@
 """Decision ids are version 7 UUIDs (RFC 9562): time-ordered, unique and increasing within a process."""
+import os
+import signal
 import time
 import uuid
 
@@ -41,3 +43,18 @@ def test_a_full_counter_borrows_the_next_millisecond_rather_than_wrapping(monkey
     made = [uuid.UUID(text) for text in ids.uuid7_texts(4)]
 
     assert made == sorted(made) and made[0].int >> 80 == now + 1
+
+
+def test_a_child_forked_while_another_thread_makes_an_id_can_make_its_own():
+    with ids._lock:  # as if a thread of the parent were making an id at the fork
+        child = os.fork()
+        if child == 0:
+            try:
+                signal.alarm(10)  # without a new lock in the child, uuid7() would wait forever
+                made = ids.uuid7()
+                os._exit(0 if made.version == 7 else 1)
+            finally:
+                os._exit(2)
+    _, status = os.waitpid(child, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0

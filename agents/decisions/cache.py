@@ -108,14 +108,20 @@ class _FileCache:
             local.db.close()
             local.db = None
         if local.db is None:
+            # Read before opening: if another process replaces the file in between, the next call sees a different
+            # identity and opens again (read after, it would name the new file while the connection holds the old).
+            identity = self._inode()
             try:
                 db = self._open()
             except sqlite3.OperationalError:  # locked or unreadable for now: a miss this time
                 raise
             except sqlite3.DatabaseError as error:  # not a database (any more): the cache starts again
                 self._replace(error)
+                identity = self._inode()
                 db = self._open()
-            local.db, local.pid, local.inode = db, pid, self._inode()
+            if identity is None:  # the file was created by this open
+                identity = self._inode()
+            local.db, local.pid, local.inode = db, pid, identity
         return local.db
 
     def _inode(self) -> tuple[int, int] | None:
@@ -143,8 +149,9 @@ class _FileCache:
             logger.warning("decision cache: cannot %s %s (%s); the answers are %s", doing, self.path, error,
                            "decided without it" if doing == "read" else "not kept")
             return
-        self._replace(error)
         db = getattr(self._local, "db", None)
+        if self._inode() == getattr(self._local, "inode", None):
+            self._replace(error)  # still the file this connection found broken; another may have replaced it already
         if db is not None and getattr(self._local, "pid", None) == os.getpid():
             self._local.db = None
             db.close()

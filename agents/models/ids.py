@@ -22,6 +22,17 @@ _lock = threading.Lock()
 _last = [0, 0]  # the millisecond and counter of the last UUID made
 
 
+def _forked() -> None:
+    """In a forked child: a new lock (the parent's may have been held by another thread) and a counter seeded
+    afresh, so parent and child never continue one sequence in the same millisecond."""
+    global _lock
+    _lock = threading.Lock()
+    _last[:] = [0, 0]
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _reserve(count: int) -> tuple[int, int]:
     """The millisecond and first counter value of ``count`` consecutive UUIDs, after any made before."""
     with _lock:
