@@ -3,12 +3,12 @@ pandas script doing the same.
 
 Both sides run in fresh child processes, one at a time, ``REPEATS`` times each after a warm-up that also
 fills the page cache; the median is reported. Each child measures its own work only (after its imports):
-wall time, CPU time of the whole process (every thread: the pipeline checks a CSV's rows on a second thread
-beside the parse, so its CPU time exceeds its wall time on an idle machine), and peak memory as the growth of
-its peak resident set (``ru_maxrss``) over its resident set just before the work, so the pipeline side is not
-charged for Django's imports. On a shared, loaded machine the wall-time ratio suffers from the second thread
-waiting for a core; the CPU-time ratio says what the work costs, and the main thread's CPU time
-(``main_cpu_seconds``) what the wall time comes to on an idle machine with a core free for the check.
+wall time, CPU time of the whole process (every thread: the pipeline checks a CSV's rows on one thread and
+parses the next chunk on another while the main thread transforms the last, so its CPU time exceeds its wall time
+on an idle machine), and peak memory as the growth of its peak resident set (``ru_maxrss``) over its resident set
+just before the work, so the pipeline side is not charged for Django's imports. On a shared, loaded machine the
+wall-time ratio suffers from the other threads waiting for a core; the CPU-time ratio says what the work costs.
+The main thread's CPU time (``main_cpu_seconds``) is the transforms' share alone since the parse moved to a thread.
 
 - ``pandas_script``: ``read_csv`` of the three columns used (``usecols``), a boolean-mask filter, a
   ``groupby().agg()`` and ``to_parquet``: what a careful engineer writes by hand.

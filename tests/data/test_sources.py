@@ -188,6 +188,51 @@ def test_a_ragged_csv_is_refused_first_even_when_asked_for_a_missing_column_or_l
     assert str(caught.value) == RAGGED_MESSAGE
 
 
+def test_a_parse_error_in_a_later_chunk_comes_after_the_chunks_before_it(root):
+    # given a csv whose last row opens a quote it never closes (chunks are parsed one ahead, on a thread)
+    (root / "in" / "quote.csv").write_bytes(b'id,name\n1,a\n2,b\n3,c\n4,d\n5,"e\n')
+    read = []
+
+    # when it is read two rows at a time
+    with pytest.raises(DataSourceError) as caught:
+        for frame in source_read({"kind": "file", "path": "in/quote.csv"}, chunk_rows=2):
+            read.append(frame["id"].tolist())
+
+    # then the good chunks arrive in order, and the parser's complaint names the file where the bad chunk would be
+    assert read == [[1, 2], [3, 4]]
+    assert str(caught.value) == ("file 'in/quote.csv' cannot be read as csv: Error tokenizing data. C error: "
+                                 "EOF inside string starting at row 5")
+
+
+def _open_paths() -> set[str]:
+    paths = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            paths.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # closed meanwhile
+    return paths
+
+
+@pytest.mark.parametrize("leave", ["stop", "drop"])
+def test_a_csv_left_after_one_chunk_is_read_no_further_and_closed(root, leave):
+    # given a csv of many chunks, read one chunk ahead on a thread
+    path = root / "in" / "long.csv"
+    pd.DataFrame({"id": range(20_000), "name": ["x"] * 20_000}).to_csv(path, index=False)
+    frames = source_read({"kind": "file", "path": "in/long.csv"}, chunk_rows=100)
+    assert next(frames)["id"].tolist() == list(range(100))
+
+    # when the reader stops after the first chunk, or drops the reader unread
+    if leave == "stop":
+        source_read_stop(frames)
+    else:
+        del frames
+
+    # then nothing reads the file on behind its back, and the file is closed
+    assert not [thread for thread in threading.enumerate() if thread.name == "source-prefetch"]
+    assert str(path) not in _open_paths()
+
+
 @pytest.mark.parametrize("chunk_rows", [None, 2])
 def test_on_bad_lines_skip_leaves_the_ragged_rows_out_and_keeps_every_other_value(root, chunk_rows):
     (root / "in" / "ragged.csv").write_bytes(RAGGED)
