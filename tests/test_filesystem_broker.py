@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from kombu import Connection, Exchange, Queue
+from kombu.transport.virtual import BrokerState
 
 from agentsite.celery import app  # noqa: F401  (the project's Celery app names the transports)
 from agents.core import filesystem_transport
@@ -16,8 +17,13 @@ from agents.core.filesystem_transport import WRITING_SUFFIX
 def broker(tmp_path):
     folder = tmp_path / "queue"
     folder.mkdir()
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "processed_folder": str(tmp_path)}
+    # The exchange tables too, under this test's folder (kombu's default is ./control, in the working directory).
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "processed_folder": str(tmp_path),
+               "control_folder": str(tmp_path / "control")}
     with Connection("filesystem://localhost//", transport_options=options) as connection:
+        # kombu's filesystem transport remembers the bindings it declared in one state per process, and does not
+        # write the exchange table of a binding it remembers: a fresh control folder needs a fresh state.
+        connection.transport.state = BrokerState()
         yield connection, folder
 
 
