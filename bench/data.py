@@ -24,6 +24,11 @@ Both must give the same aggregates. Prints one JSON line per measurement; goals 
   (the same hand-written script as a file), each a new process timed from start to exit, interpreter, imports and
   Django's start-up included; the two taken in turns, median of ``END_TO_END_REPEATS`` each after a warm-up.
   Goal ``TIME_GOAL``.
+- ``data_end_to_end_queued``: the same command sent to a running worker, as production runs pipelines:
+  ``python manage.py data run PIPELINE.json --queue --wait`` (a new process each time: start-up, sending the run,
+  waiting for it to finish) with one real Celery worker (prefork, one process, started here) on Redis
+  (``BENCH_BROKER_URL``, default ``redis://127.0.0.1:6379/11``, emptied first), taken in turns with the script,
+  median of ``END_TO_END_REPEATS`` each after a warm-up run (which also waits for the worker to start).
 """
 import json
 import os
@@ -180,6 +185,44 @@ def end_to_end() -> None:
           flush=True)
 
 
+def end_to_end_queued() -> None:
+    """The command sent to a running worker against the script (see the module docstring)."""
+    import redis
+
+    broker = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/11")
+    redis.Redis.from_url(broker).flushdb()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env.update(AGENTS_DATA_ROOT=str(DATA_ROOT), CELERY_BROKER_URL=broker)
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "agentsite", "worker", "-Q", "default,data",
+                               "-c", "1", "-P", "prefork", "-n", f"bench-data-{os.getpid()}@%h", "--loglevel", "WARNING"],
+                              cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        commands = {
+            "pandas_script": [sys.executable, str(DATA_ROOT / "hand.py"), str(DATA_ROOT / CSV_NAME),
+                              str(DATA_ROOT / "hand-out.parquet")],
+            "agentsite_queued": [sys.executable, "manage.py", "data", "run", str(DATA_ROOT / "pipeline.json"),
+                                 "--queue", "--wait", "--timeout", "120"],
+        }
+        for command in commands.values():
+            _timed_process(command, env)  # warm-up; the first queued run also waits for the worker to start
+        timings: dict[str, list[float]] = {side: [] for side in commands}
+        for _ in range(END_TO_END_REPEATS):
+            for side, command in commands.items():
+                timings[side].append(_timed_process(command, env))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    seconds = {side: statistics.median(runs) for side, runs in timings.items()}
+    for side in commands:
+        print(json.dumps({"bench": "data_end_to_end_queued", "system": side, "rows": ROWS,
+                          "seconds": round(seconds[side], 3), "runs": [round(run, 3) for run in timings[side]]}),
+              flush=True)
+    ratio = seconds["agentsite_queued"] / seconds["pandas_script"]
+    print(json.dumps({"bench": "data_end_to_end_queued", "rows": ROWS, "time_ratio": round(ratio, 3),
+                      "time_goal": TIME_GOAL, "time_met": ratio <= TIME_GOAL, "worker": "prefork-1",
+                      "load_average": os.getloadavg()[0]}), flush=True)
+
+
 def main() -> None:
     from agents.data.samples import orders_csv_write
 
@@ -217,10 +260,16 @@ def main() -> None:
                       "memory_ratio": round(memory_ratio, 3), "memory_goal": MEMORY_GOAL,
                       "memory_met": memory_ratio <= MEMORY_GOAL, "same_answer": True}), flush=True)
     end_to_end()
+    end_to_end_queued()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+    if sys.argv[1:] == ["queued"]:
+        (DATA_ROOT / "hand.py").write_text(HAND_SCRIPT)
+        (DATA_ROOT / "pipeline.json").write_text(json.dumps(PIPELINE))
+        os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentsite_bench")
+        end_to_end_queued()
+    elif len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(json.dumps({"pandas_script": child_pandas, "agentsite": child_agentsite}[sys.argv[2]]()))
     else:
         main()

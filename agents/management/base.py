@@ -36,19 +36,21 @@ def parse_param(text: str) -> tuple[str, object]:
         return key, value
 
 
-def wait_until(finished: Callable[[], bool], *, timeout: float, first_s: float = 0.01, most_s: float = 0.2) -> bool:
+def wait_until(finished: Callable[[], bool], *, timeout: float, first_s: float = 0.01, most_s: float = 0.2,
+               share: float = 0.125) -> bool:
     """Ask ``finished()`` until it says yes or ``timeout`` seconds have passed; whether it said yes. The pause between
-    two asks starts at ``first_s`` and doubles up to ``most_s``: a job done in a few milliseconds is seen done within
-    milliseconds (a fixed 0.2 s pause made every ``--wait`` take up to 0.2 s longer than its job), a long one costs a
-    query per ``most_s``."""
-    deadline = time.monotonic() + timeout
-    pause = first_s
+    two asks is ``share`` (an eighth) of the time waited so far, at least ``first_s`` and at most ``most_s``: a job
+    done in a few milliseconds is seen done within milliseconds, one of half a second within a sixteenth of a second
+    more (pauses doubling from 0.01 s to 0.2 s saw it up to 0.2 s late, a fixed 0.2 s pause any job), and a long one
+    costs a query per ``most_s``."""
+    started = time.monotonic()
+    deadline = started + timeout
     while not finished():
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        left = deadline - now
         if left <= 0:
             return False
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, most_s)
+        time.sleep(min(max(first_s, (now - started) * share), most_s, left))
     return True
 
 

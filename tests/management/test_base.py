@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from agents.management import base
 from agents.management.base import BROKEN_PIPE_STATUS, wait_until
 from tests.conftest import PROJECT_DIR, embedded_install, manage
 
@@ -65,12 +66,48 @@ def test_a_command_whose_reader_is_gone_before_it_writes_stops_quietly(embedded,
     assert result.returncode == BROKEN_PIPE_STATUS
 
 
-def test_wait_until_asks_again_sooner_at_first_and_stops_at_the_timeout():
+class _Clock:
+    """time.monotonic and time.sleep of a clock that moves only when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize("done_after", [0.0, 0.005, 0.05, 0.35, 0.5, 1.0, 5.0, 60.0])
+def test_wait_until_sees_a_job_done_soon_after_it_is_done(monkeypatch, done_after):
+    # given a job that is done after done_after seconds, and a waiter asking it
+    clock = _Clock()
+    monkeypatch.setattr(base, "time", clock)
+    started = clock.now
     asked = []
 
-    assert wait_until(lambda: asked.append(1) or len(asked) == 3, timeout=30)
-    assert len(asked) == 3  # after pauses of 0.01 s and 0.02 s, not of the most
+    def finished() -> bool:
+        asked.append(clock.now)
+        return clock.now - started >= done_after
 
-    never = []
-    assert not wait_until(lambda: never.append(1) and False, timeout=0.05)
-    assert 2 <= len(never) <= 5  # pauses of 0.01, 0.02, then what is left: a few asks, not one per millisecond
+    # when it waits with time to spare
+    assert wait_until(finished, timeout=300)
+
+    # then it sees the job done within an eighth of the time it took (at least 0.01 s, at most 0.2 s) ...
+    late = clock.now - started - done_after
+    assert 0 <= late <= min(0.2, max(0.01, done_after / 8)) + 1e-9
+    # ... without asking more than about once per 0.2 s of a long wait
+    assert len(asked) <= 40 + done_after / 0.2
+
+
+def test_wait_until_stops_at_the_timeout_without_asking_once_per_millisecond(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(base, "time", clock)
+    started = clock.now
+    asked = []
+
+    assert not wait_until(lambda: asked.append(1) and False, timeout=10)
+
+    assert clock.now - started == pytest.approx(10)  # the last pause is what is left, no more
+    assert len(asked) <= 40 + 10 / 0.2
