@@ -576,6 +576,11 @@ class _RaggedCheck:
         except BaseException as error:  # raised again in the reading thread
             self._error = error
 
+    def wait(self) -> None:
+        """Wait until the check has read the file (and closed it), whatever it found."""
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
     def refuse(self, *, label: str, wait: bool = True) -> None:
         """Raise the ``DataSourceError`` naming the ragged rows, if any; without ``wait``, only once known."""
         if not wait and self._thread.is_alive():
@@ -589,14 +594,19 @@ class _RaggedCheck:
 
 
 class _Prefetched:
-    """``items`` iterated on a thread, one item ahead of the consumer. pandas' csv parser releases the GIL while it
-    tokenizes and converts, so the next chunk is parsed on the second core while the consumer transforms this one
-    (the 3M-row pipeline's read and transforms took 0.04-0.05 s less of 0.4 s). An item, the end or the reader's
-    error reaches the consumer in the order the reader made them. As a context manager: leaving it stops the thread
-    after the item it is reading, before the reader is closed."""
+    """A reader's items iterated on a thread, one item ahead of the consumer. pandas' csv parser releases the GIL
+    while it tokenizes and converts, so the next chunk is parsed on the second core while the consumer transforms
+    this one (the 3M-row pipeline's read and transforms took 0.04-0.05 s less of 0.4 s). An item, the end or the
+    reader's error reaches the consumer in the order the reader made them. At most three chunks are in memory: the
+    consumer's, the one handed over and the one being parsed.
 
-    def __init__(self, items: Iterable[Any]) -> None:
-        self._items = items
+    The thread owns the reader: it alone reads it and closes it (``close``), when it ends or is stopped. Leaving the
+    context stops it after the item it is reading and waits for it; closing the reader under the parser crashed the
+    process, so even when that wait is interrupted (a signal, a time limit) or the context is left on the thread
+    itself (a garbage collection there), the reader is closed by the thread, after its parse."""
+
+    def __init__(self, items: Iterable[Any], close: Any) -> None:
+        self._items, self._close = items, close
         self._slot: queue.Queue = queue.Queue(maxsize=1)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="source-prefetch", daemon=True)
@@ -608,10 +618,11 @@ class _Prefetched:
                 self._slot.put((True, item))
                 if self._stopped.is_set():
                     return
+            self._slot.put((False, None))
         except BaseException as error:  # raised again in the consumer's thread, where it would have been
             self._slot.put((False, error))
-            return
-        self._slot.put((False, None))
+        finally:
+            self._close()
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -631,7 +642,8 @@ class _Prefetched:
         self._stopped.set()
         with contextlib.suppress(queue.Empty):
             self._slot.get_nowait()
-        self._thread.join()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
 
 def _ragged_refuse(fields: int, ragged: list[tuple[int, int, int]], *, label: str) -> None:
@@ -661,16 +673,18 @@ def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterat
             _columns_require(columns, header, label=label)
         if chunk_rows is None:
             reader = contextlib.nullcontext([pd.read_csv(path, usecols=columns, **options)])
-        else:
-            reader = pd.read_csv(path, usecols=columns, chunksize=chunk_rows, **options)
-        prefetched = contextlib.nullcontext if chunk_rows is None else _Prefetched  # chunks: one ahead, on a thread
-        with reader as frames, prefetched(frames) as ahead:  # closes the file even when the reader stops early
-            for frame in _at_least_one(iter(ahead), pd.DataFrame(columns=columns or header)):
+        else:  # chunks parsed one ahead, on a thread that closes the file when it ends or the read stops early
+            chunks = pd.read_csv(path, usecols=columns, chunksize=chunk_rows, **options)
+            reader = _Prefetched(chunks, chunks.close)
+        with reader as frames:
+            for frame in _at_least_one(iter(frames), pd.DataFrame(columns=columns or header)):
                 if check is not None:
                     check.refuse(label=label, wait=False)
                 yield _columns_pick(frame, columns, label=label)  # usecols keeps the file's order; give the asked one
     except GeneratorExit:
-        raise  # dropped unread (garbage collected): there is no one to tell
+        if check is not None:
+            check.wait()  # dropped unread (garbage collected): no one to tell, but the file is left closed
+        raise
     except BaseException as error:  # a parser's complaint, a missing column, ``source_read_stop``: bad rows first
         if check is not None and not isinstance(error, DataSourceError):
             check.refuse(label=label)
