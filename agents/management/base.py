@@ -1,6 +1,8 @@
 """The base of every agentsite command: ``--json`` output, subcommands, errors as ``CommandError``, and a quiet stop
 when whoever reads stdout stops reading (``manage.py ... | head -1``)."""
+import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -34,6 +36,17 @@ def parse_param(text: str) -> tuple[str, object]:
         return key, json.loads(value, parse_constant=refuse_json_constant)
     except ValueError:
         return key, value
+
+
+def wait_seconds(text: str) -> float:
+    """An argparse type for how long to wait: a finite number of seconds above 0 (NaN never ended a wait)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds above 0, got {text!r}")
+    return seconds
 
 
 def wait_until(finished: Callable[[], bool], *, timeout: float, first_s: float = 0.01, most_s: float = 0.2,

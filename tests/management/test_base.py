@@ -111,3 +111,22 @@ def test_wait_until_stops_at_the_timeout_without_asking_once_per_millisecond(mon
 
     assert clock.now - started == pytest.approx(10)  # the last pause is what is left, no more
     assert len(asked) <= 40 + 10 / 0.2
+
+
+@pytest.mark.parametrize("asked", [
+    ("data", "run", "pipeline.json", "--queue", "--wait", "--timeout"),
+    ("workflow", "run", "flow.yaml", "--wait", "--timeout"),
+    ("agents", "submit", "data", "--config", "{}", "--wait", "--wait-timeout"),
+])
+@pytest.mark.parametrize("seconds", ["nan", "-5", "0", "inf", "soon"])
+def test_a_wait_that_would_never_end_or_is_not_a_time_is_refused_before_anything_runs(embedded, asked, seconds):
+    # given an install (the files named need not exist: the argument is refused first)
+
+    # when a user asks to wait NaN, a negative, zero or endless time, or something that is not a number
+    result = manage(*asked, seconds, env=embedded)
+
+    # then the command stops at once, naming the argument and the value, without a traceback
+    assert result.returncode != 0
+    assert "--timeout" in result.stderr or "--wait-timeout" in result.stderr
+    assert repr(seconds) in result.stderr
+    assert "Traceback" not in result.stderr

@@ -3,7 +3,7 @@ import json as jsonlib
 
 from django.core.management.base import CommandError
 
-from agents.management.base import AgentsCommand, wait_until
+from agents.management.base import AgentsCommand, wait_seconds, wait_until
 from agents.models import AGENT_TASK_FINISHED, AgentStatus, AgentType
 from agents.orchestration.agent_tasks import task_cancel, task_get, task_json, task_submit
 from agents.orchestration.selectors import agent_get, agent_list, agent_to_dict
@@ -33,7 +33,7 @@ class Command(AgentsCommand):
         submit.add_argument("--priority", type=int, default=5, help="0 (highest) to 9; default 5.")
         submit.add_argument("--timeout", type=float, default=300.0, help="Seconds the task may run (default 300).")
         submit.add_argument("--wait", action="store_true", help="Wait until the task finishes.")
-        submit.add_argument("--wait-timeout", type=float, default=600.0, help="Seconds to wait with --wait.")
+        submit.add_argument("--wait-timeout", type=wait_seconds, default=600.0, help="Seconds to wait with --wait.")
         self.json_argument_add(submit)
         task = subcommands.add_parser("task", help="Show an agent task.")
         task.add_argument("task_id", type=int)

@@ -8,7 +8,7 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import AgentsCommand, parse_param, wait_until
+from agents.management.base import AgentsCommand, parse_param, wait_seconds, wait_until
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 
@@ -38,7 +38,7 @@ class Command(AgentsCommand):
         run.add_argument("--queue", action="store_true",
                          help="Send the run to a data agent on the 'data' queue instead of running it here.")
         run.add_argument("--wait", action="store_true", help="With --queue: wait until the run finishes.")
-        run.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait with --wait (default 600).")
+        run.add_argument("--timeout", type=wait_seconds, default=600.0, help="Seconds to wait with --wait (default 600).")
         self.json_argument_add(run, help="Print the run as one JSON object.")
         run.add_argument("--format", choices=("text", "ge"), default="text", dest="output_format",
                          help="ge: print the quality results as a Great Expectations validation result (JSON).")

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from agents.core.audit import cli_actor
 from agents.core.definitions import refuse_json_constant
 from agents.exceptions import WorkflowSpecError
-from agents.management.base import AgentsCommand, parse_param, wait_until
+from agents.management.base import AgentsCommand, parse_param, wait_seconds, wait_until
 from agents.models import RunStatus
 from agents.workflows import selectors, services
 
@@ -77,7 +77,7 @@ class Command(AgentsCommand):
 
     def _add_wait_arguments(self, parser):
         parser.add_argument("--wait", action="store_true", help="Wait until the run finishes.")
-        parser.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait with --wait (default 600).")
+        parser.add_argument("--timeout", type=wait_seconds, default=600.0, help="Seconds to wait with --wait (default 600).")
         self.json_argument_add(parser, help="Print the run as one JSON object.")
 
     def handle_validate(self, *, file, **options):
