@@ -161,59 +161,61 @@ def _timed_process(command: list[str], env: dict) -> float:
     return seconds
 
 
-def end_to_end() -> None:
-    """The command against the script, each a whole process (see the module docstring)."""
+def _end_to_end_env() -> dict:
+    """The environment of the timed processes, with the script and the pipeline file they run written out."""
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentsite_bench")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    env["AGENTS_DATA_ROOT"] = str(DATA_ROOT)
     (DATA_ROOT / "hand.py").write_text(HAND_SCRIPT)
     (DATA_ROOT / "pipeline.json").write_text(json.dumps(PIPELINE))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["AGENTS_DATA_ROOT"] = str(DATA_ROOT)
+    return env
+
+
+def _against_script(bench: str, side: str, command: list[str], env: dict, **extra) -> None:
+    """Time ``command`` against the hand script, each a whole process, in turns (so a slower spell of a shared
+    machine falls on both alike), median of ``END_TO_END_REPEATS`` after a warm-up of each (page cache, bytecode);
+    print a line per side and the ratio."""
     commands = {
         "pandas_script": [sys.executable, str(DATA_ROOT / "hand.py"), str(DATA_ROOT / CSV_NAME),
                           str(DATA_ROOT / "hand-out.parquet")],
-        "agentsite_command": [sys.executable, "manage.py", "data", "run", str(DATA_ROOT / "pipeline.json")],
+        side: command,
     }
-    for command in commands.values():
-        _timed_process(command, env)  # warm-up: page cache, bytecode
-    # Taken in turns, so a slower spell of a shared machine falls on both sides alike.
-    timings: dict[str, list[float]] = {side: [] for side in commands}
+    for each in commands.values():
+        _timed_process(each, env)
+    timings: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(END_TO_END_REPEATS):
-        for side, command in commands.items():
-            timings[side].append(_timed_process(command, env))
-    seconds = {side: statistics.median(runs) for side, runs in timings.items()}
-    for side in commands:
-        print(json.dumps({"bench": "data_end_to_end", "system": side, "rows": ROWS, "seconds": round(seconds[side], 3),
-                          "runs": [round(run, 3) for run in timings[side]]}), flush=True)
-    ratio = seconds["agentsite_command"] / seconds["pandas_script"]
-    print(json.dumps({"bench": "data_end_to_end", "rows": ROWS, "time_ratio": round(ratio, 3),
-                      "time_goal": TIME_GOAL, "time_met": ratio <= TIME_GOAL, "load_average": os.getloadavg()[0]}),
-          flush=True)
+        for name, each in commands.items():
+            timings[name].append(_timed_process(each, env))
+    seconds = {name: statistics.median(runs) for name, runs in timings.items()}
+    for name in commands:
+        print(json.dumps({"bench": bench, "system": name, "rows": ROWS, "seconds": round(seconds[name], 3),
+                          "runs": [round(run, 3) for run in timings[name]]}), flush=True)
+    ratio = seconds[side] / seconds["pandas_script"]
+    print(json.dumps({"bench": bench, "rows": ROWS, "time_ratio": round(ratio, 3), "time_goal": TIME_GOAL,
+                      "time_met": ratio <= TIME_GOAL, **extra, "load_average": os.getloadavg()[0]}), flush=True)
+
+
+def end_to_end() -> None:
+    """The command against the script, each a whole process (see the module docstring)."""
+    _against_script("data_end_to_end", "agentsite_command",
+                    [sys.executable, "manage.py", "data", "run", str(DATA_ROOT / "pipeline.json")], _end_to_end_env())
 
 
 def end_to_end_queued() -> None:
-    """The command sent to a running worker against the script (see the module docstring)."""
+    """The command sent to a running worker against the script (see the module docstring); the first, warm-up run
+    also waits for the worker to start."""
     import redis
 
     broker = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
     redis.Redis.from_url(broker).flushdb()
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    env.update(AGENTS_DATA_ROOT=str(DATA_ROOT), CELERY_BROKER_URL=broker)
+    env = {**_end_to_end_env(), "CELERY_BROKER_URL": broker}
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "agentsite", "worker", "-Q", "default,data",
                                "-c", "1", "-P", "prefork", "-n", f"bench-data-{os.getpid()}@%h", "--loglevel", "WARNING"],
                               cwd=PROJECT_DIR, env=env, stdout=sys.stderr, stderr=sys.stderr)  # stdout: JSON only
     try:
-        commands = {
-            "pandas_script": [sys.executable, str(DATA_ROOT / "hand.py"), str(DATA_ROOT / CSV_NAME),
-                              str(DATA_ROOT / "hand-out.parquet")],
-            "agentsite_queued": [sys.executable, "manage.py", "data", "run", str(DATA_ROOT / "pipeline.json"),
-                                 "--queue", "--wait", "--timeout", "120"],
-        }
-        for command in commands.values():
-            _timed_process(command, env)  # warm-up; the first queued run also waits for the worker to start
-        timings: dict[str, list[float]] = {side: [] for side in commands}
-        for _ in range(END_TO_END_REPEATS):
-            for side, command in commands.items():
-                timings[side].append(_timed_process(command, env))
+        _against_script("data_end_to_end_queued", "agentsite_queued",
+                        [sys.executable, "manage.py", "data", "run", str(DATA_ROOT / "pipeline.json"), "--queue",
+                         "--wait", "--timeout", "120"], env, worker="prefork-1")
     finally:
         worker.terminate()
         try:
@@ -221,15 +223,6 @@ def end_to_end_queued() -> None:
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-    seconds = {side: statistics.median(runs) for side, runs in timings.items()}
-    for side in commands:
-        print(json.dumps({"bench": "data_end_to_end_queued", "system": side, "rows": ROWS,
-                          "seconds": round(seconds[side], 3), "runs": [round(run, 3) for run in timings[side]]}),
-              flush=True)
-    ratio = seconds["agentsite_queued"] / seconds["pandas_script"]
-    print(json.dumps({"bench": "data_end_to_end_queued", "rows": ROWS, "time_ratio": round(ratio, 3),
-                      "time_goal": TIME_GOAL, "time_met": ratio <= TIME_GOAL, "worker": "prefork-1",
-                      "load_average": os.getloadavg()[0]}), flush=True)
 
 
 def _csv_ensure() -> None:
@@ -282,9 +275,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["queued"]:  # this measurement alone
         _csv_ensure()
         _child("agentsite")  # creates and migrates the bench database when missing (and warms the page cache)
-        (DATA_ROOT / "hand.py").write_text(HAND_SCRIPT)
-        (DATA_ROOT / "pipeline.json").write_text(json.dumps(PIPELINE))
-        os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentsite_bench")
         end_to_end_queued()
     elif len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(json.dumps({"pandas_script": child_pandas, "agentsite": child_agentsite}[sys.argv[2]]()))

@@ -67,6 +67,18 @@ def wait_until(finished: Callable[[], bool], *, timeout: float, first_s: float =
     return True
 
 
+def wait_for_status(instance: Any, finished: tuple, *, timeout: float) -> bool:
+    """``wait_until`` a model instance's ``status`` is one of ``finished``, its row read again at each look (the
+    instance then holds it); whether it got there within ``timeout`` seconds."""
+
+    def ended() -> bool:
+        if instance.status not in finished:
+            instance.refresh_from_db()
+        return instance.status in finished
+
+    return wait_until(ended, timeout=timeout)
+
+
 def _stdout_discard() -> None:
     """Point stdout at the null device, so Python's last flush at exit cannot fail again on the closed pipe (what the
     Python docs advise for SIGPIPE)."""

@@ -3,7 +3,7 @@ import json as jsonlib
 
 from django.core.management.base import CommandError
 
-from agents.management.base import AgentsCommand, wait_seconds, wait_until
+from agents.management.base import AgentsCommand, wait_for_status, wait_seconds
 from agents.models import AGENT_TASK_FINISHED, AgentStatus, AgentType
 from agents.orchestration.agent_tasks import task_cancel, task_get, task_json, task_submit
 from agents.orchestration.selectors import agent_get, agent_list, agent_to_dict
@@ -71,18 +71,11 @@ class Command(AgentsCommand):
             raise CommandError(f"--config is not valid JSON: {error}") from None
         task = task_submit(agent_type=agent_type, config=parsed, priority=priority, timeout_s=timeout,
                            submitted_by="cli")
-        submitted = task.pk
-
-        def finished() -> bool:
-            nonlocal task
-            task = task_get(task_id=submitted)
-            return task.status in AGENT_TASK_FINISHED
-
-        if wait and not wait_until(finished, timeout=wait_timeout):
+        if wait and not wait_for_status(task, AGENT_TASK_FINISHED, timeout=wait_timeout):
             raise CommandError(f"agent task #{task.pk} did not finish within {wait_timeout:g} s "
                                f"(still {task.status}); see `agents task {task.pk}`")
         if not wait:
-            task = task_get(task_id=submitted)
+            task = task_get(task_id=task.pk)
         self._show_task(task, json)
         if wait and task.status != "completed":
             raise CommandError(f"agent task #{task.pk} {task.status}: {task.error}")

@@ -8,7 +8,7 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import AgentsCommand, parse_param, wait_seconds, wait_until
+from agents.management.base import AgentsCommand, parse_param, wait_for_status, wait_seconds
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 
@@ -96,7 +96,7 @@ class Command(AgentsCommand):
             version = (services.pipeline_load_file(path=pipeline)[0] if is_file
                        else services.pipeline_version_latest(pipeline=pipeline))
             run = services.data_run_enqueue(version=version, params=params)
-            if wait and not wait_until(lambda: _finished(run), timeout=timeout):
+            if wait and not wait_for_status(run, (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED), timeout=timeout):
                 raise CommandError(f"run {run.pk} still {run.status} after {timeout:g} s; "
                                    f"see `manage.py data status {run.pk}`")
         else:
@@ -215,10 +215,3 @@ class Command(AgentsCommand):
             return
         for row in data:
             self.stdout.write(f"{row['name']}  v{row['version']}  {row['description']}")
-
-
-def _finished(run: DataRun) -> bool:
-    """Whether ``run`` has ended, read again from the database unless it already had."""
-    if run.status not in (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED):
-        run.refresh_from_db()
-    return run.status in (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED)

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from agents.core.audit import cli_actor
 from agents.core.definitions import refuse_json_constant
 from agents.exceptions import WorkflowSpecError
-from agents.management.base import AgentsCommand, parse_param, wait_seconds, wait_until
+from agents.management.base import AgentsCommand, parse_param, wait_for_status, wait_seconds
 from agents.models import RunStatus
 from agents.workflows import selectors, services
 
@@ -175,14 +175,8 @@ class Command(AgentsCommand):
 
     def _report(self, run_id: int, *, wait: bool, timeout: float, json: bool) -> None:
         run = services.workflow_run_get(run_id=run_id)
-
-        def finished() -> bool:
-            if run.status not in FINISHED:
-                run.refresh_from_db(fields=["status"])
-            return run.status in FINISHED
-
         if wait:
-            wait_until(finished, timeout=timeout)
+            wait_for_status(run, FINISHED, timeout=timeout)
         summary = selectors.run_to_dict(run)
         if json:
             self.json_write(summary)
