@@ -303,6 +303,23 @@ def test_clauses_are_the_top_level_operands():
     assert [(clause.source, clause.fields) for clause in single.clauses] == [("amount > 5", ("amount",))]
 
 
+def test_clauses_made_on_first_use_explain_a_pattern_and_a_failure_as_compiled_ones_did():
+    """Clauses are compiled when an explanation first asks for them: a clause with a literal pattern and a clause that
+    fails still report their own result, error and reads, and the same clauses serve the next explanation."""
+    compiled = compile_expression("matches(name, '^ab') and amount > 1", where=WHERE)
+    failure = "rule 'r1': '>' not supported between instances of 'NoneType' and 'int'"
+    assert compiled.explain({"name": "abc", "amount": None}) == {
+        "result": None,
+        "error": failure,
+        "clauses": [
+            {"source": "matches(name, '^ab')", "result": True, "error": None, "reads": {"name": "abc"}},
+            {"source": "amount > 1", "result": None, "error": failure, "reads": {"amount": None}},
+        ],
+    }
+    assert compiled.clauses is compiled.clauses
+    assert compiled.explain({"name": "xab", "amount": 2})["clauses"][0]["result"] is False
+
+
 def test_evaluate_values_shares_one_extraction_between_expressions():
     """Fields extracted once from a context give every expression the same answer evaluate() gives."""
     rules = [compile_expression(text) for text in ['user.tier == "gold"', "order.total > 200", "amount * 2 == 20"]]
