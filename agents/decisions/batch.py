@@ -20,7 +20,7 @@ from agents.core.lazy import lazy
 from agents.decisions.ruleset import Outcome, Rule, RuleSet, hit_policy_apply
 from agents.exceptions import DecisionError, ExpressionError, JsonLogicError
 from agents.expressions.compiler import field_path, reads_fields
-from agents.expressions.vector import compile_vector
+from agents.expressions.vector import vector_of
 
 np = lazy("numpy")
 pd = lazy("pandas")
@@ -256,7 +256,7 @@ class _Plan:
             vector, arithmetic = None, False
             if rule.expression is not None and rule.condition is not None:
                 try:
-                    candidate = compile_vector(rule.condition, where=f"rule {rule.id!r}")
+                    candidate = vector_of(rule.expression)
                 except ExpressionError:
                     candidate = None
                 if candidate is not None:

@@ -607,6 +607,21 @@ def fields_in(node: ast.expr) -> tuple[str, ...]:
     return tuple(dict.fromkeys(path for _, _, path in found))
 
 
+def reading_nodes(tree: ast.expr) -> set[int]:
+    """The ids of the nodes of a validated tree whose part reads a context path (``reads_fields`` is true): each path
+    node and everything above it, found in one walk instead of one per node."""
+    parents: dict[int, ast.AST] = {}
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+    reading: set[int] = set()
+    for node in _field_nodes(tree):
+        while node is not None and id(node) not in reading:
+            reading.add(id(node))
+            node = parents.get(id(node))
+    return reading
+
+
 def reads_fields(node: ast.expr) -> bool:
     """Whether a validated tree reads any context path (``fields_in`` is not empty), stopping at the first."""
     return next(_field_nodes(node), None) is not None

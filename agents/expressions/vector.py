@@ -34,11 +34,12 @@ from agents.expressions.compiler import (
     _OPERATOR_SYMBOLS,
     MAX_EXPONENT,
     MAX_ROUND_DIGITS,
+    CompiledExpression,
     ExpressionEvaluationError,
     regex_compile,
     compile_expression,
     field_path,
-    fields_in,
+    reading_nodes,
     validate_expression,
 )
 from agents.exceptions import ColumnError, ExpressionError
@@ -238,16 +239,21 @@ class VectorExpression:
 def _fold(tree: ast.expr, where: str) -> dict[int, tuple[Any, str | None]]:
     """Evaluate, with the row language, every largest part of the tree that reads no column."""
     folded: dict[int, tuple[Any, str | None]] = {}
+    reading = reading_nodes(tree)
     pending = [tree]
     while pending:
         node = pending.pop()
         if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
             continue
-        if fields_in(node):
+        if id(node) in reading:
             pending.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
             continue
         if isinstance(node, ast.Constant):
             folded[id(node)] = (node.value, None)
+            continue
+        if isinstance(node, (ast.List, ast.Tuple)) and all(type(item) is ast.Constant for item in node.elts):
+            items = [item.value for item in node.elts]  # ("a", "b"): no need to compile what it evaluates to
+            folded[id(node)] = (items if isinstance(node, ast.List) else tuple(items), None)
             continue
         try:
             folded[id(node)] = (compile_expression(ast.unparse(node), where=where).evaluate({}), None)
@@ -255,6 +261,15 @@ def _fold(tree: ast.expr, where: str) -> dict[int, tuple[Any, str | None]]:
             reason = str(exc).removeprefix(f"{where}: ")
             folded[id(node)] = (None, f"{where}: {_snippet(ast.unparse(node))!r} cannot be evaluated: {reason}")
     return folded
+
+
+def vector_of(expression: CompiledExpression) -> VectorExpression:
+    """``compile_vector(expression.source, where=expression.where)`` for an expression compiled already: its validated
+    tree is used again instead of being parsed and checked a second time."""
+    if expression.tree is None:
+        return compile_vector(expression.source, where=expression.where)
+    return VectorExpression(text=expression.source, columns=expression.fields, where=expression.where,
+                            tree=expression.tree, folded=_fold(expression.tree, expression.where))
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,10 +1,12 @@
 """Column-wise expressions: every operator and function against a direct pandas computation, nulls, errors, refusals."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from agents.expressions.vector import VectorExpression, compile_vector, unique_map
-from agents.expressions.compiler import ExpressionEvaluationError
+from agents.expressions.vector import VectorExpression, compile_vector, unique_map, vector_of
+from agents.expressions.compiler import ExpressionEvaluationError, compile_expression
 from agents.exceptions import ColumnError, ExpressionError
 
 WHERE = "filter 'big orders'"
@@ -117,6 +119,27 @@ def test_equality_with_none_tests_for_null():
 def test_membership_matches_pandas(text, direct):
     """`in` / `not in` against a literal list, a list holding a column, and substrings give pandas' answer."""
     assert mask(text).tolist() == held(direct(orders()))
+
+
+@pytest.mark.parametrize("text", [
+    "region in ['north', 'south'] and amount > 2 * 50",
+    "region not in ('north', None) or lower('EAST') == lower(region)",
+    "amount in [count, 100] and not active",
+    "count + 1 > 'a' + 1 or amount > 100",
+])
+def test_a_compiled_rule_read_column_wise_answers_as_its_text_does(text):
+    """A rule expression compiled already (a rule set's) is read column-wise from its own tree: the same rows hold, and
+    a constant part that cannot be evaluated fails the same way, as when the text is compiled for columns."""
+    frame = orders()
+    from_text, from_rule = compile_vector(text, where=WHERE), vector_of(compile_expression(text, where=WHERE))
+    assert from_rule.columns == from_text.columns
+    try:
+        expected = from_text.mask(frame).tolist()
+    except ExpressionEvaluationError as error:
+        with pytest.raises(ExpressionEvaluationError, match=re.escape(str(error))):
+            from_rule.mask(frame)
+    else:
+        assert from_rule.mask(frame).tolist() == expected
 
 
 # ---------------------------------------------------------------- boolean operators and conditionals
