@@ -420,7 +420,7 @@ def ruleset_verdicts(ruleset: RuleSet, contexts: list[dict], raw: dict[str, list
     if count == 0:
         return []
     if not order:
-        outcome = _policy(ruleset, ())
+        outcome = matched_outcome(ruleset, ())
         return [Verdict(outcome, (), None, 0)] * count
     plan = _plan(ruleset)
     columns = _Columns(ruleset.fields, raw, count)
@@ -441,12 +441,16 @@ def ruleset_verdicts(ruleset: RuleSet, contexts: list[dict], raw: dict[str, list
     return _verdicts(ruleset, hits, errors)
 
 
-def _policy(ruleset: RuleSet, matched: tuple[int, ...]) -> Outcome | DecisionError:
+def matched_outcome(ruleset: RuleSet, matched: tuple[int, ...]) -> Outcome | DecisionError:
+    """The outcome (without a trace) of the rules at positions ``matched`` of the evaluation order having matched,
+    under the hit policy, or the ``DecisionError`` of a conflict."""
     order = ruleset.evaluation_order
+    rules = [order[position] for position in matched]
     try:
-        return hit_policy_apply(ruleset, [order[position] for position in matched], ())
+        return hit_policy_apply(ruleset, rules, ())
     except DecisionError as error:
         return error
+
 
 
 def _rule_mask(plan: _Plan, position: int, rule: Rule, columns: _Columns, hits: np.ndarray, shared: dict):
@@ -486,7 +490,7 @@ def _verdicts(ruleset: RuleSet, hits: np.ndarray, errors: dict) -> list[Verdict]
     for row, matched in enumerate(matched_of):
         outcome = memo.get(matched)
         if outcome is None:
-            outcome = memo[matched] = _policy(ruleset, matched)
+            outcome = memo[matched] = matched_outcome(ruleset, matched)
         evaluated = (matched[0] + 1 if matched else count) if stop_at_first else count
         failed = errors.get(row)
         if failed and stop_at_first:

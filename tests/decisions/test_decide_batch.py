@@ -179,6 +179,23 @@ def test_a_warm_cache_answers_a_batch_with_the_traces_it_had():
     assert "a@example.com" not in json.dumps(warm) and Decision.objects.count() == 3 * len(CONTEXTS)
 
 
+@pytest.mark.parametrize("entry", ["[[99], null, 5]", "[[-1], null, 5]", '[{"decision": "x"}, [0], null, 1]', "[[0], 7"])
+def test_a_cache_entry_this_version_could_not_have_written_is_a_miss(entry):
+    """An entry naming a rule the version does not have, one of another layout, or broken JSON under a batch's key is
+    not an answer: the context is decided again, as if the cache were empty."""
+    version = load(ruleset("collect"))
+    name = version.ruleset.name
+    expected = services.decide_many(ruleset=name, contexts=CONTEXTS[:3], use_cache=False)
+    batch = services._Batch(services._Decider(name), use_cache=True)
+    keys = batch.keys(services.fields_columns(CONTEXTS[:3], batch.rules.fields))
+    decision_cache().set_many(dict.fromkeys(keys, entry), 60)
+
+    answers = services.decide_many(ruleset=name, contexts=CONTEXTS[:3])
+
+    assert [answer["cached"] for answer in answers] == [False] * 3
+    assert [comparable(answer) for answer in answers] == [comparable(answer) for answer in expected]
+
+
 def test_a_batch_of_a_dmn_model_decides_each_context_as_dmn_decide_does(tmp_path):
     model = PROJECT_DIR / "examples" / "rules" / "loan_eligibility.dmn"
     call_command("rules", "load", str(model), "--activate", stdout=io.StringIO())
