@@ -34,7 +34,7 @@ def parse_param(text: str) -> tuple[str, object]:
     try:
         # NaN and Infinity are not JSON a database stores: they stay text.
         return key, json.loads(value, parse_constant=refuse_json_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or nested too deeply for it): the text itself
         return key, value
 
 

@@ -130,3 +130,15 @@ def test_a_wait_that_would_never_end_or_is_not_a_time_is_refused_before_anything
     assert "--timeout" in result.stderr or "--wait-timeout" in result.stderr
     assert repr(seconds) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("size=3", ("size", 3)),
+    ('names=["a", "b"]', ("names", ["a", "b"])),
+    ("label=north", ("label", "north")),
+    ("ratio=NaN", ("ratio", "NaN")),
+    ("deep=" + "[" * 100_000, ("deep", "[" * 100_000)),
+])
+def test_a_param_is_json_when_it_parses_as_json_else_its_text(text, expected):
+    """--param key=value: a JSON value, or the text itself when it is not JSON (NaN, or nested too deeply to parse)."""
+    assert base.parse_param(text) == expected

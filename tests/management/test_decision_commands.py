@@ -73,6 +73,13 @@ def test_decide_refuses_bad_input_with_reasons(tmp_path):
         run("decide", "nope", "--context", "{}")
     with pytest.raises(CommandError, match="cannot read"):
         run("decide", "loan-approval", "--contexts", str(tmp_path / "missing.jsonl"))
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"amount": 5}\n' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "\n")
+    with pytest.raises(CommandError, match=r"deep.jsonl, line 2: not valid JSON: nested too deeply"):
+        run("decide", "loan-approval", "--contexts", str(deep))
+    with pytest.raises(CommandError, match=r"--context: not valid JSON: nested too deeply"):
+        run("decide", "loan-approval", "--context", "[" * 100_000)
+    assert Decision.objects.count() == 0
 
 
 def test_rules_simulate_reports_changes():

@@ -197,6 +197,8 @@ def test_the_signal_command_sends_a_signal_and_refuses_bad_input(worker):
 
     with pytest.raises(CommandError, match=r"--payload: not JSON"):
         call_command("workflow", "signal", str(run.pk), "go", "--payload", "{size", stdout=out)
+    with pytest.raises(CommandError, match=r"--payload: not JSON \(maximum recursion depth"):
+        call_command("workflow", "signal", str(run.pk), "go", "--payload", "[" * 100_000, stdout=out)
     with pytest.raises(CommandError, match="no user named 'nobody'"):
         call_command("workflow", "signal", str(run.pk), "go", "--user", "nobody", stdout=out)
     call_command("workflow", "status", str(run.pk), stdout=out)

@@ -67,7 +67,7 @@ class Command(AgentsCommand):
                       json=False, **options):
         try:
             parsed = jsonlib.loads(config)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise CommandError(f"--config is not valid JSON: {error}") from None
         task = task_submit(agent_type=agent_type, config=parsed, priority=priority, timeout_s=timeout,
                            submitted_by="cli")

@@ -79,6 +79,8 @@ def _parse(text: str, where: str) -> dict:
         value = json.loads(text)
     except ValueError as error:
         raise CommandError(f"{where}: not valid JSON: {error}") from None
+    except RecursionError:
+        raise CommandError(f"{where}: not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise CommandError(f"{where}: a context must be a JSON object, got {type(value).__name__}")
     return value

@@ -12,7 +12,7 @@ from agents.orchestration.selectors import message_json
 def _payload(text: str) -> dict:
     try:
         value = jsonlib.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise CommandError(f"--payload is not valid JSON: {error}") from None
     if not isinstance(value, dict):
         raise CommandError("--payload must be a JSON object")

@@ -129,7 +129,7 @@ class Command(AgentsCommand):
     def handle_signal(self, *, run_id, name, payload, decision=None, comment="", user=None, json=False, **options):
         try:
             value = _json.loads(payload, parse_constant=refuse_json_constant)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise CommandError(f"--payload: not JSON ({error})") from None
         approver = None
         if user:
