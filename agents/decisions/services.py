@@ -997,6 +997,11 @@ MIN_PURGE_AGE = timedelta(days=30)
 _SQLITE_NO_DELETE = "agents_decision_no_delete"
 
 
+#: Decisions a purge deletes per statement. Deleted as one query set, Django loaded every one (context and all)
+#: to cascade to its shadow comparisons: 12 GB of memory for an audit of 1.8 million rows.
+PURGE_BATCH = 10_000
+
+
 def decisions_purge(*, older_than: timedelta, ruleset: str | None = None, dry_run: bool = False,
                     now=None) -> int:
     """Delete audited decisions made more than ``older_than`` ago (of ``ruleset`` when given): the one way rows
@@ -1019,7 +1024,13 @@ def decisions_purge(*, older_than: timedelta, ruleset: str | None = None, dry_ru
                 cursor.execute("SET LOCAL agents.decision_purge = 'on'")
             elif vendor == "sqlite":
                 cursor.execute(f"DROP TRIGGER IF EXISTS {_SQLITE_NO_DELETE}")
-        deleted = rows.delete()[1].get(Decision._meta.label, 0)
+        deleted, last = 0, 0
+        # A batch of ids at a time, the rows only as their ids: memory stays the same however large the audit is.
+        # Each batch starts after the last id of the one before, so no query walks again past the rows deleted.
+        while batch := list(rows.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH]):
+            counts = Decision.objects.filter(pk__in=batch).only("pk").delete()[1]
+            deleted += counts.get(Decision._meta.label, 0)
+            last = batch[-1]
         with connection.cursor() as cursor:
             if vendor == "postgresql":
                 cursor.execute("SET LOCAL agents.decision_purge = 'off'")

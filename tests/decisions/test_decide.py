@@ -9,7 +9,7 @@ from django.utils import timezone
 from agents.decisions import services
 from agents.exceptions import DecisionError, RuleSetNotFoundError
 from agents.core.audit import actor
-from agents.models import AuditEntry, Decision
+from agents.models import AuditEntry, Decision, ShadowComparison
 from tests.decisions.conftest import LOANS, load
 
 pytestmark = pytest.mark.django_db
@@ -112,6 +112,27 @@ def test_a_purge_deletes_only_old_decisions_and_is_audited():
     assert (young, would, purged) == (0, 2, 2) and not Decision.objects.exists()
     entry = AuditEntry.objects.get(action="decisions.purge")
     assert entry.detail["deleted"] == 2 and entry.actor == "cli:ops"
+
+
+def test_a_purge_larger_than_a_batch_deletes_every_old_decision_and_its_comparisons(monkeypatch):
+    """A purge goes batch by batch (the audit may hold millions): every decision of the rule set goes, with its
+    shadow comparisons, the count is the whole of them, and another rule set's decisions stay."""
+    monkeypatch.setattr(services, "PURGE_BATCH", 3)
+    load(LOANS)
+    load(LOANS.replace("name: loans", "name: leases"))
+    services.decide_many(ruleset="loans", contexts=[{**APPLICATION, "amount": amount} for amount in range(8)])
+    kept = services.decide(ruleset="leases", context=APPLICATION)
+    for row in Decision.objects.filter(ruleset__name="loans")[:4]:
+        ShadowComparison.objects.create(decision=row, candidate="version 2", candidate_decision="approve",
+                                        agrees=False)
+
+    with actor("cli:ops"):
+        purged = services.decisions_purge(older_than=timedelta(days=365), ruleset="loans",
+                                          now=timezone.now() + timedelta(days=400))
+
+    assert purged == 8 and AuditEntry.objects.get(action="decisions.purge").detail["deleted"] == 8
+    assert [str(row) for row in Decision.objects.values_list("decision_id", flat=True)] == [kept["decision_id"]]
+    assert not ShadowComparison.objects.exists()
 
 
 def test_a_purge_of_recent_decisions_is_refused():
