@@ -24,7 +24,9 @@ Both must give the same aggregates. Prints one JSON line per measurement; goals 
 - ``data_end_to_end``: what a user times: ``python manage.py data run PIPELINE.json`` against ``python hand.py``
   (the same hand-written script as a file), each a new process timed from start to exit, interpreter, imports and
   Django's start-up included; the two taken in turns, median of ``END_TO_END_REPEATS`` each after a warm-up.
-  Goal ``TIME_GOAL``.
+  Goal ``TIME_GOAL``. Each side's CPU time (user and system, all its threads) is printed beside its wall time, with
+  their ratio (``cpu_ratio``): what the work costs, which a shared machine's slower spells change far less.
+  (Not for the queued measurement below, whose work is done in the worker's process, not the timed one.)
 - ``data_end_to_end_queued``: the same command sent to a running worker, as production runs pipelines:
   ``python manage.py data run PIPELINE.json --queue --wait`` (a new process each time: start-up, sending the run,
   waiting for it to finish) with one real Celery worker (prefork, one process, started here) on Redis
@@ -151,14 +153,17 @@ result.to_parquet(sys.argv[2], index=False)
 """
 
 
-def _timed_process(command: list[str], env: dict) -> float:
+def _timed_process(command: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds of ``command`` as a new process, and the CPU seconds (user and system, every thread) it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     finished = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if finished.returncode:
         raise SystemExit(f"{' '.join(command[1:])} failed ({finished.returncode}): "
                          f"{(finished.stderr or finished.stdout).strip()[-1000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _end_to_end_env() -> dict:
@@ -171,7 +176,8 @@ def _end_to_end_env() -> dict:
     return env
 
 
-def _against_script(bench: str, side: str, command: list[str], env: dict, **extra) -> None:
+def _against_script(bench: str, side: str, command: list[str], env: dict, *, cpu_compared: bool = True,
+                    **extra) -> None:
     """Time ``command`` against the hand script, each a whole process, in turns (so a slower spell of a shared
     machine falls on both alike), median of ``END_TO_END_REPEATS`` after a warm-up of each (page cache, bytecode);
     print a line per side and the ratio."""
@@ -183,16 +189,23 @@ def _against_script(bench: str, side: str, command: list[str], env: dict, **extr
     for each in commands.values():
         _timed_process(each, env)
     timings: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(END_TO_END_REPEATS):
         for name, each in commands.items():
-            timings[name].append(_timed_process(each, env))
+            seconds, cpu_seconds = _timed_process(each, env)
+            timings[name].append(seconds)
+            cpu[name].append(cpu_seconds)
     seconds = {name: statistics.median(runs) for name, runs in timings.items()}
+    cpu_s = {name: statistics.median(runs) for name, runs in cpu.items()}
     for name in commands:
+        cpu_field = {"cpu_seconds": round(cpu_s[name], 3)} if cpu_compared or name == "pandas_script" else {}
         print(json.dumps({"bench": bench, "system": name, "rows": ROWS, "seconds": round(seconds[name], 3),
-                          "runs": [round(run, 3) for run in timings[name]]}), flush=True)
+                          **cpu_field, "runs": [round(run, 3) for run in timings[name]]}), flush=True)
     ratio = seconds[side] / seconds["pandas_script"]
+    cpu_ratio = {"cpu_ratio": round(cpu_s[side] / cpu_s["pandas_script"], 3)} if cpu_compared else {}
     print(json.dumps({"bench": bench, "rows": ROWS, "time_ratio": round(ratio, 3), "time_goal": TIME_GOAL,
-                      "time_met": ratio <= TIME_GOAL, **extra, "load_average": os.getloadavg()[0]}), flush=True)
+                      "time_met": ratio <= TIME_GOAL, **cpu_ratio, **extra, "load_average": os.getloadavg()[0]}),
+          flush=True)
 
 
 def end_to_end() -> None:
@@ -215,7 +228,7 @@ def end_to_end_queued() -> None:
     try:
         _against_script("data_end_to_end_queued", "agentsite_queued",
                         [sys.executable, "manage.py", "data", "run", str(DATA_ROOT / "pipeline.json"), "--queue",
-                         "--wait", "--timeout", "120"], env, worker="prefork-1")
+                         "--wait", "--timeout", "120"], env, cpu_compared=False, worker="prefork-1")
     finally:
         worker.terminate()
         try:
