@@ -31,7 +31,8 @@ Prints one JSON line per measurement on stdout:
   the audit, one JSON line out per context into memory); goal: within ``COMMAND_GOAL`` of the service's goal.
 - ``command_startup``, ``command_process_cache_off`` / ``command_process_cache_on``: the command as its own process
   (stdout to a file): on an empty file (interpreter, Django and imports), then on the contexts; reported with and
-  without the start-up.
+  without the start-up, and with the process's CPU time (``cpu_s``: user and system, every thread; PostgreSQL's own
+  time not included).
 - ``decide_100x20000`` (``system`` ``compiled_baseline``): each condition compiled once and evaluated per row
   (``extract_fields`` once per context, then each rule's ``evaluate_values``), no audit, no database.
 - ``decide_100x20000`` goal line: the service at least ``SERVICE_GOAL_PER_S`` decisions/s, cache on and off.
@@ -46,6 +47,7 @@ import json
 import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -341,17 +343,20 @@ def check_results(system: str, expected: list, results: list[dict], *, cached: b
     agree(system, expected, [result["rule_ids"][0] if result["rule_ids"] else None for result in results])
 
 
-def command_run(arguments: list[str], output: Path) -> float:
-    """Seconds ``manage.py decide RULESET --contexts ARGUMENTS...`` takes as its own process, stdout to ``output``."""
+def command_run(arguments: list[str], output: Path) -> tuple[float, float]:
+    """Seconds ``manage.py decide RULESET --contexts ARGUMENTS...`` takes as its own process, stdout to ``output``,
+    and the CPU seconds (user and system, every thread) the process used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with output.open("w") as handle:
         finished = subprocess.run([sys.executable, str(PROJECT_DIR / "manage.py"), "decide", RULESET_NAME,
                                    "--contexts", *arguments], stdout=handle, stderr=subprocess.PIPE, text=True,
                                   cwd=PROJECT_DIR, env=os.environ, check=False)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if finished.returncode:
         raise BenchError(f"manage.py decide failed: {finished.stderr.strip()[-500:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def system_line(system: str, total_s: float, decisions: int, **extra) -> None:
@@ -451,20 +456,25 @@ def main() -> None:
                         met=command_s <= goal_s, runs_s=[round(value, 4) for value in runs],
                         output_mb=round(len(out.getvalue()) / 2**20, 1))
         output = Path(directory) / "out.jsonl"
-        startup_s = statistics.median(command_run([str(empty)], output) for _ in range(RUNS))
+        startup = [command_run([str(empty)], output) for _ in range(RUNS)]
+        startup_s = statistics.median(seconds for seconds, _ in startup)
         emit(bench=BENCH, system="command_startup", total_s=round(startup_s, 4),
+             cpu_s=round(statistics.median(cpu_s for _, cpu_s in startup), 4),
              note="manage.py decide on an empty file: interpreter, Django and imports")
         for system, flags in (("command_process_cache_off", ["--no-cache"]), ("command_process_cache_on", [])):
-            runs = []
+            runs, cpu = [], []
             for _ in range(RUNS):
                 decision_cache().clear()
-                runs.append(command_run([str(path), *flags], output))
+                seconds, cpu_s = command_run([str(path), *flags], output)
+                runs.append(seconds)
+                cpu.append(cpu_s)
             lines = output.read_text().splitlines()
             agree(system, expected, [(json.loads(line)["rule_ids"] or [None])[0] for line in lines])
             command_s = statistics.median(runs)
             system_line(system, command_s, CONTEXTS, process="subprocess, stdout to a file", goal_s=round(goal_s, 3),
                         met=command_s <= goal_s, without_startup_s=round(command_s - startup_s, 4),
-                        met_without_startup=command_s - startup_s <= goal_s, runs_s=[round(value, 4) for value in runs])
+                        met_without_startup=command_s - startup_s <= goal_s, runs_s=[round(value, 4) for value in runs],
+                        cpu_s=round(statistics.median(cpu), 4))
 
     # (1d) the compiled-Python baseline: each condition compiled once, evaluated per row, no audit.
     compiled_first(compiled_pairs, compiled.fields, warmup)
