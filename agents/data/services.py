@@ -195,34 +195,41 @@ class _PeakMemory:
 
     On Linux the kernel keeps the peak itself: writing ``5`` to ``/proc/self/clear_refs`` sets it to the current
     resident set at the start, and ``VmHWM`` in ``/proc/self/status`` is the peak since, every page counted, no
-    thread and no sampling. Where that cannot be done, a thread samples the resident set every ``MEMORY_SAMPLE_S``
-    (psutil, loaded only then) and may miss a peak shorter than that."""
+    thread and no sampling. Where that cannot be done, or another run in the same process (a worker's thread pool)
+    already relies on that record (resetting it would hide that run's peak), a thread samples the resident set every
+    ``MEMORY_SAMPLE_S`` (psutil, loaded only then) and may miss a peak shorter than that."""
 
-    def __init__(self) -> None:
-        self._kernel = _kernel_peak_reset()
-        self._process = self._thread = None
+    _lock = threading.Lock()
+    _kernel_runs = 0  # runs of this process reading the kernel's record now
+
+    def __enter__(self) -> "_PeakMemory":
+        with _PeakMemory._lock:
+            self._kernel = _PeakMemory._kernel_runs == 0 and _kernel_peak_reset()
+            if self._kernel:
+                _PeakMemory._kernel_runs += 1
         if self._kernel:
             self._start = self._peak = _status_kb("VmRSS") * 1024
-            return
+            return self
         import psutil  # loaded by the runs that sample, not by every process that loads the data area
 
         self._process = psutil.Process(os.getpid())
         self._start = self._peak = self._process.memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
 
     def _sample(self) -> None:
         while not self._stop.wait(MEMORY_SAMPLE_S):
             self._peak = max(self._peak, self._process.memory_info().rss)
 
-    def __enter__(self) -> "_PeakMemory":
-        if self._thread is not None:
-            self._thread.start()
-        return self
-
     def __exit__(self, *exc: Any) -> None:
         if self._kernel:
-            self._peak = max(self._peak, _status_kb("VmHWM") * 1024)
+            try:
+                self._peak = max(self._peak, _status_kb("VmHWM") * 1024)
+            finally:
+                with _PeakMemory._lock:
+                    _PeakMemory._kernel_runs -= 1
             return
         self._stop.set()
         self._thread.join()

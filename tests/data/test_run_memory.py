@@ -35,3 +35,18 @@ def test_where_the_kernel_keeps_no_peak_the_resident_set_is_sampled(monkeypatch)
         kept = touched(64)
     assert 60 <= memory.peak_mb < 150, memory.peak_mb
     assert kept
+
+
+def test_a_run_beside_another_in_the_same_process_does_not_hide_the_first_ones_peak():
+    with _PeakMemory() as first:
+        during = touched(96)
+        del during  # the first run's peak, freed
+        with _PeakMemory() as second:  # a worker's thread pool: another run starts while the first goes on
+            kept = touched(8)
+    assert 90 <= first.peak_mb < 200, first.peak_mb
+    assert second.peak_mb < 60, second.peak_mb
+    assert kept
+    with _PeakMemory() as third:  # both over: the next run sees a peak it freed at once again, as the first did
+        brief = touched(96)
+        del brief
+    assert 90 <= third.peak_mb < 200, third.peak_mb
