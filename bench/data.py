@@ -48,6 +48,8 @@ if sys.path and Path(sys.path[0]).resolve() == PROJECT_DIR / "bench":
 else:
     sys.path.insert(0, str(PROJECT_DIR))
 
+from bench.children import child_timed  # noqa: E402
+
 ROWS = int(os.environ.get("BENCH_DATA_ROWS", 3_000_000))
 REPEATS = 3
 END_TO_END_REPEATS = 9
@@ -155,15 +157,11 @@ result.to_parquet(sys.argv[2], index=False)
 
 def _timed_process(command: list[str], env: dict) -> tuple[float, float]:
     """Wall seconds of ``command`` as a new process, and the CPU seconds (user and system, every thread) it used."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    finished = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finished, seconds, cpu_seconds = child_timed(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
     if finished.returncode:
         raise SystemExit(f"{' '.join(command[1:])} failed ({finished.returncode}): "
                          f"{(finished.stderr or finished.stdout).strip()[-1000:]}")
-    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu_seconds
 
 
 def _end_to_end_env() -> dict:

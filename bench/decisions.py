@@ -47,7 +47,6 @@ import json
 import os
 import random
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,7 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 # The workflow benchmark's module sets the remaining defaults, creates the database when missing and sets
 # Django up on import; its helpers are the project's one way to do both.
+from bench.children import child_timed  # noqa: E402
 from bench.workflows import database_ensure, emit  # noqa: E402
 
 database_ensure(os.environ["DATABASE_URL"])
@@ -346,17 +346,13 @@ def check_results(system: str, expected: list, results: list[dict], *, cached: b
 def command_run(arguments: list[str], output: Path) -> tuple[float, float]:
     """Seconds ``manage.py decide RULESET --contexts ARGUMENTS...`` takes as its own process, stdout to ``output``,
     and the CPU seconds (user and system, every thread) the process used."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
     with output.open("w") as handle:
-        finished = subprocess.run([sys.executable, str(PROJECT_DIR / "manage.py"), "decide", RULESET_NAME,
-                                   "--contexts", *arguments], stdout=handle, stderr=subprocess.PIPE, text=True,
-                                  cwd=PROJECT_DIR, env=os.environ, check=False)
-    seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        finished, seconds, cpu_seconds = child_timed(
+            [sys.executable, str(PROJECT_DIR / "manage.py"), "decide", RULESET_NAME, "--contexts", *arguments],
+            stdout=handle, stderr=subprocess.PIPE, text=True, cwd=PROJECT_DIR, env=os.environ, check=False)
     if finished.returncode:
         raise BenchError(f"manage.py decide failed: {finished.stderr.strip()[-500:]}")
-    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu_seconds
 
 
 def system_line(system: str, total_s: float, decisions: int, **extra) -> None:

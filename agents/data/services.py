@@ -204,11 +204,12 @@ class _PeakMemory:
 
     def __enter__(self) -> "_PeakMemory":
         with _PeakMemory._lock:
-            self._kernel = _PeakMemory._kernel_runs == 0 and _kernel_peak_reset()
+            start = _kernel_peak_reset() if _PeakMemory._kernel_runs == 0 else None
+            self._kernel = start is not None
             if self._kernel:
                 _PeakMemory._kernel_runs += 1
         if self._kernel:
-            self._start = self._peak = _status_kb("VmRSS") * 1024
+            self._start = self._peak = start
             return self
         import psutil  # loaded by the runs that sample, not by every process that loads the data area
 
@@ -240,14 +241,16 @@ class _PeakMemory:
         return round((self._peak - self._start) / 2**20, 1)
 
 
-def _kernel_peak_reset() -> bool:
-    """Reset the kernel's record of this process's peak resident set to its current one; False where it cannot."""
+def _kernel_peak_reset() -> int | None:
+    """Reset the kernel's record of this process's peak resident set to its current one and return that, in bytes;
+    None where it cannot be done."""
     try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
-        return _status_kb("VmHWM") > 0
+        peak, resident = _status_kb("VmHWM"), _status_kb("VmRSS")
     except (OSError, ValueError):
-        return False
+        return None
+    return resident * 1024 if peak > 0 else None
 
 
 def _status_kb(field: str) -> int:

@@ -1,8 +1,6 @@
 """A data run's ``peak_memory_mb``: the growth of the process's resident memory from the run's start to its peak,
 including a peak the run let go of before it ended, and not a larger one from before the run."""
-import pytest
-
-from agents.data.services import _PeakMemory, _kernel_peak_reset
+from agents.data.services import _PeakMemory
 
 MB = 2**20
 
@@ -15,11 +13,6 @@ def touched(megabytes: int) -> bytearray:
     return block
 
 
-#: A peak freed within milliseconds is seen only where the kernel keeps the record (a 20 ms sampler may miss it).
-kernel_peak = pytest.mark.skipif(not _kernel_peak_reset(), reason="the kernel keeps no peak record here")
-
-
-@kernel_peak
 def test_a_run_reports_its_own_peak_even_when_freed_before_it_ends_and_not_an_earlier_larger_one():
     earlier = touched(256)
     del earlier  # this process's peak so far is at least 256 MB above what the run starts with
@@ -37,14 +30,13 @@ def test_a_run_that_allocates_little_reports_little():
 
 
 def test_where_the_kernel_keeps_no_peak_the_resident_set_is_sampled(monkeypatch):
-    monkeypatch.setattr("agents.data.services._kernel_peak_reset", lambda: False)
+    monkeypatch.setattr("agents.data.services._kernel_peak_reset", lambda: None)
     with _PeakMemory() as memory:
         kept = touched(64)
     assert 60 <= memory.peak_mb < 150, memory.peak_mb
     assert kept
 
 
-@kernel_peak
 def test_a_run_beside_another_in_the_same_process_does_not_hide_the_first_ones_peak():
     with _PeakMemory() as first:
         during = touched(96)
