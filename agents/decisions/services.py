@@ -155,14 +155,33 @@ def ruleset_active_version(*, ruleset: str) -> RuleSetVersion:
 
 
 def _mask(context: Any, keys: set[str], path: str = "") -> Any:
-    if isinstance(context, dict):
-        return {
-            key: MASK if key in keys or f"{path}{key}" in keys else _mask(value, keys, f"{path}{key}.")
-            for key, value in context.items()
-        }
-    if isinstance(context, list):
-        return [_mask(item, keys, path) for item in context]
-    return context
+    """A copy of ``context`` with the values under masked keys (a key's name, or its dotted path) replaced by ***.
+
+    Walked with a stack of its own rather than by recursion: a context as deep as JSON can hold is masked, not
+    turned into a RecursionError after it was decided."""
+    if not isinstance(context, (dict, list)):
+        return context
+    root: Any = {} if isinstance(context, dict) else []
+    stack = [(context, root, path)]
+    while stack:
+        source, target, path = stack.pop()
+        if isinstance(source, dict):
+            for key, value in source.items():
+                if key in keys or f"{path}{key}" in keys:
+                    value = MASK
+                elif isinstance(value, (dict, list)):
+                    child: Any = {} if isinstance(value, dict) else []
+                    stack.append((value, child, f"{path}{key}."))
+                    value = child
+                target[key] = value
+        else:
+            for value in source:
+                if isinstance(value, (dict, list)):
+                    child = {} if isinstance(value, dict) else []
+                    stack.append((value, child, path))
+                    value = child
+                target.append(value)
+    return root
 
 
 def _masked_path(path: str, keys: set[str]) -> bool:
@@ -562,15 +581,21 @@ class _Batch:
         try:
             matched, errors, evaluated = json.loads(text)
             matched = tuple(matched)
-            if not all(type(position) is int and 0 <= position < self.rule_count for position in matched):
+            if type(evaluated) is not int or not 0 <= evaluated <= self.rule_count:
                 return None
+            if not all(type(position) is int and 0 <= position < evaluated for position in matched):
+                return None
+            if errors:
+                errors = {int(position): error for position, error in errors.items()}
+                if not all(0 <= position < evaluated and position not in matched and type(error) is str
+                           for position, error in errors.items()):
+                    return None
             outcome = self.outcome_of.get(matched)
             if outcome is None:
                 outcome = self.outcome_of[matched] = matched_outcome(self.rules, matched)
             if isinstance(outcome, DecisionError):  # a conflict is never stored: not an entry this version wrote
                 return None
-            verdict = Verdict(outcome, matched, {int(position): error for position, error in errors.items()}
-                              if errors else None, evaluated)
+            verdict = Verdict(outcome, matched, errors or None, evaluated)
             return self.common_of_outcome(outcome), verdict
         except (TypeError, ValueError, KeyError, AttributeError):
             return None
@@ -1025,12 +1050,18 @@ def decisions_purge(*, older_than: timedelta, ruleset: str | None = None, dry_ru
             elif vendor == "sqlite":
                 cursor.execute(f"DROP TRIGGER IF EXISTS {_SQLITE_NO_DELETE}")
         deleted, last = 0, 0
-        # A batch of ids at a time, the rows only as their ids: memory stays the same however large the audit is.
-        # Each batch starts after the last id of the one before, so no query walks again past the rows deleted.
-        while batch := list(rows.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:PURGE_BATCH]):
-            counts = Decision.objects.filter(pk__in=batch).only("pk").delete()[1]
-            deleted += counts.get(Decision._meta.label, 0)
-            last = batch[-1]
+        # A batch at a time, the rows only as their ids: memory stays the same however large the audit is. A batch
+        # is a range of ids, from after the last one deleted to the PURGE_BATCH-th one left, so no query walks
+        # again past the rows deleted, and none names its rows one by one (SQLite before 3.32 takes 999 at most).
+        while True:
+            batch = rows.filter(pk__gt=last)
+            end = list(batch.order_by("pk").values_list("pk", flat=True)[PURGE_BATCH - 1:PURGE_BATCH])
+            if end:
+                batch = batch.filter(pk__lte=end[0])
+            deleted += batch.only("pk").delete()[1].get(Decision._meta.label, 0)
+            if not end:
+                break
+            last = end[0]
         with connection.cursor() as cursor:
             if vendor == "postgresql":
                 cursor.execute("SET LOCAL agents.decision_purge = 'off'")
@@ -1068,6 +1099,8 @@ def context_check(context: Any) -> None:
         json.dumps(context, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
+    except RecursionError:
+        raise DecisionError("context holds a value JSON cannot store: it is circular or nested too deeply") from None
 
 
 # --- DMN models --------------------------------------------------------------

@@ -1,4 +1,6 @@
 """Deciding against the real database and Redis: results, audit, cache, conflicts, bulk, simulation."""
+import io
+import json
 from datetime import timedelta
 
 import pytest
@@ -215,9 +217,39 @@ def test_unknown_rule_set_and_missing_active_version_are_named():
 def test_a_context_json_cannot_store_is_refused():
     load(LOANS)
 
-    with pytest.raises(DecisionError, match="JSON cannot store"):
-        services.decide(ruleset="loans", context={"amount": float("nan")})
+    circular = {"amount": 1}
+    circular["self"] = circular
+
+    for context in ({"amount": float("nan")}, circular, {"amount": 1, "deep": nested(100_000, {})}):
+        with pytest.raises(DecisionError, match="JSON cannot store"):
+            services.decide(ruleset="loans", context=context)
     assert not Decision.objects.exists()
+
+
+def nested(depth: int, inner: dict) -> dict:
+    """``inner`` under ``depth`` levels of {"n": ...}."""
+    for _ in range(depth):
+        inner = {"n": inner}
+    return inner
+
+
+def test_a_context_nested_hundreds_deep_is_decided_and_audited_with_its_masked_keys():
+    """JSON can hold a context 500 levels deep: it is decided, and its audit row masks the keys at the bottom."""
+    load(LOANS)
+    context = {**APPLICATION, "deep": nested(500, {"password": "hunter2", "note": "kept"})}
+
+    result = services.decide(ruleset="loans", context=context)
+    again = services.decide(ruleset="loans", context=context)
+
+    assert result["decision"] == again["decision"] == "approve" and again["cached"] is True
+    for answer in (result, again):
+        bottom = Decision.objects.get(decision_id=answer["decision_id"]).context["deep"]
+        for _ in range(500):
+            bottom = bottom["n"]
+        assert bottom == {"password": "***", "note": "kept"}
+    out = io.StringIO()
+    call_command("decide", "loans", "--context", json.dumps(context), "--json", stdout=out)
+    assert json.loads(out.getvalue())["decision"] == "approve" and Decision.objects.count() == 3
 
 
 def test_bulk_decisions_keep_order_and_audit_in_batches(settings, django_assert_max_num_queries):

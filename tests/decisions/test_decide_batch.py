@@ -179,7 +179,10 @@ def test_a_warm_cache_answers_a_batch_with_the_traces_it_had():
     assert "a@example.com" not in json.dumps(warm) and Decision.objects.count() == 3 * len(CONTEXTS)
 
 
-@pytest.mark.parametrize("entry", ["[[99], null, 5]", "[[-1], null, 5]", '[{"decision": "x"}, [0], null, 1]', "[[0], 7"])
+@pytest.mark.parametrize("entry", ["[[99], null, 5]", "[[-1], null, 5]", '[{"decision": "x"}, [0], null, 1]', "[[0], 7",
+                                   '[[0], {"99": "x"}, 5]', '[[0], {"-1": "x"}, 5]', '[[0], {"one": "x"}, 5]',
+                                   '[[0], {"1": 5}, 5]', '[[0], {"0": "x"}, 5]', "[[0], null, 99]", "[[0], null, -1]",
+                                   '[[0], null, "5"]', "[[4], null, 2]"])
 def test_a_cache_entry_this_version_could_not_have_written_is_a_miss(entry):
     """An entry naming a rule the version does not have, one of another layout, or broken JSON under a batch's key is
     not an answer: the context is decided again, as if the cache were empty."""
