@@ -48,6 +48,7 @@ class AgentsConfig(AppConfig):
         from agents.api.groups import api_groups_ensure  # these use models, which exist only now
         from agents.core.events import event_listeners_changed
         from agents.core.hooks import event_listeners, workers_lost
+        from agents.core.dispatch import task_module_kind
         from agents.core.registry import registrations_source
         from agents.models import Trigger
 
@@ -56,6 +57,8 @@ class AgentsConfig(AppConfig):
             # decision) or who re-dispatches a lost worker's steps loads that area's module, not every area.
             event_listeners.kind: ("agents.orchestration.actions",),
             workers_lost.kind: ("agents.workflows.actions",),
+            # A task sent by name needs its own module's declared options, not every area's modules.
+            **{task_module_kind(module): (module,) for module in WORKER_MODULES},
         })
         for module in settings.AGENTS_EXTENSION_MODULES:
             import_module(module)

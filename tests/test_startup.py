@@ -80,3 +80,22 @@ def test_a_command_runs_with_garbage_collection_on():
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+WORKER_MODULES = ("workers.registry", "workers.workflow", "workers.decision", "workers.data", "workers.monitoring",
+                  "workers.agents")
+
+
+def test_a_task_sent_by_name_loads_its_own_module_not_every_area():
+    """A command that sends one task (``data run --queue``) loads that task's module, whose declared options the
+    message carries, and not every area's modules and tasks."""
+    code = ("import json, sys, django\ndjango.setup()\n"
+            "from agents.core.dispatch import task_signature\n"
+            "signature = task_signature('workers.decision.decisions_shadow_evaluate', 1)\n"
+            "print(json.dumps([signature.type.ignore_result,"
+            f" sorted(name for name in {(*AREA_REGISTRATIONS, *WORKER_MODULES)!r} if name in sys.modules)]))")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "agentsite.settings"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT_DIR, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [True, ["workers.decision"]]

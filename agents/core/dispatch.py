@@ -17,11 +17,16 @@ def celery_app():
     return current_app
 
 
+def task_module_kind(module: str) -> str:
+    """The registrations' kind (``registrations_load``) that loads the task module ``module`` alone."""
+    return f"tasks of {module}"
+
+
 def task_signature(name: str, *args, **options) -> Signature:
-    """An immutable signature of the task ``name`` with positional ``args`` and send ``options``. The task modules
-    are loaded first (once per process, with the areas' registrations): a task sent by name carries the options its
-    module declares only where that module is loaded."""
-    registrations_load()
+    """An immutable signature of the task ``name`` with positional ``args`` and send ``options``. The task's module
+    is loaded first (once per process): a task sent by name carries the options its module declares only where that
+    module is loaded. Only that module: a command that sends one task does not load every area (0.07 s)."""
+    registrations_load(task_module_kind(name.rpartition(".")[0]))
     return current_app.signature(name, args=args, immutable=True).set(**options)
 
 
