@@ -6,10 +6,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connection
 
 from agents.core.definitions import refuse_json_constant
 from agents.core.teams import team_named
@@ -50,12 +52,13 @@ def wait_seconds(text: str) -> float:
 
 
 def wait_until(finished: Callable[[], bool], *, timeout: float, first_s: float = 0.01, most_s: float = 0.2,
-               share: float = 0.125) -> bool:
+               share: float = 0.125, pause: Callable[[float], object] | None = None) -> bool:
     """Ask ``finished()`` until it says yes or ``timeout`` seconds have passed; whether it said yes. The pause between
     two asks is ``share`` (an eighth) of the time waited so far, at least ``first_s`` and at most ``most_s``: a job
     done in a few milliseconds is seen done within milliseconds, one of half a second within a sixteenth of a second
     more (pauses doubling from 0.01 s to 0.2 s saw it up to 0.2 s late, a fixed 0.2 s pause any job), and a long one
-    costs a query per ``most_s``."""
+    costs a query per ``most_s``. ``pause(seconds)``, when given, pauses instead of ``time.sleep`` and may end early
+    (``wait_for_status``: when the awaited change is announced)."""
     started = time.monotonic()
     deadline = started + timeout
     while not finished():
@@ -63,20 +66,61 @@ def wait_until(finished: Callable[[], bool], *, timeout: float, first_s: float =
         left = deadline - now
         if left <= 0:
             return False
-        time.sleep(min(max(first_s, (now - started) * share), most_s, left))
+        (pause or time.sleep)(min(max(first_s, (now - started) * share), most_s, left))
     return True
 
 
-def wait_for_status(instance: Any, finished: tuple, *, timeout: float) -> bool:
+#: The channel a change of a data run's, workflow run's or agent task's status is announced on (PostgreSQL,
+#: migration 0025), as ``TABLE:ID``.
+STATUS_CHANNEL = "agents_status"
+
+
+def wait_for_status(instance: Any, finished: tuple, *, timeout: float, **pauses: float) -> bool:
     """``wait_until`` a model instance's ``status`` is one of ``finished``, its row read again at each look (the
-    instance then holds it); whether it got there within ``timeout`` seconds."""
+    instance then holds it); whether it got there within ``timeout`` seconds. On PostgreSQL a pause ends as soon as
+    a change of the instance's status is announced, so the wait ends when the change commits, not at the next look
+    (the looks go on, in case an announcement is lost: a pooler that drops LISTEN, a connection that reconnects)."""
 
     def ended() -> bool:
         if instance.status not in finished:
             instance.refresh_from_db()
         return instance.status in finished
 
-    return wait_until(ended, timeout=timeout)
+    with _status_announcements(f"{instance._meta.db_table}:{instance.pk}") as pause:
+        return wait_until(ended, timeout=timeout, pause=pause, **pauses)
+
+
+@contextmanager
+def _status_announcements(mine: str) -> Iterator[Callable[[float], bool] | None]:
+    """A pause that ends early when a status change named ``mine`` (``TABLE:ID``) is announced, while this
+    connection listens on ``STATUS_CHANNEL``; None where nothing is announced (SQLite) or where a notice would come
+    only at the end of the transaction the caller is in."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield None
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"LISTEN {STATUS_CHANNEL}")
+    listening = connection.connection
+    from psycopg import Error as ConnectionFailed  # the backend's own driver: loaded with the connection
+
+    def pause(seconds: float) -> bool:
+        """Pause at most ``seconds``; whether the change was announced."""
+        try:
+            for notice in listening.notifies(timeout=seconds):
+                if notice.payload == mine:
+                    return True
+        except ConnectionFailed:  # the next look reports a lost connection as every query does
+            time.sleep(seconds)
+        return False
+
+    try:
+        yield pause
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"UNLISTEN {STATUS_CHANNEL}")
+        except DatabaseError:  # the connection is gone, and its LISTEN with it
+            pass
 
 
 def _stdout_discard() -> None:

@@ -3,8 +3,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
+from django.db import connection
 
 from agents.management import base
 from agents.management.base import BROKEN_PIPE_STATUS, wait_until
@@ -142,3 +144,63 @@ def test_a_wait_that_would_never_end_or_is_not_a_time_is_refused_before_anything
 def test_a_param_is_json_when_it_parses_as_json_else_its_text(text, expected):
     """--param key=value: a JSON value, or the text itself when it is not JSON (NaN, or nested too deeply to parse)."""
     assert base.parse_param(text) == expected
+
+
+def _status_set_elsewhere(model, pk: int, status: str) -> None:
+    """Set a row's status from another connection (a thread of its own) and commit, as a worker does."""
+    failed = []
+
+    def change():
+        try:
+            assert model.objects.filter(pk=pk).update(status=status) == 1
+        except BaseException as error:  # raised again in the test's thread
+            failed.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=change)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_status_change_committed_elsewhere_ends_the_pause_of_whoever_waits_for_it():
+    """On PostgreSQL, ``--wait`` hears of the change when it commits (the run's trigger announces it) instead of at
+    its next look: the pause ends on the change of the awaited row, not on another row's, nor on a change that leaves
+    the status as it was."""
+    from agents.models import AgentTask
+
+    waited = AgentTask.objects.create(agent_type="data", config={"pipeline": "p"}, status="running")
+    other = AgentTask.objects.create(agent_type="data", config={"pipeline": "p"}, status="running")
+
+    with base._status_announcements(f"agents_agenttask:{waited.pk}") as pause:
+        _status_set_elsewhere(AgentTask, other.pk, "completed")
+        _status_set_elsewhere(AgentTask, waited.pk, "running")
+        assert pause(0.05) is False
+        _status_set_elsewhere(AgentTask, waited.pk, "completed")
+        assert pause(60) is True
+
+    with base._status_announcements(f"agents_agenttask:{other.pk}") as pause:  # listening ends with each wait
+        assert pause(0.05) is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_for_a_status_sees_the_change_committed_elsewhere():
+    from agents.models import AgentTask
+
+    task = AgentTask.objects.create(agent_type="data", config={"pipeline": "p"}, status="running")
+    refresh = task.refresh_from_db
+    looks = []
+
+    def look(**kwargs):
+        refresh(**kwargs)
+        looks.append(task.status)
+        if len(looks) == 1:  # after the first look, a worker finishes the task
+            _status_set_elsewhere(AgentTask, task.pk, "completed")
+
+    task.refresh_from_db = look
+
+    assert base.wait_for_status(task, ("completed",), timeout=60, first_s=30, most_s=30)
+    assert looks == ["running", "completed"] and task.status == "completed"
