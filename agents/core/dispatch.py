@@ -25,7 +25,7 @@ def task_module_kind(module: str) -> str:
 def task_signature(name: str, *args, **options) -> Signature:
     """An immutable signature of the task ``name`` with positional ``args`` and send ``options``. The task's module
     is loaded first (once per process): a task sent by name carries the options its module declares only where that
-    module is loaded. Only that module: a command that sends one task does not load every area (0.07 s)."""
+    module is loaded. Only that module: a command that sends one task does not load every area and its tasks."""
     registrations_load(task_module_kind(name.rpartition(".")[0]))
     return current_app.signature(name, args=args, immutable=True).set(**options)
 
