@@ -180,6 +180,9 @@ else:
 #: The statements every workflow step sends are prepared on the server once per connection (agents.core.prepared);
 #: false for a connection pooler in transaction mode that does not keep prepared statements (PgBouncer < 1.21).
 AGENTS_DB_PREPARED_STATEMENTS = env.bool("AGENTS_DB_PREPARED_STATEMENTS", default=True)
+#: A command's ``--wait`` LISTENs for its run's status changes (agents.management.base.wait_for_status); false behind
+#: a pooler in transaction mode, where LISTEN and UNLISTEN may land on different server connections.
+AGENTS_DB_LISTEN = env.bool("AGENTS_DB_LISTEN", default=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -60,6 +60,11 @@ def _dmn():
     return dmn
 
 MASK = "***"
+#: The deepest a context may nest (objects and lists inside each other): deeper ones are refused before they are
+#: decided, cached or audited. JSON's encoder recurses once per level, and the audit row is encoded again further
+#: down the stack than the check (in the database driver, in a worker's task): a fixed bound, not whatever the
+#: check's own stack allowed, keeps that second encoding within Python's recursion limit.
+MAX_CONTEXT_DEPTH = 512
 
 
 # --- rule sets -----------------------------------------------------------------
@@ -471,6 +476,7 @@ def _context_json(context: Any, masked: set[str], probes: "re.Pattern | None") -
         raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
     except RecursionError:
         raise DecisionError("context holds a value JSON cannot store: it is circular or nested too deeply") from None
+    _depth_check(context, text)
     if probes is not None and probes.search(text):
         return _CONTEXT_ENCODER.encode(_mask(context, masked))
     return text
@@ -520,6 +526,7 @@ class _Batch:
         self.first_of: dict[str, tuple | None] = {}  # cache key -> (common, verdict) evaluated for it in this batch
         self.outcome_of: dict[tuple, Outcome | DecisionError] = {}  # matched rules of a cache entry -> outcome
         self.rule_count = len(self.rules.evaluation_order)
+        self.stop_at_first = self.rules.hit_policy == "first"
         self.commons: dict[tuple, _Common] = {}  # (reasoning, engine, needs_review) -> what those decisions share
         self.common_of: dict[int, _Common] = {}  # id(shared outcome or error) -> its _Common
         self.kept: list = []  # the outcomes common_of has, kept alive so no id is reused
@@ -581,9 +588,18 @@ class _Batch:
         try:
             matched, errors, evaluated = json.loads(text)
             matched = tuple(matched)
-            if type(evaluated) is not int or not 0 <= evaluated <= self.rule_count:
+            if not all(type(position) is int and 0 <= position < self.rule_count for position in matched):
                 return None
-            if not all(type(position) is int and 0 <= position < evaluated for position in matched):
+            if any(later <= earlier for earlier, later in zip(matched, matched[1:])):
+                return None  # a batch writes the matched rules in evaluation order, each once
+            # What a batch writes (``batch._verdicts``): under ``first`` at most one rule, evaluated up to it; else
+            # every rule evaluated.
+            if type(evaluated) is not int:
+                return None
+            if self.stop_at_first:
+                if len(matched) > 1 or evaluated != (matched[0] + 1 if matched else self.rule_count):
+                    return None
+            elif evaluated != self.rule_count:
                 return None
             if errors:
                 errors = {int(position): error for position, error in errors.items()}
@@ -1096,11 +1112,27 @@ def context_check(context: Any) -> None:
     if not isinstance(context, dict):
         raise DecisionError(f"context must be a JSON object, got {type(context).__name__}")
     try:
-        json.dumps(context, allow_nan=False)
+        text = json.dumps(context, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
     except RecursionError:
         raise DecisionError("context holds a value JSON cannot store: it is circular or nested too deeply") from None
+    _depth_check(context, text)
+
+
+def _depth_check(context: Any, text: str) -> None:
+    """Raise ``DecisionError`` when ``context`` (encoded as ``text``) nests deeper than ``MAX_CONTEXT_DEPTH``. Its
+    text bounds its depth from above (each level opens and closes a bracket), so only a context with that many
+    brackets is walked."""
+    if len(text) < 2 * (MAX_CONTEXT_DEPTH + 1) or text.count("{") + text.count("[") <= MAX_CONTEXT_DEPTH:
+        return
+    stack = [(context, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CONTEXT_DEPTH:
+            raise DecisionError(f"context nests deeper than {MAX_CONTEXT_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 # --- DMN models --------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
@@ -93,9 +94,9 @@ def wait_for_status(instance: Any, finished: tuple, *, timeout: float, **pauses:
 @contextmanager
 def _status_announcements(mine: str) -> Iterator[Callable[[float], bool] | None]:
     """A pause that ends early when a status change named ``mine`` (``TABLE:ID``) is announced, while this
-    connection listens on ``STATUS_CHANNEL``; None where nothing is announced (SQLite) or where a notice would come
-    only at the end of the transaction the caller is in."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    connection listens on ``STATUS_CHANNEL``; None where nothing is announced (SQLite), where a notice would come
+    only at the end of the transaction the caller is in, or where listening is turned off (``AGENTS_DB_LISTEN``)."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block or not settings.AGENTS_DB_LISTEN:
         yield None
         return
     with connection.cursor() as cursor:

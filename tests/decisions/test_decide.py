@@ -233,6 +233,28 @@ def nested(depth: int, inner: dict) -> dict:
     return inner
 
 
+@pytest.mark.parametrize("depth", [services.MAX_CONTEXT_DEPTH, 700])
+def test_a_context_nested_deeper_than_the_bound_is_refused_by_name_before_anything_is_stored(depth, tmp_path):
+    """One level past the bound, or far past it, is refused alike by a single decision, a batch and the command;
+    nothing is audited. (Before the bound, a context JSON could encode where it was checked could fail to encode
+    again as the audit row, further down the stack: a RecursionError after the answer was cached.)"""
+    load(LOANS)
+    context = {"amount": 1, "deep": nested(depth - 1, {})}  # depth + 1 levels with the context itself
+    reason = f"context nests deeper than {services.MAX_CONTEXT_DEPTH} levels"
+
+    with pytest.raises(DecisionError, match=reason):
+        services.decide(ruleset="loans", context=context)
+    assert services.decide_many(ruleset="loans", contexts=[context, APPLICATION])[0] == {"error": reason,
+                                                                                        "decision": None}
+    path = tmp_path / "contexts.jsonl"
+    path.write_text(json.dumps(context) + "\n")
+    out = io.StringIO()
+    call_command("decide", "loans", "--contexts", str(path), stdout=out)
+
+    assert json.loads(out.getvalue()) == {"error": reason, "decision": None}
+    assert Decision.objects.count() == 1  # the batch's other context
+
+
 def test_a_context_nested_hundreds_deep_is_decided_and_audited_with_its_masked_keys():
     """JSON can hold a context 500 levels deep: it is decided, and its audit row masks the keys at the bottom."""
     load(LOANS)

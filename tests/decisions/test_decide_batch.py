@@ -179,24 +179,45 @@ def test_a_warm_cache_answers_a_batch_with_the_traces_it_had():
     assert "a@example.com" not in json.dumps(warm) and Decision.objects.count() == 3 * len(CONTEXTS)
 
 
-@pytest.mark.parametrize("entry", ["[[99], null, 5]", "[[-1], null, 5]", '[{"decision": "x"}, [0], null, 1]', "[[0], 7",
-                                   '[[0], {"99": "x"}, 5]', '[[0], {"-1": "x"}, 5]', '[[0], {"one": "x"}, 5]',
-                                   '[[0], {"1": 5}, 5]', '[[0], {"0": "x"}, 5]', "[[0], null, 99]", "[[0], null, -1]",
-                                   '[[0], null, "5"]', "[[4], null, 2]"])
-def test_a_cache_entry_this_version_could_not_have_written_is_a_miss(entry):
-    """An entry naming a rule the version does not have, one of another layout, or broken JSON under a batch's key is
-    not an answer: the context is decided again, as if the cache were empty."""
-    version = load(ruleset("collect"))
+#: Cache entries no batch of the version could have written; ``{n}`` is the number of rules it evaluates.
+UNWRITTEN = ["[[99], null, {n}]", "[[-1], null, {n}]", '[{{"decision": "x"}}, [0], null, 1]', "[[0], 7",
+             '[[0], {{"99": "x"}}, {n}]', '[[0], {{"-1": "x"}}, {n}]', '[[0], {{"one": "x"}}, {n}]',
+             '[[0], {{"1": 5}}, {n}]', '[[0], {{"0": "x"}}, {n}]', "[[0], null, 99]", "[[0], null, -1]",
+             '[[0], null, "{n}"]', "[[4], null, 2]", "[[], null, 0]", "[[0], null, 1]", "[[1, 0], null, {n}]",
+             "[[0, 0], null, {n}]", "[[true], null, {n}]"]
+
+
+@pytest.mark.parametrize("policy, entry", [("collect", entry) for entry in UNWRITTEN] + [
+    ("first", "[[0, 1], null, 2]"), ("first", "[[2], null, {n}]"), ("first", "[[2], null, 2]"),
+    ("first", "[[], null, 1]")])
+def test_a_cache_entry_this_version_could_not_have_written_is_a_miss(policy, entry):
+    """An entry naming a rule the version does not have, one of another layout, broken JSON under a batch's key, or
+    one whose rules evaluated, failed or matched no batch of this version writes is not an answer: the context is
+    decided again, as if the cache were empty."""
+    version = load(ruleset(policy))
     name = version.ruleset.name
     expected = services.decide_many(ruleset=name, contexts=CONTEXTS[:3], use_cache=False)
     batch = services._Batch(services._Decider(name), use_cache=True)
     keys = batch.keys(services.fields_columns(CONTEXTS[:3], batch.rules.fields))
-    decision_cache().set_many(dict.fromkeys(keys, entry), 60)
+    decision_cache().set_many(dict.fromkeys(keys, entry.format(n=batch.rule_count)), 60)
 
     answers = services.decide_many(ruleset=name, contexts=CONTEXTS[:3])
 
     assert [answer["cached"] for answer in answers] == [False] * 3
     assert [comparable(answer) for answer in answers] == [comparable(answer) for answer in expected]
+
+
+@pytest.mark.parametrize("policy", ["collect", "first"])
+def test_an_entry_a_batch_wrote_is_a_hit(policy):
+    """The check above keeps what a batch writes: entries written by one batch answer the next, as they would."""
+    version = load(ruleset(policy))
+    name = version.ruleset.name
+    cold = services.decide_many(ruleset=name, contexts=CONTEXTS)
+
+    warm = services.decide_many(ruleset=name, contexts=CONTEXTS)
+
+    assert all(answer["cached"] for answer in warm)
+    assert [comparable({**answer, "cached": True}) for answer in cold] == [comparable(answer) for answer in warm]
 
 
 def test_a_batch_of_a_dmn_model_decides_each_context_as_dmn_decide_does(tmp_path):

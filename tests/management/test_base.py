@@ -1,4 +1,5 @@
 """Every command's base: piped into a reader that stops early (`manage.py ... | head -1`), a command stops quietly."""
+import contextlib
 import json
 import os
 import subprocess
@@ -182,14 +183,26 @@ def test_a_status_change_committed_elsewhere_ends_the_pause_of_whoever_waits_for
         _status_set_elsewhere(AgentTask, waited.pk, "completed")
         assert pause(60) is True
 
-    with base._status_announcements(f"agents_agenttask:{other.pk}") as pause:  # listening ends with each wait
-        assert pause(0.05) is False
+    with connection.cursor() as cursor:  # listening ends with the wait
+        cursor.execute("SELECT pg_listening_channels()")
+        assert cursor.fetchall() == []
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_wait_for_a_status_sees_the_change_committed_elsewhere():
+def test_a_wait_for_a_status_ends_on_the_announcement_of_the_change_committed_elsewhere(monkeypatch):
+    """The wait's one pause (looks 30 s apart) ends because the change was announced, not because its time ran out;
+    and with listening turned off (behind a pooler) the same wait only looks again."""
     from agents.models import AgentTask
 
+    announcements = base._status_announcements
+    pauses = []
+
+    @contextlib.contextmanager
+    def recorded(mine):
+        with announcements(mine) as pause:
+            yield None if pause is None else (lambda seconds: pauses.append(pause(seconds)))
+
+    monkeypatch.setattr(base, "_status_announcements", recorded)
     task = AgentTask.objects.create(agent_type="data", config={"pipeline": "p"}, status="running")
     refresh = task.refresh_from_db
     looks = []
@@ -204,3 +217,28 @@ def test_a_wait_for_a_status_sees_the_change_committed_elsewhere():
 
     assert base.wait_for_status(task, ("completed",), timeout=60, first_s=30, most_s=30)
     assert looks == ["running", "completed"] and task.status == "completed"
+    assert pauses == [True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_listening_turned_off_a_wait_only_looks_again(settings, monkeypatch):
+    from agents.models import AgentTask
+
+    settings.AGENTS_DB_LISTEN = False
+    slept = []
+    monkeypatch.setattr(base.time, "sleep", slept.append)
+    task = AgentTask.objects.create(agent_type="data", config={"pipeline": "p"}, status="running")
+    refresh = task.refresh_from_db
+
+    def look(**kwargs):
+        refresh(**kwargs)
+        if not slept:  # a worker finishes the task after the first look
+            _status_set_elsewhere(AgentTask, task.pk, "completed")
+
+    task.refresh_from_db = look
+
+    assert base.wait_for_status(task, ("completed",), timeout=60, first_s=30, most_s=30)
+    assert slept == [30] and task.status == "completed"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_listening_channels()")
+        assert cursor.fetchall() == []
