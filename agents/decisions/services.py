@@ -468,15 +468,7 @@ def _context_json(context: Any, masked: set[str], probes: "re.Pattern | None") -
 
     The context is encoded once; it is walked for masking only when the JSON text holds a masked key's name (a
     key is written as its own JSON string, so its absence from the text means nothing is masked)."""
-    if not isinstance(context, dict):
-        raise DecisionError(f"context must be a JSON object, got {type(context).__name__}")
-    try:
-        text = "".join(_CONTEXT_ENCODE(context, 0)) if _CONTEXT_ENCODE else _CONTEXT_ENCODER.encode(context)
-    except (TypeError, ValueError) as error:
-        raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
-    except RecursionError:
-        raise DecisionError("context holds a value JSON cannot store: it is circular or nested too deeply") from None
-    _depth_check(context, text)
+    text = _context_text(context)
     if probes is not None and probes.search(text):
         return _CONTEXT_ENCODER.encode(_mask(context, masked))
     return text
@@ -1108,16 +1100,23 @@ def models_unusable() -> list[dict]:
 
 
 def context_check(context: Any) -> None:
-    """Raise ``DecisionError`` unless ``context`` is a JSON object that JSON can store (no NaN, no objects)."""
+    """Raise ``DecisionError`` unless ``context`` is a JSON object that JSON can store (no NaN, no objects) and that
+    nests at most ``MAX_CONTEXT_DEPTH`` levels."""
+    _context_text(context)
+
+
+def _context_text(context: Any) -> str:
+    """``context`` as JSON text (masked keys included); ``DecisionError`` unless ``context_check`` would pass."""
     if not isinstance(context, dict):
         raise DecisionError(f"context must be a JSON object, got {type(context).__name__}")
     try:
-        text = json.dumps(context, allow_nan=False)
+        text = "".join(_CONTEXT_ENCODE(context, 0)) if _CONTEXT_ENCODE else _CONTEXT_ENCODER.encode(context)
     except (TypeError, ValueError) as error:
         raise DecisionError(f"context holds a value JSON cannot store: {error}") from None
-    except RecursionError:
+    except RecursionError:  # the encoder made once skips the check for cycles: a cycle recurses until it fails
         raise DecisionError("context holds a value JSON cannot store: it is circular or nested too deeply") from None
     _depth_check(context, text)
+    return text
 
 
 def _depth_check(context: Any, text: str) -> None:

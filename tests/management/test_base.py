@@ -166,6 +166,25 @@ def _status_set_elsewhere(model, pk: int, status: str) -> None:
         raise failed[0]
 
 
+def _finished_after_the_first_look():
+    """A running agent task that a worker (another connection) finishes right after the waiter's first look at it,
+    and the statuses each look read."""
+    from agents.models import AgentTask
+
+    task = AgentTask.objects.create(agent_type="data", config={"pipeline": "p"}, status="running")
+    refresh = task.refresh_from_db
+    looks = []
+
+    def look(**kwargs):
+        refresh(**kwargs)
+        looks.append(task.status)
+        if len(looks) == 1:
+            _status_set_elsewhere(AgentTask, task.pk, "completed")
+
+    task.refresh_from_db = look
+    return task, looks
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_status_change_committed_elsewhere_ends_the_pause_of_whoever_waits_for_it():
     """On PostgreSQL, ``--wait`` hears of the change when it commits (the run's trigger announces it) instead of at
@@ -190,10 +209,7 @@ def test_a_status_change_committed_elsewhere_ends_the_pause_of_whoever_waits_for
 
 @pytest.mark.django_db(transaction=True)
 def test_a_wait_for_a_status_ends_on_the_announcement_of_the_change_committed_elsewhere(monkeypatch):
-    """The wait's one pause (looks 30 s apart) ends because the change was announced, not because its time ran out;
-    and with listening turned off (behind a pooler) the same wait only looks again."""
-    from agents.models import AgentTask
-
+    """The wait's one pause (looks 30 s apart) ends because the change was announced, not because its time ran out."""
     announcements = base._status_announcements
     pauses = []
 
@@ -203,17 +219,7 @@ def test_a_wait_for_a_status_ends_on_the_announcement_of_the_change_committed_el
             yield None if pause is None else (lambda seconds: pauses.append(pause(seconds)))
 
     monkeypatch.setattr(base, "_status_announcements", recorded)
-    task = AgentTask.objects.create(agent_type="data", config={"pipeline": "p"}, status="running")
-    refresh = task.refresh_from_db
-    looks = []
-
-    def look(**kwargs):
-        refresh(**kwargs)
-        looks.append(task.status)
-        if len(looks) == 1:  # after the first look, a worker finishes the task
-            _status_set_elsewhere(AgentTask, task.pk, "completed")
-
-    task.refresh_from_db = look
+    task, looks = _finished_after_the_first_look()
 
     assert base.wait_for_status(task, ("completed",), timeout=60, first_s=30, most_s=30)
     assert looks == ["running", "completed"] and task.status == "completed"
@@ -222,23 +228,14 @@ def test_a_wait_for_a_status_ends_on_the_announcement_of_the_change_committed_el
 
 @pytest.mark.django_db(transaction=True)
 def test_with_listening_turned_off_a_wait_only_looks_again(settings, monkeypatch):
-    from agents.models import AgentTask
-
+    """Behind a pooler in transaction mode (``AGENTS_DB_LISTEN=false``) the same wait pauses and looks again."""
     settings.AGENTS_DB_LISTEN = False
     slept = []
     monkeypatch.setattr(base.time, "sleep", slept.append)
-    task = AgentTask.objects.create(agent_type="data", config={"pipeline": "p"}, status="running")
-    refresh = task.refresh_from_db
-
-    def look(**kwargs):
-        refresh(**kwargs)
-        if not slept:  # a worker finishes the task after the first look
-            _status_set_elsewhere(AgentTask, task.pk, "completed")
-
-    task.refresh_from_db = look
+    task, looks = _finished_after_the_first_look()
 
     assert base.wait_for_status(task, ("completed",), timeout=60, first_s=30, most_s=30)
-    assert slept == [30] and task.status == "completed"
+    assert looks == ["running", "completed"] and slept == [30] and task.status == "completed"
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_listening_channels()")
         assert cursor.fetchall() == []
