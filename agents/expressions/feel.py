@@ -3,7 +3,8 @@
 A hand-written recursive-descent parser turns the text into tuples of known node kinds; the compiler turns the
 tree into closures over plain values. Nothing is ever passed to ``eval``/``exec``. Numbers are
 ``decimal.Decimal`` (34 digits, as DMN's decimal128), so ``0.1 + 0.2 = 0.3``. FEEL's names may hold spaces
-(``Monthly Salary``): the parser matches the longest name it was told is in scope.
+(``Monthly Salary``): the parser matches the longest name it was told is in scope or the text binds itself (a
+context key, loop variable or function parameter of several words).
 
 Values, their equality, order and arithmetic live in ``feel_values``, dates, times and durations in
 ``feel_temporal``, the built-in functions in ``feel_builtins``. Loops (``for``, ``some``, ``every``), filters,
@@ -106,6 +107,57 @@ def _tokenize(text: str, names: Iterable[str]) -> list[Token]:
     return tokens
 
 
+_WORDS = re.compile(r"[^\W\d]\w*(?:\s+\w+)+")
+
+
+def _bound_names(tokens: list[Token]) -> set[str]:
+    """The names of several words the text binds itself: context keys (``{Monthly Income: 10, Yearly: Monthly
+    Income * 12}``), loop variables (``for monthly rate in rates return monthly rate * 12``), function parameters and
+    named arguments. Two words side by side are nothing else in FEEL, so a run of words is such a name where it ends
+    in ``:`` after ``{``, ``,``, ``(`` or ``<``, in ``in`` (a loop variable), or in ``,`` or ``)`` in a function
+    definition's parameters. A name bound anywhere in the text is then read as one name everywhere in it: where it
+    would not be in scope the words side by side were an error anyway."""
+
+    def word(token: Token) -> bool:
+        return token.kind == "name" and token.text not in KEYWORDS
+
+    found: set[str] = set()
+    in_parameters = False
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        before = tokens[index - 1] if index else None
+        if token.kind == "op" and token.text == "(" and before is not None and before.text == "function":
+            in_parameters = True
+        elif token.kind == "op" and token.text == ")":
+            in_parameters = False
+        if token.kind == "string" and tokens[index + 1].text == ":" and before is not None and before.text in "{,":
+            key = _string_value(token.text)
+            if _WORDS.fullmatch(key):
+                found.add(" ".join(key.split()))
+        if not word(token):
+            index += 1
+            continue
+        end = index
+        while word(tokens[end]):
+            end += 1
+        run = [each.text for each in tokens[index:end]]
+        after = tokens[end]
+        opened = before is not None and before.kind == "op"
+        if after.kind == "name" and after.text == "in":
+            if not (before is not None and before.text in ("for", "some", "every", ",")):
+                run = []
+        elif after.kind == "op" and after.text == ":":
+            if not (opened and before.text in ("{", ",", "(", "<")):
+                run = []
+        elif not (in_parameters and opened and before.text in ("(", ",") and after.text in (",", ")")):
+            run = []
+        if len(run) > 1:
+            found.add(" ".join(run))
+        index = end
+    return found
+
+
 def _string_value(token_text: str) -> str:
     out, index, body = [], 0, token_text[1:-1]
     while index < len(body):
@@ -133,7 +185,11 @@ class _Parser:
         if len(text) > MAX_FEEL_CHARS:
             raise FeelError(f"FEEL {text[:60]!r}...: longer than {MAX_FEEL_CHARS} characters")
         self.text = text
+        names = set(names)
         self.tokens = _tokenize(text, names)
+        bound = _bound_names(self.tokens) - names
+        if bound:  # read again, with the names of several words the text binds itself
+            self.tokens = _tokenize(text, names | bound)
         self.index = 0
         self.depth = 0
         self.nodes = 0

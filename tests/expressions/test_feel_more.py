@@ -129,6 +129,29 @@ def test_a_function_reads_the_names_where_it_was_defined_not_where_it_is_called(
     assert evaluate("{x: 1, f: function() x, g: function(x) f(), r: g(2)}.r") == 1
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("{Monthly Income: 1000, Yearly Income: Monthly Income * 12}.Yearly Income", 12000),
+    ('{"Total Cost": 5, doubled: Total Cost  *  2}.doubled', 10),
+    ("{loan amounts: [100, 250], r: loan amounts[item > 150]}.r", [250]),
+    ("for monthly rate in [1, 2] return monthly rate * 12", [12, 24]),
+    ("for a in [1, 2], b c in [10] return a + b c", [11, 12]),
+    ("some item price in [1, 20] satisfies item price > 10", True),
+    ("every item price in [1, 20] satisfies item price > 10", False),
+    ("{add up: function(base salary, bonus amount) base salary + bonus amount, r: add up(1, 2)}.r", 3),
+    ("{f: function(base salary: number, rate: number) base salary * rate, r: f(rate: 2, base salary: 5)}.r", 10),
+    ("{unit price: 1} instance of context<unit price: number>", True),
+])
+def test_names_of_several_words_the_text_binds_are_read_as_one_name(text, expected):
+    assert evaluate(text) == expected
+
+
+def test_words_side_by_side_that_nothing_binds_are_still_refused():
+    with pytest.raises(FeelError, match="found 'Income' at 19"):
+        feel_compile("{a: 1, b: Monthly Income}")
+    with pytest.raises(FeelError):
+        feel_compile("f(a b in [1])")
+
+
 def test_runaway_recursion_and_unknown_parameters_are_refused_with_a_message():
     with pytest.raises(FeelError, match=f"nested deeper than {MAX_CALL_DEPTH}"):
         feel_evaluate("{f: function(n) f(n + 1), r: f(1)}.r")
