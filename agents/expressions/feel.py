@@ -107,16 +107,19 @@ def _tokenize(text: str, names: Iterable[str]) -> list[Token]:
     return tokens
 
 
+#: Symbols FEEL allows inside a name, joining words written without spaces around them.
+_NAME_SYMBOLS = ("+", "-", "*", "/")
 _WORDS = re.compile(r"[^\W\d]\w*(?:\s+\w+)+")
 
 
-def _bound_names(tokens: list[Token]) -> set[str]:
+def _bound_names(text: str, tokens: list[Token]) -> set[str]:
     """The names of several words the text binds itself: context keys (``{Monthly Income: 10, Yearly: Monthly
     Income * 12}``), loop variables (``for monthly rate in rates return monthly rate * 12``), function parameters and
     named arguments. Two words side by side are nothing else in FEEL, so a run of words is such a name where it ends
     in ``:`` after ``{``, ``,``, ``(`` or ``<``, in ``in`` (a loop variable), or in ``,`` or ``)`` in a function
     definition's parameters. A name bound anywhere in the text is then read as one name everywhere in it: where it
-    would not be in scope the words side by side were an error anyway."""
+    would not be in scope the words side by side were an error anyway. A context key may also join words with FEEL's
+    name symbols ``+ - * /`` (``{foo+bar: 1, r: foo+bar}``)."""
 
     def word(token: Token) -> bool:
         return token.kind == "name" and token.text not in KEYWORDS
@@ -131,13 +134,22 @@ def _bound_names(tokens: list[Token]) -> set[str]:
             in_parameters = True
         elif token.kind == "op" and token.text == ")":
             in_parameters = False
-        if token.kind == "string" and tokens[index + 1].text == ":" and before is not None and before.text in "{,":
+        key_may_start = before is not None and before.kind == "op" and before.text in ("{", ",")
+        if token.kind == "string" and tokens[index + 1].text == ":" and key_may_start:
             key = _string_value(token.text)
             if _WORDS.fullmatch(key):
                 found.add(" ".join(key.split()))
         if not word(token):
             index += 1
             continue
+        if key_may_start:
+            end = index + 1
+            while (tokens[end].kind == "op" and tokens[end].text in _NAME_SYMBOLS and word(tokens[end + 1])
+                   and tokens[end].at == tokens[end - 1].at + len(tokens[end - 1].text)
+                   and tokens[end + 1].at == tokens[end].at + 1):
+                end += 2
+            if end > index + 1 and tokens[end].text == ":":
+                found.add(text[token.at:tokens[end - 1].at + len(tokens[end - 1].text)])
         end = index
         while word(tokens[end]):
             end += 1
@@ -187,7 +199,7 @@ class _Parser:
         self.text = text
         names = set(names)
         self.tokens = _tokenize(text, names)
-        bound = _bound_names(self.tokens) - names
+        bound = _bound_names(text, self.tokens) - names
         if bound:  # read again, with the names of several words the text binds itself
             self.tokens = _tokenize(text, names | bound)
         self.index = 0
@@ -627,10 +639,12 @@ Compiled = Callable[[Scope], Any]
 
 
 class _Compiler:
-    """Turns a parsed tree into closures; collects the free names it reads."""
+    """Turns a parsed tree into closures; collects the free names it reads (outside filter conditions, where a name
+    may be a field of the filtered items)."""
 
     def __init__(self):
         self.free: set[str] = set()
+        self.filters = 0  # filter conditions around the node compiled: a name read there may be an item's field
         self.bound: list[frozenset] = []  # names a loop, function or context binds around the node compiled
 
     def local(self, names: Iterable[str], node: tuple) -> Compiled:
@@ -648,7 +662,7 @@ class _Compiler:
         return lambda scope: value
 
     def c_name(self, name):
-        if not any(name in names for names in self.bound):
+        if not self.filters and not any(name in names for names in self.bound):
             self.free.add(name)
 
         def read(scope: Scope):
@@ -671,7 +685,12 @@ class _Compiler:
         return read
 
     def c_filter(self, target, condition):
-        inner, test = self.compile(target), self.compile(condition)
+        inner = self.compile(target)
+        self.filters += 1  # ``Employees[dept = 20]``: ``dept`` is each item's field, not a name the text needs
+        try:
+            test = self.compile(condition)
+        finally:
+            self.filters -= 1
 
         def read(scope: Scope):
             value = inner(scope)
@@ -775,6 +794,14 @@ class _Compiler:
 
     def c_context(self, entries):
         compiled = [(key, self.local([key for key, _ in entries], value)) for key, value in entries]
+        keys = [key for key, _ in entries]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:  # an error of the context's value, as the DMN TCK has it (null, with the reason), not of the text
+            message = f"a context names the key {', '.join(map(repr, twice))} twice"
+
+            def duplicated(scope: Scope):
+                raise FeelError(message)
+            return duplicated
 
         def build(scope: Scope):
             result: dict = {}

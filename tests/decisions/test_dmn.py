@@ -110,3 +110,37 @@ def test_a_unique_table_with_two_matches_answers_null_and_reports_the_rules():
     assert answer["decision"] is None
     assert answer["errors"] == ["decision 'Eligibility' (id d_eligibility): hit policy UNIQUE: rules 1, 2 all match"]
     assert Decision.objects.get(decision_id=answer["decision_id"]).needs_review
+
+
+CONTEXTS = """<?xml version="1.0"?>
+<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" id="m" name="staff" namespace="x">
+  <inputData name="Employees" id="i_staff"><variable name="Employees"/></inputData>
+  <decision name="Department 20" id="d_20">
+    <informationRequirement><requiredInput href="#i_staff"/></informationRequirement>
+    <literalExpression><text>Employees[dept = 20].name</text></literalExpression>
+  </decision>
+  <decision name="Pay" id="d_pay">
+    <informationRequirement><requiredInput href="#i_staff"/></informationRequirement>
+    <literalExpression><text>{monthly pay: Employees[name = "Ford"].pay[1], pay-rise: 1.1,
+      yearly pay: monthly pay * 12 * pay-rise}.yearly pay</text></literalExpression>
+  </decision>
+  <decision name="Twice" id="d_twice">
+    <literalExpression><text>{grade: "A", grade: "B"}</text></literalExpression>
+  </decision>
+</definitions>
+"""
+
+
+def test_filters_read_item_fields_and_contexts_bind_names_of_several_words():
+    services.rules_load(text=CONTEXTS, activate=True)
+    staff = {"Employees": [{"name": "Clark", "dept": 10, "pay": 100}, {"name": "Ford", "dept": 20, "pay": 200},
+                           {"name": "Adams", "dept": 20, "pay": 300}]}
+
+    department = services.decide(ruleset="staff", decision="Department 20", context=staff)
+    pay = services.decide(ruleset="staff", decision="Pay", context=staff)
+    twice = services.decide(ruleset="staff", decision="Twice", context=staff)
+
+    assert department["decision"] == ["Ford", "Adams"] and department["errors"] == []
+    assert pay["decision"] == 2640 and pay["errors"] == []
+    assert twice["decision"] is None
+    assert twice["errors"] == ["decision 'Twice' (id d_twice): a context names the key 'grade' twice"]

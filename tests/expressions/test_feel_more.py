@@ -145,6 +145,25 @@ def test_names_of_several_words_the_text_binds_are_read_as_one_name(text, expect
     assert evaluate(text) == expected
 
 
+def test_a_context_key_may_join_words_with_name_symbols():
+    assert evaluate('{foo+bar: "foo", r: foo+bar}.r') == "foo"
+    assert evaluate("{pay-rise: 2, r: pay-rise * 3}.r") == 6
+    assert evaluate("{a: 3, b: 1, r: a-b}.r") == 2  # no key 'a-b': a minus b
+
+
+def test_names_in_a_filter_condition_are_the_items_fields_not_names_the_text_needs():
+    staff = {"Employee": [{"name": "A", "dept": 20}, {"name": "B", "dept": 10}], "wanted": 10}
+
+    assert evaluate("Employee[dept = 20].name", staff) == ["A"]
+    assert evaluate("Employee[dept = wanted].name", staff) == ["B"]
+    assert feel_compile("Employee[dept = wanted].name", ["Employee", "wanted"]).free_names == {"Employee"}
+
+
+def test_a_context_naming_a_key_twice_is_an_error_of_its_value():
+    with pytest.raises(FeelError, match="a context names the key 'foo' twice"):
+        feel_evaluate('{foo: "bar", foo: "baz"}')
+
+
 def test_words_side_by_side_that_nothing_binds_are_still_refused():
     with pytest.raises(FeelError, match="found 'Income' at 19"):
         feel_compile("{a: 1, b: Monthly Income}")
