@@ -16,6 +16,7 @@ from agents.expressions.feel import (
     BUILTIN_NAMES,
     FeelError,
     FeelFunction,
+    MAX_CALL_DEPTH,
     MAX_FEEL_STEPS,
     Scope,
     feel_closure,
@@ -67,10 +68,11 @@ EXPRESSION_KINDS = ("literalExpression", "decisionTable", "context", "invocation
                     "functionDefinition", "conditional", "filter", "for", "every", "some")
 #: Deepest nesting of item definitions followed when a value is typed.
 MAX_TYPE_DEPTH = 16
-#: The element kind each requirement must point at (a decision service, say, cannot be required: not supported).
-REQUIRED_KINDS = {"requiredDecision": "decision", "requiredInput": "inputData",
-                  "requiredKnowledge": "businessKnowledgeModel"}
+#: The element kinds each requirement may point at (knowledge: a business knowledge model or a decision service).
+REQUIRED_KINDS = {"requiredDecision": ("decision",), "requiredInput": ("inputData",),
+                  "requiredKnowledge": ("businessKnowledgeModel", "decisionService")}
 _TRACE = "\x00trace"  # a scope key no FEEL name can spell: where evaluation appends its trace
+_PROBLEMS = "\x00problems"  # likewise: where a decision service called from FEEL reports its decisions' problems
 
 
 def _of_type(value: Any, kind: type) -> Any:
@@ -149,6 +151,26 @@ class DecisionNode:
 
 
 @dataclass
+class DecisionService:
+    """A decision service: a function of its input decisions' and input data's values (in that order) that evaluates
+    its output decisions (and the decisions it encapsulates) and answers the one output's value, or a context of
+    them by name."""
+
+    id: str
+    name: str
+    type_ref: str | None
+    outputs: list[str]
+    encapsulated: list[str]
+    input_decisions: list[str]
+    inputs: list[str]
+    function: FeelFunction | None = None
+
+    @property
+    def parameters(self) -> list[str]:
+        return [*self.input_decisions, *self.inputs]
+
+
+@dataclass
 class DmnModel:
     """A loaded DMN model: input data, item definitions, business knowledge models and decisions."""
 
@@ -161,6 +183,17 @@ class DmnModel:
     decisions: dict = field(default_factory=dict)
     knowledge: dict = field(default_factory=dict)  # name -> FeelFunction
     knowledge_elements: dict = field(default_factory=dict)  # name -> the XML element (for the outline)
+    services: dict = field(default_factory=dict)  # name -> DecisionService
+
+    def function(self, name: str) -> FeelFunction | None:
+        """The business knowledge model or decision service ``name`` as a FEEL function (None: neither)."""
+        service = self.services.get(name)
+        return service.function if service is not None else self.knowledge.get(name)
+
+    @property
+    def invocable(self) -> list[str]:
+        """What a caller may ask of the model by name: its decisions and decision services, sorted."""
+        return sorted({*self.decisions, *self.services})
 
     @property
     def name(self) -> str:
@@ -176,7 +209,7 @@ class DmnModel:
         """What the rule set version stores beside the XML (a summary; the XML in ``source`` is what runs)."""
         return {"format": "dmn", "name": self.name, "model": self.model_name,
                 "namespace": self.namespace, "decisions": sorted(self.decisions), "inputs": sorted(self.inputs),
-                "knowledge": sorted(self.knowledge)}
+                "knowledge": sorted(self.knowledge), **({"services": sorted(self.services)} if self.services else {})}
 
 
 class _Loader:
@@ -211,7 +244,8 @@ class _Loader:
                          description=(_text(root, "description") or "")[:1000])
         if not model.name:
             self.error(root, "the model needs a name (the rule set is named after it)")
-        elements = [child for child in root if _local(child.tag) in ("inputData", "decision", "businessKnowledgeModel")]
+        elements = [child for child in root
+                    if _local(child.tag) in ("inputData", "decision", "businessKnowledgeModel", "decisionService")]
         if len(elements) > MAX_DMN_ELEMENTS:
             raise RuleSetError([f"the DMN model has more than {MAX_DMN_ELEMENTS} elements"])
         for element in root.iter():
@@ -239,6 +273,11 @@ class _Loader:
                 self.error(element, "another decision has this name")
             model.decisions[decision.name] = decision
         self.check_graph(model)
+        for element in _children(root, "decisionService"):
+            service = self.decision_service(element, model)
+            if service.name in model.services or service.name in model.decisions or service.name in model.knowledge:
+                self.error(element, "another decision service, decision or business knowledge model has this name")
+            model.services[service.name] = service
         for decision in model.decisions.values():
             scope_names = set(decision.decisions) | set(decision.inputs) | set(decision.knowledge)
             expression = self.expression_of(decision.element)
@@ -274,9 +313,9 @@ class _Loader:
                 if target is None:
                     self.error(element, f"{attribute} refers to {reference.get('href')!r}, which is not in the model")
                     continue
-                if _local(target.tag) != REQUIRED_KINDS[attribute]:
+                if _local(target.tag) not in REQUIRED_KINDS[attribute]:
                     self.error(element, f"{attribute} refers to {reference.get('href')!r}, which is {_label(target)}, "
-                                        f"not a {REQUIRED_KINDS[attribute]}")
+                                        f"not a {' or '.join(REQUIRED_KINDS[attribute])}")
                     continue
                 names.append(target.get("name"))
         return names
@@ -300,11 +339,53 @@ class _Loader:
             values = dict(zip(parameters, arguments))
             for parameter in parameters[len(arguments):]:
                 values[parameter] = None
-            values.update({known: model.knowledge[known] for known in required if known in model.knowledge})
+            values.update({known: model.function(known) for known in required if model.function(known)})
             # The call spends its caller's step budget: a looping or recursing model is bounded as a whole.
-            inner = Scope({_TRACE: trace if found else []}, None, scope.calls, scope.budget).child(values, call=True)
+            _, problems = scope.get(_PROBLEMS)
+            inner = Scope({_TRACE: trace if found else [], _PROBLEMS: problems}, None, scope.calls,
+                          scope.budget).child(values, call=True)
             return run(inner)
         return FeelFunction(name, parameters, body)
+
+    def decision_service(self, element, model: DmnModel) -> DecisionService:
+        """A ``decisionService``: its references checked (each decision it evaluates must find what it requires
+        inside the service or among its inputs), and its function made."""
+        references: dict[str, list[str]] = {}
+        for kind, target_kind in (("outputDecision", "decision"), ("encapsulatedDecision", "decision"),
+                                  ("inputDecision", "decision"), ("inputData", "inputData")):
+            references[kind] = []
+            for reference in _children(element, kind):
+                href = (reference.get("href") or "").split("#")[-1]
+                target = self.by_id.get(href)
+                if target is None or _local(target.tag) != target_kind:
+                    self.error(element, f"{kind} refers to {reference.get('href')!r}, which is "
+                                        f"{'not in the model' if target is None else _label(target)}"
+                                        f"{'' if target is None else ', not a ' + target_kind}")
+                    continue
+                references[kind].append(target.get("name"))
+        variable = _child(element, "variable")
+        service = DecisionService(
+            id=element.get("id") or "-", name=element.get("name"),
+            type_ref=variable.get("typeRef") if variable is not None else None,
+            outputs=references["outputDecision"], encapsulated=references["encapsulatedDecision"],
+            input_decisions=references["inputDecision"], inputs=references["inputData"])
+        if not service.outputs:
+            self.error(element, "has no output decision")
+        inside = {*service.outputs, *service.encapsulated}
+        for name in [*service.outputs, *service.encapsulated]:
+            node = model.decisions.get(name)
+            if node is None:
+                continue
+            for required in node.decisions:
+                if required not in inside and required not in service.input_decisions:
+                    self.error(element, f"decision {name!r} requires decision {required!r}, which the service neither "
+                                        "encapsulates nor takes as an input decision")
+            for required in node.inputs:
+                if required not in service.inputs:
+                    self.error(element, f"decision {name!r} requires input data {required!r}, which is not an input "
+                                        "data of the service")
+        service.function = FeelFunction(service.name, tuple(service.parameters), _service_body(service, model))
+        return service
 
     def decision(self, element) -> DecisionNode:
         variable = _child(element, "variable")
@@ -525,7 +606,7 @@ class _Loader:
             run = (self.compile(inner, owner, scope_names, output_name=output_name, model=model)
                    if inner is not None else (lambda scope: None))
             bindings.append((parameter.get("name") if parameter is not None else None, run))
-        known = model.knowledge.get(callee_text)
+        known = model.function(callee_text)
         unknown = [name for name, _ in bindings if known is not None and name not in known.parameters]
         if unknown:
             self.error(owner, f"invocation of {callee_text!r}: binds {', '.join(map(repr, unknown))}, which "
@@ -640,7 +721,9 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
 
 def _apply_policy(policy: str, matched: list, scope: Scope, entry: dict, shape, priority, outputs) -> Any:
     if not matched:
-        if any(default is not None for _, _, default in outputs) and policy[0] not in ("C", "R", "O"):
+        # The default output entries answer when no rule matches, under every hit policy whose answer is one value
+        # (an aggregated COLLECT too: COLLECT MAX with no match is its default); a list of rows stays empty.
+        if any(default is not None for _, _, default in outputs) and policy not in ("C", "R", "O"):
             return shape([default.run(scope) if default is not None else None for _, _, default in outputs])
         if policy == "C#":
             return Decimal(0)
@@ -762,51 +845,95 @@ def _constrained(value: Any, tests, meaning: str, problems: list, what: tuple[st
     return None
 
 
+class _Evaluation:
+    """Decisions evaluated once each, their required decisions first, with the given input data values (and, in a
+    decision service, its input decisions' values given too); records the trace and the problems found."""
+
+    def __init__(self, model: DmnModel, inputs: dict, *, given: dict | None = None, budget: list, problems: list,
+                 calls: int = 0):
+        self.model, self.inputs, self.budget, self.problems, self.calls = model, inputs, budget, problems, calls
+        self.results: dict[str, Any] = dict(given or {})
+        self.trace: list[dict] = []
+
+    def run(self, name: str) -> Any:
+        if name in self.results:
+            return self.results[name]
+        model, inputs = self.model, self.inputs
+        node: DecisionNode = model.decisions[name]
+        for required in node.decisions:
+            self.run(required)
+        values = {required: inputs.get(required) for required in node.inputs}
+        values.update({required: self.results[required] for required in node.decisions})
+        values.update({required: model.function(required) for required in node.knowledge if model.function(required)})
+        tables: list[dict] = []
+        scope = Scope({_TRACE: tables, _PROBLEMS: self.problems}, None, self.calls, self.budget).child(values)
+        try:
+            value = _typed(node.run(scope), node.type_ref, model, self.problems, ("result of decision", name))
+        except FeelError as error:
+            self.problems.append(f"decision {name!r} (id {node.id}): {error}")
+            value = None
+        except RecursionError:
+            self.problems.append(f"decision {name!r} (id {node.id}): nested too deeply at run time")
+            value = None
+        for table in tables:
+            self.problems.extend(f"decision {name!r} (id {node.id}): {problem}" for problem in table["errors"])
+        self.results[name] = value
+        self.trace.append({"decision": name, "id": node.id, "kind": node.kind, "tables": tables,
+                           "inputs": {required: json_value(inputs.get(required)) for required in node.inputs},
+                           "required_decisions": list(node.decisions), "result": json_value(value)})
+        return value
+
+    def service(self, service: DecisionService) -> Any:
+        """The service's answer: its one output decision's value, or a context of its output decisions' values."""
+        values = {name: self.run(name) for name in service.outputs}
+        value = values[service.outputs[0]] if len(service.outputs) == 1 else values
+        return _typed(value, service.type_ref, self.model, self.problems, ("result of decision service", service.name))
+
+
+def _service_body(service: DecisionService, model: DmnModel) -> Callable:
+    """What a call of the decision service from FEEL runs: its decisions evaluated anew with the arguments as its
+    input decisions' and input data's values, on the caller's step budget and call depth."""
+
+    def body(scope: Scope, *arguments):
+        if scope.calls + 1 > MAX_CALL_DEPTH:
+            raise FeelError(f"function calls nested deeper than {MAX_CALL_DEPTH}")
+        found, problems = scope.get(_PROBLEMS)
+        values = dict(zip(service.parameters, arguments))
+        evaluation = _Evaluation(
+            model, {name: values.get(name) for name in service.inputs},
+            given={name: values.get(name) for name in service.input_decisions},
+            budget=scope.budget, problems=problems if found else [], calls=scope.calls + 1)
+        return evaluation.service(service)
+    return body
+
+
 def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, list[dict], list[str]]:
-    """Evaluate ``decision`` (its required decisions first) with the JSON ``context`` of input data values.
+    """Evaluate ``decision`` (its required decisions first) with the JSON ``context`` of input data values, or the
+    decision service of that name with the context's values as its parameters (its input decisions' and input
+    data's values, by name).
 
     Returns the result (JSON), the trace (one entry per decision evaluated, in order, with each decision table's
     inputs and matched rules) and the errors found on the way (a UNIQUE table with two matches, a bad input).
     """
+    warnings: list[str] = []
+    budget = [MAX_FEEL_STEPS]  # one step budget for the whole evaluation: every decision and knowledge model call
+    service = model.services.get(decision)
+    if service is not None:
+        inputs = {name: _typed(feel_value(context.get(name)), model.inputs.get(name), model, warnings, ("input", name))
+                  for name in service.inputs}
+        given = {name: _typed(feel_value(context.get(name)), model.decisions[name].type_ref, model, warnings,
+                              ("input decision", name))
+                 for name in service.input_decisions if name in model.decisions}
+        evaluation = _Evaluation(model, inputs, given=given, budget=budget, problems=warnings)
+        return json_value(evaluation.service(service)), evaluation.trace, warnings
     if decision not in model.decisions:
         raise RuleSetError([f"model {model.model_name!r} has no decision {decision!r} "
-                            f"(decisions: {', '.join(sorted(model.decisions))})"])
-    warnings: list[str] = []
+                            f"(decisions: {', '.join(model.invocable)})"])
     inputs = {name: _typed(feel_value(context.get(name)), type_ref, model, warnings, ("input", name))
               for name, type_ref in model.inputs.items()}
-    budget = [MAX_FEEL_STEPS]  # one step budget for the whole evaluation: every decision and knowledge model call
-    results: dict[str, Any] = {}
-    trace: list[dict] = []
-
-    def run(name: str) -> Any:
-        if name in results:
-            return results[name]
-        node: DecisionNode = model.decisions[name]
-        for required in node.decisions:
-            run(required)
-        values = {required: inputs.get(required) for required in node.inputs}
-        values.update({required: results[required] for required in node.decisions})
-        values.update({required: model.knowledge[required] for required in node.knowledge if required in model.knowledge})
-        tables: list[dict] = []
-        scope = Scope({_TRACE: tables}, budget=budget).child(values)
-        try:
-            value = _typed(node.run(scope), node.type_ref, model, warnings, ("result of decision", name))
-        except FeelError as error:
-            warnings.append(f"decision {name!r} (id {node.id}): {error}")
-            value = None
-        except RecursionError:
-            warnings.append(f"decision {name!r} (id {node.id}): nested too deeply at run time")
-            value = None
-        for table in tables:
-            warnings.extend(f"decision {name!r} (id {node.id}): {problem}" for problem in table["errors"])
-        results[name] = value
-        trace.append({"decision": name, "id": node.id, "kind": node.kind, "tables": tables,
-                      "inputs": {required: json_value(inputs.get(required)) for required in node.inputs},
-                      "required_decisions": list(node.decisions), "result": json_value(value)})
-        return value
-
-    result = run(decision)
-    return json_value(result), trace, warnings
+    evaluation = _Evaluation(model, inputs, budget=budget, problems=warnings)
+    result = evaluation.run(decision)
+    return json_value(result), evaluation.trace, warnings
 
 
 def _table_outline(table) -> dict:
@@ -892,7 +1019,7 @@ def _expression_outline(expression) -> dict:
 
 def dmn_outline(model: DmnModel) -> dict:
     """What a model holds, to show a user: its input data with their types, its business knowledge models
-    (parameters and logic) and its decisions (requirements and expression; a decision table's columns and rules),
+    (parameters and logic), its decision services (parameters, output and encapsulated decisions) and its decisions (requirements and expression; a decision table's columns and rules),
     each in document order."""
     knowledge = []
     for name, element in model.knowledge_elements.items():
@@ -904,8 +1031,11 @@ def dmn_outline(model: DmnModel) -> dict:
     decisions = [{"name": node.name, "id": node.id, "type_ref": node.type_ref, "decisions": list(node.decisions),
                   "inputs": list(node.inputs), "knowledge": list(node.knowledge),
                   **_expression_outline(_expression_of(node.element))} for node in model.decisions.values()]
+    services = [{"name": service.name, "id": service.id, "parameters": service.parameters,
+                 "outputs": service.outputs, "encapsulated": service.encapsulated}
+                for service in model.services.values()]
     return {"inputs": [{"name": name, "type_ref": type_ref} for name, type_ref in model.inputs.items()],
-            "knowledge": knowledge, "decisions": decisions}
+            "knowledge": knowledge, "services": services, "decisions": decisions}
 
 
 def _sample_value(item: ItemDefinition | None, model: DmnModel, depth: int) -> Any:

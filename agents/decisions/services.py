@@ -1144,17 +1144,18 @@ def compiled_dmn(version_id: int) -> "DmnModel":
 
 
 def dmn_decisions(*, ruleset: str) -> list[str] | None:
-    """The decisions of the active version of ``ruleset`` (sorted) when it is a DMN model; None when it is not."""
+    """The decisions and decision services of the active version of ``ruleset`` (sorted) when it is a DMN model; None
+    when it is not."""
     version = ruleset_active_version(ruleset=ruleset)
     if version.spec.get("format") != "dmn":
         return None
-    return sorted(compiled_dmn(version.pk).decisions)
+    return compiled_dmn(version.pk).invocable
 
 
 def dmn_decision_check(*, ruleset: str, decision: str | None, model: "DmnModel | None" = None) -> None:
     """Raise ``DecisionError`` unless ``decision`` may be asked of ``ruleset`` (of ``model``, when given; else of
     the active version): a DMN model needs one of its decisions named, any other rule set none."""
-    names = sorted(model.decisions) if model is not None else dmn_decisions(ruleset=ruleset)
+    names = model.invocable if model is not None else dmn_decisions(ruleset=ruleset)
     if names is None:
         if decision is not None:
             raise DecisionError(f"rule set {ruleset!r} is not a DMN model: it has no decision {decision!r} to name; "
@@ -1172,7 +1173,7 @@ def dmn_shadow_answer(*, version: RuleSetVersion, decision: Decision) -> tuple[A
     with the audited context (confidence 1.0), or an error when the decision was not a DMN decision the draft has,
     or when the draft reports an error (as a rule set's conflict is)."""
     model = compiled_dmn(version.pk)
-    asked = next((name for name in model.decisions if decision.reasoning.startswith(_dmn_reasoning_start(name))), None)
+    asked = next((name for name in model.invocable if decision.reasoning.startswith(_dmn_reasoning_start(name))), None)
     if asked is None:
         return {"error": f"the draft DMN model has no decision named in this audited decision "
                          f"({decision.reasoning[:100]!r})"}, None
@@ -1189,7 +1190,7 @@ def _dmn_reasoning_start(decision: str) -> str:
 
 def _dmn_rule_ids(trace: list[dict]) -> list[str]:
     """The ids of the rules matched in the tables of the decision asked (the last one in the trace)."""
-    return [match["id"] for table in trace[-1]["tables"] for match in table["matched"]]
+    return [match["id"] for table in (trace[-1]["tables"] if trace else ()) for match in table["matched"]]
 
 
 def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:

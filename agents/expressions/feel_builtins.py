@@ -230,13 +230,15 @@ def _ends_with(string=None, match=None):
 def _substring_before(string=None, match=None):
     if not _text(string, match):
         return None
-    return string.partition(match)[0] if match in string else ""
+    return string.partition(match)[0] if match and match in string else ""  # XPath: before "" is ""
 
 
 @builtin("substring after", ("string", "match"))
 def _substring_after(string=None, match=None):
     if not _text(string, match):
         return None
+    if not match:
+        return string  # XPath: after "" is the whole string
     return string.partition(match)[2] if match in string else ""
 
 

@@ -123,3 +123,16 @@ def test_try_shows_the_model_errors_and_refuses_an_unknown_decision(admin_client
     assert answered.context["result"]["decision"] == "null"
     assert "input 'Applicant.Employment': 'Retired' is not an allowed value of Employment" in page_text(answered)
     assert list(unknown.context["form"].errors) == ["decision"]
+
+
+def test_a_models_decision_services_are_listed_on_its_version_page(admin_client):
+    from tests.decisions.test_dmn import SERVICES
+
+    version, _ = services.rules_load(text=SERVICES, activate=True)
+
+    page = page_text(admin_client.get(reverse("admin:agents_rulesetversion_change", args=[version.pk])))
+
+    assert "Decision services (2)" in page
+    assert ('<tr data-service="s_price"><th scope="row">Price Service</th><td>Base Price, Quantity</td>\n'
+            "        <td>Total</td><td>Unit Price, Discount</td></tr>") in page
+    assert '<tr data-service="s_both"><th scope="row">Both</th><td>Discount, Base Price, Quantity</td>' in page

@@ -144,3 +144,98 @@ def test_filters_read_item_fields_and_contexts_bind_names_of_several_words():
     assert pay["decision"] == 2640 and pay["errors"] == []
     assert twice["decision"] is None
     assert twice["errors"] == ["decision 'Twice' (id d_twice): a context names the key 'grade' twice"]
+
+
+SERVICES = """<?xml version="1.0"?>
+<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" id="m" name="pricing" namespace="x">
+  <inputData name="Base Price" id="i_base"><variable name="Base Price" typeRef="number"/></inputData>
+  <inputData name="Quantity" id="i_quantity"><variable name="Quantity" typeRef="number"/></inputData>
+  <decision name="Discount" id="d_discount">
+    <variable name="Discount" typeRef="number"/>
+    <informationRequirement><requiredInput href="#i_quantity"/></informationRequirement>
+    <decisionTable id="t_discount" hitPolicy="COLLECT" aggregation="MAX">
+      <input id="in1"><inputExpression><text>Quantity</text></inputExpression></input>
+      <output id="out1" name="Discount"><defaultOutputEntry><text>0</text></defaultOutputEntry></output>
+      <rule id="r10"><inputEntry><text>&gt;= 10</text></inputEntry><outputEntry><text>0.1</text></outputEntry></rule>
+      <rule id="r50"><inputEntry><text>&gt;= 50</text></inputEntry><outputEntry><text>0.2</text></outputEntry></rule>
+    </decisionTable>
+  </decision>
+  <decision name="Unit Price" id="d_unit">
+    <informationRequirement><requiredInput href="#i_base"/></informationRequirement>
+    <informationRequirement><requiredDecision href="#d_discount"/></informationRequirement>
+    <literalExpression><text>Base Price * (1 - Discount)</text></literalExpression>
+  </decision>
+  <decision name="Total" id="d_total">
+    <informationRequirement><requiredInput href="#i_quantity"/></informationRequirement>
+    <informationRequirement><requiredDecision href="#d_unit"/></informationRequirement>
+    <literalExpression><text>Unit Price * Quantity</text></literalExpression>
+  </decision>
+  <decisionService name="Price Service" id="s_price">
+    <outputDecision href="#d_total"/>
+    <encapsulatedDecision href="#d_unit"/>
+    <encapsulatedDecision href="#d_discount"/>
+    <inputData href="#i_base"/>
+    <inputData href="#i_quantity"/>
+  </decisionService>
+  <decisionService name="Both" id="s_both">
+    <outputDecision href="#d_unit"/>
+    <outputDecision href="#d_total"/>
+    <inputDecision href="#d_discount"/>
+    <inputData href="#i_base"/>
+    <inputData href="#i_quantity"/>
+  </decisionService>
+  <decision name="Quote" id="d_quote">
+    <knowledgeRequirement><requiredKnowledge href="#s_price"/></knowledgeRequirement>
+    <literalExpression><text>[Price Service(10, 1), Price Service(Quantity: 50, Base Price: 10)]</text></literalExpression>
+  </decision>
+  <decision name="Invoked" id="d_invoked">
+    <knowledgeRequirement><requiredKnowledge href="#s_both"/></knowledgeRequirement>
+    <invocation>
+      <literalExpression><text>Both</text></literalExpression>
+      <binding><parameter name="Discount"/><literalExpression><text>0.5</text></literalExpression></binding>
+      <binding><parameter name="Base Price"/><literalExpression><text>8</text></literalExpression></binding>
+      <binding><parameter name="Quantity"/><literalExpression><text>3</text></literalExpression></binding>
+    </invocation>
+  </decision>
+</definitions>
+"""
+
+
+def test_decision_services_decide_by_name_and_are_called_from_feel_and_invocations():
+    services.rules_load(text=SERVICES, activate=True)
+
+    direct = json.loads(run("decide", "pricing", "--decision", "Price Service", "--context",
+                            json.dumps({"Base Price": 10, "Quantity": 20}), "--json"))
+    quote = services.decide(ruleset="pricing", decision="Quote", context={})
+    invoked = services.decide(ruleset="pricing", decision="Invoked", context={})
+
+    assert direct["decision"] == 180 and direct["errors"] == []
+    assert [entry["decision"] for entry in direct["trace"]] == ["Discount", "Unit Price", "Total"]
+    assert direct["trace"][0]["tables"][0]["matched"] == [{"rule": 1, "id": "r10", "entries": [">= 10"]}]
+    # No rule matches a quantity of 1: COLLECT MAX answers its default output entry, 0.
+    assert quote["decision"] == [10, 400] and quote["errors"] == []
+    assert invoked["decision"] == {"Unit Price": 4, "Total": 12}
+    assert services.dmn_decisions(ruleset="pricing") == ["Both", "Discount", "Invoked", "Price Service", "Quote",
+                                                         "Total", "Unit Price"]
+    assert Decision.objects.get(decision_id=direct["decision_id"]).decision == 180
+
+
+def test_a_decision_service_that_leaves_out_what_its_decisions_need_is_refused_naming_it():
+    text = SERVICES.replace('<encapsulatedDecision href="#d_discount"/>', "").replace(
+        '<inputData href="#i_quantity"/>\n  </decisionService>\n  <decisionService name="Both"',
+        '</decisionService>\n  <decisionService name="Both"').replace('<outputDecision href="#d_unit"/>',
+                                                                     '<outputDecision href="#i_base"/>')
+
+    with pytest.raises(RuleSetError) as refused:
+        services.rules_load(text=text, activate=True)
+
+    assert refused.value.errors == [
+        "decisionService 'Price Service' (id s_price): decision 'Total' requires input data 'Quantity', which is not "
+        "an input data of the service",
+        "decisionService 'Price Service' (id s_price): decision 'Unit Price' requires decision 'Discount', which the "
+        "service neither encapsulates nor takes as an input decision",
+        "decisionService 'Both' (id s_both): outputDecision refers to '#i_base', which is inputData 'Base Price' "
+        "(id i_base), not a decision",
+        "decisionService 'Both' (id s_both): decision 'Total' requires decision 'Unit Price', which the service "
+        "neither encapsulates nor takes as an input decision"]
+    assert not RuleSetVersion.objects.exists()

@@ -251,5 +251,6 @@ def test_a_requirement_on_the_wrong_kind_of_element_is_refused_at_load_not_at_de
         "decision 'Top' (id d_top): requiredDecision refers to '#s_scoring', which is decisionService 'Scoring' "
         "(id s_scoring), not a decision",
         "decision 'Top' (id d_top): requiredDecision refers to '#i_age', which is inputData 'Age' (id i_age), "
-        "not a decision"]
+        "not a decision",
+        "decisionService 'Scoring' (id s_scoring): has no output decision"]
     assert not RuleSetVersion.objects.exists()
