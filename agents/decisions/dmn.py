@@ -4,6 +4,7 @@ Every expression is FEEL, compiled once at load by ``agents.expressions.feel``. 
 name and id, all of them in one pass (``RuleSetError``). The XML is read with the standard library; a document
 type declaration (where entities would live) is refused, so no entity is ever expanded or fetched.
 """
+import datetime as dt
 import hashlib
 import re
 import xml.etree.ElementTree as ElementTree
@@ -26,10 +27,12 @@ from agents.expressions.feel import (
     feel_instance_of,
     feel_items,
     feel_value,
+    json_overflows,
     json_value,
 )
 from agents.expressions.feel_temporal import (
     DayTimeDuration,
+    is_date,
     YearMonthDuration,
     parse_date,
     parse_date_time,
@@ -192,8 +195,13 @@ class DmnModel:
 
     @property
     def invocable(self) -> list[str]:
-        """What a caller may ask of the model by name: its decisions and decision services, sorted."""
+        """What the model offers a caller by name: its decisions and decision services, sorted. (A business knowledge
+        model may be asked by name too, with its parameters as the context: see ``dmn_evaluate``.)"""
         return sorted({*self.decisions, *self.services})
+
+    def answers(self, name: str) -> bool:
+        """Whether ``name`` may be asked of the model: a decision, decision service or business knowledge model."""
+        return name in self.decisions or name in self.services or name in self.knowledge
 
     @property
     def name(self) -> str:
@@ -785,7 +793,9 @@ def dmn_parse(text: str) -> DmnModel:
 def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, what: tuple[str, str],
            depth: int = 0) -> Any:
     """``value`` as of DMN type ``type_ref`` (a base type or an item definition): a JSON string becomes the date,
-    time or duration a temporal type names; a value of another kind, a string not in the type's format, or a value
+    time or duration a temporal type names; DMN's implicit conversions apply (an item where a list is declared
+    becomes a singleton list, a singleton list where an item is declared its item, a date where a date and time is
+    declared midnight UTC of that day); a value of another kind, a string not in the type's format, or a value
     outside the item definition's allowed values is null, with a problem naming ``what`` (what it is, e.g. "input",
     and its path, e.g. "Applicant.Age") and the type."""
     if value is None or not type_ref or depth > MAX_TYPE_DEPTH:
@@ -796,6 +806,10 @@ def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, wh
     base = BASE_TYPES.get(type_ref)
     if base is None:
         return value
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]  # DMN's implicit conversion from a singleton list to its item
+    if base == "date and time" and is_date(value):
+        value = dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)  # a date: midnight UTC
     if base in TEMPORAL_READERS and isinstance(value, str):
         read, form = TEMPORAL_READERS[base]
         converted = read(value)
@@ -818,12 +832,13 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
         return None
     if item.is_collection:
         if not isinstance(value, list):
-            problems.append(f"{_what(what)}: {json_value(value)!r} is not a list of {item.name}; null instead")
-            return None
+            value = [value]  # DMN's implicit conversion to a singleton list
         single = ItemDefinition(item.name, item.type_ref, item.components, False, item.allowed)
         value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), depth + 1)
                  for index, entry in enumerate(value, start=1)]
         return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]  # and from a singleton list to its item
     if item.components:
         if not isinstance(value, dict):
             problems.append(f"{_what(what)}: {json_value(value)!r} is not a {item.name} (a context); null instead")
@@ -909,8 +924,8 @@ def _service_body(service: DecisionService, model: DmnModel) -> Callable:
 
 def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, list[dict], list[str]]:
     """Evaluate ``decision`` (its required decisions first) with the JSON ``context`` of input data values, or the
-    decision service of that name with the context's values as its parameters (its input decisions' and input
-    data's values, by name).
+    decision service or business knowledge model of that name with the context's values as its parameters (a
+    service's input decisions' and input data's values, by name).
 
     Returns the result (JSON), the trace (one entry per decision evaluated, in order, with each decision table's
     inputs and matched rules) and the errors found on the way (a UNIQUE table with two matches, a bad input).
@@ -925,7 +940,10 @@ def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, li
                               ("input decision", name))
                  for name in service.input_decisions if name in model.decisions}
         evaluation = _Evaluation(model, inputs, given=given, budget=budget, problems=warnings)
-        return json_value(evaluation.service(service)), evaluation.trace, warnings
+        return _answer(evaluation.service(service), decision, warnings), evaluation.trace, warnings
+    knowledge = model.knowledge.get(decision) if decision not in model.decisions else None
+    if knowledge is not None:
+        return _knowledge_call(model, decision, knowledge, context, budget, warnings)
     if decision not in model.decisions:
         raise RuleSetError([f"model {model.model_name!r} has no decision {decision!r} "
                             f"(decisions: {', '.join(model.invocable)})"])
@@ -933,7 +951,35 @@ def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, li
               for name, type_ref in model.inputs.items()}
     evaluation = _Evaluation(model, inputs, budget=budget, problems=warnings)
     result = evaluation.run(decision)
-    return json_value(result), evaluation.trace, warnings
+    return _answer(result, decision, warnings), evaluation.trace, warnings
+
+
+def _knowledge_call(model: DmnModel, name: str, knowledge: FeelFunction, context: dict, budget: list,
+                    problems: list) -> tuple[Any, list[dict], list[str]]:
+    """A business knowledge model asked by name: called with the context's values as its parameters (by name)."""
+    arguments = {parameter: feel_value(context.get(parameter)) for parameter in knowledge.parameters}
+    tables: list[dict] = []
+    element = model.knowledge_elements.get(name)
+    try:
+        value = knowledge.body(Scope({_TRACE: tables, _PROBLEMS: problems}, None, 0, budget), *arguments.values())
+    except FeelError as error:
+        problems.append(f"business knowledge model {name!r}: {error}")
+        value = None
+    for table in tables:
+        problems.extend(f"business knowledge model {name!r}: {problem}" for problem in table["errors"])
+    trace = [{"decision": name, "id": element.get("id") if element is not None else "-",
+              "kind": "businessKnowledgeModel", "tables": tables,
+              "inputs": {parameter: json_value(argument) for parameter, argument in arguments.items()},
+              "required_decisions": [], "result": json_value(value)}]
+    return _answer(value, name, problems), trace, problems
+
+
+def _answer(value: Any, decision: str, problems: list) -> Any:
+    """The JSON of what ``decision`` answered; a number too large for JSON is null there, and said so."""
+    if json_overflows(value):
+        problems.append(f"result of {decision!r}: a number larger than JSON carries (about 1.8E+308); null in its "
+                        "place")
+    return json_value(value)
 
 
 def _table_outline(table) -> dict:

@@ -1154,18 +1154,22 @@ def dmn_decisions(*, ruleset: str) -> list[str] | None:
 
 def dmn_decision_check(*, ruleset: str, decision: str | None, model: "DmnModel | None" = None) -> None:
     """Raise ``DecisionError`` unless ``decision`` may be asked of ``ruleset`` (of ``model``, when given; else of
-    the active version): a DMN model needs one of its decisions named, any other rule set none."""
-    names = model.invocable if model is not None else dmn_decisions(ruleset=ruleset)
-    if names is None:
+    the active version): a DMN model needs one of its decisions, decision services or business knowledge models
+    named, any other rule set none."""
+    if model is None:
+        version = ruleset_active_version(ruleset=ruleset)
+        model = compiled_dmn(version.pk) if version.spec.get("format") == "dmn" else None
+    if model is None:
         if decision is not None:
             raise DecisionError(f"rule set {ruleset!r} is not a DMN model: it has no decision {decision!r} to name; "
                                 "leave the decision out")
         return
     if decision is None or decision == "":
         raise DecisionError(f"rule set {ruleset!r} is a DMN model: name the decision to evaluate "
-                            f"(decisions: {', '.join(names)})")
-    if decision not in names:
-        raise DecisionError(f"rule set {ruleset!r} has no decision {decision!r} (decisions: {', '.join(names)})")
+                            f"(decisions: {', '.join(model.invocable)})")
+    if not model.answers(decision):
+        raise DecisionError(f"rule set {ruleset!r} has no decision {decision!r} "
+                            f"(decisions: {', '.join(model.invocable)})")
 
 
 def dmn_shadow_answer(*, version: RuleSetVersion, decision: Decision) -> tuple[Any, float | None]:

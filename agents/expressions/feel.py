@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 from agents.exceptions import ExpressionError
 from agents.expressions.feel_builtins import BUILTIN_NAMES, BUILTINS
 from agents.expressions.feel_temporal import is_date, parse_literal, temporal_property
-from agents.expressions.feel_values import (  # noqa: F401 - FeelFunction, feel_value, json_value: the public face
+from agents.expressions.feel_values import (  # noqa: F401 - FeelFunction, feel_value, json_*: the public face
     FeelFunction,
     FeelRange,
     TYPE_NAMES,
@@ -31,6 +31,7 @@ from agents.expressions.feel_values import (  # noqa: F401 - FeelFunction, feel_
     feel_order,
     feel_value,
     is_number,
+    json_overflows,
     json_value,
     range_contains,
 )

@@ -24,6 +24,7 @@ from agents.expressions.feel_temporal import (
     parse_date,
     parse_date_time,
     parse_duration,
+    parse_literal,
     parse_time,
     time_of,
     years_and_months,
@@ -40,8 +41,10 @@ from agents.expressions.feel_values import (
     is_number,
 )
 
-#: Largest ``|scale|`` of the rounding built-ins (decimal128's exponent range).
-MAX_SCALE = 6176
+#: The scales the rounding built-ins take (decimal128's exponent range, as DMN 1.5 says: -6111 to 6176).
+MIN_SCALE, MAX_SCALE = -6111, 6176
+#: What a built-in's parameter holds when the call left it out (not the same as an explicit null).
+_LEFT_OUT = object()
 _FAILURES = (TypeError, ValueError, ArithmeticError, AttributeError, IndexError, KeyError, OverflowError)
 _REGEX_FLAGS = {"i", "s", "m", "x"}
 
@@ -162,6 +165,8 @@ _NUMBER_TEXT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 @builtin("number", ("from", "grouping separator", "decimal separator"))
 def _number(value=None, grouping=None, decimal_mark=None):
+    if is_number(value) and grouping is None and decimal_mark is None:
+        return value  # number(11.11) is 11.11, as the DMN TCK has it
     if not isinstance(value, str) or grouping not in (None, " ", ",", ".") or decimal_mark not in (None, ".", ","):
         return None
     if grouping is not None and grouping == decimal_mark:
@@ -475,7 +480,12 @@ def _list_replace(scope, items=None, position=None, new_item=None):
     if not isinstance(items, list):
         return None
     if isinstance(position, FeelFunction):
-        return [new_item if position.body(scope, item, new_item) is True else item for item in items]
+        if len(position.parameters) != 2:
+            return None  # the match function takes the item and the new item
+        matches = [position.body(scope, item, new_item) for item in items]
+        if not all(isinstance(match, bool) for match in matches):
+            return None  # and answers true or false
+        return [new_item if match else item for item, match in zip(items, matches)]
     index = _position(items, position)
     return items[:index] + [new_item] + items[index + 1:]
 
@@ -547,8 +557,10 @@ def _sort(scope, items=None, precedes=None):
 
 
 def _rounded(number: Any, scale: Any, rounding: str) -> Decimal | None:
-    if not is_number(number) or not is_number(scale) or abs(scale) > MAX_SCALE:
+    if not is_number(number) or not is_number(scale) or not MIN_SCALE <= scale <= MAX_SCALE:
         return None
+    if number.is_finite() and number.as_tuple().exponent >= -_integer(scale):
+        return number  # no more decimal places than the scale: nothing to round (and 34 digits cannot hold 6,176)
     return number.quantize(Decimal(1).scaleb(-_integer(scale)), rounding=rounding, context=CONTEXT)
 
 
@@ -628,8 +640,10 @@ def _get_entries(context=None):
 
 
 @builtin("context put", ("context", "key", "value"), ("context", "keys", "value"))
-def _context_put(context=None, key=None, value=None):
+def _context_put(context=None, key=None, value=_LEFT_OUT):
     keys = key if isinstance(key, list) else [key]
+    if value is _LEFT_OUT:  # context put(ctx, "a") with no value is an error, not a null value
+        return None
     if not isinstance(context, dict) or not keys or not all(isinstance(part, str) for part in keys):
         return None
     if len(keys) > 1:
@@ -654,7 +668,8 @@ def _context(*entries):
     items = _items(entries)
     result: dict = {}
     for entry in items:
-        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or entry["key"] in result:
+        if (not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or "value" not in entry
+                or entry["key"] in result):
             return None
         result[entry["key"]] = entry.get("value")
     return result
@@ -770,6 +785,50 @@ def _overlaps_before(a, b):
     return ((_lt(a[0], b[0]) or (_eq(a[0], b[0]) and a[1] and not b[1]))
             and (_gt(a[2], b[0]) or (_eq(a[2], b[0]) and a[3] and b[1]))
             and (_lt(a[2], b[2]) or (_eq(a[2], b[2]) and (not a[3] or b[3]))))
+
+
+#: ``range(from)``'s text: an opening bracket, two endpoints (one may be left out), a closing bracket.
+_RANGE_TEXT = re.compile(r"\s*([\[(\]])\s*(.*?)\s*\.\.\s*(.*?)\s*([\])\[])\s*", re.S)
+_RANGE_LITERAL_FUNCTIONS = {"date": parse_date, "time": parse_time, "date and time": parse_date_time,
+                            "duration": parse_duration}
+_RANGE_STRING = r'"(?:[^"\\]|\\.)*"'
+
+
+def _range_endpoint(text: str) -> Any:
+    """A range text's endpoint: a number, a string, an ``@"..."`` literal or ``date("...")`` (``time``, ``date and
+    time``, ``duration``) of a string literal; ``_LEFT_OUT`` for anything else (a name, a computed value)."""
+    if re.fullmatch(r"-?\d+(?:\.\d+)?", text):
+        return Decimal(text)
+    if re.fullmatch(_RANGE_STRING, text):
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    if re.fullmatch("@" + _RANGE_STRING, text):
+        value = parse_literal(re.sub(r"\\(.)", r"\1", text[2:-1]))
+        return _LEFT_OUT if value is None else value
+    called = re.fullmatch(r"(date and time|date|time|duration)\s*\(\s*(" + _RANGE_STRING + r")\s*\)", text)
+    if called:
+        value = _RANGE_LITERAL_FUNCTIONS[called.group(1)](re.sub(r"\\(.)", r"\1", called.group(2)[1:-1]))
+        return _LEFT_OUT if value is None else value
+    return _LEFT_OUT
+
+
+@builtin("range", ("from",))
+def _range(text=None):
+    """DMN 1.5 ``range(from)``: a range written as text (``"[1..10)"``, ``"(..2]"``), its endpoints literals of one
+    kind; null for any other text. Read here, never evaluated: an endpoint that names or computes is refused."""
+    found = _RANGE_TEXT.fullmatch(text) if isinstance(text, str) and len(text) <= 1000 else None
+    if found is None:
+        return None
+    opening, low, high, closing = found.groups()
+    start_included, end_included = opening == "[", closing == "]"
+    if (not low and start_included) or (not high and end_included) or (not low and not high):
+        return None  # an unbounded end is open: "(..2]", "[2..)"
+    start = _range_endpoint(low) if low else None
+    end = _range_endpoint(high) if high else None
+    if start is _LEFT_OUT or end is _LEFT_OUT:
+        return None
+    if start is not None and end is not None and (type(start) is not type(end) or feel_compare(start, end) is None):
+        return None
+    return FeelRange(start, end, start_included, end_included)
 
 
 _POINT_RANGE, _RANGE_POINT = ("point", "range"), ("range", "point")

@@ -82,12 +82,27 @@ def feel_value(value: Any) -> Any:
     return value
 
 
-def json_value(value: Any) -> Any:
-    """Turn a FEEL value into JSON: an integral number becomes an int, any other a float; temporal values and ranges
-    their ISO 8601 / FEEL text; functions become null."""
+#: The largest number a JSON answer carries (a double's largest); FEEL's decimals reach 1E+6144.
+LARGEST_JSON_NUMBER = Decimal("1.7976931348623157E+308")
+
+
+def json_overflows(value: Any) -> bool:
+    """Whether ``value`` holds a number ``json_value`` cannot carry (larger than ``LARGEST_JSON_NUMBER``)."""
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            return None
+        return value.is_finite() and abs(value) > LARGEST_JSON_NUMBER
+    if isinstance(value, dict):
+        return any(json_overflows(item) for item in value.values())
+    if isinstance(value, list):
+        return any(json_overflows(item) for item in value)
+    return False
+
+
+def json_value(value: Any) -> Any:
+    """Turn a FEEL value into JSON: an integral number becomes an int, any other a float (null beyond a double's
+    range); temporal values and ranges their ISO 8601 / FEEL text; functions become null."""
+    if isinstance(value, Decimal):
+        if not value.is_finite() or abs(value) > LARGEST_JSON_NUMBER:
+            return None  # beyond a double's range: JSON readers (and PostgreSQL's jsonb) take no infinity
         return int(value) if value == value.to_integral_value() and abs(value) < Decimal(10) ** 18 else float(value)
     if isinstance(value, dict):
         return {key: json_value(item) for key, item in value.items()}

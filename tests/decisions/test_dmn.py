@@ -239,3 +239,48 @@ def test_a_decision_service_that_leaves_out_what_its_decisions_need_is_refused_n
         "decisionService 'Both' (id s_both): decision 'Total' requires decision 'Unit Price', which the service "
         "neither encapsulates nor takes as an input decision"]
     assert not RuleSetVersion.objects.exists()
+
+
+def test_a_number_too_large_for_json_is_answered_as_null_with_the_reason_and_audited():
+    text = """<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="huge" namespace="x">
+      <decision name="Huge" id="d_huge"><literalExpression><text>[ceiling(5.5, -400), 1]</text></literalExpression></decision>
+    </definitions>"""
+    services.rules_load(text=text, activate=True)
+
+    answer = services.decide(ruleset="huge", decision="Huge", context={})
+
+    assert answer["decision"] == [None, 1]
+    assert answer["errors"] == ["result of 'Huge': a number larger than JSON carries (about 1.8E+308); null in its place"]
+    assert Decision.objects.get(decision_id=answer["decision_id"]).decision == [None, 1]
+
+
+CONVERSIONS = """<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="conversions" namespace="x">
+  <itemDefinition name="Names" isCollection="true"><typeRef>string</typeRef></itemDefinition>
+  <decision name="To List" id="d_to"><variable name="To List" typeRef="Names"/>
+    <literalExpression><text>"abc"</text></literalExpression></decision>
+  <decision name="From List" id="d_from"><variable name="From List" typeRef="string"/>
+    <literalExpression><text>["abc"]</text></literalExpression></decision>
+  <decision name="Not One" id="d_two"><variable name="Not One" typeRef="string"/>
+    <literalExpression><text>["a", "b"]</text></literalExpression></decision>
+  <decision name="Midnight" id="d_midnight"><variable name="Midnight" typeRef="date and time"/>
+    <literalExpression><text>date(2000, 1, 2)</text></literalExpression></decision>
+  <businessKnowledgeModel name="Monthly" id="b_monthly">
+    <encapsulatedLogic><formalParameter name="Yearly Amount"/>
+      <literalExpression><text>Yearly Amount / 12</text></literalExpression></encapsulatedLogic>
+  </businessKnowledgeModel>
+</definitions>"""
+
+
+def test_dmns_implicit_conversions_apply_to_typed_results_and_knowledge_models_answer_by_name():
+    services.rules_load(text=CONVERSIONS, activate=True)
+
+    def answer(name, context=None):
+        return services.decide(ruleset="conversions", decision=name, context=context or {})
+
+    assert answer("To List")["decision"] == ["abc"]
+    assert answer("From List")["decision"] == "abc"
+    assert answer("Not One")["decision"] is None
+    assert answer("Not One")["errors"] == ["result of decision 'Not One': ['a', 'b'] is not a string; null instead"]
+    assert answer("Midnight")["decision"] == "2000-01-02T00:00:00Z"
+    monthly = answer("Monthly", {"Yearly Amount": 1200})
+    assert monthly["decision"] == 100 and monthly["trace"][0]["inputs"] == {"Yearly Amount": 1200}

@@ -159,6 +159,47 @@ def test_names_in_a_filter_condition_are_the_items_fields_not_names_the_text_nee
     assert feel_compile("Employee[dept = wanted].name", ["Employee", "wanted"]).free_names == {"Employee"}
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("round up(5.5, 6176)", 5.5),  # the largest scale, more places than the number has: nothing to round
+    ("round up(5.5, 6177)", None),
+    ("round down(5.5, -6111)", 0),
+    ("round down(5.5, -6112)", None),
+    ("round half up(5.25, 1)", 5.3),
+    ('context({key: "a"})', None),  # an entry without a value
+    ('context({key: "a", value: null})', {"a": None}),
+    ('context put({}, "a")', None),
+    ('context put({}, "a", null)', {"a": None}),
+    ("number(11.11)", 11.11),
+    ("list replace([2, 4], function(item, newItem) item = 2, 5)", [5, 4]),
+    ("list replace([2, 4], function(item, newItem, extra) item = 2, 5)", None),
+    ("list replace([2, 4], function(item, newItem) item, 5)", None),  # the match must answer true or false
+])
+def test_rounding_scales_and_context_entries_follow_the_tck(text, expected):
+    assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('range("[1..3]")', "[1..3]"),
+    ('2 in range("[1..3]")', True),
+    ('range(" ( 18 .. 21 ] ") = (18..21]', True),
+    ('range("]18..21[") = (18..21)', True),
+    ('range("[2..)") = >= 2', True),
+    ('range("(..2)") = < 2', True),
+    ('range(from: "[\\"a\\"..\\"c\\"]") instance of range<string>', True),
+    ('range("[@\\"1970-01-01\\"..date(\\"1970-01-02\\")]") instance of range<date>', True),
+    ('range("[@\\"P1D\\"..@\\"P2D\\"]") instance of range<days and time duration>', True),
+    ('range("[..2]")', None),  # an unbounded end is open
+    ('range(">= 10")', None),
+    ('range("[1..\\"b\\"]")', None),  # endpoints of two kinds
+    ('range("[@\\"1970-01-01\\"..@\\"1970-01-02T00:00:00\\"]")', None),
+    ('range("[date(x)..date(\\"1970-01-02\\")]")', None),  # an endpoint is read, never evaluated
+    ('range("")', None),
+    ("range([1..3])", None),
+])
+def test_range_reads_a_range_from_its_text(text, expected):
+    assert evaluate(text) == expected
+
+
 def test_a_context_naming_a_key_twice_is_an_error_of_its_value():
     with pytest.raises(FeelError, match="a context names the key 'foo' twice"):
         feel_evaluate('{foo: "bar", foo: "baz"}')
