@@ -57,8 +57,11 @@ def _cost(values: Any) -> int:
                for value in values)
 
 
-def builtin(name: str, *signatures: tuple[str, ...], variadic: bool = False, scoped: bool = False):
-    """Register a FEEL built-in: ``signatures`` are its parameter name lists (the first is the main one)."""
+def builtin(name: str, *signatures: tuple[str, ...], variadic: bool = False, scoped: bool = False,
+            lists: str = ""):
+    """Register a FEEL built-in: ``signatures`` are its parameter name lists (the first is the main one). ``lists``
+    names the arguments that are lists ("first", or "all" of them): one given a single item takes it as a list of
+    that item (DMN's implicit conversion to a singleton list: ``reverse(1)`` is ``[1]``)."""
     parameters = signatures[0]
     most = max(len(signature) for signature in signatures)
 
@@ -66,6 +69,10 @@ def builtin(name: str, *signatures: tuple[str, ...], variadic: bool = False, sco
         def body(scope, *arguments):
             if len(arguments) > most and not variadic:
                 return None
+            if lists and arguments:
+                converted = len(arguments) if lists == "all" else 1
+                arguments = (*(argument if argument is None or isinstance(argument, list) else [argument]
+                               for argument in arguments[:converted]), *arguments[converted:])
             try:
                 result = function(scope, *arguments) if scoped else function(*arguments)
             except _FAILURES:
@@ -333,7 +340,7 @@ def _split(text=None, delimiter=None):
     return parts + [text[position:]]
 
 
-@builtin("string join", ("list", "delimiter"))
+@builtin("string join", ("list", "delimiter"), lists="first")
 def _string_join(items=None, delimiter=None):
     if not isinstance(items, list) or not all(item is None or isinstance(item, str) for item in items):
         return None
@@ -346,7 +353,7 @@ def _string_join(items=None, delimiter=None):
 # --- lists ---------------------------------------------------------------------
 
 
-@builtin("list contains", ("list", "element"))
+@builtin("list contains", ("list", "element"), lists="first")
 def _list_contains(items=None, element=None):
     return any(feel_equal(item, element) is True for item in items) if isinstance(items, list) else None
 
@@ -442,7 +449,7 @@ def _position(items: list, position: Any) -> int:
     return index - 1 if index > 0 else len(items) + index
 
 
-@builtin("sublist", ("list", "start position", "length"))
+@builtin("sublist", ("list", "start position", "length"), lists="first")
 def _sublist(items=None, start=None, length=None):
     begin = _position(items, start)
     if length is None:
@@ -453,29 +460,29 @@ def _sublist(items=None, start=None, length=None):
     return items[begin:begin + count]
 
 
-@builtin("append", ("list", "item"), variadic=True)
+@builtin("append", ("list", "item"), variadic=True, lists="first")
 def _append(items=None, *more):
     return items + list(more) if isinstance(items, list) else None
 
 
-@builtin("concatenate", ("list",), variadic=True)
+@builtin("concatenate", ("list",), variadic=True, lists="all")
 def _concatenate(*lists):
     return [item for items in lists for item in items] if all(isinstance(items, list) for items in lists) else None
 
 
-@builtin("insert before", ("list", "position", "newItem"))
+@builtin("insert before", ("list", "position", "newItem"), lists="first")
 def _insert_before(items=None, position=None, new_item=None):
     index = _position(items, position)
     return items[:index] + [new_item] + items[index:]
 
 
-@builtin("remove", ("list", "position"))
+@builtin("remove", ("list", "position"), lists="first")
 def _remove(items=None, position=None):
     index = _position(items, position)
     return items[:index] + items[index + 1:]
 
 
-@builtin("list replace", ("list", "position", "newItem"), ("list", "match", "newItem"), scoped=True)
+@builtin("list replace", ("list", "position", "newItem"), ("list", "match", "newItem"), scoped=True, lists="first")
 def _list_replace(scope, items=None, position=None, new_item=None):
     if not isinstance(items, list):
         return None
@@ -490,12 +497,12 @@ def _list_replace(scope, items=None, position=None, new_item=None):
     return items[:index] + [new_item] + items[index + 1:]
 
 
-@builtin("reverse", ("list",))
+@builtin("reverse", ("list",), lists="first")
 def _reverse(items=None):
     return items[::-1] if isinstance(items, list) else None
 
 
-@builtin("index of", ("list", "match"))
+@builtin("index of", ("list", "match"), lists="first")
 def _index_of(items=None, match=None):
     return [Decimal(index) for index, item in enumerate(items, 1) if feel_equal(item, match) is True]
 
@@ -508,17 +515,17 @@ def _distinct(items: list) -> list:
     return kept
 
 
-@builtin("distinct values", ("list",))
+@builtin("distinct values", ("list",), lists="first")
 def _distinct_values(items=None):
     return _distinct(items) if isinstance(items, list) else None
 
 
-@builtin("union", ("list",), variadic=True)
+@builtin("union", ("list",), variadic=True, lists="all")
 def _union(*lists):
     return _distinct(_concatenate(*lists)) if lists and all(isinstance(items, list) for items in lists) else None
 
 
-@builtin("flatten", ("list",), scoped=True)
+@builtin("flatten", ("list",), scoped=True, lists="first")
 def _flatten(scope, items=None):
     if not isinstance(items, list):
         return None
@@ -536,7 +543,7 @@ def _flatten(scope, items=None):
     return out
 
 
-@builtin("sort", ("list", "precedes"), scoped=True)
+@builtin("sort", ("list", "precedes"), scoped=True, lists="first")
 def _sort(scope, items=None, precedes=None):
     if not isinstance(items, list):
         return None

@@ -173,6 +173,11 @@ def test_names_in_a_filter_condition_are_the_items_fields_not_names_the_text_nee
     ("list replace([2, 4], function(item, newItem) item = 2, 5)", [5, 4]),
     ("list replace([2, 4], function(item, newItem, extra) item = 2, 5)", None),
     ("list replace([2, 4], function(item, newItem) item, 5)", None),  # the match must answer true or false
+    ("list replace(1, 1, 5)", [5]),  # one item where a list is expected: a list of that item
+    ("reverse(1)", [1]),
+    ("concatenate(1, [2])", [1, 2]),
+    ('string join("a")', "a"),
+    ("reverse(null)", None),
 ])
 def test_rounding_scales_and_context_entries_follow_the_tck(text, expected):
     assert evaluate(text) == expected
