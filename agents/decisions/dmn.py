@@ -75,6 +75,9 @@ MAX_TYPE_DEPTH = 16
 REQUIRED_KINDS = {"requiredDecision": ("decision",), "requiredInput": ("inputData",),
                   "requiredKnowledge": ("businessKnowledgeModel", "decisionService")}
 _TRACE = "\x00trace"  # a scope key no FEEL name can spell: where evaluation appends its trace
+#: Steps of the evaluation's budget (``MAX_FEEL_STEPS``) a decision costs each time it is evaluated: a decision
+#: service's decisions are evaluated anew on each call, so services calling each other spend it quickly.
+DECISION_STEPS = 10
 _PROBLEMS = "\x00problems"  # likewise: where a decision service called from FEEL reports its decisions' problems
 
 
@@ -199,6 +202,11 @@ class DmnModel:
         model may be asked by name too, with its parameters as the context: see ``dmn_evaluate``.)"""
         return sorted({*self.decisions, *self.services})
 
+    @property
+    def answerable(self) -> list[str]:
+        """Every name ``answers`` accepts, sorted."""
+        return sorted({*self.decisions, *self.services, *self.knowledge})
+
     def answers(self, name: str) -> bool:
         """Whether ``name`` may be asked of the model: a decision, decision service or business knowledge model."""
         return name in self.decisions or name in self.services or name in self.knowledge
@@ -227,6 +235,9 @@ class _Loader:
         self.text = text
         self.errors: list[str] = []
         self.names: set[str] = set(BUILTIN_NAMES)
+        # The names of the model's input data, decisions, knowledge models and services: a filter's condition that
+        # reads one must require it like any other text (its other names may be the filtered items' fields).
+        self.element_names: set[str] = set()
         self.by_id: dict[str, Any] = {}
         self.open_names = 0  # > 0 while compiling a filter's match, which may read its items' components by name
 
@@ -256,6 +267,7 @@ class _Loader:
                     if _local(child.tag) in ("inputData", "decision", "businessKnowledgeModel", "decisionService")]
         if len(elements) > MAX_DMN_ELEMENTS:
             raise RuleSetError([f"the DMN model has more than {MAX_DMN_ELEMENTS} elements"])
+        self.element_names = {element.get("name") for element in elements if element.get("name")}
         for element in root.iter():
             if element.get("id"):
                 self.by_id[element.get("id")] = element
@@ -270,22 +282,24 @@ class _Loader:
                 self.error(element, "another input data has this name")
             variable = _child(element, "variable")
             model.inputs[name] = variable.get("typeRef") if variable is not None else None
-        for element in _children(root, "businessKnowledgeModel"):
-            if element.get("name") in model.knowledge:
-                self.error(element, "another business knowledge model has this name")
-            model.knowledge[element.get("name")] = self.knowledge_model(element, model)
-            model.knowledge_elements[element.get("name")] = element
         for element in _children(root, "decision"):
             decision = self.decision(element)
             if decision.name in model.decisions:
                 self.error(element, "another decision has this name")
             model.decisions[decision.name] = decision
-        self.check_graph(model)
+        # Services before knowledge models: a knowledge model may invoke one, and its bindings are checked against
+        # the service's parameters.
         for element in _children(root, "decisionService"):
             service = self.decision_service(element, model)
-            if service.name in model.services or service.name in model.decisions or service.name in model.knowledge:
-                self.error(element, "another decision service, decision or business knowledge model has this name")
+            if service.name in model.services or service.name in model.decisions:
+                self.error(element, "another decision service or decision has this name")
             model.services[service.name] = service
+        for element in _children(root, "businessKnowledgeModel"):
+            if element.get("name") in model.knowledge or element.get("name") in model.services:
+                self.error(element, "another business knowledge model or decision service has this name")
+            model.knowledge[element.get("name")] = self.knowledge_model(element, model)
+            model.knowledge_elements[element.get("name")] = element
+        self.check_graph(model)
         for decision in model.decisions.values():
             scope_names = set(decision.decisions) | set(decision.inputs) | set(decision.knowledge)
             expression = self.expression_of(decision.element)
@@ -343,6 +357,7 @@ class _Loader:
         name = element.get("name")
 
         def body(scope: Scope, *arguments):
+            scope.charge()  # a call is a step: calls that fan out spend the evaluation's budget
             found, trace = scope.get(_TRACE)
             values = dict(zip(parameters, arguments))
             for parameter in parameters[len(arguments):]:
@@ -438,7 +453,8 @@ class _Loader:
         except (FeelError, ExpressionError) as error:
             self.error(owner, f"{where}: {error}")
             return None
-        self.check_names(compiled.free_names, owner, where, text, scope_names)
+        self.check_names(compiled.free_names | (compiled.filter_names & self.element_names), owner, where, text,
+                         scope_names)
         return compiled
 
     def tests(self, text: str | None, owner, where: str, scope_names: set[str]):
@@ -447,7 +463,8 @@ class _Loader:
         except (FeelError, ExpressionError) as error:
             self.error(owner, f"{where}: {error}")
             return None
-        self.check_names(compiled.free_names, owner, where, text, scope_names)
+        self.check_names(compiled.free_names | (compiled.filter_names & self.element_names), owner, where, text,
+                         scope_names)
         return compiled
 
     def check_names(self, free: frozenset, owner, where: str, text: str, scope_names: set[str]) -> None:
@@ -883,6 +900,7 @@ class _Evaluation:
         tables: list[dict] = []
         scope = Scope({_TRACE: tables, _PROBLEMS: self.problems}, None, self.calls, self.budget).child(values)
         try:
+            scope.charge(DECISION_STEPS)
             value = _typed(node.run(scope), node.type_ref, model, self.problems, ("result of decision", name))
         except FeelError as error:
             self.problems.append(f"decision {name!r} (id {node.id}): {error}")
@@ -912,12 +930,18 @@ def _service_body(service: DecisionService, model: DmnModel) -> Callable:
     def body(scope: Scope, *arguments):
         if scope.calls + 1 > MAX_CALL_DEPTH:
             raise FeelError(f"function calls nested deeper than {MAX_CALL_DEPTH}")
+        scope.charge()
         found, problems = scope.get(_PROBLEMS)
+        problems = problems if found else []
         values = dict(zip(service.parameters, arguments))
-        evaluation = _Evaluation(
-            model, {name: values.get(name) for name in service.inputs},
-            given={name: values.get(name) for name in service.input_decisions},
-            budget=scope.budget, problems=problems if found else [], calls=scope.calls + 1)
+        inputs = {name: _typed(values.get(name), model.inputs.get(name), model, problems,
+                               (f"argument of decision service {service.name!r}", name))
+                  for name in service.inputs}
+        given = {name: _typed(values.get(name), model.decisions[name].type_ref, model, problems,
+                              (f"argument of decision service {service.name!r}", name))
+                 for name in service.input_decisions if name in model.decisions}
+        evaluation = _Evaluation(model, inputs, given=given, budget=scope.budget, problems=problems,
+                                 calls=scope.calls + 1)
         return evaluation.service(service)
     return body
 
@@ -964,6 +988,9 @@ def _knowledge_call(model: DmnModel, name: str, knowledge: FeelFunction, context
         value = knowledge.body(Scope({_TRACE: tables, _PROBLEMS: problems}, None, 0, budget), *arguments.values())
     except FeelError as error:
         problems.append(f"business knowledge model {name!r}: {error}")
+        value = None
+    except RecursionError:
+        problems.append(f"business knowledge model {name!r}: nested too deeply at run time")
         value = None
     for table in tables:
         problems.extend(f"business knowledge model {name!r}: {problem}" for problem in table["errors"])

@@ -1177,7 +1177,8 @@ def dmn_shadow_answer(*, version: RuleSetVersion, decision: Decision) -> tuple[A
     with the audited context (confidence 1.0), or an error when the decision was not a DMN decision the draft has,
     or when the draft reports an error (as a rule set's conflict is)."""
     model = compiled_dmn(version.pk)
-    asked = next((name for name in model.invocable if decision.reasoning.startswith(_dmn_reasoning_start(name))), None)
+    asked = next((name for name in model.answerable if decision.reasoning.startswith(_dmn_reasoning_start(name))),
+                 None)
     if asked is None:
         return {"error": f"the draft DMN model has no decision named in this audited decision "
                          f"({decision.reasoning[:100]!r})"}, None

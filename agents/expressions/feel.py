@@ -34,6 +34,7 @@ from agents.expressions.feel_values import (  # noqa: F401 - FeelFunction, feel_
     json_overflows,
     json_value,
     range_contains,
+    string_literal_value as _string_value,
 )
 
 #: Longest FEEL text accepted (characters), deepest nesting, most nodes: the same kind of bounds as our expressions.
@@ -59,7 +60,6 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 _NAME_CHAR = re.compile(r"\w")
 _FIRST_WORD = re.compile(r"[^\s(),.:\[\]{}]*")
-_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "'": "'"}
 
 
 class FeelError(ExpressionError):
@@ -113,14 +113,15 @@ _NAME_SYMBOLS = ("+", "-", "*", "/")
 _WORDS = re.compile(r"[^\W\d]\w*(?:\s+\w+)+")
 
 
-def _bound_names(text: str, tokens: list[Token]) -> set[str]:
+def _bound_names(tokens: list[Token]) -> set[str]:
     """The names of several words the text binds itself: context keys (``{Monthly Income: 10, Yearly: Monthly
     Income * 12}``), loop variables (``for monthly rate in rates return monthly rate * 12``), function parameters and
     named arguments. Two words side by side are nothing else in FEEL, so a run of words is such a name where it ends
     in ``:`` after ``{``, ``,``, ``(`` or ``<``, in ``in`` (a loop variable), or in ``,`` or ``)`` in a function
     definition's parameters. A name bound anywhere in the text is then read as one name everywhere in it: where it
-    would not be in scope the words side by side were an error anyway. A context key may also join words with FEEL's
-    name symbols ``+ - * /`` (``{foo+bar: 1, r: foo+bar}``)."""
+    would not be in scope the words side by side were an error anyway. A string key binds its words the same way
+    when none is a keyword and single spaces part them (``{"Total Cost": 5, r: Total Cost}``); a key such as
+    ``"in stock"`` or ``"a and b"`` stays a key only, or ``"a" in stock`` and ``a and b`` would change meaning."""
 
     def word(token: Token) -> bool:
         return token.kind == "name" and token.text not in KEYWORDS
@@ -138,19 +139,11 @@ def _bound_names(text: str, tokens: list[Token]) -> set[str]:
         key_may_start = before is not None and before.kind == "op" and before.text in ("{", ",")
         if token.kind == "string" and tokens[index + 1].text == ":" and key_may_start:
             key = _string_value(token.text)
-            if _WORDS.fullmatch(key):
-                found.add(" ".join(key.split()))
+            if _WORDS.fullmatch(key) and key == " ".join(key.split()) and not KEYWORDS & set(key.split()):
+                found.add(key)
         if not word(token):
             index += 1
             continue
-        if key_may_start:
-            end = index + 1
-            while (tokens[end].kind == "op" and tokens[end].text in _NAME_SYMBOLS and word(tokens[end + 1])
-                   and tokens[end].at == tokens[end - 1].at + len(tokens[end - 1].text)
-                   and tokens[end + 1].at == tokens[end].at + 1):
-                end += 2
-            if end > index + 1 and tokens[end].text == ":":
-                found.add(text[token.at:tokens[end - 1].at + len(tokens[end - 1].text)])
         end = index
         while word(tokens[end]):
             end += 1
@@ -171,24 +164,6 @@ def _bound_names(text: str, tokens: list[Token]) -> set[str]:
     return found
 
 
-def _string_value(token_text: str) -> str:
-    out, index, body = [], 0, token_text[1:-1]
-    while index < len(body):
-        char = body[index]
-        if char == "\\" and index + 1 < len(body):
-            follower = body[index + 1]
-            if follower == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[index + 2:index + 6]):
-                out.append(chr(int(body[index + 2:index + 6], 16)))
-                index += 6
-                continue
-            out.append(_ESCAPES.get(follower, "\\" + follower))
-            index += 2
-            continue
-        out.append(char)
-        index += 1
-    return "".join(out)
-
-
 class _Parser:
     """Recursive descent over FEEL's grammar: only the node kinds below can come out."""
 
@@ -200,7 +175,7 @@ class _Parser:
         self.text = text
         names = set(names)
         self.tokens = _tokenize(text, names)
-        bound = _bound_names(text, self.tokens) - names
+        bound = _bound_names(self.tokens) - names
         if bound:  # read again, with the names of several words the text binds itself
             self.tokens = _tokenize(text, names | bound)
         self.index = 0
@@ -496,7 +471,7 @@ class _Parser:
                     if self.token.kind == "string":
                         key = _string_value(self.token.text)
                     elif self.token.kind == "name":
-                        key = self.token.text
+                        key = self.symbol_key()
                     else:
                         self.fail("expected a context key")
                     self.index += 1
@@ -507,6 +482,22 @@ class _Parser:
                     self.expect(",")
             return self.node("context", tuple(entries))
         self.fail(f"unexpected {token.text or 'end of text'!r}")
+
+    def symbol_key(self) -> str:
+        """A context key that joins words with FEEL's name symbols, written without spaces (``{foo+bar: 1}``), as
+        one key; the index is left on its last word. Such a key is a key only: ``foo+bar`` elsewhere in the text
+        stays ``foo`` plus ``bar``, as it was before the key existed."""
+        tokens, end = self.tokens, self.index
+        while (tokens[end + 1].kind == "op" and tokens[end + 1].text in _NAME_SYMBOLS
+               and tokens[end + 2].kind == "name" and tokens[end + 2].text not in KEYWORDS
+               and tokens[end + 1].at == tokens[end].at + len(tokens[end].text)
+               and tokens[end + 2].at == tokens[end + 1].at + 1):
+            end += 2
+        if end == self.index or tokens[end + 1].text != ":":
+            return self.token.text
+        key = self.text[self.token.at:tokens[end].at + len(tokens[end].text)]
+        self.index = end
+        return key
 
     def interval(self, opening: str, low: tuple) -> tuple:
         """The rest of a range value ``[low..high]`` after its ``..``; ``(`` or ``]`` opens it, ``)`` or ``[``
@@ -646,6 +637,7 @@ class _Compiler:
     def __init__(self):
         self.free: set[str] = set()
         self.filters = 0  # filter conditions around the node compiled: a name read there may be an item's field
+        self.in_filters: set[str] = set()  # the names read there that nothing in the text binds
         self.bound: list[frozenset] = []  # names a loop, function or context binds around the node compiled
 
     def local(self, names: Iterable[str], node: tuple) -> Compiled:
@@ -663,8 +655,8 @@ class _Compiler:
         return lambda scope: value
 
     def c_name(self, name):
-        if not self.filters and not any(name in names for names in self.bound):
-            self.free.add(name)
+        if not any(name in names for names in self.bound):
+            (self.in_filters if self.filters else self.free).add(name)
 
         def read(scope: Scope):
             found, value = scope.get(name)
@@ -979,11 +971,12 @@ def _bindings(domains: list, scope: Scope, values: dict):
 
 def feel_closure(name: str, parameters: tuple, run: Compiled, scope: Scope) -> FeelFunction:
     """A function value defined in ``scope``: a call runs ``run`` with its parameters (missing ones null) over
-    ``scope``, one call deeper than its caller and on the caller's step budget; more arguments than parameters give
-    null."""
+    ``scope``, one call deeper than its caller and on the caller's step budget (a step each call); more arguments
+    than parameters give null."""
     def call(caller: Scope, *arguments):
         if len(arguments) > len(parameters):
             return None
+        caller.charge()  # a call is a step: a function that calls itself twice a time spends the budget, not hours
         values = dict(zip(parameters, arguments))
         values.update((parameter, None) for parameter in parameters[len(arguments):])
         return run(scope.closure(values, caller))
@@ -1027,6 +1020,8 @@ class Expression:
     text: str
     run: Compiled
     free_names: frozenset
+    #: Names read in a filter's condition that the text does not bind: each item's fields, or names in scope.
+    filter_names: frozenset = frozenset()
 
     def evaluate(self, values: dict | Scope) -> Any:
         """Evaluate with ``values`` (a mapping of names to FEEL values, or a ``Scope``)."""
@@ -1044,6 +1039,7 @@ class UnaryTests:
     text: str
     run: Callable[[Any, Scope], Any]
     free_names: frozenset
+    filter_names: frozenset = frozenset()
 
     def matches(self, value: Any, values: dict | Scope) -> bool | None:
         """Whether ``value`` passes the tests (None: not decidable, e.g. null compared with a number)."""
@@ -1051,13 +1047,13 @@ class UnaryTests:
         return self.run(value, scope)
 
 
-def _compiled(text: str, names: Iterable[str], start: str) -> tuple[Callable, frozenset]:
+def _compiled(text: str, names: Iterable[str], start: str) -> tuple[Callable, frozenset, frozenset]:
     parser = _Parser(text, set(names) | BUILTIN_NAMES | TYPE_NAMES | PROPERTY_NAMES)
     tree = getattr(parser, start)()
     parser.done()
     compiler = _Compiler()
     run = compiler.compile(tree)
-    return run, frozenset(compiler.free - {"?"})
+    return run, frozenset(compiler.free - {"?"}), frozenset(compiler.in_filters - {"?"})
 
 
 def feel_compile(text: str, names: Iterable[str] = ()) -> Expression:

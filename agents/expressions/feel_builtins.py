@@ -39,6 +39,7 @@ from agents.expressions.feel_values import (
     feel_same,
     feel_text,
     is_number,
+    string_literal_value,
 )
 
 #: The scales the rounding built-ins take (decimal128's exponent range, as DMN 1.5 says: -6111 to 6176).
@@ -794,26 +795,48 @@ def _overlaps_before(a, b):
             and (_lt(a[2], b[2]) or (_eq(a[2], b[2]) and (not a[3] or b[3]))))
 
 
-#: ``range(from)``'s text: an opening bracket, two endpoints (one may be left out), a closing bracket.
-_RANGE_TEXT = re.compile(r"\s*([\[(\]])\s*(.*?)\s*\.\.\s*(.*?)\s*([\])\[])\s*", re.S)
 _RANGE_LITERAL_FUNCTIONS = {"date": parse_date, "time": parse_time, "date and time": parse_date_time,
                             "duration": parse_duration}
 _RANGE_STRING = r'"(?:[^"\\]|\\.)*"'
+_RANGE_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
+_RANGE_CALL = re.compile(r"(date and time|date|time|duration)\s*\(\s*(" + _RANGE_STRING + r")\s*\)")
+
+
+def _range_parts(text: str) -> tuple[str, str, str, str] | None:
+    """``range(from)``'s text split into its opening bracket, two endpoint texts and closing bracket, at the first
+    ``..`` outside a string literal; None when it is not so written. One pass over the text, no backtracking."""
+    text = text.strip()
+    if len(text) < 4 or text[0] not in "[(]" or text[-1] not in "])[":
+        return None
+    middle, index, quoted = text[1:-1], 0, False
+    while index < len(middle):
+        char = middle[index]
+        if quoted:
+            if char == "\\":
+                index += 1  # the escaped character is part of the string
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif middle.startswith("..", index):
+            return text[0], middle[:index].strip(), middle[index + 2:].strip(), text[-1]
+        index += 1
+    return None
 
 
 def _range_endpoint(text: str) -> Any:
     """A range text's endpoint: a number, a string, an ``@"..."`` literal or ``date("...")`` (``time``, ``date and
     time``, ``duration``) of a string literal; ``_LEFT_OUT`` for anything else (a name, a computed value)."""
-    if re.fullmatch(r"-?\d+(?:\.\d+)?", text):
+    if _RANGE_NUMBER.fullmatch(text):
         return Decimal(text)
     if re.fullmatch(_RANGE_STRING, text):
-        return re.sub(r"\\(.)", r"\1", text[1:-1])
+        return string_literal_value(text)
     if re.fullmatch("@" + _RANGE_STRING, text):
-        value = parse_literal(re.sub(r"\\(.)", r"\1", text[2:-1]))
+        value = parse_literal(string_literal_value(text[1:]))
         return _LEFT_OUT if value is None else value
-    called = re.fullmatch(r"(date and time|date|time|duration)\s*\(\s*(" + _RANGE_STRING + r")\s*\)", text)
+    called = _RANGE_CALL.fullmatch(text)
     if called:
-        value = _RANGE_LITERAL_FUNCTIONS[called.group(1)](re.sub(r"\\(.)", r"\1", called.group(2)[1:-1]))
+        value = _RANGE_LITERAL_FUNCTIONS[called.group(1)](string_literal_value(called.group(2)))
         return _LEFT_OUT if value is None else value
     return _LEFT_OUT
 
@@ -822,10 +845,10 @@ def _range_endpoint(text: str) -> Any:
 def _range(text=None):
     """DMN 1.5 ``range(from)``: a range written as text (``"[1..10)"``, ``"(..2]"``), its endpoints literals of one
     kind; null for any other text. Read here, never evaluated: an endpoint that names or computes is refused."""
-    found = _RANGE_TEXT.fullmatch(text) if isinstance(text, str) and len(text) <= 1000 else None
-    if found is None:
+    parts = _range_parts(text) if isinstance(text, str) and len(text) <= 1000 else None
+    if parts is None:
         return None
-    opening, low, high, closing = found.groups()
+    opening, low, high, closing = parts
     start_included, end_included = opening == "[", closing == "]"
     if (not low and start_included) or (not high and end_included) or (not low and not high):
         return None  # an unbounded end is open: "(..2]", "[2..)"

@@ -5,6 +5,7 @@ Every operation on values of the wrong kind gives ``None`` (FEEL's null), never 
 """
 import datetime as dt
 import decimal
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
@@ -296,3 +297,25 @@ def feel_instance_of(value: Any, type_spec: tuple) -> bool:
             key in value and (value[key] is None or feel_instance_of(value[key], entry)) for key, entry in type_spec[1])
     return isinstance(value, FeelFunction) and (
         value.variadic or len(value.parameters) == len(type_spec[1]))
+
+
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "'": "'"}
+
+
+def string_literal_value(token_text: str) -> str:
+    """The value of a FEEL string literal as written, quotes included (``"a\\"b"``): its escapes read."""
+    out, index, body = [], 0, token_text[1:-1]
+    while index < len(body):
+        char = body[index]
+        if char == "\\" and index + 1 < len(body):
+            follower = body[index + 1]
+            if follower == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[index + 2:index + 6]):
+                out.append(chr(int(body[index + 2:index + 6], 16)))
+                index += 6
+                continue
+            out.append(_ESCAPES.get(follower, "\\" + follower))
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)

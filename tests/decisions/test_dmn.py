@@ -121,8 +121,8 @@ CONTEXTS = """<?xml version="1.0"?>
   </decision>
   <decision name="Pay" id="d_pay">
     <informationRequirement><requiredInput href="#i_staff"/></informationRequirement>
-    <literalExpression><text>{monthly pay: Employees[name = "Ford"].pay[1], pay-rise: 1.1,
-      yearly pay: monthly pay * 12 * pay-rise}.yearly pay</text></literalExpression>
+    <literalExpression><text>{monthly pay: Employees[name = "Ford"].pay[1], "pay rise": 1.1,
+      yearly pay: monthly pay * 12 * pay rise}.yearly pay</text></literalExpression>
   </decision>
   <decision name="Twice" id="d_twice">
     <literalExpression><text>{grade: "A", grade: "B"}</text></literalExpression>
@@ -284,3 +284,62 @@ def test_dmns_implicit_conversions_apply_to_typed_results_and_knowledge_models_a
     assert answer("Midnight")["decision"] == "2000-01-02T00:00:00Z"
     monthly = answer("Monthly", {"Yearly Amount": 1200})
     assert monthly["decision"] == 100 and monthly["trace"][0]["inputs"] == {"Yearly Amount": 1200}
+
+
+FAN_OUT = """<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="fan out" namespace="x">
+  <inputData name="N" id="i_n"><variable name="N" typeRef="number"/></inputData>
+  <decision name="Twice" id="d_twice">
+    <informationRequirement><requiredInput href="#i_n"/></informationRequirement>
+    <knowledgeRequirement><requiredKnowledge href="#s_twice"/></knowledgeRequirement>
+    <literalExpression><text>if N &lt;= 0 then 0 else Doubler(N - 1) + Doubler(N - 1)</text></literalExpression>
+  </decision>
+  <decisionService name="Doubler" id="s_twice"><outputDecision href="#d_twice"/><inputData href="#i_n"/></decisionService>
+  <decision name="Top" id="d_top">
+    <knowledgeRequirement><requiredKnowledge href="#s_twice"/></knowledgeRequirement>
+    <literalExpression><text>[Doubler(3), Doubler(25), Doubler("3")]</text></literalExpression>
+  </decision>
+  <businessKnowledgeModel name="Deep" id="b_deep">
+    <knowledgeRequirement><requiredKnowledge href="#b_deep"/></knowledgeRequirement>
+    <encapsulatedLogic><formalParameter name="n"/><literalExpression><text>if n &lt;= 0 then 0 else
+      {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: {a: Deep(n - 1)
+      }.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a}.a</text></literalExpression>
+    </encapsulatedLogic>
+  </businessKnowledgeModel>
+</definitions>"""
+
+
+def test_decision_services_calling_themselves_spend_the_step_budget_and_their_arguments_are_typed():
+    services.rules_load(text=FAN_OUT, activate=True)
+
+    top = services.decide(ruleset="fan-out", decision="Top", context={})
+
+    # Doubler(3) makes 15 calls; Doubler(25) would make 67 million: the budget stops it, and its decision is null.
+    assert top["decision"] is None
+    assert any("took more than 200000 steps" in error for error in top["errors"])
+    small = services.decide(ruleset="fan-out", decision="Doubler", context={"N": 3})
+    assert small["decision"] == 0 and small["errors"] == []
+    typed = services.decide(ruleset="fan-out", decision="Twice", context={"N": 1})
+    assert typed["decision"] == 0
+
+
+def test_a_knowledge_model_asked_by_name_that_recurses_too_deeply_answers_null_with_the_reason():
+    services.rules_load(text=FAN_OUT, activate=True)
+
+    answer = services.decide(ruleset="fan-out", decision="Deep", context={"n": 100})
+
+    assert answer["decision"] is None
+    assert len(answer["errors"]) == 1 and "business knowledge model 'Deep'" in answer["errors"][0]
+    assert ("nested too deeply" in answer["errors"][0] or "nested deeper than 30" in answer["errors"][0])
+    assert Decision.objects.get(decision_id=answer["decision_id"]).needs_review
+
+
+def test_a_filter_reading_a_model_input_it_does_not_require_is_refused_at_load():
+    text = CONTEXTS.replace("Employees[dept = 20].name", "Employees[dept = Wanted].name").replace(
+        '<inputData name="Employees"', '<inputData name="Wanted" id="i_wanted"/>\n  <inputData name="Employees"')
+
+    with pytest.raises(RuleSetError) as refused:
+        services.rules_load(text=text, activate=True)
+
+    assert refused.value.errors == ["decision 'Department 20' (id d_20): literalExpression: 'Employees[dept = Wanted]"
+                                    ".name' reads 'Wanted', which is not a required input, decision or knowledge model "
+                                    "in scope"]

@@ -145,10 +145,20 @@ def test_names_of_several_words_the_text_binds_are_read_as_one_name(text, expect
     assert evaluate(text) == expected
 
 
-def test_a_context_key_may_join_words_with_name_symbols():
-    assert evaluate('{foo+bar: "foo", r: foo+bar}.r') == "foo"
-    assert evaluate("{pay-rise: 2, r: pay-rise * 3}.r") == 6
-    assert evaluate("{a: 3, b: 1, r: a-b}.r") == 2  # no key 'a-b': a minus b
+def test_a_context_key_may_join_words_with_name_symbols_and_stays_a_key_only():
+    assert evaluate('{foo+bar: "foo"}') == {"foo+bar": "foo"}
+    assert evaluate("{foo: 1, bar: 2, x: {foo+bar: 10}, y: foo+bar}.y") == 3  # foo plus bar, as without the key
+    assert evaluate("{a: 3, b: 1, r: a-b}.r") == 2
+
+
+@pytest.mark.parametrize("text, values, expected", [
+    ('{"every item": 3, r: every item in [1, 2] satisfies item > 0}.r', {}, True),
+    ('{stock: ["a"], "in stock": true, r: "a" in stock}.r', {}, True),
+    ('{"if ok": 1, r: if ok then 2 else 3}.r', {"ok": True}, 2),
+    ('{"a and b": 1, r: a and b}.r', {"a": True, "b": True}, True),
+])
+def test_a_string_key_holding_a_keyword_binds_no_name_so_the_text_keeps_its_meaning(text, values, expected):
+    assert evaluate(text, values) == expected
 
 
 def test_names_in_a_filter_condition_are_the_items_fields_not_names_the_text_needs():
@@ -198,11 +208,23 @@ def test_rounding_scales_and_context_entries_follow_the_tck(text, expected):
     ('range("[1..\\"b\\"]")', None),  # endpoints of two kinds
     ('range("[@\\"1970-01-01\\"..@\\"1970-01-02T00:00:00\\"]")', None),
     ('range("[date(x)..date(\\"1970-01-02\\")]")', None),  # an endpoint is read, never evaluated
+    ('range("[1+1..5]")', None),
+    ('range("[\\"a..b\\"..\\"c\\"]") = ["a..b".."c"]', True),
+    ('range("[-1..-.5]") = [-1..-0.5]', True),
     ('range("")', None),
     ("range([1..3])", None),
 ])
 def test_range_reads_a_range_from_its_text(text, expected):
     assert evaluate(text) == expected
+
+
+def test_range_reads_a_long_text_that_is_no_range_in_one_pass():
+    assert evaluate("range(x)", {"x": "[1" + " " * 497 + ".." + " " * 497 + "2"}) is None  # took minutes, by regex
+
+
+def test_calls_spend_the_step_budget_so_a_function_fanning_out_stops():
+    with pytest.raises(FeelError, match=f"took more than {MAX_FEEL_STEPS} steps"):
+        feel_evaluate("{f: function(n) if n <= 0 then 0 else f(n - 1) + f(n - 1), r: f(25)}.r")
 
 
 def test_a_context_naming_a_key_twice_is_an_error_of_its_value():
