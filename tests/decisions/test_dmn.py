@@ -343,3 +343,25 @@ def test_a_filter_reading_a_model_input_it_does_not_require_is_refused_at_load()
     assert refused.value.errors == ["decision 'Department 20' (id d_20): literalExpression: 'Employees[dept = Wanted]"
                                     ".name' reads 'Wanted', which is not a required input, decision or knowledge model "
                                     "in scope"]
+
+
+def test_a_knowledge_model_invoking_a_service_has_its_bindings_checked_and_service_arguments_are_typed():
+    bad_binding = SERVICES.replace("</definitions>", """  <businessKnowledgeModel name="Wrapper" id="b_wrapper">
+    <knowledgeRequirement><requiredKnowledge href="#s_price"/></knowledgeRequirement>
+    <encapsulatedLogic><formalParameter name="x"/>
+      <invocation><literalExpression><text>Price Service</text></literalExpression>
+        <binding><parameter name="Nope"/><literalExpression><text>x</text></literalExpression></binding>
+      </invocation></encapsulatedLogic>
+  </businessKnowledgeModel>
+</definitions>""")
+    with pytest.raises(RuleSetError) as refused:
+        services.rules_load(text=bad_binding, activate=True)
+    assert refused.value.errors == ["businessKnowledgeModel 'Wrapper' (id b_wrapper): invocation of 'Price Service': "
+                                    "binds 'Nope', which is not a parameter (parameters: Base Price, Quantity)"]
+
+    services.rules_load(text=SERVICES.replace("Price Service(10, 1)", 'Price Service("10", 1)'), activate=True)
+    quote = services.decide(ruleset="pricing", decision="Quote", context={})
+
+    assert quote["decision"] == [None, 400]
+    assert quote["errors"] == ["argument of decision service 'Price Service' 'Base Price': '10' is not a number; "
+                               "null instead"]
