@@ -931,6 +931,8 @@ def _service_body(service: DecisionService, model: DmnModel) -> Callable:
         if scope.calls + 1 > MAX_CALL_DEPTH:
             raise FeelError(f"function calls nested deeper than {MAX_CALL_DEPTH}")
         scope.charge()
+        if len(arguments) > len(service.parameters):
+            return None  # more arguments than the service takes: null, as a function literal's call is
         found, problems = scope.get(_PROBLEMS)
         problems = problems if found else []
         values = dict(zip(service.parameters, arguments))

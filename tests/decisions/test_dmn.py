@@ -365,3 +365,41 @@ def test_a_knowledge_model_invoking_a_service_has_its_bindings_checked_and_servi
     assert quote["decision"] == [None, 400]
     assert quote["errors"] == ["argument of decision service 'Price Service' 'Base Price': '10' is not a number; "
                                "null instead"]
+
+
+SCOPED = """<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="scoped" namespace="x">
+  <inputData name="Who" id="i_who"><variable name="Who" typeRef="string"/></inputData>
+  <decision name="Greeting" id="d_greeting"><variable name="Greeting" typeRef="string"/>
+    <literalExpression><text>"hello"</text></literalExpression></decision>
+  <decision name="Message" id="d_message">
+    <informationRequirement><requiredDecision href="#d_greeting"/></informationRequirement>
+    <informationRequirement><requiredInput href="#i_who"/></informationRequirement>
+    <literalExpression><text>Greeting + " " + Who</text></literalExpression></decision>
+  <decisionService name="Say" id="s_say">
+    <outputDecision href="#d_message"/><inputDecision href="#d_greeting"/><inputData href="#i_who"/>
+  </decisionService>
+  <decisionService name="Fixed" id="s_fixed"><outputDecision href="#d_greeting"/></decisionService>
+  <decision name="Calls" id="d_calls">
+    <informationRequirement><requiredDecision href="#d_greeting"/></informationRequirement>
+    <informationRequirement><requiredInput href="#i_who"/></informationRequirement>
+    <knowledgeRequirement><requiredKnowledge href="#s_say"/></knowledgeRequirement>
+    <knowledgeRequirement><requiredKnowledge href="#s_fixed"/></knowledgeRequirement>
+    <literalExpression><text>[Say("hi", "Ann"), Greeting, Who, Say(Who: "Bo", Greeting: "hey"), Fixed(), Fixed("x"),
+      Say()]</text></literalExpression></decision>
+  <decision name="Misnamed" id="d_misnamed">
+    <knowledgeRequirement><requiredKnowledge href="#s_say"/></knowledgeRequirement>
+    <literalExpression><text>Say(Whom: "Bo")</text></literalExpression></decision>
+</definitions>"""
+
+
+def test_a_decision_services_parameters_are_its_own_and_a_wrong_call_is_null():
+    services.rules_load(text=SCOPED, activate=True)
+
+    calls = services.decide(ruleset="scoped", decision="Calls", context={"Who": "Cy"})
+    misnamed = services.decide(ruleset="scoped", decision="Misnamed", context={})
+
+    # The service's input decision and input data are its parameters: the model's own Greeting and Who are untouched.
+    # Too many arguments give null; missing ones are null.
+    assert calls["decision"] == ["hi Ann", "hello", "Cy", "hey Bo", "hello", None, None]
+    assert misnamed["decision"] is None
+    assert misnamed["errors"] == ["decision 'Misnamed' (id d_misnamed): Say: no parameter named Whom"]
