@@ -75,9 +75,9 @@ MAX_TYPE_DEPTH = 16
 REQUIRED_KINDS = {"requiredDecision": ("decision",), "requiredInput": ("inputData",),
                   "requiredKnowledge": ("businessKnowledgeModel", "decisionService")}
 _TRACE = "\x00trace"  # a scope key no FEEL name can spell: where evaluation appends its trace
-#: Steps of the evaluation's budget (``MAX_FEEL_STEPS``) a decision costs each time it is evaluated: a decision
-#: service's decisions are evaluated anew on each call, so services calling each other spend it quickly.
-DECISION_STEPS = 10
+#: Steps of the evaluation's budget (``MAX_FEEL_STEPS``) a decision costs each time it is evaluated (a decision
+#: service's decisions are evaluated anew on each call); a decision table's evaluation costs a step per rule too.
+DECISION_STEPS = 1
 _PROBLEMS = "\x00problems"  # likewise: where a decision service called from FEEL reports its decisions' problems
 
 
@@ -235,9 +235,6 @@ class _Loader:
         self.text = text
         self.errors: list[str] = []
         self.names: set[str] = set(BUILTIN_NAMES)
-        # The names of the model's input data, decisions, knowledge models and services: a filter's condition that
-        # reads one must require it like any other text (its other names may be the filtered items' fields).
-        self.element_names: set[str] = set()
         self.by_id: dict[str, Any] = {}
         self.open_names = 0  # > 0 while compiling a filter's match, which may read its items' components by name
 
@@ -267,7 +264,6 @@ class _Loader:
                     if _local(child.tag) in ("inputData", "decision", "businessKnowledgeModel", "decisionService")]
         if len(elements) > MAX_DMN_ELEMENTS:
             raise RuleSetError([f"the DMN model has more than {MAX_DMN_ELEMENTS} elements"])
-        self.element_names = {element.get("name") for element in elements if element.get("name")}
         for element in root.iter():
             if element.get("id"):
                 self.by_id[element.get("id")] = element
@@ -294,9 +290,19 @@ class _Loader:
             if service.name in model.services or service.name in model.decisions:
                 self.error(element, "another decision service or decision has this name")
             model.services[service.name] = service
-        for element in _children(root, "businessKnowledgeModel"):
-            if element.get("name") in model.knowledge or element.get("name") in model.services:
+        knowledge_elements = _children(root, "businessKnowledgeModel")
+        for element in knowledge_elements:
+            # Every knowledge model's parameters first: an invocation of one defined further down is checked too.
+            logic = _child(element, "encapsulatedLogic")
+            parameters = tuple(parameter.get("name") for parameter in _children(logic, "formalParameter")
+                               ) if logic is not None else ()
+            model.knowledge.setdefault(element.get("name"), FeelFunction(element.get("name"), parameters,
+                                                                          lambda scope, *arguments: None))
+        compiled_names: set[str] = set()
+        for element in knowledge_elements:
+            if element.get("name") in compiled_names or element.get("name") in model.services:
                 self.error(element, "another business knowledge model or decision service has this name")
+            compiled_names.add(element.get("name"))
             model.knowledge[element.get("name")] = self.knowledge_model(element, model)
             model.knowledge_elements[element.get("name")] = element
         self.check_graph(model)
@@ -453,8 +459,7 @@ class _Loader:
         except (FeelError, ExpressionError) as error:
             self.error(owner, f"{where}: {error}")
             return None
-        self.check_names(compiled.free_names | (compiled.filter_names & self.element_names), owner, where, text,
-                         scope_names)
+        self.check_names(compiled.free_names, owner, where, text, scope_names)
         return compiled
 
     def tests(self, text: str | None, owner, where: str, scope_names: set[str]):
@@ -463,8 +468,7 @@ class _Loader:
         except (FeelError, ExpressionError) as error:
             self.error(owner, f"{where}: {error}")
             return None
-        self.check_names(compiled.free_names | (compiled.filter_names & self.element_names), owner, where, text,
-                         scope_names)
+        self.check_names(compiled.free_names, owner, where, text, scope_names)
         return compiled
 
     def check_names(self, free: frozenset, owner, where: str, text: str, scope_names: set[str]) -> None:
@@ -711,6 +715,7 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
         return tuple(key)
 
     def evaluate(scope: Scope):
+        scope.charge(len(rules))  # a table called in a loop spends the budget by its rules, as loops do by items
         found, trace = scope.get(_TRACE)
         values = [compiled.run(scope) if compiled is not None else None for _, compiled, _ in inputs]
         entry = {"table": table_id, "owner": owner_name, "hit_policy": policy,
@@ -848,14 +853,20 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
     if value is None:
         return None
     if item.is_collection:
-        if not isinstance(value, list):
-            value = [value]  # DMN's implicit conversion to a singleton list
         single = ItemDefinition(item.name, item.type_ref, item.components, False, item.allowed)
+        if not isinstance(value, list):
+            # DMN's implicit conversion to a singleton list, for a value that is one item of the collection's type
+            trial: list = []
+            _typed_item(value, single, model, trial, what, depth + 1)
+            if trial:
+                problems.append(f"{_what(what)}: {json_value(value)!r} is not a list of {item.name}; null instead")
+                return None
+            value = [value]
         value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), depth + 1)
                  for index, entry in enumerate(value, start=1)]
         return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]  # and from a singleton list to its item
+    if item.components and isinstance(value, list) and len(value) == 1:
+        value = value[0]  # and from a singleton list to its item, where a context is declared (a base type: _typed)
     if item.components:
         if not isinstance(value, dict):
             problems.append(f"{_what(what)}: {json_value(value)!r} is not a {item.name} (a context); null instead")
@@ -931,10 +942,12 @@ def _service_body(service: DecisionService, model: DmnModel) -> Callable:
         if scope.calls + 1 > MAX_CALL_DEPTH:
             raise FeelError(f"function calls nested deeper than {MAX_CALL_DEPTH}")
         scope.charge()
-        if len(arguments) > len(service.parameters):
-            return None  # more arguments than the service takes: null, as a function literal's call is
         found, problems = scope.get(_PROBLEMS)
         problems = problems if found else []
+        if len(arguments) > len(service.parameters):
+            problems.append(f"decision service {service.name!r}: called with {len(arguments)} arguments; it takes "
+                            f"{len(service.parameters)}; null instead")
+            return None
         values = dict(zip(service.parameters, arguments))
         inputs = {name: _typed(values.get(name), model.inputs.get(name), model, problems,
                                (f"argument of decision service {service.name!r}", name))
@@ -949,6 +962,17 @@ def _service_body(service: DecisionService, model: DmnModel) -> Callable:
 
 
 def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, list[dict], list[str]]:
+    """``_dmn_evaluate``; a value nested deeper than Python's stack lets it be read or written (a context near the
+    512-level bound, or one a model builds) answers null with the reason instead of failing."""
+    try:
+        return _dmn_evaluate(model, decision, context)
+    except RecursionError:
+        if decision not in model.decisions and not model.answers(decision):
+            raise
+        return None, [], [f"{decision!r}: a value nested too deeply to read or answer; null instead"]
+
+
+def _dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, list[dict], list[str]]:
     """Evaluate ``decision`` (its required decisions first) with the JSON ``context`` of input data values, or the
     decision service or business knowledge model of that name with the context's values as its parameters (a
     service's input decisions' and input data's values, by name).

@@ -333,16 +333,31 @@ def test_a_knowledge_model_asked_by_name_that_recurses_too_deeply_answers_null_w
     assert Decision.objects.get(decision_id=answer["decision_id"]).needs_review
 
 
-def test_a_filter_reading_a_model_input_it_does_not_require_is_refused_at_load():
-    text = CONTEXTS.replace("Employees[dept = 20].name", "Employees[dept = Wanted].name").replace(
-        '<inputData name="Employees"', '<inputData name="Wanted" id="i_wanted"/>\n  <inputData name="Employees"')
+def test_a_filters_condition_reads_the_items_fields_even_where_the_model_has_an_input_of_that_name():
+    text = CONTEXTS.replace('<inputData name="Employees"', '<inputData name="dept" id="i_dept"/>\n  <inputData name="Employees"')
+    services.rules_load(text=text, activate=True)
 
-    with pytest.raises(RuleSetError) as refused:
-        services.rules_load(text=text, activate=True)
+    answer = services.decide(ruleset="staff", decision="Department 20",
+                             context={"dept": 10, "Employees": [{"name": "Ford", "dept": 20}]})
 
-    assert refused.value.errors == ["decision 'Department 20' (id d_20): literalExpression: 'Employees[dept = Wanted]"
-                                    ".name' reads 'Wanted', which is not a required input, decision or knowledge model "
-                                    "in scope"]
+    assert answer["decision"] == ["Ford"] and answer["errors"] == []
+
+
+def test_a_value_nested_too_deeply_to_answer_is_null_with_the_reason():
+    text = """<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="echo" namespace="x">
+      <inputData name="Any" id="i_any"/>
+      <decision name="Echo" id="d_echo"><informationRequirement><requiredInput href="#i_any"/></informationRequirement>
+        <literalExpression><text>Any</text></literalExpression></decision>
+    </definitions>"""
+    services.rules_load(text=text, activate=True)
+    deep: dict = {}
+    for _ in range(500):
+        deep = {"a": deep}
+
+    answer = services.decide(ruleset="echo", decision="Echo", context={"Any": deep})
+
+    assert answer["decision"] is None
+    assert answer["errors"] == ["'Echo': a value nested too deeply to read or answer; null instead"]
 
 
 def test_a_knowledge_model_invoking_a_service_has_its_bindings_checked_and_service_arguments_are_typed():
@@ -403,3 +418,61 @@ def test_a_decision_services_parameters_are_its_own_and_a_wrong_call_is_null():
     assert calls["decision"] == ["hi Ann", "hello", "Cy", "hey Bo", "hello", None, None]
     assert misnamed["decision"] is None
     assert misnamed["errors"] == ["decision 'Misnamed' (id d_misnamed): Say: no parameter named Whom"]
+
+
+def test_implicit_conversions_apply_only_where_the_value_does_not_fit_and_the_converted_one_does():
+    text = """<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="fit" namespace="x">
+      <itemDefinition name="Anything"><typeRef>Any</typeRef></itemDefinition>
+      <itemDefinition name="Counts" isCollection="true"><typeRef>number</typeRef></itemDefinition>
+      <inputData name="Loose" id="i_loose"><variable name="Loose" typeRef="Anything"/></inputData>
+      <inputData name="Counts" id="i_counts"><variable name="Counts" typeRef="Counts"/></inputData>
+      <decision name="Both" id="d_both">
+        <informationRequirement><requiredInput href="#i_loose"/></informationRequirement>
+        <informationRequirement><requiredInput href="#i_counts"/></informationRequirement>
+        <literalExpression><text>[Loose, Counts]</text></literalExpression></decision>
+    </definitions>"""
+    services.rules_load(text=text, activate=True)
+
+    single = services.decide(ruleset="fit", decision="Both", context={"Loose": ["x"], "Counts": 5})
+    wrong = services.decide(ruleset="fit", decision="Both", context={"Loose": 1, "Counts": "oops"})
+
+    assert single["decision"] == [["x"], [5]] and single["errors"] == []
+    assert wrong["decision"] == [1, None]
+    assert wrong["errors"] == ["input 'Counts': 'oops' is not a list of Counts; null instead"]
+
+
+def test_an_invocation_of_a_knowledge_model_defined_further_down_is_checked_and_tables_spend_the_budget():
+    text = """<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="order" namespace="x">
+      <businessKnowledgeModel name="Caller" id="b_caller">
+        <knowledgeRequirement><requiredKnowledge href="#b_target"/></knowledgeRequirement>
+        <encapsulatedLogic><invocation><literalExpression><text>Target</text></literalExpression>
+          <binding><parameter name="wrong"/><literalExpression><text>1</text></literalExpression></binding>
+        </invocation></encapsulatedLogic>
+      </businessKnowledgeModel>
+      <businessKnowledgeModel name="Target" id="b_target">
+        <encapsulatedLogic><formalParameter name="x"/><literalExpression><text>x</text></literalExpression>
+        </encapsulatedLogic>
+      </businessKnowledgeModel>
+    </definitions>"""
+    with pytest.raises(RuleSetError) as refused:
+        services.rules_load(text=text, activate=True)
+    assert refused.value.errors == ["businessKnowledgeModel 'Caller' (id b_caller): invocation of 'Target': binds "
+                                    "'wrong', which is not a parameter (parameters: x)"]
+
+    rules = "".join(f'<rule id="r{n}"><inputEntry><text>{n}</text></inputEntry><outputEntry><text>{n}</text>'
+                    "</outputEntry></rule>" for n in range(1, 201))
+    table = f"""<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" name="looped" namespace="x">
+      <businessKnowledgeModel name="Lookup" id="b_lookup"><encapsulatedLogic><formalParameter name="n"/>
+        <decisionTable id="t" hitPolicy="FIRST"><input id="i"><inputExpression><text>n</text></inputExpression></input>
+          <output id="o" name="v"/>{rules}</decisionTable></encapsulatedLogic></businessKnowledgeModel>
+      <decision name="Few" id="d_few"><knowledgeRequirement><requiredKnowledge href="#b_lookup"/></knowledgeRequirement>
+        <literalExpression><text>sum(for n in 1..100 return Lookup(n))</text></literalExpression></decision>
+      <decision name="Many" id="d_many"><knowledgeRequirement><requiredKnowledge href="#b_lookup"/></knowledgeRequirement>
+        <literalExpression><text>count(for n in 1..2000 return Lookup(n))</text></literalExpression></decision>
+    </definitions>"""
+    services.rules_load(text=table, activate=True)
+
+    assert services.decide(ruleset="looped", decision="Few", context={})["decision"] == 5050
+    many = services.decide(ruleset="looped", decision="Many", context={})
+    # 2,000 calls of a 200-rule table are 400,000 rule steps: past the budget of 200,000, so null with the reason.
+    assert many["decision"] is None and any("took more than 200000 steps" in error for error in many["errors"])
