@@ -637,7 +637,6 @@ class _Compiler:
     def __init__(self):
         self.free: set[str] = set()
         self.filters = 0  # filter conditions around the node compiled: a name read there may be an item's field
-        self.in_filters: set[str] = set()  # the names read there that nothing in the text binds
         self.bound: list[frozenset] = []  # names a loop, function or context binds around the node compiled
 
     def local(self, names: Iterable[str], node: tuple) -> Compiled:
@@ -655,8 +654,8 @@ class _Compiler:
         return lambda scope: value
 
     def c_name(self, name):
-        if not any(name in names for names in self.bound):
-            (self.in_filters if self.filters else self.free).add(name)
+        if not self.filters and not any(name in names for names in self.bound):
+            self.free.add(name)
 
         def read(scope: Scope):
             found, value = scope.get(name)
@@ -1020,8 +1019,6 @@ class Expression:
     text: str
     run: Compiled
     free_names: frozenset
-    #: Names read in a filter's condition that the text does not bind: each item's fields, or names in scope.
-    filter_names: frozenset = frozenset()
 
     def evaluate(self, values: dict | Scope) -> Any:
         """Evaluate with ``values`` (a mapping of names to FEEL values, or a ``Scope``)."""
@@ -1039,7 +1036,6 @@ class UnaryTests:
     text: str
     run: Callable[[Any, Scope], Any]
     free_names: frozenset
-    filter_names: frozenset = frozenset()
 
     def matches(self, value: Any, values: dict | Scope) -> bool | None:
         """Whether ``value`` passes the tests (None: not decidable, e.g. null compared with a number)."""
@@ -1047,13 +1043,13 @@ class UnaryTests:
         return self.run(value, scope)
 
 
-def _compiled(text: str, names: Iterable[str], start: str) -> tuple[Callable, frozenset, frozenset]:
+def _compiled(text: str, names: Iterable[str], start: str) -> tuple[Callable, frozenset]:
     parser = _Parser(text, set(names) | BUILTIN_NAMES | TYPE_NAMES | PROPERTY_NAMES)
     tree = getattr(parser, start)()
     parser.done()
     compiler = _Compiler()
     run = compiler.compile(tree)
-    return run, frozenset(compiler.free - {"?"}), frozenset(compiler.in_filters - {"?"})
+    return run, frozenset(compiler.free - {"?"})
 
 
 def feel_compile(text: str, names: Iterable[str] = ()) -> Expression:
