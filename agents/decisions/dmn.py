@@ -331,22 +331,23 @@ class _Loader:
                               constraint=constraint)
 
     def requirements(self, element, kind: str, attribute: str) -> list[str]:
-        names = []
-        for requirement in _children(element, kind):
-            for reference in requirement:
-                href = (reference.get("href") or "").split("#")[-1]
-                target = self.by_id.get(href)
-                if _local(reference.tag) != attribute:
-                    continue
-                if target is None:
-                    self.error(element, f"{attribute} refers to {reference.get('href')!r}, which is not in the model")
-                    continue
-                if _local(target.tag) not in REQUIRED_KINDS[attribute]:
-                    self.error(element, f"{attribute} refers to {reference.get('href')!r}, which is {_label(target)}, "
-                                        f"not a {' or '.join(REQUIRED_KINDS[attribute])}")
-                    continue
-                names.append(target.get("name"))
-        return names
+        return [name for requirement in _children(element, kind) for reference in requirement
+                if _local(reference.tag) == attribute
+                and (name := self.referred(element, reference, REQUIRED_KINDS[attribute])) is not None]
+
+    def referred(self, element, reference, kinds: tuple[str, ...]) -> str | None:
+        """The name of the element ``reference`` (``href="#id"``) points at; None, with the problem named, when it
+        is not in the model or not of one of ``kinds``."""
+        attribute, href = _local(reference.tag), reference.get("href")
+        target = self.by_id.get((href or "").split("#")[-1])
+        if target is None:
+            self.error(element, f"{attribute} refers to {href!r}, which is not in the model")
+            return None
+        if _local(target.tag) not in kinds:
+            self.error(element, f"{attribute} refers to {href!r}, which is {_label(target)}, "
+                                f"not a {' or '.join(kinds)}")
+            return None
+        return target.get("name")
 
     def knowledge_model(self, element, model: DmnModel) -> FeelFunction:
         logic = _child(element, "encapsulatedLogic")
@@ -368,7 +369,7 @@ class _Loader:
             values = dict(zip(parameters, arguments))
             for parameter in parameters[len(arguments):]:
                 values[parameter] = None
-            values.update({known: model.function(known) for known in required if model.function(known)})
+            values.update({known: function for known in required if (function := model.function(known))})
             # The call spends its caller's step budget: a looping or recursing model is bounded as a whole.
             _, problems = scope.get(_PROBLEMS)
             inner = Scope({_TRACE: trace if found else [], _PROBLEMS: problems}, None, scope.calls,
@@ -379,19 +380,10 @@ class _Loader:
     def decision_service(self, element, model: DmnModel) -> DecisionService:
         """A ``decisionService``: its references checked (each decision it evaluates must find what it requires
         inside the service or among its inputs), and its function made."""
-        references: dict[str, list[str]] = {}
-        for kind, target_kind in (("outputDecision", "decision"), ("encapsulatedDecision", "decision"),
-                                  ("inputDecision", "decision"), ("inputData", "inputData")):
-            references[kind] = []
-            for reference in _children(element, kind):
-                href = (reference.get("href") or "").split("#")[-1]
-                target = self.by_id.get(href)
-                if target is None or _local(target.tag) != target_kind:
-                    self.error(element, f"{kind} refers to {reference.get('href')!r}, which is "
-                                        f"{'not in the model' if target is None else _label(target)}"
-                                        f"{'' if target is None else ', not a ' + target_kind}")
-                    continue
-                references[kind].append(target.get("name"))
+        references = {kind: [name for reference in _children(element, kind)
+                             if (name := self.referred(element, reference, (target_kind,))) is not None]
+                      for kind, target_kind in (("outputDecision", "decision"), ("encapsulatedDecision", "decision"),
+                                                ("inputDecision", "decision"), ("inputData", "inputData"))}
         variable = _child(element, "variable")
         service = DecisionService(
             id=element.get("id") or "-", name=element.get("name"),
@@ -907,20 +899,14 @@ class _Evaluation:
             self.run(required)
         values = {required: inputs.get(required) for required in node.inputs}
         values.update({required: self.results[required] for required in node.decisions})
-        values.update({required: model.function(required) for required in node.knowledge if model.function(required)})
+        values.update({required: function for required in node.knowledge if (function := model.function(required))})
         tables: list[dict] = []
         scope = Scope({_TRACE: tables, _PROBLEMS: self.problems}, None, self.calls, self.budget).child(values)
-        try:
+
+        def evaluate():
             scope.charge(DECISION_STEPS)
-            value = _typed(node.run(scope), node.type_ref, model, self.problems, ("result of decision", name))
-        except FeelError as error:
-            self.problems.append(f"decision {name!r} (id {node.id}): {error}")
-            value = None
-        except RecursionError:
-            self.problems.append(f"decision {name!r} (id {node.id}): nested too deeply at run time")
-            value = None
-        for table in tables:
-            self.problems.extend(f"decision {name!r} (id {node.id}): {problem}" for problem in table["errors"])
+            return _typed(node.run(scope), node.type_ref, model, self.problems, ("result of decision", name))
+        value = _guarded(evaluate, f"decision {name!r} (id {node.id})", tables, self.problems)
         self.results[name] = value
         self.trace.append({"decision": name, "id": node.id, "kind": node.kind, "tables": tables,
                            "inputs": {required: json_value(inputs.get(required)) for required in node.inputs},
@@ -948,17 +934,21 @@ def _service_body(service: DecisionService, model: DmnModel) -> Callable:
             problems.append(f"decision service {service.name!r}: called with {len(arguments)} arguments; it takes "
                             f"{len(service.parameters)}; null instead")
             return None
-        values = dict(zip(service.parameters, arguments))
-        inputs = {name: _typed(values.get(name), model.inputs.get(name), model, problems,
-                               (f"argument of decision service {service.name!r}", name))
-                  for name in service.inputs}
-        given = {name: _typed(values.get(name), model.decisions[name].type_ref, model, problems,
-                              (f"argument of decision service {service.name!r}", name))
-                 for name in service.input_decisions if name in model.decisions}
-        evaluation = _Evaluation(model, inputs, given=given, budget=scope.budget, problems=problems,
-                                 calls=scope.calls + 1)
+        evaluation = _service_evaluation(service, model, dict(zip(service.parameters, arguments)), scope.budget,
+                                         problems, f"argument of decision service {service.name!r}", scope.calls + 1)
         return evaluation.service(service)
     return body
+
+
+def _service_evaluation(service: DecisionService, model: DmnModel, values: dict, budget: list, problems: list,
+                        label: str, calls: int = 0) -> "_Evaluation":
+    """An evaluation of ``service``'s decisions with ``values`` (by parameter name, FEEL values) typed as its input
+    data and input decisions are; a problem names each as ``label`` and its name."""
+    inputs = {name: _typed(values.get(name), model.inputs.get(name), model, problems, (label, name))
+              for name in service.inputs}
+    given = {name: _typed(values.get(name), model.decisions[name].type_ref, model, problems, (label, name))
+             for name in service.input_decisions if name in model.decisions}
+    return _Evaluation(model, inputs, given=given, budget=budget, problems=problems, calls=calls)
 
 
 def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, list[dict], list[str]]:
@@ -967,7 +957,7 @@ def dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, li
     try:
         return _dmn_evaluate(model, decision, context)
     except RecursionError:
-        if decision not in model.decisions and not model.answers(decision):
+        if not model.answers(decision):
             raise
         return None, [], [f"{decision!r}: a value nested too deeply to read or answer; null instead"]
 
@@ -984,12 +974,8 @@ def _dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, l
     budget = [MAX_FEEL_STEPS]  # one step budget for the whole evaluation: every decision and knowledge model call
     service = model.services.get(decision)
     if service is not None:
-        inputs = {name: _typed(feel_value(context.get(name)), model.inputs.get(name), model, warnings, ("input", name))
-                  for name in service.inputs}
-        given = {name: _typed(feel_value(context.get(name)), model.decisions[name].type_ref, model, warnings,
-                              ("input decision", name))
-                 for name in service.input_decisions if name in model.decisions}
-        evaluation = _Evaluation(model, inputs, given=given, budget=budget, problems=warnings)
+        values = {name: feel_value(context.get(name)) for name in service.parameters}
+        evaluation = _service_evaluation(service, model, values, budget, warnings, "input")
         return _answer(evaluation.service(service), decision, warnings), evaluation.trace, warnings
     knowledge = model.knowledge.get(decision) if decision not in model.decisions else None
     if knowledge is not None:
@@ -1010,21 +996,29 @@ def _knowledge_call(model: DmnModel, name: str, knowledge: FeelFunction, context
     arguments = {parameter: feel_value(context.get(parameter)) for parameter in knowledge.parameters}
     tables: list[dict] = []
     element = model.knowledge_elements.get(name)
-    try:
-        value = knowledge.body(Scope({_TRACE: tables, _PROBLEMS: problems}, None, 0, budget), *arguments.values())
-    except FeelError as error:
-        problems.append(f"business knowledge model {name!r}: {error}")
-        value = None
-    except RecursionError:
-        problems.append(f"business knowledge model {name!r}: nested too deeply at run time")
-        value = None
-    for table in tables:
-        problems.extend(f"business knowledge model {name!r}: {problem}" for problem in table["errors"])
+    value = _guarded(lambda: knowledge.body(Scope({_TRACE: tables, _PROBLEMS: problems}, None, 0, budget),
+                                            *arguments.values()),
+                     f"business knowledge model {name!r}", tables, problems)
     trace = [{"decision": name, "id": element.get("id") if element is not None else "-",
               "kind": "businessKnowledgeModel", "tables": tables,
               "inputs": {parameter: json_value(argument) for parameter, argument in arguments.items()},
               "required_decisions": [], "result": json_value(value)}]
     return _answer(value, name, problems), trace, problems
+
+
+def _guarded(run: Callable[[], Any], label: str, tables: list, problems: list) -> Any:
+    """``run()``, or null with the problem under ``label`` when it fails (a FEEL error, a value nested too deeply);
+    the errors of the decision tables it evaluated (``tables``) are reported under ``label`` too."""
+    try:
+        value = run()
+    except FeelError as error:
+        problems.append(f"{label}: {error}")
+        value = None
+    except RecursionError:
+        problems.append(f"{label}: nested too deeply at run time")
+        value = None
+    problems.extend(f"{label}: {problem}" for table in tables for problem in table["errors"])
+    return value
 
 
 def _answer(value: Any, decision: str, problems: list) -> Any:
@@ -1118,8 +1112,8 @@ def _expression_outline(expression) -> dict:
 
 def dmn_outline(model: DmnModel) -> dict:
     """What a model holds, to show a user: its input data with their types, its business knowledge models
-    (parameters and logic), its decision services (parameters, output and encapsulated decisions) and its decisions (requirements and expression; a decision table's columns and rules),
-    each in document order."""
+    (parameters and logic), its decision services (parameters, output and encapsulated decisions) and its decisions
+    (requirements and expression; a decision table's columns and rules), each in document order."""
     knowledge = []
     for name, element in model.knowledge_elements.items():
         logic = _child(element, "encapsulatedLogic")

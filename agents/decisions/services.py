@@ -1146,19 +1146,21 @@ def compiled_dmn(version_id: int) -> "DmnModel":
 def dmn_decisions(*, ruleset: str) -> list[str] | None:
     """The decisions and decision services of the active version of ``ruleset`` (sorted) when it is a DMN model; None
     when it is not."""
+    model = _active_dmn(ruleset)
+    return None if model is None else model.invocable
+
+
+def _active_dmn(ruleset: str) -> "DmnModel | None":
+    """The DMN model of the active version of ``ruleset``; None when that version is not a DMN model."""
     version = ruleset_active_version(ruleset=ruleset)
-    if version.spec.get("format") != "dmn":
-        return None
-    return compiled_dmn(version.pk).invocable
+    return compiled_dmn(version.pk) if version.spec.get("format") == "dmn" else None
 
 
 def dmn_decision_check(*, ruleset: str, decision: str | None, model: "DmnModel | None" = None) -> None:
     """Raise ``DecisionError`` unless ``decision`` may be asked of ``ruleset`` (of ``model``, when given; else of
     the active version): a DMN model needs one of its decisions, decision services or business knowledge models
     named, any other rule set none."""
-    if model is None:
-        version = ruleset_active_version(ruleset=ruleset)
-        model = compiled_dmn(version.pk) if version.spec.get("format") == "dmn" else None
+    model = model if model is not None else _active_dmn(ruleset)
     if model is None:
         if decision is not None:
             raise DecisionError(f"rule set {ruleset!r} is not a DMN model: it has no decision {decision!r} to name; "

@@ -785,8 +785,8 @@ class _Compiler:
         return lambda scope: [item(scope) for item in compiled]
 
     def c_context(self, entries):
-        compiled = [(key, self.local([key for key, _ in entries], value)) for key, value in entries]
         keys = [key for key, _ in entries]
+        compiled = [(key, self.local(keys, value)) for key, value in entries]
         twice = sorted({key for key in keys if keys.count(key) > 1})
         if twice:  # an error of the context's value, as the DMN TCK has it (null, with the reason), not of the text
             message = f"a context names the key {', '.join(map(repr, twice))} twice"
