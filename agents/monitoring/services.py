@@ -105,7 +105,9 @@ def definitions_validate(document: Any, *, source: str = "definitions") -> dict:
         raise CheckSpecError(errors)
     for index, item in enumerate(sections["checks"]):
         errors += rules.check_definition_validate(item, f"checks[{index}]", probe_validate=probes.probe_validate)
-    route_names = {item.get("name") for item in sections["routes"] if isinstance(item, dict)}
+    # Only a string is a name: route_definition_validate names what is wrong with any other (a list, an object).
+    route_names = {item.get("name") for item in sections["routes"]
+                   if isinstance(item, dict) and isinstance(item.get("name"), str)}
     route_names |= set(NotificationRoute.objects.values_list("name", flat=True))
     for index, item in enumerate(sections["routes"]):
         errors += rules.route_definition_validate(

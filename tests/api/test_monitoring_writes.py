@@ -150,6 +150,9 @@ def test_a_route_is_created_changed_and_disabled_through_the_file_rules(operator
      "escalate_to", "must be a route's name, got dict"),
     ({"name": "r", "handler": "log", "watchdog": {"interval_s": 0.5}}, "watchdog.interval_s", "at least 1, got 0.5"),
     ({"name": "r", "handler": "log", "watchdog": {"every": 60}}, "watchdog", "a mapping with just interval_s"),
+    # A name that is no string is refused by name, not a server error.
+    ({"name": [], "handler": "log"}, "name", "must be 1-100 letters, digits"),
+    ({"name": {"a": 1}, "handler": "log"}, "name", "must be 1-100 letters, digits"),
 ])
 def test_a_bad_route_is_refused_naming_the_field(operator_client, body, field, reason):
     response = operator_client.post("/api/routes/", body, format="json")
