@@ -11,6 +11,7 @@ import pytest
 import redis
 from celery.app.trace import setup_worker_optimizations
 from celery.contrib.testing.worker import start_worker
+from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import connection
 
@@ -72,10 +73,19 @@ def celery_worker(broker, django_db_setup, django_db_blocker):
             yield worker
 
 
+#: Longest a test's end waits for the tasks it set off to finish before its database is emptied.
+WORKER_SETTLE_S = 10.0
+
+
 @pytest.fixture
 def worker(celery_worker, transactional_db):
-    """The session's real worker, with a database its processes can see."""
-    return celery_worker
+    """The session's real worker, with a database its processes can see. After the test, the tasks it set off that
+    are still running or reserved (a check's alert and notices, written after the result the test waited for) are
+    given up to ``WORKER_SETTLE_S`` to finish: emptying the database under one of them deadlocked."""
+    yield celery_worker
+    deadline = time.monotonic() + WORKER_SETTLE_S
+    while (worker_state.active_requests or worker_state.reserved_requests) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def wait_for(predicate, *, timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "condition"):
