@@ -32,7 +32,9 @@ Prints one JSON line per measurement on stdout:
 - ``command_startup``, ``command_process_cache_off`` / ``command_process_cache_on``: the command as its own process
   (stdout to a file): on an empty file (interpreter, Django and imports), then on the contexts; reported with and
   without the start-up, and with the process's CPU time (``cpu_s``: user and system, every thread; PostgreSQL's own
-  time not included).
+  time not included). As in ``bench/startup.py`` and ``bench/data.py``, the process runs with
+  ``PYTHONDONTWRITEBYTECODE`` removed from its environment, after a warm-up run, so it finds the bytecode caches
+  an installation has instead of compiling the project's modules each time.
 - ``decide_100x20000`` (``system`` ``compiled_baseline``): each condition compiled once and evaluated per row
   (``extract_fields`` once per context, then each rule's ``evaluate_values``), no audit, no database.
 - ``decide_100x20000`` goal line: the service at least ``SERVICE_GOAL_PER_S`` decisions/s, cache on and off.
@@ -343,13 +345,17 @@ def check_results(system: str, expected: list, results: list[dict], *, cached: b
     agree(system, expected, [result["rule_ids"][0] if result["rule_ids"] else None for result in results])
 
 
+#: The command's environment: this one without ``PYTHONDONTWRITEBYTECODE`` (see the module docstring).
+CHILD_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+
 def command_run(arguments: list[str], output: Path) -> tuple[float, float]:
     """Seconds ``manage.py decide RULESET --contexts ARGUMENTS...`` takes as its own process, stdout to ``output``,
     and the CPU seconds (user and system, every thread) the process used."""
     with output.open("w") as handle:
         finished, seconds, cpu_seconds = child_timed(
             [sys.executable, str(PROJECT_DIR / "manage.py"), "decide", RULESET_NAME, "--contexts", *arguments],
-            stdout=handle, stderr=subprocess.PIPE, text=True, cwd=PROJECT_DIR, env=os.environ, check=False)
+            stdout=handle, stderr=subprocess.PIPE, text=True, cwd=PROJECT_DIR, env=CHILD_ENV, check=False)
     if finished.returncode:
         raise BenchError(f"manage.py decide failed: {finished.stderr.strip()[-500:]}")
     return seconds, cpu_seconds
@@ -452,6 +458,7 @@ def main() -> None:
                         met=command_s <= goal_s, runs_s=[round(value, 4) for value in runs],
                         output_mb=round(len(out.getvalue()) / 2**20, 1))
         output = Path(directory) / "out.jsonl"
+        command_run([str(empty)], output)  # warm-up: writes the bytecode caches
         startup = [command_run([str(empty)], output) for _ in range(RUNS)]
         startup_s = statistics.median(seconds for seconds, _ in startup)
         emit(bench=BENCH, system="command_startup", total_s=round(startup_s, 4),
