@@ -326,10 +326,12 @@ def workflow_backfill(*, workflow: str, start: datetime, end: datetime, schedule
     version = workflow_version_latest(workflow=workflow)
     spec = engine.compiled_version(version.pk).spec
     if schedule is None:
-        if len(spec.schedules) != 1:
-            names = ", ".join(item["name"] for item in spec.schedules) or "none"
+        if not spec.schedules:
+            raise WorkflowRunStateError(f"schedule: workflow {workflow!r} has no schedule to backfill")
+        if len(spec.schedules) > 1:
+            names = ", ".join(item["name"] for item in spec.schedules)
             raise WorkflowRunStateError(f"schedule: workflow {workflow!r} has {len(spec.schedules)} schedules "
-                                        f"({names}); name one")
+                                        f"({names}): name one")
         schedule = spec.schedules[0]["name"]
     version, found = _schedule_of(workflow, schedule)
     try:

@@ -220,6 +220,19 @@ def test_the_api_backfills_a_schedule_and_names_the_field_at_fault():
 
 
 @pytest.mark.django_db
+def test_backfilling_a_workflow_without_a_schedule_names_only_the_schedule_field():
+    client = client_for(_user("otto", OPERATORS))
+    services.workflow_load(text=_flow())
+
+    response = client.post("/api/workflows/nightly/backfill/",
+                           {"from": "2026-11-01T00:00:00Z", "to": "2026-11-01T00:01:00Z"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"schedule": ["workflow 'nightly' has no schedule to backfill"]}
+    assert not WorkflowRun.objects.exists()
+
+
+@pytest.mark.django_db
 def test_admin_backfills_after_a_dry_run_and_pauses_a_workflow(admin_client):
     version, _ = services.workflow_load(text=_flow(EVERY_MINUTE))
     url = f"/admin/agents/workflowdefinition/{version.definition_id}/backfill/"
