@@ -377,7 +377,7 @@ def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: da
         if ends_at is not None:
             if ends_at <= max(silence.starts_at, now):
                 raise SilenceError(f"ends_at: must be after the silence starts ({silence.starts_at.isoformat()})"
-                                      " and after now; to end it now, end it")
+                                      " and after now (to end it now, end the silence)")
             changes["ends_at"] = ends_at
         if comment is not None:
             changes["comment"] = comment

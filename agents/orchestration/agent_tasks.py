@@ -70,7 +70,7 @@ def task_config_validate(agent_type: str, config: Any) -> list[str]:
         if action is None:
             errors.append(f"config.action: unknown action {config['action']!r} (known: {', '.join(action_names())})")
         elif action.deferred:
-            errors.append(f"config.action: {config['action']!r} finishes later; submit a workflow task instead")
+            errors.append(f"config.action: {config['action']!r} finishes later (submit a workflow task instead)")
         elif isinstance(config.get("params", {}), dict):
             errors.extend(f"config.params: {problem}" for problem in action.validate(config.get("params") or {}))
     return errors

@@ -73,11 +73,14 @@ def test_a_submitted_task_is_run_by_an_agent_of_its_type(operator_client, operat
     ({"agent_type": "data", "config": {}}, "config", "give exactly one of"),
     ({"agent_type": "data", "config": {"action": "echo"}, "priority": 12}, "priority", "less than or equal to 9"),
     ({"agent_type": "data", "config": {"action": "echo"}, "timeout_s": 0}, "timeout_s", "greater than or equal"),
+    ({"agent_type": "workflow", "config": {"action": "workflow.run", "params": {"workflow": "x"}}}, "config.action",
+     "finishes later"),
 ])
 def test_a_submit_with_bad_input_names_the_field_and_submits_nothing(operator_client, body, field, reason):
     response = operator_client.post("/api/agent-tasks/", body, format="json")
     assert response.status_code == 400
-    assert any(reason in text for text in error_of(response)["fields"][field]), response.json()
+    fields = error_of(response)["fields"]
+    assert list(fields) == [field] and any(reason in text for text in fields[field]), response.json()
     assert not AgentTask.objects.exists()
 
 
