@@ -79,7 +79,7 @@ def _zone(text: str | None) -> dt.tzinfo | None:
     if text.startswith("@"):
         try:
             return zoneinfo.ZoneInfo(text[1:])
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("Europe"), a long name
             raise ValueError(f"unknown time zone {text[1:]!r}") from None
     sign = -1 if text[0] == "-" else 1
     hours, minutes = int(text[1:3]), int(text[4:6])

@@ -15,10 +15,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
 from agents.core.definitions import refuse_json_constant
+from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.teams import team_named
 from agents.exceptions import AgentsError, SpecError
 from agents.models import Team
 
+#: The longest name ``--user`` may give (Django's user names are at most this long).
+MAX_ACTOR_NAME = 150
+#: The most rows a ``--limit`` may ask for.
+MAX_LIMIT = 1_000_000
 #: The exit status of a process that wrote to a pipe nobody reads any more: 128 + SIGPIPE, as ``yes | head`` has.
 BROKEN_PIPE_STATUS = 141
 
@@ -29,16 +34,66 @@ def json_text(value: Any, *, indent: int | None = None, sort_keys: bool = False)
     return json.dumps(value, indent=indent, sort_keys=sort_keys, default=str)
 
 
+def _finite_float(text: str) -> float:
+    """``json.loads``'s ``parse_float``: a number too large for a double (``1e999``) is infinity, not JSON."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large a number to store")
+    return number
+
+
+def _json_loads(text: str) -> Any:
+    """JSON that a database can store as parsed: NaN and infinity (``NaN``, ``1e999``) are refused (ValueError)."""
+    return json.loads(text, parse_constant=refuse_json_constant, parse_float=_finite_float)
+
+
+def json_option(text: str, option: str) -> Any:
+    """The JSON value of a command-line option (``--payload``, ``--config``); ``CommandError`` naming ``option``
+    when it is not JSON, holds NaN or infinity, or holds what PostgreSQL cannot store (NUL characters, lone
+    surrogates, deeper nesting than an API request may have)."""
+    try:
+        value = _json_loads(text)
+    except ValueError as error:
+        raise CommandError(f"{option}: not valid JSON: {error}") from None
+    except RecursionError:
+        raise CommandError(f"{option}: not valid JSON: nested too deeply") from None
+    if problem := json_problem(value):
+        raise CommandError(f"{option}: {problem}")
+    return value
+
+
 def parse_param(text: str) -> tuple[str, object]:
     """Parse ``--param key=value``; the value is JSON when it parses as JSON, else text."""
     key, separator, value = text.partition("=")
     if not separator or not key:
         raise CommandError(f"--param {text!r}: expected key=value")
     try:
-        # NaN and Infinity are not JSON a database stores: they stay text.
-        return key, json.loads(value, parse_constant=refuse_json_constant)
+        # NaN and infinity (also 1e999) are not JSON a database stores: they stay text.
+        parsed = _json_loads(value)
     except (ValueError, RecursionError):  # not JSON (or nested too deeply for it): the text itself
-        return key, value
+        parsed = value
+    if problem := json_problem({key: parsed}):
+        raise CommandError(f"--param {key[:100]!r}: {problem}")
+    return key, parsed
+
+
+def actor_name(text: str) -> str:
+    """An argparse type for ``--user`` naming who acts (recorded beside what they did): 1-150 characters, as a
+    user name has at most, none of them NUL."""
+    if not 1 <= len(text) <= MAX_ACTOR_NAME or UNSTORABLE.search(text):
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_ACTOR_NAME} characters (no NUL), got {len(text)}")
+    return text
+
+
+def row_limit(text: str) -> int:
+    """An argparse type for ``--limit``: a whole number from 1 to ``MAX_LIMIT``."""
+    try:
+        limit = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT:,}, got {text}")
+    return limit
 
 
 def wait_seconds(text: str) -> float:

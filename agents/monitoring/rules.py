@@ -21,6 +21,8 @@ CHECK_KEYS = {
     "name", "type", "params", "interval_s", "timeout_s", "warning", "critical", "direction", "max_attempts",
     "severity", "keep_firing_for_s", "tags", "enabled", "description",
 }
+#: Most consecutive failed attempts a check may wait for before it alerts.
+MAX_ATTEMPTS = 10_000
 ROUTE_KEYS = {"name", "order", "match", "handler", "config", "repeat_interval_s", "escalate_after", "escalate_to",
               "enabled", "watchdog"}
 #: The config key a route's ``watchdog`` option is stored under, beside (not in) its handler's config.
@@ -128,14 +130,16 @@ def check_definition_validate(item: Any, where: str, *, probe_validate: Callable
     else:
         errors.extend(f"{where}: {problem}" for problem in probe_validate(check_type, params))
     for key, minimum in (("interval_s", 1), ("timeout_s", 0.1), ("keep_firing_for_s", 0)):
-        if problem := _number(item.get(key), f"{where}.{key}", minimum=minimum):
+        if key in item and item[key] is None:  # left out, it has a default; given, it must be a number
+            errors.append(f"{where}.{key}: must be a number, got null")
+        elif problem := _number(item.get(key), f"{where}.{key}", minimum=minimum):
             errors.append(problem)
     for key in ("warning", "critical"):
         if problem := _number(item.get(key), f"{where}.{key}"):
             errors.append(problem)
     attempts = item.get("max_attempts", 1)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        errors.append(f"{where}.max_attempts: must be a whole number of at least 1, got {attempts!r}")
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= MAX_ATTEMPTS:
+        errors.append(f"{where}.max_attempts: must be a whole number from 1 to {MAX_ATTEMPTS:,}, got {attempts!r}")
     if item.get("severity", "critical") not in SEVERITIES:
         errors.append(f"{where}.severity: must be one of {', '.join(SEVERITIES)}, got {item.get('severity')!r}")
     direction = item.get("direction", "above")

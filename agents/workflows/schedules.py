@@ -43,7 +43,7 @@ def cron_problems(cron: str, timezone: str) -> list[str]:
                         f"day-of-week)")
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the database ("Europe"), a long name
         problems.append(f"timezone: unknown time zone {timezone!r} (an IANA name such as 'Europe/Paris' or 'UTC')")
     return problems
 

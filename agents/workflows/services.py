@@ -339,9 +339,11 @@ def workflow_backfill(*, workflow: str, start: datetime, end: datetime, schedule
                                          until=end, limit=schedules.MAX_BACKFILL_SLOTS + 1)
     except ValueError as error:
         raise WorkflowRunStateError(f"from/to: {error}") from None
+    except OverflowError:  # a slot before year 1 or after 9999
+        raise WorkflowRunStateError("from/to: the range reaches past the years 1-9999") from None
     if len(slots) > schedules.MAX_BACKFILL_SLOTS:
-        raise WorkflowRunStateError(f"from/to: more than {schedules.MAX_BACKFILL_SLOTS} slots; backfill a shorter "
-                                    f"range")
+        raise WorkflowRunStateError(f"from/to: more than {schedules.MAX_BACKFILL_SLOTS} slots (backfill a shorter "
+                                    f"range)")
     taken = set(WorkflowRun.objects.filter(schedule_key=f"{workflow}:{schedule}", logical_time__in=slots)
                 .values_list("logical_time", flat=True))
     todo = [slot for slot in slots if slot not in taken]

@@ -28,9 +28,9 @@ def test_submit_wait_json_prints_task_id_status_agent_and_result(worker):
 
 
 def test_submit_refuses_bad_json_and_bad_config_with_the_reason():
-    with pytest.raises(CommandError, match="--config is not valid JSON"):
+    with pytest.raises(CommandError, match="--config: not valid JSON"):
         run("agents", "submit", "data", "--config", "{nope")
-    with pytest.raises(CommandError, match="--config is not valid JSON: maximum recursion depth"):
+    with pytest.raises(CommandError, match="--config: not valid JSON: nested too deeply"):
         run("agents", "submit", "data", "--config", "[" * 100_000)
     with pytest.raises(CommandError, match="give exactly one of pipeline, action"):
         run("agents", "submit", "data", "--config", "{}")
@@ -57,7 +57,7 @@ def test_messages_request_send_list_and_show(worker):
         run("messages", "send", "heartbeat", "ghost")
     with pytest.raises(CommandError, match="--payload must be a JSON object"):
         run("messages", "broadcast", "heartbeat", "--payload", "[1]")
-    with pytest.raises(CommandError, match="--payload is not valid JSON: maximum recursion depth"):
+    with pytest.raises(CommandError, match="--payload: not valid JSON: nested too deeply"):
         run("messages", "broadcast", "heartbeat", "--payload", '{"a": ' * 100_000)
 
 

@@ -209,7 +209,7 @@ def test_the_command_refuses_with_one_line_and_exit_status_1_and_stores_nothing(
         "CommandError: payload.amount: -1 is less than the minimum of 0"]
     with pytest.raises(CommandError, match="type: 'alert.fired' cannot be published: it is a built-in event type"):
         _events("publish", "alert.fired", "--payload", "{}")
-    with pytest.raises(CommandError, match="--payload is not valid JSON"):
+    with pytest.raises(CommandError, match="--payload: not valid JSON"):
         _events("publish", "order.received", "--payload", "{nope")
     with pytest.raises(CommandError, match="no team 'nowhere'"):
         _events("publish", "order.received", "--payload", json.dumps(BIG), "--team", "nowhere")

@@ -195,9 +195,9 @@ def test_the_signal_command_sends_a_signal_and_refuses_bad_input(worker):
     _waiting(run, "go")
     out = StringIO()
 
-    with pytest.raises(CommandError, match=r"--payload: not JSON"):
+    with pytest.raises(CommandError, match=r"--payload: not valid JSON"):
         call_command("workflow", "signal", str(run.pk), "go", "--payload", "{size", stdout=out)
-    with pytest.raises(CommandError, match=r"--payload: not JSON \(maximum recursion depth"):
+    with pytest.raises(CommandError, match=r"--payload: not valid JSON: nested too deeply"):
         call_command("workflow", "signal", str(run.pk), "go", "--payload", "[" * 100_000, stdout=out)
     with pytest.raises(CommandError, match="no user named 'nobody'"):
         call_command("workflow", "signal", str(run.pk), "go", "--user", "nobody", stdout=out)

@@ -1,9 +1,8 @@
 """``manage.py agents``: list the registered agents, show one agent's status, submit tasks to agents by type."""
-import json as jsonlib
 
 from django.core.management.base import CommandError
 
-from agents.management.base import AgentsCommand, wait_for_status, wait_seconds
+from agents.management.base import AgentsCommand, json_option, wait_for_status, wait_seconds
 from agents.models import AGENT_TASK_FINISHED, AgentStatus, AgentType
 from agents.orchestration.agent_tasks import task_cancel, task_get, task_json, task_submit
 from agents.orchestration.selectors import agent_get, agent_list, agent_to_dict
@@ -65,10 +64,7 @@ class Command(AgentsCommand):
 
     def handle_submit(self, *, agent_type, config, priority=5, timeout=300.0, wait=False, wait_timeout=600.0,
                       json=False, **options):
-        try:
-            parsed = jsonlib.loads(config)
-        except (ValueError, RecursionError) as error:
-            raise CommandError(f"--config is not valid JSON: {error}") from None
+        parsed = json_option(config, "--config")
         task = task_submit(agent_type=agent_type, config=parsed, priority=priority, timeout_s=timeout,
                            submitted_by="cli")
         if wait and not wait_for_status(task, AGENT_TASK_FINISHED, timeout=wait_timeout):

@@ -1,12 +1,9 @@
 """``manage.py events``: publish an event of a declared type from outside, and declare event types from a file."""
-import json as jsonlib
-
-from django.core.management.base import CommandError
 
 from agents.core.audit import cli_actor
-from agents.core.definitions import DefinitionTextError, definition_read_file, refuse_json_constant
+from agents.core.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import AgentsError, EventTypeError
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, json_option
 from agents.models import Event, EventTypeDeclaration
 from agents.orchestration import event_types
 from agents.orchestration.selectors import event_json, event_type_json, events_with_firings
@@ -44,10 +41,7 @@ class Command(AgentsCommand):
         self.json_argument_add(listing)
 
     def handle_publish(self, *, event_type, payload, idempotency_key="", team=None, json=False, **options):
-        try:
-            value = jsonlib.loads(payload, parse_constant=refuse_json_constant)
-        except (ValueError, RecursionError) as error:
-            raise CommandError(f"--payload is not valid JSON: {error}") from None
+        value = json_option(payload, "--payload")
         teams = [self.team_of(team)] if team else None
         event, created = event_types.outside_event_publish(event_type=event_type, payload=value, teams=teams,
                                                            idempotency_key=idempotency_key, source=cli_actor())

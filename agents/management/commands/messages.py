@@ -1,19 +1,15 @@
 """``manage.py messages``: send, broadcast, request and list messages between agents."""
-import json as jsonlib
 
 from django.core.management.base import CommandError
 
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, json_option, row_limit, wait_seconds
 from agents.models import AgentMessage, AgentType, MessageStatus, MessageType
 from agents.orchestration import messages
 from agents.orchestration.selectors import message_json
 
 
 def _payload(text: str) -> dict:
-    try:
-        value = jsonlib.loads(text)
-    except (ValueError, RecursionError) as error:
-        raise CommandError(f"--payload is not valid JSON: {error}") from None
+    value = json_option(text, "--payload")
     if not isinstance(value, dict):
         raise CommandError("--payload must be a JSON object")
     return value
@@ -39,12 +35,12 @@ class Command(AgentsCommand):
         request = sub.add_parser("request", help="Send a task_request and wait for its response (correlation id).")
         request.add_argument("recipient")
         request.add_argument("--payload", default="{}", help='e.g. \'{"action": "echo", "params": {"value": 1}}\'.')
-        request.add_argument("--timeout", type=float, default=10.0)
+        request.add_argument("--timeout", type=wait_seconds, default=10.0)
         self.json_argument_add(request)
         listing = sub.add_parser("list", help="Recent messages, newest first.")
         listing.add_argument("--status", choices=MessageStatus.values)
         listing.add_argument("--type", dest="message_type", choices=MessageType.values)
-        listing.add_argument("--limit", type=int, default=50)
+        listing.add_argument("--limit", type=row_limit, default=50)
         self.json_argument_add(listing)
         show = sub.add_parser("show", help="One message with its delivery status.")
         show.add_argument("message_id", type=int)

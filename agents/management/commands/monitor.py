@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from agents.core.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import AgentsError, CheckSpecError
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, actor_name, row_limit
 from agents.models import AlertState, Check
 from agents.monitoring import alerts, selectors, services
 
@@ -38,26 +38,26 @@ class Command(AgentsCommand):
         self.json_argument_add(run)
         listing = sub.add_parser("alerts", help="List alerts, newest first.")
         listing.add_argument("--state", choices=AlertState.values)
-        listing.add_argument("--limit", type=int, default=100)
+        listing.add_argument("--limit", type=row_limit, default=100)
         self.json_argument_add(listing)
         ack = sub.add_parser("ack", help="Acknowledge a firing alert.")
         ack.add_argument("alert_id", type=int)
         ack.add_argument("--note", default="")
         ack.add_argument("--expires", metavar="WINDOW", help="Acknowledgement lapses after e.g. 30m, 2h.")
-        ack.add_argument("--user", default="cli")
+        ack.add_argument("--user", default="cli", type=actor_name)
         resolve = sub.add_parser("resolve", help="Resolve an open alert by hand.")
         resolve.add_argument("alert_id", type=int)
-        resolve.add_argument("--user", default="cli")
+        resolve.add_argument("--user", default="cli", type=actor_name)
         silence = sub.add_parser("silence", help="Silence alerts of checks (names or globs) or tags for a while.")
         silence.add_argument("--check", action="append", default=[], metavar="NAME")
         silence.add_argument("--tag", action="append", default=[], metavar="TAG")
         silence.add_argument("--for", dest="duration", required=True, metavar="WINDOW", help="e.g. 30m, 2h.")
         silence.add_argument("--comment", default="")
-        silence.add_argument("--user", default="cli")
+        silence.add_argument("--user", default="cli", type=actor_name)
         self.team_argument_add(silence, help="The team whose alerts it silences (default: the default team).")
         unsilence = sub.add_parser("unsilence", help="End a silence now, before its time.")
         unsilence.add_argument("silence_id", type=int)
-        unsilence.add_argument("--user", default="cli")
+        unsilence.add_argument("--user", default="cli", type=actor_name)
         summary = sub.add_parser("summary", help="min, max, avg, p50, p95, last and count per metric.")
         summary.add_argument("--window", default="1h", help="How far back, e.g. 15m, 1h, 7d (default 1h).")
         summary.add_argument("--check", help="Only this check's metrics.")

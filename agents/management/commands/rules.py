@@ -1,7 +1,7 @@
 """``manage.py rules``: load, list, activate and simulate rule sets."""
 from agents.decisions import selectors, services
 from agents.exceptions import RuleSetError
-from agents.management.base import AgentsCommand, json_text
+from agents.management.base import AgentsCommand, json_text, row_limit
 
 
 class Command(AgentsCommand):
@@ -29,7 +29,7 @@ class Command(AgentsCommand):
         simulate = sub.add_parser("simulate", help="Replay audited contexts against a version; report what would change.")
         simulate.add_argument("name")
         simulate.add_argument("--version", type=int, required=True)
-        simulate.add_argument("--limit", type=int, default=10_000, help="Most recent decisions to replay.")
+        simulate.add_argument("--limit", type=row_limit, default=10_000, help="Most recent decisions to replay.")
         simulate.add_argument("--decision", help="For a DMN version: the decision whose audited contexts to replay.")
         self.json_argument_add(simulate)
 

@@ -1,7 +1,7 @@
 """``manage.py triggers``: load triggers from YAML/JSON, list them and their recent firings."""
 from agents.core.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import AgentsError, TriggerError
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, row_limit
 from agents.models import Trigger, TriggerFiring
 from agents.orchestration.events import triggers_load
 
@@ -24,7 +24,7 @@ class Command(AgentsCommand):
         self.json_argument_add(listing)
         firings = sub.add_parser("firings", help="Recent firings, newest first.")
         firings.add_argument("--trigger")
-        firings.add_argument("--limit", type=int, default=50)
+        firings.add_argument("--limit", type=row_limit, default=50)
         self.json_argument_add(firings)
 
     def handle_load(self, *, file, team=None, json=False, **options):

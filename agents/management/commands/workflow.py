@@ -1,5 +1,4 @@
 """``manage.py workflow``: validate, load, list, run, inspect, cancel and re-run workflows."""
-import json as _json
 from datetime import datetime
 from pathlib import Path
 
@@ -7,9 +6,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
 from agents.core.audit import cli_actor
-from agents.core.definitions import refuse_json_constant
 from agents.exceptions import WorkflowSpecError
-from agents.management.base import AgentsCommand, parse_param, wait_for_status, wait_seconds
+from agents.management.base import AgentsCommand, json_option, parse_param, wait_for_status, wait_seconds
 from agents.models import RunStatus
 from agents.workflows import selectors, services
 
@@ -127,10 +125,7 @@ class Command(AgentsCommand):
             self.stdout.write(f"  {slot}")
 
     def handle_signal(self, *, run_id, name, payload, decision=None, comment="", user=None, json=False, **options):
-        try:
-            value = _json.loads(payload, parse_constant=refuse_json_constant)
-        except (ValueError, RecursionError) as error:
-            raise CommandError(f"--payload: not JSON ({error})") from None
+        value = json_option(payload, "--payload")
         approver = None
         if user:
             approver = get_user_model().objects.filter(username=user).first()

@@ -1,0 +1,124 @@
+"""What a command does with input PostgreSQL cannot store or a bound cannot hold: it names the option or field and
+stores nothing (before, each of these ended in a database error's traceback, or waited forever)."""
+import json
+from io import StringIO
+
+import pytest
+import yaml
+from django.core.management import CommandError, call_command
+
+from agents.core.definitions import DefinitionTextError, definition_load_text
+from agents.expressions.feel import feel_evaluate
+from agents.models import AgentMessage, AgentTask, Check, Decision, RuleSet, WorkflowRun
+from agents.workflows.schedules import cron_problems
+from tests.conftest import PROJECT_DIR
+
+pytestmark = pytest.mark.django_db
+EXAMPLES = PROJECT_DIR / "examples"
+
+
+def run(command, *args) -> str:
+    out = StringIO()
+    call_command(command, *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("agents", "submit", "decision", "--config", '{"ruleset": "x", "context": {"amount": "\\u0000"}}'),
+     "--config: text may not contain NUL"),
+    (("agents", "submit", "decision", "--config", '{"ruleset": "x", "context": {"amount": 1e999}}'),
+     "--config: not valid JSON: 1e999 is too large a number to store"),
+    (("messages", "send", "event_notification", "*", "--payload", '{"a": "\\u0000"}'),
+     "--payload: text may not contain NUL"),
+    (("messages", "broadcast", "heartbeat", "--payload", '{"a": -1e999}'),
+     "--payload: not valid JSON: -1e999 is too large"),
+    (("events", "publish", "order.received", "--payload", '{"\\u0000": 1}'), "--payload: text may not contain NUL"),
+])
+def test_json_options_holding_nul_or_a_number_beyond_a_double_are_refused_by_name(args, message):
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+    assert not AgentTask.objects.exists() and not AgentMessage.objects.exists()
+
+
+def test_a_param_with_nul_is_refused_and_one_beyond_a_double_stays_text():
+    run("workflow", "load", str(EXAMPLES / "workflows" / "order_fulfilment.yaml"))
+
+    with pytest.raises(CommandError, match="--param 'region': text may not contain NUL"):
+        run("workflow", "run", "order-fulfilment", "--param", 'region="\\u0000"')
+    assert not WorkflowRun.objects.exists()
+    shown = json.loads(run("workflow", "run", "order-fulfilment", "--param", "region=1e999", "--json"))
+    assert WorkflowRun.objects.get(pk=shown["run_id"]).params["region"] == "1e999"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("messages", "list", "--limit=-1"), "--limit: must be from 1 to 1,000,000, got -1"),
+    (("triggers", "firings", "--limit=99999999999999999999"), "--limit: must be from 1 to 1,000,000"),
+    (("monitor", "alerts", "--limit=0"), "--limit: must be from 1"),
+    (("rules", "simulate", "loan-approval", "--version", "1", "--limit=many"), "--limit: expected a whole number"),
+    (("messages", "request", "type:decision", "--timeout", "inf"), "--timeout: expected a finite number"),
+    (("monitor", "ack", "1", "--user", "u" * 151), "--user: must be 1-150 characters"),
+])
+def test_command_line_bounds_are_checked_before_anything_runs(args, message):
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+    assert not AgentMessage.objects.exists()
+
+
+def test_decide_refuses_a_context_with_nul_and_a_batch_answers_that_line_with_the_reason(tmp_path):
+    run("rules", "load", str(EXAMPLES / "rules" / "loan_approval.yaml"), "--activate")
+    contexts = tmp_path / "contexts.jsonl"
+    contexts.write_text('{"amount": 5}\n{"note": "a\\u0000b"}\n{"note": "a\\\\u0000b is text"}\n')
+
+    with pytest.raises(CommandError, match="context holds a value JSON cannot store: text with a NUL"):
+        run("decide", "loan-approval", "--context", '{"\\u0000": 1}')
+    answers = [json.loads(line) for line in run("decide", "loan-approval", "--contexts", str(contexts)).splitlines()]
+
+    assert answers[1] == {"error": "context holds a value JSON cannot store: text with a NUL character or an "
+                                   "unpaired surrogate", "decision": None}
+    assert answers[0]["decision"] and answers[2]["decision"]  # a backslash and "u0000" as text is decided
+    assert Decision.objects.count() == 2
+
+
+def test_a_definition_with_nul_is_refused_naming_the_text_and_nothing_is_stored(tmp_path):
+    rules = yaml.safe_load((EXAMPLES / "rules" / "loan_approval.yaml").read_text())
+    rules["description"] = "x\x00y"
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(rules))
+
+    with pytest.raises(CommandError, match=r"text may not contain NUL characters .*'x\\x00y'"):
+        run("rules", "load", str(path))
+    assert not RuleSet.objects.exists()
+    with pytest.raises(DefinitionTextError, match="a key may not contain NUL"):
+        definition_load_text('{"steps": {"a\\u0000": 1}}')
+    with pytest.raises(DefinitionTextError, match="text may not contain NUL"):
+        definition_load_text('name: "x\\0"\n')
+
+
+def test_a_time_zone_naming_a_folder_of_the_database_is_unknown():
+    assert cron_problems("0 2 * * *", "Europe") == [
+        "timezone: unknown time zone 'Europe' (an IANA name such as 'Europe/Paris' or 'UTC')"]
+    assert cron_problems("0 2 * * *", "E" * 5000)[0].startswith("timezone: unknown time zone")
+    assert feel_evaluate('date and time("2024-01-01T10:00:00@Europe")') is None
+
+
+def test_a_backfill_past_year_9999_is_refused_by_name():
+    run("workflow", "load", str(EXAMPLES / "workflows" / "nightly_orders.yaml"))
+
+    with pytest.raises(CommandError, match="from/to: the range reaches past the years 1-9999"):
+        run("workflow", "backfill", "nightly-orders", "--from", "9999-12-31T00:00Z", "--to", "9999-12-31T23:59Z",
+            "--dry-run")
+
+
+def test_checks_with_a_null_interval_or_too_many_attempts_are_refused_by_field(tmp_path):
+    checks = yaml.safe_load((EXAMPLES / "monitoring" / "checks.yaml").read_text())
+    checks["checks"][0]["interval_s"] = None
+    checks["checks"][1]["max_attempts"] = 12345678901234567890
+    path = tmp_path / "checks.json"
+    path.write_text(json.dumps(checks))
+    first, second = checks["checks"][0]["name"], checks["checks"][1]["name"]
+
+    with pytest.raises(CommandError) as refused:
+        run("monitor", "load", str(path))
+    assert f"check {first!r}.interval_s: must be a number, got null" in str(refused.value)
+    assert f"check {second!r}.max_attempts: must be a whole number from 1 to 10,000" in str(refused.value)
+    assert not Check.objects.exists()
