@@ -43,7 +43,11 @@ def data_path_resolve(path: str, *, where: str = "path", must_exist: bool = True
         raise DataPathError(f"{where}: {path!r} cannot be resolved: {error}") from None
     if not resolved.is_relative_to(root):
         raise DataPathError(f"{where}: {path!r} is refused: it leads outside the data root (through a link)")
-    if must_exist and not resolved.exists():
+    try:
+        missing = must_exist and not resolved.exists()
+    except OSError as error:  # a name too long for the file system
+        raise DataPathError(f"{where}: {path[:100]!r} cannot be read: {error.strerror or error}") from None
+    if missing:
         raise DataPathError(f"{where}: {path!r} not found under the data root")
     return resolved
 

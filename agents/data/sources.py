@@ -334,9 +334,12 @@ def _number_check(value: Any, where: str, errors: list[str], *, minimum: float, 
 
 
 def _is_encoding(name: str) -> bool:
+    """Whether ``name`` is a text encoding (not a bytes-to-bytes or text-to-text codec: ``zlib``, ``rot13``)."""
     try:
         codecs.lookup(name)
-    except LookupError:
+        "".encode(name)
+        b"".decode(name)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return False
     return True
 

@@ -42,6 +42,8 @@ from agents.expressions.feel_temporal import (
 
 #: Largest DMN document accepted (bytes of text).
 MAX_DMN_CHARS = 2_000_000
+#: Deepest nesting of XML elements a DMN model may have (a modeler's boxed contexts nest a few levels each).
+MAX_DMN_DEPTH = 200
 #: Most decisions, business knowledge models and input data a model may hold.
 MAX_DMN_ELEMENTS = 2_000
 
@@ -253,6 +255,12 @@ class _Loader:
             root = ElementTree.fromstring(self.text.lstrip(" \t\r\n"))
         except ElementTree.ParseError as error:
             raise RuleSetError([f"the DMN model is not well-formed XML: {error}"]) from None
+        pending = [(root, 1)]
+        while pending:  # the model is read (and later evaluated) recursively: its depth is bounded first
+            element, depth = pending.pop()
+            if depth > MAX_DMN_DEPTH:
+                raise RuleSetError([f"the DMN model nests elements deeper than {MAX_DMN_DEPTH} levels"])
+            pending.extend((child, depth + 1) for child in element)
         if _local(root.tag) != "definitions":
             raise RuleSetError([f"the root element is <{_local(root.tag)}>, not DMN <definitions>"])
         model = DmnModel(model_name=root.get("name") or "", namespace=root.get("namespace") or "",

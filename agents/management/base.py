@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -75,6 +76,14 @@ def parse_param(text: str) -> tuple[str, object]:
     if problem := json_problem({key: parsed}):
         raise CommandError(f"--param {key[:100]!r}: {problem}")
     return key, parsed
+
+
+def is_file(path: str) -> bool:
+    """Whether ``path`` names a file (a name too long for the file system names none)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def actor_name(text: str) -> str:

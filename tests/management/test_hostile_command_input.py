@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 
 from agents.core.definitions import DefinitionTextError, definition_load_text
 from agents.expressions.feel import feel_evaluate
-from agents.models import AgentMessage, AgentTask, Check, Decision, RuleSet, WorkflowRun
+from agents.models import AgentMessage, AgentTask, Check, Decision, RuleSet, Secret, WorkflowRun
 from agents.workflows.schedules import cron_problems
 from tests.conftest import PROJECT_DIR
 
@@ -122,3 +122,48 @@ def test_checks_with_a_null_interval_or_too_many_attempts_are_refused_by_field(t
     assert f"check {first!r}.interval_s: must be a number, got null" in str(refused.value)
     assert f"check {second!r}.max_attempts: must be a whole number from 1 to 10,000" in str(refused.value)
     assert not Check.objects.exists()
+
+
+def test_a_dmn_model_nested_deeper_than_the_bound_is_refused_at_load(tmp_path):
+    depth = 300
+    opening = "".join(f'<context><contextEntry><variable name="v{level}"/>' for level in range(depth))
+    closing = "</contextEntry></context>" * depth
+    path = tmp_path / "deep.dmn"
+    path.write_text('<definitions xmlns="https://www.omg.org/spec/DMN/20230324/MODEL/" id="m" name="m">'
+                    f'<decision id="d" name="d"><variable name="d"/>{opening}<literalExpression><text>1</text>'
+                    f"</literalExpression>{closing}</decision></definitions>")
+
+    with pytest.raises(CommandError, match="the DMN model nests elements deeper than 200 levels"):
+        run("rules", "load", str(path))
+    assert not RuleSet.objects.exists()
+
+
+def test_a_name_too_long_for_the_file_system_is_no_file(settings, tmp_path):
+    settings.AGENTS_DATA_ROOT = str(tmp_path)
+    long_name = "a" * 5000
+
+    with pytest.raises(CommandError, match="no workflow named"):
+        run("workflow", "run", long_name)
+    with pytest.raises(CommandError, match="no pipeline named"):
+        run("data", "run", long_name)
+    spec = tmp_path / "checks.yaml"
+    spec.write_text("- {type: row_count, min: 1}\n")
+    with pytest.raises(CommandError, match="cannot be read: File name too long"):
+        run("data", "check", long_name, "--spec", str(spec))
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "zlib_codec", "a\x00b"])
+def test_a_source_encoding_must_be_a_text_encoding(encoding):
+    from agents.data.sources import source_validate
+
+    _, problems = source_validate({"kind": "file", "path": "orders.csv", "encoding": encoding}, where="source")
+
+    assert problems == [f"source.encoding: {encoding!r} is not a known text encoding"]
+
+
+def test_a_secret_value_that_is_not_utf8_is_refused(monkeypatch):
+    monkeypatch.setattr("sys.stdin", StringIO("\udcff\udcfebinary"))  # what the locale's decoder keeps of 0xff 0xfe
+
+    with pytest.raises(CommandError, match="the value is not UTF-8 text"):
+        run("secrets", "set", "binary")
+    assert not Secret.objects.exists()

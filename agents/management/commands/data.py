@@ -1,5 +1,4 @@
 """``manage.py data``: validate, load and run pipelines, check data files, store sources, list datasets and runs."""
-from pathlib import Path
 
 from django.core.management.base import CommandError
 from django.db.models import Max
@@ -8,7 +7,7 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import AgentsCommand, parse_param, wait_for_status, wait_seconds
+from agents.management.base import AgentsCommand, is_file, parse_param, wait_for_status, wait_seconds
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 
@@ -91,17 +90,17 @@ class Command(AgentsCommand):
     def handle_run(self, *, pipeline, param, queue=False, wait=False, timeout=600.0, json=False, output_format="text",
                    **options):
         params = dict(parse_param(text) for text in param)
-        is_file = Path(pipeline).is_file()
+        given_file = is_file(pipeline)
         if queue:
-            version = (services.pipeline_load_file(path=pipeline)[0] if is_file
+            version = (services.pipeline_load_file(path=pipeline)[0] if given_file
                        else services.pipeline_version_latest(pipeline=pipeline))
             run = services.data_run_enqueue(version=version, params=params)
             if wait and not wait_for_status(run, (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED), timeout=timeout):
                 raise CommandError(f"run {run.pk} still {run.status} after {timeout:g} s; "
                                    f"see `manage.py data status {run.pk}`")
         else:
-            run = services.pipeline_run(path=pipeline if is_file else None, pipeline=None if is_file else pipeline,
-                                        params=params)
+            run = services.pipeline_run(path=pipeline if given_file else None,
+                                        pipeline=None if given_file else pipeline, params=params)
         if output_format == "ge":
             self.json_write(validation_result(run.quality))
         else:

@@ -54,6 +54,14 @@ class Command(AgentsCommand):
         self.stdout.write(f"secret {secret.name} {'created' if created else 'replaced'}")
 
     def _value(self, value_env: str | None) -> str:
+        value = self._given_value(value_env)
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # bytes that are not UTF-8, kept as lone surrogates by the locale's decoder
+            raise CommandError("the value is not UTF-8 text") from None
+        return value
+
+    def _given_value(self, value_env: str | None) -> str:
         if value_env:
             value = os.environ.get(value_env)
             if not value:
@@ -62,7 +70,10 @@ class Command(AgentsCommand):
         if sys.stdin.isatty():
             value = getpass.getpass("value (not echoed): ")
         else:
-            value = sys.stdin.read()
+            try:
+                value = sys.stdin.read()
+            except UnicodeDecodeError:
+                raise CommandError("the value is not UTF-8 text") from None
             # One trailing line break is how `echo` and files end a value, not part of it.
             value = value[:-2] if value.endswith("\r\n") else value[:-1] if value.endswith("\n") else value
         if not value:

@@ -1,13 +1,13 @@
 """``manage.py workflow``: validate, load, list, run, inspect, cancel and re-run workflows."""
 from datetime import datetime
-from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
 from agents.core.audit import cli_actor
 from agents.exceptions import WorkflowSpecError
-from agents.management.base import AgentsCommand, json_option, parse_param, wait_for_status, wait_seconds
+from agents.management.base import (AgentsCommand, is_file, json_option, parse_param, wait_for_status,
+                                     wait_seconds)
 from agents.models import RunStatus
 from agents.workflows import selectors, services
 
@@ -103,7 +103,7 @@ class Command(AgentsCommand):
 
     def handle_run(self, *, workflow, param, wait, timeout, json, team=None, **options):
         params = dict(parse_param(text) for text in param)
-        if Path(workflow).is_file():
+        if is_file(workflow):
             version, _ = services.workflow_load_file(path=workflow, team=self.team_of(team))
             run = services.workflow_run_start(version=version, params=params)
         else:
