@@ -24,6 +24,23 @@ def is_json(value: Any) -> bool:
     return True
 
 
+def holds_unstorable_text(value: Any) -> bool:
+    """Whether a key or text anywhere in ``value`` (parsed JSON, nested however deep) holds a NUL character or a
+    lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def json_problem(value: Any) -> str | None:
     """Why ``value`` (parsed JSON) cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, too deep), or None."""
     stack = [(value, 0)]

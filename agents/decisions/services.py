@@ -32,7 +32,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
 from agents.core.dispatch import task_send_on_commit
 from agents.core.files import file_sha256
-from agents.core.jsonable import UNSTORABLE
+from agents.core.jsonable import holds_unstorable_text
 from agents.models.ids import uuid7, uuid7_texts
 from agents.models import (
     Decision,
@@ -1119,26 +1119,10 @@ def _context_text(context: Any) -> str:
     _depth_check(context, text)
     # The text is ASCII: a NUL or a surrogate is written escaped, so only a context whose text holds such an escape
     # (or a backslash followed by the same letters) is walked for the text PostgreSQL cannot store.
-    if ("\\u0000" in text or "\\ud" in text) and _unstorable_text(context):
+    if ("\\u0000" in text or "\\ud" in text) and holds_unstorable_text(context):
         raise DecisionError("context holds a value JSON cannot store: text with a NUL character or an unpaired "
                             "surrogate")
     return text
-
-
-def _unstorable_text(context: dict) -> bool:
-    """Whether a key or text anywhere in ``context`` holds a NUL character or a lone surrogate."""
-    stack: list = [context]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if UNSTORABLE.search(value):
-                return True
-        elif isinstance(value, dict):
-            stack.extend(value)
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
 
 
 def _depth_check(context: Any, text: str) -> None:
