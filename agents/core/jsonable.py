@@ -41,6 +41,19 @@ def holds_unstorable_text(value: Any) -> bool:
     return False
 
 
+def storable(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, text, numbers) with every NUL character and lone surrogate in its keys and
+    texts replaced by U+FFFD, so PostgreSQL can store it; for what describes outside data (a profile's top values,
+    a check's failing values, a column's name), which the data file itself keeps as it was."""
+    if isinstance(value, str):
+        return UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(key): storable(child) for key, child in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(child) for child in value]
+    return value
+
+
 def json_problem(value: Any) -> str | None:
     """Why ``value`` (parsed JSON) cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, too deep), or None."""
     stack = [(value, 0)]

@@ -31,6 +31,7 @@ from agents.data.spec import (
 )
 from agents.core.files import file_sha256
 from agents.core.redaction import secrets_redacted
+from agents.core.jsonable import storable
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import DataError, InvalidTransitionError, PipelineNotFoundError, PipelineSpecError
 from agents.core.tracing import trace_id_ensure
@@ -316,7 +317,7 @@ def dataset_profile_compute(*, path: Path) -> dict:
     profiler = Profiler()
     for chunk in _output_chunks(path):
         profiler.update(chunk)
-    return profiler.finish()
+    return storable(profiler.finish())  # a NUL in a top value would make the profile unstorable
 
 
 def dataset_profile(*, name: str, number: int | None = None, refresh: bool = False) -> Dataset:
@@ -349,7 +350,7 @@ def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.Pip
         try:
             with transaction.atomic():
                 dataset = Dataset.objects.create(
-                    name=name, number=number, path=data_path_relative(path), schema=outcome.schema,
+                    name=name, number=number, path=data_path_relative(path), schema=storable(outcome.schema),
                     row_count=outcome.rows_out, size_bytes=path.stat().st_size, checksum=file_sha256(path),
                     run=run, inputs=outcome.inputs, team_id=team_id, profile=profile,
                 )
@@ -421,7 +422,8 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
         fields["error"] = f"{type(error).__name__}: {error}"[:2000]
         output_path.unlink(missing_ok=True)
     status = DataRunStatus.FAILED if fields.get("error") else DataRunStatus.SUCCEEDED
-    _transition(run, status, finished_at=timezone.now(), **secrets_redacted(fields))  # no echoed secret stored
+    # No echoed secret stored, nor a NUL from the data (in a check's failing values, an error naming a column).
+    _transition(run, status, finished_at=timezone.now(), **storable(secrets_redacted(fields)))
     return DataRun.objects.select_related("version__pipeline").get(pk=run_id)
 
 

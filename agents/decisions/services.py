@@ -4,6 +4,7 @@ import gc
 import logging
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -938,6 +939,9 @@ def model_train(*, ruleset: str, csv_path: str | None = None, from_audit: bool =
                 alias: str | None = None) -> DecisionModelVersion:
     """Train a fallback classifier for ``ruleset`` from a CSV (features + ``label``) or from the audit."""
     version = ruleset_active_version(ruleset=ruleset)
+    if version.spec.get("format") == "dmn":
+        raise ModelError(f"rule set {ruleset!r} is a DMN model: a fallback model is trained for a rule set of rules "
+                         "with a `model: {features: [...]}` section")
     rules = compiled_ruleset(version.pk)
     if rules.model is None:
         raise ModelError(f"rule set {ruleset!r} declares no model features; add a `model: {{features: [...]}}` section")
@@ -980,34 +984,58 @@ def model_promote(*, ruleset: str, number: int, alias: str = ModelAlias.CHAMPION
 
 
 def _rows_from_csv(path: str, rules: RuleSet) -> list[tuple[dict, Any]]:
+    """Labelled contexts from a CSV of feature columns and a ``label`` column; a row that cannot be one is refused
+    with its line and column."""
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            if not reader.fieldnames or "label" not in reader.fieldnames:
-                raise ModelError(f"{path}: needs a 'label' column beside the feature columns")
-            rows = []
-            for line, record in enumerate(reader, start=2):
-                label = record.pop("label")
-                context: dict = {}
-                for feature in rules.model.features:
-                    raw = record.get(feature.name, "")
-                    value: Any = raw
-                    if feature.type == "number":
-                        try:
-                            value = float(raw) if raw != "" else None
-                        except ValueError:
-                            raise ModelError(f"{path}, line {line}: {feature.name} {raw!r} is not a number") from None
-                    elif feature.type == "boolean":
-                        value = raw.strip().lower() in ("1", "true", "yes")
-                    _set_path(context, feature.name, value)
-                try:
-                    decision = json.loads(label)
-                except ValueError:
-                    decision = label
-                rows.append((context, decision))
-            return rows
+            try:
+                if not reader.fieldnames or "label" not in reader.fieldnames:
+                    raise ModelError(f"{path}: needs a 'label' column beside the feature columns")
+                return [_csv_row(record, rules, f"{path}, line {reader.line_num}", len(reader.fieldnames))
+                        for record in reader]
+            except csv.Error as error:
+                if "field limit" in str(error):  # the reader's line count may not have reached the field's line
+                    raise ModelError(f"{path}: a field is longer than the CSV reader's limit of 131,072 "
+                                     "characters") from None
+                raise ModelError(f"{path}, line {reader.line_num}: {error}") from None
     except OSError as error:
         raise ModelError(f"{path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ModelError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be read as UTF-8)") from None
+
+
+def _csv_row(record: dict, rules: RuleSet, where: str, columns: int) -> tuple[dict, Any]:
+    """One CSV row as (context, decision)."""
+    if None in record:  # DictReader keeps the fields beyond the header under None
+        raise ModelError(f"{where}: {columns + len(record[None])} fields, the header has {columns}")
+    if None in record.values():  # and gives None for the fields a short row lacks
+        raise ModelError(f"{where}: {sum(value is not None for value in record.values())} fields, "
+                         f"the header has {columns}")
+    if holds_unstorable_text(record):
+        raise ModelError(f"{where}: holds a NUL character (or a lone surrogate), which cannot be stored")
+    label = record.pop("label")
+    if not label.strip():
+        raise ModelError(f"{where}: the label is empty")
+    context: dict = {}
+    for feature in rules.model.features:
+        raw = record.get(feature.name, "")
+        value: Any = raw
+        if feature.type == "number":
+            try:
+                value = float(raw) if raw != "" else None
+            except ValueError:
+                raise ModelError(f"{where}: {feature.name} {raw!r} is not a number") from None
+            if value is not None and not math.isfinite(value):
+                raise ModelError(f"{where}: {feature.name} {raw!r} is not a finite number")
+        elif feature.type == "boolean":
+            value = raw.strip().lower() in ("1", "true", "yes")
+        _set_path(context, feature.name, value)
+    try:
+        decision = json.loads(label)
+    except ValueError:
+        decision = label
+    return context, decision
 
 
 def _rows_from_audit(ruleset_id: int) -> list[tuple[dict, Any]]:

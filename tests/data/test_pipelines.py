@@ -1,6 +1,7 @@
 """Pipelines run end to end (in this process) against files under the data root: the output and quality report
 match pandas, chunked runs equal whole-frame runs, datasets are published with lineage, failures are recorded."""
 import hashlib
+import json
 
 import pandas as pd
 import pytest
@@ -294,3 +295,25 @@ def test_an_aggregation_over_text_in_a_dataset_is_refused_when_the_pipeline_is_l
     # then it is refused before any run, naming the aggregation and the column's type
     assert caught.value.errors == ["transforms[3]: aggregation 'avg_state': mean needs a numeric column, but "
                                    "'state' holds large_string values"]
+
+
+def test_nul_characters_in_a_csv_publish_the_data_as_it_is_and_store_what_describes_it(data_root):
+    # given a csv whose header and values hold NUL characters, which PostgreSQL cannot store as text
+    data_root.mkdir(parents=True, exist_ok=True)
+    (data_root / "nul.csv").write_bytes(b"id,na\x00me,amount\n1,a\x00b,3\n2,c,-4\n2,c,5\n")
+    spec = {"name": "nul-values", "source": {"kind": "file", "path": "nul.csv"},
+            "quality_checks": [{"type": "validity", "column": "amount", "min": 0, "severity": "warn"},
+                               {"type": "uniqueness", "columns": ["id"], "severity": "warn"}],
+            "output": {"dataset": "nul_values"}}
+
+    # when it runs
+    run = services.pipeline_run(pipeline=load(spec).pipeline.name)
+
+    # then it succeeds: the dataset keeps the values as they were; its schema, profile and the quality report
+    # show each NUL as U+FFFD
+    assert (run.status, run.error, run.rows_out) == ("succeeded", "", 3)
+    dataset = Dataset.objects.get(run=run)
+    assert output_of(run, data_root)["na\x00me"].tolist() == ["a\x00b", "c", "c"]
+    assert "na\ufffdme" in dataset.schema.__repr__() and "na\x00me" not in dataset.schema.__repr__()
+    assert "a\ufffdb" in json.dumps(dataset.profile, ensure_ascii=False)
+    assert [result["passed"] for result in run.quality] == [False, False]

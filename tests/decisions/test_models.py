@@ -1,14 +1,17 @@
 """The ML fallback: train from CSV or the audit, load safely by checksum, abstain when unsure."""
 import csv
+import io
 import random
 import re
 
 import pytest
+from django.core.management import call_command
 
 from agents.decisions import services
 from agents.exceptions import ModelError
 from agents.models import Decision, DecisionModelVersion
 from agents.monitoring.probes import probe_run
+from tests.conftest import PROJECT_DIR
 from tests.decisions.conftest import load
 
 pytestmark = pytest.mark.django_db
@@ -184,4 +187,41 @@ def test_training_refuses_bad_input_with_reasons(tmp_path):
         services.model_train(ruleset="credit", csv_path=str(few))
     with pytest.raises(ModelError, match="declares no model features"):
         services.model_train(ruleset="plain", from_audit=True)
+    assert not DecisionModelVersion.objects.exists()
+
+
+GOOD_ROWS = "".join(f"{income},employed,{'approve' if income > 10 else 'reject'}\n" for income in range(20))
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (bytes(range(256)) * 4, r"bad\.csv: not UTF-8 text \(byte 128 of the file"),
+    ("income,employment,label\n1,employed," + "x" * 200_000 + "\n" + GOOD_ROWS,
+     r"bad\.csv: a field is longer than the CSV reader's limit of 131,072 characters"),
+    ("income,employment,label\n" + GOOD_ROWS + "1\n", r"bad\.csv, line 22: 1 fields, the header has 3"),
+    ("income,employment,label\n1,employed,approve,extra\n" + GOOD_ROWS, r"bad\.csv, line 2: 4 fields, the header has 3"),
+    ("income,employment,label\n1,empl\x00oyed,approve\n" + GOOD_ROWS, r"bad\.csv, line 2: holds a NUL character"),
+    ("income,employment,label\n" + GOOD_ROWS + "1,employed,\n", r"bad\.csv, line 22: the label is empty"),
+    ("income,employment,label\ninf,employed,approve\n" + GOOD_ROWS, r"line 2: income 'inf' is not a finite number"),
+    ("income,employment,label\nnan,employed,approve\n" + GOOD_ROWS, r"line 2: income 'nan' is not a finite number"),
+])
+def test_training_refuses_a_csv_it_cannot_read_naming_the_line(tmp_path, model_dir, content, reason):
+    # given a rule set with model features and a CSV that is not a table of labelled rows
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    path = tmp_path / "bad.csv"
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+
+    # when the model is trained from it, then the file and (where there is one) the line are named
+    with pytest.raises(ModelError, match=reason):
+        services.model_train(ruleset="credit", csv_path=str(path))
+    assert not DecisionModelVersion.objects.exists() and not model_dir.exists()
+
+
+def test_training_a_model_for_a_dmn_model_says_it_is_one():
+    call_command("rules", "load", str(PROJECT_DIR / "examples" / "rules" / "loan_eligibility.dmn"), "--activate",
+                 stdout=io.StringIO())
+
+    for source in ({"from_audit": True}, {"csv_path": "train.csv"}):
+        with pytest.raises(ModelError, match="rule set 'loan-eligibility' is a DMN model: a fallback model is "
+                                             "trained for a rule set of rules"):
+            services.model_train(ruleset="loan-eligibility", **source)
     assert not DecisionModelVersion.objects.exists()
