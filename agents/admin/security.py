@@ -3,7 +3,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from agents.admin.common import ReadOnlyMixin, TeamScopedMixin, json_block, trace_link
-from agents.core.crypto import encrypt, secret_delete, secret_set
+from agents.core.crypto import encrypt, host_problem, secret_delete, secret_set
 from agents.exceptions import SecretError
 from agents.models import AuditEntry, Secret, Team
 
@@ -24,6 +24,8 @@ class SecretForm(forms.ModelForm):
         hosts = self.cleaned_data.get("hosts") or []
         if not isinstance(hosts, list) or not all(isinstance(host, str) and host.strip() for host in hosts):
             raise forms.ValidationError('A list of host names, e.g. ["api.example.com"]; [] for any allowed host.')
+        if problems := [problem for host in hosts if (problem := host_problem(host))]:
+            raise forms.ValidationError(problems)
         return hosts
 
     def clean(self):

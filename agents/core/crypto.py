@@ -10,10 +10,12 @@ No function here puts a value, a key or a ciphertext in an error message or a lo
 """
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -104,6 +106,30 @@ def _name_problem(name: Any) -> str | None:
     return None
 
 
+#: What a secret's host may hold: a host name as a URL gives it (``urlsplit(url).hostname``), an IP address included.
+_HOST = re.compile(r"[^\s/\\:@?#\[\]]{1,253}")
+
+
+def host_problem(host: Any) -> str | None:
+    """Why ``host`` cannot be a host a secret is bound to (a URL, a port, a path, empty), or None: a secret is
+    sent only where a URL's host name equals one of its hosts, so anything else would never match."""
+    if not isinstance(host, str) or not host.strip():
+        return f"{host!r} is not a host name"
+    text = host.strip().lower()
+    if "://" in text:
+        given = urlsplit(text).hostname
+        return f"{host!r} is a URL: give its host alone" + (f" ({given!r})" if given else "")
+    if ":" in text:  # an IPv6 address, or a port
+        try:
+            ipaddress.IPv6Address(text)
+            return None
+        except ValueError:
+            pass
+    if not _HOST.fullmatch(text) or text.startswith(".") or ".." in text:
+        return f"{host!r} is not a host name: give a name such as api.example.com, or an IP address, without a port"
+    return None
+
+
 def secret_set(*, name: str, value: str | None, description: str | None = None, hosts: list[str] | None = None,
                team=None):
     """Store ``value`` encrypted as secret ``name``, replacing any earlier value; return it and whether it is new.
@@ -118,6 +144,8 @@ def secret_set(*, name: str, value: str | None, description: str | None = None, 
     if hosts is not None:
         if not isinstance(hosts, list) or not all(isinstance(host, str) and host.strip() for host in hosts):
             raise SecretError(f"secret {name!r}: hosts must be a list of host names")
+        if problems := [problem for host in hosts if (problem := host_problem(host))]:
+            raise SecretError(f"secret {name!r}: {'; '.join(problems)}")
         hosts = sorted({host.strip().lower() for host in hosts})
     if value is not None and (not isinstance(value, str) or not value):
         raise SecretError(f"secret {name!r}: the value must be non-empty text")

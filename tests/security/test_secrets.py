@@ -1,7 +1,9 @@
 """Stored secrets: set from the command line (never argv) or admin (never shown back), named by webhooks, api
 sources and database connections as {"secret": NAME}, and re-encrypted under a new key by `secrets rotate`."""
+import html
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -267,3 +269,34 @@ def test_admin_binds_a_secret_to_hosts_and_refuses_a_bad_list(admin_client, encr
     assert bound.status_code == 302 and Secret.objects.get(name="BOUND").hosts == ["api.example.com"]
     assert bad.status_code == 200 and b"A list of host names" in bad.content
     assert not Secret.objects.filter(name="BAD").exists()
+
+
+@pytest.mark.parametrize(("host", "reason"), [
+    ("https://api.example.com/v1", "'https://api.example.com/v1' is a URL: give its host alone ('api.example.com')"),
+    ("api.example.com:443", "'api.example.com:443' is not a host name"),
+    ("api.example.com/v1", "'api.example.com/v1' is not a host name"),
+    ("user@api.example.com", "'user@api.example.com' is not a host name"),
+    ("api..example.com", "'api..example.com' is not a host name"),
+])
+def test_a_host_a_url_would_never_name_is_refused_and_the_stored_binding_kept(encryption_key, monkeypatch,
+                                                                                admin_client, host, reason):
+    # given a secret bound to one host
+    secret_set(name="API_TOKEN", value="t0ken", hosts=["api.example.com"])
+    monkeypatch.setenv("TOKEN_VALUE", "n3w")
+
+    # when a host that no URL's host name could equal is given, from the command line or the admin
+    with pytest.raises(CommandError, match=re.escape(reason)):
+        call_command("secrets", "set", "API_TOKEN", "--value-env", "TOKEN_VALUE", "--host", host, stdout=StringIO())
+    page = admin_client.post("/admin/agents/secret/add/", {"name": "OTHER", "value": "v", "description": "",
+                                                           "hosts": json.dumps([host])})
+
+    # then it is refused by name, and nothing changes
+    assert page.status_code == 200 and reason in html.unescape(page.content.decode())
+    assert Secret.objects.get(name="API_TOKEN").hosts == ["api.example.com"]
+    assert secret_value({"secret": "API_TOKEN"}) == "t0ken" and not Secret.objects.filter(name="OTHER").exists()
+
+
+def test_ip_addresses_are_hosts_a_secret_may_be_bound_to(encryption_key):
+    secret_set(name="LOCAL_TOKEN", value="t0ken", hosts=["127.0.0.1", "::1"])
+
+    assert Secret.objects.get(name="LOCAL_TOKEN").hosts == ["127.0.0.1", "::1"]
