@@ -215,15 +215,19 @@ def event_types_load(*, text: str, source: str = "event types", team: Team | Non
         raise EventTypeError([str(error)]) from None
     if errors:
         raise EventTypeError(errors)
-    counts = {"created": 0, "updated": 0}
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
     with transaction.atomic():
         for item in items:
             fields = {"schema": item.get("schema", {}), "description": item.get("description", ""), "source": source}
             declaration, created = owned_get_or_create(EventTypeDeclaration, name=item["name"], team=team,
                                                        what="event type", **fields)
-            if not created:
+            if created:
+                counts["created"] += 1
+            elif any(getattr(declaration, key) != value for key, value in fields.items()):
                 EventTypeDeclaration.objects.filter(pk=declaration.pk).update(**fields, updated_at=timezone.now())
-            counts["created" if created else "updated"] += 1
+                counts["updated"] += 1
+            else:
+                counts["unchanged"] += 1
         audit_record("event_types.load", "event_type", "", f"loaded {len(items)} event types from {source}",
                      source=source, event_types=[item["name"] for item in items], counts=counts)
     return counts

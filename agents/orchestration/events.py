@@ -106,7 +106,7 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
         raise TriggerError([str(error)]) from None
     if errors:
         raise TriggerError(errors)
-    counts = {"created": 0, "updated": 0}
+    counts = {"created": 0, "updated": 0, "unchanged": 0}
     with transaction.atomic():
         for item in items:
             fields = {
@@ -115,7 +115,8 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
                 "enabled": item.get("enabled", True), "source": source,
             }
             trigger, created = owned_get_or_create(Trigger, name=item["name"], team=team, what="trigger", **fields)
-            if not created:
+            outcome = "created" if created else "updated" if _differs(trigger, fields) else "unchanged"
+            if outcome == "updated":
                 Trigger.objects.filter(pk=trigger.pk).update(**fields)
                 event_listeners_changed()  # an update sends no post_save
             if item["action"] == TriggerAction.WORKFLOW:
@@ -123,10 +124,15 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
                           what=f"trigger {item['name']!r} starts workflow {item['target']!r}, which")
             if item["event"] not in EventType.values:  # a type of the team's own: the trigger declares it
                 event_type_declare(name=item["event"], team=trigger.team, source=f"trigger {item['name']}")
-            counts["created" if created else "updated"] += 1
+            counts[outcome] += 1
         audit_record("triggers.load", "trigger", "", f"loaded {len(items)} triggers from {source}", source=source,
                      triggers=[item["name"] for item in items], counts=counts)
     return counts
+
+
+def _differs(row, fields: dict) -> bool:
+    """Whether any of ``fields`` differs from the stored ``row``'s."""
+    return any(getattr(row, key) != value for key, value in fields.items())
 
 
 def _path_problems(value: Any, event_type: Any, where: str = "") -> list[tuple[str, str]]:

@@ -66,7 +66,11 @@ def test_triggers_load_list_and_refuse(tmp_path):
     good = tmp_path / "triggers.yaml"
     good.write_text("triggers:\n  - {name: restart-on-fire, event: alert.fired, action: workflow, target: restart, "
                     "params: {check: $.payload.check}}\n")
-    assert json.loads(run("triggers", "load", str(good), "--json")) == {"created": 1, "updated": 0}
+    assert json.loads(run("triggers", "load", str(good), "--json")) == {"created": 1, "updated": 0, "unchanged": 0}
+    assert run("triggers", "load", str(good)).strip() == "triggers: 0 created, 0 updated, 1 unchanged"
+    good.write_text(good.read_text().replace("params:", "priority: 2, params:"))
+    assert run("triggers", "load", str(good)).strip() == "triggers: 0 created, 1 updated, 0 unchanged"
+    assert Trigger.objects.get().priority == 2
     listed = json.loads(run("triggers", "list", "--json"))
     assert listed[0]["name"] == "restart-on-fire" and listed[0]["event"] == "alert.fired"
     bad = tmp_path / "bad.yaml"

@@ -266,9 +266,11 @@ def test_event_types_load_from_a_file_and_are_listed(tmp_path):
     good.write_text(EVENT_TYPES)
 
     loaded = json.loads(_events("types", "load", str(good), "--json"))
+    again = json.loads(_events("types", "load", str(good), "--json"))
     listed = json.loads(_events("types", "list", "--json"))
 
-    assert loaded == {"created": 1, "updated": 0}
+    assert loaded == {"created": 1, "updated": 0, "unchanged": 0}
+    assert again == {"created": 0, "updated": 0, "unchanged": 1}
     assert [(item["name"], item["team"], item["schema"]["required"]) for item in listed] == [
         ("order.received", "default", ["order_id", "amount"])]
 

@@ -59,7 +59,8 @@ class Command(AgentsCommand):
         counts = event_types.event_types_load(text=definition_read_file(file), source=file, team=self.team_of(team))
         if json:
             return self.json_write(counts)
-        self.stdout.write(f"event types: {counts['created']} created, {counts['updated']} updated")
+        self.stdout.write(f"event types: {counts['created']} created, {counts['updated']} updated, "
+                          f"{counts['unchanged']} unchanged")
 
     def handle_types_list(self, *, json=False, **options):
         listed = [event_type_json(declaration)

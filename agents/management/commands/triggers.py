@@ -31,7 +31,8 @@ class Command(AgentsCommand):
         counts = triggers_load(text=definition_read_file(file), source=file, team=self.team_of(team))
         if json:
             return self.json_write(counts)
-        self.stdout.write(f"triggers: {counts['created']} created, {counts['updated']} updated")
+        self.stdout.write(f"triggers: {counts['created']} created, {counts['updated']} updated, "
+                          f"{counts['unchanged']} unchanged")
 
     def handle_list(self, *, json=False, **options):
         listed = [
