@@ -1,4 +1,6 @@
 """Reading definitions: YAML read as JSON would read it."""
+import re
+
 from agents.core.definitions import definition_load_text
 
 
@@ -19,3 +21,26 @@ def test_nan_and_infinity_are_refused_whatever_the_definition():
     for text in ("threshold: .nan\n", "limit: -.inf\n", '{"x": .inf}'):
         with pytest.raises(DefinitionTextError, match="is not a number JSON allows"):
             definition_load_text(text)
+
+
+def test_a_key_given_twice_in_one_mapping_is_refused_naming_both_lines():
+    import pytest
+
+    from agents.core.definitions import DefinitionTextError
+
+    cases = [
+        ("rules:\n  - id: a\n    condition: amount > 1\n    condition: 'True'\n",
+         "at line 4, column 5: the key 'condition' is given twice in one mapping (first at line 3)"),
+        ('{"name": "x", "rules": [{"id": "a", "decision": "y", "decision": "z"}]}',
+         "at line 1, column 54: the key 'decision' is given twice in one mapping (first at line 1)"),
+        ("on: a\n'on': b\n", "at line 2, column 1: the key 'on' is given twice in one mapping (first at line 1)"),
+    ]
+    for text, reason in cases:
+        with pytest.raises(DefinitionTextError, match="definition: not valid YAML or JSON " + re.escape(reason)):
+            definition_load_text(text)
+
+
+def test_a_key_a_merge_brings_in_may_be_overridden_and_the_same_key_in_two_mappings_is_fine():
+    assert definition_load_text("base: &b {a: 1, b: 2}\nrules:\n  - <<: *b\n    a: 3\n") == {
+        "base": {"a": 1, "b": 2}, "rules": [{"a": 3, "b": 2}]}
+    assert definition_load_text('{"a": {"b": 1}, "c": {"b": 2}}') == {"a": {"b": 1}, "c": {"b": 2}}

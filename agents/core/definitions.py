@@ -35,7 +35,26 @@ def is_name(value: Any) -> bool:
 class _PlainLoader(yaml.SafeLoader):
     """YAML's safe loader read as JSON would: ``2024-01-01`` stays text (no implicit timestamps), and only
     ``true``/``false`` are booleans, so keys and values such as ``on``, ``off``, ``yes`` and ``no`` stay text
-    (YAML 1.1 would turn a join's ``on:`` key into ``True``)."""
+    (YAML 1.1 would turn a join's ``on:`` key into ``True``). A key given twice in one mapping is refused, where
+    YAML and JSON readers keep the last silently (a rule's second ``condition:`` would hide its first); a key a
+    ``<<`` merge brings in may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                try:
+                    earlier = first.setdefault(key, key_node)
+                except TypeError:
+                    continue  # not a key a mapping can hold: the constructor says so
+                if earlier is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice in one mapping (first at line "
+                        f"{earlier.start_mark.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _BOOLEAN = "tag:yaml.org,2002:bool"
@@ -101,9 +120,9 @@ def _parse(text: str, *, source: str) -> Any:
         raise DefinitionTextError(f"{source}: larger than {MAX_DEFINITION_BYTES} bytes")
     if text.lstrip().startswith(("{", "[")):
         try:
-            return json.loads(text, parse_constant=refuse_json_constant)
+            return json.loads(text, parse_constant=refuse_json_constant, object_pairs_hook=_once_each)
         except ValueError:
-            pass  # not JSON after all (a YAML flow mapping): YAML reports what is wrong
+            pass  # not JSON after all (a YAML flow mapping), or a key given twice: YAML reports what is wrong
         except RecursionError:
             raise DefinitionTextError(f"{source}: nested too deeply") from None
     try:
@@ -115,6 +134,14 @@ def _parse(text: str, *, source: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise DefinitionTextError(f"{source}: not valid YAML or JSON{where}: {problem}") from None
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict:
+    """``json.loads``'s ``object_pairs_hook``: a JSON object, ValueError if a key is given twice."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        raise ValueError("a key is given twice")
+    return value
 
 
 def definition_read_file(path: str) -> str:
