@@ -4,6 +4,17 @@
 class AgentsError(Exception):
     """Base of every error agentsite reports to a user."""
 
+    #: The problems when there are several, each naming its field (``priority: must be ...``); the API lists each
+    #: under the field it names. Empty: the message is one problem, whatever punctuation it holds.
+    errors: list[str] = []
+
+    @classmethod
+    def of(cls, problems: list[str]) -> "AgentsError":
+        """The error for ``problems``: its message joins them with "; ", its ``errors`` lists them."""
+        error = cls("; ".join(problems))
+        error.errors = list(problems)
+        return error
+
 
 class SpecError(AgentsError):
     """A definition (workflow, pipeline, rule set, check, trigger) is invalid; ``errors`` lists every problem, each

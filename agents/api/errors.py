@@ -42,10 +42,11 @@ def error_code(error: Exception) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _problems(error: AgentsError, *, split: bool) -> list[str]:
+def _problems(error: AgentsError) -> list[str]:
+    """The error's problems: those it lists (``AgentsError.of``), else its message as one, however punctuated."""
     if getattr(error, "errors", None):
         return [str(problem) for problem in error.errors]
-    return str(error).split("; ") if split else [str(error)]
+    return [str(error)]
 
 
 def _status_of(error: AgentsError, *, about_input: bool) -> int:
@@ -74,7 +75,7 @@ def service_error(error: AgentsError, *, fields: Mapping[type, str] | None = Non
     if status_code is None:
         status_code = _status_of(error, about_input=bool(field))
     found: dict[str, list[str]] = {}
-    for problem in _problems(error, split=bool(prefixed)):
+    for problem in _problems(error):
         match = _PREFIXED.match(problem)
         if match and match.group(1) in prefixed:
             found.setdefault(match.group(1) + match.group(2), []).append(match.group(3))

@@ -145,7 +145,7 @@ def secret_set(*, name: str, value: str | None, description: str | None = None, 
         if not isinstance(hosts, list) or not all(isinstance(host, str) and host.strip() for host in hosts):
             raise SecretError(f"secret {name!r}: hosts must be a list of host names")
         if problems := [problem for host in hosts if (problem := host_problem(host))]:
-            raise SecretError(f"secret {name!r}: {'; '.join(problems)}")
+            raise SecretError.of([f"secret {name!r}: {problem}" for problem in problems])
         hosts = sorted({host.strip().lower() for host in hosts})
     if value is not None and (not isinstance(value, str) or not value):
         raise SecretError(f"secret {name!r}: the value must be non-empty text")

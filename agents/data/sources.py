@@ -429,7 +429,7 @@ def source_describe(spec: dict) -> dict:
 def _spec_checked(spec: Any) -> dict:
     normalised, errors = source_validate(spec, where="source")
     if errors:
-        raise DataSourceError("; ".join(errors))
+        raise DataSourceError.of(errors)
     return normalised
 
 

@@ -331,7 +331,7 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
     if ends_at <= starts_at:
         problems.append("ends_at: must be after starts_at")
     if problems:
-        raise AlertStateError("; ".join(problems))
+        raise AlertStateError.of(problems)
     with transaction.atomic():
         silence = Silence.objects.create(
             matchers=matchers, starts_at=starts_at, ends_at=ends_at, comment=comment, created_by=created_by,
@@ -372,7 +372,7 @@ def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: da
             if not matchers:
                 problems.append("matchers: give at least one of check, tags, severity")
             if problems:
-                raise SilenceError("; ".join(problems))
+                raise SilenceError.of(problems)
             changes["matchers"] = matchers
         if ends_at is not None:
             if ends_at <= max(silence.starts_at, now):

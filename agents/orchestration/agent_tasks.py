@@ -88,7 +88,7 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
         errors.append(f"timeout_s: must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, got {timeout_s!r}")
     if errors:
-        raise AgentTaskError("; ".join(errors))
+        raise AgentTaskError.of(errors)
     with transaction.atomic():
         task = AgentTask.objects.create(
             agent_type=agent_type, config=config, priority=priority, timeout_s=float(timeout_s),

@@ -95,7 +95,7 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
     if payload is not None and not isinstance(payload, dict):
         errors.append("payload: must be a JSON object")
     if errors:
-        raise MessageError("; ".join(errors))
+        raise MessageError.of(errors)
     with transaction.atomic():
         message = AgentMessage.objects.create(
             message_type=message_type, recipient=recipient, payload=payload or {}, sender=sender,
@@ -312,7 +312,7 @@ def _task_request(message: AgentMessage, *, agent: str) -> Any:
         raise MessageError(f"unknown or deferred action {payload['action']!r}")
     params = payload.get("params") or {}
     if problems := action.validate(params):
-        raise MessageError("; ".join(problems))
+        raise MessageError.of(problems)
     context = ActionContext(run_id=0, step_id=f"message-{message.pk}", attempt=message.attempts,
                             workflow=f"message:{message.pk}", run_params=params)
     return action.call(context, params)

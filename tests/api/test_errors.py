@@ -130,3 +130,21 @@ def test_requests_refused_for_permission_are_throttled_too(viewer_client, settin
                                    format="json").status_code for _ in range(5)]
 
     assert statuses == [403, 403, 403, 429, 429]
+
+
+def test_a_problem_holding_a_semicolon_stays_one_problem_under_its_field_and_several_are_listed_each():
+    from agents.api.errors import service_error
+    from agents.exceptions import AgentTaskError
+
+    # one problem whose advice follows a semicolon; then three problems, one of them with a semicolon of its own
+    one = service_error(AgentTaskError("priority: must be from 0 to 9; 0 runs first"), fields={AgentTaskError: "config"},
+                        prefixed=("priority", "config"))
+    several = service_error(AgentTaskError.of(["priority: must be from 0 to 9; 0 runs first", "timeout_s: above 0",
+                                               "an agent of type 'x' is not registered"]),
+                            fields={AgentTaskError: "config"}, prefixed=("priority", "timeout_s"))
+
+    assert one.fields == {"priority": ["must be from 0 to 9; 0 runs first"]}
+    assert several.fields == {"priority": ["must be from 0 to 9; 0 runs first"], "timeout_s": ["above 0"],
+                              "config": ["an agent of type 'x' is not registered"]}
+    assert several.message == ("priority: must be from 0 to 9; 0 runs first; timeout_s: above 0; an agent of type 'x' "
+                               "is not registered")
