@@ -54,6 +54,15 @@ def storable(value: Any) -> Any:
     return value
 
 
+def storable_json(value: Any) -> str:
+    """``json.dumps(value)`` as PostgreSQL can store it (see ``storable``); values without such text (nearly all) are
+    encoded once and never walked."""
+    text = json.dumps(value)
+    if "\\u0000" in text or "\\ud" in text:  # NUL or a surrogate (a pair, for an emoji, too: then nothing changes)
+        text = json.dumps(storable(value))
+    return text
+
+
 def json_problem(value: Any) -> str | None:
     """Why ``value`` (parsed JSON) cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, too deep), or None."""
     stack = [(value, 0)]

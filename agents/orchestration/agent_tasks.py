@@ -21,7 +21,7 @@ from agents.core.dispatch import celery_app, task_send
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError
-from agents.core.jsonable import is_json, iso
+from agents.core.jsonable import is_json, iso, storable
 from agents.models import AGENT_TASK_FINISHED, AGENT_TASK_TRANSITIONS, Agent, AgentTask, AgentTaskStatus
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def task_execute(*, task: AgentTask) -> Any:
 def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, error: str = "") -> bool:
     """Record the outcome of attempt ``attempt``; ignored (False) when the task has moved on since."""
     return transition(AgentTask.objects.filter(pk=task_id, attempt=attempt), _into(status), status,
-                      result=result, error=error[:5000], finished_at=timezone.now())
+                      result=storable(result), error=storable(error[:5000]), finished_at=timezone.now())
 
 
 def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from agents.core.actions import ActionContext, action_get
 from agents.core.crypto import sign, signature_verify
 from agents.core.dispatch import celery_app, task_send
+from agents.core.jsonable import storable
 from agents.core.registry import Registry
 from agents.core.tracing import trace_id_ensure
 from agents.exceptions import MessageError
@@ -193,11 +194,11 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
     AgentMessage.objects.filter(pk=message.pk).update(attempts=F("attempts") + 1, handled_by=agent)
     message.refresh_from_db()
     try:
-        response = _run_handler(message, agent=agent)
+        response = storable(_run_handler(message, agent=agent))  # a NUL an action answered, as U+FFFD
     except Exception as error:  # any handler failure is recorded on the message, then retried
         retry = message.attempts <= HANDLER_RETRIES
         AgentMessage.objects.filter(pk=message.pk).update(
-            error=f"{type(error).__name__}: {error}"[:5000],
+            error=storable(f"{type(error).__name__}: {error}"[:5000]),
             **({} if retry else {"status": MessageStatus.FAILED}),
         )
         logger.warning("handler of message %s failed (attempt %s): %s", message.pk, message.attempts, error)

@@ -24,6 +24,7 @@ from django.utils import timezone
 from agents.core.actions import ActionContext, Deferred, Wait, action_get
 from agents.core.dispatch import task_send_on_commit, task_signature
 from agents.core.events import event_publish
+from agents.core.jsonable import storable, storable_json
 from agents.core.prepared import prepared_cursor
 from agents.core.redaction import secrets_redacted
 from agents.core.teams import acting_for
@@ -723,7 +724,7 @@ def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int,
         return RETRY
     finished = guard.update(
         status=MapItemStatus.FAILED if error else MapItemStatus.SUCCEEDED, finished_at=timezone.now(),
-        error=secrets_redacted(error), result=None if error else secrets_redacted(result))
+        error=storable(secrets_redacted(error)), result=None if error else storable(secrets_redacted(result)))
     if not finished:
         return IGNORED
     if not _map_item_next(run_id=run_id, step_id=step_id, run_attempt=run_attempt, compiled=compiled):
@@ -759,7 +760,7 @@ def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: Compile
     sql = (f"UPDATE {table} SET status = %s, result = {_json_param()}, error = %s, finished_at = %s,"
            " cache_key = %s, cached_from_id = %s"
            " WHERE id = %s AND status = 'running'" + (" AND task_id = %s" if task_id is not None else ""))
-    params = [str(status), json.dumps(result), note, timezone.now(), cache_key, cached_from, row.pk] + (
+    params = [str(status), storable_json(result), note, timezone.now(), cache_key, cached_from, row.pk] + (
         [task_id] if task_id is not None else [])
     plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
     body = _chord_body(compiled, plan, row.step_id)
@@ -939,7 +940,7 @@ def _resume_after_success(*, run_id: int, step_id: str, run_attempt: int, task_i
 def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: CompiledVersion,
               retryable: bool = True) -> StepOutcome:
     """Record a failed attempt: schedule a retry while the policy allows, else skip dependents and maybe fail the run."""
-    error = secrets_redacted(error)
+    error = storable(secrets_redacted(error))
     step = compiled.spec.steps[row.step_id]
     guard = StepRun.objects.filter(pk=row.pk)
     if task_id is not None:

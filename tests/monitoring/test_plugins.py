@@ -140,3 +140,15 @@ def test_a_warning_plugin_raises_a_warning_alert_with_its_first_line_and_only_pa
     environment = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines())
     assert {key: environment[key] for key in ("PATH", "LANG")} == {"PATH": "/usr/bin:/bin", "LANG": "C"}
     assert set(environment) <= {"PATH", "LANG", "PWD"}  # the shell itself sets PWD; nothing of the worker's
+
+
+@pytest.mark.django_db
+def test_a_plugin_printing_a_nul_raises_its_alert_with_the_nul_shown_as_a_replacement_character(settings, tmp_path):
+    settings.AGENTS_MONITOR_PLUGIN_DIRS = [str(tmp_path)]
+    _plugin(tmp_path, "check_binary", "printf 'DISK CRITICAL - sd\\000a failed\\n'\nexit 2\n")
+    check = make_check("binary", "plugin", params={"command": "check_binary"}, timeout_s=5)
+
+    outcome = services.check_run_now(name="binary")
+
+    assert (outcome.status, outcome.message) == ("critical", "DISK CRITICAL - sd\ufffda failed")
+    assert Alert.objects.get(health_check=check).summary == "DISK CRITICAL - sd\ufffda failed"

@@ -10,12 +10,17 @@ from tests.workflows.conftest import attempts, finish, start
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+#: Bodies PostgreSQL cannot store as they are: text and JSON holding NUL characters.
+ODD_BODIES = {"/nul-text": (b"GIF89a\x00\x01\x00 binary", "image/gif"),
+              "/nul-json": (b'{"name": "a\\u0000b", "ok": true}', "application/json")}
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         status = 503 if self.path.startswith("/down") else 200
-        body = json.dumps({"path": self.path}).encode()
+        body, kind = ODD_BODIES.get(self.path) or (json.dumps({"path": self.path}).encode(), "application/json")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.end_headers()
         self.wfile.write(body)
 
@@ -43,6 +48,24 @@ def test_http_request_returns_status_and_json_body(worker, server):
 
     assert summary["status"] == "succeeded"
     assert summary["steps"]["call"]["result"] == {"status": 200, "body": {"path": "/orders/7"}}
+
+
+def test_a_body_holding_nul_characters_is_stored_with_each_shown_as_a_replacement_character(worker, server):
+    # given an endpoint answering binary text, and one answering JSON with a NUL in a string
+    run = start(f"""
+        name: http-nul
+        steps:
+          - {{id: text, action: http.request, params: {{url: "{server}/nul-text", timeout_s: 5}}}}
+          - {{id: json, action: http.request, params: {{url: "{server}/nul-json", timeout_s: 5}}}}
+    """)
+
+    # when the run calls them
+    summary = finish(run)
+
+    # then both steps succeed, each NUL stored as U+FFFD (PostgreSQL text cannot hold NUL)
+    assert summary["status"] == "succeeded"
+    assert summary["steps"]["text"]["result"] == {"status": 200, "body": "GIF89a\ufffd\x01\ufffd binary"}
+    assert summary["steps"]["json"]["result"] == {"status": 200, "body": {"name": "a\ufffdb", "ok": True}}
 
 
 def test_http_request_with_an_unexpected_status_fails_and_is_retried(worker, server):
