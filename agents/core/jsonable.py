@@ -1,5 +1,6 @@
 """Values as JSON output holds them: times as ISO 8601 text, and whether a value can be stored as JSON at all."""
 import json
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -42,11 +43,14 @@ def holds_unstorable_text(value: Any) -> bool:
 
 
 def storable(value: Any) -> Any:
-    """``value`` (JSON-like: dicts, lists, text, numbers) with every NUL character and lone surrogate in its keys and
-    texts replaced by U+FFFD, so PostgreSQL can store it; for what describes outside data (a profile's top values,
-    a check's failing values, a column's name), which the data file itself keeps as it was."""
+    """``value`` (JSON-like: dicts, lists, text, numbers) as PostgreSQL can store it: every NUL character and lone
+    surrogate in its keys and texts replaced by U+FFFD, NaN and infinity by null (as JavaScript's JSON.stringify
+    does). For what describes outside data or an outside answer (a profile's top values, a server's body, a plugin's
+    output), which the data file or the server keeps as it was."""
     if isinstance(value, str):
         return UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {storable(key): storable(child) for key, child in value.items()}
     if isinstance(value, (list, tuple)):
@@ -55,9 +59,12 @@ def storable(value: Any) -> Any:
 
 
 def storable_json(value: Any) -> str:
-    """``json.dumps(value)`` as PostgreSQL can store it (see ``storable``); values without such text (nearly all) are
-    encoded once and never walked."""
-    text = json.dumps(value)
+    """``json.dumps(value)`` as PostgreSQL can store it (see ``storable``); values without such text or numbers
+    (nearly all) are encoded once and never walked."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError:  # NaN or infinity
+        return json.dumps(storable(value))
     if "\\u0000" in text or "\\ud" in text:  # NUL or a surrogate (a pair, for an emoji, too: then nothing changes)
         text = json.dumps(storable(value))
     return text

@@ -10,9 +10,9 @@ from tests.workflows.conftest import attempts, finish, start
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-#: Bodies PostgreSQL cannot store as they are: text and JSON holding NUL characters.
+#: Bodies PostgreSQL cannot store as they are: text and JSON holding NUL characters, JSON holding NaN and Infinity.
 ODD_BODIES = {"/nul-text": (b"GIF89a\x00\x01\x00 binary", "image/gif"),
-              "/nul-json": (b'{"name": "a\\u0000b", "ok": true}', "application/json")}
+              "/nul-json": (b'{"name": "a\\u0000b", "ok": true, "mean": NaN, "max": Infinity}', "application/json")}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -50,7 +50,7 @@ def test_http_request_returns_status_and_json_body(worker, server):
     assert summary["steps"]["call"]["result"] == {"status": 200, "body": {"path": "/orders/7"}}
 
 
-def test_a_body_holding_nul_characters_is_stored_with_each_shown_as_a_replacement_character(worker, server):
+def test_a_body_holding_nul_characters_or_nan_is_stored_as_postgresql_can_hold_it(worker, server):
     # given an endpoint answering binary text, and one answering JSON with a NUL in a string
     run = start(f"""
         name: http-nul
@@ -62,10 +62,12 @@ def test_a_body_holding_nul_characters_is_stored_with_each_shown_as_a_replacemen
     # when the run calls them
     summary = finish(run)
 
-    # then both steps succeed, each NUL stored as U+FFFD (PostgreSQL text cannot hold NUL)
+    # then both steps succeed, each NUL stored as U+FFFD (PostgreSQL text cannot hold NUL), NaN and
+    # infinity (which Python's JSON reader admits and PostgreSQL's refuses) as null
     assert summary["status"] == "succeeded"
     assert summary["steps"]["text"]["result"] == {"status": 200, "body": "GIF89a\ufffd\x01\ufffd binary"}
-    assert summary["steps"]["json"]["result"] == {"status": 200, "body": {"name": "a\ufffdb", "ok": True}}
+    assert summary["steps"]["json"]["result"] == {"status": 200, "body": {"name": "a\ufffdb", "ok": True,
+                                                                          "mean": None, "max": None}}
 
 
 def test_http_request_with_an_unexpected_status_fails_and_is_retried(worker, server):
