@@ -526,8 +526,12 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         if WorkflowRun.objects.filter(pk=result.child_run_id, status__in=RUN_FINISHED).exists():
             parent_step_complete(child_run_id=result.child_run_id)
         return StepOutcome(DEFERRED)
-    # What a server echoed of a secret (a response body) is stored without it.
-    return step_succeed(row=row, task_id=task_id, result=secrets_redacted(result), compiled=compiled,
+    try:  # what a server echoed of a secret (a response body) is stored without it
+        stored = storable_json(secrets_redacted(result))
+    except (TypeError, ValueError) as error:  # an action of a team's own returned what JSON cannot hold
+        return step_fail(row=row, task_id=task_id, error=f"the step's result cannot be stored as JSON: {error}",
+                         compiled=compiled, retryable=False)
+    return step_succeed(row=row, task_id=task_id, result=None, result_json=stored, compiled=compiled,
                         cache_key=cache_key)
 
 
@@ -715,6 +719,11 @@ def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int,
     except Exception as failure:  # an action's bug is the item's failure, recorded with its type
         logger.exception("item %s of step %s of run %s raised", index, step_id, run_id)
         error = f"{type(failure).__name__}: {failure}"
+    if not error:
+        try:  # as a step's: stored as PostgreSQL can hold it, or the item fails saying why
+            result = json.loads(storable_json(secrets_redacted(result)))
+        except (TypeError, ValueError) as failure:
+            error, retryable = f"the item's result cannot be stored as JSON: {failure}", False
     if error and retryable and item.attempts <= step.retries.max:
         delay = step.retries.delay_s(item.attempts - 1, random.random())
         if guard.update(status=MapItemStatus.QUEUED, error=secrets_redacted(error),
@@ -724,7 +733,7 @@ def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int,
         return RETRY
     finished = guard.update(
         status=MapItemStatus.FAILED if error else MapItemStatus.SUCCEEDED, finished_at=timezone.now(),
-        error=storable(secrets_redacted(error)), result=None if error else storable(secrets_redacted(result)))
+        error=storable(secrets_redacted(error)), result=None if error else result)
     if not finished:
         return IGNORED
     if not _map_item_next(run_id=run_id, step_id=step_id, run_attempt=run_attempt, compiled=compiled):
@@ -752,15 +761,17 @@ def _map_finish(*, row: StepRun, compiled: CompiledVersion) -> None:
 
 def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: CompiledVersion,
                  status: str = StepStatus.SUCCEEDED, note: str = "", cache_key: str = "",
-                 cached_from: int | None = None) -> StepOutcome:
+                 cached_from: int | None = None, result_json: str | None = None) -> StepOutcome:
     """Record success (from ``running``, by the claiming task) and start the steps it unblocks; with ``status``
     skipped (its condition was false), the same, with ``note`` saying why. ``cache_key``: the result may be reused
-    by later attempts with that key; ``cached_from``: the run whose result this is."""
+    by later attempts with that key; ``cached_from``: the run whose result this is; ``result_json``: the result
+    already encoded (``storable_json``), given instead of ``result``."""
     table = StepRun._meta.db_table
     sql = (f"UPDATE {table} SET status = %s, result = {_json_param()}, error = %s, finished_at = %s,"
            " cache_key = %s, cached_from_id = %s"
            " WHERE id = %s AND status = 'running'" + (" AND task_id = %s" if task_id is not None else ""))
-    params = [str(status), storable_json(result), note, timezone.now(), cache_key, cached_from, row.pk] + (
+    params = [str(status), storable_json(result) if result_json is None else result_json, note, timezone.now(),
+              cache_key, cached_from, row.pk] + (
         [task_id] if task_id is not None else [])
     plan = run_plan(row.run_id, compiled_version_id(row), row.run_attempt)
     body = _chord_body(compiled, plan, row.step_id)

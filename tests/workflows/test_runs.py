@@ -32,6 +32,12 @@ def stubborn(context: ActionContext, *, seconds: float, until_attempt: int | Non
             pass
     return {"attempt": context.attempt}
 
+@action("test.unstorable", params={"kind": Param("string", required=True)})
+def unstorable(context: ActionContext, *, kind: str) -> dict:
+    """Return a result JSON cannot hold: a set, or a number with more digits than Python writes as text."""
+    return {"ids": {1, 2}} if kind == "set" else {"count": 10 ** 5000}
+
+
 DIAMOND = """
     name: diamond
     params: {region: eu}
@@ -452,3 +458,42 @@ def test_cancelling_a_run_inside_a_chord_logs_no_error(worker, caplog):
                      if "Chord" in record.getMessage() or "TaskRevokedError" in record.getMessage()]
     assert all(record.levelno == logging.INFO and not record.exc_info for record in chord_records)
     assert not [record for record in caplog.records if record.name in CHORD_LOGGERS and record.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("set", "the step's result cannot be stored as JSON: Object of type set is not JSON serializable"),
+    ("huge", "the step's result cannot be stored as JSON: Exceeds the limit (4300 digits) for integer string "
+             "conversion"),
+])
+def test_a_result_json_cannot_hold_fails_the_step_at_once_naming_why(worker, kind, reason):
+    # given an action of the team's own that returns what JSON cannot hold, then a step after it
+    run = start(f"""
+        name: unstorable-{kind}
+        steps:
+          - {{id: odd, action: test.unstorable, params: {{kind: {kind}}}, retries: {{max: 2, backoff_s: 0}}}}
+          - {{id: after, action: echo, needs: [odd]}}
+    """)
+
+    # when it runs, then the step fails on its first attempt with the reason, and the run fails (not left running)
+    summary = finish(run)
+
+    assert summary["status"] == "failed"
+    assert summary["steps"]["odd"]["status"] == "failed" and summary["steps"]["odd"]["attempts"] == 1
+    assert summary["steps"]["odd"]["error"].startswith(reason)
+    assert summary["steps"]["after"]["status"] == "skipped"
+
+
+def test_a_mapped_item_whose_result_json_cannot_hold_fails_at_once_and_so_does_its_step(worker):
+    run = start("""
+        name: unstorable-items
+        params: {kinds: [set]}
+        steps:
+          - {id: each, action: test.unstorable, map: {over: params.kinds}, params: {kind: "${ item }"},
+             retries: {max: 2, backoff_s: 0}}
+    """)
+
+    summary = finish(run)
+
+    assert summary["status"] == "failed"
+    assert summary["steps"]["each"]["error"] == ("1 of 1 items failed (indexes 0); item 0: the item's result cannot be "
+                                                 "stored as JSON: Object of type set is not JSON serializable")
