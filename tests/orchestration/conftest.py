@@ -1,5 +1,6 @@
-"""Orchestration fixtures: pause the session worker's consumer of a queue, and start extra worker processes on the
-test broker and database, as an operator would start another worker host."""
+"""Orchestration fixtures: pause the session worker's consumer of a queue, start extra worker processes on the
+test broker and database, as an operator would start another worker host, and an action whose answer PostgreSQL or
+JSON cannot hold as it is (registered here, before the session worker starts)."""
 import os
 import signal
 import subprocess
@@ -9,10 +10,18 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.db import connection
 
+from agents.core.actions import ActionContext, action
+from agents.core.params import Param
 from agentsite.celery import app as celery_app
 from tests.conftest import PROJECT_DIR
 
 SESSION_WORKER = "tests@localhost"
+
+
+@action("test.odd_answer", params={"kind": Param("string", required=True)})
+def odd_answer(context: ActionContext, *, kind: str):
+    """Answer what PostgreSQL cannot store as it is (a NUL) or JSON cannot hold at all (a set)."""
+    return {"text": "a\x00b"} if kind == "nul" else {1, 2}
 
 
 @contextmanager

@@ -125,3 +125,11 @@ def test_the_reaper_times_out_a_task_whose_worker_never_reported():
     assert agent_tasks.tasks_reap() == 1
     task.refresh_from_db()
     assert task.status == "timed_out" and "no result" in task.error
+
+
+def test_a_result_holding_a_nul_is_stored_with_a_replacement_character_and_the_task_completes(worker):
+    task = agent_tasks.task_submit(agent_type="decision", config={"action": "test.odd_answer",
+                                                                  "params": {"kind": "nul"}})
+
+    done = wait_for(lambda: _finished(task.pk), what="the task to finish")
+    assert (done.status, done.error, done.result) == ("completed", "", {"text": "a\ufffdb"})

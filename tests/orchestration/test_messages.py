@@ -79,3 +79,14 @@ def test_bad_messages_are_refused_and_nothing_is_stored(message_type, recipient,
     with pytest.raises(MessageError, match=problem):
         messages.message_send(message_type=message_type, recipient=recipient, payload=payload)
     assert not AgentMessage.objects.exists()
+
+
+@pytest.mark.parametrize(("kind", "result"), [("nul", {"text": "a\ufffdb"}), ("set", {"repr": "{1, 2}"})])
+def test_an_answer_postgresql_or_json_cannot_hold_is_stored_as_it_can_and_the_request_handled(worker, kind, result):
+    response = messages.message_request(recipient="type:data", payload={"action": "test.odd_answer",
+                                                                        "params": {"kind": kind}},
+                                        timeout_s=15, sender="cli")
+
+    request = AgentMessage.objects.get(correlation_id=response.correlation_id, message_type="task_request")
+    assert request.status == "handled" and request.response == result
+    assert response.payload["result"] == result
