@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from agents.core.actions import ActionContext, action
 from agents.core.checks import ProbeResult
 from agents.core.tracing import trace
 from agents.exceptions import AlertStateError
@@ -316,6 +317,22 @@ def test_a_response_runs_once_per_alert_and_is_rate_limited(clock):
     limited = alerts.incident_respond(alert_id=second.pk)
     assert limited[0].status == "rate_limited" and "limit 1" in limited[0].error
     assert IncidentResponse.objects.count() == 2
+
+
+@action("test.odd_response", params={})
+def odd_response(context: ActionContext) -> dict:
+    """Answer with what PostgreSQL cannot store as it is: a NUL in text, NaN."""
+    return {"text": "a\x00b", "mean": float("nan")}
+
+
+def test_a_response_answering_a_nul_or_nan_succeeds_with_them_stored_as_postgresql_can(clock):
+    ResponseRule.objects.create(name="odd", action="test.odd_response", params={}, max_runs=5)
+    alert = _fire(make_check(critical=90), clock)
+
+    [response] = alerts.incident_respond(alert_id=alert.pk)
+
+    assert (response.status, response.error) == ("succeeded", "")
+    assert IncidentResponse.objects.get(pk=response.pk).result == {"text": "a\ufffdb", "mean": None}
 
 
 def test_a_failing_response_records_its_error(clock):
