@@ -24,6 +24,10 @@ class SpecError(AgentsError):
         self.errors = list(errors)
         super().__init__("; ".join(self.errors))
 
+    @classmethod
+    def of(cls, problems: list[str]) -> "SpecError":
+        return cls(problems)
+
 
 class AgentNotFoundError(AgentsError):
     """No agent has the given name."""

@@ -44,3 +44,6 @@ def test_a_key_a_merge_brings_in_may_be_overridden_and_the_same_key_in_two_mappi
     assert definition_load_text("base: &b {a: 1, b: 2}\nrules:\n  - <<: *b\n    a: 3\n") == {
         "base": {"a": 1, "b": 2}, "rules": [{"a": 3, "b": 2}]}
     assert definition_load_text('{"a": {"b": 1}, "c": {"b": 2}}') == {"a": {"b": 1}, "c": {"b": 2}}
+    # a mapping that merges another and overrides its key, itself merged into a later one
+    assert definition_load_text("a: &a {k: 1}\nx: {y: &b {<<: *a, k: 3}}\nother: {<<: *b}\n") == {
+        "a": {"k": 1}, "x": {"y": {"k": 3}}, "other": {"k": 3}}

@@ -107,7 +107,7 @@ def _name_problem(name: Any) -> str | None:
 
 
 #: What a secret's host may hold: a host name as a URL gives it (``urlsplit(url).hostname``), an IP address included.
-_HOST = re.compile(r"[^\s/\\:@?#\[\]]{1,253}")
+_HOST = re.compile(r"[^\s/\\:@?#\[\]*%]{1,253}")
 
 
 def host_problem(host: Any) -> str | None:
@@ -125,9 +125,21 @@ def host_problem(host: Any) -> str | None:
             return None
         except ValueError:
             pass
-    if not _HOST.fullmatch(text) or text.startswith(".") or ".." in text:
-        return f"{host!r} is not a host name: give a name such as api.example.com, or an IP address, without a port"
+    if not _HOST.fullmatch(text) or text.startswith(".") or text.endswith(".") or ".." in text:
+        return (f"{host!r} is not a host name: give a name such as api.example.com (no wildcard, no final dot), or an "
+                "IP address, without a port")
     return None
+
+
+def host_normal(host: str) -> str:
+    """A host as secrets are bound to it and compared: lower case, an IPv6 address in its short form (``::1``)."""
+    text = host.strip().lower()
+    if ":" in text:
+        try:
+            return str(ipaddress.IPv6Address(text))
+        except ValueError:
+            pass
+    return text
 
 
 def secret_set(*, name: str, value: str | None, description: str | None = None, hosts: list[str] | None = None,
@@ -146,7 +158,7 @@ def secret_set(*, name: str, value: str | None, description: str | None = None, 
             raise SecretError(f"secret {name!r}: hosts must be a list of host names")
         if problems := [problem for host in hosts if (problem := host_problem(host))]:
             raise SecretError.of([f"secret {name!r}: {problem}" for problem in problems])
-        hosts = sorted({host.strip().lower() for host in hosts})
+        hosts = sorted({host_normal(host) for host in hosts})
     if value is not None and (not isinstance(value, str) or not value):
         raise SecretError(f"secret {name!r}: the value must be non-empty text")
     ciphertext = None if value is None else encrypt(value)
@@ -245,9 +257,9 @@ def secret_value(reference: Any, *, where: str = "the value", host: str | None =
     ciphertext, hosts, owner = stored if stored else (None, [], None)
     if ciphertext is not None and team_id is not None and owner != team_id:
         raise SecretError(f"{where} comes from secret {name!r}, which belongs to another team")
-    if ciphertext is not None and hosts and host is not None and host.lower() not in hosts:
+    if ciphertext is not None and hosts and host is not None and host_normal(host) not in hosts:
         raise SecretError(f"{where} comes from secret {name!r}, which may be sent only to {', '.join(hosts)}, "
-                          f"not to {host.lower()!r}")
+                          f"not to {host_normal(host)!r}")
     if ciphertext is None:
         raise SecretError(f"{where} comes from secret {name!r}, which is not stored "
                           f"(`manage.py secrets set {name}`, or admin > Secrets)")

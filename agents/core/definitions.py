@@ -39,8 +39,12 @@ class _PlainLoader(yaml.SafeLoader):
     YAML and JSON readers keep the last silently (a rule's second ``condition:`` would hide its first); a key a
     ``<<`` merge brings in may still be overridden."""
 
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
+    def flatten_mapping(self, node):
+        # Checked before the node's first flattening, which puts the keys its merges bring in beside its own (once
+        # per node: a node merged into another is flattened there, maybe before it is constructed itself).
+        checked = self.__dict__.setdefault("_checked", set())
+        if id(node) not in checked:
+            checked.add(id(node))
             first: dict = {}
             for key_node, _ in node.value:
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
@@ -54,7 +58,7 @@ class _PlainLoader(yaml.SafeLoader):
                     raise yaml.constructor.ConstructorError(
                         None, None, f"the key {key!r} is given twice in one mapping (first at line "
                         f"{earlier.start_mark.line + 1})", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
+        super().flatten_mapping(node)
 
 
 _BOOLEAN = "tag:yaml.org,2002:bool"
@@ -97,6 +101,12 @@ def definition_load_text(text: str, *, source: str = "definition") -> Any:
                 raise DefinitionTextError(f"{source}: a key may not contain NUL characters or unpaired surrogates "
                                           f"({key[:60]!r})")
     return data
+
+
+def fields_changed(row: Any, fields: dict) -> list[str]:
+    """The names of ``fields`` whose values differ from the stored ``row``'s: what loading a definition again would
+    change (none: it is reported unchanged and not written)."""
+    return [name for name, value in fields.items() if getattr(row, name) != value]
 
 
 def definition_items(text: str, *, source: str, key: str, noun: str,

@@ -16,15 +16,6 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def is_json(value: Any) -> bool:
-    """Whether ``value`` can be stored as JSON (an action's result, say)."""
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def holds_unstorable_text(value: Any) -> bool:
     """Whether a key or text anywhere in ``value`` (parsed JSON, nested however deep) holds a NUL character or a
     lone surrogate."""
@@ -60,14 +51,29 @@ def storable(value: Any) -> Any:
 
 def storable_json(value: Any) -> str:
     """``json.dumps(value)`` as PostgreSQL can store it (see ``storable``); values without such text or numbers
-    (nearly all) are encoded once and never walked."""
+    (nearly all) are encoded once and never walked. ``TypeError`` or ``ValueError`` for what JSON cannot hold at all
+    (a set, a circular list, an integer beyond Python's 4,300 digits of text)."""
     try:
-        text = json.dumps(value, allow_nan=False)
-    except ValueError:  # NaN or infinity
-        return json.dumps(storable(value))
-    if "\\u0000" in text or "\\ud" in text:  # NUL or a surrogate (a pair, for an emoji, too: then nothing changes)
-        text = json.dumps(storable(value))
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)  # a lone surrogate stays itself, not \\udxxx
+    except ValueError as error:
+        if "ircular" in str(error):  # "Circular reference detected": walking it would never end
+            raise
+        return json.dumps(storable(value), ensure_ascii=False)  # NaN or infinity
+    if "\\u0000" in text or UNSTORABLE.search(text):
+        text = json.dumps(storable(value), ensure_ascii=False)
     return text
+
+
+def storable_answer(value: Any) -> Any:
+    """What an action answered, as a JSON column can store it: ``storable``, or ``{"repr": ...}`` when JSON cannot
+    hold it at all (a set, a circular list)."""
+    try:
+        return json.loads(storable_json(value))
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return {"repr": repr(value)[:2000]}
+        except RecursionError:
+            return {"repr": f"a {type(value).__name__} nested too deeply to show"}
 
 
 def json_problem(value: Any) -> str | None:

@@ -26,7 +26,8 @@ from agents.decisions.audit_rows import AuditOutcome, decisions_writer
 from agents.decisions.batch import Tracer, Verdict, fields_columns, matched_outcome, ruleset_verdicts
 from agents.decisions.cache import decision_cache
 from agents.expressions.compiler import extract_fields
-from agents.core.definitions import DefinitionTextError, definition_load_text, definition_read_file
+from agents.core.definitions import (DefinitionTextError, definition_load_text, definition_read_file,
+                                     refuse_json_constant)
 from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
 from agents.core.tracing import trace_id_ensure
@@ -987,11 +988,14 @@ def _rows_from_csv(path: str, rules: RuleSet) -> list[tuple[dict, Any]]:
     """Labelled contexts from a CSV of feature columns and a ``label`` column; a row that cannot be one is refused
     with its line and column."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # a byte order mark (Excel's) is no column
             reader = csv.DictReader(handle)
             try:
                 if not reader.fieldnames or "label" not in reader.fieldnames:
                     raise ModelError(f"{path}: needs a 'label' column beside the feature columns")
+                if missing := [feature.name for feature in rules.model.features
+                               if feature.name not in reader.fieldnames]:
+                    raise ModelError(f"{path}: no column for the model's feature(s) {', '.join(missing)}")
                 return [_csv_row(record, rules, f"{path}, line {reader.line_num}", len(reader.fieldnames))
                         for record in reader]
             except csv.Error as error:
@@ -1001,8 +1005,8 @@ def _rows_from_csv(path: str, rules: RuleSet) -> list[tuple[dict, Any]]:
                 raise ModelError(f"{path}, line {reader.line_num}: {error}") from None
     except OSError as error:
         raise ModelError(f"{path}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ModelError(f"{path}: not UTF-8 text (byte {error.start} of the file cannot be read as UTF-8)") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not UTF-8 text (save it as UTF-8 CSV)") from None
 
 
 def _csv_row(record: dict, rules: RuleSet, where: str, columns: int) -> tuple[dict, Any]:
@@ -1032,7 +1036,7 @@ def _csv_row(record: dict, rules: RuleSet, where: str, columns: int) -> tuple[di
             value = raw.strip().lower() in ("1", "true", "yes")
         _set_path(context, feature.name, value)
     try:
-        decision = json.loads(label)
+        decision = json.loads(label, parse_constant=refuse_json_constant)  # NaN stays the text "NaN"
     except ValueError:
         decision = label
     return context, decision

@@ -12,7 +12,7 @@ from agents.core.actions import ActionContext, action_get, action_run
 from agents.core.audit import audit_record
 from agents.core.dispatch import task_send_on_commit
 from agents.core.events import event_publish
-from agents.core.jsonable import is_json, storable
+from agents.core.jsonable import storable, storable_answer
 from agents.core.redaction import secrets_redacted
 from agents.core.tracing import trace, trace_id_ensure
 from agents.core.teams import acting_for, same_team, team_default
@@ -699,7 +699,7 @@ def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Ale
                 run_params={"alert": payload}, inputs={"alert": payload},
             )
             result = action.call(context, rule.params)
-            fields.update(status=ResponseStatus.SUCCEEDED, result=storable(result if is_json(result) else repr(result)))
+            fields.update(status=ResponseStatus.SUCCEEDED, result=storable_answer(result))
     except (AgentsError, OSError, ValueError, TypeError, KeyError) as error:
         fields.update(status=ResponseStatus.FAILED, error=storable(str(error)[:2000]))
     fields["finished_at"] = timezone.now()

@@ -18,7 +18,6 @@ from django.conf import settings
 from django.db import DatabaseError
 from kombu.exceptions import ChannelError, OperationalError
 
-from agents.core.jsonable import storable
 from agents.core.lazy import lazy
 from agents.core.actions import Action
 from agents.core.checks import MAX_METRIC_NAME, ProbeResult, check_function, check_functions
@@ -321,9 +320,7 @@ def _plugin(params: dict, state: dict) -> ProbeResult:
                            message=f"plugin {command} timed out after {timeout_s:g} s")
     output = plugins.plugin_output_parse(run.stdout)
     first_error = run.stderr.strip().partition("\n")[0]
-    # A plugin's output is any bytes: a NUL in it is stored as U+FFFD.
-    message = storable(output.summary or first_error or f"plugin {command} exited with {run.exit_code} and printed "
-                       "nothing")
+    message = output.summary or first_error or f"plugin {command} exited with {run.exit_code} and printed nothing"
     metrics = {f"plugin.{datum.label}"[:MAX_METRIC_NAME]: (datum.value, datum.uom[:20]) for datum in output.perfdata}
     state_name = plugins.EXIT_STATES.get(run.exit_code, "unknown")
     if run.exit_code not in plugins.EXIT_STATES:

@@ -6,6 +6,7 @@ import math
 import os
 import threading
 import time
+import dataclasses
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +22,10 @@ from django.utils.dateparse import parse_datetime
 from agents.core.actions import action_get, action_names
 from agents.core.audit import audit_record
 from agents.core.teams import same_team, team_default
-from agents.core.definitions import DefinitionTextError, definition_load_text
+from agents.core.definitions import DefinitionTextError, definition_load_text, fields_changed
+from agents.core.checks import ProbeResult
 from agents.core.dispatch import task_send
+from agents.core.jsonable import UNSTORABLE, storable
 from agents.exceptions import CheckNotFoundError, CheckSpecError
 from agents.models import (
     OPEN_ALERT_STATES,
@@ -192,7 +195,7 @@ def _upsert(model, name: str, fields: dict, *, team: Team | None) -> str:
         return "created"
     if team is not None:
         same_team(team.pk, row, what=f"{model._meta.verbose_name} {name!r}")
-    changed = [key for key, value in fields.items() if getattr(row, key) != value]
+    changed = fields_changed(row, fields)
     if not changed:
         return "unchanged"
     for key in changed:
@@ -468,6 +471,19 @@ def _checks_fields_write(checks: list[Check], names: list[str]) -> None:
 _SAMPLE_COLUMNS = ("name", "value", "unit", "tags", "health_check_id", "recorded_at", "sample_count")
 
 
+def _storable_result(result: ProbeResult) -> ProbeResult:
+    """``result`` as PostgreSQL can store it: a NUL (or lone surrogate) that a probe read from outside (a plugin's
+    output or perfdata label, a custom check's message) as U+FFFD; one search when there is none, as nearly always."""
+    texts = [result.message, result.target, result.unit, *result.metrics,
+             *(unit for _, unit in result.metrics.values() if isinstance(unit, str))]
+    if not UNSTORABLE.search("".join(text for text in texts if isinstance(text, str))):
+        return result
+    return dataclasses.replace(
+        result, message=storable(result.message), target=storable(result.target), unit=storable(result.unit),
+        metrics={storable(name): (value, storable(unit)) for name, (value, unit) in result.metrics.items()},
+        state=storable(result.state))
+
+
 def _samples_write(samples: list[tuple]) -> None:
     """Insert metric samples (``_SAMPLE_COLUMNS``): one COPY on PostgreSQL (an
     INSERT of thousands of rows costs more to build than to store), else one bulk insert."""
@@ -512,6 +528,7 @@ def checks_results_record(
             check = checks.get(check_id)
             if check is None:
                 continue
+            result = _storable_result(result)
             decided = probes.probe_status(check.check_type, result)  # a plugin's exit code; else the thresholds
             status = CheckStatus.UNKNOWN if result.unknown else decided or rules.status_evaluate(
                 value=result.value, ok=result.ok, warning=check.warning, critical=check.critical,

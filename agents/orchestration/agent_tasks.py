@@ -21,7 +21,7 @@ from agents.core.dispatch import celery_app, task_send
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError
-from agents.core.jsonable import is_json, iso, storable
+from agents.core.jsonable import iso, storable, storable_answer
 from agents.models import AGENT_TASK_FINISHED, AGENT_TASK_TRANSITIONS, Agent, AgentTask, AgentTaskStatus
 
 logger = logging.getLogger(__name__)
@@ -173,10 +173,8 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     except Exception as error:  # whatever the action raised fails the task; it must not stay 'running'
         detail = str(error) if isinstance(error, AgentsError) else f"{type(error).__name__}: {error}"
         task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.FAILED, error=detail)
-    else:
-        if not is_json(result):
-            result = {"repr": repr(result)[:2000]}
-        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.COMPLETED, result=result)
+    else:  # a NUL as U+FFFD, what JSON cannot hold (a set) as its repr
+        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.COMPLETED, result=storable_answer(result))
     task.refresh_from_db()
     return task
 

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.core.audit import audit_record
-from agents.core.definitions import DefinitionTextError, definition_items
+from agents.core.definitions import DefinitionTextError, definition_items, fields_changed
 from agents.core.events import event_publish
 from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.lazy import lazy
@@ -223,7 +223,7 @@ def event_types_load(*, text: str, source: str = "event types", team: Team | Non
                                                        what="event type", **fields)
             if created:
                 counts["created"] += 1
-            elif any(getattr(declaration, key) != value for key, value in fields.items()):
+            elif fields_changed(declaration, fields):
                 EventTypeDeclaration.objects.filter(pk=declaration.pk).update(**fields, updated_at=timezone.now())
                 counts["updated"] += 1
             else:

@@ -13,7 +13,7 @@ from agents.core.actions import action_run
 from agents.core.audit import audit_record
 from agents.core.teams import owned_get_or_create, same_team
 from agents.core.events import event_listeners_changed, event_path_problem
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, is_name
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, fields_changed, is_name
 from agents.exceptions import AgentsError, ExpressionError, TriggerError
 from agents.expressions.compiler import compile_expression
 from agents.models import (
@@ -115,7 +115,7 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
                 "enabled": item.get("enabled", True), "source": source,
             }
             trigger, created = owned_get_or_create(Trigger, name=item["name"], team=team, what="trigger", **fields)
-            outcome = "created" if created else "updated" if _differs(trigger, fields) else "unchanged"
+            outcome = "created" if created else "updated" if fields_changed(trigger, fields) else "unchanged"
             if outcome == "updated":
                 Trigger.objects.filter(pk=trigger.pk).update(**fields)
                 event_listeners_changed()  # an update sends no post_save
@@ -128,11 +128,6 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
         audit_record("triggers.load", "trigger", "", f"loaded {len(items)} triggers from {source}", source=source,
                      triggers=[item["name"] for item in items], counts=counts)
     return counts
-
-
-def _differs(row, fields: dict) -> bool:
-    """Whether any of ``fields`` differs from the stored ``row``'s."""
-    return any(getattr(row, key) != value for key, value in fields.items())
 
 
 def _path_problems(value: Any, event_type: Any, where: str = "") -> list[tuple[str, str]]:

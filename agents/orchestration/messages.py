@@ -26,7 +26,7 @@ from django.utils import timezone
 from agents.core.actions import ActionContext, action_get
 from agents.core.crypto import sign, signature_verify
 from agents.core.dispatch import celery_app, task_send
-from agents.core.jsonable import is_json, storable
+from agents.core.jsonable import storable, storable_answer
 from agents.core.registry import Registry
 from agents.core.tracing import trace_id_ensure
 from agents.exceptions import MessageError
@@ -194,9 +194,7 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
     AgentMessage.objects.filter(pk=message.pk).update(attempts=F("attempts") + 1, handled_by=agent)
     message.refresh_from_db()
     try:
-        response = _run_handler(message, agent=agent)
-        # As an agent task's result: a NUL an action answered as U+FFFD, what JSON cannot hold as its repr.
-        response = storable(response) if is_json(response) else {"repr": repr(response)[:2000]}
+        response = storable_answer(_run_handler(message, agent=agent))  # a NUL as U+FFFD, a set as its repr
     except Exception as error:  # any handler failure is recorded on the message, then retried
         retry = message.attempts <= HANDLER_RETRIES
         AgentMessage.objects.filter(pk=message.pk).update(
@@ -253,10 +251,10 @@ def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | Non
         except IntegrityError:
             continue  # this agent already has it
         try:
-            response = _run_handler(message, agent=name)
+            response = storable_answer(_run_handler(message, agent=name))
             receipt.status, receipt.response = MessageStatus.HANDLED, response
         except Exception as error:  # recorded on the receipt, never only printed
-            receipt.status, receipt.error = MessageStatus.FAILED, f"{type(error).__name__}: {error}"[:5000]
+            receipt.status, receipt.error = MessageStatus.FAILED, storable(f"{type(error).__name__}: {error}"[:5000])
         receipt.handled_at = timezone.now()
         receipt.save(update_fields=["status", "response", "error", "handled_at"])
         receipts.append(receipt)

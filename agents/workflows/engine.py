@@ -528,11 +528,19 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         return StepOutcome(DEFERRED)
     try:  # what a server echoed of a secret (a response body) is stored without it
         stored = storable_json(secrets_redacted(result))
-    except (TypeError, ValueError) as error:  # an action of a team's own returned what JSON cannot hold
-        return step_fail(row=row, task_id=task_id, error=f"the step's result cannot be stored as JSON: {error}",
-                         compiled=compiled, retryable=False)
+    except (TypeError, ValueError, RecursionError) as error:  # an action of a team's own returned what JSON cannot hold
+        return step_fail(row=row, task_id=task_id, error=f"the step's result cannot be stored as JSON: "
+                         f"{_unstorable_reason(error)}", compiled=compiled, retryable=False)
     return step_succeed(row=row, task_id=task_id, result=None, result_json=stored, compiled=compiled,
                         cache_key=cache_key)
+
+
+def _unstorable_reason(error: Exception) -> str:
+    """Why a result cannot be JSON: the encoder's words, except for a value holding itself, which the encoder or a
+    walk over the value (the redaction of secrets) reports as a cycle or as running out of stack."""
+    if isinstance(error, RecursionError) or "ircular" in str(error):
+        return "it holds itself, or nests too deeply"
+    return str(error)
 
 
 def _steps_latest(run_id: int, read: Iterable[str]) -> dict[str, tuple]:
@@ -722,11 +730,11 @@ def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int,
     if not error:
         try:  # as a step's: stored as PostgreSQL can hold it, or the item fails saying why
             result = json.loads(storable_json(secrets_redacted(result)))
-        except (TypeError, ValueError) as failure:
-            error, retryable = f"the item's result cannot be stored as JSON: {failure}", False
+        except (TypeError, ValueError, RecursionError) as failure:
+            error, retryable = f"the item's result cannot be stored as JSON: {_unstorable_reason(failure)}", False
     if error and retryable and item.attempts <= step.retries.max:
         delay = step.retries.delay_s(item.attempts - 1, random.random())
-        if guard.update(status=MapItemStatus.QUEUED, error=secrets_redacted(error),
+        if guard.update(status=MapItemStatus.QUEUED, error=storable(secrets_redacted(error)),
                         started_at=timezone.now() + timezone.timedelta(seconds=delay)):
             _map_item_send(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
                            compiled=compiled, countdown_s=delay)

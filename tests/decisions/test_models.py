@@ -194,7 +194,9 @@ GOOD_ROWS = "".join(f"{income},employed,{'approve' if income > 10 else 'reject'}
 
 
 @pytest.mark.parametrize(("content", "reason"), [
-    (bytes(range(256)) * 4, r"bad\.csv: not UTF-8 text \(byte 128 of the file"),
+    (bytes(range(256)) * 4, r"bad\.csv: not UTF-8 text \(save it as UTF-8 CSV\)"),
+    ("income,label\n" + "".join(f"{i},approve\n" for i in range(20)),
+     r"bad\.csv: no column for the model's feature\(s\) employment"),
     ("income,employment,label\n1,employed," + "x" * 200_000 + "\n" + GOOD_ROWS,
      r"bad\.csv: a field is longer than the CSV reader's limit of 131,072 characters"),
     ("income,employment,label\n" + GOOD_ROWS + "1\n", r"bad\.csv, line 22: 1 fields, the header has 3"),
@@ -225,3 +227,20 @@ def test_training_a_model_for_a_dmn_model_says_it_is_one():
                                              "trained for a rule set of rules"):
             services.model_train(ruleset="loan-eligibility", **source)
     assert not DecisionModelVersion.objects.exists()
+
+
+def test_training_reads_a_csv_with_a_byte_order_mark_and_keeps_a_nan_label_as_text(tmp_path):
+    # given a CSV as Excel saves it (UTF-8 with a byte order mark), with "NaN" among the labels
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    path = tmp_path / "excel.csv"
+    rows = "".join(f"{income * 1000},employed,{'NaN' if income >= 10 else 'reject'}\n" for income in range(20))
+    path.write_bytes(("income,employment,label\n" + rows).encode("utf-8-sig"))
+
+    # when a model is trained from it
+    model = services.model_train(ruleset="credit", csv_path=str(path))
+
+    # then the first column is read as income (the model tells high from low), and NaN is a class of its own, as text
+    assert sorted(model.classes) == ['"NaN"', '"reject"']
+    high = services.decide(ruleset="credit", context={"income": 19_000, "employment": "employed"})
+    low = services.decide(ruleset="credit", context={"income": 0, "employment": "employed"})
+    assert (high["engine"], high["decision"], low["engine"], low["decision"]) == ("model", "NaN", "model", "reject")

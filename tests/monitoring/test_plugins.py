@@ -143,12 +143,13 @@ def test_a_warning_plugin_raises_a_warning_alert_with_its_first_line_and_only_pa
 
 
 @pytest.mark.django_db
-def test_a_plugin_printing_a_nul_raises_its_alert_with_the_nul_shown_as_a_replacement_character(settings, tmp_path):
+def test_a_plugin_printing_a_nul_raises_its_alert_and_keeps_its_sample_with_a_replacement_character(settings, tmp_path):
     settings.AGENTS_MONITOR_PLUGIN_DIRS = [str(tmp_path)]
-    _plugin(tmp_path, "check_binary", "printf 'DISK CRITICAL - sd\\000a failed\\n'\nexit 2\n")
+    _plugin(tmp_path, "check_binary", "printf \"DISK CRITICAL - sd\\000a failed | 'sd\\000a'=5\\n\"\nexit 2\n")
     check = make_check("binary", "plugin", params={"command": "check_binary"}, timeout_s=5)
 
     outcome = services.check_run_now(name="binary")
 
     assert (outcome.status, outcome.message) == ("critical", "DISK CRITICAL - sd\ufffda failed")
     assert Alert.objects.get(health_check=check).summary == "DISK CRITICAL - sd\ufffda failed"
+    assert Metric.objects.get(health_check=check, name="plugin.sd\ufffda").value == 5.0

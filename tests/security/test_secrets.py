@@ -277,6 +277,8 @@ def test_admin_binds_a_secret_to_hosts_and_refuses_a_bad_list(admin_client, encr
     ("api.example.com/v1", "'api.example.com/v1' is not a host name"),
     ("user@api.example.com", "'user@api.example.com' is not a host name"),
     ("api..example.com", "'api..example.com' is not a host name"),
+    ("*.example.com", "'*.example.com' is not a host name: give a name such as api.example.com (no wildcard"),
+    ("api.example.com.", "'api.example.com.' is not a host name"),
 ])
 def test_a_host_a_url_would_never_name_is_refused_and_the_stored_binding_kept(encryption_key, monkeypatch,
                                                                                 admin_client, host, reason):
@@ -296,7 +298,10 @@ def test_a_host_a_url_would_never_name_is_refused_and_the_stored_binding_kept(en
     assert secret_value({"secret": "API_TOKEN"}) == "t0ken" and not Secret.objects.filter(name="OTHER").exists()
 
 
-def test_ip_addresses_are_hosts_a_secret_may_be_bound_to(encryption_key):
-    secret_set(name="LOCAL_TOKEN", value="t0ken", hosts=["127.0.0.1", "::1"])
+def test_ip_addresses_are_hosts_a_secret_may_be_bound_to_and_an_ipv6_one_matches_however_written(encryption_key):
+    secret_set(name="LOCAL_TOKEN", value="t0ken", hosts=["127.0.0.1", "0:0:0:0:0:0:0:1"])
 
     assert Secret.objects.get(name="LOCAL_TOKEN").hosts == ["127.0.0.1", "::1"]
+    assert secret_value({"secret": "LOCAL_TOKEN"}, host="0::1") == "t0ken"
+    with pytest.raises(SecretError, match="may be sent only to 127.0.0.1, ::1, not to '::2'"):
+        secret_value({"secret": "LOCAL_TOKEN"}, host="::2")

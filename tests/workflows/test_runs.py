@@ -34,7 +34,12 @@ def stubborn(context: ActionContext, *, seconds: float, until_attempt: int | Non
 
 @action("test.unstorable", params={"kind": Param("string", required=True)})
 def unstorable(context: ActionContext, *, kind: str) -> dict:
-    """Return a result JSON cannot hold: a set, or a number with more digits than Python writes as text."""
+    """Return a result JSON cannot hold: a set, a list holding itself, or a number with more digits than Python
+    writes as text."""
+    if kind == "cycle":
+        loop: list = []
+        loop.append(loop)
+        return {"loop": loop}
     return {"ids": {1, 2}} if kind == "set" else {"count": 10 ** 5000}
 
 
@@ -464,6 +469,7 @@ def test_cancelling_a_run_inside_a_chord_logs_no_error(worker, caplog):
     ("set", "the step's result cannot be stored as JSON: Object of type set is not JSON serializable"),
     ("huge", "the step's result cannot be stored as JSON: Exceeds the limit (4300 digits) for integer string "
              "conversion"),
+    ("cycle", "the step's result cannot be stored as JSON: it holds itself, or nests too deeply"),
 ])
 def test_a_result_json_cannot_hold_fails_the_step_at_once_naming_why(worker, kind, reason):
     # given an action of the team's own that returns what JSON cannot hold, then a step after it
