@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
+from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.teams import TEAM_PATHS, team_for_new, team_scoped, teams_of
 from agents.exceptions import AgentsError, TeamError
 
@@ -47,6 +48,22 @@ def trace_link(trace_id: str, *, short: bool = True):
         return "—"
     return format_html('<a href="{}" title="{}">{}</a>', reverse("admin:agents_trace", args=[trace_id]), trace_id,
                        f"{trace_id[:8]}…" if short else trace_id)
+
+
+class StorableJSONField(forms.JSONField):
+    """A JSON form field refusing, as a form error, what PostgreSQL cannot store (a NUL, a lone surrogate, a number
+    beyond a double); Django's own takes them and the save fails."""
+
+    def validate(self, value):
+        super().validate(value)
+        if problem := json_problem(value):
+            raise forms.ValidationError(f"Cannot be stored: {problem}.")
+
+    def prepare_value(self, value):
+        text = super().prepare_value(value)
+        if isinstance(text, str) and UNSTORABLE.search(text):  # shown again with the error: as escapes, which a page
+            return json.dumps(value, cls=self.encoder)            # can hold (a lone surrogate cannot be sent as UTF-8)
+        return text
 
 
 class TeamScopedMixin:

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from agents.admin.common import (
+    StorableJSONField,
     ReadOnlyMixin,
     ServiceActionsMixin,
     TeamScopedMixin,
@@ -99,7 +100,7 @@ def quality_table(results: list[dict]):
 class DataSourceForm(forms.ModelForm):
     """A stored source edited as JSON; saved only if it validates, with each problem shown on the form."""
 
-    spec = forms.JSONField(help_text='e.g. {"kind": "file", "path": "orders.csv"} — paths are under AGENTS_DATA_ROOT.')
+    spec = StorableJSONField(help_text='e.g. {"kind": "file", "path": "orders.csv"} — paths are under AGENTS_DATA_ROOT.')
 
     class Meta:
         model = DataSource

@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from agents.admin.common import (
+    StorableJSONField,
     DefinitionForm,
     ReadOnlyMixin,
     ServiceActionsMixin,
@@ -190,12 +191,12 @@ class CheckForm(DefinitionForm):
     definition_fields = CHECK_DEFINITION_FIELDS
     definition_empty = {"params": dict, "tags": list}
 
-    params = forms.JSONField(
+    params = StorableJSONField(
         required=False, initial=dict,
         help_text='JSON. e.g. {"url": "http://localhost:8000/health"} (http), {"host": "db", "port": 5432} (tcp), '
                   '{"path": "/"} (disk), {"queue": "default"} (celery_queue), {} (cpu, memory).',
     )
-    tags = forms.JSONField(required=False, initial=list, help_text='JSON list, e.g. ["web", "prod"].')
+    tags = StorableJSONField(required=False, initial=list, help_text='JSON list, e.g. ["web", "prod"].')
 
     class Meta:
         model = Check
@@ -502,7 +503,7 @@ class IncidentResponseAdmin(TeamScopedMixin, ReadOnlyMixin, _ResponseColumnsMixi
 class SilenceForm(forms.ModelForm):
     """A silence: what it matches (at least one matcher) and a window that ends after it starts."""
 
-    matchers = forms.JSONField(required=False, help_text=Silence._meta.get_field("matchers").help_text)
+    matchers = StorableJSONField(required=False, help_text=Silence._meta.get_field("matchers").help_text)
 
     class Meta:
         model = Silence
@@ -580,9 +581,9 @@ class NotificationRouteForm(DefinitionForm):
     definition_empty = {"config": dict}
 
     handler = forms.ChoiceField(choices=[(name, name) for name in NOTIFIER_TYPES])
-    matchers = forms.JSONField(required=False, initial=dict, help_text='JSON, e.g. {"severity": ["critical"]}; '
+    matchers = StorableJSONField(required=False, initial=dict, help_text='JSON, e.g. {"severity": ["critical"]}; '
                                                                        "empty matches every alert.")
-    config = forms.JSONField(required=False, initial=dict,
+    config = StorableJSONField(required=False, initial=dict,
                              help_text='JSON, e.g. {"url": "http://hooks.local/alerts"} (webhook), '
                                        '{"to": ["ops@example.com"]} (email), {} (log).')
 

@@ -14,6 +14,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from agents.admin.common import (
+    StorableJSONField,
     DefinitionForm,
     ReadOnlyMixin,
     ServiceActionsMixin,
@@ -316,7 +317,7 @@ class TriggerForm(DefinitionForm):
     definition_fields = TRIGGER_DEFINITION_FIELDS
     definition_empty = {"params": dict}
 
-    params = forms.JSONField(
+    params = StorableJSONField(
         required=False, initial=dict,
         help_text='JSON. A string "$.payload.x" is replaced by that value of the event. e.g. '
                   '{"run": "$.payload.run_id"} (workflow), {"workflow": "report", "params": {}} (task), '
@@ -390,7 +391,7 @@ class EventTypeForm(DefinitionForm):
     definition_fields = {"name": "name", "schema": "schema", "description": "description"}
     definition_empty = {"schema": dict}
 
-    schema = forms.JSONField(
+    schema = StorableJSONField(
         required=False, initial=dict,
         help_text='JSON schema of the payload, e.g. {"type": "object", "required": ["order_id"], "properties": '
                   '{"order_id": {"type": "string"}, "amount": {"type": "number", "minimum": 0}}}. {} takes any object.',

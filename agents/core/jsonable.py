@@ -77,7 +77,8 @@ def storable_answer(value: Any) -> Any:
 
 
 def json_problem(value: Any) -> str | None:
-    """Why ``value`` (parsed JSON) cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, too deep), or None."""
+    """Why ``value`` (parsed JSON) cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, a number beyond a
+    double such as ``1e999``, which a JSON reader makes infinity, too deep), or None."""
     stack = [(value, 0)]
     while stack:
         item, level = stack.pop()
@@ -86,6 +87,9 @@ def json_problem(value: Any) -> str | None:
         if isinstance(item, str):
             if UNSTORABLE.search(item):
                 return "text may not contain NUL characters or unpaired surrogates"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "a number beyond a double's range (such as 1e999), NaN or infinity cannot be stored"
         elif isinstance(item, dict):
             for key, child in item.items():
                 stack.append((key, level + 1))

@@ -34,7 +34,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
 from agents.core.dispatch import task_send_on_commit
 from agents.core.files import file_sha256
-from agents.core.jsonable import holds_unstorable_text
+from agents.core.jsonable import holds_unstorable_text, json_problem
 from agents.models.ids import uuid7, uuid7_texts
 from agents.models import (
     Decision,
@@ -1038,6 +1038,8 @@ def _csv_row(record: dict, rules: RuleSet, where: str, columns: int) -> tuple[di
     try:
         decision = json.loads(label, parse_constant=refuse_json_constant)  # NaN stays the text "NaN"
     except ValueError:
+        decision = label
+    if json_problem(decision):  # 1e999 (infinity to a JSON reader) stays text too: a decision stores it
         decision = label
     return context, decision
 

@@ -196,6 +196,32 @@ def _stdout_discard() -> None:
     os.close(devnull)
 
 
+def _unstorable_options_refuse(command: BaseCommand, args: tuple, options: dict) -> None:
+    """``CommandError`` naming the first argument or option holding text PostgreSQL cannot store: bytes that are not
+    UTF-8 arrive from the command line as lone surrogates (a file name too: its name would be stored as the
+    definition's source), and ``call_command`` may pass a NUL."""
+    given = [(None, value) for value in args] + list(options.items())
+    for name, value in given:
+        for text in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(text, str) and UNSTORABLE.search(text):
+                raise CommandError(f"{_option_label(command, name, options)}: {text!r} holds bytes that are not UTF-8 text (or "
+                                   "a NUL character), which cannot be stored; give it as UTF-8 (rename such a file)")
+
+
+def _option_label(command: BaseCommand, dest: str | None, options: dict) -> str:
+    """How the command line writes the argument stored under ``dest``: ``--check``, or ``FILE`` for a positional
+    (of the subcommand ``options`` chose)."""
+    pending = [command.create_parser("manage.py", command.__module__.rsplit(".", 1)[-1])]
+    while pending:
+        for action in pending.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                if options.get(action.dest) in action.choices:
+                    pending.append(action.choices[options[action.dest]])
+            elif dest is not None and action.dest == dest:
+                return max(action.option_strings, key=len) if action.option_strings else (action.metavar or dest).upper()
+    return dest or "an argument"
+
+
 class AgentsCommand(BaseCommand):
     """A command of agentsite.
 
@@ -248,6 +274,7 @@ class AgentsCommand(BaseCommand):
 
     def execute(self, *args, **options):
         # Here rather than in run_from_argv: call_command() (tests, other commands) gets a CommandError too.
+        _unstorable_options_refuse(self, args, options)
         try:
             return super().execute(*args, **options)
         except self.translated_errors as error:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.core.definitions import NAME_RULE, is_name
+from agents.core.jsonable import UNSTORABLE
 
 #: Alertmanager's "no end yet": a firing alert's ``endsAt``.
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -166,8 +167,9 @@ def _string_map(value: Any, where: str, problems: list[str], *, required: bool) 
     for name, text in value.items():
         if not _LABEL_NAME.match(name):
             problems.append(f"{where}.{name}: {name!r} is not a label name (letters, digits and _, not first a digit)")
-        elif not isinstance(text, str) or len(text) > _MAX_TEXT or "\x00" in text:
-            problems.append(f"{where}.{name}: must be a string of at most {_MAX_TEXT} characters")
+        elif not isinstance(text, str) or len(text) > _MAX_TEXT or UNSTORABLE.search(text):
+            problems.append(f"{where}.{name}: must be a string of at most {_MAX_TEXT} characters, without NUL "
+                            "characters or unpaired surrogates")
     return value
 
 

@@ -25,7 +25,7 @@ from agents.core.teams import same_team, team_default
 from agents.core.definitions import DefinitionTextError, definition_load_text, fields_changed
 from agents.core.checks import ProbeResult
 from agents.core.dispatch import task_send
-from agents.core.jsonable import UNSTORABLE, storable
+from agents.core.jsonable import UNSTORABLE, json_problem, storable
 from agents.exceptions import CheckNotFoundError, CheckSpecError
 from agents.models import (
     OPEN_ALERT_STATES,
@@ -473,13 +473,17 @@ _SAMPLE_COLUMNS = ("name", "value", "unit", "tags", "health_check_id", "recorded
 
 def _storable_result(result: ProbeResult) -> ProbeResult:
     """``result`` as PostgreSQL can store it: a NUL (or lone surrogate) that a probe read from outside (a plugin's
-    output or perfdata label, a custom check's message) as U+FFFD; one search when there is none, as nearly always."""
+    output or perfdata label, a custom check's message or state) as U+FFFD, a value of NaN or infinity (a custom
+    check's) as none; one search when there is nothing of the kind, as nearly always."""
     texts = [result.message, result.target, result.unit, *result.metrics,
              *(unit for _, unit in result.metrics.values() if isinstance(unit, str))]
-    if not UNSTORABLE.search("".join(text for text in texts if isinstance(text, str))):
+    finite = not isinstance(result.value, float) or math.isfinite(result.value)
+    if (finite and not UNSTORABLE.search("".join(text for text in texts if isinstance(text, str)))
+            and (not result.state or json_problem(result.state) is None)):
         return result
     return dataclasses.replace(
-        result, message=storable(result.message), target=storable(result.target), unit=storable(result.unit),
+        result, value=result.value if finite else None, message=storable(result.message),
+        target=storable(result.target), unit=storable(result.unit),
         metrics={storable(name): (value, storable(unit)) for name, (value, unit) in result.metrics.items()},
         state=storable(result.state))
 

@@ -148,3 +148,17 @@ def test_a_problem_holding_a_semicolon_stays_one_problem_under_its_field_and_sev
                               "config": ["an agent of type 'x' is not registered"]}
     assert several.message == ("priority: must be from 0 to 9; 0 runs first; timeout_s: above 0; an agent of type 'x' "
                                "is not registered")
+
+
+def test_a_number_beyond_a_double_is_refused_under_its_field_wherever_json_is_taken(operator_client):
+    # given JSON bodies whose values hold 1e999, which a JSON reader makes infinity and PostgreSQL cannot store
+    bodies = {
+        "/api/events/": ('{"type": "order.received", "payload": {"amount": 1e999}}', "payload"),
+        "/api/workflow-runs/": ('{"workflow": "any", "params": {"limit": -1e999}}', "params"),
+        "/api/messages/": ('{"message_type": "heartbeat", "recipient": "*", "payload": {"n": 1e999}}', "payload"),
+    }
+
+    # when they are posted, then each is a 400 naming the field, never a 500
+    for path, (body, field) in bodies.items():
+        response = operator_client.post(path, body, content_type="application/json")
+        assert (response.status_code, list(error_of(response)["fields"])) == (400, [field]), path

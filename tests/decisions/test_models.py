@@ -244,3 +244,16 @@ def test_training_reads_a_csv_with_a_byte_order_mark_and_keeps_a_nan_label_as_te
     high = services.decide(ruleset="credit", context={"income": 19_000, "employment": "employed"})
     low = services.decide(ruleset="credit", context={"income": 0, "employment": "employed"})
     assert (high["engine"], high["decision"], low["engine"], low["decision"]) == ("model", "NaN", "model", "reject")
+
+
+def test_a_label_beyond_a_double_is_kept_as_text(tmp_path):
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    path = tmp_path / "huge.csv"
+    rows = "".join(f"{income * 1000},employed,{'1e999' if income >= 10 else 'reject'}\n" for income in range(20))
+    path.write_text("income,employment,label\n" + rows)
+
+    model = services.model_train(ruleset="credit", csv_path=str(path))
+    high = services.decide(ruleset="credit", context={"income": 19_000, "employment": "employed"})
+
+    assert sorted(model.classes) == ['"1e999"', '"reject"']
+    assert (high["engine"], high["decision"]) == ("model", "1e999")

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 
 from agents.core.definitions import DefinitionTextError, definition_load_text
 from agents.expressions.feel import feel_evaluate
-from agents.models import AgentMessage, AgentTask, Check, Decision, RuleSet, Secret, WorkflowRun
+from agents.models import AgentMessage, AgentTask, Check, Decision, RuleSet, Secret, Silence, WorkflowRun
 from agents.workflows.schedules import cron_problems
 from tests.conftest import PROJECT_DIR
 
@@ -167,3 +167,17 @@ def test_a_secret_value_that_is_not_utf8_is_refused(monkeypatch):
     with pytest.raises(CommandError, match="the value is not UTF-8 text"):
         run("secrets", "set", "binary")
     assert not Secret.objects.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("monitor", "silence", "--check", "db\udcff", "--for", "1h"), r"--check: 'db\\udcff' holds bytes that are not UTF-8"),
+    (("monitor", "silence", "--check", "db", "--for", "1h", "--comment", "disk\udcfe"), "--comment: 'disk"),
+    (("rules", "load", "/tmp/rules\udcff.yaml"), r"FILE: '/tmp/rules\\udcff.yaml' holds bytes that are not UTF-8"),
+    (("workflow", "run", "nightly\udcff"), "FILE_OR_NAME: 'nightly"),
+])
+def test_arguments_whose_bytes_are_not_utf8_are_refused_by_name(args, message):
+    # given arguments as Python reads bytes that are not UTF-8 from a command line (lone surrogates)
+    # when the command runs, then the argument or option is named and nothing is stored
+    with pytest.raises(CommandError, match=message):
+        run(*args)
+    assert not Silence.objects.exists() and not RuleSet.objects.exists() and not WorkflowRun.objects.exists()

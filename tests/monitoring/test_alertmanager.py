@@ -191,6 +191,17 @@ def test_a_bad_alert_is_refused_naming_its_index_and_field_and_nothing_is_stored
     assert not Check.objects.exists() and not Alert.objects.exists()
 
 
+def test_a_label_with_an_unpaired_surrogate_is_refused_by_name_not_with_a_500(api):
+    body = '[{"labels": {"alertname": "DiskFull", "instance": "db\\ud800"}}]'
+
+    response = api.post("/api/v2/alerts", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"[0].labels.instance": [
+        "must be a string of at most 10000 characters, without NUL characters or unpaired surrogates"]}
+    assert not Check.objects.exists() and not Alert.objects.exists()
+
+
 @pytest.mark.django_db
 def test_a_body_that_is_not_a_list_and_an_alert_named_like_a_probed_check_are_refused(api, prometheus, client):
     response = api.post("/api/v2/alerts", prometheus_alert(), format="json")

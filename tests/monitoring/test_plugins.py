@@ -13,6 +13,7 @@ from django.utils import timezone
 from agents.exceptions import CheckSpecError
 from agents.models import Alert, Check, Metric
 from agents.monitoring import probes, services
+from agents.monitoring.probes import ProbeResult, check_function
 from tests.conftest import wait_for
 
 from .conftest import make_check
@@ -153,3 +154,22 @@ def test_a_plugin_printing_a_nul_raises_its_alert_and_keeps_its_sample_with_a_re
     assert (outcome.status, outcome.message) == ("critical", "DISK CRITICAL - sd\ufffda failed")
     assert Alert.objects.get(health_check=check).summary == "DISK CRITICAL - sd\ufffda failed"
     assert Metric.objects.get(health_check=check, name="plugin.sd\ufffda").value == 5.0
+
+
+@check_function("tests.odd_reading")
+def odd_reading(args: dict) -> ProbeResult:
+    """A custom check reading what PostgreSQL cannot store: NaN as its value, a NUL in its message and state."""
+    return ProbeResult(value=float("nan"), unit="jobs", ok=False, message="queue q\x00 unreadable", target="q\x00",
+                       state={"cursor": "a\x00b"})
+
+
+@pytest.mark.django_db
+def test_a_custom_check_reading_nan_and_nul_raises_its_alert_and_stores_what_it_can():
+    check = make_check("odd", "custom", params={"function": "tests.odd_reading"}, timeout_s=5)
+
+    outcome = services.check_run_now(name="odd")
+
+    assert (outcome.status, outcome.value, outcome.message) == ("critical", None, "queue q\ufffd unreadable")
+    stored = Check.objects.get(pk=check.pk)
+    assert (stored.last_target, stored.probe_state) == ("q\ufffd", {"cursor": "a\ufffdb"})
+    assert Alert.objects.get(health_check=check).summary == "queue q\ufffd unreadable"
