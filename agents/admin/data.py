@@ -100,7 +100,8 @@ def quality_table(results: list[dict]):
 class DataSourceForm(forms.ModelForm):
     """A stored source edited as JSON; saved only if it validates, with each problem shown on the form."""
 
-    spec = StorableJSONField(help_text='e.g. {"kind": "file", "path": "orders.csv"} — paths are under AGENTS_DATA_ROOT.')
+    spec = StorableJSONField(
+        help_text='e.g. {"kind": "file", "path": "orders.csv"} — paths are under AGENTS_DATA_ROOT.')
 
     class Meta:
         model = DataSource

@@ -204,8 +204,9 @@ def _unstorable_options_refuse(command: BaseCommand, args: tuple, options: dict)
     for name, value in given:
         for text in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(text, str) and UNSTORABLE.search(text):
-                raise CommandError(f"{_option_label(command, name, options)}: {text!r} holds bytes that are not UTF-8 text (or "
-                                   "a NUL character), which cannot be stored; give it as UTF-8 (rename such a file)")
+                raise CommandError(f"{_option_label(command, name, options)}: {text!r} holds bytes that are not "
+                                   "UTF-8 text (or a NUL character), which cannot be stored; give it as UTF-8 (rename "
+                                   "such a file)")
 
 
 def _option_label(command: BaseCommand, dest: str | None, options: dict) -> str:
@@ -218,7 +219,9 @@ def _option_label(command: BaseCommand, dest: str | None, options: dict) -> str:
                 if options.get(action.dest) in action.choices:
                     pending.append(action.choices[options[action.dest]])
             elif dest is not None and action.dest == dest:
-                return max(action.option_strings, key=len) if action.option_strings else (action.metavar or dest).upper()
+                if action.option_strings:
+                    return max(action.option_strings, key=len)
+                return (action.metavar or dest).upper()
     return dest or "an argument"
 
 

@@ -137,8 +137,8 @@ def test_a_problem_holding_a_semicolon_stays_one_problem_under_its_field_and_sev
     from agents.exceptions import AgentTaskError
 
     # one problem whose advice follows a semicolon; then three problems, one of them with a semicolon of its own
-    one = service_error(AgentTaskError("priority: must be from 0 to 9; 0 runs first"), fields={AgentTaskError: "config"},
-                        prefixed=("priority", "config"))
+    one = service_error(AgentTaskError("priority: must be from 0 to 9; 0 runs first"),
+                        fields={AgentTaskError: "config"}, prefixed=("priority", "config"))
     several = service_error(AgentTaskError.of(["priority: must be from 0 to 9; 0 runs first", "timeout_s: above 0",
                                                "an agent of type 'x' is not registered"]),
                             fields={AgentTaskError: "config"}, prefixed=("priority", "timeout_s"))

@@ -170,7 +170,8 @@ def test_a_secret_value_that_is_not_utf8_is_refused(monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("monitor", "silence", "--check", "db\udcff", "--for", "1h"), r"--check: 'db\\udcff' holds bytes that are not UTF-8"),
+    (("monitor", "silence", "--check", "db\udcff", "--for", "1h"),
+     r"--check: 'db\\udcff' holds bytes that are not UTF-8"),
     (("monitor", "silence", "--check", "db", "--for", "1h", "--comment", "disk\udcfe"), "--comment: 'disk"),
     (("rules", "load", "/tmp/rules\udcff.yaml"), r"FILE: '/tmp/rules\\udcff.yaml' holds bytes that are not UTF-8"),
     (("workflow", "run", "nightly\udcff"), "FILE_OR_NAME: 'nightly"),
