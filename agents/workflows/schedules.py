@@ -7,7 +7,7 @@ twice (the hour repeated when clocks go back) at its first occurrence, so every 
 slot, never none and never two. Day of month and day of week both restrict, as in Celery's crontab (not cron's
 "either")."""
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery.schedules import crontab
@@ -49,15 +49,16 @@ def cron_problems(cron: str, timezone: str) -> list[str]:
 
 
 def schedule_slots(cron: str, timezone: str, *, after: datetime, until: datetime, limit: int = 100_000,
-                   newest: bool = False) -> list[datetime]:
-    """The slots of ``cron`` in ``timezone`` with ``after < slot <= until``, oldest first, as aware UTC times: at
-    most ``limit``, the oldest ones (the newest ones with ``newest``)."""
+                   newest: bool = False, inclusive: bool = False) -> list[datetime]:
+    """The slots of ``cron`` in ``timezone`` with ``after < slot <= until`` (``after <= slot`` with ``inclusive``),
+    oldest first, as aware UTC times: at most ``limit``, the oldest ones (the newest ones with ``newest``). A range
+    at the very start of year 1 or the end of 9999 has the slots the calendar holds."""
     if until - after > MAX_SLOT_WINDOW:
         raise ValueError(f"a window of at most {MAX_SLOT_WINDOW.days} days, not {(until - after).days}")
     entry, zone = _crontab(cron), ZoneInfo(timezone)
     times = [(hour, minute) for hour in sorted(entry.hour) for minute in sorted(entry.minute)]
-    first = after.astimezone(zone).date() - timedelta(days=1)  # a nonexistent wall time maps an hour back
-    last = until.astimezone(zone).date() + timedelta(days=1)
+    first = _local_day(after, zone, -1)  # a nonexistent wall time maps an hour back
+    last = _local_day(until, zone, 1)
     days = (last - first).days + 1
     order = range(days - 1, -1, -1) if newest else range(days)
     slots: set[datetime] = set()
@@ -68,13 +69,28 @@ def schedule_slots(cron: str, timezone: str, *, after: datetime, until: datetime
                 and (day.weekday() + 1) % 7 in entry.day_of_week):
             continue
         for hour, minute in reversed(times) if newest else times:
-            instant = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).astimezone(UTC)
-            if after < instant <= until:
+            try:
+                instant = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).astimezone(UTC)
+            except OverflowError:  # a wall time of year 1 or 9999 that UTC puts outside the calendar
+                continue
+            if (after <= instant if inclusive else after < instant) and instant <= until:
                 slots.add(instant)
         if len(slots) >= limit + 2:  # a day or two more: wall times an hour apart may cross a day when mapped
             break
     ordered = sorted(slots)
     return ordered[-limit:] if newest else ordered[:limit]
+
+
+def _local_day(moment: datetime, zone: ZoneInfo, shift: int) -> date:
+    """The day ``shift`` days from ``moment``'s day in ``zone``, within the calendar (years 1-9999)."""
+    try:
+        day = moment.astimezone(zone).date()
+    except OverflowError:  # the zone's wall time falls outside the calendar
+        return date.min if shift < 0 else date.max
+    try:
+        return day + timedelta(days=shift)
+    except OverflowError:
+        return day
 
 
 def slot_latest(cron: str, timezone: str, *, now: datetime) -> datetime | None:

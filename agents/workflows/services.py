@@ -335,8 +335,8 @@ def workflow_backfill(*, workflow: str, start: datetime, end: datetime, schedule
         schedule = spec.schedules[0]["name"]
     version, found = _schedule_of(workflow, schedule)
     try:
-        slots = schedules.schedule_slots(found["cron"], found["timezone"], after=start - timedelta(microseconds=1),
-                                         until=end, limit=schedules.MAX_BACKFILL_SLOTS + 1)
+        slots = schedules.schedule_slots(found["cron"], found["timezone"], after=start, until=end, inclusive=True,
+                                         limit=schedules.MAX_BACKFILL_SLOTS + 1)
     except ValueError as error:
         raise WorkflowRunStateError(f"from/to: {error}") from None
     except OverflowError:  # a slot before year 1 or after 9999

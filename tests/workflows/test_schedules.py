@@ -199,6 +199,23 @@ def test_the_backfill_command_dry_run_lists_slots_and_bad_input_exits_non_zero(c
 
 
 @pytest.mark.django_db
+def test_a_backfill_at_the_ends_of_the_calendar_plans_the_slots_there():
+    # given a schedule every minute, and ranges in the first minutes of year 1 and the last of 9999
+    services.workflow_load(text=_flow(EVERY_MINUTE))
+
+    # when each is planned (before, the slot search stepped past the calendar and refused both)
+    first = services.workflow_backfill(workflow="nightly", start=datetime(1, 1, 1, tzinfo=UTC),
+                                       end=datetime(1, 1, 1, 0, 2, tzinfo=UTC), dry_run=True)
+    last = services.workflow_backfill(workflow="nightly", start=datetime(9999, 12, 31, 23, 58, tzinfo=UTC),
+                                      end=datetime(9999, 12, 31, 23, 59, tzinfo=UTC), dry_run=True)
+
+    # then each lists the slots of its range, both ends included
+    assert first["slots"] == ["0001-01-01T00:00:00+00:00", "0001-01-01T00:01:00+00:00", "0001-01-01T00:02:00+00:00"]
+    assert last["slots"] == ["9999-12-31T23:58:00+00:00", "9999-12-31T23:59:00+00:00"]
+    assert not WorkflowRun.objects.exists()
+
+
+@pytest.mark.django_db
 def test_the_api_backfills_a_schedule_and_names_the_field_at_fault():
     client = client_for(_user("otto", OPERATORS))
     services.workflow_load(text=_flow(EVERY_MINUTE))
