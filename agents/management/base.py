@@ -88,9 +88,9 @@ def is_file(path: str) -> bool:
 
 def actor_name(text: str) -> str:
     """An argparse type for ``--user`` naming who acts (recorded beside what they did): 1-150 characters, as a
-    user name has at most, none of them NUL."""
-    if not 1 <= len(text) <= MAX_ACTOR_NAME or UNSTORABLE.search(text):
-        raise argparse.ArgumentTypeError(f"must be 1-{MAX_ACTOR_NAME} characters (no NUL), got {len(text)}")
+    user name has at most (text PostgreSQL cannot store is refused for every option, see ``AgentsCommand.execute``)."""
+    if not 1 <= len(text) <= MAX_ACTOR_NAME:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_ACTOR_NAME} characters, got {len(text)}")
     return text
 
 

@@ -156,7 +156,7 @@ def task_execute(*, task: AgentTask) -> Any:
 def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, error: str = "") -> bool:
     """Record the outcome of attempt ``attempt``; ignored (False) when the task has moved on since."""
     return transition(AgentTask.objects.filter(pk=task_id, attempt=attempt), _into(status), status,
-                      result=storable(result), error=storable(error[:5000]), finished_at=timezone.now())
+                      result=result, error=storable(error[:5000]), finished_at=timezone.now())
 
 
 def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
