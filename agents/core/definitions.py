@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from agents.core.jsonable import UNSTORABLE
+from agents.core.jsonable import UNSTORABLE, json_nodes
 
 #: Names of workflows, steps, rule sets and rules: 1-100 letters, digits, '.', '_' or '-'.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -80,26 +80,22 @@ def definition_load_text(text: str, *, source: str = "definition") -> Any:
     definitions recursively, and whole), a NaN or infinity (YAML's ``.nan``, ``.inf``), which JSON cannot store, or
     text PostgreSQL cannot store (a NUL character, a lone surrogate)."""
     data = _parse(text, source=source)
-    pending, seen = [(data, 1)], 0
-    while pending:
-        value, depth = pending.pop()
-        seen += 1
-        if seen > MAX_DEFINITION_VALUES:
-            raise DefinitionTextError(f"{source}: more than {MAX_DEFINITION_VALUES} values (aliases count as copies)")
+    seen = 0
+    for value, depth, is_key in json_nodes(data):
+        if not is_key:
+            seen += 1
+            if seen > MAX_DEFINITION_VALUES:
+                raise DefinitionTextError(f"{source}: more than {MAX_DEFINITION_VALUES} values (aliases count as "
+                                          "copies)")
         if isinstance(value, str) and UNSTORABLE.search(value):
-            raise DefinitionTextError(f"{source}: text may not contain NUL characters or unpaired surrogates "
+            what = "a key" if is_key else "text"
+            raise DefinitionTextError(f"{source}: {what} may not contain NUL characters or unpaired surrogates "
                                       f"({value[:60]!r})")
         if isinstance(value, float) and not math.isfinite(value):
             raise DefinitionTextError(f"{source}: {value} is not a number JSON allows (NaN and infinity cannot be "
                                       "stored)")
-        if isinstance(value, (dict, list)):
-            if depth > MAX_DEFINITION_DEPTH:
-                raise DefinitionTextError(f"{source}: nested deeper than {MAX_DEFINITION_DEPTH} levels")
-            pending.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
-            if isinstance(value, dict) and (key := next((key for key in value if isinstance(key, str)
-                                                         and UNSTORABLE.search(key)), None)) is not None:
-                raise DefinitionTextError(f"{source}: a key may not contain NUL characters or unpaired surrogates "
-                                          f"({key[:60]!r})")
+        if isinstance(value, (dict, list)) and depth >= MAX_DEFINITION_DEPTH:
+            raise DefinitionTextError(f"{source}: nested deeper than {MAX_DEFINITION_DEPTH} levels")
     return data
 
 

@@ -3,7 +3,7 @@ import json
 import math
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 #: Characters PostgreSQL cannot store in text (NUL) or UTF-8 cannot encode (lone surrogates).
 UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
@@ -16,21 +16,26 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def json_nodes(value: Any) -> Iterator[tuple[Any, int, bool]]:
+    """Every value in ``value`` (parsed JSON, nested however deep), itself first, as ``(item, depth, is_key)``: the
+    depth is 0 for ``value`` and one more inside each dict or list; a dict's keys come as soon as the dict has (at
+    its children's depth), before its values. Lazy, so a caller may stop at the first problem or after a count."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        yield item, depth, False
+        if isinstance(item, dict):
+            for key in item:
+                yield key, depth + 1, True
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+
+
 def holds_unstorable_text(value: Any) -> bool:
     """Whether a key or text anywhere in ``value`` (parsed JSON, nested however deep) holds a NUL character or a
     lone surrogate."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if UNSTORABLE.search(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+    return any(isinstance(item, str) and UNSTORABLE.search(item) for item, _, _ in json_nodes(value))
 
 
 def storable(value: Any) -> Any:
@@ -79,21 +84,12 @@ def storable_answer(value: Any) -> Any:
 def json_problem(value: Any) -> str | None:
     """Why ``value`` (parsed JSON) cannot be stored as JSON in PostgreSQL (NUL, lone surrogates, a number beyond a
     double such as ``1e999``, which a JSON reader makes infinity, too deep), or None."""
-    stack = [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        if level > MAX_JSON_DEPTH:
+    for item, depth, _ in json_nodes(value):
+        if depth > MAX_JSON_DEPTH:
             return f"nested deeper than {MAX_JSON_DEPTH} levels"
         if isinstance(item, str):
             if UNSTORABLE.search(item):
                 return "text may not contain NUL characters or unpaired surrogates"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "a number beyond a double's range (such as 1e999), NaN or infinity cannot be stored"
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                stack.append((key, level + 1))
-                stack.append((child, level + 1))
-        elif isinstance(item, list):
-            stack.extend((child, level + 1) for child in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "a number beyond a double's range (such as 1e999), NaN or infinity cannot be stored"
     return None
