@@ -47,3 +47,18 @@ def test_a_key_a_merge_brings_in_may_be_overridden_and_the_same_key_in_two_mappi
     # a mapping that merges another and overrides its key, itself merged into a later one
     assert definition_load_text("a: &a {k: 1}\nx: {y: &b {<<: *a, k: 3}}\nother: {<<: *b}\n") == {
         "a": {"k": 1}, "x": {"y": {"k": 3}}, "other": {"k": 3}}
+
+
+def test_a_key_that_is_not_text_is_refused_naming_it_wherever_it_is():
+    import pytest
+
+    from agents.core.definitions import DefinitionTextError
+
+    # JSON (and so the database) keeps keys as text: 1 and "1" would become one key, and mixed keys cannot be sorted
+    for text, key in (("params: {1: one, region: eu}\n", "1"), ("steps: [{params: {value: {null: a}}}]\n", "None"),
+                      ("rules: {true: x}\n", "True"), ("limits: {1.5: x}\n", "1.5")):
+        with pytest.raises(DefinitionTextError) as raised:
+            definition_load_text(text, source="flow.yaml")
+        assert str(raised.value) == (f"flow.yaml: key {key} is not text; quote it (YAML reads an unquoted number, null, "
+                                     "true or false as that value)")
+    assert definition_load_text("params: {'1': one, region: eu}\n") == {"params": {"1": "one", "region": "eu"}}

@@ -27,6 +27,17 @@ class StepTask(Task):
                                         limit_s=float(exc.args[0]) if exc.args else 0.0)
 
 
+class MapItemTask(Task):
+    """A mapped step's item task: as ``StepTask``, an item killed by the hard time limit fails at once (retried as
+    the step's policy allows) instead of waiting for the reconciler."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, TimeLimitExceeded):
+            run_id, step_id, run_attempt, index = args[:4]
+            engine.map_item_time_limit_fail(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
+                                            task_id=task_id, limit_s=float(exc.args[0]) if exc.args else 0.0)
+
+
 # No STARTED state in the result backend (the step's row has it): a chord step would otherwise write it before
 # its body runs, where a database error fails the task instead of retrying it.
 @shared_task(name="workers.workflow.step_run", base=StepTask, bind=True, ignore_result=True, track_started=False, max_retries=None,
@@ -79,8 +90,8 @@ def backfill_continue(backfill_id: int) -> int:
     return len(services.backfill_continue(backfill_id=backfill_id))
 
 
-@shared_task(name="workers.workflow.map_item_run", bind=True, ignore_result=True, track_started=False, max_retries=None,
-             **DATABASE_RETRY)
+@shared_task(name="workers.workflow.map_item_run", base=MapItemTask, bind=True, ignore_result=True, track_started=False,
+             max_retries=None, **DATABASE_RETRY)
 def map_item_run(self, run_id: int, step_id: str, run_attempt: int, index: int) -> str:
     """Run one item of a mapped step; the item's own retries are sent as new tasks with the step's backoff."""
     return engine.map_item_execute(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,

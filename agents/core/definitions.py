@@ -77,8 +77,9 @@ def refuse_json_constant(name: str):
 def definition_load_text(text: str, *, source: str = "definition") -> Any:
     """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``DefinitionTextError`` if unreadable, nested
     deeper than ``MAX_DEFINITION_DEPTH``, holding more than ``MAX_DEFINITION_VALUES`` values (validators walk
-    definitions recursively, and whole), a NaN or infinity (YAML's ``.nan``, ``.inf``), which JSON cannot store, or
-    text PostgreSQL cannot store (a NUL character, a lone surrogate)."""
+    definitions recursively, and whole), a NaN or infinity (YAML's ``.nan``, ``.inf``), which JSON cannot store, a
+    key that is not text (YAML's ``1:``, ``null:``), or text PostgreSQL cannot store (a NUL character, a lone
+    surrogate)."""
     data = _parse(text, source=source)
     seen = 0
     for value, depth, is_key in json_nodes(data):
@@ -87,6 +88,9 @@ def definition_load_text(text: str, *, source: str = "definition") -> Any:
             if seen > MAX_DEFINITION_VALUES:
                 raise DefinitionTextError(f"{source}: more than {MAX_DEFINITION_VALUES} values (aliases count as "
                                           "copies)")
+        if is_key and not isinstance(value, str):  # JSON keys are text: 1 and "1" would be one key once stored
+            raise DefinitionTextError(f"{source}: key {value!r} is not text; quote it (YAML reads an unquoted "
+                                      "number, null, true or false as that value)")
         if isinstance(value, str) and UNSTORABLE.search(value):
             what = "a key" if is_key else "text"
             raise DefinitionTextError(f"{source}: {what} may not contain NUL characters or unpaired surrogates "

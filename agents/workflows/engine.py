@@ -259,7 +259,9 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
     """The guarded claim statement of the step's pending attempt (``RETURNING id, attempt``) and its parameters.
 
     Claimable: ``pending``, or ``running`` under this same Celery task id (a redelivery after its worker
-    died), and only while the run is pending or running in this run attempt.
+    died), and only while the run is pending or running in this run attempt. A step that handed off (waiting on a
+    child run, a signal or its items) holds no worker (``worker`` empty): a late copy of its message does not run it
+    again.
 
     On PostgreSQL, outside a transaction, the claim commits without waiting for its WAL flush (``synchronous_commit``
     off for this statement's own transaction, ``set_config(..., true)``): it is seen by every other session at once,
@@ -279,9 +281,10 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
         WHERE id = (
             SELECT candidate.id FROM {steps} candidate
             WHERE candidate.run_id = %s AND candidate.step_id = %s AND candidate.run_attempt = %s
-              AND (candidate.status = 'pending' OR (candidate.status = 'running' AND candidate.task_id = %s))
+              AND (candidate.status = 'pending'
+                   OR (candidate.status = 'running' AND candidate.task_id = %s AND candidate.worker <> ''))
             ORDER BY candidate.attempt DESC LIMIT 1)
-          AND (status = 'pending' OR (status = 'running' AND task_id = %s)) {fence}
+          AND (status = 'pending' OR (status = 'running' AND task_id = %s AND worker <> '')) {fence}
           AND EXISTS (SELECT 1 FROM {runs} run WHERE run.id = %s AND run.attempt = %s
                       AND run.status IN ('pending', 'running'))
         RETURNING id, attempt
@@ -521,7 +524,8 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     if isinstance(result, Wait):
         return _wait_begin(row=row, task_id=task_id, wait=result, compiled=compiled)
     if isinstance(result, Deferred):
-        StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING).update(child_run_id=result.child_run_id)
+        StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING).update(child_run_id=result.child_run_id,
+                                                                            worker="")
         # A quick child may have finished before the parent row named it: complete the parent now.
         if WorkflowRun.objects.filter(pk=result.child_run_id, status__in=RUN_FINISHED).exists():
             parent_step_complete(child_run_id=result.child_run_id)
@@ -644,9 +648,17 @@ def _map_start(*, row: StepRun, task_id: str, compiled: CompiledVersion, run: Wo
                          error=f"map.over gave {len(items)} items, more than max_items ({step.map['max_items']})")
     if not items:
         return step_succeed(row=row, task_id=task_id, result=[], compiled=compiled)
+    try:  # an item row PostgreSQL refuses (1e308 * 10 is infinity) would leave the step claimed and itemless
+        json.dumps(items, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        return step_fail(row=row, task_id=task_id, compiled=compiled, retryable=False,
+                         error=f"map.over gave items JSON cannot hold: {_unstorable_reason(error)}")
+    items = storable(items)
     key = {"run_id": row.run_id, "step_id": row.step_id, "run_attempt": row.run_attempt}
-    MapItem.objects.bulk_create([MapItem(index=index, item=item, **key) for index, item in enumerate(items)],
-                                ignore_conflicts=True)  # a re-delivered start finds its items made
+    with transaction.atomic():  # the step holds no worker from here: its items do (a late copy does not restart it)
+        MapItem.objects.bulk_create([MapItem(index=index, item=item, **key) for index, item in enumerate(items)],
+                                    ignore_conflicts=True)
+        StepRun.objects.filter(pk=row.pk, status=StepStatus.RUNNING, task_id=task_id).update(worker="")
     for _ in range(step.map["concurrency"]):
         if not _map_item_next(**key, compiled=compiled):
             break
@@ -732,21 +744,45 @@ def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int,
             result = json.loads(storable_json(secrets_redacted(result)))
         except (TypeError, ValueError, RecursionError) as failure:
             error, retryable = f"the item's result cannot be stored as JSON: {_unstorable_reason(failure)}", False
+    return _map_item_record(item=item, task_id=task_id, row=row, compiled=compiled, error=error, retryable=retryable,
+                            result=result)
+
+
+def _map_item_record(*, item: MapItem, task_id: str, row: StepRun, compiled: CompiledVersion, error: str,
+                     retryable: bool, result=None) -> str:
+    """Record how the attempt ``task_id`` of ``item`` ended (guarded: only while that attempt holds it): retried
+    as the step's policy allows, else finished; then the next pending item is sent, or the step finished."""
+    step = compiled.spec.steps[item.step_id]
+    guard = MapItem.objects.filter(pk=item.pk, status=MapItemStatus.RUNNING, task_id=task_id)
+    key = {"run_id": item.run_id, "step_id": item.step_id, "run_attempt": item.run_attempt}
     if error and retryable and item.attempts <= step.retries.max:
         delay = step.retries.delay_s(item.attempts - 1, random.random())
         if guard.update(status=MapItemStatus.QUEUED, error=storable(secrets_redacted(error)),
                         started_at=timezone.now() + timezone.timedelta(seconds=delay)):
-            _map_item_send(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
-                           compiled=compiled, countdown_s=delay)
+            _map_item_send(**key, index=item.index, compiled=compiled, countdown_s=delay)
         return RETRY
     finished = guard.update(
         status=MapItemStatus.FAILED if error else MapItemStatus.SUCCEEDED, finished_at=timezone.now(),
         error=storable(secrets_redacted(error)), result=None if error else result)
     if not finished:
         return IGNORED
-    if not _map_item_next(run_id=run_id, step_id=step_id, run_attempt=run_attempt, compiled=compiled):
+    if not _map_item_next(**key, compiled=compiled):
         _map_finish(row=row, compiled=compiled)
     return FINISHED
+
+
+def map_item_time_limit_fail(*, run_id: int, step_id: str, run_attempt: int, index: int, task_id: str,
+                             limit_s: float) -> str | None:
+    """Fail at once the item attempt whose process the hard time limit killed (it never reports itself), retrying
+    it when the step's policy allows; returns the outcome, or None when the attempt has moved on."""
+    item = MapItem.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
+                                  status=MapItemStatus.RUNNING, task_id=task_id).first()
+    row = StepRun.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt,
+                                 status=StepStatus.RUNNING).first()
+    if item is None or row is None:
+        return None
+    return _map_item_record(item=item, task_id=task_id, row=row, compiled=compiled_version(row.run.version_id),
+                            error=f"exceeded its hard time limit of {limit_s:g} s", retryable=True)
 
 
 def _map_finish(*, row: StepRun, compiled: CompiledVersion) -> None:
@@ -1075,15 +1111,19 @@ def queued_runs_start(*, definition_id: int) -> list[int]:
         limit = compiled_version(newest.pk).spec.max_active_runs
         runs = WorkflowRun.objects.filter(version__definition_id=definition_id)
         room = (limit - runs.filter(status__in=RUN_ACTIVE).count()) if limit else None
-        queued = runs.filter(status=RunStatus.QUEUED).order_by("created_at", "pk").values_list("pk", "version_id")
+        queued = runs.filter(status=RunStatus.QUEUED).order_by("created_at", "pk").values_list(
+            "pk", "version_id", "attempt")
         if room is not None:
             queued = queued[:max(room, 0)]
-        for run_id, version_id in queued:
-            if transition(WorkflowRun.objects.filter(pk=run_id), [RunStatus.QUEUED], RunStatus.PENDING):
+        for run_id, version_id, attempt in queued:
+            # A re-run (attempt 2 on) goes straight to running, as one with room does: its steps' processes may
+            # have seen it run before, and move a run from pending once (``_ensure_running``).
+            status = RunStatus.PENDING if attempt == 1 else RunStatus.RUNNING
+            if transition(WorkflowRun.objects.filter(pk=run_id), [RunStatus.QUEUED], status):
                 started.append(run_id)
-                transaction.on_commit(lambda run_id=run_id, version_id=version_id: launch(
-                    run_id=run_id, run_attempt=1, version_id=version_id,
-                    launch=compiled_version(version_id).plan.start, source=dag.START))
+                transaction.on_commit(lambda run_id=run_id, version_id=version_id, attempt=attempt: launch(
+                    run_id=run_id, run_attempt=attempt, version_id=version_id,
+                    launch=run_plan(run_id, version_id, attempt).start, source=dag.START))
     return started
 
 
@@ -1190,8 +1230,11 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
         step = compiled.spec.steps[row.step_id]
         limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + _hard_limit_grace_s() + stall_s
         if step.map is not None:  # runs as long as its items: their tasks are what can be lost
-            resent += _map_reconcile(row=row, compiled=compiled, lost_before=now - timezone.timedelta(seconds=limit_s))
-            continue
+            sent = _map_reconcile(row=row, compiled=compiled, lost_before=now - timezone.timedelta(seconds=limit_s),
+                                  limit_s=limit_s)
+            if sent is not None:
+                resent += sent
+                continue
         if row.started_at and (now - row.started_at).total_seconds() > limit_s:
             lost += 1
             outcome = step_fail(row=row, task_id=None, compiled=compiled,
@@ -1256,15 +1299,23 @@ def _ready_resend(*, run_id: int, skip: Iterable[str] = ()) -> int:
     return len(ready)
 
 
-def _map_reconcile(*, row: StepRun, compiled: CompiledVersion, lost_before) -> int:
-    """Keep a mapped step going: items running (or queued: their message was lost) since before ``lost_before``
-    are sent again, the window of ``concurrency`` items is refilled, and a step whose items all finished (its last
-    finisher died first) is finished. Returns the items sent."""
+def _map_reconcile(*, row: StepRun, compiled: CompiledVersion, lost_before, limit_s: float) -> int | None:
+    """Keep a mapped step going: an item running since before ``lost_before`` lost its attempt (the hard time limit
+    killed it, or its worker died) and fails it, retried as the step's policy allows; an item queued since then
+    lost its message and is sent again; the window of ``concurrency`` items is refilled, and a step whose items all
+    finished (its last finisher died first) is finished. Returns the items sent, or None when the step has no
+    items (what started it failed before making them): it is lost like any step."""
     key = {"run_id": row.run_id, "step_id": row.step_id, "run_attempt": row.run_attempt}
     items = MapItem.objects.filter(**key)
-    stale = items.filter(status__in=(MapItemStatus.RUNNING, MapItemStatus.QUEUED), started_at__lt=lost_before)
+    if not items.exists():
+        return None
+    for item in items.filter(status=MapItemStatus.RUNNING, started_at__lt=lost_before):
+        _map_item_record(item=item, task_id=item.task_id, row=row, compiled=compiled, retryable=True,
+                         error=f"lost: no outcome {limit_s:g}s after it started (killed by its time limit, or its "
+                               "worker died?)")
+    stale = items.filter(status=MapItemStatus.QUEUED, started_at__lt=lost_before)
     lost = list(stale.values_list("index", flat=True))
-    stale.update(status=MapItemStatus.QUEUED, error="lost: sent again", task_id="", started_at=timezone.now())
+    stale.filter(index__in=lost).update(error="lost: sent again", task_id="", started_at=timezone.now())
     for index in lost:
         _map_item_send(index=index, compiled=compiled, **key)
     in_flight = items.filter(status__in=(MapItemStatus.QUEUED, MapItemStatus.RUNNING)).count()

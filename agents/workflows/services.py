@@ -22,6 +22,8 @@ from agents.exceptions import (
 from agents.core.tracing import trace_id_ensure
 from agents.models import (
     EventType,
+    MapItem,
+    MapItemStatus,
     Pool,
     RunStatus,
     SignalDecision,
@@ -225,14 +227,7 @@ def workflow_run_start(
         raise WorkflowSpecError([f"unknown run parameter {name!r} for {compiled.name} (declared: {known})" for name in unknown])
     slot = {} if logical_time is None else {LOGICAL_TIME_PARAM: logical_time.astimezone(UTC).isoformat()}
     with transaction.atomic():
-        queued = False
-        if compiled.spec.max_active_runs is not None:
-            # The workflow's row lock orders this start with the others and with the runs that end and start
-            # the queued ones: the limit holds, and queued runs start in order.
-            WorkflowDefinition.objects.select_for_update().filter(pk=version.definition_id).exists()
-            active = WorkflowRun.objects.filter(version__definition_id=version.definition_id)
-            queued = (active.filter(status__in=RUN_ACTIVE).count() >= compiled.spec.max_active_runs
-                      or active.filter(status=RunStatus.QUEUED).exists())
+        queued = _at_max_active_runs(version.definition_id, compiled.spec.max_active_runs)
         run = WorkflowRun.objects.create(
             status=RunStatus.QUEUED if queued else RunStatus.PENDING,
             deadline_at=timezone.now() + timedelta(seconds=compiled.spec.deadline_s) if compiled.spec.deadline_s
@@ -439,6 +434,12 @@ def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRu
         active = StepRun.objects.filter(run=run, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
         task_ids = [task_id for task_id in active.filter(status=StepStatus.RUNNING).values_list("task_id", flat=True) if task_id]
         active.update(status=StepStatus.CANCELLED, finished_at=now, error=reason)
+        # A mapped step's items: those not sent never will be, and the running ones are revoked with the steps.
+        items = MapItem.objects.filter(run=run, status__in=(MapItemStatus.PENDING, MapItemStatus.QUEUED,
+                                                            MapItemStatus.RUNNING))
+        task_ids += [task_id for task_id in items.filter(status=MapItemStatus.RUNNING).values_list("task_id", flat=True)
+                     if task_id]
+        items.update(status=MapItemStatus.CANCELLED, finished_at=now, error=reason)
         WorkflowRun.objects.filter(pk=run.pk, status=run.status).update(
             status=RunStatus.CANCELLED, finished_at=now, error=reason, steps_done=run.steps_total, paused_by=""
         )
@@ -489,6 +490,18 @@ def workflow_run_resume(*, run_id: int) -> WorkflowRun:
     return run
 
 
+def _at_max_active_runs(definition_id: int, limit: int | None) -> bool:
+    """Whether a run of the workflow starting now must wait, under its version's ``max_active_runs`` (``limit``):
+    that many are active, or runs already wait. Takes the workflow's row lock (in the caller's transaction), which
+    orders starts with the runs that end and start the queued ones, so the limit holds and queued runs start in
+    order."""
+    if limit is None:
+        return False
+    WorkflowDefinition.objects.select_for_update().filter(pk=definition_id).exists()
+    runs = WorkflowRun.objects.filter(version__definition_id=definition_id)
+    return runs.filter(status__in=RUN_ACTIVE).count() >= limit or runs.filter(status=RunStatus.QUEUED).exists()
+
+
 def workflow_run_retry(*, run_id: int) -> WorkflowRun:
     """Re-run a failed or cancelled run from failure: a new attempt re-runs what did not succeed."""
     with transaction.atomic():
@@ -505,18 +518,21 @@ def workflow_run_retry(*, run_id: int) -> WorkflowRun:
         StepRun.objects.bulk_create(
             StepRun(run=run, step_id=row.step_id, attempt=row.attempt + 1, run_attempt=attempt) for row in rerun
         )
+        # Within the workflow's max_active_runs, as a new run: at the limit it waits, queued, for a run to end.
+        queued = _at_max_active_runs(run.version.definition_id,
+                                     engine.compiled_version(run.version_id).spec.max_active_runs)
         WorkflowRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.RUNNING, attempt=attempt, steps_done=run.steps_total - len(rerun),
-            failed_step="", error="", finished_at=None,
+            status=RunStatus.QUEUED if queued else RunStatus.RUNNING, attempt=attempt,
+            steps_done=run.steps_total - len(rerun), failed_step="", error="", finished_at=None,
         )
         version_id = run.version_id
         audit_record("workflow_run.rerun", "workflow_run", run_id,
-                     f"re-ran run #{run_id} from failure (attempt {attempt})",
+                     f"re-ran run #{run_id} from failure (attempt {attempt}{', queued' if queued else ''})",
                      attempt=attempt, steps=sorted(row.step_id for row in rerun))
-        transaction.on_commit(
-            lambda: engine.launch(run_id=run_id, run_attempt=attempt, version_id=version_id,
-                                  launch=engine.run_plan(run_id, version_id, attempt).start, source=engine.dag.START)
-        )
+        if not queued:
+            transaction.on_commit(lambda: engine.launch(
+                run_id=run_id, run_attempt=attempt, version_id=version_id,
+                launch=engine.run_plan(run_id, version_id, attempt).start, source=engine.dag.START))
     run.refresh_from_db()
     return run
 

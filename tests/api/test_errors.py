@@ -50,6 +50,15 @@ def test_a_body_that_is_not_an_object_or_nests_too_deep_is_400(operator_client):
     assert surrogate.status_code == 400 and "surrogates" in error_of(surrogate)["fields"]["payload"][0]
 
 
+def test_a_workflow_with_a_number_for_a_key_is_a_400_naming_the_key(operator_client):
+    text = "name: mixed-keys\nparams: {1: one, region: eu}\nsteps: [{id: s, action: noop}]\n"
+
+    response = operator_client.post("/api/workflows/", {"text": text}, format="json")
+
+    assert response.status_code == 400
+    assert "key 1 is not text; quote it" in json.dumps(error_of(response))
+
+
 def test_an_oversized_body_is_refused_with_413(operator_client, settings):
     settings.AGENTS_API_MAX_BODY_BYTES = 1000
     response = operator_client.post("/api/workflows/", {"text": "x" * 2000}, format="json")

@@ -1,6 +1,7 @@
 """What a command does with input PostgreSQL cannot store or a bound cannot hold: it names the option or field and
 stores nothing (before, each of these ended in a database error's traceback, or waited forever)."""
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -92,6 +93,18 @@ def test_a_definition_with_nul_is_refused_naming_the_text_and_nothing_is_stored(
         definition_load_text('{"steps": {"a\\u0000": 1}}')
     with pytest.raises(DefinitionTextError, match="text may not contain NUL"):
         definition_load_text('name: "x\\0"\n')
+
+
+def test_a_workflow_with_a_number_for_a_key_is_refused_by_validate_load_and_run_alike(tmp_path):
+    # a key YAML reads as a number beside text keys: sorting them for the definition's hash raised a TypeError
+    path = tmp_path / "mixed.yaml"
+    path.write_text("name: mixed-keys\nparams: {1: one, region: eu}\nsteps: [{id: s, action: noop}]\n")
+    reason = "key 1 is not text; quote it"
+
+    for command in ("validate", "load", "run"):
+        with pytest.raises(CommandError, match=re.escape(f"{path}: {reason}")):
+            run("workflow", command, str(path))
+    assert not WorkflowRun.objects.exists()
 
 
 def test_a_time_zone_naming_a_folder_of_the_database_is_unknown():

@@ -127,6 +127,36 @@ def test_runs_over_max_active_runs_wait_queued_and_start_in_order(worker):
     assert WorkflowRun.objects.get(pk=third.pk).status == "cancelled"
 
 
+def test_a_re_run_waits_queued_while_the_workflow_has_its_max_active_runs_and_then_re_runs(worker):
+    # given a workflow with one run at a time: a run that failed, and the next run now waiting on a signal
+    version = load("""
+        name: one-at-a-time-rerun
+        max_active_runs: 1
+        params: {fail: true}
+        steps:
+          - {id: check, action: fail, when: params.fail}
+          - {id: gate, action: wait.signal, params: {name: open}, when: not params.fail}
+        """)
+    failed = services.workflow_run_start(version=version, params={"fail": True})
+    assert finish(failed)["status"] == "failed"
+    waiting = services.workflow_run_start(version=version, params={"fail": False})
+    wait_for(lambda: StepRun.objects.filter(run=waiting, status="running").exclude(waiting_for="").exists(),
+             what="the second run to wait")
+
+    # when the failed run is re-run while the other is active
+    rerun = services.workflow_run_retry(run_id=failed.pk)
+
+    # then it waits, queued, and re-runs what failed once the active run ended
+    assert rerun.status == "queued"
+    assert WorkflowRun.objects.filter(version__definition__name="one-at-a-time-rerun",
+                                      status__in=("pending", "running")).count() == 1
+    services.workflow_signal(run_id=waiting.pk, name="open")
+    assert finish(waiting)["status"] == "succeeded"
+    wait_for(lambda: WorkflowRun.objects.get(pk=failed.pk).status != "queued", what="the re-run to start")
+    assert finish(failed)["status"] == "failed"  # it fails again, as its params say: what matters is that it ran
+    assert [row.run_attempt for row in StepRun.objects.filter(run=failed, step_id="check").order_by("attempt")] == [1, 2]
+
+
 def test_a_missing_or_too_small_pool_is_refused_at_load():
     Pool.objects.create(name="small", slots=1)
     with pytest.raises(WorkflowSpecError) as wrong:
