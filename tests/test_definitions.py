@@ -59,6 +59,6 @@ def test_a_key_that_is_not_text_is_refused_naming_it_wherever_it_is():
                       ("rules: {true: x}\n", "True"), ("limits: {1.5: x}\n", "1.5")):
         with pytest.raises(DefinitionTextError) as raised:
             definition_load_text(text, source="flow.yaml")
-        assert str(raised.value) == (f"flow.yaml: key {key} is not text; quote it (YAML reads an unquoted number, null, "
-                                     "true or false as that value)")
+        assert str(raised.value) == (f"flow.yaml: key {key} is not text; quote it (YAML reads an unquoted number, "
+                                     "null, true or false as that value)")
     assert definition_load_text("params: {'1': one, region: eu}\n") == {"params": {"1": "one", "region": "eu"}}

@@ -154,7 +154,8 @@ def test_a_re_run_waits_queued_while_the_workflow_has_its_max_active_runs_and_th
     assert finish(waiting)["status"] == "succeeded"
     wait_for(lambda: WorkflowRun.objects.get(pk=failed.pk).status != "queued", what="the re-run to start")
     assert finish(failed)["status"] == "failed"  # it fails again, as its params say: what matters is that it ran
-    assert [row.run_attempt for row in StepRun.objects.filter(run=failed, step_id="check").order_by("attempt")] == [1, 2]
+    checks = StepRun.objects.filter(run=failed, step_id="check").order_by("attempt")
+    assert [row.run_attempt for row in checks] == [1, 2]
 
 
 def test_a_missing_or_too_small_pool_is_refused_at_load():
