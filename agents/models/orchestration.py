@@ -105,6 +105,11 @@ class AgentMessage(models.Model):
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Times a handler ran it.")
     handled_by = models.CharField(max_length=200, blank=True)
+    claimed_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="While a delivery runs its handler: when that claim lapses and another delivery may take it (its "
+                  "worker died). Empty when no handler runs it.",
+    )
     response = models.JSONField(null=True, blank=True, help_text="What the handler returned.")
     signature = models.CharField(max_length=128, blank=True)
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)

@@ -1,6 +1,7 @@
 """Triggers: what turns a domain event (published through the kernel's outbox, ``agents.core.events``, by the system
 or from outside, ``event_types``) into an action. Dispatch evaluates each enabled trigger of the event's type once per
-event (a unique row per trigger and event), so a re-delivered event starts nothing twice.
+event (a unique row per trigger and event, inserted as a claim before the action runs), so an event delivered again,
+even while its first delivery is still acting, starts nothing twice.
 """
 import functools
 import logging
@@ -14,6 +15,7 @@ from agents.core.audit import audit_record
 from agents.core.teams import owned_get_or_create, same_team
 from agents.core.events import event_listeners_changed, event_path_problem
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, fields_changed, is_name
+from agents.core.transitions import transition
 from agents.exceptions import AgentsError, ExpressionError, TriggerError
 from agents.expressions.compiler import compile_expression
 from agents.models import (
@@ -33,6 +35,9 @@ from agents.orchestration.messages import message_send, recipient_problem
 logger = logging.getLogger(__name__)
 
 TRIGGER_KEYS = {"name", "event", "filter", "action", "target", "params", "priority", "enabled"}
+#: The error a firing is claimed with, in the transaction that then runs its action and records the outcome: no other
+#: session ever reads it (that transaction commits the outcome or rolls the claim back).
+FIRING_UNFINISHED = "the trigger's action did not finish"
 
 
 # ------------------------------------------------------------------------------------ triggers
@@ -167,7 +172,13 @@ def _event_context(event: Event) -> dict:
 
 def event_dispatch(*, event_id: int) -> list[TriggerFiring]:
     """Evaluate every enabled trigger of the event's type (of the event's team) once, recording each firing; mark the
-    event published."""
+    event published.
+
+    Each trigger is claimed before it acts: its firing row is inserted first, and the action runs and its outcome is
+    recorded in that same transaction. A second delivery of the event at the same time waits at that insert (the
+    firing is unique per trigger and event) and skips the trigger once the first commits; if the first breaks off
+    with an error it cannot record, everything it did rolls back with its claim, the event stays unpublished, and the
+    next delivery (the relay's) fires the trigger."""
     event = Event.objects.filter(pk=event_id).first()
     if event is None:
         return []
@@ -179,15 +190,18 @@ def event_dispatch(*, event_id: int) -> list[TriggerFiring]:
     for trigger in triggers:
         if trigger.pk in done:
             continue
-        status, result, error = _fire(trigger, event)
-        try:
-            with transaction.atomic():
-                firings.append(TriggerFiring.objects.create(
-                    trigger=trigger, event=event, status=status, result=result, error=error[:5000],
-                    trace_id=event.trace_id,
-                ))
-        except IntegrityError:
-            continue  # another delivery of this event recorded it first
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    firing = TriggerFiring.objects.create(trigger=trigger, event=event, status=FiringStatus.FAILED,
+                                                          error=FIRING_UNFINISHED, trace_id=event.trace_id)
+            except IntegrityError:
+                continue  # another delivery of this event fired it (the insert waited for that one to commit)
+            status, result, error = _fire(trigger, event)
+            transition(TriggerFiring.objects.filter(pk=firing.pk, error=FIRING_UNFINISHED), [FiringStatus.FAILED],
+                       status, result=result, error=error[:5000])
+            firing.refresh_from_db()
+        firings.append(firing)
     Event.objects.filter(pk=event.pk, published_at__isnull=True).update(published_at=timezone.now())
     return firings
 

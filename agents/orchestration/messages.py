@@ -15,12 +15,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from celery.utils.nodenames import worker_direct
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, action_get
@@ -29,6 +31,7 @@ from agents.core.dispatch import celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
 from agents.core.registry import Registry
 from agents.core.tracing import trace_id_ensure
+from agents.core.transitions import transition
 from agents.exceptions import MessageError
 from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
 
@@ -38,6 +41,10 @@ logger = logging.getLogger(__name__)
 HANDLER_RETRIES = 3
 #: The error a rejected message carries.
 SIGNATURE_ERROR = "signature does not verify"
+#: Seconds a claim on a message outlasts the hard time limit of the task running its handler (``message_claim_s``).
+CLAIM_GRACE_S = 30
+#: The statuses of a message no delivery handles again.
+MESSAGE_FINISHED = (MessageStatus.HANDLED, MessageStatus.FAILED, MessageStatus.REJECTED)
 
 #: Message handlers by message type.
 handlers: Registry[Callable[..., Any]] = Registry("message handler")
@@ -121,14 +128,21 @@ def _dispatch(message_id: int) -> None:
     elif message.is_broadcast:
         for agent in _recipient_agents(message.recipient):
             task_send(BROADCAST_DELIVER_TASK, message.pk, agent.name, queue=worker_direct(agent.hostname))
-    elif message.recipient.startswith("type:"):
-        task_send(DELIVER_TASK, message.pk, queue=message.recipient[5:])
     else:
-        agent = Agent.objects.get(name=message.recipient)
-        task_send(DELIVER_TASK, message.pk, queue=worker_direct(agent.hostname))
+        _deliver_send(message)
     AgentMessage.objects.filter(pk=message.pk, status=MessageStatus.PENDING).update(
         status=MessageStatus.SENT, sent_at=timezone.now()
     )
+
+
+def _deliver_send(message: AgentMessage, **options) -> None:
+    """Send the delivery of a message to one agent (its worker's direct queue) or to any agent of a type (the
+    type's queue); ``options`` as ``apply_async`` takes them."""
+    if message.recipient.startswith("type:"):
+        task_send(DELIVER_TASK, message.pk, queue=message.recipient[5:], **options)
+    else:
+        agent = Agent.objects.get(name=message.recipient)
+        task_send(DELIVER_TASK, message.pk, queue=worker_direct(agent.hostname), **options)
 
 
 # ------------------------------------------------------------------------------------ signatures
@@ -159,7 +173,7 @@ def _message_reject(message: AgentMessage) -> AgentMessage:
     """Record that a message failed verification: rejected, never handled, never retried."""
     AgentMessage.objects.filter(
         pk=message.pk, status__in=[MessageStatus.PENDING, MessageStatus.SENT, MessageStatus.DELIVERED]
-    ).update(status=MessageStatus.REJECTED, error=SIGNATURE_ERROR)
+    ).update(status=MessageStatus.REJECTED, error=SIGNATURE_ERROR, claimed_until=None)
     logger.warning("message %s (%s to %s) rejected: %s", message.pk, message.message_type, message.recipient,
                    SIGNATURE_ERROR)
     message.refresh_from_db()
@@ -178,45 +192,67 @@ def _agent_for(message: AgentMessage, hostname: str) -> str:
 def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, bool]:
     """Run the handler of a message delivered to worker ``hostname``; return it and whether to retry.
 
-    A handled message is not handled again. A failing handler's error is recorded; the caller retries until
-    ``HANDLER_RETRIES`` is spent, then the message is failed.
+    A handled message is not handled again, and only one delivery runs its handler at a time: each run first claims
+    the message (``_message_claim``). A delivery that finds it claimed by another leaves it alone and sends itself
+    again for when that claim lapses, so a message whose worker died mid-handle is still handled then. A failing
+    handler's error is recorded and the claim released; the caller retries until ``HANDLER_RETRIES`` is spent, then
+    the message is failed. Writes after the handler are fenced by the claim's attempt number.
     """
     message = AgentMessage.objects.filter(pk=message_id).first()
-    if message is None or message.status in (MessageStatus.HANDLED, MessageStatus.FAILED, MessageStatus.REJECTED):
+    if message is None or message.status in MESSAGE_FINISHED:
         return message, False
     if not message_verify(message):
         return _message_reject(message), False
-    now = timezone.now()
     agent = _agent_for(message, hostname)
-    AgentMessage.objects.filter(pk=message.pk, status__in=[MessageStatus.PENDING, MessageStatus.SENT]).update(
-        status=MessageStatus.DELIVERED, delivered_at=now
-    )
-    AgentMessage.objects.filter(pk=message.pk).update(attempts=F("attempts") + 1, handled_by=agent)
+    claimed = _message_claim(message, agent=agent)
     message.refresh_from_db()
+    if not claimed:
+        if message.status not in MESSAGE_FINISHED:  # another delivery runs its handler now
+            logger.info("message %s is being handled by %s; looking again at %s", message.pk, message.handled_by,
+                        message.claimed_until)
+            _deliver_send(message, eta=message.claimed_until or timezone.now())
+        return message, False
+    ours = AgentMessage.objects.filter(pk=message.pk, attempts=message.attempts)  # the fence of this claim
     try:
         response = storable_answer(_run_handler(message, agent=agent))  # a NUL as U+FFFD, a set as its repr
     except Exception as error:  # any handler failure is recorded on the message, then retried
         retry = message.attempts <= HANDLER_RETRIES
-        AgentMessage.objects.filter(pk=message.pk).update(
-            error=storable(f"{type(error).__name__}: {error}"[:5000]),
-            **({} if retry else {"status": MessageStatus.FAILED}),
-        )
+        recorded = transition(ours, [MessageStatus.DELIVERED],
+                              MessageStatus.DELIVERED if retry else MessageStatus.FAILED,
+                              error=storable(f"{type(error).__name__}: {error}"[:5000]), claimed_until=None)
         logger.warning("handler of message %s failed (attempt %s): %s", message.pk, message.attempts, error)
         message.refresh_from_db()
-        return message, retry
+        return message, retry and recorded
     # A request and its response become visible together: whoever sees it handled finds the response too.
     with transaction.atomic():
-        AgentMessage.objects.filter(pk=message.pk, status=MessageStatus.DELIVERED).update(
-            status=MessageStatus.HANDLED, handled_at=timezone.now(), response=response, error=""
-        )
+        handled = transition(ours, [MessageStatus.DELIVERED], MessageStatus.HANDLED, handled_at=timezone.now(),
+                             response=response, error="", claimed_until=None)
         message.refresh_from_db()
-        if message.message_type == MessageType.TASK_REQUEST and message.correlation_id:
+        if handled and message.message_type == MessageType.TASK_REQUEST and message.correlation_id:
             if message.sender and Agent.objects.filter(name=message.sender).exists():
                 message_send(message_type=MessageType.TASK_RESPONSE, recipient=message.sender,
                              payload={"result": response}, sender=agent, correlation_id=message.correlation_id)
             else:
                 _response_store(message, agent, response)
     return message, False
+
+
+def _message_claim(message: AgentMessage, *, agent: str) -> bool:
+    """Take the message for one run of its handler by ``agent``: not yet delivered, or delivered and not claimed (a
+    failed attempt waiting for its retry) or claimed by a delivery whose claim has lapsed. Counts the attempt."""
+    now = timezone.now()
+    return transition(
+        AgentMessage.objects.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now), pk=message.pk),
+        [MessageStatus.PENDING, MessageStatus.SENT, MessageStatus.DELIVERED], MessageStatus.DELIVERED,
+        delivered_at=Coalesce("delivered_at", Value(now)), claimed_until=now + timedelta(seconds=message_claim_s()),
+        attempts=F("attempts") + 1, handled_by=agent,
+    )
+
+
+def message_claim_s() -> float:
+    """Seconds a delivery's claim on a message lasts: past the hard time limit of the task that runs the handler, so
+    a claim lapses only once its handler can no longer be running (its worker died)."""
+    return settings.CELERY_TASK_TIME_LIMIT + CLAIM_GRACE_S
 
 
 def _response_store(request: AgentMessage, agent: str, response: Any) -> None:

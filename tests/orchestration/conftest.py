@@ -1,12 +1,15 @@
 """Orchestration fixtures: pause the session worker's consumer of a queue, start extra worker processes on the
-test broker and database, as an operator would start another worker host, and an action whose answer PostgreSQL or
-JSON cannot hold as it is (registered here, before the session worker starts)."""
+test broker and database, as an operator would start another worker host, an action whose answer PostgreSQL or
+JSON cannot hold as it is, and one that lets a test act while an action runs (registered here, before the session
+worker starts)."""
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 
+import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -22,6 +25,29 @@ SESSION_WORKER = "tests@localhost"
 def odd_answer(context: ActionContext, *, kind: str):
     """Answer what PostgreSQL cannot store as it is (a NUL) or JSON cannot hold at all (a set)."""
     return {"text": "a\x00b"} if kind == "nul" else {1, 2}
+
+
+#: What the next run of ``test.meanwhile`` does while it runs (a second delivery of its message), and its runs.
+meanwhile_hooks: list[Callable[[], None]] = []
+meanwhile_runs: list[str] = []
+
+
+@action("test.meanwhile")
+def meanwhile(context: ActionContext):
+    """Count the run, do what a test queued to happen while it runs (each thing once), and answer the run's number."""
+    meanwhile_runs.append(context.step_id)
+    while meanwhile_hooks:
+        meanwhile_hooks.pop(0)()
+    return {"run": len(meanwhile_runs)}
+
+
+@pytest.fixture
+def while_acting():
+    """The list of what ``test.meanwhile`` does during its next run; the action starts each test with no runs."""
+    meanwhile_hooks.clear()
+    meanwhile_runs.clear()
+    yield meanwhile_hooks
+    meanwhile_hooks.clear()
 
 
 @contextmanager

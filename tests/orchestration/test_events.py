@@ -1,15 +1,16 @@
 """Events through the transactional outbox and the triggers they fire, on a real worker: an alert that fires
 starts a workflow carrying the alert's trace id; an event of a rolled-back transaction is never delivered."""
 import socket
+import threading
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from agents.core import events as outbox
 from agents.exceptions import TriggerError
-from agents.models import Alert, AgentTask, Event, StepRun, Trigger, TriggerFiring, WorkflowRun
+from agents.models import Alert, AgentMessage, AgentTask, Event, StepRun, Trigger, TriggerFiring, WorkflowRun
 from agents.monitoring import services as monitoring
 from agents.orchestration import events
 from agents.core.tracing import trace
@@ -95,6 +96,87 @@ def test_dispatching_an_event_twice_fires_each_trigger_once():
     assert [firing.status for firing in first] == ["succeeded"] and again == []
     event.refresh_from_db()
     assert event.published_at is not None
+
+
+def _backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _waits_for(waiting_pid: int, holding_pid: int) -> bool:
+    """Whether session ``waiting_pid`` is waiting for a lock that session ``holding_pid`` holds."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s = ANY(pg_blocking_pids(%s))", [holding_pid, waiting_pid])
+        return cursor.fetchone()[0]
+
+
+def _note_trigger_and_event() -> Event:
+    Trigger.objects.create(name="note", event_type="agent.offline", action="message", target="type:workflow",
+                           params={"message_type": "status_update", "agent": "$.payload.agent"})
+    return Event.objects.create(event_type="agent.offline", payload={"agent": "w1@host:data"})
+
+
+def test_two_deliveries_of_one_event_at_once_fire_its_trigger_once(monkeypatch):
+    # given a trigger that sends a message, and a second delivery of its event (the relay sends again an event
+    # still unpublished after 10 s) arriving while the first delivery's action runs
+    event = _note_trigger_and_event()
+    send, second = events.message_send, {}
+
+    def deliver_again():
+        second["pid"] = _backend_pid()
+        try:
+            second["firings"] = events.event_dispatch(event_id=event.pk)
+        finally:
+            connection.close()
+
+    def send_while_delivered_again(**kwargs):
+        if not second:  # the first delivery's action: let the second delivery go as far as it can meanwhile
+            second["thread"] = thread = threading.Thread(target=deliver_again)
+            thread.start()
+            first_pid = _backend_pid()
+            wait_for(lambda: "pid" in second and (not thread.is_alive() or _waits_for(second["pid"], first_pid)),
+                     what="the second delivery to fire on its own or to wait for the first")
+        return send(**kwargs)
+
+    monkeypatch.setattr(events, "message_send", send_while_delivered_again)
+
+    # when the first delivery finishes
+    firings = events.event_dispatch(event_id=event.pk)
+    second["thread"].join(timeout=30)
+
+    # then the trigger sent one message, recorded by the one firing, and the second delivery fired nothing
+    [message] = AgentMessage.objects.filter(sender="trigger:note")
+    assert [(firing.status, firing.result) for firing in firings] == [("succeeded", {"message_id": message.pk})]
+    assert TriggerFiring.objects.get().result == {"message_id": message.pk}
+    assert second["firings"] == []
+
+
+def test_a_delivery_broken_off_in_the_action_leaves_the_trigger_to_the_next_delivery(monkeypatch):
+    # given a trigger whose first delivery breaks off in its action with an error it cannot record (the database
+    # connection was lost)
+    event = _note_trigger_and_event()
+    send, calls = events.message_send, []
+
+    def send_after_a_lost_connection(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return send(**kwargs)
+
+    monkeypatch.setattr(events, "message_send", send_after_a_lost_connection)
+    with pytest.raises(OperationalError):
+        events.event_dispatch(event_id=event.pk)
+
+    # then nothing is recorded as fired and the event stays unpublished, so the relay sends it again
+    event.refresh_from_db()
+    assert not TriggerFiring.objects.exists() and event.published_at is None
+
+    # and the next delivery fires the trigger, once
+    [firing] = events.event_dispatch(event_id=event.pk)
+    [message] = AgentMessage.objects.filter(sender="trigger:note")
+    assert (firing.status, firing.result) == ("succeeded", {"message_id": message.pk})
+    assert events.event_dispatch(event_id=event.pk) == []
 
 
 def test_the_relay_resends_an_event_whose_send_was_lost():

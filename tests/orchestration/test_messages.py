@@ -1,13 +1,19 @@
 """The message hub on real workers: delivery to one agent, to a type, broadcast to every agent, request/response
-with a correlation id, handler failures recorded and retried, and refusals."""
+with a correlation id, handler failures recorded and retried, refusals, and a message two deliveries take at once
+(handled by one of them, once)."""
+import threading
+from datetime import timedelta
+
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from agents.exceptions import MessageError
 from agents.models import Agent, AgentMessage, MessageReceipt
 from agents.orchestration import messages
 from tests.conftest import wait_for
 
-from .conftest import SESSION_WORKER, worker_process
+from .conftest import SESSION_WORKER, meanwhile_runs, worker_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,3 +96,74 @@ def test_an_answer_postgresql_or_json_cannot_hold_is_stored_as_it_can_and_the_re
     request = AgentMessage.objects.get(correlation_id=response.correlation_id, message_type="task_request")
     assert request.status == "handled" and request.response == result
     assert response.payload["result"] == result
+
+
+def _request(monkeypatch, payload: dict) -> tuple[AgentMessage, list[tuple]]:
+    """A task_request from the command line to any workflow agent, stored and sent; the deliveries sent (and sent
+    again) are recorded instead of reaching a worker, so the test delivers it itself, as a worker would."""
+    sent: list[tuple] = []
+    monkeypatch.setattr(messages, "task_send", lambda name, *args, **options: sent.append((name, args, options)))
+    request = messages.message_send(message_type="task_request", recipient="type:workflow", payload=payload,
+                                    sender="cli", correlation_id="c0ffee")
+    return request, sent
+
+
+def _responses(request: AgentMessage) -> list[dict]:
+    return list(AgentMessage.objects.filter(correlation_id=request.correlation_id, message_type="task_response")
+                .values_list("payload", flat=True))
+
+
+def test_two_deliveries_of_one_request_at_once_run_it_once_and_answer_once(monkeypatch, while_acting):
+    # given a request whose action is still running when a second delivery of it arrives on another worker
+    request, sent = _request(monkeypatch, {"action": "test.meanwhile"})
+    second = []
+
+    def deliver_again():
+        try:
+            second.append(messages.message_handle(message_id=request.pk, hostname="other@host"))
+        finally:
+            connection.close()
+
+    def second_delivery():
+        thread = threading.Thread(target=deliver_again)
+        thread.start()
+        thread.join()
+
+    while_acting.append(second_delivery)
+
+    # when the first delivery finishes
+    handled, retry = messages.message_handle(message_id=request.pk, hostname="first@host")
+
+    # then the action ran once, the requester has one answer, and the request is handled by the first delivery
+    assert len(meanwhile_runs) == 1
+    assert _responses(request) == [{"result": {"run": 1}}]
+    assert (handled.status, handled.attempts, handled.handled_by, retry) == ("handled", 1, "first@host:workflow", False)
+    # and the second delivery left it to the first, coming back when the first one's claim lapses, in case its
+    # worker dies mid-action
+    [(seen, second_retry)] = second
+    assert (seen.status, second_retry) == ("delivered", False)
+    assert sent[-1] == (messages.DELIVER_TASK, (request.pk,), {"queue": "workflow", "eta": seen.claimed_until})
+
+
+def test_a_request_whose_worker_died_mid_action_is_handled_once_when_its_claim_lapses(monkeypatch, while_acting):
+    # given a request whose delivery died in the middle of its action (SystemExit: not a handler failure)
+    request, sent = _request(monkeypatch, {"action": "test.meanwhile"})
+
+    def worker_lost():
+        raise SystemExit("worker lost")
+
+    while_acting.append(worker_lost)
+    with pytest.raises(SystemExit):
+        messages.message_handle(message_id=request.pk, hostname="lost@host")
+
+    # when the broker delivers it again at once, then that delivery leaves it alone while the claim holds
+    seen, retry = messages.message_handle(message_id=request.pk, hostname="next@host")
+    assert (seen.status, seen.attempts, retry, _responses(request)) == ("delivered", 1, False, [])
+    assert sent[-1] == (messages.DELIVER_TASK, (request.pk,), {"queue": "workflow", "eta": seen.claimed_until})
+
+    # and the delivery it sent for when the claim lapses handles it, once
+    AgentMessage.objects.filter(pk=request.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    handled, retry = messages.message_handle(message_id=request.pk, hostname="next@host")
+    assert (handled.status, handled.attempts, handled.handled_by, retry) == ("handled", 2, "next@host:workflow", False)
+    assert _responses(request) == [{"result": {"run": 2}}]
+    assert messages.message_handle(message_id=request.pk, hostname="late@host")[0].attempts == 2
