@@ -82,20 +82,22 @@ def _source_column_types(source: Any) -> dict[str, str]:
 
 
 def pipeline_load(*, text: str, source: str = "definition", team: Team | None = None) -> tuple[PipelineVersion, bool]:
-    """Store a pipeline as a new immutable version unless identical content is stored; return it and if created.
+    """Store a pipeline as a new immutable version unless its newest version holds identical content; return it and
+    whether it was created.
     A new pipeline belongs to ``team`` (default: the default team); an existing one takes loads into its own only."""
     spec = pipeline_validate_text(text=text, source=source)
     content_hash = pipeline_spec_hash(spec)
     with transaction.atomic():
         pipeline, _ = owned_get_or_create(Pipeline, name=spec["name"], team=team, what="pipeline")
         pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
-        existing = pipeline.versions.filter(content_hash=content_hash).first()
-        if existing:
-            return existing, False
+        newest = pipeline.versions.order_by("-number").first()
+        if newest is not None and newest.content_hash == content_hash:
+            return newest, False
+        # Content an older version holds (a revert) becomes the newest version again, as a version of its own.
         if pipeline.description != spec["description"]:
             pipeline.description = spec["description"]
             pipeline.save(update_fields=["description", "updated_at"])
-        number = (pipeline.versions.aggregate(top=Max("number"))["top"] or 0) + 1
+        number = (newest.number if newest is not None else 0) + 1
         version = PipelineVersion.objects.create(
             pipeline=pipeline, number=number, content_hash=content_hash, spec=spec, source=text
         )

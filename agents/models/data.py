@@ -33,7 +33,7 @@ class Pipeline(Definition):
 
 
 class PipelineVersion(DefinitionVersion):
-    """One immutable version of a pipeline, identified by the hash of its normalised content."""
+    """One immutable version of a pipeline, with the hash of its normalised content (a revert repeats an older one)."""
 
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="versions")
 
@@ -41,7 +41,6 @@ class PipelineVersion(DefinitionVersion):
         ordering = ["pipeline__name", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["pipeline", "number"], name="pipeline_version_number_unique"),
-            models.UniqueConstraint(fields=["pipeline", "content_hash"], name="pipeline_version_hash_unique"),
         ]
 
     def __str__(self) -> str:

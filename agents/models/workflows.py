@@ -13,7 +13,7 @@ class WorkflowDefinition(Definition):
 
 
 class WorkflowVersion(DefinitionVersion):
-    """One immutable version of a definition, identified by the hash of its normalised content."""
+    """One immutable version of a definition, with the hash of its normalised content (a revert repeats an older one)."""
 
     definition = models.ForeignKey(WorkflowDefinition, on_delete=models.CASCADE, related_name="versions")
 
@@ -21,7 +21,6 @@ class WorkflowVersion(DefinitionVersion):
         ordering = ["definition__name", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["definition", "number"], name="workflow_version_number_unique"),
-            models.UniqueConstraint(fields=["definition", "content_hash"], name="workflow_version_hash_unique"),
         ]
 
     def __str__(self) -> str:

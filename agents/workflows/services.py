@@ -147,7 +147,7 @@ def workflow_validate_file(*, path: str) -> WorkflowSpec:
 
 
 def workflow_load(*, text: str, source: str = "definition", team: Team | None = None) -> tuple[WorkflowVersion, bool]:
-    """Store a definition as a new immutable version unless identical content is already stored; a new workflow
+    """Store a definition as a new immutable version unless the newest version holds identical content; a new workflow
     belongs to ``team`` (default: the default team), and an existing one only takes a load into its own team.
 
     Returns the version and whether it was created.
@@ -159,20 +159,19 @@ def workflow_load(*, text: str, source: str = "definition", team: Team | None = 
         for step_id, target in subworkflow_targets(spec.steps.values()):
             same_team(definition.team_id, WorkflowDefinition.objects.filter(name=target).first(),
                       what=f"step {step_id!r} runs workflow {target!r}, which")
+        # The workflow's row lock orders concurrent loads: the second of two loads of the same text finds the first's.
         definition = WorkflowDefinition.objects.select_for_update().get(pk=definition.pk)
-        existing = definition.versions.filter(content_hash=content_hash).first()
-        if existing:
-            return existing, False
+        newest = definition.versions.order_by("-number").first()
+        if newest is not None and newest.content_hash == content_hash:
+            return newest, False
+        # Content an older version holds (a revert) becomes the newest version again, as a version of its own.
         if definition.description != spec.description:
             definition.description = spec.description
             definition.save(update_fields=["description", "updated_at"])
-        number = (definition.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
-        try:
-            version = WorkflowVersion.objects.create(
-                definition=definition, number=number, content_hash=content_hash, spec=spec.to_dict(), source=text
-            )
-        except IntegrityError:  # loaded concurrently: the other load stored the same content
-            return definition.versions.get(content_hash=content_hash), False
+        number = (newest.number if newest is not None else 0) + 1
+        version = WorkflowVersion.objects.create(
+            definition=definition, number=number, content_hash=content_hash, spec=spec.to_dict(), source=text
+        )
         audit_record("workflow.load", "workflow_version", version.pk, f"loaded workflow {spec.name} v{number}",
                      workflow=spec.name, version=number, source=source, content_hash=content_hash)
         # The newest version's schedules become its celery-beat entries (admin > Periodic tasks).

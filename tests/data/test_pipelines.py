@@ -175,6 +175,17 @@ def test_loading_the_same_definition_twice_keeps_one_version():
     assert first.pk == second.pk and first.number == 1 and changed.number == 2
 
 
+def test_loading_an_older_definition_again_makes_it_the_newest_version():
+    # a revert: the pipeline run by name (and by its schedules) is the newest version, so it must be the one loaded
+    first, second = load(orders_pipeline()), load(orders_pipeline(description="changed"))
+
+    reverted, again = load(orders_pipeline()), load(orders_pipeline())
+
+    assert (first.number, second.number, reverted.number) == (1, 2, 3)
+    assert reverted.content_hash == first.content_hash and again.pk == reverted.pk
+    assert services.pipeline_version_latest(pipeline=first.pipeline.name).pk == reverted.pk
+
+
 def test_invalid_definitions_list_every_problem():
     with pytest.raises(PipelineSpecError) as caught:
         load({"name": "bad name!", "source": {"kind": "ftp"}, "transforms": [{"type": "explode"}],

@@ -290,6 +290,17 @@ def test_a_run_stays_pinned_to_its_version_when_the_definition_changes(worker):
     assert newer["version"] == 2 and newer["steps"]["a"]["result"]["value"] == "two"
 
 
+def test_loading_an_older_definition_again_makes_runs_by_name_run_it(worker):
+    one = "name: reverted\nsteps: [{id: a, action: echo, params: {value: one}}]"
+    two = "name: reverted\nsteps: [{id: a, action: echo, params: {value: two}}]"
+    loaded = [services.workflow_load(text=text) for text in (one, two, one, one)]
+
+    summary = finish(services.workflow_run_start(workflow="reverted"))
+
+    assert [(version.number, created) for version, created in loaded] == [(1, True), (2, True), (3, True), (3, False)]
+    assert summary["version"] == 3 and summary["steps"]["a"]["result"]["value"] == "one"
+
+
 def test_progress_has_an_eta_once_the_version_has_run_before(worker):
     text = "name: timed\nsteps: [{id: a, action: sleep, params: {seconds: 0.3}}, {id: b, action: noop, needs: [a]}]"
     first = start(text)
