@@ -461,11 +461,12 @@ class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.Mode
         """One silence per distinct check of the selected alerts, from now for an hour."""
         user = request.user.get_username()
         ends_at = timezone.now() + SILENCE_FOR
-        names = sorted(set(queryset.values_list("health_check__name", flat=True)))
+        # Each silence is of its check's team: one of another team would never apply to the check.
+        checks = Check.objects.filter(pk__in=queryset.values("health_check")).select_related("team").order_by("name")
         self.apply_each(
-            request, names,
-            lambda name: alerts.silence_create(matchers={"check": [name]}, ends_at=ends_at, created_by=user,
-                                               comment="Silenced from the alert list for 1 hour."),
+            request, checks,
+            lambda check: alerts.silence_create(matchers={"check": [check.name]}, ends_at=ends_at, created_by=user,
+                                                comment="Silenced from the alert list for 1 hour.", team=check.team),
             "Silenced %(count)d check for 1 hour.", "Silenced %(count)d checks for 1 hour.",
         )
 

@@ -242,14 +242,16 @@ class CheckDefinitionSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     type = serializers.ChoiceField(choices=[value for value in CheckType.values if value != CheckType.EXTERNAL])
     params = JSONObjectField(required=False, help_text="The check type's parameters (url, host and port, path, ...).")
-    interval_s = serializers.FloatField(required=False, min_value=1, help_text="Default 60.")
-    timeout_s = serializers.FloatField(required=False, min_value=0.1, help_text="Default 30.")
+    interval_s = serializers.FloatField(required=False, min_value=1, max_value=rules.MAX_DURATION_S,
+                                        help_text="Default 60.")
+    timeout_s = serializers.FloatField(required=False, min_value=0.1, max_value=rules.MAX_DURATION_S,
+                                       help_text="Default 30.")
     warning = serializers.FloatField(required=False, allow_null=True)
     critical = serializers.FloatField(required=False, allow_null=True)
     direction = serializers.ChoiceField(choices=ThresholdDirection.choices, required=False)
     max_attempts = serializers.IntegerField(required=False, min_value=1)
     severity = serializers.ChoiceField(choices=Severity.choices, required=False)
-    keep_firing_for_s = serializers.FloatField(required=False, min_value=0)
+    keep_firing_for_s = serializers.FloatField(required=False, min_value=0, max_value=rules.MAX_DURATION_S)
     tags = serializers.ListField(child=serializers.CharField(), required=False)
     enabled = serializers.BooleanField(required=False)
     description = serializers.CharField(required=False, allow_blank=True)
@@ -585,7 +587,7 @@ class AlertViewSet(ApiViewSet):
         with service_errors({AlertStateError: "duration"}):
             silence = alerts.silence_create(
                 matchers={"check": [alert.health_check.name]}, ends_at=timezone.now() + given["duration"],
-                comment=given["comment"], created_by=_user(request),
+                comment=given["comment"], created_by=_user(request), team=alert.health_check.team,
             )
         return self.show(_silence_json(silence), status=status.HTTP_201_CREATED, serializer_class=SilenceSerializer)
 
@@ -690,7 +692,7 @@ class ResponseRuleSerializer(serializers.Serializer):
     workflow = serializers.CharField(required=False, allow_null=True, help_text="A workflow to start; or action.")
     params = JSONObjectField(required=False)
     max_runs = serializers.IntegerField(required=False, min_value=1)
-    per_s = serializers.FloatField(required=False, min_value=1)
+    per_s = serializers.FloatField(required=False, min_value=1, max_value=rules.MAX_DURATION_S)
     enabled = serializers.BooleanField(required=False)
 
 

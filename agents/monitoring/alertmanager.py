@@ -145,7 +145,8 @@ def postable_alerts_validate(document: Any) -> tuple[list[str], list[dict]]:
                 problems.append(f"{where}.labels.alertname: is required (it names the check)")
             elif not is_name(name):
                 problems.append(f"{where}.labels.alertname: {name!r} {NAME_RULE}")
-            if len(labels.get("instance", "")) > 500:
+            instance = labels.get("instance", "")
+            if isinstance(instance, str) and len(instance) > 500:  # not a string: _string_map named it already
                 problems.append(f"{where}.labels.instance: must be at most 500 characters")
         starts_at = _time(item.get("startsAt"), f"{where}.startsAt", problems)
         ends_at = _time(item.get("endsAt"), f"{where}.endsAt", problems)

@@ -176,8 +176,9 @@ def internal_alert_set(*, check: Check, problem: str | None, now: datetime) -> A
     notice: dict[str, Any] = {}
 
     def deliver() -> None:
-        if notice:
-            notification_deliver(alert_id=notice["alert_id"], event=notice["event"])
+        if notice and notification_deliver(alert_id=notice["alert_id"], event=notice["event"]) is None:
+            # It waits for a notice a worker is sending (so the workers are up): the notify task retries until then.
+            task_send_on_commit(NOTIFY_TASK, notice["alert_id"], notice["event"], 0, trace_id=notice["trace_id"])
 
     with transaction.atomic():
         # Registered first: the notice goes out on commit before anything is sent to a broker (an event).
@@ -190,7 +191,7 @@ def internal_alert_set(*, check: Check, problem: str | None, now: datetime) -> A
         if problem is None:
             was_fired = alert is not None and alert.fired_at is not None
             if alert is not None and _resolve(alert, now=now, by="auto", enqueue=False) and was_fired:
-                notice.update(alert_id=alert.pk, event=NotificationEvent.RESOLVED)
+                notice.update(alert_id=alert.pk, event=NotificationEvent.RESOLVED, trace_id=alert.trace_id)
         elif alert is not None:
             Alert.objects.filter(pk=alert.pk).update(count=F("count") + 1, last_seen_at=now, summary=problem,
                                                      updated_at=now)
@@ -201,7 +202,7 @@ def internal_alert_set(*, check: Check, problem: str | None, now: datetime) -> A
                 trace_id=trace_id_ensure(),
             )
             if _fire(alert, now, enqueue=False):
-                notice.update(alert_id=alert.pk, event=NotificationEvent.FIRING)
+                notice.update(alert_id=alert.pk, event=NotificationEvent.FIRING, trace_id=alert.trace_id)
     return alert
 
 
@@ -465,9 +466,11 @@ def alert_payload(alert: Alert, event: str, *, route: str | None = None) -> dict
 def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Notification | None:
     """Deliver one notification of an alert once: to its route's handler, or record it silenced.
 
-    A resolved notice goes to every route that was sent a firing (or escalation) notice, after those were
-    attempted; a route never told the alert fired is not told it resolved (its firing notice was silenced, or
-    failed). Returns None while a firing notice is still being sent by another worker: the caller retries later.
+    A resolved notice goes to every route that was sent a firing (or escalation) notice, after every other notice
+    being sent was attempted; a route never told the alert fired is not told it resolved (its firing notice was
+    silenced, or failed). A reminder, an escalation or a later firing notice (a silence ended) of an alert no longer
+    firing is recorded skipped, not sent: it would follow the acknowledgement or the resolved notice. Returns None
+    while another notice of the alert is still being sent by another worker: the caller retries later.
     """
     alert = Alert.objects.select_related("health_check").get(pk=alert_id)
     now = timezone.now()
@@ -488,7 +491,12 @@ def _resolved_deliver(alert: Alert, *, now: datetime) -> Notification | None:
     if firing is None:
         firing = notification_deliver(alert_id=alert.pk, event=NotificationEvent.FIRING)
     told_notices = Notification.objects.filter(alert=alert, event__in=_FIRING_EVENTS)
-    if firing is None or told_notices.filter(status=NotificationStatus.SENDING).exists():
+    # Every other notice in flight goes first: one that sees the alert resolved is skipped, one that did not has
+    # been sent by the time the resolved notice follows it. A reminder whose worker died (stale) is not waited for.
+    in_flight = Notification.objects.filter(alert=alert, status=NotificationStatus.SENDING).exclude(
+        event=NotificationEvent.RESOLVED).filter(
+        Q(event__in=_FIRING_EVENTS) | Q(created_at__gte=now - timedelta(seconds=SENDING_STALE_S)))
+    if firing is None or in_flight.exists():
         return None
     told: list[str] = []
     for name in (told_notices.filter(status=NotificationStatus.SENT).order_by("created_at", "pk")
@@ -531,10 +539,14 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
             ).update(created_at=now)
             if not taken:
                 return notification
+    # Read after the notice is taken: a resolved notice that starts later waits for this one (``in_flight``).
+    stopped = _stopped_firing(alert, event=event, sequence=sequence)
     if event == NotificationEvent.FIRING and alert.state == AlertState.RESOLVED and alert.resolved_at is not None:
         alert.state = AlertState.FIRING  # tell what it was when it fired; its resolved notice follows
     fields: dict[str, Any] = {"finished_at": timezone.now()}
-    if silence is not None:
+    if stopped:
+        fields.update(status=NotificationStatus.SKIPPED, error=f"not sent: the alert is {stopped}, no longer firing")
+    elif silence is not None:
         fields.update(status=NotificationStatus.SILENCED, silence=silence)
     else:
         try:
@@ -554,6 +566,19 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
     Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(**fields)
     notification.refresh_from_db()
     return notification
+
+
+def _stopped_firing(alert: Alert, *, event: str, sequence: int) -> str:
+    """The state of an alert no longer firing when its notice ``(event, sequence)`` should not go out, else ''.
+
+    The resolved notice always goes (to the routes told), and so does the first firing notice, which opens what the
+    resolved notice closes (and is sent by it when it never went out). Every later one (reminder, escalation, the
+    firing notice after a silence ended) tells a route the alert fires: not once it is acknowledged or resolved.
+    """
+    if event == NotificationEvent.RESOLVED or (event == NotificationEvent.FIRING and sequence == 0):
+        return ""
+    state = Alert.objects.filter(pk=alert.pk).values_list("state", flat=True).first()
+    return "" if state == AlertState.FIRING else str(state)
 
 
 def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
@@ -622,14 +647,22 @@ def _external_expire(*, now: datetime) -> int:
 
 
 def _unsilenced_notify(*, now: datetime) -> int:
-    """Alerts that fired during a silence and still fire now it has ended: send the firing notice they never sent
-    (once: a guarded step of the alert's notice counter). Returns how many."""
+    """Alerts that fired during a silence and still fire now it has ended: send the firing notice they never sent,
+    once per silence end (a guarded step of the alert's notice counter). Not while the notice last numbered is still
+    queued (it may be this one), nor once this one was sending, sent, failed or skipped; one held by a later silence
+    goes again when that one ends. Returns how many."""
     told = Notification.objects.filter(alert=OuterRef("pk"), event__in=_FIRING_EVENTS, status=NotificationStatus.SENT)
     silenced = Notification.objects.filter(alert=OuterRef("pk"), event=NotificationEvent.FIRING,
                                            status=NotificationStatus.SILENCED)
+    resent = Notification.objects.filter(alert=OuterRef("pk"), event=NotificationEvent.FIRING, sequence__gt=0).exclude(
+        status=NotificationStatus.SILENCED)
+    # Each step of the counter enqueues the notice numbered by it; no row with that number yet: still queued.
+    delivered = Notification.objects.filter(alert=OuterRef("pk"), sequence=OuterRef("notices")).exclude(
+        event=NotificationEvent.RESOLVED)
     count = 0
     for alert in (Alert.objects.select_related("health_check").filter(state=AlertState.FIRING)
-                  .filter(Exists(silenced)).exclude(Exists(told))):
+                  .filter(Exists(silenced)).exclude(Exists(told)).exclude(Exists(resent))
+                  .filter(Q(notices=0) | Exists(delivered))):
         if silence_for_alert(alert, now=now) is not None:
             continue
         with transaction.atomic():
@@ -653,7 +686,7 @@ def incident_respond(*, alert_id: int) -> list[IncidentResponse]:
     check = alert.health_check
     responses = []
     for rule in ResponseRule.objects.filter(enabled=True, team_id=check.team_id):
-        if not rules.matchers_match(rule.matchers, check=check.name, tags=check.tags, severity=alert.severity):
+        if not rules.matchers_match(rule.matchers, check=check.name, tags=alert_tags(alert), severity=alert.severity):
             continue
         now = timezone.now()
         with transaction.atomic():

@@ -23,6 +23,9 @@ CHECK_KEYS = {
 }
 #: Most consecutive failed attempts a check may wait for before it alerts.
 MAX_ATTEMPTS = 10_000
+#: The longest duration a definition may give (a check's interval, a silence, a response's rate window): ten years.
+#: Longer ones would not fit a date when added to now.
+MAX_DURATION_S = 3650 * 86400
 ROUTE_KEYS = {"name", "order", "match", "handler", "config", "repeat_interval_s", "escalate_after", "escalate_to",
               "enabled", "watchdog"}
 #: The config key a route's ``watchdog`` option is stored under, beside (not in) its handler's config.
@@ -97,13 +100,17 @@ def matchers_match(matchers: dict | None, *, check: str, tags: list[str], severi
     return True
 
 
-def _number(value: Any, where: str, *, minimum: float | None = None, optional: bool = True) -> str | None:
+def _number(value: Any, where: str, *, minimum: float | None = None, duration: bool = False,
+            optional: bool = True) -> str | None:
+    """The problem with a number, if any; a ``duration`` (seconds) may be at most ``MAX_DURATION_S``."""
     if value is None:
         return None if optional else f"{where}: is required"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return f"{where}: must be a number, got {value!r}"
     if minimum is not None and value < minimum:
         return f"{where}: must be at least {minimum:g}, got {value!r}"
+    if duration and value > MAX_DURATION_S:
+        return f"{where}: must be at most {MAX_DURATION_S:,} s (ten years), got {value!r}"
     return None
 
 
@@ -132,7 +139,7 @@ def check_definition_validate(item: Any, where: str, *, probe_validate: Callable
     for key, minimum in (("interval_s", 1), ("timeout_s", 0.1), ("keep_firing_for_s", 0)):
         if key in item and item[key] is None:  # left out, it has a default; given, it must be a number
             errors.append(f"{where}.{key}: must be a number, got null")
-        elif problem := _number(item.get(key), f"{where}.{key}", minimum=minimum):
+        elif problem := _number(item.get(key), f"{where}.{key}", minimum=minimum, duration=True):
             errors.append(problem)
     for key in ("warning", "critical"):
         if problem := _number(item.get(key), f"{where}.{key}"):
@@ -244,10 +251,13 @@ def silence_definition_validate(item: Any, where: str, *, now: datetime,
         if ends_at is None:
             errors.append(f"{where}.ends_at: must be an ISO 8601 time with a zone, got {item['ends_at']!r}")
     elif item.get("duration_s") is not None:
-        if problem := _number(item["duration_s"], f"{where}.duration_s", minimum=1):
+        if problem := _number(item["duration_s"], f"{where}.duration_s", minimum=1, duration=True):
             errors.append(problem)
         elif starts_at is not None:
-            ends_at = starts_at + timedelta(seconds=item["duration_s"])
+            try:
+                ends_at = starts_at + timedelta(seconds=item["duration_s"])
+            except OverflowError:  # a start near the end of the calendar
+                errors.append(f"{where}.duration_s: ends after the last date there is (starts_at {item['starts_at']})")
     else:
         errors.append(f"{where}: give ends_at or duration_s")
     if starts_at is not None and ends_at is not None and ends_at <= starts_at:
@@ -283,7 +293,7 @@ def response_definition_validate(item: Any, where: str, *, action_validate: Call
     max_runs = item.get("max_runs", 1)
     if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
         errors.append(f"{where}.max_runs: must be a whole number of at least 1, got {max_runs!r}")
-    if problem := _number(item.get("per_s"), f"{where}.per_s", minimum=1):
+    if problem := _number(item.get("per_s"), f"{where}.per_s", minimum=1, duration=True):
         errors.append(problem)
     return errors
 

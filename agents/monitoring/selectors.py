@@ -9,11 +9,12 @@ from agents.exceptions import MonitoringError
 from agents.core.jsonable import iso
 from agents.models import Alert, Check, Metric, Notification, Silence
 from agents.monitoring.alerts import alerts_silences
+from agents.monitoring.rules import MAX_DURATION_S
 
 _WINDOW_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-#: The longest window a summary, silence or acknowledgement may name: ten years.
-MAX_WINDOW_S = 3650 * 86400
+#: The longest window a summary, silence or acknowledgement may name: ten years, as a definition's durations.
+MAX_WINDOW_S = MAX_DURATION_S
 
 
 def window_parse(text: str) -> timedelta:

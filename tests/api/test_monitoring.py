@@ -4,10 +4,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from agents.api.groups import OPERATORS
+from agents.core.teams import team_create
 from agents.models import Alert, AuditEntry, Silence
-from agents.monitoring import services
+from agents.monitoring import alerts, services
+from tests.monitoring.conftest import clock, record  # noqa: F401  (clock: a fixture)
 
-from .conftest import error_of
+from .conftest import _user, client_for, error_of
 
 pytestmark = pytest.mark.django_db
 
@@ -115,6 +118,25 @@ def test_silencing_an_alert_silences_its_check_for_the_duration(operator_client,
     assert timedelta(hours=1, minutes=59) < stored.ends_at - stored.starts_at <= timedelta(hours=2, seconds=1)
     missing = operator_client.post(f"/api/alerts/{alert['id']}/silence/", {}, format="json")
     assert missing.status_code == 400 and error_of(missing)["fields"] == {"duration": ["This field is required."]}
+
+
+def test_silencing_an_alert_of_another_team_silences_it_in_that_team(clock):
+    # given an operator of the team "shop" whose check fires
+    shop = team_create(name="shop")[0]
+    olga = client_for(_user("olga", OPERATORS, team="shop"))
+    check, _ = services.check_save(name="shop-api", team=shop, fields=services.check_fields(
+        {"name": "shop-api", "type": "memory", "critical": 90}))
+    record(check, 95, clock=clock)
+    alert = Alert.objects.get(health_check=check)
+
+    # when she silences the alert through the API
+    response = olga.post(f"/api/alerts/{alert.pk}/silence/", {"duration": "1h"}, format="json")
+
+    # then the silence is the shop's, the alert shows it, and its firing notice tells nobody
+    assert response.status_code == 201 and Silence.objects.get().team == shop
+    shown = olga.get(f"/api/alerts/{alert.pk}/").json()
+    assert shown["silenced"] is True and shown["silenced_by"]["id"] == response.json()["id"]
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "silenced"
 
 
 def test_silences_are_created_from_matchers_and_listed_by_whether_in_force(operator_client):

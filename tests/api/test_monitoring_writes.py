@@ -51,6 +51,7 @@ def test_a_check_is_created_changed_and_disabled_and_every_write_is_audited(oper
 
 @pytest.mark.parametrize(("body", "field", "reason"), [
     ({**DISK_CHECK, "interval_s": 0}, "interval_s", "at least 1"),
+    ({**DISK_CHECK, "interval_s": 1e300}, "interval_s", "must be at most 315,360,000 s (ten years), got 1e+300"),
     ({**DISK_CHECK, "type": "smoke"}, "type", "unknown check type 'smoke'"),
     ({**DISK_CHECK, "params": {"path": "relative/dir"}}, "params.path", "absolute path"),
     ({**DISK_CHECK, "params": {}}, "params.path", "missing required parameter"),
@@ -196,6 +197,18 @@ def test_a_response_rule_is_created_changed_and_disabled(operator_client):
     rule = ResponseRule.objects.get(name="note-it")
     assert (rule.max_runs, rule.per_s, rule.action, rule.enabled) == (3, 600, "noop", False)
     assert not ResponseRule.objects.filter(name="x").exists()
+
+
+def test_a_response_rule_with_a_rate_window_beyond_ten_years_is_refused_naming_per_s(operator_client):
+    created = operator_client.post("/api/response-rules/", {"name": "note-it", "action": "noop", "per_s": 1e300},
+                                   format="json")
+    operator_client.post("/api/response-rules/", {"name": "kept", "action": "noop"}, format="json")
+    changed = operator_client.patch("/api/response-rules/kept/", {"per_s": 3650 * 86400 + 1}, format="json")
+
+    assert created.status_code == 400 and changed.status_code == 400
+    assert error_of(created)["fields"] == {"per_s": ["must be at most 315,360,000 s (ten years), got 1e+300"]}
+    assert error_of(changed)["fields"] == {"per_s": ["must be at most 315,360,000 s (ten years), got 315360001"]}
+    assert list(ResponseRule.objects.values_list("name", "per_s")) == [("kept", 3600)]
 
 
 def test_a_viewer_cannot_write_routes_or_response_rules(viewer_client):

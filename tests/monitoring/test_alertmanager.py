@@ -11,7 +11,7 @@ from django.utils import timezone
 from agents.api.groups import OPERATORS
 from agents.core.teams import team_create
 from agents.exceptions import CheckSpecError
-from agents.models import DEFAULT_TEAM, Alert, Check, Notification, NotificationRoute
+from agents.models import DEFAULT_TEAM, Alert, Check, IncidentResponse, Notification, NotificationRoute, ResponseRule
 from agents.monitoring import alerts, services
 from agents.monitoring.notifiers import notifier_validate
 from tests.api.conftest import client_for
@@ -200,6 +200,36 @@ def test_a_label_with_an_unpaired_surrogate_is_refused_by_name_not_with_a_500(ap
     assert response.json()["error"]["fields"] == {"[0].labels.instance": [
         "must be a string of at most 10000 characters, without NUL characters or unpaired surrogates"]}
     assert not Check.objects.exists() and not Alert.objects.exists()
+
+
+@pytest.mark.parametrize("instance", [5, ["db-1"], None])
+def test_a_label_that_is_not_a_string_is_refused_by_name_not_with_a_500(api, instance):
+    body = [{"labels": {"alertname": "DiskFull", "instance": instance}}]
+
+    response = api.post("/api/v2/alerts", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"[0].labels.instance": [
+        "must be a string of at most 10000 characters, without NUL characters or unpaired surrogates"]}
+    assert not Check.objects.exists() and not Alert.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_response_rule_matches_an_alert_from_outside_by_its_own_labels(prometheus):
+    # given a response for the db team, and two alerts of one name: the db team's first, then the web team's
+    ResponseRule.objects.create(name="db-restart", matchers={"tags": ["team=db"]}, action="echo",
+                                params={"value": "restart db"}, max_runs=10)
+    prometheus(prometheus_alert(team="db", instance="db-1"))
+    prometheus(prometheus_alert(team="web", instance="web-1"))
+    db, web = Alert.objects.get(target="db-1"), Alert.objects.get(target="web-1")
+
+    # when their responses run
+    for_db = alerts.incident_respond(alert_id=db.pk)
+    for_web = alerts.incident_respond(alert_id=web.pk)
+
+    # then the db alert's runs; the web alert, though its check was made with the db alert's tags, runs none
+    assert [(response.rule.name, response.status) for response in for_db] == [("db-restart", "succeeded")]
+    assert for_web == [] and not IncidentResponse.objects.filter(alert=web).exists()
 
 
 @pytest.mark.django_db

@@ -5,13 +5,16 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, action
 from agents.core.checks import ProbeResult
+from agents.core.teams import team_create
 from agents.core.tracing import trace
 from agents.exceptions import AlertStateError
 from agents.models import (
+    DEFAULT_TEAM,
     Alert,
     Event,
     IncidentResponse,
@@ -19,6 +22,7 @@ from agents.models import (
     Notification,
     NotificationRoute,
     ResponseRule,
+    Silence,
     WorkflowRun,
 )
 from agents.monitoring import alerts, services
@@ -272,6 +276,25 @@ def test_a_silence_without_matchers_or_with_a_backwards_window_is_refused():
         alerts.silence_create(matchers={}, ends_at=timezone.now() + timedelta(hours=1))
     with pytest.raises(AlertStateError, match="ends_at: must be after starts_at"):
         alerts.silence_create(matchers={"check": "x"}, ends_at=timezone.now() - timedelta(hours=1))
+
+
+def test_silencing_alerts_from_the_admin_list_silences_each_check_in_its_own_team(admin_client, clock):
+    # given firing alerts of a check of the team "shop" and of one of the default team
+    shop = team_create(name="shop")[0]
+    shop_check, _ = services.check_save(name="shop-api", team=shop, fields=services.check_fields(
+        {"name": "shop-api", "type": "memory", "critical": 90}))
+    shop_alert, home_alert = _fire(shop_check, clock), _fire(make_check("home-api", critical=90), clock)
+
+    # when an operator silences both from the alert list
+    response = admin_client.post(reverse("admin:agents_alert_changelist"), {
+        "action": "silence_checks", "_selected_action": [str(shop_alert.pk), str(home_alert.pk)]}, follow=True)
+
+    # then each check's silence is of its own team, so neither alert tells anyone
+    assert [str(message) for message in response.context["messages"]] == ["Silenced 2 checks for 1 hour."]
+    assert sorted(Silence.objects.values_list("team__group__name", "matchers")) == [
+        (DEFAULT_TEAM, {"check": ["home-api"]}), ("shop", {"check": ["shop-api"]})]
+    for alert in (shop_alert, home_alert):
+        assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "silenced"
 
 
 def test_reminders_repeat_then_escalate_while_unacknowledged(clock, receiver):
@@ -529,3 +552,163 @@ def test_an_alert_from_outside_not_posted_again_resolves_once_its_ends_at_passes
     assert alert.health_check.last_status == "ok"
     notice = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
     assert notice.status == "sent" and receiver.events() == ["firing", "resolved"]
+
+
+# ------------------------------------------------------------------------------------ nothing fires after it stopped
+
+
+def _hook(receiver, **fields):
+    return _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01}, **fields)
+
+
+def _reminder_queued(check, clock) -> tuple[Alert, int]:
+    """A firing alert of ``check`` whose route was told, with a reminder queued (not yet delivered): its number."""
+    alert = _fire(check, clock)
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "sent"
+    assert alerts.alerts_sweep(now=timezone.now() + timedelta(seconds=61))["reminders"] == 1
+    alert.refresh_from_db()
+    return alert, alert.notices
+
+
+def test_a_reminder_that_reaches_its_worker_after_the_resolved_notice_is_skipped_not_sent(clock, receiver):
+    # given a firing alert whose route was told, and a reminder queued for it
+    _hook(receiver, repeat_interval_s=60)
+    check = make_check(critical=90)
+    alert, number = _reminder_queued(check, clock)
+
+    # when the alert resolves and its resolved notice goes out before the reminder is delivered
+    record(check, 10, clock=clock)
+    resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+    reminder = alerts.notification_deliver(alert_id=alert.pk, event="reminder", sequence=number)
+
+    # then the route hears firing then resolved, nothing after, and the reminder says why it was not sent
+    assert resolved.status == "sent" and receiver.events() == ["firing", "resolved"]
+    assert (reminder.status, reminder.error) == ("skipped", "not sent: the alert is resolved, no longer firing")
+
+
+def test_a_reminder_queued_before_an_acknowledgement_is_not_sent_after_it(clock, receiver):
+    _hook(receiver, repeat_interval_s=60)
+    alert, number = _reminder_queued(make_check(critical=90), clock)
+
+    alerts.alert_acknowledge(alert_id=alert.pk, user="ops")
+    reminder = alerts.notification_deliver(alert_id=alert.pk, event="reminder", sequence=number)
+
+    assert (reminder.status, reminder.error) == ("skipped", "not sent: the alert is acknowledged, no longer firing")
+    assert receiver.events() == ["firing"]
+
+
+def test_the_resolved_notice_waits_for_a_reminder_another_worker_is_sending(clock, receiver):
+    # given a reminder a worker has taken and is sending when the alert resolves
+    _hook(receiver, repeat_interval_s=60)
+    check = make_check(critical=90)
+    alert, number = _reminder_queued(check, clock)
+    sending = Notification.objects.create(alert=alert, event="reminder", sequence=number, route="hook",
+                                          handler="webhook")
+    record(check, 10, clock=clock)
+
+    # when the resolved notice is delivered while it is sent, and again once it was
+    waiting = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+    heard_meanwhile = receiver.events()
+    Notification.objects.filter(pk=sending.pk).update(status="sent", finished_at=timezone.now())
+    resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+
+    # then the resolved notice goes after it (its task retries while it waits), not before
+    assert waiting is None and heard_meanwhile == ["firing"]
+    assert resolved.status == "sent" and receiver.events() == ["firing", "resolved"]
+
+
+def test_the_resolved_notice_does_not_wait_for_a_reminder_whose_worker_died(clock, receiver):
+    _hook(receiver, repeat_interval_s=60)
+    check = make_check(critical=90)
+    alert, number = _reminder_queued(check, clock)
+    Notification.objects.create(alert=alert, event="reminder", sequence=number, route="hook", handler="webhook")
+    Notification.objects.filter(alert=alert, event="reminder").update(
+        created_at=timezone.now() - timedelta(seconds=alerts.SENDING_STALE_S + 1))
+    record(check, 10, clock=clock)
+
+    resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+
+    assert resolved.status == "sent" and receiver.events() == ["firing", "resolved"]
+
+
+# ------------------------------------------------------------------------------------ the firing notice a silence held
+
+
+def _silenced_then_unsilenced(check, clock) -> Alert:
+    """An alert of ``check`` that fired during a silence (its firing notice silenced); the silence has ended."""
+    silence = alerts.silence_create(matchers={"check": check.name}, ends_at=timezone.now() + timedelta(hours=1))
+    alert = _fire(check, clock)
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "silenced"
+    alerts.silence_end(silence_id=silence.pk, user="ops")
+    return alert
+
+
+def test_a_silence_ended_firing_notice_delivered_after_the_alert_resolved_tells_nobody(clock, receiver):
+    # given an alert whose silence ended, its firing notice queued by the sweep
+    _hook(receiver)
+    check = make_check(critical=90)
+    alert = _silenced_then_unsilenced(check, clock)
+    assert alerts.alerts_sweep()["unsilenced"] == 1
+    alert.refresh_from_db()
+
+    # when it resolves and its resolved notice goes before that firing notice is delivered
+    record(check, 10, clock=clock)
+    resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+    firing = alerts.notification_deliver(alert_id=alert.pk, event="firing", sequence=alert.notices)
+
+    # then the route hears neither: not "firing" of an alert that has resolved
+    assert (resolved.status, firing.status) == ("silenced", "skipped")
+    assert firing.error == "not sent: the alert is resolved, no longer firing"
+    assert receiver.events() == []
+
+
+def test_a_silence_ended_firing_notice_is_enqueued_once_while_it_waits_for_a_worker(clock, receiver,
+                                                                                    django_capture_on_commit_callbacks):
+    _hook(receiver)
+    alert = _silenced_then_unsilenced(make_check(critical=90), clock)
+
+    with django_capture_on_commit_callbacks() as enqueued:
+        counts = [alerts.alerts_sweep()["unsilenced"] for _ in range(3)]  # no worker has delivered it yet
+    alert.refresh_from_db()
+    firing = alerts.notification_deliver(alert_id=alert.pk, event="firing", sequence=alert.notices)
+
+    assert counts == [1, 0, 0] and len(enqueued) == 1
+    assert firing.status == "sent" and alerts.alerts_sweep()["unsilenced"] == 0
+    assert receiver.events() == ["firing"]
+
+
+def test_a_silence_ended_firing_notice_that_failed_is_not_sent_again_by_later_sweeps(clock, receiver):
+    receiver.status = 400  # refused for good: not retried within the delivery
+    _hook(receiver)
+    alert = _silenced_then_unsilenced(make_check(critical=90), clock)
+
+    delivered = []
+    for _ in range(3):
+        if alerts.alerts_sweep()["unsilenced"]:
+            alert.refresh_from_db()
+            delivered.append(alerts.notification_deliver(alert_id=alert.pk, event="firing",
+                                                         sequence=alert.notices).status)
+
+    assert delivered == ["failed"] and receiver.events() == ["firing"]
+
+
+def test_an_alert_silenced_again_before_its_notice_went_is_told_once_the_second_silence_ends(clock, receiver):
+    # given an alert whose silence ended, and a second silence that starts before its firing notice is delivered
+    _hook(receiver)
+    alert = _silenced_then_unsilenced(make_check(critical=90), clock)
+    assert alerts.alerts_sweep()["unsilenced"] == 1
+    second = alerts.silence_create(matchers={"check": "api"}, ends_at=timezone.now() + timedelta(hours=1))
+    alert.refresh_from_db()
+    held = alerts.notification_deliver(alert_id=alert.pk, event="firing", sequence=alert.notices)
+    while_silenced = alerts.alerts_sweep()["unsilenced"]
+
+    # when the second silence ends too
+    alerts.silence_end(silence_id=second.pk, user="ops")
+    after = [alerts.alerts_sweep()["unsilenced"]]
+    alert.refresh_from_db()
+    firing = alerts.notification_deliver(alert_id=alert.pk, event="firing", sequence=alert.notices)
+    after.append(alerts.alerts_sweep()["unsilenced"])
+
+    # then the route is told once, at the end of the second silence
+    assert (held.status, while_silenced) == ("silenced", 0)
+    assert after == [1, 0] and firing.status == "sent" and receiver.events() == ["firing"]

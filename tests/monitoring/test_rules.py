@@ -1,9 +1,17 @@
-"""The pure rules: status from thresholds, matchers, fingerprints and definition validation."""
+"""The pure rules: status from thresholds, matchers, fingerprints and definition validation (and what a file
+refused by them leaves stored)."""
+import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
 
-from agents.monitoring import rules
+from agents.models import Check, ResponseRule, Silence
+from agents.monitoring import rules, services
+
+from .conftest import make_check
 
 
 def _no_problems(check_type, params):
@@ -129,3 +137,60 @@ def test_definitions_document_sections_and_duplicates():
     assert any("checks named more than once: a" in error for error in errors)
     errors, sections = rules.definitions_split([{"name": "a"}], "f.yaml")
     assert errors == [] and sections["checks"] == [{"name": "a"}]
+
+
+TEN_YEARS_S = 3650 * 86400
+
+
+@pytest.mark.parametrize("seconds", [TEN_YEARS_S + 1, 1e300])
+def test_a_duration_beyond_ten_years_is_refused_naming_its_key(seconds):
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    check = {"name": "web", "type": "cpu", "interval_s": seconds, "timeout_s": seconds, "keep_firing_for_s": seconds}
+    response = {"name": "restart", "action": "noop", "per_s": seconds}
+
+    check_problems = rules.check_definition_validate(check, "checks[0]", probe_validate=_no_problems)
+    silence_problems, _ = rules.silence_definition_validate({"match": {"check": "web"}, "duration_s": seconds},
+                                                            "silences[0]", now=now, parse_time=lambda _: None)
+    response_problems = rules.response_definition_validate(response, "responses[0]",
+                                                           action_validate=lambda name, params: [],
+                                                           workflow_exists=lambda name: False)
+
+    limit = f"must be at most 315,360,000 s (ten years), got {seconds!r}"
+    assert check_problems == [f"check 'web'.{key}: {limit}" for key in ("interval_s", "timeout_s", "keep_firing_for_s")]
+    assert silence_problems == [f"silences[0].duration_s: {limit}"]
+    assert response_problems == [f"response 'restart'.per_s: {limit}"]
+
+
+def test_a_duration_of_ten_years_is_allowed_and_a_silence_past_the_calendar_is_refused_by_name():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    check = {"name": "web", "type": "cpu", "interval_s": TEN_YEARS_S}
+    assert rules.check_definition_validate(check, "checks[0]", probe_validate=_no_problems) == []
+    problems, silence = rules.silence_definition_validate({"match": {"check": "web"}, "duration_s": TEN_YEARS_S},
+                                                          "silences[0]", now=now, parse_time=lambda _: None)
+    assert problems == [] and silence["ends_at"] - silence["starts_at"] == timedelta(days=3650)
+
+    late = datetime(9999, 6, 1, tzinfo=UTC)
+    problems, _ = rules.silence_definition_validate(
+        {"match": {"check": "web"}, "starts_at": "9999-06-01T00:00:00Z", "duration_s": TEN_YEARS_S}, "silences[0]",
+        now=now, parse_time=lambda text: late)
+    assert problems == ["silences[0].duration_s: ends after the last date there is (starts_at 9999-06-01T00:00:00Z)"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("document", "named"), [
+    ({"checks": [{"name": "normal", "type": "memory", "interval_s": 10},
+                 {"name": "huge", "type": "memory", "interval_s": 1e300}]}, "check 'huge'.interval_s"),
+    ({"silences": [{"match": {"check": "x"}, "duration_s": 1e12}]}, "silences[0].duration_s"),
+    ({"responses": [{"name": "r", "action": "echo", "params": {}, "per_s": 1e300}]}, "response 'r'.per_s"),
+])
+def test_monitor_load_refuses_a_duration_beyond_ten_years_by_name_and_stores_nothing(tmp_path, document, named):
+    path = tmp_path / "monitoring.json"
+    path.write_text(json.dumps(document))
+
+    with pytest.raises(CommandError, match=re.escape(f"{named}: must be at most 315,360,000 s (ten years)")):
+        call_command("monitor", "load", str(path))
+
+    assert not Check.objects.exists() and not Silence.objects.exists() and not ResponseRule.objects.exists()
+    # and the dispatcher, which a stored 1e300 interval broke for every check, runs the checks there are
+    make_check("normal", interval_s=10)
+    assert services.checks_dispatch(now=timezone.now() + timedelta(minutes=2)) == 1

@@ -6,8 +6,9 @@ import pytest
 from django.utils import timezone
 
 from agents.exceptions import CheckSpecError
-from agents.models import Agent, AgentStatus, Check, NotificationRoute
+from agents.models import Agent, AgentStatus, Check, Notification, NotificationRoute
 from agents.monitoring import alerts, services, watchdog
+from tests.conftest import wait_for
 
 from .conftest import make_check
 
@@ -55,3 +56,24 @@ def test_results_are_stale_after_the_intervals_of_the_most_frequent_check(settin
         f"{(now - timedelta(seconds=4)).isoformat(timespec='seconds')})",
         f"no monitoring agent online (none heard from in {settings.AGENTS_OFFLINE_AFTER_S:g} s)",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_watchdogs_resolved_notice_waits_for_a_reminder_a_worker_is_sending_then_goes_from_a_worker(worker,
+                                                                                                      receiver):
+    # given the watchdog's alert, its firing notice sent from this process, and a reminder a worker is sending
+    NotificationRoute.objects.create(name="hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01},
+                                     repeat_interval_s=60)
+    check, now = watchdog.watchdog_check(), timezone.now()
+    alert = alerts.internal_alert_set(check=check, problem="no check result recorded", now=now)
+    assert receiver.events() == ["firing"]
+    reminder = Notification.objects.create(alert=alert, event="reminder", sequence=1, route="hook", handler="webhook")
+
+    # when monitoring is fine again while that reminder is still being sent
+    alerts.internal_alert_set(check=check, problem=None, now=now + timedelta(seconds=1))
+    heard_meanwhile = receiver.events()
+    Notification.objects.filter(pk=reminder.pk).update(status="sent", finished_at=timezone.now())
+
+    # then the resolved notice is not lost: it goes after the reminder, from a worker
+    assert heard_meanwhile == ["firing"]
+    wait_for(lambda: receiver.events() == ["firing", "resolved"], what="the resolved notice, sent by a worker")
