@@ -10,7 +10,6 @@ No Django here except through the callables passed in (resolving stored sources 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Callable
 
 from agents.core.lazy import lazy
 from agents.data import transforms as tf
-from agents.data.quality import CheckRunner, tables_concat
+from agents.data.quality import PUBLISH_CHECK_TYPES, CheckRunner, failing_rows_file_name, tables_concat
 from agents.data.sources import source_frame, source_read, source_read_stop
 
 pd = lazy("pandas")
@@ -45,10 +44,6 @@ class PipelineOutcome:
     def quality_passed(self) -> bool:
         """No check at error severity failed."""
         return all(result["passed"] or result["severity"] != "error" for result in self.quality)
-
-
-def _file_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "check"
 
 
 def _plan(transforms: list[dict]) -> tuple[list[dict], dict | None, list[dict]]:
@@ -82,6 +77,9 @@ def pipeline_execute(
 
     ``source_resolve`` turns a source (inline spec or stored name) into a spec; ``source_describe`` gives the
     lineage entry for a resolved source. Raises ``DataError`` subclasses with a message naming the culprit.
+    Checks of ``PUBLISH_CHECK_TYPES`` (drift) are left to the caller, which runs them on the written output. A check
+    asking for failing rows writes them to ``failing_rows_dir`` (``failing_rows_file_name``, numbered by its place
+    in the spec's list).
     """
     outcome = PipelineOutcome()
     run_params = {**spec.get("params", {}), **(params or {})}
@@ -119,10 +117,12 @@ def pipeline_execute(
     def runners_start(columns: list[str]) -> None:
         """Checks start at the first output chunk: the row key is the part of ``key`` the output still has."""
         key = [column for column in spec["key"] if column in columns] or None
-        for check in spec["quality_checks"]:
+        for index, check in enumerate(spec["quality_checks"]):
+            if check["type"] in PUBLISH_CHECK_TYPES:
+                continue  # run by the caller on the written output (see the docstring)
             failing_path = None
             if check["failing_rows"] and failing_rows_dir is not None:
-                failing_path = failing_rows_dir / f"{_file_name(check['name'])}.parquet"
+                failing_path = failing_rows_dir / failing_rows_file_name(index, check["name"])
             runners.append(CheckRunner(check, key=key, reference_values=references.get(check["name"]),
                                        failing_rows_path=failing_path, now=now))
 

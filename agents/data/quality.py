@@ -11,6 +11,7 @@ import datetime as dt
 import math
 import operator
 import pathlib
+import re
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Iterable
@@ -39,6 +40,9 @@ MAX_ALLOWED_VALUES = 10_000  # items of a validity check's allowed list
 MAX_NAME_LENGTH = 200  # characters of a check name
 ROW = "row"  # the row-number column of samples and failing-rows files
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest freshness max_age, in seconds (100,000 days): within what a pandas Timedelta holds (about 106,751
+#: days), and the cutoff it gives from today stays within a Timestamp's range (from 1677).
+MAX_AGE_S = 100_000 * 86_400
 _COMMON_DEFAULTS = {
     "name": None, "severity": "error", "mostly": 1.0, "warn_mostly": None, "sample_size": 10, "failing_rows": False,
     "row_condition": None, "expectation": None,
@@ -79,9 +83,10 @@ def _is_number(value: Any) -> bool:
 
 
 def parse_max_age(value: Any) -> float | None:
-    """Seconds in "90s", "15m", "24h", "7d" or a positive number of seconds; None when it is none of these."""
+    """Seconds in "90s", "15m", "24h", "7d" or a positive number of seconds; None when it is none of these.
+    An age too long for a float is infinite (``max_age_errors`` refuses what is above ``MAX_AGE_S``)."""
     if _is_number(value):
-        seconds = float(value)
+        seconds = _float_or_infinity(value)
     elif isinstance(value, str) and len(value) >= 2 and value[-1] in _AGE_UNITS:
         number = value[:-1].strip()
         if not number.replace(".", "", 1).isdigit():
@@ -89,13 +94,33 @@ def parse_max_age(value: Any) -> float | None:
         seconds = float(number) * _AGE_UNITS[value[-1]]
     else:
         return None
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
+    return seconds if not math.isnan(seconds) and seconds > 0 else None
+
+
+def _float_or_infinity(value: int | float) -> float:
+    """``value`` as a float; a whole number beyond a float's range (``10**400``) as an infinity of its sign."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _max_age_errors(value: Any, where: str) -> list[str]:
+    """A freshness ``max_age``: a duration above 0 and at most ``MAX_AGE_S``."""
+    seconds = parse_max_age(value)
+    if seconds is None:
+        return [f"{where}: key 'max_age' must be like '90s', '15m', '24h', '7d' or a positive number of seconds, "
+                f"got {value!r}"[:300]]
+    if seconds > MAX_AGE_S:
+        return [f"{where}: key 'max_age' must be at most {MAX_AGE_S // 86_400}d (about 270 years), got "
+                f"{value!r}"[:300]]
+    return []
 
 
 def _bound_kind(value: Any) -> str | None:
     """'number' or 'datetime' for a valid min / max bound, None for anything else."""
     if _is_number(value):
-        return "number" if math.isfinite(value) else None
+        return "number" if math.isfinite(_float_or_infinity(value)) else None
     if isinstance(value, str):
         try:
             pd.Timestamp(value)
@@ -234,7 +259,10 @@ def _validity_errors(check: dict, where: str) -> list[str]:
     for bound in ("min", "max"):
         if check[bound] is not None:
             kinds[bound] = _bound_kind(check[bound])
-            if kinds[bound] is None:
+            if kinds[bound] is None and _is_number(check[bound]):
+                errors.append(f"{where}: key '{bound}' must be a finite number within a float's range (about "
+                              f"±1.8e308), got {check[bound]!r}"[:300])
+            elif kinds[bound] is None:
                 errors.append(f"{where}: key '{bound}' must be a number or an ISO datetime, got {check[bound]!r}")
     if len(kinds) == 2 and None not in kinds.values():
         if kinds["min"] != kinds["max"]:
@@ -311,11 +339,8 @@ def _type_errors(check: dict, where: str, missing: set[str]) -> list[str]:
             )
         else:
             errors += _column_errors(reference.get("column"), "reference.column", where)
-    elif kind == "freshness" and "max_age" not in missing and parse_max_age(check["max_age"]) is None:
-        errors.append(
-            f"{where}: key 'max_age' must be like '90s', '15m', '24h', '7d' or a positive number of seconds, "
-            f"got {check['max_age']!r}"
-        )
+    elif kind == "freshness" and "max_age" not in missing:
+        errors += _max_age_errors(check["max_age"], where)
     return errors
 
 
@@ -1050,6 +1075,14 @@ def _type_is(kind: type, wanted: str) -> bool:
     return issubclass(kind, (int, float, Decimal, np.integer, np.floating))
 
 
+def failing_rows_file_name(index: int, name: str) -> str:
+    """The name of the failing-rows file of check number ``index + 1`` (in its list) called ``name``:
+    ``<number>-<name>.parquet``, the name kept to letters, digits, ``_.-``. The number keeps apart checks whose names
+    differ only in other characters (``b min``, ``b/min``), so each has a file of its own."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:100] or "check"
+    return f"{index + 1:02d}-{slug}.parquet"
+
+
 def checks_run(
     frame: pd.DataFrame,
     checks: list[dict],
@@ -1062,7 +1095,7 @@ def checks_run(
     """Run every check over a whole frame; results in check order.
 
     reference_values maps a referential_integrity check's name to its values; with failing_rows_dir, each check
-    asking for failing rows writes ``<number>-<name>.parquet`` there.
+    asking for failing rows writes ``failing_rows_file_name`` there.
     """
     results = []
     for index, raw in enumerate(checks):
@@ -1071,8 +1104,7 @@ def checks_run(
             raise PipelineSpecError(errors)
         path = None
         if failing_rows_dir is not None:
-            slug = "".join(char if char.isalnum() or char in "-_." else "_" for char in check["name"])
-            path = pathlib.Path(failing_rows_dir) / f"{index + 1:02d}-{slug}.parquet"
+            path = pathlib.Path(failing_rows_dir) / failing_rows_file_name(index, check["name"])
         runner = CheckRunner(
             check,
             key=key,

@@ -21,10 +21,11 @@ from agents.data.analysis import DriftCounter, Profiler, drift_reference, drift_
 from agents.data.transforms import aggregation_type_problems
 from agents.data.paths import data_path_relative, data_path_resolve, data_root
 from agents.data.expectations import is_suite
-from agents.data.quality import CheckRunner
+from agents.data.quality import CheckRunner, failing_rows_file_name
 from agents.data.sources import source_describe, source_frame, source_read, source_validate
 from agents.data.spec import (
     checks_validate,
+    key_validate,
     pipeline_spec_hash,
     pipeline_spec_load_text,
     pipeline_spec_parse,
@@ -46,6 +47,7 @@ from agents.models import (
     Pipeline,
     PipelineVersion,
     Team,
+    default_team,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,25 +59,38 @@ MEMORY_SAMPLE_S = 0.02
 # ------------------------------------------------------------------------------------ definitions
 
 
-def pipeline_validate_text(*, text: str, source: str = "definition") -> dict:
+def pipeline_validate_text(*, text: str, source: str = "definition", team: Team | None = None) -> dict:
     """Parse and validate a pipeline's text, and its aggregations against the schema of a dataset it reads; raise
-    ``PipelineSpecError`` listing every problem."""
+    ``PipelineSpecError`` listing every problem.
+    The dataset (and a stored source naming it) is looked up among those of the team the pipeline is loaded into
+    (see ``_loading_team_id``), as its runs will: another team's dataset is unknown, its schema not known."""
     spec = pipeline_spec_parse(pipeline_spec_load_text(text, source=source))
-    problems = aggregation_type_problems(spec["transforms"], _source_column_types(spec["source"]))
+    with acting_for(_loading_team_id(name=spec["name"], team=team)):
+        problems = aggregation_type_problems(spec["transforms"], _source_column_types(spec["source"]))
     if problems:
         raise PipelineSpecError(problems)
     return spec
 
 
+def _loading_team_id(*, name: str, team: Team | None) -> int:
+    """The team a load of pipeline ``name`` runs as: ``team`` when named, else the stored pipeline's own, else the
+    default team (where ``owned_get_or_create`` puts a new one)."""
+    if team is not None:
+        return team.pk
+    owner = Pipeline.objects.filter(name=name).values_list("team_id", flat=True).first()
+    return owner if owner is not None else default_team()
+
+
 def _source_column_types(source: Any) -> dict[str, str]:
-    """Column -> Arrow type of a source whose schema is known before reading it (a published dataset); {} else."""
+    """Column -> Arrow type of a source whose schema is known before reading it (a published dataset of the acting
+    team); {} else."""
     try:
         resolved = source_resolve(source)
     except PipelineNotFoundError:
         return {}
     if not isinstance(resolved, dict) or resolved.get("kind") != "dataset":
         return {}
-    rows = Dataset.objects.filter(name=resolved.get("dataset"))
+    rows = acting_scoped(Dataset.objects.filter(name=resolved.get("dataset")))
     number = resolved.get("number")
     dataset = (rows.filter(number=number) if number is not None else rows.order_by("-number")).first()
     return {column["name"]: column["type"] for column in dataset.schema} if dataset else {}
@@ -85,7 +100,7 @@ def pipeline_load(*, text: str, source: str = "definition", team: Team | None = 
     """Store a pipeline as a new immutable version unless its newest version holds identical content; return it and
     whether it was created.
     A new pipeline belongs to ``team`` (default: the default team); an existing one takes loads into its own only."""
-    spec = pipeline_validate_text(text=text, source=source)
+    spec = pipeline_validate_text(text=text, source=source, team=team)
     content_hash = pipeline_spec_hash(spec)
     with transaction.atomic():
         pipeline, _ = owned_get_or_create(Pipeline, name=spec["name"], team=team, what="pipeline")
@@ -338,28 +353,37 @@ def dataset_profile(*, name: str, number: int | None = None, refresh: bool = Fal
     return dataset
 
 
-def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.PipelineOutcome,
-                     profile: dict) -> Dataset:
-    """Register the run's Parquet file as the next number of dataset ``name`` (once per run)."""
-    existing = Dataset.objects.filter(run=run).first()
-    if existing:
-        return existing
+def _dataset_publish(*, run: DataRun, name: str, path: Path, final_path: Path, outcome: engine.PipelineOutcome,
+                     profile: dict, report: dict) -> Dataset:
+    """Register the run's output as the next number of dataset ``name`` (once per run).
+
+    The attempt wrote ``path``, a file of its own; it is renamed to ``final_path`` last, in the transaction that
+    records the dataset and the run's ``report`` (the fields its end records), under a lock on the run: a second
+    attempt of the run (a re-delivered message) finds the dataset there and never touches the published file."""
     team_id = run.version.pipeline.team_id
     if Dataset.objects.filter(name=name).exclude(team_id=team_id).exists():
         raise DataError(f"dataset {name!r} belongs to another team: publish under another name")
+    size_bytes, checksum = path.stat().st_size, file_sha256(path)
     for _ in range(5):
         number = (Dataset.objects.filter(name=name).aggregate(top=Max("number"))["top"] or 0) + 1
         try:
             with transaction.atomic():
+                list(DataRun.objects.select_for_update().filter(pk=run.pk).values_list("pk", flat=True))
+                existing = Dataset.objects.filter(run=run).first()
+                if existing:
+                    return existing
                 dataset = Dataset.objects.create(
-                    name=name, number=number, path=data_path_relative(path), schema=storable(outcome.schema),
-                    row_count=outcome.rows_out, size_bytes=path.stat().st_size, checksum=file_sha256(path),
+                    name=name, number=number, path=data_path_relative(final_path), schema=storable(outcome.schema),
+                    row_count=outcome.rows_out, size_bytes=size_bytes, checksum=checksum,
                     run=run, inputs=outcome.inputs, team_id=team_id, profile=profile,
                 )
+                # Stored with the dataset, so a run taken over after publishing ends with its report.
+                DataRun.objects.filter(pk=run.pk, status=DataRunStatus.RUNNING).update(**report)
                 event_publish(EventType.DATASET_PRODUCED, {
                     "dataset_id": dataset.pk, "name": name, "number": number, "path": dataset.path,
                     "row_count": dataset.row_count, "run_id": run.pk, "pipeline": run.version.pipeline.name,
                 }, team_id=team_id)
+                os.replace(path, final_path)  # last: an error before it rolls the row back and leaves no file
                 return dataset
         except IntegrityError:  # another run took the number (or published this run) meanwhile
             existing = Dataset.objects.filter(run=run).first()
@@ -368,15 +392,27 @@ def _dataset_publish(*, run: DataRun, name: str, path: Path, outcome: engine.Pip
     raise DataError(f"could not number dataset {name!r}: too many concurrent publishers")
 
 
+def _data_run_finish_published(run: DataRun, dataset: Dataset) -> DataRun:
+    """End a running run that an earlier attempt published (its report was stored with the dataset) as succeeded,
+    from the dataset, without executing it again."""
+    _transition(run, DataRunStatus.SUCCEEDED, finished_at=timezone.now(), error="", rows_out=dataset.row_count,
+                quality_passed=True)
+    return DataRun.objects.select_related("version__pipeline").get(pk=run.pk)
+
+
 def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> DataRun:
     """Execute a pending run: read, transform, check, publish; the run ends succeeded or failed with the reason.
 
     Safe to run twice: only a pending run is claimed, or a running one whose claim carries this same task id
-    (the broker re-delivered the message of a worker that died mid-run).
+    (the broker re-delivered the message of a worker that died mid-run). A run taken over that the dead attempt
+    had already published ends from its dataset. Each attempt writes a file of its own, renamed to the dataset's
+    path only when it publishes, so no attempt's failure removes or overwrites a published file.
     """
     run = DataRun.objects.select_related("version__pipeline").get(pk=run_id)
     if run.status == DataRunStatus.RUNNING and task_id and run.task_id == task_id:
-        pass  # a re-delivery of our own message: take the run over again
+        published = Dataset.objects.filter(run=run).first()  # a re-delivery of our own message: take the run over
+        if published is not None:
+            return _data_run_finish_published(run, published)
     elif run.status != DataRunStatus.PENDING:
         return run
     elif not _transition(run, DataRunStatus.RUNNING, started_at=timezone.now(), task_id=task_id, worker=worker):
@@ -384,21 +420,21 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
     spec = run.version.spec
     root = data_root()
     output_path = root / "datasets" / spec["output"]["dataset"] / f"run-{run.pk}.parquet"
+    attempt_path = output_path.with_name(f".run-{run.pk}-{uuid.uuid4().hex[:12]}.parquet")  # this attempt's own
     failing_dir = root / "quality" / f"run-{run.pk}"
     fields: dict[str, Any] = {}
     # Drift checks compare the output with a published version: they run here, on the written file.
     drift_checks = [check for check in spec["quality_checks"] if check["type"] == "drift"]
-    engine_spec = {**spec, "quality_checks": [check for check in spec["quality_checks"] if check["type"] != "drift"]}
     try:
         with _PeakMemory() as memory, acting_for(run.version.pipeline.team_id):
             outcome = engine.pipeline_execute(
-                engine_spec, output_path=output_path, params=run.params, source_resolve=source_resolve,
+                spec, output_path=attempt_path, params=run.params, source_resolve=source_resolve,
                 source_describe=source_describe, chunk_rows=spec.get("chunk_rows") or settings.AGENTS_DATA_CHUNK_ROWS,
                 failing_rows_dir=failing_dir,
             )
             outcome.quality += drift_checks_run(checks=drift_checks, name=spec["output"]["dataset"],
-                                                path=output_path)
-            profile = dataset_profile_compute(path=output_path) if outcome.quality_passed else {}
+                                                path=attempt_path)
+            profile = dataset_profile_compute(path=attempt_path) if outcome.quality_passed else {}
         fields.update(rows_in=outcome.rows_in, rows_out=outcome.rows_out, chunks=outcome.chunks,
                       quality=outcome.quality, quality_passed=outcome.quality_passed, notes=outcome.notes,
                       peak_memory_mb=memory.peak_mb)
@@ -408,21 +444,19 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
         if not outcome.quality_passed:
             failed = [result["name"] for result in outcome.quality if not result["passed"]
                       and result["severity"] == "error"]
-            output_path.unlink(missing_ok=True)
             fields["error"] = f"quality check(s) failed: {', '.join(failed)}; the dataset was not published"
         else:
-            _dataset_publish(run=run, name=spec["output"]["dataset"], path=output_path, outcome=outcome,
-                             profile=profile)
+            _dataset_publish(run=run, name=spec["output"]["dataset"], path=attempt_path, final_path=output_path,
+                             outcome=outcome, profile=profile, report=storable(secrets_redacted(fields)))
     except DataError as error:
         fields["error"] = str(error)
-        output_path.unlink(missing_ok=True)
     except MemoryError:
         fields["error"] = "ran out of memory; use chunk-friendly transforms or a smaller chunk_rows"
-        output_path.unlink(missing_ok=True)
     except Exception as error:  # any other error (a type mismatch pandas raises, a bug) fails the run, saying what
         logger.exception("data run %s failed unexpectedly", run.pk)
         fields["error"] = f"{type(error).__name__}: {error}"[:2000]
-        output_path.unlink(missing_ok=True)
+    finally:
+        attempt_path.unlink(missing_ok=True)  # gone once published (renamed); else what this attempt left
     status = DataRunStatus.FAILED if fields.get("error") else DataRunStatus.SUCCEEDED
     # No echoed secret stored, nor a NUL from the data (in a check's failing values, an error naming a column).
     _transition(run, status, finished_at=timezone.now(), **storable(secrets_redacted(fields)))
@@ -454,7 +488,9 @@ def quality_check_file(*, path: str, checks_text: str, source: str = "spec", key
     if isinstance(raw, dict) and not is_suite(raw):  # a suite is the checks themselves
         key = key or raw.get("key")
         raw = raw.get("quality_checks")
+    key, key_errors = key_validate([] if key is None else key)
     checks, errors = checks_validate(raw)
+    errors = key_errors + errors
     errors += [f"quality check {check['name']!r}: a drift check compares a pipeline's output with a published "
                "version of its dataset; it runs only in a pipeline" for check in checks if check["type"] == "drift"]
     if errors:
@@ -466,16 +502,15 @@ def quality_check_file(*, path: str, checks_text: str, source: str = "spec", key
     file_source, errors = source_validate({"kind": "file", "path": path}, where="data file")
     if errors:
         raise PipelineSpecError(errors)
-    key = [key] if isinstance(key, str) else list(key or [])
     failing_dir = data_root() / "quality" / f"check-{uuid.uuid4().hex[:12]}"
     runners = []
-    for check in checks:
+    for index, check in enumerate(checks):
         reference = None
         if check["type"] == "referential_integrity":
             ref = check["reference"]
             reference = source_frame(source_resolve(ref["source"]), columns=[ref["column"]])[ref["column"]]
             reference = reference.dropna().unique()
-        failing_path = failing_dir / f"{check['name']}.parquet".replace("/", "_") if check["failing_rows"] else None
+        failing_path = failing_dir / failing_rows_file_name(index, check["name"]) if check["failing_rows"] else None
         runners.append(CheckRunner(check, key=key or None, reference_values=reference, failing_rows_path=failing_path))
     for chunk in source_read(file_source, chunk_rows=settings.AGENTS_DATA_CHUNK_ROWS):
         for runner in runners:

@@ -96,6 +96,14 @@ def checks_validate(raw: Any, *, where: str = "quality_checks") -> tuple[list[di
     return checks, errors
 
 
+def key_validate(raw: Any) -> tuple[list[str], list[str]]:
+    """The columns that identify a row in quality samples (``key``): a column name or a list of them."""
+    key = [raw] if isinstance(raw, str) else raw
+    if not isinstance(key, list) or not all(isinstance(column, str) and column for column in key):
+        return [], [f"key: must be a column or a list of columns, got {raw!r}"[:300]]
+    return key, []
+
+
 def pipeline_spec_parse(raw: Any) -> dict:
     """Validate a parsed definition and return its normalised form; raise ``PipelineSpecError`` listing all problems."""
     if not isinstance(raw, dict):
@@ -115,11 +123,8 @@ def pipeline_spec_parse(raw: Any) -> dict:
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         errors.append("params: must be a mapping of parameter names to values")
         params = {}
-    key = raw.get("key", [])
-    key = [key] if isinstance(key, str) else key
-    if not isinstance(key, list) or not all(isinstance(column, str) and column for column in key):
-        errors.append("key: must be a column or a list of columns")
-        key = []
+    key, key_errors = key_validate(raw.get("key", []))
+    errors.extend(key_errors)
     if "source" not in raw:
         errors.append("source: missing; give a source (kind: file, database, api or dataset) or a stored source name")
         source = None

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from agents.api.groups import OPERATORS
+from agents.core.teams import team_create
 from agents.data import services
+from agents.exceptions import PipelineSpecError
 from agents.models import DataRun
 from tests.conftest import wait_for
 
-from .conftest import error_of
+from .conftest import _user, client_for, error_of
 
 
 @pytest.fixture
@@ -99,3 +102,56 @@ def test_a_bad_pipeline_or_run_is_refused_naming_the_field(operator_client, fold
     assert operator_client.post("/api/pipelines/nope/run/", {}, format="json").status_code == 404
     assert operator_client.get("/api/data-runs/?status=sideways").status_code == 400
     assert operator_client.get("/api/datasets/123456/").status_code == 404
+
+
+def _aggregating(column: str, source: dict, name: str) -> str:
+    return json.dumps({"name": name, "source": source, "output": {"dataset": name.replace("-", "_")},
+                       "transforms": [{"type": "aggregate", "group_by": [],
+                                       "aggregations": {"total": {"column": column, "function": "sum"}}}]})
+
+
+@pytest.mark.django_db
+def test_loading_a_pipeline_over_another_teams_dataset_tells_nothing_of_its_columns(data_root):
+    # given team-a's dataset with a text column, and team-b's operator, who cannot see it
+    (data_root / "in.csv").write_text("salary_band,n\na,1\nb,2\n")
+    team_a = team_create(name="team-a")[0]
+    services.pipeline_load(text=json.dumps({"name": "hr", "source": {"kind": "file", "path": "in.csv"},
+                                            "output": {"dataset": "hr_private"}}), team=team_a)
+    assert services.pipeline_run(pipeline="hr").status == "succeeded"
+    bob = client_for(_user("bob", OPERATORS, team="team-b"))
+    assert bob.get("/api/datasets/").json()["count"] == 0
+
+    # when bob loads pipelines summing its real column and a made-up one, from its newest number or a pinned one
+    answers = {
+        name: bob.post("/api/pipelines/", {"text": _aggregating(column, source, name), "team": "team-b"},
+                       format="json")
+        for index, source in enumerate([{"kind": "dataset", "dataset": "hr_private"},
+                                        {"kind": "dataset", "dataset": "hr_private", "number": 1}])
+        for column in ("salary_band", "nope")
+        for name in [f"probe-{column}-{index}"]
+    }
+
+    # then all are loaded alike: the dataset is unknown to team-b, its schema never quoted
+    assert {name: answer.status_code for name, answer in answers.items()} == {
+        "probe-salary_band-0": 201, "probe-nope-0": 201, "probe-salary_band-1": 201, "probe-nope-1": 201}
+    assert all("large_string" not in answer.content.decode() for answer in answers.values())
+    # and a run of it finds no such dataset, while team-a's own load over it is still checked against its schema
+    bob_run = services.pipeline_run(pipeline="probe-salary_band-0")
+    assert bob_run.status == "failed" and "no dataset named 'hr_private'" in bob_run.error
+    with pytest.raises(PipelineSpecError, match="'salary_band' holds large_string values"):
+        services.pipeline_load(text=_aggregating("salary_band", {"kind": "dataset", "dataset": "hr_private"},
+                                                 "hr-totals"), team=team_a)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("check", "field"), [
+    ({"type": "validity", "column": "amount", "min": 10**400}, "quality_checks[1]: key 'min' must be a finite number"),
+    ({"type": "freshness", "column": "amount", "max_age": "99999999999999d"},
+     "quality_checks[1]: key 'max_age' must be at most 100000d"),
+])
+def test_a_check_bound_beyond_range_is_refused_with_400_naming_the_key(operator_client, folder, check, field):
+    response = operator_client.post("/api/pipelines/", {"text": _pipeline(folder, quality_checks=[check])},
+                                    format="json")
+
+    assert response.status_code == 400 and error_of(response)["code"] == "pipeline_spec"
+    assert any(field in problem for problem in error_of(response)["fields"]["text"]), error_of(response)

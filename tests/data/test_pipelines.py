@@ -2,9 +2,11 @@
 match pandas, chunked runs equal whole-frame runs, datasets are published with lineage, failures are recorded."""
 import hashlib
 import json
+from io import StringIO
 
 import pandas as pd
 import pytest
+from django.core.management import CommandError, call_command
 
 from agents.data import services
 from agents.data.selectors import data_run_json
@@ -329,3 +331,135 @@ def test_nul_characters_in_a_csv_publish_the_data_as_it_is_and_store_what_descri
     assert "\\u0000" not in json.dumps(dataset.schema)
     assert "a\ufffdb" in json.dumps(dataset.profile, ensure_ascii=False)
     assert [result["passed"] for result in run.quality] == [False, False]
+
+
+class WorkerKilled(BaseException):
+    """A worker's process ending mid-task (SIGKILL): no handler of the task runs."""
+
+
+def _remove_the_source(root):
+    (root / "orders.csv").unlink()
+
+
+def _change_the_source(root):
+    frame = pd.read_csv(root / "orders.csv")
+    frame.assign(status="paid").to_csv(root / "orders.csv", index=False)
+
+
+@pytest.mark.parametrize("source_change", [_remove_the_source, _change_the_source])
+def test_a_run_redelivered_after_it_published_ends_from_its_dataset_and_leaves_the_file_as_published(
+        data_root, orders, monkeypatch, source_change):
+    # given a run whose worker was killed after it published its dataset, before it recorded the run's end
+    write_orders(data_root, orders.head(300))
+    run = services.data_run_create(version=load(orders_pipeline()))
+    record_end = services._transition
+
+    def killed_before_the_end(run, to, **fields):
+        if to == "succeeded":
+            raise WorkerKilled
+        return record_end(run, to, **fields)
+
+    monkeypatch.setattr(services, "_transition", killed_before_the_end)
+    with pytest.raises(WorkerKilled):
+        services.data_run_execute(run_id=run.pk, task_id="task-1", worker="first")
+    monkeypatch.setattr(services, "_transition", record_end)
+    dataset = Dataset.objects.get(run=run)
+    published = (data_root / dataset.path).read_bytes()
+    assert DataRun.objects.get(pk=run.pk).status == "running"
+    # and a source that has changed (or gone) since
+    source_change(data_root)
+
+    # when the broker re-delivers the task's message to another worker
+    again = services.data_run_execute(run_id=run.pk, task_id="task-1", worker="second")
+
+    # then the run ends succeeded from what it published, with its quality report, and the file is the published one
+    assert (again.status, again.error, again.rows_out) == ("succeeded", "", dataset.row_count)
+    assert again.quality_passed is True and [result["name"] for result in again.quality] == [
+        check["name"] for check in run.version.spec["quality_checks"]]
+    assert data_run_json(again)["output"]["number"] == 1 and Dataset.objects.filter(run=run).count() == 1
+    assert (data_root / dataset.path).read_bytes() == published
+    assert hashlib.sha256(published).hexdigest() == dataset.checksum
+    assert services.dataset_profile(name="orders_paid", refresh=True).profile["rows"] == dataset.row_count
+    assert sorted(path.name for path in (data_root / "datasets").rglob("*")) == ["orders_paid", f"run-{run.pk}.parquet"]
+
+
+def test_a_run_that_fails_leaves_no_file_and_one_that_publishes_leaves_only_its_dataset(data_root, orders):
+    write_orders(data_root, orders.head(300))
+    failed = services.pipeline_run(pipeline=load(orders_pipeline(name="fails", quality_checks=[
+        {"type": "uniqueness", "columns": ["order_id"]}], output={"dataset": "fails"})).pipeline.name)
+    published = services.pipeline_run(pipeline=load(orders_pipeline()).pipeline.name)
+
+    assert failed.status == "failed" and published.status == "succeeded", published.error
+    assert sorted(path.relative_to(data_root).as_posix() for path in (data_root / "datasets").rglob("*.parquet")) == [
+        Dataset.objects.get(run=published).path]
+
+
+FAILING_BELOW = {"b min": 0, "b/min": 10, "b_min": 20}  # each check fails the rows whose amount is below its bound
+
+
+def _checks_named_alike() -> list[dict]:
+    """Three checks whose names differ only in characters a file name cannot hold, each failing other rows."""
+    return [{"type": "consistency", "name": name, "expression": f"amount >= {bound}", "severity": "warn",
+             "failing_rows": True} for name, bound in FAILING_BELOW.items()]
+
+
+def test_checks_whose_names_read_alike_each_write_their_own_failing_rows(data_root, orders):
+    # given checks named "b min", "b/min" and "b_min", each failing other rows
+    write_orders(data_root, orders.head(400))
+    source = pd.read_csv(data_root / "orders.csv")
+    spec = {"name": "alike", "source": {"kind": "file", "path": "orders.csv"}, "key": ["order_id"],
+            "quality_checks": _checks_named_alike(), "output": {"dataset": "alike"}}
+
+    # when a pipeline runs them, and the checks run alone on the file
+    run = services.pipeline_run(pipeline=load(spec).pipeline.name)
+    checked = services.quality_check_file(path="orders.csv", checks_text=json.dumps(
+        {"key": ["order_id"], "quality_checks": _checks_named_alike()}))
+
+    # then each result's file holds that check's failing rows (a missing amount fails too), and no other's
+    assert run.status == "succeeded", run.error
+    for results in (run.quality, checked):
+        assert len({result["failing_rows_path"] for result in results}) == 3
+        for result in results:
+            failing = source[~(source.amount >= FAILING_BELOW[result["name"]])]
+            rows = pd.read_parquet(data_root / result["failing_rows_path"])
+            assert result["unexpected_count"] == len(failing) > 0
+            assert rows["order_id"].tolist() == failing["order_id"].tolist()
+
+
+@pytest.mark.parametrize("key", [5, {"a": 1}, [""], ["order_id", 7]])
+def test_data_check_refuses_a_key_that_is_not_columns_naming_it(data_root, orders, tmp_path, key):
+    # given a checks file whose key is not a column nor a list of columns
+    write_orders(data_root, orders.head(20))
+    checks = tmp_path / "checks.json"
+    checks.write_text(json.dumps({"key": key, "quality_checks": [{"type": "row_count", "min": 1}]}))
+
+    # when the checks run on a file, then the command exits non-zero naming the key
+    with pytest.raises(CommandError) as caught:
+        call_command("data", "check", "orders.csv", "--spec", str(checks), stdout=StringIO())
+    assert f"key: must be a column or a list of columns, got {key!r}" in str(caught.value)
+
+
+@pytest.mark.parametrize(("check", "message"), [
+    ({"type": "validity", "column": "amount", "min": 10**400},
+     "quality_checks[1]: key 'min' must be a finite number within a float's range"),
+    ({"type": "validity", "column": "amount", "max": -10**400},
+     "quality_checks[1]: key 'max' must be a finite number within a float's range"),
+    ({"type": "freshness", "column": "ordered_at", "max_age": "99999999999999d"},
+     "quality_checks[1]: key 'max_age' must be at most 100000d (about 270 years), got '99999999999999d'"),
+    ({"type": "freshness", "column": "ordered_at", "max_age": 10**400},
+     "quality_checks[1]: key 'max_age' must be at most 100000d"),
+])
+def test_a_bound_beyond_what_a_run_can_hold_is_refused_at_validate_load_and_run_naming_the_key(
+        data_root, orders, tmp_path, check, message):
+    # given a pipeline file whose check has a bound no float or duration holds
+    write_orders(data_root, orders.head(20))
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"name": "huge", "source": {"kind": "file", "path": "orders.csv"},
+                                "quality_checks": [check], "output": {"dataset": "huge"}}))
+
+    # when it is validated, loaded or run, then each refuses it naming the check and the key, and stores nothing
+    for subcommand in ("validate", "load", "run"):
+        with pytest.raises(CommandError) as caught:
+            call_command("data", subcommand, str(path), stdout=StringIO())
+        assert message in str(caught.value)
+    assert not DataRun.objects.exists() and not Dataset.objects.exists()

@@ -239,6 +239,7 @@ def test_freshness_passes_on_the_newest_timestamp_and_counts_stale_rows():
         ({"max_age": "1m"}, True),
         ({"max_age": 3600}, True),
         ({"max_age": "7d"}, True),
+        ({"max_age": "100000d"}, True),  # the longest max_age
         ({"max_age": "24h", "mostly": 0.7}, True),  # 8 of 11 rows are fresh: 0.727
         ({"max_age": "24h", "mostly": 0.75}, False),
     ],
@@ -444,6 +445,10 @@ def test_every_result_is_plain_json(check):
         ({"type": "consistency", "expression": "a >"}, ["key 'expression'", "syntax error"]),
         ({"type": "referential_integrity", "column": "a", "reference": {"path": "x"}}, ["key 'reference.column'"]),
         ({"type": "freshness", "column": "a", "max_age": "3 weeks"}, ["key 'max_age'", "'3 weeks'"]),
+        ({"type": "freshness", "column": "a", "max_age": "99999999999999d"}, ["key 'max_age'", "at most 100000d"]),
+        ({"type": "freshness", "column": "a", "max_age": 10**400}, ["key 'max_age'", "at most 100000d"]),
+        ({"type": "validity", "column": "a", "min": 10**400}, ["key 'min'", "within a float's range"]),
+        ({"type": "validity", "column": "a", "min": 0, "max": -10**400}, ["key 'max'", "within a float's range"]),
         ({"type": "row_count"}, ["needs 'min', 'max' or both"]),
         ({"type": "row_count", "min": -1}, ["key 'min'", "-1"]),
         ("completeness", ["must be a dict"]),
