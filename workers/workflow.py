@@ -71,10 +71,11 @@ def workflow_runs_reconcile(stall_s: float | None = None) -> dict:
 @shared_task(name="workers.workflow.workflow_timers_sweep", ignore_result=True)
 def workflow_timers_sweep() -> dict:
     """End waiting steps past their timeout, mark runs and steps past their deadline (workflow.deadline_missed),
-    and start held steps and queued runs there is room for (a release that was lost) (a celery-beat entry, every
-    AGENTS_WORKFLOW_TIMERS_S)."""
+    and start held steps, queued runs and backfills' pending slots there is room for (a release or continue that
+    was lost) (a celery-beat entry, every AGENTS_WORKFLOW_TIMERS_S)."""
     return {"waits_expired": engine.workflow_waits_expire(), "deadlines": services.workflow_deadlines_check(),
-            "held_sent": engine.holds_release(), "queued_started": engine.queued_runs_sweep()}
+            "held_sent": engine.holds_release(), "queued_started": engine.queued_runs_sweep(),
+            "backfill_runs_started": services.backfills_sweep()}
 
 
 @shared_task(name="workers.workflow.schedule_fire", ignore_result=True, **DATABASE_RETRY)

@@ -231,7 +231,7 @@ class BackfillForm(forms.Form):
     schedule = forms.ChoiceField(required=False, help_text="Default: the workflow's only schedule.")
     start = forms.DateTimeField(label="From", help_text="First slot (included), e.g. 2026-11-01 00:00 (the "
                                                          "server's time zone unless an offset is given).")
-    end = forms.DateTimeField(label="To", help_text="Last slot (included).")
+    end = forms.DateTimeField(label="To", help_text="Last slot (included), not later than now.")
     max_parallel = forms.IntegerField(required=False, min_value=1, max_value=1000,
                                       help_text="At most this many of its runs at a time (default: all at once).")
     dry_run = forms.BooleanField(required=False, initial=True, help_text="List the slots; start nothing.")
@@ -244,6 +244,9 @@ class BackfillForm(forms.Form):
         cleaned = super().clean()
         if cleaned.get("start") and cleaned.get("end") and cleaned["end"] < cleaned["start"]:
             self.add_error("end", "must not be before From")
+        elif cleaned.get("end") and cleaned["end"] > timezone.now():
+            self.add_error("end", "must not be later than now: a backfill covers past slots (the schedule starts "
+                                  "the others at their time)")
         return cleaned
 
 

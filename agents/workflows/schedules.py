@@ -6,11 +6,13 @@ not exist (the hour skipped when clocks go forward) is taken at the offset befor
 twice (the hour repeated when clocks go back) at its first occurrence, so every matching wall-clock time is one
 slot, never none and never two. Day of month and day of week both restrict, as in Celery's crontab (not cron's
 "either")."""
+import hashlib
 import json
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery.schedules import crontab
+from django.db import connection, transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 #: The fields of a five-field cron expression, in order.
@@ -41,6 +43,12 @@ def cron_problems(cron: str, timezone: str) -> list[str]:
     except ValueError as error:
         problems.append(f"cron: {str(error).strip() or 'invalid'} (e.g. '0 2 * * *': minute hour day-of-month month "
                         f"day-of-week)")
+    fields = cron.split()
+    for field, value in zip(CRON_FIELDS, fields, strict=True) if len(fields) == len(CRON_FIELDS) else ():
+        width = CrontabSchedule._meta.get_field(field).max_length  # its column in celery-beat's table
+        if len(value) > width:
+            problems.append(f"cron: the {field} field is {len(value)} characters, at most {width} (celery-beat "
+                            f"stores no more; write ranges such as 1-5 instead of long lists)")
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the database ("Europe"), a long name
@@ -105,9 +113,35 @@ def slot_latest(cron: str, timezone: str, *, now: datetime) -> datetime | None:
 SCHEDULE_FIRE_TASK = "workers.workflow.schedule_fire"
 
 
+#: Longest name a celery-beat entry may have (its column).
+BEAT_ENTRY_NAME_MAX = PeriodicTask._meta.get_field("name").max_length
+#: A fixed key for PostgreSQL's transaction-level advisory lock that orders the loads creating crontab rows.
+CRONTAB_LOCK_KEY = 0x6167_656E_7473_6372  # "agentscr"
+
+
 def beat_entry_name(workflow: str, schedule: str) -> str:
-    """The name of a schedule's celery-beat entry (admin > Periodic tasks)."""
-    return f"workflow {workflow} schedule {schedule}"
+    """The name of a schedule's celery-beat entry (admin > Periodic tasks): ``workflow NAME schedule SCHEDULE``;
+    where that is longer than the column holds, the schedule's name is cut and a hash of it appended, so the name
+    stays unique and still starts with ``workflow NAME schedule ``."""
+    prefix = f"workflow {workflow} schedule "
+    if len(prefix) + len(schedule) <= BEAT_ENTRY_NAME_MAX:
+        return prefix + schedule
+    digest = hashlib.sha256(schedule.encode()).hexdigest()[:12]
+    return f"{prefix}{schedule[:BEAT_ENTRY_NAME_MAX - len(prefix) - len(digest) - 1]}~{digest}"
+
+
+def _crontab_for(cron: str, timezone: str, current_id: int | None) -> CrontabSchedule:
+    """The crontab row for ``cron`` in ``timezone``, created when there is none. celery-beat's table has no unique
+    constraint, so concurrent loads take an advisory lock (PostgreSQL) to create one row, and rows duplicated
+    before are tolerated: the entry's current one if it matches, else the oldest."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # held until the transaction ends, so the row is seen by then
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CRONTAB_LOCK_KEY])
+        matching = CrontabSchedule.objects.filter(timezone=ZoneInfo(timezone), **cron_fields(cron)).order_by("pk")
+        found = matching.filter(pk=current_id).first() if current_id is not None else None
+        return found or matching.first() or CrontabSchedule.objects.create(timezone=ZoneInfo(timezone),
+                                                                           **cron_fields(cron))
 
 
 def beat_entries_sync(*, workflow: str, schedules: tuple[dict, ...], enabled: bool) -> dict[str, int]:
@@ -118,9 +152,8 @@ def beat_entries_sync(*, workflow: str, schedules: tuple[dict, ...], enabled: bo
     for schedule in schedules:
         name = beat_entry_name(workflow, schedule["name"])
         names.add(name)
-        cron, _ = CrontabSchedule.objects.get_or_create(timezone=ZoneInfo(schedule["timezone"]),
-                                                        **cron_fields(schedule["cron"]))
         existing = PeriodicTask.objects.filter(name=name).first()
+        cron = _crontab_for(schedule["cron"], schedule["timezone"], existing.crontab_id if existing else None)
         kwargs = {"workflow": workflow, "schedule": schedule["name"]}
         if existing is None:
             PeriodicTask.objects.create(name=name, task=SCHEDULE_FIRE_TASK, crontab=cron, enabled=enabled,

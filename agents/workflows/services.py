@@ -1,10 +1,11 @@
 """Workflow services: load definitions as versions, start, cancel and re-run runs."""
+import logging
 from datetime import UTC, datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from agents.core.audit import audit_record
@@ -48,6 +49,8 @@ from agents.workflows.spec import (
     workflow_spec_parse,
     WorkflowSpec,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def workflow_validate_text(*, text: str, source: str = "definition") -> WorkflowSpec:
@@ -315,6 +318,10 @@ def workflow_backfill(*, workflow: str, start: datetime, end: datetime, schedule
     start, end = _aware(start, "from"), _aware(end, "to")
     if end < start:
         raise WorkflowRunStateError("to: must not be before from")
+    now = timezone.now()
+    if end > now:  # a future slot's run would take the slot, and the schedule would not fire it at its time
+        raise WorkflowRunStateError(f"to: {end.isoformat()} is later than now ({now.isoformat(timespec='seconds')}); "
+                                    f"a backfill covers past slots, the schedule starts the others at their time")
     if max_parallel is not None and not 1 <= max_parallel <= 1000:
         raise WorkflowRunStateError("max_parallel: must be from 1 to 1000")
     version = workflow_version_latest(workflow=workflow)
@@ -365,15 +372,25 @@ def backfill_continue(*, backfill_id: int) -> list[WorkflowRun]:
     with transaction.atomic():
         backfill = WorkflowBackfill.objects.select_for_update().select_related("definition").filter(
             pk=backfill_id).first()
-        if backfill is None or not backfill.pending:
+        if backfill is None or not backfill.pending or backfill.finished_at is not None:
             return started
-        active = backfill.runs.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).count()
+        try:
+            version, found = _schedule_of(backfill.definition.name, backfill.schedule)
+        except WorkflowNotFoundError as error:
+            # Renamed or removed in a newer version: no slot of it can start, so the backfill ends (once: the row
+            # is locked and finished_at checked) with the slots it never started left in pending.
+            backfill.finished_at = timezone.now()
+            backfill.save(update_fields=["finished_at"])
+            logger.warning("backfill #%s ended with %s slots not started: %s", backfill.pk, len(backfill.pending),
+                           error)
+            return started
+        # Every unfinished run takes a place: a paused or queued one as much as a running one.
+        active = backfill.runs.exclude(status__in=RUN_FINISHED).count()
         room = len(backfill.pending) if backfill.max_parallel is None else max(0, backfill.max_parallel - active)
         take, backfill.pending = backfill.pending[:room], backfill.pending[room:]
         if not backfill.pending:
             backfill.finished_at = timezone.now()
         backfill.save(update_fields=["pending", "finished_at"])
-        version, found = _schedule_of(backfill.definition.name, backfill.schedule)
         for slot in take:
             run = _slot_start(version, found, datetime.fromisoformat(slot), backfill_id=backfill.pk)
             if run is not None:
@@ -381,6 +398,15 @@ def backfill_continue(*, backfill_id: int) -> list[WorkflowRun]:
     if take and len(started) < len(take):  # a slot someone else started meanwhile: take the next one instead
         task_send_on_commit(engine.BACKFILL_CONTINUE_TASK, backfill_id)
     return started
+
+
+def backfills_sweep() -> int:
+    """``backfill_continue`` for each unfinished backfill with pending slots and no unfinished run (the message
+    that would have continued it was lost, or never sent): a beat sweep. Returns how many runs it started."""
+    unfinished = WorkflowRun.objects.filter(backfill=OuterRef("pk")).exclude(status__in=RUN_FINISHED)
+    stalled = (WorkflowBackfill.objects.filter(finished_at__isnull=True).exclude(pending=[])
+               .exclude(Exists(unfinished)).order_by("pk").values_list("pk", flat=True))
+    return sum(len(backfill_continue(backfill_id=backfill_id)) for backfill_id in list(stalled[:1000]))
 
 
 def workflow_enable(*, workflow: str, enabled: bool) -> WorkflowDefinition:
@@ -452,6 +478,8 @@ def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRu
         # Its steps' pool slots are free, and it no longer counts towards max_active_runs.
         transaction.on_commit(engine.holds_release)
         transaction.on_commit(lambda: engine.queued_runs_start(definition_id=run.version.definition_id))
+        if run.backfill_id:  # its place in the backfill is free: the next pending slot starts
+            task_send_on_commit(engine.BACKFILL_CONTINUE_TASK, run.backfill_id, trace_id=run.trace_id or None)
     for child_id in children:
         try:
             workflow_run_cancel(run_id=child_id)

@@ -3,6 +3,7 @@ cancel and re-run them; and every bad input answered 400 naming the field."""
 import textwrap
 
 import pytest
+from django_celery_beat.models import PeriodicTask
 
 from agents.models import WorkflowRun
 from agents.workflows import services
@@ -189,3 +190,24 @@ def test_a_run_or_workflow_that_does_not_exist_is_404(operator_client):
         assert response.status_code == 404, path
         assert error_of(response)["code"] == "not_found"
     assert operator_client.post("/api/workflow-runs/424242/cancel/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_schedule_with_long_names_loads_and_a_too_wide_cron_field_is_400_naming_it(operator_client):
+    # given the longest workflow and schedule names allowed (before, their beat entry's name overflowed: 500)
+    name, schedule = "w" * 100, "s" * 100
+    long_names = f"name: {name}\nsteps: [{{id: a, action: echo}}]\nschedule: {{name: {schedule}, cron: '0 2 * * *'}}\n"
+    # and a valid cron whose day-of-week list is wider than celery-beat's column (before: a DataError, 500)
+    wide = "name: wide\nsteps: [{id: a, action: echo}]\nschedule: {cron: '0 2 * * %s'}\n" % ",".join("0123456" * 6)
+
+    loaded = operator_client.post("/api/workflows/", {"text": long_names}, format="json")
+    refused = operator_client.post("/api/workflows/", {"text": wide}, format="json")
+
+    assert loaded.status_code == 201
+    (entry,) = PeriodicTask.objects.filter(name__startswith=f"workflow {name} schedule ")
+    assert len(entry.name) <= 200 and entry.enabled
+    assert refused.status_code == 400
+    assert error_of(refused)["fields"]["text"] == [
+        "schedule.cron: the day_of_week field is 83 characters, at most 64 (celery-beat stores no more; write "
+        "ranges such as 1-5 instead of long lists)"]
+    assert not PeriodicTask.objects.filter(name__startswith="workflow wide ").exists()

@@ -114,17 +114,18 @@ def test_a_time_zone_naming_a_folder_of_the_database_is_unknown():
     assert feel_evaluate('date and time("2024-01-01T10:00:00@Europe")') is None
 
 
-def test_a_backfill_on_the_last_day_of_9999_plans_its_slot_and_one_past_it_is_refused_by_name():
+def test_a_backfill_on_the_last_day_of_9999_and_one_past_it_are_refused_by_name():
     run("workflow", "load", str(EXAMPLES / "workflows" / "nightly_orders.yaml"))
 
-    # the last day of the calendar: 02:00 in Paris is 01:00 UTC (the slot search used to step past the calendar)
-    planned = run("workflow", "backfill", "nightly-orders", "--from", "9999-12-31T00:00Z", "--to",
-                  "9999-12-31T23:59Z", "--dry-run")
+    # the last day of the calendar is in the future, which a backfill refuses (the slot search there, where it
+    # used to step past the calendar, is tested in tests/workflows/test_schedules.py)
+    with pytest.raises(CommandError, match=r"to: 9999-12-31T23:59:00\+00:00 is later than now"):
+        run("workflow", "backfill", "nightly-orders", "--from", "9999-12-31T00:00Z", "--to", "9999-12-31T23:59Z",
+            "--dry-run")
     with pytest.raises(CommandError, match="--to"):
         run("workflow", "backfill", "nightly-orders", "--from", "9999-12-31T00:00Z", "--to", "10000-01-01T00:00Z",
             "--dry-run")
 
-    assert planned.splitlines()[1:] == ["  9999-12-31T01:00:00+00:00"]
     assert not WorkflowRun.objects.exists()
 
 

@@ -2,22 +2,26 @@
 per slot however often it is fired, catch-up of missed slots, and backfill of a past range."""
 import json
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import CommandError, call_command
-from django_celery_beat.models import PeriodicTask
+from django.db import connection
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from agents.api.groups import OPERATORS
 from agents.core.dispatch import task_send
-from agents.exceptions import WorkflowSpecError
+from agents.exceptions import WorkflowRunStateError, WorkflowSpecError
 from agents.models import RunStatus, WorkflowBackfill, WorkflowRun
 from agents.workflows import services
 from agents.workflows.schedules import cron_problems, schedule_slots
 from agents.workflows.spec import workflow_spec_parse
 from tests.api.conftest import _user, client_for
 from tests.conftest import wait_for
+from workers.workflow import workflow_timers_sweep
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -203,15 +207,19 @@ def test_a_backfill_at_the_ends_of_the_calendar_plans_the_slots_there():
     # given a schedule every minute, and ranges in the first minutes of year 1 and the last of 9999
     services.workflow_load(text=_flow(EVERY_MINUTE))
 
-    # when each is planned (before, the slot search stepped past the calendar and refused both)
+    # when each is planned (before, the slot search stepped past the calendar and refused both); the end of 9999
+    # is in the future, which a backfill refuses, so its slots are asked of the slot search itself
     first = services.workflow_backfill(workflow="nightly", start=datetime(1, 1, 1, tzinfo=UTC),
                                        end=datetime(1, 1, 1, 0, 2, tzinfo=UTC), dry_run=True)
-    last = services.workflow_backfill(workflow="nightly", start=datetime(9999, 12, 31, 23, 58, tzinfo=UTC),
-                                      end=datetime(9999, 12, 31, 23, 59, tzinfo=UTC), dry_run=True)
+    last = schedule_slots("* * * * *", "UTC", after=datetime(9999, 12, 31, 23, 58, tzinfo=UTC),
+                          until=datetime(9999, 12, 31, 23, 59, tzinfo=UTC), inclusive=True)
+    last_day_in_paris = schedule_slots("0 2 * * *", "Europe/Paris", after=datetime(9999, 12, 31, tzinfo=UTC),
+                                       until=datetime(9999, 12, 31, 23, 59, tzinfo=UTC), inclusive=True)
 
     # then each lists the slots of its range, both ends included
     assert first["slots"] == ["0001-01-01T00:00:00+00:00", "0001-01-01T00:01:00+00:00", "0001-01-01T00:02:00+00:00"]
-    assert last["slots"] == ["9999-12-31T23:58:00+00:00", "9999-12-31T23:59:00+00:00"]
+    assert [slot.isoformat() for slot in last] == ["9999-12-31T23:58:00+00:00", "9999-12-31T23:59:00+00:00"]
+    assert last_day_in_paris == [datetime(9999, 12, 31, 1, tzinfo=UTC)]  # 02:00 in Paris
     assert not WorkflowRun.objects.exists()
 
 
@@ -269,3 +277,209 @@ def test_admin_backfills_after_a_dry_run_and_pauses_a_workflow(admin_client):
     admin_client.post("/admin/agents/workflowdefinition/", {"action": "disable",
                                                             "_selected_action": [version.definition_id]})
     assert not PeriodicTask.objects.get(name="workflow nightly schedule default").enabled
+
+
+# --- backfills that must not stall, crontab rows, long names, future ranges -----------------------------------
+
+HOLD = "{id: hold, action: wait.signal, params: {name: go}}"  # a run that waits, holding no worker
+
+
+def _held_flow(schedule: str = "schedule: {cron: '* * * * *'}\n", description: str = "v1") -> str:
+    return f"name: nightly\ndescription: {description}\nsteps:\n  - {HOLD}\n" + schedule
+
+
+def _backfill_runs(backfill_id: int) -> list[WorkflowRun]:
+    return list(WorkflowRun.objects.filter(backfill_id=backfill_id).order_by("logical_time"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_backfill_run_starts_the_next_pending_slot(worker):
+    # given a three-slot backfill, one run at a time, of a workflow whose runs wait for a signal
+    services.workflow_load(text=_held_flow())
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    outcome = services.workflow_backfill(workflow="nightly", start=start, end=start + timedelta(minutes=2),
+                                         max_parallel=1)
+    assert outcome["started"] == 1
+
+    # when each of its runs is cancelled in turn (before, the backfill stopped at the first cancel for good)
+    for minute in range(3):
+        run = wait_for(lambda: len(runs := _backfill_runs(outcome["backfill_id"])) == minute + 1 and runs[-1],
+                       timeout_s=20, what=f"the run of slot {minute}")
+        assert run.logical_time == start + timedelta(minutes=minute)
+        services.workflow_run_cancel(run_id=run.pk)
+
+    # then every slot had its run, one after the other, and the backfill has ended
+    backfill = wait_for(lambda: WorkflowBackfill.objects.filter(pk=outcome["backfill_id"],
+                                                                finished_at__isnull=False).first(),
+                        timeout_s=20, what="the backfill to end")
+    assert backfill.pending == []
+    assert [run.status for run in _backfill_runs(backfill.pk)] == [RunStatus.CANCELLED] * 3
+
+
+@pytest.mark.django_db
+def test_the_timers_sweep_continues_a_backfill_whose_continue_was_lost():
+    # given a two-slot backfill, one run at a time, whose first run ended without its backfill hearing of it
+    services.workflow_load(text=_held_flow())
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    outcome = services.workflow_backfill(workflow="nightly", start=start, end=start + timedelta(minutes=1),
+                                         max_parallel=1)
+    WorkflowRun.objects.filter(backfill_id=outcome["backfill_id"]).update(status=RunStatus.FAILED,
+                                                                           finished_at=timezone.now())
+
+    # when the timers sweep runs, twice (as two beats might)
+    workflow_timers_sweep()
+    workflow_timers_sweep()
+
+    # then the second slot has its run, once, and the backfill has nothing left to start
+    assert [run.logical_time for run in _backfill_runs(outcome["backfill_id"])] == [start,
+                                                                                     start + timedelta(minutes=1)]
+    assert WorkflowBackfill.objects.get(pk=outcome["backfill_id"]).finished_at is not None
+
+
+@pytest.mark.django_db
+def test_a_backfill_whose_schedule_was_renamed_ends_with_its_slots_left_unstarted():
+    # given a three-slot backfill, one run at a time, and then a version that renames the schedule
+    services.workflow_load(text=_held_flow())
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    outcome = services.workflow_backfill(workflow="nightly", start=start, end=start + timedelta(minutes=2),
+                                         max_parallel=1)
+    services.workflow_load(text=_held_flow("schedule: {name: hourly, cron: '0 * * * *'}\n", description="v2"))
+    (first,) = _backfill_runs(outcome["backfill_id"])
+
+    # when its run is cancelled and the backfill goes on, as the worker and the sweep would (before, each try
+    # raised WorkflowNotFoundError inside its transaction and the backfill never ended)
+    services.workflow_run_cancel(run_id=first.pk)
+    assert services.backfill_continue(backfill_id=outcome["backfill_id"]) == []
+    assert workflow_timers_sweep()["backfill_runs_started"] == 0
+
+    # then the backfill has ended, the slots it never started still listed, and no other run started
+    backfill = WorkflowBackfill.objects.get(pk=outcome["backfill_id"])
+    assert backfill.finished_at is not None
+    assert backfill.pending == [(start + timedelta(minutes=minute)).isoformat() for minute in (1, 2)]
+    assert WorkflowRun.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_paused_backfill_run_still_counts_towards_max_parallel():
+    # given a three-slot backfill, one run at a time, whose run is paused
+    services.workflow_load(text=_held_flow())
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    outcome = services.workflow_backfill(workflow="nightly", start=start, end=start + timedelta(minutes=2),
+                                         max_parallel=1)
+    (first,) = _backfill_runs(outcome["backfill_id"])
+    services.workflow_run_pause(run_id=first.pk)
+
+    # when the backfill is continued (a late message, the sweep)
+    started = services.backfill_continue(backfill_id=outcome["backfill_id"])
+
+    # then nothing more starts: the paused run still holds the one place
+    assert started == []
+    assert [run.pk for run in _backfill_runs(outcome["backfill_id"])] == [first.pk]
+    assert len(WorkflowBackfill.objects.get(pk=outcome["backfill_id"]).pending) == 2
+
+
+@pytest.mark.django_db
+def test_a_backfill_into_the_future_is_refused_naming_to(admin_client):
+    version, _ = services.workflow_load(text=_flow("schedule: {cron: '0 * * * *'}\n"))
+    now = timezone.now()
+    client = client_for(_user("otto", OPERATORS))
+
+    with pytest.raises(WorkflowRunStateError, match="to: .* is later than now"):
+        services.workflow_backfill(workflow="nightly", start=now - timedelta(hours=2), end=now + timedelta(days=1))
+    with pytest.raises(CommandError, match="to: .* is later than now"):
+        call_command("workflow", "backfill", "nightly", "--from", (now - timedelta(hours=2)).isoformat(), "--to",
+                     (now + timedelta(days=1)).isoformat(), "--dry-run")
+    response = client.post("/api/workflows/nightly/backfill/", {"from": (now - timedelta(hours=2)).isoformat(),
+                                                                "to": (now + timedelta(hours=2)).isoformat()},
+                           format="json")
+    page = admin_client.post(f"/admin/agents/workflowdefinition/{version.definition_id}/backfill/",
+                             {"start": "2026-11-01 00:00:00+00:00", "end": (now + timedelta(days=1)).isoformat(),
+                              "schedule": "default"})
+
+    assert response.status_code == 400 and "later than now" in response.json()["error"]["fields"]["to"][0]
+    assert "must not be later than now" in page.content.decode()
+    # no slot was taken: the schedule starts its next slot at its time
+    assert not WorkflowRun.objects.exists()
+    next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    fired = services.schedule_fire(workflow="nightly", schedule="default", now=next_hour + timedelta(seconds=5))
+    assert [run.logical_time for run in fired] == [next_hour]
+
+
+@pytest.mark.django_db
+def test_duplicate_crontab_rows_neither_break_a_load_nor_pausing_it():
+    # given two identical crontab rows, as concurrent loads of other workflows could leave
+    duplicate = {"minute": "0", "hour": "2", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*",
+                 "timezone": "UTC"}
+    rows = [CrontabSchedule.objects.create(**duplicate), CrontabSchedule.objects.create(**duplicate)]
+
+    # when a workflow with that cron is loaded, paused and resumed (before: MultipleObjectsReturned each time)
+    services.workflow_load(text=_flow("schedule: {cron: '0 2 * * *'}\n"))
+    services.workflow_enable(workflow="nightly", enabled=False)
+    paused = PeriodicTask.objects.get(name="workflow nightly schedule default")
+    services.workflow_enable(workflow="nightly", enabled=True)
+
+    # then its entry uses one of those rows, no third was made, and it was paused and resumed
+    assert not paused.enabled and PeriodicTask.objects.get(pk=paused.pk).enabled
+    assert paused.crontab_id == rows[0].pk
+    assert CrontabSchedule.objects.filter(minute="0", hour="2").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_loads_with_the_same_cron_share_one_crontab_row():
+    # given two workflows with the same new cron, loaded at the same moment, five times over
+    failures = []
+    for minute in range(5):
+        barrier = threading.Barrier(2)
+
+        def load(index, minute=minute, barrier=barrier):
+            try:
+                barrier.wait()
+                services.workflow_load(text=_flow(f"schedule: {{cron: '{minute} 3 * * *'}}\n",
+                                                  name=f"w{minute}-{index}"))
+            except Exception as error:  # noqa: BLE001 - reported by the assertion below
+                failures.append(repr(error))
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=load, args=(index,)) for index in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    # then every load succeeded and each cron has one row, which both workflows' entries use
+    assert failures == []
+    for minute in range(5):
+        (row,) = CrontabSchedule.objects.filter(minute=str(minute), hour="3")
+        assert set(PeriodicTask.objects.filter(name__startswith=f"workflow w{minute}-")
+                   .values_list("crontab_id", flat=True)) == {row.pk}
+
+
+@pytest.mark.django_db
+def test_long_workflow_and_schedule_names_get_beat_entries_that_fit():
+    # given a workflow and two schedules with the longest names allowed, alike up to their last character
+    workflow, first, second = "w" * 100, "s" * 99 + "a", "s" * 99 + "b"
+    services.workflow_load(text=_flow(f"schedules: [{{name: {first}, cron: '0 2 * * *'}}, "
+                                      f"{{name: {second}, cron: '0 3 * * *'}}]\n", name=workflow))
+
+    # then each has its own entry, within celery-beat's 200 characters, and pausing the workflow pauses both
+    entries = PeriodicTask.objects.filter(name__startswith=f"workflow {workflow} schedule ")
+    assert sorted(json.loads(entry.kwargs)["schedule"] for entry in entries) == [first, second]
+    assert all(len(entry.name) <= 200 for entry in entries)
+    services.workflow_enable(workflow=workflow, enabled=False)
+    assert not entries.filter(enabled=True).exists()
+    services.workflow_load(text=_flow(f"schedule: {{name: {first}, cron: '0 2 * * *'}}\n", name=workflow))
+    assert [json.loads(entry.kwargs)["schedule"] for entry in entries.all()] == [first]
+
+
+@pytest.mark.django_db
+def test_a_cron_field_wider_than_celery_beat_stores_is_refused_naming_it(tmp_path):
+    day_of_week = ",".join(["0", "1", "2", "3", "4", "5", "6"] * 6)  # valid, but 83 characters
+    path = tmp_path / "wide.yaml"
+    path.write_text(_flow(f"schedule: {{cron: '0 2 * * {day_of_week}'}}\n"))
+
+    with pytest.raises(CommandError) as raised:
+        call_command("workflow", "load", str(path))
+
+    assert "schedule.cron: the day_of_week field is 83 characters, at most 64" in str(raised.value)
+    assert not PeriodicTask.objects.exists() and not CrontabSchedule.objects.filter(hour="2").exists()

@@ -64,7 +64,8 @@ class Command(AgentsCommand):
         backfill.add_argument("workflow", metavar="NAME")
         backfill.add_argument("--from", dest="start", required=True, metavar="TIME",
                               help="ISO 8601 with its offset, e.g. 2026-11-01T00:00Z (included).")
-        backfill.add_argument("--to", dest="end", required=True, metavar="TIME", help="ISO 8601 (included).")
+        backfill.add_argument("--to", dest="end", required=True, metavar="TIME",
+                              help="ISO 8601 (included), not later than now.")
         backfill.add_argument("--schedule", help="Which schedule (default: the workflow's only one).")
         backfill.add_argument("--max-parallel", type=int, metavar="N", help="At most N runs at a time.")
         backfill.add_argument("--dry-run", action="store_true", help="List the slots; start nothing.")
