@@ -1,5 +1,6 @@
 """API of orchestration: agent tasks (submit, list, show, cancel), messages between agents (send, broadcast,
 list, show), and events (publish one of a declared type from outside, list, show with what they fired)."""
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -7,7 +8,7 @@ from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FiniteFloatField, JSONObjectField, JSONValueField
 from agents.api.errors import service_errors
-from agents.core.teams import sees_all, teams_of
+from agents.core.teams import sees_all, team_scoped, teams_of
 from agents.exceptions import AgentTaskError, MessageError, TeamError
 from agents.orchestration.selectors import event_json, events_with_firings, message_json
 from agents.models import (
@@ -15,20 +16,13 @@ from agents.models import (
     AgentTask,
     AgentTaskStatus,
     AgentType,
-    Check,
     Event,
     FiringStatus,
     MessageStatus,
     MessageType,
-    Pipeline,
-    RuleSet,
-    WorkflowDefinition,
+    Team,
 )
 from agents.orchestration import agent_tasks, event_types, messages
-from agents.orchestration.agent_tasks import MAX_TIMEOUT_S
-
-#: The config key naming the definition each kind of agent task runs, and its model.
-TASK_TARGETS = {"workflow": WorkflowDefinition, "ruleset": RuleSet, "pipeline": Pipeline, "check": Check}
 
 # --- agent tasks ------------------------------------------------------------------------------------------
 
@@ -47,6 +41,9 @@ class AgentTaskSerializer(serializers.Serializer):
     config = JSONObjectField()
     timeout_s = FiniteFloatField()
     trace_id = serializers.CharField(allow_blank=True)
+    team = serializers.CharField(allow_null=True, help_text="The team the task acts for: it runs only that team's "
+                                                            "definitions. Null: submitted acting for no team (a "
+                                                            "superuser, a command).")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -62,8 +59,12 @@ class TaskSubmitSerializer(serializers.Serializer):
                                        '"params": {...}} (data), {"check": name} (monitoring), or {"action": name, '
                                        '"params": {...}} (any type).')
     priority = serializers.IntegerField(default=5, min_value=0, max_value=9, help_text="0 (highest) to 9.")
-    timeout_s = serializers.FloatField(default=300.0, min_value=0.001, max_value=MAX_TIMEOUT_S,
-                                       help_text="Seconds the task may run before it is timed out.")
+    timeout_s = serializers.FloatField(default=300.0, min_value=0.001, max_value=agent_tasks.task_timeout_max_s(),
+                                       help_text="Seconds the task may run before it is timed out; at most the "
+                                                 "broker's visibility timeout less 40 s.")
+    team = serializers.CharField(required=False, max_length=150,
+                                 help_text="The team the task acts for (one of yours). Default: the team of the "
+                                           "definition it runs, else your only team.")
 
 
 class TaskFilterSerializer(serializers.Serializer):
@@ -76,7 +77,7 @@ class TaskFilterSerializer(serializers.Serializer):
 class AgentTaskViewSet(ApiViewSet):
     """Agent tasks: work sent to an agent type's queue with a priority and a timeout."""
 
-    queryset = AgentTask.objects.all()
+    queryset = AgentTask.objects.select_related("team__group")
     serializer_class = AgentTaskSerializer
     request_serializers = {"create": TaskSubmitSerializer}
     filter_serializer_class = TaskFilterSerializer
@@ -100,14 +101,25 @@ class AgentTaskViewSet(ApiViewSet):
         """Submit a task; it waits in its type's queue until an agent of that type takes it."""
         given = self.given()
         valid = not agent_tasks.task_config_validate(given["agent_type"], given["config"])  # else the service says why
-        for key, model in TASK_TARGETS.items() if valid else ():  # a task runs a definition: one of the user's teams'
-            target = given["config"].get(key)
-            if isinstance(target, str) and not self.visible(model, name=target):
+        named = agent_tasks.task_definitions(given["agent_type"], given["config"]) if valid else []
+        for _, model, target in named:  # a task runs a definition (by config key or action params): the user's teams'
+            if not self.visible(model, name=target):
                 raise serializers.ValidationError({"config": [f"no {model._meta.verbose_name} named {target!r}"]})
+        name = given.pop("team", "")
+        given["team"] = self._acting_team(name, named) if valid else None  # an invalid config: the service says why
         with service_errors({AgentTaskError: "config"}, prefixed=("agent_type", "config", "priority", "timeout_s")):
             task = agent_tasks.task_submit(submitted_by=request.user.get_username(), **given)
         return self.show(agent_tasks.task_json(agent_tasks.task_get(task_id=task.pk)), status=status.HTTP_201_CREATED,
                          headers={"Location": reverse("api:agent-task-detail", kwargs={"pk": task.pk})})
+
+    def _acting_team(self, name: str, named: list) -> Team | None:
+        """The team a task submitted by the user acts for: the one named (theirs), else the team of the definition
+        it runs, else their only team (400 naming ``team`` when they have several or none); a superuser naming
+        none acts for no team."""
+        if not name and named and not sees_all(self.request.user):
+            _, model, target = named[0]
+            return team_scoped(model.objects.filter(name=target), self.request.user).get().team
+        return self.team_given(name)
 
     @extend_schema(request=None, responses=AgentTaskSerializer)
     @action(detail=True, methods=["post"])
@@ -205,6 +217,12 @@ class MessageViewSet(ApiViewSet):
     def create(self, request):
         """Send a message to one agent, any agent of a type, or all agents."""
         given = self.given()
+        payload = given.get("payload")
+        if given["message_type"] == MessageType.TASK_REQUEST and isinstance(payload, dict) and "action" in payload:
+            # A request runs the action it names, as an agent task's action form does: the user's teams' definitions.
+            for _, model, target in agent_tasks.task_definitions(next(iter(settings.AGENT_QUEUES)), payload):
+                if not self.visible(model, name=target):
+                    raise serializers.ValidationError({"payload": [f"no {model._meta.verbose_name} named {target!r}"]})
         with service_errors({MessageError: "recipient"}, prefixed=("message_type", "recipient", "payload")):
             message = messages.message_send(sender=_sender(request), **given)
         return self._created(message)

@@ -2,9 +2,18 @@
 (``{pipeline: name, params: {...}}``). Loaded on the first lookup in a registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.params import Param
+from agents.core.teams import same_team, team_acting
 from agents.data.selectors import data_run_json
 from agents.data.services import pipeline_run
-from agents.exceptions import ActionError, DataError, PermanentActionError, PipelineNotFoundError, PipelineSpecError
+from agents.exceptions import (
+    ActionError,
+    DataError,
+    PermanentActionError,
+    PipelineNotFoundError,
+    PipelineSpecError,
+    TeamError,
+)
+from agents.models import Pipeline
 
 
 @action(
@@ -18,12 +27,14 @@ from agents.exceptions import ActionError, DataError, PermanentActionError, Pipe
 def data_pipeline(context: ActionContext, *, pipeline: str, params: dict | None, require_quality: bool) -> dict:
     """Run the latest version of data ``pipeline``; return its run, dataset (id, name, number, path) and quality.
 
-    The step fails (without retrying) when the pipeline is invalid or missing; a failed run fails the step and
-    may be retried. With ``require_quality: false`` a run failed only by quality checks still returns.
+    The step fails (without retrying) when the pipeline is invalid, missing or, acting for a team, another team's;
+    a failed run fails the step and may be retried. With ``require_quality: false`` a run failed only by quality checks still returns.
     """
     try:
+        if (acting := team_acting.get()) is not None:  # a workflow's step, a team's agent task: its team's only
+            same_team(acting, Pipeline.objects.filter(name=pipeline).first(), what=f"pipeline {pipeline!r}")
         run = pipeline_run(pipeline=pipeline, params=params or {})
-    except (PipelineNotFoundError, PipelineSpecError) as error:
+    except (PipelineNotFoundError, PipelineSpecError, TeamError) as error:
         raise PermanentActionError(str(error)) from None
     except DataError as error:
         raise ActionError(str(error)) from None

@@ -4,8 +4,10 @@ registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.checks import ProbeResult, check_function
 from agents.core.params import Param
+from agents.core.teams import same_team, team_acting
 from agents.decisions.services import decide, dmn_decision_check, models_unusable
 from agents.exceptions import AgentsError, PermanentActionError
+from agents.models import RuleSet
 
 
 @action("decision.evaluate",
@@ -13,9 +15,12 @@ from agents.exceptions import AgentsError, PermanentActionError
                 "decision": Param("string", default=None)})
 def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None, decision: str | None = None) -> dict:
     """Decide with the active version of ``ruleset`` on the step's ``context`` param, or else on the
-    run's params merged with the step's inputs. For a DMN model, ``decision`` names the decision to evaluate."""
+    run's params merged with the step's inputs. For a DMN model, ``decision`` names the decision to evaluate.
+    Acting for a team (a workflow's step, a team's agent task), the rule set must be that team's."""
     decision_context = context if context is not None else {**step.run_params, **step.inputs}
     try:
+        if (acting := team_acting.get()) is not None:
+            same_team(acting, RuleSet.objects.filter(name=ruleset).first(), what=f"rule set {ruleset!r}")
         dmn_decision_check(ruleset=ruleset, decision=decision)
         return decide(ruleset=ruleset, context=decision_context, explain=False, decision=decision)
     except AgentsError as error:

@@ -19,13 +19,14 @@ class AgentTaskStatus(models.TextChoices):
 
 
 #: The statuses each status may move to; every write goes through these. running -> queued is the one
-#: re-queue of a task whose agent went offline (with a new attempt number, so the lost agent's result is ignored).
+#: re-queue of a task whose agent went offline (with a new attempt number, so the lost agent's result is ignored);
+#: running -> running is a delivery taking over a run whose claim has lapsed (its worker died), never a live one.
 AGENT_TASK_TRANSITIONS: dict[str, frozenset[str]] = {
     AgentTaskStatus.PENDING: frozenset({AgentTaskStatus.QUEUED, AgentTaskStatus.FAILED, AgentTaskStatus.CANCELLED}),
     AgentTaskStatus.QUEUED: frozenset({AgentTaskStatus.RUNNING, AgentTaskStatus.FAILED, AgentTaskStatus.CANCELLED}),
     AgentTaskStatus.RUNNING: frozenset({
         AgentTaskStatus.COMPLETED, AgentTaskStatus.FAILED, AgentTaskStatus.TIMED_OUT, AgentTaskStatus.CANCELLED,
-        AgentTaskStatus.QUEUED,
+        AgentTaskStatus.QUEUED, AgentTaskStatus.RUNNING,
     }),
     AgentTaskStatus.COMPLETED: frozenset(),
     AgentTaskStatus.FAILED: frozenset(),
@@ -53,6 +54,16 @@ class AgentTask(models.Model):
     error = models.TextField(blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
     submitted_by = models.CharField(max_length=150, blank=True)
+    team = models.ForeignKey(
+        "agents.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The team the task acts for: the definitions it runs must be this team's. Empty: submitted by a "
+                  "command, a superuser or the system, acting for no team in particular.",
+    )
+    claimed_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="While a delivery runs the task: when that claim lapses (past the task's hard time limit) and "
+                  "another delivery of the same attempt may take it. Empty when no delivery runs it.",
+    )
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)

@@ -2,7 +2,9 @@
 agents (``{check: name}``). Loaded on the first lookup in a registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.params import Param
-from agents.exceptions import ActionError, CheckNotFoundError, PermanentActionError
+from agents.core.teams import same_team, team_acting
+from agents.exceptions import ActionError, CheckNotFoundError, PermanentActionError, TeamError
+from agents.models import Check
 from agents.monitoring.services import check_run_now
 
 
@@ -12,10 +14,13 @@ from agents.monitoring.services import check_run_now
 )
 def monitoring_check(context: ActionContext, *, check: str, require_ok: bool) -> dict:
     """Run the monitoring check ``check`` now (recording its result and alert as a scheduled run would) and
-    return its outcome; with ``require_ok`` (the default) a critical result fails the step."""
+    return its outcome; with ``require_ok`` (the default) a critical result fails the step. Acting for a team (a
+    workflow's step, a team's agent task), the check must be that team's."""
     try:
+        if (acting := team_acting.get()) is not None:
+            same_team(acting, Check.objects.filter(name=check).first(), what=f"check {check!r}")
         outcome = check_run_now(name=check)
-    except CheckNotFoundError as error:
+    except (CheckNotFoundError, TeamError) as error:
         raise PermanentActionError(str(error)) from None
     if require_ok and outcome.status == "critical":
         raise ActionError(f"check {check} is critical: {outcome.message}")

@@ -3,7 +3,9 @@ type takes it from its queue first.
 
 A task waits in the broker (never in a polling loop) until an agent of its type is up. Every status change is a
 guarded UPDATE fenced by the task's attempt number, so a result from an attempt that was re-queued (its agent
-went offline) is ignored.
+went offline) is ignored. A delivery runs a task only once it has claimed it (``task_claim``), so a message the broker
+hands out twice runs its action once. A task acts for the team that submitted it: it runs that team's definitions
+only.
 """
 import logging
 from datetime import timedelta
@@ -12,23 +14,55 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, TaskKind, action_get, action_names, task_kinds_of
 from agents.core.audit import audit_record
 from agents.core.dispatch import celery_app, task_send
+from agents.core.teams import acting_for
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError
 from agents.core.jsonable import iso, storable, storable_answer
-from agents.models import AGENT_TASK_FINISHED, AGENT_TASK_TRANSITIONS, Agent, AgentTask, AgentTaskStatus
+from agents.models import (
+    AGENT_TASK_FINISHED,
+    AGENT_TASK_TRANSITIONS,
+    Agent,
+    AgentTask,
+    AgentTaskStatus,
+    Check,
+    Pipeline,
+    RuleSet,
+    Team,
+    WorkflowDefinition,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Seconds past its timeout after which the reaper fails a task whose worker never reported (hard kill).
 REAP_GRACE_S = 30.0
-MAX_TIMEOUT_S = 24 * 3600.0
+#: Seconds the hard time limit of a task's run is past its soft limit (``timeout_s``).
+HARD_LIMIT_GRACE_S = 10.0
+#: Seconds a delivery's claim on a task outlasts the task's hard time limit: the claim lapses only once the run
+#: holding it can no longer be running (its worker died).
+CLAIM_GRACE_S = 30.0
+#: The definition a task of each config key runs (the same key names it among an action's params).
+TASK_DEFINITIONS: dict[str, type[Model]] = {
+    "workflow": WorkflowDefinition, "ruleset": RuleSet, "pipeline": Pipeline, "check": Check,
+}
+
+
+def task_timeout_max_s() -> float:
+    """The longest ``timeout_s`` a task may have, in seconds: its claim (hard limit and grace) ends before the
+    broker's visibility timeout (``AGENTS_VISIBILITY_TIMEOUT_S``), after which Redis hands out an unacknowledged
+    message again, so no second delivery can find a task still running."""
+    return float(settings.AGENTS_VISIBILITY_TIMEOUT_S) - HARD_LIMIT_GRACE_S - CLAIM_GRACE_S
+
+
+def task_claim_s(timeout_s: float) -> float:
+    """Seconds a delivery's claim on a task of ``timeout_s`` lasts: past the run's hard time limit."""
+    return timeout_s + HARD_LIMIT_GRACE_S + CLAIM_GRACE_S
 
 
 def _into(status: str) -> list[str]:
@@ -76,23 +110,65 @@ def task_config_validate(agent_type: str, config: Any) -> list[str]:
     return errors
 
 
+def task_definitions(agent_type: str, config: dict) -> list[tuple[str, type[Model], str]]:
+    """The definitions a valid task config runs, as (field, model, name): the one its config key names
+    (``{"workflow": name}``), or the one its action's params name where a task kind runs that action
+    (``{"action": "workflow.start", "params": {"workflow": name}}``)."""
+    kinds = _kinds(agent_type)
+    key = next((key for key in kinds if key in config), None)
+    if key is None:
+        return []
+    if key != "action":
+        name = config[key]
+        return [(f"config.{key}", TASK_DEFINITIONS[key], name)] if key in TASK_DEFINITIONS and isinstance(name, str) \
+            else []
+    params = config.get("params") or {}
+    if not isinstance(params, dict):
+        return []
+    named = {}
+    for kind_type in settings.AGENT_QUEUES:  # an action task may run any type's action on any agent
+        for kind in task_kinds_of(kind_type).values():
+            name = params.get(kind.param)
+            if kind.action == config["action"] and kind.key in TASK_DEFINITIONS and isinstance(name, str):
+                named[f"config.params.{kind.param}"] = (f"config.params.{kind.param}", TASK_DEFINITIONS[kind.key], name)
+    return list(named.values())
+
+
+def task_team_problems(team_id: int, agent_type: str, config: dict) -> list[str]:
+    """Each definition a task config runs that belongs to another team than ``team_id``, naming the field."""
+    problems = []
+    for field, model, name in task_definitions(agent_type, config):
+        found = model.objects.filter(name=name).values_list("team_id", flat=True).first()
+        if found is not None and found != team_id:
+            problems.append(f"{field}: {model._meta.verbose_name} {name!r} belongs to another team")
+    return problems
+
+
 # ------------------------------------------------------------------------------------ submitting
 
 
 def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: float = 300.0,
-                submitted_by: str = "") -> AgentTask:
-    """Store a task and send it, on commit, to the queue of ``agent_type`` with broker priority ``priority``."""
+                submitted_by: str = "", team: Team | None = None) -> AgentTask:
+    """Store a task and send it, on commit, to the queue of ``agent_type`` with broker priority ``priority``.
+
+    With ``team`` the task acts for that team: a definition of another team named in its config is refused, and
+    it runs as that team (``acting_for``). Without one (a command, a superuser) it acts for no team in particular."""
     errors = task_config_validate(agent_type, config)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         errors.append(f"priority: must be a whole number from 0 (highest) to 9, got {priority!r}")
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
-        errors.append(f"timeout_s: must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, got {timeout_s!r}")
+    most = task_timeout_max_s()
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= most:
+        errors.append(f"timeout_s: must be a number of seconds above 0 and at most {most:g} (the broker's visibility "
+                      f"timeout, AGENTS_VISIBILITY_TIMEOUT_S, less {HARD_LIMIT_GRACE_S + CLAIM_GRACE_S:g} s), "
+                      f"got {timeout_s!r}")
+    if not errors and team is not None:
+        errors.extend(task_team_problems(team.pk, agent_type, config))
     if errors:
         raise AgentTaskError.of(errors)
     with transaction.atomic():
         task = AgentTask.objects.create(
             agent_type=agent_type, config=config, priority=priority, timeout_s=float(timeout_s),
-            submitted_by=submitted_by, trace_id=trace_id_ensure(),
+            submitted_by=submitted_by, trace_id=trace_id_ensure(), team=team,
         )
         audit_record("agent_task.submit", "agent_task", task.pk, f"submitted task #{task.pk} to a {agent_type} agent",
                      agent_type=agent_type, config=config, priority=priority, timeout_s=float(timeout_s))
@@ -109,7 +185,7 @@ def _send(task_id: int, *, attempt: int) -> None:
     try:
         task_send(
             RUN_TASK, task.pk, attempt, task_id=celery_id, queue=task.agent_type, priority=task.priority,
-            soft_time_limit=task.timeout_s, time_limit=task.timeout_s + 10,
+            soft_time_limit=task.timeout_s, time_limit=task.timeout_s + HARD_LIMIT_GRACE_S,
         )
     except Exception as error:  # the broker is unreachable: say so on the task instead of leaving it queued
         transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.QUEUED],
@@ -121,16 +197,20 @@ def _send(task_id: int, *, attempt: int) -> None:
 
 
 def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
-    """Take a queued task for the agent of its type on worker ``hostname``; None when it is not this attempt's
-    to run (re-queued, cancelled, finished). A re-delivered message of the same attempt may take it again."""
+    """Take a task for one run by the agent of its type on worker ``hostname``: queued, or running under a claim
+    that has lapsed (the worker that held it died). None when it is not this delivery's to run: another delivery of
+    the same attempt runs it now, or it was re-queued, cancelled or finished. The claim lasts past the run's hard
+    time limit (``task_claim_s``); what the run writes after its action is fenced by it (``claimed_until``)."""
     task = AgentTask.objects.filter(pk=task_id).first()
     if task is None:
         return None
     name = f"{hostname}:{task.agent_type}"
     agent = Agent.objects.filter(name=name).first()
-    claimed = transition(AgentTask.objects.filter(pk=task_id, attempt=attempt),
-                         [AgentTaskStatus.QUEUED, AgentTaskStatus.RUNNING], AgentTaskStatus.RUNNING,
-                         started_at=timezone.now(), agent=agent, agent_name=name)
+    now = timezone.now()
+    free = Q(status=AgentTaskStatus.QUEUED) | Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+    claimed = transition(AgentTask.objects.filter(free, pk=task_id, attempt=attempt), _into(AgentTaskStatus.RUNNING),
+                         AgentTaskStatus.RUNNING, started_at=now, agent=agent, agent_name=name,
+                         claimed_until=now + timedelta(seconds=task_claim_s(task.timeout_s)))
     if not claimed:
         return None
     task.refresh_from_db()
@@ -138,7 +218,18 @@ def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None
 
 
 def task_execute(*, task: AgentTask) -> Any:
-    """Run what the task's config says; return its JSON result (raises what it raises)."""
+    """Run what the task's config says, as the task's team; return its JSON result (raises what it raises).
+
+    A task of a team runs only that team's definitions: the ones its config names are checked again here, and the
+    action runs inside ``acting_for`` the team, so what it starts or reads (a workflow, a rule set, a secret) must be
+    the team's too."""
+    with acting_for(task.team_id):
+        if task.team_id is not None and (problems := task_team_problems(task.team_id, task.agent_type, task.config)):
+            raise AgentTaskError.of(problems)
+        return _action_call(task)
+
+
+def _action_call(task: AgentTask) -> Any:
     kinds = _kinds(task.agent_type)
     kind = kinds[next(key for key in kinds if key in task.config)]
     if kind.key == "action":
@@ -153,28 +244,35 @@ def task_execute(*, task: AgentTask) -> Any:
     return action.call(context, params)
 
 
-def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, error: str = "") -> bool:
-    """Record the outcome of attempt ``attempt``; ignored (False) when the task has moved on since."""
-    return transition(AgentTask.objects.filter(pk=task_id, attempt=attempt), _into(status), status,
-                      result=result, error=storable(error[:5000]), finished_at=timezone.now())
+def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, error: str = "",
+                claimed_until=None) -> bool:
+    """Record the outcome of attempt ``attempt`` (of the run whose claim ends at ``claimed_until``, when given);
+    ignored (False) when the task has moved on since, or another delivery has taken it over."""
+    rows = AgentTask.objects.filter(pk=task_id, attempt=attempt)
+    if claimed_until is not None:
+        rows = rows.filter(claimed_until=claimed_until)
+    return transition(rows, _into(status), status, result=result, error=storable(error[:5000]),
+                      finished_at=timezone.now(), claimed_until=None)
 
 
 def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
-    """Claim, execute and record one attempt of a task (the body of the Celery task)."""
+    """Claim, execute and record one attempt of a task (the body of the Celery task); None when this delivery may
+    not run it (``task_claim``): a second delivery of a task still running runs nothing."""
     task = task_claim(task_id=task_id, attempt=attempt, hostname=hostname)
     if task is None:
-        logger.info("agent task %s attempt %s is not ours to run; ignored", task_id, attempt)
+        logger.info("agent task %s attempt %s is not this delivery's to run (running elsewhere, re-queued or "
+                    "finished); ignored", task_id, attempt)
         return None
+    ours = {"task_id": task_id, "attempt": attempt, "claimed_until": task.claimed_until}  # the fence of this claim
     try:
         result = task_execute(task=task)
     except SoftTimeLimitExceeded:
-        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.TIMED_OUT,
-                    error=f"timed out after {task.timeout_s:g} s")
+        task_finish(**ours, status=AgentTaskStatus.TIMED_OUT, error=f"timed out after {task.timeout_s:g} s")
     except Exception as error:  # whatever the action raised fails the task; it must not stay 'running'
         detail = str(error) if isinstance(error, AgentsError) else f"{type(error).__name__}: {error}"
-        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.FAILED, error=detail)
+        task_finish(**ours, status=AgentTaskStatus.FAILED, error=detail)
     else:  # a NUL as U+FFFD, what JSON cannot hold (a set) as its repr
-        task_finish(task_id=task_id, attempt=attempt, status=AgentTaskStatus.COMPLETED, result=storable_answer(result))
+        task_finish(**ours, status=AgentTaskStatus.COMPLETED, result=storable_answer(result))
     task.refresh_from_db()
     return task
 
@@ -214,7 +312,7 @@ def tasks_requeue_lost(*, agent_names: list[str]) -> dict[str, int]:
             moved = transition(
                 AgentTask.objects.filter(pk=task.pk, attempt=task.attempt), [AgentTaskStatus.RUNNING],
                 AgentTaskStatus.QUEUED, attempt=F("attempt") + 1, requeues=F("requeues") + 1, agent=None,
-                queued_at=timezone.now(), error=f"agent {task.agent_name} went offline; re-queued",
+                claimed_until=None, queued_at=timezone.now(), error=f"agent {task.agent_name} went offline; re-queued",
             )
             if moved:
                 counts["requeued"] += 1
@@ -236,7 +334,7 @@ def tasks_reap(*, now=None) -> int:
 
 def task_get(*, task_id: int) -> AgentTask:
     """The task ``task_id``; ``AgentTaskError`` if there is none."""
-    task = AgentTask.objects.select_related("agent").filter(pk=task_id).first()
+    task = AgentTask.objects.select_related("agent", "team__group").filter(pk=task_id).first()
     if task is None:
         raise AgentTaskError(f"no agent task #{task_id}")
     return task
@@ -248,6 +346,7 @@ def task_json(task: AgentTask) -> dict:
         "task_id": task.pk, "agent_type": task.agent_type, "status": task.status, "priority": task.priority,
         "agent": task.agent_name or None, "attempt": task.attempt, "result": task.result, "error": task.error,
         "config": task.config, "timeout_s": task.timeout_s, "trace_id": task.trace_id,
+        "team": task.team.name if task.team_id else None,
         "created_at": iso(task.created_at), "started_at": iso(task.started_at), "finished_at": iso(task.finished_at),
         "finished": task.status in AGENT_TASK_FINISHED,
     }

@@ -28,7 +28,7 @@ from agents.models import (
     TriggerFiring,
     WorkflowDefinition,
 )
-from agents.orchestration.agent_tasks import task_config_validate, task_submit
+from agents.orchestration.agent_tasks import task_config_validate, task_definitions, task_submit
 from agents.orchestration.event_types import event_type_declare, event_type_name_problem
 from agents.orchestration.messages import message_send, recipient_problem
 
@@ -101,7 +101,8 @@ def trigger_validate(item: Any, where: str) -> list[str]:
 def triggers_load(*, text: str, source: str = "triggers", team: Team | None = None) -> dict[str, int]:
     """Create or update the triggers in a YAML/JSON text (a list, or ``{triggers: [...]}``), all or nothing.
 
-    New triggers belong to ``team`` (default: the default team); a trigger only starts its own team's workflows. A
+    New triggers belong to ``team`` (default: the default team); a trigger only starts its own team's workflows and
+    runs its own team's definitions through agent tasks (named by config key or in an action's params). A
     trigger on an event type of the team's own (``order.received``) declares that type, which another team's
     trigger cannot then use."""
     try:
@@ -127,6 +128,11 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
             if item["action"] == TriggerAction.WORKFLOW:
                 same_team(trigger.team_id, WorkflowDefinition.objects.filter(name=item["target"]).first(),
                           what=f"trigger {item['name']!r} starts workflow {item['target']!r}, which")
+            if item["action"] == TriggerAction.TASK:  # by config key or an action's params; '$.' ones when it fires
+                for _, model, name in task_definitions(item["target"], item.get("params", {})):
+                    found = None if name.startswith("$.") else model.objects.filter(name=name).first()
+                    same_team(trigger.team_id, found,
+                              what=f"trigger {item['name']!r} runs {model._meta.verbose_name} {name!r}, which")
             if item["event"] not in EventType.values:  # a type of the team's own: the trigger declares it
                 event_type_declare(name=item["event"], team=trigger.team, source=f"trigger {item['name']}")
             counts[outcome] += 1
@@ -220,8 +226,9 @@ def _fire(trigger: Trigger, event: Event) -> tuple[str, Any, str]:
             started = action_run("workflow.start", {"workflow": trigger.target, "params": params})
             return FiringStatus.SUCCEEDED, {"workflow_run_id": started["workflow_run_id"]}, ""
         if trigger.action == TriggerAction.TASK:
+            # The task acts for the trigger's team: another team's definition is refused, now and when it runs.
             task = task_submit(agent_type=trigger.target, config=params, priority=trigger.priority,
-                               submitted_by=f"trigger:{trigger.name}")
+                               submitted_by=f"trigger:{trigger.name}", team=trigger.team)
             return FiringStatus.SUCCEEDED, {"agent_task_id": task.pk}, ""
         message = message_send(message_type=params.pop("message_type", "event_notification"),
                                recipient=trigger.target, payload=params or {"event": _event_context(event)},

@@ -73,6 +73,9 @@ def test_a_submitted_task_is_run_by_an_agent_of_its_type(operator_client, operat
     ({"agent_type": "data", "config": {}}, "config", "give exactly one of"),
     ({"agent_type": "data", "config": {"action": "echo"}, "priority": 12}, "priority", "less than or equal to 9"),
     ({"agent_type": "data", "config": {"action": "echo"}, "timeout_s": 0}, "timeout_s", "greater than or equal"),
+    ({"agent_type": "data", "config": {"action": "echo"}, "timeout_s": 86400}, "timeout_s",
+     "less than or equal to 3560"),
+    ({"agent_type": "data", "config": {"action": "echo"}, "team": "nobody"}, "team", "no team 'nobody'"),
     ({"agent_type": "workflow", "config": {"action": "workflow.run", "params": {"workflow": "x"}}}, "config.action",
      "finishes later"),
 ])

@@ -1,9 +1,12 @@
 """Agent tasks on real workers: waiting for an agent of the type, priorities, timeouts, re-queue when an agent
 goes offline, and refusals."""
+import threading
 import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test import override_settings
 from django.utils import timezone
 
 from agents.exceptions import AgentTaskError
@@ -12,7 +15,7 @@ from agents.orchestration import agent_tasks
 from agents.orchestration.registry import agents_mark_offline
 from tests.conftest import wait_for
 
-from .conftest import SESSION_WORKER, consumer_paused, worker_process
+from .conftest import SESSION_WORKER, consumer_paused, meanwhile_runs, worker_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -111,6 +114,8 @@ def test_cancel_a_queued_task_and_refuse_a_finished_one(worker):
     ("decision", {"ruleset": "r", "context": [1]}, 5, 10, "config.context: must be a JSON object"),
     ("data", {"action": "noop"}, 12, 10, "priority: must be a whole number from 0 (highest) to 9"),
     ("data", {"action": "noop"}, 5, 0, "timeout_s: must be a number of seconds above 0"),
+    ("data", {"action": "noop"}, 5, 86400, "timeout_s: must be a number of seconds above 0 and at most 3560 (the "
+                                            "broker's visibility timeout, AGENTS_VISIBILITY_TIMEOUT_S, less 40 s)"),
     ("workflow", {"action": "workflow.run", "params": {"workflow": "x"}}, 5, 10, "finishes later"),
 ])
 def test_bad_submissions_are_refused_naming_the_field(agent_type, config, priority, timeout_s, problem):
@@ -133,3 +138,56 @@ def test_a_result_holding_a_nul_is_stored_with_a_replacement_character_and_the_t
 
     done = wait_for(lambda: _finished(task.pk), what="the task to finish")
     assert (done.status, done.error, done.result) == ("completed", "", {"text": "a\ufffdb"})
+
+
+def test_a_task_delivered_again_while_it_runs_runs_its_action_once(monkeypatch, while_acting):
+    # given a queued task (its message not sent: this test delivers it by hand, twice)
+    monkeypatch.setattr(agent_tasks, "task_send", lambda *args, **kwargs: None)
+    task = agent_tasks.task_submit(agent_type="workflow", config={"action": "test.meanwhile"})
+    second = []
+
+    def deliver_again():  # the broker hands the same message to another worker while the first still runs it
+        try:
+            second.append(agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="other@host"))
+        finally:
+            connection.close()
+
+    def second_delivery():
+        thread = threading.Thread(target=deliver_again)
+        thread.start()
+        thread.join()
+
+    while_acting.append(second_delivery)
+
+    # when the first delivery runs it
+    first = agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="first@host")
+
+    # then the action ran once, the second delivery ran nothing, and the task holds the first run's result
+    assert len(meanwhile_runs) == 1 and second == [None]
+    assert (first.status, first.result, first.agent_name) == ("completed", {"run": 1}, "first@host:workflow")
+    assert first.claimed_until is None
+
+
+def test_a_task_whose_claim_lapsed_is_taken_over_and_the_old_run_s_late_result_ignored():
+    # given a task claimed by a delivery whose worker then died
+    task = AgentTask.objects.create(agent_type="data", config={"action": "noop"}, status="queued", timeout_s=5)
+    lost = agent_tasks.task_claim(task_id=task.pk, attempt=1, hostname="lost@host")
+    assert lost.claimed_until > timezone.now() + timedelta(seconds=5 + 10)  # past the run's hard time limit
+    assert agent_tasks.task_claim(task_id=task.pk, attempt=1, hostname="early@host") is None  # the claim holds
+    AgentTask.objects.filter(pk=task.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+
+    # when the message is delivered again after the claim lapsed
+    done = agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="next@host")
+
+    # then the new delivery runs it, and the dead run's late answer changes nothing
+    assert (done.status, done.agent_name) == ("completed", "next@host:data")
+    assert not agent_tasks.task_finish(task_id=task.pk, attempt=1, status="failed", error="late",
+                                       claimed_until=lost.claimed_until)
+    assert AgentTask.objects.get(pk=task.pk).status == "completed"
+
+
+@override_settings(AGENTS_VISIBILITY_TIMEOUT_S=600)
+def test_a_task_s_timeout_must_leave_its_claim_inside_the_broker_s_visibility_timeout():
+    with pytest.raises(AgentTaskError, match=r"timeout_s: must be .* at most 560 \(the broker's visibility timeout"):
+        agent_tasks.task_submit(agent_type="data", config={"action": "noop"}, timeout_s=561)
+    assert agent_tasks.task_submit(agent_type="data", config={"action": "noop"}, timeout_s=560).timeout_s == 560

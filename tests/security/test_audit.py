@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from agents.api.groups import OPERATORS
 from agents.api.tokens import api_token_create
 from agents.core.audit import AuditActorMiddleware, actor, audit_record
+from agents.core.teams import team_create
 from agents.data import services as data
 from agents.decisions import services as decisions
 from agents.models import Alert, AuditEntry, WorkflowRun
@@ -167,9 +168,9 @@ def test_a_user_authenticated_inside_the_view_is_the_actor(rf, django_user_model
 
 
 def test_an_api_request_with_a_token_is_recorded_as_the_token_user(django_user_model):
-    # given an operator calling the API with a token (authenticated by DRF in the view, not by the session)
+    # given an operator of a team calling the API with a token (authenticated by DRF in the view, not by the session)
     user = django_user_model.objects.create_user(username="ops-robot")
-    user.groups.add(Group.objects.get(name=OPERATORS))
+    user.groups.add(Group.objects.get(name=OPERATORS), team_create(name="default")[0].group)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(username=user.username).key}")
 
