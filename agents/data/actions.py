@@ -28,7 +28,8 @@ def data_pipeline(context: ActionContext, *, pipeline: str, params: dict | None,
     """Run the latest version of data ``pipeline``; return its run, dataset (id, name, number, path) and quality.
 
     The step fails (without retrying) when the pipeline is invalid, missing or, acting for a team, another team's;
-    a failed run fails the step and may be retried. With ``require_quality: false`` a run failed only by quality checks still returns.
+    a failed run fails the step and may be retried. With ``require_quality: false`` a run failed only by quality
+    checks still returns.
     """
     try:
         if (acting := team_acting.get()) is not None:  # a workflow's step, a team's agent task: its team's only

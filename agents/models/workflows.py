@@ -84,6 +84,9 @@ class WorkflowRun(models.Model):
         null=True, blank=True, help_text="When the deadline sweep found it unfinished past its deadline.")
     paused_by = models.CharField(max_length=150, blank=True, help_text="Who paused it (while paused).")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    queued_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When it last began to wait (max_active_runs): queued runs start in that order.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

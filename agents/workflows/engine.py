@@ -19,6 +19,7 @@ from celery import chain, group
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, Deferred, Wait, action_get
@@ -1111,7 +1112,8 @@ def queued_runs_start(*, definition_id: int) -> list[int]:
         limit = compiled_version(newest.pk).spec.max_active_runs
         runs = WorkflowRun.objects.filter(version__definition_id=definition_id)
         room = (limit - runs.filter(status__in=RUN_ACTIVE).count()) if limit else None
-        queued = runs.filter(status=RunStatus.QUEUED).order_by("created_at", "pk").values_list(
+        # In the order they began to wait: a re-run queued later goes behind the runs waiting before it.
+        queued = runs.filter(status=RunStatus.QUEUED).order_by(Coalesce("queued_at", "created_at"), "pk").values_list(
             "pk", "version_id", "attempt")
         if room is not None:
             queued = queued[:max(room, 0)]

@@ -231,7 +231,7 @@ def workflow_run_start(
     with transaction.atomic():
         queued = _at_max_active_runs(version.definition_id, compiled.spec.max_active_runs)
         run = WorkflowRun.objects.create(
-            status=RunStatus.QUEUED if queued else RunStatus.PENDING,
+            status=RunStatus.QUEUED if queued else RunStatus.PENDING, queued_at=timezone.now() if queued else None,
             deadline_at=timezone.now() + timedelta(seconds=compiled.spec.deadline_s) if compiled.spec.deadline_s
             else None,
             version=version,
@@ -549,7 +549,8 @@ def workflow_run_retry(*, run_id: int) -> WorkflowRun:
         queued = _at_max_active_runs(run.version.definition_id,
                                      engine.compiled_version(run.version_id).spec.max_active_runs)
         WorkflowRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.QUEUED if queued else RunStatus.RUNNING, attempt=attempt,
+            status=RunStatus.QUEUED if queued else RunStatus.RUNNING, queued_at=timezone.now() if queued else None,
+            attempt=attempt,
             steps_done=run.steps_total - len(rerun), failed_step="", error="", finished_at=None,
         )
         version_id = run.version_id

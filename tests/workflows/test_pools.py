@@ -3,15 +3,17 @@ its active runs; what waits, waits in the database, in order, and starts as soon
 
 Waiting steps (``wait.signal``) hold their slot until they end and hold no worker, so these tests decide when a
 slot is freed, whatever the test worker's two processes are doing."""
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from agents.api.groups import OPERATORS, VIEWERS
 from agents.exceptions import WorkflowSpecError
 from agents.models import Pool, StepRun, WorkflowRun
-from agents.workflows import services
+from agents.workflows import engine, services
 from tests.api.conftest import _user, client_for
 from tests.conftest import wait_for
 
@@ -156,6 +158,31 @@ def test_a_re_run_waits_queued_while_the_workflow_has_its_max_active_runs_and_th
     assert finish(failed)["status"] == "failed"  # it fails again, as its params say: what matters is that it ran
     checks = StepRun.objects.filter(run=failed, step_id="check").order_by("attempt")
     assert [row.run_attempt for row in checks] == [1, 2]
+
+
+def test_a_re_run_queued_behind_a_waiting_run_starts_after_it(worker):
+    # given a workflow with one run at a time: one run active, one waiting, and an older run that failed
+    version = load("""
+        name: one-at-a-time-order
+        max_active_runs: 1
+        steps: [{id: a, action: noop}]
+        """)
+    old = WorkflowRun.objects.create(version=version, steps_total=1, status="failed")
+    WorkflowRun.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    StepRun.objects.create(run=old, step_id="a", attempt=1, run_attempt=1, status="failed")
+    active = WorkflowRun.objects.create(version=version, steps_total=1, status="running")
+    waiting = services.workflow_run_start(version=version)
+
+    # when the old run is re-run, and then the active run ends
+    rerun = services.workflow_run_retry(run_id=old.pk)
+    WorkflowRun.objects.filter(pk=active.pk).update(status="succeeded")
+    started = engine.queued_runs_start(definition_id=version.definition_id)
+
+    # then the run that waited first starts first; the re-run waits behind it
+    assert (waiting.status, rerun.status) == ("queued", "queued")
+    assert started == [waiting.pk]
+    assert finish(waiting)["status"] == "succeeded"
+    assert finish(old)["status"] == "succeeded"  # started when the other ended
 
 
 def test_a_missing_or_too_small_pool_is_refused_at_load():
