@@ -89,7 +89,7 @@ def parse_max_age(value: Any) -> float | None:
         seconds = _float_or_infinity(value)
     elif isinstance(value, str) and len(value) >= 2 and value[-1] in _AGE_UNITS:
         number = value[:-1].strip()
-        if not number.replace(".", "", 1).isdigit():
+        if not (number.isascii() and number.replace(".", "", 1).isdigit()):  # "²".isdigit() is true
             return None
         seconds = float(number) * _AGE_UNITS[value[-1]]
     else:

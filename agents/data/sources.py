@@ -1188,7 +1188,7 @@ def _json_at(document: Any, path: str, *, label: str, what: str, missing: Any = 
     for part in path.split(".") if path else []:
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         elif missing is not _MISSING:
             return missing

@@ -445,6 +445,7 @@ def test_every_result_is_plain_json(check):
         ({"type": "consistency", "expression": "a >"}, ["key 'expression'", "syntax error"]),
         ({"type": "referential_integrity", "column": "a", "reference": {"path": "x"}}, ["key 'reference.column'"]),
         ({"type": "freshness", "column": "a", "max_age": "3 weeks"}, ["key 'max_age'", "'3 weeks'"]),
+        ({"type": "freshness", "column": "a", "max_age": "²h"}, ["key 'max_age'", "'²h'"]),  # "²".isdigit()
         ({"type": "freshness", "column": "a", "max_age": "99999999999999d"}, ["key 'max_age'", "at most 100000d"]),
         ({"type": "freshness", "column": "a", "max_age": 10**400}, ["key 'max_age'", "at most 100000d"]),
         ({"type": "validity", "column": "a", "min": 10**400}, ["key 'min'", "within a float's range"]),

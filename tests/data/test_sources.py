@@ -633,6 +633,12 @@ def test_an_empty_records_path_takes_the_response_itself(api):
     assert frame.to_dict("list") == {"id": [1, 2]}
 
 
+def test_a_records_path_step_that_only_looks_like_a_number_is_not_found_by_name(api):
+    # "²".isdigit() is true, and int("²") a ValueError
+    with pytest.raises(DataSourceError, match="the response has no records at '²' \\(stopped at '²'\\)"):
+        source_frame(api_source(api, "/list", records="²"))
+
+
 def test_page_pagination_stops_at_a_short_page_and_sends_the_page_size(api):
     spec = api_source(api, "/paged", records="items",
                       pagination={"type": "page", "param": "page", "size_param": "per_page", "size": 3})
