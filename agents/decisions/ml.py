@@ -5,6 +5,7 @@ checked before every load; skops refuses any type not trusted at save time.
 Pure: no Django.
 """
 import json
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -88,9 +89,24 @@ def model_train(*, rows: list[tuple[dict, Any]], features: tuple[Feature, ...], 
     )
 
 
+def features_of(spec: list) -> tuple[Feature, ...]:
+    """The features a model version was trained on, from the spec stored with it (names alone mean numbers)."""
+    return tuple(
+        Feature(name=item["name"], type=item.get("type", "number"), values=tuple(item.get("values") or ()))
+        if isinstance(item, dict) else Feature(name=str(item))
+        for item in spec
+    )
+
+
 @lru_cache(maxsize=32)
 def model_load(path: str, sha256: str, trusted_types: tuple[str, ...]):
-    """Load a model after checking its checksum; refuse types beyond those trusted at save time."""
+    """``model_read``, kept per path and checksum: a decision reads the file once, not on every call."""
+    return model_read(path, sha256, trusted_types)
+
+
+def model_read(path: str, sha256: str, trusted_types: tuple[str, ...]):
+    """Load a model after checking its checksum; refuse types beyond those trusted at save time. Reads the file
+    every time (``model_load`` keeps what it read)."""
     import skops.io as sio
 
     file = Path(path)
@@ -99,10 +115,14 @@ def model_load(path: str, sha256: str, trusted_types: tuple[str, ...]):
     actual = file_sha256(file)
     if actual != sha256:
         raise ModelError(f"model file {path} has sha256 {actual[:12]}..., expected {sha256[:12]}...: refusing to load it")
-    untrusted = set(sio.get_untrusted_types(file=file))
-    if not untrusted <= set(trusted_types):
-        raise ModelError(f"model file {path} holds untrusted types: {', '.join(sorted(untrusted - set(trusted_types)))}")
-    return sio.load(file, trusted=list(trusted_types))
+    try:
+        untrusted = set(sio.get_untrusted_types(file=file))
+        if not untrusted <= set(trusted_types):
+            raise ModelError(f"model file {path} holds untrusted types: "
+                             f"{', '.join(sorted(untrusted - set(trusted_types)))}")
+        return sio.load(file, trusted=list(trusted_types))
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as error:
+        raise ModelError(f"model file {path} cannot be read: {error}") from None
 
 
 def model_predict(model, context: dict, features: tuple[Feature, ...]) -> tuple[Any, float]:

@@ -5,6 +5,7 @@ import logging
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 import time
@@ -225,6 +226,8 @@ class _Decider:
             DecisionModelVersion.objects.filter(ruleset_id=self.version.ruleset_id, alias=ModelAlias.CHAMPION).first()
             if self.rules.model else None
         )
+        # The champion answers from the features it was trained on, in their order, whatever the version declares.
+        self.champion_features = ml.features_of(self.champion.features) if self.champion is not None else ()
         self.masked = set(settings.AGENTS_DECISION_MASKED_KEYS) | set(self.rules.mask)
         self.shadowed = (
             RuleSetVersion.objects.filter(ruleset_id=self.version.ruleset_id, status=VersionStatus.DRAFT, shadow=True).exists()
@@ -235,7 +238,7 @@ class _Decider:
         fields = self.rules.fields
         if fields is not None and self.champion is not None:
             # The model answers from its own features when no rule matches: they change the answer too.
-            fields = fields + tuple(feature.name for feature in self.rules.model.features)
+            fields = fields + tuple(feature.name for feature in self.champion_features)
         read = extract_fields(context, fields) if fields is not None else context
         digest = hashlib.sha256(json.dumps(read, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
         model = self.champion.sha256[:16] if self.champion else "-"
@@ -252,7 +255,7 @@ class _Decider:
         if self.champion is not None:
             try:
                 model = _load(self.champion)
-                decision, confidence = ml.model_predict(model, context, self.rules.model.features)
+                decision, confidence = ml.model_predict(model, context, self.champion_features)
             except (ModelError, OSError, ValueError) as failure:
                 # A missing or tampered model never takes the decision down: the default answers, for review, and
                 # the failure is logged and shown by the decision_models check.
@@ -853,10 +856,16 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
             candidates.append((f"version {version.number}", {"candidate_version": version}, answer))
         challenger = DecisionModelVersion.objects.filter(ruleset=decision.ruleset, alias=ModelAlias.CHALLENGER).first()
         if challenger is not None and decision.engine != DecisionEngine.RULES:
-            features = compiled_ruleset(decision.version_id).model
-            if features is not None:
-                prediction = ml.model_predict(_load(challenger), decision.context, features.features)
-                candidates.append((f"model v{challenger.number} (challenger)", {"candidate_model": challenger}, prediction))
+            try:
+                prediction = ml.model_predict(_load(challenger), decision.context, ml.features_of(challenger.features))
+            except (ModelError, OSError, ValueError) as failure:
+                # An unusable challenger is left out of this comparison, not the batch: the drafts are still
+                # compared, and the decision_models check names the model.
+                logger.error("challenger model v%s of %s cannot be used: %s", challenger.number,
+                             decision.ruleset.name, failure)
+            else:
+                candidates.append((f"model v{challenger.number} (challenger)", {"candidate_model": challenger},
+                                   prediction))
         for label, link, (candidate_decision, confidence) in candidates:
             try:
                 ShadowComparison.objects.create(
@@ -953,31 +962,64 @@ def model_train(*, ruleset: str, csv_path: str | None = None, from_audit: bool =
         hidden = [feature.name for feature in rules.model.features if _masked_path(feature.name, masked)]
         if hidden:
             raise ModelError(f"features {', '.join(hidden)} are masked in the audit; train on them from a CSV instead")
-    rows = _rows_from_csv(csv_path, rules) if csv_path else _rows_from_audit(version.ruleset_id)
-    number = (DecisionModelVersion.objects.filter(ruleset_id=version.ruleset_id)
-              .order_by("-number").values_list("number", flat=True).first() or 0) + 1
-    relative = Path(ruleset) / f"v{number}.skops"
-    trained = ml.model_train(rows=rows, features=rules.model.features, path=settings.AGENTS_MODEL_DIR / relative)
-    if alias is None:
-        has_champion = DecisionModelVersion.objects.filter(ruleset_id=version.ruleset_id, alias=ModelAlias.CHAMPION).exists()
-        alias = ModelAlias.CHALLENGER if has_champion else ModelAlias.CHAMPION
-    with transaction.atomic():
-        DecisionModelVersion.objects.filter(ruleset_id=version.ruleset_id, alias=alias).update(alias="")
-        return DecisionModelVersion.objects.create(
-            ruleset_id=version.ruleset_id, number=number, path=str(relative), sha256=trained.sha256,
-            trusted_types=trained.trusted_types, features=rules.spec["model"]["features"], classes=trained.classes,
-            metrics=trained.metrics, abstain_below=rules.model.abstain_below,
-            training_source=csv_path or "audit", alias=alias,
-        )
+    rows = _rows_from_csv(csv_path, rules) if csv_path else _rows_from_audit(version.ruleset_id, rules)
+    # Trained under a name of its own and moved to vN.skops once its row exists: two trainings at once never write
+    # the same file, and a training that makes no row leaves no file.
+    folder = settings.AGENTS_MODEL_DIR / ruleset
+    scratch = folder / f".training-{uuid7().hex}.skops"
+    try:
+        trained = ml.model_train(rows=rows, features=rules.model.features, path=scratch)
+        with transaction.atomic():
+            # The rule set's row is the lock: the number and the alias are taken by one training at a time.
+            RuleSetModel.objects.select_for_update().get(pk=version.ruleset_id)
+            models = DecisionModelVersion.objects.filter(ruleset_id=version.ruleset_id)
+            number = (models.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+            if alias is None:
+                has_champion = models.filter(alias=ModelAlias.CHAMPION).exists()
+                alias = ModelAlias.CHALLENGER if has_champion else ModelAlias.CHAMPION
+            relative = Path(ruleset) / f"v{number}.skops"
+            models.filter(alias=alias).update(alias="")
+            model = DecisionModelVersion.objects.create(
+                ruleset_id=version.ruleset_id, number=number, path=str(relative), sha256=trained.sha256,
+                trusted_types=trained.trusted_types, features=rules.spec["model"]["features"], classes=trained.classes,
+                metrics=trained.metrics, abstain_below=rules.model.abstain_below,
+                training_source=_training_source(csv_path), alias=alias,
+            )
+            os.replace(scratch, settings.AGENTS_MODEL_DIR / relative)
+    except IntegrityError as error:
+        raise ModelError(f"rule set {ruleset!r}: another model was saved at the same time ({error}); "
+                         "train again") from None
+    finally:
+        scratch.unlink(missing_ok=True)
+    return model
+
+
+#: The longest training source a model version stores (its ``training_source`` column).
+TRAINING_SOURCE_MAX = DecisionModelVersion._meta.get_field("training_source").max_length
+
+
+def _training_source(csv_path: str | None) -> str:
+    """What a model learned from: ``audit``, or the CSV's path, its end kept when the path is too long to store."""
+    if csv_path is None:
+        return "audit"
+    if len(csv_path) <= TRAINING_SOURCE_MAX:
+        return csv_path
+    return "..." + csv_path[-(TRAINING_SOURCE_MAX - 3):]
 
 
 def model_promote(*, ruleset: str, number: int, alias: str = ModelAlias.CHAMPION) -> DecisionModelVersion:
-    """Give model version ``number`` the alias (champion or challenger), taking it from the version that had it."""
+    """Give model version ``number`` the alias (champion or challenger), taking it from the version that had it;
+    a model whose file is missing, changed or unreadable is refused."""
     with transaction.atomic():
         models = DecisionModelVersion.objects.select_for_update().filter(ruleset__name=ruleset)
         target = models.filter(number=number).first()
         if target is None:
             raise ModelError(f"rule set {ruleset!r} has no model version {number}")
+        try:
+            # Read afresh (not the loaded copy a decision keeps): the file as it is now must be usable.
+            ml.model_read(str(settings.AGENTS_MODEL_DIR / target.path), target.sha256, tuple(target.trusted_types))
+        except (ModelError, OSError, ValueError) as failure:
+            raise ModelError(f"rule set {ruleset!r} model v{number} cannot be promoted: {failure}") from None
         models.filter(alias=alias).exclude(pk=target.pk).update(alias="")
         models.filter(pk=target.pk).update(alias=alias)
     target.refresh_from_db()
@@ -1044,12 +1086,28 @@ def _csv_row(record: dict, rules: RuleSet, where: str, columns: int) -> tuple[di
     return context, decision
 
 
-def _rows_from_audit(ruleset_id: int) -> list[tuple[dict, Any]]:
-    """Labelled contexts from the audit: decisions the rules made (a model learns where rules are sure)."""
-    return list(
-        Decision.objects.filter(ruleset_id=ruleset_id, engine=DecisionEngine.RULES, error="")
-        .values_list("context", "decision")[:100_000]
-    )
+def _rows_from_audit(ruleset_id: int, rules: RuleSet) -> list[tuple[dict, Any]]:
+    """Labelled contexts from the audit: decisions the rules made (a model learns where rules are sure). A context
+    whose feature was masked when it was audited (an older version masked it) holds ``***``, not the value: it is
+    left out, and when too few remain the refusal counts them."""
+    # A masked parent (``applicant``) hides its fields (``applicant.income``) as well.
+    names = sorted({".".join(parts[:end]) for parts in (feature.name.split(".") for feature in rules.model.features)
+                    for end in range(1, len(parts) + 1)})
+    rows, hidden = [], 0
+    audited = (Decision.objects.filter(ruleset_id=ruleset_id, engine=DecisionEngine.RULES, error="")
+               .values_list("context", "decision")[:100_000])
+    for context, decision in audited:
+        if MASK in extract_fields(context, names).values():
+            hidden += 1
+        else:
+            rows.append((context, decision))
+    if hidden:
+        logger.warning("%d audited context(s) hold masked feature values: left out of training", hidden)
+        if len(rows) < ml.MIN_TRAINING_ROWS:
+            raise ModelError(f"{hidden} audited context(s) hold masked ({MASK}) feature values, saved while a "
+                             f"version masked them, and are left out; {len(rows)} remain, at least "
+                             f"{ml.MIN_TRAINING_ROWS} are needed to train")
+    return rows
 
 
 def _set_path(target: dict, path: str, value: Any) -> None:

@@ -3,13 +3,15 @@ import csv
 import io
 import random
 import re
+import threading
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connection
 
 from agents.decisions import services
 from agents.exceptions import ModelError
-from agents.models import Decision, DecisionModelVersion
+from agents.models import Decision, DecisionModelVersion, ShadowComparison
 from agents.monitoring.probes import probe_run
 from tests.conftest import PROJECT_DIR
 from tests.decisions.conftest import load
@@ -258,3 +260,191 @@ def test_a_label_beyond_a_double_is_kept_as_text(tmp_path):
 
     assert sorted(model.classes) == ['"1e999"', '"reject"']
     assert (high["engine"], high["decision"]) == ("model", "1e999")
+
+
+def swapped_features(text: str) -> str:
+    """The rule set with its two model features declared in the other order (the same number of columns)."""
+    income = "        - {name: income, type: number}\n"
+    employment = "        - {name: employment, type: category, values: [employed, unemployed]}\n"
+    assert income + employment in text
+    return text.replace(income + employment, employment + income)
+
+
+def test_models_read_the_features_they_were_trained_on_whatever_a_new_version_declares(tmp_path):
+    # given a champion and a challenger trained on [income, employment], then a version declaring them swapped
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    data = write_training_csv(tmp_path / "train.csv")
+    services.model_train(ruleset="credit", csv_path=data)
+    services.model_train(ruleset="credit", csv_path=data)
+    load(swapped_features(WITH_MODEL.replace("ABSTAIN", "0.6")))
+
+    # when a rich, employed applicant is decided by the model and compared in shadow with the challenger
+    rich = services.decide(ruleset="credit", context={"income": 95_000, "employment": "employed"})
+    poor = services.decide(ruleset="credit", context={"income": 1_000, "employment": "unemployed"})
+    services.decisions_shadow_evaluate(decision_ids=[rich["decision_id"], poor["decision_id"]])
+
+    # then both models answer as they were trained to, not from the new order of the columns
+    assert (rich["engine"], rich["decision"], rich["ruleset_version"]) == ("model", "approve", 2)
+    assert (poor["engine"], poor["decision"]) == ("model", "reject")
+    compared = ShadowComparison.objects.filter(candidate="model v2 (challenger)")
+    assert sorted(compared.values_list("candidate_decision", "agrees")) == [("approve", True), ("reject", True)]
+
+
+def test_an_unusable_challenger_is_left_out_of_the_shadow_comparison_not_the_batch(tmp_path, model_dir):
+    # given a champion, a challenger whose file is gone, and a shadow draft
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    data = write_training_csv(tmp_path / "train.csv")
+    services.model_train(ruleset="credit", csv_path=data)
+    challenger = services.model_train(ruleset="credit", csv_path=data)
+    (model_dir / challenger.path).unlink()
+    load(WITH_MODEL.replace("ABSTAIN", "0.6").replace("priority: 10}", "priority: 10}\n  "
+         "    - {id: rich, condition: \"income > 90000\", decision: approve}"), activate=False, shadow=True)
+    ids = [services.decide(ruleset="credit", context={"income": income, "employment": "employed"})["decision_id"]
+           for income in (95_000, 1_000)]
+
+    # when the shadow task compares the batch
+    recorded = services.decisions_shadow_evaluate(decision_ids=ids)
+
+    # then the draft is compared for every decision, and the challenger for none
+    assert recorded == 2
+    assert sorted(ShadowComparison.objects.values_list("candidate", "candidate_decision")) == [
+        ("version 2", "approve"), ("version 2", "manual_review")]
+
+
+MASKED_INCOME = """
+    name: income-rules
+    hit_policy: first
+    default: {decision: manual_review, confidence: 0.0}
+    mask: [income]
+    model:
+      features: [{name: income, type: number}]
+    rules:
+      - {id: rich, condition: "income > 50000", decision: approve}
+      - {id: poor, condition: "income <= 50000", decision: reject}
+"""
+
+
+def test_training_from_the_audit_leaves_out_contexts_audited_while_a_feature_was_masked():
+    # given 40 decisions audited while income was masked, then a version that no longer masks it
+    load(MASKED_INCOME)
+    incomes = [{"income": 1000 + i * 2500} for i in range(40)]
+    services.decide_many(ruleset="income-rules", contexts=incomes, use_cache=False)
+    load(MASKED_INCOME.replace("    mask: [income]\n", ""))
+
+    # when a model is trained from the audit, it is refused: every audited income is ***
+    with pytest.raises(ModelError, match=r"40 audited context\(s\) hold masked \(\*\*\*\) feature values.*"
+                                         r"0 remain, at least 10 are needed"):
+        services.model_train(ruleset="income-rules", from_audit=True)
+
+    # and once incomes are audited in the clear, only those are learned from
+    services.decide_many(ruleset="income-rules", contexts=incomes, use_cache=False)
+    model = services.model_train(ruleset="income-rules", from_audit=True)
+    assert model.metrics["rows"] == 40
+    assert services.decide(ruleset="income-rules", context={"income": 99_000}, use_cache=False)["engine"] == "rules"
+    assert services.ml.model_predict(services._load(model), {"income": 99_000}, services.ml.features_of(
+        model.features))[0] == "approve"
+
+
+@pytest.mark.parametrize(("spoil", "reason"), [
+    (lambda path: path.write_bytes(b"tampered"), "sha256 .* expected .* refusing to load"),
+    (lambda path: path.unlink(), "is missing"),
+])
+def test_promoting_a_model_whose_file_is_unusable_is_refused(tmp_path, model_dir, spoil, reason):
+    # given a champion and a challenger whose file was changed or removed
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    data = write_training_csv(tmp_path / "train.csv")
+    services.model_train(ruleset="credit", csv_path=data)
+    spoil(model_dir / services.model_train(ruleset="credit", csv_path=data).path)
+
+    # when it is promoted, then the command fails naming why, and the champion stays
+    with pytest.raises(CommandError, match=f"rule set 'credit' model v2 cannot be promoted: .*{reason}"):
+        call_command("decisions", "promote", "credit", "2", stdout=io.StringIO())
+    assert dict(DecisionModelVersion.objects.values_list("number", "alias")) == {1: "champion", 2: "challenger"}
+    assert services.decide(ruleset="credit", context={"income": 95_000, "employment": "employed"})["engine"] == "model"
+
+
+def test_training_from_a_csv_with_a_path_too_long_to_store_keeps_its_end(tmp_path, model_dir):
+    # given a training CSV whose path is longer than the 500 characters a model version stores
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    deep = tmp_path / ("a" * 200) / ("b" * 200) / ("c" * 100)
+    deep.mkdir(parents=True)
+    path = write_training_csv(deep / "train.csv")
+    assert len(path) > 500
+
+    # when the model is trained from it
+    call_command("decisions", "train", "credit", "--csv", path, stdout=io.StringIO())
+
+    # then the path's end is stored, and the model's one file is in place
+    source = DecisionModelVersion.objects.get().training_source
+    assert len(source) == 500 and source.startswith("...") and source.endswith("c" * 100 + "/train.csv")
+    assert sorted(p.name for p in (model_dir / "credit").iterdir()) == ["v1.skops"]
+
+
+def test_a_training_whose_row_cannot_be_saved_fails_clearly_and_leaves_no_file(tmp_path, model_dir, monkeypatch):
+    # given a rule set whose next model row is taken by another training as it is saved
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+
+    def taken(**fields):
+        raise IntegrityError('duplicate key value violates unique constraint "model_version_number_unique"')
+
+    monkeypatch.setattr(DecisionModelVersion.objects, "create", taken)
+
+    # when a model is trained, then the error says so, and no model file is left behind
+    with pytest.raises(ModelError, match="rule set 'credit': another model was saved at the same time"):
+        services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
+    monkeypatch.undo()
+    assert not DecisionModelVersion.objects.exists()
+    assert list((model_dir / "credit").iterdir()) == []
+
+
+def write_other_csv(path):
+    """A second data set, labelled the other way round, so its model differs from ``write_training_csv``'s."""
+    rng = random.Random(9)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["income", "employment", "label"])
+        for _ in range(200):
+            income = rng.randint(0, 100_000)
+            label = "approve" if income < 30_000 else "reject"
+            writer.writerow([income, rng.choice(["employed", "unemployed"]), label])
+    return str(path)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_trainings_at_once_take_numbers_in_turn_and_keep_their_own_files(tmp_path, monkeypatch):
+    # given two trainings of one rule set that both finish fitting before either saves its row
+    load(WITH_MODEL.replace("ABSTAIN", "0.6"))
+    sources = {"champion": write_training_csv(tmp_path / "a.csv"), "challenger": write_other_csv(tmp_path / "b.csv")}
+    both_fitted = threading.Barrier(2, timeout=60)
+    fit = services.ml.model_train
+
+    def fit_together(**arguments):
+        trained = fit(**arguments)
+        both_fitted.wait()
+        return trained
+
+    monkeypatch.setattr(services.ml, "model_train", fit_together)
+    outcomes = {}
+
+    def train(alias):
+        try:
+            outcomes[alias] = services.model_train(ruleset="credit", csv_path=sources[alias], alias=alias)
+        except Exception as error:  # noqa: BLE001 - the test reports what a training raised
+            outcomes[alias] = error
+        finally:
+            connection.close()
+
+    # when both run at the same time
+    threads = [threading.Thread(target=train, args=(alias,)) for alias in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then each has its own number and file, and every model loads
+    assert all(isinstance(model, DecisionModelVersion) for model in outcomes.values()), outcomes
+    assert sorted(model.number for model in outcomes.values()) == [1, 2]
+    assert outcomes["champion"].sha256 != outcomes["challenger"].sha256
+    assert services.models_unusable() == []
+    for model in DecisionModelVersion.objects.all():
+        services._load(model)
