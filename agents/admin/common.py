@@ -26,6 +26,12 @@ def value_text(value: float | None, unit: str = "") -> str | None:
     return f"{number} {unit}".strip()
 
 
+def is_object_id(text: str) -> bool:
+    """Whether ``text`` (from a URL) can be a row's id: ASCII digits only (``"²".isdigit()`` is true, ``int`` refuses
+    it), so anything else answers as a missing row."""
+    return text.isascii() and text.isdigit()
+
+
 def status_badge(status: str, label: str):
     """A coloured badge for a status (colours in the ``wf-<status>`` CSS classes)."""
     return format_html('<span class="wf-status wf-{}">{}</span>', status, label)

@@ -163,7 +163,11 @@ class PipelineVersionAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, 
     def definition(self, obj):
         return format_html('<pre class="wf-source">{}</pre>', obj.source or json.dumps(obj.spec, indent=2))
 
-    @admin.action(description="Run on a data agent")
+    def has_run_permission(self, request) -> bool:
+        """Running a version queues a data run: the user needs the permission to add data runs."""
+        return request.user.has_perm("agents.add_datarun")
+
+    @admin.action(description="Run on a data agent", permissions=("run",))
     def run_on_data_agent(self, request, queryset):
         self.apply_each(request, queryset, lambda version: services.data_run_enqueue(version=version),
                         "%(count)d run queued.", "%(count)d runs queued.")

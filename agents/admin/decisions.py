@@ -8,7 +8,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
-from django.shortcuts import get_object_or_404, redirect
+from django.http import Http404
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -18,6 +19,7 @@ from agents.admin.common import (
     ServiceActionsMixin,
     TeamScopedMixin,
     count_of,
+    is_object_id,
     json_block,
     status_badge,
     trace_link,
@@ -392,7 +394,7 @@ class RuleSetAdmin(TeamScopedMixin, admin.ModelAdmin):
     @staticmethod
     def _newest_source(ruleset_id: str | None, user) -> str:
         """The text of a rule set's newest version (one of ``user``'s teams'), to start a new version from."""
-        if not ruleset_id or not ruleset_id.isdigit():
+        if not ruleset_id or not is_object_id(ruleset_id):
             return ""
         versions = team_scoped(RuleSetVersion.objects.filter(ruleset_id=int(ruleset_id)), user)
         newest = versions.order_by("-number").first()
@@ -523,7 +525,10 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
 
     def try_view(self, request, object_id):
         """Evaluate this version's rules for a sample context, with the trace; nothing is audited or cached."""
-        version = get_object_or_404(RuleSetVersion.objects.select_related("ruleset"), pk=object_id)
+        # Scoped as the change page is: another team's version answers as a missing one.
+        version = self.get_queryset(request).filter(pk=object_id).first() if is_object_id(object_id) else None
+        if version is None:
+            raise Http404("no such rule set version")
         if not self.has_view_permission(request, version):
             raise PermissionDenied
         if version.spec.get("format") == "dmn":

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from agents.admin.workflows import format_duration
 from agents.core.breakers import CLOSED, breakers_list
+from agents.core.teams import team_scoped
 from agents.exceptions import AgentsError
 from agents.models import Agent, AgentStatus, Alert, AlertState, RunStatus, Severity, WorkflowRun
 from agents.monitoring import alerts, probes, selectors
@@ -37,8 +38,9 @@ def _since(moment, now) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
-def alerts_part(now) -> dict:
-    open_alerts = Alert.objects.filter(state__in=(AlertState.FIRING, AlertState.PENDING))
+def alerts_part(now, user) -> dict:
+    """Open alerts of ``user``'s teams (all for a superuser), as the alert list scopes them."""
+    open_alerts = team_scoped(Alert.objects.filter(state__in=(AlertState.FIRING, AlertState.PENDING)), user)
     counts = {(row["state"], row["severity"]): row["n"]
               for row in open_alerts.order_by().values("state", "severity").annotate(n=Count("id"))}
     rows = list(open_alerts.select_related("health_check").order_by("-state", "-started_at", "-pk")[:OVERVIEW_ROWS])
@@ -56,9 +58,11 @@ def alerts_part(now) -> dict:
     }
 
 
-def runs_part(now) -> dict:
-    failed = WorkflowRun.objects.filter(status=RunStatus.FAILED, finished_at__gte=now - FAILED_RUNS_WINDOW)
-    running = WorkflowRun.objects.filter(status__in=(RunStatus.RUNNING, RunStatus.PENDING, RunStatus.PAUSED))
+def runs_part(now, user) -> dict:
+    """Failed and unfinished runs of ``user``'s teams' workflows (all for a superuser), as the run list scopes them."""
+    runs = team_scoped(WorkflowRun.objects.all(), user)
+    failed = runs.filter(status=RunStatus.FAILED, finished_at__gte=now - FAILED_RUNS_WINDOW)
+    running = runs.filter(status__in=(RunStatus.RUNNING, RunStatus.PENDING, RunStatus.PAUSED))
 
     def rows(runs, moment: str):
         return [{"run": run, "workflow": run.version.definition.name,
@@ -69,8 +73,9 @@ def runs_part(now) -> dict:
     changelist = reverse("admin:agents_workflowrun_changelist")
     return {"failed_count": failed.count(), "failed": rows(failed, "finished_at"),
             "running_count": running.count(), "running": rows(running, "created_at"),
-            "failed_url": f"{changelist}?status__exact={RunStatus.FAILED}", "running_url": f"{changelist}?status__exact="
-            f"{RunStatus.RUNNING}", "window": format_duration(FAILED_RUNS_WINDOW.total_seconds(), precise=False)}
+            "failed_url": f"{changelist}?status__exact={RunStatus.FAILED}",
+            "running_url": f"{changelist}?status__exact={RunStatus.RUNNING}",
+            "window": format_duration(FAILED_RUNS_WINDOW.total_seconds(), precise=False)}
 
 
 def agents_part(now) -> dict:
@@ -103,9 +108,9 @@ def overview_context(request) -> dict:
     user = request.user
     overview = {"now": now}
     if user.has_perm("agents.view_alert"):
-        overview["alerts"] = alerts_part(now)
+        overview["alerts"] = alerts_part(now, user)
     if user.has_perm("agents.view_workflowrun"):
-        overview["runs"] = runs_part(now)
+        overview["runs"] = runs_part(now, user)
     if user.has_perm("agents.view_agent"):
         overview["agents"] = agents_part(now)
         overview["queues"] = queues_part()

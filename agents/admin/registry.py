@@ -80,15 +80,21 @@ class AgentAdmin(admin.ModelAdmin):
             )
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
-    @admin.action(description="Enable selected agents")
+    def has_operate_permission(self, request) -> bool:
+        """Enabling and disabling change an agent: the user needs the permission to change agents."""
+        return request.user.has_perm("agents.change_agent")
+
+    @admin.action(description="Enable selected agents", permissions=("operate",))
     def enable_agents(self, request, queryset):
         """Enable the selected agents through the registry service."""
-        self._report(request, agents_set_enabled(names=queryset.values_list("name", flat=True), enabled=True), "enabled")
+        names = queryset.values_list("name", flat=True)
+        self._report(request, agents_set_enabled(names=names, enabled=True), "enabled")
 
-    @admin.action(description="Disable selected agents")
+    @admin.action(description="Disable selected agents", permissions=("operate",))
     def disable_agents(self, request, queryset):
         """Disable the selected agents through the registry service."""
-        self._report(request, agents_set_enabled(names=queryset.values_list("name", flat=True), enabled=False), "disabled")
+        names = queryset.values_list("name", flat=True)
+        self._report(request, agents_set_enabled(names=names, enabled=False), "disabled")
 
     def _report(self, request, count: int, verb: str) -> None:
         message = ngettext("%(count)d agent %(verb)s.", "%(count)d agents %(verb)s.", count) % {

@@ -16,7 +16,15 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
-from agents.admin.common import ReadOnlyMixin, ServiceActionsMixin, TeamScopedMixin, status_badge, trace_link
+from agents.admin.common import (
+    ReadOnlyMixin,
+    ServiceActionsMixin,
+    TeamScopedMixin,
+    is_object_id,
+    status_badge,
+    trace_link,
+)
+from agents.core.definitions import NAME_RULE, is_name
 from agents.exceptions import AgentsError
 from agents.models import (
     MapItem,
@@ -286,7 +294,7 @@ class WorkflowDefinitionAdmin(TeamScopedMixin, _RunActionsMixin, admin.ModelAdmi
 
     def backfill_view(self, request, object_id):
         """Backfill one of the workflow's schedules over a past range; a dry run lists the slots first."""
-        definition = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        definition = self.get_queryset(request).filter(pk=object_id).first() if is_object_id(object_id) else None
         if definition is None:
             raise Http404("no such workflow")
         if not self.has_start_permission(request):
@@ -417,7 +425,7 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.M
     def decide_view(self, request, object_id):
         """Approve or reject an approval step of the run (a POST from the run page's Waiting box); the decision,
         who made it and the comment are recorded. Only members of the step's approver groups may decide."""
-        run = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        run = self.get_queryset(request).filter(pk=object_id).first() if is_object_id(object_id) else None
         if run is None:
             raise Http404("no such run")
         if request.method != "POST":
@@ -650,10 +658,32 @@ class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.task_id)
 
 
+#: Most slots a pool may have, as ``pool_set`` (and the API) allow.
+POOL_MAX_SLOTS = 1_000_000
+
+
+class PoolForm(forms.ModelForm):
+    """A pool checked as ``pool_set`` checks it, so a name or slot count it refuses is a form error, not a 500."""
+
+    slots = forms.IntegerField(min_value=1, max_value=POOL_MAX_SLOTS,
+                               help_text=f"Steps that may hold the pool at once: 1 to {POOL_MAX_SLOTS}.")
+
+    class Meta:
+        model = Pool
+        fields = ["name", "slots", "description"]
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if not is_name(name):
+            raise forms.ValidationError(NAME_RULE)
+        return name
+
+
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
     """Pools: set a pool's slots here (more slots start waiting steps at once); see what is taken and waiting."""
 
+    form = PoolForm
     list_display = ("name", "slots", "used", "waiting", "description")
     search_fields = ("name",)
     fields = ("name", "slots", "description")

@@ -1,11 +1,14 @@
 """The data admin: sources edited through validation, runs with their quality results, datasets with schema and
 lineage."""
 import pytest
+from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
+from agents.api.groups import VIEWERS
+from agents.core.teams import team_default
 from agents.data import services
 from agents.data.samples import orders_frame
-from agents.models import Dataset, DataSource
+from agents.models import DataRun, Dataset, DataSource
 from tests.data.conftest import load, write_orders
 
 pytestmark = pytest.mark.django_db
@@ -69,3 +72,18 @@ def test_pipeline_version_page_shows_the_definition(admin_client, finished_runs)
     version = finished_runs[0].version
     page = admin_client.get(reverse("admin:agents_pipelineversion_change", args=[version.pk])).content.decode()
     assert "admin-good" in page and "uniqueness" in page
+
+
+def test_a_viewer_neither_sees_nor_can_post_the_run_action(client, data_root):
+    version = load({"name": "viewed", "source": {"kind": "file", "path": "orders.csv"}})
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.groups.add(Group.objects.get(name=VIEWERS), team_default().group)
+    client.force_login(viewer)
+
+    listing = client.get(reverse("admin:agents_pipelineversion_changelist")).content.decode()
+    posted = client.post(reverse("admin:agents_pipelineversion_changelist"),
+                         {"action": "run_on_data_agent", "_selected_action": [str(version.pk)]}, follow=True)
+
+    assert "viewed" in listing and 'value="run_on_data_agent"' not in listing
+    assert not any("queued" in str(m) for m in posted.context["messages"])
+    assert not DataRun.objects.exists()

@@ -9,11 +9,14 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import messages
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from agents.api.groups import VIEWERS
+from agents.core.teams import team_create, team_default
 from agents.decisions import services
 from agents.models import Decision, DecisionModelVersion, RuleSet, RuleSetVersion, ShadowComparison
 from tests.conftest import audit_triggers_off
@@ -432,9 +435,10 @@ def test_model_list_and_page_show_the_metrics(admin_client):
     assert "&quot;amount&quot;" in page
 
 
-def test_promote_makes_the_model_champion_and_the_old_champion_loses_the_alias(admin_client):
+def test_promote_makes_the_model_champion_and_the_old_champion_loses_the_alias(admin_client, monkeypatch):
     load(LOANS)
     old, new = make_model(1, alias="champion"), make_model(2)
+    monkeypatch.setattr("agents.decisions.ml.model_read", lambda path, sha256, trusted_types: object())  # its file
 
     messages_shown = run_action(admin_client, "decisionmodelversion", "promote_champion", [new])
 
@@ -442,6 +446,19 @@ def test_promote_makes_the_model_champion_and_the_old_champion_loses_the_alias(a
     new.refresh_from_db()
     assert messages_shown == [(messages.SUCCESS, "1 model made champion.")]
     assert (old.alias, new.alias) == ("", "champion")
+
+
+def test_promoting_a_model_whose_file_is_missing_is_refused_and_the_champion_stays(admin_client):
+    load(LOANS)
+    old, new = make_model(1, alias="champion"), make_model(2)  # rows only: no file on disk
+
+    messages_shown = run_action(admin_client, "decisionmodelversion", "promote_champion", [new])
+
+    old.refresh_from_db()
+    new.refresh_from_db()
+    assert [level for level, _ in messages_shown] == [messages.ERROR]
+    assert "model v2 cannot be promoted: model file" in messages_shown[0][1]
+    assert (old.alias, new.alias) == ("champion", "")
 
 
 def test_make_challenger_refuses_two_models_of_one_rule_set(admin_client):
@@ -513,6 +530,7 @@ def test_staff_who_may_only_view_versions_cannot_load_or_activate(client, django
     version = load(LOANS, activate=False)
     viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_ruleset", "view_rulesetversion"]))
+    viewer.groups.add(team_default().group)  # the version's team: another team's version is not found
     client.force_login(viewer)
 
     listing = client.get(reverse("admin:agents_rulesetversion_changelist")).content.decode()
@@ -542,3 +560,36 @@ def test_decision_values_are_escaped_everywhere(admin_client):
         assert response.status_code == 200, name
         assert SCRIPT not in page and "<b>bold</b>" not in page, name
         assert "&lt;script&gt;alert(" in page, name
+
+
+def test_another_teams_version_cannot_be_tried(client, django_user_model):
+    version, _ = services.rules_load(text=textwrap.dedent(LOANS), activate=True, team=team_create(name="team-a")[0])
+    bob = django_user_model.objects.create_user("bob", password="x", is_staff=True)
+    bob.groups.add(Group.objects.get(name=VIEWERS), team_create(name="team-b")[0].group)
+    client.force_login(bob)
+
+    shown = client.get(try_url(version))
+    posted = client.post(try_url(version), {"context": '{"amount": 5000, "applicant": {"score": 720}}'})
+
+    assert shown.status_code == 404 and posted.status_code == 404
+    assert "loans" not in shown.content.decode() and "solid" not in posted.content.decode()
+    assert not Decision.objects.exists()
+
+
+@pytest.mark.parametrize("object_id", ["abc", "%C2%B2", "99999999999999999999999"])
+def test_a_try_page_of_an_id_that_cannot_be_one_is_not_found(admin_client, object_id):
+    load(LOANS)
+
+    response = admin_client.get(f"/admin/agents/rulesetversion/{object_id}/try/")
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("ruleset", ["%C2%B2", "99999999999999999999999"])
+def test_loading_from_a_rule_set_id_that_cannot_be_one_starts_empty(admin_client, ruleset):
+    load(LOANS)
+
+    response = admin_client.get(f"{reverse('admin:agents_ruleset_load')}?ruleset={ruleset}")
+
+    assert response.status_code == 200
+    assert "applicant.score &lt; 500" not in response.content.decode()

@@ -5,10 +5,12 @@ import textwrap
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
+from agents.api.groups import VIEWERS
+from agents.core.teams import team_create, team_default
 from agents.models import Agent, Alert, Silence, WorkflowRun
 from agents.monitoring import services as monitoring
 from agents.workflows import services as workflows
@@ -79,9 +81,34 @@ def test_the_index_shows_what_needs_an_operator_with_links(admin_client, site_wi
 def test_staff_see_only_the_parts_they_may_view(client, site_with_trouble):
     user = User.objects.create_user("watcher", password="pw", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_alert"))
+    user.groups.add(team_default().group)  # the alerts listed are those of the user's teams
     client.force_login(user)
 
     page = client.get(reverse("admin:index")).content.decode()
 
     assert 'id="ov-alerts"' in page and count_of(page, 'data-state="firing" data-severity="critical"') == 2
     assert 'id="ov-runs"' not in page and 'id="ov-agents"' not in page and 'id="ov-queues"' not in page
+
+
+def test_a_team_member_sees_only_their_teams_alerts_and_runs(client):
+    now = timezone.now()
+    team_a, team_b = team_create(name="team-a")[0], team_create(name="team-b")[0]
+    for name, team in (("a-secret-check", team_a), ("b-own-check", team_b)):
+        check, _ = monitoring.check_save(name=name, fields=monitoring.check_fields({"name": name, "type": "memory"}),
+                                         team=team)
+        Alert.objects.create(health_check=check, fingerprint=name, state="firing", severity="critical",
+                             summary=f"{name} is down", started_at=now, fired_at=now, last_seen_at=now)
+    for name, team in (("a-secret-flow", team_a), ("b-own-flow", team_b)):
+        version, _ = workflows.workflow_load(text=textwrap.dedent(FLOW).replace("overview-flow", name), team=team)
+        WorkflowRun.objects.create(version=version, status="failed", finished_at=now - timedelta(minutes=5))
+        WorkflowRun.objects.create(version=version, status="running")
+    bob = User.objects.create_user("bob", password="x", is_staff=True)
+    bob.groups.add(Group.objects.get(name=VIEWERS), team_b.group)
+    client.force_login(bob)
+
+    page = client.get(reverse("admin:index")).content.decode()
+
+    assert "b-own-check" in page and "b-own-flow" in page
+    assert "a-secret-check" not in page and "a-secret-flow" not in page
+    assert count_of(page, 'data-state="firing" data-severity="critical"') == 1
+    assert count_of(page, 'id="ov-failed-count"') == 1 and count_of(page, 'id="ov-running-count"') == 1

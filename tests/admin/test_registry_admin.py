@@ -1,7 +1,9 @@
 """The agent admin: staff see and operate agents, anonymous users are sent to log in."""
 import pytest
+from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
+from agents.api.groups import VIEWERS
 from agents.models import Agent
 
 pytestmark = pytest.mark.django_db
@@ -56,3 +58,19 @@ def test_health_probe_reports_the_database(client):
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": True}
+
+
+def test_a_viewer_neither_sees_nor_can_post_the_enable_and_disable_actions(client, agent):
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.groups.add(Group.objects.get(name=VIEWERS))
+    client.force_login(viewer)
+
+    listing = client.get(reverse("admin:agents_agent_changelist")).content.decode()
+    posted = client.post(reverse("admin:agents_agent_changelist"),
+                         {"action": "disable_agents", "_selected_action": [str(agent.pk)]}, follow=True)
+
+    assert "w1@host:data" in listing
+    assert 'value="enable_agents"' not in listing and 'value="disable_agents"' not in listing
+    assert not any("disabled" in str(m) for m in posted.context["messages"])
+    agent.refresh_from_db()
+    assert agent.enabled

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from agents.models import RunStatus, StepRun, StepStatus, WorkflowRun
+from agents.models import Pool, RunStatus, StepRun, StepStatus, WorkflowRun
 from agents.workflows import services
 
 pytestmark = pytest.mark.django_db
@@ -338,3 +338,33 @@ def test_step_attempts_filter_by_status_and_link_to_flower(admin_client, setting
     assert 'href="http://flower.example:5555/task/task-right-1"' in html
     assert 'href="http://flower.example:5555/task/task-right-2"' in html
     assert "task-fetch-1" not in html
+
+
+@pytest.mark.parametrize("data, problem", [
+    ({"name": "gpu", "slots": "0"}, "greater than or equal to 1"),
+    ({"name": "gpu", "slots": "2000000"}, "less than or equal to 1000000"),
+    ({"name": "-gpu", "slots": "2"}, "must be 1-100 letters, digits"),
+])
+def test_a_pool_the_service_would_refuse_is_a_form_error(admin_client, data, problem):
+    response = admin_client.post(reverse("admin:agents_pool_add"), {"description": "", **data})
+
+    assert response.status_code == 200
+    assert problem in response.content.decode()
+    assert not Pool.objects.exists()
+
+
+def test_a_valid_pool_is_saved_from_the_form(admin_client):
+    response = admin_client.post(reverse("admin:agents_pool_add"), {"name": "gpu", "slots": "3", "description": ""})
+
+    assert response.status_code == 302
+    assert list(Pool.objects.values_list("name", "slots")) == [("gpu", 3)]
+
+
+@pytest.mark.parametrize("url", [
+    "/admin/agents/workflowdefinition/%C2%B2/backfill/",
+    "/admin/agents/workflowrun/%C2%B2/decide/",
+    "/admin/agents/workflowdefinition/99999999999999999999999/backfill/",
+])
+def test_an_id_that_cannot_be_one_is_not_found(admin_client, version, url):
+    assert admin_client.get(url).status_code == 404
+    assert admin_client.post(url).status_code == 404
