@@ -24,7 +24,6 @@ from agents.admin.common import (
     status_badge,
     trace_link,
 )
-from agents.core.definitions import NAME_RULE, is_name
 from agents.exceptions import AgentsError
 from agents.models import (
     MapItem,
@@ -658,25 +657,22 @@ class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.task_id)
 
 
-#: Most slots a pool may have, as ``pool_set`` (and the API) allow.
-POOL_MAX_SLOTS = 1_000_000
-
-
 class PoolForm(forms.ModelForm):
     """A pool checked as ``pool_set`` checks it, so a name or slot count it refuses is a form error, not a 500."""
 
-    slots = forms.IntegerField(min_value=1, max_value=POOL_MAX_SLOTS,
-                               help_text=f"Steps that may hold the pool at once: 1 to {POOL_MAX_SLOTS}.")
+    slots = forms.IntegerField(min_value=1, max_value=services.POOL_MAX_SLOTS,
+                               help_text=f"Steps that may hold the pool at once: 1 to {services.POOL_MAX_SLOTS}.")
 
     class Meta:
         model = Pool
         fields = ["name", "slots", "description"]
 
-    def clean_name(self):
-        name = self.cleaned_data["name"]
-        if not is_name(name):
-            raise forms.ValidationError(NAME_RULE)
-        return name
+    def clean(self):
+        cleaned = super().clean()
+        if "name" in cleaned and "slots" in cleaned:
+            for field, problem in services.pool_problems(name=cleaned["name"], slots=cleaned["slots"]).items():
+                self.add_error(field, problem)
+        return cleaned
 
 
 @admin.register(Pool)

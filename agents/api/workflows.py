@@ -405,7 +405,7 @@ class PoolSetSerializer(serializers.Serializer):
     """Create a pool, or change its slots (steps waiting start at once when there are more)."""
 
     name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    slots = serializers.IntegerField(min_value=1, max_value=1_000_000)
+    slots = serializers.IntegerField(min_value=1, max_value=services.POOL_MAX_SLOTS)
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 

@@ -95,12 +95,24 @@ def _pool_problems(spec: WorkflowSpec) -> list[str]:
     return problems
 
 
+#: Most slots a pool may have.
+POOL_MAX_SLOTS = 1_000_000
+
+
+def pool_problems(*, name: str, slots) -> dict[str, str]:
+    """Why ``pool_set`` refuses a pool, by field (``name``, ``slots``); empty when it takes it."""
+    problems = {}
+    if not is_name(name) or len(name) > 100:
+        problems["name"] = f"{name!r} {NAME_RULE}"
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= POOL_MAX_SLOTS:
+        problems["slots"] = f"must be a whole number from 1 to {POOL_MAX_SLOTS}, got {slots!r}"
+    return problems
+
+
 def pool_set(*, name: str, slots: int, description: str | None = None) -> tuple[Pool, bool]:
     """Create pool ``name`` or change its slots; more slots start waiting steps at once. Returns (pool, created)."""
-    if not is_name(name) or len(name) > 100:
-        raise WorkflowSpecError([f"name: {name!r} {NAME_RULE}"])
-    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 1_000_000:
-        raise WorkflowSpecError([f"slots: must be a whole number from 1 to 1000000, got {slots!r}"])
+    if problems := pool_problems(name=name, slots=slots):
+        raise WorkflowSpecError([f"{field}: {problem}" for field, problem in problems.items()])
     with transaction.atomic():
         pool, created = Pool.objects.select_for_update().get_or_create(name=name, defaults={"slots": slots})
         was = pool.slots

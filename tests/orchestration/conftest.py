@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -48,6 +49,23 @@ def while_acting():
     meanwhile_runs.clear()
     yield meanwhile_hooks
     meanwhile_hooks.clear()
+
+
+def on_another_connection(call: Callable[[], object], answers: list) -> Callable[[], None]:
+    """Something for ``while_acting`` to do: ``call()`` on a thread of its own, so on a database connection of its
+    own (closed after), as another worker would; its answer is appended to ``answers``."""
+    def run() -> None:
+        try:
+            answers.append(call())
+        finally:
+            connection.close()
+
+    def in_a_thread() -> None:
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    return in_a_thread
 
 
 @contextmanager

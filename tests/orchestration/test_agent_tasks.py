@@ -1,11 +1,9 @@
 """Agent tasks on real workers: waiting for an agent of the type, priorities, timeouts, re-queue when an agent
 goes offline, and refusals."""
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -15,7 +13,7 @@ from agents.orchestration import agent_tasks
 from agents.orchestration.registry import agents_mark_offline
 from tests.conftest import wait_for
 
-from .conftest import SESSION_WORKER, consumer_paused, meanwhile_runs, worker_process
+from .conftest import SESSION_WORKER, consumer_paused, meanwhile_runs, on_another_connection, worker_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -145,19 +143,9 @@ def test_a_task_delivered_again_while_it_runs_runs_its_action_once(monkeypatch, 
     monkeypatch.setattr(agent_tasks, "task_send", lambda *args, **kwargs: None)
     task = agent_tasks.task_submit(agent_type="workflow", config={"action": "test.meanwhile"})
     second = []
-
-    def deliver_again():  # the broker hands the same message to another worker while the first still runs it
-        try:
-            second.append(agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="other@host"))
-        finally:
-            connection.close()
-
-    def second_delivery():
-        thread = threading.Thread(target=deliver_again)
-        thread.start()
-        thread.join()
-
-    while_acting.append(second_delivery)
+    # the broker hands the same message to another worker while the first still runs it
+    while_acting.append(on_another_connection(
+        lambda: agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="other@host"), second))
 
     # when the first delivery runs it
     first = agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="first@host")

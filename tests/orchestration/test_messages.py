@@ -1,11 +1,9 @@
 """The message hub on real workers: delivery to one agent, to a type, broadcast to every agent, request/response
 with a correlation id, handler failures recorded and retried, refusals, and a message two deliveries take at once
 (handled by one of them, once)."""
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from agents.exceptions import MessageError
@@ -13,7 +11,7 @@ from agents.models import Agent, AgentMessage, MessageReceipt
 from agents.orchestration import messages
 from tests.conftest import wait_for
 
-from .conftest import SESSION_WORKER, meanwhile_runs, worker_process
+from .conftest import SESSION_WORKER, meanwhile_runs, on_another_connection, worker_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -117,19 +115,8 @@ def test_two_deliveries_of_one_request_at_once_run_it_once_and_answer_once(monke
     # given a request whose action is still running when a second delivery of it arrives on another worker
     request, sent = _request(monkeypatch, {"action": "test.meanwhile"})
     second = []
-
-    def deliver_again():
-        try:
-            second.append(messages.message_handle(message_id=request.pk, hostname="other@host"))
-        finally:
-            connection.close()
-
-    def second_delivery():
-        thread = threading.Thread(target=deliver_again)
-        thread.start()
-        thread.join()
-
-    while_acting.append(second_delivery)
+    while_acting.append(on_another_connection(
+        lambda: messages.message_handle(message_id=request.pk, hostname="other@host"), second))
 
     # when the first delivery finishes
     handled, retry = messages.message_handle(message_id=request.pk, hostname="first@host")
