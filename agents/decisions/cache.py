@@ -214,8 +214,16 @@ class _FileCache:
             db.execute("DELETE FROM answers")
 
 
+#: A cache key that is itself a digest: ``DIGESTED`` and 32 hex digits of BLAKE2b (a batch's keys, one per context,
+#: hash the rule set version with the values read). The file store keeps its digest instead of hashing it again.
+DIGESTED = "agents:decision:#"
+_DIGESTED_LENGTH = len(DIGESTED) + 32
+
+
 def _digest(key: str) -> str:
     """The file store's key for a cache key: 128 bits of BLAKE2b, as hex."""
+    if len(key) == _DIGESTED_LENGTH and key.startswith(DIGESTED):
+        return key[len(DIGESTED):]
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 

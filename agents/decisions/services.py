@@ -1,6 +1,5 @@
 """Decision services: load and activate rule sets, decide (single and bulk), shadow, simulate, train."""
 import csv
-import gc
 import logging
 import hashlib
 import json
@@ -12,8 +11,6 @@ import time
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
@@ -25,7 +22,7 @@ from agents.core.teams import owned_get_or_create
 from agents.decisions import ml
 from agents.decisions.audit_rows import AuditOutcome, decisions_writer
 from agents.decisions.batch import Tracer, Verdict, fields_columns, matched_outcome, ruleset_verdicts
-from agents.decisions.cache import decision_cache
+from agents.decisions.cache import DIGESTED, decision_cache
 from agents.expressions.compiler import extract_fields
 from agents.core.definitions import (DefinitionTextError, definition_load_text, definition_read_file,
                                      refuse_json_constant)
@@ -35,6 +32,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
 from agents.core.dispatch import task_send_on_commit
 from agents.core.files import file_sha256
+from agents.core.batchwork import batch_running
 from agents.core.jsonable import holds_unstorable_text, json_problem
 from agents.models.ids import uuid7, uuid7_texts
 from agents.models import (
@@ -531,6 +529,12 @@ class _Batch:
         version = decider.version
         self.name, self.number = version.ruleset.name, version.number
         self.key_head = f"agents:decision:{version.content_hash[:16]}:{_BATCH_ENTRY}:"
+        # Stored with each chunk's entries (the last of them, so it expires after them): while the cache holds no
+        # marker, it holds no entry of this version either, and the batch reads none (a first batch on a new version,
+        # or after the entries expired, is all misses: reading them cost a cold batch of 20,000 a tenth of its time).
+        self.marker = self.key_head + "stored"
+        self.reading: bool | None = None  # whether the marker was found, asked once per batch
+        self.entry_texts: dict[tuple, str] = {}  # (matched, evaluated) -> the entry stored for a verdict without errors
         self.as_json = as_json
         self.decision_ids: list[str] = []  # every audited decision, in order
         self.heads: dict[int, str] = {}  # id(_Common) -> json_head (the commons are kept by self.commons)
@@ -572,14 +576,14 @@ class _Batch:
         return known
 
     def keys(self, raw: dict[str, list]) -> list[str]:
-        """Each context's cache key: the rule set version and a digest of the values of the fields its rules read."""
-        head = self.key_head
+        """Each context's cache key: a digest of the rule set version and the values of the fields its rules read."""
+        head, blake2b = self.key_head.encode(), hashlib.blake2b
         rows = zip(*(raw[path] for path in self.rules.fields))
         if _KEY_ENCODE is None:
             texts = map(_KEY_ENCODER.encode, map(list, rows))
         else:
             texts = ("".join(_KEY_ENCODE(row, 0)) for row in rows)
-        return [head + hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in texts]
+        return [DIGESTED + blake2b(head + text.encode(), digest_size=16).hexdigest() for text in texts]
 
     def cached(self, text: str | bytes) -> tuple | None:
         """(common, verdict) of a cache entry's JSON text; None unless it is one a batch wrote."""
@@ -690,36 +694,54 @@ class _Batch:
         if keys:
             todo, repeats = [], []
             known: dict = {}  # entry text -> (common, verdict): entries repeat as outcomes do
-            for row, text in enumerate(self.cache.get_many(keys)):
+            if self.reading is None:
+                self.reading = self.cache.get_many([self.marker])[0] is not None
+            first_of = self.first_of
+            if not self.reading:  # every key a miss: only repeats within the batch
+                for row, key in enumerate(keys):
+                    if key in first_of:
+                        repeats.append(row)
+                    else:
+                        first_of[key] = None
+                        todo.append(row)
+            for row, text in enumerate(self.cache.get_many(keys) if self.reading else ()):
                 if text is None:
                     found = None
                 elif (found := known.get(text, False)) is False:
                     found = known[text] = self.cached(text)
                 if found is not None:
                     decided[row], hits[row] = found, True
-                elif keys[row] in self.first_of:
+                elif keys[row] in first_of:
                     repeats.append(row)  # decided earlier in the batch: what the cache would answer one by one
                 else:
-                    self.first_of[keys[row]] = None
+                    first_of[keys[row]] = None
                     todo.append(row)
         subset = raw if len(todo) == len(contexts) else {
             path: [column[row] for row in todo] for path, column in raw.items()}
         evaluated = ruleset_verdicts(rules, [contexts[row] for row in todo], subset)
         fresh = {}
+        entry_texts = self.entry_texts
         for row, verdict in zip(todo, evaluated):
             common = self.common_of_outcome(verdict.outcome)
             decided[row] = (common, verdict)
             if keys:
                 self.first_of[keys[row]] = decided[row]
-                if not isinstance(verdict.outcome, DecisionError):  # a conflict is not cached: it repeats as one
-                    errors = json.dumps(verdict.errors) if verdict.errors else "null"
-                    fresh[keys[row]] = f"[{list(verdict.matched)}, {errors}, {verdict.evaluated}]"
+                if isinstance(verdict.outcome, DecisionError):  # a conflict is not cached: it repeats as one
+                    continue
+                if verdict.errors:
+                    fresh[keys[row]] = f"[{list(verdict.matched)}, {json.dumps(verdict.errors)}, {verdict.evaluated}]"
+                    continue
+                text = entry_texts.get(shape := (verdict.matched, verdict.evaluated))
+                if text is None:  # entries repeat as outcomes do
+                    text = entry_texts[shape] = f"[{list(verdict.matched)}, null, {verdict.evaluated}]"
+                fresh[keys[row]] = text
         if keys:
             for row in repeats:
                 decided[row] = self.first_of[keys[row]]
                 hits[row] = not isinstance(decided[row][1].outcome, DecisionError)
         results = self.results(encoded, decided, hits, raw, started, writer)
         if fresh:  # stored by a thread while the next chunk is evaluated
+            fresh[self.marker] = "1"
             self.cache_stored()
             self.storing = _Background(self.cache.set_many, fresh, self.ttl)
         return results
@@ -772,18 +794,6 @@ class _Batch:
         return results
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cycle collector (if it runs) for the block."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 class _Background:
     """``function(*args)`` in a thread of its own; ``wait`` joins it and raises what it raised."""
 
@@ -809,9 +819,8 @@ def _decide_batch(batch: "_Batch", contexts: list) -> list:
     """Decide a batch column-wise, chunk by chunk; every decision audited through one COPY stream."""
     decider = batch.decider
     results: list = []
-    # A batch makes millions of small, acyclic objects (answers, traces, rows): the cycle collector would walk them
-    # again and again for nothing. It is paused for the batch only, and collects as usual afterwards.
-    with _collector_paused(), decisions_writer(ruleset_id=decider.version.ruleset_id, version_id=decider.version.pk,
+    # The collector paused and the GIL handed to the audit and cache threads often: see ``agents.core.batchwork``.
+    with batch_running(), decisions_writer(ruleset_id=decider.version.ruleset_id, version_id=decider.version.pk,
                           trace_id=decider.trace_id, batch=settings.AGENTS_DECISION_AUDIT_BATCH) as writer:
         start = 0
         while start < len(contexts):

@@ -199,12 +199,38 @@ def test_a_cache_entry_this_version_could_not_have_written_is_a_miss(policy, ent
     expected = services.decide_many(ruleset=name, contexts=CONTEXTS[:3], use_cache=False)
     batch = services._Batch(services._Decider(name), use_cache=True)
     keys = batch.keys(services.fields_columns(CONTEXTS[:3], batch.rules.fields))
-    decision_cache().set_many(dict.fromkeys(keys, entry.format(n=batch.rule_count)), 60)
+    # With the marker a batch stores beside its entries, so the next batch reads them.
+    decision_cache().set_many({**dict.fromkeys(keys, entry.format(n=batch.rule_count)), batch.marker: "1"}, 60)
 
     answers = services.decide_many(ruleset=name, contexts=CONTEXTS[:3])
 
     assert [answer["cached"] for answer in answers] == [False] * 3
     assert [comparable(answer) for answer in answers] == [comparable(answer) for answer in expected]
+
+
+def test_a_batch_whose_entries_are_gone_decides_again_and_stores_them_again():
+    """The cache evicted or expired a batch's entries (or was emptied): the next batch answers from the rules, as
+    the first did, and the one after it from the cache."""
+    version = load(ruleset("first"))
+    name = version.ruleset.name
+    first = services.decide_many(ruleset=name, contexts=CONTEXTS)
+    batch = services._Batch(services._Decider(name), use_cache=True)
+    decision_cache().clear()
+    again = services.decide_many(ruleset=name, contexts=CONTEXTS)
+    keys = batch.keys(services.fields_columns(CONTEXTS, batch.rules.fields))
+    store = decision_cache().client  # the suite's cache is Redis
+    assert store.delete(*keys[:5]) == 5  # these entries expire, the rest stay
+    partly = services.decide_many(ruleset=name, contexts=CONTEXTS)
+    assert store.delete(batch.marker) == 1  # the entries outlive the marker: they are not read
+    unread = services.decide_many(ruleset=name, contexts=CONTEXTS)
+    warm = services.decide_many(ruleset=name, contexts=CONTEXTS)
+
+    assert [answer["cached"] for answer in again] == [answer["cached"] for answer in first] == [False] * 10 + [True]
+    assert [answer["cached"] for answer in partly] == [False] * 5 + [True] * 6
+    assert [answer["cached"] for answer in unread] == [False] * 10 + [True]
+    assert all(answer["cached"] for answer in warm)
+    assert [comparable({**answer, "cached": None}) for answer in first] == [
+        comparable({**answer, "cached": None}) for answer in warm]
 
 
 @pytest.mark.parametrize("policy", ["collect", "first"])

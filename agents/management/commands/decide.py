@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
+from agents.core.batchwork import collector_paused
 from agents.decisions import services
 from agents.management.base import AgentsCommand, json_text
 
@@ -67,11 +68,15 @@ class Command(AgentsCommand):
             lines = Path(path).read_text().splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise CommandError(f"{path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
-        parsed = [_parse(line, f"{path}, line {number}") for number, line in enumerate(lines, start=1) if line.strip()]
-        answers = services.decide_many_json(ruleset=name, contexts=parsed, use_cache=use_cache, decision=decision)
-        # Each write is far larger than a pipe holds: a reader that stops (`| head -1`) makes the next one fail.
-        for start in range(0, len(answers), OUTPUT_LINES):
-            self.stdout.write("\n".join(answers[start:start + OUTPUT_LINES]))
+        # The parsed contexts and the answers are many small objects and no cycles: see ``agents.core.batchwork``.
+        with collector_paused():
+            parsed = [_parse(line, f"{path}, line {number}")
+                      for number, line in enumerate(lines, start=1) if line.strip()]
+            answers = services.decide_many_json(ruleset=name, contexts=parsed, use_cache=use_cache,
+                                                decision=decision)
+            # Each write is far larger than a pipe holds: a reader that stops (`| head -1`) makes the next one fail.
+            for start in range(0, len(answers), OUTPUT_LINES):
+                self.stdout.write("\n".join(answers[start:start + OUTPUT_LINES]))
 
 
 def _parse(text: str, where: str) -> dict:
