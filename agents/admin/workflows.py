@@ -28,8 +28,10 @@ from agents.exceptions import AgentsError
 from agents.models import (
     MapItem,
     Pool,
+    RunStatus,
     StepRun,
     StepStatus,
+    WorkflowBackfill,
     WorkflowDefinition,
     WorkflowRun,
     WorkflowSignal,
@@ -737,3 +739,44 @@ class MapItemAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     fields = ("run", "step_id", "run_attempt", "index", "item", "status", "attempts", "result", "error", "worker",
               "task_id", "started_at", "finished_at")
     readonly_fields = fields
+
+
+@admin.register(WorkflowBackfill)
+class WorkflowBackfillAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
+    """Backfills: how far each is, its runs, and why one ended with slots not started; stop one here."""
+
+    list_display = ("id", "definition", "schedule", "range_from", "range_to", "state", "started", "runs",
+                    "created_by", "created_at", "ended_reason")
+    search_fields = ("definition__name", "schedule")
+    list_select_related = ("definition",)
+    fields = ("definition", "schedule", "range_from", "range_to", "state", "started", "runs", "max_parallel",
+              "pending", "created_by", "created_at", "finished_at", "ended_reason")
+    readonly_fields = fields
+    actions = ("stop_backfills",)
+
+    def get_queryset(self, request):
+        # The list counts each backfill's runs in the same query.
+        return super().get_queryset(request).annotate(
+            run_count=Count("runs"), unfinished_runs=Count("runs", filter=~Q(runs__status__in=RUN_FINISHED)),
+            failed_runs=Count("runs", filter=Q(runs__status=RunStatus.FAILED)))
+
+    @admin.display(description="state")
+    def state(self, obj):
+        return selectors.backfill_state(obj, obj.unfinished_runs)
+
+    @admin.display(description="slots started")
+    def started(self, obj):
+        return f"{obj.slots_total - len(obj.pending)} of {obj.slots_total}"
+
+    @admin.display(description="runs")
+    def runs(self, obj):
+        url = reverse("admin:agents_workflowrun_changelist")
+        return format_html('<a href="{}?backfill__id__exact={}">{} ({} unfinished, {} failed)</a>', url, obj.pk,
+                           obj.run_count, obj.unfinished_runs, obj.failed_runs)
+
+    @admin.action(description="Stop selected backfills (slots not started never start)", permissions=("start",))
+    def stop_backfills(self, request, queryset):
+        """Stop each selected backfill; one that has ended is refused with its reason."""
+        self.apply_each(request, queryset, lambda backfill: services.backfill_stop(
+            backfill_id=backfill.pk, by=request.user.get_username()),
+            "%(count)d backfill stopped.", "%(count)d backfills stopped.")

@@ -2,7 +2,7 @@
 re-run from failure)."""
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.decorators import action
 
 from agents.api.common import (
@@ -106,6 +106,27 @@ class BackfillOutcomeSerializer(serializers.Serializer):
     started = serializers.IntegerField(help_text="Runs started now (the rest start as these end).")
 
 
+class BackfillStateSerializer(serializers.Serializer):
+    """A backfill: how far it is, its runs by status, and why it ended early if it did."""
+
+    backfill_id = serializers.IntegerField()
+    workflow = serializers.CharField()
+    schedule = serializers.CharField()
+    vars()["from"] = serializers.DateTimeField(help_text="The range's first slot time.")  # a keyword: see above
+    to = serializers.DateTimeField()
+    state = serializers.ChoiceField(choices=["starting", "running", "done", "ended"], help_text=(
+        "starting: slots wait to start; running: all started, some run unfinished; done: every run finished; "
+        "ended: stopped, or its schedule gone, with slots not started."))
+    slots_total = serializers.IntegerField()
+    slots_pending = serializers.IntegerField(help_text="Slots not started (and, once ended, never to start).")
+    runs = serializers.DictField(child=serializers.IntegerField(), help_text="Its runs by status.")
+    max_parallel = serializers.IntegerField(allow_null=True)
+    created_by = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True, help_text="When its last slot started, or it ended.")
+    ended_reason = serializers.CharField(allow_blank=True)
+
+
 def _workflow_detail(definition: WorkflowDefinition) -> dict:
     versions = list(definition.versions.order_by("-number"))
     return {
@@ -131,7 +152,8 @@ class WorkflowViewSet(ApiViewSet):
     lookup_field = "name"
     noun = "workflow"
     perms = {"list": "view_workflowdefinition", "retrieve": "view_workflowdefinition",
-             "create": "add_workflowversion", "backfill": "add_workflowrun"}
+             "create": "add_workflowversion", "backfill": "add_workflowrun",
+             "backfills": "view_workflowdefinition", "backfill_stop": "add_workflowrun"}
 
     @extend_schema(parameters=[FilterSerializer])
     def list(self, request):
@@ -161,6 +183,26 @@ class WorkflowViewSet(ApiViewSet):
                 created_by=request.user.get_username())
         return self.show(outcome, serializer_class=BackfillOutcomeSerializer,
                          status=status.HTTP_200_OK if given["dry_run"] else status.HTTP_201_CREATED)
+
+    @extend_schema(responses=BackfillStateSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def backfills(self, request, name: str):
+        """The workflow's backfills, newest first: their state, slots started, runs by status, and why one ended
+        with slots not started."""
+        page = self.paginate_queryset(selectors.backfills_of(self.get_object().name))
+        return self.get_paginated_response(BackfillStateSerializer(selectors.backfill_list(page), many=True).data)
+
+    @extend_schema(request=None, responses=BackfillStateSerializer)
+    @action(detail=True, methods=["post"], url_path=r"backfills/(?P<backfill_id>[0-9]+)/stop")
+    def backfill_stop(self, request, name: str, backfill_id: str):
+        """Stop a backfill: its slots not started never start; the runs it started go on (409 if it has ended)."""
+        backfill = selectors.backfills_of(self.get_object().name).filter(pk=int(backfill_id)).first()
+        if backfill is None:
+            raise exceptions.NotFound(f"no backfill {backfill_id} of workflow {name!r}")
+        with service_errors():
+            services.backfill_stop(backfill_id=backfill.pk, by=request.user.get_username())
+        return self.show(selectors.backfill_list(selectors.backfills_of(name).filter(pk=backfill.pk))[0],
+                         serializer_class=BackfillStateSerializer)
 
     @extend_schema(request=DefinitionTextSerializer,
                    responses={201: WorkflowLoadedSerializer, 200: WorkflowLoadedSerializer})

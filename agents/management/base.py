@@ -266,8 +266,8 @@ class AgentsCommand(BaseCommand):
         self.stdout.write(json_text(value, indent=indent, sort_keys=self.json_sort_keys))
 
     def handle(self, *args, subcommand: str, **options):
-        """Run ``handle_<subcommand>`` with the options."""
-        return getattr(self, f"handle_{subcommand}")(**options)
+        """Run ``handle_<subcommand>`` with the options (``backfill-stop``: ``handle_backfill_stop``)."""
+        return getattr(self, f"handle_{subcommand.replace('-', '_')}")(**options)
 
     def error_message(self, error: Exception) -> str:
         """What the user reads for ``error``: its message, or the title and each problem of a ``spec_error``."""

@@ -240,7 +240,11 @@ class WorkflowBackfill(models.Model):
     max_parallel = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: every slot at once.")
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True, help_text="When its last slot was started.")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When its last slot was started, or when it "
+                                                                        "ended with slots not started.")
+    ended_reason = models.TextField(blank=True, help_text="Why it ended with slots not started (stopped, or its "
+                                                          "schedule gone); empty while it runs or when every slot "
+                                                          "started.")
 
     class Meta:
         ordering = ["-created_at", "-pk"]

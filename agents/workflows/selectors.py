@@ -3,7 +3,10 @@ from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Su
 from django.utils import timezone
 
 from agents.core.jsonable import iso
-from agents.models import Pool, RunStatus, StepRun, StepStatus, WorkflowRun, WorkflowSignal, WorkflowVersion
+from agents.exceptions import WorkflowNotFoundError
+from agents.models.workflows import RUN_FINISHED
+from agents.models import (Pool, RunStatus, StepRun, StepStatus, WorkflowBackfill, WorkflowDefinition, WorkflowRun,
+                           WorkflowSignal, WorkflowVersion)
 from agents.workflows import engine, waits
 from agents.workflows.spec import WorkflowSpec
 
@@ -148,3 +151,48 @@ def workflow_list() -> list[dict]:
         }
         for version in newest.values()
     ]
+
+
+def backfill_list(backfills) -> list[dict]:
+    """Each backfill of ``backfills`` (rows with their definitions) as JSON, its runs counted by status in one query.
+
+    ``state``: ``starting`` while slots wait to start, ``running`` once all started and some run is unfinished,
+    ``done`` when every run finished, ``ended`` when it ended with slots not started (``ended_reason`` says why;
+    the runs it started may still run, ``runs`` counts them)."""
+    rows = list(backfills)
+    counts: dict[int, dict[str, int]] = {row.pk: {} for row in rows}
+    for backfill_id, status, count in (WorkflowRun.objects.filter(backfill_id__in=counts)
+                                       .values_list("backfill_id", "status").annotate(count=Count("pk"))
+                                       .order_by()):
+        counts[backfill_id][status] = count
+    listed = []
+    for row in rows:
+        runs = counts[row.pk]
+        unfinished = sum(count for status, count in runs.items() if status not in RUN_FINISHED)
+        listed.append({
+            "backfill_id": row.pk, "workflow": row.definition.name, "schedule": row.schedule,
+            "from": iso(row.range_from), "to": iso(row.range_to), "state": backfill_state(row, unfinished),
+            "slots_total": row.slots_total,
+            "slots_pending": len(row.pending), "runs": dict(sorted(runs.items())), "max_parallel": row.max_parallel,
+            "created_by": row.created_by, "created_at": iso(row.created_at), "finished_at": iso(row.finished_at),
+            "ended_reason": row.ended_reason,
+        })
+    return listed
+
+
+def backfill_state(backfill: WorkflowBackfill, unfinished_runs: int) -> str:
+    """A backfill's state (see ``backfill_list``), given how many of its runs are unfinished."""
+    if backfill.finished_at is None:
+        return "starting"
+    if backfill.ended_reason:
+        return "ended"
+    return "running" if unfinished_runs else "done"
+
+
+def backfills_of(workflow: str):
+    """The backfills of workflow ``workflow``, newest first (a queryset, for ``backfill_list``); raise
+    ``WorkflowNotFoundError`` when there is no such workflow."""
+    if not WorkflowDefinition.objects.filter(name=workflow).exists():
+        raise WorkflowNotFoundError(f"no workflow named {workflow!r}")
+    return WorkflowBackfill.objects.filter(definition__name=workflow).select_related("definition").order_by(
+        "-created_at", "-pk")

@@ -392,9 +392,9 @@ def backfill_continue(*, backfill_id: int) -> list[WorkflowRun]:
             # Renamed or removed in a newer version: no slot of it can start, so the backfill ends (once: the row
             # is locked and finished_at checked) with the slots it never started left in pending.
             backfill.finished_at = timezone.now()
-            backfill.save(update_fields=["finished_at"])
-            logger.warning("backfill #%s ended with %s slots not started: %s", backfill.pk, len(backfill.pending),
-                           error)
+            backfill.ended_reason = f"{len(backfill.pending)} slots not started: {error}"
+            backfill.save(update_fields=["finished_at", "ended_reason"])
+            logger.warning("backfill #%s ended with %s", backfill.pk, backfill.ended_reason)
             return started
         # Every unfinished run takes a place: a paused or queued one as much as a running one.
         active = backfill.runs.exclude(status__in=RUN_FINISHED).count()
@@ -410,6 +410,27 @@ def backfill_continue(*, backfill_id: int) -> list[WorkflowRun]:
     if take and len(started) < len(take):  # a slot someone else started meanwhile: take the next one instead
         task_send_on_commit(engine.BACKFILL_CONTINUE_TASK, backfill_id)
     return started
+
+
+def backfill_stop(*, backfill_id: int, by: str = "") -> WorkflowBackfill:
+    """Stop a backfill: its pending slots never start (the runs it started go on; cancel them as runs). Refused
+    for a backfill that has ended: every slot started, or it was stopped or ended before."""
+    with transaction.atomic():
+        backfill = WorkflowBackfill.objects.select_for_update().select_related("definition").filter(
+            pk=backfill_id).first()
+        if backfill is None:
+            raise WorkflowNotFoundError(f"no backfill with id {backfill_id!r}")
+        if backfill.finished_at is not None:
+            raise WorkflowRunStateError(f"backfill #{backfill.pk} has ended "
+                                        f"({backfill.ended_reason or 'every slot started'}): nothing to stop")
+        # The slots it never started stay listed in pending, as when its schedule is gone; finished_at keeps them.
+        left = len(backfill.pending)
+        backfill.finished_at = timezone.now()
+        backfill.ended_reason = f"stopped by {by or 'an operator'}: {left} of {backfill.slots_total} slots not started"
+        backfill.save(update_fields=["finished_at", "ended_reason"])
+        audit_record("workflow.backfill_stop", "workflow_backfill", backfill.pk,
+                     f"stopped backfill #{backfill.pk} of {backfill.definition.name}:{backfill.schedule}", left=left)
+    return backfill
 
 
 def backfills_sweep() -> int:

@@ -18,14 +18,15 @@ class Command(AgentsCommand):
     """Operate workflows from the command line."""
 
     help = ("Workflows: validate FILE | load FILE | list | run FILE_OR_NAME | status RUN_ID | cancel RUN_ID | "
-            "retry RUN_ID | pause RUN_ID | resume RUN_ID | signal RUN_ID NAME | backfill NAME --from T --to T | enable NAME | disable NAME.")
+            "retry RUN_ID | pause RUN_ID | resume RUN_ID | signal RUN_ID NAME | backfill NAME --from T --to T | "
+            "backfills NAME | backfill-stop ID | enable NAME | disable NAME.")
     spec_error = WorkflowSpecError
     spec_error_title = "invalid workflow"
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
                                     metavar="{validate,load,list,run,status,cancel,retry,pause,resume,signal,"
-                                            "backfill,enable,disable}")
+                                            "backfill,backfills,backfill-stop,enable,disable}")
         validate = sub.add_parser("validate", help="Check a definition file; exit 1 with every reason if invalid.")
         validate.add_argument("file")
         load = sub.add_parser("load", help="Store a definition file as a new version (unless unchanged).")
@@ -70,6 +71,13 @@ class Command(AgentsCommand):
         backfill.add_argument("--max-parallel", type=int, metavar="N", help="At most N runs at a time.")
         backfill.add_argument("--dry-run", action="store_true", help="List the slots; start nothing.")
         self.json_argument_add(backfill)
+        backfills = sub.add_parser("backfills", help="List a workflow's backfills, newest first, with their runs.")
+        backfills.add_argument("workflow", metavar="NAME")
+        self.json_argument_add(backfills)
+        stop = sub.add_parser("backfill-stop", help="Stop a backfill: its slots not started never start (the runs "
+                                                    "it started go on).")
+        stop.add_argument("backfill_id", type=int, metavar="ID")
+        self.json_argument_add(stop)
         for verb in ("enable", "disable"):
             toggle = sub.add_parser(verb, help=f"{verb.title()} a workflow's schedules (its beat entries).")
             toggle.add_argument("workflow", metavar="NAME")
@@ -124,6 +132,27 @@ class Command(AgentsCommand):
                           f"({outcome['skipped']} already have a run)")
         for slot in outcome["slots"] if dry_run else ():
             self.stdout.write(f"  {slot}")
+
+    def handle_backfills(self, *, workflow, json=False, **options):
+        rows = selectors.backfill_list(selectors.backfills_of(workflow))
+        if json:
+            self.json_write(rows)
+            return
+        if not rows:
+            self.stdout.write(f"{workflow}: no backfills")
+        for row in rows:
+            runs = ", ".join(f"{count} {status}" for status, count in row["runs"].items()) or "no runs"
+            self.stdout.write(f"#{row['backfill_id']}  {row['schedule']}  {row['from']} .. {row['to']}  {row['state']}"
+                              f"  {row['slots_total'] - row['slots_pending']}/{row['slots_total']} slots started"
+                              f"  runs: {runs}" + (f"  ({row['ended_reason']})" if row["ended_reason"] else ""))
+
+    def handle_backfill_stop(self, *, backfill_id, json=False, **options):
+        backfill = services.backfill_stop(backfill_id=backfill_id, by=cli_actor())
+        row = selectors.backfill_list(type(backfill).objects.filter(pk=backfill.pk))[0]
+        if json:
+            self.json_write(row)
+            return
+        self.stdout.write(f"backfill #{backfill.pk}: {row['ended_reason']}")
 
     def handle_signal(self, *, run_id, name, payload, decision=None, comment="", user=None, json=False, **options):
         value = json_option(payload, "--payload")
