@@ -6,6 +6,7 @@ works across processes. Production names PostgreSQL and Redis by URL; the code
 paths are the same.
 """
 import base64
+import contextlib
 import os
 import secrets
 import ssl
@@ -68,6 +69,15 @@ def _production_secret(name: str, file_name: str, generate=lambda: secrets.token
 
 # A secret is never in the code: from the environment, or generated once per install.
 SECRET_KEY = _production_secret("SECRET_KEY", "secret_key")
+if AGENTS_HTTPS and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-")):
+    from django.core.exceptions import ImproperlyConfigured
+
+    # Django's deploy check only warns about such a key (security.W009), and nothing runs that check at start.
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be at least 50 random characters when AGENTS_HTTPS is on "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(64))')"
+    )
+
 #: Earlier SECRET_KEYs, comma-separated, still accepted for sessions and signed values while they rotate out.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
@@ -163,9 +173,30 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "agentsite.wsgi.application"
 
+
+def _owner_only(path: Path, *, create: bool) -> None:
+    """Make ``path`` readable and writable by its owner only: created so when ``create`` and absent, else (if it
+    exists and is ours) with group and other access taken away."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+_EMBEDDED_DATABASE = VAR_DIR / "agentsite.sqlite3"
 DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'agentsite.sqlite3'}"),
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{_EMBEDDED_DATABASE}"),
 }
+if DATABASES["default"]["NAME"] == str(_EMBEDDED_DATABASE):
+    # It holds API tokens and session keys in the clear: another local user reading it would sign in as anyone.
+    # SQLite gives its write-ahead log and shared-memory files the database's own mode.
+    for _suffix in ("", "-wal", "-shm"):
+        _owner_only(Path(f"{_EMBEDDED_DATABASE}{_suffix}"), create=not _suffix)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: wait for locks instead of failing,
     # take the write lock up front, and let readers run beside a writer.
@@ -372,6 +403,21 @@ CELERY_BEAT_SCHEDULE = {
 
 #: Basic auth for Flower, ``user:password``; ``make run`` derives one from the admin user when unset.
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
+#: Shortest Flower password production accepts: Flower answers over plain http and never slows down guessing.
+FLOWER_PASSWORD_MIN_LENGTH = 16
+_flower_user, _, _flower_password = FLOWER_BASIC_AUTH.partition(":")
+if FLOWER_BASIC_AUTH and not (_flower_user.strip() and _flower_password.strip()):
+    from django.core.exceptions import ImproperlyConfigured
+
+    # Flower would let in anyone sending that user and an empty password (or no user at all).
+    raise ImproperlyConfigured("FLOWER_BASIC_AUTH must be 'user:password' with neither part empty")
+if FLOWER_BASIC_AUTH and AGENTS_HTTPS and len(_flower_password) < FLOWER_PASSWORD_MIN_LENGTH:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"FLOWER_BASIC_AUTH: the password must be at least {FLOWER_PASSWORD_MIN_LENGTH} random characters when "
+        "AGENTS_HTTPS is on (python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    )
 
 #: Hosts the ``http.request`` workflow action may call; ``*`` allows any.
 AGENTS_HTTP_ALLOWED_HOSTS = env.list("AGENTS_HTTP_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])

@@ -4,9 +4,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from tests.conftest import PROJECT_DIR, embedded_env
+from tests.security.conftest import production_env
 
 
 def free_port() -> int:
@@ -20,6 +22,17 @@ def start_flower(env: dict, port: int) -> subprocess.Popen:
         [sys.executable, "-m", "celery", "-A", "agentsite", "flower", "--address=127.0.0.1", f"--port={port}"],
         env=env, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+def stopped_output(flower: subprocess.Popen, timeout_s: float = 60.0) -> str:
+    """The output of a Flower that must exit by itself; one still serving after ``timeout_s`` is stopped and fails."""
+    try:
+        output, _ = flower.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        flower.kill()
+        output, _ = flower.communicate()
+        pytest.fail(f"Flower started and served instead of refusing:\n{output}")
+    return output
 
 
 def get(url: str, **kwargs) -> requests.Response | None:
@@ -56,3 +69,25 @@ def test_flower_refuses_to_start_without_credentials(tmp_path):
 
     assert flower.returncode != 0
     assert "FLOWER_BASIC_AUTH must be set" in output
+
+
+@pytest.mark.parametrize("credentials", ["admin:", "admin: ", ":s3cret-but-no-user"])
+def test_flower_refuses_to_start_with_an_empty_user_or_password(tmp_path, credentials):
+    # given credentials Flower would accept from anyone who sends them (an empty password, or no user)
+    flower = start_flower(embedded_env(tmp_path, FLOWER_BASIC_AUTH=credentials), free_port())
+
+    # when Flower starts, then it stops at once and says what to set, never echoing the value
+    output = stopped_output(flower)
+    assert flower.returncode != 0
+    assert "FLOWER_BASIC_AUTH must be 'user:password' with neither part empty" in output
+    assert "s3cret-but-no-user" not in output
+
+
+def test_flower_in_production_refuses_a_guessable_password(tmp_path):
+    flower = start_flower(production_env(tmp_path, FLOWER_BASIC_AUTH="ops:letmein"), free_port())
+
+    output = stopped_output(flower)
+
+    assert flower.returncode != 0
+    assert "FLOWER_BASIC_AUTH: the password must be at least 16 random characters" in output
+    assert "letmein" not in output

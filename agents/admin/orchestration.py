@@ -91,7 +91,7 @@ class _TraceColumnMixin:
 
 
 @admin.register(AgentTask)
-class AgentTaskAdmin(ReadOnlyMixin, ServiceActionsMixin, _TraceColumnMixin, admin.ModelAdmin):
+class AgentTaskAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, _TraceColumnMixin, admin.ModelAdmin):
     """Tasks submitted to agents by type and priority, written by the task service; cancelled here."""
 
     list_display = ("id", "agent_type", "status_label", "priority", "agent_name", "attempt", "created_at",

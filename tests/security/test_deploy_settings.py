@@ -6,7 +6,7 @@ import stat
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.conftest import embedded_env, manage
+from tests.conftest import embedded_env, embedded_install, manage
 
 from .conftest import production_env, python_json
 
@@ -82,6 +82,17 @@ def test_production_refuses_a_short_message_key(tmp_path):
     assert "letmein" not in result.stderr
 
 
+@pytest.mark.parametrize("weak", ["changeme", "django-insecure-" + "x1y2z3" * 10, "ab" * 40])
+def test_production_refuses_a_guessable_secret_key(tmp_path, weak):
+    # given a production host whose SECRET_KEY anyone could guess (sessions and password resets are signed with it)
+    result = manage("check", env=production_env(tmp_path, SECRET_KEY=weak))
+
+    # then nothing starts, the reason is named and the key is not shown
+    assert result.returncode != 0
+    assert "SECRET_KEY must be at least 50 random characters when AGENTS_HTTPS is on" in result.stderr
+    assert weak not in result.stderr
+
+
 def test_the_embedded_default_generates_its_keys_once_readable_only_by_their_owner(tmp_path):
     first = python_json(PRINT_SECURITY, embedded_env(tmp_path))
     second = python_json(PRINT_SECURITY, embedded_env(tmp_path))
@@ -95,6 +106,28 @@ def test_the_embedded_default_generates_its_keys_once_readable_only_by_their_own
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     other = python_json(PRINT_SECURITY, embedded_env(tmp_path / "other"))
     assert first["AGENTS_MESSAGE_KEY"] != other["AGENTS_MESSAGE_KEY"]
+
+
+def test_the_embedded_database_holding_tokens_and_sessions_is_readable_only_by_its_owner(embedded_migrated):
+    # given the SQLite database `make run` migrates (API tokens, session keys and password hashes in it)
+    database = embedded_migrated
+
+    # then no other local user may read it, nor its write-ahead log
+    for path in [database, *database.parent.glob(f"{database.name}-*")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_an_embedded_database_left_readable_by_others_is_made_private_on_the_next_start(tmp_path, embedded_migrated):
+    # given an install whose database an earlier version left readable by every local user
+    env = embedded_install(tmp_path, embedded_migrated)
+    (tmp_path / "agentsite.sqlite3").chmod(0o644)
+
+    # when any command starts on it
+    result = manage("check", env=env)
+
+    # then it works on the database and the database is its owner's alone again
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "agentsite.sqlite3").stat().st_mode) == 0o600
 
 
 def test_behind_the_proxy_http_is_redirected_and_https_answers_with_strict_headers(client, settings):
