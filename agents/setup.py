@@ -9,20 +9,25 @@ from django.db import transaction
 
 @dataclass(frozen=True)
 class AdminCredentials:
-    """The admin user's name and password, and whether the password was generated here."""
+    """The admin user's name and password, whether the password was generated here, and whether it still opens the
+    account (an operator may have changed it since it was generated)."""
 
     username: str
     password: str
     generated: bool
+    current: bool = True
 
 
 def admin_ensure(*, username: str, password: str = "", email: str = "") -> AdminCredentials:
-    """Create or update the superuser ``username``.
+    """Create the superuser ``username`` if it does not exist.
 
-    A password from the environment always wins; without one, a password is
-    generated once and kept in ``VAR_DIR/admin_password`` (mode 0600).
+    A password from the environment always wins: an existing user's password is set to it when it differs. Without
+    one, a password is generated once and kept in ``VAR_DIR/admin_password`` (mode 0600) for a new user; an existing
+    user keeps the password it has (changed in the admin, it is not reset on the next start). An existing user's
+    flags are never changed: a deactivated admin stays deactivated.
     """
     generated = False
+    from_environment = bool(password)
     if not password:
         path = settings.VAR_DIR / "admin_password"
         if not path.exists():
@@ -35,8 +40,9 @@ def admin_ensure(*, username: str, password: str = "", email: str = "") -> Admin
         user, created = user_model.objects.select_for_update().get_or_create(
             username=username, defaults={"email": email, "is_staff": True, "is_superuser": True}
         )
-        if created or not user.check_password(password):
+        current = user.check_password(password)
+        if created or (from_environment and not current):
             user.set_password(password)
-            user.is_staff = user.is_superuser = user.is_active = True
-            user.save()
-    return AdminCredentials(username=username, password=password, generated=generated)
+            user.save(update_fields=["password"])
+            current = True
+    return AdminCredentials(username=username, password=password, generated=generated, current=current)

@@ -91,3 +91,23 @@ def test_flower_in_production_refuses_a_guessable_password(tmp_path):
     assert flower.returncode != 0
     assert "FLOWER_BASIC_AUTH: the password must be at least 16 random characters" in output
     assert "letmein" not in output
+
+
+def test_the_procfile_s_flower_started_without_its_configuration_file_refuses_to_serve(tmp_path):
+    """Flower reads its authentication from flowerconfig.py in its working directory; started elsewhere, without
+    the file and without FLOWER_BASIC_AUTH in its environment, it served every page to anyone. The Procfile's command
+    names the file, so a missing one stops it."""
+    line = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("flower:"))
+    port = free_port()
+    command = line.partition(":")[2].replace("--port=5555", f"--port={port}").split()
+    env = embedded_env(tmp_path, PYTHONPATH=str(PROJECT_DIR))
+    env.pop("FLOWER_BASIC_AUTH", None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    flower = subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=elsewhere, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    output = stopped_output(flower)
+
+    assert flower.returncode != 0
+    assert "flowerconfig.py" in output

@@ -10,7 +10,8 @@ class Command(AgentsCommand):
 
     help = (
         "Create the admin superuser. Name and password come from AGENTS_ADMIN_USERNAME and "
-        "AGENTS_ADMIN_PASSWORD; without a password one is generated once and printed."
+        "AGENTS_ADMIN_PASSWORD; without a password one is generated once and printed. An existing admin keeps its "
+        "flags, and its password unless AGENTS_ADMIN_PASSWORD names another."
     )
 
     def add_arguments(self, parser):
@@ -27,10 +28,11 @@ class Command(AgentsCommand):
         if basic_auth:
             self.stdout.write(f"{credentials.username}:{credentials.password}")
             return
-        source = "generated, kept in var/admin_password" if credentials.generated or not os.environ.get(
-            "AGENTS_ADMIN_PASSWORD"
-        ) else "from AGENTS_ADMIN_PASSWORD"
-        self.stdout.write(
-            f"Admin user: {credentials.username}  password: {credentials.password}  ({source}); "
-            "the same credentials open Flower unless FLOWER_BASIC_AUTH is set."
-        )
+        if os.environ.get("AGENTS_ADMIN_PASSWORD"):
+            said = "password: from AGENTS_ADMIN_PASSWORD (not shown)"
+        elif credentials.current:
+            said = f"password: {credentials.password}  (generated, kept in var/admin_password)"
+        else:
+            said = "password: changed since it was generated (var/admin_password no longer opens the account)"
+        self.stdout.write(f"Admin user: {credentials.username}  {said}. Flower's login is this user with that password "
+                          "(AGENTS_ADMIN_PASSWORD, else var/admin_password) unless FLOWER_BASIC_AUTH is set.")

@@ -1,0 +1,60 @@
+"""`make run`'s admin user (`manage.py ensure_admin`): created once, never reactivated or reset behind the
+operator's back, and a password from the environment is not printed."""
+import io
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def var_dir(settings, tmp_path, monkeypatch):
+    settings.VAR_DIR = tmp_path
+    for name in ("AGENTS_ADMIN_USERNAME", "AGENTS_ADMIN_PASSWORD", "AGENTS_ADMIN_EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def _ensure(*args) -> str:
+    out = io.StringIO()
+    call_command("ensure_admin", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_admin_is_created_once_with_a_generated_password_kept_owner_only(var_dir):
+    said = _ensure()
+    password = (var_dir / "admin_password").read_text().strip()
+
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser and admin.is_staff and admin.is_active and admin.check_password(password)
+    assert password in said and "generated" in said
+    assert (var_dir / "admin_password").stat().st_mode & 0o777 == 0o600
+    assert _ensure("--basic-auth").strip() == f"admin:{password}"
+
+
+def test_a_deactivated_admin_stays_deactivated_and_a_changed_password_is_kept(var_dir):
+    _ensure()
+    admin = User.objects.get(username="admin")
+    admin.is_active = False
+    admin.set_password("chosen-in-the-admin-1")
+    admin.save()
+
+    said = _ensure()
+
+    admin.refresh_from_db()
+    assert not admin.is_active
+    assert admin.check_password("chosen-in-the-admin-1")
+    assert "changed since it was generated" in said
+    assert (var_dir / "admin_password").read_text().strip() not in said
+
+
+def test_a_password_from_the_environment_wins_and_is_not_printed(var_dir, monkeypatch):
+    _ensure()
+    monkeypatch.setenv("AGENTS_ADMIN_PASSWORD", "from-the-environment-1")
+
+    said = _ensure()
+
+    assert User.objects.get(username="admin").check_password("from-the-environment-1")
+    assert "from-the-environment-1" not in said and "from AGENTS_ADMIN_PASSWORD" in said
