@@ -272,8 +272,9 @@ AGENTS_VISIBILITY_TIMEOUT_S = env.int("AGENTS_VISIBILITY_TIMEOUT_S", default=360
 
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
+    _broker_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for _sub in ("queue", "control", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True, mode=0o700)  # messages hold tasks' arguments
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),

@@ -1,7 +1,8 @@
 """Workarounds for two ways a worker dies on its broker (kombu 5.7.0, celery 5.7.0).
 
 The embedded broker (``filesystem://``): a worker that reads a message still being written stops with
-"Unrecoverable error: JSONDecodeError"; ``agents.core.filesystem_transport`` publishes each message whole.
+"Unrecoverable error: JSONDecodeError"; ``agents.core.filesystem_transport`` publishes each message whole, keeps
+delivered messages until they are acknowledged, skips files that are not messages, and honours priorities.
 
 Redis: a worker dies when Redis restarts while it runs a task.
 
