@@ -5,6 +5,7 @@ name and id, all of them in one pass (``RuleSetError``). The XML is read with th
 type declaration (where entities would live) is refused, so no entity is ever expanded or fetched.
 """
 import datetime as dt
+import functools
 import hashlib
 import re
 import xml.etree.ElementTree as ElementTree
@@ -20,11 +21,13 @@ from agents.expressions.feel import (
     MAX_CALL_DEPTH,
     MAX_FEEL_STEPS,
     Scope,
+    TYPE_NAMES,
     feel_closure,
     feel_compile,
     feel_compile_tests,
     feel_equal,
     feel_instance_of,
+    feel_item_scope,
     feel_items,
     feel_value,
     json_overflows,
@@ -39,6 +42,7 @@ from agents.expressions.feel_temporal import (
     parse_duration,
     parse_time,
 )
+from agents.expressions.feel_values import CONTEXT, feel_compare, is_number, value_extent
 
 #: Largest DMN document accepted (bytes of text).
 MAX_DMN_CHARS = 2_000_000
@@ -46,6 +50,8 @@ MAX_DMN_CHARS = 2_000_000
 MAX_DMN_DEPTH = 200
 #: Most decisions, business knowledge models and input data a model may hold.
 MAX_DMN_ELEMENTS = 2_000
+#: Most values a decision's answer (or a value in its trace) may hold, counted at every depth: a value past it is null.
+MAX_ANSWER_VALUES = 1_000_000
 
 HIT_POLICIES = {
     "UNIQUE": "U", "ANY": "A", "PRIORITY": "P", "FIRST": "F", "RULE ORDER": "R", "OUTPUT ORDER": "O",
@@ -59,6 +65,8 @@ BASE_TYPES = {name: feel for feel, names in {
     "days and time duration": ("days and time duration", "dayTimeDuration"),
     "years and months duration": ("years and months duration", "yearMonthDuration"),
 }.items() for bare in names for name in (bare, f"feel:{bare}")}
+#: Numeric type names modelers write (Camunda's integer, long and double; XML Schema's decimal): known, not checked.
+MODELER_NUMBER_TYPES = frozenset({"integer", "int", "long", "double", "float", "decimal"})
 #: How a JSON string is read as a temporal type, and the format a user is told when it cannot be.
 TEMPORAL_READERS = {
     "date": (parse_date, "YYYY-MM-DD"),
@@ -239,6 +247,7 @@ class _Loader:
         self.names: set[str] = set(BUILTIN_NAMES)
         self.by_id: dict[str, Any] = {}
         self.open_names = 0  # > 0 while compiling a filter's match, which may read its items' components by name
+        self.type_refs: list = []  # (element, typeRef) of every element typed: checked once the items are known
 
     def error(self, element, problem: str) -> None:
         self.errors.append(f"{_label(element)}: {problem}")
@@ -248,6 +257,11 @@ class _Loader:
             raise RuleSetError(["a DMN model must be a non-empty XML document"])
         if len(self.text) > MAX_DMN_CHARS:
             raise RuleSetError([f"the DMN model is larger than {MAX_DMN_CHARS} characters"])
+        try:
+            self.text.encode()
+        except UnicodeEncodeError as error:  # a JSON body's "\ud800" escape arrives as a lone surrogate
+            raise RuleSetError([f"the DMN model holds a lone surrogate (U+{ord(error.object[error.start]):04X}) at "
+                                f"character {error.start + 1}, which is not text"]) from None
         if re.search(r"<!(DOCTYPE|ENTITY)", self.text, re.IGNORECASE):
             raise RuleSetError(["the DMN model declares a DOCTYPE or entities; they are refused (no entity is expanded)"])
         try:
@@ -285,7 +299,7 @@ class _Loader:
             if name in model.inputs:
                 self.error(element, "another input data has this name")
             variable = _child(element, "variable")
-            model.inputs[name] = variable.get("typeRef") if variable is not None else None
+            model.inputs[name] = self.typed(element, variable.get("typeRef") if variable is not None else None)
         for element in _children(root, "decision"):
             decision = self.decision(element)
             if decision.name in model.decisions:
@@ -314,6 +328,10 @@ class _Loader:
             model.knowledge[element.get("name")] = self.knowledge_model(element, model)
             model.knowledge_elements[element.get("name")] = element
         self.check_graph(model)
+        for element, type_ref in self.type_refs:
+            if _type_of(type_ref, model) is None:
+                self.error(element, f"typeRef {type_ref!r} is neither a FEEL type nor an item definition of the model "
+                                    "(a misspelt type would leave its values unchecked)")
         for decision in model.decisions.values():
             scope_names = set(decision.decisions) | set(decision.inputs) | set(decision.knowledge)
             expression = self.expression_of(decision.element)
@@ -328,13 +346,20 @@ class _Loader:
         return model
 
     # -- pieces
+    def typed(self, element, type_ref: str | None) -> str | None:
+        """``type_ref``, noted to be checked against the model's item definitions once they are all read."""
+        if type_ref:
+            self.type_refs.append((element, type_ref))
+        return type_ref
+
     def item_definition(self, element) -> ItemDefinition:
         allowed, constraint = (self.tests(text, element, where, set()) if text else None
                                for text, where in ((_text(_child(element, "allowedValues")), "allowed values"),
                                                    (_text(_child(element, "typeConstraint")), "type constraint")))
         components = {component.get("name"): self.item_definition(component)
                       for component in _children(element, "itemComponent")}
-        return ItemDefinition(name=element.get("name"), type_ref=_text(element, "typeRef"), components=components,
+        return ItemDefinition(name=element.get("name"), type_ref=self.typed(element, _text(element, "typeRef")),
+                              components=components,
                               is_collection=element.get("isCollection") == "true", allowed=allowed,
                               constraint=constraint)
 
@@ -395,7 +420,7 @@ class _Loader:
         variable = _child(element, "variable")
         service = DecisionService(
             id=element.get("id") or "-", name=element.get("name"),
-            type_ref=variable.get("typeRef") if variable is not None else None,
+            type_ref=self.typed(element, variable.get("typeRef") if variable is not None else None),
             outputs=references["outputDecision"], encapsulated=references["encapsulatedDecision"],
             input_decisions=references["inputDecision"], inputs=references["inputData"])
         if not service.outputs:
@@ -420,7 +445,7 @@ class _Loader:
         variable = _child(element, "variable")
         return DecisionNode(
             id=element.get("id") or "-", name=element.get("name"),
-            type_ref=variable.get("typeRef") if variable is not None else None,
+            type_ref=self.typed(element, variable.get("typeRef") if variable is not None else None),
             decisions=self.requirements(element, "informationRequirement", "requiredDecision"),
             inputs=self.requirements(element, "informationRequirement", "requiredInput"),
             knowledge=self.requirements(element, "knowledgeRequirement", "requiredKnowledge"),
@@ -566,7 +591,7 @@ class _Loader:
             items = value if isinstance(value, list) else [value]
             scope.charge(len(items))
             return [item for item in items
-                    if test(scope.child({**(item if isinstance(item, dict) else {}), "item": item})) is True]
+                    if test(feel_item_scope(scope, item)) is True]
         return keep
 
     def iterator(self, expression, owner, scope_names, output_name, model) -> Evaluator:
@@ -676,8 +701,12 @@ class _Loader:
             values_text = _text(_child(column, "outputValues"))
             order = None
             if values_text:
-                listed = self.feel(f"[{values_text}]", owner, f"output {column.get('name') or ''} values", scope_names)
-                order = listed.run(Scope({})) if listed is not None else None
+                where = f"output {column.get('name') or ''} values"
+                listed = self.feel(f"[{values_text}]", owner, where, scope_names)
+                try:  # read once, here: a text that cannot be read (a loop past the step budget) is the model's error
+                    order = listed.run(Scope({})) if listed is not None else None
+                except (FeelError, RecursionError) as error:
+                    self.error(owner, f"{where}: {values_text!r} cannot be read: {error}")
             default_text = _text(_child(column, "defaultOutputEntry"))
             default = self.feel(default_text, owner, "default output entry", scope_names) if default_text else None
             outputs.append((column.get("name") or output_name, order, default))
@@ -719,7 +748,7 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
         found, trace = scope.get(_TRACE)
         values = [compiled.run(scope) if compiled is not None else None for _, compiled, _ in inputs]
         entry = {"table": table_id, "owner": owner_name, "hit_policy": policy,
-                 "inputs": [{"expression": text, "value": json_value(value)} for (text, _, _), value in zip(inputs, values)],
+                 "inputs": [{"expression": text, "value": _json(value)} for (text, _, _), value in zip(inputs, values)],
                  "matched": [], "errors": []}
         for (text, _, allowed), value in zip(inputs, values):
             if allowed is not None and value is not None and allowed.matches(value, scope) is not True:
@@ -738,7 +767,7 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
                 if policy == "F":
                     break
         result = _apply_policy(policy, matched, scope, entry, row_output_from_raw, priority, outputs)
-        entry["result"] = json_value(result)
+        entry["result"] = _json(result)
         if found:
             trace.append(entry)
         return result
@@ -782,21 +811,23 @@ def _apply_policy(policy: str, matched: list, scope: Scope, entry: dict, shape, 
         return Decimal(len(values))
     if not values:
         return None
+    rules = ", ".join(str(number) for number, _, _ in matched)
     if policy == "C+":
-        return _sum(values)
-    if policy == "C<":
-        return min(values)
-    return max(values)
-
-
-def _sum(values: list) -> Any:
-    total = values[0]
-    for value in values[1:]:
-        try:
-            total = total + value
-        except TypeError:
+        if not all(is_number(value) for value in values):
+            entry["errors"].append(f"hit policy COLLECT SUM: rules {rules} output "
+                                   f"{', '.join(repr(json_value(value)) for value in values)}, not all numbers")
             return None
-    return total
+        return functools.reduce(CONTEXT.add, values)  # FEEL's 34 digits, not Python's default 28
+    best = values[0]
+    for value in values[1:]:
+        compared = feel_compare(value, best)
+        if compared is None:
+            entry["errors"].append(f"hit policy COLLECT {'MIN' if policy == 'C<' else 'MAX'}: rules {rules} output "
+                                   f"{json_value(best)!r} and {json_value(value)!r}, which cannot be ordered")
+            return None
+        if compared == (-1 if policy == "C<" else 1):
+            best = value
+    return best
 
 
 # --- public face -------------------------------------------------------------
@@ -822,10 +853,10 @@ def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, wh
     and its path, e.g. "Applicant.Age") and the type."""
     if value is None or not type_ref or depth > MAX_TYPE_DEPTH:
         return value
-    item = model.items.get(type_ref)
-    if item is not None:
-        return _typed_item(value, item, model, problems, what, depth)
-    base = BASE_TYPES.get(type_ref)
+    known = _type_of(type_ref, model)
+    if isinstance(known, ItemDefinition):
+        return _typed_item(value, known, model, problems, what, depth)
+    base = BASE_TYPES.get(known) if isinstance(known, str) else None
     if base is None:
         return value
     if isinstance(value, list) and len(value) == 1:
@@ -842,6 +873,19 @@ def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, wh
         problems.append(f"{_what(what)}: {json_value(value)!r} is not a {base}; null instead")
         return None
     return value
+
+
+def _type_of(type_ref: str, model: DmnModel) -> ItemDefinition | str | None:
+    """What a typeRef names: an item definition of the model (also as ``prefix:name``, DMN 1.1's qualified names),
+    a FEEL type's name (``number``, ``date`` for ``feel:date``, ``Any``, ``list<number>``), or None: nothing known."""
+    if type_ref in model.items:
+        return model.items[type_ref]
+    if "<" in type_ref:  # a FEEL type with parameters (list<number>, context<a: number>): not checked here
+        return type_ref
+    name = type_ref.split(":", 1)[-1]  # tns:tApplicant, feel:number, xsd:string
+    if name in model.items:
+        return model.items[name]
+    return name if name in BASE_TYPES or name in TYPE_NAMES or name in MODELER_NUMBER_TYPES else None
 
 
 def _what(what: tuple[str, str]) -> str:
@@ -913,12 +957,12 @@ class _Evaluation:
 
         def evaluate():
             scope.charge(DECISION_STEPS)
-            return _typed(node.run(scope), node.type_ref, model, self.problems, ("result of decision", name))
+            return _typed(_bounded(node.run(scope)), node.type_ref, model, self.problems, ("result of decision", name))
         value = _guarded(evaluate, f"decision {name!r} (id {node.id})", tables, self.problems)
         self.results[name] = value
         self.trace.append({"decision": name, "id": node.id, "kind": node.kind, "tables": tables,
-                           "inputs": {required: json_value(inputs.get(required)) for required in node.inputs},
-                           "required_decisions": list(node.decisions), "result": json_value(value)})
+                           "inputs": {required: _json(inputs.get(required)) for required in node.inputs},
+                           "required_decisions": list(node.decisions), "result": _json(value)})
         return value
 
     def service(self, service: DecisionService) -> Any:
@@ -1004,13 +1048,14 @@ def _knowledge_call(model: DmnModel, name: str, knowledge: FeelFunction, context
     arguments = {parameter: feel_value(context.get(parameter)) for parameter in knowledge.parameters}
     tables: list[dict] = []
     element = model.knowledge_elements.get(name)
-    value = _guarded(lambda: knowledge.body(Scope({_TRACE: tables, _PROBLEMS: problems}, None, 0, budget),
-                                            *arguments.values()),
-                     f"business knowledge model {name!r}", tables, problems)
-    trace = [{"decision": name, "id": element.get("id") if element is not None else "-",
+    element_id = (element.get("id") if element is not None else None) or "-"
+    value = _guarded(lambda: _bounded(knowledge.body(Scope({_TRACE: tables, _PROBLEMS: problems}, None, 0, budget),
+                                                     *arguments.values())),
+                     f"business knowledge model {name!r} (id {element_id})", tables, problems)
+    trace = [{"decision": name, "id": element_id,
               "kind": "businessKnowledgeModel", "tables": tables,
-              "inputs": {parameter: json_value(argument) for parameter, argument in arguments.items()},
-              "required_decisions": [], "result": json_value(value)}]
+              "inputs": {parameter: _json(argument) for parameter, argument in arguments.items()},
+              "required_decisions": [], "result": _json(value)}]
     return _answer(value, name, problems), trace, problems
 
 
@@ -1027,6 +1072,22 @@ def _guarded(run: Callable[[], Any], label: str, tables: list, problems: list) -
         value = None
     problems.extend(f"{label}: {problem}" for table in tables for problem in table["errors"])
     return value
+
+
+def _bounded(value: Any) -> Any:
+    """``value``, or a FeelError when it holds more than ``MAX_ANSWER_VALUES`` values counted at every depth: an
+    answer is written out as JSON, where a list holding one long list in each item is that long list many times."""
+    if isinstance(value, (list, dict)) and value_extent(value, MAX_ANSWER_VALUES) > MAX_ANSWER_VALUES:
+        raise FeelError(f"the value holds more than {MAX_ANSWER_VALUES} values (counted at every depth), more than "
+                        "an answer carries")
+    return value
+
+
+def _json(value: Any) -> Any:
+    """``json_value`` for the trace; null for a value ``_bounded`` refuses (its decision reports why)."""
+    if isinstance(value, (list, dict)) and value_extent(value, MAX_ANSWER_VALUES) > MAX_ANSWER_VALUES:
+        return None
+    return json_value(value)
 
 
 def _answer(value: Any, decision: str, problems: list) -> Any:

@@ -12,6 +12,7 @@ sorting and the lists built-ins make are charged to a step budget per evaluation
 function calls nest at most ``MAX_CALL_DEPTH`` deep, so a text cannot run for long or recurse without end.
 """
 import datetime
+import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -35,6 +36,7 @@ from agents.expressions.feel_values import (  # noqa: F401 - FeelFunction, feel_
     json_value,
     range_contains,
     string_literal_value as _string_value,
+    value_extent,
 )
 
 #: Longest FEEL text accepted (characters), deepest nesting, most nodes: the same kind of bounds as our expressions.
@@ -75,13 +77,27 @@ class Token:
     at: int
 
 
-def _tokenize(text: str, names: Iterable[str]) -> list[Token]:
+@functools.lru_cache(maxsize=8)
+def _name_patterns(names: frozenset) -> dict[str, list]:
+    """First word -> (name, pattern) of each name of several words (or with symbols), longest name first. Cached: a
+    model's FEEL texts are all read with its names, and a model of many names and many texts would otherwise compile
+    every name's pattern once per text."""
     multi = sorted({name for name in names if not re.fullmatch(r"[^\W\d]\w*", name)}, key=len, reverse=True)
-    patterns: dict[str, list] = {}  # first word -> (name, pattern), longest name first
+    patterns: dict[str, list] = {}
     for name in multi:
         if name.strip():
             pattern = re.compile(r"\s+".join(re.escape(part) for part in name.split()))
             patterns.setdefault(_FIRST_WORD.match(name.strip()).group(), []).append((name, pattern))
+    return patterns
+
+
+def _tokenize(text: str, names: frozenset, bound: frozenset = frozenset()) -> list[Token]:
+    """The tokens of ``text``, a name in ``names`` or ``bound`` (the few the text binds itself) one token."""
+    patterns = _name_patterns(names)
+    if bound:
+        patterns = dict(patterns)
+        for word, extra in _name_patterns(bound).items():
+            patterns[word] = sorted([*patterns.get(word, ()), *extra], key=lambda pair: len(pair[0]), reverse=True)
     tokens, position = [], 0
     while position < len(text):
         if text[position].isalpha() or text[position] == "_":
@@ -173,11 +189,11 @@ class _Parser:
         if len(text) > MAX_FEEL_CHARS:
             raise FeelError(f"FEEL {text[:60]!r}...: longer than {MAX_FEEL_CHARS} characters")
         self.text = text
-        names = set(names)
+        names = frozenset(names)
         self.tokens = _tokenize(text, names)
         bound = _bound_names(self.tokens) - names
         if bound:  # read again, with the names of several words the text binds itself
-            self.tokens = _tokenize(text, names | bound)
+            self.tokens = _tokenize(text, names, frozenset(bound))
         self.index = 0
         self.depth = 0
         self.nodes = 0
@@ -671,7 +687,8 @@ class _Compiler:
             value = inner(scope)
             if isinstance(value, dict):
                 return value.get(key)
-            if isinstance(value, list):  # a path over a list maps over its items
+            if isinstance(value, list):  # a path over a list maps over its items: a list built, a step an item
+                scope.charge(len(value))
                 return [_component(item, key) for item in value]
             return _component(value, key)
         return read
@@ -698,9 +715,7 @@ class _Compiler:
                 return None
             kept = []
             for item in items:
-                values = dict(item) if isinstance(item, dict) else {}
-                values["item"] = item
-                if test(scope.child(values)) is True:
+                if test(feel_item_scope(scope, item)) is True:
                     kept.append(item)
             return kept
         return read
@@ -735,11 +750,22 @@ class _Compiler:
 
     def c_arith(self, operator, left, right):
         first, second = self.compile(left), self.compile(right)
-        return lambda scope: feel_arithmetic(operator, first(scope), second(scope))
+
+        def arithmetic(scope: Scope):
+            result = feel_arithmetic(operator, first(scope), second(scope))
+            if isinstance(result, str):
+                scope.charge(len(result) // 1000)  # text built costs as the built-ins' text does: a step per 1,000
+            return result
+        return arithmetic
 
     def c_cmp(self, operator, left, right):
         first, second = self.compile(left), self.compile(right)
-        return lambda scope: feel_order(operator, first(scope), second(scope))
+
+        def compare(scope: Scope):
+            a, b = first(scope), second(scope)
+            _charge_walk(scope, a, b)
+            return feel_order(operator, a, b)
+        return compare
 
     def c_between(self, value, low, high):
         inner, lower, upper = self.compile(value), self.compile(low), self.compile(high)
@@ -819,7 +845,13 @@ class _Compiler:
 
     def c_instance(self, value, type_spec):
         inner = self.compile(value)
-        return lambda scope: feel_instance_of(inner(scope), type_spec)
+
+        def instance(scope: Scope):
+            item = inner(scope)
+            if type_spec[0] in ("list", "context"):
+                _charge_walk(scope, item, item)
+            return feel_instance_of(item, type_spec)
+        return instance
 
     def c_function(self, parameters, body):
         run = self.local(parameters, body)
@@ -905,8 +937,10 @@ class _Compiler:
             if reads_input and isinstance(expected, bool):
                 return expected
             if isinstance(expected, list) and not isinstance(value, list):
+                scope.charge(len(expected))
                 results = [_equals_item(value, item) for item in expected]
                 return True if True in results else False
+            _charge_walk(scope, value, expected)
             return _equals_item(value, expected)
         return equals
 
@@ -916,6 +950,19 @@ def _equals_item(value: Any, expected: Any) -> bool | None:
     if isinstance(expected, FeelRange):
         return range_contains(expected, value)
     return feel_equal(value, expected)
+
+
+def feel_item_scope(scope: Scope, item: Any) -> Scope:
+    """The scope a filter's condition reads ``item`` in: ``item`` and, for a context, its entries by name (read in
+    place: copying each item's entries would cost a filter over big contexts their size each)."""
+    return (scope.child(item) if isinstance(item, dict) else scope).child({"item": item})
+
+
+def _charge_walk(scope: Scope, left: Any, right: Any) -> None:
+    """Charge comparing two lists or contexts (or checking one's type) a step per value they hold, counted at every
+    depth: ``L = L`` in a loop walks the list each time, and is bounded by the budget as the loop is."""
+    if isinstance(left, (list, dict)) and isinstance(right, (list, dict)):
+        scope.charge(value_extent(left, max(scope.budget[0], 0)) - 1)
 
 
 def _component(value: Any, key: str) -> Any:
@@ -957,7 +1004,9 @@ def _domain(value: Any, high: Any, bounded: bool) -> Iterable:
 
 
 def _bindings(domains: list, scope: Scope, values: dict):
-    """Every combination of the iteration contexts' items (the first varies slowest), each charged one step."""
+    """Every combination of the iteration contexts' items (the first varies slowest), each charged one step; an item
+    of an outer context is charged a step too, or ``for a in 1..1000000000, b in [] return a`` would run for hours
+    and never charge one."""
     if not domains:
         scope.charge(1)
         yield values
@@ -965,6 +1014,8 @@ def _bindings(domains: list, scope: Scope, values: dict):
     name, low, high = domains[0]
     inner = scope.child(values) if values else scope
     for item in _domain(low(inner), high(inner) if high is not None else None, high is not None):
+        if len(domains) > 1:
+            scope.charge(1)
         yield from _bindings(domains[1:], scope, {**values, name: item})
 
 

@@ -9,8 +9,10 @@ builds, so a loop over big lists stays bounded.
 import datetime as dt
 import decimal
 import functools
+import math
 import re
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from agents.expressions.compiler import regex_compile
@@ -40,6 +42,7 @@ from agents.expressions.feel_values import (
     feel_text,
     is_number,
     string_literal_value,
+    value_extent,
 )
 
 #: The scales the rounding built-ins take (decimal128's exponent range, as DMN 1.5 says: -6111 to 6176).
@@ -52,10 +55,11 @@ _REGEX_FLAGS = {"i", "s", "m", "x"}
 BUILTINS: dict[str, FeelFunction] = {}
 
 
-def _cost(values: Any) -> int:
-    """Steps a built-in's work is charged: an item per list item, one per thousand characters of text."""
+def _cost(values: Any, result: Any) -> int:
+    """Steps a built-in's work is charged: an item per list item, one per thousand characters of text, of what it
+    reads and builds; and an entry per entry of a context it builds (``context put`` copies its context)."""
     return sum(len(value) if isinstance(value, list) else len(value) // 1000 if isinstance(value, str) else 0
-               for value in values)
+               for value in (*values, result)) + (len(result) if isinstance(result, dict) else 0)
 
 
 def builtin(name: str, *signatures: tuple[str, ...], variadic: bool = False, scoped: bool = False,
@@ -79,7 +83,7 @@ def builtin(name: str, *signatures: tuple[str, ...], variadic: bool = False, sco
             except _FAILURES:
                 return None
             if scope is not None:
-                scope.charge(_cost((*arguments, result)))
+                scope.charge(_cost(arguments, result))
             return result
         BUILTINS[name] = FeelFunction(name, parameters, body, variadic, signatures[1:])
         return function
@@ -288,6 +292,9 @@ def _matches(text=None, pattern=None, flags=None):
     return _regex_of(pattern, flags).search(text) is not None if isinstance(text, str) else None
 
 
+_DIGITS = re.compile(r"\d+")
+
+
 def _expand(replacement: str, found: Any) -> str:
     """XPath replacement text: ``$n`` is group n, ``\\$`` and ``\\\\`` are literal."""
     out, index = [], 0
@@ -297,7 +304,7 @@ def _expand(replacement: str, found: Any) -> str:
             out.append(replacement[index + 1])
             index += 2
         elif char == "$":
-            digits = re.match(r"\d+", replacement[index + 1:])
+            digits = _DIGITS.match(replacement, index + 1)  # read in place: a slice would copy the rest each time
             if digits is None:
                 raise ValueError("'$' without a group number")
             out.append(found.group(int(digits.group())) or "")
@@ -320,12 +327,13 @@ def _pieces(regex: Any, text: str):
 def _replace(text=None, pattern=None, replacement=None, flags=None):
     if not _text(text, replacement):
         return None
-    out, position = [], 0
+    out, position, length = [], 0, 0
     for found in _pieces(_regex_of(pattern, flags), text):
         out.append(text[position:found.start()])
         out.append(_expand(replacement, found))
+        length += len(out[-2]) + len(out[-1])  # kept as it grows: summing every piece at each match is quadratic
         position = found.end()
-        if sum(map(len, out)) > MAX_STRING_CHARS:
+        if length > MAX_STRING_CHARS:
             return None
     return "".join(out) + text[position:]
 
@@ -347,8 +355,10 @@ def _string_join(items=None, delimiter=None):
         return None
     if delimiter is not None and not isinstance(delimiter, str):
         return None
-    joined = (delimiter or "").join(item for item in items if item is not None)
-    return joined if len(joined) <= MAX_STRING_CHARS else None
+    texts = [item for item in items if item is not None]
+    if sum(map(len, texts)) + len(delimiter or "") * max(len(texts) - 1, 0) > MAX_STRING_CHARS:
+        return None  # measured before it is joined: a long text is never built
+    return (delimiter or "").join(texts)
 
 
 # --- lists ---------------------------------------------------------------------
@@ -403,7 +413,9 @@ def _median(*arguments):
     if not items:
         return None
     ordered, middle = sorted(items), len(items) // 2
-    return ordered[middle] if len(items) % 2 else CONTEXT.divide(ordered[middle - 1] + ordered[middle], Decimal(2))
+    if len(items) % 2:
+        return ordered[middle]
+    return CONTEXT.divide(CONTEXT.add(ordered[middle - 1], ordered[middle]), Decimal(2))
 
 
 @builtin("stddev", ("list",), variadic=True)
@@ -412,7 +424,8 @@ def _stddev(*arguments):
     if not items or len(items) < 2:
         return None
     mean = CONTEXT.divide(functools.reduce(CONTEXT.add, items, Decimal(0)), Decimal(len(items)))
-    squares = functools.reduce(CONTEXT.add, (CONTEXT.power(item - mean, 2) for item in items), Decimal(0))
+    deviations = (CONTEXT.power(CONTEXT.subtract(item, mean), 2) for item in items)
+    squares = functools.reduce(CONTEXT.add, deviations, Decimal(0))
     return CONTEXT.sqrt(CONTEXT.divide(squares, Decimal(len(items) - 1)))
 
 
@@ -423,7 +436,8 @@ def _mode(*arguments):
         return None
     counts: dict[Decimal, int] = {}
     for item in items:
-        counts[item.normalize()] = counts.get(item.normalize(), 0) + 1
+        key = item.normalize(CONTEXT)  # 34 digits: the default context's 28 would make near numbers one
+        counts[key] = counts.get(key, 0) + 1
     most = max(counts.values(), default=0)
     return sorted(item for item, count in counts.items() if count == most)
 
@@ -508,22 +522,63 @@ def _index_of(items=None, match=None):
     return [Decimal(index) for index, item in enumerate(items, 1) if feel_equal(item, match) is True]
 
 
-def _distinct(items: list) -> list:
+def _distinct_key(value: Any) -> Any:
+    """A key equal for values FEEL equals (numbers, strings, booleans, null, dates, durations, and lists and contexts
+    of them); None for a value told apart only by comparing (a time, a date and time, a range, a function)."""
+    if value is None:
+        return ("null",)
+    for kind, name in ((bool, "boolean"), (Decimal, "number"), (str, "string")):
+        if isinstance(value, kind):
+            return (name, value)  # equal numbers hash alike (1 and 1.0)
+    if is_date(value):
+        return ("date", value)
+    if isinstance(value, DayTimeDuration):
+        return ("days and time duration", value.seconds)
+    if isinstance(value, YearMonthDuration):
+        return ("years and months duration", value.months)
+    if isinstance(value, list):
+        keys = tuple(_distinct_key(item) for item in value)
+        return None if None in keys else ("list", keys)
+    if isinstance(value, dict):
+        entries = [(key, _distinct_key(item)) for key, item in value.items()]
+        return None if any(key is None for _, key in entries) else ("context", frozenset(entries))
+    return None
+
+
+def _distinct(scope, items: list) -> list:
+    """``items`` without repeats (FEEL equality), in their order. Values with a key (``_distinct_key``) are told
+    apart by it, in one pass; the others are compared with the others kept before them, each comparison a step of
+    the budget, so a long list is never compared pair by pair unbounded."""
     kept: list = []
+    seen: set = set()
+    others: list = []
     for item in items:
-        if not any(feel_equal(item, seen) is True or (item is None and seen is None) for seen in kept):
+        if isinstance(item, (list, dict)) and scope is not None:
+            scope.charge(value_extent(item, max(scope.budget[0], 0)) - 1)
+        key = _distinct_key(item)
+        if key is not None:
+            if key not in seen:
+                seen.add(key)
+                kept.append(item)
+            continue
+        if scope is not None:
+            scope.charge(len(others))
+        if not any(feel_equal(item, other) is True for other in others):
+            others.append(item)
             kept.append(item)
     return kept
 
 
-@builtin("distinct values", ("list",), lists="first")
-def _distinct_values(items=None):
-    return _distinct(items) if isinstance(items, list) else None
+@builtin("distinct values", ("list",), scoped=True, lists="first")
+def _distinct_values(scope, items=None):
+    return _distinct(scope, items) if isinstance(items, list) else None
 
 
-@builtin("union", ("list",), variadic=True, lists="all")
-def _union(*lists):
-    return _distinct(_concatenate(*lists)) if lists and all(isinstance(items, list) for items in lists) else None
+@builtin("union", ("list",), variadic=True, scoped=True, lists="all")
+def _union(scope, *lists):
+    if not lists or not all(isinstance(items, list) for items in lists):
+        return None
+    return _distinct(scope, _concatenate(*lists))
 
 
 @builtin("flatten", ("list",), scoped=True, lists="first")
@@ -595,14 +650,17 @@ def _abs(number=None):
         return DayTimeDuration(abs(number.seconds))
     if isinstance(number, YearMonthDuration):
         return YearMonthDuration(abs(number.months))
-    return abs(number) if is_number(number) else None
+    return CONTEXT.abs(number) if is_number(number) else None
 
 
 @builtin("modulo", ("dividend", "divisor"))
 def _modulo(dividend=None, divisor=None):
     if not (is_number(dividend) and is_number(divisor)) or divisor == 0:
         return None
-    return dividend - divisor * (dividend / divisor).to_integral_value(rounding=decimal.ROUND_FLOOR)
+    # Worked out exactly (the quotient of a 34-digit dividend may not fit 34 digits), then rounded to 34 digits.
+    exact, by = Fraction(dividend), Fraction(divisor)
+    rest = exact - by * math.floor(exact / by)
+    return CONTEXT.divide(Decimal(rest.numerator), Decimal(rest.denominator))
 
 
 @builtin("sqrt", ("number",))

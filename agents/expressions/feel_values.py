@@ -98,6 +98,20 @@ def json_overflows(value: Any) -> bool:
     return False
 
 
+def value_extent(value: Any, limit: int) -> int:
+    """How many values ``value`` holds, a list's or context's items counted at every depth (an item the value holds
+    twice, such as one list in every entry of another, each time); the count stops soon after passing ``limit``, so
+    a value that would take long to walk is not walked."""
+    count, pending = 1, [value]
+    while pending and count <= limit:
+        item = pending.pop()
+        if isinstance(item, (list, dict)):
+            items = item if isinstance(item, list) else item.values()
+            count += len(items)
+            pending.extend(items)
+    return count
+
+
 def json_value(value: Any) -> Any:
     """Turn a FEEL value into JSON: an integral number becomes an int, any other a float (null beyond a double's
     range); temporal values and ranges their ISO 8601 / FEEL text; functions become null."""
@@ -116,31 +130,55 @@ def json_value(value: Any) -> Any:
     return value
 
 
+class _TooLong(Exception):
+    """A text being built grew past ``MAX_STRING_CHARS``."""
+
+
 def feel_text(value: Any) -> str | None:
-    """FEEL ``string(from)``: the text of any value (null for null)."""
+    """FEEL ``string(from)``: the text of any value (null for null, and for a list or context whose text would be
+    longer than ``MAX_STRING_CHARS``: it is given up as soon as it grows past that, not built first)."""
+    try:
+        return _text_of(value, [0])
+    except _TooLong:
+        return None
+
+
+def _text_of(value: Any, length: list) -> str | None:
+    """``feel_text``, adding each piece's length to ``length[0]`` (the text built so far)."""
     if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
+        return format(value.normalize(CONTEXT), "f")  # 34 digits: Python's default context would round to 28
     if isinstance(value, str):
         return value
     if is_temporal(value):
         return temporal_text(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_quoted(item) for item in value) + "]"
+        _counted("[]", length)
+        return "[" + ", ".join(_quoted(item, length) for item in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}: {_quoted(item)}" for key, item in value.items()) + "}"
+        _counted("{}", length)
+        return "{" + ", ".join(f"{_counted(key, length)}: {_quoted(item, length)}" for key, item in value.items()) + "}"
     if isinstance(value, FeelRange):
         return str(value)
     return None
 
 
-def _quoted(value: Any) -> str:
+def _counted(text: str, length: list) -> str:
+    length[0] += len(text) + 2  # and the separator after it
+    if length[0] > MAX_STRING_CHARS:
+        raise _TooLong
+    return text
+
+
+def _quoted(value: Any, length: list) -> str:
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return "null" if value is None else feel_text(value) or "null"
+        return _counted('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"', length)
+    if isinstance(value, (list, dict)):
+        return _text_of(value, length)
+    return _counted("null" if value is None else feel_text(value) or "null", length)
 
 
 # --- equality and order --------------------------------------------------------
@@ -251,7 +289,10 @@ def feel_arithmetic(operator: str, left: Any, right: Any) -> Any:
 def feel_negate(value: Any) -> Any:
     """FEEL unary minus on a number or a duration; null otherwise."""
     if is_number(value):
-        return -value
+        try:
+            return CONTEXT.minus(value)  # FEEL's 34 digits (``-value`` would round to Python's default 28)
+        except ArithmeticError:
+            return None
     if isinstance(value, DayTimeDuration):
         return DayTimeDuration(-value.seconds)
     if isinstance(value, YearMonthDuration):
