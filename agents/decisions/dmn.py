@@ -752,7 +752,7 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
                  "matched": [], "errors": []}
         for (text, _, allowed), value in zip(inputs, values):
             if allowed is not None and value is not None and allowed.matches(value, scope) is not True:
-                entry["errors"].append(f"input {text!r}: {json_value(value)!r} is not one of the input values")
+                entry["errors"].append(f"input {text!r}: {_shown(value)} is not one of the input values")
         matched = []
         for number, rule_id, texts, tests, outputs_of_rule in rules:
             hit = True
@@ -815,7 +815,7 @@ def _apply_policy(policy: str, matched: list, scope: Scope, entry: dict, shape, 
     if policy == "C+":
         if not all(is_number(value) for value in values):
             entry["errors"].append(f"hit policy COLLECT SUM: rules {rules} output "
-                                   f"{', '.join(repr(json_value(value)) for value in values)}, not all numbers")
+                                   f"{', '.join(_shown(value) for value in values)}, not all numbers")
             return None
         return functools.reduce(CONTEXT.add, values)  # FEEL's 34 digits, not Python's default 28
     best = values[0]
@@ -823,7 +823,7 @@ def _apply_policy(policy: str, matched: list, scope: Scope, entry: dict, shape, 
         compared = feel_compare(value, best)
         if compared is None:
             entry["errors"].append(f"hit policy COLLECT {'MIN' if policy == 'C<' else 'MAX'}: rules {rules} output "
-                                   f"{json_value(best)!r} and {json_value(value)!r}, which cannot be ordered")
+                                   f"{_shown(best)} and {_shown(value)}, which cannot be ordered")
             return None
         if compared == (-1 if policy == "C<" else 1):
             best = value
@@ -867,10 +867,10 @@ def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, wh
         read, form = TEMPORAL_READERS[base]
         converted = read(value)
         if converted is None:
-            problems.append(f"{_what(what)}: {value!r} is not a {base} (expected {form}); null instead")
+            problems.append(f"{_what(what)}: {_shown(value)} is not a {base} (expected {form}); null instead")
         return converted
     if not feel_instance_of(value, ("type", base)):
-        problems.append(f"{_what(what)}: {json_value(value)!r} is not a {base}; null instead")
+        problems.append(f"{_what(what)}: {_shown(value)} is not a {base}; null instead")
         return None
     return value
 
@@ -892,6 +892,16 @@ def _what(what: tuple[str, str]) -> str:
     return f"{what[0]} {what[1]!r}"
 
 
+#: Characters of a value an error message quotes: a 200,000-item input made an error line of several megabytes.
+SHOWN_CHARS = 200
+
+
+def _shown(value: Any) -> str:
+    """``value`` (a FEEL value) as an error message quotes it, cut short past ``SHOWN_CHARS`` characters."""
+    text = repr(json_value(value))
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: list, what: tuple[str, str],
                 depth: int) -> Any:
     if value is None:
@@ -903,7 +913,7 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
             trial: list = []
             _typed_item(value, single, model, trial, what, depth + 1)
             if trial:
-                problems.append(f"{_what(what)}: {json_value(value)!r} is not a list of {item.name}; null instead")
+                problems.append(f"{_what(what)}: {_shown(value)} is not a list of {item.name}; null instead")
                 return None
             value = [value]
         value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), depth + 1)
@@ -913,7 +923,7 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
         value = value[0]  # and from a singleton list to its item, where a context is declared (a base type: _typed)
     if item.components:
         if not isinstance(value, dict):
-            problems.append(f"{_what(what)}: {json_value(value)!r} is not a {item.name} (a context); null instead")
+            problems.append(f"{_what(what)}: {_shown(value)} is not a {item.name} (a context); null instead")
             return None
         value = {**value, **{name: _typed_item(value[name], component, model, problems,
                                                (what[0], f"{what[1]}.{name}"), depth + 1)
@@ -928,7 +938,7 @@ def _constrained(value: Any, tests, meaning: str, problems: list, what: tuple[st
     """``value`` when it passes ``tests`` (or there are none); else null, with a problem: it is not ``meaning``."""
     if value is None or tests is None or tests.matches(value, Scope({"?": value})) is True:
         return value
-    problems.append(f"{_what(what)}: {json_value(value)!r} is not {meaning}; null instead")
+    problems.append(f"{_what(what)}: {_shown(value)} is not {meaning}; null instead")
     return None
 
 

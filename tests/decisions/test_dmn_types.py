@@ -139,3 +139,16 @@ def test_a_type_constraint_bounds_the_whole_value_and_allowed_values_each_item()
         "input 'Scores': [1, 2, 3, 4] is not within the type constraint of tScores; null instead"]
     assert dmn_evaluate(scores, "Kept", {"Scores": [1, 20]})[:3:2] == ([1, None], [
         "input 'Scores[2]': 20 is not an allowed value of tScores; null instead"])
+
+
+def test_an_error_quotes_a_huge_wrong_value_cut_short():
+    """A 200,000-item list where a number belongs made an error line of several megabytes (in the answer, the trace
+    and the audit); the message names the input and quotes the value's start and length."""
+    typed = model(input_data("Rate", "number", "i1") + literal("Double", "Rate * 2", ["i1"]))
+
+    value, _, errors = dmn_evaluate(typed, "Double", {"Rate": list(range(200_000))})
+
+    (error,) = errors
+    assert value is None
+    assert error.startswith("input 'Rate': [0, 1, 2, 3") and error.endswith("characters) is not a number; null instead")
+    assert len(error) < 300
