@@ -176,7 +176,7 @@ class MessageReceiptInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(AgentMessage)
-class AgentMessageAdmin(ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
+class AgentMessageAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
     """Messages between agents, stored before they are sent; a broadcast shows each agent's receipt."""
 
     list_display = ("id", "message_type", "sender", "recipient", "status_label", "correlation", "attempts",
@@ -186,7 +186,7 @@ class AgentMessageAdmin(ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
     search_fields = ("correlation_id", "trace_id", "recipient", "sender")
     date_hierarchy = "created_at"
     show_full_result_count = False  # heartbeats make this the longest table: skip the extra COUNT(*)
-    fields = ("message_type", "sender", "recipient", "status_label", "correlation", "attempts", "handled_by",
+    fields = ("message_type", "team", "sender", "recipient", "status_label", "correlation", "attempts", "handled_by",
               "payload_block", "response_block", "error_text", "trace_full", "created_at", "sent_at",
               "delivered_at", "handled_at")
     readonly_fields = fields

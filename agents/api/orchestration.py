@@ -74,6 +74,16 @@ class TaskFilterSerializer(serializers.Serializer):
     agent_type = serializers.ChoiceField(choices=AgentType.choices, required=False)
 
 
+def _acting_team(view: ApiViewSet, name: str, named: list) -> Team | None:
+    """The team a task or message the user sends acts for: the one named (theirs), else the team of the definition
+    it runs (``named``: ``task_definitions``), else their only team (400 naming ``team`` when they have several or
+    none); a superuser naming none acts for no team."""
+    if not name and named and not sees_all(view.request.user):
+        _, model, target = named[0]
+        return team_scoped(model.objects.filter(name=target), view.request.user).get().team
+    return view.team_given(name)
+
+
 class AgentTaskViewSet(ApiViewSet):
     """Agent tasks: work sent to an agent type's queue with a priority and a timeout."""
 
@@ -106,20 +116,12 @@ class AgentTaskViewSet(ApiViewSet):
             if not self.visible(model, name=target):
                 raise serializers.ValidationError({"config": [f"no {model._meta.verbose_name} named {target!r}"]})
         name = given.pop("team", "")
-        given["team"] = self._acting_team(name, named) if valid else None  # an invalid config: the service says why
+        given["team"] = _acting_team(self, name, named) if valid else None  # an invalid config: the service says why
         with service_errors({AgentTaskError: "config"}, prefixed=("agent_type", "config", "priority", "timeout_s")):
             task = agent_tasks.task_submit(submitted_by=request.user.get_username(), **given)
         return self.show(agent_tasks.task_json(agent_tasks.task_get(task_id=task.pk)), status=status.HTTP_201_CREATED,
                          headers={"Location": reverse("api:agent-task-detail", kwargs={"pk": task.pk})})
 
-    def _acting_team(self, name: str, named: list) -> Team | None:
-        """The team a task submitted by the user acts for: the one named (theirs), else the team of the definition
-        it runs, else their only team (400 naming ``team`` when they have several or none); a superuser naming
-        none acts for no team."""
-        if not name and named and not sees_all(self.request.user):
-            _, model, target = named[0]
-            return team_scoped(model.objects.filter(name=target), self.request.user).get().team
-        return self.team_given(name)
 
     @extend_schema(request=None, responses=AgentTaskSerializer)
     @action(detail=True, methods=["post"])
@@ -159,6 +161,8 @@ class MessageSerializer(serializers.Serializer):
     trace_id = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()
     handled_at = serializers.DateTimeField(allow_null=True)
+    team = serializers.CharField(allow_null=True, help_text="The team it was sent for; null: a command's, a "
+                                                            "superuser's or the system's.")
     receipts = ReceiptSerializer(many=True, allow_null=True, help_text="Per agent, for a broadcast; else null.")
 
 
@@ -169,6 +173,9 @@ class MessageSendSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200, help_text="An agent's name, 'type:<agent type>' (any one "
                                                                 "agent of the type), '*' or '*:<agent type>' (all).")
     payload = JSONObjectField(required=False, default=dict)
+    team = serializers.CharField(required=False, allow_blank=True, max_length=150, help_text=(
+        "The team it is sent for (one of yours): its members see it, and a request's action runs as it. Default: "
+        "the team of the definition a request runs, else your only team."))
 
 
 class BroadcastSerializer(serializers.Serializer):
@@ -177,6 +184,8 @@ class BroadcastSerializer(serializers.Serializer):
     message_type = serializers.ChoiceField(choices=MessageType.choices)
     agent_type = serializers.ChoiceField(choices=AgentType.choices, required=False, allow_null=True, default=None)
     payload = JSONObjectField(required=False, default=dict)
+    team = serializers.CharField(required=False, allow_blank=True, max_length=150,
+                                 help_text="The team it is sent for (one of yours); default: your only team.")
 
 
 class MessageFilterSerializer(serializers.Serializer):
@@ -194,7 +203,7 @@ def _sender(request) -> str:
 class MessageViewSet(ApiViewSet):
     """Messages between agents, stored before they are sent and handled by the recipient's handler."""
 
-    queryset = AgentMessage.objects.prefetch_related("receipts")
+    queryset = AgentMessage.objects.select_related("team__group").prefetch_related("receipts")
     serializer_class = MessageSerializer
     request_serializers = {"create": MessageSendSerializer, "broadcast": BroadcastSerializer}
     filter_serializer_class = MessageFilterSerializer
@@ -218,22 +227,27 @@ class MessageViewSet(ApiViewSet):
         """Send a message to one agent, any agent of a type, or all agents."""
         given = self.given()
         payload = given.get("payload")
+        named = []
         if given["message_type"] == MessageType.TASK_REQUEST and isinstance(payload, dict) and "action" in payload:
             # A request runs the action it names, as an agent task's action form does: the user's teams' definitions.
-            for _, model, target in agent_tasks.task_definitions(next(iter(settings.AGENT_QUEUES)), payload):
+            named = agent_tasks.task_definitions(next(iter(settings.AGENT_QUEUES)), payload)
+            for _, model, target in named:
                 if not self.visible(model, name=target):
                     raise serializers.ValidationError({"payload": [f"no {model._meta.verbose_name} named {target!r}"]})
+        team = _acting_team(self, given.pop("team", ""), named)
         with service_errors({MessageError: "recipient"}, prefixed=("message_type", "recipient", "payload")):
-            message = messages.message_send(sender=_sender(request), **given)
+            message = messages.message_send(sender=_sender(request), team_id=team.pk if team else None, **given)
         return self._created(message)
+
 
     @extend_schema(request=BroadcastSerializer, responses={201: MessageSerializer})
     @action(detail=False, methods=["post"])
     def broadcast(self, request):
         """Send one message to every live agent (or every live agent of `agent_type`)."""
         given = self.given()
+        team = self.team_given(given.pop("team", ""))
         with service_errors({MessageError: "agent_type"}, prefixed=("message_type", "payload")):
-            message = messages.message_broadcast(sender=_sender(request), **given)
+            message = messages.message_broadcast(sender=_sender(request), team_id=team.pk if team else None, **given)
         return self._created(message)
 
     def _created(self, message: AgentMessage):

@@ -12,6 +12,7 @@ from django.db.models import Model, Q, QuerySet
 from agents.core.audit import audit_record
 from agents.exceptions import TeamError
 from agents.models import (
+    AgentMessage,
     AgentTask,
     Alert,
     DataRun,
@@ -22,6 +23,7 @@ from agents.models import (
     Event,
     EventTypeDeclaration,
     IncidentResponse,
+    MessageReceipt,
     MapItem,
     Metric,
     Notification,
@@ -60,7 +62,7 @@ TEAM_PATHS: dict[type[Model], str] = {
     Notification: "alert__health_check__team", NotificationRoute: "team", Silence: "team", ResponseRule: "team",
     IncidentResponse: "rule__team",
     Trigger: "team", TriggerFiring: "trigger__team", Event: "team", EventTypeDeclaration: "team",
-    AgentTask: "team",
+    AgentTask: "team", AgentMessage: "team", MessageReceipt: "message__team",
     Secret: "team",
 }
 #: The team whose definition the current code runs (a pipeline's run, a route's notice): what it may use (secrets,

@@ -124,6 +124,11 @@ class AgentMessage(models.Model):
     response = models.JSONField(null=True, blank=True, help_text="What the handler returned.")
     signature = models.CharField(max_length=128, blank=True)
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
+    team = models.ForeignKey(
+        "agents.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The team that sent it (its members see it; a reply keeps its request's team). Empty: sent by a "
+                  "command, a superuser or the system, seen by superusers.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

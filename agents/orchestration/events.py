@@ -232,7 +232,7 @@ def _fire(trigger: Trigger, event: Event) -> tuple[str, Any, str]:
             return FiringStatus.SUCCEEDED, {"agent_task_id": task.pk}, ""
         message = message_send(message_type=params.pop("message_type", "event_notification"),
                                recipient=trigger.target, payload=params or {"event": _event_context(event)},
-                               sender=f"trigger:{trigger.name}")
+                               sender=f"trigger:{trigger.name}", team_id=trigger.team_id)
         return FiringStatus.SUCCEEDED, {"message_id": message.pk}, ""
     except (AgentsError, ValueError, TypeError, KeyError) as error:
         logger.warning("trigger %s on event %s failed: %s", trigger.name, event.pk, error)

@@ -30,6 +30,7 @@ from agents.core.crypto import sign, signature_verify
 from agents.core.dispatch import celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
 from agents.core.registry import Registry
+from agents.core.teams import acting_for, team_acting
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
 from agents.exceptions import MessageError
@@ -93,8 +94,12 @@ def recipient_problem(recipient: Any) -> str | None:
 
 
 def message_send(*, message_type: str, recipient: str, payload: dict | None = None, sender: str = "",
-                 correlation_id: str = "") -> AgentMessage:
-    """Store a message and send it on commit; returns it (status 'sent' once handed to the broker)."""
+                 correlation_id: str = "", team_id: int | None = None) -> AgentMessage:
+    """Store a message and send it on commit; returns it (status 'sent' once handed to the broker).
+
+    It belongs to team ``team_id`` (by default the acting team, if one acts): its members see it, and a request's
+    action runs as that team. Without one (a command, a superuser, the system) only superusers see it."""
+    team_id = team_acting.get() if team_id is None else team_id
     errors = []
     if message_type not in MessageType.values:
         errors.append(f"message_type: {message_type!r} is not one of {', '.join(MessageType.values)}")
@@ -107,7 +112,7 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
     with transaction.atomic():
         message = AgentMessage.objects.create(
             message_type=message_type, recipient=recipient, payload=payload or {}, sender=sender,
-            correlation_id=correlation_id, trace_id=trace_id_ensure(),
+            correlation_id=correlation_id, trace_id=trace_id_ensure(), team_id=team_id,
         )
         _message_sign(message)
         transaction.on_commit(lambda: _dispatch(message.pk))
@@ -115,10 +120,10 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
 
 
 def message_broadcast(*, message_type: str, payload: dict | None = None, agent_type: str | None = None,
-                      sender: str = "") -> AgentMessage:
+                      sender: str = "", team_id: int | None = None) -> AgentMessage:
     """Send one message to every live agent, or every live agent of ``agent_type``."""
     return message_send(message_type=message_type, recipient=f"*:{agent_type}" if agent_type else "*",
-                        payload=payload, sender=sender)
+                        payload=payload, sender=sender, team_id=team_id)
 
 
 def _dispatch(message_id: int) -> None:
@@ -150,9 +155,12 @@ def _deliver_send(message: AgentMessage, **options) -> None:
 
 def _signed_text(message: AgentMessage) -> bytes:
     """The fields a message's signature covers, as canonical JSON (sorted keys, no spaces)."""
+    # The team is signed when there is one (a changed team would run a request's action as another team); a
+    # message of no team is signed as before teams were recorded.
     return json.dumps(
         {"id": message.pk, "type": message.message_type, "sender": message.sender, "recipient": message.recipient,
-         "correlation_id": message.correlation_id, "payload": message.payload},
+         "correlation_id": message.correlation_id, "payload": message.payload,
+         **({"team": message.team_id} if message.team_id else {})},
         sort_keys=True, separators=(",", ":"), ensure_ascii=False,
     ).encode()
 
@@ -231,7 +239,8 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
         if handled and message.message_type == MessageType.TASK_REQUEST and message.correlation_id:
             if message.sender and Agent.objects.filter(name=message.sender).exists():
                 message_send(message_type=MessageType.TASK_RESPONSE, recipient=message.sender,
-                             payload={"result": response}, sender=agent, correlation_id=message.correlation_id)
+                             payload={"result": response}, sender=agent, correlation_id=message.correlation_id,
+                             team_id=message.team_id)
             else:
                 _response_store(message, agent, response)
     return message, False
@@ -262,6 +271,7 @@ def _response_store(request: AgentMessage, agent: str, response: Any) -> None:
             message_type=MessageType.TASK_RESPONSE, sender=agent, recipient=request.sender or "requester",
             payload={"result": response}, correlation_id=request.correlation_id, status=MessageStatus.HANDLED,
             trace_id=request.trace_id, sent_at=timezone.now(), delivered_at=timezone.now(), handled_at=timezone.now(),
+            team_id=request.team_id,
         )
         _message_sign(stored)
 
@@ -352,7 +362,8 @@ def _task_request(message: AgentMessage, *, agent: str) -> Any:
         raise MessageError.of(problems)
     context = ActionContext(run_id=0, step_id=f"message-{message.pk}", attempt=message.attempts,
                             workflow=f"message:{message.pk}", run_params=params)
-    return action.call(context, params)
+    with acting_for(message.team_id):  # a team's request runs as that team, as its agent task would
+        return action.call(context, params)
 
 
 @handler(MessageType.TASK_RESPONSE)

@@ -159,7 +159,7 @@ def message_json(message: AgentMessage) -> dict:
         "status": message.status, "correlation_id": message.correlation_id or None, "payload": message.payload,
         "response": message.response, "error": message.error or None, "attempts": message.attempts,
         "handled_by": message.handled_by or None, "trace_id": message.trace_id, "created_at": iso(message.created_at),
-        "handled_at": iso(message.handled_at),
+        "handled_at": iso(message.handled_at), "team": message.team.name if message.team_id else None,
         "receipts": [{"agent": receipt.agent, "status": receipt.status, "error": receipt.error or None}
                      for receipt in message.receipts.all()] if message.is_broadcast else None,
     }
