@@ -328,10 +328,6 @@ class _Loader:
             model.knowledge[element.get("name")] = self.knowledge_model(element, model)
             model.knowledge_elements[element.get("name")] = element
         self.check_graph(model)
-        for element, type_ref in self.type_refs:
-            if _type_of(type_ref, model) is None:
-                self.error(element, f"typeRef {type_ref!r} is neither a FEEL type nor an item definition of the model "
-                                    "(a misspelt type would leave its values unchecked)")
         for decision in model.decisions.values():
             scope_names = set(decision.decisions) | set(decision.inputs) | set(decision.knowledge)
             expression = self.expression_of(decision.element)
@@ -341,6 +337,10 @@ class _Loader:
             decision.kind = _local(expression.tag)
             decision.run = self.compile(expression, decision.element, scope_names, output_name=decision.name,
                                         model=model)
+        for element, type_ref in self.type_refs:  # every one noted, also those of the tables just compiled
+            if _type_of(type_ref, model) is None:
+                self.error(element, f"typeRef {type_ref!r} is neither a FEEL type nor an item definition of the model "
+                                    "(a misspelt type would leave its values unchecked)")
         if self.errors:
             raise RuleSetError(self.errors)
         return model
@@ -692,12 +692,15 @@ class _Loader:
         for index, column in enumerate(_children(table, "input"), start=1):
             expression_element = _child(column, "inputExpression")
             text = _text(expression_element) if expression_element is not None else None
+            if expression_element is not None:  # named, not checked: a misspelt one is refused all the same
+                self.typed(expression_element, expression_element.get("typeRef"))
             compiled = self.feel(text, owner, f"decision table input {index}", scope_names)
             allowed_text = _text(_child(column, "inputValues"))
             allowed = self.tests(allowed_text, owner, f"input {index} values", scope_names) if allowed_text else None
             inputs.append((text or "", compiled, allowed))
         outputs = []
         for column in _children(table, "output"):
+            self.typed(column, column.get("typeRef"))
             values_text = _text(_child(column, "outputValues"))
             order = None
             if values_text:

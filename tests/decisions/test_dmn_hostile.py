@@ -196,6 +196,24 @@ def test_a_misspelt_type_is_refused_at_load_naming_the_element(type_ref):
         assert dmn_evaluate(literal_model("100", type_ref=known, more=ITEM), "Answer", {})[0::2] == (100, [])
 
 
+@pytest.mark.parametrize("where", ["inputExpression", "output"])
+def test_a_misspelt_type_of_a_table_s_column_is_refused_at_load_naming_it(where):
+    def table(input_type: str, output_type: str):
+        return dmn_parse(
+            f'{HEAD}<decision id="d_total" name="Total"><decisionTable id="t_total">'
+            f'<input id="in1"><inputExpression id="e1" typeRef="{input_type}"><text>1</text></inputExpression>'
+            f'</input><output id="out1" name="Total" typeRef="{output_type}"/><rule id="r1"><inputEntry><text>-</text>'
+            f'</inputEntry><outputEntry><text>2</text></outputEntry></rule></decisionTable></decision></definitions>')
+
+    with pytest.raises(RuleSetError) as refused:
+        table("numbr" if where == "inputExpression" else "number", "numbr" if where == "output" else "number")
+
+    (error,) = refused.value.errors
+    assert error.startswith(f"{where} ") and "typeRef 'numbr' is neither a FEEL type" in error
+    assert ("(id e1)" if where == "inputExpression" else "(id out1)") in error
+    assert dmn_evaluate(table("number", "integer"), "Total", {})[0::2] == (2, [])
+
+
 @pytest.mark.django_db
 def test_a_model_with_a_misspelt_type_is_refused_and_the_active_version_stays():
     services.rules_load(text=MODEL.read_text(), activate=True)
