@@ -22,9 +22,10 @@ def admin_ensure(*, username: str, password: str = "", email: str = "") -> Admin
     """Create the superuser ``username`` if it does not exist.
 
     A password from the environment always wins: an existing user's password is set to it when it differs. Without
-    one, a password is generated once and kept in ``VAR_DIR/admin_password`` (mode 0600) for a new user; an existing
-    user keeps the password it has (changed in the admin, it is not reset on the next start). An existing user's
-    flags are never changed: a deactivated admin stays deactivated.
+    one, a password is generated once and kept in ``VAR_DIR/admin_password`` (mode 0600) for a new user, and for an
+    existing one when the file was missing; otherwise an existing user keeps the password it has (changed in the
+    admin, it is not reset on the next start). An existing user's flags are never changed: a deactivated admin stays
+    deactivated.
     """
     generated = False
     from_environment = bool(password)
@@ -41,7 +42,8 @@ def admin_ensure(*, username: str, password: str = "", email: str = "") -> Admin
             username=username, defaults={"email": email, "is_staff": True, "is_superuser": True}
         )
         current = user.check_password(password)
-        if created or (from_environment and not current):
+        # A password from the environment wins; so does one just generated (var/ was emptied: no other is known).
+        if created or ((from_environment or generated) and not current):
             user.set_password(password)
             user.save(update_fields=["password"])
             current = True

@@ -58,3 +58,15 @@ def test_a_password_from_the_environment_wins_and_is_not_printed(var_dir, monkey
 
     assert User.objects.get(username="admin").check_password("from-the-environment-1")
     assert "from-the-environment-1" not in said and "from AGENTS_ADMIN_PASSWORD" in said
+
+
+def test_a_password_file_lost_with_var_is_made_again_and_opens_the_admin(var_dir):
+    """The database kept (PostgreSQL), var/ emptied: the new file's password must open the account it names."""
+    _ensure()
+    (var_dir / "admin_password").unlink()
+
+    said = _ensure()
+
+    password = (var_dir / "admin_password").read_text().strip()
+    assert User.objects.get(username="admin").check_password(password)
+    assert password in said and "changed since" not in said

@@ -11,6 +11,7 @@ from agents.api.common import (
     FiniteFloatField,
     JSONObjectField,
     JSONValueField,
+    lookup_ok,
     team_field,
 )
 from agents.api.errors import service_errors
@@ -196,7 +197,9 @@ class WorkflowViewSet(ApiViewSet):
     @action(detail=True, methods=["post"], url_path=r"backfills/(?P<backfill_id>[0-9]+)/stop")
     def backfill_stop(self, request, name: str, backfill_id: str):
         """Stop a backfill: its slots not started never start; the runs it started go on (409 if it has ended)."""
-        backfill = selectors.backfills_of(self.get_object().name).filter(pk=int(backfill_id)).first()
+        definition = self.get_object()
+        backfill = selectors.backfills_of(definition.name).filter(pk=int(backfill_id)).first() if lookup_ok(
+            backfill_id, numeric=True) else None
         if backfill is None:
             raise exceptions.NotFound(f"no backfill {backfill_id} of workflow {name!r}")
         with service_errors():

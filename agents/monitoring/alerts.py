@@ -716,25 +716,31 @@ def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Ale
     payload = alert_payload(alert, "firing")
     fields: dict[str, Any] = {}
     try:
-        if rule.workflow:
-            same_team(rule.team_id, WorkflowDefinition.objects.filter(name=rule.workflow).first(),
-                      what=f"workflow {rule.workflow!r}")
-            # The workflow area's action, through the registry: areas do not import each other.
-            started = action_run("workflow.start", {"workflow": rule.workflow, "params": rule.params})
-            run_id = started["workflow_run_id"]
-            fields.update(status=ResponseStatus.SUCCEEDED, workflow_run_id=run_id, result={"workflow_run_id": run_id})
-        else:
-            action = action_get(rule.action)
-            if action is None:
-                raise AlertStateError(f"action {rule.action!r} is no longer registered")
-            context = ActionContext(
-                run_id=0, step_id=f"alert-{alert.pk}", attempt=1, workflow=f"response:{rule.name}",
-                run_params={"alert": payload}, inputs={"alert": payload},
-            )
-            result = action.call(context, rule.params)
-            fields.update(status=ResponseStatus.SUCCEEDED, result=storable_answer(result))
+        with acting_for(rule.team_id):  # what it starts or sends is its team's: a message, a run, a secret read
+            _response_run(rule, alert, payload, fields)
     except (AgentsError, OSError, ValueError, TypeError, KeyError) as error:
         fields.update(status=ResponseStatus.FAILED, error=storable(str(error)[:2000]))
     fields["finished_at"] = timezone.now()
     IncidentResponse.objects.filter(pk=response.pk, status=ResponseStatus.RUNNING).update(**fields)
     response.refresh_from_db()
+
+
+def _response_run(rule: ResponseRule, alert: Alert, payload: dict, fields: dict[str, Any]) -> None:
+    """Start the rule's workflow or run its action for ``alert``; what it did goes into ``fields``."""
+    if rule.workflow:
+        same_team(rule.team_id, WorkflowDefinition.objects.filter(name=rule.workflow).first(),
+                  what=f"workflow {rule.workflow!r}")
+        # The workflow area's action, through the registry: areas do not import each other.
+        started = action_run("workflow.start", {"workflow": rule.workflow, "params": rule.params})
+        run_id = started["workflow_run_id"]
+        fields.update(status=ResponseStatus.SUCCEEDED, workflow_run_id=run_id, result={"workflow_run_id": run_id})
+    else:
+        action = action_get(rule.action)
+        if action is None:
+            raise AlertStateError(f"action {rule.action!r} is no longer registered")
+        context = ActionContext(
+            run_id=0, step_id=f"alert-{alert.pk}", attempt=1, workflow=f"response:{rule.name}",
+            run_params={"alert": payload}, inputs={"alert": payload},
+        )
+        result = action.call(context, rule.params)
+        fields.update(status=ResponseStatus.SUCCEEDED, result=storable_answer(result))

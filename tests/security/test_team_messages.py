@@ -2,13 +2,16 @@
 command's or the system's are seen by superusers only, a reply keeps its request's team, and a team's request runs
 its action as that team."""
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
+from agents.api.groups import OPERATORS
 from agents.core.teams import team_create
-from agents.models import AgentMessage, WorkflowRun
+from agents.models import AgentMessage, Alert, ResponseRule, WorkflowRun
+from agents.monitoring import alerts
 from agents.orchestration import messages
-from tests.api.conftest import WORKFLOW
+from tests.api.conftest import WORKFLOW, _user, client_for
+from tests.monitoring.conftest import Clock, make_check, record
 from tests.security.test_teams import team_a_client, team_b_client  # noqa: F401  (fixtures: an operator of a team)
 
 pytestmark = pytest.mark.django_db
@@ -59,3 +62,34 @@ def test_a_team_s_request_runs_its_action_as_that_team_and_its_reply_keeps_the_t
     assert handled.status == "handled" and WorkflowRun.objects.count() == 1
     reply = AgentMessage.objects.get(correlation_id="for-a", message_type="task_response")
     assert reply.team_id == team_a.pk
+
+
+def test_a_request_naming_one_team_may_not_run_another_team_s_definition(team_a_client):
+    """As an agent task is refused up front: the request would only fail when a worker handled it."""
+    assert team_a_client.post("/api/workflows/", {"text": WORKFLOW}, format="json").status_code == 201
+    both = User.objects.create_user(username="bea", password="pw-1234-pw")
+    both.groups.add(Group.objects.get(name=OPERATORS), team_create(name="team-a")[0].group,
+                    team_create(name="team-b")[0].group)
+    payload = {"action": "workflow.start", "params": {"workflow": "api-flow"}}
+
+    refused = client_for(both).post("/api/messages/", {"message_type": "task_request", "recipient": "type:workflow",
+                                                       "payload": payload, "team": "team-b"}, format="json")
+
+    assert refused.status_code == 400
+    assert refused.json()["error"]["fields"]["payload"] == [
+        "params.workflow: workflow definition 'api-flow' belongs to another team"]
+    assert not AgentMessage.objects.exists()
+
+
+def test_a_response_rule_s_message_is_its_team_s():
+    """An incident response rule's message.send ran as no team: its team no longer saw the message it sent."""
+    ResponseRule.objects.create(name="tell", action="message.send", max_runs=5, params={
+        "recipient": "type:monitoring", "message_type": "status_update", "payload": {"note": "restarting"}})
+    check = make_check(critical=90)
+    record(check, 95, clock=Clock())
+    [response] = alerts.incident_respond(alert_id=Alert.objects.get(health_check=check).pk)
+    operator = client_for(_user("otto", OPERATORS))
+
+    shown = operator.get(f"/api/messages/{response.result['message_id']}/")
+
+    assert shown.status_code == 200 and shown.json()["team"] == check.team.name

@@ -136,3 +136,11 @@ def test_the_admin_lists_backfills_with_their_runs_and_stops_one(admin_client):
     assert "1 backfill stopped." in stop.content.decode()
     assert WorkflowBackfill.objects.get(pk=backfill_id).ended_reason.startswith("stopped by admin")
     assert "nothing to stop" in again.content.decode()
+
+
+def test_an_api_backfill_id_too_long_for_an_id_is_a_404():
+    _backfill()
+    operator = client_for(_user("otto", OPERATORS))
+
+    assert operator.post("/api/workflows/nightly/backfills/" + "9" * 5000 + "/stop/").status_code == 404
+    assert operator.post("/api/workflows/nightly/backfills/99999999999999999999/stop/").status_code == 404
