@@ -35,6 +35,7 @@ from agents.models import (
     DataRunStatus,
     MessageReceipt,
     Notification,
+    Pool,
     RunStatus,
     TriggerFiring,
     WorkflowRun,
@@ -45,13 +46,15 @@ from agents.monitoring.services import checks_dispatch, definitions_load
 from agents.orchestration import agent_tasks, messages
 from agents.orchestration.events import triggers_load
 from agents.workflows.selectors import run_to_dict
-from agents.workflows.services import workflow_load_file, workflow_run_start
+from agents.workflows.services import pool_set, workflow_load_file, workflow_run_start
 from workers.decision import decide
 from workers.registry import agent_ping
 
 
 DEMO_WORKFLOW = settings.BASE_DIR / "examples" / "workflows" / "order_fulfilment.yaml"
 EXAMPLE_WORKFLOWS = settings.BASE_DIR / "examples" / "workflows"
+#: The pools the example workflows' steps name, with their slots (as each example's header says to create them).
+EXAMPLE_POOLS = {"payments": 2}
 DEMO_BRANCHING = EXAMPLE_WORKFLOWS / "order_routing.yaml"
 DEMO_RULES = settings.BASE_DIR / "examples" / "rules" / "loan_approval.yaml"
 DEMO_PIPELINES = [settings.BASE_DIR / "examples" / "pipelines" / name
@@ -253,6 +256,9 @@ def demo_seed() -> dict:
     for queue in queues:
         agent_ping.apply_async(queue=queue)
 
+    for name, slots in EXAMPLE_POOLS.items():  # a step naming a pool that does not exist is refused at load
+        if not Pool.objects.filter(name=name).exists():  # an operator's pool keeps its slots
+            pool_set(name=name, slots=slots, description="made by the demo for the example workflows")
     versions = [workflow_load_file(path=str(path))[0] for path in sorted(EXAMPLE_WORKFLOWS.iterdir())]
     for version in versions:
         workflow_run_start(version=version)

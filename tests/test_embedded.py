@@ -1,7 +1,7 @@
 """The embedded default works across processes: `make demo` drives a worker in another process."""
 import json
 
-from tests.conftest import embedded_env, manage
+from tests.conftest import embedded_env, embedded_install, manage
 
 
 def test_demo_runs_every_queue_through_a_worker_in_another_process(tmp_path):
@@ -28,3 +28,17 @@ def test_demo_runs_every_queue_through_a_worker_in_another_process(tmp_path):
     decision = summary["decision"]
     assert (decision["decision"], decision["engine"], decision["rule_ids"]) == ("approve", "rules", ["small-and-solid"])
     assert decision["trace"][-1]["rule_id"] == "small-and-solid" and decision["trace"][-1]["matched"] is True
+
+
+def test_make_run_s_demo_data_loads_every_example_on_a_new_install(tmp_path, embedded_migrated):
+    """`make run` seeds the demo data on a new install: an example workflow naming a pool (payment approval's
+    `payments`) stopped it with "pool 'payments' does not exist". Run twice, as every `make run` does."""
+    env = embedded_install(tmp_path / "var", embedded_migrated)
+
+    first = manage("demo_seed", env=env)
+    again = manage("demo_seed", env=env)
+
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert again.returncode == 0, again.stderr + again.stdout
+    for example in ("payment-approval", "order-fulfilment", "order-routing"):
+        assert example in first.stdout
