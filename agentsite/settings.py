@@ -592,11 +592,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = AGENTS_API_MAX_BODY_BYTES
 #: Where request counts for throttling are kept: Redis when ``CACHE_URL`` names it (shared by every web process),
 #: else the process's own memory.
 AGENTS_API_THROTTLE_CACHE_URL = CACHE_URL
+#: Failed authentications (a wrong token, password or session) allowed per client address, on the API and /metrics
+#: together (``N/second``, ``/minute``, ``/hour``, ``/day``); beyond them every request from the address is answered
+#: 429 with ``Retry-After`` until the window, opened by the first failure, closes. Empty: no limit.
+AGENTS_API_THROTTLE_AUTH_FAILURES = env.str("AGENTS_API_THROTTLE_AUTH_FAILURES", default="10/minute")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # Token first: an unauthenticated request is answered 401 with ``WWW-Authenticate: Token``.
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: an unauthenticated request is answered 401 with ``WWW-Authenticate: Token``. Both are DRF's,
+        # counting failed authentications per address; the token one refuses an address over the limit first.
+        "agents.api.throttling.FailureLimitedTokenAuthentication",
+        "agents.api.throttling.FailureLimitedSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["agents.api.permissions.ModelActionPermission"],
     "DEFAULT_PAGINATION_CLASS": "agents.api.policies.ApiPagination",

@@ -35,6 +35,19 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
+def throttle_counts_reset():
+    """Each test starts with no requests and no failed authentications counted (the counts live in Redis, keyed by
+    user id or client address): a test's 401s must not bring another test's address to the failure limit."""
+    from agents.api.throttling import KEY_PREFIX
+
+    url = settings.AGENTS_API_THROTTLE_CACHE_URL
+    if url.startswith("redis://"):
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(f"{KEY_PREFIX}*"):
+            client.delete(key)
+
+
+@pytest.fixture(autouse=True)
 def outside_any_trace():
     """Each test starts outside any trace, whatever an earlier test left in this thread."""
     from agents.core.tracing import trace_id_var

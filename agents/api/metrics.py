@@ -1,6 +1,6 @@
 """``GET /metrics``: the Prometheus exposition, for a scraper holding the bearer token, on an allowed address, or
 logged in by basic auth as a user with ``agents.view_metric``; never open: with none configured every scrape is
-refused, naming the settings to set."""
+refused, naming the settings to set. An address that fails too often is refused (429) for a while, as on the API."""
 import base64
 import binascii
 import hmac
@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from agents.api.throttling import auth_failure_record, auth_failure_refusal
 from agents.monitoring.exposition import exposition_text
 
 #: The permission a basic-auth user needs (the viewers group holds it).
@@ -54,14 +55,20 @@ def _basic_user(credentials: str):
 
 
 def metrics_refusal(request: HttpRequest) -> HttpResponse | None:
-    """None when ``request`` may scrape; else the 401 (no or wrong credentials) or 403 (none configured, or a user
-    without the permission) saying what is accepted."""
+    """None when ``request`` may scrape; else the 401 (no or wrong credentials, counted against the client address),
+    429 (the address is over ``AGENTS_API_THROTTLE_AUTH_FAILURES``: checked before any password is hashed) or 403
+    (none configured, or a user without the permission) saying what is accepted."""
     token, allowed, basic = settings.AGENTS_METRICS_TOKEN, settings.AGENTS_METRICS_ALLOW_IPS, \
         settings.AGENTS_METRICS_BASIC_AUTH
     if not (token or allowed or basic):
         return _refused(403, NOT_CONFIGURED)
     if allowed and _address_allowed(request.META.get("REMOTE_ADDR", ""), allowed):
         return None
+    if (refusal := auth_failure_refusal(request)) is not None:
+        message, wait_s = refusal
+        response = _refused(429, f"{message} Try again in {wait_s} s.")
+        response["Retry-After"] = str(wait_s)
+        return response
     scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     scheme, credentials = scheme.lower(), credentials.strip()
     if token and scheme == "bearer" and hmac.compare_digest(credentials.encode(), token.encode()):
@@ -74,6 +81,7 @@ def metrics_refusal(request: HttpRequest) -> HttpResponse | None:
                 *([f"basic auth as a user with {METRICS_PERMISSION}"] if basic else []),
                 *(["a scrape from an address in AGENTS_METRICS_ALLOW_IPS"] if allowed else [])]
     challenges = [*(['Bearer realm="metrics"'] if token else []), *(['Basic realm="metrics"'] if basic else [])]
+    auth_failure_record(request)
     return _refused(401, f"scraping needs {' or '.join(accepted)}", challenge=", ".join(challenges))
 
 

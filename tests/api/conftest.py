@@ -3,16 +3,14 @@ request counts for throttling reset before each test."""
 import textwrap
 
 import pytest
-import redis
-from django.conf import settings
 from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
 from agents.api.groups import OPERATORS, VIEWERS
-from agents.api.throttling import KEY_PREFIX
 from agents.api.tokens import api_token_create
 from agents.core.teams import team_create
 from agents.models import DEFAULT_TEAM
+from tests.conftest import throttle_counts_reset  # noqa: F401  (autouse everywhere; imported by name here)
 
 WORKFLOW = textwrap.dedent("""\
     name: api-flow
@@ -39,16 +37,6 @@ RULES = textwrap.dedent("""\
         decision: approve
         confidence: 0.9
     """)
-
-
-@pytest.fixture(autouse=True)
-def throttle_counts_reset():
-    """Each test starts with no requests counted (the counts live in Redis, keyed by user id)."""
-    url = settings.AGENTS_API_THROTTLE_CACHE_URL
-    if url.startswith("redis://"):
-        client = redis.Redis.from_url(url)
-        for key in client.scan_iter(f"{KEY_PREFIX}*"):
-            client.delete(key)
 
 
 def _user(username: str, group: str | None = None, *, team: str | None = DEFAULT_TEAM, **fields) -> User:
