@@ -621,6 +621,10 @@ REST_FRAMEWORK = {
     },
     "EXCEPTION_HANDLER": "agents.api.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "agents.api.schema.ApiSchema",
+    # Proxies in front of web that append to X-Forwarded-For (docker-compose: the TLS proxy, 1): the client's own
+    # address is then counted for the anonymous rate and failed authentications. Unset: REMOTE_ADDR, and the header
+    # is ignored (a client writes what it likes there).
+    "NUM_PROXIES": env.int("AGENTS_NUM_PROXIES", default=None),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "agentsite API",

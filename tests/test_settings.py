@@ -15,7 +15,7 @@ print(json.dumps({
     "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST", ""),
     "broker": app.conf.broker_url, "backend": app.conf.result_backend,
     "secret_key": settings.SECRET_KEY, "debug": settings.DEBUG, "allowed_hosts": settings.ALLOWED_HOSTS,
-    "flower_basic_auth": settings.FLOWER_BASIC_AUTH,
+    "flower_basic_auth": settings.FLOWER_BASIC_AUTH, "num_proxies": settings.REST_FRAMEWORK.get("NUM_PROXIES"),
     "accept": app.conf.accept_content, "serializer": app.conf.task_serializer,
     "acks_late": app.conf.task_acks_late, "reject_on_worker_lost": app.conf.task_reject_on_worker_lost,
     "prefetch": app.conf.worker_prefetch_multiplier, "events": app.conf.worker_send_task_events,
@@ -47,6 +47,7 @@ def test_with_no_environment_everything_is_embedded_under_var(tmp_path):
     assert seen["backend"] == "django-db"
     assert seen["debug"] is False
     assert seen["allowed_hosts"] == ["localhost", "127.0.0.1", "[::1]"]
+    assert seen["num_proxies"] is None  # no proxy: REMOTE_ADDR is the client, X-Forwarded-For is ignored
 
 
 def test_without_secret_key_one_is_generated_once_and_kept_private(tmp_path):
@@ -69,6 +70,7 @@ def test_environment_names_the_real_services(tmp_path):
         DEBUG="true",
         ALLOWED_HOSTS="agents.example.com,.internal",
         FLOWER_BASIC_AUTH="ops:secret",
+        AGENTS_NUM_PROXIES="1",
     )
     seen = read_settings(env)
 
@@ -80,6 +82,7 @@ def test_environment_names_the_real_services(tmp_path):
     assert seen["debug"] is True
     assert seen["allowed_hosts"] == ["agents.example.com", ".internal"]
     assert seen["flower_basic_auth"] == "ops:secret"
+    assert seen["num_proxies"] == 1
     assert seen["visibility_timeout"] == 3600
     assert not (tmp_path / "secret_key").exists()
 

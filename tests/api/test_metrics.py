@@ -130,3 +130,17 @@ def test_an_allowed_scrape_address_is_never_refused_and_the_window_closing_lets_
     failures_forget()
     assert client.get("/metrics", **BEARER).status_code == 200
 
+
+
+def test_behind_a_proxy_each_client_behind_it_has_its_own_limit(client, scrape_settings):
+    """With AGENTS_NUM_PROXIES (REST_FRAMEWORK["NUM_PROXIES"]) set, the address the proxy appended is counted: one
+    guesser behind the proxy does not lock out the others (before, only REMOTE_ADDR, the proxy's own, counted)."""
+    scrape_settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    guesser, scraper = {"HTTP_X_FORWARDED_FOR": "198.51.100.7"}, {"HTTP_X_FORWARDED_FOR": "198.51.100.8"}
+    for _ in range(3):
+        client.get("/metrics", **WRONG_BEARER, **guesser)
+
+    assert client.get("/metrics", **BEARER, **guesser).status_code == 429
+    assert client.get("/metrics", **BEARER, **scraper).status_code == 200
+    # a client cannot choose its address: the proxy's entry, the last, is the one counted
+    assert client.get("/metrics", **BEARER, HTTP_X_FORWARDED_FOR="198.51.100.8, 198.51.100.7").status_code == 429
