@@ -13,6 +13,7 @@ import ssl
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 from kombu.common import Broadcast
 
@@ -58,8 +59,6 @@ def _production_secret(name: str, file_name: str, generate=lambda: secrets.token
     if value:
         return value
     if AGENTS_HTTPS:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(
             f"{name} must be set in the environment when AGENTS_HTTPS is on: every host of a deployment must "
             f"share it, so it cannot be generated per host (see the README's Security section)"
@@ -70,8 +69,6 @@ def _production_secret(name: str, file_name: str, generate=lambda: secrets.token
 # A secret is never in the code: from the environment, or generated once per install.
 SECRET_KEY = _production_secret("SECRET_KEY", "secret_key")
 if AGENTS_HTTPS and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-")):
-    from django.core.exceptions import ImproperlyConfigured
-
     # Django's deploy check only warns about such a key (security.W009), and nothing runs that check at start.
     raise ImproperlyConfigured(
         "SECRET_KEY must be at least 50 random characters when AGENTS_HTTPS is on "
@@ -118,8 +115,6 @@ AGENTS_MESSAGE_KEY = env.list("AGENTS_MESSAGE_KEY", default=[]) or [
     _production_secret("AGENTS_MESSAGE_KEY", "message_key")
 ]
 if AGENTS_HTTPS and any(len(key.strip()) < 32 for key in AGENTS_MESSAGE_KEY):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         "AGENTS_MESSAGE_KEY: every key must be at least 32 random characters "
         "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
@@ -240,8 +235,6 @@ STORAGES = {
 #: ``text`` (default): readable lines with ``[trace_id]``; ``json``: one JSON object per line, for a log shipper.
 LOG_FORMAT = env.str("LOG_FORMAT", default="text").lower()
 if LOG_FORMAT not in ("text", "json"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
@@ -304,8 +297,6 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": AGENTS_VISIBILI
 _REDIS_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 _redis_cert_reqs = env.str("AGENTS_REDIS_TLS_CERT_REQS", default="required").lower()
 if _redis_cert_reqs not in _REDIS_CERT_REQS:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         f"AGENTS_REDIS_TLS_CERT_REQS must be one of {', '.join(_REDIS_CERT_REQS)}, not {_redis_cert_reqs!r}"
     )
@@ -408,13 +399,9 @@ FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
 FLOWER_PASSWORD_MIN_LENGTH = 16
 _flower_user, _, _flower_password = FLOWER_BASIC_AUTH.partition(":")
 if FLOWER_BASIC_AUTH and not (_flower_user.strip() and _flower_password.strip()):
-    from django.core.exceptions import ImproperlyConfigured
-
     # Flower would let in anyone sending that user and an empty password (or no user at all).
     raise ImproperlyConfigured("FLOWER_BASIC_AUTH must be 'user:password' with neither part empty")
 if FLOWER_BASIC_AUTH and AGENTS_HTTPS and len(_flower_password) < FLOWER_PASSWORD_MIN_LENGTH:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         f"FLOWER_BASIC_AUTH: the password must be at least {FLOWER_PASSWORD_MIN_LENGTH} random characters when "
         "AGENTS_HTTPS is on (python -c 'import secrets; print(secrets.token_urlsafe(24))')"

@@ -203,9 +203,8 @@ class WorkflowViewSet(ApiViewSet):
         if backfill is None:
             raise exceptions.NotFound(f"no backfill {backfill_id} of workflow {name!r}")
         with service_errors():
-            services.backfill_stop(backfill_id=backfill.pk, by=request.user.get_username())
-        return self.show(selectors.backfill_list(selectors.backfills_of(name).filter(pk=backfill.pk))[0],
-                         serializer_class=BackfillStateSerializer)
+            stopped = services.backfill_stop(backfill_id=backfill.pk, by=request.user.get_username())
+        return self.show(selectors.backfill_list([stopped])[0], serializer_class=BackfillStateSerializer)
 
     @extend_schema(request=DefinitionTextSerializer,
                    responses={201: WorkflowLoadedSerializer, 200: WorkflowLoadedSerializer})

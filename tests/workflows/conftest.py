@@ -2,6 +2,7 @@
 import os
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
 
 from agents.core.actions import ActionContext, action
 from agents.core.params import Param
@@ -11,6 +12,27 @@ from agents.workflows import selectors, services
 from tests.conftest import wait_for
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+#: The first slot of the backfills below.
+BACKFILL_START = datetime(2026, 11, 1, tzinfo=UTC)
+EVERY_MINUTE_SCHEDULE = "schedule: {cron: '* * * * *'}\n"
+
+
+def held_flow(schedule: str = EVERY_MINUTE_SCHEDULE, *, name: str = "nightly", description: str = "v1") -> str:
+    """A scheduled workflow whose runs wait for a signal, holding no worker: they stay unfinished until cancelled."""
+    return (f"name: {name}\ndescription: {description}\nsteps:\n"
+            f"  - {{id: hold, action: wait.signal, params: {{name: go}}}}\n" + schedule)
+
+
+def held_backfill(*, slots: int = 3, max_parallel: int | None = 1, name: str = "nightly") -> dict:
+    """Load ``held_flow`` and backfill ``slots`` minutes of it from ``BACKFILL_START``; what the backfill started."""
+    services.workflow_load(text=held_flow(name=name))
+    return services.workflow_backfill(workflow=name, start=BACKFILL_START,
+                                      end=BACKFILL_START + timedelta(minutes=slots - 1), max_parallel=max_parallel)
+
+
+def backfill_runs(backfill_id: int) -> list[WorkflowRun]:
+    """A backfill's runs, by slot."""
+    return list(WorkflowRun.objects.filter(backfill_id=backfill_id).order_by("logical_time"))
 
 
 def load(text: str):

@@ -1,7 +1,6 @@
 """A backfill can be seen (how far it is, its runs, why it ended early) and stopped, from the command, the API and
 the admin; stopping is a guarded transition: once ended, a backfill cannot be stopped again."""
 import json
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -10,21 +9,12 @@ from agents.api.groups import OPERATORS, VIEWERS
 from agents.models import RunStatus, WorkflowBackfill, WorkflowRun
 from agents.workflows import services
 from tests.api.conftest import _user, client_for
+from tests.workflows.conftest import held_backfill, held_flow
 
 pytestmark = pytest.mark.django_db
 
-START = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def _held_flow(name: str = "nightly", schedule: str = "schedule: {cron: '* * * * *'}\n") -> str:
-    """Runs that wait for a signal, holding no worker: a backfill's runs stay unfinished until cancelled."""
-    return f"name: {name}\nsteps:\n  - {{id: hold, action: wait.signal, params: {{name: go}}}}\n" + schedule
-
-
-def _backfill(name: str = "nightly", slots: int = 3, max_parallel: int | None = 1) -> int:
-    services.workflow_load(text=_held_flow(name))
-    return services.workflow_backfill(workflow=name, start=START, end=START + timedelta(minutes=slots - 1),
-                                      max_parallel=max_parallel)["backfill_id"]
+def _backfill(name: str = "nightly", max_parallel: int | None = 1) -> int:
+    return held_backfill(name=name, max_parallel=max_parallel)["backfill_id"]
 
 
 def _listed(capsys, workflow: str = "nightly") -> list[dict]:
@@ -77,21 +67,9 @@ def test_the_command_names_an_unknown_workflow_or_backfill(capsys):
         call_command("workflow", "backfills", "nowhere")
     with pytest.raises(CommandError, match="no backfill with id 999999"):
         call_command("workflow", "backfill-stop", "999999")
-    services.workflow_load(text=_held_flow())
+    services.workflow_load(text=held_flow())
     call_command("workflow", "backfills", "nightly")
     assert "nightly: no backfills" in capsys.readouterr().out
-
-
-def test_a_renamed_schedule_s_backfill_says_why_it_ended(capsys):
-    backfill_id = _backfill()
-    services.workflow_load(text=_held_flow(schedule="schedule: {name: hourly, cron: '0 * * * *'}\n"))
-    services.workflow_run_cancel(run_id=WorkflowRun.objects.get(backfill_id=backfill_id).pk)
-    services.backfill_continue(backfill_id=backfill_id)
-
-    (ended,) = _listed(capsys)
-
-    assert ended["state"] == "ended" and ended["slots_pending"] == 2
-    assert ended["ended_reason"].startswith("2 slots not started: ") and "'default'" in ended["ended_reason"]
 
 
 def test_the_api_lists_and_stops_backfills_within_the_user_s_teams():

@@ -16,11 +16,12 @@ from agents.api.groups import OPERATORS
 from agents.core.dispatch import task_send
 from agents.exceptions import WorkflowRunStateError, WorkflowSpecError
 from agents.models import RunStatus, WorkflowBackfill, WorkflowRun
-from agents.workflows import services
+from agents.workflows import selectors, services
 from agents.workflows.schedules import cron_problems, schedule_slots
 from agents.workflows.spec import workflow_spec_parse
 from tests.api.conftest import _user, client_for
 from tests.conftest import wait_for
+from tests.workflows.conftest import BACKFILL_START, backfill_runs, held_backfill, held_flow
 from workers.workflow import workflow_timers_sweep
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -281,29 +282,16 @@ def test_admin_backfills_after_a_dry_run_and_pauses_a_workflow(admin_client):
 
 # --- backfills that must not stall, crontab rows, long names, future ranges -----------------------------------
 
-HOLD = "{id: hold, action: wait.signal, params: {name: go}}"  # a run that waits, holding no worker
-
-
-def _held_flow(schedule: str = "schedule: {cron: '* * * * *'}\n", description: str = "v1") -> str:
-    return f"name: nightly\ndescription: {description}\nsteps:\n  - {HOLD}\n" + schedule
-
-
-def _backfill_runs(backfill_id: int) -> list[WorkflowRun]:
-    return list(WorkflowRun.objects.filter(backfill_id=backfill_id).order_by("logical_time"))
-
-
 @pytest.mark.django_db(transaction=True)
 def test_cancelling_a_backfill_run_starts_the_next_pending_slot(worker):
     # given a three-slot backfill, one run at a time, of a workflow whose runs wait for a signal
-    services.workflow_load(text=_held_flow())
-    start = datetime(2026, 11, 1, tzinfo=UTC)
-    outcome = services.workflow_backfill(workflow="nightly", start=start, end=start + timedelta(minutes=2),
-                                         max_parallel=1)
+    outcome = held_backfill(slots=3)
+    start = BACKFILL_START
     assert outcome["started"] == 1
 
     # when each of its runs is cancelled in turn (before, the backfill stopped at the first cancel for good)
     for minute in range(3):
-        run = wait_for(lambda: len(runs := _backfill_runs(outcome["backfill_id"])) == minute + 1 and runs[-1],
+        run = wait_for(lambda: len(runs := backfill_runs(outcome["backfill_id"])) == minute + 1 and runs[-1],
                        timeout_s=20, what=f"the run of slot {minute}")
         assert run.logical_time == start + timedelta(minutes=minute)
         services.workflow_run_cancel(run_id=run.pk)
@@ -313,16 +301,14 @@ def test_cancelling_a_backfill_run_starts_the_next_pending_slot(worker):
                                                                 finished_at__isnull=False).first(),
                         timeout_s=20, what="the backfill to end")
     assert backfill.pending == []
-    assert [run.status for run in _backfill_runs(backfill.pk)] == [RunStatus.CANCELLED] * 3
+    assert [run.status for run in backfill_runs(backfill.pk)] == [RunStatus.CANCELLED] * 3
 
 
 @pytest.mark.django_db
 def test_the_timers_sweep_continues_a_backfill_whose_continue_was_lost():
     # given a two-slot backfill, one run at a time, whose first run ended without its backfill hearing of it
-    services.workflow_load(text=_held_flow())
-    start = datetime(2026, 11, 1, tzinfo=UTC)
-    outcome = services.workflow_backfill(workflow="nightly", start=start, end=start + timedelta(minutes=1),
-                                         max_parallel=1)
+    outcome = held_backfill(slots=2)
+    start = BACKFILL_START
     WorkflowRun.objects.filter(backfill_id=outcome["backfill_id"]).update(status=RunStatus.FAILED,
                                                                            finished_at=timezone.now())
 
@@ -331,7 +317,7 @@ def test_the_timers_sweep_continues_a_backfill_whose_continue_was_lost():
     workflow_timers_sweep()
 
     # then the second slot has its run, once, and the backfill has nothing left to start
-    assert [run.logical_time for run in _backfill_runs(outcome["backfill_id"])] == [start,
+    assert [run.logical_time for run in backfill_runs(outcome["backfill_id"])] == [start,
                                                                                      start + timedelta(minutes=1)]
     assert WorkflowBackfill.objects.get(pk=outcome["backfill_id"]).finished_at is not None
 
@@ -339,12 +325,10 @@ def test_the_timers_sweep_continues_a_backfill_whose_continue_was_lost():
 @pytest.mark.django_db
 def test_a_backfill_whose_schedule_was_renamed_ends_with_its_slots_left_unstarted():
     # given a three-slot backfill, one run at a time, and then a version that renames the schedule
-    services.workflow_load(text=_held_flow())
-    start = datetime(2026, 11, 1, tzinfo=UTC)
-    outcome = services.workflow_backfill(workflow="nightly", start=start, end=start + timedelta(minutes=2),
-                                         max_parallel=1)
-    services.workflow_load(text=_held_flow("schedule: {name: hourly, cron: '0 * * * *'}\n", description="v2"))
-    (first,) = _backfill_runs(outcome["backfill_id"])
+    outcome = held_backfill(slots=3)
+    start = BACKFILL_START
+    services.workflow_load(text=held_flow("schedule: {name: hourly, cron: '0 * * * *'}\n", description="v2"))
+    (first,) = backfill_runs(outcome["backfill_id"])
 
     # when its run is cancelled and the backfill goes on, as the worker and the sweep would (before, each try
     # raised WorkflowNotFoundError inside its transaction and the backfill never ended)
@@ -357,16 +341,17 @@ def test_a_backfill_whose_schedule_was_renamed_ends_with_its_slots_left_unstarte
     assert backfill.finished_at is not None
     assert backfill.pending == [(start + timedelta(minutes=minute)).isoformat() for minute in (1, 2)]
     assert WorkflowRun.objects.count() == 1
+    # and it says why, where the backfills are listed
+    (listed,) = selectors.backfill_list(selectors.backfills_of("nightly"))
+    assert listed["state"] == "ended" and listed["slots_pending"] == 2
+    assert listed["ended_reason"].startswith("2 slots not started: ") and "'default'" in listed["ended_reason"]
 
 
 @pytest.mark.django_db
 def test_a_paused_backfill_run_still_counts_towards_max_parallel():
     # given a three-slot backfill, one run at a time, whose run is paused
-    services.workflow_load(text=_held_flow())
-    start = datetime(2026, 11, 1, tzinfo=UTC)
-    outcome = services.workflow_backfill(workflow="nightly", start=start, end=start + timedelta(minutes=2),
-                                         max_parallel=1)
-    (first,) = _backfill_runs(outcome["backfill_id"])
+    outcome = held_backfill(slots=3)
+    (first,) = backfill_runs(outcome["backfill_id"])
     services.workflow_run_pause(run_id=first.pk)
 
     # when the backfill is continued (a late message, the sweep)
@@ -374,7 +359,7 @@ def test_a_paused_backfill_run_still_counts_towards_max_parallel():
 
     # then nothing more starts: the paused run still holds the one place
     assert started == []
-    assert [run.pk for run in _backfill_runs(outcome["backfill_id"])] == [first.pk]
+    assert [run.pk for run in backfill_runs(outcome["backfill_id"])] == [first.pk]
     assert len(WorkflowBackfill.objects.get(pk=outcome["backfill_id"]).pending) == 2
 
 

@@ -70,7 +70,8 @@ class Command(AgentsCommand):
         self._out(message_json(response), json)
 
     def handle_list(self, *, status=None, message_type=None, limit=50, json=False, **options):
-        rows = AgentMessage.objects.prefetch_related("receipts").order_by("-created_at", "-pk")
+        rows = (AgentMessage.objects.select_related("team__group").prefetch_related("receipts")
+                .order_by("-created_at", "-pk"))
         if status:
             rows = rows.filter(status=status)
         if message_type:

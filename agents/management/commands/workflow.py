@@ -148,7 +148,7 @@ class Command(AgentsCommand):
 
     def handle_backfill_stop(self, *, backfill_id, json=False, **options):
         backfill = services.backfill_stop(backfill_id=backfill_id, by=cli_actor())
-        row = selectors.backfill_list(type(backfill).objects.filter(pk=backfill.pk))[0]
+        (row,) = selectors.backfill_list([backfill])
         if json:
             self.json_write(row)
             return
