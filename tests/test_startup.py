@@ -90,3 +90,30 @@ def test_a_task_sent_by_name_loads_its_own_module_not_every_area():
     then = ("from agents.core.dispatch import task_signature\n"
             "assert task_signature('workers.decision.decisions_shadow_evaluate', 1).type.ignore_result is True")
     assert areas_loaded_after(then, (*AREA_REGISTRATIONS, *WORKER_MODULES)) == ["workers.decision"]
+
+
+NATIVE_THREADS_AFTER_NUMPY = """
+import os, django
+django.setup()
+import numpy
+print(len(os.listdir("/proc/self/task")))
+"""
+
+
+def test_loading_numpy_starts_no_idle_blas_threads():
+    """numpy's OpenBLAS would start a thread per core that spins on loading; an agentsite process keeps one."""
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    env["DJANGO_SETTINGS_MODULE"] = "agentsite.settings"
+    result = subprocess.run([sys.executable, "-c", NATIVE_THREADS_AFTER_NUMPY], env=env, cwd=PROJECT_DIR,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+def test_the_environment_may_still_ask_for_more_blas_threads():
+    code = "import os, django\ndjango.setup()\nprint(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "agentsite.settings", "OPENBLAS_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT_DIR, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2"
