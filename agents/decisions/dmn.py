@@ -42,7 +42,7 @@ from agents.expressions.feel_temporal import (
     parse_duration,
     parse_time,
 )
-from agents.expressions.feel_values import CONTEXT, feel_compare, is_number, value_extent
+from agents.expressions.feel_values import CONTEXT, FeelRange, feel_compare, is_number, range_contains, value_extent
 
 #: Largest DMN document accepted (bytes of text).
 MAX_DMN_CHARS = 2_000_000
@@ -79,8 +79,9 @@ TEMPORAL_READERS = {
 }
 EXPRESSION_KINDS = ("literalExpression", "decisionTable", "context", "invocation", "list", "relation",
                     "functionDefinition", "conditional", "filter", "for", "every", "some")
-#: Deepest nesting of item definitions followed when a value is typed.
-MAX_TYPE_DEPTH = 16
+#: An output entry that is a FEEL literal (a string, a number, a boolean, an @-literal): its value is known at load.
+LITERAL_ENTRY = re.compile(r'\s*(?:"(?:[^"\\]|\\.)*"|@"(?:[^"\\]|\\.)*"|-?\s*(?:\d+(?:\.\d+)?|\.\d+)|true|false)\s*',
+                           re.DOTALL)
 #: The element kinds each requirement may point at (knowledge: a business knowledge model or a decision service).
 REQUIRED_KINDS = {"requiredDecision": ("decision",), "requiredInput": ("inputData",),
                   "requiredKnowledge": ("businessKnowledgeModel", "decisionService")}
@@ -292,8 +293,10 @@ class _Loader:
             for attribute in ("name", "iteratorVariable"):
                 if element.get(attribute):
                     self.names.add(element.get(attribute))
-        for element in _children(root, "itemDefinition"):
+        item_elements = _children(root, "itemDefinition")
+        for element in item_elements:
             model.items[element.get("name")] = self.item_definition(element)
+        self.check_type_cycles(model, item_elements)
         for element in _children(root, "inputData"):
             name = element.get("name")
             if name in model.inputs:
@@ -362,6 +365,29 @@ class _Loader:
                               components=components,
                               is_collection=element.get("isCollection") == "true", allowed=allowed,
                               constraint=constraint)
+
+    def check_type_cycles(self, model: DmnModel, elements: list) -> None:
+        """Refuse each ring of item definitions whose typeRefs only name one another (``tA`` -> ``tB`` -> ``tA``, or
+        ``tA`` -> ``tA``, a collection's too): it never reaches a base type or components, so no value can be checked
+        against it. A ring through a component is a recursive structure and is kept (a tree whose ``children`` are of
+        its own type, an employee's ``supervisor``): each turn of it is a level of the value, which a null component
+        or an empty list ends."""
+        by_name = {element.get("name"): element for element in elements}
+        settled: set[str] = set()
+        for element in elements:
+            path: list[str] = []
+            name = element.get("name")
+            while name is not None and name not in settled and name not in path:
+                path.append(name)
+                item = model.items.get(name)
+                named = (_type_of(item.type_ref, model) if item is not None and item.type_ref and not item.components
+                         else None)
+                name = named.name if isinstance(named, ItemDefinition) else None
+            if name is not None and name in path:
+                cycle = path[path.index(name):] + [name]
+                self.error(by_name[cycle[0]], f"typeRef cycle: {' -> '.join(cycle)} (item definitions that only name "
+                                              "each other never reach a base type or components)")
+            settled.update(path)
 
     def requirements(self, element, kind: str, attribute: str) -> list[str]:
         return [name for requirement in _children(element, kind) for reference in requirement
@@ -699,10 +725,13 @@ class _Loader:
             allowed = self.tests(allowed_text, owner, f"input {index} values", scope_names) if allowed_text else None
             inputs.append((text or "", compiled, allowed))
         outputs = []
+        valued = False  # whether any output lists output values (PRIORITY and OUTPUT ORDER rank by them)
+        allowed_outputs = []  # per output, the output values its entries must be among (None: not checked)
         for column in _children(table, "output"):
             self.typed(column, column.get("typeRef"))
             values_text = _text(_child(column, "outputValues"))
-            order = None
+            valued = valued or bool(values_text)
+            order = listed = None
             if values_text:
                 where = f"output {column.get('name') or ''} values"
                 listed = self.feel(f"[{values_text}]", owner, where, scope_names)
@@ -710,11 +739,21 @@ class _Loader:
                     order = listed.run(Scope({})) if listed is not None else None
                 except (FeelError, RecursionError) as error:
                     self.error(owner, f"{where}: {values_text!r} cannot be read: {error}")
+                if order is not None and not isinstance(order, list):
+                    order = [order]
             default_text = _text(_child(column, "defaultOutputEntry"))
             default = self.feel(default_text, owner, "default output entry", scope_names) if default_text else None
             outputs.append((column.get("name") or output_name, order, default))
+            # Output values read once, at load: those reading a required input or decision are not checked against.
+            allowed_outputs.append(order if listed is not None and not listed.free_names else None)
         if not outputs:
             self.error(owner, "decision table: has no output")
+        if policy in ("P", "O") and outputs and not valued:
+            # DMN 8.2.11: "Output priorities are specified in the ordered list of output values"; an item
+            # definition's allowed values constrain a type and give no order (the spec does not let them stand in).
+            self.error(owner, f"decision table: hit policy {policy_text} ranks the rules that match by their outputs' "
+                              "output values, and no output has any (give an output <outputValues>, highest priority "
+                              "first)")
         if len(outputs) > 1 and policy in ("C+", "C<", "C>"):
             self.error(owner, f"decision table: aggregation {aggregation} needs exactly one output")
         rules = []
@@ -730,20 +769,40 @@ class _Loader:
                      for index, entry in enumerate(entries, start=1)]
             values = [self.feel(_text(entry), owner, f"{where} output entry {index}", scope_names)
                       for index, entry in enumerate(results, start=1)]
+            self.literal_outputs_check(owner, where, results, values, outputs, allowed_outputs)
             rules.append((number, rule.get("id") or str(number), [(entry, _text(entry)) for entry in entries],
                           tests, values))
-        return _table_evaluator(owner.get("name"), table.get("id") or "-", policy, inputs, outputs, rules)
+        return _table_evaluator(owner.get("name"), table.get("id") or "-", policy, inputs, outputs, rules,
+                                allowed_outputs)
+
+    def literal_outputs_check(self, owner, where: str, results: list, values: list, outputs: list,
+                              allowed_outputs: list) -> None:
+        """A rule's output entry that is a literal must be one of its output's output values (DMN: they "constrain the
+        result of output entries"); that is known now, so the model is refused naming the rule and the output. An
+        entry computed from the inputs is checked when it is evaluated (``_outputs_outside``)."""
+        for entry, compiled, (name, _, _), order in zip(results, values, outputs, allowed_outputs):
+            if order is None or compiled is None or not LITERAL_ENTRY.fullmatch(_text(entry) or ""):
+                continue
+            try:
+                value = compiled.run(Scope({}))
+            except FeelError:
+                continue  # an @-literal that is no date, say: null at run time, as FEEL has it
+            if value is not None and not _among(order, value):
+                self.error(owner, f"{where} output {name!r}: {_shown(value)} is not one of its output values")
 
 
-def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, outputs: list, rules: list) -> Evaluator:
+def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, outputs: list, rules: list,
+                     allowed_outputs: list) -> Evaluator:
     """The decision table's evaluation under its hit policy (DMN semantics); records its trace."""
 
     def priority(row: list) -> tuple:
+        # DMN 8.2.11: outputs "for which no output values are provided are not taken into account in the ordering";
+        # the others rank left to right, each by where its value stands in its output values (null: last).
         key = []
         for (name, order, _), value in zip(outputs, row):
             if order:
-                positions = [position for position, allowed in enumerate(order) if feel_equal(allowed, value) is True]
-                key.append(positions[0] if positions else len(order))
+                position = _position(order, value)
+                key.append(len(order) if position is None else position)
         return tuple(key)
 
     def evaluate(scope: Scope):
@@ -769,7 +828,10 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
                 entry["matched"].append({"rule": number, "id": rule_id, "entries": [text for _, text in texts]})
                 if policy == "F":
                     break
-        result = _apply_policy(policy, matched, scope, entry, row_output_from_raw, priority, outputs)
+        outside = _outputs_outside(matched, outputs, allowed_outputs, scope)
+        entry["errors"].extend(outside)
+        result = None if outside else _apply_policy(policy, matched, scope, entry, row_output_from_raw, priority,
+                                                     outputs)
         entry["result"] = _json(result)
         if found:
             trace.append(entry)
@@ -779,6 +841,37 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
         return raw[0] if len(outputs) == 1 else {name: value for (name, _, _), value in zip(outputs, raw)}
 
     return evaluate
+
+
+def _position(order: list, value: Any) -> int | None:
+    """Where ``value`` stands in an output's output values: the first it equals (or, for a range, lies in); None
+    when it is none of them."""
+    for position, listed in enumerate(order):
+        if (range_contains(listed, value) if isinstance(listed, FeelRange) else feel_equal(listed, value)) is True:
+            return position
+    return None
+
+
+def _among(order: list, value: Any) -> bool:
+    """Whether ``value`` is one of an output's output values (a list: each of its items is)."""
+    if _position(order, value) is not None:
+        return True
+    return isinstance(value, list) and all(item is None or _position(order, item) is not None for item in value)
+
+
+def _outputs_outside(matched: list, outputs: list, allowed_outputs: list, scope: Scope) -> list[str]:
+    """What the matched rules output outside their outputs' output values, one problem each: the table then answers
+    null (as Drools does; DMN's output values "constrain the result of output entries"). Null is not checked."""
+    problems = []
+    for number, rule_id, raw in matched:
+        for (name, _, _), order, value in zip(outputs, allowed_outputs, raw):
+            if order is None or value is None:
+                continue
+            scope.charge(len(order))  # each output value compared is a step of the evaluation's budget
+            if not _among(order, value):
+                problems.append(f"rule {number} (id {rule_id}) output {name!r}: {_shown(value)} is not one of its "
+                                "output values; null instead")
+    return problems
 
 
 def _apply_policy(policy: str, matched: list, scope: Scope, entry: dict, shape, priority, outputs) -> Any:
@@ -846,19 +939,19 @@ def dmn_parse(text: str) -> DmnModel:
     return _Loader(text).load()
 
 
-def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, what: tuple[str, str],
-           depth: int = 0) -> Any:
+def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, what: tuple[str, str]) -> Any:
     """``value`` as of DMN type ``type_ref`` (a base type or an item definition): a JSON string becomes the date,
     time or duration a temporal type names; DMN's implicit conversions apply (an item where a list is declared
     becomes a singleton list, a singleton list where an item is declared its item, a date where a date and time is
     declared midnight UTC of that day); a value of another kind, a string not in the type's format, or a value
     outside the item definition's allowed values is null, with a problem naming ``what`` (what it is, e.g. "input",
-    and its path, e.g. "Applicant.Age") and the type."""
-    if value is None or not type_ref or depth > MAX_TYPE_DEPTH:
+    and its path, e.g. "Applicant.Age") and the type. Every level is checked: the loader refused rings of item
+    definitions that only name each other, so each turn of a recursive type is a level of the value."""
+    if value is None or not type_ref:
         return value
     known = _type_of(type_ref, model)
     if isinstance(known, ItemDefinition):
-        return _typed_item(value, known, model, problems, what, depth)
+        return _typed_item(value, known, model, problems, what)
     base = BASE_TYPES.get(known) if isinstance(known, str) else None
     if base is None:
         return value
@@ -905,8 +998,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
-def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: list, what: tuple[str, str],
-                depth: int) -> Any:
+def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: list, what: tuple[str, str]) -> Any:
     if value is None:
         return None
     if item.is_collection:
@@ -914,12 +1006,12 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
         if not isinstance(value, list):
             # DMN's implicit conversion to a singleton list, for a value that is one item of the collection's type
             trial: list = []
-            _typed_item(value, single, model, trial, what, depth + 1)
+            _typed_item(value, single, model, trial, what)
             if trial:
                 problems.append(f"{_what(what)}: {_shown(value)} is not a list of {item.name}; null instead")
                 return None
             value = [value]
-        value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), depth + 1)
+        value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"))
                  for index, entry in enumerate(value, start=1)]
         return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
     if item.components and isinstance(value, list) and len(value) == 1:
@@ -929,10 +1021,10 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
             problems.append(f"{_what(what)}: {_shown(value)} is not a {item.name} (a context); null instead")
             return None
         value = {**value, **{name: _typed_item(value[name], component, model, problems,
-                                               (what[0], f"{what[1]}.{name}"), depth + 1)
+                                               (what[0], f"{what[1]}.{name}"))
                              for name, component in item.components.items() if name in value}}
     else:
-        value = _typed(value, item.type_ref, model, problems, what, depth + 1)
+        value = _typed(value, item.type_ref, model, problems, what)
     value = _constrained(value, item.allowed, f"an allowed value of {item.name}", problems, what)
     return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
 
