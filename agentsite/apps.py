@@ -5,7 +5,11 @@ from django.contrib.admin.apps import SimpleAdminConfig
 class AdminConfig(SimpleAdminConfig):
     """``django.contrib.admin``, its model admins loaded by ``agentsite.urls`` (``admin.autodiscover()``) rather than
     at start: a command or a worker never serves a page, and the admin's forms and views are a fifth of the start-up.
-    Its system checks still see every model admin: the check loads them first."""
+    Its system checks still see every model admin: the check loads them first. The site is the project's own, its
+    sign-in form limited per client address like the API (``agents.api.login``)."""
+
+    # A dotted path: the site's module (auth forms and views) loads with the first use of ``admin.site``, not at start.
+    default_site = "agents.api.login.FailureLimitedAdminSite"
 
     def ready(self):
         from django.contrib.admin.checks import check_dependencies

@@ -1,9 +1,11 @@
 """URL routes: the admin, the JSON API, a health probe and the Prometheus metrics; errors under /api/ answer JSON."""
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularSwaggerView
 
+from agents.api.login import FailureLimitedLoginView
 from agents.api.metrics import metrics
 from agents.api.views import health
 
@@ -12,8 +14,12 @@ admin.autodiscover()
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    # Log in and out for the browsable API (DRF's templates name the ``rest_framework`` namespace at the top).
-    path("api/auth/", include("rest_framework.urls")),
+    # Log in and out for the browsable API (DRF's templates name the ``rest_framework`` namespace at the top): DRF's
+    # own ``rest_framework.urls``, but with a login limited per client address like the API (agents.api.login).
+    path("api/auth/", include(([
+        path("login/", FailureLimitedLoginView.as_view(template_name="rest_framework/login.html"), name="login"),
+        path("logout/", LogoutView.as_view(), name="logout"),
+    ], "rest_framework"))),
     # Swagger UI over the API's schema, its scripts served from /static/ (drf-spectacular-sidecar); log in first.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api:schema"),
                                      login_url="rest_framework:login"), name="api-docs"),
