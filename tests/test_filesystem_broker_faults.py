@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -118,15 +119,7 @@ def test_a_message_held_by_a_consumer_that_dies_is_delivered_again(options, conn
 
 def test_a_broadcast_reaches_living_listeners_and_nothing_piles_up_for_one_gone(options, connect):
     """A killed Flower (or any event listener) must not leave a queue that gathers every event for ever."""
-    listener = subprocess.Popen([sys.executable, "-c", LISTENER, json.dumps(options)], cwd=PROJECT_DIR,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert listener.stdout.readline().strip() == "listening", listener.stderr.read()
-    finally:
-        listener.kill()
-        listener.wait()
-        listener.stdout.close()
-        listener.stderr.close()
+    run_until_said_then_kill(LISTENER, options, "listening")
     news = Exchange("news", type="fanout")
     here = Queue("listener.here", news, auto_delete=True)
     heard = []
@@ -144,6 +137,52 @@ def test_a_broadcast_reaches_living_listeners_and_nothing_piles_up_for_one_gone(
     assert heard == [0, 1, 2]
 
     assert [name for name in os.listdir(options["data_folder_in"]) if name.endswith(".msg")] == []
+
+
+def run_until_said_then_kill(script: str, options, said: str) -> None:
+    """Run ``script`` in another process until it prints ``said``, then kill it (a worker or Flower gone)."""
+    child = subprocess.Popen([sys.executable, "-c", script, json.dumps(options)], cwd=PROJECT_DIR,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == said, child.stderr.read()
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
+
+
+def bound_queues(options, exchange: str) -> list[str]:
+    """The queues the embedded broker's table of ``exchange`` binds (what every message to it is routed by)."""
+    table = json.loads((Path(options["control_folder"]) / f"{exchange}.exchange").read_text())
+    return sorted(queue for _, _, queue in table)
+
+
+def test_a_new_broadcast_binding_drops_those_of_listeners_gone_and_keeps_the_living(options, connect):
+    """Every listener that came and went left a line in the broadcast table, which each broadcast reads."""
+    news = Exchange("news", type="fanout")
+    living = connect()
+    with living.Consumer(Queue("listener.alive", news, auto_delete=True), callbacks=[lambda body, message: None],
+                         no_ack=True):
+        run_until_said_then_kill(LISTENER, options, "listening")
+        assert bound_queues(options, "news") == ["listener.alive", "listener.gone"]
+
+        Queue("listener.new", news, auto_delete=True)(connect().default_channel).declare()
+
+        assert bound_queues(options, "news") == ["listener.alive", "listener.new"]
+
+
+def test_a_queue_whose_consumers_are_gone_stays_bound_to_a_direct_exchange(options, connect):
+    """Tasks sent while every worker of a queue is stopped wait for the next one: their binding stays."""
+    publish(connect(), {"task": "charge"})
+    run_until_said_then_kill(HOLDER, options, '{"task": "charge"}')
+
+    Queue("other", WORK.exchange, routing_key="other")(connect().default_channel).declare()
+    publish(connect(), {"task": "refund"})
+
+    assert bound_queues(options, "work") == ["other", "work"]
+    with connect().SimpleQueue(WORK) as simple:
+        assert sorted(simple.get(timeout=10).payload["task"] for _ in range(2)) == ["charge", "refund"]
 
 
 def test_two_consumers_on_one_folder_each_message_is_delivered_once(connect):

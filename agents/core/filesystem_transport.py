@@ -17,7 +17,9 @@ What kombu's own transport gets wrong, and what this one does instead:
   priority the older message first (the name starts with the priority and the wall-clock time in nanoseconds).
 - A broadcast (fanout: Celery's events, its control commands) was written for every queue ever bound, also those
   of consumers long gone (kombu never deletes an auto-delete queue here): a stopped Flower's event queue gained a
-  file every two seconds, for ever. Here, as on Redis, a broadcast reaches only queues a living process consumes.
+  file every two seconds, for ever. Here, as on Redis, a broadcast reaches only queues a living process consumes,
+  and binding a queue to a broadcast exchange drops the exchange's bindings that no living process holds (its
+  table, read on every broadcast, gained a line with each listener that came and went).
 - Message files were readable by every user of the machine; here only by their owner (mode 0600).
 """
 import fcntl
@@ -47,7 +49,8 @@ REJECTED_FOLDER = "rejected"
 #: Seconds between two looks for messages held by a consumer that died.
 ORPHANS_RESTORE_INTERVAL_S = 1.0
 LOCK_SUFFIX = ".lock"
-#: Beside a holder's lock: the queues its process consumes (a JSON list), so a broadcast reaches live consumers only.
+#: Beside a holder's lock: the queues its process consumes and those it bound (``{"consumed": [...], "bound":
+#: [...]}``), so a broadcast reaches live consumers only and a broadcast exchange keeps the bindings of the living.
 QUEUES_SUFFIX = ".queues"
 
 
@@ -66,23 +69,32 @@ class _Holder:
         os.rename(starting, self.folder + LOCK_SUFFIX)
         #: Queue -> how many of this process's consumers read it; written to ``<folder>.queues`` on each change.
         self.consumed: dict[str, int] = {}
+        #: The queues this process bound to a broadcast exchange, also written there.
+        self.bound: set[str] = set()
         self.consumed_lock = threading.Lock()
 
     def consuming(self, queue: str, change: int) -> None:
         """Count one more (``change`` 1) or one fewer (-1) consumer of ``queue`` here, and write down the queues."""
         with self.consumed_lock:
-            self._consuming(queue, change)
+            count = self.consumed.get(queue, 0) + change
+            if count > 0:
+                self.consumed[queue] = count
+            else:
+                self.consumed.pop(queue, None)
+            self._queues_write()
 
-    def _consuming(self, queue: str, change: int) -> None:
-        count = self.consumed.get(queue, 0) + change
-        if count > 0:
-            self.consumed[queue] = count
-        else:
-            self.consumed.pop(queue, None)
+    def binding(self, queue: str) -> None:
+        """Write down that this process binds ``queue`` to a broadcast exchange (before it writes the binding)."""
+        with self.consumed_lock:
+            if queue not in self.bound:
+                self.bound.add(queue)
+                self._queues_write()
+
+    def _queues_write(self) -> None:
         writing = f"{self.folder}{QUEUES_SUFFIX}.{uuid.uuid4().hex}{WRITING_SUFFIX}"
         fd = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with open(fd, "wb") as handle:
-            handle.write(str_to_bytes(dumps(sorted(self.consumed))))
+            handle.write(str_to_bytes(dumps({"consumed": sorted(self.consumed), "bound": sorted(self.bound)})))
         os.replace(writing, self.folder + QUEUES_SUFFIX)
 
 
@@ -163,8 +175,8 @@ def orphans_restore(root: str, queue_folder: str) -> int:
     return restored
 
 
-def live_queues(root: str) -> set[str]:
-    """The queues some living process under ``root`` consumes."""
+def live_queues(root: str, *, bound: bool = False) -> set[str]:
+    """The queues some living process under ``root`` consumes (and, with ``bound``, those one bound)."""
     try:
         names = os.listdir(root)
     except FileNotFoundError:
@@ -183,11 +195,15 @@ def live_queues(root: str) -> set[str]:
         except BlockingIOError:  # its process lives
             try:
                 with open(folder + QUEUES_SUFFIX, "rb") as handle:
-                    consumed = loads(bytes_to_str(handle.read()))
+                    held = loads(bytes_to_str(handle.read()))
             except (OSError, ValueError):
                 continue
-            if isinstance(consumed, list):
-                queues.update(queue for queue in consumed if isinstance(queue, str))
+            if isinstance(held, list):  # written before bound queues were
+                held = {"consumed": held}
+            if isinstance(held, dict):
+                for kind in ("consumed", "bound") if bound else ("consumed",):
+                    if isinstance(held.get(kind), list):
+                        queues.update(queue for queue in held[kind] if isinstance(queue, str))
         finally:
             os.close(lock_fd)
     return queues
@@ -341,6 +357,36 @@ class Channel(kombu_filesystem.Channel):
         for bound in self.get_table(exchange):
             if bound.queue in live:
                 self._put(bound.queue, payload, **kwargs)
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        """Bind ``queue`` to ``exchange`` in its table; for a broadcast exchange, also drop the bindings no living
+        process holds (neither consumes nor bound), which only grew the table every broadcast reads.
+
+        Only broadcast tables: a broadcast already skips the queues nobody consumes, while a direct exchange routes
+        to a queue whose workers are all stopped, which must keep its messages for them. A process writes down the
+        queue it binds before it takes the table's lock, and the queues are read under that lock, so a binding
+        being made by another process is never dropped."""
+        if self.typeof(exchange).type != "fanout":
+            super()._queue_bind(exchange, routing_key, pattern, queue)
+            return
+        _holder(self.unacked_root).binding(queue)
+        super()._queue_bind(exchange, routing_key, pattern, queue)
+        file = self._exchange_file(exchange)
+        try:
+            with file.open("rb+", buffering=0) as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                try:
+                    table = loads(bytes_to_str(handle.read()))
+                    held = live_queues(self.unacked_root, bound=True)
+                    kept = [binding for binding in table if binding[2] in held]
+                    if len(kept) < len(table):
+                        handle.seek(0)
+                        handle.write(str_to_bytes(dumps(kept)))
+                        handle.truncate()
+                finally:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        except (OSError, ValueError, TypeError, IndexError) as error:
+            logger.warning("Broker exchange table %s: could not drop the bindings of queues gone (%s)", file, error)
 
     def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
         """Consume from ``queue``; a message needing no acknowledgement (events, control replies) is deleted at once."""
