@@ -545,8 +545,10 @@ def _csv_ragged_rows(path: Path, spec: dict) -> tuple[int, list[tuple[int, int, 
             path,
             read_options=pa_csv.ReadOptions(encoding=spec["encoding"], use_threads=False, column_names=header,
                                             skip_rows=1),
+            # Blank lines are kept as rows (of nulls, never reported), so row numbers count them as pandas'
+            # ``skiprows`` and the file's line numbers do: ignored, every row after one was numbered one short.
             parse_options=pa_csv.ParseOptions(delimiter=spec["delimiter"], newlines_in_values=True,
-                                              invalid_row_handler=invalid),
+                                              ignore_empty_lines=False, invalid_row_handler=invalid),
             convert_options=pa_csv.ConvertOptions(include_columns=[absent], include_missing_columns=True,
                                                   column_types={absent: pa.null()}),
         )
@@ -702,10 +704,23 @@ def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iter
         reader = contextlib.nullcontext([pd.read_json(path, lines=True, encoding=spec["encoding"])])
     else:
         reader = pd.read_json(path, lines=True, encoding=spec["encoding"], chunksize=chunk_rows)
+    if chunk_rows is None or columns is None:
+        with reader as frames:
+            for frame in _at_least_one(iter(frames), empty):
+                # JSON lines carry no header: only a chunk with rows can show that a column is missing.
+                yield _columns_pick(frame, columns, label=label) if len(frame) else empty
+        return
+    # A record leaves out the keys it has no value for, so a chunk may lack a column later records have: the chunk
+    # gets it with no values, as a whole read would. Missing is a column no record of the file has (known at the end).
+    found: dict[str, None] = {}
+    rows = 0
     with reader as frames:
         for frame in _at_least_one(iter(frames), empty):
-            # JSON lines carry no header: only a chunk with rows can show that a column is missing.
-            yield _columns_pick(frame, columns, label=label) if len(frame) else empty
+            found.update(dict.fromkeys(frame.columns))
+            rows += len(frame)
+            yield frame.reindex(columns=columns) if len(frame) else empty
+    if rows:
+        _columns_require(columns, list(found), label=label)
 
 
 def _json_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:

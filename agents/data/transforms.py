@@ -329,8 +329,12 @@ def columns_needed(transforms: list[dict], final: set[str] | None) -> set[str] |
         elif kind == "aggregate":
             needed = transform_columns(spec)
         elif kind == "join":
-            if needed is not None and spec.get("columns"):  # the other side brings these
-                needed = (needed - set(spec["columns"])) | set(spec["left_on"])
+            # A column the other side brings (or its suffixed name) may also be one of this side's, which then keeps
+            # the name; whether it is depends on the source's columns, unknown here: such a column needs them all.
+            brought = set(spec["right_on"]) | set(spec.get("columns") or [])
+            brought |= {column + spec.get("suffix", "_right") for column in brought}
+            if needed is not None and spec.get("columns") and not needed & brought:
+                needed = needed | set(spec["left_on"])
             else:  # unknown which columns the other side brings: read everything
                 needed = None
         else:
@@ -496,13 +500,23 @@ def _aggregated(frame: pd.DataFrame, group_by: list[str], named: dict[str, tuple
     one grouping: pandas' named ``agg`` recomputes duplicates and costs more per call than the sums themselves.
     """
     if not group_by:
-        return pd.DataFrame({name: [frame[column].agg(function)] for name, (column, function) in named.items()})
+        return pd.DataFrame({name: [_series_aggregated(frame[column], function)]
+                             for name, (column, function) in named.items()})
     grouped = frame.groupby(group_by, dropna=False, sort=False)
     computed: dict[tuple[str, str], pd.Series] = {}
     for pair in named.values():
         if pair not in computed:
             computed[pair] = grouped[pair[0]].agg(pair[1])
     return pd.DataFrame({name: computed[pair] for name, pair in named.items()}).reset_index()
+
+
+def _series_aggregated(series: pd.Series, function: str) -> Any:
+    """``function`` over a whole column; ``first`` and ``last`` (no Series method) are its first and last non-missing
+    values, as a group's are, or None when it has none."""
+    if function in ("first", "last"):
+        present = series.dropna()
+        return None if present.empty else present.iloc[0 if function == "first" else -1]
+    return series.agg(function)
 
 
 #: Arrow type names (as a dataset's schema records them) that hold numbers.

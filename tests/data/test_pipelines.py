@@ -463,3 +463,64 @@ def test_a_bound_beyond_what_a_run_can_hold_is_refused_at_validate_load_and_run_
             call_command("data", subcommand, str(path), stdout=StringIO())
         assert message in str(caught.value)
     assert not DataRun.objects.exists() and not Dataset.objects.exists()
+
+
+def test_a_select_after_a_join_keeps_this_sides_column_where_the_other_side_brings_one_of_the_same_name(data_root):
+    # given orders with a name of their own, joined to customers bringing theirs (which takes the suffix)
+    pd.DataFrame({"id": [1, 2], "name": ["order one", "order two"], "x": [10, 20]}).to_csv(
+        data_root / "orders.csv", index=False)
+    pd.DataFrame({"id": [1, 2], "name": ["Ann", "Bob"]}).to_csv(data_root / "customers.csv", index=False)
+    join = {"type": "join", "with": {"kind": "file", "path": "customers.csv"}, "on": "id", "columns": ["name"]}
+
+    # when a select after the join keeps the order's name, or both names
+    runs = [services.pipeline_run(pipeline=load({
+        "name": f"join-select-{index}", "source": {"kind": "file", "path": "orders.csv"},
+        "transforms": [join, {"type": "select", "columns": columns}], "output": {"dataset": f"join_select_{index}"},
+    }).pipeline.name) for index, columns in enumerate([["id", "name", "x"], ["id", "name", "name_right"]])]
+
+    # then each run publishes what the join gives without the select, cut to those columns
+    assert [run.status for run in runs] == ["succeeded", "succeeded"], [run.error for run in runs]
+    assert output_of(runs[0], data_root).to_dict("list") == {"id": [1, 2], "name": ["order one", "order two"],
+                                                             "x": [10, 20]}
+    assert output_of(runs[1], data_root).to_dict("list") == {"id": [1, 2], "name": ["order one", "order two"],
+                                                             "name_right": ["Ann", "Bob"]}
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_an_aggregate_without_group_by_gives_the_first_and_last_values(data_root, chunk_rows):
+    # given amounts with missing values at both ends
+    frame = pd.DataFrame({"amount": [None, 1.5, 2.5, None, 4.5, None],
+                          "region": [None, "north", "south", "east", "west", None]})
+    frame.to_csv(data_root / "o.csv", index=False)
+    aggregations = {"first_amount": {"column": "amount", "function": "first"},
+                    "last_region": {"column": "region", "function": "last"}, "rows": "size"}
+
+    # when the whole table is aggregated
+    run = services.pipeline_run(pipeline=load({
+        "name": "first-last", "source": {"kind": "file", "path": "o.csv"}, "chunk_rows": chunk_rows,
+        "transforms": [{"type": "aggregate", "aggregations": aggregations}], "output": {"dataset": "first_last"},
+    }).pipeline.name)
+
+    # then it publishes one row with the first and last values present, as a group's first and last are
+    assert run.status == "succeeded", run.error
+    assert output_of(run, data_root).to_dict("records") == [{"first_amount": 1.5, "last_region": "west", "rows": 6}]
+
+
+def test_a_json_lines_column_first_given_in_a_later_chunk_is_read_as_when_the_file_is_read_whole(data_root):
+    # given JSON lines whose first records leave out 'coupon' (they have none)
+    records = [{"order_id": 1}, {"order_id": 2}, {"order_id": 3, "coupon": "SPRING"}, {"order_id": 4, "coupon": "FALL"}]
+    (data_root / "orders.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    # when a pipeline that uses the column reads the file whole, and in chunks of two
+    runs = [services.pipeline_run(pipeline=load({
+        "name": f"coupons-{chunk_rows}", "source": {"kind": "file", "path": "orders.jsonl"}, "chunk_rows": chunk_rows,
+        "transforms": [{"type": "select", "columns": ["order_id", "coupon"]}], "output": {"dataset": "coupons"},
+    }).pipeline.name) for chunk_rows in (None, 2)]
+
+    # then both succeed with the same rows: no coupon for the first two orders
+    assert [run.status for run in runs] == ["succeeded", "succeeded"], [run.error for run in runs]
+    for run in runs:
+        output = output_of(run, data_root)
+        assert output["order_id"].tolist() == [1, 2, 3, 4]
+        assert output["coupon"].isna().tolist() == [True, True, False, False]
+        assert output["coupon"].tolist()[2:] == ["SPRING", "FALL"]

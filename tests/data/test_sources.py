@@ -244,6 +244,31 @@ def test_on_bad_lines_skip_leaves_the_ragged_rows_out_and_keeps_every_other_valu
     assert frame.to_dict("list") == {"id": [1, 4, 5], "name": ["ann", "dee", "eve"], "amount": [10, 40, 50]}
 
 
+BLANK_THEN_RAGGED = b"id,name,amount\n1,ann,10\n\n2,bob,20\n3,cy\n4,dee,40,extra\n5,eve,50\n"
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_on_bad_lines_skip_after_a_blank_line_leaves_out_the_ragged_rows_not_their_neighbours(root, chunk_rows):
+    # given a csv with a blank line before its ragged rows (lines 5 and 6)
+    (root / "in" / "blank.csv").write_bytes(BLANK_THEN_RAGGED)
+    source = {"kind": "file", "path": "in/blank.csv", "on_bad_lines": "skip"}
+
+    # when it is read leaving bad rows out
+    frame = pd.concat(list(source_read(source, chunk_rows=chunk_rows)), ignore_index=True)
+
+    # then the good rows are all there and the ragged ones are not (no row padded with a missing amount)
+    assert frame.to_dict("list") == {"id": [1, 2, 5], "name": ["ann", "bob", "eve"], "amount": [10, 20, 50]}
+
+
+def test_a_ragged_csv_after_a_blank_line_is_refused_naming_the_lines_of_the_file(root):
+    (root / "in" / "blank.csv").write_bytes(BLANK_THEN_RAGGED)
+
+    with pytest.raises(DataSourceError) as caught:
+        source_frame({"kind": "file", "path": "in/blank.csv"})
+
+    assert "2 row(s) do not have the header's 3 fields: line 5 (2 fields), line 6 (4 fields);" in str(caught.value)
+
+
 def test_on_bad_lines_is_validated_and_applies_to_csv_only():
     assert source_validate({"kind": "file", "path": "a.csv", "on_bad_lines": "drop"}, where="s")[1] == [
         "s.on_bad_lines: must be one of error, skip, got 'drop'"]
