@@ -49,6 +49,8 @@ SENDING_STALE_S = 120.0
 #: The tasks that deliver a notification and run an alert's incident responses (``workers.monitoring``).
 NOTIFY_TASK = "workers.monitoring.alert_notify"
 RESPOND_TASK = "workers.monitoring.alert_respond"
+#: Severities from the least to the most urgent: a firing alert whose severity rises is routed again.
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 def _transition(alert: Alert, to: str, **fields: Any) -> bool:
@@ -158,14 +160,32 @@ def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> A
             trace_id=trace_id_ensure(),
         )
     else:
+        rose = alert.state == AlertState.FIRING and _SEVERITY_RANK[severity] > _SEVERITY_RANK[alert.severity]
         Alert.objects.filter(pk=alert.pk).update(
             count=F("count") + 1, last_seen_at=now, last_value=result.value, severity=severity, summary=summary,
             updated_at=now,
         )
         alert.refresh_from_db()
+        if rose:
+            _severity_raised(alert, now)
     if alert.state == AlertState.PENDING and check.consecutive_failures >= check.max_attempts:
         _fire(alert, now)
     return alert
+
+
+def _severity_raised(alert: Alert, now: datetime) -> None:
+    """A firing alert turned more severe (a warning gone critical): route it again, as a firing alert of its new
+    severity is routed, and tell that route with an escalation notice (its resolved notice follows there too)."""
+    check = alert.health_check
+    route = route_match(check=check.name, tags=alert_tags(alert), severity=alert.severity, team_id=check.team_id)
+    name = route.name if route else ""
+    moved = Alert.objects.filter(pk=alert.pk, state=AlertState.FIRING, notices=alert.notices).update(
+        route=name, notices=F("notices") + 1, last_notified_at=now, updated_at=now,
+        **({"reminders_sent": 0} if name != alert.route else {}),
+    )
+    if moved:
+        _notify_on_commit(alert, NotificationEvent.ESCALATION, alert.notices + 1)
+        alert.refresh_from_db()
 
 
 def internal_alert_set(*, check: Check, problem: str | None, now: datetime) -> Alert | None:
@@ -466,7 +486,7 @@ def alert_payload(alert: Alert, event: str, *, route: str | None = None) -> dict
 def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Notification | None:
     """Deliver one notification of an alert once: to its route's handler, or record it silenced.
 
-    A resolved notice goes to every route that was sent a firing (or escalation) notice, after every other notice
+    A resolved notice goes to every route that was sent a firing (escalation, reminder) notice, after every other notice
     being sent was attempted; a route never told the alert fired is not told it resolved (its firing notice was
     silenced, or failed). A reminder, an escalation or a later firing notice (a silence ended) of an alert no longer
     firing is recorded skipped, not sent: it would follow the acknowledgement or the resolved notice. Returns None
@@ -490,7 +510,8 @@ def _resolved_deliver(alert: Alert, *, now: datetime) -> Notification | None:
     firing = Notification.objects.filter(alert=alert, event=NotificationEvent.FIRING, sequence=0).first()
     if firing is None:
         firing = notification_deliver(alert_id=alert.pk, event=NotificationEvent.FIRING)
-    told_notices = Notification.objects.filter(alert=alert, event__in=_FIRING_EVENTS)
+    # A reminder tells a route the alert fires as well (its firing notice may have failed while the reminder went).
+    told_notices = Notification.objects.filter(alert=alert, event__in=(*_FIRING_EVENTS, NotificationEvent.REMINDER))
     # Every other notice in flight goes first: one that sees the alert resolved is skipped, one that did not has
     # been sent by the time the resolved notice follows it. A reminder whose worker died (stale) is not waited for.
     in_flight = Notification.objects.filter(alert=alert, status=NotificationStatus.SENDING).exclude(

@@ -388,11 +388,14 @@ def checks_run(*, runs: Iterable[tuple[int, datetime]], scheduled: bool = True) 
     """Run checks (id, scheduled time) now: probes concurrently, then the results recorded in one transaction.
 
     A run whose check is gone, or already recorded for that scheduled time, is skipped; so is a scheduled run of
-    a check disabled since it was sent (``scheduled=False`` runs a disabled check anyway: an operator asked).
+    a check disabled since it was sent (``scheduled=False`` runs a disabled check anyway: an operator asked), and
+    a run of an ``external`` check, which has no probe: its alerts are posted from outside.
     """
     started_at = timezone.now()
     runs = list(runs)
     candidates = Check.objects.filter(enabled=True) if scheduled else Check.objects.all()
+    # Probing one would record a critical "unknown check type" result and fire a false alert.
+    candidates = candidates.exclude(check_type=CheckType.EXTERNAL)
     # What a probe needs; the rest is read, under lock, when the results are recorded.
     checks = candidates.only("id", "check_type", "params", "probe_state", "timeout_s").in_bulk(
         [check_id for check_id, _ in runs])
@@ -583,6 +586,9 @@ def checks_results_record(
 
 # ------------------------------------------------------------------------------------ retention
 
+#: A fixed key for PostgreSQL's transaction-level advisory lock that runs one retention at a time.
+RETENTION_LOCK_KEY = 0x6167_656E_7473_6D72  # "agentsmr"
+
 
 def metrics_retain(*, now: datetime | None = None, raw_for_s: float | None = None,
                    keep_for_s: float | None = None) -> dict[str, int]:
@@ -598,6 +604,12 @@ def metrics_retain(*, now: datetime | None = None, raw_for_s: float | None = Non
     # Whole hours only, so an hour is never split between a downsampled row and raw samples.
     raw_before = (now - timedelta(seconds=raw_for_s)).replace(minute=0, second=0, microsecond=0)
     with transaction.atomic():
+        connection = connections[Metric.objects.db]
+        if connection.vendor == "postgresql":
+            # Two runs at once (beat's and ``monitor retain``) would both read the same raw hour and each write its
+            # hourly row: one at a time, the second reads what the first left.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RETENTION_LOCK_KEY])
         deleted, _ = Metric.objects.filter(recorded_at__lt=expired_before).delete()
         old_raw = Metric.objects.filter(recorded_at__lt=raw_before, sample_count=1, minimum__isnull=True)
         groups = (

@@ -510,6 +510,55 @@ def test_no_resolved_notice_follows_a_firing_notice_that_failed(clock, receiver)
     assert receiver.events() == ["firing"]
 
 
+def test_a_route_a_reminder_reached_after_its_firing_notice_failed_is_sent_the_resolved_notice(clock, receiver):
+    # given a webhook down when the alert fires (its firing notice failed), back for the first reminder
+    receiver.status = 400
+    _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01}, repeat_interval_s=60)
+    check = make_check(critical=90)
+    alert = _fire(check, clock)
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "failed"
+    receiver.status = 200
+    assert alerts.alerts_sweep(now=timezone.now() + timedelta(seconds=61))["reminders"] == 1
+    alert.refresh_from_db()
+    assert alerts.notification_deliver(alert_id=alert.pk, event="reminder", sequence=alert.notices).status == "sent"
+
+    # when the check passes
+    record(check, 10, clock=clock)
+    resolved = alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+
+    # then the receiver, told by the reminder that the alert fires, is told it resolved
+    assert (resolved.route, resolved.status) == ("hook", "sent")
+    assert receiver.events() == ["firing", "reminder", "resolved"]
+
+
+def test_a_firing_warning_that_turns_critical_is_routed_to_the_critical_route_and_told_there(clock, receiver):
+    # given routes by severity: critical alerts page, the others go to the team's chat
+    hook = {"url": receiver.url, "backoff_s": 0.01}
+    _route("pager", order=1, matchers={"severity": "critical"}, handler="webhook", config=hook)
+    _route("chat", order=2, handler="webhook", config=hook)
+    check = make_check("disk", warning=80, critical=90)
+    record(check, 85, clock=clock)
+    alert = _alert(check)
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "sent"
+
+    # when the disk fills on past critical (twice)
+    record(check, 95, clock=clock)
+    alert.refresh_from_db()
+    assert (alert.state, alert.severity, alert.route) == ("firing", "critical", "pager")
+    assert alerts.notification_deliver(alert_id=alert.pk, event="escalation", sequence=alert.notices).status == "sent"
+    record(check, 97, clock=clock)
+    alert.refresh_from_db()
+    assert alert.notices == 1  # told once, not on every critical run
+
+    # then the pager was told, and both routes hear the alert resolve
+    record(check, 10, clock=clock)
+    alerts.notification_deliver(alert_id=alert.pk, event="resolved")
+    assert [(item["event"], item["route"], item["severity"]) for item in receiver.received] == [
+        ("firing", "chat", "warning"), ("escalation", "pager", "critical"),
+        ("resolved", "chat", "critical"), ("resolved", "pager", "critical"),
+    ]
+
+
 def test_an_unknown_result_leaves_the_alert_as_it_is_and_never_makes_a_check_critical(clock):
     # given a check whose alert fires
     check = make_check(critical=90)

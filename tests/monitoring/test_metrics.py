@@ -1,14 +1,18 @@
 """Metric summaries computed in the database, and retention (delete and downsample) of old samples."""
 import math
 import random
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.exceptions import MonitoringError
 from agents.models import Metric
 from agents.monitoring import selectors, services
+
+from tests.conftest import wait_for
 
 from .conftest import make_check
 
@@ -73,3 +77,61 @@ def test_retention_deletes_expired_samples_and_downsamples_old_ones_to_hourly_ro
     }
     row = selectors.metrics_summary(window=timedelta(days=4), now=now)[0]
     assert (row["count"], row["min"], row["max"]) == (4, 7.0, 60.0)  # downsampled rows count as their samples
+
+
+def _waiting_on_a_lock() -> int:
+    """Sessions of this database waiting for a lock another holds."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_retentions_at_once_write_each_hourly_row_once():
+    # given three raw samples of an hour three days ago
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    check = make_check("api")
+    old_hour = (now - timedelta(days=3)).replace(minute=0)
+    Metric.objects.bulk_create([
+        Metric(name="latency", value=value, unit="ms", health_check=check,
+               recorded_at=old_hour + timedelta(minutes=index))
+        for index, value in enumerate([10.0, 20.0, 60.0])
+    ])
+    first_done, commit_first, errors = threading.Event(), threading.Event(), []
+
+    def first():  # beat's hourly run, its transaction not yet committed when the second starts
+        try:
+            with transaction.atomic():
+                services.metrics_retain(now=now)
+                first_done.set()
+                commit_first.wait(timeout=30)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def second():  # an operator's `monitor retain` meanwhile
+        try:
+            services.metrics_retain(now=now)
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+        finally:
+            connection.close()
+
+    # when both run at once, the second waiting on the first
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    first_done.wait(timeout=30)
+    threads.append(threading.Thread(target=second))
+    threads[1].start()
+    wait_for(lambda: _waiting_on_a_lock() > 0, what="the second retention to wait for the first")
+    commit_first.set()
+    for thread in threads:
+        thread.join()
+
+    # then the hour is one hourly row of its three samples, and the summary counts each sample once
+    assert errors == []
+    assert list(Metric.objects.values_list("value", "minimum", "maximum", "sample_count")) == [(30.0, 10.0, 60.0, 3)]
+    row = selectors.metrics_summary(window=timedelta(days=4), now=now)[0]
+    assert (row["count"], row["avg"]) == (3, 30.0)

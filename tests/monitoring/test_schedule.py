@@ -6,11 +6,12 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.models import Alert, Check, Metric, Notification, NotificationRoute
-from agents.monitoring import services
+from agents.monitoring import alerts, services
 from tests.conftest import wait_for
 
 from .conftest import make_check
@@ -78,6 +79,24 @@ def test_a_scheduled_run_of_a_check_disabled_since_is_skipped_but_an_operator_ca
     assert services.checks_run(runs=[(check.pk, timezone.now())]) == []
     assert Check.objects.get(pk=check.pk).last_run_at is None
     assert services.check_run_now(name="paused").recorded
+
+
+@pytest.mark.django_db
+def test_running_every_check_now_leaves_alerts_posted_from_outside_alone(capsys):
+    # given an alert Prometheus posted (its check is of type external) and a check that passes
+    alerts.external_alerts_receive(document=[{"labels": {"alertname": "DiskFull", "instance": "db1"},
+                                              "annotations": {"summary": "disk full on db1"}}])
+    make_check("mem", "memory", critical=1000)
+
+    # when an operator runs every check now
+    call_command("monitor", "run", "--all")
+
+    # then the passing check ran and the command passed; the external check was not probed, no alert was raised
+    output = capsys.readouterr().out
+    assert "mem" in output and "DiskFull" not in output
+    assert [(alert.health_check.name, alert.state, alert.summary) for alert in Alert.objects.all()] == [
+        ("DiskFull", "firing", "disk full on db1")]
+    assert Check.objects.get(name="DiskFull").last_message == "disk full on db1"
 
 
 @pytest.mark.django_db
