@@ -357,9 +357,7 @@ class _Evaluation:
         if kind in (ast.Name, ast.Attribute, ast.Subscript):
             return self.column(field_path(node))
         if kind is ast.BoolOp:
-            masks = [self.mask_of(self.value(part)) for part in node.values]
-            combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
-            return self.boolean(combine.reduce(masks), None, self.label(node))
+            return self.logical(node)
         if kind is ast.UnaryOp:
             return self.unary(node)
         if kind is ast.BinOp:
@@ -394,6 +392,9 @@ class _Evaluation:
         operand = self.value(node.operand)
         label = self.label(node)
         if isinstance(node.op, ast.Not):
+            unknown = self.unknown_of(operand)
+            if unknown is not None:  # not unknown is unknown (a missing value does not match, negated or not)
+                return _Column(~unknown, BOOLEAN, label)
             return self.boolean(~self.mask_of(operand), None, label)
         symbol = _OPERATOR_SYMBOLS[type(node.op)]
         if operand.kind == NULL:
@@ -402,6 +403,29 @@ class _Evaluation:
             self.fail(f"unary '{symbol}' needs a number, got {operand.describe()}")
         series = self.numeric(operand) if operand.kind == BOOLEAN else self.series_of(operand)
         return _Column(-series if isinstance(node.op, ast.USub) else series, operand.kind, label)
+
+    def unknown_of(self, value: _Column | _Constant | _Items) -> pd.Series | None:
+        """A truth value that is unknown on some rows (a comparison with a missing value), as pandas' nullable
+        booleans; None when it is known on every row."""
+        if isinstance(value, _Column) and isinstance(value.series.dtype, pd.BooleanDtype) and value.series.hasnans:
+            return value.series
+        return None
+
+    def logical(self, node: ast.BoolOp) -> _Column:
+        """``and`` / ``or`` over each operand's truth (Python truthiness, null is False), with SQL's three-valued
+        logic where a comparison with a missing value is unknown: False and unknown is False, True or unknown is True,
+        otherwise unknown stays unknown, so ``not`` of it does not match either."""
+        parts = [self.value(part) for part in node.values]
+        unknown = [self.unknown_of(part) for part in parts]
+        if all(part is None for part in unknown):
+            combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+            return self.boolean(combine.reduce([self.mask_of(part) for part in parts]), None, self.label(node))
+        truths = [known if known is not None else pd.Series(self.mask_of(part), index=self.index, dtype="boolean")
+                  for part, known in zip(parts, unknown)]
+        combined = truths[0]
+        for truth in truths[1:]:
+            combined = combined & truth if isinstance(node.op, ast.And) else combined | truth
+        return _Column(combined, BOOLEAN, self.label(node))
 
     def numeric(self, value: _Column | _Constant) -> pd.Series:
         """A number or boolean value as numbers (booleans as 0 / 1, nulls kept)."""

@@ -57,6 +57,16 @@ def test_filter_expression_treats_missing_values_as_not_matching(orders):
     assert result.customer_id.notna().all()
 
 
+def test_a_negated_filter_does_not_match_a_missing_value_either(orders):
+    """`not (customer_id > 500)` keeps the rows at or under 500, not those without a customer (SQL's NOT of unknown);
+    asking for them keeps them."""
+    result = apply(orders, {"type": "filter", "expression": "not (customer_id > 500)"})
+    assert result.equals(orders[orders.customer_id.notna() & (orders.customer_id <= 500)])
+    with_missing = apply(orders, {"type": "filter", "expression": "customer_id == None or not (customer_id > 500)"})
+    assert with_missing.equals(orders[orders.customer_id.isna() | (orders.customer_id <= 500)])
+    assert orders.customer_id.isna().any() and len(with_missing) > len(result)
+
+
 @pytest.mark.parametrize(("condition", "direct"), [
     ({"column": "amount", "op": "<", "value": 0}, lambda f: f.amount < 0),
     ({"column": "amount", "op": ">=", "value": 100}, lambda f: f.amount >= 100),

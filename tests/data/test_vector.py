@@ -151,15 +151,35 @@ def test_a_compiled_rule_read_column_wise_answers_as_its_text_does(text):
         ("amount > 100 and region in ['north', 'south']",
          lambda f: (f.amount > 100) & f.region.isin(["north", "south"])),
         ("amount > 200 or region == 'north'", lambda f: (f.amount > 200) | (f.region == "north")),
-        ("not amount > 100", lambda f: ~((f.amount > 100) & f.amount.notna())),
+        ("not amount > 100", lambda f: ~(f.amount > 100) & f.amount.notna()),
         ("not region", lambda f: f.region.isna()),
         ("active and count", lambda f: f.active & (f["count"].fillna(0) != 0)),
         ("amount", lambda f: f.amount.notna() & (f.amount != 0)),
     ],
 )
 def test_boolean_operators_read_nulls_as_false(text, direct):
-    """and / or / not read each operand as a mask (Python truthiness, null is False)."""
+    """and / or / not read each operand as a mask (Python truthiness, null is False); a comparison with a null is
+    unknown, and not unknown is unknown: no match."""
     assert mask(text).tolist() == held(direct(orders()))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # amount: 50, 150, None, 300, 100, -20; region: north, East, south, None, north, west
+        ("not (amount > 100)", [True, False, False, False, True, True]),
+        ("not (region == 'north')", [False, True, True, False, False, True]),
+        ("not (amount > 100 or region == 'north')", [False, False, False, False, False, True]),
+        ("not (amount > 100 and region == 'north')", [True, True, True, False, True, True]),
+        ("amount > 100 or region == 'south'", [False, True, True, True, False, False]),
+        ("not (not (amount > 100))", [False, True, False, True, False, False]),
+        ("amount == None or not (amount > 100)", [True, False, True, False, True, True]),
+    ],
+)
+def test_a_comparison_with_a_null_is_unknown_through_not_and_or(text, expected):
+    """SQL's three-valued logic: unknown and False is False, unknown or True is True, not unknown is unknown, and
+    only True matches; so negating a condition never matches a row it could not judge."""
+    assert mask(text).tolist() == expected
 
 
 def test_a_conditional_picks_per_row():
