@@ -1,5 +1,7 @@
 """Monitoring tasks (routed to the ``monitoring`` queue): the dispatcher, check runs, notifications, responses,
 the alert sweep and metric retention."""
+import math
+
 from celery import shared_task
 from django.utils.dateparse import parse_datetime
 
@@ -19,12 +21,16 @@ def checks_run(runs: list[list]) -> list[dict]:
     return [{"check": outcome.check, "status": outcome.status, "recorded": outcome.recorded} for outcome in outcomes]
 
 
-@shared_task(name="workers.monitoring.alert_notify", bind=True, max_retries=60)
+@shared_task(name="workers.monitoring.alert_notify", bind=True,
+             max_retries=math.ceil(alerts.NOTICE_WAIT_S / alerts.NOTICE_RETRY_S))
 def alert_notify(self, alert_id: int, event: str, sequence: int = 0) -> dict | None:
-    """Deliver one notification of an alert; a resolved notice waits for its firing notice to finish."""
+    """Deliver one notification of an alert; a resolved notice waits for its firing notices to finish, at least
+    ``NOTICE_WAIT_S`` (retried every ``NOTICE_RETRY_S``), then is recorded with why it was given up."""
     notification = alerts.notification_deliver(alert_id=alert_id, event=event, sequence=sequence)
     if notification is None:
-        raise self.retry(countdown=1)
+        if self.request.retries < self.max_retries:
+            raise self.retry(countdown=alerts.NOTICE_RETRY_S)
+        notification = alerts.resolved_notice_give_up(alert_id=alert_id)
     return {"notification_id": notification.pk, "status": notification.status}
 
 

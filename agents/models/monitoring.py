@@ -290,6 +290,9 @@ class Notification(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["alert", "event", "sequence"], name="notification_once_per_event")
         ]
+        # The alert sweep looks for notices left 'sending' (their worker died) every few seconds: only those rows.
+        indexes = [models.Index(fields=["created_at"], name="notification_sending_idx",
+                                condition=models.Q(status="sending"))]
 
     def __str__(self) -> str:
         return f"{self.event} of alert #{self.alert_id}: {self.status}"

@@ -40,12 +40,19 @@ from agents.models import (
     WorkflowDefinition,
 )
 from agents.monitoring import alertmanager, rules
-from agents.monitoring.notifiers import notification_send
+from agents.monitoring.notifiers import MAX_SEND_S, notification_send
 
 logger = logging.getLogger(__name__)
 
-#: A notification left 'sending' this long (its worker died mid-send) is taken over by the next attempt.
-SENDING_STALE_S = 120.0
+#: A notification left 'sending' this long (its worker died mid-send) is taken over by the next attempt, the alert
+#: sweep's or a notify task's: longer than one send may take (MAX_SEND_S), with a minute for the writes around it,
+#: so a sender still retrying a slow webhook is not taken over.
+SENDING_STALE_S = MAX_SEND_S + 60.0
+#: Longest the resolved notice waits for the notices of its alert still being sent: until one is stale and taken
+#: over, then that attempt (MAX_SEND_S). Past it, the resolved notice is recorded skipped with the reason.
+NOTICE_WAIT_S = SENDING_STALE_S + MAX_SEND_S
+#: Seconds between two looks of a notice that waits (the notify task's retry countdown).
+NOTICE_RETRY_S = 1.0
 #: The tasks that deliver a notification and run an alert's incident responses (``workers.monitoring``).
 NOTIFY_TASK = "workers.monitoring.alert_notify"
 RESPOND_TASK = "workers.monitoring.alert_respond"
@@ -489,14 +496,27 @@ def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Not
     A resolved notice goes to every route that was sent a firing (escalation, reminder) notice, after every other notice
     being sent was attempted; a route never told the alert fired is not told it resolved (its firing notice was
     silenced, or failed). A reminder, an escalation or a later firing notice (a silence ended) of an alert no longer
-    firing is recorded skipped, not sent: it would follow the acknowledgement or the resolved notice. Returns None
-    while another notice of the alert is still being sent by another worker: the caller retries later.
+    firing is recorded skipped, not sent: it would follow the acknowledgement or the resolved notice.
+
+    A notice another worker is sending is left to it until it is stale (``SENDING_STALE_S``: that worker died), then
+    taken over and sent by whoever comes next: this task run again, the resolved notice, or the task the alert sweep
+    enqueues for it. Returns None while the resolved notice waits for another notice of the alert still being sent:
+    the caller retries later (``resolved_notice_give_up`` once it has waited ``NOTICE_WAIT_S``).
     """
     alert = Alert.objects.select_related("health_check").get(pk=alert_id)
     now = timezone.now()
     if event == NotificationEvent.RESOLVED:
         return _resolved_deliver(alert, now=now)
-    route = NotificationRoute.objects.filter(name=alert.route, enabled=True).first() if alert.route else None
+    return _notice_deliver(alert, event=event, sequence=sequence, now=now)
+
+
+def _notice_deliver(alert: Alert, *, event: str, sequence: int, now: datetime) -> Notification:
+    """A firing, reminder or escalation notice: to the route its row names once a worker took it (a notice taken
+    over goes where it was meant to, wherever the alert has moved since), else to the alert's route."""
+    name = (Notification.objects.filter(alert=alert, event=event, sequence=sequence)
+            .values_list("route", flat=True).first())
+    name = alert.route if name is None else name
+    route = NotificationRoute.objects.filter(name=name, enabled=True).first() if name else None
     return _deliver(alert, event=event, sequence=sequence, route=route, silence=silence_for_alert(alert, now=now),
                     now=now)
 
@@ -510,6 +530,14 @@ def _resolved_deliver(alert: Alert, *, now: datetime) -> Notification | None:
     firing = Notification.objects.filter(alert=alert, event=NotificationEvent.FIRING, sequence=0).first()
     if firing is None:
         firing = notification_deliver(alert_id=alert.pk, event=NotificationEvent.FIRING)
+    # A firing or escalation notice whose worker died (stale) is taken over and attempted here, before this one: the
+    # resolved notice waits for a sender while it may still be sending, not for one that died.
+    stale = Notification.objects.filter(
+        alert=alert, event__in=_FIRING_EVENTS, status=NotificationStatus.SENDING,
+        created_at__lt=now - timedelta(seconds=SENDING_STALE_S))
+    for event, sequence in stale.order_by("created_at", "pk").values_list("event", "sequence"):
+        _notice_deliver(alert, event=event, sequence=sequence, now=now)
+    firing.refresh_from_db()
     # A reminder tells a route the alert fires as well (its firing notice may have failed while the reminder went).
     told_notices = Notification.objects.filter(alert=alert, event__in=(*_FIRING_EVENTS, NotificationEvent.REMINDER))
     # Every other notice in flight goes first: one that sees the alert resolved is skipped, one that did not has
@@ -541,6 +569,30 @@ def _resolved_deliver(alert: Alert, *, now: datetime) -> Notification | None:
         delivered.append(_deliver(alert, event=NotificationEvent.RESOLVED, sequence=index, route=route, silence=None,
                                   now=now))
     return delivered[0]
+
+
+def resolved_notice_give_up(*, alert_id: int) -> Notification:
+    """The resolved notice of an alert that waited ``NOTICE_WAIT_S`` for its other notices being sent: delivered if
+    they are done by now, else recorded ``skipped`` naming what it waited for (a later run sends nothing)."""
+    alert = Alert.objects.select_related("health_check").get(pk=alert_id)
+    now = timezone.now()
+    if (notification := _resolved_deliver(alert, now=now)) is not None:
+        return notification
+    waiting = [f"{event} #{sequence} to {route or 'the log'}" for event, sequence, route in (
+        Notification.objects.filter(alert=alert, status=NotificationStatus.SENDING)
+        .exclude(event=NotificationEvent.RESOLVED).order_by("created_at", "pk")
+        .values_list("event", "sequence", "route"))]
+    waited_s = (now - (alert.resolved_at or now)).total_seconds()
+    firing = Notification.objects.filter(alert=alert, event=NotificationEvent.FIRING, sequence=0).first()
+    notification, _ = Notification.objects.get_or_create(
+        alert=alert, event=NotificationEvent.RESOLVED, sequence=0,
+        defaults={"route": firing.route if firing else alert.route, "handler": firing.handler if firing else "",
+                  "status": NotificationStatus.SKIPPED, "finished_at": now,
+                  "error": f"not sent: gave up after {waited_s:.0f} s waiting for {', '.join(waiting) or 'its notices'}"
+                           " still being sent"},
+    )
+    logger.warning("resolved notice of alert %s: %s", alert.pk, notification.error)
+    return notification
 
 
 def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRoute | None, silence: Silence | None,
@@ -605,8 +657,9 @@ def _stopped_firing(alert: Alert, *, event: str, sequence: int) -> str:
 def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """Resolve alerts from outside whose ``ends_at`` passed without a new post, expire acknowledgements, send
     reminders every route's ``repeat_interval_s`` while an alert stays firing unacknowledged, and escalate to
-    ``escalate_to`` after ``escalate_after`` reminders. Safe to run twice: each step is a guarded update on the
-    alert's state or notice counter."""
+    ``escalate_to`` after ``escalate_after`` reminders, and enqueue again every notice whose worker died mid-send
+    (stale). Safe to run twice: each step is a guarded update on the alert's state, its notice counter or the
+    notice's status."""
     now = now or timezone.now()
     counts = {"ack_expired": 0, "reminders": 0, "escalations": 0, "unsilenced": 0, "expired": 0}
     counts["expired"] = _external_expire(now=now)
@@ -619,6 +672,7 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 counts["ack_expired"] += 1
                 _notify_on_commit(alert, NotificationEvent.REMINDER, alert.notices + 1)
     counts["unsilenced"] = _unsilenced_notify(now=now)
+    _stale_notices_resend(now=now)
     routes = {
         route.name: route
         for route in NotificationRoute.objects.select_related("escalate_to").filter(
@@ -652,6 +706,25 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 counts[key] += 1
                 _notify_on_commit(alert, event, alert.notices + 1)
     return counts
+
+
+def _stale_notices_resend(*, now: datetime) -> int:
+    """Enqueue again every notice left 'sending' longer than ``SENDING_STALE_S`` (its worker died mid-send): the
+    notify task takes it over (a guarded update; a copy that finds it taken leaves it) and sends it, once more at
+    least (receivers drop the repeat by its ``Idempotency-Key``). A resolved one goes as its alert's resolved
+    notice. Returns how many were enqueued."""
+    stale = Notification.objects.select_related("alert").filter(
+        status=NotificationStatus.SENDING, created_at__lt=now - timedelta(seconds=SENDING_STALE_S))
+    enqueued: set[tuple[int, str, int]] = set()
+    for notice in stale.order_by("created_at", "pk"):
+        sequence = 0 if notice.event == NotificationEvent.RESOLVED else notice.sequence
+        if (notice.alert_id, notice.event, sequence) in enqueued:
+            continue
+        enqueued.add((notice.alert_id, notice.event, sequence))
+        logger.warning("%s notice #%s of alert %s left sending since %s (its worker died): sending it again",
+                       notice.event, notice.sequence, notice.alert_id, notice.created_at.isoformat())
+        task_send_on_commit(NOTIFY_TASK, notice.alert_id, notice.event, sequence, trace_id=notice.alert.trace_id)
+    return len(enqueued)
 
 
 def _external_expire(*, now: datetime) -> int:
