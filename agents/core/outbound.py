@@ -16,14 +16,22 @@ taken from the pool, so a host that now resolves elsewhere gets a new pool, neve
 is kept between requests: no cookie, header or credential (requests go out without a ``requests.Session``). A
 request on a kept connection that the server closed meanwhile is sent once more on a new one when it is
 idempotent (GET, HEAD, OPTIONS), as browsers do; a failure on a new connection is the answer.
+
+``timeout_s`` bounds the whole request, not each socket read: connecting, sending, the status and headers, the body
+(redirect hops included) share one deadline. Every read from the socket waits at most the time left, and none
+starts once it has passed, so a server that answers one byte at a time cannot hold the caller past it; the request
+then fails with ``requests.Timeout`` naming ``timeout_s``. A ``stream=True`` response keeps the deadline while its
+body is read (``outbound_release`` stops there).
 """
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
 import socket
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -178,9 +186,11 @@ def _in_named_network(ip, allowed: list[str]) -> bool:
 
 
 class _Connections(threading.local):
-    """Whether the request under way in this thread opened a new connection (else it used a kept one)."""
+    """Whether the request under way in this thread opened a new connection (else it used a kept one), and the
+    ``time.monotonic()`` by which its response must be read (None: no request under way)."""
 
     opened = False
+    deadline: float | None = None
 
 
 _connections = _Connections()
@@ -198,13 +208,60 @@ def _adapters_forget() -> None:
 os.register_at_fork(after_in_child=_adapters_forget)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket's reader (``raw``, from ``sock.makefile``) with each read waiting at most the time left until
+    ``deadline``; none starts after it (``TimeoutError``, which urllib3 reports as a read timeout)."""
+
+    def __init__(self, raw, sock, deadline: float):
+        super().__init__()
+        self._raw, self._sock, self._deadline = raw, sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request's timeout_s passed")
+        self._sock.settimeout(left)
+        return self._raw.readinto(buffer)
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()  # gives the socket back (a closed connection's socket is closed once this is)
+        super().close()
+
+
+class _DeadlineSocket:
+    """What ``http.client``'s response reads from: ``sock``, every read bounded by ``deadline``."""
+
+    def __init__(self, sock, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str = "rb", *args, **kwargs):
+        # The socket's own unbuffered reader, so the socket counts it as open, as it counts http.client's.
+        return io.BufferedReader(_DeadlineReader(self._sock.makefile(mode, buffering=0), self._sock, self._deadline))
+
+
 def _pinned_pool_classes(address: str) -> dict:
     """Connection pools whose connections go to ``address`` while the Host header, TLS name and certificate check
-    keep the URL's host name."""
+    keep the URL's host name, and whose responses are read by the deadline of the request under way."""
+    from http.client import HTTPResponse
+
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+    class DeadlineResponse(HTTPResponse):
+        def __init__(self, sock, *args, **kwargs):
+            deadline = _connections.deadline
+            super().__init__(sock if deadline is None else _DeadlineSocket(sock, deadline), *args, **kwargs)
+
     class PinnedHTTPConnection(HTTPConnection):
+        response_class = DeadlineResponse
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._dns_host = address
@@ -214,6 +271,8 @@ def _pinned_pool_classes(address: str) -> dict:
             super().connect()
 
     class PinnedHTTPSConnection(HTTPSConnection):
+        response_class = DeadlineResponse
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._dns_host = address
@@ -256,10 +315,15 @@ def _new_pinned_adapter(address: str):
     return PinnedAdapter(pool_connections=HOSTS_PER_ADDRESS, pool_maxsize=CONNECTIONS_PER_HOST, max_retries=0)
 
 
+def _timed_out(url: str, timeout_s: float) -> requests.Timeout:
+    return requests.Timeout(f"{url_shown(url)}: timed out: no complete answer within timeout_s={timeout_s:g} s")
+
+
 def _send(method: str, target: OutboundTarget, *, headers: dict, json, params: dict | None, timeout_s: float,
-          stream: bool) -> requests.Response:
+          deadline: float, stream: bool) -> requests.Response:
     """Send one request to the checked address of ``target`` on a kept connection when there is one, with
-    requests' default headers under the caller's and nothing from the environment (proxy, netrc)."""
+    requests' default headers under the caller's and nothing from the environment (proxy, netrc); connecting,
+    sending and every read wait at most the time left until ``deadline`` (``time.monotonic()``)."""
     merged = requests.utils.default_headers()
     merged.update(headers)
     prepared = requests.Request(method, target.url, headers={name: value for name, value in merged.items()
@@ -268,25 +332,40 @@ def _send(method: str, target: OutboundTarget, *, headers: dict, json, params: d
     adapter = _pinned_adapter(target.address)
 
     def send_once() -> requests.Response:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _timed_out(target.url, timeout_s)
         _connections.opened = False
-        return adapter.send(prepared, stream=stream, timeout=timeout_s, verify=True, proxies={})
+        _connections.deadline = deadline  # read by the response, which keeps it for its body
+        try:
+            return adapter.send(prepared, stream=stream, timeout=left, verify=True, proxies={})
+        finally:
+            _connections.deadline = None
 
     try:
-        response = send_once()
-    except requests.ConnectionError as error:
-        # On a new connection, or not idempotent, or timed out: that is the answer. Else the kept connection was
-        # closed by the server and nothing was answered, so the request goes once more, on a new connection.
-        if _connections.opened or method not in RESENT_METHODS or isinstance(error, requests.Timeout):
-            raise
-        response = send_once()
-    if not stream:
-        response.content  # noqa: B018  (read now: the connection goes back to the pool)
+        try:
+            response = send_once()
+        except requests.ConnectionError as error:
+            # On a new connection, or not idempotent, or timed out: that is the answer. Else the kept connection was
+            # closed by the server and nothing was answered, so the request goes once more, on a new connection.
+            if _connections.opened or method not in RESENT_METHODS or isinstance(error, requests.Timeout):
+                raise
+            response = send_once()
+        if not stream:
+            response.content  # noqa: B018  (read now: the connection goes back to the pool)
+    except requests.RequestException as error:
+        # A read cut off at the deadline surfaces from the body as a ConnectionError (requests' wording); either
+        # way the caller is told the timeout it set, as for any timeout.
+        if isinstance(error, requests.Timeout) or time.monotonic() >= deadline:
+            raise _timed_out(target.url, timeout_s) from error
+        raise
     return response
 
 
 def outbound_release(response: requests.Response) -> None:
     """Done with a ``stream=True`` response: read what is left of a short body so its connection is kept for the
-    next request (a body over ``DRAIN_BYTES`` closes it instead), then close it."""
+    next request (a body over ``DRAIN_BYTES``, or one not read by the request's deadline, closes it instead), then
+    close it."""
     try:
         read = 0
         for chunk in response.iter_content(DRAIN_BYTES):
@@ -302,15 +381,17 @@ def outbound_request(method: str, url: str, *, setting: str, headers: dict | Non
                      params: dict | None = None, timeout_s: float = 10.0, stream: bool = False,
                      follow_redirects: bool = False, target: OutboundTarget | None = None) -> requests.Response:
     """Send one request through the guard (see the module); raises ``OutboundRequestError`` when the URL or a
-    redirect hop is refused, and what ``requests`` raises when the connection fails. ``target``: ``url`` already
-    checked by ``outbound_target`` (not resolved twice)."""
+    redirect hop is refused, ``requests.Timeout`` when the whole request (every hop, and the body unless
+    ``stream``) is not done within ``timeout_s`` seconds, and what ``requests`` raises when the connection fails.
+    ``target``: ``url`` already checked by ``outbound_target`` (not resolved twice)."""
+    deadline = time.monotonic() + timeout_s
     method = method.upper()
     headers = dict(headers or {})
     body = json
     target = target if target is not None and target.url == url else outbound_target(url, setting)
     for _ in range(MAX_REDIRECTS + 1):
         response = _send(method, target, headers=headers, json=body, params=params, timeout_s=timeout_s,
-                         stream=stream)
+                         deadline=deadline, stream=stream)
         if not follow_redirects or response.status_code not in REDIRECT_STATUSES:
             return response
         location = response.headers.get("Location")

@@ -3,12 +3,15 @@ forbidden one (127.0.0.2, another loopback address) that records everything it i
 no credential ends up in a stored error."""
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from agents.core.actions import ActionContext, action_get
+from agents.core.outbound import outbound_request
 from agents.data.sources import source_frame
 from agents.exceptions import ActionError, CheckSpecError, DataSourceError, NotificationError, PermanentActionError
 from agents.monitoring.notifiers import notification_send
@@ -200,3 +203,117 @@ def test_an_http_check_shows_its_url_without_the_query(allowed):
     result = probe_run("http", {"url": f"{allowed.url}/ok?key={SECRET}"})
 
     assert result.ok and result.target == f"{allowed.url}/ok" and SECRET not in result.message
+
+
+# --- timeout_s bounds the whole request -------------------------------------------------------------------------
+
+#: A drip server sends one byte every DRIP_S seconds, DRIP_BYTES in all: 20 s, far past the 1 s timeouts below.
+DRIP_S = 0.2
+DRIP_BYTES = 100
+
+
+class DripServer:
+    """A local HTTP server that answers one byte every ``DRIP_S`` seconds, ``DRIP_BYTES`` bytes in all, counting
+    the bytes it sent: ``/headers`` drips its status line and headers, anything else sends them at once and drips
+    a JSON body. ``finished`` is set when an answer ended, ``broken`` when the client closed its connection first."""
+
+    def __init__(self):
+        self.sent = 0
+        self.broken = False
+        self.finished = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                if self.path == "/headers":
+                    padding = b"x" * (DRIP_BYTES - len(b"HTTP/1.1 200 OK\r\nX-Padding: \r\nContent-Length: 0\r\n\r\n"))
+                    drip = b"HTTP/1.1 200 OK\r\nX-Padding: " + padding + b"\r\nContent-Length: 0\r\n\r\n"
+                else:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: %d\r\n\r\n" % DRIP_BYTES)
+                    drip = b'{"items": [' + b" " * (DRIP_BYTES - len(b'{"items": []}')) + b"]}"
+                try:
+                    for index in range(len(drip)):
+                        self.wfile.write(drip[index:index + 1])
+                        server.sent += 1
+                        time.sleep(DRIP_S)
+                except OSError:  # the client closed the connection
+                    server.broken = True
+                finally:
+                    server.finished.set()
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def given_up(self) -> bool:
+        """Whether the client closed the connection before the answer's last byte (waiting for the server to
+        notice: its next write fails)."""
+        self.finished.wait(DRIP_BYTES * DRIP_S)
+        return self.broken and self.sent < DRIP_BYTES
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def drip():
+    server = DripServer()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("path", ["/headers", "/body"])
+def test_a_request_answered_a_byte_at_a_time_fails_at_its_timeout_naming_it(drip, path):
+    with pytest.raises(requests.Timeout) as caught:
+        outbound_request("GET", f"{drip.url}{path}?token={SECRET}", setting="AGENTS_HTTP_ALLOWED_HOSTS", timeout_s=1)
+
+    assert str(caught.value) == f"{drip.url}{path}: timed out: no complete answer within timeout_s=1 s"
+    assert drip.given_up()
+
+
+def test_the_http_request_action_answered_a_byte_at_a_time_fails_at_its_timeout(drip):
+    with pytest.raises(ActionError, match=r"^GET .*/body failed: timed out after 1 s$"):
+        http_request(url=f"{drip.url}/body", timeout_s=1)
+
+    assert drip.given_up()
+
+
+def test_an_http_check_whose_headers_come_a_byte_at_a_time_fails_at_its_timeout(drip):
+    result = probe_run("http", {"url": f"{drip.url}/headers", "timeout_s": 1})
+
+    assert not result.ok and result.message == f"GET {drip.url}/headers failed: timed out after 1 s"
+    assert drip.given_up()
+
+
+def test_an_http_check_stops_reading_a_body_that_comes_a_byte_at_a_time_at_its_timeout(drip):
+    # The status is what an http check measures: it came at once, so the check passes; the body it reads only to
+    # keep the connection is given up at the timeout, and the connection closed.
+    result = probe_run("http", {"url": f"{drip.url}/body", "timeout_s": 1})
+
+    assert result.ok, result.message
+    assert drip.given_up()
+
+
+def test_a_webhook_answered_a_byte_at_a_time_fails_at_its_timeout(drip):
+    with pytest.raises(NotificationError, match="timed out after 1 s"):
+        notification_send(handler="webhook", config={"url": f"{drip.url}/body", "timeout_s": 1, "attempts": 1},
+                          payload={"event": "firing"}, dedup_key="fp")
+
+    assert drip.given_up()
+
+
+def test_an_api_source_answered_a_byte_at_a_time_fails_at_its_timeout(drip):
+    with pytest.raises(DataSourceError, match="failed after 1 attempt: no answer within 1s"):
+        source_frame({"kind": "api", "url": f"{drip.url}/body", "records": "items", "timeout_s": 1, "retries": 0})
+
+    assert drip.given_up()
