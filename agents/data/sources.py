@@ -699,11 +699,13 @@ def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterat
 
 
 def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
+    """JSON lines, each value of the type JSON gives it (``dtype=False``: pandas would read the string "0012" as
+    the number 12, and a date-named column as dates)."""
     empty = pd.DataFrame(columns=columns or [])
     if chunk_rows is None:
-        reader = contextlib.nullcontext([pd.read_json(path, lines=True, encoding=spec["encoding"])])
+        reader = contextlib.nullcontext([pd.read_json(path, lines=True, encoding=spec["encoding"], dtype=False)])
     else:
-        reader = pd.read_json(path, lines=True, encoding=spec["encoding"], chunksize=chunk_rows)
+        reader = pd.read_json(path, lines=True, encoding=spec["encoding"], dtype=False, chunksize=chunk_rows)
     if chunk_rows is None or columns is None:
         with reader as frames:
             for frame in _at_least_one(iter(frames), empty):
@@ -724,8 +726,9 @@ def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iter
 
 
 def _json_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
-    """A JSON document laid out as ``orient`` says. It is one value, so the whole file is parsed, then cut into
-    chunks: memory grows with the file (a jsonl file streams instead)."""
+    """A JSON document laid out as ``orient`` says, each value of the type JSON gives it (as ``_jsonl_frames``). It
+    is one value, so the whole file is parsed, then cut into chunks: memory grows with the file (a jsonl file
+    streams instead)."""
     orient = spec.get("orient", "records")
     with open(path, encoding=spec["encoding"]) as handle:
         first = handle.read(1 << 16).lstrip()[:1]
@@ -734,7 +737,7 @@ def _json_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Itera
         shape = {"records": "an array of objects", "values": "an array of arrays", "split":
                  "an object with columns, index and data"}.get(orient, "an object of objects")
         raise DataSourceError(f"{label}: orient {orient} expects {shape}, the file starts with {first!r}")
-    frame = pd.read_json(path, orient=orient, encoding=spec["encoding"], dtype=orient != "values")
+    frame = pd.read_json(path, orient=orient, encoding=spec["encoding"], dtype=False)
     if orient in ("columns", "index"):
         frame = frame.reset_index(drop=True)
     frame.columns = [str(column) for column in frame.columns]

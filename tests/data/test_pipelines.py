@@ -506,6 +506,25 @@ def test_an_aggregate_without_group_by_gives_the_first_and_last_values(data_root
     assert output_of(run, data_root).to_dict("records") == [{"first_amount": 1.5, "last_region": "west", "rows": 6}]
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_a_json_lines_file_is_published_with_its_strings_and_numbers_as_they_are(data_root, chunk_rows):
+    # given JSON lines whose codes are strings that would pass for numbers, beside real numbers
+    records = [{"code": "0012", "sci": "1e3", "agent": "007", "amount": 12, "price": 1.5},
+               {"code": "0100", "sci": "2.50", "agent": "042", "amount": 7, "price": 3.0},
+               {"code": "1", "sci": "-0", "agent": "700", "amount": 0, "price": -2.25}]
+    (data_root / "codes.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    # when a pipeline publishes it, whole or in chunks
+    run = services.pipeline_run(pipeline=load({
+        "name": f"codes-{chunk_rows}", "source": {"kind": "file", "path": "codes.jsonl"}, "chunk_rows": chunk_rows,
+        "output": {"dataset": "codes"},
+    }).pipeline.name)
+
+    # then the dataset holds the file's values: "0012" is still "0012", 1.5 still 1.5
+    assert run.status == "succeeded", run.error
+    assert output_of(run, data_root).to_dict("records") == records
+
+
 def test_a_json_lines_column_first_given_in_a_later_chunk_is_read_as_when_the_file_is_read_whole(data_root):
     # given JSON lines whose first records leave out 'coupon' (they have none)
     records = [{"order_id": 1}, {"order_id": 2}, {"order_id": 3, "coupon": "SPRING"}, {"order_id": 4, "coupon": "FALL"}]

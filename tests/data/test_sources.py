@@ -155,6 +155,54 @@ def test_an_unreadable_file_is_a_source_error_naming_the_file_and_reason(root, n
     assert "Traceback" not in message
 
 
+#: JSON records whose strings look like numbers: each value must come back as the file has it.
+TYPED = [
+    {"code": "0012", "sci": "1e3", "agent": "007", "count": 12, "price": 1.5, "created_at": "2024-01-02"},
+    {"code": "0100", "sci": "2.50", "agent": "042", "count": 7, "price": 3.0, "created_at": "2024-01-03"},
+    {"code": "1", "sci": "-0", "agent": "700", "count": 0, "price": -2.25, "created_at": "2024-01-04"},
+]
+
+
+def typed_json(orient: str) -> str:
+    """``TYPED`` as a JSON lines file (orient ``lines``) or a JSON document in pandas' layout ``orient``."""
+    columns = list(TYPED[0])
+    layouts = {
+        "lines": lambda: "".join(json.dumps(record) + "\n" for record in TYPED),
+        "records": lambda: json.dumps(TYPED),
+        "columns": lambda: json.dumps({column: {str(index): record[column] for index, record in enumerate(TYPED)}
+                                       for column in columns}),
+        "index": lambda: json.dumps({str(index): record for index, record in enumerate(TYPED)}),
+        "split": lambda: json.dumps({"columns": columns, "index": list(range(len(TYPED))),
+                                     "data": [list(record.values()) for record in TYPED]}),
+    }
+    return layouts[orient]()
+
+
+@pytest.mark.parametrize("orient", ["lines", "records", "columns", "index", "split"])
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_json_strings_stay_strings_and_numbers_stay_numbers(root, orient, chunk_rows):
+    # given JSON whose strings "0012", "1e3" and "007" would each pass for a number
+    name = "typed.jsonl" if orient == "lines" else "typed.json"
+    (root / "in" / name).write_text(typed_json(orient))
+    spec = {"kind": "file", "path": f"in/{name}"} | ({} if orient in ("lines", "records") else {"orient": orient})
+
+    # when the source is read whole or in chunks
+    frame = joined(chunks(spec, chunk_rows)) if chunk_rows else source_frame(spec)
+
+    # then every value is the file's own: text with its leading zeros, numbers as numbers
+    assert frame.to_dict("records") == TYPED
+    assert [type(value) for value in frame.to_dict("records")[0].values()] == [str, str, str, int, float, str]
+
+
+def test_a_json_date_column_named_in_parse_dates_is_read_as_dates(root):
+    (root / "in" / "typed.jsonl").write_text(typed_json("lines"))
+
+    frame = source_frame({"kind": "file", "path": "in/typed.jsonl", "parse_dates": ["created_at"]})
+
+    assert list(frame["created_at"]) == list(pd.to_datetime([record["created_at"] for record in TYPED]))
+    assert frame["code"].tolist() == ["0012", "0100", "1"]
+
+
 RAGGED = b"id,name,amount\n1,ann,10\n2,bob,20,extra\n3,cy\n4,dee,40\n\n5,eve,50\n"
 
 
