@@ -138,7 +138,11 @@ def pipeline_execute(
 
     partials: list[pd.DataFrame] = []
     gathered: list[pd.DataFrame] = []
-    frames = source_read(source, columns=columns, chunk_rows=chunk_rows, params=run_params)
+    # What the transforms themselves read from the source, which a chunk of JSON lines may lack (records leave out
+    # keys they have no value for) when every column is read.
+    required = tf.columns_needed(transforms, set()) if columns is None else None
+    frames = source_read(source, columns=columns, chunk_rows=chunk_rows, params=run_params,
+                         required=sorted(required) if required else None)
     try:
         for chunk in frames:
             outcome.chunks += 1

@@ -365,10 +365,12 @@ def _kind(value: Any) -> str:
 
 
 def source_read(spec: dict, *, columns: list[str] | None = None, chunk_rows: int | None = None,
-                params: dict | None = None) -> Iterator[pd.DataFrame]:
+                params: dict | None = None, required: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """Yield the source as DataFrames: one when ``chunk_rows`` is None, else chunks of at most that many rows.
 
-    Only ``columns`` are read where the format allows (all when None); a missing one is a ``ColumnError``.
+    Only ``columns`` are read where the format allows (all when None); a missing one is a ``ColumnError``. With
+    every column read, ``required`` names those the caller reads: a chunk of JSON lines that lacks one (its records
+    left it out) gets it with no values, and one no record of the file has is a ``ColumnError`` at the end.
     ``params`` (the run's parameters) overlay a database source's own. At least one frame is always yielded.
     Checks that need no data (paths, connection names, hosts, headers) run before the first frame is asked for.
     """
@@ -380,7 +382,8 @@ def source_read(spec: dict, *, columns: list[str] | None = None, chunk_rows: int
     columns = list(dict.fromkeys(columns)) if columns is not None else None
     if spec["kind"] == "file":
         path = data_path_resolve(spec["path"], where="file source")
-        return _file_frames(path, spec, columns=columns, chunk_rows=chunk_rows, label=f"file {spec['path']!r}")
+        return _file_frames(path, spec, columns=columns, chunk_rows=chunk_rows, label=f"file {spec['path']!r}",
+                            required=required)
     if spec["kind"] == "database":
         return _database_frames(spec, columns=columns, chunk_rows=chunk_rows, run_params=params or {})
     if spec["kind"] == "api":
@@ -487,13 +490,16 @@ def _regroup(frames: Iterable[pd.DataFrame], chunk_rows: int | None) -> Iterator
 
 
 def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_rows: int | None,
-                 label: str) -> Iterator[pd.DataFrame]:
+                 label: str, required: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """Read a csv, jsonl or parquet file; a parser's complaint becomes a ``DataSourceError`` naming the file."""
     import pyarrow as pa
 
     file_format = spec["format"]
-    readers = {"csv": _csv_frames, "jsonl": _jsonl_frames, "json": _json_frames, "parquet": _parquet_frames}
-    frames = readers[file_format](path, spec, columns=columns, chunk_rows=chunk_rows, label=label)
+    if file_format == "jsonl":  # the one format whose chunks may lack a column of the file (see source_read)
+        frames = _jsonl_frames(path, spec, columns=columns, chunk_rows=chunk_rows, label=label, required=required)
+    else:
+        readers = {"csv": _csv_frames, "json": _json_frames, "parquet": _parquet_frames}
+        frames = readers[file_format](path, spec, columns=columns, chunk_rows=chunk_rows, label=label)
     while True:
         try:
             frame = next(frames)
@@ -698,7 +704,7 @@ def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterat
         check.refuse(label=label)
 
 
-def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
+def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label, required=None) -> Iterator[pd.DataFrame]:
     """JSON lines, each value of the type JSON gives it (``dtype=False``: pandas would read the string "0012" as
     the number 12, and a date-named column as dates)."""
     empty = pd.DataFrame(columns=columns or [])
@@ -706,7 +712,7 @@ def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iter
         reader = contextlib.nullcontext([pd.read_json(path, lines=True, encoding=spec["encoding"], dtype=False)])
     else:
         reader = pd.read_json(path, lines=True, encoding=spec["encoding"], dtype=False, chunksize=chunk_rows)
-    if chunk_rows is None or columns is None:
+    if chunk_rows is None or (columns is None and not required):
         with reader as frames:
             for frame in _at_least_one(iter(frames), empty):
                 # JSON lines carry no header: only a chunk with rows can show that a column is missing.
@@ -720,9 +726,22 @@ def _jsonl_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iter
         for frame in _at_least_one(iter(frames), empty):
             found.update(dict.fromkeys(frame.columns))
             rows += len(frame)
-            yield frame.reindex(columns=columns) if len(frame) else empty
+            if not len(frame):
+                yield empty
+            elif columns is not None:
+                yield _columns_filled(frame, columns)
+            else:  # every column, with those the caller reads
+                yield _columns_filled(frame, [*frame.columns, *(name for name in required if name not in frame)])
     if rows:
-        _columns_require(columns, list(found), label=label)
+        _columns_require(columns if columns is not None else required, list(found), label=label)
+
+
+def _columns_filled(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame``'s ``columns``, those it lacks holding no value (None, as a whole read of a column nobody filled
+    gives: not numbers, which a string test on that chunk would refuse)."""
+    missing = {column: pd.Series([None] * len(frame), index=frame.index, dtype=object)
+               for column in columns if column not in frame.columns}
+    return (frame.assign(**missing) if missing else frame)[columns]
 
 
 def _json_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:

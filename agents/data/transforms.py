@@ -331,7 +331,9 @@ def columns_needed(transforms: list[dict], final: set[str] | None) -> set[str] |
         elif kind == "join":
             # A column the other side brings (or its suffixed name) may also be one of this side's, which then keeps
             # the name; whether it is depends on the source's columns, unknown here: such a column needs them all.
-            brought = set(spec["right_on"]) | set(spec.get("columns") or [])
+            # (A right key named as its left key is merged into this side's column: it brings nothing new.)
+            brought = {right for left, right in zip(spec["left_on"], spec["right_on"]) if right != left}
+            brought |= set(spec.get("columns") or [])
             brought |= {column + spec.get("suffix", "_right") for column in brought}
             if needed is not None and spec.get("columns") and not needed & brought:
                 needed = needed | set(spec["left_on"])

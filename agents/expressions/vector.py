@@ -166,6 +166,9 @@ class _Column:
     series: pd.Series
     kind: str
     label: str  # how an error message names it: "column 'amount'" or the source of the computing part
+    #: A truth value some of whose rows are unknown (pd.NA): a comparison or a test of a missing value, or what
+    #: ``not``, ``and`` and ``or`` made of one. A column of the frame is never unknown, only missing.
+    unknown: bool = False
 
     def describe(self) -> str:
         return f"{self.label} ({self.series.dtype})"
@@ -315,7 +318,7 @@ class _Evaluation:
         if nulls is None or not nulls.any():
             return _Column(pd.Series(values, index=self.index, dtype=bool), BOOLEAN, label)
         array = pd.arrays.BooleanArray(np.asarray(values, dtype=bool), np.asarray(nulls, dtype=bool))
-        return _Column(pd.Series(array, index=self.index), BOOLEAN, label)
+        return _Column(pd.Series(array, index=self.index), BOOLEAN, label, unknown=True)
 
     def null_column(self, label: str) -> _Column:
         return _Column(pd.Series(np.nan, index=self.index), NULL, label)
@@ -393,8 +396,9 @@ class _Evaluation:
         label = self.label(node)
         if isinstance(node.op, ast.Not):
             unknown = self.unknown_of(operand)
-            if unknown is not None:  # not unknown is unknown (a missing value does not match, negated or not)
-                return _Column(~unknown, BOOLEAN, label)
+            # not unknown is unknown: a comparison with a missing value matches neither as it is nor negated
+            if unknown is not None:
+                return _Column(~unknown, BOOLEAN, label, unknown=True)
             return self.boolean(~self.mask_of(operand), None, label)
         symbol = _OPERATOR_SYMBOLS[type(node.op)]
         if operand.kind == NULL:
@@ -406,8 +410,10 @@ class _Evaluation:
 
     def unknown_of(self, value: _Column | _Constant | _Items) -> pd.Series | None:
         """A truth value that is unknown on some rows (a comparison with a missing value), as pandas' nullable
-        booleans; None when it is known on every row."""
-        if isinstance(value, _Column) and isinstance(value.series.dtype, pd.BooleanDtype) and value.series.hasnans:
+        booleans; None when it is known on every row. A column of the frame is read by Python's truthiness (a
+        missing value is false), so ``not active`` holds where ``active`` is missing, as ``not region`` does."""
+        if (isinstance(value, _Column) and value.unknown and isinstance(value.series.dtype, pd.BooleanDtype)
+                and value.series.hasnans):
             return value.series
         return None
 
@@ -425,7 +431,7 @@ class _Evaluation:
         combined = truths[0]
         for truth in truths[1:]:
             combined = combined & truth if isinstance(node.op, ast.And) else combined | truth
-        return _Column(combined, BOOLEAN, self.label(node))
+        return _Column(combined, BOOLEAN, self.label(node), unknown=True)
 
     def numeric(self, value: _Column | _Constant) -> pd.Series:
         """A number or boolean value as numbers (booleans as 0 / 1, nulls kept)."""
@@ -504,7 +510,7 @@ class _Evaluation:
                 result = _Constant(bool(result.value) and bool(part.value))
             else:
                 combined = self.as_boolean(result) & self.as_boolean(part)  # Kleene: null and False is False
-                result = _Column(combined, BOOLEAN, self.label(node))
+                result = _Column(combined, BOOLEAN, self.label(node), unknown=True)
             left = right
         return result
 
@@ -554,9 +560,9 @@ class _Evaluation:
                 return _Constant(function(left.value, right.value))
             except TypeError:
                 return self.fail(f"'{symbol}' cannot compare {left.describe()} with {right.describe()}")
-        if not ordering and (left.kind == NULL or right.kind == NULL) and (
-            isinstance(left, _Constant) or isinstance(right, _Constant)
-        ):
+        if not ordering and any(isinstance(side, _Constant) and side.value is None for side in (left, right)):
+            # ``x == None`` / ``x != None`` test for missing values; a column that happens to hold only missing
+            # values compared with anything else is unknown on every row, like any comparison with a missing value.
             column = right if isinstance(left, _Constant) else left
             nulls = self.nulls_of(column)
             return self.boolean(nulls if operation is ast.Eq else ~nulls, None, f"{column.label} {symbol} None")

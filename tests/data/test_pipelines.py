@@ -525,6 +525,23 @@ def test_a_json_lines_file_is_published_with_its_strings_and_numbers_as_they_are
     assert output_of(run, data_root).to_dict("records") == records
 
 
+@pytest.mark.parametrize("condition", ["lower(coupon) == 'spring'", "coupon == 'SPRING'", "coupon > 'M'"])
+def test_a_filter_on_a_json_lines_column_a_chunk_lacks_keeps_the_rows_a_whole_read_keeps(data_root, condition):
+    # given JSON lines whose first records leave out 'coupon', and a filter that tests it as text
+    records = [{"order_id": 1}, {"order_id": 2}, {"order_id": 3, "coupon": "SPRING"}, {"order_id": 4, "coupon": "FALL"}]
+    (data_root / "orders.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    # when the pipeline reads the file whole, and in chunks of two (the first chunk has no coupon at all)
+    runs = [services.pipeline_run(pipeline=load({
+        "name": f"spring-{chunk_rows}", "source": {"kind": "file", "path": "orders.jsonl"}, "chunk_rows": chunk_rows,
+        "transforms": [{"type": "filter", "expression": condition}], "output": {"dataset": f"spring-{chunk_rows}"},
+    }).pipeline.name) for chunk_rows in (None, 2)]
+
+    # then both keep order 3 only: a missing coupon is no match, and a chunk without the column is no error
+    assert [run.status for run in runs] == ["succeeded", "succeeded"], [run.error for run in runs]
+    assert [output_of(run, data_root)["order_id"].tolist() for run in runs] == [[3], [3]]
+
+
 def test_a_json_lines_column_first_given_in_a_later_chunk_is_read_as_when_the_file_is_read_whole(data_root):
     # given JSON lines whose first records leave out 'coupon' (they have none)
     records = [{"order_id": 1}, {"order_id": 2}, {"order_id": 3, "coupon": "SPRING"}, {"order_id": 4, "coupon": "FALL"}]

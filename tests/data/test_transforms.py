@@ -221,6 +221,18 @@ def test_columns_needed_reads_only_what_the_transforms_use():
     assert tf.columns_needed([spec({"type": "sort", "by": "amount"})], None) is None
 
 
+def test_a_join_on_a_shared_key_still_reads_only_what_the_transforms_use():
+    """`on: customer_id` merges both keys into this side's column: using the key later brings nothing new."""
+    transforms = [spec({"type": "join", "with": "customers", "on": "customer_id", "columns": ["segment"],
+                        "how": "inner"}),
+                  spec({"type": "select", "columns": ["customer_id", "amount"]})]
+    assert tf.columns_needed(transforms, None) == {"customer_id", "amount"}
+    renamed_key = [spec({"type": "join", "with": "customers", "left_on": "customer_id", "right_on": "id",
+                         "columns": ["segment"], "how": "inner"}),
+                   spec({"type": "select", "columns": ["id", "amount"]})]
+    assert tf.columns_needed(renamed_key, None) is None  # 'id' may be this side's or the other's: read everything
+
+
 @pytest.mark.parametrize("function", ["sum", "mean", "median"])
 def test_a_numeric_aggregation_over_text_is_refused_naming_the_column(orders, function):
     with pytest.raises(DataError) as error:

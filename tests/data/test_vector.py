@@ -182,6 +182,23 @@ def test_a_comparison_with_a_null_is_unknown_through_not_and_or(text, expected):
     assert mask(text).tolist() == expected
 
 
+def test_a_column_nobody_filled_compared_with_a_value_matches_no_row():
+    """A JSON column null in every record (None, not numbers) is missing everywhere: `== 'X'` is unknown there."""
+    frame = pd.DataFrame({"coupon": [None, None], "count": [None, None]}, dtype=object)
+    assert mask("coupon == 'SPRING'", frame).tolist() == [False, False]
+    assert mask("coupon != 'SPRING'", frame).tolist() == [False, False]
+    assert mask("count == 5", frame).tolist() == [False, False]
+    assert mask("not (coupon == 'SPRING')", frame).tolist() == [False, False]
+    assert mask("coupon == None", frame).tolist() == [True, True]
+
+
+def test_a_column_read_as_true_or_false_by_itself_is_false_where_missing_not_unknown():
+    """`not active` holds where `active` is missing, as `not region` does: only comparisons are unknown."""
+    frame = pd.DataFrame({"active": pd.array([True, False, None], dtype="boolean"), "n": [1, 2, None]})
+    assert mask("not active", frame).tolist() == [False, True, True]
+    assert mask("not active and not (n > 5)", frame).tolist() == [False, True, False]
+
+
 def test_a_conditional_picks_per_row():
     """`a if c else b` takes a where c holds, b elsewhere (a null condition is False)."""
     frame = orders()
