@@ -44,6 +44,8 @@ from agents.expressions.feel_temporal import (
 )
 from agents.expressions.feel_values import CONTEXT, FeelRange, feel_compare, is_number, range_contains, value_extent
 
+#: The prefix that names FEEL's own types in a typeRef (``feel:string``).
+FEEL_PREFIX = "feel:"
 #: Largest DMN document accepted (bytes of text).
 MAX_DMN_CHARS = 2_000_000
 #: Deepest nesting of XML elements a DMN model may have (a modeler's boxed contexts nest a few levels each).
@@ -361,7 +363,10 @@ class _Loader:
                                                    (_text(_child(element, "typeConstraint")), "type constraint")))
         components = {component.get("name"): self.item_definition(component)
                       for component in _children(element, "itemComponent")}
-        return ItemDefinition(name=element.get("name"), type_ref=self.typed(element, _text(element, "typeRef")),
+        type_ref = _text(element, "typeRef")
+        if type_ref and _is_feel_type(type_ref.split(":", 1)[-1]) and type_ref.split(":", 1)[-1] == element.get("name"):
+            type_ref = FEEL_PREFIX + type_ref.split(":", 1)[-1]  # an item named after the FEEL type it is: that type
+        return ItemDefinition(name=element.get("name"), type_ref=self.typed(element, type_ref),
                               components=components,
                               is_collection=element.get("isCollection") == "true", allowed=allowed,
                               constraint=constraint)
@@ -979,9 +984,16 @@ def _type_of(type_ref: str, model: DmnModel) -> ItemDefinition | str | None:
     if "<" in type_ref:  # a FEEL type with parameters (list<number>, context<a: number>): not checked here
         return type_ref
     name = type_ref.split(":", 1)[-1]  # tns:tApplicant, feel:number, xsd:string
+    if type_ref.startswith(FEEL_PREFIX) and _is_feel_type(name):  # FEEL's own type, even where an item has its name
+        return name
     if name in model.items:
         return model.items[name]
-    return name if name in BASE_TYPES or name in TYPE_NAMES or name in MODELER_NUMBER_TYPES else None
+    return name if _is_feel_type(name) else None
+
+
+def _is_feel_type(name: str) -> bool:
+    """Whether ``name`` names a FEEL type (or a modeler's name for numbers: Camunda's ``integer``, ``double``)."""
+    return name in BASE_TYPES or name in TYPE_NAMES or name in MODELER_NUMBER_TYPES
 
 
 def _what(what: tuple[str, str]) -> str:

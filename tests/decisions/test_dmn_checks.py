@@ -179,3 +179,18 @@ def test_a_model_with_these_problems_is_refused_by_the_load_service_and_the_acti
     assert list(RuleSetVersion.objects.values_list("number", "status")) == [(1, "active")]
     assert services.decide(ruleset="checks", decision="Risk", context={"Level": "high"})["decision"] == "high"
 
+
+
+def test_an_item_definition_named_after_the_feel_type_it_is_loads_and_types_its_values():
+    # Given an item definition 'string' whose typeRef is string (named after the FEEL type it is), typing an input
+    text = (HEAD + '<itemDefinition name="string" id="t_string"><typeRef>string</typeRef></itemDefinition>'
+            '<inputData id="i_level" name="Level"><variable name="Level" typeRef="string"/></inputData>'
+            '<decision id="d_echo" name="Echo"><variable name="Echo"/><informationRequirement>'
+            '<requiredInput href="#i_level"/></informationRequirement>'
+            '<literalExpression><text>Level</text></literalExpression></decision></definitions>')
+
+    # When it is loaded and asked, then it is no ring: a string passes and a number is refused as not a string
+    model = dmn_parse(text)
+    assert dmn_evaluate(model, "Echo", {"Level": "high"})[::2] == ("high", [])
+    value, _, errors = dmn_evaluate(model, "Echo", {"Level": 5})
+    assert value is None and len(errors) == 1 and "string" in errors[0], errors
