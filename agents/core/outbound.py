@@ -17,11 +17,12 @@ is kept between requests: no cookie, header or credential (requests go out witho
 request on a kept connection that the server closed meanwhile is sent once more on a new one when it is
 idempotent (GET, HEAD, OPTIONS), as browsers do; a failure on a new connection is the answer.
 
-``timeout_s`` bounds the whole request, not each socket read: connecting, sending, the status and headers, the body
-(redirect hops included) share one deadline. Every read from the socket waits at most the time left, and none
-starts once it has passed, so a server that answers one byte at a time cannot hold the caller past it; the request
-then fails with ``requests.Timeout`` naming ``timeout_s``. A ``stream=True`` response keeps the deadline while its
-body is read (``outbound_release`` stops there).
+``timeout_s`` bounds the whole answer, not each socket read: the status and headers and the body (redirect hops
+included) share one deadline, and connecting and sending each wait at most the time left when they start. Every
+read from the socket waits at most the time left, and none starts once it has passed, so a server that answers one
+byte at a time cannot hold the caller past it; the request then fails with ``requests.Timeout`` naming
+``timeout_s``. A ``stream=True`` response keeps the deadline while its body is read (``outbound_release`` stops
+there).
 """
 from __future__ import annotations
 
