@@ -93,6 +93,17 @@ def recipient_problem(recipient: Any) -> str | None:
     return None
 
 
+def _recipient_offline(recipient: str) -> str | None:
+    """Why a message to the agent named ``recipient`` would never be handled: the agent is offline, so nothing consumes
+    its worker's direct queue (a worker gone for good never will). None for a live agent, a type or a broadcast."""
+    if recipient == "*" or recipient.startswith(("type:", "*:")):
+        return None
+    if Agent.objects.filter(name=recipient, status=AgentStatus.OFFLINE).exists():
+        return (f"recipient: agent {recipient!r} is offline, so nothing would handle the message; send it to "
+                f"'type:<agent type>' for any live agent of its type (see `manage.py agents list`)")
+    return None
+
+
 def message_send(*, message_type: str, recipient: str, payload: dict | None = None, sender: str = "",
                  correlation_id: str = "", team_id: int | None = None) -> AgentMessage:
     """Store a message and send it on commit; returns it (status 'sent' once handed to the broker).
@@ -103,7 +114,7 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
     errors = []
     if message_type not in MessageType.values:
         errors.append(f"message_type: {message_type!r} is not one of {', '.join(MessageType.values)}")
-    if problem := recipient_problem(recipient):
+    if problem := recipient_problem(recipient) or _recipient_offline(recipient):
         errors.append(problem)
     if payload is not None and not isinstance(payload, dict):
         errors.append("payload: must be a JSON object")
@@ -237,7 +248,9 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
                              response=response, error="", claimed_until=None)
         message.refresh_from_db()
         if handled and message.message_type == MessageType.TASK_REQUEST and message.correlation_id:
-            if message.sender and Agent.objects.filter(name=message.sender).exists():
+            # To a live sender agent; one that went offline meanwhile reads its answer where a command does.
+            live_sender = Agent.objects.filter(name=message.sender).exclude(status=AgentStatus.OFFLINE)
+            if message.sender and live_sender.exists():
                 message_send(message_type=MessageType.TASK_RESPONSE, recipient=message.sender,
                              payload={"result": response}, sender=agent, correlation_id=message.correlation_id,
                              team_id=message.team_id)
@@ -321,7 +334,13 @@ def _run_handler(message: AgentMessage, *, agent: str) -> Any:
 
 
 def message_request(*, recipient: str, payload: dict, timeout_s: float = 10.0, sender: str = "") -> AgentMessage:
-    """Send a task_request and wait up to ``timeout_s`` for the task_response with its correlation id."""
+    """Send a task_request and wait up to ``timeout_s`` for the task_response with its correlation id.
+
+    The recipient is one agent or ``type:<agent type>``: a broadcast (``*``, ``*:<type>``) would run the action on
+    every agent and answer nobody, so it is refused before anything is stored."""
+    if isinstance(recipient, str) and (recipient == "*" or recipient.startswith("*:")):
+        raise MessageError(f"recipient: a request is answered by one agent: give an agent name or 'type:<agent type>', "
+                           f"not the broadcast {recipient!r}")
     correlation_id = uuid.uuid4().hex
     request = message_send(message_type=MessageType.TASK_REQUEST, recipient=recipient, payload=payload,
                            sender=sender or "requester", correlation_id=correlation_id)

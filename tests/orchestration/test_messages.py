@@ -4,6 +4,8 @@ with a correlation id, handler failures recorded and retried, refusals, and a me
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from agents.exceptions import MessageError
@@ -154,3 +156,44 @@ def test_a_request_whose_worker_died_mid_action_is_handled_once_when_its_claim_l
     assert (handled.status, handled.attempts, handled.handled_by, retry) == ("handled", 2, "next@host:workflow", False)
     assert _responses(request) == [{"result": {"run": 2}}]
     assert messages.message_handle(message_id=request.pk, hostname="late@host")[0].attempts == 2
+
+
+@pytest.mark.parametrize("recipient", ["*", "*:data"])
+def test_a_request_to_every_agent_is_refused_naming_the_recipient_and_runs_nothing(worker, recipient):
+    # given live agents that would each run the request's action
+    wait_for(lambda: Agent.objects.filter(hostname=SESSION_WORKER).exclude(status="offline").count() == 4,
+             timeout_s=30, what="the session worker's agents")
+
+    # when an operator sends a request to a broadcast recipient
+    with pytest.raises(CommandError, match=r"recipient: a request is answered by one agent.*not the broadcast"):
+        call_command("messages", "request", recipient, "--payload", '{"action": "test.meanwhile"}', "--timeout", "3")
+
+    # then nothing was stored or sent, so no agent ran the action
+    assert not AgentMessage.objects.exists() and not MessageReceipt.objects.exists()
+
+
+def test_a_message_to_an_offline_agent_is_refused_naming_it_and_nothing_is_stored():
+    # given an agent whose worker stopped
+    Agent.objects.create(name="stopped@host:data", agent_type="data", hostname="stopped@host", status="offline",
+                         last_heartbeat=timezone.now() - timedelta(minutes=5))
+
+    # when an operator sends it a message, then it is refused naming the agent, instead of waiting forever as 'sent'
+    with pytest.raises(CommandError, match=r"recipient: agent 'stopped@host:data' is offline"):
+        call_command("messages", "send", "heartbeat", "stopped@host:data")
+    assert not AgentMessage.objects.exists()
+
+
+def test_a_request_from_an_agent_that_went_offline_is_still_answered(monkeypatch):
+    # given a request from an agent that went offline before its request was handled
+    Agent.objects.create(name="asker@host:data", agent_type="data", hostname="asker@host", status="idle")
+    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # this test delivers it itself
+    request = messages.message_send(message_type="task_request", recipient="type:workflow", sender="asker@host:data",
+                                    payload={"action": "echo", "params": {"value": 5}}, correlation_id="c0ffee")
+    Agent.objects.filter(name="asker@host:data").update(status="offline")
+
+    # when an agent handles it
+    handled, retry = messages.message_handle(message_id=request.pk, hostname="first@host")
+
+    # then it is handled, and its one answer is kept where the requester reads it
+    assert (handled.status, retry) == ("handled", False)
+    assert [payload["result"]["value"] for payload in _responses(request)] == [5]
