@@ -346,6 +346,11 @@ def _claim_limited(*, run_id: int, step_id: str, run_attempt: int, attempt: int 
              "task_id": task_id, "worker": worker, "now": now}
     mine = StepRun.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt,
                                   status=StepStatus.PENDING).values_list("held_at", flat=True).first()
+    if StepRun.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt, status=StepStatus.RUNNING,
+                              task_id=task_id).exclude(worker="").exists():
+        # A redelivery of the task that claimed it (its worker died): the attempt holds its slot (and counts towards
+        # the limit) already, so it is re-claimed as any step is, not held behind itself.
+        return _claim(**claim)
     with transaction.atomic():
         why = ""
         if step.pool is not None:

@@ -633,6 +633,10 @@ def workflow_signal(*, run_id: int, name: str, payload=None, decision: str = "",
         if row is None or row.status in STEP_FINISHED:
             raise WorkflowRunStateError(f"step {step.id!r} of run {run_id} is not waiting: it has "
                                         f"{row.status if row else 'not been planned'}")
+        if row.status == StepStatus.RUNNING and not row.waiting_for and not row.worker:
+            # It waited and has been decided (a signal or its timeout took it): it is ending, and no longer waits.
+            raise WorkflowRunStateError(f"step {step.id!r} of run {run_id} is not waiting: it has been decided and "
+                                        f"is ending")
         waiting = row.status == StepStatus.RUNNING and row.waiting_for == name
         since = row.started_at if waiting else None
         # The signals of this wait: kept ones, and those taken since the waiting attempt started.
