@@ -282,30 +282,23 @@ def test_a_csv_left_after_one_chunk_is_read_no_further_and_closed(root, leave):
     assert str(path) not in _open_paths()
 
 
-@pytest.mark.parametrize("chunk_rows", [None, 2])
-def test_on_bad_lines_skip_leaves_the_ragged_rows_out_and_keeps_every_other_value(root, chunk_rows):
-    (root / "in" / "ragged.csv").write_bytes(RAGGED)
-    source = {"kind": "file", "path": "in/ragged.csv", "on_bad_lines": "skip"}
-
-    frame = pd.concat(list(source_read(source, chunk_rows=chunk_rows)), ignore_index=True)
-
-    assert frame.to_dict("list") == {"id": [1, 4, 5], "name": ["ann", "dee", "eve"], "amount": [10, 40, 50]}
-
-
 BLANK_THEN_RAGGED = b"id,name,amount\n1,ann,10\n\n2,bob,20\n3,cy\n4,dee,40,extra\n5,eve,50\n"
 
 
 @pytest.mark.parametrize("chunk_rows", [None, 2])
-def test_on_bad_lines_skip_after_a_blank_line_leaves_out_the_ragged_rows_not_their_neighbours(root, chunk_rows):
-    # given a csv with a blank line before its ragged rows (lines 5 and 6)
-    (root / "in" / "blank.csv").write_bytes(BLANK_THEN_RAGGED)
-    source = {"kind": "file", "path": "in/blank.csv", "on_bad_lines": "skip"}
+@pytest.mark.parametrize("content, kept", [
+    (RAGGED, {"id": [1, 4, 5], "name": ["ann", "dee", "eve"], "amount": [10, 40, 50]}),
+    # a blank line before the ragged rows (lines 5 and 6): they are left out, not their neighbours
+    (BLANK_THEN_RAGGED, {"id": [1, 2, 5], "name": ["ann", "bob", "eve"], "amount": [10, 20, 50]}),
+], ids=["ragged", "blank-line-before"])
+def test_on_bad_lines_skip_leaves_the_ragged_rows_out_and_keeps_every_other_value(root, chunk_rows, content, kept):
+    (root / "in" / "ragged.csv").write_bytes(content)
+    source = {"kind": "file", "path": "in/ragged.csv", "on_bad_lines": "skip"}
 
-    # when it is read leaving bad rows out
     frame = pd.concat(list(source_read(source, chunk_rows=chunk_rows)), ignore_index=True)
 
-    # then the good rows are all there and the ragged ones are not (no row padded with a missing amount)
-    assert frame.to_dict("list") == {"id": [1, 2, 5], "name": ["ann", "bob", "eve"], "amount": [10, 20, 50]}
+    # no row padded with a missing value
+    assert frame.to_dict("list") == kept
 
 
 def test_a_ragged_csv_after_a_blank_line_is_refused_naming_the_lines_of_the_file(root):
