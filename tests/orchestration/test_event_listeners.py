@@ -12,7 +12,9 @@ from agents.orchestration import events
 from agents.workflows.services import workflow_load, workflow_run_start
 from tests.conftest import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Publishing an event a trigger listens for sets off tasks on the session's worker; ``worker`` lets them finish
+# before the tables are emptied (emptying them under one deadlocked, and the next test found its rows).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
 
 
 @pytest.fixture(autouse=True)
