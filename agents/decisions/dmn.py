@@ -364,8 +364,9 @@ class _Loader:
         components = {component.get("name"): self.item_definition(component)
                       for component in _children(element, "itemComponent")}
         type_ref = _text(element, "typeRef")
-        if type_ref and _is_feel_type(type_ref.split(":", 1)[-1]) and type_ref.split(":", 1)[-1] == element.get("name"):
-            type_ref = FEEL_PREFIX + type_ref.split(":", 1)[-1]  # an item named after the FEEL type it is: that type
+        named = type_ref.split(":", 1)[-1] if type_ref else None
+        if named == element.get("name") and _is_feel_type(named):
+            type_ref = FEEL_PREFIX + named  # an item named after the FEEL type it is: that type, not itself
         return ItemDefinition(name=element.get("name"), type_ref=self.typed(element, type_ref),
                               components=components,
                               is_collection=element.get("isCollection") == "true", allowed=allowed,

@@ -344,13 +344,16 @@ def _claim_limited(*, run_id: int, step_id: str, run_attempt: int, attempt: int 
     step = compiled.spec.steps[step_id]
     claim = {"run_id": run_id, "step_id": step_id, "run_attempt": run_attempt, "attempt": attempt,
              "task_id": task_id, "worker": worker, "now": now}
-    mine = StepRun.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt,
-                                  status=StepStatus.PENDING).values_list("held_at", flat=True).first()
-    if StepRun.objects.filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt, status=StepStatus.RUNNING,
-                              task_id=task_id).exclude(worker="").exists():
-        # A redelivery of the task that claimed it (its worker died): the attempt holds its slot (and counts towards
-        # the limit) already, so it is re-claimed as any step is, not held behind itself.
-        return _claim(**claim)
+    # The attempt's open row, in one read: pending (when it was held), or running.
+    status, mine, claimed_by, claimed_on = StepRun.objects.filter(
+        run_id=run_id, step_id=step_id, run_attempt=run_attempt, status__in=(StepStatus.PENDING, StepStatus.RUNNING),
+    ).values_list("status", "held_at", "task_id", "worker").first() or (None, None, "", "")
+    if status == StepStatus.RUNNING:
+        if claimed_by == task_id and claimed_on:
+            # A redelivery of the task that claimed it (its worker died): the attempt holds its slot (and counts
+            # towards the limit) already, so it is re-claimed as any step is, not held behind itself.
+            return _claim(**claim)
+        mine = None
     with transaction.atomic():
         why = ""
         if step.pool is not None:
