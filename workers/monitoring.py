@@ -23,10 +23,11 @@ def checks_run(runs: list[list]) -> list[dict]:
 
 @shared_task(name="workers.monitoring.alert_notify", bind=True,
              max_retries=math.ceil(alerts.NOTICE_WAIT_S / alerts.NOTICE_RETRY_S))
-def alert_notify(self, alert_id: int, event: str, sequence: int = 0) -> dict | None:
-    """Deliver one notification of an alert; a resolved notice waits for its firing notices to finish, at least
-    ``NOTICE_WAIT_S`` (retried every ``NOTICE_RETRY_S``), then is recorded with why it was given up."""
-    notification = alerts.notification_deliver(alert_id=alert_id, event=event, sequence=sequence)
+def alert_notify(self, alert_id: int, event: str, sequence: int = 0, route: str | None = None) -> dict | None:
+    """Deliver one notification of an alert (to ``route`` when given, else the alert's); a resolved notice waits
+    for its firing notices to finish, at least ``NOTICE_WAIT_S`` (retried every ``NOTICE_RETRY_S``), then is
+    recorded with why it was given up."""
+    notification = alerts.notification_deliver(alert_id=alert_id, event=event, sequence=sequence, route=route)
     if notification is None:
         if self.request.retries < self.max_retries:
             raise self.retry(countdown=alerts.NOTICE_RETRY_S)

@@ -236,7 +236,7 @@ class _DeadlineReader(io.RawIOBase):
         super().close()
 
 
-class _DeadlineSocket:
+class DeadlineSocket:
     """What ``http.client``'s response reads from: ``sock``, every read bounded by ``deadline``."""
 
     def __init__(self, sock, deadline: float):
@@ -258,7 +258,7 @@ def _pinned_pool_classes(address: str) -> dict:
     class DeadlineResponse(HTTPResponse):
         def __init__(self, sock, *args, **kwargs):
             deadline = _connections.deadline
-            super().__init__(sock if deadline is None else _DeadlineSocket(sock, deadline), *args, **kwargs)
+            super().__init__(sock if deadline is None else DeadlineSocket(sock, deadline), *args, **kwargs)
 
     class PinnedHTTPConnection(HTTPConnection):
         response_class = DeadlineResponse

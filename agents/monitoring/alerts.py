@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 #: sweep's or a notify task's: longer than one send may take (MAX_SEND_S), with a minute for the writes around it,
 #: so a sender still retrying a slow webhook is not taken over.
 SENDING_STALE_S = MAX_SEND_S + 60.0
+#: A notice whose workers were lost while sending it this many times (each found stale, then taken over) is recorded
+#: failed, not tried again: a notice that kills whatever sends it (a crash, the task's hard time limit) would else be
+#: tried every SENDING_STALE_S for ever.
+SENDING_LOST_MAX = 3
 #: Longest the resolved notice waits for the notices of its alert still being sent: until one is stale and taken
 #: over, then that attempt (MAX_SEND_S). Past it, the resolved notice is recorded skipped with the reason.
 NOTICE_WAIT_S = SENDING_STALE_S + MAX_SEND_S
@@ -72,8 +76,11 @@ def _transition(alert: Alert, to: str, **fields: Any) -> bool:
     return bool(moved)
 
 
-def _notify_on_commit(alert: Alert, event: str, sequence: int = 0) -> None:
-    task_send_on_commit(NOTIFY_TASK, alert.pk, event, sequence, trace_id=alert.trace_id)
+def _notify_on_commit(alert: Alert, event: str, sequence: int = 0, route: str | None = None) -> None:
+    """Enqueue notice (``event``, ``sequence``) of ``alert``, to ``route`` ('' the log; None: the alert's route when a
+    worker takes it)."""
+    args = (alert.pk, event, sequence) if route is None else (alert.pk, event, sequence, route)
+    task_send_on_commit(NOTIFY_TASK, *args, trace_id=alert.trace_id)
 
 
 def _respond_on_commit(alert: Alert) -> None:
@@ -167,7 +174,10 @@ def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> A
             trace_id=trace_id_ensure(),
         )
     else:
-        rose = alert.state == AlertState.FIRING and _SEVERITY_RANK[severity] > _SEVERITY_RANK[alert.severity]
+        # Only a critical result can make an alert more severe. A warning after a critical result is the check
+        # getting better, though for a check of severity info it turns the alert from 'info' to 'warning'.
+        rose = (alert.state == AlertState.FIRING and status == CheckStatus.CRITICAL
+                and _SEVERITY_RANK[severity] > _SEVERITY_RANK[alert.severity])
         Alert.objects.filter(pk=alert.pk).update(
             count=F("count") + 1, last_seen_at=now, last_value=result.value, severity=severity, summary=summary,
             updated_at=now,
@@ -181,17 +191,24 @@ def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> A
 
 
 def _severity_raised(alert: Alert, now: datetime) -> None:
-    """A firing alert turned more severe (a warning gone critical): route it again, as a firing alert of its new
-    severity is routed, and tell that route with an escalation notice (its resolved notice follows there too)."""
+    """A firing alert turned more severe (a warning gone critical): tell the route of its new severity (as a firing
+    alert of that severity is routed) with an escalation notice; its resolved notice follows there too.
+
+    One never escalated moves to that route. One ``escalate_to`` moved stays where it was escalated to, and that
+    route is told as well (first): a rise does not undo an escalation, whose route keeps being reminded."""
     check = alert.health_check
     route = route_match(check=check.name, tags=alert_tags(alert), severity=alert.severity, team_id=check.team_id)
     name = route.name if route else ""
+    if alert.escalation_level:
+        told, moves = [alert.route, *([name] if name != alert.route else [])], {}
+    else:
+        told, moves = [name], {"route": name, **({"reminders_sent": 0} if name != alert.route else {})}
     moved = Alert.objects.filter(pk=alert.pk, state=AlertState.FIRING, notices=alert.notices).update(
-        route=name, notices=F("notices") + 1, last_notified_at=now, updated_at=now,
-        **({"reminders_sent": 0} if name != alert.route else {}),
-    )
+        notices=F("notices") + len(told), last_notified_at=now, updated_at=now, **moves)
     if moved:
-        _notify_on_commit(alert, NotificationEvent.ESCALATION, alert.notices + 1)
+        # Each numbered, and sent to its route whatever the alert's route is when a worker takes it.
+        for number, target in enumerate(told, start=alert.notices + 1):
+            _notify_on_commit(alert, NotificationEvent.ESCALATION, number, route=target)
         alert.refresh_from_db()
 
 
@@ -490,7 +507,8 @@ def alert_payload(alert: Alert, event: str, *, route: str | None = None) -> dict
     }
 
 
-def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Notification | None:
+def notification_deliver(*, alert_id: int, event: str, sequence: int = 0,
+                         route: str | None = None) -> Notification | None:
     """Deliver one notification of an alert once: to its route's handler, or record it silenced.
 
     A resolved notice goes to every route that was sent a firing (escalation, reminder) notice, after every other notice
@@ -498,24 +516,29 @@ def notification_deliver(*, alert_id: int, event: str, sequence: int = 0) -> Not
     silenced, or failed). A reminder, an escalation or a later firing notice (a silence ended) of an alert no longer
     firing is recorded skipped, not sent: it would follow the acknowledgement or the resolved notice.
 
+    A firing, reminder or escalation notice goes to ``route`` ('' the log) when given, else to the alert's route.
+
     A notice another worker is sending is left to it until it is stale (``SENDING_STALE_S``: that worker died), then
     taken over and sent by whoever comes next: this task run again, the resolved notice, or the task the alert sweep
-    enqueues for it. Returns None while the resolved notice waits for another notice of the alert still being sent:
-    the caller retries later (``resolved_notice_give_up`` once it has waited ``NOTICE_WAIT_S``).
+    enqueues for it; one whose workers died ``SENDING_LOST_MAX`` times is recorded failed instead. Returns None
+    while the resolved notice waits for another notice of the alert still being sent: the caller retries later
+    (``resolved_notice_give_up`` once it has waited ``NOTICE_WAIT_S``).
     """
     alert = Alert.objects.select_related("health_check").get(pk=alert_id)
     now = timezone.now()
     if event == NotificationEvent.RESOLVED:
         return _resolved_deliver(alert, now=now)
-    return _notice_deliver(alert, event=event, sequence=sequence, now=now)
+    return _notice_deliver(alert, event=event, sequence=sequence, now=now, route_name=route)
 
 
-def _notice_deliver(alert: Alert, *, event: str, sequence: int, now: datetime) -> Notification:
+def _notice_deliver(alert: Alert, *, event: str, sequence: int, now: datetime,
+                    route_name: str | None = None) -> Notification:
     """A firing, reminder or escalation notice: to the route its row names once a worker took it (a notice taken
-    over goes where it was meant to, wherever the alert has moved since), else to the alert's route."""
+    over goes where it was meant to, wherever the alert has moved since), else to ``route_name`` if given, else to
+    the alert's route."""
     name = (Notification.objects.filter(alert=alert, event=event, sequence=sequence)
             .values_list("route", flat=True).first())
-    name = alert.route if name is None else name
+    name = (alert.route if route_name is None else route_name) if name is None else name
     route = NotificationRoute.objects.filter(name=name, enabled=True).first() if name else None
     return _deliver(alert, event=event, sequence=sequence, route=route, silence=silence_for_alert(alert, now=now),
                     now=now)
@@ -607,10 +630,14 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
             defaults={"route": route.name if route else "", "handler": handler},
         )
         if not created:
-            taken = Notification.objects.filter(
-                pk=notification.pk, status=NotificationStatus.SENDING, created_at__lt=stale_before
-            ).update(created_at=now)
-            if not taken:
+            # Locked: of two that find it stale, the second sees it taken (fresh) once the first commits.
+            held = Notification.objects.select_for_update().filter(
+                pk=notification.pk, status=NotificationStatus.SENDING, created_at__lt=stale_before).first()
+            if held is None:
+                return notification
+            failed = _sender_lost(held, now=now)
+            notification.refresh_from_db()
+            if failed:
                 return notification
     # Read after the notice is taken: a resolved notice that starts later waits for this one (``in_flight``).
     stopped = _stopped_firing(alert, event=event, sequence=sequence)
@@ -625,13 +652,14 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
         try:
             with acting_for(route.team_id if route else None):  # a header's secret must be the route's team's
                 payload = alert_payload(alert, event, route=route.name if route else "")
-                fields["attempts"] = notification_send(
+                fields["attempts"] = notification.attempts + notification_send(
                     handler=handler, config=config, payload=payload, dedup_key=alert.fingerprint,
                     idempotency_key=f"{alert.fingerprint}:{alert.pk}:{event}:{sequence}",
                 )
             fields["status"] = NotificationStatus.SENT
         except NotificationError as error:
-            fields.update(status=NotificationStatus.FAILED, attempts=error.attempts, error=str(error))
+            fields.update(status=NotificationStatus.FAILED, attempts=notification.attempts + error.attempts,
+                          error=str(error))
             logger.warning("notification %s of alert %s failed: %s", event, alert.pk, error)
         fields["finished_at"] = timezone.now()
     # What a server echoed of a secret header (an error body) is stored without it.
@@ -639,6 +667,25 @@ def _deliver(alert: Alert, *, event: str, sequence: int, route: NotificationRout
     Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(**fields)
     notification.refresh_from_db()
     return notification
+
+
+def _sender_lost(notice: Notification, *, now: datetime) -> bool:
+    """A notice left 'sending' past ``SENDING_STALE_S`` (locked): its worker was lost mid-send. Log that as one of
+    its attempts, and take it over (to send it again), or fail it once ``SENDING_LOST_MAX`` workers were lost on it:
+    a notice that kills whatever sends it is not sent for ever. Returns whether it was failed (not to be sent)."""
+    attempts = [*notice.attempts, {
+        "at": notice.created_at.isoformat(), "ok": False, "lost": True,
+        "detail": f"worker lost while sending (left sending {(now - notice.created_at).total_seconds():.0f} s)"}]
+    lost = sum(1 for attempt in attempts if isinstance(attempt, dict) and attempt.get("lost"))
+    pending = Notification.objects.filter(pk=notice.pk, created_at=notice.created_at)
+    if lost < SENDING_LOST_MAX:
+        pending.filter(status=NotificationStatus.SENDING).update(created_at=now, attempts=attempts)  # taken over
+        return False
+    error = f"not sent: worker lost while sending {lost} times (a notice is tried at most {SENDING_LOST_MAX} times)"
+    transition(pending, [NotificationStatus.SENDING], NotificationStatus.FAILED, attempts=attempts, error=error,
+               finished_at=now)
+    logger.warning("%s notice #%s of alert %s: %s", notice.event, notice.sequence, notice.alert_id, error)
+    return True
 
 
 def _stopped_firing(alert: Alert, *, event: str, sequence: int) -> str:
@@ -712,7 +759,8 @@ def _stale_notices_resend(*, now: datetime) -> int:
     """Enqueue again every notice left 'sending' longer than ``SENDING_STALE_S`` (its worker died mid-send): the
     notify task takes it over (a guarded update; a copy that finds it taken leaves it) and sends it, once more at
     least (receivers drop the repeat by its ``Idempotency-Key``). A resolved one goes as its alert's resolved
-    notice. Returns how many were enqueued."""
+    notice. One whose workers were lost ``SENDING_LOST_MAX`` times is failed by that task instead. Returns how many
+    were enqueued."""
     stale = Notification.objects.select_related("alert").filter(
         status=NotificationStatus.SENDING, created_at__lt=now - timedelta(seconds=SENDING_STALE_S))
     enqueued: set[tuple[int, str, int]] = set()

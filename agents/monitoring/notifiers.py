@@ -5,14 +5,18 @@ format, or its ``/api/v2/alerts``), with retries.
 every attempt, or raises ``NotificationError`` carrying them. Header values and environment variable values
 never appear in an attempt's detail or an error message.
 """
+import functools
 import logging
 import re
+import smtplib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.mail import get_connection, send_mail
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.urls import reverse
 
 from agents.core.lazy import lazy
@@ -20,7 +24,7 @@ from agents.core.actions import Action
 from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved, is_secret_reference, secret_reference_problem
 from agents.core.network import connection_failure_reason
-from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal
+from agents.core.outbound import DeadlineSocket, outbound_request, outbound_target, outbound_url_refusal
 from agents.core.params import Param
 from agents.core.registry import Registry
 from agents.exceptions import CircuitOpenError, NotificationError, OutboundRequestError, SecretError
@@ -30,8 +34,11 @@ requests = lazy("requests")
 
 #: Longest wait between two attempts, whatever backoff_s * 2**(n-1) comes to.
 MAX_DELAY_S = 60.0
-#: Longest one webhook notification may take, retries included: well inside the task's soft time limit.
+#: Longest one notification may take, retries included: well inside the task's soft time limit. A webhook's config
+#: is refused when its attempts could take longer; an e-mail is cut off at it (connecting and the SMTP conversation).
 MAX_SEND_S = 240.0
+#: Django's SMTP backend: an e-mail sent through it is bounded by ``MAX_SEND_S`` (other backends send as they do).
+SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 #: Statuses worth another try: the receiver is overloaded or timed out, not refusing the message.
 RETRY_STATUSES = frozenset({408, 429})
@@ -158,8 +165,10 @@ def notification_send(*, handler: str, config: dict, payload: dict, dedup_key: s
     return notifier.function(notifier.with_defaults(config), payload, dedup_key, idempotency_key or dedup_key)
 
 
-def _attempts(send: Callable[[], str], *, attempts: int, backoff_s: float, what: str) -> list[dict]:
-    """Call ``send`` until it succeeds, fails permanently or ``attempts`` are spent; return every attempt."""
+def _attempts(send: Callable[[], str], *, attempts: int, backoff_s: float, what: str,
+              deadline: float | None = None) -> list[dict]:
+    """Call ``send`` until it succeeds, fails permanently or ``attempts`` are spent; return every attempt. With a
+    ``deadline`` (``time.monotonic()``), no attempt starts that would have to wait past it."""
     made: list[dict] = []
     for number in range(1, attempts + 1):
         at = datetime.now(UTC).isoformat()
@@ -175,7 +184,12 @@ def _attempts(send: Callable[[], str], *, attempts: int, backoff_s: float, what:
         if ok:
             return made
         if number < attempts:
-            time.sleep(min(backoff_s * 2 ** (number - 1), MAX_DELAY_S))
+            delay = min(backoff_s * 2 ** (number - 1), MAX_DELAY_S)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise NotificationError(
+                    f"{what} failed after {number} attempt{'s' if number != 1 else ''}, no time left for another "
+                    f"within the {MAX_SEND_S:g} s a notification may take: {detail}", attempts=made)
+            time.sleep(delay)
     raise NotificationError(f"{what} failed after {attempts} attempt{'s' if attempts != 1 else ''}: {detail}",
                             attempts=made)
 
@@ -199,24 +213,80 @@ def _log(payload: dict) -> str:
 
 
 def _email_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:
-    return _attempts(lambda: _email(payload, dedup_key, params["to"]),
-                     attempts=params["attempts"], backoff_s=params["backoff_s"], what="e-mail")
+    # One deadline for every attempt and wait: a worker still sending past MAX_SEND_S may be taken over (and the
+    # e-mail sent twice) by the next attempt once its notice is stale.
+    deadline = time.monotonic() + MAX_SEND_S
+    return _attempts(lambda: _email(payload, dedup_key, params["to"], deadline=deadline),
+                     attempts=params["attempts"], backoff_s=params["backoff_s"], what="e-mail", deadline=deadline)
 
 
-def _email(payload: dict, dedup_key: str, recipients: list[str]) -> str:
-    from django.core.mail import send_mail
-
+def _email(payload: dict, dedup_key: str, recipients: list[str], *, deadline: float) -> str:
     summary = " ".join(str(payload.get("summary", "")).split())  # a line break in a subject is refused
     # The severity once, beside the event; the summary says what the probe saw.
     severity = f" {payload['severity']}" if payload.get("severity") else ""
     subject = f"[{str(payload.get('event', '')).upper()}{severity}] {payload.get('check')}: {summary}"
     body = "\n".join(f"{key}: {value}" for key, value in {**payload, "dedup_key": dedup_key}.items())
+    connection = (_DeadlineSMTPBackend(deadline=deadline, fail_silently=False)
+                  if settings.EMAIL_BACKEND == SMTP_BACKEND else get_connection(fail_silently=False))
     try:
-        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False, connection=connection)
     except OSError as error:  # smtplib.SMTPException is an OSError
-        reason = connection_failure_reason(error) or " ".join(str(error).split())[:200] or type(error).__name__
+        if time.monotonic() >= deadline:
+            reason = f"the SMTP server did not finish within {MAX_SEND_S:g} s, the longest a notification may take"
+        else:
+            reason = connection_failure_reason(error) or " ".join(str(error).split())[:200] or type(error).__name__
         raise _Failure(f"sending to {', '.join(recipients)} failed: {reason}") from None
     return f"sent to {', '.join(recipients)}"
+
+
+class _DeadlineSMTPMixin:
+    """An SMTP connection whose connecting, every command sent and every reply read end by ``deadline``
+    (``time.monotonic()``): a server that answers slowly, a line at a time, cannot hold the worker past it."""
+
+    def __init__(self, *args, deadline: float, **kwargs):
+        self.deadline = deadline
+        super().__init__(*args, **kwargs)  # connects, and reads the greeting
+
+    def _get_socket(self, host, port, timeout):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the notification's time is up")
+        return super()._get_socket(host, port, min(timeout, left) if isinstance(timeout, (int, float)) else left)
+
+    def send(self, s):
+        if self.sock:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self.close()  # as smtplib does on a failed send; QUIT, sent next, then only closes
+                raise smtplib.SMTPServerDisconnected("the notification's time is up")
+            self.sock.settimeout(left)  # sendall's timeout bounds the whole command
+        return super().send(s)
+
+    def getreply(self):
+        if self.file is None and self.sock:
+            self.file = DeadlineSocket(self.sock, self.deadline).makefile("rb")  # every read by the deadline
+        return super().getreply()
+
+
+class _DeadlineSMTP(_DeadlineSMTPMixin, smtplib.SMTP):
+    pass
+
+
+class _DeadlineSMTPSSL(_DeadlineSMTPMixin, smtplib.SMTP_SSL):
+    pass
+
+
+class _DeadlineSMTPBackend(SMTPBackend):
+    """Django's SMTP backend (its settings: host, port, TLS, login, ``EMAIL_TIMEOUT`` for each wait) whose
+    connection ends by ``deadline``."""
+
+    def __init__(self, *, deadline: float, **kwargs):
+        super().__init__(**kwargs)
+        self.deadline = deadline
+
+    @property
+    def connection_class(self):
+        return functools.partial(_DeadlineSMTPSSL if self.use_ssl else _DeadlineSMTP, deadline=self.deadline)
 
 
 def _webhook_send(params: dict, payload: dict, dedup_key: str, idempotency_key: str) -> list[dict]:

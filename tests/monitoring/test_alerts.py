@@ -29,6 +29,8 @@ from agents.monitoring import alerts, services
 from agents.orchestration.selectors import trace_records
 from agents.workflows.services import workflow_load
 
+from tests.conftest import wait_for
+
 from .conftest import Clock, make_check, probe_result, record
 
 pytestmark = pytest.mark.django_db
@@ -557,6 +559,77 @@ def test_a_firing_warning_that_turns_critical_is_routed_to_the_critical_route_an
         ("firing", "chat", "warning"), ("escalation", "pager", "critical"),
         ("resolved", "chat", "critical"), ("resolved", "pager", "critical"),
     ]
+
+
+def test_an_info_check_whose_critical_value_falls_back_to_a_warning_one_is_not_escalated(clock, receiver):
+    # given routes by severity, and a check of severity info firing on a critical value (an 'info' alert)
+    hook = {"url": receiver.url, "backoff_s": 0.01}
+    _route("warnings", order=1, matchers={"severity": "warning"}, handler="webhook", config=hook)
+    _route("notes", order=2, handler="webhook", config=hook)
+    check = make_check("queue", warning=80, critical=90, severity="info")
+    record(check, 95, clock=clock)
+    alert = _alert(check)
+    assert (alert.severity, alert.route) == ("info", "notes")
+    assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "sent"
+
+    # when its value falls back below critical, twice (a 'warning' alert now), once above it between
+    for value in (85, 95, 85):
+        record(check, value, clock=clock)
+
+    # then the check getting better is no rise: no escalation notice, the alert stays on its route
+    alert.refresh_from_db()
+    assert (alert.state, alert.route, alert.notices) == ("firing", "notes", 0)
+    assert receiver.events() == ["firing"]
+
+
+def _sent(alert, count: int, what: str) -> list[tuple[str, int, str]]:
+    """Once the worker has finished ``count`` notices of ``alert`` (none left sending): (event, number, route) of the
+    ones sent, by number."""
+    def finished():
+        notices = Notification.objects.filter(alert=alert)
+        return notices.count() == count and not notices.filter(status="sending").exists()
+    wait_for(finished, what=what)
+    return list(Notification.objects.filter(alert=alert, status="sent").order_by("sequence", "event")
+                .values_list("event", "sequence", "route"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_escalated_warning_that_turns_critical_stays_escalated_and_tells_the_critical_route_too(worker, clock,
+                                                                                                   receiver):
+    # given warnings on the team's chat, escalated to the pager after a reminder, and critical alerts on call
+    hook = {"url": receiver.url, "backoff_s": 0.01}
+    pager = _route("pager", order=1, matchers={"tags": ["never"]}, handler="webhook", config=hook,
+                   repeat_interval_s=60)
+    _route("oncall", order=2, matchers={"severity": "critical"}, handler="webhook", config=hook)
+    _route("chat", order=3, handler="webhook", config=hook, repeat_interval_s=60, escalate_after=1, escalate_to=pager)
+    check = make_check("disk", warning=80, critical=90)
+    record(check, 85, clock=clock)
+    alert = _alert(check)
+    start = timezone.now()
+    _sent(alert, 1, "the firing notice")
+    assert alerts.alerts_sweep(now=start + timedelta(seconds=61))["reminders"] == 1
+    _sent(alert, 2, "the reminder")
+    assert alerts.alerts_sweep(now=start + timedelta(seconds=122))["escalations"] == 1
+    assert _sent(alert, 3, "the escalation notice") == [
+        ("firing", 0, "chat"), ("reminder", 1, "chat"), ("escalation", 2, "pager")]
+
+    # when the disk fills on past critical, and the pager's repeat interval passes
+    record(check, 95, clock=clock)
+    alert.refresh_from_db()
+    assert (alert.severity, alert.route, alert.escalation_level) == ("critical", "pager", 1)
+    told_of_the_rise = _sent(alert, 5, "the escalation notices of the rise")[3:]
+    assert alerts.alerts_sweep(now=timezone.now() + timedelta(seconds=61))["reminders"] == 1
+    reminded = _sent(alert, 6, "the pager's reminder")[5:]
+    record(check, 10, clock=clock)
+    resolved = [notice for notice in _sent(alert, 9, "the resolved notices") if notice[0] == "resolved"]
+
+    # then the pager it was escalated to keeps being told, the critical route is told as well, and both routes hear
+    # the alert resolve, after the chat it fired on
+    assert told_of_the_rise == [("escalation", 3, "pager"), ("escalation", 4, "oncall")]
+    assert reminded == [("reminder", 5, "pager")]
+    assert resolved == [("resolved", 0, "chat"), ("resolved", 1, "pager"), ("resolved", 2, "oncall")]
+    assert [(item["event"], item["severity"]) for item in receiver.received if item["route"] == "oncall"] == [
+        ("escalation", "critical"), ("resolved", "critical")]
 
 
 def test_an_unknown_result_leaves_the_alert_as_it_is_and_never_makes_a_check_critical(clock):

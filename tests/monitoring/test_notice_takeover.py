@@ -19,6 +19,10 @@ from .conftest import make_check, probe_result
 pytestmark = pytest.mark.django_db
 
 
+class WorkerKilled(BaseException):
+    """The worker running a task is gone (SIGKILL, a crash): nothing after this point of the task runs."""
+
+
 class Workers:
     """What the code under test enqueues, run when it is due on a clock the test moves (Django's ``timezone.now``
     and the webhook's backoff sleeps read it): notify tasks (each retry after its countdown), the periodic alert
@@ -29,9 +33,15 @@ class Workers:
         self.agenda: list[tuple] = []  # (due, order, what to run): the order keeps equal times first come first run
         self.order = itertools.count()
         self.outcomes: list[dict | str] = []  # what each notify task ended with (a dict, or the error's name)
+        self.killing = False  # while set, a worker waiting to send again (a backoff) is killed
         monkeypatch.setattr(timezone, "now", lambda: self.now)
         monkeypatch.setattr(alerts, "task_send_on_commit", self._enqueue)
-        monkeypatch.setattr(notifiers, "time", types.SimpleNamespace(sleep=self.advance, monotonic=time.monotonic))
+        monkeypatch.setattr(notifiers, "time", types.SimpleNamespace(sleep=self._backoff, monotonic=time.monotonic))
+
+    def _backoff(self, seconds: float) -> None:
+        if self.killing:
+            raise WorkerKilled()
+        self.advance(seconds)
 
     def at(self, seconds: float, action) -> None:
         """Run ``action`` ``seconds`` from now."""
@@ -65,7 +75,7 @@ class Workers:
             outcome = alert_notify.run(*args)
         except Retry as retry:
             self.at(retry.when, lambda: self._notify(args, retries + 1))
-        except MaxRetriesExceededError as error:
+        except (MaxRetriesExceededError, WorkerKilled) as error:
             self.outcomes.append(type(error).__name__)
         else:
             self.outcomes.append(outcome)
@@ -120,6 +130,10 @@ def test_a_firing_notice_whose_worker_died_is_sent_once_stale_and_its_resolved_n
     assert keys == [f"{alert.fingerprint}:{alert.pk}:firing:0", f"{alert.fingerprint}:{alert.pk}:resolved:0"]
     assert list(Notification.objects.filter(alert=alert).order_by("event").values_list("event", "status")) == [
         ("firing", "sent"), ("resolved", "sent")]
+    # and its log of attempts tells the worker lost, then the delivery
+    attempts = Notification.objects.get(alert=alert, event="firing").attempts
+    assert [(attempt["ok"], attempt["detail"].split(" (")[0]) for attempt in attempts] == [
+        (False, "worker lost while sending"), (True, "HTTP 200")]
 
 
 def test_the_resolved_notice_takes_over_a_stale_firing_notice_and_follows_it(monkeypatch, receiver):
@@ -185,3 +199,39 @@ def test_a_resolved_notice_that_waited_its_longest_is_recorded_with_why_it_was_g
     assert (resolved.status, workers.outcomes[0]["status"]) == ("skipped", "skipped")
     assert resolved.error.startswith("not sent: gave up after ")
     assert resolved.error.endswith("s waiting for firing #0 to hook still being sent")
+
+
+def test_a_notice_that_kills_every_worker_sending_it_is_failed_after_so_many_and_its_resolved_notice_skipped(
+        monkeypatch, receiver):
+    # given a webhook whose every delivery kills the worker sending it (it dies waiting to try again after a 503)
+    workers = Workers(monkeypatch)
+    workers.killing = True
+    receiver.status = 503
+    _hook(receiver, attempts=2)
+    check = make_check(critical=90)
+    workers.sweeps()
+    _record(check, 95, workers)
+    alert = Alert.objects.get(health_check=check, state="firing")
+
+    # when the sweeps go on for longer than that many take-overs take, then the alert resolves
+    workers.advance((alerts.SENDING_LOST_MAX + 2) * (alerts.SENDING_STALE_S + settings.AGENTS_MONITOR_SWEEP_S))
+    heard = receiver.events()
+    workers.at(1, lambda: _record(check, 10, workers))
+    workers.advance(10)
+
+    # then the firing notice was tried SENDING_LOST_MAX times, each attempt logged, then failed saying why, and the
+    # resolved notice, no route having been told the alert fired, is skipped at once, not waited for
+    firing = Notification.objects.get(alert=alert, event="firing")
+    assert heard == ["firing"] * alerts.SENDING_LOST_MAX
+    assert (firing.status, firing.error) == (
+        "failed", f"not sent: worker lost while sending {alerts.SENDING_LOST_MAX} times (a notice is tried at most "
+                  f"{alerts.SENDING_LOST_MAX} times)")
+    assert [attempt["detail"].split(" (")[0] for attempt in firing.attempts] == [
+        "worker lost while sending"] * alerts.SENDING_LOST_MAX
+    assert workers.outcomes == ["WorkerKilled"] * alerts.SENDING_LOST_MAX + [
+        {"notification_id": firing.pk, "status": "failed"},
+        {"notification_id": Notification.objects.get(alert=alert, event="resolved").pk, "status": "skipped"}]
+    resolved = Notification.objects.get(alert=alert, event="resolved")
+    assert (resolved.status, resolved.error) == (
+        "skipped", "not sent: no route was told the alert fired (its firing notice failed)")
+    assert receiver.events() == heard

@@ -11,6 +11,7 @@ import pytest
 from django.core import mail
 
 from agents.exceptions import NotificationError
+from agents.monitoring import notifiers
 from agents.monitoring.notifiers import NOTIFIER_TYPES, notification_send, notifier_validate
 
 PAYLOAD = {
@@ -302,6 +303,58 @@ def test_email_to_an_unreachable_smtp_server_is_retried_then_fails(settings, clo
     assert [(a["ok"], a["detail"]) for a in raised.value.attempts] == [
         (False, "sending to ops@example.com failed: connection refused")
     ] * 2
+
+
+@pytest.fixture
+def stalling_smtp_server():
+    """An SMTP server on 127.0.0.1 that never finishes its greeting: it sends a continuation line (``220-``) every
+    0.05 s, each well inside any per-read timeout, until the client hangs up (or 10 s pass: an unbounded client)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer(connection):
+        with connection:
+            for _ in range(200):
+                try:
+                    connection.sendall(b"220-mail.example.com still starting\r\n")
+                except OSError:
+                    return  # the client hung up
+                if stop.wait(0.05):
+                    return
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    stop.set()
+    listener.close()
+
+
+def test_email_to_an_smtp_server_slower_than_a_notification_may_take_is_cut_off_and_says_so(settings, monkeypatch,
+                                                                                            stalling_smtp_server):
+    # given the real SMTP backend pointed at a server that answers a line at a time and never gets done, each read
+    # well inside EMAIL_TIMEOUT, and a notification allowed half a second in all
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", stalling_smtp_server, 5
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    monkeypatch.setattr(notifiers, "MAX_SEND_S", 0.5)
+
+    # when a notice is e-mailed with attempts to spare
+    with pytest.raises(NotificationError) as raised:
+        send("email", {"to": ["ops@example.com"], "attempts": 3, "backoff_s": 0.01})
+
+    # then it is cut off at the limit, once, and the error says so: no second attempt past it
+    reason = "the SMTP server did not finish within 0.5 s, the longest a notification may take"
+    assert [(a["ok"], a["detail"]) for a in raised.value.attempts] == [
+        (False, f"sending to ops@example.com failed: {reason}")]
+    assert str(raised.value) == ("e-mail failed after 1 attempt, no time left for another within the 0.5 s a "
+                                 f"notification may take: sending to ops@example.com failed: {reason}")
 
 
 # ------------------------------------------------------------------------------------ log
