@@ -5,20 +5,23 @@ The plan: the transforms up to the first one that needs the whole frame run on e
 keeps only per-chunk partials, merged at the end; everything after is *global* and runs on the gathered frame.
 Only the columns the transforms use are read. Quality checks are accumulators fed the output chunk by chunk, so
 only uniqueness holds more than a chunk. The run's notes record which operations were global, and on how many rows.
+A csv column that holds numbers in some chunks and text in others makes the source read again with it as text
+(``source_consume``): the run starts afresh, its failing-rows files included.
 
 No Django here except through the callables passed in (resolving stored sources and datasets).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agents.core.lazy import lazy
 from agents.data import transforms as tf
 from agents.data.quality import PUBLISH_CHECK_TYPES, CheckRunner, failing_rows_file_name, tables_concat
-from agents.data.sources import source_frame, source_read, source_read_stop
+from agents.data.sources import ColumnTypesError, source_consume, source_frame, source_read_stop
 
 pd = lazy("pandas")
 pa = lazy("pyarrow")
@@ -112,21 +115,58 @@ def pipeline_execute(
                 ref["column"]].dropna().unique()
         if check["type"] == "uniqueness":
             outcome.notes.append(f"quality check {check['name']}: global (keeps every key)")
-    runners: list[CheckRunner] = []
+    notes_before_read = len(outcome.notes)
+    # What the transforms themselves read from the source, which a chunk of JSON lines may lack (records leave out
+    # keys they have no value for) when every column is read.
+    required = tf.columns_needed(transforms, set()) if columns is None else None
+
+    def run(frames: Iterator[pd.DataFrame], text_columns: list[str]) -> tuple[pa.Table, list[CheckRunner]]:
+        """One read of the source through the transforms and checks; again, afresh, when ``source_consume`` reads
+        the source again with columns as text that held numbers in some chunks and text in others."""
+        outcome.rows_in = outcome.rows_out = outcome.chunks = 0
+        del outcome.notes[notes_before_read:]
+        if text_columns:
+            outcome.notes.append(f"read as text: {', '.join(text_columns)} (numbers in some chunks of the source, "
+                                 "text in others: read again)")
+        runners: list[CheckRunner] = []
+        tables: list[pa.Table] = []
+        try:
+            _chunks_run(frames, outcome, spec=spec, streaming=streaming, aggregate=aggregate,
+                        global_transforms=global_transforms, load=load, runners=runners, tables=tables,
+                        references=references, failing_rows_dir=failing_rows_dir, now=now)
+        except ColumnTypesError:
+            for runner in runners:
+                runner.discard()  # the next read writes its failing rows afresh
+            raise
+        return tables_concat(tables), runners
+
+    table, runners = source_consume(source, run, columns=columns, chunk_rows=chunk_rows, params=run_params,
+                                    required=sorted(required) if required else None)
+    outcome.quality = [runner.finish() for runner in runners]
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, output_path)
+    outcome.schema = [{"name": item.name, "type": str(item.type)} for item in table.schema]
+    return outcome
+
+
+def _chunks_run(frames: Iterator[pd.DataFrame], outcome: PipelineOutcome, *, spec: dict, streaming: list[dict],
+                aggregate: dict | None, global_transforms: list[dict], load: Callable, runners: list[CheckRunner],
+                tables: list[pa.Table], references: dict, failing_rows_dir: Path | None,
+                now: datetime | None) -> None:
+    """Feed the chunks of ``frames`` through the transforms and checks: the checks are appended to ``runners`` at
+    the first output chunk, the output tables to ``tables``."""
 
     def runners_start(columns: list[str]) -> None:
         """Checks start at the first output chunk: the row key is the part of ``key`` the output still has."""
         key = [column for column in spec["key"] if column in columns] or None
         for index, check in enumerate(spec["quality_checks"]):
             if check["type"] in PUBLISH_CHECK_TYPES:
-                continue  # run by the caller on the written output (see the docstring)
+                continue  # run by the caller on the written output (see pipeline_execute)
             failing_path = None
             if check["failing_rows"] and failing_rows_dir is not None:
                 failing_path = failing_rows_dir / failing_rows_file_name(index, check["name"])
             runners.append(CheckRunner(check, key=key, reference_values=references.get(check["name"]),
                                        failing_rows_path=failing_path, now=now))
-
-    tables: list[pa.Table] = []
 
     def emit(frame: pd.DataFrame) -> None:
         if not tables:
@@ -138,11 +178,6 @@ def pipeline_execute(
 
     partials: list[pd.DataFrame] = []
     gathered: list[pd.DataFrame] = []
-    # What the transforms themselves read from the source, which a chunk of JSON lines may lack (records leave out
-    # keys they have no value for) when every column is read.
-    required = tf.columns_needed(transforms, set()) if columns is None else None
-    frames = source_read(source, columns=columns, chunk_rows=chunk_rows, params=run_params,
-                         required=sorted(required) if required else None)
     try:
         for chunk in frames:
             outcome.chunks += 1
@@ -160,9 +195,9 @@ def pipeline_execute(
             else:
                 emit(chunk)
     except Exception:
-        # A source that finds its input bad only while reading (a ragged csv, checked beside the parse) raises
-        # that here, first: a transform may have tripped over the bad rows.
-        source_read_stop(frames)
+        # A source that finds its input bad only while reading (a ragged csv, checked beside the parse; a csv column
+        # of numbers that turns to text further on) raises that here, first: a transform may have tripped over it.
+        source_read_stop(frames, failed=True)
         raise
 
     if aggregate is not None or global_transforms:
@@ -179,11 +214,3 @@ def pipeline_execute(
             frame = tf.transform_apply(frame, transform, where=f"transforms[{offset + index + 1}] "
                                        f"({transform['type']})", load=load)
         emit(frame.reset_index(drop=True))
-
-    outcome.quality = [runner.finish() for runner in runners]
-    table = tables_concat(tables)
-    tables.clear()
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, output_path)
-    outcome.schema = [{"name": item.name, "type": str(item.type)} for item in table.schema]
-    return outcome

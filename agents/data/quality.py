@@ -582,6 +582,13 @@ class _FailingRowsFile:
             self.schema = pa.Schema.from_pandas(records, preserve_index=False)
             self.empty_columns = {name for name in records.columns if records[name].isna().all()}
 
+    def discard(self) -> None:
+        """Close the file and remove it: the rows it holds are to be checked again."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.path.unlink(missing_ok=True)
+
     def close(self) -> str:
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -678,6 +685,12 @@ class CheckRunner:
             self.not_regex = regex_compile(check["not_match_regex"]) if check.get("not_match_regex") else None
             if check.get("not_match_regex") == "":  # matches every text
                 self.not_regex = regex_compile("")
+
+    def discard(self) -> None:
+        """Give up this check before ``finish``: the failing rows written so far are removed (the rows are to be
+        checked again, by a new runner)."""
+        if self.failing_file is not None:
+            self.failing_file.discard()
 
     # ------------------------------------------------------------ chunks
 

@@ -22,7 +22,9 @@ from agents.data.transforms import aggregation_type_problems
 from agents.data.paths import data_path_relative, data_path_resolve, data_root
 from agents.data.expectations import is_suite
 from agents.data.quality import CheckRunner, failing_rows_file_name
-from agents.data.sources import source_describe, source_frame, source_read, source_validate
+from agents.data.sources import (
+    ColumnTypesError, source_consume, source_describe, source_frame, source_read, source_read_stop, source_validate,
+)
 from agents.data.spec import (
     checks_validate,
     key_validate,
@@ -331,8 +333,12 @@ def drift_checks_run(*, checks: list[dict], name: str, path: Path) -> list[dict]
 
 def dataset_profile_compute(*, path: Path) -> dict:
     """The profile of a Parquet file under the data root (see ``agents.data.analysis``), read in chunks."""
+    return _profile(_output_chunks(path))
+
+
+def _profile(chunks) -> dict:
     profiler = Profiler()
-    for chunk in _output_chunks(path):
+    for chunk in chunks:
         profiler.update(chunk)
     return storable(profiler.finish())  # a NUL in a top value would make the profile unstorable
 
@@ -342,11 +348,10 @@ def dataset_profile(*, name: str, number: int | None = None, refresh: bool = Fal
     was published before profiles were kept) or ``refresh`` is asked."""
     dataset = dataset_get(name=name, number=number)
     if refresh or not dataset.profile:
-        path = data_path_resolve(dataset.path, where=str(dataset))
-        if file_sha256(path) != dataset.checksum:
-            raise DataError(f"{dataset}: {dataset.path!r} has changed since it was published (sha256 differs)")
+        # Read as a dataset source: the rows profiled are those of the file whose checksum it verifies.
+        source = {"kind": "dataset", "dataset": dataset.name, "number": dataset.number}
         with acting_for(dataset.team_id):
-            dataset.profile = dataset_profile_compute(path=path)
+            dataset.profile = _profile(source_read(source, chunk_rows=settings.AGENTS_DATA_CHUNK_ROWS))
         Dataset.objects.filter(pk=dataset.pk).update(profile=dataset.profile)
         audit_record("dataset.profile", "dataset", dataset.pk, f"profiled dataset {dataset}",
                      dataset=dataset.name, number=dataset.number)
@@ -503,18 +508,35 @@ def quality_check_file(*, path: str, checks_text: str, source: str = "spec", key
     if errors:
         raise PipelineSpecError(errors)
     failing_dir = data_root() / "quality" / f"check-{uuid.uuid4().hex[:12]}"
-    runners = []
-    for index, check in enumerate(checks):
-        reference = None
+    references = {}
+    for check in checks:
         if check["type"] == "referential_integrity":
             ref = check["reference"]
             reference = source_frame(source_resolve(ref["source"]), columns=[ref["column"]])[ref["column"]]
-            reference = reference.dropna().unique()
-        failing_path = failing_dir / failing_rows_file_name(index, check["name"]) if check["failing_rows"] else None
-        runners.append(CheckRunner(check, key=key or None, reference_values=reference, failing_rows_path=failing_path))
-    for chunk in source_read(file_source, chunk_rows=settings.AGENTS_DATA_CHUNK_ROWS):
-        for runner in runners:
-            runner.update(chunk)
+            references[check["name"]] = reference.dropna().unique()
+
+    def run(chunks, _text_columns: list[str]) -> list[CheckRunner]:
+        # Afresh when the file is read again with columns as text that held numbers in some chunks, text in others.
+        runners = []
+        for index, check in enumerate(checks):
+            failing_path = failing_dir / failing_rows_file_name(index, check["name"]) if check["failing_rows"] else None
+            runners.append(CheckRunner(check, key=key or None, reference_values=references.get(check["name"]),
+                                       failing_rows_path=failing_path))
+        try:
+            try:
+                for chunk in chunks:
+                    for runner in runners:
+                        runner.update(chunk)
+            except Exception:
+                source_read_stop(chunks, failed=True)  # a column whose type changes further on may be the cause
+                raise
+        except ColumnTypesError:
+            for runner in runners:
+                runner.discard()
+            raise
+        return runners
+
+    runners = source_consume(file_source, run, chunk_rows=settings.AGENTS_DATA_CHUNK_ROWS)
     results = [runner.finish() for runner in runners]
     for result in results:
         if result.get("failing_rows_path"):

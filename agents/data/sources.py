@@ -11,13 +11,14 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import hashlib
 import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
@@ -27,10 +28,11 @@ from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved, secret_reference_problem, secret_url
 from agents.core.teams import acting_scoped
 from agents.core.definitions import NAME_RULE, is_name
-from agents.core.files import file_sha256
 from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal, url_shown
 from agents.data.paths import data_path_problem, data_path_resolve
-from agents.exceptions import CircuitOpenError, ColumnError, DataSourceError, OutboundRequestError, SecretError
+from agents.exceptions import (
+    CircuitOpenError, ColumnError, DataError, DataSourceError, OutboundRequestError, SecretError,
+)
 from agents.models import Dataset
 
 pd = lazy("pandas")
@@ -78,6 +80,8 @@ MAX_PAGES = 100_000
 DATABASE_CONNECT_TIMEOUT_S = 10
 #: Longest reason quoted from a driver or parser, so messages stay readable.
 MAX_REASON_CHARS = 300
+
+T = TypeVar("T")
 
 _PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUERY_PARAMETER = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
@@ -364,8 +368,19 @@ def _kind(value: Any) -> str:
 # --- Reading --------------------------------------------------------------------------------------------------
 
 
+class ColumnTypesError(DataSourceError):
+    """A csv read in chunks has columns holding numbers (or true/false) in some rows and text in others: pandas
+    types each chunk by itself, so the chunks disagree. ``columns`` names them; ``source_consume`` reads them again
+    as text."""
+
+    def __init__(self, message: str, columns: list[str]):
+        super().__init__(message)
+        self.columns = list(columns)
+
+
 def source_read(spec: dict, *, columns: list[str] | None = None, chunk_rows: int | None = None,
-                params: dict | None = None, required: list[str] | None = None) -> Iterator[pd.DataFrame]:
+                params: dict | None = None, required: list[str] | None = None,
+                text_columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """Yield the source as DataFrames: one when ``chunk_rows`` is None, else chunks of at most that many rows.
 
     Only ``columns`` are read where the format allows (all when None); a missing one is a ``ColumnError``. With
@@ -373,17 +388,21 @@ def source_read(spec: dict, *, columns: list[str] | None = None, chunk_rows: int
     left it out) gets it with no values, and one no record of the file has is a ``ColumnError`` at the end.
     ``params`` (the run's parameters) overlay a database source's own. At least one frame is always yielded.
     Checks that need no data (paths, connection names, hosts, headers) run before the first frame is asked for.
+    A csv column holding numbers (or true/false) in some rows and text in others is a ``ColumnTypesError`` before
+    the chunk that shows it; ``text_columns`` are read as text (see ``source_consume``, which does both).
     """
     spec = _spec_checked(spec)
     if columns is not None and not _is_text_list(columns):
         raise DataSourceError(f"columns must be a list of column names, got {columns!r}")
+    if text_columns is not None and not _is_text_list(text_columns):
+        raise DataSourceError(f"text_columns must be a list of column names, got {text_columns!r}")
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise DataSourceError(f"chunk_rows must be a whole number of at least 1, got {chunk_rows!r}")
     columns = list(dict.fromkeys(columns)) if columns is not None else None
     if spec["kind"] == "file":
         path = data_path_resolve(spec["path"], where="file source")
         return _file_frames(path, spec, columns=columns, chunk_rows=chunk_rows, label=f"file {spec['path']!r}",
-                            required=required)
+                            required=required, text_columns=text_columns)
     if spec["kind"] == "database":
         return _database_frames(spec, columns=columns, chunk_rows=chunk_rows, run_params=params or {})
     if spec["kind"] == "api":
@@ -391,26 +410,53 @@ def source_read(spec: dict, *, columns: list[str] | None = None, chunk_rows: int
     return _dataset_frames(spec, columns=columns, chunk_rows=chunk_rows)
 
 
+def source_consume(spec: dict, consume: Callable[[Iterator[pd.DataFrame], list[str]], T], **options: Any) -> T:
+    """``consume(source_read(spec, **options), text_columns)``; when a csv column turns out to hold numbers (or
+    true/false) in some chunks and text in others (``ColumnTypesError``), once more with those columns read as text
+    for every row, as a whole read by pandas gives them. ``consume`` starts afresh each time and is told the columns
+    read as text; it must leave nothing behind when the error passes through it."""
+    text_columns: list[str] = []
+    while True:
+        try:
+            return consume(source_read(spec, text_columns=text_columns or None, **options), list(text_columns))
+        except ColumnTypesError as error:
+            again = [column for column in error.columns if column not in text_columns]
+            if not again:  # read as text already: cannot happen, but never loop
+                raise
+            text_columns += again
+
+
 class _ReadStopped(BaseException):
     """Thrown into a source's reader by ``source_read_stop`` (a BaseException, so readers' handlers let it pass)."""
 
 
-def source_read_stop(frames: Iterator[pd.DataFrame]) -> None:
+class _ReadFailed(_ReadStopped):
+    """Thrown by ``source_read_stop(failed=True)``: the consumer met an error."""
+
+
+def source_read_stop(frames: Iterator[pd.DataFrame], *, failed: bool = False) -> None:
     """Stop reading ``frames`` (from ``source_read``) early and release them; raise the ``DataSourceError`` the
-    reader found meanwhile, if any (a csv's ragged rows are checked beside the parse, so known only as it reads)."""
+    reader found meanwhile, if any (a csv's ragged rows are checked beside the parse, so known only as it reads).
+
+    ``failed``: the consumer stops because it met an error, which a csv column holding numbers in the chunks read so
+    far and text further on may have caused (a text check on numbers): the rest of the file is parsed to look, and
+    such a column is a ``ColumnTypesError`` (the consumer's error stands otherwise)."""
     throw = getattr(frames, "throw", None)
     if throw is None:
         return
     try:
-        throw(_ReadStopped())
+        throw(_ReadFailed() if failed else _ReadStopped())
     except (_ReadStopped, StopIteration):
         pass
 
 
 def source_frame(spec: dict, *, columns: list[str] | None = None, params: dict | None = None) -> pd.DataFrame:
     """The whole source as one DataFrame (its columns kept even when it has no rows)."""
-    frames = list(source_read(spec, columns=columns, params=params))
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    def gather(frames: Iterator[pd.DataFrame], _: list[str]) -> pd.DataFrame:
+        frames = list(frames)
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    return source_consume(spec, gather, columns=columns, params=params)
 
 
 def source_describe(spec: dict) -> dict:
@@ -490,15 +536,20 @@ def _regroup(frames: Iterable[pd.DataFrame], chunk_rows: int | None) -> Iterator
 
 
 def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_rows: int | None,
-                 label: str, required: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """Read a csv, jsonl or parquet file; a parser's complaint becomes a ``DataSourceError`` naming the file."""
+                 label: str, required: list[str] | None = None,
+                 text_columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Read a csv, jsonl or parquet file (a parquet one from ``path`` or from an open pyarrow file); a parser's
+    complaint becomes a ``DataSourceError`` naming the file."""
     import pyarrow as pa
 
     file_format = spec["format"]
     if file_format == "jsonl":  # the one format whose chunks may lack a column of the file (see source_read)
         frames = _jsonl_frames(path, spec, columns=columns, chunk_rows=chunk_rows, label=label, required=required)
+    elif file_format == "csv":  # the one format whose chunks are typed each by itself (see source_read)
+        frames = _csv_frames(path, spec, columns=columns, chunk_rows=chunk_rows, label=label,
+                             text_columns=text_columns)
     else:
-        readers = {"csv": _csv_frames, "json": _json_frames, "parquet": _parquet_frames}
+        readers = {"json": _json_frames, "parquet": _parquet_frames}
         frames = readers[file_format](path, spec, columns=columns, chunk_rows=chunk_rows, label=label)
     while True:
         try:
@@ -523,20 +574,23 @@ def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_row
             raise
 
 
-def _csv_ragged_rows(path: Path, spec: dict) -> tuple[int, list[tuple[int, int, int]]]:
+def _csv_ragged_rows(path: Path, spec: dict, *, lines: bool = False) -> tuple[int, list[tuple[int | None, int, int]]]:
     """The header's field count, and (line, record, fields) of every row with more or fewer fields than it (blank
     lines aside). pandas would drop the extra fields of a long row unseen and pad a short one with missing values.
+    ``record`` counts from 0 at the header (pandas' ``skiprows``); ``line`` is the line of the file the row starts
+    on, counted from 1 as an editor does, for the first ``MAX_BAD_LINES_SHOWN`` rows with ``lines`` (else None).
 
     Read by pyarrow's CSV tokenizer (C++, one pass, converting no column: it asks for one the file does not have),
     which reports each such row to a handler: a few tenths of a second for millions of rows, where Python's ``csv``
-    module took seconds."""
+    module took seconds. The tokenizer numbers records, not lines: a quoted value over several lines makes every
+    later record's number less than its line's, so lines are counted apart, only for a file that is refused."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    ragged: list[tuple[int, int, int]] = []
+    ragged: list[tuple[int | None, int, int]] = []
 
     def invalid(row) -> str:
-        ragged.append((row.number, row.number - 1, row.actual_columns))
+        ragged.append((None, row.number - 1, row.actual_columns))
         return "skip"
 
     with open(path, newline="", encoding=spec["encoding"]) as handle:
@@ -560,15 +614,43 @@ def _csv_ragged_rows(path: Path, spec: dict) -> tuple[int, list[tuple[int, int, 
         )
     except (pa.ArrowInvalid, LookupError):
         return len(header), _csv_ragged_rows_slow(path, spec)  # what pyarrow cannot read, Python's csv reads
+    if lines and ragged:
+        starts = _csv_record_lines(path, spec, {record for _, record, _ in ragged[:MAX_BAD_LINES_SHOWN]})
+        ragged[:MAX_BAD_LINES_SHOWN] = [(starts.get(record), record, fields)
+                                        for _, record, fields in ragged[:MAX_BAD_LINES_SHOWN]]
     return len(header), ragged
 
 
-def _csv_ragged_rows_slow(path: Path, spec: dict) -> list[tuple[int, int, int]]:
+def _csv_record_lines(path: Path, spec: dict, records: set[int]) -> dict[int, int]:
+    """The line (from 1) each of ``records`` (from 0 at the header) starts on, read by Python's ``csv`` up to the
+    last of them; those it cannot reach (a value past its field size limit) are left out."""
+    starts: dict[int, int] = {}
+    last = max(records)
+    with open(path, newline="", encoding=spec["encoding"]) as handle:
+        reader = csv.reader(handle, delimiter=spec["delimiter"])
+        start = 1
+        try:
+            for record, _ in enumerate(reader):
+                if record in records:
+                    starts[record] = start
+                if record >= last:
+                    break
+                start = reader.line_num + 1  # line_num: lines read so far, the last of this record's
+        except (csv.Error, ValueError):
+            pass
+    return starts
+
+
+def _csv_ragged_rows_slow(path: Path, spec: dict) -> list[tuple[int | None, int, int]]:
     with open(path, newline="", encoding=spec["encoding"]) as handle:
         reader = csv.reader(handle, delimiter=spec["delimiter"])
         header = next(reader, None) or []
-        return [(reader.line_num, record, len(row)) for record, row in enumerate(reader, start=1)
-                if row and len(row) != len(header)]
+        ragged, start = [], reader.line_num + 1
+        for record, row in enumerate(reader, start=1):
+            if row and len(row) != len(header):
+                ragged.append((start, record, len(row)))  # the line the row starts on, not the one it ends on
+            start = reader.line_num + 1
+        return ragged
 
 
 class _RaggedCheck:
@@ -576,14 +658,14 @@ class _RaggedCheck:
     the GIL, so on a second core the check costs the read no time (it took as long as the parse when run first)."""
 
     def __init__(self, path: Path, spec: dict) -> None:
-        self._outcome: tuple[int, list[tuple[int, int, int]]] | None = None
+        self._outcome: tuple[int, list[tuple[int | None, int, int]]] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(path, spec), name="csv-ragged-rows", daemon=True)
         self._thread.start()
 
     def _run(self, path: Path, spec: dict) -> None:
         try:
-            self._outcome = _csv_ragged_rows(path, spec)
+            self._outcome = _csv_ragged_rows(path, spec, lines=True)
         except BaseException as error:  # raised again in the reading thread
             self._error = error
 
@@ -657,19 +739,97 @@ class _Prefetched:
             self._thread.join()
 
 
-def _ragged_refuse(fields: int, ragged: list[tuple[int, int, int]], *, label: str) -> None:
-    """Raise the ``DataSourceError`` naming the first rows whose field count is not the header's ``fields``."""
-    shown = ", ".join(f"line {line} ({count} fields)" for line, _, count in ragged[:MAX_BAD_LINES_SHOWN])
+def _ragged_refuse(fields: int, ragged: list[tuple[int | None, int, int]], *, label: str) -> None:
+    """Raise the ``DataSourceError`` naming the first rows whose field count is not the header's ``fields``, by the
+    line they start on (by record, the header being record 1, where Python's csv could not read that far)."""
+    shown = ", ".join(f"line {line} ({count} fields)" if line is not None else f"record {record + 1} ({count} fields)"
+                      for line, record, count in ragged[:MAX_BAD_LINES_SHOWN])
     more = f" and {len(ragged) - MAX_BAD_LINES_SHOWN} more" if len(ragged) > MAX_BAD_LINES_SHOWN else ""
+    if any(line is None for line, _, _ in ragged[:MAX_BAD_LINES_SHOWN]):
+        more += " (records counted from the header, record 1: a value over several lines puts one below its line)"
     raise DataSourceError(f"{label}: {len(ragged)} row(s) do not have the header's {fields} fields: {shown}{more}; "
                           "fix the file, or set on_bad_lines: skip to leave such rows out")
 
 
-def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterator[pd.DataFrame]:
+#: What a column holds, by the kind of its dtype as pandas' csv parser gives it ("object": looked into).
+_DTYPE_KINDS = {"i": "number", "u": "number", "f": "number", "b": "bool"}
+_KIND_WORDS = {"number": "numbers", "bool": "true/false values", "text": "text"}
+
+
+def _dtype_kind(dtype) -> str:
+    if isinstance(dtype, pd.StringDtype):
+        return "text"
+    return _DTYPE_KINDS.get(dtype.kind, "object")
+
+
+def _values_kind(series: pd.Series, kind: str) -> str | None:
+    """What ``series`` (of dtype kind ``kind``) holds: number, bool, text, mixed (numbers and text: pandas joined
+    blocks of the chunk it typed apart), or None when it holds no value (an empty column reads as float64)."""
+    if kind == "object":  # true/false with missing values, or numbers and text together: rare, so looked into
+        inferred = pd.api.types.infer_dtype(series, skipna=True)
+        return {"boolean": "bool", "string": "text", "empty": None}.get(inferred, "mixed")
+    return kind if kind == "bool" or series.notna().any() else None
+
+
+class _ColumnKinds:
+    """What each column of a csv holds (numbers, true/false, text), from the first chunk with a value in it. pandas
+    types each chunk by itself, so a column of numbers in one and text in another would be numbers in some rows of
+    the output and text in others: such a column is ``changed``. Looking costs a dtype comparison per column and
+    chunk; values are looked at only where the dtype differs from the one seen first."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, str, str]] = {}  # column: (dtype kind, what it holds, in which rows)
+        self.changed: dict[str, str] = {}  # column: what it holds where
+        self._rows = 0  # rows seen so far
+
+    def see(self, frame: pd.DataFrame) -> None:
+        """Account for the next chunk."""
+        first_row, self._rows = self._rows, self._rows + len(frame)
+        rows = f"rows {first_row + 1}-{self._rows}"
+        for name, dtype in frame.dtypes.items():
+            kind = _dtype_kind(dtype)
+            seen = self._seen.get(name)
+            if (seen is not None and seen[0] == kind and kind != "object") or name in self.changed:
+                continue
+            holds = _values_kind(frame[name], kind)
+            if holds is None or (seen is not None and seen[1] == holds):
+                continue
+            if holds == "mixed":
+                self.changed[name] = f"numbers and text in {rows}"
+            elif seen is None:
+                self._seen[name] = (kind, holds, rows)
+            else:
+                self.changed[name] = f"{_KIND_WORDS[seen[1]]} in {seen[2]} and {_KIND_WORDS[holds]} in {rows}"
+
+    def error(self, label: str) -> ColumnTypesError:
+        shown = "; ".join(f"column {name!r} holds {where}" for name, where in self.changed.items())
+        return ColumnTypesError(f"{label}: {shown} (pandas types each chunk of a csv by itself); read "
+                                f"{'it' if len(self.changed) == 1 else 'them'} as text", list(self.changed))
+
+
+def _kinds_changed_later(items: Iterator[pd.DataFrame], kinds: _ColumnKinds, failed: _ReadFailed) -> None:
+    """Look through the rest of ``items`` for a column whose type changes; raise ``failed`` again if none does, or
+    if the rest cannot be parsed (the consumer's error is the one to tell)."""
+    try:
+        for later in items:
+            kinds.see(later)
+    except Exception:
+        raise failed from None
+    if not kinds.changed:
+        raise failed
+
+
+def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label,
+                text_columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """A csv file in chunks. Rows whose field count differs from the header's are left out (``on_bad_lines:
     skip``, found before reading) or refuse the file: that check runs beside the parse, and its error comes
     before any other (a missing column, a parser's complaint), at the latest after the last chunk, or when the
-    consumer stops early through ``source_read_stop``."""
+    consumer stops early through ``source_read_stop``.
+
+    A column whose chunks hold numbers (or true/false) in some and text in others (or both in one: pandas' parser
+    types blocks of a chunk apart) is a ``ColumnTypesError`` naming every such column, raised before the chunk
+    where it shows: the rest of the file is parsed to find them all, so one more read, ``text_columns`` read as
+    text, gives every row as a whole read by pandas does."""
     options = {"sep": spec["delimiter"], "encoding": spec["encoding"]}
     check = None
     if spec.get("on_bad_lines", "error") == "error":
@@ -682,16 +842,33 @@ def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> Iterat
         header = list(pd.read_csv(path, nrows=0, **options).columns)
         if columns is not None:
             _columns_require(columns, header, label=label)
+        if text_columns:
+            options["dtype"] = {column: str for column in text_columns if column in header}
         if chunk_rows is None:
             reader = contextlib.nullcontext([pd.read_csv(path, usecols=columns, **options)])
         else:  # chunks parsed one ahead, on a thread that closes the file when it ends or the read stops early
             chunks = pd.read_csv(path, usecols=columns, chunksize=chunk_rows, **options)
             reader = _Prefetched(chunks, chunks.close)
+        kinds = _ColumnKinds()
         with reader as frames:
-            for frame in _at_least_one(iter(frames), pd.DataFrame(columns=columns or header)):
+            items = _at_least_one(iter(frames), pd.DataFrame(columns=columns or header))
+            for frame in items:
                 if check is not None:
                     check.refuse(label=label, wait=False)
-                yield _columns_pick(frame, columns, label=label)  # usecols keeps the file's order; give the asked one
+                kinds.see(frame)
+                if kinds.changed:
+                    for later in items:  # every such column, so that one more read is enough
+                        kinds.see(later)
+                    if check is not None:
+                        check.refuse(label=label)  # bad rows first, as for any other error
+                    raise kinds.error(label)
+                try:
+                    yield _columns_pick(frame, columns, label=label)  # usecols keeps the file's order: the asked one
+                except _ReadFailed as failed:
+                    _kinds_changed_later(items, kinds, failed)
+                    if check is not None:
+                        check.refuse(label=label)
+                    raise kinds.error(label) from None
     except GeneratorExit:
         if check is not None:
             check.wait()  # dropped unread (garbage collected): no one to tell, but the file is left closed
@@ -1264,11 +1441,45 @@ def _dataset_row(spec: dict):
 
 
 def _dataset_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
-    """Read a published dataset's Parquet file, after checking it is the file that was published."""
+    """Read a published dataset's Parquet file, verifying it is the file that was published."""
     dataset = _dataset_row(spec)
     label = f"dataset {dataset.name!r} #{dataset.number}"
     path = data_path_resolve(dataset.path, where=label)
-    if file_sha256(path) != dataset.checksum:
-        raise DataSourceError(f"{label}: {dataset.path!r} has changed since it was published (sha256 differs)")
-    file_spec = {"format": "parquet", "parse_dates": []}
-    return _file_frames(path, file_spec, columns=columns, chunk_rows=chunk_rows, label=label)
+    return _dataset_read(path, dataset, columns=columns, chunk_rows=chunk_rows, label=label)
+
+
+def _dataset_read(path: Path, dataset: Dataset, *, columns: list[str] | None, chunk_rows: int | None,
+                  label: str) -> Iterator[pd.DataFrame]:
+    """The rows of ``path``, parsed from one open file whose sha256 is then taken, from that same open file: a file
+    moved in its place meanwhile is not the one read, and one rewritten in place (which the parse may have met) no
+    longer has the published checksum. A mismatch is a ``DataSourceError`` after the last chunk (the rows given are
+    not to be kept), and before any error the parse or the consumer meets: a rewritten file may be why."""
+    import pyarrow as pa
+
+    try:
+        source = pa.OSFile(str(path), "r")
+    except OSError as error:
+        raise DataSourceError(f"{label}: {dataset.path!r} cannot be read: {_reason(error)}") from None
+    with source:
+        file_spec = {"format": "parquet", "parse_dates": []}
+        try:
+            yield from _file_frames(source, file_spec, columns=columns, chunk_rows=chunk_rows, label=label)
+        except (_ReadFailed, DataError):
+            _dataset_verify(source, dataset, label=label)
+            raise
+        _dataset_verify(source, dataset, label=label)
+
+
+def _dataset_verify(source, dataset: Dataset, *, label: str) -> None:
+    """Raise the ``DataSourceError`` saying the dataset's file changed unless the open file ``source`` (a pyarrow
+    ``NativeFile``) has the checksum recorded at publication."""
+    digest = hashlib.sha256()
+    try:
+        source.seek(0)
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    except OSError as error:
+        raise DataSourceError(f"{label}: {dataset.path!r} cannot be read: {_reason(error)}") from None
+    if digest.hexdigest() != dataset.checksum:
+        raise DataSourceError(f"{label}: {dataset.path!r} has changed since it was published (sha256 differs); "
+                              "its rows are not used")

@@ -15,7 +15,9 @@ import pytest
 from django.db import connection
 
 from agents.data.paths import data_path_relative, data_path_resolve
-from agents.data.sources import source_describe, source_frame, source_read, source_read_stop, source_validate
+from agents.data.sources import (
+    ColumnTypesError, source_consume, source_describe, source_frame, source_read, source_read_stop, source_validate,
+)
 from agents.exceptions import ColumnError, DataPathError, DataSourceError
 
 ORDERS = pd.DataFrame({
@@ -282,6 +284,52 @@ def test_a_csv_left_after_one_chunk_is_read_no_further_and_closed(root, leave):
     assert str(path) not in _open_paths()
 
 
+NUMBERS_THEN_TEXT = b"id,code,flag\n1,007,true\n2,12,false\n3,A-3,true\n4,0.50,false\n"
+
+
+def test_a_csv_column_turning_from_numbers_to_text_in_a_later_chunk_is_named_with_its_rows(root):
+    # given a csv whose code column is numbers in its first two rows and text after
+    (root / "in" / "codes.csv").write_bytes(NUMBERS_THEN_TEXT)
+    read = []
+
+    # when it is read two rows at a time, as it comes
+    with pytest.raises(ColumnTypesError) as caught:
+        for frame in source_read({"kind": "file", "path": "in/codes.csv"}, chunk_rows=2):
+            read.append(frame)
+
+    # then the chunk of numbers came, and the error names the column and the rows of each type
+    assert [frame["id"].tolist() for frame in read] == [[1, 2]]
+    assert str(caught.value) == ("file 'in/codes.csv': column 'code' holds numbers in rows 1-2 and text in rows 3-4 "
+                                 "(pandas types each chunk of a csv by itself); read it as text")
+    assert caught.value.columns == ["code"]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, None])
+def test_a_csv_column_of_numbers_and_text_is_read_as_the_text_of_the_file_in_every_chunk(root, chunk_rows):
+    (root / "in" / "codes.csv").write_bytes(NUMBERS_THEN_TEXT)
+
+    frame = source_consume({"kind": "file", "path": "in/codes.csv"},
+                           lambda frames, _: joined(list(frames)), chunk_rows=chunk_rows)
+
+    assert frame["code"].tolist() == ["007", "12", "A-3", "0.50"]  # as in the file: no number made of "007"
+    assert frame["id"].tolist() == [1, 2, 3, 4] and frame["flag"].tolist() == [True, False, True, False]
+
+
+def test_a_large_csv_whose_column_turns_to_text_is_read_whole_as_text(root):
+    # given a csv long enough for pandas to parse it in blocks, whose code column is numbers until its last rows
+    rows = 300_000
+    path = root / "in" / "long.csv"
+    pd.DataFrame({"id": range(rows), "code": [str(index) for index in range(rows - 2)] + ["x", "y"]}).to_csv(
+        path, index=False)
+
+    # when it is read whole, as a join's other side or a reference is
+    frame = source_frame({"kind": "file", "path": "in/long.csv"})
+
+    # then every code is text, not numbers in the first rows and text in the last (which Parquet cannot hold)
+    assert frame["code"].tolist()[:2] + frame["code"].tolist()[-2:] == ["0", "1", "x", "y"]
+    assert pd.api.types.infer_dtype(frame["code"], skipna=True) == "string"
+
+
 BLANK_THEN_RAGGED = b"id,name,amount\n1,ann,10\n\n2,bob,20\n3,cy\n4,dee,40,extra\n5,eve,50\n"
 
 
@@ -308,6 +356,53 @@ def test_a_ragged_csv_after_a_blank_line_is_refused_naming_the_lines_of_the_file
         source_frame({"kind": "file", "path": "in/blank.csv"})
 
     assert "2 row(s) do not have the header's 3 fields: line 5 (2 fields), line 6 (4 fields);" in str(caught.value)
+
+
+# A quoted value over lines 2-3 and another over lines 6-8: the rows with too few or too many fields are on lines 4
+# and 9 of the file (records 3 and 6).
+MULTILINE_THEN_RAGGED = b'id,name,amount\n1,"ann\nsmith",10\n2,bob,20,extra\n3,cy,30\n4,"x\ny\nz",5\n5,dee\n6,e,6\n'
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_a_ragged_row_after_a_value_over_several_lines_is_named_by_the_line_an_editor_shows(root, chunk_rows):
+    (root / "in" / "multiline.csv").write_bytes(MULTILINE_THEN_RAGGED)
+
+    with pytest.raises(DataSourceError) as caught:
+        list(source_read({"kind": "file", "path": "in/multiline.csv"}, chunk_rows=chunk_rows))
+
+    assert str(caught.value) == (
+        "file 'in/multiline.csv': 2 row(s) do not have the header's 3 fields: line 4 (4 fields), line 9 (2 fields); "
+        "fix the file, or set on_bad_lines: skip to leave such rows out")
+
+
+def test_a_ragged_row_inside_a_value_over_several_lines_is_named_by_the_line_it_starts_on(root):
+    (root / "in" / "multiline.csv").write_bytes(b'id,name,amount\n1,ann,10\n2,"bob\nby",20,extra\n3,"cy\n",30\n')
+
+    with pytest.raises(DataSourceError, match=r"1 row\(s\) do not have the header's 3 fields: line 3 \(4 fields\);"):
+        source_frame({"kind": "file", "path": "in/multiline.csv"})
+
+
+def test_a_ragged_row_whose_line_cannot_be_counted_is_named_as_a_record(root):
+    # given a value over lines 2-3, then a value longer than Python's csv reads (line 4), then a short row (line 5)
+    (root / "in" / "long.csv").write_bytes(b'id,name,amount\n1,"a\nb",10,x\n2,' + b"x" * 200_000 + b",10\n3,c\n")
+
+    with pytest.raises(DataSourceError) as caught:
+        source_frame({"kind": "file", "path": "in/long.csv"})
+
+    # then the row past the long value is named by its record, saying so, not by a line it is not on
+    assert str(caught.value) == (
+        "file 'in/long.csv': 2 row(s) do not have the header's 3 fields: line 2 (4 fields), record 4 (2 fields) "
+        "(records counted from the header, record 1: a value over several lines puts one below its line); "
+        "fix the file, or set on_bad_lines: skip to leave such rows out")
+
+
+def test_on_bad_lines_skip_after_a_value_over_several_lines_leaves_out_the_ragged_rows_only(root):
+    (root / "in" / "multiline.csv").write_bytes(MULTILINE_THEN_RAGGED)
+
+    frame = source_frame({"kind": "file", "path": "in/multiline.csv", "on_bad_lines": "skip"})
+
+    assert frame.to_dict("list") == {"id": [1, 3, 4, 6], "name": ["ann\nsmith", "cy", "x\ny\nz", "e"],
+                                     "amount": [10, 30, 5, 6]}
 
 
 def test_on_bad_lines_is_validated_and_applies_to_csv_only():
@@ -890,6 +985,51 @@ def test_a_dataset_file_changed_after_publishing_is_refused(published, root):
         source_frame({"kind": "dataset", "dataset": "orders_clean"})
     pd.testing.assert_frame_equal(source_frame({"kind": "dataset", "dataset": "orders_clean", "number": 1}),
                                   ORDERS.iloc[:5])
+
+
+CHANGED = "dataset 'orders_clean' #2: 'datasets/orders_clean/2.parquet' has changed since it was published"
+
+
+def test_a_dataset_file_rewritten_after_the_read_is_asked_for_is_refused(published, root):
+    # given a read of dataset #2 asked for (as a run asks for its source before reading it)
+    frames = source_read({"kind": "dataset", "dataset": "orders_clean"}, chunk_rows=4)
+
+    # when its file is rewritten with other rows before they are read
+    ORDERS.iloc[:3].to_parquet(root / "datasets" / "orders_clean" / "2.parquet", index=False)
+
+    # then the rows read are not taken for the published ones
+    with pytest.raises(DataSourceError) as caught:
+        list(frames)
+    assert str(caught.value).startswith(CHANGED)
+
+
+def test_a_dataset_file_rewritten_while_it_is_read_is_refused(published, root):
+    # given a read of dataset #2 that has given its first chunk
+    frames = source_read({"kind": "dataset", "dataset": "orders_clean"}, chunk_rows=4)
+    assert next(frames)["order_id"].tolist() == [1, 2, 3, 4]
+
+    # when its file is rewritten in place with other rows
+    with open(root / "datasets" / "orders_clean" / "2.parquet", "r+b") as handle:
+        handle.write(b"\0" * 64)
+
+    # then the read is refused, naming the dataset: what was parsed cannot be told to be the published bytes
+    with pytest.raises(DataSourceError) as caught:
+        list(frames)
+    assert str(caught.value).startswith(CHANGED)
+
+
+def test_a_dataset_file_replaced_by_another_while_it_is_read_gives_the_published_rows(published, root):
+    # given a read of dataset #2 that has given its first chunk
+    frames = source_read({"kind": "dataset", "dataset": "orders_clean"}, chunk_rows=4)
+    first = next(frames)
+
+    # when another file is moved in its place
+    other = root / "datasets" / "orders_clean" / "other.parquet"
+    ORDERS.iloc[:3].to_parquet(other, index=False)
+    other.replace(root / "datasets" / "orders_clean" / "2.parquet")
+
+    # then the rest of the read is of the file opened, the one whose checksum is verified: the published rows
+    pd.testing.assert_frame_equal(joined([first, *frames]), ORDERS)
 
 
 # --- validation -----------------------------------------------------------------------------------------------
