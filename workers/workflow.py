@@ -3,7 +3,7 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import InterfaceError, OperationalError, connection
 
-from agents.workflows import engine, services
+from agents.workflows import engine, schedules, services
 
 #: A step task whose database went away (restarted, failed over, unreachable) is tried again with backoff:
 #: 1, 2, 4, 8, then at most 10 s (full jitter), 100 times (8 minutes on average). Its guarded writes make it safe.
@@ -79,10 +79,13 @@ def workflow_timers_sweep() -> dict:
 
 
 @shared_task(name="workers.workflow.schedule_fire", ignore_result=True, **DATABASE_RETRY)
-def schedule_fire(workflow: str, schedule: str) -> int:
+def schedule_fire(workflow: str, schedule: str, fired_at: str | None = None) -> int:
     """Start the runs a schedule's slot (and, with catch-up, its missed slots) call for (a celery-beat entry per
-    schedule). Safe to run twice: each slot starts one run."""
-    return len(services.schedule_fire(workflow=workflow, schedule=schedule))
+    schedule). ``fired_at`` (ISO 8601, added by beat) is when beat fired: the slot is the newest at or before it, so
+    a message delivered after the next slot's time still starts its own slot; without it, the time it runs. Safe to
+    run twice: each slot starts one run."""
+    now = schedules.fired_at_parse(fired_at) if fired_at is not None else None
+    return len(services.schedule_fire(workflow=workflow, schedule=schedule, now=now))
 
 
 @shared_task(name="workers.workflow.backfill_continue", ignore_result=True, **DATABASE_RETRY)

@@ -593,10 +593,25 @@ def _wait_begin(*, row: StepRun, task_id: str, wait: Wait, compiled: CompiledVer
                                                             task_id=task_id).first()
         if locked is None:
             return StepOutcome(IGNORED)
-        until = now + timezone.timedelta(seconds=wait.timeout_s) if wait.timeout_s else None
-        decision = waits.signals_take(row=locked, step=step)
-        StepRun.objects.filter(pk=row.pk).update(waiting_for="" if decision else wait.signal, wait_until=until,
-                                                 worker="")
+        # The run's row lock orders this with a fail-fast failure (``step_fail`` sets ``failed_step`` under it, then
+        # cancels the waiting steps): either that failure sees this step waiting, or this step sees the run failed.
+        failed_step = (WorkflowRun.objects.select_for_update(no_key=True).filter(pk=row.run_id)
+                       .values_list("failed_step", flat=True).first())
+        cancelled = bool(failed_step) and row.step_id not in compiled.rule_steps
+        if cancelled:
+            transition(StepRun.objects.filter(pk=row.pk), [StepStatus.RUNNING], StepStatus.CANCELLED,
+                       finished_at=now, error=f"run failed at {failed_step!r}; it no longer waits", worker="")
+            finished = _count_done(row.run_id, 1)
+        else:
+            until = now + timezone.timedelta(seconds=wait.timeout_s) if wait.timeout_s else None
+            decision = waits.signals_take(row=locked, step=step)
+            StepRun.objects.filter(pk=row.pk).update(waiting_for="" if decision else wait.signal, wait_until=until,
+                                                     worker="")
+    if cancelled:
+        _limits_release(compiled, row.step_id)
+        if finished:
+            run_finalize(run_id=row.run_id)
+        return StepOutcome(FINISHED)
     if decision is not None:
         wait_apply(row=row, decision=decision, compiled=compiled)
     return StepOutcome(DEFERRED)
@@ -1032,12 +1047,16 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
         # Steps with a run_if run after failures too: never skipped here.
         pending = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt,
                                          status=StepStatus.PENDING).exclude(step_id__in=compiled.rule_steps)
+        stopped_ids: set[str] = set()
         if step.on_failure == "fail":
             WorkflowRun.objects.filter(pk=row.run_id, failed_step="").update(
                 failed_step=row.step_id, error=f"step {row.step_id!r} failed: {error}"
             )
-            # Fail fast: nothing new starts (but steps with a run_if); what is running finishes.
+            # Fail fast: nothing new starts (but steps with a run_if); what is running finishes. A step waiting for
+            # a signal runs nothing and may wait forever: it is cancelled, as a pending step is skipped.
             pending, why = pending, f"run failed at {row.step_id!r}"
+            stopped_ids = _waits_stop(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled, now=now,
+                                      why=f"{why}; it no longer waits")
         else:  # what depends on it, up to a step with a run_if (which decides for itself and what follows it)
             pending = pending.filter(step_id__in=dag.descendants(graph, row.step_id, stop=compiled.rule_steps))
             why = f"upstream step {row.step_id!r} failed"
@@ -1045,15 +1064,31 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
         skipped = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt, status=StepStatus.PENDING,
                                          step_id__in=skipped_ids).update(status=StepStatus.SKIPPED,
                                                                          finished_at=now, error=why)
-        finished = _count_done(row.run_id, 1 + skipped)
+        finished = _count_done(row.run_id, 1 + skipped + len(stopped_ids))
     if compiled.rule_steps:
         _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled,
                           plan=run_plan(row.run_id, compiled_version_id(row), row.run_attempt),
-                          finished={row.step_id} | skipped_ids)
-    _limits_release(compiled, row.step_id)
+                          finished={row.step_id} | skipped_ids | stopped_ids)
+    for step_id in sorted({row.step_id} | stopped_ids):  # a cancelled wait frees its pool slot too
+        _limits_release(compiled, step_id)
     if finished:
         run_finalize(run_id=row.run_id)
     return StepOutcome(FINISHED)
+
+
+def _waits_stop(*, run_id: int, run_attempt: int, compiled: CompiledVersion, now, why: str) -> set[str]:
+    """Cancel the steps of the run attempt waiting for a signal (but steps with a run_if, which run after failures),
+    in the caller's transaction, when the run fails fast; return their ids. A step a signal or its timeout decided
+    meanwhile (``waiting_for`` cleared under its lock) is ending on its own and is left to end; one that starts
+    waiting after this sees the run failed (``_wait_begin``)."""
+    # Locked first: the rows read are the ones moved, so exactly those are counted.
+    waiting = dict(StepRun.objects.select_for_update().filter(run_id=run_id, run_attempt=run_attempt,
+                                                              status=StepStatus.RUNNING)
+                   .exclude(waiting_for="").exclude(step_id__in=compiled.rule_steps).values_list("pk", "step_id"))
+    if waiting:
+        transition(StepRun.objects.filter(pk__in=waiting), [StepStatus.RUNNING], StepStatus.CANCELLED,
+                   finished_at=now, error=why, waiting_for="")
+    return set(waiting.values())
 
 
 def compiled_version_id(row: StepRun) -> int:
@@ -1406,6 +1441,9 @@ def _step_requeue_lost(*, row: StepRun, reason: str) -> str | None:
             return None  # it finished, was cancelled or was taken over by a live worker since it was read
         StepRun.objects.create(run_id=row.run_id, step_id=row.step_id, attempt=row.attempt + 1,
                                run_attempt=row.run_attempt)
+        # The lost attempt's pool slot (or place under its limit) is free: the steps held for it start now, oldest
+        # first, not at the timers sweep; the new attempt queues behind them as any newcomer does.
+        transaction.on_commit(lambda: _limits_release(compiled, row.step_id))
         transaction.on_commit(lambda: step_send(row=row, attempt=row.attempt + 1, countdown_s=0, compiled=compiled))
     return "redispatched"
 

@@ -107,9 +107,22 @@ def slot_latest(cron: str, timezone: str, *, now: datetime) -> datetime | None:
     return slots[-1] if slots else None
 
 
+def fired_at_parse(value: str) -> datetime:
+    """The moment beat fired a schedule's entry, from the ISO 8601 text its message carries (``fired_at``), as an
+    aware time; ``ValueError`` saying what is wrong otherwise."""
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f"fired_at: {value!r} is not an ISO 8601 time with its offset (e.g. 2026-11-01T02:00:00Z)")
+    return moment
+
+
 # --- celery-beat entries ----------------------------------------------------------------------------------------
 
-#: The task each schedule's beat entry sends (``workers.workflow``).
+#: The task each schedule's beat entry sends (``workers.workflow``); beat adds the moment it fired as ``fired_at``
+#: (``workers.beat``), so the task starts the slot the message was sent for however late it is delivered.
 SCHEDULE_FIRE_TASK = "workers.workflow.schedule_fire"
 
 

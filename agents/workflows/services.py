@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, Min, OuterRef, Q
 from django.utils import timezone
 
 from agents.core.audit import audit_record
@@ -21,6 +21,7 @@ from agents.exceptions import (
     WorkflowSpecError,
 )
 from agents.core.tracing import trace_id_ensure
+from agents.core.transitions import transition
 from agents.models import (
     EventType,
     MapItem,
@@ -542,8 +543,13 @@ def workflow_run_resume(*, run_id: int) -> WorkflowRun:
         run = _run_for_update(run_id)
         if run.status != RunStatus.PAUSED:
             raise WorkflowRunStateError(f"run {run_id} is {run.status}; only a paused run can be resumed")
-        status = RunStatus.RUNNING if run.started_at else RunStatus.PENDING
-        WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.PAUSED).update(status=status, paused_by="")
+        # A run paused between its first step's claim and that step moving it to running (``started_at`` still
+        # empty; the step's own move was refused, the run being paused) has started all the same: it resumes running.
+        started_at = run.started_at or (StepRun.objects.filter(run=run, started_at__isnull=False)
+                                        .aggregate(first=Min("started_at"))["first"])
+        status = RunStatus.RUNNING if started_at else RunStatus.PENDING
+        transition(WorkflowRun.objects.filter(pk=run.pk), [RunStatus.PAUSED], status, paused_by="",
+                   started_at=started_at)
         audit_record("workflow_run.resume", "workflow_run", run.pk, f"resumed run #{run.pk}")
         transaction.on_commit(lambda: engine.run_continue(run_id=run_id))
     run.refresh_from_db()

@@ -1,9 +1,11 @@
 """Pause and resume: while a run is paused no new step starts, a running step finishes, and resume continues
 where it stopped; cancel takes a paused run too."""
+import threading
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection, transaction
 
 from agents.api.groups import OPERATORS
 from agents.models import StepRun, WorkflowRun
@@ -102,3 +104,49 @@ def test_the_admin_pauses_and_resumes_selected_runs(worker, admin_client):
     assert (paused.status, paused.paused_by) == ("paused", "admin")
     assert 'wf-paused">Paused</span>' in page
     assert WorkflowRun.objects.get(pk=run.pk).status == "running"
+
+
+def test_a_run_paused_as_its_first_step_is_claimed_resumes_running_and_finishes(worker):
+    # given a run paused before its first step was claimed: the step is held
+    with transaction.atomic():  # (paused before its first step is sent)
+        run = start("""
+            name: pause-at-first-claim
+            steps: [{id: hold, action: wait.signal, params: {name: go}}]
+            """)
+        services.workflow_run_pause(run_id=run.pk)
+    wait_for(lambda: StepRun.objects.filter(run=run, held="run paused").exists(), what="the first step to be held")
+
+    # when it is resumed, and paused again between the step's claim and the step moving the run to running: the
+    # order is forced with row locks, another connection holding the step's row until this one holds the run's
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_step_row():
+        try:
+            with transaction.atomic():
+                # (no ordering: StepRun's default one joins the run, whose row FOR UPDATE would then lock too)
+                step_row = StepRun.objects.select_for_update().filter(run_id=run.pk, step_id="hold").order_by()
+                list(step_row.values_list("pk"))
+                locked.set()
+                release.wait(timeout=60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_step_row)
+    holder.start()
+    locked.wait(timeout=60)
+    services.workflow_run_resume(run_id=run.pk)  # the step is sent again; its claim waits for the step's row
+    with transaction.atomic():
+        WorkflowRun.objects.select_for_update().get(pk=run.pk)
+        release.set()  # the claim goes ahead; the step's move of the run to running waits for the run's row
+        holder.join()
+        wait_for(lambda: StepRun.objects.filter(run=run, step_id="hold", status="running").exists(),
+                 what="the step to be claimed")
+        services.workflow_run_pause(run_id=run.pk)
+    wait_for(lambda: StepRun.objects.filter(run=run, step_id="hold").exclude(waiting_for="").exists(),
+             what="the step to wait")
+    resumed = services.workflow_run_resume(run_id=run.pk)
+    services.workflow_signal(run_id=run.pk, name="go")
+
+    # then the resumed run is running, not pending, and it finishes
+    assert (resumed.status, resumed.started_at is not None) == ("running", True)
+    assert finish(run)["status"] == "succeeded"

@@ -79,6 +79,33 @@ def test_steps_in_a_one_slot_pool_never_overlap_on_two_worker_processes(worker):
     assert all(later_start >= earlier_end for (_, earlier_end), (later_start, _) in zip(rows, rows[1:]))
 
 
+def test_a_step_held_behind_a_pool_step_lost_with_its_worker_starts_as_soon_as_the_loss_is_found(worker):
+    # given a one-slot pool whose slot a step of run "lost" holds on a worker that died, and run "waiting"'s step
+    # held for that slot
+    Pool.objects.create(name="gpu", slots=1)
+    version = load("""
+        name: train
+        steps:
+          - {id: fit, action: echo, pool: gpu, params: {value: fitted}}
+        """)
+    now = timezone.now()
+    lost = WorkflowRun.objects.create(version=version, steps_total=1, status="running", started_at=now)
+    StepRun.objects.create(run=lost, step_id="fit", attempt=1, run_attempt=1, status="running", task_id="t-lost",
+                           worker="dead@host:7", started_at=now, pool="gpu", pool_slots=1)
+    waiting = services.workflow_run_start(version=version)
+    wait_for(lambda: StepRun.objects.filter(run=waiting, held__startswith="pool gpu").exists(),
+             what="the step to be held for the pool's slot")
+
+    # when the dead worker is found (no timers sweep runs here)
+    counts = engine.workflow_steps_requeue_lost(hostnames=["dead@host"])
+
+    # then the held step starts at once, and the lost step runs again after it
+    assert counts["redispatched"] == 1
+    assert finish(waiting)["status"] == "succeeded"
+    assert finish(lost)["status"] == "succeeded"
+    assert [row.status for row in StepRun.objects.filter(run=lost).order_by("attempt")] == ["failed", "succeeded"]
+
+
 def test_a_step_concurrency_limit_holds_across_runs(worker):
     version = load("""
         name: limited

@@ -7,22 +7,25 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from celery.signals import after_task_publish
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from agents.api.groups import OPERATORS
 from agents.core.dispatch import task_send
 from agents.exceptions import WorkflowRunStateError, WorkflowSpecError
 from agents.models import RunStatus, WorkflowBackfill, WorkflowRun
 from agents.workflows import selectors, services
-from agents.workflows.schedules import cron_problems, schedule_slots
+from agents.workflows.schedules import cron_problems, schedule_slots, slot_latest
 from agents.workflows.spec import workflow_spec_parse
 from tests.api.conftest import _user, client_for
 from tests.conftest import wait_for
-from tests.workflows.conftest import BACKFILL_START, backfill_runs, held_backfill, held_flow
-from workers.workflow import workflow_timers_sweep
+from tests.workflows.conftest import BACKFILL_START, backfill_runs, finish, held_backfill, held_flow
+from agentsite.celery import app as celery_app
+from workers.workflow import schedule_fire, workflow_timers_sweep
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -136,6 +139,62 @@ def test_a_slot_fired_twice_at_once_starts_one_run(worker):
     run.refresh_from_db()
     assert run.logical_time.second == 0
     assert run.params == {"region": "north", "logical_time": run.logical_time.isoformat()}
+
+
+DAILY_AT_3 = """\
+    schedule: {cron: "0 3 * * *", timezone: UTC}
+    """
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_schedule_message_delivered_after_the_next_slot_starts_the_slot_beat_fired_it_for(worker):
+    services.workflow_load(text=_flow(DAILY_AT_3))
+    today = slot_latest("0 3 * * *", "UTC", now=timezone.now())
+    yesterday = today - timedelta(days=1)
+
+    # beat fired yesterday's 03:00 slot, and its message is delivered only today, after today's slot; then today's
+    task_send("workers.workflow.schedule_fire", "nightly", "default", (yesterday + timedelta(seconds=1)).isoformat())
+    wait_for(lambda: WorkflowRun.objects.filter(schedule_key="nightly:default").exists(), what="the late slot's run")
+    task_send("workers.workflow.schedule_fire", "nightly", "default", (today + timedelta(seconds=1)).isoformat())
+    wait_for(lambda: WorkflowRun.objects.filter(schedule_key="nightly:default").count() == 2, what="today's run")
+    # and yesterday's is delivered once more
+    again = schedule_fire("nightly", "default", fired_at=(yesterday + timedelta(seconds=1)).isoformat())
+
+    # then each slot has run once: yesterday's first, as its message was the first delivered
+    runs = WorkflowRun.objects.filter(schedule_key="nightly:default").order_by("pk")
+    for run in runs:
+        assert finish(run)["status"] == "succeeded"
+    assert [run.logical_time for run in runs] == [yesterday, today]
+    assert again == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_sends_the_moment_it_fired_with_a_schedule_s_message(worker):
+    services.workflow_load(text=_flow(DAILY_AT_3))
+    entry = ModelEntry(PeriodicTask.objects.get(name="workflow nightly schedule default"), app=celery_app)
+    scheduler = DatabaseScheduler(app=celery_app, lazy=True)
+
+    sent = []
+
+    def record(sender=None, body=None, **kwargs):
+        if sender == "workers.workflow.schedule_fire":
+            sent.append(body[1])
+
+    after_task_publish.connect(record, weak=False)
+    try:
+        before = timezone.now()
+        scheduler.apply_async(entry, advance=False)  # as beat sends a due entry
+        after = timezone.now()
+    finally:
+        after_task_publish.disconnect(record)
+
+    # the message says when beat fired, so a late delivery still starts the slot it was fired for
+    [kwargs] = sent
+    assert before <= datetime.fromisoformat(kwargs["fired_at"]) <= after
+    run = wait_for(lambda: WorkflowRun.objects.filter(schedule_key="nightly:default").first(), what="the run")
+    assert slot_latest("0 3 * * *", "UTC", now=before) <= run.logical_time <= slot_latest("0 3 * * *", "UTC", now=after)
+    with pytest.raises(ValueError, match=r"fired_at: '03:00' is not an ISO 8601 time with its offset"):
+        schedule_fire("nightly", "default", fired_at="03:00")
 
 
 @pytest.mark.django_db

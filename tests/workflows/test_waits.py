@@ -190,6 +190,33 @@ def test_a_wait_past_its_timeout_follows_on_timeout(worker, operator_api, on_tim
     assert engine.workflow_waits_expire(now=timezone.now() + timedelta(seconds=60)) == 0  # ended once
 
 
+def test_a_fail_fast_failure_cancels_a_step_waiting_without_a_timeout_and_the_run_fails(worker, operator_api):
+    # given a run whose "approve" waits for a signal with no timeout, and whose "charge" fails once "trigger" ends
+    run = start("""
+        name: fails-fast-while-waiting
+        steps:
+          - {id: approve, action: wait.signal, params: {name: approve}}
+          - {id: trigger, action: wait.signal, params: {name: trigger}}
+          - {id: charge, action: fail, needs: [trigger], params: {message: card declined}}
+          - {id: ship, action: echo, needs: [approve, charge]}
+        """)
+    _waiting(run, "approve")
+    _waiting(run, "trigger")
+
+    # when "charge" fails (fail fast, the default on_failure)
+    operator_api.post(f"/api/workflow-runs/{run.pk}/signals/", {"name": "trigger"}, format="json")
+
+    # then the run ends failed at once: the waiting step is cancelled, as its pending dependents are skipped
+    outcome = finish(run)
+    late = operator_api.post(f"/api/workflow-runs/{run.pk}/signals/", {"name": "approve"}, format="json")
+    assert outcome["status"] == "failed"
+    assert outcome["error"].startswith("step 'charge' failed: card declined")
+    assert outcome["steps"]["approve"]["status"] == "cancelled"
+    assert outcome["steps"]["approve"]["error"] == "run failed at 'charge'; it no longer waits"
+    assert outcome["steps"]["ship"]["status"] == "skipped"
+    assert late.status_code == 409
+
+
 def test_the_signal_command_sends_a_signal_and_refuses_bad_input(worker):
     run = start(SIGNAL_FLOW)
     _waiting(run, "go")
