@@ -211,11 +211,12 @@ os.register_at_fork(after_in_child=_adapters_forget)
 
 class _DeadlineReader(io.RawIOBase):
     """The socket's reader (``raw``, from ``sock.makefile``) with each read waiting at most the time left until
-    ``deadline``; none starts after it (``TimeoutError``, which urllib3 reports as a read timeout)."""
+    ``deadline`` (and at most ``wait_s``, when given); none starts after it (``TimeoutError``, which urllib3 reports
+    as a read timeout)."""
 
-    def __init__(self, raw, sock, deadline: float):
+    def __init__(self, raw, sock, deadline: float, wait_s: float | None = None):
         super().__init__()
-        self._raw, self._sock, self._deadline = raw, sock, deadline
+        self._raw, self._sock, self._deadline, self._wait_s = raw, sock, deadline, wait_s
 
     def readable(self) -> bool:
         return True
@@ -224,7 +225,7 @@ class _DeadlineReader(io.RawIOBase):
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the request's timeout_s passed")
-        self._sock.settimeout(left)
+        self._sock.settimeout(left if self._wait_s is None else min(left, self._wait_s))
         return self._raw.readinto(buffer)
 
     def fileno(self) -> int:
@@ -237,14 +238,16 @@ class _DeadlineReader(io.RawIOBase):
 
 
 class DeadlineSocket:
-    """What ``http.client``'s response reads from: ``sock``, every read bounded by ``deadline``."""
+    """What ``http.client``'s response (or ``smtplib``) reads from: ``sock``, every read bounded by ``deadline`` and,
+    when given, by ``wait_s`` (a client's own timeout for one wait, kept within the deadline)."""
 
-    def __init__(self, sock, deadline: float):
-        self._sock, self._deadline = sock, deadline
+    def __init__(self, sock, deadline: float, wait_s: float | None = None):
+        self._sock, self._deadline, self._wait_s = sock, deadline, wait_s
 
     def makefile(self, mode: str = "rb", *args, **kwargs):
         # The socket's own unbuffered reader, so the socket counts it as open, as it counts http.client's.
-        return io.BufferedReader(_DeadlineReader(self._sock.makefile(mode, buffering=0), self._sock, self._deadline))
+        return io.BufferedReader(_DeadlineReader(self._sock.makefile(mode, buffering=0), self._sock, self._deadline,
+                                                 self._wait_s))
 
 
 def _pinned_pool_classes(address: str) -> dict:

@@ -194,10 +194,10 @@ def _chunks_run(frames: Iterator[pd.DataFrame], outcome: PipelineOutcome, *, spe
                 gathered.append(chunk)
             else:
                 emit(chunk)
-    except Exception:
+    except Exception as error:
         # A source that finds its input bad only while reading (a ragged csv, checked beside the parse; a csv column
         # of numbers that turns to text further on) raises that here, first: a transform may have tripped over it.
-        source_read_stop(frames, failed=True)
+        source_read_stop(frames, failed=error)
         raise
 
     if aggregate is not None or global_transforms:

@@ -527,8 +527,8 @@ def quality_check_file(*, path: str, checks_text: str, source: str = "spec", key
                 for chunk in chunks:
                     for runner in runners:
                         runner.update(chunk)
-            except Exception:
-                source_read_stop(chunks, failed=True)  # a column whose type changes further on may be the cause
+            except Exception as error:
+                source_read_stop(chunks, failed=error)  # a column whose type changes further on may be the cause
                 raise
         except ColumnTypesError:
             for runner in runners:

@@ -431,21 +431,26 @@ class _ReadStopped(BaseException):
 
 
 class _ReadFailed(_ReadStopped):
-    """Thrown by ``source_read_stop(failed=True)``: the consumer met an error."""
+    """Thrown by ``source_read_stop(failed=error)``: the consumer met an error a column's type may have caused."""
 
 
-def source_read_stop(frames: Iterator[pd.DataFrame], *, failed: bool = False) -> None:
+#: The errors of a consumer (a transform, a check) that a csv column read as numbers, and holding text further on,
+#: can cause: for these the rest of the file is parsed to look. Others (a time limit, memory running out) stop at once.
+_TYPE_ERRORS = (DataError, ValueError, TypeError, KeyError, ArithmeticError)
+
+
+def source_read_stop(frames: Iterator[pd.DataFrame], *, failed: BaseException | None = None) -> None:
     """Stop reading ``frames`` (from ``source_read``) early and release them; raise the ``DataSourceError`` the
     reader found meanwhile, if any (a csv's ragged rows are checked beside the parse, so known only as it reads).
 
-    ``failed``: the consumer stops because it met an error, which a csv column holding numbers in the chunks read so
-    far and text further on may have caused (a text check on numbers): the rest of the file is parsed to look, and
-    such a column is a ``ColumnTypesError`` (the consumer's error stands otherwise)."""
+    ``failed``: the error the consumer stops on. One that a csv column holding numbers in the chunks read so far and
+    text further on may have caused (a text check on numbers) has the rest of the file parsed to look, and such a
+    column is a ``ColumnTypesError`` (the consumer's error stands otherwise)."""
     throw = getattr(frames, "throw", None)
     if throw is None:
         return
     try:
-        throw(_ReadFailed() if failed else _ReadStopped())
+        throw(_ReadFailed() if isinstance(failed, _TYPE_ERRORS) else _ReadStopped())
     except (_ReadStopped, StopIteration):
         pass
 

@@ -571,7 +571,9 @@ def _resolved_deliver(alert: Alert, *, now: datetime) -> Notification | None:
     if firing is None or in_flight.exists():
         return None
     told: list[str] = []
-    for name in (told_notices.filter(status=NotificationStatus.SENT).order_by("created_at", "pk")
+    # In the order the notices were numbered (firing, reminder and escalation notices share the alert's counter),
+    # not the order workers wrote them: two escalation notices enqueued together are written in either order.
+    for name in (told_notices.filter(status=NotificationStatus.SENT).order_by("sequence", "pk")
                  .values_list("route", flat=True)):
         if name not in told:
             told.append(name)

@@ -241,11 +241,22 @@ def _email(payload: dict, dedup_key: str, recipients: list[str], *, deadline: fl
 
 class _DeadlineSMTPMixin:
     """An SMTP connection whose connecting, every command sent and every reply read end by ``deadline``
-    (``time.monotonic()``): a server that answers slowly, a line at a time, cannot hold the worker past it."""
+    (``time.monotonic()``): a server that answers slowly, a line at a time, cannot hold the worker past it. Each
+    wait is still bounded by the connection's own timeout (``EMAIL_TIMEOUT``), so a server that says nothing fails
+    that attempt then, and the next attempt is made."""
 
     def __init__(self, *args, deadline: float, **kwargs):
         self.deadline = deadline
         super().__init__(*args, **kwargs)  # connects, and reads the greeting
+
+    def _wait_s(self) -> float | None:
+        """The connection's own timeout for one wait (None: smtplib's default, no timeout)."""
+        return self.timeout if isinstance(self.timeout, (int, float)) else None
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        wait_s = self._wait_s()
+        return left if wait_s is None else min(left, wait_s)
 
     def _get_socket(self, host, port, timeout):
         left = self.deadline - time.monotonic()
@@ -259,12 +270,13 @@ class _DeadlineSMTPMixin:
             if left <= 0:
                 self.close()  # as smtplib does on a failed send; QUIT, sent next, then only closes
                 raise smtplib.SMTPServerDisconnected("the notification's time is up")
-            self.sock.settimeout(left)  # sendall's timeout bounds the whole command
+            self.sock.settimeout(self._left())  # sendall's timeout bounds the whole command
         return super().send(s)
 
     def getreply(self):
         if self.file is None and self.sock:
-            self.file = DeadlineSocket(self.sock, self.deadline).makefile("rb")  # every read by the deadline
+            # Every read by the deadline, and within the connection's own timeout.
+            self.file = DeadlineSocket(self.sock, self.deadline, self._wait_s()).makefile("rb")
         return super().getreply()
 
 

@@ -304,6 +304,27 @@ def test_a_csv_column_turning_from_numbers_to_text_in_a_later_chunk_is_named_wit
     assert caught.value.columns == ["code"]
 
 
+@pytest.mark.parametrize("error, told", [(ValueError("a length check on numbers"), ColumnTypesError),
+                                         (MemoryError(), None)])
+def test_a_consumer_failing_on_an_early_chunk_hears_of_a_later_type_change_only_if_its_error_could_come_of_it(
+        root, error, told):
+    # given a csv whose code column is numbers in its first two rows and text after, read two rows at a time
+    (root / "in" / "codes.csv").write_bytes(NUMBERS_THEN_TEXT)
+    frames = source_read({"kind": "file", "path": "in/codes.csv"}, chunk_rows=2)
+    next(frames)
+
+    # when the consumer stops on its first chunk with an error a column's type may cause, or one it cannot (memory
+    # running out, a time limit: no time to parse the rest of a large file)
+    # then only the first is told the type changes further on (the consumer's own error stands for the other),
+    # and nothing more is read
+    if told is None:
+        source_read_stop(frames, failed=error)
+    else:
+        with pytest.raises(told, match="column 'code' holds numbers in rows 1-2 and text in rows 3-4"):
+            source_read_stop(frames, failed=error)
+    assert list(frames) == []
+
+
 @pytest.mark.parametrize("chunk_rows", [1, 2, None])
 def test_a_csv_column_of_numbers_and_text_is_read_as_the_text_of_the_file_in_every_chunk(root, chunk_rows):
     (root / "in" / "codes.csv").write_bytes(NUMBERS_THEN_TEXT)

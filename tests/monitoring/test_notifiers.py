@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 from django.core import mail
@@ -355,6 +356,47 @@ def test_email_to_an_smtp_server_slower_than_a_notification_may_take_is_cut_off_
         (False, f"sending to ops@example.com failed: {reason}")]
     assert str(raised.value) == ("e-mail failed after 1 attempt, no time left for another within the 0.5 s a "
                                  f"notification may take: sending to ops@example.com failed: {reason}")
+
+
+@pytest.fixture
+def silent_smtp_server():
+    """An SMTP server on 127.0.0.1 that takes connections and never says a word (an overloaded relay, or one behind
+    a firewall that drops what it sends), counting the connections it took."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            taken.append(connection)  # kept open, unanswered, until the test ends
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield SimpleNamespace(port=listener.getsockname()[1], taken=taken)
+    listener.close()
+    for connection in taken:
+        connection.close()
+
+
+def test_email_to_a_silent_smtp_server_fails_each_attempt_at_email_timeout_and_tries_again(settings, monkeypatch,
+                                                                                          silent_smtp_server):
+    # given the real SMTP backend pointed at a server that never greets, EMAIL_TIMEOUT of a fifth of a second for
+    # each wait, and a notification allowed far longer in all
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", silent_smtp_server.port, 0.2
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    monkeypatch.setattr(notifiers, "MAX_SEND_S", 60.0)
+
+    # when a notice is e-mailed with three attempts
+    with pytest.raises(NotificationError) as raised:
+        send("email", {"to": ["ops@example.com"], "attempts": 3, "backoff_s": 0.01})
+
+    # then each attempt gave up at EMAIL_TIMEOUT, not at the notification's limit, and all three were made
+    assert str(raised.value).startswith("e-mail failed after 3 attempts: sending to ops@example.com failed: ")
+    assert [a["ok"] for a in raised.value.attempts] == [False] * 3
+    assert len(silent_smtp_server.taken) == 3
 
 
 # ------------------------------------------------------------------------------------ log
