@@ -608,6 +608,10 @@ def _wait_begin(*, row: StepRun, task_id: str, wait: Wait, compiled: CompiledVer
             StepRun.objects.filter(pk=row.pk).update(waiting_for="" if decision else wait.signal, wait_until=until,
                                                      worker="")
     if cancelled:
+        if compiled.rule_steps:  # a step with a run_if after it runs after failures: it may start now
+            _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled,
+                              plan=run_plan(row.run_id, compiled_version_id(row), row.run_attempt),
+                              finished={row.step_id})
         _limits_release(compiled, row.step_id)
         if finished:
             run_finalize(run_id=row.run_id)
@@ -1081,10 +1085,13 @@ def _waits_stop(*, run_id: int, run_attempt: int, compiled: CompiledVersion, now
     in the caller's transaction, when the run fails fast; return their ids. A step a signal or its timeout decided
     meanwhile (``waiting_for`` cleared under its lock) is ending on its own and is left to end; one that starts
     waiting after this sees the run failed (``_wait_begin``)."""
-    # Locked first: the rows read are the ones moved, so exactly those are counted.
-    waiting = dict(StepRun.objects.select_for_update().filter(run_id=run_id, run_attempt=run_attempt,
-                                                              status=StepStatus.RUNNING)
-                   .exclude(waiting_for="").exclude(step_id__in=compiled.rule_steps).values_list("pk", "step_id"))
+    # Locked first: the rows read are the ones moved, so exactly those are counted. Only the step rows (``of``: the
+    # model's ordering joins the run, whose row FOR UPDATE would block a signal's insert, which references it while
+    # it holds its step's row), in one order.
+    waiting = dict(StepRun.objects.select_for_update(of=("self",)).filter(run_id=run_id, run_attempt=run_attempt,
+                                                                          status=StepStatus.RUNNING)
+                   .exclude(waiting_for="").exclude(step_id__in=compiled.rule_steps).order_by("pk")
+                   .values_list("pk", "step_id"))
     if waiting:
         transition(StepRun.objects.filter(pk__in=waiting), [StepStatus.RUNNING], StepStatus.CANCELLED,
                    finished_at=now, error=why, waiting_for="")
