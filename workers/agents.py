@@ -23,17 +23,19 @@ def message_deliver(self, message_id: int) -> dict | None:
 
 
 @shared_task(name="workers.agents.message_broadcast_deliver", bind=True)
-def message_broadcast_deliver(self, message_id: int, agent: str | None = None) -> list[dict]:
-    """Handle a broadcast message once per live agent of this worker it is for."""
+def message_broadcast_deliver(self, message_id: int, agent: str | None = None, attempt: int = 1) -> list[dict]:
+    """Handle a broadcast message once per live, enabled agent of this worker it is for (attempt ``attempt`` of each
+    agent's handling; a failing one is sent again to this worker by the service, with backoff)."""
     receipts = messages.message_broadcast_handle(message_id=message_id, hostname=self.request.hostname or "",
-                                                 agent=agent)
+                                                 agent=agent, attempt=attempt)
     return [{"agent": receipt.agent, "status": receipt.status} for receipt in receipts]
 
 
 @shared_task(name="workers.agents.event_dispatch")
 def event_dispatch(event_id: int) -> list[dict]:
     """Evaluate the triggers of one event."""
-    return [{"trigger": firing.trigger.name, "status": firing.status} for firing in events.event_dispatch(event_id=event_id)]
+    return [{"trigger": firing.trigger.name, "status": firing.status}
+            for firing in events.event_dispatch(event_id=event_id)]
 
 
 @shared_task(name="workers.agents.events_relay")

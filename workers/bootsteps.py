@@ -7,6 +7,10 @@ the hot path of a task never touches the database. The thread is not the worker'
 timer: that one stops while the worker reconnects to a broker that went away, and a
 live worker must keep heart-beating then, or it would look dead and its steps would be
 re-dispatched. On stop the agents go offline.
+
+A disabled agent takes no new work: the worker does not consume the type queue of an agent
+that is disabled when it starts, and each tick reads which of its agents are disabled, stops
+consuming the queue of one just disabled and consumes again that of one enabled again.
 """
 import logging
 import os
@@ -20,6 +24,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from agents.orchestration.registry import agent_types_for_queues, agents_heartbeat, agents_register, agents_stop
+from agents.orchestration.selectors import agent_types_disabled
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,9 @@ class AgentRegistryStep(bootsteps.StartStopStep):
         self.written: dict[str, str] = {}
         self.last_heartbeat = 0.0
         self.registered = False
+        #: The agent types whose queue this step stopped consuming because their agent is disabled.
+        self.paused: set[str] = set()
+        self.worker = worker
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         # Consume the broadcast queue too (when the broker fans out), whatever -Q the worker was given.
@@ -62,6 +70,12 @@ class AgentRegistryStep(bootsteps.StartStopStep):
             queue_name = getattr(queue, "name", queue)
             self.capabilities.setdefault(queue_name, []).append(name)
         self._register()
+        try:  # before the consumer starts (it starts last): a disabled agent's queue is never consumed
+            self.paused = agent_types_disabled(hostname=self.hostname, agent_types=self.agent_types)
+        except DatabaseError:
+            logger.warning("could not read which agents of %s are disabled; next tick", self.hostname, exc_info=True)
+        for agent_type in self.paused:
+            worker.app.amqp.queues.deselect(agent_type)
         self.stopping.clear()
         self.thread = threading.Thread(target=self._loop, name="agent-heartbeat", daemon=True)
         self.thread.start()
@@ -108,6 +122,7 @@ class AgentRegistryStep(bootsteps.StartStopStep):
 
     def tick(self):
         """Write busy/idle when it changed, and the heartbeat when it is due."""
+        self.consume_enabled()
         busy = self.busy_types()
         statuses = {agent_type: "busy" if agent_type in busy else "idle" for agent_type in self.agent_types}
         heartbeat_due = time.monotonic() - self.last_heartbeat >= settings.AGENTS_HEARTBEAT_INTERVAL_S
@@ -127,6 +142,28 @@ class AgentRegistryStep(bootsteps.StartStopStep):
         if lost:
             logger.info("agents %s of %s were missing from the registry; registering again", lost, self.hostname)
             self.registered = False
+
+    def consume_enabled(self):
+        """Consume the type queue of each enabled agent only: stop consuming that of an agent just disabled (what it
+        took meanwhile is sent back by the task) and consume again that of one enabled again (or whose row is gone:
+        it registers again enabled)."""
+        try:
+            close_old_connections()
+            disabled = agent_types_disabled(hostname=self.hostname, agent_types=self.agent_types)
+        except DatabaseError:
+            logger.warning("could not read which agents of %s are disabled; next tick", self.hostname, exc_info=True)
+            return
+        consumer = getattr(self.worker, "consumer", None)
+        if consumer is None or disabled == self.paused:
+            return
+        # The consumer's own thread changes what it consumes (the kombu hub's call_soon is safe from this thread).
+        for agent_type in sorted(disabled - self.paused):
+            logger.info("agent %s:%s is disabled; no longer consuming its queue", self.hostname, agent_type)
+            consumer.call_soon(consumer.cancel_task_queue, agent_type)
+        for agent_type in sorted(self.paused - disabled):
+            logger.info("agent %s:%s is enabled; consuming its queue again", self.hostname, agent_type)
+            consumer.call_soon(consumer.add_task_queue, agent_type)
+        self.paused = disabled
 
     def _register(self):
         try:

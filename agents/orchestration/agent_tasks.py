@@ -1,7 +1,8 @@
 """Agent tasks: work submitted for an agent type with a priority and a timeout, run by whichever agent of that
 type takes it from its queue first.
 
-A task waits in the broker (never in a polling loop) until an agent of its type is up. Every status change is a
+A task waits in the broker (never in a polling loop) until an enabled agent of its type is up (a disabled agent's
+worker stops consuming the type's queue, and sends back what it took meanwhile). Every status change is a
 guarded UPDATE fenced by the task's attempt number, so a result from an attempt that was re-queued (its agent
 went offline) is ignored. A delivery runs a task only once it has claimed it (``task_claim``), so a message the broker
 hands out twice runs its action once. A task acts for the team that submitted it: it runs that team's definitions
@@ -13,6 +14,8 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from kombu.utils.url import maybe_sanitize_url
 from django.db import transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
@@ -67,6 +70,31 @@ def task_claim_s(timeout_s: float) -> float:
 
 def _into(status: str) -> list[str]:
     return sources_of(AGENT_TASK_TRANSITIONS, status)
+
+
+# ------------------------------------------------------------------------------------ broker and disabled agents
+
+#: What a send raises when the broker cannot be reached once Celery's publish retries are spent.
+BROKER_ERRORS = (BrokerOperationalError, OSError)
+
+
+def broker_unreachable_error(what: str, error: Exception) -> AgentsError:
+    """The error a user reads when ``what`` (``message #5``) could not be handed to the broker: it names the broker
+    (its password masked) and the connection's own reason."""
+    return AgentsError(f"{what} could not be sent: the broker ({maybe_sanitize_url(settings.CELERY_BROKER_URL)}) is "
+                       f"unreachable: {error}")
+
+
+def agent_disabled(name: str) -> bool:
+    """Whether the agent ``name`` is registered and disabled: it takes no new work (an unregistered one is not)."""
+    return Agent.objects.filter(name=name, enabled=False).exists()
+
+
+def disabled_handback_s() -> float:
+    """Seconds after which work a disabled agent's worker took before it stopped consuming the type's queue is sent
+    back to that queue: a tick of the worker's registry thread (``AGENTS_STATUS_INTERVAL_S``), at least 1 s, by when
+    that worker no longer takes from the queue, so an enabled agent of the type takes it."""
+    return max(1.0, float(settings.AGENTS_STATUS_INTERVAL_S))
 
 
 # ------------------------------------------------------------------------------------ what a task does
@@ -176,8 +204,8 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
     return task
 
 
-def _send(task_id: int, *, attempt: int) -> None:
-    """Mark the task queued and hand it to the broker on its agent type's queue."""
+def _send(task_id: int, *, attempt: int, countdown: float | None = None) -> None:
+    """Mark the task queued and hand it to the broker on its agent type's queue (``countdown`` seconds from now)."""
     task = AgentTask.objects.get(pk=task_id)
     celery_id = f"agent-task-{task.pk}-{attempt}"
     transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.PENDING, AgentTaskStatus.QUEUED],
@@ -185,12 +213,12 @@ def _send(task_id: int, *, attempt: int) -> None:
     try:
         task_send(
             RUN_TASK, task.pk, attempt, task_id=celery_id, queue=task.agent_type, priority=task.priority,
-            soft_time_limit=task.timeout_s, time_limit=task.timeout_s + HARD_LIMIT_GRACE_S,
+            soft_time_limit=task.timeout_s, time_limit=task.timeout_s + HARD_LIMIT_GRACE_S, countdown=countdown,
         )
-    except Exception as error:  # the broker is unreachable: say so on the task instead of leaving it queued
+    except BROKER_ERRORS as error:  # the broker is unreachable: say so on the task instead of leaving it queued
         transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.QUEUED],
                    AgentTaskStatus.FAILED, error=f"could not send to the broker: {error}", finished_at=timezone.now())
-        raise
+        raise broker_unreachable_error(f"agent task #{task.pk}", error) from None
 
 
 # ------------------------------------------------------------------------------------ running
@@ -257,7 +285,15 @@ def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, 
 
 def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     """Claim, execute and record one attempt of a task (the body of the Celery task); None when this delivery may
-    not run it (``task_claim``): a second delivery of a task still running runs nothing."""
+    not run it (``task_claim``): a second delivery of a task still running runs nothing, and a queued task that
+    reached a disabled agent is sent back to its type's queue for an enabled one (``disabled_handback_s``)."""
+    queued = AgentTask.objects.filter(pk=task_id, attempt=attempt, status=AgentTaskStatus.QUEUED).first()
+    if queued is not None and agent_disabled(f"{hostname}:{queued.agent_type}"):
+        # Taken from the type's queue before this worker stopped consuming it: back to the queue, for an enabled agent.
+        logger.info("agent task %s attempt %s reached the disabled agent %s:%s; sent back to the %s queue", task_id,
+                    attempt, hostname, queued.agent_type, queued.agent_type)
+        _send(task_id, attempt=attempt, countdown=disabled_handback_s())
+        return None
     task = task_claim(task_id=task_id, attempt=attempt, hostname=hostname)
     if task is None:
         logger.info("agent task %s attempt %s is not this delivery's to run (running elsewhere, re-queued or "

@@ -4,7 +4,8 @@ A message goes to one agent (through its worker's direct queue), to any one agen
 through that type's queue), or to every agent (``*``) or every agent of a type (``*:<type>``): one message on
 a fan-out queue every worker consumes where the broker can fan out (Redis, RabbitMQ), one per agent otherwise.
 Handlers are registered per message type with ``@handler("type")``; a handler's failure is recorded on the
-message and retried, never just printed.
+message (a broadcast's on the agent's receipt) and retried, never just printed, unless a retry cannot fix it (an
+unknown action, arguments the action refuses): that fails at once. A disabled agent takes no new message.
 
 Every message is signed when it is stored (HMAC-SHA256 under AGENTS_MESSAGE_KEY over its id, type, sender,
 recipient, correlation id and payload) and verified on delivery before any handler runs: one changed since it
@@ -25,7 +26,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agents.core.actions import ActionContext, action_get
+from agents.core.actions import ActionContext, action_get, action_names
 from agents.core.crypto import sign, signature_verify
 from agents.core.dispatch import celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
@@ -33,8 +34,14 @@ from agents.core.registry import Registry
 from agents.core.teams import acting_for, team_acting
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
-from agents.exceptions import MessageError
+from agents.exceptions import MessageError, PermanentActionError
 from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
+from agents.orchestration.agent_tasks import (
+    BROKER_ERRORS,
+    agent_disabled,
+    broker_unreachable_error,
+    disabled_handback_s,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,9 @@ SIGNATURE_ERROR = "signature does not verify"
 CLAIM_GRACE_S = 30
 #: The statuses of a message no delivery handles again.
 MESSAGE_FINISHED = (MessageStatus.HANDLED, MessageStatus.FAILED, MessageStatus.REJECTED)
+#: Handler errors a retry cannot fix, so never retried: the hub's own refusals (no handler for the type, an unknown
+#: or deferred action, arguments the action refuses) and an action's permanent failure (a refused host, bad input).
+PERMANENT_ERRORS = (MessageError, PermanentActionError)
 
 #: Message handlers by message type.
 handlers: Registry[Callable[..., Any]] = Registry("message handler")
@@ -93,15 +103,23 @@ def recipient_problem(recipient: Any) -> str | None:
     return None
 
 
-def _recipient_offline(recipient: str) -> str | None:
+def _recipient_unavailable(recipient: str) -> str | None:
     """Why a message to the agent named ``recipient`` would never be handled: the agent is offline, so nothing consumes
-    its worker's direct queue (a worker gone for good never will). None for a live agent, a type or a broadcast."""
+    its worker's direct queue (a worker gone for good never will), or disabled, so it takes no new work. None for a
+    live enabled agent, a type or a broadcast."""
     if recipient == "*" or recipient.startswith(("type:", "*:")):
         return None
     if Agent.objects.filter(name=recipient, status=AgentStatus.OFFLINE).exists():
         return (f"recipient: agent {recipient!r} is offline, so nothing would handle the message; send it to "
                 f"'type:<agent type>' for any live agent of its type (see `manage.py agents list`)")
+    if agent_disabled(recipient):
+        return _disabled_problem(recipient)
     return None
+
+
+def _disabled_problem(name: str) -> str:
+    return (f"recipient: agent {name!r} is disabled, so it takes no new messages; send it to 'type:<agent type>' for "
+            f"any enabled agent of its type, or enable the agent (admin or API)")
 
 
 def message_send(*, message_type: str, recipient: str, payload: dict | None = None, sender: str = "",
@@ -114,7 +132,7 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
     errors = []
     if message_type not in MessageType.values:
         errors.append(f"message_type: {message_type!r} is not one of {', '.join(MessageType.values)}")
-    if problem := recipient_problem(recipient) or _recipient_offline(recipient):
+    if problem := recipient_problem(recipient) or _recipient_unavailable(recipient):
         errors.append(problem)
     if payload is not None and not isinstance(payload, dict):
         errors.append("payload: must be a JSON object")
@@ -138,17 +156,23 @@ def message_broadcast(*, message_type: str, payload: dict | None = None, agent_t
 
 
 def _dispatch(message_id: int) -> None:
+    """Hand a stored message to the broker and mark it sent; when the broker cannot be reached (after Celery's publish
+    retries, about 20 s), fail the message saying so and raise the error naming the broker."""
     message = AgentMessage.objects.get(pk=message_id)
-    if message.is_broadcast and broadcast_supported():
-        task_send(BROADCAST_DELIVER_TASK, message.pk, queue=settings.AGENTS_BROADCAST_QUEUE)
-    elif message.is_broadcast:
-        for agent in _recipient_agents(message.recipient):
-            task_send(BROADCAST_DELIVER_TASK, message.pk, agent.name, queue=worker_direct(agent.hostname))
-    else:
-        _deliver_send(message)
-    AgentMessage.objects.filter(pk=message.pk, status=MessageStatus.PENDING).update(
-        status=MessageStatus.SENT, sent_at=timezone.now()
-    )
+    try:
+        if message.is_broadcast and broadcast_supported():
+            task_send(BROADCAST_DELIVER_TASK, message.pk, queue=settings.AGENTS_BROADCAST_QUEUE)
+        elif message.is_broadcast:
+            for agent in _recipient_agents(message.recipient):
+                task_send(BROADCAST_DELIVER_TASK, message.pk, agent.name, queue=worker_direct(agent.hostname))
+        else:
+            _deliver_send(message)
+    except BROKER_ERRORS as error:  # not left pending for ever: nothing would send it later
+        transition(AgentMessage.objects.filter(pk=message.pk), [MessageStatus.PENDING], MessageStatus.FAILED,
+                   error=storable(f"could not send to the broker: {error}"[:5000]))
+        raise broker_unreachable_error(f"message #{message.pk}", error) from None
+    transition(AgentMessage.objects.filter(pk=message.pk), [MessageStatus.PENDING], MessageStatus.SENT,
+               sent_at=timezone.now())
 
 
 def _deliver_send(message: AgentMessage, **options) -> None:
@@ -223,6 +247,8 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
     if not message_verify(message):
         return _message_reject(message), False
     agent = _agent_for(message, hostname)
+    if agent_disabled(agent):
+        return _message_to_disabled(message, agent=agent), False
     claimed = _message_claim(message, agent=agent)
     message.refresh_from_db()
     if not claimed:
@@ -234,11 +260,11 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
     ours = AgentMessage.objects.filter(pk=message.pk, attempts=message.attempts)  # the fence of this claim
     try:
         response = storable_answer(_run_handler(message, agent=agent))  # a NUL as U+FFFD, a set as its repr
-    except Exception as error:  # any handler failure is recorded on the message, then retried
-        retry = message.attempts <= HANDLER_RETRIES
+    except Exception as error:  # any handler failure is recorded on the message, then retried unless it cannot pass
+        retry = not isinstance(error, PERMANENT_ERRORS) and message.attempts <= HANDLER_RETRIES
         recorded = transition(ours, [MessageStatus.DELIVERED],
                               MessageStatus.DELIVERED if retry else MessageStatus.FAILED,
-                              error=storable(f"{type(error).__name__}: {error}"[:5000]), claimed_until=None)
+                              error=_handler_error(error), claimed_until=None)
         logger.warning("handler of message %s failed (attempt %s): %s", message.pk, message.attempts, error)
         message.refresh_from_db()
         return message, retry and recorded
@@ -248,8 +274,9 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
                              response=response, error="", claimed_until=None)
         message.refresh_from_db()
         if handled and message.message_type == MessageType.TASK_REQUEST and message.correlation_id:
-            # To a live sender agent; one that went offline meanwhile reads its answer where a command does.
-            live_sender = Agent.objects.filter(name=message.sender).exclude(status=AgentStatus.OFFLINE)
+            # To a live, enabled sender agent; one that went offline or was disabled meanwhile (it takes no new
+            # message) reads its answer where a command does.
+            live_sender = Agent.objects.filter(name=message.sender, enabled=True).exclude(status=AgentStatus.OFFLINE)
             if message.sender and live_sender.exists():
                 message_send(message_type=MessageType.TASK_RESPONSE, recipient=message.sender,
                              payload={"result": response}, sender=agent, correlation_id=message.correlation_id,
@@ -257,6 +284,29 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
             else:
                 _response_store(message, agent, response)
     return message, False
+
+
+def _handler_error(error: Exception) -> str:
+    """What a failed handler records: a refusal's own message (it names what is wrong), else the error's type too."""
+    text = str(error) if isinstance(error, PERMANENT_ERRORS) else f"{type(error).__name__}: {error}"
+    return storable(text[:5000])
+
+
+def _message_to_disabled(message: AgentMessage, *, agent: str) -> AgentMessage:
+    """A disabled agent takes no new message. One for any agent of its type goes back to the type's queue (after
+    ``disabled_handback_s``, by when this worker no longer takes from it) for an enabled agent, or waits there for
+    one; one addressed to the agent by name fails saying why (unless a handler runs it now)."""
+    if message.recipient.startswith("type:"):
+        logger.info("message %s reached the disabled agent %s; sent back to the %s queue", message.pk, agent,
+                    message.recipient[5:])
+        _deliver_send(message, countdown=disabled_handback_s())
+        return message
+    now = timezone.now()
+    transition(AgentMessage.objects.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now), pk=message.pk),
+               [MessageStatus.PENDING, MessageStatus.SENT, MessageStatus.DELIVERED], MessageStatus.FAILED,
+               error=_disabled_problem(agent), claimed_until=None)
+    message.refresh_from_db()
+    return message
 
 
 def _message_claim(message: AgentMessage, *, agent: str) -> bool:
@@ -289,38 +339,86 @@ def _response_store(request: AgentMessage, agent: str, response: Any) -> None:
         _message_sign(stored)
 
 
-def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | None = None) -> list[MessageReceipt]:
-    """Handle a broadcast on worker ``hostname``: once per live agent it hosts that the message is for."""
+def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | None = None,
+                             attempt: int = 1) -> list[MessageReceipt]:
+    """Handle a broadcast on worker ``hostname``: once per live, enabled agent it hosts that the message is for (only
+    ``agent`` when given), as attempt ``attempt`` of each agent's handling.
+
+    Each agent's handling is its receipt: stored ``delivered`` as the agent takes the message (a second delivery of the
+    first attempt finds it and leaves it), ``handled`` with the answer, or, when the handler fails, ``delivered`` with
+    the error while a retry is due (sent to this worker alone, with the backoff of a direct message's) and ``failed``
+    once ``HANDLER_RETRIES`` are spent or the error cannot pass. A receipt whose agent went offline before its handler
+    answered is failed by the offline sweep (``receipts_fail_lost``)."""
     message = AgentMessage.objects.filter(pk=message_id).first()
     if message is None or message.status == MessageStatus.REJECTED:
         return []
     if not message_verify(message):
         _message_reject(message)
         return []
-    agents = Agent.objects.filter(hostname=hostname).exclude(status=AgentStatus.OFFLINE)
+    agents = Agent.objects.filter(hostname=hostname, enabled=True).exclude(status=AgentStatus.OFFLINE)
     if agent:
         agents = agents.filter(name=agent)
     if message.recipient.startswith("*:"):
         agents = agents.filter(agent_type=message.recipient[2:])
     receipts = []
     for name in agents.values_list("name", flat=True):
+        receipt = _receipt_claim(message, agent=name, attempt=attempt)
+        if receipt is not None:
+            receipts.append(_receipt_handle(message, receipt, attempt=attempt, hostname=hostname))
+    transition(AgentMessage.objects.filter(pk=message.pk), [MessageStatus.PENDING, MessageStatus.SENT],
+               MessageStatus.DELIVERED, delivered_at=timezone.now())
+    return receipts
+
+
+def _receipt_claim(message: AgentMessage, *, agent: str, attempt: int) -> MessageReceipt | None:
+    """Take one agent's handling of a broadcast for attempt ``attempt``: the first stores its receipt, a retry takes a
+    receipt whose last attempt failed (``delivered`` with an error) and clears the error. None when another delivery
+    has it (a second delivery of the same attempt), or it is handled or failed."""
+    if attempt <= 1:
         try:
             with transaction.atomic():
-                receipt = MessageReceipt.objects.create(message=message, agent=name)
+                return MessageReceipt.objects.create(message=message, agent=agent)
         except IntegrityError:
-            continue  # this agent already has it
-        try:
-            response = storable_answer(_run_handler(message, agent=name))
-            receipt.status, receipt.response = MessageStatus.HANDLED, response
-        except Exception as error:  # recorded on the receipt, never only printed
-            receipt.status, receipt.error = MessageStatus.FAILED, storable(f"{type(error).__name__}: {error}"[:5000])
-        receipt.handled_at = timezone.now()
-        receipt.save(update_fields=["status", "response", "error", "handled_at"])
-        receipts.append(receipt)
-    AgentMessage.objects.filter(pk=message.pk, status__in=[MessageStatus.PENDING, MessageStatus.SENT]).update(
-        status=MessageStatus.DELIVERED, delivered_at=timezone.now()
-    )
-    return receipts
+            return None  # this agent already has it
+    waiting = MessageReceipt.objects.filter(message=message, agent=agent).exclude(error="")
+    if not transition(waiting, [MessageStatus.DELIVERED], MessageStatus.DELIVERED, error=""):
+        return None
+    return MessageReceipt.objects.get(message=message, agent=agent)
+
+
+def _receipt_handle(message: AgentMessage, receipt: MessageReceipt, *, attempt: int,
+                    hostname: str) -> MessageReceipt:
+    """Run the handler for one agent's receipt and record how it went; a failure that may pass is retried."""
+    ours = MessageReceipt.objects.filter(pk=receipt.pk, error="")  # the fence of this attempt's claim
+    message.attempts = attempt  # the handler's attempt is this agent's, not the broadcast's (it is never claimed)
+    try:
+        response = storable_answer(_run_handler(message, agent=receipt.agent))
+    except Exception as error:  # recorded on the receipt, never only printed
+        retry = not isinstance(error, PERMANENT_ERRORS) and attempt <= HANDLER_RETRIES
+        recorded = transition(ours, [MessageStatus.DELIVERED],
+                              MessageStatus.DELIVERED if retry else MessageStatus.FAILED,
+                              error=_handler_error(error), handled_at=None if retry else timezone.now())
+        logger.warning("handler of broadcast %s on %s failed (attempt %s): %s", message.pk, receipt.agent, attempt,
+                       error)
+        if retry and recorded:
+            task_send(BROADCAST_DELIVER_TASK, message.pk, receipt.agent, attempt + 1, queue=worker_direct(hostname),
+                      countdown=2 ** (attempt - 1))
+    else:
+        transition(ours, [MessageStatus.DELIVERED], MessageStatus.HANDLED, response=response,
+                   handled_at=timezone.now())
+    receipt.refresh_from_db()
+    return receipt
+
+
+def receipts_fail_lost(*, agent_names: list[str]) -> int:
+    """Fail the broadcast receipts of agents that went offline before their handler answered (the handler died with
+    its worker, or its retry waits in a queue nothing consumes), saying so; returns how many."""
+    failed = 0
+    for name in agent_names:
+        failed += MessageReceipt.objects.filter(agent=name, status__in=[MessageStatus.DELIVERED]).update(
+            status=MessageStatus.FAILED, error=f"agent {name} went offline while handling it",
+            handled_at=timezone.now())
+    return failed
 
 
 def _run_handler(message: AgentMessage, *, agent: str) -> Any:
@@ -373,12 +471,19 @@ def _task_request(message: AgentMessage, *, agent: str) -> Any:
     payload = message.payload or {}
     if "action" not in payload:
         return {"pong": agent}
-    action = action_get(payload["action"])
-    if action is None or action.deferred:
-        raise MessageError(f"unknown or deferred action {payload['action']!r}")
-    params = payload.get("params") or {}
+    name, params = payload["action"], payload.get("params") or {}
+    if not isinstance(name, str) or not name:
+        raise MessageError(f"action: must be the name of an action, got {name!r}")
+    action = action_get(name)
+    if action is None:
+        raise MessageError(f"action: unknown action {name!r} (known: {', '.join(action_names())})")
+    if action.deferred:
+        raise MessageError(f"action: {name!r} finishes later, so it cannot answer a request (submit a workflow task "
+                           f"instead)")
+    if not isinstance(params, dict):
+        raise MessageError(f"action {name!r}: params: must be a JSON object")
     if problems := action.validate(params):
-        raise MessageError.of(problems)
+        raise MessageError.of([f"action {name!r}: params: {problem}" for problem in problems])
     context = ActionContext(run_id=0, step_id=f"message-{message.pk}", attempt=message.attempts,
                             workflow=f"message:{message.pk}", run_params=params)
     with acting_for(message.team_id):  # a team's request runs as that team, as its agent task would

@@ -19,6 +19,7 @@ from agents.exceptions import AgentNotFoundError, InvalidTransitionError
 from agents.models import Agent, AgentStatus, EventType
 from agents.models.registry import agent_statuses_into
 from agents.orchestration.agent_tasks import tasks_requeue_lost
+from agents.orchestration.messages import receipts_fail_lost
 
 #: Statuses a worker's own heartbeat may set; ``error`` is left for an operator or service to clear.
 _LIVE_STATUSES = (AgentStatus.OFFLINE, AgentStatus.IDLE, AgentStatus.BUSY)
@@ -47,7 +48,8 @@ def agents_register(
 
     A worker that restarts under the same name after it was killed (its last start never marked its agents
     offline) will never go silent for the offline sweep: what its last start was running, agent tasks and workflow
-    steps, is re-queued here instead (a worker registers before it consumes, so none of it is this start's).
+    steps, is re-queued here instead, and the broadcasts its agents had not answered are failed (a worker registers
+    before it consumes, so none of it is this start's).
     """
     capabilities = capabilities or {}
     now = timezone.now()
@@ -59,6 +61,7 @@ def agents_register(
         )
         if killed:
             tasks_requeue_lost(agent_names=killed)
+            receipts_fail_lost(agent_names=killed)
             workers_lost_notify(hostnames=[hostname], reason="restarted without stopping")
         for agent_type in agent_types_for_queues(queues):
             agent, _ = Agent.objects.update_or_create(
@@ -116,8 +119,9 @@ def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
     """Mark offline every agent not heard from for ``silent_for_s`` seconds; returns how many.
 
     Each publishes an ``agent.offline`` event, the tasks it was running are re-queued once (see
-    ``tasks_requeue_lost``), and the workflow steps its worker was running are re-dispatched under a new attempt
-    (see ``workflow_steps_requeue_lost``).
+    ``tasks_requeue_lost``), the broadcasts it had not answered are failed saying so (``receipts_fail_lost``), and
+    the workflow steps its worker was running are re-dispatched under a new attempt (see
+    ``workflow_steps_requeue_lost``).
     """
     silent_for_s = settings.AGENTS_OFFLINE_AFTER_S if silent_for_s is None else silent_for_s
     now = timezone.now()
@@ -141,6 +145,7 @@ def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
                 })
         if gone:
             tasks_requeue_lost(agent_names=gone)
+            receipts_fail_lost(agent_names=gone)
             workers_lost_notify(hostnames=hostnames)
     return len(gone)
 
@@ -148,7 +153,8 @@ def agents_mark_offline(*, silent_for_s: float | None = None) -> int:
 def agent_transition(*, name: str, status: str) -> Agent:
     """Move agent ``name`` to ``status`` if its current status allows it."""
     if status not in AgentStatus.values:
-        raise InvalidTransitionError(f"unknown agent status {status!r}; expected one of {', '.join(AgentStatus.values)}")
+        raise InvalidTransitionError(f"unknown agent status {status!r}; expected one of "
+                                     f"{', '.join(AgentStatus.values)}")
     updated = transition(Agent.objects.filter(name=name), agent_statuses_into(status), status,
                          status_changed_at=timezone.now())
     if not updated:

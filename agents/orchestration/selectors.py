@@ -1,5 +1,7 @@
 """Read-side queries of orchestration: the agent registry, messages, events with their firings, declared event types,
 and everything under one trace id."""
+from collections.abc import Iterable
+
 from django.db.models import Prefetch, QuerySet
 
 from agents.core.jsonable import iso
@@ -29,6 +31,12 @@ def agent_list(*, agent_type: str | None = None, status: str | None = None) -> Q
     if status:
         agents = agents.filter(status=status)
     return agents.order_by("agent_type", "name")
+
+
+def agent_types_disabled(*, hostname: str, agent_types: Iterable[str]) -> set[str]:
+    """The agent types among ``agent_types`` whose agent on worker ``hostname`` is disabled (takes no new work)."""
+    return set(Agent.objects.filter(hostname=hostname, agent_type__in=list(agent_types), enabled=False)
+               .values_list("agent_type", flat=True))
 
 
 def agent_get(*, name: str) -> Agent:

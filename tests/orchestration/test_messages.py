@@ -1,17 +1,21 @@
 """The message hub on real workers: delivery to one agent, to a type, broadcast to every agent, request/response
 with a correlation id, handler failures recorded and retried, refusals, and a message two deliveries take at once
 (handled by one of them, once)."""
+import os
+import re
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.utils import timezone
 
 from agents.exceptions import MessageError
 from agents.models import Agent, AgentMessage, MessageReceipt
 from agents.orchestration import messages
-from tests.conftest import wait_for
+from agents.orchestration.registry import agents_mark_offline
+from tests.conftest import manage, wait_for
 
 from .conftest import SESSION_WORKER, meanwhile_runs, on_another_connection, worker_process
 
@@ -51,7 +55,7 @@ def test_a_failing_handler_is_recorded_and_retried_then_the_message_fails(worker
 
 
 def test_a_request_without_answer_times_out_with_a_clear_error(worker):
-    with pytest.raises(MessageError, match="failed: .*unknown or deferred action 'nope'"):
+    with pytest.raises(MessageError, match="failed: action: unknown action 'nope'"):
         messages.message_request(recipient="type:data", payload={"action": "nope"}, timeout_s=20)
 
 
@@ -197,3 +201,86 @@ def test_a_request_from_an_agent_that_went_offline_is_still_answered(monkeypatch
     # then it is handled, and its one answer is kept where the requester reads it
     assert (handled.status, retry) == ("handled", False)
     assert [payload["result"]["value"] for payload in _responses(request)] == [5]
+
+
+@pytest.mark.parametrize(("payload", "problem"), [
+    ({"action": "no.such.action"}, r"action: unknown action 'no.such.action' \(known: .*echo"),
+    ({"action": "sleep", "params": {"seconds": "x"}}, r"action 'sleep': params: parameter 'seconds' must be a number"),
+    ({"action": "workflow.run", "params": {"workflow": "x"}}, r"action: 'workflow.run' finishes later"),
+])
+def test_a_request_that_can_never_succeed_fails_at_once_naming_the_action(worker, payload, problem):
+    # when a request names an action no agent has, or gives it arguments it refuses
+    with pytest.raises(MessageError, match=rf"request #\d+ failed: {problem}"):
+        messages.message_request(recipient="type:data", payload=payload, timeout_s=20, sender="cli")
+
+    # then it failed on its first attempt, not after the retries kept for errors that may pass
+    request = AgentMessage.objects.get(message_type="task_request")
+    assert (request.status, request.attempts) == ("failed", 1)
+
+
+def _receipt(message: AgentMessage) -> MessageReceipt | None:
+    return MessageReceipt.objects.filter(message=message).exclude(status="delivered").first()
+
+
+def test_a_failing_broadcast_handler_is_retried_like_a_direct_one_and_its_receipt_handled(worker):
+    # given the session worker's data agent
+    wait_for(lambda: Agent.objects.filter(name=f"{SESSION_WORKER}:data").exclude(status="offline").exists(),
+             timeout_s=30, what="the session worker's data agent")
+
+    # when a broadcast's handler fails on its first attempt only
+    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
+                                    payload={"action": "fail", "params": {"times": 1, "message": "warming up"}})
+
+    # then the agent's handling is retried, and its receipt says it was handled, with the retry's answer
+    receipt = wait_for(lambda: _receipt(message), timeout_s=30, what="the receipt to be handled or failed")
+    assert (receipt.agent, receipt.status, receipt.error) == (f"{SESSION_WORKER}:data", "handled", "")
+    assert receipt.response == {"succeeded_on_attempt": 2}
+
+
+def test_a_broadcast_handler_failing_every_retry_leaves_its_receipt_failed_with_the_reason(worker):
+    wait_for(lambda: Agent.objects.filter(name=f"{SESSION_WORKER}:data").exclude(status="offline").exists(),
+             timeout_s=30, what="the session worker's data agent")
+
+    # when a broadcast's handler fails on every attempt
+    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
+                                    payload={"action": "fail", "params": {"message": "disk full"}})
+
+    # then its receipt is failed with the last attempt's reason once the retries are spent
+    receipt = wait_for(lambda: _receipt(message), timeout_s=40, what="the retries to be spent")
+    assert receipt.status == "failed"
+    assert receipt.error == f"ActionError: disk full (attempt {messages.HANDLER_RETRIES + 1})"
+
+
+def test_a_broadcast_whose_handler_died_with_its_agent_is_failed_with_the_reason():
+    # given a broadcast whose handler was running on an agent when its worker died (the receipt says delivered)
+    Agent.objects.create(name="died@host:data", agent_type="data", hostname="died@host", status="busy",
+                         last_heartbeat=timezone.now() - timedelta(minutes=5))
+    message = AgentMessage.objects.create(message_type="status_update", recipient="*:data", status="delivered")
+    MessageReceipt.objects.create(message=message, agent="died@host:data")
+
+    # when the offline sweep finds the agent gone
+    agents_mark_offline()
+
+    # then the receipt no longer claims the message is being handled: it failed, saying why
+    receipt = MessageReceipt.objects.get(message=message)
+    assert receipt.status == "failed" and receipt.handled_at is not None
+    assert receipt.error == "agent died@host:data went offline while handling it"
+
+
+def test_a_send_while_the_broker_is_down_exits_with_a_clear_error_and_the_message_fails():
+    # given a command whose broker cannot be reached (nothing listens on the port)
+    database = connection.settings_dict
+    env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:9/5",
+           "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"}
+
+    # when an operator sends a message
+    result = manage("messages", "send", "heartbeat", "type:data", env=env)
+
+    # then it exits non-zero with one line naming the broker, not a traceback
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(r"CommandError: message #\d+ could not be sent: the broker \(redis://127.0.0.1:9/5\) "
+                     r"is unreachable", result.stderr), result.stderr
+    # and the message is not left pending: it failed, saying why
+    message = AgentMessage.objects.get()
+    assert message.status == "failed" and message.error.startswith("could not send to the broker")
