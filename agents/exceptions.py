@@ -182,6 +182,11 @@ class CircuitOpenError(AgentsError):
         super().__init__(message)
 
 
+class BrokerUnavailableError(AgentsError):
+    """The message broker cannot be reached, so work could not be handed to it (the row is failed saying so): a
+    service outage, not bad input (the API answers 503)."""
+
+
 class BreakerStoreError(AgentsError):
     """The circuit breaker store (Redis, or the file under var/) cannot be read or written."""
 

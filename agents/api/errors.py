@@ -16,7 +16,9 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from agents.exceptions import AgentsError, AlertStateError, InvalidTransitionError, NotAllowedError, WorkflowRunStateError
+from agents.exceptions import (
+    AgentsError, AlertStateError, BrokerUnavailableError, InvalidTransitionError, NotAllowedError, WorkflowRunStateError,
+)
 
 API_PREFIX = "/api/"
 #: Errors saying the current state of a thing forbids the action (cancel a finished run, ack a resolved alert).
@@ -50,6 +52,8 @@ def _problems(error: AgentsError) -> list[str]:
 
 
 def _status_of(error: AgentsError, *, about_input: bool) -> int:
+    if isinstance(error, BrokerUnavailableError):  # an outage, whatever field the call was about: try again later
+        return status.HTTP_503_SERVICE_UNAVAILABLE
     if about_input:
         return status.HTTP_400_BAD_REQUEST
     if type(error).__name__.endswith("NotFoundError"):

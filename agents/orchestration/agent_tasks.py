@@ -26,7 +26,7 @@ from agents.core.dispatch import celery_app, task_send
 from agents.core.teams import acting_for
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
-from agents.exceptions import AgentsError, AgentTaskError
+from agents.exceptions import AgentsError, AgentTaskError, BrokerUnavailableError
 from agents.core.jsonable import iso, storable, storable_answer
 from agents.models import (
     AGENT_TASK_FINISHED,
@@ -78,10 +78,10 @@ def _into(status: str) -> list[str]:
 BROKER_ERRORS = (BrokerOperationalError, OSError)
 
 
-def broker_unreachable_error(what: str, error: Exception) -> AgentsError:
+def broker_unreachable_error(what: str, error: Exception) -> BrokerUnavailableError:
     """The error a user reads when ``what`` (``message #5``) could not be handed to the broker: it names the broker
     (its password masked) and the connection's own reason."""
-    return AgentsError(f"{what} could not be sent: the broker ({maybe_sanitize_url(settings.CELERY_BROKER_URL)}) is "
+    return BrokerUnavailableError(f"{what} could not be sent: the broker ({maybe_sanitize_url(settings.CELERY_BROKER_URL)}) is "
                        f"unreachable: {error}")
 
 

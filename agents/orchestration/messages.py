@@ -136,6 +136,9 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
         errors.append(problem)
     if payload is not None and not isinstance(payload, dict):
         errors.append("payload: must be a JSON object")
+    elif message_type == MessageType.TASK_REQUEST and payload:
+        # One that can never run is refused now, naming why, not stored to fail on its first delivery.
+        errors += [f"payload.{problem}" for problem in request_action(payload)[1]]
     if errors:
         raise MessageError.of(errors)
     with transaction.atomic():
@@ -465,25 +468,35 @@ def message_request(*, recipient: str, payload: dict, timeout_s: float = 10.0, s
 # ------------------------------------------------------------------------------------ built-in handlers
 
 
+def request_action(payload: dict) -> tuple[Any, list[str]]:
+    """The immediate action a request's ``payload`` names (``action``, ``params``), and what stops it from ever
+    running (each problem naming the action): none when it names no action (a ping)."""
+    if "action" not in payload:
+        return None, []
+    name, params = payload["action"], payload.get("params") or {}
+    if not isinstance(name, str) or not name:
+        return None, [f"action: must be the name of an action, got {name!r}"]
+    action = action_get(name)
+    if action is None:
+        return None, [f"action: unknown action {name!r} (known: {', '.join(action_names())})"]
+    if action.deferred:
+        return None, [f"action: {name!r} finishes later, so it cannot answer a request (submit a workflow task "
+                      f"instead)"]
+    if not isinstance(params, dict):
+        return None, [f"action {name!r}: params: must be a JSON object"]
+    return action, [f"action {name!r}: params: {problem}" for problem in action.validate(params)]
+
+
 @handler(MessageType.TASK_REQUEST)
 def _task_request(message: AgentMessage, *, agent: str) -> Any:
     """Run a registered, immediate workflow action named in the payload (``action``, ``params``), or answer a ping."""
     payload = message.payload or {}
     if "action" not in payload:
         return {"pong": agent}
-    name, params = payload["action"], payload.get("params") or {}
-    if not isinstance(name, str) or not name:
-        raise MessageError(f"action: must be the name of an action, got {name!r}")
-    action = action_get(name)
-    if action is None:
-        raise MessageError(f"action: unknown action {name!r} (known: {', '.join(action_names())})")
-    if action.deferred:
-        raise MessageError(f"action: {name!r} finishes later, so it cannot answer a request (submit a workflow task "
-                           f"instead)")
-    if not isinstance(params, dict):
-        raise MessageError(f"action {name!r}: params: must be a JSON object")
-    if problems := action.validate(params):
-        raise MessageError.of([f"action {name!r}: params: {problem}" for problem in problems])
+    action, problems = request_action(payload)
+    if problems:  # checked when it was sent: an action removed or changed since
+        raise MessageError.of(problems)
+    params = payload.get("params") or {}
     context = ActionContext(run_id=0, step_id=f"message-{message.pk}", attempt=message.attempts,
                             workflow=f"message:{message.pk}", run_params=params)
     with acting_for(message.team_id):  # a team's request runs as that team, as its agent task would

@@ -171,3 +171,16 @@ def test_a_number_beyond_a_double_is_refused_under_its_field_wherever_json_is_ta
     for path, (body, field) in bodies.items():
         response = operator_client.post(path, body, content_type="application/json")
         assert (response.status_code, list(error_of(response)["fields"])) == (400, [field]), path
+
+
+def test_a_broker_outage_is_a_503_not_a_field_error_even_inside_a_call_about_a_field():
+    from agents.api.errors import service_error
+    from agents.exceptions import BrokerUnavailableError, MessageError
+
+    # a message send is translated with its problems under "recipient"; the broker being down is none of them
+    error = service_error(BrokerUnavailableError("message #3 could not be sent: the broker (redis://127.0.0.1:9/5) "
+                                                 "is unreachable: Error 111 connecting to 127.0.0.1:9"),
+                          fields={MessageError: "recipient"}, prefixed=("recipient", "payload"))
+
+    assert (error.status_code, error.code, error.fields) == (503, "broker_unavailable", {})
+    assert error.message.startswith("message #3 could not be sent: the broker (redis://127.0.0.1:9/5) is unreachable")

@@ -54,9 +54,11 @@ def test_a_failing_handler_is_recorded_and_retried_then_the_message_fails(worker
     assert done.attempts == messages.HANDLER_RETRIES + 1
 
 
-def test_a_request_without_answer_times_out_with_a_clear_error(worker):
-    with pytest.raises(MessageError, match="failed: action: unknown action 'nope'"):
+def test_a_request_naming_an_unknown_action_is_refused_when_sent_and_nothing_is_stored():
+    with pytest.raises(MessageError, match="^payload.action: unknown action 'nope'"):
         messages.message_request(recipient="type:data", payload={"action": "nope"}, timeout_s=20)
+
+    assert not AgentMessage.objects.exists()
 
 
 def test_broadcast_reaches_every_live_agent_of_every_worker(worker):
@@ -208,14 +210,28 @@ def test_a_request_from_an_agent_that_went_offline_is_still_answered(monkeypatch
     ({"action": "sleep", "params": {"seconds": "x"}}, r"action 'sleep': params: parameter 'seconds' must be a number"),
     ({"action": "workflow.run", "params": {"workflow": "x"}}, r"action: 'workflow.run' finishes later"),
 ])
-def test_a_request_that_can_never_succeed_fails_at_once_naming_the_action(worker, payload, problem):
-    # when a request names an action no agent has, or gives it arguments it refuses
-    with pytest.raises(MessageError, match=rf"request #\d+ failed: {problem}"):
+def test_a_request_that_can_never_succeed_is_refused_when_sent_naming_the_action(payload, problem):
+    # when a request names an action no agent has, one that cannot answer, or gives it arguments it refuses
+    with pytest.raises(MessageError, match=rf"^payload.{problem}"):
         messages.message_request(recipient="type:data", payload=payload, timeout_s=20, sender="cli")
 
-    # then it failed on its first attempt, not after the retries kept for errors that may pass
-    request = AgentMessage.objects.get(message_type="task_request")
-    assert (request.status, request.attempts) == ("failed", 1)
+    # then nothing is stored to fail later
+    assert not AgentMessage.objects.exists()
+
+
+def test_a_request_whose_action_is_gone_by_its_delivery_fails_at_once_naming_it(monkeypatch):
+    # given a request stored while its action existed, then a release without that action
+    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # this test delivers it itself
+    request = messages.message_send(message_type="task_request", recipient="type:workflow", sender="cli",
+                                    payload={"action": "echo", "params": {"value": 5}}, correlation_id="c0ffee")
+    monkeypatch.setattr(messages, "action_get", lambda name: None)
+
+    # when an agent handles it
+    handled, retry = messages.message_handle(message_id=request.pk, hostname="first@host")
+
+    # then it failed on its first attempt, naming the action, not after the retries kept for errors that may pass
+    assert (handled.status, handled.attempts, retry) == ("failed", 1, False)
+    assert handled.error.startswith("action: unknown action 'echo'")
 
 
 def _receipt(message: AgentMessage) -> MessageReceipt | None:
