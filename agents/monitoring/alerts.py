@@ -52,6 +52,9 @@ SENDING_STALE_S = MAX_SEND_S + 60.0
 #: failed, not tried again: a notice that kills whatever sends it (a crash, the task's hard time limit) would else be
 #: tried every SENDING_STALE_S for ever.
 SENDING_LOST_MAX = 3
+#: How the error of a notice given up after its workers were lost begins: a worker may have died after the receiver
+#: took the notice, so the route counts as told, and its resolved notice follows.
+LOST_GIVE_UP = "given up: worker lost while sending"
 #: Longest the resolved notice waits for the notices of its alert still being sent: until one is stale and taken
 #: over, then that attempt (MAX_SEND_S). Past it, the resolved notice is recorded skipped with the reason.
 NOTICE_WAIT_S = SENDING_STALE_S + MAX_SEND_S
@@ -573,7 +576,10 @@ def _resolved_deliver(alert: Alert, *, now: datetime) -> Notification | None:
     told: list[str] = []
     # In the order the notices were numbered (firing, reminder and escalation notices share the alert's counter),
     # not the order workers wrote them: two escalation notices enqueued together are written in either order.
-    for name in (told_notices.filter(status=NotificationStatus.SENT).order_by("sequence", "pk")
+    # A notice given up after its workers were lost may have reached the receiver before a worker died: told too.
+    told_or_maybe = Q(status=NotificationStatus.SENT) | Q(status=NotificationStatus.FAILED,
+                                                          error__startswith=LOST_GIVE_UP)
+    for name in (told_notices.filter(told_or_maybe).order_by("sequence", "pk")
                  .values_list("route", flat=True)):
         if name not in told:
             told.append(name)
@@ -683,7 +689,8 @@ def _sender_lost(notice: Notification, *, now: datetime) -> bool:
     if lost < SENDING_LOST_MAX:
         pending.filter(status=NotificationStatus.SENDING).update(created_at=now, attempts=attempts)  # taken over
         return False
-    error = f"not sent: worker lost while sending {lost} times (a notice is tried at most {SENDING_LOST_MAX} times)"
+    error = (f"{LOST_GIVE_UP} {lost} times (a notice is tried at most {SENDING_LOST_MAX} times; a worker may have "
+             "died after the receiver took it, so its resolved notice follows)")
     transition(pending, [NotificationStatus.SENDING], NotificationStatus.FAILED, attempts=attempts, error=error,
                finished_at=now)
     logger.warning("%s notice #%s of alert %s: %s", notice.event, notice.sequence, notice.alert_id, error)

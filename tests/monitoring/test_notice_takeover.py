@@ -201,7 +201,7 @@ def test_a_resolved_notice_that_waited_its_longest_is_recorded_with_why_it_was_g
     assert resolved.error.endswith("s waiting for firing #0 to hook still being sent")
 
 
-def test_a_notice_that_kills_every_worker_sending_it_is_failed_after_so_many_and_its_resolved_notice_skipped(
+def test_a_notice_that_kills_every_worker_sending_it_is_given_up_after_so_many_and_its_resolved_notice_follows(
         monkeypatch, receiver):
     # given a webhook whose every delivery kills the worker sending it (it dies waiting to try again after a 503)
     workers = Workers(monkeypatch)
@@ -213,25 +213,26 @@ def test_a_notice_that_kills_every_worker_sending_it_is_failed_after_so_many_and
     _record(check, 95, workers)
     alert = Alert.objects.get(health_check=check, state="firing")
 
-    # when the sweeps go on for longer than that many take-overs take, then the alert resolves
+    # when the sweeps go on for longer than that many take-overs take
     workers.advance((alerts.SENDING_LOST_MAX + 2) * (alerts.SENDING_STALE_S + settings.AGENTS_MONITOR_SWEEP_S))
-    heard = receiver.events()
-    workers.at(1, lambda: _record(check, 10, workers))
-    workers.advance(10)
 
-    # then the firing notice was tried SENDING_LOST_MAX times, each attempt logged, then failed saying why, and the
-    # resolved notice, no route having been told the alert fired, is skipped at once, not waited for
+    # then the firing notice was tried SENDING_LOST_MAX times, each attempt logged, then given up saying why
     firing = Notification.objects.get(alert=alert, event="firing")
-    assert heard == ["firing"] * alerts.SENDING_LOST_MAX
+    assert receiver.events() == ["firing"] * alerts.SENDING_LOST_MAX
     assert (firing.status, firing.error) == (
-        "failed", f"not sent: worker lost while sending {alerts.SENDING_LOST_MAX} times (a notice is tried at most "
-                  f"{alerts.SENDING_LOST_MAX} times)")
+        "failed", f"given up: worker lost while sending {alerts.SENDING_LOST_MAX} times (a notice is tried at most "
+                  f"{alerts.SENDING_LOST_MAX} times; a worker may have died after the receiver took it, so its "
+                  "resolved notice follows)")
     assert [attempt["detail"].split(" (")[0] for attempt in firing.attempts] == [
         "worker lost while sending"] * alerts.SENDING_LOST_MAX
     assert workers.outcomes == ["WorkerKilled"] * alerts.SENDING_LOST_MAX + [
-        {"notification_id": firing.pk, "status": "failed"},
-        {"notification_id": Notification.objects.get(alert=alert, event="resolved").pk, "status": "skipped"}]
+        {"notification_id": firing.pk, "status": "failed"}]
+
+    # and when the receiver recovers and the alert resolves, the route is told: a worker may have died after the
+    # receiver took one of those firing notices, and an incident opened there must not stay open for ever
+    workers.killing, receiver.status = False, 200
+    workers.at(1, lambda: _record(check, 10, workers))
+    workers.advance(10)
     resolved = Notification.objects.get(alert=alert, event="resolved")
-    assert (resolved.status, resolved.error) == (
-        "skipped", "not sent: no route was told the alert fired (its firing notice failed)")
-    assert receiver.events() == heard
+    assert (resolved.status, resolved.route) == ("sent", "hook")
+    assert receiver.events() == ["firing"] * alerts.SENDING_LOST_MAX + ["resolved"]
