@@ -167,7 +167,10 @@ def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> A
                 _resolve(alert, now=now, by="auto")
         return open_alerts[-1] if open_alerts else None
     fingerprint = rules.fingerprint(check.name, result.target)
-    severity = check.severity if status == CheckStatus.CRITICAL else "warning"
+    # A critical result: the check's severity; a warning one: 'warning', or the check's own when that is lower (an
+    # info check's alerts stay info, never more severe on a warning than on a critical value).
+    severity = (check.severity if status == CheckStatus.CRITICAL
+                else min((Severity.WARNING, check.severity), key=_SEVERITY_RANK.__getitem__))
     summary = _summary(check, result, status)
     alert = next((alert for alert in open_alerts if alert.fingerprint == fingerprint), None)
     if alert is None:

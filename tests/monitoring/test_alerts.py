@@ -576,10 +576,24 @@ def test_an_info_check_whose_critical_value_falls_back_to_a_warning_one_is_not_e
     for value in (85, 95, 85):
         record(check, value, clock=clock)
 
-    # then the check getting better is no rise: no escalation notice, the alert stays on its route
+    # then the check getting better is no rise: no escalation notice, the alert stays an info one on its route
     alert.refresh_from_db()
-    assert (alert.state, alert.route, alert.notices) == ("firing", "notes", 0)
+    assert (alert.state, alert.severity, alert.route, alert.notices) == ("firing", "info", "notes", 0)
     assert receiver.events() == ["firing"]
+
+
+def test_an_info_check_s_warning_value_opens_an_info_alert_not_a_warning_one(clock):
+    # given routes by severity, and a check of severity info
+    _route("warnings", order=1, matchers={"severity": "warning"})
+    _route("notes", order=2)
+    check = make_check("queue", warning=80, critical=90, severity="info")
+
+    # when its value is only a warning one
+    record(check, 85, clock=clock)
+
+    # then its alert is no more severe than the check: info, routed as info (not paging the warnings route)
+    alert = _alert(check)
+    assert (alert.severity, alert.route) == ("info", "notes")
 
 
 def _sent(alert, count: int, what: str) -> list[tuple[str, int, str]]:
