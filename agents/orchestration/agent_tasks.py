@@ -17,7 +17,8 @@ from django.conf import settings
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from kombu.utils.url import maybe_sanitize_url
 from django.db import transaction
-from django.db.models import F, Model, Q
+from django.db.models import Exists, F, Model, OuterRef, Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, TaskKind, action_get, action_names, task_kinds_of
@@ -287,11 +288,14 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     """Claim, execute and record one attempt of a task (the body of the Celery task); None when this delivery may
     not run it (``task_claim``): a second delivery of a task still running runs nothing, and a queued task that
     reached a disabled agent is sent back to its type's queue for an enabled one (``disabled_handback_s``)."""
-    queued = AgentTask.objects.filter(pk=task_id, attempt=attempt, status=AgentTaskStatus.QUEUED).first()
-    if queued is not None and agent_disabled(f"{hostname}:{queued.agent_type}"):
+    # One query: is the task still queued, and this worker's agent of its type disabled?
+    disabled_here = Agent.objects.filter(enabled=False, name=Concat(Value(f"{hostname}:"), OuterRef("agent_type")))
+    handed_back = (AgentTask.objects.filter(pk=task_id, attempt=attempt, status=AgentTaskStatus.QUEUED)
+                   .filter(Exists(disabled_here)).values_list("agent_type", flat=True).first())
+    if handed_back is not None:
         # Taken from the type's queue before this worker stopped consuming it: back to the queue, for an enabled agent.
         logger.info("agent task %s attempt %s reached the disabled agent %s:%s; sent back to the %s queue", task_id,
-                    attempt, hostname, queued.agent_type, queued.agent_type)
+                    attempt, hostname, handed_back, handed_back)
         _send(task_id, attempt=attempt, countdown=disabled_handback_s())
         return None
     task = task_claim(task_id=task_id, attempt=attempt, hostname=hostname)

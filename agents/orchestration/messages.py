@@ -358,7 +358,9 @@ def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | Non
     if not message_verify(message):
         _message_reject(message)
         return []
-    agents = Agent.objects.filter(hostname=hostname, enabled=True).exclude(status=AgentStatus.OFFLINE)
+    agents = Agent.objects.filter(hostname=hostname).exclude(status=AgentStatus.OFFLINE)
+    if attempt <= 1:  # a retry is no new work: an agent disabled since its first attempt finishes it
+        agents = agents.filter(enabled=True)
     if agent:
         agents = agents.filter(name=agent)
     if message.recipient.startswith("*:"):
@@ -413,14 +415,17 @@ def _receipt_handle(message: AgentMessage, receipt: MessageReceipt, *, attempt: 
     return receipt
 
 
-def receipts_fail_lost(*, agent_names: list[str]) -> int:
+def receipts_fail_lost(*, agent_names: list[str], retries_only: bool = False) -> int:
     """Fail the broadcast receipts of agents that went offline before their handler answered (the handler died with
-    its worker, or its retry waits in a queue nothing consumes), saying so; returns how many."""
+    its worker, or its retry waits in a queue nothing consumes), saying so; returns how many. ``retries_only``: only
+    those whose retry waits (a worker stopping cleanly finishes the handlers it runs)."""
     failed = 0
     for name in agent_names:
-        failed += MessageReceipt.objects.filter(agent=name, status__in=[MessageStatus.DELIVERED]).update(
-            status=MessageStatus.FAILED, error=f"agent {name} went offline while handling it",
-            handled_at=timezone.now())
+        receipts = MessageReceipt.objects.filter(agent=name, status__in=[MessageStatus.DELIVERED])
+        if retries_only:
+            receipts = receipts.exclude(error="")
+        failed += receipts.update(status=MessageStatus.FAILED, error=f"agent {name} went offline while handling it",
+                                  handled_at=timezone.now())
     return failed
 
 
@@ -483,8 +488,8 @@ def request_action(payload: dict) -> tuple[Any, list[str]]:
         return None, [f"action: {name!r} finishes later, so it cannot answer a request (submit a workflow task "
                       f"instead)"]
     if not isinstance(params, dict):
-        return None, [f"action {name!r}: params: must be a JSON object"]
-    return action, [f"action {name!r}: params: {problem}" for problem in action.validate(params)]
+        return None, [f"params: must be a JSON object (action {name!r})"]
+    return action, [f"params: {problem} (action {name!r})" for problem in action.validate(params)]
 
 
 @handler(MessageType.TASK_REQUEST)

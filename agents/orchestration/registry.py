@@ -109,10 +109,15 @@ def agents_heartbeat(*, hostname: str, boot_id: str, statuses: dict[str, str]) -
 
 
 def agents_stop(*, hostname: str, boot_id: str) -> int:
-    """Mark a stopping worker's agents offline; returns how many changed."""
-    return Agent.objects.filter(
-        hostname=hostname, boot_id=boot_id, status__in=agent_statuses_into(AgentStatus.OFFLINE)
-    ).update(status=AgentStatus.OFFLINE, status_changed_at=timezone.now())
+    """Mark a stopping worker's agents offline; returns how many changed. The broadcasts whose retry waits for one of
+    them are failed saying so: the offline sweep skips agents already offline, and the worker may never come back."""
+    stopping = Agent.objects.filter(hostname=hostname, boot_id=boot_id,
+                                    status__in=agent_statuses_into(AgentStatus.OFFLINE))
+    names = list(stopping.values_list("name", flat=True))
+    changed = stopping.update(status=AgentStatus.OFFLINE, status_changed_at=timezone.now())
+    if names:
+        receipts_fail_lost(agent_names=names, retries_only=True)
+    return changed
 
 
 def agents_mark_offline(*, silent_for_s: float | None = None) -> int:

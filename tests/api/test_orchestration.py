@@ -142,6 +142,11 @@ def test_a_broadcast_reaches_every_live_agent_of_the_type(operator_client, worke
     ({"message_type": "heartbeat", "recipient": "nobody@host:data"}, "recipient", "no agent named"),
     ({"message_type": "heartbeat", "recipient": "type:robots"}, "recipient", "'robots' is not an agent type"),
     ({"message_type": "heartbeat", "recipient": "*", "payload": [1]}, "payload", "must be a JSON object"),
+    ({"message_type": "task_request", "recipient": "type:data", "payload": {"action": "teleport"}}, "payload.action",
+     "unknown action 'teleport'"),
+    ({"message_type": "task_request", "recipient": "type:data", "payload": {"action": "sleep",
+                                                                           "params": {"seconds": "x"}}},
+     "payload.params", "parameter 'seconds' must be a number"),
 ])
 def test_a_message_with_bad_input_names_the_field_and_sends_nothing(operator_client, body, field, reason):
     response = operator_client.post("/api/messages/", body, format="json")

@@ -14,7 +14,7 @@ from django.utils import timezone
 from agents.exceptions import MessageError
 from agents.models import Agent, AgentMessage, MessageReceipt
 from agents.orchestration import messages
-from agents.orchestration.registry import agents_mark_offline
+from agents.orchestration.registry import agents_mark_offline, agents_set_enabled, agents_stop
 from tests.conftest import manage, wait_for
 
 from .conftest import SESSION_WORKER, meanwhile_runs, on_another_connection, worker_process
@@ -52,6 +52,15 @@ def test_a_failing_handler_is_recorded_and_retried_then_the_message_fails(worker
     done = wait_for(lambda: _handled(message.pk), timeout_s=30, what="the retries to be spent")
     assert done.status == "failed" and "disk full" in done.error
     assert done.attempts == messages.HANDLER_RETRIES + 1
+
+
+def test_a_request_no_agent_answers_times_out_naming_it():
+    # given a live agent whose worker takes nothing from its queue (stuck, or a network cut it off)
+    Agent.objects.create(name="mute@host:data", agent_type="data", hostname="mute@host", status="idle")
+
+    # when a request is sent to it, then the caller is told no answer came in time, naming the request
+    with pytest.raises(MessageError, match=r"^no response to request #\d+ \(correlation id \w+\) within 0.5 s$"):
+        messages.message_request(recipient="mute@host:data", payload={"action": "echo"}, timeout_s=0.5)
 
 
 def test_a_request_naming_an_unknown_action_is_refused_when_sent_and_nothing_is_stored():
@@ -207,7 +216,7 @@ def test_a_request_from_an_agent_that_went_offline_is_still_answered(monkeypatch
 
 @pytest.mark.parametrize(("payload", "problem"), [
     ({"action": "no.such.action"}, r"action: unknown action 'no.such.action' \(known: .*echo"),
-    ({"action": "sleep", "params": {"seconds": "x"}}, r"action 'sleep': params: parameter 'seconds' must be a number"),
+    ({"action": "sleep", "params": {"seconds": "x"}}, r"params: parameter 'seconds' must be a number.* \(action 'sleep'\)"),
     ({"action": "workflow.run", "params": {"workflow": "x"}}, r"action: 'workflow.run' finishes later"),
 ])
 def test_a_request_that_can_never_succeed_is_refused_when_sent_naming_the_action(payload, problem):
@@ -300,3 +309,41 @@ def test_a_send_while_the_broker_is_down_exits_with_a_clear_error_and_the_messag
     # and the message is not left pending: it failed, saying why
     message = AgentMessage.objects.get()
     assert message.status == "failed" and message.error.startswith("could not send to the broker")
+
+
+def test_a_broadcast_retry_is_finished_by_an_agent_disabled_since_its_first_attempt(monkeypatch):
+    # given a live data agent whose handling of a broadcast failed on its first attempt (its retry due)
+    Agent.objects.create(name="b@host:data", agent_type="data", hostname="b@host", status="idle")
+    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # this test delivers it itself
+    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
+                                    payload={"action": "fail", "params": {"times": 1, "message": "warming up"}})
+    [first] = messages.message_broadcast_handle(message_id=message.pk, hostname="b@host", agent="b@host:data")
+    assert (first.status, first.error.startswith("ActionError: warming up")) == ("delivered", True)
+
+    # when an operator disables the agent before the retry comes
+    agents_set_enabled(names=["b@host:data"], enabled=False)
+    [retried] = messages.message_broadcast_handle(message_id=message.pk, hostname="b@host", agent="b@host:data",
+                                                  attempt=2)
+
+    # then the retry is no new work: it runs, and the receipt is handled instead of waiting for ever
+    assert (retried.status, retried.error, retried.response["succeeded_on_attempt"]) == ("handled", "", 2)
+
+
+def test_a_worker_stopping_fails_the_broadcasts_whose_retry_waits_for_it_and_leaves_the_rest(monkeypatch):
+    # given two agents of a worker: one whose broadcast handling failed and waits for its retry, one handling another
+    for name in ("s@host:data", "s@host:decision"):
+        Agent.objects.create(name=name, agent_type=name.split(":")[1], hostname="s@host", status="idle", boot_id="b1")
+    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)
+    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
+                                    payload={"action": "fail", "params": {"times": 1, "message": "warming up"}})
+    messages.message_broadcast_handle(message_id=message.pk, hostname="s@host", agent="s@host:data")
+    other = messages.message_send(message_type="heartbeat", recipient="*:decision", sender="ops")
+    MessageReceipt.objects.create(message=other, agent="s@host:decision")  # its handler still running
+
+    # when the worker stops cleanly (and may never come back)
+    assert agents_stop(hostname="s@host", boot_id="b1") == 2
+
+    # then the receipt whose retry would wait for it for ever is failed saying why; the one being handled is left
+    waiting = MessageReceipt.objects.get(message=message)
+    assert (waiting.status, waiting.error) == ("failed", "agent s@host:data went offline while handling it")
+    assert MessageReceipt.objects.get(message=other).status == "delivered"
