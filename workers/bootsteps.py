@@ -154,10 +154,15 @@ class AgentRegistryStep(bootsteps.StartStopStep):
             logger.warning("could not read which agents of %s are disabled; next tick", self.hostname, exc_info=True)
             return
         consumer = getattr(self.worker, "consumer", None)
-        if consumer is None or disabled == self.paused:
+        if consumer is None:
             return
+        # What it consumes now, not only what this step last asked for: a disabled agent's queue added back meanwhile
+        # (a remote control's add_consumer) would have it take work and hand it back, every second.
+        task_consumer = getattr(consumer, "task_consumer", None)
+        cancel = (disabled - self.paused if task_consumer is None
+                  else {agent_type for agent_type in disabled if task_consumer.consuming_from(agent_type)})
         # The consumer's own thread changes what it consumes (the kombu hub's call_soon is safe from this thread).
-        for agent_type in sorted(disabled - self.paused):
+        for agent_type in sorted(cancel):
             logger.info("agent %s:%s is disabled; no longer consuming its queue", self.hostname, agent_type)
             consumer.call_soon(consumer.cancel_task_queue, agent_type)
         for agent_type in sorted(self.paused - disabled):

@@ -37,6 +37,12 @@ def test_a_disabled_agent_s_worker_stops_consuming_its_type_queue_until_it_is_en
         wait_for(lambda: "monitoring" not in (_consumed_queues(SESSION_WORKER) or {"monitoring"}), timeout_s=20,
                  what="the worker to stop consuming the disabled agent's queue")
         assert {"default", "workflow", "decision", "data"} <= _consumed_queues(SESSION_WORKER)
+
+        # and when someone adds the queue back by remote control while the agent is disabled, it is dropped again
+        replies = celery_app.control.add_consumer("monitoring", destination=[SESSION_WORKER], reply=True, timeout=5)
+        assert replies and "ok" in replies[0][SESSION_WORKER], replies
+        wait_for(lambda: "monitoring" not in (_consumed_queues(SESSION_WORKER) or {"monitoring"}), timeout_s=20,
+                 what="the worker to stop consuming the disabled agent's queue added back")
     finally:
         # and when it is enabled again, its worker takes monitoring work again
         agents_set_enabled(names=[name], enabled=True)
