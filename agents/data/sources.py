@@ -850,7 +850,9 @@ def _csv_frames(path: Path, spec: dict, *, columns, chunk_rows, label,
         if text_columns:
             options["dtype"] = {column: str for column in text_columns if column in header}
         if chunk_rows is None:
-            reader = contextlib.nullcontext([pd.read_csv(path, usecols=columns, **options)])
+            # Typed over the whole file at once (low_memory=False): pandas' default types it in blocks, so a column
+            # of numbers that turns to text far down came back as both, with a DtypeWarning on the console.
+            reader = contextlib.nullcontext([pd.read_csv(path, usecols=columns, low_memory=False, **options)])
         else:  # chunks parsed one ahead, on a thread that closes the file when it ends or the read stops early
             chunks = pd.read_csv(path, usecols=columns, chunksize=chunk_rows, **options)
             reader = _Prefetched(chunks, chunks.close)
