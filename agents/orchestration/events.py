@@ -16,7 +16,7 @@ from agents.core.teams import owned_get_or_create, same_team
 from agents.core.events import event_listeners_changed, event_path_problem
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, fields_changed, is_name
 from agents.core.transitions import transition
-from agents.exceptions import AgentsError, ExpressionError, TriggerError
+from agents.exceptions import AgentsError, BrokerUnavailableError, ExpressionError, TriggerError
 from agents.expressions.compiler import compile_expression
 from agents.models import (
     Event,
@@ -196,17 +196,24 @@ def event_dispatch(*, event_id: int) -> list[TriggerFiring]:
     for trigger in triggers:
         if trigger.pk in done:
             continue
-        with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    firing = TriggerFiring.objects.create(trigger=trigger, event=event, status=FiringStatus.FAILED,
-                                                          error=FIRING_UNFINISHED, trace_id=event.trace_id)
-            except IntegrityError:
-                continue  # another delivery of this event fired it (the insert waited for that one to commit)
-            status, result, error = _fire(trigger, event)
-            transition(TriggerFiring.objects.filter(pk=firing.pk, error=FIRING_UNFINISHED), [FiringStatus.FAILED],
-                       status, result=result, error=error[:5000])
-            firing.refresh_from_db()
+        try:
+            with transaction.atomic():
+                try:
+                    with transaction.atomic():
+                        firing = TriggerFiring.objects.create(trigger=trigger, event=event, status=FiringStatus.FAILED,
+                                                              error=FIRING_UNFINISHED, trace_id=event.trace_id)
+                except IntegrityError:
+                    continue  # another delivery of this event fired it (the insert waited for that one to commit)
+                status, result, error = _fire(trigger, event)
+                transition(TriggerFiring.objects.filter(pk=firing.pk, error=FIRING_UNFINISHED), [FiringStatus.FAILED],
+                           status, result=result, error=error[:5000])
+        except BrokerUnavailableError as error:
+            # Raised as the firing commits, by the send of its message or task (which that send failed, saying so):
+            # the firing says so too, and the event's other triggers still fire.
+            logger.warning("trigger %s on event %s: %s", trigger.name, event.pk, error)
+            transition(TriggerFiring.objects.filter(pk=firing.pk), [FiringStatus.SUCCEEDED], FiringStatus.FAILED,
+                       error=str(error)[:5000])
+        firing.refresh_from_db()
         firings.append(firing)
     Event.objects.filter(pk=event.pk, published_at__isnull=True).update(published_at=timezone.now())
     return firings

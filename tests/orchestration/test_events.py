@@ -1,5 +1,6 @@
 """Events through the transactional outbox and the triggers they fire, on a real worker: an alert that fires
 starts a workflow carrying the alert's trace id; an event of a rolled-back transaction is never delivered."""
+import os
 import socket
 import threading
 from datetime import timedelta
@@ -15,7 +16,7 @@ from agents.monitoring import services as monitoring
 from agents.orchestration import events
 from agents.core.tracing import trace
 from agents.workflows.services import workflow_load
-from tests.conftest import wait_for
+from tests.conftest import manage, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -231,3 +232,24 @@ def test_a_payload_path_missing_from_the_event_fails_the_firing_with_the_reason(
     assert firing.status == "failed"
     assert firing.error == f"$.payload.workflow_run_id: event #{event.pk} (workflow.failed) has no 'workflow_run_id' there"
     assert not WorkflowRun.objects.exists()
+
+
+def test_a_trigger_whose_message_finds_the_broker_down_is_failed_saying_so():
+    # given an event whose trigger sends a message
+    Trigger.objects.create(name="note", event_type="agent.offline", action="message", target="type:workflow",
+                           params={"message_type": "status_update"})
+    event = Event.objects.create(event_type="agent.offline", payload={"agent": "w1@host:data"})
+
+    # when a process whose broker cannot be reached (nothing listens on the port) dispatches the event
+    database = connection.settings_dict
+    env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:9/5",
+           "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"}
+    result = manage("shell", "-c", f"from agents.orchestration.events import event_dispatch; "
+                                   f"print([f.status for f in event_dispatch(event_id={event.pk})])", env=env)
+
+    # then the dispatch ends without a traceback, and the firing says its message was not sent, as the message does
+    assert (result.returncode, result.stdout.strip().splitlines()[-1]) == (0, "['failed']"), result.stderr
+    firing = TriggerFiring.objects.get(event=event)
+    assert firing.status == "failed"
+    assert firing.error.startswith("message #") and "the broker (redis://127.0.0.1:9/5) is unreachable" in firing.error
+    assert AgentMessage.objects.get().status == "failed"
