@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import hashlib
 import queue
 import re
 import threading
@@ -28,6 +27,7 @@ from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved, secret_reference_problem, secret_url
 from agents.core.teams import acting_scoped
 from agents.core.definitions import NAME_RULE, is_name
+from agents.core.files import stream_sha256
 from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal, url_shown
 from agents.data.paths import data_path_problem, data_path_resolve
 from agents.exceptions import (
@@ -641,8 +641,8 @@ def _csv_record_lines(path: Path, spec: dict, records: set[int]) -> dict[int, in
                 if record >= last:
                     break
                 start = reader.line_num + 1  # line_num: lines read so far, the last of this record's
-        except (csv.Error, ValueError):
-            pass
+        except (csv.Error, ValueError):  # a value past csv's field limit: the rows past it are named by record,
+            pass                            # and the refusal says so (``_ragged_refuse``)
     return starts
 
 
@@ -1480,13 +1480,11 @@ def _dataset_read(path: Path, dataset: Dataset, *, columns: list[str] | None, ch
 def _dataset_verify(source, dataset: Dataset, *, label: str) -> None:
     """Raise the ``DataSourceError`` saying the dataset's file changed unless the open file ``source`` (a pyarrow
     ``NativeFile``) has the checksum recorded at publication."""
-    digest = hashlib.sha256()
     try:
         source.seek(0)
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
+        checksum = stream_sha256(source)
     except OSError as error:
         raise DataSourceError(f"{label}: {dataset.path!r} cannot be read: {_reason(error)}") from None
-    if digest.hexdigest() != dataset.checksum:
+    if checksum != dataset.checksum:
         raise DataSourceError(f"{label}: {dataset.path!r} has changed since it was published (sha256 differs); "
                               "its rows are not used")

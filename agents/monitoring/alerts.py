@@ -180,10 +180,7 @@ def alert_observe(*, check: Check, result: Any, status: str, now: datetime) -> A
             trace_id=trace_id_ensure(),
         )
     else:
-        # Only a critical result can make an alert more severe. A warning after a critical result is the check
-        # getting better, though for a check of severity info it turns the alert from 'info' to 'warning'.
-        rose = (alert.state == AlertState.FIRING and status == CheckStatus.CRITICAL
-                and _SEVERITY_RANK[severity] > _SEVERITY_RANK[alert.severity])
+        rose = alert.state == AlertState.FIRING and _SEVERITY_RANK[severity] > _SEVERITY_RANK[alert.severity]
         Alert.objects.filter(pk=alert.pk).update(
             count=F("count") + 1, last_seen_at=now, last_value=result.value, severity=severity, summary=summary,
             updated_at=now,

@@ -608,14 +608,8 @@ def _wait_begin(*, row: StepRun, task_id: str, wait: Wait, compiled: CompiledVer
             StepRun.objects.filter(pk=row.pk).update(waiting_for="" if decision else wait.signal, wait_until=until,
                                                      worker="")
     if cancelled:
-        if compiled.rule_steps:  # a step with a run_if after it runs after failures: it may start now
-            _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled,
-                              plan=run_plan(row.run_id, compiled_version_id(row), row.run_attempt),
-                              finished={row.step_id})
-        _limits_release(compiled, row.step_id)
-        if finished:
-            run_finalize(run_id=row.run_id)
-        return StepOutcome(FINISHED)
+        return _steps_ended(row=row, compiled=compiled, ended={row.step_id}, held_slots={row.step_id},
+                            finished=finished)
     if decision is not None:
         wait_apply(row=row, decision=decision, compiled=compiled)
     return StepOutcome(DEFERRED)
@@ -1069,11 +1063,20 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
                                          step_id__in=skipped_ids).update(status=StepStatus.SKIPPED,
                                                                          finished_at=now, error=why)
         finished = _count_done(row.run_id, 1 + skipped + len(stopped_ids))
+    # A cancelled wait frees its pool slot too; skipped steps never held one.
+    return _steps_ended(row=row, compiled=compiled, ended={row.step_id} | skipped_ids | stopped_ids,
+                        held_slots={row.step_id} | stopped_ids, finished=finished)
+
+
+def _steps_ended(*, row: StepRun, compiled: CompiledVersion, ended: set[str], held_slots: set[str],
+                 finished: bool) -> StepOutcome:
+    """After steps of ``row``'s run attempt ended without succeeding (committed): the steps with a run_if after
+    ``ended`` may start (they run after failures), the slots ``held_slots`` held go to the steps waiting for them, and
+    the run is finalized when that was its last step (``finished``)."""
     if compiled.rule_steps:
         _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled,
-                          plan=run_plan(row.run_id, compiled_version_id(row), row.run_attempt),
-                          finished={row.step_id} | skipped_ids | stopped_ids)
-    for step_id in sorted({row.step_id} | stopped_ids):  # a cancelled wait frees its pool slot too
+                          plan=run_plan(row.run_id, compiled_version_id(row), row.run_attempt), finished=ended)
+    for step_id in sorted(held_slots):
         _limits_release(compiled, step_id)
     if finished:
         run_finalize(run_id=row.run_id)
