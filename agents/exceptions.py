@@ -183,8 +183,12 @@ class CircuitOpenError(AgentsError):
 
 
 class BrokerUnavailableError(AgentsError):
-    """The message broker cannot be reached, so work could not be handed to it (the row is failed saying so): a
-    service outage, not bad input (the API answers 503)."""
+    """The message broker cannot be reached, so work could not be handed to it (what the work's row became is said
+    in the message): a service outage, not bad input (the API answers 503). ``reason`` is the connection's own."""
+
+    def __init__(self, message: str, *, reason: str = ""):
+        self.reason = reason or message
+        super().__init__(message)
 
 
 class BreakerStoreError(AgentsError):

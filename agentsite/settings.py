@@ -7,6 +7,7 @@ paths are the same.
 """
 import base64
 import contextlib
+import math
 import os
 import secrets
 import ssl
@@ -262,6 +263,9 @@ CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
 #: Seconds a delivered but unacknowledged message stays invisible before the
 #: broker hands it out again; above the longest countdown and time limit.
 AGENTS_VISIBILITY_TIMEOUT_S = env.int("AGENTS_VISIBILITY_TIMEOUT_S", default=3600)
+#: Seconds a send waits for a broker that cannot be reached (restarting) before it gives up and the work it carried
+#: is reported as not sent.
+AGENTS_BROKER_RETRY_S = env.float("AGENTS_BROKER_RETRY_S", default=20.0)
 
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
@@ -282,9 +286,10 @@ else:
         "queue_order_strategy": "priority",
         "priority_steps": list(range(10)),
         "sep": ":",
-        # A producer finding the broker down (restarting) retries the connection for up to 20 s, every 0.5-2 s,
-        # instead of giving up after 4 s: a step that finishes meanwhile still sends what comes next.
-        "connect_retries_timeout": 20,
+        # A producer finding the broker down (restarting) retries the connection for up to AGENTS_BROKER_RETRY_S
+        # (20 s), every 0.5-2 s, instead of giving up after 4 s: a step that finishes meanwhile still sends what
+        # comes next.
+        "connect_retries_timeout": AGENTS_BROKER_RETRY_S,
         "interval_start": 0,
         "interval_step": 0.5,
         "interval_max": 2,
@@ -329,9 +334,10 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env.int("AGENTS_RESULT_EXPIRES_S", default=7 * 24 * 3600)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-#: A message sent while the broker restarts waits for it (0, 0.5, 1, 1.5, then every 2 s: about 20 s in all)
-#: instead of failing after Celery's default 0.6 s: a step that finishes then still starts what comes next.
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 12, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
+#: A message sent while the broker restarts waits for it (0, 0.5, 1, 1.5, then every 2 s: AGENTS_BROKER_RETRY_S in
+#: all) instead of failing after Celery's default 0.6 s: a step that finishes then still starts what comes next.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": max(1, min(12, math.ceil((AGENTS_BROKER_RETRY_S - 3) / 2) + 4)),
+                                    "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = TIME_ZONE
 

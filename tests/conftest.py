@@ -129,6 +129,18 @@ def manage(*args: str, env: dict, timeout_s: float = 120.0) -> subprocess.Comple
     )
 
 
+#: A broker URL nothing listens on.
+BROKER_DOWN_URL = "redis://127.0.0.1:9/5"
+
+
+def broker_down_env() -> dict:
+    """Environment for a ``manage.py`` subprocess on this test's database whose broker cannot be reached (nothing
+    listens on its port); it gives up on the broker after about a second instead of the default 20 s."""
+    database = connection.settings_dict
+    return {**os.environ, "CELERY_BROKER_URL": BROKER_DOWN_URL, "AGENTS_BROKER_RETRY_S": "1",
+            "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"}
+
+
 @pytest.fixture(scope="session")
 def embedded_migrated(tmp_path_factory) -> Path:
     """The SQLite database of an embedded install, migrated once for the session (a migration takes seconds)."""

@@ -4,12 +4,22 @@ The dependency runs one way: ``workers`` (the Celery entry points) import servic
 they enqueue (``"workers.workflow.step_run"``). In a process where the task module is loaded the registered
 task's own options apply, exactly as if it had been imported; routing by name sends it to its queue either way.
 """
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from celery import current_app
 from celery.canvas import Signature
+from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from kombu.utils.url import maybe_sanitize_url
 
 from agents.core.registry import registrations_load
 from agents.core.tracing import trace
+from agents.exceptions import BrokerUnavailableError
+
+#: What a send raises when the broker cannot be reached once Celery's publish retries are spent.
+BROKER_ERRORS = (BrokerOperationalError, OSError)
 
 
 def celery_app():
@@ -30,9 +40,37 @@ def task_signature(name: str, *args, **options) -> Signature:
     return current_app.signature(name, args=args, immutable=True).set(**options)
 
 
+def broker_unreachable(what: str, reason: str) -> BrokerUnavailableError:
+    """The error a user reads when ``what`` (``message #5``) could not be handed to the broker: it names the broker
+    (its password masked) and the connection's own ``reason``."""
+    return BrokerUnavailableError(f"{what} could not be sent: the broker "
+                                  f"({maybe_sanitize_url(settings.CELERY_BROKER_URL)}) is unreachable: {reason}",
+                                  reason=reason)
+
+
+@contextmanager
+def broker_sending(what: str) -> Iterator[None]:
+    """Send to the broker inside: a broker that cannot be reached (after Celery's publish retries, about 20 s on
+    Redis) raises ``BrokerUnavailableError`` naming ``what`` and the broker, not kombu's error."""
+    try:
+        yield
+    except BROKER_ERRORS as error:
+        raise broker_unreachable(what, str(error)) from None
+
+
+def signature_send(signature: Signature, what: str, **options):
+    """Send a signature (a chain, a group) now; ``BrokerUnavailableError`` naming ``what`` when the broker cannot
+    be reached."""
+    with broker_sending(what):
+        return signature.apply_async(**options)
+
+
 def task_send(name: str, *args, **options):
-    """Send the task ``name`` with positional ``args`` now (``options`` as ``apply_async`` takes them)."""
-    return task_signature(name, *args).apply_async(**options)
+    """Send the task ``name`` with positional ``args`` now (``options`` as ``apply_async`` takes them);
+    ``BrokerUnavailableError`` when the broker cannot be reached."""
+    signature = task_signature(name, *args)
+    with broker_sending(f"task {name}"):
+        return signature.apply_async(**options)
 
 
 def task_send_on_commit(name: str, *args, trace_id: str | None = None, **options) -> None:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from agents.core.dispatch import task_send
 from agents.core.hooks import event_listeners
 from agents.core.tracing import trace, trace_id_ensure
+from agents.exceptions import BrokerUnavailableError
 from agents.models import Event, EventType, EventTypeDeclaration
 
 logger = logging.getLogger(__name__)
@@ -158,8 +159,17 @@ def event_publish(event_type: str, payload: dict, *, trace_id: str | None = None
                                  team_id=team_id, idempotency_key=idempotency_key, source=source,
                                  published_at=None if listened else timezone.now())
     if listened:
-        transaction.on_commit(lambda: _send(event.pk, event.trace_id))
+        transaction.on_commit(lambda: _send_or_relay(event.pk, event.trace_id))
     return event
+
+
+def _send_or_relay(event_id: int, trace_id: str) -> None:
+    """Send a new event; when the broker cannot be reached it stays unpublished, and ``events_relay`` sends it once
+    the broker is back: what published it (a decision, a run's end) has happened and is not undone for it."""
+    try:
+        _send(event_id, trace_id)
+    except BrokerUnavailableError as error:
+        logger.warning("event #%s not dispatched now; the relay sends it once the broker is back: %s", event_id, error)
 
 
 def _send(event_id: int, trace_id: str) -> None:

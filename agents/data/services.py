@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agents.core.audit import audit_record
 from agents.core.teams import acting_for, acting_scoped, owned_get_or_create
-from agents.core.dispatch import task_send_on_commit
+from agents.core.dispatch import signature_send, task_signature
 from agents.data import engine
 from agents.data.analysis import DriftCounter, Profiler, drift_reference, drift_result
 from agents.data.transforms import aggregation_type_problems
@@ -36,7 +36,13 @@ from agents.core.files import file_sha256
 from agents.core.redaction import secrets_redacted
 from agents.core.jsonable import storable
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
-from agents.exceptions import DataError, InvalidTransitionError, PipelineNotFoundError, PipelineSpecError
+from agents.exceptions import (
+    BrokerUnavailableError,
+    DataError,
+    InvalidTransitionError,
+    PipelineNotFoundError,
+    PipelineSpecError,
+)
 from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
 from agents.models import (
@@ -203,11 +209,22 @@ EXECUTE_TASK = "workers.data.data_run_execute"
 
 
 def data_run_enqueue(*, version: PipelineVersion, params: dict | None = None) -> DataRun:
-    """Record a pending run and queue it on the ``data`` queue once committed."""
+    """Record a pending run and queue it on the ``data`` queue once committed. When the broker cannot be reached the
+    run fails saying so (nothing would send it later) and ``BrokerUnavailableError`` is raised."""
     with transaction.atomic():
         run = data_run_create(version=version, params=params)
-        task_send_on_commit(EXECUTE_TASK, run.pk, queue="data")
+        transaction.on_commit(lambda: _run_send(run))
     return run
+
+
+def _run_send(run: DataRun) -> None:
+    try:
+        signature_send(task_signature(EXECUTE_TASK, run.pk), f"data run #{run.pk}", queue="data")
+    except BrokerUnavailableError as error:
+        data_run_fail_unexpected(run_id=run.pk, error=f"not sent to a data agent: the broker is unreachable: "
+                                                      f"{error.reason}")
+        raise BrokerUnavailableError(f"{error} (the run failed; start it again once the broker is back)",
+                                     reason=error.reason) from None
 
 
 class _PeakMemory:

@@ -14,8 +14,6 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from kombu.exceptions import OperationalError as BrokerOperationalError
-from kombu.utils.url import maybe_sanitize_url
 from django.db import transaction
 from django.db.models import Exists, F, Model, OuterRef, Q, Value
 from django.db.models.functions import Concat
@@ -23,7 +21,7 @@ from django.utils import timezone
 
 from agents.core.actions import ActionContext, TaskKind, action_get, action_names, task_kinds_of
 from agents.core.audit import audit_record
-from agents.core.dispatch import celery_app, task_send
+from agents.core.dispatch import broker_unreachable, celery_app, task_send
 from agents.core.teams import acting_for
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
@@ -74,17 +72,6 @@ def _into(status: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ broker and disabled agents
-
-#: What a send raises when the broker cannot be reached once Celery's publish retries are spent.
-BROKER_ERRORS = (BrokerOperationalError, OSError)
-
-
-def broker_unreachable_error(what: str, error: Exception) -> BrokerUnavailableError:
-    """The error a user reads when ``what`` (``message #5``) could not be handed to the broker: it names the broker
-    (its password masked) and the connection's own reason."""
-    return BrokerUnavailableError(f"{what} could not be sent: the broker ({maybe_sanitize_url(settings.CELERY_BROKER_URL)}) is "
-                       f"unreachable: {error}")
-
 
 def agent_disabled(name: str) -> bool:
     """Whether the agent ``name`` is registered and disabled: it takes no new work (an unregistered one is not)."""
@@ -216,10 +203,11 @@ def _send(task_id: int, *, attempt: int, countdown: float | None = None) -> None
             RUN_TASK, task.pk, attempt, task_id=celery_id, queue=task.agent_type, priority=task.priority,
             soft_time_limit=task.timeout_s, time_limit=task.timeout_s + HARD_LIMIT_GRACE_S, countdown=countdown,
         )
-    except BROKER_ERRORS as error:  # the broker is unreachable: say so on the task instead of leaving it queued
+    except BrokerUnavailableError as error:  # the broker is unreachable: say so on the task instead of leaving it queued
         transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.QUEUED],
-                   AgentTaskStatus.FAILED, error=f"could not send to the broker: {error}", finished_at=timezone.now())
-        raise broker_unreachable_error(f"agent task #{task.pk}", error) from None
+                   AgentTaskStatus.FAILED, error=f"could not send to the broker: {error.reason}",
+                   finished_at=timezone.now())
+        raise broker_unreachable(f"agent task #{task.pk}", error.reason) from None
 
 
 # ------------------------------------------------------------------------------------ running

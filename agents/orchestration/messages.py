@@ -28,20 +28,15 @@ from django.utils import timezone
 
 from agents.core.actions import ActionContext, action_get, action_names
 from agents.core.crypto import sign, signature_verify
-from agents.core.dispatch import celery_app, task_send
+from agents.core.dispatch import broker_unreachable, celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
 from agents.core.registry import Registry
 from agents.core.teams import acting_for, team_acting
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
-from agents.exceptions import MessageError, PermanentActionError
+from agents.exceptions import BrokerUnavailableError, MessageError, PermanentActionError
 from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
-from agents.orchestration.agent_tasks import (
-    BROKER_ERRORS,
-    agent_disabled,
-    broker_unreachable_error,
-    disabled_handback_s,
-)
+from agents.orchestration.agent_tasks import agent_disabled, disabled_handback_s
 
 logger = logging.getLogger(__name__)
 
@@ -170,10 +165,10 @@ def _dispatch(message_id: int) -> None:
                 task_send(BROADCAST_DELIVER_TASK, message.pk, agent.name, queue=worker_direct(agent.hostname))
         else:
             _deliver_send(message)
-    except BROKER_ERRORS as error:  # not left pending for ever: nothing would send it later
+    except BrokerUnavailableError as error:  # not left pending for ever: nothing would send it later
         transition(AgentMessage.objects.filter(pk=message.pk), [MessageStatus.PENDING], MessageStatus.FAILED,
-                   error=storable(f"could not send to the broker: {error}"[:5000]))
-        raise broker_unreachable_error(f"message #{message.pk}", error) from None
+                   error=storable(f"could not send to the broker: {error.reason}"[:5000]))
+        raise broker_unreachable(f"message #{message.pk}", error.reason) from None
     transition(AgentMessage.objects.filter(pk=message.pk), [MessageStatus.PENDING], MessageStatus.SENT,
                sent_at=timezone.now())
 

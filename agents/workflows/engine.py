@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, Deferred, Wait, action_get
-from agents.core.dispatch import task_send_on_commit, task_signature
+from agents.core.dispatch import signature_send, task_send_on_commit, task_signature
 from agents.core.events import event_publish
 from agents.core.jsonable import storable, storable_json
 from agents.core.prepared import prepared_cursor
@@ -186,10 +186,8 @@ def launch(*, run_id: int, run_attempt: int, version_id: int, launch: dag.Launch
     for join_step in launch.joins:
         if join_arrive(run_id=run_id, run_attempt=run_attempt, step_id=join_step, dependency_id=source, plan=plan):
             chains.append(_chain_signature(run_id, run_attempt, plan.chain_of(join_step), compiled))
-    if len(chains) == 1:
-        chains[0].apply_async()
-    elif chains:
-        group(chains).apply_async()
+    if chains:
+        signature_send(chains[0] if len(chains) == 1 else group(chains), f"the steps of run #{run_id}")
 
 
 def join_arrive(*, run_id: int, run_attempt: int, step_id: str, dependency_id: str, plan: dag.Plan) -> bool:
@@ -713,7 +711,8 @@ def _map_item_send(*, run_id: int, step_id: str, run_attempt: int, index: int, c
         options.update(soft_time_limit=step.timeout_s, time_limit=step.timeout_s + _hard_limit_grace_s())
     if countdown_s:
         options["countdown"] = countdown_s
-    task_signature(MAP_ITEM_TASK, run_id, step_id, run_attempt, index).apply_async(**options)
+    signature_send(task_signature(MAP_ITEM_TASK, run_id, step_id, run_attempt, index),
+                   f"item {index} of step {step_id!r} of run #{run_id}", **options)
 
 
 def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int, task_id: str, worker: str,
@@ -852,7 +851,8 @@ def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: Compile
     finished = done >= total and done - 1 < total
     _start_successors(row=row, compiled=compiled, plan=plan, chord_body=None)
     if body_ready:
-        _chain_signature(row.run_id, row.run_attempt, plan.chain_of(body), compiled).apply_async()
+        signature_send(_chain_signature(row.run_id, row.run_attempt, plan.chain_of(body), compiled),
+                       f"the steps of run #{row.run_id}")
     _rule_steps_start(run_id=row.run_id, run_attempt=row.run_attempt, compiled=compiled, plan=plan,
                       finished={row.step_id})
     _limits_release(compiled, row.step_id)
@@ -987,7 +987,8 @@ def _chord_body_start(*, row: StepRun, compiled: CompiledVersion, plan: dag.Plan
         return
     if StepRun.objects.filter(run_id=row.run_id, step_id=body, run_attempt=row.run_attempt,
                               status=StepStatus.PENDING).exists():
-        _chain_signature(row.run_id, row.run_attempt, plan.chain_of(body), compiled).apply_async()
+        signature_send(_chain_signature(row.run_id, row.run_attempt, plan.chain_of(body), compiled),
+                       f"the steps of run #{row.run_id}")
 
 
 def _resume_after_success(*, run_id: int, step_id: str, run_attempt: int, task_id: str) -> StepOutcome:
@@ -1236,7 +1237,7 @@ def _send_chain(*, run_id: int, run_attempt: int, steps: tuple[str, ...], attemp
     signatures[0] = signatures[0].clone(args=(run_id, steps[0], run_attempt, attempt))
     if countdown_s:
         signatures[0] = signatures[0].set(countdown=countdown_s)
-    (signatures[0] if len(signatures) == 1 else chain(*signatures)).apply_async()
+    signature_send(signatures[0] if len(signatures) == 1 else chain(*signatures), f"the steps of run #{run_id}")
 
 
 # --- recovery --------------------------------------------------------------------

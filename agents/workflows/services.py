@@ -14,6 +14,7 @@ from agents.core.dispatch import task_send_on_commit
 from agents.core.teams import owned_get_or_create, same_team, team_acting
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import (
+    BrokerUnavailableError,
     NotAllowedError,
     TeamError,
     WorkflowNotFoundError,
@@ -265,11 +266,19 @@ def workflow_run_start(
                          f"started run #{run.pk} of {compiled.name} v{version.number}",
                          workflow=compiled.name, version=version.number, params=params)
         if not queued:  # a queued run starts when an active one ends
-            transaction.on_commit(
-                lambda: engine.launch(run_id=run.pk, run_attempt=1, version_id=version.pk,
-                                      launch=compiled.plan.start, source=engine.dag.START)
-            )
+            transaction.on_commit(lambda: _run_launch(run, compiled))
     return run
+
+
+def _run_launch(run: WorkflowRun, compiled: engine.CompiledVersion) -> None:
+    """Send a new run's first steps; when the broker cannot be reached, say what became of the run."""
+    try:
+        engine.launch(run_id=run.pk, run_attempt=1, version_id=run.version_id, launch=compiled.plan.start,
+                      source=engine.dag.START)
+    except BrokerUnavailableError as error:
+        raise BrokerUnavailableError(
+            f"{error} (run #{run.pk} of {compiled.name} is stored and stays pending: the reconciler sends its steps "
+            f"once the broker is back; cancel it if it should not run)", reason=error.reason) from None
 
 
 def _slot_start(version: WorkflowVersion, schedule: dict, slot: datetime, *,

@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from agents.data import services
 from agents.models import DataRun, Dataset
-from tests.conftest import wait_for
+from tests.conftest import broker_down_env, manage, wait_for
 from tests.data.conftest import load, write_orders
 from tests.workflows.conftest import finish, start
 from workers.data import data_run_execute
@@ -48,6 +48,24 @@ def test_a_queued_run_is_executed_by_a_data_agent(worker, shared_folder, orders)
     assert data_run_execute.apply_async(args=[run.pk], queue="data").get(timeout=30)["status"] == "succeeded"
     assert Dataset.objects.filter(run=run).count() == 1
     assert DataRun.objects.get(pk=run.pk).finished_at == run.finished_at
+
+
+def test_a_run_queued_while_the_broker_is_down_fails_saying_so(shared_folder):
+    # given a stored pipeline and a command whose broker cannot be reached
+    load(pipeline(shared_folder))
+
+    # when an operator queues a run of it
+    result = manage("data", "run", f"{shared_folder}-paid", "--queue", env=broker_down_env())
+
+    # then the command exits 1 with one line naming the run and the broker, not a traceback
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    run = DataRun.objects.get()
+    assert (f"CommandError: data run #{run.pk} could not be sent: the broker (redis://127.0.0.1:9/5) is unreachable"
+            in result.stderr), result.stderr
+    # and the run is not left pending for ever (nothing would send it later): it failed, and its status says why
+    assert run.status == "failed" and run.finished_at is not None
+    status = manage("data", "status", str(run.pk), env=broker_down_env())
+    assert "error: not sent to a data agent: the broker is unreachable" in status.stdout, status.stderr
 
 
 def test_data_run_queue_wait_returns_once_the_worker_has_run_it(worker, shared_folder, orders):

@@ -1,6 +1,5 @@
 """Events through the transactional outbox and the triggers they fire, on a real worker: an alert that fires
 starts a workflow carrying the alert's trace id; an event of a rolled-back transaction is never delivered."""
-import os
 import socket
 import threading
 from datetime import timedelta
@@ -16,7 +15,7 @@ from agents.monitoring import services as monitoring
 from agents.orchestration import events
 from agents.core.tracing import trace
 from agents.workflows.services import workflow_load
-from tests.conftest import manage, wait_for
+from tests.conftest import broker_down_env, manage, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -241,9 +240,7 @@ def test_a_trigger_whose_message_finds_the_broker_down_is_failed_saying_so():
     event = Event.objects.create(event_type="agent.offline", payload={"agent": "w1@host:data"})
 
     # when a process whose broker cannot be reached (nothing listens on the port) dispatches the event
-    database = connection.settings_dict
-    env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:9/5",
-           "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"}
+    env = broker_down_env()
     result = manage("shell", "-c", f"from agents.orchestration.events import event_dispatch; "
                                    f"print([f.status for f in event_dispatch(event_id={event.pk})])", env=env)
 

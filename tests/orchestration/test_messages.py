@@ -1,21 +1,19 @@
 """The message hub on real workers: delivery to one agent, to a type, broadcast to every agent, request/response
 with a correlation id, handler failures recorded and retried, refusals, and a message two deliveries take at once
 (handled by one of them, once)."""
-import os
 import re
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from django.utils import timezone
 
 from agents.exceptions import MessageError
 from agents.models import Agent, AgentMessage, MessageReceipt
 from agents.orchestration import messages
 from agents.orchestration.registry import agents_mark_offline, agents_set_enabled, agents_stop
-from tests.conftest import manage, wait_for
+from tests.conftest import broker_down_env, manage, wait_for
 
 from .conftest import SESSION_WORKER, meanwhile_runs, on_another_connection, worker_process
 
@@ -294,9 +292,7 @@ def test_a_broadcast_whose_handler_died_with_its_agent_is_failed_with_the_reason
 
 def test_a_send_while_the_broker_is_down_exits_with_a_clear_error_and_the_message_fails():
     # given a command whose broker cannot be reached (nothing listens on the port)
-    database = connection.settings_dict
-    env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:9/5",
-           "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"}
+    env = broker_down_env()
 
     # when an operator sends a message
     result = manage("messages", "send", "heartbeat", "type:data", env=env)

@@ -7,15 +7,18 @@ import os
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from django.db import IntegrityError, connection, transaction
 
 from agents.api.groups import OPERATORS, VIEWERS
+from agents.core import events as outbox
 from agents.core.teams import team_create
 from agents.exceptions import EventTypeError, TeamError
 from agents.models import AuditEntry, Event, EventTypeDeclaration, Trigger, TriggerFiring, WorkflowRun
@@ -23,7 +26,7 @@ from agents.models.workflows import RUN_FINISHED
 from agents.orchestration import event_types, events
 from agents.workflows.services import workflow_load
 from tests.api.conftest import client_for, error_of
-from tests.conftest import PROJECT_DIR, wait_for
+from tests.conftest import PROJECT_DIR, broker_down_env, manage, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -129,6 +132,22 @@ def test_an_event_published_with_the_command_starts_the_workflow(worker, shop):
 
     assert published["created"] is True and published["team"] == "shop" and published["source"].startswith("cli:")
     assert _firing(published["id"]).status == "succeeded"
+    assert _reviews() == [BIG]
+
+
+def test_an_event_published_while_the_broker_is_down_is_stored_and_relayed_once_the_broker_is_back(worker, shop):
+    # when an operator publishes an event whose trigger starts a workflow, from a process whose broker is down
+    result = manage("events", "publish", "order.received", "--payload", json.dumps(BIG), env=broker_down_env())
+
+    # then the event is published (stored), without a traceback: it waits to be dispatched
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    event = Event.objects.get(event_type="order.received")
+    assert result.stdout.startswith(f"event #{event.pk} order.received published")
+    assert event.published_at is None and not TriggerFiring.objects.exists()
+
+    # and once the broker is back, the relay dispatches it and its trigger starts the workflow
+    assert outbox.events_relay(now=timezone.now() + timedelta(minutes=1)) == 1
+    assert _firing(event.pk).status == "succeeded"
     assert _reviews() == [BIG]
 
 

@@ -10,7 +10,7 @@ from agents.core.tracing import trace
 from agents.models import Event, StepRun, StepStatus, Trigger, WorkflowRun
 from agents.orchestration.selectors import trace_records
 from agents.workflows import engine, services
-from tests.conftest import wait_for
+from tests.conftest import broker_down_env, manage, wait_for
 from tests.workflows.conftest import attempts, finish, load, start
 from workers.workflow import workflow_runs_reconcile
 
@@ -56,6 +56,27 @@ def test_reconcile_resends_steps_whose_messages_were_lost(worker):
     assert result == {"lost_steps_failed": 0, "stalled_steps_resent": 1, "runs_finished": 0}
     assert summary["status"] == "succeeded"
     assert [summary["steps"][s]["attempts"] for s in "abc"] == [1, 1, 1]
+
+
+def test_a_run_started_while_the_broker_is_down_says_so_and_starts_once_the_broker_is_back(worker, tmp_path):
+    # given a workflow file and a command whose broker cannot be reached
+    path = tmp_path / "broker-down.yaml"
+    path.write_text("name: broker-down\nsteps:\n  - {id: a, action: echo}\n  - {id: b, action: echo, needs: [a]}\n")
+
+    # when an operator starts a run of it
+    result = manage("workflow", "run", str(path), env=broker_down_env())
+
+    # then the command exits 1 with one line saying the run is stored and pending, not a traceback
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    run = WorkflowRun.objects.get()
+    assert (f"CommandError: the steps of run #{run.pk} could not be sent: the broker (redis://127.0.0.1:9/5) is "
+            f"unreachable" in result.stderr), result.stderr
+    assert f"run #{run.pk} of broker-down is stored and stays pending" in result.stderr
+    assert run.status == "pending"
+
+    # and once the broker is back, the reconciler starts it and it runs to the end
+    assert workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)["stalled_steps_resent"] == 1
+    assert finish(run)["status"] == "succeeded"
 
 
 def test_a_worker_found_offline_also_leaves_no_ready_step_waiting_on_a_message_it_had_taken(worker):

@@ -199,6 +199,8 @@ class Command(AgentsCommand):
         if run is None:
             raise CommandError(f"no data run with id {run_id}")
         self._report_run(run, json=json)
+        if run.error and not json:  # (``data run`` ends with it as its error instead)
+            self.stdout.write(f"  error: {run.error}")
 
     def handle_source(self, *, name, spec, description="", team=None, **options):
         raw = pipeline_spec_load_text(services.read_text(spec), source=spec)
