@@ -203,7 +203,7 @@ def _send(task_id: int, *, attempt: int, countdown: float | None = None) -> None
             RUN_TASK, task.pk, attempt, task_id=celery_id, queue=task.agent_type, priority=task.priority,
             soft_time_limit=task.timeout_s, time_limit=task.timeout_s + HARD_LIMIT_GRACE_S, countdown=countdown,
         )
-    except BrokerUnavailableError as error:  # the broker is unreachable: say so on the task instead of leaving it queued
+    except BrokerUnavailableError as error:  # say so on the task instead of leaving it queued
         transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.QUEUED],
                    AgentTaskStatus.FAILED, error=f"could not send to the broker: {error.reason}",
                    finished_at=timezone.now())
