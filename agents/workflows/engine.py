@@ -194,9 +194,10 @@ def join_arrive(*, run_id: int, run_attempt: int, step_id: str, dependency_id: s
     """Record that ``dependency_id`` of join ``step_id`` succeeded; True for exactly the arrival that completes it."""
     needed = set(plan.joins[step_id])
     with transaction.atomic():
-        # Serialise the arrivals of one join on its pending row, so exactly one sees it complete.
+        # Serialise the arrivals of one join on its pending row, so exactly one sees it complete. Only that row
+        # (``of``: the model's ordering joins the run, whose row a finishing or failing step of the run updates).
         locked = (
-            StepRun.objects.select_for_update()
+            StepRun.objects.select_for_update(of=("self",))
             .filter(run_id=run_id, step_id=step_id, run_attempt=run_attempt, status=StepStatus.PENDING)
             .values_list("pk", flat=True)
         )
@@ -587,8 +588,8 @@ def _wait_begin(*, row: StepRun, task_id: str, wait: Wait, compiled: CompiledVer
     step = compiled.spec.steps[row.step_id]
     now = timezone.now()
     with transaction.atomic():
-        locked = StepRun.objects.select_for_update().filter(pk=row.pk, status=StepStatus.RUNNING,
-                                                            task_id=task_id).first()
+        locked = StepRun.objects.select_for_update(of=("self",)).filter(pk=row.pk, status=StepStatus.RUNNING,
+                                                                         task_id=task_id).first()
         if locked is None:
             return StepOutcome(IGNORED)
         # The run's row lock orders this with a fail-fast failure (``step_fail`` sets ``failed_step`` under it, then
@@ -1041,6 +1042,15 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
 
     graph = compiled.graph
     with transaction.atomic():
+        # Every step row this failure may move, locked first and in one order, the order a cancel takes them in: its
+        # own, the pending steps it skips and (failing fast) the steps waiting for a signal it cancels. Taking its
+        # own first and the others later deadlocked with a cancel holding one of them and waiting for this one.
+        moved = Q(status=StepStatus.PENDING)
+        if step.on_failure == "fail":
+            moved |= Q(status=StepStatus.RUNNING) & ~Q(waiting_for="")
+        list(StepRun.objects.select_for_update(of=("self",))
+             .filter(Q(pk=row.pk) | Q(moved, run_id=row.run_id, run_attempt=row.run_attempt)).order_by("pk")
+             .values_list("pk", flat=True))
         if not transition(guard, [StepStatus.RUNNING], StepStatus.FAILED, error=error, finished_at=now):
             return StepOutcome(IGNORED)
         # Steps with a run_if run after failures too: never skipped here.

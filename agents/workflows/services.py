@@ -493,7 +493,10 @@ def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRu
     now = timezone.now()
     with transaction.atomic():
         # Lock the run's steps before the run: the order a finishing step takes them, so neither waits on the other.
-        list(StepRun.objects.select_for_update().filter(run_id=run_id, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
+        # Only the step rows (``of``: the model's ordering joins the run, whose row would be locked with the first
+        # step's, before the step a finishing worker holds), in one order.
+        list(StepRun.objects.select_for_update(of=("self",))
+             .filter(run_id=run_id, status__in=(StepStatus.PENDING, StepStatus.RUNNING)).order_by("pk")
              .values_list("pk", flat=True))
         run = _run_for_update(run_id)
         if run.status in RUN_FINISHED:

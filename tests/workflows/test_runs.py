@@ -1,16 +1,20 @@
 """Workflow runs on the real worker: data flow, retries, timeouts, failure, cancel, re-run, duplicates."""
 import logging
+import threading
 import time
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from agents.core.actions import ActionContext, action
 from agents.core.logs import CHORD_LOGGERS
 from agents.core.params import Param
 from agents.exceptions import WorkflowSpecError
 from agents.models import RunStatus, StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
-from agents.workflows import selectors, services
+from agents.workflows import engine, selectors, services
 from tests.conftest import wait_for
 from tests.workflows.conftest import attempts, finish, load, start
 from workers.workflow import step_run
@@ -204,6 +208,131 @@ def test_cancel_revokes_the_running_step_and_nothing_queued_starts(worker):
     assert follow_up["status"] == "succeeded"
     assert attempts(run, "next")[0].started_at is None
     assert selectors.run_to_dict(run)["status"] == "cancelled"
+
+
+def _backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _waits_for(waiting_pid: int, holding_pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s = ANY(pg_blocking_pids(%s))", [holding_pid, waiting_pid])
+        return cursor.fetchone()[0]
+
+
+def test_cancelling_a_run_while_one_of_its_steps_finishes_neither_deadlocks_nor_fails():
+    # given a run with two steps running
+    version = load("name: two-running\nsteps: [{id: a, action: noop}, {id: b, action: noop}]")
+    now = timezone.now()
+    run = WorkflowRun.objects.create(version=version, steps_total=2, status="running", started_at=now)
+    for step_id in "ab":
+        StepRun.objects.create(run=run, step_id=step_id, attempt=1, run_attempt=1, status="running", started_at=now)
+    cancelling: dict = {}
+
+    def cancel() -> None:
+        cancelling["pid"] = _backend_pid()
+        try:
+            cancelling["run"] = services.workflow_run_cancel(run_id=run.pk)
+        except Exception as error:  # what the operator would see instead of the cancelled run
+            cancelling["error"] = error
+        finally:
+            connection.close()
+
+    # when step b finishes as a worker finishes a step (its own row, then the run's count) while an operator cancels
+    with transaction.atomic():
+        StepRun.objects.filter(run=run, step_id="b").update(status="succeeded", finished_at=now)
+        thread = threading.Thread(target=cancel)
+        thread.start()
+        wait_for(lambda: "pid" in cancelling and (not thread.is_alive() or _waits_for(cancelling["pid"],
+                                                                                       _backend_pid())),
+                 what="the cancel to wait for the finishing step")
+        WorkflowRun.objects.filter(pk=run.pk).update(steps_done=F("steps_done") + 1)
+    thread.join(timeout=30)
+
+    # then both go through: the step's outcome is kept, and the cancel ends the run with the other step cancelled
+    assert "error" not in cancelling, cancelling.get("error")
+    assert cancelling["run"].status == "cancelled"
+    assert {row.step_id: row.status for row in StepRun.objects.filter(run=run)} == {"a": "cancelled",
+                                                                                    "b": "succeeded"}
+
+
+def test_cancelling_a_run_while_one_of_its_steps_fails_fast_neither_deadlocks_nor_fails():
+    # given a run whose step f is failing for good (the run fails fast) while y runs and x waits for y
+    version = load("name: failing-fast\nsteps: [{id: x, action: noop, needs: [y]}, {id: f, action: noop}, "
+                   "{id: y, action: noop}]")
+    now = timezone.now()
+    run = WorkflowRun.objects.create(version=version, steps_total=3, status="running", started_at=now)
+    rows = {step_id: StepRun.objects.create(run=run, step_id=step_id, attempt=1, run_attempt=1, started_at=now,
+                                            status="pending" if step_id == "x" else "running") for step_id in "xfy"}
+    compiled = engine.compiled_version(version.pk)
+    answers: dict = {}
+
+    def in_a_thread(name: str, call) -> threading.Thread:
+        def run_it() -> None:
+            answers[f"{name}_pid"] = _backend_pid()
+            try:
+                answers[name] = call()
+            except Exception as error:  # what the worker or the operator would get instead
+                answers[f"{name}_error"] = error
+            finally:
+                connection.close()
+        thread = threading.Thread(target=run_it)
+        thread.start()
+        return thread
+
+    def waiting(name: str, thread: threading.Thread, holder_pid: int) -> bool:
+        return f"{name}_pid" in answers and (not thread.is_alive() or _waits_for(answers[f"{name}_pid"], holder_pid))
+
+    # when the failure is recorded while an operator cancels the run (the run's row busy for a moment, so both are
+    # under way at once)
+    with transaction.atomic():
+        list(WorkflowRun.objects.select_for_update().filter(pk=run.pk))
+        failing = in_a_thread("fail", lambda: engine.step_fail(row=StepRun.objects.get(pk=rows["f"].pk), task_id=None,
+                                                               error="boom", compiled=compiled, retryable=False))
+        wait_for(lambda: waiting("fail", failing, _backend_pid()), what="the failure to wait for the run's row")
+        cancelling = in_a_thread("cancel", lambda: services.workflow_run_cancel(run_id=run.pk))
+        wait_for(lambda: waiting("cancel", cancelling, answers["fail_pid"]), what="the cancel to wait for the failure")
+    failing.join(timeout=30)
+    cancelling.join(timeout=30)
+
+    # then both go through, one after the other: the failure is kept, and the cancel ends the run
+    assert "fail_error" not in answers and "cancel_error" not in answers, answers
+    assert answers["cancel"].status == "cancelled"
+    assert {row.step_id: row.status for row in StepRun.objects.filter(run=run)} == {
+        "x": "skipped", "f": "failed", "y": "cancelled"}
+
+
+def test_a_join_counts_an_arrival_while_another_step_of_the_run_updates_the_run():
+    # given a run whose join j waits for c (after a) and b, while a worker holds the run's row (counting a finished
+    # step)
+    version = load("name: joining\nsteps: [{id: a, action: noop}, {id: b, action: noop}, "
+                   "{id: c, action: noop, needs: [a]}, {id: j, action: noop, needs: [c, b]}]")
+    run = WorkflowRun.objects.create(version=version, steps_total=4, status="running", started_at=timezone.now())
+    for step_id in "abcj":
+        StepRun.objects.create(run=run, step_id=step_id, attempt=1, run_attempt=1)
+    plan = engine.run_plan(run.pk, version.pk, 1)
+    arrived: dict = {}
+
+    def arrive() -> None:
+        try:
+            arrived["complete"] = engine.join_arrive(run_id=run.pk, run_attempt=1, step_id="j", dependency_id="c",
+                                                     plan=plan)
+        except Exception as error:  # shown by the assertion below
+            arrived["error"] = error
+        finally:
+            connection.close()
+
+    # when c's arrival at the join is recorded meanwhile
+    with transaction.atomic():
+        WorkflowRun.objects.filter(pk=run.pk).update(steps_done=F("steps_done") + 1)
+        thread = threading.Thread(target=arrive)
+        thread.start()
+        # then it is recorded at once (it locks the join's row alone, not the run's, which a failing step of the run
+        # takes after the join's row: the two would deadlock)
+        wait_for(lambda: not thread.is_alive(), what="the arrival to be recorded while the run's row is held")
+    assert arrived == {"complete": False}
 
 
 def test_cancelling_a_finished_run_is_refused_with_a_reason(worker):
