@@ -129,6 +129,20 @@ def manage(*args: str, env: dict, timeout_s: float = 120.0) -> subprocess.Comple
     )
 
 
+def backend_pid() -> int:
+    """The PostgreSQL session of this thread's database connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def waits_for(waiting_pid: int, holding_pid: int) -> bool:
+    """Whether PostgreSQL session ``waiting_pid`` is waiting for a lock that session ``holding_pid`` holds."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s = ANY(pg_blocking_pids(%s))", [holding_pid, waiting_pid])
+        return cursor.fetchone()[0]
+
+
 #: A broker URL nothing listens on.
 BROKER_DOWN_URL = "redis://127.0.0.1:9/5"
 

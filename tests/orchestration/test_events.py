@@ -15,7 +15,7 @@ from agents.monitoring import services as monitoring
 from agents.orchestration import events
 from agents.core.tracing import trace
 from agents.workflows.services import workflow_load
-from tests.conftest import broker_down_env, manage, wait_for
+from tests.conftest import backend_pid, broker_down_env, manage, wait_for, waits_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,19 +98,6 @@ def test_dispatching_an_event_twice_fires_each_trigger_once():
     assert event.published_at is not None
 
 
-def _backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
-
-
-def _waits_for(waiting_pid: int, holding_pid: int) -> bool:
-    """Whether session ``waiting_pid`` is waiting for a lock that session ``holding_pid`` holds."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT %s = ANY(pg_blocking_pids(%s))", [holding_pid, waiting_pid])
-        return cursor.fetchone()[0]
-
-
 def _note_trigger_and_event() -> Event:
     Trigger.objects.create(name="note", event_type="agent.offline", action="message", target="type:workflow",
                            params={"message_type": "status_update", "agent": "$.payload.agent"})
@@ -124,7 +111,7 @@ def test_two_deliveries_of_one_event_at_once_fire_its_trigger_once(monkeypatch):
     send, second = events.message_send, {}
 
     def deliver_again():
-        second["pid"] = _backend_pid()
+        second["pid"] = backend_pid()
         try:
             second["firings"] = events.event_dispatch(event_id=event.pk)
         finally:
@@ -134,8 +121,8 @@ def test_two_deliveries_of_one_event_at_once_fire_its_trigger_once(monkeypatch):
         if not second:  # the first delivery's action: let the second delivery go as far as it can meanwhile
             second["thread"] = thread = threading.Thread(target=deliver_again)
             thread.start()
-            first_pid = _backend_pid()
-            wait_for(lambda: "pid" in second and (not thread.is_alive() or _waits_for(second["pid"], first_pid)),
+            first_pid = backend_pid()
+            wait_for(lambda: "pid" in second and (not thread.is_alive() or waits_for(second["pid"], first_pid)),
                      what="the second delivery to fire on its own or to wait for the first")
         return send(**kwargs)
 

@@ -15,7 +15,7 @@ from agents.core.params import Param
 from agents.exceptions import WorkflowSpecError
 from agents.models import RunStatus, StepRun, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
 from agents.workflows import engine, selectors, services
-from tests.conftest import wait_for
+from tests.conftest import backend_pid, wait_for, waits_for
 from tests.workflows.conftest import attempts, finish, load, start
 from workers.workflow import step_run
 
@@ -210,18 +210,6 @@ def test_cancel_revokes_the_running_step_and_nothing_queued_starts(worker):
     assert selectors.run_to_dict(run)["status"] == "cancelled"
 
 
-def _backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
-
-
-def _waits_for(waiting_pid: int, holding_pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT %s = ANY(pg_blocking_pids(%s))", [holding_pid, waiting_pid])
-        return cursor.fetchone()[0]
-
-
 def test_cancelling_a_run_while_one_of_its_steps_finishes_neither_deadlocks_nor_fails():
     # given a run with two steps running
     version = load("name: two-running\nsteps: [{id: a, action: noop}, {id: b, action: noop}]")
@@ -232,7 +220,7 @@ def test_cancelling_a_run_while_one_of_its_steps_finishes_neither_deadlocks_nor_
     cancelling: dict = {}
 
     def cancel() -> None:
-        cancelling["pid"] = _backend_pid()
+        cancelling["pid"] = backend_pid()
         try:
             cancelling["run"] = services.workflow_run_cancel(run_id=run.pk)
         except Exception as error:  # what the operator would see instead of the cancelled run
@@ -245,8 +233,7 @@ def test_cancelling_a_run_while_one_of_its_steps_finishes_neither_deadlocks_nor_
         StepRun.objects.filter(run=run, step_id="b").update(status="succeeded", finished_at=now)
         thread = threading.Thread(target=cancel)
         thread.start()
-        wait_for(lambda: "pid" in cancelling and (not thread.is_alive() or _waits_for(cancelling["pid"],
-                                                                                       _backend_pid())),
+        wait_for(lambda: "pid" in cancelling and (not thread.is_alive() or waits_for(cancelling["pid"], backend_pid())),
                  what="the cancel to wait for the finishing step")
         WorkflowRun.objects.filter(pk=run.pk).update(steps_done=F("steps_done") + 1)
     thread.join(timeout=30)
@@ -271,7 +258,7 @@ def test_cancelling_a_run_while_one_of_its_steps_fails_fast_neither_deadlocks_no
 
     def in_a_thread(name: str, call) -> threading.Thread:
         def run_it() -> None:
-            answers[f"{name}_pid"] = _backend_pid()
+            answers[f"{name}_pid"] = backend_pid()
             try:
                 answers[name] = call()
             except Exception as error:  # what the worker or the operator would get instead
@@ -283,7 +270,7 @@ def test_cancelling_a_run_while_one_of_its_steps_fails_fast_neither_deadlocks_no
         return thread
 
     def waiting(name: str, thread: threading.Thread, holder_pid: int) -> bool:
-        return f"{name}_pid" in answers and (not thread.is_alive() or _waits_for(answers[f"{name}_pid"], holder_pid))
+        return f"{name}_pid" in answers and (not thread.is_alive() or waits_for(answers[f"{name}_pid"], holder_pid))
 
     # when the failure is recorded while an operator cancels the run (the run's row busy for a moment, so both are
     # under way at once)
@@ -291,7 +278,7 @@ def test_cancelling_a_run_while_one_of_its_steps_fails_fast_neither_deadlocks_no
         list(WorkflowRun.objects.select_for_update().filter(pk=run.pk))
         failing = in_a_thread("fail", lambda: engine.step_fail(row=StepRun.objects.get(pk=rows["f"].pk), task_id=None,
                                                                error="boom", compiled=compiled, retryable=False))
-        wait_for(lambda: waiting("fail", failing, _backend_pid()), what="the failure to wait for the run's row")
+        wait_for(lambda: waiting("fail", failing, backend_pid()), what="the failure to wait for the run's row")
         cancelling = in_a_thread("cancel", lambda: services.workflow_run_cancel(run_id=run.pk))
         wait_for(lambda: waiting("cancel", cancelling, answers["fail_pid"]), what="the cancel to wait for the failure")
     failing.join(timeout=30)
