@@ -151,6 +151,9 @@ class MessageReceipt(models.Model):
     message = models.ForeignKey(AgentMessage, on_delete=models.CASCADE, related_name="receipts")
     agent = models.CharField(max_length=200)
     status = models.CharField(max_length=20, choices=MessageStatus.choices, default=MessageStatus.DELIVERED)
+    #: The attempt of the agent's handling that took the receipt last: a retry takes it from an earlier attempt
+    #: only, so a retry's message delivered twice runs the handler once.
+    attempts = models.PositiveIntegerField(default=1)
     error = models.TextField(blank=True)
     response = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

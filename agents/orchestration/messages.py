@@ -372,16 +372,16 @@ def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | Non
 
 def _receipt_claim(message: AgentMessage, *, agent: str, attempt: int) -> MessageReceipt | None:
     """Take one agent's handling of a broadcast for attempt ``attempt``: the first stores its receipt, a retry takes a
-    receipt whose last attempt failed (``delivered`` with an error) and clears the error. None when another delivery
-    has it (a second delivery of the same attempt), or it is handled or failed."""
+    receipt whose attempt before it failed (``delivered`` with an error) and clears the error. None when another
+    delivery has it (a second delivery of the same attempt), or it is handled or failed."""
     if attempt <= 1:
         try:
             with transaction.atomic():
                 return MessageReceipt.objects.create(message=message, agent=agent)
         except IntegrityError:
             return None  # this agent already has it
-    waiting = MessageReceipt.objects.filter(message=message, agent=agent).exclude(error="")
-    if not transition(waiting, [MessageStatus.DELIVERED], MessageStatus.DELIVERED, error=""):
+    waiting = MessageReceipt.objects.filter(message=message, agent=agent, attempts__lt=attempt).exclude(error="")
+    if not transition(waiting, [MessageStatus.DELIVERED], MessageStatus.DELIVERED, error="", attempts=attempt):
         return None
     return MessageReceipt.objects.get(message=message, agent=agent)
 

@@ -325,6 +325,31 @@ def test_a_broadcast_retry_is_finished_by_an_agent_disabled_since_its_first_atte
     assert (retried.status, retried.error, retried.response["succeeded_on_attempt"]) == ("handled", "", 2)
 
 
+def test_a_broadcast_retry_delivered_twice_runs_the_handler_once(monkeypatch):
+    # given an agent whose handling of a broadcast failed on its first attempt (its retry due)
+    Agent.objects.create(name="r@host:data", agent_type="data", hostname="r@host", status="idle")
+    sent = []
+    monkeypatch.setattr(messages, "task_send", lambda *args, **options: sent.append(args))  # delivered by hand
+    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
+                                    payload={"action": "fail", "params": {"times": 2, "message": "warming up"}})
+    messages.message_broadcast_handle(message_id=message.pk, hostname="r@host", agent="r@host:data")
+
+    # when the retry's message comes twice (its worker died before acknowledging it), then the next retry's
+    [second] = messages.message_broadcast_handle(message_id=message.pk, hostname="r@host", agent="r@host:data",
+                                                 attempt=2)
+    again = messages.message_broadcast_handle(message_id=message.pk, hostname="r@host", agent="r@host:data",
+                                              attempt=2)
+    [third] = messages.message_broadcast_handle(message_id=message.pk, hostname="r@host", agent="r@host:data",
+                                                attempt=3)
+
+    # then the second delivery of attempt 2 runs nothing: one retry was sent per failed attempt, and attempt 3 is the
+    # third run of the handler, which succeeds
+    assert second.status == "delivered" and second.error.startswith("ActionError: warming up") and again == []
+    retries = [args[2:] for args in sent if len(args) == 4]  # (task, message, agent, attempt)
+    assert retries == [("r@host:data", 2), ("r@host:data", 3)]
+    assert (third.status, third.response["succeeded_on_attempt"]) == ("handled", 3)
+
+
 def test_a_worker_stopping_fails_the_broadcasts_whose_retry_waits_for_it_and_leaves_the_rest(monkeypatch):
     # given two agents of a worker: one whose broadcast handling failed and waits for its retry, one handling another
     for name in ("s@host:data", "s@host:decision"):
