@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import redis
 from celery.app.trace import setup_worker_optimizations
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import connection
 
+from agents.core.actions import ActionContext, action
+from agents.core.params import Param
 from agents.core.registry import registrations_load
 from agentsite.celery import app as celery_app
 from tests.breakers.conftest import breakers_clean  # noqa: F401  (autouse: no breaker state left by a test)
@@ -141,6 +144,21 @@ def waits_for(waiting_pid: int, holding_pid: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT %s = ANY(pg_blocking_pids(%s))", [holding_pid, waiting_pid])
         return cursor.fetchone()[0]
+
+
+@action("test.stubborn", params={"seconds": Param("number", required=True), "until_attempt": Param("integer")})
+def stubborn(context: ActionContext, *, seconds: float, until_attempt: int | None) -> dict:
+    """Run through the soft time limit (catching it, as code blocked in a C call effectively does) for ``seconds``,
+    in the attempts before ``until_attempt``; from that attempt on, return at once."""
+    if until_attempt is not None and context.attempt >= until_attempt:
+        return {"attempt": context.attempt}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            pass
+    return {"attempt": context.attempt}
 
 
 #: A broker URL nothing listens on.

@@ -1,9 +1,36 @@
 """Orchestration tasks: agent tasks (sent to their agent type's queue), message delivery, event dispatch and the
 sweeps (routed to ``default`` unless sent elsewhere)."""
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
+from celery.signals import worker_init
 
 from agents.core.events import events_relay as events_relay_service
 from agents.orchestration import agent_tasks, events, messages
+
+#: This process's worker name (``name@host``), once it is a worker: what a hook run in the worker's main process
+#: (which has no task request of its own) knows its agents by.
+_worker_hostname: list[str] = []
+
+
+@worker_init.connect(weak=False)
+def _worker_hostname_keep(sender, **kwargs) -> None:
+    _worker_hostname[:] = [sender.hostname]
+
+
+class BroadcastTask(Task):
+    """A broadcast's delivery: when the hard time limit kills its process, the worker (which runs this hook) fails
+    the receipts its handlers had taken, instead of leaving them ``delivered`` until the worker stops."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, TimeLimitExceeded) and _worker_hostname:
+            message_id, agent, attempt = _broadcast_arguments(*args, **kwargs)
+            messages.receipts_fail_killed(message_id=message_id, hostname=_worker_hostname[0], agent=agent,
+                                          attempt=attempt, limit_s=float(exc.args[0]) if exc.args else 0.0)
+
+
+def _broadcast_arguments(message_id: int, agent: str | None = None, attempt: int = 1) -> tuple[int, str | None, int]:
+    """``message_broadcast_deliver``'s arguments, defaults filled in."""
+    return message_id, agent, attempt
 
 
 @shared_task(name="workers.agents.agent_task_run", bind=True, acks_on_failure_or_timeout=True)
@@ -22,7 +49,7 @@ def message_deliver(self, message_id: int) -> dict | None:
     return None if message is None else {"message_id": message.pk, "status": message.status}
 
 
-@shared_task(name="workers.agents.message_broadcast_deliver", bind=True)
+@shared_task(name="workers.agents.message_broadcast_deliver", base=BroadcastTask, bind=True)
 def message_broadcast_deliver(self, message_id: int, agent: str | None = None, attempt: int = 1) -> list[dict]:
     """Handle a broadcast message once per live, enabled agent of this worker it is for (attempt ``attempt`` of each
     agent's handling; a failing one is sent again to this worker by the service, with backoff)."""

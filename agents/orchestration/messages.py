@@ -424,6 +424,16 @@ def receipts_fail_lost(*, agent_names: list[str], retries_only: bool = False) ->
     return failed
 
 
+def receipts_fail_killed(*, message_id: int, hostname: str, agent: str | None, attempt: int, limit_s: float) -> int:
+    """Fail the receipts of a broadcast whose handlers the hard time limit killed on worker ``hostname`` (those of
+    ``agent`` alone when the delivery was for it), for attempt ``attempt``, saying so; returns how many."""
+    receipts = MessageReceipt.objects.filter(message_id=message_id, status=MessageStatus.DELIVERED, error="",
+                                             attempts=attempt)
+    receipts = receipts.filter(agent=agent) if agent else receipts.filter(agent__startswith=f"{hostname}:")
+    return receipts.update(status=MessageStatus.FAILED, error=f"handler killed: exceeded the hard time limit of "
+                                                              f"{limit_s:g} s", handled_at=timezone.now())
+
+
 def _run_handler(message: AgentMessage, *, agent: str) -> Any:
     function = handlers.get(message.message_type)
     if function is None:

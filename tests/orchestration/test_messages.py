@@ -5,6 +5,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from celery.utils.nodenames import worker_direct
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -13,6 +14,7 @@ from agents.exceptions import MessageError
 from agents.models import Agent, AgentMessage, MessageReceipt
 from agents.orchestration import messages
 from agents.orchestration.registry import agents_mark_offline, agents_set_enabled, agents_stop
+from workers.agents import message_broadcast_deliver
 from tests.conftest import broker_down_env, manage, wait_for
 
 from .conftest import SESSION_WORKER, meanwhile_runs, on_another_connection, worker_process
@@ -272,6 +274,26 @@ def test_a_broadcast_handler_failing_every_retry_leaves_its_receipt_failed_with_
     receipt = wait_for(lambda: _receipt(message), timeout_s=40, what="the retries to be spent")
     assert receipt.status == "failed"
     assert receipt.error == f"ActionError: disk full (attempt {messages.HANDLER_RETRIES + 1})"
+
+
+def test_a_broadcast_handler_killed_by_its_hard_time_limit_fails_its_receipt_at_once(worker, monkeypatch):
+    # given the session worker's data agent, and a broadcast whose handler runs through its soft time limit
+    agent = f"{SESSION_WORKER}:data"
+    wait_for(lambda: Agent.objects.filter(name=agent).exclude(status="offline").exists(), timeout_s=30,
+             what="the session worker's data agent")
+    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # delivered below, with time limits
+    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
+                                    payload={"action": "test.stubborn", "params": {"seconds": 60}})
+
+    # when its delivery's hard time limit (1.5 s) kills the process running the handler, the worker living on
+    message_broadcast_deliver.apply_async(args=[message.pk, agent], queue=worker_direct(SESSION_WORKER),
+                                          soft_time_limit=0.5, time_limit=1.5)
+
+    # then the receipt fails at once saying why, instead of staying delivered until the worker stops
+    receipt = wait_for(lambda: MessageReceipt.objects.filter(message=message, status="failed").first(),
+                       timeout_s=30, what="the receipt to fail")
+    assert (receipt.agent, receipt.error) == (agent, "handler killed: exceeded the hard time limit of 1.5 s")
+    assert receipt.handled_at is not None
 
 
 def test_a_broadcast_whose_handler_died_with_its_agent_is_failed_with_the_reason():

@@ -1,10 +1,8 @@
 """Workflow runs on the real worker: data flow, retries, timeouts, failure, cancel, re-run, duplicates."""
 import logging
 import threading
-import time
 
 import pytest
-from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -21,20 +19,6 @@ from workers.workflow import step_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-
-@action("test.stubborn", params={"seconds": Param("number", required=True), "until_attempt": Param("integer")})
-def stubborn(context: ActionContext, *, seconds: float, until_attempt: int | None) -> dict:
-    """Run through the soft time limit (catching it, as code blocked in a C call effectively does) for ``seconds``,
-    in the attempts before ``until_attempt``; from that attempt on, return at once."""
-    if until_attempt is not None and context.attempt >= until_attempt:
-        return {"attempt": context.attempt}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            time.sleep(0.05)
-        except SoftTimeLimitExceeded:
-            pass
-    return {"attempt": context.attempt}
 
 @action("test.unstorable", params={"kind": Param("string", required=True)})
 def unstorable(context: ActionContext, *, kind: str) -> dict:
