@@ -1,8 +1,10 @@
 """Shared fixtures: a real Celery worker on the real broker, and helpers to wait for outcomes."""
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,6 +161,25 @@ def stubborn(context: ActionContext, *, seconds: float, until_attempt: int | Non
         except SoftTimeLimitExceeded:
             pass
     return {"attempt": context.attempt}
+
+
+@pytest.fixture
+def hanging_names(monkeypatch):
+    """Host names (add them to the set) whose lookup never answers, as with a resolver whose server is gone, until
+    its own timeouts; the lookups give up when the test ends."""
+    names: set[str] = set()
+    give_up = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in names:
+            give_up.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield names
+    give_up.set()
 
 
 #: A broker URL nothing listens on.

@@ -40,6 +40,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from django.conf import settings
 
 from agents.core.lazy import lazy
+from agents.core.network import LookupTimeoutError, address_lookup
 from agents.exceptions import OutboundRequestError
 
 requests = lazy("requests")
@@ -97,15 +98,18 @@ def outbound_url_refusal(url: str, setting: str | None) -> str | None:
     return None
 
 
-def outbound_target(url: str, setting: str) -> OutboundTarget:
-    """Check ``url`` against the allow-list in setting ``setting`` and resolve it; ``OutboundRequestError`` says
-    why it may not be called (never echoing a credential or query string)."""
+def outbound_target(url: str, setting: str, *, timeout_s: float | None = None) -> OutboundTarget:
+    """Check ``url`` against the allow-list in setting ``setting`` and resolve it (waiting at most ``timeout_s`` for
+    the answer); ``OutboundRequestError`` says why it may not be called (never echoing a credential or query
+    string)."""
     parts, host, port, allowed, named = _url_checked(url, setting)
     shown = url_shown(url)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = address_lookup(host, port, timeout_s=timeout_s)
     except (socket.gaierror, UnicodeError):
         raise OutboundRequestError(f"{shown}: host name {host!r} not resolved") from None
+    except LookupTimeoutError as error:
+        raise OutboundRequestError(f"{shown}: {error}") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not named:
         for address in addresses:
@@ -392,7 +396,8 @@ def outbound_request(method: str, url: str, *, setting: str, headers: dict | Non
     method = method.upper()
     headers = dict(headers or {})
     body = json
-    target = target if target is not None and target.url == url else outbound_target(url, setting)
+    target = (target if target is not None and target.url == url
+              else outbound_target(url, setting, timeout_s=deadline - time.monotonic()))
     for _ in range(MAX_REDIRECTS + 1):
         response = _send(method, target, headers=headers, json=body, params=params, timeout_s=timeout_s,
                          deadline=deadline, stream=stream)
@@ -402,7 +407,7 @@ def outbound_request(method: str, url: str, *, setting: str, headers: dict | Non
         if not location:
             return response
         response.close()
-        following = outbound_target(urljoin(target.url, location), setting)
+        following = outbound_target(urljoin(target.url, location), setting, timeout_s=deadline - time.monotonic())
         if following.host != target.host or following.port != target.port:
             headers, body = {}, None  # the caller's headers and body were meant for the first host only
         if response.status_code == 303 or (response.status_code in (301, 302) and method not in ("GET", "HEAD")):

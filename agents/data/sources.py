@@ -1326,7 +1326,8 @@ def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
     if kind == "page" and pagination["size_param"]:
         query[pagination["size_param"]] = pagination["size"]
     try:
-        target = outbound_target(spec["url"], API_ALLOWED_HOSTS_SETTING)  # once: every page goes to this address
+        # Once: every page goes to this address.
+        target = outbound_target(spec["url"], API_ALLOWED_HOSTS_SETTING, timeout_s=spec["timeout_s"])
     except OutboundRequestError as error:
         raise DataSourceError(f"api source: {error}") from None
     for _ in range(pagination.get("max_pages", 1)):

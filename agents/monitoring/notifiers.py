@@ -23,7 +23,7 @@ from agents.core.lazy import lazy
 from agents.core.actions import Action
 from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved, is_secret_reference, secret_reference_problem
-from agents.core.network import connection_failure_reason
+from agents.core.network import LookupTimeoutError, address_lookup, connection_failure_reason
 from agents.core.outbound import DeadlineSocket, outbound_request, outbound_target, outbound_url_refusal
 from agents.core.params import Param
 from agents.core.registry import Registry
@@ -231,7 +231,9 @@ def _email(payload: dict, dedup_key: str, recipients: list[str], *, deadline: fl
     try:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False, connection=connection)
     except OSError as error:  # smtplib.SMTPException is an OSError
-        if time.monotonic() >= deadline:
+        if isinstance(error, LookupTimeoutError):
+            reason = str(error)
+        elif time.monotonic() >= deadline:
             reason = f"the SMTP server did not finish within {MAX_SEND_S:g} s, the longest a notification may take"
         else:
             reason = connection_failure_reason(error) or " ".join(str(error).split())[:200] or type(error).__name__
@@ -262,7 +264,17 @@ class _DeadlineSMTPMixin:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the notification's time is up")
-        return super()._get_socket(host, port, min(timeout, left) if isinstance(timeout, (int, float)) else left)
+        wait_s = min(timeout, left) if isinstance(timeout, (int, float)) else left
+        # The host name looked up within the wait too (smtplib's connect has no limit on it); the TLS name and the
+        # certificate check keep the name (``self._host``).
+        addresses = dict.fromkeys(info[4][0] for info in address_lookup(host, port, timeout_s=wait_s))
+        failed: OSError | None = None
+        for address in addresses:  # in the resolver's order, as smtplib's connect tries them
+            try:
+                return super()._get_socket(address, port, max(0.001, min(wait_s, self.deadline - time.monotonic())))
+            except OSError as error:
+                failed = error
+        raise failed
 
     def send(self, s):
         if self.sock:
@@ -339,7 +351,8 @@ def _headers_resolve(headers: dict, *, host: str) -> dict[str, str]:
 
 def _post(url: str, body: dict | list, headers: dict[str, str], timeout_s: float) -> str:
     try:
-        target = outbound_target(url, ALLOWED_HOSTS_SETTING)  # before any header (a secret, maybe) is sent
+        # Before any header (a secret, maybe) is sent.
+        target = outbound_target(url, ALLOWED_HOSTS_SETTING, timeout_s=timeout_s)
     except OutboundRequestError as error:
         raise _Failure(f"not sent: {error}", permanent=True) from None
     try:

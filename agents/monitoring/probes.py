@@ -153,7 +153,7 @@ def _http(params: dict, state: dict) -> ProbeResult:
     shown = url_shown(url)
     expected = _status_list(params["expect_status"])
     try:
-        target = outbound_target(url, ALLOWED_HOSTS_SETTING)
+        target = outbound_target(url, ALLOWED_HOSTS_SETTING, timeout_s=timeout_s)
     except OutboundRequestError as error:
         return ProbeResult(value=None, unit="ms", ok=False, message=f"{method} {shown} not sent: {error}",
                            target=shown, metrics={"http.up": (0.0, "")})

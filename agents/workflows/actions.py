@@ -83,7 +83,8 @@ def http_request(context: ActionContext, *, url, method, headers, json, timeout_
     (2xx by default). Redirects are followed only with ``follow_redirects``, each hop checked again."""
     shown = url_shown(url)
     try:
-        target = outbound_target(url, "AGENTS_HTTP_ALLOWED_HOSTS")  # before any header (a secret, maybe) is read
+        # Before any header (a secret, maybe) is read.
+        target = outbound_target(url, "AGENTS_HTTP_ALLOWED_HOSTS", timeout_s=timeout_s)
         headers = _headers_resolve(headers or {}, host=urlsplit(url).hostname or "")
         with breaker(http_key(target.url), timeout_s=timeout_s) as call:
             response = outbound_request(method, url, setting="AGENTS_HTTP_ALLOWED_HOSTS", headers=headers, json=json,

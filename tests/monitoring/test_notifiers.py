@@ -2,6 +2,7 @@
 mail outbox and SMTP to a closed port, the log; every config refusal names its key."""
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -304,6 +305,36 @@ def test_email_to_an_unreachable_smtp_server_is_retried_then_fails(settings, clo
     assert [(a["ok"], a["detail"]) for a in raised.value.attempts] == [
         (False, "sending to ops@example.com failed: connection refused")
     ] * 2
+
+
+def test_email_to_an_smtp_host_whose_name_is_not_resolved_in_time_fails_within_the_notification_s_time(
+        settings, monkeypatch, hanging_names):
+    # given the real SMTP backend pointed at a host whose name lookup never answers, and a notification allowed half
+    # a second in all
+    hanging_names.add("mail.hang")
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "mail.hang", 25, 5
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    monkeypatch.setattr(notifiers, "MAX_SEND_S", 0.5)
+    outcome: dict = {}
+
+    def email() -> None:
+        try:
+            send("email", {"to": ["ops@example.com"], "attempts": 3, "backoff_s": 0.01})
+        except NotificationError as error:
+            outcome["error"] = error
+
+    # when a notice is e-mailed
+    thread = threading.Thread(target=email, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+
+    # then it fails once the notification's time is up, instead of waiting for the resolver
+    assert not thread.is_alive(), "the e-mail waited for the resolver past the notification's time"
+    # (within the time left of the half second: a little less, by the time the lookup starts)
+    assert re.fullmatch(r"e-mail failed after 1 attempt, no time left for another within the 0.5 s a notification "
+                        r"may take: sending to ops@example.com failed: host name 'mail.hang' not resolved within "
+                        r"0\.[45]\d* s", str(outcome["error"])), outcome["error"]
 
 
 @pytest.fixture

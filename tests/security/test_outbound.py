@@ -2,6 +2,7 @@
 forbidden one (127.0.0.2, another loopback address) that records everything it is sent. No bypass reaches it, and
 no credential ends up in a stored error."""
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +14,14 @@ import requests
 from agents.core.actions import ActionContext, action_get
 from agents.core.outbound import outbound_request
 from agents.data.sources import source_frame
-from agents.exceptions import ActionError, CheckSpecError, DataSourceError, NotificationError, PermanentActionError
+from agents.exceptions import (
+    ActionError,
+    CheckSpecError,
+    DataSourceError,
+    NotificationError,
+    OutboundRequestError,
+    PermanentActionError,
+)
 from agents.monitoring.notifiers import notification_send
 from agents.monitoring.probes import probe_run
 
@@ -317,3 +325,56 @@ def test_an_api_source_answered_a_byte_at_a_time_fails_at_its_timeout(drip):
         source_frame({"kind": "api", "url": f"{drip.url}/body", "records": "items", "timeout_s": 1, "retries": 0})
 
     assert drip.given_up()
+
+
+@pytest.fixture
+def hanging_resolver(hanging_names, settings):
+    """``slow.hang``, an allowed name whose lookup never answers."""
+    hanging_names.add("slow.hang")
+    for setting in ("AGENTS_HTTP_ALLOWED_HOSTS", "AGENTS_DATA_API_ALLOWED_HOSTS", "AGENTS_MONITOR_ALLOWED_HOSTS"):
+        setattr(settings, setting, ["slow.hang"])
+    return "http://slow.hang/status"
+
+
+#: What a caller is told (the time left of its half second: a little less by the time the lookup starts).
+NOT_RESOLVED = r"http://slow.hang/status: host name 'slow.hang' not resolved within 0\.[45]\d* s"
+
+
+def _outcome(call) -> tuple[object, BaseException | None]:
+    """What ``call`` returned and what it raised; it runs on a thread of its own, so a call that never ends fails
+    the test."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except Exception as error:  # what the caller would see
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "the call waited for the resolver past its timeout"
+    return outcome.get("result"), outcome.get("error")
+
+
+def test_a_request_whose_host_name_is_not_resolved_in_time_fails_at_its_timeout_saying_so(hanging_resolver):
+    _, error = _outcome(lambda: outbound_request("GET", hanging_resolver, setting="AGENTS_HTTP_ALLOWED_HOSTS",
+                                               timeout_s=0.5))
+
+    assert isinstance(error, OutboundRequestError)
+    assert re.fullmatch(NOT_RESOLVED, str(error)), error
+
+
+def test_every_outbound_caller_whose_host_name_is_not_resolved_in_time_fails_at_its_timeout(hanging_resolver):
+    _, action = _outcome(lambda: http_request(url=hanging_resolver, timeout_s=0.5))
+    check, _ = _outcome(lambda: probe_run("http", {"url": hanging_resolver, "timeout_s": 0.5}))
+    _, webhook = _outcome(lambda: notification_send(handler="webhook", payload={"event": "firing"}, dedup_key="fp",
+                                                    config={"url": hanging_resolver, "timeout_s": 0.5, "attempts": 1}))
+    _, source = _outcome(lambda: source_frame({"kind": "api", "url": hanging_resolver, "records": "items",
+                                               "timeout_s": 0.5, "retries": 0}))
+
+    assert isinstance(action, ActionError) and re.search(NOT_RESOLVED, str(action)), action
+    assert not check.ok and re.search(NOT_RESOLVED, check.message), check.message
+    assert isinstance(webhook, NotificationError) and re.search(NOT_RESOLVED, str(webhook)), webhook
+    assert isinstance(source, DataSourceError) and re.search(NOT_RESOLVED, str(source)), source
