@@ -268,7 +268,7 @@ class _DeadlineSMTPMixin:
         # The host name looked up within the wait too (smtplib's connect has no limit on it); the TLS name and the
         # certificate check keep the name (``self._host``).
         addresses = dict.fromkeys(info[4][0] for info in address_lookup(host, port, timeout_s=wait_s))
-        failed: OSError | None = None
+        failed = OSError(f"host name {host!r} has no address")
         for address in addresses:  # in the resolver's order, as smtplib's connect tries them
             try:
                 return super()._get_socket(address, port, max(0.001, min(wait_s, self.deadline - time.monotonic())))

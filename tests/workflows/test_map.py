@@ -11,7 +11,6 @@ from agents.models import MapItem, StepRun, WorkflowRun
 from agents.workflows import services
 from agents.workflows.spec import workflow_spec_parse
 from tests.conftest import wait_for
-from tests.workflows.test_runs import stubborn  # noqa: F401  (registers test.stubborn before the worker forks)
 from workers.workflow import workflow_runs_reconcile
 
 from .conftest import finish, load, start
