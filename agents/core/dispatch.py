@@ -4,6 +4,7 @@ The dependency runs one way: ``workers`` (the Celery entry points) import servic
 they enqueue (``"workers.workflow.step_run"``). In a process where the task module is loaded the registered
 task's own options apply, exactly as if it had been imported; routing by name sends it to its queue either way.
 """
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +18,8 @@ from kombu.utils.url import maybe_sanitize_url
 from agents.core.registry import registrations_load
 from agents.core.tracing import trace
 from agents.exceptions import BrokerUnavailableError
+
+logger = logging.getLogger(__name__)
 
 #: What a send raises when the broker cannot be reached once Celery's publish retries are spent.
 BROKER_ERRORS = (BrokerOperationalError, OSError)
@@ -71,6 +74,20 @@ def task_send(name: str, *args, **options):
     signature = task_signature(name, *args)
     with broker_sending(f"task {name}"):
         return signature.apply_async(**options)
+
+
+def tasks_revoke(task_ids: list[str], *, terminate: bool, what: str) -> bool:
+    """Ask the workers to drop the Celery tasks ``task_ids`` (and, with ``terminate``, stop those running) for
+    ``what`` (``run #5``), which the database already says is cancelled. When the broker cannot be reached this is
+    logged and False returned: the cancel stands, and a task that runs or finishes later finds it (its writes are
+    guarded)."""
+    try:
+        with broker_sending(f"the revocation of {what}'s tasks"):
+            current_app.control.revoke(task_ids, terminate=terminate, signal="SIGTERM")
+    except BrokerUnavailableError as error:
+        logger.warning("%s; %s stays cancelled, and its tasks find it so", error, what)
+        return False
+    return True
 
 
 def task_send_on_commit(name: str, *args, trace_id: str | None = None, **options) -> None:

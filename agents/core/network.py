@@ -1,16 +1,9 @@
 """Host name lookups with a time limit, and a short reason for a failed connection to another host (the
 allow-lists live in ``agents.core.outbound``)."""
 import ipaddress
-import os
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-#: Lookups waited for at once with a time limit (``address_lookup``); more wait for a free thread, within their limit.
-LOOKUP_THREADS = 4
-_lookups: dict[int, ThreadPoolExecutor] = {}  # process id -> its lookup threads (a forked child makes its own)
-_lookups_lock = threading.Lock()
 
 
 class LookupTimeoutError(TimeoutError):
@@ -19,9 +12,10 @@ class LookupTimeoutError(TimeoutError):
 
 def address_lookup(host: str, port: int, *, timeout_s: float | None = None) -> list:
     """``socket.getaddrinfo(host, port)`` for a stream connection, answered within ``timeout_s`` (None: whenever
-    the resolver answers). ``getaddrinfo`` cannot be interrupted, so the lookup runs in a thread of its own that
-    the caller stops waiting for: ``LookupTimeoutError`` when no answer came in time (the thread ends when the resolver
-    gives up, by the system's own timeouts). An address is not looked up: it answers at once, on this thread."""
+    the resolver answers). ``getaddrinfo`` cannot be interrupted, so the lookup runs on a daemon thread of its own
+    that the caller stops waiting for: ``LookupTimeoutError`` when no answer came in time (the thread ends when the
+    resolver gives up, by the system's own timeouts, and holds neither another lookup nor the process's exit). An
+    address is not looked up: it answers at once, on this thread."""
     try:
         ipaddress.ip_address(host.split("%")[0])
         literal = True
@@ -31,16 +25,23 @@ def address_lookup(host: str, port: int, *, timeout_s: float | None = None) -> l
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if timeout_s <= 0:
         raise LookupTimeoutError(f"host name {host!r} not resolved in time")
-    with _lookups_lock:
-        pool = _lookups.get(os.getpid())
-        if pool is None:
-            pool = _lookups[os.getpid()] = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="address-lookup")
-    lookup = pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-    try:
-        return lookup.result(timeout=timeout_s)
-    except TimeoutError:
-        lookup.cancel()  # still waiting for a thread: never started
-        raise LookupTimeoutError(f"host name {host!r} not resolved within {timeout_s:.3g} s") from None
+    answer: list = []  # [infos] or [the error]
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as error:  # handed to the caller, which raises it
+            answer.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name="address-lookup", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise LookupTimeoutError(f"host name {host!r} not resolved within {timeout_s:.3g} s")
+    if isinstance(answer[0], BaseException):
+        raise answer[0]
+    return answer[0]
 
 
 def connection_failure_reason(error: BaseException, timeout_s: float | None = None) -> str | None:

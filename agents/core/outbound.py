@@ -407,6 +407,8 @@ def outbound_request(method: str, url: str, *, setting: str, headers: dict | Non
         if not location:
             return response
         response.close()
+        if time.monotonic() >= deadline:  # no time left for the next hop: a timeout, as any other
+            raise _timed_out(url, timeout_s)
         following = outbound_target(urljoin(target.url, location), setting, timeout_s=deadline - time.monotonic())
         if following.host != target.host or following.port != target.port:
             headers, body = {}, None  # the caller's headers and body were meant for the first host only

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from agents.core.actions import ActionContext, TaskKind, action_get, action_names, task_kinds_of
 from agents.core.audit import audit_record
-from agents.core.dispatch import broker_unreachable, celery_app, task_send
+from agents.core.dispatch import broker_unreachable, task_send, tasks_revoke
 from agents.core.teams import acting_for
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
@@ -320,8 +320,8 @@ def task_cancel(*, task_id: int) -> AgentTask:
         raise AgentTaskError(f"agent task #{task_id} is already {task.status}")
     audit_record("agent_task.cancel", "agent_task", task_id, f"cancelled task #{task_id}", status_was=task.status)
     if task.celery_task_id:
-        celery_app().control.revoke(task.celery_task_id, terminate=task.status == AgentTaskStatus.RUNNING,
-                                    signal="SIGTERM")
+        tasks_revoke([task.celery_task_id], terminate=task.status == AgentTaskStatus.RUNNING,
+                     what=f"agent task #{task_id}")
     task.refresh_from_db()
     return task
 

@@ -125,9 +125,9 @@ def _headers_resolve(headers: dict, *, host: str) -> dict:
 def workflow_run(context: ActionContext, *, workflow: str, params: dict | None) -> Deferred:
     """Start the latest version of ``workflow`` as a child run; the step finishes when it does."""
     try:
-        child = workflow_run_start(
-            workflow=workflow, params=params or {}, parent_run_id=context.run_id, parent_step_id=context.step_id
-        )
+        # A child the broker cannot take now is started by the reconciler: the step waits for it all the same.
+        child = workflow_run_start(workflow=workflow, params=params or {}, parent_run_id=context.run_id,
+                                   parent_step_id=context.step_id, report_unsent=False)
     except AgentsError as error:  # missing workflow, unknown parameter, nested too deep: a retry cannot help
         raise PermanentActionError(str(error)) from None
     return Deferred(child_run_id=child.pk)
@@ -138,7 +138,8 @@ def workflow_start(context: ActionContext, *, workflow: str, params: dict | None
     """Start the latest version of ``workflow`` as a run of its own and return its id at once, without waiting
     for it (what a trigger, an incident response or a workflow agent task does)."""
     try:
-        run = workflow_run_start(workflow=workflow, params=params or {})
+        # A run the broker cannot take now is started by the reconciler: it is started all the same.
+        run = workflow_run_start(workflow=workflow, params=params or {}, report_unsent=False)
     except AgentsError as error:  # missing workflow, unknown parameter, another team's: a retry cannot help
         raise PermanentActionError(str(error)) from None
     return {"workflow_run_id": run.pk, "status": run.status}

@@ -2,7 +2,6 @@
 import logging
 from datetime import UTC, datetime, timedelta
 
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, Min, OuterRef, Q
@@ -10,7 +9,7 @@ from django.utils import timezone
 
 from agents.core.audit import audit_record
 from agents.core.events import event_publish
-from agents.core.dispatch import task_send_on_commit
+from agents.core.dispatch import task_send_on_commit, tasks_revoke
 from agents.core.teams import owned_get_or_create, same_team, team_acting
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import (
@@ -224,8 +223,12 @@ def workflow_run_start(
     schedule: str = "",
     logical_time: datetime | None = None,
     backfill_id: int | None = None,
+    report_unsent: bool = True,
 ) -> WorkflowRun:
     """Start a run pinned to ``version`` (or the newest version of ``workflow``); its steps are queued on commit.
+    When the broker cannot be reached the run stays pending, for the reconciler to start once the broker is back;
+    ``BrokerUnavailableError`` says so, unless ``report_unsent`` is false (a step or trigger starting it: it is
+    started all the same, and a warning is logged).
 
     A run for a schedule's slot (``schedule``, ``logical_time``) gets the slot as its ``logical_time`` param; a
     second start of the same slot raises ``IntegrityError`` (one run per workflow, schedule and slot)."""
@@ -266,19 +269,22 @@ def workflow_run_start(
                          f"started run #{run.pk} of {compiled.name} v{version.number}",
                          workflow=compiled.name, version=version.number, params=params)
         if not queued:  # a queued run starts when an active one ends
-            transaction.on_commit(lambda: _run_launch(run, compiled))
+            transaction.on_commit(lambda: _run_launch(run, compiled, report_unsent=report_unsent))
     return run
 
 
-def _run_launch(run: WorkflowRun, compiled: engine.CompiledVersion) -> None:
+def _run_launch(run: WorkflowRun, compiled: engine.CompiledVersion, *, report_unsent: bool) -> None:
     """Send a new run's first steps; when the broker cannot be reached, say what became of the run."""
     try:
         engine.launch(run_id=run.pk, run_attempt=1, version_id=run.version_id, launch=compiled.plan.start,
                       source=engine.dag.START)
     except BrokerUnavailableError as error:
-        raise BrokerUnavailableError(
+        told = BrokerUnavailableError(
             f"{error} (run #{run.pk} of {compiled.name} is stored and stays pending: the reconciler sends its steps "
-            f"once the broker is back; cancel it if it should not run)", reason=error.reason) from None
+            f"once the broker is back; cancel it if it should not run)", reason=error.reason)
+        if report_unsent:
+            raise told from None
+        logger.warning("%s", told)
 
 
 def _slot_start(version: WorkflowVersion, schedule: dict, slot: datetime, *,
@@ -517,7 +523,7 @@ def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRu
         children = list(run.child_runs.exclude(status__in=RUN_FINISHED).values_list("pk", flat=True))
         audit_record("workflow_run.cancel", "workflow_run", run.pk, f"cancelled run #{run.pk}", status_was=run.status)
         if task_ids:
-            transaction.on_commit(lambda: current_app.control.revoke(task_ids, terminate=True, signal="SIGTERM"))
+            transaction.on_commit(lambda: tasks_revoke(task_ids, terminate=True, what=f"run #{run_id}"))
         if run.parent_run_id:
             # A parent step waiting on this run learns it ended (and fails, or retries, accordingly).
             transaction.on_commit(lambda: engine.parent_step_complete(child_run_id=run_id))

@@ -11,7 +11,7 @@ from agents.exceptions import AgentTaskError
 from agents.models import Agent, AgentStatus, AgentTask
 from agents.orchestration import agent_tasks
 from agents.orchestration.registry import agents_mark_offline
-from tests.conftest import wait_for
+from tests.conftest import broker_down_env, manage, wait_for
 
 from .conftest import SESSION_WORKER, consumer_paused, meanwhile_runs, on_another_connection, worker_process
 
@@ -179,3 +179,18 @@ def test_a_task_s_timeout_must_leave_its_claim_inside_the_broker_s_visibility_ti
     with pytest.raises(AgentTaskError, match=r"timeout_s: must be .* at most 560 \(the broker's visibility timeout"):
         agent_tasks.task_submit(agent_type="data", config={"action": "noop"}, timeout_s=561)
     assert agent_tasks.task_submit(agent_type="data", config={"action": "noop"}, timeout_s=560).timeout_s == 560
+
+
+def test_a_task_cancelled_while_the_broker_is_down_is_cancelled_without_a_traceback():
+    # given an agent task running on an agent
+    task = AgentTask.objects.create(agent_type="data", config={"action": "echo"}, status="running", attempt=1,
+                                    celery_task_id="agent-task-1-1", agent_name="w@host:data")
+
+    # when an operator cancels it while the broker (which carries the revocation to the worker) is down
+    result = manage("agents", "cancel", str(task.pk), env=broker_down_env())
+
+    # then the cancel stands, without a traceback
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    task.refresh_from_db()
+    assert task.status == "cancelled" and task.error == "cancelled by an operator"
+

@@ -1,4 +1,5 @@
 """Nothing is lost when a worker process dies or a message goes missing."""
+import json
 import os
 import signal
 from datetime import timedelta
@@ -77,6 +78,43 @@ def test_a_run_started_while_the_broker_is_down_says_so_and_starts_once_the_brok
     # and once the broker is back, the reconciler starts it and it runs to the end
     assert workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)["stalled_steps_resent"] == 1
     assert finish(run)["status"] == "succeeded"
+
+
+def test_a_run_a_trigger_or_step_starts_while_the_broker_is_down_is_started_all_the_same_once_it_is_back(worker):
+    # given a workflow, and a process whose broker cannot be reached
+    load("name: started-later\nsteps: [{id: a, action: echo}]")
+
+    # when a trigger, a response or a step starts it there (the workflow.start action)
+    result = manage("shell", "-c", "import json; from agents.core.actions import action_run; "
+                                   "print(json.dumps(action_run('workflow.start', {'workflow': 'started-later'})))",
+                    env=broker_down_env())
+
+    # then the action succeeds with the stored run, pending, instead of failing for good
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    run = WorkflowRun.objects.get()
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"workflow_run_id": run.pk, "status": "pending"}
+    # and once the broker is back, the reconciler starts it and it runs to the end
+    assert workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)["stalled_steps_resent"] == 1
+    assert finish(run)["status"] == "succeeded"
+
+
+def test_a_run_cancelled_while_the_broker_is_down_is_cancelled_without_a_traceback():
+    # given a run with a step running on a worker
+    version = load("name: cancel-offline\nsteps: [{id: a, action: echo}, {id: b, action: echo, needs: [a]}]")
+    now = timezone.now()
+    run = WorkflowRun.objects.create(version=version, steps_total=2, status="running", started_at=now)
+    StepRun.objects.create(run=run, step_id="a", attempt=1, run_attempt=1, status="running", task_id="t-a",
+                           worker="w@host:1", started_at=now)
+    StepRun.objects.create(run=run, step_id="b", attempt=1, run_attempt=1)
+
+    # when an operator cancels it while the broker (which carries the revocation to the workers) is down
+    result = manage("workflow", "cancel", str(run.pk), env=broker_down_env())
+
+    # then the cancel stands and says so, without a traceback: its steps are cancelled
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert set(StepRun.objects.filter(run=run).values_list("status", flat=True)) == {"cancelled"}
 
 
 def test_a_worker_found_offline_also_leaves_no_ready_step_waiting_on_a_message_it_had_taken(worker):
