@@ -182,6 +182,24 @@ def hanging_names(monkeypatch):
     give_up.set()
 
 
+def call_outcome(call) -> tuple[object, BaseException | None]:
+    """What ``call`` returned and what it raised; it runs on a thread of its own, so a call that never ends fails
+    the test."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except Exception as error:  # what the caller would see
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "the call did not end within 20 s (waiting for what never answers)"
+    return outcome.get("result"), outcome.get("error")
+
+
 #: A broker URL nothing listens on.
 BROKER_DOWN_URL = "redis://127.0.0.1:9/5"
 

@@ -68,12 +68,11 @@ def signature_send(signature: Signature, what: str, **options):
         return signature.apply_async(**options)
 
 
-def task_send(name: str, *args, **options):
+def task_send(name: str, *args, what: str | None = None, **options):
     """Send the task ``name`` with positional ``args`` now (``options`` as ``apply_async`` takes them);
-    ``BrokerUnavailableError`` when the broker cannot be reached."""
-    signature = task_signature(name, *args)
-    with broker_sending(f"task {name}"):
-        return signature.apply_async(**options)
+    ``BrokerUnavailableError`` naming ``what`` (``message #5``; by default the task) when the broker cannot be
+    reached."""
+    return signature_send(task_signature(name, *args), what or f"task {name}", **options)
 
 
 def tasks_revoke(task_ids: list[str], *, terminate: bool, what: str) -> bool:

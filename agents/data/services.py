@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from agents.core.audit import audit_record
 from agents.core.teams import acting_for, acting_scoped, owned_get_or_create
-from agents.core.dispatch import signature_send, task_signature
+from agents.core.dispatch import task_send
 from agents.data import engine
 from agents.data.analysis import DriftCounter, Profiler, drift_reference, drift_result
 from agents.data.transforms import aggregation_type_problems
@@ -219,7 +219,7 @@ def data_run_enqueue(*, version: PipelineVersion, params: dict | None = None) ->
 
 def _run_send(run: DataRun) -> None:
     try:
-        signature_send(task_signature(EXECUTE_TASK, run.pk), f"data run #{run.pk}", queue="data")
+        task_send(EXECUTE_TASK, run.pk, queue="data", what=f"data run #{run.pk}")
     except BrokerUnavailableError as error:
         data_run_fail_unexpected(run_id=run.pk, error=f"not sent to a data agent: the broker is unreachable: "
                                                       f"{error.reason}")

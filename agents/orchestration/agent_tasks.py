@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from agents.core.actions import ActionContext, TaskKind, action_get, action_names, task_kinds_of
 from agents.core.audit import audit_record
-from agents.core.dispatch import broker_unreachable, task_send, tasks_revoke
+from agents.core.dispatch import task_send, tasks_revoke
 from agents.core.teams import acting_for
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
@@ -202,12 +202,13 @@ def _send(task_id: int, *, attempt: int, countdown: float | None = None) -> None
         task_send(
             RUN_TASK, task.pk, attempt, task_id=celery_id, queue=task.agent_type, priority=task.priority,
             soft_time_limit=task.timeout_s, time_limit=task.timeout_s + HARD_LIMIT_GRACE_S, countdown=countdown,
+            what=f"agent task #{task.pk}",
         )
     except BrokerUnavailableError as error:  # say so on the task instead of leaving it queued
         transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.QUEUED],
                    AgentTaskStatus.FAILED, error=f"could not send to the broker: {error.reason}",
                    finished_at=timezone.now())
-        raise broker_unreachable(f"agent task #{task.pk}", error.reason) from None
+        raise
 
 
 # ------------------------------------------------------------------------------------ running

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from agents.core.actions import ActionContext, action_get, action_names
 from agents.core.crypto import sign, signature_verify
-from agents.core.dispatch import broker_unreachable, celery_app, task_send
+from agents.core.dispatch import celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
 from agents.core.registry import Registry
 from agents.core.teams import acting_for, team_acting
@@ -157,18 +157,20 @@ def _dispatch(message_id: int) -> None:
     """Hand a stored message to the broker and mark it sent; when the broker cannot be reached (after Celery's publish
     retries, about 20 s), fail the message saying so and raise the error naming the broker."""
     message = AgentMessage.objects.get(pk=message_id)
+    what = f"message #{message.pk}"
     try:
         if message.is_broadcast and broadcast_supported():
-            task_send(BROADCAST_DELIVER_TASK, message.pk, queue=settings.AGENTS_BROADCAST_QUEUE)
+            task_send(BROADCAST_DELIVER_TASK, message.pk, queue=settings.AGENTS_BROADCAST_QUEUE, what=what)
         elif message.is_broadcast:
             for agent in _recipient_agents(message.recipient):
-                task_send(BROADCAST_DELIVER_TASK, message.pk, agent.name, queue=worker_direct(agent.hostname))
+                task_send(BROADCAST_DELIVER_TASK, message.pk, agent.name, queue=worker_direct(agent.hostname),
+                          what=what)
         else:
-            _deliver_send(message)
+            _deliver_send(message, what=what)
     except BrokerUnavailableError as error:  # not left pending for ever: nothing would send it later
         transition(AgentMessage.objects.filter(pk=message.pk), [MessageStatus.PENDING], MessageStatus.FAILED,
                    error=storable(f"could not send to the broker: {error.reason}"[:5000]))
-        raise broker_unreachable(f"message #{message.pk}", error.reason) from None
+        raise
     transition(AgentMessage.objects.filter(pk=message.pk), [MessageStatus.PENDING], MessageStatus.SENT,
                sent_at=timezone.now())
 

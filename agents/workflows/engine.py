@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, Deferred, Wait, action_get
-from agents.core.dispatch import signature_send, task_send_on_commit, task_signature
+from agents.core.dispatch import signature_send, task_send, task_send_on_commit, task_signature
 from agents.core.events import event_publish
 from agents.core.jsonable import storable, storable_json
 from agents.core.prepared import prepared_cursor
@@ -712,8 +712,8 @@ def _map_item_send(*, run_id: int, step_id: str, run_attempt: int, index: int, c
         options.update(soft_time_limit=step.timeout_s, time_limit=step.timeout_s + _hard_limit_grace_s())
     if countdown_s:
         options["countdown"] = countdown_s
-    signature_send(task_signature(MAP_ITEM_TASK, run_id, step_id, run_attempt, index),
-                   f"item {index} of step {step_id!r} of run #{run_id}", **options)
+    task_send(MAP_ITEM_TASK, run_id, step_id, run_attempt, index,
+              what=f"item {index} of step {step_id!r} of run #{run_id}", **options)
 
 
 def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int, task_id: str, worker: str,

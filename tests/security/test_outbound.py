@@ -24,6 +24,7 @@ from agents.exceptions import (
 )
 from agents.monitoring.notifiers import notification_send
 from agents.monitoring.probes import probe_run
+from tests.conftest import call_outcome
 
 SECRET = "s3cret-t0ken"
 
@@ -340,26 +341,8 @@ def hanging_resolver(hanging_names, settings):
 NOT_RESOLVED = r"http://slow.hang/status: host name 'slow.hang' not resolved within 0\.[45]\d* s"
 
 
-def _outcome(call) -> tuple[object, BaseException | None]:
-    """What ``call`` returned and what it raised; it runs on a thread of its own, so a call that never ends fails
-    the test."""
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = call()
-        except Exception as error:  # what the caller would see
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout=20)
-    assert not thread.is_alive(), "the call waited for the resolver past its timeout"
-    return outcome.get("result"), outcome.get("error")
-
-
 def test_a_request_whose_host_name_is_not_resolved_in_time_fails_at_its_timeout_saying_so(hanging_resolver):
-    _, error = _outcome(lambda: outbound_request("GET", hanging_resolver, setting="AGENTS_HTTP_ALLOWED_HOSTS",
+    _, error = call_outcome(lambda: outbound_request("GET", hanging_resolver, setting="AGENTS_HTTP_ALLOWED_HOSTS",
                                                timeout_s=0.5))
 
     assert isinstance(error, OutboundRequestError)
@@ -367,11 +350,11 @@ def test_a_request_whose_host_name_is_not_resolved_in_time_fails_at_its_timeout_
 
 
 def test_every_outbound_caller_whose_host_name_is_not_resolved_in_time_fails_at_its_timeout(hanging_resolver):
-    _, action = _outcome(lambda: http_request(url=hanging_resolver, timeout_s=0.5))
-    check, _ = _outcome(lambda: probe_run("http", {"url": hanging_resolver, "timeout_s": 0.5}))
-    _, webhook = _outcome(lambda: notification_send(handler="webhook", payload={"event": "firing"}, dedup_key="fp",
+    _, action = call_outcome(lambda: http_request(url=hanging_resolver, timeout_s=0.5))
+    check, _ = call_outcome(lambda: probe_run("http", {"url": hanging_resolver, "timeout_s": 0.5}))
+    _, webhook = call_outcome(lambda: notification_send(handler="webhook", payload={"event": "firing"}, dedup_key="fp",
                                                     config={"url": hanging_resolver, "timeout_s": 0.5, "attempts": 1}))
-    _, source = _outcome(lambda: source_frame({"kind": "api", "url": hanging_resolver, "records": "items",
+    _, source = call_outcome(lambda: source_frame({"kind": "api", "url": hanging_resolver, "records": "items",
                                                "timeout_s": 0.5, "retries": 0}))
 
     assert isinstance(action, ActionError) and re.search(NOT_RESOLVED, str(action)), action
