@@ -397,22 +397,27 @@ def held_release(*, compiled: CompiledVersion, step_id: str) -> int:
     """Send the oldest steps held for the pool (or concurrency limit) of ``step_id`` that now fit, at once, when
     one of its attempts ends; they claim their slot as any step does. Returns how many were sent."""
     step = compiled.spec.steps[step_id]
-    sent = 0
-    if step.pool is not None:
-        pool = Pool.objects.filter(name=step.pool).first()
-        room = (pool.slots if pool else 0) - _slots(StepRun.objects.filter(pool=step.pool, status=StepStatus.RUNNING))
-        for row in _held_ahead(StepRun.objects.filter(pool=step.pool), None).select_related("run").order_by(
-                "held_at", "pk")[:100]:
-            if row.pool_slots > room:
-                break
-            room -= row.pool_slots
-            sent += _held_send(row)
-    if step.concurrency is not None:
-        same = StepRun.objects.filter(run__version__definition_id=compiled.definition_id, step_id=step_id)
-        room = step.concurrency - same.filter(status=StepStatus.RUNNING).count()
-        for row in _held_ahead(same, None).select_related("run").order_by("held_at", "pk")[:max(room, 0)]:
-            sent += _held_send(row)
-    return sent
+    due: list[StepRun] = []
+    # Read under the lock a claim holds while it decides to wait (``_claim_limited``): a step that found no room just
+    # before this slot was freed is held, committed, by the time this reads, and is sent; else it is read as still
+    # waiting by neither, and waits for the next release or the timers sweep.
+    with transaction.atomic():
+        if step.pool is not None:
+            pool = Pool.objects.select_for_update().filter(name=step.pool).first()
+            room = (pool.slots if pool else 0) - _slots(StepRun.objects.filter(pool=step.pool,
+                                                                               status=StepStatus.RUNNING))
+            for row in _held_ahead(StepRun.objects.filter(pool=step.pool), None).select_related("run").order_by(
+                    "held_at", "pk")[:100]:
+                if row.pool_slots > room:
+                    break
+                room -= row.pool_slots
+                due.append(row)
+        if step.concurrency is not None:
+            WorkflowDefinition.objects.select_for_update().filter(pk=compiled.definition_id).exists()
+            same = StepRun.objects.filter(run__version__definition_id=compiled.definition_id, step_id=step_id)
+            room = step.concurrency - same.filter(status=StepStatus.RUNNING).count()
+            due += _held_ahead(same, None).select_related("run").order_by("held_at", "pk")[:max(room, 0)]
+    return sum(_held_send(row) for row in due)
 
 
 def _held_send(row: StepRun) -> int:
