@@ -274,6 +274,8 @@ class WorkflowRunSerializer(serializers.Serializer):
     progress = ProgressSerializer()
     error = serializers.CharField(allow_null=True)
     steps = serializers.DictField(child=StepSerializer(), help_text="Step id -> its latest attempt.")
+    warning = serializers.CharField(required=False, help_text="Only on a start answered 202: why its steps are not "
+                                                              "sent yet, and what becomes of the run.")
 
 
 class WorkflowRunSummarySerializer(serializers.Serializer):
@@ -366,9 +368,11 @@ class WorkflowRunViewSet(ApiViewSet):
         """A run's status, progress and steps."""
         return self._run(self.get_object())
 
-    @extend_schema(request=RunStartSerializer, responses={201: WorkflowRunSerializer})
+    @extend_schema(request=RunStartSerializer, responses={201: WorkflowRunSerializer, 202: WorkflowRunSerializer})
     def create(self, request):
-        """Start a run of a workflow's newest version (or of `version`); its steps are queued at once."""
+        """Start a run of a workflow's newest version (or of `version`); its steps are queued at once. When the broker
+        cannot be reached the run is stored all the same and stays pending until the reconciler sends its steps: 202,
+        with a `warning` saying so (a client that tried again would start a second run)."""
         given = self.given()
         name, number = given["workflow"], given.get("version")
         if not self.visible(WorkflowDefinition, name=name):  # another team's is not found, as a missing one
@@ -379,8 +383,14 @@ class WorkflowRunViewSet(ApiViewSet):
             if version is None and WorkflowDefinition.objects.filter(name=name).exists():
                 raise serializers.ValidationError({"version": [f"workflow {name!r} has no version {number}"]})
         with service_errors({WorkflowNotFoundError: "workflow", WorkflowSpecError: "params"}):
-            run = services.workflow_run_start(workflow=name, version=version, params=given["params"])
+            run = services.workflow_run_start(workflow=name, version=version, params=given["params"],
+                                              report_unsent=False)
         location = reverse("api:workflow-run-detail", kwargs={"pk": run.pk})
+        deferred = getattr(run, "launch_deferred", "")
+        if deferred:
+            return self.show({**selectors.run_to_dict(run), "warning": deferred},
+                             serializer_class=WorkflowRunSerializer, status=status.HTTP_202_ACCEPTED,
+                             headers={"Location": location})
         return self._run(run, status=status.HTTP_201_CREATED, headers={"Location": location})
 
     @extend_schema(request=None, responses=WorkflowRunSerializer)

@@ -227,8 +227,8 @@ def workflow_run_start(
 ) -> WorkflowRun:
     """Start a run pinned to ``version`` (or the newest version of ``workflow``); its steps are queued on commit.
     When the broker cannot be reached the run stays pending, for the reconciler to start once the broker is back;
-    ``BrokerUnavailableError`` says so, unless ``report_unsent`` is false (a step or trigger starting it: it is
-    started all the same, and a warning is logged).
+    ``BrokerUnavailableError`` says so, unless ``report_unsent`` is false (a step, trigger or API client starting
+    it: it is started all the same, a warning is logged, and the returned run's ``launch_deferred`` says so).
 
     A run for a schedule's slot (``schedule``, ``logical_time``) gets the slot as its ``logical_time`` param; a
     second start of the same slot raises ``IntegrityError`` (one run per workflow, schedule and slot)."""
@@ -284,6 +284,7 @@ def _run_launch(run: WorkflowRun, compiled: engine.CompiledVersion, *, report_un
             f"once the broker is back; cancel it if it should not run)", reason=error.reason)
         if report_unsent:
             raise told from None
+        run.launch_deferred = str(told)
         logger.warning("%s", told)
 
 

@@ -1,13 +1,16 @@
 """Workflows through the API: load definitions as versions, start runs that a real worker runs, watch their steps,
 cancel and re-run them; and every bad input answered 400 naming the field."""
+import json
 import textwrap
 
 import pytest
 from django_celery_beat.models import PeriodicTask
 
+from agents.api.tokens import api_token_create
 from agents.models import WorkflowRun
 from agents.workflows import services
-from tests.conftest import wait_for
+from tests.conftest import broker_down_env, manage, wait_for
+from workers.workflow import workflow_runs_reconcile
 
 from .conftest import WORKFLOW, error_of
 
@@ -76,6 +79,48 @@ def test_a_load_without_readable_text_names_the_field(operator_client, body, fie
     response = operator_client.post("/api/workflows/", body, format="json")
     assert response.status_code == 400
     assert any(reason in text for text in error_of(response)["fields"][field])
+
+
+#: Posts a run start to the API in the process it runs in, as a client would, and prints the answer.
+_API_START = """
+import json
+from rest_framework.test import APIClient
+client = APIClient()
+client.credentials(HTTP_AUTHORIZATION="Token {token}")
+answer = client.post("/api/workflow-runs/", {{"workflow": "api-flow"}}, format="json")
+print(json.dumps({{"status": answer.status_code, "location": answer.get("Location"), "body": answer.json()}}))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_started_while_the_broker_is_down_is_accepted_once_and_runs_when_the_broker_is_back(operator, worker):
+    # given a workflow, and an API server whose broker cannot be reached
+    services.workflow_load(text=WORKFLOW)
+    token = api_token_create(username=operator.username).key
+
+    # when a client starts a run there
+    result = manage("shell", "-c", _API_START.format(token=token),
+                    env={**broker_down_env(), "ALLOWED_HOSTS": "testserver"})
+
+    # then the start is accepted (202), not refused with a 503 a client would try again on: the run is stored once,
+    # pending, and the answer says why and what becomes of it
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    run = WorkflowRun.objects.get()
+    assert answer["status"] == 202 and answer["location"] == f"/api/workflow-runs/{run.pk}/"
+    assert answer["body"]["run_id"] == run.pk and answer["body"]["status"] == "pending"
+    assert f"run #{run.pk} of api-flow is stored and stays pending" in answer["body"]["warning"]
+    assert "the broker (redis://127.0.0.1:9/5) is unreachable" in answer["body"]["warning"]
+
+    # and once the broker is back, the reconciler starts it and it runs to the end
+    assert workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)["stalled_steps_resent"] == 1
+    done = wait_for(lambda: _finished_run(run.pk), what="the run to finish")
+    assert done.status == "succeeded"
+
+
+def _finished_run(run_id: int) -> WorkflowRun | None:
+    run = WorkflowRun.objects.get(pk=run_id)
+    return run if run.status in FINISHED else None
 
 
 @pytest.mark.django_db(transaction=True)
