@@ -1,6 +1,12 @@
 """Django's admin app, configured for start-up: its ``admin.py`` modules load with the URL routes, not at start."""
 from django.contrib.admin.apps import SimpleAdminConfig
 
+from agents.core.zones import timezone_choices_lazy
+
+# The first app's module, so this runs before any model is made: the crontab time zone's choices (django_celery_beat)
+# are made when first read instead of in every process's start.
+timezone_choices_lazy()
+
 
 class AdminConfig(SimpleAdminConfig):
     """``django.contrib.admin``, its model admins loaded by ``agentsite.urls`` (``admin.autodiscover()``) rather than

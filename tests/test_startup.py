@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import zoneinfo
 
 from agentsite.celery import WORKER_MODULES
 from tests.conftest import PROJECT_DIR
@@ -120,3 +121,34 @@ def test_the_environment_may_still_ask_for_more_blas_threads():
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "2"
+
+
+CRONTAB_ZONES_AFTER = """
+import json, zoneinfo, django
+listed = []
+available = zoneinfo.available_timezones
+zoneinfo.available_timezones = lambda: listed.append(1) or available()
+django.setup()
+from django_celery_beat.models import CrontabSchedule
+field = CrontabSchedule._meta.get_field("timezone")
+at_start = len(listed)
+choices = [str(zone) for zone, _ in field.choices]
+print(json.dumps({"listed_at_start": at_start, "choices": choices, "listed": len(listed)}))
+"""
+
+
+def test_the_crontab_time_zones_are_listed_when_read_not_at_start():
+    # given a process that starts Django (any command, worker or the web app), counting the listings of the zones
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "agentsite.settings"}
+    result = subprocess.run([sys.executable, "-c", CRONTAB_ZONES_AFTER], env=env, cwd=PROJECT_DIR,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+
+    # then its start lists no zone (it walked the zoneinfo tree twice and made ~600 ZoneInfo), and the crontab's
+    # choices, once read, hold every zone the system has (but Factory), listed once, in the package's order
+    assert seen["listed_at_start"] == 0
+    expected = sorted(zoneinfo.available_timezones() - {"Factory"}, key=lambda name: name.translate(
+        str.maketrans({"-": " ", "_": " "})))
+    assert seen["choices"] == expected and len(expected) > 400
+    assert seen["listed"] == 1

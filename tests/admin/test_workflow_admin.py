@@ -368,3 +368,22 @@ def test_a_valid_pool_is_saved_from_the_form(admin_client):
 def test_an_id_that_cannot_be_one_is_not_found(admin_client, version, url):
     assert admin_client.get(url).status_code == 404
     assert admin_client.post(url).status_code == 404
+
+
+def test_the_crontab_form_lists_every_time_zone_and_refuses_an_unknown_one(admin_client):
+    # the time zones are listed when first read, not at start (agents.core.zones): the form still offers each one
+    from django_celery_beat.models import CrontabSchedule
+
+    url = "/admin/django_celery_beat/crontabschedule/add/"
+    page = admin_client.get(url).content.decode()
+    assert '<option value="Europe/Berlin">Europe/Berlin</option>' in page
+    assert '<option value="America/Argentina/Buenos_Aires">America/Argentina/Buenos Aires</option>' in page
+
+    fields = {"minute": "0", "hour": "4", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*",
+              "periodictask_set-TOTAL_FORMS": "0", "periodictask_set-INITIAL_FORMS": "0"}  # its inline, left empty
+    refused = admin_client.post(url, {**fields, "timezone": "Mars/Olympus_Mons"})
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    assert not CrontabSchedule.objects.exists()
+
+    admin_client.post(url, {**fields, "timezone": "Europe/Berlin"})
+    assert str(CrontabSchedule.objects.get().timezone) == "Europe/Berlin"
