@@ -58,6 +58,11 @@ class OutboundRequestError(AgentsError):
     resolves to a forbidden address, or a redirect leads to one. The message never holds credentials."""
 
 
+class HostLookupError(AgentsError):
+    """A host name could not be resolved for now: the resolver failed for the time being (``EAI_AGAIN``) or did not
+    answer in time. Nothing was sent; unlike an ``OutboundRequestError``, another try may succeed."""
+
+
 class ActionError(AgentsError):
     """An action failed in a way worth retrying; its message is recorded on the step."""
 

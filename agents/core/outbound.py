@@ -41,7 +41,7 @@ from django.conf import settings
 
 from agents.core.lazy import lazy
 from agents.core.network import LookupTimeoutError, address_lookup
-from agents.exceptions import OutboundRequestError
+from agents.exceptions import HostLookupError, OutboundRequestError
 
 requests = lazy("requests")
 urllib3 = lazy("urllib3")
@@ -101,15 +101,20 @@ def outbound_url_refusal(url: str, setting: str | None) -> str | None:
 def outbound_target(url: str, setting: str, *, timeout_s: float | None = None) -> OutboundTarget:
     """Check ``url`` against the allow-list in setting ``setting`` and resolve it (waiting at most ``timeout_s`` for
     the answer); ``OutboundRequestError`` says why it may not be called (never echoing a credential or query
-    string)."""
+    string), ``HostLookupError`` that its host name could not be resolved for now (worth another try)."""
     parts, host, port, allowed, named = _url_checked(url, setting)
     shown = url_shown(url)
     try:
         infos = address_lookup(host, port, timeout_s=timeout_s)
-    except (socket.gaierror, UnicodeError):
+    except socket.gaierror as error:
+        if error.errno == socket.EAI_AGAIN:  # the resolver failed for now (a DNS server down or overloaded)
+            raise HostLookupError(f"{shown}: host name {host!r} not resolved: temporary failure in name "
+                                  "resolution") from None
+        raise OutboundRequestError(f"{shown}: host name {host!r} not resolved") from None  # no such name
+    except UnicodeError:
         raise OutboundRequestError(f"{shown}: host name {host!r} not resolved") from None
     except LookupTimeoutError as error:
-        raise OutboundRequestError(f"{shown}: {error}") from None
+        raise HostLookupError(f"{shown}: {error}") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not named:
         for address in addresses:

@@ -31,7 +31,7 @@ from agents.core.files import stream_sha256
 from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal, url_shown
 from agents.data.paths import data_path_problem, data_path_resolve
 from agents.exceptions import (
-    CircuitOpenError, ColumnError, DataError, DataSourceError, OutboundRequestError, SecretError,
+    CircuitOpenError, ColumnError, DataError, DataSourceError, HostLookupError, OutboundRequestError, SecretError,
 )
 from agents.models import Dataset
 
@@ -1328,7 +1328,7 @@ def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
     try:
         # Once: every page goes to this address.
         target = outbound_target(spec["url"], API_ALLOWED_HOSTS_SETTING, timeout_s=spec["timeout_s"])
-    except OutboundRequestError as error:
+    except (OutboundRequestError, HostLookupError) as error:
         raise DataSourceError(f"api source: {error}") from None
     for _ in range(pagination.get("max_pages", 1)):
         if kind == "page":

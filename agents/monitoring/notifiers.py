@@ -27,7 +27,9 @@ from agents.core.network import LookupTimeoutError, address_lookup, connection_f
 from agents.core.outbound import DeadlineSocket, outbound_request, outbound_target, outbound_url_refusal
 from agents.core.params import Param
 from agents.core.registry import Registry
-from agents.exceptions import CircuitOpenError, NotificationError, OutboundRequestError, SecretError
+from agents.exceptions import (
+    CircuitOpenError, HostLookupError, NotificationError, OutboundRequestError, SecretError,
+)
 from agents.monitoring import alertmanager
 
 requests = lazy("requests")
@@ -355,6 +357,8 @@ def _post(url: str, body: dict | list, headers: dict[str, str], timeout_s: float
         target = outbound_target(url, ALLOWED_HOSTS_SETTING, timeout_s=timeout_s)
     except OutboundRequestError as error:
         raise _Failure(f"not sent: {error}", permanent=True) from None
+    except HostLookupError as error:  # the resolver failed for now: a later attempt may reach it
+        raise _Failure(f"not sent: {error}") from None
     try:
         with breaker(http_key(url), timeout_s=timeout_s) as call:
             response = outbound_request("POST", url, setting=ALLOWED_HOSTS_SETTING, json=body, headers=headers,

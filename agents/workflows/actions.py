@@ -19,6 +19,7 @@ from agents.exceptions import (
     ActionError,
     AgentsError,
     CircuitOpenError,
+    HostLookupError,
     OutboundRequestError,
     PermanentActionError,
     SecretError,
@@ -93,6 +94,8 @@ def http_request(context: ActionContext, *, url, method, headers, json, timeout_
                 call.failed(f"answered {response.status_code}")
     except OutboundRequestError as error:
         raise PermanentActionError(str(error)) from None
+    except HostLookupError as error:  # the resolver failed for now: the step's retries may reach the host
+        raise ActionError(str(error)) from None
     except CircuitOpenError as error:
         # Retryable: a later attempt, after the cool-down, may be the trial call that closes the circuit.
         raise ActionError(f"{method} {shown} not sent: {error}") from None

@@ -3,6 +3,7 @@ forbidden one (127.0.0.2, another loopback address) that records everything it i
 no credential ends up in a stored error."""
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,7 @@ from agents.exceptions import (
     ActionError,
     CheckSpecError,
     DataSourceError,
+    HostLookupError,
     NotificationError,
     OutboundRequestError,
     PermanentActionError,
@@ -345,7 +347,7 @@ def test_a_request_whose_host_name_is_not_resolved_in_time_fails_at_its_timeout_
     _, error = call_outcome(lambda: outbound_request("GET", hanging_resolver, setting="AGENTS_HTTP_ALLOWED_HOSTS",
                                                timeout_s=0.5))
 
-    assert isinstance(error, OutboundRequestError)
+    assert isinstance(error, HostLookupError)  # for now: another try may succeed
     assert re.fullmatch(NOT_RESOLVED, str(error)), error
 
 
@@ -353,11 +355,57 @@ def test_every_outbound_caller_whose_host_name_is_not_resolved_in_time_fails_at_
     _, action = call_outcome(lambda: http_request(url=hanging_resolver, timeout_s=0.5))
     check, _ = call_outcome(lambda: probe_run("http", {"url": hanging_resolver, "timeout_s": 0.5}))
     _, webhook = call_outcome(lambda: notification_send(handler="webhook", payload={"event": "firing"}, dedup_key="fp",
-                                                    config={"url": hanging_resolver, "timeout_s": 0.5, "attempts": 1}))
+                                                    config={"url": hanging_resolver, "timeout_s": 0.5, "attempts": 2,
+                                                            "backoff_s": 0.1}))
     _, source = call_outcome(lambda: source_frame({"kind": "api", "url": hanging_resolver, "records": "items",
                                                "timeout_s": 0.5, "retries": 0}))
 
-    assert isinstance(action, ActionError) and re.search(NOT_RESOLVED, str(action)), action
+    # a step's retries and a webhook's attempts try again: a resolver that did not answer may answer later
+    assert isinstance(action, ActionError) and not isinstance(action, PermanentActionError), action
+    assert re.search(NOT_RESOLVED, str(action)), action
     assert not check.ok and re.search(NOT_RESOLVED, check.message), check.message
     assert isinstance(webhook, NotificationError) and re.search(NOT_RESOLVED, str(webhook)), webhook
+    assert len(webhook.attempts) == 2
     assert isinstance(source, DataSourceError) and re.search(NOT_RESOLVED, str(source)), source
+
+
+@pytest.fixture
+def flaky_resolver(monkeypatch, settings):
+    """``flaky.dns``, an allowed name whose resolver fails for now (``EAI_AGAIN``, as a DNS server down or
+    overloaded) on the first ``failures[0]`` lookups, then answers 127.0.0.1."""
+    failures = [1]
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "flaky.dns":
+            if failures[0] > 0:
+                failures[0] -= 1
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for setting in ("AGENTS_HTTP_ALLOWED_HOSTS", "AGENTS_MONITOR_ALLOWED_HOSTS"):
+        setattr(settings, setting, ["flaky.dns"])
+    return failures
+
+
+def test_a_host_name_the_resolver_fails_for_now_is_tried_again_and_one_that_does_not_exist_is_not(
+        flaky_resolver, allowed, settings):
+    url = f"http://flaky.dns:{allowed.port}/status"
+
+    # a step's request whose lookup fails for now is retryable, and so is a webhook's attempt: the next one arrives
+    _, action = call_outcome(lambda: http_request(url=url, timeout_s=2))
+    assert isinstance(action, ActionError) and not isinstance(action, PermanentActionError), action
+    assert str(action) == f"{url}: host name 'flaky.dns' not resolved: temporary failure in name resolution"
+    flaky_resolver[0] = 1
+    sent = notification_send(handler="webhook", payload={"event": "firing"}, dedup_key="fp",
+                             config={"url": url, "attempts": 2, "backoff_s": 0.1})
+    assert [attempt["ok"] for attempt in sent] == [False, True]
+    assert sum(1 for request in allowed.requests if request["path"] == "/status") == 1
+
+    # a name that does not exist is refused for good: no retry would find it
+    settings.AGENTS_HTTP_ALLOWED_HOSTS = ["nothing.invalid"]
+    _, missing = call_outcome(lambda: http_request(url="http://nothing.invalid/status", timeout_s=2))
+    assert isinstance(missing, PermanentActionError)
+    assert str(missing) == "http://nothing.invalid/status: host name 'nothing.invalid' not resolved"
