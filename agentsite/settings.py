@@ -571,6 +571,11 @@ CELERY_BEAT_SCHEDULE.update({
         "options": {"expires": AGENTS_ORCHESTRATION_SWEEP_S},
     },
 })
+# The database scheduler keeps an interval in whole seconds (django-celery-beat's ``IntervalSchedule.every``, an
+# integer): 0.5 s became 0, an entry always due, which beat sent in a loop, dozens of times a second, starving every
+# other entry (a workflow's schedule too). A fraction of a second is rounded up, to 1 s at least.
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry["schedule"] = max(1, math.ceil(_entry["schedule"]))
 
 # --- JSON API (Django REST framework) ------------------------------------------------
 

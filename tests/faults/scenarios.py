@@ -32,7 +32,7 @@ FAST_DETECTION = {
     "AGENTS_HEARTBEAT_INTERVAL_S": "0.5",
     "AGENTS_STATUS_INTERVAL_S": "0.2",
     "AGENTS_OFFLINE_AFTER_S": "2",
-    "AGENTS_OFFLINE_SWEEP_S": "0.5",
+    "AGENTS_OFFLINE_SWEEP_S": "1",  # whole seconds: beat's database scheduler keeps no fraction
     # Only the reaper recovers a lost step here: the reconciler's stall timeout is out of reach.
     "AGENTS_WORKFLOW_STALL_S": "3600",
 }

@@ -6,6 +6,7 @@ Beat fires an entry at once when its last firing (``last_run_at``, which beat ke
 more ago; the tests set it as a beat that ran until then would have left it, instead of waiting for the clock."""
 import json
 import textwrap
+import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -55,6 +56,8 @@ def test_two_beats_firing_the_same_slot_start_one_run(cluster):
     _load(cluster, "twobeats", catchup=False)
     _beat_last_fired(cluster, "twobeats", datetime.now(timezone.utc) - timedelta(minutes=2))
 
+    cluster.extra_env["AGENTS_OFFLINE_SWEEP_S"] = "0.5"  # a fraction of a second: beat keeps whole seconds
+    started = time.monotonic()
     beats = [cluster.beat(f"beat{number}", database_scheduler=True, loglevel="INFO") for number in (1, 2)]
     sent = "Sending due task workflow twobeats schedule minutely"
     poll(lambda: all(sent in beat.log.read_text() for beat in beats), timeout_s=FIRE_TIMEOUT_S,
@@ -67,6 +70,11 @@ def test_two_beats_firing_the_same_slot_start_one_run(cluster):
     assert fired >= 1 and len(slots) == len(set(slots))  # both beats fired; each slot has one run
     assert all(slot == _minute(slot) for slot in slots)
     assert all(beat.alive() for beat in beats)
+    # the offline sweep, set to every 0.5 s, is sent about once a second by each beat (rounded up to whole seconds),
+    # not in a loop that starved the workflow's entry (0.5 s was stored as 0 s: always due)
+    seconds = time.monotonic() - started
+    sweeps = [beat.log.read_text().count("Sending due task agents-mark-offline") for beat in beats]
+    assert all(count <= seconds + 5 for count in sweeps), (sweeps, seconds)
 
 
 def test_a_beat_back_after_five_missed_minutes_starts_them_oldest_first(cluster):
