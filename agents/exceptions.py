@@ -58,9 +58,10 @@ class OutboundRequestError(AgentsError):
     resolves to a forbidden address, or a redirect leads to one. The message never holds credentials."""
 
 
-class HostLookupError(AgentsError):
+class HostLookupError(OutboundRequestError):
     """A host name could not be resolved for now: the resolver failed for the time being (``EAI_AGAIN``) or did not
-    answer in time. Nothing was sent; unlike an ``OutboundRequestError``, another try may succeed."""
+    answer in time. Nothing was sent; unlike other outbound refusals, another try may succeed (a caller that retries
+    catches this first)."""
 
 
 class ActionError(AgentsError):

@@ -388,14 +388,25 @@ AGENTS_HEARTBEAT_INTERVAL_S = env.float("AGENTS_HEARTBEAT_INTERVAL_S", default=5
 AGENTS_STATUS_INTERVAL_S = env.float("AGENTS_STATUS_INTERVAL_S", default=1.0)
 #: An agent not heard from for this many seconds is marked offline.
 AGENTS_OFFLINE_AFTER_S = env.float("AGENTS_OFFLINE_AFTER_S", default=20.0)
+
+
+def _beat_seconds(name: str, default: float) -> int:
+    """The setting ``name``: how often a beat entry runs, in whole seconds, 1 at least. django-celery-beat's database
+    scheduler keeps an interval and a message's expiry in whole seconds (``IntervalSchedule.every``,
+    ``expire_seconds``): 0.5 s became 0, an entry always due, which beat sent dozens of times a second, starving every
+    other entry (a workflow's schedule too). A fraction is rounded up, here, so the code reading the setting and beat
+    agree."""
+    return max(1, math.ceil(env.float(name, default=default)))
+
+
 #: Seconds between sweeps that mark silent agents offline (a celery-beat entry).
-AGENTS_OFFLINE_SWEEP_S = env.float("AGENTS_OFFLINE_SWEEP_S", default=5.0)
+AGENTS_OFFLINE_SWEEP_S = _beat_seconds("AGENTS_OFFLINE_SWEEP_S", 5.0)
 
 CELERY_BEAT_SCHEDULE = {
     "agents-mark-offline": {
         "task": "workers.registry.agents_mark_offline",
         "schedule": AGENTS_OFFLINE_SWEEP_S,
-        "options": {"expires": AGENTS_OFFLINE_SWEEP_S},
+        "options": {"expire_seconds": AGENTS_OFFLINE_SWEEP_S},
     },
 }
 
@@ -425,18 +436,18 @@ AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S = env.float("AGENTS_WORKFLOW_HARD_LIMIT_GRACE
 #: Deepest nesting of sub-workflows (``workflow.run``): a run started this many levels below its root is refused.
 AGENTS_WORKFLOW_MAX_DEPTH = env.int("AGENTS_WORKFLOW_MAX_DEPTH", default=10)
 #: Seconds between reconciler sweeps (a celery-beat entry).
-AGENTS_WORKFLOW_RECONCILE_S = env.float("AGENTS_WORKFLOW_RECONCILE_S", default=60.0)
+AGENTS_WORKFLOW_RECONCILE_S = _beat_seconds("AGENTS_WORKFLOW_RECONCILE_S", 60.0)
 CELERY_BEAT_SCHEDULE["workflow-runs-reconcile"] = {
     "task": "workers.workflow.workflow_runs_reconcile",
     "schedule": AGENTS_WORKFLOW_RECONCILE_S,
-    "options": {"expires": AGENTS_WORKFLOW_RECONCILE_S},
+    "options": {"expire_seconds": AGENTS_WORKFLOW_RECONCILE_S},
 }
 #: Seconds between sweeps of workflow timers: waiting steps past their timeout, runs and steps past a deadline.
-AGENTS_WORKFLOW_TIMERS_S = env.float("AGENTS_WORKFLOW_TIMERS_S", default=5.0)
+AGENTS_WORKFLOW_TIMERS_S = _beat_seconds("AGENTS_WORKFLOW_TIMERS_S", 5.0)
 CELERY_BEAT_SCHEDULE["workflow-timers"] = {
     "task": "workers.workflow.workflow_timers_sweep",
     "schedule": AGENTS_WORKFLOW_TIMERS_S,
-    "options": {"expires": AGENTS_WORKFLOW_TIMERS_S},
+    "options": {"expire_seconds": AGENTS_WORKFLOW_TIMERS_S},
 }
 
 # --- Decisions ----------------------------------------------------------------
@@ -489,7 +500,7 @@ AGENTS_DATA_CHUNK_ROWS = env.int("AGENTS_DATA_CHUNK_ROWS", default=250_000)
 #: Hosts ``http`` and ``tcp`` checks and ``webhook`` notifications may reach; ``*`` allows any.
 AGENTS_MONITOR_ALLOWED_HOSTS = env.list("AGENTS_MONITOR_ALLOWED_HOSTS", default=AGENTS_HTTP_ALLOWED_HOSTS)
 #: Seconds between dispatcher runs (a celery-beat entry); checks due within the next tick are sent with an ETA.
-AGENTS_MONITOR_DISPATCH_S = env.float("AGENTS_MONITOR_DISPATCH_S", default=1.0)
+AGENTS_MONITOR_DISPATCH_S = _beat_seconds("AGENTS_MONITOR_DISPATCH_S", 1.0)
 #: Most checks one dispatcher run sends.
 AGENTS_MONITOR_DISPATCH_LIMIT = env.int("AGENTS_MONITOR_DISPATCH_LIMIT", default=5000)
 #: Checks due within this many seconds of each other go in one message, up to AGENTS_MONITOR_BATCH_SIZE.
@@ -500,12 +511,12 @@ AGENTS_MONITOR_PROBE_THREADS = env.int("AGENTS_MONITOR_PROBE_THREADS", default=1
 #: Broker priority of check runs (Redis: 0 is highest), below the dispatcher's and the sweeps' 0.
 AGENTS_MONITOR_CHECK_PRIORITY = env.int("AGENTS_MONITOR_CHECK_PRIORITY", default=3)
 #: Seconds between alert sweeps (acknowledgement expiry, reminders, escalation).
-AGENTS_MONITOR_SWEEP_S = env.float("AGENTS_MONITOR_SWEEP_S", default=10.0)
+AGENTS_MONITOR_SWEEP_S = _beat_seconds("AGENTS_MONITOR_SWEEP_S", 10.0)
 #: Raw metric samples older than this are downsampled to hourly rows; rows older than the second are deleted.
 AGENTS_MONITOR_RAW_RETENTION_S = env.float("AGENTS_MONITOR_RAW_RETENTION_S", default=2 * 24 * 3600)
 AGENTS_MONITOR_RETENTION_S = env.float("AGENTS_MONITOR_RETENTION_S", default=30 * 24 * 3600)
 #: Seconds between retention runs.
-AGENTS_MONITOR_RETENTION_SWEEP_S = env.float("AGENTS_MONITOR_RETENTION_SWEEP_S", default=3600.0)
+AGENTS_MONITOR_RETENTION_SWEEP_S = _beat_seconds("AGENTS_MONITOR_RETENTION_SWEEP_S", 3600.0)
 #: The site's base URL as people reach it: Alertmanager notices link to an alert's admin page below it.
 AGENTS_EXTERNAL_URL = env.str("AGENTS_EXTERNAL_URL", default="http://localhost:8000")
 #: Who may scrape /metrics; with none of the three set, every scrape is refused (403 naming them).
@@ -528,17 +539,17 @@ CELERY_BEAT_SCHEDULE.update({
     "monitoring-dispatch": {
         "task": "workers.monitoring.checks_dispatch",
         "schedule": AGENTS_MONITOR_DISPATCH_S,
-        "options": {"expires": AGENTS_MONITOR_DISPATCH_S * 2, "priority": 0},
+        "options": {"expire_seconds": AGENTS_MONITOR_DISPATCH_S * 2, "priority": 0},
     },
     "monitoring-alerts-sweep": {
         "task": "workers.monitoring.alerts_sweep",
         "schedule": AGENTS_MONITOR_SWEEP_S,
-        "options": {"expires": AGENTS_MONITOR_SWEEP_S, "priority": 0},
+        "options": {"expire_seconds": AGENTS_MONITOR_SWEEP_S, "priority": 0},
     },
     "monitoring-metrics-retain": {
         "task": "workers.monitoring.metrics_retain",
         "schedule": AGENTS_MONITOR_RETENTION_SWEEP_S,
-        "options": {"expires": AGENTS_MONITOR_RETENTION_SWEEP_S},
+        "options": {"expire_seconds": AGENTS_MONITOR_RETENTION_SWEEP_S},
     },
 })
 
@@ -558,24 +569,19 @@ AGENTS_BREAKER_COOLDOWN_S = env.float("AGENTS_BREAKER_COOLDOWN_S", default=30.0)
 # --- Orchestration ----------------------------------------------------------------
 
 #: Seconds between sweeps that time out agent tasks whose worker never reported, and re-send lost events.
-AGENTS_ORCHESTRATION_SWEEP_S = env.float("AGENTS_ORCHESTRATION_SWEEP_S", default=15.0)
+AGENTS_ORCHESTRATION_SWEEP_S = _beat_seconds("AGENTS_ORCHESTRATION_SWEEP_S", 15.0)
 CELERY_BEAT_SCHEDULE.update({
     "agent-tasks-reap": {
         "task": "workers.agents.agent_tasks_reap",
         "schedule": AGENTS_ORCHESTRATION_SWEEP_S,
-        "options": {"expires": AGENTS_ORCHESTRATION_SWEEP_S},
+        "options": {"expire_seconds": AGENTS_ORCHESTRATION_SWEEP_S},
     },
     "events-relay": {
         "task": "workers.agents.events_relay",
         "schedule": AGENTS_ORCHESTRATION_SWEEP_S,
-        "options": {"expires": AGENTS_ORCHESTRATION_SWEEP_S},
+        "options": {"expire_seconds": AGENTS_ORCHESTRATION_SWEEP_S},
     },
 })
-# The database scheduler keeps an interval in whole seconds (django-celery-beat's ``IntervalSchedule.every``, an
-# integer): 0.5 s became 0, an entry always due, which beat sent in a loop, dozens of times a second, starving every
-# other entry (a workflow's schedule too). A fraction of a second is rounded up, to 1 s at least.
-for _entry in CELERY_BEAT_SCHEDULE.values():
-    _entry["schedule"] = max(1, math.ceil(_entry["schedule"]))
 
 # --- JSON API (Django REST framework) ------------------------------------------------
 

@@ -3,6 +3,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+from django.conf import settings
+
+from agentsite.celery import app as celery_app
 from tests.conftest import PROJECT_DIR, embedded_env
 
 PRINT_SETTINGS = """
@@ -99,3 +103,32 @@ def test_celery_is_configured_for_safe_redelivery_and_flower(tmp_path):
     assert seen["route_workflow"] == "workflow"
     assert seen["route_registry"] == "default"
     assert seen["beat_scheduler"] == "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+def test_a_beat_sweep_set_to_a_fraction_of_a_second_runs_every_whole_second(tmp_path):
+    # beat's database scheduler keeps whole seconds: 0.5 s would be kept as 0, an entry always due
+    code = ("import json, django; django.setup(); from django.conf import settings; print(json.dumps("
+            "[settings.AGENTS_OFFLINE_SWEEP_S, settings.CELERY_BEAT_SCHEDULE['agents-mark-offline']]))")
+    env = {**embedded_env(tmp_path), "AGENTS_OFFLINE_SWEEP_S": "0.5"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT_DIR, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    seconds, entry = json.loads(result.stdout)
+    assert seconds == 1 and entry["schedule"] == 1 and entry["options"] == {"expire_seconds": 1}
+
+
+@pytest.mark.django_db
+def test_the_sweeps_beat_sends_expire_when_no_worker_takes_them_in_time():
+    # as beat installs its entries into the database scheduler's tables at start: each sweep's message expires after
+    # its interval, so sweeps sent while no worker runs do not pile up and all run when one starts
+    from django_celery_beat.models import PeriodicTask
+    from django_celery_beat.schedulers import ModelEntry
+
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        ModelEntry.from_entry(name, app=celery_app, **entry)
+
+    for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
+        model = PeriodicTask.objects.get(name=name)
+        assert model.interval.every == entry["schedule"] and model.interval.period == "seconds"
+        assert 1 <= model.expire_seconds == entry["options"]["expire_seconds"]
+        assert ModelEntry(model, app=celery_app).options["expires"] == model.expire_seconds

@@ -274,8 +274,13 @@ class WorkflowRunSerializer(serializers.Serializer):
     progress = ProgressSerializer()
     error = serializers.CharField(allow_null=True)
     steps = serializers.DictField(child=StepSerializer(), help_text="Step id -> its latest attempt.")
-    warning = serializers.CharField(required=False, help_text="Only on a start answered 202: why its steps are not "
-                                                              "sent yet, and what becomes of the run.")
+
+
+class RunStartedSerializer(WorkflowRunSerializer):
+    """A run just started."""
+
+    warning = serializers.CharField(required=False, help_text="Only when answered 202: why its steps are not sent "
+                                                              "yet, and what becomes of the run.")
 
 
 class WorkflowRunSummarySerializer(serializers.Serializer):
@@ -368,7 +373,7 @@ class WorkflowRunViewSet(ApiViewSet):
         """A run's status, progress and steps."""
         return self._run(self.get_object())
 
-    @extend_schema(request=RunStartSerializer, responses={201: WorkflowRunSerializer, 202: WorkflowRunSerializer})
+    @extend_schema(request=RunStartSerializer, responses={201: RunStartedSerializer, 202: RunStartedSerializer})
     def create(self, request):
         """Start a run of a workflow's newest version (or of `version`); its steps are queued at once. When the broker
         cannot be reached the run is stored all the same and stays pending until the reconciler sends its steps: 202,
@@ -386,12 +391,11 @@ class WorkflowRunViewSet(ApiViewSet):
             run = services.workflow_run_start(workflow=name, version=version, params=given["params"],
                                               report_unsent=False)
         location = reverse("api:workflow-run-detail", kwargs={"pk": run.pk})
-        deferred = getattr(run, "launch_deferred", "")
+        body, deferred = selectors.run_to_dict(run), getattr(run, "launch_deferred", "")
         if deferred:
-            return self.show({**selectors.run_to_dict(run), "warning": deferred},
-                             serializer_class=WorkflowRunSerializer, status=status.HTTP_202_ACCEPTED,
-                             headers={"Location": location})
-        return self._run(run, status=status.HTTP_201_CREATED, headers={"Location": location})
+            body["warning"] = deferred
+        return self.show(body, serializer_class=RunStartedSerializer, headers={"Location": location},
+                         status=status.HTTP_202_ACCEPTED if deferred else status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=WorkflowRunSerializer)
     @action(detail=True, methods=["post"])

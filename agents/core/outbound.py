@@ -396,7 +396,8 @@ def outbound_request(method: str, url: str, *, setting: str, headers: dict | Non
     """Send one request through the guard (see the module); raises ``OutboundRequestError`` when the URL or a
     redirect hop is refused, ``requests.Timeout`` when the whole request (every hop, and the body unless
     ``stream``) is not done within ``timeout_s`` seconds, and what ``requests`` raises when the connection fails.
-    ``target``: ``url`` already checked by ``outbound_target`` (not resolved twice)."""
+    ``target``: ``url`` already checked by ``outbound_target`` (not resolved twice). A lookup (a redirect hop's too)
+    that fails for now raises ``HostLookupError``, an ``OutboundRequestError`` worth another try."""
     deadline = time.monotonic() + timeout_s
     method = method.upper()
     headers = dict(headers or {})

@@ -3,12 +3,14 @@
 django_celery_beat's ``CrontabSchedule.timezone`` is a django-timezone-field ``TimeZoneField``. Its zoneinfo backend
 lists the system's zones twice when imported (a walk of the zoneinfo tree, each file opened), and the field makes a
 ``ZoneInfo`` of each of the ~600 zones when its model class is made: in every process (a command, a worker, the web
-app), about 40 ms of a half-second start, for choices that only the admin's crontab form, a crontab's validation and
-the migrations read (reported upstream: django-timezone-field pull request 156). ``timezone_choices_lazy`` makes
+app), about 40 ms of a half-second start, for choices that only the admin's crontab form, a crontab's validation, the
+migrations and the system checks (``check``, ``migrate``, ``runserver``) read (reported upstream: django-timezone-field
+pull request 156). ``timezone_choices_lazy`` makes
 both happen the first time they are read; what they hold is what the package makes.
 """
 import contextlib
 import sys
+import threading
 import zoneinfo
 from collections.abc import Iterator
 
@@ -17,16 +19,17 @@ from django.utils.choices import BaseChoiceIterator
 
 class _Zones:
     """A zoneinfo backend's zone names, ``zoneinfo.available_timezones()`` less ``Factory`` as the backend has them,
-    listed the first time they are read (then kept on the class, as the backend keeps them). While ``held``, read
-    as none: the field's ``__init__`` reads them only to make the choices that are now made later."""
+    listed the first time they are read (then kept on the class, as the backend keeps them). While held on this
+    thread (``_zones_held``), read as none: the field's ``__init__`` reads them only to make the choices that are now
+    made later; another thread reading them meanwhile gets them all."""
 
-    held = False
+    holding = threading.local()
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __get__(self, instance, owner) -> set[str]:
-        if _Zones.held:
+        if getattr(_Zones.holding, "held", False):
             return set()
         zones = zoneinfo.available_timezones()
         zones.discard("Factory")  # as the backend does: it can fail to load on some systems
@@ -61,11 +64,11 @@ class _ZoneChoices(BaseChoiceIterator):
 
 @contextlib.contextmanager
 def _zones_held() -> Iterator[None]:
-    _Zones.held = True
+    _Zones.holding.held = True
     try:
         yield
     finally:
-        _Zones.held = False
+        _Zones.holding.held = False
 
 
 def timezone_choices_lazy() -> None:

@@ -1325,11 +1325,7 @@ def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
     page = pagination.get("start")
     if kind == "page" and pagination["size_param"]:
         query[pagination["size_param"]] = pagination["size"]
-    try:
-        # Once: every page goes to this address.
-        target = outbound_target(spec["url"], API_ALLOWED_HOSTS_SETTING, timeout_s=spec["timeout_s"])
-    except (OutboundRequestError, HostLookupError) as error:
-        raise DataSourceError(f"api source: {error}") from None
+    target = _api_target(spec)  # once: every page goes to this address
     for _ in range(pagination.get("max_pages", 1)):
         if kind == "page":
             query[pagination["param"]] = page
@@ -1353,6 +1349,22 @@ def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
     # Stopping quietly would publish part of the data as if it were all of it.
     raise DataSourceError(f"{label}: still more pages after max_pages={pagination['max_pages']}; "
                           "raise max_pages to read them all")
+
+
+def _api_target(spec: dict):
+    """The source's URL checked and its host looked up, again after the source's backoff (up to its retries) while
+    the resolver fails for now, as a request is tried again after a connection error."""
+    attempts = spec["retries"] + 1
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(spec["backoff_s"] * 2 ** (attempt - 1))
+        try:
+            return outbound_target(spec["url"], API_ALLOWED_HOSTS_SETTING, timeout_s=spec["timeout_s"])
+        except HostLookupError as error:
+            failure = error
+        except OutboundRequestError as error:
+            raise DataSourceError(f"api source: {error}") from None
+    raise DataSourceError(f"api source: {failure} (after {attempts} attempt{'s' if attempts != 1 else ''})")
 
 
 def _api_request(target, spec: dict, *, query: dict, headers: dict, label: str) -> Any:

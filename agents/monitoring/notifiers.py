@@ -355,10 +355,10 @@ def _post(url: str, body: dict | list, headers: dict[str, str], timeout_s: float
     try:
         # Before any header (a secret, maybe) is sent.
         target = outbound_target(url, ALLOWED_HOSTS_SETTING, timeout_s=timeout_s)
-    except OutboundRequestError as error:
-        raise _Failure(f"not sent: {error}", permanent=True) from None
     except HostLookupError as error:  # the resolver failed for now: a later attempt may reach it
         raise _Failure(f"not sent: {error}") from None
+    except OutboundRequestError as error:
+        raise _Failure(f"not sent: {error}", permanent=True) from None
     try:
         with breaker(http_key(url), timeout_s=timeout_s) as call:
             response = outbound_request("POST", url, setting=ALLOWED_HOSTS_SETTING, json=body, headers=headers,

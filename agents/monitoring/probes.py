@@ -34,7 +34,7 @@ from agents.core.outbound import (
 )
 from agents.core.params import Param
 from agents.core.registry import Registry
-from agents.exceptions import CheckSpecError, CircuitOpenError, HostLookupError, OutboundRequestError
+from agents.exceptions import CheckSpecError, CircuitOpenError, OutboundRequestError
 from agents.models import Agent, AgentStatus, AgentType, CheckType
 from agents.monitoring import plugins
 
@@ -154,7 +154,7 @@ def _http(params: dict, state: dict) -> ProbeResult:
     expected = _status_list(params["expect_status"])
     try:
         target = outbound_target(url, ALLOWED_HOSTS_SETTING, timeout_s=timeout_s)
-    except (OutboundRequestError, HostLookupError) as error:
+    except OutboundRequestError as error:
         return ProbeResult(value=None, unit="ms", ok=False, message=f"{method} {shown} not sent: {error}",
                            target=shown, metrics={"http.up": (0.0, "")})
     try:

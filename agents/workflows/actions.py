@@ -92,10 +92,10 @@ def http_request(context: ActionContext, *, url, method, headers, json, timeout_
                                         timeout_s=timeout_s, follow_redirects=follow_redirects, target=target)
             if response.status_code >= 500:
                 call.failed(f"answered {response.status_code}")
-    except OutboundRequestError as error:
-        raise PermanentActionError(str(error)) from None
     except HostLookupError as error:  # the resolver failed for now: the step's retries may reach the host
         raise ActionError(str(error)) from None
+    except OutboundRequestError as error:
+        raise PermanentActionError(str(error)) from None
     except CircuitOpenError as error:
         # Retryable: a later attempt, after the cool-down, may be the trial call that closes the circuit.
         raise ActionError(f"{method} {shown} not sent: {error}") from None

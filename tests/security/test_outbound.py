@@ -21,7 +21,6 @@ from agents.exceptions import (
     DataSourceError,
     HostLookupError,
     NotificationError,
-    OutboundRequestError,
     PermanentActionError,
 )
 from agents.monitoring.notifiers import notification_send
@@ -385,7 +384,7 @@ def flaky_resolver(monkeypatch, settings):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    for setting in ("AGENTS_HTTP_ALLOWED_HOSTS", "AGENTS_MONITOR_ALLOWED_HOSTS"):
+    for setting in ("AGENTS_HTTP_ALLOWED_HOSTS", "AGENTS_MONITOR_ALLOWED_HOSTS", "AGENTS_DATA_API_ALLOWED_HOSTS"):
         setattr(settings, setting, ["flaky.dns"])
     return failures
 
@@ -403,6 +402,10 @@ def test_a_host_name_the_resolver_fails_for_now_is_tried_again_and_one_that_does
                              config={"url": url, "attempts": 2, "backoff_s": 0.1})
     assert [attempt["ok"] for attempt in sent] == [False, True]
     assert sum(1 for request in allowed.requests if request["path"] == "/status") == 1
+    # an api source looks the host up again after its backoff, as it tries a request again
+    flaky_resolver[0] = 1
+    frame = source_frame({"kind": "api", "url": url, "records": "items", "retries": 1, "backoff_s": 0.1})
+    assert frame.to_dict("records") == [{"id": 1}]
 
     # a name that does not exist is refused for good: no retry would find it
     settings.AGENTS_HTTP_ALLOWED_HOSTS = ["nothing.invalid"]
