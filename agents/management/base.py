@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, OperationalError, ProgrammingError, connection
 
 from agents.core.definitions import refuse_json_constant
 from agents.core.jsonable import UNSTORABLE, json_problem
@@ -196,6 +196,26 @@ def _stdout_discard() -> None:
     os.close(devnull)
 
 
+def _database_unready() -> str | None:
+    """After a database error: what an operator must do when the database cannot be reached or has not been migrated
+    (a new install, a new database); None when it is there and migrated. Names the database, never its password."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    named = connection.settings_dict
+    where = str(named["NAME"]) if connection.vendor == "sqlite" else \
+        f"{named.get('HOST') or 'localhost'}:{named.get('PORT') or 'default port'}/{named['NAME']}"
+    try:
+        executor = MigrationExecutor(connection)
+        unapplied = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as failure:
+        reason = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+        return f"the database ({where}) cannot be reached: {reason}"
+    if unapplied:
+        return (f"the database ({where}) is not migrated: {len(unapplied)} migration(s) not applied; run "
+                "`python manage.py migrate` first")
+    return None
+
+
 def _unstorable_options_refuse(command: BaseCommand, args: tuple, options: dict) -> None:
     """``CommandError`` naming the first argument or option holding text PostgreSQL cannot store: bytes that are not
     UTF-8 arrive from the command line as lone surrogates (a file name too: its name would be stored as the
@@ -282,6 +302,12 @@ class AgentsCommand(BaseCommand):
             return super().execute(*args, **options)
         except self.translated_errors as error:
             raise CommandError(self.error_message(error)) from error
+        except (OperationalError, ProgrammingError) as error:
+            # Inside a caller's transaction (call_command in a test) the failed one cannot be looked past to ask.
+            told = None if connection.in_atomic_block else _database_unready()
+            if told is None:  # the database is there and migrated: a defect, shown whole
+                raise
+            raise CommandError(told) from error
 
     def run_from_argv(self, argv):
         """Run as ``manage.py`` does; when stdout's reader has gone (``| head -1``), stop quietly with status 141."""

@@ -11,7 +11,7 @@ from django.db import connection
 
 from agents.management import base
 from agents.management.base import BROKEN_PIPE_STATUS, wait_until
-from tests.conftest import PROJECT_DIR, embedded_install, manage
+from tests.conftest import PROJECT_DIR, embedded_env, embedded_install, manage
 
 RULES = str(PROJECT_DIR / "examples" / "rules" / "loan_approval.yaml")
 
@@ -239,3 +239,18 @@ def test_with_listening_turned_off_a_wait_only_looks_again(settings, monkeypatch
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_listening_channels()")
         assert cursor.fetchall() == []
+
+
+@pytest.mark.parametrize("command", [("workflow", "list"), ("decide", "loans", "--context", "{}"), ("data", "runs")])
+def test_a_command_on_a_database_not_migrated_or_not_reachable_says_so_without_a_traceback(tmp_path, command):
+    # a new install whose database was never migrated (the embedded default: an empty SQLite file)
+    new = manage(*command, env=embedded_env(tmp_path / "new"))
+    assert new.returncode == 1 and "Traceback" not in new.stderr, new.stderr
+    assert new.stderr.strip().endswith("migration(s) not applied; run `python manage.py migrate` first")
+    assert f"the database ({tmp_path / 'new'}" in new.stderr
+
+    # a database server that does not answer, its password not shown
+    gone = manage(*command, env={**os.environ, "DATABASE_URL": "postgres://agents:s3cret@127.0.0.1:9/agents"})
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr, gone.stderr
+    assert "CommandError: the database (127.0.0.1:9/agents) cannot be reached: connection failed" in gone.stderr
+    assert "s3cret" not in gone.stderr
