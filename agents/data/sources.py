@@ -1351,13 +1351,20 @@ def _api_pages(spec: dict, headers: dict, label: str) -> Iterator[list]:
                           "raise max_pages to read them all")
 
 
+def _api_attempts(spec: dict) -> Iterator[int]:
+    """The attempts an api source makes at a step (``retries`` + 1), each after the last one's backoff, which doubles
+    from ``backoff_s``."""
+    for attempt in range(spec["retries"] + 1):
+        if attempt:
+            time.sleep(spec["backoff_s"] * 2 ** (attempt - 1))
+        yield attempt
+
+
 def _api_target(spec: dict):
     """The source's URL checked and its host looked up, again after the source's backoff (up to its retries) while
     the resolver fails for now, as a request is tried again after a connection error."""
     attempts = spec["retries"] + 1
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(spec["backoff_s"] * 2 ** (attempt - 1))
+    for _ in _api_attempts(spec):
         try:
             return outbound_target(spec["url"], API_ALLOWED_HOSTS_SETTING, timeout_s=spec["timeout_s"])
         except HostLookupError as error:
@@ -1373,9 +1380,7 @@ def _api_request(target, spec: dict, *, query: dict, headers: dict, label: str) 
 
     attempts = spec["retries"] + 1
     problem = ""
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(spec["backoff_s"] * 2 ** (attempt - 1))
+    for _ in _api_attempts(spec):
         try:
             with breaker(http_key(spec["url"]), timeout_s=spec["timeout_s"]) as call:
                 response = outbound_request(
