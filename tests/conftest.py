@@ -17,6 +17,7 @@ from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import connection
+from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
 
 from agents.core.actions import ActionContext, action
 from agents.core.params import Param
@@ -41,6 +42,25 @@ def pytest_configure(config):
     # here, as Django's testing docs advise (the commands the tests run as processes keep the shipped ones). Set
     # before the worker forks, so its processes hash alike.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    PostgresOperations.sql_flush = _flush_by_delete
+
+
+_truncate_flush = PostgresOperations.sql_flush
+
+
+def _flush_by_delete(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+    """How the database is emptied after each transactional test (Django's flush). Django's one TRUNCATE of every
+    table took 0.5-0.7 s here however few rows the test left (PostgreSQL makes new files for each of the tables and
+    their indexes); a DELETE of each takes a few milliseconds in all. As TRUNCATE does, it first waits for every
+    transaction still writing to a table (the lock: a task the test set off that is ending), and runs no row
+    trigger (the audit's append-only ones; ``session_replication_role``, as ``audit_triggers_off``). Sequences go
+    on counting, as with the flush a test gets by default; a flush that resets them truncates as before."""
+    if reset_sequences or allow_cascade or not tables:
+        return _truncate_flush(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+    quoted = [self.quote_name(table) for table in tables]
+    return ["SET LOCAL session_replication_role = replica",
+            f"LOCK TABLE {', '.join(quoted)} IN ACCESS EXCLUSIVE MODE",
+            "; ".join(f"DELETE FROM {name}" for name in quoted)]
 
 
 @pytest.fixture(autouse=True)
