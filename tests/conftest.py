@@ -120,7 +120,7 @@ WORKER_SETTLE_S = 10.0
 
 
 @pytest.fixture
-def worker(celery_worker, transactional_db):
+def worker(celery_worker, transactional_db, request):
     """The session's real worker, with a database its processes can see. After the test, the tasks it set off that
     are still running or reserved (a check's alert and notices, written after the result the test waited for) are
     given up to ``WORKER_SETTLE_S`` to finish: emptying the database under one of them deadlocked."""
@@ -128,6 +128,30 @@ def worker(celery_worker, transactional_db):
     deadline = time.monotonic() + WORKER_SETTLE_S
     while (worker_state.active_requests or worker_state.reserved_requests) and time.monotonic() < deadline:
         time.sleep(0.02)
+    # What is still running then (a 60 s step a test gave up on) would hold one of the worker's two processes into
+    # the next tests, which then waited for their own tasks: it is ended, and named on the terminal (past the
+    # output capture: what a test leaves is worth seeing when it passed too).
+    leftover = {request.id: request.name for request in (*worker_state.active_requests,
+                                                          *worker_state.reserved_requests)}
+    if leftover:
+        with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+            print(f"\n[{request.node.nodeid}: tasks still running {WORKER_SETTLE_S:g} s after it, ended: "
+                  f"{sorted(leftover.values())}]")
+        celery_app.control.revoke(list(leftover), terminate=True, signal="SIGKILL")
+    # A pool process killed (by the test's hard time limit, or just now) is replaced only when the pool next looks,
+    # seconds later: until then the next test would find one process where it expects two.
+    deadline = time.monotonic() + WORKER_SETTLE_S
+    while not _pool_whole(celery_worker, leftover) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _pool_whole(celery_worker, ended: dict) -> bool:
+    """Whether the tasks ``ended`` are gone and the worker's pool has all its processes, each alive and ready
+    (started and said so). Reads billiard's pool; asking a process its exit code reaps it when it died."""
+    pool = celery_worker.pool._pool
+    return (not set(ended) & {request.id for request in worker_state.active_requests}
+            and sum(process.exitcode is None for process in pool._pool) >= pool._processes
+            and not pool._waiting_to_start)
 
 
 def wait_for(predicate, *, timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "condition"):
