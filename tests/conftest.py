@@ -131,8 +131,7 @@ def worker(celery_worker, transactional_db, request):
     # What is still running then (a 60 s step a test gave up on) would hold one of the worker's two processes into
     # the next tests, which then waited for their own tasks: it is ended, and named on the terminal (past the
     # output capture: what a test leaves is worth seeing when it passed too).
-    leftover = {request.id: request.name for request in (*worker_state.active_requests,
-                                                          *worker_state.reserved_requests)}
+    leftover = {task.id: task.name for task in (*worker_state.active_requests, *worker_state.reserved_requests)}
     if leftover:
         with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
             print(f"\n[{request.node.nodeid}: tasks still running {WORKER_SETTLE_S:g} s after it, ended: "
@@ -149,7 +148,7 @@ def _pool_whole(celery_worker, ended: dict) -> bool:
     """Whether the tasks ``ended`` are gone and the worker's pool has all its processes, each alive and ready
     (started and said so). Reads billiard's pool; asking a process its exit code reaps it when it died."""
     pool = celery_worker.pool._pool
-    return (not set(ended) & {request.id for request in worker_state.active_requests}
+    return (not set(ended) & {task.id for task in worker_state.active_requests}
             and sum(process.exitcode is None for process in pool._pool) >= pool._processes
             and not pool._waiting_to_start)
 
