@@ -4,9 +4,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ _truncate_flush = PostgresOperations.sql_flush
 def _flush_by_delete(self, style, tables, *, reset_sequences=False, allow_cascade=False):
     """How the database is emptied after each transactional test (Django's flush). Django's one TRUNCATE of every
     table took 0.5-0.7 s here however few rows the test left (PostgreSQL makes new files for each of the tables and
-    their indexes); a DELETE of each takes a few milliseconds in all. As TRUNCATE does, it first waits for every
+    their indexes); a DELETE of each took 0.02-0.03 s in all. As TRUNCATE does, it first waits for every
     transaction still writing to a table (the lock: a task the test set off that is ending), and runs no row
     trigger (the audit's append-only ones; ``session_replication_role``, as ``audit_triggers_off``). Sequences go
     on counting, as with the flush a test gets by default; a flush that resets them truncates as before."""
@@ -117,6 +118,10 @@ def celery_worker(broker, django_db_setup, django_db_blocker):
 
 #: Longest a test's end waits for the tasks it set off to finish before its database is emptied.
 WORKER_SETTLE_S = 10.0
+#: Where a ``test.stubborn`` action notes the process it runs in, which its hard time limit kills (after the attempt
+#: is already failed): the worker's pool replaces that process only seconds later. The session worker's processes
+#: are forked from this one, so they write where it reads.
+STUBBORN_PIDS = Path(tempfile.gettempdir()) / f"agentsite-tests-stubborn-{os.getpid()}"
 
 
 @pytest.fixture
@@ -128,29 +133,50 @@ def worker(celery_worker, transactional_db, request):
     deadline = time.monotonic() + WORKER_SETTLE_S
     while (worker_state.active_requests or worker_state.reserved_requests) and time.monotonic() < deadline:
         time.sleep(0.02)
-    # What is still running then (a 60 s step a test gave up on) would hold one of the worker's two processes into
-    # the next tests, which then waited for their own tasks: it is ended, and named on the terminal (past the
-    # output capture: what a test leaves is worth seeing when it passed too).
-    leftover = {task.id: task.name for task in (*worker_state.active_requests, *worker_state.reserved_requests)}
+    # What is still running or waiting then (a 60 s step a test gave up on) would hold one of the worker's two
+    # processes into the next tests, which then waited for their own tasks: it is ended, and named on the terminal.
+    leftover = list({task.id: task for task in _worker_requests()}.values())  # a running task is reserved too
     if leftover:
-        with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
-            print(f"\n[{request.node.nodeid}: tasks still running {WORKER_SETTLE_S:g} s after it, ended: "
-                  f"{sorted(leftover.values())}]")
-        celery_app.control.revoke(list(leftover), terminate=True, signal="SIGKILL")
+        _terminal_note(request, f"tasks still running or waiting {WORKER_SETTLE_S:g} s after it, ended: "
+                                f"{sorted(task.name for task in leftover)}")
+        celery_app.control.revoke([task.id for task in leftover], terminate=True, signal="SIGKILL")
     # A pool process killed (by the test's hard time limit, or just now) is replaced only when the pool next looks,
     # seconds later: until then the next test would find one process where it expects two.
+    doomed = {int(pid) for pid in STUBBORN_PIDS.read_text().split()} if STUBBORN_PIDS.exists() else set()
+    STUBBORN_PIDS.unlink(missing_ok=True)
     deadline = time.monotonic() + WORKER_SETTLE_S
-    while not _pool_whole(celery_worker, leftover) and time.monotonic() < deadline:
+    while not _pool_whole(celery_worker, leftover, doomed):
+        if time.monotonic() > deadline:
+            _terminal_note(request, f"the worker's pool was not whole {WORKER_SETTLE_S:g} s after it")
+            break
         time.sleep(0.02)
 
 
-def _pool_whole(celery_worker, ended: dict) -> bool:
-    """Whether the tasks ``ended`` are gone and the worker's pool has all its processes, each alive and ready
-    (started and said so). Reads billiard's pool; asking a process its exit code reaps it when it died."""
+def _worker_requests() -> list:
+    """The session worker's running and reserved tasks (its thread may change the sets while they are read)."""
+    while True:
+        try:
+            return [*worker_state.active_requests, *worker_state.reserved_requests]
+        except RuntimeError:  # "set changed size during iteration"
+            continue
+
+
+def _pool_whole(celery_worker, ended: list, doomed: set[int]) -> bool:
+    """Whether the tasks ``ended`` are gone and the worker's pool has all its processes, each alive, not one about
+    to be killed (``doomed``) and taking work (it said it is up: the pool's own map of the processes it sends work
+    to). Reads billiard's pool; asking a process its exit code reaps it when it died."""
     pool = celery_worker.pool._pool
-    return (not set(ended) & {task.id for task in worker_state.active_requests}
-            and sum(process.exitcode is None for process in pool._pool) >= pool._processes
-            and not pool._waiting_to_start)
+    ready = [process for process in list(pool._pool) if process._popen is not None and process.exitcode is None
+             and process.pid not in doomed and pool._fileno_to_inq.get(process.inqW_fd) is process]
+    return len(ready) >= pool._processes and not any(task in worker_state.active_requests for task in ended)
+
+
+def _terminal_note(request, text: str) -> None:
+    """Write ``text`` about the test ``request`` runs on the terminal, past the output capture: what a test leaves
+    behind is worth seeing when it passed too."""
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else nullcontext():
+        print(f"\n[{request.node.nodeid}: {text}]")
 
 
 def wait_for(predicate, *, timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "condition"):
@@ -201,6 +227,8 @@ def stubborn(context: ActionContext, *, seconds: float, until_attempt: int | Non
     in the attempts before ``until_attempt``; from that attempt on, return at once."""
     if until_attempt is not None and context.attempt >= until_attempt:
         return {"attempt": context.attempt}
+    with STUBBORN_PIDS.open("a") as pids:
+        pids.write(f"{os.getpid()}\n")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
