@@ -20,9 +20,11 @@ from workers.registry import trace_echo
 
 @shared_task(bind=True, name="tests.test_tracing.trace_echo_after_retry")
 def trace_echo_after_retry(self) -> dict:
-    """Retry once, then answer with the trace id and the number of retries."""
+    """Retry once, then answer with the trace id and the number of retries. Not at once: the retry's own success can
+    be stored before the first attempt's RETRY state, which the database result backend then writes over it (it
+    keeps no finished state, unlike Celery's key-value backends), and the caller waits for a result forever."""
     if self.request.retries == 0:
-        raise self.retry(countdown=0)
+        raise self.retry(countdown=1)
     return {"trace_id": trace_id_get(), "retries": self.request.retries}
 
 
