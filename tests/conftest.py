@@ -4,7 +4,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -12,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import signals
 from celery.app.trace import setup_worker_optimizations
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from django.conf import settings
@@ -118,10 +118,16 @@ def celery_worker(broker, django_db_setup, django_db_blocker):
 
 #: Longest a test's end waits for the tasks it set off to finish before its database is emptied.
 WORKER_SETTLE_S = 10.0
-#: Where a ``test.stubborn`` action notes the process it runs in, which its hard time limit kills (after the attempt
-#: is already failed): the worker's pool replaces that process only seconds later. The session worker's processes
-#: are forked from this one, so they write where it reads.
-STUBBORN_PIDS = Path(tempfile.gettempdir()) / f"agentsite-tests-stubborn-{os.getpid()}"
+#: The tasks whose hard time limit the session worker met (Celery's ``task_failure``, sent by the worker's main
+#: process, this one, once or more per task): each kills its pool process, after the task is already failed, and the
+#: pool replaces the process only seconds later.
+_hard_limits_met: dict[str, None] = {}
+
+
+@signals.task_failure.connect
+def _hard_limit_noted(sender=None, task_id=None, exception=None, **kwargs):
+    if isinstance(exception, TimeLimitExceeded):
+        _hard_limits_met[task_id] = None
 
 
 @pytest.fixture
@@ -129,6 +135,7 @@ def worker(celery_worker, transactional_db, request):
     """The session's real worker, with a database its processes can see. After the test, the tasks it set off that
     are still running or reserved (a check's alert and notices, written after the result the test waited for) are
     given up to ``WORKER_SETTLE_S`` to finish: emptying the database under one of them deadlocked."""
+    limits_met, processes = len(_hard_limits_met), _pool_pids(celery_worker)
     yield celery_worker
     deadline = time.monotonic() + WORKER_SETTLE_S
     while (worker_state.active_requests or worker_state.reserved_requests) and time.monotonic() < deadline:
@@ -142,10 +149,9 @@ def worker(celery_worker, transactional_db, request):
         celery_app.control.revoke([task.id for task in leftover], terminate=True, signal="SIGKILL")
     # A pool process killed (by the test's hard time limit, or just now) is replaced only when the pool next looks,
     # seconds later: until then the next test would find one process where it expects two.
-    doomed = {int(pid) for pid in STUBBORN_PIDS.read_text().split()} if STUBBORN_PIDS.exists() else set()
-    STUBBORN_PIDS.unlink(missing_ok=True)
+    killed = len(_hard_limits_met) - limits_met
     deadline = time.monotonic() + WORKER_SETTLE_S
-    while not _pool_whole(celery_worker, leftover, doomed):
+    while not _pool_whole(celery_worker, leftover, replaced=(processes, killed)):
         if time.monotonic() > deadline:
             _terminal_note(request, f"the worker's pool was not whole {WORKER_SETTLE_S:g} s after it")
             break
@@ -161,14 +167,22 @@ def _worker_requests() -> list:
             continue
 
 
-def _pool_whole(celery_worker, ended: list, doomed: set[int]) -> bool:
-    """Whether the tasks ``ended`` are gone and the worker's pool has all its processes, each alive, not one about
-    to be killed (``doomed``) and taking work (it said it is up: the pool's own map of the processes it sends work
-    to). Reads billiard's pool; asking a process its exit code reaps it when it died."""
+def _pool_pids(celery_worker) -> set[int]:
+    """The pids of the worker's pool processes (billiard's pool)."""
+    return {process.pid for process in list(celery_worker.pool._pool._pool)}
+
+
+def _pool_whole(celery_worker, ended: list, replaced: tuple[set[int], int]) -> bool:
+    """Whether the tasks ``ended`` are gone and the worker's pool has all its processes, each alive and taking work
+    (it said it is up: the pool's own map of the processes it sends work to), with at least ``replaced[1]`` of them
+    new since the pids ``replaced[0]`` (those a hard time limit killed, replaced). Reads billiard's pool; asking a
+    process its exit code reaps it when it died."""
     pool = celery_worker.pool._pool
-    ready = [process for process in list(pool._pool) if process._popen is not None and process.exitcode is None
-             and process.pid not in doomed and pool._fileno_to_inq.get(process.inqW_fd) is process]
-    return len(ready) >= pool._processes and not any(task in worker_state.active_requests for task in ended)
+    ready = {process.pid for process in list(pool._pool) if process._popen is not None and process.exitcode is None
+             and pool._fileno_to_inq.get(process.inqW_fd) is process}
+    before, killed = replaced
+    return (len(ready) >= pool._processes and len(ready - before) >= killed
+            and not any(task in worker_state.active_requests for task in ended))
 
 
 def _terminal_note(request, text: str) -> None:
@@ -227,8 +241,6 @@ def stubborn(context: ActionContext, *, seconds: float, until_attempt: int | Non
     in the attempts before ``until_attempt``; from that attempt on, return at once."""
     if until_attempt is not None and context.attempt >= until_attempt:
         return {"attempt": context.attempt}
-    with STUBBORN_PIDS.open("a") as pids:
-        pids.write(f"{os.getpid()}\n")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
