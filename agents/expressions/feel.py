@@ -52,15 +52,20 @@ PROPERTY_NAMES = frozenset({"time offset", "start included", "end included"})
 KEYWORDS = {"if", "then", "else", "and", "or", "true", "false", "null", "between", "in", "for", "some", "every",
             "return", "satisfies", "function", "instance", "of"}
 
+#: Beside letters, digits and "_", FEEL's names may hold any character past the Basic Multilingual Plane (U+10000 to
+#: U+EFFFF: emoji among them), as its grammar's NameStartChar says.
+_BEYOND_BMP = "\U00010000-\U000EFFFF"
+_NAME_PATTERN = rf"(?:[^\W\d]|[{_BEYOND_BMP}])(?:\w|[{_BEYOND_BMP}])*"
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
   | (?P<number>\d+(?:\.\d+)?|\.\d+)
   | (?P<string>"(?:[^"\\]|\\.)*")
   | (?P<temporal>@"(?:[^"\\]|\\.)*")
   | (?P<op>\*\*|\.\.|<=|>=|!=|[-+*/<>=()\[\]{},.:?])
-  | (?P<name>[^\W\d][\w]*)
+  | (?P<name>""" + _NAME_PATTERN + """)
 """, re.VERBOSE)
-_NAME_CHAR = re.compile(r"\w")
+_NAME_CHAR = re.compile(rf"\w|[{_BEYOND_BMP}]")
+_PLAIN_NAME = re.compile(_NAME_PATTERN)
 _FIRST_WORD = re.compile(r"[^\s(),.:\[\]{}]*")
 
 
@@ -82,7 +87,7 @@ def _name_patterns(names: frozenset) -> dict[str, list]:
     """First word -> (name, pattern) of each name of several words (or with symbols), longest name first. Cached: a
     model's FEEL texts are all read with its names, and a model of many names and many texts would otherwise compile
     every name's pattern once per text."""
-    multi = sorted({name for name in names if not re.fullmatch(r"[^\W\d]\w*", name)}, key=len, reverse=True)
+    multi = sorted({name for name in names if not _PLAIN_NAME.fullmatch(name)}, key=len, reverse=True)
     patterns: dict[str, list] = {}
     for name in multi:
         if name.strip():
@@ -100,7 +105,7 @@ def _tokenize(text: str, names: frozenset, bound: frozenset = frozenset()) -> li
             patterns[word] = sorted([*patterns.get(word, ()), *extra], key=lambda pair: len(pair[0]), reverse=True)
     tokens, position = [], 0
     while position < len(text):
-        if text[position].isalpha() or text[position] == "_":
+        if text[position].isalpha() or text[position] == "_" or text[position] >= "\U00010000":
             # FEEL names may contain spaces and symbols: the longest name in scope wins.
             matched = None
             for name, pattern in patterns.get(_FIRST_WORD.match(text, position).group(), ()):
@@ -126,7 +131,7 @@ def _tokenize(text: str, names: frozenset, bound: frozenset = frozenset()) -> li
 
 #: Symbols FEEL allows inside a name, joining words written without spaces around them.
 _NAME_SYMBOLS = ("+", "-", "*", "/")
-_WORDS = re.compile(r"[^\W\d]\w*(?:\s+\w+)+")
+_WORDS = re.compile(rf"{_NAME_PATTERN}(?:\s+(?:\w|[{_BEYOND_BMP}])+)+")
 
 
 def _bound_names(tokens: list[Token]) -> set[str]:
@@ -954,8 +959,10 @@ def _equals_item(value: Any, expected: Any) -> bool | None:
 
 def feel_item_scope(scope: Scope, item: Any) -> Scope:
     """The scope a filter's condition reads ``item`` in: ``item`` and, for a context, its entries by name (read in
-    place: copying each item's entries would cost a filter over big contexts their size each)."""
-    return (scope.child(item) if isinstance(item, dict) else scope).child({"item": item})
+    place: copying each item's entries would cost a filter over big contexts their size each). A context's own entry
+    named ``item`` is the one read: ``[{item: 1}, {item: 2}][item >= 2]`` is ``[{item: 2}]`` (the DMN TCK)."""
+    scope = scope.child({"item": item})
+    return scope.child(item) if isinstance(item, dict) else scope
 
 
 def _charge_walk(scope: Scope, left: Any, right: Any) -> None:

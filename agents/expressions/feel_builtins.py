@@ -624,9 +624,10 @@ def _sort(scope, items=None, precedes=None):
 def _rounded(number: Any, scale: Any, rounding: str) -> Decimal | None:
     if not is_number(number) or not is_number(scale) or not MIN_SCALE <= scale <= MAX_SCALE:
         return None
-    if number.is_finite() and number.as_tuple().exponent >= -_integer(scale):
+    scale = int(scale)  # a scale with a fraction counts its whole places (the DMN TCK: decimal(1/3, 2.5) = 0.33)
+    if number.is_finite() and number.as_tuple().exponent >= -scale:
         return number  # no more decimal places than the scale: nothing to round (and 34 digits cannot hold 6,176)
-    return number.quantize(Decimal(1).scaleb(-_integer(scale)), rounding=rounding, context=CONTEXT)
+    return number.quantize(Decimal(1).scaleb(-scale), rounding=rounding, context=CONTEXT)
 
 
 def _rounding(name: str, rounding: str, *, scale_optional: bool = False) -> None:

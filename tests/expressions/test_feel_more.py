@@ -169,6 +169,22 @@ def test_names_in_a_filter_condition_are_the_items_fields_not_names_the_text_nee
     assert feel_compile("Employee[dept = wanted].name", ["Employee", "wanted"]).free_names == {"Employee"}
 
 
+def test_a_filter_over_contexts_reads_their_own_entry_named_item_before_the_item_itself():
+    assert evaluate("[{item: 1}, {item: 2}, {item: 3}][item >= 2]") == [{"item": 2}, {"item": 3}]
+    assert evaluate("[{a: 1}, {a: 2}][item.a = 2]") == [{"a": 2}]
+    assert evaluate("[1, 2, 3][item >= 2]") == [2, 3]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{🐎: "bar"}', {"🐎": "bar"}),
+    ('{🐎: "😀"}.🐎', "😀"),
+    ("{my 🐎: 2, twice: my 🐎 * 2}.twice", 4),
+    ('string length("🐎😀")', 2),
+])
+def test_names_may_hold_characters_beyond_the_basic_multilingual_plane(text, expected):
+    assert evaluate(text) == expected
+
+
 @pytest.mark.parametrize("text, expected", [
     ("round up(5.5, 6176)", 5.5),  # the largest scale, more places than the number has: nothing to round
     ("round up(5.5, 6177)", None),
@@ -501,7 +517,7 @@ def test_list_builtins(text, expected):
     ("round half up(5.5, 0)", 6), ("round half up(-5.5, 0)", -6), ("round half up(1.125, 2)", 1.13),
     ("round half down(5.5, 0)", 5), ("round half down(-5.5, 0)", -5), ("round half down(1.125, 2)", 1.12),
     ("floor(-1.56, 1)", -1.6), ("ceiling(-1.56, 1)", -1.5), ("floor(1.5)", 1), ("ceiling(1.1)", 2),
-    ("decimal(2.5, 0)", 2), ("decimal(1/3, 2.5)", None),
+    ("decimal(2.5, 0)", 2), ("decimal(1/3, 2.5)", 0.33), ("round up(1.121, 1.9)", 1.2),
     ("abs(-10)", 10), ('abs(duration("-P1D"))', "P1D"), ('abs("a")', None),
     ("modulo(12, 5)", 2), ("modulo(-12, 5)", 3), ("modulo(12, -5)", -3), ("modulo(10.1, 4.5)", 1.1),
     ("modulo(1, 0)", None),
