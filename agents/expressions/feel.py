@@ -129,6 +129,9 @@ def _tokenize(text: str, names: frozenset, bound: frozenset = frozenset()) -> li
     return tokens
 
 
+#: Tokens no expression starts with: after a `[` they show it closes a range rather than opening a filter.
+_NO_EXPRESSION_STARTS = frozenset({",", ")", "]", "}", ".", "=", "!=", "<", "<=", ">", ">=", "*", "/", "**", "..",
+                                   "and", "or", "then", "else", "return", "satisfies", "instance", "between", "in"})
 #: Symbols FEEL allows inside a name, joining words written without spaces around them.
 _NAME_SYMBOLS = ("+", "-", "*", "/")
 _WORDS = re.compile(rf"{_NAME_PATTERN}(?:\s+(?:\w|[{_BEYOND_BMP}])+)+")
@@ -445,12 +448,16 @@ class _Parser:
                 self.fail(f"{token.text} is not a date, time, date and time or duration")
             self.index += 1
             return self.node("const", value)
-        if token.kind == "op" and token.text in ("<", "<=", ">", ">="):
+        if token.kind == "op" and token.text in ("<", "<=", ">", ">=", "=", "!="):
+            # A unary comparison is a range value (DMN 1.5): `< 10` is (null..10), `= 10` is [10..10] and, as the DMN
+            # TCK reads it, `!= 10` is (10..10).
             self.index += 1
             endpoint = self.additive()
             if token.text.startswith("<"):
                 return self.node("interval", False, None, endpoint, token.text == "<=")
-            return self.node("interval", token.text == ">=", endpoint, None, False)
+            if token.text.startswith(">"):
+                return self.node("interval", token.text == ">=", endpoint, None, False)
+            return self.node("interval", token.text == "=", endpoint, endpoint, token.text == "=")
         if token.kind == "name":
             if token.text in ("true", "false"):
                 self.index += 1
@@ -544,9 +551,10 @@ class _Parser:
         return self.node("tests", self.positive_unary_tests())
 
     def _closes_range(self) -> bool:
-        # `]1..5[`: a `[` that nothing follows closes an open range; it does not start a filter.
+        # `]1..5[`: a `[` that nothing follows, or what no expression starts with, closes an open range; it does not
+        # start a filter (`[1..10[.end`, `]1..5[ = x`).
         following = self.tokens[self.index + 1]
-        return following.kind == "end" or following.text in (",", ")", "]", "}")
+        return following.kind == "end" or following.text in _NO_EXPRESSION_STARTS
 
     def _range_follows(self) -> bool:
         # `x in (1..5]` is a range; `x in (1, 2)` a list of tests.

@@ -440,6 +440,15 @@ def test_range_builtins_follow_the_spec_table(text, expected):
     assert evaluate(text) is expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("[1..10[.end", 10), ("]1..10[.start included", False), ("]1..10[ = ]1..10[", True), ("[1, 2, 3][-1]", 3),
+    ("(< 10).end included", False), ("(<= 10).end", 10), ("(> 10).start", 10), ("(>= 10).end", None),
+    ("(= 10).start included", True), ("(= 10).end", 10), ("(!= 10).start included", False), ("5 in (= 5)", True),
+])
+def test_a_range_closed_by_a_bracket_and_a_unary_comparison_are_range_values_with_properties(text, expected):
+    assert evaluate(text) == expected
+
+
 def test_a_range_value_is_a_unary_test_too():
     assert feel_compile_tests("Allowed").matches(Decimal(5), {"Allowed": feel_evaluate("[1..10]")}) is True
     assert feel_compile_tests("Allowed").matches(Decimal(11), {"Allowed": feel_evaluate("[1..10]")}) is False
