@@ -251,6 +251,8 @@ class _Loader:
         self.by_id: dict[str, Any] = {}
         self.open_names = 0  # > 0 while compiling a filter's match, which may read its items' components by name
         self.type_refs: list = []  # (element, typeRef) of every element typed: checked once the items are known
+        #: The model's item definitions ``instance of`` may name (known once they are read), each with its check.
+        self.instance_types: dict[str, Callable[[Any], bool]] = {}
 
     def error(self, element, problem: str) -> None:
         self.errors.append(f"{_label(element)}: {problem}")
@@ -299,6 +301,8 @@ class _Loader:
         for element in item_elements:
             model.items[element.get("name")] = self.item_definition(element)
         self.check_type_cycles(model, item_elements)
+        self.instance_types = {name: functools.partial(_conforms, item=item, model=model)
+                               for name, item in model.items.items() if name and name not in TYPE_NAMES}
         for element in _children(root, "inputData"):
             name = element.get("name")
             if name in model.inputs:
@@ -512,7 +516,7 @@ class _Loader:
             self.error(owner, f"{where}: has no text")
             return None
         try:
-            compiled = feel_compile(text, self.names)
+            compiled = feel_compile(text, self.names, self.instance_types)
         except (FeelError, ExpressionError) as error:
             self.error(owner, f"{where}: {error}")
             return None
@@ -521,7 +525,7 @@ class _Loader:
 
     def tests(self, text: str | None, owner, where: str, scope_names: set[str]):
         try:
-            compiled = feel_compile_tests(text if text else "-", self.names)
+            compiled = feel_compile_tests(text if text else "-", self.names, self.instance_types)
         except (FeelError, ExpressionError) as error:
             self.error(owner, f"{where}: {error}")
             return None
@@ -1040,6 +1044,27 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
         value = _typed(value, item.type_ref, model, problems, what)
     value = _constrained(value, item.allowed, f"an allowed value of {item.name}", problems, what)
     return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
+
+
+def _conforms(value: Any, item: ItemDefinition, model: DmnModel) -> bool:
+    """FEEL ``value instance of item``: whether ``value`` is already of the item definition's type, as it is
+    (unlike ``_typed``, nothing is converted: ``1`` is not an instance of a list of numbers, nor a string of a date).
+    Its type only, as the DMN TCK reads it: 256 is an instance of a number type allowing 0 to 255. A component may be
+    null but must be there."""
+    if value is None:
+        return False
+    if item.is_collection:
+        single = ItemDefinition(item.name, item.type_ref, item.components, False, None)
+        return isinstance(value, list) and all(entry is None or _conforms(entry, single, model) for entry in value)
+    if item.components:
+        return isinstance(value, dict) and all(
+            name in value and (value[name] is None or _conforms(value[name], component, model))
+            for name, component in item.components.items())
+    known = _type_of(item.type_ref, model) if item.type_ref else None
+    if isinstance(known, ItemDefinition):
+        return _conforms(value, known, model)
+    base = BASE_TYPES.get(known) if isinstance(known, str) else None
+    return base is None or feel_instance_of(value, ("type", base))
 
 
 def _constrained(value: Any, tests, meaning: str, problems: list, what: tuple[str, str]) -> Any:

@@ -16,7 +16,7 @@ import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from agents.exceptions import ExpressionError
 from agents.expressions.feel_builtins import BUILTIN_NAMES, BUILTINS
@@ -191,7 +191,8 @@ def _bound_names(tokens: list[Token]) -> set[str]:
 class _Parser:
     """Recursive descent over FEEL's grammar: only the node kinds below can come out."""
 
-    def __init__(self, text: str, names: Iterable[str]):
+    def __init__(self, text: str, names: Iterable[str], types: Mapping[str, Callable[[Any], bool]] | None = None):
+        self.types = types or {}
         if not isinstance(text, str):
             raise FeelError(f"FEEL text must be a string, got {type(text).__name__}")
         if len(text) > MAX_FEEL_CHARS:
@@ -333,8 +334,10 @@ class _Parser:
                 self.expect("-")
                 self.expect(">")
                 return ("function", tuple(parameters), self.type_spec())
+            if name in self.types:  # the caller's own type (a DMN model's item definition)
+                return ("custom", self.types[name])
             if name not in TYPE_NAMES:
-                self.fail(f"unknown type {name!r} (types: {', '.join(sorted(TYPE_NAMES))})")
+                self.fail(f"unknown type {name!r} (types: {', '.join(sorted({*TYPE_NAMES, *self.types}))})")
             return ("type", name)
         finally:
             self.depth -= 1
@@ -1109,8 +1112,9 @@ class UnaryTests:
         return self.run(value, scope)
 
 
-def _compiled(text: str, names: Iterable[str], start: str) -> tuple[Callable, frozenset]:
-    parser = _Parser(text, set(names) | BUILTIN_NAMES | TYPE_NAMES | PROPERTY_NAMES)
+def _compiled(text: str, names: Iterable[str], start: str,
+              types: Mapping[str, Callable[[Any], bool]] | None) -> tuple[Callable, frozenset]:
+    parser = _Parser(text, set(names) | BUILTIN_NAMES | TYPE_NAMES | PROPERTY_NAMES | set(types or ()), types)
     tree = getattr(parser, start)()
     parser.done()
     compiler = _Compiler()
@@ -1118,14 +1122,17 @@ def _compiled(text: str, names: Iterable[str], start: str) -> tuple[Callable, fr
     return run, frozenset(compiler.free - {"?"})
 
 
-def feel_compile(text: str, names: Iterable[str] = ()) -> Expression:
-    """Parse and compile a FEEL expression once; ``names`` are the (possibly multi-word) names in scope."""
-    return Expression(text, *_compiled(text, names, "expression"))
+def feel_compile(text: str, names: Iterable[str] = (),
+                 types: Mapping[str, Callable[[Any], bool]] | None = None) -> Expression:
+    """Parse and compile a FEEL expression once; ``names`` are the (possibly multi-word) names in scope, ``types``
+    the caller's own type names ``instance of`` may name, each with whether a value is one."""
+    return Expression(text, *_compiled(text, names, "expression", types))
 
 
-def feel_compile_tests(text: str, names: Iterable[str] = ()) -> UnaryTests:
+def feel_compile_tests(text: str, names: Iterable[str] = (),
+                       types: Mapping[str, Callable[[Any], bool]] | None = None) -> UnaryTests:
     """Parse and compile FEEL unary tests (``-``, ``< 10``, ``[1..10]``, ``"a","b"``, ``not(...)``)."""
-    return UnaryTests(text, *_compiled(text, names, "unary_tests"))
+    return UnaryTests(text, *_compiled(text, names, "unary_tests", types))
 
 
 def feel_evaluate(text: str, values: dict | None = None) -> Any:

@@ -324,8 +324,10 @@ TYPE_NAMES = frozenset(_SIMPLE_TYPES)
 
 def feel_instance_of(value: Any, type_spec: tuple) -> bool:
     """FEEL ``value instance of type``; ``type_spec`` is ("type", name), ("list", T), ("range", T),
-    ("context", ((key, T), ...)) or ("function", (T, ...), T)."""
+    ("context", ((key, T), ...)), ("function", (T, ...), T) or ("custom", whether a value is one)."""
     kind = type_spec[0]
+    if kind == "custom":
+        return type_spec[1](value)
     if kind == "type":
         return _SIMPLE_TYPES[type_spec[1]](value)
     if kind == "list":

@@ -1,6 +1,8 @@
 """DMN typed values: input data and item definitions typed as dates, times and durations read JSON strings as FEEL
 values, results go back as ISO 8601 text, numbers stay exact, and allowed values and wrong kinds give null with an
 error that names the input and the expected format."""
+from xml.sax.saxutils import escape
+
 import pytest
 
 from agents.decisions.dmn import dmn_evaluate, dmn_parse
@@ -99,6 +101,24 @@ def test_item_definitions_type_structures_and_collections_of_dates():
                                                                  {"from": "2024-02-01", "to": "2024-02-02"}]})
 
     assert (value, errors) == (["P10D", "P1D"], [])
+
+
+def test_instance_of_names_the_models_item_definitions_and_checks_their_type_without_converting():
+    typed = model(
+        '<itemDefinition name="tNumbers" isCollection="true"><typeRef>number</typeRef></itemDefinition>'
+        '<itemDefinition name="tPair"><itemComponent name="a"><typeRef>string</typeRef></itemComponent>'
+        '<itemComponent name="b"><typeRef>tNumbers</typeRef></itemComponent></itemDefinition>'
+        '<itemDefinition name="Loan Status"><typeRef>string</typeRef>'
+        '<allowedValues><text>"OPEN"</text></allowedValues></itemDefinition>'
+        + "".join(f'<decision id="c{index}" name="c{index}"><variable name="c{index}"/><literalExpression><text>'
+                  f'{escape(text)}</text></literalExpression></decision>' for index, text in enumerate([
+                      "[1, 2] instance of tNumbers", '[1, "2"] instance of tNumbers', "1 instance of tNumbers",
+                      '{a: "x", b: [1], c: true} instance of tPair', '{a: "x", b: ["1"]} instance of tPair',
+                      '{a: "x"} instance of tPair', '"CLOSED" instance of Loan Status', "1 instance of Loan Status",
+                      "[[1], [2, null]] instance of list<tNumbers>", "null instance of tNumbers"])))
+
+    assert [dmn_evaluate(typed, f"c{index}", {})[0] for index in range(10)] == [
+        True, False, False, True, False, False, True, False, True, False]
 
 
 def test_a_value_outside_the_allowed_values_is_null_with_an_error():
