@@ -85,7 +85,7 @@ EXPRESSION_KINDS = ("literalExpression", "decisionTable", "context", "invocation
 LITERAL_ENTRY = re.compile(r'\s*(?:"(?:[^"\\]|\\.)*"|@"(?:[^"\\]|\\.)*"|-?\s*(?:\d+(?:\.\d+)?|\.\d+)|true|false)\s*',
                            re.DOTALL)
 #: The element kinds each requirement may point at (knowledge: a business knowledge model or a decision service).
-REQUIRED_KINDS = {"requiredDecision": ("decision",), "requiredInput": ("inputData",),
+REQUIRED_KINDS = {"requiredDecision": ("decision",), "requiredInput": ("inputData", "decision"),
                   "requiredKnowledge": ("businessKnowledgeModel", "decisionService")}
 _TRACE = "\x00trace"  # a scope key no FEEL name can spell: where evaluation appends its trace
 #: Steps of the evaluation's budget (``MAX_FEEL_STEPS``) a decision costs each time it is evaluated (a decision
@@ -249,6 +249,7 @@ class _Loader:
         self.errors: list[str] = []
         self.names: set[str] = set(BUILTIN_NAMES)
         self.by_id: dict[str, Any] = {}
+        self.decision_names: set[str] = set()
         self.open_names = 0  # > 0 while compiling a filter's match, which may read its items' components by name
         self.type_refs: list = []  # (element, typeRef) of every element typed: checked once the items are known
         #: The model's item definitions ``instance of`` may name (known once they are read), each with its check.
@@ -294,6 +295,8 @@ class _Loader:
         for element in root.iter():
             if element.get("id"):
                 self.by_id[element.get("id")] = element
+            if _local(element.tag) == "decision" and element.get("name"):
+                self.decision_names.add(element.get("name"))
             for attribute in ("name", "iteratorVariable"):
                 if element.get(attribute):
                     self.names.add(element.get(attribute))
@@ -479,11 +482,15 @@ class _Loader:
 
     def decision(self, element) -> DecisionNode:
         variable = _child(element, "variable")
+        # A requiredInput naming a decision (some modelers write one; the DMN TCK's 0009 has it) requires that
+        # decision: what it refers to is unambiguous.
+        required = self.requirements(element, "informationRequirement", "requiredInput")
         return DecisionNode(
             id=element.get("id") or "-", name=element.get("name"),
             type_ref=self.typed(element, variable.get("typeRef") if variable is not None else None),
-            decisions=self.requirements(element, "informationRequirement", "requiredDecision"),
-            inputs=self.requirements(element, "informationRequirement", "requiredInput"),
+            decisions=self.requirements(element, "informationRequirement", "requiredDecision")
+            + [name for name in required if name in self.decision_names],
+            inputs=[name for name in required if name not in self.decision_names],
             knowledge=self.requirements(element, "knowledgeRequirement", "requiredKnowledge"),
             element=element,
         )

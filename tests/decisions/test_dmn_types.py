@@ -121,6 +121,16 @@ def test_instance_of_names_the_models_item_definitions_and_checks_their_type_wit
         True, False, False, True, False, False, True, False, True, False]
 
 
+def test_a_required_input_naming_a_decision_requires_that_decision():
+    # Some modelers write a requiredInput for a decision the decision reads (the DMN TCK's 0009 has one). literal()
+    # gives a decision the id d_<length of its text>: Double is d_8.
+    graph = model(input_data("Base", "number", "i1") + literal("Double", "Base * 2", ["i1"])
+                  + literal("Quadruple", "Double * 2", ["d_8"]))
+
+    assert dmn_evaluate(graph, "Quadruple", {"Base": 3})[:3:2] == (12, [])
+    assert graph.decisions["Quadruple"].decisions == ["Double"] and graph.decisions["Quadruple"].inputs == []
+
+
 def test_a_value_outside_the_allowed_values_is_null_with_an_error():
     assert dmn_evaluate(ITEMS, "Message", {"Status": "OPEN"})[0] == "Account is OPEN"
     value, _, errors = dmn_evaluate(ITEMS, "Message", {"Status": "PENDING"})
