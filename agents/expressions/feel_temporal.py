@@ -272,6 +272,25 @@ def temporal_compare(left: Any, right: Any) -> int | None:
     return (a > b) - (a < b)
 
 
+def temporal_equal(left: Any, right: Any) -> bool | None:
+    """FEEL ``=`` of two temporal values (DMN 1.3's equality, as the DMN TCK reads it): a time, or a date and time,
+    with a zone id (``@Europe/Paris``) equals only one with the same zone id and clock; one with an offset (``Z``,
+    ``+01:00``) one with an offset and the same instant; one with neither one with neither. Of those three kinds,
+    two of different kinds are not equal (false, where ordering them is null)."""
+    if isinstance(left, (dt.time, dt.datetime)) and type(left) is type(right):
+        kinds = _zone_kind(left.tzinfo), _zone_kind(right.tzinfo)
+        if kinds[0] != kinds[1]:
+            return False
+        if kinds[0] == "id":
+            return left.tzinfo.key == right.tzinfo.key and left.replace(tzinfo=None) == right.replace(tzinfo=None)
+    compared = temporal_compare(left, right)
+    return None if compared is None else compared == 0
+
+
+def _zone_kind(zone: dt.tzinfo | None) -> str:
+    return "local" if zone is None else "id" if isinstance(zone, zoneinfo.ZoneInfo) else "offset"
+
+
 def temporal_same(left: Any, right: Any) -> bool:
     """FEEL ``is()``: same kind, same value and the same zone or offset."""
     if type(left) is not type(right):

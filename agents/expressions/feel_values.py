@@ -17,6 +17,7 @@ from agents.expressions.feel_temporal import (
     is_temporal,
     temporal_arithmetic,
     temporal_compare,
+    temporal_equal,
     temporal_same,
     temporal_text,
 )
@@ -203,8 +204,7 @@ def feel_equal(left: Any, right: Any) -> bool | None:
         results = [feel_equal(left[key], right[key]) for key in left]
         return None if None in results else all(results)
     if is_temporal(left) or is_temporal(right):
-        compared = temporal_compare(left, right)
-        return None if compared is None else compared == 0
+        return temporal_equal(left, right)
     if isinstance(left, FeelRange) and isinstance(right, FeelRange):
         ends = (feel_equal(left.start, right.start), feel_equal(left.end, right.end))
         return (ends == (True, True) and left.start_included == right.start_included

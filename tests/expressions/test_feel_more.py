@@ -356,6 +356,17 @@ def test_temporal_arithmetic_follows_feel(text, expected):
     ('is(date and time("2024-01-31T10:30:00Z"), date and time("2024-01-31T11:30:00+01:00"))', False),
     ('date and time("2024-01-31T10:30:00") > date and time("2024-01-31T10:30:00Z")', None),
     ('time("10:30:00Z") = time("12:30:00+02:00")', True),
+    # DMN 1.3's equality, as the TCK (0068) reads it: a zone id equals only the same zone id and clock; an offset, a
+    # zone id and neither are three kinds, and values of two kinds are unequal (ordering them stays null).
+    ('time("10:30:00@Europe/Paris") = time("10:30:00@Europe/Paris")', True),
+    ('time("10:30:00@Europe/Paris") = time("10:30:00@Asia/Dhaka")', False),
+    ('time("10:30:00@Europe/Paris") = time("10:30:00")', False),
+    ('time("10:30:00+02:00") != time("10:30:00@Europe/Paris")', True),
+    ('time("10:30:00Z") = time("10:30:00+00:00")', True),
+    ('date and time("2018-12-08T00:00:00") = date and time("2018-12-08T00:00:00@Asia/Dhaka")', False),
+    ('date and time("2018-12-08T00:00:00+00:00") = date and time("2018-12-08T00:00:00@Etc/UTC")', False),
+    ('date and time("2018-12-08T00:00:00@Europe/Paris") = date and time("2018-12-08T00:00:00@Europe/Paris")', True),
+    ('date and time("2018-12-08T00:00:00") < date and time("2018-12-08T00:00:00Z")', None),
     ('duration("P1D") = duration("PT24H")', True),
     ('duration("P1Y") > duration("P11M")', True),
     ('duration("P1Y") > duration("P1D")', None),
