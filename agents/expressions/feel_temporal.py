@@ -152,7 +152,7 @@ def parse_literal(text: str) -> Any:
         return None
     if text.lstrip("-").startswith("P"):
         return parse_duration(text)
-    if "T" in text:
+    if "T" in text.partition("@")[0]:  # a zone's name may hold a T too (@Etc/GMT)
         return parse_date_time(text)
     return parse_date(text) if _DATE.fullmatch(text) else parse_time(text)
 
@@ -292,12 +292,20 @@ def _zone_kind(zone: dt.tzinfo | None) -> str:
 
 
 def temporal_same(left: Any, right: Any) -> bool:
-    """FEEL ``is()``: same kind, same value and the same zone or offset."""
+    """FEEL ``is()``: same kind, same clock (and date) and the same offset, as the DMN TCK reads it (0103): a zone id
+    stands for its offset then (``@Etc/GMT`` is ``Z``), a time's zone for its offset on 1970-01-01, so that what
+    ``is`` answers does not change with the day it is asked."""
     if type(left) is not type(right):
         return False
     if isinstance(left, (dt.time, dt.datetime)):
-        return left.replace(tzinfo=None) == right.replace(tzinfo=None) and temporal_text(left) == temporal_text(right)
+        return left.replace(tzinfo=None) == right.replace(tzinfo=None) and _offset_for_is(left) == _offset_for_is(right)
     return left == right
+
+
+def _offset_for_is(value: dt.time | dt.datetime) -> dt.timedelta | None:
+    if value.tzinfo is None or isinstance(value, dt.datetime):
+        return value.utcoffset()
+    return value.tzinfo.utcoffset(dt.datetime.combine(dt.date(1970, 1, 1), value.replace(tzinfo=None)))
 
 
 # --- arithmetic -----------------------------------------------------------------

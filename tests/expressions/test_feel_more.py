@@ -276,6 +276,7 @@ def test_runaway_recursion_and_unknown_parameters_are_refused_with_a_message():
     ('time("10:30:00+02:00")', "10:30:00+02:00"),
     ('time("10:30:00.25Z")', "10:30:00.25Z"),
     ('time("10:30:00@Europe/Paris")', "10:30:00@Europe/Paris"),
+    ('@"23:00:50@Etc/GMT"', "23:00:50@Etc/GMT"),
     ('time(10, 30, 0, duration("PT1H"))', "10:30:00+01:00"),
     ('date and time("2024-01-31T10:30:00Z")', "2024-01-31T10:30:00Z"),
     ('date and time("2024-01-31")', "2024-01-31T00:00:00"),
@@ -564,6 +565,12 @@ def test_number_builtins(text, expected):
     ('is(1, "1")', False),
     ("is(null, null)", True),
     ('is(time("10:00:00Z"), time("10:00:00+00:00"))', True),
+    # the TCK's reading (0103): a zone id stands for its offset, a time's on 1970-01-01
+    ('is(@"23:00:50@Etc/GMT", @"23:00:50Z")', True),
+    ('is(@"23:00:50@Australia/Melbourne", @"23:00:50@Australia/Sydney")', True),
+    ('is(@"23:00:50@Europe/Paris", @"23:00:50+02:00")', False),
+    ('is(@"2021-04-02T23:00:00@Australia/Melbourne", @"2021-04-02T23:00:00+11:00")', True),
+    ('is(@"23:00:50", @"23:00:50Z")', False),
 ])
 def test_context_and_is_builtins(text, expected):
     assert evaluate(text) == expected
