@@ -281,6 +281,9 @@ def test_runaway_recursion_and_unknown_parameters_are_refused_with_a_message():
     ('date and time("2024-01-31T10:30:00Z")', "2024-01-31T10:30:00Z"),
     ('date and time("2024-01-31")', "2024-01-31T00:00:00"),
     ('date and time(date("2024-01-31"), time("10:00:00-05:00"))', "2024-01-31T10:00:00-05:00"),
+    ('date and time(date("2024-01-31"), null)', None),  # a null time joins nothing (the DMN TCK, 1117)
+    ('date and time(date and time("2024-01-31T10:20:00"), null)', None),
+    ('date and time(date("2024-01-31"))', "2024-01-31T00:00:00"),
     ('duration("P1DT2H")', "P1DT2H"),
     ('duration("PT36H")', "P1DT12H"),
     ('duration("P1Y2M")', "P1Y2M"),
