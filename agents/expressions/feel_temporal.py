@@ -241,13 +241,19 @@ def _instant(value: dt.datetime) -> dt.datetime:
     return value.astimezone(_UTC) if value.tzinfo is not None else value
 
 
+def _in_day(seconds: Decimal) -> Decimal:
+    """``seconds`` wrapped into one day, 0 to 86,400 (a Decimal's ``%`` keeps the sign: -3600 % 86400 is -3600)."""
+    seconds %= _DAY_SECONDS
+    return seconds + _DAY_SECONDS if seconds < 0 else seconds
+
+
 def _time_key(value: dt.time) -> tuple[bool, Decimal] | None:
     if value.tzinfo is None:
         return False, _time_seconds(value)
     offset = value.utcoffset()
     if offset is None:  # a zone without a date has no offset
         return None
-    return True, (_time_seconds(value) - Decimal(int(offset.total_seconds()))) % _DAY_SECONDS
+    return True, _in_day(_time_seconds(value) - Decimal(int(offset.total_seconds())))
 
 
 def temporal_compare(left: Any, right: Any) -> int | None:
@@ -341,7 +347,7 @@ def _shift(value: Any, duration: Any, sign: int) -> Any:
         return value + delta
     if isinstance(value, dt.date):
         return (dt.datetime.combine(value, dt.time()) + delta).date()
-    seconds = (_time_seconds(value) + sign * duration.seconds) % _DAY_SECONDS
+    seconds = _in_day(_time_seconds(value) + sign * duration.seconds)
     return dt.time(int(seconds // 3600), int(seconds % 3600 // 60), int(seconds % 60),
                    int(seconds % 1 * 1_000_000), tzinfo=value.tzinfo)
 
