@@ -996,6 +996,8 @@ def _type_of(type_ref: str, model: DmnModel) -> ItemDefinition | str | None:
     if "<" in type_ref:  # a FEEL type with parameters (list<number>, context<a: number>): not checked here
         return type_ref
     name = type_ref.split(":", 1)[-1]  # tns:tApplicant, feel:number, xsd:string
+    if type_ref == FEEL_PREFIX + "null":  # an exporter's spelling of FEEL's Null (ACTICO's, in the DMN TCK)
+        return "Null"
     if type_ref.startswith(FEEL_PREFIX) and _is_feel_type(name):  # FEEL's own type, even where an item has its name
         return name
     if name in model.items:

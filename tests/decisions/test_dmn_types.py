@@ -131,6 +131,14 @@ def test_a_required_input_naming_a_decision_requires_that_decision():
     assert graph.decisions["Quadruple"].decisions == ["Double"] and graph.decisions["Quadruple"].inputs == []
 
 
+def test_feel_null_is_read_as_feels_null_type():
+    # ACTICO's exporter types a decision that must answer null so (the DMN TCK's 1110 and 1116).
+    typed = model('<itemDefinition name="tNothing"><typeRef>feel:null</typeRef></itemDefinition>'
+                  + literal("Nothing", 'time("24:00:01")', [], type_ref="tNothing"))
+
+    assert dmn_evaluate(typed, "Nothing", {})[:3:2] == (None, [])
+
+
 def test_a_value_outside_the_allowed_values_is_null_with_an_error():
     assert dmn_evaluate(ITEMS, "Message", {"Status": "OPEN"})[0] == "Account is OPEN"
     value, _, errors = dmn_evaluate(ITEMS, "Message", {"Status": "PENDING"})
