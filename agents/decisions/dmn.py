@@ -694,8 +694,12 @@ class _Loader:
         if not callee_text:
             self.error(owner, "invocation: names no business knowledge model")
             return lambda scope: None
+        callee = None
         if callee_text not in scope_names:
-            self.error(owner, f"invocation: {callee_text!r} is not a required business knowledge model")
+            if callee_text.lstrip().startswith("function"):  # a function literal invoked in place (the DMN TCK's 0104)
+                callee = self.feel(callee_text, owner, "invocation", scope_names)
+            else:
+                self.error(owner, f"invocation: {callee_text!r} is not a required business knowledge model")
         bindings = []
         for binding in _children(expression, "binding"):
             parameter = _child(binding, "parameter")
@@ -711,7 +715,7 @@ class _Loader:
                               f"(parameters: {', '.join(known.parameters) or 'none'})")
 
         def invoke(scope: Scope):
-            found, function = scope.get(callee_text)
+            function = callee.run(scope) if callee is not None else scope.get(callee_text)[1]
             if not isinstance(function, FeelFunction):
                 return None
             values = {name: run(scope) for name, run in bindings}

@@ -79,6 +79,24 @@ def test_an_invocation_binds_a_knowledge_models_parameters_by_name():
     assert evaluate(body, extra=USES_FEE, more=BKM)[:3:2] == (10, [])
 
 
+def test_an_invocation_may_call_a_function_literal_in_place():
+    body = ('<invocation><literalExpression><text>function(amount, rate) amount * rate</text></literalExpression>'
+            '<binding><parameter name="rate"/>' + literal("0.5") + "</binding>"
+            '<binding><parameter name="amount"/>' + literal("Limit") + "</binding></invocation>")
+
+    assert evaluate(body)[:3:2] == (50, [])
+
+
+def test_an_invocation_of_a_name_that_is_no_knowledge_model_is_refused_at_load():
+    body = '<invocation><literalExpression><text>Fees</text></literalExpression></invocation>'
+
+    with pytest.raises(RuleSetError) as raised:
+        evaluate(body)
+
+    assert raised.value.errors == ["decision 'Answer' (id d_Answer): invocation: 'Fees' is not a required business "
+                                   "knowledge model"]
+
+
 def test_an_invocation_binding_no_parameter_is_refused_at_load():
     body = ('<invocation><literalExpression><text>Fee</text></literalExpression>'
             '<binding><parameter name="percent"/>' + literal("0.1") + "</binding></invocation>")
