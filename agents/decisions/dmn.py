@@ -249,7 +249,6 @@ class _Loader:
         self.errors: list[str] = []
         self.names: set[str] = set(BUILTIN_NAMES)
         self.by_id: dict[str, Any] = {}
-        self.decision_names: set[str] = set()
         self.open_names = 0  # > 0 while compiling a filter's match, which may read its items' components by name
         self.type_refs: list = []  # (element, typeRef) of every element typed: checked once the items are known
         #: The model's item definitions ``instance of`` may name (known once they are read), each with its check.
@@ -295,8 +294,6 @@ class _Loader:
         for element in root.iter():
             if element.get("id"):
                 self.by_id[element.get("id")] = element
-            if _local(element.tag) == "decision" and element.get("name"):
-                self.decision_names.add(element.get("name"))
             for attribute in ("name", "iteratorVariable"):
                 if element.get(attribute):
                     self.names.add(element.get(attribute))
@@ -403,13 +400,21 @@ class _Loader:
             settled.update(path)
 
     def requirements(self, element, kind: str, attribute: str) -> list[str]:
-        return [name for requirement in _children(element, kind) for reference in requirement
+        return [target.get("name") for target in self.required(element, kind, attribute)]
+
+    def required(self, element, kind: str, attribute: str) -> list:
+        """The elements the ``attribute`` references of ``element``'s ``kind`` requirements point at."""
+        return [target for requirement in _children(element, kind) for reference in requirement
                 if _local(reference.tag) == attribute
-                and (name := self.referred(element, reference, REQUIRED_KINDS[attribute])) is not None]
+                and (target := self.referred_element(element, reference, REQUIRED_KINDS[attribute])) is not None]
 
     def referred(self, element, reference, kinds: tuple[str, ...]) -> str | None:
         """The name of the element ``reference`` (``href="#id"``) points at; None, with the problem named, when it
         is not in the model or not of one of ``kinds``."""
+        target = self.referred_element(element, reference, kinds)
+        return None if target is None else target.get("name")
+
+    def referred_element(self, element, reference, kinds: tuple[str, ...]):
         attribute, href = _local(reference.tag), reference.get("href")
         target = self.by_id.get((href or "").split("#")[-1])
         if target is None:
@@ -419,7 +424,7 @@ class _Loader:
             self.error(element, f"{attribute} refers to {href!r}, which is {_label(target)}, "
                                 f"not a {' or '.join(kinds)}")
             return None
-        return target.get("name")
+        return target
 
     def knowledge_model(self, element, model: DmnModel) -> FeelFunction:
         logic = _child(element, "encapsulatedLogic")
@@ -484,13 +489,13 @@ class _Loader:
         variable = _child(element, "variable")
         # A requiredInput naming a decision (some modelers write one; the DMN TCK's 0009 has it) requires that
         # decision: what it refers to is unambiguous.
-        required = self.requirements(element, "informationRequirement", "requiredInput")
+        required = self.required(element, "informationRequirement", "requiredInput")
         return DecisionNode(
             id=element.get("id") or "-", name=element.get("name"),
             type_ref=self.typed(element, variable.get("typeRef") if variable is not None else None),
             decisions=self.requirements(element, "informationRequirement", "requiredDecision")
-            + [name for name in required if name in self.decision_names],
-            inputs=[name for name in required if name not in self.decision_names],
+            + [target.get("name") for target in required if _local(target.tag) == "decision"],
+            inputs=[target.get("name") for target in required if _local(target.tag) != "decision"],
             knowledge=self.requirements(element, "knowledgeRequirement", "requiredKnowledge"),
             element=element,
         )
@@ -696,7 +701,7 @@ class _Loader:
             return lambda scope: None
         callee = None
         if callee_text not in scope_names:
-            if callee_text.lstrip().startswith("function"):  # a function literal invoked in place (the DMN TCK's 0104)
+            if re.match(r"\s*function\s*\(", callee_text):  # a function literal invoked in place (the TCK's 0104)
                 callee = self.feel(callee_text, owner, "invocation", scope_names)
             else:
                 self.error(owner, f"invocation: {callee_text!r} is not a required business knowledge model")
@@ -973,6 +978,9 @@ def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, wh
     known = _type_of(type_ref, model)
     if isinstance(known, ItemDefinition):
         return _typed_item(value, known, model, problems, what)
+    if known == "Null":  # only null is of FEEL's Null type
+        problems.append(f"{_what(what)}: {_shown(value)} is not null (its type is Null); null instead")
+        return None
     base = BASE_TYPES.get(known) if isinstance(known, str) else None
     if base is None:
         return value
@@ -1076,8 +1084,21 @@ def _conforms(value: Any, item: ItemDefinition, model: DmnModel) -> bool:
     known = _type_of(item.type_ref, model) if item.type_ref else None
     if isinstance(known, ItemDefinition):
         return _conforms(value, known, model)
-    base = BASE_TYPES.get(known) if isinstance(known, str) else None
-    return base is None or feel_instance_of(value, ("type", base))
+    if not isinstance(known, str):
+        return True  # no typeRef: any value
+    if known in MODELER_NUMBER_TYPES:
+        known = "number"
+    return _feel_type_check(BASE_TYPES.get(known, known))(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _feel_type_check(type_text: str) -> Callable[[Any], bool]:
+    """Whether a value is of the FEEL type ``type_text`` (``number``, ``list<number>``), compiled once."""
+    try:
+        compiled = feel_compile(f"value instance of {type_text}", ["value"])
+    except FeelError:  # a typeRef such as list<numbr> (not read at load): nothing is of it
+        return lambda value: False
+    return lambda value: compiled.evaluate({"value": value}) is True
 
 
 def _constrained(value: Any, tests, meaning: str, problems: list, what: tuple[str, str]) -> Any:

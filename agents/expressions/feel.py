@@ -451,16 +451,12 @@ class _Parser:
                 self.fail(f"{token.text} is not a date, time, date and time or duration")
             self.index += 1
             return self.node("const", value)
-        if token.kind == "op" and token.text in ("<", "<=", ">", ">=", "=", "!="):
-            # A unary comparison is a range value (DMN 1.5): `< 10` is (null..10), `= 10` is [10..10] and, as the DMN
-            # TCK reads it, `!= 10` is (10..10).
+        if token.kind == "op" and token.text in ("<", "<=", ">", ">="):
             self.index += 1
             endpoint = self.additive()
             if token.text.startswith("<"):
                 return self.node("interval", False, None, endpoint, token.text == "<=")
-            if token.text.startswith(">"):
-                return self.node("interval", token.text == ">=", endpoint, None, False)
-            return self.node("interval", token.text == "=", endpoint, endpoint, token.text == "=")
+            return self.node("interval", token.text == ">=", endpoint, None, False)
         if token.kind == "name":
             if token.text in ("true", "false"):
                 self.index += 1
@@ -479,6 +475,14 @@ class _Parser:
             self.expect("..")
             return self.interval(token.text, low)
         if self.accept("("):
+            if self.token.text in ("=", "!=") and self.token.kind == "op":
+                # `(= 10)` is the range [10..10] (DMN 1.5) and, as the DMN TCK reads it, `(!= 10)` is (10..10); only
+                # in parentheses, so that `a == b` stays an error rather than comparing a with a range.
+                equal = self.token.text == "="
+                self.index += 1
+                endpoint = self.additive()
+                self.expect(")")
+                return self.node("interval", equal, endpoint, endpoint, equal)
             inner = self.expression()
             if self.accept(".."):
                 return self.interval(token.text, inner)

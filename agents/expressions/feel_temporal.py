@@ -282,7 +282,9 @@ def temporal_equal(left: Any, right: Any) -> bool | None:
     """FEEL ``=`` of two temporal values (DMN 1.3's equality, as the DMN TCK reads it): a time, or a date and time,
     with a zone id (``@Europe/Paris``) equals only one with the same zone id and clock; one with an offset (``Z``,
     ``+01:00``) one with an offset and the same instant; one with neither one with neither. Of those three kinds,
-    two of different kinds are not equal (false, where ordering them is null)."""
+    two of different kinds are not equal. Ordering (``temporal_compare``) is unchanged: null between a local value
+    and a zoned one, and between times with a zone id; instants otherwise (so an offset and a zone id at one instant
+    are <= and >= each other, yet not =, as the TCK has it)."""
     if isinstance(left, (dt.time, dt.datetime)) and type(left) is type(right):
         kinds = _zone_kind(left.tzinfo), _zone_kind(right.tzinfo)
         if kinds[0] != kinds[1]:

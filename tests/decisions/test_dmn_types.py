@@ -110,15 +110,20 @@ def test_instance_of_names_the_models_item_definitions_and_checks_their_type_wit
         '<itemComponent name="b"><typeRef>tNumbers</typeRef></itemComponent></itemDefinition>'
         '<itemDefinition name="Loan Status"><typeRef>string</typeRef>'
         '<allowedValues><text>"OPEN"</text></allowedValues></itemDefinition>'
+        '<itemDefinition name="tCount"><typeRef>integer</typeRef></itemDefinition>'
+        '<itemDefinition name="tMany"><typeRef>list&lt;number&gt;</typeRef></itemDefinition>'
+        '<itemDefinition name="tBag"><typeRef>context</typeRef></itemDefinition>'
         + "".join(f'<decision id="c{index}" name="c{index}"><variable name="c{index}"/><literalExpression><text>'
                   f'{escape(text)}</text></literalExpression></decision>' for index, text in enumerate([
                       "[1, 2] instance of tNumbers", '[1, "2"] instance of tNumbers', "1 instance of tNumbers",
                       '{a: "x", b: [1], c: true} instance of tPair', '{a: "x", b: ["1"]} instance of tPair',
                       '{a: "x"} instance of tPair', '"CLOSED" instance of Loan Status', "1 instance of Loan Status",
-                      "[[1], [2, null]] instance of list<tNumbers>", "null instance of tNumbers"])))
+                      "[[1], [2, null]] instance of list<tNumbers>", "null instance of tNumbers",
+            '"x" instance of tCount', "2 instance of tCount", '["x"] instance of tMany', "[2] instance of tMany",
+            "5 instance of tBag", "{a: 1} instance of tBag"])))
 
-    assert [dmn_evaluate(typed, f"c{index}", {})[0] for index in range(10)] == [
-        True, False, False, True, False, False, True, False, True, False]
+    assert [dmn_evaluate(typed, f"c{index}", {})[0] for index in range(16)] == [
+        True, False, False, True, False, False, True, False, True, False, False, True, False, True, False, True]
 
 
 def test_a_required_input_naming_a_decision_requires_that_decision():
@@ -134,9 +139,12 @@ def test_a_required_input_naming_a_decision_requires_that_decision():
 def test_feel_null_is_read_as_feels_null_type():
     # ACTICO's exporter types a decision that must answer null so (the DMN TCK's 1110 and 1116).
     typed = model('<itemDefinition name="tNothing"><typeRef>feel:null</typeRef></itemDefinition>'
-                  + literal("Nothing", 'time("24:00:01")', [], type_ref="tNothing"))
+                  + literal("Nothing", 'time("24:00:01")', [], type_ref="tNothing")
+                  + literal("Something", '"x"', [], type_ref="tNothing"))
 
     assert dmn_evaluate(typed, "Nothing", {})[:3:2] == (None, [])
+    assert dmn_evaluate(typed, "Something", {})[:3:2] == (None, [
+        "result of decision 'Something': 'x' is not null (its type is Null); null instead"])
 
 
 def test_a_value_outside_the_allowed_values_is_null_with_an_error():

@@ -463,10 +463,17 @@ def test_range_builtins_follow_the_spec_table(text, expected):
 @pytest.mark.parametrize("text, expected", [
     ("[1..10[.end", 10), ("]1..10[.start included", False), ("]1..10[ = ]1..10[", True), ("[1, 2, 3][-1]", 3),
     ("(< 10).end included", False), ("(<= 10).end", 10), ("(> 10).start", 10), ("(>= 10).end", None),
-    ("(= 10).start included", True), ("(= 10).end", 10), ("(!= 10).start included", False), ("5 in (= 5)", True),
+    ("(= 10).start included", True), ("(= 10).end", 10), ("(!= 10).start included", False),
+    ("5 in {r: (= 5)}.r", True),
 ])
 def test_a_range_closed_by_a_bracket_and_a_unary_comparison_are_range_values_with_properties(text, expected):
     assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1 == 1", "x = = 3", "= 10"])
+def test_an_equals_sign_where_no_operand_can_start_is_refused_not_read_as_a_range(text):
+    with pytest.raises(FeelError, match="unexpected '='"):
+        feel_compile(text, ["x"])
 
 
 def test_a_range_value_is_a_unary_test_too():
