@@ -1067,16 +1067,16 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
     return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
 
 
-def _conforms(value: Any, item: ItemDefinition, model: DmnModel) -> bool:
+def _conforms(value: Any, item: ItemDefinition, model: DmnModel, *, whole: bool = True) -> bool:
     """FEEL ``value instance of item``: whether ``value`` is already of the item definition's type, as it is
     (unlike ``_typed``, nothing is converted: ``1`` is not an instance of a list of numbers, nor a string of a date).
     Its type only, as the DMN TCK reads it: 256 is an instance of a number type allowing 0 to 255. A component may be
-    null but must be there."""
+    null but must be there. ``whole`` False: one item of a collection ``item``."""
     if value is None:
         return False
-    if item.is_collection:
-        single = ItemDefinition(item.name, item.type_ref, item.components, False, None)
-        return isinstance(value, list) and all(entry is None or _conforms(entry, single, model) for entry in value)
+    if item.is_collection and whole:
+        return isinstance(value, list) and all(entry is None or _conforms(entry, item, model, whole=False)
+                                               for entry in value)
     if item.components:
         return isinstance(value, dict) and all(
             name in value and (value[name] is None or _conforms(value[name], component, model))

@@ -146,15 +146,11 @@ def _time(value=None, minute=None, second=None, offset=None):
     return value if isinstance(value, dt.time) else None
 
 
-#: An argument not given (where null given means something else).
-_ABSENT = object()
-
-
 @builtin("date and time", ("from",), ("date", "time"))
-def _date_and_time(value=None, clock=_ABSENT):
+def _date_and_time(value=None, clock=_LEFT_OUT):
     if clock is None:  # date and time(d, null): no time to join (the DMN TCK, 1117)
         return None
-    if clock is not _ABSENT:
+    if clock is not _LEFT_OUT:
         return date_and_time_of(value, clock)
     if isinstance(value, str):
         return parse_date_time(value)

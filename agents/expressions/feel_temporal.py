@@ -286,17 +286,21 @@ def temporal_equal(left: Any, right: Any) -> bool | None:
     and a zoned one, and between times with a zone id; instants otherwise (so an offset and a zone id at one instant
     are <= and >= each other, yet not =, as the TCK has it)."""
     if isinstance(left, (dt.time, dt.datetime)) and type(left) is type(right):
-        kinds = _zone_kind(left.tzinfo), _zone_kind(right.tzinfo)
-        if kinds[0] != kinds[1]:
+        if _zone_kind(left.tzinfo) != _zone_kind(right.tzinfo):
             return False
-        if kinds[0] == "id":
-            return left.tzinfo.key == right.tzinfo.key and left.replace(tzinfo=None) == right.replace(tzinfo=None)
+        if _zone_kind(left.tzinfo) == "id":
+            return _one_zone_id(left, right) and left.replace(tzinfo=None) == right.replace(tzinfo=None)
     compared = temporal_compare(left, right)
     return None if compared is None else compared == 0
 
 
 def _zone_kind(zone: dt.tzinfo | None) -> str:
     return "local" if zone is None else "id" if isinstance(zone, zoneinfo.ZoneInfo) else "offset"
+
+
+def _one_zone_id(left: dt.time | dt.datetime, right: dt.time | dt.datetime) -> bool:
+    """Whether both have the same zone id (``@Europe/Paris``), not an offset."""
+    return all(_zone_kind(value.tzinfo) == "id" for value in (left, right)) and left.tzinfo.key == right.tzinfo.key
 
 
 def temporal_same(left: Any, right: Any) -> bool:
@@ -357,7 +361,7 @@ def _shift(value: Any, duration: Any, sign: int) -> Any:
 def _difference(left: Any, right: Any) -> DayTimeDuration | None:
     """``left - right`` of two dates, times or date and times, as a days and time duration."""
     if isinstance(left, dt.time) and isinstance(right, dt.time):
-        if _zone_kind(left.tzinfo) == _zone_kind(right.tzinfo) == "id" and left.tzinfo.key == right.tzinfo.key:
+        if _one_zone_id(left, right):
             return DayTimeDuration(_time_seconds(left) - _time_seconds(right))  # one zone: the clocks' difference
         keys = _time_key(left), _time_key(right)
         if None in keys or keys[0][0] != keys[1][0]:
