@@ -757,6 +757,8 @@ class _Compiler:
                 if signature is None:
                     unknown = set(values) - set(target.parameters)
                     raise FeelError(f"{label}: no parameter named {', '.join(sorted(unknown))}")
+                if target.optional is not None and not set(signature) - target.optional <= set(values):
+                    return None  # a built-in's parameter that may not be left out was: ``is(value1: x)``
                 # Parameters after the last one named are left out, so a built-in sees them as not given.
                 given = max(signature.index(name) for name in values) + 1
                 return target.body(scope, *[values.get(name) for name in signature[:given]])

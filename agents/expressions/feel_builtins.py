@@ -63,16 +63,18 @@ def _cost(values: Any, result: Any) -> int:
 
 
 def builtin(name: str, *signatures: tuple[str, ...], variadic: bool = False, scoped: bool = False,
-            lists: str = ""):
+            lists: str = "", optional: tuple[str, ...] = ()):
     """Register a FEEL built-in: ``signatures`` are its parameter name lists (the first is the main one). ``lists``
     names the arguments that are lists ("first", or "all" of them): one given a single item takes it as a list of
-    that item (DMN's implicit conversion to a singleton list: ``reverse(1)`` is ``[1]``)."""
+    that item (DMN's implicit conversion to a singleton list: ``reverse(1)`` is ``[1]``). ``optional`` names the
+    parameters a call may leave out (each list's last ones); a call with more or fewer arguments is null."""
     parameters = signatures[0]
     most = max(len(signature) for signature in signatures)
+    fewest = 0 if variadic else min(len(set(signature) - set(optional)) for signature in signatures)
 
     def register(function):
         def body(scope, *arguments):
-            if len(arguments) > most and not variadic:
+            if len(arguments) > most and not variadic or len(arguments) < fewest:
                 return None
             if lists and arguments:
                 converted = len(arguments) if lists == "all" else 1
@@ -85,7 +87,8 @@ def builtin(name: str, *signatures: tuple[str, ...], variadic: bool = False, sco
             if scope is not None:
                 scope.charge(_cost(arguments, result))
             return result
-        BUILTINS[name] = FeelFunction(name, parameters, body, variadic, signatures[1:])
+        BUILTINS[name] = FeelFunction(name, parameters, body, variadic, signatures[1:],
+                                      None if variadic else frozenset(optional))
         return function
     return register
 
@@ -133,7 +136,7 @@ def _date(value=None, month=None, day=None):
     return value.date() if isinstance(value, dt.datetime) else value if is_date(value) else None
 
 
-@builtin("time", ("from",), ("hour", "minute", "second", "offset"))
+@builtin("time", ("from",), ("hour", "minute", "second", "offset"), optional=("offset",))
 def _time(value=None, minute=None, second=None, offset=None):
     if minute is not None or second is not None:
         return time_of(value, minute, second, offset)
@@ -177,7 +180,8 @@ def _string(value=None):
 _NUMBER_TEXT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
-@builtin("number", ("from", "grouping separator", "decimal separator"))
+@builtin("number", ("from", "grouping separator", "decimal separator"),
+         optional=("grouping separator", "decimal separator"))
 def _number(value=None, grouping=None, decimal_mark=None):
     if is_number(value) and grouping is None and decimal_mark is None:
         return value  # number(11.11) is 11.11, as the DMN TCK has it
@@ -211,7 +215,7 @@ def _string_length(string=None):
     return Decimal(len(string)) if isinstance(string, str) else None
 
 
-@builtin("substring", ("string", "start position", "length"))
+@builtin("substring", ("string", "start position", "length"), optional=("length",))
 def _substring(string=None, start=None, length=None):
     if not isinstance(string, str) or not is_number(start) or (length is not None and not is_number(length)):
         return None
@@ -289,7 +293,7 @@ def _regex_of(pattern: Any, flags: Any) -> Any:
     return _regex(pattern, flags or "")
 
 
-@builtin("matches", ("input", "pattern", "flags"))
+@builtin("matches", ("input", "pattern", "flags"), optional=("flags",))
 def _matches(text=None, pattern=None, flags=None):
     return _regex_of(pattern, flags).search(text) is not None if isinstance(text, str) else None
 
@@ -325,7 +329,7 @@ def _pieces(regex: Any, text: str):
         yield found
 
 
-@builtin("replace", ("input", "pattern", "replacement", "flags"))
+@builtin("replace", ("input", "pattern", "replacement", "flags"), optional=("flags",))
 def _replace(text=None, pattern=None, replacement=None, flags=None):
     if not _text(text, replacement):
         return None
@@ -351,7 +355,7 @@ def _split(text=None, delimiter=None):
     return parts + [text[position:]]
 
 
-@builtin("string join", ("list", "delimiter"), lists="first")
+@builtin("string join", ("list", "delimiter"), lists="first", optional=("delimiter",))
 def _string_join(items=None, delimiter=None):
     if not isinstance(items, list) or not all(item is None or isinstance(item, str) for item in items):
         return None
@@ -466,7 +470,7 @@ def _position(items: list, position: Any) -> int:
     return index - 1 if index > 0 else len(items) + index
 
 
-@builtin("sublist", ("list", "start position", "length"), lists="first")
+@builtin("sublist", ("list", "start position", "length"), lists="first", optional=("length",))
 def _sublist(items=None, start=None, length=None):
     begin = _position(items, start)
     if length is None:
@@ -601,7 +605,7 @@ def _flatten(scope, items=None):
     return out
 
 
-@builtin("sort", ("list", "precedes"), scoped=True, lists="first")
+@builtin("sort", ("list", "precedes"), scoped=True, lists="first", optional=("precedes",))
 def _sort(scope, items=None, precedes=None):
     if not isinstance(items, list):
         return None
@@ -635,7 +639,7 @@ def _rounded(number: Any, scale: Any, rounding: str) -> Decimal | None:
 
 
 def _rounding(name: str, rounding: str, *, scale_optional: bool = False) -> None:
-    @builtin(name, ("n", "scale"))
+    @builtin(name, ("n", "scale"), optional=("scale",) if scale_optional else ())
     def body(number=None, scale=None if not scale_optional else Decimal(0)):
         return _rounded(number, scale, rounding)
 

@@ -36,7 +36,9 @@ class FeelFunction:
 
     ``body(scope, *arguments)`` runs it; ``parameters`` names its parameters in order; a built-in whose last
     parameter takes any number of values (``min``, ``append``) sets ``variadic``; ``overloads``
-    are other parameter name lists a named call may use (``date(year: 2024, month: 1, day: 31)``).
+    are other parameter name lists a named call may use (``date(year: 2024, month: 1, day: 31)``). ``optional``
+    (a built-in's) names the parameters a call may leave out: a call leaving out another is null, as ``is(value1: x)``
+    is; None (a function literal, a knowledge model): a parameter left out is null.
     """
 
     name: str
@@ -44,6 +46,7 @@ class FeelFunction:
     body: Callable[..., Any]
     variadic: bool = False
     overloads: tuple[tuple[str, ...], ...] = ()
+    optional: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -607,3 +607,24 @@ def test_type_errors_give_null(text):
 ])
 def test_decision_table_entries_test_dates(tests, value, expected):
     assert feel_compile_tests(tests).matches(feel_evaluate(f'date("{value}")'), {}) is expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a parameter a built-in needs, left out by position or by name, makes the call null (the TCK's 0103)
+    ('is(@"2021-02-13")', None),
+    ('is(value1: @"2021-02-13")', None),
+    ('is(value2: @"2021-02-13")', None),
+    ('is(value1: @"2021-02-13", value2: @"2021-02-13")', True),
+    ('substring(string: "abc")', None),
+    ('date and time(date: @"2024-01-31")', None),
+    ("modulo(10)", None),
+    # one the spec lets a call leave out may be
+    ('substring(string: "abc", start position: 2)', "bc"),
+    ("time(hour: 10, minute: 20, second: 0)", "10:20:00"),
+    ("floor(n: 1.5)", 1),
+    ('string join(list: ["a", "b"])', "ab"),
+    ("sublist([1, 2, 3], 2)", [2, 3]),
+    ('number(from: "1000")', 1000),
+])
+def test_a_builtin_call_leaving_out_a_parameter_it_needs_is_null(text, expected):
+    assert evaluate(text) == expected
