@@ -430,7 +430,14 @@ class _Loader:
         logic = _child(element, "encapsulatedLogic")
         if logic is not None and not self.function_kind_check(logic, element):
             return FeelFunction(element.get("name"), (), lambda scope, *arguments: None)
-        parameters = tuple(parameter.get("name") for parameter in _children(logic, "formalParameter")) if logic is not None else ()
+        formal = _children(logic, "formalParameter") if logic is not None else []
+        parameters = tuple(parameter.get("name") for parameter in formal)
+        # Each argument as of its parameter's type, and the result as of the model's own (its variable's typeRef,
+        # or its logic's): a value not of its type is null, as DMN's type conversions have it (the TCK's 0082).
+        types = self.parameter_types(formal)
+        typed_by = next((part for part in (_child(element, "variable"), logic)
+                         if part is not None and part.get("typeRef")), None)
+        result_type = self.typed(typed_by, typed_by.get("typeRef")) if typed_by is not None else None
         required = self.requirements(element, "knowledgeRequirement", "requiredKnowledge")
         expression = self.expression_of(logic) if logic is not None else None
         if expression is None:
@@ -446,12 +453,15 @@ class _Loader:
             values = dict(zip(parameters, arguments))
             for parameter in parameters[len(arguments):]:
                 values[parameter] = None
+            _, problems = scope.get(_PROBLEMS)
+            _arguments_typed(values, types, model, problems, name)
             values.update({known: function for known in required if (function := model.function(known))})
             # The call spends its caller's step budget: a looping or recursing model is bounded as a whole.
-            _, problems = scope.get(_PROBLEMS)
             inner = Scope({_TRACE: trace if found else [], _PROBLEMS: problems}, None, scope.calls,
                           scope.budget).child(values, call=True)
-            return run(inner)
+            if result_type is None:
+                return run(inner)
+            return _typed(run(inner), result_type, model, _problems(problems), ("result of", name))
         return FeelFunction(name, parameters, body)
 
     def decision_service(self, element, model: DmnModel) -> DecisionService:
@@ -554,6 +564,19 @@ class _Loader:
                               "input, decision or knowledge model in scope")
 
     def compile(self, expression, owner, scope_names: set[str], *, output_name: str, model: DmnModel) -> Evaluator:
+        """A boxed expression compiled; its value as of its own typeRef, where it has one (a functionDefinition's
+        types its result: see ``function_definition``)."""
+        run = self.compile_kind(expression, owner, scope_names, output_name=output_name, model=model)
+        type_ref = expression.get("typeRef") if _local(expression.tag) != "functionDefinition" else None
+        if not self.typed(expression, type_ref):
+            return run
+        what = (f"value of the {_local(expression.tag)} of", output_name or _label(owner))
+
+        def typed(scope: Scope):
+            return _typed(run(scope), type_ref, model, _problems(scope.get(_PROBLEMS)[1]), what)
+        return typed
+
+    def compile_kind(self, expression, owner, scope_names: set[str], *, output_name: str, model: DmnModel) -> Evaluator:
         kind = _local(expression.tag)
         label = f"{kind}{' ' + repr(expression.get('id')) if expression.get('id') else ''}"
         if kind == "literalExpression":
@@ -601,13 +624,31 @@ class _Loader:
         """A boxed function (FEEL kind): a function value over the scope it is defined in."""
         if not self.function_kind_check(expression, owner):
             return lambda scope: None
-        parameters = tuple(parameter.get("name") for parameter in _children(expression, "formalParameter"))
+        formal = _children(expression, "formalParameter")
+        parameters = tuple(parameter.get("name") for parameter in formal)
         body = self.expression_of(expression)
         if body is None:
             self.error(owner, f"functionDefinition {expression.get('id') or '-'}: has no body expression")
             return lambda scope: None
         run = self.compile(body, owner, set(scope_names) | set(parameters), output_name=output_name, model=model)
-        return lambda scope: feel_closure(output_name or "function", parameters, run, scope)
+        name = output_name or "function"
+        types = self.parameter_types(formal)
+        result_type = self.typed(expression, expression.get("typeRef"))
+        if result_type:
+            body_run = run
+
+            def run(scope: Scope):
+                return _typed(body_run(scope), result_type, model, _problems(scope.get(_PROBLEMS)[1]),
+                              ("result of", name))
+
+        def convert(caller: Scope, values: dict) -> None:
+            _arguments_typed(values, types, model, caller.get(_PROBLEMS)[1], name)
+        return lambda scope: feel_closure(name, parameters, run, scope, convert if types else None)
+
+    def parameter_types(self, formal: list) -> tuple[tuple[str, str], ...]:
+        """The (name, typeRef) of each ``formalParameter`` that has a typeRef, each typeRef noted for the check."""
+        return tuple((parameter.get("name"), type_ref) for parameter in formal
+                     if (type_ref := self.typed(parameter, parameter.get("typeRef"))))
 
     def function_kind_check(self, expression, owner) -> bool:
         kind = expression.get("kind") or "FEEL"
@@ -1000,6 +1041,19 @@ def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, wh
     return value
 
 
+def _arguments_typed(values: dict, types: tuple, model: DmnModel, problems: list | None, function: str) -> None:
+    """A call's ``values`` (its parameters') each as of its parameter's type in ``types``."""
+    for parameter, type_ref in types:
+        values[parameter] = _typed(values[parameter], type_ref, model, _problems(problems),
+                                   ("argument", f"{function}.{parameter}"))
+
+
+def _problems(found: list | None) -> list:
+    """Where a typed value reports what it nulled: the evaluation's problems, or a list no one reads (a function
+    value called outside any decision)."""
+    return found if found is not None else []
+
+
 def _type_of(type_ref: str, model: DmnModel) -> ItemDefinition | str | None:
     """What a typeRef names: an item definition of the model (also as ``prefix:name``, DMN 1.1's qualified names),
     a FEEL type's name (``number``, ``date`` for ``feel:date``, ``Any``, ``list<number>``), or None: nothing known."""
@@ -1049,8 +1103,11 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
                 problems.append(f"{_what(what)}: {_shown(value)} is not a list of {item.name}; null instead")
                 return None
             value = [value]
+        before = len(problems)
         value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"))
                  for index, entry in enumerate(value, start=1)]
+        if len(problems) > before:  # an item not of its type: the list is not of the collection's type
+            return None
         return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
     if item.components and isinstance(value, list) and len(value) == 1:
         value = value[0]  # and from a singleton list to its item, where a context is declared (a base type: _typed)
@@ -1058,9 +1115,17 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
         if not isinstance(value, dict):
             problems.append(f"{_what(what)}: {_shown(value)} is not a {item.name} (a context); null instead")
             return None
+        missing = [name for name in item.components if name not in value]
+        if missing:  # a component may be null but must be there, as for instance of
+            problems.append(f"{_what(what)}: {_shown(value)} is not a {item.name} (it has no "
+                            f"{', '.join(map(repr, missing))}); null instead")
+            return None
+        before = len(problems)
         value = {**value, **{name: _typed_item(value[name], component, model, problems,
                                                (what[0], f"{what[1]}.{name}"))
-                             for name, component in item.components.items() if name in value}}
+                             for name, component in item.components.items()}}
+        if len(problems) > before:  # a component not of its type: the context is not of the item's type
+            return None
     else:
         value = _typed(value, item.type_ref, model, problems, what)
     value = _constrained(value, item.allowed, f"an allowed value of {item.name}", problems, what)

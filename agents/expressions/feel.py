@@ -26,6 +26,7 @@ from agents.expressions.feel_values import (  # noqa: F401 - FeelFunction, feel_
     FeelRange,
     TYPE_NAMES,
     feel_arithmetic,
+    feel_conformed,
     feel_equal,
     feel_instance_of,
     feel_negate,
@@ -285,23 +286,23 @@ class _Parser:
                 return tuple(contexts)
 
     def function_definition(self) -> tuple:
-        """``function(a, b: number) a + b`` (parameter types are read but not enforced)."""
+        """``function(a, b: number) a + b``: an argument not of its parameter's type is null in the body."""
         self.expect("(")
         parameters: list[str] = []
+        types: list[tuple | None] = []
         if not self.accept(")"):
             while True:
                 name = self.local_name("a parameter name")
                 if name in parameters:
                     self.fail(f"parameter {name!r} named twice")
                 parameters.append(name)
-                if self.accept(":"):
-                    self.type_spec()
+                types.append(self.type_spec() if self.accept(":") else None)
                 if self.accept(")"):
                     break
                 self.expect(",")
         if self.token.kind == "name" and self.token.text == "external":
             self.fail("external functions are not supported")
-        return self.node("function", tuple(parameters), self.expression())
+        return self.node("function", tuple(parameters), self.expression(), tuple(types))
 
     def type_spec(self) -> tuple:
         """A FEEL type: ``number``, ``list<string>``, ``context<a: number>``, ``range<date>``,
@@ -875,10 +876,12 @@ class _Compiler:
             return feel_instance_of(item, type_spec)
         return instance
 
-    def c_function(self, parameters, body):
+    def c_function(self, parameters, body, types):
         run = self.local(parameters, body)
-
-        return lambda scope: feel_closure("function", tuple(parameters), run, scope)
+        typed = tuple((name, type_spec) for name, type_spec in zip(parameters, types) if type_spec is not None)
+        convert = (lambda caller, values: values.update(
+            (name, feel_conformed(values[name], type_spec)) for name, type_spec in typed)) if typed else None
+        return lambda scope: feel_closure("function", tuple(parameters), run, scope, convert)
 
     def _iteration(self, contexts, body) -> tuple[list, Compiled]:
         domains, names = [], []
@@ -1043,16 +1046,19 @@ def _bindings(domains: list, scope: Scope, values: dict):
         yield from _bindings(domains[1:], scope, {**values, name: item})
 
 
-def feel_closure(name: str, parameters: tuple, run: Compiled, scope: Scope) -> FeelFunction:
+def feel_closure(name: str, parameters: tuple, run: Compiled, scope: Scope,
+                 convert: Callable[[Scope, dict], None] | None = None) -> FeelFunction:
     """A function value defined in ``scope``: a call runs ``run`` with its parameters (missing ones null) over
     ``scope``, one call deeper than its caller and on the caller's step budget (a step each call); more arguments
-    than parameters give null."""
+    than parameters give null. ``convert(caller, values)`` types the arguments in place (their parameters' types)."""
     def call(caller: Scope, *arguments):
         if len(arguments) > len(parameters):
             return None
         caller.charge()  # a call is a step: a function that calls itself twice a time spends the budget, not hours
         values = dict(zip(parameters, arguments))
         values.update((parameter, None) for parameter in parameters[len(arguments):])
+        if convert is not None:
+            convert(caller, values)
         return run(scope.closure(values, caller))
     return FeelFunction(name, parameters, call)
 

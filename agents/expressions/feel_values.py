@@ -345,6 +345,21 @@ def feel_instance_of(value: Any, type_spec: tuple) -> bool:
         value.variadic or len(value.parameters) == len(type_spec[1]))
 
 
+def feel_conformed(value: Any, type_spec: tuple) -> Any:
+    """``value`` as a parameter of FEEL type ``type_spec`` takes it: as it is when it is of the type, else through
+    DMN's implicit conversions (a singleton list to its item, an item to a singleton list, a date to midnight UTC of
+    that day where a date and time is declared), else null."""
+    if value is None or feel_instance_of(value, type_spec):
+        return value
+    if type_spec[0] == "list" or type_spec == ("type", "list"):
+        return [value] if feel_instance_of([value], type_spec) else None
+    if isinstance(value, list) and len(value) == 1:
+        return feel_conformed(value[0], type_spec) if not isinstance(value[0], list) else None
+    if type_spec == ("type", "date and time") and is_date(value):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+    return None
+
+
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "'": "'"}
 
 

@@ -183,7 +183,8 @@ def test_a_type_constraint_bounds_the_whole_value_and_allowed_values_each_item()
     assert dmn_evaluate(scores, "Total", {"Scores": [1, 2, 3]})[:3:2] == (6, [])
     assert dmn_evaluate(scores, "Total", {"Scores": [1, 2, 3, 4]})[2] == [
         "input 'Scores': [1, 2, 3, 4] is not within the type constraint of tScores; null instead"]
-    assert dmn_evaluate(scores, "Kept", {"Scores": [1, 20]})[:3:2] == ([1, None], [
+    # an item outside the allowed values: the list is not of its type, and the whole value is null (the TCK's 0082)
+    assert dmn_evaluate(scores, "Kept", {"Scores": [1, 20]})[:3:2] == (None, [
         "input 'Scores[2]': 20 is not an allowed value of tScores; null instead"])
 
 
@@ -198,3 +199,66 @@ def test_an_error_quotes_a_huge_wrong_value_cut_short():
     assert value is None
     assert error.startswith("input 'Rate': [0, 1, 2, 3") and error.endswith("characters) is not a number; null instead")
     assert len(error) < 300
+
+
+T_PERSON = ('<itemDefinition name="tPerson"><itemComponent name="name"><typeRef>string</typeRef></itemComponent>'
+            '<itemComponent name="age"><typeRef>number</typeRef></itemComponent></itemDefinition>'
+            '<itemDefinition name="tNumbers" isCollection="true"><typeRef>number</typeRef></itemDefinition>')
+
+
+def knowledge(name: str, parameter: str, parameter_type: str, body: str, result_type: str = "") -> str:
+    typed = f' typeRef="{result_type}"' if result_type else ""
+    return (f'<businessKnowledgeModel id="b_{name}" name="{name}"><variable name="{name}"{typed}/>'
+            f'<encapsulatedLogic><formalParameter name="{parameter}" typeRef="{parameter_type}"/>'
+            f'<literalExpression><text>{body}</text></literalExpression></encapsulatedLogic></businessKnowledgeModel>')
+
+
+def calling(name: str, text: str, known: str, type_ref: str = "") -> str:
+    typed = f' typeRef="{type_ref}"' if type_ref else ""
+    return (f'<decision id="d_{name}" name="{name}"><variable name="{name}"/>'
+            f'<knowledgeRequirement><requiredKnowledge href="#b_{known}"/></knowledgeRequirement>'
+            f'<literalExpression{typed}><text>{escape(text)}</text></literalExpression></decision>')
+
+
+TYPED_CALLS = model(
+    T_PERSON
+    + knowledge("known", "person", "tPerson", "person != null")
+    + knowledge("listed", "n", "Any", "n", result_type="tNumbers")
+    + knowledge("single", "n", "Any", "[n]", result_type="number")
+    + knowledge("wrong", "n", "Any", "n > 1", result_type="tPerson")
+    + calling("Whole", 'known({name: "Ann", age: 40})', "known")
+    + calling("Partial", 'known({name: "Ann"})', "known")
+    + calling("Mistyped", 'known({name: "Ann", age: "forty"})', "known")
+    + calling("Listed", "listed(10)", "listed") + calling("Not listed", 'listed("x")', "listed")
+    + calling("Single", "single(10)", "single") + calling("Not single", 'single("x")', "single")
+    + calling("Wrong", "wrong(5)", "wrong")
+    + calling("Literal", '"ten"', "known", type_ref="number")
+    + calling("Literal list", "10", "known", type_ref="tNumbers")
+    + calling("Function", '{f: function(n: number) n, r: f("x")}.r', "known")
+    + calling("Function ok", "{f: function(n: number) n, r: f([5])}.r", "known")
+)
+
+
+@pytest.mark.parametrize("decision, expected, error", [
+    # an argument not of its parameter's type is null in the body: a context missing a component, or one whose
+    # component is not of its type, is not a tPerson (the TCK's 0082)
+    ("Whole", True, None),
+    ("Partial", False, "argument 'known.person': {'name': 'Ann'} is not a tPerson (it has no 'age'); null instead"),
+    ("Mistyped", False, "argument 'known.person.age': 'forty' is not a number; null instead"),
+    # a knowledge model's result as of its variable's type, DMN's singleton conversions applied
+    ("Listed", [10], None),
+    ("Not listed", None, "result of 'listed': 'x' is not a list of tNumbers; null instead"),
+    ("Single", 10, None),
+    ("Not single", None, "result of 'single': 'x' is not a number; null instead"),
+    ("Wrong", None, "result of 'wrong': True is not a tPerson (a context); null instead"),
+    # a boxed expression's own typeRef types its value
+    ("Literal", None, "value of the literalExpression of 'Literal': 'ten' is not a number; null instead"),
+    ("Literal list", [10], None),
+    # a FEEL function's typed parameter: a value not of its type is null, a singleton list gives its item
+    ("Function", None, None),
+    ("Function ok", 5, None),
+])
+def test_declared_types_of_arguments_results_and_expressions_make_a_value_not_of_them_null(decision, expected, error):
+    value, _, errors = dmn_evaluate(TYPED_CALLS, decision, {})
+
+    assert (value, errors) == (expected, [error] if error else [])

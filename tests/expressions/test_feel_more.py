@@ -628,3 +628,18 @@ def test_decision_table_entries_test_dates(tests, value, expected):
 ])
 def test_a_builtin_call_leaving_out_a_parameter_it_needs_is_null(text, expected):
     assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # an argument not of its parameter's type is null in the body; DMN's implicit conversions apply first
+    ('(function(a: number) a)("x")', None),
+    ("(function(a: number) a)(1)", 1),
+    ("(function(a: number) a)([5])", 5),
+    ("(function(a: list<number>) a)(1)", [1]),
+    ('(function(a: list<number>) a)([1, "x"])', None),
+    ('(function(a, b: number) [a, b])("x", "y")', ["x", None]),
+    ('{f: function(a: string) a, r: f(a: 1)}.r', None),
+    ('(function(a: date and time) a)(@"2024-01-31")', "2024-01-31T00:00:00Z"),
+])
+def test_a_function_literals_typed_parameter_takes_only_values_of_its_type(text, expected):
+    assert evaluate(text) == expected
