@@ -1006,19 +1006,22 @@ def dmn_parse(text: str) -> DmnModel:
     return _Loader(text).load()
 
 
-def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, what: tuple[str, str]) -> Any:
+def _typed(value: Any, type_ref: str | None, model: DmnModel, problems: list, what: tuple[str, str], *,
+           absent_null: bool = False) -> Any:
     """``value`` as of DMN type ``type_ref`` (a base type or an item definition): a JSON string becomes the date,
     time or duration a temporal type names; DMN's implicit conversions apply (an item where a list is declared
     becomes a singleton list, a singleton list where an item is declared its item, a date where a date and time is
     declared midnight UTC of that day); a value of another kind, a string not in the type's format, or a value
     outside the item definition's allowed values is null, with a problem naming ``what`` (what it is, e.g. "input",
-    and its path, e.g. "Applicant.Age") and the type. Every level is checked: the loader refused rings of item
-    definitions that only name each other, so each turn of a recursive type is a level of the value."""
+    and its path, e.g. "Applicant.Age") and the type. So is a value a part of which is not of its type, or a context
+    without a component its type declares, unless ``absent_null`` (JSON given by a caller leaves null ones out).
+    Every level is checked: the loader refused rings of item definitions that only name each other, so each turn of
+    a recursive type is a level of the value."""
     if value is None or not type_ref:
         return value
     known = _type_of(type_ref, model)
     if isinstance(known, ItemDefinition):
-        return _typed_item(value, known, model, problems, what)
+        return _typed_item(value, known, model, problems, what, absent_null)
     if known == "Null":  # only null is of FEEL's Null type
         problems.append(f"{_what(what)}: {_shown(value)} is not null (its type is Null); null instead")
         return None
@@ -1090,7 +1093,8 @@ def _shown(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
-def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: list, what: tuple[str, str]) -> Any:
+def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: list, what: tuple[str, str],
+                absent_null: bool = False) -> Any:
     if value is None:
         return None
     if item.is_collection:
@@ -1098,13 +1102,13 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
         if not isinstance(value, list):
             # DMN's implicit conversion to a singleton list, for a value that is one item of the collection's type
             trial: list = []
-            _typed_item(value, single, model, trial, what)
+            _typed_item(value, single, model, trial, what, absent_null)
             if trial:
                 problems.append(f"{_what(what)}: {_shown(value)} is not a list of {item.name}; null instead")
                 return None
             value = [value]
         before = len(problems)
-        value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"))
+        value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), absent_null)
                  for index, entry in enumerate(value, start=1)]
         if len(problems) > before:  # an item not of its type: the list is not of the collection's type
             return None
@@ -1116,18 +1120,18 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
             problems.append(f"{_what(what)}: {_shown(value)} is not a {item.name} (a context); null instead")
             return None
         missing = [name for name in item.components if name not in value]
-        if missing:  # a component may be null but must be there, as for instance of
+        if missing and not absent_null:  # a component may be null but must be there, as for instance of
             problems.append(f"{_what(what)}: {_shown(value)} is not a {item.name} (it has no "
                             f"{', '.join(map(repr, missing))}); null instead")
             return None
         before = len(problems)
         value = {**value, **{name: _typed_item(value[name], component, model, problems,
-                                               (what[0], f"{what[1]}.{name}"))
-                             for name, component in item.components.items()}}
+                                               (what[0], f"{what[1]}.{name}"), absent_null)
+                             for name, component in item.components.items() if name in value}}
         if len(problems) > before:  # a component not of its type: the context is not of the item's type
             return None
     else:
-        value = _typed(value, item.type_ref, model, problems, what)
+        value = _typed(value, item.type_ref, model, problems, what, absent_null=absent_null)
     value = _constrained(value, item.allowed, f"an allowed value of {item.name}", problems, what)
     return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
 
@@ -1235,12 +1239,15 @@ def _service_body(service: DecisionService, model: DmnModel) -> Callable:
 
 
 def _service_evaluation(service: DecisionService, model: DmnModel, values: dict, budget: list, problems: list,
-                        label: str, calls: int = 0) -> "_Evaluation":
+                        label: str, calls: int = 0, *, absent_null: bool = False) -> "_Evaluation":
     """An evaluation of ``service``'s decisions with ``values`` (by parameter name, FEEL values) typed as its input
-    data and input decisions are; a problem names each as ``label`` and its name."""
-    inputs = {name: _typed(values.get(name), model.inputs.get(name), model, problems, (label, name))
+    data and input decisions are; a problem names each as ``label`` and its name. ``absent_null``: the values come
+    from a caller's JSON, where a component left out is null."""
+    inputs = {name: _typed(values.get(name), model.inputs.get(name), model, problems, (label, name),
+                           absent_null=absent_null)
               for name in service.inputs}
-    given = {name: _typed(values.get(name), model.decisions[name].type_ref, model, problems, (label, name))
+    given = {name: _typed(values.get(name), model.decisions[name].type_ref, model, problems, (label, name),
+                          absent_null=absent_null)
              for name in service.input_decisions if name in model.decisions}
     return _Evaluation(model, inputs, given=given, budget=budget, problems=problems, calls=calls)
 
@@ -1269,7 +1276,7 @@ def _dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, l
     service = model.services.get(decision)
     if service is not None:
         values = {name: feel_value(context.get(name)) for name in service.parameters}
-        evaluation = _service_evaluation(service, model, values, budget, warnings, "input")
+        evaluation = _service_evaluation(service, model, values, budget, warnings, "input", absent_null=True)
         return _answer(evaluation.service(service), decision, warnings), evaluation.trace, warnings
     knowledge = model.knowledge.get(decision) if decision not in model.decisions else None
     if knowledge is not None:
@@ -1277,7 +1284,9 @@ def _dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, l
     if decision not in model.decisions:
         raise RuleSetError([f"model {model.model_name!r} has no decision {decision!r} "
                             f"(decisions: {', '.join(model.invocable)})"])
-    inputs = {name: _typed(feel_value(context.get(name)), type_ref, model, warnings, ("input", name))
+    # JSON given by a caller: a component it leaves out is null (a result, an argument or a boxed expression's value
+    # lacking one is not of its type)
+    inputs = {name: _typed(feel_value(context.get(name)), type_ref, model, warnings, ("input", name), absent_null=True)
               for name, type_ref in model.inputs.items()}
     evaluation = _Evaluation(model, inputs, budget=budget, problems=warnings)
     result = evaluation.run(decision)

@@ -262,3 +262,18 @@ def test_declared_types_of_arguments_results_and_expressions_make_a_value_not_of
     value, _, errors = dmn_evaluate(TYPED_CALLS, decision, {})
 
     assert (value, errors) == (expected, [error] if error else [])
+
+
+def test_an_input_given_as_json_may_leave_a_component_out_and_reads_it_as_null():
+    # Given a decision reading an input typed tPerson, and one answering a tPerson it builds
+    people = model(T_PERSON + input_data("Person", "tPerson", "i1") + literal("Age", "Person.age", ["i1"])
+                   + literal("Built", '{name: "Ann"}', [], type_ref="tPerson"))
+
+    # When the caller's JSON leaves "age" out, then it is null, and the rest of the input is kept
+    assert dmn_evaluate(people, "Age", {"Person": {"name": "Ann"}})[:3:2] == (None, [])
+    # When the component is there but not of its type, then the whole input is null, with the reason
+    assert dmn_evaluate(people, "Age", {"Person": {"name": "Ann", "age": "forty"}})[:3:2] == (
+        None, ["input 'Person.age': 'forty' is not a number; null instead"])
+    # When a decision's own value lacks the component, then it is not a tPerson
+    assert dmn_evaluate(people, "Built", {})[:3:2] == (
+        None, ["result of decision 'Built': {'name': 'Ann'} is not a tPerson (it has no 'age'); null instead"])
