@@ -301,7 +301,7 @@ class _Loader:
         for element in item_elements:
             model.items[element.get("name")] = self.item_definition(element)
         self.check_type_cycles(model, item_elements)
-        self.instance_types = {name: functools.partial(_conforms, item=item, model=model)
+        self.instance_types = {name: _ItemType(item, model)
                                for name, item in model.items.items() if name and name not in TYPE_NAMES}
         for element in _children(root, "inputData"):
             name = element.get("name")
@@ -435,8 +435,8 @@ class _Loader:
         # Each argument as of its parameter's type, and the result as of the model's own (its variable's typeRef,
         # or its logic's): a value not of its type is null, as DMN's type conversions have it (the TCK's 0082).
         types = self.parameter_types(formal)
-        typed_by = next((part for part in (_child(element, "variable"), logic)
-                         if part is not None and part.get("typeRef")), None)
+        typed_by = next((part for part in (_child(element, "variable"), logic) if part is not None
+                         and part.get("typeRef") and not part.get("typeRef").startswith("function")), None)
         result_type = self.typed(typed_by, typed_by.get("typeRef")) if typed_by is not None else None
         required = self.requirements(element, "knowledgeRequirement", "requiredKnowledge")
         expression = self.expression_of(logic) if logic is not None else None
@@ -570,8 +570,12 @@ class _Loader:
         type_ref = expression.get("typeRef") if _local(expression.tag) != "functionDefinition" else None
         if not self.typed(expression, type_ref):
             return run
-        what = (f"value of the {_local(expression.tag)} of", output_name or _label(owner))
+        return self.value_typed(run, type_ref, model,
+                                (f"value of the {_local(expression.tag)} of", output_name or _label(owner)))
 
+    @staticmethod
+    def value_typed(run: Evaluator, type_ref: str, model: DmnModel, what: tuple[str, str]) -> Evaluator:
+        """``run``'s value as of ``type_ref``; a problem names it as ``what``."""
         def typed(scope: Scope):
             return _typed(run(scope), type_ref, model, _problems(scope.get(_PROBLEMS)[1]), what)
         return typed
@@ -635,11 +639,7 @@ class _Loader:
         types = self.parameter_types(formal)
         result_type = self.typed(expression, expression.get("typeRef"))
         if result_type:
-            body_run = run
-
-            def run(scope: Scope):
-                return _typed(body_run(scope), result_type, model, _problems(scope.get(_PROBLEMS)[1]),
-                              ("result of", name))
+            run = self.value_typed(run, result_type, model, ("result of", name))
 
         def convert(caller: Scope, values: dict) -> None:
             _arguments_typed(values, types, model, caller.get(_PROBLEMS)[1], name)
@@ -720,7 +720,9 @@ class _Loader:
                 self.error(owner, f"context entry {entry.get('id') or '-'}: has no expression")
                 continue
             name = variable.get("name") if variable is not None else None
-            entries.append((name, self.compile(inner, owner, set(names), output_name=name or output_name, model=model)))
+            run = self.compile(inner, owner, set(names), output_name=name or output_name, model=model)
+            type_ref = self.typed(variable, variable.get("typeRef")) if name else None
+            entries.append((name, self.value_typed(run, type_ref, model, ("context entry", name)) if type_ref else run))
             if name:
                 names.add(name)
 
@@ -1107,12 +1109,12 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
                 problems.append(f"{_what(what)}: {_shown(value)} is not a list of {item.name}; null instead")
                 return None
             value = [value]
-        before = len(problems)
-        value = [_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), absent_null)
-                 for index, entry in enumerate(value, start=1)]
-        if len(problems) > before:  # an item not of its type: the list is not of the collection's type
-            return None
-        return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
+        before, typed = len(problems), []
+        for index, entry in enumerate(value, start=1):
+            typed.append(_typed_item(entry, single, model, problems, (what[0], f"{what[1]}[{index}]"), absent_null))
+            if len(problems) > before:  # an item not of its type: the list is not of the collection's type
+                return _whole_null(problems, what)
+        return _constrained(typed, item.constraint, f"within the type constraint of {item.name}", problems, what)
     if item.components and isinstance(value, list) and len(value) == 1:
         value = value[0]  # and from a singleton list to its item, where a context is declared (a base type: _typed)
     if item.components:
@@ -1124,16 +1126,36 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
             problems.append(f"{_what(what)}: {_shown(value)} is not a {item.name} (it has no "
                             f"{', '.join(map(repr, missing))}); null instead")
             return None
-        before = len(problems)
-        value = {**value, **{name: _typed_item(value[name], component, model, problems,
-                                               (what[0], f"{what[1]}.{name}"), absent_null)
-                             for name, component in item.components.items() if name in value}}
-        if len(problems) > before:  # a component not of its type: the context is not of the item's type
-            return None
+        before, value = len(problems), {**dict.fromkeys(missing), **value}  # a component JSON left out: null
+        for name, component in item.components.items():
+            value[name] = _typed_item(value[name], component, model, problems, (what[0], f"{what[1]}.{name}"),
+                                      absent_null)
+            if len(problems) > before:  # a component not of its type: the context is not of the item's type
+                return _whole_null(problems, what)
     else:
         value = _typed(value, item.type_ref, model, problems, what, absent_null=absent_null)
     value = _constrained(value, item.allowed, f"an allowed value of {item.name}", problems, what)
     return _constrained(value, item.constraint, f"within the type constraint of {item.name}", problems, what)
+
+
+class _ItemType:
+    """An item definition as FEEL's text names it: called, whether a value is one (``instance of``); ``convert``, the
+    value a FEEL function's parameter of that type takes (DMN's conversions and checks, as ``_typed``: null when not
+    of it)."""
+
+    def __init__(self, item: ItemDefinition, model: DmnModel):
+        self.item, self.model = item, model
+
+    def __call__(self, value: Any) -> bool:
+        return _conforms(value, self.item, self.model)
+
+    def convert(self, value: Any) -> Any:
+        return _typed_item(value, self.item, self.model, [], ("argument", self.item.name))
+
+
+def _whole_null(problems: list, what: tuple[str, str]) -> None:
+    """Null for a value a part of which was not of its type: the part's problem (the last) says so."""
+    problems[-1] = f"{problems[-1].rsplit('; ', 1)[0]}; so {_what(what)} is null"
 
 
 def _conforms(value: Any, item: ItemDefinition, model: DmnModel, *, whole: bool = True) -> bool:

@@ -348,7 +348,10 @@ def feel_instance_of(value: Any, type_spec: tuple) -> bool:
 def feel_conformed(value: Any, type_spec: tuple) -> Any:
     """``value`` as a parameter of FEEL type ``type_spec`` takes it: as it is when it is of the type, else through
     DMN's implicit conversions (a singleton list to its item, an item to a singleton list, a date to midnight UTC of
-    that day where a date and time is declared), else null."""
+    that day where a date and time is declared), else null. A caller's own type (``("custom", t)``) converts as its
+    ``t.convert`` does, where it has one (a DMN item definition: its allowed values too)."""
+    if type_spec[0] == "custom" and hasattr(type_spec[1], "convert"):  # the caller's own type, its own conversions
+        return type_spec[1].convert(value)
     if value is None or feel_instance_of(value, type_spec):
         return value
     if type_spec[0] == "list" or type_spec == ("type", "list"):

@@ -156,7 +156,7 @@ def test_a_type_recursive_through_its_components_loads_and_is_checked_at_every_l
     total, _, errors = dmn_evaluate(TREE, "Total", {"Tree": tree(30, "x")})
 
     assert total is None
-    assert errors == [f"input 'Tree{'.children[1]' * 29}.value': 'x' is not a number; null instead"]
+    assert errors == [f"input 'Tree{'.children[1]' * 29}.value': 'x' is not a number; so input 'Tree' is null"]
 
 
 @pytest.mark.django_db

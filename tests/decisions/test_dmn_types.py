@@ -185,7 +185,7 @@ def test_a_type_constraint_bounds_the_whole_value_and_allowed_values_each_item()
         "input 'Scores': [1, 2, 3, 4] is not within the type constraint of tScores; null instead"]
     # an item outside the allowed values: the list is not of its type, and the whole value is null (the TCK's 0082)
     assert dmn_evaluate(scores, "Kept", {"Scores": [1, 20]})[:3:2] == (None, [
-        "input 'Scores[2]': 20 is not an allowed value of tScores; null instead"])
+        "input 'Scores[2]': 20 is not an allowed value of tScores; so input 'Scores' is null"])
 
 
 def test_an_error_quotes_a_huge_wrong_value_cut_short():
@@ -244,7 +244,7 @@ TYPED_CALLS = model(
     # component is not of its type, is not a tPerson (the TCK's 0082)
     ("Whole", True, None),
     ("Partial", False, "argument 'known.person': {'name': 'Ann'} is not a tPerson (it has no 'age'); null instead"),
-    ("Mistyped", False, "argument 'known.person.age': 'forty' is not a number; null instead"),
+    ("Mistyped", False, "argument 'known.person.age': 'forty' is not a number; so argument 'known.person' is null"),
     # a knowledge model's result as of its variable's type, DMN's singleton conversions applied
     ("Listed", [10], None),
     ("Not listed", None, "result of 'listed': 'x' is not a list of tNumbers; null instead"),
@@ -273,7 +273,54 @@ def test_an_input_given_as_json_may_leave_a_component_out_and_reads_it_as_null()
     assert dmn_evaluate(people, "Age", {"Person": {"name": "Ann"}})[:3:2] == (None, [])
     # When the component is there but not of its type, then the whole input is null, with the reason
     assert dmn_evaluate(people, "Age", {"Person": {"name": "Ann", "age": "forty"}})[:3:2] == (
-        None, ["input 'Person.age': 'forty' is not a number; null instead"])
+        None, ["input 'Person.age': 'forty' is not a number; so input 'Person' is null"])
     # When a decision's own value lacks the component, then it is not a tPerson
     assert dmn_evaluate(people, "Built", {})[:3:2] == (
         None, ["result of decision 'Built': {'name': 'Ann'} is not a tPerson (it has no 'age'); null instead"])
+
+
+def test_a_partial_json_input_keeps_its_null_component_where_it_is_passed_on():
+    # Given an input typed tPerson passed on to a knowledge model typed tPerson, and answered as a typed decision
+    people = model(T_PERSON + input_data("Person", "tPerson", "i1")
+                   + knowledge("known", "person", "tPerson", "person.name")
+                   + calling("Name", "known(Person)", "known").replace(
+                       "<knowledgeRequirement>", '<informationRequirement><requiredInput href="#i1"/>'
+                                                 '</informationRequirement><knowledgeRequirement>')
+                   + literal("Echo", "Person", ["i1"], type_ref="tPerson")
+                   + literal("Is one", "Person instance of tPerson", ["i1"]))
+
+    # When the caller's JSON leaves "age" out, then the input holds it as null all the way
+    for decision, expected in (("Name", "Ann"), ("Echo", {"name": "Ann", "age": None}), ("Is one", True)):
+        assert dmn_evaluate(people, decision, {"Person": {"name": "Ann"}})[:3:2] == (expected, [])
+
+
+def test_a_list_of_many_values_not_of_its_type_is_null_with_one_problem():
+    numbers = model(T_PERSON + input_data("Numbers", "tNumbers", "i1") + literal("Count", "count(Numbers)", ["i1"]))
+
+    value, _, errors = dmn_evaluate(numbers, "Count", {"Numbers": ["x"] * 50_000})
+
+    assert (value, errors) == (None, ["input 'Numbers[1]': 'x' is not a number; so input 'Numbers' is null"])
+
+
+def test_context_entries_item_typed_function_parameters_and_a_knowledge_models_logic_are_typed():
+    # Given a context entry typed number, a FEEL function whose parameter is of an item definition, and a
+    # knowledge model whose variable names its function type while its logic names the result's
+    scored = model(
+        T_PERSON
+        + '<itemDefinition name="tScore"><typeRef>number</typeRef><allowedValues><text>[0..10]</text>'
+          '</allowedValues></itemDefinition>'
+        + '<decision id="d_Entry" name="Entry"><variable name="Entry"/><context><contextEntry>'
+          '<variable name="a" typeRef="number"/><literalExpression><text>"x"</text></literalExpression>'
+          '</contextEntry></context></decision>'
+        + literal("Listed", "{f: function(p: tNumbers) p, r: f(5)}.r", [])
+        + literal("Allowed", "{f: function(p: tScore) p, r: [f(5), f(50)]}.r", [])
+        + '<businessKnowledgeModel id="b_half" name="half"><variable name="half" typeRef="function&lt;Any&gt;-&gt;'
+          'number"/><encapsulatedLogic typeRef="number"><formalParameter name="n"/><literalExpression>'
+          '<text>n</text></literalExpression></encapsulatedLogic></businessKnowledgeModel>'
+        + calling("Half", 'half("x")', "half"))
+
+    assert dmn_evaluate(scored, "Entry", {})[:3:2] == (
+        {"a": None}, ["context entry 'a': 'x' is not a number; null instead"])
+    assert dmn_evaluate(scored, "Listed", {})[:3:2] == ([5], [])
+    assert dmn_evaluate(scored, "Allowed", {})[:3:2] == ([5, None], [])
+    assert dmn_evaluate(scored, "Half", {})[:3:2] == (None, ["result of 'half': 'x' is not a number; null instead"])

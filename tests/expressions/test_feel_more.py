@@ -615,9 +615,10 @@ def test_decision_table_entries_test_dates(tests, value, expected):
     ('is(value1: @"2021-02-13")', None),
     ('is(value2: @"2021-02-13")', None),
     ('is(value1: @"2021-02-13", value2: @"2021-02-13")', True),
-    ('substring(string: "abc")', None),
+    ("list contains(list: [1, null])", None),
     ('date and time(date: @"2024-01-31")', None),
-    ("modulo(10)", None),
+    ("index of([1, null])", None),
+    ("is(null)", None),
     # one the spec lets a call leave out may be
     ('substring(string: "abc", start position: 2)', "bc"),
     ("time(hour: 10, minute: 20, second: 0)", "10:20:00"),
