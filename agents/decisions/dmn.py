@@ -1317,11 +1317,16 @@ def _dmn_evaluate(model: DmnModel, decision: str, context: dict) -> tuple[Any, l
 
 def _knowledge_call(model: DmnModel, name: str, knowledge: FeelFunction, context: dict, budget: list,
                     problems: list) -> tuple[Any, list[dict], list[str]]:
-    """A business knowledge model asked by name: called with the context's values as its parameters (by name)."""
-    arguments = {parameter: feel_value(context.get(parameter)) for parameter in knowledge.parameters}
+    """A business knowledge model asked by name: called with the context's values as its parameters (by name),
+    typed as JSON inputs are (a component the JSON leaves out is null)."""
     tables: list[dict] = []
     element = model.knowledge_elements.get(name)
     element_id = (element.get("id") if element is not None else None) or "-"
+    logic = _child(element, "encapsulatedLogic") if element is not None else None
+    types = {parameter.get("name"): parameter.get("typeRef") for parameter in _children(logic, "formalParameter")
+             } if logic is not None else {}
+    arguments = {parameter: _typed(feel_value(context.get(parameter)), types.get(parameter), model, problems,
+                                   ("input", parameter), absent_null=True) for parameter in knowledge.parameters}
     value = _guarded(lambda: _bounded(knowledge.body(Scope({_TRACE: tables, _PROBLEMS: problems}, None, 0, budget),
                                                      *arguments.values())),
                      f"business knowledge model {name!r} (id {element_id})", tables, problems)

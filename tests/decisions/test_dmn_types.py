@@ -324,3 +324,11 @@ def test_context_entries_item_typed_function_parameters_and_a_knowledge_models_l
     assert dmn_evaluate(scored, "Listed", {})[:3:2] == ([5], [])
     assert dmn_evaluate(scored, "Allowed", {})[:3:2] == ([5, None], [])
     assert dmn_evaluate(scored, "Half", {})[:3:2] == (None, ["result of 'half': 'x' is not a number; null instead"])
+
+
+def test_a_knowledge_model_asked_by_name_takes_json_that_leaves_a_component_out():
+    people = model(T_PERSON + knowledge("known", "person", "tPerson", "person.name"))
+
+    assert dmn_evaluate(people, "known", {"person": {"name": "Ann"}})[:3:2] == ("Ann", [])
+    assert dmn_evaluate(people, "known", {"person": {"name": "Ann", "age": "x"}})[:3:2] == (
+        None, ["input 'person.age': 'x' is not a number; so input 'person' is null"])
