@@ -881,7 +881,7 @@ class _Compiler:
         typed = tuple((name, type_spec) for name, type_spec in zip(parameters, types) if type_spec is not None)
         convert = (lambda caller, values: values.update(
             (name, feel_conformed(values[name], type_spec)) for name, type_spec in typed)) if typed else None
-        return lambda scope: feel_closure("function", tuple(parameters), run, scope, convert)
+        return lambda scope: feel_closure("function", tuple(parameters), run, scope, convert, tuple(types))
 
     def _iteration(self, contexts, body) -> tuple[list, Compiled]:
         domains, names = [], []
@@ -1047,10 +1047,11 @@ def _bindings(domains: list, scope: Scope, values: dict):
 
 
 def feel_closure(name: str, parameters: tuple, run: Compiled, scope: Scope,
-                 convert: Callable[[Scope, dict], None] | None = None) -> FeelFunction:
+                 convert: Callable[[Scope, dict], None] | None = None, types: tuple | None = None) -> FeelFunction:
     """A function value defined in ``scope``: a call runs ``run`` with its parameters (missing ones null) over
     ``scope``, one call deeper than its caller and on the caller's step budget (a step each call); more arguments
-    than parameters give null. ``convert(caller, values)`` types the arguments in place (their parameters' types)."""
+    than parameters give null. ``convert(caller, values)`` types the arguments in place (their parameters' types);
+    ``types`` are those types as FEEL type specs, for ``instance of``."""
     def call(caller: Scope, *arguments):
         if len(arguments) > len(parameters):
             return None
@@ -1060,7 +1061,7 @@ def feel_closure(name: str, parameters: tuple, run: Compiled, scope: Scope,
         if convert is not None:
             convert(caller, values)
         return run(scope.closure(values, caller))
-    return FeelFunction(name, parameters, call)
+    return FeelFunction(name, parameters, call, parameter_types=types if types and any(types) else None)
 
 
 def feel_items(value: Any) -> Iterable | None:

@@ -38,7 +38,8 @@ class FeelFunction:
     parameter takes any number of values (``min``, ``append``) sets ``variadic``; ``overloads``
     are other parameter name lists a named call may use (``date(year: 2024, month: 1, day: 31)``). ``optional``
     (a built-in's) names the parameters a call may leave out: a call leaving out another is null, as ``is(value1: x)``
-    is; None (a function literal, a knowledge model): a parameter left out is null.
+    is; None (a function literal, a knowledge model): a parameter left out is null. ``parameter_types``: a function
+    literal's declared FEEL types (None for one without), which ``instance of function<...>`` compares.
     """
 
     name: str
@@ -47,6 +48,7 @@ class FeelFunction:
     variadic: bool = False
     overloads: tuple[tuple[str, ...], ...] = ()
     optional: frozenset[str] | None = None
+    parameter_types: tuple[tuple | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -341,8 +343,37 @@ def feel_instance_of(value: Any, type_spec: tuple) -> bool:
     if kind == "context":
         return isinstance(value, dict) and all(
             key in value and (value[key] is None or feel_instance_of(value[key], entry)) for key, entry in type_spec[1])
-    return isinstance(value, FeelFunction) and (
-        value.variadic or len(value.parameters) == len(type_spec[1]))
+    if not isinstance(value, FeelFunction):
+        return False
+    if value.variadic:
+        return True
+    if len(value.parameters) != len(type_spec[1]):
+        return False
+    # Parameters are contravariant: each argument the type promises must be one the function takes. Its result is
+    # not checked (a function literal declares none).
+    declared = value.parameter_types or (None,) * len(value.parameters)
+    return all(own is None or _type_within(given, own) for given, own in zip(type_spec[1], declared))
+
+
+def _type_within(inner: tuple, outer: tuple) -> bool:
+    """Whether every value of FEEL type ``inner`` is one of type ``outer`` (``list<number>`` within ``list<Any>``,
+    ``context<a: string, b: number>`` within ``context<a: string>``)."""
+    if inner == outer or outer == ("type", "Any"):
+        return True
+    kind = outer[0]
+    if kind == "type":  # list, context, range, function as plain names hold any such type
+        return inner[0] == outer[1] and inner[0] in ("list", "context", "range", "function")
+    if kind != inner[0]:
+        return False
+    if kind in ("list", "range"):
+        return _type_within(inner[1], outer[1])
+    if kind == "context":
+        entries = dict(inner[1])
+        return all(key in entries and _type_within(entries[key], entry) for key, entry in outer[1])
+    if kind == "function":  # parameters the other way round
+        return len(inner[1]) == len(outer[1]) and all(
+            _type_within(mine, theirs) for mine, theirs in zip(outer[1], inner[1])) and _type_within(inner[2], outer[2])
+    return False  # the caller's own types: only the same one
 
 
 def feel_conformed(value: Any, type_spec: tuple) -> Any:

@@ -644,3 +644,17 @@ def test_a_builtin_call_leaving_out_a_parameter_it_needs_is_null(text, expected)
 ])
 def test_a_function_literals_typed_parameter_takes_only_values_of_its_type(text, expected):
     assert evaluate(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a function type's parameters: each argument it promises must be one the function takes (the TCK's 0070)
+    ('(function(a: string, b: number) "foo") instance of function<string, number>->string', True),
+    ("(function(a: number) a) instance of function<string>->Any", False),
+    ("(function(a) a) instance of function<string>->Any", True),
+    ('(function(a: context<a: string, b: string>) "x") instance of function<context<a: string>>->string', False),
+    ('(function(a: context<a: string>) "x") instance of function<context<a: string, b: string>>->string', True),
+    ("(function(a: list<Any>) a) instance of function<list<number>>->Any", True),
+    ("(function(a: list<number>) a) instance of function<list<Any>>->Any", False),
+])
+def test_instance_of_a_function_type_compares_the_parameters_types(text, expected):
+    assert feel_evaluate(text) is expected
