@@ -9,7 +9,7 @@ import functools
 import hashlib
 import re
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -152,6 +152,7 @@ class ItemDefinition:
     is_collection: bool
     allowed: Any  # compiled unary tests or None: each value (each item of a collection) must pass
     constraint: Any = None  # DMN 1.5 typeConstraint, compiled unary tests or None: the whole value must pass
+    function_arity: int | None = None  # a functionItem's number of parameters (its values are functions); or None
 
 
 @dataclass
@@ -371,10 +372,12 @@ class _Loader:
         named = type_ref.split(":", 1)[-1] if type_ref else None
         if named == element.get("name") and _is_feel_type(named):
             type_ref = FEEL_PREFIX + named  # an item named after the FEEL type it is: that type, not itself
+        function_item = _child(element, "functionItem")
         return ItemDefinition(name=element.get("name"), type_ref=self.typed(element, type_ref),
                               components=components,
                               is_collection=element.get("isCollection") == "true", allowed=allowed,
-                              constraint=constraint)
+                              constraint=constraint, function_arity=None if function_item is None else
+                              len(_children(function_item, "parameters")))
 
     def check_type_cycles(self, model: DmnModel, elements: list) -> None:
         """Refuse each ring of item definitions whose typeRefs only name one another (``tA`` -> ``tB`` -> ``tA``, or
@@ -1100,7 +1103,7 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
     if value is None:
         return None
     if item.is_collection:
-        single = ItemDefinition(item.name, item.type_ref, item.components, False, item.allowed)
+        single = replace(item, is_collection=False, constraint=None)
         if not isinstance(value, list):
             # DMN's implicit conversion to a singleton list, for a value that is one item of the collection's type
             trial: list = []
@@ -1132,6 +1135,11 @@ def _typed_item(value: Any, item: ItemDefinition, model: DmnModel, problems: lis
                                       absent_null)
             if len(problems) > before:  # a component not of its type: the context is not of the item's type
                 return _whole_null(problems, what)
+    elif item.function_arity is not None:
+        if not _is_function_of(value, item.function_arity):
+            problems.append(f"{_what(what)}: {_shown(value)} is not a {item.name} (a function of "
+                            f"{item.function_arity} parameters); null instead")
+            return None
     else:
         value = _typed(value, item.type_ref, model, problems, what, absent_null=absent_null)
     value = _constrained(value, item.allowed, f"an allowed value of {item.name}", problems, what)
@@ -1153,6 +1161,11 @@ class _ItemType:
         return _typed_item(value, self.item, self.model, [], ("argument", self.item.name))
 
 
+def _is_function_of(value: Any, arity: int) -> bool:
+    """Whether ``value`` is a function taking ``arity`` arguments (a functionItem's; its types are not compared)."""
+    return isinstance(value, FeelFunction) and (value.variadic or len(value.parameters) == arity)
+
+
 def _whole_null(problems: list, what: tuple[str, str]) -> None:
     """Null for a value a part of which was not of its type: the part's problem (the last) says so."""
     problems[-1] = f"{problems[-1].rsplit('; ', 1)[0]}; so {_what(what)} is null"
@@ -1172,6 +1185,8 @@ def _conforms(value: Any, item: ItemDefinition, model: DmnModel, *, whole: bool 
         return isinstance(value, dict) and all(
             name in value and (value[name] is None or _conforms(value[name], component, model))
             for name, component in item.components.items())
+    if item.function_arity is not None:
+        return _is_function_of(value, item.function_arity)
     known = _type_of(item.type_ref, model) if item.type_ref else None
     if isinstance(known, ItemDefinition):
         return _conforms(value, known, model)

@@ -332,3 +332,20 @@ def test_a_knowledge_model_asked_by_name_takes_json_that_leaves_a_component_out(
     assert dmn_evaluate(people, "known", {"person": {"name": "Ann"}})[:3:2] == ("Ann", [])
     assert dmn_evaluate(people, "known", {"person": {"name": "Ann", "age": "x"}})[:3:2] == (
         None, ["input 'person.age': 'x' is not a number; so input 'person' is null"])
+
+
+def test_a_function_item_definition_types_functions_by_their_number_of_parameters():
+    functions = model(
+        '<itemDefinition name="tNoParameters"><functionItem/></itemDefinition>'
+        '<itemDefinition name="tTwo"><functionItem outputTypeRef="string"><parameters name="p1"/>'
+        '<parameters name="p2"/></functionItem></itemDefinition>'
+        + literal("None", '(function() "foo") instance of tNoParameters', [])
+        + literal("Number", "123 instance of tNoParameters", [])
+        + literal("Two", '(function(a, b) "x") instance of tTwo', [])
+        + literal("Not two", '(function(a) "x") instance of tTwo', [])
+        + literal("Typed", "123", [], type_ref="tTwo"))
+
+    assert [dmn_evaluate(functions, name, {})[0] for name in ("None", "Number", "Two", "Not two")] == [
+        True, False, True, False]
+    assert dmn_evaluate(functions, "Typed", {})[:3:2] == (
+        None, ["result of decision 'Typed': 123 is not a tTwo (a function of 2 parameters); null instead"])
