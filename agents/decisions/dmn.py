@@ -439,7 +439,7 @@ class _Loader:
         # or its logic's): a value not of its type is null, as DMN's type conversions have it (the TCK's 0082).
         types = self.parameter_types(formal)
         typed_by = next((part for part in (_child(element, "variable"), logic) if part is not None
-                         and part.get("typeRef") and not part.get("typeRef").startswith("function")), None)
+                         and part.get("typeRef") and not _function_type(part.get("typeRef"), model)), None)
         result_type = self.typed(typed_by, typed_by.get("typeRef")) if typed_by is not None else None
         required = self.requirements(element, "knowledgeRequirement", "requiredKnowledge")
         expression = self.expression_of(logic) if logic is not None else None
@@ -1159,6 +1159,13 @@ class _ItemType:
 
     def convert(self, value: Any) -> Any:
         return _typed_item(value, self.item, self.model, [], ("argument", self.item.name))
+
+
+def _function_type(type_ref: str, model: DmnModel) -> bool:
+    """Whether ``type_ref`` names a function type (``function<Any>->number``, or a functionItem item definition): on
+    a knowledge model's variable, the type of the model itself, not of its result."""
+    known = _type_of(type_ref, model)
+    return type_ref.startswith("function") or isinstance(known, ItemDefinition) and known.function_arity is not None
 
 
 def _is_function_of(value: Any, arity: int) -> bool:

@@ -347,5 +347,13 @@ def test_a_function_item_definition_types_functions_by_their_number_of_parameter
 
     assert [dmn_evaluate(functions, name, {})[0] for name in ("None", "Number", "Two", "Not two")] == [
         True, False, True, False]
+    # a knowledge model whose variable is typed by such an item: the model's own type, not its result's
+    pair = model(
+        '<itemDefinition name="tTwo"><functionItem><parameters name="p1"/><parameters name="p2"/></functionItem>'
+        '</itemDefinition>'
+        '<businessKnowledgeModel id="b_add" name="add"><variable name="add" typeRef="tTwo"/><encapsulatedLogic>'
+        '<formalParameter name="a"/><formalParameter name="b"/><literalExpression><text>a + b</text>'
+        '</literalExpression></encapsulatedLogic></businessKnowledgeModel>' + calling("Sum", "add(1, 2)", "add"))
+    assert dmn_evaluate(pair, "Sum", {})[:3:2] == (3, [])
     assert dmn_evaluate(functions, "Typed", {})[:3:2] == (
         None, ["result of decision 'Typed': 123 is not a tTwo (a function of 2 parameters); null instead"])
