@@ -592,7 +592,7 @@ class _Loader:
                 return lambda scope: None
             return compiled.run
         if kind == "decisionTable":
-            return self.decision_table(expression, owner, scope_names, output_name)
+            return self.decision_table(expression, owner, scope_names, output_name, model)
         if kind == "context":
             return self.context(expression, owner, scope_names, output_name, model)
         if kind == "invocation":
@@ -773,7 +773,7 @@ class _Loader:
             return function.body(scope, *[values.get(name) for name in function.parameters])
         return invoke
 
-    def decision_table(self, table, owner, scope_names, output_name) -> Evaluator:
+    def decision_table(self, table, owner, scope_names, output_name, model: DmnModel) -> Evaluator:
         policy_text = (table.get("hitPolicy") or "UNIQUE").upper()
         policy = HIT_POLICIES.get(policy_text)
         aggregation = table.get("aggregation")
@@ -799,8 +799,9 @@ class _Loader:
         outputs = []
         valued = False  # whether any output lists output values (PRIORITY and OUTPUT ORDER rank by them)
         allowed_outputs = []  # per output, the output values its entries must be among (None: not checked)
+        output_types = []  # per output, its typeRef: each matched rule's entry is of it or null
         for column in _children(table, "output"):
-            self.typed(column, column.get("typeRef"))
+            output_types.append(self.typed(column, column.get("typeRef")))
             values_text = _text(_child(column, "outputValues"))
             valued = valued or bool(values_text)
             order = listed = None
@@ -844,8 +845,9 @@ class _Loader:
             self.literal_outputs_check(owner, where, results, values, outputs, allowed_outputs)
             rules.append((number, rule.get("id") or str(number), [(entry, _text(entry)) for entry in entries],
                           tests, values))
+        typing = (output_types, model) if any(output_types) else None
         return _table_evaluator(owner.get("name"), table.get("id") or "-", policy, inputs, outputs, rules,
-                                allowed_outputs)
+                                allowed_outputs, typing)
 
     def literal_outputs_check(self, owner, where: str, results: list, values: list, outputs: list,
                               allowed_outputs: list) -> None:
@@ -864,8 +866,10 @@ class _Loader:
 
 
 def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, outputs: list, rules: list,
-                     allowed_outputs: list) -> Evaluator:
-    """The decision table's evaluation under its hit policy (DMN semantics); records its trace."""
+                     allowed_outputs: list, typing: tuple[list, DmnModel] | None = None) -> Evaluator:
+    """The decision table's evaluation under its hit policy (DMN semantics); records its trace. ``typing``: the
+    outputs' typeRefs and the model, where any output has one (a matched rule's entry not of it is null, with the
+    reason among the table's errors)."""
 
     def priority(row: list) -> tuple:
         # DMN 8.2.11: outputs "for which no output values are provided are not taken into account in the ordering";
@@ -896,6 +900,9 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
                     break
             if hit:
                 raw = [value.run(scope) if value is not None else None for value in outputs_of_rule]
+                if typing is not None:
+                    raw = [_typed(value, type_ref, typing[1], entry["errors"], (f"rule {number} output", name))
+                           for value, type_ref, (name, _, _) in zip(raw, typing[0], outputs)]
                 matched.append((number, rule_id, raw))
                 entry["matched"].append({"rule": number, "id": rule_id, "entries": [text for _, text in texts]})
                 if policy == "F":

@@ -357,3 +357,22 @@ def test_a_function_item_definition_types_functions_by_their_number_of_parameter
     assert dmn_evaluate(pair, "Sum", {})[:3:2] == (3, [])
     assert dmn_evaluate(functions, "Typed", {})[:3:2] == (
         None, ["result of decision 'Typed': 123 is not a tTwo (a function of 2 parameters); null instead"])
+
+
+def test_a_decision_tables_output_typeref_makes_an_entry_not_of_it_null_with_the_reason():
+    graded = model(
+        '<decision id="d_grade" name="Grade"><variable name="Grade"/><decisionTable hitPolicy="RULE ORDER">'
+        '<input id="in1"><inputExpression typeRef="number"><text>1</text></inputExpression></input>'
+        '<output id="o1" name="points" typeRef="number"/><output id="o2" name="day" typeRef="date"/>'
+        '<rule id="r1"><inputEntry><text>-</text></inputEntry><outputEntry><text>10</text></outputEntry>'
+        '<outputEntry><text>"2024-01-31"</text></outputEntry></rule>'
+        '<rule id="r2"><inputEntry><text>-</text></inputEntry><outputEntry><text>"ten"</text></outputEntry>'
+        '<outputEntry><text>"soon"</text></outputEntry></rule>'
+        '</decisionTable></decision>')
+
+    value, _, errors = dmn_evaluate(graded, "Grade", {})
+
+    assert value == [{"points": 10, "day": "2024-01-31"}, {"points": None, "day": None}]
+    assert errors == ["decision 'Grade' (id d_grade): rule 2 output 'points': 'ten' is not a number; null instead",
+                      "decision 'Grade' (id d_grade): rule 2 output 'day': 'soon' is not a date (expected YYYY-MM-DD); "
+                      "null instead"]
