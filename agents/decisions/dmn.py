@@ -1101,6 +1101,8 @@ SHOWN_CHARS = 200
 
 def _shown(value: Any) -> str:
     """``value`` (a FEEL value) as an error message quotes it, cut short past ``SHOWN_CHARS`` characters."""
+    if isinstance(value, FeelFunction):  # its JSON is null: named, or a function literal
+        return "a function" if value.name == "function" else f"function {value.name!r}"
     text = repr(json_value(value))
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 

@@ -376,3 +376,13 @@ def test_a_decision_tables_output_typeref_makes_an_entry_not_of_it_null_with_the
     assert errors == ["decision 'Grade' (id d_grade): rule 2 output 'points': 'ten' is not a number; null instead",
                       "decision 'Grade' (id d_grade): rule 2 output 'day': 'soon' is not a date (expected YYYY-MM-DD); "
                       "null instead"]
+
+
+def test_a_function_where_a_value_is_declared_is_named_as_a_function_in_the_reason():
+    answered = model(literal("Answer", "function(a) a", [], type_ref="number")
+                     + literal("Built-in", "abs", [], type_ref="number"))
+
+    assert dmn_evaluate(answered, "Answer", {})[:3:2] == (
+        None, ["result of decision 'Answer': a function is not a number; null instead"])
+    assert dmn_evaluate(answered, "Built-in", {})[2] == [
+        "result of decision 'Built-in': function 'abs' is not a number; null instead"]
