@@ -203,6 +203,7 @@ class DmnModel:
     decisions: dict = field(default_factory=dict)
     knowledge: dict = field(default_factory=dict)  # name -> FeelFunction
     knowledge_elements: dict = field(default_factory=dict)  # name -> the XML element (for the outline)
+    knowledge_types: dict = field(default_factory=dict)  # name -> {parameter: typeRef} of its typed parameters
     services: dict = field(default_factory=dict)  # name -> DecisionService
 
     def function(self, name: str) -> FeelFunction | None:
@@ -438,6 +439,7 @@ class _Loader:
         # Each argument as of its parameter's type, and the result as of the model's own (its variable's typeRef,
         # or its logic's): a value not of its type is null, as DMN's type conversions have it (the TCK's 0082).
         types = self.parameter_types(formal)
+        model.knowledge_types[element.get("name")] = dict(types)
         typed_by = next((part for part in (_child(element, "variable"), logic) if part is not None
                          and part.get("typeRef") and not _function_type(part.get("typeRef"), model)), None)
         result_type = self.typed(typed_by, typed_by.get("typeRef")) if typed_by is not None else None
@@ -1353,9 +1355,7 @@ def _knowledge_call(model: DmnModel, name: str, knowledge: FeelFunction, context
     tables: list[dict] = []
     element = model.knowledge_elements.get(name)
     element_id = (element.get("id") if element is not None else None) or "-"
-    logic = _child(element, "encapsulatedLogic") if element is not None else None
-    types = {parameter.get("name"): parameter.get("typeRef") for parameter in _children(logic, "formalParameter")
-             } if logic is not None else {}
+    types = model.knowledge_types.get(name, {})
     arguments = {parameter: _typed(feel_value(context.get(parameter)), types.get(parameter), model, problems,
                                    ("input", parameter), absent_null=True) for parameter in knowledge.parameters}
     value = _guarded(lambda: _bounded(knowledge.body(Scope({_TRACE: tables, _PROBLEMS: problems}, None, 0, budget),
