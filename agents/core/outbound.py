@@ -103,7 +103,26 @@ def outbound_target(url: str, setting: str, *, timeout_s: float | None = None) -
     the answer); ``OutboundRequestError`` says why it may not be called (never echoing a credential or query
     string), ``HostLookupError`` that its host name could not be resolved for now (worth another try)."""
     parts, host, port, allowed, named = _url_checked(url, setting)
-    shown = url_shown(url)
+    address = _address_checked(host, port, setting, allowed, named, url_shown(url), timeout_s)
+    return OutboundTarget(url=url, scheme=parts.scheme, host=host, port=port, address=address)
+
+
+def host_address(host: str, port: int, setting: str, *, timeout_s: float | None = None) -> str:
+    """The address a plain TCP connection to ``host:port`` must go to (a ``tcp`` check), checked as a URL's is:
+    the host on the allow-list in ``setting``, and every address it resolves to public unless the list names the
+    host, the address or a network holding it. ``OutboundRequestError`` / ``HostLookupError`` as
+    ``outbound_target``."""
+    if refusal := allow_list_refusal(host, setting):
+        raise OutboundRequestError(refusal)
+    allowed = _allowed(setting)
+    named = _named(host.strip().lower(), allowed)
+    return _address_checked(host, port, setting, allowed, named, f"{host}:{port}", timeout_s)
+
+
+def _address_checked(host: str, port: int, setting: str, allowed: list[str], named: bool, shown: str,
+                     timeout_s: float | None) -> str:
+    """Resolve ``host`` (within ``timeout_s``) and return the address to connect to; refuse one that is not public
+    unless the allow-list names the host (``named``) or a network holding the address."""
     try:
         infos = address_lookup(host, port, timeout_s=timeout_s)
     except socket.gaierror as error:
@@ -125,7 +144,7 @@ def outbound_target(url: str, setting: str, *, timeout_s: float | None = None) -
                     f"address that {setting} does not name")
     # IPv4 first: a local server listening on 127.0.0.1 only is not missed by trying ::1 alone.
     address = sorted(addresses, key=lambda entry: ":" in entry)[0]
-    return OutboundTarget(url=url, scheme=parts.scheme, host=host, port=port, address=address)
+    return address
 
 
 def _url_checked(url: str, setting: str | None):

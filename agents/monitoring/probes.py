@@ -26,6 +26,7 @@ from agents.core.dispatch import celery_app
 from agents.core.network import connection_failure_reason
 from agents.core.outbound import (
     allow_list_refusal,
+    host_address,
     outbound_request,
     outbound_release,
     outbound_target,
@@ -193,13 +194,20 @@ def _http(params: dict, state: dict) -> ProbeResult:
 
 
 def _tcp(params: dict, state: dict) -> ProbeResult:
-    """Milliseconds to open a TCP connection to ``host:port``; not ok when refused or timed out."""
+    """Milliseconds to open a TCP connection to ``host:port``; not ok when refused or timed out. The host is
+    checked as an ``http`` check's is (``host_address``: the allow-list, then every address it resolves to) and
+    the connection goes to the address checked."""
     host, port, timeout_s = params["host"], params["port"], params["timeout_s"]
     target = f"{host}:{port}"
     try:
+        address = host_address(host, port, ALLOWED_HOSTS_SETTING, timeout_s=timeout_s)
+    except OutboundRequestError as error:
+        return ProbeResult(value=None, unit="ms", ok=False, message=f"TCP {target} not tried: {error}",
+                           target=target, metrics={"tcp.up": (0.0, "")})
+    try:
         with breaker(check_key(tcp_key(host, port)), timeout_s=timeout_s):
             started = time.perf_counter()
-            with socket.create_connection((host, port), timeout=timeout_s):
+            with socket.create_connection((address, port), timeout=timeout_s):
                 latency_ms = _ms(time.perf_counter() - started)
     except CircuitOpenError as error:
         return ProbeResult(value=None, unit="ms", ok=False, unknown=True, message=f"TCP {target} not tried: {error}",

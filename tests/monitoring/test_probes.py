@@ -276,6 +276,41 @@ def test_tcp_to_a_closed_port_fails_as_refused(closed_port):
     assert result.metrics == {"tcp.up": (0.0, "")}
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "2130706433", "::ffff:127.0.0.1"])
+def test_tcp_with_any_host_allowed_still_refuses_loopback_and_private_addresses(settings, listening_port, host):
+    # "*" admits public hosts only, as for http checks: a check author cannot scan the internal network.
+    settings.AGENTS_MONITOR_ALLOWED_HOSTS = ["*"]
+
+    result = probe_run("tcp", {"host": host, "port": listening_port})
+
+    assert not result.ok and result.value is None
+    assert result.message.startswith(f"TCP {host}:{listening_port} not tried: ")
+    assert "a loopback, private or link-local address that AGENTS_MONITOR_ALLOWED_HOSTS does not name" in (
+        result.message)
+    assert result.metrics == {"tcp.up": (0.0, "")}
+
+
+@pytest.mark.parametrize(("allowed", "host"), [(["localhost"], "localhost"), (["127.0.0.0/8"], "127.0.0.1"),
+                                               (["*", "127.0.0.1"], "127.0.0.1")])
+def test_tcp_to_a_host_the_allow_list_names_connects(settings, listening_port, allowed, host):
+    settings.AGENTS_MONITOR_ALLOWED_HOSTS = allowed
+
+    result = probe_run("tcp", {"host": host, "port": listening_port})
+
+    assert result.ok and result.metrics["tcp.up"][0] == 1
+
+
+def test_tcp_to_a_host_name_that_does_not_resolve_fails_naming_it(settings):
+    settings.AGENTS_MONITOR_ALLOWED_HOSTS = ["*"]
+
+    result = probe_run("tcp", {"host": "no-such-host.invalid", "port": 5432})
+
+    assert not result.ok
+    assert result.message == ("TCP no-such-host.invalid:5432 not tried: no-such-host.invalid:5432: host name "
+                              "'no-such-host.invalid' not resolved")
+    assert result.metrics == {"tcp.up": (0.0, "")}
+
+
 # --- celery_queue ---------------------------------------------------------------------------------
 
 
