@@ -569,7 +569,7 @@ def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_row
                 continue  # not read
             _columns_require([column], list(frame.columns), label=f"{label} (parse_dates)")
             try:
-                frame[column] = pd.to_datetime(frame[column])
+                frame[column] = _dates(frame[column])
             except (ValueError, TypeError) as error:
                 raise DataSourceError(f"{label}: column {column!r} is not a date: {_reason(error)}") from None
         try:
@@ -577,6 +577,21 @@ def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_row
         except _ReadStopped as stop:
             frames.throw(stop)  # the format's reader may have found the file bad meanwhile (a ragged csv)
             raise
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """A ``parse_dates`` column as dates. Dates written with an offset are the same instants in UTC: a zone's offset
+    changes during the year (+01:00 in winter, +02:00 in summer), and one type for the column keeps every chunk of
+    a file alike. Dates without an offset stay as written; a column mixing the two is not a date column."""
+    try:
+        parsed = pd.to_datetime(values)
+    except ValueError:
+        try:  # offsets that differ from row to row: pandas reads them only as UTC
+            return pd.to_datetime(values, utc=True)
+        except (ValueError, TypeError):
+            pass
+        raise
+    return parsed.dt.tz_convert("UTC") if getattr(parsed.dt, "tz", None) is not None else parsed
 
 
 def _csv_ragged_rows(path: Path, spec: dict, *, lines: bool = False) -> tuple[int, list[tuple[int | None, int, int]]]:

@@ -19,7 +19,10 @@ from agents.data.paths import data_path_relative, data_path_resolve
 from agents.data.sources import (
     ColumnTypesError, source_consume, source_describe, source_frame, source_read, source_read_stop, source_validate,
 )
+from agents.data.services import pipeline_run
 from agents.exceptions import ColumnError, DataPathError, DataSourceError
+from agents.models import Dataset
+from tests.data.conftest import load
 
 ORDERS = pd.DataFrame({
     "order_id": list(range(1, 11)),
@@ -119,6 +122,44 @@ def test_parse_dates_turns_the_named_columns_into_dates(root):
 
     assert pd.api.types.is_datetime64_any_dtype(frame["day"])
     assert list(frame["day"]) == list(pd.to_datetime(ORDERS["day"]))
+
+
+#: Times in a zone whose offset changes in between (summer time begins on 2024-03-31 in Europe).
+ACROSS_SUMMER_TIME = "at,amount\n2024-03-30T12:00:00+01:00,1\n2024-03-31T12:00:00+02:00,2\n2024-04-01T12:00:00+02:00,3\n"
+
+
+def test_dates_whose_offsets_differ_are_read_as_the_same_instants_in_utc_whole_and_in_chunks(root):
+    (root / "in" / "summer.csv").write_text(ACROSS_SUMMER_TIME)
+    spec = {"kind": "file", "path": "in/summer.csv", "parse_dates": ["at"]}
+
+    whole = source_frame(spec)
+
+    assert str(whole["at"].dt.tz) == "UTC"
+    assert [value.isoformat() for value in whole["at"]] == [
+        "2024-03-30T11:00:00+00:00", "2024-03-31T10:00:00+00:00", "2024-04-01T10:00:00+00:00"]
+    # Each chunk holds one offset only: still one type, so the chunks join (and publish) as one column.
+    pd.testing.assert_frame_equal(joined(chunks(spec, 1)), whole)
+
+
+@pytest.mark.django_db
+def test_a_pipeline_over_dates_whose_offsets_differ_publishes_them_in_chunks(root):
+    (root / "in" / "summer.csv").write_text(ACROSS_SUMMER_TIME)
+    version = load({"name": "summer", "source": {"kind": "file", "path": "in/summer.csv", "parse_dates": ["at"]},
+                    "chunk_rows": 1, "output": {"dataset": "summer"}})
+
+    run = pipeline_run(pipeline=version.pipeline.name)
+
+    assert run.status == "succeeded", run.error
+    published = pd.read_parquet(root / Dataset.objects.get(run=run).path)
+    assert published["at"].tolist() == list(pd.to_datetime(
+        ["2024-03-30T11:00:00Z", "2024-03-31T10:00:00Z", "2024-04-01T10:00:00Z"]))
+
+
+def test_a_date_column_mixing_times_with_and_without_an_offset_is_not_a_date_column(root):
+    (root / "in" / "mixed.csv").write_text("at\n2024-03-30T12:00:00+01:00\n2024-04-01T12:00:00\n")
+
+    with pytest.raises(DataSourceError, match="'in/mixed.csv': column 'at' is not a date"):
+        source_frame({"kind": "file", "path": "in/mixed.csv", "parse_dates": ["at"]})
 
 
 def test_a_delimiter_and_an_encoding_are_honoured(root):
