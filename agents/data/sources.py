@@ -36,6 +36,7 @@ from agents.exceptions import (
 from agents.models import Dataset
 
 pd = lazy("pandas")
+pa_types = lazy("pyarrow.types")
 
 SOURCE_KINDS = ("file", "database", "api", "dataset")
 FILE_FORMATS = ("csv", "jsonl", "json", "parquet")
@@ -972,11 +973,19 @@ def _parquet_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> It
         if columns is not None:
             _columns_require(columns, available, label=label)
         if chunk_rows is None:
-            yield parquet.read(columns=columns).to_pandas()
+            yield parquet.read(columns=columns).to_pandas(types_mapper=_arrow_kept)
             return
-        empty = parquet.schema_arrow.empty_table().select(columns or available).to_pandas()
-        batches = (batch.to_pandas() for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns))
+        empty = parquet.schema_arrow.empty_table().select(columns or available).to_pandas(types_mapper=_arrow_kept)
+        batches = (batch.to_pandas(types_mapper=_arrow_kept)
+                   for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns))
         yield from _at_least_one(batches, empty)
+
+
+def _arrow_kept(arrow_type):
+    """The pandas type of a Parquet decimal column: the Arrow type itself, so the published dataset keeps its
+    precision and scale (as Python decimals, both were guessed again from each chunk's values). Other columns:
+    pandas' own types (None)."""
+    return pd.ArrowDtype(arrow_type) if pa_types.is_decimal(arrow_type) else None
 
 
 # --- database -------------------------------------------------------------------------------------------------

@@ -155,6 +155,30 @@ def test_a_pipeline_over_dates_whose_offsets_differ_publishes_them_in_chunks(roo
         ["2024-03-30T11:00:00Z", "2024-03-31T10:00:00Z", "2024-04-01T10:00:00Z"]))
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("chunk_rows", [None, 1])
+def test_a_parquet_decimal_column_is_published_with_its_own_precision_and_scale(root, chunk_rows):
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    amounts = pa.array([decimal.Decimal("1.00"), decimal.Decimal("12345.67"), None], pa.decimal128(10, 2))
+    pq.write_table(pa.table({"id": [1, 2, 3], "amount": amounts}), root / "in" / "money.parquet")
+    spec = {"name": "money", "source": {"kind": "file", "path": "in/money.parquet"},
+            "transforms": [{"type": "filter", "expression": "id >= 2"}], "output": {"dataset": "money"}}
+    if chunk_rows:
+        spec["chunk_rows"] = chunk_rows
+
+    run = pipeline_run(pipeline=load(spec).pipeline.name)
+
+    assert run.status == "succeeded", run.error
+    published = pq.read_table(root / Dataset.objects.get(run=run).path)
+    # As Python decimals, the precision was guessed from the values again (decimal128(7, 2) here).
+    assert published.schema.field("amount").type == pa.decimal128(10, 2)
+    assert published.column("amount").to_pylist() == [decimal.Decimal("12345.67"), None]
+
+
 def test_a_date_column_mixing_times_with_and_without_an_offset_is_not_a_date_column(root):
     (root / "in" / "mixed.csv").write_text("at\n2024-03-30T12:00:00+01:00\n2024-04-01T12:00:00\n")
 
