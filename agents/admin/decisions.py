@@ -25,6 +25,7 @@ from agents.admin.common import (
     trace_link,
 )
 from agents.core.definitions import refuse_json_constant
+from agents.core.jsonable import json_problem
 from agents.core.teams import sees_all, team_for_new, team_scoped, teams_of
 from agents.decisions import services
 from agents.decisions.ruleset import ruleset_evaluate
@@ -189,6 +190,8 @@ class TryContextForm(forms.Form):
             raise forms.ValidationError("not valid JSON: nested too deeply") from None
         if not isinstance(value, dict):
             raise forms.ValidationError(f"the context must be a JSON object, got {type(value).__name__}")
+        if problem := json_problem(value):  # as the API refuses it; a lone surrogate would fail the page's rendering
+            raise forms.ValidationError(f"not a context the API would take: {problem}")
         return value
 
 

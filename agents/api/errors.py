@@ -25,6 +25,8 @@ API_PREFIX = "/api/"
 STATE_ERRORS = (AlertStateError, InvalidTransitionError, WorkflowRunStateError)
 #: ``field: reason`` or ``field.sub[0]: reason`` at the start of a problem.
 _PREFIXED = re.compile(r"^([A-Za-z_]\w*)((?:[.\[][^:\s]*)?): (.+)$", re.DOTALL)
+#: A lone surrogate: JSON text may escape one (``"\\ud800"``), UTF-8 cannot encode it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class ServiceError(exceptions.APIException):
@@ -99,8 +101,17 @@ def service_errors(fields: Mapping[type, str] | None = None, *, prefixed: Iterab
 
 
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
-    """The JSON body of every API error."""
-    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+    """The JSON body of every API error. A lone surrogate of the request that a reason repeats (``"\\ud800" is not
+    a valid choice``), which UTF-8 cannot encode, is written as its escape ``\\ud800``."""
+    return {"error": {"code": _encodable(code), "message": _encodable(message),
+                      "fields": {_encodable(name): [_encodable(reason) for reason in reasons]
+                                 for name, reasons in (fields or {}).items()}}}
+
+
+def _encodable(text: str) -> str:
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:

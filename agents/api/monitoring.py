@@ -275,7 +275,12 @@ class SamplesQuerySerializer(serializers.Serializer):
 
     def validate(self, data):
         data.setdefault("until", timezone.now())
-        data.setdefault("since", data["until"] - DEFAULT_SAMPLES_WINDOW)
+        if "since" not in data:
+            try:
+                data["since"] = data["until"] - DEFAULT_SAMPLES_WINDOW
+            except OverflowError:  # until in the first hour of year 1: no default since before it
+                raise serializers.ValidationError({"until": ["must be at least an hour after 0001-01-01T00:00:00Z, "
+                                                             "or give since"]}) from None
         if data["since"] >= data["until"]:
             raise serializers.ValidationError({"until": ["must be after since"]})
         return data

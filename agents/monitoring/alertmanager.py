@@ -184,4 +184,10 @@ def _time(value: Any, where: str, problems: list[str]) -> datetime | None:
     if parsed is None or parsed.tzinfo is None:
         problems.append(f"{where}: {value!r} is not an RFC 3339 time such as 2024-05-01T10:00:00Z")
         return None
-    return None if parsed.year == 1 else parsed
+    if parsed.year == 1:  # Go's zero time, however it is written: not given
+        return None
+    try:  # as agents.core.zones.utc_in_calendar does; a pure core cannot import it (the module loads Django)
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00: stored as year 10000, then no read of the alert works
+        problems.append(f"{where}: {value!r} is after year 9999 in UTC; give a time within the years 1-9999")
+        return None

@@ -230,9 +230,24 @@ def route_config_split(stored: dict) -> tuple[dict, Any]:
     return config, config.pop(WATCHDOG_KEY, None)
 
 
+def _silence_time(value: Any, where: str, parse_time: Callable[[str], datetime | None],
+                  errors: list[str]) -> datetime | None:
+    """A silence's time by ``parse_time`` (None when it is not one, ``ValueError`` when it is one that cannot be
+    stored), or None with the problem added to ``errors``."""
+    try:
+        parsed = parse_time(value) if isinstance(value, str) else None
+    except ValueError as error:
+        errors.append(f"{where}: {error}")
+        return None
+    if parsed is None:
+        errors.append(f"{where}: must be an ISO 8601 time with a zone, got {value!r}")
+    return parsed
+
+
 def silence_definition_validate(item: Any, where: str, *, now: datetime,
                                 parse_time: Callable[[str], datetime | None]) -> tuple[list[str], dict]:
-    """Return the problems with one silence and its normalised form (match, starts_at, ends_at, comment)."""
+    """Return the problems with one silence and its normalised form (match, starts_at, ends_at, comment).
+    ``parse_time`` gives a time, None for text that is not one, or raises ``ValueError`` with the reason."""
     if not isinstance(item, dict):
         return [f"{where}: must be a mapping"], {}
     errors = _unknown_keys(item, SILENCE_KEYS, where)
@@ -242,14 +257,10 @@ def silence_definition_validate(item: Any, where: str, *, now: datetime,
     errors.extend(matchers_validate(matchers, f"{where}.match"))
     starts_at = now
     if item.get("starts_at") is not None:
-        starts_at = parse_time(item["starts_at"]) if isinstance(item["starts_at"], str) else None
-        if starts_at is None:
-            errors.append(f"{where}.starts_at: must be an ISO 8601 time with a zone, got {item['starts_at']!r}")
+        starts_at = _silence_time(item["starts_at"], f"{where}.starts_at", parse_time, errors)
     ends_at = None
     if item.get("ends_at") is not None:
-        ends_at = parse_time(item["ends_at"]) if isinstance(item["ends_at"], str) else None
-        if ends_at is None:
-            errors.append(f"{where}.ends_at: must be an ISO 8601 time with a zone, got {item['ends_at']!r}")
+        ends_at = _silence_time(item["ends_at"], f"{where}.ends_at", parse_time, errors)
     elif item.get("duration_s") is not None:
         if problem := _number(item["duration_s"], f"{where}.duration_s", minimum=1, duration=True):
             errors.append(problem)

@@ -26,6 +26,7 @@ from agents.core.definitions import DefinitionTextError, definition_load_text, f
 from agents.core.checks import ProbeResult
 from agents.core.dispatch import task_send
 from agents.core.jsonable import UNSTORABLE, json_problem, storable
+from agents.core.zones import utc_in_calendar
 from agents.exceptions import CheckNotFoundError, CheckSpecError
 from agents.models import (
     OPEN_ALERT_STATES,
@@ -67,11 +68,13 @@ def _workflow_exists(name: str) -> bool:
 
 
 def _parse_time(text: str) -> datetime | None:
+    """``text`` as a time in UTC, None when it is not an ISO 8601 time with a zone; ``ValueError`` with the reason
+    when UTC puts it outside the years 1-9999 (``rules.silence_definition_validate``'s ``parse_time``)."""
     try:
         value = parse_datetime(text)
     except ValueError:
         return None
-    return value if value is not None and value.tzinfo is not None else None
+    return utc_in_calendar(value) if value is not None and value.tzinfo is not None else None
 
 
 def check_fields(item: dict) -> dict:

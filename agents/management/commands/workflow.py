@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
 from agents.core.audit import cli_actor
+from agents.core.zones import utc_in_calendar
 from agents.exceptions import WorkflowSpecError
 from agents.management.base import (AgentsCommand, is_file, json_option, parse_param, wait_for_status,
                                      wait_seconds)
@@ -228,6 +229,12 @@ class Command(AgentsCommand):
 
 def _time(text: str, option: str) -> datetime:
     try:
-        return datetime.fromisoformat(text)
+        value = datetime.fromisoformat(text)
     except ValueError:
         raise CommandError(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-11-01T00:00Z)") from None
+    if value.tzinfo is None:  # the service refuses it, naming the option
+        return value
+    try:
+        return utc_in_calendar(value)
+    except ValueError as error:
+        raise CommandError(f"{option}: {error}") from None
