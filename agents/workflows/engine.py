@@ -47,7 +47,7 @@ from agents.models import (
 )
 from agents.models.workflows import RUN_ACTIVE, RUN_FINISHED
 from agents.workflows import dag, templates, waits
-from agents.workflows.spec import RUN_IF_DEFAULT, WorkflowSpec, step_references, workflow_spec_parse
+from agents.workflows.spec import RUN_IF_DEFAULT, WAIT_ACTIONS, WorkflowSpec, step_references, workflow_spec_parse
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ HELD_PAUSED = "run paused"
 HELD = "held"
 #: The task that starts a backfill's next pending slots when one of its runs ends.
 BACKFILL_CONTINUE_TASK = "workers.workflow.backfill_continue"
+#: The first key of PostgreSQL's transaction-level advisory lock (the second is the run's id) that lets one
+#: transaction at a time move many steps of a run (``run_steps_lock``).
+RUN_STEPS_LOCK_KEY = 0x7766_6C77  # "wflw"
 
 # Outcomes of ``step_execute`` the task acts on.
 IGNORED = "ignored"  # duplicate, stale or cancelled: nothing happened
@@ -1023,7 +1026,8 @@ def _resume_after_success(*, run_id: int, step_id: str, run_attempt: int, task_i
 
 def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: CompiledVersion,
               retryable: bool = True) -> StepOutcome:
-    """Record a failed attempt: schedule a retry while the policy allows, else skip dependents and maybe fail the run."""
+    """Record a failed attempt: schedule a retry while the policy allows, else skip dependents and maybe fail the
+    run."""
     error = storable(secrets_redacted(error))
     step = compiled.spec.steps[row.step_id]
     guard = StepRun.objects.filter(pk=row.pk)
@@ -1047,6 +1051,7 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
 
     graph = compiled.graph
     with transaction.atomic():
+        run_steps_lock(row.run_id)
         # Every step row this failure may move, locked first and in one order, the order a cancel takes them in: its
         # own, the pending steps it skips and (failing fast) the steps waiting for a signal it cancels. Taking its
         # own first and the others later deadlocked with a cancel holding one of them and waiting for this one.
@@ -1082,6 +1087,22 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
     # A cancelled wait frees its pool slot too; skipped steps never held one.
     return _steps_ended(row=row, compiled=compiled, ended={row.step_id} | skipped_ids | stopped_ids,
                         held_slots={row.step_id} | stopped_ids, finished=finished)
+
+
+def run_steps_lock(run_id: int) -> None:
+    """Wait until no other transaction moves many steps of run ``run_id`` at once, and hold that until the caller's
+    transaction ends (PostgreSQL; elsewhere nothing). Taken first, before any row lock, by a step failing for good
+    and by a cancel.
+
+    Each locks the rows it moves (in pk order), then the run's row, and then moves the steps pending (or waiting)
+    by then, which may include an attempt committed after its first locks (a retry, a re-dispatch of a lost step):
+    another such transaction may have locked that attempt among its own, and be waiting for the run's row: a
+    deadlock. One at a time, the second locks its rows only after the first has committed. A step finishing, a
+    retry and a claim lock no more than their own row (and the run's, after it), so they do not take it.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RUN_STEPS_LOCK_KEY, run_id % 2**31])
 
 
 def _steps_ended(*, row: StepRun, compiled: CompiledVersion, ended: set[str], held_slots: set[str],
@@ -1198,8 +1219,10 @@ def queued_runs_start(*, definition_id: int) -> list[int]:
     return started
 
 
-def parent_step_complete(*, child_run_id: int) -> None:
-    """Finish the parent step waiting on child run ``child_run_id`` with the child's outcome."""
+def parent_step_complete(*, child_run_id: int) -> str:
+    """Finish the parent step waiting on child run ``child_run_id`` with the child's outcome; returns the outcome's
+    kind. Safe to call twice, at once too (the run that ended, and the reconciler): the step's guarded update
+    admits one ending, and the other call is ``IGNORED``."""
     child = WorkflowRun.objects.get(pk=child_run_id)
     row = (
         StepRun.objects.select_related("run")
@@ -1207,18 +1230,19 @@ def parent_step_complete(*, child_run_id: int) -> None:
         .first()
     )
     if row is None:
-        return
+        return IGNORED
     compiled = compiled_version(row.run.version_id)
     if child.status == RunStatus.SUCCEEDED:
         results = dict(
             StepRun.objects.filter(run_id=child_run_id, status=StepStatus.SUCCEEDED).values_list("step_id", "result")
         )
-        step_succeed(row=row, task_id=None, result={"run_id": child_run_id, "steps": results}, compiled=compiled)
-        return
+        return step_succeed(row=row, task_id=None, result={"run_id": child_run_id, "steps": results},
+                            compiled=compiled).kind
     outcome = step_fail(row=row, task_id=None, error=f"sub-workflow run {child_run_id} {child.status}: {child.error}",
                         compiled=compiled)
     if outcome.kind == RETRY:
         step_send(row=row, attempt=outcome.attempt, countdown_s=outcome.countdown_s, compiled=compiled)
+    return outcome.kind
 
 
 def step_time_limit_fail(*, run_id: int, step_id: str, run_attempt: int, task_id: str, limit_s: float) -> str | None:
@@ -1266,10 +1290,13 @@ def workflow_runs_reconcile(*, stall_s: float | None = None) -> dict:
     - A ``pending`` step whose dependencies all succeeded more than ``stall_s`` ago (or
       whose retry is that overdue) lost its message: it is sent again with the rest of
       its chain. A duplicate is harmless: claims are guarded.
+    - A step that handed off and whose outcome is known but was never recorded (its child
+      run ended, or its wait was decided, and the process that was to end it died first)
+      is ended with that outcome. A duplicate is harmless: the step's update is guarded.
     """
     stall_s = settings.AGENTS_WORKFLOW_STALL_S if stall_s is None else stall_s
     now = timezone.now()
-    lost = resent = 0
+    lost = resent = handed_off = 0
     running_runs = WorkflowRun.objects.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).values_list(
         "pk", "version_id", "attempt", "started_at", "created_at", "trace_id")
     finished = 0
@@ -1285,20 +1312,37 @@ def workflow_runs_reconcile(*, stall_s: float | None = None) -> dict:
                                     started_at=started_at, created_at=created_at, stall_s=stall_s, now=now)
         lost += counts[0]
         resent += counts[1]
-    return {"lost_steps_failed": lost, "stalled_steps_resent": resent, "runs_finished": finished}
+        handed_off += counts[2]
+    return {"lost_steps_failed": lost, "stalled_steps_resent": resent, "runs_finished": finished,
+            "handed_off_steps_ended": handed_off}
 
 
 def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at, created_at, stall_s: float,
-                   now) -> tuple[int, int]:
-    """Fail the lost steps of one run and re-send its stalled ones; return how many of each."""
-    lost = resent = 0
+                   now) -> tuple[int, int, int]:
+    """Fail the lost steps of one run, end its handed-off steps whose outcome was not recorded, and re-send its
+    stalled steps; return how many of each."""
+    lost = resent = handed_off = 0
     compiled = compiled_version(version_id)
     rows = list(StepRun.objects.select_related("run").filter(run_id=run_id).order_by("attempt"))
     latest = {row.step_id: row for row in rows}
     for row in latest.values():
-        if row.status != StepStatus.RUNNING or row.child_run_id or row.waiting_for or row.run_attempt != run_attempt:
-            continue  # (a step waiting on a child run or a signal holds no worker to lose)
+        if row.status != StepStatus.RUNNING or row.waiting_for or row.run_attempt != run_attempt:
+            continue  # (a step waiting for a signal holds no worker to lose)
         step = compiled.spec.steps[row.step_id]
+        if row.child_run_id:
+            # Waiting on a child run, it holds no worker to lose; but the child's end is told to it after the end
+            # commits, by a process that may die (or lose the database) first: a redelivery finds the child ended
+            # and does nothing, so the step would wait forever.
+            if WorkflowRun.objects.filter(pk=row.child_run_id, status__in=RUN_FINISHED).exists():
+                handed_off += parent_step_complete(child_run_id=row.child_run_id) != IGNORED
+            continue
+        if not row.worker and step.action in WAIT_ACTIONS:
+            # A wait taken (a signal, or the timeout sweep, cleared ``waiting_for`` and committed) whose process
+            # died before ending the step: it is ended as what took it decided, not failed as lost.
+            decision = waits.decision_recorded(row=row, step=step, now=now)
+            if decision is not None:
+                handed_off += wait_apply(row=row, decision=decision, compiled=compiled) != IGNORED
+                continue
         limit_s = (step.timeout_s or settings.CELERY_TASK_TIME_LIMIT) + _hard_limit_grace_s() + stall_s
         if step.map is not None:  # runs as long as its items: their tasks are what can be lost
             sent = _map_reconcile(row=row, compiled=compiled, lost_before=now - timezone.timedelta(seconds=limit_s),
@@ -1324,7 +1368,7 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
         resent += 1
         _send_chain(run_id=run_id, run_attempt=run_attempt, steps=_chain_remainder(plan, row.step_id),
                     attempt=row.attempt, compiled=compiled)
-    return lost, resent
+    return lost, resent, handed_off
 
 
 def _ready_pending(latest: dict[str, StepRun], *, compiled: CompiledVersion, run_attempt: int) -> list[StepRun]:

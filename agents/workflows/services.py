@@ -243,7 +243,8 @@ def workflow_run_start(
     unknown = sorted(set(params) - set(compiled.spec.params))
     if unknown:
         known = ", ".join(sorted(compiled.spec.params)) or "none"
-        raise WorkflowSpecError([f"unknown run parameter {name!r} for {compiled.name} (declared: {known})" for name in unknown])
+        raise WorkflowSpecError([f"unknown run parameter {name!r} for {compiled.name} (declared: {known})"
+                                 for name in unknown])
     slot = {} if logical_time is None else {LOGICAL_TIME_PARAM: logical_time.astimezone(UTC).isoformat()}
     with transaction.atomic():
         queued = _at_max_active_runs(version.definition_id, compiled.spec.max_active_runs)
@@ -498,7 +499,11 @@ def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRu
     """Cancel a run: queued steps never start, running steps are revoked; the run ends cancelled (``reason`` is
     its error)."""
     now = timezone.now()
+    run_id = workflow_run_get(run_id=run_id).pk
     with transaction.atomic():
+        # One at a time with a step of the run failing for good (which moves many steps as this does), before any row
+        # lock: each may move an attempt committed after its first locks, which the other may hold.
+        engine.run_steps_lock(run_id)
         # Lock the run's steps before the run: the order a finishing step takes them, so neither waits on the other.
         # Only the step rows (``of``: the model's ordering joins the run, whose row would be locked with the first
         # step's, before the step a finishing worker holds), in one order.
@@ -510,7 +515,8 @@ def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRu
             raise WorkflowRunStateError(f"run {run_id} has already {run.status}; only a queued, pending, running or "
                                         f"paused run can be cancelled")
         active = StepRun.objects.filter(run=run, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
-        task_ids = [task_id for task_id in active.filter(status=StepStatus.RUNNING).values_list("task_id", flat=True) if task_id]
+        task_ids = [task_id for task_id in active.filter(status=StepStatus.RUNNING).values_list("task_id", flat=True)
+                    if task_id]
         active.update(status=StepStatus.CANCELLED, finished_at=now, error=reason)
         # A mapped step's items: those not sent never will be, and the running ones are revoked with the steps.
         items = MapItem.objects.filter(run=run, status__in=(MapItemStatus.PENDING, MapItemStatus.QUEUED,

@@ -55,6 +55,17 @@ def signals_decide(*, row: StepRun, step: StepSpec) -> Decision | None:
     return Decision(True, result={"approved": True, "decisions": [decision_shown(signal) for signal in approvals]})
 
 
+def decision_recorded(*, row: StepRun, step: StepSpec, now) -> Decision | None:
+    """What decided ``row``, a waiting step whose wait was taken (``waiting_for`` cleared, committed) that has not
+    ended: the signals it took, else its timeout once ``wait_until`` has passed; None when neither did. The
+    transaction that took the wait stores no decision: this finds it again for the process that ends the step
+    when the one that took it died first."""
+    decision = signals_decide(row=row, step=step)
+    if decision is None and row.wait_until is not None and row.wait_until < now:
+        decision = timeout_decision(step)
+    return decision
+
+
 def taken_by(row: StepRun):
     """The signals the attempt ``row`` has taken (consumed since it started), oldest first."""
     return WorkflowSignal.objects.filter(run_id=row.run_id, step_id=row.step_id, consumed_at__isnull=False,

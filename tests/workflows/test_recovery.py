@@ -5,6 +5,8 @@ import signal
 from datetime import timedelta
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import OperationalError
 from django.utils import timezone
 
 from agents.core.tracing import trace
@@ -54,7 +56,8 @@ def test_reconcile_resends_steps_whose_messages_were_lost(worker):
     result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
     summary = finish(run)
 
-    assert result == {"lost_steps_failed": 0, "stalled_steps_resent": 1, "runs_finished": 0}
+    assert result == {"lost_steps_failed": 0, "stalled_steps_resent": 1, "runs_finished": 0,
+                      "handed_off_steps_ended": 0}
     assert summary["status"] == "succeeded"
     assert [summary["steps"][s]["attempts"] for s in "abc"] == [1, 1, 1]
 
@@ -220,3 +223,49 @@ def test_a_run_failed_by_the_reconciler_keeps_its_own_trace(worker):
     assert run_trace != sweep_trace and failed.trace_id == run_trace
     assert "workflow run" in [record["kind"] for record in trace_records(run_trace)]
     assert "event" in [record["kind"] for record in trace_records(run_trace)]
+
+
+def _deliver(run_id: int, step_id: str, task_id: str) -> str:
+    """Run a delivery of the step's task in this process, as the worker runs it; what the task does next."""
+    return engine.step_execute(run_id=run_id, step_id=step_id, run_attempt=1, attempt=None, task_id=task_id,
+                               worker="test@host", soft_timeout_error=SoftTimeLimitExceeded).kind
+
+
+def test_a_parent_step_never_told_that_its_child_run_ended_is_ended_by_the_reconciler(worker, monkeypatch):
+    # given a parent step waiting on a child run, run in this process so that what ends the child can be cut short
+    load("name: quick-child\nsteps: [{id: c, action: echo, params: {value: 7}}]")
+    with monkeypatch.context() as unsent:
+        unsent.setattr(services, "_run_launch", lambda *args, **kwargs: None)
+        run = start("""
+            name: told-late
+            steps:
+              - {id: call, action: workflow.run, params: {workflow: quick-child}}
+              - {id: after, action: echo, needs: [call], params: {value: "${ steps.call.result.run_id }"}}
+        """)
+        assert _deliver(run.pk, "call", "task-call") == engine.DEFERRED
+        child = WorkflowRun.objects.get(parent_run=run)
+
+        # when the child's last step ends the child, and the database goes away before the parent step is told (the
+        # task is retried, and its redelivery finds the child ended: nothing left for it to do)
+        def database_gone(**kwargs):
+            raise OperationalError("server closed the connection unexpectedly")
+
+        with monkeypatch.context() as dropped:
+            dropped.setattr(engine, "parent_step_complete", database_gone)
+            with pytest.raises(OperationalError):
+                _deliver(child.pk, "c", "task-c")
+        assert _deliver(child.pk, "c", "task-c") == engine.IGNORED
+    assert WorkflowRun.objects.get(pk=child.pk).status == "succeeded"
+    assert attempts(run, "call")[0].status == StepStatus.RUNNING
+    result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
+
+    # then the sweep ends the parent step with the child's outcome, and the parent run goes on to succeed
+    summary = finish(run, timeout_s=15)
+    assert summary["status"] == "succeeded"
+    assert summary["steps"]["call"]["result"]["run_id"] == child.pk
+    assert summary["steps"]["after"]["result"]["value"] == child.pk
+    assert result["handed_off_steps_ended"] == 1
+    # and a second sweep, or the child's own late word, changes nothing
+    assert workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)["handed_off_steps_ended"] == 0
+    assert engine.parent_step_complete(child_run_id=child.pk) == engine.IGNORED
+    assert [a.status for a in attempts(run, "call")] == ["succeeded"]

@@ -275,6 +275,72 @@ def test_cancelling_a_run_while_one_of_its_steps_fails_fast_neither_deadlocks_no
         "x": "skipped", "f": "failed", "y": "cancelled"}
 
 
+@pytest.mark.parametrize("new_attempt", ["retry", "worker lost"])
+def test_two_steps_failing_the_run_while_a_third_gets_a_new_attempt_neither_deadlock(monkeypatch, new_attempt):
+    # given a run whose steps a and c fail for good (failing the run fast) while r, which may retry, fails too
+    version = load("name: failing-together\nsteps: [{id: a, action: noop}, {id: c, action: noop}, "
+                   "{id: r, action: noop, retries: {max: 2, backoff_s: 60}}]")
+    now = timezone.now()
+    run = WorkflowRun.objects.create(version=version, steps_total=3, status="running", started_at=now)
+    rows = {step_id: StepRun.objects.create(run=run, step_id=step_id, attempt=1, run_attempt=1, status="running",
+                                            task_id=f"t-{step_id}", worker=f"{step_id}@host:1", started_at=now)
+            for step_id in "acr"}
+    compiled = engine.compiled_version(version.pk)
+    monkeypatch.setattr(engine, "signature_send", lambda *args, **kwargs: None)  # r's new attempt is not run here
+    answers: dict = {}
+    paused, go_on = threading.Event(), threading.Event()
+    waits_stop = engine._waits_stop
+
+    def a_pauses_holding_the_run(**kwargs):
+        # a has recorded its failure and the run's (it holds the run's row) when it comes to stop the waiting steps
+        if threading.current_thread().name == "a":
+            paused.set()
+            go_on.wait(30)
+        return waits_stop(**kwargs)
+
+    monkeypatch.setattr(engine, "_waits_stop", a_pauses_holding_the_run)
+
+    def failing_for_good(step_id: str) -> threading.Thread:
+        def run_it() -> None:
+            answers[f"{step_id}_pid"] = backend_pid()
+            try:
+                answers[step_id] = engine.step_fail(row=StepRun.objects.select_related("run").get(pk=rows[step_id].pk),
+                                                    task_id=f"t-{step_id}", error=f"{step_id} broke",
+                                                    compiled=compiled, retryable=False).kind
+            except Exception as error:  # what the worker would get instead
+                answers[f"{step_id}_error"] = error
+            finally:
+                connection.close()
+        thread = threading.Thread(target=run_it, name=step_id)
+        thread.start()
+        return thread
+
+    # when a fails for good and, while it is at it, r gets its next attempt (pending, committed) and c fails for good
+    failing_a = failing_for_good("a")
+    assert paused.wait(30), answers
+    if new_attempt == "retry":
+        outcome = engine.step_fail(row=StepRun.objects.select_related("run").get(pk=rows["r"].pk), task_id="t-r",
+                                   error="r broke", compiled=compiled)
+        assert outcome.kind == engine.RETRY
+    else:
+        assert engine.workflow_steps_requeue_lost(hostnames=["r@host"])["redispatched"] == 1
+    assert [attempt.status for attempt in attempts(run, "r")] == ["failed", "pending"]
+    failing_c = failing_for_good("c")
+    wait_for(lambda: "c_pid" in answers and (not failing_c.is_alive() or waits_for(answers["c_pid"], answers["a_pid"])),
+             what="c to wait for a")
+    go_on.set()
+    failing_a.join(timeout=30)
+    failing_c.join(timeout=30)
+
+    # then both failures are recorded, none with a deadlock, r's new attempt is skipped and the run ends failed at a
+    assert "a_error" not in answers and "c_error" not in answers, answers
+    assert (answers["a"], answers["c"]) == (engine.FINISHED, engine.FINISHED)
+    assert [(attempt.status, attempt.error) for attempt in attempts(run, "r")][-1] == ("skipped", "run failed at 'a'")
+    assert {step_id: attempts(run, step_id)[0].status for step_id in "ac"} == {"a": "failed", "c": "failed"}
+    summary = selectors.run_to_dict(WorkflowRun.objects.get(pk=run.pk))
+    assert summary["status"] == "failed" and summary["error"] == "step 'a' failed: a broke"
+
+
 def test_a_join_counts_an_arrival_while_another_step_of_the_run_updates_the_run():
     # given a run whose join j waits for c (after a) and b, while a worker holds the run's row (counting a finished
     # step)
@@ -484,7 +550,8 @@ def test_sub_workflows_nested_deeper_than_the_limit_fail_with_a_clear_error(work
     # given workflows level-1 .. level-11, each running the next (AGENTS_WORKFLOW_MAX_DEPTH is 10)
     load("name: level-11\nsteps: [{id: leaf, action: noop}]")
     for level in range(10, 0, -1):
-        load(f"name: level-{level}\nsteps: [{{id: down, action: workflow.run, params: {{workflow: level-{level + 1}}}}}]")
+        load(f"name: level-{level}\n"
+             f"steps: [{{id: down, action: workflow.run, params: {{workflow: level-{level + 1}}}}}]")
 
     # when the first is run
     summary = finish(start("name: root\nsteps: [{id: down, action: workflow.run, params: {workflow: level-1}}]"),

@@ -9,12 +9,13 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from agents.api.groups import OPERATORS, VIEWERS
-from agents.exceptions import WorkflowSpecError
+from agents.exceptions import WorkflowRunStateError, WorkflowSpecError
 from agents.models import StepRun, WorkflowRun, WorkflowSignal
-from agents.workflows import engine
+from agents.workflows import engine, services
 from agents.workflows.spec import workflow_spec_parse
 from tests.api.conftest import _user, client_for
 from tests.conftest import wait_for
+from workers.workflow import workflow_runs_reconcile
 
 from .conftest import finish, start
 
@@ -275,3 +276,68 @@ def test_the_admin_run_page_shows_the_wait_and_an_approver_decides_there(worker,
     outcome = finish(run)
     assert outcome["status"] == "succeeded"
     assert outcome["steps"]["sign-off"]["result"]["decisions"][0]["comment"] == "fine by me"
+
+
+class ProcessKilled(Exception):
+    """The process that took a wait dies before it ends the step (a web process restarted, a sweep's worker
+    killed)."""
+
+
+def _killed(**kwargs):
+    raise ProcessKilled
+
+
+def test_an_approval_taken_by_a_process_that_died_before_ending_the_step_is_honoured(worker, finance,
+                                                                                      monkeypatch):
+    # given an approval that has been waiting for two hours, longer than a step may run on a worker
+    run = start(APPROVAL_FLOW)
+    _waiting(run, "sign-off")
+    StepRun.objects.filter(run=run, step_id="sign-off").update(started_at=timezone.now() - timedelta(hours=2))
+
+    # when an approver approves, and the process dies after the approval was stored and took the wait, before it
+    # ended the step
+    with monkeypatch.context() as dying:
+        dying.setattr(engine, "wait_apply", _killed)
+        with pytest.raises(ProcessKilled):
+            services.workflow_signal(run_id=run.pk, name="sign-off", decision="approve", comment="budget ok",
+                                     user=finance)
+    with pytest.raises(WorkflowRunStateError, match="has been decided"):  # a second approval is not needed
+        services.workflow_signal(run_id=run.pk, name="sign-off", decision="approve", user=finance)
+    result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
+
+    # then the sweep ends the step as the approver decided (not as a step lost with its worker), and the run goes on
+    outcome = finish(run, timeout_s=15)
+    assert outcome["status"] == "succeeded", outcome["steps"]["sign-off"]["error"]
+    [decision] = outcome["steps"]["sign-off"]["result"]["decisions"]
+    assert (decision["by"], decision["decision"], decision["comment"]) == ("fiona", "approve", "budget ok")
+    assert outcome["steps"]["pay"]["result"]["value"] == "paid"
+    assert result["handed_off_steps_ended"] == 1 and result["lost_steps_failed"] == 0
+
+
+def test_a_timeout_taken_by_a_sweep_that_died_before_ending_the_step_is_honoured(worker, monkeypatch):
+    # given a signal step that has waited for two hours, whose timeout has passed
+    run = start("""
+        name: timed-out-sweep-died
+        steps:
+          - {id: go, action: wait.signal, params: {name: go, timeout_s: 60, on_timeout: default, default: {size: 0}}}
+          - {id: after, action: echo, needs: [go], params: {value: "${ steps.go.result.size }"}}
+        """)
+    _waiting(run, "go")
+    now = timezone.now()
+    StepRun.objects.filter(run=run, step_id="go").update(started_at=now - timedelta(hours=2),
+                                                         wait_until=now - timedelta(seconds=1))
+
+    # when the timers sweep takes the wait and dies before ending the step
+    with monkeypatch.context() as dying:
+        dying.setattr(engine, "wait_apply", _killed)
+        with pytest.raises(ProcessKilled):
+            engine.workflow_waits_expire()
+    result = workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)
+
+    # then the reconciler ends it as its on_timeout says, and the run goes on with the default
+    outcome = finish(run, timeout_s=15)
+    assert outcome["status"] == "succeeded", outcome["steps"]["go"]["error"]
+    assert outcome["steps"]["go"]["result"] == {"size": 0}
+    assert "timed out: no signal 'go' within 60 s" in outcome["steps"]["go"]["error"]
+    assert outcome["steps"]["after"]["result"]["value"] == 0
+    assert result["handed_off_steps_ended"] == 1 and result["lost_steps_failed"] == 0
