@@ -331,6 +331,7 @@ class ColumnProfiler:
     hashes: Any = None
     top: list = field(default_factory=list)  # (values, counts) arrays: each chunk's most frequent, folded now and then
     saturated: bool = False  # the distinct sketch has dropped hashes: its count is an estimate
+    unmeasured: str = ""  # why the column's values cannot be measured (only its count and nulls are)
 
     def update(self, series: pd.Series) -> None:
         """Add a chunk's values."""
@@ -351,7 +352,14 @@ class ColumnProfiler:
                 values, counts = values[kept], counts[kept]
             self._merge_top(values, counts)
             return
-        present = _present(series, self.kind, self.name)
+        if not self.unmeasured:
+            try:
+                present = _present(series, self.kind, self.name)
+            except DataError as error:  # dates beyond nanoseconds: the rest of the profile is still worth having
+                self._unmeasurable(str(error))
+        if self.unmeasured:
+            self.nulls += int(series.isna().sum())
+            return
         self.nulls += len(series) - len(present)
         if not len(present):
             return
@@ -374,6 +382,12 @@ class ColumnProfiler:
         if len(self.sketches) > MAX_SKETCHES:
             self.sketches = _fold(self.sketches)
 
+    def _unmeasurable(self, reason: str) -> None:
+        """Give up the column's statistics, keeping its count and nulls, for ``reason``."""
+        self.unmeasured = reason
+        self.mean, self.m2, self.minimum, self.maximum = 0.0, 0.0, None, None
+        self.sketches, self.hashes, self.top, self.saturated = [], None, [], False
+
     def _hash_bound(self) -> int | None:
         """The largest hash the distinct sketch can still take once it estimates (None while it counts exactly)."""
         if not self.saturated:
@@ -388,6 +402,10 @@ class ColumnProfiler:
             self.kind = other.kind
         self.rows += other.rows
         self.nulls += other.nulls
+        if other.unmeasured and not self.unmeasured:
+            self._unmeasurable(other.unmeasured)
+        if self.unmeasured:
+            return
         self.top.extend(other.top)
         self._merge_top()
         self.saturated = self.saturated or other.saturated
@@ -433,12 +451,17 @@ class ColumnProfiler:
     def finish(self) -> dict:
         """The column's profile as JSON-ready values (datetimes as ISO text)."""
         present = self.rows - self.nulls
+        null_percent = round(100 * self.nulls / self.rows, 4) if self.rows else 0.0
+        if self.unmeasured:
+            return {"name": self.name, "kind": self.kind, "count": present, "nulls": self.nulls,
+                    "null_percent": null_percent, "distinct": None, "distinct_exact": False, "top": [],
+                    "unmeasured": self.unmeasured}
         distinct, exact = self.distinct()
         values, counts = _top_fold(self.top) if self.top else (np.zeros(0), np.zeros(0))
         top = sorted(zip(values.tolist(), counts.tolist()), key=lambda item: (-item[1], str(item[0])))[:TOP_SHOWN]
         profile = {
             "name": self.name, "kind": self.kind or "category", "count": present, "nulls": self.nulls,
-            "null_percent": round(100 * self.nulls / self.rows, 4) if self.rows else 0.0,
+            "null_percent": null_percent,
             "distinct": distinct, "distinct_exact": exact,
             "top": [{"value": _timestamp_text(value) if self.kind == "datetime" else _plain(value), "count": count}
                     for value, count in top],

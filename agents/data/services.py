@@ -457,6 +457,8 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
             outcome.quality += drift_checks_run(checks=drift_checks, name=spec["output"]["dataset"],
                                                 path=attempt_path)
             profile = dataset_profile_compute(path=attempt_path) if outcome.quality_passed else {}
+        outcome.notes += [f"profile: {column['unmeasured']}" for column in profile.get("columns", [])
+                          if column.get("unmeasured")]
         fields.update(rows_in=outcome.rows_in, rows_out=outcome.rows_out, chunks=outcome.chunks,
                       quality=outcome.quality, quality_passed=outcome.quality_passed, notes=outcome.notes,
                       peak_memory_mb=memory.peak_mb)
@@ -485,9 +487,19 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
     return DataRun.objects.select_related("version__pipeline").get(pk=run_id)
 
 
-def data_run_fail_unexpected(*, run_id: int, error: str) -> None:
-    """Record an unexpected failure (a bug, a lost dependency) of a running run so it does not stay running."""
-    run = DataRun.objects.get(pk=run_id)
+def data_run_fail_unexpected(*, run_id: int, error: str, task_id: str = "") -> None:
+    """Record an unexpected failure (a bug, a lost dependency, the hard time limit killing its process) of a pending
+    or running run so it does not stay so. With ``task_id``, a run another task has claimed is left to it. A run
+    whose attempt had published before it failed ends succeeded from its dataset. Safe to run twice: an ended run
+    is left as it is (a guarded transition)."""
+    run = DataRun.objects.select_related("version__pipeline").get(pk=run_id)
+    if run.status == DataRunStatus.RUNNING and task_id and run.task_id != task_id:
+        return
+    if run.status == DataRunStatus.RUNNING:
+        published = Dataset.objects.filter(run=run).first()
+        if published is not None:
+            _data_run_finish_published(run, published)
+            return
     if run.status in (DataRunStatus.PENDING, DataRunStatus.RUNNING):
         _transition(run, DataRunStatus.FAILED, finished_at=timezone.now(), error=error[:2000])
 

@@ -864,13 +864,35 @@ def incident_respond(*, alert_id: int) -> list[IncidentResponse]:
 
 
 def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Alert) -> None:
+    """Run the response and record its end: whatever it raises fails it with the error, so it never stays
+    ``running`` (it runs once per alert: a later respond would not run it again). An exception that is not an
+    ``Exception`` (the process being stopped) is recorded, then raised on."""
     payload = alert_payload(alert, "firing")
     fields: dict[str, Any] = {}
     try:
         with acting_for(rule.team_id):  # what it starts or sends is its team's: a message, a run, a secret read
             _response_run(rule, alert, payload, fields)
-    except (AgentsError, OSError, ValueError, TypeError, KeyError) as error:
-        fields.update(status=ResponseStatus.FAILED, error=storable(str(error)[:2000]))
+    except BaseException as error:  # an action's bug, a time limit, the process stopping: recorded with its type
+        if not isinstance(error, AgentsError):
+            logger.exception("incident response %s (rule %s) on alert %s failed unexpectedly", response.pk,
+                             rule.name, alert.pk)
+        _response_end(response, {**fields, "status": ResponseStatus.FAILED, "error": _response_error(error)})
+        if not isinstance(error, Exception):
+            raise
+        return
+    _response_end(response, fields)
+
+
+def _response_error(error: BaseException) -> str:
+    """A response's error as stored: the message of one of ours, else the type and the message."""
+    text = str(error)
+    if not isinstance(error, AgentsError) and not text.startswith(type(error).__name__):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return storable(text[:2000])
+
+
+def _response_end(response: IncidentResponse, fields: dict[str, Any]) -> None:
+    """Record a running response's end (a guarded transition: an ended one is left as it is)."""
     fields["finished_at"] = timezone.now()
     IncidentResponse.objects.filter(pk=response.pk, status=ResponseStatus.RUNNING).update(**fields)
     response.refresh_from_db()

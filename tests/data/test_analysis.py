@@ -192,13 +192,30 @@ def test_datetimes_in_any_unit_and_zone_keep_missing_values_apart(zone):
         assert low <= pd.Timestamp(value).value <= high, label
 
 
-@pytest.mark.parametrize("zone", [None, "Europe/Berlin"])
-def test_dates_beyond_nanoseconds_are_refused_with_the_column_name(zone):
-    due = pd.Series(["2024-01-01", "2600-01-01"], dtype="datetime64[s]")
-    frame = pd.DataFrame({"due": due.dt.tz_localize(zone) if zone else due})
+UNMEASURED_DUE = ("column 'due' holds dates outside the years 1677 to 2262, which a profile cannot measure in "
+                  "nanoseconds")
 
-    with pytest.raises(DataError, match="column 'due' holds dates outside the years 1677 to 2262"):
-        profile_frames([frame])
+
+@pytest.mark.parametrize("zone", [None, "Europe/Berlin"])
+def test_a_column_with_dates_beyond_nanoseconds_is_marked_unmeasured_and_the_rest_is_profiled(zone):
+    # given a sentinel date ("valid until 9999") in the second chunk of a column, after chunks that are in range
+    due = pd.Series(["2024-01-01", None, "2024-02-01", "9999-12-31", None, "2024-03-01"], dtype="datetime64[s]")
+    frame = pd.DataFrame({"id": range(6), "due": due.dt.tz_localize(zone) if zone else due})
+
+    # when the table is profiled in chunks, and as two profilers merged
+    profile = profile_frames(chunks(frame, 3))
+    first, second = Profiler(), Profiler()
+    first.update(frame.iloc[:3])
+    second.update(frame.iloc[3:])
+    first.merge(second)
+    merged = first.finish()
+
+    # then the column says it could not be measured, and why, keeping its count and nulls; the others are profiled
+    for result in (profile, merged):
+        assert column(result, "due") == {
+            "name": "due", "kind": "datetime", "count": 4, "nulls": 2, "null_percent": round(100 * 2 / 6, 4),
+            "distinct": None, "distinct_exact": False, "top": [], "unmeasured": UNMEASURED_DUE}
+        assert (column(result, "id")["min"], column(result, "id")["max"], result["rows"]) == (0.0, 5.0, 6)
 
 
 @pytest.mark.parametrize("method", ["robust_z", "iqr", "isolation_forest"])

@@ -2,13 +2,16 @@
 import io
 import json
 import textwrap
+import time
 
 import pandas as pd
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.core.management import call_command
 
 from agents.data import services
+from agents.data.transforms import transform
 from agents.models import DataRun, Dataset
 from tests.conftest import broker_down_env, manage, wait_for
 from tests.data.conftest import load, write_orders
@@ -16,6 +19,22 @@ from tests.workflows.conftest import finish, start
 from workers.data import data_run_execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@transform("test_through_the_soft_time_limit")
+def through_the_soft_time_limit(frame: pd.DataFrame, seconds: float) -> pd.DataFrame:
+    """Run through the soft time limit (catching it, as code blocked in a C call effectively does) for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            pass
+    return frame
+
+
+class WorkerKilled(BaseException):
+    """The process running an attempt ended by a signal (nothing after it runs)."""
 
 
 def pipeline(folder: str, **changes) -> dict:
@@ -120,3 +139,57 @@ def test_a_step_fails_when_its_pipeline_is_unknown_or_its_quality_fails(worker, 
     assert result["status"] == "failed"
     assert "no pipeline named 'no-such-pipeline'" in result["steps"]["missing"]["error"]
     assert "quality check(s) failed" in result["steps"]["revenue"]["error"]
+
+
+def test_a_run_killed_by_its_hard_time_limit_fails_at_once_saying_so(worker, shared_folder, orders):
+    # given a pending run whose transform runs through its soft time limit (0.5 s), so that the hard limit (1.5 s)
+    # kills the process running it
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    stuck = [{"type": "custom", "function": "test_through_the_soft_time_limit", "params": {"seconds": 60}}]
+    run = services.data_run_create(version=load(pipeline(shared_folder, transforms=stuck)))
+
+    # when a data agent runs it with those limits, the worker living on
+    data_run_execute.apply_async(args=[run.pk], queue="data", soft_time_limit=0.5, time_limit=1.5)
+
+    # then the run fails at once saying why, instead of staying running (Celery acknowledged the killed task's
+    # message: nothing would deliver it again)
+    run = wait_for(lambda: DataRun.objects.filter(pk=run.pk, status__in=["succeeded", "failed"]).first(),
+                   timeout_s=30, what="the killed run to end")
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.error == "killed by the hard time limit of 1.5 s: the run took too long (AGENTS_TASK_TIME_LIMIT_S)"
+    assert not Dataset.objects.filter(run=run).exists()
+    out = io.StringIO()
+    call_command("data", "status", str(run.pk), stdout=out)
+    assert "killed by the hard time limit of 1.5 s" in out.getvalue()
+
+    # and the hook running again (Celery calls it once per failure event) changes nothing
+    data_run_execute.on_failure(TimeLimitExceeded(1.5), run.task_id, (run.pk,), {}, None)
+    assert DataRun.objects.get(pk=run.pk).finished_at == run.finished_at
+
+
+def test_a_run_killed_by_its_hard_time_limit_after_it_published_ends_from_its_dataset(
+        shared_folder, orders, monkeypatch):
+    # given a run whose attempt published its dataset and was killed by the hard time limit before it recorded
+    # the run's end
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    run = services.data_run_create(version=load(pipeline(shared_folder)))
+    record_end = services._transition
+
+    def killed_before_the_end(run, to, **fields):
+        if to == "succeeded":
+            raise WorkerKilled
+        return record_end(run, to, **fields)
+
+    monkeypatch.setattr(services, "_transition", killed_before_the_end)
+    with pytest.raises(WorkerKilled):
+        services.data_run_execute(run_id=run.pk, task_id="task-1", worker="first")
+    monkeypatch.setattr(services, "_transition", record_end)
+
+    # when the worker's hook for the killed task runs
+    data_run_execute.on_failure(TimeLimitExceeded(330), "task-1", (run.pk,), {}, None)
+
+    # then the run ends succeeded from what it published, not failed with a dataset out
+    run.refresh_from_db()
+    dataset = Dataset.objects.get(run=run)
+    assert (run.status, run.error, run.rows_out) == ("succeeded", "", dataset.row_count)
+

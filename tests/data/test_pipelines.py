@@ -333,6 +333,31 @@ def test_nul_characters_in_a_csv_publish_the_data_as_it_is_and_store_what_descri
     assert [result["passed"] for result in run.quality] == [False, False]
 
 
+def test_a_sentinel_date_beyond_what_a_profile_measures_publishes_with_that_column_marked_unmeasured(data_root):
+    # given a csv of records valid "until further notice" (9999-12-31), a date pandas holds only beyond nanoseconds
+    data_root.mkdir(parents=True, exist_ok=True)
+    (data_root / "prices.csv").write_text("id,price,valid_to\n1,10.5,2024-01-01\n2,11.0,9999-12-31\n3,12.0,\n")
+    spec = {"name": "prices", "source": {"kind": "file", "path": "prices.csv", "parse_dates": ["valid_to"]},
+            "quality_checks": [{"type": "row_count", "min": 1}], "output": {"dataset": "prices"}}
+
+    # when it runs
+    run = services.pipeline_run(pipeline=load(spec).pipeline.name)
+
+    # then it publishes every row, the sentinel included
+    assert (run.status, run.error, run.rows_out) == ("succeeded", "", 3)
+    assert output_of(run, data_root)["valid_to"].astype(str).tolist()[:2] == ["2024-01-01", "9999-12-31"]
+    # and the profile says the column could not be measured and why, the run's notes too, the rest being profiled
+    reason = ("column 'valid_to' holds dates outside the years 1677 to 2262, which a profile cannot measure in "
+              "nanoseconds")
+    out = StringIO()
+    call_command("data", "profile", "prices", "--json", stdout=out)
+    columns = {item["name"]: item for item in json.loads(out.getvalue())["columns"]}
+    assert (columns["valid_to"]["unmeasured"], columns["valid_to"]["count"], columns["valid_to"]["nulls"]) == (
+        reason, 2, 1)
+    assert (columns["price"]["min"], columns["price"]["max"]) == (10.5, 12.0)
+    assert f"profile: {reason}" in run.notes
+
+
 class WorkerKilled(BaseException):
     """A worker's process ending mid-task (SIGKILL): no handler of the task runs."""
 

@@ -28,6 +28,7 @@ from agents.models import (
 from agents.monitoring import alerts, services
 from agents.orchestration.selectors import trace_records
 from agents.workflows.services import workflow_load
+from workers.monitoring import alert_respond
 
 from tests.conftest import wait_for
 
@@ -365,6 +366,69 @@ def test_a_failing_response_records_its_error(clock):
     alert = _fire(make_check(critical=90), clock)
     [response] = alerts.incident_respond(alert_id=alert.pk)
     assert response.status == "failed" and "cannot restart" in response.error
+
+
+@action("test.response_bug", params={})
+def response_bug(context: ActionContext) -> dict:
+    """Operator code with a bug."""
+    raise RuntimeError("operator bug")
+
+
+class ProcessStopped(BaseException):
+    """What stops a process, not an error of the code it runs (as ``KeyboardInterrupt``, ``SystemExit``)."""
+
+
+@action("test.response_stopped", params={})
+def response_stopped(context: ActionContext) -> dict:
+    """Stopped while it runs."""
+    raise ProcessStopped("stopped")
+
+
+def test_a_response_whose_action_has_a_bug_ends_failed_with_the_error_and_is_not_left_running(clock):
+    # given a response rule whose action raises an error none of ours (a bug in operator code)
+    ResponseRule.objects.create(name="buggy", action="test.response_bug", params={}, max_runs=5)
+    alert = _fire(make_check(critical=90), clock)
+
+    # when the alert's responses run
+    [response] = alerts.incident_respond(alert_id=alert.pk)
+
+    # then the response ended failed, saying what was raised
+    assert (response.status, response.error) == ("failed", "RuntimeError: operator bug")
+    assert response.finished_at is not None
+    # and responding again runs nothing twice and leaves that outcome on the alert, not a response running for ever
+    assert alerts.incident_respond(alert_id=alert.pk) == []
+    assert [(row.status, row.error) for row in alert.responses.all()] == [("failed", "RuntimeError: operator bug")]
+
+
+def test_a_response_stopped_mid_run_is_recorded_failed_and_the_stop_goes_on(clock):
+    # given a response rule whose action is stopped while it runs
+    ResponseRule.objects.create(name="stopped", action="test.response_stopped", params={}, max_runs=5)
+    alert = _fire(make_check(critical=90), clock)
+
+    # when the alert's responses run, the stop reaches the caller
+    with pytest.raises(ProcessStopped):
+        alerts.incident_respond(alert_id=alert.pk)
+
+    # and the response is not left running
+    response = IncidentResponse.objects.get(alert=alert)
+    assert (response.status, response.error) == ("failed", "ProcessStopped: stopped")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_response_past_the_soft_time_limit_of_its_task_ends_failed(worker, clock, monkeypatch):
+    # given a response rule whose action takes longer than its task may, and a firing alert it matches
+    monkeypatch.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)  # responded below, with limits
+    ResponseRule.objects.create(name="slow", action="sleep", params={"seconds": 60}, max_runs=5)
+    alert = _fire(make_check(critical=90), clock)
+
+    # when the response task on a worker reaches its soft time limit (0.5 s) in the action
+    alert_respond.apply_async(args=[alert.pk], queue="monitoring", soft_time_limit=0.5, time_limit=30)
+
+    # then the response ends failed saying so, instead of staying running
+    response = wait_for(lambda: IncidentResponse.objects.filter(alert=alert).exclude(status="running").first(),
+                        timeout_s=20, what="the response to end")
+    assert (response.status, response.error) == ("failed", "SoftTimeLimitExceeded()")
+    assert response.finished_at is not None
 
 
 def test_no_response_for_an_alert_that_never_fired(clock):
