@@ -22,6 +22,7 @@ from agents.exceptions import (
 )
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
+from agents.core.zones import utc_in_calendar
 from agents.models import (
     EventType,
     MapItem,
@@ -335,9 +336,14 @@ def schedule_fire(*, workflow: str, schedule: str, now: datetime | None = None) 
 
 
 def _aware(value: datetime, name: str) -> datetime:
+    """``value`` in UTC; refused naming ``name`` without an offset, or when UTC puts it outside the years 1-9999
+    (PostgreSQL would store the backfill, and no read of it would work after)."""
     if timezone.is_naive(value):
         raise WorkflowRunStateError(f"{name}: give a time with its offset or Z (e.g. 2026-11-01T00:00:00Z)")
-    return value
+    try:
+        return utc_in_calendar(value)
+    except ValueError as error:
+        raise WorkflowRunStateError(f"{name}: {error}") from None
 
 
 def workflow_backfill(*, workflow: str, start: datetime, end: datetime, schedule: str | None = None,

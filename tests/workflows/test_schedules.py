@@ -339,6 +339,21 @@ def test_admin_backfills_after_a_dry_run_and_pauses_a_workflow(admin_client):
     assert not PeriodicTask.objects.get(name="workflow nightly schedule default").enabled
 
 
+@pytest.mark.django_db
+def test_admin_refuses_a_backfill_range_that_utc_puts_before_year_one_and_stores_nothing(admin_client):
+    version, _ = services.workflow_load(text=_flow(EVERY_MINUTE))
+    url = f"/admin/agents/workflowdefinition/{version.definition_id}/backfill/"
+
+    page = admin_client.post(url, {"start": "0001-01-01 00:00:00+14:00", "end": "0001-01-03 00:00:00+14:00",
+                                   "schedule": "default"})
+
+    assert page.status_code == 200
+    assert "from: 0001-01-01T00:00:00+14:00 is before year 1 in UTC" in page.content.decode()
+    assert not WorkflowBackfill.objects.exists() and not WorkflowRun.objects.exists()
+    # The backfills still list (a stored year-1 BC range made every read of the table fail).
+    assert admin_client.get("/admin/agents/workflowbackfill/").status_code == 200
+
+
 # --- backfills that must not stall, crontab rows, long names, future ranges -----------------------------------
 
 @pytest.mark.django_db(transaction=True)
