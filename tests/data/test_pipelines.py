@@ -7,6 +7,7 @@ from io import StringIO
 import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from agents.data import services
 from agents.data.selectors import data_run_json
@@ -333,7 +334,8 @@ def test_nul_characters_in_a_csv_publish_the_data_as_it_is_and_store_what_descri
     assert [result["passed"] for result in run.quality] == [False, False]
 
 
-def test_a_sentinel_date_beyond_what_a_profile_measures_publishes_with_that_column_marked_unmeasured(data_root):
+def test_a_sentinel_date_beyond_what_a_profile_measures_publishes_with_that_column_marked_unmeasured(data_root,
+                                                                                                    admin_client):
     # given a csv of records valid "until further notice" (9999-12-31), a date pandas holds only beyond nanoseconds
     data_root.mkdir(parents=True, exist_ok=True)
     (data_root / "prices.csv").write_text("id,price,valid_to\n1,10.5,2024-01-01\n2,11.0,9999-12-31\n3,12.0,\n")
@@ -356,6 +358,14 @@ def test_a_sentinel_date_beyond_what_a_profile_measures_publishes_with_that_colu
         reason, 2, 1)
     assert (columns["price"]["min"], columns["price"]["max"]) == (10.5, 12.0)
     assert f"profile: {reason}" in run.notes
+    # as the command prints it
+    text = StringIO()
+    call_command("data", "profile", "prices", stdout=text)
+    assert f"  valid_to (datetime): 2 values, 1 null; not measured: {reason}\n" in text.getvalue()
+    # and as the admin shows it
+    dataset = Dataset.objects.get(run=run)
+    page = admin_client.get(reverse("admin:agents_dataset_change", args=[dataset.pk])).content.decode()
+    assert "not measured: column &#x27;valid_to&#x27; holds dates outside the years 1677 to 2262" in page
 
 
 class WorkerKilled(BaseException):

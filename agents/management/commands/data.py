@@ -171,6 +171,10 @@ class Command(AgentsCommand):
             return
         self.stdout.write(f"{row} — {row.profile['rows']} rows, {len(row.profile['columns'])} columns")
         for column in row.profile["columns"]:
+            if column.get("unmeasured"):
+                self.stdout.write(f"  {column['name']} ({column['kind']}): {column['count']} values, "
+                                  f"{column['nulls']} null; not measured: {column['unmeasured']}")
+                continue
             self.stdout.write(f"  {column['name']} ({column['kind']}): {column['count']} values, {column['nulls']} "
                               f"null, {'' if column['distinct_exact'] else '~'}{column['distinct']} distinct")
             if "mean" in column:
