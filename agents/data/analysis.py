@@ -162,7 +162,9 @@ _OUT_OF_RANGE = ("column {name!r} holds dates outside the years 1677 to 2262, wh
 
 
 def _hashable(series: pd.Series) -> pd.Series:
-    """Values that can be counted: lists and mappings (from JSON) as their text."""
+    """Values that can be counted: lists and mappings (from JSON, or a Parquet struct or map) as their text."""
+    if isinstance(series.dtype, pd.ArrowDtype) and pa_types.is_nested(series.dtype.pyarrow_dtype):
+        series = series.astype(object).where(series.notna(), None)
     if series.dtype == object and len(series) and not all(
         isinstance(value, (str, int, float, bool, type(None))) for value in series.head(100)
     ):

@@ -982,10 +982,13 @@ def _parquet_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> It
 
 
 def _arrow_kept(arrow_type):
-    """The pandas type of a Parquet decimal column: the Arrow type itself, so the published dataset keeps its
-    precision and scale (as Python decimals, both were guessed again from each chunk's values). Other columns:
-    pandas' own types (None)."""
-    return pd.ArrowDtype(arrow_type) if pa_types.is_decimal(arrow_type) else None
+    """The pandas type of a Parquet decimal or map column: the Arrow type itself, so the published dataset keeps it.
+    As Python objects, a decimal's precision and scale were guessed again from each chunk's values, and a map (a
+    list of pairs) could not be written back at all. Other columns: pandas' own types (None); a struct stays
+    Python mappings, which the transforms that compare values (deduplicate, group by) can still name as such."""
+    if pa_types.is_decimal(arrow_type) or pa_types.is_map(arrow_type):
+        return pd.ArrowDtype(arrow_type)
+    return None
 
 
 # --- database -------------------------------------------------------------------------------------------------

@@ -179,6 +179,29 @@ def test_a_parquet_decimal_column_is_published_with_its_own_precision_and_scale(
     assert published.column("amount").to_pylist() == [decimal.Decimal("12345.67"), None]
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("chunk_rows", [None, 1])
+def test_a_parquet_map_column_is_published_and_profiled(root, chunk_rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tags = pa.array([[("colour", 1)], None, [("size", 2), ("colour", 3)]], pa.map_(pa.string(), pa.int64()))
+    pq.write_table(pa.table({"id": [1, 2, 3], "tags": tags}), root / "in" / "tags.parquet")
+    spec = {"name": "tags", "source": {"kind": "file", "path": "in/tags.parquet"}, "output": {"dataset": "tags"}}
+    if chunk_rows:
+        spec["chunk_rows"] = chunk_rows
+
+    run = pipeline_run(pipeline=load(spec).pipeline.name)
+
+    # A map column could not be written back at all ("Expected bytes, got a 'int' object").
+    assert run.status == "succeeded", run.error
+    published = pq.read_table(root / Dataset.objects.get(run=run).path)
+    assert pa.types.is_map(published.schema.field("tags").type)
+    assert published.column("tags").to_pylist() == tags.to_pylist()
+    profiled = {column["name"]: column for column in Dataset.objects.get(run=run).profile["columns"]}
+    assert (profiled["tags"]["count"], profiled["tags"]["nulls"], profiled["tags"]["distinct"]) == (2, 1, 2)
+
+
 def test_a_date_column_mixing_times_with_and_without_an_offset_is_not_a_date_column(root):
     (root / "in" / "mixed.csv").write_text("at\n2024-03-30T12:00:00+01:00\n2024-04-01T12:00:00\n")
 
