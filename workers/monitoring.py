@@ -2,7 +2,8 @@
 the alert sweep and metric retention."""
 import math
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 from django.utils.dateparse import parse_datetime
 
 from agents.monitoring import alerts, services
@@ -35,7 +36,22 @@ def alert_notify(self, alert_id: int, event: str, sequence: int = 0, route: str 
     return {"notification_id": notification.pk, "status": notification.status}
 
 
-@shared_task(name="workers.monitoring.alert_respond")
+class AlertRespondTask(Task):
+    """The responses' task: when the hard time limit kills its process, the worker (which runs this hook) fails the
+    response that was running, then sends the task again, so the alert's later rules still run (each rule runs once
+    per alert: the ended ones are not run again). Celery acknowledges a task killed so (``acks_late``): nothing
+    else would. A worker lost otherwise has its message delivered again, which runs the rules not yet run; the
+    response it was running is failed by ``alerts_sweep`` past the time limit."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, TimeLimitExceeded):
+            alert_id = args[0] if args else kwargs["alert_id"]
+            limit_s = float(exc.args[0]) if exc.args and isinstance(exc.args[0], (int, float)) else None
+            if alerts.responses_killed_fail(alert_id=alert_id, limit_s=limit_s):
+                self.apply_async(args=[alert_id])
+
+
+@shared_task(name="workers.monitoring.alert_respond", base=AlertRespondTask)
 def alert_respond(alert_id: int) -> list[dict]:
     """Run the incident responses matching a hard-firing alert."""
     return [{"rule": response.rule.name, "status": response.status} for response in alerts.incident_respond(alert_id=alert_id)]

@@ -4,6 +4,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
@@ -48,6 +49,9 @@ logger = logging.getLogger(__name__)
 #: sweep's or a notify task's: longer than one send may take (MAX_SEND_S), with a minute for the writes around it,
 #: so a sender still retrying a slow webhook is not taken over.
 SENDING_STALE_S = MAX_SEND_S + 60.0
+#: Seconds past the task's hard time limit after which a response still ``running`` has lost its worker (killed
+#: by the limit, the OOM killer, a crash): ``alerts_sweep`` fails it.
+RESPONSE_LOST_GRACE_S = 30.0
 #: A notice whose workers were lost while sending it this many times (each found stale, then taken over) is recorded
 #: failed, not tried again: a notice that kills whatever sends it (a crash, the task's hard time limit) would else be
 #: tried every SENDING_STALE_S for ever.
@@ -729,6 +733,7 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 _notify_on_commit(alert, NotificationEvent.REMINDER, alert.notices + 1)
     counts["unsilenced"] = _unsilenced_notify(now=now)
     _stale_notices_resend(now=now)
+    counts["responses_lost"] = _lost_responses_fail(now=now)
     routes = {
         route.name: route
         for route in NotificationRoute.objects.select_related("escalate_to").filter(
@@ -762,6 +767,26 @@ def alerts_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 counts[key] += 1
                 _notify_on_commit(alert, event, alert.notices + 1)
     return counts
+
+
+def _lost_responses_fail(*, now: datetime) -> int:
+    """Fail the responses still ``running`` past their task's hard time limit (and ``RESPONSE_LOST_GRACE_S``):
+    the process running them was killed (the limit, the OOM killer) before it recorded their end, and a response
+    runs once per alert, so nothing else would. Returns how many (each a guarded update)."""
+    limit_s = settings.CELERY_TASK_TIME_LIMIT + RESPONSE_LOST_GRACE_S
+    lost = IncidentResponse.objects.filter(status=ResponseStatus.RUNNING,
+                                           created_at__lt=now - timedelta(seconds=limit_s))
+    return lost.update(status=ResponseStatus.FAILED, finished_at=now,
+                       error=f"lost: no outcome {limit_s:g} s after it started (its worker was killed or lost)")
+
+
+def responses_killed_fail(*, alert_id: int, limit_s: float | None) -> int:
+    """Fail the responses of alert ``alert_id`` still ``running`` when the hard time limit killed the task running
+    them (the worker's hook for it); returns how many. Safe twice: a guarded update."""
+    limit = f" of {limit_s:g} s" if limit_s is not None else ""
+    return IncidentResponse.objects.filter(alert_id=alert_id, status=ResponseStatus.RUNNING).update(
+        status=ResponseStatus.FAILED, finished_at=timezone.now(),
+        error=f"killed by the hard time limit{limit}: the response took too long (AGENTS_TASK_TIME_LIMIT_S)")
 
 
 def _stale_notices_resend(*, now: datetime) -> int:

@@ -1,15 +1,18 @@
 """The alert lifecycle on the real database: every transition, dedup, auto-resolve, acknowledgement expiry,
 silences, routing, reminders, escalation, the resolved notice, and incident responses."""
 import threading
+import time
 from datetime import timedelta
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, action
 from agents.core.checks import ProbeResult
+from agents.core.params import Param
 from agents.core.teams import team_create
 from agents.core.tracing import trace
 from agents.exceptions import AlertStateError
@@ -308,7 +311,7 @@ def test_reminders_repeat_then_escalate_while_unacknowledged(clock, receiver):
     assert alert.route == "team"
     start = timezone.now()
     assert alerts.alerts_sweep(now=start + timedelta(seconds=30)) == {"ack_expired": 0, "reminders": 0, "escalations": 0,
-                                                                   "unsilenced": 0, "expired": 0}
+                                                                   "unsilenced": 0, "expired": 0, "responses_lost": 0}
     assert alerts.alerts_sweep(now=start + timedelta(seconds=61))["reminders"] == 1
     assert alerts.alerts_sweep(now=start + timedelta(seconds=62))["reminders"] == 0  # not twice in one interval
     assert alerts.alerts_sweep(now=start + timedelta(seconds=122))["reminders"] == 1
@@ -429,6 +432,66 @@ def test_a_response_past_the_soft_time_limit_of_its_task_ends_failed(worker, clo
                         timeout_s=20, what="the response to end")
     assert (response.status, response.error) == ("failed", "SoftTimeLimitExceeded()")
     assert response.finished_at is not None
+
+
+@action("test.response_through_the_soft_limit", params={"seconds": Param("number")})
+def response_through_the_soft_limit(context: ActionContext, *, seconds: float) -> dict:
+    """Run through the task's soft time limit (catching it, as code blocked in a C call effectively does)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            pass
+    return {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_response_killed_by_the_hard_time_limit_ends_failed_and_the_later_rules_still_run(worker, clock,
+                                                                                           monkeypatch):
+    # given two response rules for an alert: the first runs through its task's soft limit, the second echoes
+    monkeypatch.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)  # responded below, with limits
+    ResponseRule.objects.create(name="a-stuck", action="test.response_through_the_soft_limit",
+                                params={"seconds": 60}, max_runs=5)
+    ResponseRule.objects.create(name="b-echo", action="echo", params={}, max_runs=5)
+    alert = _fire(make_check(critical=90), clock)
+
+    # when the response task's process is killed by its hard time limit (1.5 s) in the first rule
+    alert_respond.apply_async(args=[alert.pk], queue="monitoring", soft_time_limit=0.5, time_limit=1.5)
+
+    # then that response ends failed saying so (it stayed running: Celery acknowledges a task killed so), and the
+    # task sent again runs the rule after it
+    wait_for(lambda: IncidentResponse.objects.filter(alert=alert, rule__name="b-echo").exclude(
+        status="running").exists(), timeout_s=30, what="the later rule's response")
+    outcomes = {row.rule.name: (row.status, row.error) for row in alert.responses.select_related("rule")}
+    assert outcomes == {
+        "a-stuck": ("failed", "killed by the hard time limit of 1.5 s: the response took too long "
+                              "(AGENTS_TASK_TIME_LIMIT_S)"),
+        "b-echo": ("succeeded", ""),
+    }
+
+
+def test_the_sweep_fails_a_response_left_running_past_its_task_time_limit(clock, settings):
+    # given a response whose worker died mid-run (SIGKILL, the OOM killer) long ago, and one running now
+    settings.CELERY_TASK_TIME_LIMIT = 60
+    ResponseRule.objects.create(name="lost", action="echo", params={}, max_runs=5)
+    ResponseRule.objects.create(name="live", action="echo", params={}, max_runs=5)
+    alert = _fire(make_check(critical=90), clock)
+    lost = IncidentResponse.objects.create(rule=ResponseRule.objects.get(name="lost"), alert=alert)
+    live = IncidentResponse.objects.create(rule=ResponseRule.objects.get(name="live"), alert=alert)
+    IncidentResponse.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(seconds=91))
+
+    # when the alert sweep runs (twice: it is safe to)
+    counts = alerts.alerts_sweep()
+    again = alerts.alerts_sweep()
+
+    # then the lost one ends failed saying why; the one within its time limit is left to its worker
+    assert (counts["responses_lost"], again["responses_lost"]) == (1, 0)
+    lost.refresh_from_db()
+    live.refresh_from_db()
+    assert (lost.status, lost.error) == (
+        "failed", "lost: no outcome 90 s after it started (its worker was killed or lost)")
+    assert lost.finished_at is not None and live.status == "running"
 
 
 def test_no_response_for_an_alert_that_never_fired(clock):
