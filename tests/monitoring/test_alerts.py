@@ -450,11 +450,12 @@ def response_through_the_soft_limit(context: ActionContext, *, seconds: float) -
 def test_a_response_killed_by_the_hard_time_limit_ends_failed_and_the_later_rules_still_run(worker, clock,
                                                                                            monkeypatch):
     # given two response rules for an alert: the first runs through its task's soft limit, the second echoes
-    monkeypatch.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)  # responded below, with limits
     ResponseRule.objects.create(name="a-stuck", action="test.response_through_the_soft_limit",
                                 params={"seconds": 60}, max_runs=5)
     ResponseRule.objects.create(name="b-echo", action="echo", params={}, max_runs=5)
-    alert = _fire(make_check(critical=90), clock)
+    with monkeypatch.context() as patched:  # responded below, with limits; undone before the pool forks again
+        patched.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)
+        alert = _fire(make_check(critical=90), clock)
 
     # when the response task's process is killed by its hard time limit (1.5 s) in the first rule
     alert_respond.apply_async(args=[alert.pk], queue="monitoring", soft_time_limit=0.5, time_limit=1.5)
