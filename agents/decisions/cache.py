@@ -1,8 +1,9 @@
 """The decision cache: JSON values only (never pickle), in Redis or, embedded, in a SQLite file.
 
 Keys come from the rule set version's hash and the canonical JSON of the context
-fields its rules read, so every worker computes the same key and a new version
-misses by construction.
+fields its rules read (and which of them are absent: JsonLogic tells an absent field
+from a null one), so every worker computes the same key and a new version misses by
+construction.
 """
 import hashlib
 import json

@@ -2,8 +2,10 @@
 import csv
 import logging
 import hashlib
+import itertools
 import json
 import math
+import operator
 import os
 import re
 import threading
@@ -23,10 +25,10 @@ from agents.decisions import ml
 from agents.decisions.audit_rows import AuditOutcome, decisions_writer
 from agents.decisions.batch import Tracer, Verdict, fields_columns, matched_outcome, ruleset_verdicts
 from agents.decisions.cache import DIGESTED, decision_cache
-from agents.expressions.compiler import extract_fields
+from agents.expressions.compiler import extract_fields, field_absent
 from agents.core.definitions import (DefinitionTextError, definition_load_text, definition_read_file,
                                      refuse_json_constant)
-from agents.decisions.ruleset import Outcome, RuleSet, ruleset_evaluate, ruleset_parse
+from agents.decisions.ruleset import Outcome, Rule, RuleSet, ruleset_evaluate, ruleset_parse
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
 from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
@@ -192,25 +194,73 @@ def _mask(context: Any, keys: set[str], path: str = "") -> Any:
 
 
 def _masked_path(path: str, keys: set[str]) -> bool:
-    """Whether a dotted context path is, or lies under, a masked key or path."""
+    """Whether a dotted context path is, or lies under, a masked key or path. List indexes in the path are also
+    passed over, as ``_mask`` does (``items.0.ssn`` lies under the masked path ``items.ssn``)."""
     parts = path.split(".")
-    return any(part in keys for part in parts) or any(".".join(parts[:i]) in keys for i in range(1, len(parts) + 1))
+    if any(part in keys for part in parts):
+        return True
+    named = [part for part in parts if not (part.isascii() and part.isdigit())]
+    return any(".".join(candidate[:i]) in keys for candidate in (parts, named) for i in range(1, len(candidate) + 1))
 
 
-def _mask_trace(trace: list, keys: set[str]) -> list:
-    """The trace with the values read from masked paths replaced, as the audit stores them."""
-    def masked_reads(reads: dict) -> dict:
-        return {path: MASK if _masked_path(path, keys) else value for path, value in reads.items()}
+def _shown_read(path: str, value: Any, keys: set[str]) -> Any:
+    """A value read from a context path as a trace shows it: *** for a masked path; a dict or list with the masked
+    values inside it replaced, as the audit's context has them; else the value itself."""
+    if _masked_path(path, keys):
+        return MASK
+    if isinstance(value, (dict, list)):
+        parts = path.split(".") if path else []
+        for prefix in {".".join(parts), ".".join(part for part in parts if not (part.isascii() and part.isdigit()))}:
+            value = _mask(value, keys, f"{prefix}." if prefix else "")
+    return value
+
+
+def _read_masked(path: str, value: Any, keys: set[str]) -> bool:
+    """Whether a value read from a context path is, or holds, a masked value: whatever was computed from it (a
+    clause's result, an error quoting it) may then show it."""
+    return _masked_path(path, keys) or isinstance(value, (dict, list)) and _shown_read(path, value, keys) != value
+
+
+def _mask_trace(trace: list, keys: set[str], rules: dict[str, Rule], context: dict) -> list:
+    """The trace with masked values replaced by ***, as the audit stores the context: the values read from masked
+    paths (or holding masked keys), and the result and error of each clause, and the error of each rule, that read
+    one (a clause's result can be the masked value itself, a bare ``ssn`` or a JsonLogic ``cat`` of it, and an
+    error can quote it). ``rules``: the rule set's rules by id."""
+    def masked_reads(reads: dict) -> tuple[dict, bool]:
+        shown = {path: _shown_read(path, value, keys) for path, value in reads.items()}
+        return shown, any(_read_masked(path, value, keys) for path, value in reads.items())
 
     masked = []
     for entry in trace:
         entry = dict(entry)
+        secret = False
         if "reads" in entry:
-            entry["reads"] = masked_reads(entry["reads"])
+            entry["reads"], secret = masked_reads(entry["reads"])
         if "clauses" in entry:
-            entry["clauses"] = [{**clause, "reads": masked_reads(clause.get("reads") or {})} for clause in entry["clauses"]]
+            clauses = []
+            for clause in entry["clauses"]:
+                reads, hidden = masked_reads(clause.get("reads") or {})
+                clause = {**clause, "reads": reads}
+                if hidden:
+                    clause["result"] = MASK
+                    if clause.get("error") is not None:
+                        clause["error"] = MASK
+                secret = secret or hidden
+                clauses.append(clause)
+            entry["clauses"] = clauses
+        if entry.get("error") is not None and (secret or _rule_reads_masked(rules.get(entry.get("rule_id")), keys,
+                                                                            context)):
+            entry["error"] = MASK
         masked.append(entry)
     return masked
+
+
+def _rule_reads_masked(rule: Rule | None, keys: set[str], context: dict) -> bool:
+    """Whether a rule reads a masked value of ``context`` (one whose reads are known only at run time: whether the
+    context holds any)."""
+    if rule is None or rule.fields is None:
+        return _mask(context, keys) != context
+    return any(_read_masked(path, value, keys) for path, value in extract_fields(context, rule.fields).items())
 
 
 class _Decider:
@@ -227,6 +277,7 @@ class _Decider:
         # The champion answers from the features it was trained on, in their order, whatever the version declares.
         self.champion_features = ml.features_of(self.champion.features) if self.champion is not None else ()
         self.masked = set(settings.AGENTS_DECISION_MASKED_KEYS) | set(self.rules.mask)
+        self.rule_of = {rule.id: rule for rule in self.rules.evaluation_order}
         self.shadowed = (
             RuleSetVersion.objects.filter(ruleset_id=self.version.ruleset_id, status=VersionStatus.DRAFT, shadow=True).exists()
             or DecisionModelVersion.objects.filter(ruleset_id=self.version.ruleset_id, alias=ModelAlias.CHALLENGER).exists()
@@ -237,8 +288,16 @@ class _Decider:
         if fields is not None and self.champion is not None:
             # The model answers from its own features when no rule matches: they change the answer too.
             fields = fields + tuple(feature.name for feature in self.champion_features)
-        read = extract_fields(context, fields) if fields is not None else context
-        digest = hashlib.sha256(json.dumps(read, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+        if fields is None:
+            read, absent = context, []
+        else:
+            # A field that is absent and one that is there and null are both read as None; JsonLogic's var tells
+            # them apart (its default answers for an absent one only), so the key names the absent ones too. (The
+            # text hashed is [values, absent]: keys made before, of the values alone, are never read again.)
+            read = extract_fields(context, fields)
+            absent = [path for path, value in read.items() if value is None and field_absent(context, path)]
+        text = json.dumps([read, absent], sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.sha256(text.encode()).hexdigest()
         model = self.champion.sha256[:16] if self.champion else "-"
         return f"agents:decision:{self.version.content_hash}:{model}:{'explain' if explain else 'lean'}:{digest}"
 
@@ -289,7 +348,7 @@ class _Decider:
             try:
                 answer = self.evaluate(context, explain=explain)
                 # Masked values never leave in an answer nor sit in the cache: the trace shows them as ***.
-                answer["trace"] = _mask_trace(answer["trace"], self.masked)
+                answer["trace"] = _mask_trace(answer["trace"], self.masked, self.rule_of, context)
             except DecisionError as failure:
                 error = str(failure)
                 default = self.rules.default
@@ -467,22 +526,12 @@ _CONTEXT_ENCODE = json.encoder.c_make_encoder(None, _unencodable, json.encoder.e
 _CONTEXT_ENCODER = json.JSONEncoder(allow_nan=False)
 
 
-def _context_json(context: Any, masked: set[str], probes: "re.Pattern | None") -> str:
-    """The context as the audit stores it: JSON, masked keys as ***; raise DecisionError as ``decide`` does.
-
-    The context is encoded once; it is walked for masking only when the JSON text holds a masked key's name (a
-    key is written as its own JSON string, so its absence from the text means nothing is masked)."""
-    text = _context_text(context)
-    if probes is not None and probes.search(text):
-        return _CONTEXT_ENCODER.encode(_mask(context, masked))
-    return text
-
-
 #: How a batch's cache entry is marked in its key: the entry holds the verdict (matched rules, errors, rules
 #: evaluated), not the answer, which the rule set version (in the key) gives for the matched rules, nor the trace,
 #: which is rebuilt from the context's fields on a hit. (Entries of the first format, "b", also held the answer's
-#: fields: 250 bytes each instead of 15, which a cold batch of 20,000 spent 0.04 s writing.)
-_BATCH_ENTRY = "b2"
+#: fields: 250 bytes each instead of 15, which a cold batch of 20,000 spent 0.04 s writing. Keys of "b2" entries did
+#: not tell a field absent from the context from one that is there and null: never read again.)
+_BATCH_ENTRY = "b3"
 _KEY_ENCODE = json.encoder.c_make_encoder(None, _unencodable, json.encoder.encode_basestring_ascii, None, ":", ",",
                                           True, False, False) if json.encoder.c_make_encoder else None
 _KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
@@ -540,6 +589,7 @@ class _Batch:
         self.heads: dict[int, str] = {}  # id(_Common) -> json_head (the commons are kept by self.commons)
         self.plain_texts: dict[tuple[int, int], str] = {}
         self.storing: _Background | None = None  # the cache entries of the last chunk, being stored
+        self.hiding: set[int] = set()  # the rows of the chunk being decided whose context holds a masked key
 
     def common(self, fields: dict) -> _Common:
         """The one _Common of an answer's fields (its reasoning names the matched rules, so with the engine it
@@ -575,14 +625,25 @@ class _Batch:
             self.kept.append(outcome)
         return known
 
-    def keys(self, raw: dict[str, list]) -> list[str]:
-        """Each context's cache key: a digest of the rule set version and the values of the fields its rules read."""
+    def keys(self, raw: dict[str, list], contexts: list) -> list[str]:
+        """Each context's cache key: a digest of the rule set version and the values of the fields its rules read
+        (``raw``, read from ``contexts``), and of which of them are absent from the context."""
         head, blake2b = self.key_head.encode(), hashlib.blake2b
-        rows = zip(*(raw[path] for path in self.rules.fields))
+        fields = self.rules.fields
+        rows = zip(*(raw[path] for path in fields))
         if _KEY_ENCODE is None:
-            texts = map(_KEY_ENCODER.encode, map(list, rows))
+            texts = list(map(_KEY_ENCODER.encode, map(list, rows)))
         else:
-            texts = ("".join(_KEY_ENCODE(row, 0)) for row in rows)
+            texts = ["".join(_KEY_ENCODE(row, 0)) for row in rows]
+        # An absent field and a null one are both read as None, written null; JsonLogic's var tells them apart (its
+        # default answers for an absent one only), so a key whose values hold a null names the positions of the
+        # absent fields after them. Only those keys are looked at again, found at C speed.
+        for row in itertools.compress(range(len(texts)), map(operator.contains, texts, itertools.repeat("null"))):
+            context = contexts[row]
+            absent = [position for position, path in enumerate(fields)
+                      if raw[path][row] is None and field_absent(context, path)]
+            if absent:
+                texts[row] = f"{texts[row]}{absent}"
         return [DIGESTED + blake2b(head + text.encode(), digest_size=16).hexdigest() for text in texts]
 
     def cached(self, text: str | bytes) -> tuple | None:
@@ -627,7 +688,25 @@ class _Batch:
                 paths = self.masked_reads.get(entry["rule_id"]) if "reads" in entry else None
                 if paths:
                     entries[position] = {**entry, "reads": {**entry["reads"], **dict.fromkeys(paths, MASK)}}
+        if self.hiding and row in self.hiding:  # a context holding masked keys: a dict or list read may hold them
+            masked = self.decider.masked
+            for position, entry in entries.items():
+                if "reads" in entry:
+                    entries[position] = {**entry, "reads": {path: _shown_read(path, value, masked)
+                                                            for path, value in entry["reads"].items()}}
         return entries
+
+    def errors_masked(self, verdict: Verdict, raw: dict[str, list], row: int) -> Verdict:
+        """The verdict with the error of each rule that read a masked value as ***: an error can quote the value
+        (``abs() needs a number, got '123-45-6789'``), and it goes into the answer and the cache entry."""
+        order, masked = self.rules.evaluation_order, self.decider.masked
+        errors = dict(verdict.errors)
+        for position in errors:
+            rule = order[position]
+            if self.masked_reads[rule.id] or row in self.hiding and any(
+                    _read_masked(path, raw[path][row], masked) for path in rule.fields):
+                errors[position] = MASK
+        return verdict._replace(errors=errors)
 
     def trace(self, verdict: Verdict, raw: dict[str, list], row: int) -> list:
         """The answer's trace."""
@@ -677,19 +756,29 @@ class _Batch:
         started = time.perf_counter()
         rules, decider = self.rules, self.decider
         encoded: list = []
+        hiding = []  # the contexts (by position) holding a masked key
         for context in contexts:
             try:
-                encoded.append(_context_json(context, decider.masked, self.probes))
+                text = _context_text(context)
             except DecisionError as error:
                 encoded.append(error)
+                continue
+            # A key is written as its own JSON string, so a text without a masked key's name masks nothing.
+            if self.probes is not None and self.probes.search(text):
+                hiding.append(len(encoded))
+                text = _CONTEXT_ENCODER.encode(_mask(context, decider.masked))
+            encoded.append(text)
         valid = [index for index, text in enumerate(encoded) if not isinstance(text, DecisionError)]
         if len(valid) < len(contexts):
             contexts = [contexts[index] for index in valid]
+            hid = set(hiding)
+            hiding = [row for row, index in enumerate(valid) if index in hid]
+        self.hiding = set(hiding)
         raw = fields_columns(contexts, rules.fields)
         # Per valid context (by its position among them): (common, verdict); ``hits`` came from the cache.
         decided: list = [None] * len(contexts)
         hits = [False] * len(contexts)
-        keys = self.keys(raw) if self.ttl else None
+        keys = self.keys(raw, contexts) if self.ttl else None
         todo = range(len(contexts))
         if keys:
             todo, repeats = [], []
@@ -722,6 +811,8 @@ class _Batch:
         fresh = {}
         entry_texts = self.entry_texts
         for row, verdict in zip(todo, evaluated):
+            if verdict.errors and (self.any_masked_reads or row in self.hiding):
+                verdict = self.errors_masked(verdict, raw, row)
             common = self.common_of_outcome(verdict.outcome)
             decided[row] = (common, verdict)
             if keys:

@@ -874,3 +874,24 @@ def extract_fields(context: dict, fields: Iterable[str]) -> dict[str, Any]:
                 break
         values[path] = current
     return values
+
+
+def field_absent(context: Any, path: str) -> bool:
+    """Whether a dotted path is absent from a context, as ``extract_fields`` walks it: a dict without the key, a
+    list too short, or a part below a value that has no parts (a null, a number, a string). A null that is there is
+    not absent. ``extract_fields`` reads both as None, but JsonLogic's ``var`` tells them apart (its default answers
+    for an absent path only), so whatever is keyed on the values read must key on this too."""
+    current: Any = context
+    for segment in path.split("."):
+        if isinstance(current, dict):
+            if segment not in current:
+                return True
+            current = current[segment]
+        elif isinstance(current, (list, tuple)) and segment.isascii() and segment.isdigit():
+            index = int(segment)
+            if index >= len(current):
+                return True
+            current = current[index]
+        else:
+            return True
+    return False

@@ -198,7 +198,7 @@ def test_a_cache_entry_this_version_could_not_have_written_is_a_miss(policy, ent
     name = version.ruleset.name
     expected = services.decide_many(ruleset=name, contexts=CONTEXTS[:3], use_cache=False)
     batch = services._Batch(services._Decider(name), use_cache=True)
-    keys = batch.keys(services.fields_columns(CONTEXTS[:3], batch.rules.fields))
+    keys = batch.keys(services.fields_columns(CONTEXTS[:3], batch.rules.fields), CONTEXTS[:3])
     # With the marker a batch stores beside its entries, so the next batch reads them.
     decision_cache().set_many({**dict.fromkeys(keys, entry.format(n=batch.rule_count)), batch.marker: "1"}, 60)
 
@@ -217,7 +217,7 @@ def test_a_batch_whose_entries_are_gone_decides_again_and_stores_them_again():
     batch = services._Batch(services._Decider(name), use_cache=True)
     decision_cache().clear()
     again = services.decide_many(ruleset=name, contexts=CONTEXTS)
-    keys = batch.keys(services.fields_columns(CONTEXTS, batch.rules.fields))
+    keys = batch.keys(services.fields_columns(CONTEXTS, batch.rules.fields), CONTEXTS)
     store = decision_cache().client  # the suite's cache is Redis
     assert store.delete(*keys[:5]) == 5  # these entries expire, the rest stay
     partly = services.decide_many(ruleset=name, contexts=CONTEXTS)

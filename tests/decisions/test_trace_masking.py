@@ -1,0 +1,161 @@
+"""Masked values stay out of a decision's trace wherever it goes: a clause whose result is the masked value (a bare
+field, a JsonLogic ``cat`` of it), an error quoting it, a dict read that holds it; in the answer of ``decide`` and
+``decide_many`` (explained or not, cold or cached), the command's and the API's answers, and the cache's entries."""
+import io
+import json
+import sqlite3
+
+import pytest
+from django.core.management import call_command
+
+from agents.decisions import services
+from agents.decisions.cache import decision_cache
+from agents.models import Decision
+from agents.api.groups import OPERATORS
+from tests.api.conftest import _user, client_for
+
+pytestmark = pytest.mark.django_db
+
+NAME = "masked-trace"
+SSN = "123-45-6789"
+SECRET = "123-45"  # a part of it, in case a message shortened it
+CONTEXT = {"ssn": SSN, "income": 20, "applicant": {"name": "Ann", "ssn": SSN}}
+RULES = {
+    "name": NAME, "hit_policy": "collect", "mask": ["ssn"], "default": {"decision": "none", "confidence": 0.5},
+    "rules": [
+        {"id": "bare", "condition": "ssn and income > 10", "decision": "bare"},
+        {"id": "quoted", "condition": "abs(ssn) > 1", "decision": "quoted"},  # fails: its error names the value
+        {"id": "whole", "condition": "len(applicant) > 1 and applicant", "decision": "whole"},
+        {"id": "joined", "jsonlogic": {"cat": [{"var": "ssn"}, "-"]}, "decision": "joined"},
+        {"id": "plain", "condition": "income > 10", "decision": "plain"},
+    ],
+}
+
+
+@pytest.fixture
+def operator_client():
+    """A client of a user allowed to decide (as the API's tests make one)."""
+    return client_for(_user("otto", OPERATORS))
+
+
+@pytest.fixture(autouse=True)
+def rules():
+    services.rules_load(text=json.dumps(RULES), activate=True)
+
+
+def stored() -> str:
+    """Every entry the decision cache holds, as its text."""
+    cache = decision_cache()
+    if hasattr(cache, "client"):  # Redis
+        keys = list(cache.client.scan_iter("agents:decision:*"))
+        return "\n".join(value.decode() for value in cache.client.mget(keys) if value is not None) if keys else ""
+    with sqlite3.connect(cache.path) as db:
+        return "\n".join(value for (value,) in db.execute("SELECT value FROM answers"))
+
+
+def clauses_of(result: dict) -> dict:
+    """Each explained clause's (result, error, reads), by rule id and clause source."""
+    return {(entry["rule_id"], clause["source"]): (clause["result"], clause.get("error"), clause["reads"])
+            for entry in result["trace"] for clause in entry.get("clauses", ())}
+
+
+def test_an_explained_trace_shows_no_masked_value_and_the_rest_as_it_was():
+    result = services.decide(ruleset=NAME, context=CONTEXT)
+    again = services.decide(ruleset=NAME, context=CONTEXT)
+
+    assert (result["decision"], again["decision"]) == (["bare", "whole", "joined", "plain"],) * 2
+    assert again["cached"] is True
+    for answer in (result, again):
+        assert SECRET not in json.dumps(answer)
+        clauses = clauses_of(answer)
+        assert clauses["bare", "ssn"] == ("***", None, {"ssn": "***"})
+        assert clauses["bare", "income > 10"] == (True, None, {"income": 20})
+        assert clauses["whole", "applicant"] == ("***", None, {"applicant": {"name": "Ann", "ssn": "***"}})
+        assert clauses["whole", "len(applicant) > 1"][0] == "***"  # it read a masked value: whatever it gave
+        assert clauses["joined", json.dumps(RULES["rules"][3]["jsonlogic"])] == ("***", None, {"ssn": "***"})
+        assert clauses["plain", "income > 10"] == (True, None, {"income": 20})
+        quoted = next(entry for entry in answer["trace"] if entry["rule_id"] == "quoted")
+        assert quoted["error"] == "***" and quoted["clauses"][0]["error"] == "***"
+    assert SECRET not in stored()
+
+
+def test_a_lean_trace_and_a_batch_show_no_masked_value_and_agree():
+    single = services.decide(ruleset=NAME, context=CONTEXT, explain=False, use_cache=False)
+    cold = services.decide_many(ruleset=NAME, contexts=[CONTEXT, CONTEXT])
+    warm = services.decide_many(ruleset=NAME, contexts=[CONTEXT])
+
+    for answer in (single, *cold, *warm):
+        assert SECRET not in json.dumps(answer)
+        assert answer["trace"] == single["trace"]
+    assert [answer["cached"] for answer in cold + warm] == [False, True, True]
+    entries = {entry["rule_id"]: entry for entry in single["trace"]}
+    assert entries["quoted"]["error"] == "***"
+    assert entries["bare"]["reads"] == {"ssn": "***", "income": 20}
+    assert entries["whole"]["reads"] == {"applicant": {"name": "Ann", "ssn": "***"}}
+    assert entries["plain"]["reads"] == {"income": 20}
+    assert SECRET not in stored()
+    assert all(row.context["ssn"] == "***" and SECRET not in row.error for row in Decision.objects.all())
+
+
+def test_an_explained_batch_shows_no_masked_value():
+    results = services.decide_many(ruleset=NAME, contexts=[CONTEXT, CONTEXT], explain=True)
+
+    assert [result["cached"] for result in results] == [False, True]
+    assert clauses_of(results[0])["bare", "ssn"][0] == "***"
+    assert SECRET not in json.dumps(results) and SECRET not in stored()
+
+
+def test_the_decide_command_prints_no_masked_value(tmp_path):
+    path = tmp_path / "contexts.jsonl"
+    path.write_text(json.dumps(CONTEXT) + "\n" + json.dumps(CONTEXT) + "\n")
+
+    single, batch = io.StringIO(), io.StringIO()
+    call_command("decide", NAME, "--context", json.dumps(CONTEXT), "--json", stdout=single)
+    call_command("decide", NAME, "--contexts", str(path), stdout=batch)
+
+    assert json.loads(single.getvalue())["decision"] == ["bare", "whole", "joined", "plain"]
+    assert [json.loads(line)["decision"] for line in batch.getvalue().splitlines()] == [
+        ["bare", "whole", "joined", "plain"]] * 2
+    assert SECRET not in single.getvalue() + batch.getvalue() + stored()
+
+
+def test_the_api_answers_no_masked_value(operator_client):
+    response = operator_client.post("/api/decisions/", {"ruleset": NAME, "context": CONTEXT}, format="json")
+
+    assert response.status_code == 201, response.content
+    answer = response.json()
+    assert answer["decision"] == ["bare", "whole", "joined", "plain"]
+    assert clauses_of(answer)["bare", "ssn"][0] == "***"
+    assert SECRET not in response.content.decode() and SECRET not in stored()
+
+
+def test_a_rule_reading_no_masked_value_keeps_its_error():
+    result = services.decide(ruleset=NAME, context={"income": "lots"})
+
+    plain = next(entry for entry in result["trace"] if entry["rule_id"] == "plain")
+    assert plain["error"] and plain["error"] != "***" and "str" in plain["error"]
+
+
+def test_a_batch_masks_only_the_contexts_holding_masked_values_whatever_comes_before():
+    other = {"income": 20, "applicant": {"name": "Bob", "city": "Oslo"}, "ssn": ""}
+    results = services.decide_many(ruleset=NAME, contexts=[{"income": float("nan")}, CONTEXT, other])
+
+    assert results[0]["decision"] is None and "JSON cannot store" in results[0]["error"]
+    assert SECRET not in json.dumps(results)
+    reads = [{entry["rule_id"]: entry.get("reads") for entry in result["trace"]} for result in results[1:]]
+    assert reads[0]["whole"] == {"applicant": {"name": "Ann", "ssn": "***"}}
+    assert reads[1]["whole"] == {"applicant": {"name": "Bob", "city": "Oslo"}}  # nothing masked: as it is
+
+
+def test_a_masked_path_through_a_list_is_masked_in_the_trace_as_in_the_audit():
+    services.rules_load(text=json.dumps({
+        "name": "listed", "mask": ["items.ssn"], "default": {"decision": "none", "confidence": 0.5},
+        "rules": [{"id": "first", "condition": "items[0].ssn", "decision": "yes"}],
+    }), activate=True)
+
+    result = services.decide(ruleset="listed", context={"items": [{"ssn": SSN}]})
+
+    assert result["decision"] == "yes"
+    assert result["trace"][0]["clauses"][0]["reads"] == {"items.0.ssn": "***"}
+    assert Decision.objects.get().context == {"items": [{"ssn": "***"}]}
+    assert SECRET not in json.dumps(result) and SECRET not in stored()
