@@ -28,6 +28,18 @@ class BroadcastTask(Task):
                                           attempt=attempt, limit_s=float(exc.args[0]) if exc.args else 0.0)
 
 
+class MessageDeliverTask(Task):
+    """A direct or typed message's delivery: when the hard time limit kills its process, the worker (which runs this
+    hook) fails the message at once. Celery acknowledges a task killed so (``acks_late``), so nothing would deliver it
+    again and it would stay ``delivered`` for ever."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, TimeLimitExceeded) and _worker_hostname:
+            message_id = args[0] if args else kwargs["message_id"]
+            messages.message_fail_killed(message_id=message_id, hostname=_worker_hostname[0],
+                                         limit_s=float(exc.args[0]) if exc.args else 0.0)
+
+
 def _broadcast_arguments(message_id: int, agent: str | None = None, attempt: int = 1) -> tuple[int, str | None, int]:
     """``message_broadcast_deliver``'s arguments, defaults filled in."""
     return message_id, agent, attempt
@@ -40,7 +52,8 @@ def agent_task_run(self, task_id: int, attempt: int) -> dict | None:
     return None if task is None else {"task_id": task.pk, "status": task.status}
 
 
-@shared_task(name="workers.agents.message_deliver", bind=True, max_retries=messages.HANDLER_RETRIES)
+@shared_task(name="workers.agents.message_deliver", base=MessageDeliverTask, bind=True,
+             max_retries=messages.HANDLER_RETRIES)
 def message_deliver(self, message_id: int) -> dict | None:
     """Handle a message on this worker; a failing handler is retried with backoff, then the message fails."""
     message, retry = messages.message_handle(message_id=message_id, hostname=self.request.hostname or "")

@@ -9,7 +9,7 @@ hands out twice runs its action once. A task acts for the team that submitted it
 only.
 """
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -42,7 +42,8 @@ from agents.models import (
 
 logger = logging.getLogger(__name__)
 
-#: Seconds past its timeout after which the reaper fails a task whose worker never reported (hard kill).
+#: Seconds past the lapse of a run's claim (past its timeout without a claim) after which the reaper times out a task
+#: whose worker never reported and that no delivery took over: time for the delivery due when the claim lapses.
 REAP_GRACE_S = 30.0
 #: Seconds the hard time limit of a task's run is past its soft limit (``timeout_s``).
 HARD_LIMIT_GRACE_S = 10.0
@@ -192,8 +193,9 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
     return task
 
 
-def _send(task_id: int, *, attempt: int, countdown: float | None = None) -> None:
-    """Mark the task queued and hand it to the broker on its agent type's queue (``countdown`` seconds from now)."""
+def _send(task_id: int, *, attempt: int, countdown: float | None = None, eta: datetime | None = None) -> None:
+    """Mark the task queued (unless a delivery runs it) and hand it to the broker on its agent type's queue, due
+    ``countdown`` seconds from now or at ``eta``."""
     task = AgentTask.objects.get(pk=task_id)
     celery_id = f"agent-task-{task.pk}-{attempt}"
     transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.PENDING, AgentTaskStatus.QUEUED],
@@ -202,7 +204,7 @@ def _send(task_id: int, *, attempt: int, countdown: float | None = None) -> None
         task_send(
             RUN_TASK, task.pk, attempt, task_id=celery_id, queue=task.agent_type, priority=task.priority,
             soft_time_limit=task.timeout_s, time_limit=task.timeout_s + HARD_LIMIT_GRACE_S, countdown=countdown,
-            what=f"agent task #{task.pk}",
+            eta=eta, what=f"agent task #{task.pk}",
         )
     except BrokerUnavailableError as error:  # say so on the task instead of leaving it queued
         transition(AgentTask.objects.filter(pk=task.pk, attempt=attempt), [AgentTaskStatus.QUEUED],
@@ -275,8 +277,9 @@ def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, 
 
 def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     """Claim, execute and record one attempt of a task (the body of the Celery task); None when this delivery may
-    not run it (``task_claim``): a second delivery of a task still running runs nothing, and a queued task that
-    reached a disabled agent is sent back to its type's queue for an enabled one (``disabled_handback_s``)."""
+    not run it (``task_claim``): a second delivery of a task still running runs nothing and sends itself again for
+    when the claim lapses (``_claim_lapse_await``), and a queued task that reached a disabled agent is sent back to
+    its type's queue for an enabled one (``disabled_handback_s``)."""
     # One query: is the task still queued, and this worker's agent of its type disabled?
     disabled_here = Agent.objects.filter(enabled=False, name=Concat(Value(f"{hostname}:"), OuterRef("agent_type")))
     handed_back = (AgentTask.objects.filter(pk=task_id, attempt=attempt, status=AgentTaskStatus.QUEUED)
@@ -289,8 +292,7 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
         return None
     task = task_claim(task_id=task_id, attempt=attempt, hostname=hostname)
     if task is None:
-        logger.info("agent task %s attempt %s is not this delivery's to run (running elsewhere, re-queued or "
-                    "finished); ignored", task_id, attempt)
+        _claim_lapse_await(task_id=task_id, attempt=attempt)
         return None
     ours = {"task_id": task_id, "attempt": attempt, "claimed_until": task.claimed_until}  # the fence of this claim
     try:
@@ -304,6 +306,22 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
         task_finish(**ours, status=AgentTaskStatus.COMPLETED, result=storable_answer(result))
     task.refresh_from_db()
     return task
+
+
+def _claim_lapse_await(*, task_id: int, attempt: int) -> None:
+    """What a delivery that could not claim a task does: while another delivery's claim on the same attempt holds,
+    send the task again for when that claim lapses, when it finds the task finished and stops, or, if the run holding
+    the claim died with its pool process (the broker hands its message out again at once, while the claim still
+    holds), takes it over and runs it. A task re-queued, cancelled or finished is left alone."""
+    claimed_until = (AgentTask.objects.filter(pk=task_id, attempt=attempt, status=AgentTaskStatus.RUNNING)
+                     .values_list("claimed_until", flat=True).first())
+    if claimed_until is None:
+        logger.info("agent task %s attempt %s is not this delivery's to run (re-queued or finished); ignored",
+                    task_id, attempt)
+        return
+    logger.info("agent task %s attempt %s is being run by another delivery; looking again at %s", task_id, attempt,
+                claimed_until)
+    _send(task_id, attempt=attempt, eta=claimed_until)
 
 
 # ------------------------------------------------------------------------------------ operators and sweeps
@@ -346,18 +364,39 @@ def tasks_requeue_lost(*, agent_names: list[str]) -> dict[str, int]:
             if moved:
                 counts["requeued"] += 1
                 next_attempt = task.attempt + 1
-                transaction.on_commit(lambda pk=task.pk, attempt=next_attempt: _send(pk, attempt=attempt))
+                # Each send on its own: one the broker refuses must not drop the sends (and the sweep's other
+                # on-commit work) after it, which would leave their tasks queued with nothing in the broker.
+                transaction.on_commit(lambda pk=task.pk, attempt=next_attempt: _requeued_send(pk, attempt=attempt),
+                                      robust=True)
     return counts
 
 
+def _requeued_send(task_id: int, *, attempt: int) -> None:
+    """Send a re-queued task; when the broker cannot be reached the task is failed saying so (``_send``), as a
+    submitted one is, and the sweep goes on with the others: nothing sends a queued task later."""
+    try:
+        _send(task_id, attempt=attempt)
+    except BrokerUnavailableError as error:
+        logger.warning("re-queued agent task #%s failed: %s", task_id, error)
+
+
 def tasks_reap(*, now=None) -> int:
-    """Time out running tasks well past their timeout whose worker never reported (killed by the hard limit)."""
+    """Time out running tasks whose worker never reported (the hard time limit killed the run, or its worker died)
+    and that no delivery took over: ``REAP_GRACE_S`` after the run's claim lapsed, so the delivery sent for that
+    moment (``_claim_lapse_await``) runs it first; a run without a claim, ``REAP_GRACE_S`` past its timeout. Each is
+    fenced by the claim it read, so a run taken over meanwhile is left alone."""
     now = now or timezone.now()
+    grace = timedelta(seconds=REAP_GRACE_S)
     reaped = 0
-    for task in AgentTask.objects.filter(status=AgentTaskStatus.RUNNING, started_at__isnull=False):
-        if task.started_at + timedelta(seconds=task.timeout_s + REAP_GRACE_S) <= now:
-            reaped += task_finish(task_id=task.pk, attempt=task.attempt, status=AgentTaskStatus.TIMED_OUT,
-                                  error=f"no result {task.timeout_s + REAP_GRACE_S:g} s after it started")
+    stale = Q(claimed_until__lte=now - grace) | Q(claimed_until__isnull=True)
+    for task in AgentTask.objects.filter(stale, status=AgentTaskStatus.RUNNING, started_at__isnull=False):
+        due = (task.claimed_until or task.started_at + timedelta(seconds=task.timeout_s)) + grace
+        if due > now:
+            continue
+        rows = AgentTask.objects.filter(pk=task.pk, attempt=task.attempt, claimed_until=task.claimed_until)
+        reaped += transition(rows, [AgentTaskStatus.RUNNING], AgentTaskStatus.TIMED_OUT, finished_at=now,
+                             claimed_until=None,
+                             error=f"no result {(due - task.started_at).total_seconds():g} s after it started")
     return reaped
 
 

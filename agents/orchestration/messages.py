@@ -436,6 +436,20 @@ def receipts_fail_killed(*, message_id: int, hostname: str, agent: str | None, a
                                                               f"{limit_s:g} s", handled_at=timezone.now())
 
 
+def message_fail_killed(*, message_id: int, hostname: str, limit_s: float) -> bool:
+    """Fail a message whose handler the hard time limit (``limit_s``) killed on worker ``hostname``, saying so;
+    whether it did. Celery acknowledges a delivery killed so, and nothing else looks at a ``delivered`` message.
+
+    Only the claim the killed delivery held is failed: a claim outlasts the hard time limit (``message_claim_s``), so
+    the live claim of an agent of this worker, as the worker learns of the kill, is that delivery's attempt; a later
+    delivery claims only once it has lapsed, and a message handled, failed or waiting for its retry (no claim) is
+    left alone."""
+    now = timezone.now()
+    killed = AgentMessage.objects.filter(pk=message_id, claimed_until__gt=now, handled_by__startswith=f"{hostname}:")
+    return transition(killed, [MessageStatus.DELIVERED], MessageStatus.FAILED, claimed_until=None, handled_at=now,
+                      error=f"handler killed: exceeded the hard time limit of {limit_s:g} s")
+
+
 def _run_handler(message: AgentMessage, *, agent: str) -> Any:
     function = handlers.get(message.message_type)
     if function is None:
