@@ -27,6 +27,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError, BrokerUnavailableError
 from agents.core.jsonable import iso, storable, storable_answer
+from agents.core.redaction import secrets_redacted
 from agents.models import (
     AGENT_TASK_FINISHED,
     AGENT_TASK_TRANSITIONS,
@@ -271,7 +272,7 @@ def task_finish(*, task_id: int, attempt: int, status: str, result: Any = None, 
     rows = AgentTask.objects.filter(pk=task_id, attempt=attempt)
     if claimed_until is not None:
         rows = rows.filter(claimed_until=claimed_until)
-    return transition(rows, _into(status), status, result=result, error=storable(error[:5000]),
+    return transition(rows, _into(status), status, result=result, error=storable(secrets_redacted(error)[:5000]),
                       finished_at=timezone.now(), claimed_until=None)
 
 
@@ -302,8 +303,8 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     except Exception as error:  # whatever the action raised fails the task; it must not stay 'running'
         detail = str(error) if isinstance(error, AgentsError) else f"{type(error).__name__}: {error}"
         task_finish(**ours, status=AgentTaskStatus.FAILED, error=detail)
-    else:  # a NUL as U+FFFD, what JSON cannot hold (a set) as its repr
-        task_finish(**ours, status=AgentTaskStatus.COMPLETED, result=storable_answer(result))
+    else:  # a NUL as U+FFFD, what JSON cannot hold (a set) as its repr; what a server echoed of a secret redacted
+        task_finish(**ours, status=AgentTaskStatus.COMPLETED, result=secrets_redacted(storable_answer(result)))
     task.refresh_from_db()
     return task
 

@@ -30,6 +30,7 @@ from agents.core.actions import ActionContext, action_get, action_names
 from agents.core.crypto import sign, signature_verify
 from agents.core.dispatch import celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
+from agents.core.redaction import secrets_redacted
 from agents.core.registry import Registry
 from agents.core.teams import acting_for, team_acting
 from agents.core.tracing import trace_id_ensure
@@ -259,7 +260,8 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
         return message, False
     ours = AgentMessage.objects.filter(pk=message.pk, attempts=message.attempts)  # the fence of this claim
     try:
-        response = storable_answer(_run_handler(message, agent=agent))  # a NUL as U+FFFD, a set as its repr
+        # A NUL as U+FFFD, a set as its repr; what a server echoed of a secret redacted.
+        response = secrets_redacted(storable_answer(_run_handler(message, agent=agent)))
     except Exception as error:  # any handler failure is recorded on the message, then retried unless it cannot pass
         retry = not isinstance(error, PERMANENT_ERRORS) and message.attempts <= HANDLER_RETRIES
         recorded = transition(ours, [MessageStatus.DELIVERED],
@@ -289,7 +291,7 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
 def _handler_error(error: Exception) -> str:
     """What a failed handler records: a refusal's own message (it names what is wrong), else the error's type too."""
     text = str(error) if isinstance(error, PERMANENT_ERRORS) else f"{type(error).__name__}: {error}"
-    return storable(text[:5000])
+    return storable(secrets_redacted(text)[:5000])
 
 
 def _message_to_disabled(message: AgentMessage, *, agent: str) -> AgentMessage:
@@ -394,7 +396,7 @@ def _receipt_handle(message: AgentMessage, receipt: MessageReceipt, *, attempt: 
     ours = MessageReceipt.objects.filter(pk=receipt.pk, error="")  # the fence of this attempt's claim
     message.attempts = attempt  # the handler's attempt is this agent's, not the broadcast's (it is never claimed)
     try:
-        response = storable_answer(_run_handler(message, agent=receipt.agent))
+        response = secrets_redacted(storable_answer(_run_handler(message, agent=receipt.agent)))
     except Exception as error:  # recorded on the receipt, never only printed
         retry = not isinstance(error, PERMANENT_ERRORS) and attempt <= HANDLER_RETRIES
         recorded = transition(ours, [MessageStatus.DELIVERED],

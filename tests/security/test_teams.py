@@ -22,6 +22,8 @@ from agents.data import services as data_services
 from agents.data.sources import source_frame
 from agents.exceptions import DataSourceError, TeamError
 from agents.models import (
+    AgentMessage,
+    AgentTask,
     Dataset,
     Event,
     EventType,
@@ -34,6 +36,7 @@ from agents.models import (
 )
 from agents.monitoring import alerts
 from agents.monitoring import services as monitoring_services
+from agents.orchestration import agent_tasks, messages
 from agents.orchestration.events import event_dispatch, triggers_load
 from agents.workflows import services as workflow_services
 from tests.api.conftest import RULES, WORKFLOW, client_for, error_of
@@ -368,6 +371,32 @@ def test_a_secret_header_echoed_back_is_stored_redacted(worker, echo):
     result = StepRun.objects.get(run=run, step_id="call").result
     assert result["body"]["received"]["X-Token"] == "[redacted]"
     assert "s3cr3t-echo-value" not in json.dumps(result)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_secret_echoed_back_to_an_agent_task_or_a_request_is_stored_redacted(worker, echo):
+    # given a team's secret, and an agent task and a request of that team whose http.request sends it in a header
+    # to a server that echoes it
+    team_a = team_create(name="team-a")[0]
+    secret_set(name="ECHO_TOKEN", value="s3cr3t-echo-value", team=team_a)
+
+    def call(status: int) -> dict:
+        return {"action": "http.request", "params": {"url": f"{echo.url}/{status}",
+                                                      "headers": {"X-Token": {"secret": "ECHO_TOKEN"}}}}
+
+    with acting_for(team_a.pk):
+        task = agent_tasks.task_submit(agent_type="workflow", config=call(200))
+        response = messages.message_request(recipient="type:data", payload=call(200), timeout_s=30)
+
+    # then what each stored (and the request answered) shows the value redacted: a viewer of the team never reads it
+    done = wait_for(lambda: (row := AgentTask.objects.get(pk=task.pk)).status in ("completed", "failed") and row,
+                    timeout_s=30, what="the task to end")
+    assert done.status == "completed", done.error
+    assert done.result["body"]["received"]["X-Token"] == "[redacted]"
+    assert response.payload["result"]["body"]["received"]["X-Token"] == "[redacted]"
+    stored = [json.dumps([done.result, done.error]),
+              *(json.dumps([row.payload, row.response, row.error]) for row in AgentMessage.objects.all())]
+    assert not [text for text in stored if "s3cr3t-echo-value" in text]
 
 
 @pytest.mark.django_db(transaction=True)
