@@ -18,8 +18,27 @@ def data_root() -> Path:
     return root.resolve()
 
 
+#: The folders of the data root that pipelines write: published datasets and failing rows. A source names a file
+#: of neither: a dataset is read by name (``kind: dataset``), which checks its team and its checksum; a path would
+#: read another team's (their paths are predictable, ``datasets/<name>/run-<id>.parquet``).
+MANAGED_FOLDERS = ("datasets", "quality")
+_MANAGED_REFUSAL = ("it is under {folder}/, where pipelines publish: read a published dataset with "
+                    "{{kind: dataset, name: ...}}, which checks its team and checksum")
+
+
 def data_path_problem(path: Any) -> str | None:
-    """Why the text of ``path`` is refused (empty, absolute, '..'), or None; looks at no file."""
+    """Why the text of ``path`` is refused (empty, absolute, '..', under a folder pipelines write), or None; looks
+    at no file."""
+    problem = _path_text_problem(path)
+    if problem is None:
+        parts = [part for part in PurePosixPath(path).parts if part != "."]
+        if parts and parts[0] in MANAGED_FOLDERS:
+            return _MANAGED_REFUSAL.format(folder=parts[0])
+    return problem
+
+
+def _path_text_problem(path: Any) -> str | None:
+    """Why the text of ``path`` is refused (empty, absolute, '..'), or None."""
     if not isinstance(path, str) or not path.strip():
         return "must be a non-empty path relative to the data root"
     if "\x00" in path:
@@ -31,9 +50,11 @@ def data_path_problem(path: Any) -> str | None:
     return None
 
 
-def data_path_resolve(path: str, *, where: str = "path", must_exist: bool = True) -> Path:
-    """The absolute location of ``path`` under the data root, links followed; ``DataPathError`` if refused."""
-    problem = data_path_problem(path)
+def data_path_resolve(path: str, *, where: str = "path", must_exist: bool = True, published: bool = False) -> Path:
+    """The absolute location of ``path`` under the data root, links followed; ``DataPathError`` if refused. Only
+    with ``published`` (a dataset read by name, whose path the project stored) may it lie under a folder pipelines
+    write (``MANAGED_FOLDERS``)."""
+    problem = _path_text_problem(path) if published else data_path_problem(path)
     if problem:
         raise DataPathError(f"{where}: {path!r} is refused: {problem}")
     root = data_root()
@@ -43,6 +64,9 @@ def data_path_resolve(path: str, *, where: str = "path", must_exist: bool = True
         raise DataPathError(f"{where}: {path!r} cannot be resolved: {error}") from None
     if not resolved.is_relative_to(root):
         raise DataPathError(f"{where}: {path!r} is refused: it leads outside the data root (through a link)")
+    inside = resolved.relative_to(root).parts
+    if not published and inside and inside[0] in MANAGED_FOLDERS:  # a link leading there
+        raise DataPathError(f"{where}: {path!r} is refused: {_MANAGED_REFUSAL.format(folder=inside[0])}")
     try:
         missing = must_exist and not resolved.exists()
     except OSError as error:  # a name too long for the file system

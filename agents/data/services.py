@@ -23,7 +23,8 @@ from agents.data.paths import data_path_relative, data_path_resolve, data_root
 from agents.data.expectations import is_suite
 from agents.data.quality import CheckRunner, failing_rows_file_name
 from agents.data.sources import (
-    ColumnTypesError, source_consume, source_describe, source_frame, source_read, source_read_stop, source_validate,
+    ColumnTypesError, output_frames, source_consume, source_describe, source_frame, source_read, source_read_stop,
+    source_validate,
 )
 from agents.data.spec import (
     checks_validate,
@@ -301,8 +302,7 @@ def _status_kb(field: str) -> int:
 
 def _output_chunks(path: Path, columns: list[str] | None = None):
     """A run's Parquet output (under the data root) read back chunk by chunk."""
-    spec = {"kind": "file", "path": str(data_path_relative(path)), "format": "parquet"}
-    return source_read(spec, columns=columns, chunk_rows=settings.AGENTS_DATA_CHUNK_ROWS)
+    return output_frames(path, columns=columns, chunk_rows=settings.AGENTS_DATA_CHUNK_ROWS)
 
 
 def _drift_reference_dataset(name: str, check: dict) -> Dataset | None:

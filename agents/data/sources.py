@@ -29,7 +29,7 @@ from agents.core.teams import acting_scoped
 from agents.core.definitions import NAME_RULE, is_name
 from agents.core.files import stream_sha256
 from agents.core.outbound import outbound_request, outbound_target, outbound_url_refusal, url_shown
-from agents.data.paths import data_path_problem, data_path_resolve
+from agents.data.paths import data_path_problem, data_path_relative, data_path_resolve
 from agents.exceptions import (
     CircuitOpenError, ColumnError, DataError, DataSourceError, HostLookupError, OutboundRequestError, SecretError,
 )
@@ -409,6 +409,14 @@ def source_read(spec: dict, *, columns: list[str] | None = None, chunk_rows: int
     if spec["kind"] == "api":
         return _api_frames(spec, columns=columns, chunk_rows=chunk_rows)
     return _dataset_frames(spec, columns=columns, chunk_rows=chunk_rows)
+
+
+def output_frames(path: Path, *, columns: list[str] | None, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """A run's own Parquet output (``path``, under the folder it publishes to, which no source may name) read back
+    in chunks of ``chunk_rows``."""
+    label = f"file {data_path_relative(path)!r}"
+    return _file_frames(path, {"format": "parquet", "parse_dates": []}, columns=columns, chunk_rows=chunk_rows,
+                        label=label)
 
 
 def source_consume(spec: dict, consume: Callable[[Iterator[pd.DataFrame], list[str]], T], **options: Any) -> T:
@@ -1496,7 +1504,7 @@ def _dataset_frames(spec: dict, *, columns: list[str] | None, chunk_rows: int | 
     """Read a published dataset's Parquet file, verifying it is the file that was published."""
     dataset = _dataset_row(spec)
     label = f"dataset {dataset.name!r} #{dataset.number}"
-    path = data_path_resolve(dataset.path, where=label)
+    path = data_path_resolve(dataset.path, where=label, published=True)
     return _dataset_read(path, dataset, columns=columns, chunk_rows=chunk_rows, label=label)
 
 

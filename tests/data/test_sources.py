@@ -20,7 +20,7 @@ from agents.data.sources import (
     ColumnTypesError, source_consume, source_describe, source_frame, source_read, source_read_stop, source_validate,
 )
 from agents.data.services import pipeline_run
-from agents.exceptions import ColumnError, DataPathError, DataSourceError
+from agents.exceptions import ColumnError, DataPathError, DataSourceError, PipelineSpecError
 from agents.models import Dataset
 from tests.data.conftest import load
 
@@ -570,6 +570,41 @@ def test_a_link_that_stays_inside_the_root_is_followed(root):
     frame = source_frame({"kind": "file", "path": "in/latest.csv"})
 
     pd.testing.assert_frame_equal(frame, direct(root, "orders.csv"))
+
+
+MANAGED = "is under {}/, where pipelines publish: read a published dataset with {{kind: dataset, name: ...}}"
+
+
+@pytest.mark.django_db
+def test_a_file_source_may_not_read_the_folders_pipelines_publish_to_and_a_pipeline_naming_one_is_refused(root):
+    # given another team's published dataset (its path is predictable) and its failing rows
+    (root / "datasets" / "payroll").mkdir(parents=True)
+    ORDERS.to_parquet(root / "datasets" / "payroll" / "run-1.parquet", index=False)
+    (root / "quality" / "run-1").mkdir(parents=True)
+    ORDERS.to_csv(root / "quality" / "run-1" / "1-uniqueness.csv", index=False)
+
+    # when a source, or a pipeline, names them by path (or through a link that leads there)
+    os.symlink(root / "datasets" / "payroll" / "run-1.parquet", root / "in" / "innocent.parquet")
+    refused = {}
+    for path in ("datasets/payroll/run-1.parquet", "./quality/run-1/1-uniqueness.csv", "in/innocent.parquet"):
+        with pytest.raises((DataPathError, DataSourceError)) as caught:  # by its text, or where its link leads
+            source_frame({"kind": "file", "path": path})
+        refused[path] = str(caught.value)
+    with pytest.raises(PipelineSpecError) as refused_load:
+        load({"name": "steal", "source": {"kind": "file", "path": "datasets/payroll/run-1.parquet"},
+              "output": {"dataset": "stolen"}})
+
+    # then each is refused saying where to read a dataset from; nothing is read
+    assert refused == {
+        "datasets/payroll/run-1.parquet": "source.path: 'datasets/payroll/run-1.parquet' is refused: it "
+                                          + MANAGED.format("datasets") + ", which checks its team and checksum",
+        "./quality/run-1/1-uniqueness.csv": "source.path: './quality/run-1/1-uniqueness.csv' is refused: it "
+                                            + MANAGED.format("quality") + ", which checks its team and checksum",
+        "in/innocent.parquet": "file source: 'in/innocent.parquet' is refused: it " + MANAGED.format("datasets")
+                               + ", which checks its team and checksum",
+    }
+    assert f"source.path: 'datasets/payroll/run-1.parquet' is refused: it {MANAGED.format('datasets')}" in str(
+        refused_load.value)
 
 
 def test_a_missing_file_is_not_found_under_the_data_root(root):
