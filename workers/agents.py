@@ -5,6 +5,7 @@ from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_init
 
 from agents.core.events import events_relay as events_relay_service
+from agents.models import AgentTaskStatus
 from agents.orchestration import agent_tasks, events, messages
 
 #: This process's worker name (``name@host``), once it is a worker: what a hook run in the worker's main process
@@ -45,7 +46,21 @@ def _broadcast_arguments(message_id: int, agent: str | None = None, attempt: int
     return message_id, agent, attempt
 
 
-@shared_task(name="workers.agents.agent_task_run", bind=True, acks_on_failure_or_timeout=True)
+class AgentTaskRunTask(Task):
+    """An agent task's run: when the hard time limit kills its process (an action that did not stop at its soft
+    limit, ``timeout_s``), the worker (which runs this hook) ends the task timed out at once, instead of leaving it
+    running until the reaper finds its claim lapsed. The attempt fences it: a later attempt is left alone."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, TimeLimitExceeded):
+            task, attempt = (args[0], args[1]) if len(args) >= 2 else (kwargs["task_id"], kwargs["attempt"])
+            limit = f" of {float(exc.args[0]):g} s" if exc.args and isinstance(exc.args[0], (int, float)) else ""
+            agent_tasks.task_finish(task_id=task, attempt=attempt, status=AgentTaskStatus.TIMED_OUT,
+                                    error=f"killed by the hard time limit{limit}: the action did not stop at its "
+                                          "timeout_s")
+
+
+@shared_task(name="workers.agents.agent_task_run", base=AgentTaskRunTask, bind=True, acks_on_failure_or_timeout=True)
 def agent_task_run(self, task_id: int, attempt: int) -> dict | None:
     """Run attempt ``attempt`` of agent task ``task_id`` on this worker's agent of its type."""
     task = agent_tasks.task_run(task_id=task_id, attempt=attempt, hostname=self.request.hostname or "")

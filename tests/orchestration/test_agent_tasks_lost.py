@@ -143,3 +143,17 @@ def test_a_broker_outage_during_the_offline_sweep_leaves_no_requeued_task_queued
         else:
             assert (task.status, task.agent_name) == ("completed", f"{SESSION_WORKER}:decision")
         assert task.attempt == 2
+
+
+def test_a_task_killed_by_its_hard_time_limit_is_timed_out_at_once_saying_so(worker, tmp_path):
+    # given a task whose action does not stop at its soft limit (timeout_s 0.5 s), so that the hard limit kills it
+    task = agent_tasks.task_submit(agent_type="data", timeout_s=0.5,
+                                   config={"action": "test.killed_once", "params": {"marker": str(tmp_path / "pid")}})
+
+    # when the hard limit (timeout_s and 10 s) kills the process running it
+    done = wait_for(lambda: _finished(task.pk), timeout_s=30, what="the killed task to end")
+
+    # then it ends timed out at once, saying why, not after its claim lapses and the reaper finds it (40 s later)
+    assert (done.status, done.error) == (
+        "timed_out", "killed by the hard time limit of 10.5 s: the action did not stop at its timeout_s")
+    assert done.attempt == task.attempt and done.finished_at is not None
