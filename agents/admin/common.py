@@ -5,7 +5,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django import forms
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.admin.utils import get_fields_from_path
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -15,6 +16,7 @@ from django.utils.translation import ngettext
 from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.teams import TEAM_PATHS, team_for_new, team_scoped, teams_of
 from agents.exceptions import AgentsError, TeamError
+from agents.models import Team
 
 
 def value_text(value: float | None, unit: str = "") -> str | None:
@@ -42,9 +44,13 @@ def json_block(value: Any):
     return format_html('<pre class="wf-source">{}</pre>', json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
-def count_of(model, field: str):
-    """A correlated ``COUNT(*)`` of ``model`` rows whose ``field`` is the outer row: no join fan-out, no N+1."""
-    rows = model.objects.filter(**{field: OuterRef("pk")}).order_by().values(field).annotate(total=Count("pk"))
+def count_of(model, field: str, *, user=None):
+    """A correlated ``COUNT(*)`` of ``model`` rows whose ``field`` is the outer row: no join fan-out, no N+1. Given
+    ``user``, only the rows of their teams count (for an outer row several teams' rows point to: a system event)."""
+    rows = model.objects.filter(**{field: OuterRef("pk")})
+    if user is not None:
+        rows = team_scoped(rows, user)
+    rows = rows.order_by().values(field).annotate(total=Count("pk"))
     return Coalesce(Subquery(rows.values("total"), output_field=IntegerField()), 0)
 
 
@@ -72,13 +78,40 @@ class StorableJSONField(forms.JSONField):
         return text
 
 
+class TeamListFilter(admin.RelatedFieldListFilter):
+    """Filter by team, offering the user's own teams only (every team to a superuser)."""
+
+    def field_choices(self, field, request, model_admin):
+        return [(team.pk, team.name) for team in teams_of(request.user).select_related("group")]
+
+
+def team_scoped_list_filter(model, entry):
+    """``entry`` of a team-scoped admin's ``list_filter``, offering only what the user may see. Django's filter on a
+    relation lists every row of the related model (another team's names with them), so a filter on a team-owned
+    model lists only the related rows of the rows the admin shows the user, and a filter on the team lists the
+    user's teams. A filter given with its class is kept as given (a custom one on a team-owned model subclasses
+    ``RelatedOnlyFieldListFilter``)."""
+    if not isinstance(entry, str):
+        return entry
+    related = get_fields_from_path(model, entry)[-1].related_model
+    if related is Team:
+        return entry, TeamListFilter
+    if related in TEAM_PATHS:
+        return entry, admin.RelatedOnlyFieldListFilter
+    return entry
+
+
 class TeamScopedMixin:
     """The rows of the user's teams only (all for a superuser): another team's row is not found, its id in a URL
     answers as a missing one. A new row's team is chosen among the user's own (their only team by default) and
-    kept from then on; choosers of other team-owned rows offer the user's teams' rows only."""
+    kept from then on; choosers of other team-owned rows offer the user's teams' rows only, and so do list
+    filters (``team_scoped_list_filter``)."""
 
     def get_queryset(self, request):
         return team_scoped(super().get_queryset(request), request.user)
+
+    def get_list_filter(self, request):
+        return [team_scoped_list_filter(self.model, entry) for entry in super().get_list_filter(request)]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "team":

@@ -26,7 +26,7 @@ from agents.admin.common import (
 )
 from agents.admin.monitoring import ALERT_STATE_COLOURS, RESPONSE_STATUS_COLOURS
 from agents.admin.workflows import flower_task_url, format_duration
-from agents.core.teams import team_for_new
+from agents.core.teams import team_for_new, team_scoped
 from agents.core.tracing import trace_id_valid
 from agents.exceptions import TeamError
 from agents.models import AgentMessage, AgentTask, Event, EventTypeDeclaration, MessageReceipt, Trigger, TriggerFiring
@@ -242,7 +242,8 @@ class _FiringColumnsMixin:
 
 
 class TriggerFiringInline(ReadOnlyMixin, _FiringColumnsMixin, admin.TabularInline):
-    """The triggers an event was evaluated against, with what each started."""
+    """The triggers an event was evaluated against, with what each started: those of the user's teams only (a
+    system event, seen by every team, fires every team's triggers)."""
 
     model = TriggerFiring
     fields = ("trigger_link", "status_label", "result_text", "error_text", "created_at")
@@ -251,7 +252,7 @@ class TriggerFiringInline(ReadOnlyMixin, _FiringColumnsMixin, admin.TabularInlin
     show_change_link = True
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("trigger")
+        return team_scoped(super().get_queryset(request), request.user).select_related("trigger")
 
 
 @admin.register(Event)
@@ -270,7 +271,8 @@ class EventAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, admin.ModelA
     inlines = (TriggerFiringInline,)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(firing_total=count_of(TriggerFiring, "event"))
+        return super().get_queryset(request).annotate(
+            firing_total=count_of(TriggerFiring, "event", user=request.user))
 
     @admin.display(description="firings", ordering="firing_total")
     def firing_count(self, obj):

@@ -1,4 +1,5 @@
-"""Admin for the agent registry: agents with their live status, the task each is running and its recent tasks."""
+"""Admin for the agent registry: agents with their live status, the task each is running and its recent tasks (of
+the user's teams only: agents are shared, their tasks belong to teams)."""
 from django.contrib import admin, messages
 from django.db.models import OuterRef, Subquery
 from django.urls import reverse
@@ -9,6 +10,7 @@ from django.utils.translation import ngettext
 from agents.admin.common import status_badge
 from agents.admin.orchestration import TASK_STATUS_COLOURS
 from agents.admin.workflows import format_duration
+from agents.core.teams import team_scoped
 from agents.models import Agent, AgentTask, AgentTaskStatus
 from agents.orchestration.registry import agents_set_enabled
 
@@ -43,8 +45,10 @@ class AgentAdmin(admin.ModelAdmin):
     change_form_template = "admin/agents/agent/change_form.html"
 
     def get_queryset(self, request):
-        # The task each agent is running, as subqueries: one query for the whole page.
-        running = AgentTask.objects.filter(agent=OuterRef("pk"), status=AgentTaskStatus.RUNNING).order_by("-started_at")
+        # The task each agent is running, as subqueries: one query for the whole page. Agents are shared, their
+        # tasks are not: only a task of the user's teams is shown (another team's is left out, as if none ran).
+        running = team_scoped(AgentTask.objects.filter(agent=OuterRef("pk"), status=AgentTaskStatus.RUNNING),
+                              request.user).order_by("-started_at")
         return super().get_queryset(request).annotate(
             running_task_id=Subquery(running.values("pk")[:1]),
             running_task_started_at=Subquery(running.values("started_at")[:1]),
@@ -68,7 +72,7 @@ class AgentAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            tasks = AgentTask.objects.filter(agent=obj)
+            tasks = team_scoped(AgentTask.objects.filter(agent=obj), request.user)  # the user's teams' only
             context.update(
                 recent_tasks=[
                     {"task": task, "badge": status_badge(TASK_STATUS_COLOURS.get(task.status, task.status),

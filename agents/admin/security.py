@@ -1,9 +1,11 @@
-"""Admin for security: secrets (created and replaced, never shown back) and the read-only audit log."""
+"""Admin for security: secrets (created and replaced, never shown back), teams, and the read-only audit log (for
+superusers: it spans every team)."""
 from django import forms
 from django.contrib import admin, messages
 
 from agents.admin.common import ReadOnlyMixin, TeamScopedMixin, json_block, trace_link
 from agents.core.crypto import encrypt, host_problem, secret_delete, secret_set
+from agents.core.teams import sees_all, teams_of
 from agents.exceptions import SecretError
 from agents.models import AuditEntry, Secret, Team
 
@@ -78,14 +80,15 @@ class SecretAdmin(TeamScopedMixin, admin.ModelAdmin):
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    """Groups marked as teams: each owns definitions and what they produce; its members see only those."""
+    """Groups marked as teams: each owns definitions and what they produce; its members see only those, and only
+    their own teams here (a superuser, every team)."""
 
     list_display = ("name", "description", "member_count", "created_at")
     search_fields = ("group__name", "description")
     fields = ("group", "description")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("group")
+        return super().get_queryset(request).filter(pk__in=teams_of(request.user)).select_related("group")
 
     def get_readonly_fields(self, request, obj=None):
         return ("group",) if obj is not None else ()  # what a team owns stays with it: the group is fixed
@@ -97,7 +100,9 @@ class TeamAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    """What operators did, newest first; written only by services."""
+    """What operators did, newest first; written only by services. Shown to superusers only: an entry is not tied
+    to a team (it names objects by type and id, several teams' or none, and carries run parameters and comments), so
+    it cannot be narrowed to a member's teams, and the log is read by those who see every team."""
 
     list_display = ("created_at", "actor", "action", "object_type", "object_id", "summary", "trace")
     list_filter = ("action", "actor", "object_type")
@@ -106,6 +111,9 @@ class AuditEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     show_full_result_count = False  # the log grows without bound: skip the extra unfiltered COUNT(*)
     fields = ("created_at", "actor", "action", "object_type", "object_id", "summary", "detail_block", "trace_full")
     readonly_fields = fields
+
+    def has_view_permission(self, request, obj=None):
+        return sees_all(request.user) and super().has_view_permission(request, obj)
 
     @admin.display(description="detail")
     def detail_block(self, obj):
