@@ -2,18 +2,17 @@
 import io
 import json
 import textwrap
-import time
 
 import pandas as pd
 import pytest
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.core.management import call_command
 
 from agents.data import services
 from agents.data.transforms import transform
 from agents.models import DataRun, Dataset
-from tests.conftest import broker_down_env, manage, wait_for
+from tests.conftest import broker_down_env, manage, through_the_soft_time_limit, wait_for
 from tests.data.conftest import load, write_orders
 from tests.workflows.conftest import finish, start
 from workers.data import data_run_execute
@@ -22,14 +21,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @transform("test_through_the_soft_time_limit")
-def through_the_soft_time_limit(frame: pd.DataFrame, seconds: float) -> pd.DataFrame:
+def past_the_soft_time_limit(frame: pd.DataFrame, seconds: float) -> pd.DataFrame:
     """Run through the soft time limit (catching it, as code blocked in a C call effectively does) for ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            time.sleep(0.05)
-        except SoftTimeLimitExceeded:
-            pass
+    through_the_soft_time_limit(seconds)
     return frame
 
 

@@ -1,18 +1,15 @@
 """The alert lifecycle on the real database: every transition, dedup, auto-resolve, acknowledgement expiry,
 silences, routing, reminders, escalation, the resolved notice, and incident responses."""
 import threading
-import time
 from datetime import timedelta
 
 import pytest
-from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, action
 from agents.core.checks import ProbeResult
-from agents.core.params import Param
 from agents.core.teams import team_create
 from agents.core.tracing import trace
 from agents.exceptions import AlertStateError
@@ -434,24 +431,11 @@ def test_a_response_past_the_soft_time_limit_of_its_task_ends_failed(worker, clo
     assert response.finished_at is not None
 
 
-@action("test.response_through_the_soft_limit", params={"seconds": Param("number")})
-def response_through_the_soft_limit(context: ActionContext, *, seconds: float) -> dict:
-    """Run through the task's soft time limit (catching it, as code blocked in a C call effectively does)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            time.sleep(0.05)
-        except SoftTimeLimitExceeded:
-            pass
-    return {}
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_response_killed_by_the_hard_time_limit_ends_failed_and_the_later_rules_still_run(worker, clock,
                                                                                            monkeypatch):
     # given two response rules for an alert: the first runs through its task's soft limit, the second echoes
-    ResponseRule.objects.create(name="a-stuck", action="test.response_through_the_soft_limit",
-                                params={"seconds": 60}, max_runs=5)
+    ResponseRule.objects.create(name="a-stuck", action="test.stubborn", params={"seconds": 60}, max_runs=5)
     ResponseRule.objects.create(name="b-echo", action="echo", params={}, max_runs=5)
     with monkeypatch.context() as patched:  # responded below, with limits; undone before the pool forks again
         patched.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)
