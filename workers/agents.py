@@ -1,12 +1,12 @@
 """Orchestration tasks: agent tasks (sent to their agent type's queue), message delivery, event dispatch and the
 sweeps (routed to ``default`` unless sent elsewhere)."""
-from celery import Task, shared_task
-from celery.exceptions import TimeLimitExceeded
+from celery import shared_task
 from celery.signals import worker_init
 
 from agents.core.events import events_relay as events_relay_service
 from agents.models import AgentTaskStatus
 from agents.orchestration import agent_tasks, events, messages
+from workers.hooks import HardLimitTask
 
 #: This process's worker name (``name@host``), once it is a worker: what a hook run in the worker's main process
 #: (which has no task request of its own) knows its agents by.
@@ -18,27 +18,26 @@ def _worker_hostname_keep(sender, **kwargs) -> None:
     _worker_hostname[:] = [sender.hostname]
 
 
-class BroadcastTask(Task):
+class BroadcastTask(HardLimitTask):
     """A broadcast's delivery: when the hard time limit kills its process, the worker (which runs this hook) fails
     the receipts its handlers had taken, instead of leaving them ``delivered`` until the worker stops."""
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        if isinstance(exc, TimeLimitExceeded) and _worker_hostname:
+    def hard_limit_killed(self, task_id, args, kwargs, limit_s):
+        if _worker_hostname:
             message_id, agent, attempt = _broadcast_arguments(*args, **kwargs)
             messages.receipts_fail_killed(message_id=message_id, hostname=_worker_hostname[0], agent=agent,
-                                          attempt=attempt, limit_s=float(exc.args[0]) if exc.args else 0.0)
+                                          attempt=attempt, limit_s=limit_s or 0.0)
 
 
-class MessageDeliverTask(Task):
+class MessageDeliverTask(HardLimitTask):
     """A direct or typed message's delivery: when the hard time limit kills its process, the worker (which runs this
     hook) fails the message at once. Celery acknowledges a task killed so (``acks_late``), so nothing would deliver it
     again and it would stay ``delivered`` for ever."""
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        if isinstance(exc, TimeLimitExceeded) and _worker_hostname:
+    def hard_limit_killed(self, task_id, args, kwargs, limit_s):
+        if _worker_hostname:
             message_id = args[0] if args else kwargs["message_id"]
-            messages.message_fail_killed(message_id=message_id, hostname=_worker_hostname[0],
-                                         limit_s=float(exc.args[0]) if exc.args else 0.0)
+            messages.message_fail_killed(message_id=message_id, hostname=_worker_hostname[0], limit_s=limit_s or 0.0)
 
 
 def _broadcast_arguments(message_id: int, agent: str | None = None, attempt: int = 1) -> tuple[int, str | None, int]:
@@ -46,18 +45,16 @@ def _broadcast_arguments(message_id: int, agent: str | None = None, attempt: int
     return message_id, agent, attempt
 
 
-class AgentTaskRunTask(Task):
+class AgentTaskRunTask(HardLimitTask):
     """An agent task's run: when the hard time limit kills its process (an action that did not stop at its soft
     limit, ``timeout_s``), the worker (which runs this hook) ends the task timed out at once, instead of leaving it
     running until the reaper finds its claim lapsed. The attempt fences it: a later attempt is left alone."""
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        if isinstance(exc, TimeLimitExceeded):
-            task, attempt = (args[0], args[1]) if len(args) >= 2 else (kwargs["task_id"], kwargs["attempt"])
-            limit = f" of {float(exc.args[0]):g} s" if exc.args and isinstance(exc.args[0], (int, float)) else ""
-            agent_tasks.task_finish(task_id=task, attempt=attempt, status=AgentTaskStatus.TIMED_OUT,
-                                    error=f"killed by the hard time limit{limit}: the action did not stop at its "
-                                          "timeout_s")
+    def hard_limit_killed(self, task_id, args, kwargs, limit_s):
+        task, attempt = (args[0], args[1]) if len(args) >= 2 else (kwargs["task_id"], kwargs["attempt"])
+        limit = f" of {limit_s:g} s" if limit_s is not None else ""
+        agent_tasks.task_finish(task_id=task, attempt=attempt, status=AgentTaskStatus.TIMED_OUT,
+                                error=f"killed by the hard time limit{limit}: the action did not stop at its timeout_s")
 
 
 @shared_task(name="workers.agents.agent_task_run", base=AgentTaskRunTask, bind=True, acks_on_failure_or_timeout=True)

@@ -1,23 +1,22 @@
 """Data tasks (routed to the ``data`` queue)."""
-from celery import Task, shared_task
-from celery.exceptions import TimeLimitExceeded
+from celery import shared_task
 
 from agents.data import services
+from workers.hooks import HardLimitTask
 
 
-class DataRunTask(Task):
+class DataRunTask(HardLimitTask):
     """A data run's task: when the hard time limit kills its process, the worker (which runs this hook) ends the
     run at once. Celery acknowledges a task killed so (``acks_late``), so nothing would deliver it again and the run
     would stay ``running``. A worker lost otherwise has its message re-delivered (``task_reject_on_worker_lost``),
     and that delivery takes the run over."""
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        if isinstance(exc, TimeLimitExceeded):
-            run_id = args[0] if args else kwargs["run_id"]
-            limit = f" of {float(exc.args[0]):g} s" if exc.args else ""
-            services.data_run_fail_unexpected(
-                run_id=run_id, task_id=task_id,
-                error=f"killed by the hard time limit{limit}: the run took too long (AGENTS_TASK_TIME_LIMIT_S)")
+    def hard_limit_killed(self, task_id, args, kwargs, limit_s):
+        run_id = args[0] if args else kwargs["run_id"]
+        limit = f" of {limit_s:g} s" if limit_s is not None else ""
+        services.data_run_fail_unexpected(
+            run_id=run_id, task_id=task_id,
+            error=f"killed by the hard time limit{limit}: the run took too long (AGENTS_TASK_TIME_LIMIT_S)")
 
 
 @shared_task(name="workers.data.data_run_execute", base=DataRunTask, bind=True)

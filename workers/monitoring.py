@@ -1,12 +1,16 @@
 """Monitoring tasks (routed to the ``monitoring`` queue): the dispatcher, check runs, notifications, responses,
 the alert sweep and metric retention."""
+import logging
 import math
 
-from celery import Task, shared_task
-from celery.exceptions import TimeLimitExceeded
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.utils.dateparse import parse_datetime
 
 from agents.monitoring import alerts, services
+from workers.hooks import HardLimitTask
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="workers.monitoring.checks_dispatch")
@@ -36,19 +40,27 @@ def alert_notify(self, alert_id: int, event: str, sequence: int = 0, route: str 
     return {"notification_id": notification.pk, "status": notification.status}
 
 
-class AlertRespondTask(Task):
+class AlertRespondTask(HardLimitTask):
     """The responses' task: when the hard time limit kills its process, the worker (which runs this hook) fails the
     response that was running, then sends the task again, so the alert's later rules still run (each rule runs once
-    per alert: the ended ones are not run again). Celery acknowledges a task killed so (``acks_late``): nothing
-    else would. A worker lost otherwise has its message delivered again, which runs the rules not yet run; the
-    response it was running is failed by ``alerts_sweep`` past the time limit."""
+    per alert: the ended ones are not run again); so does a task its soft time limit stopped (the response that was
+    running is failed by then). Celery acknowledges a task killed so (``acks_late``): nothing else would. A worker
+    lost otherwise has its message delivered again, which runs the rules not yet run; the response it was running
+    is failed by ``alerts_sweep`` past the time limit."""
+
+    def hard_limit_killed(self, task_id, args, kwargs, limit_s):
+        alert_id = args[0] if args else kwargs["alert_id"]
+        if alerts.responses_killed_fail(alert_id=alert_id, limit_s=limit_s):
+            self.apply_async(args=[alert_id], retry=False)  # not waiting for a broker that is down: logged, if so
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        if isinstance(exc, TimeLimitExceeded):
-            alert_id = args[0] if args else kwargs["alert_id"]
-            limit_s = float(exc.args[0]) if exc.args and isinstance(exc.args[0], (int, float)) else None
-            if alerts.responses_killed_fail(alert_id=alert_id, limit_s=limit_s):
-                self.apply_async(args=[alert_id])
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+        if isinstance(exc, SoftTimeLimitExceeded):  # raised on by the response it stopped, recorded failed
+            try:
+                self.apply_async(args=[args[0] if args else kwargs["alert_id"]], retry=False)
+            except Exception:  # the broker is down: the alert's later rules do not run
+                logger.exception("alert %s: the responses after the one its soft time limit stopped were not sent",
+                                 args[0] if args else kwargs.get("alert_id"))
 
 
 @shared_task(name="workers.monitoring.alert_respond", base=AlertRespondTask)

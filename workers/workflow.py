@@ -1,9 +1,10 @@
 """Workflow tasks (routed to the ``workflow`` queue): run one step attempt."""
-from celery import Task, shared_task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery import shared_task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, connection
 
 from agents.workflows import engine, schedules, services
+from workers.hooks import HardLimitTask
 
 #: A step task whose database went away (restarted, failed over, unreachable) is tried again with backoff:
 #: 1, 2, 4, 8, then at most 10 s (full jitter), 100 times (8 minutes on average). Its guarded writes make it safe.
@@ -16,26 +17,24 @@ DATABASE_RETRY = {
 }
 
 
-class StepTask(Task):
+class StepTask(HardLimitTask):
     """A step task: when the hard time limit kills its process, the worker (which runs this hook) fails the
     attempt at once, instead of leaving it ``running`` for the reconciler to find minutes later."""
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        if isinstance(exc, TimeLimitExceeded):
-            run_id, step_id, run_attempt = args[:3]
-            engine.step_time_limit_fail(run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id,
-                                        limit_s=float(exc.args[0]) if exc.args else 0.0)
+    def hard_limit_killed(self, task_id, args, kwargs, limit_s):
+        run_id, step_id, run_attempt = args[:3]
+        engine.step_time_limit_fail(run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id,
+                                    limit_s=limit_s or 0.0)
 
 
-class MapItemTask(Task):
+class MapItemTask(HardLimitTask):
     """A mapped step's item task: as ``StepTask``, an item killed by the hard time limit fails at once (retried as
     the step's policy allows) instead of waiting for the reconciler."""
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        if isinstance(exc, TimeLimitExceeded):
-            run_id, step_id, run_attempt, index = args[:4]
-            engine.map_item_time_limit_fail(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
-                                            task_id=task_id, limit_s=float(exc.args[0]) if exc.args else 0.0)
+    def hard_limit_killed(self, task_id, args, kwargs, limit_s):
+        run_id, step_id, run_attempt, index = args[:4]
+        engine.map_item_time_limit_fail(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
+                                        task_id=task_id, limit_s=limit_s or 0.0)
 
 
 # No STARTED state in the result backend (the step's row has it): a chord step would otherwise write it before

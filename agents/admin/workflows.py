@@ -20,6 +20,7 @@ from agents.admin.common import (
     ReadOnlyMixin,
     ServiceActionsMixin,
     TeamScopedMixin,
+    TeamScopedRelatedFilter,
     is_object_id,
     status_badge,
     trace_link,
@@ -386,8 +387,8 @@ class WorkflowVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _VersionColumnsMixin,
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
 
-class WorkflowFilter(admin.RelatedOnlyFieldListFilter):
-    """Filter runs by workflow (the version's definition): those of the runs the user sees, not every team's."""
+class WorkflowFilter(TeamScopedRelatedFilter):
+    """Filter runs by workflow (the version's definition): the user's teams' workflows, not every team's."""
 
     def __init__(self, field, request, params, model, model_admin, field_path):
         super().__init__(field, request, params, model, model_admin, field_path)

@@ -4,6 +4,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
@@ -891,7 +892,7 @@ def incident_respond(*, alert_id: int) -> list[IncidentResponse]:
 def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Alert) -> None:
     """Run the response and record its end: whatever it raises fails it with the error, so it never stays
     ``running`` (it runs once per alert: a later respond would not run it again). An exception that is not an
-    ``Exception`` (the process being stopped) is recorded, then raised on."""
+    ``Exception`` (the process being stopped), and the task's soft time limit, are recorded, then raised on."""
     payload = alert_payload(alert, "firing")
     fields: dict[str, Any] = {}
     try:
@@ -902,8 +903,8 @@ def _response_execute(response: IncidentResponse, rule: ResponseRule, alert: Ale
             logger.exception("incident response %s (rule %s) on alert %s failed unexpectedly", response.pk,
                              rule.name, alert.pk)
         _response_end(response, {**fields, "status": ResponseStatus.FAILED, "error": _response_error(error)})
-        if not isinstance(error, Exception):
-            raise
+        if not isinstance(error, Exception) or isinstance(error, SoftTimeLimitExceeded):
+            raise  # the task is out of time: the later rules run in the task sent again (``AlertRespondTask``)
         return
     _response_end(response, fields)
 

@@ -1339,7 +1339,7 @@ def _run_reconcile(*, run_id: int, version_id: int, run_attempt: int, started_at
         if not row.worker and step.action in WAIT_ACTIONS:
             # A wait taken (a signal, or the timeout sweep, cleared ``waiting_for`` and committed) whose process
             # died before ending the step: it is ended as what took it decided, not failed as lost.
-            decision = waits.decision_recorded(row=row, step=step, now=now)
+            decision = waits.decision_recorded(row=row, step=step, now=timezone.now())  # a sweep may just have taken it
             if decision is not None:
                 handed_off += wait_apply(row=row, decision=decision, compiled=compiled) != IGNORED
                 continue

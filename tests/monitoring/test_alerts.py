@@ -415,20 +415,26 @@ def test_a_response_stopped_mid_run_is_recorded_failed_and_the_stop_goes_on(cloc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_response_past_the_soft_time_limit_of_its_task_ends_failed(worker, clock, monkeypatch):
-    # given a response rule whose action takes longer than its task may, and a firing alert it matches
-    monkeypatch.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)  # responded below, with limits
-    ResponseRule.objects.create(name="slow", action="sleep", params={"seconds": 60}, max_runs=5)
-    alert = _fire(make_check(critical=90), clock)
+def test_a_response_past_the_soft_time_limit_of_its_task_ends_failed_and_the_later_rules_run_with_time(
+        worker, clock, monkeypatch):
+    # given a response rule whose action takes longer than its task may, then one that takes a second, and a
+    # firing alert they match
+    ResponseRule.objects.create(name="a-slow", action="sleep", params={"seconds": 60}, max_runs=5)
+    ResponseRule.objects.create(name="b-second", action="test.stubborn", params={"seconds": 1.0}, max_runs=5)
+    with monkeypatch.context() as patched:  # responded below, with limits
+        patched.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)
+        alert = _fire(make_check(critical=90), clock)
 
-    # when the response task on a worker reaches its soft time limit (0.5 s) in the action
-    alert_respond.apply_async(args=[alert.pk], queue="monitoring", soft_time_limit=0.5, time_limit=30)
+    # when the response task on a worker reaches its soft time limit (0.5 s) in the first action, its hard limit
+    # a second later
+    alert_respond.apply_async(args=[alert.pk], queue="monitoring", soft_time_limit=0.5, time_limit=1.5)
 
-    # then the response ends failed saying so, instead of staying running
-    response = wait_for(lambda: IncidentResponse.objects.filter(alert=alert).exclude(status="running").first(),
-                        timeout_s=20, what="the response to end")
-    assert (response.status, response.error) == ("failed", "SoftTimeLimitExceeded()")
-    assert response.finished_at is not None
+    # then the first response ends failed saying so, instead of staying running; and the second runs in the task
+    # sent again, with its own time, not in what was left of the first's (the hard limit would have killed it)
+    wait_for(lambda: not IncidentResponse.objects.filter(alert=alert, status="running").exists()
+             and IncidentResponse.objects.filter(alert=alert).count() == 2, timeout_s=20, what="both responses")
+    outcomes = {row.rule.name: (row.status, row.error) for row in alert.responses.select_related("rule")}
+    assert outcomes == {"a-slow": ("failed", "SoftTimeLimitExceeded()"), "b-second": ("succeeded", "")}
 
 
 @pytest.mark.django_db(transaction=True)
