@@ -40,3 +40,28 @@ def write_orders(root: Path, orders, *, name: str = "orders.csv") -> Path:
 def load(spec: dict):
     """Load a pipeline given as a dict; return its version."""
     return services.pipeline_load(text=json.dumps(spec), source="test")[0]
+
+
+class WorkerKilled(BaseException):
+    """A worker's process ending mid-task (SIGKILL): no handler of the task runs."""
+
+
+def run_killed_after_publishing(run, monkeypatch) -> None:
+    """Execute ``run`` (as task ``task-1``) up to its dataset's publication, its worker killed before it records
+    the run's end."""
+    record_end = services._transition
+
+    def killed_before_the_end(run, to, **fields):
+        if to == "succeeded":
+            raise WorkerKilled
+        return record_end(run, to, **fields)
+
+    monkeypatch.setattr(services, "_transition", killed_before_the_end)
+    try:
+        services.data_run_execute(run_id=run.pk, task_id="task-1", worker="first")
+    except WorkerKilled:
+        pass
+    else:
+        raise AssertionError("the run ended: it was not killed before its end")
+    finally:
+        monkeypatch.setattr(services, "_transition", record_end)

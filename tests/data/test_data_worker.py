@@ -13,7 +13,7 @@ from agents.data import services
 from agents.data.transforms import transform
 from agents.models import DataRun, Dataset
 from tests.conftest import broker_down_env, manage, through_the_soft_time_limit, wait_for
-from tests.data.conftest import load, write_orders
+from tests.data.conftest import load, run_killed_after_publishing, write_orders
 from tests.workflows.conftest import finish, start
 from workers.data import data_run_execute
 
@@ -25,10 +25,6 @@ def past_the_soft_time_limit(frame: pd.DataFrame, seconds: float) -> pd.DataFram
     """Run through the soft time limit (catching it, as code blocked in a C call effectively does) for ``seconds``."""
     through_the_soft_time_limit(seconds)
     return frame
-
-
-class WorkerKilled(BaseException):
-    """The process running an attempt ended by a signal (nothing after it runs)."""
 
 
 def pipeline(folder: str, **changes) -> dict:
@@ -167,17 +163,7 @@ def test_a_run_killed_by_its_hard_time_limit_after_it_published_ends_from_its_da
     # the run's end
     write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
     run = services.data_run_create(version=load(pipeline(shared_folder)))
-    record_end = services._transition
-
-    def killed_before_the_end(run, to, **fields):
-        if to == "succeeded":
-            raise WorkerKilled
-        return record_end(run, to, **fields)
-
-    monkeypatch.setattr(services, "_transition", killed_before_the_end)
-    with pytest.raises(WorkerKilled):
-        services.data_run_execute(run_id=run.pk, task_id="task-1", worker="first")
-    monkeypatch.setattr(services, "_transition", record_end)
+    run_killed_after_publishing(run, monkeypatch)
 
     # when the worker's hook for the killed task runs
     data_run_execute.on_failure(TimeLimitExceeded(330), "task-1", (run.pk,), {}, None)

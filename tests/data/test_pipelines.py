@@ -13,7 +13,7 @@ from agents.data import services
 from agents.data.selectors import data_run_json
 from agents.exceptions import PipelineSpecError
 from agents.models import DataRun, Dataset
-from tests.data.conftest import load, write_orders
+from tests.data.conftest import load, run_killed_after_publishing, write_orders
 
 pytestmark = pytest.mark.django_db
 
@@ -368,10 +368,6 @@ def test_a_sentinel_date_beyond_what_a_profile_measures_publishes_with_that_colu
     assert "not measured: column &#x27;valid_to&#x27; holds dates outside the years 1677 to 2262" in page
 
 
-class WorkerKilled(BaseException):
-    """A worker's process ending mid-task (SIGKILL): no handler of the task runs."""
-
-
 def _remove_the_source(root):
     (root / "orders.csv").unlink()
 
@@ -387,17 +383,7 @@ def test_a_run_redelivered_after_it_published_ends_from_its_dataset_and_leaves_t
     # given a run whose worker was killed after it published its dataset, before it recorded the run's end
     write_orders(data_root, orders.head(300))
     run = services.data_run_create(version=load(orders_pipeline()))
-    record_end = services._transition
-
-    def killed_before_the_end(run, to, **fields):
-        if to == "succeeded":
-            raise WorkerKilled
-        return record_end(run, to, **fields)
-
-    monkeypatch.setattr(services, "_transition", killed_before_the_end)
-    with pytest.raises(WorkerKilled):
-        services.data_run_execute(run_id=run.pk, task_id="task-1", worker="first")
-    monkeypatch.setattr(services, "_transition", record_end)
+    run_killed_after_publishing(run, monkeypatch)
     dataset = Dataset.objects.get(run=run)
     published = (data_root / dataset.path).read_bytes()
     assert DataRun.objects.get(pk=run.pk).status == "running"
