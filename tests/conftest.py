@@ -293,6 +293,16 @@ def call_outcome(call) -> tuple[object, BaseException | None]:
     return outcome.get("result"), outcome.get("error")
 
 
+#: A rule set of one rule, named by ``.format(name=...)`` (for tests of who sees what).
+NAMED_RULES = """
+name: {name}
+hit_policy: first
+default: {{decision: none, confidence: 0.0}}
+rules:
+  - {{id: big, condition: "amount > 100", decision: review}}
+"""
+
+
 #: A broker URL nothing listens on.
 BROKER_DOWN_URL = "redis://127.0.0.1:9/5"
 

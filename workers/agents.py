@@ -6,7 +6,7 @@ from celery.signals import worker_init
 from agents.core.events import events_relay as events_relay_service
 from agents.models import AgentTaskStatus
 from agents.orchestration import agent_tasks, events, messages
-from workers.hooks import HardLimitTask
+from workers.hooks import HardLimitTask, killed_by
 
 #: This process's worker name (``name@host``), once it is a worker: what a hook run in the worker's main process
 #: (which has no task request of its own) knows its agents by.
@@ -52,9 +52,8 @@ class AgentTaskRunTask(HardLimitTask):
 
     def hard_limit_killed(self, task_id, args, kwargs, limit_s):
         task, attempt = (args[0], args[1]) if len(args) >= 2 else (kwargs["task_id"], kwargs["attempt"])
-        limit = f" of {limit_s:g} s" if limit_s is not None else ""
         agent_tasks.task_finish(task_id=task, attempt=attempt, status=AgentTaskStatus.TIMED_OUT,
-                                error=f"killed by the hard time limit{limit}: the action did not stop at its timeout_s")
+                                error=f"{killed_by(limit_s)}: the action did not stop at its timeout_s")
 
 
 @shared_task(name="workers.agents.agent_task_run", base=AgentTaskRunTask, bind=True, acks_on_failure_or_timeout=True)

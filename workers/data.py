@@ -2,7 +2,7 @@
 from celery import shared_task
 
 from agents.data import services
-from workers.hooks import HardLimitTask
+from workers.hooks import HardLimitTask, killed_by
 
 
 class DataRunTask(HardLimitTask):
@@ -13,10 +13,9 @@ class DataRunTask(HardLimitTask):
 
     def hard_limit_killed(self, task_id, args, kwargs, limit_s):
         run_id = args[0] if args else kwargs["run_id"]
-        limit = f" of {limit_s:g} s" if limit_s is not None else ""
         services.data_run_fail_unexpected(
             run_id=run_id, task_id=task_id,
-            error=f"killed by the hard time limit{limit}: the run took too long (AGENTS_TASK_TIME_LIMIT_S)")
+            error=f"{killed_by(limit_s)}: the run took too long (AGENTS_TASK_TIME_LIMIT_S)")
 
 
 @shared_task(name="workers.data.data_run_execute", base=DataRunTask, bind=True)

@@ -34,6 +34,11 @@ class HardLimitTask(Task):
         raise NotImplementedError
 
 
+def killed_by(limit_s: float | None) -> str:
+    """What a record ended by the hard time limit says first: ``killed by the hard time limit of 1.5 s``."""
+    return "killed by the hard time limit" + (f" of {limit_s:g} s" if limit_s is not None else "")
+
+
 def _connections_close() -> None:
     """Close this thread's database connections, but one inside a transaction (a caller's, which it would break)."""
     for connection in connections.all(initialized_only=True):

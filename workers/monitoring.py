@@ -8,7 +8,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.utils.dateparse import parse_datetime
 
 from agents.monitoring import alerts, services
-from workers.hooks import HardLimitTask
+from workers.hooks import HardLimitTask, killed_by
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class AlertRespondTask(HardLimitTask):
 
     def hard_limit_killed(self, task_id, args, kwargs, limit_s):
         alert_id = args[0] if args else kwargs["alert_id"]
-        if alerts.responses_killed_fail(alert_id=alert_id, limit_s=limit_s):
+        killed = f"{killed_by(limit_s)}: the response took too long (AGENTS_TASK_TIME_LIMIT_S)"
+        if alerts.responses_killed_fail(alert_id=alert_id, error=killed):
             self.apply_async(args=[alert_id], retry=False)  # not waiting for a broker that is down: logged, if so
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):

@@ -7,16 +7,12 @@ app), about 40 ms of a half-second start, for choices that only the admin's cron
 migrations and the system checks (``check``, ``migrate``, ``runserver``) read (reported upstream: django-timezone-field
 pull request 156). ``timezone_choices_lazy`` makes
 both happen the first time they are read; what they hold is what the package makes.
-
-``utc_in_calendar``: a time given with an offset, as UTC, refused when UTC puts it outside the years 1-9999
-(``9999-12-31T23:59:59-14:00``): PostgreSQL would store it, and no read of the row could turn it back into Python.
 """
 import contextlib
 import sys
 import threading
 import zoneinfo
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 from django.utils.choices import BaseChoiceIterator
 
@@ -105,14 +101,3 @@ def timezone_choices_lazy() -> None:
 
     TimeZoneField.__init__ = __init__
 
-
-def utc_in_calendar(value: datetime) -> datetime:
-    """An aware ``value`` as UTC; ``ValueError`` naming it when it has no offset or when UTC puts it before year 1
-    or after 9999 (``0001-01-01T00:00:00+14:00``), which PostgreSQL stores but Python cannot read back."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{value.isoformat()} has no offset; give one or Z (e.g. 2026-11-01T00:00:00Z)")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        side = "before year 1" if value.year == 1 else "after year 9999"
-        raise ValueError(f"{value.isoformat()} is {side} in UTC; give a time within the years 1-9999") from None

@@ -54,7 +54,7 @@ def data_path_resolve(path: str, *, where: str = "path", must_exist: bool = True
     """The absolute location of ``path`` under the data root, links followed; ``DataPathError`` if refused. Only
     with ``published`` (a dataset read by name, whose path the project stored) may it lie under a folder pipelines
     write (``MANAGED_FOLDERS``)."""
-    problem = _path_text_problem(path) if published else data_path_problem(path)
+    problem = _path_text_problem(path)  # a path into MANAGED_FOLDERS is refused below, where a link leads too
     if problem:
         raise DataPathError(f"{where}: {path!r} is refused: {problem}")
     root = data_root()
@@ -65,7 +65,7 @@ def data_path_resolve(path: str, *, where: str = "path", must_exist: bool = True
     if not resolved.is_relative_to(root):
         raise DataPathError(f"{where}: {path!r} is refused: it leads outside the data root (through a link)")
     inside = resolved.relative_to(root).parts
-    if not published and inside and inside[0] in MANAGED_FOLDERS:  # a link leading there
+    if not published and inside and inside[0] in MANAGED_FOLDERS:
         raise DataPathError(f"{where}: {path!r} is refused: {_MANAGED_REFUSAL.format(folder=inside[0])}")
     try:
         missing = must_exist and not resolved.exists()

@@ -199,8 +199,13 @@ def _masked_path(path: str, keys: set[str]) -> bool:
     parts = path.split(".")
     if any(part in keys for part in parts):
         return True
-    named = [part for part in parts if not (part.isascii() and part.isdigit())]
+    named = _named_parts(parts)
     return any(".".join(candidate[:i]) in keys for candidate in (parts, named) for i in range(1, len(candidate) + 1))
+
+
+def _named_parts(parts: list[str]) -> list[str]:
+    """A path's parts without its list indexes (``items.0.ssn``: ``items``, ``ssn``), as ``_mask`` walks a context."""
+    return [part for part in parts if not (part.isascii() and part.isdigit())]
 
 
 def _shown_read(path: str, value: Any, keys: set[str]) -> Any:
@@ -210,7 +215,7 @@ def _shown_read(path: str, value: Any, keys: set[str]) -> Any:
         return MASK
     if isinstance(value, (dict, list)):
         parts = path.split(".") if path else []
-        for prefix in {".".join(parts), ".".join(part for part in parts if not (part.isascii() and part.isdigit()))}:
+        for prefix in {".".join(parts), ".".join(_named_parts(parts))}:
             value = _mask(value, keys, f"{prefix}." if prefix else "")
     return value
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from agents.core.definitions import NAME_RULE, is_name
 from agents.core.jsonable import UNSTORABLE
+from agents.core.times import utc_in_calendar
 
 #: Alertmanager's "no end yet": a firing alert's ``endsAt``.
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -186,8 +187,8 @@ def _time(value: Any, where: str, problems: list[str]) -> datetime | None:
         return None
     if parsed.year == 1:  # Go's zero time, however it is written: not given
         return None
-    try:  # as agents.core.zones.utc_in_calendar does; a pure core cannot import it (the module loads Django)
-        return parsed.astimezone(UTC)
-    except OverflowError:  # 9999-12-31T23:59:59-14:00: stored as year 10000, then no read of the alert works
-        problems.append(f"{where}: {value!r} is after year 9999 in UTC; give a time within the years 1-9999")
+    try:  # 9999-12-31T23:59:59-14:00 would be stored as year 10000, and then no read of the alert would work
+        return utc_in_calendar(parsed, shown=repr(value))
+    except ValueError as error:
+        problems.append(f"{where}: {error}")
         return None

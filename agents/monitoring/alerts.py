@@ -781,13 +781,11 @@ def _lost_responses_fail(*, now: datetime) -> int:
                        error=f"lost: no outcome {limit_s:g} s after it started (its worker was killed or lost)")
 
 
-def responses_killed_fail(*, alert_id: int, limit_s: float | None) -> int:
-    """Fail the responses of alert ``alert_id`` still ``running`` when the hard time limit killed the task running
-    them (the worker's hook for it); returns how many. Safe twice: a guarded update."""
-    limit = f" of {limit_s:g} s" if limit_s is not None else ""
+def responses_killed_fail(*, alert_id: int, error: str) -> int:
+    """Fail the responses of alert ``alert_id`` still ``running`` with ``error`` when the hard time limit killed the
+    task running them (the worker's hook for it); returns how many. Safe twice: a guarded update."""
     return IncidentResponse.objects.filter(alert_id=alert_id, status=ResponseStatus.RUNNING).update(
-        status=ResponseStatus.FAILED, finished_at=timezone.now(),
-        error=f"killed by the hard time limit{limit}: the response took too long (AGENTS_TASK_TIME_LIMIT_S)")
+        status=ResponseStatus.FAILED, finished_at=timezone.now(), error=error)
 
 
 def _stale_notices_resend(*, now: datetime) -> int:

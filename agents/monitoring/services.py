@@ -26,7 +26,7 @@ from agents.core.definitions import DefinitionTextError, definition_load_text, f
 from agents.core.checks import ProbeResult
 from agents.core.dispatch import task_send
 from agents.core.jsonable import UNSTORABLE, json_problem, storable
-from agents.core.zones import utc_in_calendar
+from agents.core.times import utc_in_calendar
 from agents.exceptions import CheckNotFoundError, CheckSpecError
 from agents.models import (
     OPEN_ALERT_STATES,

@@ -22,7 +22,7 @@ from agents.exceptions import (
 )
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
-from agents.core.zones import utc_in_calendar
+from agents.core.times import utc_in_calendar
 from agents.models import (
     EventType,
     MapItem,

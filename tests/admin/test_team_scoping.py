@@ -37,6 +37,7 @@ from agents.models import (
 )
 from agents.monitoring import services as monitoring
 from agents.workflows.services import workflow_load
+from tests.conftest import NAMED_RULES
 
 pytestmark = pytest.mark.django_db
 
@@ -124,13 +125,6 @@ def test_the_agent_list_links_the_running_task_to_its_team_s_members_only(client
 # --- list filters -----------------------------------------------------------------------------
 
 WORKFLOW = "name: {name}\nsteps:\n  - {{id: a, action: noop}}\n"
-RULES = """
-name: {name}
-hit_policy: first
-default: {{decision: none, confidence: 0.0}}
-rules:
-  - {{id: big, condition: "amount > 100", decision: review}}
-"""
 PIPELINE = '{{"name": "{name}", "source": {{"kind": "file", "path": "orders.csv"}}}}'
 
 
@@ -142,7 +136,7 @@ def _team_definitions(team_name: str, prefix: str) -> None:
     WorkflowRun.objects.create(version=version, status="succeeded")
     pipeline_version, _ = pipeline_load(text=PIPELINE.format(name=f"{prefix}-pipe"), team=team)
     DataRun.objects.create(version=pipeline_version, status="succeeded")
-    rules, _ = rules_load(text=RULES.format(name=f"{prefix}-rules"), activate=True, team=team)
+    rules, _ = rules_load(text=NAMED_RULES.format(name=f"{prefix}-rules"), activate=True, team=team)
     decision = Decision.objects.create(ruleset=rules.ruleset, version=rules, context={"amount": 500},
                                        decision="review", engine="rules", latency_ms=1.0)
     ShadowComparison.objects.create(decision=decision, candidate="version 2", candidate_decision="approve",

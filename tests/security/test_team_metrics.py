@@ -11,17 +11,11 @@ from agents.core.teams import team_create
 from agents.decisions.services import rules_load
 from agents.models import Decision, Team
 from agents.monitoring import services as monitoring
+from tests.conftest import NAMED_RULES
 
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "pw-1234-pw"
-RULES = """
-name: {name}
-hit_policy: first
-default: {{decision: none, confidence: 0.0}}
-rules:
-  - {{id: big, condition: "amount > 100", decision: review}}
-"""
 
 
 def basic(username: str) -> dict:
@@ -49,7 +43,7 @@ def two_teams():
         team = team_create(name=team_name)[0]
         monitoring.check_save(name=f"{prefix}-check", team=team,
                               fields=monitoring.check_fields({"name": f"{prefix}-check", "type": "memory"}))
-        version, _ = rules_load(text=RULES.format(name=f"{prefix}-rules"), activate=True, team=team)
+        version, _ = rules_load(text=NAMED_RULES.format(name=f"{prefix}-rules"), activate=True, team=team)
         Decision.objects.create(ruleset=version.ruleset, version=version, context={"amount": 500},
                                 decision="review", engine="rules", latency_ms=1.0)
 

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
 from agents.core.audit import cli_actor
-from agents.core.zones import utc_in_calendar
+from agents.core.times import utc_in_calendar
 from agents.exceptions import WorkflowSpecError
 from agents.management.base import (AgentsCommand, is_file, json_option, parse_param, wait_for_status,
                                      wait_seconds)
