@@ -33,6 +33,7 @@ reference's deciles, and a chi-square test of homogeneity for each other column.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -171,6 +172,31 @@ def _hashable(series: pd.Series) -> pd.Series:
         return series.map(lambda value: value if value is None or isinstance(value, (str, int, float, bool))
                           else str(value))
     return series
+
+
+def rows_comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the lists and mappings it holds (from JSON, or a Parquet struct, list or map column) as their
+    JSON text, so its rows can be told equal or not (``duplicated``): pandas hashes the values it compares, and
+    these cannot be hashed (``unhashable type: 'dict'``; a map column had no kernel at all). Nulls stay nulls."""
+    comparable = frame
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        if isinstance(column.dtype, pd.ArrowDtype) and pa_types.is_nested(column.dtype.pyarrow_dtype):
+            column = column.astype(object).where(column.notna(), None)
+        elif column.dtype != object or pd.api.types.infer_dtype(column, skipna=True) in _SCALAR_KINDS:
+            continue  # the kinds found at C speed: a column of strings is not read value by value
+        if any(isinstance(value, _NESTED) for value in column):
+            if comparable is frame:
+                comparable = frame.copy(deep=False)
+            comparable.isetitem(position, column.map(
+                lambda value: json.dumps(value, sort_keys=True, default=str) if isinstance(value, _NESTED) else value))
+    return comparable
+
+
+_NESTED = (dict, list, tuple)
+#: What ``infer_dtype`` calls a column holding no list or mapping.
+_SCALAR_KINDS = {"string", "bytes", "empty", "integer", "floating", "mixed-integer-float", "decimal", "boolean",
+                 "datetime", "datetime64", "date", "time", "timedelta", "timedelta64", "period"}
 
 
 # ------------------------------------------------------------------------------------ sketches

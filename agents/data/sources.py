@@ -981,12 +981,22 @@ def _parquet_frames(path: Path, spec: dict, *, columns, chunk_rows, label) -> It
         if columns is not None:
             _columns_require(columns, available, label=label)
         if chunk_rows is None:
-            yield parquet.read(columns=columns).to_pandas(types_mapper=_arrow_kept)
+            yield _parquet_pandas(parquet.read(columns=columns))
             return
-        empty = parquet.schema_arrow.empty_table().select(columns or available).to_pandas(types_mapper=_arrow_kept)
-        batches = (batch.to_pandas(types_mapper=_arrow_kept)
-                   for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns))
+        empty = _parquet_pandas(parquet.schema_arrow.empty_table().select(columns or available))
+        batches = map(_parquet_pandas, parquet.iter_batches(batch_size=chunk_rows, columns=columns))
         yield from _at_least_one(batches, empty)
+
+
+def _parquet_pandas(table) -> pd.DataFrame:
+    """A Parquet table or batch as a frame: decimal and map columns of their Arrow types (``_arrow_kept``); struct
+    and list columns as Python dicts and lists, as the file holds them. pandas' own conversion went through numpy, so
+    a null anywhere in such a column made its integers floats (``1.0``) and a null in a list ``NaN``."""
+    frame = table.to_pandas(types_mapper=_arrow_kept)
+    for position, column in enumerate(table.columns):
+        if pa_types.is_nested(column.type) and not pa_types.is_map(column.type):
+            frame.isetitem(position, pd.Series(column.to_pylist(), index=frame.index, dtype=object))
+    return frame
 
 
 def _arrow_kept(arrow_type):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from agents.core.lazy import lazy
 from agents.core.registry import Registry
-from agents.data.analysis import anomalies_flag
+from agents.data.analysis import anomalies_flag, rows_comparable
 from agents.expressions.vector import compile_vector
 from agents.exceptions import ColumnError, DataError, ExpressionError
 
@@ -439,7 +439,7 @@ def transform_apply(frame: pd.DataFrame, spec: dict, *, where: str, load: Callab
         subset = spec.get("columns")
         if subset:
             _require(frame, subset, where)
-        return frame.drop_duplicates(subset=subset, keep=spec["keep"])
+        return frame[~rows_comparable(frame[subset] if subset else frame).duplicated(keep=spec["keep"])]
     if kind == "sort":
         _require(frame, spec["by"], where)
         return frame.sort_values(spec["by"], ascending=not spec["descending"], kind="stable", na_position="last")

@@ -174,6 +174,18 @@ def test_deduplicate_and_sort_match_pandas(orders):
         orders.sort_values(["region", "amount"], ascending=False, kind="stable"))
 
 
+def test_deduplicate_compares_mappings_lists_and_parquet_maps_by_value():
+    import pyarrow as pa
+
+    maps = pd.Series(pa.array([[("a", 1)], [("a", 1)], None, [("b", 2)]], pa.map_(pa.string(), pa.int64())),
+                     dtype=pd.ArrowDtype(pa.map_(pa.string(), pa.int64())))
+    frame = pd.DataFrame({"id": [1, 2, 3, 4], "place": [{"x": 1}, {"x": 1}, None, [1, None]], "tags": maps})
+
+    # pandas cannot hash them: "unhashable type: 'dict'", and a map column had no kernel at all
+    assert apply(frame, {"type": "deduplicate", "columns": ["place", "tags"]})["id"].tolist() == [1, 3, 4]
+    assert apply(frame, {"type": "deduplicate", "columns": ["place"], "keep": "last"})["id"].tolist() == [2, 3, 4]
+    assert apply(frame, {"type": "deduplicate"})["id"].tolist() == [1, 2, 3, 4]
+
 def test_custom_transform_runs_the_registered_function_with_its_params(orders):
     @tf.transform("test_top_n")
     def top_n(frame, n):
