@@ -93,6 +93,10 @@ class TeamAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ("group",) if obj is not None else ()  # what a team owns stays with it: the group is fixed
 
+    def has_add_permission(self, request):
+        # Operators hold add_ of every model; making a group a team decides who sees what, as a superuser does.
+        return sees_all(request.user) and super().has_add_permission(request)
+
     @admin.display(description="members")
     def member_count(self, obj):
         return obj.group.user_set.count()

@@ -31,6 +31,7 @@ from agents.models import (
     IncidentResponse,
     ResponseRule,
     ShadowComparison,
+    Team,
     Trigger,
     TriggerFiring,
     WorkflowRun,
@@ -249,6 +250,21 @@ def test_the_team_list_shows_a_member_their_own_teams_only(client, alice, bob):
 
     assert ">team-b</a>" in page and ">team-c</a>" in page
     assert "team-a" not in page
+
+
+def test_only_a_superuser_may_make_a_team(client, alice):
+    # an operator holds add_ of every model; making a group a team decides who sees what: superusers only
+    group = Group.objects.create(name="payroll")
+    client.force_login(alice)
+
+    assert client.get(reverse("admin:agents_team_add")).status_code == 403
+    assert client.post(reverse("admin:agents_team_add"), {"group": group.pk}).status_code == 403
+    assert 'href="/admin/agents/team/add/"' not in page_as(client, alice, reverse("admin:agents_team_changelist"))
+    assert not Team.objects.filter(group=group).exists()
+
+    client.force_login(User.objects.create_superuser("root", password="pw-1234-pw"))
+    response = client.post(reverse("admin:agents_team_add"), {"group": group.pk, "description": "pay"})
+    assert response.status_code == 302 and Team.objects.filter(group=group).exists()
 
 
 # --- a system event's firings -----------------------------------------------------------------
