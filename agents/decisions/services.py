@@ -1393,6 +1393,69 @@ def dmn_shadow_answer(*, version: RuleSetVersion, decision: Decision) -> tuple[A
     return value, 1.0
 
 
+#: A masked value shorter than this is masked where its key is, not looked for in what was computed from it: "no",
+#: 1 or 12 would be found in every trace.
+MASKED_VALUE_LENGTH = 4
+
+
+def _masked_values(context: dict, masked: dict) -> tuple[set[str], set[float]] | tuple[()]:
+    """The texts and numbers ``context`` holds where its masked copy (``_mask``'s) shows ***, those at least
+    ``MASKED_VALUE_LENGTH`` characters long (as text, for a number); a number's text is among the texts."""
+    texts, numbers = set(), set()
+    pending = [(masked, context)]  # walked together: where the masked copy says ***, the value is a masked one
+    while pending:
+        shown, value = pending.pop()
+        if shown == MASK and value != MASK:
+            leaves = [value]
+            while leaves:
+                leaf = leaves.pop()
+                if isinstance(leaf, dict):
+                    leaves.extend(leaf.values())
+                elif isinstance(leaf, list):
+                    leaves.extend(leaf)
+                elif isinstance(leaf, str) and len(leaf) >= MASKED_VALUE_LENGTH:
+                    texts.add(leaf)
+                elif type(leaf) in (int, float) and len(str(leaf)) >= MASKED_VALUE_LENGTH:
+                    texts.add(str(leaf))
+                    numbers.add(leaf)
+        elif isinstance(value, dict) and isinstance(shown, dict):
+            pending.extend((shown[key], value[key]) for key in value if key in shown)
+        elif isinstance(value, list) and isinstance(shown, list):
+            pending.extend(zip(shown, value))
+    return (texts, numbers) if texts else ()
+
+
+def _secrets_masked(value: Any, secrets: tuple[set[str], set[float]]) -> Any:
+    """``value`` (JSON, changed in place) with each masked text in its strings and each masked number as ***."""
+    texts, numbers = secrets
+    ordered = sorted(texts, key=len, reverse=True)  # the longest first: a part is not masked before the whole
+
+    def shown(leaf: Any) -> Any:
+        if isinstance(leaf, str):
+            for text in ordered:
+                if text in leaf:
+                    leaf = leaf.replace(text, MASK)
+            return leaf
+        if isinstance(leaf, (int, float)) and not isinstance(leaf, bool) and leaf in numbers:
+            return MASK
+        return leaf
+
+    if not isinstance(value, (dict, list)):
+        return shown(value)
+    pending, seen = [value], set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for key, leaf in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(leaf, (dict, list)):
+                pending.append(leaf)
+            else:
+                node[key] = shown(leaf)
+    return value
+
+
 def _dmn_reasoning_start(decision: str) -> str:
     """How the audited reasoning of a DMN decision starts: it names the decision (the audit has no column for it)."""
     return f"decision {decision!r} of DMN model "
@@ -1428,11 +1491,18 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
             for read in table["inputs"]:
                 if _masked_path(read["expression"], masked):
                     read["value"] = MASK
+    stored = _mask(context, masked)
+    secrets = _masked_values(context, stored) if stored != context else ()
+    if secrets:
+        # What a decision computed from one (a text holding it, a required decision passing it on, a table input of
+        # it, an error quoting it) shows it as well: FEEL keeps no mark of where a value came from, so the values
+        # themselves are looked for.
+        trace, errors = _secrets_masked(trace, secrets), _secrets_masked(errors, secrets)
     rule_ids = _dmn_rule_ids(trace)
     reasoning = (f"{_dmn_reasoning_start(decision)}{model.model_name!r} evaluated after "
                  f"{len(trace) - 1} required decision{'s' if len(trace) != 2 else ''}")
     row = Decision(
-        decision_id=uuid7(), ruleset_id=version.ruleset_id, version_id=version.pk, context=_mask(context, masked),
+        decision_id=uuid7(), ruleset_id=version.ruleset_id, version_id=version.pk, context=stored,
         decision=value, confidence=1.0, engine=DecisionEngine.RULES, rule_ids=rule_ids, reasoning=reasoning,
         needs_review=bool(errors), error="; ".join(errors), cached=False, latency_ms=round(latency_ms, 4),
         trace_id=trace_id,

@@ -159,3 +159,79 @@ def test_a_masked_path_through_a_list_is_masked_in_the_trace_as_in_the_audit():
     assert result["trace"][0]["clauses"][0]["reads"] == {"items.0.ssn": "***"}
     assert Decision.objects.get().context == {"items": [{"ssn": "***"}]}
     assert SECRET not in json.dumps(result) and SECRET not in stored()
+
+
+# --- DMN models: the masked keys of the settings (ssn) --------------------------------------------------------------
+
+MASKED_MODEL = """<?xml version="1.0"?>
+<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" id="m" name="masked-dmn" namespace="x">
+  <inputData name="Applicant" id="i_applicant"><variable name="Applicant"/></inputData>
+  <decision name="Card" id="d_card">
+    <informationRequirement><requiredInput href="#i_applicant"/></informationRequirement>
+    <literalExpression><text>"card of " + Applicant.ssn</text></literalExpression>
+  </decision>
+  <decision name="Checked" id="d_checked">
+    <informationRequirement><requiredInput href="#i_applicant"/></informationRequirement>
+    <informationRequirement><requiredDecision href="#d_card"/></informationRequirement>
+    <decisionTable hitPolicy="FIRST">
+      <input id="in_ssn" label="upper"><inputExpression><text>upper case(Applicant.ssn)</text></inputExpression></input>
+      <input id="in_card" label="card"><inputExpression><text>Card</text></inputExpression></input>
+      <input id="in_income" label="income"><inputExpression><text>Applicant.income</text></inputExpression></input>
+      <output id="out" name="checked"/>
+      <rule id="r1"><inputEntry><text>-</text></inputEntry><inputEntry><text>-</text></inputEntry>
+        <inputEntry><text>&gt; 10</text></inputEntry>
+        <outputEntry><text>"ok " + Applicant.name</text></outputEntry></rule>
+    </decisionTable>
+  </decision>
+  <decision name="Card number" id="d_number">
+    <informationRequirement><requiredInput href="#i_applicant"/></informationRequirement>
+    <literalExpression><text>Applicant.card_number + 0</text></literalExpression>
+  </decision>
+  <decision name="Broken" id="d_broken">
+    <variable name="Broken" typeRef="number"/>
+    <informationRequirement><requiredInput href="#i_applicant"/></informationRequirement>
+    <literalExpression><text>Applicant.ssn</text></literalExpression>
+  </decision>
+</definitions>
+"""
+
+
+def test_a_dmn_trace_shows_no_masked_value_computed_from_one():
+    # given a model whose decisions pass the masked ssn on: into a text, through a required decision, into a table
+    # input
+    services.rules_load(text=MASKED_MODEL, activate=True)
+    applicant = {"Applicant": {"ssn": SSN, "income": 20, "name": "Ann"}}
+
+    checked = services.decide(ruleset="masked-dmn", decision="Checked", context=applicant)
+
+    # then neither the trace (results, inputs, the values each table read) nor the audit shows it, and what read no
+    # masked value is shown as it was
+    assert checked["decision"] == "ok Ann"
+    shown = json.dumps(checked) + json.dumps(Decision.objects.get(decision_id=checked["decision_id"]).context)
+    assert SECRET not in shown
+    card, last = checked["trace"]
+    assert card["decision"] == "Card" and card["result"] == "card of ***"
+    assert last["inputs"]["Applicant"] == {"ssn": "***", "income": 20, "name": "Ann"}
+    assert [read["value"] for read in last["tables"][0]["inputs"]] == ["***", "card of ***", 20]
+    assert last["result"] == "ok Ann"
+
+
+def test_a_dmn_error_quoting_a_masked_value_is_masked_in_the_answer_and_the_audit():
+    services.rules_load(text=MASKED_MODEL, activate=True)
+
+    broken = services.decide(ruleset="masked-dmn", decision="Broken", context={"Applicant": {"ssn": SSN}})
+
+    assert broken["errors"] and SECRET not in json.dumps(broken)
+    assert SECRET not in Decision.objects.get(decision_id=broken["decision_id"]).error
+
+
+def test_a_dmn_trace_shows_no_masked_number_computed_from_one_and_the_answer_is_the_decision_asked():
+    services.rules_load(text=MASKED_MODEL, activate=True)
+
+    number = services.decide(ruleset="masked-dmn", decision="Card number",
+                             context={"Applicant": {"card_number": 4111111111111111, "income": 1234}})
+
+    # the answer is what was asked for; the trace shows neither the masked number nor its text, the rest as it was
+    assert number["decision"] == 4111111111111111
+    (entry,) = number["trace"]
+    assert entry["result"] == "***" and entry["inputs"]["Applicant"] == {"card_number": "***", "income": 1234}
