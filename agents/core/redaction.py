@@ -31,15 +31,46 @@ def secrets_redacted(value: Any) -> Any:
     if not _REVEALED:
         return value
     if isinstance(value, str):
-        for secret in sorted(_REVEALED, key=len, reverse=True):
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
+        return _replaced(value, sorted(_REVEALED, key=len, reverse=True), REDACTED)
     if isinstance(value, dict):
         return {key: secrets_redacted(item) for key, item in value.items()}
     if isinstance(value, list):
         return [secrets_redacted(item) for item in value]
     return value
+
+
+def replaced_in_place(value: Any, texts: set[str], by: str, numbers: set = frozenset()) -> Any:
+    """``value`` (JSON-like lists and mappings, changed in place, or one text or number) with each of ``texts`` in
+    its strings, the longest first, and each of ``numbers`` replaced by ``by``. Walked with a stack of its own: a
+    value as deep as a context may be is not a recursion."""
+    ordered = sorted(texts, key=len, reverse=True)  # the longest first: a part is not replaced before the whole
+
+    def shown(leaf: Any) -> Any:
+        if isinstance(leaf, str):
+            return _replaced(leaf, ordered, by)
+        return by if numbers and type(leaf) in (int, float) and leaf in numbers else leaf
+
+    if not isinstance(value, (dict, list)):
+        return shown(value)
+    pending, seen = [value], set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for key, leaf in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(leaf, (dict, list)):
+                pending.append(leaf)
+            else:
+                node[key] = shown(leaf)
+    return value
+
+
+def _replaced(text: str, ordered: list[str], by: str) -> str:
+    for part in ordered:
+        if part in text:
+            text = text.replace(part, by)
+    return text
 
 
 class SecretRedactFilter(logging.Filter):

@@ -36,6 +36,7 @@ from agents.core.dispatch import task_send_on_commit
 from agents.core.files import file_sha256
 from agents.core.batchwork import batch_running
 from agents.core.jsonable import holds_unstorable_text, json_problem
+from agents.core.redaction import replaced_in_place
 from agents.models.ids import uuid7, uuid7_texts
 from agents.models import (
     Decision,
@@ -1425,37 +1426,6 @@ def _masked_values(context: dict, masked: dict) -> tuple[set[str], set[float]] |
     return (texts, numbers) if texts else ()
 
 
-def _secrets_masked(value: Any, secrets: tuple[set[str], set[float]]) -> Any:
-    """``value`` (JSON, changed in place) with each masked text in its strings and each masked number as ***."""
-    texts, numbers = secrets
-    ordered = sorted(texts, key=len, reverse=True)  # the longest first: a part is not masked before the whole
-
-    def shown(leaf: Any) -> Any:
-        if isinstance(leaf, str):
-            for text in ordered:
-                if text in leaf:
-                    leaf = leaf.replace(text, MASK)
-            return leaf
-        if isinstance(leaf, (int, float)) and not isinstance(leaf, bool) and leaf in numbers:
-            return MASK
-        return leaf
-
-    if not isinstance(value, (dict, list)):
-        return shown(value)
-    pending, seen = [value], set()
-    while pending:
-        node = pending.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        for key, leaf in list(node.items() if isinstance(node, dict) else enumerate(node)):
-            if isinstance(leaf, (dict, list)):
-                pending.append(leaf)
-            else:
-                node[key] = shown(leaf)
-    return value
-
-
 def _dmn_reasoning_start(decision: str) -> str:
     """How the audited reasoning of a DMN decision starts: it names the decision (the audit has no column for it)."""
     return f"decision {decision!r} of DMN model "
@@ -1497,7 +1467,8 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
         # What a decision computed from one (a text holding it, a required decision passing it on, a table input of
         # it, an error quoting it) shows it as well: FEEL keeps no mark of where a value came from, so the values
         # themselves are looked for.
-        trace, errors = _secrets_masked(trace, secrets), _secrets_masked(errors, secrets)
+        texts, numbers = secrets
+        trace, errors = (replaced_in_place(value, texts, MASK, numbers) for value in (trace, errors))
     rule_ids = _dmn_rule_ids(trace)
     reasoning = (f"{_dmn_reasoning_start(decision)}{model.model_name!r} evaluated after "
                  f"{len(trace) - 1} required decision{'s' if len(trace) != 2 else ''}")
