@@ -181,16 +181,24 @@ def rows_comparable(frame: pd.DataFrame) -> pd.DataFrame:
     comparable = frame
     for position in range(frame.shape[1]):
         column = frame.iloc[:, position]
-        if isinstance(column.dtype, pd.ArrowDtype) and pa_types.is_nested(column.dtype.pyarrow_dtype):
+        if not holds_nested(column):
+            continue
+        if isinstance(column.dtype, pd.ArrowDtype):
             column = column.astype(object).where(column.notna(), None)
-        elif column.dtype != object or pd.api.types.infer_dtype(column, skipna=True) in _SCALAR_KINDS:
-            continue  # the kinds found at C speed: a column of strings is not read value by value
-        if any(isinstance(value, _NESTED) for value in column):
-            if comparable is frame:
-                comparable = frame.copy(deep=False)
-            comparable.isetitem(position, column.map(
-                lambda value: json.dumps(value, sort_keys=True, default=str) if isinstance(value, _NESTED) else value))
+        if comparable is frame:
+            comparable = frame.copy(deep=False)
+        comparable.isetitem(position, column.map(
+            lambda value: json.dumps(value, sort_keys=True, default=str) if isinstance(value, _NESTED) else value))
     return comparable
+
+
+def holds_nested(column: pd.Series) -> bool:
+    """Whether ``column`` holds lists or mappings (from JSON, or a Parquet struct, list or map column)."""
+    if isinstance(column.dtype, pd.ArrowDtype):
+        return pa_types.is_nested(column.dtype.pyarrow_dtype)
+    if column.dtype != object or pd.api.types.infer_dtype(column, skipna=True) in _SCALAR_KINDS:
+        return False  # the kinds found at C speed: a column of strings is not read value by value
+    return any(isinstance(value, _NESTED) for value in column)
 
 
 _NESTED = (dict, list, tuple)

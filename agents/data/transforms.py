@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from agents.core.lazy import lazy
 from agents.core.registry import Registry
-from agents.data.analysis import anomalies_flag, rows_comparable
+from agents.data.analysis import anomalies_flag, holds_nested, rows_comparable
 from agents.expressions.vector import compile_vector
 from agents.exceptions import ColumnError, DataError, ExpressionError
 
@@ -351,6 +351,15 @@ def columns_needed(transforms: list[dict], final: set[str] | None) -> set[str] |
 # ------------------------------------------------------------------------------------ application
 
 
+def _plain_keys(frame: pd.DataFrame, columns: list[str], where: str, what: str) -> None:
+    """Refuse (``DataError``) key columns holding lists or mappings, which ``what`` (``have no order``) cannot use:
+    pandas failed deep inside (``'<' not supported between instances of 'dict' and 'dict'``)."""
+    for name in dict.fromkeys(columns):
+        if holds_nested(frame[name]):
+            raise DataError(f"{where}: column {name!r} holds lists or mappings (from JSON, or a Parquet struct, list "
+                            f"or map), which {what}; derive a plain column from it (e.g. one of its fields) first")
+
+
 def _require(frame: pd.DataFrame, columns: list[str] | set[str], where: str) -> None:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
@@ -427,6 +436,8 @@ def transform_apply(frame: pd.DataFrame, spec: dict, *, where: str, load: Callab
             wanted = list(dict.fromkeys(spec["right_on"] + spec["columns"]))
         other = load(spec["with"], wanted)
         _require(other, spec["right_on"], f"{where} 'with'")
+        _plain_keys(frame, spec["left_on"], where, "a join cannot match on")
+        _plain_keys(other, spec["right_on"], f"{where} 'with'", "a join cannot match on")
         if wanted:
             other = other[wanted]
         joined = frame.merge(
@@ -442,6 +453,7 @@ def transform_apply(frame: pd.DataFrame, spec: dict, *, where: str, load: Callab
         return frame[~rows_comparable(frame[subset] if subset else frame).duplicated(keep=spec["keep"])]
     if kind == "sort":
         _require(frame, spec["by"], where)
+        _plain_keys(frame, spec["by"], where, "have no order to sort by")
         return frame.sort_values(spec["by"], ascending=not spec["descending"], kind="stable", na_position="last")
     custom = custom_transforms[spec["function"]]
     try:
@@ -472,6 +484,7 @@ def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.Data
     """
     group_by = spec["group_by"]
     _require(frame, group_by + [a["column"] for _, a in aggregations_of(spec) if a["column"]], where)
+    _plain_keys(frame, group_by, where, "cannot be grouped by")
     combinable = aggregate_is_combinable(spec)
     named: dict[str, tuple[str, str]] = {}
     for output, aggregation in aggregations_of(spec):

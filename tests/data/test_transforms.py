@@ -272,3 +272,18 @@ def test_aggregate_output_columns_come_in_the_order_of_the_spec(orders, aggregat
         partials = [tf.aggregate_partial(chunk, stored, where="t") for chunk in chunks_of(orders)]
         assert list(tf.aggregate_finish(tf.aggregate_combine(partials, stored), stored).columns) == [
             "region", *aggregations]
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"type": "sort", "by": ["id", "place"]}, "t: column 'place' holds lists or mappings .*which have no order"),
+    ({"type": "aggregate", "group_by": ["place"], "aggregations": {"n": {"column": "id", "function": "sum"}}},
+     "t: column 'place' holds lists or mappings .*which cannot be grouped by"),
+    ({"type": "join", "with": "other", "left_on": "place", "right_on": "place"},
+     "t: column 'place' holds lists or mappings .*which a join cannot match on"),
+])
+def test_sorting_grouping_or_joining_by_lists_or_mappings_is_refused_naming_the_column(raw, message):
+    frame = pd.DataFrame({"id": [1, 2, 3], "place": [{"x": 1}, None, [2]]})
+
+    # pandas failed deep inside: "'<' not supported between instances of 'dict' and 'dict'", "unhashable type"
+    with pytest.raises(DataError, match=message):
+        apply(frame, raw, lambda source, columns: frame)
