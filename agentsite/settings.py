@@ -433,6 +433,12 @@ AGENTS_FLOWER_URL = env.str("AGENTS_FLOWER_URL", default="http://127.0.0.1:5555"
 AGENTS_WORKFLOW_STALL_S = env.float("AGENTS_WORKFLOW_STALL_S", default=120.0)
 #: Seconds a step past its soft time limit (``timeout_s``) has to clean up before its hard limit kills the process.
 AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S = env.float("AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S", default=5.0)
+#: Times the worker process running one step attempt may die (killed, out of memory, a crash in native code) before
+#: that attempt fails as if its action had raised (retried as the step's policy allows), instead of running forever.
+AGENTS_WORKFLOW_PROCESS_DEATHS = env.int("AGENTS_WORKFLOW_PROCESS_DEATHS", default=3)
+if AGENTS_WORKFLOW_PROCESS_DEATHS < 1:
+    raise ImproperlyConfigured(
+        f"AGENTS_WORKFLOW_PROCESS_DEATHS must be 1 or more, not {AGENTS_WORKFLOW_PROCESS_DEATHS}")
 #: Deepest nesting of sub-workflows (``workflow.run``): a run started this many levels below its root is refused.
 AGENTS_WORKFLOW_MAX_DEPTH = env.int("AGENTS_WORKFLOW_MAX_DEPTH", default=10)
 #: Seconds between reconciler sweeps (a celery-beat entry).

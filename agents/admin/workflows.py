@@ -635,7 +635,7 @@ class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ("run__version__definition",)
     readonly_fields = (
         "run_link", "step_id", "attempt", "run_attempt", "status_badge", "worker", "flower_link", "started_at",
-        "finished_at", "duration", "retry_delay_s", "error", "result", "child_run",
+        "finished_at", "duration", "retry_delay_s", "process_deaths", "error", "result", "child_run",
     )
     fields = readonly_fields
 

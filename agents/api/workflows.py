@@ -248,6 +248,7 @@ class StepSerializer(serializers.Serializer):
     result = JSONValueField(allow_null=True)
     error = serializers.CharField(allow_null=True)
     worker = serializers.CharField(allow_null=True)
+    process_deaths = serializers.IntegerField(help_text="Times its worker process died running it (killed, OOM).")
     task_id = serializers.CharField(allow_null=True)
     waiting_for = serializers.CharField(allow_null=True, help_text="The signal a waiting step waits for.")
     held = serializers.CharField(allow_null=True, help_text="Why a pending step is held (paused run, full pool).")

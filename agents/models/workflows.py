@@ -145,6 +145,10 @@ class StepRun(models.Model):
     cached_from = models.ForeignKey(WorkflowRun, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+", help_text="The run whose result this attempt reused.")
     deadline_missed_at = models.DateTimeField(null=True, blank=True)
+    process_deaths = models.PositiveIntegerField(
+        default=0,
+        help_text="Times the worker process running this attempt died (killed, out of memory) and the broker handed "
+                  "its task out again; at AGENTS_WORKFLOW_PROCESS_DEATHS the attempt fails as if its action raised.")
 
     class Meta:
         ordering = ["run", "step_id", "attempt"]

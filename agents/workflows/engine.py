@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from celery import chain, group
 from django.conf import settings
@@ -58,6 +59,13 @@ def _hard_limit_grace_s() -> float:
     ``AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S``."""
     return settings.AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S
 
+
+def _process_deaths_max() -> int:
+    """Times the worker process running one step attempt may die (the broker hands its task out again each time)
+    before that attempt fails: ``AGENTS_WORKFLOW_PROCESS_DEATHS``."""
+    return settings.AGENTS_WORKFLOW_PROCESS_DEATHS
+
+
 #: How the error of an attempt lost with its worker starts; such attempts do not use up the step's retries.
 WORKER_LOST = "worker lost"
 #: Times one step is re-dispatched after losing its worker; a further loss counts as a failed attempt (a step
@@ -97,6 +105,17 @@ class StepOutcome:
     continue_chain: bool = False
     countdown_s: float = 0.0
     attempt: int | None = None
+
+
+class Claimed(NamedTuple):
+    """A step attempt a claim took: its row, its number, the times its worker process died while running it
+    (``StepRun.process_deaths``) and the worker holding it (when those deaths reached the limit, the one whose
+    process died last: the attempt is not run again)."""
+
+    pk: int
+    attempt: int
+    process_deaths: int
+    worker: str
 
 
 @dataclass(frozen=True)
@@ -266,6 +285,10 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
     child run, a signal or its items) holds no worker (``worker`` empty): a late copy of its message does not run it
     again.
 
+    A re-claim (from ``running``) counts a death of the attempt's process (``process_deaths``); the one that brings
+    it to ``AGENTS_WORKFLOW_PROCESS_DEATHS`` keeps the worker and start of the process that died last, for the
+    failure ``step_execute`` then records instead of running the action again.
+
     On PostgreSQL, outside a transaction, the claim commits without waiting for its WAL flush (``synchronous_commit``
     off for this statement's own transaction, ``set_config(..., true)``): it is seen by every other session at once,
     so it guards as before. A crash of PostgreSQL can lose it, which changes little: the crash breaks the task's
@@ -279,8 +302,12 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
     fence = "AND attempt = %s" if attempt is not None else ""
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         fence += " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+    gives_up = "status = 'running' AND process_deaths + 1 >= %s"  # (the row's values before this update)
     sql = f"""
-        UPDATE {steps} SET status = 'running', task_id = %s, worker = %s, started_at = %s, held = ''
+        UPDATE {steps} SET status = 'running', task_id = %s,
+          process_deaths = process_deaths + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+          worker = CASE WHEN {gives_up} THEN worker ELSE %s END,
+          started_at = CASE WHEN {gives_up} THEN started_at ELSE %s END, held = ''
         WHERE id = (
             SELECT candidate.id FROM {steps} candidate
             WHERE candidate.run_id = %s AND candidate.step_id = %s AND candidate.run_attempt = %s
@@ -290,23 +317,25 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
           AND (status = 'pending' OR (status = 'running' AND task_id = %s AND worker <> '')) {fence}
           AND EXISTS (SELECT 1 FROM {runs} run WHERE run.id = %s AND run.attempt = %s
                       AND run.status IN ('pending', 'running'))
-        RETURNING id, attempt
+        RETURNING id, attempt, process_deaths, worker
     """
-    params = [task_id, worker, now, run_id, step_id, run_attempt, task_id, task_id]
+    deaths_max = _process_deaths_max()
+    params = [task_id, deaths_max, worker, deaths_max, now, run_id, step_id, run_attempt, task_id, task_id]
     params += [attempt] if attempt is not None else []
     params += [run_id, run_attempt]
     return sql, params
 
 
-def _claim(**claim) -> tuple[int, int] | None:
-    """Claim the step's pending attempt in one statement (``_claim_sql``); return (row id, attempt) or None."""
+def _claim(**claim) -> Claimed | None:
+    """Claim the step's pending attempt in one statement (``_claim_sql``); return what it claimed, or None."""
     sql, params = _claim_sql(**claim)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()
+        claimed = cursor.fetchone()
+    return Claimed(*claimed) if claimed else None
 
 
-def _claim_reading(*, read: Iterable[str], **claim) -> tuple[tuple[int, int] | None, dict[str, tuple]]:
+def _claim_reading(*, read: Iterable[str], **claim) -> tuple[Claimed | None, dict[str, tuple]]:
     """Claim as ``_claim`` and, in the same statement (one round trip, the hot path), read the newest attempt of
     each step in ``read`` as ``{step: (result, status, error)}`` (nothing when the claim failed). The read sees
     what was committed before the statement began: the steps a step reads finished before it was sent."""
@@ -318,9 +347,10 @@ def _claim_reading(*, read: Iterable[str], **claim) -> tuple[tuple[int, int] | N
     steps = StepRun._meta.db_table
     sql = f"""
         WITH claimed AS ({sql})
-        SELECT 0, id, attempt, NULL, NULL, NULL, NULL, 0, 0 FROM claimed
+        SELECT 0, id, attempt, NULL, NULL, NULL, NULL, 0, 0, process_deaths, worker FROM claimed
         UNION ALL
-        SELECT 1, NULL, NULL, step.step_id, step.result, step.status, step.error, step.run_attempt, step.attempt
+        SELECT 1, NULL, NULL, step.step_id, step.result, step.status, step.error, step.run_attempt, step.attempt,
+               0, NULL
         FROM {steps} step
         WHERE step.run_id = %s AND step.step_id IN ({', '.join(['%s'] * len(read))})
           AND EXISTS (SELECT 1 FROM claimed)
@@ -331,12 +361,13 @@ def _claim_reading(*, read: Iterable[str], **claim) -> tuple[tuple[int, int] | N
         rows = cursor.fetchall()
     if not rows or rows[0][0] != 0:
         return None, {}
-    return (rows[0][1], rows[0][2]), {step: (result, status, error) for _, _, _, step, result, status, error, _, _
-                                       in rows[1:]}
+    first = rows[0]
+    return Claimed(first[1], first[2], first[9], first[10]), {
+        step: (result, status, error) for _, _, _, step, result, status, error, *_ in rows[1:]}
 
 
 def _claim_limited(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
-                   now) -> tuple[int, int] | str | None:
+                   now) -> Claimed | str | None:
     """Claim a step that takes pool slots or has a concurrency limit, under the lock of its pool (and of its
     workflow, for the limit), so the steps running never exceed them. Held (``HELD``) when there is no room for
     it after the steps held before it (each waits its turn, oldest first); a claimed step that can never run (its
@@ -381,7 +412,7 @@ def _claim_limited(*, run_id: int, step_id: str, run_attempt: int, attempt: int 
             return HELD if _hold(run_id=run_id, step_id=step_id, run_attempt=run_attempt, why=why) else None
         claimed = _claim(**claim)
         if claimed is not None and step.pool is not None:
-            StepRun.objects.filter(pk=claimed[0]).update(pool=step.pool, pool_slots=step.pool_slots)
+            StepRun.objects.filter(pk=claimed.pk).update(pool=step.pool, pool_slots=step.pool_slots)
         return claimed
 
 
@@ -468,9 +499,17 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
             return StepOutcome(IGNORED)  # resuming the run sends it again
         return _resume_after_success(run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id)
     _ensure_running(run_id)
-    row = StepRun(pk=claimed[0], run_id=run_id, step_id=step_id, attempt=claimed[1], run_attempt=run_attempt)
+    row = StepRun(pk=claimed.pk, run_id=run_id, step_id=step_id, attempt=claimed.attempt, run_attempt=run_attempt)
     row.run = WorkflowRun(pk=run_id, version_id=version_id, params=params)
     run = row.run
+    if claimed.process_deaths >= _process_deaths_max():
+        # The broker handed the task out again after its process died that many times while running the action (a
+        # step that runs out of memory or crashes native code every time): it fails as if the action had raised,
+        # retried as its policy allows, instead of killing worker processes forever. Guarded as any failure: of
+        # two such deliveries at once, one fails it and the other changes nothing.
+        return step_fail(row=row, task_id=task_id, compiled=compiled,
+                         error=f"its worker process died {claimed.process_deaths} times while running it (killed, "
+                               f"or out of memory); last on worker {claimed.worker}")
 
     needs = compiled.graph[step_id]
     inputs, results = {}, {}

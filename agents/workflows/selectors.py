@@ -93,6 +93,7 @@ def run_steps(run: WorkflowRun) -> dict[str, dict]:
             "result": latest[step_id].result,
             "error": latest[step_id].error or None,
             "worker": latest[step_id].worker or None,
+            "process_deaths": latest[step_id].process_deaths,
             "task_id": latest[step_id].task_id or None,
             "waiting_for": latest[step_id].waiting_for or None,
             "held": latest[step_id].held or None,

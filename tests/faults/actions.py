@@ -2,6 +2,7 @@
 action ran twice (or never) is seen whatever the run's record says. Imported by workers via
 AGENTS_EXTENSION_MODULES."""
 import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,15 @@ def record(context: ActionContext, *, path: str, seconds: float) -> dict:
     time.sleep(seconds)
     _append(path, "done " + line)
     return {"pid": os.getpid()}
+
+
+@action("faults.die", params={"path": Param("string", required=True)})
+def die(context: ActionContext, *, path: str) -> dict:
+    """Append ``start <run> <step> <attempt> <pid>`` to ``path``, then SIGKILL its own process, every time: a step
+    that runs out of memory or crashes in native code whenever it runs."""
+    _append(path, f"start {context.run_id} {context.step_id} {context.attempt} {os.getpid()}\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}  # never reached
 
 
 def _append(path: str, line: str) -> None:

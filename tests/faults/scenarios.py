@@ -230,6 +230,14 @@ DIAMOND = """
       - {id: last, action: faults.record, needs: [join], params: {path: RECORD, seconds: 0.3}}
 """
 
+#: A step that kills its own process whenever it runs (one retry), and a step after it.
+POISON = """
+    name: faults-poison
+    steps:
+      - {id: poison, action: faults.die, retries: {max: 1, backoff_s: 0}, params: {path: RECORD}}
+      - {id: after, action: faults.record, needs: [poison], params: {path: RECORD}}
+"""
+
 
 def _wait_running(cluster: Cluster, run_id: int, hostname: str, *, count: int = 1) -> list[tuple[str, str]]:
     """Wait until ``count`` steps of the run are running on worker ``hostname``, their actions started; (step id,
@@ -257,6 +265,17 @@ def pool_child_kill(cluster: Cluster) -> dict:
     os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)  # the pool child: "<hostname>:<pid>"
     cluster.wait_finished(run_id)
     return {**cluster.outcome(run_id, scenario="pool_child_kill", fault_at=fault_at), "killed": worker}
+
+
+def poison_step(cluster: Cluster) -> dict:
+    """Run a step whose action SIGKILLs its own pool process every time: the worker's main process re-queues its
+    message after each death, and each attempt fails after ``AGENTS_WORKFLOW_PROCESS_DEATHS`` of them (retried as
+    its policy allows), so the run fails instead of killing pool processes forever."""
+    cluster.ready(cluster.worker("poison@localhost", concurrency=1))
+    started_at = now()
+    run_id = cluster.start_run(POISON)
+    cluster.wait_finished(run_id)
+    return cluster.outcome(run_id, scenario="poison_step", fault_at=started_at)
 
 
 def worker_kill(cluster: Cluster, *, timeout_s: float = RECOVERY_TIMEOUT_S) -> dict:

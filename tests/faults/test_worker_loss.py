@@ -27,6 +27,24 @@ def test_a_step_whose_pool_process_is_killed_runs_again_under_the_same_attempt(c
     assert outcome["steps_lost"] == outcome["steps_duplicated"] == []
 
 
+def test_a_step_that_kills_its_own_process_every_time_fails_after_its_retries_and_the_run_fails(cluster):
+    # given a step with one retry whose action SIGKILLs its own pool process whenever it runs
+    # when its run is started (the worker re-queues the message after each death)
+    outcome = scenarios.poison_step(cluster)
+
+    # then each attempt ran three times and then failed, saying why, and the run failed within the recovery time
+    # (wait_finished) instead of killing pool processes forever; the step after it never ran
+    assert outcome["status"] == "failed"
+    for attempt in attempts_of(outcome, "poison"):
+        assert attempt["status"] == "failed"
+        assert attempt["error"].startswith("its worker process died 3 times while running it (killed, or out of "
+                                           "memory); last on worker poison@localhost:")
+    assert len(attempts_of(outcome, "poison")) == 2
+    assert outcome["starts"] == {"poison": 6}
+    (after,) = attempts_of(outcome, "after")
+    assert after["status"] == "skipped"
+
+
 def test_a_killed_worker_is_found_by_its_lapsed_heartbeat_and_its_steps_finish_on_another(cluster):
     # given two workers and a run whose fan-out steps run on both
     # when one worker is killed with SIGKILL, main process and pool processes at once

@@ -218,6 +218,7 @@ class Command(AgentsCommand):
                 notes = [f"waiting for signal {step['waiting_for']!r}" if step["waiting_for"] else "",
                          f"held: {step['held']}" if step["held"] else "",
                          f"cached from run {step['cached_from_run']}" if step["cached_from_run"] else "",
+                         f"its worker process died {step['process_deaths']} times" if step["process_deaths"] else "",
                          "deadline missed" if step["deadline_missed_at"] else ""]
                 note = "".join(f"; {text}" for text in notes if text)
                 self.stdout.write(f"  {step_id}: {step['status']} (attempts {step['attempts']}{note}){error}")

@@ -1,0 +1,170 @@
+"""A step whose action kills its own worker process (out of memory, a crash in native code, SIGKILL): the worker
+hands the same task out again after each death (``reject_on_worker_lost``), and once the attempt's process died
+``AGENTS_WORKFLOW_PROCESS_DEATHS`` times the next delivery fails it as if its action had raised, so the step's retry
+policy applies instead of the step killing processes forever. In-process calls of the engine with the same task id
+each time, as the worker's redeliveries make them; a process "dies" by an exception nothing in the engine catches,
+which leaves the attempt ``running`` under its task id as a killed process does."""
+import os
+import threading
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.core.management import call_command
+from django.db import connection, transaction
+
+from agents.core.actions import ActionContext, action
+from agents.core.params import Param
+from agents.models import StepRun, WorkflowRun
+from agents.workflows import engine, selectors
+from tests.conftest import wait_for
+from tests.workflows.conftest import attempts, load, start
+
+#: The task id every delivery carries: the broker hands out the same message again after a process died.
+TASK_ID = "killed-every-time"
+DIED = "its worker process died 3 times while running it (killed, or out of memory); last on worker"
+FLOW = """
+    name: dies-{times}
+    steps:
+      - {{id: boom, action: test.dies, params: {{path: "{path}", times: {times}}}, retries: {retries}}}
+    """
+
+
+class ProcessDied(BaseException):
+    """What ``test.dies`` raises where a real action would kill its process: as with a SIGKILL, nothing in the
+    engine catches it, and the attempt stays ``running`` under its task id."""
+
+
+@action("test.dies", params={"path": Param("string", required=True), "times": Param("integer", required=True)})
+def dies(context: ActionContext, *, path: str, times: int) -> dict:
+    """Append a line to ``path`` each time it runs; its process dies in the first ``times`` runs, later ones return."""
+    with open(path, "a") as record:
+        record.write(f"{context.attempt}\n")
+    runs = _runs(path)
+    if runs <= times:
+        raise ProcessDied(f"run {runs} killed its process")
+    return {"runs": runs}
+
+
+def _runs(path) -> int:
+    """How many times ``test.dies`` ran, counted outside the run's record."""
+    return len(Path(path).read_text().splitlines()) if Path(path).exists() else 0
+
+
+def _deliver(run: WorkflowRun, *, worker: str = "w@host", attempt: int | None = None) -> engine.StepOutcome:
+    """One delivery of the step's message (``attempt`` None: the first attempt's, as the run sent it)."""
+    return engine.step_execute(run_id=run.pk, step_id="boom", run_attempt=1, attempt=attempt, task_id=TASK_ID,
+                               worker=worker, soft_timeout_error=SoftTimeLimitExceeded)
+
+
+def _killed(run: WorkflowRun, **delivery) -> None:
+    """A delivery whose process dies in the action."""
+    with pytest.raises(ProcessDied):
+        _deliver(run, **delivery)
+
+
+@pytest.mark.django_db
+def test_an_attempt_whose_process_died_three_times_fails_and_the_retry_policy_applies_until_the_run_fails(tmp_path):
+    # given a step with one retry whose action kills its worker process every time it runs
+    record = tmp_path / "runs"
+    run = start(FLOW.format(path=record, times=100, retries="{max: 1, backoff_s: 4, jitter: false}"))
+
+    # when the worker hands its task out again after each death, on whichever worker takes it
+    for worker in ("w1@host", "w2@host", "w3@host"):
+        _killed(run, worker=worker)
+    outcome = _deliver(run, worker="w4@host")
+
+    # then the delivery after the third death does not run the action again: the attempt fails saying why, on the
+    # worker whose process died last, and its retry is due after the step's backoff, as when an action raises
+    assert _runs(record) == 3
+    first, second = attempts(run, "boom")
+    assert (first.status, first.process_deaths, first.retry_delay_s) == ("failed", 3, 4.0)
+    assert first.error == f"{DIED} w3@host:{os.getpid()}"
+    assert (outcome.kind, outcome.attempt, outcome.countdown_s) == (engine.RETRY, 2, 4.0)
+    assert (second.status, second.process_deaths) == ("pending", 0)
+
+    # when the retry (Celery's retry: the same task id, attempt 2) dies three times too
+    for _ in range(3):
+        _killed(run, attempt=2)
+    outcome = _deliver(run, attempt=2)
+
+    # then its first claim was not counted as a death (it ran three times), and with no retry left the run failed
+    assert _runs(record) == 6
+    assert outcome.kind == engine.FINISHED
+    shown = selectors.run_to_dict(run)
+    assert shown["status"] == "failed"
+    assert shown["error"] == f"step 'boom' failed: {DIED} w@host:{os.getpid()}"
+    assert (shown["steps"]["boom"]["attempts"], shown["steps"]["boom"]["process_deaths"]) == (2, 3)
+
+
+@pytest.mark.django_db
+def test_an_attempt_whose_process_died_fewer_times_runs_again_and_shows_its_deaths(tmp_path):
+    # given a step without retries whose action kills its process twice, then completes
+    record = tmp_path / "runs"
+    run = start(FLOW.format(path=record, times=2, retries="{max: 0}"))
+
+    # when its task is handed out again after each of the two deaths
+    _killed(run)
+    _killed(run)
+    outcome = _deliver(run)
+
+    # then the same attempt ran a third time and succeeded, and its record shows the deaths
+    assert outcome.kind == engine.FINISHED
+    assert _runs(record) == 3
+    shown = selectors.run_to_dict(run)
+    assert shown["status"] == "succeeded"
+    assert shown["steps"]["boom"]["result"] == {"runs": 3}
+    assert (shown["steps"]["boom"]["attempts"], shown["steps"]["boom"]["process_deaths"]) == (1, 2)
+    out = StringIO()
+    call_command("workflow", "status", str(run.pk), stdout=out)
+    assert "boom: succeeded (attempts 1; its worker process died 2 times)" in out.getvalue()
+
+
+def _waiting_on_a_lock() -> int:
+    """Sessions of this database waiting for a lock another holds (read afresh: inside a transaction, PostgreSQL
+    keeps the first read of pg_stat_activity until its end)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_deliveries_at_once_after_the_last_death_fail_the_attempt_once(tmp_path):
+    # given a step with one retry whose process died three times (a run whose rows exist, nothing sent)
+    record = tmp_path / "runs"
+    version = load(FLOW.format(path=record, times=100, retries="{max: 1, backoff_s: 4, jitter: false}"))
+    run = WorkflowRun.objects.create(version=version, steps_total=1)
+    StepRun.objects.create(run=run, step_id="boom", attempt=1, run_attempt=1)
+    for worker in ("w1@host", "w2@host", "w3@host"):
+        _killed(run, worker=worker)
+    outcomes, errors = [], []
+
+    def deliver(worker: str) -> None:
+        try:
+            outcomes.append(_deliver(run, worker=worker).kind)
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+        finally:
+            connection.close()
+
+    # when two copies of its task are delivered at once (both claim it before either records the failure)
+    threads = [threading.Thread(target=deliver, args=(worker,)) for worker in ("w4@host", "w5@host")]
+    with transaction.atomic():
+        StepRun.objects.select_for_update().get(run=run, attempt=1)
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: _waiting_on_a_lock() >= 2, what="both deliveries to wait for the attempt")
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # then one failed the attempt and scheduled its retry, the other changed nothing, and the action never ran again
+    assert errors == []
+    assert sorted(outcomes) == sorted([engine.RETRY, engine.IGNORED])
+    assert _runs(record) == 3
+    first, second = attempts(run, "boom")
+    assert first.status == "failed" and first.error.startswith("its worker process died ")
+    assert first.error.endswith(f"; last on worker w3@host:{os.getpid()}")
+    assert second.status == "pending"
