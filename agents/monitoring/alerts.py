@@ -331,11 +331,11 @@ def _external_check(labels: dict[str, str], *, team: Team | None, where: str) ->
     if created:
         audit_record("check.create", "check", check.pk, f"created external check {name}", source="alertmanager")
     check = Check.objects.select_for_update().get(pk=check.pk)
+    if team is not None:  # first: what another team's check probes is not told
+        same_team(team.pk, check, what=f"check {name!r}")
     if check.check_type != CheckType.EXTERNAL:
         raise CheckSpecError([f"{where}: {name!r} names a check of type {check.check_type}, which is probed here; "
                               "rename the alert"])
-    if team is not None:
-        same_team(team.pk, check, what=f"check {name!r}")
     return check
 
 

@@ -247,6 +247,19 @@ def test_a_body_that_is_not_a_list_and_an_alert_named_like_a_probed_check_are_re
 
 
 @pytest.mark.django_db
+def test_an_alert_named_like_another_team_s_check_is_refused_without_telling_its_type(prometheus):
+    # given another team's probed check of that name
+    services.check_save(name="HighLatency", fields=services.check_fields({"name": "HighLatency", "type": "memory",
+                                                                         "critical": 90}),
+                        team=team_create(name="payments")[0])
+
+    error = prometheus(prometheus_alert(), status=400)["error"]
+
+    # then the refusal names the team, not what the other team's check probes
+    assert error["message"] == "check 'HighLatency' belongs to another team" and "memory" not in str(error)
+    assert not Alert.objects.exists()
+
+@pytest.mark.django_db
 def test_external_checks_are_never_dispatched_nor_run(prometheus):
     prometheus(prometheus_alert())
     assert services.checks_dispatch(now=timezone.now() + timedelta(days=1)) == 0
