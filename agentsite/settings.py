@@ -576,6 +576,12 @@ AGENTS_BREAKER_COOLDOWN_S = env.float("AGENTS_BREAKER_COOLDOWN_S", default=30.0)
 
 #: Seconds between sweeps that time out agent tasks whose worker never reported, and re-send lost events.
 AGENTS_ORCHESTRATION_SWEEP_S = _beat_seconds("AGENTS_ORCHESTRATION_SWEEP_S", 15.0)
+#: Times the worker process running one agent task attempt (or a message's handler) may die (killed, out of memory,
+#: a crash in native code) before the task (the message) fails instead of running again forever.
+AGENTS_AGENT_TASK_PROCESS_DEATHS = env.int("AGENTS_AGENT_TASK_PROCESS_DEATHS", default=3)
+if AGENTS_AGENT_TASK_PROCESS_DEATHS < 1:
+    raise ImproperlyConfigured(
+        f"AGENTS_AGENT_TASK_PROCESS_DEATHS must be 1 or more, not {AGENTS_AGENT_TASK_PROCESS_DEATHS}")
 CELERY_BEAT_SCHEDULE.update({
     "agent-tasks-reap": {
         "task": "workers.agents.agent_tasks_reap",

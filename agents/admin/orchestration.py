@@ -101,8 +101,8 @@ class AgentTaskAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, _Trace
     search_fields = ("trace_id", "agent_name")
     date_hierarchy = "created_at"
     show_full_result_count = False  # tasks grow without bound: skip the extra unfiltered COUNT(*)
-    fields = ("agent_type", "status_label", "priority", "timeout_s", "attempt", "requeues", "agent_link",
-              "config_block", "result_block", "error_text", "celery_link", "submitted_by", "trace_full",
+    fields = ("agent_type", "status_label", "priority", "timeout_s", "attempt", "requeues", "process_deaths",
+              "agent_link", "config_block", "result_block", "error_text", "celery_link", "submitted_by", "trace_full",
               "created_at", "queued_at", "started_at", "finished_at", "duration")
     readonly_fields = fields
     actions = ("cancel_tasks",)

@@ -36,6 +36,7 @@ class AgentTaskSerializer(serializers.Serializer):
     priority = serializers.IntegerField(help_text="0 (highest) to 9.")
     agent = serializers.CharField(allow_null=True, help_text="The agent that ran the latest attempt.")
     attempt = serializers.IntegerField()
+    process_deaths = serializers.IntegerField(help_text="Times its worker process died running it (killed, OOM).")
     result = JSONValueField(allow_null=True)
     error = serializers.CharField(allow_blank=True)
     config = JSONObjectField()

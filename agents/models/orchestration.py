@@ -64,6 +64,10 @@ class AgentTask(models.Model):
         help_text="While a delivery runs the task: when that claim lapses (past the task's hard time limit) and "
                   "another delivery of the same attempt may take it. Empty when no delivery runs it.",
     )
+    process_deaths = models.PositiveIntegerField(
+        default=0,
+        help_text="Times the worker process running this attempt died (killed, out of memory) and a delivery took it "
+                  "over once its claim lapsed; at AGENTS_AGENT_TASK_PROCESS_DEATHS the task fails instead.")
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -121,6 +125,10 @@ class AgentMessage(models.Model):
         help_text="While a delivery runs its handler: when that claim lapses and another delivery may take it (its "
                   "worker died). Empty when no handler runs it.",
     )
+    process_deaths = models.PositiveIntegerField(
+        default=0,
+        help_text="Times the worker process running its handler died (killed, out of memory) and a delivery took it "
+                  "over once its claim lapsed; at AGENTS_AGENT_TASK_PROCESS_DEATHS the message fails instead.")
     response = models.JSONField(null=True, blank=True, help_text="What the handler returned.")
     signature = models.CharField(max_length=128, blank=True)
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)

@@ -5,8 +5,9 @@ A task waits in the broker (never in a polling loop) until an enabled agent of i
 worker stops consuming the type's queue, and sends back what it took meanwhile). Every status change is a
 guarded UPDATE fenced by the task's attempt number, so a result from an attempt that was re-queued (its agent
 went offline) is ignored. A delivery runs a task only once it has claimed it (``task_claim``), so a message the broker
-hands out twice runs its action once. A task acts for the team that submitted it: it runs that team's definitions
-only.
+hands out twice runs its action once; a task whose action kills its worker process every time fails after
+``AGENTS_AGENT_TASK_PROCESS_DEATHS`` such deaths instead of running forever. A task acts for the team that submitted
+it: it runs that team's definitions only.
 """
 import logging
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, Model, OuterRef, Q, Value
+from django.db.models import Case, Exists, F, Model, OuterRef, Q, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -67,6 +68,18 @@ def task_timeout_max_s() -> float:
 def task_claim_s(timeout_s: float) -> float:
     """Seconds a delivery's claim on a task of ``timeout_s`` lasts: past the run's hard time limit."""
     return timeout_s + HARD_LIMIT_GRACE_S + CLAIM_GRACE_S
+
+
+def process_deaths_max() -> int:
+    """Times the worker process running one attempt of a task, or a message's handler, may die (killed, out of
+    memory) before a delivery fails it instead of running it again: ``AGENTS_AGENT_TASK_PROCESS_DEATHS``."""
+    return settings.AGENTS_AGENT_TASK_PROCESS_DEATHS
+
+
+def process_deaths_error(deaths: int, *, doing: str, agent: str) -> str:
+    """What a task or message fails with when its worker process died ``deaths`` times ``doing`` it (``running``,
+    ``handling``), the last time on ``agent``."""
+    return f"its worker process died {deaths} times while {doing} it (killed, or out of memory); last on agent {agent}"
 
 
 def _into(status: str) -> list[str]:
@@ -221,7 +234,11 @@ def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None
     """Take a task for one run by the agent of its type on worker ``hostname``: queued, or running under a claim
     that has lapsed (the worker that held it died). None when it is not this delivery's to run: another delivery of
     the same attempt runs it now, or it was re-queued, cancelled or finished. The claim lasts past the run's hard
-    time limit (``task_claim_s``); what the run writes after its action is fenced by it (``claimed_until``)."""
+    time limit (``task_claim_s``); what the run writes after its action is fenced by it (``claimed_until``).
+
+    Taking over a run (from ``running``) counts a death of its worker process (``process_deaths``); the takeover that
+    brings them to ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` keeps the agent and start of the run that died last, for the
+    failure ``task_run`` then records instead of running the action again."""
     task = AgentTask.objects.filter(pk=task_id).first()
     if task is None:
         return None
@@ -229,8 +246,15 @@ def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None
     agent = Agent.objects.filter(name=name).first()
     now = timezone.now()
     free = Q(status=AgentTaskStatus.QUEUED) | Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+    # Both read the row as it was before this update: a takeover, and the one that gives up.
+    taken_over = Q(status=AgentTaskStatus.RUNNING)
+    gives_up = taken_over & Q(process_deaths__gte=process_deaths_max() - 1)
     claimed = transition(AgentTask.objects.filter(free, pk=task_id, attempt=attempt), _into(AgentTaskStatus.RUNNING),
-                         AgentTaskStatus.RUNNING, started_at=now, agent=agent, agent_name=name,
+                         AgentTaskStatus.RUNNING,
+                         process_deaths=F("process_deaths") + Case(When(taken_over, then=1), default=0),
+                         started_at=Case(When(gives_up, then=F("started_at")), default=Value(now)),
+                         agent_id=Case(When(gives_up, then=F("agent_id")), default=Value(agent.pk if agent else None)),
+                         agent_name=Case(When(gives_up, then=F("agent_name")), default=Value(name)),
                          claimed_until=now + timedelta(seconds=task_claim_s(task.timeout_s)))
     if not claimed:
         return None
@@ -280,7 +304,8 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     """Claim, execute and record one attempt of a task (the body of the Celery task); None when this delivery may
     not run it (``task_claim``): a second delivery of a task still running runs nothing and sends itself again for
     when the claim lapses (``_claim_lapse_await``), and a queued task that reached a disabled agent is sent back to
-    its type's queue for an enabled one (``disabled_handback_s``)."""
+    its type's queue for an enabled one (``disabled_handback_s``). A task whose worker process died
+    ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` times running it is failed saying so, its action not run again."""
     # One query: is the task still queued, and this worker's agent of its type disabled?
     disabled_here = Agent.objects.filter(enabled=False, name=Concat(Value(f"{hostname}:"), OuterRef("agent_type")))
     handed_back = (AgentTask.objects.filter(pk=task_id, attempt=attempt, status=AgentTaskStatus.QUEUED)
@@ -296,6 +321,15 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
         _claim_lapse_await(task_id=task_id, attempt=attempt)
         return None
     ours = {"task_id": task_id, "attempt": attempt, "claimed_until": task.claimed_until}  # the fence of this claim
+    if task.process_deaths >= process_deaths_max():
+        # Its worker process died that many times running the action (out of memory, a crash in native code every
+        # time): running it again would only kill another. Fenced by this claim: of two such deliveries at once,
+        # only one claimed it, and a second run of this changes nothing.
+        error = process_deaths_error(task.process_deaths, doing="running", agent=task.agent_name)
+        logger.warning("agent task %s attempt %s failed: %s", task_id, attempt, error)
+        task_finish(**ours, status=AgentTaskStatus.FAILED, error=error)
+        task.refresh_from_db()
+        return task
     try:
         result = task_execute(task=task)
     except SoftTimeLimitExceeded:
@@ -348,7 +382,8 @@ def task_cancel(*, task_id: int) -> AgentTask:
 
 def tasks_requeue_lost(*, agent_names: list[str]) -> dict[str, int]:
     """Tasks running on agents that went offline: re-queue each once under a new attempt (a late result of the
-    lost attempt is then ignored); fail one that was already re-queued."""
+    lost attempt is then ignored; its worker's process deaths count from 0 again); fail one that was already
+    re-queued."""
     counts = {"requeued": 0, "failed": 0}
     for task in AgentTask.objects.filter(status=AgentTaskStatus.RUNNING, agent_name__in=agent_names):
         if task.requeues >= 1:
@@ -360,7 +395,8 @@ def tasks_requeue_lost(*, agent_names: list[str]) -> dict[str, int]:
             moved = transition(
                 AgentTask.objects.filter(pk=task.pk, attempt=task.attempt), [AgentTaskStatus.RUNNING],
                 AgentTaskStatus.QUEUED, attempt=F("attempt") + 1, requeues=F("requeues") + 1, agent=None,
-                claimed_until=None, queued_at=timezone.now(), error=f"agent {task.agent_name} went offline; re-queued",
+                process_deaths=0, claimed_until=None, queued_at=timezone.now(),
+                error=f"agent {task.agent_name} went offline; re-queued",
             )
             if moved:
                 counts["requeued"] += 1
@@ -413,7 +449,8 @@ def task_json(task: AgentTask) -> dict:
     """A task as the command and the API show it."""
     return {
         "task_id": task.pk, "agent_type": task.agent_type, "status": task.status, "priority": task.priority,
-        "agent": task.agent_name or None, "attempt": task.attempt, "result": task.result, "error": task.error,
+        "agent": task.agent_name or None, "attempt": task.attempt, "process_deaths": task.process_deaths,
+        "result": task.result, "error": task.error,
         "config": task.config, "timeout_s": task.timeout_s, "trace_id": task.trace_id,
         "team": task.team.name if task.team_id else None,
         "created_at": iso(task.created_at), "started_at": iso(task.started_at), "finished_at": iso(task.finished_at),

@@ -22,7 +22,7 @@ from typing import Any
 from celery.utils.nodenames import worker_direct
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -37,7 +37,12 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
 from agents.exceptions import BrokerUnavailableError, MessageError, PermanentActionError
 from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
-from agents.orchestration.agent_tasks import agent_disabled, disabled_handback_s
+from agents.orchestration.agent_tasks import (
+    agent_disabled,
+    disabled_handback_s,
+    process_deaths_error,
+    process_deaths_max,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +245,9 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
     the message (``_message_claim``). A delivery that finds it claimed by another leaves it alone and sends itself
     again for when that claim lapses, so a message whose worker died mid-handle is still handled then. A failing
     handler's error is recorded and the claim released; the caller retries until ``HANDLER_RETRIES`` is spent, then
-    the message is failed. Writes after the handler are fenced by the claim's attempt number.
+    the message is failed. Writes after the handler are fenced by the claim's attempt number. A message whose
+    handler's worker process died ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` times (each taken over once its claim lapsed)
+    is failed saying so, its handler not run again.
     """
     message = AgentMessage.objects.filter(pk=message_id).first()
     if message is None or message.status in MESSAGE_FINISHED:
@@ -259,6 +266,15 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
             _deliver_send(message, eta=message.claimed_until or timezone.now())
         return message, False
     ours = AgentMessage.objects.filter(pk=message.pk, attempts=message.attempts)  # the fence of this claim
+    if message.process_deaths >= process_deaths_max():
+        # Its handler killed its worker process that many times (out of memory, a crash in native code): running it
+        # again would only kill another. Fenced by this claim: a second run of this changes nothing.
+        error = process_deaths_error(message.process_deaths, doing="handling", agent=message.handled_by)
+        logger.warning("message %s failed: %s", message.pk, error)
+        transition(ours.filter(claimed_until=message.claimed_until), [MessageStatus.DELIVERED], MessageStatus.FAILED,
+                   error=error, claimed_until=None, handled_at=timezone.now())
+        message.refresh_from_db()
+        return message, False
     try:
         # A NUL as U+FFFD, a set as its repr; what a server echoed of a secret redacted.
         response = secrets_redacted(storable_answer(_run_handler(message, agent=agent)))
@@ -313,13 +329,22 @@ def _message_to_disabled(message: AgentMessage, *, agent: str) -> AgentMessage:
 
 def _message_claim(message: AgentMessage, *, agent: str) -> bool:
     """Take the message for one run of its handler by ``agent``: not yet delivered, or delivered and not claimed (a
-    failed attempt waiting for its retry) or claimed by a delivery whose claim has lapsed. Counts the attempt."""
+    failed attempt waiting for its retry) or claimed by a delivery whose claim has lapsed. Counts the attempt.
+
+    Taking over a lapsed claim (its handler's worker process died: a failed attempt releases its claim) counts that
+    death (``process_deaths``); the takeover that brings them to ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` runs no handler,
+    so it counts no attempt and keeps the agent whose process died last, for the failure ``message_handle`` records."""
     now = timezone.now()
+    # Both read the row as it was before this update: a takeover, and the one that gives up.
+    taken_over = Q(status=MessageStatus.DELIVERED, claimed_until__isnull=False)
+    gives_up = taken_over & Q(process_deaths__gte=process_deaths_max() - 1)
     return transition(
         AgentMessage.objects.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now), pk=message.pk),
         [MessageStatus.PENDING, MessageStatus.SENT, MessageStatus.DELIVERED], MessageStatus.DELIVERED,
         delivered_at=Coalesce("delivered_at", Value(now)), claimed_until=now + timedelta(seconds=message_claim_s()),
-        attempts=F("attempts") + 1, handled_by=agent,
+        process_deaths=F("process_deaths") + Case(When(taken_over, then=1), default=0),
+        attempts=F("attempts") + Case(When(gives_up, then=0), default=1),
+        handled_by=Case(When(gives_up, then=F("handled_by")), default=Value(agent)),
     )
 
 

@@ -88,5 +88,6 @@ class Command(AgentsCommand):
         if as_json:
             self.json_write(shown)
             return
-        for key in ("task_id", "agent_type", "status", "priority", "agent", "attempt", "result", "error", "trace_id"):
+        for key in ("task_id", "agent_type", "status", "priority", "agent", "attempt", "process_deaths", "result",
+                    "error", "trace_id"):
             self.stdout.write(f"{key}: {shown[key]}")
