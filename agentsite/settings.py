@@ -433,12 +433,12 @@ AGENTS_FLOWER_URL = env.str("AGENTS_FLOWER_URL", default="http://127.0.0.1:5555"
 AGENTS_WORKFLOW_STALL_S = env.float("AGENTS_WORKFLOW_STALL_S", default=120.0)
 #: Seconds a step past its soft time limit (``timeout_s``) has to clean up before its hard limit kills the process.
 AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S = env.float("AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S", default=5.0)
-#: Times the worker process running one step attempt may die (killed, out of memory, a crash in native code) before
-#: that attempt fails as if its action had raised (retried as the step's policy allows), instead of running forever.
-AGENTS_WORKFLOW_PROCESS_DEATHS = env.int("AGENTS_WORKFLOW_PROCESS_DEATHS", default=3)
-if AGENTS_WORKFLOW_PROCESS_DEATHS < 1:
-    raise ImproperlyConfigured(
-        f"AGENTS_WORKFLOW_PROCESS_DEATHS must be 1 or more, not {AGENTS_WORKFLOW_PROCESS_DEATHS}")
+#: Times the worker process running one piece of work (a step attempt, an agent task attempt, a message's handler,
+#: a data run) may die (killed, out of memory, a crash in native code) before it fails instead of running again
+#: forever: the worker hands its message out again each time (``task_reject_on_worker_lost``).
+AGENTS_PROCESS_DEATHS = env.int("AGENTS_PROCESS_DEATHS", default=3)
+if AGENTS_PROCESS_DEATHS < 1:
+    raise ImproperlyConfigured(f"AGENTS_PROCESS_DEATHS must be 1 or more, not {AGENTS_PROCESS_DEATHS}")
 #: Deepest nesting of sub-workflows (``workflow.run``): a run started this many levels below its root is refused.
 AGENTS_WORKFLOW_MAX_DEPTH = env.int("AGENTS_WORKFLOW_MAX_DEPTH", default=10)
 #: Seconds between reconciler sweeps (a celery-beat entry).
@@ -576,12 +576,6 @@ AGENTS_BREAKER_COOLDOWN_S = env.float("AGENTS_BREAKER_COOLDOWN_S", default=30.0)
 
 #: Seconds between sweeps that time out agent tasks whose worker never reported, and re-send lost events.
 AGENTS_ORCHESTRATION_SWEEP_S = _beat_seconds("AGENTS_ORCHESTRATION_SWEEP_S", 15.0)
-#: Times the worker process running one agent task attempt (or a message's handler) may die (killed, out of memory,
-#: a crash in native code) before the task (the message) fails instead of running again forever.
-AGENTS_AGENT_TASK_PROCESS_DEATHS = env.int("AGENTS_AGENT_TASK_PROCESS_DEATHS", default=3)
-if AGENTS_AGENT_TASK_PROCESS_DEATHS < 1:
-    raise ImproperlyConfigured(
-        f"AGENTS_AGENT_TASK_PROCESS_DEATHS must be 1 or more, not {AGENTS_AGENT_TASK_PROCESS_DEATHS}")
 CELERY_BEAT_SCHEDULE.update({
     "agent-tasks-reap": {
         "task": "workers.agents.agent_tasks_reap",

@@ -187,7 +187,7 @@ class DataRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
     fields = ["version", "status_label", "quality_label", "error", "params", "rows_in", "rows_out", "chunks",
               "duration", "peak_memory_mb", "dataset_link", "quality_results", "notes_list", "task_id", "worker",
-              "created_at", "started_at", "finished_at"]
+              "process_deaths", "created_at", "started_at", "finished_at"]
     readonly_fields = fields
 
     @admin.display(description="Status", ordering="status")

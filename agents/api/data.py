@@ -37,6 +37,7 @@ class DataRunSerializer(serializers.Serializer):
     quality = serializers.ListField(child=JSONObjectField())
     duration_s = FiniteFloatField(allow_null=True)
     peak_memory_mb = FiniteFloatField(allow_null=True)
+    process_deaths = serializers.IntegerField(help_text="Times its worker process died running it (killed, OOM).")
     notes = serializers.ListField(child=JSONValueField())
     error = serializers.CharField(allow_null=True)
     params = JSONObjectField()

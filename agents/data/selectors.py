@@ -40,6 +40,7 @@ def data_run_json(run: DataRun) -> dict:
         "quality": run.quality,
         "duration_s": run.duration_s,
         "peak_memory_mb": run.peak_memory_mb,
+        "process_deaths": run.process_deaths,
         "notes": run.notes,
         "error": run.error or None,
         "params": run.params,

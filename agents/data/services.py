@@ -33,6 +33,7 @@ from agents.data.spec import (
     pipeline_spec_load_text,
     pipeline_spec_parse,
 )
+from agents.core.deaths import process_deaths_error, process_deaths_max
 from agents.core.files import file_sha256
 from agents.core.redaction import secrets_redacted
 from agents.core.jsonable import storable
@@ -435,6 +436,12 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
         published = Dataset.objects.filter(run=run).first()  # a re-delivery of our own message: take the run over
         if published is not None:
             return _data_run_finish_published(run, published)
+        if not _taken_over(run, worker=worker):
+            return DataRun.objects.get(pk=run_id)  # another copy of the message took it over, or it ended
+        if run.process_deaths >= process_deaths_max():
+            _transition(run, DataRunStatus.FAILED, finished_at=timezone.now(), error=process_deaths_error(
+                run.process_deaths, doing="running", last_on=f"worker {run.worker}"))
+            return run
     elif run.status != DataRunStatus.PENDING:
         return run
     elif not _transition(run, DataRunStatus.RUNNING, started_at=timezone.now(), task_id=task_id, worker=worker):
@@ -485,6 +492,22 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
     # No echoed secret stored, nor a NUL from the data (in a check's failing values, an error naming a column).
     _transition(run, status, finished_at=timezone.now(), **storable(secrets_redacted(fields)))
     return DataRun.objects.select_related("version__pipeline").get(pk=run_id)
+
+
+def _taken_over(run: DataRun, *, worker: str) -> bool:
+    """Count a takeover of ``run`` (the worker process running it died: the broker handed its message out again) in
+    ``run.process_deaths``; the worker taking it over becomes the run's, but for the takeover that reaches
+    ``AGENTS_PROCESS_DEATHS``, which keeps the worker whose process died last for the failure. False when another
+    copy of the message counted it first or the run ended meanwhile (a guarded update)."""
+    deaths = run.process_deaths + 1
+    fields = {"process_deaths": deaths} if deaths >= process_deaths_max() else {"process_deaths": deaths,
+                                                                               "worker": worker}
+    if not DataRun.objects.filter(pk=run.pk, status=DataRunStatus.RUNNING, task_id=run.task_id,
+                                  process_deaths=run.process_deaths).update(**fields):
+        return False
+    for name, value in fields.items():
+        setattr(run, name, value)
+    return True
 
 
 def data_run_fail_unexpected(*, run_id: int, error: str, task_id: str = "") -> None:

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='steprun',
             name='process_deaths',
-            field=models.PositiveIntegerField(default=0, help_text='Times the worker process running this attempt died (killed, out of memory) and the broker handed its task out again; at AGENTS_WORKFLOW_PROCESS_DEATHS the attempt fails as if its action raised.'),
+            field=models.PositiveIntegerField(default=0, help_text='Times the worker process running this attempt died (killed, out of memory) and the broker handed its task out again; at AGENTS_PROCESS_DEATHS the attempt fails as if its action raised.'),
         ),
     ]

@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
             field=models.PositiveIntegerField(
                 default=0,
                 help_text='Times the worker process running its handler died (killed, out of memory) and a delivery '
-                          'took it over once its claim lapsed; at AGENTS_AGENT_TASK_PROCESS_DEATHS the message fails '
+                          'took it over once its claim lapsed; at AGENTS_PROCESS_DEATHS the message fails '
                           'instead.'),
         ),
         migrations.AddField(
@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
             field=models.PositiveIntegerField(
                 default=0,
                 help_text='Times the worker process running this attempt died (killed, out of memory) and a delivery '
-                          'took it over once its claim lapsed; at AGENTS_AGENT_TASK_PROCESS_DEATHS the task fails '
+                          'took it over once its claim lapsed; at AGENTS_PROCESS_DEATHS the task fails '
                           'instead.'),
         ),
     ]

@@ -86,6 +86,10 @@ class DataRun(models.Model):
     )
     task_id = models.CharField(max_length=255, blank=True)
     worker = models.CharField(max_length=255, blank=True)
+    process_deaths = models.PositiveIntegerField(
+        default=0,
+        help_text="Times the worker process running this run died (killed, out of memory) and the broker handed its "
+                  "task out again; at AGENTS_PROCESS_DEATHS the run fails instead of running again.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

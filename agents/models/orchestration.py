@@ -67,7 +67,7 @@ class AgentTask(models.Model):
     process_deaths = models.PositiveIntegerField(
         default=0,
         help_text="Times the worker process running this attempt died (killed, out of memory) and a delivery took it "
-                  "over once its claim lapsed; at AGENTS_AGENT_TASK_PROCESS_DEATHS the task fails instead.")
+                  "over once its claim lapsed; at AGENTS_PROCESS_DEATHS the task fails instead.")
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -128,7 +128,7 @@ class AgentMessage(models.Model):
     process_deaths = models.PositiveIntegerField(
         default=0,
         help_text="Times the worker process running its handler died (killed, out of memory) and a delivery took it "
-                  "over once its claim lapsed; at AGENTS_AGENT_TASK_PROCESS_DEATHS the message fails instead.")
+                  "over once its claim lapsed; at AGENTS_PROCESS_DEATHS the message fails instead.")
     response = models.JSONField(null=True, blank=True, help_text="What the handler returned.")
     signature = models.CharField(max_length=128, blank=True)
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)

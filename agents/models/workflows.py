@@ -148,7 +148,7 @@ class StepRun(models.Model):
     process_deaths = models.PositiveIntegerField(
         default=0,
         help_text="Times the worker process running this attempt died (killed, out of memory) and the broker handed "
-                  "its task out again; at AGENTS_WORKFLOW_PROCESS_DEATHS the attempt fails as if its action raised.")
+                  "its task out again; at AGENTS_PROCESS_DEATHS the attempt fails as if its action raised.")
 
     class Meta:
         ordering = ["run", "step_id", "attempt"]

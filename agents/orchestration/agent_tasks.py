@@ -6,7 +6,7 @@ worker stops consuming the type's queue, and sends back what it took meanwhile).
 guarded UPDATE fenced by the task's attempt number, so a result from an attempt that was re-queued (its agent
 went offline) is ignored. A delivery runs a task only once it has claimed it (``task_claim``), so a message the broker
 hands out twice runs its action once; a task whose action kills its worker process every time fails after
-``AGENTS_AGENT_TASK_PROCESS_DEATHS`` such deaths instead of running forever. A task acts for the team that submitted
+``AGENTS_PROCESS_DEATHS`` such deaths instead of running forever. A task acts for the team that submitted
 it: it runs that team's definitions only.
 """
 import logging
@@ -28,6 +28,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError, BrokerUnavailableError
 from agents.core.jsonable import iso, storable, storable_answer
+from agents.core.deaths import process_deaths_error, process_deaths_max
 from agents.core.redaction import secrets_redacted
 from agents.models import (
     AGENT_TASK_FINISHED,
@@ -68,18 +69,6 @@ def task_timeout_max_s() -> float:
 def task_claim_s(timeout_s: float) -> float:
     """Seconds a delivery's claim on a task of ``timeout_s`` lasts: past the run's hard time limit."""
     return timeout_s + HARD_LIMIT_GRACE_S + CLAIM_GRACE_S
-
-
-def process_deaths_max() -> int:
-    """Times the worker process running one attempt of a task, or a message's handler, may die (killed, out of
-    memory) before a delivery fails it instead of running it again: ``AGENTS_AGENT_TASK_PROCESS_DEATHS``."""
-    return settings.AGENTS_AGENT_TASK_PROCESS_DEATHS
-
-
-def process_deaths_error(deaths: int, *, doing: str, agent: str) -> str:
-    """What a task or message fails with when its worker process died ``deaths`` times ``doing`` it (``running``,
-    ``handling``), the last time on ``agent``."""
-    return f"its worker process died {deaths} times while {doing} it (killed, or out of memory); last on agent {agent}"
 
 
 def _into(status: str) -> list[str]:
@@ -237,7 +226,7 @@ def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None
     time limit (``task_claim_s``); what the run writes after its action is fenced by it (``claimed_until``).
 
     Taking over a run (from ``running``) counts a death of its worker process (``process_deaths``); the takeover that
-    brings them to ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` keeps the agent and start of the run that died last, for the
+    brings them to ``AGENTS_PROCESS_DEATHS`` keeps the agent and start of the run that died last, for the
     failure ``task_run`` then records instead of running the action again."""
     task = AgentTask.objects.filter(pk=task_id).first()
     if task is None:
@@ -305,7 +294,7 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
     not run it (``task_claim``): a second delivery of a task still running runs nothing and sends itself again for
     when the claim lapses (``_claim_lapse_await``), and a queued task that reached a disabled agent is sent back to
     its type's queue for an enabled one (``disabled_handback_s``). A task whose worker process died
-    ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` times running it is failed saying so, its action not run again."""
+    ``AGENTS_PROCESS_DEATHS`` times running it is failed saying so, its action not run again."""
     # One query: is the task still queued, and this worker's agent of its type disabled?
     disabled_here = Agent.objects.filter(enabled=False, name=Concat(Value(f"{hostname}:"), OuterRef("agent_type")))
     handed_back = (AgentTask.objects.filter(pk=task_id, attempt=attempt, status=AgentTaskStatus.QUEUED)
@@ -325,7 +314,7 @@ def task_run(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None:
         # Its worker process died that many times running the action (out of memory, a crash in native code every
         # time): running it again would only kill another. Fenced by this claim: of two such deliveries at once,
         # only one claimed it, and a second run of this changes nothing.
-        error = process_deaths_error(task.process_deaths, doing="running", agent=task.agent_name)
+        error = process_deaths_error(task.process_deaths, doing="running", last_on=f"agent {task.agent_name}")
         logger.warning("agent task %s attempt %s failed: %s", task_id, attempt, error)
         task_finish(**ours, status=AgentTaskStatus.FAILED, error=error)
         task.refresh_from_db()

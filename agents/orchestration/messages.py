@@ -30,6 +30,7 @@ from agents.core.actions import ActionContext, action_get, action_names
 from agents.core.crypto import sign, signature_verify
 from agents.core.dispatch import celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
+from agents.core.deaths import process_deaths_error, process_deaths_max
 from agents.core.redaction import secrets_redacted
 from agents.core.registry import Registry
 from agents.core.teams import acting_for, team_acting
@@ -37,12 +38,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
 from agents.exceptions import BrokerUnavailableError, MessageError, PermanentActionError
 from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
-from agents.orchestration.agent_tasks import (
-    agent_disabled,
-    disabled_handback_s,
-    process_deaths_error,
-    process_deaths_max,
-)
+from agents.orchestration.agent_tasks import agent_disabled, disabled_handback_s
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +242,7 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
     again for when that claim lapses, so a message whose worker died mid-handle is still handled then. A failing
     handler's error is recorded and the claim released; the caller retries until ``HANDLER_RETRIES`` is spent, then
     the message is failed. Writes after the handler are fenced by the claim's attempt number. A message whose
-    handler's worker process died ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` times (each taken over once its claim lapsed)
+    handler's worker process died ``AGENTS_PROCESS_DEATHS`` times (each taken over once its claim lapsed)
     is failed saying so, its handler not run again.
     """
     message = AgentMessage.objects.filter(pk=message_id).first()
@@ -269,7 +265,7 @@ def message_handle(*, message_id: int, hostname: str) -> tuple[AgentMessage, boo
     if message.process_deaths >= process_deaths_max():
         # Its handler killed its worker process that many times (out of memory, a crash in native code): running it
         # again would only kill another. Fenced by this claim: a second run of this changes nothing.
-        error = process_deaths_error(message.process_deaths, doing="handling", agent=message.handled_by)
+        error = process_deaths_error(message.process_deaths, doing="handling", last_on=f"agent {message.handled_by}")
         logger.warning("message %s failed: %s", message.pk, error)
         transition(ours.filter(claimed_until=message.claimed_until), [MessageStatus.DELIVERED], MessageStatus.FAILED,
                    error=error, claimed_until=None, handled_at=timezone.now())
@@ -332,7 +328,7 @@ def _message_claim(message: AgentMessage, *, agent: str) -> bool:
     failed attempt waiting for its retry) or claimed by a delivery whose claim has lapsed. Counts the attempt.
 
     Taking over a lapsed claim (its handler's worker process died: a failed attempt releases its claim) counts that
-    death (``process_deaths``); the takeover that brings them to ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` runs no handler,
+    death (``process_deaths``); the takeover that brings them to ``AGENTS_PROCESS_DEATHS`` runs no handler,
     so it counts no attempt and keeps the agent whose process died last, for the failure ``message_handle`` records."""
     now = timezone.now()
     # Both read the row as it was before this update: a takeover, and the one that gives up.

@@ -28,6 +28,7 @@ from agents.core.dispatch import signature_send, task_send, task_send_on_commit,
 from agents.core.events import event_publish
 from agents.core.jsonable import storable, storable_json
 from agents.core.prepared import prepared_cursor
+from agents.core.deaths import process_deaths_error, process_deaths_max
 from agents.core.redaction import secrets_redacted
 from agents.core.teams import acting_for
 from agents.core.tracing import trace
@@ -58,12 +59,6 @@ def _hard_limit_grace_s() -> float:
     """Seconds between a step's soft time limit (SoftTimeLimitExceeded) and its hard one (the process is killed):
     ``AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S``."""
     return settings.AGENTS_WORKFLOW_HARD_LIMIT_GRACE_S
-
-
-def _process_deaths_max() -> int:
-    """Times the worker process running one step attempt may die (the broker hands its task out again each time)
-    before that attempt fails: ``AGENTS_WORKFLOW_PROCESS_DEATHS``."""
-    return settings.AGENTS_WORKFLOW_PROCESS_DEATHS
 
 
 #: How the error of an attempt lost with its worker starts; such attempts do not use up the step's retries.
@@ -286,7 +281,7 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
     again.
 
     A re-claim (from ``running``) counts a death of the attempt's process (``process_deaths``); the one that brings
-    it to ``AGENTS_WORKFLOW_PROCESS_DEATHS`` keeps the worker and start of the process that died last, for the
+    it to ``AGENTS_PROCESS_DEATHS`` keeps the worker and start of the process that died last, for the
     failure ``step_execute`` then records instead of running the action again.
 
     On PostgreSQL, outside a transaction, the claim commits without waiting for its WAL flush (``synchronous_commit``
@@ -319,7 +314,7 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
                       AND run.status IN ('pending', 'running'))
         RETURNING id, attempt, process_deaths, worker
     """
-    deaths_max = _process_deaths_max()
+    deaths_max = process_deaths_max()
     params = [task_id, deaths_max, worker, deaths_max, now, run_id, step_id, run_attempt, task_id, task_id]
     params += [attempt] if attempt is not None else []
     params += [run_id, run_attempt]
@@ -502,14 +497,14 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     row = StepRun(pk=claimed.pk, run_id=run_id, step_id=step_id, attempt=claimed.attempt, run_attempt=run_attempt)
     row.run = WorkflowRun(pk=run_id, version_id=version_id, params=params)
     run = row.run
-    if claimed.process_deaths >= _process_deaths_max():
+    if claimed.process_deaths >= process_deaths_max():
         # The broker handed the task out again after its process died that many times while running the action (a
         # step that runs out of memory or crashes native code every time): it fails as if the action had raised,
         # retried as its policy allows, instead of killing worker processes forever. Guarded as any failure: of
         # two such deliveries at once, one fails it and the other changes nothing.
         return step_fail(row=row, task_id=task_id, compiled=compiled,
-                         error=f"its worker process died {claimed.process_deaths} times while running it (killed, "
-                               f"or out of memory); last on worker {claimed.worker}")
+                         error=process_deaths_error(claimed.process_deaths, doing="running",
+                                                    last_on=f"worker {claimed.worker}"))
 
     needs = compiled.graph[step_id]
     inputs, results = {}, {}

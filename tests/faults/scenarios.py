@@ -269,7 +269,7 @@ def pool_child_kill(cluster: Cluster) -> dict:
 
 def poison_step(cluster: Cluster) -> dict:
     """Run a step whose action SIGKILLs its own pool process every time: the worker's main process re-queues its
-    message after each death, and each attempt fails after ``AGENTS_WORKFLOW_PROCESS_DEATHS`` of them (retried as
+    message after each death, and each attempt fails after ``AGENTS_PROCESS_DEATHS`` of them (retried as
     its policy allows), so the run fails instead of killing pool processes forever."""
     cluster.ready(cluster.worker("poison@localhost", concurrency=1))
     started_at = now()

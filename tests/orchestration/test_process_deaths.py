@@ -1,6 +1,6 @@
 """An agent task or a message whose action kills its own worker process (out of memory, a crash in native code,
 SIGKILL): the worker hands its message out again at once, a delivery takes the run over once its claim lapsed, and
-after ``AGENTS_AGENT_TASK_PROCESS_DEATHS`` (3) such deaths the next delivery fails it, saying why, instead of running
+after ``AGENTS_PROCESS_DEATHS`` (3) such deaths the next delivery fails it, saying why, instead of running
 it forever. Deliveries are made here as a worker makes them; a process "dies" by an exception nothing in the service
 catches (``test.dies``), which leaves the run under its claim as a killed process does, and time moves by setting the
 claim's end in the past."""

@@ -1,6 +1,6 @@
 """A step whose action kills its own worker process (out of memory, a crash in native code, SIGKILL): the worker
 hands the same task out again after each death (``reject_on_worker_lost``), and once the attempt's process died
-``AGENTS_WORKFLOW_PROCESS_DEATHS`` times the next delivery fails it as if its action had raised, so the step's retry
+``AGENTS_PROCESS_DEATHS`` times the next delivery fails it as if its action had raised, so the step's retry
 policy applies instead of the step killing processes forever. In-process calls of the engine with the same task id
 each time, as the worker's redeliveries make them; a process "dies" by an exception nothing in the engine catches,
 which leaves the attempt ``running`` under its task id as a killed process does."""
