@@ -154,12 +154,15 @@ def task_definitions(agent_type: str, config: dict) -> list[tuple[str, type[Mode
     return list(named.values())
 
 
-def task_team_problems(team_id: int, agent_type: str, config: dict) -> list[str]:
-    """Each definition a task config runs that belongs to another team than ``team_id``, naming the field."""
+def task_team_problems(team_id: int | None, agent_type: str, config: dict) -> list[str]:
+    """Each definition a task config runs that does not exist, or (with ``team_id``) belongs to another team than
+    ``team_id``, naming the field: a task naming one would be queued only to fail on its agent."""
     problems = []
     for field, model, name in task_definitions(agent_type, config):
-        found = model.objects.filter(name=name).values_list("team_id", flat=True).first()
-        if found is not None and found != team_id:
+        found = model.objects.filter(name=name).values_list("team_id", flat=True)[:1]
+        if not found:
+            problems.append(f"{field}: no {model._meta.verbose_name} named {name!r}")
+        elif team_id is not None and found[0] != team_id:
             problems.append(f"{field}: {model._meta.verbose_name} {name!r} belongs to another team")
     return problems
 
@@ -181,8 +184,8 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
         errors.append(f"timeout_s: must be a number of seconds above 0 and at most {most:g} (the broker's visibility "
                       f"timeout, AGENTS_VISIBILITY_TIMEOUT_S, less {HARD_LIMIT_GRACE_S + CLAIM_GRACE_S:g} s), "
                       f"got {timeout_s!r}")
-    if not errors and team is not None:
-        errors.extend(task_team_problems(team.pk, agent_type, config))
+    if not errors:
+        errors.extend(task_team_problems(team.pk if team is not None else None, agent_type, config))
     if errors:
         raise AgentTaskError.of(errors)
     with transaction.atomic():

@@ -49,6 +49,8 @@ def test_the_second_example_reads_the_dataset_the_first_published(demo_files):
     listed = json.loads(run("datasets", "--json"))
     assert [row["name"] for row in listed] == ["revenue_by_region", "orders_clean"]
     assert listed[0]["inputs"][0]["dataset"] == "orders_clean"
+    # a name matches whole: not "no datasets published yet" when some are
+    assert run("datasets", "--name", "orders").strip() == "No dataset named 'orders' (the name is matched whole)."
 
 
 def test_run_by_name_after_load_and_a_failing_run_exits_non_zero(data_root, tmp_path):
@@ -111,7 +113,7 @@ def test_stored_sources_are_validated_and_usable_by_name(data_root, tmp_path):
     good.write_text("kind: file\npath: customers.csv\n")
     bad.write_text("kind: file\npath: /etc/passwd\nformat: xls\n")
     assert "source customers (file) stored" in run("source", "customers", "--spec", str(good))
-    with pytest.raises(CommandError, match="format"):
+    with pytest.raises(CommandError, match="^invalid source:\n(?s:.*)broken.format"):  # it said "invalid pipeline"
         run("source", "broken", "--spec", str(bad))
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("name: c\nsource: customers\ntransforms: [{type: filter, expression: 'customer_id <= 10'}]\n")

@@ -140,6 +140,9 @@ def test_summary_json_per_metric_and_unknown_check_named():
     assert set(memory) >= {"min", "max", "avg", "p50", "p95", "last", "count"}
     with pytest.raises(CommandError, match="no check named 'nope'"):
         run("run", "nope")
+    # it printed "no samples in the last 1h" and exited 0, as if the check had merely been quiet
+    with pytest.raises(CommandError, match="no check named 'nope' \\(checks: .*host-memory"):
+        run("summary", "--check", "nope")
 
 
 def test_custom_checks_come_from_extension_modules_in_every_process(tmp_path, embedded_migrated):

@@ -1,11 +1,12 @@
 """`agents submit|task|cancel`, `messages ...` and `triggers ...` as an operator runs them."""
 import json
+import re
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from agents.models import Agent, Trigger
+from agents.models import Agent, AgentTask, Trigger
 from agents.workflows.services import workflow_load
 from tests.conftest import wait_for
 
@@ -36,6 +37,26 @@ def test_submit_refuses_bad_json_and_bad_config_with_the_reason():
         run("agents", "submit", "data", "--config", "{}")
     with pytest.raises(CommandError, match="no agent task #999"):
         run("agents", "task", "999")
+
+
+@pytest.mark.parametrize(("agent_type", "config", "reason"), [
+    ("workflow", '{"workflow": "nope"}', "config.workflow: no workflow definition named 'nope'"),
+    ("decision", '{"ruleset": "nope", "context": {}}', "config.ruleset: no rule set named 'nope'"),
+    ("data", '{"action": "data.pipeline", "params": {"pipeline": "nope"}}',
+     "config.params.pipeline: no pipeline named 'nope'"),
+])
+def test_submit_refuses_a_definition_that_does_not_exist_naming_it(agent_type, config, reason):
+    # it was queued, to fail later on an agent, and the command exited 0 (the API refused it)
+    with pytest.raises(CommandError, match=re.escape(reason)):
+        run("agents", "submit", agent_type, "--config", config)
+    assert not AgentTask.objects.exists()
+
+def test_firings_of_a_trigger_that_does_not_exist_is_an_error_naming_those_there_are():
+    Trigger.objects.create(name="on-alert", event_type="alert.fired", action="message", target="*",
+                           params={"message_type": "status_update"})
+    # it printed nothing and exited 0, as if the trigger had never fired
+    with pytest.raises(CommandError, match=re.escape("no trigger named 'nope' (triggers: on-alert)")):
+        run("triggers", "firings", "--trigger", "nope")
 
 
 def test_a_failing_task_waited_for_exits_non_zero(worker):

@@ -136,6 +136,7 @@ class Command(AgentsCommand):
                 self.stdout.write(f"      all failing rows: {result['failing_rows_path']}")
 
     def handle_check(self, *, file, spec, json=False, output_format="text", **options):
+        self.spec_error_title = "invalid quality checks"
         results = services.quality_check_file(path=file, checks_text=services.read_text(spec), source=spec)
         failed = [result["name"] for result in results if not result["passed"] and result["severity"] == "error"]
         if output_format == "ge":
@@ -155,7 +156,9 @@ class Command(AgentsCommand):
         if json:
             self.json_write(data)
             return
-        if not data:
+        if not data and name:
+            self.stdout.write(f"No dataset named {name!r} (the name is matched whole).")
+        elif not data:
             self.stdout.write("No datasets published yet. Run a pipeline: `manage.py data run FILE`.")
         for row in data:
             columns = ", ".join(f"{c['name']}:{c['type']}" for c in row["schema"][:8])
@@ -207,6 +210,7 @@ class Command(AgentsCommand):
             self.stdout.write(f"  error: {run.error}")
 
     def handle_source(self, *, name, spec, description="", team=None, **options):
+        self.spec_error_title = "invalid source"
         raw = pipeline_spec_load_text(services.read_text(spec), source=spec)
         source = services.data_source_save(name=name, spec=raw, description=description, team=self.team_of(team))
         self.stdout.write(f"source {source.name} ({source.kind}) stored")

@@ -137,6 +137,8 @@ class Command(AgentsCommand):
         self.stdout.write(f"silence #{silence.pk} ended at {silence.ends_at:%Y-%m-%d %H:%M:%S %Z}")
 
     def handle_summary(self, *, window="1h", check=None, json=False, **options):
+        if check is not None:
+            services.check_get(name=check)  # an unknown name is the command's error, naming the checks there are
         summary = selectors.metrics_summary(window=selectors.window_parse(window), check=check)
         if json:
             return self.json_write(summary)

@@ -1,4 +1,6 @@
 """``manage.py triggers``: load triggers from YAML/JSON, list them and their recent firings."""
+from django.core.management.base import CommandError
+
 from agents.core.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import AgentsError, TriggerError
 from agents.management.base import AgentsCommand, row_limit
@@ -52,6 +54,9 @@ class Command(AgentsCommand):
     def handle_firings(self, *, trigger=None, limit=50, json=False, **options):
         rows = TriggerFiring.objects.select_related("trigger", "event").order_by("-created_at", "-pk")
         if trigger:
+            if not Trigger.objects.filter(name=trigger).exists():
+                known = ", ".join(Trigger.objects.order_by("name").values_list("name", flat=True)[:20]) or "none loaded"
+                raise CommandError(f"no trigger named {trigger!r} (triggers: {known})")
             rows = rows.filter(trigger__name=trigger)
         listed = [
             {"id": firing.pk, "trigger": firing.trigger.name, "event_id": firing.event_id,
