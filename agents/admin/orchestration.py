@@ -338,6 +338,9 @@ class TriggerForm(DefinitionForm):
         team = self.instance.team if self.instance.pk else self.cleaned_data.get("team") or self._user_team()
         if team is not None and (problem := event_types.event_type_owner_problem(definition["event"], team)):
             problems.append(f"trigger.event: {problem}")  # else saving would fail: a type is its team's only
+        if team is not None and not problems:  # else saving would fail: a trigger starts its own team's only
+            field = "params" if definition["action"] == "task" else "target"
+            problems += [f"trigger.{field}: {problem}" for problem in events.trigger_team_problems(definition, team.pk)]
         return problems
 
     def _user_team(self):

@@ -16,7 +16,7 @@ from agents.core.teams import owned_get_or_create, same_team
 from agents.core.events import event_listeners_changed, event_path_problem
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, fields_changed, is_name
 from agents.core.transitions import transition
-from agents.exceptions import AgentsError, BrokerUnavailableError, ExpressionError, TriggerError
+from agents.exceptions import AgentsError, BrokerUnavailableError, ExpressionError, TeamError, TriggerError
 from agents.expressions.compiler import compile_expression
 from agents.models import (
     Event,
@@ -125,20 +125,33 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
             if outcome == "updated":
                 Trigger.objects.filter(pk=trigger.pk).update(**fields)
                 event_listeners_changed()  # an update sends no post_save
-            if item["action"] == TriggerAction.WORKFLOW:
-                same_team(trigger.team_id, WorkflowDefinition.objects.filter(name=item["target"]).first(),
-                          what=f"trigger {item['name']!r} starts workflow {item['target']!r}, which")
-            if item["action"] == TriggerAction.TASK:  # by config key or an action's params; '$.' ones when it fires
-                for _, model, name in task_definitions(item["target"], item.get("params", {})):
-                    found = None if name.startswith("$.") else model.objects.filter(name=name).first()
-                    same_team(trigger.team_id, found,
-                              what=f"trigger {item['name']!r} runs {model._meta.verbose_name} {name!r}, which")
+            if problems := trigger_team_problems(item, trigger.team_id):
+                raise TeamError(problems[0])
             if item["event"] not in EventType.values:  # a type of the team's own: the trigger declares it
                 event_type_declare(name=item["event"], team=trigger.team, source=f"trigger {item['name']}")
             counts[outcome] += 1
         audit_record("triggers.load", "trigger", "", f"loaded {len(items)} triggers from {source}", source=source,
                      triggers=[item["name"] for item in items], counts=counts)
     return counts
+
+
+def trigger_team_problems(item: dict, team_id: int) -> list[str]:
+    """What a valid trigger definition ``item`` starts or runs that belongs to another team than ``team_id``: the
+    workflow it starts, or the definitions its agent task names (by config key or in an action's params; a '$.' one
+    is checked when it fires). A trigger only starts its own team's."""
+    named = []
+    if item["action"] == TriggerAction.WORKFLOW:
+        named.append((f"starts workflow {item['target']!r}", WorkflowDefinition, item["target"]))
+    if item["action"] == TriggerAction.TASK:
+        named += [(f"runs {model._meta.verbose_name} {name!r}", model, name)
+                  for _, model, name in task_definitions(item["target"], item.get("params", {}))
+                  if not name.startswith("$.")]
+    problems = []
+    for doing, model, name in named:
+        owner = model.objects.filter(name=name).values_list("team_id", flat=True).first()
+        if owner is not None and owner != team_id:
+            problems.append(f"trigger {item['name']!r} {doing}, which belongs to another team")
+    return problems
 
 
 def _path_problems(value: Any, event_type: Any, where: str = "") -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ from agents.api.groups import OPERATORS
 from agents.core.teams import team_create
 from agents.models import EventTypeDeclaration, Trigger
 from agents.orchestration.event_types import event_types_load
+from agents.workflows.services import workflow_load
 
 pytestmark = pytest.mark.django_db
 
@@ -81,4 +82,26 @@ def test_a_trigger_on_another_teams_type_is_refused_on_its_event_field(client):
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["event_type"] == [
         "trigger.event: event type 'order.received' belongs to another team"]
+    assert not Trigger.objects.exists()
+
+
+@pytest.mark.parametrize(("action", "target", "params", "field", "says"), [
+    ("workflow", "shop-flow", "{}", "target", "starts workflow 'shop-flow'"),
+    ("task", "workflow", '{"workflow": "shop-flow"}', "params", "runs workflow definition 'shop-flow'"),
+])
+def test_a_trigger_starting_another_teams_workflow_is_a_form_error(client, action, target, params, field, says):
+    # it was a server error: the form passed it, and saving it refused it
+    workflow_load(text="name: shop-flow\nsteps: [{id: a, action: echo}]\n", team=team_create(name="shop")[0])
+    team_create(name="bakery")
+    baker = User.objects.create_user("bea", password="bea-pass-1234", is_staff=True)
+    baker.groups.add(Group.objects.get(name=OPERATORS), Group.objects.get(name="bakery"))
+    client.force_login(baker)
+
+    response = client.post(reverse("admin:agents_trigger_add"), {
+        "name": "bakery-orders", "event_type": "alert.fired", "action": action, "target": target,
+        "params": params, "priority": "5", "enabled": "on"})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors[field] == [
+        f"trigger.{field}: trigger 'bakery-orders' {says}, which belongs to another team"]
     assert not Trigger.objects.exists()
