@@ -44,6 +44,15 @@ class AgentAdmin(admin.ModelAdmin):
     change_list_template = "admin/agents/orchestration/change_list.html"
     change_form_template = "admin/agents/agent/change_form.html"
 
+    def has_add_permission(self, request):
+        return False  # workers register their agents; one made here would be no worker's
+
+    def get_readonly_fields(self, request, obj=None):
+        # Agents are shared by every team and described by their worker (name, type, queues, capabilities, config):
+        # here an operator enables or disables one. Edited by hand, a queue list could hold anything ("abc" was
+        # stored as a text and read back as three queues; a NUL failed the save).
+        return tuple(field.name for field in self.model._meta.fields if field.name not in ("id", "enabled"))
+
     def get_queryset(self, request):
         # The task each agent is running, as subqueries: one query for the whole page. Agents are shared, their
         # tasks are not: only a task of the user's teams is shown (another team's is left out, as if none ran).

@@ -3,7 +3,7 @@ superusers: it spans every team)."""
 from django import forms
 from django.contrib import admin, messages
 
-from agents.admin.common import ReadOnlyMixin, TeamScopedMixin, json_block, trace_link
+from agents.admin.common import ReadOnlyMixin, StorableJSONField, TeamScopedMixin, json_block, trace_link
 from agents.core.crypto import encrypt, host_problem, secret_delete, secret_set
 from agents.core.teams import sees_all, teams_of
 from agents.exceptions import SecretError
@@ -17,6 +17,8 @@ class SecretForm(forms.ModelForm):
         required=False, strip=False, widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Stored encrypted and never shown again. Leave empty to keep the stored value.",
     )
+
+    hosts = StorableJSONField(required=False, initial=list, help_text=Secret._meta.get_field("hosts").help_text)
 
     class Meta:
         model = Secret

@@ -391,3 +391,15 @@ def test_the_trace_page_needs_a_staff_login(client):
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_an_agent_is_not_made_here_and_only_its_enabled_flag_is_edited(admin_client, agent):
+    # workers register their agents; queues typed by hand were stored as a text ("abc": three queues) or failed
+    assert admin_client.get(reverse("admin:agents_agent_add")).status_code == 403
+
+    response = admin_client.post(change_url(agent), {"queues": '["a\\u0000"]', "capabilities": "[1e999]",
+                                                     "name": "other:workflow"})
+
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert (agent.name, agent.queues, agent.capabilities, agent.enabled) == ("w1@host:workflow", [], [], False)

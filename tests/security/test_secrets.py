@@ -305,3 +305,14 @@ def test_ip_addresses_are_hosts_a_secret_may_be_bound_to_and_an_ipv6_one_matches
     assert secret_value({"secret": "LOCAL_TOKEN"}, host="0::1") == "t0ken"
     with pytest.raises(SecretError, match="may be sent only to 127.0.0.1, ::1, not to '::2'"):
         secret_value({"secret": "LOCAL_TOKEN"}, host="::2")
+
+
+@pytest.mark.parametrize("hosts", ['["api.example.com\\u0000"]', '["\\ud800"]'])
+def test_the_admin_refuses_hosts_it_cannot_store_as_a_form_error(admin_client, encryption_key, hosts):
+    # it was a server error (PostgreSQL cannot store a NUL or a lone surrogate)
+    response = admin_client.post("/admin/agents/secret/add/", {
+        "name": "s1", "value": "v-1234", "description": "", "hosts": hosts})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["hosts"][0].startswith("Cannot be stored:")
+    assert not Secret.objects.exists()
