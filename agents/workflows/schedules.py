@@ -89,12 +89,18 @@ def schedule_slots(cron: str, timezone: str, *, after: datetime, until: datetime
     return ordered[-limit:] if newest else ordered[:limit]
 
 
+#: An instant between the ends of the calendar: a wall time past an end lies on that end's side of it.
+_CALENDAR_MIDDLE = datetime(5000, 1, 1, tzinfo=UTC)
+
+
 def _local_day(moment: datetime, zone: ZoneInfo, shift: int) -> date:
-    """The day ``shift`` days from ``moment``'s day in ``zone``, within the calendar (years 1-9999)."""
+    """The day ``shift`` days from ``moment``'s day in ``zone``, within the calendar (years 1-9999): a moment whose
+    wall time in ``zone`` is before year 1 has the first day, one after 9999 the last, whichever end of the range it
+    bounds, so the days between the two ends of a range are never more than the range spans (plus the shifts)."""
     try:
         day = moment.astimezone(zone).date()
-    except OverflowError:  # the zone's wall time falls outside the calendar
-        return date.min if shift < 0 else date.max
+    except OverflowError:  # the zone's wall time falls outside the calendar: past the end the moment is near
+        return date.min if moment < _CALENDAR_MIDDLE else date.max
     try:
         return day + timedelta(days=shift)
     except OverflowError:

@@ -77,6 +77,54 @@ def test_slots_follow_the_time_zone_s_wall_clock():
     assert all(slot.tzinfo == UTC for slot in slots)
 
 
+def _utc(*fields: int) -> datetime:
+    return datetime(*fields, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("cron", "zone", "after", "until", "expected"), [
+    # New York's wall clock (its local mean time, 4:56:02 behind UTC) reaches year 1 at 04:56:02 UTC
+    ("* * * * *", "America/New_York", _utc(1, 1, 1), _utc(1, 1, 1, 0, 10), []),
+    ("0 2 * * *", "America/New_York", _utc(1, 1, 1), _utc(1, 1, 1, 0, 10), []),
+    ("* * * * *", "America/New_York", _utc(1, 1, 1, 4, 50), _utc(1, 1, 1, 5),
+     [_utc(1, 1, 1, 4, minute, 2) for minute in (56, 57, 58, 59)]),
+    # 12 hours behind UTC: year 1 starts at 12:00 UTC there
+    ("* * * * *", "Etc/GMT+12", _utc(1, 1, 1), _utc(1, 1, 1, 0, 10), []),
+    ("* * * * *", "Etc/GMT+12", _utc(1, 1, 1, 11, 58), _utc(1, 1, 1, 12, 1), [_utc(1, 1, 1, 12), _utc(1, 1, 1, 12, 1)]),
+    ("0 2 * * *", "Etc/GMT+12", _utc(1, 1, 1), _utc(1, 1, 1, 0, 10), []),
+    ("0 2 * * *", "Etc/GMT+12", _utc(1, 1, 1), _utc(1, 1, 1, 14), [_utc(1, 1, 1, 14)]),
+    # 14 hours ahead of UTC: year 9999 ends at 10:00 UTC there
+    ("* * * * *", "Pacific/Kiritimati", _utc(9999, 12, 31, 10), _utc(9999, 12, 31, 10, 10), []),
+    ("* * * * *", "Pacific/Kiritimati", _utc(9999, 12, 31, 9, 57), _utc(9999, 12, 31, 10, 10),
+     [_utc(9999, 12, 31, 9, minute) for minute in (57, 58, 59)]),
+    ("0 2 * * *", "Pacific/Kiritimati", _utc(9999, 12, 31, 10), _utc(9999, 12, 31, 23, 59), []),
+    ("0 2 * * *", "Pacific/Kiritimati", _utc(9999, 12, 30, 12), _utc(9999, 12, 31, 23, 59), [_utc(9999, 12, 30, 12)]),
+], ids=["new-york-before-year-1", "new-york-0200-before-year-1", "new-york-into-year-1", "gmt+12-before-year-1",
+        "gmt+12-into-year-1", "gmt+12-0200-before-year-1", "gmt+12-0200-in-year-1", "kiritimati-after-9999",
+        "kiritimati-out-of-9999", "kiritimati-0200-after-9999", "kiritimati-0200-in-9999"])
+def test_a_range_at_an_end_of_the_calendar_has_its_slots_without_walking_the_calendar(monkeypatch, cron, zone, after,
+                                                                                       until, expected):
+    # given a slot search that fails once it walks more days than the range touches in its zone, a day either side
+    # and a day for an offset change (each day walked is reached by one timedelta, and each end of the range takes
+    # one); before, a range whose wall times fell past an end of the calendar walked all of it: 3.65 million days,
+    # hours of a worker with a schedule every minute
+    most = (until - after).days + 4
+    built = []
+
+    def counted(*args, **kwargs):
+        built.append(1)
+        assert len(built) <= most + 2, f"the slot search walked more than {most} days for a range of {until - after}"
+        return timedelta(*args, **kwargs)
+
+    monkeypatch.setattr("agents.workflows.schedules.timedelta", counted)
+
+    # when the range's slots are asked for as a backfill asks (both ends included)
+    slots = schedule_slots(cron, zone, after=after, until=until, inclusive=True)
+
+    # then they are the schedule's wall times in the zone that fall in the range: none where the zone's calendar
+    # has not started yet or has ended
+    assert slots == expected
+
+
 def test_every_schedule_problem_is_reported_at_once():
     data = {"name": "bad", "params": {"a": 1}, "steps": [{"id": "s", "action": "noop"}],
             "schedule": [{"cron": "61 2 * * *", "timezone": "Mars/Base"},
