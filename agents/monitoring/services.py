@@ -186,6 +186,13 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
                 "enabled": item.get("enabled", True),
             }
             counts["responses"][_upsert(ResponseRule, item["name"], fields, team=team)] += 1
+            # A response starts its own team's workflows only (as a trigger does): refused here, not at each alert.
+            started = fields["workflow"] or (fields["params"].get("workflow")
+                                             if fields["action"] in ("workflow.start", "workflow.run") else None)
+            if isinstance(started, str) and started:
+                same_team(ResponseRule.objects.get(name=item["name"]).team_id,
+                          WorkflowDefinition.objects.filter(name=started).first(),
+                          what=f"response {item['name']!r} starts workflow {started!r}, which")
         audit_record("monitoring.load", "definitions", "", f"loaded monitoring definitions from {source}",
                      source=source, counts=counts)
     return counts

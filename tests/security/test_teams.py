@@ -28,6 +28,7 @@ from agents.models import (
     Event,
     EventType,
     Notification,
+    ResponseRule,
     StepRun,
     Trigger,
     TriggerFiring,
@@ -206,6 +207,17 @@ def test_a_trigger_may_start_only_its_own_team_s_workflows(team_a_client):
         triggers_load(text=trigger, team=team_create(name="team-b")[0])
     assert not Trigger.objects.filter(name="b-on-decision").exists()
 
+
+@pytest.mark.parametrize("response", [{"workflow": "api-flow"},
+                                      {"action": "workflow.start", "params": {"workflow": "api-flow"}}])
+def test_a_response_rule_may_start_only_its_own_team_s_workflows(team_a_client, response):
+    # it was stored, to be refused at every alert it matched: a way to learn another team's workflow names
+    assert team_a_client.post("/api/workflows/", {"text": WORKFLOW}, format="json").status_code == 201
+    text = json.dumps({"responses": [{"name": "b-restart", **response}]})
+
+    with pytest.raises(TeamError, match="response 'b-restart' starts workflow 'api-flow', which belongs to another"):
+        monitoring_services.definitions_load(text=text, team=team_create(name="team-b")[0])
+    assert not ResponseRule.objects.filter(name="b-restart").exists()
 
 def test_an_event_about_team_a_s_object_fires_only_team_a_s_triggers(db):
     team_a, team_b = team_create(name="team-a")[0], team_create(name="team-b")[0]
