@@ -6,6 +6,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 import yaml
@@ -37,7 +38,21 @@ class _PlainLoader(yaml.SafeLoader):
     ``true``/``false`` are booleans, so keys and values such as ``on``, ``off``, ``yes`` and ``no`` stay text
     (YAML 1.1 would turn a join's ``on:`` key into ``True``). A key given twice in one mapping is refused, where
     YAML and JSON readers keep the last silently (a rule's second ``condition:`` would hide its first); a key a
-    ``<<`` merge brings in may still be overridden."""
+    ``<<`` merge brings in may still be overridden. A tagged scalar its tag cannot read (``!!bool maybe``,
+    ``!!timestamp 2024-13-45``, an integer of more than 4300 digits) is refused naming its line, where the
+    constructors raised ValueError, KeyError or AttributeError past the loader."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, AttributeError, TypeError, ArithmeticError) as error:
+            if not isinstance(node, yaml.ScalarNode):
+                raise
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            reason = f" ({str(error).split(';')[0]})" if type(error) is ValueError else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown!r} is not a valid {tag}{reason}", node.start_mark) from None
 
     def flatten_mapping(self, node):
         # Checked before the node's first flattening, which puts the keys its merges bring in beside its own (once
@@ -74,12 +89,23 @@ def refuse_json_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
+#: What a YAML tag can make that JSON cannot hold (``json.dumps`` raised on it, a 500), and what to write instead.
+_NOT_JSON = (
+    (bytes, "a !!binary value", "write the text instead"),
+    ((set, frozenset), "a !!set value", "write a list instead"),
+    (date, "a !!timestamp value", "write the date or time as text instead (without the tag a date stays text)"),
+    (tuple, "an !!omap or !!pairs entry", "write a mapping, or a list of [key, value] lists, instead"),
+)
+_JSON_TYPES = (dict, list, str, int, float, type(None))  # bool is an int
+
+
 def definition_load_text(text: str, *, source: str = "definition") -> Any:
     """Parse YAML or JSON text (JSON is YAML) into plain data; raise ``DefinitionTextError`` if unreadable, nested
     deeper than ``MAX_DEFINITION_DEPTH``, holding more than ``MAX_DEFINITION_VALUES`` values (validators walk
     definitions recursively, and whole), a NaN or infinity (YAML's ``.nan``, ``.inf``), which JSON cannot store, a
-    key that is not text (YAML's ``1:``, ``null:``), or text PostgreSQL cannot store (a NUL character, a lone
-    surrogate)."""
+    key that is not text (YAML's ``1:``, ``null:``), text PostgreSQL cannot store (a NUL character, a lone
+    surrogate), or a value JSON cannot hold, which YAML's tags make (``!!binary``, ``!!set``, ``!!timestamp``,
+    ``!!omap``, ``!!pairs``): the message names where it is (``steps[0].params.value``) and what to write."""
     data = _parse(text, source=source)
     seen = 0
     for value, depth, is_key in json_nodes(data):
@@ -95,12 +121,34 @@ def definition_load_text(text: str, *, source: str = "definition") -> Any:
             what = "a key" if is_key else "text"
             raise DefinitionTextError(f"{source}: {what} may not contain NUL characters or unpaired surrogates "
                                       f"({value[:60]!r})")
+        if not isinstance(value, _JSON_TYPES):
+            where = _path_of(data, value)
+            what, instead = next(((what, instead) for kind, what, instead in _NOT_JSON if isinstance(value, kind)),
+                                 (f"a {type(value).__name__} value", "write text, a number, true, false, null, a list "
+                                  "or a mapping instead"))
+            raise DefinitionTextError(f"{source}: {where + ': ' if where else ''}{what} is not JSON; {instead}")
         if isinstance(value, float) and not math.isfinite(value):
             raise DefinitionTextError(f"{source}: {value} is not a number JSON allows (NaN and infinity cannot be "
                                       "stored)")
         if isinstance(value, (dict, list)) and depth >= MAX_DEFINITION_DEPTH:
             raise DefinitionTextError(f"{source}: nested deeper than {MAX_DEFINITION_DEPTH} levels")
     return data
+
+
+def _path_of(data: Any, target: Any) -> str:
+    """Where ``target`` (that very object) is in ``data``, as validators name places: ``steps[0].params.value``;
+    ``""`` for ``data`` itself. Walks in ``json_nodes``'s order, so it visits no more values than the walk that
+    found ``target`` did (no more than ``MAX_DEFINITION_VALUES``, however many aliases repeat them)."""
+    stack = [(data, "")]
+    while stack:
+        item, path = stack.pop()
+        if item is target:
+            return path
+        if isinstance(item, dict):
+            stack.extend((child, f"{path}.{key}" if path else str(key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+    return ""
 
 
 def fields_changed(row: Any, fields: dict) -> list[str]:
