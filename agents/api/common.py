@@ -1,6 +1,7 @@
 """What every API view shares: the base view set (permissions per action, filters from the query string, pages)
 and serializer fields for JSON values and windows of time."""
 import math
+from collections.abc import Mapping
 from datetime import timedelta
 
 from drf_spectacular.utils import extend_schema_field
@@ -87,6 +88,60 @@ def team_field() -> serializers.CharField:
     )
 
 
+def unknown_fields(serializer: serializers.Serializer, data) -> dict:
+    """The keys of ``data`` (the body ``serializer`` reads) naming none of its writable fields, each as
+    ``{key: [reason]}``, and those of the serializers nested in it under their field (``{"matchers": {"checks":
+    [...]}}``; by index in a list). The keys inside a JSON field (``params``, ``payload``, ``context``) are free."""
+    if not isinstance(data, Mapping):
+        return {}  # the serializer itself says what the body should be
+    fields = serializer.fields
+    known = ", ".join(sorted(name for name, field in fields.items() if not field.read_only))
+    found: dict = {}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            found[key] = [f"unknown field (known: {known})"]
+        elif field.read_only:
+            found[key] = [f"read-only: the server sets it (known: {known})"]
+        elif nested := _nested_unknown_fields(field, value):
+            found[key] = nested
+    return found
+
+
+def _nested_unknown_fields(field: serializers.Field, value) -> dict:
+    if isinstance(field, serializers.Serializer):
+        return unknown_fields(field, value)
+    if isinstance(field, (serializers.ListSerializer, serializers.ListField)) and isinstance(value, list):
+        items = enumerate(value)
+    elif isinstance(field, serializers.DictField) and isinstance(value, Mapping):
+        items = value.items()
+    else:
+        return {}
+    return {key: nested for key, item in items if (nested := _nested_unknown_fields(field.child, item))}
+
+
+def _details_merged(first, second):
+    """Two validation details (DRF's nested ``{field: [reasons]}``) as one: a field's reasons from both, in order."""
+    first, second = _by_index(first), _by_index(second)
+    if isinstance(first, Mapping) and isinstance(second, Mapping):
+        merged = dict(first)
+        for key, value in second.items():
+            merged[key] = _details_merged(merged[key], value) if key in merged else value
+        return merged
+    if isinstance(first, Mapping):
+        return _details_merged(first, {"non_field_errors": second})
+    if isinstance(second, Mapping):
+        return _details_merged({"non_field_errors": first}, second)
+    return [*first, *second]
+
+
+def _by_index(detail):
+    """A list serializer's detail (a list of each item's) as ``{index: detail}``; a list of reasons as it is."""
+    if isinstance(detail, list) and any(isinstance(item, (Mapping, list)) for item in detail):
+        return {index: item for index, item in enumerate(detail) if item}
+    return detail
+
+
 def lookup_ok(value: str, *, numeric: bool) -> bool:
     """Whether a value from the URL can name a row (a bigint id, or text PostgreSQL can compare)."""
     if numeric:
@@ -137,6 +192,8 @@ class ApiViewSet(viewsets.GenericViewSet):
         400 naming ``team`` when it is not one of the user's, or when the user must name one."""
         if not name and sees_all(self.request.user):
             return None
+        if name and UNSTORABLE.search(name):  # from the query string (POST /api/v2/alerts?team=): no field read it
+            raise serializers.ValidationError({"team": ["may not contain NUL characters or unpaired surrogates"]})
         try:
             return team_for_new(self.request.user, name)
         except TeamError as error:
@@ -158,9 +215,13 @@ class ApiViewSet(viewsets.GenericViewSet):
         return self.request_serializers.get(self.action) or self.serializer_class
 
     def given(self) -> dict:
-        """The request body, validated by the action's request serializer (400 naming each field at fault)."""
+        """The request body, validated by the action's request serializer (400 naming each field at fault, and each
+        key it does not know, nested ones too: a typo must not be dropped, changing what the request means)."""
         serializer = self.get_serializer(data=self.request.data)
-        serializer.is_valid(raise_exception=True)
+        valid = serializer.is_valid()
+        unknown = unknown_fields(serializer, self.request.data)
+        if unknown or not valid:
+            raise serializers.ValidationError(_details_merged(unknown, {} if valid else serializer.errors))
         return serializer.validated_data
 
     def filters(self) -> dict:

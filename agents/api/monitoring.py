@@ -11,10 +11,10 @@ from rest_framework import serializers, status
 from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, WindowField, team_field
-from agents.api.errors import service_errors
+from agents.api.errors import service_error, service_errors
 from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso, json_problem
-from agents.exceptions import AlertStateError, CheckSpecError, SilenceError
+from agents.exceptions import AlertStateError, CheckSpecError, SilenceError, TeamError
 from agents.models import (
     Alert,
     AlertState,
@@ -70,6 +70,14 @@ def definition_problem_fields(problems: list[str], *, parameters: str) -> dict[s
     return fields
 
 
+def _team_problem_field(problem: str) -> str:
+    """The request field a refusal of another team's row is about: the key its words name (``escalate_to``), else
+    ``name`` (the definition itself belongs to another team). Quoted names are not read: a route may be called
+    ``handler-log``."""
+    words = re.sub(r"'[^']*'", "''", problem)
+    return next((name for phrase, name in _REASON_FIELDS if phrase in words), "name")
+
+
 def definition_schema(request, response):
     """Document a ``DefinitionViewSet``'s writes: the definition they take and what they answer."""
     return extend_schema_view(
@@ -120,6 +128,8 @@ class DefinitionViewSet(ApiViewSet):
             except CheckSpecError as error:
                 raise serializers.ValidationError(
                     definition_problem_fields(error.errors, parameters=self.parameters)) from None
+            except TeamError as error:  # another team's row it names (a route's escalate_to), found on saving
+                raise service_error(error, fields={TeamError: _team_problem_field(str(error))}) from None
         return self.get_queryset().get(name=definition["name"])
 
     def create(self, request):
