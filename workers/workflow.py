@@ -47,9 +47,13 @@ def step_run(self, run_id: int, step_id: str, run_attempt: int, attempt: int | N
     # its claim, which changes nothing when it fails, so a connection that died since the last task fails it, the
     # task is retried (DATABASE_RETRY) and the connection is replaced after the task, as a failed check would.
     connection.health_check_done = True
+    # A copy of the message the worker put back when the process running it died (delivery_info "redelivered"), or
+    # its first delivery; not a retry of a task whose database went away (DATABASE_RETRY), whose process lives.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     outcome = engine.step_execute(
         run_id=run_id, step_id=step_id, run_attempt=run_attempt, attempt=attempt,
         task_id=self.request.id, worker=self.request.hostname or "", soft_timeout_error=SoftTimeLimitExceeded,
+        counts_death=redelivered or not self.request.retries,
     )
     if outcome.kind == engine.RETRY:
         raise self.retry(args=(run_id, step_id, run_attempt, outcome.attempt), countdown=outcome.countdown_s)

@@ -53,6 +53,11 @@ class AgentAdmin(admin.ModelAdmin):
         # stored as a text and read back as three queues; a NUL failed the save).
         return tuple(field.name for field in self.model._meta.fields if field.name not in ("id", "enabled"))
 
+    def save_model(self, request, obj, form, change):
+        # Through the registry service, writing the flag only: a whole save would write the status and heartbeat it
+        # read back over a heartbeat the worker wrote meanwhile.
+        agents_set_enabled(names=[obj.name], enabled=obj.enabled)
+
     def get_queryset(self, request):
         # The task each agent is running, as subqueries: one query for the whole page. Agents are shared, their
         # tasks are not: only a task of the user's teams is shown (another team's is left out, as if none ran).

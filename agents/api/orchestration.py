@@ -237,7 +237,7 @@ class MessageViewSet(ApiViewSet):
                     raise serializers.ValidationError({"payload": [f"no {model._meta.verbose_name} named {target!r}"]})
         team = _acting_team(self, given.pop("team", ""), named)
         if team is not None and named:  # its action runs as that team: another team's definition fails there
-            if problems := agent_tasks.task_team_problems(team.pk, next(iter(settings.AGENT_QUEUES)), payload):
+            if problems := agent_tasks.task_definition_problems(team.pk, next(iter(settings.AGENT_QUEUES)), payload):
                 raise serializers.ValidationError({"payload": [problem.removeprefix("config.") for problem in problems]})
         with service_errors({MessageError: "recipient"}, prefixed=("message_type", "recipient", "payload")):
             message = messages.message_send(sender=_sender(request), team_id=team.pk if team else None, **given)

@@ -40,7 +40,7 @@ class _PlainLoader(yaml.SafeLoader):
     YAML and JSON readers keep the last silently (a rule's second ``condition:`` would hide its first); a key a
     ``<<`` merge brings in may still be overridden. A tagged scalar its tag cannot read (``!!bool maybe``,
     ``!!timestamp 2024-13-45``, an integer of more than 4300 digits) is refused naming its line, where the
-    constructors raised ValueError, KeyError or AttributeError past the loader."""
+    constructors raised ValueError, KeyError, AttributeError, TypeError or an ArithmeticError past the loader."""
 
     def construct_object(self, node, deep=False):
         try:

@@ -170,8 +170,14 @@ def _hashable(series: pd.Series) -> pd.Series:
         isinstance(value, (str, int, float, bool, type(None))) for value in series.head(100)
     ):
         return series.map(lambda value: value if value is None or isinstance(value, (str, int, float, bool))
-                          else str(value))
+                          else _value_text(value))
     return series
+
+
+def _value_text(value: Any) -> str:
+    """A value pandas cannot hash or compare as its text: a list or mapping as JSON with sorted keys (so a mapping
+    is one value whatever the order of its keys), anything else as ``str``."""
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, _NESTED) else str(value)
 
 
 def rows_comparable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -187,8 +193,8 @@ def rows_comparable(frame: pd.DataFrame) -> pd.DataFrame:
             column = column.astype(object).where(column.notna(), None)
         if comparable is frame:
             comparable = frame.copy(deep=False)
-        comparable.isetitem(position, column.map(
-            lambda value: json.dumps(value, sort_keys=True, default=str) if isinstance(value, _NESTED) else value))
+        comparable.isetitem(position, column.map(lambda value: _value_text(value) if isinstance(value, _NESTED)
+                                                 else value))
     return comparable
 
 

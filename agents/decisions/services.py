@@ -1466,9 +1466,18 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
     if secrets:
         # What a decision computed from one (a text holding it, a required decision passing it on, a table input of
         # it, an error quoting it) shows it as well: FEEL keeps no mark of where a value came from, so the values
-        # themselves are looked for.
+        # themselves are looked for, in the values only: the model's own texts (ids, rule entries) stay as written.
         texts, numbers = secrets
-        trace, errors = (replaced_in_place(value, texts, MASK, numbers) for value in (trace, errors))
+        for entry in trace:
+            entry["inputs"], entry["result"] = (replaced_in_place(entry[key], texts, MASK, numbers)
+                                                for key in ("inputs", "result"))
+            for table in entry["tables"]:
+                for key in ("result", "errors"):
+                    if key in table:
+                        table[key] = replaced_in_place(table[key], texts, MASK, numbers)
+                for read in table["inputs"]:
+                    read["value"] = replaced_in_place(read["value"], texts, MASK, numbers)
+        errors = replaced_in_place(errors, texts, MASK, numbers)
     rule_ids = _dmn_rule_ids(trace)
     reasoning = (f"{_dmn_reasoning_start(decision)}{model.model_name!r} evaluated after "
                  f"{len(trace) - 1} required decision{'s' if len(trace) != 2 else ''}")

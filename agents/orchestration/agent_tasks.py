@@ -154,7 +154,7 @@ def task_definitions(agent_type: str, config: dict) -> list[tuple[str, type[Mode
     return list(named.values())
 
 
-def task_team_problems(team_id: int | None, agent_type: str, config: dict) -> list[str]:
+def task_definition_problems(team_id: int | None, agent_type: str, config: dict) -> list[str]:
     """Each definition a task config runs that does not exist, or (with ``team_id``) belongs to another team than
     ``team_id``, naming the field: a task naming one would be queued only to fail on its agent."""
     problems = []
@@ -185,7 +185,7 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
                       f"timeout, AGENTS_VISIBILITY_TIMEOUT_S, less {HARD_LIMIT_GRACE_S + CLAIM_GRACE_S:g} s), "
                       f"got {timeout_s!r}")
     if not errors:
-        errors.extend(task_team_problems(team.pk if team is not None else None, agent_type, config))
+        errors.extend(task_definition_problems(team.pk if team is not None else None, agent_type, config))
     if errors:
         raise AgentTaskError.of(errors)
     with transaction.atomic():
@@ -261,7 +261,7 @@ def task_execute(*, task: AgentTask) -> Any:
     action runs inside ``acting_for`` the team, so what it starts or reads (a workflow, a rule set, a secret) must be
     the team's too."""
     with acting_for(task.team_id):
-        if task.team_id is not None and (problems := task_team_problems(task.team_id, task.agent_type, task.config)):
+        if task.team_id is not None and (problems := task_definition_problems(task.team_id, task.agent_type, task.config)):
             raise AgentTaskError.of(problems)
         return _action_call(task)
 

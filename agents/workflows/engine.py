@@ -63,8 +63,9 @@ def _hard_limit_grace_s() -> float:
 
 #: How the error of an attempt lost with its worker starts; such attempts do not use up the step's retries.
 WORKER_LOST = "worker lost"
-#: Times one step is re-dispatched after losing its worker; a further loss counts as a failed attempt (a step
-#: that kills every worker it runs on, say by running out of memory, must not go round forever).
+#: Times one step is re-dispatched after its whole worker was lost (went offline); a further loss counts as a failed
+#: attempt (a step that takes down every worker it runs on must not go round forever). A step that kills only its
+#: pool process is counted apart, per attempt: ``process_deaths``, ``AGENTS_PROCESS_DEATHS``.
 MAX_WORKER_LOSSES = 2
 
 #: The task that runs one attempt of a step (``workers.workflow``).
@@ -272,7 +273,7 @@ def _ensure_running(run_id: int) -> None:
 
 
 def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
-               now) -> tuple[str, list]:
+               now, counts_death: bool = True) -> tuple[str, list]:
     """The guarded claim statement of the step's pending attempt (``RETURNING id, attempt``) and its parameters.
 
     Claimable: ``pending``, or ``running`` under this same Celery task id (a redelivery after its worker
@@ -280,9 +281,10 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
     child run, a signal or its items) holds no worker (``worker`` empty): a late copy of its message does not run it
     again.
 
-    A re-claim (from ``running``) counts a death of the attempt's process (``process_deaths``); the one that brings
-    it to ``AGENTS_PROCESS_DEATHS`` keeps the worker and start of the process that died last, for the
-    failure ``step_execute`` then records instead of running the action again.
+    A re-claim (from ``running``) counts a death of the attempt's process (``process_deaths``, up to the limit) when
+    ``counts_death``: not for the task retried by Celery after its database went away, whose process did not die;
+    the one that brings it to ``AGENTS_PROCESS_DEATHS`` keeps the worker and start of the process that died last,
+    for the failure ``step_execute`` then records instead of running the action again.
 
     On PostgreSQL, outside a transaction, the claim commits without waiting for its WAL flush (``synchronous_commit``
     off for this statement's own transaction, ``set_config(..., true)``): it is seen by every other session at once,
@@ -297,10 +299,12 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
     fence = "AND attempt = %s" if attempt is not None else ""
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         fence += " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
-    gives_up = "status = 'running' AND process_deaths + 1 >= %s"  # (the row's values before this update)
+    # (the row's values before this update; a copy of the message arriving after the limit counts no more)
+    gives_up = "status = 'running' AND %s AND process_deaths + 1 >= %s"
     sql = f"""
         UPDATE {steps} SET status = 'running', task_id = %s,
-          process_deaths = process_deaths + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+          process_deaths = process_deaths + CASE WHEN status = 'running' AND %s AND process_deaths < %s THEN 1
+                                                 ELSE 0 END,
           worker = CASE WHEN {gives_up} THEN worker ELSE %s END,
           started_at = CASE WHEN {gives_up} THEN started_at ELSE %s END, held = ''
         WHERE id = (
@@ -315,7 +319,8 @@ def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | No
         RETURNING id, attempt, process_deaths, worker
     """
     deaths_max = process_deaths_max()
-    params = [task_id, deaths_max, worker, deaths_max, now, run_id, step_id, run_attempt, task_id, task_id]
+    params = [task_id, counts_death, deaths_max, counts_death, deaths_max, worker, counts_death, deaths_max, now,
+              run_id, step_id, run_attempt, task_id, task_id]
     params += [attempt] if attempt is not None else []
     params += [run_id, run_attempt]
     return sql, params
@@ -362,7 +367,7 @@ def _claim_reading(*, read: Iterable[str], **claim) -> tuple[Claimed | None, dic
 
 
 def _claim_limited(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
-                   now) -> Claimed | str | None:
+                   now, counts_death: bool = True) -> Claimed | str | None:
     """Claim a step that takes pool slots or has a concurrency limit, under the lock of its pool (and of its
     workflow, for the limit), so the steps running never exceed them. Held (``HELD``) when there is no room for
     it after the steps held before it (each waits its turn, oldest first); a claimed step that can never run (its
@@ -371,7 +376,7 @@ def _claim_limited(*, run_id: int, step_id: str, run_attempt: int, attempt: int 
     compiled = compiled_version(version_id)
     step = compiled.spec.steps[step_id]
     claim = {"run_id": run_id, "step_id": step_id, "run_attempt": run_attempt, "attempt": attempt,
-             "task_id": task_id, "worker": worker, "now": now}
+             "task_id": task_id, "worker": worker, "now": now, "counts_death": counts_death}
     # The attempt's open row, in one read: pending (when it was held), or running.
     status, mine, claimed_by, claimed_on = StepRun.objects.filter(
         run_id=run_id, step_id=step_id, run_attempt=run_attempt, status__in=(StepStatus.PENDING, StepStatus.RUNNING),
@@ -467,15 +472,16 @@ def holds_release() -> int:
 
 
 def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
-                 soft_timeout_error: type[BaseException]) -> StepOutcome:
-    """Claim the step's pending attempt, run its action and record the outcome."""
+                 soft_timeout_error: type[BaseException], counts_death: bool = True) -> StepOutcome:
+    """Claim the step's pending attempt, run its action and record the outcome. ``counts_death``: whether claiming
+    the attempt again under this task id means its process died (a redelivery), not a retry by Celery."""
     now = timezone.now()
     version_id, params = _run_static(run_id)
     compiled = compiled_version(version_id)
     step = compiled.spec.steps[step_id]
     read = set(compiled.graph[step_id]) | compiled.references.get(step_id, frozenset())
     claim = {"run_id": run_id, "step_id": step_id, "run_attempt": run_attempt, "attempt": attempt,
-             "task_id": task_id, "worker": f"{worker}:{os.getpid()}", "now": now}
+             "task_id": task_id, "worker": f"{worker}:{os.getpid()}", "now": now, "counts_death": counts_death}
     latest = None  # each read step's newest attempt, when the claim read them
     if step.pool is None and step.concurrency is None:
         claimed, latest = _claim_reading(read=read, **claim)

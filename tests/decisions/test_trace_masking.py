@@ -178,7 +178,7 @@ MASKED_MODEL = """<?xml version="1.0"?>
       <input id="in_card" label="card"><inputExpression><text>Card</text></inputExpression></input>
       <input id="in_income" label="income"><inputExpression><text>Applicant.income</text></inputExpression></input>
       <output id="out" name="checked"/>
-      <rule id="r1"><inputEntry><text>-</text></inputEntry><inputEntry><text>-</text></inputEntry>
+      <rule id="r-1234"><inputEntry><text>-</text></inputEntry><inputEntry><text>-</text></inputEntry>
         <inputEntry><text>&gt; 10</text></inputEntry>
         <outputEntry><text>"ok " + Applicant.name</text></outputEntry></rule>
     </decisionTable>
@@ -214,6 +214,21 @@ def test_a_dmn_trace_shows_no_masked_value_computed_from_one():
     assert last["inputs"]["Applicant"] == {"ssn": "***", "income": 20, "name": "Ann"}
     assert [read["value"] for read in last["tables"][0]["inputs"]] == ["***", "card of ***", 20]
     assert last["result"] == "ok Ann"
+
+
+def test_a_dmn_model_s_own_texts_are_not_masked_where_they_hold_a_masked_value():
+    # given a context whose masked ssn, 1234, is also part of a rule's id in the model
+    services.rules_load(text=MASKED_MODEL, activate=True)
+
+    checked = services.decide(ruleset="masked-dmn", decision="Checked",
+                              context={"Applicant": {"ssn": "1234", "income": 20, "name": "Ann"}})
+
+    # then the values computed from it are masked, and the rule id, the model's own text, stays as written in the
+    # answer, its trace and the audit (it was "r-***")
+    card, last = checked["trace"]
+    assert card["result"] == "card of ***"
+    assert checked["rule_ids"] == ["r-1234"] and last["tables"][0]["matched"][0]["id"] == "r-1234"
+    assert Decision.objects.get(decision_id=checked["decision_id"]).rule_ids == ["r-1234"]
 
 
 def test_a_dmn_error_quoting_a_masked_value_is_masked_in_the_answer_and_the_audit():

@@ -112,7 +112,6 @@ def test_a_task_requeued_by_the_offline_sweep_counts_its_new_attempt_s_deaths_fr
     assert (failed.status, failed.attempt, failed.error) == ("failed", 2, f"{DIED} w5@host:data")
 
 
-@pytest.mark.django_db(transaction=True)
 # ------------------------------------------------------------------------------------ messages
 
 
