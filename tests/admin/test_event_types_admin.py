@@ -68,12 +68,17 @@ def test_a_member_sees_only_the_types_of_their_team(client):
     assert "bread.baked" in page and "order.received" not in page
 
 
-def test_a_trigger_on_another_teams_type_is_refused_on_its_event_field(client):
-    event_types_load(text="[{name: order.received}]", team=team_create(name="shop")[0])
+def _log_in_a_baker(client) -> None:
+    """Log ``client`` in as Bea, a staff operator of the team "bakery" (made here)."""
     team_create(name="bakery")
     baker = User.objects.create_user("bea", password="bea-pass-1234", is_staff=True)
     baker.groups.add(Group.objects.get(name=OPERATORS), Group.objects.get(name="bakery"))
     client.force_login(baker)
+
+
+def test_a_trigger_on_another_teams_type_is_refused_on_its_event_field(client):
+    event_types_load(text="[{name: order.received}]", team=team_create(name="shop")[0])
+    _log_in_a_baker(client)
 
     response = client.post(reverse("admin:agents_trigger_add"), {
         "name": "bakery-orders", "event_type": "order.received", "action": "message", "target": "type:data",
@@ -92,10 +97,7 @@ def test_a_trigger_on_another_teams_type_is_refused_on_its_event_field(client):
 def test_a_trigger_starting_another_teams_workflow_is_a_form_error(client, action, target, params, field, says):
     # it was a server error: the form passed it, and saving it refused it
     workflow_load(text="name: shop-flow\nsteps: [{id: a, action: echo}]\n", team=team_create(name="shop")[0])
-    team_create(name="bakery")
-    baker = User.objects.create_user("bea", password="bea-pass-1234", is_staff=True)
-    baker.groups.add(Group.objects.get(name=OPERATORS), Group.objects.get(name="bakery"))
-    client.force_login(baker)
+    _log_in_a_baker(client)
 
     response = client.post(reverse("admin:agents_trigger_add"), {
         "name": "bakery-orders", "event_type": "alert.fired", "action": action, "target": target,
