@@ -125,6 +125,13 @@ def task_kinds_of(agent_type: str) -> dict[str, TaskKind]:
     return {kind.key: kind for _, kind in task_kinds.items() if kind.agent_type == agent_type}
 
 
+def action_definitions(action: str, params: dict) -> dict[str, tuple[str, str]]:
+    """The definitions ``params`` of the action ``action`` name, where a task kind runs that action, by the parameter
+    naming each: ``{"workflow": ("workflow", "nightly")}`` (the kind's config key, the name) for ``workflow.start``."""
+    return {kind.param: (kind.key, params[kind.param]) for _, kind in task_kinds.items()
+            if kind.action == action and isinstance(params.get(kind.param), str)}
+
+
 def action_run(name: str, params: dict, *, context: ActionContext | None = None) -> Any:
     """Run the registered action ``name`` with ``params`` outside a workflow step (a trigger, an agent task, an
     incident response); ``ActionError`` when no such action is registered."""

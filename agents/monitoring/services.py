@@ -19,7 +19,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from agents.core.actions import action_get, action_names
+from agents.core.actions import action_definitions, action_get, action_names
 from agents.core.audit import audit_record
 from agents.core.teams import same_team, team_default
 from agents.core.definitions import DefinitionTextError, definition_load_text, fields_changed
@@ -187,9 +187,9 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
             }
             counts["responses"][_upsert(ResponseRule, item["name"], fields, team=team)] += 1
             # A response starts its own team's workflows only (as a trigger does): refused here, not at each alert.
-            started = fields["workflow"] or (fields["params"].get("workflow")
-                                             if fields["action"] in ("workflow.start", "workflow.run") else None)
-            if isinstance(started, str) and started:
+            named = action_definitions(fields["action"], fields["params"]).values() if fields["action"] else ()
+            started = fields["workflow"] or next((name for key, name in named if key == "workflow"), "")
+            if started:
                 same_team(ResponseRule.objects.get(name=item["name"]).team_id,
                           WorkflowDefinition.objects.filter(name=started).first(),
                           what=f"response {item['name']!r} starts workflow {started!r}, which")

@@ -16,11 +16,11 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Exists, F, Model, OuterRef, Q, Value, When
+from django.db.models import Exists, F, Model, OuterRef, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from agents.core.actions import ActionContext, TaskKind, action_get, action_names, task_kinds_of
+from agents.core.actions import ActionContext, TaskKind, action_definitions, action_get, action_names, task_kinds_of
 from agents.core.audit import audit_record
 from agents.core.dispatch import task_send, tasks_revoke
 from agents.core.teams import acting_for
@@ -28,7 +28,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError, BrokerUnavailableError
 from agents.core.jsonable import iso, storable, storable_answer
-from agents.core.deaths import process_deaths_error, process_deaths_max
+from agents.core.deaths import DeathsCounted, process_deaths_error, process_deaths_max
 from agents.core.redaction import secrets_redacted
 from agents.models import (
     AGENT_TASK_FINISHED,
@@ -145,13 +145,9 @@ def task_definitions(agent_type: str, config: dict) -> list[tuple[str, type[Mode
     params = config.get("params") or {}
     if not isinstance(params, dict):
         return []
-    named = {}
-    for kind_type in settings.AGENT_QUEUES:  # an action task may run any type's action on any agent
-        for kind in task_kinds_of(kind_type).values():
-            name = params.get(kind.param)
-            if kind.action == config["action"] and kind.key in TASK_DEFINITIONS and isinstance(name, str):
-                named[f"config.params.{kind.param}"] = (f"config.params.{kind.param}", TASK_DEFINITIONS[kind.key], name)
-    return list(named.values())
+    # An action task may run any type's action on any agent.
+    return [(f"config.params.{param}", TASK_DEFINITIONS[key], name)
+            for param, (key, name) in action_definitions(config["action"], params).items() if key in TASK_DEFINITIONS]
 
 
 def task_definition_problems(team_id: int | None, agent_type: str, config: dict) -> list[str]:
@@ -238,15 +234,12 @@ def task_claim(*, task_id: int, attempt: int, hostname: str) -> AgentTask | None
     agent = Agent.objects.filter(name=name).first()
     now = timezone.now()
     free = Q(status=AgentTaskStatus.QUEUED) | Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
-    # Both read the row as it was before this update: a takeover, and the one that gives up.
-    taken_over = Q(status=AgentTaskStatus.RUNNING)
-    gives_up = taken_over & Q(process_deaths__gte=process_deaths_max() - 1)
+    counted = DeathsCounted(taken_over=Q(status=AgentTaskStatus.RUNNING))
     claimed = transition(AgentTask.objects.filter(free, pk=task_id, attempt=attempt), _into(AgentTaskStatus.RUNNING),
-                         AgentTaskStatus.RUNNING,
-                         process_deaths=F("process_deaths") + Case(When(taken_over, then=1), default=0),
-                         started_at=Case(When(gives_up, then=F("started_at")), default=Value(now)),
-                         agent_id=Case(When(gives_up, then=F("agent_id")), default=Value(agent.pk if agent else None)),
-                         agent_name=Case(When(gives_up, then=F("agent_name")), default=Value(name)),
+                         AgentTaskStatus.RUNNING, process_deaths=counted.deaths,
+                         started_at=counted.unless_giving_up("started_at", now),
+                         agent_id=counted.unless_giving_up("agent_id", agent.pk if agent else None),
+                         agent_name=counted.unless_giving_up("agent_name", name),
                          claimed_until=now + timedelta(seconds=task_claim_s(task.timeout_s)))
     if not claimed:
         return None
@@ -261,7 +254,8 @@ def task_execute(*, task: AgentTask) -> Any:
     action runs inside ``acting_for`` the team, so what it starts or reads (a workflow, a rule set, a secret) must be
     the team's too."""
     with acting_for(task.team_id):
-        if task.team_id is not None and (problems := task_definition_problems(task.team_id, task.agent_type, task.config)):
+        problems = task_definition_problems(task.team_id, task.agent_type, task.config) if task.team_id else []
+        if problems:
             raise AgentTaskError.of(problems)
         return _action_call(task)
 

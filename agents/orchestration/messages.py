@@ -30,7 +30,7 @@ from agents.core.actions import ActionContext, action_get, action_names
 from agents.core.crypto import sign, signature_verify
 from agents.core.dispatch import celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
-from agents.core.deaths import process_deaths_error, process_deaths_max
+from agents.core.deaths import DeathsCounted, process_deaths_error, process_deaths_max
 from agents.core.redaction import secrets_redacted
 from agents.core.registry import Registry
 from agents.core.teams import acting_for, team_acting
@@ -331,16 +331,13 @@ def _message_claim(message: AgentMessage, *, agent: str) -> bool:
     death (``process_deaths``); the takeover that brings them to ``AGENTS_PROCESS_DEATHS`` runs no handler,
     so it counts no attempt and keeps the agent whose process died last, for the failure ``message_handle`` records."""
     now = timezone.now()
-    # Both read the row as it was before this update: a takeover, and the one that gives up.
-    taken_over = Q(status=MessageStatus.DELIVERED, claimed_until__isnull=False)
-    gives_up = taken_over & Q(process_deaths__gte=process_deaths_max() - 1)
+    counted = DeathsCounted(taken_over=Q(status=MessageStatus.DELIVERED, claimed_until__isnull=False))
     return transition(
         AgentMessage.objects.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now), pk=message.pk),
         [MessageStatus.PENDING, MessageStatus.SENT, MessageStatus.DELIVERED], MessageStatus.DELIVERED,
         delivered_at=Coalesce("delivered_at", Value(now)), claimed_until=now + timedelta(seconds=message_claim_s()),
-        process_deaths=F("process_deaths") + Case(When(taken_over, then=1), default=0),
-        attempts=F("attempts") + Case(When(gives_up, then=0), default=1),
-        handled_by=Case(When(gives_up, then=F("handled_by")), default=Value(agent)),
+        process_deaths=counted.deaths, attempts=F("attempts") + Case(When(counted.gives_up, then=0), default=1),
+        handled_by=counted.unless_giving_up("handled_by", agent),
     )
 
 
