@@ -101,6 +101,9 @@ def backfill_continue(backfill_id: int) -> int:
              max_retries=None, **DATABASE_RETRY)
 def map_item_run(self, run_id: int, step_id: str, run_attempt: int, index: int) -> str:
     """Run one item of a mapped step; the item's own retries are sent as new tasks with the step's backoff."""
+    # A death of the process is counted as for a step: on a redelivery or a first delivery, not on DATABASE_RETRY's.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     return engine.map_item_execute(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
                                    task_id=self.request.id, worker=self.request.hostname or "",
-                                   soft_timeout_error=SoftTimeLimitExceeded)
+                                   soft_timeout_error=SoftTimeLimitExceeded,
+                                   counts_death=redelivered or not self.request.retries)

@@ -733,12 +733,13 @@ class WorkflowSignalAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 class MapItemAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
     """The items of mapped steps: one row per item and run attempt, with its attempts and outcome."""
 
-    list_display = ("run", "step_id", "run_attempt", "index", "status", "attempts", "worker", "finished_at")
+    list_display = ("run", "step_id", "run_attempt", "index", "status", "attempts", "process_deaths", "worker",
+                    "finished_at")
     list_filter = ("status",)
     search_fields = ("step_id",)
     list_select_related = ("run",)
-    fields = ("run", "step_id", "run_attempt", "index", "item", "status", "attempts", "result", "error", "worker",
-              "task_id", "started_at", "finished_at")
+    fields = ("run", "step_id", "run_attempt", "index", "item", "status", "attempts", "process_deaths", "result",
+              "error", "worker", "task_id", "started_at", "finished_at")
     readonly_fields = fields
 
 

@@ -203,6 +203,10 @@ class MapItem(models.Model):
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    process_deaths = models.PositiveIntegerField(
+        default=0,
+        help_text="Times the worker process running this item's attempt died (killed, out of memory) and the broker "
+                  "handed its task out again; at AGENTS_PROCESS_DEATHS the attempt fails as if its action raised.")
 
     class Meta:
         ordering = ["run", "step_id", "run_attempt", "index"]

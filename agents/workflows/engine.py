@@ -19,7 +19,7 @@ from typing import NamedTuple
 from celery import chain, group
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Case, F, Q, Sum, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -28,7 +28,7 @@ from agents.core.dispatch import signature_send, task_send, task_send_on_commit,
 from agents.core.events import event_publish
 from agents.core.jsonable import storable, storable_json
 from agents.core.prepared import prepared_cursor
-from agents.core.deaths import process_deaths_error, process_deaths_max
+from agents.core.deaths import DeathsCounted, process_deaths_error, process_deaths_max
 from agents.core.redaction import secrets_redacted
 from agents.core.teams import acting_for
 from agents.core.tracing import trace
@@ -765,16 +765,26 @@ def _map_item_send(*, run_id: int, step_id: str, run_attempt: int, index: int, c
 
 
 def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int, task_id: str, worker: str,
-                     soft_timeout_error: type[BaseException]) -> str:
+                     soft_timeout_error: type[BaseException], counts_death: bool = True) -> str:
     """Run one item of a mapped step: claim it, run the step's action with ``item`` and ``index`` in its
     templates, record the outcome (retrying as the step's policy says), then send the next pending item, and
-    finish the step after its last item. Safe to run twice: a claimed or finished item is not run again."""
+    finish the step after its last item. Safe to run twice: a claimed or finished item is not run again.
+
+    A delivery that finds the item ``running`` under its own task id takes over an attempt whose process died; when
+    ``counts_death`` (as for a step: a redelivery or a first delivery, not Celery's retry after the database went
+    away) it counts the death (``process_deaths``), and at ``AGENTS_PROCESS_DEATHS`` fails the attempt instead of
+    running it again, retried as the step's policy allows."""
     now = timezone.now()
+    taken_over = Q(status=MapItemStatus.RUNNING, task_id=task_id) if counts_death else Q(pk__in=())
+    counted = DeathsCounted(taken_over=taken_over)
     claimed = MapItem.objects.filter(
         Q(status=MapItemStatus.QUEUED) | Q(status=MapItemStatus.RUNNING, task_id=task_id),
         run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index,
-    ).update(status=MapItemStatus.RUNNING, task_id=task_id, worker=f"{worker}:{os.getpid()}", started_at=now,
-             attempts=F("attempts") + 1)
+    ).update(status=MapItemStatus.RUNNING, task_id=task_id, process_deaths=counted.deaths,
+             worker=counted.unless_giving_up("worker", f"{worker}:{os.getpid()}"),
+             started_at=counted.unless_giving_up("started_at", now),
+             # a takeover continues the attempt whose process died (or whose database went away)
+             attempts=F("attempts") + Case(When(status=MapItemStatus.QUEUED, then=1), default=0))
     if not claimed:
         return IGNORED
     item = MapItem.objects.get(run_id=run_id, step_id=step_id, run_attempt=run_attempt, index=index)
@@ -785,6 +795,12 @@ def map_item_execute(*, run_id: int, step_id: str, run_attempt: int, index: int,
     if row is None:  # the step was cancelled, or its run failed fast: the item does not run
         guard.update(status=MapItemStatus.CANCELLED, finished_at=timezone.now(), error="the step no longer runs")
         return FINISHED
+    if item.process_deaths >= process_deaths_max():
+        # As a step's attempt: the item's process died that many times running it, so it fails as if its action
+        # had raised (retried as the step's policy allows) instead of killing worker processes forever.
+        return _map_item_record(item=item, task_id=task_id, row=row, compiled=compiled, retryable=True,
+                                error=process_deaths_error(item.process_deaths, doing="running",
+                                                           last_on=f"worker {item.worker}"))
     step = compiled.spec.steps[step_id]
     read = compiled.references.get(step_id, frozenset())
     results = dict(StepRun.objects.filter(run_id=run_id, step_id__in=read, status=StepStatus.SUCCEEDED)
@@ -827,7 +843,7 @@ def _map_item_record(*, item: MapItem, task_id: str, row: StepRun, compiled: Com
     key = {"run_id": item.run_id, "step_id": item.step_id, "run_attempt": item.run_attempt}
     if error and retryable and item.attempts <= step.retries.max:
         delay = step.retries.delay_s(item.attempts - 1, random.random())
-        if guard.update(status=MapItemStatus.QUEUED, error=storable(secrets_redacted(error)),
+        if guard.update(status=MapItemStatus.QUEUED, error=storable(secrets_redacted(error)), process_deaths=0,
                         started_at=timezone.now() + timezone.timedelta(seconds=delay)):
             _map_item_send(**key, index=item.index, compiled=compiled, countdown_s=delay)
         return RETRY

@@ -230,12 +230,14 @@ DIAMOND = """
       - {id: last, action: faults.record, needs: [join], params: {path: RECORD, seconds: 0.3}}
 """
 
-#: A step that kills its own process whenever it runs (one retry), and a step after it.
+#: A step that kills its own process whenever it runs (one retry), a step after it, and beside them a step mapped
+#: over one item that does the same (no retry).
 POISON = """
     name: faults-poison
     steps:
       - {id: poison, action: faults.die, retries: {max: 1, backoff_s: 0}, params: {path: RECORD}}
       - {id: after, action: faults.record, needs: [poison], params: {path: RECORD}}
+      - {id: poison-items, action: faults.die, map: {over: "[1]"}, params: {path: RECORD}}
 """
 
 
@@ -268,9 +270,10 @@ def pool_child_kill(cluster: Cluster) -> dict:
 
 
 def poison_step(cluster: Cluster) -> dict:
-    """Run a step whose action SIGKILLs its own pool process every time: the worker's main process re-queues its
-    message after each death, and each attempt fails after ``AGENTS_PROCESS_DEATHS`` of them (retried as
-    its policy allows), so the run fails instead of killing pool processes forever."""
+    """Run a step whose action SIGKILLs its own pool process every time, and a mapped step whose item does: the
+    worker's main process re-queues the message after each death, and each attempt, of the step or of the item,
+    fails after ``AGENTS_PROCESS_DEATHS`` of them (retried as its policy allows), so the run fails instead of
+    killing pool processes forever."""
     cluster.ready(cluster.worker("poison@localhost", concurrency=1))
     started_at = now()
     run_id = cluster.start_run(POISON)

@@ -28,19 +28,24 @@ def test_a_step_whose_pool_process_is_killed_runs_again_under_the_same_attempt(c
 
 
 def test_a_step_that_kills_its_own_process_every_time_fails_after_its_retries_and_the_run_fails(cluster):
-    # given a step with one retry whose action SIGKILLs its own pool process whenever it runs
+    # given a step with one retry whose action SIGKILLs its own pool process whenever it runs, and beside it a step
+    # mapped over one item that does the same
     # when its run is started (the worker re-queues the message after each death)
     outcome = scenarios.poison_step(cluster)
 
-    # then each attempt ran three times and then failed, saying why, and the run failed within the recovery time
-    # (wait_finished) instead of killing pool processes forever; the step after it never ran
+    # then each attempt (the mapped step's item's too) ran three times and then failed, saying why, and the run failed
+    # within the recovery time (wait_finished) instead of killing pool processes forever; the step after it never ran
     assert outcome["status"] == "failed"
     for attempt in attempts_of(outcome, "poison"):
         assert attempt["status"] == "failed"
         assert attempt["error"].startswith("its worker process died 3 times while running it (killed, or out of "
                                            "memory); last on worker poison@localhost:")
     assert len(attempts_of(outcome, "poison")) == 2
-    assert outcome["starts"] == {"poison": 6}
+    (items,) = attempts_of(outcome, "poison-items")
+    assert items["status"] == "failed"
+    assert items["error"].startswith("1 of 1 items failed (indexes 0); item 0: its worker process died 3 times while "
+                                     "running it (killed, or out of memory); last on worker poison@localhost:")
+    assert outcome["starts"] == {"poison": 6, "poison-items": 3}
     (after,) = attempts_of(outcome, "after")
     assert after["status"] == "skipped"
 

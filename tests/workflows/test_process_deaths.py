@@ -16,7 +16,7 @@ from django.db import connection, transaction
 
 from agents.core.actions import ActionContext, action
 from agents.core.params import Param
-from agents.models import StepRun, WorkflowRun
+from agents.models import MapItem, StepRun, WorkflowRun
 from agents.workflows import engine, selectors
 from tests.conftest import wait_for
 from tests.workflows.conftest import attempts, load, start
@@ -186,3 +186,99 @@ def test_two_deliveries_at_once_after_the_last_death_fail_the_attempt_once(tmp_p
     first, second = attempts(run, "boom")
     assert (first.status, first.error, first.process_deaths) == ("failed", f"{DIED} w3@host:{os.getpid()}", 3)
     assert second.status == "pending"
+
+
+MAPPED = """
+    name: dies-mapped-{times}
+    steps:
+      - {{id: each, action: test.dies, map: {{over: "[1]"}}, params: {{path: "{path}", times: {times}}},
+         retries: {retries}}}
+    """
+
+
+def _item_deliver(run: WorkflowRun, *, task_id: str = TASK_ID, worker: str = "w@host", counts_death: bool = True):
+    """One delivery of the mapped step's item 0 message under ``task_id``; its outcome."""
+    return engine.map_item_execute(run_id=run.pk, step_id="each", run_attempt=1, index=0, task_id=task_id,
+                                   worker=worker, soft_timeout_error=SoftTimeLimitExceeded, counts_death=counts_death)
+
+
+def _item_killed(run: WorkflowRun, **delivery) -> None:
+    with pytest.raises(ProcessDied):
+        _item_deliver(run, **delivery)
+
+
+def _mapped(record, *, times: int, retries: str) -> WorkflowRun:
+    """A run of a step mapped over one item, the step handed to its item (which waits queued)."""
+    run = start(MAPPED.format(path=record, times=times, retries=retries))
+    assert engine.step_execute(run_id=run.pk, step_id="each", run_attempt=1, attempt=None, task_id="map-step",
+                               worker="w@host", soft_timeout_error=SoftTimeLimitExceeded).kind == engine.DEFERRED
+    return run
+
+
+@pytest.mark.django_db
+def test_an_item_whose_process_died_three_times_fails_and_its_retry_gets_three_deaths_of_its_own(tmp_path):
+    # given a step mapped over one item, with one retry, whose action kills its worker process every time
+    record = tmp_path / "runs"
+    run = _mapped(record, times=100, retries="{max: 1, backoff_s: 4, jitter: false}")
+
+    # when the worker hands the item's task out again after each death, on whichever worker takes it
+    for worker in ("w1@host", "w2@host", "w3@host"):
+        _item_killed(run, worker=worker)
+    outcome = _item_deliver(run, worker="w4@host")
+
+    # then the delivery after the third death runs nothing: the item's attempt fails saying why and is queued again
+    # for its retry, its deaths counted afresh
+    assert (outcome, _runs(record)) == (engine.RETRY, 3)
+    item = MapItem.objects.get(run=run, step_id="each")
+    assert (item.status, item.attempts, item.process_deaths) == ("queued", 1, 0)
+    assert item.error == f"{DIED} w3@host:{os.getpid()}"
+
+    # when the retry (a new task) dies three times too
+    for _ in range(3):
+        _item_killed(run, task_id="retry")
+    outcome = _item_deliver(run, task_id="retry")
+
+    # then with no retry left the item failed, and with it the step and the run, saying why
+    assert (outcome, _runs(record)) == (engine.FINISHED, 6)
+    item.refresh_from_db()
+    assert (item.status, item.attempts, item.process_deaths) == ("failed", 2, 3)
+    shown = selectors.run_to_dict(run)
+    assert shown["status"] == "failed"
+    assert f"item 0: {DIED} w@host:{os.getpid()}" in shown["error"]
+
+
+@pytest.mark.django_db
+def test_an_item_whose_process_died_twice_runs_again_in_the_same_attempt(tmp_path):
+    # given a step mapped over one item, without retries, whose action kills its process twice, then completes
+    record = tmp_path / "runs"
+    run = _mapped(record, times=2, retries="{max: 0}")
+
+    # when its task is handed out again after each of the two deaths
+    _item_killed(run)
+    _item_killed(run)
+    outcome = _item_deliver(run)
+
+    # then the same attempt ran a third time and the step succeeded with its result
+    assert (outcome, _runs(record)) == (engine.FINISHED, 3)
+    item = MapItem.objects.get(run=run, step_id="each")
+    assert (item.status, item.attempts, item.process_deaths) == ("succeeded", 1, 2)
+    shown = selectors.run_to_dict(run)
+    assert (shown["status"], shown["steps"]["each"]["result"]) == ("succeeded", [{"runs": 3}])
+
+
+@pytest.mark.django_db
+def test_an_item_retried_after_its_database_went_away_is_no_death_of_its_process(tmp_path):
+    # given a mapped item without retries whose action fails four times without its process dying (Celery retries
+    # the task under the same id, as after a lost database connection)
+    record = tmp_path / "runs"
+    run = _mapped(record, times=4, retries="{max: 0}")
+    for _ in range(4):
+        _item_killed(run, counts_death=False)
+
+    # when the fifth try comes
+    outcome = _item_deliver(run, counts_death=False)
+
+    # then it ran: none was counted as a death
+    assert (outcome, _runs(record)) == (engine.FINISHED, 5)
+    item = MapItem.objects.get(run=run, step_id="each")
+    assert (item.status, item.process_deaths) == ("succeeded", 0)
