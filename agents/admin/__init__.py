@@ -1,2 +1,4 @@
 """Django admin for agentsite, one module per area."""
-from . import breakers, data, decisions, monitoring, orchestration, overview, registry, security, workflows  # noqa: F401
+from . import (  # noqa: F401
+    breakers, celery_apps, data, decisions, monitoring, orchestration, overview, registry, security, workflows,
+)

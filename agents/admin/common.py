@@ -6,7 +6,9 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import get_fields_from_path
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -155,6 +157,27 @@ class TeamScopedMixin:
         if obj is not None and any(field.name == "team" for field in self.model._meta.fields):
             return (*fields, "team") if "team" not in fields else fields
         return fields
+
+
+class DateBoundedChangeList(ChangeList):
+    """A change list whose date drill-down (``?created_at__year=9999``) past the last date there is redirects with
+    ``?e=1``, as any other bad filter does. Django reads the year, month and day into a datetime and refuses one
+    that cannot be (year 0, month 13), but computes the end of the range without a check: the year after 9999, or
+    the month or day after December 9999, raised from Django's code (a 500)."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+class DateHierarchyMixin:
+    """For an admin with ``date_hierarchy``: any year, month and day in the query string is a list page or the
+    redirect of a bad filter, never a server error (``DateBoundedChangeList``)."""
+
+    def get_changelist(self, request, **kwargs):
+        return DateBoundedChangeList
 
 
 class ReadOnlyMixin:

@@ -15,6 +15,7 @@ from django.utils.safestring import mark_safe
 
 from agents.admin.common import (
     StorableJSONField,
+    DateHierarchyMixin,
     DefinitionForm,
     ReadOnlyMixin,
     ServiceActionsMixin,
@@ -300,7 +301,7 @@ class CheckAdmin(TeamScopedMixin, ServiceActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(Metric)
-class MetricAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class MetricAdmin(TeamScopedMixin, ReadOnlyMixin, DateHierarchyMixin, admin.ModelAdmin):
     """Metric samples, newest first; written by check runs and downsampled by retention."""
 
     list_display = ("name", "check_link", "value", "unit", "recorded_at", "sample_count")
@@ -374,7 +375,7 @@ class IncidentResponseInline(ReadOnlyMixin, _ResponseColumnsMixin, admin.Tabular
 
 
 @admin.register(Alert)
-class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
+class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, DateHierarchyMixin, admin.ModelAdmin):
     """Alerts, written only by check runs and the lifecycle services; acknowledged, resolved or silenced here."""
 
     list_display = ("id", "check_link", "state_label", "severity", "count", "summary", "silenced", "started_at",

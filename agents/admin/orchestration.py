@@ -15,6 +15,7 @@ from django.utils.http import urlencode
 
 from agents.admin.common import (
     StorableJSONField,
+    DateHierarchyMixin,
     DefinitionForm,
     ReadOnlyMixin,
     ServiceActionsMixin,
@@ -91,7 +92,8 @@ class _TraceColumnMixin:
 
 
 @admin.register(AgentTask)
-class AgentTaskAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, _TraceColumnMixin, admin.ModelAdmin):
+class AgentTaskAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, _TraceColumnMixin, DateHierarchyMixin,
+                     admin.ModelAdmin):
     """Tasks submitted to agents by type and priority, written by the task service; cancelled here."""
 
     list_display = ("id", "agent_type", "status_label", "priority", "agent_name", "attempt", "created_at",
@@ -176,7 +178,7 @@ class MessageReceiptInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(AgentMessage)
-class AgentMessageAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
+class AgentMessageAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, DateHierarchyMixin, admin.ModelAdmin):
     """Messages between agents, stored before they are sent; a broadcast shows each agent's receipt."""
 
     list_display = ("id", "message_type", "sender", "recipient", "status_label", "correlation", "attempts",
@@ -256,7 +258,7 @@ class TriggerFiringInline(ReadOnlyMixin, _FiringColumnsMixin, admin.TabularInlin
 
 
 @admin.register(Event)
-class EventAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, admin.ModelAdmin):
+class EventAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, DateHierarchyMixin, admin.ModelAdmin):
     """Domain events from the outbox, with the trigger firings each caused."""
 
     list_display = ("id", "event_type", "source", "created_at", "published_at", "trace", "firing_count")

@@ -3,7 +3,9 @@ superusers: it spans every team)."""
 from django import forms
 from django.contrib import admin, messages
 
-from agents.admin.common import ReadOnlyMixin, StorableJSONField, TeamScopedMixin, json_block, trace_link
+from agents.admin.common import (
+    DateHierarchyMixin, ReadOnlyMixin, StorableJSONField, TeamScopedMixin, json_block, trace_link,
+)
 from agents.core.crypto import encrypt, host_problem, secret_delete, secret_set
 from agents.core.teams import sees_all, teams_of
 from agents.exceptions import SecretError
@@ -105,7 +107,7 @@ class TeamAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyMixin, DateHierarchyMixin, admin.ModelAdmin):
     """What operators did, newest first; written only by services. Shown to superusers only: an entry is not tied
     to a team (it names objects by type and id, several teams' or none, and carries run parameters and comments), so
     it cannot be narrowed to a member's teams, and the log is read by those who see every team."""

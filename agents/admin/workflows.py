@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
 from agents.admin.common import (
+    DateHierarchyMixin,
     ReadOnlyMixin,
     ServiceActionsMixin,
     TeamScopedMixin,
@@ -396,7 +397,7 @@ class WorkflowFilter(TeamScopedRelatedFilter):
 
 
 @admin.register(WorkflowRun)
-class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
+class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, DateHierarchyMixin, admin.ModelAdmin):
     """Runs with their progress; a run's page shows its steps, their attempts and a timeline."""
 
     list_display = ("id", "workflow", "version_number", "status_badge", "progress", "logical_time", "started_at",

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
 from agents.core.jsonable import UNSTORABLE, json_problem
@@ -100,7 +101,7 @@ def unknown_fields(serializer: serializers.Serializer, data) -> dict:
     for key, value in data.items():
         field = fields.get(key)
         if field is None:
-            found[key] = [f"unknown field (known: {known})"]
+            found[key] = [f"unknown field (known: {known})" if known else "unknown field (this endpoint takes no body)"]
         elif field.read_only:
             found[key] = [f"read-only: the server sets it (known: {known})"]
         elif nested := _nested_unknown_fields(field, value):
@@ -158,7 +159,8 @@ class ApiViewSet(viewsets.GenericViewSet):
     """
 
     perms: dict[str, str] = {}
-    #: The serializer of each action's request body: reads it (``given()``) and is the browsable API's form.
+    #: The serializer of each action's request body: reads it (``given()``) and is the browsable API's form. An extra
+    #: action (``@action``) of a write method not named here takes no body (``body_refused``).
     request_serializers: dict[str, type[serializers.Serializer]] = {}
     filter_serializer_class: type[serializers.Serializer] | None = None
     #: Query parameter -> the queryset lookup it filters on (``filtered()``).
@@ -172,6 +174,8 @@ class ApiViewSet(viewsets.GenericViewSet):
         lookup = self.lookup_url_kwarg or self.lookup_field
         if lookup in kwargs and not lookup_ok(str(kwargs[lookup]), numeric=self.lookup_value_regex == "[0-9]+"):
             raise exceptions.NotFound(f"no {self.noun} {kwargs[lookup]!r}")
+        if self.takes_no_body():
+            self.body_refused()
 
     def check_permissions(self, request):
         # Throttle first: a request refused 403 counts against its rate too (else refused users were never slowed).
@@ -223,6 +227,23 @@ class ApiViewSet(viewsets.GenericViewSet):
         if unknown or not valid:
             raise serializers.ValidationError(_details_merged(unknown, {} if valid else serializer.errors))
         return serializer.validated_data
+
+    def takes_no_body(self) -> bool:
+        """Whether the request is a write to an extra action (``@action``: cancel, resolve, enable, ...) that has no
+        request serializer: it reads no body. The writes of a resource (create, update) read theirs."""
+        handler = getattr(self, self.action or "", None)
+        return (self.request.method not in SAFE_METHODS and self.action not in self.request_serializers
+                and hasattr(handler, "mapping"))
+
+    def body_refused(self):
+        """400 for an action taking no body that was sent one: each key named as an unknown field, as ``given()``
+        names them (the caller meant something the endpoint would ignore); a body that is not a JSON object as
+        one reason. No body, an empty one and ``{}`` pass."""
+        data = self.request.data
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError({"non_field_errors": ["this endpoint takes no body: send none, or {}"]})
+        if unknown := unknown_fields(serializers.Serializer(), data):
+            raise serializers.ValidationError(unknown)
 
     def filters(self) -> dict:
         """The validated query-string filters (400 naming the parameter when one is invalid)."""

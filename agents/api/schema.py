@@ -1,4 +1,5 @@
-"""The OpenAPI schema: drf-spectacular's, with the error body documented on every operation."""
+"""The OpenAPI schema: drf-spectacular's, with the error body documented on every operation and every request
+body's object closed to keys it does not name, as the API refuses them (``unknown_fields``)."""
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
@@ -34,7 +35,16 @@ _WRITE_ONLY = {"409", "413"}
 
 
 class ApiSchema(AutoSchema):
-    """Adds the error responses of the API to each operation's documented ones."""
+    """Adds the error responses of the API to each operation's documented ones, and ``additionalProperties: false``
+    to the object of every request serializer: the top of a body and each object nested in it, which the API checks
+    for unknown keys. The JSON objects taken as they come (``JSONObjectField``: ``params``, ``payload``) and the
+    mappings of a ``DictField`` (labels) are no serializer's and keep any keys."""
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and schema.get("properties"):
+            schema["additionalProperties"] = False
+        return schema
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

@@ -1,5 +1,6 @@
 """The OpenAPI 3 schema: served at /api/schema/ to authenticated users, valid, documenting every endpoint with its
-bodies; and schemathesis, generating requests from it (valid and invalid), finds no server error and no response
+bodies, each body's objects closed to keys they do not name (``additionalProperties: false``) as the API refuses
+them; and schemathesis, generating requests from it (valid and invalid), finds no server error and no response
 that differs from what the schema documents."""
 import json
 from datetime import timedelta
@@ -30,7 +31,7 @@ from agents.monitoring import services as monitoring
 from agents.orchestration.event_types import event_types_load, outside_event_publish
 from agents.workflows.services import workflow_load, workflow_run_start
 
-from .conftest import RULES, WORKFLOW
+from .conftest import RULES, WORKFLOW, error_of
 
 pytestmark = pytest.mark.django_db
 
@@ -205,3 +206,30 @@ def test_the_schema_states_the_pagination_minimums_the_server_holds(viewer_clien
 
     assert parameters["page"] == {"type": "integer", "minimum": 1}
     assert parameters["page_size"] == {"type": "integer", "minimum": 1, "maximum": settings.AGENTS_API_MAX_PAGE_SIZE}
+
+
+def test_request_bodies_are_closed_to_keys_they_do_not_name_as_the_api_refuses_them(viewer_client, operator_client):
+    schema = viewer_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    components = schema["components"]["schemas"]
+
+    def body_of(path: str, method: str = "post") -> dict:
+        reference = schema["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+        reference = reference.get("items", reference)  # Alertmanager's: an array of alerts
+        return components[reference["$ref"].rsplit("/", 1)[-1]]
+
+    silence = body_of("/api/silences/")
+    matchers = components[silence["properties"]["matchers"]["$ref"].rsplit("/", 1)[-1]]
+    closed = {"POST /api/silences/": silence, "its matchers": matchers,
+              "PATCH /api/silences/{id}/": body_of("/api/silences/{id}/", "patch"),
+              "POST /api/workflow-runs/": body_of("/api/workflow-runs/"),
+              "POST /api/alerts/{id}/ack/": body_of("/api/alerts/{id}/ack/"),
+              "POST /api/checks/": body_of("/api/checks/"), "POST /api/v2/alerts": body_of("/api/v2/alerts")}
+    assert {name: body.get("additionalProperties") for name, body in closed.items()} == dict.fromkeys(closed, False)
+    # the objects a body carries as they come keep any keys, as the API keeps them
+    run = body_of("/api/workflow-runs/")
+    assert run["properties"]["params"]["additionalProperties"] == {}
+    assert isinstance(body_of("/api/v2/alerts")["properties"]["labels"]["additionalProperties"], dict)
+    # and what the schema says is what the API does: a key it does not name is refused
+    refused = operator_client.post("/api/silences/", {"matchers": {"check": ["web"]}, "duration": "1h",
+                                                      "extra": 1}, format="json")
+    assert refused.status_code == 400 and list(error_of(refused)["fields"]) == ["extra"]

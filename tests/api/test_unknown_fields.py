@@ -3,7 +3,9 @@
 is stored: before, the key was dropped and the request did something else (a silence of every critical alert of the
 team, a run without its parameters). The JSON objects an endpoint takes as they come (``params``, ``context``,
 ``payload``) keep any keys. Also: a ``team`` query parameter PostgreSQL cannot compare is a 400 naming ``team``
-(it was a 500), and a route escalating to another team's route is refused under ``escalate_to``."""
+(it was a 500), and a route escalating to another team's route is refused under ``escalate_to``. An action that
+takes no body (cancel, resolve, enable, ...) refuses one holding a key the same way, naming each key; before, the
+body was ignored and the action done (no body, an empty one and ``{}`` still are)."""
 import json
 
 import pytest
@@ -176,3 +178,89 @@ def test_a_route_escalating_to_another_team_s_route_is_refused_under_escalate_to
     assert error["fields"] == {"escalate_to": [
         "route 'a-route' escalates to route 'bob-route', which belongs to another team"]}
     assert list(NotificationRoute.objects.values_list("name", flat=True)) == ["bob-route"]
+
+
+# --- actions that take no body -------------------------------------------------------------------------------
+
+NO_BODY = "unknown field (this endpoint takes no body)"
+
+
+def _pending_task(client) -> int:
+    """A task that stays pending (nothing reaches the broker in the test's transaction) until cancelled."""
+    return client.post("/api/agent-tasks/", {"agent_type": "data", "config": {"action": "echo"}},
+                       format="json").json()["task_id"]
+
+
+def test_a_resolve_sent_a_body_is_refused_naming_its_keys_and_the_alert_stays_firing(operator_client):
+    monitoring_services.definitions_load(text=json.dumps({"checks": [{"name": "web", "type": "memory",
+                                                                      "critical": 0}]}))
+    operator_client.post("/api/checks/web/run/")
+    alert = Alert.objects.get()
+
+    response = operator_client.post(f"/api/alerts/{alert.pk}/resolve/", {"reason": "fixed", "notify": False},
+                                    format="json")
+
+    assert response.status_code == 400, response.content
+    error = error_of(response)
+    assert error["code"] == "invalid"
+    assert error["fields"] == {"reason": [NO_BODY], "notify": [NO_BODY]}
+    assert error["message"] == f"invalid input: reason: {NO_BODY} (and 1 more)"
+    alert.refresh_from_db()
+    assert alert.state == "firing"
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "fields"), [
+    ('{"force": true}', "application/json", 400, {"force": [NO_BODY]}),
+    ('{"force": true, "reason": {"why": 1}}', "application/json", 400, {"force": [NO_BODY], "reason": [NO_BODY]}),
+    ("force=1", "application/x-www-form-urlencoded", 415, {}),  # the API's bodies are JSON
+])
+def test_a_cancel_sent_a_body_with_keys_is_refused_and_the_task_goes_on(operator_client, body, content_type,
+                                                                        status, fields):
+    task_id = _pending_task(operator_client)
+
+    response = operator_client.post(f"/api/agent-tasks/{task_id}/cancel/", body, content_type=content_type)
+
+    assert response.status_code == status, response.content
+    assert error_of(response)["fields"] == fields
+    assert operator_client.get(f"/api/agent-tasks/{task_id}/").json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("body", ["[]", '["force"]', "null", '"force"', "1"])
+def test_a_cancel_sent_a_body_that_is_no_object_is_refused(operator_client, body):
+    task_id = _pending_task(operator_client)
+
+    response = operator_client.post(f"/api/agent-tasks/{task_id}/cancel/", body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert error_of(response)["fields"] == {"non_field_errors": ["this endpoint takes no body: send none, or {}"]}
+    assert operator_client.get(f"/api/agent-tasks/{task_id}/").json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("send", [
+    {},                                                                 # no body, no content type
+    {"data": "", "content_type": "application/json"},                   # an empty body
+    {"data": "{}", "content_type": "application/json"},                 # an empty object
+    {"data": "", "content_type": "application/x-www-form-urlencoded"},  # an empty form
+])
+def test_a_cancel_sent_no_body_an_empty_one_or_an_empty_object_cancels(operator_client, send):
+    task_id = _pending_task(operator_client)
+
+    response = operator_client.post(f"/api/agent-tasks/{task_id}/cancel/", **send)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "cancelled"
+
+
+def test_every_action_the_schema_gives_no_body_refuses_one(operator_client, viewer_client):
+    schema = viewer_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    bodiless = [path for path, operations in schema["paths"].items()
+                if "post" in operations and "requestBody" not in operations["post"]]
+
+    refused = {}
+    for path in bodiless:
+        url = path.replace("{id}", "1").replace("{name}", "x").replace("{backfill_id}", "1")
+        response = operator_client.post(url, {"force": True}, format="json")
+        refused[path] = (response.status_code, error_of(response)["fields"])
+
+    assert len(bodiless) >= 12, bodiless
+    assert refused == {path: (400, {"force": [NO_BODY]}) for path in bodiless}
