@@ -163,7 +163,7 @@ class MessageReceiptInline(ReadOnlyMixin, admin.TabularInline):
     """A broadcast message's handling by each agent that received it."""
 
     model = MessageReceipt
-    fields = ("agent", "status_label", "response_text", "error", "created_at", "handled_at")
+    fields = ("agent", "status_label", "response_text", "error", "process_deaths", "created_at", "handled_at")
     readonly_fields = fields
     extra = 0
     verbose_name_plural = "broadcast receipts"
@@ -189,7 +189,7 @@ class AgentMessageAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, DateH
     date_hierarchy = "created_at"
     show_full_result_count = False  # heartbeats make this the longest table: skip the extra COUNT(*)
     fields = ("message_type", "team", "sender", "recipient", "status_label", "correlation", "attempts", "handled_by",
-              "payload_block", "response_block", "error_text", "trace_full", "created_at", "sent_at",
+              "process_deaths", "payload_block", "response_block", "error_text", "trace_full", "created_at", "sent_at",
               "delivered_at", "handled_at")
     readonly_fields = fields
     inlines = (MessageReceiptInline,)

@@ -143,6 +143,7 @@ class ReceiptSerializer(serializers.Serializer):
     agent = serializers.CharField()
     status = serializers.ChoiceField(choices=MessageStatus.choices)
     error = serializers.CharField(allow_null=True)
+    process_deaths = serializers.IntegerField(help_text="Times the worker process running its handler died.")
 
 
 class MessageSerializer(serializers.Serializer):
@@ -159,6 +160,7 @@ class MessageSerializer(serializers.Serializer):
     error = serializers.CharField(allow_null=True)
     attempts = serializers.IntegerField()
     handled_by = serializers.CharField(allow_null=True)
+    process_deaths = serializers.IntegerField(help_text="Times the worker process running its handler died.")
     trace_id = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()
     handled_at = serializers.DateTimeField(allow_null=True)

@@ -166,6 +166,14 @@ class MessageReceipt(models.Model):
     response = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     handled_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="While a delivery runs the agent's handler: when that claim lapses and a delivery may take it over "
+                  "(its worker process died). Empty when no handler runs it.")
+    process_deaths = models.PositiveIntegerField(
+        default=0,
+        help_text="Times the worker process running the agent's handler died (killed, out of memory) and a delivery "
+                  "took it over once its claim lapsed; at AGENTS_PROCESS_DEATHS the receipt fails instead.")
 
     class Meta:
         ordering = ["agent"]

@@ -384,7 +384,7 @@ def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | Non
         agents = agents.filter(agent_type=message.recipient[2:])
     receipts = []
     for name in agents.values_list("name", flat=True):
-        receipt = _receipt_claim(message, agent=name, attempt=attempt)
+        receipt = _receipt_claim(message, agent=name, attempt=attempt, hostname=hostname)
         if receipt is not None:
             receipts.append(_receipt_handle(message, receipt, attempt=attempt, hostname=hostname))
     transition(AgentMessage.objects.filter(pk=message.pk), [MessageStatus.PENDING, MessageStatus.SENT],
@@ -392,26 +392,60 @@ def message_broadcast_handle(*, message_id: int, hostname: str, agent: str | Non
     return receipts
 
 
-def _receipt_claim(message: AgentMessage, *, agent: str, attempt: int) -> MessageReceipt | None:
+def _receipt_claim(message: AgentMessage, *, agent: str, attempt: int, hostname: str) -> MessageReceipt | None:
     """Take one agent's handling of a broadcast for attempt ``attempt``: the first stores its receipt, a retry takes a
-    receipt whose attempt before it failed (``delivered`` with an error) and clears the error. None when another
-    delivery has it (a second delivery of the same attempt), or it is handled or failed."""
+    receipt whose attempt before it failed (``delivered`` with an error) and clears the error. Either holds a claim
+    until the handler can no longer be running (``message_claim_s``). A delivery of an attempt whose handler's process
+    died (the worker hands the broadcast out again) finds the receipt claimed: it sends itself again to this worker
+    for when the claim lapses, and then takes the handling over, counting the death (``_receipt_take_over``). None
+    when it does not run the handler: another delivery has it, or it is handled or failed."""
+    now = timezone.now()
+    claim = {"claimed_until": now + timedelta(seconds=message_claim_s())}
     if attempt <= 1:
         try:
             with transaction.atomic():
-                return MessageReceipt.objects.create(message=message, agent=agent)
+                return MessageReceipt.objects.create(message=message, agent=agent, **claim)
         except IntegrityError:
-            return None  # this agent already has it
-    waiting = MessageReceipt.objects.filter(message=message, agent=agent, attempts__lt=attempt).exclude(error="")
-    if not transition(waiting, [MessageStatus.DELIVERED], MessageStatus.DELIVERED, error="", attempts=attempt):
+            pass  # this agent already has it
+    else:
+        waiting = MessageReceipt.objects.filter(message=message, agent=agent, attempts__lt=attempt).exclude(error="")
+        if transition(waiting, [MessageStatus.DELIVERED], MessageStatus.DELIVERED, error="", attempts=attempt,
+                      process_deaths=0, **claim):
+            return MessageReceipt.objects.get(message=message, agent=agent)
+    return _receipt_take_over(message, agent=agent, attempt=attempt, hostname=hostname)
+
+
+def _receipt_take_over(message: AgentMessage, *, agent: str, attempt: int, hostname: str) -> MessageReceipt | None:
+    """Take over attempt ``attempt`` of the agent's handling when its claim has lapsed (its handler's process died),
+    counting the death; the takeover that brings them to ``AGENTS_PROCESS_DEATHS`` fails the receipt saying so instead
+    of running the handler again. While the claim holds, send this delivery again for when it lapses. None when the
+    handler is not to run."""
+    now = timezone.now()
+    running = MessageReceipt.objects.filter(message=message, agent=agent, attempts=attempt, error="")
+    if not transition(running.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)),
+                      [MessageStatus.DELIVERED], MessageStatus.DELIVERED, process_deaths=F("process_deaths") + 1,
+                      claimed_until=now + timedelta(seconds=message_claim_s())):
+        held = running.filter(status=MessageStatus.DELIVERED).values_list("claimed_until", flat=True).first()
+        if held is not None:  # another delivery runs its handler now, or ran it in a process that died
+            task_send(BROADCAST_DELIVER_TASK, message.pk, agent, attempt, queue=worker_direct(hostname), eta=held,
+                      what=f"broadcast {message.pk} for {agent}")
         return None
-    return MessageReceipt.objects.get(message=message, agent=agent)
+    receipt = MessageReceipt.objects.get(message=message, agent=agent)
+    if receipt.process_deaths >= process_deaths_max():
+        error = process_deaths_error(receipt.process_deaths, doing="handling", last_on=f"agent {agent}")
+        logger.warning("broadcast %s failed on %s: %s", message.pk, agent, error)
+        transition(MessageReceipt.objects.filter(pk=receipt.pk, claimed_until=receipt.claimed_until),
+                   [MessageStatus.DELIVERED], MessageStatus.FAILED, error=error, claimed_until=None,
+                   handled_at=timezone.now())
+        return None
+    return receipt
 
 
 def _receipt_handle(message: AgentMessage, receipt: MessageReceipt, *, attempt: int,
                     hostname: str) -> MessageReceipt:
     """Run the handler for one agent's receipt and record how it went; a failure that may pass is retried."""
-    ours = MessageReceipt.objects.filter(pk=receipt.pk, error="")  # the fence of this attempt's claim
+    # The fence of this claim: a delivery that took the handling over after it lapsed holds another.
+    ours = MessageReceipt.objects.filter(pk=receipt.pk, error="", claimed_until=receipt.claimed_until)
     message.attempts = attempt  # the handler's attempt is this agent's, not the broadcast's (it is never claimed)
     try:
         response = secrets_redacted(storable_answer(_run_handler(message, agent=receipt.agent)))
@@ -419,7 +453,8 @@ def _receipt_handle(message: AgentMessage, receipt: MessageReceipt, *, attempt: 
         retry = not isinstance(error, PERMANENT_ERRORS) and attempt <= HANDLER_RETRIES
         recorded = transition(ours, [MessageStatus.DELIVERED],
                               MessageStatus.DELIVERED if retry else MessageStatus.FAILED,
-                              error=_handler_error(error), handled_at=None if retry else timezone.now())
+                              error=_handler_error(error), handled_at=None if retry else timezone.now(),
+                              claimed_until=None)
         logger.warning("handler of broadcast %s on %s failed (attempt %s): %s", message.pk, receipt.agent, attempt,
                        error)
         if retry and recorded:
@@ -427,7 +462,7 @@ def _receipt_handle(message: AgentMessage, receipt: MessageReceipt, *, attempt: 
                       countdown=2 ** (attempt - 1))
     else:
         transition(ours, [MessageStatus.DELIVERED], MessageStatus.HANDLED, response=response,
-                   handled_at=timezone.now())
+                   handled_at=timezone.now(), claimed_until=None)
     receipt.refresh_from_db()
     return receipt
 

@@ -166,9 +166,11 @@ def message_json(message: AgentMessage) -> dict:
         "id": message.pk, "type": message.message_type, "sender": message.sender, "recipient": message.recipient,
         "status": message.status, "correlation_id": message.correlation_id or None, "payload": message.payload,
         "response": message.response, "error": message.error or None, "attempts": message.attempts,
-        "handled_by": message.handled_by or None, "trace_id": message.trace_id, "created_at": iso(message.created_at),
+        "handled_by": message.handled_by or None, "process_deaths": message.process_deaths,
+        "trace_id": message.trace_id, "created_at": iso(message.created_at),
         "handled_at": iso(message.handled_at), "team": message.team.name if message.team_id else None,
-        "receipts": [{"agent": receipt.agent, "status": receipt.status, "error": receipt.error or None}
+        "receipts": [{"agent": receipt.agent, "status": receipt.status, "error": receipt.error or None,
+                      "process_deaths": receipt.process_deaths}
                      for receipt in message.receipts.all()] if message.is_broadcast else None,
     }
 

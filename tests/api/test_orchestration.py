@@ -132,7 +132,8 @@ def test_a_broadcast_reaches_every_live_agent_of_the_type(operator_client, worke
     # A receipt is stored when its agent takes the message (delivered) and updated once the handler has answered.
     receipts = wait_for(lambda: [receipt for receipt in operator_client.get(f"/api/messages/{message_id}/").json()[
         "receipts"] if receipt["status"] != "delivered"], what="the agent's receipt once handled")
-    assert receipts == [{"agent": f"{SESSION_WORKER}:monitoring", "status": "handled", "error": None}]
+    assert receipts == [{"agent": f"{SESSION_WORKER}:monitoring", "status": "handled", "error": None,
+                         "process_deaths": 0}]
 
 
 @pytest.mark.django_db

@@ -4,16 +4,18 @@ after ``AGENTS_PROCESS_DEATHS`` (3) such deaths the next delivery fails it, sayi
 it forever. Deliveries are made here as a worker makes them; a process "dies" by an exception nothing in the service
 catches (``test.dies``), which leaves the run under its claim as a killed process does, and time moves by setting the
 claim's end in the past."""
-from datetime import timedelta
+from datetime import datetime, timedelta
 from io import StringIO
 from pathlib import Path
 
 import pytest
+from celery.utils.nodenames import worker_direct
 from django.core.management import call_command
 from django.utils import timezone
 
-from agents.models import AgentMessage, AgentTask
-from agents.orchestration import agent_tasks, messages
+from agents.core.dispatch import celery_app
+from agents.models import Agent, AgentMessage, AgentTask, MessageReceipt
+from agents.orchestration import agent_tasks, messages, selectors
 # The action the workflow tests kill processes with: it records each run and "dies" in the first ``times`` of them.
 from tests.workflows.test_process_deaths import ProcessDied, _runs
 
@@ -168,3 +170,95 @@ def test_a_request_whose_handler_s_process_died_three_times_fails_saying_so_and_
     assert (failed.process_deaths, failed.attempts, failed.handled_by) == (3, 3, "w3@host:workflow")
     assert messages.message_handle(message_id=request.pk, hostname="w5@host")[0].status == "failed"
     assert _runs(record) == 3
+
+
+# ------------------------------------------------------------------------------------ broadcasts
+
+
+def _broadcast(record: Path, *, times: int) -> AgentMessage:
+    """A broadcast to every data agent, for the one live data agent of worker w@host; stored and signed, its send (on
+    commit) never happening inside the test's transaction, so the test delivers it."""
+    Agent.objects.create(name="w@host:data", agent_type="data", hostname="w@host", status="idle",
+                         last_heartbeat=timezone.now())
+    return messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
+                                 payload={"action": "test.dies", "params": {"path": str(record), "times": times}})
+
+
+def _broadcast_died(message: AgentMessage) -> None:
+    """A delivery of the broadcast whose handler's process dies (the worker hands it out again); its claim then
+    lapsed."""
+    with pytest.raises(ProcessDied):
+        messages.message_broadcast_handle(message_id=message.pk, hostname="w@host")
+    _lapse(MessageReceipt, MessageReceipt.objects.get(message=message).pk)
+
+
+@pytest.mark.django_db
+def test_a_broadcast_whose_handler_s_process_died_twice_is_taken_over_and_its_receipt_handled(tmp_path):
+    # given a broadcast whose action kills the handler's worker process twice, then answers
+    record = tmp_path / "runs"
+    message = _broadcast(record, times=2)
+
+    # when the handler's process dies twice, and the worker hands the broadcast out again each time
+    _broadcast_died(message)
+    _broadcast_died(message)
+    (receipt,) = messages.message_broadcast_handle(message_id=message.pk, hostname="w@host")
+
+    # then the third run answered: the receipt is handled, showing the deaths, not left delivered
+    assert _runs(record) == 3
+    assert (receipt.status, receipt.response, receipt.process_deaths) == ("handled", {"runs": 3}, 2)
+    assert (receipt.attempts, receipt.claimed_until) == (1, None)
+
+
+@pytest.mark.django_db
+def test_a_broadcast_whose_handler_s_process_died_three_times_fails_its_receipt_saying_so(tmp_path):
+    # given a broadcast whose action kills the handler's worker process every time it runs
+    record = tmp_path / "runs"
+    message = _broadcast(record, times=100)
+
+    # when the handler's process dies three times, and the broadcast is handed out again
+    for _ in range(3):
+        _broadcast_died(message)
+    assert messages.message_broadcast_handle(message_id=message.pk, hostname="w@host") == []
+
+    # then that delivery ran no handler but failed the receipt, naming the agent, and a late copy changes nothing
+    assert _runs(record) == 3
+    receipt = MessageReceipt.objects.get(message=message)
+    assert (receipt.status, receipt.process_deaths, receipt.claimed_until) == ("failed", 3, None)
+    assert receipt.error == ("its worker process died 3 times while handling it (killed, or out of memory); last on "
+                             "agent w@host:data")
+    assert messages.message_broadcast_handle(message_id=message.pk, hostname="w@host") == []
+    assert MessageReceipt.objects.get(message=message).status == "failed" and _runs(record) == 3
+    # and the message as `messages show` and the API give it shows the receipt's deaths
+    (shown,) = selectors.message_json(message)["receipts"]
+    assert (shown["agent"], shown["status"], shown["process_deaths"]) == ("w@host:data", "failed", 3)
+
+
+@pytest.mark.django_db
+def test_a_second_delivery_of_a_broadcast_while_its_handler_runs_does_not_run_it_again(tmp_path):
+    # given a broadcast whose handler is running (its process died, but the claim has not lapsed yet)
+    record = tmp_path / "runs"
+    message = _broadcast(record, times=100)
+    with pytest.raises(ProcessDied):
+        messages.message_broadcast_handle(message_id=message.pk, hostname="w@host")
+
+    # when another delivery of it comes before the claim lapses
+    assert messages.message_broadcast_handle(message_id=message.pk, hostname="w@host") == []
+
+    # then the handler did not run a second time, and nothing counted a death
+    receipt = MessageReceipt.objects.get(message=message)
+    assert (_runs(record), receipt.status, receipt.process_deaths) == (1, "delivered", 0)
+    assert receipt.claimed_until > timezone.now()
+    # and the delivery sent itself again to the worker, for this agent and attempt, for when the claim lapses
+    (sent,) = [sent for sent in _taken(worker_direct("w@host").name) if sent.decode()[0][0] == message.pk]
+    assert sent.headers["task"] == "workers.agents.message_broadcast_deliver"
+    assert sent.decode()[0] == [message.pk, "w@host:data", 1]
+    assert datetime.fromisoformat(sent.headers["eta"]) == receipt.claimed_until
+
+
+def _taken(queue: str) -> list:
+    """Every message waiting in the broker's queue ``queue``, taken off it (no worker consumes that queue here)."""
+    taken = []
+    with celery_app().connection_for_read() as connection:
+        while (message := connection.default_channel.basic_get(queue, no_ack=True)) is not None:
+            taken.append(message)
+    return taken
