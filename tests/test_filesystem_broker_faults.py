@@ -105,6 +105,7 @@ def test_a_message_held_by_a_consumer_that_dies_is_delivered_again(options, conn
             holder.wait(timeout=10)
             message = simple.get(timeout=10)
             assert message.payload == {"task": "charge"}
+            assert message.delivery_info["redelivered"] is True  # as Redis marks it: a task can tell
             message.ack()
         # What the dead consumer left (its folder and lock) is gone with it.
         unacked = os.path.join(options["data_folder_in"], ".unacked")
@@ -211,9 +212,11 @@ def test_two_consumers_on_one_folder_each_message_is_delivered_once(connect):
 def test_a_rejected_message_comes_back_and_an_acknowledged_one_leaves_nothing_behind(options, connect):
     publish(connect(), {"task": "retry me"})
     with connect().SimpleQueue(WORK) as simple:
-        simple.get(timeout=5).requeue()
+        first = simple.get(timeout=5)
+        assert not first.delivery_info.get("redelivered")
+        first.requeue()
         again = simple.get(timeout=5)
-        assert again.payload == {"task": "retry me"}
+        assert (again.payload, again.delivery_info["redelivered"]) == ({"task": "retry me"}, True)
         again.ack()
         with pytest.raises(simple.Empty):
             simple.get(timeout=0.2)
@@ -228,7 +231,8 @@ def test_a_message_held_at_shutdown_is_put_back_for_the_next_consumer(connect):
     with connect() as worker, worker.SimpleQueue(WORK) as simple:  # a worker stopping (Ctrl-C) closes its connection
         assert simple.get(timeout=5).payload == {"task": "eta"}  # not acknowledged: an ETA task waiting in a worker
     with connect().SimpleQueue(WORK) as simple:
-        assert simple.get(timeout=5).payload == {"task": "eta"}
+        again = simple.get(timeout=5)
+        assert (again.payload, again.delivery_info["redelivered"]) == ({"task": "eta"}, True)
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b'"a string"', b"\xff\xfe", b'{"body": 1}'],

@@ -21,6 +21,9 @@ What kombu's own transport gets wrong, and what this one does instead:
   and binding a queue to a broadcast exchange drops the exchange's bindings that no living process holds (its
   table, read on every broadcast, gained a line with each listener that came and went).
 - Message files were readable by every user of the machine; here only by their owner (mode 0600).
+- A message put back (rejected to requeue, a worker's pool process lost, its consumer dead) came back as it was
+  first sent. Here, as on Redis, it comes back marked redelivered (``delivery_info["redelivered"]``): what a task
+  does on a second delivery of the same message (count the death of the process that ran it) it does here too.
 """
 import fcntl
 import logging
@@ -126,6 +129,26 @@ def _holders_forget_in_child() -> None:
 os.register_at_fork(after_in_child=_holders_forget_in_child)
 
 
+def _redelivered(held: str, queue_folder: str) -> None:
+    """Put the message ``held`` (a consumer's file) back into ``queue_folder`` under its own name, marked redelivered
+    as Redis marks it: rewritten in place first (a crash in between leaves it held, to be put back again), then
+    renamed into the queue whole. A file that is not a message goes back as it is, for a consumer to set aside."""
+    try:
+        with open(held, "rb") as handle:
+            payload = loads(bytes_to_str(handle.read()))
+        payload["properties"]["delivery_info"]["redelivered"] = True
+        payload.setdefault("headers", {})["redelivered"] = True
+    except (ValueError, TypeError, KeyError, AttributeError, IsADirectoryError):
+        pass
+    else:
+        writing = held + WRITING_SUFFIX
+        fd = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb", buffering=0) as handle:
+            handle.write(str_to_bytes(dumps(payload)))
+        os.replace(writing, held)
+    os.rename(held, os.path.join(queue_folder, os.path.basename(held)))
+
+
 def orphans_restore(root: str, queue_folder: str) -> int:
     """Put back into ``queue_folder`` the messages held under ``root`` by processes that died; return how many."""
     try:
@@ -155,7 +178,10 @@ def orphans_restore(root: str, queue_folder: str) -> int:
                 held = []
             for message in held:
                 try:
-                    os.rename(os.path.join(folder, message), os.path.join(queue_folder, message))
+                    if message.endswith(WRITING_SUFFIX):  # its process died marking it: the message is beside it
+                        os.unlink(os.path.join(folder, message))
+                        continue
+                    _redelivered(os.path.join(folder, message), queue_folder)
                 except FileNotFoundError:
                     continue
                 restored += 1
@@ -341,10 +367,11 @@ class Channel(kombu_filesystem.Channel):
         path = self._unacked_paths.pop(message.delivery_tag, None)
         if path is not None:
             try:
-                os.rename(path, os.path.join(self.data_folder_in, os.path.basename(path)))
+                _redelivered(path, self.data_folder_in)
                 return
             except FileNotFoundError:
                 pass  # its file is gone: publish it again from memory
+        message.delivery_info["redelivered"] = True  # the properties' own: what is published again
         super()._restore(message)
 
     def _put_fanout(self, exchange, payload, routing_key, **kwargs):
