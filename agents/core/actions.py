@@ -53,10 +53,18 @@ class Action:
     function: Callable[..., Any]
     params: Schema
     deferred: bool = False
+    #: check(params) -> [(parameter, problem)]: what the stored definitions ``params`` name say of them (a
+    #: workflow's undeclared run parameter), for params that fit the schema; None when nothing stored is asked.
+    check: Callable[[dict], list[tuple[str, str]]] | None = None
 
     def validate(self, params: dict) -> list[str]:
         """Return the problems with ``params`` for this action (empty when they fit)."""
         return schema_validate(self.params, params)
+
+    def stored_problems(self, params: dict) -> list[tuple[str, str]]:
+        """(parameter, problem) for each thing in ``params`` (fitting the schema) that the definition it names
+        refuses, as running the action would: work that runs it is refused when submitted instead."""
+        return self.check(params) if self.check is not None else []
 
     def with_defaults(self, params: dict) -> dict:
         """Return ``params`` with every unset optional parameter at its default."""
@@ -70,11 +78,13 @@ class Action:
 actions: Registry[Action] = Registry("action", registered_elsewhere=True)
 
 
-def action(name: str, *, params: dict[str, Param] | None = None, deferred: bool = False):
-    """Register the decorated function as the action ``name``."""
+def action(name: str, *, params: dict[str, Param] | None = None, deferred: bool = False,
+           check: Callable[[dict], list[tuple[str, str]]] | None = None):
+    """Register the decorated function as the action ``name`` (``check``: see ``Action.check``)."""
 
     def register(function):
-        actions.register(name, Action(name=name, function=function, params=params or {}, deferred=deferred),
+        actions.register(name, Action(name=name, function=function, params=params or {}, deferred=deferred,
+                                      check=check),
                          same=lambda known, new: known.function is new.function)
         return function
 

@@ -1,6 +1,7 @@
 """Parameter schemas: the JSON type, bounds and default of each named parameter, and the messages that say
 what does not fit. Used by actions, check types, notifiers and agent tasks alike. Pure: no Django."""
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,15 @@ def schema_validate(schema: Schema, params: dict) -> list[str]:
         if reason:
             problems.append(f"parameter {name!r} {reason}")
     return problems
+
+
+def params_undeclared(declared: Iterable[str], params: dict, *, of: str) -> list[str]:
+    """A problem for each name in ``params`` that ``declared`` lacks (a run parameter the workflow or pipeline ``of``
+    does not declare), naming it, ``of`` and what is declared; empty when every one is declared."""
+    declared = sorted(declared)
+    known = ", ".join(declared) or "none"
+    return [f"unknown run parameter {name!r} for {of} (declared: {known})"
+            for name in sorted(set(params) - set(declared))]
 
 
 def schema_defaults(schema: Schema, params: dict) -> dict:

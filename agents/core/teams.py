@@ -140,7 +140,22 @@ def team_for_new(user, name: str | None = None) -> Team:
 def same_team(owner_team_id: int, other, *, what: str) -> None:
     """Refuse (``TeamError``) when ``other`` (a team-owned row) belongs to a team other than ``owner_team_id``."""
     if other is not None and getattr(other, "team_id", owner_team_id) != owner_team_id:
-        raise TeamError(f"{what} belongs to another team")
+        raise TeamError(_another_team(what))
+
+
+def definition_team_problem(model: type[Model], name: str, team_id: int | None, *, what: str,
+                            missing: str | None = None) -> str | None:
+    """Why team ``team_id`` may not use ``model``'s definition called ``name``: ``"<what> belongs to another team"``
+    when another team owns it, ``missing`` when there is none (None: the caller lets that pass, or says it
+    elsewhere); None when it is the team's own, or ``team_id`` is None (code acting for no team in particular)."""
+    owner = model.objects.filter(name=name).values_list("team_id", flat=True)[:1]
+    if not owner:
+        return missing
+    return _another_team(what) if team_id is not None and owner[0] != team_id else None
+
+
+def _another_team(what: str) -> str:
+    return f"{what} belongs to another team"
 
 
 def owned_get_or_create(model: type[Model], *, name: str, team: Team | None, what: str, **defaults):
@@ -150,7 +165,7 @@ def owned_get_or_create(model: type[Model], *, name: str, team: Team | None, wha
     row, created = model.objects.get_or_create(
         name=name, defaults={**defaults, "team": team if team is not None else team_default()})
     if not created and team is not None and row.team_id != team.pk:
-        raise TeamError(f"{what} {name!r} belongs to another team")
+        raise TeamError(_another_team(f"{what} {name!r}"))
     return row, created
 
 

@@ -4,7 +4,7 @@ from agents.core.actions import ActionContext, action, task_kind
 from agents.core.params import Param
 from agents.core.teams import same_team, team_acting
 from agents.data.selectors import data_run_json
-from agents.data.services import pipeline_run
+from agents.data.services import pipeline_params_problems, pipeline_run
 from agents.exceptions import (
     ActionError,
     DataError,
@@ -16,6 +16,12 @@ from agents.exceptions import (
 from agents.models import Pipeline
 
 
+def _run_params_problems(params: dict) -> list[tuple[str, str]]:
+    """The run parameters in ``params["params"]`` that the pipeline named does not declare: its run refuses them."""
+    return [("params", problem)
+            for problem in pipeline_params_problems(pipeline=params["pipeline"], params=params.get("params") or {})]
+
+
 @action(
     "data.pipeline",
     params={
@@ -23,6 +29,7 @@ from agents.models import Pipeline
         "params": Param("object", default=None),
         "require_quality": Param("boolean", default=True),
     },
+    check=_run_params_problems,
 )
 def data_pipeline(context: ActionContext, *, pipeline: str, params: dict | None, require_quality: bool) -> dict:
     """Run the latest version of data ``pipeline``; return its run, dataset (id, name, number, path) and quality.

@@ -47,6 +47,7 @@ from agents.exceptions import (
 )
 from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
+from agents.core.params import params_undeclared
 from agents.models import (
     DATA_RUN_TRANSITIONS,
     DataRun,
@@ -145,6 +146,14 @@ def pipeline_version_latest(*, pipeline: str) -> PipelineVersion:
     return version
 
 
+def pipeline_params_problems(*, pipeline: str, params: dict) -> list[str]:
+    """Each of the run parameters ``params`` that the newest version of ``pipeline`` does not declare, as a run of it
+    refuses them (``data_run_create``); none for a pipeline that does not exist (whoever names it says so)."""
+    spec = (PipelineVersion.objects.filter(pipeline__name=pipeline).order_by("-number")
+            .values_list("spec", flat=True).first())
+    return [] if spec is None else params_undeclared(spec.get("params", {}), params, of=pipeline)
+
+
 def data_source_save(*, name: str, spec: Any, description: str = "", team: Team | None = None) -> DataSource:
     """Create or replace the stored source ``name`` after validating its spec."""
     if not is_name(name):
@@ -193,11 +202,8 @@ def data_run_create(*, version: PipelineVersion, params: dict | None = None) -> 
     """Record a pending run of ``version`` with run parameters ``params``."""
     params = params or {}
     declared = version.spec.get("params", {})
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        known = ", ".join(sorted(declared)) or "none"
-        raise PipelineSpecError([f"unknown run parameter {name!r} for {version.pipeline.name} (declared: {known})"
-                                 for name in unknown])
+    if unknown := params_undeclared(declared, params, of=version.pipeline.name):
+        raise PipelineSpecError(unknown)
     with transaction.atomic():
         run = DataRun.objects.create(version=version, params={**declared, **params}, trace_id=trace_id_ensure())
         audit_record("data_run.start", "data_run", run.pk,

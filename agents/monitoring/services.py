@@ -21,13 +21,13 @@ from django.utils.dateparse import parse_datetime
 
 from agents.core.actions import action_definitions, action_get, action_names
 from agents.core.audit import audit_record
-from agents.core.teams import same_team, team_default
+from agents.core.teams import definition_team_problem, same_team, team_default
 from agents.core.definitions import DefinitionTextError, definition_load_text, fields_changed
 from agents.core.checks import ProbeResult
 from agents.core.dispatch import task_send
 from agents.core.jsonable import UNSTORABLE, json_problem, storable
 from agents.core.times import utc_in_calendar
-from agents.exceptions import CheckNotFoundError, CheckSpecError
+from agents.exceptions import CheckNotFoundError, CheckSpecError, TeamError
 from agents.models import (
     OPEN_ALERT_STATES,
     Check,
@@ -189,10 +189,10 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
             # A response starts its own team's workflows only (as a trigger does): refused here, not at each alert.
             named = action_definitions(fields["action"], fields["params"]).values() if fields["action"] else ()
             started = fields["workflow"] or next((name for key, name in named if key == "workflow"), "")
-            if started:
-                same_team(ResponseRule.objects.get(name=item["name"]).team_id,
-                          WorkflowDefinition.objects.filter(name=started).first(),
-                          what=f"response {item['name']!r} starts workflow {started!r}, which")
+            if started and (problem := definition_team_problem(
+                    WorkflowDefinition, started, ResponseRule.objects.get(name=item["name"]).team_id,
+                    what=f"response {item['name']!r} starts workflow {started!r}, which")):
+                raise TeamError(problem)
         audit_record("monitoring.load", "definitions", "", f"loaded monitoring definitions from {source}",
                      source=source, counts=counts)
     return counts

@@ -23,7 +23,7 @@ from django.utils import timezone
 from agents.core.actions import ActionContext, TaskKind, action_definitions, action_get, action_names, task_kinds_of
 from agents.core.audit import audit_record
 from agents.core.dispatch import task_send, tasks_revoke
-from agents.core.teams import acting_for
+from agents.core.teams import acting_for, definition_team_problem
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError, BrokerUnavailableError
@@ -155,12 +155,42 @@ def task_definition_problems(team_id: int | None, agent_type: str, config: dict)
     ``team_id``, naming the field: a task naming one would be queued only to fail on its agent."""
     problems = []
     for field, model, name in task_definitions(agent_type, config):
-        found = model.objects.filter(name=name).values_list("team_id", flat=True)[:1]
-        if not found:
-            problems.append(f"{field}: no {model._meta.verbose_name} named {name!r}")
-        elif team_id is not None and found[0] != team_id:
-            problems.append(f"{field}: {model._meta.verbose_name} {name!r} belongs to another team")
+        noun = model._meta.verbose_name
+        if problem := definition_team_problem(model, name, team_id, what=f"{field}: {noun} {name!r}",
+                                              missing=f"{field}: no {noun} named {name!r}"):
+            problems.append(problem)
     return problems
+
+
+def task_params_problems(agent_type: str, config: dict) -> list[str]:
+    """What the definitions a valid task config runs refuse of the params it gives them (a run parameter its
+    workflow or pipeline does not declare), naming the field: the run the task starts would refuse them."""
+    kind = _task_kind(agent_type, config)
+    name, params = _task_action(kind, config)
+    action = action_get(name)
+    if action is None:
+        return []
+    return [f"config.{_config_field(kind, param)}: {problem}" for param, problem in action.stored_problems(params)]
+
+
+def _task_kind(agent_type: str, config: dict) -> TaskKind:
+    """The kind of a valid task config: the one whose key it gives."""
+    kinds = _kinds(agent_type)
+    return kinds[next(key for key in kinds if key in config)]
+
+
+def _task_action(kind: TaskKind, config: dict) -> tuple[str, dict]:
+    """The action a valid task config of ``kind`` runs, and its params."""
+    if kind.key == "action":
+        return config["action"], config.get("params") or {}
+    return kind.action, kind.params(config)
+
+
+def _config_field(kind: TaskKind, param: str) -> str:
+    """Where in a task config of ``kind`` its action's parameter ``param`` is given."""
+    if kind.key == "action":
+        return f"params.{param}"
+    return kind.key if param == kind.param else param
 
 
 # ------------------------------------------------------------------------------------ submitting
@@ -171,7 +201,8 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
     """Store a task and send it, on commit, to the queue of ``agent_type`` with broker priority ``priority``.
 
     With ``team`` the task acts for that team: a definition of another team named in its config is refused, and
-    it runs as that team (``acting_for``). Without one (a command, a superuser) it acts for no team in particular."""
+    it runs as that team (``acting_for``). Without one (a command, a superuser) it acts for no team in particular.
+    A run parameter the workflow or pipeline it starts does not declare is refused, as starting that run would."""
     errors = task_config_validate(agent_type, config)
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
         errors.append(f"priority: must be a whole number from 0 (highest) to 9, got {priority!r}")
@@ -182,6 +213,8 @@ def task_submit(*, agent_type: str, config: dict, priority: int = 5, timeout_s: 
                       f"got {timeout_s!r}")
     if not errors:
         errors.extend(task_definition_problems(team.pk if team is not None else None, agent_type, config))
+    if not errors:
+        errors.extend(task_params_problems(agent_type, config))
     if errors:
         raise AgentTaskError.of(errors)
     with transaction.atomic():
@@ -261,12 +294,7 @@ def task_execute(*, task: AgentTask) -> Any:
 
 
 def _action_call(task: AgentTask) -> Any:
-    kinds = _kinds(task.agent_type)
-    kind = kinds[next(key for key in kinds if key in task.config)]
-    if kind.key == "action":
-        name, params = task.config["action"], task.config.get("params") or {}
-    else:
-        name, params = kind.action, kind.params(task.config)
+    name, params = _task_action(_task_kind(task.agent_type, task.config), task.config)
     action = action_get(name)
     if action is None:
         raise AgentTaskError(f"no action {name!r} is registered on this worker")

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from agents.core.actions import action_run
 from agents.core.audit import audit_record
-from agents.core.teams import owned_get_or_create, same_team
+from agents.core.teams import definition_team_problem, owned_get_or_create, same_team
 from agents.core.events import event_listeners_changed, event_path_problem
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, fields_changed, is_name
 from agents.core.transitions import transition
@@ -148,9 +148,8 @@ def trigger_team_problems(item: dict, team_id: int) -> list[str]:
                   if not name.startswith("$.")]
     problems = []
     for doing, model, name in named:
-        owner = model.objects.filter(name=name).values_list("team_id", flat=True).first()
-        if owner is not None and owner != team_id:
-            problems.append(f"trigger {item['name']!r} {doing}, which belongs to another team")
+        if problem := definition_team_problem(model, name, team_id, what=f"trigger {item['name']!r} {doing}, which"):
+            problems.append(problem)
     return problems
 
 

@@ -25,7 +25,7 @@ from agents.exceptions import (
     SecretError,
 )
 from agents.workflows.engine import workflow_steps_requeue_lost
-from agents.workflows.services import workflow_run_start
+from agents.workflows.services import workflow_params_problems, workflow_run_start
 
 requests = lazy("requests")
 
@@ -136,7 +136,14 @@ def workflow_run(context: ActionContext, *, workflow: str, params: dict | None) 
     return Deferred(child_run_id=child.pk)
 
 
-@action("workflow.start", params={"workflow": Param("string", required=True), "params": Param("object", default=None)})
+def _run_params_problems(params: dict) -> list[tuple[str, str]]:
+    """The run parameters in ``params["params"]`` that the workflow named does not declare: its start refuses them."""
+    return [("params", problem)
+            for problem in workflow_params_problems(workflow=params["workflow"], params=params.get("params") or {})]
+
+
+@action("workflow.start", params={"workflow": Param("string", required=True), "params": Param("object", default=None)},
+        check=_run_params_problems)
 def workflow_start(context: ActionContext, *, workflow: str, params: dict | None) -> dict:
     """Start the latest version of ``workflow`` as a run of its own and return its id at once, without waiting
     for it (what a trigger, an incident response or a workflow agent task does)."""

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from agents.core.audit import audit_record
 from agents.core.events import event_publish
+from agents.core.params import params_undeclared
 from agents.core.dispatch import task_send_on_commit, tasks_revoke
 from agents.core.teams import owned_get_or_create, same_team, team_acting
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
@@ -214,6 +215,19 @@ def workflow_version_latest(*, workflow: str) -> WorkflowVersion:
     return version
 
 
+def workflow_params_problems(*, workflow: str, params: dict) -> list[str]:
+    """Each of the run parameters ``params`` that the newest version of ``workflow`` does not declare, as starting a
+    run of it refuses them (``workflow_run_start``); none for a workflow that does not exist (whoever names it says
+    so). Work that will start it (an agent task) is refused with these when it is submitted."""
+    version_id = (WorkflowVersion.objects.filter(definition__name=workflow).order_by("-number")
+                  .values_list("pk", flat=True).first())
+    return [] if version_id is None else _params_undeclared(engine.compiled_version(version_id), params)
+
+
+def _params_undeclared(compiled: engine.CompiledVersion, params: dict) -> list[str]:
+    return params_undeclared(compiled.spec.params, params, of=compiled.name)
+
+
 def workflow_run_start(
     *,
     workflow: str | None = None,
@@ -241,11 +255,8 @@ def workflow_run_start(
         _depth_check(parent_run_id, version.definition.name)
     compiled = engine.compiled_version(version.pk)
     params = params or {}
-    unknown = sorted(set(params) - set(compiled.spec.params))
-    if unknown:
-        known = ", ".join(sorted(compiled.spec.params)) or "none"
-        raise WorkflowSpecError([f"unknown run parameter {name!r} for {compiled.name} (declared: {known})"
-                                 for name in unknown])
+    if unknown := _params_undeclared(compiled, params):
+        raise WorkflowSpecError(unknown)
     slot = {} if logical_time is None else {LOGICAL_TIME_PARAM: logical_time.astimezone(UTC).isoformat()}
     with transaction.atomic():
         queued = _at_max_active_runs(version.definition_id, compiled.spec.max_active_runs)

@@ -3,9 +3,10 @@ import pytest
 from django.utils import timezone
 
 from agents.models import Agent, AgentMessage, AgentTask
+from agents.workflows.services import workflow_load
 from tests.conftest import wait_for
 
-from .conftest import error_of
+from .conftest import WORKFLOW, error_of
 
 SESSION_WORKER = "tests@localhost"
 
@@ -84,6 +85,24 @@ def test_a_submit_with_bad_input_names_the_field_and_submits_nothing(operator_cl
     assert response.status_code == 400
     fields = error_of(response)["fields"]
     assert list(fields) == [field] and any(reason in text for text in fields[field]), response.json()
+    assert not AgentTask.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_task_giving_a_run_parameter_its_workflow_does_not_declare_is_a_400_as_for_a_run_start(operator_client):
+    # given a workflow declaring greeting, and what a run start through the API says of colour
+    workflow_load(text=WORKFLOW)
+    started = operator_client.post("/api/workflow-runs/", {"workflow": "api-flow", "params": {"colour": "red"}},
+                                   format="json")
+
+    # when a task that would start it with colour is submitted
+    response = operator_client.post("/api/agent-tasks/", {"agent_type": "workflow", "config": {
+        "workflow": "api-flow", "params": {"colour": "red"}}}, format="json")
+
+    # then it is refused with the run start's reason under the field that holds it, and nothing is stored
+    assert response.status_code == started.status_code == 400
+    assert error_of(response)["fields"] == {"config.params": error_of(started)["fields"]["params"]}
+    assert error_of(started)["fields"]["params"] == ["unknown run parameter 'colour' for api-flow (declared: greeting)"]
     assert not AgentTask.objects.exists()
 
 

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from agents.models import Agent, AgentTask, Trigger
 from agents.workflows.services import workflow_load
-from tests.conftest import wait_for
+from tests.conftest import broker_down_env, manage, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,6 +50,45 @@ def test_submit_refuses_a_definition_that_does_not_exist_naming_it(agent_type, c
     with pytest.raises(CommandError, match=re.escape(reason)):
         run("agents", "submit", agent_type, "--config", config)
     assert not AgentTask.objects.exists()
+
+
+REGIONAL = """\
+name: regional
+params: {region: north}
+steps:
+  - id: say
+    action: echo
+"""
+
+
+@pytest.mark.parametrize(("config", "field"), [
+    ('{"workflow": "regional", "params": {"colour": "red"}}', "config.params"),
+    ('{"action": "workflow.start", "params": {"workflow": "regional", "params": {"colour": "red"}}}',
+     "config.params.params"),
+])
+def test_submit_refuses_a_run_parameter_the_workflow_does_not_declare_naming_both(config, field):
+    workflow_load(text=REGIONAL)
+    # it was queued, to fail later on an agent, and the command exited 0 (a run started through the API refused it)
+    with pytest.raises(CommandError, match=re.escape(f"{field}: unknown run parameter 'colour' for regional "
+                                                     "(declared: region)")):
+        run("agents", "submit", "workflow", "--config", config)
+    assert not AgentTask.objects.exists()
+
+
+def test_submit_of_an_undeclared_run_parameter_exits_non_zero_before_anything_is_sent():
+    # given a workflow declaring region, and a command whose broker cannot be reached
+    workflow_load(text=REGIONAL)
+
+    # when an operator submits a task giving it colour
+    result = manage("agents", "submit", "workflow", "--config", '{"workflow": "regional", "params": {"colour": "red"}}',
+                    env=broker_down_env())
+
+    # then the command exits 1 saying why, stores nothing and sends nothing (the broker is never asked)
+    assert result.returncode == 1, result.stderr
+    assert "config.params: unknown run parameter 'colour' for regional (declared: region)" in result.stderr
+    assert "broker" not in result.stderr and "Traceback" not in result.stderr
+    assert not AgentTask.objects.exists()
+
 
 def test_firings_of_a_trigger_that_does_not_exist_is_an_error_naming_those_there_are():
     Trigger.objects.create(name="on-alert", event_type="alert.fired", action="message", target="*",

@@ -1,5 +1,6 @@
 """Agent tasks on real workers: waiting for an agent of the type, priorities, timeouts, re-queue when an agent
 goes offline, and refusals."""
+import json
 import time
 from datetime import timedelta
 
@@ -7,10 +8,12 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from agents.exceptions import AgentTaskError
-from agents.models import Agent, AgentStatus, AgentTask
+from agents.data.services import pipeline_load
+from agents.exceptions import AgentTaskError, WorkflowSpecError
+from agents.models import Agent, AgentStatus, AgentTask, WorkflowRun
 from agents.orchestration import agent_tasks
 from agents.orchestration.registry import agents_mark_offline
+from agents.workflows.services import workflow_load, workflow_run_start
 from tests.conftest import broker_down_env, manage, wait_for
 
 from .conftest import SESSION_WORKER, consumer_paused, meanwhile_runs, on_another_connection, worker_process
@@ -194,3 +197,64 @@ def test_a_task_cancelled_while_the_broker_is_down_is_cancelled_without_a_traceb
     task.refresh_from_db()
     assert task.status == "cancelled" and task.error == "cancelled by an operator"
 
+
+
+REGIONAL = """\
+name: regional
+params: {region: north}
+steps:
+  - id: say
+    action: echo
+"""
+REFUSED_PARAMS = [  # a task config whose run parameter the workflow does not declare, and the field naming it
+    ({"workflow": "regional", "params": {"colour": "red"}}, "config.params"),
+    ({"action": "workflow.start", "params": {"workflow": "regional", "params": {"colour": "red"}}},
+     "config.params.params"),
+]
+
+
+@pytest.mark.parametrize(("config", "field"), REFUSED_PARAMS)
+def test_a_task_giving_a_run_parameter_its_workflow_does_not_declare_is_refused_as_the_run_start_refuses_it(
+        config, field):
+    # given a workflow declaring the run parameter region, and what starting a run of it with colour says
+    workflow_load(text=REGIONAL)
+    with pytest.raises(WorkflowSpecError) as started:
+        workflow_run_start(workflow="regional", params={"colour": "red"})
+
+    # when a task that would start it with colour is submitted
+    with pytest.raises(AgentTaskError) as refused:
+        agent_tasks.task_submit(agent_type="workflow", config=config)
+
+    # then it is refused at once with the run start's reason, naming the parameter and the workflow, and not stored
+    assert refused.value.errors == [f"{field}: {started.value.errors[0]}"]
+    assert refused.value.errors == [f"{field}: unknown run parameter 'colour' for regional (declared: region)"]
+    assert not AgentTask.objects.exists() and not WorkflowRun.objects.exists()
+
+
+def test_a_task_giving_a_declared_run_parameter_starts_its_workflow_with_it(worker):
+    workflow_load(text=REGIONAL)
+
+    task = agent_tasks.task_submit(agent_type="workflow",
+                                   config={"workflow": "regional", "params": {"region": "south"}})
+
+    done = wait_for(lambda: _finished(task.pk), what="the task to finish")
+    assert done.status == "completed", done.error
+    assert WorkflowRun.objects.get(pk=done.result["workflow_run_id"]).params["region"] == "south"
+
+
+@pytest.mark.parametrize(("config", "field"), [
+    ({"pipeline": "regional-orders", "params": {"colour": "red"}}, "config.params"),
+    ({"action": "data.pipeline", "params": {"pipeline": "regional-orders", "params": {"colour": "red"}}},
+     "config.params.params"),
+])
+def test_a_task_giving_a_run_parameter_its_pipeline_does_not_declare_is_refused_naming_both(data_root, config, field):
+    # given a pipeline declaring the run parameter region
+    pipeline_load(text=json.dumps({"name": "regional-orders", "params": {"region": "north"},
+                                   "source": {"kind": "file", "path": "orders.csv"},
+                                   "output": {"dataset": "regional_orders"}}))
+
+    # when a task that would run it with colour is submitted, then it is refused as a run of it is, and not stored
+    with pytest.raises(AgentTaskError) as refused:
+        agent_tasks.task_submit(agent_type="data", config=config)
+    assert refused.value.errors == [f"{field}: unknown run parameter 'colour' for regional-orders (declared: region)"]
+    assert not AgentTask.objects.exists()

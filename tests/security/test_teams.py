@@ -17,7 +17,7 @@ from django.utils import timezone
 from agents.api.groups import OPERATORS
 from agents.core.crypto import secret_set, secret_value
 from agents.core.redaction import SecretRedactFilter
-from agents.core.teams import acting_for, team_create
+from agents.core.teams import acting_for, definition_team_problem, team_create
 from agents.data import services as data_services
 from agents.data.sources import source_frame
 from agents.exceptions import DataSourceError, TeamError
@@ -38,7 +38,7 @@ from agents.models import (
 from agents.monitoring import alerts
 from agents.monitoring import services as monitoring_services
 from agents.orchestration import agent_tasks, messages
-from agents.orchestration.events import event_dispatch, triggers_load
+from agents.orchestration.events import event_dispatch, trigger_team_problems, triggers_load
 from agents.workflows import services as workflow_services
 from tests.api.conftest import RULES, WORKFLOW, client_for, error_of
 from tests.conftest import wait_for
@@ -218,6 +218,31 @@ def test_a_response_rule_may_start_only_its_own_team_s_workflows(team_a_client, 
     with pytest.raises(TeamError, match="response 'b-restart' starts workflow 'api-flow', which belongs to another"):
         monitoring_services.definitions_load(text=text, team=team_create(name="team-b")[0])
     assert not ResponseRule.objects.filter(name="b-restart").exists()
+
+def test_whether_a_definition_is_another_team_s_is_answered_once_for_tasks_triggers_and_responses(db):
+    # given team A's workflow, and team B
+    team_a, team_b = team_create(name="team-a")[0], team_create(name="team-b")[0]
+    workflow_services.workflow_load(text=WORKFLOW, team=team_a)
+
+    def problem(name: str, team_id: int | None) -> str | None:
+        return definition_team_problem(WorkflowDefinition, name, team_id, what=f"workflow {name!r}",
+                                       missing=f"no workflow {name!r}")
+
+    # then team B is told it is another team's, team A and code acting for no team are not, and a missing one is
+    # reported as the asker says
+    assert problem("api-flow", team_b.pk) == "workflow 'api-flow' belongs to another team"
+    assert problem("api-flow", team_a.pk) is None and problem("api-flow", None) is None
+    assert problem("no-flow", team_b.pk) == problem("no-flow", None) == "no workflow 'no-flow'"
+    # and each place that asks says so in its own words
+    assert agent_tasks.task_definition_problems(team_b.pk, "workflow", {"workflow": "api-flow"}) == [
+        "config.workflow: workflow definition 'api-flow' belongs to another team"]
+    assert trigger_team_problems({"name": "b-go", "action": "workflow", "target": "api-flow"}, team_b.pk) == [
+        "trigger 'b-go' starts workflow 'api-flow', which belongs to another team"]
+    with pytest.raises(TeamError) as refused:
+        monitoring_services.definitions_load(text=json.dumps({"responses": [{"name": "b-go", "workflow": "api-flow"}]}),
+                                             team=team_b)
+    assert str(refused.value) == "response 'b-go' starts workflow 'api-flow', which belongs to another team"
+
 
 def test_an_event_about_team_a_s_object_fires_only_team_a_s_triggers(db):
     team_a, team_b = team_create(name="team-a")[0], team_create(name="team-b")[0]
