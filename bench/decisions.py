@@ -29,7 +29,8 @@ Prints one JSON line per measurement on stdout:
 - ``decide_100x20000`` (``system`` ``command_cache_off`` / ``command_cache_on``): ``manage.py decide NAME
   --contexts FILE.jsonl [--no-cache]`` run in-process (``call_command``: reading and parsing the file, deciding,
   the audit, one JSON line out per context into memory); goal: within ``COMMAND_GOAL`` of the service's goal.
-- ``command_startup``, ``command_process_cache_off`` / ``command_process_cache_on``: the command as its own process
+- ``command_startup``, ``command_process_cache_off`` / ``command_process_cache_on`` / ``command_process_trace``
+  (``--no-cache --trace``: each line with its trace, 11 times the output): the command as its own process
   (stdout to a file): on an empty file (interpreter, Django and imports), then on the contexts; reported with and
   without the start-up, and with the process's CPU time (``cpu_s``: user and system, every thread; PostgreSQL's own
   time not included). As in ``bench/startup.py`` and ``bench/data.py``, the process runs with
@@ -464,7 +465,8 @@ def main() -> None:
         emit(bench=BENCH, system="command_startup", total_s=round(startup_s, 4),
              cpu_s=round(statistics.median(cpu_s for _, cpu_s in startup), 4),
              note="manage.py decide on an empty file: interpreter, Django and imports")
-        for system, flags in (("command_process_cache_off", ["--no-cache"]), ("command_process_cache_on", [])):
+        for system, flags in (("command_process_cache_off", ["--no-cache"]), ("command_process_cache_on", []),
+                              ("command_process_trace", ["--no-cache", "--trace"])):
             runs, cpu = [], []
             for _ in range(RUNS):
                 decision_cache().clear()
@@ -477,7 +479,7 @@ def main() -> None:
             system_line(system, command_s, CONTEXTS, process="subprocess, stdout to a file", goal_s=round(goal_s, 3),
                         met=command_s <= goal_s, without_startup_s=round(command_s - startup_s, 4),
                         met_without_startup=command_s - startup_s <= goal_s, runs_s=[round(value, 4) for value in runs],
-                        cpu_s=round(statistics.median(cpu), 4))
+                        cpu_s=round(statistics.median(cpu), 4), output_mb=round(output.stat().st_size / 2**20, 1))
 
     # (1d) the compiled-Python baseline: each condition compiled once, evaluated per row, no audit.
     compiled_first(compiled_pairs, compiled.fields, warmup)

@@ -438,21 +438,28 @@ def decide_many(*, ruleset: str, contexts: list, explain: bool = False, use_cach
     return results
 
 
-def decide_many_json(*, ruleset: str, contexts: list, use_cache: bool = True, decision: str | None = None) -> list[str]:
+def decide_many_json(*, ruleset: str, contexts: list, use_cache: bool = True, decision: str | None = None,
+                     trace: bool = True) -> list[str]:
     """``decide_many``'s answers as JSON text, one per context (what ``decide --contexts`` prints): the parts
-    decisions with the same outcome share are encoded once per batch instead of once per answer."""
+    decisions with the same outcome share are encoded once per batch instead of once per answer. Without ``trace``
+    the answers leave out their ``trace`` (the audit never holds it)."""
     decider = _batch_decider(ruleset, decision)
     if isinstance(decider, list):
-        return [json.dumps(result, default=str) for result in
-                _dmn_decide_many(decider[0], contexts, decision=decision)]
+        return [_answer_json(result, trace) for result in _dmn_decide_many(decider[0], contexts, decision=decision)]
     if decider.champion is not None or decider.rules.fields is None:
-        return [json.dumps(result, default=str) for result in
+        return [_answer_json(result, trace) for result in
                 _decide_each(decider, contexts, explain=False, use_cache=use_cache)]
-    batch = _Batch(decider, use_cache=use_cache, as_json=True)
+    batch = _Batch(decider, use_cache=use_cache, as_json=True, trace=trace)
     results = _decide_batch(batch, contexts)
     if decider.shadowed:
         _shadow_later(batch.decision_ids)
     return results
+
+
+def _answer_json(answer: dict, trace: bool) -> str:
+    if not trace:
+        answer.pop("trace", None)
+    return json.dumps(answer, default=str)
 
 
 def _batch_decider(ruleset: str, decision: str | None) -> "_Decider | list[RuleSetVersion]":
@@ -564,7 +571,7 @@ class _Common(NamedTuple):
 class _Batch:
     """One ``decide_many`` batch: answers shared between contexts with the same outcome, the cache, the audit."""
 
-    def __init__(self, decider: "_Decider", *, use_cache: bool, as_json: bool = False):
+    def __init__(self, decider: "_Decider", *, use_cache: bool, as_json: bool = False, trace: bool = True):
         self.decider, self.rules = decider, decider.rules
         self.ttl = settings.AGENTS_DECISION_CACHE_TTL_S if use_cache else 0
         self.cache = decision_cache() if self.ttl else None
@@ -591,6 +598,7 @@ class _Batch:
         self.reading: bool | None = None  # whether the marker was found, asked once per batch
         self.entry_texts: dict[tuple, str] = {}  # (matched, evaluated) -> the entry stored for a verdict without errors
         self.as_json = as_json
+        self.with_trace = trace  # the JSON answers hold their traces
         self.decision_ids: list[str] = []  # every audited decision, in order
         self.heads: dict[int, str] = {}  # id(_Common) -> json_head (the commons are kept by self.commons)
         self.plain_texts: dict[tuple[int, int], str] = {}
@@ -852,7 +860,7 @@ class _Batch:
     def results(self, encoded: list, decided: list, hits: list, raw: dict, started: float, writer) -> list:
         """The chunk's answers in order (as JSON text with ``as_json``), each valid context's audit row streamed to
         ``writer``."""
-        as_json = self.as_json
+        as_json, with_trace = self.as_json, self.with_trace
         latency_ms = round((time.perf_counter() - started) * 1000 / max(1, len(encoded)), 4)
         name, number = self.name, self.number
         decision_ids = uuid7_texts(len(decided))
@@ -873,8 +881,9 @@ class _Batch:
                 writer.write(rows)
                 rows = []
             if as_json:
-                results.append(f"{self.json_head(common)}{'true' if hit else 'false'}, \"trace\": "
-                               f"[{'' if error else self.trace_json(verdict, raw, row)}], \"decision_id\": "
+                traced = (f"\"trace\": [{'' if error else self.trace_json(verdict, raw, row)}], "
+                          if with_trace else "")
+                results.append(f"{self.json_head(common)}{'true' if hit else 'false'}, {traced}\"decision_id\": "
                                f"\"{decision_id}\", \"latency_ms\": {latency_ms!r}, \"error\": "
                                f"{json.dumps(error) if error else 'null'}}}")
             else:

@@ -121,21 +121,34 @@ def test_a_context_that_is_not_an_object_is_reported_and_not_audited():
     assert Decision.objects.count() == 1
 
 
-def test_the_command_prints_one_json_line_per_context_in_order(tmp_path):
+def test_the_command_prints_one_json_line_per_context_in_order_with_its_trace_when_asked(tmp_path):
     version = load(ruleset("first"))
     path = tmp_path / "contexts.jsonl"
     path.write_text("\n".join(json.dumps(context) for context in CONTEXTS) + "\n")
-    out = io.StringIO()
+    out, traced = io.StringIO(), io.StringIO()
 
     call_command("decide", version.ruleset.name, "--contexts", str(path), "--no-cache", stdout=out)
+    call_command("decide", version.ruleset.name, "--contexts", str(path), "--no-cache", "--trace", stdout=traced)
 
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    expected = services.decide_many(ruleset=version.ruleset.name, contexts=CONTEXTS, use_cache=False)
-    assert [comparable(line) for line in lines] == [comparable(json.loads(json.dumps(r))) for r in expected]
+    traced_lines = [json.loads(line) for line in traced.getvalue().splitlines()]
+    expected = [comparable(json.loads(json.dumps(result)))
+                for result in services.decide_many(ruleset=version.ruleset.name, contexts=CONTEXTS, use_cache=False)]
+    assert [comparable(line) for line in traced_lines] == expected
+    assert [comparable(line) for line in lines] == [{key: value for key, value in result.items() if key != "trace"}
+                                                     for result in expected]
     assert set(lines[0]) == {"decision", "confidence", "reasoning", "rule_ids", "ruleset", "ruleset_version",
-                             "model_version", "engine", "needs_review", "cached", "trace", "decision_id",
-                             "latency_ms", "error"}
-    assert Decision.objects.count() == 2 * len(CONTEXTS)
+                             "model_version", "engine", "needs_review", "cached", "decision_id", "latency_ms", "error"}
+    assert any(line["trace"] for line in traced_lines)
+    assert Decision.objects.count() == 3 * len(CONTEXTS)
+
+
+def test_the_trace_option_is_for_a_file_of_contexts():
+    version = load(ruleset("first"))
+
+    with pytest.raises(CommandError, match="--trace is for --contexts"):
+        call_command("decide", version.ruleset.name, "--context", json.dumps(CONTEXTS[0]), "--trace")
+    assert Decision.objects.count() == 0
 
 
 def test_a_batch_with_explanations_gives_each_context_its_full_trace():
@@ -156,13 +169,17 @@ def test_the_json_lines_of_a_batch_are_its_answers_as_json(policy):
 
     answers = services.decide_many(ruleset=name, contexts=CONTEXTS + [[1]], use_cache=False)
     lines = services.decide_many_json(ruleset=name, contexts=CONTEXTS + [[1]], use_cache=False)
+    untraced = services.decide_many_json(ruleset=name, contexts=CONTEXTS + [[1]], use_cache=False, trace=False)
 
-    assert len(lines) == len(answers) == len(CONTEXTS) + 1
-    for line, answer in zip(lines, answers, strict=True):
+    assert len(lines) == len(untraced) == len(answers) == len(CONTEXTS) + 1
+    for line, short, answer in zip(lines, untraced, answers, strict=True):
         parsed = json.loads(line)
         assert list(parsed) == list(answer)  # the keys in the order decide_many gives them
         assert comparable(parsed) == comparable(json.loads(json.dumps(answer)))
-    assert Decision.objects.count() == 2 * len(CONTEXTS)
+        # without its trace, the same answer (its own decision id and latency) with the trace left out
+        without = {key: value for key, value in comparable(parsed).items() if key != "trace"}
+        assert "trace" not in json.loads(short) and comparable(json.loads(short)) == without
+    assert Decision.objects.count() == 3 * len(CONTEXTS)
 
 
 def test_a_warm_cache_answers_a_batch_with_the_traces_it_had():

@@ -109,14 +109,17 @@ def test_the_decide_command_prints_no_masked_value(tmp_path):
     path = tmp_path / "contexts.jsonl"
     path.write_text(json.dumps(CONTEXT) + "\n" + json.dumps(CONTEXT) + "\n")
 
-    single, batch = io.StringIO(), io.StringIO()
+    single, batch, traced = io.StringIO(), io.StringIO(), io.StringIO()
     call_command("decide", NAME, "--context", json.dumps(CONTEXT), "--json", stdout=single)
     call_command("decide", NAME, "--contexts", str(path), stdout=batch)
+    call_command("decide", NAME, "--contexts", str(path), "--trace", stdout=traced)
 
     assert json.loads(single.getvalue())["decision"] == ["bare", "whole", "joined", "plain"]
-    assert [json.loads(line)["decision"] for line in batch.getvalue().splitlines()] == [
-        ["bare", "whole", "joined", "plain"]] * 2
-    assert SECRET not in single.getvalue() + batch.getvalue() + stored()
+    for out in (batch, traced):
+        assert [json.loads(line)["decision"] for line in out.getvalue().splitlines()] == [
+            ["bare", "whole", "joined", "plain"]] * 2
+    assert all(json.loads(line)["trace"] for line in traced.getvalue().splitlines())
+    assert SECRET not in single.getvalue() + batch.getvalue() + traced.getvalue() + stored()
 
 
 def test_the_api_answers_no_masked_value(operator_client):

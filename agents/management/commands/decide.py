@@ -28,11 +28,17 @@ class Command(AgentsCommand):
         self.json_argument_add(parser, help="Print the whole answer as JSON (always for --contexts).")
         parser.add_argument("--no-cache", action="store_true", help="Evaluate even when a cached answer exists.")
         parser.add_argument("--decision", help="For a DMN model: the decision to evaluate (its required decisions first).")
+        parser.add_argument("--trace", action="store_true",
+                            help="With --contexts: each answer with its trace (every rule evaluated, matched or not; "
+                                 "a DMN model's decisions); without it the lines leave it out.")
 
-    def handle(self, *args, name, context, contexts, json: bool, no_cache: bool, decision=None, **options):
+    def handle(self, *args, name, context, contexts, json: bool, no_cache: bool, decision=None, trace=False,
+               **options):
         if contexts:
-            self._batch(name, contexts, use_cache=not no_cache, decision=decision)
+            self._batch(name, contexts, use_cache=not no_cache, decision=decision, trace=trace)
             return
+        if trace:
+            raise CommandError("--trace is for --contexts: one --context with --json always shows its trace")
         if decision is not None:
             self._dmn(name, decision, _parse(context, "--context"), as_json=json)
             return
@@ -63,7 +69,7 @@ class Command(AgentsCommand):
         for error in result["errors"]:
             self.stdout.write(f"  error: {error}")
 
-    def _batch(self, name: str, path: str, *, use_cache: bool, decision: str | None) -> None:
+    def _batch(self, name: str, path: str, *, use_cache: bool, decision: str | None, trace: bool) -> None:
         try:
             lines = Path(path).read_text().splitlines()
         except (OSError, UnicodeDecodeError) as error:
@@ -73,7 +79,7 @@ class Command(AgentsCommand):
             parsed = [_parse(line, f"{path}, line {number}")
                       for number, line in enumerate(lines, start=1) if line.strip()]
             answers = services.decide_many_json(ruleset=name, contexts=parsed, use_cache=use_cache,
-                                                decision=decision)
+                                                decision=decision, trace=trace)
             # Each write is far larger than a pipe holds: a reader that stops (`| head -1`) makes the next one fail.
             for start in range(0, len(answers), OUTPUT_LINES):
                 self.stdout.write("\n".join(answers[start:start + OUTPUT_LINES]))
