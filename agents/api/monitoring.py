@@ -48,7 +48,7 @@ _DEFINITION_PROBLEM = re.compile(
     re.S,
 )
 #: A problem naming no key is about the field its words name.
-_REASON_FIELDS = (("check type", "type"), ("handler", "handler"), ("warning (", "warning"),
+_REASON_FIELDS = (("(params.", "params"), ("check type", "type"), ("handler", "handler"), ("warning (", "warning"),
                   ("escalat", "escalate_to"), ("action", "action"), ("workflow", "workflow"))
 
 

@@ -65,6 +65,11 @@ TEAM_PATHS: dict[type[Model], str] = {
     AgentTask: "team", AgentMessage: "team", MessageReceipt: "message__team",
     Secret: "team",
 }
+#: The model of each kind of definition that work names by key: an agent task kind's config key, the key
+#: ``action_definitions`` gives for an action's params (agent tasks, triggers and response rules).
+DEFINITION_MODELS: dict[str, type[Model]] = {
+    "workflow": WorkflowDefinition, "ruleset": RuleSet, "pipeline": Pipeline, "check": HealthCheck,
+}
 #: The team whose definition the current code runs (a pipeline's run, a route's notice): what it may use (secrets,
 #: stored sources, datasets) must be that team's. None: code acting for no team in particular.
 team_acting: ContextVar[int | None] = ContextVar("team_acting", default=None)
@@ -148,6 +153,8 @@ def definition_team_problem(model: type[Model], name: str, team_id: int | None, 
     """Why team ``team_id`` may not use ``model``'s definition called ``name``: ``"<what> belongs to another team"``
     when another team owns it, ``missing`` when there is none (None: the caller lets that pass, or says it
     elsewhere); None when it is the team's own, or ``team_id`` is None (code acting for no team in particular)."""
+    if team_id is None and missing is None:
+        return None  # acting for no team, and a missing one let pass: the database need not be asked
     owner = model.objects.filter(name=name).values_list("team_id", flat=True)[:1]
     if not owner:
         return missing

@@ -2,7 +2,7 @@
 (``{pipeline: name, params: {...}}``). Loaded on the first lookup in a registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.params import Param
-from agents.core.teams import same_team, team_acting
+from agents.core.teams import definition_team_problem, team_acting
 from agents.data.selectors import data_run_json
 from agents.data.services import pipeline_params_problems, pipeline_run
 from agents.exceptions import (
@@ -39,8 +39,8 @@ def data_pipeline(context: ActionContext, *, pipeline: str, params: dict | None,
     checks still returns.
     """
     try:
-        if (acting := team_acting.get()) is not None:  # a workflow's step, a team's agent task: its team's only
-            same_team(acting, Pipeline.objects.filter(name=pipeline).first(), what=f"pipeline {pipeline!r}")
+        if problem := definition_team_problem(Pipeline, pipeline, team_acting.get(), what=f"pipeline {pipeline!r}"):
+            raise TeamError(problem)
         run = pipeline_run(pipeline=pipeline, params=params or {})
     except (PipelineNotFoundError, PipelineSpecError, TeamError) as error:
         raise PermanentActionError(str(error)) from None

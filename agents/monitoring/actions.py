@@ -2,7 +2,7 @@
 agents (``{check: name}``). Loaded on the first lookup in a registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.params import Param
-from agents.core.teams import same_team, team_acting
+from agents.core.teams import definition_team_problem, team_acting
 from agents.exceptions import ActionError, CheckNotFoundError, PermanentActionError, TeamError
 from agents.models import Check
 from agents.monitoring.services import check_run_now
@@ -17,8 +17,8 @@ def monitoring_check(context: ActionContext, *, check: str, require_ok: bool) ->
     return its outcome; with ``require_ok`` (the default) a critical result fails the step. Acting for a team (a
     workflow's step, a team's agent task), the check must be that team's."""
     try:
-        if (acting := team_acting.get()) is not None:
-            same_team(acting, Check.objects.filter(name=check).first(), what=f"check {check!r}")
+        if problem := definition_team_problem(Check, check, team_acting.get(), what=f"check {check!r}"):
+            raise TeamError(problem)
         outcome = check_run_now(name=check)
     except (CheckNotFoundError, TeamError) as error:
         raise PermanentActionError(str(error)) from None

@@ -17,9 +17,9 @@ from agents.core.events import event_publish
 from agents.core.jsonable import storable, storable_answer
 from agents.core.redaction import secrets_redacted
 from agents.core.tracing import trace, trace_id_ensure
-from agents.core.teams import acting_for, same_team, team_default
+from agents.core.teams import acting_for, definition_team_problem, same_team, team_default
 from agents.core.transitions import sources_of, transition
-from agents.exceptions import AgentsError, AlertStateError, CheckSpecError, NotificationError, SilenceError
+from agents.exceptions import AgentsError, AlertStateError, CheckSpecError, NotificationError, SilenceError, TeamError
 from agents.models import (
     ALERT_TRANSITIONS,
     OPEN_ALERT_STATES,
@@ -925,8 +925,9 @@ def _response_end(response: IncidentResponse, fields: dict[str, Any]) -> None:
 def _response_run(rule: ResponseRule, alert: Alert, payload: dict, fields: dict[str, Any]) -> None:
     """Start the rule's workflow or run its action for ``alert``; what it did goes into ``fields``."""
     if rule.workflow:
-        same_team(rule.team_id, WorkflowDefinition.objects.filter(name=rule.workflow).first(),
-                  what=f"workflow {rule.workflow!r}")
+        if problem := definition_team_problem(WorkflowDefinition, rule.workflow, rule.team_id,
+                                              what=f"workflow {rule.workflow!r}"):
+            raise TeamError(problem)
         # The workflow area's action, through the registry: areas do not import each other.
         started = action_run("workflow.start", {"workflow": rule.workflow, "params": rule.params})
         run_id = started["workflow_run_id"]

@@ -21,7 +21,7 @@ from django.utils.dateparse import parse_datetime
 
 from agents.core.actions import action_definitions, action_get, action_names
 from agents.core.audit import audit_record
-from agents.core.teams import definition_team_problem, same_team, team_default
+from agents.core.teams import DEFINITION_MODELS, definition_team_problem, same_team, team_default
 from agents.core.definitions import DefinitionTextError, definition_load_text, fields_changed
 from agents.core.checks import ProbeResult
 from agents.core.dispatch import task_send
@@ -186,16 +186,32 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
                 "enabled": item.get("enabled", True),
             }
             counts["responses"][_upsert(ResponseRule, item["name"], fields, team=team)] += 1
-            # A response starts its own team's workflows only (as a trigger does): refused here, not at each alert.
-            named = action_definitions(fields["action"], fields["params"]).values() if fields["action"] else ()
-            started = fields["workflow"] or next((name for key, name in named if key == "workflow"), "")
-            if started and (problem := definition_team_problem(
-                    WorkflowDefinition, started, ResponseRule.objects.get(name=item["name"]).team_id,
-                    what=f"response {item['name']!r} starts workflow {started!r}, which")):
-                raise TeamError(problem)
+            # A response uses its own team's definitions only (as a trigger does): refused here, not at each alert.
+            if problems := _response_team_problems(item["name"], fields,
+                                                  ResponseRule.objects.get(name=item["name"]).team_id):
+                raise TeamError(problems[0])
         audit_record("monitoring.load", "definitions", "", f"loaded monitoring definitions from {source}",
                      source=source, counts=counts)
     return counts
+
+
+def _response_team_problems(name: str, fields: dict, team_id: int) -> list[str]:
+    """What the response rule ``name`` (its stored ``fields``) names that belongs to another team than ``team_id``:
+    the workflow it starts, or a definition its action's params name (a rule set, a pipeline, a check), by field."""
+    named = [("workflow", fields["workflow"], "workflow")] if fields["workflow"] else []
+    if fields["action"]:
+        named += [(key, definition, f"params.{param}")
+                  for param, (key, definition) in action_definitions(fields["action"], fields["params"]).items()
+                  if key in DEFINITION_MODELS]
+    problems = []
+    for key, definition, field in named:
+        model = DEFINITION_MODELS[key]
+        # The workflow a response starts is named as it always was, whichever field names it.
+        what = (f"response {name!r} starts workflow {definition!r}, which" if key == "workflow"
+                else f"response {name!r} runs {model._meta.verbose_name} {definition!r} ({field}), which")
+        if problem := definition_team_problem(model, definition, team_id, what=what):
+            problems.append(problem)
+    return problems
 
 
 def _upsert(model, name: str, fields: dict, *, team: Team | None) -> str:

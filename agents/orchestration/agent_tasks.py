@@ -23,7 +23,7 @@ from django.utils import timezone
 from agents.core.actions import ActionContext, TaskKind, action_definitions, action_get, action_names, task_kinds_of
 from agents.core.audit import audit_record
 from agents.core.dispatch import task_send, tasks_revoke
-from agents.core.teams import acting_for, definition_team_problem
+from agents.core.teams import DEFINITION_MODELS, acting_for, definition_team_problem
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import sources_of, transition
 from agents.exceptions import AgentsError, AgentTaskError, BrokerUnavailableError
@@ -36,11 +36,7 @@ from agents.models import (
     Agent,
     AgentTask,
     AgentTaskStatus,
-    Check,
-    Pipeline,
-    RuleSet,
     Team,
-    WorkflowDefinition,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,9 +50,7 @@ HARD_LIMIT_GRACE_S = 10.0
 #: holding it can no longer be running (its worker died).
 CLAIM_GRACE_S = 30.0
 #: The definition a task of each config key runs (the same key names it among an action's params).
-TASK_DEFINITIONS: dict[str, type[Model]] = {
-    "workflow": WorkflowDefinition, "ruleset": RuleSet, "pipeline": Pipeline, "check": Check,
-}
+TASK_DEFINITIONS: dict[str, type[Model]] = DEFINITION_MODELS
 
 
 def task_timeout_max_s() -> float:

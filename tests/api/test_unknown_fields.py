@@ -13,7 +13,7 @@ import pytest
 from agents.core.teams import team_create
 from agents.decisions import services as decision_services
 from agents.models import (
-    Alert, Check, NotificationRoute, Pipeline, RuleSetVersion, Silence, WorkflowDefinition, WorkflowRun,
+    Alert, Check, NotificationRoute, Pipeline, ResponseRule, RuleSetVersion, Silence, WorkflowDefinition, WorkflowRun,
 )
 from agents.monitoring import services as monitoring_services
 from agents.workflows import services as workflow_services
@@ -178,6 +178,21 @@ def test_a_route_escalating_to_another_team_s_route_is_refused_under_escalate_to
     assert error["fields"] == {"escalate_to": [
         "route 'a-route' escalates to route 'bob-route', which belongs to another team"]}
     assert list(NotificationRoute.objects.values_list("name", flat=True)) == ["bob-route"]
+
+
+def test_a_response_rule_running_another_team_s_rule_set_is_refused_under_params(operator_client):
+    decision_services.rules_load(text="name: bob-rules\nrules: [{id: r1, condition: 'true', decision: ok}]\n",
+               team=team_create(name="team-b")[0])
+    body = {"name": "a-respond", "action": "decision.evaluate", "params": {"ruleset": "bob-rules", "context": {}}}
+
+    response = operator_client.post("/api/response-rules/", body, format="json")
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "team"
+    assert error["fields"] == {"params": [
+        "response 'a-respond' runs rule set 'bob-rules' (params.ruleset), which belongs to another team"]}
+    assert not ResponseRule.objects.exists()
 
 
 # --- actions that take no body -------------------------------------------------------------------------------

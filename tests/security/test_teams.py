@@ -24,10 +24,12 @@ from agents.exceptions import DataSourceError, TeamError
 from agents.models import (
     AgentMessage,
     AgentTask,
+    Check,
     Dataset,
     Event,
     EventType,
     Notification,
+    NotificationRoute,
     ResponseRule,
     StepRun,
     Trigger,
@@ -218,6 +220,46 @@ def test_a_response_rule_may_start_only_its_own_team_s_workflows(team_a_client, 
     with pytest.raises(TeamError, match="response 'b-restart' starts workflow 'api-flow', which belongs to another"):
         monitoring_services.definitions_load(text=text, team=team_create(name="team-b")[0])
     assert not ResponseRule.objects.filter(name="b-restart").exists()
+
+#: A response rule's action on a definition of team A, and how its refusal names the rule, the field and the definition.
+RESPONSE_ACTIONS = [
+    ({"action": "decision.evaluate", "params": {"ruleset": "api-loans", "context": {"amount": 5}}},
+     "response 'b-respond' runs rule set 'api-loans' (params.ruleset), which belongs to another team"),
+    ({"action": "data.pipeline", "params": {"pipeline": "a-revenue"}},
+     "response 'b-respond' runs pipeline 'a-revenue' (params.pipeline), which belongs to another team"),
+    ({"action": "monitoring.check", "params": {"check": "a-memory"}},
+     "response 'b-respond' runs check 'a-memory' (params.check), which belongs to another team"),
+]
+
+
+@pytest.mark.parametrize(("response", "refused"), RESPONSE_ACTIONS)
+def test_a_response_rule_may_run_only_its_own_team_s_rule_sets_pipelines_and_checks(team_a_client, tmp_path, response,
+                                                                                     refused):
+    # given team A's rule set, pipeline and check, and a file of team B's check, route and two responses, one of them
+    # running an action on one of team A's (it was stored, to be refused at every alert it matched)
+    _team_a_objects(team_a_client)
+    team_create(name="team-b")
+    path = tmp_path / "b-monitoring.json"
+    path.write_text(json.dumps({
+        "checks": [{"name": "b-memory", "type": "memory", "critical": 0}],
+        "routes": [{"name": "b-log", "handler": "log"}],
+        "responses": [{"name": "b-echo", "action": "echo", "params": {"value": 1}}, {"name": "b-respond", **response}],
+    }))
+
+    # when team B loads it
+    with pytest.raises(CommandError) as error:
+        call_command("monitor", "load", str(path), "--team", "team-b")
+
+    # then it is refused naming the rule, the field and the definition, and nothing of the file is stored
+    assert str(error.value) == refused
+    assert not ResponseRule.objects.exists()
+    assert not Check.objects.filter(name="b-memory").exists()
+    assert not NotificationRoute.objects.filter(name="b-log").exists()
+    # while team A may load the same responses, running its own
+    call_command("monitor", "load", str(path), "--team", "team-a")
+    assert sorted(ResponseRule.objects.filter(team__group__name="team-a").values_list("name", flat=True)) == [
+        "b-echo", "b-respond"]
+
 
 def test_whether_a_definition_is_another_team_s_is_answered_once_for_tasks_triggers_and_responses(db):
     # given team A's workflow, and team B
