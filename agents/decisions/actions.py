@@ -4,9 +4,9 @@ registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, task_kind
 from agents.core.checks import ProbeResult, check_function
 from agents.core.params import Param
-from agents.core.teams import same_team, team_acting
+from agents.core.teams import definition_team_problem, team_acting
 from agents.decisions.services import decide, dmn_decision_check, models_unusable
-from agents.exceptions import AgentsError, PermanentActionError
+from agents.exceptions import AgentsError, PermanentActionError, TeamError
 from agents.models import RuleSet
 
 
@@ -19,8 +19,8 @@ def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None
     Acting for a team (a workflow's step, a team's agent task), the rule set must be that team's."""
     decision_context = context if context is not None else {**step.run_params, **step.inputs}
     try:
-        if (acting := team_acting.get()) is not None:
-            same_team(acting, RuleSet.objects.filter(name=ruleset).first(), what=f"rule set {ruleset!r}")
+        if problem := definition_team_problem(RuleSet, ruleset, team_acting.get(), what=f"rule set {ruleset!r}"):
+            raise TeamError(problem)
         dmn_decision_check(ruleset=ruleset, decision=decision)
         return decide(ruleset=ruleset, context=decision_context, explain=False, decision=decision)
     except AgentsError as error:
