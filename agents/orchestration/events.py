@@ -10,9 +10,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.core.actions import action_run
+from agents.core.actions import action_get, action_run
 from agents.core.audit import audit_record
-from agents.core.teams import definition_team_problem, owned_get_or_create, same_team
+from agents.core.teams import definition_team_problem, owned_get_or_create
 from agents.core.events import event_listeners_changed, event_path_problem
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, fields_changed, is_name
 from agents.core.transitions import transition
@@ -28,7 +28,7 @@ from agents.models import (
     TriggerFiring,
     WorkflowDefinition,
 )
-from agents.orchestration.agent_tasks import task_config_validate, task_definitions, task_submit
+from agents.orchestration.agent_tasks import task_config_validate, task_definitions, task_params_problems, task_submit
 from agents.orchestration.event_types import event_type_declare, event_type_name_problem
 from agents.orchestration.messages import message_send, recipient_problem
 
@@ -104,7 +104,8 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
     New triggers belong to ``team`` (default: the default team); a trigger only starts its own team's workflows and
     runs its own team's definitions through agent tasks (named by config key or in an action's params). A
     trigger on an event type of the team's own (``order.received``) declares that type, which another team's
-    trigger cannot then use."""
+    trigger cannot then use. A run parameter it gives the workflow or pipeline it starts that this one does not
+    declare is refused (``trigger_params_problems``), not left to fail each firing."""
     try:
         items, errors = definition_items(text, source=source, key="triggers", noun="triggers",
                                          validate=trigger_validate)
@@ -113,6 +114,7 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
     if errors:
         raise TriggerError(errors)
     counts = {"created": 0, "updated": 0, "unchanged": 0}
+    params_problems = []
     with transaction.atomic():
         for item in items:
             fields = {
@@ -127,9 +129,12 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
                 event_listeners_changed()  # an update sends no post_save
             if problems := trigger_team_problems(item, trigger.team_id):
                 raise TeamError(problems[0])
+            params_problems += trigger_params_problems(item, trigger.team_id)
             if item["event"] not in EventType.values:  # a type of the team's own: the trigger declares it
                 event_type_declare(name=item["event"], team=trigger.team, source=f"trigger {item['name']}")
             counts[outcome] += 1
+        if params_problems:
+            raise TriggerError(params_problems)
         audit_record("triggers.load", "trigger", "", f"loaded {len(items)} triggers from {source}", source=source,
                      triggers=[item["name"] for item in items], counts=counts)
     return counts
@@ -151,6 +156,36 @@ def trigger_team_problems(item: dict, team_id: int) -> list[str]:
         if problem := definition_team_problem(model, name, team_id, what=f"trigger {item['name']!r} {doing}, which"):
             problems.append(problem)
     return problems
+
+
+def trigger_params_problems(item: dict, team_id: int) -> list[str]:
+    """Each run parameter a valid trigger definition ``item`` gives, as a value of its own, to the workflow or pipeline
+    it starts that this one does not declare, naming the trigger and the field, with the reason its firing would give.
+    What the event fills in ('$.' paths: a parameter's value, the run params, the definition's name) is checked when
+    it fires. None while it names another team's definition than ``team_id``'s (``trigger_team_problems`` refuses
+    that; what it declares is that team's to see)."""
+    if trigger_team_problems(item, team_id):
+        return []
+    where, params = f"trigger {item['name']!r}", _literal(item.get("params", {}))
+    if item["action"] == TriggerAction.WORKFLOW:  # the params are the run's (``_fire``)
+        return [f"{where}.params: {problem}" for _, problem in
+                action_get("workflow.start").stored_problems({"workflow": item["target"], "params": params})]
+    if item["action"] == TriggerAction.TASK and not any(
+            _from_event(name) for _, _, name in task_definitions(item["target"], item.get("params", {}))):
+        return [f"{where}: {problem}" for problem in task_params_problems(item["target"], params)]
+    return []
+
+
+def _literal(value: Any) -> Any:
+    """``value`` without what the event fills in: each entry of a mapping (at any depth) whose value is a '$.' path."""
+    if isinstance(value, dict):
+        return {key: _literal(item) for key, item in value.items() if not _from_event(item)}
+    return value
+
+
+def _from_event(value: Any) -> bool:
+    """Whether a trigger's ``value`` is a '$.' path, taken from the event as it fires."""
+    return isinstance(value, str) and value.startswith("$.")
 
 
 def _path_problems(value: Any, event_type: Any, where: str = "") -> list[tuple[str, str]]:
@@ -239,8 +274,9 @@ def _fire(trigger: Trigger, event: Event) -> tuple[str, Any, str]:
                 return FiringStatus.FILTERED, None, ""
         params = _resolve(trigger.params, event)
         if trigger.action == TriggerAction.WORKFLOW:
-            same_team(trigger.team_id, WorkflowDefinition.objects.filter(name=trigger.target).first(),
-                      what=f"workflow {trigger.target!r}")
+            if problem := definition_team_problem(WorkflowDefinition, trigger.target, trigger.team_id,
+                                                  what=f"workflow {trigger.target!r}"):
+                raise TeamError(problem)
             # The workflow area's action, through the registry: areas do not import each other.
             started = action_run("workflow.start", {"workflow": trigger.target, "params": params})
             return FiringStatus.SUCCEEDED, {"workflow_run_id": started["workflow_run_id"]}, ""

@@ -26,14 +26,14 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agents.core.actions import ActionContext, action_get, action_names
+from agents.core.actions import Action, ActionContext, action_definitions, action_get, action_names
 from agents.core.crypto import sign, signature_verify
 from agents.core.dispatch import celery_app, task_send
 from agents.core.jsonable import storable, storable_answer
 from agents.core.deaths import DeathsCounted, process_deaths_error, process_deaths_max
 from agents.core.redaction import secrets_redacted
 from agents.core.registry import Registry
-from agents.core.teams import acting_for, team_acting
+from agents.core.teams import DEFINITION_MODELS, acting_for, definition_team_problem, team_acting
 from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
 from agents.exceptions import BrokerUnavailableError, MessageError, PermanentActionError
@@ -124,7 +124,9 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
     """Store a message and send it on commit; returns it (status 'sent' once handed to the broker).
 
     It belongs to team ``team_id`` (by default the acting team, if one acts): its members see it, and a request's
-    action runs as that team. Without one (a command, a superuser, the system) only superusers see it."""
+    action runs as that team. Without one (a command, a superuser, the system) only superusers see it. A
+    ``task_request`` whose action could never run is refused, and so is one giving a run parameter the workflow or
+    pipeline it starts does not declare, as starting that run would refuse it."""
     team_id = team_acting.get() if team_id is None else team_id
     errors = []
     if message_type not in MessageType.values:
@@ -135,7 +137,10 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
         errors.append("payload: must be a JSON object")
     elif message_type == MessageType.TASK_REQUEST and payload:
         # One that can never run is refused now, naming why, not stored to fail on its first delivery.
-        errors += [f"payload.{problem}" for problem in request_action(payload)[1]]
+        action, problems = request_action(payload)
+        errors += [f"payload.{problem}" for problem in problems]
+        if action is not None and not problems:
+            errors += _request_params_problems(action, payload.get("params") or {}, team_id)
     if errors:
         raise MessageError.of(errors)
     with transaction.atomic():
@@ -566,6 +571,18 @@ def request_action(payload: dict) -> tuple[Any, list[str]]:
     if not isinstance(params, dict):
         return None, [f"params: must be a JSON object (action {name!r})"]
     return action, [f"params: {problem} (action {name!r})" for problem in action.validate(params)]
+
+
+def _request_params_problems(action: Action, params: dict, team_id: int | None) -> list[str]:
+    """What the definitions a request's ``params`` (fitting ``action``'s schema) name refuse of them, as running it
+    would (a run parameter its workflow or pipeline does not declare), naming the field (``payload.params.params``).
+    Not asked of a definition of another team than ``team_id``: running the request refuses that, and what the
+    definition declares is its team's to see."""
+    named = action_definitions(action.name, params).values()
+    if any(definition_team_problem(DEFINITION_MODELS[key], name, team_id, what="it")
+           for key, name in named if key in DEFINITION_MODELS):
+        return []
+    return [f"payload.params.{param}: {problem}" for param, problem in action.stored_problems(params)]
 
 
 @handler(MessageType.TASK_REQUEST)

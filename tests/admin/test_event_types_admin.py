@@ -107,3 +107,25 @@ def test_a_trigger_starting_another_teams_workflow_is_a_form_error(client, actio
     assert response.context["adminform"].form.errors[field] == [
         f"trigger.{field}: trigger 'bakery-orders' {says}, which belongs to another team"]
     assert not Trigger.objects.exists()
+
+
+@pytest.mark.parametrize(("action", "target", "params", "says"), [
+    ("workflow", "bakery-flow", '{"colour": "red"}', "trigger 'bakery-orders'.params: "),
+    ("task", "workflow", '{"workflow": "bakery-flow", "params": {"colour": "red"}}',
+     "trigger 'bakery-orders': config.params: "),
+])
+def test_a_trigger_giving_a_run_parameter_its_workflow_does_not_declare_is_a_form_error(client, action, target, params,
+                                                                                       says):
+    # it was a server error once triggers refused it at load: the form passed it, and saving it refused it
+    _log_in_a_baker(client)
+    workflow_load(text="name: bakery-flow\nparams: {region: eu}\nsteps: [{id: a, action: echo}]\n",
+                  team=Group.objects.get(name="bakery").team)
+
+    response = client.post(reverse("admin:agents_trigger_add"), {
+        "name": "bakery-orders", "event_type": "alert.fired", "action": action, "target": target,
+        "params": params, "priority": "5", "enabled": "on"})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["params"] == [
+        f"{says}unknown run parameter 'colour' for bakery-flow (declared: region)"]
+    assert not Trigger.objects.exists()

@@ -174,3 +174,23 @@ def test_a_message_with_bad_input_names_the_field_and_sends_nothing(operator_cli
     assert any(reason in text for text in error_of(response)["fields"][field]), response.json()
     assert not AgentMessage.objects.exists()
     assert operator_client.get("/api/messages/31337/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_request_giving_a_run_parameter_its_workflow_does_not_declare_is_a_400_as_for_a_run_start(operator_client):
+    # given a workflow declaring greeting, and what a run start through the API says of colour
+    workflow_load(text=WORKFLOW)
+    started = operator_client.post("/api/workflow-runs/", {"workflow": "api-flow", "params": {"colour": "red"}},
+                                   format="json")
+
+    # when a request that would start it with colour is sent
+    response = operator_client.post("/api/messages/", {"message_type": "task_request", "recipient": "type:workflow",
+                                                       "payload": {"action": "workflow.start", "params": {
+                                                           "workflow": "api-flow", "params": {"colour": "red"}}}},
+                                    format="json")
+
+    # then it is refused with the run start's reason under the field that holds it, and nothing is stored
+    assert response.status_code == started.status_code == 400
+    assert error_of(response)["fields"] == {"payload.params.params": error_of(started)["fields"]["params"]}
+    assert error_of(started)["fields"]["params"] == ["unknown run parameter 'colour' for api-flow (declared: greeting)"]
+    assert not AgentMessage.objects.exists()

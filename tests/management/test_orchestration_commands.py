@@ -6,7 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from agents.models import Agent, AgentTask, Trigger
+from agents.models import Agent, AgentMessage, AgentTask, Trigger
 from agents.workflows.services import workflow_load
 from tests.conftest import broker_down_env, manage, wait_for
 
@@ -119,6 +119,37 @@ def test_messages_request_send_list_and_show(worker):
         run("messages", "broadcast", "heartbeat", "--payload", "[1]")
     with pytest.raises(CommandError, match="--payload: not valid JSON: nested too deeply"):
         run("messages", "broadcast", "heartbeat", "--payload", '{"a": ' * 100_000)
+
+
+@pytest.mark.parametrize("command", [("send", "task_request", "type:workflow"), ("request", "type:workflow")],
+                         ids=["send", "request"])
+def test_messages_refuse_a_request_giving_a_run_parameter_its_workflow_does_not_declare(command):
+    # given a workflow declaring region, and a command whose broker cannot be reached
+    workflow_load(text=REGIONAL)
+    payload = {"action": "workflow.start", "params": {"workflow": "regional", "params": {"colour": "red"}}}
+
+    # when an operator sends a request starting it with colour (it was stored, to fail on the agent that took it)
+    result = manage("messages", *command, "--payload", json.dumps(payload), env=broker_down_env())
+
+    # then the command exits 1 naming the field and the reason, stores nothing and sends nothing
+    assert result.returncode == 1, result.stderr
+    assert "payload.params.params: unknown run parameter 'colour' for regional (declared: region)" in result.stderr
+    assert "broker" not in result.stderr and "Traceback" not in result.stderr
+    assert not AgentMessage.objects.exists()
+
+
+def test_triggers_load_refuses_a_run_parameter_the_workflow_does_not_declare_naming_the_trigger(tmp_path):
+    # given a workflow declaring region, and a triggers file starting it with colour
+    workflow_load(text=REGIONAL)
+    path = tmp_path / "triggers.yaml"
+    path.write_text("triggers:\n  - {name: paint, event: alert.fired, action: workflow, target: regional, "
+                    "params: {colour: red}}\n")
+
+    # when it is loaded, then it is refused naming the trigger and the parameter (it failed at every firing)
+    with pytest.raises(CommandError, match=re.escape(
+            "trigger 'paint'.params: unknown run parameter 'colour' for regional (declared: region)")):
+        run("triggers", "load", str(path))
+    assert not Trigger.objects.exists()
 
 
 def test_triggers_load_list_and_refuse(tmp_path):

@@ -1,6 +1,7 @@
 """The message hub on real workers: delivery to one agent, to a type, broadcast to every agent, request/response
 with a correlation id, handler failures recorded and retried, refusals, and a message two deliveries take at once
 (handled by one of them, once)."""
+import json
 import re
 from datetime import timedelta
 
@@ -10,10 +11,13 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from agents.exceptions import MessageError
-from agents.models import Agent, AgentMessage, MessageReceipt
+from agents.core.teams import team_create
+from agents.data.services import pipeline_load
+from agents.exceptions import MessageError, WorkflowSpecError
+from agents.models import Agent, AgentMessage, MessageReceipt, WorkflowRun
 from agents.orchestration import messages
 from agents.orchestration.registry import agents_mark_offline, agents_set_enabled, agents_stop
+from agents.workflows.services import workflow_load, workflow_run_start
 from workers.agents import message_broadcast_deliver
 from tests.conftest import broker_down_env, manage, wait_for
 
@@ -226,6 +230,76 @@ def test_a_request_that_can_never_succeed_is_refused_when_sent_naming_the_action
 
     # then nothing is stored to fail later
     assert not AgentMessage.objects.exists()
+
+
+REGIONAL = """\
+name: regional
+params: {region: north}
+steps:
+  - id: say
+    action: echo
+"""
+
+
+def _starting(workflow: str, params: dict) -> dict:
+    """A request's payload that starts a run of ``workflow`` with run parameters ``params``."""
+    return {"action": "workflow.start", "params": {"workflow": workflow, "params": params}}
+
+
+@pytest.mark.parametrize("send", [
+    lambda payload: messages.message_send(message_type="task_request", recipient="type:workflow", payload=payload),
+    lambda payload: messages.message_request(recipient="type:workflow", payload=payload, timeout_s=20),
+], ids=["message_send", "message_request"])
+def test_a_request_giving_a_run_parameter_its_workflow_does_not_declare_is_refused_when_sent(send):
+    # given a workflow declaring region, and what starting a run of it says of colour
+    workflow_load(text=REGIONAL)
+    with pytest.raises(WorkflowSpecError) as started:
+        workflow_run_start(workflow="regional", params={"colour": "red"})
+
+    # when a request that would start it with colour is sent (it was stored, to fail on the agent that took it)
+    with pytest.raises(MessageError) as refused:
+        send(_starting("regional", {"colour": "red"}))
+
+    # then it is refused with the run start's reason under the field that holds it, and nothing is stored or started
+    assert refused.value.errors == [f"payload.params.params: {started.value.errors[0]}"]
+    assert refused.value.errors == [
+        "payload.params.params: unknown run parameter 'colour' for regional (declared: region)"]
+    assert not AgentMessage.objects.exists() and not WorkflowRun.objects.exists()
+
+
+def test_a_request_giving_a_run_parameter_its_pipeline_does_not_declare_is_refused_when_sent():
+    pipeline_load(text=json.dumps({"name": "regional-orders", "params": {"region": "north"},
+                                   "source": {"kind": "file", "path": "orders.csv"},
+                                   "output": {"dataset": "regional_orders"}}))
+
+    with pytest.raises(MessageError) as refused:
+        messages.message_send(message_type="task_request", recipient="type:data", payload={
+            "action": "data.pipeline", "params": {"pipeline": "regional-orders", "params": {"colour": "red"}}})
+
+    assert refused.value.errors == [
+        "payload.params.params: unknown run parameter 'colour' for regional-orders (declared: region)"]
+    assert not AgentMessage.objects.exists()
+
+
+def test_a_teams_request_is_refused_for_its_own_workflows_parameter_and_told_nothing_of_another_teams(monkeypatch):
+    # given shop's workflow declaring region, and bakery's declaring flour
+    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # nothing reaches a worker
+    shop, bakery = team_create(name="shop")[0], team_create(name="bakery")[0]
+    workflow_load(text=REGIONAL, team=shop)
+    workflow_load(text="name: ovens\nparams: {flour: rye}\nsteps: [{id: bake, action: echo}]\n", team=bakery)
+
+    # when shop sends a request starting each with colour
+    with pytest.raises(MessageError) as refused:
+        messages.message_send(message_type="task_request", recipient="type:workflow", team_id=shop.pk,
+                              payload=_starting("regional", {"colour": "red"}))
+    sent = messages.message_send(message_type="task_request", recipient="type:workflow", team_id=shop.pk,
+                                 payload=_starting("ovens", {"colour": "red"}))
+
+    # then its own is refused naming the parameter; bakery's is left for its run to refuse as another team's, and
+    # nothing bakery's workflow declares is quoted to shop
+    assert refused.value.errors == [
+        "payload.params.params: unknown run parameter 'colour' for regional (declared: region)"]
+    assert list(AgentMessage.objects.values_list("pk", flat=True)) == [sent.pk]
 
 
 def test_a_request_whose_action_is_gone_by_its_delivery_fails_at_once_naming_it(monkeypatch):
