@@ -173,6 +173,34 @@ def test_a_new_broadcast_binding_drops_those_of_listeners_gone_and_keeps_the_liv
         assert bound_queues(options, "news") == ["listener.alive", "listener.new"]
 
 
+#: What a `celery inspect` client in another process does on the embedded broker: bind its own reply queue to the
+#: mailbox's reply exchange (a direct one, routed by the client's id), consume it, and say so.
+REPLY_CLIENT = """
+import json, sys, time
+from kombu import Connection, Exchange, Queue
+from agents.core.broker import broker_transports_mended
+broker_transports_mended()
+options = json.loads(sys.argv[1])
+with Connection("filesystem://localhost//", transport_options=options) as connection:
+    queue = Queue("gone.reply.celery.pidbox", Exchange("reply.celery.pidbox", type="direct"), routing_key="gone",
+                  auto_delete=True)
+    with connection.Consumer(queue, callbacks=[lambda body, message: None], no_ack=True):
+        print("inspecting", flush=True)
+        time.sleep(600)
+"""
+
+
+def test_a_new_reply_binding_drops_those_of_inspect_clients_gone(options, connect):
+    """Each `celery inspect` left a line in the reply exchange's table, read by every reply."""
+    replies = Exchange("reply.celery.pidbox", type="direct")
+    run_until_said_then_kill(REPLY_CLIENT, options, "inspecting")
+    assert bound_queues(options, "reply.celery.pidbox") == ["gone.reply.celery.pidbox"]
+
+    Queue("new.reply.celery.pidbox", replies, routing_key="new", auto_delete=True)(connect().default_channel).declare()
+
+    assert bound_queues(options, "reply.celery.pidbox") == ["new.reply.celery.pidbox"]
+
+
 def test_a_queue_whose_consumers_are_gone_stays_bound_to_a_direct_exchange(options, connect):
     """Tasks sent while every worker of a queue is stopped wait for the next one: their binding stays."""
     publish(connect(), {"task": "charge"})

@@ -129,6 +129,12 @@ def _holders_forget_in_child() -> None:
 os.register_at_fork(after_in_child=_holders_forget_in_child)
 
 
+def _is_reply_exchange(exchange: str) -> bool:
+    """Whether ``exchange`` carries the replies of a mailbox (kombu's pidbox: ``reply.celery.pidbox``), each client
+    binding a queue of its own to it."""
+    return exchange.startswith("reply.") and exchange.endswith(".pidbox")
+
+
 def _redelivered(held: str, queue_folder: str) -> None:
     """Put the message ``held`` (a consumer's file) back into ``queue_folder`` under its own name, marked redelivered
     as Redis marks it: rewritten in place first (a crash in between leaves it held, to be put back again), then
@@ -386,14 +392,16 @@ class Channel(kombu_filesystem.Channel):
                 self._put(bound.queue, payload, **kwargs)
 
     def _queue_bind(self, exchange, routing_key, pattern, queue):
-        """Bind ``queue`` to ``exchange`` in its table; for a broadcast exchange, also drop the bindings no living
-        process holds (neither consumes nor bound), which only grew the table every broadcast reads.
+        """Bind ``queue`` to ``exchange`` in its table; for a broadcast exchange or a reply exchange, also drop the
+        bindings no living process holds (neither consumes nor bound), which only grew the table every message to
+        it reads.
 
-        Only broadcast tables: a broadcast already skips the queues nobody consumes, while a direct exchange routes
-        to a queue whose workers are all stopped, which must keep its messages for them. A process writes down the
-        queue it binds before it takes the table's lock, and the queues are read under that lock, so a binding
-        being made by another process is never dropped."""
-        if self.typeof(exchange).type != "fanout":
+        Only those tables: a broadcast already skips the queues nobody consumes, and a reply queue is its client's
+        alone (``celery inspect``: ``<id>.reply.celery.pidbox``), so replies to a client gone are for nobody; while
+        a task's direct exchange routes to a queue whose workers are all stopped, which must keep its messages for
+        them. A process writes down the queue it binds before it takes the table's lock, and the queues are read
+        under that lock, so a binding being made by another process is never dropped."""
+        if self.typeof(exchange).type != "fanout" and not _is_reply_exchange(exchange):
             super()._queue_bind(exchange, routing_key, pattern, queue)
             return
         _holder(self.unacked_root).binding(queue)
