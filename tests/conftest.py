@@ -305,6 +305,14 @@ rules:
 
 #: A broker URL nothing listens on.
 BROKER_DOWN_URL = "redis://127.0.0.1:9/5"
+#: A workflow declaring one run parameter, ``region``: what work giving it another (``colour``) is refused against.
+REGIONAL = """\
+name: regional
+params: {region: north}
+steps:
+  - id: say
+    action: echo
+"""
 
 
 def broker_down_env() -> dict:

@@ -159,11 +159,11 @@ def trigger_team_problems(item: dict, team_id: int) -> list[str]:
 
 
 def trigger_params_problems(item: dict, team_id: int) -> list[str]:
-    """Each run parameter a valid trigger definition ``item`` gives, as a value of its own, to the workflow or pipeline
-    it starts that this one does not declare, naming the trigger and the field, with the reason its firing would give.
-    What the event fills in ('$.' paths: a parameter's value, the run params, the definition's name) is checked when
-    it fires. None while it names another team's definition than ``team_id``'s (``trigger_team_problems`` refuses
-    that; what it declares is that team's to see)."""
+    """Each run parameter a valid trigger definition ``item`` gives to the workflow or pipeline it starts that this one
+    does not declare, naming the trigger and the field, with the reason its firing would give. A parameter's name is
+    its own even when its value is a '$.' path; what the event fills in wholesale (the run params, the definition's
+    name) is checked when it fires. None while it names another team's definition than ``team_id``'s
+    (``trigger_team_problems`` refuses that; what it declares is that team's to see)."""
     if trigger_team_problems(item, team_id):
         return []
     where, params = f"trigger {item['name']!r}", _literal(item.get("params", {}))
@@ -177,10 +177,12 @@ def trigger_params_problems(item: dict, team_id: int) -> list[str]:
 
 
 def _literal(value: Any) -> Any:
-    """``value`` without what the event fills in: each entry of a mapping (at any depth) whose value is a '$.' path."""
+    """``value`` with None for what the event fills in (each '$.' path, at any depth of its mappings), keeping the
+    keys: a run parameter's name is given even when its value is not, and run params given as one '$.' path are
+    None, which names no parameter."""
     if isinstance(value, dict):
-        return {key: _literal(item) for key, item in value.items() if not _from_event(item)}
-    return value
+        return {key: _literal(item) for key, item in value.items()}
+    return None if _from_event(value) else value
 
 
 def _from_event(value: Any) -> bool:

@@ -111,6 +111,7 @@ def test_a_trigger_starting_another_teams_workflow_is_a_form_error(client, actio
 
 @pytest.mark.parametrize(("action", "target", "params", "says"), [
     ("workflow", "bakery-flow", '{"colour": "red"}', "trigger 'bakery-orders'.params: "),
+    ("workflow", "bakery-flow", '{"colour": "$.payload.severity"}', "trigger 'bakery-orders'.params: "),
     ("task", "workflow", '{"workflow": "bakery-flow", "params": {"colour": "red"}}',
      "trigger 'bakery-orders': config.params: "),
 ])

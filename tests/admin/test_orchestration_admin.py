@@ -39,7 +39,7 @@ pytestmark = pytest.mark.django_db
 
 TRACE = uuid.uuid4().hex
 OTHER_TRACE = uuid.uuid4().hex
-WORKFLOW = "name: w\nsteps:\n  - {id: a, action: noop}\n"
+WORKFLOW = "name: w\nparams: {failed_run: null}\nsteps:\n  - {id: a, action: noop}\n"  # trigger_form gives failed_run
 RULES = """
 name: loans
 hit_policy: first

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from agents.models import Agent, AgentMessage, AgentTask, Trigger
 from agents.workflows.services import workflow_load
-from tests.conftest import broker_down_env, manage, wait_for
+from tests.conftest import REGIONAL, broker_down_env, manage, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,13 +52,6 @@ def test_submit_refuses_a_definition_that_does_not_exist_naming_it(agent_type, c
     assert not AgentTask.objects.exists()
 
 
-REGIONAL = """\
-name: regional
-params: {region: north}
-steps:
-  - id: say
-    action: echo
-"""
 
 
 @pytest.mark.parametrize(("config", "field"), [

@@ -14,7 +14,7 @@ from agents.models import Agent, AgentStatus, AgentTask, WorkflowRun
 from agents.orchestration import agent_tasks
 from agents.orchestration.registry import agents_mark_offline
 from agents.workflows.services import workflow_load, workflow_run_start
-from tests.conftest import broker_down_env, manage, wait_for
+from tests.conftest import REGIONAL, broker_down_env, manage, wait_for
 
 from .conftest import SESSION_WORKER, consumer_paused, meanwhile_runs, on_another_connection, worker_process
 
@@ -199,13 +199,6 @@ def test_a_task_cancelled_while_the_broker_is_down_is_cancelled_without_a_traceb
 
 
 
-REGIONAL = """\
-name: regional
-params: {region: north}
-steps:
-  - id: say
-    action: echo
-"""
 REFUSED_PARAMS = [  # a task config whose run parameter the workflow does not declare, and the field naming it
     ({"workflow": "regional", "params": {"colour": "red"}}, "config.params"),
     ({"action": "workflow.start", "params": {"workflow": "regional", "params": {"colour": "red"}}},

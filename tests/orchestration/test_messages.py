@@ -19,7 +19,7 @@ from agents.orchestration import messages
 from agents.orchestration.registry import agents_mark_offline, agents_set_enabled, agents_stop
 from agents.workflows.services import workflow_load, workflow_run_start
 from workers.agents import message_broadcast_deliver
-from tests.conftest import broker_down_env, manage, wait_for
+from tests.conftest import REGIONAL, broker_down_env, manage, wait_for
 
 from .conftest import SESSION_WORKER, meanwhile_runs, on_another_connection, worker_process
 
@@ -232,13 +232,6 @@ def test_a_request_that_can_never_succeed_is_refused_when_sent_naming_the_action
     assert not AgentMessage.objects.exists()
 
 
-REGIONAL = """\
-name: regional
-params: {region: north}
-steps:
-  - id: say
-    action: echo
-"""
 
 
 def _starting(workflow: str, params: dict) -> dict:

@@ -1,5 +1,6 @@
 """Triggers and the run parameters they give: one the workflow or pipeline it starts does not declare is refused when
-the trigger is loaded, not at every firing; what the event fills in ('$.' paths) is left to the firing; another
+the trigger is loaded, not at every firing, even when its value comes from the event (the name is the trigger's
+own); what the event fills in wholesale (the run params, the definition's name) is left to the firing; another
 team's definition is refused as such, then and when it fires."""
 import json
 
@@ -8,19 +9,13 @@ import pytest
 from agents.core.teams import team_create
 from agents.data.services import pipeline_load
 from agents.exceptions import TeamError, TriggerError, WorkflowSpecError
-from agents.models import Event, Trigger, WorkflowDefinition, WorkflowRun
+from agents.models import AgentTask, Event, Trigger, WorkflowDefinition, WorkflowRun
 from agents.orchestration import events
 from agents.workflows.services import workflow_load, workflow_run_start
+from tests.conftest import REGIONAL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REGIONAL = """\
-name: regional
-params: {region: north}
-steps:
-  - id: say
-    action: echo
-"""
 REASON = "unknown run parameter 'colour' for regional (declared: region)"
 
 
@@ -65,15 +60,47 @@ def test_a_trigger_giving_a_run_parameter_its_pipeline_does_not_declare_is_refus
     assert not Trigger.objects.exists()
 
 
-def test_what_the_event_fills_in_is_left_to_the_firing_and_the_rest_of_a_file_is_checked():
-    # given a workflow declaring region, and a file of triggers on a failed run: five whose workflow, run params or
-    # parameter's value come from the event, one giving colour a value of its own
+@pytest.mark.parametrize(("trigger", "field"), [
+    ({"action": "workflow", "target": "regional", "params": {"colour": "$.payload.severity"}},
+     "trigger 'paint'.params"),
+    ({"action": "task", "target": "workflow", "params": {"workflow": "regional", "params": {
+        "colour": "$.payload.severity", "region": "south"}}}, "trigger 'paint': config.params"),
+    ({"action": "task", "target": "data", "params": {"action": "workflow.start", "params": {
+        "workflow": "regional", "params": {"colour": "$.payload.severity"}}}}, "trigger 'paint': config.params.params"),
+], ids=["workflow", "workflow-task", "workflow.start-task"])
+def test_a_run_parameter_whose_value_comes_from_the_event_is_refused_at_load_by_its_name(trigger, field):
+    # given a workflow declaring region
+    workflow_load(text=REGIONAL)
+
+    # when a trigger giving it colour, filled in from the event, is loaded (it was, to fail at every firing)
+    with pytest.raises(TriggerError) as refused:
+        events.triggers_load(text=_trigger(**trigger))
+
+    # then it is refused naming colour: the name is the trigger's own, only its value the event's
+    assert refused.value.errors == [f"{field}: {REASON}"]
+    assert not Trigger.objects.exists()
+
+
+def test_a_run_parameter_of_a_pipeline_whose_value_comes_from_the_event_is_refused_at_load():
+    pipeline_load(text=json.dumps({"name": "regional-orders", "params": {"region": "north"},
+                                   "source": {"kind": "file", "path": "orders.csv"},
+                                   "output": {"dataset": "regional_orders"}}))
+
+    with pytest.raises(TriggerError) as refused:
+        events.triggers_load(text=_trigger(action="task", target="data", params={
+            "pipeline": "regional-orders", "params": {"region": "$.payload.target", "colour": "$.payload.severity"}}))
+
+    assert refused.value.errors == [
+        "trigger 'paint': config.params: unknown run parameter 'colour' for regional-orders (declared: region)"]
+    assert not Trigger.objects.exists()
+
+
+def test_what_the_event_fills_in_wholesale_is_left_to_the_firing_and_the_rest_of_a_file_is_checked():
+    # given a workflow declaring region, and a file of triggers on a failed run: four whose workflow, run params or
+    # declared parameter's value come from the event, two giving colour (one its own value, one the event's)
     workflow_load(text=REGIONAL)
     from_event = [
-        {"name": "paint-as-failed", "action": "workflow", "target": "regional",
-         "params": {"colour": "$.payload.status"}},
-        {"name": "paint-task", "action": "task", "target": "workflow",
-         "params": {"workflow": "regional", "params": {"colour": "$.payload.status", "region": "south"}}},
+        {"name": "paint-region", "action": "workflow", "target": "regional", "params": {"region": "$.payload.status"}},
         {"name": "rerun-any", "action": "task", "target": "workflow",
          "params": {"workflow": "$.payload.workflow", "params": {"colour": "red"}}},
         {"name": "rerun-as-failed", "action": "task", "target": "workflow",
@@ -81,18 +108,42 @@ def test_what_the_event_fills_in_is_left_to_the_firing_and_the_rest_of_a_file_is
         {"name": "start-any", "action": "task", "target": "data", "params": {
             "action": "workflow.start", "params": {"workflow": "$.payload.workflow", "params": {"colour": "red"}}}},
     ]
-    literal = {"name": "paint", "action": "workflow", "target": "regional", "params": {"colour": "red"}}
+    colours = [{"name": "paint", "action": "workflow", "target": "regional", "params": {"colour": "red"}},
+               {"name": "paint-as-failed", "action": "workflow", "target": "regional",
+                "params": {"colour": "$.payload.status"}}]
 
     def loaded(items: list[dict]) -> dict:
         return events.triggers_load(text=json.dumps([{**item, "event": "workflow.failed"} for item in items]))
 
-    # when it is loaded, then only the one giving colour is refused, and nothing of the file is stored
+    # when it is loaded, then both giving colour are refused, and nothing of the file is stored
     with pytest.raises(TriggerError) as refused:
-        loaded([*from_event, literal])
-    assert refused.value.errors == [f"trigger 'paint'.params: {REASON}"]
+        loaded([*from_event, *colours])
+    assert refused.value.errors == [f"trigger 'paint'.params: {REASON}",
+                                    f"trigger 'paint-as-failed'.params: {REASON}"]
     assert not Trigger.objects.exists()
-    # and without it the others load, to be checked as they fire
-    assert loaded(from_event) == {"created": 5, "updated": 0, "unchanged": 0}
+    # and without them the others load, to be checked as they fire
+    assert loaded(from_event) == {"created": 4, "updated": 0, "unchanged": 0}
+
+
+def test_run_params_taken_whole_from_the_event_are_accepted_and_checked_as_the_trigger_fires():
+    # given a workflow declaring region, and a trigger rerunning it with the failed run's params as its task's
+    workflow_load(text=REGIONAL)
+    assert events.triggers_load(text=json.dumps([{
+        "name": "rerun-as-failed", "event": "workflow.failed", "action": "task", "target": "workflow",
+        "params": {"workflow": "regional", "params": "$.payload.params"}}])) == {
+        "created": 1, "updated": 0, "unchanged": 0}
+
+    # when a failed run with a declared parameter, then one with an undeclared one, are dispatched
+    fired = [events.event_dispatch(event_id=Event.objects.create(event_type="workflow.failed", payload={
+        "workflow": "regional", "status": "failed", "params": params}).pk)[0]
+        for params in ({"region": "south"}, {"colour": "red"})]
+
+    # then the first queues its task with those params, and the second fails its firing naming colour
+    assert [firing.status for firing in fired] == ["succeeded", "failed"]
+    assert AgentTask.objects.get(pk=fired[0].result["agent_task_id"]).config == {
+        "workflow": "regional", "params": {"region": "south"}}
+    assert fired[1].error == f"config.params: {REASON}"
+    assert AgentTask.objects.count() == 1
 
 
 def test_a_teams_trigger_is_refused_for_its_own_workflows_parameter_and_told_nothing_of_another_teams():
