@@ -97,5 +97,6 @@ def events_relay() -> int:
 
 @shared_task(name="workers.agents.agent_tasks_reap")
 def agent_tasks_reap() -> int:
-    """Time out agent tasks whose worker never reported."""
-    return agent_tasks.tasks_reap()
+    """Time out agent tasks whose worker never reported, and send again the broadcasts whose handler's process died
+    (their receipts' claims lapsed); how many of both."""
+    return agent_tasks.tasks_reap() + messages.receipts_lapsed_resend()

@@ -169,6 +169,8 @@ class DateBoundedChangeList(ChangeList):
         try:
             return super().get_filters(request)
         except (ValueError, OverflowError) as error:
+            if not self.date_hierarchy or not any(key.startswith(f"{self.date_hierarchy}__") for key in request.GET):
+                raise  # not the drill-down's: another filter's failure is not hidden as a bad filter
             raise IncorrectLookupParameters(error) from error
 
 

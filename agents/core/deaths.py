@@ -25,7 +25,9 @@ class DeathsCounted:
 
     def __init__(self, *, taken_over: Q):
         self.gives_up = taken_over & Q(process_deaths__gte=process_deaths_max() - 1)
-        self.deaths = F("process_deaths") + Case(When(taken_over, then=1), default=0)
+        # At most the limit: two copies taking over after the last death count it once (the failure names the limit).
+        self.deaths = F("process_deaths") + Case(
+            When(taken_over & Q(process_deaths__lt=process_deaths_max()), then=1), default=0)
 
     def unless_giving_up(self, field: str, value) -> Case:
         """``field`` set to ``value`` by the claim, or kept as it was by the one that gives up."""

@@ -190,9 +190,25 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
             if problems := _response_team_problems(item["name"], fields,
                                                   ResponseRule.objects.get(name=item["name"]).team_id):
                 raise TeamError(problems[0])
+            # A run parameter the workflow or pipeline it starts does not declare would fail it at every alert.
+            if problems := _response_params_problems(item["name"], fields):
+                raise CheckSpecError(problems)
         audit_record("monitoring.load", "definitions", "", f"loaded monitoring definitions from {source}",
                      source=source, counts=counts)
     return counts
+
+
+def _response_params_problems(name: str, fields: dict) -> list[str]:
+    """What the definitions the response rule ``name`` (its stored ``fields``) starts refuse of the params it gives
+    them (a run parameter the workflow or pipeline does not declare), naming the field, as running it would."""
+    if fields["workflow"]:
+        action, params = action_get("workflow.start"), {"workflow": fields["workflow"], "params": fields["params"]}
+        return [f"response {name!r}.params: {problem}" for _, problem in action.stored_problems(params)]
+    action = action_get(fields["action"]) if fields["action"] else None
+    if action is None:
+        return []
+    return [f"response {name!r}.params.{param}: {problem}"
+            for param, problem in action.stored_problems(fields["params"])]
 
 
 def _response_team_problems(name: str, fields: dict, team_id: int) -> list[str]:

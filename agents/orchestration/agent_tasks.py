@@ -49,8 +49,6 @@ HARD_LIMIT_GRACE_S = 10.0
 #: Seconds a delivery's claim on a task outlasts the task's hard time limit: the claim lapses only once the run
 #: holding it can no longer be running (its worker died).
 CLAIM_GRACE_S = 30.0
-#: The definition a task of each config key runs (the same key names it among an action's params).
-TASK_DEFINITIONS: dict[str, type[Model]] = DEFINITION_MODELS
 
 
 def task_timeout_max_s() -> float:
@@ -134,14 +132,14 @@ def task_definitions(agent_type: str, config: dict) -> list[tuple[str, type[Mode
         return []
     if key != "action":
         name = config[key]
-        return [(f"config.{key}", TASK_DEFINITIONS[key], name)] if key in TASK_DEFINITIONS and isinstance(name, str) \
+        return [(f"config.{key}", DEFINITION_MODELS[key], name)] if key in DEFINITION_MODELS and isinstance(name, str) \
             else []
     params = config.get("params") or {}
     if not isinstance(params, dict):
         return []
     # An action task may run any type's action on any agent.
-    return [(f"config.params.{param}", TASK_DEFINITIONS[key], name)
-            for param, (key, name) in action_definitions(config["action"], params).items() if key in TASK_DEFINITIONS]
+    return [(f"config.params.{param}", DEFINITION_MODELS[key], name)
+            for param, (key, name) in action_definitions(config["action"], params).items() if key in DEFINITION_MODELS]
 
 
 def task_definition_problems(team_id: int | None, agent_type: str, config: dict) -> list[str]:

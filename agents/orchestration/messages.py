@@ -38,7 +38,7 @@ from agents.core.tracing import trace_id_ensure
 from agents.core.transitions import transition
 from agents.exceptions import BrokerUnavailableError, MessageError, PermanentActionError
 from agents.models import Agent, AgentMessage, AgentStatus, MessageReceipt, MessageStatus, MessageType
-from agents.orchestration.agent_tasks import agent_disabled, disabled_handback_s
+from agents.orchestration.agent_tasks import REAP_GRACE_S, agent_disabled, disabled_handback_s
 
 logger = logging.getLogger(__name__)
 
@@ -470,6 +470,27 @@ def _receipt_handle(message: AgentMessage, receipt: MessageReceipt, *, attempt: 
                    handled_at=timezone.now(), claimed_until=None)
     receipt.refresh_from_db()
     return receipt
+
+
+def receipts_lapsed_resend(*, now=None) -> int:
+    """Send the broadcast again, to its agent's worker alone, for each receipt whose handler's claim lapsed
+    ``REAP_GRACE_S`` ago with no answer (its process died): on Redis a broadcast comes by publish and subscribe, so
+    the worker's putting it back reaches no one, and the receipt stayed ``delivered``. The claim is cleared with the
+    send (fenced by the claim read), so the delivery takes the handling over, counting the death, and the next
+    sweep sends nothing more. Returns how many were sent."""
+    now = now or timezone.now()
+    resent = 0
+    lapsed = MessageReceipt.objects.filter(status=MessageStatus.DELIVERED, error="",
+                                           claimed_until__lte=now - timedelta(seconds=REAP_GRACE_S))
+    for receipt in lapsed:
+        ours = MessageReceipt.objects.filter(pk=receipt.pk, claimed_until=receipt.claimed_until)
+        if not transition(ours, [MessageStatus.DELIVERED], MessageStatus.DELIVERED, claimed_until=None):
+            continue
+        task_send(BROADCAST_DELIVER_TASK, receipt.message_id, receipt.agent, receipt.attempts,
+                  queue=worker_direct(receipt.agent.rsplit(":", 1)[0]),
+                  what=f"broadcast {receipt.message_id} for {receipt.agent}")
+        resent += 1
+    return resent
 
 
 def receipts_fail_lost(*, agent_names: list[str], retries_only: bool = False) -> int:

@@ -11,6 +11,9 @@ from django.utils import timezone
 from agents.models import Check, ResponseRule, Silence
 from agents.monitoring import rules, services
 
+from agents.workflows.services import workflow_load
+from tests.conftest import REGIONAL
+
 from .conftest import make_check
 
 
@@ -194,3 +197,28 @@ def test_monitor_load_refuses_a_duration_beyond_ten_years_by_name_and_stores_not
     # and the dispatcher, which a stored 1e300 interval broke for every check, runs the checks there are
     make_check("normal", interval_s=10)
     assert services.checks_dispatch(now=timezone.now() + timedelta(minutes=2)) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("response", "field"), [
+    ({"workflow": "regional", "params": {"colour": "red"}}, "params"),
+    ({"action": "workflow.start", "params": {"workflow": "regional", "params": {"colour": "red"}}}, "params.params"),
+])
+def test_a_response_giving_a_run_parameter_its_workflow_does_not_declare_is_refused_at_load(tmp_path, response,
+                                                                                            field):
+    # given a workflow declaring region, and a file of a check and a response starting it with colour
+    workflow_load(text=REGIONAL)
+    path = tmp_path / "monitoring.json"
+    path.write_text(json.dumps({"checks": [{"name": "mem", "type": "memory", "critical": 0}],
+                                "responses": [{"name": "restart", **response}]}))
+
+    # when it is loaded
+    with pytest.raises(CommandError) as refused:
+        call_command("monitor", "load", str(path))
+
+    # then it is refused naming the response, the field and the parameter (it would fail at every alert), and
+    # nothing of the file is stored
+    assert str(refused.value) == ("invalid monitoring definitions:\n"
+                                  f"  - response 'restart'.{field}: unknown run parameter 'colour' for regional "
+                                  "(declared: region)")
+    assert not (ResponseRule.objects.exists() or Check.objects.filter(name="mem").exists())

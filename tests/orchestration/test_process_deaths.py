@@ -238,6 +238,7 @@ def test_a_second_delivery_of_a_broadcast_while_its_handler_runs_does_not_run_it
     # given a broadcast whose handler is running (its process died, but the claim has not lapsed yet)
     record = tmp_path / "runs"
     message = _broadcast(record, times=100)
+    _taken(worker_direct("w@host").name)  # nothing an earlier run left
     with pytest.raises(ProcessDied):
         messages.message_broadcast_handle(message_id=message.pk, hostname="w@host")
 
@@ -253,6 +254,33 @@ def test_a_second_delivery_of_a_broadcast_while_its_handler_runs_does_not_run_it
     assert sent.headers["task"] == "workers.agents.message_broadcast_deliver"
     assert sent.decode()[0] == [message.pk, "w@host:data", 1]
     assert datetime.fromisoformat(sent.headers["eta"]) == receipt.claimed_until
+
+
+@pytest.mark.django_db
+def test_a_broadcast_whose_handler_died_is_sent_again_by_the_sweep_once_its_claim_lapsed(tmp_path):
+    # given a broadcast whose handler's process died, on a broker that hands nothing out again (Redis: a broadcast
+    # comes by publish and subscribe), its claim lapsed past the sweep's grace
+    record = tmp_path / "runs"
+    message = _broadcast(record, times=1)
+    queue = worker_direct("w@host").name
+    _taken(queue)  # nothing an earlier run left
+    with pytest.raises(ProcessDied):
+        messages.message_broadcast_handle(message_id=message.pk, hostname="w@host")
+    MessageReceipt.objects.filter(message=message).update(
+        claimed_until=timezone.now() - timedelta(seconds=agent_tasks.REAP_GRACE_S + 1))
+
+    # when the orchestration sweep runs, twice
+    resent = messages.receipts_lapsed_resend()
+    again = messages.receipts_lapsed_resend()
+
+    # then it sent the broadcast once, to the agent's worker, for that agent and attempt
+    (sent,) = _taken(queue)
+    assert (resent, again) == (1, 0)
+    assert (sent.headers["task"], sent.decode()[0]) == ("workers.agents.message_broadcast_deliver",
+                                                        [message.pk, "w@host:data", 1])
+    # and that delivery takes the handling over, counting the death, and the handler answers
+    (receipt,) = messages.message_broadcast_handle(message_id=message.pk, hostname="w@host", agent="w@host:data")
+    assert (receipt.status, receipt.response, receipt.process_deaths) == ("handled", {"runs": 2}, 1)
 
 
 def _taken(queue: str) -> list:

@@ -282,3 +282,22 @@ def test_an_item_retried_after_its_database_went_away_is_no_death_of_its_process
     assert (outcome, _runs(record)) == (engine.FINISHED, 5)
     item = MapItem.objects.get(run=run, step_id="each")
     assert (item.status, item.process_deaths) == ("succeeded", 0)
+
+
+@pytest.mark.django_db
+def test_a_copy_taking_over_an_item_after_its_last_death_counts_no_more_deaths(tmp_path):
+    # given a mapped item without retries whose process died three times: one copy of its message took it over and
+    # is about to fail it (the item still running, its deaths at the limit)
+    record = tmp_path / "runs"
+    run = _mapped(record, times=100, retries="{max: 0}")
+    for _ in range(3):
+        _item_killed(run)
+    MapItem.objects.filter(run=run).update(process_deaths=3)
+
+    # when a second copy of the same message takes it over too
+    outcome = _item_deliver(run, worker="w5@host")
+
+    # then it runs nothing and fails the item naming the limit, not a fourth death
+    item = MapItem.objects.get(run=run, step_id="each")
+    assert (outcome, _runs(record), item.status, item.process_deaths) == (engine.FINISHED, 3, "failed", 3)
+    assert item.error == f"{DIED} w@host:{os.getpid()}"
