@@ -274,9 +274,8 @@ def test_a_request_giving_a_run_parameter_its_pipeline_does_not_declare_is_refus
     assert not AgentMessage.objects.exists()
 
 
-def test_a_teams_request_is_refused_for_its_own_workflows_parameter_and_told_nothing_of_another_teams(monkeypatch):
+def test_a_teams_request_is_refused_for_its_own_workflows_parameter_and_told_nothing_of_another_teams(worker):
     # given shop's workflow declaring region, and bakery's declaring flour
-    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # nothing reaches a worker
     shop, bakery = team_create(name="shop")[0], team_create(name="bakery")[0]
     workflow_load(text=REGIONAL, team=shop)
     workflow_load(text="name: ovens\nparams: {flour: rye}\nsteps: [{id: bake, action: echo}]\n", team=bakery)
@@ -293,6 +292,10 @@ def test_a_teams_request_is_refused_for_its_own_workflows_parameter_and_told_not
     assert refused.value.errors == [
         "payload.params.params: unknown run parameter 'colour' for regional (declared: region)"]
     assert list(AgentMessage.objects.values_list("pk", flat=True)) == [sent.pk]
+    # and an agent's run of bakery's refuses it as another team's
+    failed = wait_for(lambda: AgentMessage.objects.filter(pk=sent.pk, status="failed").first(), timeout_s=30,
+                      what="the request to fail on its agent")
+    assert "belongs to another team" in failed.error and "flour" not in failed.error
 
 
 def test_a_request_whose_action_is_gone_by_its_delivery_fails_at_once_naming_it(monkeypatch):
