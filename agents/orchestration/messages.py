@@ -424,13 +424,16 @@ def _receipt_take_over(message: AgentMessage, *, agent: str, attempt: int, hostn
     """Take over attempt ``attempt`` of the agent's handling when its claim has lapsed (its handler's process died),
     counting the death; the takeover that brings them to ``AGENTS_PROCESS_DEATHS`` fails the receipt saying so instead
     of running the handler again. While the claim holds, send this delivery again for when it lapses. None when the
-    handler is not to run."""
+    handler is not to run. A receipt without a claim (cleared by ``receipts_lapsed_resend``, or stored before receipts
+    had claims) counts as claimed for a claim's length from when it was stored: its handler may be running yet."""
     now = timezone.now()
+    claim = timedelta(seconds=message_claim_s())
     running = MessageReceipt.objects.filter(message=message, agent=agent, attempts=attempt, error="")
-    if not transition(running.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)),
-                      [MessageStatus.DELIVERED], MessageStatus.DELIVERED, process_deaths=F("process_deaths") + 1,
-                      claimed_until=now + timedelta(seconds=message_claim_s())):
-        held = running.filter(status=MessageStatus.DELIVERED).values_list("claimed_until", flat=True).first()
+    lapsed = Q(claimed_until__lte=now) | Q(claimed_until__isnull=True, created_at__lte=now - claim)
+    if not transition(running.filter(lapsed), [MessageStatus.DELIVERED], MessageStatus.DELIVERED,
+                      process_deaths=F("process_deaths") + 1, claimed_until=now + claim):
+        held = (running.filter(status=MessageStatus.DELIVERED)
+                .values_list(Coalesce("claimed_until", F("created_at") + claim), flat=True).first())
         if held is not None:  # another delivery runs its handler now, or ran it in a process that died
             task_send(BROADCAST_DELIVER_TASK, message.pk, agent, attempt, queue=worker_direct(hostname), eta=held,
                       what=f"broadcast {message.pk} for {agent}")

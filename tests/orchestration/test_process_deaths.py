@@ -266,8 +266,9 @@ def test_a_broadcast_whose_handler_died_is_sent_again_by_the_sweep_once_its_clai
     _taken(queue)  # nothing an earlier run left
     with pytest.raises(ProcessDied):
         messages.message_broadcast_handle(message_id=message.pk, hostname="w@host")
+    lapsed = timezone.now() - timedelta(seconds=agent_tasks.REAP_GRACE_S + 1)  # stored a claim's length before
     MessageReceipt.objects.filter(message=message).update(
-        claimed_until=timezone.now() - timedelta(seconds=agent_tasks.REAP_GRACE_S + 1))
+        claimed_until=lapsed, created_at=lapsed - timedelta(seconds=messages.message_claim_s()))
 
     # when the orchestration sweep runs, twice
     resent = messages.receipts_lapsed_resend()
@@ -281,6 +282,32 @@ def test_a_broadcast_whose_handler_died_is_sent_again_by_the_sweep_once_its_clai
     # and that delivery takes the handling over, counting the death, and the handler answers
     (receipt,) = messages.message_broadcast_handle(message_id=message.pk, hostname="w@host", agent="w@host:data")
     assert (receipt.status, receipt.response, receipt.process_deaths) == ("handled", {"runs": 2}, 1)
+
+
+@pytest.mark.django_db
+def test_a_receipt_stored_without_a_claim_is_not_taken_over_while_its_handler_may_run(tmp_path):
+    # given a broadcast's receipt stored just now without a claim (as receipts were before they had claims), its
+    # handler perhaps running
+    record = tmp_path / "runs"
+    message = _broadcast(record, times=0)
+    queue = worker_direct("w@host").name
+    _taken(queue)  # nothing an earlier run left
+    receipt = MessageReceipt.objects.create(message=message, agent="w@host:data")
+
+    # when a second delivery of the broadcast comes
+    assert messages.message_broadcast_handle(message_id=message.pk, hostname="w@host") == []
+
+    # then it runs nothing and sends itself again for a claim's length after the receipt was stored
+    (sent,) = _taken(queue)
+    assert _runs(record) == 0 and MessageReceipt.objects.get(pk=receipt.pk).status == "delivered"
+    assert datetime.fromisoformat(sent.headers["eta"]) == receipt.created_at + timedelta(
+        seconds=messages.message_claim_s())
+
+    # and once that long has passed, a delivery takes it over and the handler answers
+    MessageReceipt.objects.filter(pk=receipt.pk).update(
+        created_at=timezone.now() - timedelta(seconds=messages.message_claim_s() + 1))
+    (handled,) = messages.message_broadcast_handle(message_id=message.pk, hostname="w@host")
+    assert (handled.status, handled.process_deaths, _runs(record)) == ("handled", 1, 1)
 
 
 def _taken(queue: str) -> list:
