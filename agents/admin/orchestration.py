@@ -343,7 +343,8 @@ class TriggerForm(DefinitionForm):
         if team is not None and not problems:  # else saving would fail: a trigger starts its own team's only
             field = "params" if definition["action"] == "task" else "target"
             problems += [f"trigger.{field}: {problem}" for problem in events.trigger_team_problems(definition, team.pk)]
-            problems += events.trigger_params_problems(definition, team.pk)  # saving would refuse them too
+            if not problems:
+                problems += events.trigger_params_problems(definition)  # saving would refuse them too
         return problems
 
     def _user_team(self):

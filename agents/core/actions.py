@@ -142,6 +142,14 @@ def action_definitions(action: str, params: dict) -> dict[str, tuple[str, str]]:
             if kind.action == action and isinstance(params.get(kind.param), str)}
 
 
+def run_params_check(definition_param: str, problems: Callable[[str, dict], list[str]]
+                     ) -> Callable[[dict], list[tuple[str, str]]]:
+    """An action's ``check`` for the run it starts: ``problems(name, run params)`` of the definition its parameter
+    ``definition_param`` names (a run parameter it does not declare), each on the parameter ``params``."""
+    return lambda params: [("params", problem)
+                           for problem in problems(params[definition_param], params.get("params") or {})]
+
+
 def action_run(name: str, params: dict, *, context: ActionContext | None = None) -> Any:
     """Run the registered action ``name`` with ``params`` outside a workflow step (a trigger, an agent task, an
     incident response); ``ActionError`` when no such action is registered."""

@@ -1,6 +1,6 @@
 """The data area's actions: ``data.pipeline`` for workflow steps, and the agent-task kind of data agents
 (``{pipeline: name, params: {...}}``). Loaded on the first lookup in a registry (``agents.core.registry``)."""
-from agents.core.actions import ActionContext, action, task_kind
+from agents.core.actions import ActionContext, action, run_params_check, task_kind
 from agents.core.params import Param
 from agents.core.teams import definition_team_problem, team_acting
 from agents.data.selectors import data_run_json
@@ -16,12 +16,6 @@ from agents.exceptions import (
 from agents.models import Pipeline
 
 
-def _run_params_problems(params: dict) -> list[tuple[str, str]]:
-    """The run parameters in ``params["params"]`` that the pipeline named does not declare: its run refuses them."""
-    return [("params", problem)
-            for problem in pipeline_params_problems(pipeline=params["pipeline"], params=params.get("params") or {})]
-
-
 @action(
     "data.pipeline",
     params={
@@ -29,7 +23,7 @@ def _run_params_problems(params: dict) -> list[tuple[str, str]]:
         "params": Param("object", default=None),
         "require_quality": Param("boolean", default=True),
     },
-    check=_run_params_problems,
+    check=run_params_check("pipeline", lambda name, params: pipeline_params_problems(pipeline=name, params=params)),
 )
 def data_pipeline(context: ActionContext, *, pipeline: str, params: dict | None, require_quality: bool) -> dict:
     """Run the latest version of data ``pipeline``; return its run, dataset (id, name, number, path) and quality.

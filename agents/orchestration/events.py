@@ -129,7 +129,7 @@ def triggers_load(*, text: str, source: str = "triggers", team: Team | None = No
                 event_listeners_changed()  # an update sends no post_save
             if problems := trigger_team_problems(item, trigger.team_id):
                 raise TeamError(problems[0])
-            params_problems += trigger_params_problems(item, trigger.team_id)
+            params_problems += trigger_params_problems(item)
             if item["event"] not in EventType.values:  # a type of the team's own: the trigger declares it
                 event_type_declare(name=item["event"], team=trigger.team, source=f"trigger {item['name']}")
             counts[outcome] += 1
@@ -158,14 +158,12 @@ def trigger_team_problems(item: dict, team_id: int) -> list[str]:
     return problems
 
 
-def trigger_params_problems(item: dict, team_id: int) -> list[str]:
+def trigger_params_problems(item: dict) -> list[str]:
     """Each run parameter a valid trigger definition ``item`` gives to the workflow or pipeline it starts that this one
     does not declare, naming the trigger and the field, with the reason its firing would give. A parameter's name is
     its own even when its value is a '$.' path; what the event fills in wholesale (the run params, the definition's
-    name) is checked when it fires. None while it names another team's definition than ``team_id``'s
-    (``trigger_team_problems`` refuses that; what it declares is that team's to see)."""
-    if trigger_team_problems(item, team_id):
-        return []
+    name) is checked when it fires. Asked only of a trigger ``trigger_team_problems`` passed: what another team's
+    definition declares is that team's to see."""
     where, params = f"trigger {item['name']!r}", _literal(item.get("params", {}))
     if item["action"] == TriggerAction.WORKFLOW:  # the params are the run's (``_fire``)
         return [f"{where}.params: {problem}" for _, problem in

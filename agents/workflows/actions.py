@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agents.core.lazy import lazy
-from agents.core.actions import ActionContext, Deferred, Wait, action, task_kind
+from agents.core.actions import ActionContext, Deferred, Wait, action, run_params_check, task_kind
 from agents.core.breakers import breaker, http_key
 from agents.core.crypto import headers_resolved
 from agents.core.hooks import workers_lost
@@ -136,14 +136,8 @@ def workflow_run(context: ActionContext, *, workflow: str, params: dict | None) 
     return Deferred(child_run_id=child.pk)
 
 
-def _run_params_problems(params: dict) -> list[tuple[str, str]]:
-    """The run parameters in ``params["params"]`` that the workflow named does not declare: its start refuses them."""
-    return [("params", problem)
-            for problem in workflow_params_problems(workflow=params["workflow"], params=params.get("params") or {})]
-
-
 @action("workflow.start", params={"workflow": Param("string", required=True), "params": Param("object", default=None)},
-        check=_run_params_problems)
+        check=run_params_check("workflow", lambda name, params: workflow_params_problems(workflow=name, params=params)))
 def workflow_start(context: ActionContext, *, workflow: str, params: dict | None) -> dict:
     """Start the latest version of ``workflow`` as a run of its own and return its id at once, without waiting
     for it (what a trigger, an incident response or a workflow agent task does)."""
