@@ -29,7 +29,9 @@ class Param:
     choices: tuple | None = None
 
     def check(self, value: Any) -> str | None:
-        """Return why ``value`` does not fit this parameter, or None when it does."""
+        """Return why ``value`` does not fit this parameter, or None when it does (``FROM_EVENT`` fits any)."""
+        if value is FROM_EVENT:
+            return None
         if self.type != "any":
             allowed = PARAM_TYPES[self.type]
             if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
@@ -44,6 +46,18 @@ class Param:
             return f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
         return None
 
+
+class _FromEvent:
+    """The value of a trigger's parameter given as a '$.' path: unknown until the event fills it in as the trigger
+    fires, so it fits every parameter when the trigger is loaded (its name is checked; its value when it fires)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<from the event>"
+
+
+FROM_EVENT = _FromEvent()
 
 #: A schema: each parameter's name and what it must be.
 Schema = dict[str, Param]

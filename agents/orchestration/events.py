@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from agents.core.actions import action_get, action_run
 from agents.core.audit import audit_record
+from agents.core.params import FROM_EVENT
 from agents.core.teams import definition_team_problem, owned_get_or_create
 from agents.core.events import event_listeners_changed, event_path_problem
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, fields_changed, is_name
@@ -87,9 +88,13 @@ def trigger_validate(item: Any, where: str) -> list[str]:
         if not WorkflowDefinition.objects.filter(name=target).exists():
             errors.append(f"{where}.target: no workflow named {target!r}")
     elif action == TriggerAction.TASK:
-        # Values taken from the event are unknown until it arrives: check the shape with placeholders.
-        placeholder = {key: ({} if isinstance(value, str) and value.startswith("$.") and key in
-                             ("params", "context") else value) for key, value in params.items()}
+        # Values taken from the event are unknown until it arrives: check the shape with placeholders (an action's
+        # parameter taken from the event fits any type; its name is checked).
+        placeholder = {key: ({} if _from_event(value) and key in ("params", "context") else value)
+                       for key, value in params.items()}
+        if "action" in placeholder and isinstance(placeholder.get("params"), dict):
+            placeholder["params"] = {key: FROM_EVENT if _from_event(value) else value
+                                     for key, value in placeholder["params"].items()}
         errors.extend(f"{where}: {problem}" for problem in task_config_validate(target, placeholder))
     elif action == TriggerAction.MESSAGE and (problem := recipient_problem(target)):
         errors.append(f"{where}.{problem}")

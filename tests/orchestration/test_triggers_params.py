@@ -178,3 +178,27 @@ def test_a_trigger_whose_workflow_became_another_teams_fails_its_firing_saying_s
     # then the firing fails naming the workflow as another team's, and no run starts
     assert (firing.status, firing.error) == ("failed", "workflow 'regional' belongs to another team")
     assert not WorkflowRun.objects.exists()
+
+
+@pytest.mark.parametrize("taken", ["$.payload.params", "$.payload.params.region"], ids=["run-params", "one-value"])
+def test_an_action_tasks_run_params_taken_from_the_event_load_and_are_checked_as_the_trigger_fires(taken):
+    # given a workflow declaring region, and a data agent's task starting it with its run params (or the value of
+    # one of them) from the failed run's event
+    workflow_load(text=REGIONAL)
+    params = {"workflow": "regional", "params": taken if taken.endswith("params") else {"region": taken}}
+    assert events.triggers_load(text=json.dumps([{
+        "name": "restart-as-failed", "event": "workflow.failed", "action": "task", "target": "data",
+        "params": {"action": "workflow.start", "params": params}}])) == {"created": 1, "updated": 0, "unchanged": 0}
+
+    # when a failed run with a declared parameter, then (for whole run params) one with an undeclared one, fire it
+    given = [{"region": "south"}, {"colour": "red"}] if taken.endswith("params") else [{"region": "south"}]
+    fired = [events.event_dispatch(event_id=Event.objects.create(event_type="workflow.failed", payload={
+        "workflow": "regional", "status": "failed", "params": run_params}).pk)[0] for run_params in given]
+
+    # then the first queues its task with the event's values, and an undeclared one fails its firing naming it
+    assert fired[0].status == "succeeded"
+    assert AgentTask.objects.get(pk=fired[0].result["agent_task_id"]).config == {
+        "action": "workflow.start", "params": {"workflow": "regional", "params": {"region": "south"}}}
+    if len(fired) > 1:
+        assert (fired[1].status, fired[1].error) == ("failed", f"config.params.params: {REASON}")
+    assert AgentTask.objects.count() == 1
