@@ -202,3 +202,25 @@ def test_an_action_tasks_run_params_taken_from_the_event_load_and_are_checked_as
     if len(fired) > 1:
         assert (fired[1].status, fired[1].error) == ("failed", f"config.params.params: {REASON}")
     assert AgentTask.objects.count() == 1
+
+
+def test_an_action_parameter_from_the_event_is_checked_by_name_at_load_and_by_value_as_it_fires():
+    def loaded(params: dict) -> dict:
+        return events.triggers_load(text=json.dumps([{"name": "pause", "event": "order.received", "action": "task",
+                                                      "target": "data", "params": {"action": "sleep",
+                                                                                   "params": params}}]))
+
+    # when a data agent's sleep takes its seconds from an order's event, it loads (a number or not, the event says)
+    assert loaded({"seconds": "$.payload.delay"}) == {"created": 1, "updated": 0, "unchanged": 0}
+    # and a parameter the action does not have, or a literal of the wrong type, is still refused naming it
+    with pytest.raises(TriggerError, match=r"config\.params: unknown parameter 'minutes'"):
+        loaded({"minutes": "$.payload.delay"})
+    with pytest.raises(TriggerError, match=r"config\.params: parameter 'seconds' must be a number, got string"):
+        loaded({"seconds": "soon"})
+
+    # and as it fires, the event's value is checked: a number queues the task, a text fails the firing naming it
+    fired = [events.event_dispatch(event_id=Event.objects.create(event_type="order.received", payload={
+        "delay": delay}).pk)[0] for delay in (0.01, "soon")]
+    assert [firing.status for firing in fired] == ["succeeded", "failed"]
+    assert AgentTask.objects.get().config == {"action": "sleep", "params": {"seconds": 0.01}}
+    assert "parameter 'seconds' must be a number, got string" in fired[1].error
