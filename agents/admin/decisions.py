@@ -379,7 +379,10 @@ class RuleSetAdmin(TeamScopedMixin, admin.ModelAdmin):
                                                    shadow=form.cleaned_data["shadow"], team=team)
         except RuleSetError as error:
             for problem in error.errors:
-                form.add_error("source", problem)
+                if problem.startswith("shadow: "):
+                    form.add_error("shadow", problem.removeprefix("shadow: "))
+                else:
+                    form.add_error("source", problem)
             return None
         except AgentsError as error:
             form.add_error(None, str(error))

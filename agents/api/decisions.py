@@ -145,7 +145,7 @@ class RuleSetViewSet(ApiViewSet):
         it was already); `activate` makes it the active version."""
         given = self.given()
         team = self.team_given(given.get("team"))
-        with service_errors({RuleSetError: "text", TeamError: "text"}):
+        with service_errors({RuleSetError: "text", TeamError: "text"}, prefixed=("shadow",)):
             version, created = services.rules_load(text=given["text"], source="api",
                                                    activate=given["activate"],
                                                    shadow=given["shadow"], team=team)

@@ -75,6 +75,11 @@ MAX_CONTEXT_DEPTH = 512
 # --- rule sets -----------------------------------------------------------------
 
 
+#: Why a load may not both activate a version and keep it in shadow.
+SHADOW_OR_ACTIVATE = ("shadow: choose either activate or shadow: a shadow version is a draft evaluated beside the "
+                      "active one")
+
+
 def rules_validate_text(*, text: str, source: str = "rule set") -> RuleSet:
     """Parse and validate a rule set's text; raise ``RuleSetError`` listing every problem."""
     try:
@@ -88,7 +93,11 @@ def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
                shadow: bool = False, team: Team | None = None) -> tuple[RuleSetVersion, bool]:
     """Store a rule set as a new draft version unless identical content is stored; optionally activate it. A new
     rule set belongs to ``team`` (default: the default team); an existing one takes loads into its own only.
-    A DMN model (XML) is stored the same way, as a version of the rule set named after the model."""
+    A DMN model (XML) is stored the same way, as a version of the rule set named after the model. ``shadow`` is for
+    a draft: with ``activate``, or for content stored already as a version that is no longer a draft, it is refused.
+    """
+    if activate and shadow:
+        raise RuleSetError([SHADOW_OR_ACTIVATE])
     dmn = _dmn()
     compiled = dmn.dmn_parse(text) if dmn.dmn_is_model(text) else rules_validate_text(text=text, source=source)
     content_hash = compiled.content_hash()
@@ -108,7 +117,11 @@ def rules_load(*, text: str, source: str = "rule set", activate: bool = False,
                          f"loaded rule set {ruleset.name} v{number}{' (shadow)' if shadow else ''}",
                          ruleset=ruleset.name, version=number, source=source, content_hash=content_hash)
         elif shadow and not version.shadow:
-            RuleSetVersion.objects.filter(pk=version.pk).update(shadow=True)
+            if version.status != VersionStatus.DRAFT:
+                raise RuleSetError([f"shadow: this content is stored already as {ruleset.name} v{version.number}, "
+                                    f"which is {version.status}: only a draft is evaluated in shadow"])
+            RuleSetVersion.objects.filter(pk=version.pk, status=VersionStatus.DRAFT).update(shadow=True)
+            version.shadow = True
         if activate:
             version = ruleset_version_activate(ruleset=ruleset.name, number=version.number)
     return version, created

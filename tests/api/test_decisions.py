@@ -115,3 +115,17 @@ def test_the_audit_is_filtered_by_rule_set_engine_review_and_time(operator_clien
     bad = operator_client.get("/api/decisions/?since=yesterday")
     assert bad.status_code == 400 and "since" in error_of(bad)["fields"]
     assert operator_client.get("/api/decisions/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+def test_shadow_is_refused_with_activate_and_for_the_active_versions_content_naming_the_field(operator_client):
+    _active_rules()
+
+    both = operator_client.post("/api/rulesets/", {"text": RULES.replace("1000", "2000"), "activate": True,
+                                                   "shadow": True}, format="json")
+    again = operator_client.post("/api/rulesets/", {"text": RULES, "shadow": True}, format="json")
+
+    assert both.status_code == again.status_code == 400
+    assert list(error_of(both)["fields"]) == list(error_of(again)["fields"]) == ["shadow"]
+    assert "which is active" in error_of(again)["fields"]["shadow"][0]
+    assert [(version["status"], version["shadow"]) for version in
+            operator_client.get("/api/rulesets/api-loans/").json()["versions"]] == [("active", False)]

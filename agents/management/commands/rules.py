@@ -17,8 +17,9 @@ class Command(AgentsCommand):
         load = sub.add_parser("load", help="Store a rule set file (YAML, JSON, or a DMN model .dmn) as a new draft "
                                            "version (unless unchanged).")
         load.add_argument("file")
-        load.add_argument("--activate", action="store_true", help="Make it the active version.")
-        load.add_argument("--shadow", action="store_true", help="Evaluate this draft beside the active version.")
+        made = load.add_mutually_exclusive_group()
+        made.add_argument("--activate", action="store_true", help="Make it the active version.")
+        made.add_argument("--shadow", action="store_true", help="Evaluate this draft beside the active version.")
         self.team_argument_add(load)
         self.json_argument_add(load)
         listing = sub.add_parser("list", help="List rule sets and their versions.")
