@@ -338,6 +338,9 @@ class _Loader:
             compiled_names.add(element.get("name"))
             model.knowledge[element.get("name")] = self.knowledge_model(element, model)
             model.knowledge_elements[element.get("name")] = element
+        if not (model.decisions or model.services or knowledge_elements):
+            self.error(root, "the model has no decision, decision service or business knowledge model: nothing in it "
+                             "can be decided")
         self.check_graph(model)
         for decision in model.decisions.values():
             scope_names = set(decision.decisions) | set(decision.inputs) | set(decision.knowledge)

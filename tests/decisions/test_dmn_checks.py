@@ -115,7 +115,9 @@ def test_a_ring_of_item_definitions_that_only_name_each_other_is_refused_naming_
             '<itemDefinition name="tB" id="t_b"><typeRef>tns:tA</typeRef></itemDefinition>'
             '<itemDefinition name="tList" id="t_list" isCollection="true"><typeRef>tList</typeRef></itemDefinition>'
             '<itemDefinition name="tAmount" id="t_amount"><typeRef>number</typeRef></itemDefinition>'
-            '<inputData id="i_a" name="A"><variable name="A" typeRef="tA"/></inputData></definitions>')
+            '<inputData id="i_a" name="A"><variable name="A" typeRef="tA"/></inputData>'
+            '<decision id="d_one" name="One"><literalExpression><text>1</text></literalExpression></decision>'
+            '</definitions>')
 
     assert refused(text) == [f"itemDefinition 'tA' (id t_a): {CYCLE.format('tA -> tB -> tA')}",
                              f"itemDefinition 'tList' (id t_list): {CYCLE.format('tList -> tList')}"]
@@ -194,3 +196,19 @@ def test_an_item_definition_named_after_the_feel_type_it_is_loads_and_types_its_
     assert dmn_evaluate(model, "Echo", {"Level": "high"})[::2] == ("high", [])
     value, _, errors = dmn_evaluate(model, "Echo", {"Level": 5})
     assert value is None and len(errors) == 1 and "string" in errors[0], errors
+
+
+@pytest.mark.django_db
+def test_a_model_with_nothing_to_decide_is_refused_and_the_active_version_stays():
+    # Given an active version of the model "checks"
+    services.rules_load(text=COMPUTED_TEXT, activate=True)
+
+    # When a model of the same name with input data but no decision, service or knowledge model is loaded to activate
+    with pytest.raises(RuleSetError) as refusal:
+        services.rules_load(text=HEAD + SCORE + "</definitions>", activate=True)
+
+    # Then it is refused naming the model (it was stored and activated, and every decision then failed)
+    assert refusal.value.errors == ["definitions 'checks' (id m): the model has no decision, decision service or "
+                                    "business knowledge model: nothing in it can be decided"]
+    assert list(RuleSetVersion.objects.values_list("number", "status")) == [(1, "active")]
+    assert services.decide(ruleset="checks", decision="Risk", context={"Level": "high"})["decision"] == "high"
