@@ -673,9 +673,10 @@ class PoolForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if "name" in cleaned and "slots" in cleaned:
-            for field, problem in services.pool_problems(name=cleaned["name"], slots=cleaned["slots"]).items():
-                self.add_error(field, problem)
+        name = self.instance.name if self.instance.pk else cleaned.get("name")  # read-only once the pool exists
+        if name is not None and "slots" in cleaned:
+            for field, problem in services.pool_problems(name=name, slots=cleaned["slots"]).items():
+                self.add_error(field if field in self.fields else None, problem)
         return cleaned
 
 
@@ -696,10 +697,13 @@ class PoolAdmin(admin.ModelAdmin):
     def waiting(self, obj):
         return selectors.pool_list(name=obj.name)[0]["waiting"]
 
+    def get_readonly_fields(self, request, obj=None):
+        """A pool's name is how steps name it: a changed name would be another pool."""
+        return ("name",) if obj is not None else ()
+
     def has_delete_permission(self, request, obj=None):
-        """A pool a step uses or waits for cannot be deleted (its steps would fail)."""
-        if obj is not None and StepRun.objects.filter(
-                pool=obj.name, status__in=(StepStatus.RUNNING, StepStatus.PENDING)).exists():
+        """A pool a step uses, waits for or may still take cannot be deleted (its steps would fail)."""
+        if obj is not None and services.pool_delete_problem(obj.name):
             return False
         return super().has_delete_permission(request, obj)
 

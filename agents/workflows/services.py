@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, Min, OuterRef, Q
+from django.db.models import Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from agents.core.audit import audit_record
@@ -103,13 +103,38 @@ POOL_MAX_SLOTS = 1_000_000
 
 
 def pool_problems(*, name: str, slots) -> dict[str, str]:
-    """Why ``pool_set`` refuses a pool, by field (``name``, ``slots``); empty when it takes it."""
+    """Why ``pool_set`` refuses a pool, by field (``name``, ``slots``); empty when it takes it. An existing pool keeps
+    at least the slots a step of a workflow that may still run takes of it (``pool_takers``)."""
     problems = {}
     if not is_name(name) or len(name) > 100:
         problems["name"] = f"{name!r} {NAME_RULE}"
     if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= POOL_MAX_SLOTS:
         problems["slots"] = f"must be a whole number from 1 to {POOL_MAX_SLOTS}, got {slots!r}"
+    elif "name" not in problems and (more := [taker for taker in pool_takers(name) if taker[2] > slots]):
+        most = max(taken for _, _, taken in more)
+        problems["slots"] = (f"{_takers_text(more)} of pool {name!r} (a step that may still run); give it at least "
+                             f"{most}")
     return problems
+
+
+def pool_takers(name: str) -> list[tuple[str, str, int]]:
+    """(workflow, step, slots) for each step that takes slots of pool ``name`` in a version that may still run: the
+    newest version of each workflow (what a new run starts) and the version of each run not finished."""
+    newest = WorkflowVersion.objects.filter(definition=OuterRef("definition")).order_by("-number").values("number")[:1]
+    unfinished = WorkflowRun.objects.exclude(status__in=RUN_FINISHED).values("version_id")
+    versions = (WorkflowVersion.objects.filter(Q(number=Subquery(newest)) | Q(pk__in=unfinished))
+                .order_by("definition__name", "number").values_list("definition__name", "spec"))
+    takers: dict[tuple[str, str, int], None] = {}
+    for workflow, spec in versions:
+        for step in (spec or {}).get("steps") or ():
+            if isinstance(step, dict) and step.get("pool") == name:
+                takers[workflow, str(step.get("id")), step.get("pool_slots", 1)] = None
+    return list(takers)
+
+
+def _takers_text(takers: list[tuple[str, str, int]]) -> str:
+    shown = ", ".join(f"workflow {workflow!r} step {step!r} takes {slots}" for workflow, step, slots in takers[:3])
+    return shown + (f" (and {len(takers) - 3} more)" if len(takers) > 3 else "")
 
 
 def pool_set(*, name: str, slots: int, description: str | None = None) -> tuple[Pool, bool]:
@@ -128,16 +153,26 @@ def pool_set(*, name: str, slots: int, description: str | None = None) -> tuple[
     return pool, created
 
 
+def pool_delete_problem(name: str) -> str | None:
+    """Why pool ``name`` may not be deleted now, or None: a step holds or waits for its slots, or a step of a workflow
+    that may still run (``pool_takers``) would take them, and would fail without it."""
+    busy = StepRun.objects.filter(pool=name, status__in=(StepStatus.RUNNING, StepStatus.PENDING)).count()
+    if busy:
+        return f"pool {name!r} is in use by {busy} step attempts (running or waiting); delete it when they are done"
+    if takers := pool_takers(name):
+        return (f"pool {name!r} is used by steps that may still run: {_takers_text(takers)}; change those workflows "
+                f"(load versions without it) and let their runs finish first")
+    return None
+
+
 def pool_delete(*, name: str) -> None:
     """Delete pool ``name``, refused while a step holds or waits for one of its slots."""
     with transaction.atomic():
         pool = Pool.objects.select_for_update().filter(name=name).first()
         if pool is None:
             raise WorkflowNotFoundError(f"no pool named {name!r}")
-        busy = StepRun.objects.filter(pool=name, status__in=(StepStatus.RUNNING, StepStatus.PENDING)).count()
-        if busy:
-            raise WorkflowRunStateError(f"pool {name!r} is in use by {busy} step attempts (running or waiting); "
-                                        f"delete it when they are done")
+        if problem := pool_delete_problem(name):
+            raise WorkflowRunStateError(problem)
         pool.delete()
         audit_record("pool.delete", "pool", None, f"deleted pool {name}", name=name)
 

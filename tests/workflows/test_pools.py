@@ -263,3 +263,62 @@ def test_the_pools_command_api_and_admin(worker, admin_client):
     assert [row["name"] for row in listed] == ["email", "payments"]
     assert "card gateway" in page
     assert list(Pool.objects.values_list("name", flat=True)) == ["payments"]
+
+
+PBIG = "name: pooled\nsteps: [{id: a, action: echo, params: {value: 1}, pool: pbig, pool_slots: 3}]\n"
+
+
+def test_a_pool_a_loaded_workflow_takes_keeps_its_slots_and_cannot_be_deleted(admin_client):
+    # given a pool of 3 slots and a workflow whose step takes all 3
+    call_command("pools", "set", "pbig", "--slots", "3", stdout=StringIO())
+    services.workflow_load(text=PBIG)
+    operator = client_for(_user("otto", OPERATORS))
+
+    # when its slots are cut below what the step takes, or it is deleted (both were taken: the run, and every later
+    # one, then failed at the step, and the workflow could not be loaded again)
+    with pytest.raises(CommandError, match=r"slots: workflow 'pooled' step 'a' takes 3 of pool 'pbig' \(a step that "
+                                           r"may still run\); give it at least 3"):
+        call_command("pools", "set", "pbig", "--slots", "1", stdout=StringIO())
+    with pytest.raises(CommandError, match=r"pool 'pbig' is used by steps that may still run: workflow 'pooled' "
+                                           r"step 'a' takes 3; change those workflows"):
+        call_command("pools", "delete", "pbig", stdout=StringIO())
+    cut = operator.post("/api/pools/", {"name": "pbig", "slots": 2}, format="json")
+    form = admin_client.post(f"/admin/agents/pool/{Pool.objects.get().pk}/change/", {"slots": "1", "description": ""})
+
+    # then each is refused naming the step, and the pool and the workflow's next load are as they were
+    assert cut.status_code == 400 and "give it at least 3" in cut.json()["error"]["fields"]["slots"][0]
+    assert form.status_code == 200 and "give it at least 3" in form.content.decode()
+    assert list(Pool.objects.values_list("name", "slots")) == [("pbig", 3)]
+    assert services.workflow_load(text=PBIG)[1] is False
+    # and more slots are taken
+    call_command("pools", "set", "pbig", "--slots", "4", stdout=StringIO())
+    assert Pool.objects.get().slots == 4
+
+
+def test_a_pool_no_workflow_that_may_still_run_takes_can_be_cut_and_deleted():
+    # given a pool whose only workflow's newest version no longer takes it, and a run of the older one not finished
+    call_command("pools", "set", "pbig", "--slots", "3", stdout=StringIO())
+    older, _ = services.workflow_load(text=PBIG)
+    services.workflow_load(text=PBIG.replace(", pool: pbig, pool_slots: 3", ""))
+    run = WorkflowRun.objects.create(version=older, status="paused", steps_total=1)
+
+    # then the run's version still holds the pool; once the run is over, the pool can be cut and deleted
+    with pytest.raises(CommandError, match="pool 'pbig' is used by steps that may still run"):
+        call_command("pools", "delete", "pbig", stdout=StringIO())
+    WorkflowRun.objects.filter(pk=run.pk).update(status="cancelled")
+    call_command("pools", "set", "pbig", "--slots", "1", stdout=StringIO())
+    call_command("pools", "delete", "pbig", stdout=StringIO())
+
+    assert not Pool.objects.exists()
+
+
+def test_the_admin_does_not_rename_a_pool_into_a_second_one(admin_client):
+    call_command("pools", "set", "pay-a", "--slots", "2", stdout=StringIO())
+    pool = Pool.objects.get()
+
+    response = admin_client.post(f"/admin/agents/pool/{pool.pk}/change/",
+                                 {"name": "pay-c", "slots": "2", "description": "renamed"})
+
+    # the name is read-only once the pool exists (steps name it); the rest of the change is saved
+    assert response.status_code == 302
+    assert list(Pool.objects.values_list("name", "slots", "description")) == [("pay-a", 2, "renamed")]
