@@ -4,7 +4,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import transaction
+
+from agents.exceptions import AgentsError
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,18 @@ class AdminCredentials:
     current: bool = True
 
 
+def admin_username_problem(username: str) -> str | None:
+    """Why ``username`` cannot be a user's name, in Django's words (the user model's own rules: 1-150 characters of
+    letters, digits and @ . + - _), or None."""
+    user_model = get_user_model()
+    field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    try:
+        field.clean(username, None)
+    except ValidationError as error:
+        return " ".join(error.messages).rstrip(".")
+    return None
+
+
 def admin_ensure(*, username: str, password: str = "", email: str = "") -> AdminCredentials:
     """Create the superuser ``username`` if it does not exist.
 
@@ -25,8 +40,10 @@ def admin_ensure(*, username: str, password: str = "", email: str = "") -> Admin
     one, a password is generated once and kept in ``VAR_DIR/admin_password`` (mode 0600) for a new user, and for an
     existing one when the file was missing; otherwise an existing user keeps the password it has (changed in the
     admin, it is not reset on the next start). An existing user's flags are never changed: a deactivated admin stays
-    deactivated.
+    deactivated. A name the user model would not accept is refused (``AgentsError``) before anything is made.
     """
+    if problem := admin_username_problem(username):
+        raise AgentsError(f"the admin's user name {username[:40]!r}: {problem}")
     generated = False
     from_environment = bool(password)
     if not password:

@@ -203,8 +203,9 @@ def secrets_rotate() -> int:
     """Re-encrypt every stored secret under the newest key, all or nothing; return how many.
 
     Run it after putting a new key first in AGENTS_ENCRYPTION_KEYS (the old ones still listed); then the old keys
-    can be removed.
+    can be removed. A listed key that is not a Fernet key is named (``SecretError``) before any secret is read.
     """
+    _fernet()  # a malformed key is its own error, not "no key decrypts it"
     now = timezone.now()
     with transaction.atomic():
         rows = list(Secret.objects.select_for_update().order_by("name").values_list("pk", "name", "ciphertext"))

@@ -193,7 +193,8 @@ def acting_scoped(rows: QuerySet) -> QuerySet:
 
 
 def team_create(*, name: str, description: str = "") -> tuple[Team, bool]:
-    """Mark group ``name`` as a team (the group is made when missing); return it and whether it is new."""
+    """Mark group ``name`` as a team (the group is made when missing); return it and whether it is new. An existing
+    team keeps its description (``team_describe`` changes it)."""
     name = (name or "").strip()
     if not name or len(name) > 150:
         raise TeamError("a team's name must be 1 to 150 characters")
@@ -205,13 +206,29 @@ def team_create(*, name: str, description: str = "") -> tuple[Team, bool]:
     return team, created
 
 
-def team_member_set(*, team: str, username: str, member: bool = True) -> None:
-    """Add ``username`` to team ``team`` (or, with ``member`` False, take them out)."""
+def team_describe(*, team: str, description: str) -> bool:
+    """Set team ``team``'s description; whether it changed (False: it was that already)."""
+    with transaction.atomic():
+        found = Team.objects.select_for_update().filter(pk=team_named(team).pk).first()
+        if found.description == description:
+            return False
+        found.description = description
+        found.save(update_fields=["description"])
+        audit_record("team.describe", "team", found.pk, f"changed the description of team {team}", team=team)
+    return True
+
+
+def team_member_set(*, team: str, username: str, member: bool = True) -> bool:
+    """Add ``username`` to team ``team`` (or, with ``member`` False, take them out); whether that changed anything
+    (False: they were a member already, or were not one to take out)."""
     found = team_named(team)
     model = get_user_model()
     user = model.objects.filter(**{model.USERNAME_FIELD: username}).first()
     if user is None:
         raise TeamError(f"no user {username!r}")
+    if user.groups.filter(pk=found.group_id).exists() == member:
+        return False
     (user.groups.add if member else user.groups.remove)(found.group)
     audit_record("team.member", "team", found.pk, f"{'added' if member else 'removed'} {username} "
                  f"{'to' if member else 'from'} team {team}", team=team, user=username, member=member)
+    return True

@@ -1,6 +1,6 @@
 """``manage.py demo``: run the headless end-to-end scenario and print its JSON summary."""
 from agents.demo import DemoError, demo_run
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, wait_seconds
 
 
 class Command(AgentsCommand):
@@ -9,7 +9,8 @@ class Command(AgentsCommand):
     help = "Start a worker in another process, drive every queue through it, and print a JSON summary."
 
     def add_arguments(self, parser):
-        parser.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait for each step.")
+        parser.add_argument("--timeout", type=wait_seconds, default=60.0,
+                            help="Seconds to wait for each step (default 60).")
 
     def handle(self, *args, timeout, **options):
         try:

@@ -1,8 +1,10 @@
 """``manage.py ensure_admin``: create the admin user (credentials from env, or generated and printed)."""
 import os
 
+from django.core.management.base import CommandError
+
 from agents.management.base import AgentsCommand
-from agents.setup import admin_ensure
+from agents.setup import admin_ensure, admin_username_problem
 
 
 class Command(AgentsCommand):
@@ -20,8 +22,15 @@ class Command(AgentsCommand):
         )
 
     def handle(self, *args, basic_auth=False, **options):
+        username = os.environ.get("AGENTS_ADMIN_USERNAME", "admin")
+        if not username:
+            raise CommandError("AGENTS_ADMIN_USERNAME is set but empty: give the admin's user name, or unset it for "
+                               "'admin'; no admin was created")
+        if problem := admin_username_problem(username):
+            shown = username if len(username) <= 40 else f"{username[:40]}..."
+            raise CommandError(f"AGENTS_ADMIN_USERNAME {shown!r}: {problem}; no admin was created")
         credentials = admin_ensure(
-            username=os.environ.get("AGENTS_ADMIN_USERNAME", "admin"),
+            username=username,
             password=os.environ.get("AGENTS_ADMIN_PASSWORD", ""),
             email=os.environ.get("AGENTS_ADMIN_EMAIL", ""),
         )

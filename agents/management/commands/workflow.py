@@ -173,7 +173,14 @@ class Command(AgentsCommand):
 
     def handle_enable(self, *, workflow, **options):
         services.workflow_enable(workflow=workflow, enabled=True)
-        self.stdout.write(f"{workflow}: enabled; its schedules fire")
+        # The newest version's schedules are the ones with beat entries (what workflow_enable just turned on).
+        count = len(services.workflow_version_latest(workflow=workflow).spec.get("schedules", ()))
+        if not count:
+            said = (", but it has no schedule: nothing fires it on a timetable (a schedule in a version loaded later "
+                    "will)")
+        else:
+            said = f"; its {count} schedule{' fires' if count == 1 else 's fire'}"
+        self.stdout.write(f"{workflow}: enabled{said}")
 
     def handle_disable(self, *, workflow, **options):
         services.workflow_enable(workflow=workflow, enabled=False)
