@@ -30,6 +30,7 @@ from agents.models import (
     OPEN_ALERT_STATES,
     Alert,
     Check,
+    CheckType,
     IncidentResponse,
     Metric,
     Notification,
@@ -204,6 +205,9 @@ class CheckForm(DefinitionForm):
         fields = ["team", *CHECK_DEFINITION_FIELDS.values()]
 
     def definition_problems(self, definition: dict) -> list[str]:
+        if self.instance.pk is not None and self.instance.check_type == CheckType.EXTERNAL:
+            # Made from alerts posted from outside: no definition describes it (check_save refuses one).
+            return [rules.external_check_retype_problem(self.instance.name)]
         return rules.check_definition_validate(definition, "check", probe_validate=probes.probe_validate)
 
     def problem_field(self, problem: str) -> str | None:
@@ -593,10 +597,25 @@ class NotificationRouteForm(DefinitionForm):
         model = NotificationRoute
         fields = ["team", *ROUTE_DEFINITION_FIELDS.values()]
 
+    @staticmethod
+    def _json_object(value, field: str) -> dict:
+        """An empty box (or ``null``) as the empty object the model stores; any other value that is no JSON object
+        (a number, a list) is refused on the field: the route's rules and handlers read a mapping."""
+        if value is None or value == "":
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError(f"{field}: must be a JSON object ({{...}}) or empty, got {json.dumps(value)}")
+        return value
+
+    def clean_matchers(self):
+        return self._json_object(self.cleaned_data["matchers"], "matchers")
+
+    def clean_config(self):
+        return self._json_object(self.cleaned_data["config"], "config")
+
     def definition_from(self, cleaned: dict) -> dict:
         definition = super().definition_from(cleaned)
-        # A definitions file names the route to escalate to; any empty matchers value matches every alert.
-        definition["match"] = definition["match"] or {}
+        # A definitions file names the route to escalate to.
         definition["escalate_to"] = definition["escalate_to"].name if definition["escalate_to"] else None
         return definition
 

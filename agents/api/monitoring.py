@@ -153,12 +153,16 @@ class DefinitionViewSet(ApiViewSet):
         """Change the keys given; the others keep their values."""
         return self._change(self.get_object(), self.body(), replace=False)
 
-    def _change(self, row, given: dict, *, replace: bool):
+    def change_refuse(self, row, given: dict) -> None:
+        """400 for a change no definition may make: a new name or team."""
         if given.get("name", row.name) != row.name:
             raise serializers.ValidationError(
                 {"name": [f"a {self.noun} is known by its name and cannot be renamed; create a new one"]})
         if "team" in given:
             raise serializers.ValidationError({"team": [f"a {self.noun} stays in the team it was created in"]})
+
+    def _change(self, row, given: dict, *, replace: bool):
+        self.change_refuse(row, given)
         definition = {**({} if replace else self.definition_of(row)), **given, "name": row.name}
         return self.show(self.row_json(self.definition_save(definition, team=row.team)))
 
@@ -353,6 +357,25 @@ class CheckViewSet(DefinitionViewSet):
 
     def row_json(self, check: Check) -> dict:
         return selectors.check_json(check, open_alert=_open_alerts([check]).get(check.pk))
+
+    def _change(self, check: Check, given: dict, *, replace: bool):
+        """A probed check changes as a definition; an external one (no definition describes it) only its
+        ``enabled``, and any other key is refused naming it and why."""
+        if check.check_type != CheckType.EXTERNAL:
+            return super()._change(check, given, replace=replace)
+        self.change_refuse(check, given)
+        if problems := rules.external_check_change_problems(given, check.name):
+            raise serializers.ValidationError(definition_problem_fields(problems, parameters=self.parameters))
+        return self._enabled_save(check, given.get("enabled", True if replace else check.enabled))
+
+    def enabled_set(self, enabled: bool):
+        """Enable or disable the named check, of any type (an external one too)."""
+        return self._enabled_save(self.get_object(), enabled)
+
+    def _enabled_save(self, check: Check, enabled: bool):
+        with service_errors():
+            services.check_enabled_set(name=check.name, enabled=enabled, source="api")
+        return self.show(self.row_json(self.get_queryset().get(pk=check.pk)))
 
     @extend_schema(parameters=[SamplesQuerySerializer], responses=SamplesSerializer)
     @action(detail=True, methods=["get"])
@@ -685,12 +708,14 @@ class RouteSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     team = serializers.CharField(required=False, help_text="On create: one of your teams (default: your only one).")
     name = serializers.CharField(max_length=100)
-    order = serializers.IntegerField(required=False, help_text="Routes are tried in this order (default 100).")
+    order = serializers.IntegerField(required=False, min_value=rules.INTEGER_MIN, max_value=rules.INTEGER_MAX,
+                                     help_text="Routes are tried in this order (default 100).")
     match = JSONObjectField(required=False, allow_null=True, help_text="Matchers: check, tags, severity.")
     handler = serializers.CharField(help_text="log, email, webhook, alertmanager, ...")
     config = JSONObjectField(required=False, help_text="The handler's parameters (url, to, ...).")
     repeat_interval_s = serializers.FloatField(required=False, allow_null=True, min_value=1)
-    escalate_after = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    escalate_after = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                              max_value=rules.INTEGER_MAX)
     escalate_to = serializers.CharField(required=False, allow_null=True, help_text="Another route's name.")
     enabled = serializers.BooleanField(required=False)
     watchdog = JSONObjectField(required=False, help_text="An always-firing heartbeat: {interval_s}.")
@@ -706,7 +731,7 @@ class ResponseRuleSerializer(serializers.Serializer):
     action = serializers.CharField(required=False, allow_null=True, help_text="A registered action; or workflow.")
     workflow = serializers.CharField(required=False, allow_null=True, help_text="A workflow to start; or action.")
     params = JSONObjectField(required=False)
-    max_runs = serializers.IntegerField(required=False, min_value=1)
+    max_runs = serializers.IntegerField(required=False, min_value=1, max_value=rules.INTEGER_MAX)
     per_s = serializers.FloatField(required=False, min_value=1, max_value=rules.MAX_DURATION_S)
     enabled = serializers.BooleanField(required=False)
 

@@ -26,6 +26,9 @@ MAX_ATTEMPTS = 10_000
 #: The longest duration a definition may give (a check's interval, a silence, a response's rate window): ten years.
 #: Longer ones would not fit a date when added to now.
 MAX_DURATION_S = 3650 * 86400
+#: The range of a PostgreSQL ``integer`` column, which holds a route's order, its escalate_after and a response's
+#: max_runs: a whole number beyond it cannot be stored.
+INTEGER_MIN, INTEGER_MAX = -2**31, 2**31 - 1
 ROUTE_KEYS = {"name", "order", "match", "handler", "config", "repeat_interval_s", "escalate_after", "escalate_to",
               "enabled", "watchdog"}
 #: The config key a route's ``watchdog`` option is stored under, beside (not in) its handler's config.
@@ -114,6 +117,28 @@ def _number(value: Any, where: str, *, minimum: float | None = None, duration: b
     return None
 
 
+def _whole(value: Any, where: str, *, minimum: int, maximum: int = INTEGER_MAX) -> str | None:
+    """The problem with a whole number from ``minimum`` to ``maximum`` (a float, even 2.0, is not one), if any."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        return f"{where}: must be a whole number from {minimum:,} to {maximum:,}, got {_shown(value)}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a problem quotes it: as JSON writes it (null, true), a very long number cut short."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _enabled_problem(item: dict, where: str) -> str | None:
+    """The problem with a definition's ``enabled``, if any: left out it is true; given, it must be a boolean."""
+    if not isinstance(item.get("enabled", True), bool):
+        return f"{where}.enabled: must be true or false, got {_shown(item.get('enabled'))}"
+    return None
+
+
 def _unknown_keys(item: dict, allowed: set[str], where: str) -> list[str]:
     return [f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})" for key in item if key not in allowed]
 
@@ -161,9 +186,34 @@ def check_definition_validate(item: Any, where: str, *, probe_validate: Callable
     tags = item.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(tag, str) and tag for tag in tags):
         errors.append(f"{where}.tags: must be a list of strings")
-    if not isinstance(item.get("enabled", True), bool):
-        errors.append(f"{where}.enabled: must be true or false")
+    if problem := _enabled_problem(item, where):
+        errors.append(problem)
+    if not isinstance(item.get("description", ""), str):
+        errors.append(f"{where}.description: must be text, got {_shown(item.get('description'))}")
     return errors
+
+
+#: What a change of an ``external`` check (made from alerts posted to ``/api/v2/alerts``) may give.
+EXTERNAL_CHECK_KEYS = {"name", "enabled"}
+
+
+def external_check_change_problems(given: dict, name: str) -> list[str]:
+    """The problems with a change of the ``external`` check ``name``: it is never probed, so only ``enabled``
+    applies to it (a definition's type, params, interval and thresholds do not)."""
+    where = f"check {name!r}"
+    problems = [f"{where}.{key}: cannot be changed: check {name!r} is external (its alerts are posted to "
+                "/api/v2/alerts and it is never probed); only enabled can be changed"
+                for key in given if key not in EXTERNAL_CHECK_KEYS]
+    if problem := _enabled_problem(given, where):
+        problems.append(problem)
+    return problems
+
+
+def external_check_retype_problem(name: str) -> str:
+    """Why a definition cannot replace the ``external`` check ``name``: probing it would fire and resolve the alerts
+    posted for it on its own."""
+    return (f"check {name!r}.type: check {name!r} is external (its alerts are posted to /api/v2/alerts): a "
+            "definition cannot make it a probed check; give the check another name")
 
 
 def route_definition_validate(item: Any, where: str, *, route_names: set[str],
@@ -185,12 +235,13 @@ def route_definition_validate(item: Any, where: str, *, route_names: set[str],
         errors.extend(f"{where}: {problem}" for problem in notifier_validate(item.get("handler"), config))
     if problem := _number(item.get("repeat_interval_s"), f"{where}.repeat_interval_s", minimum=1):
         errors.append(problem)
-    if problem := _number(item.get("order"), f"{where}.order"):
+    if problem := _whole(item.get("order", 100), f"{where}.order", minimum=INTEGER_MIN):
+        errors.append(problem)
+    if problem := _enabled_problem(item, where):
         errors.append(problem)
     escalate_after, escalate_to = item.get("escalate_after"), item.get("escalate_to")
-    if escalate_after is not None and (isinstance(escalate_after, bool) or not isinstance(escalate_after, int)
-                                       or escalate_after < 1):
-        errors.append(f"{where}.escalate_after: must be a whole number of at least 1, got {escalate_after!r}")
+    if escalate_after is not None and (problem := _whole(escalate_after, f"{where}.escalate_after", minimum=1)):
+        errors.append(problem)
     if (escalate_after is None) != (escalate_to is None):
         errors.append(f"{where}: escalate_after and escalate_to go together")
     if escalate_to is not None:
@@ -279,6 +330,20 @@ def silence_definition_validate(item: Any, where: str, *, now: datetime,
     return errors, {"matchers": matchers, "starts_at": starts_at, "ends_at": ends_at, "comment": comment}
 
 
+def silence_same(stored: dict, wanted: dict, item: dict) -> bool:
+    """Whether a stored silence (its matchers, starts_at, ends_at and comment) is the one a definitions file's
+    silence ``item`` (``wanted``: as ``silence_definition_validate`` made it) describes: the same matchers and
+    comment, and the same window: the start and the end the item gives, else the same length (``duration_s``,
+    counted from when it was made). Loading the file again then makes no second silence."""
+    if stored["matchers"] != wanted["matchers"] or stored["comment"] != wanted["comment"]:
+        return False
+    if item.get("starts_at") is not None and stored["starts_at"] != wanted["starts_at"]:
+        return False
+    if item.get("ends_at") is not None:
+        return stored["ends_at"] == wanted["ends_at"]
+    return stored["ends_at"] - stored["starts_at"] == wanted["ends_at"] - wanted["starts_at"]
+
+
 def response_definition_validate(item: Any, where: str, *, action_validate: Callable[[str, dict], list[str]],
                                  workflow_exists: Callable[[str], bool]) -> list[str]:
     """Return every problem with one response rule: exactly one of ``action`` and ``workflow``."""
@@ -301,10 +366,13 @@ def response_definition_validate(item: Any, where: str, *, action_validate: Call
         errors.extend(f"{where}: {problem}" for problem in action_validate(action, params))
     elif not isinstance(workflow, str) or not workflow_exists(workflow):
         errors.append(f"{where}.workflow: no workflow named {workflow!r}")
-    max_runs = item.get("max_runs", 1)
-    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
-        errors.append(f"{where}.max_runs: must be a whole number of at least 1, got {max_runs!r}")
-    if problem := _number(item.get("per_s"), f"{where}.per_s", minimum=1, duration=True):
+    if problem := _whole(item.get("max_runs", 1), f"{where}.max_runs", minimum=1):
+        errors.append(problem)
+    if "per_s" in item and item["per_s"] is None:  # left out, it has a default; given, it must be a number
+        errors.append(f"{where}.per_s: must be a number, got null")
+    elif problem := _number(item.get("per_s"), f"{where}.per_s", minimum=1, duration=True):
+        errors.append(problem)
+    if problem := _enabled_problem(item, where):
         errors.append(problem)
     return errors
 

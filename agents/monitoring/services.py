@@ -125,14 +125,14 @@ def definitions_validate(document: Any, *, source: str = "definitions") -> dict:
             item, f"silences[{index}]", now=timezone.now(), parse_time=_parse_time
         )
         errors += problems
-        silences.append(silence)
+        silences.append((item, silence))
     for index, item in enumerate(sections["responses"]):
         errors += rules.response_definition_validate(
             item, f"responses[{index}]", action_validate=_action_validate, workflow_exists=_workflow_exists
         )
     if errors:
         raise CheckSpecError(errors)
-    sections["silences"] = silences
+    sections["silences"] = silences  # each as (the item, normalised)
     return sections
 
 
@@ -141,7 +141,11 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
     """Create or update the checks, routes, silences and response rules in a YAML/JSON text, all or nothing; new
     ones belong to ``team`` (default: the default team), and existing ones of another team are refused.
 
-    Returns counts per section: ``{"checks": {"created": n, "updated": n, "unchanged": n}, ...}``.
+    A silence is created unless an identical one (``rules.silence_same``) of the team has not ended yet, so loading
+    a file again makes no second one.
+
+    Returns counts per section: ``{"checks": {"created": n, "updated": n, "unchanged": n}, ...}``; the silences'
+    also list the ids of the file's silences, created or found (``"ids": [...]``, for ``monitor unsilence ID``).
     """
     try:
         document = definition_load_text(text, source=source)
@@ -149,7 +153,7 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
         raise CheckSpecError([str(error)]) from None
     sections = definitions_validate(document, source=source)
     counts = {key: {"created": 0, "updated": 0, "unchanged": 0} for key in ("checks", "routes", "responses")}
-    counts["silences"] = {"created": 0}
+    counts["silences"] = {"created": 0, "unchanged": 0, "ids": []}
     with transaction.atomic():
         for item in sections["checks"]:
             _, outcome = check_save(name=item["name"], fields=check_fields(item), source=source, team=team)
@@ -172,9 +176,10 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
             escalate_to = NotificationRoute.objects.filter(name=target).first() if target else None
             same_team(route.team_id, escalate_to, what=f"route {name!r} escalates to route {target!r}, which")
             NotificationRoute.objects.filter(pk=route.pk).update(escalate_to=escalate_to)
-        for silence in sections["silences"]:
-            Silence.objects.create(created_by=created_by, team=team or team_default(), **silence)
-            counts["silences"]["created"] += 1
+        for item, silence in sections["silences"]:
+            row, outcome = _silence_load(item, silence, team=team or team_default(), created_by=created_by)
+            counts["silences"][outcome] += 1
+            counts["silences"]["ids"].append(row.pk)
         for item in sections["responses"]:
             fields = {
                 "matchers": item.get("match") or {},
@@ -196,6 +201,17 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
         audit_record("monitoring.load", "definitions", "", f"loaded monitoring definitions from {source}",
                      source=source, counts=counts)
     return counts
+
+
+def _silence_load(item: dict, silence: dict, *, team: Team, created_by: str) -> tuple[Silence, str]:
+    """The silence a definitions file's ``item`` (normalised: ``silence``) describes: one of ``team`` that is the
+    same and has not ended ('unchanged'), else a new one ('created'; the load that makes it is audited)."""
+    candidates = Silence.objects.filter(team=team, ends_at__gt=timezone.now(), comment=silence["comment"])
+    for row in candidates.order_by("pk"):
+        stored = {"matchers": row.matchers, "starts_at": row.starts_at, "ends_at": row.ends_at, "comment": row.comment}
+        if rules.silence_same(stored, silence, item):
+            return row, "unchanged"
+    return Silence.objects.create(created_by=created_by, team=team, **silence), "created"
 
 
 def _response_params_problems(name: str, fields: dict) -> list[str]:
@@ -262,6 +278,8 @@ def check_save(*, name: str, fields: dict, source: str = "", team: Team | None =
             return check, "created"
         if team is not None:
             same_team(team.pk, check, what=f"check {name!r}")
+        if check.check_type == CheckType.EXTERNAL and fields.get("check_type") != CheckType.EXTERNAL:
+            raise CheckSpecError([rules.external_check_retype_problem(name)])
         changed = [key for key, value in fields.items() if getattr(check, key) != value]
         if not changed:
             return check, "unchanged"
@@ -280,6 +298,25 @@ def check_save(*, name: str, fields: dict, source: str = "", team: Team | None =
         audit_record("check.update", "check", check.pk, f"changed {', '.join(fields_changed)} of check {name}",
                      source=source, changed=fields_changed)
     return check, "updated"
+
+
+def check_enabled_set(*, name: str, enabled: bool, source: str = "") -> Check:
+    """Enable or disable the check ``name``, of any type: an ``external`` one too, which no definition describes
+    (its alerts are posted from outside). A probed check enabled again is rescheduled; a change is audited."""
+    with transaction.atomic():
+        check = Check.objects.select_for_update().filter(name=name).first() or check_get(name=name)
+        if check.enabled == enabled:
+            return check
+        check.enabled = enabled
+        changed = ["enabled"]
+        if enabled and check.check_type != CheckType.EXTERNAL:  # an external check is never scheduled
+            check.next_run_at = check_first_run_at(name=name, interval_s=check.interval_s)
+            changed.append("next_run_at")
+        check.source = source or check.source
+        check.save(update_fields=[*changed, "source", "updated_at"])
+        audit_record("check.update", "check", check.pk, f"changed enabled of check {name}", source=source,
+                     changed=["enabled"])
+    return check
 
 
 def check_get(*, name: str) -> Check:

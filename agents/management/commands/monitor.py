@@ -69,9 +69,11 @@ class Command(AgentsCommand):
         if json:
             return self.json_write(counts)
         for section, numbers in counts.items():
+            ids = numbers.pop("ids", [])  # the silences': for `monitor unsilence ID`
             if any(numbers.values()):
                 described = ", ".join(f"{count} {what}" for what, count in numbers.items() if count)
-                self.stdout.write(f"{section}: {described}")
+                named = f" ({', '.join(f'#{pk}' for pk in ids)})" if ids else ""
+                self.stdout.write(f"{section}: {described}{named}")
 
     def handle_checks(self, *, json=False, **options):
         checks = selectors.checks_json()
