@@ -415,12 +415,15 @@ def expectation_result(result: dict) -> dict:
     return {"success": result["passed"], "expectation_config": expectation, "result": body, "meta": meta}
 
 
-def validation_result(results: list[dict]) -> dict:
-    """Native check results as a GE validation result: success, results, statistics."""
+def validation_result(results: list[dict], *, completed: bool = True, meta: dict | None = None) -> dict:
+    """Native check results as a GE validation result: success, results, statistics, and ``meta`` when given.
+
+    A validation that did not complete (a run that failed in a transform or while publishing, or has not ended) is no
+    success whatever the checks it got to gave, as GE counts an expectation that raised as unsuccessful."""
     shaped = [expectation_result(result) for result in results]
     passed = sum(1 for result in shaped if result["success"])
-    return {
-        "success": passed == len(shaped),
+    shown = {
+        "success": completed and passed == len(shaped),
         "results": shaped,
         "statistics": {
             "evaluated_expectations": len(shaped),
@@ -429,3 +432,6 @@ def validation_result(results: list[dict]) -> dict:
             "success_percent": round(100 * passed / len(shaped), 4) if shaped else None,
         },
     }
+    if meta is not None:
+        shown["meta"] = meta
+    return shown

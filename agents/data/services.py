@@ -18,7 +18,7 @@ from agents.core.teams import acting_for, acting_scoped, owned_get_or_create
 from agents.core.dispatch import task_send
 from agents.data import engine
 from agents.data.analysis import DriftCounter, Profiler, drift_reference, drift_result
-from agents.data.transforms import aggregation_type_problems
+from agents.data.transforms import aggregation_type_problems, rename_clash_problems
 from agents.data.paths import data_path_relative, data_path_resolve, data_root
 from agents.data.expectations import is_suite
 from agents.data.quality import CheckRunner, failing_rows_file_name
@@ -41,6 +41,7 @@ from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_r
 from agents.exceptions import (
     BrokerUnavailableError,
     DataError,
+    ExpressionError,
     InvalidTransitionError,
     PipelineNotFoundError,
     PipelineSpecError,
@@ -71,13 +72,15 @@ MEMORY_SAMPLE_S = 0.02
 
 
 def pipeline_validate_text(*, text: str, source: str = "definition", team: Team | None = None) -> dict:
-    """Parse and validate a pipeline's text, and its aggregations against the schema of a dataset it reads; raise
-    ``PipelineSpecError`` listing every problem.
+    """Parse and validate a pipeline's text, and its aggregations and renames against the schema of a dataset it
+    reads; raise ``PipelineSpecError`` listing every problem.
     The dataset (and a stored source naming it) is looked up among those of the team the pipeline is loaded into
     (see ``_loading_team_id``), as its runs will: another team's dataset is unknown, its schema not known."""
     spec = pipeline_spec_parse(pipeline_spec_load_text(text, source=source))
     with acting_for(_loading_team_id(name=spec["name"], team=team)):
-        problems = aggregation_type_problems(spec["transforms"], _source_column_types(spec["source"]))
+        column_types = _source_column_types(spec["source"])
+    problems = aggregation_type_problems(spec["transforms"], column_types)
+    problems += rename_clash_problems(spec["transforms"], list(column_types) or None)
     if problems:
         raise PipelineSpecError(problems)
     return spec
@@ -485,7 +488,7 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
         else:
             _dataset_publish(run=run, name=spec["output"]["dataset"], path=attempt_path, final_path=output_path,
                              outcome=outcome, profile=profile, report=storable(secrets_redacted(fields)))
-    except DataError as error:
+    except (DataError, ExpressionError) as error:  # the data's or the definition's: a value of the wrong type
         fields["error"] = str(error)
     except MemoryError:
         fields["error"] = "ran out of memory; use chunk-friendly transforms or a smaller chunk_rows"

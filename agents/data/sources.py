@@ -245,7 +245,8 @@ def _api_validate(raw: dict, where: str, errors: list[str]) -> dict:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             errors.append(f"{where}.url: {url_shown(url)!r} is not an http or https URL with a host")
-        elif refusal := outbound_url_refusal(url, None):  # the allow-list is the deployment's, read at the call
+        elif refusal := outbound_url_refusal(url, API_ALLOWED_HOSTS_SETTING):
+            # Refused when stored, not at every run; the call reads the allow-list again (it may have narrowed since).
             errors.append(f"{where}.url: {refusal}")
     method = raw.get("method", "GET")
     method = method.upper() if isinstance(method, str) else method

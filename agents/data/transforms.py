@@ -103,6 +103,13 @@ def _is_column_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(item, str) and item for item in value)
 
 
+def _repeated(columns: list[str]) -> list[str]:
+    """The columns ``columns`` names more than once, in order: a frame (or its Parquet output) cannot hold two columns
+    of one name."""
+    seen: set[str] = set()
+    return list(dict.fromkeys(column for column in columns if column in seen or seen.add(column)))
+
+
 def _check_expression(text: Any, where: str, errors: list[str]) -> None:
     if not isinstance(text, str) or not text.strip():
         errors.append(f"{where}: 'expression' must be a non-empty string")
@@ -166,6 +173,8 @@ def transform_validate(raw: Any, *, where: str, source_validate: Callable[..., t
     if kind == "select":
         if not _is_column_list(raw.get("columns")):
             errors.append(f"{where}: 'columns' must be a non-empty list of column names")
+        else:
+            errors += [f"{where}: column {column!r} is listed twice" for column in _repeated(raw["columns"])]
     elif kind == "rename":
         columns = raw.get("columns")
         if not (isinstance(columns, dict) and columns and all(
@@ -188,6 +197,8 @@ def transform_validate(raw: Any, *, where: str, source_validate: Callable[..., t
         spec["group_by"] = raw.get("group_by", [])
         if spec["group_by"] != [] and not _is_column_list(spec["group_by"]):
             errors.append(f"{where}: 'group_by' must be a list of column names")
+            spec["group_by"] = []
+        errors += [f"{where}: 'group_by' lists column {column!r} twice" for column in _repeated(spec["group_by"])]
         aggregations = raw.get("aggregations")
         if not isinstance(aggregations, dict) or not aggregations:
             errors.append(f"{where}: 'aggregations' must map each output column to {{column, function}}")
@@ -207,6 +218,10 @@ def transform_validate(raw: Any, *, where: str, source_validate: Callable[..., t
                 column = aggregation.get("column")
                 if function != "size" and not (isinstance(column, str) and column):
                     errors.append(f"{here}: '{function}' needs a 'column'")
+                    continue
+                if output in spec["group_by"]:
+                    errors.append(f"{here}: the output would have two columns named {output!r}, one grouped by; "
+                                  "name the aggregation otherwise")
                     continue
                 normalised[output] = {"column": column if function != "size" else None, "function": function}
             spec["aggregations"] = normalised
@@ -414,6 +429,9 @@ def transform_apply(frame: pd.DataFrame, spec: dict, *, where: str, load: Callab
         return frame[spec["columns"]]
     if kind == "rename":
         _require(frame, list(spec["columns"]), where)
+        for old, new in spec["columns"].items():
+            if new in frame.columns and new not in spec["columns"]:
+                raise DataError(rename_clash(where, old, new))
         return frame.rename(columns=spec["columns"])
     if kind == "filter":
         if "expression" in spec:
@@ -464,6 +482,8 @@ def transform_apply(frame: pd.DataFrame, spec: dict, *, where: str, load: Callab
         raise DataError(f"{where}: custom transform {custom.name!r} refused its params: {error}") from None
     if not isinstance(result, pd.DataFrame):
         raise DataError(f"{where}: custom transform {custom.name!r} returned {type(result).__name__}, not a DataFrame")
+    if repeated := _repeated(list(result.columns)):
+        raise DataError(f"{where}: custom transform {custom.name!r} returned two columns named {repeated[0]!r}")
     return result
 
 
@@ -562,6 +582,36 @@ def aggregation_type_problems(transforms: list[dict], column_types: dict[str, st
             known.pop(spec["column"], None)
         elif kind in ("join", "custom"):
             known = {}  # what comes out is the other side's or the function's: unknown here
+    return problems
+
+
+def rename_clash(where: str, old: str, new: str) -> str:
+    """Why a rename of ``old`` onto ``new``, a column the data has and keeps, is refused."""
+    return (f"{where}: {old!r} renamed to {new!r}, a column the data already has; rename or drop (select) {new!r} "
+            "first")
+
+
+def rename_clash_problems(transforms: list[dict], columns: list[str] | None) -> list[str]:
+    """Renames onto a column the data already has (two columns of one name, which no output can hold), found before a
+    run: those a rename is known to see, from the source's schema (``columns``; None when unknown) and what a select,
+    an aggregate or a derive leaves; the others are left to the run, which refuses them then."""
+    present = set(columns or ())  # columns known to be there (a join or a filter keeps this side's)
+    problems = []
+    for index, spec in enumerate(transforms, start=1):
+        kind = spec["type"]
+        if kind == "rename":
+            renamed = spec["columns"]
+            problems += [rename_clash(f"transforms[{index}] (rename)", old, new) for old, new in renamed.items()
+                         if new in present and new not in renamed]
+            present = {renamed.get(column, column) for column in present} | set(renamed.values())
+        elif kind == "select":
+            present = set(spec["columns"])
+        elif kind == "aggregate":
+            present = set(spec["group_by"]) | {output for output, _ in aggregations_of(spec)}
+        elif kind == "derive":
+            present.add(spec["column"])
+        elif kind == "custom":
+            present = set()  # the function's output: unknown here
     return problems
 
 

@@ -154,11 +154,13 @@ def test_mostly_lets_a_few_defects_through(data_root, orders):
     ({"kind": "file", "path": "orders.csv"}, [{"type": "select", "columns": ["order_id", "colour"]}], "colour"),
     ({"kind": "api", "url": "http://example.invalid/orders"}, [], "example.invalid"),
 ])
-def test_unusable_sources_and_unknown_columns_fail_the_run_with_the_reason(data_root, orders, source, transforms,
-                                                                            message):
+def test_unusable_sources_and_unknown_columns_fail_the_run_with_the_reason(data_root, orders, settings, source,
+                                                                            transforms, message):
     write_orders(data_root, orders)
-    run = services.pipeline_run(pipeline=load(orders_pipeline(source=source, transforms=transforms,
-                                                              quality_checks=[])).pipeline.name)
+    settings.AGENTS_DATA_API_ALLOWED_HOSTS = ["example.invalid"]  # allowed when loaded, no longer when run
+    version = load(orders_pipeline(source=source, transforms=transforms, quality_checks=[]))
+    settings.AGENTS_DATA_API_ALLOWED_HOSTS = []
+    run = services.pipeline_run(pipeline=version.pipeline.name)
     assert run.status == "failed"
     assert message in run.error
     assert run.finished_at is not None and not Dataset.objects.exists()

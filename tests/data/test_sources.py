@@ -1251,7 +1251,8 @@ def test_a_bad_source_is_refused_naming_the_culprit(raw, culprit):
     assert any(culprit in error for error in errors), errors
 
 
-def test_a_good_source_gets_its_defaults():
+def test_a_good_source_gets_its_defaults(settings):
+    settings.AGENTS_DATA_API_ALLOWED_HOSTS = ["api.example.com"]
     file_spec, file_errors = source_validate({"kind": "file", "path": "in/events.ndjson"}, where="s")
     api_spec, api_errors = source_validate({"kind": "api", "url": "https://api.example.com/v1/orders"}, where="s")
     query_spec, query_errors = source_validate(
@@ -1275,7 +1276,8 @@ def test_reading_an_invalid_source_raises_with_the_errors(root):
         source_frame({"kind": "file", "path": "in/orders.csv", "colour": "red"})
 
 
-def test_describe_names_what_was_read_without_secrets():
+def test_describe_names_what_was_read_without_secrets(settings):
+    settings.AGENTS_DATA_API_ALLOWED_HOSTS = ["api.example.com"]
     assert source_describe({"kind": "file", "path": "in/orders.csv"}) == {
         "kind": "file", "path": "in/orders.csv", "format": "csv"}
     assert source_describe({"kind": "api", "url": "https://api.example.com:8443/v1/orders?key=s3cret",

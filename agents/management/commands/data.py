@@ -7,7 +7,7 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import AgentsCommand, is_file, parse_param, wait_for_status, wait_seconds
+from agents.management.base import AgentsCommand, is_file, parse_param, row_limit, wait_for_status, wait_seconds
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 
@@ -60,7 +60,7 @@ class Command(AgentsCommand):
         self.json_argument_add(profile)
         runs = sub.add_parser("runs", help="List recent runs.")
         runs.add_argument("--pipeline")
-        runs.add_argument("--limit", type=int, default=20)
+        runs.add_argument("--limit", type=row_limit, default=20)
         self.json_argument_add(runs)
         status = sub.add_parser("status", help="Show a run.")
         status.add_argument("run_id", type=int)
@@ -102,7 +102,9 @@ class Command(AgentsCommand):
             run = services.pipeline_run(path=pipeline if given_file else None,
                                         pipeline=None if given_file else pipeline, params=params)
         if output_format == "ge":
-            self.json_write(validation_result(run.quality))
+            # A run that failed (in a transform, publishing) or has not ended is no success, its checks whatever.
+            meta = {"run_id": run.pk, "status": run.status, **({"error": run.error} if run.error else {})}
+            self.json_write(validation_result(run.quality, completed=run.status == DataRunStatus.SUCCEEDED, meta=meta))
         else:
             self._report_run(run, json=json)
         if run.status == DataRunStatus.FAILED:
@@ -193,7 +195,7 @@ class Command(AgentsCommand):
         runs = DataRun.objects.select_related("version__pipeline", "dataset").order_by("-created_at")
         if pipeline:
             runs = runs.filter(version__pipeline__name=pipeline)
-        data = [selectors.data_run_json(run) for run in runs[: max(1, min(limit, 500))]]
+        data = [selectors.data_run_json(run) for run in runs[:limit]]
         if json:
             self.json_write(data)
             return
