@@ -530,6 +530,8 @@ class SilenceForm(forms.ModelForm):
         starts_at, ends_at = cleaned.get("starts_at"), cleaned.get("ends_at")
         if starts_at and ends_at and ends_at <= starts_at:
             self.add_error("ends_at", "must be after starts_at")
+        elif ends_at and self.instance.pk is None and ends_at <= timezone.now():  # as silence_create refuses it
+            self.add_error("ends_at", "is past: a silence that has ended silences nothing")
         return cleaned
 
 

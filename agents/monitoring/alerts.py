@@ -383,6 +383,8 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
         problems.append("matchers: give at least one of check, tags, severity")
     if ends_at <= starts_at:
         problems.append("ends_at: must be after starts_at")
+    elif ends_at <= timezone.now():
+        problems.append(f"ends_at: {ends_at.isoformat()} is past: a silence that has ended silences nothing")
     if problems:
         raise AlertStateError.of(problems)
     with transaction.atomic():

@@ -160,6 +160,8 @@ def test_silences_are_created_from_matchers_and_listed_by_whether_in_force(opera
     ({"matchers": {"severity": ["loud"]}, "duration": "1h"}, "matchers.severity[0]", "not a valid choice"),
     ({"matchers": {"check": ["a"]}}, "duration", "give either duration or ends_at"),
     ({"matchers": {"check": ["a"]}, "ends_at": "2000-01-01T00:00:00Z"}, "ends_at", "must be after starts_at"),
+    ({"matchers": {"check": ["x"]}, "starts_at": "2000-01-01T00:00:00Z", "ends_at": "2000-01-02T00:00:00Z"},
+     "ends_at", "2000-01-02T00:00:00+00:00 is past: a silence that has ended silences nothing"),
     ({"matchers": {"check": "a"}, "duration": "1h"}, "matchers.check", "Expected a list of items"),
 ])
 def test_a_silence_with_bad_input_names_the_field(operator_client, body, field, reason):

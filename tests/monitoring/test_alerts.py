@@ -266,10 +266,9 @@ def test_a_silenced_alert_exists_but_notifies_nobody_and_its_resolution_stays_qu
 
 
 def test_an_expired_silence_no_longer_applies(clock):
-    alerts.silence_create(
-        matchers={"check": "api"}, starts_at=timezone.now() - timedelta(hours=2),
-        ends_at=timezone.now() - timedelta(hours=1),
-    )
+    # a silence made for an hour two hours ago (one cannot be made for the past: see the next test)
+    Silence.objects.create(matchers={"check": "api"}, starts_at=timezone.now() - timedelta(hours=2),
+                           ends_at=timezone.now() - timedelta(hours=1))
     alert = _fire(make_check(critical=90), clock)
     assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "sent"
 
@@ -279,6 +278,10 @@ def test_a_silence_without_matchers_or_with_a_backwards_window_is_refused():
         alerts.silence_create(matchers={}, ends_at=timezone.now() + timedelta(hours=1))
     with pytest.raises(AlertStateError, match="ends_at: must be after starts_at"):
         alerts.silence_create(matchers={"check": "x"}, ends_at=timezone.now() - timedelta(hours=1))
+    with pytest.raises(AlertStateError, match="ends_at: .* is past: a silence that has ended silences nothing"):
+        alerts.silence_create(matchers={"check": "x"}, starts_at=timezone.now() - timedelta(hours=2),
+                              ends_at=timezone.now() - timedelta(hours=1))
+    assert not Silence.objects.exists()
 
 
 def test_silencing_alerts_from_the_admin_list_silences_each_check_in_its_own_team(admin_client, clock):
