@@ -492,12 +492,16 @@ def checks_run(*, runs: Iterable[tuple[int, datetime]], scheduled: bool = True) 
     return checks_results_record(results=recorded, started_at=started_at)
 
 
+def external_nothing_to_run(name: str) -> str:
+    """Why the external check ``name`` is not run: nothing probes it."""
+    return f"check {name!r} is external: its alerts are posted from outside, there is nothing to run"
+
+
 def check_run_now(*, name: str) -> CheckOutcome:
     """Run the check ``name`` at once through the same code as a scheduled run."""
     check = check_get(name=name)
     if check.check_type == CheckType.EXTERNAL:
-        raise CheckSpecError([f"check {name!r} is external: its alerts are posted from outside, there is nothing "
-                              "to run"])
+        raise CheckSpecError([external_nothing_to_run(name)])
     return checks_run(runs=[(check.pk, timezone.now())], scheduled=False)[0]
 
 
