@@ -873,6 +873,7 @@ class AlertsReceivedSerializer(serializers.Serializer):
     updated = serializers.IntegerField(help_text="Alerts already firing, kept.")
     resolved = serializers.IntegerField(help_text="Alerts resolved (endsAt in the past).")
     unchanged = serializers.IntegerField(help_text="Resolved label sets with no open alert.")
+    ignored = serializers.IntegerField(help_text="Label sets of a disabled check with no open alert: none raised.")
 
 
 def _problem_fields(problems: list[str]) -> dict[str, list[str]]:

@@ -304,13 +304,14 @@ def external_alerts_receive(*, document: Any, team: Team | None = None, user: st
     target from ``instance``, tags ``name=value`` from the other labels). An alert is one label set: the first post
     fires it (routes and silences apply as to any alert), later ones keep it (count, last seen, annotations), and one
     whose ``endsAt`` has passed resolves it. Raises ``CheckSpecError`` listing every problem (``[index].field:
-    reason``) before anything is stored. Returns counts: fired, updated, resolved, unchanged.
+    reason``) before anything is stored. A disabled check raises no new alert (its post is counted ``ignored``); what
+    it has open still updates and resolves. Returns counts: fired, updated, resolved, unchanged, ignored.
     """
     problems, items = alertmanager.postable_alerts_validate(document)
     if problems:
         raise CheckSpecError(problems)
     now = timezone.now()
-    counts = {"fired": 0, "updated": 0, "resolved": 0, "unchanged": 0}
+    counts = {"fired": 0, "updated": 0, "resolved": 0, "unchanged": 0, "ignored": 0}
     with transaction.atomic():
         for index, item in enumerate(items):
             check = _external_check(item["labels"], team=team, where=f"[{index}].labels.alertname")
@@ -361,6 +362,8 @@ def _external_apply(check: Check, item: dict, *, now: datetime) -> str:
             ends_at=ends_at, updated_at=now,
         )
         return "updated"
+    if not check.enabled:  # disabled: it alerts no more, as a probed check that is not run
+        return "ignored"
     alert = Alert.objects.create(
         health_check=check, fingerprint=fingerprint, target=labels.get("instance", "")[:500], state=AlertState.PENDING,
         severity=severity, summary=summary, count=1, started_at=item["starts_at"] or now, last_seen_at=now,

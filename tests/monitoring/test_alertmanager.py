@@ -137,7 +137,7 @@ def prometheus(api):
 def test_repeated_posts_fire_one_alert_and_its_route_is_told_once(worker, prometheus, receiver):
     NotificationRoute.objects.create(name="ops", handler="webhook", matchers={"tags": ["team=ops"]},
                                      config={"url": receiver.url, "backoff_s": 0.01})
-    assert prometheus(prometheus_alert()) == {"fired": 1, "updated": 0, "resolved": 0, "unchanged": 0}
+    assert prometheus(prometheus_alert()) == {"fired": 1, "updated": 0, "resolved": 0, "unchanged": 0, "ignored": 0}
     for _ in range(2):
         assert prometheus(prometheus_alert())["updated"] == 1
     alert = Alert.objects.get()
@@ -170,7 +170,7 @@ def test_a_post_with_endsat_in_the_past_resolves_the_alert(worker, prometheus, r
     NotificationRoute.objects.create(name="ops", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
     prometheus(prometheus_alert())
     assert prometheus(prometheus_alert(ends_at=timezone.now() - timedelta(seconds=1))) == {
-        "fired": 0, "updated": 0, "resolved": 1, "unchanged": 0}
+        "fired": 0, "updated": 0, "resolved": 1, "unchanged": 0, "ignored": 0}
     alert = Alert.objects.get()
     assert (alert.state, alert.resolved_by) == ("resolved", "alertmanager")
     wait_for(lambda: receiver.events() == ["firing", "resolved"], what="the firing then the resolved notice")
@@ -265,3 +265,21 @@ def test_external_checks_are_never_dispatched_nor_run(prometheus):
     assert services.checks_dispatch(now=timezone.now() + timedelta(days=1)) == 0
     with pytest.raises(CheckSpecError, match="is external"):
         services.check_run_now(name="HighLatency")
+
+
+def test_a_disabled_external_check_raises_no_new_alert_and_its_open_one_still_resolves(prometheus):
+    # given an external check with one open alert, then disabled
+    prometheus(prometheus_alert())
+    Check.objects.filter(name="HighLatency").update(enabled=False)
+
+    # when Prometheus posts the open alert again, a new instance's, then the open one resolved
+    kept = prometheus(prometheus_alert())
+    other = prometheus(prometheus_alert(instance="web-2:9100"))
+    resolved = prometheus(prometheus_alert(ends_at=timezone.now() - timedelta(seconds=1)))
+
+    # then no new alert is raised while it is disabled, and what it had open updates and resolves
+    assert (kept["updated"], other["ignored"], other["fired"], resolved["resolved"]) == (1, 1, 0, 1)
+    assert list(Alert.objects.values_list("target", "state")) == [("web-1:9100", "resolved")]
+    # and enabled again, it alerts again
+    Check.objects.filter(name="HighLatency").update(enabled=True)
+    assert prometheus(prometheus_alert(instance="web-2:9100"))["fired"] == 1
