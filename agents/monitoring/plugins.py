@@ -162,6 +162,55 @@ def plugin_command_resolve(command: object, directories: Iterable[str]) -> tuple
     return real, None
 
 
+#: Plugins that run another program their arguments name (``negate /bin/sh -c ...``, ``urlize``, ``check_by_ssh -o
+#: ProxyCommand=...``): never run, whatever the settings list, as no user's text may become a command.
+COMMAND_RUNNERS = frozenset({"negate", "urlize", "check_by_ssh"})
+#: Plugins whose arguments name the host they reach, and the options naming it: that host must be on the monitoring
+#: allow-list, as an ``http`` or ``tcp`` check's is. Arguments are read as getopt reads them (``-H db``, ``-Hdb``,
+#: ``--hostname=db``, ``--hostname db``).
+HOST_OPTIONS = {name: ("-H", "--hostname") for name in (
+    "check_tcp", "check_udp", "check_ssh", "check_ping", "check_smtp", "check_ntp_time")}
+
+
+def plugin_program_problem(command: str, real: str, allowed: Iterable[str]) -> str | None:
+    """Why the plugin ``command`` (resolved to the file ``real``) may not run, or None: it runs other programs, or is
+    not among the ``allowed`` names (AGENTS_MONITOR_PLUGINS)."""
+    name = os.path.basename(command)
+    for shown in dict.fromkeys((name, os.path.basename(real))):
+        if shown in COMMAND_RUNNERS:
+            return f"{command!r} runs another program its arguments name; it is never run"
+    allowed = sorted(set(allowed))
+    if name not in allowed:
+        return (f"{command!r} is not one of the plugins checks may run (AGENTS_MONITOR_PLUGINS: "
+                f"{', '.join(allowed) or 'none'})")
+    return None
+
+
+def plugin_hosts(command: str, args: list[str]) -> tuple[list[str] | None, str | None]:
+    """The hosts ``args`` name for the plugin ``command`` (``HOST_OPTIONS``; ``-H a,b`` names two), or why they cannot
+    be read so: none given, or given as getopt could also read otherwise (``-vH db``, an abbreviated ``--host``).
+    (None, None) for a plugin whose arguments are not read for hosts."""
+    if os.path.basename(command) not in HOST_OPTIONS:
+        return None, None
+    hosts: list[str] = []
+    taking = False
+    for arg in args:
+        if taking:
+            hosts += arg.split(",")
+            taking = False
+        elif arg in ("-H", "--hostname"):
+            taking = True
+        elif arg.startswith("--hostname="):
+            hosts += arg.partition("=")[2].split(",")
+        elif arg.startswith("-H"):
+            hosts += arg[2:].split(",")
+        elif arg.startswith("--h") or (not arg.startswith("--") and arg.startswith("-") and "H" in arg):
+            return None, f"{arg!r}: give the host as -H HOST or --hostname=HOST (it must be on the allow-list)"
+    if taking or not hosts or not all(hosts):
+        return None, "names no host: give it as -H HOST (it must be on the allow-list)"
+    return hosts, None
+
+
 def plugin_args_problem(args: object) -> str | None:
     """Why ``args`` cannot be a plugin's arguments (a list of at most MAX_ARGS strings), or None."""
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):

@@ -46,6 +46,8 @@ psutil = lazy("psutil")  # the cpu, memory and disk checks only
 ALLOWED_HOSTS_SETTING = "AGENTS_MONITOR_ALLOWED_HOSTS"
 #: The setting listing the directories a plugin check's command must be in.
 PLUGIN_DIRS_SETTING = "AGENTS_MONITOR_PLUGIN_DIRS"
+#: The setting naming the plugins a plugin check may run.
+PLUGINS_SETTING = "AGENTS_MONITOR_PLUGINS"
 #: Seconds a plugin may run when no check timeout is given (a probe run outside a check).
 PLUGIN_TIMEOUT_S = 10.0
 #: Offline agents named in a message; the rest are counted.
@@ -315,9 +317,10 @@ def _plugin(params: dict, state: dict) -> ProbeResult:
     command, args, timeout_s = params["command"], params["args"], params.get("timeout_s") or PLUGIN_TIMEOUT_S
     target = shlex.join([command, *args])[:500]
     path, problem = plugins.plugin_command_resolve(command, getattr(settings, PLUGIN_DIRS_SETTING))
-    if problem:
+    refusal = f"parameter 'command': {problem}" if problem else _plugin_refusal(command, args, path, timeout_s)
+    if refusal:
         return ProbeResult(value=None, unit="", ok=False, unknown=True, target=target,
-                           message=f"plugin not run: parameter 'command': {problem}")
+                           message=f"plugin not run: {refusal}")
     try:
         run = plugins.plugin_run([path, *args], timeout_s=timeout_s)
     except OSError as error:
@@ -412,12 +415,34 @@ def _agents_problems(params: dict) -> list[str]:
 def _plugin_problems(params: dict) -> list[str]:
     problems = []
     if "command" in params:
-        _, problem = plugins.plugin_command_resolve(params["command"], getattr(settings, PLUGIN_DIRS_SETTING))
-        if problem:
+        path, problem = plugins.plugin_command_resolve(params["command"], getattr(settings, PLUGIN_DIRS_SETTING))
+        if problem or (problem := plugins.plugin_program_problem(params["command"], path,
+                                                                 getattr(settings, PLUGINS_SETTING))):
             problems.append(f"parameter 'command': {problem}")
     if problem := plugins.plugin_args_problem(params.get("args", [])):
         problems.append(f"parameter 'args' {problem}")
+    elif "command" in params and isinstance(params["command"], str):
+        hosts, problem = plugins.plugin_hosts(params["command"], params.get("args", []))
+        problems += [f"parameter 'args': {refusal}" for refusal in
+                     ([problem] if problem else [_host_allowed(host) for host in hosts or ()]) if refusal]
     return problems
+
+
+def _plugin_refusal(command: str, args: list[str], path: str, timeout_s: float) -> str | None:
+    """Why the plugin may not run now, on the worker (the settings may have narrowed since it was loaded): a
+    program that is not allowed, or a host its arguments name that the allow-list, or the addresses it resolves
+    to, refuse."""
+    if problem := plugins.plugin_program_problem(command, path, getattr(settings, PLUGINS_SETTING)):
+        return f"parameter 'command': {problem}"
+    hosts, problem = plugins.plugin_hosts(command, args)
+    if problem:
+        return f"parameter 'args': {problem}"
+    for host in hosts or ():
+        try:
+            host_address(host, 0, ALLOWED_HOSTS_SETTING, timeout_s=timeout_s)
+        except OutboundRequestError as error:  # a failed look-up too (HostLookupError)
+            return f"parameter 'args': {error}"
+    return None
 
 
 def _no_problems(params: dict) -> list[str]:

@@ -88,8 +88,29 @@ def test_check_disk_performance_data_becomes_samples_in_bytes():
     ({"command": "../../../bin/sh"}, "parameter 'command': '../../../bin/sh' may not contain '..'"),
     ({"command": "check_tcp", "args": "-H localhost -p 80"}, "parameter 'args' must be a list of strings"),
     ({"command": "check_nothing_here"}, "parameter 'command': 'check_nothing_here' is not found"),
+    # Plugins that run a program their arguments name: a user's text would become a command (as root, on a worker).
+    ({"command": "negate", "args": ["/bin/sh", "-c", "id"]},
+     "parameter 'command': 'negate' runs another program its arguments name; it is never run"),
+    ({"command": "check_by_ssh", "args": ["-H", "localhost", "-o", "ProxyCommand=sh -c id", "-C", "true"]},
+     "parameter 'command': 'check_by_ssh' runs another program its arguments name; it is never run"),
+    ({"command": "/usr/lib/nagios/plugins/urlize", "args": ["/bin/sh"]},
+     "parameter 'command': '/usr/lib/nagios/plugins/urlize' runs another program"),
+    # One the settings do not list; one reaching a host the allow-list does not name, however it is written.
+    ({"command": "check_http", "args": ["-H", "localhost"]},
+     "parameter 'command': 'check_http' is not one of the plugins checks may run (AGENTS_MONITOR_PLUGINS: "),
+    ({"command": "check_tcp", "args": ["-H", "169.254.169.254", "-p", "80"]},
+     "parameter 'args': host '169.254.169.254' is not in AGENTS_MONITOR_ALLOWED_HOSTS"),
+    ({"command": "check_tcp", "args": ["--hostname=db.internal", "-p", "80"]},
+     "parameter 'args': host 'db.internal' is not in AGENTS_MONITOR_ALLOWED_HOSTS"),
+    ({"command": "check_ping", "args": ["-H", "localhost,10.0.0.1", "-w", "1,1%", "-c", "2,2%"]},
+     "parameter 'args': host '10.0.0.1' is not in AGENTS_MONITOR_ALLOWED_HOSTS"),
+    ({"command": "check_tcp", "args": ["-4H10.0.0.1", "-p", "80"]},
+     "parameter 'args': '-4H10.0.0.1': give the host as -H HOST or --hostname=HOST"),
+    ({"command": "check_tcp", "args": ["--host=10.0.0.1", "-p", "80"]},
+     "parameter 'args': '--host=10.0.0.1': give the host as -H HOST"),
+    ({"command": "check_tcp", "args": ["-p", "80"]}, "parameter 'args': names no host: give it as -H HOST"),
 ])
-def test_plugins_outside_the_directories_or_with_a_shell_line_are_refused_at_load(params, problem):
+def test_plugins_outside_the_directories_or_allowed_or_with_a_shell_line_are_refused_at_load(params, problem):
     text = f"checks:\n  - {{name: bad-plugin, type: plugin, params: {params!r}}}\n".replace("'", '"')
     with pytest.raises(CheckSpecError) as raised:
         services.definitions_load(text=text)
@@ -107,6 +128,7 @@ def _running(pid: int) -> bool:
 @pytest.mark.django_db
 def test_a_plugin_that_hangs_is_killed_with_its_children_at_the_check_timeout(settings, tmp_path):
     settings.AGENTS_MONITOR_PLUGIN_DIRS = [PLUGIN_DIR, str(tmp_path)]
+    settings.AGENTS_MONITOR_PLUGINS = ["check_hangs"]
     pid_file = tmp_path / "child.pid"
     _plugin(tmp_path, "check_hangs", f"sleep 300 &\necho $! > {pid_file}\nwait\n")
     check = make_check("hangs", "plugin", params={"command": "check_hangs"}, timeout_s=1)
@@ -121,6 +143,7 @@ def test_a_plugin_that_hangs_is_killed_with_its_children_at_the_check_timeout(se
 @pytest.mark.django_db
 def test_a_warning_plugin_raises_a_warning_alert_with_its_first_line_and_only_path_and_lang(settings, tmp_path):
     settings.AGENTS_MONITOR_PLUGIN_DIRS = [str(tmp_path)]
+    settings.AGENTS_MONITOR_PLUGINS = ["check_queue"]
     os.environ["QMON_SECRET_FOR_TEST"] = "leaked"
     try:
         _plugin(tmp_path, "check_queue", f"""\
@@ -146,6 +169,7 @@ def test_a_warning_plugin_raises_a_warning_alert_with_its_first_line_and_only_pa
 @pytest.mark.django_db
 def test_a_plugin_printing_a_nul_raises_its_alert_and_keeps_its_sample_with_a_replacement_character(settings, tmp_path):
     settings.AGENTS_MONITOR_PLUGIN_DIRS = [str(tmp_path)]
+    settings.AGENTS_MONITOR_PLUGINS = ["check_binary"]
     _plugin(tmp_path, "check_binary", "printf \"DISK CRITICAL - sd\\000a failed | 'sd\\000a'=5\\n\"\nexit 2\n")
     check = make_check("binary", "plugin", params={"command": "check_binary"}, timeout_s=5)
 
@@ -173,3 +197,37 @@ def test_a_custom_check_reading_nan_and_nul_raises_its_alert_and_stores_what_it_
     stored = Check.objects.get(pk=check.pk)
     assert (stored.last_target, stored.probe_state) == ("q\ufffd", {"cursor": "a\ufffdb"})
     assert Alert.objects.get(health_check=check).summary == "queue q\ufffd unreadable"
+
+
+@pytest.mark.django_db
+def test_a_plugin_the_settings_no_longer_allow_is_not_run_saying_why(settings):
+    # given a check of check_tcp on an allowed host, loaded while both were allowed
+    make_check("db-port", "plugin", params={"command": "check_tcp", "args": ["-H", "localhost", "-p", "9"]})
+
+    # when the plugins allowed, then the hosts, are narrowed on the worker, the next run is not made but refused as
+    # an invalid check (critical: it needs its owner), naming why
+    settings.AGENTS_MONITOR_PLUGINS = ["check_disk"]
+    program = services.check_run_now(name="db-port")
+    settings.AGENTS_MONITOR_PLUGINS = ["check_tcp"]
+    settings.AGENTS_MONITOR_ALLOWED_HOSTS = ["db.internal"]
+    host = services.check_run_now(name="db-port")
+
+    assert (program.status, program.message) == (
+        "critical", "invalid check: parameter 'command': 'check_tcp' is not one of the plugins checks may run "
+                    "(AGENTS_MONITOR_PLUGINS: check_disk)")
+    assert (host.status, host.message) == (
+        "critical", "invalid check: parameter 'args': host 'localhost' is not in AGENTS_MONITOR_ALLOWED_HOSTS "
+                    "(db.internal)")
+
+
+@pytest.mark.django_db
+def test_a_plugin_host_resolving_to_a_private_address_is_not_run(settings):
+    # given a check whose host name is on the allow-list but resolves to a loopback address the list does not name
+    settings.AGENTS_MONITOR_ALLOWED_HOSTS = ["localhost"]
+    make_check("db-port", "plugin", params={"command": "check_tcp", "args": ["-H", "localhost", "-p", "9"]})
+    settings.AGENTS_MONITOR_ALLOWED_HOSTS = ["*"]  # any name, public addresses only
+
+    outcome = services.check_run_now(name="db-port")
+
+    assert outcome.status == "unknown"
+    assert outcome.message.startswith("plugin not run: parameter 'args': ") and "loopback" in outcome.message
