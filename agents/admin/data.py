@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 from agents.admin.common import (
     StorableJSONField,
     ReadOnlyMixin,
+    SafeFilterMixin,
     ServiceActionsMixin,
     TeamScopedMixin,
     json_block,
@@ -121,7 +122,7 @@ class DataSourceForm(forms.ModelForm):
 
 
 @admin.register(DataSource)
-class DataSourceAdmin(TeamScopedMixin, admin.ModelAdmin):
+class DataSourceAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     form = DataSourceForm
     list_display = ["name", "kind", "description", "updated_at"]
     search_fields = ["name", "description"]
@@ -136,14 +137,14 @@ class PipelineVersionInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Pipeline)
-class PipelineAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class PipelineAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     list_display = ["name", "description", "updated_at"]
     search_fields = ["name", "description"]
     inlines = [PipelineVersionInline]
 
 
 @admin.register(PipelineVersion)
-class PipelineVersionAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, admin.ModelAdmin):
+class PipelineVersionAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, SafeFilterMixin, admin.ModelAdmin):
     list_display = ["__str__", "transforms", "checks", "created_at"]
     list_filter = ["pipeline"]
     list_select_related = ["pipeline"]
@@ -174,7 +175,7 @@ class PipelineVersionAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, 
 
 
 @admin.register(DataRun)
-class DataRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class DataRunAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     list_display = ["id", "version", "status_label", "quality_label", "rows_in", "rows_out", "duration",
                     "peak_memory_mb", "created_at", "trace"]
     list_filter = ["status", "quality_passed", "version__pipeline"]
@@ -219,7 +220,7 @@ class DataRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class DatasetAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     list_display = ["name", "number", "row_count", "columns", "size_bytes", "run_link", "created_at"]
     list_filter = ["name"]
     search_fields = ["name", "path", "checksum"]

@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 
 from agents.admin.common import (
     ReadOnlyMixin,
+    SafeFilterMixin,
     ServiceActionsMixin,
     TeamScopedMixin,
     count_of,
@@ -290,7 +291,7 @@ class DecisionModelVersionInline(ReadOnlyMixin, _ModelMetricColumnsMixin, admin.
 
 
 @admin.register(RuleSet)
-class RuleSetAdmin(TeamScopedMixin, admin.ModelAdmin):
+class RuleSetAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     """Rule sets by name with their versions; a new version is loaded from its YAML or JSON text."""
 
     list_display = ("name", "description", "active_version", "version_count", "decision_count")
@@ -411,7 +412,7 @@ class RuleSetAdmin(TeamScopedMixin, admin.ModelAdmin):
 
 @admin.register(RuleSetVersion)
 class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumnsMixin, _OnePerRuleSetMixin,
-                          ServiceActionsMixin, admin.ModelAdmin):
+                          ServiceActionsMixin, SafeFilterMixin, admin.ModelAdmin):
     """Immutable versions: their rules as a table, the source, activation and a "try it" page."""
 
     list_display = ("__str__", "ruleset", "number", "status_badge", "shadow", "short_hash", "rule_count",
@@ -627,7 +628,7 @@ class ShadowComparisonInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Decision)
-class DecisionAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class DecisionAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     """The decision audit, append-only: what was asked (masked), what was answered, by what, and how fast."""
 
     list_display = ("decision_id", "ruleset", "version_number", "decision_value", "engine_badge", "confidence",
@@ -703,7 +704,7 @@ class DecisionAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(DecisionModelVersion)
 class DecisionModelVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _ModelMetricColumnsMixin, _OnePerRuleSetMixin,
-                                ServiceActionsMixin, admin.ModelAdmin):
+                                ServiceActionsMixin, SafeFilterMixin, admin.ModelAdmin):
     """Trained fallback models with their metrics; the champion decides, a challenger runs in shadow."""
 
     list_display = ("__str__", "ruleset", "number", "alias_badge", "holdout_accuracy", "rows", "created_at",
@@ -769,7 +770,7 @@ class DecisionModelVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _ModelMetricColu
 
 
 @admin.register(ShadowComparison)
-class ShadowComparisonAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class ShadowComparisonAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     """Every shadow comparison: where a draft version or a challenger model would have answered differently."""
 
     list_display = ("decision_link", "ruleset", "candidate", "live_decision", "candidate_answer",

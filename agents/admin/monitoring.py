@@ -15,7 +15,7 @@ from django.utils.safestring import mark_safe
 
 from agents.admin.common import (
     StorableJSONField,
-    DateHierarchyMixin,
+    SafeFilterMixin,
     DefinitionForm,
     ReadOnlyMixin,
     ServiceActionsMixin,
@@ -215,7 +215,7 @@ class CheckForm(DefinitionForm):
 
 
 @admin.register(Check)
-class CheckAdmin(TeamScopedMixin, ServiceActionsMixin, admin.ModelAdmin):
+class CheckAdmin(TeamScopedMixin, ServiceActionsMixin, SafeFilterMixin, admin.ModelAdmin):
     """Checks with their latest state; edited through the definition rules, run at once with "Run now"."""
 
     form = CheckForm
@@ -261,8 +261,10 @@ class CheckAdmin(TeamScopedMixin, ServiceActionsMixin, admin.ModelAdmin):
         if obj is not None:
             chosen = request.GET.get("window", "6h")
             window = CHART_WINDOWS.get(chosen, CHART_WINDOW)
-            context.update(charts=check_charts(obj, window=window), chart_window=format_duration(window.total_seconds()),
-                           chart_windows=[{"key": key, "chosen": CHART_WINDOWS[key] == window} for key in CHART_WINDOWS])
+            context.update(charts=check_charts(obj, window=window),
+                           chart_window=format_duration(window.total_seconds()),
+                           chart_windows=[{"key": key, "chosen": CHART_WINDOWS[key] == window}
+                                          for key in CHART_WINDOWS])
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     @admin.display(description="status", ordering="last_status")
@@ -305,7 +307,7 @@ class CheckAdmin(TeamScopedMixin, ServiceActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(Metric)
-class MetricAdmin(TeamScopedMixin, ReadOnlyMixin, DateHierarchyMixin, admin.ModelAdmin):
+class MetricAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     """Metric samples, newest first; written by check runs and downsampled by retention."""
 
     list_display = ("name", "check_link", "value", "unit", "recorded_at", "sample_count")
@@ -379,7 +381,7 @@ class IncidentResponseInline(ReadOnlyMixin, _ResponseColumnsMixin, admin.Tabular
 
 
 @admin.register(Alert)
-class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, DateHierarchyMixin, admin.ModelAdmin):
+class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, SafeFilterMixin, admin.ModelAdmin):
     """Alerts, written only by check runs and the lifecycle services; acknowledged, resolved or silenced here."""
 
     list_display = ("id", "check_link", "state_label", "severity", "count", "summary", "silenced", "started_at",
@@ -477,7 +479,7 @@ class AlertAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, DateHierar
 
 
 @admin.register(IncidentResponse)
-class IncidentResponseAdmin(TeamScopedMixin, ReadOnlyMixin, _ResponseColumnsMixin, admin.ModelAdmin):
+class IncidentResponseAdmin(TeamScopedMixin, ReadOnlyMixin, _ResponseColumnsMixin, SafeFilterMixin, admin.ModelAdmin):
     """Every response rule applied to an alert, with its outcome; written by the response task."""
 
     list_display = ("id", "rule", "alert_link", "status_label", "workflow_run_link", "error", "created_at",
@@ -536,7 +538,7 @@ class SilenceForm(forms.ModelForm):
 
 
 @admin.register(Silence)
-class SilenceAdmin(TeamScopedMixin, admin.ModelAdmin):
+class SilenceAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     """Silences: alerts they match notify nobody between starts_at and ends_at (the alerts still exist)."""
 
     form = SilenceForm
@@ -636,7 +638,7 @@ class NotificationRouteForm(DefinitionForm):
 
 
 @admin.register(NotificationRoute)
-class NotificationRouteAdmin(TeamScopedMixin, admin.ModelAdmin):
+class NotificationRouteAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     """Where alerts are told: the first enabled route (by order) whose matchers match."""
 
     form = NotificationRouteForm
@@ -658,7 +660,7 @@ class NotificationRouteAdmin(TeamScopedMixin, admin.ModelAdmin):
 
 
 @admin.register(ResponseRule)
-class ResponseRuleAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class ResponseRuleAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     """Incident response rules, loaded from definitions files (`manage.py monitor load`)."""
 
     list_display = ("name", "response", "matchers_text", "limit", "enabled", "response_count")

@@ -15,7 +15,7 @@ from django.utils.http import urlencode
 
 from agents.admin.common import (
     StorableJSONField,
-    DateHierarchyMixin,
+    SafeFilterMixin,
     DefinitionForm,
     ReadOnlyMixin,
     ServiceActionsMixin,
@@ -92,7 +92,7 @@ class _TraceColumnMixin:
 
 
 @admin.register(AgentTask)
-class AgentTaskAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, _TraceColumnMixin, DateHierarchyMixin,
+class AgentTaskAdmin(TeamScopedMixin, ReadOnlyMixin, ServiceActionsMixin, _TraceColumnMixin, SafeFilterMixin,
                      admin.ModelAdmin):
     """Tasks submitted to agents by type and priority, written by the task service; cancelled here."""
 
@@ -178,7 +178,7 @@ class MessageReceiptInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(AgentMessage)
-class AgentMessageAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, DateHierarchyMixin, admin.ModelAdmin):
+class AgentMessageAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, SafeFilterMixin, admin.ModelAdmin):
     """Messages between agents, stored before they are sent; a broadcast shows each agent's receipt."""
 
     list_display = ("id", "message_type", "sender", "recipient", "status_label", "correlation", "attempts",
@@ -258,7 +258,7 @@ class TriggerFiringInline(ReadOnlyMixin, _FiringColumnsMixin, admin.TabularInlin
 
 
 @admin.register(Event)
-class EventAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, DateHierarchyMixin, admin.ModelAdmin):
+class EventAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, SafeFilterMixin, admin.ModelAdmin):
     """Domain events from the outbox, with the trigger firings each caused."""
 
     list_display = ("id", "event_type", "source", "created_at", "published_at", "trace", "firing_count")
@@ -287,7 +287,8 @@ class EventAdmin(TeamScopedMixin, ReadOnlyMixin, _TraceColumnMixin, DateHierarch
 
 
 @admin.register(TriggerFiring)
-class TriggerFiringAdmin(TeamScopedMixin, ReadOnlyMixin, _FiringColumnsMixin, _TraceColumnMixin, admin.ModelAdmin):
+class TriggerFiringAdmin(TeamScopedMixin, ReadOnlyMixin, _FiringColumnsMixin, _TraceColumnMixin, SafeFilterMixin,
+                         admin.ModelAdmin):
     """Every trigger evaluated on every event, with what it started; written by event dispatch."""
 
     list_display = ("id", "trigger_link", "event_link", "status_label", "result_text", "created_at", "trace")
@@ -358,7 +359,7 @@ class TriggerForm(DefinitionForm):
 
 
 @admin.register(Trigger)
-class TriggerAdmin(TeamScopedMixin, admin.ModelAdmin):
+class TriggerAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     """Triggers: on an event type (and filter), start a workflow, submit an agent task or send a message."""
 
     form = TriggerForm
@@ -419,7 +420,7 @@ class EventTypeForm(DefinitionForm):
 
 
 @admin.register(EventTypeDeclaration)
-class EventTypeDeclarationAdmin(TeamScopedMixin, admin.ModelAdmin):
+class EventTypeDeclarationAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     """Event types of the teams' own, which may be published from outside (``events publish``, POST /api/events/),
     with the JSON schema their payload must match."""
 

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from agents.admin.common import status_badge
+from agents.admin.common import SafeFilterMixin, status_badge
 from agents.admin.orchestration import TASK_STATUS_COLOURS
 from agents.admin.workflows import format_duration
 from agents.core.teams import team_scoped
@@ -21,7 +21,7 @@ RECENT_TASKS_SHOWN = 20
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(SafeFilterMixin, admin.ModelAdmin):
     """Agents as workers registered them; operators enable or disable them."""
 
     list_display = ("name", "agent_type", "status_label", "current_task", "enabled", "hostname", "last_heartbeat",

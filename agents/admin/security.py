@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from agents.admin.common import (
-    DateHierarchyMixin, ReadOnlyMixin, StorableJSONField, TeamScopedMixin, json_block, trace_link,
+    SafeFilterMixin, ReadOnlyMixin, StorableJSONField, TeamScopedMixin, json_block, trace_link,
 )
 from agents.core.crypto import encrypt, host_problem, secret_delete, secret_set
 from agents.core.teams import sees_all, teams_of
@@ -48,7 +48,7 @@ class SecretForm(forms.ModelForm):
 
 
 @admin.register(Secret)
-class SecretAdmin(TeamScopedMixin, admin.ModelAdmin):
+class SecretAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     """Credentials definitions refer to as {"secret": NAME}: set and replaced here, never displayed."""
 
     form = SecretForm
@@ -83,7 +83,7 @@ class SecretAdmin(TeamScopedMixin, admin.ModelAdmin):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(SafeFilterMixin, admin.ModelAdmin):
     """Groups marked as teams: each owns definitions and what they produce; its members see only those, and only
     their own teams here (a superuser, every team)."""
 
@@ -107,7 +107,7 @@ class TeamAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyMixin, DateHierarchyMixin, admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     """What operators did, newest first; written only by services. Shown to superusers only: an entry is not tied
     to a team (it names objects by type and id, several teams' or none, and carries run parameters and comments), so
     it cannot be narrowed to a member's teams, and the log is read by those who see every team."""

@@ -17,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
 from agents.admin.common import (
-    DateHierarchyMixin,
+    SafeFilterMixin,
     ReadOnlyMixin,
     ServiceActionsMixin,
     TeamScopedMixin,
@@ -262,7 +262,7 @@ class BackfillForm(forms.Form):
 
 
 @admin.register(WorkflowDefinition)
-class WorkflowDefinitionAdmin(TeamScopedMixin, _RunActionsMixin, admin.ModelAdmin):
+class WorkflowDefinitionAdmin(TeamScopedMixin, _RunActionsMixin, SafeFilterMixin, admin.ModelAdmin):
     """Workflows by name, with their versions; definitions are loaded with `manage.py workflow load`."""
 
     list_display = ("name", "description", "latest_version", "run_count", "enabled", "schedule_list")
@@ -356,7 +356,8 @@ class WorkflowDefinitionAdmin(TeamScopedMixin, _RunActionsMixin, admin.ModelAdmi
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _VersionColumnsMixin, _RunActionsMixin, admin.ModelAdmin):
+class WorkflowVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _VersionColumnsMixin, _RunActionsMixin, SafeFilterMixin,
+                           admin.ModelAdmin):
     """Immutable versions: a drawing of the DAG and the source text; runs are started from here."""
 
     list_display = ("__str__", "definition", "number", "short_hash", "step_count", "run_count", "created_at")
@@ -397,7 +398,7 @@ class WorkflowFilter(TeamScopedRelatedFilter):
 
 
 @admin.register(WorkflowRun)
-class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, DateHierarchyMixin, admin.ModelAdmin):
+class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, SafeFilterMixin, admin.ModelAdmin):
     """Runs with their progress; a run's page shows its steps, their attempts and a timeline."""
 
     list_display = ("id", "workflow", "version_number", "status_badge", "progress", "logical_time", "started_at",
@@ -626,7 +627,7 @@ def _gantt_items(run: WorkflowRun, counts: dict[str, dict[str, int]]) -> dict[st
 
 
 @admin.register(StepRun)
-class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class StepRunAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     """Every step attempt, read-only: find a task by id, or the failures of a step across runs."""
 
     list_display = ("step_id", "run_link", "attempt", "status_badge", "worker", "started_at", "duration", "flower_link")
@@ -681,7 +682,7 @@ class PoolForm(forms.ModelForm):
 
 
 @admin.register(Pool)
-class PoolAdmin(admin.ModelAdmin):
+class PoolAdmin(SafeFilterMixin, admin.ModelAdmin):
     """Pools: set a pool's slots here (more slots start waiting steps at once); see what is taken and waiting."""
 
     form = PoolForm
@@ -723,7 +724,7 @@ class PoolAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkflowSignal)
-class WorkflowSignalAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class WorkflowSignalAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     """Signals sent to runs and approvers' decisions: who, when, why, and the step that took each."""
 
     list_display = ("run", "name", "decision", "sent_by", "created_at", "step_id", "consumed_at")
@@ -735,7 +736,7 @@ class WorkflowSignalAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(MapItem)
-class MapItemAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class MapItemAdmin(TeamScopedMixin, ReadOnlyMixin, SafeFilterMixin, admin.ModelAdmin):
     """The items of mapped steps: one row per item and run attempt, with its attempts and outcome."""
 
     list_display = ("run", "step_id", "run_attempt", "index", "status", "attempts", "process_deaths", "worker",
@@ -749,7 +750,7 @@ class MapItemAdmin(TeamScopedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(WorkflowBackfill)
-class WorkflowBackfillAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, admin.ModelAdmin):
+class WorkflowBackfillAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, SafeFilterMixin, admin.ModelAdmin):
     """Backfills: how far each is, its runs, and why one ended with slots not started; stop one here."""
 
     list_display = ("id", "definition", "schedule", "range_from", "range_to", "state", "started", "runs",
