@@ -8,7 +8,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
+from agents.api.schema import documented_query_parameters, serializer_parameters
 from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.teams import sees_all, team_for_new, team_scoped
 from agents.exceptions import MonitoringError, TeamError
@@ -89,10 +91,12 @@ def team_field() -> serializers.CharField:
     )
 
 
-def unknown_fields(serializer: serializers.Serializer, data) -> dict:
-    """The keys of ``data`` (the body ``serializer`` reads) naming none of its writable fields, each as
-    ``{key: [reason]}``, and those of the serializers nested in it under their field (``{"matchers": {"checks":
-    [...]}}``; by index in a list). The keys inside a JSON field (``params``, ``payload``, ``context``) are free."""
+def body_problems(serializer: serializers.Serializer, data) -> dict:
+    """What ``serializer`` would read wrongly from ``data`` (the body it reads), each as ``{key: [reason]}``, nested
+    ones under their field (``{"matchers": {"checks": [...]}}``; by index in a list): a key naming none of its writable
+    fields (a typo must not be dropped, changing what the request means), and a JSON number or boolean where it reads
+    text (DRF's ``CharField`` and its kinds would take ``5`` as "5" and ``1e999`` as "inf"). The keys and values
+    inside a JSON field (``params``, ``payload``, ``context``) are free."""
     if not isinstance(data, Mapping):
         return {}  # the serializer itself says what the body should be
     fields = serializer.fields
@@ -104,21 +108,34 @@ def unknown_fields(serializer: serializers.Serializer, data) -> dict:
             found[key] = [f"unknown field (known: {known})" if known else "unknown field (this endpoint takes no body)"]
         elif field.read_only:
             found[key] = [f"read-only: the server sets it (known: {known})"]
-        elif nested := _nested_unknown_fields(field, value):
-            found[key] = nested
+        elif problems := _value_problems(field, value):
+            found[key] = problems
     return found
 
 
-def _nested_unknown_fields(field: serializers.Field, value) -> dict:
+def _value_problems(field: serializers.Field, value) -> dict | list:
     if isinstance(field, serializers.Serializer):
-        return unknown_fields(field, value)
+        return body_problems(field, value)
+    if isinstance(field, serializers.CharField) and isinstance(value, (int, float)):  # a bool is an int
+        return [f"must be text, got {'boolean' if isinstance(value, bool) else 'number'}"]
     if isinstance(field, (serializers.ListSerializer, serializers.ListField)) and isinstance(value, list):
         items = enumerate(value)
     elif isinstance(field, serializers.DictField) and isinstance(value, Mapping):
         items = value.items()
     else:
         return {}
-    return {key: nested for key, item in items if (nested := _nested_unknown_fields(field.child, item))}
+    return {key: nested for key, item in items if (nested := _value_problems(field.child, item))}
+
+
+def _uncovered(detail, covered):
+    """A validation detail without the reasons for a value ``covered`` refuses already (``body_problems``: DRF's
+    "Not a valid string." for ``true``, a length for a number turned into text)."""
+    if isinstance(covered, list):
+        return {}
+    detail, covered = _by_index(detail), _by_index(covered)
+    if not (isinstance(detail, Mapping) and isinstance(covered, Mapping)):
+        return detail
+    return {key: rest for key, value in detail.items() if (rest := _uncovered(value, covered.get(key, {})))}
 
 
 def _details_merged(first, second):
@@ -174,6 +191,7 @@ class ApiViewSet(viewsets.GenericViewSet):
         lookup = self.lookup_url_kwarg or self.lookup_field
         if lookup in kwargs and not lookup_ok(str(kwargs[lookup]), numeric=self.lookup_value_regex == "[0-9]+"):
             raise exceptions.NotFound(f"no {self.noun} {kwargs[lookup]!r}")
+        self.query_refused()
         if self.takes_no_body():
             self.body_refused()
 
@@ -219,13 +237,14 @@ class ApiViewSet(viewsets.GenericViewSet):
         return self.request_serializers.get(self.action) or self.serializer_class
 
     def given(self) -> dict:
-        """The request body, validated by the action's request serializer (400 naming each field at fault, and each
-        key it does not know, nested ones too: a typo must not be dropped, changing what the request means)."""
+        """The request body, validated by the action's request serializer (400 naming each field at fault, each key
+        it does not know and each number or boolean given for text, nested ones too: ``body_problems``)."""
         serializer = self.get_serializer(data=self.request.data)
         valid = serializer.is_valid()
-        unknown = unknown_fields(serializer, self.request.data)
-        if unknown or not valid:
-            raise serializers.ValidationError(_details_merged(unknown, {} if valid else serializer.errors))
+        problems = body_problems(serializer, self.request.data)
+        if problems or not valid:
+            raise serializers.ValidationError(_details_merged(problems, {} if valid else _uncovered(serializer.errors,
+                                                                                                   problems)))
         return serializer.validated_data
 
     def takes_no_body(self) -> bool:
@@ -242,8 +261,35 @@ class ApiViewSet(viewsets.GenericViewSet):
         data = self.request.data
         if not isinstance(data, Mapping):
             raise serializers.ValidationError({"non_field_errors": ["this endpoint takes no body: send none, or {}"]})
-        if unknown := unknown_fields(serializers.Serializer(), data):
+        if unknown := body_problems(serializers.Serializer(), data):
             raise serializers.ValidationError(unknown)
+
+    def query_parameters(self) -> dict[str, bool]:
+        """The query parameters the action reads, each with whether it reads several values: ``format`` (DRF's choice
+        of renderer, which browsers and the browsable API send), a list's filters (``filter_serializer_class``), and
+        every parameter the schema documents for it (``documented_query_parameters``: pages, ``parameters=``)."""
+        taken = dict.fromkeys([api_settings.URL_FORMAT_OVERRIDE] if api_settings.URL_FORMAT_OVERRIDE else [], False)
+        if self.action == "list" and self.filter_serializer_class is not None:
+            taken.update(serializer_parameters(self.filter_serializer_class))
+        return {**taken, **documented_query_parameters(self)}
+
+    def query_refused(self):
+        """400 naming each query parameter the action does not read, listing those it does (a typo must not be
+        ignored: a misspelt filter would list everything, a write would be done as if it were not there), and each
+        given more than once where one value is read (the last would win unseen). An unrouted method (405) and
+        ``OPTIONS`` read none and are not checked."""
+        if not self.action or getattr(self, self.action, None) is None:
+            return
+        query, taken = self.request.query_params, self.query_parameters()
+        known = f"known: {', '.join(sorted(taken))}" if taken else "this endpoint takes none"
+        found: dict[str, list[str]] = {}
+        for name, values in query.lists():
+            if name not in taken:
+                found[name] = [f"unknown query parameter ({known})"]
+            elif len(values) > 1 and not taken[name]:
+                found[name] = [f"given {len(values)} times; this endpoint reads one value"]
+        if found:
+            raise serializers.ValidationError(found)
 
     def filters(self) -> dict:
         """The validated query-string filters (400 naming the parameter when one is invalid)."""

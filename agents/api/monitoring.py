@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 
@@ -894,7 +894,9 @@ class AlertmanagerViewSet(ApiViewSet):
     perms = {"create": "add_alert"}
     pagination_class = None
 
-    @extend_schema(request=PostableAlertSerializer(many=True), responses={200: AlertsReceivedSerializer})
+    @extend_schema(request=PostableAlertSerializer(many=True), responses={200: AlertsReceivedSerializer},
+                   parameters=[OpenApiParameter("team", str, description="The team a check made on first sight goes "
+                                                "to: one of yours (default: your only team).")])
     def create(self, request):
         """Fire, keep or resolve one alert per label set (a check of type `external` per `alertname`, made on first
         sight in `?team=`, default yours); routes and silences apply. 400 naming `[index].field` for a bad alert;

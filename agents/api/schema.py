@@ -1,8 +1,11 @@
 """The OpenAPI schema: drf-spectacular's, with the error body documented on every operation and every request
-body's object closed to keys it does not name, as the API refuses them (``unknown_fields``)."""
+body's object closed to keys it does not name, as the API refuses them (``body_problems``); and the query
+parameters it documents for an operation, which are those the API accepts (``documented_query_parameters``)."""
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.plumbing import force_instance, get_class, is_basic_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -56,3 +59,36 @@ class ApiSchema(AutoSchema):
                                                   direction=direction)
             )
         return responses
+
+
+def serializer_parameters(serializer) -> dict[str, bool]:
+    """The query parameters a serializer of them declares (as the schema explodes it: its writable fields), each with
+    whether it takes several values (a list)."""
+    return {name: isinstance(field, (serializers.ListField, serializers.MultipleChoiceField))
+            for name, field in force_instance(serializer).fields.items() if not field.read_only}
+
+
+def documented_query_parameters(view) -> dict[str, bool]:
+    """The query parameters the schema documents for the action ``view`` answers, each with whether it takes several
+    values: a list's pages (``page``, ``page_size``: a paginated view whose response is a list, as drf-spectacular
+    decides) and what the action's ``extend_schema(parameters=...)`` names (a serializer's fields, an
+    ``OpenApiParameter`` in the query). Read through drf-spectacular's own schema class for the action, as its
+    generator builds it: what the API accepts besides ``format`` is what the schema says
+    (``tests/api/test_query_parameters.py`` checks every operation)."""
+    handler = getattr(view, view.action)
+    schema = get_class(getattr(handler, "kwargs", {}).get("schema") or api_settings.DEFAULT_SCHEMA_CLASS)()
+    schema.view, schema.method = view, view.request.method
+    found: dict[str, bool] = {}
+    if view.paginator is not None and schema._is_list_view():  # what drf-spectacular's _get_pagination_parameters asks
+        found.update(dict.fromkeys((parameter["name"] for parameter in
+                                    view.paginator.get_schema_operation_parameters(view)), False))
+    for parameter in schema.get_override_parameters():
+        if not isinstance(parameter, OpenApiParameter):
+            if is_basic_serializer(parameter):
+                found.update(serializer_parameters(parameter))
+        elif parameter.location == OpenApiParameter.QUERY and not parameter.response:
+            if parameter.exclude:
+                found.pop(parameter.name, None)
+            else:
+                found[parameter.name] = parameter.many
+    return found
