@@ -4,6 +4,7 @@ import math
 from collections.abc import Mapping
 from datetime import timedelta
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.permissions import SAFE_METHODS
@@ -80,6 +81,18 @@ class WindowField(serializers.Field):
 
     def to_representation(self, value) -> str:
         return f"{value.total_seconds():g}s" if isinstance(value, timedelta) else str(value)
+
+
+class OffsetDateTimeField(serializers.DateTimeField):
+    """A time given with its offset or ``Z`` (``2026-11-01T00:00:00+01:00``): one without is refused rather than
+    read in the server's time zone, as the commands refuse it."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            parsed = parse_datetime(value.strip())
+            if parsed is not None and parsed.tzinfo is None:
+                raise serializers.ValidationError("give a time with its offset or Z (2026-11-01T00:00:00Z)")
+        return super().to_internal_value(value)
 
 
 def team_field() -> serializers.CharField:

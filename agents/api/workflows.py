@@ -11,6 +11,7 @@ from agents.api.common import (
     FiniteFloatField,
     JSONObjectField,
     JSONValueField,
+    OffsetDateTimeField,
     lookup_ok,
     team_field,
 )
@@ -81,8 +82,8 @@ class BackfillSerializer(serializers.Serializer):
     """A past range to start a schedule's runs for."""
 
     # "from" and "to" are Python keywords: declared through the class namespace.
-    vars()["from"] = serializers.DateTimeField(help_text="First slot time (included), ISO 8601 with its offset.")
-    vars()["to"] = serializers.DateTimeField(help_text="Last slot time (included).")
+    vars()["from"] = OffsetDateTimeField(help_text="First slot time (included), ISO 8601 with its offset.")
+    vars()["to"] = OffsetDateTimeField(help_text="Last slot time (included), ISO 8601 with its offset.")
     schedule = serializers.CharField(required=False, max_length=100,
                                      help_text="Which schedule (default: the workflow's only one).")
     max_parallel = serializers.IntegerField(required=False, min_value=1, max_value=1000,

@@ -264,6 +264,8 @@ class AgentsCommand(BaseCommand):
     spec_error: type[SpecError] | None = None
     #: The line above those problems, e.g. ``"invalid workflow"``.
     spec_error_title = ""
+    #: The subcommands whose ``spec_error`` is about a definition they read (``spec_error_title`` heads it); None: all.
+    spec_error_subcommands: tuple[str, ...] | None = None
 
     @staticmethod
     def json_argument_add(parser, help: str = "Print JSON instead of text.") -> None:
@@ -287,12 +289,17 @@ class AgentsCommand(BaseCommand):
 
     def handle(self, *args, subcommand: str, **options):
         """Run ``handle_<subcommand>`` with the options (``backfill-stop``: ``handle_backfill_stop``)."""
+        self.subcommand = subcommand
         return getattr(self, f"handle_{subcommand.replace('-', '_')}")(**options)
 
     def error_message(self, error: Exception) -> str:
-        """What the user reads for ``error``: its message, or the title and each problem of a ``spec_error``."""
+        """What the user reads for ``error``: its message, or the title and each problem of a ``spec_error``; the
+        title only where the subcommand reads a definition (``spec_error_subcommands``), else the problems alone."""
         if self.spec_error is not None and isinstance(error, self.spec_error):
-            return f"{self.spec_error_title}:\n  - " + "\n  - ".join(error.errors)
+            subcommand = getattr(self, "subcommand", None)
+            if self.spec_error_subcommands is None or subcommand in self.spec_error_subcommands:
+                return f"{self.spec_error_title}:\n  - " + "\n  - ".join(error.errors)
+            return "\n".join(error.errors)
         return str(error)
 
     def execute(self, *args, **options):

@@ -713,9 +713,14 @@ def workflow_signal(*, run_id: int, name: str, payload=None, decision: str = "",
     with transaction.atomic():
         row = (StepRun.objects.select_for_update().filter(run_id=run.pk, step_id=step.id, run_attempt=run.attempt)
                .order_by("-attempt").first())
-        if row is None or row.status in STEP_FINISHED:
-            raise WorkflowRunStateError(f"step {step.id!r} of run {run_id} is not waiting: it has "
-                                        f"{row.status if row else 'not been planned'}")
+        if row is None:  # not in this attempt of the run: a re-run kept what it did in an earlier one
+            row = (StepRun.objects.filter(run_id=run.pk, step_id=step.id).order_by("-run_attempt", "-attempt")
+                   .first())
+            raise WorkflowRunStateError(f"step {step.id!r} of run {run_id} is not waiting: " + (
+                f"it has {row.status} (in run attempt {row.run_attempt}, kept by this re-run)" if row
+                else "it has not been planned"))
+        if row.status in STEP_FINISHED:
+            raise WorkflowRunStateError(f"step {step.id!r} of run {run_id} is not waiting: it has {row.status}")
         if row.status == StepStatus.RUNNING and not row.waiting_for and not row.worker:
             # It waited and has been decided (a signal or its timeout took it): it is ending, and no longer waits.
             raise WorkflowRunStateError(f"step {step.id!r} of run {run_id} is not waiting: it has been decided and "

@@ -23,6 +23,8 @@ class Command(AgentsCommand):
             "backfills NAME | backfill-stop ID | enable NAME | disable NAME.")
     spec_error = WorkflowSpecError
     spec_error_title = "invalid workflow"
+    # A run's parameters, a signal's decision, a backfill's range are not the definition: their problems alone.
+    spec_error_subcommands = ("validate", "load")
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
@@ -114,7 +116,9 @@ class Command(AgentsCommand):
     def handle_run(self, *, workflow, param, wait, timeout, json, team=None, **options):
         params = dict(parse_param(text) for text in param)
         if is_file(workflow):
+            self.subcommand = "load"  # the file is loaded first: its problems are the definition's
             version, _ = services.workflow_load_file(path=workflow, team=self.team_of(team))
+            self.subcommand = "run"
             run = services.workflow_run_start(version=version, params=params)
         else:
             run = services.workflow_run_start(workflow=workflow, params=params)
