@@ -138,13 +138,31 @@ def _address_checked(host: str, port: int, setting: str, allowed: list[str], nam
     if not named:
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global and not _in_named_network(ip, allowed):
+            inner = _embedded_ipv4(ip)
+            if (not ip.is_global or (inner is not None and not inner.is_global)) and not _in_named_network(ip, allowed):
                 raise OutboundRequestError(
                     f"{shown}: refused: host {host!r} resolves to {address}, a loopback, private or link-local "
                     f"address that {setting} does not name")
     # IPv4 first: a local server listening on 127.0.0.1 only is not missed by trying ::1 alone.
     address = sorted(addresses, key=lambda entry: ":" in entry)[0]
     return address
+
+
+#: IPv6 networks whose addresses carry an IPv4 address a gateway or tunnel reaches (NAT64, its local-use prefix,
+#: 6to4, the old IPv4-compatible form): Python calls them global whatever the IPv4 address inside is.
+_CARRYING_IPV4 = {ipaddress.ip_network("64:ff9b::/96"): 0, ipaddress.ip_network("64:ff9b:1::/48"): 0,
+                  ipaddress.ip_network("::/96"): 0, ipaddress.ip_network("2002::/16"): 80}
+
+
+def _embedded_ipv4(ip) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address of ``_CARRYING_IPV4`` carries (the last 32 bits; 6to4's after its prefix),
+    or None."""
+    if ip.version != 6:
+        return None
+    for network, shift in _CARRYING_IPV4.items():
+        if ip in network:
+            return ipaddress.IPv4Address((int(ip) >> shift) & 0xFFFFFFFF)
+    return None
 
 
 def _url_checked(url: str, setting: str | None):

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from agents.core.actions import ActionContext, action_get
-from agents.core.outbound import outbound_request
+from agents.core.outbound import outbound_request, outbound_target
 from agents.data.sources import source_frame
 from agents.exceptions import (
     ActionError,
@@ -21,6 +21,7 @@ from agents.exceptions import (
     DataSourceError,
     HostLookupError,
     NotificationError,
+    OutboundRequestError,
     PermanentActionError,
 )
 from agents.monitoring.notifiers import notification_send
@@ -412,3 +413,20 @@ def test_a_host_name_the_resolver_fails_for_now_is_tried_again_and_one_that_does
     _, missing = call_outcome(lambda: http_request(url="http://nothing.invalid/status", timeout_s=2))
     assert isinstance(missing, PermanentActionError)
     assert str(missing) == "http://nothing.invalid/status: host name 'nothing.invalid' not resolved"
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::a00:1", "::127.0.0.1",
+                                     "2002:7f00:1::", "2002:a9fe:a9fe::1"])
+def test_an_ipv6_address_carrying_a_private_ipv4_one_is_refused_on_a_public_allow_list(settings, address):
+    # NAT64, its local-use prefix, the old IPv4-compatible form and 6to4 carry an IPv4 address that a gateway or a
+    # tunnel reaches: Python calls them global whatever it is (127.0.0.1, 169.254.169.254, 10.0.0.1 here)
+    settings.AGENTS_HTTP_ALLOWED_HOSTS = ["*"]
+
+    with pytest.raises(OutboundRequestError, match="a loopback, private or link-local address"):
+        outbound_target(f"http://[{address}]/", "AGENTS_HTTP_ALLOWED_HOSTS")
+
+
+def test_an_ipv6_address_carrying_a_public_ipv4_one_is_taken(settings):
+    settings.AGENTS_HTTP_ALLOWED_HOSTS = ["*"]
+
+    assert outbound_target("http://[64:ff9b::808:808]/", "AGENTS_HTTP_ALLOWED_HOSTS").address == "64:ff9b::808:808"
