@@ -120,10 +120,16 @@ def _headers_resolve(headers: dict, *, host: str) -> dict:
         raise PermanentActionError(str(error)) from None
 
 
+#: What the workflow a sub-workflow step names refuses of its run parameters (one it does not declare).
+_RUN_PARAMS_CHECK = run_params_check("workflow",
+                                     lambda name, params: workflow_params_problems(workflow=name, params=params))
+
+
 @action(
     "workflow.run",
     params={"workflow": Param("string", required=True), "params": Param("object", default=None)},
     deferred=True,
+    check=_RUN_PARAMS_CHECK,
 )
 def workflow_run(context: ActionContext, *, workflow: str, params: dict | None) -> Deferred:
     """Start the latest version of ``workflow`` as a child run; the step finishes when it does."""
@@ -137,7 +143,7 @@ def workflow_run(context: ActionContext, *, workflow: str, params: dict | None) 
 
 
 @action("workflow.start", params={"workflow": Param("string", required=True), "params": Param("object", default=None)},
-        check=run_params_check("workflow", lambda name, params: workflow_params_problems(workflow=name, params=params)))
+        check=_RUN_PARAMS_CHECK)
 def workflow_start(context: ActionContext, *, workflow: str, params: dict | None) -> dict:
     """Start the latest version of ``workflow`` as a run of its own and return its id at once, without waiting
     for it (what a trigger, an incident response or a workflow agent task does)."""

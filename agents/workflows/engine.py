@@ -19,7 +19,7 @@ from typing import NamedTuple
 from celery import chain, group
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, Sum, When
+from django.db.models import Case, F, Min, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -553,7 +553,7 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
     cache_key = ""
     if step.cache is not None:
         try:
-            cache_key, hit = _cache_lookup(step=step, compiled=compiled, scope={
+            cache_key, hit = _cache_lookup(step=step, compiled=compiled, params=params, scope={
                 "params": run.params, "steps": {step: {"result": results.get(step)} for step in read}})
         except ExpressionError as error:
             return step_fail(row=row, task_id=task_id, error=str(error), compiled=compiled, retryable=False)
@@ -615,12 +615,16 @@ def _steps_latest(run_id: int, read: Iterable[str]) -> dict[str, tuple]:
         return {step: row for step, *row in cursor.fetchall()}
 
 
-def _cache_lookup(*, step, compiled: CompiledVersion, scope: dict) -> tuple[str, tuple | None]:
-    """The step's cache key (a hash of its team, action and ``cache.key`` value) and the newest succeeded
-    (result, run id) stored under it within ``cache.ttl_s``, or None."""
+def _cache_lookup(*, step, compiled: CompiledVersion, params, scope: dict) -> tuple[str, tuple | None]:
+    """The step's cache key and the newest succeeded (result, run id) stored under it within ``cache.ttl_s``, or
+    None. The key (``StepRun.cache_key``, 64 hex digits) is a SHA-256 of the team, the workflow's name, the step's
+    id, its action, its ``params`` as rendered for the run and the ``cache.key`` value: only the same step with the
+    same params reuses a result (not another step, nor another workflow's, keyed by the same value). A key of the
+    earlier form (team, action and value) hashes other text, so a result stored under it is never found."""
     value = templates.value_of(step.cache["key"], scope, where=f"step {step.id!r}: cache.key")
-    key = hashlib.sha256(json.dumps([compiled.team_id, step.action, value], sort_keys=True, default=str)
-                         .encode()).hexdigest()
+    key = hashlib.sha256(json.dumps(
+        {"team": compiled.team_id, "workflow": compiled.name, "step": step.id, "action": step.action,
+         "params": params, "key": value}, sort_keys=True, default=str).encode()).hexdigest()
     fresh = timezone.now() - timezone.timedelta(seconds=step.cache["ttl_s"])
     hit = (StepRun.objects.filter(cache_key=key, status=StepStatus.SUCCEEDED, finished_at__gte=fresh)
            .order_by("-finished_at", "-pk").values_list("result", "run_id").first())
@@ -898,7 +902,7 @@ def step_succeed(*, row: StepRun, task_id: str | None, result, compiled: Compile
     already encoded (``storable_json``), given instead of ``result``."""
     table = StepRun._meta.db_table
     sql = (f"UPDATE {table} SET status = %s, result = {_json_param()}, error = %s, finished_at = %s,"
-           " cache_key = %s, cached_from_id = %s"
+           " cache_key = %s, cached_from_id = %s, waiting_for = '', held = ''"
            " WHERE id = %s AND status = 'running'" + (" AND task_id = %s" if task_id is not None else ""))
     params = [str(status), storable_json(result) if result_json is None else result_json, note, timezone.now(),
               cache_key, cached_from, row.pk] + (
@@ -1097,7 +1101,7 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
         delay = step.retries.delay_s(retries_used, random.random())
         with transaction.atomic():
             if not transition(guard, [StepStatus.RUNNING], StepStatus.FAILED, error=error, finished_at=now,
-                              retry_delay_s=delay):
+                              retry_delay_s=delay, waiting_for="", held=""):
                 return StepOutcome(IGNORED)
             StepRun.objects.create(
                 run_id=row.run_id, step_id=row.step_id, attempt=row.attempt + 1, run_attempt=row.run_attempt
@@ -1117,7 +1121,8 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
         list(StepRun.objects.select_for_update(of=("self",))
              .filter(Q(pk=row.pk) | Q(moved, run_id=row.run_id, run_attempt=row.run_attempt)).order_by("pk")
              .values_list("pk", flat=True))
-        if not transition(guard, [StepStatus.RUNNING], StepStatus.FAILED, error=error, finished_at=now):
+        if not transition(guard, [StepStatus.RUNNING], StepStatus.FAILED, error=error, finished_at=now,
+                          waiting_for="", held=""):
             return StepOutcome(IGNORED)
         # Steps with a run_if run after failures too: never skipped here.
         pending = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt,
@@ -1138,7 +1143,7 @@ def step_fail(*, row: StepRun, task_id: str | None, error: str, compiled: Compil
         skipped_ids = set(pending.values_list("step_id", flat=True))
         skipped = StepRun.objects.filter(run_id=row.run_id, run_attempt=row.run_attempt, status=StepStatus.PENDING,
                                          step_id__in=skipped_ids).update(status=StepStatus.SKIPPED,
-                                                                         finished_at=now, error=why)
+                                                                         finished_at=now, error=why, held="")
         finished = _count_done(row.run_id, 1 + skipped + len(stopped_ids))
     # A cancelled wait frees its pool slot too; skipped steps never held one.
     return _steps_ended(row=row, compiled=compiled, ended={row.step_id} | skipped_ids | stopped_ids,
@@ -1190,7 +1195,7 @@ def _waits_stop(*, run_id: int, run_attempt: int, compiled: CompiledVersion, now
                    .values_list("pk", "step_id"))
     if waiting:
         transition(StepRun.objects.filter(pk__in=waiting), [StepStatus.RUNNING], StepStatus.CANCELLED,
-                   finished_at=now, error=why, waiting_for="")
+                   finished_at=now, error=why, waiting_for="", held="")
     return set(waiting.values())
 
 
@@ -1216,13 +1221,21 @@ def _count_done_returning(run_id: int, count: int) -> tuple[int, int]:
         return cursor.fetchone()
 
 
-def run_finalize(*, run_id: int) -> None:
-    """End a run whose steps are all finished: failed if a failing step failed, else succeeded."""
+def run_finalize(*, run_id: int, paused: bool = False) -> None:
+    """End a run whose steps are all finished: failed if a failing step failed, else succeeded. With ``paused``, a
+    paused run too (a cancel that found nothing left to do ends it as resuming it would)."""
     run = WorkflowRun.objects.select_related("version__definition").get(pk=run_id)
     status = RunStatus.FAILED if run.failed_step else RunStatus.SUCCEEDED
+    sources, fields = (RunStatus.PENDING, RunStatus.RUNNING), {"finished_at": timezone.now()}
+    if paused:
+        # A run paused as its first step was claimed never moved to running (``_ensure_running``): it started
+        # with that step, as a resume would record.
+        first_step = StepRun.objects.filter(run_id=run_id).order_by().values("run_id").annotate(
+            first=Min("started_at")).values("first")
+        sources += (RunStatus.PAUSED,)
+        fields.update(paused_by="", started_at=Coalesce("started_at", Subquery(first_step)))
     with transaction.atomic():
-        ended = transition(WorkflowRun.objects.filter(pk=run_id, attempt=run.attempt),
-                           (RunStatus.PENDING, RunStatus.RUNNING), status, finished_at=timezone.now())
+        ended = transition(WorkflowRun.objects.filter(pk=run_id, attempt=run.attempt), sources, status, **fields)
         if ended:
             event_publish(
                 EventType.WORKFLOW_SUCCEEDED if status == RunStatus.SUCCEEDED else EventType.WORKFLOW_FAILED,
@@ -1265,9 +1278,11 @@ def queued_runs_start(*, definition_id: int) -> list[int]:
             queued = queued[:max(room, 0)]
         for run_id, version_id, attempt in queued:
             # A re-run (attempt 2 on) goes straight to running, as one with room does: its steps' processes may
-            # have seen it run before, and move a run from pending once (``_ensure_running``).
-            status = RunStatus.PENDING if attempt == 1 else RunStatus.RUNNING
-            if transition(WorkflowRun.objects.filter(pk=run_id), [RunStatus.QUEUED], status):
+            # have seen it run before, and move a run from pending once (``_ensure_running``), so it is started
+            # here (a run cancelled while it waited queued never was; one that ran before keeps its first start).
+            status, start = ((RunStatus.PENDING, {}) if attempt == 1 else
+                             (RunStatus.RUNNING, {"started_at": Coalesce("started_at", Value(timezone.now()))}))
+            if transition(WorkflowRun.objects.filter(pk=run_id), [RunStatus.QUEUED], status, **start):
                 started.append(run_id)
                 transaction.on_commit(lambda run_id=run_id, version_id=version_id, attempt=attempt: launch(
                     run_id=run_id, run_attempt=attempt, version_id=version_id,

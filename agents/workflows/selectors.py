@@ -84,6 +84,7 @@ def run_steps(run: WorkflowRun) -> dict[str, dict]:
     for row in StepRun.objects.filter(run=run).order_by("attempt"):
         latest[row.step_id] = row
         attempts[row.step_id] = attempts.get(row.step_id, 0) + 1
+    unfinished = {step_id for step_id, row in latest.items() if row.status in (StepStatus.PENDING, StepStatus.RUNNING)}
     return {
         step_id: {
             "status": latest[step_id].status,
@@ -95,8 +96,9 @@ def run_steps(run: WorkflowRun) -> dict[str, dict]:
             "worker": latest[step_id].worker or None,
             "process_deaths": latest[step_id].process_deaths,
             "task_id": latest[step_id].task_id or None,
-            "waiting_for": latest[step_id].waiting_for or None,
-            "held": latest[step_id].held or None,
+            # (a step ended before its end cleared them, by an earlier release, neither waits nor is held)
+            "waiting_for": latest[step_id].waiting_for or None if step_id in unfinished else None,
+            "held": latest[step_id].held or None if step_id in unfinished else None,
             "deadline_missed_at": iso(latest[step_id].deadline_missed_at),
             "cached_from_run": latest[step_id].cached_from_id,
         }

@@ -7,11 +7,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from agents.core.actions import action_definitions, action_get
 from agents.core.audit import audit_record
 from agents.core.events import event_publish
 from agents.core.params import params_undeclared
 from agents.core.dispatch import task_send_on_commit, tasks_revoke
-from agents.core.teams import owned_get_or_create, same_team, team_acting
+from agents.core.teams import DEFINITION_MODELS, definition_team_problem, owned_get_or_create, same_team, team_acting
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
 from agents.exceptions import (
     BrokerUnavailableError,
@@ -39,9 +40,10 @@ from agents.models import (
     WorkflowRun,
     WorkflowSignal,
     WorkflowVersion,
+    default_team,
 )
 from agents.models.workflows import RUN_ACTIVE, RUN_FINISHED, STEP_FINISHED
-from agents.workflows import engine, schedules, waits
+from agents.workflows import engine, schedules, templates, waits
 from agents.workflows.spec import (
     LOGICAL_TIME_PARAM,
     SUBWORKFLOW_ACTIONS,
@@ -56,14 +58,91 @@ from agents.workflows.spec import (
 logger = logging.getLogger(__name__)
 
 
-def workflow_validate_text(*, text: str, source: str = "definition") -> WorkflowSpec:
+def workflow_validate_text(*, text: str, source: str = "definition", team: Team | None = None) -> WorkflowSpec:
     """Parse and validate a definition's text, and the workflows it starts against those stored; raise
-    ``WorkflowSpecError`` listing every problem."""
+    ``WorkflowSpecError`` listing every problem. What another team's definitions declare is not asked (loading
+    into ``team``, default the default team, or the workflow's own team: a load refuses naming another's)."""
     spec = workflow_spec_parse(workflow_spec_load_text(text, source=source), cron_problems=schedules.cron_problems)
-    errors = _subworkflow_problems(spec) + _pool_problems(spec)
+    owner = WorkflowDefinition.objects.filter(name=spec.name).values_list("team_id", flat=True).first()
+    team_id = owner if owner is not None else team.pk if team is not None else default_team()
+    errors = (_subworkflow_problems(spec) + _stored_problems(spec, team_id) + _pool_problems(spec)
+              + _pool_wait_problems(spec, team_id))
     if errors:
         raise WorkflowSpecError(errors)
     return spec
+
+
+def _stored_problems(spec: WorkflowSpec, team_id: int) -> list[str]:
+    """What the definitions a step's params name refuse of them, as running its action would (a run parameter its
+    sub-workflow or pipeline does not declare: ``Action.stored_problems``), naming the step and the parameter. Only
+    the literal params are asked: a top-level value holding a template is known when the run gets there (a mapping
+    holding one keeps its literal keys), and a step whose literal params do not fit its action is not asked, nor
+    about a definition of another team than ``team_id``."""
+    problems = []
+    for step in spec.steps.values():
+        action = action_get(step.action)
+        literal = {key: value for key, value in step.params.items()
+                   if not (isinstance(value, str) and templates.is_templated(value))}
+        if action is None or action.check is None or action.validate(literal):
+            continue
+        named = [(DEFINITION_MODELS[key], name) for key, name in action_definitions(action.name, literal).values()
+                 if key in DEFINITION_MODELS]
+        named += [(WorkflowDefinition, target) for _, target in subworkflow_targets([step])]
+        if any(definition_team_problem(model, name, team_id, what="it") for model, name in named):
+            continue  # refused by the load, naming the team; what it declares is its own team's to see
+        problems.extend(f"step {step.id!r}: params.{param}: {problem}"
+                        for param, problem in action.stored_problems(literal))
+    return problems
+
+
+def _pool_wait_problems(spec: WorkflowSpec, team_id: int) -> list[str]:
+    """A step that holds slots of a pool while it waits for its sub-workflow, whose step (or a step of a workflow
+    that one waits for, newest versions of team ``team_id``'s workflows) takes slots of the same pool, when the pool
+    has fewer slots than they need together: the child would wait forever for the slots its parent holds."""
+    slots_of: dict[str, int | None] = {}
+
+    def slots(pool: str) -> int | None:
+        if pool not in slots_of:
+            slots_of[pool] = Pool.objects.filter(name=pool).values_list("slots", flat=True).first()
+        return slots_of[pool]
+
+    problems = []
+    for step in spec.steps.values():
+        target = _waited_for(step.action, step.params)
+        if step.pool is None or target is None:
+            continue
+        pending, seen = [([target], {step.pool: step.pool_slots})], {spec.name, target}
+        while pending:
+            path, held = pending.pop()
+            version = (WorkflowVersion.objects.filter(definition__name=path[-1], definition__team_id=team_id)
+                       .order_by("-number").values_list("spec", flat=True).first())
+            for child in (version or {}).get("steps") or ():
+                pool, taken = child.get("pool"), child.get("pool_slots", 1)
+                if pool in held and slots(pool) is not None and held[pool] + taken > slots(pool):
+                    problems.append(
+                        f"step {step.id!r}: takes {_slots(held[pool])} of pool {pool!r} while it waits for workflow "
+                        f"{' -> '.join(map(repr, path))}, whose step {child.get('id')!r} takes {taken} more: the pool "
+                        f"has {slots(pool)}, fewer than the {held[pool] + taken} they need together, so the child "
+                        f"would wait forever for the slots its parent holds")
+                grandchild = _waited_for(child.get("action"), child.get("params") or {})
+                if grandchild is not None and grandchild not in seen:
+                    seen.add(grandchild)
+                    more = {pool: held.get(pool, 0) + taken} if pool else {}
+                    pending.append(([*path, grandchild], held | more))
+    return problems
+
+
+def _waited_for(action: str | None, params: dict) -> str | None:
+    """The workflow a step runs and waits for (an action that finishes later, ``workflow.run``), named literally;
+    None for other steps."""
+    key = SUBWORKFLOW_ACTIONS.get(action)
+    found = action_get(action) if key else None
+    target = params.get(key) if found is not None and found.deferred else None
+    return target if isinstance(target, str) and not templates.is_templated(target) else None
+
+
+def _slots(count: int) -> str:
+    return f"{count} slot" + ("" if count == 1 else "s")
 
 
 def _subworkflow_problems(spec: WorkflowSpec) -> list[str]:
@@ -188,7 +267,7 @@ def _path_back_to(name: str, *, start: str) -> list[str]:
             target = (step.get("params") or {}).get(SUBWORKFLOW_ACTIONS.get(step.get("action"), ""))
             if target == name:
                 return [*path, name]
-            if isinstance(target, str) and target not in seen:
+            if isinstance(target, str) and not templates.is_templated(target) and target not in seen:
                 seen.add(target)
                 pending.append([*path, target])
     return []
@@ -205,7 +284,7 @@ def workflow_load(*, text: str, source: str = "definition", team: Team | None = 
 
     Returns the version and whether it was created.
     """
-    spec = workflow_validate_text(text=text, source=source)
+    spec = workflow_validate_text(text=text, source=source, team=team)
     content_hash = spec.content_hash()
     with transaction.atomic():
         definition, _ = owned_get_or_create(WorkflowDefinition, name=spec.name, team=team, what="workflow")
@@ -549,8 +628,9 @@ def _depth_check(parent_run_id: int, workflow: str) -> None:
 
 def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRun:
     """Cancel a run: queued steps never start, running steps are revoked; the run ends cancelled (``reason`` is
-    its error)."""
-    now = timezone.now()
+    its error). A run with nothing left to do (its last steps finished while it was paused) is not cancelled: it
+    ends as resuming it would (succeeded, or failed after a failing step), and the cancel is refused, as for any
+    finished run (``WorkflowRunStateError``, saying so)."""
     run_id = workflow_run_get(run_id=run_id).pk
     with transaction.atomic():
         # One at a time with a step of the run failing for good (which moves many steps as this does), before any row
@@ -566,31 +646,12 @@ def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRu
         if run.status in RUN_FINISHED:
             raise WorkflowRunStateError(f"run {run_id} has already {run.status}; only a queued, pending, running or "
                                         f"paused run can be cancelled")
-        active = StepRun.objects.filter(run=run, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
-        task_ids = [task_id for task_id in active.filter(status=StepStatus.RUNNING).values_list("task_id", flat=True)
-                    if task_id]
-        active.update(status=StepStatus.CANCELLED, finished_at=now, error=reason)
-        # A mapped step's items: those not sent never will be, and the running ones are revoked with the steps.
-        items = MapItem.objects.filter(run=run, status__in=(MapItemStatus.PENDING, MapItemStatus.QUEUED,
-                                                            MapItemStatus.RUNNING))
-        task_ids += [task_id for task_id in items.filter(status=MapItemStatus.RUNNING).values_list("task_id", flat=True)
-                     if task_id]
-        items.update(status=MapItemStatus.CANCELLED, finished_at=now, error=reason)
-        WorkflowRun.objects.filter(pk=run.pk, status=run.status).update(
-            status=RunStatus.CANCELLED, finished_at=now, error=reason, steps_done=run.steps_total, paused_by=""
-        )
-        children = list(run.child_runs.exclude(status__in=RUN_FINISHED).values_list("pk", flat=True))
-        audit_record("workflow_run.cancel", "workflow_run", run.pk, f"cancelled run #{run.pk}", status_was=run.status)
-        if task_ids:
-            transaction.on_commit(lambda: tasks_revoke(task_ids, terminate=True, what=f"run #{run_id}"))
-        if run.parent_run_id:
-            # A parent step waiting on this run learns it ended (and fails, or retries, accordingly).
-            transaction.on_commit(lambda: engine.parent_step_complete(child_run_id=run_id))
-        # Its steps' pool slots are free, and it no longer counts towards max_active_runs.
-        transaction.on_commit(engine.holds_release)
-        transaction.on_commit(lambda: engine.queued_runs_start(definition_id=run.version.definition_id))
-        if run.backfill_id:  # its place in the backfill is free: the next pending slot starts
-            task_send_on_commit(engine.BACKFILL_CONTINUE_TASK, run.backfill_id, trace_id=run.trace_id or None)
+        # Every step finished: cancelling would call a run whose steps all succeeded cancelled, and leave nothing for
+        # a re-run to do. It ends after this transaction as the engine ends a run (its event, the queued runs next).
+        nothing_left = run.steps_done >= run.steps_total
+        children = [] if nothing_left else _run_cancel_locked(run, reason=reason)
+    if nothing_left:
+        _run_end_instead_of_cancel(run_id, was=run.status)
     for child_id in children:
         try:
             workflow_run_cancel(run_id=child_id)
@@ -598,6 +659,49 @@ def workflow_run_cancel(*, run_id: int, reason: str = "cancelled") -> WorkflowRu
             pass  # finished meanwhile: nothing left to cancel
     run.refresh_from_db()
     return run
+
+
+def _run_cancel_locked(run: WorkflowRun, *, reason: str) -> list[int]:
+    """Cancel ``run`` (locked, with its open steps, in the caller's transaction): its open steps and map items end
+    cancelled, what runs is revoked on commit; return its unfinished child runs, to cancel next."""
+    now, run_id = timezone.now(), run.pk
+    active = StepRun.objects.filter(run=run, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
+    task_ids = [task_id for task_id in active.filter(status=StepStatus.RUNNING).values_list("task_id", flat=True)
+                if task_id]
+    # An ended step neither waits for a signal nor is held (for a pool, a limit or the pause) any more.
+    active.update(status=StepStatus.CANCELLED, finished_at=now, error=reason, waiting_for="", held="")
+    # A mapped step's items: those not sent never will be, and the running ones are revoked with the steps.
+    items = MapItem.objects.filter(run=run, status__in=(MapItemStatus.PENDING, MapItemStatus.QUEUED,
+                                                        MapItemStatus.RUNNING))
+    task_ids += [task_id for task_id in items.filter(status=MapItemStatus.RUNNING).values_list("task_id", flat=True)
+                 if task_id]
+    items.update(status=MapItemStatus.CANCELLED, finished_at=now, error=reason)
+    WorkflowRun.objects.filter(pk=run.pk, status=run.status).update(
+        status=RunStatus.CANCELLED, finished_at=now, error=reason, steps_done=run.steps_total, paused_by=""
+    )
+    children = list(run.child_runs.exclude(status__in=RUN_FINISHED).values_list("pk", flat=True))
+    audit_record("workflow_run.cancel", "workflow_run", run.pk, f"cancelled run #{run.pk}", status_was=run.status)
+    if task_ids:
+        transaction.on_commit(lambda: tasks_revoke(task_ids, terminate=True, what=f"run #{run_id}"))
+    if run.parent_run_id:
+        # A parent step waiting on this run learns it ended (and fails, or retries, accordingly).
+        transaction.on_commit(lambda: engine.parent_step_complete(child_run_id=run_id))
+    # Its steps' pool slots are free, and it no longer counts towards max_active_runs.
+    transaction.on_commit(engine.holds_release)
+    transaction.on_commit(lambda: engine.queued_runs_start(definition_id=run.version.definition_id))
+    if run.backfill_id:  # its place in the backfill is free: the next pending slot starts
+        task_send_on_commit(engine.BACKFILL_CONTINUE_TASK, run.backfill_id, trace_id=run.trace_id or None)
+    return children
+
+
+def _run_end_instead_of_cancel(run_id: int, *, was: str) -> None:
+    """End run ``run_id``, whose steps have all finished, as the engine would have (``engine.run_finalize``, a
+    paused run too), and refuse the cancel that found it so, saying how it ended."""
+    engine.run_finalize(run_id=run_id, paused=True)
+    run = workflow_run_get(run_id=run_id)
+    outcome = "succeeded" if run.status == RunStatus.SUCCEEDED else "finished"
+    raise WorkflowRunStateError(f"run {run_id} has already {run.status}: its steps had all {outcome} while it was "
+                                f"{was}, so nothing was left to cancel")
 
 
 def workflow_run_pause(*, run_id: int, by: str = "") -> WorkflowRun:
@@ -666,6 +770,9 @@ def workflow_run_retry(*, run_id: int) -> WorkflowRun:
                                      engine.compiled_version(run.version_id).spec.max_active_runs)
         WorkflowRun.objects.filter(pk=run.pk).update(
             status=RunStatus.QUEUED if queued else RunStatus.RUNNING, queued_at=timezone.now() if queued else None,
+            # Running at once, it has started (a run cancelled while it waited queued had not; one that ran before
+            # keeps its first start); queued, it starts when its turn comes (``engine.queued_runs_start``).
+            started_at=run.started_at or (None if queued else timezone.now()),
             attempt=attempt,
             steps_done=run.steps_total - len(rerun), failed_step="", error="", finished_at=None,
         )

@@ -330,14 +330,28 @@ def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
             continue
         upstream = dag.ancestors(graph, step.id)
         for where, text in found:
-            items = step.map is not None and not where.endswith(("map.over", "cache.key"))  # item params: item, index
+            # Only the params are evaluated per item; over, the cache key and the condition once for the step.
+            items = step.map is not None and not where.endswith(("map.over", "cache.key", ": when"))
             wrong, read = templates.expression_problems(text, where, params=declared, item=items)
+            if step.map is not None and where.endswith(": when"):
+                wrong = _when_of_map_problems(text, where, declared, wrong)
             problems.extend(wrong)
             problems.extend(f"{where}: reads steps.{other}, which is not upstream of {step.id!r} (add it to needs, "
                             f"directly or through another step)" if other in steps else
                             f"{where}: reads steps.{other}, which is not a step of this workflow"
                             for other in sorted(read - upstream))
     return problems
+
+
+def _when_of_map_problems(text: str, where: str, declared: set[str], wrong: list[str]) -> list[str]:
+    """A mapped step's ``when`` (``wrong``: its problems read without an item): reading ``item`` or ``index`` is
+    refused saying why (the engine decides it once, before any item, where both read as nothing)."""
+    with_items, _ = templates.expression_problems(text, where, params=declared, item=True)
+    if wrong == with_items:
+        return wrong
+    return with_items + [f"{where}: a mapped step's when is decided once for the whole step, before its items, and "
+                         f"cannot read item or index (there is no condition per item: give map.over only the items "
+                         f"to run)"]
 
 
 def step_references(step: StepSpec) -> frozenset[str]:
@@ -393,11 +407,12 @@ SUBWORKFLOW_ACTIONS = {"workflow.run": "workflow", "workflow.start": "workflow"}
 
 
 def subworkflow_targets(steps) -> list[tuple[str, str]]:
-    """(step id, workflow name) for each step that starts another workflow by a literal name."""
+    """(step id, workflow name) for each step that starts another workflow by a literal name (a templated name is
+    known when the run gets there: the engine renders it, and the run it starts is checked then)."""
     targets = []
     for step in steps:
         key = SUBWORKFLOW_ACTIONS.get(step.action)
-        if key and isinstance(step.params.get(key), str):
+        if key and isinstance(step.params.get(key), str) and not templates.is_templated(step.params[key]):
             targets.append((step.id, step.params[key]))
     return targets
 
@@ -449,7 +464,8 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
     if timeout_s is not None and (
         isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S
     ):
-        errors.append(f"{where}: timeout_s must be a number of seconds above 0 and at most {MAX_TIMEOUT_S}, got {timeout_s!r}")
+        errors.append(f"{where}: timeout_s must be a number of seconds above 0 and at most {MAX_TIMEOUT_S}, "
+                      f"got {timeout_s!r}")
     on_failure = raw.get("on_failure", "fail")
     if on_failure not in ON_FAILURE:
         errors.append(f"{where}: on_failure must be 'fail' or 'continue', got {on_failure!r}")
@@ -471,6 +487,12 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
     cache = _parse_cache(raw.get("cache"), where, errors)
     if cache is not None and mapping is not None:
         errors.append(f"{where}: cache applies to a whole step, not to a mapped one")
+    if mapping is not None and action is not None and action.deferred:
+        # Each item must end in its own task with a result; a Deferred or Wait would start a child run or a wait that
+        # no item can take back (the item fails after its child started, and the child runs on all the same).
+        errors.append(f"{where}: map: a mapped step cannot run an action that finishes later or waits: "
+                      f"{action.name!r} (run it in a step of its own; workflow.start starts a run per item without "
+                      f"waiting for it)")
     if (pool is not None or concurrency is not None) and mapping is not None:
         errors.append(f"{where}: pool and concurrency limit whole steps; a mapped step limits its items with "
                       f"map.concurrency")
@@ -555,12 +577,14 @@ def _parse_retries(raw: Any, where: str, errors: list[str]) -> RetryPolicy:
     for key in ("backoff_s", "max_backoff_s"):
         value = values[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_BACKOFF_S:
-            errors.append(f"{where}: retries.{key} must be a number of seconds from 0 to {MAX_BACKOFF_S}, got {value!r}")
+            errors.append(f"{where}: retries.{key} must be a number of seconds from 0 to {MAX_BACKOFF_S}, "
+                          f"got {value!r}")
     if not isinstance(values["jitter"], bool):
         errors.append(f"{where}: retries.jitter must be true or false, got {values['jitter']!r}")
     try:
         if values["max_backoff_s"] < values["backoff_s"]:
-            errors.append(f"{where}: retries.max_backoff_s ({values['max_backoff_s']}) is below backoff_s ({values['backoff_s']})")
+            errors.append(f"{where}: retries.max_backoff_s ({values['max_backoff_s']}) is below backoff_s "
+                          f"({values['backoff_s']})")
         return RetryPolicy(
             max=int(values["max"]), backoff_s=float(values["backoff_s"]),
             max_backoff_s=float(values["max_backoff_s"]), jitter=bool(values["jitter"]),
@@ -584,4 +608,5 @@ def _has_non_finite(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}.get(type(value), type(value).__name__)
+    kinds = {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}
+    return kinds.get(type(value), type(value).__name__)
