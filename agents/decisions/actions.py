@@ -6,13 +6,31 @@ from agents.core.checks import ProbeResult, check_function
 from agents.core.params import Param
 from agents.core.teams import definition_team_problem, team_acting
 from agents.decisions.services import decide, dmn_decision_check, models_unusable
-from agents.exceptions import AgentsError, PermanentActionError, TeamError
+from agents.exceptions import AgentsError, DecisionError, PermanentActionError, RuleSetNotFoundError, TeamError
 from agents.models import RuleSet
+
+
+def _stored_problems(params: dict) -> list[tuple[str, str]]:
+    """What the rule set ``params`` name (its active version) says of the ``decision`` they give: a DMN model needs
+    one of its decisions named, any other rule set none; work that could only fail is refused when stored. A
+    decision given but not known yet (None: a trigger's '$.' path) and a rule set without an active version are
+    left to the run."""
+    ruleset, decision = params.get("ruleset"), params.get("decision")
+    if not isinstance(ruleset, str) or ("decision" in params and decision is None):
+        return []
+    try:
+        dmn_decision_check(ruleset=ruleset, decision=decision)
+    except RuleSetNotFoundError:
+        return []
+    except DecisionError as error:
+        return [("decision", str(error))]
+    return []
 
 
 @action("decision.evaluate",
         params={"ruleset": Param("string", required=True), "context": Param("object", default=None),
-                "decision": Param("string", default=None)})
+                "decision": Param("string", default=None)},
+        check=_stored_problems)
 def decision_evaluate(step: ActionContext, *, ruleset: str, context: dict | None, decision: str | None = None) -> dict:
     """Decide with the active version of ``ruleset`` on the step's ``context`` param, or else on the
     run's params merged with the step's inputs. For a DMN model, ``decision`` names the decision to evaluate.
