@@ -7,9 +7,10 @@ import pytest
 
 from agents.api.groups import OPERATORS
 from agents.decisions.services import rules_load
-from agents.exceptions import AgentTaskError, MessageError, WorkflowSpecError
-from agents.models import AgentMessage, AgentTask, WorkflowDefinition
-from agents.orchestration import messages
+from agents.exceptions import AgentTaskError, CheckSpecError, MessageError, TriggerError, WorkflowSpecError
+from agents.models import AgentMessage, AgentTask, ResponseRule, Trigger, WorkflowDefinition
+from agents.monitoring import services as monitoring
+from agents.orchestration import events, messages
 from agents.orchestration.agent_tasks import task_submit
 from agents.workflows.services import workflow_load
 from tests.api.conftest import _user, client_for
@@ -62,3 +63,17 @@ def test_a_decision_request_message_and_a_workflow_step_that_could_only_fail_are
                                                "params": {"ruleset": "shop-dmn", "decision": "Size"}})
     assert AgentTask.objects.count() == 1 and not AgentMessage.objects.exists()
     assert not WorkflowDefinition.objects.exists()
+
+
+def test_a_trigger_and_a_response_rule_that_could_only_fail_are_refused_at_load(rule_sets):
+    with pytest.raises(TriggerError) as trigger:
+        events.triggers_load(text=json.dumps([{"name": "size-orders", "event": "order.received", "action": "task",
+                                               "target": "decision",
+                                               "params": {"ruleset": "shop-dmn", "context": "$.payload"}}]))
+    with pytest.raises(CheckSpecError) as response:
+        monitoring.definitions_load(text=json.dumps({"responses": [{
+            "name": "size-alerts", "action": "decision.evaluate", "params": {"ruleset": "shop-dmn"}}]}))
+
+    assert trigger.value.errors == [f"trigger 'size-orders': config.decision: {NAME_IT}"]
+    assert NAME_IT in str(response.value)
+    assert not Trigger.objects.exists() and not ResponseRule.objects.exists()
