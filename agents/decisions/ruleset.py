@@ -12,12 +12,15 @@ from functools import cached_property
 from typing import Any
 
 from agents.core.definitions import NAME_RULE, is_name
+from agents.core.params import json_type
 from agents.exceptions import DecisionError, ExpressionError, JsonLogicError, RuleSetError
 from agents.expressions import compiler as expressions
 from agents.expressions import jsonlogic
 
 HIT_POLICIES = ("first", "priority", "unique", "any", "collect", "rule_order")
 AGGREGATIONS = ("sum", "min", "max", "count")
+#: The aggregations that take numbers only (``count`` counts any decision).
+NUMERIC_AGGREGATIONS = ("sum", "min", "max")
 TOP_LEVEL_KEYS = {"name", "description", "hit_policy", "aggregation", "default", "rules", "model", "mask"}
 RULE_KEYS = {"id", "condition", "jsonlogic", "decision", "priority", "confidence", "active", "description"}
 MAX_RULES = 5000
@@ -364,15 +367,30 @@ def hit_policy_apply(ruleset: RuleSet, matched: list[Rule], trace: tuple[dict, .
                    reasoning=f"rules {ids} matched; all their decisions in rule order (hit policy {policy})")
 
 
+def ruleset_load_problems(ruleset: RuleSet) -> list[str]:
+    """What makes a valid rule set fail whenever a rule matches, refused when a version is loaded (a version stored
+    before is still compiled and evaluated, failing as it did): under ``collect`` with a numeric aggregation, an
+    active rule deciding something that is not a number (``_aggregate``; an inactive rule is never evaluated)."""
+    if ruleset.hit_policy != "collect" or ruleset.aggregation not in NUMERIC_AGGREGATIONS:
+        return []
+    return [f"rule {rule.id!r}: decision must be a number for aggregation {ruleset.aggregation}, got "
+            f"{json_type(rule.decision)}" for rule in ruleset.rules if rule.active and not _is_number(rule.decision)]
+
+
 def _aggregate(aggregation: str, decisions: list, ids: str):
     if aggregation == "count":
         return len(decisions)
-    if not all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in decisions):
+    if not all(_is_number(d) for d in decisions):
         raise DecisionError(f"rules {ids} matched, but {aggregation} needs numeric decisions, got {decisions!r}")
     if aggregation == "sum":
         return _decimal_sum(decisions)
     operations: dict[str, Callable] = {"min": min, "max": max}
     return operations[aggregation](decisions)
+
+
+def _is_number(value: Any) -> bool:
+    """Whether a decision is a number an aggregation takes (a boolean is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _decimal_sum(numbers: list) -> int | float:

@@ -28,7 +28,9 @@ from agents.decisions.cache import DIGESTED, decision_cache
 from agents.expressions.compiler import extract_fields, field_absent
 from agents.core.definitions import (DefinitionTextError, definition_load_text, definition_read_file,
                                      refuse_json_constant)
-from agents.decisions.ruleset import Outcome, Rule, RuleSet, ruleset_evaluate, ruleset_parse
+from agents.decisions.ruleset import (
+    Outcome, Rule, RuleSet, ruleset_evaluate, ruleset_load_problems, ruleset_parse,
+)
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
 from agents.core.tracing import trace_id_ensure
 from agents.core.events import event_publish
@@ -81,12 +83,16 @@ SHADOW_OR_ACTIVATE = ("shadow: choose either activate or shadow: a shadow versio
 
 
 def rules_validate_text(*, text: str, source: str = "rule set") -> RuleSet:
-    """Parse and validate a rule set's text; raise ``RuleSetError`` listing every problem."""
+    """Parse and validate a rule set's text (as a new version is: ``ruleset_load_problems`` too); raise
+    ``RuleSetError`` listing every problem."""
     try:
         data = definition_load_text(text, source=source)
     except DefinitionTextError as error:
         raise RuleSetError([str(error)]) from None
-    return ruleset_parse(data)
+    ruleset = ruleset_parse(data)
+    if problems := ruleset_load_problems(ruleset):
+        raise RuleSetError(problems)
+    return ruleset
 
 
 def rules_load(*, text: str, source: str = "rule set", activate: bool = False,

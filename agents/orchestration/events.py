@@ -23,6 +23,7 @@ from agents.models import (
     Event,
     EventType,
     FiringStatus,
+    MessageType,
     Team,
     Trigger,
     TriggerAction,
@@ -31,7 +32,7 @@ from agents.models import (
 )
 from agents.orchestration.agent_tasks import task_config_validate, task_definitions, task_params_problems, task_submit
 from agents.orchestration.event_types import event_type_declare, event_type_name_problem
-from agents.orchestration.messages import message_send, recipient_problem
+from agents.orchestration.messages import message_send, recipient_problem, request_action
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +97,34 @@ def trigger_validate(item: Any, where: str) -> list[str]:
             placeholder["params"] = {key: FROM_EVENT if _from_event(value) else value
                                      for key, value in placeholder["params"].items()}
         errors.extend(f"{where}: {problem}" for problem in task_config_validate(target, placeholder))
-    elif action == TriggerAction.MESSAGE and (problem := recipient_problem(target)):
-        errors.append(f"{where}.{problem}")
+    elif action == TriggerAction.MESSAGE:
+        errors.extend(f"{where}.{problem}" for problem in _message_problems(target, params))
     if not isinstance(item.get("enabled", True), bool):
         errors.append(f"{where}.enabled: must be true or false")
     return errors
+
+
+def _message_problems(target: str, params: dict) -> list[str]:
+    """What sending the message a trigger builds as it fires (``_fire``: its params but ``message_type`` are the
+    payload) would refuse every time, each naming the field of the trigger: its recipient, a message type the hub does
+    not know, a task_request's action that could never run (``request_action``). A '$.' value is the event's, checked
+    as it fires."""
+    problems = [problem] if (problem := recipient_problem(target)) else []
+    message_type = params.get("message_type", MessageType.EVENT_NOTIFICATION)
+    if _from_event(message_type):
+        return problems
+    if message_type not in MessageType.values:
+        return problems + [f"params.message_type: {message_type!r} is not one of {', '.join(MessageType.values)}"]
+    payload = {key: value for key, value in params.items() if key != "message_type"}
+    if message_type != MessageType.TASK_REQUEST or _from_event(payload.get("action")):
+        return problems
+    given = payload.get("params")
+    if _from_event(given):  # what the action is given is the event's: only its name is checked
+        payload.pop("params")
+    elif isinstance(given, dict):  # a parameter's value taken from the event fits any type; its name is checked
+        payload["params"] = {key: FROM_EVENT if _from_event(value) else value for key, value in given.items()}
+    return problems + [f"params.{problem}" for problem in request_action(payload)[1]
+                       if not (_from_event(given) and problem.startswith("params:"))]
 
 
 def triggers_load(*, text: str, source: str = "triggers", team: Team | None = None) -> dict[str, int]:
