@@ -536,12 +536,11 @@ AGENTS_METRICS_BASIC_AUTH = env.bool("AGENTS_METRICS_BASIC_AUTH", default=False)
 AGENTS_METRICS_WINDOW_S = env.float("AGENTS_METRICS_WINDOW_S", default=3600.0)
 #: Directories a ``plugin`` check's command must be in (after following links); Debian's monitoring-plugins by default.
 AGENTS_MONITOR_PLUGIN_DIRS = env.list("AGENTS_MONITOR_PLUGIN_DIRS", default=["/usr/lib/nagios/plugins"])
-#: The plugins (file names) a ``plugin`` check may run: by default those that measure this host, or one host named by
-#: -H that must be on AGENTS_MONITOR_ALLOWED_HOSTS. Another one listed runs with whatever arguments a check gives it
-#: (check_http, check_dns: not read for hosts). negate, urlize and check_by_ssh run other programs: never run.
+#: The plugins (file names) a ``plugin`` check may run: by default a few that measure this host only. One listed here
+#: runs with whatever arguments a check gives it: a network plugin (check_tcp, check_http) reaches any host they name,
+#: AGENTS_MONITOR_ALLOWED_HOSTS does not apply. negate, urlize and check_by_ssh run other programs: never run.
 AGENTS_MONITOR_PLUGINS = env.list("AGENTS_MONITOR_PLUGINS", default=[
-    "check_disk", "check_load", "check_procs", "check_swap", "check_users", "check_dummy",
-    "check_tcp", "check_udp", "check_ssh", "check_ping", "check_smtp", "check_ntp_time"])
+    "check_disk", "check_load", "check_swap", "check_users", "check_dummy"])
 #: The watchdog in beat raises its alert when no check result has been recorded for this many intervals of the
 #: most frequent enabled check, or when no monitoring agent is online.
 AGENTS_MONITOR_STALE_INTERVALS = env.float("AGENTS_MONITOR_STALE_INTERVALS", default=3.0)

@@ -2,6 +2,7 @@
 badges, JSON blocks, trace links, correlated counts, read-only rows, actions that call a service per row, forms
 validated like a definitions file."""
 import json
+import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, ClassVar
@@ -22,6 +23,8 @@ from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.teams import TEAM_PATHS, team_for_new, team_scoped, teams_of
 from agents.exceptions import AgentsError, TeamError
 from agents.models import Team
+
+logger = logging.getLogger(__name__)
 
 
 def value_text(value: float | None, unit: str = "") -> str | None:
@@ -194,6 +197,9 @@ class SafeFilterChangeList(ChangeList):
         except (DataError, ValueError, OverflowError) as error:
             if not self.get_filters_params():
                 raise  # no lookup typed: the list's own failure
+            # Logged: a list failing with a filter chosen from its sidebar would otherwise only come back unfiltered.
+            logger.warning("admin list %s with %s redirected as a bad filter: %s", request.path,
+                           sorted(self.get_filters_params()), error)
             raise IncorrectLookupParameters(error) from error
 
 

@@ -139,7 +139,8 @@ def _address_checked(host: str, port: int, setting: str, allowed: list[str], nam
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
             inner = _embedded_ipv4(ip)
-            if (not ip.is_global or (inner is not None and not inner.is_global)) and not _in_named_network(ip, allowed):
+            named_network = _in_named_network(ip, allowed) or (inner is not None and _in_named_network(inner, allowed))
+            if (not ip.is_global or (inner is not None and not inner.is_global)) and not named_network:
                 raise OutboundRequestError(
                     f"{shown}: refused: host {host!r} resolves to {address}, a loopback, private or link-local "
                     f"address that {setting} does not name")
@@ -149,9 +150,11 @@ def _address_checked(host: str, port: int, setting: str, allowed: list[str], nam
 
 
 #: IPv6 networks whose addresses carry an IPv4 address a gateway or tunnel reaches (NAT64, its local-use prefix,
-#: 6to4, the old IPv4-compatible form): Python calls them global whatever the IPv4 address inside is.
+#: 6to4, the old IPv4-compatible and the IPv4-translated forms): Python calls them global whatever the IPv4 address
+#: inside is. Each is checked by that IPv4 address, and admitted by a network of the allow-list holding it.
 _CARRYING_IPV4 = {ipaddress.ip_network("64:ff9b::/96"): 0, ipaddress.ip_network("64:ff9b:1::/48"): 0,
-                  ipaddress.ip_network("::/96"): 0, ipaddress.ip_network("2002::/16"): 80}
+                  ipaddress.ip_network("::/96"): 0, ipaddress.ip_network("::ffff:0:0:0/96"): 0,
+                  ipaddress.ip_network("2002::/16"): 80}
 
 
 def _embedded_ipv4(ip) -> ipaddress.IPv4Address | None:

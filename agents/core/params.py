@@ -48,8 +48,9 @@ class Param:
 
 
 class _FromEvent:
-    """The value of a trigger's parameter given as a '$.' path: unknown until the event fills it in as the trigger
-    fires, so it fits every parameter when the trigger is loaded (its name is checked; its value when it fires)."""
+    """A value known only later: a trigger's parameter given as a '$.' path, filled in from the event as it fires,
+    or a step's parameter given as a template, rendered when the run gets there. It fits every parameter when the
+    definition is loaded (its name is checked; its value then)."""
 
     __slots__ = ()
 

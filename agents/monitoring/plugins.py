@@ -165,13 +165,6 @@ def plugin_command_resolve(command: object, directories: Iterable[str]) -> tuple
 #: Plugins that run another program their arguments name (``negate /bin/sh -c ...``, ``urlize``, ``check_by_ssh -o
 #: ProxyCommand=...``): never run, whatever the settings list, as no user's text may become a command.
 COMMAND_RUNNERS = frozenset({"negate", "urlize", "check_by_ssh"})
-#: Plugins whose arguments name the host they reach, and the options naming it: that host must be on the monitoring
-#: allow-list, as an ``http`` or ``tcp`` check's is. Arguments are read as getopt reads them (``-H db``, ``-Hdb``,
-#: ``--hostname=db``, ``--hostname db``).
-HOST_OPTIONS = {name: ("-H", "--hostname") for name in (
-    "check_tcp", "check_udp", "check_ssh", "check_ping", "check_smtp", "check_ntp_time")}
-
-
 def plugin_program_problem(command: str, real: str, allowed: Iterable[str]) -> str | None:
     """Why the plugin ``command`` (resolved to the file ``real``) may not run, or None: it runs other programs, or is
     not among the ``allowed`` names (AGENTS_MONITOR_PLUGINS)."""
@@ -186,31 +179,6 @@ def plugin_program_problem(command: str, real: str, allowed: Iterable[str]) -> s
     return None
 
 
-def plugin_hosts(command: str, args: list[str]) -> tuple[list[str] | None, str | None]:
-    """The hosts ``args`` name for the plugin ``command`` (``HOST_OPTIONS``; ``-H a,b`` names two), or why they cannot
-    be read so: none given, or given as getopt could also read otherwise (``-vH db``, an abbreviated ``--host``).
-    (None, None) for a plugin whose arguments are not read for hosts."""
-    if os.path.basename(command) not in HOST_OPTIONS:
-        return None, None
-    hosts: list[str] = []
-    taking = False
-    for arg in args:
-        if taking:
-            hosts += arg.split(",")
-            taking = False
-        elif arg in ("-H", "--hostname"):
-            taking = True
-        elif arg.startswith("--hostname="):
-            hosts += arg.partition("=")[2].split(",")
-        elif arg.startswith("-H"):
-            hosts += arg[2:].split(",")
-        elif arg.startswith("--h") or (not arg.startswith("--") and arg.startswith("-") and "H" in arg):
-            return None, f"{arg!r}: give the host as -H HOST or --hostname=HOST (it must be on the allow-list)"
-    if taking or not hosts or not all(hosts):
-        return None, "names no host: give it as -H HOST (it must be on the allow-list)"
-    return hosts, None
-
-
 def plugin_args_problem(args: object) -> str | None:
     """Why ``args`` cannot be a plugin's arguments (a list of at most MAX_ARGS strings), or None."""
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
@@ -219,6 +187,8 @@ def plugin_args_problem(args: object) -> str | None:
         return f"must hold at most {MAX_ARGS} arguments, got {len(args)}"
     if any("\x00" in arg for arg in args):
         return "may not contain a NUL character"
+    if read := next((arg for arg in args if arg.startswith("--extra-opts")), None):
+        return f"may not read options from a file ({read!r})"
     return None
 
 

@@ -317,7 +317,9 @@ def _plugin(params: dict, state: dict) -> ProbeResult:
     command, args, timeout_s = params["command"], params["args"], params.get("timeout_s") or PLUGIN_TIMEOUT_S
     target = shlex.join([command, *args])[:500]
     path, problem = plugins.plugin_command_resolve(command, getattr(settings, PLUGIN_DIRS_SETTING))
-    refusal = f"parameter 'command': {problem}" if problem else _plugin_refusal(command, args, path, timeout_s)
+    if not problem:  # the settings may have narrowed since it was loaded
+        problem = plugins.plugin_program_problem(command, path, getattr(settings, PLUGINS_SETTING))
+    refusal = f"parameter 'command': {problem}" if problem else None
     if refusal:
         return ProbeResult(value=None, unit="", ok=False, unknown=True, target=target,
                            message=f"plugin not run: {refusal}")
@@ -421,28 +423,7 @@ def _plugin_problems(params: dict) -> list[str]:
             problems.append(f"parameter 'command': {problem}")
     if problem := plugins.plugin_args_problem(params.get("args", [])):
         problems.append(f"parameter 'args' {problem}")
-    elif "command" in params and isinstance(params["command"], str):
-        hosts, problem = plugins.plugin_hosts(params["command"], params.get("args", []))
-        problems += [f"parameter 'args': {refusal}" for refusal in
-                     ([problem] if problem else [_host_allowed(host) for host in hosts or ()]) if refusal]
     return problems
-
-
-def _plugin_refusal(command: str, args: list[str], path: str, timeout_s: float) -> str | None:
-    """Why the plugin may not run now, on the worker (the settings may have narrowed since it was loaded): a
-    program that is not allowed, or a host its arguments name that the allow-list, or the addresses it resolves
-    to, refuse."""
-    if problem := plugins.plugin_program_problem(command, path, getattr(settings, PLUGINS_SETTING)):
-        return f"parameter 'command': {problem}"
-    hosts, problem = plugins.plugin_hosts(command, args)
-    if problem:
-        return f"parameter 'args': {problem}"
-    for host in hosts or ():
-        try:
-            host_address(host, 0, ALLOWED_HOSTS_SETTING, timeout_s=timeout_s)
-        except OutboundRequestError as error:  # a failed look-up too (HostLookupError)
-            return f"parameter 'args': {error}"
-    return None
 
 
 def _no_problems(params: dict) -> list[str]:

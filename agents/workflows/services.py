@@ -10,7 +10,7 @@ from django.utils import timezone
 from agents.core.actions import action_definitions, action_get
 from agents.core.audit import audit_record
 from agents.core.events import event_publish
-from agents.core.params import params_undeclared
+from agents.core.params import FROM_EVENT, params_undeclared
 from agents.core.dispatch import task_send_on_commit, tasks_revoke
 from agents.core.teams import DEFINITION_MODELS, definition_team_problem, owned_get_or_create, same_team, team_acting
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
@@ -81,17 +81,20 @@ def _stored_problems(spec: WorkflowSpec, team_id: int) -> list[str]:
     problems = []
     for step in spec.steps.values():
         action = action_get(step.action)
-        literal = {key: value for key, value in step.params.items()
-                   if not (isinstance(value, str) and templates.is_templated(value))}
-        if action is None or action.check is None or action.validate(literal):
+        templated = [key for key, value in step.params.items()
+                     if isinstance(value, str) and templates.is_templated(value)]
+        literal = {key: value for key, value in step.params.items() if key not in templated}
+        if action is None or action.check is None or action.validate({**literal, **dict.fromkeys(templated,
+                                                                                                FROM_EVENT)}):
             continue
         named = [(DEFINITION_MODELS[key], name) for key, name in action_definitions(action.name, literal).values()
                  if key in DEFINITION_MODELS]
         named += [(WorkflowDefinition, target) for _, target in subworkflow_targets([step])]
         if any(definition_team_problem(model, name, team_id, what="it") for model, name in named):
             continue  # refused by the load, naming the team; what it declares is its own team's to see
+        # A templated value is given, its value None: known when the run gets there (as a trigger's '$.' path).
         problems.extend(f"step {step.id!r}: params.{param}: {problem}"
-                        for param, problem in action.stored_problems(literal))
+                        for param, problem in action.stored_problems({**literal, **dict.fromkeys(templated)}))
     return problems
 
 

@@ -164,7 +164,9 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
     """Validate plain data as a workflow definition; raise ``WorkflowSpecError`` with every problem.
 
     ``cron_problems(cron, timezone) -> [problem, ...]`` checks a schedule's cron expression and time zone (the
-    caller's: this module stays pure); without it only their shape is checked (a stored, validated spec)."""
+    caller's: this module stays pure); without it only their shape is checked (a stored, validated spec). Given, the
+    data is a new version being loaded: what only a new version is refused for (``_map_load_problems``) is checked
+    too; a version stored before is compiled and runs as it did."""
     errors: list[str] = []
     if not isinstance(data, dict):
         raise WorkflowSpecError([f"a workflow definition must be a mapping with name and steps, got {_kind(data)}"])
@@ -218,6 +220,8 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
         errors.append(f"cycle between steps: {' -> '.join(cycle)}")
     if len(errors) == graph_problems:  # on a sound graph: what each template and condition reads
         errors.extend(_expression_problems(steps, params))
+    if cron_problems is not None:  # a new version, loaded: not one stored before, compiled to run
+        errors.extend(_map_load_problems(steps, params))
     errors.extend(_wait_problems(steps))
     for step_id, target in subworkflow_targets(steps.values()):
         if target == name:
@@ -330,11 +334,8 @@ def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
             continue
         upstream = dag.ancestors(graph, step.id)
         for where, text in found:
-            # Only the params are evaluated per item; over, the cache key and the condition once for the step.
-            items = step.map is not None and not where.endswith(("map.over", "cache.key", ": when"))
+            items = step.map is not None and not where.endswith(("map.over", "cache.key"))  # item params: item, index
             wrong, read = templates.expression_problems(text, where, params=declared, item=items)
-            if step.map is not None and where.endswith(": when"):
-                wrong = _when_of_map_problems(text, where, declared, wrong)
             problems.extend(wrong)
             problems.extend(f"{where}: reads steps.{other}, which is not upstream of {step.id!r} (add it to needs, "
                             f"directly or through another step)" if other in steps else
@@ -343,15 +344,31 @@ def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
     return problems
 
 
-def _when_of_map_problems(text: str, where: str, declared: set[str], wrong: list[str]) -> list[str]:
-    """A mapped step's ``when`` (``wrong``: its problems read without an item): reading ``item`` or ``index`` is
-    refused saying why (the engine decides it once, before any item, where both read as nothing)."""
-    with_items, _ = templates.expression_problems(text, where, params=declared, item=True)
-    if wrong == with_items:
-        return wrong
-    return with_items + [f"{where}: a mapped step's when is decided once for the whole step, before its items, and "
-                         f"cannot read item or index (there is no condition per item: give map.over only the items "
-                         f"to run)"]
+def _map_load_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
+    """What a new version's mapped steps may not do, though a version stored before did it (it is still compiled
+    and run as it was): run an action that finishes later or waits (each item must end in its own task with a
+    result: a Deferred or Wait would start a child run or a wait no item takes back, and the child runs on all the
+    same), or read ``item`` or ``index`` in ``when`` (decided once for the whole step, before its items, where both
+    read as nothing)."""
+    declared = set(params) | {LOGICAL_TIME_PARAM}
+    problems = []
+    for step in steps.values():
+        if step.map is None:
+            continue
+        action = action_get(step.action)
+        if action is not None and action.deferred:
+            problems.append(f"step {step.id!r}: map: a mapped step cannot run an action that finishes later or "
+                            f"waits: {action.name!r} (run it in a step of its own; workflow.start starts a run per "
+                            f"item without waiting for it)")
+        if step.when is not None:
+            where = f"step {step.id!r}: when"
+            without, _ = templates.expression_problems(step.when, where, params=declared, item=False)
+            with_items, _ = templates.expression_problems(step.when, where, params=declared, item=True)
+            if without != with_items:
+                problems.append(f"{where}: a mapped step's when is decided once for the whole step, before its "
+                                f"items, and cannot read item or index (there is no condition per item: give "
+                                f"map.over only the items to run)")
+    return problems
 
 
 def step_references(step: StepSpec) -> frozenset[str]:
@@ -487,12 +504,6 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
     cache = _parse_cache(raw.get("cache"), where, errors)
     if cache is not None and mapping is not None:
         errors.append(f"{where}: cache applies to a whole step, not to a mapped one")
-    if mapping is not None and action is not None and action.deferred:
-        # Each item must end in its own task with a result; a Deferred or Wait would start a child run or a wait that
-        # no item can take back (the item fails after its child started, and the child runs on all the same).
-        errors.append(f"{where}: map: a mapped step cannot run an action that finishes later or waits: "
-                      f"{action.name!r} (run it in a step of its own; workflow.start starts a run per item without "
-                      f"waiting for it)")
     if (pool is not None or concurrency is not None) and mapping is not None:
         errors.append(f"{where}: pool and concurrency limit whole steps; a mapped step limits its items with "
                       f"map.concurrency")

@@ -416,7 +416,7 @@ def test_a_host_name_the_resolver_fails_for_now_is_tried_again_and_one_that_does
 
 
 @pytest.mark.parametrize("address", ["64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::a00:1", "::127.0.0.1",
-                                     "2002:7f00:1::", "2002:a9fe:a9fe::1"])
+                                     "2002:7f00:1::", "2002:a9fe:a9fe::1", "::ffff:0:7f00:1"])
 def test_an_ipv6_address_carrying_a_private_ipv4_one_is_refused_on_a_public_allow_list(settings, address):
     # NAT64, its local-use prefix, the old IPv4-compatible form and 6to4 carry an IPv4 address that a gateway or a
     # tunnel reaches: Python calls them global whatever it is (127.0.0.1, 169.254.169.254, 10.0.0.1 here)
@@ -430,3 +430,9 @@ def test_an_ipv6_address_carrying_a_public_ipv4_one_is_taken(settings):
     settings.AGENTS_HTTP_ALLOWED_HOSTS = ["*"]
 
     assert outbound_target("http://[64:ff9b::808:808]/", "AGENTS_HTTP_ALLOWED_HOSTS").address == "64:ff9b::808:808"
+
+
+def test_an_ipv6_address_carrying_an_ipv4_one_of_an_allowed_network_is_taken(settings):
+    settings.AGENTS_HTTP_ALLOWED_HOSTS = ["*", "10.0.0.0/8"]
+
+    assert outbound_target("http://[64:ff9b::a00:5]/", "AGENTS_HTTP_ALLOWED_HOSTS").address == "64:ff9b::a00:5"

@@ -2,6 +2,7 @@
 instead of failing at every run: a mapped step over an action that finishes later or waits, a mapped step's
 `when` reading `item`, a sub-workflow given run parameters it does not declare, and a sub-workflow step whose
 child takes slots of the same pool when the pool cannot hold both."""
+import json
 import textwrap
 
 import pytest
@@ -10,8 +11,9 @@ from django.core.management import CommandError, call_command
 from agents.api.groups import OPERATORS
 from agents.core.teams import team_create
 from agents.exceptions import TeamError, WorkflowSpecError
-from agents.models import Check, CheckType, Pool, RunStatus, WorkflowDefinition, WorkflowRun
-from agents.workflows import services
+from agents.decisions.services import rules_load
+from agents.models import Check, CheckType, Pool, RunStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
+from agents.workflows import engine, services
 from tests.api.conftest import _user, client_for
 
 from .conftest import finish, load
@@ -245,3 +247,35 @@ def test_a_grandchild_step_in_the_pool_its_grandparent_holds_is_refused():
     assert errors == ["step 'call': takes 1 slot of pool 'solo' while it waits for workflow 'middle' -> 'pchild', "
                       "whose step 'work' takes 2 more: the pool has 2, fewer than the 3 they need together, so the "
                       "child would wait forever for the slots its parent holds"]
+
+
+def test_a_version_stored_before_the_map_checks_still_compiles_and_runs_as_it_did():
+    # given a version stored before these load checks: a mapped step whose when reads item
+    definition = WorkflowDefinition.objects.create(name="older")
+    spec = {"name": "older", "params": {"xs": [1, 2]},
+            "steps": [{"id": "m", "action": "echo", "map": {"over": "params.xs"}, "when": "item > 1",
+                       "params": {"value": "${ item }"}}]}
+    version = WorkflowVersion.objects.create(definition=definition, number=1, spec=spec, content_hash="older-1")
+
+    # then it compiles (every run of it failed to start after the checks moved into parsing)
+    assert engine.compiled_version(version.pk).spec.steps["m"].when == "item > 1"
+    # while a new version with it is refused
+    with pytest.raises(WorkflowSpecError, match="cannot read item or index"):
+        services.workflow_load(text=json.dumps({**spec, "name": "newer"}))
+
+
+DMN_MODEL = ('<definitions xmlns="https://www.omg.org/spec/DMN/20230324/MODEL/" id="m" name="shop-dmn" namespace="t">'
+             '<decision id="d_size" name="Size"><literalExpression><text>"big"</text></literalExpression>'
+             '</decision></definitions>')
+
+
+def test_a_step_naming_its_dmn_decision_by_a_template_loads():
+    rules_load(text=DMN_MODEL, activate=True)
+
+    version, _ = services.workflow_load(text="""
+        name: sized
+        params: {which: Size}
+        steps: [{id: d, action: decision.evaluate, params: {ruleset: shop-dmn, decision: "${ params.which }"}}]
+        """)
+
+    assert version.definition.name == "sized"
