@@ -364,3 +364,12 @@ def audit_triggers_off():
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET session_replication_role = origin")
+
+
+@pytest.fixture
+def var_dir(settings, tmp_path, monkeypatch):
+    """A var directory of the test's own, and no admin credentials from the environment (``ensure_admin``)."""
+    settings.VAR_DIR = tmp_path
+    for name in ("AGENTS_ADMIN_USERNAME", "AGENTS_ADMIN_PASSWORD", "AGENTS_ADMIN_EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path

@@ -9,14 +9,6 @@ from django.core.management import call_command
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def var_dir(settings, tmp_path, monkeypatch):
-    settings.VAR_DIR = tmp_path
-    for name in ("AGENTS_ADMIN_USERNAME", "AGENTS_ADMIN_PASSWORD", "AGENTS_ADMIN_EMAIL"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
 def _ensure(*args) -> str:
     out = io.StringIO()
     call_command("ensure_admin", *args, stdout=out)

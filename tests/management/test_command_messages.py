@@ -27,14 +27,6 @@ def run(*args) -> str:
 # --- ensure_admin -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def var_dir(settings, tmp_path, monkeypatch):
-    settings.VAR_DIR = tmp_path
-    for name in ("AGENTS_ADMIN_USERNAME", "AGENTS_ADMIN_PASSWORD", "AGENTS_ADMIN_EMAIL"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
 @pytest.mark.parametrize("username, message", [
     ("", "AGENTS_ADMIN_USERNAME is set but empty"),
     ("bad name!/ü", r"AGENTS_ADMIN_USERNAME 'bad name!/ü': Enter a valid username"),
