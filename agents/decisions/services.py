@@ -1015,7 +1015,8 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
 
 def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision: str | None = None) -> dict:
     """Replay audited contexts against ``version`` and report what would change. A DMN version replays the
-    contexts audited for its decision ``decision`` (see ``_dmn_simulate``)."""
+    contexts audited for its decision ``decision`` (see ``_dmn_simulate``); a version of rules those audited by the
+    rule set's versions of rules, leaving out (and counting in its note) those the champion model answered."""
     target = RuleSetVersion.objects.select_related("ruleset").filter(ruleset__name=ruleset, number=version).first()
     if target is None:
         raise RuleSetNotFoundError(f"rule set {ruleset!r} has no version {version}")
@@ -1024,9 +1025,16 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision:
     if decision is not None:
         raise DecisionError(f"rule set {ruleset!r} v{version} is not a DMN model; simulate without a decision")
     rules = compiled_ruleset(target.pk)
-    changed, errors, matched_counts, total = [], [], {}, 0
-    decisions = Decision.objects.filter(ruleset__name=ruleset).order_by("-created_at")[:limit]
+    changed, errors, matched_counts, total, by_model = [], [], {}, 0, 0
+    # The decisions of the rule set's versions of rules (not a DMN model's, which answer its decisions), newest first.
+    models = [row.pk for row in RuleSetVersion.objects.filter(ruleset_id=target.ruleset_id).only("spec")
+              if row.spec.get("format") == "dmn"]
+    decisions = (Decision.objects.filter(ruleset_id=target.ruleset_id).exclude(version_id__in=models)
+                 .order_by("-created_at")[:limit])
     for decision in decisions.iterator():
+        if decision.engine == DecisionEngine.MODEL:  # the champion answered where no rule did: the rules alone cannot replay it
+            by_model += 1
+            continue
         total += 1
         try:
             outcome = ruleset_evaluate(rules, decision.context, explain=False)
@@ -1039,8 +1047,11 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision:
         if ml.label_of(new) != ml.label_of(decision.decision):
             changed.append({"decision_id": str(decision.decision_id), "was": decision.decision, "would_be": new,
                             "rule_ids": [rule.id for rule in outcome.matched]})
-    return _simulation_report(ruleset, version, total, changed, errors, matched_counts,
-                              "masked context keys replay as '***'")
+    note = "masked context keys replay as '***'"
+    if by_model:
+        note += (f"; {by_model} decision{'s' if by_model != 1 else ''} the champion model answered (no rule matched) "
+                 "left out: the model is not replayed")
+    return _simulation_report(ruleset, version, total, changed, errors, matched_counts, note)
 
 
 def _simulation_report(ruleset: str, version: int, total: int, changed: list, errors: list, matched_counts: dict,

@@ -347,3 +347,34 @@ def test_a_purge_can_keep_to_one_rule_set_and_names_an_unknown_one():
     with pytest.raises(RuleSetNotFoundError, match="no rule set named 'nowhere'"):
         services.decisions_purge(older_than=timedelta(days=365), ruleset="nowhere", now=later)
     assert services.decisions_purge(older_than=timedelta(days=365), ruleset="loans", now=later) == 1
+
+
+def test_simulation_leaves_out_what_the_champion_model_answered_and_says_so():
+    # given the active version's decisions: two by its rules, one the champion model answered where no rule matched
+    version = load(LOANS)
+    for score in (400, 720):
+        services.decide(ruleset="loans", context={"amount": 5000, "applicant": {"score": score}})
+    Decision.objects.create(ruleset=version.ruleset, version=version, context={"amount": 60000,
+                            "applicant": {"score": 800}}, decision="approve", confidence=0.8, engine="model",
+                            rule_ids=[], reasoning="model v1", trace_id="0" * 32, latency_ms=1.0)
+
+    # when the active version itself is replayed
+    report = services.rules_simulate(ruleset="loans", version=version.number)
+
+    # then nothing would change (the model's answer was reported as one that would become manual_review)
+    assert (report["replayed"], report["changed"]) == (2, 0)
+    assert "1 decision the champion model answered (no rule matched) left out" in report["note"]
+
+
+def test_simulation_of_a_version_of_rules_replays_no_decision_of_a_dmn_model():
+    # given a rule set whose first version was a DMN model, which decided, then a version of rules
+    services.rules_load(text=('<definitions xmlns="https://www.omg.org/spec/DMN/20230324/MODEL/" id="m" name="loans" '
+                              'namespace="t"><decision id="d" name="Size"><literalExpression><text>"big"</text>'
+                              '</literalExpression></decision></definitions>'), activate=True)
+    services.decide(ruleset="loans", decision="Size", context={})
+    draft = load(LOANS, activate=False)
+
+    report = services.rules_simulate(ruleset="loans", version=draft.number)
+
+    # then the DMN model's decisions are not compared with the rules' answers
+    assert (report["replayed"], report["changed"]) == (0, 0)
