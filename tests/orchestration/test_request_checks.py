@@ -51,7 +51,7 @@ def test_a_decision_task_that_could_only_fail_is_refused_when_submitted(rule_set
     assert not AgentTask.objects.exists()
 
 
-def test_a_decision_request_message_and_a_workflow_step_that_could_only_fail_are_refused(rule_sets):
+def test_a_decision_request_message_and_a_workflow_step_that_could_only_fail_are_refused(worker, rule_sets):
     with pytest.raises(MessageError, match=re.escape(f"payload.params.decision: {NAME_IT}")):
         messages.message_send(message_type="task_request", recipient="type:decision",
                               payload={"action": "decision.evaluate", "params": {"ruleset": "shop-dmn"}})

@@ -181,7 +181,8 @@ def test_a_trigger_whose_workflow_became_another_teams_fails_its_firing_saying_s
 
 
 @pytest.mark.parametrize("taken", ["$.payload.params", "$.payload.params.region"], ids=["run-params", "one-value"])
-def test_an_action_tasks_run_params_taken_from_the_event_load_and_are_checked_as_the_trigger_fires(taken):
+def test_an_action_tasks_run_params_taken_from_the_event_load_and_are_checked_as_the_trigger_fires(worker, taken):
+    # (the worker runs the task the firing queues: the test's end waits for it, not emptying the database under it)
     # given a workflow declaring region, and a data agent's task starting it with its run params (or the value of
     # one of them) from the failed run's event
     workflow_load(text=REGIONAL)
@@ -204,7 +205,7 @@ def test_an_action_tasks_run_params_taken_from_the_event_load_and_are_checked_as
     assert AgentTask.objects.count() == 1
 
 
-def test_an_action_parameter_from_the_event_is_checked_by_name_at_load_and_by_value_as_it_fires():
+def test_an_action_parameter_from_the_event_is_checked_by_name_at_load_and_by_value_as_it_fires(worker):
     def loaded(params: dict) -> dict:
         return events.triggers_load(text=json.dumps([{"name": "pause", "event": "order.received", "action": "task",
                                                       "target": "data", "params": {"action": "sleep",
