@@ -42,7 +42,8 @@ def _plugin(directory: Path, name: str, body: str) -> Path:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_check_tcp_goes_critical_when_the_service_stops_and_resolves_when_it_is_back(settings):
+def test_check_tcp_goes_critical_when_the_service_stops_and_resolves_when_it_is_back(worker, settings):
+    # (run here, where the test lists the plugin; the worker takes the alert's tasks, and the test's end waits for them)
     settings.AGENTS_MONITOR_PLUGINS = ["check_tcp"]  # a network plugin: listed by an operator, not by default
     server = _listen()
     port = server.getsockname()[1]
