@@ -180,6 +180,10 @@ def lookup_ok(value: str, *, numeric: bool) -> bool:
     return 0 < len(value) <= 255 and not UNSTORABLE.search(value)
 
 
+#: The query parameters each view class's action reads, by (class, action, method): ``ApiViewSet.query_parameters``.
+_query_parameters: dict[tuple, dict[str, bool]] = {}
+
+
 class ApiViewSet(viewsets.GenericViewSet):
     """A view set whose actions each need the model permission named in ``perms``.
 
@@ -281,10 +285,15 @@ class ApiViewSet(viewsets.GenericViewSet):
         """The query parameters the action reads, each with whether it reads several values: ``format`` (DRF's choice
         of renderer, which browsers and the browsable API send), a list's filters (``filter_serializer_class``), and
         every parameter the schema documents for it (``documented_query_parameters``: pages, ``parameters=``)."""
-        taken = dict.fromkeys([api_settings.URL_FORMAT_OVERRIDE] if api_settings.URL_FORMAT_OVERRIDE else [], False)
-        if self.action == "list" and self.filter_serializer_class is not None:
-            taken.update(serializer_parameters(self.filter_serializer_class))
-        return {**taken, **documented_query_parameters(self)}
+        key = (type(self), self.action, self.request.method)
+        taken = _query_parameters.get(key)
+        if taken is None:  # the same for every request of the action: built from the schema once per process
+            taken = dict.fromkeys([api_settings.URL_FORMAT_OVERRIDE] if api_settings.URL_FORMAT_OVERRIDE else [],
+                                  False)
+            if self.action == "list" and self.filter_serializer_class is not None:
+                taken.update(serializer_parameters(self.filter_serializer_class))
+            taken = _query_parameters[key] = {**taken, **documented_query_parameters(self)}
+        return taken
 
     def query_refused(self):
         """400 naming each query parameter the action does not read, listing those it does (a typo must not be

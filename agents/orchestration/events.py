@@ -94,14 +94,19 @@ def trigger_validate(item: Any, where: str) -> list[str]:
         placeholder = {key: ({} if _from_event(value) and key in ("params", "context") else value)
                        for key, value in params.items()}
         if "action" in placeholder and isinstance(placeholder.get("params"), dict):
-            placeholder["params"] = {key: FROM_EVENT if _from_event(value) else value
-                                     for key, value in placeholder["params"].items()}
+            placeholder["params"] = _event_values_unknown(placeholder["params"])
         errors.extend(f"{where}: {problem}" for problem in task_config_validate(target, placeholder))
     elif action == TriggerAction.MESSAGE:
         errors.extend(f"{where}.{problem}" for problem in _message_problems(target, params))
     if not isinstance(item.get("enabled", True), bool):
         errors.append(f"{where}.enabled: must be true or false")
     return errors
+
+
+def _event_values_unknown(params: dict) -> dict:
+    """An action's ``params`` with each value taken from the event ('$.') as ``FROM_EVENT``: it fits any type when
+    the trigger is loaded (its name is checked), and its value as the trigger fires."""
+    return {key: FROM_EVENT if _from_event(value) else value for key, value in params.items()}
 
 
 def _message_problems(target: str, params: dict) -> list[str]:
@@ -122,7 +127,7 @@ def _message_problems(target: str, params: dict) -> list[str]:
     if _from_event(given):  # what the action is given is the event's: only its name is checked
         payload.pop("params")
     elif isinstance(given, dict):  # a parameter's value taken from the event fits any type; its name is checked
-        payload["params"] = {key: FROM_EVENT if _from_event(value) else value for key, value in given.items()}
+        payload["params"] = _event_values_unknown(given)
     return problems + [f"params.{problem}" for problem in request_action(payload)[1]
                        if not (_from_event(given) and problem.startswith("params:"))]
 
