@@ -196,10 +196,11 @@ def _decoded(data: bytes | None) -> str:
     return (data or b"")[:MAX_OUTPUT_BYTES].decode("utf-8", errors="replace")
 
 
-def plugin_run(argv: list[str], *, timeout_s: float) -> PluginRun:
-    """Run ``argv`` (no shell, ``PLUGIN_ENV`` only, its own process group); kill the whole group at ``timeout_s``."""
+def plugin_run(argv: list[str], *, timeout_s: float, executable: str | None = None) -> PluginRun:
+    """Run ``argv`` (no shell, ``PLUGIN_ENV`` only, its own process group); kill the whole group at ``timeout_s``.
+    ``executable`` is the file run when ``argv[0]`` is only the name the program is called by."""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen(argv, executable=executable, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env=dict(PLUGIN_ENV), cwd="/", close_fds=True, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout_s)

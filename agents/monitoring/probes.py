@@ -324,7 +324,9 @@ def _plugin(params: dict, state: dict) -> ProbeResult:
         return ProbeResult(value=None, unit="", ok=False, unknown=True, target=target,
                            message=f"plugin not run: {refusal}")
     try:
-        run = plugins.plugin_run([path, *args], timeout_s=timeout_s)
+        # The checked file runs, called by the name the check gave: a plugin linked under several names (check_udp
+        # to check_tcp) does what its name says.
+        run = plugins.plugin_run([os.path.basename(command), *args], timeout_s=timeout_s, executable=path)
     except OSError as error:
         return ProbeResult(value=None, unit="", ok=False, unknown=True, target=target,
                            message=f"plugin {command} could not start: {error.strerror or error}")

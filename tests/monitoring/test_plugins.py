@@ -5,6 +5,7 @@ import os
 import socket
 import stat
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,25 @@ def test_check_tcp_goes_critical_when_the_service_stops_and_resolves_when_it_is_
     alert.refresh_from_db()
     assert back.last_status == "ok" and alert.state == "resolved"
     assert times.count() == 2  # a refused connection has no response time
+
+
+@pytest.mark.django_db
+def test_a_plugin_linked_under_another_name_runs_as_the_name_the_check_gives(settings):
+    # check_udp is a link to check_tcp, which reads the name it is called by: run as check_tcp, it would try TCP
+    settings.AGENTS_MONITOR_PLUGINS = ["check_udp"]
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(5)
+    port = server.getsockname()[1]
+    echo = threading.Thread(target=lambda: server.sendto(*server.recvfrom(64)))  # answers one datagram with itself
+    echo.start()
+    try:
+        result = probes.probe_run("plugin", {"command": "check_udp", "args": [
+            "-H", "127.0.0.1", "-p", str(port), "-s", "ping", "-e", "ping"]}, timeout_s=10)
+    finally:
+        echo.join()
+        server.close()
+    assert (result.ok, result.message.startswith("UDP OK")) == (True, True), result.message
 
 
 @pytest.mark.django_db
