@@ -300,7 +300,7 @@ class EventPublishSerializer(serializers.Serializer):
                                                            "are published only by agentsite.")
     payload = JSONObjectField(help_text="Must match the JSON schema declared for the type.")
     idempotency_key = serializers.CharField(
-        required=False, allow_blank=True, max_length=200, default="",
+        required=False, max_length=200, default=None, trim_whitespace=False,
         help_text="Publishing the type again with the same key returns the first event (200) and fires nothing.")
     team = serializers.CharField(required=False, max_length=150,
                                  help_text="The team publishing (one of yours). Default: whichever of your teams "

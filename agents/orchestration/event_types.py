@@ -252,7 +252,7 @@ def event_type_declare(*, name: str, team: Team, source: str) -> EventTypeDeclar
 
 
 def outside_event_publish(*, event_type: str, payload: Any, teams: Iterable[Team] | None = None,
-                          idempotency_key: str = "", source: str = "") -> tuple[Event, bool]:
+                          idempotency_key: str | None = None, source: str = "") -> tuple[Event, bool]:
     """Publish an event of a declared type from outside: its payload is checked against the type's schema, then it
     goes through the outbox as the type's team's event, so that team's triggers fire on it once the transaction
     commits.
@@ -275,8 +275,13 @@ def outside_event_publish(*, event_type: str, payload: Any, teams: Iterable[Team
                                                 else " for your teams")
             problems.append(f"type: no event type {event_type!r} is declared{whose}; declare it with a trigger on it "
                             "or in an event types file (`manage.py events types load FILE`)")
-    if not isinstance(idempotency_key, str) or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+    if idempotency_key is None:
+        idempotency_key = ""  # stored as no key
+    elif not isinstance(idempotency_key, str) or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
         problems.append(f"idempotency_key: must be text of at most {MAX_IDEMPOTENCY_KEY} characters")
+    elif not idempotency_key.strip():
+        # A blank key would be taken as none, and a publish the sender meant to happen once could fire twice.
+        problems.append("idempotency_key: may not be blank; leave it out to publish without one")
     elif UNSTORABLE.search(idempotency_key):
         problems.append("idempotency_key: may not contain NUL characters or unpaired surrogates")
     if not isinstance(payload, dict):

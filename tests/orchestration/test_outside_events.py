@@ -214,6 +214,18 @@ def test_a_publish_the_type_or_schema_refuses_is_a_400_naming_the_field_and_stor
     assert not Event.objects.exists()
 
 
+@pytest.mark.parametrize("key", ["", "   "])
+def test_a_blank_idempotency_key_is_refused_not_taken_as_none(otto, key):
+    # taken as none, two publishes a sender meant as one would both fire
+    response = _publish(otto, "order.received", BIG, idempotency_key=key)
+
+    assert response.status_code == 400
+    assert error_of(response)["fields"]["idempotency_key"], response.json()
+    with pytest.raises(CommandError, match="idempotency_key: may not be blank; leave it out"):
+        _events("publish", "order.received", "--payload", json.dumps(BIG), "--idempotency-key", key)
+    assert not Event.objects.exists()
+
+
 def test_the_command_refuses_with_one_line_and_exit_status_1_and_stores_nothing(shop):
     database = connection.settings_dict
     env = {**os.environ, "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,

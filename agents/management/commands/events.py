@@ -23,7 +23,7 @@ class Command(AgentsCommand):
         publish.add_argument("event_type", metavar="TYPE", help="A declared event type, e.g. order.received.")
         publish.add_argument("--payload", required=True, metavar="JSON",
                              help="A JSON object matching the type's declared schema.")
-        publish.add_argument("--idempotency-key", default="", metavar="KEY",
+        publish.add_argument("--idempotency-key", metavar="KEY",
                              help="Publishing the type again with the same key prints the first event and fires "
                                   "nothing.")
         publish.add_argument("--team", metavar="NAME", help="Publish as this team, which must have declared the type "
@@ -40,7 +40,7 @@ class Command(AgentsCommand):
         listing = types_sub.add_parser("list", help="Every declared event type.")
         self.json_argument_add(listing)
 
-    def handle_publish(self, *, event_type, payload, idempotency_key="", team=None, json=False, **options):
+    def handle_publish(self, *, event_type, payload, idempotency_key=None, team=None, json=False, **options):
         value = json_option(payload, "--payload")
         teams = [self.team_of(team)] if team else None
         event, created = event_types.outside_event_publish(event_type=event_type, payload=value, teams=teams,
