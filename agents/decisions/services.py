@@ -416,9 +416,8 @@ def decide(*, ruleset: str, context: dict, explain: bool = True, use_cache: bool
     try:
         decider = _Decider(ruleset)
     except RuleSetError:
-        if ruleset_active_version(ruleset=ruleset).spec.get("format") == "dmn":
-            raise DecisionError(f"rule set {ruleset!r} is a DMN model: name the decision to evaluate "
-                                "(--decision NAME)") from None
+        if (model := _active_dmn(ruleset)) is not None:
+            dmn_decision_check(ruleset=ruleset, decision=None, model=model)  # says which decisions to name
         raise
     result, row = decider.decide(context, explain=explain, use_cache=use_cache)
     with transaction.atomic():
@@ -443,7 +442,7 @@ def decide_many(*, ruleset: str, contexts: list, explain: bool = False, use_cach
     per chunk, and writes its audit rows with COPY on PostgreSQL; the answers are the ones ``decide`` gives.
     With ``explain``, or a champion model to fall back on, each context is decided on its own, audit rows in
     batches of ``AGENTS_DECISION_AUDIT_BATCH``. A DMN model decides each context as ``dmn_decide`` does, for
-    ``decision`` (default: the model's one decision no other requires).
+    ``decision`` (named, as for ``decide``).
     """
     decider = _batch_decider(ruleset, decision)
     if isinstance(decider, list):
@@ -498,13 +497,6 @@ def _batch_decider(ruleset: str, decision: str | None) -> "_Decider | list[RuleS
 def _dmn_decide_many(version: RuleSetVersion, contexts: list, *, decision: str | None) -> list[dict]:
     """Decide each context with ``dmn_decide`` (each audited); a context it refuses gets its error."""
     name, model = version.ruleset.name, compiled_dmn(version.pk)
-    if decision is None:
-        required = {required for node in model.decisions.values() for required in node.decisions}
-        tops = sorted(set(model.decisions) - required)
-        if len(tops) != 1:
-            raise DecisionError(f"rule set {name!r} is a DMN model with {len(tops)} decisions no other requires "
-                                f"({', '.join(tops)}): name the one to evaluate (--decision NAME)")
-        decision = tops[0]
     dmn_decision_check(ruleset=name, decision=decision, model=model)
     results = []
     for context in contexts:

@@ -269,13 +269,13 @@ def test_a_batch_of_a_dmn_model_decides_each_context_as_dmn_decide_does(tmp_path
     applicants = [{"Applicant": {"Age": 30, "Monthly Income": 2000}, "Loan Amount": 12000},
                   {"Applicant": {"Age": 17, "Monthly Income": 5000}, "Loan Amount": 1000}, [1]]
 
-    batch = services.decide_many(ruleset="loan-eligibility", contexts=applicants)
+    batch = services.decide_many(ruleset="loan-eligibility", contexts=applicants, decision="Eligibility")
     alone = [services.decide(ruleset="loan-eligibility", decision="Eligibility", context=context)
              for context in applicants[:2]]
     path = tmp_path / "applicants.jsonl"
     path.write_text("\n".join(json.dumps(context) for context in applicants[:2]))
     out = io.StringIO()
-    call_command("decide", "loan-eligibility", "--contexts", str(path), stdout=out)
+    call_command("decide", "loan-eligibility", "--contexts", str(path), "--decision", "Eligibility", stdout=out)
 
     assert [comparable(answer) for answer in batch[:2]] == [comparable(answer) for answer in alone]
     assert batch[0]["decision"] == "Review" and batch[0]["dmn_decision"] == "Eligibility"

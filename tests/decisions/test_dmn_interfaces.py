@@ -8,7 +8,7 @@ from django.core.management import CommandError
 
 from agents.core.actions import action_run
 from agents.decisions import services
-from agents.exceptions import PermanentActionError, RuleSetError
+from agents.exceptions import DecisionError, PermanentActionError, RuleSetError
 from agents.models import Decision, RuleSetVersion
 from agents.orchestration.agent_tasks import task_config_validate
 from tests.api.conftest import error_of, operator, operator_client, throttle_counts_reset  # noqa: F401 (fixtures)
@@ -181,6 +181,26 @@ def test_rules_simulate_replays_the_contexts_audited_for_a_dmn_decision():
     (change,) = report["changes"]
     assert (change["was"], change["would_be"]) == ("Approved", "Declined")
     assert printed.startswith(f"{NAME} v2: replayed 2 decisions; 1 would change, 1 unchanged, 0 errors")
+
+
+def test_a_batch_of_a_dmn_model_without_a_decision_is_refused_as_a_single_decide_is(tmp_path):
+    # it took the model's top decision, where a single decide asks which one: the same command, two meanings
+    loaded_export()
+    lines = tmp_path / "contexts.jsonl"
+    lines.write_text(json.dumps(CONTEXT) + "\n")
+    says = f"rule set {NAME!r} is a DMN model: name the decision to evaluate (decisions: {DECISIONS})"
+
+    with pytest.raises(CommandError) as batch:
+        run("decide", NAME, "--contexts", str(lines))
+    with pytest.raises(CommandError) as single:
+        run("decide", NAME, "--context", json.dumps(CONTEXT))
+    with pytest.raises(DecisionError, match="name the decision to evaluate"):
+        services.decide_many(ruleset=NAME, contexts=[CONTEXT])
+
+    assert str(batch.value) == str(single.value) == says
+    assert not Decision.objects.exists()
+    named = json.loads(run("decide", NAME, "--contexts", str(lines), "--decision", "Risk Category"))
+    assert named["decision"] == "Low" and Decision.objects.count() == 1
 
 
 def test_rules_simulate_on_a_dmn_version_without_a_decision_says_which_to_name():
