@@ -410,6 +410,21 @@ def expectation_result(result: dict) -> dict:
             "partial_unexpected_list": values,
             "unexpected_index_list": indexes,
         }
+        if (missing := result.get("missing_count")) is not None:
+            # As GE counts: every row checked is an element, missing values apart; unexpected_percent is of the
+            # values that are there, unexpected_percent_total of every element.
+            rows = result["element_count"] + missing
+            body = {
+                "element_count": rows,
+                "missing_count": missing,
+                "missing_percent": round(100 * missing / rows, 4) if rows else None,
+                "unexpected_count": result["unexpected_count"],
+                "unexpected_percent": result["unexpected_percent"] if result["element_count"] else None,
+                "unexpected_percent_total": round(100 * result["unexpected_count"] / rows, 4) if rows else None,
+                "unexpected_percent_nonmissing": result["unexpected_percent"] if result["element_count"] else None,
+                "partial_unexpected_list": values,
+                "unexpected_index_list": indexes,
+            }
     if result.get("failing_rows_path"):
         meta["failing_rows_path"] = result["failing_rows_path"]
     return {"success": result["passed"], "expectation_config": expectation, "result": body, "meta": meta}

@@ -634,6 +634,7 @@ class CheckRunner:
         self.row_name = ROW if ROW not in self.record_columns else f"_{ROW}"
         self.rows = 0  # rows seen so far: the next chunk's first row number
         self.elements = 0
+        self.missing: int | None = None  # rows checked whose value is missing, for the kinds that leave them out
         self.unexpected = 0
         self.sample: list[dict] = []
         self.details: dict[str, Any] = {}
@@ -764,9 +765,15 @@ class CheckRunner:
             violations = getattr(self, f"_violates_{rule}")(series) & present
             self.details["violations"][rule] += int(violations.sum())
             failing |= violations
-        self.elements += int(present.sum())
+        self._count_missing(len(series), int(present.sum()))
         self.unexpected += int(failing.sum())
         return failing
+
+    def _count_missing(self, checked: int, present: int) -> None:
+        """Of ``checked`` rows, ``present`` had a value: they are the elements; the others are missing (GE's
+        missing_count), neither expected nor unexpected."""
+        self.elements += present
+        self.missing = (self.missing or 0) + checked - present
 
     def _violates_min(self, series: pd.Series) -> np.ndarray:
         if self.check.get("strict_min"):
@@ -913,7 +920,7 @@ class CheckRunner:
         series = chunk[self.check["column"]]
         present = series.notna().to_numpy()
         failing = present & ~self._isin(series, self.reference)
-        self.elements += int(present.sum())
+        self._count_missing(len(series), int(present.sum()))
         self.unexpected += int(failing.sum())
         return failing
 
@@ -939,6 +946,7 @@ class CheckRunner:
         complete = chunk[columns].notna().to_numpy().all(axis=1)
         if inside is not None:
             complete &= inside
+        self.missing = (self.missing or 0) + (len(chunk) if inside is None else int(inside.sum())) - int(complete.sum())
         rows = chunk.loc[complete, self.record_columns] if not complete.all() else chunk[self.record_columns]
         part = self._records(rows, first_row + np.flatnonzero(complete))
         self.parts.append(part)
@@ -1033,6 +1041,7 @@ class CheckRunner:
             "failing_rows_path": failing_rows_path,
             "details": plain(self.details),
             "global": self.is_global,
+            **({} if self.missing is None else {"missing_count": int(self.missing)}),
             **extra,
         }
 

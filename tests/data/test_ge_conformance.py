@@ -101,3 +101,29 @@ def test_every_difference_is_a_pandas_case():
     """The list of differences names only cases that run here (no stale entries)."""
     ids = {(expectation, test["title"]) for expectation, _, test in (case.values for case in _cases())}
     assert set(DIFFERENCES) <= ids
+
+
+def test_a_column_with_missing_values_is_counted_as_ge_counts_it():
+    # GE: every row is an element, the missing ones apart; the unexpected share is of the values that are there
+    frame = pd.DataFrame({"a": [1, None, None, 5, 5], "b": ["x", "y", None, "z", "x"]})
+    results = {}
+    for expectation, kwargs in [("expect_column_values_to_be_unique", {"column": "a"}),
+                                ("expect_column_values_to_be_in_set", {"column": "b", "value_set": ["x", "y"]}),
+                                ("expect_column_values_to_not_be_null", {"column": "b"})]:
+        checks, errors = suite_checks({"expectations": [{"expectation_type": expectation, "kwargs": kwargs}]})
+        runner = CheckRunner(checks[0])
+        for start in range(0, len(frame), 2):
+            runner.update(frame.iloc[start:start + 2])
+        results[expectation] = {key: value for key, value in expectation_result(runner.finish())["result"].items()
+                                if "list" not in key}
+
+    assert results == {
+        "expect_column_values_to_be_unique": {
+            "element_count": 5, "missing_count": 2, "missing_percent": 40.0, "unexpected_count": 2,
+            "unexpected_percent": 66.6667, "unexpected_percent_total": 40.0, "unexpected_percent_nonmissing": 66.6667},
+        "expect_column_values_to_be_in_set": {
+            "element_count": 5, "missing_count": 1, "missing_percent": 20.0, "unexpected_count": 1,
+            "unexpected_percent": 25.0, "unexpected_percent_total": 20.0, "unexpected_percent_nonmissing": 25.0},
+        # a null is what this one looks for: no value is left out as missing
+        "expect_column_values_to_not_be_null": {"element_count": 5, "unexpected_count": 1, "unexpected_percent": 20.0},
+    }
