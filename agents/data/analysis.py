@@ -499,6 +499,7 @@ class ColumnProfiler:
                     "null_percent": null_percent, "distinct": None, "distinct_exact": False, "top": [],
                     "unmeasured": self.unmeasured}
         distinct, exact = self.distinct()
+        distinct = min(distinct, present)  # an estimate may overshoot; there are no more distinct values than values
         values, counts = _top_fold(self.top) if self.top else (np.zeros(0), np.zeros(0))
         top = sorted(zip(values.tolist(), counts.tolist()), key=lambda item: (-item[1], str(item[0])))[:TOP_SHOWN]
         profile = {

@@ -87,6 +87,17 @@ def test_many_distinct_values_are_estimated_within_a_few_percent():
     assert stats["distinct"] == pytest.approx(generated()["amount"].nunique(), rel=0.05)
 
 
+def test_an_estimate_of_distinct_values_is_never_more_than_the_values():
+    # 5,000 ids, each once: the sketch's estimate came out above 5,000
+    ids = pd.DataFrame({"id": np.arange(5_000)})
+
+    stats = column(profile_frames(chunks(ids, 700)), "id")
+
+    assert stats["distinct_exact"] is False
+    assert stats["distinct"] <= stats["count"] == 5_000
+    assert stats["distinct"] == pytest.approx(5_000, rel=0.05)
+
+
 def test_datetimes_are_profiled_as_timestamps():
     frame = generated()
 
