@@ -225,14 +225,12 @@ class MessageViewSet(ApiViewSet):
         """One message with its delivery status (and each agent's receipt, for a broadcast)."""
         return self.show(message_json(self.get_object()))
 
-    @extend_schema(request=MessageSendSerializer, responses={201: MessageSerializer})
-    def create(self, request):
-        """Send a message to one agent, any agent of a type, or all agents."""
-        given = self.given()
+    def _sending_team(self, given: dict) -> Team | None:
+        """The team a message is sent as (``given``'s team taken out). A task_request runs the action it names, as an
+        agent task's action form does: only the user's teams' definitions, and that team's (400 naming ``payload``)."""
         payload = given.get("payload")
         named = []
         if given["message_type"] == MessageType.TASK_REQUEST and isinstance(payload, dict) and "action" in payload:
-            # A request runs the action it names, as an agent task's action form does: the user's teams' definitions.
             named = agent_tasks.task_definitions(next(iter(settings.AGENT_QUEUES)), payload)
             for _, model, target in named:
                 if not self.visible(model, name=target):
@@ -241,17 +239,23 @@ class MessageViewSet(ApiViewSet):
         if team is not None and named:  # its action runs as that team: another team's definition fails there
             if problems := agent_tasks.task_definition_problems(team.pk, next(iter(settings.AGENT_QUEUES)), payload):
                 raise serializers.ValidationError({"payload": [problem.removeprefix("config.") for problem in problems]})
+        return team
+
+    @extend_schema(request=MessageSendSerializer, responses={201: MessageSerializer})
+    def create(self, request):
+        """Send a message to one agent, any agent of a type, or all agents."""
+        given = self.given()
+        team = self._sending_team(given)
         with service_errors({MessageError: "recipient"}, prefixed=("message_type", "recipient", "payload")):
             message = messages.message_send(sender=_sender(request), team_id=team.pk if team else None, **given)
         return self._created(message)
-
 
     @extend_schema(request=BroadcastSerializer, responses={201: MessageSerializer})
     @action(detail=False, methods=["post"])
     def broadcast(self, request):
         """Send one message to every live agent (or every live agent of `agent_type`)."""
         given = self.given()
-        team = self.team_given(given.pop("team", ""))
+        team = self._sending_team(given)
         with service_errors({MessageError: "agent_type"}, prefixed=("message_type", "payload")):
             message = messages.message_broadcast(sender=_sender(request), team_id=team.pk if team else None, **given)
         return self._created(message)

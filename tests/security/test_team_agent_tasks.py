@@ -62,13 +62,16 @@ def test_an_agent_task_naming_another_team_s_definition_in_an_action_s_params_is
     assert accepted.status_code == 201 and accepted.json()["team"] == "team-a"
 
 
-def test_a_request_message_naming_another_team_s_definition_in_its_action_is_refused(team_a_client, team_b_client):
+@pytest.mark.parametrize("path, addressed", [("/api/messages/", {"recipient": "type:workflow"}),
+                                              ("/api/messages/broadcast/", {})])  # the broadcast did not check
+def test_a_request_message_naming_another_team_s_definition_in_its_action_is_refused(team_a_client, team_b_client,
+                                                                                      path, addressed):
     # a task_request's handler runs the action its payload names, as an agent task's action form does
     _team_a_definitions(team_a_client)
-    body = {"message_type": "task_request", "recipient": "type:workflow",
+    body = {"message_type": "task_request", **addressed,
             "payload": {"action": "workflow.start", "params": {"workflow": "api-flow"}}}
 
-    refused = team_b_client.post("/api/messages/", body, format="json")
+    refused = team_b_client.post(path, body, format="json")
 
     assert refused.status_code == 400
     assert error_of(refused)["fields"]["payload"] == ["no workflow definition named 'api-flow'"]
