@@ -7,6 +7,7 @@ import functools
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -185,6 +186,14 @@ def trigger_team_problems(item: dict, team_id: int) -> list[str]:
         named += [(f"runs {model._meta.verbose_name} {name!r}", model, name)
                   for _, model, name in task_definitions(item["target"], item.get("params", {}))
                   if not name.startswith("$.")]
+    params = item.get("params", {})
+    if item["action"] == TriggerAction.MESSAGE and params.get("message_type") == MessageType.TASK_REQUEST:
+        # its handler runs the action the payload names, as the trigger's team, as an action task would
+        payload = {key: value for key, value in params.items() if key != "message_type"}
+        if isinstance(payload.get("action"), str) and not _from_event(payload["action"]):
+            named += [(f"sends a task_request running {model._meta.verbose_name} {name!r}", model, name)
+                      for _, model, name in task_definitions(next(iter(settings.AGENT_QUEUES)), payload)
+                      if not _from_event(name)]
     problems = []
     for doing, model, name in named:
         if problem := definition_team_problem(model, name, team_id, what=f"trigger {item['name']!r} {doing}, which"):

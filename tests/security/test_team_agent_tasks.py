@@ -129,6 +129,22 @@ def test_a_trigger_s_agent_task_may_run_only_its_own_team_s_definitions(team_a_c
     assert not Trigger.objects.filter(name="b-hijack").exists()
 
 
+def test_a_trigger_s_task_request_message_may_run_only_its_own_team_s_definitions(team_a_client):
+    # its handler runs the action as the trigger's team: it loaded, then failed at every firing
+    _team_a_definitions(team_a_client)
+    team_b = team_create(name="team-b")[0]
+    trigger = {"name": "b-msg", "event": "b.go", "action": "message", "target": "type:workflow", "params": {
+        "message_type": "task_request", "action": "workflow.start", "params": {"workflow": "api-flow"}}}
+
+    with pytest.raises(TeamError, match="sends a task_request running workflow definition 'api-flow', which belongs "
+                                        "to another team"):
+        triggers_load(text=json.dumps([trigger]), team=team_b)
+    assert not Trigger.objects.filter(name="b-msg").exists()
+    # the workflow's name taken from the event is checked as the message is handled
+    trigger["params"]["params"]["workflow"] = "$.payload.workflow"
+    assert triggers_load(text=json.dumps([trigger]), team=team_b)["created"] == 1
+
+
 @pytest.mark.parametrize("params", [
     {"workflow": "$.payload.workflow"},
     {"action": "workflow.start", "params": {"workflow": "$.payload.workflow"}},
