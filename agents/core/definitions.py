@@ -203,12 +203,16 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def definition_read_file(path: str) -> str:
-    """The text of a definition file; ``DefinitionTextError`` saying why it cannot be read."""
-    from pathlib import Path
-
+    """The text of a definition file; ``DefinitionTextError`` saying why it cannot be read. No more than
+    ``MAX_DEFINITION_BYTES`` are read: a device or pipe that never ends (/dev/zero) is refused, not read into memory."""
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as file:
+            data = file.read(MAX_DEFINITION_BYTES + 1)
     except OSError as error:
         raise DefinitionTextError(f"{path}: cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_DEFINITION_BYTES:
+        raise DefinitionTextError(f"{path}: larger than {MAX_DEFINITION_BYTES} bytes")
+    try:
+        return data.decode().replace("\r\n", "\n").replace("\r", "\n")  # newlines read as a text file reads them
     except UnicodeDecodeError:
         raise DefinitionTextError(f"{path}: not a text file (UTF-8 expected)") from None

@@ -1,12 +1,15 @@
 """`manage.py workflow ...` as a user runs it: JSON shapes, exit codes, reasons on bad input."""
 import json
+import os
 import re
+import threading
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from agents.core.definitions import MAX_DEFINITION_BYTES
 from agents.models import Pool, WorkflowRun
 from tests.conftest import PROJECT_DIR, embedded_env, manage
 
@@ -62,6 +65,35 @@ def test_validate_names_the_cycle(tmp_path):
 def test_validate_of_a_missing_file_names_it(tmp_path):
     with pytest.raises(CommandError, match="nope.yaml: cannot read"):
         run("validate", str(tmp_path / "nope.yaml"))
+
+
+def test_a_file_that_never_ends_is_refused_at_the_size_limit_not_read_into_memory():
+    # /dev/zero or a pipe left open: the whole of it was read before the limit was checked (the machine ran out of
+    # memory); here a pipe gives more than the limit and stays open
+    read_end, write_end = os.pipe()
+    done = threading.Event()
+
+    def feed():
+        chunk = b"# comment\n" * 100_000
+        try:
+            for _ in range(3):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(write_end, view):]
+        except BrokenPipeError:
+            pass
+        done.wait(60)
+        os.close(write_end)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        with pytest.raises(CommandError, match=f"larger than {MAX_DEFINITION_BYTES} bytes"):
+            run("validate", f"/dev/fd/{read_end}")
+    finally:
+        os.close(read_end)
+        done.set()
+        feeder.join()
 
 
 def test_load_makes_a_new_version_only_when_the_file_changed(tmp_path):
