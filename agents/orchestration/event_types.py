@@ -30,7 +30,9 @@ from agents.models import Event, EventType, EventTypeDeclaration, Team
 from agents.models.orchestration import EVENT_TYPE_NAME_MAX_LENGTH, EVENT_TYPE_NAME_PATTERN, SYSTEM_EVENT_NAMESPACES
 
 jsonschema = lazy("jsonschema")
+referencing = lazy("referencing")
 referencing_exceptions = lazy("referencing.exceptions")
+referencing_jsonschema = lazy("referencing.jsonschema")
 
 EVENT_TYPE_KEYS = {"name", "schema", "description"}
 NAME_RULE = "an event type of your own is lowercase words (letters, digits, '_') joined by dots, such as order.received"
@@ -96,26 +98,52 @@ def _validator_class(schema: dict) -> type | None:
 
 
 def _keywords(schema: dict, where: str):
-    """(where, keyword, value) for every keyword of ``schema`` and of each schema inside it."""
-    pending = [(schema, where)]
+    """(where, keyword, value, scope) for every keyword of ``schema`` and of each schema inside it; ``scope`` is the
+    schemas from ``schema`` down to the one holding the keyword."""
+    pending = [(schema, where, ())]
     while pending:
-        node, at = pending.pop()
+        node, at, scope = pending.pop()
         if isinstance(node, list):
-            pending.extend((item, f"{at}[{index}]") for index, item in enumerate(node))
+            pending.extend((item, f"{at}[{index}]", scope) for index, item in enumerate(node))
             continue
         if not isinstance(node, dict):
             continue
+        scope = (*scope, node)
         for key, value in node.items():
-            yield at, key, value
+            yield at, key, value, scope
             if key in _SCHEMA_MAPS and isinstance(value, dict):
-                pending.extend((child, f"{at}.{key}.{name}") for name, child in value.items())
+                pending.extend((child, f"{at}.{key}.{name}", scope) for name, child in value.items())
             elif key not in _SCHEMA_DATA:
-                pending.append((value, f"{at}.{key}"))
+                pending.append((value, f"{at}.{key}", scope))
+
+
+def _reference_problem(validator: type, scope: tuple[dict, ...], reference: str) -> str | None:
+    """Why ``reference`` (``#/$defs/x``, ``#name``), met in the innermost schema of ``scope``, does not resolve inside
+    the outermost one, or None when it does.
+
+    It is resolved as jsonschema resolves it when a payload is checked (a JSON pointer with ``~0``/``~1`` and
+    percent escapes, an ``$anchor``, relative to the nearest ``$id``), but in a registry holding this schema alone,
+    so nothing is fetched and nothing outside it is found."""
+    specification = referencing_jsonschema.specification_with(validator.ID_OF(validator.META_SCHEMA))
+    resolver = referencing.Registry().resolver_with_root(specification.create_resource(scope[0]))
+    for schema in scope[1:]:
+        try:
+            resolver = resolver.in_subresource(specification.create_resource(schema))
+        except (AttributeError, TypeError):
+            pass  # an $id that is not text: not a schema but data under an unknown keyword, which sets no base
+    try:
+        target = resolver.lookup(reference).contents
+    except (referencing_exceptions.Unresolvable, ValueError):  # ValueError: a pointer into a list by a non-number
+        return f"{reference!r} does not resolve inside the schema"
+    if not isinstance(target, (dict, bool)):
+        return f"{reference!r} points to {_reason(repr(target))}, which is not a schema"
+    return None
 
 
 def _schema_problems(schema: Any, where: str = "schema") -> list[str]:
-    """Every problem with a payload's JSON schema: not a schema of the draft it names, a reference outside itself,
-    a pattern RE2 cannot run, ``patternProperties``, a type other than object at the top."""
+    """Every problem with a payload's JSON schema: not a schema of the draft it names, a reference outside itself or
+    one that does not resolve inside it, a pattern RE2 cannot run, ``patternProperties``, a type other than object at
+    the top."""
     if not isinstance(schema, dict):
         return [f"{where}: must be a JSON schema (a mapping such as {{type: object, required: [id]}})"]
     validator = _validator_class(schema)
@@ -130,7 +158,7 @@ def _schema_problems(schema: Any, where: str = "schema") -> list[str]:
     top = schema.get("type", "object")
     if top != "object" and not (isinstance(top, list) and "object" in top):
         errors.append(f"{where}.type: a payload is a JSON object, so the schema's type must be object")
-    for at, key, value in _keywords(schema, where):
+    for at, key, value, scope in _keywords(schema, where):
         if key == "patternProperties":
             errors.append(f"{at}.patternProperties: not supported (its patterns would run on Python's backtracking "
                           "matcher); use propertyNames: {pattern: ...}")
@@ -142,6 +170,9 @@ def _schema_problems(schema: Any, where: str = "schema") -> list[str]:
         elif key in ("$ref", "$dynamicRef") and isinstance(value, str) and not value.startswith("#"):
             errors.append(f"{at}.{key}: {value!r} is outside the schema; only references inside it (#/$defs/...) "
                           "are allowed")
+        elif key in ("$ref", "$dynamicRef") and isinstance(value, str) and (
+                problem := _reference_problem(validator, scope, value)):
+            errors.append(f"{at}.{key}: {problem}")
     if not errors and (failure := _schema_errors(validator(schema), {})[1]):
         errors.append(f"{where}: {failure}")
     return errors
