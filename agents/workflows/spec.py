@@ -288,13 +288,14 @@ def _parse_schedules(raw: Any, params: dict, errors: list[str], cron_problems) -
             errors.append(f"{where}.name: {name!r} names two schedules")
         seen.add(str(name))
         cron, timezone = item.get("cron"), item.get("timezone", "UTC")
+        zone_named = isinstance(timezone, str) and bool(timezone)
+        if not zone_named:
+            errors.append(f"{where}.timezone: must be a time zone name such as 'Europe/Paris', got {timezone!r}")
         if not isinstance(cron, str) or not cron.strip():
             errors.append(f"{where}.cron: is required, five fields such as '0 2 * * *' (minute hour day month "
                           f"weekday)")
-        elif not isinstance(timezone, str) or not timezone:
-            errors.append(f"{where}.timezone: must be a time zone name such as 'Europe/Paris', got {timezone!r}")
-        elif cron_problems is not None:
-            errors.extend(f"{where}.{problem}" for problem in cron_problems(cron, timezone))
+        elif cron_problems is not None:  # the cron checked in UTC when the zone is no name: every problem at once
+            errors.extend(f"{where}.{problem}" for problem in cron_problems(cron, timezone if zone_named else "UTC"))
         catchup = item.get("catchup", False)
         if not isinstance(catchup, bool):
             errors.append(f"{where}.catchup: must be true or false, got {catchup!r}")

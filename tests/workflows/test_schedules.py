@@ -129,12 +129,16 @@ def test_every_schedule_problem_is_reported_at_once():
     data = {"name": "bad", "params": {"a": 1}, "steps": [{"id": "s", "action": "noop"}],
             "schedule": [{"cron": "61 2 * * *", "timezone": "Mars/Base"},
                          {"cron": "0 2 * *", "catchup": "yes", "max_catchup_runs": 0, "params": {"b": 2}},
-                         {"name": "1", "cron": "0 3 * * *"}]}
+                         {"name": "1", "cron": "0 3 * * *"},
+                         {"name": "4", "cron": "99 2 * * *", "timezone": 5}]}
 
     with pytest.raises(WorkflowSpecError) as raised:
         workflow_spec_parse(data, cron_problems=cron_problems)
 
     problems = "\n".join(raised.value.errors)
+    # a time zone that is no name hid the cron's problem until it was mended
+    assert "schedule[3].timezone: must be a time zone name such as 'Europe/Paris', got 5" in problems
+    assert "schedule[3].cron: Invalid end range: 99 > 59" in problems, problems
     assert "schedule[0].cron: Invalid end range: 61 > 59" in problems
     assert "schedule[0].timezone: unknown time zone 'Mars/Base'" in problems
     assert "schedule[1].cron: '0 2 * *' has 4 fields" in problems
