@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django_celery_beat.models import PeriodicTask
 
 from agents.core.definitions import MAX_DEFINITION_BYTES
 from agents.models import Pool, WorkflowRun
@@ -94,6 +95,18 @@ def test_a_file_that_never_ends_is_refused_at_the_size_limit_not_read_into_memor
         os.close(read_end)
         done.set()
         feeder.join()
+
+
+def test_run_of_a_file_with_a_parameter_it_does_not_declare_leaves_nothing_loaded(tmp_path):
+    # the file was loaded (and its schedule entered) before the run's parameters were refused
+    path = tmp_path / "wf.yaml"
+    path.write_text("name: scheduled\nschedule: {cron: '0 2 * * *'}\nsteps: [{id: a, action: noop}]\n")
+
+    with pytest.raises(CommandError, match="unknown run parameter 'nope' for scheduled"):
+        run("run", str(path), "--param", "nope=1")
+
+    assert run("list", "--json").strip() == "[]"
+    assert not PeriodicTask.objects.filter(name__contains="scheduled").exists()
 
 
 def test_load_makes_a_new_version_only_when_the_file_changed(tmp_path):

@@ -3,6 +3,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
+from django.db import transaction
 
 from agents.core.audit import cli_actor
 from agents.core.times import utc_in_calendar
@@ -116,10 +117,11 @@ class Command(AgentsCommand):
     def handle_run(self, *, workflow, param, wait, timeout, json, team=None, **options):
         params = dict(parse_param(text) for text in param)
         if is_file(workflow):
-            self.subcommand = "load"  # the file is loaded first: its problems are the definition's
-            version, _ = services.workflow_load_file(path=workflow, team=self.team_of(team))
-            self.subcommand = "run"
-            run = services.workflow_run_start(version=version, params=params)
+            with transaction.atomic():  # a run refused (a parameter it does not declare) leaves the file unloaded
+                self.subcommand = "load"  # the file is loaded first: its problems are the definition's
+                version, _ = services.workflow_load_file(path=workflow, team=self.team_of(team))
+                self.subcommand = "run"
+                run = services.workflow_run_start(version=version, params=params)
         else:
             run = services.workflow_run_start(workflow=workflow, params=params)
         self._report(run.pk, wait=wait, timeout=timeout, json=json)
