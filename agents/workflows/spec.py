@@ -165,7 +165,7 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
 
     ``cron_problems(cron, timezone) -> [problem, ...]`` checks a schedule's cron expression and time zone (the
     caller's: this module stays pure); without it only their shape is checked (a stored, validated spec). Given, the
-    data is a new version being loaded: what only a new version is refused for (``_map_load_problems``) is checked
+    data is a new version being loaded: what only a new version is refused for (``_new_version_problems``) is checked
     too; a version stored before is compiled and runs as it did."""
     errors: list[str] = []
     if not isinstance(data, dict):
@@ -221,7 +221,7 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
     if len(errors) == graph_problems:  # on a sound graph: what each template and condition reads
         errors.extend(_expression_problems(steps, params))
     if cron_problems is not None:  # a new version, loaded: not one stored before, compiled to run
-        errors.extend(_map_load_problems(steps, params))
+        errors.extend(_new_version_problems(steps, params))
     errors.extend(_wait_problems(steps))
     for step_id, target in subworkflow_targets(steps.values()):
         if target == name:
@@ -345,18 +345,24 @@ def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
     return problems
 
 
-def _map_load_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
+def _new_version_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
     """What a new version's mapped steps may not do, though a version stored before did it (it is still compiled
     and run as it was): run an action that finishes later or waits (each item must end in its own task with a
     result: a Deferred or Wait would start a child run or a wait no item takes back, and the child runs on all the
     same), or read ``item`` or ``index`` in ``when`` (decided once for the whole step, before its items, where both
-    read as nothing)."""
+    read as nothing); or give a step whose action finishes later or waits a ``timeout_s``, which bounds only the task
+    that hands it off, so it would bound nothing."""
     declared = set(params) | {LOGICAL_TIME_PARAM}
     problems = []
     for step in steps.values():
+        action = action_get(step.action)
+        if step.timeout_s is not None and step.map is None and action is not None and action.deferred:
+            bound = ("params.timeout_s with on_timeout" if step.action in ("wait.signal", "approval")
+                     else "the step's deadline_s and the workflow's on_deadline: cancel")
+            problems.append(f"step {step.id!r}: timeout_s: {step.action!r} finishes later or waits, and timeout_s "
+                            f"bounds only the task that starts it, not the wait; bound the wait with {bound}")
         if step.map is None:
             continue
-        action = action_get(step.action)
         if action is not None and action.deferred:
             problems.append(f"step {step.id!r}: map: a mapped step cannot run an action that finishes later or "
                             f"waits: {action.name!r} (run it in a step of its own; workflow.start starts a run per "

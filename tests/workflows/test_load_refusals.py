@@ -65,6 +65,27 @@ def test_a_mapped_step_starting_runs_that_it_does_not_wait_for_loads():
     assert version.number == 1
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(("action", "params", "bound"), [
+    ("workflow.run", "{workflow: slow, params: {s: 2}}", "the step's deadline_s and the workflow's on_deadline: cancel"),
+    ("wait.signal", "{name: go}", "params.timeout_s with on_timeout"),
+    ("approval", "{approvers: [finance]}", "params.timeout_s with on_timeout"),
+])
+def test_a_step_timeout_on_an_action_that_finishes_later_or_waits_is_refused(action, params, bound):
+    # it bounded only the task that handed the step off: the wait went on past it, silently
+    load(SLOW)
+
+    errors = refused(f"""
+        name: bounded-later
+        steps:
+          - {{id: w, action: {action}, timeout_s: 2, params: {params}}}
+        """)
+
+    assert errors == [f"step 'w': timeout_s: {action!r} finishes later or waits, and timeout_s bounds only the task "
+                      f"that starts it, not the wait; bound the wait with {bound}"]
+    assert not WorkflowDefinition.objects.filter(name="bounded-later").exists()
+
+
 # --- 2. a mapped step's when is decided once, without an item ---------------------------------------------------
 
 @pytest.mark.django_db
@@ -249,6 +270,7 @@ def test_a_grandchild_step_in_the_pool_its_grandparent_holds_is_refused():
                       "child would wait forever for the slots its parent holds"]
 
 
+@pytest.mark.django_db
 def test_a_version_stored_before_the_map_checks_still_compiles_and_runs_as_it_did():
     # given a version stored before these load checks: a mapped step whose when reads item
     definition = WorkflowDefinition.objects.create(name="older")
@@ -264,11 +286,22 @@ def test_a_version_stored_before_the_map_checks_still_compiles_and_runs_as_it_di
         services.workflow_load(text=json.dumps({**spec, "name": "newer"}))
 
 
+@pytest.mark.django_db
+def test_a_version_stored_before_with_a_timeout_on_a_wait_still_compiles():
+    definition = WorkflowDefinition.objects.create(name="older-wait")
+    spec = {"name": "older-wait", "steps": [{"id": "w", "action": "wait.signal", "timeout_s": 2,
+                                              "params": {"name": "go"}}]}
+    version = WorkflowVersion.objects.create(definition=definition, number=1, spec=spec, content_hash="older-w")
+
+    assert engine.compiled_version(version.pk).spec.steps["w"].timeout_s == 2
+
+
 DMN_MODEL = ('<definitions xmlns="https://www.omg.org/spec/DMN/20230324/MODEL/" id="m" name="shop-dmn" namespace="t">'
              '<decision id="d_size" name="Size"><literalExpression><text>"big"</text></literalExpression>'
              '</decision></definitions>')
 
 
+@pytest.mark.django_db
 def test_a_step_naming_its_dmn_decision_by_a_template_loads():
     rules_load(text=DMN_MODEL, activate=True)
 
