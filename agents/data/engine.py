@@ -22,6 +22,7 @@ from agents.core.lazy import lazy
 from agents.data import transforms as tf
 from agents.data.quality import PUBLISH_CHECK_TYPES, CheckRunner, failing_rows_file_name, tables_concat
 from agents.data.sources import ColumnTypesError, source_consume, source_frame, source_read_stop
+from agents.exceptions import DataError
 
 pd = lazy("pandas")
 pa = lazy("pyarrow")
@@ -174,7 +175,7 @@ def _chunks_run(frames: Iterator[pd.DataFrame], outcome: PipelineOutcome, *, spe
         outcome.rows_out += len(frame)
         for runner in runners:
             runner.update(frame)
-        tables.append(pa.Table.from_pandas(frame, preserve_index=False))
+        tables.append(_output_table(frame))
 
     partials: list[pd.DataFrame] = []
     gathered: list[pd.DataFrame] = []
@@ -214,3 +215,39 @@ def _chunks_run(frames: Iterator[pd.DataFrame], outcome: PipelineOutcome, *, spe
             frame = tf.transform_apply(frame, transform, where=f"transforms[{offset + index + 1}] "
                                        f"({transform['type']})", load=load)
         emit(frame.reset_index(drop=True))
+
+
+def _output_table(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as the Arrow table written to Parquet; a column whose values cannot be stored is a ``DataError``
+    naming it and why (Arrow's own text names neither plainly)."""
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except pa.ArrowException:
+        for index, name in enumerate(frame.columns):
+            column = frame.iloc[:, index]
+            try:
+                pa.Array.from_pandas(column)
+            except pa.ArrowException:
+                raise DataError(f"column {name!r} cannot be stored: {_unstorable_reason(column)}") from None
+        raise
+
+
+def _unstorable_reason(column: pd.Series) -> str:
+    """Why Arrow cannot convert ``column``: values of more than one type, or one value of a type it has none for."""
+    first_of_type: dict[type, Any] = {}
+    for value in column.dropna():
+        first_of_type.setdefault(type(value), value)
+    if len(first_of_type) > 1:
+        shown = " and ".join(f"{kind.__name__} values ({_value_shown(value)})" for kind, value in first_of_type.items())
+        return f"it holds {shown}; a column holds values of one type"
+    for value in column.dropna():
+        try:
+            pa.array([value])
+        except pa.ArrowException:
+            return f"the {type(value).__name__} value {_value_shown(value)} has no Parquet type"
+    return "its values have no Parquet type"
+
+
+def _value_shown(value: Any) -> str:
+    text = repr(value) if isinstance(value, (str, bytes)) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

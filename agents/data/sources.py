@@ -1241,6 +1241,28 @@ def _reason_without(error: BaseException, secret: str | None) -> str:
 #: in a READ ONLY transaction, a refused login.
 _MYSQL_TIMED_OUT = {1969, 3024}
 _MYSQL_READ_ONLY = {1792}
+#: MariaDB's zero date (and datetime), which it stores for "no date" where sql_mode allows; PyMySQL hands it over
+#: as text among the dates, which no column type holds.
+_MYSQL_ZERO_DATE = re.compile(r"0000-00-00(?:[ T]00:00:00(?:\.0*)?)?")
+
+
+def _mysql_zero_date_null(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """PyMySQL's converter ``convert`` of DATE, DATETIME or TIMESTAMP text, with the zero date read as None, as
+    MySQL connectors' convert-zero-datetime-to-null does."""
+    def converted(text: str) -> Any:
+        return None if _MYSQL_ZERO_DATE.fullmatch(text) else convert(text)
+    return converted
+
+
+def _mysql_conversions() -> dict:
+    """PyMySQL's conversions, with the zero date of a DATE, DATETIME or TIMESTAMP column read as None (missing)."""
+    import pymysql
+    from pymysql.constants import FIELD_TYPE
+
+    conversions = dict(pymysql.converters.conversions)
+    for field_type in (FIELD_TYPE.DATE, FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
+        conversions[field_type] = _mysql_zero_date_null(conversions[field_type])
+    return conversions
 
 
 def _mysql_connect(url: str, *, label: str):
@@ -1259,7 +1281,7 @@ def _mysql_connect(url: str, *, label: str):
             password=unquote(parts.password or ""), database=unquote(parts.path.lstrip("/")) or None,
             charset="utf8mb4", connect_timeout=DATABASE_CONNECT_TIMEOUT_S,
             read_timeout=timeout_s + DATABASE_CONNECT_TIMEOUT_S,  # the server cancels first; this is the backstop
-            cursorclass=pymysql.cursors.SSCursor,
+            cursorclass=pymysql.cursors.SSCursor, conv=_mysql_conversions(),
         )
     except pymysql.Error as error:
         raise DataSourceError(f"{label} cannot be reached: "

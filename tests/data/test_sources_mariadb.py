@@ -2,6 +2,7 @@
 array files in each of pandas' layouts (orient)."""
 import json
 import uuid
+from datetime import date, datetime
 
 import pandas as pd
 import pymysql
@@ -141,6 +142,63 @@ def test_a_mariadb_table_feeds_a_pipeline_run_by_a_data_agent(worker, mariadb, s
     expected = ORDERS[ORDERS.region != "east"].groupby("region").amount.sum()
     assert output.set_index("region")["revenue"].to_dict() == pytest.approx(expected.to_dict())
     assert {"kind": "database", "connection": CONNECTION, "role": "source"}.items() <= run.dataset.inputs[0].items()
+
+
+# --- zero dates ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zero_dates(mariadb):
+    """Deliveries with MariaDB's zero date for "no date" (sql_mode without NO_ZERO_DATE, as MariaDB allows), and a
+    table with a date whose day is zero (NO_ZERO_IN_DATE off), which no date type holds."""
+    connection = pymysql.connect(**MARIADB, database=DATABASE, autocommit=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION sql_mode = ''")
+        cursor.execute("CREATE TABLE deliveries (id INT PRIMARY KEY, d DATE, dt DATETIME)")
+        cursor.execute("INSERT INTO deliveries VALUES (1, '2024-01-01', '2024-01-01 10:30:00'), "
+                       "(2, '0000-00-00', '0000-00-00 00:00:00')")
+        cursor.execute("CREATE TABLE day_zero (id INT PRIMARY KEY, d DATE)")
+        cursor.execute("INSERT INTO day_zero VALUES (1, '2024-01-01'), (2, '2024-01-00')")
+    connection.close()
+    yield mariadb
+
+
+def dates_pipeline_run(shared_folder: str, table: str) -> DataRun:
+    spec = {
+        "name": f"{shared_folder}-{table}",
+        "source": maria_source(f"SELECT id, d FROM {table} ORDER BY id"),
+        "output": {"dataset": f"{shared_folder}_{table}"},
+    }
+    run = services.data_run_enqueue(version=load(spec))
+    wait_for(lambda: DataRun.objects.get(pk=run.pk).status in ("succeeded", "failed"), timeout_s=60,
+             what="the data run to finish")
+    run.refresh_from_db()
+    return run
+
+
+def test_a_zero_date_is_read_as_missing(zero_dates):
+    frame = source_frame(maria_source("SELECT d, dt FROM deliveries ORDER BY id"))
+
+    assert frame["d"].tolist() == [date(2024, 1, 1), None]
+    assert frame["dt"].iloc[0] == datetime(2024, 1, 1, 10, 30) and frame["dt"].isna().tolist() == [False, True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pipeline_run_stores_a_zero_date_as_null(worker, zero_dates, shared_folder):
+    run = dates_pipeline_run(shared_folder, "deliveries")
+
+    assert run.status == "succeeded", run.error
+    output = pd.read_parquet(django_settings.AGENTS_DATA_ROOT / Dataset.objects.get(run=run).path)
+    assert output["d"].tolist() == [date(2024, 1, 1), None]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_column_of_dates_and_text_fails_the_run_naming_the_column(worker, zero_dates, shared_folder):
+    run = dates_pipeline_run(shared_folder, "day_zero")
+
+    assert run.status == "failed"
+    assert run.error == ("column 'd' cannot be stored: it holds date values (2024-01-01) and str values "
+                         "('2024-01-00'); a column holds values of one type")
 
 
 # --- JSON files ---------------------------------------------------------------------------------------------
