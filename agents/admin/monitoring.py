@@ -26,6 +26,7 @@ from agents.admin.common import (
     value_text,
 )
 from agents.admin.workflows import format_duration
+from agents.core.teams import team_default
 from agents.models import (
     OPEN_ALERT_STATES,
     Alert,
@@ -550,6 +551,22 @@ class SilenceAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     def get_changeform_initial_data(self, request):
         now = timezone.now()
         return {"starts_at": now, "ends_at": now + SILENCE_FOR, **super().get_changeform_initial_data(request)}
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+
+        class ChecksNamed(form):
+            def clean(self):
+                cleaned = super().clean()  # the team chosen (or the user's only one) by now
+                matchers = cleaned.get("matchers")
+                if matchers and (self.instance.pk is None or matchers != self.instance.matchers):
+                    team = cleaned.get("team") or (self.instance.team if self.instance.pk else None)
+                    # as silence_create refuses it: a plain name no check of the team has silences nothing
+                    if problems := alerts.silence_checks_missing(matchers, team=team or team_default()):
+                        self.add_error("matchers", problems)
+                return cleaned
+
+        return ChecksNamed
 
     def save_model(self, request, obj, form, change):
         if change:  # no service edits a silence: the form has validated what the model stores

@@ -1,6 +1,7 @@
 """The alert lifecycle: opening, updating and resolving alerts from check results, acknowledgement, silences,
 notifications (routing, reminders, escalation, the resolved notice) and incident responses."""
 import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from agents.core.actions import ActionContext, action_get, action_run
 from agents.core.audit import audit_record
 from agents.core.dispatch import task_send_on_commit
 from agents.core.events import event_publish
-from agents.core.jsonable import storable, storable_answer
+from agents.core.jsonable import holds_unstorable_text, storable, storable_answer
 from agents.core.redaction import secrets_redacted
 from agents.core.tracing import trace, trace_id_ensure
 from agents.core.teams import acting_for, definition_team_problem, same_team, team_default
@@ -381,7 +382,8 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
     """Silence alerts of ``team`` (default: the default team) matching ``matchers`` from ``starts_at`` (now) to
     ``ends_at``."""
     starts_at = starts_at or timezone.now()
-    problems = rules.matchers_validate(matchers, "matchers")
+    team = team or team_default()
+    problems = rules.matchers_validate(matchers, "matchers") or silence_checks_missing(matchers, team=team)
     if not matchers:
         problems.append("matchers: give at least one of check, tags, severity")
     if ends_at <= starts_at:
@@ -393,7 +395,7 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
     with transaction.atomic():
         silence = Silence.objects.create(
             matchers=matchers, starts_at=starts_at, ends_at=ends_at, comment=comment, created_by=created_by,
-            team=team or team_default(),
+            team=team,
         )
         audit_record("silence.create", "silence", silence.pk, f"silenced {matchers} until {ends_at.isoformat()}",
                      matchers=matchers, starts_at=starts_at.isoformat(), ends_at=ends_at.isoformat(), comment=comment)
@@ -426,7 +428,8 @@ def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: da
         silence = _silence_open(silence_id, now, ended_hint=": create a new one")
         changes = {}
         if matchers is not None:
-            problems = rules.matchers_validate(matchers, "matchers")
+            problems = rules.matchers_validate(matchers, "matchers") or (silence_checks_missing(
+                matchers, team=silence.team) if matchers != silence.matchers else [])  # a check since gone: kept
             if not matchers:
                 problems.append("matchers: give at least one of check, tags, severity")
             if problems:
@@ -451,6 +454,31 @@ def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: da
                          now={field: value.isoformat() if isinstance(value, datetime) else value
                               for field, value in changes.items()})
     return silence
+
+
+#: What makes a silence's check matcher a pattern (``fnmatch``'s) rather than a name.
+_GLOB_CHARACTERS = re.compile(r"[*?\[]")
+
+
+def silence_checks_missing(matchers: dict, *, team: Team) -> list[str]:
+    """A problem for each check name in ``matchers`` (already valid) that is a plain name, not a glob, and names no
+    check of ``team``: a mistyped name would silence nothing while looking in force. A glob may match nothing yet
+    (its checks are loaded later); a silence only ever covers checks of its own team."""
+    names = (matchers or {}).get("check") or []
+    names = [names] if isinstance(names, str) else names
+    plain = [name for name in names if not _GLOB_CHARACTERS.search(name)]
+    if not plain:
+        return []
+    checks = Check.objects.filter(team=team)
+    # A name PostgreSQL cannot hold is no check's name, and cannot be looked up.
+    found = set(checks.filter(name__in=[name for name in plain if not holds_unstorable_text(name)])
+                .values_list("name", flat=True))
+    missing = [name for name in dict.fromkeys(plain) if name not in found]
+    if not missing:
+        return []
+    known = ", ".join(checks.order_by("name").values_list("name", flat=True)[:20]) or "none loaded"
+    return [f"matchers.check: no check named {name!r} in team {team.name!r} (checks: {known}); a glob such as "
+            f"{name + '*'!r} may match checks not loaded yet" for name in missing]
 
 
 def _silence_open(silence_id: int, now: datetime, *, ended_hint: str = "") -> Silence:

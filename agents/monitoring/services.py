@@ -176,7 +176,11 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
             escalate_to = NotificationRoute.objects.filter(name=target).first() if target else None
             same_team(route.team_id, escalate_to, what=f"route {name!r} escalates to route {target!r}, which")
             NotificationRoute.objects.filter(pk=route.pk).update(escalate_to=escalate_to)
-        for item, silence in sections["silences"]:
+        for index, (item, silence) in enumerate(sections["silences"]):
+            # a plain check name no check of the team has (the file's own checks are stored by now) silences nothing
+            if problems := alerts.silence_checks_missing(silence["matchers"], team=team or team_default()):
+                raise CheckSpecError([problem.replace("matchers.check", f"silences[{index}].match.check", 1)
+                                      for problem in problems])
             row, outcome = _silence_load(item, silence, team=team or team_default(), created_by=created_by)
             counts["silences"][outcome] += 1
             counts["silences"]["ids"].append(row.pk)

@@ -558,8 +558,8 @@ def test_a_silence_that_ends_on_a_firing_alert_sends_the_firing_notice_then_and_
                                                                                                        receiver):
     # given an alert that fired during a silence, so its firing notice was silenced
     _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
-    silence = alerts.silence_create(matchers={"check": "api"}, ends_at=timezone.now() + timedelta(hours=1))
     check = make_check(critical=90)
+    silence = alerts.silence_create(matchers={"check": "api"}, ends_at=timezone.now() + timedelta(hours=1))
     alert = _fire(check, clock)
     assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "silenced"
 
@@ -580,8 +580,9 @@ def test_a_silence_that_ends_on_a_firing_alert_sends_the_firing_notice_then_and_
 def test_a_silence_changed_to_stop_covering_a_firing_alert_sends_its_firing_notice_then(clock, receiver):
     # given an alert that fired during a silence of its check
     _route("hook", handler="webhook", config={"url": receiver.url, "backoff_s": 0.01})
+    check = make_check(critical=90)
     silence = alerts.silence_create(matchers={"check": "api"}, ends_at=timezone.now() + timedelta(hours=1))
-    alert = _fire(make_check(critical=90), clock)
+    alert = _fire(check, clock)
     assert alerts.notification_deliver(alert_id=alert.pk, event="firing").status == "silenced"
 
     # when an operator narrows the silence to warnings only and extends it

@@ -69,6 +69,7 @@ def test_alertmanagers_zero_time_with_an_offset_still_means_not_given(api):
     ("ends_at", PAST_9999, f"{PAST_9999} is after year 9999 in UTC"),
 ])
 def test_monitor_load_refuses_a_silence_time_outside_the_calendar_by_field(tmp_path, key, text, reason):
+    make_check("web")
     existing = alerts.silence_create(matchers={"check": ["web"]}, ends_at=timezone.now() + timedelta(hours=1),
                                      comment="kept", created_by="ops")
     definitions = tmp_path / "silences.yaml"
