@@ -583,7 +583,7 @@ def request_action(payload: dict) -> tuple[Any, list[str]]:
     running (each problem naming the action): none when it names no action (a ping)."""
     if "action" not in payload:
         return None, []
-    name, params = payload["action"], payload.get("params") or {}
+    name, params = payload["action"], payload.get("params", {})  # given, it is an object: [], 0 or null are not
     if not isinstance(name, str) or not name:
         return None, [f"action: must be the name of an action, got {name!r}"]
     action = action_get(name)
@@ -618,7 +618,7 @@ def _task_request(message: AgentMessage, *, agent: str) -> Any:
     action, problems = request_action(payload)
     if problems:  # checked when it was sent: an action removed or changed since
         raise MessageError.of(problems)
-    params = payload.get("params") or {}
+    params = payload.get("params", {})
     context = ActionContext(run_id=0, step_id=f"message-{message.pk}", attempt=message.attempts,
                             workflow=f"message:{message.pk}", run_params=params)
     with acting_for(message.team_id):  # a team's request runs as that team, as its agent task would

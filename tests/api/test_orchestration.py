@@ -167,6 +167,9 @@ def test_a_broadcast_reaches_every_live_agent_of_the_type(operator_client, worke
     ({"message_type": "task_request", "recipient": "type:data", "payload": {"action": "sleep",
                                                                            "params": {"seconds": "x"}}},
      "payload.params", "parameter 'seconds' must be a number"),
+    # params that are no object were taken as none when they were empty, and the action ran with {}
+    *[({"message_type": "task_request", "recipient": "type:data", "payload": {"action": "echo", "params": params}},
+       "payload.params", "must be a JSON object (action 'echo')") for params in ([], 0, "", False, None)],
 ])
 def test_a_message_with_bad_input_names_the_field_and_sends_nothing(operator_client, body, field, reason):
     response = operator_client.post("/api/messages/", body, format="json")
