@@ -102,9 +102,17 @@ def recipient_problem(recipient: Any) -> str | None:
 
 def _recipient_unavailable(recipient: str) -> str | None:
     """Why a message to the agent named ``recipient`` would never be handled: the agent is offline, so nothing consumes
-    its worker's direct queue (a worker gone for good never will), or disabled, so it takes no new work. None for a
-    live enabled agent, a type or a broadcast."""
-    if recipient == "*" or recipient.startswith(("type:", "*:")):
+    its worker's direct queue (a worker gone for good never will), or disabled, so it takes no new work; or why a
+    broadcast would reach nobody: it goes to the agents live and enabled as it is sent, and there are none (it would
+    stay sent for ever). None for a live enabled agent, a type (its queue keeps the message for the next agent) or a
+    broadcast some agent will take."""
+    if recipient == "*" or recipient.startswith("*:"):
+        if _recipient_agents(recipient):
+            return None
+        of_type = f" of type {recipient[2:]!r}" if recipient != "*" else ""
+        return (f"recipient: no live, enabled agent{of_type} to broadcast to (a broadcast reaches the agents live as "
+                f"it is sent; see `manage.py agents list`)")
+    if recipient.startswith("type:"):
         return None
     if Agent.objects.filter(name=recipient, status=AgentStatus.OFFLINE).exists():
         return (f"recipient: agent {recipient!r} is offline, so nothing would handle the message; send it to "

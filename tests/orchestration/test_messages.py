@@ -202,6 +202,19 @@ def test_a_message_to_an_offline_agent_is_refused_naming_it_and_nothing_is_store
     assert not AgentMessage.objects.exists()
 
 
+def test_a_broadcast_no_live_enabled_agent_would_receive_is_refused_and_nothing_is_stored():
+    # it reaches the agents live as it is sent: to none, it stayed 'sent' for ever
+    Agent.objects.create(name="stopped@host:data", agent_type="data", hostname="stopped@host", status="offline")
+    Agent.objects.create(name="resting@host:data", agent_type="data", hostname="resting@host", status="idle",
+                         enabled=False)
+
+    with pytest.raises(CommandError, match=r"recipient: no live, enabled agent of type 'data' to broadcast to"):
+        call_command("messages", "broadcast", "heartbeat", "--agent-type", "data")
+    with pytest.raises(CommandError, match=r"recipient: no live, enabled agent to broadcast to"):
+        call_command("messages", "send", "heartbeat", "*")
+    assert not AgentMessage.objects.exists()
+
+
 def test_a_request_from_an_agent_that_went_offline_is_still_answered(monkeypatch):
     # given a request from an agent that went offline before its request was handled
     Agent.objects.create(name="asker@host:data", agent_type="data", hostname="asker@host", status="idle")

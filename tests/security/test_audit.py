@@ -91,7 +91,7 @@ ACTIONS = {
     "alert acknowledge": (lambda: alerts.alert_acknowledge(alert_id=_firing_alert().pk, note="looking"),
                           "alert.acknowledge", "alert"),
     "alert resolve": (lambda: alerts.alert_resolve(alert_id=_firing_alert().pk), "alert.resolve", "alert"),
-    "silence create": (lambda: alerts.silence_create(matchers={"check": ["audited-check"]},
+    "silence create": (lambda: alerts.silence_create(matchers={"check": ["audited-*"]},
                                                      ends_at=timezone.now() + timedelta(hours=1)),
                        "silence.create", "silence"),
     "agent task submit": (lambda: agent_tasks.task_submit(agent_type="data", config={"action": "noop"}),

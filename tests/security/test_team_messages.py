@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from agents.api.groups import OPERATORS
 from agents.core.teams import team_create
-from agents.models import AgentMessage, Alert, ResponseRule, WorkflowRun
+from agents.models import Agent, AgentMessage, Alert, ResponseRule, WorkflowRun
 from agents.monitoring import alerts
 from agents.orchestration import messages
 from tests.api.conftest import WORKFLOW, _user, client_for
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_a_member_of_team_b_neither_lists_nor_reads_team_a_s_messages(team_a_client, team_b_client):
+    Agent.objects.create(name="w1@host:data", agent_type="data", status="idle", hostname="w1@host")  # to reach
     sent = team_a_client.post("/api/messages/", {"message_type": "status_update", "recipient": "type:decision",
                                                  "payload": {"note": "team A's"}}, format="json")
     broadcast = team_a_client.post("/api/messages/broadcast/", {"message_type": "heartbeat"}, format="json")
