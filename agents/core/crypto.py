@@ -37,8 +37,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Environment variables no definition may name: the site's own settings and credentials (its signing and encryption
 #: keys, database, broker and cache URLs, Flower's and the admin's logins, mail and metrics credentials). A team's
 #: webhook naming one would carry it off to any allowed host.
-SITE_ENV = re.compile(r"^(?:AGENTS_(?:ENCRYPTION_KEYS|MESSAGE_KEY|METRICS_TOKEN|METRICS_BASIC_AUTH|DATA_DATABASES"
-                      r"|ADMIN_.*|REDIS_TLS_.*)|DJANGO_.*|CELERY_.*|FLOWER_.*|SECRET_KEY.*|(?:TEST_)?DATABASE_URL"
+SITE_ENV = re.compile(r"^(?:AGENTS_.*|DJANGO_.*|CELERY_.*|FLOWER_.*|SECRET_KEY.*|(?:TEST_)?DATABASE_URL"
                       r"|(?:TEST_)?CACHE_URL|(?:TEST_|BESIDE_)?BROKER_URL|EMAIL_HOST_.*|.*PASSWORD.*)\Z", re.IGNORECASE)
 #: A value in AGENTS_DATA_DATABASES of the form ``secret:NAME`` is the connection URL stored as secret NAME.
 SECRET_URL_PREFIX = "secret:"

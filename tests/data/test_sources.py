@@ -1087,8 +1087,8 @@ def test_a_redirect_is_not_followed(api):
 
 
 def test_a_header_value_comes_from_the_environment(api, monkeypatch):
-    monkeypatch.setenv("AGENTS_TEST_API_KEY", "k-123")
-    spec = api_source(api, "/whoami", headers={"X-Api-Key": {"env": "AGENTS_TEST_API_KEY"}})
+    monkeypatch.setenv("SHOP_API_KEY", "k-123")
+    spec = api_source(api, "/whoami", headers={"X-Api-Key": {"env": "SHOP_API_KEY"}})
 
     frame = source_frame(spec)
 
@@ -1097,10 +1097,10 @@ def test_a_header_value_comes_from_the_environment(api, monkeypatch):
 
 
 def test_a_header_from_a_missing_variable_is_refused_before_any_request(api, monkeypatch):
-    monkeypatch.delenv("AGENTS_TEST_API_KEY", raising=False)
-    spec = api_source(api, "/whoami", headers={"X-Api-Key": {"env": "AGENTS_TEST_API_KEY"}})
+    monkeypatch.delenv("SHOP_API_KEY", raising=False)
+    spec = api_source(api, "/whoami", headers={"X-Api-Key": {"env": "SHOP_API_KEY"}})
 
-    with pytest.raises(DataSourceError, match="'AGENTS_TEST_API_KEY', which is not set"):
+    with pytest.raises(DataSourceError, match="'SHOP_API_KEY', which is not set"):
         source_frame(spec)
 
     assert api.seen == []

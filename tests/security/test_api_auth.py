@@ -53,7 +53,9 @@ def test_a_member_of_team_b_neither_sees_nor_cancels_team_a_s_agent_tasks(team_a
 # A definition may name {"env": NAME}: not the site's own keys, which any operator could otherwise send to a webhook
 # and so sign sessions as the superuser, open Flower or decrypt every team's stored secrets.
 @pytest.mark.parametrize("name", ["SECRET_KEY", "AGENTS_ENCRYPTION_KEYS", "AGENTS_MESSAGE_KEY", "FLOWER_BASIC_AUTH",
-                                  "DATABASE_URL"])
+                                  "DATABASE_URL",
+                                  # a Redis URL of the site's that may hold its password: it was let through
+                                  "AGENTS_BREAKER_URL", "AGENTS_DECISION_CACHE_URL"])
 def test_an_operator_s_webhook_cannot_send_the_site_s_own_keys(team_a_client, endpoint, monkeypatch, name):
     # given the site's keys in its environment, as docker-compose gives them
     monkeypatch.setenv(name, "site-key-that-must-stay-home")
