@@ -495,6 +495,10 @@ AGENTS_DATA_REFUSED_FUNCTIONS = env.list("AGENTS_DATA_REFUSED_FUNCTIONS", defaul
     "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir", "pg_ls_waldir",
     "pg_ls_tmpdir", "pg_ls_archive_statusdir", "lo_import", "lo_export", "pg_sleep", "pg_sleep_for",
     "pg_sleep_until", "dblink", "dblink_exec", "pg_terminate_backend", "pg_cancel_backend",
+    # run SQL given as text, which the check cannot read (query_to_xml('select pg_read_file(...)', ...)), or undo
+    # the statement timeout (set_config)
+    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema",
+    "ts_stat", "set_config", "pg_reload_conf", "pg_advisory_lock", "pg_advisory_xact_lock", "lo_get",
 ])
 #: Hosts an ``api`` source may call; ``*`` allows any. Defaults to the workflow HTTP allow-list.
 AGENTS_DATA_API_ALLOWED_HOSTS = env.list("AGENTS_DATA_API_ALLOWED_HOSTS", default=AGENTS_HTTP_ALLOWED_HOSTS)

@@ -216,8 +216,8 @@ def _query_problems(query: str, *, dialect: str) -> list[str]:
     if not mysql and re.search(r'[Uu]&"', names):
         problems.append('a U&"..." name may hide which function it calls; write names plainly')
     for function in _refused_calls(names, extra=MYSQL_REFUSED_FUNCTIONS if mysql else ()):
-        problems.append(f"calls {function}(), which reads or lists server files, reaches another server or sleeps; "
-                        "refused (AGENTS_DATA_REFUSED_FUNCTIONS)")
+        problems.append(f"calls {function}(), which reads or lists server files, reaches another server, sleeps "
+                        "or runs SQL given as text; refused (AGENTS_DATA_REFUSED_FUNCTIONS)")
     return problems
 
 

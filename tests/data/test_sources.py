@@ -769,13 +769,17 @@ def test_an_unknown_connection_lists_the_configured_ones(pg):
     ("SELECT order_id FROM source_orders, pg_catalog.pg_sleep(5)", "pg_sleep"),
     ('SELECT "pg_ls_dir"(\'.\')', "pg_ls_dir"),
     ("WITH x AS (SELECT 1) SELECT lo_export(1, '/tmp/x') FROM x", "lo_export"),
+    # SQL given as text is not read by the check: it read the file all the same
+    ("SELECT query_to_xml('select pg_read_file(''/etc/hostname'') as f', true, false, '') AS x", "query_to_xml"),
+    ("SELECT set_config('statement_timeout', '0', false)", "set_config"),
 ])
 def test_a_query_calling_a_server_file_or_sleep_function_is_refused(query, function):
     with pytest.raises(DataSourceError) as caught:
         source_frame(pg_source(query))
 
     assert str(caught.value) == (f"source.query: calls {function}(), which reads or lists server files, reaches "
-                                 "another server or sleeps; refused (AGENTS_DATA_REFUSED_FUNCTIONS)")
+                                 "another server, sleeps or runs SQL given as text; refused "
+                                 "(AGENTS_DATA_REFUSED_FUNCTIONS)")
 
 
 def test_a_unicode_escaped_name_is_refused():
