@@ -133,3 +133,23 @@ def test_a_tagged_scalar_its_tag_cannot_read_is_refused_naming_its_line():
     ):
         with pytest.raises(DefinitionTextError, match="^definition: not valid YAML or JSON " + re.escape(reason)):
             definition_load_text(text)
+
+
+def test_merges_of_merges_are_refused_before_they_make_millions_of_keys():
+    import pytest
+
+    from agents.core.definitions import MAX_DEFINITION_VALUES, DefinitionTextError
+
+    # 500 bytes: each level merges nine copies of the one before (9**8 keys; it took minutes and gigabytes)
+    lines = ["a0: &a0 {k: 1}"] + [f"a{i}: &a{i} {{<<: [{', '.join([f'*a{i - 1}'] * 9)}]}}" for i in range(1, 9)]
+
+    with pytest.raises(DefinitionTextError, match=f"<< merges bring in more than {MAX_DEFINITION_VALUES} keys in all"):
+        definition_load_text("\n".join(lines))
+
+
+def test_ordinary_merges_still_bring_their_keys_in():
+    text = "defaults: &d {retries: 2, timeout_s: 30}\nstep: {<<: *d, timeout_s: 5}\nother: {<<: [*d], id: x}\n"
+
+    assert definition_load_text(text) == {"defaults": {"retries": 2, "timeout_s": 30},
+                                          "step": {"retries": 2, "timeout_s": 5},
+                                          "other": {"retries": 2, "timeout_s": 30, "id": "x"}}

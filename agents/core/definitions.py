@@ -73,6 +73,20 @@ class _PlainLoader(yaml.SafeLoader):
                     raise yaml.constructor.ConstructorError(
                         None, None, f"the key {key!r} is given twice in one mapping (first at line "
                         f"{earlier.start_mark.line + 1})", key_node.start_mark)
+        # Each << merge copies the keys of the mappings it names: counted before they are copied, against one budget
+        # for the whole text, so a few lines of merges of merges cannot make millions of keys (and minutes of work).
+        merged = 0
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                for named in value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]:
+                    if isinstance(named, yaml.MappingNode):
+                        self.flatten_mapping(named)  # its own merges first (once: it is flat afterwards)
+                        merged += len(named.value)
+        if merged:
+            self._merged = getattr(self, "_merged", 0) + merged
+            if self._merged > MAX_DEFINITION_VALUES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"<< merges bring in more than {MAX_DEFINITION_VALUES} keys in all", node.start_mark)
         super().flatten_mapping(node)
 
 
