@@ -50,6 +50,13 @@ def replaced_in_place(value: Any, texts: set[str], by: str, numbers: set = froze
             return _replaced(leaf, ordered, by)
         return by if numbers and type(leaf) in (int, float) and leaf in numbers else leaf
 
+    return leaves_in_place(value, shown)
+
+
+def leaves_in_place(value: Any, shown: Any) -> Any:
+    """``value`` (JSON-like lists and mappings, changed in place, or one leaf) with each leaf (text, number, bool,
+    None) replaced by ``shown(leaf)``. Walked with a stack of its own: a value as deep as a context may be is not a
+    recursion."""
     if not isinstance(value, (dict, list)):
         return shown(value)
     pending, seen = [value], set()

@@ -38,7 +38,7 @@ from agents.core.dispatch import task_send_on_commit
 from agents.core.files import file_sha256
 from agents.core.batchwork import batch_running
 from agents.core.jsonable import holds_unstorable_text, json_problem
-from agents.core.redaction import replaced_in_place
+from agents.core.redaction import leaves_in_place, replaced_in_place
 from agents.models.ids import uuid7, uuid7_texts
 from agents.models import (
     Decision,
@@ -184,23 +184,27 @@ def ruleset_active_version(*, ruleset: str) -> RuleSetVersion:
 
 
 def _mask(context: Any, keys: set[str], path: str = "") -> Any:
-    """A copy of ``context`` with the values under masked keys (a key's name, or its dotted path) replaced by ***.
+    """A copy of ``context`` with the values under masked keys (a key's name, or its dotted path, in any case:
+    ``SSN`` and ``Password`` as ``ssn`` and ``password``) replaced by ***.
 
     Walked with a stack of its own rather than by recursion: a context as deep as JSON can hold is masked, not
     turned into a RecursionError after it was decided."""
     if not isinstance(context, (dict, list)):
         return context
+    keys = {key.lower() for key in keys}
+    path = path.lower()
     root: Any = {} if isinstance(context, dict) else []
     stack = [(context, root, path)]
     while stack:
         source, target, path = stack.pop()
         if isinstance(source, dict):
             for key, value in source.items():
-                if key in keys or f"{path}{key}" in keys:
+                lowered = key.lower() if isinstance(key, str) else key
+                if lowered in keys or f"{path}{lowered}" in keys:
                     value = MASK
                 elif isinstance(value, (dict, list)):
                     child: Any = {} if isinstance(value, dict) else []
-                    stack.append((value, child, f"{path}{key}."))
+                    stack.append((value, child, f"{path}{lowered}."))
                     value = child
                 target[key] = value
         else:
@@ -215,8 +219,10 @@ def _mask(context: Any, keys: set[str], path: str = "") -> Any:
 
 def _masked_path(path: str, keys: set[str]) -> bool:
     """Whether a dotted context path is, or lies under, a masked key or path. List indexes in the path are also
-    passed over, as ``_mask`` does (``items.0.ssn`` lies under the masked path ``items.ssn``)."""
-    parts = path.split(".")
+    passed over, as ``_mask`` does (``items.0.ssn`` lies under the masked path ``items.ssn``); names compared in any
+    case, as ``_mask`` compares them."""
+    keys = {key.lower() for key in keys}
+    parts = path.lower().split(".")
     if any(part in keys for part in parts):
         return True
     named = _named_parts(parts)
@@ -586,8 +592,8 @@ class _Batch:
         self.decider, self.rules = decider, decider.rules
         self.ttl = settings.AGENTS_DECISION_CACHE_TTL_S if use_cache else 0
         self.cache = decision_cache() if self.ttl else None
-        probes = sorted({json.dumps(key.rsplit(".", 1)[-1]) for key in decider.masked})
-        self.probes = re.compile("|".join(map(re.escape, probes))) if probes else None
+        probes = sorted({json.dumps(key.rsplit(".", 1)[-1].lower()) for key in decider.masked})
+        self.probes = re.compile("|".join(map(re.escape, probes)), re.IGNORECASE) if probes else None
         self.masked_reads = {rule.id: tuple(path for path in (rule.fields or ()) if _masked_path(path, decider.masked))
                              for rule in self.rules.evaluation_order}
         self.any_masked_reads = any(self.masked_reads.values())
@@ -1498,17 +1504,30 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
         # What a decision computed from one (a text holding it, a required decision passing it on, a table input of
         # it, an error quoting it) shows it as well: FEEL keeps no mark of where a value came from, so the values
         # themselves are looked for, in the values only: the model's own texts (ids, rule entries) stay as written.
+        # FEEL may have changed one (upper case, substring): a text still holding any MASKED_VALUE_LENGTH characters
+        # of a masked value in a row, in any case, once the values themselves are ***, is *** as a whole.
         texts, numbers = secrets
+        windows = {text.lower()[start:start + MASKED_VALUE_LENGTH] for text in texts
+                   for start in range(len(text) - MASKED_VALUE_LENGTH + 1)}
+
+        def shown(leaf: Any) -> Any:
+            leaf = replaced_in_place(leaf, texts, MASK, numbers)
+            if isinstance(leaf, str):
+                lowered = leaf.lower()
+                held = any(lowered[start:start + MASKED_VALUE_LENGTH] in windows
+                           for start in range(len(lowered) - MASKED_VALUE_LENGTH + 1))
+                return MASK if held else leaf
+            return MASK if type(leaf) in (int, float) and (leaf in numbers or shown(str(leaf)) == MASK) else leaf
+
         for entry in trace:
-            entry["inputs"], entry["result"] = (replaced_in_place(entry[key], texts, MASK, numbers)
-                                                for key in ("inputs", "result"))
+            entry["inputs"], entry["result"] = (leaves_in_place(entry[key], shown) for key in ("inputs", "result"))
             for table in entry["tables"]:
                 for key in ("result", "errors"):
                     if key in table:
-                        table[key] = replaced_in_place(table[key], texts, MASK, numbers)
+                        table[key] = leaves_in_place(table[key], shown)
                 for read in table["inputs"]:
-                    read["value"] = replaced_in_place(read["value"], texts, MASK, numbers)
-        errors = replaced_in_place(errors, texts, MASK, numbers)
+                    read["value"] = leaves_in_place(read["value"], shown)
+        errors = leaves_in_place(errors, shown)
     rule_ids = _dmn_rule_ids(trace)
     reasoning = (f"{_dmn_reasoning_start(decision)}{model.model_name!r} evaluated after "
                  f"{len(trace) - 1} required decision{'s' if len(trace) != 2 else ''}")

@@ -219,6 +219,50 @@ def test_a_dmn_trace_shows_no_masked_value_computed_from_one():
     assert last["result"] == "ok Ann"
 
 
+CHANGED_MODEL = """<?xml version="1.0"?>
+<definitions xmlns="https://www.omg.org/spec/DMN/20191111/MODEL/" id="m" name="changed-dmn" namespace="x">
+  <inputData name="Applicant" id="i_applicant"><variable name="Applicant"/></inputData>
+  <decision name="Tail" id="d_tail">
+    <informationRequirement><requiredInput href="#i_applicant"/></informationRequirement>
+    <literalExpression><text>"card of " + substring(Applicant.ssn, 2)</text></literalExpression>
+  </decision>
+  <decision name="Out" id="d_out">
+    <informationRequirement><requiredInput href="#i_applicant"/></informationRequirement>
+    <informationRequirement><requiredDecision href="#d_tail"/></informationRequirement>
+    <decisionTable hitPolicy="FIRST">
+      <input id="in_up"><inputExpression><text>upper case(Applicant.ssn)</text></inputExpression></input>
+      <output id="out" name="out"/>
+      <rule id="r1"><inputEntry><text>-</text></inputEntry><outputEntry><text>"done"</text></outputEntry></rule>
+    </decisionTable>
+  </decision>
+</definitions>
+"""
+
+
+def test_a_dmn_trace_shows_no_masked_value_feel_changed():
+    # FEEL changed the value (upper case, a substring): it was shown, eight of an ssn's nine characters
+    services.rules_load(text=CHANGED_MODEL, activate=True)
+
+    answer = services.decide(ruleset="changed-dmn", decision="Out", context={"Applicant": {"ssn": "abc-de-fghi"}})
+
+    tail, out = answer["trace"]
+    assert tail["result"] == "***"
+    assert [read["value"] for read in out["tables"][0]["inputs"]] == ["***"]
+    assert "fghi" not in json.dumps(answer).lower() and answer["decision"] == "done"
+
+
+def test_masked_keys_are_masked_in_any_case():
+    # SSN, Password, Token were stored and served in clear: the settings name ssn, password, token
+    services.rules_load(text=MASKED_MODEL, activate=True)
+
+    answer = services.decide(ruleset="masked-dmn", decision="Card",
+                             context={"Applicant": {"SSN": "999887777", "income": 20}, "Password": "hunter22"})
+
+    stored = Decision.objects.get(decision_id=answer["decision_id"]).context
+    assert stored == {"Applicant": {"SSN": "***", "income": 20}, "Password": "***"}
+    assert "999887777" not in json.dumps(answer) and "hunter22" not in json.dumps(answer)
+
+
 def test_a_dmn_model_s_own_texts_are_not_masked_where_they_hold_a_masked_value():
     # given a context whose masked ssn, 1234, is also part of a rule's id in the model
     services.rules_load(text=MASKED_MODEL, activate=True)
@@ -253,3 +297,17 @@ def test_a_dmn_trace_shows_no_masked_number_computed_from_one_and_the_answer_is_
     assert number["decision"] == 4111111111111111
     (entry,) = number["trace"]
     assert entry["result"] == "***" and entry["inputs"]["Applicant"] == {"card_number": "***", "income": 1234}
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_rule_set_masks_its_keys_in_any_case_in_the_audit_single_or_batch(batch):
+    # {"SSN": ...} and {"Password": ...} were audited as given
+    context = {"SSN": SSN, "income": 20, "applicant": {"Password": "hunter22", "name": "Ann"}}
+
+    if batch:
+        services.decide_many(ruleset=NAME, contexts=[context, {"income": 5}])
+    else:
+        services.decide(ruleset=NAME, context=context)
+
+    audited = Decision.objects.get(context__income=20).context
+    assert audited == {"SSN": "***", "income": 20, "applicant": {"Password": "***", "name": "Ann"}}
