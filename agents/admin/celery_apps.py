@@ -11,31 +11,45 @@ from django_celery_results.models import GroupResult, TaskResult
 from agents.admin.common import SafeFilterMixin
 
 
-class PeriodicTaskAdmin(SafeFilterMixin, beat_admin.PeriodicTaskAdmin):
+class SuperusersOnly:
+    """The site's own Celery rows hold no team: every team's schedules and every task's arguments and results. Only
+    superusers see or change them (a team's operator could stop or run another team's schedule, and read its
+    tasks' results); teams see their work through the project's own pages."""
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    has_add_permission = has_change_permission = has_delete_permission = has_view_permission
+
+
+class PeriodicTaskAdmin(SuperusersOnly, SafeFilterMixin, beat_admin.PeriodicTaskAdmin):
     """django-celery-beat's periodic tasks."""
 
 
-class ClockedScheduleAdmin(SafeFilterMixin, beat_admin.ClockedScheduleAdmin):
+class ClockedScheduleAdmin(SuperusersOnly, SafeFilterMixin, beat_admin.ClockedScheduleAdmin):
     """django-celery-beat's clocked schedules."""
 
 
-class CrontabScheduleAdmin(SafeFilterMixin, beat_admin.CrontabScheduleAdmin):
+class CrontabScheduleAdmin(SuperusersOnly, SafeFilterMixin, beat_admin.CrontabScheduleAdmin):
     """django-celery-beat's crontab schedules."""
 
 
-class SolarScheduleAdmin(SafeFilterMixin, beat_admin.SolarScheduleAdmin):
+class SolarScheduleAdmin(SuperusersOnly, SafeFilterMixin, beat_admin.SolarScheduleAdmin):
     """django-celery-beat's solar schedules."""
 
 
-class IntervalScheduleAdmin(SafeFilterMixin, beat_admin.IntervalScheduleAdmin):
+class IntervalScheduleAdmin(SuperusersOnly, SafeFilterMixin, beat_admin.IntervalScheduleAdmin):
     """django-celery-beat's interval schedules."""
 
 
-class TaskResultAdmin(SafeFilterMixin, results_admin.TaskResultAdmin):
+class TaskResultAdmin(SuperusersOnly, SafeFilterMixin, results_admin.TaskResultAdmin):
     """django-celery-results' task results."""
 
 
-class GroupResultAdmin(SafeFilterMixin, results_admin.GroupResultAdmin):
+class GroupResultAdmin(SuperusersOnly, SafeFilterMixin, results_admin.GroupResultAdmin):
     """django-celery-results' group results."""
 
 

@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -287,3 +287,28 @@ def test_a_system_event_shows_each_member_only_their_team_s_trigger_firings(clie
     assert "bravo-on-offline" in page and "bravo-firing-error" in page
     assert "alpha-on-offline" not in page and "alpha-firing-error" not in page
     assert re.search(r'<td class="field-firing_count"><a href="[^"]+">1</a></td>', listing)
+
+
+@pytest.mark.parametrize("name", ["django_celery_beat_periodictask", "django_celery_results_taskresult",
+                                  "django_celery_results_groupresult", "django_celery_beat_crontabschedule"])
+def test_the_site_s_celery_pages_are_for_superusers_only(client, name):
+    # they hold no team: an operator of team B stopped and ran team A's schedule there, and read its tasks' results
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    schedule = PeriodicTask.objects.create(name="workflow alpha-flow schedule default", task="workers.x",
+                                           crontab=CrontabSchedule.objects.create(minute="0", hour="2"))
+    member = staff_member("bea", "team-b")
+    # even given the permissions of those apps' models, as a site might give its operators
+    member.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label__in=["django_celery_beat", "django_celery_results"]))
+    client.force_login(member)
+    listing = client.get(reverse(f"admin:{name}_changelist"))
+    disabled = client.post(reverse("admin:django_celery_beat_periodictask_changelist"),
+                           {"action": "disable_tasks", "_selected_action": [schedule.pk]})
+    index = client.get(reverse("admin:index")).content.decode()
+
+    assert listing.status_code == 403 and disabled.status_code == 403
+    assert PeriodicTask.objects.get(pk=schedule.pk).enabled
+    assert reverse(f"admin:{name}_changelist") not in index
+    client.force_login(User.objects.create_superuser("root", password="pw-1234-pw"))
+    assert client.get(reverse(f"admin:{name}_changelist")).status_code == 200
