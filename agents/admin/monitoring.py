@@ -535,6 +535,12 @@ class SilenceForm(forms.ModelForm):
             self.add_error("ends_at", "must be after starts_at")
         elif ends_at and self.instance.pk is None and ends_at <= timezone.now():  # as silence_create refuses it
             self.add_error("ends_at", "is past: a silence that has ended silences nothing")
+        if self.instance.pk is not None:  # as silence_update refuses it
+            if self.instance.ends_at <= timezone.now():
+                raise forms.ValidationError(f"silence #{self.instance.pk} has ended: it cannot be changed; create a "
+                                            "new one")
+            if "ends_at" in self.changed_data and ends_at and ends_at <= timezone.now():
+                self.add_error("ends_at", "must be after now (to end the silence now, give a minute from now)")
         return cleaned
 
 
@@ -568,9 +574,16 @@ class SilenceAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
 
         return ChecksNamed
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return (*fields, "starts_at") if obj is not None and "starts_at" not in fields else fields  # as the service
+
     def save_model(self, request, obj, form, change):
-        if change:  # no service edits a silence: the form has validated what the model stores
-            super().save_model(request, obj, form, change)
+        if change:  # through the service, as the API changes it: checked, audited, alerts it stops covering notified
+            changed = {field: getattr(obj, field) for field in ("matchers", "ends_at", "comment")
+                       if field in form.changed_data}
+            if changed:
+                alerts.silence_update(silence_id=obj.pk, user=request.user.get_username(), **changed)
             return
         silence = alerts.silence_create(
             matchers=obj.matchers, starts_at=obj.starts_at, ends_at=obj.ends_at, comment=obj.comment,

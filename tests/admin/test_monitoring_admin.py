@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from agents.models import (
     Alert,
+    AuditEntry,
     AlertState,
     Check,
     CheckStatus,
@@ -543,6 +544,35 @@ def test_a_silence_can_be_ended_early_through_its_form(admin_client):
     assert response.status_code == 302
     assert silence.ends_at < timezone.now() + timedelta(minutes=2)
     assert silence.created_by == "ann"
+
+
+def test_an_ended_silence_cannot_be_brought_back_through_its_form(admin_client):
+    # the form saved the row itself: an ended silence came back in force, its start moved back, nothing audited
+    ended = timezone.now() - timedelta(minutes=5)
+    silence = Silence.objects.create(matchers={"check": "db"}, starts_at=ended - timedelta(hours=1), ends_at=ended,
+                                     created_by="ann")
+    data = silence_form('{"check": "db"}', starts_in=timedelta(days=-400), ends_in=timedelta(days=30))
+
+    response = admin_client.post(reverse("admin:agents_silence_change", args=[silence.pk]), {**data, "comment": "x"})
+
+    assert response.status_code == 200
+    assert f"silence #{silence.pk} has ended: it cannot be changed; create a new one" in errors_of(response)
+    silence.refresh_from_db()
+    assert silence.ends_at == ended and silence.starts_at == ended - timedelta(hours=1)
+
+
+def test_a_silence_changed_through_its_form_keeps_its_start_and_is_audited(admin_client):
+    start = timezone.now() - timedelta(hours=1)
+    silence = Silence.objects.create(matchers={"check": "db"}, starts_at=start,
+                                     ends_at=timezone.now() + timedelta(hours=5), created_by="ann")
+    data = silence_form('{"check": "db"}', starts_in=timedelta(days=-400), ends_in=timedelta(hours=2))
+
+    response = admin_client.post(reverse("admin:agents_silence_change", args=[silence.pk]), data)
+
+    silence.refresh_from_db()
+    assert response.status_code == 302
+    assert silence.starts_at == start and silence.ends_at < timezone.now() + timedelta(hours=3)
+    assert AuditEntry.objects.filter(action="silence.update", object_id=str(silence.pk)).exists()
 
 
 def route_form(**overrides) -> dict:
