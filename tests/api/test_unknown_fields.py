@@ -13,7 +13,8 @@ import pytest
 from agents.core.teams import team_create
 from agents.decisions import services as decision_services
 from agents.models import (
-    Alert, Check, NotificationRoute, Pipeline, ResponseRule, RuleSetVersion, Silence, WorkflowDefinition, WorkflowRun,
+    Agent, Alert, Check, NotificationRoute, Pipeline, ResponseRule, RuleSetVersion, Silence, WorkflowDefinition,
+    WorkflowRun,
 )
 from agents.monitoring import services as monitoring_services
 from agents.workflows import services as workflow_services
@@ -118,6 +119,7 @@ def test_an_alert_silenced_with_a_misspelt_comment_is_not_silenced(operator_clie
 def test_free_form_objects_keep_any_keys(operator_client):
     decision_services.rules_load(text=RULES, activate=True)
     workflow_services.workflow_load(text=WORKFLOW)
+    Agent.objects.create(name="w1@host:data", agent_type="data", status="idle", hostname="w1@host")  # to broadcast to
 
     decided = operator_client.post("/api/decisions/", {"ruleset": "api-loans", "context": {
         "amount": 500, "applicant": {"anything": ["goes", {"here": 1}]}}}, format="json")
