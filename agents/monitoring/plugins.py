@@ -200,7 +200,8 @@ def plugin_run(argv: list[str], *, timeout_s: float, executable: str | None = No
     """Run ``argv`` (no shell, ``PLUGIN_ENV`` only, its own process group); kill the whole group at ``timeout_s``.
     ``executable`` is the file run when ``argv[0]`` is only the name the program is called by."""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, executable=executable, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen(argv, executable=executable, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE,
                                env=dict(PLUGIN_ENV), cwd="/", close_fds=True, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout_s)

@@ -67,7 +67,8 @@ def test_a_mapped_step_starting_runs_that_it_does_not_wait_for_loads():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("action", "params", "bound"), [
-    ("workflow.run", "{workflow: slow, params: {s: 2}}", "the step's deadline_s and the workflow's on_deadline: cancel"),
+    ("workflow.run", "{workflow: slow, params: {s: 2}}",
+     "the step's deadline_s and the workflow's on_deadline: cancel"),
     ("wait.signal", "{name: go}", "params.timeout_s with on_timeout"),
     ("approval", "{approvers: [finance]}", "params.timeout_s with on_timeout"),
 ])
