@@ -10,6 +10,7 @@ from django.utils import timezone
 from agents.core.actions import action_definitions, action_get
 from agents.core.audit import audit_record
 from agents.core.events import event_publish
+from agents.core.jsonable import UNSTORABLE
 from agents.core.params import FROM_EVENT, params_undeclared
 from agents.core.dispatch import task_send_on_commit, tasks_revoke
 from agents.core.teams import DEFINITION_MODELS, definition_team_problem, owned_get_or_create, same_team, team_acting
@@ -811,6 +812,8 @@ def workflow_signal(*, run_id: int, name: str, payload=None, decision: str = "",
         raise WorkflowRunStateError(f"no step of workflow {compiled.name!r} waits for signal {name!r} (signals it "
                                     f"takes: {waiting or 'none'})")
     sent_by = getattr(user, "username", "") if user is not None else ""
+    if not isinstance(comment, str) or UNSTORABLE.search(comment):
+        raise WorkflowSpecError(["comment: must be text without NUL characters or unpaired surrogates"])
     if step.action == "approval":
         if decision not in (SignalDecision.APPROVE, SignalDecision.REJECT):
             raise WorkflowSpecError([f"decision: must be approve or reject for approval step {step.id!r}"])

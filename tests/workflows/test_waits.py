@@ -267,10 +267,14 @@ def test_the_admin_run_page_shows_the_wait_and_an_approver_decides_there(worker,
     finance.save()
     client.force_login(finance)
 
+    nul = client.post(decide, {"decide": "approve:sign-off", "comment:sign-off": "ok\x00bad"}, follow=True)
     done = client.post(decide, {"decide": "approve:sign-off", "comment:sign-off": "fine by me"}, follow=True)
 
     assert "approval by finance (0 of 1)" in page and 'value="approve:sign-off"' in page
     assert "Not recorded: admin may not decide step &#x27;sign-off&#x27;: only members of finance may" in refused
+    # a comment PostgreSQL cannot store was a server error
+    assert nul.status_code == 200
+    assert "Not recorded: comment: must be text without NUL characters or unpaired surrogates" in nul.content.decode()
     assert "Recorded your decision (approve) on step &#x27;sign-off&#x27;: the step is decided." in \
         done.content.decode()
     outcome = finish(run)
