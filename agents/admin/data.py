@@ -127,6 +127,17 @@ class DataSourceAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     list_display = ["name", "kind", "description", "updated_at"]
     search_fields = ["name", "description"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # pipelines name a stored source: a renamed one would fail every pipeline that uses it
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return (*fields, "name") if obj is not None and "name" not in fields else fields
+
+    def save_model(self, request, obj, form, change):
+        # through the service, as `data source NAME --spec` stores it: validated and audited
+        source = services.data_source_save(name=obj.name, spec=obj.spec, description=obj.description, team=obj.team)
+        obj.pk, obj._state.adding = source.pk, False
+        obj.refresh_from_db()
+
 
 class PipelineVersionInline(ReadOnlyMixin, admin.TabularInline):
     model = PipelineVersion

@@ -8,7 +8,7 @@ from agents.api.groups import VIEWERS
 from agents.core.teams import team_default
 from agents.data import services
 from agents.data.samples import orders_frame
-from agents.models import DataRun, Dataset, DataSource
+from agents.models import AuditEntry, DataRun, Dataset, DataSource
 from tests.data.conftest import load, write_orders
 
 pytestmark = pytest.mark.django_db
@@ -66,6 +66,23 @@ def test_a_source_with_a_refused_path_is_a_form_error_and_nothing_is_saved(admin
                                        "spec": '{"kind": "file", "path": "orders.csv"}'})
     assert response.status_code == 302
     assert DataSource.objects.get(name="orders").spec["kind"] == "file"
+
+
+def test_a_stored_source_keeps_its_name_and_its_changes_are_audited(admin_client, data_root):
+    # a rename broke every pipeline naming the source, and the form's saves were not audited
+    admin_client.post(reverse("admin:agents_datasource_add"), {
+        "name": "orders-src", "description": "", "spec": '{"kind": "file", "path": "orders.csv"}'})
+    source = DataSource.objects.get(name="orders-src")
+
+    response = admin_client.post(reverse("admin:agents_datasource_change", args=[source.pk]), {
+        "name": "orders-renamed", "description": "moved", "spec": '{"kind": "file", "path": "orders.csv"}'})
+
+    source.refresh_from_db()
+    assert response.status_code == 302
+    assert (source.name, source.description) == ("orders-src", "moved")
+    saves = AuditEntry.objects.filter(action="data_source.save").order_by("pk")
+    assert list(saves.values_list("summary", flat=True)) == ["created data source orders-src",
+                                                             "replaced data source orders-src"]
 
 
 def test_pipeline_version_page_shows_the_definition(admin_client, finished_runs):
