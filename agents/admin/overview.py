@@ -2,6 +2,7 @@
 which circuits are open and how deep the queues are, each with a link to where it is handled. Above the usual list
 of models; each part shows only to a user who may view what it lists."""
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.db.models import Count
@@ -73,8 +74,12 @@ def runs_part(now, user) -> dict:
     changelist = reverse("admin:agents_workflowrun_changelist")
     return {"failed_count": failed.count(), "failed": rows(failed, "finished_at"),
             "running_count": running.count(), "running": rows(running, "created_at"),
-            "failed_url": f"{changelist}?status__exact={RunStatus.FAILED}",
-            "running_url": f"{changelist}?status__exact={RunStatus.RUNNING}",
+            # the lists the counts are of: failed within the window; running, pending or paused
+            "failed_url": f"{changelist}?" + urlencode({
+                "status__exact": RunStatus.FAILED,
+                "finished_at__gte": (now - FAILED_RUNS_WINDOW).replace(microsecond=0).isoformat()}),
+            "running_url": f"{changelist}?" + urlencode({
+                "status__in": ",".join((RunStatus.RUNNING, RunStatus.PENDING, RunStatus.PAUSED))}),
             "window": format_duration(FAILED_RUNS_WINDOW.total_seconds(), precise=False)}
 
 

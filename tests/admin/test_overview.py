@@ -1,5 +1,6 @@
 """The admin index is the operator's overview: firing and pending alerts by severity, failed and running workflow
 runs, offline agents, open circuits and queue depths, each linking to where it is handled."""
+import html
 import re
 import textwrap
 from datetime import timedelta
@@ -112,3 +113,16 @@ def test_a_team_member_sees_only_their_teams_alerts_and_runs(client):
     assert "a-secret-check" not in page and "a-secret-flow" not in page
     assert count_of(page, 'data-state="firing" data-severity="critical"') == 1
     assert count_of(page, 'id="ov-failed-count"') == 1 and count_of(page, 'id="ov-running-count"') == 1
+
+
+def test_each_run_count_links_to_a_list_of_just_those_runs(admin_client, site_with_trouble):
+    # the running count (running, pending or paused) linked to the running runs alone, and the failed count (the
+    # last day's) to every failed run
+    WorkflowRun.objects.create(version=site_with_trouble["running"].version, status="pending")
+    page = admin_client.get(reverse("admin:index")).content.decode()
+
+    for anchor, count in (("ov-running-count", 2), ("ov-failed-count", 1)):
+        url = html.unescape(re.search(rf'id="{anchor}" href="([^"]+)"', page).group(1))
+        listing = admin_client.get(url)
+        assert count_of(page, f'id="{anchor}"') == count
+        assert listing.status_code == 200 and listing.context["cl"].result_count == count, url
