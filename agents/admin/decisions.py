@@ -501,9 +501,12 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
         elif obj is not None:
             context.update(rules=self._rule_rows(obj))
         if obj is not None:
+            # the load page stores a version: offered to those who may add one (it refuses the others)
+            may_load = request.user.has_perm("agents.add_rulesetversion")
             context.update(source=obj.source,
                            try_url=reverse("admin:agents_rulesetversion_try", args=[obj.pk]),
-                           load_url=reverse("admin:agents_ruleset_load") + f"?ruleset={obj.ruleset_id}")
+                           load_url=reverse("admin:agents_ruleset_load") + f"?ruleset={obj.ruleset_id}"
+                           if may_load else None)
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def _dmn_outline(self, request, version: RuleSetVersion) -> dict | None:

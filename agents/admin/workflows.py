@@ -295,6 +295,10 @@ class WorkflowDefinitionAdmin(TeamScopedMixin, _RunActionsMixin, SafeFilterMixin
         self.apply_each(request, queryset, lambda row: services.workflow_enable(workflow=row.name, enabled=False),
                         "Disabled %(count)d workflow.", "Disabled %(count)d workflows.")
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["may_backfill"] = self.has_start_permission(request)  # the backfill page refuses the others
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
     def backfill_view(self, request, object_id):
         """Backfill one of the workflow's schedules over a past range; a dry run lists the slots first."""
         definition = self.get_queryset(request).filter(pk=object_id).first() if is_object_id(object_id) else None

@@ -534,10 +534,12 @@ def test_staff_who_may_only_view_versions_cannot_load_or_activate(client, django
     client.force_login(viewer)
 
     listing = client.get(reverse("admin:agents_rulesetversion_changelist")).content.decode()
+    page = client.get(reverse("admin:agents_rulesetversion_change", args=[version.pk])).content.decode()
     loading = client.post(reverse("admin:agents_ruleset_load"), {"source": LOANS_V2})
     trying = client.post(try_url(version), {"context": "{}"})
 
     assert 'value="activate_versions"' not in listing
+    assert "Load a new version from this one" not in page  # it linked to the page that refuses them
     assert loading.status_code == 403
     assert trying.status_code == 200  # trying changes nothing: viewing is enough
     assert RuleSetVersion.objects.count() == 1

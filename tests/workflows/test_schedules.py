@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from celery.signals import after_task_publish
+from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
@@ -16,6 +17,7 @@ from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from agents.api.groups import OPERATORS
 from agents.core.dispatch import task_send
+from agents.core.teams import team_default
 from agents.exceptions import WorkflowRunStateError, WorkflowSpecError
 from agents.models import RunStatus, WorkflowBackfill, WorkflowRun
 from agents.workflows import selectors, services
@@ -389,6 +391,22 @@ def test_admin_backfills_after_a_dry_run_and_pauses_a_workflow(admin_client):
     admin_client.post("/admin/agents/workflowdefinition/", {"action": "disable",
                                                             "_selected_action": [version.definition_id]})
     assert not PeriodicTask.objects.get(name="workflow nightly schedule default").enabled
+
+
+@pytest.mark.django_db
+def test_a_workflow_s_page_offers_backfill_only_to_those_who_may_start_runs(client):
+    # it linked a view-only user to the page that refuses them
+    version, _ = services.workflow_load(text=_flow(EVERY_MINUTE))
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_workflowdefinition"))
+    viewer.groups.add(team_default().group)
+    client.force_login(viewer)
+    url = f"/admin/agents/workflowdefinition/{version.definition_id}/backfill/"
+
+    page = client.get(f"/admin/agents/workflowdefinition/{version.definition_id}/change/")
+
+    assert page.status_code == 200 and url not in page.content.decode()
+    assert client.get(url).status_code == 403
 
 
 @pytest.mark.django_db
