@@ -142,6 +142,7 @@ MIDDLEWARE = [
     "agents.core.tracing.TraceMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "agents.api.middleware.ApiSlashMiddleware",  # before CommonMiddleware's APPEND_SLASH redirect
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

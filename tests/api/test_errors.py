@@ -21,6 +21,18 @@ def test_an_unknown_path_under_the_api_is_a_json_404(viewer_client):
                                   "message": "no API endpoint at '/api/no-such-thing/'; /api/ lists them"}
 
 
+def test_a_path_without_its_trailing_slash_is_served_not_redirected(operator_client):
+    # a 301 to the path with the slash: clients replay a redirected POST as a GET, and the write was lost
+    created = operator_client.post("/api/pools", {"name": "slashless", "slots": 3}, format="json")
+    shown = operator_client.get("/api/pools/slashless")
+    listed = operator_client.get("/api/pools")
+    missing = operator_client.get("/api/no-such-thing")
+
+    assert (created.status_code, shown.status_code, listed.status_code) == (201, 200, 200)
+    assert shown.json()["slots"] == 3 and "slashless" in [row["name"] for row in listed.json()["results"]]
+    assert missing.status_code in (301, 404)  # nothing there, with or without the slash
+
+
 def test_a_wrong_method_and_a_wrong_media_type_get_the_error_body(operator_client):
     wrong_method = operator_client.delete("/api/agents/")
     form = operator_client.post("/api/messages/", "message_type=heartbeat",
