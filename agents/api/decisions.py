@@ -11,6 +11,7 @@ from agents.api.common import (
     FiniteFloatField,
     JSONObjectField,
     JSONValueField,
+    OffsetDateTimeField,
     team_field,
 )
 from agents.api.errors import service_errors
@@ -239,8 +240,13 @@ class DecisionFilterSerializer(serializers.Serializer):
     ruleset = serializers.CharField(required=False, max_length=100, help_text="The rule set's exact name.")
     engine = serializers.ChoiceField(choices=DecisionEngine.choices, required=False)
     needs_review = serializers.BooleanField(required=False, allow_null=True, default=None)
-    since = serializers.DateTimeField(required=False, help_text="Decided at or after this time.")
-    until = serializers.DateTimeField(required=False, help_text="Decided before this time.")
+    since = OffsetDateTimeField(required=False, help_text="Decided at or after this time (with its offset or Z).")
+    until = OffsetDateTimeField(required=False, help_text="Decided before this time (with its offset or Z).")
+
+    def validate(self, data):
+        if "since" in data and "until" in data and data["since"] >= data["until"]:
+            raise serializers.ValidationError({"until": ["must be after since"]})  # as the samples' range
+        return data
 
 
 def _decision_audit(decision: Decision) -> dict:

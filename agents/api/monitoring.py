@@ -10,7 +10,8 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 
-from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, WindowField, team_field
+from agents.api.common import (ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, OffsetDateTimeField,
+                               WindowField, team_field)
 from agents.api.errors import service_error, service_errors
 from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso, json_problem
@@ -281,8 +282,10 @@ DEFAULT_SAMPLES_WINDOW = timedelta(hours=1)
 class SamplesQuerySerializer(serializers.Serializer):
     """Which raw samples of a check to read."""
 
-    since = serializers.DateTimeField(required=False, help_text="From this time on (inclusive); default: 1 h ago.")
-    until = serializers.DateTimeField(required=False, help_text="Before this time (exclusive); default: now.")
+    since = OffsetDateTimeField(required=False, help_text="From this time on (inclusive; with its offset or Z); "
+                                                         "default: 1 h ago.")
+    until = OffsetDateTimeField(required=False, help_text="Before this time (exclusive; with its offset or Z); "
+                                                         "default: now.")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SAMPLES, default=DEFAULT_SAMPLES,
                                      help_text=f"At most this many samples (1-{MAX_SAMPLES}).")
     metric = serializers.CharField(required=False, max_length=100, help_text="Only this metric (http.latency_ms).")

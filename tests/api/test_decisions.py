@@ -114,6 +114,12 @@ def test_the_audit_is_filtered_by_rule_set_engine_review_and_time(operator_clien
     assert by_rules["count"] == 2 and defaults["count"] == 1 and future["count"] == 0
     bad = operator_client.get("/api/decisions/?since=yesterday")
     assert bad.status_code == 400 and "since" in error_of(bad)["fields"]
+    # a time without its offset was read in the server's zone, and a range ending before it starts listed nothing
+    local = operator_client.get("/api/decisions/?since=2026-12-07T00:00:00")
+    backwards = operator_client.get("/api/decisions/?since=2026-12-08T00:00:00Z&until=2026-12-01T00:00:00Z")
+    assert local.status_code == 400 and error_of(local)["fields"]["since"] == [
+        "give a time with its offset or Z (2026-11-01T00:00:00Z)"]
+    assert backwards.status_code == 400 and error_of(backwards)["fields"]["until"] == ["must be after since"]
     assert operator_client.get("/api/decisions/00000000-0000-0000-0000-000000000000/").status_code == 404
 
 
