@@ -62,7 +62,7 @@ def _production_secret(name: str, file_name: str, generate=lambda: secrets.token
     if AGENTS_HTTPS:
         raise ImproperlyConfigured(
             f"{name} must be set in the environment when AGENTS_HTTPS is on: every host of a deployment must "
-            f"share it, so it cannot be generated per host (see the README's Security section)"
+            f"share it, so it cannot be generated per host (see docs/security.md, Production settings)"
         )
     return _secret_from_file(file_name, generate)
 
@@ -81,7 +81,7 @@ SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-# --- Transport security (README: Security) -------------------------------------
+# --- Transport security (docs/security.md) -------------------------------------
 #: The header a TLS-terminating proxy sets to say the client used https, e.g. ``HTTP_X_FORWARDED_PROTO`` (its
 #: value must then be ``https``). Set it only behind a proxy that always sets or strips that header itself.
 _proxy_ssl_header = env.str("AGENTS_PROXY_SSL_HEADER", default="")
@@ -99,7 +99,7 @@ SECURE_HSTS_PRELOAD = env.bool("AGENTS_HSTS_PRELOAD", default=AGENTS_HTTPS)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
-# --- Keys (README: Security) ---------------------------------------------------
+# --- Keys (docs/security.md) ---------------------------------------------------
 def _fernet_key() -> str:
     """A new Fernet key, as ``Fernet.generate_key()`` makes it (32 random bytes, URL-safe base64), without loading
     ``cryptography`` in every process that reads the settings."""

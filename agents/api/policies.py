@@ -58,7 +58,8 @@ class ApiPagination(PageNumberPagination):
             return self.page_size
         size = _whole_number(text)
         if size is None:
-            raise exceptions.ValidationError({"page_size": [f"must be a whole number from 1 to {self.max_page_size}"]})
+            raise exceptions.ValidationError({"page_size": [f"must be a whole number from 1 (above "
+                                                            f"{self.max_page_size}, {self.max_page_size} are given)"]})
         return min(size, self.max_page_size)
 
     def get_page_number(self, request, paginator):
