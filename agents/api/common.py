@@ -11,6 +11,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from agents.api.permissions import view_action
 from agents.api.schema import documented_query_parameters, serializer_parameters
 from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.teams import sees_all, team_for_new, team_scoped
@@ -251,7 +252,8 @@ class ApiViewSet(viewsets.GenericViewSet):
         return found
 
     def get_serializer_class(self):
-        return self.request_serializers.get(self.action) or self.serializer_class
+        # OPTIONS describes each method's body: the request serializer of that method's action
+        return self.request_serializers.get(view_action(self.request, self)) or self.serializer_class
 
     def given(self) -> dict:
         """The request body, validated by the action's request serializer (400 naming each field at fault, each key

@@ -7,9 +7,19 @@ user without the permission gets 403; an action a view does not name is refused 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 
+#: The action whose body an OPTIONS request (DRF's ``metadata`` action) describes, by the method it asks about.
+METADATA_ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "partial_update"}
+
+
+def view_action(request, view) -> str | None:
+    """The view's action; for OPTIONS, the action of the method it describes (DRF asks once per method)."""
+    action = getattr(view, "action", None)
+    return METADATA_ACTIONS.get(request.method, action) if action == "metadata" else action
+
+
 def required_permission(request, view) -> str | None:
     """The ``agents.<codename>`` permission ``view`` needs for this request, or None if it names none."""
-    action = getattr(view, "action", None) or request.method.lower()
+    action = view_action(request, view) or request.method.lower()
     codename = getattr(view, "perms", {}).get(action)
     return f"agents.{codename}" if codename else None
 

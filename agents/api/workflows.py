@@ -170,7 +170,8 @@ class WorkflowViewSet(ApiViewSet):
         """A workflow with its versions and newest definition."""
         return self.show(_workflow_detail(self.get_object()), serializer_class=WorkflowDetailSerializer)
 
-    @extend_schema(request=BackfillSerializer, responses=BackfillOutcomeSerializer)
+    @extend_schema(request=BackfillSerializer, responses={200: BackfillOutcomeSerializer,  # dry_run
+                                                          201: BackfillOutcomeSerializer})
     @action(detail=True, methods=["post"])
     def backfill(self, request, name: str):
         """Start one run per slot of a schedule in a past range (`from`..`to`, both included), skipping slots that

@@ -233,3 +233,13 @@ def test_request_bodies_are_closed_to_keys_they_do_not_name_as_the_api_refuses_t
     refused = operator_client.post("/api/silences/", {"matchers": {"check": ["web"]}, "duration": "1h",
                                                       "extra": 1}, format="json")
     assert refused.status_code == 400 and list(error_of(refused)["fields"]) == ["extra"]
+
+
+def test_options_describes_each_method_s_request_body_and_the_schema_lists_backfill_s_201(operator_client):
+    # OPTIONS listed a run's response fields, each required, as the POST body; backfill's 201 was not in the schema
+    described = operator_client.options("/api/workflow-runs/").json()["actions"]["POST"]
+    schema = operator_client.get("/api/schema/?format=json").json()
+    backfill = schema["paths"]["/api/workflows/{name}/backfill/"]["post"]["responses"]
+
+    assert "workflow" in described and "run_id" not in described and "status" not in described
+    assert {"200", "201"} <= set(backfill)
