@@ -625,7 +625,7 @@ class AlertViewSet(ApiViewSet):
         """Silence the alert's check from now for `duration`: its alerts notify nobody meanwhile."""
         alert = self.get_object()
         given = self.given()
-        with service_errors({AlertStateError: "duration"}):
+        with service_errors({SilenceError: "duration"}):
             silence = alerts.silence_create(
                 matchers={"check": [alert.health_check.name]}, ends_at=timezone.now() + given["duration"],
                 comment=given["comment"], created_by=_user(request), team=alert.health_check.team,
@@ -672,7 +672,7 @@ class SilenceViewSet(ApiViewSet):
         """Create a silence."""
         given = self.given()
         team = self.team_given(given.get("team"))
-        with service_errors({AlertStateError: "matchers"}, prefixed=("matchers", "ends_at")):
+        with service_errors({SilenceError: "matchers"}, prefixed=("matchers", "ends_at")):
             silence = alerts.silence_create(
                 matchers={key: value for key, value in given["matchers"].items() if value},
                 starts_at=given["starts_at"], ends_at=given["ends_at"], comment=given["comment"],

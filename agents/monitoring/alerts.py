@@ -391,7 +391,7 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
     elif ends_at <= timezone.now():
         problems.append(f"ends_at: {ends_at.isoformat()} is past: a silence that has ended silences nothing")
     if problems:
-        raise AlertStateError.of(problems)
+        raise SilenceError.of(problems)  # bad input, not an alert's state
     with transaction.atomic():
         silence = Silence.objects.create(
             matchers=matchers, starts_at=starts_at, ends_at=ends_at, comment=comment, created_by=created_by,

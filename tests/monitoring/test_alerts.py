@@ -12,7 +12,7 @@ from agents.core.actions import ActionContext, action
 from agents.core.checks import ProbeResult
 from agents.core.teams import team_create
 from agents.core.tracing import trace
-from agents.exceptions import AlertStateError
+from agents.exceptions import AlertStateError, SilenceError
 from agents.models import (
     DEFAULT_TEAM,
     Alert,
@@ -274,11 +274,11 @@ def test_an_expired_silence_no_longer_applies(clock):
 
 
 def test_a_silence_without_matchers_or_with_a_backwards_window_is_refused():
-    with pytest.raises(AlertStateError, match="give at least one of check, tags, severity"):
+    with pytest.raises(SilenceError, match="give at least one of check, tags, severity"):
         alerts.silence_create(matchers={}, ends_at=timezone.now() + timedelta(hours=1))
-    with pytest.raises(AlertStateError, match="ends_at: must be after starts_at"):
+    with pytest.raises(SilenceError, match="ends_at: must be after starts_at"):
         alerts.silence_create(matchers={"check": "x"}, ends_at=timezone.now() - timedelta(hours=1))
-    with pytest.raises(AlertStateError, match="ends_at: .* is past: a silence that has ended silences nothing"):
+    with pytest.raises(SilenceError, match="ends_at: .* is past: a silence that has ended silences nothing"):
         alerts.silence_create(matchers={"check": "x"}, starts_at=timezone.now() - timedelta(hours=2),
                               ends_at=timezone.now() - timedelta(hours=1))
     assert not Silence.objects.exists()

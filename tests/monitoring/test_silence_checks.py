@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from agents.api.groups import OPERATORS
 from agents.core.teams import team_create
-from agents.exceptions import AlertStateError
+from agents.exceptions import SilenceError
 from agents.models import DEFAULT_TEAM, Silence
 from agents.monitoring import alerts
 from tests.api.conftest import client_for, error_of
@@ -64,7 +64,7 @@ def test_a_silence_of_one_team_may_not_name_a_check_of_another():
     make_check("api")
     shop = team_create(name="shop")[0]
 
-    with pytest.raises(AlertStateError, match="no check named 'api' in team 'shop' \\(checks: none loaded\\)"):
+    with pytest.raises(SilenceError, match="no check named 'api' in team 'shop' \\(checks: none loaded\\)"):
         alerts.silence_create(matchers={"check": ["api"]}, ends_at=timezone.now() + timedelta(hours=1), team=shop)
 
     assert not Silence.objects.exists()
@@ -79,6 +79,7 @@ def test_the_api_refuses_a_silence_of_an_unknown_check_with_a_400_on_matchers_ch
     assert list(error_of(response)["fields"]) == ["matchers.check"]
     assert error_of(response)["fields"]["matchers.check"][0].startswith(
         "no check named 'apx' in team 'default' (checks: api)")
+    assert error_of(response)["code"] == "silence"  # bad input, not alert_state (the docs' 409 code)
     assert not Silence.objects.exists()
 
 
