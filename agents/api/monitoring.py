@@ -15,7 +15,7 @@ from agents.api.common import (ApiViewSet, FilterSerializer, FiniteFloatField, J
 from agents.api.errors import service_error, service_errors
 from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso, json_problem
-from agents.exceptions import AlertStateError, CheckSpecError, SilenceError, TeamError
+from agents.exceptions import CheckSpecError, SilenceError, TeamError
 from agents.models import (
     Alert,
     AlertState,
