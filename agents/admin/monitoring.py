@@ -539,8 +539,9 @@ class SilenceForm(forms.ModelForm):
             if self.instance.ends_at <= timezone.now():
                 raise forms.ValidationError(f"silence #{self.instance.pk} has ended: it cannot be changed; create a "
                                             "new one")
-            if "ends_at" in self.changed_data and ends_at and ends_at <= timezone.now():
-                self.add_error("ends_at", "must be after now (to end the silence now, give a minute from now)")
+            if "ends_at" in self.changed_data and ends_at and ends_at <= max(timezone.now(), self.instance.starts_at):
+                self.add_error("ends_at", f"must be after the silence starts ({self.instance.starts_at.isoformat()}) "
+                                          "and after now (to end the silence now, give a minute from now)")
         return cleaned
 
 

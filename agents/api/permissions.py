@@ -7,14 +7,13 @@ user without the permission gets 403; an action a view does not name is refused 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 
-#: The action whose body an OPTIONS request (DRF's ``metadata`` action) describes, by the method it asks about.
-METADATA_ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "partial_update"}
-
-
 def view_action(request, view) -> str | None:
-    """The view's action; for OPTIONS, the action of the method it describes (DRF asks once per method)."""
+    """The view's action; for OPTIONS (DRF's ``metadata`` action, asking once per method it describes), the action
+    the route runs for that method (``create`` on a list, ``broadcast`` on messages/broadcast/)."""
     action = getattr(view, "action", None)
-    return METADATA_ACTIONS.get(request.method, action) if action == "metadata" else action
+    if action != "metadata":
+        return action
+    return (getattr(view, "action_map", None) or {}).get(request.method.lower(), action)
 
 
 def required_permission(request, view) -> str | None:

@@ -168,7 +168,8 @@ def data_source_save(*, name: str, spec: Any, description: str = "", team: Team 
         source, created = owned_get_or_create(DataSource, name=name, team=team, what="data source",
                                               spec=normalised, description=description)
         if not created:
-            DataSource.objects.filter(pk=source.pk).update(spec=normalised, description=description)
+            DataSource.objects.filter(pk=source.pk).update(spec=normalised, description=description,
+                                                           updated_at=timezone.now())  # update() skips auto_now
         audit_record("data_source.save", "data_source", source.pk,
                      f"{'created' if created else 'replaced'} data source {name}", kind=normalised.get("kind"))
     return source

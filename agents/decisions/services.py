@@ -593,6 +593,10 @@ class _Batch:
         self.ttl = settings.AGENTS_DECISION_CACHE_TTL_S if use_cache else 0
         self.cache = decision_cache() if self.ttl else None
         probes = sorted({json.dumps(key.rsplit(".", 1)[-1].lower()) for key in decider.masked})
+        if any(not key.isascii() for key in decider.masked):
+            # the text escapes such a key (\u00c4pfel), which no case-blind search finds: a row holding any escaped
+            # character is masked key by key
+            probes.append("\\u")
         self.probes = re.compile("|".join(map(re.escape, probes)), re.IGNORECASE) if probes else None
         self.masked_reads = {rule.id: tuple(path for path in (rule.fields or ()) if _masked_path(path, decider.masked))
                              for rule in self.rules.evaluation_order}

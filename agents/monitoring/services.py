@@ -177,11 +177,8 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
             same_team(route.team_id, escalate_to, what=f"route {name!r} escalates to route {target!r}, which")
             NotificationRoute.objects.filter(pk=route.pk).update(escalate_to=escalate_to)
         for index, (item, silence) in enumerate(sections["silences"]):
-            # a plain check name no check of the team has (the file's own checks are stored by now) silences nothing
-            if problems := alerts.silence_checks_missing(silence["matchers"], team=team or team_default()):
-                raise CheckSpecError([problem.replace("matchers.check", f"silences[{index}].match.check", 1)
-                                      for problem in problems])
-            row, outcome = _silence_load(item, silence, team=team or team_default(), created_by=created_by)
+            row, outcome = _silence_load(item, silence, team=team or team_default(), created_by=created_by,
+                                         where=f"silences[{index}].match.check")
             counts["silences"][outcome] += 1
             counts["silences"]["ids"].append(row.pk)
         for item in sections["responses"]:
@@ -207,14 +204,18 @@ def definitions_load(*, text: str, source: str = "definitions", created_by: str 
     return counts
 
 
-def _silence_load(item: dict, silence: dict, *, team: Team, created_by: str) -> tuple[Silence, str]:
+def _silence_load(item: dict, silence: dict, *, team: Team, created_by: str, where: str) -> tuple[Silence, str]:
     """The silence a definitions file's ``item`` (normalised: ``silence``) describes: one of ``team`` that is the
-    same and has not ended ('unchanged'), else a new one ('created'; the load that makes it is audited)."""
+    same and has not ended ('unchanged', even if a check it names has gone since), else a new one ('created'; the
+    load that makes it is audited), refused naming ``where`` when a plain check name it gives is no check of the
+    team (the file's own checks are stored by then): it would silence nothing."""
     candidates = Silence.objects.filter(team=team, ends_at__gt=timezone.now(), comment=silence["comment"])
     for row in candidates.order_by("pk"):
         stored = {"matchers": row.matchers, "starts_at": row.starts_at, "ends_at": row.ends_at, "comment": row.comment}
         if rules.silence_same(stored, silence, item):
             return row, "unchanged"
+    if problems := alerts.silence_checks_missing(silence["matchers"], team=team):
+        raise CheckSpecError([problem.replace("matchers.check", where, 1) for problem in problems])
     return Silence.objects.create(created_by=created_by, team=team, **silence), "created"
 
 

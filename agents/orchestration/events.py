@@ -185,7 +185,7 @@ def trigger_team_problems(item: dict, team_id: int) -> list[str]:
     if item["action"] == TriggerAction.TASK:
         named += [(f"runs {model._meta.verbose_name} {name!r}", model, name)
                   for _, model, name in task_definitions(item["target"], item.get("params", {}))
-                  if not name.startswith("$.")]
+                  if not _from_event(name)]
     params = item.get("params", {})
     if item["action"] == TriggerAction.MESSAGE and params.get("message_type") == MessageType.TASK_REQUEST:
         # its handler runs the action the payload names, as the trigger's team, as an action task would

@@ -73,13 +73,14 @@ def test_a_stored_source_keeps_its_name_and_its_changes_are_audited(admin_client
     admin_client.post(reverse("admin:agents_datasource_add"), {
         "name": "orders-src", "description": "", "spec": '{"kind": "file", "path": "orders.csv"}'})
     source = DataSource.objects.get(name="orders-src")
+    created = source.updated_at
 
     response = admin_client.post(reverse("admin:agents_datasource_change", args=[source.pk]), {
         "name": "orders-renamed", "description": "moved", "spec": '{"kind": "file", "path": "orders.csv"}'})
 
     source.refresh_from_db()
     assert response.status_code == 302
-    assert (source.name, source.description) == ("orders-src", "moved")
+    assert (source.name, source.description) == ("orders-src", "moved") and source.updated_at > created
     saves = AuditEntry.objects.filter(action="data_source.save").order_by("pk")
     assert list(saves.values_list("summary", flat=True)) == ["created data source orders-src",
                                                              "replaced data source orders-src"]

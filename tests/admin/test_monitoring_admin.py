@@ -575,6 +575,20 @@ def test_a_silence_changed_through_its_form_keeps_its_start_and_is_audited(admin
     assert AuditEntry.objects.filter(action="silence.update", object_id=str(silence.pk)).exists()
 
 
+def test_a_future_silence_given_an_end_before_its_start_is_a_form_error(admin_client):
+    # its start is read-only on the change form: the end was not compared with it, and the service's refusal was a 500
+    start = timezone.now() + timedelta(days=2)
+    silence = Silence.objects.create(matchers={"check": "db"}, starts_at=start, ends_at=start + timedelta(hours=5),
+                                     created_by="ann")
+
+    response = admin_client.post(reverse("admin:agents_silence_change", args=[silence.pk]),
+                                 silence_form('{"check": "db"}', ends_in=timedelta(days=1)))
+
+    silence.refresh_from_db()
+    assert response.status_code == 200 and "must be after the silence starts" in errors_of(response)
+    assert silence.ends_at == start + timedelta(hours=5)
+
+
 def route_form(**overrides) -> dict:
     data = {"name": "ops", "order": "10", "matchers": '{"severity": ["critical"]}', "handler": "webhook",
             "config": '{"url": "http://localhost:9000/hook"}', "repeat_interval_s": "", "escalate_after": "",

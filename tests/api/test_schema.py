@@ -243,3 +243,6 @@ def test_options_describes_each_method_s_request_body_and_the_schema_lists_backf
 
     assert "workflow" in described and "run_id" not in described and "status" not in described
     assert {"200", "201"} <= set(backfill)
+    # an extra action's POST is its own body, not the list's create
+    broadcast = operator_client.options("/api/messages/broadcast/").json()["actions"]["POST"]
+    assert "agent_type" in broadcast and "recipient" not in broadcast

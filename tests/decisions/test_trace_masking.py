@@ -311,3 +311,12 @@ def test_a_rule_set_masks_its_keys_in_any_case_in_the_audit_single_or_batch(batc
 
     audited = Decision.objects.get(context__income=20).context
     assert audited == {"SSN": "***", "income": 20, "applicant": {"Password": "***", "name": "Ann"}}
+
+
+def test_a_batch_masks_a_non_ascii_key_in_any_case(settings):
+    # JSON text escapes it (\u00c4pfel), which the batch's case-blind search for the key did not find
+    settings.AGENTS_DECISION_MASKED_KEYS = [*settings.AGENTS_DECISION_MASKED_KEYS, "äpfel"]
+
+    services.decide_many(ruleset=NAME, contexts=[{"income": 20, "Äpfel": "geheim-123"}, {"income": 5}])
+
+    assert Decision.objects.get(context__income=20).context == {"income": 20, "Äpfel": "***"}

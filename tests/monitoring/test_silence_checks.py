@@ -11,7 +11,7 @@ from django.utils import timezone
 from agents.api.groups import OPERATORS
 from agents.core.teams import team_create
 from agents.exceptions import SilenceError
-from agents.models import DEFAULT_TEAM, Silence
+from agents.models import DEFAULT_TEAM, Check, Silence
 from agents.monitoring import alerts
 from tests.api.conftest import client_for, error_of
 from tests.monitoring.conftest import make_check
@@ -107,3 +107,16 @@ def test_monitor_load_refuses_a_silence_of_a_check_neither_stored_nor_in_the_fil
     path.write_text(path.read_text().replace("check: wbe", "check: web"))
     monitor("load", str(path))
     assert Silence.objects.get().matchers == {"check": "web"}
+
+
+def test_monitor_load_keeps_an_unchanged_silence_whose_check_has_gone(tmp_path):
+    # as silence_update keeps matchers left as they were: the same file loads again
+    path = tmp_path / "monitoring.yaml"
+    path.write_text("checks: [{name: web, type: memory, critical: 99}]\n"
+                    "silences: [{match: {check: web}, ends_at: '2999-01-01T00:00:00Z', comment: upgrade}]\n")
+    monitor("load", str(path))
+    Check.objects.filter(name="web").delete()
+    path.write_text("silences: [{match: {check: web}, ends_at: '2999-01-01T00:00:00Z', comment: upgrade}]\n")
+
+    assert "1 unchanged" in monitor("load", str(path))
+    assert Silence.objects.count() == 1
