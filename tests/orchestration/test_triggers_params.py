@@ -125,7 +125,9 @@ def test_what_the_event_fills_in_wholesale_is_left_to_the_firing_and_the_rest_of
     assert loaded(from_event) == {"created": 4, "updated": 0, "unchanged": 0}
 
 
-def test_run_params_taken_whole_from_the_event_are_accepted_and_checked_as_the_trigger_fires():
+def test_run_params_taken_whole_from_the_event_are_accepted_and_checked_as_the_trigger_fires(worker):
+    # (the session worker takes the queued task, and the test's end waits for it: emptying the database under it
+    # deadlocked)
     # given a workflow declaring region, and a trigger rerunning it with the failed run's params as its task's
     workflow_load(text=REGIONAL)
     assert events.triggers_load(text=json.dumps([{
