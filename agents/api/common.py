@@ -4,6 +4,7 @@ import math
 from collections.abc import Mapping
 from datetime import timedelta
 
+from django.http import Http404
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers, viewsets
@@ -203,6 +204,14 @@ class ApiViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[^/]+"
     #: What the path names, in 404 messages: "no {noun} {value!r}".
     noun = "item"
+
+    def perform_content_negotiation(self, request, force=False):
+        try:
+            return super().perform_content_negotiation(request, force=force)
+        except Http404:  # DRF's answer to a format no renderer has: the endpoint is there, the parameter is wrong
+            formats = ", ".join(renderer.format for renderer in self.get_renderers())
+            raise exceptions.ValidationError({api_settings.URL_FORMAT_OVERRIDE: [f"must be one of {formats}"]}) \
+                from None
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

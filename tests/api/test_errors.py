@@ -33,6 +33,14 @@ def test_a_path_without_its_trailing_slash_is_served_not_redirected(operator_cli
     assert missing.status_code == 404  # nothing there, with the slash or without
 
 
+def test_a_format_no_renderer_has_is_a_400_naming_format(viewer_client):
+    # it was a 404 "Not found." on an endpoint that is there
+    response = viewer_client.get("/api/pools/?format=xml")
+
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"format": ["must be one of json, api"]}
+
+
 def test_a_wrong_method_and_a_wrong_media_type_get_the_error_body(operator_client):
     wrong_method = operator_client.delete("/api/agents/")
     form = operator_client.post("/api/messages/", "message_type=heartbeat",
