@@ -256,7 +256,7 @@ class MessageViewSet(ApiViewSet):
         """Send one message to every live agent (or every live agent of `agent_type`)."""
         given = self.given()
         team = self._sending_team(given)
-        with service_errors({MessageError: "agent_type"}, prefixed=("message_type", "payload")):
+        with service_errors({MessageError: "agent_type"}, prefixed=("message_type", "payload", "agent_type")):
             message = messages.message_broadcast(sender=_sender(request), team_id=team.pk if team else None, **given)
         return self._created(message)
 

@@ -163,9 +163,15 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
 
 def message_broadcast(*, message_type: str, payload: dict | None = None, agent_type: str | None = None,
                       sender: str = "", team_id: int | None = None) -> AgentMessage:
-    """Send one message to every live agent, or every live agent of ``agent_type``."""
-    return message_send(message_type=message_type, recipient=f"*:{agent_type}" if agent_type else "*",
-                        payload=payload, sender=sender, team_id=team_id)
+    """Send one message to every live agent, or every live agent of ``agent_type``; a problem with whom it would
+    reach names ``agent_type``, what a broadcast is given, not the recipient it is sent to."""
+    try:
+        return message_send(message_type=message_type, recipient=f"*:{agent_type}" if agent_type else "*",
+                            payload=payload, sender=sender, team_id=team_id)
+    except MessageError as error:
+        problems = [str(problem) for problem in getattr(error, "errors", None) or [str(error)]]
+        raise MessageError.of([f"agent_type: {problem.removeprefix('recipient: ')}"
+                               if problem.startswith("recipient: ") else problem for problem in problems]) from None
 
 
 def _dispatch(message_id: int) -> None:

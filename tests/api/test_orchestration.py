@@ -197,3 +197,15 @@ def test_a_request_giving_a_run_parameter_its_workflow_does_not_declare_is_a_400
     assert error_of(response)["fields"] == {"payload.params.params": error_of(started)["fields"]["params"]}
     assert error_of(started)["fields"]["params"] == ["unknown run parameter 'colour' for api-flow (declared: greeting)"]
     assert not AgentMessage.objects.exists()
+
+
+def test_a_broadcast_nobody_would_receive_names_agent_type(operator_client):
+    # it named agent_type, absent from the body, with a reason about a "recipient" the endpoint does not take
+    Agent.objects.update(enabled=False)  # the session worker's agents, if it runs, take no new work either
+    response = operator_client.post("/api/messages/broadcast/", {"message_type": "heartbeat", "agent_type": "data"},
+                                    format="json")
+
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"agent_type": [
+        "no live, enabled agent of type 'data' to broadcast to (a broadcast reaches the agents live as it is sent; "
+        "see `manage.py agents list`)"]}

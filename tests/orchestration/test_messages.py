@@ -204,11 +204,12 @@ def test_a_message_to_an_offline_agent_is_refused_naming_it_and_nothing_is_store
 
 def test_a_broadcast_no_live_enabled_agent_would_receive_is_refused_and_nothing_is_stored():
     # it reaches the agents live as it is sent: to none, it stayed 'sent' for ever
+    Agent.objects.update(enabled=False)  # the session worker's agents, if it runs, take no new work either
     Agent.objects.create(name="stopped@host:data", agent_type="data", hostname="stopped@host", status="offline")
     Agent.objects.create(name="resting@host:data", agent_type="data", hostname="resting@host", status="idle",
                          enabled=False)
 
-    with pytest.raises(CommandError, match=r"recipient: no live, enabled agent of type 'data' to broadcast to"):
+    with pytest.raises(CommandError, match=r"agent_type: no live, enabled agent of type 'data' to broadcast to"):
         call_command("messages", "broadcast", "heartbeat", "--agent-type", "data")
     with pytest.raises(CommandError, match=r"recipient: no live, enabled agent to broadcast to"):
         call_command("messages", "send", "heartbeat", "*")
