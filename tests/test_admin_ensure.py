@@ -4,7 +4,7 @@ import io
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +40,10 @@ def test_a_deactivated_admin_stays_deactivated_and_a_changed_password_is_kept(va
     assert admin.check_password("chosen-in-the-admin-1")
     assert "changed since it was generated" in said
     assert (var_dir / "admin_password").read_text().strip() not in said
+    assert str(var_dir / "admin_password") in said  # where the file is, not var/ whatever AGENTS_VAR_DIR says
+    # and Flower's login is not the old password, which may be why it was changed: it printed it, exit 0
+    with pytest.raises(CommandError, match="no longer opens the account .* set AGENTS_ADMIN_PASSWORD"):
+        _ensure("--basic-auth")
 
 
 def test_a_password_from_the_environment_wins_and_is_not_printed(var_dir, monkeypatch):

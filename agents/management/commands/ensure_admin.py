@@ -1,6 +1,7 @@
 """``manage.py ensure_admin``: create the admin user (credentials from env, or generated and printed)."""
 import os
 
+from django.conf import settings
 from django.core.management.base import CommandError
 
 from agents.management.base import AgentsCommand
@@ -34,14 +35,20 @@ class Command(AgentsCommand):
             password=os.environ.get("AGENTS_ADMIN_PASSWORD", ""),
             email=os.environ.get("AGENTS_ADMIN_EMAIL", ""),
         )
+        kept = settings.VAR_DIR / "admin_password"
         if basic_auth:
+            if not credentials.current:
+                # Flower would take the old password, which may be why it was changed
+                raise CommandError(f"{kept} no longer opens the account (its password was changed since it was "
+                                   "generated): set AGENTS_ADMIN_PASSWORD to the admin's password, or FLOWER_BASIC_AUTH "
+                                   "to Flower's user:password")
             self.stdout.write(f"{credentials.username}:{credentials.password}")
             return
         if os.environ.get("AGENTS_ADMIN_PASSWORD"):
             said = "password: from AGENTS_ADMIN_PASSWORD (not shown)"
         elif credentials.current:
-            said = f"password: {credentials.password}  (generated, kept in var/admin_password)"
+            said = f"password: {credentials.password}  (generated, kept in {kept})"
         else:
-            said = "password: changed since it was generated (var/admin_password no longer opens the account)"
+            said = f"password: changed since it was generated ({kept} no longer opens the account)"
         self.stdout.write(f"Admin user: {credentials.username}  {said}. Flower's login is this user with that password "
-                          "(AGENTS_ADMIN_PASSWORD, else var/admin_password) unless FLOWER_BASIC_AUTH is set.")
+                          f"(AGENTS_ADMIN_PASSWORD, else {kept}) unless FLOWER_BASIC_AUTH is set.")
