@@ -221,10 +221,12 @@ def _unstorable_options_refuse(command: BaseCommand, args: tuple, options: dict)
     UTF-8 arrive from the command line as lone surrogates (a file name too: its name would be stored as the
     definition's source), and ``call_command`` may pass a NUL."""
     given = [(None, value) for value in args] + list(options.items())
+    unshown = getattr(command, "unshown_options", ())  # a secret typed where it should not be is not echoed
     for name, value in given:
         for text in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(text, str) and UNSTORABLE.search(text):
-                raise CommandError(f"{_option_label(command, name, options)}: {text!r} holds bytes that are not "
+                shown = "the value (not shown)" if name in unshown else repr(text)
+                raise CommandError(f"{_option_label(command, name, options)}: {shown} holds bytes that are not "
                                    "UTF-8 text (or a NUL character), which cannot be stored; give it as UTF-8 (rename "
                                    "such a file)")
 

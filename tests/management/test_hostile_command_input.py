@@ -202,3 +202,11 @@ def test_arguments_whose_bytes_are_not_utf8_are_refused_by_name(args, message):
     with pytest.raises(CommandError, match=message):
         run(*args)
     assert not Silence.objects.exists() and not RuleSet.objects.exists() and not WorkflowRun.objects.exists()
+
+
+def test_a_secret_typed_on_the_command_line_is_not_echoed_even_when_not_utf8():
+    # the refusal of bytes that are not UTF-8 came first, and quoted the value on stderr
+    with pytest.raises(CommandError) as refused:
+        run("secrets", "set", "s1", "hunter2\udcff")
+
+    assert "hunter2" not in str(refused.value) and "(not shown)" in str(refused.value)

@@ -16,6 +16,9 @@ ARGV_REFUSAL = ("a secret's value is never taken from the command line (it would
 class Command(AgentsCommand):
     """Operate the encrypted secret store from the command line."""
 
+    #: never echoed, even when it is refused for other reasons (a secret typed on the command line)
+    unshown_options = ("refused_value",)
+
     help = ("Secrets: set NAME (value on stdin, or --value-env VARIABLE) | list | rotate | delete NAME | keygen. "
             "A value is never read from the command line nor printed.")
 
