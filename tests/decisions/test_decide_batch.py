@@ -143,6 +143,18 @@ def test_the_command_prints_one_json_line_per_context_in_order_with_its_trace_wh
     assert Decision.objects.count() == 3 * len(CONTEXTS)
 
 
+def test_a_file_of_contexts_may_start_with_a_byte_order_mark(tmp_path):
+    # as an editor on Windows saves UTF-8: it was "not valid JSON: Unexpected UTF-8 BOM" on line 1
+    version = load(ruleset("first"))
+    path = tmp_path / "contexts.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(context) for context in CONTEXTS[:2]).encode())
+    out = io.StringIO()
+
+    call_command("decide", version.ruleset.name, "--contexts", str(path), "--no-cache", stdout=out)
+
+    assert len(out.getvalue().splitlines()) == 2 and Decision.objects.count() == 2
+
+
 def test_the_trace_option_is_for_a_file_of_contexts():
     version = load(ruleset("first"))
 

@@ -71,7 +71,7 @@ class Command(AgentsCommand):
 
     def _batch(self, name: str, path: str, *, use_cache: bool, decision: str | None, trace: bool) -> None:
         try:
-            lines = Path(path).read_text().splitlines()
+            lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # UTF-8, a byte-order mark or not
         except (OSError, UnicodeDecodeError) as error:
             raise CommandError(f"{path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
         # The parsed contexts and the answers are many small objects and no cycles: see ``agents.core.batchwork``.
