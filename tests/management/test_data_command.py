@@ -51,6 +51,10 @@ def test_the_second_example_reads_the_dataset_the_first_published(demo_files):
     assert listed[0]["inputs"][0]["dataset"] == "orders_clean"
     # a name matches whole: not "no datasets published yet" when some are
     assert run("datasets", "--name", "orders").strip() == "No dataset named 'orders' (the name is matched whole)."
+    # a list cut short says so (it stopped at 200 without a word)
+    err = StringIO()
+    call_command("data", "datasets", "--limit", "1", "--json", stdout=StringIO(), stderr=err)
+    assert err.getvalue().strip() == "1 more dataset not listed (--limit 1)"
 
 
 def test_run_by_name_after_load_and_a_failing_run_exits_non_zero(data_root, tmp_path):

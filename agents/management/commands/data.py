@@ -50,6 +50,8 @@ class Command(AgentsCommand):
                            help="ge: print the results as a Great Expectations validation result (JSON).")
         datasets = sub.add_parser("datasets", help="List published datasets, newest first.")
         datasets.add_argument("--name", help="Only this dataset's numbers.")
+        datasets.add_argument("--limit", type=row_limit, default=200,
+                              help="At most this many (default 200); the text output says how many more there are.")
         self.json_argument_add(datasets)
         profile = sub.add_parser("profile", help="Show a dataset's column profile (counts, nulls, distinct, min, max, "
                                                  "mean, std, quantiles, top values, histogram).")
@@ -150,11 +152,14 @@ class Command(AgentsCommand):
         if failed:
             raise CommandError(f"{file}: quality check(s) failed: {', '.join(failed)}")
 
-    def handle_datasets(self, *, name=None, json=False, **options):
-        rows = Dataset.objects.order_by("-created_at")
+    def handle_datasets(self, *, name=None, limit=200, json=False, **options):
+        rows = Dataset.objects.order_by("-created_at", "-pk")
         if name:
             rows = rows.filter(name=name)
-        data = [selectors.dataset_json(dataset) for dataset in rows[:200]]
+        data = [selectors.dataset_json(dataset) for dataset in rows[:limit]]
+        more = rows.count() - len(data) if len(data) == limit else 0
+        if more:  # the list was cut: said on stderr, so --json stays one JSON document
+            self.stderr.write(f"{more} more dataset{'s' if more != 1 else ''} not listed (--limit {limit})")
         if json:
             self.json_write(data)
             return
