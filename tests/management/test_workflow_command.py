@@ -185,3 +185,12 @@ def test_run_of_an_unknown_workflow_or_bad_param_is_an_error():
         run("run", EXAMPLE, "--param", "colour=red")
     assert not WorkflowRun.objects.exists()
     assert Path(EXAMPLE).exists()
+
+
+def test_run_of_a_stored_workflow_refuses_a_team_it_would_ignore():
+    # it started a run and exited 0, whatever team was named
+    run("load", EXAMPLE)
+
+    with pytest.raises(CommandError, match="--team is for a FILE"):
+        run("run", "order-fulfilment", "--team", "nosuch")
+    assert not WorkflowRun.objects.exists()

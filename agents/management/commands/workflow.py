@@ -123,6 +123,9 @@ class Command(AgentsCommand):
                 self.subcommand = "run"
                 run = services.workflow_run_start(version=version, params=params)
         else:
+            if team:  # a stored workflow runs as its own team: the option would be ignored
+                raise CommandError(f"--team is for a FILE, the team it is loaded into; {workflow!r} is a stored "
+                                   "workflow, which runs as its own team")
             run = services.workflow_run_start(workflow=workflow, params=params)
         self._report(run.pk, wait=wait, timeout=timeout, json=json)
 
