@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
 
 from agents.core.actions import ActionContext, action
@@ -373,3 +373,18 @@ def var_dir(settings, tmp_path, monkeypatch):
     for name in ("AGENTS_ADMIN_USERNAME", "AGENTS_ADMIN_PASSWORD", "AGENTS_ADMIN_EMAIL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
+
+
+@contextmanager
+def no_agent_takes_work():
+    """Every agent disabled for the block, in a transaction holding the agent table: the session worker's heartbeat,
+    which makes its agents again (enabled) after a test emptied the database, waits until the block ends, so what is
+    asked inside it finds no live, enabled agent whether the worker runs or not. Undone when the block ends."""
+    from agents.models import Agent
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {Agent._meta.db_table} IN EXCLUSIVE MODE")
+        Agent.objects.update(enabled=False)
+        yield
+        transaction.set_rollback(True)

@@ -597,6 +597,9 @@ class _Batch:
             # the text escapes such a key (\u00c4pfel), which no case-blind search finds: a row holding any escaped
             # character is masked key by key
             probes.append("\\u")
+        elif probes:
+            # the one character outside ASCII whose lower case is in it: the Kelvin sign, k (to\u212aen is token)
+            probes.append("\\u212a")
         self.probes = re.compile("|".join(map(re.escape, probes)), re.IGNORECASE) if probes else None
         self.masked_reads = {rule.id: tuple(path for path in (rule.fields or ()) if _masked_path(path, decider.masked))
                              for rule in self.rules.evaluation_order}

@@ -170,7 +170,8 @@ def message_broadcast(*, message_type: str, payload: dict | None = None, agent_t
                             payload=payload, sender=sender, team_id=team_id)
     except MessageError as error:
         problems = [str(problem) for problem in getattr(error, "errors", None) or [str(error)]]
-        raise MessageError.of([f"agent_type: {problem.removeprefix('recipient: ')}"
+        named = "agent_type: " if agent_type else ""  # to every agent, the problem is no field's
+        raise MessageError.of([f"{named}{problem.removeprefix('recipient: ')}"
                                if problem.startswith("recipient: ") else problem for problem in problems]) from None
 
 

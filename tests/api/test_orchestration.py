@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentMessage, AgentTask
 from agents.workflows.services import workflow_load
-from tests.conftest import wait_for
+from tests.conftest import no_agent_takes_work, wait_for
 
 from .conftest import WORKFLOW, error_of
 
@@ -201,9 +201,9 @@ def test_a_request_giving_a_run_parameter_its_workflow_does_not_declare_is_a_400
 
 def test_a_broadcast_nobody_would_receive_names_agent_type(operator_client):
     # it named agent_type, absent from the body, with a reason about a "recipient" the endpoint does not take
-    Agent.objects.update(enabled=False)  # the session worker's agents, if it runs, take no new work either
-    response = operator_client.post("/api/messages/broadcast/", {"message_type": "heartbeat", "agent_type": "data"},
-                                    format="json")
+    with no_agent_takes_work():  # the session worker's agents, if it runs, take no new work either
+        response = operator_client.post("/api/messages/broadcast/",
+                                        {"message_type": "heartbeat", "agent_type": "data"}, format="json")
 
     assert response.status_code == 400
     assert error_of(response)["fields"] == {"agent_type": [

@@ -19,7 +19,7 @@ from agents.orchestration import messages
 from agents.orchestration.registry import agents_mark_offline, agents_set_enabled, agents_stop
 from agents.workflows.services import workflow_load, workflow_run_start
 from workers.agents import message_broadcast_deliver
-from tests.conftest import REGIONAL, broker_down_env, manage, wait_for
+from tests.conftest import REGIONAL, broker_down_env, manage, no_agent_takes_work, wait_for
 
 from .conftest import SESSION_WORKER, meanwhile_runs, on_another_connection, worker_process
 
@@ -204,15 +204,15 @@ def test_a_message_to_an_offline_agent_is_refused_naming_it_and_nothing_is_store
 
 def test_a_broadcast_no_live_enabled_agent_would_receive_is_refused_and_nothing_is_stored():
     # it reaches the agents live as it is sent: to none, it stayed 'sent' for ever
-    Agent.objects.update(enabled=False)  # the session worker's agents, if it runs, take no new work either
     Agent.objects.create(name="stopped@host:data", agent_type="data", hostname="stopped@host", status="offline")
-    Agent.objects.create(name="resting@host:data", agent_type="data", hostname="resting@host", status="idle",
-                         enabled=False)
 
-    with pytest.raises(CommandError, match=r"agent_type: no live, enabled agent of type 'data' to broadcast to"):
-        call_command("messages", "broadcast", "heartbeat", "--agent-type", "data")
-    with pytest.raises(CommandError, match=r"recipient: no live, enabled agent to broadcast to"):
-        call_command("messages", "send", "heartbeat", "*")
+    with no_agent_takes_work():  # the session worker's agents, if it runs, take no new work either
+        with pytest.raises(CommandError, match=r"agent_type: no live, enabled agent of type 'data' to broadcast to"):
+            call_command("messages", "broadcast", "heartbeat", "--agent-type", "data")
+        with pytest.raises(CommandError, match=r"recipient: no live, enabled agent to broadcast to"):
+            call_command("messages", "send", "heartbeat", "*")
+        with pytest.raises(CommandError, match=r"^no live, enabled agent to broadcast to"):  # no agent_type given
+            call_command("messages", "broadcast", "heartbeat")
     assert not AgentMessage.objects.exists()
 
 

@@ -51,7 +51,7 @@ class Command(AgentsCommand):
         datasets = sub.add_parser("datasets", help="List published datasets, newest first.")
         datasets.add_argument("--name", help="Only this dataset's numbers.")
         datasets.add_argument("--limit", type=row_limit, default=200,
-                              help="At most this many (default 200); the text output says how many more there are.")
+                              help="At most this many (default 200); how many more there are is said on stderr.")
         self.json_argument_add(datasets)
         profile = sub.add_parser("profile", help="Show a dataset's column profile (counts, nulls, distinct, min, max, "
                                                  "mean, std, quantiles, top values, histogram).")

@@ -50,5 +50,8 @@ class Command(AgentsCommand):
             said = f"password: {credentials.password}  (generated, kept in {kept})"
         else:
             said = f"password: changed since it was generated ({kept} no longer opens the account)"
+            self.stdout.write(f"Admin user: {credentials.username}  {said}. Flower's login needs AGENTS_ADMIN_PASSWORD "
+                              "or FLOWER_BASIC_AUTH set.")
+            return
         self.stdout.write(f"Admin user: {credentials.username}  {said}. Flower's login is this user with that password "
                           f"(AGENTS_ADMIN_PASSWORD, else {kept}) unless FLOWER_BASIC_AUTH is set.")
