@@ -1,6 +1,7 @@
 """Set-up services for a new installation: the first admin user and demo data."""
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,6 +34,11 @@ def admin_username_problem(username: str) -> str | None:
     return None
 
 
+def admin_password_path() -> Path:
+    """Where a generated admin password is kept (mode 0600)."""
+    return settings.VAR_DIR / "admin_password"
+
+
 def admin_ensure(*, username: str, password: str = "", email: str = "") -> AdminCredentials:
     """Create the superuser ``username`` if it does not exist.
 
@@ -47,7 +53,7 @@ def admin_ensure(*, username: str, password: str = "", email: str = "") -> Admin
     generated = False
     from_environment = bool(password)
     if not password:
-        path = settings.VAR_DIR / "admin_password"
+        path = admin_password_path()
         if not path.exists():
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(18))

@@ -1517,24 +1517,27 @@ def dmn_decide(*, ruleset: str, decision: str, context: dict) -> dict:
         windows = {text.lower()[start:start + MASKED_VALUE_LENGTH] for text in texts
                    for start in range(len(text) - MASKED_VALUE_LENGTH + 1)}
 
-        def shown(leaf: Any) -> Any:
-            leaf = replaced_in_place(leaf, texts, MASK, numbers)
-            if isinstance(leaf, str):
-                lowered = leaf.lower()
-                held = any(lowered[start:start + MASKED_VALUE_LENGTH] in windows
-                           for start in range(len(lowered) - MASKED_VALUE_LENGTH + 1))
-                return MASK if held else leaf
-            return MASK if type(leaf) in (int, float) and (leaf in numbers or shown(str(leaf)) == MASK) else leaf
+        def fragment_masked(leaf: Any) -> Any:
+            text = leaf if isinstance(leaf, str) else str(leaf) if type(leaf) in (int, float) else None
+            if text is None:
+                return leaf
+            lowered = text.lower()
+            held = any(lowered[start:start + MASKED_VALUE_LENGTH] in windows
+                       for start in range(len(lowered) - MASKED_VALUE_LENGTH + 1))
+            return MASK if held else leaf
+
+        def shown(value: Any) -> Any:  # the values themselves first, then what still holds a piece of one
+            return leaves_in_place(replaced_in_place(value, texts, MASK, numbers), fragment_masked)
 
         for entry in trace:
-            entry["inputs"], entry["result"] = (leaves_in_place(entry[key], shown) for key in ("inputs", "result"))
+            entry["inputs"], entry["result"] = (shown(entry[key]) for key in ("inputs", "result"))
             for table in entry["tables"]:
                 for key in ("result", "errors"):
                     if key in table:
-                        table[key] = leaves_in_place(table[key], shown)
+                        table[key] = shown(table[key])
                 for read in table["inputs"]:
-                    read["value"] = leaves_in_place(read["value"], shown)
-        errors = leaves_in_place(errors, shown)
+                    read["value"] = shown(read["value"])
+        errors = shown(errors)
     rule_ids = _dmn_rule_ids(trace)
     reasoning = (f"{_dmn_reasoning_start(decision)}{model.model_name!r} evaluated after "
                  f"{len(trace) - 1} required decision{'s' if len(trace) != 2 else ''}")

@@ -1,11 +1,10 @@
 """``manage.py ensure_admin``: create the admin user (credentials from env, or generated and printed)."""
 import os
 
-from django.conf import settings
 from django.core.management.base import CommandError
 
 from agents.management.base import AgentsCommand
-from agents.setup import admin_ensure, admin_username_problem
+from agents.setup import admin_ensure, admin_password_path, admin_username_problem
 
 
 class Command(AgentsCommand):
@@ -35,7 +34,7 @@ class Command(AgentsCommand):
             password=os.environ.get("AGENTS_ADMIN_PASSWORD", ""),
             email=os.environ.get("AGENTS_ADMIN_EMAIL", ""),
         )
-        kept = settings.VAR_DIR / "admin_password"
+        kept = admin_password_path()
         if basic_auth:
             if not credentials.current:
                 # Flower would take the old password, which may be why it was changed
