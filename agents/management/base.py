@@ -94,6 +94,14 @@ def actor_name(text: str) -> str:
     return text
 
 
+def filter_name(text: str) -> str:
+    """An argparse type for an option naming what to list (``--pipeline``, ``--trigger``): not empty (an empty name
+    filtered nothing, so ``--pipeline ''`` listed every run)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got nothing")
+    return text
+
+
 def row_limit(text: str) -> int:
     """An argparse type for ``--limit``: a whole number from 1 to ``MAX_LIMIT``."""
     try:

@@ -7,7 +7,8 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import AgentsCommand, is_file, parse_param, row_limit, wait_for_status, wait_seconds
+from agents.management.base import (AgentsCommand, filter_name, is_file, parse_param, row_limit, wait_for_status,
+                                    wait_seconds)
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 
@@ -49,7 +50,7 @@ class Command(AgentsCommand):
         check.add_argument("--format", choices=("text", "ge"), default="text", dest="output_format",
                            help="ge: print the results as a Great Expectations validation result (JSON).")
         datasets = sub.add_parser("datasets", help="List published datasets, newest first.")
-        datasets.add_argument("--name", help="Only this dataset's numbers.")
+        datasets.add_argument("--name", type=filter_name, help="Only this dataset's numbers.")
         datasets.add_argument("--limit", type=row_limit, default=200,
                               help="At most this many (default 200); how many more there are is said on stderr.")
         self.json_argument_add(datasets)
@@ -61,7 +62,7 @@ class Command(AgentsCommand):
         profile.add_argument("--refresh", action="store_true", help="Compute it again from the file.")
         self.json_argument_add(profile)
         runs = sub.add_parser("runs", help="List recent runs.")
-        runs.add_argument("--pipeline")
+        runs.add_argument("--pipeline", type=filter_name, help="Only this pipeline's runs.")
         runs.add_argument("--limit", type=row_limit, default=20)
         self.json_argument_add(runs)
         status = sub.add_parser("status", help="Show a run.")
@@ -197,8 +198,11 @@ class Command(AgentsCommand):
             self.stdout.write(f"      top: {top}")
 
     def handle_runs(self, *, pipeline=None, limit=20, json=False, **options):
-        runs = DataRun.objects.select_related("version__pipeline", "dataset").order_by("-created_at")
+        runs = DataRun.objects.select_related("version__pipeline", "dataset").order_by("-created_at", "-pk")
         if pipeline:
+            if not Pipeline.objects.filter(name=pipeline).exists():
+                known = ", ".join(Pipeline.objects.order_by("name").values_list("name", flat=True)[:20])
+                raise CommandError(f"no pipeline named {pipeline!r} (pipelines: {known or 'none stored'})")
             runs = runs.filter(version__pipeline__name=pipeline)
         data = [selectors.data_run_json(run) for run in runs[:limit]]
         if json:

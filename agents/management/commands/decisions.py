@@ -1,6 +1,6 @@
 """``manage.py decisions``: train and promote the ML fallback of a rule set; purge old audited decisions."""
 from agents.decisions import services
-from agents.management.base import AgentsCommand
+from agents.management.base import AgentsCommand, filter_name
 from agents.monitoring.selectors import window_parse
 
 
@@ -27,7 +27,7 @@ class Command(AgentsCommand):
         purge = sub.add_parser("purge", help="Delete audited decisions older than a window (at least 30 days); "
                                              "audited itself.")
         purge.add_argument("--older-than", required=True, metavar="WINDOW", help="e.g. 365d.")
-        purge.add_argument("--ruleset", metavar="NAME", help="Only this rule set's decisions.")
+        purge.add_argument("--ruleset", type=filter_name, metavar="NAME", help="Only this rule set's decisions.")
         purge.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
 
     def handle_train(self, *, name, from_audit, csv, alias, json: bool, **options):

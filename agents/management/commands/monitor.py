@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from agents.core.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import AgentsError, CheckSpecError
-from agents.management.base import AgentsCommand, actor_name, row_limit
+from agents.management.base import AgentsCommand, actor_name, filter_name, row_limit
 from agents.models import AlertState, Check
 from agents.monitoring import alerts, selectors, services
 
@@ -60,7 +60,7 @@ class Command(AgentsCommand):
         unsilence.add_argument("--user", default="cli", type=actor_name)
         summary = sub.add_parser("summary", help="min, max, avg, p50, p95, last and count per metric.")
         summary.add_argument("--window", default="1h", help="How far back, e.g. 15m, 1h, 7d (default 1h).")
-        summary.add_argument("--check", help="Only this check's metrics.")
+        summary.add_argument("--check", type=filter_name, help="Only this check's metrics.")
         self.json_argument_add(summary)
         sub.add_parser("retain", help="Delete and downsample old metric samples now (also a periodic task).")
 

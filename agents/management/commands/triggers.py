@@ -3,7 +3,7 @@ from django.core.management.base import CommandError
 
 from agents.core.definitions import DefinitionTextError, definition_read_file
 from agents.exceptions import AgentsError, TriggerError
-from agents.management.base import AgentsCommand, row_limit
+from agents.management.base import AgentsCommand, filter_name, row_limit
 from agents.models import Trigger, TriggerFiring
 from agents.orchestration.events import triggers_load
 
@@ -25,7 +25,7 @@ class Command(AgentsCommand):
         listing = sub.add_parser("list", help="Every trigger.")
         self.json_argument_add(listing)
         firings = sub.add_parser("firings", help="Recent firings, newest first.")
-        firings.add_argument("--trigger")
+        firings.add_argument("--trigger", type=filter_name, metavar="NAME")
         firings.add_argument("--limit", type=row_limit, default=50)
         self.json_argument_add(firings)
 

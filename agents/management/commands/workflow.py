@@ -8,7 +8,7 @@ from django.db import transaction
 from agents.core.audit import cli_actor
 from agents.core.times import utc_in_calendar
 from agents.exceptions import WorkflowSpecError
-from agents.management.base import (AgentsCommand, is_file, json_option, parse_param, wait_for_status,
+from agents.management.base import (AgentsCommand, filter_name, is_file, json_option, parse_param, wait_for_status,
                                      wait_seconds)
 from agents.models import RunStatus
 from agents.workflows import selectors, services
@@ -71,7 +71,7 @@ class Command(AgentsCommand):
                               help="ISO 8601 with its offset, e.g. 2026-11-01T00:00Z (included).")
         backfill.add_argument("--to", dest="end", required=True, metavar="TIME",
                               help="ISO 8601 (included), not later than now.")
-        backfill.add_argument("--schedule", help="Which schedule (default: the workflow's only one).")
+        backfill.add_argument("--schedule", type=filter_name, help="Which schedule (default: the workflow's only one).")
         backfill.add_argument("--max-parallel", type=int, metavar="N", help="At most N runs at a time.")
         backfill.add_argument("--dry-run", action="store_true", help="List the slots; start nothing.")
         self.json_argument_add(backfill)
