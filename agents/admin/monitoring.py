@@ -26,7 +26,6 @@ from agents.admin.common import (
     value_text,
 )
 from agents.admin.workflows import format_duration
-from agents.core.teams import team_default
 from agents.models import (
     OPEN_ALERT_STATES,
     Alert,
@@ -518,31 +517,25 @@ class SilenceForm(forms.ModelForm):
         model = Silence
         fields = ("team", "matchers", "starts_at", "ends_at", "comment")
 
-    def clean_matchers(self):
-        matchers = self.cleaned_data["matchers"]
-        problems = rules.matchers_validate(matchers, "matchers")  # the same rules as silence_create
-        if not problems and not matchers:
-            problems.append("matchers: give at least one of check, tags, severity "
-                            "(a silence matching everything would hide every alert)")
-        if problems:
-            raise forms.ValidationError(problems)
-        return matchers
-
-    def clean(self):
-        cleaned = super().clean()
-        starts_at, ends_at = cleaned.get("starts_at"), cleaned.get("ends_at")
-        if starts_at and ends_at and ends_at <= starts_at:
-            self.add_error("ends_at", "must be after starts_at")
-        elif ends_at and self.instance.pk is None and ends_at <= timezone.now():  # as silence_create refuses it
-            self.add_error("ends_at", "is past: a silence that has ended silences nothing")
-        if self.instance.pk is not None:  # as silence_update refuses it
-            if self.instance.ends_at <= timezone.now():
-                raise forms.ValidationError(f"silence #{self.instance.pk} has ended: it cannot be changed; create a "
-                                            "new one")
-            if "ends_at" in self.changed_data and ends_at and ends_at <= max(timezone.now(), self.instance.starts_at):
-                self.add_error("ends_at", f"must be after the silence starts ({self.instance.starts_at.isoformat()}) "
-                                          "and after now (to end the silence now, give a minute from now)")
-        return cleaned
+    def service_check(self, cleaned: dict) -> None:
+        """The service's checks (``alerts.silence_problems``), each shown on its field: of a new silence, or of the
+        fields changed (a silence's start never changes; one that has ended cannot be changed at all). Called once
+        the team is known (``SilenceAdmin.get_form``)."""
+        now, instance = timezone.now(), self.instance
+        if instance.pk is not None and instance.ends_at <= now:  # as silence_update refuses it
+            raise forms.ValidationError(f"silence #{instance.pk} has ended: it cannot be changed; create a new one")
+        # What is not valid as typed (not in ``cleaned``) has its error already and is not checked further.
+        given = {field: cleaned[field] for field in ("matchers", "ends_at")
+                 if field in cleaned and (instance.pk is None or field in self.changed_data)}
+        if "matchers" in given:
+            given["matchers"] = given["matchers"] or {}  # an empty box: no matcher
+        if instance.pk is None:
+            if "starts_at" not in cleaned:
+                given.pop("ends_at", None)
+            given.update(starts_at=cleaned.get("starts_at"), team=cleaned.get("team"))
+        for problem in alerts.silence_problems(**given, silence=instance if instance.pk else None, now=now):
+            field = problem.split(":", 1)[0].split(".", 1)[0]
+            self.add_error(field if field in self.fields else None, problem)
 
 
 @admin.register(Silence)
@@ -562,18 +555,13 @@ class SilenceAdmin(TeamScopedMixin, SafeFilterMixin, admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
 
-        class ChecksNamed(form):
+        class Checked(form):
             def clean(self):
                 cleaned = super().clean()  # the team chosen (or the user's only one) by now
-                matchers = cleaned.get("matchers")
-                if matchers and (self.instance.pk is None or matchers != self.instance.matchers):
-                    team = cleaned.get("team") or (self.instance.team if self.instance.pk else None)
-                    # as silence_create refuses it: a plain name no check of the team has silences nothing
-                    if problems := alerts.silence_checks_missing(matchers, team=team or team_default()):
-                        self.add_error("matchers", problems)
+                self.service_check(cleaned)
                 return cleaned
 
-        return ChecksNamed
+        return Checked
 
     def get_readonly_fields(self, request, obj=None):
         fields = tuple(super().get_readonly_fields(request, obj))

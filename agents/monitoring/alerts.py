@@ -383,14 +383,7 @@ def silence_create(*, matchers: dict, ends_at: datetime, starts_at: datetime | N
     ``ends_at``."""
     starts_at = starts_at or timezone.now()
     team = team or team_default()
-    problems = rules.matchers_validate(matchers, "matchers") or silence_checks_missing(matchers, team=team)
-    if not matchers:
-        problems.append("matchers: give at least one of check, tags, severity")
-    if ends_at <= starts_at:
-        problems.append("ends_at: must be after starts_at")
-    elif ends_at <= timezone.now():
-        problems.append(f"ends_at: {ends_at.isoformat()} is past: a silence that has ended silences nothing")
-    if problems:
+    if problems := silence_problems(matchers=matchers, starts_at=starts_at, ends_at=ends_at, team=team):
         raise SilenceError.of(problems)  # bad input, not an alert's state
     with transaction.atomic():
         silence = Silence.objects.create(
@@ -426,20 +419,10 @@ def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: da
     now = timezone.now()
     with transaction.atomic():
         silence = _silence_open(silence_id, now, ended_hint=": create a new one")
-        changes = {}
-        if matchers is not None:
-            problems = rules.matchers_validate(matchers, "matchers") or (silence_checks_missing(
-                matchers, team=silence.team) if matchers != silence.matchers else [])  # a check since gone: kept
-            if not matchers:
-                problems.append("matchers: give at least one of check, tags, severity")
-            if problems:
-                raise SilenceError.of(problems)
-            changes["matchers"] = matchers
-        if ends_at is not None:
-            if ends_at <= max(silence.starts_at, now):
-                raise SilenceError(f"ends_at: must be after the silence starts ({silence.starts_at.isoformat()})"
-                                      " and after now (to end it now, end the silence)")
-            changes["ends_at"] = ends_at
+        if problems := silence_problems(matchers=matchers, ends_at=ends_at, silence=silence, now=now):
+            raise SilenceError.of(problems)
+        changes = {field: value for field, value in (("matchers", matchers), ("ends_at", ends_at))
+                   if value is not None}
         if comment is not None:
             changes["comment"] = comment
         was = {field: getattr(silence, field) for field in changes}
@@ -454,6 +437,34 @@ def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: da
                          now={field: value.isoformat() if isinstance(value, datetime) else value
                               for field, value in changes.items()})
     return silence
+
+
+def silence_problems(*, matchers: dict | None = None, ends_at: datetime | None = None,
+                     starts_at: datetime | None = None, team: Team | None = None, silence: Silence | None = None,
+                     now: datetime | None = None) -> list[str]:
+    """What is wrong, each as ``field: reason``, with a new silence of ``team`` (``silence`` None; ``starts_at``
+    default now) or with a change of ``silence`` (only what is given changes: its start never does). The service
+    and the admin's form check the same. An unchanged matcher is not looked up again (a check since gone: kept)."""
+    now = now or timezone.now()
+    problems = []
+    if matchers is not None:
+        problems += rules.matchers_validate(matchers, "matchers")
+        if not problems and (silence is None or matchers != silence.matchers):
+            problems += silence_checks_missing(matchers, team=silence.team if silence else team or team_default())
+        if not matchers:
+            problems.append("matchers: give at least one of check, tags, severity (a silence matching everything "
+                            "would hide every alert)")
+    if ends_at is None:
+        return problems
+    if silence is not None:
+        if ends_at <= max(silence.starts_at, now):
+            problems.append(f"ends_at: must be after the silence starts ({silence.starts_at.isoformat()}) and after "
+                            "now (to end it now, end the silence)")
+    elif ends_at <= (starts_at or now):
+        problems.append("ends_at: must be after starts_at")
+    elif ends_at <= now:
+        problems.append(f"ends_at: {ends_at.isoformat()} is past: a silence that has ended silences nothing")
+    return problems
 
 
 #: What makes a silence's check matcher a pattern (``fnmatch``'s) rather than a name.
