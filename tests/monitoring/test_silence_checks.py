@@ -120,3 +120,16 @@ def test_monitor_load_keeps_an_unchanged_silence_whose_check_has_gone(tmp_path):
 
     assert "1 unchanged" in monitor("load", str(path))
     assert Silence.objects.count() == 1
+
+
+def test_a_change_with_an_unknown_check_and_an_end_before_its_start_names_both_and_keeps_the_silence():
+    make_check("api")
+    start = timezone.now() + timedelta(hours=1)
+    silence = alerts.silence_create(matchers={"check": "api"}, starts_at=start, ends_at=start + timedelta(hours=1))
+
+    with pytest.raises(SilenceError) as refused:
+        alerts.silence_update(silence_id=silence.pk, matchers={"check": "apj"}, ends_at=start - timedelta(minutes=5))
+
+    assert [error.split(":")[0] for error in refused.value.errors] == ["matchers.check", "ends_at"]
+    silence.refresh_from_db()
+    assert silence.matchers == {"check": "api"} and silence.ends_at == start + timedelta(hours=1)
