@@ -89,18 +89,23 @@ def _recipient_agents(recipient: str) -> list[Agent]:
     return list(Agent.objects.filter(name=recipient))
 
 
-def recipient_problem(recipient: Any) -> str | None:
+def recipient_problem(recipient: Any, field: str | None = "recipient") -> str | None:
+    """What is wrong with a message's recipient, named ``field`` (the field it came from; None: none)."""
     if not isinstance(recipient, str) or not recipient:
-        return "recipient: give an agent name, 'type:<agent type>', '*' or '*:<agent type>'"
+        return _named(field, "give an agent name, 'type:<agent type>', '*' or '*:<agent type>'")
     kind = recipient[5:] if recipient.startswith("type:") else recipient[2:] if recipient.startswith("*:") else None
     if kind is not None and kind not in settings.AGENT_QUEUES:
-        return f"recipient: {kind!r} is not an agent type ({', '.join(settings.AGENT_QUEUES)})"
+        return _named(field, f"{kind!r} is not an agent type ({', '.join(settings.AGENT_QUEUES)})")
     if kind is None and recipient != "*" and not Agent.objects.filter(name=recipient).exists():
-        return f"recipient: no agent named {recipient!r} (see `manage.py agents list`)"
+        return _named(field, f"no agent named {recipient!r} (see `manage.py agents list`)")
     return None
 
 
-def _recipient_unavailable(recipient: str) -> str | None:
+def _named(field: str | None, problem: str) -> str:
+    return f"{field}: {problem}" if field else problem
+
+
+def _recipient_unavailable(recipient: str, field: str | None = "recipient") -> str | None:
     """Why a message to the agent named ``recipient`` would never be handled: the agent is offline, so nothing consumes
     its worker's direct queue (a worker gone for good never will), or disabled, so it takes no new work; or why a
     broadcast would reach nobody: it goes to the agents live and enabled as it is sent, and there are none (it would
@@ -110,25 +115,26 @@ def _recipient_unavailable(recipient: str) -> str | None:
         if _recipient_agents(recipient):
             return None
         of_type = f" of type {recipient[2:]!r}" if recipient != "*" else ""
-        return (f"recipient: no live, enabled agent{of_type} to broadcast to (a broadcast reaches the agents live as "
-                f"it is sent; see `manage.py agents list`)")
+        return _named(field, f"no live, enabled agent{of_type} to broadcast to (a broadcast reaches the agents live "
+                             "as it is sent; see `manage.py agents list`)")
     if recipient.startswith("type:"):
         return None
     if Agent.objects.filter(name=recipient, status=AgentStatus.OFFLINE).exists():
-        return (f"recipient: agent {recipient!r} is offline, so nothing would handle the message; send it to "
-                f"'type:<agent type>' for any live agent of its type (see `manage.py agents list`)")
+        return _named(field, f"agent {recipient!r} is offline, so nothing would handle the message; send it to "
+                             "'type:<agent type>' for any live agent of its type (see `manage.py agents list`)")
     if agent_disabled(recipient):
-        return _disabled_problem(recipient)
+        return _named(field, _disabled_problem(recipient))
     return None
 
 
 def _disabled_problem(name: str) -> str:
-    return (f"recipient: agent {name!r} is disabled, so it takes no new messages; send it to 'type:<agent type>' for "
+    return (f"agent {name!r} is disabled, so it takes no new messages; send it to 'type:<agent type>' for "
             f"any enabled agent of its type, or enable the agent (admin or API)")
 
 
 def message_send(*, message_type: str, recipient: str, payload: dict | None = None, sender: str = "",
-                 correlation_id: str = "", team_id: int | None = None) -> AgentMessage:
+                 correlation_id: str = "", team_id: int | None = None,
+                 recipient_field: str | None = "recipient") -> AgentMessage:
     """Store a message and send it on commit; returns it (status 'sent' once handed to the broker).
 
     It belongs to team ``team_id`` (by default the acting team, if one acts): its members see it, and a request's
@@ -139,7 +145,7 @@ def message_send(*, message_type: str, recipient: str, payload: dict | None = No
     errors = []
     if message_type not in MessageType.values:
         errors.append(f"message_type: {message_type!r} is not one of {', '.join(MessageType.values)}")
-    if problem := recipient_problem(recipient) or _recipient_unavailable(recipient):
+    if problem := recipient_problem(recipient, recipient_field) or _recipient_unavailable(recipient, recipient_field):
         errors.append(problem)
     if payload is not None and not isinstance(payload, dict):
         errors.append("payload: must be a JSON object")
@@ -165,14 +171,9 @@ def message_broadcast(*, message_type: str, payload: dict | None = None, agent_t
                       sender: str = "", team_id: int | None = None) -> AgentMessage:
     """Send one message to every live agent, or every live agent of ``agent_type``; a problem with whom it would
     reach names ``agent_type``, what a broadcast is given, not the recipient it is sent to."""
-    try:
-        return message_send(message_type=message_type, recipient=f"*:{agent_type}" if agent_type else "*",
-                            payload=payload, sender=sender, team_id=team_id)
-    except MessageError as error:
-        problems = [str(problem) for problem in getattr(error, "errors", None) or [str(error)]]
-        named = "agent_type: " if agent_type else ""  # to every agent, the problem is no field's
-        raise MessageError.of([f"{named}{problem.removeprefix('recipient: ')}"
-                               if problem.startswith("recipient: ") else problem for problem in problems]) from None
+    return message_send(message_type=message_type, recipient=f"*:{agent_type}" if agent_type else "*",
+                        payload=payload, sender=sender, team_id=team_id,
+                        recipient_field="agent_type" if agent_type else None)  # to every agent: no field's problem
 
 
 def _dispatch(message_id: int) -> None:
@@ -338,7 +339,7 @@ def _message_to_disabled(message: AgentMessage, *, agent: str) -> AgentMessage:
     now = timezone.now()
     transition(AgentMessage.objects.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now), pk=message.pk),
                [MessageStatus.PENDING, MessageStatus.SENT, MessageStatus.DELIVERED], MessageStatus.FAILED,
-               error=_disabled_problem(agent), claimed_until=None)
+               error=_named("recipient", _disabled_problem(agent)), claimed_until=None)
     message.refresh_from_db()
     return message
 
