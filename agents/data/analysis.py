@@ -16,6 +16,9 @@ chunk, ``merge`` of two profilers, ``finish`` for the JSON):
 - distinct: exact below ``DISTINCT_SKETCH_SIZE`` distinct values, above it a K-minimum-values estimate over 64-bit
   hashes (relative standard error about 1/sqrt(K), 1.6 %); ``distinct_exact`` says which. A whole number hashes as
   the equal float, so 5 and 5.0 (a chunk read as floats for a missing value) are one value.
+- inf and -inf: counted apart (``infinite``); min, max and quantiles take them in, the mean is infinite (undefined
+  with both), the standard deviation undefined, and ``finite`` gives the count, mean and standard deviation of the
+  finite values, which alone make the sketches and the histogram. In JSON they are the text "inf" and "-inf".
 - top values: each chunk's ``TOP_KEPT`` most frequent values with their counts, added up every ``TOP_PARTS`` chunks
   and cut to the ``TOP_KEPT`` most frequent; exact when a column has at most ``TOP_KEPT`` distinct values, else a
   lower bound.
@@ -373,6 +376,9 @@ class ColumnProfiler:
     hashes: Any = None
     top: list = field(default_factory=list)  # (values, counts) arrays: each chunk's most frequent, folded now and then
     saturated: bool = False  # the distinct sketch has dropped hashes: its count is an estimate
+    # Counted apart: the moments, range, sketches and histogram are of the finite values (inf - inf is no number).
+    positive_infinite: int = 0
+    negative_infinite: int = 0
     unmeasured: str = ""  # why the column's values cannot be measured (only its count and nulls are)
 
     def update(self, series: pd.Series) -> None:
@@ -411,16 +417,25 @@ class ColumnProfiler:
         first[0] = True
         np.not_equal(raw[1:], raw[:-1], out=first[1:])
         distinct, counts = raw[first], np.diff(np.flatnonzero(first), append=len(raw))
-        sketch = _sketch(raw, distinct, counts)
-        moments = _moments(raw, distinct, counts)
+        finite, finite_distinct, finite_counts = raw, distinct, counts
+        if raw.dtype.kind == "f" and (raw[0] == -np.inf or raw[-1] == np.inf):  # sorted: first and last, if any
+            negative = int(counts[0]) if raw[0] == -np.inf else 0
+            positive = int(counts[-1]) if raw[-1] == np.inf else 0
+            self.negative_infinite += negative
+            self.positive_infinite += positive
+            finite = raw[negative:len(raw) - positive]
+            finite_distinct = distinct[int(negative > 0):len(distinct) - int(positive > 0)]
+            finite_counts = counts[int(negative > 0):len(counts) - int(positive > 0)]
         self._merge_hashes(_smallest_hashes(distinct, DISTINCT_SKETCH_SIZE, self._hash_bound()))
         if len(distinct) > TOP_KEPT:
             kept = np.argpartition(-counts, TOP_KEPT)[:TOP_KEPT]
             distinct, counts = distinct[kept], counts[kept]
         self._merge_top(distinct, counts)
-        self._merge_moments(len(raw), *moments)
-        self._merge_range(raw[0].item(), raw[-1].item())
-        self.sketches.append(sketch)
+        if not len(finite):
+            return
+        self._merge_moments(len(finite), *_moments(finite, finite_distinct, finite_counts))
+        self._merge_range(finite[0].item(), finite[-1].item())
+        self.sketches.append(_sketch(finite, finite_distinct, finite_counts))
         if len(self.sketches) > MAX_SKETCHES:
             self.sketches = _fold(self.sketches)
 
@@ -429,6 +444,7 @@ class ColumnProfiler:
         self.unmeasured = reason
         self.mean, self.m2, self.minimum, self.maximum = 0.0, 0.0, None, None
         self.sketches, self.hashes, self.top, self.saturated = [], None, [], False
+        self.positive_infinite, self.negative_infinite = 0, 0
 
     def _hash_bound(self) -> int | None:
         """The largest hash the distinct sketch can still take once it estimates (None while it counts exactly)."""
@@ -450,6 +466,8 @@ class ColumnProfiler:
             return
         self.top.extend(other.top)
         self._merge_top()
+        self.positive_infinite += other.positive_infinite
+        self.negative_infinite += other.negative_infinite
         self.saturated = self.saturated or other.saturated
         if other.hashes is not None:
             self._merge_hashes(other.hashes)
@@ -509,18 +527,52 @@ class ColumnProfiler:
             "top": [{"value": _timestamp_text(value) if self.kind == "datetime" else _plain(value), "count": count}
                     for value, count in top],
         }
-        if self.kind in ("number", "datetime") and self.sketches:
-            show = _timestamp_text if self.kind == "datetime" else float
-            quantiles = _quantiles(self.sketches, QUANTILES)
+        if self.kind in ("number", "datetime") and (self.sketches or self.positive_infinite or self.negative_infinite):
+            show = _timestamp_text if self.kind == "datetime" else _number_json
+            finite = sum(sketch.weight for sketch in self.sketches)
+            std = math.sqrt(self.m2 / (finite - 1)) if finite > 1 else None
+            if self.kind == "datetime" and std is not None:
+                std = std / 1e9  # seconds
             profile.update(
-                min=show(self.minimum), max=show(self.maximum), mean=show(self.mean),
-                std=math.sqrt(self.m2 / (present - 1)) if present > 1 else None,
-                quantiles={f"{round(share * 100)}%": show(value) for share, value in zip(QUANTILES, quantiles)},
-                histogram=self._histogram(show),
+                min="-inf" if self.negative_infinite else show(self.minimum) if finite else "inf",
+                max="inf" if self.positive_infinite else show(self.maximum) if finite else "-inf",
+                mean=show(self.mean), std=std,
+                quantiles={f"{round(share * 100)}%": show(value) for share, value in zip(QUANTILES, self._quantiles())},
+                histogram=self._histogram(show) if finite else {"edges": [], "counts": []},
             )
-            if self.kind == "datetime" and profile["std"] is not None:
-                profile["std"] = profile["std"] / 1e9  # seconds
+            if self.positive_infinite or self.negative_infinite:
+                profile.update(self._infinities(finite, show(self.mean) if finite else None, std))
         return profile
+
+    def _infinities(self, finite: int, finite_mean: Any, finite_std: float | None) -> dict:
+        """What a profile says of a column holding inf or -inf: the mean of all values is infinite, or undefined
+        when both are there (inf - inf); the spread of all values is undefined; the finite values' are given apart."""
+        positive, negative = self.positive_infinite, self.negative_infinite
+        mean = None if positive and negative else "inf" if positive else "-inf"
+        plural = "s" if positive + negative != 1 else ""
+        note = (f"{positive + negative} infinite value{plural} ({positive} inf, {negative} -inf): mean "
+                f"{'undefined (inf - inf)' if mean is None else mean}, std undefined; "
+                f"'finite' and the histogram measure the {finite} finite values")
+        return {"mean": mean, "std": None, "infinite": {"inf": positive, "-inf": negative},
+                "finite": {"count": finite, "mean": finite_mean, "std": finite_std}, "note": note}
+
+    def _quantiles(self) -> list[float]:
+        """The values at ``QUANTILES`` of all present values: -inf and inf stand below and above the finite ones
+        (the smallest value whose share reaches a quantile's, as ``_quantiles`` reads exact sketches)."""
+        negative, positive = self.negative_infinite, self.positive_infinite
+        finite = sum(sketch.weight for sketch in self.sketches)
+        total = negative + finite + positive
+        values, inside = [], []
+        for share in QUANTILES:
+            if negative and negative / total >= share - 1e-12:
+                values.append(-math.inf)
+            elif (negative + finite) / total < share - 1e-12:
+                values.append(math.inf)
+            else:
+                values.append(None)
+                inside.append(min(max((share * total - negative) / finite, 0.0), 1.0))
+        measured = iter(_quantiles(self.sketches, inside) if inside else [])
+        return [next(measured) if value is None else value for value in values]
 
     def _histogram(self, show) -> dict:
         low, high = float(self.minimum), float(self.maximum)
@@ -538,12 +590,22 @@ def _timestamp_text(value: float) -> str:
     return pd.Timestamp(int(round(value)), unit="ns").isoformat()
 
 
+def _number_json(value: float) -> float | str | None:
+    """A number for JSON as PostgreSQL stores it: infinity as the text "inf" or "-inf" (JSON has no infinity;
+    null would read as a missing value), NaN as None."""
+    value = float(value)
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return None if math.isnan(value) else value
+
+
 def _plain(value: Any) -> Any:
-    """A value for JSON: numpy scalars as Python ones, timestamps as ISO text, NaN as None."""
+    """A value for JSON: numpy scalars as Python ones, timestamps as ISO text, infinity as "inf" or "-inf", NaN as
+    None."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return _number_json(value)
     if isinstance(value, (pd.Timestamp,)):
         return value.isoformat()
     if isinstance(value, (str, int, float, bool)) or value is None:

@@ -11,6 +11,9 @@ from agents.management.base import (AgentsCommand, filter_name, is_file, parse_p
                                     wait_seconds)
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
+#: Seconds ``data run --queue --wait`` waits for the run to end when no ``--timeout`` is given.
+RUN_WAIT_S = 600.0
+
 
 class Command(AgentsCommand):
     """Operate data pipelines from the command line."""
@@ -38,7 +41,7 @@ class Command(AgentsCommand):
         run.add_argument("--queue", action="store_true",
                          help="Send the run to a data agent on the 'data' queue instead of running it here.")
         run.add_argument("--wait", action="store_true", help="With --queue: wait until the run finishes.")
-        run.add_argument("--timeout", type=wait_seconds, default=600.0, help="Seconds to wait with --wait (default 600).")
+        run.add_argument("--timeout", type=wait_seconds, help="With --queue --wait: seconds to wait (default 600).")
         self.json_argument_add(run, help="Print the run as one JSON object.")
         run.add_argument("--format", choices=("text", "ge"), default="text", dest="output_format",
                          help="ge: print the quality results as a Great Expectations validation result (JSON).")
@@ -90,8 +93,15 @@ class Command(AgentsCommand):
             state = "new version" if created else "unchanged, already stored as version"
             self.stdout.write(f"{version.pipeline.name}: {state} {version.number} ({version.content_hash[:12]})")
 
-    def handle_run(self, *, pipeline, param, queue=False, wait=False, timeout=600.0, json=False, output_format="text",
+    def handle_run(self, *, pipeline, param, queue=False, wait=False, timeout=None, json=False, output_format="text",
                    **options):
+        # Refused before anything is loaded or run: an option that would do nothing is a user's mistake to hear of.
+        if wait and not queue:
+            raise CommandError("--wait: only with --queue (without it the run happens in this command, which ends "
+                               "with it)")
+        if timeout is not None and not wait:
+            raise CommandError("--timeout: only with --queue --wait (it is how long --wait waits)")
+        timeout = RUN_WAIT_S if timeout is None else timeout
         params = dict(parse_param(text) for text in param)
         given_file = is_file(pipeline)
         if queue:
@@ -194,8 +204,18 @@ class Command(AgentsCommand):
                 self.stdout.write(f"      min {column['min']}  max {column['max']}  mean {column['mean']}  "
                                   f"std {column['std']}")
                 self.stdout.write(f"      {quantiles}")
+                if "infinite" in column:
+                    self.stdout.write(f"      {self._infinities_text(column)}")
             top = ", ".join(f"{item['value']!r} ×{item['count']}" for item in column["top"][:5])
             self.stdout.write(f"      top: {top}")
+
+    @staticmethod
+    def _infinities_text(column: dict) -> str:
+        infinite, finite = column["infinite"], column["finite"]
+        measured = (f"the {finite['count']} finite values: mean {finite['mean']:.6g}, std "
+                    f"{'None' if finite['std'] is None else format(finite['std'], '.6g')}" if finite["count"]
+                    else "no finite values")
+        return f"infinite: {infinite['inf']} inf, {infinite['-inf']} -inf; {measured}"
 
     def handle_runs(self, *, pipeline=None, limit=20, json=False, **options):
         runs = DataRun.objects.select_related("version__pipeline", "dataset").order_by("-created_at", "-pk")
