@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import queue
 import re
 import threading
@@ -1254,8 +1255,10 @@ def _mysql_zero_date_null(convert: Callable[[str], Any]) -> Callable[[str], Any]
     return converted
 
 
+@functools.lru_cache(maxsize=1)
 def _mysql_conversions() -> dict:
-    """PyMySQL's conversions, with the zero date of a DATE, DATETIME or TIMESTAMP column read as None (missing)."""
+    """PyMySQL's conversions, with the zero date of a DATE, DATETIME or TIMESTAMP column read as None (missing);
+    built once per process (a connection copies what it takes of it)."""
     import pymysql
     from pymysql.constants import FIELD_TYPE
 
