@@ -77,6 +77,36 @@ def throttle_counts_reset():
             client.delete(key)
 
 
+#: The fixtures that give a test the database, as the ``django_db`` mark does.
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
+
+
+@pytest.fixture(autouse=True)
+def database_only_when_marked(request):
+    """A test without the ``django_db`` mark (or a database fixture) that reaches the database fails, naming the mark.
+    pytest-django refuses it only until a test unblocks the database for the session (``celery_worker`` does), so such
+    a test passed after a worker test and failed alone. Only this thread is refused: the session worker's threads
+    (its consumer, its agents' heartbeat) go on."""
+    if request.node.get_closest_marker("django_db") or DATABASE_FIXTURES & set(request.fixturenames):
+        yield
+        return
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    test_thread, unmarked = threading.current_thread(), BaseDatabaseWrapper.ensure_connection
+
+    def ensure_connection(self):
+        if threading.current_thread() is test_thread:
+            raise RuntimeError(f"{request.node.nodeid} reaches the database without the django_db mark: it passes "
+                               "only after a test that unblocked the database for the session")
+        return unmarked(self)
+
+    BaseDatabaseWrapper.ensure_connection = ensure_connection
+    try:
+        yield
+    finally:
+        BaseDatabaseWrapper.ensure_connection = unmarked
+
+
 @pytest.fixture(autouse=True)
 def outside_any_trace():
     """Each test starts outside any trace, whatever an earlier test left in this thread."""
