@@ -55,6 +55,10 @@ DEMO_WORKFLOW = settings.BASE_DIR / "examples" / "workflows" / "order_fulfilment
 EXAMPLE_WORKFLOWS = settings.BASE_DIR / "examples" / "workflows"
 #: The pools the example workflows' steps name, with their slots (as each example's header says to create them).
 EXAMPLE_POOLS = {"payments": 2}
+#: The groups the example workflows name as approvers (payment-approval's sign-off): made when missing, with the
+#: permission to send a workflow signal, and the admin ``make run`` creates (``AGENTS_ADMIN_USERNAME``) made a member,
+#: so the demo's approval can be given.
+EXAMPLE_APPROVERS = ("finance",)
 DEMO_BRANCHING = EXAMPLE_WORKFLOWS / "order_routing.yaml"
 DEMO_RULES = settings.BASE_DIR / "examples" / "rules" / "loan_approval.yaml"
 DEMO_PIPELINES = [settings.BASE_DIR / "examples" / "pipelines" / name
@@ -259,6 +263,7 @@ def demo_seed() -> dict:
     for name, slots in EXAMPLE_POOLS.items():  # a step naming a pool that does not exist is refused at load
         if not Pool.objects.filter(name=name).exists():  # an operator's pool keeps its slots
             pool_set(name=name, slots=slots, description="made by the demo for the example workflows")
+    demo_approvers_ensure()
     versions = [workflow_load_file(path=str(path))[0] for path in sorted(EXAMPLE_WORKFLOWS.iterdir())]
     for version in versions:
         workflow_run_start(version=version)
@@ -272,6 +277,20 @@ def demo_seed() -> dict:
     checks = definitions_load(text=DEMO_CHECKS.read_text(), source=str(DEMO_CHECKS))["checks"]
     return {"checks": sum(checks.values()),"tasks_sent": len(queues), "workflows": [v.definition.name for v in versions],
             "rulesets": [rules.ruleset.name], "pipelines": [v.pipeline.name for v in pipelines]}
+
+
+def demo_approvers_ensure() -> None:
+    """``EXAMPLE_APPROVERS``' groups, each with the permission to send a signal, the admin a member of each."""
+    from django.contrib.auth.models import Group, Permission, User
+
+    signal_permission = Permission.objects.get(content_type__app_label="agents", codename="add_workflowsignal")
+    admin = User.objects.filter(username=os.environ.get("AGENTS_ADMIN_USERNAME") or "admin").first()
+    for name in EXAMPLE_APPROVERS:
+        group, created = Group.objects.get_or_create(name=name)
+        if created:  # an operator's group keeps its permissions and members
+            group.permissions.add(signal_permission)
+            if admin is not None:
+                admin.groups.add(group)
 
 
 def demo_run(*, timeout_s: float = 60.0) -> dict:

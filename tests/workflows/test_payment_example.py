@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Group, User
 
+from agents.demo import demo_approvers_ensure
 from agents.models import StepRun
 from agents.workflows import services
 from tests.conftest import wait_for
@@ -43,3 +44,19 @@ def test_the_payment_example_is_approved_charged_settled_and_its_rates_are_cache
     assert second["steps"]["sign-off"]["status"] == "skipped"  # a small payment needs no approval
     assert second["steps"]["rates"]["cached_from_run"] == large.pk
     assert first["deadline_at"] is not None
+
+
+def test_the_admin_make_run_creates_may_approve_the_demo_s_payment(worker, monkeypatch):
+    # the demo of `make run` started a payment-approval run whose sign-off nobody could give: no finance group
+    monkeypatch.delenv("AGENTS_ADMIN_USERNAME", raising=False)
+    admin = User.objects.create_superuser("admin", password="admin-pass-1234")
+    services.pool_set(name="payments", slots=2)
+    demo_approvers_ensure()  # as demo_seed does, before it loads the examples
+    version, _ = services.workflow_load_file(path=str(EXAMPLE))
+    run = services.workflow_run_start(version=version, params={"payment_id": 9, "amount": 2500})
+    _waiting(run, "sign-off")
+
+    services.workflow_signal(run_id=run.pk, name="sign-off", decision="approve", user=admin)
+
+    _waiting(run, "settled")
+    assert StepRun.objects.get(run=run, step_id="sign-off").status == "succeeded"
