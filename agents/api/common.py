@@ -186,7 +186,52 @@ def lookup_ok(value: str, *, numeric: bool) -> bool:
 _query_parameters: dict[tuple, dict[str, bool]] = {}
 
 
-class ApiViewSet(viewsets.GenericViewSet):
+class QueryCheckedMixin:
+    """A view that reads its query string strictly: a ``format`` no renderer has is a 400 naming ``format`` (DRF
+    answers 404, as if the endpoint were not there), and once the request is authenticated and allowed, a parameter
+    the view does not read is a 400 naming it (``query_refused``)."""
+
+    def perform_content_negotiation(self, request, force=False):
+        try:
+            return super().perform_content_negotiation(request, force=force)
+        except Http404:  # DRF's answer to a format no renderer has: the endpoint is there, the parameter is wrong
+            formats = ", ".join(dict.fromkeys(renderer.format for renderer in self.get_renderers()))
+            raise exceptions.ValidationError({api_settings.URL_FORMAT_OVERRIDE: [f"must be one of {formats}"]}) \
+                from None
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.query_refused()
+
+    def query_parameters(self) -> dict[str, bool]:
+        """The query parameters the view reads, each with whether it reads several values: ``format`` alone (DRF's
+        choice of renderer, which browsers and the browsable API send)."""
+        return dict.fromkeys([api_settings.URL_FORMAT_OVERRIDE] if api_settings.URL_FORMAT_OVERRIDE else [], False)
+
+    def query_read(self) -> bool:
+        """Whether the request reaches a handler that reads the query string: an unrouted method (405) and
+        ``OPTIONS`` do not, and are not checked."""
+        return self.request.method != "OPTIONS" and getattr(self, self.request.method.lower(), None) is not None
+
+    def query_refused(self):
+        """400 naming each query parameter the view does not read, listing those it does (a typo must not be
+        ignored: a misspelt filter would list everything, a write would be done as if it were not there), and each
+        given more than once where one value is read (the last would win unseen)."""
+        if not self.query_read():
+            return
+        query, taken = self.request.query_params, self.query_parameters()
+        known = f"known: {', '.join(sorted(taken))}" if taken else "this endpoint takes none"
+        found: dict[str, list[str]] = {}
+        for name, values in query.lists():
+            if name not in taken:
+                found[name] = [f"unknown query parameter ({known})"]
+            elif len(values) > 1 and not taken[name]:
+                found[name] = [f"given {len(values)} times; this endpoint reads one value"]
+        if found:
+            raise serializers.ValidationError(found)
+
+
+class ApiViewSet(QueryCheckedMixin, viewsets.GenericViewSet):
     """A view set whose actions each need the model permission named in ``perms``.
 
     ``serializer_class`` shows what the view answers; ``request_serializers`` read each action's request body;
@@ -205,20 +250,11 @@ class ApiViewSet(viewsets.GenericViewSet):
     #: What the path names, in 404 messages: "no {noun} {value!r}".
     noun = "item"
 
-    def perform_content_negotiation(self, request, force=False):
-        try:
-            return super().perform_content_negotiation(request, force=force)
-        except Http404:  # DRF's answer to a format no renderer has: the endpoint is there, the parameter is wrong
-            formats = ", ".join(renderer.format for renderer in self.get_renderers())
-            raise exceptions.ValidationError({api_settings.URL_FORMAT_OVERRIDE: [f"must be one of {formats}"]}) \
-                from None
-
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         lookup = self.lookup_url_kwarg or self.lookup_field
         if lookup in kwargs and not lookup_ok(str(kwargs[lookup]), numeric=self.lookup_value_regex == "[0-9]+"):
             raise exceptions.NotFound(f"no {self.noun} {kwargs[lookup]!r}")
-        self.query_refused()
         if self.takes_no_body():
             self.body_refused()
 
@@ -299,30 +335,15 @@ class ApiViewSet(viewsets.GenericViewSet):
         key = (type(self), self.action, self.request.method)
         taken = _query_parameters.get(key)
         if taken is None:  # the same for every request of the action: built from the schema once per process
-            taken = dict.fromkeys([api_settings.URL_FORMAT_OVERRIDE] if api_settings.URL_FORMAT_OVERRIDE else [],
-                                  False)
+            taken = super().query_parameters()
             if self.action == "list" and self.filter_serializer_class is not None:
                 taken.update(serializer_parameters(self.filter_serializer_class))
             taken = _query_parameters[key] = {**taken, **documented_query_parameters(self)}
         return taken
 
-    def query_refused(self):
-        """400 naming each query parameter the action does not read, listing those it does (a typo must not be
-        ignored: a misspelt filter would list everything, a write would be done as if it were not there), and each
-        given more than once where one value is read (the last would win unseen). An unrouted method (405) and
-        ``OPTIONS`` read none and are not checked."""
-        if not self.action or getattr(self, self.action, None) is None:
-            return
-        query, taken = self.request.query_params, self.query_parameters()
-        known = f"known: {', '.join(sorted(taken))}" if taken else "this endpoint takes none"
-        found: dict[str, list[str]] = {}
-        for name, values in query.lists():
-            if name not in taken:
-                found[name] = [f"unknown query parameter ({known})"]
-            elif len(values) > 1 and not taken[name]:
-                found[name] = [f"given {len(values)} times; this endpoint reads one value"]
-        if found:
-            raise serializers.ValidationError(found)
+    def query_read(self) -> bool:
+        """Whether the request reaches an action: an unrouted method (405) and ``OPTIONS`` read no query string."""
+        return bool(self.action) and getattr(self, self.action, None) is not None
 
     def filters(self) -> dict:
         """The validated query-string filters (400 naming the parameter when one is invalid)."""

@@ -13,6 +13,7 @@ from rest_framework.decorators import action
 from agents.api.common import (ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, OffsetDateTimeField,
                                WindowField, team_field)
 from agents.api.errors import service_error, service_errors
+from agents.api.schema import NamedChoiceField
 from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso, json_problem
 from agents.exceptions import CheckSpecError, SilenceError, TeamError
@@ -80,12 +81,25 @@ def _team_problem_field(problem: str) -> str:
 
 
 def definition_schema(request, response):
-    """Document a ``DefinitionViewSet``'s writes: the definition they take and what they answer."""
+    """Document a ``DefinitionViewSet``'s writes: the definition they take and what they answer. A change (PUT,
+    PATCH) takes the definition without ``team`` (``change_refuse``) and with ``name`` optional (the path names it)."""
+    change = definition_change_serializer(request)
     return extend_schema_view(
         create=extend_schema(request=request, responses={201: response}),
-        update=extend_schema(request=request, responses=response),
-        partial_update=extend_schema(request=request, responses=response),
+        update=extend_schema(request=change, responses=response),
+        partial_update=extend_schema(request=change, responses=response),
     )
+
+
+def definition_change_serializer(serializer: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """``serializer`` as a change's body: no ``team`` (a row stays in its team) and ``name`` optional (the path names
+    the row; the body may repeat the name, not change it)."""
+    change = type(serializer.__name__.removesuffix("Serializer") + "ChangeSerializer", (serializer,),
+                  {"team": None, "__module__": serializer.__module__,
+                   "__doc__": f"{serializer.__doc__} A change keeps its team, and its name is the path's."})
+    name = serializers.CharField(max_length=100, required=False, help_text="The name in the path, if given.")
+    change._declared_fields = {key: name if key == "name" else field for key, field in change._declared_fields.items()}
+    return change
 
 
 class DefinitionViewSet(ApiViewSet):
@@ -255,7 +269,8 @@ class CheckDefinitionSerializer(serializers.Serializer):
     """A check as written in a definitions file (``checks:``), validated as the file is."""
 
     name = serializers.CharField(max_length=100)
-    type = serializers.ChoiceField(choices=[value for value in CheckType.values if value != CheckType.EXTERNAL])
+    type = NamedChoiceField(choices=[value for value in CheckType.values if value != CheckType.EXTERNAL],
+                            enum_name="CheckDefinitionTypeEnum")
     params = JSONObjectField(required=False, help_text="The check type's parameters (url, host and port, path, ...).")
     interval_s = serializers.FloatField(required=False, min_value=1, max_value=rules.MAX_DURATION_S,
                                         help_text="Default 60.")

@@ -7,7 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FiniteFloatField, JSONObjectField, JSONValueField
-from agents.api.errors import service_errors
+from agents.api.errors import service_error, service_errors
 from agents.core.teams import sees_all, team_scoped, teams_of
 from agents.exceptions import AgentTaskError, MessageError, TeamError
 from agents.orchestration.selectors import event_json, events_with_firings, message_json
@@ -305,7 +305,8 @@ class EventPublishSerializer(serializers.Serializer):
     payload = JSONObjectField(help_text="Must match the JSON schema declared for the type.")
     idempotency_key = serializers.CharField(
         required=False, max_length=200, default=None, trim_whitespace=False,
-        help_text="Publishing the type again with the same key returns the first event (200) and fires nothing.")
+        help_text="Publishing the type again with the same key and payload returns the first event (200) and fires "
+                  "nothing; the key sent again with another payload is refused (409).")
     team = serializers.CharField(required=False, max_length=150,
                                  help_text="The team publishing (one of yours). Default: whichever of your teams "
                                            "declared the type.")
@@ -345,17 +346,21 @@ class EventViewSet(ApiViewSet):
     @extend_schema(request=EventPublishSerializer, responses={201: EventSerializer, 200: EventSerializer})
     def create(self, request):
         """Publish an event of a declared type: checked against the type's schema, then the declaring team's
-        triggers fire on it (201). With an `idempotency_key` already used for the type: the first event (200), and
-        nothing fires again."""
+        triggers fire on it (201). With an `idempotency_key` the team already used for the type: the first event (200)
+        when the payload is the same, and nothing fires again; with another payload, 409 naming `idempotency_key`."""
         given = self.given()
         if given.get("team"):
             teams = [self.team_given(given["team"])]
         else:
             teams = None if sees_all(request.user) else list(teams_of(request.user))
         with service_errors({TeamError: "team"}, prefixed=("type", "payload", "idempotency_key")):
-            event, created = event_types.outside_event_publish(
-                event_type=given["type"], payload=given["payload"], idempotency_key=given["idempotency_key"],
-                teams=teams, source=_sender(request))
+            try:
+                event, created = event_types.outside_event_publish(
+                    event_type=given["type"], payload=given["payload"], idempotency_key=given["idempotency_key"],
+                    teams=teams, source=_sender(request))
+            except event_types.IdempotencyKeyReusedError as error:  # the key's first use stands in the way
+                raise service_error(error, prefixed=("idempotency_key",), status_code=status.HTTP_409_CONFLICT) \
+                    from None
         shown = event_json(self.get_queryset().get(pk=event.pk))
         if not created:
             return self.show(shown)

@@ -63,7 +63,9 @@ class ApiPagination(PageNumberPagination):
         return min(size, self.max_page_size)
 
     def get_page_number(self, request, paginator):
-        text = request.query_params.get(self.page_query_param) or "1"
+        text = request.query_params.get(self.page_query_param)
+        if text is None:
+            return 1
         if text in self.last_page_strings:
             return paginator.num_pages
         number = _whole_number(text)

@@ -1,11 +1,37 @@
 """The OpenAPI schema: drf-spectacular's, with the error body documented on every operation and every request
 body's object closed to keys it does not name, as the API refuses them (``body_problems``); and the query
 parameters it documents for an operation, which are those the API accepts (``documented_query_parameters``)."""
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.plumbing import force_instance, get_class, is_basic_serializer
+from drf_spectacular.plumbing import (
+    ResolvedComponent, build_choice_field, force_instance, get_class, is_basic_serializer,
+)
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.settings import api_settings
+
+
+class NamedChoiceField(serializers.ChoiceField):
+    """A choice field whose choices the schema documents once, as the component ``enum_name``, however many request
+    bodies take it (drf-spectacular names a choice set that two bodies share, where another set has the field's name,
+    after a hash, and warns)."""
+
+    def __init__(self, *, enum_name: str, **kwargs):
+        self.enum_name = enum_name
+        super().__init__(**kwargs)
+
+
+class NamedChoiceFieldExtension(OpenApiSerializerFieldExtension):
+    """Documents a ``NamedChoiceField`` as a reference to its enum component."""
+
+    target_class = NamedChoiceField
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = {key: value for key, value in build_choice_field(self.target).items() if key != "x-spec-enum-id"}
+        component = ResolvedComponent(name=self.target.enum_name, type=ResolvedComponent.SCHEMA,
+                                      object=self.target.enum_name, schema=schema)
+        auto_schema.registry.register_on_missing(component)
+        return component.ref
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -29,7 +55,8 @@ _ERRORS = {
     "401": "No credentials, or credentials that are not valid (unknown or revoked token).",
     "403": "The user lacks the permission this needs (viewers may read; operators may also act).",
     "404": "Nothing at this path, or no such page.",
-    "409": "The current state does not allow this (cancel a finished run, acknowledge a resolved alert).",
+    "409": "The current state does not allow this (cancel a finished run, acknowledge a resolved alert, an "
+           "idempotency key already used for another request).",
     "413": "The request body is too large.",
     "429": "Too many requests; `Retry-After` says when to try again.",
 }

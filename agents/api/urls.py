@@ -1,6 +1,5 @@
 """Routes of the JSON API, under /api/ (namespace ``api``)."""
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from agents.api.data import DataRunViewSet, DatasetViewSet, PipelineViewSet
@@ -16,15 +15,18 @@ from agents.api.monitoring import (
 )
 from agents.api.orchestration import AgentTaskViewSet, EventViewSet, MessageViewSet
 from agents.api.registry import AgentViewSet
+from agents.api.views import ApiRootView, ApiSchemaView
 from agents.api.workflows import PoolViewSet, WorkflowRunViewSet, WorkflowViewSet
 
 app_name = "api"
 
 
 class ApiRouter(DefaultRouter):
-    """DRF's router without format suffixes: names in paths may contain dots (``worker1.example.com:data``)."""
+    """DRF's router without format suffixes: names in paths may contain dots (``worker1.example.com:data``); its root
+    reads its query string as every endpoint does."""
 
     include_format_suffixes = False
+    APIRootView = ApiRootView
 
 
 router = ApiRouter()
@@ -48,7 +50,7 @@ router.register("messages", MessageViewSet, basename="message")
 router.register("events", EventViewSet, basename="event")
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", ApiSchemaView.as_view(), name="schema"),
     # Alertmanager's path, so Prometheus can post its alerts here as to an Alertmanager.
     path("v2/alerts", AlertmanagerViewSet.as_view({"post": "create"}), name="alertmanager-alerts"),
     path("", include(router.urls)),

@@ -290,9 +290,10 @@ def outside_event_publish(*, event_type: str, payload: Any, teams: Iterable[Team
 
     ``teams`` are the publisher's (a user's teams, or the one they named); a type none of them declared is refused as
     if undeclared. None: any (a command, a superuser). Returns the event and whether it is new: an
-    ``idempotency_key`` already used for the type in the team returns the first event, and nothing fires again (a
-    unique constraint holds it under concurrent publishes). ``EventPublishError`` lists every problem, each naming
-    its field (``type``, ``payload.x``, ``idempotency_key``)."""
+    ``idempotency_key`` already used for the type in the team returns the first event when the payload is the same,
+    and nothing fires again (a unique constraint holds it under concurrent publishes); with another payload it is
+    refused (``IdempotencyKeyReusedError``). ``EventPublishError`` lists every problem,
+    each naming its field (``type``, ``payload.x``, ``idempotency_key``)."""
     problems, declaration = [], None
     if problem := event_type_name_problem(event_type):
         shown = repr(event_type) if isinstance(event_type, str) and len(event_type) <= 120 else "this type"
@@ -326,12 +327,17 @@ def outside_event_publish(*, event_type: str, payload: Any, teams: Iterable[Team
     return _publish_once(declaration, payload, idempotency_key=idempotency_key, source=source)
 
 
+class IdempotencyKeyReusedError(EventPublishError):
+    """An idempotency key the team already used for the type is sent again with another payload: the sender would
+    otherwise take the first event for the one it meant, and what it meant would never happen."""
+
+
 def _publish_once(declaration: EventTypeDeclaration, payload: dict, *, idempotency_key: str,
                   source: str) -> tuple[Event, bool]:
     first = {"team_id": declaration.team_id, "event_type": declaration.name, "idempotency_key": idempotency_key}
     with transaction.atomic():
         if idempotency_key and (event := Event.objects.filter(**first).first()) is not None:
-            return event, False
+            return _same_request(event, payload), False
         try:
             with transaction.atomic():
                 event = event_publish(declaration.name, payload, team_id=declaration.team_id,
@@ -343,5 +349,16 @@ def _publish_once(declaration: EventTypeDeclaration, payload: dict, *, idempoten
                 raise
             # A concurrent publish with the key committed between the look-up and the insert: the constraint kept
             # one event, and its send was discarded with the savepoint.
-            return Event.objects.get(**first), False
+            return _same_request(Event.objects.get(**first), payload), False
     return event, True
+
+
+def _same_request(event: Event, payload: dict) -> Event:
+    """``event``, published earlier with the idempotency key now sent again, when ``payload`` is its payload (as JSON
+    values: key order and 1250 against 1250.0 do not matter); else ``IdempotencyKeyReusedError``."""
+    if event.payload == payload:
+        return event
+    raise IdempotencyKeyReusedError([
+        f"idempotency_key: already used for another request (event #{event.pk} of type {event.event_type!r}, with "
+        "another payload); the same key publishes once: send the first request again to get its event, or use a new "
+        "key for a new event"])
