@@ -33,6 +33,11 @@ def is_name(value: Any) -> bool:
     return isinstance(value, str) and bool(NAME_PATTERN.match(value))
 
 
+def name_problem(value: Any) -> str:
+    """What is wrong with ``value``, which ``is_name`` refused: missing (None, as a key left out reads), or no name."""
+    return "missing: give 1-100 letters, digits, '.', '_' or '-'" if value is None else f"{value!r} {NAME_RULE}"
+
+
 class _PlainLoader(yaml.SafeLoader):
     """YAML's safe loader read as JSON would: ``2024-01-01`` stays text (no implicit timestamps), and only
     ``true``/``false`` are booleans, so keys and values such as ``on``, ``off``, ``yes`` and ``no`` stay text

@@ -21,7 +21,7 @@ from agents.data.expectations import is_suite, suite_checks
 from agents.data.quality import check_validate
 from agents.data.sources import source_validate
 from agents.data.transforms import transform_validate
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name, name_problem
 from agents.exceptions import PipelineSpecError
 
 TOP_LEVEL_KEYS = {"name", "description", "params", "source", "key", "transforms", "quality_checks", "output",
@@ -115,7 +115,7 @@ def pipeline_spec_parse(raw: Any) -> dict:
                       f"{', '.join(sorted(TOP_LEVEL_KEYS))}")
     name = raw.get("name")
     if not is_name(name):
-        errors.append(f"name: {name!r} {NAME_RULE}")
+        errors.append(f"name: {name_problem(name)}")
     description = raw.get("description", "")
     if not isinstance(description, str):
         errors.append("description: must be text")
@@ -154,8 +154,8 @@ def pipeline_spec_parse(raw: Any) -> dict:
     if unknown:
         errors.append(f"output: unknown key(s) {', '.join(sorted(unknown))}; allowed: dataset")
     dataset = output.get("dataset", name)
-    if not is_name(dataset):
-        errors.append(f"output.dataset: {dataset!r} {NAME_RULE}")
+    if not is_name(dataset) and "dataset" in output:  # the pipeline's name otherwise: its problem is said above
+        errors.append(f"output.dataset: {name_problem(dataset)}")
     chunk_rows = raw.get("chunk_rows")
     if chunk_rows is not None and (
         isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or not 1 <= chunk_rows <= MAX_CHUNK_ROWS

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from agents.core.definitions import NAME_RULE, is_name
+from agents.core.definitions import is_name, name_problem
 from agents.core.params import json_type
 from agents.exceptions import DecisionError, ExpressionError, JsonLogicError, RuleSetError
 from agents.expressions import compiler as expressions
@@ -134,7 +134,7 @@ def ruleset_parse(data: Any) -> RuleSet:
         errors.append(f"unknown top-level field {key!r} (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})")
     name = data.get("name")
     if not is_name(name):
-        errors.append(f"name: {name!r} {NAME_RULE}")
+        errors.append(f"name: {name_problem(name)}")
     hit_policy = data.get("hit_policy", "first")
     if hit_policy not in HIT_POLICIES:
         errors.append(f"hit_policy: {hit_policy!r} is not one of {', '.join(HIT_POLICIES)}")
@@ -199,7 +199,7 @@ def _parse_rule(raw: Any, index: int, errors: list[str]) -> Rule | None:
         return None
     rule_id = raw.get("id")
     if not is_name(rule_id):
-        errors.append(f"rule {index}: id {rule_id!r} {NAME_RULE}")
+        errors.append(f"rule {index}: id {name_problem(rule_id)}")
         return None
     where = f"rule {rule_id!r}"
     before = len(errors)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from agents.core.definitions import NAME_RULE, is_name
+from agents.core.definitions import is_name, name_problem
 
 STATUSES = ("ok", "warning", "critical")
 SEVERITIES = ("info", "warning", "critical")
@@ -150,7 +150,7 @@ def check_definition_validate(item: Any, where: str, *, probe_validate: Callable
     errors = _unknown_keys(item, CHECK_KEYS, where)
     name = item.get("name")
     if not is_name(name):
-        errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+        errors.append(f"{where}.name: {name_problem(name)}")
     else:
         where = f"check {name!r}"
     check_type = item.get("type")
@@ -224,7 +224,7 @@ def route_definition_validate(item: Any, where: str, *, route_names: set[str],
     errors = _unknown_keys(item, ROUTE_KEYS, where)
     name = item.get("name")
     if not is_name(name):
-        errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+        errors.append(f"{where}.name: {name_problem(name)}")
     else:
         where = f"route {name!r}"
     errors.extend(matchers_validate(item.get("match"), f"{where}.match"))
@@ -352,7 +352,7 @@ def response_definition_validate(item: Any, where: str, *, action_validate: Call
     errors = _unknown_keys(item, RESPONSE_KEYS, where)
     name = item.get("name")
     if not is_name(name):
-        errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+        errors.append(f"{where}.name: {name_problem(name)}")
     else:
         where = f"response {name!r}"
     errors.extend(matchers_validate(item.get("match"), f"{where}.match"))

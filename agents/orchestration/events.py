@@ -16,7 +16,7 @@ from agents.core.audit import audit_record
 from agents.core.params import FROM_EVENT
 from agents.core.teams import definition_team_problem, owned_get_or_create
 from agents.core.events import event_listeners_changed, event_path_problem
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_items, fields_changed, is_name
+from agents.core.definitions import DefinitionTextError, definition_items, fields_changed, is_name, name_problem
 from agents.core.transitions import transition
 from agents.exceptions import AgentsError, BrokerUnavailableError, ExpressionError, TeamError, TriggerError
 from agents.expressions.compiler import compile_expression
@@ -59,7 +59,7 @@ def trigger_validate(item: Any, where: str) -> list[str]:
               for key in item if key not in TRIGGER_KEYS]
     name = item.get("name")
     if not is_name(name):
-        errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+        errors.append(f"{where}.name: {name_problem(name)}")
     else:
         where = f"trigger {name!r}"
     event = item.get("event")

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name
+from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name, name_problem
 from agents.exceptions import WorkflowSpecError
 from agents.workflows import dag, templates
 from agents.core.actions import action_get, action_names
@@ -174,7 +174,7 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
         errors.append(f"unknown top-level field {key!r} (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})")
     name = data.get("name")
     if not is_name(name):
-        errors.append(f"name: {name!r} {NAME_RULE}")
+        errors.append(f"name: {name_problem(name)}")
     description = data.get("description") or ""
     if not isinstance(description, str):
         errors.append("description: must be text")
@@ -283,7 +283,7 @@ def _parse_schedules(raw: Any, params: dict, errors: list[str], cron_problems) -
             errors.append(f"{where}: unknown field {key!r} (allowed: {', '.join(sorted(SCHEDULE_KEYS))})")
         name = item.get("name", "default" if isinstance(raw, dict) else str(index + 1))
         if not is_name(str(name)) or not isinstance(name, (str, int)) or isinstance(name, bool):
-            errors.append(f"{where}.name: {name!r} {NAME_RULE}")
+            errors.append(f"{where}.name: {name_problem(name)}")
         elif str(name) in seen:
             errors.append(f"{where}.name: {name!r} names two schedules")
         seen.add(str(name))
@@ -412,7 +412,7 @@ def _wait_problems(steps: dict[str, StepSpec]) -> list[str]:
         where = f"step {step.id!r}"
         name = signal_of(step)
         if step.action == "wait.signal" and (templates.is_templated(name) or not is_name(name)):
-            problems.append(f"{where}: params.name: {name!r} {NAME_RULE} (a literal, not a template)")
+            problems.append(f"{where}: params.name: {name_problem(name)} (a literal, not a template)")
             continue
         if step.action == "approval":
             approvers = step.params.get("approvers")
@@ -447,7 +447,7 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         return None
     step_id = raw.get("id")
     if not is_name(step_id):
-        errors.append(f"step {index}: id {step_id!r} {NAME_RULE}")
+        errors.append(f"step {index}: id {name_problem(step_id)}")
         return None
     where = f"step {step_id!r}"
     problems_before = len(errors)

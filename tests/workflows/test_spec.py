@@ -228,7 +228,7 @@ def test_unknown_top_level_field_is_named():
 def test_bad_workflow_name_is_named(name):
     message = only_problem(with_steps(name=name))
 
-    assert message.startswith(f"name: {name!r}")
+    assert message.startswith("name: missing" if name is None else f"name: {name!r}")  # not Python's None
     assert "1-100 letters, digits" in message
 
 
@@ -274,7 +274,7 @@ def test_bad_step_id_is_named_with_its_position(step_id):
 
     message = only_problem(with_steps(raw))
 
-    assert message.startswith(f"step 1: id {step_id!r}")
+    assert message.startswith("step 1: id missing" if step_id is None else f"step 1: id {step_id!r}")
     assert "1-100 letters, digits" in message
 
 
