@@ -1,9 +1,11 @@
 """The base of every agentsite command: ``--json`` output, subcommands, errors as ``CommandError``, and a quiet stop
 when whoever reads stdout stops reading (``manage.py ... | head -1``)."""
 import argparse
+import datetime
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,14 +27,30 @@ from agents.models import Team
 MAX_ACTOR_NAME = 150
 #: The most rows a ``--limit`` may ask for.
 MAX_LIMIT = 1_000_000
+#: The most characters of an argument an error message echoes: a longer one (a 100,000-character name) is cut there.
+ECHOED_CHARS = 100
+#: How a definition file's name ends: an argument ending so (or holding a '/', which no name may) is a file's path.
+DEFINITION_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 #: The exit status of a process that wrote to a pipe nobody reads any more: 128 + SIGPIPE, as ``yes | head`` has.
 BROKEN_PIPE_STATUS = 141
 
 
+def _json_default(value: Any) -> str:
+    """What JSON holds for a value it has no type for: a time (or date) as ISO 8601 text, anything else (a decimal, a
+    UUID) as its ``str``."""
+    return value.isoformat() if isinstance(value, (datetime.date, datetime.time)) else str(value)
+
+
 def json_text(value: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
-    """``value`` as JSON text (one line unless ``indent``); a value JSON has no type for (a time, a decimal) as its
-    ``str``."""
-    return json.dumps(value, indent=indent, sort_keys=sort_keys, default=str)
+    """``value`` as JSON text (one line unless ``indent``); a time as ISO 8601 text, another value JSON has no type for
+    (a decimal) as its ``str``."""
+    return json.dumps(value, indent=indent, sort_keys=sort_keys, default=_json_default)
+
+
+def plain_text(value: Any) -> str:
+    """``value`` as a command's text output shows it: text as it is, anything else (a mapping, a list, a number, a
+    truth value, None, a time) as JSON text, never Python's repr."""
+    return value if isinstance(value, str) else json_text(value)
 
 
 def _finite_float(text: str) -> float:
@@ -78,6 +96,24 @@ def parse_param(text: str) -> tuple[str, object]:
     return key, parsed
 
 
+def echoed(text: str) -> str:
+    """``text`` as an error message echoes it: whole up to ``ECHOED_CHARS`` characters, else cut there with an
+    ellipsis."""
+    return text if len(text) <= ECHOED_CHARS else text[:ECHOED_CHARS] + "…"
+
+
+def names_a_path(text: str) -> bool:
+    """Whether ``text`` is meant as a definition file's path: it holds a '/' or ends as such a file's name does."""
+    return "/" in text or text.lower().endswith(DEFINITION_FILE_SUFFIXES)
+
+
+def file_missing_refuse(path: str) -> None:
+    """``CommandError`` naming ``path`` when nothing is there (``PATH: cannot read: no such file``); a directory, a
+    pipe or a file that cannot be read is for whoever reads it to say why."""
+    if not os.path.exists(path):
+        raise CommandError(f"{echoed(path)}: cannot read: no such file")
+
+
 def is_file(path: str) -> bool:
     """Whether ``path`` names a file (a name too long for the file system names none)."""
     try:
@@ -107,9 +143,9 @@ def row_limit(text: str) -> int:
     try:
         limit = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {echoed(text)!r}") from None
     if not 1 <= limit <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT:,}, got {text}")
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT:,}, got {echoed(text)}")
     return limit
 
 
@@ -118,9 +154,9 @@ def wait_seconds(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {echoed(text)!r}") from None
     if not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds above 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds above 0, got {echoed(text)!r}")
     return seconds
 
 
@@ -242,6 +278,12 @@ def _unstorable_options_refuse(command: BaseCommand, args: tuple, options: dict)
 def _option_label(command: BaseCommand, dest: str | None, options: dict) -> str:
     """How the command line writes the argument stored under ``dest``: ``--check``, or ``FILE`` for a positional
     (of the subcommand ``options`` chose)."""
+    return _given_label(command, dest, options) or dest or "an argument"
+
+
+def _given_label(command: BaseCommand, dest: str | None, options: dict) -> str | None:
+    """``_option_label`` of ``dest``; None when the command (or the subcommand ``options`` chose) has no such
+    argument."""
     pending = [command.create_parser("manage.py", command.__module__.rsplit(".", 1)[-1])]
     while pending:
         for action in pending.pop()._actions:
@@ -252,7 +294,39 @@ def _option_label(command: BaseCommand, dest: str | None, options: dict) -> str:
                 if action.option_strings:
                     return max(action.option_strings, key=len)
                 return (action.metavar or dest).upper()
-    return dest or "an argument"
+    return None
+
+
+#: A problem that names a field first (``slots: ...``, ``from/to: ...``).
+_FIELD_FIRST = re.compile(r"([a-z][a-z_]*(?:/[a-z][a-z_]*)?): ")
+#: A quoted text long enough to be cut when it is (a piece of) an argument given.
+_LONG_QUOTED = re.compile(r"'([^'\n]{%d,})'" % (ECHOED_CHARS + 1))
+
+
+def _field_named_as_given(command: "AgentsCommand", problem: str, options: dict) -> str:
+    """``problem`` naming the option the user typed where it names the field a service knows it by: ``--slots: ...``
+    for ``slots: ...`` (the option stored under that name, or ``field_options``' alias). A positional argument keeps
+    its name, as the usage line writes it."""
+    found = _FIELD_FIRST.match(problem)
+    if found is None:
+        return problem
+    aliases = command.field_options.get(options.get("subcommand"), {})
+    labels = [aliases.get(field) or _given_label(command, field, options) for field in found[1].split("/")]
+    if not all(label and label.startswith("--") for label in labels):
+        return problem
+    return "/".join(labels) + problem[len(found[1]):]
+
+
+def _echoes_cut(message: str, args: tuple, options: dict) -> str:
+    """``message`` with each argument longer than ``ECHOED_CHARS`` that it echoes cut there (``echoed``): whole, as
+    its repr, or a quoted piece of it (an action named inside a JSON option)."""
+    given = [*args, *options.values()]
+    long = {text for value in given for text in (value if isinstance(value, (list, tuple)) else [value])
+            if isinstance(text, str) and len(text) > ECHOED_CHARS}
+    for text in sorted(long, key=len, reverse=True):
+        message = message.replace(repr(text), repr(echoed(text))).replace(text, echoed(text))
+    return _LONG_QUOTED.sub(lambda quoted: f"'{echoed(quoted[1])}'" if any(quoted[1] in text for text in long)
+                            else quoted[0], message) if long else message
 
 
 class AgentsCommand(BaseCommand):
@@ -276,6 +350,9 @@ class AgentsCommand(BaseCommand):
     spec_error_title = ""
     #: The subcommands whose ``spec_error`` is about a definition they read (``spec_error_title`` heads it); None: all.
     spec_error_subcommands: tuple[str, ...] | None = None
+    #: Per subcommand, the option a field is typed as where its argument is stored under another name
+    #: (``{"backfill": {"from": "--from"}}``); a field named as an argument is stored (``slots``) needs none.
+    field_options: dict[str, dict[str, str]] = {}
 
     @staticmethod
     def json_argument_add(parser, help: str = "Print JSON instead of text.") -> None:
@@ -302,23 +379,36 @@ class AgentsCommand(BaseCommand):
         self.subcommand = subcommand
         return getattr(self, f"handle_{subcommand.replace('-', '_')}")(**options)
 
-    def error_message(self, error: Exception) -> str:
+    def error_message(self, error: Exception, options: dict | None = None) -> str:
         """What the user reads for ``error``: its message, or the title and each problem of a ``spec_error``; the
-        title only where the subcommand reads a definition (``spec_error_subcommands``), else the problems alone."""
+        title only where the subcommand reads a definition (``spec_error_subcommands``), else the problems alone. A
+        problem naming a field names the option typed for it (``--slots: ...``, not ``slots: ...``)."""
+        options = options or {}
+        if not isinstance(error, SpecError):
+            return _field_named_as_given(self, str(error), options)
         if self.spec_error is not None and isinstance(error, self.spec_error):
             subcommand = getattr(self, "subcommand", None)
             if self.spec_error_subcommands is None or subcommand in self.spec_error_subcommands:
+                # The definition's problems: a field named is the definition's own, not an option.
                 return f"{self.spec_error_title}:\n  - " + "\n  - ".join(error.errors)
-            return "\n".join(error.errors)
-        return str(error)
+            return "\n".join(_field_named_as_given(self, problem, options) for problem in error.errors)
+        return "; ".join(_field_named_as_given(self, problem, options) for problem in error.errors)
 
     def execute(self, *args, **options):
+        try:
+            return self._execute(*args, **options)
+        except CommandError as error:
+            # What a service says of a 100,000-character name echoes it whole: a message a user reads is cut.
+            error.args = (_echoes_cut(str(error), args, options), *error.args[1:])
+            raise
+
+    def _execute(self, *args, **options):
         # Here rather than in run_from_argv: call_command() (tests, other commands) gets a CommandError too.
         _unstorable_options_refuse(self, args, options)
         try:
             return super().execute(*args, **options)
         except self.translated_errors as error:
-            raise CommandError(self.error_message(error)) from error
+            raise CommandError(self.error_message(error, options)) from error
         except (OperationalError, ProgrammingError) as error:
             # Inside a caller's transaction (call_command in a test) the failed one cannot be looked past to ask.
             told = None if connection.in_atomic_block else _database_unready()

@@ -31,8 +31,8 @@ def test_list_prints_a_table_of_agents(agents):
     lines = run("list").splitlines()
 
     assert lines[0].split() == ["NAME", "AGENT_TYPE", "STATUS", "ENABLED", "LAST_HEARTBEAT"]
-    assert lines[1].split()[:4] == ["w1@host:data", "data", "offline", "False"]
-    assert lines[2].split()[:4] == ["w1@host:workflow", "workflow", "busy", "True"]
+    assert lines[1].split()[:4] == ["w1@host:data", "data", "offline", "false"]
+    assert lines[2].split()[:4] == ["w1@host:workflow", "workflow", "busy", "true"]
 
 
 def test_list_json_filters_by_type_and_status(agents):

@@ -207,7 +207,7 @@ def test_a_broadcast_no_live_enabled_agent_would_receive_is_refused_and_nothing_
     Agent.objects.create(name="stopped@host:data", agent_type="data", hostname="stopped@host", status="offline")
 
     with no_agent_takes_work():  # the session worker's agents, if it runs, take no new work either
-        with pytest.raises(CommandError, match=r"agent_type: no live, enabled agent of type 'data' to broadcast to"):
+        with pytest.raises(CommandError, match=r"--agent-type: no live, enabled agent of type 'data' to broadcast to"):
             call_command("messages", "broadcast", "heartbeat", "--agent-type", "data")
         with pytest.raises(CommandError, match=r"recipient: no live, enabled agent to broadcast to"):
             call_command("messages", "send", "heartbeat", "*")

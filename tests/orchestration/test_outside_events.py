@@ -221,7 +221,7 @@ def test_a_blank_idempotency_key_is_refused_not_taken_as_none(otto, key):
 
     assert response.status_code == 400
     assert error_of(response)["fields"]["idempotency_key"], response.json()
-    with pytest.raises(CommandError, match="idempotency_key: may not be blank; leave it out"):
+    with pytest.raises(CommandError, match="--idempotency-key: may not be blank; leave it out"):
         _events("publish", "order.received", "--payload", json.dumps(BIG), "--idempotency-key", key)
     assert not Event.objects.exists()
 

@@ -310,7 +310,7 @@ def test_the_backfill_command_dry_run_lists_slots_and_bad_input_exits_non_zero(c
     assert outcome["slots"] == ["2026-11-01T00:00:00+00:00", "2026-11-01T00:01:00+00:00",
                                 "2026-11-01T00:02:00+00:00"]
     assert not WorkflowRun.objects.exists()
-    with pytest.raises(CommandError, match="to: must not be before from"):
+    with pytest.raises(CommandError, match="--to: must not be before --from"):
         call_command("workflow", "backfill", "nightly", "--from", "2026-11-02T00:00Z", "--to", "2026-11-01T00:00Z")
     with pytest.raises(CommandError, match="--from"):
         call_command("workflow", "backfill", "nightly", "--from", "yesterday", "--to", "2026-11-01T00:00Z")

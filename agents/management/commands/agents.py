@@ -2,7 +2,7 @@
 
 from django.core.management.base import CommandError
 
-from agents.management.base import AgentsCommand, json_option, wait_for_status, wait_seconds
+from agents.management.base import AgentsCommand, json_option, plain_text, wait_for_status, wait_seconds
 from agents.models import AGENT_TASK_FINISHED, AgentStatus, AgentType
 from agents.orchestration.agent_tasks import task_cancel, task_get, task_json, task_submit
 from agents.orchestration.selectors import agent_get, agent_list, agent_to_dict
@@ -19,7 +19,8 @@ class Command(AgentsCommand):
         subcommands = parser.add_subparsers(dest="subcommand", required=True,
                                             metavar="{list,status,submit,task,cancel}")
         list_parser = subcommands.add_parser("list", help="List agents.")
-        list_parser.add_argument("--type", dest="agent_type", choices=AgentType.values, help="Only agents of this type.")
+        list_parser.add_argument("--type", dest="agent_type", choices=AgentType.values,
+                                 help="Only agents of this type.")
         list_parser.add_argument("--status", choices=AgentStatus.values, help="Only agents in this status.")
         self.json_argument_add(list_parser, help="Print JSON instead of a table.")
         status_parser = subcommands.add_parser("status", help="Show one agent.")
@@ -49,10 +50,11 @@ class Command(AgentsCommand):
             self.stdout.write("No agents registered. Start a worker: `make run`, or `celery -A agentsite worker`.")
             return
         columns = ("name", "agent_type", "status", "enabled", "last_heartbeat")
-        widths = {column: max(len(column), *(len(str(agent[column])) for agent in agents)) for column in columns}
+        cells = [{column: plain_text(agent[column]) for column in columns} for agent in agents]
+        widths = {column: max(len(column), *(len(row[column]) for row in cells)) for column in columns}
         self.stdout.write("  ".join(column.upper().ljust(widths[column]) for column in columns))
-        for agent in agents:
-            self.stdout.write("  ".join(str(agent[column]).ljust(widths[column]) for column in columns))
+        for row in cells:
+            self.stdout.write("  ".join(row[column].ljust(widths[column]) for column in columns))
 
     def handle_status(self, *, name, json=False, **options):
         agent = agent_to_dict(agent_get(name=name))
@@ -60,7 +62,7 @@ class Command(AgentsCommand):
             self.json_write(agent)
             return
         for key, value in agent.items():
-            self.stdout.write(f"{key}: {value}")
+            self.stdout.write(f"{key}: {plain_text(value)}")
 
     def handle_submit(self, *, agent_type, config, priority=5, timeout=300.0, wait=False, wait_timeout=600.0,
                       json=False, **options):
@@ -90,4 +92,4 @@ class Command(AgentsCommand):
             return
         for key in ("task_id", "agent_type", "status", "priority", "agent", "attempt", "process_deaths", "result",
                     "error", "trace_id"):
-            self.stdout.write(f"{key}: {shown[key]}")
+            self.stdout.write(f"{key}: {plain_text(shown[key])}")

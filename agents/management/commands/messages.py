@@ -2,7 +2,7 @@
 
 from django.core.management.base import CommandError
 
-from agents.management.base import AgentsCommand, json_option, row_limit, wait_seconds
+from agents.management.base import AgentsCommand, json_option, plain_text, row_limit, wait_seconds
 from agents.models import AgentMessage, AgentType, MessageStatus, MessageType
 from agents.orchestration import messages
 from agents.orchestration.selectors import message_json
@@ -52,7 +52,7 @@ class Command(AgentsCommand):
         else:
             for key, item in value.items():
                 if item not in (None, "", [], {}):
-                    self.stdout.write(f"{key}: {item}")
+                    self.stdout.write(f"{key}: {plain_text(item)}")
 
     def handle_send(self, *, message_type, recipient, payload="{}", json=False, **options):
         message = messages.message_send(message_type=message_type, recipient=recipient, payload=_payload(payload),
@@ -82,7 +82,8 @@ class Command(AgentsCommand):
         if not listed:
             self.stdout.write("no messages")
         for item in listed:
-            self.stdout.write(f"#{item['id']:<6} {item['type']:<19} {item['status']:<10} {item['sender'] or '-':<24} -> "
+            self.stdout.write(f"#{item['id']:<6} {item['type']:<19} {item['status']:<10} "
+                              f"{item['sender'] or '-':<24} -> "
                               f"{item['recipient']}{'  ' + item['error'] if item['error'] else ''}")
 
     def handle_show(self, *, message_id, json=False, **options):

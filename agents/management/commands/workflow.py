@@ -7,9 +7,9 @@ from django.db import transaction
 
 from agents.core.audit import cli_actor
 from agents.core.times import utc_in_calendar
-from agents.exceptions import WorkflowSpecError
-from agents.management.base import (AgentsCommand, filter_name, is_file, json_option, parse_param, wait_for_status,
-                                     wait_seconds)
+from agents.exceptions import WorkflowNotFoundError, WorkflowSpecError
+from agents.management.base import (AgentsCommand, file_missing_refuse, filter_name, is_file, json_option,
+                                     names_a_path, parse_param, wait_for_status, wait_seconds)
 from agents.models import RunStatus
 from agents.workflows import selectors, services
 
@@ -26,6 +26,7 @@ class Command(AgentsCommand):
     spec_error_title = "invalid workflow"
     # A run's parameters, a signal's decision, a backfill's range are not the definition: their problems alone.
     spec_error_subcommands = ("validate", "load")
+    field_options = {"backfill": {"from": "--from", "to": "--to"}}
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="subcommand", required=True,
@@ -88,14 +89,17 @@ class Command(AgentsCommand):
 
     def _add_wait_arguments(self, parser):
         parser.add_argument("--wait", action="store_true", help="Wait until the run finishes.")
-        parser.add_argument("--timeout", type=wait_seconds, default=600.0, help="Seconds to wait with --wait (default 600).")
+        parser.add_argument("--timeout", type=wait_seconds, default=600.0,
+                            help="Seconds to wait with --wait (default 600).")
         self.json_argument_add(parser, help="Print the run as one JSON object.")
 
     def handle_validate(self, *, file, **options):
+        file_missing_refuse(file)
         spec = services.workflow_validate_file(path=file)
         self.stdout.write(f"{file}: valid workflow {spec.name!r}, {len(spec.steps)} steps")
 
     def handle_load(self, *, file, team=None, json=False, **options):
+        file_missing_refuse(file)
         version, created = services.workflow_load_file(path=file, team=self.team_of(team))
         if json:
             self.json_write({"workflow": version.definition.name, "version": version.number,
@@ -110,9 +114,11 @@ class Command(AgentsCommand):
             self.json_write(rows)
             return
         if not rows:
-            self.stdout.write("No workflows loaded. Load one: `manage.py workflow load examples/workflows/order_fulfilment.yaml`.")
+            self.stdout.write("No workflows loaded. Load one: "
+                              "`manage.py workflow load examples/workflows/order_fulfilment.yaml`.")
         for row in rows:
-            self.stdout.write(f"{row['name']}  v{row['version']}  {row['steps']} steps  {row['runs']} runs  {row['description']}")
+            self.stdout.write(f"{row['name']}  v{row['version']}  {row['steps']} steps  {row['runs']} runs  "
+                              f"{row['description']}")
 
     def handle_run(self, *, workflow, param, wait, timeout, json, team=None, **options):
         params = dict(parse_param(text) for text in param)
@@ -123,6 +129,12 @@ class Command(AgentsCommand):
                 self.subcommand = "run"
                 run = services.workflow_run_start(version=version, params=params)
         else:
+            try:
+                services.workflow_version_latest(workflow=workflow)
+            except WorkflowNotFoundError:
+                if names_a_path(workflow):  # a file's path, not a workflow's name: the file is what is missing
+                    file_missing_refuse(workflow)
+                raise
             if team:  # a stored workflow runs as its own team: the option would be ignored
                 raise CommandError(f"--team is for a FILE, the team it is loaded into; {workflow!r} is a stored "
                                    "workflow, which runs as its own team")
@@ -131,9 +143,11 @@ class Command(AgentsCommand):
 
     def handle_backfill(self, *, workflow, start, end, schedule=None, max_parallel=None, dry_run=False, json=False,
                         **options):
-        outcome = services.workflow_backfill(
-            workflow=workflow, start=_time(start, "--from"), end=_time(end, "--to"), schedule=schedule,
-            max_parallel=max_parallel, dry_run=dry_run, created_by=cli_actor())
+        start, end = _time(start, "--from"), _time(end, "--to")
+        if end < start:  # as the service refuses it, naming the options
+            raise CommandError("--to: must not be before --from")
+        outcome = services.workflow_backfill(workflow=workflow, start=start, end=end, schedule=schedule,
+                                             max_parallel=max_parallel, dry_run=dry_run, created_by=cli_actor())
         if json:
             self.json_write(outcome)
             return
@@ -249,8 +263,8 @@ def _time(text: str, option: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise CommandError(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-11-01T00:00Z)") from None
-    if value.tzinfo is None:  # the service refuses it, naming the option
-        return value
+    if value.tzinfo is None:  # as the service refuses it, naming the option
+        raise CommandError(f"{option}: give a time with its offset or Z (e.g. 2026-11-01T00:00:00Z)")
     try:
         return utc_in_calendar(value)
     except ValueError as error:
