@@ -59,7 +59,7 @@ from agents.models import (
     Pipeline,
     PipelineVersion,
     Team,
-    default_team,
+    default_team_found,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,11 +88,11 @@ def pipeline_validate_text(*, text: str, source: str = "definition", team: Team 
 
 def _loading_team_id(*, name: str, team: Team | None) -> int:
     """The team a load of pipeline ``name`` runs as: ``team`` when named, else the stored pipeline's own, else the
-    default team (where ``owned_get_or_create`` puts a new one)."""
+    default team (where ``owned_get_or_create`` puts a new one; read only: a validation writes no team's row)."""
     if team is not None:
         return team.pk
     owner = Pipeline.objects.filter(name=name).values_list("team_id", flat=True).first()
-    return owner if owner is not None else default_team()
+    return owner if owner is not None else default_team_found()
 
 
 def _source_column_types(source: Any) -> dict[str, str]:

@@ -49,7 +49,7 @@ from .orchestration import (
 )
 from .registry import Agent, AgentStatus, AgentType
 from .security import AuditEntry, Secret
-from .teams import DEFAULT_TEAM, Team, default_team
+from .teams import DEFAULT_TEAM, Team, default_team, default_team_found
 from .workflows import (
     JoinArrival,
     MapItem,
@@ -123,6 +123,7 @@ __all__ = [
     "DEFAULT_TEAM",
     "Team",
     "default_team",
+    "default_team_found",
     "JoinArrival",
     "MapItem",
     "MapItemStatus",

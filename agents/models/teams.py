@@ -33,6 +33,17 @@ def default_team() -> int:
     return team.pk
 
 
+#: An id no team has: the default team's while it is not made yet (``default_team_found``).
+NO_TEAM_YET = 0
+
+
+def default_team_found() -> int:
+    """The id of the default team, read only (``default_team`` makes it): ``NO_TEAM_YET`` before it is made, so a
+    check that writes nothing (a validation) finds no row of it."""
+    found = Team.objects.filter(group__name=DEFAULT_TEAM).values_list("pk", flat=True).first()
+    return found if found is not None else NO_TEAM_YET
+
+
 def team_field(**kwargs) -> models.ForeignKey:
     """The ``team`` foreign key every team-owned model carries: the default team unless one is named."""
     return models.ForeignKey(

@@ -41,7 +41,7 @@ from agents.models import (
     WorkflowRun,
     WorkflowSignal,
     WorkflowVersion,
-    DEFAULT_TEAM,
+    default_team_found,
 )
 from agents.models.workflows import RUN_ACTIVE, RUN_FINISHED, STEP_FINISHED
 from agents.workflows import engine, schedules, templates, waits
@@ -65,23 +65,12 @@ def workflow_validate_text(*, text: str, source: str = "definition", team: Team 
     into ``team``, default the default team, or the workflow's own team: a load refuses naming another's)."""
     spec = workflow_spec_parse(workflow_spec_load_text(text, source=source), cron_problems=schedules.cron_problems)
     owner = WorkflowDefinition.objects.filter(name=spec.name).values_list("team_id", flat=True).first()
-    team_id = owner if owner is not None else team.pk if team is not None else _default_team_id()
+    team_id = owner if owner is not None else team.pk if team is not None else default_team_found()
     errors = (_subworkflow_problems(spec) + _stored_problems(spec, team_id) + _pool_problems(spec)
               + _pool_wait_problems(spec, team_id))
     if errors:
         raise WorkflowSpecError(errors)
     return spec
-
-
-#: The team id of a default team not made yet: no stored definition is its own (no row has id 0).
-_NO_TEAM_YET = 0
-
-
-def _default_team_id() -> int:
-    """The default team's id, read only: a validation writes nothing (``default_team()`` makes the team when there is
-    none); ``_NO_TEAM_YET`` before it is made, when every stored definition is another team's."""
-    found = Team.objects.filter(group__name=DEFAULT_TEAM).values_list("pk", flat=True).first()
-    return found if found is not None else _NO_TEAM_YET
 
 
 def _stored_problems(spec: WorkflowSpec, team_id: int) -> list[str]:

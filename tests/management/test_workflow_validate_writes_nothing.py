@@ -1,4 +1,5 @@
-"""`manage.py workflow validate FILE` only reads: it writes no row, not even the default team's."""
+"""`manage.py workflow validate FILE` and `data validate FILE` only read: no row is written, not even the
+default team's."""
 from io import StringIO
 
 import pytest
@@ -58,4 +59,19 @@ def test_validate_of_a_workflow_starting_another_teams_workflow_writes_no_row(tm
     # then nothing is written: no default team appears
     assert "valid workflow 'parent'" in out.getvalue()
     assert list(Team.objects.values_list("group__name", flat=True)) == ["shop"]
+    assert row_counts() == before
+
+
+def test_data_validate_on_a_database_without_teams_writes_no_row(tmp_path):
+    Team.objects.all().delete()
+    Group.objects.all().delete()
+    spec = tmp_path / "orders.yaml"
+    spec.write_text("name: orders\nsource: {kind: dataset, dataset: raw-orders}\n")
+    before = row_counts()
+
+    out = StringIO()
+    call_command("data", "validate", str(spec), stdout=out)
+
+    assert "orders" in out.getvalue()
+    assert not Team.objects.exists() and not Group.objects.exists()
     assert row_counts() == before
