@@ -3,6 +3,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
@@ -819,8 +820,12 @@ def workflow_signal(*, run_id: int, name: str, payload=None, decision: str = "",
             raise WorkflowSpecError([f"decision: must be approve or reject for approval step {step.id!r}"])
         approvers = step.params["approvers"]
         if user is None or not user.groups.filter(name__in=approvers).exists():
+            made = set(Group.objects.filter(name__in=approvers).values_list("name", flat=True))
+            missing = [name for name in approvers if name not in made]
+            hint = (f" (no group named {', '.join(map(repr, missing))} exists: make it in the admin, Groups, and add "
+                    "the approvers)" if missing else "")
             raise NotAllowedError(f"{sent_by or 'an anonymous user'} may not decide step {step.id!r}: only members "
-                                  f"of {', '.join(approvers)} may")
+                                  f"of {', '.join(approvers)} may{hint}")
     elif decision:
         raise WorkflowSpecError([f"decision: only an approval step takes one; step {step.id!r} is {step.action}"])
     with transaction.atomic():

@@ -139,6 +139,20 @@ def test_an_approver_s_decision_completes_an_approval_and_is_recorded(worker, fi
     assert WorkflowSignal.objects.filter(run=run).count() == 1
 
 
+def test_an_approval_whose_group_does_not_exist_says_so_to_whoever_tries(worker, operator_api):
+    # given an approval step naming a group nobody made
+    run = start(APPROVAL_FLOW)
+    _waiting(run, "sign-off")
+
+    refused = operator_api.post(f"/api/workflow-runs/{run.pk}/signals/", {"name": "sign-off", "decision": "approve"},
+                                format="json")
+
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == (
+        "otto may not decide step 'sign-off': only members of finance may (no group named 'finance' exists: make it "
+        "in the admin, Groups, and add the approvers)")
+
+
 def test_two_approvals_are_needed_when_require_is_2_and_one_rejection_fails_the_step(worker, finance):
     frank = _user("frank", VIEWERS)
     frank.groups.add(Group.objects.get(name="finance"))
