@@ -6,6 +6,7 @@ from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, JSONValueField
 from agents.api.errors import service_errors
+from agents.api.fields import ChoiceField
 from agents.api.workflows import DefinitionTextSerializer
 from agents.data import selectors, services
 from agents.exceptions import PipelineSpecError, TeamError
@@ -28,7 +29,7 @@ class DataRunSerializer(serializers.Serializer):
     run_id = serializers.IntegerField()
     pipeline = serializers.CharField()
     version = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=DataRunStatus.choices)
+    status = ChoiceField(choices=DataRunStatus.choices)
     rows_in = serializers.IntegerField(allow_null=True)
     rows_out = serializers.IntegerField(allow_null=True)
     chunks = serializers.IntegerField(allow_null=True)
@@ -169,7 +170,7 @@ class PipelineViewSet(ApiViewSet):
 class DataRunFilterSerializer(serializers.Serializer):
     """Filters of the data run list."""
 
-    status = serializers.ChoiceField(choices=DataRunStatus.choices, required=False)
+    status = ChoiceField(choices=DataRunStatus.choices, required=False)
     pipeline = serializers.CharField(required=False, max_length=100, help_text="The pipeline's exact name.")
 
 

@@ -15,6 +15,7 @@ from agents.api.common import (
     team_field,
 )
 from agents.api.errors import service_errors
+from agents.api.fields import ChoiceField
 from agents.api.workflows import MAX_DEFINITION_CHARS
 from agents.core.jsonable import iso
 from agents.decisions import selectors, services
@@ -28,7 +29,7 @@ class RuleSetVersionSummarySerializer(serializers.Serializer):
     """A version in the rule set list."""
 
     version = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=VersionStatus.choices)
+    status = ChoiceField(choices=VersionStatus.choices)
     shadow = serializers.BooleanField(help_text="Evaluated beside the active version; disagreements recorded.")
     content_hash = serializers.CharField()
 
@@ -78,7 +79,7 @@ class RuleSetLoadedSerializer(serializers.Serializer):
 
     ruleset = serializers.CharField()
     version = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=VersionStatus.choices)
+    status = ChoiceField(choices=VersionStatus.choices)
     content_hash = serializers.CharField()
     created = serializers.BooleanField()
     shadow = serializers.BooleanField()
@@ -95,7 +96,7 @@ class RuleSetActivatedSerializer(serializers.Serializer):
 
     ruleset = serializers.CharField()
     version = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=VersionStatus.choices)
+    status = ChoiceField(choices=VersionStatus.choices)
     activated_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -197,7 +198,7 @@ class DecisionResultSerializer(serializers.Serializer):
     ruleset = serializers.CharField()
     ruleset_version = serializers.IntegerField()
     model_version = serializers.IntegerField(allow_null=True, help_text="The model that answered, if one did.")
-    engine = serializers.ChoiceField(choices=DecisionEngine.choices)
+    engine = ChoiceField(choices=DecisionEngine.choices)
     needs_review = serializers.BooleanField()
     cached = serializers.BooleanField()
     trace = serializers.ListField(child=JSONObjectField(), help_text="Each rule evaluated: what it read and found "
@@ -223,7 +224,7 @@ class DecisionAuditSerializer(serializers.Serializer):
     context = JSONObjectField()
     decision = JSONValueField(allow_null=True)
     confidence = FiniteFloatField()
-    engine = serializers.ChoiceField(choices=DecisionEngine.choices)
+    engine = ChoiceField(choices=DecisionEngine.choices)
     rule_ids = serializers.ListField(child=serializers.CharField())
     reasoning = serializers.CharField(allow_blank=True)
     needs_review = serializers.BooleanField()
@@ -238,7 +239,7 @@ class DecisionFilterSerializer(serializers.Serializer):
     """Filters of the decision audit."""
 
     ruleset = serializers.CharField(required=False, max_length=100, help_text="The rule set's exact name.")
-    engine = serializers.ChoiceField(choices=DecisionEngine.choices, required=False)
+    engine = ChoiceField(choices=DecisionEngine.choices, required=False)
     needs_review = serializers.BooleanField(required=False, allow_null=True, default=None)
     since = OffsetDateTimeField(required=False, help_text="Decided at or after this time (with its offset or Z).")
     until = OffsetDateTimeField(required=False, help_text="Decided before this time (with its offset or Z).")

@@ -13,6 +13,7 @@ from rest_framework.decorators import action
 from agents.api.common import (ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, OffsetDateTimeField,
                                WindowField, team_field)
 from agents.api.errors import service_error, service_errors
+from agents.api.fields import ChoiceField
 from agents.api.schema import NamedChoiceField
 from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso, json_problem
@@ -206,7 +207,7 @@ class AlertRefSerializer(serializers.Serializer):
     """A check's open alert."""
 
     id = serializers.IntegerField()
-    state = serializers.ChoiceField(choices=AlertState.choices)
+    state = ChoiceField(choices=AlertState.choices)
 
 
 class CheckSerializer(serializers.Serializer):
@@ -215,18 +216,18 @@ class CheckSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
     team = serializers.CharField(help_text="The team that owns it.")
-    type = serializers.ChoiceField(choices=CheckType.choices)
+    type = ChoiceField(choices=CheckType.choices)
     params = JSONObjectField()
     interval_s = FiniteFloatField()
     warning = FiniteFloatField(allow_null=True)
     critical = FiniteFloatField(allow_null=True)
-    direction = serializers.ChoiceField(choices=ThresholdDirection.choices)
+    direction = ChoiceField(choices=ThresholdDirection.choices)
     max_attempts = serializers.IntegerField()
-    severity = serializers.ChoiceField(choices=Severity.choices)
+    severity = ChoiceField(choices=Severity.choices)
     keep_firing_for_s = FiniteFloatField()
     tags = serializers.ListField(child=serializers.CharField())
     enabled = serializers.BooleanField()
-    status = serializers.ChoiceField(choices=CheckStatus.choices, help_text="Of the latest run.")
+    status = ChoiceField(choices=CheckStatus.choices, help_text="Of the latest run.")
     last_value = FiniteFloatField(allow_null=True)
     unit = serializers.CharField(allow_blank=True)
     message = serializers.CharField(allow_blank=True)
@@ -239,8 +240,8 @@ class CheckSerializer(serializers.Serializer):
 class CheckFilterSerializer(FilterSerializer):
     """Filters of the check list."""
 
-    status = serializers.ChoiceField(choices=CheckStatus.choices, required=False)
-    type = serializers.ChoiceField(choices=CheckType.choices, required=False)
+    status = ChoiceField(choices=CheckStatus.choices, required=False)
+    type = ChoiceField(choices=CheckType.choices, required=False)
     enabled = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
@@ -248,7 +249,7 @@ class CheckOutcomeSerializer(serializers.Serializer):
     """What one run of a check found and did."""
 
     check = serializers.CharField()
-    status = serializers.ChoiceField(choices=CheckStatus.choices)
+    status = ChoiceField(choices=CheckStatus.choices)
     value = FiniteFloatField(allow_null=True)
     unit = serializers.CharField(allow_blank=True)
     message = serializers.CharField(allow_blank=True)
@@ -257,7 +258,7 @@ class CheckOutcomeSerializer(serializers.Serializer):
     lateness_s = FiniteFloatField()
     recorded = serializers.BooleanField()
     alert_id = serializers.IntegerField(allow_null=True)
-    alert_state = serializers.ChoiceField(choices=AlertState.choices, allow_null=True)
+    alert_state = ChoiceField(choices=AlertState.choices, allow_null=True)
 
 
 def _open_alerts(checks: list[Check]) -> dict[int, Alert]:
@@ -278,9 +279,9 @@ class CheckDefinitionSerializer(serializers.Serializer):
                                        help_text="Default 30.")
     warning = serializers.FloatField(required=False, allow_null=True)
     critical = serializers.FloatField(required=False, allow_null=True)
-    direction = serializers.ChoiceField(choices=ThresholdDirection.choices, required=False)
+    direction = ChoiceField(choices=ThresholdDirection.choices, required=False)
     max_attempts = serializers.IntegerField(required=False, min_value=1)
-    severity = serializers.ChoiceField(choices=Severity.choices, required=False)
+    severity = ChoiceField(choices=Severity.choices, required=False)
     keep_firing_for_s = serializers.FloatField(required=False, min_value=0, max_value=rules.MAX_DURATION_S)
     tags = serializers.ListField(child=serializers.CharField(), required=False)
     enabled = serializers.BooleanField(required=False)
@@ -442,8 +443,8 @@ class AlertSerializer(serializers.Serializer):
     check = serializers.CharField()
     fingerprint = serializers.CharField()
     target = serializers.CharField(allow_blank=True)
-    state = serializers.ChoiceField(choices=AlertState.choices)
-    severity = serializers.ChoiceField(choices=Severity.choices)
+    state = ChoiceField(choices=AlertState.choices)
+    severity = ChoiceField(choices=Severity.choices)
     summary = serializers.CharField(allow_blank=True)
     started_at = serializers.DateTimeField()
     fired_at = serializers.DateTimeField(allow_null=True)
@@ -484,8 +485,8 @@ class AlertDetailSerializer(AlertSerializer):
 class AlertFilterSerializer(serializers.Serializer):
     """Filters of the alert list."""
 
-    state = serializers.ChoiceField(choices=AlertState.choices, required=False)
-    severity = serializers.ChoiceField(choices=Severity.choices, required=False)
+    state = ChoiceField(choices=AlertState.choices, required=False)
+    severity = ChoiceField(choices=Severity.choices, required=False)
     check = serializers.CharField(required=False, max_length=100, help_text="The check's exact name.")
 
 
@@ -525,7 +526,7 @@ class MatchersSerializer(serializers.Serializer):
                                   help_text="Check names or globs (web-*).")
     tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
                                  help_text="Tags the check must all have.")
-    severity = serializers.ListField(child=serializers.ChoiceField(choices=Severity.choices), required=False)
+    severity = serializers.ListField(child=ChoiceField(choices=Severity.choices), required=False)
 
 
 class SilenceCreateSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FiniteFloatField, JSONObjectField, JSONValueField
 from agents.api.errors import service_error, service_errors
+from agents.api.fields import ChoiceField
 from agents.core.teams import sees_all, team_scoped, teams_of
 from agents.exceptions import AgentTaskError, MessageError, TeamError
 from agents.orchestration.selectors import event_json, events_with_firings, message_json
@@ -31,8 +32,8 @@ class AgentTaskSerializer(serializers.Serializer):
     """An agent task: what it asks, which agent ran it, and what came of it."""
 
     task_id = serializers.IntegerField()
-    agent_type = serializers.ChoiceField(choices=AgentType.choices)
-    status = serializers.ChoiceField(choices=AgentTaskStatus.choices)
+    agent_type = ChoiceField(choices=AgentType.choices)
+    status = ChoiceField(choices=AgentTaskStatus.choices)
     priority = serializers.IntegerField(help_text="0 (highest) to 9.")
     agent = serializers.CharField(allow_null=True, help_text="The agent that ran the latest attempt.")
     attempt = serializers.IntegerField()
@@ -54,7 +55,7 @@ class AgentTaskSerializer(serializers.Serializer):
 class TaskSubmitSerializer(serializers.Serializer):
     """Work for whichever agent of `agent_type` is free first."""
 
-    agent_type = serializers.ChoiceField(choices=AgentType.choices)
+    agent_type = ChoiceField(choices=AgentType.choices)
     config = JSONObjectField(help_text='What to do: exactly one of {"workflow": name, "params": {...}} (workflow '
                                        'agents), {"ruleset": name, "context": {...}} (decision), {"pipeline": name, '
                                        '"params": {...}} (data), {"check": name} (monitoring), or {"action": name, '
@@ -71,8 +72,8 @@ class TaskSubmitSerializer(serializers.Serializer):
 class TaskFilterSerializer(serializers.Serializer):
     """Filters of the agent task list."""
 
-    status = serializers.ChoiceField(choices=AgentTaskStatus.choices, required=False)
-    agent_type = serializers.ChoiceField(choices=AgentType.choices, required=False)
+    status = ChoiceField(choices=AgentTaskStatus.choices, required=False)
+    agent_type = ChoiceField(choices=AgentType.choices, required=False)
 
 
 def _acting_team(view: ApiViewSet, name: str, named: list) -> Team | None:
@@ -141,7 +142,7 @@ class ReceiptSerializer(serializers.Serializer):
     """One agent's handling of a broadcast."""
 
     agent = serializers.CharField()
-    status = serializers.ChoiceField(choices=MessageStatus.choices)
+    status = ChoiceField(choices=MessageStatus.choices)
     error = serializers.CharField(allow_null=True)
     process_deaths = serializers.IntegerField(help_text="Times the worker process running its handler died.")
 
@@ -150,10 +151,10 @@ class MessageSerializer(serializers.Serializer):
     """A message and how far it got."""
 
     id = serializers.IntegerField()
-    type = serializers.ChoiceField(choices=MessageType.choices)
+    type = ChoiceField(choices=MessageType.choices)
     sender = serializers.CharField(allow_blank=True)
     recipient = serializers.CharField()
-    status = serializers.ChoiceField(choices=MessageStatus.choices)
+    status = ChoiceField(choices=MessageStatus.choices)
     correlation_id = serializers.CharField(allow_null=True)
     payload = JSONObjectField()
     response = JSONValueField(allow_null=True, help_text="What the handler returned.")
@@ -172,7 +173,7 @@ class MessageSerializer(serializers.Serializer):
 class MessageSendSerializer(serializers.Serializer):
     """A message to send."""
 
-    message_type = serializers.ChoiceField(choices=MessageType.choices)
+    message_type = ChoiceField(choices=MessageType.choices)
     recipient = serializers.CharField(max_length=200, help_text="An agent's name, 'type:<agent type>' (any one "
                                                                 "agent of the type), '*' or '*:<agent type>' (all).")
     payload = JSONObjectField(required=False, default=dict)
@@ -184,8 +185,8 @@ class MessageSendSerializer(serializers.Serializer):
 class BroadcastSerializer(serializers.Serializer):
     """A message to every live agent, or every live agent of `agent_type`."""
 
-    message_type = serializers.ChoiceField(choices=MessageType.choices)
-    agent_type = serializers.ChoiceField(choices=AgentType.choices, required=False, allow_null=True, default=None)
+    message_type = ChoiceField(choices=MessageType.choices)
+    agent_type = ChoiceField(choices=AgentType.choices, required=False, allow_null=True, default=None)
     payload = JSONObjectField(required=False, default=dict)
     team = serializers.CharField(required=False, allow_blank=True, max_length=150,
                                  help_text="The team it is sent for (one of yours); default: your only team.")
@@ -194,8 +195,8 @@ class BroadcastSerializer(serializers.Serializer):
 class MessageFilterSerializer(serializers.Serializer):
     """Filters of the message list."""
 
-    status = serializers.ChoiceField(choices=MessageStatus.choices, required=False)
-    type = serializers.ChoiceField(choices=MessageType.choices, required=False)
+    status = ChoiceField(choices=MessageStatus.choices, required=False)
+    type = ChoiceField(choices=MessageType.choices, required=False)
     recipient = serializers.CharField(required=False, max_length=200, help_text="The exact recipient.")
 
 
@@ -272,7 +273,7 @@ class FiringSerializer(serializers.Serializer):
     """One trigger evaluated on the event, and what it started."""
 
     trigger = serializers.CharField()
-    status = serializers.ChoiceField(choices=FiringStatus.choices)
+    status = ChoiceField(choices=FiringStatus.choices)
     result = JSONValueField(allow_null=True, help_text="What it started: {workflow_run_id}, {agent_task_id} or "
                                                        "{message_id}; null when filtered out or failed.")
     error = serializers.CharField(allow_null=True)

@@ -5,6 +5,7 @@ from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FilterSerializer, JSONObjectField
 from agents.api.errors import service_errors
+from agents.api.fields import ChoiceField
 from agents.models import Agent, AgentStatus, AgentType
 from agents.orchestration.registry import agents_set_enabled
 from agents.orchestration.selectors import agent_get, agent_list, agent_to_dict
@@ -14,8 +15,8 @@ class AgentSerializer(serializers.Serializer):
     """An agent: what it is, where it runs, whether it is alive and given work."""
 
     name = serializers.CharField(help_text="'<worker hostname>:<agent type>'.")
-    agent_type = serializers.ChoiceField(choices=AgentType.choices)
-    status = serializers.ChoiceField(choices=AgentStatus.choices)
+    agent_type = ChoiceField(choices=AgentType.choices)
+    status = ChoiceField(choices=AgentStatus.choices)
     enabled = serializers.BooleanField(help_text="Disabled agents keep their worker but are given no new work.")
     queues = serializers.ListField(child=serializers.CharField())
     capabilities = serializers.ListField(child=serializers.CharField(), help_text="Task names the agent can run.")
@@ -30,8 +31,8 @@ class AgentSerializer(serializers.Serializer):
 class AgentFilterSerializer(FilterSerializer):
     """Filters of the agent list."""
 
-    type = serializers.ChoiceField(choices=AgentType.choices, required=False)
-    status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
+    type = ChoiceField(choices=AgentType.choices, required=False)
+    status = ChoiceField(choices=AgentStatus.choices, required=False)
     enabled = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 

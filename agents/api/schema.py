@@ -10,8 +10,10 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from agents.api.fields import ChoiceField
 
-class NamedChoiceField(serializers.ChoiceField):
+
+class NamedChoiceField(ChoiceField):
     """A choice field whose choices the schema documents once, as the component ``enum_name``, however many request
     bodies take it (drf-spectacular names a choice set that two bodies share, where another set has the field's name,
     after a hash, and warns)."""

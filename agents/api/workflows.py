@@ -16,6 +16,7 @@ from agents.api.common import (
     team_field,
 )
 from agents.api.errors import service_errors
+from agents.api.fields import ChoiceField
 from agents.core.jsonable import iso
 from agents.exceptions import TeamError, WorkflowNotFoundError, WorkflowRunStateError, WorkflowSpecError
 from agents.models import Pool, RunStatus, StepStatus, WorkflowDefinition, WorkflowRun, WorkflowVersion
@@ -116,7 +117,7 @@ class BackfillStateSerializer(serializers.Serializer):
     schedule = serializers.CharField()
     vars()["from"] = serializers.DateTimeField(help_text="The range's first slot time.")  # a keyword: see above
     to = serializers.DateTimeField()
-    state = serializers.ChoiceField(choices=["starting", "running", "done", "ended"], help_text=(
+    state = ChoiceField(choices=["starting", "running", "done", "ended"], help_text=(
         "starting: slots wait to start; running: all started, some run unfinished; done: every run finished; "
         "ended: stopped, or its schedule gone, with slots not started."))
     slots_total = serializers.IntegerField()
@@ -243,7 +244,7 @@ class ProgressSerializer(serializers.Serializer):
 class StepSerializer(serializers.Serializer):
     """A step's latest attempt."""
 
-    status = serializers.ChoiceField(choices=StepStatus.choices)
+    status = ChoiceField(choices=StepStatus.choices)
     attempts = serializers.IntegerField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -264,7 +265,7 @@ class WorkflowRunSerializer(serializers.Serializer):
     run_id = serializers.IntegerField()
     workflow = serializers.CharField()
     version = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=RunStatus.choices)
+    status = ChoiceField(choices=RunStatus.choices)
     attempt = serializers.IntegerField(help_text="1, +1 per re-run from failure.")
     params = JSONObjectField()
     schedule = serializers.CharField(allow_null=True, help_text="The schedule that started it (or a backfill of).")
@@ -292,7 +293,7 @@ class WorkflowRunSummarySerializer(serializers.Serializer):
     run_id = serializers.IntegerField()
     workflow = serializers.CharField()
     version = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=RunStatus.choices)
+    status = ChoiceField(choices=RunStatus.choices)
     attempt = serializers.IntegerField()
     steps_done = serializers.IntegerField()
     steps_total = serializers.IntegerField()
@@ -306,7 +307,7 @@ class WorkflowRunSummarySerializer(serializers.Serializer):
 class RunFilterSerializer(serializers.Serializer):
     """Filters of the run list."""
 
-    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    status = ChoiceField(choices=RunStatus.choices, required=False)
     workflow = serializers.CharField(required=False, max_length=100, help_text="The workflow's exact name.")
 
 
@@ -325,7 +326,7 @@ class SignalSerializer(serializers.Serializer):
     name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
                                   help_text="The signal: a wait.signal step's name, or an approval step's id.")
     payload = JSONValueField(required=False, allow_null=True, default=None, help_text="The waiting step's result.")
-    decision = serializers.ChoiceField(choices=("approve", "reject"), required=False,
+    decision = ChoiceField(choices=("approve", "reject"), required=False,
                                        help_text="For an approval step: the approver's decision.")
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
                                     help_text="For an approval step: why.")
@@ -337,7 +338,7 @@ class SignalOutcomeSerializer(serializers.Serializer):
     signal_id = serializers.IntegerField()
     run_id = serializers.IntegerField()
     step = serializers.CharField(help_text="The step that takes it.")
-    state = serializers.ChoiceField(
+    state = ChoiceField(
         choices=("taken", "recorded", "kept"),
         help_text="taken: it ended the wait; recorded: an approval still short of its require; kept: the step "
                   "has not started waiting and takes it when it does.")

@@ -204,3 +204,11 @@ def test_a_broker_outage_is_a_503_not_a_field_error_even_inside_a_call_about_a_f
 
     assert (error.status_code, error.code, error.fields) == (503, "broker_unavailable", {})
     assert error.message.startswith("message #3 could not be sent: the broker (redis://127.0.0.1:9/5) is unreachable")
+
+
+def test_a_choice_not_taken_is_refused_listing_the_choices(operator_client):
+    response = operator_client.post("/api/messages/", {"message_type": "ping", "recipient": "nobody"}, format="json")
+
+    assert response.status_code == 400
+    [reason] = response.json()["error"]["fields"]["message_type"]
+    assert reason.startswith('"ping" is not a valid choice; one of: ') and "task_request" in reason

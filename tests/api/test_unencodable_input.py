@@ -7,7 +7,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from agents.models import AgentMessage, AgentTask, Alert, Check, Decision, Silence
+from agents.models import AgentMessage, AgentTask, AgentType, Alert, Check, Decision, MessageType, Severity, Silence
 from tests.api.conftest import error_of
 from tests.decisions.conftest import LOANS, load
 
@@ -15,14 +15,18 @@ pytestmark = pytest.mark.django_db
 SURROGATE = "\\ud800"  # as JSON text writes it; the escape the error body shows has the same six characters
 
 
-CHOICE = f'"{SURROGATE}" is not a valid choice.'
+def choice(values) -> str:
+    return f'"{SURROGATE}" is not a valid choice; one of: {", ".join(values)}.'
+
 
 
 @pytest.mark.parametrize("path, body, field, reason", [
-    ("/api/agent-tasks/", {"agent_type": SURROGATE, "config": {}}, "agent_type", CHOICE),
-    ("/api/messages/", {"message_type": SURROGATE, "recipient": "*"}, "message_type", CHOICE),
-    ("/api/messages/broadcast/", {"message_type": SURROGATE}, "message_type", CHOICE),
-    ("/api/silences/", {"matchers": {"severity": [SURROGATE]}, "duration": "1h"}, "matchers.severity[0]", CHOICE),
+    ("/api/agent-tasks/", {"agent_type": SURROGATE, "config": {}}, "agent_type", choice(AgentType.values)),
+    ("/api/messages/", {"message_type": SURROGATE, "recipient": "*"}, "message_type",
+     choice(MessageType.values)),
+    ("/api/messages/broadcast/", {"message_type": SURROGATE}, "message_type", choice(MessageType.values)),
+    ("/api/silences/", {"matchers": {"severity": [SURROGATE]}, "duration": "1h"}, "matchers.severity[0]",
+     choice(Severity.values)),
     ("/api/v2/alerts", [{"labels": {"alertname": "DiskFull", SURROGATE: "v"}}], f"[0].labels.{SURROGATE}",
      f"'{SURROGATE}' is not a label name (letters, digits and _, not first a digit)"),
 ])

@@ -50,7 +50,7 @@ def test_unknown_fields_at_the_top_and_nested_are_all_named_with_the_other_probl
     assert response.status_code == 400
     assert error_of(response)["fields"] == {
         "duraton": [SILENCE_KNOWN], "bogus": [SILENCE_KNOWN], "matchers.tag": [MATCHERS_KNOWN],
-        "matchers.severity[0]": ['"loud" is not a valid choice.'],
+        "matchers.severity[0]": ['"loud" is not a valid choice; one of: info, warning, critical.'],
     }
     assert not Silence.objects.exists()
 
