@@ -30,6 +30,7 @@ from agents.orchestration.selectors import trace_records
 from agents.workflows.services import workflow_load
 from workers.monitoring import alert_respond
 
+from tests.broker_queue import held
 from tests.conftest import wait_for
 
 from .conftest import Clock, make_check, probe_result, record
@@ -419,14 +420,14 @@ def test_a_response_stopped_mid_run_is_recorded_failed_and_the_stop_goes_on(cloc
 
 @pytest.mark.django_db(transaction=True)
 def test_a_response_past_the_soft_time_limit_of_its_task_ends_failed_and_the_later_rules_run_with_time(
-        worker, clock, monkeypatch):
+        worker, clock):
     # given a response rule whose action takes longer than its task may, then one that takes a second, and a
     # firing alert they match
     ResponseRule.objects.create(name="a-slow", action="sleep", params={"seconds": 60}, max_runs=5)
     ResponseRule.objects.create(name="b-second", action="test.stubborn", params={"seconds": 1.0}, max_runs=5)
-    with monkeypatch.context() as patched:  # responded below, with limits
-        patched.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)
+    with held("monitoring") as monitoring:  # the respond task the firing sent is taken: responded below, with limits
         alert = _fire(make_check(critical=90), clock)
+        assert [task.args for task in monitoring.take(alerts.RESPOND_TASK)] == [[alert.pk]]
 
     # when the response task on a worker reaches its soft time limit (0.5 s) in the first action, its hard limit
     # a second later
@@ -441,14 +442,13 @@ def test_a_response_past_the_soft_time_limit_of_its_task_ends_failed_and_the_lat
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_response_killed_by_the_hard_time_limit_ends_failed_and_the_later_rules_still_run(worker, clock,
-                                                                                           monkeypatch):
+def test_a_response_killed_by_the_hard_time_limit_ends_failed_and_the_later_rules_still_run(worker, clock):
     # given two response rules for an alert: the first runs through its task's soft limit, the second echoes
     ResponseRule.objects.create(name="a-stuck", action="test.stubborn", params={"seconds": 60}, max_runs=5)
     ResponseRule.objects.create(name="b-echo", action="echo", params={}, max_runs=5)
-    with monkeypatch.context() as patched:  # responded below, with limits; undone before the pool forks again
-        patched.setattr(alerts, "task_send_on_commit", lambda *args, **options: None)
+    with held("monitoring") as monitoring:  # the respond task the firing sent is taken: responded below, with limits
         alert = _fire(make_check(critical=90), clock)
+        assert [task.args for task in monitoring.take(alerts.RESPOND_TASK)] == [[alert.pk]]
 
     # when the response task's process is killed by its hard time limit (1.5 s) in the first rule
     alert_respond.apply_async(args=[alert.pk], queue="monitoring", soft_time_limit=0.5, time_limit=1.5)

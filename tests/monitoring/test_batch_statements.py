@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from agents.models import Check, Metric
 from agents.monitoring import services
+from tests.broker_queue import held
 
 from .conftest import make_check, probe_result
 
@@ -58,17 +59,17 @@ def test_recording_a_batch_sends_the_same_statements_for_3_results_as_for_30(clo
         (float(index), "percent", 1, check.name) for index, check in enumerate(many)]
 
 
-def test_a_dispatched_batch_is_shown_by_its_count_and_first_time(monkeypatch, django_capture_on_commit_callbacks):
-    sent = []
-    monkeypatch.setattr(services, "task_send", lambda name, runs, **options: sent.append((runs, options)))
+@pytest.mark.django_db(transaction=True)
+def test_a_dispatched_batch_is_shown_by_its_count_and_first_time(worker):
     checks = _checks("shown", 4)
     due = timezone.now() - timedelta(seconds=1)
     Check.objects.filter(pk__in=[check.pk for check in checks]).update(next_run_at=due)
 
-    with django_capture_on_commit_callbacks(execute=True):
+    with held("monitoring") as monitoring:  # what the dispatch sends is read from the broker, not run
         assert services.checks_dispatch() == 4
+        sent = monitoring.take()
 
-    assert len(sent) == 1
-    runs, options = sent[0]
-    assert sorted(check_id for check_id, _ in runs) == sorted(check.pk for check in checks)
-    assert options["argsrepr"] == f"[4 runs from {due.isoformat()}]"
+    (batch,) = sent
+    assert batch.task == services.CHECKS_RUN_TASK
+    assert sorted(check_id for check_id, _ in batch.args[0]) == sorted(check.pk for check in checks)
+    assert batch.headers["argsrepr"] == f"[4 runs from {due.isoformat()}]"

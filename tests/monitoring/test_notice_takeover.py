@@ -1,5 +1,7 @@
 """Notices whose worker died mid-send, and the resolved notice that waits for the notices being sent, on a clock the
-test moves: the notify tasks and the alert sweep run as a worker runs them (a retry after its countdown), no sleeps."""
+test moves: the notify tasks the code sends to the real broker are taken from it (the session worker does not consume
+the monitoring queue meanwhile) and run, with the alert sweep, as a worker runs them (a retry after its countdown), no
+sleeps."""
 import itertools
 import time
 import types
@@ -14,9 +16,11 @@ from agents.models import Alert, Notification, NotificationRoute
 from agents.monitoring import alerts, notifiers, services
 from workers.monitoring import alert_notify
 
+from tests.broker_queue import HeldQueue, held
+
 from .conftest import make_check, probe_result
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class WorkerKilled(BaseException):
@@ -24,18 +28,20 @@ class WorkerKilled(BaseException):
 
 
 class Workers:
-    """What the code under test enqueues, run when it is due on a clock the test moves (Django's ``timezone.now``
-    and the webhook's backoff sleeps read it): notify tasks (each retry after its countdown), the periodic alert
-    sweep when started, and whatever the test schedules meanwhile."""
+    """What the code under test sends to the broker (``monitoring``, held: the session worker does not take from it),
+    taken from there as soon as it is sent and run when it is due on a clock the test moves (Django's
+    ``timezone.now`` and the webhook's backoff sleeps read it): notify tasks (each retry after its countdown), the
+    periodic alert sweep when started, and whatever the test schedules meanwhile."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, monitoring: HeldQueue):
         self.now = timezone.now()
+        self.monitoring = monitoring
         self.agenda: list[tuple] = []  # (due, order, what to run): the order keeps equal times first come first run
         self.order = itertools.count()
         self.outcomes: list[dict | str] = []  # what each notify task ended with (a dict, or the error's name)
         self.killing = False  # while set, a worker waiting to send again (a backoff) is killed
+        self.sent: list[list] = []  # the arguments of each notify task taken from the broker
         monkeypatch.setattr(timezone, "now", lambda: self.now)
-        monkeypatch.setattr(alerts, "task_send_on_commit", self._enqueue)
         monkeypatch.setattr(notifiers, "time", types.SimpleNamespace(sleep=self._backoff, monotonic=time.monotonic))
 
     def _backoff(self, seconds: float) -> None:
@@ -62,11 +68,16 @@ class Workers:
             self.agenda.remove(item)
             self.now = max(self.now, item[0])
             item[2]()
+            self.take_sent()
         self.now = end
 
-    def _enqueue(self, name, *args, trace_id=None, **options):
-        if name == alerts.NOTIFY_TASK:  # not the incident responses: no rule here
-            self.at(0, lambda: self._notify(list(args), 0))
+    def take_sent(self) -> None:
+        """Take what was sent to the broker since last time; a notify task runs now (not the incident responses:
+        no rule here)."""
+        for sent in self.monitoring.take():
+            if sent.task == alerts.NOTIFY_TASK:
+                self.sent.append(sent.args)
+                self.at(0, lambda args=sent.args: self._notify(args, 0))
 
     def _notify(self, args: list, retries: int) -> None:
         """Run the notify task's body as a worker's ``retries``-th try (``self.retry`` then decides as there)."""
@@ -84,9 +95,18 @@ class Workers:
 
 
 def _record(check, value, workers: Workers):
-    """A result of ``check`` recorded now (for the run scheduled now)."""
-    return services.check_result_record(check_id=check.pk, result=probe_result(value), scheduled_for=workers.now,
-                                        duration_ms=1.0)
+    """A result of ``check`` recorded now (for the run scheduled now); what it sends is taken from the broker."""
+    recorded = services.check_result_record(check_id=check.pk, result=probe_result(value), scheduled_for=workers.now,
+                                            duration_ms=1.0)
+    workers.take_sent()
+    return recorded
+
+
+@pytest.fixture
+def workers(worker, monkeypatch):
+    """The workers of this test's clock, the session worker not consuming the monitoring queue meanwhile."""
+    with held("monitoring") as monitoring:
+        yield Workers(monkeypatch, monitoring)
 
 
 def _hook(receiver, **config):
@@ -98,16 +118,15 @@ def _firing_taken_by_a_worker_that_died(check, workers: Workers) -> Alert:
     """A firing alert of ``check`` whose notify task a worker took (its notice row 'sending'), then died in."""
     _record(check, 95, workers)
     alert = Alert.objects.get(health_check=check, state="firing")
-    assert len(workers.agenda) == 1  # the firing notice's task: taken by the worker that dies
+    assert workers.sent == [[alert.pk, "firing", 0]]  # the firing notice's task: taken by the worker that dies
+    assert len(workers.agenda) == 1
     workers.agenda.clear()
     Notification.objects.create(alert=alert, event="firing", sequence=0, route="hook", handler="webhook")
     return alert
 
 
-def test_a_firing_notice_whose_worker_died_is_sent_once_stale_and_its_resolved_notice_after_it(monkeypatch,
-                                                                                               receiver):
+def test_a_firing_notice_whose_worker_died_is_sent_once_stale_and_its_resolved_notice_after_it(workers, receiver):
     # given a firing notice whose worker died while sending it, the task redelivered to another worker at once
-    workers = Workers(monkeypatch)
     _hook(receiver)
     check = make_check(critical=90)
     alert = _firing_taken_by_a_worker_that_died(check, workers)
@@ -136,9 +155,8 @@ def test_a_firing_notice_whose_worker_died_is_sent_once_stale_and_its_resolved_n
         (False, "worker lost while sending"), (True, "HTTP 200")]
 
 
-def test_the_resolved_notice_takes_over_a_stale_firing_notice_and_follows_it(monkeypatch, receiver):
+def test_the_resolved_notice_takes_over_a_stale_firing_notice_and_follows_it(workers, receiver):
     # given a firing notice whose worker died while sending it, and no sweep running
-    workers = Workers(monkeypatch)
     _hook(receiver)
     check = make_check(critical=90)
     alert = _firing_taken_by_a_worker_that_died(check, workers)
@@ -156,9 +174,8 @@ def test_the_resolved_notice_takes_over_a_stale_firing_notice_and_follows_it(mon
     assert Notification.objects.get(alert=alert, event="firing").status == "sent"
 
 
-def test_the_resolved_notice_waits_for_a_firing_webhook_that_takes_longer_than_a_minute(monkeypatch, receiver):
+def test_the_resolved_notice_waits_for_a_firing_webhook_that_takes_longer_than_a_minute(workers, receiver):
     # given a webhook whose receiver fails twice before it takes the firing notice: 30 s then 60 s of backoff
-    workers = Workers(monkeypatch)
     receiver.status = 503
     _hook(receiver, attempts=3, backoff_s=30, timeout_s=5)
     check = make_check(critical=90)
@@ -177,9 +194,8 @@ def test_the_resolved_notice_waits_for_a_firing_webhook_that_takes_longer_than_a
         False, False, True]
 
 
-def test_a_resolved_notice_that_waited_its_longest_is_recorded_with_why_it_was_given_up(monkeypatch, receiver):
+def test_a_resolved_notice_that_waited_its_longest_is_recorded_with_why_it_was_given_up(workers, receiver):
     # given a firing notice some worker keeps taking over (fresh each time) and never finishes
-    workers = Workers(monkeypatch)
     _hook(receiver)
     check = make_check(critical=90)
     alert = _firing_taken_by_a_worker_that_died(check, workers)
@@ -202,9 +218,8 @@ def test_a_resolved_notice_that_waited_its_longest_is_recorded_with_why_it_was_g
 
 
 def test_a_notice_that_kills_every_worker_sending_it_is_given_up_after_so_many_and_its_resolved_notice_follows(
-        monkeypatch, receiver):
+        workers, receiver):
     # given a webhook whose every delivery kills the worker sending it (it dies waiting to try again after a 503)
-    workers = Workers(monkeypatch)
     workers.killing = True
     receiver.status = 503
     _hook(receiver, attempts=2)

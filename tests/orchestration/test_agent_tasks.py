@@ -14,6 +14,7 @@ from agents.models import Agent, AgentStatus, AgentTask, WorkflowRun
 from agents.orchestration import agent_tasks
 from agents.orchestration.registry import agents_mark_offline
 from agents.workflows.services import workflow_load, workflow_run_start
+from tests.broker_queue import held
 from tests.conftest import REGIONAL, broker_down_env, manage, wait_for
 
 from .conftest import SESSION_WORKER, consumer_paused, meanwhile_runs, on_another_connection, worker_process
@@ -141,17 +142,21 @@ def test_a_result_holding_a_nul_is_stored_with_a_replacement_character_and_the_t
     assert (done.status, done.error, done.result) == ("completed", "", {"text": "a\ufffdb"})
 
 
-def test_a_task_delivered_again_while_it_runs_runs_its_action_once(monkeypatch, while_acting):
-    # given a queued task (its message not sent: this test delivers it by hand, twice)
-    monkeypatch.setattr(agent_tasks, "task_send", lambda *args, **kwargs: None)
-    task = agent_tasks.task_submit(agent_type="workflow", config={"action": "test.meanwhile"})
+def test_a_task_delivered_again_while_it_runs_runs_its_action_once(worker, while_acting):
+    # given a queued task, its message taken from the broker before a worker could: this test delivers it by hand,
+    # twice
+    with held("workflow") as workflow_queue:
+        task = agent_tasks.task_submit(agent_type="workflow", config={"action": "test.meanwhile"})
+        (message,) = workflow_queue.take(agent_tasks.RUN_TASK)
+    assert message.args == [task.pk, 1]
+    task_id, attempt = message.args
     second = []
     # the broker hands the same message to another worker while the first still runs it
     while_acting.append(on_another_connection(
-        lambda: agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="other@host"), second))
+        lambda: agent_tasks.task_run(task_id=task_id, attempt=attempt, hostname="other@host"), second))
 
     # when the first delivery runs it
-    first = agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="first@host")
+    first = agent_tasks.task_run(task_id=task_id, attempt=attempt, hostname="first@host")
 
     # then the action ran once, the second delivery ran nothing, and the task holds the first run's result
     assert len(meanwhile_runs) == 1 and second == [None]

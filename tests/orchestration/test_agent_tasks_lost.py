@@ -1,8 +1,10 @@
 """Agent tasks whose run or send is lost, on the session worker: a task whose pool process was killed runs again
-once its claim lapses, before the reaper would time it out; a broker outage during the offline sweep leaves no
-re-queued task queued with nothing in the broker."""
+once its claim lapses, before the reaper would time it out; a broker outage during the offline sweep (of a process
+whose broker, a private redis-server, is down) leaves no re-queued task queued with nothing in the broker."""
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -10,14 +12,15 @@ from pathlib import Path
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from agents.core.actions import ActionContext, action
-from agents.core.dispatch import broker_unreachable
 from agents.core.params import Param
 from agents.models import Agent, AgentStatus, AgentTask
 from agents.orchestration import agent_tasks
-from agents.orchestration.registry import agents_mark_offline
-from tests.conftest import wait_for
+from tests.broker_queue import held, queued
+from tests.conftest import PROJECT_DIR, broker_down_env, wait_for
+from tests.faults.processes import RedisServer
 
 from .conftest import SESSION_WORKER
 
@@ -66,10 +69,8 @@ def test_a_task_whose_pool_process_was_killed_runs_again_once_its_claim_lapses_a
     assert done.started_at >= running.claimed_until  # a new run, taken over after the dead one's claim lapsed
 
 
-def test_the_reaper_leaves_a_killed_run_to_the_delivery_due_when_its_claim_lapses(monkeypatch):
+def test_the_reaper_leaves_a_killed_run_to_the_delivery_due_when_its_claim_lapses(worker):
     # given a task whose run died with its pool process 40 s ago, well past its 5 s timeout, its claim still holding
-    sent = []
-    monkeypatch.setattr(agent_tasks, "task_send", lambda *args, **options: sent.append((args, options)))
     task = AgentTask.objects.create(agent_type="data", config={"action": "noop"}, status="queued", timeout_s=5)
     dead = agent_tasks.task_claim(task_id=task.pk, attempt=1, hostname="dead@host")
     now = timezone.now()
@@ -77,18 +78,22 @@ def test_the_reaper_leaves_a_killed_run_to_the_delivery_due_when_its_claim_lapse
                                                 claimed_until=now + timedelta(seconds=5))
     dead.refresh_from_db()
 
-    # when the broker hands its message out again at once, and the reaper's sweep runs
-    assert agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="next@host") is None
-    reaped = agent_tasks.tasks_reap()
+    # when the broker hands its message out again at once, and the reaper's sweep runs (what the delivery sends
+    # is read from the broker, not run by the session worker)
+    with held("data") as data_queue:
+        assert agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="next@host") is None
+        reaped = agent_tasks.tasks_reap()
+        sent = data_queue.take()
 
     # then the delivery ran nothing now but sent itself again, for when the claim lapses, and the reaper left it
     assert reaped == 0 and AgentTask.objects.get(pk=task.pk).status == "running"
-    (args, options), = sent
-    assert args == (agent_tasks.RUN_TASK, task.pk, 1) and options["eta"] == dead.claimed_until
+    (again,) = sent
+    assert (again.task, again.args, again.id) == (agent_tasks.RUN_TASK, [task.pk, 1], f"agent-task-{task.pk}-1")
+    assert parse_datetime(again.headers["eta"]) == dead.claimed_until
 
     # and when that delivery comes once the claim lapsed, it runs the task, which completes; the reaper leaves it
     AgentTask.objects.filter(pk=task.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
-    done = agent_tasks.task_run(task_id=task.pk, attempt=1, hostname="next@host")
+    done = agent_tasks.task_run(task_id=again.args[0], attempt=again.args[1], hostname="next@host")
     assert (done.status, done.agent_name) == ("completed", "next@host:data")
     assert agent_tasks.tasks_reap(now=timezone.now() + timedelta(hours=1)) == 0
 
@@ -110,39 +115,51 @@ def test_a_run_whose_claim_lapsed_and_that_nobody_took_over_is_timed_out_by_the_
 
 
 @pytest.mark.parametrize("refused", [1, 3], ids=["broker-blip", "broker-down"])
-def test_a_broker_outage_during_the_offline_sweep_leaves_no_requeued_task_queued_unsent(worker, monkeypatch,
-                                                                                          refused):
+def test_a_broker_outage_during_the_offline_sweep_leaves_no_requeued_task_queued_unsent(tmp_path, refused):
     # given three tasks running on an agent whose worker went silent
     lost = Agent.objects.create(name="gone@host:decision", agent_type="decision", hostname="gone@host",
                                 status=AgentStatus.BUSY, last_heartbeat=timezone.now() - timedelta(minutes=5))
     tasks = [AgentTask.objects.create(agent_type="decision", config={"action": "echo", "params": {"value": n}},
                                       status="running", agent=lost, agent_name=lost.name, started_at=timezone.now(),
                                       claimed_until=timezone.now() + timedelta(minutes=5)) for n in range(3)]
-    # and a broker that refuses the first ``refused`` sends (a blip, or down for the whole sweep)
-    send, refusals = agent_tasks.task_send, []
+    # and a process whose broker (a private redis-server, not started: nothing listens on its port) refuses the
+    # first send (a blip: the server starts once that send has failed, within the 5 s the next one retries for),
+    # or every send (down for the whole sweep)
+    broker = RedisServer(tmp_path / "broker", appendonly=False)
+    blip = refused < len(tasks)
+    env = {**broker_down_env(), "CELERY_BROKER_URL": broker.url(), "AGENTS_BROKER_RETRY_S": "5" if blip else "1"}
 
-    def broker(name, *args, what=None, **options):
-        if len(refusals) < refused:
-            refusals.append(args[0])
-            raise broker_unreachable(what, "Error 111 connecting to redis:6379. Connection refused.")
-        return send(name, *args, what=what, **options)
+    # when that process's offline sweep finds the agent gone and re-queues its tasks
+    sweep = subprocess.Popen([sys.executable, str(PROJECT_DIR / "manage.py"), "shell", "-c",
+                              "from agents.orchestration.registry import agents_mark_offline; "
+                              "print(agents_mark_offline())"],
+                             env=env, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if blip:
+            wait_for(lambda: AgentTask.objects.filter(status="failed").exists(), timeout_s=60,
+                     what="the first send to fail")
+            broker.start()
+        out, err = sweep.communicate(timeout=120)
+        assert (sweep.returncode, out.strip().splitlines()[-1:]) == (0, ["1"]), err
 
-    monkeypatch.setattr(agent_tasks, "task_send", broker)
-
-    # when the offline sweep finds the agent gone and re-queues its tasks
-    assert agents_mark_offline() == 1
-
-    # then every task was sent to a live agent and completed, or failed saying the broker refused it: none is left
-    # queued with nothing in the broker
-    done = {task.pk: wait_for(lambda pk=task.pk: _finished(pk), what=f"task #{task.pk} to finish") for task in tasks}
-    assert len(refusals) == refused
-    for task_id, task in done.items():
-        if task_id in refusals:
-            assert (task.status, task.error) == ("failed", "could not send to the broker: Error 111 connecting to "
-                                                           "redis:6379. Connection refused.")
-        else:
-            assert (task.status, task.agent_name) == ("completed", f"{SESSION_WORKER}:decision")
+        # then every task was sent to the broker (its message there, for a live agent) or failed saying the broker
+        # refused it: none is left queued with nothing in the broker
+        sent = {message.id: message for message in queued("decision", url=broker.url())} if broker.process else {}
+    finally:
+        sweep.kill()
+        broker.stop(crash=True)
+    done = [AgentTask.objects.get(pk=task.pk) for task in tasks]
+    failed = [task for task in done if task.status == "failed"]
+    assert len(failed) == refused
+    for task in done:
         assert task.attempt == 2
+        if task in failed:
+            assert task.error == f"could not send to the broker: Error 111 connecting to 127.0.0.1:{broker.port}. " \
+                                 f"Connection refused."
+        else:
+            assert task.status == "queued"
+            assert sent[f"agent-task-{task.pk}-2"].args == [task.pk, 2]
+    assert len(sent) == len(tasks) - refused
 
 
 def test_a_task_killed_by_its_hard_time_limit_is_timed_out_at_once_saying_so(worker, tmp_path):
