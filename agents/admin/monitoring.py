@@ -527,8 +527,8 @@ class SilenceForm(forms.ModelForm):
         # What is not valid as typed (not in ``cleaned``) has its error already and is not checked further.
         given = {field: cleaned[field] for field in ("matchers", "ends_at")
                  if field in cleaned and (instance.pk is None or field in self.changed_data)}
-        if "matchers" in given:
-            given["matchers"] = given["matchers"] or {}  # an empty box: no matcher
+        if given.get("matchers", {}) in (None, ""):
+            given["matchers"] = {}  # an empty box: no matcher (an empty list is still no mapping)
         if instance.pk is None:
             if "starts_at" not in cleaned:
                 given.pop("ends_at", None)

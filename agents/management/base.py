@@ -98,8 +98,11 @@ def parse_param(text: str) -> tuple[str, object]:
 
 def echoed(text: str) -> str:
     """``text`` as an error message echoes it: whole up to ``ECHOED_CHARS`` characters, else cut there with an
-    ellipsis."""
-    return text if len(text) <= ECHOED_CHARS else text[:ECHOED_CHARS] + "…"
+    ellipsis; a path (it holds a '/', which no name may) keeps its last ``ECHOED_CHARS`` characters instead, which
+    name the file."""
+    if len(text) <= ECHOED_CHARS:
+        return text
+    return "…" + text[-ECHOED_CHARS:] if "/" in text else text[:ECHOED_CHARS] + "…"
 
 
 def names_a_path(text: str) -> bool:
@@ -281,9 +284,9 @@ def _option_label(command: BaseCommand, dest: str | None, options: dict) -> str:
     return _given_label(command, dest, options) or dest or "an argument"
 
 
-def _given_label(command: BaseCommand, dest: str | None, options: dict) -> str | None:
+def _given_label(command: BaseCommand, dest: str | None, options: dict, *, typed: bool = False) -> str | None:
     """``_option_label`` of ``dest``; None when the command (or the subcommand ``options`` chose) has no such
-    argument."""
+    argument, or, with ``typed``, when it is an option left out (its value None or its default)."""
     pending = [command.create_parser("manage.py", command.__module__.rsplit(".", 1)[-1])]
     while pending:
         for action in pending.pop()._actions:
@@ -292,6 +295,8 @@ def _given_label(command: BaseCommand, dest: str | None, options: dict) -> str |
                     pending.append(action.choices[options[action.dest]])
             elif dest is not None and action.dest == dest:
                 if action.option_strings:
+                    if typed and options.get(dest) in (None, action.default):
+                        return None
                     return max(action.option_strings, key=len)
                 return (action.metavar or dest).upper()
     return None
@@ -306,12 +311,14 @@ _LONG_QUOTED = re.compile(r"'([^'\n]{%d,})'" % (ECHOED_CHARS + 1))
 def _field_named_as_given(command: "AgentsCommand", problem: str, options: dict) -> str:
     """``problem`` naming the option the user typed where it names the field a service knows it by: ``--slots: ...``
     for ``slots: ...`` (the option stored under that name, or ``field_options``' alias). A positional argument keeps
-    its name, as the usage line writes it."""
+    its name, as the usage line writes it, and so does a field whose option was not typed (``schedule:`` of the
+    workflow's own schedules when ``--schedule`` was left out)."""
     found = _FIELD_FIRST.match(problem)
     if found is None:
         return problem
     aliases = command.field_options.get(options.get("subcommand"), {})
-    labels = [aliases.get(field) or _given_label(command, field, options) for field in found[1].split("/")]
+    labels = [aliases.get(field) or _given_label(command, field, options, typed=True)
+              for field in found[1].split("/")]
     if not all(label and label.startswith("--") for label in labels):
         return problem
     return "/".join(labels) + problem[len(found[1]):]
@@ -319,7 +326,8 @@ def _field_named_as_given(command: "AgentsCommand", problem: str, options: dict)
 
 def _echoes_cut(message: str, args: tuple, options: dict) -> str:
     """``message`` with each argument longer than ``ECHOED_CHARS`` that it echoes cut there (``echoed``): whole, as
-    its repr, or a quoted piece of it (an action named inside a JSON option)."""
+    its repr, or a quoted piece of it (an action named inside a JSON option); a path keeps its end, which names the
+    file."""
     given = [*args, *options.values()]
     long = {text for value in given for text in (value if isinstance(value, (list, tuple)) else [value])
             if isinstance(text, str) and len(text) > ECHOED_CHARS}
@@ -385,7 +393,8 @@ class AgentsCommand(BaseCommand):
         problem naming a field names the option typed for it (``--slots: ...``, not ``slots: ...``)."""
         options = options or {}
         if not isinstance(error, SpecError):
-            return _field_named_as_given(self, str(error), options)
+            problems = getattr(error, "errors", None) or [str(error)]  # an ``AgentsError.of`` lists its problems
+            return "; ".join(_field_named_as_given(self, str(problem), options) for problem in problems)
         if self.spec_error is not None and isinstance(error, self.spec_error):
             subcommand = getattr(self, "subcommand", None)
             if self.spec_error_subcommands is None or subcommand in self.spec_error_subcommands:

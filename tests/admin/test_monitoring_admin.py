@@ -508,6 +508,7 @@ def silence_form(matchers: str, *, starts_in: timedelta = timedelta(0), ends_in:
     (silence_form('{"host": "db"}'), "matchers: unknown key 'host' (allowed: check, tags, severity)"),
     (silence_form('{"severity": ["urgent"]}'), "matchers.severity: unknown urgent"),
     (silence_form("{}"), "matchers: give at least one of check, tags, severity"),
+    (silence_form("[]"), "matchers: must be a mapping"),  # not taken as no matcher
     (silence_form('{"check": "db"}', ends_in=timedelta(hours=-1)), "must be after starts_at"),
     (silence_form('{"check": "db"}', starts_in=timedelta(hours=-3), ends_in=timedelta(hours=-1)),
      "is past: a silence that has ended silences nothing"),

@@ -17,15 +17,10 @@ from agents.orchestration import event_types, events
 from agents.workflows.services import workflow_load
 from tests.api.conftest import client_for, error_of
 from tests.conftest import wait_for
+from tests.orchestration.test_outside_events import REVIEW_WORKFLOW
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REVIEW_WORKFLOW = """
-name: review-order
-params: {order_id: null, amount: 0}
-steps:
-  - {id: review, action: echo, params: {value: reviewed}}
-"""
 EVENT_TYPES = """
 event_types:
   - name: order.received

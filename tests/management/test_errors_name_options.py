@@ -66,3 +66,34 @@ def test_a_very_long_argument_is_echoed_cut(args):
     assert "x" * 100 + "\u2026" in said, said[:300]
     assert "x" * 101 not in said
     assert len(said) < 1000
+
+
+def test_every_problem_of_a_refusal_names_the_option_typed():
+    with pytest.raises(CommandError) as refused:
+        call_command("agents", "submit", "data", "--config", '{"pipeline": "x"}', "--priority", "11",
+                     "--timeout", "999999999", stdout=StringIO())
+
+    problems = str(refused.value).split("; ")
+    assert [problem.split(":")[0] for problem in problems] == ["--priority", "--timeout"], problems
+
+
+def test_a_field_whose_option_was_not_typed_keeps_its_name(tmp_path):
+    workflow = tmp_path / "plain.yaml"
+    workflow.write_text("name: plain\nsteps: [{id: a, action: noop}]\n")
+    call_command("workflow", "load", str(workflow), stdout=StringIO())
+
+    with pytest.raises(CommandError, match=r"^schedule: workflow 'plain' has no schedule to backfill"):
+        call_command("workflow", "backfill", "plain", "--from", "2024-01-01T00:00Z", "--to", "2024-01-02T00:00Z",
+                     stdout=StringIO())
+
+
+def test_a_long_path_in_a_refusal_keeps_the_file_s_name(tmp_path):
+    folder = tmp_path.joinpath(*["a-rather-long-folder-name"] * 6)
+    folder.mkdir(parents=True)
+    missing = folder / "missing_payment_workflow.yaml"
+
+    with pytest.raises(CommandError) as refused:
+        call_command("workflow", "validate", str(missing), stdout=StringIO())
+
+    message = str(refused.value)
+    assert message.startswith("…") and "missing_payment_workflow.yaml: cannot read: no such file" in message

@@ -24,10 +24,15 @@ def row_counts() -> dict[str, int]:
     return counts
 
 
-def test_validate_on_a_database_without_teams_writes_no_row():
-    # given a database with no team (a new install before anything was loaded)
+@pytest.fixture
+def no_team():
+    """A database with no team yet (a new install before anything was loaded)."""
     Team.objects.all().delete()
     Group.objects.all().delete()
+
+
+def test_validate_on_a_database_without_teams_writes_no_row(no_team):
+    # given a database with no team (a new install before anything was loaded)
     before = row_counts()
 
     # when a definition file is validated
@@ -40,10 +45,8 @@ def test_validate_on_a_database_without_teams_writes_no_row():
     assert row_counts() == before
 
 
-def test_validate_of_a_workflow_starting_another_teams_workflow_writes_no_row(tmp_path):
+def test_validate_of_a_workflow_starting_another_teams_workflow_writes_no_row(no_team, tmp_path):
     # given another team's workflow, and no default team yet
-    Team.objects.all().delete()
-    Group.objects.all().delete()
     call_command("teams", "add", "shop", stdout=StringIO())
     child = tmp_path / "child.yaml"
     child.write_text("name: child\nsteps: [{id: a, action: noop}]\n")
@@ -62,9 +65,7 @@ def test_validate_of_a_workflow_starting_another_teams_workflow_writes_no_row(tm
     assert row_counts() == before
 
 
-def test_data_validate_on_a_database_without_teams_writes_no_row(tmp_path):
-    Team.objects.all().delete()
-    Group.objects.all().delete()
+def test_data_validate_on_a_database_without_teams_writes_no_row(no_team, tmp_path):
     spec = tmp_path / "orders.yaml"
     spec.write_text("name: orders\nsource: {kind: dataset, dataset: raw-orders}\n")
     before = row_counts()

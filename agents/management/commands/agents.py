@@ -14,6 +14,7 @@ class Command(AgentsCommand):
     help = ("Agents: `agents list`, `agents status NAME`, `agents submit TYPE --config JSON [--priority N] [--wait]`, "
             "`agents task ID`, `agents cancel ID`.")
     json_sort_keys = True
+    field_options = {"submit": {"timeout_s": "--timeout"}}
 
     def add_arguments(self, parser):
         subcommands = parser.add_subparsers(dest="subcommand", required=True,
