@@ -118,3 +118,16 @@ def _read_in_flight_ended(client: redis.Redis, queue: str) -> None:
 
     key, raw = wait_for(found, timeout_s=10, what=f"the marker sent to {queue!r} to be in the queue")
     client.lrem(key, 1, raw)
+
+
+@contextmanager
+def unconsumed(queue: str) -> Iterator[HeldQueue]:
+    """A queue no worker consumes (the direct queue of a worker that is not running): the test reads or takes what
+    was sent to it during the block; what is left of that when the block ends is removed."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    hold = HeldQueue(queue, client, {raw for _key, raw in _entries(client, queue)})
+    try:
+        yield hold
+    finally:
+        hold.take()
+

@@ -3,7 +3,7 @@ with a correlation id, handler failures recorded and retried, refusals, and a me
 (handled by one of them, once)."""
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from celery.utils.nodenames import worker_direct
@@ -19,6 +19,7 @@ from agents.orchestration import messages
 from agents.orchestration.registry import agents_mark_offline, agents_set_enabled, agents_stop
 from agents.workflows.services import workflow_load, workflow_run_start
 from workers.agents import message_broadcast_deliver
+from tests.broker_queue import HeldQueue, Sent, held, unconsumed
 from tests.conftest import REGIONAL, broker_down_env, manage, no_agent_takes_work, wait_for
 
 from .conftest import SESSION_WORKER, meanwhile_runs, on_another_connection, worker_process
@@ -117,14 +118,18 @@ def test_an_answer_postgresql_or_json_cannot_hold_is_stored_as_it_can_and_the_re
     assert response.payload["result"] == result
 
 
-def _request(monkeypatch, payload: dict) -> tuple[AgentMessage, list[tuple]]:
-    """A task_request from the command line to any workflow agent, stored and sent; the deliveries sent (and sent
-    again) are recorded instead of reaching a worker, so the test delivers it itself, as a worker would."""
-    sent: list[tuple] = []
-    monkeypatch.setattr(messages, "task_send", lambda name, *args, **options: sent.append((name, args, options)))
+def _request(workflow_queue: HeldQueue, payload: dict) -> tuple[AgentMessage, Sent]:
+    """A task_request from the command line to any workflow agent, stored and sent; its delivery is taken from the
+    broker (the workflow queue, held) before a worker could, so the test delivers it itself, as a worker would."""
     request = messages.message_send(message_type="task_request", recipient="type:workflow", payload=payload,
                                     sender="cli", correlation_id="c0ffee")
-    return request, sent
+    (delivery,) = workflow_queue.take(messages.DELIVER_TASK)
+    assert delivery.args == [request.pk]
+    return request, delivery
+
+
+def _eta(message: Sent) -> datetime | None:
+    return datetime.fromisoformat(message.headers["eta"]) if message.headers.get("eta") else None
 
 
 def _responses(request: AgentMessage) -> list[dict]:
@@ -132,49 +137,56 @@ def _responses(request: AgentMessage) -> list[dict]:
                 .values_list("payload", flat=True))
 
 
-def test_two_deliveries_of_one_request_at_once_run_it_once_and_answer_once(monkeypatch, while_acting):
-    # given a request whose action is still running when a second delivery of it arrives on another worker
-    request, sent = _request(monkeypatch, {"action": "test.meanwhile"})
-    second = []
-    while_acting.append(on_another_connection(
-        lambda: messages.message_handle(message_id=request.pk, hostname="other@host"), second))
+def test_two_deliveries_of_one_request_at_once_run_it_once_and_answer_once(worker, while_acting):
+    with held("workflow") as workflow_queue:
+        # given a request whose action is still running when a second delivery of it arrives on another worker
+        request, delivery = _request(workflow_queue, {"action": "test.meanwhile"})
+        (message_id,) = delivery.args
+        second = []
+        while_acting.append(on_another_connection(
+            lambda: messages.message_handle(message_id=message_id, hostname="other@host"), second))
 
-    # when the first delivery finishes
-    handled, retry = messages.message_handle(message_id=request.pk, hostname="first@host")
+        # when the first delivery finishes
+        handled, retry = messages.message_handle(message_id=message_id, hostname="first@host")
 
-    # then the action ran once, the requester has one answer, and the request is handled by the first delivery
-    assert len(meanwhile_runs) == 1
-    assert _responses(request) == [{"result": {"run": 1}}]
-    assert (handled.status, handled.attempts, handled.handled_by, retry) == ("handled", 1, "first@host:workflow", False)
-    # and the second delivery left it to the first, coming back when the first one's claim lapses, in case its
-    # worker dies mid-action
-    [(seen, second_retry)] = second
-    assert (seen.status, second_retry) == ("delivered", False)
-    assert sent[-1] == (messages.DELIVER_TASK, (request.pk,), {"queue": "workflow", "eta": seen.claimed_until})
+        # then the action ran once, the requester has one answer, and the request is handled by the first delivery
+        assert len(meanwhile_runs) == 1
+        assert _responses(request) == [{"result": {"run": 1}}]
+        assert (handled.status, handled.attempts, handled.handled_by, retry) == (
+            "handled", 1, "first@host:workflow", False)
+        # and the second delivery left it to the first, coming back (sent to the broker again) when the first one's
+        # claim lapses, in case its worker dies mid-action
+        [(seen, second_retry)] = second
+        assert (seen.status, second_retry) == ("delivered", False)
+        (again,) = workflow_queue.take(messages.DELIVER_TASK)
+        assert (again.args, _eta(again)) == ([request.pk], seen.claimed_until)
 
 
-def test_a_request_whose_worker_died_mid_action_is_handled_once_when_its_claim_lapses(monkeypatch, while_acting):
-    # given a request whose delivery died in the middle of its action (SystemExit: not a handler failure)
-    request, sent = _request(monkeypatch, {"action": "test.meanwhile"})
+def test_a_request_whose_worker_died_mid_action_is_handled_once_when_its_claim_lapses(worker, while_acting):
+    with held("workflow") as workflow_queue:
+        # given a request whose delivery died in the middle of its action (SystemExit: not a handler failure)
+        request, delivery = _request(workflow_queue, {"action": "test.meanwhile"})
 
-    def worker_lost():
-        raise SystemExit("worker lost")
+        def worker_lost():
+            raise SystemExit("worker lost")
 
-    while_acting.append(worker_lost)
-    with pytest.raises(SystemExit):
-        messages.message_handle(message_id=request.pk, hostname="lost@host")
+        while_acting.append(worker_lost)
+        with pytest.raises(SystemExit):
+            messages.message_handle(message_id=delivery.args[0], hostname="lost@host")
 
-    # when the broker delivers it again at once, then that delivery leaves it alone while the claim holds
-    seen, retry = messages.message_handle(message_id=request.pk, hostname="next@host")
-    assert (seen.status, seen.attempts, retry, _responses(request)) == ("delivered", 1, False, [])
-    assert sent[-1] == (messages.DELIVER_TASK, (request.pk,), {"queue": "workflow", "eta": seen.claimed_until})
+        # when the broker delivers it again at once, then that delivery leaves it alone while the claim holds
+        seen, retry = messages.message_handle(message_id=delivery.args[0], hostname="next@host")
+        assert (seen.status, seen.attempts, retry, _responses(request)) == ("delivered", 1, False, [])
+        (again,) = workflow_queue.take(messages.DELIVER_TASK)
+        assert (again.args, _eta(again)) == ([request.pk], seen.claimed_until)
 
-    # and the delivery it sent for when the claim lapses handles it, once
-    AgentMessage.objects.filter(pk=request.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
-    handled, retry = messages.message_handle(message_id=request.pk, hostname="next@host")
-    assert (handled.status, handled.attempts, handled.handled_by, retry) == ("handled", 2, "next@host:workflow", False)
-    assert _responses(request) == [{"result": {"run": 2}}]
-    assert messages.message_handle(message_id=request.pk, hostname="late@host")[0].attempts == 2
+        # and the delivery it sent for when the claim lapses handles it, once
+        AgentMessage.objects.filter(pk=request.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+        handled, retry = messages.message_handle(message_id=again.args[0], hostname="next@host")
+        assert (handled.status, handled.attempts, handled.handled_by, retry) == (
+            "handled", 2, "next@host:workflow", False)
+        assert _responses(request) == [{"result": {"run": 2}}]
+        assert messages.message_handle(message_id=again.args[0], hostname="late@host")[0].attempts == 2
 
 
 @pytest.mark.parametrize("recipient", ["*", "*:data"])
@@ -216,16 +228,19 @@ def test_a_broadcast_no_live_enabled_agent_would_receive_is_refused_and_nothing_
     assert not AgentMessage.objects.exists()
 
 
-def test_a_request_from_an_agent_that_went_offline_is_still_answered(monkeypatch):
-    # given a request from an agent that went offline before its request was handled
+def test_a_request_from_an_agent_that_went_offline_is_still_answered(worker):
+    # given a request from an agent that went offline before its request was handled (its delivery taken from the
+    # broker before a worker could: this test delivers it)
     Agent.objects.create(name="asker@host:data", agent_type="data", hostname="asker@host", status="idle")
-    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # this test delivers it itself
-    request = messages.message_send(message_type="task_request", recipient="type:workflow", sender="asker@host:data",
-                                    payload={"action": "echo", "params": {"value": 5}}, correlation_id="c0ffee")
+    with held("workflow") as workflow_queue:
+        request = messages.message_send(message_type="task_request", recipient="type:workflow",
+                                        sender="asker@host:data", payload={"action": "echo", "params": {"value": 5}},
+                                        correlation_id="c0ffee")
+        (delivery,) = workflow_queue.take(messages.DELIVER_TASK)
     Agent.objects.filter(name="asker@host:data").update(status="offline")
 
     # when an agent handles it
-    handled, retry = messages.message_handle(message_id=request.pk, hostname="first@host")
+    handled, retry = messages.message_handle(message_id=delivery.args[0], hostname="first@host")
 
     # then it is handled, and its one answer is kept where the requester reads it
     assert (handled.status, retry) == ("handled", False)
@@ -234,7 +249,8 @@ def test_a_request_from_an_agent_that_went_offline_is_still_answered(monkeypatch
 
 @pytest.mark.parametrize(("payload", "problem"), [
     ({"action": "no.such.action"}, r"action: unknown action 'no.such.action' \(known: .*echo"),
-    ({"action": "sleep", "params": {"seconds": "x"}}, r"params: parameter 'seconds' must be a number.* \(action 'sleep'\)"),
+    ({"action": "sleep", "params": {"seconds": "x"}},
+     r"params: parameter 'seconds' must be a number.* \(action 'sleep'\)"),
     ({"action": "workflow.run", "params": {"workflow": "x"}}, r"action: 'workflow.run' finishes later"),
 ])
 def test_a_request_that_can_never_succeed_is_refused_when_sent_naming_the_action(payload, problem):
@@ -312,15 +328,18 @@ def test_a_teams_request_is_refused_for_its_own_workflows_parameter_and_told_not
     assert "belongs to another team" in failed.error and "flour" not in failed.error
 
 
-def test_a_request_whose_action_is_gone_by_its_delivery_fails_at_once_naming_it(monkeypatch):
-    # given a request stored while its action existed, then a release without that action
-    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # this test delivers it itself
-    request = messages.message_send(message_type="task_request", recipient="type:workflow", sender="cli",
-                                    payload={"action": "echo", "params": {"value": 5}}, correlation_id="c0ffee")
+def test_a_request_whose_action_is_gone_by_its_delivery_fails_at_once_naming_it(worker, monkeypatch):
+    # given a request stored while its action existed (its delivery taken from the broker before a worker could:
+    # this test delivers it), then a release without that action
+    with held("workflow") as workflow_queue:
+        request = messages.message_send(message_type="task_request", recipient="type:workflow", sender="cli",
+                                        payload={"action": "echo", "params": {"value": 5}}, correlation_id="c0ffee")
+        (delivery,) = workflow_queue.take(messages.DELIVER_TASK)
+    assert delivery.args == [request.pk]
     monkeypatch.setattr(messages, "action_get", lambda name: None)
 
     # when an agent handles it
-    handled, retry = messages.message_handle(message_id=request.pk, hostname="first@host")
+    handled, retry = messages.message_handle(message_id=delivery.args[0], hostname="first@host")
 
     # then it failed on its first attempt, naming the action, not after the retries kept for errors that may pass
     assert (handled.status, handled.attempts, retry) == ("failed", 1, False)
@@ -360,17 +379,33 @@ def test_a_broadcast_handler_failing_every_retry_leaves_its_receipt_failed_with_
     assert receipt.error == f"ActionError: disk full (attempt {messages.HANDLER_RETRIES + 1})"
 
 
-def test_a_broadcast_handler_killed_by_its_hard_time_limit_fails_its_receipt_at_once(worker, monkeypatch):
-    # given the session worker's data agent, and a broadcast whose handler runs through its soft time limit
+#: The session worker's direct queue: a broadcast (on Redis, one message per live agent, to its worker's direct queue)
+#: reaches it for each of its agents the message is for.
+SESSION_QUEUE = worker_direct(SESSION_WORKER).name
+
+
+def _broadcast(queue: HeldQueue, *, message_type: str = "task_request", **fields) -> tuple[AgentMessage, Sent]:
+    """A broadcast from ops, and the delivery of it sent to the worker whose direct queue ``queue`` is (held, or one
+    no worker consumes): taken from the broker, for the test to deliver it."""
+    message = messages.message_send(message_type=message_type, sender="ops", **fields)
+    (delivery,) = [sent for sent in queue.queued(messages.BROADCAST_DELIVER_TASK) if sent.args[:1] == [message.pk]]
+    assert queue.client.lrem(delivery.key, 1, delivery.raw)  # taken, as a worker would; the rest left
+    return message, delivery
+
+
+def test_a_broadcast_handler_killed_by_its_hard_time_limit_fails_its_receipt_at_once(worker):
+    # given the session worker's data agent, and a broadcast whose handler runs through its soft time limit, its
+    # delivery taken from the broker as sent (and sent again the same, but with time limits)
     agent = f"{SESSION_WORKER}:data"
     wait_for(lambda: Agent.objects.filter(name=agent).exclude(status="offline").exists(), timeout_s=30,
              what="the session worker's data agent")
-    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # delivered below, with time limits
-    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
-                                    payload={"action": "test.stubborn", "params": {"seconds": 60}})
+    with held(SESSION_QUEUE) as session_queue:
+        message, delivery = _broadcast(session_queue, recipient="*:data",
+                                       payload={"action": "test.stubborn", "params": {"seconds": 60}})
+    assert delivery.args == [message.pk, agent]
 
     # when its delivery's hard time limit (1.5 s) kills the process running the handler, the worker living on
-    message_broadcast_deliver.apply_async(args=[message.pk, agent], queue=worker_direct(SESSION_WORKER),
+    message_broadcast_deliver.apply_async(args=delivery.args, task_id=delivery.id, queue=SESSION_QUEUE,
                                           soft_time_limit=0.5, time_limit=1.5)
 
     # then the receipt fails at once saying why, instead of staying delivered until the worker stops
@@ -413,62 +448,73 @@ def test_a_send_while_the_broker_is_down_exits_with_a_clear_error_and_the_messag
     assert message.status == "failed" and message.error.startswith("could not send to the broker")
 
 
-def test_a_broadcast_retry_is_finished_by_an_agent_disabled_since_its_first_attempt(monkeypatch):
-    # given a live data agent whose handling of a broadcast failed on its first attempt (its retry due)
+def test_a_broadcast_retry_is_finished_by_an_agent_disabled_since_its_first_attempt(worker):
+    # given a live data agent whose handling of a broadcast (its delivery taken from the broker) failed on its first
+    # attempt, its retry waiting in its worker's queue
     Agent.objects.create(name="b@host:data", agent_type="data", hostname="b@host", status="idle")
-    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)  # this test delivers it itself
-    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
-                                    payload={"action": "fail", "params": {"times": 1, "message": "warming up"}})
-    [first] = messages.message_broadcast_handle(message_id=message.pk, hostname="b@host", agent="b@host:data")
-    assert (first.status, first.error.startswith("ActionError: warming up")) == ("delivered", True)
+    with held(SESSION_QUEUE), unconsumed(worker_direct("b@host").name) as queue:  # the session worker's copy: dropped
+        message, delivery = _broadcast(queue, recipient="*:data",
+                                       payload={"action": "fail", "params": {"times": 1, "message": "warming up"}})
+        [first] = messages.message_broadcast_handle(message_id=delivery.args[0], hostname="b@host",
+                                                    agent=delivery.args[1])
+        assert (first.status, first.error.startswith("ActionError: warming up")) == ("delivered", True)
+        (retry,) = queue.take(messages.BROADCAST_DELIVER_TASK)
+    assert retry.args == [message.pk, "b@host:data", 2]
 
     # when an operator disables the agent before the retry comes
     agents_set_enabled(names=["b@host:data"], enabled=False)
-    [retried] = messages.message_broadcast_handle(message_id=message.pk, hostname="b@host", agent="b@host:data",
-                                                  attempt=2)
+    message_id, agent, attempt = retry.args
+    [retried] = messages.message_broadcast_handle(message_id=message_id, hostname="b@host", agent=agent,
+                                                  attempt=attempt)
 
     # then the retry is no new work: it runs, and the receipt is handled instead of waiting for ever
     assert (retried.status, retried.error, retried.response["succeeded_on_attempt"]) == ("handled", "", 2)
 
 
-def test_a_broadcast_retry_delivered_twice_runs_the_handler_once(monkeypatch):
-    # given an agent whose handling of a broadcast failed on its first attempt (its retry due)
+def test_a_broadcast_retry_delivered_twice_runs_the_handler_once(worker):
+    # given an agent whose handling of a broadcast failed on its first attempt (its retry sent to its worker's queue)
     Agent.objects.create(name="r@host:data", agent_type="data", hostname="r@host", status="idle")
-    sent = []
-    monkeypatch.setattr(messages, "task_send", lambda *args, **options: sent.append(args))  # delivered by hand
-    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
-                                    payload={"action": "fail", "params": {"times": 2, "message": "warming up"}})
-    messages.message_broadcast_handle(message_id=message.pk, hostname="r@host", agent="r@host:data")
+    with held(SESSION_QUEUE), unconsumed(worker_direct("r@host").name) as queue:
+        message, delivery = _broadcast(queue, recipient="*:data",
+                                       payload={"action": "fail", "params": {"times": 2, "message": "warming up"}})
+        messages.message_broadcast_handle(message_id=delivery.args[0], hostname="r@host", agent=delivery.args[1])
+        (retry,) = queue.take(messages.BROADCAST_DELIVER_TASK)
 
-    # when the retry's message comes twice (its worker died before acknowledging it), then the next retry's
-    [second] = messages.message_broadcast_handle(message_id=message.pk, hostname="r@host", agent="r@host:data",
-                                                 attempt=2)
-    again = messages.message_broadcast_handle(message_id=message.pk, hostname="r@host", agent="r@host:data",
-                                              attempt=2)
-    [third] = messages.message_broadcast_handle(message_id=message.pk, hostname="r@host", agent="r@host:data",
-                                                attempt=3)
+        # when the retry's message comes twice (its worker died before acknowledging it), then the next retry's
+        message_id, agent, attempt = retry.args
+        [second] = messages.message_broadcast_handle(message_id=message_id, hostname="r@host", agent=agent,
+                                                     attempt=attempt)
+        again = messages.message_broadcast_handle(message_id=message_id, hostname="r@host", agent=agent,
+                                                  attempt=attempt)
+        (next_retry,) = queue.take(messages.BROADCAST_DELIVER_TASK)
+        message_id, agent, attempt = next_retry.args
+        [third] = messages.message_broadcast_handle(message_id=message_id, hostname="r@host", agent=agent,
+                                                    attempt=attempt)
+        assert queue.queued() == []
 
     # then the second delivery of attempt 2 runs nothing: one retry was sent per failed attempt, and attempt 3 is the
     # third run of the handler, which succeeds
     assert second.status == "delivered" and second.error.startswith("ActionError: warming up") and again == []
-    retries = [args[2:] for args in sent if len(args) == 4]  # (task, message, agent, attempt)
-    assert retries == [("r@host:data", 2), ("r@host:data", 3)]
+    assert [sent.args for sent in (retry, next_retry)] == [[message.pk, "r@host:data", 2],
+                                                            [message.pk, "r@host:data", 3]]
     assert (third.status, third.response["succeeded_on_attempt"]) == ("handled", 3)
 
 
-def test_a_worker_stopping_fails_the_broadcasts_whose_retry_waits_for_it_and_leaves_the_rest(monkeypatch):
+def test_a_worker_stopping_fails_the_broadcasts_whose_retry_waits_for_it_and_leaves_the_rest(worker):
     # given two agents of a worker: one whose broadcast handling failed and waits for its retry, one handling another
     for name in ("s@host:data", "s@host:decision"):
         Agent.objects.create(name=name, agent_type=name.split(":")[1], hostname="s@host", status="idle", boot_id="b1")
-    monkeypatch.setattr(messages, "task_send", lambda *args, **options: None)
-    message = messages.message_send(message_type="task_request", recipient="*:data", sender="ops",
-                                    payload={"action": "fail", "params": {"times": 1, "message": "warming up"}})
-    messages.message_broadcast_handle(message_id=message.pk, hostname="s@host", agent="s@host:data")
-    other = messages.message_send(message_type="heartbeat", recipient="*:decision", sender="ops")
-    MessageReceipt.objects.create(message=other, agent="s@host:decision")  # its handler still running
+    with held(SESSION_QUEUE), unconsumed(worker_direct("s@host").name) as queue:
+        message, delivery = _broadcast(queue, recipient="*:data",
+                                       payload={"action": "fail", "params": {"times": 1, "message": "warming up"}})
+        messages.message_broadcast_handle(message_id=delivery.args[0], hostname="s@host", agent=delivery.args[1])
+        other, _ = _broadcast(queue, message_type="heartbeat", recipient="*:decision")
+        MessageReceipt.objects.create(message=other, agent="s@host:decision")  # its handler still running
 
-    # when the worker stops cleanly (and may never come back)
-    assert agents_stop(hostname="s@host", boot_id="b1") == 2
+        # when the worker stops cleanly (and may never come back), its retry waiting in its queue
+        assert agents_stop(hostname="s@host", boot_id="b1") == 2
+        assert [sent.args for sent in queue.queued(messages.BROADCAST_DELIVER_TASK)] == [
+            [message.pk, "s@host:data", 2]]
 
     # then the receipt whose retry would wait for it for ever is failed saying why; the one being handled is left
     waiting = MessageReceipt.objects.get(message=message)
