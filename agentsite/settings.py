@@ -16,7 +16,6 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
-from kombu.common import Broadcast
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -346,11 +345,6 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("default", *AGENT_QUEUES)]
 #: Every worker also consumes its own direct queue (``<hostname>.dq2``): messages to one agent go there.
 CELERY_WORKER_DIRECT = True
-#: Where the broker can fan out (Redis, RabbitMQ), one message on this queue reaches every worker: broadcasts
-#: to all agents. The embedded broker cannot; broadcasts then go to each agent's worker directly.
-AGENTS_BROADCAST_QUEUE = "agents.broadcast"
-if CELERY_BROKER_URL.split("://", 1)[0] in {"redis", "rediss", "amqp", "amqps", "pyamqp"}:
-    CELERY_TASK_QUEUES.append(Broadcast(AGENTS_BROADCAST_QUEUE))
 #: Routing by task module: ``workers.<queue>.*`` runs on ``<queue>``; the rest on ``default``.
 CELERY_TASK_ROUTES = {f"workers.{queue}.*": {"queue": queue} for queue in AGENT_QUEUES}
 

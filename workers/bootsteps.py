@@ -50,9 +50,6 @@ class AgentRegistryStep(bootsteps.StartStopStep):
         self.worker = worker
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
-        # Consume the broadcast queue too (when the broker fans out), whatever -Q the worker was given.
-        if settings.AGENTS_BROADCAST_QUEUE in worker.app.amqp.queues:
-            worker.app.amqp.queues.select_add(settings.AGENTS_BROADCAST_QUEUE)
 
     def start(self, worker):
         """Register the agents and start the heartbeat thread."""

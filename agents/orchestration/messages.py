@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from agents.core.actions import Action, ActionContext, action_definitions, action_get, action_names
 from agents.core.crypto import sign, signature_verify
-from agents.core.dispatch import celery_app, task_send
+from agents.core.dispatch import task_send
 from agents.core.jsonable import storable, storable_answer
 from agents.core.deaths import DeathsCounted, process_deaths_error, process_deaths_max
 from agents.core.redaction import secrets_redacted
@@ -70,11 +70,6 @@ def handler(message_type: str):
         return handlers.register(message_type, function)
 
     return register
-
-
-def broadcast_supported() -> bool:
-    """Whether the broker fans one message out to every worker (Redis and AMQP do; the embedded one does not)."""
-    return settings.AGENTS_BROADCAST_QUEUE in celery_app().amqp.queues
 
 
 # ------------------------------------------------------------------------------------ sending
@@ -182,9 +177,7 @@ def _dispatch(message_id: int) -> None:
     message = AgentMessage.objects.get(pk=message_id)
     what = f"message #{message.pk}"
     try:
-        if message.is_broadcast and broadcast_supported():
-            task_send(BROADCAST_DELIVER_TASK, message.pk, queue=settings.AGENTS_BROADCAST_QUEUE, what=what)
-        elif message.is_broadcast:
+        if message.is_broadcast:  # one delivery per agent it reaches, on its worker's own queue (durable on Redis)
             for agent in _recipient_agents(message.recipient):
                 task_send(BROADCAST_DELIVER_TASK, message.pk, agent.name, queue=worker_direct(agent.hostname),
                           what=what)
