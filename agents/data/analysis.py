@@ -36,6 +36,7 @@ reference's deciles, and a chi-square test of homogeneity for each other column.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -95,11 +96,11 @@ def column_kind(series: pd.Series) -> str:
 
 
 def _numbers(series: pd.Series, kind: str, *, native: bool = False) -> np.ndarray:
-    """The present values as float64 (datetimes as nanoseconds since the epoch); with ``native``, integers stay
-    integers."""
+    """The present values as float64 (datetimes as nanoseconds since the epoch: the instant's, in UTC, for a column
+    with a time zone); with ``native``, integers stay integers."""
     present = series.dropna()
     if kind == "datetime":
-        values = present.dt.tz_localize(None) if getattr(series.dtype, "tz", None) else present
+        values = present.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(series.dtype, "tz", None) else present
         nanoseconds = values.astype("datetime64[ns]").to_numpy().astype("int64")
         return nanoseconds if native else nanoseconds.astype("float64")
     if native and pd.api.types.is_integer_dtype(present.dtype):
@@ -132,7 +133,8 @@ _NANOSECONDS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 def _present(series: pd.Series, kind: str, name: str) -> np.ndarray:
     """The present values of a number or datetime column, read once: floats as float64, integers as int64,
-    datetimes as int64 nanoseconds since the epoch (wall time for a time zone other than UTC)."""
+    datetimes as int64 nanoseconds since the epoch (in UTC for a column with a time zone, as written for one
+    without)."""
     dtype = series.dtype
     if kind == "number" and isinstance(dtype, np.dtype) and dtype.kind in "iuf":
         values = series.to_numpy(dtype="float64" if dtype.kind == "f" else "int64", copy=False)
@@ -380,6 +382,7 @@ class ColumnProfiler:
     positive_infinite: int = 0
     negative_infinite: int = 0
     unmeasured: str = ""  # why the column's values cannot be measured (only its count and nulls are)
+    zoned: bool = False  # datetimes with a time zone: measured in UTC, shown with the offset +00:00
 
     def update(self, series: pd.Series) -> None:
         """Add a chunk's values."""
@@ -389,6 +392,7 @@ class ColumnProfiler:
         elif kind != self.kind and series.notna().any():
             raise DataError(f"column {self.name!r} holds {self.kind} values in one chunk and {kind} in another")
         self.rows += len(series)
+        self.zoned = self.zoned or (self.kind == "datetime" and getattr(series.dtype, "tz", None) is not None)
         if self.kind == "category":
             values, counts, nulls = _category_counts(series)
             self.nulls += nulls
@@ -460,6 +464,7 @@ class ColumnProfiler:
             self.kind = other.kind
         self.rows += other.rows
         self.nulls += other.nulls
+        self.zoned = self.zoned or other.zoned
         if other.unmeasured and not self.unmeasured:
             self._unmeasurable(other.unmeasured)
         if self.unmeasured:
@@ -524,11 +529,12 @@ class ColumnProfiler:
             "name": self.name, "kind": self.kind or "category", "count": present, "nulls": self.nulls,
             "null_percent": null_percent,
             "distinct": distinct, "distinct_exact": exact,
-            "top": [{"value": _timestamp_text(value) if self.kind == "datetime" else _plain(value), "count": count}
+            "top": [{"value": _timestamp_text(value, self.zoned) if self.kind == "datetime" else _plain(value),
+                     "count": count}
                     for value, count in top],
         }
         if self.kind in ("number", "datetime") and (self.sketches or self.positive_infinite or self.negative_infinite):
-            show = _timestamp_text if self.kind == "datetime" else _number_json
+            show = functools.partial(_timestamp_text, zoned=self.zoned) if self.kind == "datetime" else _number_json
             finite = sum(sketch.weight for sketch in self.sketches)
             std = math.sqrt(self.m2 / (finite - 1)) if finite > 1 else None
             if self.kind == "datetime" and std is not None:
@@ -586,8 +592,11 @@ class ColumnProfiler:
         return {"edges": [show(edge) for edge in edges], "counts": counts.tolist()}
 
 
-def _timestamp_text(value: float) -> str:
-    return pd.Timestamp(int(round(value)), unit="ns").isoformat()
+def _timestamp_text(value: float, zoned: bool = False) -> str:
+    """A datetime measured as nanoseconds as ISO text: in UTC with its offset (``+00:00``) for a column with a time
+    zone, as freshness shows one, else as written."""
+    stamp = pd.Timestamp(int(round(value)), unit="ns")
+    return (stamp.tz_localize("UTC") if zoned else stamp).isoformat()
 
 
 def _number_json(value: float) -> float | str | None:

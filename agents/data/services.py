@@ -32,6 +32,7 @@ from agents.data.spec import (
     pipeline_spec_hash,
     pipeline_spec_load_text,
     pipeline_spec_parse,
+    query_parameter_problems,
 )
 from agents.core.deaths import process_deaths_error, process_deaths_max
 from agents.core.files import file_sha256
@@ -79,7 +80,8 @@ def pipeline_validate_text(*, text: str, source: str = "definition", team: Team 
     spec = pipeline_spec_parse(pipeline_spec_load_text(text, source=source))
     with acting_for(_loading_team_id(name=spec["name"], team=team)):
         column_types = _source_column_types(spec["source"])
-    problems = aggregation_type_problems(spec["transforms"], column_types)
+        problems = query_parameter_problems(spec, resolve=_source_known)
+    problems += aggregation_type_problems(spec["transforms"], column_types)
     problems += rename_clash_problems(spec["transforms"], list(column_types) or None)
     if problems:
         raise PipelineSpecError(problems)
@@ -93,6 +95,15 @@ def _loading_team_id(*, name: str, team: Team | None) -> int:
         return team.pk
     owner = Pipeline.objects.filter(name=name).values_list("team_id", flat=True).first()
     return owner if owner is not None else default_team_found()
+
+
+def _source_known(source: Any) -> dict | None:
+    """A source's spec: inline as it is, a stored source's as stored (of the acting team); None when none is stored
+    by that name (a run says so)."""
+    try:
+        return source_resolve(source)
+    except PipelineNotFoundError:
+        return None
 
 
 def _source_column_types(source: Any) -> dict[str, str]:

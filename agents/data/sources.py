@@ -582,7 +582,7 @@ def _file_frames(path: Path, spec: dict, *, columns: list[str] | None, chunk_row
             try:
                 frame[column] = _dates(frame[column])
             except (ValueError, TypeError) as error:
-                raise DataSourceError(f"{label}: column {column!r} is not a date: {_reason(error)}") from None
+                raise DataSourceError(f"{label}: column {column!r} is not a date: {_date_reason(error)}") from None
         try:
             yield frame
         except _ReadStopped as stop:
@@ -603,6 +603,22 @@ def _dates(values: pd.Series) -> pd.Series:
             pass
         raise
     return parsed.dt.tz_convert("UTC") if getattr(parsed.dt, "tz", None) is not None else parsed
+
+
+#: pandas' complaint about a date that does not match the format it inferred from the column's first one.
+_DATE_MISMATCH = re.compile(r'time data "(?P<value>.*?)" doesn\'t match format "(?P<format>.*?)"')
+
+
+def _date_reason(error: BaseException) -> str:
+    """Why a ``parse_dates`` column is not a date, in one sentence: pandas' own ends in advice on its arguments
+    (``format='mixed'``, ...), which a source does not take."""
+    mismatch = _DATE_MISMATCH.search(str(error))
+    if mismatch is None:
+        return _reason(error).split(" You might want to try")[0]
+    value = mismatch["value"] if len(mismatch["value"]) <= 60 else mismatch["value"][:57] + "..."
+    return (f"its value \"{value}\" does not match the format \"{mismatch['format']}\" pandas inferred "
+            "from an earlier date in the column; a parse_dates column must hold its dates in one format (leave the "
+            "column out of parse_dates to keep it as text)")
 
 
 def _csv_ragged_rows(path: Path, spec: dict, *, lines: bool = False) -> tuple[int, list[tuple[int | None, int, int]]]:
@@ -1113,6 +1129,25 @@ def _mysql_code(query: str, *, keep_names: bool = False) -> str:
     return "".join(out)
 
 
+def query_parameters(spec: dict) -> list[str]:
+    """The ``:name`` parameters a database source's query uses (outside strings and comments), in order: those it uses
+    however its connection reads it, when the connection's kind cannot be told here (see ``_connection_dialects``)."""
+    used = None
+    for dialect in _connection_dialects(spec.get("connection")):
+        code = _mysql_code(spec["query"]) if dialect == "mysql" else _sql_code(spec["query"], dollar_quotes=True)
+        names = list(dict.fromkeys(match.group(1) for match in _QUERY_PARAMETER.finditer(code)))
+        used = names if used is None else [name for name in used if name in names]
+    return used or []
+
+
+def query_parameter_advice(names: list[str]) -> str:
+    """Where the values of query parameters ``names`` may come from: a run gives only those the pipeline declares."""
+    each = "it" if len(names) == 1 else "each"
+    given = " ".join(f"--param {name}=VALUE" for name in names)
+    return (f"give {each} in the source's params, or declare {each} in the pipeline's params (a default value) to "
+            f"give it with {given}")
+
+
 def _query_bind(query: str, values: dict, *, postgres: bool, label: str, mysql: bool = False) -> tuple[str, dict]:
     """The query written for the driver and the values of the ``:name`` parameters it uses.
 
@@ -1123,8 +1158,8 @@ def _query_bind(query: str, values: dict, *, postgres: bool, label: str, mysql: 
     names = list(dict.fromkeys(match.group(1) for match in _QUERY_PARAMETER.finditer(code)))
     missing = [name for name in names if name not in values]
     if missing:
-        raise DataSourceError(f"{label}: no value for query parameter {', '.join(':' + n for n in missing)} "
-                              "(give it in the source's params or the run's params)")
+        raise DataSourceError(f"{label}: no value for query parameter {', '.join(':' + n for n in missing)}: "
+                              f"{query_parameter_advice(missing)}")
     # The statement alone, without trailing ';' or comments: a cursor is declared around it.
     statement = code.rstrip()
     while statement.endswith(";"):

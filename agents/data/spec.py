@@ -15,11 +15,11 @@ A pipeline::
 """
 import hashlib
 import json
-from typing import Any
+from typing import Any, Callable
 
 from agents.data.expectations import is_suite, suite_checks
 from agents.data.quality import check_validate
-from agents.data.sources import source_validate
+from agents.data.sources import query_parameter_advice, query_parameters, source_validate
 from agents.data.transforms import transform_validate
 from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name, name_problem
 from agents.exceptions import PipelineSpecError
@@ -174,6 +174,30 @@ def pipeline_spec_parse(raw: Any) -> dict:
         "output": {"dataset": dataset},
         "chunk_rows": chunk_rows,
     }
+
+
+def query_parameter_problems(spec: dict, *, resolve: Callable[[Any], dict | None]) -> list[str]:
+    """The query parameters of the pipeline's database sources (its source, a join's other side, a check's reference)
+    that neither the source's params nor the pipeline's declared params give: a run could give them no value.
+    ``resolve`` turns a source (inline, or a stored source's name) into its spec, or None when it is not known."""
+    sources = [("source", spec["source"])]
+    sources += [(f"transforms[{index}].with", transform["with"])
+                for index, transform in enumerate(spec["transforms"], start=1) if transform["type"] == "join"]
+    sources += [(f"quality_checks[{index}] reference", check["reference"]["source"])
+                for index, check in enumerate(spec["quality_checks"], start=1)
+                if check["type"] == "referential_integrity"]
+    problems = []
+    for where, source in sources:
+        resolved = resolve(source)
+        if not isinstance(resolved, dict) or resolved.get("kind") != "database" or not isinstance(
+                resolved.get("query"), str):
+            continue
+        if isinstance(source, str):
+            where = f"{where} (stored source {source!r})"
+        given = {**resolved.get("params", {}), **spec["params"]}
+        problems += [f"{where}.query: query parameter :{name} has no value: {query_parameter_advice([name])}"
+                     for name in query_parameters(resolved) if name not in given]
+    return problems
 
 
 def pipeline_spec_hash(spec: dict) -> str:

@@ -21,6 +21,7 @@ from agents.expressions.vector import compile_vector
 from agents.exceptions import ColumnError, DataError, ExpressionError
 
 np = lazy("numpy")
+pa = lazy("pyarrow")
 pd = lazy("pandas")
 
 TRANSFORM_TYPES = ("select", "rename", "filter", "derive", "aggregate", "join", "deduplicate", "sort", "custom")
@@ -29,6 +30,9 @@ AGGREGATIONS = ("count", "size", "sum", "min", "max", "mean", "first", "last", "
 #: Aggregations computed from per-chunk partials.
 #: Aggregations that only mean something over numbers.
 NUMERIC_AGGREGATIONS = frozenset({"sum", "mean", "median", "std", "var"})
+#: Numeric aggregations whose result over decimals is a float, as pandas' mean of ``Decimal`` values is: a quotient
+#: or a square root has no exact decimal, and Arrow's decimal division overflows its 38 digits.
+FLOAT_OVER_DECIMALS = frozenset({"mean", "median", "std", "var"})
 COMBINABLE_AGGREGATIONS = frozenset({"count", "size", "sum", "min", "max", "mean", "first", "last"})
 FILTER_OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null", "between")
 JOIN_HOW = ("inner", "left", "right", "outer")
@@ -507,13 +511,20 @@ def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.Data
     _plain_keys(frame, group_by, where, "cannot be grouped by")
     combinable = aggregate_is_combinable(spec)
     named: dict[str, tuple[str, str]] = {}
+    decimals: dict[str, pd.Series] = {}  # helper columns: a decimal column as summable decimals or as floats
     for output, aggregation in aggregations_of(spec):
         function, column = aggregation["function"], aggregation["column"]
         if function == "size":
             column = group_by[0] if group_by else frame.columns[0] if len(frame.columns) else None
             if column is None:
                 raise DataError(f"{where}: 'size' needs at least one column in the data")
-        if function in NUMERIC_AGGREGATIONS and not _is_numeric(frame[column]):
+        if function in NUMERIC_AGGREGATIONS and _is_decimal(frame[column]):
+            as_float = function in FLOAT_OVER_DECIMALS
+            helper = f"\0{column}\0{'float' if as_float else 'decimal'}"
+            if helper not in decimals:
+                decimals[helper] = frame[column].astype("float64") if as_float else _decimal_summable(frame[column])
+            column = helper
+        elif function in NUMERIC_AGGREGATIONS and not _is_numeric(frame[column]):
             # pandas would concatenate text for sum, or fail deep inside for mean: say what is wrong instead.
             raise DataError(f"{where}: aggregation {output!r}: {function} needs a numeric column, but "
                             f"{column!r} holds {frame[column].dtype} values")
@@ -522,6 +533,8 @@ def aggregate_partial(frame: pd.DataFrame, spec: dict, *, where: str) -> pd.Data
             named[f"{output}__count"] = (column, "count")
         else:
             named[output] = (column, function)
+    if decimals:
+        frame = frame.assign(**decimals)
     try:
         return _aggregated(frame, group_by, named)
     except TypeError as error:
@@ -620,6 +633,27 @@ def _is_numeric(series: pd.Series) -> bool:
     if pd.api.types.is_numeric_dtype(series.dtype):
         return True
     return bool(series.isna().all())
+
+
+def _is_decimal(series: pd.Series) -> bool:
+    """Whether a column holds decimals: Python ``Decimal`` values (a database's ``numeric``) or an Arrow decimal
+    type (a Parquet decimal, as a published dataset stores either)."""
+    if isinstance(series.dtype, pd.ArrowDtype):
+        return pa.types.is_decimal(series.dtype.pyarrow_dtype)
+    return series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "decimal"
+
+
+def _decimal_summable(series: pd.Series) -> pd.Series:
+    """A decimal column as Arrow decimals of 38 digits at its values' scale, as a published dataset's sum has them
+    (pandas would add Python objects and give a group without a value the int 0); left as it is where Arrow
+    cannot hold its values (``NaN``, more than 38 digits), pandas then adding the ``Decimal`` values."""
+    if isinstance(series.dtype, pd.ArrowDtype):
+        return series
+    try:
+        scale = pa.array(series, from_pandas=True).type.scale
+        return series.astype(pd.ArrowDtype(pa.decimal128(38, scale)))
+    except (pa.ArrowException, ValueError, TypeError):
+        return series
 
 
 _COMBINE = {"count": "sum", "size": "sum", "sum": "sum", "min": "min", "max": "max", "first": "first", "last": "last"}

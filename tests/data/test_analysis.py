@@ -193,10 +193,11 @@ def test_datetimes_in_any_unit_and_zone_keep_missing_values_apart(zone):
 
     stats = column(profile_frames(chunks(pd.DataFrame({"at": stamps}), 9_000)), "at")
 
-    wall = stamps.dt.tz_localize(None) if zone else stamps
-    assert (stats["count"], stats["nulls"]) == (wall.count(), wall.isna().sum())
-    assert (stats["min"], stats["max"]) == (wall.min().isoformat(), wall.max().isoformat())
-    nanoseconds = wall.dropna().astype("datetime64[ns]").astype("int64")
+    instants = stamps.dt.tz_convert("UTC") if zone else stamps  # a zone's instants are shown in UTC, with +00:00
+    assert (stats["count"], stats["nulls"]) == (instants.count(), instants.isna().sum())
+    assert (stats["min"], stats["max"]) == (instants.min().isoformat(), instants.max().isoformat())
+    nanoseconds = instants.dropna().dt.tz_localize(None) if zone else instants.dropna()
+    nanoseconds = nanoseconds.astype("datetime64[ns]").astype("int64")
     for label, value in stats["quantiles"].items():
         share = int(label.rstrip("%")) / 100
         low, high = nanoseconds.quantile([max(share - RANK_TOLERANCE, 0), min(share + RANK_TOLERANCE, 1)])

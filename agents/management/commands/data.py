@@ -109,19 +109,25 @@ class Command(AgentsCommand):
                        else services.pipeline_version_latest(pipeline=pipeline))
             run = services.data_run_enqueue(version=version, params=params)
             if wait and not wait_for_status(run, (DataRunStatus.SUCCEEDED, DataRunStatus.FAILED), timeout=timeout):
+                if json or output_format == "ge":  # the run as it stands, as a script reading stdout expects
+                    self._report_run_as(run, json=json, output_format=output_format)
                 raise CommandError(f"run {run.pk} still {run.status} after {timeout:g} s; "
                                    f"see `manage.py data status {run.pk}`")
         else:
             run = services.pipeline_run(path=pipeline if given_file else None,
                                         pipeline=None if given_file else pipeline, params=params)
+        self._report_run_as(run, json=json, output_format=output_format)
+        if run.status == DataRunStatus.FAILED:
+            raise CommandError(f"run {run.pk} failed: {run.error}")
+
+    def _report_run_as(self, run: DataRun, *, json: bool, output_format: str):
+        """The run in the output asked for: GE's validation result, JSON or text."""
         if output_format == "ge":
             # A run that failed (in a transform, publishing) or has not ended is no success, its checks whatever.
             meta = {"run_id": run.pk, "status": run.status, **({"error": run.error} if run.error else {})}
             self.json_write(validation_result(run.quality, completed=run.status == DataRunStatus.SUCCEEDED, meta=meta))
         else:
             self._report_run(run, json=json)
-        if run.status == DataRunStatus.FAILED:
-            raise CommandError(f"run {run.pk} failed: {run.error}")
 
     def _report_run(self, run: DataRun, *, json: bool):
         result = selectors.data_run_json(run)
