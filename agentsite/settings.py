@@ -543,6 +543,11 @@ AGENTS_MONITOR_PLUGINS = env.list("AGENTS_MONITOR_PLUGINS", default=[
 #: The watchdog in beat raises its alert when no check result has been recorded for this many intervals of the
 #: most frequent enabled check, or when no monitoring agent is online.
 AGENTS_MONITOR_STALE_INTERVALS = env.float("AGENTS_MONITOR_STALE_INTERVALS", default=3.0)
+#: Seconds an alert posted to /api/v2/alerts without endsAt fires unless posted again (Alertmanager's resolve_timeout).
+AGENTS_MONITOR_RESOLVE_TIMEOUT_S = env.float("AGENTS_MONITOR_RESOLVE_TIMEOUT_S", default=300.0)
+if not 0 < AGENTS_MONITOR_RESOLVE_TIMEOUT_S < math.inf:
+    raise ImproperlyConfigured("AGENTS_MONITOR_RESOLVE_TIMEOUT_S must be a number of seconds above 0 (an alert posted "
+                               f"without endsAt would resolve at once), not {AGENTS_MONITOR_RESOLVE_TIMEOUT_S}")
 #: Seconds between the watchdog's looks (and the checks of routes' ``watchdog`` heartbeats), in the beat process.
 AGENTS_MONITOR_WATCHDOG_S = env.float("AGENTS_MONITOR_WATCHDOG_S", default=5.0)
 CELERY_BEAT_SCHEDULE.update({

@@ -117,6 +117,17 @@ def test_a_beat_sweep_set_to_a_fraction_of_a_second_runs_every_whole_second(tmp_
     assert seconds == 1 and entry["schedule"] == 1 and entry["options"] == {"expire_seconds": 1}
 
 
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_resolve_timeout_that_would_resolve_every_posted_alert_at_once_is_refused(tmp_path, value):
+    env = {**embedded_env(tmp_path), "AGENTS_MONITOR_RESOLVE_TIMEOUT_S": value}
+
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=PROJECT_DIR,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0
+    assert "AGENTS_MONITOR_RESOLVE_TIMEOUT_S must be a number of seconds above 0" in result.stderr
+
+
 @pytest.mark.django_db
 def test_the_sweeps_beat_sends_expire_when_no_worker_takes_them_in_time():
     # as beat installs its entries into the database scheduler's tables at start: each sweep's message expires after

@@ -881,7 +881,8 @@ class PostableAlertSerializer(serializers.Serializer):
     annotations = serializers.DictField(child=serializers.CharField(), required=False,
                                         help_text="summary (the alert's summary), description.")
     startsAt = serializers.DateTimeField(required=False)
-    endsAt = serializers.DateTimeField(required=False, help_text="In the past: the alert is resolved.")
+    endsAt = serializers.DateTimeField(required=False, help_text="In the past: the alert is resolved. None: it ends "
+                                       "AGENTS_MONITOR_RESOLVE_TIMEOUT_S (300) after the post unless posted again.")
     generatorURL = serializers.CharField(required=False)
 
 
@@ -918,8 +919,8 @@ class AlertmanagerViewSet(ApiViewSet):
                                                 "to: one of yours (default: your only team).")])
     def create(self, request):
         """Fire, keep or resolve one alert per label set (a check of type `external` per `alertname`, made on first
-        sight in `?team=`, default yours); routes and silences apply. 400 naming `[index].field` for a bad alert;
-        nothing is stored from a bad batch."""
+        sight in `?team=`, default yours); routes and silences apply. As Alertmanager, the valid alerts of a batch
+        are stored and the bad ones answered 400 naming `[index].field`."""
         team = self.team_given(request.query_params.get("team"))
         with service_errors():
             try:

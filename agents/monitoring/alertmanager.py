@@ -5,10 +5,9 @@ Pure: no Django. A notification payload (``alerts.alert_payload``) goes in, plai
 """
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agents.core.definitions import NAME_RULE, is_name
 from agents.core.jsonable import UNSTORABLE
 from agents.core.times import utc_in_calendar
 
@@ -20,6 +19,14 @@ WEBHOOK_VERSION = "4"
 CHECK_LABELS = ("alertname", "instance")
 #: Most alerts one post may carry.
 MAX_ALERTS = 1000
+#: An alert's name, which names its check: a Prometheus alert name (a metric name: letters, digits, '_' and ':', not
+#: first a digit) or a check's name (letters, digits, '.', '_' and '-', first a letter or digit), of at most the 100
+#: characters a check's name holds. The check's name then holds ':' too: it is read from URLs (``/api/checks/<name>/``,
+#: any character but '/'), label values of /metrics and silences' check matchers (globs) as any other.
+ALERT_NAME = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_.:-]{0,99}\Z")
+ALERT_NAME_RULE = ("must be 1-100 letters, digits, '_', ':', '.' or '-', not first '.' or '-' (a Prometheus alert "
+                   "name, or a check's name)")
+_INDEX = re.compile(r"\[(\d+)\]")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _NOT_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 _ALERT_KEYS = {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
@@ -96,13 +103,17 @@ def postable_alert(payload: dict, *, generator_url: str) -> dict:
 
 
 def webhook_body(payload: dict, *, receiver: str, external_url: str, generator_url: str) -> dict:
-    """Alertmanager's webhook body (version 4) for one notice: a group of the one alert, keyed by its name."""
+    """Alertmanager's webhook body (version 4) for one notice: a group of the one alert, as Alertmanager renders a
+    route grouping by all labels (``group_by: ['...']``), so ``groupKey`` and ``status`` are that alert's: a receiver
+    keying on ``groupKey`` (PagerDuty's dedup key) opens and closes one incident per alert. An alert from outside is
+    grouped by all its labels; a check's own by all but ``severity``, which may rise while it fires."""
     alert = postable_alert(payload, generator_url=generator_url)
     labels, status = alert["labels"], alert_status(payload)
-    group_labels = {"alertname": labels.get("alertname", payload.get("check", ""))}
+    group_labels = dict(labels) if payload.get("labels") else {
+        name: value for name, value in labels.items() if name != "severity"}
     return {
         "version": WEBHOOK_VERSION,
-        "groupKey": "{}:{alertname=%s}" % _quoted(group_labels["alertname"]),
+        "groupKey": group_key(group_labels),
         "truncatedAlerts": 0,
         "status": status,
         "receiver": receiver,
@@ -114,6 +125,12 @@ def webhook_body(payload: dict, *, receiver: str, external_url: str, generator_u
     }
 
 
+def group_key(group_labels: dict[str, str]) -> str:
+    """The key of a group of the root route, as Alertmanager writes it: ``{}:{alertname="DiskFull", instance="h2"}``
+    (labels sorted by name)."""
+    return "{}:{" + ", ".join(f"{name}={_quoted(group_labels[name])}" for name in sorted(group_labels)) + "}"
+
+
 def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -121,10 +138,13 @@ def _quoted(value: str) -> str:
 # ------------------------------------------------------------------------------------ reading what Prometheus posts
 
 
-def postable_alerts_validate(document: Any) -> tuple[list[str], list[dict]]:
+def postable_alerts_validate(document: Any, *, now: datetime,
+                             resolve_timeout_s: float) -> tuple[list[str], list[dict]]:
     """Check a batch Prometheus posts to ``/api/v2/alerts``; return every problem (each naming the index and the
-    field) and the alerts as ``{labels, annotations, starts_at, ends_at, generator_url}`` with aware datetimes
-    (None where not given)."""
+    field) and the valid alerts as ``{index, labels, annotations, starts_at, ends_at, generator_url}`` with aware
+    datetimes: ``starts_at`` None where not given, ``ends_at`` ``now`` + ``resolve_timeout_s`` where not given (or
+    Alertmanager's zero time), as Alertmanager sets it. As Alertmanager, an end before the start is refused; a start
+    in the future before a later end is taken."""
     if not isinstance(document, list):
         return [f"the body must be a JSON list of alerts, got {type(document).__name__}"], []
     if len(document) > MAX_ALERTS:
@@ -132,31 +152,48 @@ def postable_alerts_validate(document: Any) -> tuple[list[str], list[dict]]:
     problems: list[str] = []
     alerts = []
     for index, item in enumerate(document):
-        where = f"[{index}]"
+        where, found = f"[{index}]", []
         if not isinstance(item, dict):
             problems.append(f"{where}: must be an object with labels, annotations, startsAt, endsAt, generatorURL")
             continue
-        problems += [f"{where}.{key}: unknown field (known: {', '.join(sorted(_ALERT_KEYS))})"
-                     for key in item if key not in _ALERT_KEYS]
-        labels = _string_map(item.get("labels"), f"{where}.labels", problems, required=True)
-        annotations = _string_map(item.get("annotations", {}), f"{where}.annotations", problems, required=False)
+        found += [f"{where}.{key}: unknown field (known: {', '.join(sorted(_ALERT_KEYS))})"
+                  for key in item if key not in _ALERT_KEYS]
+        labels = _string_map(item.get("labels"), f"{where}.labels", found, required=True)
+        annotations = _string_map(item.get("annotations", {}), f"{where}.annotations", found, required=False)
         if labels is not None:
             name = labels.get("alertname")
             if name is None:
-                problems.append(f"{where}.labels.alertname: is required (it names the check)")
-            elif not is_name(name):
-                problems.append(f"{where}.labels.alertname: {name!r} {NAME_RULE}")
+                found.append(f"{where}.labels.alertname: is required (it names the check)")
+            elif isinstance(name, str) and not ALERT_NAME.match(name):  # not a string: _string_map named it
+                found.append(f"{where}.labels.alertname: {name!r} {ALERT_NAME_RULE}")
             instance = labels.get("instance", "")
             if isinstance(instance, str) and len(instance) > 500:  # not a string: _string_map named it already
-                problems.append(f"{where}.labels.instance: must be at most 500 characters")
-        starts_at = _time(item.get("startsAt"), f"{where}.startsAt", problems)
-        ends_at = _time(item.get("endsAt"), f"{where}.endsAt", problems)
+                found.append(f"{where}.labels.instance: must be at most 500 characters")
+        starts_at = _time(item.get("startsAt"), f"{where}.startsAt", found)
+        ends_at = _time(item.get("endsAt"), f"{where}.endsAt", found)
+        if starts_at is not None and ends_at is not None and ends_at < starts_at:
+            found.append(f"{where}.endsAt: {item['endsAt']!r} is before startsAt {item['startsAt']!r}: an alert "
+                         "cannot end before it starts")
+        elif ends_at is None and not found:
+            ends_at = now + timedelta(seconds=resolve_timeout_s)
+            if starts_at is not None and starts_at > ends_at:
+                found.append(f"{where}.startsAt: {item['startsAt']!r} is after the alert's end, which is the post's "
+                             f"time + the resolve timeout ({resolve_timeout_s:g} s) when no endsAt is given: give an "
+                             "endsAt after it, or a start that has come")
         generator_url = item.get("generatorURL", "")
         if not isinstance(generator_url, str) or len(generator_url) > 2000:
-            problems.append(f"{where}.generatorURL: must be a string of at most 2000 characters")
-        alerts.append({"labels": labels, "annotations": annotations, "starts_at": starts_at, "ends_at": ends_at,
-                       "generator_url": generator_url})
+            found.append(f"{where}.generatorURL: must be a string of at most 2000 characters")
+        problems += found
+        if not found:
+            alerts.append({"index": index, "labels": labels, "annotations": annotations, "starts_at": starts_at,
+                           "ends_at": ends_at, "generator_url": generator_url})
     return problems, alerts
+
+
+def problem_index(problem: str) -> int:
+    """The index of the alert a problem names (``[3].endsAt: ...``); -1 for one about the whole body."""
+    found = _INDEX.match(problem)
+    return int(found.group(1)) if found else -1
 
 
 def _string_map(value: Any, where: str, problems: list[str], *, required: bool) -> dict[str, str] | None:

@@ -299,26 +299,43 @@ def alert_resolve(*, alert_id: int, user: str = "") -> Alert:
 
 
 def external_alerts_receive(*, document: Any, team: Team | None = None, user: str = "") -> dict[str, int]:
-    """Apply a batch of alerts as Prometheus posts them to an Alertmanager (``POST /api/v2/alerts``), all or nothing.
+    """Apply a batch of alerts as Prometheus posts them to an Alertmanager (``POST /api/v2/alerts``).
 
     Each ``alertname`` is a check of type ``external`` (made on first sight in ``team``, default the default team;
     target from ``instance``, tags ``name=value`` from the other labels). An alert is one label set: the first post
     fires it (routes and silences apply as to any alert), later ones keep it (count, last seen, annotations), and one
-    whose ``endsAt`` has passed resolves it. Raises ``CheckSpecError`` listing every problem (``[index].field:
-    reason``) before anything is stored. A disabled check raises no new alert (its post is counted ``ignored``); what
-    it has open still updates and resolves. Returns counts: fired, updated, resolved, unchanged, ignored.
+    whose ``endsAt`` has passed resolves it. One posted without ``endsAt`` ends ``AGENTS_MONITOR_RESOLVE_TIMEOUT_S``
+    after the post, unless posted again (Alertmanager's ``resolve_timeout``). A disabled check raises no new alert
+    (its post is counted ``ignored``); what it has open still updates and resolves.
+
+    As Alertmanager does, the valid alerts of a batch are stored and the invalid ones refused: ``CheckSpecError``
+    listing each problem (``[index].field: reason``) is raised after the valid ones are stored. A body that is not a
+    list of at most ``MAX_ALERTS`` stores nothing, nor does a batch naming another team's check (``TeamError``).
+    Returns counts: fired, updated, resolved, unchanged, ignored.
     """
-    problems, items = alertmanager.postable_alerts_validate(document)
-    if problems:
-        raise CheckSpecError(problems)
     now = timezone.now()
+    problems, items = alertmanager.postable_alerts_validate(
+        document, now=now, resolve_timeout_s=settings.AGENTS_MONITOR_RESOLVE_TIMEOUT_S)
     counts = {"fired": 0, "updated": 0, "resolved": 0, "unchanged": 0, "ignored": 0}
-    with transaction.atomic():
-        for index, item in enumerate(items):
-            check = _external_check(item["labels"], team=team, where=f"[{index}].labels.alertname")
-            counts[_external_apply(check, item, now=now)] += 1
-        audit_record("alerts.receive", "check", "", f"received {len(items)} alert{'s' if len(items) != 1 else ''}",
-                     user=user, counts=counts)
+    if items:
+        with transaction.atomic():
+            touched: dict[int, Check] = {}
+            for item in items:
+                where = f"[{item['index']}].labels.alertname"
+                try:
+                    check = _external_check(item["labels"], team=team, where=where)
+                except CheckSpecError as error:  # a probed check's name: this alert only is refused
+                    problems += error.errors
+                    continue
+                counts[_external_apply(check, item, now=now)] += 1
+                touched[check.pk] = check
+            for check_id in sorted(touched):
+                _external_status_set(check_id, now=now)
+            stored = sum(counts.values())
+            audit_record("alerts.receive", "check", "", f"received {stored} alert{'s' if stored != 1 else ''}",
+                         user=user, counts=counts, refused=len(problems))
+    if problems:
+        raise CheckSpecError(sorted(problems, key=alertmanager.problem_index))
     return counts
 
 
@@ -342,20 +359,17 @@ def _external_check(labels: dict[str, str], *, team: Team | None, where: str) ->
 
 
 def _external_apply(check: Check, item: dict, *, now: datetime) -> str:
-    """Fire, keep or resolve the alert of one posted label set; say which ('unchanged' for a resolve of nothing)."""
+    """Fire, keep or resolve the alert of one posted label set; say which ('unchanged' for a resolve of nothing).
+    The check's status is left to ``_external_status_set``, once the batch's alerts are applied."""
     labels, annotations = item["labels"], item["annotations"]
     fingerprint = alertmanager.labels_fingerprint(labels)
     alert = Alert.objects.select_for_update().filter(fingerprint=fingerprint, state__in=OPEN_ALERT_STATES).first()
     severity = labels.get("severity") if labels.get("severity") in Severity.values else check.severity
     summary = annotations.get("summary") or annotations.get("description") or check.name
     ends_at = item["ends_at"]
-    resolved = ends_at is not None and ends_at <= now
     Check.objects.filter(pk=check.pk).update(
-        last_run_at=now, last_target=labels.get("instance", "")[:500], last_message=summary[:2000], updated_at=now,
-        last_status=CheckStatus.OK if resolved else
-        (CheckStatus.CRITICAL if severity == Severity.CRITICAL else CheckStatus.WARNING),
-    )
-    if resolved:
+        last_run_at=now, last_target=labels.get("instance", "")[:500], last_message=summary[:2000], updated_at=now)
+    if ends_at <= now:
         return "resolved" if alert is not None and _resolve(alert, now=now, by="alertmanager") else "unchanged"
     if alert is not None:
         Alert.objects.filter(pk=alert.pk).update(
@@ -372,6 +386,17 @@ def _external_apply(check: Check, item: dict, *, now: datetime) -> str:
     )
     _fire(alert, now)
     return "fired"
+
+
+def _external_status_set(check_id: int, *, now: datetime) -> None:
+    """The status of an external check is that of its open alerts: critical while one of severity critical is
+    open, warning while another is, ok once none is. The one place both a post and the sweep's expiry set it, so
+    the check never reads ok beside an alert of it still firing. Called with the check's row locked."""
+    severities = set(Alert.objects.filter(health_check_id=check_id, state__in=OPEN_ALERT_STATES)
+                     .values_list("severity", flat=True))
+    status = (CheckStatus.CRITICAL if Severity.CRITICAL in severities
+              else CheckStatus.WARNING if severities else CheckStatus.OK)
+    Check.objects.filter(pk=check_id).update(last_status=status, updated_at=now)
 
 
 # ------------------------------------------------------------------------------------ silences
@@ -854,14 +879,16 @@ def _stale_notices_resend(*, now: datetime) -> int:
 
 def _external_expire(*, now: datetime) -> int:
     """Resolve open alerts from outside whose ``ends_at`` has passed (Prometheus stopped re-posting them: the
-    condition ended, or Prometheus did); their check reads ok once none of its alerts is open. Returns how many."""
+    condition ended, or Prometheus did, or one posted without an end was not posted again within the resolve
+    timeout); their check's status is that of its alerts still open (``_external_status_set``). Returns how many."""
     count = 0
     for alert in Alert.objects.select_related("health_check").filter(state__in=OPEN_ALERT_STATES, ends_at__lte=now):
         with transaction.atomic():
+            # The check first, as a post locks it before its alerts: the status is read after a post commits.
+            Check.objects.select_for_update().filter(pk=alert.health_check_id).first()
             if _resolve(alert, now=now, by="auto"):
                 count += 1
-                Check.objects.filter(pk=alert.health_check_id).exclude(alerts__state__in=OPEN_ALERT_STATES).update(
-                    last_status=CheckStatus.OK, updated_at=now)
+                _external_status_set(alert.health_check_id, now=now)
     return count
 
 
