@@ -45,6 +45,7 @@ from agents.monitoring import services as monitoring_services
 from agents.monitoring.services import checks_dispatch, definitions_load
 from agents.orchestration import agent_tasks, messages
 from agents.orchestration.events import triggers_load
+from agents.setup import admin_username
 from agents.workflows.selectors import run_to_dict
 from agents.workflows.services import pool_set, workflow_load_file, workflow_run_start
 from workers.decision import decide
@@ -284,7 +285,7 @@ def demo_approvers_ensure() -> None:
     from django.contrib.auth.models import Group, Permission, User
 
     signal_permission = Permission.objects.get(content_type__app_label="agents", codename="add_workflowsignal")
-    admin = User.objects.filter(username=os.environ.get("AGENTS_ADMIN_USERNAME") or "admin").first()
+    admin = User.objects.filter(username=admin_username()).first()
     for name in EXAMPLE_APPROVERS:
         group, created = Group.objects.get_or_create(name=name)
         if created:  # an operator's group keeps its permissions and members

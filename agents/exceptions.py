@@ -170,6 +170,11 @@ class EventPublishError(SpecError):
     (``type: ...``, ``payload.amount: ...``)."""
 
 
+class IdempotencyKeyReusedError(EventPublishError):
+    """An idempotency key the team already used for the type is sent again with another payload: the sender would
+    otherwise take the first event for the one it meant, and what it meant would never happen (a state conflict)."""
+
+
 class SecretError(AgentsError):
     """A secret cannot be stored, found or decrypted (no such secret, no key that decrypts it, a bad name)."""
 

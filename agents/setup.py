@@ -1,4 +1,5 @@
 """Set-up services for a new installation: the first admin user and demo data."""
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,12 @@ class AdminCredentials:
     password: str
     generated: bool
     current: bool = True
+
+
+def admin_username() -> str:
+    """The admin's user name ``make run`` creates: ``AGENTS_ADMIN_USERNAME``, else ``admin`` (an empty value is
+    for ``ensure_admin`` to refuse)."""
+    return os.environ.get("AGENTS_ADMIN_USERNAME", "admin")
 
 
 def admin_username_problem(username: str) -> str | None:

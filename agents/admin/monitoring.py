@@ -522,8 +522,8 @@ class SilenceForm(forms.ModelForm):
         fields changed (a silence's start never changes; one that has ended cannot be changed at all). Called once
         the team is known (``SilenceAdmin.get_form``)."""
         now, instance = timezone.now(), self.instance
-        if instance.pk is not None and instance.ends_at <= now:  # as silence_update refuses it
-            raise forms.ValidationError(f"silence #{instance.pk} has ended: it cannot be changed; create a new one")
+        if instance.pk is not None and (ended := alerts.silence_ended(instance, now, hint=alerts.SILENCE_ENDED_HINT)):
+            raise forms.ValidationError(ended)  # as silence_update refuses it
         # What is not valid as typed (not in ``cleaned``) has its error already and is not checked further.
         given = {field: cleaned[field] for field in ("matchers", "ends_at")
                  if field in cleaned and (instance.pk is None or field in self.changed_data)}

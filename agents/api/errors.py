@@ -17,12 +17,13 @@ from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from agents.exceptions import (
-    AgentsError, AlertStateError, BrokerUnavailableError, InvalidTransitionError, NotAllowedError, WorkflowRunStateError,
+    AgentsError, AlertStateError, BrokerUnavailableError, IdempotencyKeyReusedError, InvalidTransitionError,
+    NotAllowedError, WorkflowRunStateError,
 )
 
 API_PREFIX = "/api/"
 #: Errors saying the current state of a thing forbids the action (cancel a finished run, ack a resolved alert).
-STATE_ERRORS = (AlertStateError, InvalidTransitionError, WorkflowRunStateError)
+STATE_ERRORS = (AlertStateError, IdempotencyKeyReusedError, InvalidTransitionError, WorkflowRunStateError)
 #: ``field: reason`` or ``field.sub[0]: reason`` at the start of a problem.
 _PREFIXED = re.compile(r"^([A-Za-z_]\w*)((?:[.\[][^:\s]*)?): (.+)$", re.DOTALL)
 #: A lone surrogate: JSON text may escape one (``"\\ud800"``), UTF-8 cannot encode it.

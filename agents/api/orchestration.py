@@ -7,7 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.decorators import action
 
 from agents.api.common import ApiViewSet, FiniteFloatField, JSONObjectField, JSONValueField
-from agents.api.errors import service_error, service_errors
+from agents.api.errors import service_errors
 from agents.api.fields import ChoiceField
 from agents.core.teams import sees_all, team_scoped, teams_of
 from agents.exceptions import AgentTaskError, MessageError, TeamError
@@ -355,13 +355,9 @@ class EventViewSet(ApiViewSet):
         else:
             teams = None if sees_all(request.user) else list(teams_of(request.user))
         with service_errors({TeamError: "team"}, prefixed=("type", "payload", "idempotency_key")):
-            try:
-                event, created = event_types.outside_event_publish(
-                    event_type=given["type"], payload=given["payload"], idempotency_key=given["idempotency_key"],
-                    teams=teams, source=_sender(request))
-            except event_types.IdempotencyKeyReusedError as error:  # the key's first use stands in the way
-                raise service_error(error, prefixed=("idempotency_key",), status_code=status.HTTP_409_CONFLICT) \
-                    from None
+            event, created = event_types.outside_event_publish(
+                event_type=given["type"], payload=given["payload"], idempotency_key=given["idempotency_key"],
+                teams=teams, source=_sender(request))
         shown = event_json(self.get_queryset().get(pk=event.pk))
         if not created:
             return self.show(shown)

@@ -35,7 +35,7 @@ def is_name(value: Any) -> bool:
 
 def name_problem(value: Any) -> str:
     """What is wrong with ``value``, which ``is_name`` refused: missing (None, as a key left out reads), or no name."""
-    return "missing: give 1-100 letters, digits, '.', '_' or '-'" if value is None else f"{value!r} {NAME_RULE}"
+    return f"missing: {NAME_RULE.replace('must be', 'give', 1)}" if value is None else f"{value!r} {NAME_RULE}"
 
 
 class _PlainLoader(yaml.SafeLoader):

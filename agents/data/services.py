@@ -79,8 +79,10 @@ def pipeline_validate_text(*, text: str, source: str = "definition", team: Team 
     (see ``_loading_team_id``), as its runs will: another team's dataset is unknown, its schema not known."""
     spec = pipeline_spec_parse(pipeline_spec_load_text(text, source=source))
     with acting_for(_loading_team_id(name=spec["name"], team=team)):
-        column_types = _source_column_types(spec["source"])
-        problems = query_parameter_problems(spec, resolve=_source_known)
+        main = _source_known(spec["source"])  # resolved once: a stored source's name costs a query, a miss two
+        problems = query_parameter_problems(
+            spec, resolve=lambda source: main if source is spec["source"] else _source_known(source))
+        column_types = _source_column_types(main)
     problems += aggregation_type_problems(spec["transforms"], column_types)
     problems += rename_clash_problems(spec["transforms"], list(column_types) or None)
     if problems:
@@ -106,13 +108,9 @@ def _source_known(source: Any) -> dict | None:
         return None
 
 
-def _source_column_types(source: Any) -> dict[str, str]:
-    """Column -> Arrow type of a source whose schema is known before reading it (a published dataset of the acting
-    team); {} else."""
-    try:
-        resolved = source_resolve(source)
-    except PipelineNotFoundError:
-        return {}
+def _source_column_types(resolved: dict | None) -> dict[str, str]:
+    """Column -> Arrow type of a source (``_source_known``'s spec) whose schema is known before reading it (a published
+    dataset of the acting team); {} else."""
     if not isinstance(resolved, dict) or resolved.get("kind") != "dataset":
         return {}
     rows = acting_scoped(Dataset.objects.filter(name=resolved.get("dataset")))

@@ -1134,10 +1134,14 @@ def query_parameters(spec: dict) -> list[str]:
     however its connection reads it, when the connection's kind cannot be told here (see ``_connection_dialects``)."""
     used = None
     for dialect in _connection_dialects(spec.get("connection")):
-        code = _mysql_code(spec["query"]) if dialect == "mysql" else _sql_code(spec["query"], dollar_quotes=True)
-        names = list(dict.fromkeys(match.group(1) for match in _QUERY_PARAMETER.finditer(code)))
+        names = _parameter_names(_dialect_code(spec["query"], mysql=dialect == "mysql"))
         used = names if used is None else [name for name in used if name in names]
     return used or []
+
+
+def _parameter_names(code: str) -> list[str]:
+    """The ``:name`` parameters ``code`` (SQL without comments and strings) uses, each once, in order."""
+    return list(dict.fromkeys(match.group(1) for match in _QUERY_PARAMETER.finditer(code)))
 
 
 def query_parameter_advice(names: list[str]) -> str:
@@ -1155,7 +1159,7 @@ def _query_bind(query: str, values: dict, *, postgres: bool, label: str, mysql: 
     doubled; sqlite takes ``:name`` as it is. ``::type`` casts are left alone.
     """
     code = _mysql_code(query) if mysql else _sql_code(query, dollar_quotes=postgres)
-    names = list(dict.fromkeys(match.group(1) for match in _QUERY_PARAMETER.finditer(code)))
+    names = _parameter_names(code)
     missing = [name for name in names if name not in values]
     if missing:
         raise DataSourceError(f"{label}: no value for query parameter {', '.join(':' + n for n in missing)}: "

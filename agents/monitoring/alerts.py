@@ -436,6 +436,10 @@ def silence_end(*, silence_id: int, user: str = "") -> Silence:
     return silence
 
 
+#: What ``silence_update`` (and the admin's form) tell of a silence that has ended.
+SILENCE_ENDED_HINT = ": it cannot be changed; create a new one"
+
+
 def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: datetime | None = None,
                    comment: str | None = None, user: str = "") -> Silence:
     """Change a silence that has not ended: what it matches, when it ends (extend or shorten it; to end it now, use
@@ -443,7 +447,7 @@ def silence_update(*, silence_id: int, matchers: dict | None = None, ends_at: da
     firing is sent its firing notice by the next sweep), as after ``silence_end``."""
     now = timezone.now()
     with transaction.atomic():
-        silence = _silence_open(silence_id, now, ended_hint=": create a new one")
+        silence = _silence_open(silence_id, now, ended_hint=SILENCE_ENDED_HINT)
         if problems := silence_problems(matchers=matchers, ends_at=ends_at, silence=silence, now=now):
             raise SilenceError.of(problems)
         changes = {field: value for field, value in (("matchers", matchers), ("ends_at", ends_at))
@@ -522,9 +526,15 @@ def _silence_open(silence_id: int, now: datetime, *, ended_hint: str = "") -> Si
     silence = Silence.objects.select_for_update().filter(pk=silence_id).first()
     if silence is None:
         raise AlertStateError(f"no silence #{silence_id}")
-    if silence.ends_at <= now:
-        raise AlertStateError(f"silence #{silence.pk} already ended at {silence.ends_at.isoformat()}{ended_hint}")
+    if problem := silence_ended(silence, now, hint=ended_hint):
+        raise AlertStateError(problem)
     return silence
+
+
+def silence_ended(silence: Silence, now: datetime, *, hint: str = "") -> str | None:
+    """Why ``silence`` can be neither ended nor changed: it has ended (``hint`` says what to do instead); or None."""
+    return f"silence #{silence.pk} already ended at {silence.ends_at.isoformat()}{hint}" if silence.ends_at <= now \
+        else None
 
 
 def silence_for_alert(alert: Alert, *, now: datetime | None = None) -> Silence | None:

@@ -24,7 +24,7 @@ from agents.core.events import event_publish
 from agents.core.jsonable import UNSTORABLE, json_problem
 from agents.core.lazy import lazy
 from agents.core.teams import owned_get_or_create
-from agents.exceptions import EventPublishError, EventTypeError
+from agents.exceptions import EventPublishError, EventTypeError, IdempotencyKeyReusedError
 from agents.expressions.compiler import regex_compile
 from agents.models import Event, EventType, EventTypeDeclaration, Team
 from agents.models.orchestration import EVENT_TYPE_NAME_MAX_LENGTH, EVENT_TYPE_NAME_PATTERN, SYSTEM_EVENT_NAMESPACES
@@ -325,11 +325,6 @@ def outside_event_publish(*, event_type: str, payload: Any, teams: Iterable[Team
     if problems:
         raise EventPublishError(problems)
     return _publish_once(declaration, payload, idempotency_key=idempotency_key, source=source)
-
-
-class IdempotencyKeyReusedError(EventPublishError):
-    """An idempotency key the team already used for the type is sent again with another payload: the sender would
-    otherwise take the first event for the one it meant, and what it meant would never happen."""
 
 
 def _publish_once(declaration: EventTypeDeclaration, payload: dict, *, idempotency_key: str,

@@ -1,8 +1,8 @@
 """The message hub: messages between agents, stored before they are sent and delivered through Celery.
 
 A message goes to one agent (through its worker's direct queue), to any one agent of a type (``type:<type>``,
-through that type's queue), or to every agent (``*``) or every agent of a type (``*:<type>``): one message on
-a fan-out queue every worker consumes where the broker can fan out (Redis, RabbitMQ), one per agent otherwise.
+through that type's queue), or to every agent (``*``) or every agent of a type (``*:<type>``): one delivery per
+agent it reaches, on that agent's worker's direct queue.
 Handlers are registered per message type with ``@handler("type")``; a handler's failure is recorded on the
 message (a broadcast's on the agent's receipt) and retried, never just printed, unless a retry cannot fix it (an
 unknown action, arguments the action refuses): that fails at once. A disabled agent takes no new message.

@@ -15,7 +15,7 @@ from agents.core.jsonable import UNSTORABLE
 from agents.core.params import FROM_EVENT, params_undeclared
 from agents.core.dispatch import task_send_on_commit, tasks_revoke
 from agents.core.teams import DEFINITION_MODELS, definition_team_problem, owned_get_or_create, same_team, team_acting
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
+from agents.core.definitions import DefinitionTextError, definition_read_file, is_name, name_problem
 from agents.exceptions import (
     BrokerUnavailableError,
     NotAllowedError,
@@ -191,7 +191,7 @@ def pool_problems(*, name: str, slots) -> dict[str, str]:
     at least the slots a step of a workflow that may still run takes of it (``pool_takers``)."""
     problems = {}
     if not is_name(name) or len(name) > 100:
-        problems["name"] = f"{name!r} {NAME_RULE}"
+        problems["name"] = name_problem(name)
     if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= POOL_MAX_SLOTS:
         problems["slots"] = f"must be a whole number from 1 to {POOL_MAX_SLOTS}, got {slots!r}"
     elif "name" not in problems and (more := [taker for taker in pool_takers(name) if taker[2] > slots]):

@@ -557,7 +557,8 @@ def test_an_ended_silence_cannot_be_brought_back_through_its_form(admin_client):
     response = admin_client.post(reverse("admin:agents_silence_change", args=[silence.pk]), {**data, "comment": "x"})
 
     assert response.status_code == 200
-    assert f"silence #{silence.pk} has ended: it cannot be changed; create a new one" in errors_of(response)
+    assert f"silence #{silence.pk} already ended at {ended.isoformat()}: it cannot be changed; create a new one" in \
+        errors_of(response)
     silence.refresh_from_db()
     assert silence.ends_at == ended and silence.starts_at == ended - timedelta(hours=1)
 

@@ -1,4 +1,4 @@
-"""`manage.py workflow run|validate|load PATH` with no file at PATH says the file does not exist, naming it."""
+"""`manage.py workflow|data run|validate|load PATH` with no file at PATH says the file does not exist, naming it."""
 from io import StringIO
 
 import pytest
@@ -37,3 +37,15 @@ def test_a_stored_workflow_named_like_a_file_still_runs_by_name(tmp_path, monkey
     assert workflow("run", "nightly.json").startswith("run ")
     with pytest.raises(CommandError, match="'nightly.json' is a stored workflow"):
         workflow("run", "nightly.json", "--team", "x")
+
+
+@pytest.mark.parametrize("args", [("run", "missing.yaml"), ("run", "missing.json", "--queue"),
+                                  ("run", "nowhere/orders"), ("validate", "missing.yaml"),
+                                  ("load", "nowhere/orders.yml")])
+def test_data_commands_given_a_path_with_no_file_say_so(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("data", *args, stdout=StringIO())
+
+    assert str(refused.value) == f"{args[1]}: cannot read: no such file"

@@ -7,8 +7,8 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import (AgentsCommand, filter_name, is_file, parse_param, row_limit, wait_for_status,
-                                    wait_seconds)
+from agents.management.base import (AgentsCommand, file_missing_refuse, filter_name, is_file, names_a_path,
+                                    parse_param, row_limit, wait_for_status, wait_seconds)
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 #: Seconds ``data run --queue --wait`` waits for the run to end when no ``--timeout`` is given.
@@ -80,11 +80,13 @@ class Command(AgentsCommand):
         self.json_argument_add(pipelines)
 
     def handle_validate(self, *, file, **options):
+        file_missing_refuse(file)
         spec = services.pipeline_validate_text(text=services.read_text(file), source=file)
         self.stdout.write(f"{file}: valid pipeline {spec['name']!r}, {len(spec['transforms'])} transforms, "
                           f"{len(spec['quality_checks'])} quality checks")
 
     def handle_load(self, *, file, team=None, json=False, **options):
+        file_missing_refuse(file)
         version, created = services.pipeline_load_file(path=file, team=self.team_of(team))
         if json:
             self.json_write({"pipeline": version.pipeline.name, "version": version.number,
@@ -104,6 +106,8 @@ class Command(AgentsCommand):
         timeout = RUN_WAIT_S if timeout is None else timeout
         params = dict(parse_param(text) for text in param)
         given_file = is_file(pipeline)
+        if not given_file and names_a_path(pipeline) and not Pipeline.objects.filter(name=pipeline).exists():
+            file_missing_refuse(pipeline)  # a file's path, not a pipeline's name: the file is what is missing
         if queue:
             version = (services.pipeline_load_file(path=pipeline)[0] if given_file
                        else services.pipeline_version_latest(pipeline=pipeline))

@@ -4,7 +4,7 @@ import os
 from django.core.management.base import CommandError
 
 from agents.management.base import AgentsCommand
-from agents.setup import admin_ensure, admin_password_path, admin_username_problem
+from agents.setup import admin_ensure, admin_password_path, admin_username, admin_username_problem
 
 
 class Command(AgentsCommand):
@@ -22,7 +22,7 @@ class Command(AgentsCommand):
         )
 
     def handle(self, *args, basic_auth=False, **options):
-        username = os.environ.get("AGENTS_ADMIN_USERNAME", "admin")
+        username = admin_username()
         if not username:
             raise CommandError("AGENTS_ADMIN_USERNAME is set but empty: give the admin's user name, or unset it for "
                                "'admin'; no admin was created")
