@@ -384,7 +384,8 @@ def _checked_columns(result: dict) -> list[str]:
 
 def expectation_result(result: dict) -> dict:
     """One native check result as a GE ExpectationValidationResult: success, expectation_config, result, meta."""
-    expectation = result.get("expectation") or {"type": f"native:{result['type']}", "kwargs": {}, "meta": {}}
+    expectation = result.get("expectation") or {"type": f"native:{result['type']}", "kwargs": result.get("settings", {}),
+                                                 "meta": {}}
     details = result.get("details", {})
     meta = {"name": result["name"], "severity": result["severity"], "status": result["status"]}
     if result["type"] == "row_count":

@@ -985,6 +985,16 @@ class CheckRunner:
 
     # ------------------------------------------------------------ result
 
+    def _settings(self) -> dict:
+        """What a native check was given of its type's keys (those required, and the others where not at their
+        default), and ``mostly`` below 1: its expectation's kwargs in GE's shape (``expectation_result``)."""
+        check, defaults = self.check, _TYPE_DEFAULTS[self.kind]
+        given = {key: check[key] for key, default in defaults.items()
+                 if key in check and (default is ... or check[key] != default)}
+        if check["mostly"] is not None and check["mostly"] != 1.0:
+            given["mostly"] = check["mostly"]
+        return plain(given)
+
     def finish(self) -> dict:
         """The check's result as plain JSON."""
         check = self.check
@@ -1026,7 +1036,7 @@ class CheckRunner:
             self.details["expression" if self.pair is None else "pair"] = check["expression"] or self.pair
         if check.get("row_condition"):
             self.details["row_condition"] = check["row_condition"]
-        extra = {"expectation": check["expectation"]} if check.get("expectation") else {}
+        extra = {"expectation": check["expectation"]} if check.get("expectation") else {"settings": self._settings()}
         return {
             "name": self.name,
             "type": self.kind,

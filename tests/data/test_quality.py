@@ -412,7 +412,7 @@ def test_every_result_is_plain_json(check):
     assert json.loads(json.dumps(result, allow_nan=False)) == result
     assert set(result) - {"missing_count"} == {
         "name", "type", "severity", "status", "passed", "element_count", "unexpected_count", "unexpected_percent",
-        "mostly", "sample", "failing_rows_path", "details", "global",
+        "mostly", "sample", "failing_rows_path", "details", "global", "settings",
     }
     # the kinds that leave rows without a value out (neither expected nor unexpected) count them
     assert ("missing_count" in result) == (check["type"] in ("validity", "uniqueness", "referential_integrity")

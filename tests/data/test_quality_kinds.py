@@ -217,3 +217,14 @@ def test_a_native_result_in_ge_shape_lists_the_failing_rows(people_file, tmp_pat
     assert shaped["success"] is False and shaped["expectation_config"]["type"] == "native:validity"
     assert shaped["result"]["partial_unexpected_list"] == [{"id": 4, "country": "xx"}, {"id": 8, "country": "it"}]
     assert shaped["result"]["unexpected_index_list"] == [3, 7]
+
+
+def test_a_native_check_in_great_expectations_shape_carries_its_settings_as_kwargs(people_file, tmp_path):
+    result, _ = check_file(people_file, {"type": "validity", "column": "country", "not_in_set": ["xx", "it"],
+                                         "mostly": 0.5}, tmp_path)
+
+    shaped = expectation_result(result)
+
+    assert shaped["expectation_config"] == {
+        "type": "native:validity", "kwargs": {"column": "country", "not_in_set": ["xx", "it"], "mostly": 0.5},
+        "meta": {}}
