@@ -183,7 +183,7 @@ def test_a_route_escalating_to_another_team_s_route_is_refused_under_escalate_to
 
 
 def test_a_response_rule_running_another_team_s_rule_set_is_refused_under_params(operator_client):
-    decision_services.rules_load(text="name: bob-rules\nrules: [{id: r1, condition: 'true', decision: ok}]\n",
+    decision_services.rules_load(text="name: bob-rules\nrules: [{id: r1, condition: 'True', decision: ok}]\n",
                team=team_create(name="team-b")[0])
     body = {"name": "a-respond", "action": "decision.evaluate", "params": {"ruleset": "bob-rules", "context": {}}}
 

@@ -99,7 +99,7 @@ def test_the_api_loads_a_dmn_text_as_a_version_of_the_model_rule_set(operator_cl
 
 def test_the_api_asks_for_a_decision_of_the_model_naming_the_field_and_listing_them(operator_client):
     loaded_export()
-    services.rules_load(text="name: plain\nrules: [{id: any, condition: 'true', decision: yes}]\n", activate=True)
+    services.rules_load(text="name: plain\nrules: [{id: any, condition: 'True', decision: yes}]\n", activate=True)
 
     missing = operator_client.post("/api/decisions/", {"ruleset": NAME, "context": CONTEXT}, format="json")
     unknown = operator_client.post("/api/decisions/", {"ruleset": NAME, "decision": "Price", "context": CONTEXT},

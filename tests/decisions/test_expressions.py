@@ -603,3 +603,14 @@ def test_the_module_never_calls_eval_or_exec_and_imports_nothing_from_django():
     assert not re.search(r"\b(eval|exec)\s*\(", source)
     assert not re.search(r"^\s*(import|from)\s+django\b", source, flags=re.MULTILINE)
     assert not re.search(r"\bpickle\b", source)
+
+
+@pytest.mark.parametrize(("text", "literal"), [("true", "True"), ("x == null", "None"), ("false or y", "False")])
+def test_json_s_lowercase_literals_are_refused_naming_the_literal_to_write(text, literal):
+    # they read a field named so, which matched nothing and said nothing
+    with pytest.raises(ExpressionError, match=f"would read a field named so: write {literal} for the literal"):
+        compile_expression(text)
+
+
+def test_a_field_holding_a_part_named_like_a_literal_is_still_read():
+    assert compile_expression("flags.true == 1").evaluate({"flags": {"true": 1}}) is True
