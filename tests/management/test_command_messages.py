@@ -85,6 +85,14 @@ def test_enabling_a_workflow_says_whether_it_has_schedules_to_fire():
     assert scheduled.strip() == "nightly-orders: enabled; its 1 schedule fires"
 
 
+def test_disabling_a_workflow_says_whether_it_had_schedules_to_pause():
+    run("workflow", "load", str(WORKFLOWS / "order_fulfilment.yaml"))
+    run("workflow", "load", str(WORKFLOWS / "nightly_orders.yaml"))
+
+    assert run("workflow", "disable", "order-fulfilment").strip() == "order-fulfilment: disabled (it has no schedule)"
+    assert run("workflow", "disable", "nightly-orders").strip() == "nightly-orders: disabled; its 1 schedule is paused"
+
+
 # --- teams --------------------------------------------------------------------------------------------------
 
 

@@ -196,9 +196,7 @@ class Command(AgentsCommand):
 
     def handle_enable(self, *, workflow, **options):
         services.workflow_enable(workflow=workflow, enabled=True)
-        # The newest version's schedules are the ones with beat entries (what workflow_enable just turned on).
-        count = len(services.workflow_version_latest(workflow=workflow).spec.get("schedules", ()))
-        if not count:
+        if not (count := self._schedules(workflow)):
             said = (", but it has no schedule: nothing fires it on a timetable (a schedule in a version loaded later "
                     "will)")
         else:
@@ -207,7 +205,14 @@ class Command(AgentsCommand):
 
     def handle_disable(self, *, workflow, **options):
         services.workflow_enable(workflow=workflow, enabled=False)
-        self.stdout.write(f"{workflow}: disabled; its schedules are paused")
+        count = self._schedules(workflow)
+        said = f"; its {count} schedule{' is' if count == 1 else 's are'} paused" if count else " (it has no schedule)"
+        self.stdout.write(f"{workflow}: disabled{said}")
+
+    @staticmethod
+    def _schedules(workflow: str) -> int:
+        """How many schedules the workflow's newest version has: those with beat entries (``workflow_enable``)."""
+        return len(services.workflow_version_latest(workflow=workflow).spec.get("schedules", ()))
 
     def handle_status(self, *, run_id, json=False, **options):
         services.workflow_run_get(run_id=run_id)
