@@ -893,9 +893,15 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
         entry = {"table": table_id, "owner": owner_name, "hit_policy": policy,
                  "inputs": [{"expression": text, "value": _json(value)} for (text, _, _), value in zip(inputs, values)],
                  "matched": [], "errors": []}
-        for (text, _, allowed), value in zip(inputs, values):
-            if allowed is not None and value is not None and allowed.matches(value, scope) is not True:
-                entry["errors"].append(f"input {text!r}: {_shown(value)} is not one of the input values")
+        refused = [f"input {text!r}: {_shown(value)} is not one of the input values; null instead"
+                   for (text, _, allowed), value in zip(inputs, values)
+                   if allowed is not None and value is not None and allowed.matches(value, scope) is not True]
+        if refused:  # as Drools does: a table given an input outside its input values answers null, matching nothing
+            entry["errors"].extend(refused)
+            entry["result"] = None
+            if found:
+                trace.append(entry)
+            return None
         matched = []
         for number, rule_id, texts, tests, outputs_of_rule in rules:
             hit = True

@@ -212,3 +212,21 @@ def test_a_model_with_nothing_to_decide_is_refused_and_the_active_version_stays(
                                     "business knowledge model: nothing in it can be decided"]
     assert list(RuleSetVersion.objects.values_list("number", "status")) == [(1, "active")]
     assert services.decide(ruleset="checks", decision="Risk", context={"Level": "high"})["decision"] == "high"
+
+
+def test_an_input_outside_its_input_values_makes_the_table_answer_null_with_the_error():
+    # Given a table whose input Score takes [0..150], and whose one rule matches any score
+    text = (HEAD + SCORE + table_decision(
+        "UNIQUE", '<output id="out1" name="Band"/>', rule(1, ["-"], ['"any"'])).replace(
+            "</inputExpression></input>", "</inputExpression><inputValues><text>[0..150]</text></inputValues></input>")
+        + "</definitions>")
+    model = dmn_parse(text)
+
+    # When the score is among them, then the rule answers
+    assert dmn_evaluate(model, "Risk", {"Score": 90})[0] == "any"
+
+    # When it is not, then no rule matches: the answer is null, and the error names the input (as Drools does)
+    value, trace, errors = dmn_evaluate(model, "Risk", {"Score": 200})
+    assert value is None
+    assert any("input 'Score': 200 is not one of the input values; null instead" in error for error in errors), errors
+    assert trace[-1]["tables"][0]["matched"] == []
