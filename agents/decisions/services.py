@@ -1030,7 +1030,8 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision:
     if decision is not None:
         raise DecisionError(f"rule set {ruleset!r} v{version} is not a DMN model; simulate without a decision")
     rules = compiled_ruleset(target.pk)
-    changed, errors, matched_counts, total, by_model = [], [], {}, 0, 0
+    changed, errors, matched_counts, total, by_model, hidden = [], [], {}, 0, 0, 0
+    read = _path_prefixes(rules.fields) if rules.fields is not None else None
     # The decisions of the rule set's versions of rules (not a DMN model's, which answer its decisions), newest first.
     models = [row.pk for row in RuleSetVersion.objects.filter(ruleset_id=target.ruleset_id).only("spec")
               if row.spec.get("format") == "dmn"]
@@ -1039,6 +1040,9 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision:
     for decision in decisions.iterator():
         if decision.engine == DecisionEngine.MODEL:  # the champion answered where no rule did: the rules alone cannot replay it
             by_model += 1
+            continue
+        if _holds_mask(decision.context, read):  # it would replay as ***, not as what was decided on
+            hidden += 1
             continue
         total += 1
         try:
@@ -1053,6 +1057,9 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision:
             changed.append({"decision_id": str(decision.decision_id), "was": decision.decision, "would_be": new,
                             "rule_ids": [rule.id for rule in outcome.matched]})
     note = "masked context keys replay as '***'"
+    if hidden:
+        note += (f"; {hidden} decision{'s' if hidden != 1 else ''} whose rules read a value the audit masked left out: "
+                 f"it would replay as {MASK!r}, not as what was decided on")
     if by_model:
         note += (f"; {by_model} decision{'s' if by_model != 1 else ''} the champion model answered (no rule matched) "
                  "left out: the model is not replayed")
@@ -1236,18 +1243,30 @@ def _csv_row(record: dict, rules: RuleSet, where: str, columns: int) -> tuple[di
     return context, decision
 
 
+def _path_prefixes(paths) -> list[str]:
+    """Each path and every path above it: a masked parent (``applicant``) hides its fields (``applicant.income``)."""
+    return sorted({".".join(parts[:end]) for parts in (path.split(".") for path in paths)
+                   for end in range(1, len(parts) + 1)})
+
+
+def _holds_mask(context: dict, paths: list[str] | None) -> bool:
+    """Whether the audited ``context`` holds a masked value at one of ``paths`` (``_path_prefixes``; None: anywhere,
+    for rules whose fields are not known)."""
+    if paths is None:
+        return f'"{MASK}"' in json.dumps(context)
+    return MASK in extract_fields(context, paths).values()
+
+
 def _rows_from_audit(ruleset_id: int, rules: RuleSet) -> list[tuple[dict, Any]]:
     """Labelled contexts from the audit: decisions the rules made (a model learns where rules are sure). A context
     whose feature was masked when it was audited (an older version masked it) holds ``***``, not the value: it is
     left out, and when too few remain the refusal counts them."""
-    # A masked parent (``applicant``) hides its fields (``applicant.income``) as well.
-    names = sorted({".".join(parts[:end]) for parts in (feature.name.split(".") for feature in rules.model.features)
-                    for end in range(1, len(parts) + 1)})
+    names = _path_prefixes(feature.name for feature in rules.model.features)
     rows, hidden = [], 0
     audited = (Decision.objects.filter(ruleset_id=ruleset_id, engine=DecisionEngine.RULES, error="")
                .values_list("context", "decision")[:100_000])
     for context, decision in audited:
-        if MASK in extract_fields(context, names).values():
+        if _holds_mask(context, names):
             hidden += 1
         else:
             rows.append((context, decision))
