@@ -582,7 +582,8 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
         except RuleSetError as error:
             model = None
             self.message_user(request, f"{version} cannot be loaded: {error}", messages.ERROR)
-        decisions = list(model.decisions) if model is not None else []
+        # What decide may ask: the decisions, in the model's order, then its decision services and knowledge models
+        decisions = [*model.decisions, *sorted(model.services), *sorted(model.knowledge)] if model is not None else []
         if request.method == "POST":
             form = DmnTryForm(request.POST, decisions=decisions)
             if model is not None and form.is_valid():
@@ -592,7 +593,7 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
                           "trace": dmn_trace_rows(trace)}
         else:
             required = {name for node in (model.decisions.values() if model else ()) for name in node.decisions}
-            top = [name for name in decisions if name not in required]
+            top = [name for name in (model.decisions if model else ()) if name not in required]
             form = DmnTryForm(decisions=decisions, initial={
                 "decision": top[-1] if top else None,
                 "context": json_text(dmn_sample_context(model) if model is not None else {}, indent=2)})

@@ -91,7 +91,7 @@ def test_try_offers_the_top_decision_and_a_context_with_the_input_data(admin_cli
     form = response.context["form"]
     assert form.initial["decision"] == "Pre-qualification"
     assert [choice for choice, _ in form.fields["decision"].choices] == [
-        "Monthly Installment", "Risk Category", "Pre-qualification"]
+        "Monthly Installment", "Risk Category", "Pre-qualification", "Installment calculation"]  # and the BKM
     assert json.loads(form.initial["context"]) == {
         "Applicant": {"Age": None, "Credit Score": None, "Employment": None, "Monthly Income": None},
         "Loan": {"Amount": None, "Annual Rate": None, "Term": None}}
@@ -136,3 +136,13 @@ def test_a_models_decision_services_are_listed_on_its_version_page(admin_client)
     assert ('<tr data-service="s_price"><th scope="row">Price Service</th><td>Base Price, Quantity</td>\n'
             "        <td>Total</td><td>Unit Price, Discount</td></tr>") in page
     assert '<tr data-service="s_both"><th scope="row">Both</th><td>Discount, Base Price, Quantity</td>' in page
+
+
+def test_the_try_page_evaluates_a_business_knowledge_model_with_its_parameters(admin_client):
+    version = services.rules_load_file(path=str(EXPORT), activate=True)[0]
+
+    response = admin_client.post(try_url(version), {"decision": "Installment calculation",
+                                                    "context": json.dumps({"Amount": 12000, "Rate": 0.06, "Term": 12})})
+
+    result = response.context["result"]
+    assert result["errors"] == [] and float(result["decision"]) == pytest.approx(1032.80, abs=0.01)
