@@ -210,7 +210,6 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
         first_seen[step.id] = index
         steps[step.id] = step
 
-    graph_problems = len(errors)
     for step in steps.values():
         for need in step.needs:
             if need not in steps:
@@ -218,8 +217,9 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
     # Cycles among the steps that parsed, whatever else is wrong: every problem is reported at once.
     for cycle in dag.find_cycles({step_id: step.needs for step_id, step in steps.items()}):
         errors.append(f"cycle between steps: {' -> '.join(cycle)}")
-    if len(errors) == graph_problems:  # on a sound graph: what each template and condition reads
-        errors.extend(_expression_problems(steps, params))
+    # What each template and condition reads, on the graph as written (a need no step has, or a cycle, said above):
+    # every problem at once.
+    errors.extend(_expression_problems(steps, params))
     if cron_problems is not None:  # a new version, loaded: not one stored before, compiled to run
         errors.extend(_new_version_problems(steps, params))
     errors.extend(_wait_problems(steps))

@@ -602,3 +602,17 @@ def test_a_definition_with_too_many_dependencies_is_refused_before_its_steps_are
 
     assert sum(range(210)) > MAX_EDGES
     assert errors == [f"steps: {sum(range(210))} dependencies (needs) in all, at most {MAX_EDGES} allowed"]
+
+
+def test_template_and_condition_problems_are_reported_beside_a_broken_graph():
+    # a need no step has and a cycle hid every template and condition problem until they were mended
+    found = problems(with_steps(
+        {"id": "d", "action": "echo"},
+        {"id": "f", "action": "echo", "params": {"value": "${ steps.d.result }"}},
+        {"id": "h", "action": "echo", "when": "1 +"},
+        {"id": "k", "action": "echo", "needs": ["nope"]},
+        {"id": "c", "action": "echo", "needs": ["c"]},
+        params={"x": 1}))
+
+    assert [problem.split(":")[0] for problem in found] == [
+        "step 'k'", "cycle between steps", "step 'f'", "step 'h'"], found
