@@ -19,7 +19,22 @@ from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+
+class _Env(environ.Env):
+    """django-environ's reader: a value that is not of its setting's type stops the start naming the variable (its
+    bare ValueError named neither the variable nor the value)."""
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError:
+            kind = {int: "whole number", float: "number", bool: "true or false"}.get(
+                cast, getattr(cast, "__name__", "value"))
+            raise ImproperlyConfigured(f"{var}: {os.environ.get(var, '')[:100]!r} is not a {kind}") from None
+
+
+env = _Env()
 
 #: Everything the embedded default writes (database, broker, generated secrets).
 VAR_DIR = Path(env.str("AGENTS_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()

@@ -117,6 +117,19 @@ def test_a_beat_sweep_set_to_a_fraction_of_a_second_runs_every_whole_second(tmp_
     assert seconds == 1 and entry["schedule"] == 1 and entry["options"] == {"expire_seconds": 1}
 
 
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("AGENTS_MONITOR_SWEEP_S", "abc", "AGENTS_MONITOR_SWEEP_S: 'abc' is not a number"),
+    ("AGENTS_MONITOR_BATCH_SIZE", "ten", "AGENTS_MONITOR_BATCH_SIZE: 'ten' is not a whole number"),
+])
+def test_a_setting_that_is_not_of_its_type_is_refused_naming_the_variable(tmp_path, name, value, said):
+    env = {**embedded_env(tmp_path), name: value}
+
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=PROJECT_DIR,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0 and said in result.stderr
+
+
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_a_resolve_timeout_that_would_resolve_every_posted_alert_at_once_is_refused(tmp_path, value):
     env = {**embedded_env(tmp_path), "AGENTS_MONITOR_RESOLVE_TIMEOUT_S": value}
