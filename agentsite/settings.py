@@ -20,7 +20,6 @@ from kombu import Queue
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-
 class _Env(environ.Env):
     """django-environ's reader: a value that is not of its setting's type stops the start naming the variable (its
     bare ValueError named neither the variable nor the value)."""
@@ -29,9 +28,9 @@ class _Env(environ.Env):
         try:
             return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
         except ValueError:
-            kind = {int: "whole number", float: "number", bool: "true or false"}.get(
-                cast, getattr(cast, "__name__", "value"))
-            raise ImproperlyConfigured(f"{var}: {os.environ.get(var, '')[:100]!r} is not a {kind}") from None
+            kind = {int: "whole number", float: "number"}.get(cast, "value of its kind")
+            raise ImproperlyConfigured(f"{var}: {str(self.ENVIRON.get(self.prefix + var, ''))[:100]!r} is not a "
+                                       f"{kind}") from None
 
 
 env = _Env()

@@ -582,8 +582,7 @@ class RuleSetVersionAdmin(TeamScopedMixin, ReadOnlyMixin, _RuleSetVersionColumns
         except RuleSetError as error:
             model = None
             self.message_user(request, f"{version} cannot be loaded: {error}", messages.ERROR)
-        # What decide may ask: the decisions, in the model's order, then its decision services and knowledge models
-        decisions = [*model.decisions, *sorted(model.services), *sorted(model.knowledge)] if model is not None else []
+        decisions = model.askable if model is not None else []  # what decide may ask
         if request.method == "POST":
             form = DmnTryForm(request.POST, decisions=decisions)
             if model is not None and form.is_valid():

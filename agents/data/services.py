@@ -38,7 +38,7 @@ from agents.core.deaths import process_deaths_error, process_deaths_max
 from agents.core.files import file_sha256
 from agents.core.redaction import secrets_redacted
 from agents.core.jsonable import storable
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_read_file, is_name
+from agents.core.definitions import DefinitionTextError, definition_read_file, is_name, name_problem
 from agents.exceptions import (
     BrokerUnavailableError,
     DataError,
@@ -169,7 +169,7 @@ def pipeline_params_problems(*, pipeline: str, params: dict) -> list[str]:
 def data_source_save(*, name: str, spec: Any, description: str = "", team: Team | None = None) -> DataSource:
     """Create or replace the stored source ``name`` after validating its spec."""
     if not is_name(name):
-        raise PipelineSpecError([f"source name {name!r} {NAME_RULE}"])
+        raise PipelineSpecError([f"source name {name_problem(name)}"])
     normalised, errors = source_validate(spec, where=f"source {name}")
     if errors:
         raise PipelineSpecError(errors)

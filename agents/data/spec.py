@@ -21,7 +21,7 @@ from agents.data.expectations import is_suite, suite_checks
 from agents.data.quality import check_validate
 from agents.data.sources import query_parameter_advice, query_parameters, source_validate
 from agents.data.transforms import transform_validate
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name, name_problem
+from agents.core.definitions import DefinitionTextError, definition_load_text, is_name, name_problem
 from agents.exceptions import PipelineSpecError
 
 TOP_LEVEL_KEYS = {"name", "description", "params", "source", "key", "transforms", "quality_checks", "output",
@@ -43,7 +43,7 @@ def pipeline_spec_load_text(text: str, *, source: str = "definition") -> Any:
 def source_validate_or_name(raw: Any, *, where: str) -> tuple[Any, list[str]]:
     """A source given inline (validated) or by the name of a stored source (resolved at run time)."""
     if isinstance(raw, str):
-        return raw, [] if is_name(raw) else [f"{where}: source name {raw!r} {NAME_RULE}"]
+        return raw, [] if is_name(raw) else [f"{where}: source name {name_problem(raw)}"]
     return source_validate(raw, where=where)
 
 

@@ -218,9 +218,15 @@ class DmnModel:
         return sorted({*self.decisions, *self.services})
 
     @property
+    def askable(self) -> list[str]:
+        """Every name ``answers`` accepts: the decisions in the model's order, then its decision services and business
+        knowledge models, each sorted (what a caller picks from, as the admin's Try it page offers them)."""
+        return [*self.decisions, *sorted(self.services), *sorted(self.knowledge)]
+
+    @property
     def answerable(self) -> list[str]:
         """Every name ``answers`` accepts, sorted."""
-        return sorted({*self.decisions, *self.services, *self.knowledge})
+        return sorted(self.askable)
 
     def answers(self, name: str) -> bool:
         """Whether ``name`` may be asked of the model: a decision, decision service or business knowledge model."""
@@ -896,14 +902,10 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
         refused = [f"input {text!r}: {_shown(value)} is not one of the input values; null instead"
                    for (text, _, allowed), value in zip(inputs, values)
                    if allowed is not None and value is not None and allowed.matches(value, scope) is not True]
-        if refused:  # as Drools does: a table given an input outside its input values answers null, matching nothing
-            entry["errors"].extend(refused)
-            entry["result"] = None
-            if found:
-                trace.append(entry)
-            return None
+        entry["errors"].extend(refused)
         matched = []
-        for number, rule_id, texts, tests, outputs_of_rule in rules:
+        # As Drools does: a table given an input outside its input values matches nothing and answers null.
+        for number, rule_id, texts, tests, outputs_of_rule in (() if refused else rules):
             hit = True
             for test, value in zip(tests, values):
                 if test is None or test.run(value, scope.child({"?": value})) is not True:
@@ -920,8 +922,8 @@ def _table_evaluator(owner_name: str, table_id: str, policy: str, inputs: list, 
                     break
         outside = _outputs_outside(matched, outputs, allowed_outputs, scope)
         entry["errors"].extend(outside)
-        result = None if outside else _apply_policy(policy, matched, scope, entry, row_output_from_raw, priority,
-                                                     outputs)
+        result = None if refused or outside else _apply_policy(policy, matched, scope, entry, row_output_from_raw,
+                                                                priority, outputs)
         entry["result"] = _json(result)
         if found:
             trace.append(entry)

@@ -368,13 +368,19 @@ def hit_policy_apply(ruleset: RuleSet, matched: list[Rule], trace: tuple[dict, .
 
 
 def ruleset_load_problems(ruleset: RuleSet) -> list[str]:
-    """What makes a valid rule set fail whenever a rule matches, refused when a version is loaded (a version stored
-    before is still compiled and evaluated, failing as it did): under ``collect`` with a numeric aggregation, an
-    active rule deciding something that is not a number (``_aggregate``; an inactive rule is never evaluated)."""
+    """What makes a valid rule set fail whenever a rule matches, or read what its author did not mean, refused when a
+    version is loaded (a version stored before is still compiled and evaluated as it was): under ``collect`` with a
+    numeric aggregation, an active rule deciding something that is not a number (``_aggregate``; an inactive rule is
+    never evaluated); a condition reading a field named ``true``, ``false`` or ``null``, JSON's literals, which the
+    language writes ``True``, ``False``, ``None`` (it matched nothing and said nothing)."""
+    problems = [f"rule {rule.id!r}: '{field}' would read a field named so: write {expressions.JSON_LITERALS[field]} "
+                "for the literal" for rule in ruleset.rules if rule.condition is not None
+                for field in rule.fields or () if field in expressions.JSON_LITERALS]
     if ruleset.hit_policy != "collect" or ruleset.aggregation not in NUMERIC_AGGREGATIONS:
-        return []
-    return [f"rule {rule.id!r}: decision must be a number for aggregation {ruleset.aggregation}, got "
-            f"{json_type(rule.decision)}" for rule in ruleset.rules if rule.active and not _is_number(rule.decision)]
+        return problems
+    return problems + [
+        f"rule {rule.id!r}: decision must be a number for aggregation {ruleset.aggregation}, got "
+        f"{json_type(rule.decision)}" for rule in ruleset.rules if rule.active and not _is_number(rule.decision)]
 
 
 def _aggregate(aggregation: str, decisions: list, ids: str):

@@ -1031,7 +1031,7 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision:
         raise DecisionError(f"rule set {ruleset!r} v{version} is not a DMN model; simulate without a decision")
     rules = compiled_ruleset(target.pk)
     changed, errors, matched_counts, total, by_model, hidden = [], [], {}, 0, 0, 0
-    read = _path_prefixes(rules.fields) if rules.fields is not None else None
+    read = rules.fields
     # The decisions of the rule set's versions of rules (not a DMN model's, which answer its decisions), newest first.
     models = [row.pk for row in RuleSetVersion.objects.filter(ruleset_id=target.ruleset_id).only("spec")
               if row.spec.get("format") == "dmn"]
@@ -1249,19 +1249,22 @@ def _path_prefixes(paths) -> list[str]:
                    for end in range(1, len(parts) + 1)})
 
 
-def _holds_mask(context: dict, paths: list[str] | None) -> bool:
-    """Whether the audited ``context`` holds a masked value at one of ``paths`` (``_path_prefixes``; None: anywhere,
-    for rules whose fields are not known)."""
+def _holds_mask(context: dict, paths) -> bool:
+    """Whether the audited ``context`` holds a masked value where ``paths`` are read: at one of them, above it (a
+    masked parent), or below it (a path read whole, ``applicant``, holding ``applicant.ssn``); None: anywhere, for
+    rules whose fields are not known."""
     if paths is None:
         return f'"{MASK}"' in json.dumps(context)
-    return MASK in extract_fields(context, paths).values()
+    read = set(paths)
+    return any(value == MASK or path in read and isinstance(value, (dict, list)) and f'"{MASK}"' in json.dumps(value)
+               for path, value in extract_fields(context, _path_prefixes(read)).items())
 
 
 def _rows_from_audit(ruleset_id: int, rules: RuleSet) -> list[tuple[dict, Any]]:
     """Labelled contexts from the audit: decisions the rules made (a model learns where rules are sure). A context
     whose feature was masked when it was audited (an older version masked it) holds ``***``, not the value: it is
     left out, and when too few remain the refusal counts them."""
-    names = _path_prefixes(feature.name for feature in rules.model.features)
+    names = [feature.name for feature in rules.model.features]
     rows, hidden = [], 0
     audited = (Decision.objects.filter(ruleset_id=ruleset_id, engine=DecisionEngine.RULES, error="")
                .values_list("context", "decision")[:100_000])

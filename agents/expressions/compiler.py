@@ -46,8 +46,8 @@ REGEX_MAX_MEMORY = 8 << 20  # bytes RE2 may use per pattern; less makes it fall 
 _SNIPPET_LENGTH = 60
 _VALUES = "values"  # the compiled function's only parameter: a flat dict of field path -> value
 
-#: JSON's literals, which the language writes as Python does: a bare one is refused rather than read as a field.
-_JSON_LITERALS = {"true": "True", "false": "False", "null": "None"}
+#: JSON's literals, which the language writes as Python does: a bare one reads a field named so.
+JSON_LITERALS = {"true": "True", "false": "False", "null": "None"}
 # name -> (fewest, most) positional arguments; None means no upper bound.
 _ARITY: dict[str, tuple[int, int | None]] = {
     "abs": (1, 1),
@@ -448,8 +448,6 @@ class _Validator:
         if isinstance(root, ast.Name):
             if _is_dunder(root.id):
                 self.fail(f"name '{root.id}' is not allowed")
-            if root.id in _JSON_LITERALS and not accessors:  # JSON's, FEEL's and JsonLogic's: here a field's name
-                self.fail(f"'{root.id}' would read a field named so: write {_JSON_LITERALS[root.id]} for the literal")
             if root.id in _ARITY:
                 self.fail(f"function '{root.id}' must be called, as {_SIGNATURES[root.id]}")
         else:

@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agents.core.definitions import NAME_RULE, DefinitionTextError, definition_load_text, is_name, name_problem
+from agents.core.definitions import DefinitionTextError, definition_load_text, is_name, name_problem
 from agents.exceptions import WorkflowSpecError
 from agents.workflows import dag, templates
 from agents.core.actions import action_get, action_names
@@ -501,7 +501,7 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
         errors.append(f"{where}: run_if {run_if} needs steps to wait for (needs)")
     pool = raw.get("pool")
     if pool is not None and not is_name(pool):
-        errors.append(f"{where}: pool {pool!r} {NAME_RULE}")
+        errors.append(f"{where}: pool {name_problem(pool)}")
     pool_slots = raw.get("pool_slots", 1)
     if _whole(pool_slots, f"{where}: pool_slots", 1, MAX_POOL_SLOTS, errors) is not None and pool is None \
             and pool_slots != 1:

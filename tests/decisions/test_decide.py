@@ -382,6 +382,16 @@ def test_simulation_leaves_out_decisions_whose_rules_read_a_masked_value_and_say
     assert "2 decisions whose rules read a value the audit masked left out" in report["note"]
 
 
+def test_simulation_leaves_out_a_decision_whose_rule_read_a_whole_object_holding_a_masked_value():
+    version = load(LOANS.replace('condition: "applicant.score < 500"', 'condition: "len(applicant) > 5"'))
+    services.decide(ruleset="loans", context={"amount": 5000, "applicant": {"score": 720, "email": "a@b.c"}})
+    services.decide(ruleset="loans", context={"amount": 5000, "applicant": {"score": 800}})
+
+    report = services.rules_simulate(ruleset="loans", version=version.number)
+
+    assert report["replayed"] == 1 and "1 decision whose rules read a value the audit masked" in report["note"]
+
+
 def test_simulation_of_a_version_of_rules_replays_no_decision_of_a_dmn_model():
     # given a rule set whose first version was a DMN model, which decided, then a version of rules
     services.rules_load(text=('<definitions xmlns="https://www.omg.org/spec/DMN/20230324/MODEL/" id="m" name="loans" '
