@@ -543,7 +543,7 @@ class ColumnProfiler:
                 min="-inf" if self.negative_infinite else show(self.minimum) if finite else "inf",
                 max="inf" if self.positive_infinite else show(self.maximum) if finite else "-inf",
                 mean=show(self.mean), std=std,
-                quantiles={f"{round(share * 100)}%": show(value) for share, value in zip(QUANTILES, self._quantiles())},
+                quantiles={f"{round(share * 100)}%": show(value) for share, value in zip(QUANTILES, self._quantiles(finite))},
                 histogram=self._histogram(show) if finite else {"edges": [], "counts": []},
             )
             if self.positive_infinite or self.negative_infinite:
@@ -562,11 +562,11 @@ class ColumnProfiler:
         return {"mean": mean, "std": None, "infinite": {"inf": positive, "-inf": negative},
                 "finite": {"count": finite, "mean": finite_mean, "std": finite_std}, "note": note}
 
-    def _quantiles(self) -> list[float]:
-        """The values at ``QUANTILES`` of all present values: -inf and inf stand below and above the finite ones
-        (the smallest value whose share reaches a quantile's, as ``_quantiles`` reads exact sketches)."""
+    def _quantiles(self, finite: int) -> list[float]:
+        """The values at ``QUANTILES`` of all present values (``finite`` of them finite): -inf and inf stand below
+        and above the finite ones (the smallest value whose share reaches a quantile's, as ``_quantiles`` reads exact
+        sketches)."""
         negative, positive = self.negative_infinite, self.positive_infinite
-        finite = sum(sketch.weight for sketch in self.sketches)
         total = negative + finite + positive
         values, inside = [], []
         for share in QUANTILES:

@@ -110,6 +110,13 @@ def names_a_path(text: str) -> bool:
     return "/" in text or text.lower().endswith(DEFINITION_FILE_SUFFIXES)
 
 
+def unstored_path_refuse(argument: str, *, stored: bool) -> None:
+    """For a command taking a stored definition's name or a file's path: ``file_missing_refuse`` when ``argument``,
+    neither a file nor ``stored``, reads as a path (the file is what is missing, not a definition of that name)."""
+    if not stored and names_a_path(argument):
+        file_missing_refuse(argument)
+
+
 def file_missing_refuse(path: str) -> None:
     """``CommandError`` naming ``path`` when nothing is there (``PATH: cannot read: no such file``); a directory, a
     pipe or a file that cannot be read is for whoever reads it to say why."""

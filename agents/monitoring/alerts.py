@@ -319,7 +319,7 @@ def external_alerts_receive(*, document: Any, team: Team | None = None, user: st
     counts = {"fired": 0, "updated": 0, "resolved": 0, "unchanged": 0, "ignored": 0}
     if items:
         with transaction.atomic():
-            touched: dict[int, Check] = {}
+            touched: set[int] = set()  # the checks whose status follows from their alerts once applied
             for item in items:
                 where = f"[{item['index']}].labels.alertname"
                 try:
@@ -328,7 +328,7 @@ def external_alerts_receive(*, document: Any, team: Team | None = None, user: st
                     problems += error.errors
                     continue
                 counts[_external_apply(check, item, now=now)] += 1
-                touched[check.pk] = check
+                touched.add(check.pk)
             for check_id in sorted(touched):
                 _external_status_set(check_id, now=now)
             stored = sum(counts.values())

@@ -7,8 +7,8 @@ from agents.data import selectors, services
 from agents.data.expectations import validation_result
 from agents.data.spec import pipeline_spec_load_text
 from agents.exceptions import PipelineSpecError
-from agents.management.base import (AgentsCommand, file_missing_refuse, filter_name, is_file, names_a_path,
-                                    parse_param, row_limit, wait_for_status, wait_seconds)
+from agents.management.base import (AgentsCommand, file_missing_refuse, filter_name, is_file, parse_param,
+                                    row_limit, unstored_path_refuse, wait_for_status, wait_seconds)
 from agents.models import DataRun, DataRunStatus, Dataset, Pipeline
 
 #: Seconds ``data run --queue --wait`` waits for the run to end when no ``--timeout`` is given.
@@ -106,8 +106,8 @@ class Command(AgentsCommand):
         timeout = RUN_WAIT_S if timeout is None else timeout
         params = dict(parse_param(text) for text in param)
         given_file = is_file(pipeline)
-        if not given_file and names_a_path(pipeline) and not Pipeline.objects.filter(name=pipeline).exists():
-            file_missing_refuse(pipeline)  # a file's path, not a pipeline's name: the file is what is missing
+        if not given_file:
+            unstored_path_refuse(pipeline, stored=Pipeline.objects.filter(name=pipeline).exists())
         if queue:
             version = (services.pipeline_load_file(path=pipeline)[0] if given_file
                        else services.pipeline_version_latest(pipeline=pipeline))

@@ -7,10 +7,10 @@ from django.db import transaction
 
 from agents.core.audit import cli_actor
 from agents.core.times import utc_in_calendar
-from agents.exceptions import WorkflowNotFoundError, WorkflowSpecError
+from agents.exceptions import WorkflowSpecError
 from agents.management.base import (AgentsCommand, file_missing_refuse, filter_name, is_file, json_option,
-                                     names_a_path, parse_param, wait_for_status, wait_seconds)
-from agents.models import RunStatus
+                                     parse_param, unstored_path_refuse, wait_for_status, wait_seconds)
+from agents.models import RunStatus, WorkflowDefinition
 from agents.workflows import selectors, services
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
@@ -129,13 +129,9 @@ class Command(AgentsCommand):
                 self.subcommand = "run"
                 run = services.workflow_run_start(version=version, params=params)
         else:
-            try:
-                services.workflow_version_latest(workflow=workflow)
-            except WorkflowNotFoundError:
-                if names_a_path(workflow):  # a file's path, not a workflow's name: the file is what is missing
-                    file_missing_refuse(workflow)
-                raise
-            if team:  # a stored workflow runs as its own team: the option would be ignored
+            stored = WorkflowDefinition.objects.filter(name=workflow).exists()
+            unstored_path_refuse(workflow, stored=stored)
+            if team and stored:  # a stored workflow runs as its own team: the option would be ignored
                 raise CommandError(f"--team is for a FILE, the team it is loaded into; {workflow!r} is a stored "
                                    "workflow, which runs as its own team")
             run = services.workflow_run_start(workflow=workflow, params=params)
