@@ -128,6 +128,15 @@ class CheckSpecError(SpecError, MonitoringError):
     """A check, route, silence or response rule definition is invalid; ``errors`` lists every problem found."""
 
 
+class ExternalAlertsRefusedError(CheckSpecError):
+    """Some alerts of a batch posted from outside were refused (``errors``, each ``[index].field: reason``) after the
+    others were stored; ``counts`` says what the stored ones did (fired, updated, resolved, unchanged, ignored)."""
+
+    def __init__(self, errors: list[str], *, counts: dict[str, int]):
+        super().__init__(errors)
+        self.counts = counts
+
+
 class CheckNotFoundError(MonitoringError):
     """No check has the given name."""
 

@@ -12,12 +12,12 @@ from rest_framework.decorators import action
 
 from agents.api.common import (ApiViewSet, FilterSerializer, FiniteFloatField, JSONObjectField, OffsetDateTimeField,
                                WindowField, team_field)
-from agents.api.errors import service_error, service_errors
+from agents.api.errors import ServiceError, service_error, service_errors
 from agents.api.fields import ChoiceField
 from agents.api.schema import NamedChoiceField
 from agents.core.teams import sees_all, teams_of
 from agents.core.jsonable import iso, json_problem
-from agents.exceptions import CheckSpecError, SilenceError, TeamError
+from agents.exceptions import CheckSpecError, ExternalAlertsRefusedError, SilenceError, TeamError
 from agents.models import (
     Alert,
     AlertState,
@@ -907,6 +907,15 @@ def _problem_fields(problems: list[str]) -> dict[str, list[str]]:
     return fields
 
 
+def _refused_message(error: ExternalAlertsRefusedError) -> str:
+    """``invalid input: [1].labels.alertname: is required (and 1 more); 2 alerts stored (1 fired, 1 updated)``."""
+    more = len(error.errors) - 1
+    stored = sum(error.counts.values())
+    done = ", ".join(f"{count} {what}" for what, count in error.counts.items() if count)
+    return (f"invalid input: {error.errors[0]}" + (f" (and {more} more)" if more else "")
+            + f"; {stored} alert{'' if stored == 1 else 's'} stored" + (f" ({done})" if done else ""))
+
+
 class AlertmanagerViewSet(ApiViewSet):
     """Alertmanager's ``/api/v2/alerts``: point Prometheus' ``alerting.alertmanagers`` here."""
 
@@ -925,6 +934,7 @@ class AlertmanagerViewSet(ApiViewSet):
         with service_errors():
             try:
                 counts = alerts.external_alerts_receive(document=request.data, team=team, user=_user(request))
-            except CheckSpecError as error:
-                raise serializers.ValidationError(_problem_fields(error.errors)) from None
+            except ExternalAlertsRefusedError as error:  # the valid ones are stored: the message says how many
+                raise ServiceError(status_code=400, code="invalid", message=_refused_message(error),
+                                   fields=_problem_fields(error.errors)) from None
         return self.show(counts)

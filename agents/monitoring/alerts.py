@@ -20,7 +20,9 @@ from agents.core.redaction import secrets_redacted
 from agents.core.tracing import trace, trace_id_ensure
 from agents.core.teams import acting_for, definition_team_problem, same_team, team_default
 from agents.core.transitions import sources_of, transition
-from agents.exceptions import AgentsError, AlertStateError, CheckSpecError, NotificationError, SilenceError, TeamError
+from agents.exceptions import (
+    AgentsError, AlertStateError, CheckSpecError, ExternalAlertsRefusedError, NotificationError, SilenceError, TeamError,
+)
 from agents.models import (
     ALERT_TRANSITIONS,
     OPEN_ALERT_STATES,
@@ -284,12 +286,19 @@ def alert_acknowledge(*, alert_id: int, user: str = "", note: str = "", expires_
 
 
 def alert_resolve(*, alert_id: int, user: str = "") -> Alert:
-    """Resolve an open alert by hand; a resolved notice follows if it had fired."""
+    """Resolve an open alert by hand; a resolved notice follows if it had fired. An external check's status then
+    follows its alerts still open (``_external_status_set``), as after a resolved post."""
     with transaction.atomic():
         alert = _alert_get(alert_id)
-        if alert.state == AlertState.RESOLVED or not _resolve(alert, now=timezone.now(), by=user or "manual"):
+        external = alert.health_check.check_type == CheckType.EXTERNAL
+        if external:  # the check first, as a post locks it before its alerts
+            Check.objects.select_for_update().filter(pk=alert.health_check_id).first()
+        now = timezone.now()
+        if alert.state == AlertState.RESOLVED or not _resolve(alert, now=now, by=user or "manual"):
             alert.refresh_from_db()
             raise AlertStateError(f"alert #{alert.pk} is already {alert.state}")
+        if external:
+            _external_status_set(alert.health_check_id, now=now)
         audit_record("alert.resolve", "alert", alert.pk, f"resolved alert #{alert.pk} ({alert.health_check.name})",
                      user=user)
     return alert
@@ -308,8 +317,9 @@ def external_alerts_receive(*, document: Any, team: Team | None = None, user: st
     after the post, unless posted again (Alertmanager's ``resolve_timeout``). A disabled check raises no new alert
     (its post is counted ``ignored``); what it has open still updates and resolves.
 
-    As Alertmanager does, the valid alerts of a batch are stored and the invalid ones refused: ``CheckSpecError``
-    listing each problem (``[index].field: reason``) is raised after the valid ones are stored. A body that is not a
+    As Alertmanager does, the valid alerts of a batch are stored and the invalid ones refused:
+    ``ExternalAlertsRefusedError`` listing each problem (``[index].field: reason``), with the counts of the stored
+    ones, is raised after they are stored. A body that is not a
     list of at most ``MAX_ALERTS`` stores nothing, nor does a batch naming another team's check (``TeamError``).
     Returns counts: fired, updated, resolved, unchanged, ignored.
     """
@@ -335,7 +345,7 @@ def external_alerts_receive(*, document: Any, team: Team | None = None, user: st
             audit_record("alerts.receive", "check", "", f"received {stored} alert{'s' if stored != 1 else ''}",
                          user=user, counts=counts, refused=len(problems))
     if problems:
-        raise CheckSpecError(sorted(problems, key=alertmanager.problem_index))
+        raise ExternalAlertsRefusedError(sorted(problems, key=alertmanager.problem_index), counts=counts)
     return counts
 
 

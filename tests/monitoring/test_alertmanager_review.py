@@ -76,6 +76,18 @@ def test_the_sweep_s_expiry_and_a_resolved_post_leave_an_external_check_s_status
     assert check_status(api, "DiskFull") == ("ok", None)
 
 
+def test_an_external_alert_resolved_by_hand_leaves_its_check_reading_its_alerts_still_open(api, prometheus):
+    # given DiskFull firing for h1 (critical) and for h2 as a warning
+    prometheus(disk_full("h1"), {**disk_full("h2"), "labels": {**disk_full("h2")["labels"], "severity": "warning"}})
+    first, second = Alert.objects.get(target="h1"), Alert.objects.get(target="h2")
+
+    # when an operator resolves h1 in the API, the check reads the warning left; once h2 is resolved, ok
+    assert api.post(f"/api/alerts/{first.pk}/resolve/").status_code == 200
+    assert check_status(api, "DiskFull")[0] == "warning"
+    alerts.alert_resolve(alert_id=second.pk, user="ops")
+    assert check_status(api, "DiskFull") == ("ok", None)
+
+
 # --- 2. webhook notices keyed per alert --------------------------------------------------------------------
 
 
@@ -152,6 +164,15 @@ def test_a_batch_with_invalid_alerts_stores_the_valid_ones_and_answers_400_listi
 
     assert list(error["fields"]) == ["[1].labels.alertname", "[2].labels.alertname"], error
     assert sorted(Alert.objects.values_list("target", "state")) == [("h1", "firing"), ("h2", "firing")]
+    # and the message says the others were stored, so a client does not post them again as new
+    assert error["message"] == "invalid input: [1].labels.alertname: is required (it names the check) (and 1 more); " \
+                               "2 alerts stored (2 fired)", error
+
+
+def test_a_batch_of_only_invalid_alerts_says_none_was_stored(prometheus):
+    error = prometheus({"labels": {"instance": "h3"}}, status=400)["error"]
+    assert error["message"] == "invalid input: [0].labels.alertname: is required (it names the check); 0 alerts stored"
+    assert not Alert.objects.exists()
 
 
 # --- 4. alerts posted without an end -----------------------------------------------------------------------
