@@ -641,6 +641,7 @@ class CheckRunner:
         self.now = _utc(pd.Timestamp(now if now is not None else dt.datetime.now(dt.timezone.utc)))
         self.failing_file = None
         self.columns_seen: list[str] | None = None  # a row_count check's table columns, from the first chunk
+        self.raised: str | None = None  # why a GE expectation could not be checked (a column it names is missing)
         if normalised["failing_rows"] and failing_rows_path is not None and self.kind != "row_count":
             self.failing_file = _FailingRowsFile(failing_rows_path, self.where)
         self._prepare(reference_values)
@@ -697,8 +698,13 @@ class CheckRunner:
 
     def update(self, chunk: pd.DataFrame) -> None:
         """Account for the next chunk of rows."""
+        if self.raised is not None:
+            return
         present = set(chunk.columns)
         missing = [column for column in self.record_columns if column not in present]
+        if missing and self.check.get("expectation"):  # as GE: this expectation fails saying why, the others run
+            self.raised = str(missing_columns_error(chunk, missing, where=self.where))
+            return
         if missing:
             raise missing_columns_error(chunk, missing, where=self.where)
         first_row = self.rows
@@ -998,6 +1004,10 @@ class CheckRunner:
     def finish(self) -> dict:
         """The check's result as plain JSON."""
         check = self.check
+        if self.raised is not None:  # no row was checked: no failing rows either
+            self.discard()
+            self.failing_file = None
+            return self._result(passed=False, status="failed", details={"exception_message": self.raised})
         if self.kind == "uniqueness":
             self._finish_uniqueness()
         mostly = check["mostly"]
@@ -1031,25 +1041,29 @@ class CheckRunner:
         if passed and warn_mostly is not None and not _meets(self.elements - self.unexpected, self.elements,
                                                              warn_mostly):
             status = "warning"
-        failing_rows_path = self.failing_file.close() if self.failing_file is not None else None
         if self.kind == "consistency":
             self.details["expression" if self.pair is None else "pair"] = check["expression"] or self.pair
         if check.get("row_condition"):
             self.details["row_condition"] = check["row_condition"]
+        return self._result(passed=bool(passed), status=status, details=self.details)
+
+    def _result(self, *, passed: bool, status: str, details: dict) -> dict:
+        check = self.check
+        failing_rows_path = self.failing_file.close() if self.failing_file is not None else None
         extra = {"expectation": check["expectation"]} if check.get("expectation") else {"settings": self._settings()}
         return {
             "name": self.name,
             "type": self.kind,
             "severity": check["severity"],
             "status": status,
-            "passed": bool(passed),
+            "passed": passed,
             "element_count": int(self.elements),
             "unexpected_count": int(self.unexpected),
             "unexpected_percent": round(100 * self.unexpected / self.elements, 4) if self.elements else 0.0,
-            "mostly": mostly,
+            "mostly": check["mostly"],
             "sample": self.sample,
             "failing_rows_path": failing_rows_path,
-            "details": plain(self.details),
+            "details": plain(details),
             "global": self.is_global,
             **({} if self.missing is None else {"missing_count": int(self.missing)}),
             **extra,

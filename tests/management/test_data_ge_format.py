@@ -52,3 +52,26 @@ def test_an_expectation_the_project_cannot_express_is_refused_by_name(data_root,
         {"expectation_type": "expect_column_values_to_be_dateutil_parseable", "kwargs": {"column": "ordered_at"}}]}))
     with pytest.raises(CommandError, match="expect_column_values_to_be_dateutil_parseable"):
         call_command("data", "check", "orders.csv", "--spec", str(suite), "--format", "ge", stdout=StringIO())
+
+
+def test_an_expectation_on_a_missing_column_fails_with_ge_s_exception_info_while_the_others_are_checked(
+        data_root, tmp_path):
+    orders = orders_frame(100)
+    write_orders(data_root, orders)
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"expectations": [
+        {"expectation_type": "expect_column_values_to_not_be_null", "kwargs": {"column": "region_code"}},
+        {"expectation_type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer_id"}},
+    ]}))
+    out = StringIO()
+    with pytest.raises(CommandError, match="quality check"):
+        call_command("data", "check", "orders.csv", "--spec", str(suite), "--format", "ge", stdout=out)
+    report = json.loads(out.getvalue())
+
+    missing, checked = report["results"]
+    assert (report["success"], missing["success"], missing["result"]) == (False, False, {})
+    assert missing["exception_info"]["raised_exception"] is True
+    assert "column 'region_code' not found" in missing["exception_info"]["exception_message"]
+    assert "failing_rows_path" not in missing["meta"]
+    assert checked["result"]["unexpected_count"] == orders.customer_id.isna().sum() > 0
+    assert report["statistics"]["unsuccessful_expectations"] == 2
