@@ -6,7 +6,8 @@ has a task in hand and writes only when busy/idle changed or a heartbeat is due,
 the hot path of a task never touches the database. The thread is not the worker's
 timer: that one stops while the worker reconnects to a broker that went away, and a
 live worker must keep heart-beating then, or it would look dead and its steps would be
-re-dispatched. On stop the agents go offline.
+re-dispatched. On a warm shutdown the agents go offline once the pool has finished the tasks in hand (they
+heart-beat meanwhile); on a cold one, at once when no task was in hand, else the offline sweep finds them.
 
 A disabled agent takes no new work: the worker does not consume the type queue of an agent
 that is disabled when it starts, and each tick reads which of its agents are disabled, stops
@@ -18,7 +19,7 @@ import threading
 import time
 import uuid
 
-from celery import bootsteps
+from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
@@ -78,13 +79,42 @@ class AgentRegistryStep(bootsteps.StartStopStep):
         self.thread.start()
 
     def stop(self, worker):
-        """Stop heart-beating and mark this worker's agents offline."""
+        """A warm shutdown. This step stops before the pool, which then waits for the tasks in hand: the agents keep
+        heart-beating (busy) until it has (``worker_shutdown``), and only then go offline. A worker killed meanwhile
+        (``docker stop`` after its grace period) is found by its lapsed heartbeat or its next start, which re-queue
+        what it was running; marked offline now, nothing would."""
+        if not self.agent_types:
+            return
+        if running := len(worker_state.active_requests):
+            logger.warning("warm shutdown of %s: its agents stay online until the %d task(s) in hand end",
+                           self.hostname, running)
+        signals.worker_shutdown.connect(self._stopped, sender=worker, weak=False)
+
+    def terminate(self, worker):
+        """A cold shutdown (or an embedded worker's stop) kills the tasks in hand. With none, the agents go offline;
+        with some, they are left to the offline sweep or the worker's next start, which re-queue what was killed."""
+        self._heartbeat_stop()
+        if not self.agent_types:
+            return
+        if running := len(worker_state.active_requests):
+            logger.warning("cold shutdown of %s killed %d task(s) in hand: its agents are left for the offline "
+                           "sweep or its next start to re-queue them", self.hostname, running)
+            return
+        self._offline()
+
+    def _stopped(self, sender=None, **kwargs):
+        """After a warm shutdown: the pool has finished the tasks in hand."""
+        signals.worker_shutdown.disconnect(self._stopped, sender=sender)
+        self._heartbeat_stop()
+        self._offline()
+
+    def _heartbeat_stop(self):
         self.stopping.set()
         if self.thread is not None:
             self.thread.join(timeout=max(5.0, settings.AGENTS_STATUS_INTERVAL_S * 2))
             self.thread = None
-        if not self.agent_types:
-            return
+
+    def _offline(self):
         try:
             close_old_connections()
             agents_stop(hostname=self.hostname, boot_id=self.boot_id)
@@ -92,9 +122,6 @@ class AgentRegistryStep(bootsteps.StartStopStep):
             logger.exception("could not mark the agents of %s offline; the offline sweep will", self.hostname)
         finally:
             connection.close()
-
-    # A cold shutdown (or an embedded worker's stop) terminates steps instead of stopping them.
-    terminate = stop
 
     def busy_types(self) -> set[str]:
         """Return the agent types that have a task running on this worker now."""

@@ -219,6 +219,8 @@ CHAIN = """
       - {id: work, action: faults.record, needs: [before], params: {path: RECORD, seconds: 2}}
       - {id: after, action: faults.record, needs: [work], params: {path: RECORD, seconds: 0.2}}
 """
+#: The chain with a longer middle step: a worker told to stop waits for it, and is killed meanwhile.
+LONG_CHAIN = CHAIN.replace("faults-chain", "faults-long-chain").replace("seconds: 2}", "seconds: 8}")
 #: A fan-out and join of short steps; a service restarts while the two middle steps run.
 DIAMOND = """
     name: faults-diamond
@@ -309,6 +311,25 @@ def worker_restart(cluster: Cluster) -> dict:
     cluster.ready(cluster.worker("phoenix@localhost", concurrency=1))
     cluster.wait_finished(run_id)
     return cluster.outcome(run_id, scenario="worker_restart", fault_at=fault_at)
+
+
+def worker_stop_then_kill(cluster: Cluster) -> dict:
+    """SIGTERM a worker running a step, which starts a warm shutdown waiting for the step, then SIGKILL it before
+    the step ends (``docker stop`` after its grace period) and start it again under the same name: its agents were
+    still online, so the new start re-queues the step the killed one was running."""
+    doomed = cluster.worker("drained@localhost", concurrency=1)
+    cluster.ready(doomed)
+    run_id = cluster.start_run(LONG_CHAIN)
+    poll(lambda: "work" in dict(_wait_running(cluster, run_id, "drained@localhost")), timeout_s=30,
+         what="step work to run")
+    fault_at = now()
+    doomed.process.send_signal(signal.SIGTERM)
+    poll(lambda: "stay online until the 1 task(s) in hand end" in doomed.log_tail(), timeout_s=30,
+         what="the warm shutdown to wait for the step", interval_s=0.05)
+    doomed.kill()
+    cluster.ready(cluster.worker("drained@localhost", concurrency=1))
+    cluster.wait_finished(run_id)
+    return cluster.outcome(run_id, scenario="worker_stop_then_kill", fault_at=fault_at)
 
 
 def worker_freeze(cluster: Cluster) -> dict:

@@ -98,3 +98,18 @@ def test_a_killed_worker_restarted_under_the_same_name_re_dispatches_what_it_was
     assert lost["error"].endswith("restarted without stopping while running attempt 1")
     assert redone["status"] == "succeeded" and redone["worker"] != lost["worker"]
     assert outcome["steps_lost"] == outcome["steps_duplicated"] == []
+
+
+def test_a_worker_killed_while_its_warm_shutdown_waits_for_a_step_has_the_step_re_dispatched(cluster):
+    # given a worker running the long step "work", and no offline sweep
+    # when it is told to stop (SIGTERM), then killed before the step ends, and started again under the same name
+    outcome = scenarios.worker_stop_then_kill(cluster)
+
+    # then its agents were still online, so its new start re-dispatched the step, and the run completed
+    assert outcome["status"] == "succeeded"
+    assert outcome["succeeded_once"] == outcome["steps"] == 3
+    lost, redone = attempts_of(outcome, "work")
+    assert lost["error"].startswith("worker lost: drained@localhost:")
+    assert lost["error"].endswith("restarted without stopping while running attempt 1")
+    assert redone["status"] == "succeeded"
+    assert outcome["steps_lost"] == outcome["steps_duplicated"] == []

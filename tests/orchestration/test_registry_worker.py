@@ -91,6 +91,33 @@ def test_agent_is_busy_while_its_task_runs_and_idle_after(tmp_path):
                  what="the workflow agent to turn idle")
 
 
+def test_a_warm_shutdown_keeps_the_agents_heart_beating_busy_until_the_task_in_hand_ends(tmp_path):
+    release = tmp_path / "release"
+    with worker_process("reg4@host", ["workflow"]) as process:
+        wait_for(lambda: Agent.objects.filter(hostname="reg4@host").exists(), timeout_s=30, what="registration")
+        client = sender()
+        with client.connection_for_write(url=BROKER_URL) as broker_connection:
+            client.send_task("workers.workflow.hold", args=[60, str(release)], queue="workflow",
+                             connection=broker_connection)
+        wait_for(lambda: Agent.objects.get(name="reg4@host:workflow").status == AgentStatus.BUSY,
+                 what="the workflow agent to turn busy")
+
+        # when the worker is told to stop while its task runs
+        process.send_signal(signal.SIGTERM)
+        told_at = timezone.now()
+
+        # then it stays busy and heart-beating while it waits for the task (seconds on: a worker that stopped
+        # heart-beating at the signal may have written one just after it): killed now, it would be found lost
+        later = told_at + timedelta(seconds=2)
+        agent = wait_for(lambda: (agent := Agent.objects.get(name="reg4@host:workflow")).last_heartbeat > later
+                         and agent, what="a heartbeat seconds after the SIGTERM")
+        assert agent.status == AgentStatus.BUSY and process.poll() is None
+        # and once the task has ended the worker exits, its agents offline
+        release.touch()
+        process.wait(timeout=30)
+    assert Agent.objects.get(name="reg4@host:workflow").status == AgentStatus.OFFLINE
+
+
 def test_agent_row_deleted_while_worker_runs_is_registered_again():
     with worker_process("reg3@host", ["monitoring"]):
         wait_for(lambda: Agent.objects.filter(name="reg3@host:monitoring").exists(), timeout_s=30,
