@@ -54,9 +54,9 @@ class AgentsConfig(AppConfig):
 
         registrations_source((*AREA_ACTION_MODULES, *WORKER_MODULES), by_kind={
             # One area fills each of these: asking whether anything listens for an event (every run's end, every
-            # decision) or who re-dispatches a lost worker's steps loads that area's module, not every area.
+            # decision) or who re-dispatches a lost worker's steps and runs loads those areas' modules, not all.
             event_listeners.kind: ("agents.orchestration.actions",),
-            workers_lost.kind: ("agents.workflows.actions",),
+            workers_lost.kind: ("agents.workflows.actions", "agents.data.actions"),
             # A task sent by name needs its own module's declared options, not every area's modules.
             **{task_module_kind(module): (module,) for module in WORKER_MODULES},
         })

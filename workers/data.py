@@ -8,8 +8,9 @@ from workers.hooks import HardLimitTask, killed_by
 class DataRunTask(HardLimitTask):
     """A data run's task: when the hard time limit kills its process, the worker (which runs this hook) ends the
     run at once. Celery acknowledges a task killed so (``acks_late``), so nothing would deliver it again and the run
-    would stay ``running``. A worker lost otherwise has its message re-delivered (``task_reject_on_worker_lost``),
-    and that delivery takes the run over."""
+    would stay ``running``. A pool process lost otherwise has its message re-delivered (``task_reject_on_worker_lost``),
+    and that delivery takes the run over; a whole worker lost has its runs handed out again by the offline sweep or
+    its next start (``services.data_runs_requeue_lost``)."""
 
     def hard_limit_killed(self, task_id, args, kwargs, limit_s):
         run_id = args[0] if args else kwargs["run_id"]

@@ -2,7 +2,8 @@
 
 ``workers_lost``: a worker stopped heart-beating or restarted after it was killed. The orchestration area owns the
 agent registry and calls every hook with the workers' hostnames and the reason; the workflow area registers the
-re-dispatch of the steps those workers were running. Areas register from their ``actions`` module.
+re-dispatch of the steps those workers were running, the data area that of their data runs. Areas register from
+their ``actions`` module.
 
 ``event_listeners``: what listens for domain events. The orchestration area registers a hook returning the event
 types its enabled triggers listen for; ``agents.core.events`` writes and sends no hot-path event nobody listens for.

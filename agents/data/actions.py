@@ -1,10 +1,11 @@
 """The data area's actions: ``data.pipeline`` for workflow steps, and the agent-task kind of data agents
 (``{pipeline: name, params: {...}}``). Loaded on the first lookup in a registry (``agents.core.registry``)."""
 from agents.core.actions import ActionContext, action, run_params_check, task_kind
+from agents.core.hooks import workers_lost
 from agents.core.params import Param
 from agents.core.teams import definition_team_problem, team_acting
 from agents.data.selectors import data_run_json
-from agents.data.services import pipeline_params_problems, pipeline_run
+from agents.data.services import data_runs_requeue_lost, pipeline_params_problems, pipeline_run
 from agents.exceptions import (
     ActionError,
     DataError,
@@ -55,3 +56,6 @@ def data_pipeline(context: ActionContext, *, pipeline: str, params: dict | None,
 # its quality checks completes the task with the quality results, any other failure fails the task.
 task_kind(agent_type="data", key="pipeline", action="data.pipeline", extra=("params",),
           fixed={"require_quality": False})
+
+
+workers_lost.register("data_runs", data_runs_requeue_lost)

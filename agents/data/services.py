@@ -516,17 +516,59 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
 def _taken_over(run: DataRun, *, worker: str) -> bool:
     """Count a takeover of ``run`` (the worker process running it died: the broker handed its message out again) in
     ``run.process_deaths``; the worker taking it over becomes the run's, but for the takeover that reaches
-    ``AGENTS_PROCESS_DEATHS``, which keeps the worker whose process died last for the failure. False when another
-    copy of the message counted it first or the run ended meanwhile (a guarded update)."""
-    deaths = run.process_deaths + 1
+    ``AGENTS_PROCESS_DEATHS``, which keeps the worker whose process died last for the failure. A run handed out again
+    because its whole worker was lost (``data_runs_requeue_lost``: no worker yet) had its death counted then. False
+    when another copy of the message counted it first or the run ended meanwhile (a guarded update)."""
+    deaths = run.process_deaths + (0 if run.worker == "" else 1)
     fields = {"process_deaths": deaths} if deaths >= process_deaths_max() else {"process_deaths": deaths,
                                                                                "worker": worker}
-    if not DataRun.objects.filter(pk=run.pk, status=DataRunStatus.RUNNING, task_id=run.task_id,
+    if not DataRun.objects.filter(pk=run.pk, status=DataRunStatus.RUNNING, task_id=run.task_id, worker=run.worker,
                                   process_deaths=run.process_deaths).update(**fields):
         return False
     for name, value in fields.items():
         setattr(run, name, value)
     return True
+
+
+def data_runs_requeue_lost(*, hostnames: list[str], reason: str = "stopped heart-beating") -> dict[str, int]:
+    """Hand the runs that workers ``hostnames`` were running when lost (their heartbeat lapsed, or they restarted
+    after being killed) to a data agent again at once, as a worker does when one of its processes dies, instead of
+    waiting for the broker to hand out the lost message (its visibility timeout, an hour; never if the broker lost
+    it). Each counts a death of its worker process under a new task id, with no worker until one claims it: the lost
+    message, should it come back, finds the run claimed by another task and does nothing. A run whose attempt had
+    published ends from its dataset; the death that reaches ``AGENTS_PROCESS_DEATHS`` fails it, as a delivery does."""
+    counts = {"resent": 0, "failed": 0, "finished": 0}
+    lost = DataRun.objects.select_related("version__pipeline").filter(
+        status=DataRunStatus.RUNNING, worker__in=sorted(set(hostnames) - {"", "inline"}))
+    for run in lost.order_by("pk"):
+        if (published := Dataset.objects.filter(run=run).first()) is not None:
+            _data_run_finish_published(run, published)
+            counts["finished"] += 1
+            continue
+        deaths, task_id = run.process_deaths + 1, str(uuid.uuid4())
+        fields = {"process_deaths": deaths} if deaths >= process_deaths_max() else {
+            "process_deaths": deaths, "task_id": task_id, "worker": ""}
+        if not DataRun.objects.filter(pk=run.pk, status=DataRunStatus.RUNNING, task_id=run.task_id,
+                                      worker=run.worker, process_deaths=run.process_deaths).update(**fields):
+            continue  # ended, or taken over by a live worker, since it was read
+        if deaths >= process_deaths_max():
+            counts["failed"] += _transition(run, DataRunStatus.FAILED, finished_at=timezone.now(), error=(
+                f"{process_deaths_error(deaths, doing='running', last_on=f'worker {run.worker}')}: the worker "
+                f"{reason}"))
+            continue
+        logger.warning("data run %s was running on worker %s, which %s: handed to a data agent again", run.pk,
+                       run.worker, reason)
+        transaction.on_commit(lambda run_id=run.pk, task_id=task_id: _lost_run_send(run_id, task_id))
+        counts["resent"] += 1
+    return counts
+
+
+def _lost_run_send(run_id: int, task_id: str) -> None:
+    try:
+        task_send(EXECUTE_TASK, run_id, queue="data", task_id=task_id, what=f"data run #{run_id}")
+    except BrokerUnavailableError as error:  # nothing would send it later: it must not stay running
+        data_run_fail_unexpected(run_id=run_id, task_id=task_id, error=f"its worker was lost, and it could not be "
+                                 f"sent to a data agent again: the broker is unreachable: {error.reason}")
 
 
 def data_run_fail_unexpected(*, run_id: int, error: str, task_id: str = "") -> None:

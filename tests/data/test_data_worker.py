@@ -2,16 +2,19 @@
 import io
 import json
 import textwrap
+from datetime import timedelta
 
 import pandas as pd
 import pytest
 from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.core.management import call_command
+from django.utils import timezone
 
 from agents.data import services
 from agents.data.transforms import transform
-from agents.models import DataRun, Dataset
+from agents.models import Agent, DataRun, Dataset
+from agents.orchestration.registry import agents_mark_offline
 from tests.conftest import broker_down_env, manage, through_the_soft_time_limit, wait_for
 from tests.data.conftest import load, run_killed_after_publishing, write_orders
 from tests.workflows.conftest import finish, start
@@ -173,3 +176,43 @@ def test_a_run_killed_by_its_hard_time_limit_after_it_published_ends_from_its_da
     dataset = Dataset.objects.get(run=run)
     assert (run.status, run.error, run.rows_out) == ("succeeded", "", dataset.row_count)
 
+
+
+def test_a_run_whose_worker_was_lost_is_handed_to_a_data_agent_at_once_and_its_lost_message_does_nothing(
+        worker, shared_folder, orders):
+    # given a run that a worker claimed and was running when it was killed (its agent's heartbeat has lapsed)
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    run = services.data_run_create(version=load(pipeline(shared_folder)))
+    DataRun.objects.filter(pk=run.pk).update(status="running", task_id="lost-task", worker="gone@host",
+                                             started_at=timezone.now())
+    silent_since = timezone.now() - timedelta(seconds=settings.AGENTS_OFFLINE_AFTER_S + 5)
+    Agent.objects.create(name="gone@host:data", agent_type="data", hostname="gone@host", status="busy",
+                         last_heartbeat=silent_since)
+
+    # when the offline sweep finds the worker lost
+    assert agents_mark_offline() == 1
+
+    # then the run is executed by a live data agent without waiting for the broker to hand out the lost message
+    wait_for(lambda: DataRun.objects.get(pk=run.pk).status in ("succeeded", "failed"), timeout_s=30,
+             what="the data run to finish")
+    run.refresh_from_db()
+    assert (run.status, run.process_deaths, run.worker) == ("succeeded", 1, "tests@localhost"), run.error
+    assert run.task_id != "lost-task"
+    # and the lost message, handed out by the broker later, runs nothing: one dataset, the run as it ended
+    assert services.data_run_execute(run_id=run.pk, task_id="lost-task", worker="late@host").status == "succeeded"
+    assert Dataset.objects.filter(run=run).count() == 1
+    assert DataRun.objects.get(pk=run.pk).finished_at == run.finished_at
+
+
+def test_a_run_losing_its_worker_for_the_last_allowed_time_fails_naming_the_worker(shared_folder, orders):
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    run = services.data_run_create(version=load(pipeline(shared_folder)))
+    DataRun.objects.filter(pk=run.pk).update(status="running", task_id="t", worker="gone@host", process_deaths=2)
+
+    assert services.data_runs_requeue_lost(hostnames=["gone@host"], reason="restarted without stopping") == {
+        "resent": 0, "failed": 1, "finished": 0}
+
+    run.refresh_from_db()
+    assert (run.status, run.process_deaths) == ("failed", 3)
+    assert run.error == ("its worker process died 3 times while running it (killed, or out of memory); last on worker "
+                         "gone@host: the worker restarted without stopping")
