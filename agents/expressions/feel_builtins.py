@@ -191,7 +191,11 @@ def _number(value=None, grouping=None, decimal_mark=None):
         return None
     text = value.replace(grouping, "") if grouping else value
     text = text.replace(decimal_mark, ".") if decimal_mark else text
-    return Decimal(text) if _NUMBER_TEXT.fullmatch(text) and len(text) <= 100 else None
+    if not _NUMBER_TEXT.fullmatch(text) or len(text) > 100:
+        return None
+    # FEEL's 34 digits and exponent: one past it is null (Overflow), not a number whose use as a position or a year
+    # builds an integer of a million digits in one call the step budget cannot stop
+    return CONTEXT.plus(Decimal(text))
 
 
 # --- boolean and comparison ---------------------------------------------------------
@@ -301,10 +305,13 @@ def _matches(text=None, pattern=None, flags=None):
 _DIGITS = re.compile(r"\d+")
 
 
-def _expand(replacement: str, found: Any) -> str:
-    """XPath replacement text: ``$n`` is group n, ``\\$`` and ``\\\\`` are literal."""
-    out, index = [], 0
+def _expand(replacement: str, found: Any, room: int) -> str:
+    """XPath replacement text: ``$n`` is group n, ``\\$`` and ``\\\\`` are literal. Longer than ``room`` characters: a
+    ``ValueError`` as soon as it is (a replacement of many ``$0`` grows with each of them)."""
+    out, index, built = [], 0, 0
     while index < len(replacement):
+        if built > room:
+            raise ValueError(f"the replacement is longer than {MAX_STRING_CHARS} characters")
         char = replacement[index]
         if char == "\\" and index + 1 < len(replacement) and replacement[index + 1] in "\\$":
             out.append(replacement[index + 1])
@@ -314,10 +321,14 @@ def _expand(replacement: str, found: Any) -> str:
             if digits is None:
                 raise ValueError("'$' without a group number")
             out.append(found.group(int(digits.group())) or "")
+            built += len(out[-1])
             index += 1 + len(digits.group())
         else:
             out.append(char)
+            built += 1
             index += 1
+    if built > room:
+        raise ValueError(f"the replacement is longer than {MAX_STRING_CHARS} characters")
     return "".join(out)
 
 
@@ -336,7 +347,7 @@ def _replace(text=None, pattern=None, replacement=None, flags=None):
     out, position, length = [], 0, 0
     for found in _pieces(_regex_of(pattern, flags), text):
         out.append(text[position:found.start()])
-        out.append(_expand(replacement, found))
+        out.append(_expand(replacement, found, MAX_STRING_CHARS - length - (found.start() - position)))
         length += len(out[-2]) + len(out[-1])  # kept as it grows: summing every piece at each match is quadratic
         position = found.end()
         if length > MAX_STRING_CHARS:

@@ -2,6 +2,7 @@
 de-duplicated or repeated, long texts built, 34-digit numbers, aggregations of what cannot be summed or ordered,
 misspelt types, output values that cannot be read and models of many names. Pure (no database) but for one test
 that a refused model leaves the active version as it was."""
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,28 @@ def test_output_values_that_cannot_be_read_are_refused_at_load_naming_the_decisi
     assert refused.value.errors == [
         "decision 'Grade' (id d_grade): output grade values: 'for i in 1..300000 return i' cannot be read: "
         f"evaluation took more than {MAX_FEEL_STEPS} steps (loop iterations, filtered items, list items built)"]
+
+
+@pytest.mark.parametrize("text", ["1e6145", "1e1000000", "-9e99999999999999999999999999999999999999999999999999"])
+def test_a_number_read_from_text_past_feel_s_exponent_is_null_and_never_an_integer_of_a_million_digits(text):
+    # number("1e1000000") was a number; used as a position it built an integer of a million digits in one call
+    # (34 s), past the step budget, and a longer exponent never ended
+    assert feel_evaluate(f'number("{text}")') is None
+    assert feel_evaluate(f'substring("Alice", number("{text}"), 2)') is None
+    assert feel_evaluate('number("1e6144")') == feel_evaluate("10 ** 6144")
+    assert feel_evaluate('substring("Alice", number("2e0"), 2)') == "li"
+
+
+def test_a_replacement_of_many_group_references_is_null_without_building_it():
+    # "$0" doubled 18 times, for a match of 256 characters: 67 million characters were built before the length was
+    # looked at (one more doubling of the text doubles that)
+    doubled = ", ".join(f"r{number}: r{number - 1} + r{number - 1}" for number in range(1, 19))
+    text = f'{{r0: "$0", {doubled}, t: string join(for i in 1..256 return "a"), x: replace(t, "^.+$", r18)}}.x'
+    tracemalloc.start()
+    try:
+        assert feel_evaluate(text) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30_000_000, f"{peak:,} bytes at the peak"
+    assert feel_evaluate('replace("abc", "b", "$0$0$0")') == "abbbc"
