@@ -14,6 +14,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from agents.core.audit import audit_record
+from agents.core.connections import connection_checked
 from agents.core.teams import acting_for, acting_scoped, owned_get_or_create
 from agents.core.dispatch import task_send
 from agents.data import engine
@@ -480,6 +481,7 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
                 source_describe=source_describe, chunk_rows=spec.get("chunk_rows") or settings.AGENTS_DATA_CHUNK_ROWS,
                 failing_rows_dir=failing_dir,
             )
+            connection_checked()  # the pipeline ran without the database, which may have dropped the connection
             outcome.quality += drift_checks_run(checks=drift_checks, name=spec["output"]["dataset"],
                                                 path=attempt_path)
             profile = dataset_profile_compute(path=attempt_path) if outcome.quality_passed else {}
@@ -507,6 +509,7 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
         fields["error"] = f"{type(error).__name__}: {error}"[:2000]
     finally:
         attempt_path.unlink(missing_ok=True)  # gone once published (renamed); else what this attempt left
+    connection_checked()  # a pipeline that failed may have run long without the database too
     status = DataRunStatus.FAILED if fields.get("error") else DataRunStatus.SUCCEEDED
     # No echoed secret stored, nor a NUL from the data (in a check's failing values, an error naming a column).
     _transition(run, status, finished_at=timezone.now(), **storable(secrets_redacted(fields)))

@@ -24,6 +24,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, Deferred, Wait, action_get
+from agents.core.connections import connection_checked
 from agents.core.dispatch import signature_send, task_send, task_send_on_commit, task_signature
 from agents.core.events import event_publish
 from agents.core.jsonable import storable, storable_json
@@ -568,15 +569,21 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
         with acting_for(compiled.team_id):
             result = action.function(context, **action.with_defaults(params))
     except soft_timeout_error:
-        return step_fail(row=row, task_id=task_id, error=f"timed out after {step.timeout_s:g}s", compiled=compiled)
+        reason, retryable = f"timed out after {step.timeout_s:g}s", True
     except PermanentActionError as error:
-        return step_fail(row=row, task_id=task_id, error=str(error), compiled=compiled, retryable=False)
+        reason, retryable = str(error), False
     except ActionError as error:
-        return step_fail(row=row, task_id=task_id, error=str(error), compiled=compiled)
+        reason, retryable = str(error), True
     except Exception as error:  # an action's bug is the step's failure, recorded with its type
         logger.exception("step %s of run %s raised", step_id, run_id)
-        return step_fail(row=row, task_id=task_id, error=f"{type(error).__name__}: {error}", compiled=compiled)
-
+        reason, retryable = f"{type(error).__name__}: {error}", True
+    else:
+        reason = None
+    # The action may have run long without the database, which may have dropped the connection meanwhile: opened
+    # again here, the outcome is written, where the task's retry (``autoretry_for``) would run the action again.
+    connection_checked()
+    if reason is not None:
+        return step_fail(row=row, task_id=task_id, error=reason, compiled=compiled, retryable=retryable)
     if isinstance(result, Wait):
         return _wait_begin(row=row, task_id=task_id, wait=result, compiled=compiled)
     if isinstance(result, Deferred):

@@ -5,10 +5,12 @@ import textwrap
 from datetime import timedelta
 
 import pandas as pd
+import psycopg
 import pytest
 from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from agents.data import services
@@ -27,6 +29,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def past_the_soft_time_limit(frame: pd.DataFrame, seconds: float) -> pd.DataFrame:
     """Run through the soft time limit (catching it, as code blocked in a C call effectively does) for ``seconds``."""
     through_the_soft_time_limit(seconds)
+    return frame
+
+
+@transform("test_connection_dropped")
+def connection_dropped(frame: pd.DataFrame) -> pd.DataFrame:
+    """The database drops the connection of the process running the pipeline (a restart, a failover, a pooler reaping
+    it) while the pipeline reads and transforms, which it does without the database."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    database = connection.settings_dict
+    with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
+                         dbname=database["NAME"], autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
     return frame
 
 
@@ -216,3 +232,18 @@ def test_a_run_losing_its_worker_for_the_last_allowed_time_fails_naming_the_work
     assert (run.status, run.process_deaths) == ("failed", 3)
     assert run.error == ("its worker process died 3 times while running it (killed, or out of memory); last on worker "
                          "gone@host: the worker restarted without stopping")
+
+
+def test_a_run_whose_database_connection_was_dropped_as_it_ran_publishes_and_ends(worker, shared_folder, orders):
+    # given a pipeline during which the database drops the connection of the worker process running it
+    write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
+    spec = pipeline(shared_folder)
+    spec["transforms"] = [{"type": "custom", "function": "test_connection_dropped"}, *spec["transforms"]]
+    run = services.data_run_enqueue(version=load(spec))
+
+    # then the run publishes its dataset and ends succeeded on a new connection, not left running
+    wait_for(lambda: DataRun.objects.get(pk=run.pk).status in ("succeeded", "failed"), timeout_s=30,
+             what="the data run to finish")
+    run.refresh_from_db()
+    assert (run.status, run.error, run.process_deaths) == ("succeeded", "", 0)
+    assert Dataset.objects.filter(run=run).count() == 1

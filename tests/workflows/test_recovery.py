@@ -4,11 +4,14 @@ import os
 import signal
 from datetime import timedelta
 
+import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.utils import timezone
 
+from agents.core.actions import ActionContext, action
+from agents.core.params import Param
 from agents.core.tracing import trace
 from agents.models import Event, StepRun, StepStatus, Trigger, WorkflowRun
 from agents.orchestration.selectors import trace_records
@@ -269,3 +272,36 @@ def test_a_parent_step_never_told_that_its_child_run_ended_is_ended_by_the_recon
     assert workflow_runs_reconcile.delay(stall_s=0).get(timeout=15)["handed_off_steps_ended"] == 0
     assert engine.parent_step_complete(child_run_id=child.pk) == engine.IGNORED
     assert [a.status for a in attempts(run, "call")] == ["succeeded"]
+
+
+@action("test.connection_dropped", params={"path": Param("string", required=True)})
+def connection_dropped(context: ActionContext, *, path: str) -> dict:
+    """Count each run in ``path``; before it returns, the database drops the connection of the process running it,
+    as a restart, a failover or a pooler reaping idle connections does during a long action."""
+    with open(path, "a") as record:
+        record.write(f"{context.attempt}\n")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    database = connection.settings_dict
+    with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
+                         dbname=database["NAME"], autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    return {"done": True}
+
+
+def test_an_action_whose_database_connection_was_dropped_as_it_ran_is_recorded_and_not_run_again(worker, tmp_path):
+    # given a step whose connection to the database is dropped while its action runs (the database itself stays up)
+    record = tmp_path / "runs.log"
+    run = start(f"""
+        name: dropped-connection
+        steps:
+          - {{id: work, action: test.connection_dropped, params: {{path: "{record}"}}}}
+          - {{id: after, action: echo, needs: [work], params: {{value: 1}}}}
+    """)
+
+    # then the run succeeds, the action having run once: its success was written on a new connection
+    summary = finish(run)
+    assert summary["status"] == "succeeded", summary
+    assert record.read_text().splitlines() == ["1"]
+    assert [(a.attempt, a.status, a.process_deaths) for a in attempts(run, "work")] == [(1, "succeeded", 0)]
