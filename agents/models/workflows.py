@@ -80,6 +80,8 @@ class WorkflowRun(models.Model):
     backfill = models.ForeignKey("WorkflowBackfill", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="runs")
     deadline_at = models.DateTimeField(null=True, blank=True, help_text="When the run should have finished by.")
+    rerun_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the run was last re-run from failure: its deadlines count from then.")
     deadline_missed_at = models.DateTimeField(
         null=True, blank=True, help_text="When the deadline sweep found it unfinished past its deadline.")
     paused_by = models.CharField(max_length=150, blank=True, help_text="Who paused it (while paused).")

@@ -771,15 +771,19 @@ def workflow_run_retry(*, run_id: int) -> WorkflowRun:
             StepRun(run=run, step_id=row.step_id, attempt=row.attempt + 1, run_attempt=attempt) for row in rerun
         )
         # Within the workflow's max_active_runs, as a new run: at the limit it waits, queued, for a run to end.
-        queued = _at_max_active_runs(run.version.definition_id,
-                                     engine.compiled_version(run.version_id).spec.max_active_runs)
+        spec, now = engine.compiled_version(run.version_id).spec, timezone.now()
+        queued = _at_max_active_runs(run.version.definition_id, spec.max_active_runs)
         WorkflowRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.QUEUED if queued else RunStatus.RUNNING, queued_at=timezone.now() if queued else None,
+            status=RunStatus.QUEUED if queued else RunStatus.RUNNING, queued_at=now if queued else None,
             # Running at once, it has started (a run cancelled while it waited queued had not; one that ran before
             # keeps its first start); queued, it starts when its turn comes (``engine.queued_runs_start``).
-            started_at=run.started_at or (None if queued else timezone.now()),
+            started_at=run.started_at or (None if queued else now),
             attempt=attempt,
             steps_done=run.steps_total - len(rerun), failed_step="", error="", finished_at=None,
+            # Deadlines count from the re-run, the run's and its steps' alike: from the run's creation, a missed step
+            # deadline cancelled every re-run again at once, while a missed run deadline was never looked at again.
+            rerun_at=now, deadline_at=now + timedelta(seconds=spec.deadline_s) if spec.deadline_s else None,
+            deadline_missed_at=None,
         )
         version_id = run.version_id
         audit_record("workflow_run.rerun", "workflow_run", run_id,
@@ -892,7 +896,7 @@ def workflow_deadlines_check(*, now: datetime | None = None) -> dict[str, int]:
                                        deadline_missed_at__isnull=True)
                 .exclude(run__status__in=RUN_FINISHED).select_related("run__version__definition"))
         for row in late[:1000]:
-            due = row.run.created_at + timedelta(seconds=timed[row.step_id])
+            due = (row.run.rerun_at or row.run.created_at) + timedelta(seconds=timed[row.step_id])
             if due < now and _deadline_missed(row.run, step=row.step_id, due=due, now=now):
                 found["steps"] += 1
                 found["cancelled"] += _deadline_cancel(row.run)

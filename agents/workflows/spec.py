@@ -234,8 +234,8 @@ def workflow_spec_parse(data: Any, *, cron_problems=None) -> WorkflowSpec:
     on_deadline = data.get("on_deadline", "continue")
     if on_deadline not in ON_DEADLINE:
         errors.append(f"on_deadline: must be {' or '.join(ON_DEADLINE)}, got {on_deadline!r}")
-    elif on_deadline != "continue" and deadline_s is None:
-        errors.append("on_deadline: needs deadline_s")
+    elif on_deadline != "continue" and deadline_s is None and all(step.deadline_s is None for step in steps.values()):
+        errors.append("on_deadline: needs deadline_s, on the workflow or on a step")
     if errors:
         raise WorkflowSpecError(errors)
     return WorkflowSpec(name=name, description=description, params=params, steps=steps, schedules=schedules,
@@ -351,7 +351,7 @@ def _new_version_problems(steps: dict[str, StepSpec], params: dict) -> list[str]
     result: a Deferred or Wait would start a child run or a wait no item takes back, and the child runs on all the
     same), or read ``item`` or ``index`` in ``when`` (decided once for the whole step, before its items, where both
     read as nothing); or give a step whose action finishes later or waits a ``timeout_s``, which bounds only the task
-    that hands it off, so it would bound nothing."""
+    that hands it off, so it would bound nothing, or a ``cache``, which would keep nothing."""
     declared = set(params) | {LOGICAL_TIME_PARAM}
     problems = []
     for step in steps.values():
@@ -361,6 +361,9 @@ def _new_version_problems(steps: dict[str, StepSpec], params: dict) -> list[str]
                      else "the step's deadline_s and the workflow's on_deadline: cancel")
             problems.append(f"step {step.id!r}: timeout_s: {step.action!r} finishes later or waits, and timeout_s "
                             f"bounds only the task that starts it, not the wait; bound the wait with {bound}")
+        if step.cache is not None and action is not None and action.deferred:
+            problems.append(f"step {step.id!r}: cache: {step.action!r} finishes later or waits, and only a result "
+                            f"the step's own task returns is cached; remove cache")
         if step.map is None:
             continue
         if action is not None and action.deferred:

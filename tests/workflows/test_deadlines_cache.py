@@ -107,6 +107,56 @@ triggers:
     assert finish(response)["steps"]["page"]["result"]["value"] == run.pk
 
 
+def test_a_step_s_deadline_alone_cancels_the_run_with_on_deadline_cancel(worker):
+    run = start("""
+        name: step-bound
+        on_deadline: cancel
+        steps: [{id: slow, action: wait.signal, params: {name: go}, deadline_s: 5}]
+        """)
+    _waiting(run)
+
+    assert services.workflow_deadlines_check(now=timezone.now() + timedelta(seconds=10)) == {
+        "runs": 0, "steps": 1, "cancelled": 1}
+    cancelled = WorkflowRun.objects.get(pk=run.pk)
+    assert (cancelled.status, cancelled.error) == ("cancelled", "deadline missed")
+
+
+@pytest.mark.parametrize("run_bound", [True, False], ids=["the-run-s-deadline", "a-step-s-deadline"])
+def test_a_run_re_run_after_missing_its_deadline_has_a_deadline_of_its_own_from_the_re_run(worker, run_bound):
+    # given a run cancelled for missing its deadline (the run's own, or its waiting step's)
+    run = start(f"""
+        name: rerun-bound
+        on_deadline: cancel
+        {"deadline_s: 60" if run_bound else ""}
+        steps: [{{id: slow, action: wait.signal, params: {{name: go}}{"" if run_bound else ", deadline_s: 60"}}}]
+        """)
+    _waiting(run)
+    assert services.workflow_deadlines_check(now=timezone.now() + timedelta(seconds=90))["cancelled"] == 1
+
+    # when it is re-run from failure
+    services.workflow_run_retry(run_id=run.pk)
+    wait_for(lambda: StepRun.objects.filter(run=run, run_attempt=2, status="running").exclude(waiting_for="")
+             .exists(), what="the re-run's step to wait")
+
+    # then the next sweeps leave it running until its deadline counted from the re-run, and cancel it after it
+    assert services.workflow_deadlines_check(now=timezone.now() + timedelta(seconds=10))["cancelled"] == 0
+    assert WorkflowRun.objects.get(pk=run.pk).status == "running"
+    assert services.workflow_deadlines_check(now=timezone.now() + timedelta(seconds=90)) == {
+        "runs": int(run_bound), "steps": int(not run_bound), "cancelled": 1}
+    assert WorkflowRun.objects.get(pk=run.pk).status == "cancelled"
+    assert len(_missed(run)) == 2
+
+
+def test_a_step_that_waits_or_hands_off_cannot_be_cached():
+    with pytest.raises(WorkflowSpecError) as error:
+        workflow_spec_parse({"name": "cached-wait", "steps": [
+            {"id": "sign", "action": "approval", "params": {"approvers": ["finance"]},
+             "cache": {"key": "params.day", "ttl_s": 600}}], "params": {"day": ""}}, cron_problems=lambda *given: [])
+
+    assert error.value.errors == ["step 'sign': cache: 'approval' finishes later or waits, and only a result the "
+                                  "step's own task returns is cached; remove cache"]
+
+
 def test_a_cached_step_reuses_a_result_within_its_ttl_and_runs_again_for_another_key(worker, tmp_path):
     record = tmp_path / "executions.log"
     text = f"""
@@ -159,5 +209,5 @@ def test_deadline_and_cache_fields_are_checked_at_load():
         "step 'a': cache.ttl_s is required (seconds a result may be reused)",
         "step 'b': cache has unknown field 'size' (allowed: key, ttl_s)",
         "max_active_runs: must be a whole number from 1 to 10000, got 0",
-        "on_deadline: needs deadline_s",
+        "on_deadline: needs deadline_s, on the workflow or on a step",
     ]
