@@ -435,6 +435,12 @@ if FLOWER_BASIC_AUTH and AGENTS_HTTPS and len(_flower_password) < FLOWER_PASSWOR
 
 #: Hosts the ``http.request`` workflow action may call; ``*`` allows any.
 AGENTS_HTTP_ALLOWED_HOSTS = env.list("AGENTS_HTTP_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+#: Largest body (bytes, once decompressed) an answer to an outbound request may have: ``http.request``, ``api``
+#: sources, ``http`` checks, notifiers. A host (any public one, with ``*``) could otherwise fill a worker's memory.
+AGENTS_OUTBOUND_MAX_BODY_BYTES = env.int("AGENTS_OUTBOUND_MAX_BODY_BYTES", default=100_000_000)
+if AGENTS_OUTBOUND_MAX_BODY_BYTES <= 0:
+    raise ImproperlyConfigured("AGENTS_OUTBOUND_MAX_BODY_BYTES must be a number of bytes above 0, not "
+                               f"{AGENTS_OUTBOUND_MAX_BODY_BYTES}")
 
 #: Where operators reach Flower; admin links each step to its task there.
 AGENTS_FLOWER_URL = env.str("AGENTS_FLOWER_URL", default="http://127.0.0.1:5555")

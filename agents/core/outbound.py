@@ -405,7 +405,7 @@ def _send(method: str, target: OutboundTarget, *, headers: dict, json, params: d
                 raise
             response = send_once()
         if not stream:
-            response.content  # noqa: B018  (read now: the connection goes back to the pool)
+            _body_read(response, target.url)  # read now: the connection goes back to the pool
     except requests.RequestException as error:
         # A read cut off at the deadline surfaces from the body as a ConnectionError (requests' wording); either
         # way the caller is told the timeout it set, as for any timeout.
@@ -413,6 +413,25 @@ def _send(method: str, target: OutboundTarget, *, headers: dict, json, params: d
             raise _timed_out(target.url, timeout_s) from error
         raise
     return response
+
+
+def _body_read(response: requests.Response, url: str) -> None:
+    """Read the whole body (``response.content``), refusing one over ``AGENTS_OUTBOUND_MAX_BODY_BYTES`` (decompressed)
+    as soon as it is known to be: by its ``Content-Length``, or as it is read."""
+    limit = settings.AGENTS_OUTBOUND_MAX_BODY_BYTES
+    declared = response.headers.get("Content-Length", "")
+    chunks, read = [], 0
+    if not (declared.isdigit() and int(declared) > limit):
+        for chunk in response.iter_content(DRAIN_BYTES):
+            read += len(chunk)
+            if read > limit:
+                break
+            chunks.append(chunk)
+    if declared.isdigit() and int(declared) > limit or read > limit:
+        response.close()
+        raise OutboundRequestError(f"{url_shown(url)}: the answer's body is larger than {limit} bytes "
+                                   f"(AGENTS_OUTBOUND_MAX_BODY_BYTES)")
+    response._content = b"".join(chunks)
 
 
 def outbound_release(response: requests.Response) -> None:

@@ -1,6 +1,7 @@
 """The outbound guard, tried as an attacker would, against real local servers: an allowed host (127.0.0.1) and a
 forbidden one (127.0.0.2, another loopback address) that records everything it is sent. No bypass reaches it, and
 no credential ends up in a stored error."""
+import gzip
 import json
 import re
 import socket
@@ -52,6 +53,18 @@ class Server:
                     self.send_header("Location", query["to"][0])
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if parts.path == "/big":  # ``bytes`` of x: with or without Content-Length, or gzip-compressed
+                    body = b"x" * int(query["bytes"][0])
+                    zipped = query.get("gzip") == ["yes"]
+                    body = gzip.compress(body) if zipped else body
+                    self.send_response(200)
+                    if zipped:
+                        self.send_header("Content-Encoding", "gzip")
+                    if query.get("length") != ["no"]:
+                        self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                     return
                 status = 500 if parts.path == "/fail" else 200
                 payload = json.dumps({"items": [{"id": 1}], "from": host}).encode()
@@ -191,6 +204,20 @@ def test_an_api_source_with_a_secret_header_never_reaches_a_forbidden_host(allow
         source_frame({"kind": "api", "url": url, "records": "items", "headers": {"Authorization": {"env": "API_TOKEN"}}})
 
     assert forbidden.requests == [] and allowed.requests == [] and SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("query", ["length=yes", "length=no", "gzip=yes"])
+def test_an_answer_whose_body_is_larger_than_the_outbound_limit_is_refused_naming_the_setting(allowed, settings, query):
+    # a body of unbounded size (declared or not, or a small compressed one that inflates) filled a worker's memory
+    settings.AGENTS_OUTBOUND_MAX_BODY_BYTES = 1000
+    at_limit = outbound_request("GET", f"{allowed.url}/big?bytes=1000&{query}", setting="AGENTS_HTTP_ALLOWED_HOSTS")
+    assert at_limit.content == b"x" * 1000
+
+    with pytest.raises(OutboundRequestError, match=r"/big: the answer's body is larger than 1000 bytes "
+                                                   r"\(AGENTS_OUTBOUND_MAX_BODY_BYTES\)"):
+        outbound_request("GET", f"{allowed.url}/big?bytes=1001&{query}", setting="AGENTS_HTTP_ALLOWED_HOSTS")
+    with pytest.raises(ActionError, match="larger than 1000 bytes"):
+        http_request(url=f"{allowed.url}/big?bytes=5000&{query}")
 
 
 @pytest.mark.parametrize("bypass", ["backslash", "decimal"])
