@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+from collections import OrderedDict
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -266,11 +267,18 @@ def _run_static(run_id: int) -> tuple[int, dict]:
     return version_id, params
 
 
-@lru_cache(maxsize=4096)
-def _ensure_running(run_id: int) -> None:
-    """Move a run from pending to running; cached, so each process writes it at most once per run."""
-    transition(WorkflowRun.objects.filter(pk=run_id), [RunStatus.PENDING], RunStatus.RUNNING,
-               started_at=timezone.now())
+_RUNNING_KNOWN: OrderedDict[int, None] = OrderedDict()  # runs this process has seen running (the last 4,096)
+
+
+def _ensure_running(run_id: int, *, started_at) -> None:
+    """Move a run from pending to running, started when its first step was claimed (``started_at``, that claim's
+    time: the run's start is then never after its first step's); each process writes it at most once per run."""
+    if run_id in _RUNNING_KNOWN:
+        return
+    transition(WorkflowRun.objects.filter(pk=run_id), [RunStatus.PENDING], RunStatus.RUNNING, started_at=started_at)
+    _RUNNING_KNOWN[run_id] = None
+    if len(_RUNNING_KNOWN) > 4096:
+        _RUNNING_KNOWN.popitem(last=False)
 
 
 def _claim_sql(*, run_id: int, step_id: str, run_attempt: int, attempt: int | None, task_id: str, worker: str,
@@ -500,7 +508,7 @@ def step_execute(*, run_id: int, step_id: str, run_attempt: int, attempt: int | 
                  only_if_run=RunStatus.PAUSED):
             return StepOutcome(IGNORED)  # resuming the run sends it again
         return _resume_after_success(run_id=run_id, step_id=step_id, run_attempt=run_attempt, task_id=task_id)
-    _ensure_running(run_id)
+    _ensure_running(run_id, started_at=now)
     row = StepRun(pk=claimed.pk, run_id=run_id, step_id=step_id, attempt=claimed.attempt, run_attempt=run_attempt)
     row.run = WorkflowRun(pk=run_id, version_id=version_id, params=params)
     run = row.run

@@ -56,6 +56,9 @@ def test_results_flow_to_dependents_and_params_reach_every_step(worker):
     assert summary["steps"]["tail"]["result"]["inputs"]["join"]["inputs"]["left"]["value"] == 2
     assert {step["result"]["params"]["region"] for step in summary["steps"].values()} == {"us"}
     assert all(step["attempts"] == 1 for step in summary["steps"].values())
+    # and the run started as its first step did, not after it (its timeline and duration take in every step)
+    first = StepRun.objects.filter(run=run).order_by("started_at").first()
+    assert WorkflowRun.objects.get(pk=run.pk).started_at == first.started_at
 
 
 def test_join_counted_in_the_database_waits_for_all_its_dependencies(worker):

@@ -5,6 +5,7 @@ statement to the hot path fails here."""
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from agents.models import StepRun, WorkflowRun
 from agents.workflows import engine
@@ -89,7 +90,7 @@ def test_a_fan_out_step_finishes_and_sees_whether_it_was_the_last_in_three_state
     StepRun.objects.filter(run=run, step_id="root").update(status="succeeded", result={"value": 0})
     WorkflowRun.objects.filter(pk=run.pk).update(steps_done=1)
     engine._run_static(run.pk)
-    engine._ensure_running(run.pk)
+    engine._ensure_running(run.pk, started_at=timezone.now())
 
     # when the first of its two steps runs
     outcome, statements, transactions = _counted(run, "x")
