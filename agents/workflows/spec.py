@@ -519,7 +519,13 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
                       f"map.concurrency")
     description = raw.get("description") or ""
     if len(errors) > problems_before:
-        # Keep the id so later checks (duplicates, needs) still see the step.
+        # Its expressions' syntax is checked here, as what they read is checked only for a whole step: every problem
+        # at once. Keep the id so later checks (duplicates, needs) still see the step.
+        found = templates.templates_in(params, "params") + [
+            (name, text) for name, text in (("when", when), ("map.over", (mapping or {}).get("over")),
+                                            ("cache.key", (cache or {}).get("key"))) if isinstance(text, str) and text]
+        for name, text in found:
+            errors.extend(templates.syntax_problems(text, f"{where}: {name}"))
         return StepSpec(id=step_id, action=str(action_name), needs=tuple(needs))
     return StepSpec(
         id=step_id,

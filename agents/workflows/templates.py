@@ -48,15 +48,23 @@ def _compiled(text: str, where: str) -> CompiledExpression:
     return compile_expression(text.strip(), where=where)
 
 
+def syntax_problems(text: str, where: str) -> list[str]:
+    """The syntax problems of one expression (what it reads is not looked at)."""
+    if text.startswith(UNCLOSED):
+        return [f"{where}: '${{' without its closing '}}': {text[len(UNCLOSED):][:60]!r}"]
+    try:
+        _compiled(text, where)
+    except ExpressionError as error:
+        return [str(error)]
+    return []
+
+
 def expression_problems(text: str, where: str, *, params: set[str], item: bool = False) -> tuple[list[str], set[str]]:
     """The problems of one expression (syntax with its column, what it reads) and the steps it reads; ``item``: it
     may read ``item`` and ``index`` too (the params of a mapped step)."""
-    if text.startswith(UNCLOSED):
-        return [f"{where}: '${{' without its closing '}}': {text[len(UNCLOSED):][:60]!r}"], set()
-    try:
-        compiled = _compiled(text, where)
-    except ExpressionError as error:
-        return [str(error)], set()
+    if problems := syntax_problems(text, where):
+        return problems, set()
+    compiled = _compiled(text, where)
     problems, steps = [], set()
     for path in compiled.fields:
         root, _, rest = path.partition(".")

@@ -147,6 +147,21 @@ def test_a_run_re_run_after_missing_its_deadline_has_a_deadline_of_its_own_from_
     assert len(_missed(run)) == 2
 
 
+def test_a_step_with_a_bad_field_still_has_its_expressions_checked_for_syntax_in_the_same_pass():
+    # the key's syntax error showed only once the TTL was mended
+    with pytest.raises(WorkflowSpecError) as error:
+        workflow_spec_parse({"name": "two-passes", "params": {"day": ""}, "steps": [
+            {"id": "a", "action": "echo", "when": "1 +", "params": {"value": "${ params.day + }"},
+             "cache": {"key": "params.day +", "ttl_s": 0}}]})
+
+    assert error.value.errors == [
+        "step 'a': cache.ttl_s: must be a number of seconds above 0 and at most 3.16224e+07, got 0",
+        "step 'a': params.value: syntax error at column 13: invalid syntax",
+        "step 'a': when: syntax error at column 4: invalid syntax",
+        "step 'a': cache.key: syntax error at column 13: invalid syntax",
+    ]
+
+
 def test_a_step_that_waits_or_hands_off_cannot_be_cached():
     with pytest.raises(WorkflowSpecError) as error:
         workflow_spec_parse({"name": "cached-wait", "steps": [
@@ -208,6 +223,7 @@ def test_deadline_and_cache_fields_are_checked_at_load():
         "step 'a': deadline_s: must be a number of seconds above 0 and at most 3.16224e+07, got -1",
         "step 'a': cache.ttl_s is required (seconds a result may be reused)",
         "step 'b': cache has unknown field 'size' (allowed: key, ttl_s)",
+        "step 'b': cache.key: syntax error at column 4: invalid syntax",
         "max_active_runs: must be a whole number from 1 to 10000, got 0",
         "on_deadline: needs deadline_s, on the workflow or on a step",
     ]
