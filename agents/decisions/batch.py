@@ -52,6 +52,8 @@ def _kind(value: Any) -> str | None:
 
 def _vectorisable(node: ast.expr) -> tuple[bool, bool]:
     """Whether every part of the tree means the same column-wise as row by row; and whether it does arithmetic."""
+    if isinstance(node, ast.Constant) and type(node.value) is int and not _number_constant(node.value):
+        return False, False  # no float holds it: compared with a column of floats it would round (2**53 + 1)
     if not reads_fields(node):
         return True, False  # folded once by the row language itself
     if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
@@ -365,7 +367,10 @@ class _Columns:
 
 def _exact(numbers: list) -> bool:
     """Whether every number is finite and, if an integer, exact as a float."""
-    array = np.asarray(numbers, dtype=float)
+    try:
+        array = np.asarray(numbers, dtype=float)
+    except OverflowError:  # an integer past a float's range: the rows holding it are decided one by one
+        return False
     return bool(np.isfinite(array).all()) and (len(array) == 0 or float(np.abs(array).max()) < EXACT_INTEGER)
 
 

@@ -5,6 +5,7 @@ JsonLogic object (``jsonlogic``); both are compiled once per version.
 """
 import hashlib
 import json
+import math
 from decimal import Decimal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -350,7 +351,7 @@ def hit_policy_apply(ruleset: RuleSet, matched: list[Rule], trace: tuple[dict, .
                        trace=trace, answered=True,
                        reasoning=f"rule {matched[0].id!r} matched (the only match; hit policy unique)")
     if policy == "any":
-        decisions = {json.dumps(rule.decision, sort_keys=True) for rule in matched}
+        decisions = {json.dumps(_numbers_as_one(rule.decision), sort_keys=True) for rule in matched}
         if len(decisions) > 1:
             raise DecisionError(f"rules {ids} match with different decisions, but hit policy 'any' needs them to agree")
         return Outcome(matched=tuple(matched), decision=matched[0].decision,
@@ -389,9 +390,25 @@ def _aggregate(aggregation: str, decisions: list, ids: str):
     if not all(_is_number(d) for d in decisions):
         raise DecisionError(f"rules {ids} matched, but {aggregation} needs numeric decisions, got {decisions!r}")
     if aggregation == "sum":
-        return _decimal_sum(decisions)
+        total = _decimal_sum(decisions)
+        # As a float past 1.8e308 the sum is Infinity, which JSON and PostgreSQL refuse: the answer was lost.
+        if isinstance(total, float) and not math.isfinite(total):
+            raise DecisionError(f"rules {ids} matched, but the sum of their decisions is beyond what a number holds "
+                                f"(about 1.8e308)")
+        return total
     operations: dict[str, Callable] = {"min": min, "max": max}
     return operations[aggregation](decisions)
+
+
+def _numbers_as_one(value: Any) -> Any:
+    """``value`` with each whole float as the integer it equals, at any depth: 1 and 1.0 are one JSON number."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_numbers_as_one(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _numbers_as_one(item) for key, item in value.items()}
+    return value
 
 
 def _is_number(value: Any) -> bool:

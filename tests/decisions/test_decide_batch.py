@@ -328,3 +328,55 @@ def test_decision_ids_are_time_ordered_so_a_batch_is_audited_in_id_order():
     assert all(made.version == 7 for made in ids) and ids == sorted(ids)
     stored = Decision.objects.filter(decision_id__in=ids).order_by("decision_id")
     assert [row.decision_id for row in stored] == ids
+
+
+BIG = """
+    name: big-numbers
+    hit_policy: collect
+    default: {decision: none}
+    rules:
+      - {id: eq, condition: "n == 9007199254740993", decision: eq}
+      - {id: lt, condition: "n < 9007199254740993", decision: lt}
+"""
+
+
+def test_numbers_past_a_float_s_exact_range_are_decided_in_a_batch_as_alone():
+    # an integer past a float's range crashed the batch (OverflowError); a float next to a literal no float holds
+    # compared equal in the batch (the literal rounded) where alone it is less
+    name = load(BIG).ruleset.name
+    contexts = [{"n": int("9" * 400)}, {"n": 9007199254740992.0}, {"n": 9007199254740993}, {"n": 1}]
+
+    alone = [services.decide(ruleset=name, context=context, explain=False, use_cache=False) for context in contexts]
+    batch = services.decide_many(ruleset=name, contexts=contexts, use_cache=False)
+
+    assert [result["decision"] for result in batch] == [result["decision"] for result in alone] == [
+        "none", ["lt"], ["eq"], ["lt"]]
+    assert Decision.objects.count() == 8
+
+
+def test_a_sum_of_decisions_past_a_number_s_range_is_a_decision_error_that_is_audited():
+    # the sum was Infinity, which PostgreSQL refused: a traceback, and no audit row
+    name = load(json.dumps({"name": "overflowing-sum", "hit_policy": "collect", "aggregation": "sum",
+                            "default": {"decision": 0}, "rules": [
+                                {"id": "a", "condition": "x > 0", "decision": 0.5},
+                                {"id": "b", "condition": "x > 0", "decision": 1.5e308},
+                                {"id": "c", "condition": "x > 1", "decision": 1.5e308}]})).ruleset.name
+
+    with pytest.raises(DecisionError, match="the sum of their decisions is beyond what a number holds"):
+        services.decide(ruleset=name, context={"x": 2}, use_cache=False)
+    [batched] = services.decide_many(ruleset=name, contexts=[{"x": 2}], use_cache=False)
+
+    assert "beyond what a number holds" in batched["error"] and batched["needs_review"]
+    assert Decision.objects.count() == 2
+
+
+def test_hit_policy_any_takes_one_and_one_point_zero_as_the_same_decision():
+    name = load("""
+        name: any-numbers
+        hit_policy: any
+        rules:
+          - {id: a, condition: "x > 0", decision: 1}
+          - {id: b, condition: "x > 0", decision: 1.0}
+    """).ruleset.name
+
+    assert services.decide(ruleset=name, context={"x": 1}, use_cache=False)["decision"] == 1
