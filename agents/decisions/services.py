@@ -354,14 +354,16 @@ class _Decider:
                         "reasoning": f"no rule matched; model v{self.champion.number} cannot be used ({failure}), "
                         "so the default applies, flagged for review"}
             base["model_version"] = self.champion.number
-            if confidence >= self.champion.abstain_below:
+            # The active version's threshold (a version loaded after training may change it), not the model's copy.
+            abstain_below = self.rules.model.abstain_below
+            if confidence >= abstain_below:
                 return {**base, "decision": decision, "confidence": round(confidence, 6), "engine": DecisionEngine.MODEL,
                         "rule_ids": [], "reasoning": f"no rule matched; model v{self.champion.number} predicted "
                         f"{json.dumps(decision)} with confidence {confidence:.2f}"}
             return {**base, "decision": default["decision"], "confidence": default["confidence"],
                     "engine": DecisionEngine.DEFAULT, "rule_ids": [], "needs_review": True,
                     "reasoning": f"no rule matched; model v{self.champion.number} was unsure ({confidence:.2f} < "
-                    f"{self.champion.abstain_below:.2f}), so the default applies, flagged for review"}
+                    f"{abstain_below:g}), so the default applies, flagged for review"}
         return {**base, "decision": default["decision"], "confidence": default["confidence"],
                 "engine": DecisionEngine.DEFAULT, "rule_ids": [], "reasoning": "no rule matched; the default applies"}
 

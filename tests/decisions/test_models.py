@@ -99,6 +99,20 @@ def test_below_the_abstain_threshold_the_default_decides_flagged_for_review(tmp_
     assert Decision.objects.get(decision_id=result["decision_id"]).needs_review
 
 
+def test_a_version_loaded_after_training_sets_the_threshold_the_model_abstains_below(tmp_path):
+    # the model kept the threshold of the version it was trained under
+    load(WITH_MODEL.replace("ABSTAIN", "0.5"))
+    services.model_train(ruleset="credit", csv_path=write_training_csv(tmp_path / "train.csv"))
+    context = {"income": 50_000, "employment": "employed"}
+    assert services.decide(ruleset="credit", context=context, use_cache=False)["engine"] == "model"
+
+    load(WITH_MODEL.replace("ABSTAIN", "0.9999"))
+    result = services.decide(ruleset="credit", context=context, use_cache=False)
+
+    assert (result["engine"], result["decision"], result["needs_review"]) == ("default", "manual_review", True)
+    assert "< 0.9999), so the default applies" in result["reasoning"]
+
+
 @pytest.mark.parametrize(("spoil", "reason"), [
     (lambda path: path.write_bytes(path.read_bytes() + b"tampered"), "sha256 .* expected .* refusing to load"),
     (lambda path: path.unlink(), "is missing"),
