@@ -978,7 +978,9 @@ def _shadow_later(decision_ids: list) -> None:
 
 
 def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
-    """Evaluate shadow drafts and challenger models against audited decisions; record each comparison once."""
+    """Evaluate shadow drafts and challenger models against audited decisions; record each comparison once. A draft
+    whose rules (a model whose features) read a value the audit masked is not compared on that decision: it would be
+    evaluated on ``***``, not on what was decided on."""
     recorded = 0
     for decision in Decision.objects.filter(decision_id__in=decision_ids).select_related("ruleset"):
         candidates = []
@@ -988,6 +990,8 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
                                    dmn_shadow_answer(version=version, decision=decision)))
                 continue
             rules = compiled_ruleset(version.pk)
+            if _holds_mask(decision.context, rules.fields):  # evaluated on ***, its answer would compare nothing
+                continue
             try:
                 outcome = ruleset_evaluate(rules, decision.context, explain=False)
                 answer = (outcome.decision, outcome.confidence) if outcome.answered else (
@@ -996,9 +1000,11 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
                 answer = ({"error": str(error)}, None)
             candidates.append((f"version {version.number}", {"candidate_version": version}, answer))
         challenger = DecisionModelVersion.objects.filter(ruleset=decision.ruleset, alias=ModelAlias.CHALLENGER).first()
-        if challenger is not None and decision.engine != DecisionEngine.RULES:
+        features = ml.features_of(challenger.features) if challenger is not None else []
+        if challenger is not None and decision.engine != DecisionEngine.RULES and not _holds_mask(
+                decision.context, [feature.name for feature in features]):
             try:
-                prediction = ml.model_predict(_load(challenger), decision.context, ml.features_of(challenger.features))
+                prediction = ml.model_predict(_load(challenger), decision.context, features)
             except (ModelError, OSError, ValueError) as failure:
                 # An unusable challenger is left out of this comparison, not the batch: the drafts are still
                 # compared, and the decision_models check names the model.

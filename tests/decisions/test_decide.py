@@ -404,3 +404,28 @@ def test_simulation_of_a_version_of_rules_replays_no_decision_of_a_dmn_model():
 
     # then the DMN model's decisions are not compared with the rules' answers
     assert (report["replayed"], report["changed"]) == (0, 0)
+
+
+MASKED_READ = """
+    name: shadow-masked
+    hit_policy: first
+    default: {decision: "no"}
+    mask: [email]
+    rules:
+      - {id: com, condition: "email != None and endswith(email, '.com')", decision: "yes"}
+      - {id: nl, condition: "country == 'NL'", decision: "yes"}
+"""
+
+
+def test_a_shadow_draft_is_not_compared_on_a_decision_whose_masked_value_its_rules_read():
+    # the draft was evaluated on the audit's *** and recorded a disagreement the same rules never had
+    load(MASKED_READ)
+    load(MASKED_READ.replace('decision: "yes"}', 'decision: "yes", description: the same}'), activate=False,
+         shadow=True)
+    masked = services.decide(ruleset="shadow-masked", context={"email": "a@b.com"})
+    plain = services.decide(ruleset="shadow-masked", context={"country": "NL"})
+
+    services.decisions_shadow_evaluate(decision_ids=[masked["decision_id"], plain["decision_id"]])
+
+    compared = {str(row.decision.decision_id): row.agrees for row in ShadowComparison.objects.select_related("decision")}
+    assert compared == {plain["decision_id"]: True}
