@@ -219,6 +219,7 @@ class CheckSerializer(serializers.Serializer):
     type = ChoiceField(choices=CheckType.choices)
     params = JSONObjectField()
     interval_s = FiniteFloatField()
+    timeout_s = FiniteFloatField(help_text="Seconds a scheduled run may wait in the queue before it is dropped.")
     warning = FiniteFloatField(allow_null=True)
     critical = FiniteFloatField(allow_null=True)
     direction = ChoiceField(choices=ThresholdDirection.choices)
@@ -227,6 +228,7 @@ class CheckSerializer(serializers.Serializer):
     keep_firing_for_s = FiniteFloatField()
     tags = serializers.ListField(child=serializers.CharField())
     enabled = serializers.BooleanField()
+    description = serializers.CharField(allow_blank=True)
     status = ChoiceField(choices=CheckStatus.choices, help_text="Of the latest run.")
     last_value = FiniteFloatField(allow_null=True)
     unit = serializers.CharField(allow_blank=True)
@@ -533,9 +535,9 @@ class SilenceCreateSerializer(serializers.Serializer):
     """A silence to create: its matchers, and either `duration` (from now, or from `starts_at`) or `ends_at`."""
 
     matchers = MatchersSerializer()
-    starts_at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    starts_at = OffsetDateTimeField(required=False, help_text="With its offset or Z; default: now.")
     duration = WindowField(required=False)
-    ends_at = serializers.DateTimeField(required=False)
+    ends_at = OffsetDateTimeField(required=False, help_text="With its offset or Z.")
     comment = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
     team = team_field()
 
@@ -557,7 +559,7 @@ class SilenceUpdateSerializer(serializers.Serializer):
 
     matchers = MatchersSerializer(required=False)
     duration = WindowField(required=False, help_text="Ends this long from now, e.g. 2h.")
-    ends_at = serializers.DateTimeField(required=False)
+    ends_at = OffsetDateTimeField(required=False, help_text="With its offset or Z.")
     comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
     def validate(self, data):

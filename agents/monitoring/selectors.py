@@ -29,7 +29,8 @@ def window_parse(text: str) -> timedelta:
 
 
 def check_json(check: Check, *, open_alert: Alert | None = None) -> dict:
-    """One check with its definition and current state."""
+    """One check with its definition (every key a definitions file or a write takes, so a client can read, change
+    and write it back) and current state."""
     return {
         "id": check.pk,
         "name": check.name,
@@ -37,6 +38,7 @@ def check_json(check: Check, *, open_alert: Alert | None = None) -> dict:
         "type": check.check_type,
         "params": check.params,
         "interval_s": check.interval_s,
+        "timeout_s": check.timeout_s,
         "warning": check.warning,
         "critical": check.critical,
         "direction": check.direction,
@@ -45,6 +47,7 @@ def check_json(check: Check, *, open_alert: Alert | None = None) -> dict:
         "keep_firing_for_s": check.keep_firing_for_s,
         "tags": check.tags,
         "enabled": check.enabled,
+        "description": check.description,
         "status": check.last_status,
         "last_value": check.last_value,
         "unit": check.last_unit,
