@@ -177,7 +177,7 @@ class MessageSendSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200, help_text="An agent's name, 'type:<agent type>' (any one "
                                                                 "agent of the type), '*' or '*:<agent type>' (all).")
     payload = JSONObjectField(required=False, default=dict)
-    team = serializers.CharField(required=False, allow_blank=True, max_length=150, help_text=(
+    team = serializers.CharField(required=False, max_length=150, help_text=(
         "The team it is sent for (one of yours): its members see it, and a request's action runs as it. Default: "
         "the team of the definition a request runs, else your only team."))
 
@@ -188,7 +188,7 @@ class BroadcastSerializer(serializers.Serializer):
     message_type = ChoiceField(choices=MessageType.choices)
     agent_type = ChoiceField(choices=AgentType.choices, required=False, allow_null=True, default=None)
     payload = JSONObjectField(required=False, default=dict)
-    team = serializers.CharField(required=False, allow_blank=True, max_length=150,
+    team = serializers.CharField(required=False, max_length=150,
                                  help_text="The team it is sent for (one of yours); default: your only team.")
 
 

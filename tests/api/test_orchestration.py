@@ -170,6 +170,8 @@ def test_a_broadcast_reaches_every_live_agent_of_the_type(operator_client, worke
     # params that are no object were taken as none when they were empty, and the action ran with {}
     *[({"message_type": "task_request", "recipient": "type:data", "payload": {"action": "echo", "params": params}},
        "payload.params", "must be a JSON object (action 'echo')") for params in ([], 0, "", False, None)],
+    # a blank team was taken as none given, where every other request refuses it
+    ({"message_type": "heartbeat", "recipient": "*", "team": ""}, "team", "may not be blank"),
 ])
 def test_a_message_with_bad_input_names_the_field_and_sends_nothing(operator_client, body, field, reason):
     response = operator_client.post("/api/messages/", body, format="json")
@@ -209,3 +211,13 @@ def test_a_broadcast_nobody_would_receive_names_agent_type(operator_client):
     assert error_of(response)["fields"] == {"agent_type": [
         "no live, enabled agent of type 'data' to broadcast to (a broadcast reaches the agents live as it is sent; "
         "see `manage.py agents list`)"]}
+
+
+@pytest.mark.django_db
+def test_a_broadcast_with_a_blank_team_is_refused_naming_it(operator_client):
+    response = operator_client.post("/api/messages/broadcast/", {"message_type": "heartbeat", "team": ""},
+                                    format="json")
+
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"team": ["This field may not be blank."]}
+    assert not AgentMessage.objects.exists()
