@@ -13,9 +13,12 @@ def connection_checked() -> None:
     raw = connection.connection
     if raw is None or connection.in_atomic_block or not hasattr(raw, "fileno"):  # (SQLite: a file, no server)
         return
+    if connection.errors_occurred:  # a query failed on it meanwhile (it may have found it dropped): a new one
+        connection.close()
+        return
     try:
         said = bool(select.select([raw.fileno()], [], [], 0)[0])
-    except (OSError, ValueError):  # closed on this side already
+    except Exception:  # known lost or closed on this side already (psycopg raises its own error then)
         said = True
     if said and not connection.is_usable():
         connection.close()

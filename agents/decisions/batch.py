@@ -52,8 +52,6 @@ def _kind(value: Any) -> str | None:
 
 def _vectorisable(node: ast.expr) -> tuple[bool, bool]:
     """Whether every part of the tree means the same column-wise as row by row; and whether it does arithmetic."""
-    if isinstance(node, ast.Constant) and type(node.value) is int and not _number_constant(node.value):
-        return False, False  # no float holds it: compared with a column of floats it would round (2**53 + 1)
     if not reads_fields(node):
         return True, False  # folded once by the row language itself
     if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
@@ -247,6 +245,17 @@ class _NumpyCondition:
         return shared
 
 
+def _exact_constants(folded: dict) -> bool:
+    """Whether every constant a condition folds (its literals, and its parts that read no field: ``-2**53 - 1``,
+    ``9007199254740992 + 1``) that is an integer is one a float holds: compared with a column of floats, another
+    would round."""
+    for value, _ in folded.values():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if type(item) is int and not _number_constant(item):
+                return False
+    return True
+
+
 class _Plan:
     """How each rule of a rule set is evaluated over a batch: its vector expression, or None (row by row)."""
 
@@ -263,7 +272,7 @@ class _Plan:
                     candidate = None
                 if candidate is not None:
                     fits, arithmetic = _vectorisable(candidate.tree)
-                    vector = candidate if fits else None
+                    vector = candidate if fits and _exact_constants(candidate.folded) else None
             self.vectors.append(vector)
             self.arithmetic.append(arithmetic)
             self.conditions.append(_numpy_condition(vector) if vector is not None else None)

@@ -10,7 +10,7 @@ import pytest
 from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from agents.data import services
@@ -33,9 +33,10 @@ def past_the_soft_time_limit(frame: pd.DataFrame, seconds: float) -> pd.DataFram
 
 
 @transform("test_connection_dropped")
-def connection_dropped(frame: pd.DataFrame) -> pd.DataFrame:
+def connection_dropped(frame: pd.DataFrame, queried_after: bool = False) -> pd.DataFrame:
     """The database drops the connection of the process running the pipeline (a restart, a failover, a pooler reaping
-    it) while the pipeline reads and transforms, which it does without the database."""
+    it) while the pipeline reads and transforms, which it does without the database; ``queried_after``: a query
+    then fails on it (the process knows it lost)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         (pid,) = cursor.fetchone()
@@ -43,6 +44,9 @@ def connection_dropped(frame: pd.DataFrame) -> pd.DataFrame:
     with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
                          dbname=database["NAME"], autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    if queried_after:
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
     return frame
 
 
@@ -234,11 +238,14 @@ def test_a_run_losing_its_worker_for_the_last_allowed_time_fails_naming_the_work
                          "gone@host: the worker restarted without stopping")
 
 
-def test_a_run_whose_database_connection_was_dropped_as_it_ran_publishes_and_ends(worker, shared_folder, orders):
+@pytest.mark.parametrize("queried_after", [False, True])
+def test_a_run_whose_database_connection_was_dropped_as_it_ran_publishes_and_ends(worker, shared_folder, orders,
+                                                                                  queried_after):
     # given a pipeline during which the database drops the connection of the worker process running it
     write_orders(settings.AGENTS_DATA_ROOT / shared_folder, orders)
     spec = pipeline(shared_folder)
-    spec["transforms"] = [{"type": "custom", "function": "test_connection_dropped"}, *spec["transforms"]]
+    spec["transforms"] = [{"type": "custom", "function": "test_connection_dropped",
+                           "params": {"queried_after": queried_after}}, *spec["transforms"]]
     run = services.data_run_enqueue(version=load(spec))
 
     # then the run publishes its dataset and ends succeeded on a new connection, not left running

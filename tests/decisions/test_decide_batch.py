@@ -337,6 +337,8 @@ BIG = """
     rules:
       - {id: eq, condition: "n == 9007199254740993", decision: eq}
       - {id: lt, condition: "n < 9007199254740993", decision: lt}
+      - {id: negative, condition: "n == -9007199254740993", decision: negative}
+      - {id: computed, condition: "n == 9007199254740992 + 1", decision: computed}
 """
 
 
@@ -344,14 +346,15 @@ def test_numbers_past_a_float_s_exact_range_are_decided_in_a_batch_as_alone():
     # an integer past a float's range crashed the batch (OverflowError); a float next to a literal no float holds
     # compared equal in the batch (the literal rounded) where alone it is less
     name = load(BIG).ruleset.name
-    contexts = [{"n": int("9" * 400)}, {"n": 9007199254740992.0}, {"n": 9007199254740993}, {"n": 1}]
+    contexts = [{"n": int("9" * 400)}, {"n": 9007199254740992.0}, {"n": 9007199254740993}, {"n": 1},
+                {"n": -9007199254740992.0}]
 
     alone = [services.decide(ruleset=name, context=context, explain=False, use_cache=False) for context in contexts]
     batch = services.decide_many(ruleset=name, contexts=contexts, use_cache=False)
 
     assert [result["decision"] for result in batch] == [result["decision"] for result in alone] == [
-        "none", ["lt"], ["eq"], ["lt"]]
-    assert Decision.objects.count() == 8
+        "none", ["lt"], ["eq", "computed"], ["lt"], ["lt"]]
+    assert Decision.objects.count() == 10
 
 
 def test_a_sum_of_decisions_past_a_number_s_range_is_a_decision_error_that_is_audited():

@@ -7,7 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import OperationalError, connection
+from django.db import DatabaseError, OperationalError, connection
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, action
@@ -274,10 +274,12 @@ def test_a_parent_step_never_told_that_its_child_run_ended_is_ended_by_the_recon
     assert [a.status for a in attempts(run, "call")] == ["succeeded"]
 
 
-@action("test.connection_dropped", params={"path": Param("string", required=True)})
-def connection_dropped(context: ActionContext, *, path: str) -> dict:
+@action("test.connection_dropped", params={"path": Param("string", required=True),
+                                           "queried_after": Param("boolean", default=False)})
+def connection_dropped(context: ActionContext, *, path: str, queried_after: bool) -> dict:
     """Count each run in ``path``; before it returns, the database drops the connection of the process running it,
-    as a restart, a failover or a pooler reaping idle connections does during a long action."""
+    as a restart, a failover or a pooler reaping idle connections does during a long action; ``queried_after``: a
+    query then fails on it (the process knows it lost)."""
     with open(path, "a") as record:
         record.write(f"{context.attempt}\n")
     with connection.cursor() as cursor:
@@ -287,16 +289,27 @@ def connection_dropped(context: ActionContext, *, path: str) -> dict:
     with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
                          dbname=database["NAME"], autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    if queried_after:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError:
+            pass
+        else:
+            raise AssertionError("the dropped connection answered")
     return {"done": True}
 
 
-def test_an_action_whose_database_connection_was_dropped_as_it_ran_is_recorded_and_not_run_again(worker, tmp_path):
+@pytest.mark.parametrize("queried_after", [False, True])
+def test_an_action_whose_database_connection_was_dropped_as_it_ran_is_recorded_and_not_run_again(worker, tmp_path,
+                                                                                                 queried_after):
     # given a step whose connection to the database is dropped while its action runs (the database itself stays up)
     record = tmp_path / "runs.log"
+    params = json.dumps({"path": str(record), "queried_after": queried_after})
     run = start(f"""
         name: dropped-connection
         steps:
-          - {{id: work, action: test.connection_dropped, params: {{path: "{record}"}}}}
+          - {{id: work, action: test.connection_dropped, params: {params}}}
           - {{id: after, action: echo, needs: [work], params: {{value: 1}}}}
     """)
 
