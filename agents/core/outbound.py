@@ -453,7 +453,7 @@ def outbound_request(method: str, url: str, *, setting: str, headers: dict | Non
                      params: dict | None = None, timeout_s: float = 10.0, stream: bool = False,
                      follow_redirects: bool = False, target: OutboundTarget | None = None) -> requests.Response:
     """Send one request through the guard (see the module); raises ``OutboundRequestError`` when the URL or a
-    redirect hop is refused, ``requests.Timeout`` when the whole request (every hop, and the body unless
+    redirect hop is refused or the answer's body is over ``AGENTS_OUTBOUND_MAX_BODY_BYTES``, ``requests.Timeout`` when the whole request (every hop, and the body unless
     ``stream``) is not done within ``timeout_s`` seconds, and what ``requests`` raises when the connection fails.
     ``target``: ``url`` already checked by ``outbound_target`` (not resolved twice). A lookup (a redirect hop's too)
     that fails for now raises ``HostLookupError``, an ``OutboundRequestError`` worth another try."""

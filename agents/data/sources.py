@@ -1502,6 +1502,8 @@ def _api_request(target, spec: dict, *, query: dict, headers: dict, label: str) 
         except CircuitOpenError as error:
             # Retrying now would fail fast again: the circuit lets a call through only after its cool-down.
             raise DataSourceError(f"{label}: not called: {error}") from None
+        except OutboundRequestError as error:  # answered with a body over AGENTS_OUTBOUND_MAX_BODY_BYTES
+            raise DataSourceError(f"{label}: {error}") from None
         except requests.Timeout:
             problem = f"no answer within {spec['timeout_s']}s"
             continue

@@ -367,6 +367,8 @@ def _post(url: str, body: dict | list, headers: dict[str, str], timeout_s: float
                 call.failed(f"answered {response.status_code}")
     except CircuitOpenError as error:
         raise _Failure(f"not sent: {error}") from None  # a later attempt may be the trial call
+    except OutboundRequestError as error:  # answered with a body over AGENTS_OUTBOUND_MAX_BODY_BYTES
+        raise _Failure(str(error), permanent=True) from None
     except requests.Timeout:
         raise _Failure(f"timed out after {timeout_s:g} s") from None
     except requests.ConnectionError as error:

@@ -220,6 +220,19 @@ def test_an_answer_whose_body_is_larger_than_the_outbound_limit_is_refused_namin
         http_request(url=f"{allowed.url}/big?bytes=5000&{query}")
 
 
+def test_a_webhook_or_an_api_source_answered_with_a_body_over_the_limit_fails_naming_it(allowed, settings):
+    # the refusal escaped both: a notice stayed "sending" until the stale sweep, a run failed as a bug would
+    settings.AGENTS_OUTBOUND_MAX_BODY_BYTES = 1000
+    url = f"{allowed.url}/big?bytes=5000"
+
+    with pytest.raises(NotificationError, match="larger than 1000 bytes"):
+        notification_send(handler="webhook", config={"url": url, "attempts": 3, "backoff_s": 0.01},
+                          payload={"event": "firing"}, dedup_key="fp")
+    assert len(allowed.requests) == 1  # not sent again: the answer would be as large
+    with pytest.raises(DataSourceError, match=r"larger than 1000 bytes \(AGENTS_OUTBOUND_MAX_BODY_BYTES\)"):
+        source_frame({"kind": "api", "url": url, "records": "items"})
+
+
 @pytest.mark.parametrize("bypass", ["backslash", "decimal"])
 def test_an_http_check_of_a_forbidden_host_is_refused_and_never_probes_it(allowed, forbidden, bypass):
     with pytest.raises(CheckSpecError, match="parameter 'url': .*(refused|is not in AGENTS_MONITOR_ALLOWED_HOSTS)"):
