@@ -7,7 +7,8 @@ the hot path of a task never touches the database. The thread is not the worker'
 timer: that one stops while the worker reconnects to a broker that went away, and a
 live worker must keep heart-beating then, or it would look dead and its steps would be
 re-dispatched. On a warm shutdown the agents go offline once the pool has finished the tasks in hand (they
-heart-beat meanwhile); on a cold one, at once when no task was in hand, else the offline sweep finds them.
+heart-beat meanwhile); on a cold one, at once when no task is in hand (Celery cancels them first), else the offline
+sweep finds them.
 
 A disabled agent takes no new work: the worker does not consume the type queue of an agent
 that is disabled when it starts, and each tick reads which of its agents are disabled, stops
@@ -91,8 +92,10 @@ class AgentRegistryStep(bootsteps.StartStopStep):
         signals.worker_shutdown.connect(self._stopped, sender=worker, weak=False)
 
     def terminate(self, worker):
-        """A cold shutdown (or an embedded worker's stop) kills the tasks in hand. With none, the agents go offline;
-        with some, they are left to the offline sweep or the worker's next start, which re-queue what was killed."""
+        """A cold shutdown (or an embedded worker's stop) kills the tasks in hand. Celery's own cancels them first,
+        leaving their messages unacknowledged for the broker to hand out again, so none is in hand here and the agents
+        go offline. Tasks still in hand (an embedded worker's stop) leave the agents to the offline sweep or the
+        worker's next start, which re-queue what was killed."""
         self._heartbeat_stop()
         if not self.agent_types:
             return

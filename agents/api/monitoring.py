@@ -912,7 +912,7 @@ def _problem_fields(problems: list[str]) -> dict[str, list[str]]:
 def _refused_message(error: ExternalAlertsRefusedError) -> str:
     """``invalid input: [1].labels.alertname: is required (and 1 more); 2 alerts stored (1 fired, 1 updated)``."""
     more = len(error.errors) - 1
-    stored = sum(error.counts.values())
+    stored = sum(error.counts[what] for what in ("fired", "updated", "resolved"))  # not the ignored or unchanged
     done = ", ".join(f"{count} {what}" for what, count in error.counts.items() if count)
     return (f"invalid input: {error.errors[0]}" + (f" (and {more} more)" if more else "")
             + f"; {stored} alert{'' if stored == 1 else 's'} stored" + (f" ({done})" if done else ""))

@@ -199,12 +199,14 @@ def source_resolve(source: Any) -> dict:
 # ------------------------------------------------------------------------------------ runs
 
 
-def _transition(run: DataRun, to: str, **fields: Any) -> bool:
-    """Move ``run`` to status ``to`` if its stored status allows it; return whether it moved."""
+def _transition(run: DataRun, to: str, *, claimed_by: str | None = None, **fields: Any) -> bool:
+    """Move ``run`` to status ``to`` if its stored status allows it (and, with ``claimed_by``, it is still that task's
+    claim); return whether it moved."""
     allowed_from = [status for status, targets in DATA_RUN_TRANSITIONS.items() if to in targets]
     if run.status not in allowed_from:
         raise InvalidTransitionError(f"data run {run.pk}: cannot go from {run.status} to {to}")
-    moved = DataRun.objects.filter(pk=run.pk, status=run.status).update(status=to, **fields)
+    fence = {} if claimed_by is None else {"task_id": claimed_by}
+    moved = DataRun.objects.filter(pk=run.pk, status=run.status, **fence).update(status=to, **fields)
     if moved:
         run.status = to
         for name, value in fields.items():
@@ -511,8 +513,9 @@ def data_run_execute(*, run_id: int, task_id: str = "", worker: str = "") -> Dat
         attempt_path.unlink(missing_ok=True)  # gone once published (renamed); else what this attempt left
     connection_checked()  # a pipeline that failed may have run long without the database too
     status = DataRunStatus.FAILED if fields.get("error") else DataRunStatus.SUCCEEDED
-    # No echoed secret stored, nor a NUL from the data (in a check's failing values, an error naming a column).
-    _transition(run, status, finished_at=timezone.now(), **storable(secrets_redacted(fields)))
+    # No echoed secret stored, nor a NUL from the data (in a check's failing values, an error naming a column). Only
+    # while it is this attempt's claim: a worker found lost, its run handed out again, may have been only frozen.
+    _transition(run, status, claimed_by=run.task_id, finished_at=timezone.now(), **storable(secrets_redacted(fields)))
     return DataRun.objects.select_related("version__pipeline").get(pk=run_id)
 
 

@@ -986,6 +986,8 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
         candidates = []
         for version in RuleSetVersion.objects.filter(ruleset=decision.ruleset, status=VersionStatus.DRAFT, shadow=True):
             if version.spec.get("format") == "dmn":
+                if _holds_mask(decision.context, None):  # what a DMN model reads is not known: any masked value
+                    continue
                 candidates.append((f"version {version.number}", {"candidate_version": version},
                                    dmn_shadow_answer(version=version, decision=decision)))
                 continue

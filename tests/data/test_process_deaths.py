@@ -7,7 +7,7 @@ import pytest
 
 from agents.data import engine, services
 from agents.data.selectors import data_run_json
-from agents.models import DataRun
+from agents.models import DataRun, Dataset
 from tests.data.conftest import WorkerKilled, load
 
 pytestmark = pytest.mark.django_db
@@ -82,3 +82,22 @@ def test_a_first_delivery_and_another_task_s_message_count_no_death(run, executi
     other = services.data_run_execute(run_id=run.pk, task_id="task-2", worker="w2@host")
 
     assert (ran.status, ran.process_deaths, other.status, len(started)) == ("succeeded", 0, "succeeded", 1)
+
+
+def test_an_attempt_whose_run_was_handed_out_again_meanwhile_does_not_end_it(run, monkeypatch):
+    # given an attempt on a worker that is found lost while it runs (it was only frozen): its run is handed out again
+    execute = engine.pipeline_execute
+
+    def found_lost_meanwhile(*args, **kwargs):
+        services.data_runs_requeue_lost(hostnames=["w1@host"])
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "pipeline_execute", found_lost_meanwhile)
+
+    # when the attempt carries on to its end, it does not end the run: the run is the new task's to end
+    assert deliver(run, "w1@host").status == "running"
+    handed = DataRun.objects.get(pk=run.pk)
+    assert (handed.task_id != "task-1", handed.worker, handed.process_deaths) == (True, "", 1)
+    # and the new task ends it from what the first attempt published, once
+    ended = services.data_run_execute(run_id=run.pk, task_id=handed.task_id, worker="w2@host")
+    assert (ended.status, Dataset.objects.filter(run=run).count()) == ("succeeded", 1)

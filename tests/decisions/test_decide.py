@@ -12,6 +12,7 @@ from agents.decisions import services
 from agents.exceptions import DecisionError, RuleSetNotFoundError
 from agents.core.audit import actor
 from agents.models import AuditEntry, Decision, ShadowComparison
+from tests.conftest import PROJECT_DIR
 from tests.decisions.conftest import LOANS, load
 
 pytestmark = pytest.mark.django_db
@@ -429,3 +430,19 @@ def test_a_shadow_draft_is_not_compared_on_a_decision_whose_masked_value_its_rul
 
     compared = {str(row.decision.decision_id): row.agrees for row in ShadowComparison.objects.select_related("decision")}
     assert compared == {plain["decision_id"]: True}
+
+
+def test_a_shadow_dmn_draft_is_not_compared_on_a_decision_whose_context_the_audit_masked():
+    model = PROJECT_DIR / "examples" / "rules" / "loan_eligibility.dmn"
+    services.rules_load_file(path=str(model), activate=True)
+    services.rules_load(text=model.read_text().replace("]0.4..1]", "]0.5..1]"), shadow=True)
+    applicant = {"Age": 30, "Monthly Income": 5000}
+    masked = services.decide(ruleset="loan-eligibility", decision="Eligibility",
+                             context={"Applicant": {**applicant, "password": "x"}, "Loan Amount": 12000})
+    plain = services.decide(ruleset="loan-eligibility", decision="Eligibility",
+                            context={"Applicant": applicant, "Loan Amount": 12000})
+
+    services.decisions_shadow_evaluate(decision_ids=[masked["decision_id"], plain["decision_id"]])
+
+    assert [str(row.decision.decision_id) for row in ShadowComparison.objects.select_related("decision")] == [
+        plain["decision_id"]]

@@ -169,6 +169,16 @@ def test_a_batch_with_invalid_alerts_stores_the_valid_ones_and_answers_400_listi
                                "2 alerts stored (2 fired)", error
 
 
+def test_an_alert_a_disabled_check_ignores_is_not_counted_as_stored(prometheus):
+    prometheus(disk_full("h1", ended=True))  # makes the check, firing nothing
+    Check.objects.filter(name="DiskFull").update(enabled=False)
+
+    error = prometheus(disk_full("h2"), {"labels": {"instance": "h3"}}, status=400)["error"]
+
+    assert error["message"].endswith("; 0 alerts stored (1 ignored)"), error
+    assert not Alert.objects.exists()
+
+
 def test_a_batch_of_only_invalid_alerts_says_none_was_stored(prometheus):
     error = prometheus({"labels": {"instance": "h3"}}, status=400)["error"]
     assert error["message"] == "invalid input: [0].labels.alertname: is required (it names the check); 0 alerts stored"
