@@ -420,7 +420,7 @@ class WorkflowRunAdmin(TeamScopedMixin, ReadOnlyMixin, _RunActionsMixin, SafeFil
     fields = (
         "workflow_link", "version_link", "status_badge", "attempt", "progress_detail", "error", "failed_step",
         "params_text", "schedule_key", "logical_time", "backfill", "parent_link", "paused_by", "deadline_at",
-        "deadline_missed_at", "created_at", "started_at", "finished_at", "duration",
+        "deadline_missed_at", "rerun_at", "created_at", "started_at", "finished_at", "duration",
     )
     readonly_fields = fields
     actions = ("cancel_runs", "rerun_runs", "pause_runs", "resume_runs")

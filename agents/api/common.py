@@ -91,7 +91,10 @@ class OffsetDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value):
         if isinstance(value, str):
-            parsed = parse_datetime(value.strip())
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:  # well formed, but no time (12:99): DRF's own reading refuses it as invalid
+                parsed = None
             if parsed is not None and parsed.tzinfo is None:
                 raise serializers.ValidationError("give a time with its offset or Z (2026-11-01T00:00:00Z)")
         return super().to_internal_value(value)

@@ -271,6 +271,8 @@ class WorkflowRunSerializer(serializers.Serializer):
     schedule = serializers.CharField(allow_null=True, help_text="The schedule that started it (or a backfill of).")
     logical_time = serializers.DateTimeField(allow_null=True, help_text="The schedule slot it is for.")
     deadline_at = serializers.DateTimeField(allow_null=True, help_text="When it should have finished by.")
+    rerun_at = serializers.DateTimeField(allow_null=True, help_text="When it was last re-run from failure: its "
+                                                                     "deadlines count from then.")
     deadline_missed_at = serializers.DateTimeField(allow_null=True, help_text="When its deadline was found missed.")
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)

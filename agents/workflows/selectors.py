@@ -123,6 +123,7 @@ def run_to_dict(run: WorkflowRun) -> dict:
         "logical_time": iso(run.logical_time),
         "deadline_at": iso(run.deadline_at),
         "deadline_missed_at": iso(run.deadline_missed_at),
+        "rerun_at": iso(run.rerun_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "duration_s": run.duration_s,

@@ -152,3 +152,14 @@ def test_a_silence_given_a_duration_still_ends_that_long_from_now(operator_clien
     assert response.status_code == 201, response.content
     ends_at = Silence.objects.get().ends_at
     assert timedelta(minutes=59) < ends_at - datetime.now(dt_timezone.utc) <= timedelta(hours=1)
+
+
+@pytest.mark.parametrize("ends_at", ["2024-01-01T12:99:00Z", "2024-02-30T00:00:00Z"])
+def test_a_silence_time_that_is_no_time_is_a_400_naming_it(operator_client, ends_at):
+    # a well-formed time that does not exist (minute 99) was a 500
+    response = operator_client.post("/api/silences/", {"matchers": {"check": ["web"]}, "ends_at": ends_at},
+                                    format="json")
+
+    assert response.status_code == 400, response.content
+    assert list(error_of(response)["fields"]) == ["ends_at"]
+    assert not Silence.objects.exists()

@@ -13,7 +13,7 @@ from agents.core.params import Param
 from agents.exceptions import WorkflowSpecError
 from agents.models import Event, StepRun, WorkflowRun
 from agents.orchestration import events
-from agents.workflows import services
+from agents.workflows import selectors, services
 from agents.workflows.spec import workflow_spec_parse
 from tests.api.conftest import _user, client_for
 from tests.conftest import wait_for
@@ -43,6 +43,11 @@ LATE = """
 def _waiting(run):
     wait_for(lambda: StepRun.objects.filter(run=run, status="running").exclude(waiting_for="").exists(),
              what="a step to wait")
+
+
+def finish_of(run) -> dict:
+    """The run's JSON as the API and ``workflow status --json`` show it."""
+    return selectors.run_to_dict(WorkflowRun.objects.get(pk=run.pk))
 
 
 def _missed(run) -> list[dict]:
@@ -134,7 +139,8 @@ def test_a_run_re_run_after_missing_its_deadline_has_a_deadline_of_its_own_from_
     assert services.workflow_deadlines_check(now=timezone.now() + timedelta(seconds=90))["cancelled"] == 1
 
     # when it is re-run from failure
-    services.workflow_run_retry(run_id=run.pk)
+    rerun = services.workflow_run_retry(run_id=run.pk)
+    assert finish_of(rerun)["rerun_at"] is not None  # shown in the run's JSON (the API's, the command's)
     wait_for(lambda: StepRun.objects.filter(run=run, run_attempt=2, status="running").exclude(waiting_for="")
              .exists(), what="the re-run's step to wait")
 
