@@ -420,14 +420,15 @@ def _body_read(response: requests.Response, url: str) -> None:
     as soon as it is known to be: by its ``Content-Length``, or as it is read."""
     limit = settings.AGENTS_OUTBOUND_MAX_BODY_BYTES
     declared = response.headers.get("Content-Length", "")
-    chunks, read = [], 0
-    if not (declared.isdigit() and int(declared) > limit):
+    chunks, read = [], int(declared) if declared.isdigit() else 0
+    if read <= limit:
+        read = 0
         for chunk in response.iter_content(DRAIN_BYTES):
             read += len(chunk)
             if read > limit:
                 break
             chunks.append(chunk)
-    if declared.isdigit() and int(declared) > limit or read > limit:
+    if read > limit:
         response.close()
         raise OutboundRequestError(f"{url_shown(url)}: the answer's body is larger than {limit} bytes "
                                    f"(AGENTS_OUTBOUND_MAX_BODY_BYTES)")

@@ -388,6 +388,10 @@ def expectation_result(result: dict) -> dict:
                                                  "meta": {}}
     details = result.get("details", {})
     meta = {"name": result["name"], "severity": result["severity"], "status": result["status"]}
+    if (raised := details.get("exception_message")) is not None:  # as GE reports an expectation that raised
+        return {"success": False, "expectation_config": expectation, "result": {}, "meta": meta,
+                "exception_info": {"raised_exception": True, "exception_message": raised,
+                                   "exception_traceback": None}}
     if result["type"] == "row_count":
         observed = details.get("columns") if "observed" not in details else details["observed"]
         body: dict[str, Any] = {"observed_value": observed}
@@ -428,10 +432,6 @@ def expectation_result(result: dict) -> dict:
             }
     if result.get("failing_rows_path"):
         meta["failing_rows_path"] = result["failing_rows_path"]
-    if (raised := details.get("exception_message")) is not None:  # as GE reports an expectation that raised
-        return {"success": False, "expectation_config": expectation, "result": {}, "meta": meta,
-                "exception_info": {"raised_exception": True, "exception_message": raised,
-                                   "exception_traceback": None}}
     return {"success": result["passed"], "expectation_config": expectation, "result": body, "meta": meta}
 
 

@@ -290,15 +290,9 @@ def alert_resolve(*, alert_id: int, user: str = "") -> Alert:
     follows its alerts still open (``_external_status_set``), as after a resolved post."""
     with transaction.atomic():
         alert = _alert_get(alert_id)
-        external = alert.health_check.check_type == CheckType.EXTERNAL
-        if external:  # the check first, as a post locks it before its alerts
-            Check.objects.select_for_update().filter(pk=alert.health_check_id).first()
-        now = timezone.now()
-        if alert.state == AlertState.RESOLVED or not _resolve(alert, now=now, by=user or "manual"):
+        if alert.state == AlertState.RESOLVED or not _resolved(alert, now=timezone.now(), by=user or "manual"):
             alert.refresh_from_db()
             raise AlertStateError(f"alert #{alert.pk} is already {alert.state}")
-        if external:
-            _external_status_set(alert.health_check_id, now=now)
         audit_record("alert.resolve", "alert", alert.pk, f"resolved alert #{alert.pk} ({alert.health_check.name})",
                      user=user)
     return alert
@@ -904,12 +898,21 @@ def _external_expire(*, now: datetime) -> int:
     count = 0
     for alert in Alert.objects.select_related("health_check").filter(state__in=OPEN_ALERT_STATES, ends_at__lte=now):
         with transaction.atomic():
-            # The check first, as a post locks it before its alerts: the status is read after a post commits.
-            Check.objects.select_for_update().filter(pk=alert.health_check_id).first()
-            if _resolve(alert, now=now, by="auto"):
-                count += 1
-                _external_status_set(alert.health_check_id, now=now)
+            count += _resolved(alert, now=now, by="auto")
     return count
+
+
+def _resolved(alert: Alert, *, now: datetime, by: str) -> bool:
+    """Resolve ``alert`` (``_resolve``); an external check's status then follows its alerts still open, its row
+    locked first, as a post locks it before its alerts (the status is read after a post commits)."""
+    external = alert.health_check.check_type == CheckType.EXTERNAL
+    if external:
+        Check.objects.select_for_update().filter(pk=alert.health_check_id).first()
+    if not _resolve(alert, now=now, by=by):
+        return False
+    if external:
+        _external_status_set(alert.health_check_id, now=now)
+    return True
 
 
 def _unsilenced_notify(*, now: datetime) -> int:

@@ -381,8 +381,7 @@ def workflow_run_start(
         queued = _at_max_active_runs(version.definition_id, compiled.spec.max_active_runs)
         run = WorkflowRun.objects.create(
             status=RunStatus.QUEUED if queued else RunStatus.PENDING, queued_at=timezone.now() if queued else None,
-            deadline_at=timezone.now() + timedelta(seconds=compiled.spec.deadline_s) if compiled.spec.deadline_s
-            else None,
+            deadline_at=compiled.spec.deadline_from(timezone.now()),
             version=version,
             params={**compiled.spec.params, **params, **slot},
             steps_total=len(compiled.spec.steps),
@@ -782,7 +781,7 @@ def workflow_run_retry(*, run_id: int) -> WorkflowRun:
             steps_done=run.steps_total - len(rerun), failed_step="", error="", finished_at=None,
             # Deadlines count from the re-run, the run's and its steps' alike: from the run's creation, a missed step
             # deadline cancelled every re-run again at once, while a missed run deadline was never looked at again.
-            rerun_at=now, deadline_at=now + timedelta(seconds=spec.deadline_s) if spec.deadline_s else None,
+            rerun_at=now, deadline_at=spec.deadline_from(now),
             deadline_missed_at=None,
         )
         version_id = run.version_id

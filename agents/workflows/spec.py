@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from agents.core.definitions import DefinitionTextError, definition_load_text, is_name, name_problem
@@ -118,6 +119,10 @@ class WorkflowSpec:
     #: Seconds from the run's creation by which it should have finished, and what happens when it has not.
     deadline_s: float | None = None
     on_deadline: str = "continue"
+
+    def deadline_from(self, start: datetime) -> datetime | None:
+        """When a run started (or re-run) at ``start`` should have finished by; None without ``deadline_s``."""
+        return start + timedelta(seconds=self.deadline_s) if self.deadline_s else None
 
     def schedule(self, name: str) -> dict | None:
         """The schedule called ``name``, or None."""
@@ -324,13 +329,8 @@ def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
     declared = set(params) | {LOGICAL_TIME_PARAM}
     problems = []
     for step in steps.values():
-        found = [(f"step {step.id!r}: {where}", text) for where, text in templates.templates_in(step.params, "params")]
-        if step.when is not None:
-            found.append((f"step {step.id!r}: when", step.when))
-        if step.map is not None and step.map["over"]:
-            found.append((f"step {step.id!r}: map.over", step.map["over"]))
-        if step.cache is not None and step.cache["key"]:
-            found.append((f"step {step.id!r}: cache.key", step.cache["key"]))
+        found = [(f"step {step.id!r}: {where}", text)
+                 for where, text in _expressions_of(step.params, step.when, step.map, step.cache)]
         if not found:
             continue
         upstream = dag.ancestors(graph, step.id)
@@ -343,6 +343,13 @@ def _expression_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
                             f"{where}: reads steps.{other}, which is not a step of this workflow"
                             for other in sorted(read - upstream))
     return problems
+
+
+def _expressions_of(params: Any, when: Any, mapping: dict | None, cache: dict | None) -> list[tuple[str, str]]:
+    """(where, text) of each expression of a step: its params' templates, ``when``, ``map.over`` and ``cache.key``."""
+    return templates.templates_in(params, "params") + [
+        (where, text) for where, text in (("when", when), ("map.over", (mapping or {}).get("over")),
+                                          ("cache.key", (cache or {}).get("key"))) if isinstance(text, str) and text]
 
 
 def _new_version_problems(steps: dict[str, StepSpec], params: dict) -> list[str]:
@@ -521,10 +528,7 @@ def _parse_step(raw: Any, index: int, errors: list[str]) -> StepSpec | None:
     if len(errors) > problems_before:
         # Its expressions' syntax is checked here, as what they read is checked only for a whole step: every problem
         # at once. Keep the id so later checks (duplicates, needs) still see the step.
-        found = templates.templates_in(params, "params") + [
-            (name, text) for name, text in (("when", when), ("map.over", (mapping or {}).get("over")),
-                                            ("cache.key", (cache or {}).get("key"))) if isinstance(text, str) and text]
-        for name, text in found:
+        for name, text in _expressions_of(params, when, mapping, cache):
             errors.extend(templates.syntax_problems(text, f"{where}: {name}"))
         return StepSpec(id=step_id, action=str(action_name), needs=tuple(needs))
     return StepSpec(

@@ -1,6 +1,7 @@
 """Data runs on a real Celery worker through the ``data`` queue, and the ``data.pipeline`` workflow action."""
 import io
 import json
+import select
 import textwrap
 from datetime import timedelta
 
@@ -44,6 +45,8 @@ def connection_dropped(frame: pd.DataFrame, queried_after: bool = False) -> pd.D
     with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
                          dbname=database["NAME"], autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    # The action (pipeline) goes on long enough for the server's word to arrive: it has when this returns.
+    assert select.select([connection.connection.fileno()], [], [], 10)[0], "the server said nothing"
     if queried_after:
         with pytest.raises(DatabaseError), connection.cursor() as cursor:
             cursor.execute("SELECT 1")

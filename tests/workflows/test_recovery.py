@@ -1,6 +1,7 @@
 """Nothing is lost when a worker process dies or a message goes missing."""
 import json
 import os
+import select
 import signal
 from datetime import timedelta
 
@@ -289,6 +290,8 @@ def connection_dropped(context: ActionContext, *, path: str, queried_after: bool
     with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
                          dbname=database["NAME"], autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    # The action (pipeline) goes on long enough for the server's word to arrive: it has when this returns.
+    assert select.select([connection.connection.fileno()], [], [], 10)[0], "the server said nothing"
     if queried_after:
         try:
             with connection.cursor() as cursor:
