@@ -1,5 +1,6 @@
 """Shared fixtures: a real Celery worker on the real broker, and helpers to wait for outcomes."""
 import os
+import select
 import socket
 import sqlite3
 import subprocess
@@ -9,6 +10,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from celery import signals
@@ -17,7 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
 
 from agents.core.actions import ActionContext, action
@@ -256,6 +258,25 @@ def backend_pid() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return cursor.fetchone()[0]
+
+
+def connection_dropped_by_the_server(*, queried_after: bool = False) -> None:
+    """The database ends this process's session (as a restart, a failover or ``pg_terminate_backend`` does, the
+    database itself up), and its word has reached this process (as it has after a long action); ``queried_after``:
+    a query then fails on the connection too (the process knows it lost)."""
+    pid = backend_pid()
+    database = connection.settings_dict
+    with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
+                         dbname=database["NAME"], autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert select.select([connection.connection.fileno()], [], [], 10)[0], "the server said nothing"
+    if queried_after:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError:
+            return
+        raise AssertionError("the dropped connection answered")
 
 
 def waits_for(waiting_pid: int, holding_pid: int) -> bool:

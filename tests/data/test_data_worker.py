@@ -1,24 +1,23 @@
 """Data runs on a real Celery worker through the ``data`` queue, and the ``data.pipeline`` workflow action."""
 import io
 import json
-import select
 import textwrap
 from datetime import timedelta
 
 import pandas as pd
-import psycopg
 import pytest
 from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.core.management import call_command
-from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from agents.data import services
 from agents.data.transforms import transform
 from agents.models import Agent, DataRun, Dataset
 from agents.orchestration.registry import agents_mark_offline
-from tests.conftest import broker_down_env, manage, through_the_soft_time_limit, wait_for
+from tests.conftest import (
+    broker_down_env, connection_dropped_by_the_server, manage, through_the_soft_time_limit, wait_for,
+)
 from tests.data.conftest import load, run_killed_after_publishing, write_orders
 from tests.workflows.conftest import finish, start
 from workers.data import data_run_execute
@@ -38,18 +37,7 @@ def connection_dropped(frame: pd.DataFrame, queried_after: bool = False) -> pd.D
     """The database drops the connection of the process running the pipeline (a restart, a failover, a pooler reaping
     it) while the pipeline reads and transforms, which it does without the database; ``queried_after``: a query
     then fails on it (the process knows it lost)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    database = connection.settings_dict
-    with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
-                         dbname=database["NAME"], autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
-    # The action (pipeline) goes on long enough for the server's word to arrive: it has when this returns.
-    assert select.select([connection.connection.fileno()], [], [], 10)[0], "the server said nothing"
-    if queried_after:
-        with pytest.raises(DatabaseError), connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+    connection_dropped_by_the_server(queried_after=queried_after)
     return frame
 
 

@@ -1,14 +1,12 @@
 """Nothing is lost when a worker process dies or a message goes missing."""
 import json
 import os
-import select
 import signal
 from datetime import timedelta
 
-import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError, OperationalError, connection
+from django.db import OperationalError
 from django.utils import timezone
 
 from agents.core.actions import ActionContext, action
@@ -17,7 +15,7 @@ from agents.core.tracing import trace
 from agents.models import Event, StepRun, StepStatus, Trigger, WorkflowRun
 from agents.orchestration.selectors import trace_records
 from agents.workflows import engine, services
-from tests.conftest import broker_down_env, manage, wait_for
+from tests.conftest import broker_down_env, connection_dropped_by_the_server, manage, wait_for
 from tests.workflows.conftest import attempts, finish, load, start
 from workers.workflow import workflow_runs_reconcile
 
@@ -283,23 +281,7 @@ def connection_dropped(context: ActionContext, *, path: str, queried_after: bool
     query then fails on it (the process knows it lost)."""
     with open(path, "a") as record:
         record.write(f"{context.attempt}\n")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    database = connection.settings_dict
-    with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
-                         dbname=database["NAME"], autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
-    # The action (pipeline) goes on long enough for the server's word to arrive: it has when this returns.
-    assert select.select([connection.connection.fileno()], [], [], 10)[0], "the server said nothing"
-    if queried_after:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except DatabaseError:
-            pass
-        else:
-            raise AssertionError("the dropped connection answered")
+    connection_dropped_by_the_server(queried_after=queried_after)
     return {"done": True}
 
 
