@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.expressions.compiler import extract_fields
-from agents.decisions.ruleset import Feature
+from agents.decisions.ruleset import Feature, decision_label
 from agents.core.files import file_sha256
 from agents.exceptions import ModelError
 
@@ -47,11 +47,6 @@ def featurize(context: dict, features: tuple[Feature, ...]) -> list[float]:
     return row
 
 
-def label_of(decision: Any) -> str:
-    """Return the class label of a decision value (its canonical JSON)."""
-    return json.dumps(decision, sort_keys=True, separators=(",", ":"))
-
-
 def model_train(*, rows: list[tuple[dict, Any]], features: tuple[Feature, ...], path: Path) -> TrainedModel:
     """Train a classifier on (context, decision) rows and save it to ``path`` with skops."""
     import numpy as np
@@ -62,7 +57,7 @@ def model_train(*, rows: list[tuple[dict, Any]], features: tuple[Feature, ...], 
     if len(rows) < MIN_TRAINING_ROWS:
         raise ModelError(f"{len(rows)} labelled contexts; at least {MIN_TRAINING_ROWS} are needed to train")
     x = np.array([featurize(context, features) for context, _ in rows], dtype=float)
-    y = np.array([label_of(decision) for _, decision in rows])
+    y = np.array([decision_label(decision) for _, decision in rows])
     classes = sorted(set(y.tolist()))
     if len(classes) < 2:
         raise ModelError(f"every labelled context has the decision {classes[0]}; at least two decisions are needed")

@@ -351,7 +351,7 @@ def hit_policy_apply(ruleset: RuleSet, matched: list[Rule], trace: tuple[dict, .
                        trace=trace, answered=True,
                        reasoning=f"rule {matched[0].id!r} matched (the only match; hit policy unique)")
     if policy == "any":
-        decisions = {json.dumps(_numbers_as_one(rule.decision), sort_keys=True) for rule in matched}
+        decisions = {decision_label(rule.decision) for rule in matched}
         if len(decisions) > 1:
             raise DecisionError(f"rules {ids} match with different decisions, but hit policy 'any' needs them to agree")
         return Outcome(matched=tuple(matched), decision=matched[0].decision,
@@ -398,6 +398,12 @@ def _aggregate(aggregation: str, decisions: list, ids: str):
         return total
     operations: dict[str, Callable] = {"min": min, "max": max}
     return operations[aggregation](decisions)
+
+
+def decision_label(decision: Any) -> str:
+    """A decision's canonical JSON, what tells two decisions apart (hit policy ``any``, shadow ``agrees``, a model's
+    classes): keys sorted, and 1 and 1.0 one number."""
+    return json.dumps(_numbers_as_one(decision), sort_keys=True, separators=(",", ":"))
 
 
 def _numbers_as_one(value: Any) -> Any:

@@ -29,7 +29,7 @@ from agents.expressions.compiler import extract_fields, field_absent
 from agents.core.definitions import (DefinitionTextError, definition_load_text, definition_read_file,
                                      refuse_json_constant)
 from agents.decisions.ruleset import (
-    Outcome, Rule, RuleSet, ruleset_evaluate, ruleset_load_problems, ruleset_parse,
+    Outcome, Rule, RuleSet, decision_label, ruleset_evaluate, ruleset_load_problems, ruleset_parse,
 )
 from agents.exceptions import DecisionError, ModelError, RuleSetError, RuleSetNotFoundError
 from agents.core.tracing import trace_id_ensure
@@ -1020,7 +1020,7 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
                 ShadowComparison.objects.create(
                     decision=decision, candidate=label, candidate_decision=candidate_decision,
                     candidate_confidence=confidence,
-                    agrees=ml.label_of(candidate_decision) == ml.label_of(decision.decision), **link,
+                    agrees=decision_label(candidate_decision) == decision_label(decision.decision), **link,
                 )
                 recorded += 1
             except IntegrityError:
@@ -1063,7 +1063,7 @@ def rules_simulate(*, ruleset: str, version: int, limit: int = 10_000, decision:
         new = outcome.decision if outcome.answered else rules.default["decision"]
         for rule in outcome.matched:
             matched_counts[rule.id] = matched_counts.get(rule.id, 0) + 1
-        if ml.label_of(new) != ml.label_of(decision.decision):
+        if decision_label(new) != decision_label(decision.decision):
             changed.append({"decision_id": str(decision.decision_id), "was": decision.decision, "would_be": new,
                             "rule_ids": [rule.id for rule in outcome.matched]})
     note = "masked context keys replay as '***'"
@@ -1102,7 +1102,7 @@ def _dmn_simulate(target: RuleSetVersion, *, decision: str | None, limit: int) -
         rule_ids = _dmn_rule_ids(trace)
         for rule_id in rule_ids:
             matched_counts[rule_id] = matched_counts.get(rule_id, 0) + 1
-        if ml.label_of(value) != ml.label_of(row.decision):
+        if decision_label(value) != decision_label(row.decision):
             changed.append({"decision_id": str(row.decision_id), "was": row.decision, "would_be": value,
                             "rule_ids": rule_ids})
     return _simulation_report(name, target.number, total, changed, errors, matched_counts,

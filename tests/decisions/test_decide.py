@@ -446,3 +446,16 @@ def test_a_shadow_dmn_draft_is_not_compared_on_a_decision_whose_context_the_audi
 
     assert [str(row.decision.decision_id) for row in ShadowComparison.objects.select_related("decision")] == [
         plain["decision_id"]]
+
+
+def test_a_shadow_draft_deciding_the_same_number_written_otherwise_agrees():
+    # 1.0 and 1 were two labels: the comparison recorded a disagreement of one number
+    text = json.dumps({"name": "shadow-number", "hit_policy": "first", "default": {"decision": 0},
+                       "rules": [{"id": "a", "condition": "x > 0", "decision": 1}]})
+    load(text)
+    load(text.replace('"decision": 1}', '"decision": 1.0}'), activate=False, shadow=True)
+    decided = services.decide(ruleset="shadow-number", context={"x": 1})
+
+    services.decisions_shadow_evaluate(decision_ids=[decided["decision_id"]])
+
+    assert ShadowComparison.objects.get().agrees is True
