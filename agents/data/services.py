@@ -526,8 +526,14 @@ def _taken_over(run: DataRun, *, worker: str) -> bool:
     because its whole worker was lost (``data_runs_requeue_lost``: no worker yet) had its death counted then. False
     when another copy of the message counted it first or the run ended meanwhile (a guarded update)."""
     deaths = run.process_deaths + (0 if run.worker == "" else 1)
-    fields = {"process_deaths": deaths} if deaths >= process_deaths_max() else {"process_deaths": deaths,
-                                                                               "worker": worker}
+    return _death_counted(run, deaths, worker=worker)
+
+
+def _death_counted(run: DataRun, deaths: int, **claim: str) -> bool:
+    """Record ``deaths`` on a running ``run`` and, below ``AGENTS_PROCESS_DEATHS``, its new ``claim`` (worker, task
+    id); the one that reaches it keeps the claim of the worker whose process died last. Guarded by the run as read
+    (its claim and count): False when another copy or sweep counted it first, or the run ended meanwhile."""
+    fields = {"process_deaths": deaths, **({} if deaths >= process_deaths_max() else claim)}
     if not DataRun.objects.filter(pk=run.pk, status=DataRunStatus.RUNNING, task_id=run.task_id, worker=run.worker,
                                   process_deaths=run.process_deaths).update(**fields):
         return False
@@ -552,10 +558,7 @@ def data_runs_requeue_lost(*, hostnames: list[str], reason: str = "stopped heart
             counts["finished"] += 1
             continue
         deaths, task_id = run.process_deaths + 1, str(uuid.uuid4())
-        fields = {"process_deaths": deaths} if deaths >= process_deaths_max() else {
-            "process_deaths": deaths, "task_id": task_id, "worker": ""}
-        if not DataRun.objects.filter(pk=run.pk, status=DataRunStatus.RUNNING, task_id=run.task_id,
-                                      worker=run.worker, process_deaths=run.process_deaths).update(**fields):
+        if not _death_counted(run, deaths, task_id=task_id, worker=""):
             continue  # ended, or taken over by a live worker, since it was read
         if deaths >= process_deaths_max():
             counts["failed"] += _transition(run, DataRunStatus.FAILED, finished_at=timezone.now(), error=(

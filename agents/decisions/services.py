@@ -982,9 +982,17 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
     whose rules (a model whose features) read a value the audit masked is not compared on that decision: it would be
     evaluated on ``***``, not on what was decided on."""
     recorded = 0
+    drafts: dict[int, list] = {}  # per rule set, read once for the batch: its shadow drafts, its challenger
+    challengers: dict[int, tuple] = {}
     for decision in Decision.objects.filter(decision_id__in=decision_ids).select_related("ruleset"):
         candidates = []
-        for version in RuleSetVersion.objects.filter(ruleset=decision.ruleset, status=VersionStatus.DRAFT, shadow=True):
+        if decision.ruleset_id not in drafts:
+            drafts[decision.ruleset_id] = list(RuleSetVersion.objects.filter(
+                ruleset_id=decision.ruleset_id, status=VersionStatus.DRAFT, shadow=True))
+            model = DecisionModelVersion.objects.filter(ruleset_id=decision.ruleset_id,
+                                                        alias=ModelAlias.CHALLENGER).first()
+            challengers[decision.ruleset_id] = (model, ml.features_of(model.features) if model is not None else [])
+        for version in drafts[decision.ruleset_id]:
             if version.spec.get("format") == "dmn":
                 if _holds_mask(decision.context, None):  # what a DMN model reads is not known: any masked value
                     continue
@@ -1001,8 +1009,7 @@ def decisions_shadow_evaluate(*, decision_ids: list[str]) -> int:
             except DecisionError as error:
                 answer = ({"error": str(error)}, None)
             candidates.append((f"version {version.number}", {"candidate_version": version}, answer))
-        challenger = DecisionModelVersion.objects.filter(ruleset=decision.ruleset, alias=ModelAlias.CHALLENGER).first()
-        features = ml.features_of(challenger.features) if challenger is not None else []
+        challenger, features = challengers[decision.ruleset_id]
         if challenger is not None and decision.engine != DecisionEngine.RULES and not _holds_mask(
                 decision.context, [feature.name for feature in features]):
             try:
